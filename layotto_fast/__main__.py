@@ -1,0 +1,3 @@
+from layotto_fast.cli import main
+
+raise SystemExit(main())

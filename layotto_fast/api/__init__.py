@@ -1,0 +1,1 @@
+"""Servicers: translate API messages to runtime calls. No transport code here."""

@@ -1,0 +1,108 @@
+"""The grpc.aio transport: serves handler objects, turns domain errors into status codes.
+
+The only module that touches ``grpc.aio.ServicerContext``. Handlers are plain
+objects whose methods are named after the rpcs of a service descriptor; rpcs with no
+method are left to grpc, which answers UNIMPLEMENTED.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol
+
+import grpc
+from google.protobuf import message_factory
+from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+
+from layotto_fast.errors import RuntimeApiError
+
+log = logging.getLogger(__name__)
+
+
+class CallObserver(Protocol):
+    def __call__(self, method: str, code: str, seconds: float) -> None: ...
+
+
+def _no_observer(method: str, code: str, seconds: float) -> None:
+    return None
+
+
+def service_handler(
+    descriptor: ServiceDescriptor, handlers: object, observe: CallObserver = _no_observer
+) -> grpc.GenericRpcHandler:
+    methods = {}
+    for method in descriptor.methods:
+        handler = getattr(handlers, method.name, None)
+        if handler is not None:
+            methods[method.name] = _method_handler(method, handler, observe)
+    return grpc.method_handlers_generic_handler(descriptor.full_name, methods)
+
+
+def _method_handler(method: MethodDescriptor, handler: Callable[..., Any], observe: CallObserver) -> grpc.RpcMethodHandler:
+    request_type = message_factory.GetMessageClass(method.input_type)
+    response_type = message_factory.GetMessageClass(method.output_type)
+    decode, encode = request_type.FromString, response_type.SerializeToString
+    name = method.name
+
+    async def fail(context: grpc.aio.ServicerContext, exc: BaseException, started: float) -> None:
+        if isinstance(exc, RuntimeApiError):
+            code, message = exc.code, exc.message
+        else:
+            log.exception("%s failed", name, exc_info=exc)
+            code, message = "INTERNAL", f"internal error in {name}: {type(exc).__name__}"
+        observe(name, code, time.perf_counter() - started)
+        await context.abort(grpc.StatusCode[code], message)
+
+    if not method.server_streaming:
+
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started = time.perf_counter()
+            try:
+                response = await handler(request)
+            except Exception as exc:
+                await fail(context, exc, started)
+                raise  # unreachable: abort raises
+            observe(name, "OK", time.perf_counter() - started)
+            return response
+
+        if method.client_streaming:
+            return grpc.stream_unary_rpc_method_handler(unary, decode, encode)
+        return grpc.unary_unary_rpc_method_handler(unary, decode, encode)
+
+    async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        started = time.perf_counter()
+        try:
+            async for response in handler(request):
+                yield response
+        except Exception as exc:
+            await fail(context, exc, started)
+            return
+        observe(name, "OK", time.perf_counter() - started)
+
+    if method.client_streaming:
+        return grpc.stream_stream_rpc_method_handler(streaming, decode, encode)
+    return grpc.unary_stream_rpc_method_handler(streaming, decode, encode)
+
+
+def build_server(
+    services: list[grpc.GenericRpcHandler],
+    addresses: list[str],
+    max_message_bytes: int,
+) -> grpc.aio.Server:
+    """A grpc.aio server bound to every address ('host:port' or 'unix:/path')."""
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.so_reuseport", 0),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+        ]
+    )
+    server.add_generic_rpc_handlers(services)
+    for address in addresses:
+        if server.add_insecure_port(address) == 0:
+            raise OSError(f"cannot bind the gRPC server to {address}")
+    return server

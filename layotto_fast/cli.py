@@ -1,0 +1,96 @@
+"""``layotto-fast``: the command line. Flags follow daprd's where daprd has one."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from layotto_fast import __version__
+from layotto_fast.errors import StartupError
+
+EXIT_BAD_CONFIG = 2
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="layotto-fast",
+        description="An application-runtime sidecar serving Layotto's runtime API over gRPC.",
+    )
+    top.add_argument("--version", action="version", version=f"layotto-fast {__version__}")
+    commands = top.add_subparsers(dest="command", metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve",
+        help="start the sidecar",
+        description=(
+            "Start the sidecar. Settings come from defaults, then --config, then these flags. "
+            "Exit code 2 means a bad flag, config file or component manifest; the message names "
+            "the file and the field."
+        ),
+    )
+    check = commands.add_parser("check", help="validate the config and component manifests, then exit")
+    for command in (serve, check):
+        _add_flags(command)
+    return top
+
+
+def _add_flags(command: argparse.ArgumentParser) -> None:
+    # Every default is None so that a flag overrides --config only when given.
+    add = command.add_argument
+    add("--app-id", help="the application's id (default layotto-fast)")
+    add("--grpc-port", type=int, help="gRPC API port (default 34904)")
+    add("--http-port", type=int, help="Dapr-compatible HTTP port (default 3500)")
+    add("--actuator-port", type=int, help="actuator HTTP port: health, info, metrics (default 34999)")
+    add("--app-port", type=int, help="the application's gRPC callback port (default 9999)")
+    add("--listen-address", help="address every listener binds (default 127.0.0.1)")
+    add("--grpc-uds", metavar="PATH", help="also serve the gRPC API on this Unix domain socket")
+    add(
+        "--resources-path",
+        metavar="DIR",
+        help="folder of Dapr-format component manifests (default ./components when it exists, "
+        "otherwise the embedded in-memory set)",
+    )
+    add("--config", metavar="FILE", help="YAML file of settings (keys as the flags, with _ or -)")
+    add("--log-level", choices=("debug", "info", "warning", "error"), help="default info")
+    add("--shutdown-grace-seconds", type=float, help="how long SIGTERM waits for in-flight calls (default 5)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command is None:
+        parser().print_help()
+        return EXIT_BAD_CONFIG
+    from layotto_fast import settings as settings_module
+
+    overrides = {
+        name: getattr(args, name)
+        for name in (
+            "app_id", "grpc_port", "http_port", "actuator_port", "app_port", "listen_address",
+            "grpc_uds", "resources_path", "log_level", "shutdown_grace_seconds",
+        )
+    }
+    try:
+        settings = settings_module.load(args.config, overrides)
+        logging.basicConfig(
+            level=settings.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
+        from layotto_fast import server
+
+        manifests = server.load_manifests(settings)
+        if args.command == "check":
+            from layotto_fast.runtime.lifecycle import Components
+
+            Components(manifests)
+            print(f"ok: {len(manifests)} components")
+            return 0
+        server.serve(settings, manifests)
+    except StartupError as exc:
+        print(f"layotto-fast: bad configuration: {exc}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    except OSError as exc:
+        print(f"layotto-fast: cannot start: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,1 @@
+"""Component implementations, one module each, found by type string in the registry."""

@@ -1,0 +1,79 @@
+"""``secretstores.local.file``: secrets from a JSON file, nested keys flattened.
+
+``{"db": {"user": "u"}}`` becomes the secret ``db:user`` (separator from
+``nestedSeparator``). With ``multiValued: true`` the top-level keys are the secrets
+and their (flattened) children their values, as in Dapr.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Self
+
+import orjson
+
+from layotto_fast.errors import NotFound, StartupError
+from layotto_fast.manifest import ComponentManifest
+from layotto_fast.runtime import metadata
+from layotto_fast.runtime.component import NoBackend
+
+
+class LocalFileSecretStore(NoBackend):
+    def __init__(self, path: Path, separator: str, multi_valued: bool, source: str) -> None:
+        self._path = path
+        self._separator = separator
+        self._multi_valued = multi_valued
+        self._source = source
+        self._secrets: dict[str, dict[str, str]] = {}
+
+    @classmethod
+    def from_manifest(cls, manifest: ComponentManifest) -> Self:
+        raw = metadata.text(manifest, "secretsFile", "")
+        if not raw:
+            raise StartupError(manifest.source, "spec.metadata.secretsFile", "is required")
+        path = Path(raw)
+        if not path.is_absolute():
+            beside = Path(manifest.source.split(" (document")[0]).parent / path
+            path = beside if beside.exists() else path
+        separator = metadata.text(manifest, "nestedSeparator", ":")
+        return cls(path, separator, metadata.boolean(manifest, "multiValued", False), manifest.source)
+
+    async def init(self) -> None:
+        try:
+            document = orjson.loads(self._path.read_bytes())
+        except OSError as exc:
+            raise RuntimeError(f"secretsFile {str(self._path)!r} cannot be read: {exc.strerror}") from exc
+        except orjson.JSONDecodeError as exc:
+            raise RuntimeError(f"secretsFile {str(self._path)!r} is not valid JSON: {exc}") from exc
+        if not isinstance(document, dict):
+            raise RuntimeError(f"secretsFile {str(self._path)!r} must hold a JSON object")
+        if self._multi_valued:
+            self._secrets = {
+                key: self._flatten(value, "") if isinstance(value, dict) else {key: _text(value)}
+                for key, value in document.items()
+            }
+        else:
+            self._secrets = {key: {key: value} for key, value in self._flatten(document, "").items()}
+
+    def _flatten(self, node: dict[str, Any], prefix: str) -> dict[str, str]:
+        flat: dict[str, str] = {}
+        for key, value in node.items():
+            name = f"{prefix}{self._separator}{key}" if prefix else key
+            if isinstance(value, dict):
+                flat.update(self._flatten(value, name))
+            else:
+                flat[name] = _text(value)
+        return flat
+
+    async def get(self, key: str) -> dict[str, str]:
+        try:
+            return self._secrets[key]
+        except KeyError:
+            raise NotFound(f"secret key {key!r} not found in {str(self._path)!r}") from None
+
+    async def bulk_get(self) -> dict[str, dict[str, str]]:
+        return dict(self._secrets)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else orjson.dumps(value).decode()

@@ -1,0 +1,1 @@
+"""Building blocks: one interface per block, resolved by component type string."""

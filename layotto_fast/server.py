@@ -1,0 +1,103 @@
+"""Wire the sidecar together and run it on one uvloop event loop until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from importlib import resources
+from pathlib import Path
+
+import uvloop
+
+from layotto_fast._proto import runtime_pb2
+from layotto_fast.actuator.metrics import Metrics
+from layotto_fast.actuator.routes import ActuatorRoutes
+from layotto_fast.api.layotto import LayottoRuntime
+from layotto_fast.api.transport_grpcio import build_server, service_handler
+from layotto_fast.manifest import ComponentManifest, load_folder
+from layotto_fast.runtime.lifecycle import Components
+from layotto_fast.settings import Settings
+
+try:
+    from layotto_fast.actuator.http_protocol import HttpProtocol
+except ImportError:  # not compiled: the pure-Python twin behaves the same, only slower
+    from layotto_fast.actuator.http_protocol_py import HttpProtocol  # type: ignore[assignment]
+
+log = logging.getLogger("layotto_fast")
+
+
+def load_manifests(settings: Settings) -> list[ComponentManifest]:
+    folder = settings.components_folder()
+    if folder is not None:
+        return load_folder(folder)
+    with resources.as_file(resources.files("layotto_fast") / "defaults") as embedded:
+        return load_folder(Path(embedded))
+
+
+class Sidecar:
+    def __init__(self, settings: Settings, manifests: list[ComponentManifest]) -> None:
+        self.settings = settings
+        self.components = Components(manifests, settings.component_init_timeout_seconds)
+        self.metrics = Metrics(self.components)
+        self.layotto = LayottoRuntime(self.components, settings.app_id)
+        self._stop = asyncio.Event()
+
+    def grpc_addresses(self) -> list[str]:
+        addresses = [f"{self.settings.listen_address}:{self.settings.grpc_port}"]
+        if self.settings.grpc_uds:
+            addresses.append(f"unix:{self.settings.grpc_uds}")
+        return addresses
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        routes = ActuatorRoutes(
+            self.components, self.metrics, self.settings.app_id, lambda: self.layotto.active_subscriptions
+        )
+        actuator = await loop.create_server(
+            lambda: HttpProtocol(routes), self.settings.listen_address, self.settings.actuator_port
+        )
+        if self.settings.grpc_uds:
+            Path(self.settings.grpc_uds).unlink(missing_ok=True)
+        server = build_server(
+            [service_handler(runtime_pb2.DESCRIPTOR.services_by_name["Runtime"], self.layotto, self.metrics.observe_call)],
+            self.grpc_addresses(),
+            self.settings.max_message_bytes,
+        )
+        await server.start()
+        log.info(
+            "serving gRPC on %s, actuator on %s:%d",
+            ", ".join(self.grpc_addresses()),
+            self.settings.listen_address,
+            self.settings.actuator_port,
+        )
+        await self.components.init_all()
+        status, _ = self.components.readiness()
+        log.info("readiness %s", status.value)
+        checker = loop.create_task(self._check_health())
+        await self._stop.wait()
+
+        log.info("stopping: readiness DOWN, draining calls for up to %.1fs", self.settings.shutdown_grace_seconds)
+        self.components.stopping_reason = "shutting down"
+        checker.cancel()
+        await server.stop(self.settings.shutdown_grace_seconds)
+        actuator.close()
+        await self.components.close_all()
+        if self.settings.grpc_uds:
+            Path(self.settings.grpc_uds).unlink(missing_ok=True)
+        log.info("stopped")
+
+    async def _check_health(self) -> None:
+        interval = self.settings.health_check_interval_seconds
+        while interval > 0:
+            await asyncio.sleep(interval)
+            await self.components.check_all()
+
+
+def serve(settings: Settings, manifests: list[ComponentManifest]) -> None:
+    async def main() -> None:
+        await Sidecar(settings, manifests).run()
+
+    uvloop.run(main())

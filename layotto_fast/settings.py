@@ -1,0 +1,102 @@
+"""The sidecar's own settings: defaults, overridden by ``--config`` YAML, overridden by flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from layotto_fast.errors import StartupError
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class Settings:
+    app_id: str = "layotto-fast"
+    listen_address: str = "127.0.0.1"
+    grpc_port: int = 34904
+    http_port: int = 3500
+    actuator_port: int = 34999
+    app_port: int = 9999
+    grpc_uds: str = ""
+    resources_path: str = ""
+    log_level: str = "info"
+    shutdown_grace_seconds: float = 5.0
+    max_message_bytes: int = 4 * 1024 * 1024
+    health_check_interval_seconds: float = 5.0
+    component_init_timeout_seconds: float = 10.0
+
+    def components_folder(self) -> Path | None:
+        """The manifests folder: the one given, else ./components, else None (embedded set)."""
+        if self.resources_path:
+            return Path(self.resources_path)
+        local = Path("components")
+        return local if local.is_dir() else None
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+_PORTS = ("grpc_port", "http_port", "actuator_port", "app_port")
+
+
+def load(config_file: str | None, overrides: dict[str, Any]) -> Settings:
+    values: dict[str, Any] = {}
+    source = config_file or "command line"
+    if config_file:
+        values.update(_read_config(Path(config_file)))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    for name, value in values.items():
+        values[name] = _check(name, value, source)
+    return Settings(**values)
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    source = str(path)
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise StartupError(source, "file", f"cannot be read: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise StartupError(source, "yaml", f"not valid YAML: {exc}") from exc
+    if document is None:
+        return {}
+    if not isinstance(document, dict):
+        raise StartupError(source, "(document)", "must be a mapping of setting: value")
+    values = {}
+    for key, value in document.items():
+        name = str(key).replace("-", "_")
+        if name not in _FIELDS:
+            known = ", ".join(sorted(_FIELDS))
+            raise StartupError(source, str(key), f"unknown setting (known: {known})")
+        values[name] = value
+    # Relative paths in the file are relative to the file, not to where it was started from.
+    for name in ("resources_path", "grpc_uds"):
+        if isinstance(values.get(name), str) and values[name] and not os.path.isabs(values[name]):
+            values[name] = str(path.parent / values[name])
+    return values
+
+
+def _check(name: str, value: Any, source: str) -> Any:
+    expected = _FIELDS[name].type
+    if expected == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise StartupError(source, name, f"must be an integer, got {value!r}")
+        if name in _PORTS and not 0 <= value <= 65535:
+            raise StartupError(source, name, f"must be a port number 0-65535, got {value}")
+        if name == "max_message_bytes" and value < 1024:
+            raise StartupError(source, name, f"must be at least 1024, got {value}")
+    elif expected == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise StartupError(source, name, f"must be a non-negative number, got {value!r}")
+        value = float(value)
+    elif not isinstance(value, str):
+        raise StartupError(source, name, f"must be a string, got {value!r}")
+    if name == "log_level" and value.lower() not in LOG_LEVELS:
+        raise StartupError(source, name, f"must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
+    if name == "app_id" and not value:
+        raise StartupError(source, name, "must not be empty")
+    return value

@@ -1,0 +1,155 @@
+"""Native (Rust) hot paths for layotto-fast: frame splitting and protocol codecs.
+
+Hand-written stub for the ``layotto_fast_native`` extension module (pyo3, abi3).
+"""
+
+from typing import Final, Literal, Self, final
+
+__all__ = [
+    "DEFAULT_MAX_FRAME_SIZE",
+    "FrameError",
+    "FrameSplitter",
+    "__version__",
+    "decode_bolt_request",
+    "decode_bolt_response",
+    "encode_bolt_heartbeat_ack",
+    "encode_bolt_request",
+    "encode_bolt_response",
+]
+
+__version__: Final[str]
+
+DEFAULT_MAX_FRAME_SIZE: Final[int]
+"""Default ``max_frame_size`` of :class:`FrameSplitter`: 16 MiB."""
+
+class FrameError(ValueError):
+    """A malformed or oversized frame.
+
+    The message names the offending field and value, e.g.
+    ``"invalid dubbo magic: 0xdabc"`` or
+    ``"bolt frame size 43 exceeds max_frame_size 42"``.
+    """
+
+@final
+class FrameSplitter:
+    """Streaming splitter: feed raw bytes, get back whole frames (header included).
+
+    Protocols:
+
+    * ``"bolt"``: SOFA Bolt v1 and v2 (first byte 1 or 2); a v2 frame whose switch
+      byte has the CRC bit (0x01) includes its trailing 4-byte CRC32.
+    * ``"dubbo"``: 16-byte header with magic 0xdabb; frame = 16 + body length.
+    * ``"grpc"``: gRPC length-prefixed message: compressed flag (0 or 1) + 4-byte
+      big-endian length; frame = 5 + length.
+
+    A frame whose declared size exceeds ``max_frame_size`` is rejected as soon as its
+    header is complete, before its body is buffered.
+    """
+
+    def __new__(
+        cls,
+        protocol: Literal["bolt", "dubbo", "grpc"],
+        max_frame_size: int = 16 * 1024 * 1024,
+    ) -> Self:
+        """Create a splitter.
+
+        Raises:
+            ValueError: unknown ``protocol`` or ``max_frame_size`` == 0.
+            OverflowError: negative ``max_frame_size``.
+        """
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Buffer ``data`` and return every frame it completes, in order.
+
+        Returns ``[]`` when more bytes are needed. Each returned item is one whole
+        frame, header included.
+
+        Raises:
+            FrameError: malformed header (unknown bolt proto/type byte, wrong dubbo
+                magic, bad grpc flag, negative length) or a frame larger than
+                ``max_frame_size``. The splitter is then failed for good: its buffer
+                is dropped, frames completed earlier in the same call are discarded,
+                and every later ``feed`` raises ``FrameError``.
+        """
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held back as the start of an incomplete frame."""
+
+    @property
+    def protocol(self) -> Literal["bolt", "dubbo", "grpc"]:
+        """The protocol this splitter was created for."""
+
+    @property
+    def max_frame_size(self) -> int:
+        """Largest accepted frame size in bytes, header included."""
+
+    @property
+    def failed(self) -> bool:
+        """True once a ``feed`` call raised ``FrameError``."""
+
+def decode_bolt_request(
+    frame: bytes,
+) -> tuple[int, int, int, int, int, str, dict[str, str], bytes]:
+    """Decode one whole SOFA Bolt v1 request frame (request, oneway or heartbeat).
+
+    Returns:
+        ``(request_id, type, cmdcode, codec, timeout_ms, class_name, header, content)``
+        where ``type`` is 1 request / 2 oneway, ``cmdcode`` 0 heartbeat / 1 request,
+        ``codec`` 1 hessian2 / 11 protobuf / 12 json, and ``timeout_ms`` is -1 for
+        none. Header entries with a null (-1 length) key or value are skipped.
+
+    Raises:
+        FrameError: not Bolt v1 (proto != 1), not a request type, truncated, trailing
+            bytes, negative lengths, or invalid UTF-8 in class name / header.
+    """
+
+def decode_bolt_response(
+    frame: bytes,
+) -> tuple[int, int, int, int, str, dict[str, str], bytes]:
+    """Decode one whole SOFA Bolt v1 response frame.
+
+    Returns:
+        ``(request_id, cmdcode, codec, status, class_name, header, content)``.
+
+    Raises:
+        FrameError: as for :func:`decode_bolt_request`, or not a response type.
+    """
+
+def encode_bolt_response(
+    request_id: int,
+    codec: int,
+    status: int,
+    class_name: str,
+    header: dict[str, str],
+    content: bytes,
+) -> bytes:
+    """Encode a SOFA Bolt v1 response frame (type 0, cmdcode 2 = response).
+
+    ``header`` is written in dict iteration order.
+
+    Raises:
+        ValueError: class name or encoded header longer than 32767 bytes.
+        OverflowError: ``request_id``/``codec``/``status`` out of u32/u8/u16 range.
+        TypeError: a non-str header key or value.
+    """
+
+def encode_bolt_request(
+    request_id: int,
+    codec: int,
+    timeout_ms: int,
+    class_name: str,
+    header: dict[str, str],
+    content: bytes,
+    oneway: bool = False,
+) -> bytes:
+    """Encode a SOFA Bolt v1 request frame (cmdcode 1; type 1, or 2 if ``oneway``).
+
+    ``timeout_ms`` is -1 for no timeout. Raises as :func:`encode_bolt_response`.
+    """
+
+def encode_bolt_heartbeat_ack(request_id: int) -> bytes:
+    """Encode the 20-byte SOFA Bolt v1 heartbeat ack for ``request_id``.
+
+    Type response, cmdcode heartbeat (0), codec hessian2, status 0, no body.
+    """

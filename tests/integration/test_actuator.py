@@ -1,0 +1,50 @@
+"""The actuator endpoints of the running sidecar."""
+
+from __future__ import annotations
+
+import orjson
+
+from layotto_fast._proto import runtime_pb2 as pb
+from tests.sidecar import Sidecar
+
+
+def test_liveness_and_readiness_up(sidecar: Sidecar) -> None:
+    for path in ("/actuator/health/liveness", "/actuator/health/readiness"):
+        status, body = sidecar.http(path)
+        document = orjson.loads(body)
+        assert status == 200 and document["status"] == "UP", body
+    _, body = sidecar.http("/actuator/health/readiness")
+    components = orjson.loads(body)["components"]
+    assert components["in-memory"] == {"status": "UP", "reason": "", "type": "state.in-memory"}
+    assert set(components) >= {"helloworld", "config_demo", "lock_demo", "sequencer_demo", "secret_demo"}
+
+
+def test_info(sidecar: Sidecar) -> None:
+    status, body = sidecar.http("/actuator/info")
+    info = orjson.loads(body)
+    assert status == 200
+    assert info["app_id"] == "layotto-fast" and info["version"]
+    assert {"name": "in-memory", "type": "state.in-memory", "version": "v1"} in info["components"]
+    assert info["uptime_seconds"] > 0 and info["configuration_subscriptions"] >= 0
+
+
+def test_metrics_count_rpcs_by_status(sidecar: Sidecar) -> None:
+    stub = sidecar.stub()
+    stub.GetState(pb.GetStateRequest(store_name="in-memory", key="metrics"))
+    try:
+        stub.GetState(pb.GetStateRequest(store_name="", key="metrics"))
+    except Exception:
+        pass
+    status, body = sidecar.http("/metrics")
+    text = body.decode()
+    assert status == 200
+    assert 'layotto_fast_grpc_requests_total{code="OK",method="GetState"}' in text
+    assert 'layotto_fast_grpc_requests_total{code="INVALID_ARGUMENT",method="GetState"}' in text
+    assert 'layotto_fast_grpc_request_duration_seconds_bucket{le="0.001",method="GetState"}' in text
+    assert 'layotto_fast_component_up{name="in-memory",type="state.in-memory"} 1.0' in text
+    assert "process_resident_memory_bytes" in text
+
+
+def test_unknown_path_is_404(sidecar: Sidecar) -> None:
+    status, _ = sidecar.http("/actuator/nothing")
+    assert status == 404

@@ -1,0 +1,110 @@
+"""SayHello, locks, the sequencer and secrets against the real sidecar process."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import grpc
+import pytest
+from google.protobuf import any_pb2, wrappers_pb2
+
+from layotto_fast._proto import runtime_pb2 as pb
+from tests.sidecar import Sidecar
+
+LOCKS = "lock_demo"
+
+
+def fails(call: object) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as raised:
+        call()  # type: ignore[operator]
+    return raised.value.code(), raised.value.details()  # type: ignore[attr-defined]
+
+
+def test_say_hello(sidecar: Sidecar) -> None:
+    payload = any_pb2.Any()
+    payload.Pack(wrappers_pb2.StringValue(value="x" * 100))
+    response = sidecar.stub().SayHello(pb.SayHelloRequest(service_name="helloworld", name="layotto", data=payload))
+    assert response.hello == "greetings, layotto"
+    assert response.data == payload
+    assert sidecar.stub().SayHello(pb.SayHelloRequest(service_name="helloworld")).hello == "greetings"
+    code, details = fails(lambda: sidecar.stub().SayHello(pb.SayHelloRequest(service_name="nobody")))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "service_name 'nobody'" in details
+
+
+def test_lock_lifecycle(sidecar: Sidecar) -> None:
+    stub, resource = sidecar.stub(), f"r-{uuid.uuid4().hex[:8]}"
+    assert stub.TryLock(pb.TryLockRequest(store_name=LOCKS, resource_id=resource, lock_owner="a", expire=10)).success
+    assert not stub.TryLock(pb.TryLockRequest(store_name=LOCKS, resource_id=resource, lock_owner="b", expire=10)).success
+    unlock_b = stub.Unlock(pb.UnlockRequest(store_name=LOCKS, resource_id=resource, lock_owner="b"))
+    assert unlock_b.status == pb.UnlockResponse.LOCK_BELONG_TO_OTHERS
+    keep = stub.LockKeepAlive(pb.LockKeepAliveRequest(store_name=LOCKS, resource_id=resource, lock_owner="a", expire=10))
+    assert keep.status == pb.LockKeepAliveResponse.SUCCESS
+    keep_b = stub.LockKeepAlive(pb.LockKeepAliveRequest(store_name=LOCKS, resource_id=resource, lock_owner="b", expire=10))
+    assert keep_b.status == pb.LockKeepAliveResponse.LOCK_BELONG_TO_OTHERS
+    assert stub.Unlock(pb.UnlockRequest(store_name=LOCKS, resource_id=resource, lock_owner="a")).status == pb.UnlockResponse.SUCCESS
+    again = stub.Unlock(pb.UnlockRequest(store_name=LOCKS, resource_id=resource, lock_owner="a"))
+    assert again.status == pb.UnlockResponse.LOCK_UNEXIST
+    gone = stub.LockKeepAlive(pb.LockKeepAliveRequest(store_name=LOCKS, resource_id=resource, lock_owner="a", expire=1))
+    assert gone.status == pb.LockKeepAliveResponse.LOCK_UNEXIST
+
+
+def test_expired_lock_can_be_taken_by_another_owner(sidecar: Sidecar) -> None:
+    stub, resource = sidecar.stub(), f"r-{uuid.uuid4().hex[:8]}"
+    assert stub.TryLock(pb.TryLockRequest(store_name=LOCKS, resource_id=resource, lock_owner="a", expire=1)).success
+    assert not stub.TryLock(pb.TryLockRequest(store_name=LOCKS, resource_id=resource, lock_owner="b", expire=1)).success
+    time.sleep(1.1)
+    assert stub.TryLock(pb.TryLockRequest(store_name=LOCKS, resource_id=resource, lock_owner="b", expire=5)).success
+    late = stub.Unlock(pb.UnlockRequest(store_name=LOCKS, resource_id=resource, lock_owner="a"))
+    assert late.status == pb.UnlockResponse.LOCK_BELONG_TO_OTHERS
+
+
+@pytest.mark.parametrize(
+    ("request_", "words"),
+    [
+        (pb.TryLockRequest(store_name=LOCKS, resource_id="r", lock_owner="o", expire=-1), ["expire is -1"]),
+        (pb.TryLockRequest(store_name=LOCKS, resource_id="r", lock_owner="o", expire=0), ["expire is 0"]),
+        (pb.TryLockRequest(store_name=LOCKS, resource_id="", lock_owner="o", expire=1), ["resource_id", "empty"]),
+        (pb.TryLockRequest(store_name=LOCKS, resource_id="r", lock_owner="", expire=1), ["lock_owner", "empty"]),
+        (pb.TryLockRequest(store_name="", resource_id="r", lock_owner="o", expire=1), ["store_name", "empty"]),
+        (pb.TryLockRequest(store_name="zz", resource_id="r", lock_owner="o", expire=1), ["store_name 'zz'"]),
+    ],
+)
+def test_try_lock_bad_input(sidecar: Sidecar, request_: pb.TryLockRequest, words: list[str]) -> None:
+    code, details = fails(lambda: sidecar.stub().TryLock(request_))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    for word in words:
+        assert word in details
+
+
+def test_sequencer_strictly_increasing_per_key(sidecar: Sidecar) -> None:
+    stub, key = sidecar.stub(), f"seq-{uuid.uuid4().hex[:8]}"
+    ids = [stub.GetNextId(pb.GetNextIdRequest(store_name="sequencer_demo", key=key)).next_id for _ in range(20)]
+    assert ids == sorted(set(ids)) and ids[0] >= 1
+    other = stub.GetNextId(pb.GetNextIdRequest(store_name="sequencer_demo", key=key + "-b")).next_id
+    assert other == 1
+    code, details = fails(lambda: stub.GetNextId(pb.GetNextIdRequest(store_name="sequencer_demo", key="")))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "key" in details
+
+
+def test_secrets_local_file(sidecar: Sidecar) -> None:
+    stub = sidecar.stub()
+    assert dict(stub.GetSecret(pb.GetSecretRequest(store_name="secret_demo", key="redis:user")).data) == {"redis:user": "demo"}
+    bulk = stub.GetBulkSecret(pb.GetBulkSecretRequest(store_name="secret_demo")).data
+    assert dict(bulk["redis:password"].secrets) == {"redis:password": "demo-only"}
+    assert "db-password" in bulk
+    code, details = fails(lambda: stub.GetSecret(pb.GetSecretRequest(store_name="secret_demo", key="redis")))
+    assert code == grpc.StatusCode.NOT_FOUND and "'redis'" in details
+
+
+def test_secrets_local_env(sidecar: Sidecar) -> None:
+    stub = sidecar.stub()
+    got = stub.GetSecret(pb.GetSecretRequest(store_name="secret_env", key="LAYOTTO_TEST_SECRET"))
+    assert dict(got.data) == {"LAYOTTO_TEST_SECRET": "s3cret"}
+    code, _ = fails(lambda: stub.GetSecret(pb.GetSecretRequest(store_name="secret_env", key="NO_SUCH_VARIABLE_XYZ")))
+    assert code == grpc.StatusCode.NOT_FOUND
+
+
+def test_rpc_not_implemented_yet(sidecar: Sidecar) -> None:
+    code, _ = fails(lambda: sidecar.stub().PublishEvent(pb.PublishEventRequest(pubsub_name="pub_subs_demo", topic="t")))
+    assert code == grpc.StatusCode.UNIMPLEMENTED

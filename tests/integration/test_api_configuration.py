@@ -1,0 +1,144 @@
+"""Configuration rpcs, including the SubscribeConfiguration stream."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import grpc
+import orjson
+import pytest
+
+from layotto_fast._proto import runtime_pb2 as pb
+from tests.sidecar import Sidecar
+
+STORE = "config_demo"
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def save(sidecar: Sidecar, app: str, *items: pb.ConfigurationItem) -> None:
+    sidecar.stub().SaveConfiguration(pb.SaveConfigurationRequest(store_name=STORE, app_id=app, items=list(items)))
+
+
+def test_save_get_delete_with_all_fields(sidecar: Sidecar) -> None:
+    app, k = unique("app"), unique("key")
+    item = pb.ConfigurationItem(key=k, content="c1", group="g1", label="blue", tags={"t": "1"}, metadata={"m": "2"})
+    save(sidecar, app, item)
+    got = sidecar.stub().GetConfiguration(pb.GetConfigurationRequest(store_name=STORE, app_id=app, keys=[k])).items
+    assert list(got) == [item]
+    sidecar.stub().DeleteConfiguration(pb.DeleteConfigurationRequest(store_name=STORE, app_id=app, keys=[k]))
+    assert not sidecar.stub().GetConfiguration(pb.GetConfigurationRequest(store_name=STORE, app_id=app, keys=[k])).items
+
+
+def test_label_and_group_filter(sidecar: Sidecar) -> None:
+    app, k = unique("app"), unique("key")
+    save(
+        sidecar, app,
+        pb.ConfigurationItem(key=k, content="blue", group="g", label="blue"),
+        pb.ConfigurationItem(key=k, content="green", group="g", label="green"),
+        pb.ConfigurationItem(key=k, content="other", group="h", label="blue"),
+    )
+    stub = sidecar.stub()
+    only_green = stub.GetConfiguration(pb.GetConfigurationRequest(store_name=STORE, app_id=app, keys=[k], label="green"))
+    assert [i.content for i in only_green.items] == ["green"]
+    group_g = stub.GetConfiguration(pb.GetConfigurationRequest(store_name=STORE, app_id=app, keys=[k], group="g"))
+    assert sorted(i.content for i in group_g.items) == ["blue", "green"]
+    other_app = stub.GetConfiguration(pb.GetConfigurationRequest(store_name=STORE, app_id=unique("app"), keys=[k]))
+    assert not other_app.items
+
+
+class Subscription:
+    """A SubscribeConfiguration stream driven from a thread, pushes collected in a queue."""
+
+    def __init__(self, sidecar: Sidecar, *requests: pb.SubscribeConfigurationRequest) -> None:
+        self.channel = grpc.insecure_channel(sidecar.target)
+        self._requests: queue.Queue[pb.SubscribeConfigurationRequest | None] = queue.Queue()
+        for request in requests:
+            self._requests.put(request)
+        self.pushes: queue.Queue[tuple[float, pb.SubscribeConfigurationResponse]] = queue.Queue()
+        self.call = pb_stub(self.channel).SubscribeConfiguration(self._outgoing())
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _outgoing(self) -> Iterator[pb.SubscribeConfigurationRequest]:
+        while (request := self._requests.get()) is not None:
+            yield request
+
+    def _read(self) -> None:
+        try:
+            for response in self.call:
+                self.pushes.put((time.monotonic(), response))
+        except grpc.RpcError:
+            pass
+
+    def next(self, timeout: float = 2.0) -> tuple[float, pb.SubscribeConfigurationResponse]:
+        return self.pushes.get(timeout=timeout)
+
+    def close(self) -> None:
+        self.call.cancel()
+        self.channel.close()
+
+
+def pb_stub(channel: grpc.Channel):  # type: ignore[no-untyped-def]
+    from layotto_fast._proto import runtime_pb2_grpc
+
+    return runtime_pb2_grpc.RuntimeStub(channel)
+
+
+def subscriptions(sidecar: Sidecar) -> int:
+    return int(orjson.loads(sidecar.http("/actuator/info")[1])["configuration_subscriptions"])
+
+
+def test_subscribers_get_saves_and_deletes_within_100ms(sidecar: Sidecar) -> None:
+    app, k, other = unique("app"), unique("key"), unique("key")
+    request = pb.SubscribeConfigurationRequest(store_name=STORE, app_id=app, keys=[k])
+    before = subscriptions(sidecar)
+    subscribers = [Subscription(sidecar, request) for _ in range(3)]
+    try:
+        deadline = time.monotonic() + 5
+        while subscriptions(sidecar) < before + 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)  # the watches are registered once the request is read
+        sent = time.monotonic()
+        save(sidecar, app, pb.ConfigurationItem(key=k, content="v1"), pb.ConfigurationItem(key=other, content="x"))
+        for subscriber in subscribers:
+            at, push = subscriber.next()
+            assert at - sent < 0.1, f"push took {at - sent:.3f}s"
+            assert push.store_name == STORE and push.app_id == app
+            assert [(i.key, i.content) for i in push.items] == [(k, "v1")]
+        sent = time.monotonic()
+        sidecar.stub().DeleteConfiguration(pb.DeleteConfigurationRequest(store_name=STORE, app_id=app, keys=[k]))
+        for subscriber in subscribers:
+            at, push = subscriber.next()
+            assert at - sent < 0.1
+            assert [(i.key, i.content) for i in push.items] == [(k, "")]
+    finally:
+        for subscriber in subscribers:
+            subscriber.close()
+    # Subscribers that went away are cleaned up.
+    deadline = time.monotonic() + 5
+    while subscriptions(sidecar) > before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert subscriptions(sidecar) == before
+
+
+def test_subscribe_bad_store_ends_stream_with_invalid_argument(sidecar: Sidecar) -> None:
+    requests = iter([pb.SubscribeConfigurationRequest(store_name="missing", keys=["k"])])
+    with pytest.raises(grpc.RpcError) as raised:
+        for _ in sidecar.stub().SubscribeConfiguration(requests, timeout=5):
+            pass
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    assert "'missing'" in raised.value.details()  # type: ignore[attr-defined]
+
+
+def test_get_configuration_unknown_store(sidecar: Sidecar) -> None:
+    with pytest.raises(grpc.RpcError) as raised:
+        sidecar.stub().GetConfiguration(pb.GetConfigurationRequest(store_name="nope", keys=["k"]))
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    assert "'nope'" in raised.value.details()  # type: ignore[attr-defined]

@@ -1,0 +1,135 @@
+"""State rpcs over gRPC against the real sidecar process (in-memory store)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import grpc
+import pytest
+
+from layotto_fast._proto import runtime_pb2 as pb
+from tests.sidecar import Sidecar
+
+STORE = "in-memory"
+
+
+def key() -> str:
+    return f"k-{uuid.uuid4().hex[:8]}"
+
+
+def code_of(call: object) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as raised:
+        call()  # type: ignore[operator]
+    error = raised.value
+    return error.code(), error.details()  # type: ignore[attr-defined]
+
+
+def test_save_get_delete(sidecar: Sidecar) -> None:
+    stub, k = sidecar.stub(), key()
+    assert stub.GetState(pb.GetStateRequest(store_name=STORE, key=k)).data == b""
+    stub.SaveState(pb.SaveStateRequest(store_name=STORE, states=[pb.StateItem(key=k, value=b"v1")]))
+    got = stub.GetState(pb.GetStateRequest(store_name=STORE, key=k))
+    assert got.data == b"v1" and got.etag
+    stub.DeleteState(pb.DeleteStateRequest(store_name=STORE, key=k))
+    assert stub.GetState(pb.GetStateRequest(store_name=STORE, key=k)).data == b""
+
+
+def test_bulk_get_and_bulk_delete(sidecar: Sidecar) -> None:
+    stub, a, b, missing = sidecar.stub(), key(), key(), key()
+    stub.SaveState(
+        pb.SaveStateRequest(store_name=STORE, states=[pb.StateItem(key=a, value=b"A"), pb.StateItem(key=b, value=b"B")])
+    )
+    items = stub.GetBulkState(pb.GetBulkStateRequest(store_name=STORE, keys=[a, missing, b])).items
+    assert [(i.key, i.data) for i in items] == [(a, b"A"), (missing, b""), (b, b"B")]
+    stub.DeleteBulkState(pb.DeleteBulkStateRequest(store_name=STORE, states=[pb.StateItem(key=a), pb.StateItem(key=b)]))
+    items = stub.GetBulkState(pb.GetBulkStateRequest(store_name=STORE, keys=[a, b])).items
+    assert [i.data for i in items] == [b"", b""]
+
+
+def test_etag_first_write(sidecar: Sidecar) -> None:
+    stub, k = sidecar.stub(), key()
+    first_write = pb.StateOptions(concurrency=pb.StateOptions.CONCURRENCY_FIRST_WRITE)
+    stub.SaveState(pb.SaveStateRequest(store_name=STORE, states=[pb.StateItem(key=k, value=b"v1", options=first_write)]))
+    etag1 = stub.GetState(pb.GetStateRequest(store_name=STORE, key=k)).etag
+    # A second first-write without an etag loses: the key exists.
+    code, _ = code_of(lambda: stub.SaveState(
+        pb.SaveStateRequest(store_name=STORE, states=[pb.StateItem(key=k, value=b"x", options=first_write)])
+    ))
+    assert code == grpc.StatusCode.ABORTED
+    stub.SaveState(pb.SaveStateRequest(
+        store_name=STORE, states=[pb.StateItem(key=k, value=b"v2", etag=pb.Etag(value=etag1), options=first_write)]
+    ))
+    got = stub.GetState(pb.GetStateRequest(store_name=STORE, key=k))
+    assert got.data == b"v2" and got.etag != etag1
+    code, details = code_of(lambda: stub.SaveState(pb.SaveStateRequest(
+        store_name=STORE, states=[pb.StateItem(key=k, value=b"stale", etag=pb.Etag(value=etag1), options=first_write)]
+    )))
+    assert code == grpc.StatusCode.ABORTED and "etag" in details
+    assert stub.GetState(pb.GetStateRequest(store_name=STORE, key=k)).data == b"v2"
+    code, _ = code_of(lambda: stub.DeleteState(pb.DeleteStateRequest(store_name=STORE, key=k, etag=pb.Etag(value=etag1))))
+    assert code == grpc.StatusCode.ABORTED
+    assert stub.GetState(pb.GetStateRequest(store_name=STORE, key=k)).data == b"v2"
+
+
+def test_ttl_expires(sidecar: Sidecar) -> None:
+    stub, k = sidecar.stub(), key()
+    stub.SaveState(pb.SaveStateRequest(
+        store_name=STORE, states=[pb.StateItem(key=k, value=b"v", metadata={"ttlInSeconds": "1"})]
+    ))
+    assert stub.GetState(pb.GetStateRequest(store_name=STORE, key=k)).data == b"v"
+    time.sleep(1.2)
+    assert stub.GetState(pb.GetStateRequest(store_name=STORE, key=k)).data == b""
+    code, details = code_of(lambda: stub.SaveState(pb.SaveStateRequest(
+        store_name=STORE, states=[pb.StateItem(key=k, value=b"v", metadata={"ttlInSeconds": "-5"})]
+    )))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "ttlInSeconds" in details and "-5" in details
+
+
+def test_transaction_is_all_or_nothing(sidecar: Sidecar) -> None:
+    stub, a, b, c = sidecar.stub(), key(), key(), key()
+    stub.SaveState(pb.SaveStateRequest(store_name=STORE, states=[pb.StateItem(key=a, value=b"a0")]))
+    stub.ExecuteStateTransaction(pb.ExecuteStateTransactionRequest(storeName=STORE, operations=[
+        pb.TransactionalStateOperation(operationType="upsert", request=pb.StateItem(key=b, value=b"b1")),
+        pb.TransactionalStateOperation(operationType="delete", request=pb.StateItem(key=a)),
+    ]))
+    assert stub.GetState(pb.GetStateRequest(store_name=STORE, key=a)).data == b""
+    assert stub.GetState(pb.GetStateRequest(store_name=STORE, key=b)).data == b"b1"
+    # The second operation carries a stale etag: the first must not be applied either.
+    code, _ = code_of(lambda: stub.ExecuteStateTransaction(pb.ExecuteStateTransactionRequest(storeName=STORE, operations=[
+        pb.TransactionalStateOperation(operationType="upsert", request=pb.StateItem(key=c, value=b"c1")),
+        pb.TransactionalStateOperation(
+            operationType="upsert", request=pb.StateItem(key=b, value=b"b2", etag=pb.Etag(value="stale"))
+        ),
+    ])))
+    assert code == grpc.StatusCode.ABORTED
+    assert stub.GetState(pb.GetStateRequest(store_name=STORE, key=c)).data == b""
+    assert stub.GetState(pb.GetStateRequest(store_name=STORE, key=b)).data == b"b1"
+    code, details = code_of(lambda: stub.ExecuteStateTransaction(pb.ExecuteStateTransactionRequest(
+        storeName=STORE, operations=[pb.TransactionalStateOperation(operationType="merge", request=pb.StateItem(key=c))]
+    )))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "operations[0].operationType" in details and "merge" in details
+
+
+@pytest.mark.parametrize(
+    ("request_", "code", "words"),
+    [
+        (pb.GetStateRequest(store_name="", key="k"), grpc.StatusCode.INVALID_ARGUMENT, ["store_name", "empty"]),
+        (pb.GetStateRequest(store_name="nope", key="k"), grpc.StatusCode.INVALID_ARGUMENT, ["store_name", "'nope'"]),
+        (pb.GetStateRequest(store_name=STORE, key=""), grpc.StatusCode.INVALID_ARGUMENT, ["key", "empty"]),
+    ],
+)
+def test_get_state_bad_input(sidecar: Sidecar, request_: pb.GetStateRequest, code: grpc.StatusCode, words: list[str]) -> None:
+    got, details = code_of(lambda: sidecar.stub().GetState(request_))
+    assert got == code
+    for word in words:
+        assert word in details
+    # The sidecar keeps serving.
+    assert sidecar.stub().GetState(pb.GetStateRequest(store_name=STORE, key="alive")).data == b""
+
+
+def test_save_state_empty_key_names_field(sidecar: Sidecar) -> None:
+    code, details = code_of(lambda: sidecar.stub().SaveState(
+        pb.SaveStateRequest(store_name=STORE, states=[pb.StateItem(key="ok", value=b"1"), pb.StateItem(key="")])
+    ))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "states[1].key" in details

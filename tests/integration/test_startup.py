@@ -1,0 +1,215 @@
+"""Start-up, bad configuration, readiness states, the Unix socket and SIGTERM."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import orjson
+import pytest
+
+from layotto_fast._proto import runtime_pb2 as pb
+from layotto_fast._proto import runtime_pb2_grpc
+from tests import sidecar as sidecar_process
+
+MANIFEST = """apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: {name}
+spec:
+  type: {type}
+  version: v1
+{extra}"""
+
+
+def write(folder: Path, name: str, type_: str, extra: str = "") -> Path:
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{name}.yaml"
+    path.write_text(MANIFEST.format(name=name, type=type_, extra=extra))
+    return path
+
+
+def run_check(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*sidecar_process.command(), "serve", "--grpc-port", "0", "--actuator-port", "0", *args],
+        cwd=tmp, capture_output=True, text=True, timeout=30,
+    )
+
+
+@pytest.mark.parametrize(
+    ("manifest", "words"),
+    [
+        ("kind: Component\napiVersion: dapr.io/v1alpha1\nmetadata: {}\nspec: {type: state.in-memory}\n", ["metadata.name"]),
+        ("kind: Component\napiVersion: dapr.io/v1alpha1\nmetadata: {name: a}\nspec: {type: state.nosuch}\n",
+         ["spec.type", "state.nosuch"]),
+        ("kind: Component\napiVersion: dapr.io/v1alpha1\nmetadata: {name: a}\nspec: {type: nodot}\n", ["spec.type"]),
+        ("kind: Component\napiVersion: v9\nmetadata: {name: a}\nspec: {type: state.in-memory}\n", ["apiVersion"]),
+        ("kind: Component\napiVersion: dapr.io/v1alpha1\nmetadata: {name: a}\nspec: {type: state.in-memory, version: v7}\n",
+         ["spec.version", "v7"]),
+        ("kind: Component\napiVersion: dapr.io/v1alpha1\nmetadata: {name: a}\n"
+         "spec: {type: sequencer.in-memory, metadata: [{name: biggerThan, value: abc}]}\n",
+         ["spec.metadata.biggerThan", "abc"]),
+        ("kind: [unclosed\n", ["yaml"]),
+    ],
+)
+def test_bad_manifest_exits_2_naming_file_and_field(tmp_path: Path, manifest: str, words: list[str]) -> None:
+    folder = tmp_path / "components"
+    folder.mkdir()
+    (folder / "bad.yaml").write_text(manifest)
+    result = run_check(tmp_path, "--resources-path", str(folder))
+    assert result.returncode == 2, result.stderr
+    assert "bad.yaml" in result.stderr
+    for word in words:
+        assert word in result.stderr
+
+
+def test_duplicate_component_name_exits_2(tmp_path: Path) -> None:
+    folder = tmp_path / "components"
+    write(folder, "one", "state.in-memory")
+    (folder / "two.yaml").write_text(MANIFEST.format(name="one", type="lock.in-memory", extra=""))
+    result = run_check(tmp_path, "--resources-path", str(folder))
+    assert result.returncode == 2 and "metadata.name" in result.stderr and "one.yaml" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("config", "words"),
+    [
+        ("grpc_port: http\n", ["grpc_port", "integer"]),
+        ("no_such_setting: 1\n", ["no_such_setting", "unknown"]),
+        ("actuator_port: 70000\n", ["actuator_port", "70000"]),
+        ("log_level: loud\n", ["log_level", "loud"]),
+        ("- a list\n", ["mapping"]),
+    ],
+)
+def test_bad_config_exits_2(tmp_path: Path, config: str, words: list[str]) -> None:
+    path = tmp_path / "sidecar.yaml"
+    path.write_text(config)
+    result = subprocess.run(
+        [*sidecar_process.command(), "serve", "--config", str(path)], cwd=tmp_path, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 2, result.stderr
+    assert "sidecar.yaml" in result.stderr
+    for word in words:
+        assert word in result.stderr
+
+
+def test_help_documents_flags() -> None:
+    result = subprocess.run([*sidecar_process.command(), "serve", "--help"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0
+    for flag in ("--app-id", "--grpc-port", "--http-port", "--actuator-port", "--app-port", "--resources-path",
+                 "--config", "--log-level", "--grpc-uds"):
+        assert flag in result.stdout
+
+
+def test_readiness_up_within_a_second_of_start(tmp_path: Path) -> None:
+    started = time.monotonic()
+    sidecar = sidecar_process.start(tmp_path, wait=False)
+    try:
+        sidecar.wait_ready(timeout=10)
+        elapsed = time.monotonic() - started
+        assert elapsed < 1.0, f"readiness UP {elapsed:.2f}s after start"
+    finally:
+        assert sidecar.stop() == 0
+
+
+def test_embedded_components_when_no_folder(tmp_path: Path) -> None:
+    sidecar = sidecar_process.start(tmp_path, "--resources-path", "", wait=False)
+    try:
+        sidecar.wait_ready()
+        assert sidecar.stub().SayHello(pb.SayHelloRequest(service_name="helloworld")).hello == "greetings"
+    finally:
+        assert sidecar.stop() == 0
+
+
+def test_config_file_and_flags(tmp_path: Path) -> None:
+    folder = tmp_path / "comps"
+    write(folder, "store", "state.in-memory")
+    config = tmp_path / "sidecar.yaml"
+    config.write_text("app_id: from-file\nresources_path: comps\n")
+    sidecar = sidecar_process.start(tmp_path, "--config", str(config), "--resources-path", str(folder), "--app-id", "from-flag")
+    try:
+        info = orjson.loads(sidecar.http("/actuator/info")[1])
+        assert info["app_id"] == "from-flag"
+        assert [c["name"] for c in info["components"]] == ["store"]
+    finally:
+        assert sidecar.stop() == 0
+
+
+def test_failed_required_component_makes_readiness_down(tmp_path: Path) -> None:
+    folder = tmp_path / "components"
+    write(folder, "store", "state.in-memory")
+    write(folder, "vault", "secretstores.local.file", "  metadata:\n    - name: secretsFile\n      value: /nonexistent/s.json\n")
+    sidecar = sidecar_process.start(tmp_path, "--resources-path", str(folder), wait=False)
+    try:
+        sidecar.wait_ready(want="DOWN")
+        status, body = sidecar.http("/actuator/health/readiness")
+        document = orjson.loads(body)
+        assert status == 503
+        assert document["components"]["vault"]["status"] == "DOWN"
+        assert "/nonexistent/s.json" in document["components"]["vault"]["reason"]
+        assert document["components"]["store"]["status"] == "UP"
+        # The rest keeps serving.
+        assert sidecar.stub().GetState(pb.GetStateRequest(store_name="store", key="k")).data == b""
+    finally:
+        assert sidecar.stop() == 0
+
+
+def test_failed_optional_component_keeps_readiness_up(tmp_path: Path) -> None:
+    folder = tmp_path / "components"
+    write(folder, "vault", "secretstores.local.file",
+          "  ignoreErrors: true\n  metadata:\n    - name: secretsFile\n      value: /nonexistent/s.json\n")
+    sidecar = sidecar_process.start(tmp_path, "--resources-path", str(folder))
+    try:
+        document = orjson.loads(sidecar.http("/actuator/health/readiness")[1])
+        assert document["status"] == "UP" and document["components"]["vault"]["status"] == "DOWN"
+    finally:
+        assert sidecar.stop() == 0
+
+
+def test_grpc_over_unix_socket(tmp_path: Path) -> None:
+    socket_path = tmp_path / "layotto.sock"
+    sidecar = sidecar_process.start(tmp_path, "--grpc-uds", str(socket_path))
+    try:
+        with grpc.insecure_channel(f"unix:{socket_path}") as channel:
+            stub = runtime_pb2_grpc.RuntimeStub(channel)
+            assert stub.SayHello(pb.SayHelloRequest(service_name="helloworld", name="uds")).hello == "greetings, uds"
+    finally:
+        assert sidecar.stop() == 0
+    assert not socket_path.exists()
+
+
+def test_sigterm_turns_readiness_down_and_drains(tmp_path: Path) -> None:
+    """A subscription stays open across SIGTERM: readiness goes DOWN, the process exits 0."""
+    sidecar = sidecar_process.start(tmp_path, "--shutdown-grace-seconds", "1")
+    channel = grpc.insecure_channel(sidecar.target)
+    stub = runtime_pb2_grpc.RuntimeStub(channel)
+    call = stub.SubscribeConfiguration(iter([pb.SubscribeConfigurationRequest(store_name="config_demo", keys=["k"])]))
+    reader = threading.Thread(target=lambda: [None for _ in call] if True else None, daemon=True)
+
+    def drain() -> None:
+        try:
+            for _ in call:
+                pass
+        except grpc.RpcError:
+            pass
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    time.sleep(0.2)
+    sidecar.process.send_signal(15)
+    saw_down = False
+    deadline = time.monotonic() + 5
+    while sidecar.process.poll() is None and time.monotonic() < deadline:
+        try:
+            status, body = sidecar.http("/actuator/health/readiness")
+            if status == 503 and b"shutting down" in body:
+                saw_down = True
+        except OSError:
+            pass
+        time.sleep(0.02)
+    assert sidecar.process.wait(10) == 0, sidecar.log()
+    assert saw_down, sidecar.log()
+    channel.close()

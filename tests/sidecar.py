@@ -1,0 +1,114 @@
+"""Start the real ``layotto-fast serve`` process for a test, on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from layotto_fast._proto import runtime_pb2_grpc
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def command() -> list[str]:
+    script = shutil.which("layotto-fast")
+    return [script] if script else [sys.executable, "-m", "layotto_fast"]
+
+
+@dataclass
+class Sidecar:
+    grpc_port: int
+    actuator_port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    uds: str = ""
+    _channel: grpc.Channel | None = field(default=None, repr=False)
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def stub(self) -> runtime_pb2_grpc.RuntimeStub:
+        if self._channel is None:
+            self._channel = grpc.insecure_channel(self.target)
+        return runtime_pb2_grpc.RuntimeStub(self._channel)
+
+    def http(self, path: str) -> tuple[int, bytes]:
+        url = f"http://127.0.0.1:{self.actuator_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 10.0, want: str = "UP") -> float:
+        """Seconds until readiness reports ``want``."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if self.process.poll() is not None:
+                raise AssertionError(f"sidecar exited {self.process.returncode}:\n{self.log()}")
+            try:
+                _, body = self.http("/actuator/health/readiness")
+                if f'"status":"{want}"'.encode() in body:
+                    return time.monotonic() - started
+            except OSError:
+                pass
+            time.sleep(0.01)
+        raise AssertionError(f"readiness never became {want}:\n{self.log()}")
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self._channel is not None:
+            self._channel.close()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def start(tmp: Path, *extra: str, env: dict[str, str] | None = None, wait: bool = True) -> Sidecar:
+    grpc_port, actuator_port = free_port(), free_port()
+    log_path = tmp / f"sidecar-{grpc_port}.log"
+    args = [
+        *command(), "serve",
+        "--grpc-port", str(grpc_port),
+        "--actuator-port", str(actuator_port),
+        *extra,
+    ]
+    if "--resources-path" not in extra:
+        args += ["--resources-path", str(REPO / "components")]
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            args, stdout=log_file, stderr=subprocess.STDOUT, cwd=tmp, env={**os.environ, **(env or {})}
+        )
+    sidecar = Sidecar(grpc_port, actuator_port, process, log_path)
+    if wait:
+        try:
+            sidecar.wait_ready()
+        except BaseException:
+            sidecar.stop()
+            raise
+    return sidecar
