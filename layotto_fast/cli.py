@@ -66,8 +66,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = {
         name: getattr(args, name)
         for name in (
-            "app_id", "grpc_port", "http_port", "actuator_port", "app_port", "listen_address",
-            "grpc_uds", "resources_path", "log_level", "shutdown_grace_seconds",
+            "app_id",
+            "grpc_port",
+            "http_port",
+            "actuator_port",
+            "app_port",
+            "listen_address",
+            "grpc_uds",
+            "resources_path",
+            "log_level",
+            "shutdown_grace_seconds",
         )
     }
     try:

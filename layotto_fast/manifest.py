@@ -94,9 +94,7 @@ def parse_document(document: Any, source: str) -> ComponentManifest | None:
     spec = _mapping(document.get("spec"), source, "spec")
     type_ = spec.get("type")
     if not isinstance(type_, str) or "." not in type_:
-        raise StartupError(
-            source, "spec.type", f"must be a component type such as 'state.redis', got {type_!r}"
-        )
+        raise StartupError(source, "spec.type", f"must be a component type such as 'state.redis', got {type_!r}")
     version = spec.get("version", "v1")
     if not isinstance(version, str) or not version:
         raise StartupError(source, "spec.version", f"must be a string such as 'v1', got {version!r}")

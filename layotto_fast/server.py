@@ -62,7 +62,11 @@ class Sidecar:
         if self.settings.grpc_uds:
             Path(self.settings.grpc_uds).unlink(missing_ok=True)
         server = build_server(
-            [service_handler(runtime_pb2.DESCRIPTOR.services_by_name["Runtime"], self.layotto, self.metrics.observe_call)],
+            [
+                service_handler(
+                    runtime_pb2.DESCRIPTOR.services_by_name["Runtime"], self.layotto, self.metrics.observe_call
+                )
+            ],
             self.grpc_addresses(),
             self.settings.max_message_bytes,
         )

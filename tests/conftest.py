@@ -11,9 +11,7 @@ from tests import sidecar as sidecar_process
 @pytest.fixture(scope="session")
 def sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sidecar_process.Sidecar]:
     """One sidecar on the repo's default components, shared by the API tests."""
-    running = sidecar_process.start(
-        tmp_path_factory.mktemp("sidecar"), env={"LAYOTTO_TEST_SECRET": "s3cret"}
-    )
+    running = sidecar_process.start(tmp_path_factory.mktemp("sidecar"), env={"LAYOTTO_TEST_SECRET": "s3cret"})
     yield running
     assert running.stop() == 0, running.log()
 

@@ -93,9 +93,12 @@ def start(tmp: Path, *extra: str, env: dict[str, str] | None = None, wait: bool 
     grpc_port, actuator_port = free_port(), free_port()
     log_path = tmp / f"sidecar-{grpc_port}.log"
     args = [
-        *command(), "serve",
-        "--grpc-port", str(grpc_port),
-        "--actuator-port", str(actuator_port),
+        *command(),
+        "serve",
+        "--grpc-port",
+        str(grpc_port),
+        "--actuator-port",
+        str(actuator_port),
         *extra,
     ]
     if "--resources-path" not in extra:

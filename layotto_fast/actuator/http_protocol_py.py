@@ -115,40 +115,25 @@ _BODY_405 = b"Method Not Allowed\n"
 _BODY_500 = b"Internal Server Error\n"
 
 
-class _Head:
-    """What the dispatcher needs from a parsed request head."""
-
-    __slots__ = ("method", "target", "http11", "content_length", "conn_close", "conn_keep_alive", "has_te", "expect")
-
-    def __init__(self) -> None:
-        self.method = b""
-        self.target = b""
-        self.http11 = True
-        self.content_length = 0
-        self.conn_close = False
-        self.conn_keep_alive = False
-        self.has_te = False
-        self.expect = False
+# (error status or 0, method, target, HTTP/1.1?, Content-Length, "close", "keep-alive", Transfer-Encoding?, Expect?)
+_Head = tuple[int, bytes, bytes, bool, int, bool, bool, bool, bool]
+_BAD: _Head = (400, b"", b"", True, 0, False, False, False, False)
+_BAD_VERSION: _Head = (505, b"", b"", True, 0, False, False, False, False)
 
 
-def _strip_cr(line: bytes) -> bytes:
-    return line[:-1] if line.endswith(b"\r") else line
-
-
-def _parse_head(head: bytes, h: _Head) -> int:
-    """Parse the request line and headers (``head`` ends before the last LF).
-
-    Returns 0, or the error status: 400 (malformed) or 505 (HTTP major != 1).
-    """
-    lines = head.split(b"\n")
-    parts = _strip_cr(lines[0]).split(b" ")
+def _parse_head(head: bytes) -> _Head:
+    """Parse the request line and headers; ``head`` ends with the LF of the last line."""
+    # one CR before each LF is part of the line ending
+    lines = head.replace(b"\r\n", b"\n").split(b"\n")
+    lines.pop()
+    parts = lines[0].split(b" ")
     if len(parts) != 3:
-        return 400
+        return _BAD
     method, target, version = parts
     if not method or method.translate(None, _TCHAR):
-        return 400
+        return _BAD
     if not target or target.translate(None, _TARGET_OK):
-        return 400
+        return _BAD
     if (
         len(version) != 8
         or not version.startswith(b"HTTP/")
@@ -156,48 +141,43 @@ def _parse_head(head: bytes, h: _Head) -> int:
         or version[6:7] != b"."
         or not version[7:8].isdigit()
     ):
-        return 400
+        return _BAD
     if version[5] != 0x31:  # "1"
-        return 505
-    h.method = method
-    h.target = target
-    h.http11 = version[7] != 0x30  # "0"
+        return _BAD_VERSION
+    http11 = version[7] != 0x30  # "0"
 
     cl = -1
-    for raw in lines[1:]:
-        line = _strip_cr(raw)
-        colon = line.find(b":")
-        if colon <= 0:
-            return 400
-        name = line[:colon]
-        if name.translate(None, _TCHAR):
-            return 400
-        value = line[colon + 1 :]
-        if value.translate(None, _VALUE_OK):
-            return 400
-        value = value.strip(_OWS)
+    conn_close = conn_keep_alive = has_te = expect = False
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not name or name.translate(None, _TCHAR) or value.translate(None, _VALUE_OK):
+            return _BAD
+        if len(name) not in _INTERESTING_LENGTHS:
+            continue
         lname = name.lower()
+        value = value.strip(_OWS)
         if lname == b"content-length":
             if not value or len(value) > _MAX_CL_DIGITS or not value.isdigit():
-                return 400
+                return _BAD
             n = int(value)
             if cl >= 0 and n != cl:
-                return 400
+                return _BAD
             cl = n
         elif lname == b"transfer-encoding":
-            h.has_te = True
+            has_te = True
         elif lname == b"connection":
             for token in value.split(b","):
                 token = token.strip(_OWS).lower()
                 if token == b"close":
-                    h.conn_close = True
+                    conn_close = True
                 elif token == b"keep-alive":
-                    h.conn_keep_alive = True
-        elif lname == b"expect":
-            if value.lower() == b"100-continue":
-                h.expect = True
-    h.content_length = cl if cl > 0 else 0
-    return 0
+                    conn_keep_alive = True
+        elif lname == b"expect" and value.lower() == b"100-continue":
+            expect = True
+    return (0, method, target, http11, max(cl, 0), conn_close, conn_keep_alive, has_te, expect)
+
+
+_INTERESTING_LENGTHS = frozenset(len(n) for n in (b"content-length", b"transfer-encoding", b"connection", b"expect"))
 
 
 def _find_head_end(data: bytes, start: int) -> tuple[int, int]:
@@ -219,7 +199,17 @@ def _find_head_end(data: bytes, start: int) -> tuple[int, int]:
 class HttpProtocol(asyncio.Protocol):
     """HTTP/1.1 server protocol for the actuator (pure Python)."""
 
-    __slots__ = ("_router", "_transport", "_write", "_buf", "_scan", "_discard", "_closing", "_paused", "_reading_paused")
+    __slots__ = (
+        "_buf",
+        "_closing",
+        "_discard",
+        "_paused",
+        "_reading_paused",
+        "_router",
+        "_scan",
+        "_transport",
+        "_write",
+    )
 
     def __init__(self, router: Router) -> None:
         self._router = router
@@ -311,29 +301,26 @@ class HttpProtocol(asyncio.Protocol):
                 out.append(_RESP_431)
                 close = True
                 break
-            h = _Head()
-            err = _parse_head(data[pos:k], h)
+            head = _parse_head(data[pos : k + 1])
+            err, method, target, http11, cl, conn_close, conn_keep_alive, has_te, expect = head
             pos = end
             if err:
                 out.append(_RESP_400 if err == 400 else _RESP_505)
                 close = True
                 break
-            if h.has_te:
+            if has_te:
                 out.append(_RESP_501)
                 close = True
                 break
-            if h.http11:
-                close = h.conn_close
-            else:
-                close = h.conn_close or not h.conn_keep_alive
-            if h.expect and h.content_length:
+            close = conn_close if http11 else conn_close or not conn_keep_alive
+            if expect and cl:
                 close = True
-            resp = self._respond(h, close)
+            resp = self._respond(method, target, http11, close)
             out.append(resp)
             out_size += len(resp)
             if close:
                 break
-            self._discard = h.content_length
+            self._discard = cl
             if out_size >= _OUT_FLUSH:
                 self._flush(out)
                 out = []
@@ -352,26 +339,21 @@ class HttpProtocol(asyncio.Protocol):
             self._reading_paused = True
             self._transport.pause_reading()
 
-    def _respond(self, h: _Head, close: bool) -> bytes:
+    def _respond(self, method_b: bytes, target: bytes, http11: bool, close: bool) -> bytes:
         if close:
             conn = _CONN_CLOSE
-        elif h.http11:
+        elif http11:
             conn = _CONN_NONE
         else:
             conn = _CONN_KEEP_ALIVE
-        if h.method == b"GET":
+        if method_b == b"GET":
             method = "GET"
-        elif h.method == b"HEAD":
+        elif method_b == b"HEAD":
             method = "HEAD"
         else:
             return _response(405, _TEXT, _BODY_405, False, conn, True)
-        target = h.target
-        cut = len(target)
-        for sep in (b"?", b"#"):
-            i = target.find(sep, 0, cut)
-            if i >= 0:
-                cut = i
-        path = target[:cut].decode("ascii")
+        # the path: the target up to the first "?" or "#"
+        path = target.split(b"?", 1)[0].split(b"#", 1)[0].decode("ascii")
         try:
             status, ctype, body = self._router(method, path)
             code = status.__index__()

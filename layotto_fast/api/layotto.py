@@ -54,7 +54,8 @@ class LayottoRuntime:
     def _state(self, name: str, field: str = "store_name") -> StateStore:
         store = self._states.get(name)
         if store is None:
-            return self._components.lookup("state", name, field)  # raises with the reason
+            fallback: StateStore = self._components.lookup("state", name, field)  # raises with the reason
+            return fallback
         return store
 
     async def GetState(self, request: pb.GetStateRequest) -> pb.GetStateResponse:
@@ -305,4 +306,3 @@ def _item_message(item: ConfigItem) -> pb.ConfigurationItem:
         tags=item.tags,
         metadata=item.metadata,
     )
-

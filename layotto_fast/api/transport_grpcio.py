@@ -1,6 +1,6 @@
 """The grpc.aio transport: serves handler objects, turns domain errors into status codes.
 
-The only module that touches ``grpc.aio.ServicerContext``. Handlers are plain
+The only module that touches ``grpc.aio.ServicerContext[Any, Any]``. Handlers are plain
 objects whose methods are named after the rpcs of a service descriptor; rpcs with no
 method are left to grpc, which answers UNIMPLEMENTED.
 """
@@ -31,7 +31,7 @@ def _no_observer(method: str, code: str, seconds: float) -> None:
 
 def service_handler(
     descriptor: ServiceDescriptor, handlers: object, observe: CallObserver = _no_observer
-) -> grpc.GenericRpcHandler:
+) -> grpc.GenericRpcHandler[Any, Any]:
     methods = {}
     for method in descriptor.methods:
         handler = getattr(handlers, method.name, None)
@@ -40,13 +40,15 @@ def service_handler(
     return grpc.method_handlers_generic_handler(descriptor.full_name, methods)
 
 
-def _method_handler(method: MethodDescriptor, handler: Callable[..., Any], observe: CallObserver) -> grpc.RpcMethodHandler:
+def _method_handler(
+    method: MethodDescriptor, handler: Callable[..., Any], observe: CallObserver
+) -> grpc.RpcMethodHandler[Any, Any]:
     request_type = message_factory.GetMessageClass(method.input_type)
     response_type = message_factory.GetMessageClass(method.output_type)
     decode, encode = request_type.FromString, response_type.SerializeToString
     name = method.name
 
-    async def fail(context: grpc.aio.ServicerContext, exc: BaseException, started: float) -> None:
+    async def fail(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException, started: float) -> None:
         if isinstance(exc, RuntimeApiError):
             code, message = exc.code, exc.message
         else:
@@ -57,7 +59,7 @@ def _method_handler(method: MethodDescriptor, handler: Callable[..., Any], obser
 
     if not method.server_streaming:
 
-        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
             try:
                 response = await handler(request)
@@ -71,7 +73,7 @@ def _method_handler(method: MethodDescriptor, handler: Callable[..., Any], obser
             return grpc.stream_unary_rpc_method_handler(unary, decode, encode)
         return grpc.unary_unary_rpc_method_handler(unary, decode, encode)
 
-    async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    async def streaming(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         started = time.perf_counter()
         try:
             async for response in handler(request):
@@ -87,7 +89,7 @@ def _method_handler(method: MethodDescriptor, handler: Callable[..., Any], obser
 
 
 def build_server(
-    services: list[grpc.GenericRpcHandler],
+    services: list[grpc.GenericRpcHandler[Any, Any]],
     addresses: list[str],
     max_message_bytes: int,
 ) -> grpc.aio.Server:

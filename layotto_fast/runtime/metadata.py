@@ -17,13 +17,9 @@ def integer(manifest: ComponentManifest, name: str, default: int, minimum: int |
     try:
         value = int(raw)
     except ValueError:
-        raise StartupError(
-            manifest.source, f"spec.metadata.{name}", f"must be an integer, got {raw!r}"
-        ) from None
+        raise StartupError(manifest.source, f"spec.metadata.{name}", f"must be an integer, got {raw!r}") from None
     if minimum is not None and value < minimum:
-        raise StartupError(
-            manifest.source, f"spec.metadata.{name}", f"must be at least {minimum}, got {value}"
-        )
+        raise StartupError(manifest.source, f"spec.metadata.{name}", f"must be at least {minimum}, got {value}")
     return value
 
 

@@ -36,5 +36,7 @@ def build(manifest: ComponentManifest) -> Component:
         known = ", ".join(sorted(IMPLEMENTATIONS))
         raise StartupError(manifest.source, "spec.type", f"unknown component type {manifest.type!r} (known: {known})")
     if manifest.version not in SUPPORTED_VERSIONS:
-        raise StartupError(manifest.source, "spec.version", f"{manifest.version!r} is not supported for {manifest.type} (use v1)")
+        raise StartupError(
+            manifest.source, "spec.version", f"{manifest.version!r} is not supported for {manifest.type} (use v1)"
+        )
     return implementation.from_manifest(manifest)

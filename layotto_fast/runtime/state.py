@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -60,7 +61,7 @@ class StateStore(Component, Protocol):
 TTL_KEY = "ttlInSeconds"
 
 
-def ttl_from_metadata(metadata: dict[str, str], field: str) -> int | None:
+def ttl_from_metadata(metadata: Mapping[str, str], field: str) -> int | None:
     """Dapr's ``ttlInSeconds``: a positive number of seconds, or -1 for none."""
     raw = metadata.get(TTL_KEY)
     if raw is None:

@@ -35,14 +35,23 @@ def test_say_hello(sidecar: Sidecar) -> None:
 def test_lock_lifecycle(sidecar: Sidecar) -> None:
     stub, resource = sidecar.stub(), f"r-{uuid.uuid4().hex[:8]}"
     assert stub.TryLock(pb.TryLockRequest(store_name=LOCKS, resource_id=resource, lock_owner="a", expire=10)).success
-    assert not stub.TryLock(pb.TryLockRequest(store_name=LOCKS, resource_id=resource, lock_owner="b", expire=10)).success
+    assert not stub.TryLock(
+        pb.TryLockRequest(store_name=LOCKS, resource_id=resource, lock_owner="b", expire=10)
+    ).success
     unlock_b = stub.Unlock(pb.UnlockRequest(store_name=LOCKS, resource_id=resource, lock_owner="b"))
     assert unlock_b.status == pb.UnlockResponse.LOCK_BELONG_TO_OTHERS
-    keep = stub.LockKeepAlive(pb.LockKeepAliveRequest(store_name=LOCKS, resource_id=resource, lock_owner="a", expire=10))
+    keep = stub.LockKeepAlive(
+        pb.LockKeepAliveRequest(store_name=LOCKS, resource_id=resource, lock_owner="a", expire=10)
+    )
     assert keep.status == pb.LockKeepAliveResponse.SUCCESS
-    keep_b = stub.LockKeepAlive(pb.LockKeepAliveRequest(store_name=LOCKS, resource_id=resource, lock_owner="b", expire=10))
+    keep_b = stub.LockKeepAlive(
+        pb.LockKeepAliveRequest(store_name=LOCKS, resource_id=resource, lock_owner="b", expire=10)
+    )
     assert keep_b.status == pb.LockKeepAliveResponse.LOCK_BELONG_TO_OTHERS
-    assert stub.Unlock(pb.UnlockRequest(store_name=LOCKS, resource_id=resource, lock_owner="a")).status == pb.UnlockResponse.SUCCESS
+    assert (
+        stub.Unlock(pb.UnlockRequest(store_name=LOCKS, resource_id=resource, lock_owner="a")).status
+        == pb.UnlockResponse.SUCCESS
+    )
     again = stub.Unlock(pb.UnlockRequest(store_name=LOCKS, resource_id=resource, lock_owner="a"))
     assert again.status == pb.UnlockResponse.LOCK_UNEXIST
     gone = stub.LockKeepAlive(pb.LockKeepAliveRequest(store_name=LOCKS, resource_id=resource, lock_owner="a", expire=1))
@@ -89,7 +98,9 @@ def test_sequencer_strictly_increasing_per_key(sidecar: Sidecar) -> None:
 
 def test_secrets_local_file(sidecar: Sidecar) -> None:
     stub = sidecar.stub()
-    assert dict(stub.GetSecret(pb.GetSecretRequest(store_name="secret_demo", key="redis:user")).data) == {"redis:user": "demo"}
+    assert dict(stub.GetSecret(pb.GetSecretRequest(store_name="secret_demo", key="redis:user")).data) == {
+        "redis:user": "demo"
+    }
     bulk = stub.GetBulkSecret(pb.GetBulkSecretRequest(store_name="secret_demo")).data
     assert dict(bulk["redis:password"].secrets) == {"redis:password": "demo-only"}
     assert "db-password" in bulk

@@ -39,13 +39,16 @@ def test_save_get_delete_with_all_fields(sidecar: Sidecar) -> None:
 def test_label_and_group_filter(sidecar: Sidecar) -> None:
     app, k = unique("app"), unique("key")
     save(
-        sidecar, app,
+        sidecar,
+        app,
         pb.ConfigurationItem(key=k, content="blue", group="g", label="blue"),
         pb.ConfigurationItem(key=k, content="green", group="g", label="green"),
         pb.ConfigurationItem(key=k, content="other", group="h", label="blue"),
     )
     stub = sidecar.stub()
-    only_green = stub.GetConfiguration(pb.GetConfigurationRequest(store_name=STORE, app_id=app, keys=[k], label="green"))
+    only_green = stub.GetConfiguration(
+        pb.GetConfigurationRequest(store_name=STORE, app_id=app, keys=[k], label="green")
+    )
     assert [i.content for i in only_green.items] == ["green"]
     group_g = stub.GetConfiguration(pb.GetConfigurationRequest(store_name=STORE, app_id=app, keys=[k], group="g"))
     assert sorted(i.content for i in group_g.items) == ["blue", "green"]

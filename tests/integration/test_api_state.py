@@ -50,64 +50,98 @@ def test_bulk_get_and_bulk_delete(sidecar: Sidecar) -> None:
 def test_etag_first_write(sidecar: Sidecar) -> None:
     stub, k = sidecar.stub(), key()
     first_write = pb.StateOptions(concurrency=pb.StateOptions.CONCURRENCY_FIRST_WRITE)
-    stub.SaveState(pb.SaveStateRequest(store_name=STORE, states=[pb.StateItem(key=k, value=b"v1", options=first_write)]))
+    stub.SaveState(
+        pb.SaveStateRequest(store_name=STORE, states=[pb.StateItem(key=k, value=b"v1", options=first_write)])
+    )
     etag1 = stub.GetState(pb.GetStateRequest(store_name=STORE, key=k)).etag
     # A second first-write without an etag loses: the key exists.
-    code, _ = code_of(lambda: stub.SaveState(
-        pb.SaveStateRequest(store_name=STORE, states=[pb.StateItem(key=k, value=b"x", options=first_write)])
-    ))
+    code, _ = code_of(
+        lambda: stub.SaveState(
+            pb.SaveStateRequest(store_name=STORE, states=[pb.StateItem(key=k, value=b"x", options=first_write)])
+        )
+    )
     assert code == grpc.StatusCode.ABORTED
-    stub.SaveState(pb.SaveStateRequest(
-        store_name=STORE, states=[pb.StateItem(key=k, value=b"v2", etag=pb.Etag(value=etag1), options=first_write)]
-    ))
+    stub.SaveState(
+        pb.SaveStateRequest(
+            store_name=STORE, states=[pb.StateItem(key=k, value=b"v2", etag=pb.Etag(value=etag1), options=first_write)]
+        )
+    )
     got = stub.GetState(pb.GetStateRequest(store_name=STORE, key=k))
     assert got.data == b"v2" and got.etag != etag1
-    code, details = code_of(lambda: stub.SaveState(pb.SaveStateRequest(
-        store_name=STORE, states=[pb.StateItem(key=k, value=b"stale", etag=pb.Etag(value=etag1), options=first_write)]
-    )))
+    code, details = code_of(
+        lambda: stub.SaveState(
+            pb.SaveStateRequest(
+                store_name=STORE,
+                states=[pb.StateItem(key=k, value=b"stale", etag=pb.Etag(value=etag1), options=first_write)],
+            )
+        )
+    )
     assert code == grpc.StatusCode.ABORTED and "etag" in details
     assert stub.GetState(pb.GetStateRequest(store_name=STORE, key=k)).data == b"v2"
-    code, _ = code_of(lambda: stub.DeleteState(pb.DeleteStateRequest(store_name=STORE, key=k, etag=pb.Etag(value=etag1))))
+    code, _ = code_of(
+        lambda: stub.DeleteState(pb.DeleteStateRequest(store_name=STORE, key=k, etag=pb.Etag(value=etag1)))
+    )
     assert code == grpc.StatusCode.ABORTED
     assert stub.GetState(pb.GetStateRequest(store_name=STORE, key=k)).data == b"v2"
 
 
 def test_ttl_expires(sidecar: Sidecar) -> None:
     stub, k = sidecar.stub(), key()
-    stub.SaveState(pb.SaveStateRequest(
-        store_name=STORE, states=[pb.StateItem(key=k, value=b"v", metadata={"ttlInSeconds": "1"})]
-    ))
+    stub.SaveState(
+        pb.SaveStateRequest(store_name=STORE, states=[pb.StateItem(key=k, value=b"v", metadata={"ttlInSeconds": "1"})])
+    )
     assert stub.GetState(pb.GetStateRequest(store_name=STORE, key=k)).data == b"v"
     time.sleep(1.2)
     assert stub.GetState(pb.GetStateRequest(store_name=STORE, key=k)).data == b""
-    code, details = code_of(lambda: stub.SaveState(pb.SaveStateRequest(
-        store_name=STORE, states=[pb.StateItem(key=k, value=b"v", metadata={"ttlInSeconds": "-5"})]
-    )))
+    code, details = code_of(
+        lambda: stub.SaveState(
+            pb.SaveStateRequest(
+                store_name=STORE, states=[pb.StateItem(key=k, value=b"v", metadata={"ttlInSeconds": "-5"})]
+            )
+        )
+    )
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "ttlInSeconds" in details and "-5" in details
 
 
 def test_transaction_is_all_or_nothing(sidecar: Sidecar) -> None:
     stub, a, b, c = sidecar.stub(), key(), key(), key()
     stub.SaveState(pb.SaveStateRequest(store_name=STORE, states=[pb.StateItem(key=a, value=b"a0")]))
-    stub.ExecuteStateTransaction(pb.ExecuteStateTransactionRequest(storeName=STORE, operations=[
-        pb.TransactionalStateOperation(operationType="upsert", request=pb.StateItem(key=b, value=b"b1")),
-        pb.TransactionalStateOperation(operationType="delete", request=pb.StateItem(key=a)),
-    ]))
+    stub.ExecuteStateTransaction(
+        pb.ExecuteStateTransactionRequest(
+            storeName=STORE,
+            operations=[
+                pb.TransactionalStateOperation(operationType="upsert", request=pb.StateItem(key=b, value=b"b1")),
+                pb.TransactionalStateOperation(operationType="delete", request=pb.StateItem(key=a)),
+            ],
+        )
+    )
     assert stub.GetState(pb.GetStateRequest(store_name=STORE, key=a)).data == b""
     assert stub.GetState(pb.GetStateRequest(store_name=STORE, key=b)).data == b"b1"
     # The second operation carries a stale etag: the first must not be applied either.
-    code, _ = code_of(lambda: stub.ExecuteStateTransaction(pb.ExecuteStateTransactionRequest(storeName=STORE, operations=[
-        pb.TransactionalStateOperation(operationType="upsert", request=pb.StateItem(key=c, value=b"c1")),
-        pb.TransactionalStateOperation(
-            operationType="upsert", request=pb.StateItem(key=b, value=b"b2", etag=pb.Etag(value="stale"))
-        ),
-    ])))
+    code, _ = code_of(
+        lambda: stub.ExecuteStateTransaction(
+            pb.ExecuteStateTransactionRequest(
+                storeName=STORE,
+                operations=[
+                    pb.TransactionalStateOperation(operationType="upsert", request=pb.StateItem(key=c, value=b"c1")),
+                    pb.TransactionalStateOperation(
+                        operationType="upsert", request=pb.StateItem(key=b, value=b"b2", etag=pb.Etag(value="stale"))
+                    ),
+                ],
+            )
+        )
+    )
     assert code == grpc.StatusCode.ABORTED
     assert stub.GetState(pb.GetStateRequest(store_name=STORE, key=c)).data == b""
     assert stub.GetState(pb.GetStateRequest(store_name=STORE, key=b)).data == b"b1"
-    code, details = code_of(lambda: stub.ExecuteStateTransaction(pb.ExecuteStateTransactionRequest(
-        storeName=STORE, operations=[pb.TransactionalStateOperation(operationType="merge", request=pb.StateItem(key=c))]
-    )))
+    code, details = code_of(
+        lambda: stub.ExecuteStateTransaction(
+            pb.ExecuteStateTransactionRequest(
+                storeName=STORE,
+                operations=[pb.TransactionalStateOperation(operationType="merge", request=pb.StateItem(key=c))],
+            )
+        )
+    )
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "operations[0].operationType" in details and "merge" in details
 
 
@@ -119,7 +153,9 @@ def test_transaction_is_all_or_nothing(sidecar: Sidecar) -> None:
         (pb.GetStateRequest(store_name=STORE, key=""), grpc.StatusCode.INVALID_ARGUMENT, ["key", "empty"]),
     ],
 )
-def test_get_state_bad_input(sidecar: Sidecar, request_: pb.GetStateRequest, code: grpc.StatusCode, words: list[str]) -> None:
+def test_get_state_bad_input(
+    sidecar: Sidecar, request_: pb.GetStateRequest, code: grpc.StatusCode, words: list[str]
+) -> None:
     got, details = code_of(lambda: sidecar.stub().GetState(request_))
     assert got == code
     for word in words:
@@ -129,7 +165,9 @@ def test_get_state_bad_input(sidecar: Sidecar, request_: pb.GetStateRequest, cod
 
 
 def test_save_state_empty_key_names_field(sidecar: Sidecar) -> None:
-    code, details = code_of(lambda: sidecar.stub().SaveState(
-        pb.SaveStateRequest(store_name=STORE, states=[pb.StateItem(key="ok", value=b"1"), pb.StateItem(key="")])
-    ))
+    code, details = code_of(
+        lambda: sidecar.stub().SaveState(
+            pb.SaveStateRequest(store_name=STORE, states=[pb.StateItem(key="ok", value=b"1"), pb.StateItem(key="")])
+        )
+    )
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "states[1].key" in details

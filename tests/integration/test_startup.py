@@ -35,23 +35,36 @@ def write(folder: Path, name: str, type_: str, extra: str = "") -> Path:
 def run_check(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*sidecar_process.command(), "serve", "--grpc-port", "0", "--actuator-port", "0", *args],
-        cwd=tmp, capture_output=True, text=True, timeout=30,
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
 
 
 @pytest.mark.parametrize(
     ("manifest", "words"),
     [
-        ("kind: Component\napiVersion: dapr.io/v1alpha1\nmetadata: {}\nspec: {type: state.in-memory}\n", ["metadata.name"]),
-        ("kind: Component\napiVersion: dapr.io/v1alpha1\nmetadata: {name: a}\nspec: {type: state.nosuch}\n",
-         ["spec.type", "state.nosuch"]),
+        (
+            "kind: Component\napiVersion: dapr.io/v1alpha1\nmetadata: {}\nspec: {type: state.in-memory}\n",
+            ["metadata.name"],
+        ),
+        (
+            "kind: Component\napiVersion: dapr.io/v1alpha1\nmetadata: {name: a}\nspec: {type: state.nosuch}\n",
+            ["spec.type", "state.nosuch"],
+        ),
         ("kind: Component\napiVersion: dapr.io/v1alpha1\nmetadata: {name: a}\nspec: {type: nodot}\n", ["spec.type"]),
         ("kind: Component\napiVersion: v9\nmetadata: {name: a}\nspec: {type: state.in-memory}\n", ["apiVersion"]),
-        ("kind: Component\napiVersion: dapr.io/v1alpha1\nmetadata: {name: a}\nspec: {type: state.in-memory, version: v7}\n",
-         ["spec.version", "v7"]),
-        ("kind: Component\napiVersion: dapr.io/v1alpha1\nmetadata: {name: a}\n"
-         "spec: {type: sequencer.in-memory, metadata: [{name: biggerThan, value: abc}]}\n",
-         ["spec.metadata.biggerThan", "abc"]),
+        (
+            "kind: Component\napiVersion: dapr.io/v1alpha1\nmetadata: {name: a}\n"
+            "spec: {type: state.in-memory, version: v7}\n",
+            ["spec.version", "v7"],
+        ),
+        (
+            "kind: Component\napiVersion: dapr.io/v1alpha1\nmetadata: {name: a}\n"
+            "spec: {type: sequencer.in-memory, metadata: [{name: biggerThan, value: abc}]}\n",
+            ["spec.metadata.biggerThan", "abc"],
+        ),
         ("kind: [unclosed\n", ["yaml"]),
     ],
 )
@@ -88,7 +101,11 @@ def test_bad_config_exits_2(tmp_path: Path, config: str, words: list[str]) -> No
     path = tmp_path / "sidecar.yaml"
     path.write_text(config)
     result = subprocess.run(
-        [*sidecar_process.command(), "serve", "--config", str(path)], cwd=tmp_path, capture_output=True, text=True, timeout=30
+        [*sidecar_process.command(), "serve", "--config", str(path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert result.returncode == 2, result.stderr
     assert "sidecar.yaml" in result.stderr
@@ -99,8 +116,17 @@ def test_bad_config_exits_2(tmp_path: Path, config: str, words: list[str]) -> No
 def test_help_documents_flags() -> None:
     result = subprocess.run([*sidecar_process.command(), "serve", "--help"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0
-    for flag in ("--app-id", "--grpc-port", "--http-port", "--actuator-port", "--app-port", "--resources-path",
-                 "--config", "--log-level", "--grpc-uds"):
+    for flag in (
+        "--app-id",
+        "--grpc-port",
+        "--http-port",
+        "--actuator-port",
+        "--app-port",
+        "--resources-path",
+        "--config",
+        "--log-level",
+        "--grpc-uds",
+    ):
         assert flag in result.stdout
 
 
@@ -129,7 +155,9 @@ def test_config_file_and_flags(tmp_path: Path) -> None:
     write(folder, "store", "state.in-memory")
     config = tmp_path / "sidecar.yaml"
     config.write_text("app_id: from-file\nresources_path: comps\n")
-    sidecar = sidecar_process.start(tmp_path, "--config", str(config), "--resources-path", str(folder), "--app-id", "from-flag")
+    sidecar = sidecar_process.start(
+        tmp_path, "--config", str(config), "--resources-path", str(folder), "--app-id", "from-flag"
+    )
     try:
         info = orjson.loads(sidecar.http("/actuator/info")[1])
         assert info["app_id"] == "from-flag"
@@ -141,7 +169,12 @@ def test_config_file_and_flags(tmp_path: Path) -> None:
 def test_failed_required_component_makes_readiness_down(tmp_path: Path) -> None:
     folder = tmp_path / "components"
     write(folder, "store", "state.in-memory")
-    write(folder, "vault", "secretstores.local.file", "  metadata:\n    - name: secretsFile\n      value: /nonexistent/s.json\n")
+    write(
+        folder,
+        "vault",
+        "secretstores.local.file",
+        "  metadata:\n    - name: secretsFile\n      value: /nonexistent/s.json\n",
+    )
     sidecar = sidecar_process.start(tmp_path, "--resources-path", str(folder), wait=False)
     try:
         sidecar.wait_ready(want="DOWN")
@@ -159,8 +192,12 @@ def test_failed_required_component_makes_readiness_down(tmp_path: Path) -> None:
 
 def test_failed_optional_component_keeps_readiness_up(tmp_path: Path) -> None:
     folder = tmp_path / "components"
-    write(folder, "vault", "secretstores.local.file",
-          "  ignoreErrors: true\n  metadata:\n    - name: secretsFile\n      value: /nonexistent/s.json\n")
+    write(
+        folder,
+        "vault",
+        "secretstores.local.file",
+        "  ignoreErrors: true\n  metadata:\n    - name: secretsFile\n      value: /nonexistent/s.json\n",
+    )
     sidecar = sidecar_process.start(tmp_path, "--resources-path", str(folder))
     try:
         document = orjson.loads(sidecar.http("/actuator/health/readiness")[1])
@@ -187,8 +224,6 @@ def test_sigterm_turns_readiness_down_and_drains(tmp_path: Path) -> None:
     channel = grpc.insecure_channel(sidecar.target)
     stub = runtime_pb2_grpc.RuntimeStub(channel)
     call = stub.SubscribeConfiguration(iter([pb.SubscribeConfigurationRequest(store_name="config_demo", keys=["k"])]))
-    reader = threading.Thread(target=lambda: [None for _ in call] if True else None, daemon=True)
-
     def drain() -> None:
         try:
             for _ in call:

@@ -74,7 +74,10 @@ class Router:
         return 404, JSON, b'{"error":"not found"}'
 
 
-def make(impl: types.ModuleType, router: Callable[[str, str], tuple[int, bytes, bytes]] | None = None) -> tuple[Any, FakeTransport, Router]:
+RouterFn = Callable[[str, str], tuple[int, bytes, bytes]]
+
+
+def make(impl: types.ModuleType, router: RouterFn | None = None) -> tuple[Any, FakeTransport, Router]:
     r = Router()
     proto = impl.HttpProtocol(router if router is not None else r)
     t = FakeTransport()
@@ -91,7 +94,11 @@ def feed(impl: types.ModuleType, *chunks: bytes) -> tuple[FakeTransport, Router]
 
 def ok_response(body: bytes = HEALTH, ctype: bytes = JSON, extra: bytes = b"", head: bool = False) -> bytes:
     return (
-        b"HTTP/1.1 200 OK\r\nContent-Type: " + ctype + b"\r\nContent-Length: %d\r\n" % len(body) + extra + b"\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Type: "
+        + ctype
+        + b"\r\nContent-Length: %d\r\n" % len(body)
+        + extra
+        + b"\r\n"
         + (b"" if head else body)
     )
 
@@ -115,7 +122,9 @@ def test_query_and_fragment_stripped(impl: types.ModuleType) -> None:
 
 def test_404_from_router(impl: types.ModuleType) -> None:
     t, _ = feed(impl, b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert t.output.startswith(b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 21\r\n\r\n")
+    assert t.output.startswith(
+        b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 21\r\n\r\n"
+    )
     assert not t.closed
 
 
@@ -132,7 +141,10 @@ def test_head_then_get_keeps_framing(impl: types.ModuleType) -> None:
     assert t.output == ok_response(head=True) + ok_response()
 
 
-@pytest.mark.parametrize("req", [GET, GET + GET.replace(b"GET", b"HEAD", 1) + b"POST /x HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello" + GET])
+MIXED = GET + GET.replace(b"GET", b"HEAD", 1) + b"POST /x HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello" + GET
+
+
+@pytest.mark.parametrize("req", [GET, MIXED])
 def test_split_at_every_byte_boundary(impl: types.ModuleType, req: bytes) -> None:
     whole, _ = feed(impl, req)
     assert not whole.closed
@@ -243,7 +255,7 @@ def test_400(impl: types.ModuleType, req: bytes) -> None:
 
 
 def test_accepted_edge_headers(impl: types.ModuleType) -> None:
-    t, r = feed(
+    t, _ = feed(
         impl,
         b"GET /actuator/health HTTP/1.1\r\nX-Empty:\r\nX-Tabs:\t a \t\r\nX-Obs: caf\xc3\xa9\r\n"
         b"Content-Length: 0\r\ncontent-length: 00\r\n\r\n",
@@ -358,7 +370,10 @@ def test_router_exception_500(impl: types.ModuleType, caplog: pytest.LogCaptureF
     ],
 )
 def test_bad_router_return_500(impl: types.ModuleType, result: Any, caplog: pytest.LogCaptureFixture) -> None:
-    proto, t, _ = make(impl, lambda m, p: result)
+    def bad_router(method: str, path: str) -> Any:
+        return result
+
+    proto, t, _ = make(impl, bad_router)
     with caplog.at_level(logging.ERROR, logger="layotto_fast.actuator"):
         proto.data_received(b"HEAD / HTTP/1.1\r\n\r\n")
     assert t.output == (
@@ -371,7 +386,11 @@ def test_other_status_codes(impl: types.ModuleType) -> None:
     from http import HTTPStatus
 
     for code in (HTTPStatus.SERVICE_UNAVAILABLE, 299, 204):
-        proto, t, _ = make(impl, lambda m, p, code=code: (code, b"text/plain", b""))
+
+        def fixed(method: str, path: str, code: int = code) -> tuple[int, bytes, bytes]:
+            return code, b"text/plain", b""
+
+        proto, t, _ = make(impl, fixed)
         proto.data_received(b"GET / HTTP/1.1\r\n\r\n")
         reason = {503: b"Service Unavailable", 299: b"Unknown", 204: b"No Content"}[int(code)]
         assert t.output == b"HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: 0\r\n\r\n" % (code, reason)
@@ -433,7 +452,10 @@ def _mutate(rng: random.Random, base: bytes) -> bytes:
         if op < 0.4 and b:
             b[min(i, len(b) - 1)] = rng.choice(b" \r\n\t:,?#/\x00\x7f\xff0aAHTP1.-")
         elif op < 0.7:
-            b[i:i] = bytes([rng.randrange(256)]) if rng.random() < 0.3 else rng.choice([b"\r\n", b"\n", b" ", b":", b"\r"])
+            if rng.random() < 0.3:
+                b[i:i] = bytes([rng.randrange(256)])
+            else:
+                b[i:i] = rng.choice([b"\r\n", b"\n", b" ", b":", b"\r"])
         elif b:
             del b[i : i + rng.randint(1, 3)]
     return bytes(b)
@@ -455,7 +477,7 @@ def test_implementations_agree_on_random_input() -> None:
         for _ in range(3000):
             req = b"".join(_mutate(rng, rng.choice(bases)) for _ in range(rng.randint(1, 3)))
             cuts = sorted(rng.randrange(len(req) + 1) for _ in range(rng.randint(0, 3)))
-            chunks = [req[a:b] for a, b in zip([0, *cuts], [*cuts, len(req)], strict=True)]
+            chunks: list[bytes] = [req[a:b] for a, b in zip([0, *cuts], [*cuts, len(req)], strict=True)]
             tp, rp = feed(http_protocol_py, *chunks)
             tc, rc = feed(cy, *chunks)
             assert (tc.output, tc.closed, rc.calls) == (tp.output, tp.closed, rp.calls), req
@@ -466,7 +488,7 @@ def test_implementations_agree_on_random_input() -> None:
 
 
 def _recv_until_closed(sock: socket.socket) -> bytes:
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         data = sock.recv(65536)
         if not data:
@@ -498,8 +520,8 @@ def test_real_uvloop_server(impl: types.ModuleType) -> None:
             s.sendall(b"GET /big HTTP/1.1\r\n\r\n" * 20 + b"GET /boom HTTP/1.1\r\nConnection: close\r\n\r\n")
             data = _recv_until_closed(s)
             assert data == ok_response(b"x" * 100_000, b"text/plain") * 20 + (
-                b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 22\r\n"
-                b"Connection: close\r\n\r\nInternal Server Error\n"
+                b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                b"Content-Length: 22\r\nConnection: close\r\n\r\nInternal Server Error\n"
             )
         with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
             s.sendall(b"BREW /pot HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\nX Y: z\r\n\r\n")

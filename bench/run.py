@@ -1,0 +1,292 @@
+"""``make bench``: the sidecar beside a bare grpc.aio echo server, same load generator, same run.
+
+Load comes from ghz (Go; installed from the Go module proxy when missing), which is
+not the bottleneck the way a Python client would be. For every scenario it prints
+calls/s, p50/p99, the server's CPU time per call (utime+stime from /proc over the
+run, divided by the calls that returned OK) and ghz's own CPU per call, then the
+sidecar's idle and loaded RSS and its time from exec to readiness UP, and checks the
+targets of the foundation issue against the figures of this run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TOOLS = ROOT / "bench" / ".tools"
+RESULTS = ROOT / "bench" / "results"
+sys.path.insert(0, str(ROOT))
+
+from tests.sidecar import command, free_port  # noqa: E402
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+GHZ_MODULE = "github.com/bojand/ghz/cmd/ghz@v0.120.0"
+
+
+@dataclass
+class Row:
+    server: str
+    rpc: str
+    in_flight: int
+    calls_ok: int
+    errors: int
+    calls_per_s: float
+    p50_us: float
+    p99_us: float
+    server_cpu_us: float
+    ghz_cpu_us: float
+
+
+def ghz_binary() -> str:
+    found = shutil.which("ghz") or next(
+        (str(p) for p in [TOOLS / "bin" / "ghz", Path.home() / "go/bin/ghz"] if p.exists()), None
+    )
+    if found:
+        return found
+    print(f"installing ghz ({GHZ_MODULE}) ...", file=sys.stderr)
+    env = {**os.environ, "GOBIN": str(TOOLS / "bin")}
+    subprocess.run(["go", "install", GHZ_MODULE], check=True, env=env)
+    return str(TOOLS / "bin" / "ghz")
+
+
+def protoset() -> Path:
+    import grpc_tools
+    from grpc_tools import protoc
+
+    TOOLS.mkdir(parents=True, exist_ok=True)
+    out = TOOLS / "runtime.protoset"
+    args = [
+        "protoc",
+        f"-I{ROOT / 'proto'}",
+        f"-I{Path(grpc_tools.__file__).parent / '_proto'}",
+        "--include_imports",
+        f"--descriptor_set_out={out}",
+        "runtime.proto",
+    ]
+    if protoc.main(args) != 0:
+        raise SystemExit("protoc failed building the descriptor set for ghz")
+    return out
+
+
+class Server:
+    def __init__(self, name: str, args: list[str], ready_url: str | None, port: int) -> None:
+        self.name, self.port = name, port
+        started = time.monotonic()
+        self.process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        if ready_url is None:
+            assert self.process.stdout is not None
+            self.process.stdout.readline()  # "ready"
+        else:
+            _wait_for(ready_url, b'"status":"UP"', self.process)
+        self.ready_after = time.monotonic() - started
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+
+    def memory_kib(self, field: str) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+        raise KeyError(field)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def _wait_for(url: str, marker: bytes, process: subprocess.Popen[str], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"server exited with {process.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if marker in response.read():
+                    return
+        except OSError:
+            pass
+        time.sleep(0.005)
+    raise SystemExit(f"{url} never answered {marker!r}")
+
+
+def start_sidecar() -> Server:
+    grpc_port, actuator_port = free_port(), free_port()
+    args = [
+        *command(),
+        "serve",
+        "--grpc-port",
+        str(grpc_port),
+        "--actuator-port",
+        str(actuator_port),
+        "--resources-path",
+        str(ROOT / "components"),
+        "--log-level",
+        "warning",
+    ]
+    return Server("sidecar", args, f"http://127.0.0.1:{actuator_port}/actuator/health/readiness", grpc_port)
+
+
+def start_echo() -> Server:
+    port = free_port()
+    return Server(
+        "bare grpc.aio echo", [sys.executable, str(ROOT / "bench" / "echo_server.py"), "--port", str(port)], None, port
+    )
+
+
+CALLS = {
+    "SayHello": {"service_name": "helloworld", "name": "bench"},
+    "GetState": {"store_name": "in-memory", "key": "bench"},
+    "SaveState": {"store_name": "in-memory", "states": [{"key": "bench", "value": "YmVuY2gtdmFsdWU="}]},
+}
+
+
+def run_ghz(ghz: str, descriptors: Path, server: Server, rpc: str, in_flight: int, total: int) -> Row:
+    args = [
+        ghz,
+        "--insecure",
+        "--protoset",
+        str(descriptors),
+        "--call",
+        f"spec.proto.runtime.v1.Runtime.{rpc}",
+        "-d",
+        json.dumps(CALLS[rpc]),
+        "-c",
+        str(in_flight),
+        "-n",
+        str(total),
+        "-O",
+        "json",
+        f"127.0.0.1:{server.port}",
+    ]
+    before_children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    before_server = server.cpu_seconds()
+    result = subprocess.run(args, capture_output=True, text=True, check=True)
+    server_cpu = server.cpu_seconds() - before_server
+    after_children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    ghz_cpu = (after_children.ru_utime + after_children.ru_stime) - (
+        before_children.ru_utime + before_children.ru_stime
+    )
+    report = json.loads(result.stdout)
+    statuses = report.get("statusCodeDistribution") or {}
+    ok = int(statuses.get("OK", 0))
+    latency = {p["percentage"]: p["latency"] / 1000 for p in report.get("latencyDistribution") or []}
+    return Row(
+        server=server.name,
+        rpc=rpc,
+        in_flight=in_flight,
+        calls_ok=ok,
+        errors=sum(statuses.values()) - ok,
+        calls_per_s=report["rps"],
+        p50_us=latency.get(50, float("nan")),
+        p99_us=latency.get(99, float("nan")),
+        server_cpu_us=server_cpu / max(ok, 1) * 1e6,
+        ghz_cpu_us=ghz_cpu / max(ok, 1) * 1e6,
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--calls", type=int, default=20000, help="calls per run at 64 in flight")
+    parser.add_argument("--calls-serial", type=int, default=3000, help="calls per run at 1 in flight")
+    parser.add_argument("--starts", type=int, default=3, help="sidecar starts timed for readiness")
+    options = parser.parse_args()
+
+    ghz, descriptors = ghz_binary(), protoset()
+    ready_times = []
+    for _ in range(options.starts - 1):
+        probe = start_sidecar()
+        ready_times.append(probe.ready_after)
+        probe.stop()
+
+    rows: list[Row] = []
+    sidecar = start_sidecar()
+    ready_times.append(sidecar.ready_after)
+    time.sleep(1.0)
+    idle_rss = sidecar.memory_kib("VmRSS")
+    echo = start_echo()
+    try:
+        for server in (sidecar, echo):
+            for rpc in ("GetState", "SaveState", "SayHello"):
+                run_ghz(ghz, descriptors, server, rpc, 64, max(options.calls // 10, 500))  # warm-up
+                rows.append(run_ghz(ghz, descriptors, server, rpc, 64, options.calls))
+            rows.append(run_ghz(ghz, descriptors, server, "GetState", 1, options.calls_serial))
+        loaded_rss = sidecar.memory_kib("VmHWM")
+        echo_rss = echo.memory_kib("VmHWM")
+    finally:
+        sidecar.stop()
+        echo.stop()
+
+    print(
+        "| server | rpc | in flight | OK calls | errors | calls/s | p50 µs | p99 µs | server CPU/call µs | ghz CPU/call µs |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r.server} | {r.rpc} | {r.in_flight} | {r.calls_ok} | {r.errors} | {r.calls_per_s:,.0f} | "
+            f"{r.p50_us:,.0f} | {r.p99_us:,.0f} | {r.server_cpu_us:.1f} | {r.ghz_cpu_us:.1f} |"
+        )
+    ready_ms = statistics.median(ready_times) * 1000
+    print()
+    print(
+        f"sidecar RSS: idle {idle_rss / 1024:.1f} MB, peak under load {loaded_rss / 1024:.1f} MB "
+        f"(growth {(loaded_rss - idle_rss) / 1024:.1f} MB); bare echo peak {echo_rss / 1024:.1f} MB"
+    )
+    print(
+        f"exec to readiness UP: median {ready_ms:.0f} ms of {len(ready_times)} starts "
+        f"({', '.join(f'{t * 1000:.0f}' for t in ready_times)} ms)"
+    )
+
+    def pick(server: str, rpc: str, in_flight: int = 64) -> Row:
+        return next(r for r in rows if r.server == server and r.rpc == rpc and r.in_flight == in_flight)
+
+    ratio = pick("sidecar", "GetState").calls_per_s / pick(echo.name, "GetState").calls_per_s
+    checks = [
+        (f"GetState throughput {ratio:.0%} of the bare echo's (target >= 85%)", ratio >= 0.85),
+        (f"idle RSS {idle_rss / 1024:.1f} MB (target <= 60 MB)", idle_rss <= 60 * 1024),
+        (
+            f"RSS growth under load {(loaded_rss - idle_rss) / 1024:.1f} MB (target <= 15 MB)",
+            loaded_rss - idle_rss <= 15 * 1024,
+        ),
+        (f"readiness UP {ready_ms:.0f} ms after exec (target <= 1000 ms)", ready_ms <= 1000),
+        ("no errors in any run", all(r.errors == 0 for r in rows)),
+    ]
+    print()
+    for text, passed in checks:
+        print(f"[{'PASS' if passed else 'MISS'}] {text}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "latest.json").write_text(
+        json.dumps(
+            {
+                "rows": [asdict(r) for r in rows],
+                "idle_rss_kib": idle_rss,
+                "loaded_rss_kib": loaded_rss,
+                "ready_ms": ready_ms,
+                "checks": [{"check": t, "passed": p} for t, p in checks],
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
