@@ -7,7 +7,6 @@ components, no metrics: what the sidecar's own work is measured against.
 from __future__ import annotations
 
 import argparse
-import asyncio
 from typing import Any
 
 import grpc

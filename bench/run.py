@@ -236,7 +236,8 @@ def main() -> int:
         echo.stop()
 
     print(
-        "| server | rpc | in flight | OK calls | errors | calls/s | p50 µs | p99 µs | server CPU/call µs | ghz CPU/call µs |"
+        "| server | rpc | in flight | OK calls | errors | calls/s | p50 µs | p99 µs "
+        "| server CPU/call µs | ghz CPU/call µs |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:

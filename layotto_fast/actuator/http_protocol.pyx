@@ -7,18 +7,20 @@ scanned in C loops (memchr plus lookup tables) straight from the ``bytes`` the
 transport hands over -- no per-byte Python, no intermediate bytes objects, no
 regex -- and the response is assembled with one allocation and memcpy.
 
-How much (``python bench/actuator_http.py``, Python 3.11, 1 core of the
-2-core dev machine, a 118-byte GET with 4 headers and a 15-byte JSON body,
-fake transport; the ratio is the figure that matters, absolute rates vary with
-machine load):
+How much -- measured with ``python bench/actuator_http.py`` (Python 3.11,
+Cython 3.3, uvloop 0.23, on the 2-core dev VM; two runs, a 116-byte GET with 4
+headers answered with an 86-byte response; absolute rates depend on the
+machine, the ratios are the point):
 
-* one request per ``data_received``:  ~11.6x the pure-Python reference
-  (~1.5 M req/s vs ~0.13 M req/s)
-* 16 requests pipelined per call:     ~9.4x (~2.0 M vs ~0.21 M req/s)
-* each request split in 3 reads:      ~7.0x (~0.85 M vs ~0.12 M req/s)
-* end to end over loopback with uvloop (server in its own process, 4
-  connections, Python client): ~1.3x one-at-a-time (the syscalls and the
-  client dominate there) and ~2.1x with 16 requests pipelined.
+* parse + respond on a fake transport (the protocol's own cost):
+  - one request per ``data_received``:  18-19x the pure-Python reference
+    (0.93-0.97 M req/s vs 50-51 k req/s)
+  - 16 requests pipelined per call:     25x (1.29-1.31 M vs 52 k req/s)
+  - each request split over 3 reads:    14x (0.54-0.55 M vs 39 k req/s)
+* end to end over 127.0.0.1 (uvloop server in its own process, 4 connections,
+  asyncio client): 2-5x with one request in flight per connection (53-118 k
+  vs 25 k req/s; noisy, the Python client and the syscalls dominate) and
+  10-13x with 16 pipelined (0.46-0.61 M vs 46-47 k req/s).
 
 Same behaviour as ``http_protocol_py`` (the reference and fallback); see its
 docstring for the full contract.  ``HttpProtocol(router)`` is an asyncio
