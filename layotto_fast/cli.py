@@ -46,6 +46,11 @@ def _add_flags(command: argparse.ArgumentParser) -> None:
     add("--listen-address", help="address every listener binds (default 127.0.0.1)")
     add("--grpc-uds", metavar="PATH", help="also serve the gRPC API on this Unix domain socket")
     add(
+        "--grpc-transport",
+        choices=("native", "grpcio"),
+        help="native: HTTP/2 in Rust driven from the event loop; grpcio: grpc.aio (default grpcio)",
+    )
+    add(
         "--resources-path",
         metavar="DIR",
         help="folder of Dapr-format component manifests (default ./components when it exists, "
@@ -73,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "app_port",
             "listen_address",
             "grpc_uds",
+            "grpc_transport",
             "resources_path",
             "log_level",
             "shutdown_grace_seconds",

@@ -7,14 +7,17 @@ import logging
 import signal
 from importlib import resources
 from pathlib import Path
+from typing import Protocol
 
 import uvloop
+from google.protobuf.descriptor import ServiceDescriptor
 
 from layotto_fast._proto import runtime_pb2
 from layotto_fast.actuator.metrics import Metrics
 from layotto_fast.actuator.routes import ActuatorRoutes
 from layotto_fast.api.layotto import LayottoRuntime
 from layotto_fast.api.transport_grpcio import build_server, service_handler
+from layotto_fast.api.transport_native import NativeGrpcServer
 from layotto_fast.manifest import ComponentManifest, load_folder
 from layotto_fast.runtime.lifecycle import Components
 from layotto_fast.settings import Settings
@@ -25,6 +28,10 @@ except ImportError:  # not compiled: the pure-Python twin behaves the same, only
     from layotto_fast.actuator.http_protocol_py import HttpProtocol  # type: ignore[assignment]
 
 log = logging.getLogger("layotto_fast")
+
+
+class GrpcServer(Protocol):
+    async def stop(self, grace: float) -> None: ...
 
 
 def load_manifests(settings: Settings) -> list[ComponentManifest]:
@@ -92,6 +99,24 @@ class Sidecar:
         if self.settings.grpc_uds:
             Path(self.settings.grpc_uds).unlink(missing_ok=True)
         log.info("stopped")
+
+    async def _start_grpc(self) -> GrpcServer:
+        services: list[tuple[ServiceDescriptor, object]] = [
+            (runtime_pb2.DESCRIPTOR.services_by_name["Runtime"], self.layotto)
+        ]
+        if self.settings.grpc_uds:
+            Path(self.settings.grpc_uds).unlink(missing_ok=True)
+        if self.settings.grpc_transport == "native":
+            native = NativeGrpcServer(services, self.settings.max_message_bytes, observe=self.metrics.observe_call)
+            await native.start(self.grpc_addresses())
+            return native
+        grpcio = build_server(
+            [service_handler(descriptor, handlers, self.metrics.observe_call) for descriptor, handlers in services],
+            self.grpc_addresses(),
+            self.settings.max_message_bytes,
+        )
+        await grpcio.start()
+        return grpcio
 
     async def _check_health(self) -> None:
         interval = self.settings.health_check_interval_seconds

@@ -13,6 +13,7 @@ import yaml
 from layotto_fast.errors import StartupError
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+TRANSPORTS = ("native", "grpcio")
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class Settings:
     actuator_port: int = 34999
     app_port: int = 9999
     grpc_uds: str = ""
+    grpc_transport: str = "grpcio"
     resources_path: str = ""
     log_level: str = "info"
     shutdown_grace_seconds: float = 5.0
@@ -97,6 +99,8 @@ def _check(name: str, value: Any, source: str) -> Any:
         raise StartupError(source, name, f"must be a string, got {value!r}")
     if name == "log_level" and value.lower() not in LOG_LEVELS:
         raise StartupError(source, name, f"must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
+    if name == "grpc_transport" and value not in TRANSPORTS:
+        raise StartupError(source, name, f"must be one of {', '.join(TRANSPORTS)}, got {value!r}")
     if name == "app_id" and not value:
         raise StartupError(source, name, "must not be empty")
     return value

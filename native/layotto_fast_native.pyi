@@ -3,7 +3,7 @@
 Hand-written stub for the ``layotto_fast_native`` extension module (pyo3, abi3).
 """
 
-from typing import Final, Literal, Self, final
+from typing import Any, Final, Literal, Self, final
 
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
@@ -153,3 +153,61 @@ def encode_bolt_heartbeat_ack(request_id: int) -> bytes:
 
     Type response, cmdcode heartbeat (0), codec hessian2, status 0, no body.
     """
+
+# -- the native gRPC front ------------------------------------------------------
+
+@final
+class GrpcServerConfig:
+    """Methods and limits shared by every connection of one server.
+
+    ``methods`` lists ``(path, client_streaming)``; a method's index in the list is
+    the number events carry. Unknown paths are answered UNIMPLEMENTED natively.
+    """
+
+    def __new__(
+        cls,
+        methods: list[tuple[str, bool]],
+        max_message_bytes: int = 4 * 1024 * 1024,
+        max_concurrent_streams: int = 1024,
+        max_header_list_bytes: int = 16 * 1024,
+        initial_window_bytes: int = 1024 * 1024,
+    ) -> Self: ...
+
+@final
+class GrpcConnection:
+    """One HTTP/2 connection serving gRPC, driven by the caller's event loop.
+
+    Events are tuples whose first item is the kind:
+    ``(0, key, method, message, timeout_us, metadata)`` a whole unary-request call;
+    ``(1, key, method, timeout_us, metadata)`` a client-streaming call opened;
+    ``(2, key, message)`` one request message; ``(3, key)`` the client half-closed;
+    ``(4, key)`` the client cancelled; ``(5, key)`` queued output drained.
+    ``timeout_us`` is -1 without a deadline; ``metadata`` is None or (name, value) pairs.
+    """
+
+    def __new__(cls, config: GrpcServerConfig) -> Self: ...
+    def feed(self, data: bytes) -> list[tuple[Any, ...]]:
+        """Bytes received from the peer; returns the events they caused."""
+    def feed_eof(self) -> list[tuple[Any, ...]]: ...
+    def poll(self) -> list[tuple[Any, ...]]:
+        """Run the protocol after responses were queued; returns new events."""
+    def take_output(self) -> bytes | None:
+        """Bytes to write to the socket, or None."""
+    def respond(self, key: int, message: bytes, trailers: list[tuple[str, str]] | None = None) -> bool:
+        """Answer a unary-response call with one message and status OK."""
+    def send(self, key: int, message: bytes, headers: list[tuple[str, str]] | None = None) -> bool:
+        """Queue a streaming-response message; False means wait for the writable event."""
+    def send_headers(self, key: int, headers: list[tuple[str, str]]) -> bool: ...
+    def finish(self, key: int, code: int, message: str = "", trailers: list[tuple[str, str]] | None = None) -> bool:
+        """End a call with a gRPC status code and message."""
+    def reset(self, key: int) -> None: ...
+    def consumed(self, key: int, n: int) -> None:
+        """The handler took ``n`` bytes of a streaming request: let the client send more."""
+    def graceful_shutdown(self) -> None:
+        """Send GOAWAY: no new calls, open ones finish."""
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def open_streams(self) -> int: ...

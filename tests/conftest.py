@@ -1,21 +1,25 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests import sidecar as sidecar_process
 
+TRANSPORTS = ("native", "grpcio")
+
+
+@pytest.fixture(scope="session", params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    """Every API test runs once per gRPC transport: the same handlers behind each."""
+    return str(request.param)
+
 
 @pytest.fixture(scope="session")
-def sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sidecar_process.Sidecar]:
-    """One sidecar on the repo's default components, shared by the API tests."""
-    running = sidecar_process.start(tmp_path_factory.mktemp("sidecar"), env={"LAYOTTO_TEST_SECRET": "s3cret"})
+def sidecar(tmp_path_factory: pytest.TempPathFactory, transport: str) -> Iterator[sidecar_process.Sidecar]:
+    """One sidecar per transport on the repo's default components, shared by the API tests."""
+    running = sidecar_process.start(
+        tmp_path_factory.mktemp("sidecar"), "--grpc-transport", transport, env={"LAYOTTO_TEST_SECRET": "s3cret"}
+    )
     yield running
     assert running.stop() == 0, running.log()
-
-
-@pytest.fixture
-def tmp(tmp_path: Path) -> Path:
-    return tmp_path

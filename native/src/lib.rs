@@ -9,6 +9,8 @@ pub mod bolt;
 pub mod dubbo;
 pub mod error;
 pub mod frame;
+pub mod front;
+mod front_py;
 pub mod grpc;
 #[cfg(test)]
 mod testdata;
@@ -227,6 +229,9 @@ mod layotto_fast_native {
         decode_bolt_request, decode_bolt_response, encode_bolt_heartbeat_ack, encode_bolt_request,
         encode_bolt_response, FrameError, FrameSplitter,
     };
+
+    #[pymodule_export]
+    use crate::front_py::{GrpcConnection, GrpcServerConfig};
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -206,9 +206,9 @@ def test_failed_optional_component_keeps_readiness_up(tmp_path: Path) -> None:
         assert sidecar.stop() == 0
 
 
-def test_grpc_over_unix_socket(tmp_path: Path) -> None:
+def test_grpc_over_unix_socket(tmp_path: Path, transport: str) -> None:
     socket_path = tmp_path / "layotto.sock"
-    sidecar = sidecar_process.start(tmp_path, "--grpc-uds", str(socket_path))
+    sidecar = sidecar_process.start(tmp_path, "--grpc-uds", str(socket_path), "--grpc-transport", transport)
     try:
         with grpc.insecure_channel(f"unix:{socket_path}") as channel:
             stub = runtime_pb2_grpc.RuntimeStub(channel)
@@ -218,12 +218,13 @@ def test_grpc_over_unix_socket(tmp_path: Path) -> None:
     assert not socket_path.exists()
 
 
-def test_sigterm_turns_readiness_down_and_drains(tmp_path: Path) -> None:
+def test_sigterm_turns_readiness_down_and_drains(tmp_path: Path, transport: str) -> None:
     """A subscription stays open across SIGTERM: readiness goes DOWN, the process exits 0."""
-    sidecar = sidecar_process.start(tmp_path, "--shutdown-grace-seconds", "1")
+    sidecar = sidecar_process.start(tmp_path, "--shutdown-grace-seconds", "1", "--grpc-transport", transport)
     channel = grpc.insecure_channel(sidecar.target)
     stub = runtime_pb2_grpc.RuntimeStub(channel)
     call = stub.SubscribeConfiguration(iter([pb.SubscribeConfigurationRequest(store_name="config_demo", keys=["k"])]))
+
     def drain() -> None:
         try:
             for _ in call:

@@ -19,15 +19,12 @@ def h(s: str) -> bytes:
 
 
 BOLT_V1_REQUEST = h(
-    "01 01 0001 01 0000006f 01 ffffffff 0000 000a 0000000b"
-    "00000001 6b 00000001 76" + b"hello world".hex()
+    "01 01 0001 01 0000006f 01 ffffffff 0000 000a 0000000b00000001 6b 00000001 76" + b"hello world".hex()
 )
 BOLT_V1_HEARTBEAT = h("01 01 0000 01 0000006f 01 ffffffff 0000 0000 00000000")
 BOLT_V1_HEARTBEAT_ACK = h("01 00 0000 01 0000006f 01 0000 0000 0000 00000000")
 # v2 request, switch has the CRC bit: class "abc", content "xy", 4-byte CRC.
-BOLT_V2_REQUEST_CRC = h(
-    "02 01 01 0001 01 00000001 01 01 00000bb8 0003 0000 00000002 616263 7879 deadbeef"
-)
+BOLT_V2_REQUEST_CRC = h("02 01 01 0001 01 00000001 01 01 00000bb8 0003 0000 00000002 616263 7879 deadbeef")
 DUBBO_HEARTBEAT = h("dabb e2 00 0000000000000001 00000001 4e")
 DUBBO_EMPTY_BODY = h("dabb 02 14 0000000000000002 00000000")
 GRPC_MESSAGE = h("00 00000005") + b"hello"
@@ -110,9 +107,7 @@ def test_malformed(protocol: Protocol, data: bytes, message: str) -> None:
 
 def test_oversize() -> None:
     s = FrameSplitter("grpc", max_frame_size=1024)
-    with pytest.raises(
-        FrameError, match="grpc frame size 4101 exceeds max_frame_size 1024"
-    ):
+    with pytest.raises(FrameError, match="grpc frame size 4101 exceeds max_frame_size 1024"):
         s.feed(h("00 00001000"))
     assert FrameSplitter("bolt", 43).feed(BOLT_V1_REQUEST) == [BOLT_V1_REQUEST]
 
@@ -155,9 +150,7 @@ def test_heartbeat_ack_golden() -> None:
 
 
 def test_bolt_round_trip() -> None:
-    request_id, _type, _cmd, codec, _timeout, cls, header, content = (
-        native.decode_bolt_request(BOLT_V1_REQUEST)
-    )
+    request_id, _type, _cmd, codec, _timeout, cls, header, content = native.decode_bolt_request(BOLT_V1_REQUEST)
     resp = native.encode_bolt_response(request_id, codec, 0, cls, header, content)
     # The response is itself a valid frame for the splitter.
     assert FrameSplitter("bolt").feed(resp) == [resp]
@@ -177,9 +170,7 @@ def test_bolt_round_trip() -> None:
 
     hdr = {"service": "com.foo.Bar:1.0", "ключ": "значение"}
     cls = "com.alipay.sofa.rpc.core.request.SofaRequest"
-    req = native.encode_bolt_request(
-        2**32 - 1, 11, 3000, cls, hdr, b"\x00\xff", oneway=True
-    )
+    req = native.encode_bolt_request(2**32 - 1, 11, 3000, cls, hdr, b"\x00\xff", oneway=True)
     decoded = native.decode_bolt_request(req)
     assert decoded == (2**32 - 1, 2, 1, 11, 3000, cls, hdr, b"\x00\xff")
     assert list(decoded[6]) == list(hdr)  # header order preserved

@@ -1,0 +1,733 @@
+//! One HTTP/2 connection serving gRPC, driven from the event loop's own thread.
+//!
+//! The loop hands received bytes to [`Connection::feed`], which runs h2 until it
+//! can make no more progress and returns what happened as [`Event`]s; responses go
+//! back through [`Connection::respond`] / [`Connection::send`] / [`Connection::finish`],
+//! and [`Connection::take_output`] yields the bytes to write. No thread, no runtime
+//! and no cross-thread wake-up sits between a request and its handler: h2's futures
+//! are polled here with wakers that only record which stream wants attention.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use h2::server::{self, Handshake, SendResponse};
+use h2::{Reason, RecvStream, SendStream};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+
+use super::io::LoopIo;
+use super::status;
+use super::wake::{connection_waker, stream_waker, ReadySet};
+
+const PREFIX: usize = 5;
+
+/// gRPC status codes the transport itself answers with.
+pub mod code {
+    pub const OK: u32 = 0;
+    pub const CANCELLED: u32 = 1;
+    pub const INTERNAL: u32 = 13;
+    pub const UNIMPLEMENTED: u32 = 12;
+    pub const RESOURCE_EXHAUSTED: u32 = 8;
+    pub const UNAVAILABLE: u32 = 14;
+}
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub max_message_bytes: usize,
+    pub max_concurrent_streams: u32,
+    pub max_header_list_bytes: u32,
+    pub initial_window_bytes: u32,
+    pub max_send_buffer_bytes: usize,
+    /// Unconsumed request bytes a streaming call may hold before its window stays shut.
+    pub max_unconsumed_bytes: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            max_message_bytes: 4 * 1024 * 1024,
+            max_concurrent_streams: 1024,
+            max_header_list_bytes: 16 * 1024,
+            initial_window_bytes: 1024 * 1024,
+            max_send_buffer_bytes: 1024 * 1024,
+            max_unconsumed_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// A method the server knows: its index (handed back in events) and whether the
+/// client streams requests (unary-request methods are delivered as one event).
+#[derive(Clone, Copy, Debug)]
+pub struct Method {
+    pub index: u32,
+    pub client_streaming: bool,
+}
+
+pub type Metadata = Option<Vec<(String, Vec<u8>)>>;
+
+#[derive(Debug, PartialEq)]
+pub enum Event {
+    /// A unary-request call, complete: its one message.
+    Unary {
+        key: u32,
+        method: u32,
+        message: Bytes,
+        timeout_us: i64,
+        metadata: Metadata,
+    },
+    /// A client-streaming call opened; its messages follow as `Message`.
+    Open {
+        key: u32,
+        method: u32,
+        timeout_us: i64,
+        metadata: Metadata,
+    },
+    Message {
+        key: u32,
+        message: Bytes,
+    },
+    /// The client finished sending (client-streaming calls).
+    HalfClose {
+        key: u32,
+    },
+    /// The client reset the stream: the handler should stop.
+    Cancelled {
+        key: u32,
+    },
+    /// Everything queued with `send` has been handed to HTTP/2 flow control.
+    Writable {
+        key: u32,
+    },
+}
+
+struct Stream {
+    method: Method,
+    waker: Waker,
+    recv: Option<RecvStream>,
+    respond: Option<SendResponse<Bytes>>,
+    send: Option<SendStream<Bytes>>,
+    partial: BytesMut,
+    unary_message: Option<Bytes>,
+    timeout_us: i64,
+    metadata: Metadata,
+    handed_to_app: bool,
+    unconsumed: usize,
+    pending: BytesMut,
+    trailers_after_pending: Option<HeaderMap>,
+    wants_writable: bool,
+}
+
+enum State {
+    Handshaking(Handshake<LoopIo, Bytes>),
+    Open(server::Connection<LoopIo, Bytes>),
+    Closed,
+}
+
+pub struct Connection {
+    state: State,
+    io: LoopIo,
+    ready: Arc<ReadySet>,
+    connection_waker: Waker,
+    methods: Arc<HashMap<String, Method>>,
+    settings: Settings,
+    streams: HashMap<u32, Stream>,
+    next_key: u32,
+    events: Vec<Event>,
+    response_head: HeaderMap,
+    ok_trailers: HeaderMap,
+    error: Option<String>,
+}
+
+impl Connection {
+    pub fn new(methods: Arc<HashMap<String, Method>>, settings: Settings) -> Self {
+        let io = LoopIo::default();
+        let handshake = server::Builder::new()
+            .max_concurrent_streams(settings.max_concurrent_streams)
+            .max_header_list_size(settings.max_header_list_bytes)
+            .initial_window_size(settings.initial_window_bytes)
+            .initial_connection_window_size(settings.initial_window_bytes.saturating_mul(4))
+            .max_send_buffer_size(settings.max_send_buffer_bytes)
+            .handshake(io.clone());
+        let ready = Arc::new(ReadySet::default());
+        let mut response_head = HeaderMap::new();
+        response_head.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        let mut ok_trailers = HeaderMap::new();
+        ok_trailers.insert(
+            HeaderName::from_static("grpc-status"),
+            HeaderValue::from_static("0"),
+        );
+        let mut connection = Connection {
+            state: State::Handshaking(handshake),
+            io,
+            connection_waker: connection_waker(&ready),
+            ready,
+            methods,
+            settings,
+            streams: HashMap::new(),
+            next_key: 1,
+            events: Vec::new(),
+            response_head,
+            ok_trailers,
+            error: None,
+        };
+        connection.drive();
+        connection
+    }
+
+    /// Take received bytes, run the protocol, return what happened.
+    pub fn feed(&mut self, data: &[u8]) -> Vec<Event> {
+        self.io.0.borrow_mut().input.extend_from_slice(data);
+        self.drive();
+        std::mem::take(&mut self.events)
+    }
+
+    /// The peer closed its side: no more input will come.
+    pub fn feed_eof(&mut self) -> Vec<Event> {
+        self.io.0.borrow_mut().eof = true;
+        self.drive();
+        std::mem::take(&mut self.events)
+    }
+
+    /// Run the protocol after responses were queued; return new events.
+    pub fn poll(&mut self) -> Vec<Event> {
+        self.drive();
+        std::mem::take(&mut self.events)
+    }
+
+    pub fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.io.0.borrow_mut().output)
+    }
+
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
+    pub fn error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+
+    pub fn open_streams(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Stop accepting streams (GOAWAY); open ones carry on to completion.
+    pub fn graceful_shutdown(&mut self) {
+        if let State::Open(connection) = &mut self.state {
+            connection.graceful_shutdown();
+        }
+        self.drive();
+    }
+
+    /// Answer a unary-response call: headers, one message and OK trailers.
+    pub fn respond(&mut self, key: u32, message: &[u8], trailers: Option<HeaderMap>) -> bool {
+        let Some(stream) = self.streams.get_mut(&key) else {
+            return false;
+        };
+        if let Some(respond) = stream.respond.as_mut() {
+            let head = response(&self.response_head);
+            match respond.send_response(head, false) {
+                Ok(send) => stream.send = Some(send),
+                Err(_) => {
+                    self.remove(key);
+                    return false;
+                }
+            }
+            stream.respond = None;
+        }
+        let mut body = BytesMut::with_capacity(PREFIX + message.len());
+        frame_into(&mut body, message);
+        let sent = match stream.send.as_mut() {
+            Some(send) => {
+                let trailers = trailers.unwrap_or_else(|| self.ok_trailers.clone());
+                send.send_data(body.freeze(), false).is_ok() && send.send_trailers(trailers).is_ok()
+            }
+            None => false,
+        };
+        self.finish_stream(key);
+        sent
+    }
+
+    /// Queue one message of a streaming response. Returns true when nothing is left
+    /// waiting for flow control; otherwise a `Writable` event follows once it is.
+    pub fn send(&mut self, key: u32, message: &[u8], headers: Option<HeaderMap>) -> bool {
+        if !self.start_response(key, headers) {
+            return false;
+        }
+        let Some(stream) = self.streams.get_mut(&key) else {
+            return false;
+        };
+        frame_into(&mut stream.pending, message);
+        self.ready.push(key);
+        self.drive_stream_sends(key)
+    }
+
+    /// Send initial metadata now (otherwise it goes with the first message or the status).
+    pub fn send_headers(&mut self, key: u32, headers: HeaderMap) -> bool {
+        self.start_response(key, Some(headers))
+    }
+
+    /// End the call with a status. Before any response headers this is a
+    /// trailers-only response; after them, trailers follow the queued messages.
+    pub fn finish(
+        &mut self,
+        key: u32,
+        code: u32,
+        message: &str,
+        metadata: Option<HeaderMap>,
+    ) -> bool {
+        let Some(stream) = self.streams.get_mut(&key) else {
+            return false;
+        };
+        let mut trailers = metadata.unwrap_or_default();
+        trailers.insert(
+            HeaderName::from_static("grpc-status"),
+            HeaderValue::from(code),
+        );
+        if !message.is_empty() {
+            if let Ok(value) = HeaderValue::from_str(&status::encode_message(message)) {
+                trailers.insert(HeaderName::from_static("grpc-message"), value);
+            }
+        }
+        if let Some(mut respond) = stream.respond.take() {
+            let mut head = response(&self.response_head);
+            head.headers_mut().extend(trailers);
+            let ok = respond.send_response(head, true).is_ok();
+            self.finish_stream(key);
+            return ok;
+        }
+        if stream.pending.is_empty() {
+            let ok = stream
+                .send
+                .as_mut()
+                .is_some_and(|send| send.send_trailers(trailers).is_ok());
+            self.finish_stream(key);
+            ok
+        } else {
+            stream.trailers_after_pending = Some(trailers);
+            true
+        }
+    }
+
+    /// Abort a call with RST_STREAM (the handler gave up without a status).
+    pub fn reset(&mut self, key: u32) {
+        if let Some(mut stream) = self.streams.remove(&key) {
+            if let Some(send) = stream.send.as_mut() {
+                send.send_reset(Reason::CANCEL);
+            } else if let Some(respond) = stream.respond.as_mut() {
+                respond.send_reset(Reason::CANCEL);
+            }
+        }
+    }
+
+    /// The handler consumed `n` bytes of a streaming request: reopen the window.
+    pub fn consumed(&mut self, key: u32, n: usize) {
+        if let Some(stream) = self.streams.get_mut(&key) {
+            let n = n.min(stream.unconsumed);
+            stream.unconsumed -= n;
+            if let Some(recv) = stream.recv.as_mut() {
+                let _ = recv.flow_control().release_capacity(n);
+            }
+            self.ready.push(key);
+        }
+    }
+
+    fn start_response(&mut self, key: u32, headers: Option<HeaderMap>) -> bool {
+        let Some(stream) = self.streams.get_mut(&key) else {
+            return false;
+        };
+        let Some(mut respond) = stream.respond.take() else {
+            return stream.send.is_some();
+        };
+        let mut head = response(&self.response_head);
+        if let Some(headers) = headers {
+            head.headers_mut().extend(headers);
+        }
+        match respond.send_response(head, false) {
+            Ok(send) => {
+                stream.send = Some(send);
+                true
+            }
+            Err(_) => {
+                self.remove(key);
+                false
+            }
+        }
+    }
+
+    fn finish_stream(&mut self, key: u32) {
+        // The request side may still be open (a handler that answers early); dropping
+        // the receiver tells h2 we will not read the rest.
+        self.streams.remove(&key);
+    }
+
+    fn remove(&mut self, key: u32) {
+        self.streams.remove(&key);
+    }
+
+    fn drive(&mut self) {
+        loop {
+            let mut progressed = self.ready.take_connection();
+            progressed |= self.drive_connection();
+            for key in self.ready.take_streams() {
+                progressed = true;
+                self.poll_stream(key);
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    fn drive_connection(&mut self) -> bool {
+        let waker = self.connection_waker.clone();
+        let mut cx = Context::from_waker(&waker);
+        let mut progressed = false;
+        loop {
+            match &mut self.state {
+                State::Closed => return progressed,
+                State::Handshaking(handshake) => {
+                    match std::pin::Pin::new(handshake).poll(&mut cx) {
+                        Poll::Ready(Ok(connection)) => {
+                            self.state = State::Open(connection);
+                            progressed = true;
+                        }
+                        Poll::Ready(Err(error)) => {
+                            self.close(format!("handshake failed: {error}"));
+                            return true;
+                        }
+                        Poll::Pending => return progressed,
+                    }
+                }
+                State::Open(connection) => match connection.poll_accept(&mut cx) {
+                    Poll::Ready(Some(Ok((request, respond)))) => {
+                        progressed = true;
+                        self.accept(request, respond);
+                    }
+                    Poll::Ready(Some(Err(error))) => {
+                        self.close(format!("connection error: {error}"));
+                        return true;
+                    }
+                    Poll::Ready(None) => {
+                        self.close(String::new());
+                        return true;
+                    }
+                    Poll::Pending => return progressed,
+                },
+            }
+        }
+    }
+
+    fn close(&mut self, error: String) {
+        self.state = State::Closed;
+        if !error.is_empty() {
+            self.error = Some(error);
+        }
+        for key in self.streams.keys().copied().collect::<Vec<_>>() {
+            if self.streams[&key].handed_to_app {
+                self.events.push(Event::Cancelled { key });
+            }
+        }
+        self.streams.clear();
+    }
+
+    fn accept(&mut self, request: Request<RecvStream>, mut respond: SendResponse<Bytes>) {
+        let (parts, body) = request.into_parts();
+        let grpc = parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        if !grpc {
+            let reply = Response::builder()
+                .status(http::StatusCode::UNSUPPORTED_MEDIA_TYPE)
+                .body(())
+                .expect("static response");
+            let _ = respond.send_response(reply, true);
+            return;
+        }
+        let Some(method) = self.methods.get(parts.uri.path()).copied() else {
+            let message = format!("unknown method {}", parts.uri.path());
+            trailers_only(
+                &mut respond,
+                &self.response_head,
+                code::UNIMPLEMENTED,
+                &message,
+            );
+            return;
+        };
+        if parts
+            .headers
+            .get("grpc-encoding")
+            .is_some_and(|v| v.as_bytes() != b"identity")
+        {
+            trailers_only(
+                &mut respond,
+                &self.response_head,
+                code::UNIMPLEMENTED,
+                "message compression is not supported",
+            );
+            return;
+        }
+        let timeout_us = parts
+            .headers
+            .get("grpc-timeout")
+            .and_then(|v| status::parse_timeout(v.as_bytes()))
+            .unwrap_or(-1);
+        let metadata = status::metadata(&parts.headers);
+        let key = self.next_key;
+        self.next_key = self.next_key.wrapping_add(1).max(1);
+        let (kept, announced) = if method.client_streaming {
+            (None, metadata)
+        } else {
+            (metadata, None)
+        };
+        self.streams.insert(
+            key,
+            Stream {
+                method,
+                waker: stream_waker(key, &self.ready),
+                recv: Some(body),
+                respond: Some(respond),
+                send: None,
+                partial: BytesMut::new(),
+                unary_message: None,
+                timeout_us,
+                metadata: kept,
+                handed_to_app: method.client_streaming,
+                unconsumed: 0,
+                pending: BytesMut::new(),
+                trailers_after_pending: None,
+                wants_writable: false,
+            },
+        );
+        if method.client_streaming {
+            self.events.push(Event::Open {
+                key,
+                method: method.index,
+                timeout_us,
+                metadata: announced,
+            });
+        }
+        self.ready.push(key);
+    }
+
+    fn poll_stream(&mut self, key: u32) {
+        let max_message = self.settings.max_message_bytes;
+        let max_unconsumed = self.settings.max_unconsumed_bytes;
+        let Some(stream) = self.streams.get_mut(&key) else {
+            return;
+        };
+        let waker = stream.waker.clone();
+        let mut cx = Context::from_waker(&waker);
+        let mut failure: Option<(u32, String)> = None;
+        let mut cancelled = false;
+
+        while let Some(recv) = stream.recv.as_mut() {
+            if stream.method.client_streaming && stream.unconsumed >= max_unconsumed {
+                break; // the window stays shut until the handler catches up
+            }
+            match recv.poll_data(&mut cx) {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    let n = chunk.len();
+                    if stream.method.client_streaming {
+                        stream.unconsumed += n;
+                    } else {
+                        let _ = recv.flow_control().release_capacity(n);
+                    }
+                    stream.partial.extend_from_slice(&chunk);
+                    if let Err(problem) = split_messages(stream, key, max_message, &mut self.events)
+                    {
+                        failure = Some(problem);
+                        break;
+                    }
+                }
+                Poll::Ready(Some(Err(_))) => {
+                    cancelled = true;
+                    break;
+                }
+                Poll::Ready(None) => {
+                    stream.recv = None;
+                    if !stream.partial.is_empty() {
+                        failure = Some((code::INTERNAL, "request ended inside a message".into()));
+                    } else if stream.method.client_streaming {
+                        self.events.push(Event::HalfClose { key });
+                    } else {
+                        match stream.unary_message.take() {
+                            Some(message) => {
+                                stream.handed_to_app = true;
+                                self.events.push(Event::Unary {
+                                    key,
+                                    method: stream.method.index,
+                                    message,
+                                    timeout_us: stream.timeout_us,
+                                    metadata: stream.metadata.take(),
+                                });
+                            }
+                            None => {
+                                failure = Some((code::INTERNAL, "request has no message".into()))
+                            }
+                        }
+                    }
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+
+        if failure.is_none() && !cancelled && stream.handed_to_app {
+            let reset = if let Some(send) = stream.send.as_mut() {
+                send.poll_reset(&mut cx)
+            } else if let Some(respond) = stream.respond.as_mut() {
+                respond.poll_reset(&mut cx)
+            } else {
+                Poll::Pending
+            };
+            if reset.is_ready() {
+                cancelled = true;
+            }
+        }
+
+        if cancelled {
+            let handed = stream.handed_to_app;
+            self.streams.remove(&key);
+            if handed {
+                self.events.push(Event::Cancelled { key });
+            }
+            return;
+        }
+        if let Some((code, message)) = failure {
+            let handed = stream.handed_to_app;
+            self.finish(key, code, &message, None);
+            if handed {
+                self.events.push(Event::Cancelled { key });
+            }
+            return;
+        }
+        self.drive_stream_sends(key);
+    }
+
+    /// Move queued response bytes into h2 as flow control allows. True when none are left.
+    fn drive_stream_sends(&mut self, key: u32) -> bool {
+        let Some(stream) = self.streams.get_mut(&key) else {
+            return false;
+        };
+        if stream.pending.is_empty() {
+            return true;
+        }
+        let Some(send) = stream.send.as_mut() else {
+            return false;
+        };
+        let waker = stream.waker.clone();
+        let mut cx = Context::from_waker(&waker);
+        loop {
+            if stream.pending.is_empty() {
+                break;
+            }
+            send.reserve_capacity(stream.pending.len());
+            match send.poll_capacity(&mut cx) {
+                Poll::Ready(Some(Ok(0))) | Poll::Pending => {
+                    stream.wants_writable = true;
+                    return false;
+                }
+                Poll::Ready(Some(Ok(capacity))) => {
+                    let n = capacity.min(stream.pending.len());
+                    let chunk = stream.pending.split_to(n).freeze();
+                    if send.send_data(chunk, false).is_err() {
+                        self.streams.remove(&key);
+                        return false;
+                    }
+                }
+                Poll::Ready(Some(Err(_))) | Poll::Ready(None) => {
+                    let handed = stream.handed_to_app;
+                    self.streams.remove(&key);
+                    if handed {
+                        self.events.push(Event::Cancelled { key });
+                    }
+                    return false;
+                }
+            }
+        }
+        if let Some(trailers) = stream.trailers_after_pending.take() {
+            let _ = send.send_trailers(trailers);
+            self.streams.remove(&key);
+            return true;
+        }
+        if stream.wants_writable {
+            stream.wants_writable = false;
+            self.events.push(Event::Writable { key });
+        }
+        true
+    }
+}
+
+/// Cut every complete length-prefixed message out of the stream's buffer.
+fn split_messages(
+    stream: &mut Stream,
+    key: u32,
+    max_message: usize,
+    events: &mut Vec<Event>,
+) -> Result<(), (u32, String)> {
+    loop {
+        if stream.partial.len() < PREFIX {
+            return Ok(());
+        }
+        let compressed = stream.partial[0];
+        if compressed != 0 {
+            return Err((
+                code::UNIMPLEMENTED,
+                "message compression is not supported".into(),
+            ));
+        }
+        let length =
+            u32::from_be_bytes(stream.partial[1..PREFIX].try_into().expect("4 bytes")) as usize;
+        if length > max_message {
+            return Err((
+                code::RESOURCE_EXHAUSTED,
+                format!("request message is {length} bytes, over the limit of {max_message}"),
+            ));
+        }
+        if stream.partial.len() < PREFIX + length {
+            return Ok(());
+        }
+        stream.partial.advance(PREFIX);
+        let message = stream.partial.split_to(length).freeze();
+        if stream.method.client_streaming {
+            events.push(Event::Message { key, message });
+        } else if stream.unary_message.replace(message).is_some() {
+            return Err((
+                code::UNIMPLEMENTED,
+                "unary method got more than one request message".into(),
+            ));
+        }
+    }
+}
+
+fn frame_into(buffer: &mut BytesMut, message: &[u8]) {
+    buffer.reserve(PREFIX + message.len());
+    buffer.put_u8(0);
+    buffer.put_u32(message.len() as u32);
+    buffer.put_slice(message);
+}
+
+fn response(head: &HeaderMap) -> Response<()> {
+    let mut response = Response::new(());
+    *response.headers_mut() = head.clone();
+    response
+}
+
+fn trailers_only(respond: &mut SendResponse<Bytes>, head: &HeaderMap, code: u32, message: &str) {
+    let mut response = response(head);
+    let headers = response.headers_mut();
+    headers.insert(
+        HeaderName::from_static("grpc-status"),
+        HeaderValue::from(code),
+    );
+    if let Ok(value) = HeaderValue::from_str(&status::encode_message(message)) {
+        headers.insert(HeaderName::from_static("grpc-message"), value);
+    }
+    let _ = respond.send_response(response, true);
+}

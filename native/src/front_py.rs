@@ -1,0 +1,261 @@
+//! The Python face of the native gRPC front: `GrpcServerConfig` and `GrpcConnection`.
+//!
+//! One `GrpcConnection` per accepted socket, owned by the event loop's protocol
+//! object; events cross to Python as small tuples, once per `feed` call.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyTuple};
+
+use crate::front::connection::{Connection, Event, Method, Settings};
+
+const UNARY: u8 = 0;
+const OPEN: u8 = 1;
+const MESSAGE: u8 = 2;
+const HALF_CLOSE: u8 = 3;
+const CANCELLED: u8 = 4;
+const WRITABLE: u8 = 5;
+
+/// Methods and limits shared by every connection of one server.
+#[pyclass(module = "layotto_fast_native", frozen)]
+pub struct GrpcServerConfig {
+    methods: Arc<HashMap<String, Method>>,
+    settings: Settings,
+}
+
+#[pymethods]
+impl GrpcServerConfig {
+    #[new]
+    #[pyo3(signature = (methods, max_message_bytes = 4 * 1024 * 1024, max_concurrent_streams = 1024,
+                        max_header_list_bytes = 16 * 1024, initial_window_bytes = 1024 * 1024))]
+    fn new(
+        methods: Vec<(String, bool)>,
+        max_message_bytes: usize,
+        max_concurrent_streams: u32,
+        max_header_list_bytes: u32,
+        initial_window_bytes: u32,
+    ) -> PyResult<Self> {
+        if initial_window_bytes < 65_535 {
+            return Err(PyValueError::new_err(
+                "initial_window_bytes must be at least 65535",
+            ));
+        }
+        let methods = methods
+            .into_iter()
+            .enumerate()
+            .map(|(index, (path, client_streaming))| {
+                (
+                    path,
+                    Method {
+                        index: index as u32,
+                        client_streaming,
+                    },
+                )
+            })
+            .collect();
+        Ok(GrpcServerConfig {
+            methods: Arc::new(methods),
+            settings: Settings {
+                max_message_bytes,
+                max_concurrent_streams,
+                max_header_list_bytes,
+                initial_window_bytes,
+                max_send_buffer_bytes: max_message_bytes.clamp(64 * 1024, 4 * 1024 * 1024),
+                max_unconsumed_bytes: max_message_bytes.max(initial_window_bytes as usize),
+            },
+        })
+    }
+}
+
+#[pyclass(module = "layotto_fast_native", unsendable)]
+pub struct GrpcConnection {
+    inner: Connection,
+}
+
+fn headers_from(pairs: Option<Vec<(String, String)>>) -> PyResult<Option<HeaderMap>> {
+    let Some(pairs) = pairs else {
+        return Ok(None);
+    };
+    let mut map = HeaderMap::with_capacity(pairs.len());
+    for (name, value) in pairs {
+        let name = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
+            .map_err(|_| PyValueError::new_err(format!("invalid metadata key {name:?}")))?;
+        let value = HeaderValue::from_str(&value)
+            .map_err(|_| PyValueError::new_err(format!("invalid metadata value for {name}")))?;
+        map.append(name, value);
+    }
+    Ok(Some(map))
+}
+
+fn events_to_python<'py>(py: Python<'py>, events: Vec<Event>) -> PyResult<Bound<'py, PyList>> {
+    let list = PyList::empty(py);
+    for event in events {
+        let item: Bound<'py, PyTuple> = match event {
+            Event::Unary {
+                key,
+                method,
+                message,
+                timeout_us,
+                metadata,
+            } => (
+                UNARY,
+                key,
+                method,
+                PyBytes::new(py, &message),
+                timeout_us,
+                metadata_to_python(py, metadata)?,
+            )
+                .into_pyobject(py)?,
+            Event::Open {
+                key,
+                method,
+                timeout_us,
+                metadata,
+            } => (
+                OPEN,
+                key,
+                method,
+                timeout_us,
+                metadata_to_python(py, metadata)?,
+            )
+                .into_pyobject(py)?,
+            Event::Message { key, message } => {
+                (MESSAGE, key, PyBytes::new(py, &message)).into_pyobject(py)?
+            }
+            Event::HalfClose { key } => (HALF_CLOSE, key).into_pyobject(py)?,
+            Event::Cancelled { key } => (CANCELLED, key).into_pyobject(py)?,
+            Event::Writable { key } => (WRITABLE, key).into_pyobject(py)?,
+        };
+        list.append(item)?;
+    }
+    Ok(list)
+}
+
+fn metadata_to_python<'py>(
+    py: Python<'py>,
+    metadata: Option<Vec<(String, Vec<u8>)>>,
+) -> PyResult<Option<Bound<'py, PyList>>> {
+    let Some(pairs) = metadata else {
+        return Ok(None);
+    };
+    let list = PyList::empty(py);
+    for (name, value) in pairs {
+        list.append((name, PyBytes::new(py, &value)))?;
+    }
+    Ok(Some(list))
+}
+
+#[pymethods]
+impl GrpcConnection {
+    #[new]
+    fn new(config: &GrpcServerConfig) -> Self {
+        GrpcConnection {
+            inner: Connection::new(config.methods.clone(), config.settings.clone()),
+        }
+    }
+
+    /// Bytes received from the peer; returns the events they caused.
+    fn feed<'py>(&mut self, py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyList>> {
+        let events = self.inner.feed(data);
+        events_to_python(py, events)
+    }
+
+    /// The peer closed its sending side.
+    fn feed_eof<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let events = self.inner.feed_eof();
+        events_to_python(py, events)
+    }
+
+    /// Run the protocol after responses were queued; returns new events.
+    fn poll<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let events = self.inner.poll();
+        events_to_python(py, events)
+    }
+
+    /// Bytes to write to the socket, or None.
+    fn take_output<'py>(&mut self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
+        let output = self.inner.take_output();
+        (!output.is_empty()).then(|| PyBytes::new(py, &output))
+    }
+
+    /// Answer a unary-response call with one message and status OK.
+    #[pyo3(signature = (key, message, trailers = None))]
+    fn respond(
+        &mut self,
+        key: u32,
+        message: &[u8],
+        trailers: Option<Vec<(String, String)>>,
+    ) -> PyResult<bool> {
+        let trailers = headers_from(trailers)?.map(|mut map| {
+            map.insert(
+                HeaderName::from_static("grpc-status"),
+                HeaderValue::from_static("0"),
+            );
+            map
+        });
+        Ok(self.inner.respond(key, message, trailers))
+    }
+
+    /// Queue a streaming-response message; False means wait for the WRITABLE event.
+    #[pyo3(signature = (key, message, headers = None))]
+    fn send(
+        &mut self,
+        key: u32,
+        message: &[u8],
+        headers: Option<Vec<(String, String)>>,
+    ) -> PyResult<bool> {
+        Ok(self.inner.send(key, message, headers_from(headers)?))
+    }
+
+    fn send_headers(&mut self, key: u32, headers: Vec<(String, String)>) -> PyResult<bool> {
+        let headers = headers_from(Some(headers))?.unwrap_or_default();
+        Ok(self.inner.send_headers(key, headers))
+    }
+
+    /// End a call with a gRPC status code and message.
+    #[pyo3(signature = (key, code, message = "", trailers = None))]
+    fn finish(
+        &mut self,
+        key: u32,
+        code: u32,
+        message: &str,
+        trailers: Option<Vec<(String, String)>>,
+    ) -> PyResult<bool> {
+        Ok(self
+            .inner
+            .finish(key, code, message, headers_from(trailers)?))
+    }
+
+    fn reset(&mut self, key: u32) {
+        self.inner.reset(key);
+    }
+
+    /// The handler took `n` bytes of a streaming request: let the client send more.
+    fn consumed(&mut self, key: u32, n: usize) {
+        self.inner.consumed(key, n);
+    }
+
+    /// Send GOAWAY: no new calls, open ones finish.
+    fn graceful_shutdown(&mut self) {
+        self.inner.graceful_shutdown();
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+
+    #[getter]
+    fn error(&self) -> Option<String> {
+        self.inner.error().map(str::to_owned)
+    }
+
+    #[getter]
+    fn open_streams(&self) -> usize {
+        self.inner.open_streams()
+    }
+}
