@@ -128,7 +128,7 @@ def _wait_for(url: str, marker: bytes, process: subprocess.Popen[str], timeout: 
     raise SystemExit(f"{url} never answered {marker!r}")
 
 
-def start_sidecar() -> Server:
+def start_sidecar(transport: str) -> Server:
     grpc_port, actuator_port = free_port(), free_port()
     args = [
         *command(),
@@ -141,15 +141,19 @@ def start_sidecar() -> Server:
         str(ROOT / "components"),
         "--log-level",
         "warning",
+        "--grpc-transport",
+        transport,
     ]
-    return Server("sidecar", args, f"http://127.0.0.1:{actuator_port}/actuator/health/readiness", grpc_port)
-
-
-def start_echo() -> Server:
-    port = free_port()
     return Server(
-        "bare grpc.aio echo", [sys.executable, str(ROOT / "bench" / "echo_server.py"), "--port", str(port)], None, port
+        f"sidecar {transport}", args, f"http://127.0.0.1:{actuator_port}/actuator/health/readiness", grpc_port
     )
+
+
+def start_baseline(kind: str) -> Server:
+    port = free_port()
+    name = {"grpcio": "bare grpc.aio echo", "native-floor": "native floor (Rust only)"}[kind]
+    args = [sys.executable, str(ROOT / "bench" / "echo_server.py"), "--port", str(port), "--kind", kind]
+    return Server(name, args, None, port)
 
 
 CALLS = {
@@ -203,9 +207,13 @@ def run_ghz(ghz: str, descriptors: Path, server: Server, rpc: str, in_flight: in
     )
 
 
+RPCS = ("GetState", "SaveState", "SayHello")
+IN_FLIGHT = (1, 16, 64)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--calls", type=int, default=20000, help="calls per run at 64 in flight")
+    parser.add_argument("--calls", type=int, default=20000, help="calls per run at 16 and 64 in flight")
     parser.add_argument("--calls-serial", type=int, default=3000, help="calls per run at 1 in flight")
     parser.add_argument("--starts", type=int, default=3, help="sidecar starts timed for readiness")
     options = parser.parse_args()
@@ -213,27 +221,33 @@ def main() -> int:
     ghz, descriptors = ghz_binary(), protoset()
     ready_times = []
     for _ in range(options.starts - 1):
-        probe = start_sidecar()
+        probe = start_sidecar("native")
         ready_times.append(probe.ready_after)
         probe.stop()
 
     rows: list[Row] = []
-    sidecar = start_sidecar()
-    ready_times.append(sidecar.ready_after)
-    time.sleep(1.0)
-    idle_rss = sidecar.memory_kib("VmRSS")
-    echo = start_echo()
-    try:
-        for server in (sidecar, echo):
-            for rpc in ("GetState", "SaveState", "SayHello"):
+    memory: dict[str, tuple[int, int]] = {}
+    starters = [
+        lambda: start_sidecar("native"),
+        lambda: start_sidecar("grpcio"),
+        lambda: start_baseline("native-floor"),
+        lambda: start_baseline("grpcio"),
+    ]
+    for starter in starters:
+        server = starter()
+        if server.name == "sidecar native":
+            ready_times.append(server.ready_after)
+        try:
+            time.sleep(1.0)
+            idle = server.memory_kib("VmRSS")
+            for rpc in RPCS:
                 run_ghz(ghz, descriptors, server, rpc, 64, max(options.calls // 10, 500))  # warm-up
-                rows.append(run_ghz(ghz, descriptors, server, rpc, 64, options.calls))
-            rows.append(run_ghz(ghz, descriptors, server, "GetState", 1, options.calls_serial))
-        loaded_rss = sidecar.memory_kib("VmHWM")
-        echo_rss = echo.memory_kib("VmHWM")
-    finally:
-        sidecar.stop()
-        echo.stop()
+                for in_flight in IN_FLIGHT:
+                    calls = options.calls_serial if in_flight == 1 else options.calls
+                    rows.append(run_ghz(ghz, descriptors, server, rpc, in_flight, calls))
+            memory[server.name] = (idle, server.memory_kib("VmHWM"))
+        finally:
+            server.stop()
 
     print(
         "| server | rpc | in flight | OK calls | errors | calls/s | p50 µs | p99 µs "
@@ -245,31 +259,42 @@ def main() -> int:
             f"| {r.server} | {r.rpc} | {r.in_flight} | {r.calls_ok} | {r.errors} | {r.calls_per_s:,.0f} | "
             f"{r.p50_us:,.0f} | {r.p99_us:,.0f} | {r.server_cpu_us:.1f} | {r.ghz_cpu_us:.1f} |"
         )
+    print()
+    print("| server | idle RSS MB | peak RSS under load MB | growth MB |")
+    print("|---|---|---|---|")
+    for name, (idle, peak) in memory.items():
+        print(f"| {name} | {idle / 1024:.1f} | {peak / 1024:.1f} | {(peak - idle) / 1024:.1f} |")
     ready_ms = statistics.median(ready_times) * 1000
     print()
     print(
-        f"sidecar RSS: idle {idle_rss / 1024:.1f} MB, peak under load {loaded_rss / 1024:.1f} MB "
-        f"(growth {(loaded_rss - idle_rss) / 1024:.1f} MB); bare echo peak {echo_rss / 1024:.1f} MB"
-    )
-    print(
-        f"exec to readiness UP: median {ready_ms:.0f} ms of {len(ready_times)} starts "
+        f"exec to readiness UP (native sidecar): median {ready_ms:.0f} ms of {len(ready_times)} starts "
         f"({', '.join(f'{t * 1000:.0f}' for t in ready_times)} ms)"
     )
 
     def pick(server: str, rpc: str, in_flight: int = 64) -> Row:
         return next(r for r in rows if r.server == server and r.rpc == rpc and r.in_flight == in_flight)
 
-    ratio = pick("sidecar", "GetState").calls_per_s / pick(echo.name, "GetState").calls_per_s
-    checks = [
-        (f"GetState throughput {ratio:.0%} of the bare echo's (target >= 85%)", ratio >= 0.85),
-        (f"idle RSS {idle_rss / 1024:.1f} MB (target <= 60 MB)", idle_rss <= 60 * 1024),
-        (
-            f"RSS growth under load {(loaded_rss - idle_rss) / 1024:.1f} MB (target <= 15 MB)",
-            loaded_rss - idle_rss <= 15 * 1024,
-        ),
-        (f"readiness UP {ready_ms:.0f} ms after exec (target <= 1000 ms)", ready_ms <= 1000),
+    native, grpcio, floor, echo = "sidecar native", "sidecar grpcio", "native floor (Rust only)", "bare grpc.aio echo"
+    checks: list[tuple[str, bool]] = []
+    for sidecar in (native, grpcio):
+        ratio = pick(sidecar, "GetState").calls_per_s / pick(echo, "GetState").calls_per_s
+        checks.append((f"[#3] {sidecar}: GetState calls/s {ratio:.0%} of the bare echo's (>= 85%)", ratio >= 0.85))
+    idle, peak = memory[native]
+    checks += [
+        (f"[#3/#8] {native}: idle RSS {idle / 1024:.1f} MB (<= 60 MB)", idle <= 60 * 1024),
+        (f"[#3/#8] {native}: RSS growth under load {(peak - idle) / 1024:.1f} MB (<= 15 MB)", peak - idle <= 15 * 1024),
+        (f"[#3] readiness UP {ready_ms:.0f} ms after exec (<= 1000 ms)", ready_ms <= 1000),
         ("no errors in any run", all(r.errors == 0 for r in rows)),
     ]
+    for rpc in ("SayHello", "GetState"):
+        cpu, slow = pick(native, rpc).server_cpu_us, pick(grpcio, rpc).server_cpu_us
+        checks.append((f"[#8] {rpc} @64: native CPU/call {cpu:.1f} µs (<= 20 µs)", cpu <= 20))
+        checks.append((f"[#8] {rpc} @64: grpcio/native CPU ratio {slow / cpu:.1f}x (>= 12x)", slow / cpu >= 12))
+    for rpc in RPCS:
+        extra = pick(native, rpc, 1).p50_us - pick(floor, rpc, 1).p50_us
+        checks.append((f"[#8] {rpc} @1: native p50 {extra:+.0f} µs over the floor (<= 25 µs)", extra <= 25))
+        ratio = pick(native, rpc).p99_us / pick(floor, rpc).p99_us
+        checks.append((f"[#8] {rpc} @64: native p99 {ratio:.2f}x the floor's (<= 1.2x)", ratio <= 1.2))
     print()
     for text, passed in checks:
         print(f"[{'PASS' if passed else 'MISS'}] {text}")
@@ -278,8 +303,7 @@ def main() -> int:
         json.dumps(
             {
                 "rows": [asdict(r) for r in rows],
-                "idle_rss_kib": idle_rss,
-                "loaded_rss_kib": loaded_rss,
+                "memory_kib": memory,
                 "ready_ms": ready_ms,
                 "checks": [{"check": t, "passed": p} for t, p in checks],
             },

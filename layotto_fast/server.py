@@ -61,25 +61,18 @@ class Sidecar:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         routes = ActuatorRoutes(
-            self.components, self.metrics, self.settings.app_id, lambda: self.layotto.active_subscriptions
+            self.components,
+            self.metrics,
+            {"app_id": self.settings.app_id, "grpc_transport": self.settings.grpc_transport},
+            lambda: self.layotto.active_subscriptions,
         )
         actuator = await loop.create_server(
             lambda: HttpProtocol(routes), self.settings.listen_address, self.settings.actuator_port
         )
-        if self.settings.grpc_uds:
-            Path(self.settings.grpc_uds).unlink(missing_ok=True)
-        server = build_server(
-            [
-                service_handler(
-                    runtime_pb2.DESCRIPTOR.services_by_name["Runtime"], self.layotto, self.metrics.observe_call
-                )
-            ],
-            self.grpc_addresses(),
-            self.settings.max_message_bytes,
-        )
-        await server.start()
+        server = await self._start_grpc()
         log.info(
-            "serving gRPC on %s, actuator on %s:%d",
+            "serving gRPC (%s transport) on %s, actuator on %s:%d",
+            self.settings.grpc_transport,
             ", ".join(self.grpc_addresses()),
             self.settings.listen_address,
             self.settings.actuator_port,

@@ -171,6 +171,7 @@ class GrpcServerConfig:
         max_concurrent_streams: int = 1024,
         max_header_list_bytes: int = 16 * 1024,
         initial_window_bytes: int = 1024 * 1024,
+        fixed_replies: dict[str, bytes] | None = None,
     ) -> Self: ...
 
 @final

@@ -22,12 +22,12 @@ class ActuatorRoutes:
         self,
         components: Components,
         metrics: Metrics,
-        app_id: str,
+        identity: dict[str, str],
         subscriptions: Callable[[], int],
     ) -> None:
         self._components = components
         self._metrics = metrics
-        self._app_id = app_id
+        self._identity = identity
         self._subscriptions = subscriptions
         self._routes: dict[str, Callable[[], Response]] = {
             "/actuator/health/liveness": self.liveness,
@@ -57,7 +57,7 @@ class ActuatorRoutes:
 
     def info(self) -> Response:
         body = {
-            "app_id": self._app_id,
+            **self._identity,
             "version": __version__,
             "components": [
                 {"name": s.manifest.name, "type": s.manifest.type, "version": s.manifest.version}

@@ -22,7 +22,7 @@ import types
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf import message_factory
 from google.protobuf.descriptor import ServiceDescriptor
@@ -131,8 +131,8 @@ class GrpcProtocol(asyncio.Protocol):
 
     # -- transport callbacks ----------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports are not registered as asyncio.Transport subclasses.
+        self._transport = cast(asyncio.Transport, transport)
         self._server.connections.add(self)
         self._flush()
 
@@ -332,7 +332,9 @@ class NativeGrpcServer:
         max_message_bytes: int = 4 * 1024 * 1024,
         max_concurrent_streams: int = 1024,
         observe: CallObserver = _no_observer,
+        fixed_replies: dict[str, bytes] | None = None,
     ) -> None:
+        """``fixed_replies`` maps rpc paths to bytes answered in Rust alone (benchmark floors)."""
         self.methods: list[Method] = []
         paths: list[tuple[str, bool]] = []
         for descriptor, handlers in services:
@@ -352,7 +354,10 @@ class NativeGrpcServer:
                 )
                 paths.append((f"/{descriptor.full_name}/{rpc.name}", rpc.client_streaming))
         self.config = GrpcServerConfig(
-            paths, max_message_bytes=max_message_bytes, max_concurrent_streams=max_concurrent_streams
+            paths,
+            max_message_bytes=max_message_bytes,
+            max_concurrent_streams=max_concurrent_streams,
+            fixed_replies=fixed_replies,
         )
         self.observe = observe
         self.connections: set[GrpcProtocol] = set()

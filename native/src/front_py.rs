@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -31,14 +32,17 @@ pub struct GrpcServerConfig {
 impl GrpcServerConfig {
     #[new]
     #[pyo3(signature = (methods, max_message_bytes = 4 * 1024 * 1024, max_concurrent_streams = 1024,
-                        max_header_list_bytes = 16 * 1024, initial_window_bytes = 1024 * 1024))]
+                        max_header_list_bytes = 16 * 1024, initial_window_bytes = 1024 * 1024,
+                        fixed_replies = None))]
     fn new(
         methods: Vec<(String, bool)>,
         max_message_bytes: usize,
         max_concurrent_streams: u32,
         max_header_list_bytes: u32,
         initial_window_bytes: u32,
+        fixed_replies: Option<HashMap<String, Vec<u8>>>,
     ) -> PyResult<Self> {
+        let fixed_replies = fixed_replies.unwrap_or_default();
         if initial_window_bytes < 65_535 {
             return Err(PyValueError::new_err(
                 "initial_window_bytes must be at least 65535",
@@ -48,13 +52,13 @@ impl GrpcServerConfig {
             .into_iter()
             .enumerate()
             .map(|(index, (path, client_streaming))| {
-                (
-                    path,
-                    Method {
-                        index: index as u32,
-                        client_streaming,
-                    },
-                )
+                let fixed_reply = fixed_replies.get(&path).map(|b| Bytes::copy_from_slice(b));
+                let method = Method {
+                    index: index as u32,
+                    client_streaming,
+                    fixed_reply,
+                };
+                (path, method)
             })
             .collect();
         Ok(GrpcServerConfig {

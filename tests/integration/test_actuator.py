@@ -21,10 +21,11 @@ def test_liveness_and_readiness_up(sidecar: Sidecar) -> None:
     assert set(components) >= {"helloworld", "config_demo", "lock_demo", "sequencer_demo", "secret_demo"}
 
 
-def test_info(sidecar: Sidecar) -> None:
+def test_info(sidecar: Sidecar, transport: str) -> None:
     status, body = sidecar.http("/actuator/info")
     info = orjson.loads(body)
     assert status == 200
+    assert info["grpc_transport"] == transport
     assert info["app_id"] == "layotto-fast" and info["version"]
     assert {"name": "in-memory", "type": "state.in-memory", "version": "v1"} in info["components"]
     assert info["uptime_seconds"] > 0 and info["configuration_subscriptions"] >= 0

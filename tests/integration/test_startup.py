@@ -210,12 +210,30 @@ def test_grpc_over_unix_socket(tmp_path: Path, transport: str) -> None:
     socket_path = tmp_path / "layotto.sock"
     sidecar = sidecar_process.start(tmp_path, "--grpc-uds", str(socket_path), "--grpc-transport", transport)
     try:
-        with grpc.insecure_channel(f"unix:{socket_path}") as channel:
+        # grpc-go and Layotto's SDKs send "localhost" as the authority on a Unix socket.
+        options = [("grpc.default_authority", "localhost")]
+        with grpc.insecure_channel(f"unix:{socket_path}", options=options) as channel:
             stub = runtime_pb2_grpc.RuntimeStub(channel)
             assert stub.SayHello(pb.SayHelloRequest(service_name="helloworld", name="uds")).hello == "greetings, uds"
     finally:
         assert sidecar.stop() == 0
     assert not socket_path.exists()
+
+
+@pytest.mark.xfail(
+    reason="known gap of the native transport: grpc-core clients send the socket path as :authority on a "
+    "Unix socket and h2 rejects it as malformed (hyperium/h2#487); the grpcio transport accepts it",
+    strict=True,
+)
+def test_unix_socket_default_authority_on_native(tmp_path: Path) -> None:
+    socket_path = tmp_path / "layotto.sock"
+    sidecar = sidecar_process.start(tmp_path, "--grpc-uds", str(socket_path), "--grpc-transport", "native")
+    try:
+        with grpc.insecure_channel(f"unix:{socket_path}") as channel:
+            stub = runtime_pb2_grpc.RuntimeStub(channel)
+            stub.SayHello(pb.SayHelloRequest(service_name="helloworld", name="uds"), timeout=5)
+    finally:
+        assert sidecar.stop() == 0
 
 
 def test_sigterm_turns_readiness_down_and_drains(tmp_path: Path, transport: str) -> None:

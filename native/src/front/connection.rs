@@ -59,10 +59,12 @@ impl Default for Settings {
 
 /// A method the server knows: its index (handed back in events) and whether the
 /// client streams requests (unary-request methods are delivered as one event).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Method {
     pub index: u32,
     pub client_streaming: bool,
+    /// Answered here with these bytes, never reaching Python: the benchmark's floor.
+    pub fixed_reply: Option<Bytes>,
 }
 
 pub type Metadata = Option<Vec<(String, Vec<u8>)>>;
@@ -449,7 +451,7 @@ impl Connection {
             let _ = respond.send_response(reply, true);
             return;
         }
-        let Some(method) = self.methods.get(parts.uri.path()).copied() else {
+        let Some(method) = self.methods.get(parts.uri.path()).cloned() else {
             let message = format!("unknown method {}", parts.uri.path());
             trailers_only(
                 &mut respond,
@@ -485,6 +487,8 @@ impl Connection {
         } else {
             (metadata, None)
         };
+        let handed_to_app = method.client_streaming;
+        let (client_streaming, index) = (method.client_streaming, method.index);
         self.streams.insert(
             key,
             Stream {
@@ -497,17 +501,17 @@ impl Connection {
                 unary_message: None,
                 timeout_us,
                 metadata: kept,
-                handed_to_app: method.client_streaming,
+                handed_to_app,
                 unconsumed: 0,
                 pending: BytesMut::new(),
                 trailers_after_pending: None,
                 wants_writable: false,
             },
         );
-        if method.client_streaming {
+        if client_streaming {
             self.events.push(Event::Open {
                 key,
-                method: method.index,
+                method: index,
                 timeout_us,
                 metadata: announced,
             });
@@ -557,6 +561,11 @@ impl Connection {
                         self.events.push(Event::HalfClose { key });
                     } else {
                         match stream.unary_message.take() {
+                            Some(_) if stream.method.fixed_reply.is_some() => {
+                                let reply = stream.method.fixed_reply.clone().expect("checked");
+                                self.respond(key, &reply, None);
+                                return;
+                            }
                             Some(message) => {
                                 stream.handed_to_app = true;
                                 self.events.push(Event::Unary {
