@@ -18,8 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import types
-from collections.abc import AsyncIterator, Callable, Coroutine, Generator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -29,6 +28,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError
 from layotto_fast_native import GrpcConnection, GrpcServerConfig
 
+from layotto_fast.api.resume import resume_started
 from layotto_fast.api.transport_grpcio import CallObserver, _no_observer
 from layotto_fast.errors import RuntimeApiError
 
@@ -52,31 +52,6 @@ class Method:
     encode: Callable[[Any], bytes]
     client_streaming: bool
     server_streaming: bool
-
-
-@types.coroutine
-def _resume(coro: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any, None, Any]:
-    """Carry on a coroutine that was started by hand and suspended on ``yielded``.
-
-    Wrapped in a Task, it re-yields what the coroutine waits on and forwards every
-    resumption (and cancellation) to it, as the Task would have done itself.
-    """
-    while True:
-        try:
-            yield yielded
-        except GeneratorExit:
-            coro.close()
-            raise
-        except BaseException as exc:
-            try:
-                yielded = coro.throw(exc)
-            except StopIteration as stop:
-                return stop.value
-            continue
-        try:
-            yielded = coro.send(None)
-        except StopIteration as stop:
-            return stop.value
 
 
 def _failure(exc: BaseException, name: str) -> tuple[str, str]:
@@ -255,7 +230,7 @@ class GrpcProtocol(asyncio.Protocol):
         except Exception as exc:
             self._fail(key, method, exc, started)
             return
-        self._spawn(key, method, self._unary_out(key, method, _resume(coro, yielded)), started, timeout_us)
+        self._spawn(key, method, self._unary_out(key, method, resume_started(coro, yielded)), started, timeout_us)
 
     def _start_streaming(self, key: int, method: Method, timeout_us: int) -> None:
         started = time.perf_counter()
