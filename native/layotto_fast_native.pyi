@@ -186,7 +186,9 @@ class GrpcConnection:
     ``timeout_us`` is -1 without a deadline; ``metadata`` is None or (name, value) pairs.
     """
 
-    def __new__(cls, config: GrpcServerConfig) -> Self: ...
+    def __new__(cls, config: GrpcServerConfig, repair_authority: bool = False) -> Self:
+        """``repair_authority``: for Unix-socket peers, replace an unparsable ``:authority``
+        (grpc-core sends the socket path) with ``localhost`` before HTTP/2 validation."""
     def feed(self, data: bytes) -> list[tuple[Any, ...]]:
         """Bytes received from the peer; returns the events they caused."""
     def feed_eof(self) -> list[tuple[Any, ...]]: ...

@@ -34,5 +34,3 @@ def resume_started(coro: Coroutine[Any, Any, Any], yielded: Any) -> Generator[An
             yielded = coro.send(None)
         except StopIteration as stop:
             return stop.value
-
-

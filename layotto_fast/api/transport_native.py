@@ -92,12 +92,13 @@ class _BadRequest(RuntimeApiError):
 class GrpcProtocol(asyncio.Protocol):
     """One client connection: bytes in, events out, handlers run on the loop."""
 
-    def __init__(self, server: NativeGrpcServer) -> None:
+    def __init__(self, server: NativeGrpcServer, unix_socket: bool = False) -> None:
         self._server = server
         self._methods = server.methods
         self._observe = server.observe
         self._loop = asyncio.get_running_loop()
-        self._connection = GrpcConnection(server.config)
+        # grpc-core clients send the socket path as :authority on a Unix socket.
+        self._connection = GrpcConnection(server.config, repair_authority=unix_socket)
         self._transport: asyncio.Transport | None = None
         self._tasks: dict[int, asyncio.Task[Any]] = {}
         self._inboxes: dict[int, _Inbox] = {}
@@ -344,7 +345,7 @@ class NativeGrpcServer:
             if address.startswith("unix:"):
                 path = address.removeprefix("unix:")
                 Path(path).unlink(missing_ok=True)
-                listener = await loop.create_unix_server(lambda: GrpcProtocol(self), path)
+                listener = await loop.create_unix_server(lambda: GrpcProtocol(self, unix_socket=True), path)
             else:
                 host, _, port = address.rpartition(":")
                 listener = await loop.create_server(lambda: GrpcProtocol(self), host, int(port), reuse_address=True)

@@ -155,10 +155,17 @@ fn metadata_to_python<'py>(
 
 #[pymethods]
 impl GrpcConnection {
+    /// `repair_authority`: set for Unix-socket peers, whose grpc-core clients send the
+    /// socket path as :authority.
     #[new]
-    fn new(config: &GrpcServerConfig) -> Self {
+    #[pyo3(signature = (config, repair_authority = false))]
+    fn new(config: &GrpcServerConfig, repair_authority: bool) -> Self {
         GrpcConnection {
-            inner: Connection::new(config.methods.clone(), config.settings.clone()),
+            inner: Connection::new(
+                config.methods.clone(),
+                config.settings.clone(),
+                repair_authority,
+            ),
         }
     }
 

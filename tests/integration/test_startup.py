@@ -220,18 +220,16 @@ def test_grpc_over_unix_socket(tmp_path: Path, transport: str) -> None:
     assert not socket_path.exists()
 
 
-@pytest.mark.xfail(
-    reason="known gap of the native transport: grpc-core clients send the socket path as :authority on a "
-    "Unix socket and h2 rejects it as malformed (hyperium/h2#487); the grpcio transport accepts it",
-    strict=True,
-)
-def test_unix_socket_default_authority_on_native(tmp_path: Path) -> None:
+def test_unix_socket_with_grpc_core_default_authority(tmp_path: Path, transport: str) -> None:
+    """grpc-core sends the socket path as :authority; h2 alone would reset the stream (hyperium/h2#487)."""
     socket_path = tmp_path / "layotto.sock"
-    sidecar = sidecar_process.start(tmp_path, "--grpc-uds", str(socket_path), "--grpc-transport", "native")
+    sidecar = sidecar_process.start(tmp_path, "--grpc-uds", str(socket_path), "--grpc-transport", transport)
     try:
         with grpc.insecure_channel(f"unix:{socket_path}") as channel:
             stub = runtime_pb2_grpc.RuntimeStub(channel)
-            stub.SayHello(pb.SayHelloRequest(service_name="helloworld", name="uds"), timeout=5)
+            for name in ("a", "b", "c"):  # later requests reuse the client's HPACK table
+                reply = stub.SayHello(pb.SayHelloRequest(service_name="helloworld", name=name), timeout=5)
+                assert reply.hello == f"greetings, {name}"
     finally:
         assert sidecar.stop() == 0
 

@@ -17,6 +17,7 @@ use h2::server::{self, Handshake, SendResponse};
 use h2::{Reason, RecvStream, SendStream};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 
+use super::authority::AuthorityRepair;
 use super::io::LoopIo;
 use super::status;
 use super::wake::{connection_waker, stream_waker, ReadySet};
@@ -140,10 +141,16 @@ pub struct Connection {
     response_head: HeaderMap,
     ok_trailers: HeaderMap,
     error: Option<String>,
+    authority_repair: Option<AuthorityRepair>,
 }
 
 impl Connection {
-    pub fn new(methods: Arc<HashMap<String, Method>>, settings: Settings) -> Self {
+    /// `repair_authority`: for Unix-socket peers, see [`AuthorityRepair`].
+    pub fn new(
+        methods: Arc<HashMap<String, Method>>,
+        settings: Settings,
+        repair_authority: bool,
+    ) -> Self {
         let io = LoopIo::default();
         let handshake = server::Builder::new()
             .max_concurrent_streams(settings.max_concurrent_streams)
@@ -153,6 +160,8 @@ impl Connection {
             .max_send_buffer_size(settings.max_send_buffer_bytes)
             .handshake(io.clone());
         let ready = Arc::new(ReadySet::default());
+        let authority_repair =
+            repair_authority.then(|| AuthorityRepair::new(settings.max_header_list_bytes as usize));
         let mut response_head = HeaderMap::new();
         response_head.insert(
             http::header::CONTENT_TYPE,
@@ -176,6 +185,7 @@ impl Connection {
             response_head,
             ok_trailers,
             error: None,
+            authority_repair,
         };
         connection.drive();
         connection
@@ -183,7 +193,17 @@ impl Connection {
 
     /// Take received bytes, run the protocol, return what happened.
     pub fn feed(&mut self, data: &[u8]) -> Vec<Event> {
-        self.io.0.borrow_mut().input.extend_from_slice(data);
+        match self.authority_repair.as_mut() {
+            None => self.io.0.borrow_mut().input.extend_from_slice(data),
+            Some(repair) => {
+                let mut shared = self.io.0.borrow_mut();
+                if let Err(problem) = repair.process(data, &mut shared.input) {
+                    drop(shared);
+                    self.close(format!("malformed HTTP/2 from the peer: {problem}"));
+                    return std::mem::take(&mut self.events);
+                }
+            }
+        }
         self.drive();
         std::mem::take(&mut self.events)
     }

@@ -1,5 +1,6 @@
 //! The native gRPC front: HTTP/2 (h2) driven from the event loop's thread.
 
+pub mod authority;
 pub mod connection;
 pub mod io;
 pub mod status;
