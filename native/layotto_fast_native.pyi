@@ -196,7 +196,13 @@ class GrpcConnection:
         """Run the protocol after responses were queued; returns new events."""
     def take_output(self) -> bytes | None:
         """Bytes to write to the socket, or None."""
-    def respond(self, key: int, message: bytes, trailers: list[tuple[str, str]] | None = None) -> bool:
+    def respond(
+        self,
+        key: int,
+        message: bytes,
+        trailers: list[tuple[str, str]] | None = None,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> bool:
         """Answer a unary-response call with one message and status OK."""
     def send(self, key: int, message: bytes, headers: list[tuple[str, str]] | None = None) -> bool:
         """Queue a streaming-response message; False means wait for the writable event."""

@@ -16,6 +16,7 @@ import grpc
 from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 
+from layotto_fast.api.call import CURRENT, Call
 from layotto_fast.errors import RuntimeApiError
 
 log = logging.getLogger(__name__)
@@ -61,11 +62,17 @@ def _method_handler(
 
         async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
+            call = _call_of(context)
             try:
                 response = await handler(request)
             except Exception as exc:
+                _apply_metadata(context, call)
                 await fail(context, exc, started)
                 raise  # unreachable: abort raises
+            if call.headers:
+                headers, call.headers = call.headers, []
+                await context.send_initial_metadata(headers)
+            _apply_metadata(context, call)
             observe(name, "OK", time.perf_counter() - started)
             return response
 
@@ -75,17 +82,46 @@ def _method_handler(
 
     async def streaming(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         started = time.perf_counter()
+        call = _call_of(context)
         try:
             async for response in handler(request):
+                if call.headers:
+                    headers, call.headers = call.headers, []
+                    await context.send_initial_metadata(headers)
                 yield response
         except Exception as exc:
+            _apply_metadata(context, call)
             await fail(context, exc, started)
             return
+        _apply_metadata(context, call)
         observe(name, "OK", time.perf_counter() - started)
 
     if method.client_streaming:
         return grpc.stream_stream_rpc_method_handler(streaming, decode, encode)
     return grpc.unary_stream_rpc_method_handler(streaming, decode, encode)
+
+
+_TRANSPORT_HEADERS = frozenset(
+    {"content-type", "te", "grpc-timeout", "grpc-encoding", "grpc-accept-encoding", "user-agent"}
+)
+
+
+def _call_of(context: grpc.aio.ServicerContext[Any, Any]) -> Call:
+    """Publish the request's metadata to the handler (see layotto_fast.api.call)."""
+    pairs = [
+        (key, value if isinstance(value, bytes) else value.encode("latin-1"))
+        for key, value in context.invocation_metadata() or ()
+        if key not in _TRANSPORT_HEADERS
+    ]
+    call = Call(pairs or None)
+    CURRENT.set(call)  # this coroutine runs in its own task: nothing to reset
+    return call
+
+
+def _apply_metadata(context: grpc.aio.ServicerContext[Any, Any], call: Call) -> None:
+    trailers = [*call.headers, *call.trailers]  # headers not sent yet go out with the status
+    if trailers:
+        context.set_trailing_metadata(trailers)
 
 
 def build_server(

@@ -28,6 +28,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError
 from layotto_fast_native import GrpcConnection, GrpcServerConfig
 
+from layotto_fast.api.call import CURRENT, Call
 from layotto_fast.api.resume import resume_started
 from layotto_fast.api.transport_grpcio import CallObserver, _no_observer
 from layotto_fast.errors import RuntimeApiError
@@ -59,6 +60,13 @@ def _failure(exc: BaseException, name: str) -> tuple[str, str]:
         return exc.code, exc.message
     log.error("%s failed", name, exc_info=exc)
     return "INTERNAL", f"internal error in {name}: {type(exc).__name__}"
+
+
+def _trailers(call: Call) -> list[tuple[str, str]] | None:
+    """Trailers to send; initial metadata not sent yet rides along (trailers-only or unary)."""
+    if call.headers:
+        return [*call.headers, *call.trailers]
+    return call.trailers or None
 
 
 class _Inbox:
@@ -189,9 +197,9 @@ class GrpcProtocol(asyncio.Protocol):
         for event in events:
             kind = event[0]
             if kind == UNARY:
-                self._start_unary(event[1], self._methods[event[2]], event[3], event[4])
+                self._start_unary(event[1], self._methods[event[2]], event[3], event[4], event[5])
             elif kind == OPEN:
-                self._start_streaming(event[1], self._methods[event[2]], event[3])
+                self._start_streaming(event[1], self._methods[event[2]], event[3], event[4])
             elif kind == MESSAGE:
                 inbox = self._inboxes.get(event[1])
                 if inbox is not None:
@@ -210,7 +218,9 @@ class GrpcProtocol(asyncio.Protocol):
                 if waiter is not None and not waiter.done():
                     waiter.set_result(None)
 
-    def _start_unary(self, key: int, method: Method, message: bytes, timeout_us: int) -> None:
+    def _start_unary(
+        self, key: int, method: Method, message: bytes, timeout_us: int, metadata: list[tuple[str, bytes]] | None
+    ) -> None:
         started = time.perf_counter()
         connection = self._connection
         try:
@@ -218,58 +228,80 @@ class GrpcProtocol(asyncio.Protocol):
         except DecodeError as exc:
             self._fail(key, method, _BadRequest(f"request is not a valid {method.name} message: {exc}"), started)
             return
-        if method.server_streaming:
-            self._spawn(key, method, self._stream_out(key, method, method.handler(request)), started, timeout_us)
-            return
-        coro = method.handler(request)
+        call = Call(metadata)
+        token = CURRENT.set(call)
         try:
-            yielded = coro.send(None)
-        except StopIteration as done:
-            connection.respond(key, method.encode(done.value))
-            self._observe(method.name, "OK", time.perf_counter() - started)
-            return
-        except Exception as exc:
-            self._fail(key, method, exc, started)
-            return
-        self._spawn(key, method, self._unary_out(key, method, resume_started(coro, yielded)), started, timeout_us)
+            if method.server_streaming:
+                body = self._stream_out(key, method, method.handler(request), call)
+                self._spawn(key, method, body, started, timeout_us, call)
+                return
+            coro = method.handler(request)
+            try:
+                yielded = coro.send(None)
+            except StopIteration as done:
+                connection.respond(key, method.encode(done.value), call.trailers or None, call.headers or None)
+                self._observe(method.name, "OK", time.perf_counter() - started)
+                return
+            except Exception as exc:
+                self._fail(key, method, exc, started, call)
+                return
+            body = self._unary_out(key, method, resume_started(coro, yielded), call)
+            self._spawn(key, method, body, started, timeout_us, call)
+        finally:
+            CURRENT.reset(token)
 
-    def _start_streaming(self, key: int, method: Method, timeout_us: int) -> None:
+    def _start_streaming(
+        self, key: int, method: Method, timeout_us: int, metadata: list[tuple[str, bytes]] | None
+    ) -> None:
         started = time.perf_counter()
         inbox = _Inbox(self, key, method.decode)
         self._inboxes[key] = inbox
-        result = method.handler(inbox)
-        if method.server_streaming:
-            body = self._stream_out(key, method, result)
-        else:
-            body = self._unary_out(key, method, result)
-        self._spawn(key, method, body, started, timeout_us)
+        call = Call(metadata)
+        token = CURRENT.set(call)
+        try:
+            result = method.handler(inbox)
+            if method.server_streaming:
+                body = self._stream_out(key, method, result, call)
+            else:
+                body = self._unary_out(key, method, result, call)
+            self._spawn(key, method, body, started, timeout_us, call)
+        finally:
+            CURRENT.reset(token)
 
     def _spawn(
-        self, key: int, method: Method, body: Coroutine[Any, Any, None], started: float, timeout_us: int
+        self,
+        key: int,
+        method: Method,
+        body: Coroutine[Any, Any, None],
+        started: float,
+        timeout_us: int,
+        call: Call,
     ) -> None:
+        # The task's context is copied while CURRENT holds this call.
         task = self._loop.create_task(body)
         self._tasks[key] = task
         timer = None
         if timeout_us >= 0:
             timer = self._loop.call_later(timeout_us / 1e6, self._expire, key, method, started)
-        task.add_done_callback(lambda done: self._done(key, method, done, started, timer))
+        task.add_done_callback(lambda done: self._done(key, method, done, started, timer, call))
 
-    async def _unary_out(self, key: int, method: Method, result: Any) -> None:
+    async def _unary_out(self, key: int, method: Method, result: Any, call: Call) -> None:
         response = await result
-        self._connection.respond(key, method.encode(response))
+        self._connection.respond(key, method.encode(response), call.trailers or None, call.headers or None)
 
-    async def _stream_out(self, key: int, method: Method, responses: AsyncIterator[Any]) -> None:
+    async def _stream_out(self, key: int, method: Method, responses: AsyncIterator[Any], call: Call) -> None:
         connection = self._connection
         async for response in responses:
-            if not connection.send(key, method.encode(response)):
+            headers, call.headers = call.headers or None, []
+            if not connection.send(key, method.encode(response), headers):
                 waiter = self._loop.create_future()
                 self._writable[key] = waiter
                 self._schedule_flush()
                 await waiter
             self._schedule_flush()
-        connection.finish(key, 0)
+        connection.finish(key, 0, "", _trailers(call))
 
-    def _done(self, key: int, method: Method, task: asyncio.Task[Any], started: float, timer: Any) -> None:
+    def _done(self, key: int, method: Method, task: asyncio.Task[Any], started: float, timer: Any, call: Call) -> None:
         if timer is not None:
             timer.cancel()
         self._tasks.pop(key, None)
@@ -280,7 +312,7 @@ class GrpcProtocol(asyncio.Protocol):
             return
         exc = task.exception()
         if exc is not None:
-            self._fail(key, method, exc, started)
+            self._fail(key, method, exc, started, call)
         else:
             self._observe(method.name, "OK", time.perf_counter() - started)
         self._schedule_flush()
@@ -294,9 +326,9 @@ class GrpcProtocol(asyncio.Protocol):
         self._observe(method.name, "DEADLINE_EXCEEDED", time.perf_counter() - started)
         self._schedule_flush()
 
-    def _fail(self, key: int, method: Method, exc: BaseException, started: float) -> None:
+    def _fail(self, key: int, method: Method, exc: BaseException, started: float, call: Call | None = None) -> None:
         code, message = _failure(exc, method.name)
-        self._connection.finish(key, CODES[code], message)
+        self._connection.finish(key, CODES[code], message, _trailers(call) if call is not None else None)
         self._observe(method.name, code, time.perf_counter() - started)
         self._schedule_flush()
 

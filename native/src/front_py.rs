@@ -194,13 +194,15 @@ impl GrpcConnection {
     }
 
     /// Answer a unary-response call with one message and status OK.
-    #[pyo3(signature = (key, message, trailers = None))]
+    #[pyo3(signature = (key, message, trailers = None, headers = None))]
     fn respond(
         &mut self,
         key: u32,
         message: &[u8],
         trailers: Option<Vec<(String, String)>>,
+        headers: Option<Vec<(String, String)>>,
     ) -> PyResult<bool> {
+        let headers = headers_from(headers)?;
         let trailers = headers_from(trailers)?.map(|mut map| {
             map.insert(
                 HeaderName::from_static("grpc-status"),
@@ -208,7 +210,7 @@ impl GrpcConnection {
             );
             map
         });
-        Ok(self.inner.respond(key, message, trailers))
+        Ok(self.inner.respond(key, message, headers, trailers))
     }
 
     /// Queue a streaming-response message; False means wait for the WRITABLE event.

@@ -46,3 +46,12 @@ def test_go_client_round_trip(sidecar: Sidecar, go_client: Path) -> None:
     assert report["config"] == [{"key": "go-cfg", "content": "c1", "group": "g", "label": "l"}]
     assert report["trylock"] is True and report["unlock"] == "SUCCESS"
     assert report["ids"][1] > report["ids"][0]
+
+
+def test_go_client_subscribe_configuration_stream(sidecar: Sidecar, go_client: Path) -> None:
+    """Bidirectional stream: a subscribed key's save and delete (made over unary rpcs) are pushed."""
+    result = subprocess.run(
+        [str(go_client), "-addr", sidecar.target, "-mode", "stream"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"pushes": [["gk", "v1"], ["gk", ""]]}

@@ -246,12 +246,21 @@ impl Connection {
     }
 
     /// Answer a unary-response call: headers, one message and OK trailers.
-    pub fn respond(&mut self, key: u32, message: &[u8], trailers: Option<HeaderMap>) -> bool {
+    pub fn respond(
+        &mut self,
+        key: u32,
+        message: &[u8],
+        headers: Option<HeaderMap>,
+        trailers: Option<HeaderMap>,
+    ) -> bool {
         let Some(stream) = self.streams.get_mut(&key) else {
             return false;
         };
         if let Some(respond) = stream.respond.as_mut() {
-            let head = response(&self.response_head);
+            let mut head = response(&self.response_head);
+            if let Some(headers) = headers {
+                head.headers_mut().extend(headers);
+            }
             match respond.send_response(head, false) {
                 Ok(send) => stream.send = Some(send),
                 Err(_) => {
@@ -583,7 +592,7 @@ impl Connection {
                         match stream.unary_message.take() {
                             Some(_) if stream.method.fixed_reply.is_some() => {
                                 let reply = stream.method.fixed_reply.clone().expect("checked");
-                                self.respond(key, &reply, None);
+                                self.respond(key, &reply, None, None);
                                 return;
                             }
                             Some(message) => {

@@ -1,0 +1,198 @@
+"""Both gRPC transports, in-process, on every rpc shape: the same handler object behind each.
+
+Handlers here are written for the test (Runtime's file rpcs give the streaming
+shapes); what is checked is the transport: messages, status codes, metadata both
+ways, deadlines, cancellation reaching the handler, backpressure bookkeeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import grpc
+import pytest
+import uvloop
+from google.protobuf import empty_pb2
+
+from layotto_fast._proto import runtime_pb2 as pb
+from layotto_fast._proto import runtime_pb2_grpc
+from layotto_fast.api.call import current_call
+from layotto_fast.api.transport_grpcio import build_server, service_handler
+from layotto_fast.api.transport_native import NativeGrpcServer
+from layotto_fast.errors import InvalidArgument, NotFound
+from tests.sidecar import free_port
+
+SERVICE = pb.DESCRIPTOR.services_by_name["Runtime"]
+
+
+class Handlers:
+    def __init__(self) -> None:
+        self.cancelled = threading.Event()
+
+    async def SayHello(self, request: pb.SayHelloRequest) -> pb.SayHelloResponse:
+        # Completes without suspending: the native transport answers it in the same pass.
+        call = current_call()
+        if request.name == "bad":
+            call.trailers.append(("why", "bad name"))
+            raise InvalidArgument("name is 'bad'")
+        call.headers.append(("x-served-by", "test"))
+        call.trailers.append(("x-echo", str(call.metadata.get("x-request", ""))))
+        return pb.SayHelloResponse(hello=f"hi {request.name}")
+
+    async def GetState(self, request: pb.GetStateRequest) -> pb.GetStateResponse:
+        # Suspends: the call moves to a Task.
+        if request.key == "slow":
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                self.cancelled.set()
+                raise
+        await asyncio.sleep(0.001)
+        if request.key == "missing":
+            raise NotFound("key 'missing' not found")
+        return pb.GetStateResponse(data=request.key.encode(), etag=str(current_call().metadata.get("x-request", "")))
+
+    async def GetFile(self, request: pb.GetFileRequest) -> AsyncIterator[pb.GetFileResponse]:
+        current_call().headers.append(("x-file", request.name))
+        for index in range(int(request.metadata.get("chunks", "3"))):
+            yield pb.GetFileResponse(data=f"{request.name}:{index}".encode() * 1000)
+            await asyncio.sleep(0)
+
+    async def PutFile(self, requests: AsyncIterator[pb.PutFileRequest]) -> empty_pb2.Empty:
+        total = 0
+        async for request in requests:
+            total += len(request.data)
+        current_call().trailers.append(("x-total", str(total)))
+        return empty_pb2.Empty()
+
+    async def SubscribeConfiguration(
+        self, requests: AsyncIterator[pb.SubscribeConfigurationRequest]
+    ) -> AsyncIterator[pb.SubscribeConfigurationResponse]:
+        async for request in requests:
+            yield pb.SubscribeConfigurationResponse(store_name=request.store_name, app_id=f"echo:{len(request.keys)}")
+
+
+class Running:
+    def __init__(self, kind: str) -> None:
+        self.port = free_port()
+        self.handlers = Handlers()
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=lambda: uvloop.run(self._serve(kind)), daemon=True)
+        self._thread.start()
+        assert self._ready.wait(10)
+
+    async def _serve(self, kind: str) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        server: Any
+        if kind == "native":
+            server = NativeGrpcServer([(SERVICE, self.handlers)], max_message_bytes=64 * 1024)
+            await server.start([f"127.0.0.1:{self.port}"])
+        else:
+            server = build_server([service_handler(SERVICE, self.handlers)], [f"127.0.0.1:{self.port}"], 64 * 1024)
+            await server.start()
+        self._ready.set()
+        await self._stop.wait()
+        await server.stop(1.0)
+
+    def close(self) -> None:
+        assert self._loop is not None and self._stop is not None
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+
+@pytest.fixture(scope="module", params=["native", "grpcio"])
+def server(request: pytest.FixtureRequest) -> Iterator[Running]:
+    running = Running(request.param)
+    yield running
+    running.close()
+
+
+@pytest.fixture
+def stub(server: Running) -> Iterator[runtime_pb2_grpc.RuntimeStub]:
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        yield runtime_pb2_grpc.RuntimeStub(channel)
+
+
+def test_unary_with_metadata_both_ways(stub: runtime_pb2_grpc.RuntimeStub) -> None:
+    reply, call = stub.SayHello.with_call(pb.SayHelloRequest(name="x"), metadata=[("x-request", "r1")])
+    assert reply.hello == "hi x"
+    assert ("x-served-by", "test") in call.initial_metadata()
+    assert ("x-echo", "r1") in call.trailing_metadata()
+
+
+def test_error_status_with_trailers(stub: runtime_pb2_grpc.RuntimeStub) -> None:
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.SayHello(pb.SayHelloRequest(name="bad"))
+    error: Any = raised.value
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error.details() == "name is 'bad'"
+    assert ("why", "bad name") in error.trailing_metadata()
+
+
+def test_suspending_handler_and_not_found(stub: runtime_pb2_grpc.RuntimeStub) -> None:
+    reply = stub.GetState(pb.GetStateRequest(key="k"), metadata=[("x-request", "through-a-task")])
+    assert reply.data == b"k" and reply.etag == "through-a-task"
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.GetState(pb.GetStateRequest(key="missing"))
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
+
+
+def test_many_concurrent_calls(stub: runtime_pb2_grpc.RuntimeStub) -> None:
+    futures = [stub.GetState.future(pb.GetStateRequest(key=f"k{i}")) for i in range(200)]
+    assert [f.result().data for f in futures] == [f"k{i}".encode() for i in range(200)]
+
+
+def test_server_streaming(stub: runtime_pb2_grpc.RuntimeStub) -> None:
+    call = stub.GetFile(pb.GetFileRequest(name="f", metadata={"chunks": "50"}))
+    chunks = [r.data for r in call]
+    assert chunks == [f"f:{i}".encode() * 1000 for i in range(50)]
+    assert ("x-file", "f") in call.initial_metadata()
+
+
+def test_client_streaming(stub: runtime_pb2_grpc.RuntimeStub) -> None:
+    requests = (pb.PutFileRequest(data=b"x" * 10_000) for _ in range(100))
+    _, call = stub.PutFile.with_call(requests)
+    assert ("x-total", "1000000") in call.trailing_metadata()
+
+
+def test_bidirectional_streaming(stub: runtime_pb2_grpc.RuntimeStub) -> None:
+    requests = [pb.SubscribeConfigurationRequest(store_name=f"s{i}", keys=["a"] * i) for i in range(20)]
+    replies = list(stub.SubscribeConfiguration(iter(requests)))
+    assert [(r.store_name, r.app_id) for r in replies] == [(f"s{i}", f"echo:{i}") for i in range(20)]
+
+
+def test_deadline_exceeded_cancels_the_handler(server: Running, stub: runtime_pb2_grpc.RuntimeStub) -> None:
+    server.handlers.cancelled.clear()
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.GetState(pb.GetStateRequest(key="slow"), timeout=0.2)
+    assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED  # type: ignore[attr-defined]
+    assert server.handlers.cancelled.wait(5)
+
+
+def test_client_cancel_reaches_the_handler(server: Running, stub: runtime_pb2_grpc.RuntimeStub) -> None:
+    server.handlers.cancelled.clear()
+    future = stub.GetState.future(pb.GetStateRequest(key="slow"))
+    threading.Event().wait(0.2)
+    future.cancel()
+    assert server.handlers.cancelled.wait(5)
+    assert stub.GetState(pb.GetStateRequest(key="after")).data == b"after"
+
+
+def test_message_over_the_limit(stub: runtime_pb2_grpc.RuntimeStub) -> None:
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.GetState(pb.GetStateRequest(key="x" * 100_000))
+    assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
+    assert stub.GetState(pb.GetStateRequest(key="ok")).data == b"ok"
+
+
+def test_unknown_method_is_unimplemented(server: Running) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        call = channel.unary_unary("/spec.proto.runtime.v1.Runtime/NoSuchRpc")
+        with pytest.raises(grpc.RpcError) as raised:
+            call(b"")
+    assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED  # type: ignore[attr-defined]
