@@ -48,7 +48,7 @@ def _add_flags(command: argparse.ArgumentParser) -> None:
     add(
         "--grpc-transport",
         choices=("native", "grpcio"),
-        help="native: HTTP/2 in Rust driven from the event loop; grpcio: grpc.aio (default grpcio)",
+        help="native (default): HTTP/2 in Rust driven from the event loop; grpcio: grpc.aio",
     )
     add(
         "--resources-path",

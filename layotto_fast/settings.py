@@ -25,7 +25,7 @@ class Settings:
     actuator_port: int = 34999
     app_port: int = 9999
     grpc_uds: str = ""
-    grpc_transport: str = "grpcio"
+    grpc_transport: str = "native"
     resources_path: str = ""
     log_level: str = "info"
     shutdown_grace_seconds: float = 5.0

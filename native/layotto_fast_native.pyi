@@ -212,6 +212,8 @@ class GrpcConnection:
     def reset(self, key: int) -> None: ...
     def consumed(self, key: int, n: int) -> None:
         """The handler took ``n`` bytes of a streaming request: let the client send more."""
+    def ping(self) -> bool:
+        """Send a keepalive PING; False when the previous one was never answered."""
     def graceful_shutdown(self) -> None:
         """Send GOAWAY: no new calls, open ones finish."""
     @property

@@ -97,6 +97,10 @@ class _BadRequest(RuntimeApiError):
     code = "INTERNAL"
 
 
+class _Busy(RuntimeApiError):
+    code = "RESOURCE_EXHAUSTED"
+
+
 class GrpcProtocol(asyncio.Protocol):
     """One client connection: bytes in, events out, handlers run on the loop."""
 
@@ -112,6 +116,7 @@ class GrpcProtocol(asyncio.Protocol):
         self._inboxes: dict[int, _Inbox] = {}
         self._writable: dict[int, asyncio.Future[None]] = {}
         self._flush_scheduled = False
+        self._keepalive_timer: asyncio.TimerHandle | None = None
 
     # -- transport callbacks ----------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -119,6 +124,8 @@ class GrpcProtocol(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
         self._server.connections.add(self)
         self._flush()
+        if self._server.keepalive_seconds > 0:
+            self._keepalive_timer = self._loop.call_later(self._server.keepalive_seconds, self._keepalive)
 
     def data_received(self, data: bytes) -> None:
         events = self._connection.feed(data)
@@ -135,6 +142,8 @@ class GrpcProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server.connections.discard(self)
+        if self._keepalive_timer is not None:
+            self._keepalive_timer.cancel()
         for task in self._tasks.values():
             task.cancel()
         self._tasks.clear()
@@ -164,6 +173,17 @@ class GrpcProtocol(asyncio.Protocol):
     def abort(self) -> None:
         if self._transport is not None:
             self._transport.abort()
+
+    def _keepalive(self) -> None:
+        """PING the peer; one left unanswered for a whole interval means it is gone."""
+        if self._transport is None:
+            return
+        if not self._connection.ping():
+            log.info("closing a gRPC connection whose peer did not answer a keepalive PING")
+            self._transport.abort()
+            return
+        self._flush()
+        self._keepalive_timer = self._loop.call_later(self._server.keepalive_seconds, self._keepalive)
 
     def consumed(self, key: int, size: int) -> None:
         self._connection.consumed(key, size)
@@ -278,6 +298,14 @@ class GrpcProtocol(asyncio.Protocol):
         call: Call,
     ) -> None:
         # The task's context is copied while CURRENT holds this call.
+        server = self._server
+        if server.in_flight >= server.max_in_flight:
+            body.close()
+            self._fail(
+                key, method, _Busy(f"{server.in_flight} calls in flight: the server is at its limit"), started, call
+            )
+            return
+        server.in_flight += 1
         task = self._loop.create_task(body)
         self._tasks[key] = task
         timer = None
@@ -341,6 +369,8 @@ class NativeGrpcServer:
         max_concurrent_streams: int = 1024,
         observe: CallObserver = _no_observer,
         fixed_replies: dict[str, bytes] | None = None,
+        max_in_flight: int = 10_000,
+        keepalive_seconds: float = 60.0,
     ) -> None:
         """``fixed_replies`` maps rpc paths to bytes answered in Rust alone (benchmark floors)."""
         self.methods: list[Method] = []
@@ -368,6 +398,11 @@ class NativeGrpcServer:
             fixed_replies=fixed_replies,
         )
         self.observe = observe
+        # Calls whose handler suspended (each holds a Task); beyond the limit new ones
+        # get RESOURCE_EXHAUSTED instead of queueing without bound.
+        self.max_in_flight = max_in_flight
+        self.keepalive_seconds = keepalive_seconds
+        self.in_flight = 0
         self.connections: set[GrpcProtocol] = set()
         self._listeners: list[asyncio.Server] = []
 

@@ -252,6 +252,11 @@ impl GrpcConnection {
         self.inner.consumed(key, n);
     }
 
+    /// Send a keepalive PING; False when the previous one was never answered.
+    fn ping(&mut self) -> bool {
+        self.inner.ping()
+    }
+
     /// Send GOAWAY: no new calls, open ones finish.
     fn graceful_shutdown(&mut self) {
         self.inner.graceful_shutdown();

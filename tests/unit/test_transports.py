@@ -76,7 +76,8 @@ class Handlers:
 
 
 class Running:
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, **options: Any) -> None:
+        self._options = options
         self.port = free_port()
         self.handlers = Handlers()
         self._ready = threading.Event()
@@ -91,7 +92,7 @@ class Running:
         self._stop = asyncio.Event()
         server: Any
         if kind == "native":
-            server = NativeGrpcServer([(SERVICE, self.handlers)], max_message_bytes=64 * 1024)
+            server = NativeGrpcServer([(SERVICE, self.handlers)], max_message_bytes=64 * 1024, **self._options)
             await server.start([f"127.0.0.1:{self.port}"])
         else:
             server = build_server([service_handler(SERVICE, self.handlers)], [f"127.0.0.1:{self.port}"], 64 * 1024)
@@ -196,3 +197,42 @@ def test_unknown_method_is_unimplemented(server: Running) -> None:
         with pytest.raises(grpc.RpcError) as raised:
             call(b"")
     assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED  # type: ignore[attr-defined]
+
+
+def test_native_in_flight_limit_answers_resource_exhausted() -> None:
+    running = Running("native", max_in_flight=2)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = runtime_pb2_grpc.RuntimeStub(channel)
+            slow = [stub.GetState.future(pb.GetStateRequest(key="slow"), timeout=3) for _ in range(5)]
+            codes = sorted(str(f.exception().code()) for f in slow)  # type: ignore[union-attr]
+            assert codes.count("StatusCode.RESOURCE_EXHAUSTED") == 3, codes
+            assert codes.count("StatusCode.DEADLINE_EXCEEDED") == 2, codes
+            # Calls that never suspend do not count against the limit.
+            assert stub.SayHello(pb.SayHelloRequest(name="x")).hello == "hi x"
+    finally:
+        running.close()
+
+
+def test_native_keepalive_drops_a_peer_that_never_answers_pings() -> None:
+    import socket
+    import time
+
+    running = Running("native", keepalive_seconds=0.2)
+    try:
+        with socket.create_connection(("127.0.0.1", running.port)) as silent:
+            # Preface and an empty SETTINGS, then nothing: no SETTINGS ack, no PING ack.
+            silent.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
+            silent.settimeout(5)
+            started = time.monotonic()
+            while silent.recv(65536):
+                pass  # SETTINGS, then PINGs, until the server gives up
+            assert time.monotonic() - started < 3
+        # A client that answers PINGs keeps its connection across several intervals.
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = runtime_pb2_grpc.RuntimeStub(channel)
+            assert stub.SayHello(pb.SayHelloRequest(name="a")).hello == "hi a"
+            time.sleep(1.0)
+            assert stub.SayHello(pb.SayHelloRequest(name="b")).hello == "hi b"
+    finally:
+        running.close()

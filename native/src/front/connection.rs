@@ -14,7 +14,7 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use h2::server::{self, Handshake, SendResponse};
-use h2::{Reason, RecvStream, SendStream};
+use h2::{Ping, PingPong, Reason, RecvStream, SendStream};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 
 use super::authority::AuthorityRepair;
@@ -142,6 +142,8 @@ pub struct Connection {
     ok_trailers: HeaderMap,
     error: Option<String>,
     authority_repair: Option<AuthorityRepair>,
+    ping_pong: Option<PingPong>,
+    ping_outstanding: bool,
 }
 
 impl Connection {
@@ -186,6 +188,8 @@ impl Connection {
             ok_trailers,
             error: None,
             authority_repair,
+            ping_pong: None,
+            ping_outstanding: false,
         };
         connection.drive();
         connection
@@ -235,6 +239,33 @@ impl Connection {
 
     pub fn open_streams(&self) -> usize {
         self.streams.len()
+    }
+
+    /// Send a keepalive PING. False when the previous one is still unanswered: the
+    /// peer is gone or stuck, and the caller should drop the connection.
+    pub fn ping(&mut self) -> bool {
+        if self.ping_outstanding {
+            return false;
+        }
+        if let Some(ping_pong) = self.ping_pong.as_mut() {
+            if ping_pong.send_ping(Ping::opaque()).is_ok() {
+                self.ping_outstanding = true;
+            }
+        }
+        self.drive();
+        true
+    }
+
+    /// True when the outstanding PING was answered.
+    fn poll_pong(&mut self, cx: &mut Context<'_>) -> bool {
+        let answered = self
+            .ping_pong
+            .as_mut()
+            .is_some_and(|ping_pong| matches!(ping_pong.poll_pong(cx), Poll::Ready(Ok(_))));
+        if answered {
+            self.ping_outstanding = false;
+        }
+        answered
     }
 
     /// Stop accepting streams (GOAWAY); open ones carry on to completion.
@@ -417,13 +448,14 @@ impl Connection {
     fn drive_connection(&mut self) -> bool {
         let waker = self.connection_waker.clone();
         let mut cx = Context::from_waker(&waker);
-        let mut progressed = false;
+        let mut progressed = self.ping_outstanding && self.poll_pong(&mut cx);
         loop {
             match &mut self.state {
                 State::Closed => return progressed,
                 State::Handshaking(handshake) => {
                     match std::pin::Pin::new(handshake).poll(&mut cx) {
-                        Poll::Ready(Ok(connection)) => {
+                        Poll::Ready(Ok(mut connection)) => {
+                            self.ping_pong = connection.ping_pong();
                             self.state = State::Open(connection);
                             progressed = true;
                         }
