@@ -194,6 +194,8 @@ class GrpcConnection:
     def feed_eof(self) -> list[tuple[Any, ...]]: ...
     def poll(self) -> list[tuple[Any, ...]]:
         """Run the protocol after responses were queued; returns new events."""
+    def flush(self) -> tuple[list[tuple[Any, ...]] | None, bytes | None]:
+        """Run the protocol, then take the bytes to write: ``(events or None, bytes or None)``."""
     def take_output(self) -> bytes | None:
         """Bytes to write to the socket, or None."""
     def respond(

@@ -3,22 +3,24 @@
 A handler reads ``current_call().metadata`` (the request's application metadata)
 and may add to ``headers`` (sent before the first response message) and
 ``trailers`` (sent with the status). Transports set it around each handler; it
-lives in a ContextVar so it follows the handler across awaits.
+lives in a ContextVar so it follows the handler across awaits. The lists are made
+on first use: most calls carry no metadata, and this object is built per call.
 """
 
 from __future__ import annotations
 
 from contextvars import ContextVar
-from dataclasses import dataclass, field
 
 Pairs = list[tuple[str, str]]
 
 
-@dataclass(slots=True)
 class Call:
-    raw_metadata: list[tuple[str, bytes]] | None = None
-    headers: Pairs = field(default_factory=list)
-    trailers: Pairs = field(default_factory=list)
+    __slots__ = ("_headers", "_trailers", "raw_metadata")
+
+    def __init__(self, raw_metadata: list[tuple[str, bytes]] | None = None) -> None:
+        self.raw_metadata = raw_metadata
+        self._headers: Pairs | None = None
+        self._trailers: Pairs | None = None
 
     @property
     def metadata(self) -> dict[str, str | bytes]:
@@ -27,6 +29,26 @@ class Call:
         for name, value in self.raw_metadata or ():
             result[name] = value if name.endswith("-bin") else value.decode("latin-1")
         return result
+
+    @property
+    def headers(self) -> Pairs:
+        if self._headers is None:
+            self._headers = []
+        return self._headers
+
+    @property
+    def trailers(self) -> Pairs:
+        if self._trailers is None:
+            self._trailers = []
+        return self._trailers
+
+    def take_headers(self) -> Pairs | None:
+        """Initial metadata not sent yet (None when there is none), now considered sent."""
+        headers, self._headers = self._headers or None, None
+        return headers
+
+    def pending_trailers(self) -> Pairs | None:
+        return self._trailers or None
 
 
 CURRENT: ContextVar[Call] = ContextVar("layotto_fast_call")

@@ -69,8 +69,8 @@ def _method_handler(
                 _apply_metadata(context, call)
                 await fail(context, exc, started)
                 raise  # unreachable: abort raises
-            if call.headers:
-                headers, call.headers = call.headers, []
+            headers = call.take_headers()
+            if headers:
                 await context.send_initial_metadata(headers)
             _apply_metadata(context, call)
             observe(name, "OK", time.perf_counter() - started)
@@ -85,8 +85,8 @@ def _method_handler(
         call = _call_of(context)
         try:
             async for response in handler(request):
-                if call.headers:
-                    headers, call.headers = call.headers, []
+                headers = call.take_headers()
+                if headers:
                     await context.send_initial_metadata(headers)
                 yield response
         except Exception as exc:
@@ -119,7 +119,8 @@ def _call_of(context: grpc.aio.ServicerContext[Any, Any]) -> Call:
 
 
 def _apply_metadata(context: grpc.aio.ServicerContext[Any, Any], call: Call) -> None:
-    trailers = [*call.headers, *call.trailers]  # headers not sent yet go out with the status
+    # Initial metadata not sent yet goes out with the status.
+    trailers = [*(call.take_headers() or ()), *(call.pending_trailers() or ())]
     if trailers:
         context.set_trailing_metadata(trailers)
 

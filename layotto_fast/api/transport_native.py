@@ -64,9 +64,10 @@ def _failure(exc: BaseException, name: str) -> tuple[str, str]:
 
 def _trailers(call: Call) -> list[tuple[str, str]] | None:
     """Trailers to send; initial metadata not sent yet rides along (trailers-only or unary)."""
-    if call.headers:
-        return [*call.headers, *call.trailers]
-    return call.trailers or None
+    headers = call.take_headers()
+    if headers:
+        return [*headers, *(call.pending_trailers() or ())]
+    return call.pending_trailers()
 
 
 class _Inbox:
@@ -193,15 +194,16 @@ class GrpcProtocol(asyncio.Protocol):
     def _flush(self) -> None:
         self._flush_scheduled = False
         connection = self._connection
-        events = connection.poll()
-        if events:
-            self._dispatch(events)
-        output = connection.take_output()
         transport = self._transport
+        while True:
+            events, output = connection.flush()
+            if output is not None and transport is not None:
+                transport.write(output)
+            if events is None:
+                break
+            self._dispatch(events)  # responses they cause go out on the next turn
         if transport is None:
             return
-        if output is not None:
-            transport.write(output)
         if connection.closed:
             if connection.error:
                 log.debug("closing gRPC connection: %s", connection.error)
@@ -259,7 +261,7 @@ class GrpcProtocol(asyncio.Protocol):
             try:
                 yielded = coro.send(None)
             except StopIteration as done:
-                connection.respond(key, method.encode(done.value), call.trailers or None, call.headers or None)
+                connection.respond(key, method.encode(done.value), call.pending_trailers(), call.take_headers())
                 self._observe(method.name, "OK", time.perf_counter() - started)
                 return
             except Exception as exc:
@@ -315,12 +317,12 @@ class GrpcProtocol(asyncio.Protocol):
 
     async def _unary_out(self, key: int, method: Method, result: Any, call: Call) -> None:
         response = await result
-        self._connection.respond(key, method.encode(response), call.trailers or None, call.headers or None)
+        self._connection.respond(key, method.encode(response), call.pending_trailers(), call.take_headers())
 
     async def _stream_out(self, key: int, method: Method, responses: AsyncIterator[Any], call: Call) -> None:
         connection = self._connection
         async for response in responses:
-            headers, call.headers = call.headers or None, []
+            headers = call.take_headers()
             if not connection.send(key, method.encode(response), headers):
                 waiter = self._loop.create_future()
                 self._writable[key] = waiter

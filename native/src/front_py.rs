@@ -75,6 +75,8 @@ impl GrpcServerConfig {
     }
 }
 
+type FlushResult<'py> = (Option<Bound<'py, PyList>>, Option<Bound<'py, PyBytes>>);
+
 #[pyclass(module = "layotto_fast_native", unsendable)]
 pub struct GrpcConnection {
     inner: Connection,
@@ -185,6 +187,21 @@ impl GrpcConnection {
     fn poll<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let events = self.inner.poll();
         events_to_python(py, events)
+    }
+
+    /// Run the protocol and take the bytes to write, in one call: `(events, bytes or None)`.
+    fn flush<'py>(&mut self, py: Python<'py>) -> PyResult<FlushResult<'py>> {
+        let events = self.inner.poll();
+        let output = self.inner.take_output();
+        let events = if events.is_empty() {
+            None
+        } else {
+            Some(events_to_python(py, events)?)
+        };
+        Ok((
+            events,
+            (!output.is_empty()).then(|| PyBytes::new(py, &output)),
+        ))
     }
 
     /// Bytes to write to the socket, or None.
