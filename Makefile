@@ -9,7 +9,7 @@ STAMP := .tools
 $(STAMP)/deps: pyproject.toml native/pyproject.toml
 	mkdir -p $(STAMP)
 	$(PIP) install "setuptools>=68" wheel "Cython>=3.0" "grpcio-tools>=1.60" "maturin>=1.9"
-	$(PIP) install "pytest>=8" pytest-benchmark ruff mypy types-PyYAML types-protobuf grpc-stubs
+	$(PIP) install "pytest>=8" pytest-benchmark ruff mypy types-PyYAML types-protobuf grpc-stubs h2 hpack hyperframe
 	touch $@
 
 # The Rust crate is its own maturin package; the Python package builds the

@@ -332,6 +332,7 @@ class GrpcProtocol(asyncio.Protocol):
         connection.finish(key, 0, "", _trailers(call))
 
     def _done(self, key: int, method: Method, task: asyncio.Task[Any], started: float, timer: Any, call: Call) -> None:
+        self._server.in_flight -= 1
         if timer is not None:
             timer.cancel()
         self._tasks.pop(key, None)

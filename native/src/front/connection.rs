@@ -120,6 +120,38 @@ struct Stream {
     pending: BytesMut,
     trailers_after_pending: Option<HeaderMap>,
     wants_writable: bool,
+    /// Not a gRPC request: its body is read and dropped, then it gets a 415.
+    not_grpc: bool,
+}
+
+impl Stream {
+    fn new(
+        key: u32,
+        method: Method,
+        ready: &Arc<ReadySet>,
+        body: RecvStream,
+        respond: SendResponse<Bytes>,
+        timeout_us: i64,
+        metadata: Metadata,
+    ) -> Self {
+        Stream {
+            handed_to_app: method.client_streaming,
+            method,
+            waker: stream_waker(key, ready),
+            recv: Some(body),
+            respond: Some(respond),
+            send: None,
+            partial: BytesMut::new(),
+            unary_message: None,
+            timeout_us,
+            metadata,
+            unconsumed: 0,
+            pending: BytesMut::new(),
+            trailers_after_pending: None,
+            wants_writable: false,
+            not_grpc: false,
+        }
+    }
 }
 
 enum State {
@@ -505,11 +537,18 @@ impl Connection {
             .get(http::header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
         if !grpc {
-            let reply = Response::builder()
-                .status(http::StatusCode::UNSUPPORTED_MEDIA_TYPE)
-                .body(())
-                .expect("static response");
-            let _ = respond.send_response(reply, true);
+            // Answered once the request has been read, as any HTTP server would: the
+            // stream stays open (and counts against the stream limit) until then.
+            let key = self.new_key();
+            let method = Method {
+                index: u32::MAX,
+                client_streaming: false,
+                fixed_reply: None,
+            };
+            let mut stream = Stream::new(key, method, &self.ready, body, respond, -1, None);
+            stream.not_grpc = true;
+            self.streams.insert(key, stream);
+            self.ready.push(key);
             return;
         }
         let Some(method) = self.methods.get(parts.uri.path()).cloned() else {
@@ -541,34 +580,15 @@ impl Connection {
             .and_then(|v| status::parse_timeout(v.as_bytes()))
             .unwrap_or(-1);
         let metadata = status::metadata(&parts.headers);
-        let key = self.next_key;
-        self.next_key = self.next_key.wrapping_add(1).max(1);
+        let key = self.new_key();
         let (kept, announced) = if method.client_streaming {
             (None, metadata)
         } else {
             (metadata, None)
         };
-        let handed_to_app = method.client_streaming;
         let (client_streaming, index) = (method.client_streaming, method.index);
-        self.streams.insert(
-            key,
-            Stream {
-                method,
-                waker: stream_waker(key, &self.ready),
-                recv: Some(body),
-                respond: Some(respond),
-                send: None,
-                partial: BytesMut::new(),
-                unary_message: None,
-                timeout_us,
-                metadata: kept,
-                handed_to_app,
-                unconsumed: 0,
-                pending: BytesMut::new(),
-                trailers_after_pending: None,
-                wants_writable: false,
-            },
-        );
+        let stream = Stream::new(key, method, &self.ready, body, respond, timeout_us, kept);
+        self.streams.insert(key, stream);
         if client_streaming {
             self.events.push(Event::Open {
                 key,
@@ -578,6 +598,12 @@ impl Connection {
             });
         }
         self.ready.push(key);
+    }
+
+    fn new_key(&mut self) -> u32 {
+        let key = self.next_key;
+        self.next_key = self.next_key.wrapping_add(1).max(1);
+        key
     }
 
     fn poll_stream(&mut self, key: u32) {
@@ -603,6 +629,9 @@ impl Connection {
                     } else {
                         let _ = recv.flow_control().release_capacity(n);
                     }
+                    if stream.not_grpc {
+                        continue;
+                    }
                     stream.partial.extend_from_slice(&chunk);
                     if let Err(problem) = split_messages(stream, key, max_message, &mut self.events)
                     {
@@ -616,6 +645,13 @@ impl Connection {
                 }
                 Poll::Ready(None) => {
                     stream.recv = None;
+                    if stream.not_grpc {
+                        if let Some(mut respond) = stream.respond.take() {
+                            reject_not_grpc(&mut respond);
+                        }
+                        self.streams.remove(&key);
+                        return;
+                    }
                     if !stream.partial.is_empty() {
                         failure = Some((code::INTERNAL, "request ended inside a message".into()));
                     } else if stream.method.client_streaming {
@@ -787,6 +823,19 @@ fn response(head: &HeaderMap) -> Response<()> {
     let mut response = Response::new(());
     *response.headers_mut() = head.clone();
     response
+}
+
+fn reject_not_grpc(respond: &mut SendResponse<Bytes>) {
+    let reply = Response::builder()
+        .status(http::StatusCode::UNSUPPORTED_MEDIA_TYPE)
+        .header(http::header::CONTENT_TYPE, "text/plain")
+        .body(())
+        .expect("static response");
+    if let Ok(mut body) = respond.send_response(reply, false) {
+        let text =
+            Bytes::from_static(b"this endpoint serves gRPC: use content-type application/grpc\n");
+        let _ = body.send_data(text, true);
+    }
 }
 
 fn trailers_only(respond: &mut SendResponse<Bytes>, head: &HeaderMap, code: u32, message: &str) {
