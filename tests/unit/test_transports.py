@@ -50,7 +50,7 @@ class Handlers:
             except asyncio.CancelledError:
                 self.cancelled.set()
                 raise
-        await asyncio.sleep(0.001)
+        await asyncio.sleep(0.5 if request.key == "half-second" else 0.001)
         if request.key == "missing":
             raise NotFound("key 'missing' not found")
         return pb.GetStateResponse(data=request.key.encode(), etag=str(current_call().metadata.get("x-request", "")))
@@ -102,6 +102,7 @@ class Running:
         await server.stop(1.0)
 
     def close(self) -> None:
+        """Stop the server the way SIGTERM does: GOAWAY, then up to 1 s for calls in flight."""
         assert self._loop is not None and self._stop is not None
         self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(10)
@@ -236,3 +237,18 @@ def test_native_keepalive_drops_a_peer_that_never_answers_pings() -> None:
             assert stub.SayHello(pb.SayHelloRequest(name="b")).hello == "hi b"
     finally:
         running.close()
+
+
+@pytest.mark.parametrize("kind", ["native", "grpcio"])
+def test_graceful_stop_lets_calls_in_flight_finish(kind: str) -> None:
+    running = Running(kind)
+    with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        stub = runtime_pb2_grpc.RuntimeStub(channel)
+        assert stub.SayHello(pb.SayHelloRequest(name="warm")).hello == "hi warm"
+        in_flight = stub.GetState.future(pb.GetStateRequest(key="half-second"))
+        threading.Event().wait(0.1)
+        running.close()  # returns once the server has stopped
+        assert in_flight.result(timeout=5).data == b"half-second"
+    with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel, pytest.raises(grpc.RpcError) as raised:
+        runtime_pb2_grpc.RuntimeStub(channel).SayHello(pb.SayHelloRequest(name="late"), timeout=2)
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
