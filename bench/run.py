@@ -245,7 +245,8 @@ def main() -> int:
                 for in_flight in IN_FLIGHT:
                     calls = options.calls_serial if in_flight == 1 else options.calls
                     rows.append(run_ghz(ghz, descriptors, server, rpc, in_flight, calls))
-            memory[server.name] = (idle, server.memory_kib("VmHWM"))
+            # The high-water mark, or the resident size now if the kernel's HWM lags it.
+            memory[server.name] = (idle, max(server.memory_kib("VmHWM"), server.memory_kib("VmRSS")))
         finally:
             server.stop()
 

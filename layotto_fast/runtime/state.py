@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from layotto_fast.errors import InvalidArgument
 from layotto_fast.runtime.component import Component
@@ -17,15 +16,15 @@ class Feature(enum.StrEnum):
     TRANSACTIONAL = "TRANSACTIONAL"
 
 
-@dataclass(frozen=True, slots=True)
-class StateEntry:
+# NamedTuples rather than frozen dataclasses: as immutable, and several times
+# cheaper to build, which shows on the per-call path (one or two per request).
+class StateEntry(NamedTuple):
     value: bytes
     etag: str
     expires_at: float | None = None  # unix time
 
 
-@dataclass(frozen=True, slots=True)
-class SetOp:
+class SetOp(NamedTuple):
     key: str
     value: bytes
     etag: str | None = None
@@ -33,8 +32,7 @@ class SetOp:
     ttl_seconds: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class DeleteOp:
+class DeleteOp(NamedTuple):
     key: str
     etag: str | None = None
     first_write: bool = False
