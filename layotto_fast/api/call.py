@@ -51,12 +51,13 @@ class Call:
         return self._trailers or None
 
 
-CURRENT: ContextVar[Call] = ContextVar("layotto_fast_call")
+# None while no one has asked for the call's metadata (the common case).
+CURRENT: ContextVar[Call | None] = ContextVar("layotto_fast_call", default=None)
 
 
 def current_call() -> Call:
     """The call being served; outside a handler, a fresh empty one."""
-    call = CURRENT.get(None)
+    call = CURRENT.get()
     if call is None:
         call = Call()
         CURRENT.set(call)

@@ -62,6 +62,14 @@ def _failure(exc: BaseException, name: str) -> tuple[str, str]:
     return "INTERNAL", f"internal error in {name}: {type(exc).__name__}"
 
 
+def _ensure_call() -> Call:
+    call = CURRENT.get()
+    if call is None:
+        call = Call()
+        CURRENT.set(call)
+    return call
+
+
 def _trailers(call: Call) -> list[tuple[str, str]] | None:
     """Trailers to send; initial metadata not sent yet rides along (trailers-only or unary)."""
     headers = call.take_headers()
@@ -250,10 +258,12 @@ class GrpcProtocol(asyncio.Protocol):
         except DecodeError as exc:
             self._fail(key, method, _BadRequest(f"request is not a valid {method.name} message: {exc}"), started)
             return
-        call = Call(metadata)
-        token = CURRENT.set(call)
+        # A Call is built only when there is metadata or the handler asks for one
+        # (current_call()); most calls need neither.
+        token = CURRENT.set(None if metadata is None else Call(metadata))
         try:
             if method.server_streaming:
+                call = _ensure_call()
                 body = self._stream_out(key, method, method.handler(request), call)
                 self._spawn(key, method, body, started, timeout_us, call)
                 return
@@ -261,12 +271,17 @@ class GrpcProtocol(asyncio.Protocol):
             try:
                 yielded = coro.send(None)
             except StopIteration as done:
-                connection.respond(key, method.encode(done.value), call.pending_trailers(), call.take_headers())
+                asked = CURRENT.get()
+                if asked is None:
+                    connection.respond(key, method.encode(done.value))
+                else:
+                    connection.respond(key, method.encode(done.value), asked.pending_trailers(), asked.take_headers())
                 self._observe(method.name, "OK", time.perf_counter() - started)
                 return
             except Exception as exc:
-                self._fail(key, method, exc, started, call)
+                self._fail(key, method, exc, started, CURRENT.get())
                 return
+            call = _ensure_call()  # the task's context is copied with it
             body = self._unary_out(key, method, resume_started(coro, yielded), call)
             self._spawn(key, method, body, started, timeout_us, call)
         finally:
