@@ -28,7 +28,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError
 from layotto_fast_native import GrpcConnection, GrpcServerConfig
 
-from layotto_fast.api.call import CURRENT, Call
+from layotto_fast.api.call import CURRENT, Call, current_call
 from layotto_fast.api.resume import resume_started
 from layotto_fast.api.transport_grpcio import CallObserver, _no_observer
 from layotto_fast.errors import RuntimeApiError
@@ -60,14 +60,6 @@ def _failure(exc: BaseException, name: str) -> tuple[str, str]:
         return exc.code, exc.message
     log.error("%s failed", name, exc_info=exc)
     return "INTERNAL", f"internal error in {name}: {type(exc).__name__}"
-
-
-def _ensure_call() -> Call:
-    call = CURRENT.get()
-    if call is None:
-        call = Call()
-        CURRENT.set(call)
-    return call
 
 
 def _trailers(call: Call) -> list[tuple[str, str]] | None:
@@ -263,7 +255,7 @@ class GrpcProtocol(asyncio.Protocol):
         token = CURRENT.set(None if metadata is None else Call(metadata))
         try:
             if method.server_streaming:
-                call = _ensure_call()
+                call = current_call()
                 body = self._stream_out(key, method, method.handler(request), call)
                 self._spawn(key, method, body, started, timeout_us, call)
                 return
@@ -281,7 +273,7 @@ class GrpcProtocol(asyncio.Protocol):
             except Exception as exc:
                 self._fail(key, method, exc, started, CURRENT.get())
                 return
-            call = _ensure_call()  # the task's context is copied with it
+            call = current_call()  # the task's context is copied with it
             body = self._unary_out(key, method, resume_started(coro, yielded), call)
             self._spawn(key, method, body, started, timeout_us, call)
         finally:
