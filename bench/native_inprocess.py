@@ -87,7 +87,7 @@ async def main(calls: int, batch: int) -> None:
     sidecar = Sidecar(settings, load_manifests(settings))
     await sidecar.components.init_all()
     descriptor = pb.DESCRIPTOR.services_by_name["Runtime"]
-    native = NativeGrpcServer([(descriptor, sidecar.layotto)], observe=sidecar.metrics.observe_call)
+    native = NativeGrpcServer([(descriptor, sidecar.layotto)], stats=sidecar.metrics.calls)
     reply = pb.GetStateResponse(data=b"bench-value", etag="1").SerializeToString()
     floor = NativeGrpcServer([(descriptor, sidecar.layotto)], fixed_replies={PATH: reply})
     for name, server in (("native", native), ("floor (Rust only)", floor), ("native", native)):

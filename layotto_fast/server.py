@@ -100,7 +100,7 @@ class Sidecar:
         if self.settings.grpc_uds:
             Path(self.settings.grpc_uds).unlink(missing_ok=True)
         if self.settings.grpc_transport == "native":
-            native = NativeGrpcServer(services, self.settings.max_message_bytes, observe=self.metrics.observe_call)
+            native = NativeGrpcServer(services, self.settings.max_message_bytes, stats=self.metrics.calls)
             await native.start(self.grpc_addresses())
             return native
         grpcio = build_server(

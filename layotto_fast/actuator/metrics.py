@@ -1,42 +1,21 @@
 """Prometheus metrics: per-rpc counts by status and latency, component health, process RSS.
 
-The per-call path only bumps plain ints (one dict update and one list slot): the
-prometheus_client metric objects take a lock per update and cost about 5 µs a call,
-a fifth of the native transport's whole budget. The totals become metric families
-when /metrics is scraped.
+Transports count calls in layotto_fast.api.stats (plain ints: prometheus_client's
+metric objects take a lock per update and cost about 5 µs a call, a fifth of the
+native transport's whole budget); the totals become metric families here, when
+/metrics is scraped.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from layotto_fast.api.stats import LATENCY_BUCKETS, CallStats
 from layotto_fast.runtime.lifecycle import Components, Health
-
-LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
-
-
-class CallStats:
-    """Calls by (method, code) and a latency histogram per method, as plain numbers."""
-
-    def __init__(self) -> None:
-        self.counts: dict[tuple[str, str], int] = {}
-        self.buckets: dict[str, list[int]] = {}  # per bucket, plus one for +Inf
-        self.sums: dict[str, float] = {}
-
-    def observe(self, method: str, code: str, seconds: float) -> None:
-        key = (method, code)
-        self.counts[key] = self.counts.get(key, 0) + 1
-        buckets = self.buckets.get(method)
-        if buckets is None:
-            buckets = self.buckets[method] = [0] * (len(LATENCY_BUCKETS) + 1)
-            self.sums[method] = 0.0
-        buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
-        self.sums[method] += seconds
 
 
 class _CallCollector(Collector):
@@ -48,20 +27,23 @@ class _CallCollector(Collector):
         requests = CounterMetricFamily(
             "layotto_fast_grpc_requests", "gRPC calls handled, by method and status code", labels=["method", "code"]
         )
-        for (method, code), count in sorted(self._stats.counts.items()):
-            requests.add_metric([method, code], count)
+        for method, stats in sorted(self._stats.methods.items()):
+            if stats.ok:
+                requests.add_metric([method, "OK"], stats.ok)
+            for code, count in sorted(stats.failures.items()):
+                requests.add_metric([method, code], count)
         yield requests
         latency = HistogramMetricFamily(
             "layotto_fast_grpc_request_duration_seconds",
             "Time from handler start to response, by method",
             labels=["method"],
         )
-        for method, buckets in sorted(self._stats.buckets.items()):
+        for method, stats in sorted(self._stats.methods.items()):
             cumulative, total = [], 0
-            for bound, count in zip((*LATENCY_BUCKETS, float("inf")), buckets, strict=True):
+            for bound, count in zip((*LATENCY_BUCKETS, float("inf")), stats.buckets, strict=True):
                 total += count
                 cumulative.append((_bound(bound), total))
-            latency.add_metric([method], cumulative, self._stats.sums[method])
+            latency.add_metric([method], cumulative, stats.seconds)
         yield latency
         health = GaugeMetricFamily(
             "layotto_fast_component_up", "1 when the component is healthy, 0 when down or initialising",

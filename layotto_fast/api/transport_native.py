@@ -38,7 +38,7 @@ from layotto_fast_native import GrpcConnection, GrpcServerConfig
 
 from layotto_fast.api.call import CURRENT, Call, current_call
 from layotto_fast.api.resume import resume_started
-from layotto_fast.api.transport_grpcio import CallObserver, _no_observer
+from layotto_fast.api.stats import CallStats, MethodStats
 from layotto_fast.errors import RuntimeApiError
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,7 @@ class Method:
     encode: Callable[[Any], bytes]
     client_streaming: bool
     server_streaming: bool
+    stats: MethodStats  # resolved once: the per-call cost is a few integer bumps
 
 
 def _failure(exc: BaseException, name: str) -> tuple[str, str]:
@@ -116,7 +117,6 @@ class GrpcProtocol(asyncio.Protocol):
     def __init__(self, server: NativeGrpcServer, unix_socket: bool = False) -> None:
         self._server = server
         self._methods = server.methods
-        self._observe = server.observe
         self._loop = asyncio.get_running_loop()
         # grpc-core clients send the socket path as :authority on a Unix socket.
         self._connection = GrpcConnection(server.config, repair_authority=unix_socket)
@@ -276,7 +276,7 @@ class GrpcProtocol(asyncio.Protocol):
                     connection.respond(key, method.encode(done.value))
                 else:
                     connection.respond(key, method.encode(done.value), asked.pending_trailers(), asked.take_headers())
-                self._observe(method.name, "OK", time.perf_counter() - started)
+                method.stats.record_ok(time.perf_counter() - started)
                 return
             except Exception as exc:
                 self._fail(key, method, exc, started, CURRENT.get())
@@ -360,7 +360,7 @@ class GrpcProtocol(asyncio.Protocol):
         if exc is not None:
             self._fail(key, method, exc, started, call)
         else:
-            self._observe(method.name, "OK", time.perf_counter() - started)
+            method.stats.record_ok(time.perf_counter() - started)
         self._schedule_flush()
 
     def _expire(self, key: int, method: Method, started: float) -> None:
@@ -369,13 +369,13 @@ class GrpcProtocol(asyncio.Protocol):
             return
         task.cancel()
         self._connection.finish(key, CODES["DEADLINE_EXCEEDED"], "deadline exceeded")
-        self._observe(method.name, "DEADLINE_EXCEEDED", time.perf_counter() - started)
+        method.stats.record("DEADLINE_EXCEEDED", time.perf_counter() - started)
         self._schedule_flush()
 
     def _fail(self, key: int, method: Method, exc: BaseException, started: float, call: Call | None = None) -> None:
         code, message = _failure(exc, method.name)
         self._connection.finish(key, CODES[code], message, _trailers(call) if call is not None else None)
-        self._observe(method.name, code, time.perf_counter() - started)
+        method.stats.record(code, time.perf_counter() - started)
         self._schedule_flush()
 
 
@@ -385,13 +385,14 @@ class NativeGrpcServer:
         services: list[tuple[ServiceDescriptor, object]],
         max_message_bytes: int = 4 * 1024 * 1024,
         max_concurrent_streams: int = 1024,
-        observe: CallObserver = _no_observer,
+        stats: CallStats | None = None,
         fixed_replies: dict[str, bytes] | None = None,
         max_in_flight: int = 10_000,
         keepalive_seconds: float = 60.0,
     ) -> None:
         """``fixed_replies`` maps rpc paths to bytes answered in Rust alone (benchmark floors)."""
         self.methods: list[Method] = []
+        stats = stats if stats is not None else CallStats()
         paths: list[tuple[str, bool]] = []
         for descriptor, handlers in services:
             for rpc in descriptor.methods:
@@ -406,6 +407,7 @@ class NativeGrpcServer:
                         encode=message_factory.GetMessageClass(rpc.output_type).SerializeToString,
                         client_streaming=rpc.client_streaming,
                         server_streaming=rpc.server_streaming,
+                        stats=stats.method(rpc.name),
                     )
                 )
                 paths.append((f"/{descriptor.full_name}/{rpc.name}", rpc.client_streaming))
@@ -415,7 +417,6 @@ class NativeGrpcServer:
             max_concurrent_streams=max_concurrent_streams,
             fixed_replies=fixed_replies,
         )
-        self.observe = observe
         # Calls whose handler suspended (each holds a Task); beyond the limit new ones
         # get RESOURCE_EXHAUSTED instead of queueing without bound.
         self.max_in_flight = max_in_flight
