@@ -31,6 +31,7 @@ SERVICE = pb.DESCRIPTOR.services_by_name["Runtime"]
 class Handlers:
     def __init__(self) -> None:
         self.cancelled = threading.Event()
+        self.hold_reads: threading.Event | None = None  # PutFile waits on it before reading
 
     async def SayHello(self, request: pb.SayHelloRequest) -> pb.SayHelloResponse:
         # Completes without suspending: the native transport answers it in the same pass.
@@ -63,6 +64,8 @@ class Handlers:
 
     async def PutFile(self, requests: AsyncIterator[pb.PutFileRequest]) -> empty_pb2.Empty:
         total = 0
+        if self.hold_reads is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.hold_reads.wait)
         async for request in requests:
             total += len(request.data)
         current_call().trailers.append(("x-total", str(total)))
@@ -252,3 +255,38 @@ def test_graceful_stop_lets_calls_in_flight_finish(kind: str) -> None:
     with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel, pytest.raises(grpc.RpcError) as raised:
         runtime_pb2_grpc.RuntimeStub(channel).SayHello(pb.SayHelloRequest(name="late"), timeout=2)
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+
+
+def test_slow_consumer_pushes_back_through_flow_control(server: Running) -> None:
+    """A handler that does not read makes the client's sends stall; nothing is buffered without bound."""
+    server.handlers.hold_reads = threading.Event()
+    sent = 0
+    chunk = b"x" * 60_000  # under the 64 KiB message limit of these servers
+
+    def requests() -> Iterator[pb.PutFileRequest]:
+        nonlocal sent
+        for _ in range(1000):  # 60 MB in all
+            sent += len(chunk)
+            yield pb.PutFileRequest(data=chunk)
+
+    result: dict[str, Any] = {}
+
+    def upload() -> None:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            _, call = runtime_pb2_grpc.RuntimeStub(channel).PutFile.with_call(requests(), timeout=60)
+            result["trailers"] = call.trailing_metadata()
+
+    uploader = threading.Thread(target=upload, daemon=True)
+    uploader.start()
+    try:
+        threading.Event().wait(1.5)
+        stalled_at = sent
+        assert uploader.is_alive()
+        assert stalled_at < 16 * 1024 * 1024, f"{stalled_at} bytes accepted while the handler read nothing"
+        threading.Event().wait(0.5)
+        assert sent == stalled_at, "the client kept sending while the handler read nothing"
+    finally:
+        server.handlers.hold_reads.set()
+        uploader.join(60)
+        server.handlers.hold_reads = None
+    assert ("x-total", str(1000 * len(chunk))) in result["trailers"]
