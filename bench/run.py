@@ -28,7 +28,7 @@ TOOLS = ROOT / "bench" / ".tools"
 RESULTS = ROOT / "bench" / "results"
 sys.path.insert(0, str(ROOT))
 
-from tests.sidecar import command, free_port  # noqa: E402
+from tests.sidecar import free_port, serve_command  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 GHZ_MODULE = "github.com/bojand/ghz/cmd/ghz@v0.120.0"
@@ -130,20 +130,7 @@ def _wait_for(url: str, marker: bytes, process: subprocess.Popen[str], timeout: 
 
 def start_sidecar(transport: str) -> Server:
     grpc_port, actuator_port = free_port(), free_port()
-    args = [
-        *command(),
-        "serve",
-        "--grpc-port",
-        str(grpc_port),
-        "--actuator-port",
-        str(actuator_port),
-        "--resources-path",
-        str(ROOT / "components"),
-        "--log-level",
-        "warning",
-        "--grpc-transport",
-        transport,
-    ]
+    args = serve_command(grpc_port, actuator_port, "--log-level", "warning", "--grpc-transport", transport)
     return Server(
         f"sidecar {transport}", args, f"http://127.0.0.1:{actuator_port}/actuator/health/readiness", grpc_port
     )

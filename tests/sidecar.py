@@ -89,20 +89,18 @@ class Sidecar:
         return self.process.returncode
 
 
+def serve_command(grpc_port: int, actuator_port: int, *extra: str) -> list[str]:
+    """``layotto-fast serve`` on the given ports, with the repo's components unless told otherwise."""
+    args = [*command(), "serve", "--grpc-port", str(grpc_port), "--actuator-port", str(actuator_port), *extra]
+    if "--resources-path" not in extra:
+        args += ["--resources-path", str(REPO / "components")]
+    return args
+
+
 def start(tmp: Path, *extra: str, env: dict[str, str] | None = None, wait: bool = True) -> Sidecar:
     grpc_port, actuator_port = free_port(), free_port()
     log_path = tmp / f"sidecar-{grpc_port}.log"
-    args = [
-        *command(),
-        "serve",
-        "--grpc-port",
-        str(grpc_port),
-        "--actuator-port",
-        str(actuator_port),
-        *extra,
-    ]
-    if "--resources-path" not in extra:
-        args += ["--resources-path", str(REPO / "components")]
+    args = serve_command(grpc_port, actuator_port, *extra)
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             args, stdout=log_file, stderr=subprocess.STDOUT, cwd=tmp, env={**os.environ, **(env or {})}
