@@ -192,12 +192,8 @@ class GrpcConnection:
     def feed(self, data: bytes) -> list[tuple[Any, ...]]:
         """Bytes received from the peer; returns the events they caused."""
     def feed_eof(self) -> list[tuple[Any, ...]]: ...
-    def poll(self) -> list[tuple[Any, ...]]:
-        """Run the protocol after responses were queued; returns new events."""
     def flush(self) -> tuple[list[tuple[Any, ...]] | None, bytes | None]:
         """Run the protocol, then take the bytes to write: ``(events or None, bytes or None)``."""
-    def take_output(self) -> bytes | None:
-        """Bytes to write to the socket, or None."""
     def respond(
         self,
         key: int,
@@ -208,10 +204,8 @@ class GrpcConnection:
         """Answer a unary-response call with one message and status OK."""
     def send(self, key: int, message: bytes, headers: list[tuple[str, str]] | None = None) -> bool:
         """Queue a streaming-response message; False means wait for the writable event."""
-    def send_headers(self, key: int, headers: list[tuple[str, str]]) -> bool: ...
     def finish(self, key: int, code: int, message: str = "", trailers: list[tuple[str, str]] | None = None) -> bool:
         """End a call with a gRPC status code and message."""
-    def reset(self, key: int) -> None: ...
     def consumed(self, key: int, n: int) -> None:
         """The handler took ``n`` bytes of a streaming request: let the client send more."""
     def ping(self) -> bool:

@@ -183,12 +183,6 @@ impl GrpcConnection {
         events_to_python(py, events)
     }
 
-    /// Run the protocol after responses were queued; returns new events.
-    fn poll<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let events = self.inner.poll();
-        events_to_python(py, events)
-    }
-
     /// Run the protocol and take the bytes to write, in one call: `(events, bytes or None)`.
     fn flush<'py>(&mut self, py: Python<'py>) -> PyResult<FlushResult<'py>> {
         let events = self.inner.poll();
@@ -202,12 +196,6 @@ impl GrpcConnection {
             events,
             (!output.is_empty()).then(|| PyBytes::new(py, &output)),
         ))
-    }
-
-    /// Bytes to write to the socket, or None.
-    fn take_output<'py>(&mut self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
-        let output = self.inner.take_output();
-        (!output.is_empty()).then(|| PyBytes::new(py, &output))
     }
 
     /// Answer a unary-response call with one message and status OK.
@@ -241,11 +229,6 @@ impl GrpcConnection {
         Ok(self.inner.send(key, message, headers_from(headers)?))
     }
 
-    fn send_headers(&mut self, key: u32, headers: Vec<(String, String)>) -> PyResult<bool> {
-        let headers = headers_from(Some(headers))?.unwrap_or_default();
-        Ok(self.inner.send_headers(key, headers))
-    }
-
     /// End a call with a gRPC status code and message.
     #[pyo3(signature = (key, code, message = "", trailers = None))]
     fn finish(
@@ -258,10 +241,6 @@ impl GrpcConnection {
         Ok(self
             .inner
             .finish(key, code, message, headers_from(trailers)?))
-    }
-
-    fn reset(&mut self, key: u32) {
-        self.inner.reset(key);
     }
 
     /// The handler took `n` bytes of a streaming request: let the client send more.

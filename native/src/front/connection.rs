@@ -14,7 +14,7 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use h2::server::{self, Handshake, SendResponse};
-use h2::{Ping, PingPong, Reason, RecvStream, SendStream};
+use h2::{Ping, PingPong, RecvStream, SendStream};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 
 use super::authority::AuthorityRepair;
@@ -360,11 +360,6 @@ impl Connection {
         self.drive_stream_sends(key)
     }
 
-    /// Send initial metadata now (otherwise it goes with the first message or the status).
-    pub fn send_headers(&mut self, key: u32, headers: HeaderMap) -> bool {
-        self.start_response(key, Some(headers))
-    }
-
     /// End the call with a status. Before any response headers this is a
     /// trailers-only response; after them, trailers follow the queued messages.
     pub fn finish(
@@ -404,17 +399,6 @@ impl Connection {
         } else {
             stream.trailers_after_pending = Some(trailers);
             true
-        }
-    }
-
-    /// Abort a call with RST_STREAM (the handler gave up without a status).
-    pub fn reset(&mut self, key: u32) {
-        if let Some(mut stream) = self.streams.remove(&key) {
-            if let Some(send) = stream.send.as_mut() {
-                send.send_reset(Reason::CANCEL);
-            } else if let Some(respond) = stream.respond.as_mut() {
-                respond.send_reset(Reason::CANCEL);
-            }
         }
     }
 
