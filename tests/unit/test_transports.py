@@ -41,6 +41,8 @@ class Handlers:
             raise InvalidArgument("name is 'bad'")
         call.headers.append(("x-served-by", "test"))
         call.trailers.append(("x-echo", str(call.metadata.get("x-request", ""))))
+        if request.name == "wrong-type":
+            return "not a message"  # type: ignore[return-value]  # the transport cannot encode it
         return pb.SayHelloResponse(hello=f"hi {request.name}")
 
     async def GetState(self, request: pb.GetStateRequest) -> pb.GetStateResponse:
@@ -129,6 +131,23 @@ def test_unary_with_metadata_both_ways(stub: runtime_pb2_grpc.RuntimeStub) -> No
     assert reply.hello == "hi x"
     assert ("x-served-by", "test") in call.initial_metadata()
     assert ("x-echo", "r1") in call.trailing_metadata()
+
+
+def test_metadata_of_one_call_never_reaches_the_next(stub: runtime_pb2_grpc.RuntimeStub) -> None:
+    # Without request metadata the handler's current_call() is made on demand while it
+    # runs; a second call must start from an empty one, not inherit the first's.
+    for _ in range(3):
+        _, call = stub.SayHello.with_call(pb.SayHelloRequest(name="x"))
+        assert [pair for pair in call.initial_metadata() if pair[0] == "x-served-by"] == [("x-served-by", "test")]
+        assert [pair for pair in call.trailing_metadata() if pair[0] == "x-echo"] == [("x-echo", "")]
+
+
+def test_a_response_that_cannot_be_encoded_is_internal(stub: runtime_pb2_grpc.RuntimeStub) -> None:
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.SayHello(pb.SayHelloRequest(name="wrong-type"))
+    # grpc.aio reports its serializer's failure as UNKNOWN; the native transport says INTERNAL.
+    assert raised.value.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)  # type: ignore[attr-defined]
+    assert stub.SayHello(pb.SayHelloRequest(name="after")).hello == "hi after"
 
 
 def test_error_status_with_trailers(stub: runtime_pb2_grpc.RuntimeStub) -> None:

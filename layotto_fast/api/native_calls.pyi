@@ -1,0 +1,6 @@
+"""Type stub for the compiled per-call path of the native transport (native_calls.pyx)."""
+
+from typing import Any
+
+def now() -> float: ...
+def dispatch(protocol: Any, connection: Any, methods: list[Any], events: list[tuple[Any, ...]]) -> None: ...
