@@ -59,7 +59,10 @@ class LayottoRuntime:
         return store
 
     async def GetState(self, request: pb.GetStateRequest) -> pb.GetStateResponse:
-        store = self._state(request.store_name)
+        # _state() inlined: this is the most called rpc.
+        store = self._states.get(request.store_name)
+        if store is None:
+            store = self._state(request.store_name)
         if not request.key:
             raise InvalidArgument("key is empty: a state key is required")
         entry = await store.get(request.key)
@@ -81,7 +84,7 @@ class LayottoRuntime:
 
     async def SaveState(self, request: pb.SaveStateRequest) -> empty_pb2.Empty:
         store = self._state(request.store_name)
-        await store.set([_set_op(item, f"states[{i}]") for i, item in enumerate(request.states)])
+        await store.set([_set_op(item, "states", i) for i, item in enumerate(request.states)])
         return EMPTY
 
     async def DeleteState(self, request: pb.DeleteStateRequest) -> empty_pb2.Empty:
@@ -97,22 +100,21 @@ class LayottoRuntime:
 
     async def DeleteBulkState(self, request: pb.DeleteBulkStateRequest) -> empty_pb2.Empty:
         store = self._state(request.store_name)
-        await store.delete([_delete_op(item, f"states[{i}]") for i, item in enumerate(request.states)])
+        await store.delete([_delete_op(item, "states", i) for i, item in enumerate(request.states)])
         return EMPTY
 
     async def ExecuteStateTransaction(self, request: pb.ExecuteStateTransactionRequest) -> empty_pb2.Empty:
         store = self._state(request.storeName, "storeName")
         ops: list[SetOp | DeleteOp] = []
         for index, operation in enumerate(request.operations):
-            where = f"operations[{index}]"
             kind = operation.operationType.lower()
             if kind == "upsert":
-                ops.append(_set_op(operation.request, f"{where}.request"))
+                ops.append(_set_op(operation.request, "operations", index, ".request"))
             elif kind == "delete":
-                ops.append(_delete_op(operation.request, f"{where}.request"))
+                ops.append(_delete_op(operation.request, "operations", index, ".request"))
             else:
                 raise InvalidArgument(
-                    f"{where}.operationType is {operation.operationType!r}: must be 'upsert' or 'delete'"
+                    f"operations[{index}].operationType is {operation.operationType!r}: must be 'upsert' or 'delete'"
                 )
         await store.transact(ops)
         return EMPTY
@@ -275,25 +277,30 @@ def _positive_expire(expire: int) -> None:
         raise InvalidArgument(f"expire is {expire}: must be a positive number of seconds")
 
 
-def _set_op(item: pb.StateItem, where: str) -> SetOp:
-    if not item.key:
-        raise InvalidArgument(f"{where}.key is empty: a state key is required")
+# The item's place in the request (``states[2]``) is formatted only for an error
+# message: SaveState runs these once per item on its hot path.
+def _set_op(item: pb.StateItem, field: str, index: int, suffix: str = "") -> SetOp:
+    key = item.key
+    if not key:
+        raise InvalidArgument(f"{field}[{index}]{suffix}.key is empty: a state key is required")
+    metadata = item.metadata
     return SetOp(
-        key=item.key,
-        value=item.value,
-        etag=item.etag.value if item.HasField("etag") else None,
-        first_write=item.options.concurrency == FIRST_WRITE,
-        ttl_seconds=ttl_from_metadata(item.metadata, f"{where}.metadata") if item.metadata else None,
+        key,
+        item.value,
+        item.etag.value if item.HasField("etag") else None,
+        item.options.concurrency == FIRST_WRITE,
+        ttl_from_metadata(metadata, f"{field}[{index}]{suffix}.metadata") if metadata else None,
     )
 
 
-def _delete_op(item: pb.StateItem, where: str) -> DeleteOp:
-    if not item.key:
-        raise InvalidArgument(f"{where}.key is empty: a state key is required")
+def _delete_op(item: pb.StateItem, field: str, index: int, suffix: str = "") -> DeleteOp:
+    key = item.key
+    if not key:
+        raise InvalidArgument(f"{field}[{index}]{suffix}.key is empty: a state key is required")
     return DeleteOp(
-        key=item.key,
-        etag=item.etag.value if item.HasField("etag") else None,
-        first_write=item.options.concurrency == FIRST_WRITE,
+        key,
+        item.etag.value if item.HasField("etag") else None,
+        item.options.concurrency == FIRST_WRITE,
     )
 
 

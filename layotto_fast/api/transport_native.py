@@ -39,7 +39,7 @@ from google.protobuf.message import DecodeError
 from layotto_fast_native import GrpcConnection, GrpcServerConfig
 
 from layotto_fast.api.call import CURRENT, Call
-from layotto_fast.api.native_calls import dispatch, now
+from layotto_fast.api.native_calls import dispatch, flush, now, receive
 from layotto_fast.api.resume import resume_started
 from layotto_fast.api.stats import CallStats, MethodStats
 from layotto_fast.errors import RuntimeApiError
@@ -135,10 +135,7 @@ class GrpcProtocol(asyncio.Protocol):
             self._keepalive_timer = self._loop.call_later(self._server.keepalive_seconds, self._keepalive)
 
     def data_received(self, data: bytes) -> None:
-        events = self._connection.feed(data)
-        if events:
-            dispatch(self, self._connection, self._methods, events)
-        self._flush()
+        receive(self, self._connection, self._transport, self._methods, data)
 
     def eof_received(self) -> bool:
         events = self._connection.feed_eof()
@@ -198,22 +195,14 @@ class GrpcProtocol(asyncio.Protocol):
 
     # -- output ------------------------------------------------------------------
     def _flush(self) -> None:
-        self._flush_scheduled = False
-        connection = self._connection
-        transport = self._transport
-        while True:
-            events, output = connection.flush()
-            if output is not None and transport is not None:
-                transport.write(output)
-            if events is None:
-                break
-            dispatch(self, connection, self._methods, events)  # their responses go out next turn
-        if transport is None:
-            return
-        if connection.closed:
-            if connection.error:
-                log.debug("closing gRPC connection: %s", connection.error)
-            transport.close()
+        flush(self, self._connection, self._transport, self._methods)
+
+    def _close_transport(self) -> None:
+        """The HTTP/2 connection ended (GOAWAY sent, or the peer broke the protocol)."""
+        if self._connection.error:
+            log.debug("closing gRPC connection: %s", self._connection.error)
+        if self._transport is not None:
+            self._transport.close()
 
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:

@@ -30,14 +30,19 @@ class InMemoryStateStore(NoBackend):
         return entry
 
     async def get(self, key: str) -> StateEntry | None:
-        return self._live(key)
+        entry = self._items.get(key)  # _live(), inlined on the most called path
+        if entry is not None and entry.expires_at is not None and entry.expires_at <= time.time():
+            del self._items[key]
+            return None
+        return entry
 
     async def bulk_get(self, keys: list[str]) -> list[StateEntry | None]:
         return [self._live(key) for key in keys]
 
     async def set(self, ops: list[SetOp]) -> None:
         for op in ops:
-            self._check(op.key, op.etag, op.first_write)
+            if op.etag or op.first_write:  # otherwise a write has nothing to compare
+                self._check(op.key, op.etag, op.first_write)
             self._apply(op)
 
     async def delete(self, ops: list[DeleteOp]) -> None:
