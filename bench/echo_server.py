@@ -3,12 +3,16 @@
 ``--kind grpcio``: grpc.aio on uvloop with the same protobuf classes as the sidecar
 (what the issue calls the bare echo). ``--kind native-floor``: the native front
 answering in Rust alone, never calling Python: the floor of the native transport.
+``--kind native-task``: not a bare server but the sidecar's own handlers and default
+components behind the native front with every unary call in an asyncio Task, the
+design the transport's same-pass completion is measured against.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -17,6 +21,8 @@ from google.protobuf import empty_pb2
 
 from layotto_fast._proto import runtime_pb2 as pb
 from layotto_fast.api.transport_native import NativeGrpcServer
+from layotto_fast.server import Sidecar, load_manifests
+from layotto_fast.settings import Settings
 
 SERVICE = "spec.proto.runtime.v1.Runtime"
 REPLIES: dict[str, tuple[Any, Any]] = {
@@ -42,6 +48,12 @@ async def serve(kind: str, port: int) -> None:
         server.add_generic_rpc_handlers([grpcio_handlers()])
         server.add_insecure_port(f"127.0.0.1:{port}")
         await server.start()
+    elif kind == "native-task":
+        settings = Settings(resources_path=str(Path(__file__).resolve().parent.parent / "components"))
+        sidecar = Sidecar(settings, load_manifests(settings))
+        await sidecar.components.init_all()
+        tasks = NativeGrpcServer([(pb.DESCRIPTOR.services_by_name["Runtime"], sidecar.layotto)], inline_unary=False)
+        await tasks.start([f"127.0.0.1:{port}"])
     else:
         fixed = {f"/{SERVICE}/{name}": reply.SerializeToString() for name, (_, reply) in REPLIES.items()}
         native = NativeGrpcServer([(pb.DESCRIPTOR.services_by_name["Runtime"], _Unreachable())], fixed_replies=fixed)
@@ -65,6 +77,6 @@ class _Unreachable:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--kind", choices=("grpcio", "native-floor"), default="grpcio")
+    parser.add_argument("--kind", choices=("grpcio", "native-floor", "native-task"), default="grpcio")
     arguments = parser.parse_args()
     uvloop.run(serve(arguments.kind, arguments.port))

@@ -5,7 +5,10 @@ not the bottleneck the way a Python client would be. For every scenario it print
 calls/s, p50/p99, the server's CPU time per call (utime+stime from /proc over the
 run, divided by the calls that returned OK) and ghz's own CPU per call, then the
 sidecar's idle and loaded RSS and its time from exec to readiness UP, and checks the
-targets of the foundation issue against the figures of this run.
+targets of the foundation issue (#3) and the native front (#8) against the figures of
+this run. Servers: the sidecar on each transport, the native floor (Rust answers
+alone), the sidecar's handlers behind the native front with every call in a Task
+(the alternative to finishing calls in the same pass), and a bare grpc.aio echo.
 """
 
 from __future__ import annotations
@@ -138,7 +141,11 @@ def start_sidecar(transport: str) -> Server:
 
 def start_baseline(kind: str) -> Server:
     port = free_port()
-    name = {"grpcio": "bare grpc.aio echo", "native-floor": "native floor (Rust only)"}[kind]
+    name = {
+        "grpcio": "bare grpc.aio echo",
+        "native-floor": "native floor (Rust only)",
+        "native-task": "native, every call a Task",
+    }[kind]
     args = [sys.executable, str(ROOT / "bench" / "echo_server.py"), "--port", str(port), "--kind", kind]
     return Server(name, args, None, port)
 
@@ -218,6 +225,7 @@ def main() -> int:
         lambda: start_sidecar("native"),
         lambda: start_sidecar("grpcio"),
         lambda: start_baseline("native-floor"),
+        lambda: start_baseline("native-task"),
         lambda: start_baseline("grpcio"),
     ]
     for starter in starters:
@@ -286,6 +294,15 @@ def main() -> int:
     print()
     for text, passed in checks:
         print(f"[{'PASS' if passed else 'MISS'}] {text}")
+    print()
+    print("same-pass completion (the sidecar) against a Task per call, same handlers:")
+    for rpc in RPCS:
+        inline, task = pick(native, rpc), pick("native, every call a Task", rpc)
+        inline1, task1 = pick(native, rpc, 1), pick("native, every call a Task", rpc, 1)
+        print(
+            f"  {rpc}: CPU/call @64 {inline.server_cpu_us:.1f} vs {task.server_cpu_us:.1f} µs, "
+            f"p50 @1 {inline1.p50_us:.0f} vs {task1.p50_us:.0f} µs"
+        )
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "latest.json").write_text(
         json.dumps(

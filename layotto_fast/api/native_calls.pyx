@@ -100,8 +100,8 @@ cdef _start_unary(object protocol, object connection, object method, object key,
     except DecodeError as exc:
         protocol._undecodable(key, method, exc, started)
         return
-    if method.server_streaming:
-        protocol._start_server_streaming(key, method, request, started, timeout_us, metadata)
+    if method.server_streaming or not method.inline:
+        protocol._start_in_task(key, method, request, started, timeout_us, metadata)
         return
     # A Call is built only when there is metadata or the handler asks for one
     # (current_call()); most calls need neither.

@@ -10,12 +10,15 @@ pass with no Task at all, and its response leaves in the same ``write``. Only
 handlers that really suspend get a Task. That per-call path (decode, run, encode,
 respond, count) is compiled, in ``native_calls.pyx``; this module keeps the rest.
 
-Measured with ``make bench`` on 2 cores (ghz, GetState): 190 µs p50 at one call in
-flight (grpc.aio 524 µs; the Rust-only floor of this same design 137 µs) and 22.5 µs
-of server CPU per call at 64 in flight (grpc.aio 519 µs; floor 10 µs). The
+Measured with ``make bench`` on 2 cores (ghz, GetState, one run): about 180 µs p50
+at one call in flight (grpc.aio about 520 µs; the Rust-only floor of this design about
+145 µs) and 16-20 µs of server CPU per call at 64 in flight (grpc.aio about 500 µs;
+floor 10-12 µs). The same run serves the same handlers with every unary call in a
+Task (``inline_unary=False``): about 60 µs more p50 at one call in flight and about
+twice the CPU per call at 64, which is why same-pass completion is the default. The
 thread-and-hand-off design was not rebuilt here to compare in the same run; the
 prototype's figures above are the issue's (17.5-19 µs per call at 64 in flight, so
-it spends less CPU under load and more latency at low load than this design).
+it spends about the same CPU under load and more latency at low load than this one).
 
 Handlers are the same objects the grpcio transport serves: methods named after
 the rpcs, taking a request message (or an async iterator of them) and returning a
@@ -60,6 +63,7 @@ class Method:
     client_streaming: bool
     server_streaming: bool
     stats: MethodStats  # resolved once: the per-call cost is a few integer bumps
+    inline: bool = True  # False: every unary call gets a Task (measured by the benchmark only)
 
 
 def _failure(exc: BaseException, name: str) -> tuple[str, str]:
@@ -253,7 +257,7 @@ class GrpcProtocol(asyncio.Protocol):
         body = self._unary_out(key, method, resume_started(coro, yielded), call)
         self._spawn(key, method, body, started, timeout_us, call)
 
-    def _start_server_streaming(
+    def _start_in_task(
         self,
         key: int,
         method: Method,
@@ -262,10 +266,15 @@ class GrpcProtocol(asyncio.Protocol):
         timeout_us: int,
         metadata: list[tuple[str, bytes]] | None,
     ) -> None:
+        """A server-streaming call (or any unary one, when ``inline`` is off) runs in a Task."""
         call = Call(metadata)
         token = CURRENT.set(call)
         try:
-            body = self._stream_out(key, method, method.handler(request), call)
+            result = method.handler(request)
+            if method.server_streaming:
+                body = self._stream_out(key, method, result, call)
+            else:
+                body = self._unary_out(key, method, result, call)
             self._spawn(key, method, body, started, timeout_us, call)
         finally:
             CURRENT.reset(token)
@@ -372,8 +381,11 @@ class NativeGrpcServer:
         fixed_replies: dict[str, bytes] | None = None,
         max_in_flight: int = 10_000,
         keepalive_seconds: float = 60.0,
+        inline_unary: bool = True,
     ) -> None:
-        """``fixed_replies`` maps rpc paths to bytes answered in Rust alone (benchmark floors)."""
+        """``fixed_replies`` maps rpc paths to bytes answered in Rust alone (benchmark floors);
+        ``inline_unary=False`` gives every unary call a Task (the design this one is measured against)."""
+
         self.methods: list[Method] = []
         stats = stats if stats is not None else CallStats()
         paths: list[tuple[str, bool]] = []
@@ -391,6 +403,7 @@ class NativeGrpcServer:
                         client_streaming=rpc.client_streaming,
                         server_streaming=rpc.server_streaming,
                         stats=stats.method(rpc.name),
+                        inline=inline_unary,
                     )
                 )
                 paths.append((f"/{descriptor.full_name}/{rpc.name}", rpc.client_streaming))

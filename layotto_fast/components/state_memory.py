@@ -43,7 +43,7 @@ class InMemoryStateStore(NoBackend):
         for op in ops:
             if op.etag or op.first_write:  # otherwise a write has nothing to compare
                 self._check(op.key, op.etag, op.first_write)
-            self._apply(op)
+            self._put(op)
 
     async def delete(self, ops: list[DeleteOp]) -> None:
         for op in ops:
@@ -79,7 +79,10 @@ class InMemoryStateStore(NoBackend):
     def _apply(self, op: SetOp | DeleteOp) -> None:
         if isinstance(op, DeleteOp):
             self._items.pop(op.key, None)
-            return
+        else:
+            self._put(op)
+
+    def _put(self, op: SetOp) -> None:
         self._version += 1
-        expires = None if op.ttl_seconds is None else time.time() + op.ttl_seconds
-        self._items[op.key] = StateEntry(op.value, str(self._version), expires)
+        ttl = op.ttl_seconds
+        self._items[op.key] = StateEntry(op.value, str(self._version), None if ttl is None else time.time() + ttl)

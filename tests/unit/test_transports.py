@@ -96,8 +96,10 @@ class Running:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         server: Any
-        if kind == "native":
-            server = NativeGrpcServer([(SERVICE, self.handlers)], max_message_bytes=64 * 1024, **self._options)
+        if kind.startswith("native"):
+            # native-task: every unary call in a Task, the path calls that suspend take
+            options = {"inline_unary": kind == "native", **self._options}
+            server = NativeGrpcServer([(SERVICE, self.handlers)], max_message_bytes=64 * 1024, **options)
             await server.start([f"127.0.0.1:{self.port}"])
         else:
             server = build_server([service_handler(SERVICE, self.handlers)], [f"127.0.0.1:{self.port}"], 64 * 1024)
@@ -113,7 +115,7 @@ class Running:
         self._thread.join(10)
 
 
-@pytest.fixture(scope="module", params=["native", "grpcio"])
+@pytest.fixture(scope="module", params=["native", "native-task", "grpcio"])
 def server(request: pytest.FixtureRequest) -> Iterator[Running]:
     running = Running(request.param)
     yield running
