@@ -15,10 +15,13 @@ at one call in flight (grpc.aio about 520 µs; the Rust-only floor of this desig
 145 µs) and 16-20 µs of server CPU per call at 64 in flight (grpc.aio about 500 µs;
 floor 10-12 µs). The same run serves the same handlers with every unary call in a
 Task (``inline_unary=False``): about 60 µs more p50 at one call in flight and about
-twice the CPU per call at 64, which is why same-pass completion is the default. The
-thread-and-hand-off design was not rebuilt here to compare in the same run; the
-prototype's figures above are the issue's (17.5-19 µs per call at 64 in flight, so
-it spends about the same CPU under load and more latency at low load than this one).
+twice the CPU per call at 64, which is why same-pass completion is the default. It
+also serves them behind HTTP/2 on a tokio thread that hands calls to this loop in
+batches (``layotto_fast_native.HandoffServer``, the issue's prototype design, with
+this module's compiled call path): about 35-45 µs more p50 at one call in flight and
+8-11 µs more CPU per call at 64, for a p99 at 64 that is similar (its HTTP/2 work
+overlaps the handlers on the second core). The loop-driven design wins on both
+counts the issue sets, so it is the one the sidecar uses.
 
 Handlers are the same objects the grpcio transport serves: methods named after
 the rpcs, taking a request message (or an async iterator of them) and returning a
@@ -66,7 +69,7 @@ class Method:
     inline: bool = True  # False: every unary call gets a Task (measured by the benchmark only)
 
 
-def _failure(exc: BaseException, name: str) -> tuple[str, str]:
+def failure_status(exc: BaseException, name: str) -> tuple[str, str]:
     if isinstance(exc, RuntimeApiError):
         return exc.code, exc.message
     log.error("%s failed", name, exc_info=exc)
@@ -365,7 +368,7 @@ class GrpcProtocol(asyncio.Protocol):
         self._schedule_flush()
 
     def _fail(self, key: int, method: Method, exc: BaseException, started: float, call: Call | None = None) -> None:
-        code, message = _failure(exc, method.name)
+        code, message = failure_status(exc, method.name)
         self._connection.finish(key, CODES[code], message, _trailers(call) if call is not None else None)
         method.stats.record(code, now() - started)
         self._schedule_flush()

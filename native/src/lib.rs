@@ -12,6 +12,7 @@ pub mod frame;
 pub mod front;
 mod front_py;
 pub mod grpc;
+mod handoff;
 #[cfg(test)]
 mod testdata;
 
@@ -232,6 +233,9 @@ mod layotto_fast_native {
 
     #[pymodule_export]
     use crate::front_py::{GrpcConnection, GrpcServerConfig};
+
+    #[pymodule_export]
+    use crate::handoff::HandoffServer;
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
