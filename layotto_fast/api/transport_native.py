@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 UNARY, OPEN, MESSAGE, HALF_CLOSE, CANCELLED, WRITABLE = range(6)
 
 CODES = {status.name: status.value[0] for status in grpc.StatusCode}
+LINGER_SECONDS = 1.0
+LINGER_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +133,8 @@ class GrpcProtocol(asyncio.Protocol):
         self._writable: dict[int, asyncio.Future[None]] = {}
         self._flush_scheduled = False
         self._keepalive_timer: asyncio.TimerHandle | None = None
+        self._linger_timer: asyncio.TimerHandle | None = None  # set once the connection has ended
+        self._linger_budget = LINGER_BYTES
 
     # -- transport callbacks ----------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -142,9 +146,18 @@ class GrpcProtocol(asyncio.Protocol):
             self._keepalive_timer = self._loop.call_later(self._server.keepalive_seconds, self._keepalive)
 
     def data_received(self, data: bytes) -> None:
+        if self._linger_timer is not None:
+            # The HTTP/2 connection has ended: a little more input is read and dropped,
+            # a peer that keeps sending is cut off.
+            self._linger_budget -= len(data)
+            if self._linger_budget < 0 and self._transport is not None:
+                self._transport.close()
+            return
         receive(self, self._connection, self._transport, self._methods, data)
 
     def eof_received(self) -> bool:
+        if self._linger_timer is not None:
+            return False  # the peer saw our GOAWAY and FIN and closed: close too
         events = self._connection.feed_eof()
         if events:
             dispatch(self, self._connection, self._methods, events)
@@ -155,6 +168,8 @@ class GrpcProtocol(asyncio.Protocol):
         self._server.connections.discard(self)
         if self._keepalive_timer is not None:
             self._keepalive_timer.cancel()
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
         for task in self._tasks.values():
             task.cancel()
         self._tasks.clear()
@@ -205,11 +220,23 @@ class GrpcProtocol(asyncio.Protocol):
         flush(self, self._connection, self._transport, self._methods)
 
     def _close_transport(self) -> None:
-        """The HTTP/2 connection ended (GOAWAY sent, or the peer broke the protocol)."""
+        """The HTTP/2 connection ended (GOAWAY sent, or the peer broke the protocol).
+
+        Closing a socket whose input was not all read makes the kernel send a RST,
+        which can reach the peer before the GOAWAY just written; so the write side is
+        shut first (FIN after the GOAWAY) and the socket closes when the peer closes
+        its side, after ``LINGER_SECONDS`` or once it sent ``LINGER_BYTES`` more.
+        """
+        transport = self._transport
+        if transport is None or self._linger_timer is not None:
+            return
         if self._connection.error:
             log.debug("closing gRPC connection: %s", self._connection.error)
-        if self._transport is not None:
-            self._transport.close()
+        if transport.can_write_eof():
+            transport.write_eof()
+            self._linger_timer = self._loop.call_later(LINGER_SECONDS, transport.close)
+        else:
+            transport.close()
 
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
