@@ -5,9 +5,9 @@
 whose handler finishes without suspending (every in-memory component) is decoded,
 run, encoded, answered and counted here, with no Python frame of its own: the
 handler's coroutine is driven with ``PyIter_Send``, which reports completion as a
-return code instead of raising StopIteration. Measured per call before this module
-existed, the interpreted version of these steps cost about twice the Rust HTTP/2
-work they wrap. Everything else (calls that suspend, fail or stream, and the other
+return code instead of raising StopIteration. Measured hot (an in-process replay,
+64 requests per read, trivial handler), these steps cost 6.7 µs per call interpreted,
+more than the 5.4 µs of HTTP/2 work in Rust they wrap, and 4 µs compiled. Everything else (calls that suspend, fail or stream, and the other
 events) goes to the protocol's Python methods, so the logic that needs care stays
 in typed Python.
 """
