@@ -7,9 +7,9 @@ run, encoded, answered and counted here, with no Python frame of its own: the
 handler's coroutine is driven with ``PyIter_Send``, which reports completion as a
 return code instead of raising StopIteration. Measured hot (an in-process replay,
 64 requests per read, trivial handler), these steps cost 6.7 µs per call interpreted,
-more than the 5.4 µs of HTTP/2 work in Rust they wrap, and 4 µs compiled. Everything else (calls that suspend, fail or stream, and the other
-events) goes to the protocol's Python methods, so the logic that needs care stays
-in typed Python.
+more than the 5.4 µs of HTTP/2 work in Rust they wrap, and 4 µs compiled. Everything
+else (calls that suspend, fail or stream, and the other events) goes to the
+protocol's Python methods, so the logic that needs care stays in typed Python.
 """
 
 from cpython.ref cimport PyObject, Py_XDECREF
