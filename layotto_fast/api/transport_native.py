@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import traceback
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,10 @@ def failure_status(exc: BaseException, name: str) -> tuple[str, str]:
     if isinstance(exc, RuntimeApiError):
         return exc.code, exc.message
     log.error("%s failed", name, exc_info=exc)
+    # A handler that keeps the record (a queue, a test's log capture) would keep every
+    # local of the failed call alive through the traceback, the connection among them,
+    # and drop it later, maybe on another thread; the lines stay, the locals go.
+    traceback.clear_frames(exc.__traceback__)
     return "INTERNAL", f"internal error in {name}: {type(exc).__name__}"
 
 
