@@ -301,7 +301,10 @@ class GrpcProtocol(asyncio.Protocol):
         timeout_us: int,
         metadata: list[tuple[str, bytes]] | None,
     ) -> None:
-        """A server-streaming call (or any unary one, when ``inline`` is off) runs in a Task."""
+        """Run the handler in a Task: streaming calls, and unary ones when ``inline`` is off.
+
+        ``request`` is the decoded message, or the ``_Inbox`` of a client-streaming call.
+        """
         call = Call(metadata)
         token = CURRENT.set(call)
         try:
@@ -317,20 +320,9 @@ class GrpcProtocol(asyncio.Protocol):
     def _start_streaming(
         self, key: int, method: Method, timeout_us: int, metadata: list[tuple[str, bytes]] | None
     ) -> None:
-        started = now()
         inbox = _Inbox(self, key, method.decode)
         self._inboxes[key] = inbox
-        call = Call(metadata)
-        token = CURRENT.set(call)
-        try:
-            result = method.handler(inbox)
-            if method.server_streaming:
-                body = self._stream_out(key, method, result, call)
-            else:
-                body = self._unary_out(key, method, result, call)
-            self._spawn(key, method, body, started, timeout_us, call)
-        finally:
-            CURRENT.reset(token)
+        self._start_in_task(key, method, inbox, now(), timeout_us, metadata)
 
     def _spawn(
         self,
