@@ -16,15 +16,17 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use h2::server::SendResponse;
 use h2::RecvStream;
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use http::{HeaderMap, HeaderName, HeaderValue, Request};
 use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+
+use crate::front::connection::{code, frame_into, response, trailers_only};
 
 const UNARY_EVENT: u8 = 0;
 
@@ -44,6 +46,8 @@ struct Shared {
     waiting: Mutex<HashMap<u32, oneshot::Sender<Reply>>>,
     wake_writer: UnixStream,
     next_key: AtomicU32,
+    /// The response headers every answer starts from (content-type).
+    head: HeaderMap,
 }
 
 impl Shared {
@@ -94,6 +98,10 @@ impl HandoffServer {
             waiting: Mutex::new(HashMap::new()),
             wake_writer,
             next_key: AtomicU32::new(1),
+            head: HeaderMap::from_iter([(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/grpc"),
+            )]),
         });
         let methods: Arc<HashMap<String, u32>> = Arc::new(paths.into_iter().zip(0..).collect());
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -218,11 +226,21 @@ async fn serve_call(
         received.extend_from_slice(&chunk);
     }
     let Some(method) = method else {
-        status_only(&mut respond, 12, "unknown method");
+        trailers_only(
+            &mut respond,
+            &shared.head,
+            code::UNIMPLEMENTED,
+            "unknown method",
+        );
         return;
     };
     if received.len() < 5 {
-        status_only(&mut respond, 13, "request has no message");
+        trailers_only(
+            &mut respond,
+            &shared.head,
+            code::INTERNAL,
+            "request has no message",
+        );
         return;
     }
     let message = received.freeze().slice(5..);
@@ -230,15 +248,13 @@ async fn serve_call(
         return;
     };
     match reply {
-        Reply::Status(code, text) => status_only(&mut respond, code, &text),
+        Reply::Status(status, text) => trailers_only(&mut respond, &shared.head, status, &text),
         Reply::Message(message) => {
-            let Ok(mut send) = respond.send_response(grpc_head(), false) else {
+            let Ok(mut send) = respond.send_response(response(&shared.head), false) else {
                 return;
             };
-            let mut framed = BytesMut::with_capacity(5 + message.len());
-            framed.put_u8(0);
-            framed.put_u32(message.len() as u32);
-            framed.put_slice(&message);
+            let mut framed = BytesMut::new();
+            frame_into(&mut framed, &message);
             let mut trailers = HeaderMap::new();
             trailers.insert(
                 HeaderName::from_static("grpc-status"),
@@ -249,26 +265,4 @@ async fn serve_call(
             }
         }
     }
-}
-
-fn grpc_head() -> Response<()> {
-    let mut head = Response::new(());
-    head.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
-    );
-    head
-}
-
-fn status_only(respond: &mut SendResponse<Bytes>, code: u32, text: &str) {
-    let mut head = grpc_head();
-    head.headers_mut().insert(
-        HeaderName::from_static("grpc-status"),
-        HeaderValue::from(code),
-    );
-    if let Ok(value) = HeaderValue::from_str(text) {
-        head.headers_mut()
-            .insert(HeaderName::from_static("grpc-message"), value);
-    }
-    let _ = respond.send_response(head, true);
 }

@@ -796,14 +796,14 @@ fn split_messages(
     }
 }
 
-fn frame_into(buffer: &mut BytesMut, message: &[u8]) {
+pub(crate) fn frame_into(buffer: &mut BytesMut, message: &[u8]) {
     buffer.reserve(PREFIX + message.len());
     buffer.put_u8(0);
     buffer.put_u32(message.len() as u32);
     buffer.put_slice(message);
 }
 
-fn response(head: &HeaderMap) -> Response<()> {
+pub(crate) fn response(head: &HeaderMap) -> Response<()> {
     let mut response = Response::new(());
     *response.headers_mut() = head.clone();
     response
@@ -822,7 +822,12 @@ fn reject_not_grpc(respond: &mut SendResponse<Bytes>) {
     }
 }
 
-fn trailers_only(respond: &mut SendResponse<Bytes>, head: &HeaderMap, code: u32, message: &str) {
+pub(crate) fn trailers_only(
+    respond: &mut SendResponse<Bytes>,
+    head: &HeaderMap,
+    code: u32,
+    message: &str,
+) {
     let mut response = response(head);
     let headers = response.headers_mut();
     headers.insert(
