@@ -2,18 +2,28 @@
 
 A handler takes a request message and returns a response message (or an async
 iterator of them for streams) and raises domain errors; the transport owns status
-codes. Handlers translate only: the behaviour lives in the runtime and components.
+codes. GetState and SaveState take and give the plain types of their ``codecs``.
+Handlers translate only: the behaviour lives in the runtime and components.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import ClassVar
 
 from google.protobuf import empty_pb2
 
 from layotto_fast._proto import runtime_pb2 as pb
+from layotto_fast.api.codecs import Decode, Encode
+from layotto_fast.api.state_wire import (
+    GetStateFields,
+    SaveStateFields,
+    decode_get_state,
+    decode_save_state,
+    encode_get_state,
+)
 from layotto_fast.errors import InvalidArgument, Unavailable, require
 from layotto_fast.runtime.configuration import ConfigItem, ConfigQuery, ConfigurationStore
 from layotto_fast.runtime.hello import HelloService
@@ -21,7 +31,7 @@ from layotto_fast.runtime.lifecycle import Components
 from layotto_fast.runtime.lock import LockStore
 from layotto_fast.runtime.secrets import SecretStore
 from layotto_fast.runtime.sequencer import Sequencer
-from layotto_fast.runtime.state import DeleteOp, SetOp, StateStore, ttl_from_metadata
+from layotto_fast.runtime.state import DeleteOp, SetOp, StateEntry, StateStore, ttl_from_metadata
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +44,11 @@ class LayottoRuntime:
     """The rpcs of ``spec.proto.runtime.v1.Runtime``; rpcs not defined here are UNIMPLEMENTED."""
 
     service_name = "spec.proto.runtime.v1.Runtime"
+    # The state rpcs most traffic goes through skip protobuf's classes (state_wire explains why).
+    codecs: ClassVar[dict[str, tuple[Decode | None, Encode | None]]] = {
+        "GetState": (decode_get_state, encode_get_state),
+        "SaveState": (decode_save_state, None),
+    }
 
     def __init__(self, components: Components, app_id: str) -> None:
         self._components = components
@@ -58,17 +73,16 @@ class LayottoRuntime:
             return fallback
         return store
 
-    async def GetState(self, request: pb.GetStateRequest) -> pb.GetStateResponse:
-        # _state() inlined: this is the most called rpc.
+    async def GetState(self, request: GetStateFields) -> StateEntry | None:
+        # _state() inlined: this is the most called rpc. The entry is encoded by
+        # state_wire.encode_get_state (see codecs).
+        key = request.key
         store = self._states.get(request.store_name)
         if store is None:
             store = self._state(request.store_name)
-        if not request.key:
+        if not key:
             raise InvalidArgument("key is empty: a state key is required")
-        entry = await store.get(request.key)
-        if entry is None:
-            return pb.GetStateResponse()
-        return pb.GetStateResponse(data=entry.value, etag=entry.etag)
+        return await store.get(key)
 
     async def GetBulkState(self, request: pb.GetBulkStateRequest) -> pb.GetBulkStateResponse:
         store = self._state(request.store_name)
@@ -82,9 +96,14 @@ class LayottoRuntime:
         ]
         return pb.GetBulkStateResponse(items=items)
 
-    async def SaveState(self, request: pb.SaveStateRequest) -> empty_pb2.Empty:
+    async def SaveState(self, request: SaveStateFields) -> empty_pb2.Empty:
         store = self._state(request.store_name)
-        await store.set([_set_op(item, "states", i) for i, item in enumerate(request.states)])
+        await store.set(
+            [
+                _checked_set_op(item.key, item.value, item.etag, item.first_write, item.metadata, "states", i)
+                for i, item in enumerate(request.states)
+            ]
+        )
         return EMPTY
 
     async def DeleteState(self, request: pb.DeleteStateRequest) -> empty_pb2.Empty:
@@ -279,18 +298,26 @@ def _positive_expire(expire: int) -> None:
 
 # The item's place in the request (``states[2]``) is formatted only for an error
 # message: SaveState runs these once per item on its hot path.
-def _set_op(item: pb.StateItem, field: str, index: int, suffix: str = "") -> SetOp:
-    key = item.key
+def _checked_set_op(
+    key: str,
+    value: bytes,
+    etag: str | None,
+    first_write: bool,
+    metadata: Mapping[str, str] | None,
+    field: str,
+    index: int,
+    suffix: str = "",
+) -> SetOp:
     if not key:
         raise InvalidArgument(f"{field}[{index}]{suffix}.key is empty: a state key is required")
-    metadata = item.metadata
-    return SetOp(
-        key,
-        item.value,
-        item.etag.value if item.HasField("etag") else None,
-        item.options.concurrency == FIRST_WRITE,
-        ttl_from_metadata(metadata, f"{field}[{index}]{suffix}.metadata") if metadata else None,
-    )
+    ttl = ttl_from_metadata(metadata, f"{field}[{index}]{suffix}.metadata") if metadata else None
+    return SetOp(key, value, etag, first_write, ttl)
+
+
+def _set_op(item: pb.StateItem, field: str, index: int, suffix: str = "") -> SetOp:
+    etag = item.etag.value if item.HasField("etag") else None
+    first_write = item.options.concurrency == FIRST_WRITE
+    return _checked_set_op(item.key, item.value, etag, first_write, item.metadata, field, index, suffix)
 
 
 def _delete_op(item: pb.StateItem, field: str, index: int, suffix: str = "") -> DeleteOp:

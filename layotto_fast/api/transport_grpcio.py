@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 import grpc
-from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 
 from layotto_fast.api.call import CURRENT, Call
+from layotto_fast.api.codecs import codec_of
 from layotto_fast.errors import RuntimeApiError
 
 log = logging.getLogger(__name__)
@@ -37,16 +37,14 @@ def service_handler(
     for method in descriptor.methods:
         handler = getattr(handlers, method.name, None)
         if handler is not None:
-            methods[method.name] = _method_handler(method, handler, observe)
+            methods[method.name] = _method_handler(method, handlers, handler, observe)
     return grpc.method_handlers_generic_handler(descriptor.full_name, methods)
 
 
 def _method_handler(
-    method: MethodDescriptor, handler: Callable[..., Any], observe: CallObserver
+    method: MethodDescriptor, handlers: object, handler: Callable[..., Any], observe: CallObserver
 ) -> grpc.RpcMethodHandler[Any, Any]:
-    request_type = message_factory.GetMessageClass(method.input_type)
-    response_type = message_factory.GetMessageClass(method.output_type)
-    decode, encode = request_type.FromString, response_type.SerializeToString
+    decode, encode = codec_of(handlers, method)
     name = method.name
 
     async def fail(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException, started: float) -> None:

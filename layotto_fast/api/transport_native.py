@@ -40,12 +40,12 @@ from pathlib import Path
 from typing import Any, cast
 
 import grpc
-from google.protobuf import message_factory
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError
 from layotto_fast_native import GrpcConnection, GrpcServerConfig
 
 from layotto_fast.api.call import CURRENT, Call
+from layotto_fast.api.codecs import codec_of
 from layotto_fast.api.native_calls import dispatch, flush, now, receive
 from layotto_fast.api.resume import resume_started
 from layotto_fast.api.stats import CallStats, MethodStats
@@ -421,12 +421,13 @@ class NativeGrpcServer:
                 handler = getattr(handlers, rpc.name, None)
                 if handler is None:
                     continue  # unknown paths are answered UNIMPLEMENTED in Rust
+                decode, encode = codec_of(handlers, rpc)
                 self.methods.append(
                     Method(
                         name=rpc.name,
                         handler=handler,
-                        decode=message_factory.GetMessageClass(rpc.input_type).FromString,
-                        encode=message_factory.GetMessageClass(rpc.output_type).SerializeToString,
+                        decode=decode,
+                        encode=encode,
                         client_streaming=rpc.client_streaming,
                         server_streaming=rpc.server_streaming,
                         stats=stats.method(rpc.name),

@@ -1,0 +1,159 @@
+"""The compiled state codecs against protobuf's own (upb) on the same bytes."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+from google.protobuf.message import DecodeError
+
+from layotto_fast._proto import runtime_pb2 as pb
+from layotto_fast.api.state_wire import decode_get_state, decode_save_state, encode_get_state
+from layotto_fast.runtime.state import StateEntry
+
+TEXTS = ["", "k", "key-é-ключ-键", "x" * 130, "y" * 20_000]
+
+
+def upb_save(data: bytes) -> Any:
+    request = pb.SaveStateRequest.FromString(data)
+    return (
+        request.store_name,
+        [
+            (
+                item.key,
+                item.value,
+                item.etag.value if item.HasField("etag") else None,
+                item.options.concurrency == pb.StateOptions.CONCURRENCY_FIRST_WRITE,
+                dict(item.metadata) or None,
+            )
+            for item in request.states
+        ],
+    )
+
+
+def ours_save(data: bytes) -> Any:
+    request = decode_save_state(data)
+    return (
+        request.store_name,
+        [(i.key, i.value, i.etag, i.first_write, i.metadata or None) for i in request.states],
+    )
+
+
+def upb_get(data: bytes) -> Any:
+    request = pb.GetStateRequest.FromString(data)
+    return request.store_name, request.key, request.consistency, dict(request.metadata) or None
+
+
+def ours_get(data: bytes) -> Any:
+    request = decode_get_state(data)
+    return request.store_name, request.key, request.consistency, request.metadata or None
+
+
+def outcome(decode: Any, data: bytes) -> Any:
+    try:
+        return decode(data)
+    except DecodeError:
+        return DecodeError
+
+
+def random_item(rng: random.Random) -> pb.StateItem:
+    item = pb.StateItem(key=rng.choice(TEXTS), value=rng.randbytes(rng.choice([0, 1, 200])))
+    if rng.random() < 0.5:
+        item.etag.value = rng.choice(TEXTS[:3])
+    if rng.random() < 0.5:
+        item.options.concurrency = rng.choice([0, 1, 2, 7])
+        item.options.consistency = rng.choice([0, 2])
+    for _ in range(rng.choice([0, 0, 1, 3])):
+        item.metadata[rng.choice(TEXTS[:4])] = rng.choice(TEXTS[:4])
+    return item
+
+
+def random_save(rng: random.Random) -> bytes:
+    request = pb.SaveStateRequest(store_name=rng.choice(TEXTS[:3]))
+    request.states.extend(random_item(rng) for _ in range(rng.choice([0, 1, 2, 5])))
+    return request.SerializeToString()
+
+
+def random_get(rng: random.Random) -> bytes:
+    request = pb.GetStateRequest(store_name=rng.choice(TEXTS), key=rng.choice(TEXTS), consistency=rng.choice([0, 1, 9]))
+    for _ in range(rng.choice([0, 2])):
+        request.metadata[rng.choice(TEXTS[:3])] = rng.choice(TEXTS[:3])
+    return request.SerializeToString()
+
+
+# Unknown fields of every wire type (field 9 exists in neither message): varint,
+# fixed64, length-delimited, a group holding a varint, fixed32.
+UNKNOWN = bytes([0x48, 0x96, 0x01]) + bytes([0x49]) + bytes(8) + bytes([0x4A, 2, 1, 2])
+UNKNOWN += bytes([0x4B, 0x08, 0x05, 0x4C]) + bytes([0x4D]) + bytes(4)
+
+
+@pytest.mark.parametrize(("make", "upb", "ours"), [(random_save, upb_save, ours_save), (random_get, upb_get, ours_get)])
+def test_random_messages_decode_as_protobuf_does(make: Any, upb: Any, ours: Any) -> None:
+    rng = random.Random(8)
+    for _ in range(300):
+        data = make(rng)
+        assert ours(data) == upb(data)
+        # Unknown fields are skipped; a message sent twice merges (last scalar wins,
+        # repeated fields append, sub-messages merge).
+        for variant in (UNKNOWN + data + UNKNOWN, data + make(rng), data + data):
+            assert ours(variant) == upb(variant)
+
+
+def test_repeated_sub_messages_merge_field_by_field() -> None:
+    first = pb.StateItem(key="k", etag=pb.Etag(value="1"), options=pb.StateOptions(concurrency=1))
+    second = pb.StateItem(value=b"v", etag=pb.Etag(), options=pb.StateOptions(consistency=2))
+    data = pb.SaveStateRequest(states=[first]).SerializeToString()
+    merged = data[:2] + first.SerializeToString() + second.SerializeToString()
+    data = bytes([0x12, len(merged) - 2]) + merged[2:]
+    assert ours_save(data) == upb_save(data) == ("", [("k", b"v", "1", True, None)])
+
+
+@pytest.mark.parametrize(("make", "upb", "ours"), [(random_save, upb_save, ours_save), (random_get, upb_get, ours_get)])
+def test_damaged_bytes_are_refused_where_protobuf_refuses_them(make: Any, upb: Any, ours: Any) -> None:
+    rng = random.Random(9)
+    for _ in range(100):
+        data = make(rng)
+        if not data or len(data) > 300:
+            continue
+        for end in range(len(data)):  # every truncation
+            assert outcome(ours, data[:end]) == outcome(upb, data[:end]), data[:end]
+        for _ in range(50):  # random byte damage
+            damaged = bytearray(data)
+            damaged[rng.randrange(len(damaged))] = rng.randrange(256)
+            assert outcome(ours, bytes(damaged)) == outcome(upb, bytes(damaged)), bytes(damaged)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        bytes([0x0A, 2, 0xC3, 0x28]),  # store_name that is not UTF-8
+        bytes([0x00, 0x01]),  # field number 0
+        bytes([0x0E]),  # wire type 6
+        bytes([0x4B, 0x54]),  # group closed by another field's end tag
+        bytes([0x4B]),  # group never closed
+        bytes([0x0A, 5, 0x61]),  # length past the end
+        bytes([0x48]) + bytes([0xFF] * 11),  # varint longer than 10 bytes
+    ],
+)
+def test_malformed_requests_raise_decode_error(data: bytes) -> None:
+    for decode, upb in ((decode_get_state, pb.GetStateRequest), (decode_save_state, pb.SaveStateRequest)):
+        with pytest.raises(DecodeError):
+            upb.FromString(data)
+        with pytest.raises(DecodeError):
+            decode(data)
+
+
+@pytest.mark.parametrize("value", [b"", b"v", bytes(range(256)) * 80])
+@pytest.mark.parametrize("etag", ["", "1", "é" * 70])
+def test_get_state_answer_is_protobufs_encoding(value: bytes, etag: str) -> None:
+    assert encode_get_state(StateEntry(value, etag)) == pb.GetStateResponse(data=value, etag=etag).SerializeToString()
+
+
+def test_missing_entry_is_the_empty_answer() -> None:
+    assert encode_get_state(None) == b""
+
+
+def test_an_entry_of_the_wrong_type_is_refused() -> None:
+    with pytest.raises(TypeError):
+        encode_get_state(StateEntry("not bytes", "1"))  # type: ignore[arg-type]
