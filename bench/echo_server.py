@@ -25,8 +25,8 @@ from layotto_fast_native import HandoffServer
 
 from layotto_fast._proto import runtime_pb2 as pb
 from layotto_fast.api.layotto import LayottoRuntime
-from layotto_fast.api.native_calls import dispatch
-from layotto_fast.api.transport_native import CODES, Method, NativeGrpcServer, failure_status
+from layotto_fast.api.native_calls import Method, dispatch
+from layotto_fast.api.transport_native import CODES, NativeGrpcServer, failure_status
 from layotto_fast.server import Sidecar, load_manifests
 from layotto_fast.settings import Settings
 

@@ -2,7 +2,7 @@
 
 A handler takes a request message and returns a response message (or an async
 iterator of them for streams) and raises domain errors; the transport owns status
-codes. GetState and SaveState take and give the plain types of their ``codecs``.
+codes. SayHello, GetState and SaveState take and give the plain types of their ``codecs``.
 Handlers translate only: the behaviour lives in the runtime and components.
 """
 
@@ -17,12 +17,15 @@ from google.protobuf import empty_pb2
 
 from layotto_fast._proto import runtime_pb2 as pb
 from layotto_fast.api.codecs import Decode, Encode
-from layotto_fast.api.state_wire import (
+from layotto_fast.api.wire import (
     GetStateFields,
     SaveStateFields,
+    SayHelloFields,
     decode_get_state,
     decode_save_state,
+    decode_say_hello,
     encode_get_state,
+    encode_say_hello,
 )
 from layotto_fast.errors import InvalidArgument, Unavailable, require
 from layotto_fast.runtime.configuration import ConfigItem, ConfigQuery, ConfigurationStore
@@ -44,10 +47,11 @@ class LayottoRuntime:
     """The rpcs of ``spec.proto.runtime.v1.Runtime``; rpcs not defined here are UNIMPLEMENTED."""
 
     service_name = "spec.proto.runtime.v1.Runtime"
-    # The state rpcs most traffic goes through skip protobuf's classes (state_wire explains why).
+    # The state rpcs most traffic goes through skip protobuf's classes (wire explains why).
     codecs: ClassVar[dict[str, tuple[Decode | None, Encode | None]]] = {
         "GetState": (decode_get_state, encode_get_state),
         "SaveState": (decode_save_state, None),
+        "SayHello": (decode_say_hello, encode_say_hello),
     }
 
     def __init__(self, components: Components, app_id: str) -> None:
@@ -58,12 +62,10 @@ class LayottoRuntime:
         self.active_subscriptions = 0
 
     # -- hello -------------------------------------------------------------
-    async def SayHello(self, request: pb.SayHelloRequest) -> pb.SayHelloResponse:
+    async def SayHello(self, request: SayHelloFields) -> tuple[str, bytes | None]:
+        """The greeting, and the request's ``data`` echoed back (see codecs)."""
         service: HelloService = self._components.lookup("hello", request.service_name, "service_name")
-        response = pb.SayHelloResponse(hello=service.greet(request.name))
-        if request.HasField("data"):
-            response.data.CopyFrom(request.data)
-        return response
+        return service.greet(request.name), request.data
 
     # -- state -------------------------------------------------------------
     def _state(self, name: str, field: str = "store_name") -> StateStore:
@@ -75,7 +77,7 @@ class LayottoRuntime:
 
     async def GetState(self, request: GetStateFields) -> StateEntry | None:
         # _state() inlined: this is the most called rpc. The entry is encoded by
-        # state_wire.encode_get_state (see codecs).
+        # wire.encode_get_state (see codecs).
         key = request.key
         store = self._states.get(request.store_name)
         if store is None:

@@ -80,17 +80,39 @@ cdef inline void _record_ok(object stats, double seconds) except *:
     buckets[bucket] += 1
 
 
+cdef class Method:
+    """One rpc the native transport serves: handler, codec and counters, read from C on every call."""
+
+    cdef readonly str name
+    cdef readonly object handler
+    cdef readonly object decode
+    cdef readonly object encode
+    cdef readonly bint client_streaming
+    cdef readonly bint server_streaming
+    cdef readonly object stats
+    cdef readonly bint inline  # False: every unary call gets a Task (measured by the benchmark only)
+
+    def __init__(self, str name, object handler, object decode, object encode, bint client_streaming,
+                 bint server_streaming, object stats, bint inline=True):
+        self.name, self.handler, self.decode, self.encode = name, handler, decode, encode
+        self.client_streaming, self.server_streaming = client_streaming, server_streaming
+        self.stats, self.inline = stats, inline
+
+    def __repr__(self) -> str:
+        return f"Method({self.name!r})"
+
+
 def dispatch(object protocol, object connection, list methods, list events) -> None:
     """Serve the events of one ``feed``: unary calls here, the rest through ``protocol._event``."""
     cdef tuple event
     for event in events:
         if event[0] == UNARY:
-            _start_unary(protocol, connection, methods[event[2]], event[1], event[3], event[4], event[5])
+            _start_unary(protocol, connection, <Method>methods[event[2]], event[1], event[3], event[4], event[5])
         else:
             protocol._event(event)
 
 
-cdef _start_unary(object protocol, object connection, object method, object key, bytes message,
+cdef _start_unary(object protocol, object connection, Method method, object key, bytes message,
                   object timeout_us, object metadata):
     cdef double started = _now()
     cdef PyObject *raw = NULL
@@ -106,6 +128,7 @@ cdef _start_unary(object protocol, object connection, object method, object key,
     # A Call is built only when there is metadata or the handler asks for one
     # (current_call()); most calls need neither.
     token = None if metadata is None else CURRENT.set(Call(metadata))
+    call = None
     try:
         try:
             coro = method.handler(request)
@@ -115,10 +138,12 @@ cdef _start_unary(object protocol, object connection, object method, object key,
             if sent == PYGEN_RETURN:
                 response = method.encode(result)
         except Exception as exc:
-            protocol._fail(key, method, exc, started, CURRENT.get())
+            call = CURRENT.get()
+            protocol._fail(key, method, exc, started, call)
             return
         if sent != PYGEN_RETURN:
-            protocol._suspended(key, method, coro, result, started, timeout_us, current_call())
+            call = current_call()
+            protocol._suspended(key, method, coro, result, started, timeout_us, call)
             return
         call = CURRENT.get()
         if call is None:
@@ -129,7 +154,7 @@ cdef _start_unary(object protocol, object connection, object method, object key,
     finally:
         if token is not None:
             CURRENT.reset(token)
-        elif CURRENT.get() is not None:
+        elif call is not None:
             # The handler asked for its call in the loop's own context: do not
             # let the next call see it.
             CURRENT.set(None)

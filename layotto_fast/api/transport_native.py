@@ -35,7 +35,6 @@ import logging
 import time
 import traceback
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -46,9 +45,9 @@ from layotto_fast_native import GrpcConnection, GrpcServerConfig
 
 from layotto_fast.api.call import CURRENT, Call
 from layotto_fast.api.codecs import codec_of
-from layotto_fast.api.native_calls import dispatch, flush, now, receive
+from layotto_fast.api.native_calls import Method, dispatch, flush, now, receive
 from layotto_fast.api.resume import resume_started
-from layotto_fast.api.stats import CallStats, MethodStats
+from layotto_fast.api.stats import CallStats
 from layotto_fast.errors import RuntimeApiError
 
 log = logging.getLogger(__name__)
@@ -58,18 +57,6 @@ UNARY, OPEN, MESSAGE, HALF_CLOSE, CANCELLED, WRITABLE = range(6)
 CODES = {status.name: status.value[0] for status in grpc.StatusCode}
 LINGER_SECONDS = 1.0
 LINGER_BYTES = 64 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class Method:
-    name: str
-    handler: Callable[..., Any]
-    decode: Callable[[bytes], Any]
-    encode: Callable[[Any], bytes]
-    client_streaming: bool
-    server_streaming: bool
-    stats: MethodStats  # resolved once: the per-call cost is a few integer bumps
-    inline: bool = True  # False: every unary call gets a Task (measured by the benchmark only)
 
 
 def failure_status(exc: BaseException, name: str) -> tuple[str, str]:

@@ -1,6 +1,11 @@
-"""Type stub for the compiled state codecs (state_wire.pyx)."""
+"""Type stub for the compiled codecs of the hottest rpcs (wire.pyx)."""
 
 from layotto_fast.runtime.state import StateEntry
+
+class SayHelloFields:
+    service_name: str
+    name: str
+    data: bytes | None
 
 class GetStateFields:
     store_name: str
@@ -19,6 +24,8 @@ class SaveStateFields:
     store_name: str
     states: list[StateItemFields]
 
+def decode_say_hello(data: bytes) -> SayHelloFields: ...
+def encode_say_hello(answer: tuple[str, bytes | None]) -> bytes: ...
 def decode_get_state(data: bytes) -> GetStateFields: ...
 def decode_save_state(data: bytes) -> SaveStateFields: ...
 def encode_get_state(entry: StateEntry | None) -> bytes: ...
