@@ -24,6 +24,7 @@ from layotto_fast.api.wire import (
     decode_get_state,
     decode_save_state,
     decode_say_hello,
+    encode_empty,
     encode_get_state,
     encode_say_hello,
 )
@@ -34,7 +35,7 @@ from layotto_fast.runtime.lifecycle import Components
 from layotto_fast.runtime.lock import LockStore
 from layotto_fast.runtime.secrets import SecretStore
 from layotto_fast.runtime.sequencer import Sequencer
-from layotto_fast.runtime.state import DeleteOp, SetOp, StateEntry, StateStore, ttl_from_metadata
+from layotto_fast.runtime.state import DeleteOp, SetOp, StateEntry, StateStore, new_tuple, ttl_from_metadata
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class LayottoRuntime:
     # The state rpcs most traffic goes through skip protobuf's classes (wire explains why).
     codecs: ClassVar[dict[str, tuple[Decode | None, Encode | None]]] = {
         "GetState": (decode_get_state, encode_get_state),
-        "SaveState": (decode_save_state, None),
+        "SaveState": (decode_save_state, encode_empty),
         "SayHello": (decode_say_hello, encode_say_hello),
     }
 
@@ -98,15 +99,18 @@ class LayottoRuntime:
         ]
         return pb.GetBulkStateResponse(items=items)
 
-    async def SaveState(self, request: SaveStateFields) -> empty_pb2.Empty:
+    async def SaveState(self, request: SaveStateFields) -> None:
         store = self._state(request.store_name)
-        await store.set(
-            [
-                _checked_set_op(item.key, item.value, item.etag, item.first_write, item.metadata, "states", i)
-                for i, item in enumerate(request.states)
-            ]
-        )
-        return EMPTY
+        ops = []
+        for index, item in enumerate(request.states):
+            key = item.key
+            if key and item.metadata is None:  # the common item: nothing to check or parse
+                ops.append(new_tuple(SetOp, (key, item.value, item.etag, item.first_write, None)))
+            else:
+                ops.append(
+                    _checked_set_op(key, item.value, item.etag, item.first_write, item.metadata, "states", index)
+                )
+        await store.set(ops)
 
     async def DeleteState(self, request: pb.DeleteStateRequest) -> empty_pb2.Empty:
         store = self._state(request.store_name)
@@ -313,7 +317,7 @@ def _checked_set_op(
     if not key:
         raise InvalidArgument(f"{field}[{index}]{suffix}.key is empty: a state key is required")
     ttl = ttl_from_metadata(metadata, f"{field}[{index}]{suffix}.metadata") if metadata else None
-    return SetOp(key, value, etag, first_write, ttl)
+    return new_tuple(SetOp, (key, value, etag, first_write, ttl))
 
 
 def _set_op(item: pb.StateItem, field: str, index: int, suffix: str = "") -> SetOp:

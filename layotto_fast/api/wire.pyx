@@ -370,6 +370,11 @@ def encode_say_hello(tuple answer) -> bytes:
     return encoded
 
 
+def encode_empty(object answer) -> bytes:
+    """A ``google.protobuf.Empty``, whatever the handler returned."""
+    return b""
+
+
 def encode_get_state(object entry) -> bytes:
     """A ``GetStateResponse`` carrying ``entry``'s value and etag (a ``StateEntry``, or
     None for a key with no value: the empty response)."""

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Self
 
 from layotto_fast.errors import Conflict
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime.component import NoBackend
-from layotto_fast.runtime.state import DeleteOp, Feature, SetOp, StateEntry
+from layotto_fast.runtime.state import DeleteOp, Feature, SetOp, StateEntry, new_tuple
 
 
 class InMemoryStateStore(NoBackend):
@@ -16,7 +17,7 @@ class InMemoryStateStore(NoBackend):
 
     def __init__(self) -> None:
         self._items: dict[str, StateEntry] = {}
-        self._version = 0
+        self._versions = itertools.count(1)  # etags: one store-wide counter
 
     @classmethod
     def from_manifest(cls, manifest: ComponentManifest) -> Self:
@@ -83,6 +84,6 @@ class InMemoryStateStore(NoBackend):
             self._put(op)
 
     def _put(self, op: SetOp) -> None:
-        self._version += 1
         ttl = op.ttl_seconds
-        self._items[op.key] = StateEntry(op.value, str(self._version), None if ttl is None else time.time() + ttl)
+        expires_at = None if ttl is None else time.time() + ttl
+        self._items[op.key] = new_tuple(StateEntry, (op.value, str(next(self._versions)), expires_at))
