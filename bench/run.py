@@ -6,11 +6,16 @@ calls/s, p50/p99, the server's CPU time per call (utime+stime from /proc over th
 run, divided by the calls that returned OK) and ghz's own CPU per call, then the
 sidecar's idle and loaded RSS and its time from exec to readiness UP, and checks the
 targets of the foundation issue (#3) and the native front (#8) against the figures of
-this run. Servers: the sidecar on each transport, the native floor (Rust answers
-alone), the sidecar's handlers behind the native front with every call in a Task
-(the alternative to finishing calls in the same pass), the same handlers behind HTTP/2 on a
-tokio thread with batched hand-off to the loop (the alternative to driving HTTP/2 from
-the loop), and a bare grpc.aio echo.
+this run.
+
+All servers stay up through the run, and every scenario is measured in rounds
+(``--rounds``, 3) that go round the servers in turn, so that a drift of the shared
+machine touches them alike: p50, p99 and calls/s are the median round's, CPU per
+call the total over the rounds. Servers: the sidecar on each transport, the native
+floor (Rust answers alone), the sidecar's handlers behind the native front with every
+call in a Task (the alternative to finishing calls in the same pass), the same
+handlers behind HTTP/2 on a tokio thread with batched hand-off to the loop (the
+alternative to driving HTTP/2 from the loop), and a bare grpc.aio echo.
 """
 
 from __future__ import annotations
@@ -208,10 +213,29 @@ RPCS = ("GetState", "SaveState", "SayHello")
 IN_FLIGHT = (1, 16, 64)
 
 
+def combine(runs: list[Row]) -> Row:
+    """One figure per scenario from its rounds: latencies and rate are the median round's,
+    CPU per call is the rounds' total over their total calls (finer than one round's ticks)."""
+    ok = sum(r.calls_ok for r in runs)
+    return Row(
+        server=runs[0].server,
+        rpc=runs[0].rpc,
+        in_flight=runs[0].in_flight,
+        calls_ok=ok,
+        errors=sum(r.errors for r in runs),
+        calls_per_s=statistics.median(r.calls_per_s for r in runs),
+        p50_us=statistics.median(r.p50_us for r in runs),
+        p99_us=statistics.median(r.p99_us for r in runs),
+        server_cpu_us=sum(r.server_cpu_us * r.calls_ok for r in runs) / max(ok, 1),
+        ghz_cpu_us=sum(r.ghz_cpu_us * r.calls_ok for r in runs) / max(ok, 1),
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--calls", type=int, default=20000, help="calls per run at 16 and 64 in flight")
-    parser.add_argument("--calls-serial", type=int, default=3000, help="calls per run at 1 in flight")
+    parser.add_argument("--calls", type=int, default=21000, help="calls per scenario at 16 and 64 in flight")
+    parser.add_argument("--calls-serial", type=int, default=3000, help="calls per scenario at 1 in flight")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds each scenario's calls are split into")
     parser.add_argument("--starts", type=int, default=3, help="sidecar starts timed for readiness")
     options = parser.parse_args()
 
@@ -222,8 +246,6 @@ def main() -> int:
         ready_times.append(probe.ready_after)
         probe.stop()
 
-    rows: list[Row] = []
-    memory: dict[str, tuple[int, int]] = {}
     starters = [
         lambda: start_sidecar("native"),
         lambda: start_sidecar("grpcio"),
@@ -232,21 +254,37 @@ def main() -> int:
         lambda: start_baseline("thread-handoff"),
         lambda: start_baseline("grpcio"),
     ]
-    for starter in starters:
-        server = starter()
-        if server.name == "sidecar native":
-            ready_times.append(server.ready_after)
-        try:
-            time.sleep(1.0)
-            idle = server.memory_kib("VmRSS")
+    # Every server is up for the whole run and the scenarios go round them in turn, a
+    # round at a time: a drift of the machine (2 shared cores) then touches every server
+    # alike instead of whichever ran during it. The others sit idle meanwhile.
+    servers: list[Server] = []
+    rows: list[Row] = []
+    memory: dict[str, tuple[int, int]] = {}
+    idle: dict[str, int] = {}
+    try:
+        for starter in starters:
+            servers.append(starter())
+        ready_times.append(servers[0].ready_after)
+        time.sleep(1.0)
+        for server in servers:
+            idle[server.name] = server.memory_kib("VmRSS")
+        for server in servers:
             for rpc in RPCS:
                 run_ghz(ghz, descriptors, server, rpc, 64, max(options.calls // 10, 500))  # warm-up
-                for in_flight in IN_FLIGHT:
-                    calls = options.calls_serial if in_flight == 1 else options.calls
-                    rows.append(run_ghz(ghz, descriptors, server, rpc, in_flight, calls))
+        runs: dict[tuple[str, str, int], list[Row]] = {}
+        for rpc in RPCS:
+            for in_flight in IN_FLIGHT:
+                calls = (options.calls_serial if in_flight == 1 else options.calls) // options.rounds
+                for _ in range(options.rounds):
+                    for server in servers:
+                        row = run_ghz(ghz, descriptors, server, rpc, in_flight, calls)
+                        runs.setdefault((server.name, rpc, in_flight), []).append(row)
+        rows = [combine(runs[(server.name, rpc, n)]) for server in servers for rpc in RPCS for n in IN_FLIGHT]
+        for server in servers:
             # The high-water mark, or the resident size now if the kernel's HWM lags it.
-            memory[server.name] = (idle, max(server.memory_kib("VmHWM"), server.memory_kib("VmRSS")))
-        finally:
+            memory[server.name] = (idle[server.name], max(server.memory_kib("VmHWM"), server.memory_kib("VmRSS")))
+    finally:
+        for server in servers:
             server.stop()
 
     print(
