@@ -10,18 +10,17 @@ pass with no Task at all, and its response leaves in the same ``write``. Only
 handlers that really suspend get a Task. That per-call path (decode, run, encode,
 respond, count) is compiled, in ``native_calls.pyx``; this module keeps the rest.
 
-Measured with ``make bench`` on 2 cores (ghz, GetState, one run): about 180 µs p50
-at one call in flight (grpc.aio about 520 µs; the Rust-only floor of this design about
-145 µs) and 16-20 µs of server CPU per call at 64 in flight (grpc.aio about 500 µs;
-floor 10-12 µs). The same run serves the same handlers with every unary call in a
-Task (``inline_unary=False``): about 60 µs more p50 at one call in flight and about
-twice the CPU per call at 64, which is why same-pass completion is the default. It
-also serves them behind HTTP/2 on a tokio thread that hands calls to this loop in
+Measured with ``make bench`` on 2 cores (ghz, GetState, one run): about 160 µs p50
+at one call in flight (grpc.aio about 530 µs; the Rust-only floor of this design about
+145 µs) and 13-14 µs of server CPU per call at 64 in flight (grpc.aio about 490 µs;
+floor 9.5-10 µs). The same run serves the same handlers with every unary call in a
+Task (``inline_unary=False``): about 80 µs more p50 at one call in flight and more
+than twice the CPU per call at 64, which is why same-pass completion is the default.
+It also serves them behind HTTP/2 on a tokio thread that hands calls to this loop in
 batches (``layotto_fast_native.HandoffServer``, the issue's prototype design, with
-this module's compiled call path): about 35-45 µs more p50 at one call in flight and
-8-11 µs more CPU per call at 64, for a p99 at 64 that is similar (its HTTP/2 work
-overlaps the handlers on the second core). The loop-driven design wins on both
-counts the issue sets, so it is the one the sidecar uses.
+this module's compiled call path): about 35-40 µs more p50 at one call in flight and
+7-8 µs more CPU per call at 64. The loop-driven design wins on both counts the issue
+sets, so it is the one the sidecar uses.
 
 Handlers are the same objects the grpcio transport serves: methods named after
 the rpcs, taking a request message (or an async iterator of them) and returning a
