@@ -102,14 +102,11 @@ class LayottoRuntime:
     async def SaveState(self, request: SaveStateFields) -> None:
         store = self._state(request.store_name)
         ops = []
-        for index, item in enumerate(request.states):
-            key = item.key
-            if key and item.metadata is None:  # the common item: nothing to check or parse
-                ops.append(new_tuple(SetOp, (key, item.value, item.etag, item.first_write, None)))
+        for index, (key, value, etag, first_write, metadata) in enumerate(request.states):
+            if key and metadata is None:  # the common item: nothing to check or parse
+                ops.append(new_tuple(SetOp, (key, value, etag, first_write, None)))
             else:
-                ops.append(
-                    _checked_set_op(key, item.value, item.etag, item.first_write, item.metadata, "states", index)
-                )
+                ops.append(_checked_set_op(key, value, etag, first_write, metadata, "states", index))
         await store.set(ops)
 
     async def DeleteState(self, request: pb.DeleteStateRequest) -> empty_pb2.Empty:

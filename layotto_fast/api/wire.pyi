@@ -13,12 +13,8 @@ class GetStateFields:
     consistency: int
     metadata: dict[str, str] | None
 
-class StateItemFields:
-    key: str
-    value: bytes
-    etag: str | None
-    first_write: bool
-    metadata: dict[str, str] | None
+# key, value, etag (None: no Etag), first_write, metadata (None: no entries)
+StateItemFields = tuple[str, bytes, str | None, bool, dict[str, str] | None]
 
 class SaveStateFields:
     store_name: str

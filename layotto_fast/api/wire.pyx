@@ -213,19 +213,11 @@ cdef class GetStateFields:
         return f"GetStateFields(store_name={self.store_name!r}, key={self.key!r})"
 
 
-cdef class StateItemFields:
-    """A decoded ``StateItem``: ``etag`` is None when it carries no ``Etag``, ``metadata``
-    None when it has no entries."""
-
-    cdef readonly str key
-    cdef readonly bytes value
-    cdef readonly object etag
-    cdef readonly bint first_write
-    cdef readonly dict metadata
-
-
 cdef class SaveStateFields:
-    """A decoded ``SaveStateRequest``."""
+    """A decoded ``SaveStateRequest``. Each of ``states`` is a plain tuple, which the
+    handler unpacks (no attribute lookups): ``(key, value, etag, first_write,
+    metadata)``, ``etag`` None when the item carries no ``Etag``, ``metadata`` None when
+    it has no entries, ``first_write`` whether it asks for CONCURRENCY_FIRST_WRITE."""
 
     cdef readonly str store_name
     cdef readonly list states
@@ -261,16 +253,12 @@ def decode_get_state(bytes data) -> GetStateFields:
     return request
 
 
-cdef StateItemFields _state_item(Reader *reader):
+cdef tuple _state_item(Reader *reader):
     cdef Reader inner, option
     cdef uint64_t field, number
     cdef int wire_type, option_type
-    cdef StateItemFields item = StateItemFields.__new__(StateItemFields)
-    item.key = ""
-    item.value = b""
-    item.etag = None
-    item.first_write = False
-    item.metadata = None
+    cdef bint first_write = False
+    key, value, etag, metadata = "", b"", None, None
     while reader.pos < reader.end:
         _tag(reader, &field, &wire_type)
         if wire_type != LENGTH_DELIMITED or field > 5:
@@ -278,32 +266,32 @@ cdef StateItemFields _state_item(Reader *reader):
             continue
         _length_delimited(reader, &inner)
         if field == 1:
-            item.key = _text(&inner)
+            key = _text(&inner)
         elif field == 2:
-            item.value = _bytes(&inner)
+            value = _bytes(&inner)
         elif field == 3:  # Etag { string value = 1; }, merged when repeated
-            if item.etag is None:
-                item.etag = ""
+            if etag is None:
+                etag = ""
             while inner.pos < inner.end:
                 _tag(&inner, &number, &option_type)
                 if number == 1 and option_type == LENGTH_DELIMITED:
                     _length_delimited(&inner, &option)
-                    item.etag = _text(&option)
+                    etag = _text(&option)
                 else:
                     _skip(&inner, number, option_type, 0)
         elif field == 4:
-            if item.metadata is None:
-                item.metadata = {}
-            _map_entry(&inner, item.metadata)
+            if metadata is None:
+                metadata = {}
+            _map_entry(&inner, metadata)
         else:  # StateOptions { concurrency = 1; consistency = 2; }, merged when repeated
             while inner.pos < inner.end:
                 _tag(&inner, &number, &option_type)
                 if number == 1 and option_type == VARINT:
                     _varint(&inner, &number)
-                    item.first_write = <int32_t>number == FIRST_WRITE
+                    first_write = <int32_t>number == FIRST_WRITE
                 else:
                     _skip(&inner, number, option_type, 0)
-    return item
+    return (key, value, etag, first_write, metadata)
 
 
 def decode_save_state(bytes data) -> SaveStateFields:

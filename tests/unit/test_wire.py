@@ -43,7 +43,7 @@ def ours_save(data: bytes) -> Any:
     request = decode_save_state(data)
     return (
         request.store_name,
-        [(i.key, i.value, i.etag, i.first_write, i.metadata or None) for i in request.states],
+        [(k, v, e, f, m or None) for k, v, e, f, m in request.states],
     )
 
 
