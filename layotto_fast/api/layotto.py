@@ -48,7 +48,7 @@ class LayottoRuntime:
     """The rpcs of ``spec.proto.runtime.v1.Runtime``; rpcs not defined here are UNIMPLEMENTED."""
 
     service_name = "spec.proto.runtime.v1.Runtime"
-    # The state rpcs most traffic goes through skip protobuf's classes (wire explains why).
+    # The rpcs most calls go through skip protobuf's message classes (wire explains why).
     codecs: ClassVar[dict[str, tuple[Decode | None, Encode | None]]] = {
         "GetState": (decode_get_state, encode_get_state),
         "SaveState": (decode_save_state, encode_empty),

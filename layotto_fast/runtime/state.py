@@ -16,13 +16,13 @@ class Feature(enum.StrEnum):
     TRANSACTIONAL = "TRANSACTIONAL"
 
 
-# NamedTuples rather than frozen dataclasses: as immutable, and several times
-# cheaper to build, which shows on the per-call path (one or two per request).
 # NamedTuple's generated __new__ is a Python function (a frame per record); the
 # per-write paths build their records with every field given through this instead.
 new_tuple = tuple.__new__
 
 
+# NamedTuples rather than frozen dataclasses: as immutable, and several times
+# cheaper to build, which shows on the per-call path (one or two per request).
 class StateEntry(NamedTuple):
     value: bytes
     etag: str
