@@ -1,15 +1,15 @@
 # cython: language_level=3
 """Compiled protobuf codecs for the rpcs that carry most calls: GetState, SaveState, SayHello.
 
-Their requests are decoded here into plain objects, and the GetState and SayHello
-answers encoded here from plain values (the store's ``StateEntry``; the greeting),
-instead of through protobuf's upb messages. Why: measured on 2 cores under ghz at one call in
-flight, where every call runs with cold caches, building a ``GetStateResponse`` and
-reading an upb request's fields took about as long as all of HTTP/2 (about 15 µs of
-p50 for the response alone), and an upb ``SaveStateRequest`` costs about 4 µs per
-item even hot (a repeated-field iterator, a wrapper per sub-message and map). Every
-other rpc keeps protobuf's classes; both transports use these codecs, so a handler
-sees the same objects on either.
+Their requests are decoded here into plain objects, and their answers encoded here
+from plain values (the store's ``StateEntry``; the greeting), instead of through
+protobuf's upb messages. Why: measured on 2 cores under ghz at one call in flight,
+where every call runs with cold caches, building a ``GetStateResponse`` and reading
+an upb request's fields took about as long as all of HTTP/2 (about 15 µs of p50 for
+the response alone), and an upb ``SaveStateRequest`` costs about 4 µs per item even
+hot (a repeated-field iterator, a wrapper per sub-message and map). Every other rpc
+keeps protobuf's classes; both transports use these codecs, so a handler sees the
+same objects on either.
 
 Decoding follows the proto3 wire rules as upb applies them: unknown fields (and
 known ones sent with another wire type) are skipped, the last value of a scalar
