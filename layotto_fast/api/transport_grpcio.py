@@ -16,7 +16,7 @@ import grpc
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 
 from layotto_fast.api.call import CURRENT, Call
-from layotto_fast.api.codecs import codec_of
+from layotto_fast.api.codecs import Decode, Encode, codec_of
 from layotto_fast.errors import RuntimeApiError
 
 log = logging.getLogger(__name__)
@@ -37,14 +37,17 @@ def service_handler(
     for method in descriptor.methods:
         handler = getattr(handlers, method.name, None)
         if handler is not None:
-            methods[method.name] = _method_handler(method, handlers, handler, observe)
+            methods[method.name] = _method_handler(method, handler, codec_of(handlers, method), observe)
     return grpc.method_handlers_generic_handler(descriptor.full_name, methods)
 
 
 def _method_handler(
-    method: MethodDescriptor, handlers: object, handler: Callable[..., Any], observe: CallObserver
+    method: MethodDescriptor,
+    handler: Callable[..., Any],
+    codec: tuple[Decode, Encode],
+    observe: CallObserver,
 ) -> grpc.RpcMethodHandler[Any, Any]:
-    decode, encode = codec_of(handlers, method)
+    decode, encode = codec
     name = method.name
 
     async def fail(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException, started: float) -> None:

@@ -337,25 +337,33 @@ cdef char *_put_field(char *out, uint8_t tag, const char *content, Py_ssize_t si
     return out + size
 
 
+cdef bytes _fields_1_and_2(const char *first, Py_ssize_t first_size, bint first_set,
+                           const char *second, Py_ssize_t second_size, bint second_set):
+    """A message of two length-delimited fields, 1 and 2, each written only when set."""
+    cdef Py_ssize_t total = 0
+    if first_set:
+        total += 1 + _varint_size(first_size) + first_size
+    if second_set:
+        total += 1 + _varint_size(second_size) + second_size
+    cdef bytes encoded = PyBytes_FromStringAndSize(NULL, total)
+    cdef char *out = PyBytes_AS_STRING(encoded)
+    if first_set:
+        out = _put_field(out, 0x0A, first, first_size)
+    if second_set:
+        _put_field(out, 0x12, second, second_size)
+    return encoded
+
+
 def encode_say_hello(tuple answer) -> bytes:
     """A ``SayHelloResponse`` from ``(hello, data)``, ``data`` an ``Any``'s encoding or None."""
     cdef str hello = answer[0]
     cdef bytes data = answer[1]  # None or bytes: anything else is a TypeError
-    cdef Py_ssize_t hello_size, data_size = 0
+    cdef Py_ssize_t hello_size
     cdef const char *text = PyUnicode_AsUTF8AndSize(hello, &hello_size)
-    cdef Py_ssize_t total = 0
-    if hello_size:
-        total += 1 + _varint_size(hello_size) + hello_size
-    if data is not None:
-        data_size = PyBytes_GET_SIZE(data)
-        total += 1 + _varint_size(data_size) + data_size
-    cdef bytes encoded = PyBytes_FromStringAndSize(NULL, total)
-    cdef char *out = PyBytes_AS_STRING(encoded)
-    if hello_size:
-        out = _put_field(out, 0x0A, text, hello_size)  # hello = 1
-    if data is not None:
-        _put_field(out, 0x12, PyBytes_AS_STRING(data), data_size)  # data = 2, even when empty
-    return encoded
+    if data is None:
+        return _fields_1_and_2(text, hello_size, hello_size > 0, NULL, 0, False)
+    # hello = 1 when not empty; data = 2 whenever present, even empty
+    return _fields_1_and_2(text, hello_size, hello_size > 0, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), True)
 
 
 def encode_empty(object answer) -> bytes:
@@ -371,15 +379,5 @@ def encode_get_state(object entry) -> bytes:
     cdef bytes value = entry.value
     cdef Py_ssize_t etag_size, value_size = PyBytes_GET_SIZE(value)
     cdef const char *etag = PyUnicode_AsUTF8AndSize(entry.etag, &etag_size)
-    cdef Py_ssize_t total = 0
-    if value_size:
-        total += 1 + _varint_size(value_size) + value_size
-    if etag_size:
-        total += 1 + _varint_size(etag_size) + etag_size
-    cdef bytes answer = PyBytes_FromStringAndSize(NULL, total)
-    cdef char *out = PyBytes_AS_STRING(answer)
-    if value_size:
-        out = _put_field(out, 0x0A, PyBytes_AS_STRING(value), value_size)  # data = 1
-    if etag_size:
-        _put_field(out, 0x12, etag, etag_size)  # etag = 2
-    return answer
+    # data = 1, etag = 2, each when not empty
+    return _fields_1_and_2(PyBytes_AS_STRING(value), value_size, value_size > 0, etag, etag_size, etag_size > 0)
