@@ -35,7 +35,7 @@ from layotto_fast.runtime.lifecycle import Components
 from layotto_fast.runtime.lock import LockStore
 from layotto_fast.runtime.secrets import SecretStore
 from layotto_fast.runtime.sequencer import Sequencer
-from layotto_fast.runtime.state import DeleteOp, SetOp, StateEntry, StateStore, new_tuple, ttl_from_metadata
+from layotto_fast.runtime.state import DeleteOp, SetOp, StateEntry, StateStore, ttl_from_metadata
 
 log = logging.getLogger(__name__)
 
@@ -101,12 +101,12 @@ class LayottoRuntime:
 
     async def SaveState(self, request: SaveStateFields) -> None:
         store = self._state(request.store_name)
-        ops = []
-        for index, (key, value, etag, first_write, metadata) in enumerate(request.states):
-            if key and metadata is None:  # the common item: nothing to check or parse
-                ops.append(new_tuple(SetOp, (key, value, etag, first_write, None)))
-            else:
-                ops.append(_checked_set_op(key, value, etag, first_write, metadata, "states", index))
+        ops = request.states  # already SetOps: the common request goes as it is
+        if request.metadata is not None:  # a key missing or a TTL to read
+            ops = [
+                _checked_set_op(op, metadata, "states", index)
+                for index, (op, metadata) in enumerate(zip(ops, request.metadata, strict=True))
+            ]
         await store.set(ops)
 
     async def DeleteState(self, request: pb.DeleteStateRequest) -> empty_pb2.Empty:
@@ -301,26 +301,18 @@ def _positive_expire(expire: int) -> None:
 
 # The item's place in the request (``states[2]``) is formatted only for an error
 # message: SaveState runs these once per item on its hot path.
-def _checked_set_op(
-    key: str,
-    value: bytes,
-    etag: str | None,
-    first_write: bool,
-    metadata: Mapping[str, str] | None,
-    field: str,
-    index: int,
-    suffix: str = "",
-) -> SetOp:
-    if not key:
+def _checked_set_op(op: SetOp, metadata: Mapping[str, str] | None, field: str, index: int, suffix: str = "") -> SetOp:
+    if not op.key:
         raise InvalidArgument(f"{field}[{index}]{suffix}.key is empty: a state key is required")
-    ttl = ttl_from_metadata(metadata, f"{field}[{index}]{suffix}.metadata") if metadata else None
-    return new_tuple(SetOp, (key, value, etag, first_write, ttl))
+    if not metadata:
+        return op
+    return op._replace(ttl_seconds=ttl_from_metadata(metadata, f"{field}[{index}]{suffix}.metadata"))
 
 
 def _set_op(item: pb.StateItem, field: str, index: int, suffix: str = "") -> SetOp:
     etag = item.etag.value if item.HasField("etag") else None
-    first_write = item.options.concurrency == FIRST_WRITE
-    return _checked_set_op(item.key, item.value, etag, first_write, item.metadata, field, index, suffix)
+    op = SetOp(item.key, item.value, etag, item.options.concurrency == FIRST_WRITE)
+    return _checked_set_op(op, item.metadata, field, index, suffix)
 
 
 def _delete_op(item: pb.StateItem, field: str, index: int, suffix: str = "") -> DeleteOp:

@@ -1,6 +1,6 @@
 """Type stub for the compiled codecs of the hottest rpcs (wire.pyx)."""
 
-from layotto_fast.runtime.state import StateEntry
+from layotto_fast.runtime.state import SetOp, StateEntry
 
 class SayHelloFields:
     service_name: str
@@ -13,12 +13,11 @@ class GetStateFields:
     consistency: int
     metadata: dict[str, str] | None
 
-# key, value, etag (None: no Etag), first_write, metadata (None: no entries)
-StateItemFields = tuple[str, bytes, str | None, bool, dict[str, str] | None]
-
 class SaveStateFields:
     store_name: str
-    states: list[StateItemFields]
+    states: list[SetOp]  # ttl_seconds None: a TTL travels in metadata
+    # None: every item has a key and no metadata. Otherwise each item's (None: no entries).
+    metadata: list[dict[str, str] | None] | None
 
 def decode_say_hello(data: bytes) -> SayHelloFields: ...
 def encode_say_hello(answer: tuple[str, bytes | None]) -> bytes: ...

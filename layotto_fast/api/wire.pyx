@@ -18,14 +18,27 @@ raises protobuf's ``DecodeError``, which the transports answer as they answer up
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.ref cimport Py_INCREF
+from cpython.tuple cimport PyTuple_SET_ITEM
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int32_t, uint8_t, uint64_t
 from libc.string cimport memcpy
 
 from google.protobuf.message import DecodeError
 
+from layotto_fast.runtime.state import SetOp
+
 cdef extern from "Python.h":
     const char *PyUnicode_AsUTF8AndSize(object text, Py_ssize_t *size) except NULL
+
+cdef extern from *:
+    """
+    static PyObject *wire_record(PyObject *type, Py_ssize_t size) {
+        return ((PyTypeObject *)type)->tp_alloc((PyTypeObject *)type, size);
+    }
+    """
+    # An empty instance of a tuple subclass (a NamedTuple), to be filled in place.
+    object wire_record(object type, Py_ssize_t size)
 
 cdef enum:
     VARINT = 0
@@ -214,13 +227,15 @@ cdef class GetStateFields:
 
 
 cdef class SaveStateFields:
-    """A decoded ``SaveStateRequest``. Each of ``states`` is a plain tuple, which the
-    handler unpacks (no attribute lookups): ``(key, value, etag, first_write,
-    metadata)``, ``etag`` None when the item carries no ``Etag``, ``metadata`` None when
-    it has no entries, ``first_write`` whether it asks for CONCURRENCY_FIRST_WRITE."""
+    """A decoded ``SaveStateRequest``. ``states`` are the items as the store's
+    ``SetOp`` records (``ttl_seconds`` None: a TTL travels in metadata).
+    ``metadata`` is None for the common request, where every item has a key and no
+    metadata, so ``states`` go to the store as they are; otherwise it holds each
+    item's metadata in order (None where it has none), for the handler to check."""
 
     cdef readonly str store_name
     cdef readonly list states
+    cdef readonly list metadata
 
 
 def decode_get_state(bytes data) -> GetStateFields:
@@ -253,7 +268,7 @@ def decode_get_state(bytes data) -> GetStateFields:
     return request
 
 
-cdef tuple _state_item(Reader *reader):
+cdef int _state_item(Reader *reader, SaveStateFields request) except -1:
     cdef Reader inner, option
     cdef uint64_t field, number
     cdef int wire_type, option_type
@@ -291,7 +306,30 @@ cdef tuple _state_item(Reader *reader):
                     first_write = <int32_t>number == FIRST_WRITE
                 else:
                     _skip(&inner, number, option_type, 0)
-    return (key, value, etag, first_write, metadata)
+    request.states.append(_set_op(key, value, etag, first_write))
+    if request.metadata is not None:
+        request.metadata.append(metadata)
+    elif metadata or not key:  # an empty map (its entries dropped) has nothing to read
+        request.metadata = [None] * (len(request.states) - 1)
+        request.metadata.append(metadata)
+    return 0
+
+
+cdef object _set_op(str key, bytes value, object etag, bint first_write):
+    """A ``SetOp`` filled in C: NamedTuple's constructor is a Python frame per record."""
+    cdef object op = wire_record(SetOp, 5)
+    cdef object flag = first_write
+    Py_INCREF(key)
+    PyTuple_SET_ITEM(op, 0, key)
+    Py_INCREF(value)
+    PyTuple_SET_ITEM(op, 1, value)
+    Py_INCREF(etag)
+    PyTuple_SET_ITEM(op, 2, etag)
+    Py_INCREF(flag)
+    PyTuple_SET_ITEM(op, 3, flag)
+    Py_INCREF(None)
+    PyTuple_SET_ITEM(op, 4, None)
+    return op
 
 
 def decode_save_state(bytes data) -> SaveStateFields:
@@ -301,6 +339,7 @@ def decode_save_state(bytes data) -> SaveStateFields:
     cdef SaveStateFields request = SaveStateFields.__new__(SaveStateFields)
     request.store_name = ""
     request.states = []
+    request.metadata = None
     _start(&reader, data)
     while reader.pos < reader.end:
         _tag(&reader, &field, &wire_type)
@@ -309,7 +348,7 @@ def decode_save_state(bytes data) -> SaveStateFields:
             if field == 1:
                 request.store_name = _text(&inner)
             else:
-                request.states.append(_state_item(&inner))
+                _state_item(&inner, request)
         else:
             _skip(&reader, field, wire_type, 0)
     return request

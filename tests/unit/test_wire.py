@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from layotto_fast.api.wire import (
     encode_get_state,
     encode_say_hello,
 )
-from layotto_fast.runtime.state import StateEntry
+from layotto_fast.runtime.state import SetOp, StateEntry
 
 TEXTS = ["", "k", "key-é-ключ-键", "x" * 130, "y" * 20_000]
 
@@ -41,9 +42,15 @@ def upb_save(data: bytes) -> Any:
 
 def ours_save(data: bytes) -> Any:
     request = decode_save_state(data)
+    assert all(type(op) is SetOp and op.ttl_seconds is None for op in request.states)
+    # metadata is None exactly when every item can go to the store unchecked
+    plain = all(op.key for op in request.states) and all(not m for m in request.metadata or [])
+    assert (request.metadata is None) == plain
+    metadata = request.metadata or [None] * len(request.states)
+    assert len(metadata) == len(request.states)
     return (
         request.store_name,
-        [(k, v, e, f, m or None) for k, v, e, f, m in request.states],
+        [(k, v, e, f, m or None) for (k, v, e, f, _), m in zip(request.states, metadata, strict=True)],
     )
 
 
@@ -180,6 +187,33 @@ def test_malformed_requests_raise_decode_error(data: bytes) -> None:
             upb.FromString(data)
         with pytest.raises(DecodeError):
             decode(data)
+
+
+def test_save_state_items_are_set_ops_that_hold_their_fields() -> None:
+    item = pb.StateItem(key="k", value=b"v", etag=pb.Etag(value="7"), options=pb.StateOptions(concurrency=1))
+    request = decode_save_state(pb.SaveStateRequest(store_name="s", states=[item]).SerializeToString())
+    assert request.metadata is None
+    [op] = request.states
+    assert op == SetOp("k", b"v", "7", True, None) and op.key == "k" and op.ttl_seconds is None
+    assert op._replace(ttl_seconds=5) == SetOp("k", b"v", "7", True, 5)
+    del request
+    assert op.value == b"v"  # the record owns its fields
+
+
+def test_decoding_save_state_leaks_nothing() -> None:
+    items = [pb.StateItem(key=f"k{i}", value=b"v" * i, metadata={"m": "1"} if i else {}) for i in range(3)]
+    data = pb.SaveStateRequest(store_name="s", states=items).SerializeToString()
+    for _ in range(1000):  # warm caches and free lists before measuring
+        decode_save_state(data)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(20_000):
+            decode_save_state(data)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 10_000, f"{grown} bytes still held after 20,000 decodes"
 
 
 @pytest.mark.parametrize("value", [b"", b"v", bytes(range(256)) * 80])
