@@ -100,7 +100,9 @@ class LayottoRuntime:
         return pb.GetBulkStateResponse(items=items)
 
     async def SaveState(self, request: SaveStateFields) -> None:
-        store = self._state(request.store_name)
+        store = self._states.get(request.store_name)  # _state() inlined, as in GetState
+        if store is None:
+            store = self._state(request.store_name)
         ops = request.states  # already SetOps: the common request goes as it is
         if request.metadata is not None:  # a key missing or a TTL to read
             ops = [
