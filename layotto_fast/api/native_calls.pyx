@@ -18,7 +18,7 @@ from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 from google.protobuf.message import DecodeError
 
 from layotto_fast.api.call import CURRENT, Call, current_call
-from layotto_fast.api.stats import LATENCY_BUCKETS
+from layotto_fast.api.stats cimport MethodStats
 
 cdef extern from "Python.h":
     # PYGEN_ERROR is -1: Cython raises the pending exception for it.
@@ -27,13 +27,6 @@ cdef extern from "Python.h":
 cdef enum:
     UNARY = 0
     PYGEN_RETURN = 0
-
-
-cdef double _bounds[32]
-cdef Py_ssize_t _bound_count = len(LATENCY_BUCKETS)
-assert _bound_count <= 32
-for _index, _bound in enumerate(LATENCY_BUCKETS):
-    _bounds[_index] = _bound
 
 
 cdef inline double _now() noexcept nogil:
@@ -69,17 +62,6 @@ def flush(object protocol, object connection, object transport, list methods) ->
         protocol._close_transport()
 
 
-cdef inline void _record_ok(object stats, double seconds) except *:
-    # MethodStats.record_ok without its frame: the same counters, bisect_left done in C.
-    cdef Py_ssize_t bucket = 0
-    while bucket < _bound_count and _bounds[bucket] < seconds:
-        bucket += 1
-    stats.ok += 1
-    stats.seconds += seconds
-    buckets = stats.buckets
-    buckets[bucket] += 1
-
-
 cdef class Method:
     """One rpc the native transport serves: handler, codec and counters, read from C on every call."""
 
@@ -89,11 +71,11 @@ cdef class Method:
     cdef readonly object encode
     cdef readonly bint client_streaming
     cdef readonly bint server_streaming
-    cdef readonly object stats
+    cdef readonly MethodStats stats
     cdef readonly bint inline  # False: every unary call gets a Task (measured by the benchmark only)
 
     def __init__(self, str name, object handler, object decode, object encode, bint client_streaming,
-                 bint server_streaming, object stats, bint inline=True):
+                 bint server_streaming, MethodStats stats, bint inline=True):
         self.name, self.handler, self.decode, self.encode = name, handler, decode, encode
         self.client_streaming, self.server_streaming = client_streaming, server_streaming
         self.stats, self.inline = stats, inline
@@ -150,7 +132,7 @@ cdef _start_unary(object protocol, object connection, Method method, object key,
             connection.respond(key, response)
         else:
             connection.respond(key, response, call.pending_trailers(), call.take_headers())
-        _record_ok(method.stats, _now() - started)
+        method.stats.record_ok_now(_now() - started)
     finally:
         if token is not None:
             CURRENT.reset(token)

@@ -18,27 +18,16 @@ raises protobuf's ``DecodeError``, which the transports answer as they answer up
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.ref cimport Py_INCREF
-from cpython.tuple cimport PyTuple_SET_ITEM
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int32_t, uint8_t, uint64_t
 from libc.string cimport memcpy
 
 from google.protobuf.message import DecodeError
 
-from layotto_fast.runtime.state import SetOp
+from layotto_fast.runtime.records cimport new_set_op
 
 cdef extern from "Python.h":
     const char *PyUnicode_AsUTF8AndSize(object text, Py_ssize_t *size) except NULL
-
-cdef extern from *:
-    """
-    static PyObject *wire_record(PyObject *type, Py_ssize_t size) {
-        return ((PyTypeObject *)type)->tp_alloc((PyTypeObject *)type, size);
-    }
-    """
-    # An empty instance of a tuple subclass (a NamedTuple), to be filled in place.
-    object wire_record(object type, Py_ssize_t size)
 
 cdef enum:
     VARINT = 0
@@ -306,30 +295,13 @@ cdef int _state_item(Reader *reader, SaveStateFields request) except -1:
                     first_write = <int32_t>number == FIRST_WRITE
                 else:
                     _skip(&inner, number, option_type, 0)
-    request.states.append(_set_op(key, value, etag, first_write))
+    request.states.append(new_set_op(key, value, etag, first_write))
     if request.metadata is not None:
         request.metadata.append(metadata)
     elif metadata or not key:  # an empty map (its entries dropped) has nothing to read
         request.metadata = [None] * (len(request.states) - 1)
         request.metadata.append(metadata)
     return 0
-
-
-cdef object _set_op(str key, bytes value, object etag, bint first_write):
-    """A ``SetOp`` filled in C: NamedTuple's constructor is a Python frame per record."""
-    cdef object op = wire_record(SetOp, 5)
-    cdef object flag = first_write
-    Py_INCREF(key)
-    PyTuple_SET_ITEM(op, 0, key)
-    Py_INCREF(value)
-    PyTuple_SET_ITEM(op, 1, value)
-    Py_INCREF(etag)
-    PyTuple_SET_ITEM(op, 2, etag)
-    Py_INCREF(flag)
-    PyTuple_SET_ITEM(op, 3, flag)
-    Py_INCREF(None)
-    PyTuple_SET_ITEM(op, 4, None)
-    return op
 
 
 def decode_save_state(bytes data) -> SaveStateFields:

@@ -9,7 +9,8 @@ from typing import Self
 from layotto_fast.errors import Conflict
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime.component import NoBackend
-from layotto_fast.runtime.state import DeleteOp, Feature, SetOp, StateEntry, new_tuple
+from layotto_fast.runtime.records import state_entry
+from layotto_fast.runtime.state import DeleteOp, Feature, SetOp, StateEntry
 
 
 class InMemoryStateStore(NoBackend):
@@ -47,7 +48,7 @@ class InMemoryStateStore(NoBackend):
                 self._check(key, etag, first_write)
             # _put(), inlined on the most called write path
             expires_at = None if ttl is None else time.time() + ttl
-            items[key] = new_tuple(StateEntry, (value, str(next(versions)), expires_at))
+            items[key] = state_entry(value, str(next(versions)), expires_at)
 
     async def delete(self, ops: list[DeleteOp]) -> None:
         for op in ops:
@@ -89,4 +90,4 @@ class InMemoryStateStore(NoBackend):
     def _put(self, op: SetOp) -> None:
         key, value, _, _, ttl = op
         expires_at = None if ttl is None else time.time() + ttl
-        self._items[key] = new_tuple(StateEntry, (value, str(next(self._versions)), expires_at))
+        self._items[key] = state_entry(value, str(next(self._versions)), expires_at)

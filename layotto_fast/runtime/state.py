@@ -16,13 +16,8 @@ class Feature(enum.StrEnum):
     TRANSACTIONAL = "TRANSACTIONAL"
 
 
-# NamedTuple's generated __new__ is a Python function (a frame per record); the
-# per-write paths build their records with every field given through this instead.
-new_tuple = tuple.__new__
-
-
-# NamedTuples rather than frozen dataclasses: as immutable, and several times
-# cheaper to build, which shows on the per-call path (one or two per request).
+# NamedTuples rather than frozen dataclasses: as immutable, and cheaper to build,
+# which shows on the per-call path; the per-write paths build them in C (records.pyx).
 class StateEntry(NamedTuple):
     value: bytes
     etag: str
