@@ -9,8 +9,8 @@ targets of the foundation issue (#3) and the native front (#8) against the figur
 this run.
 
 All servers stay up through the run, and every scenario is measured in rounds that
-go round the servers in turn (``--rounds``, 3; ``--rounds-serial``, 6 at one call in
-flight, where runs are short and the comparison with the floor is fine), so that a
+go round the servers in turn (``--rounds``, 5; ``--rounds-serial``, 12 at one call in
+flight, where rounds are short and the comparison with the floor is fine), so that a
 drift of the shared machine touches them alike: p50, p99 and calls/s are the median
 round's, CPU per call the total over the rounds. Servers: the sidecar on each
 transport, the native floor (Rust answers alone), the sidecar's handlers behind the
@@ -235,10 +235,10 @@ def combine(runs: list[Row]) -> Row:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--calls", type=int, default=21000, help="calls per scenario at 16 and 64 in flight")
-    parser.add_argument("--calls-serial", type=int, default=6000, help="calls per scenario at 1 in flight")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds a scenario at 16 or 64 in flight is split into")
-    parser.add_argument("--rounds-serial", type=int, default=6, help="rounds a scenario at 1 in flight is split into")
+    parser.add_argument("--calls", type=int, default=35000, help="calls per scenario at 16 and 64 in flight")
+    parser.add_argument("--calls-serial", type=int, default=12000, help="calls per scenario at 1 in flight")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds a scenario at 16 or 64 in flight is split into")
+    parser.add_argument("--rounds-serial", type=int, default=12, help="rounds a scenario at 1 in flight is split into")
     parser.add_argument("--starts", type=int, default=3, help="sidecar starts timed for readiness")
     options = parser.parse_args()
 

@@ -12,6 +12,7 @@ else (calls that suspend, fail or stream, and the other events) goes to the
 protocol's Python methods, so the logic that needs care stays in typed Python.
 """
 
+from cpython.contextvars cimport get_value
 from cpython.ref cimport PyObject, Py_XDECREF
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
@@ -120,14 +121,14 @@ cdef _start_unary(object protocol, object connection, Method method, object key,
             if sent == PYGEN_RETURN:
                 response = method.encode(result)
         except Exception as exc:
-            call = CURRENT.get()
+            call = get_value(CURRENT)
             protocol._fail(key, method, exc, started, call)
             return
         if sent != PYGEN_RETURN:
             call = current_call()
             protocol._suspended(key, method, coro, result, started, timeout_us, call)
             return
-        call = CURRENT.get()
+        call = get_value(CURRENT)  # ContextVar.get without a method lookup
         if call is None:
             connection.respond(key, response)
         else:

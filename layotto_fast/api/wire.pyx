@@ -20,7 +20,7 @@ raises protobuf's ``DecodeError``, which the transports answer as they answer up
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int32_t, uint8_t, uint64_t
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy
 
 from google.protobuf.message import DecodeError
 
@@ -121,6 +121,27 @@ cdef str _text(Reader *inner):
         raise DecodeError("string field is not valid UTF-8") from None
 
 
+cdef enum:
+    STORE_NAMES = 0
+    SERVICE_NAMES = 1
+
+# The name of each kind decoded last. A sidecar serves a handful of stores and
+# services, so a name usually repeats: the same str is handed out again, which saves
+# decoding it, and its hash is already cached for the handler's component lookup.
+cdef list _last_names = ["", ""]
+
+
+cdef str _name(Reader *inner, Py_ssize_t kind):
+    cdef Py_ssize_t size = inner.end - inner.pos, last_size
+    cdef str last = <str>_last_names[kind]
+    cdef const char *last_text = PyUnicode_AsUTF8AndSize(last, &last_size)
+    if last_size == size and memcmp(last_text, inner.pos, size) == 0:
+        return last
+    last = _text(inner)
+    _last_names[kind] = last
+    return last
+
+
 cdef bytes _bytes(Reader *inner):
     return PyBytes_FromStringAndSize(<const char *>inner.pos, inner.end - inner.pos)
 
@@ -191,7 +212,7 @@ def decode_say_hello(bytes data) -> SayHelloFields:
         if field <= 3 and wire_type == LENGTH_DELIMITED:
             _length_delimited(&reader, &inner)
             if field == 1:
-                request.service_name = _text(&inner)
+                request.service_name = _name(&inner, SERVICE_NAMES)
             elif field == 2:
                 request.name = _text(&inner)
             elif request.data is None:
@@ -241,7 +262,7 @@ def decode_get_state(bytes data) -> GetStateFields:
         if field <= 2 and wire_type == LENGTH_DELIMITED:
             _length_delimited(&reader, &inner)
             if field == 1:
-                request.store_name = _text(&inner)
+                request.store_name = _name(&inner, STORE_NAMES)
             else:
                 request.key = _text(&inner)
         elif field == 3 and wire_type == VARINT:
@@ -318,7 +339,7 @@ def decode_save_state(bytes data) -> SaveStateFields:
         if field <= 2 and wire_type == LENGTH_DELIMITED:
             _length_delimited(&reader, &inner)
             if field == 1:
-                request.store_name = _text(&inner)
+                request.store_name = _name(&inner, STORE_NAMES)
             else:
                 _state_item(&inner, request)
         else:

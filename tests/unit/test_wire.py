@@ -200,6 +200,18 @@ def test_save_state_items_are_set_ops_that_hold_their_fields() -> None:
     assert op.value == b"v"  # the record owns its fields
 
 
+def test_a_repeated_store_name_is_the_same_str_and_a_new_one_is_decoded() -> None:
+    def store(name: str) -> str:
+        return decode_get_state(pb.GetStateRequest(store_name=name, key="k").SerializeToString()).store_name
+
+    first = store("redis-" + "x" * 20)
+    assert store("redis-" + "x" * 20) is first  # handed out again: its hash is cached
+    for name in ("redis-" + "x" * 20, "é-store", "", "redis-" + "x" * 19, "redis-" + "x" * 20):
+        assert store(name) == name
+    hello = pb.SayHelloRequest(service_name="redis-" + "x" * 20).SerializeToString()
+    assert decode_say_hello(hello).service_name == "redis-" + "x" * 20
+
+
 def test_decoding_save_state_leaks_nothing() -> None:
     items = [pb.StateItem(key=f"k{i}", value=b"v" * i, metadata={"m": "1"} if i else {}) for i in range(3)]
     data = pb.SaveStateRequest(store_name="s", states=items).SerializeToString()
