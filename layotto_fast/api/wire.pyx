@@ -1,8 +1,10 @@
 # cython: language_level=3
 """Compiled protobuf codecs for the rpcs that carry most calls: GetState, SaveState, SayHello.
 
-Their requests are decoded here into plain objects, and their answers encoded here
-from plain values (the store's ``StateEntry``; the greeting), instead of through
+Their requests are decoded here into plain objects (SaveState's items straight into
+the store's ``SetOp`` records, so the common write reaches the store without being
+rebuilt), and their answers encoded here from plain values (the store's
+``StateEntry``; the greeting), instead of through
 protobuf's upb messages. Why: measured on 2 cores under ghz at one call in flight,
 where every call runs with cold caches, building a ``GetStateResponse`` and reading
 an upb request's fields took about as long as all of HTTP/2 (about 15 µs of p50 for
