@@ -20,6 +20,7 @@ raises protobuf's ``DecodeError``, which the transports answer as they answer up
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.tuple cimport PyTuple_GET_ITEM
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int32_t, uint8_t, uint64_t
 from libc.string cimport memcmp, memcpy
@@ -27,6 +28,7 @@ from libc.string cimport memcmp, memcpy
 from google.protobuf.message import DecodeError
 
 from layotto_fast.runtime.records cimport new_set_op
+from layotto_fast.runtime.state import StateEntry
 
 cdef extern from "Python.h":
     const char *PyUnicode_AsUTF8AndSize(object text, Py_ssize_t *size) except NULL
@@ -410,8 +412,13 @@ def encode_get_state(object entry) -> bytes:
     None for a key with no value: the empty response)."""
     if entry is None:
         return b""
-    cdef bytes value = entry.value
+    cdef bytes value
+    cdef object etag_text
+    if type(entry) is StateEntry:  # by position: by name is a descriptor call each
+        value, etag_text = <object>PyTuple_GET_ITEM(entry, 0), <object>PyTuple_GET_ITEM(entry, 1)
+    else:
+        value, etag_text = entry.value, entry.etag
     cdef Py_ssize_t etag_size, value_size = PyBytes_GET_SIZE(value)
-    cdef const char *etag = PyUnicode_AsUTF8AndSize(entry.etag, &etag_size)
+    cdef const char *etag = PyUnicode_AsUTF8AndSize(etag_text, &etag_size)
     # data = 1, etag = 2, each when not empty
     return _fields_1_and_2(PyBytes_AS_STRING(value), value_size, value_size > 0, etag, etag_size, etag_size > 0)
