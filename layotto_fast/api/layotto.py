@@ -302,7 +302,7 @@ def _positive_expire(expire: int) -> None:
 
 
 # The item's place in the request (``states[2]``) is formatted only for an error
-# message: SaveState runs these once per item on its hot path.
+# message: transactions run these once per operation.
 def _checked_set_op(op: SetOp, metadata: Mapping[str, str] | None, field: str, index: int, suffix: str = "") -> SetOp:
     if not op.key:
         raise InvalidArgument(f"{field}[{index}]{suffix}.key is empty: a state key is required")

@@ -3,7 +3,8 @@
 LATENCY_BUCKETS: tuple[float, ...]
 
 class MethodStats:
-    failures: dict[str, int]
+    @property
+    def failures(self) -> dict[str, int]: ...
     @property
     def ok(self) -> int: ...
     @property

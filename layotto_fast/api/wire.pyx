@@ -418,6 +418,8 @@ def encode_get_state(object entry) -> bytes:
         value, etag_text = <object>PyTuple_GET_ITEM(entry, 0), <object>PyTuple_GET_ITEM(entry, 1)
     else:
         value, etag_text = entry.value, entry.etag
+    if value is None:  # a typed bytes variable admits None: its size would be garbage
+        raise TypeError("StateEntry.value must be bytes, not None")
     cdef Py_ssize_t etag_size, value_size = PyBytes_GET_SIZE(value)
     cdef const char *etag = PyUnicode_AsUTF8AndSize(etag_text, &etag_size)
     # data = 1, etag = 2, each when not empty

@@ -238,9 +238,13 @@ def test_missing_entry_is_the_empty_answer() -> None:
     assert encode_get_state(None) == b""
 
 
-def test_an_entry_of_the_wrong_type_is_refused() -> None:
+@pytest.mark.parametrize(
+    "entry",
+    [StateEntry("not bytes", "1"), StateEntry(None, "1"), StateEntry(b"v", None)],  # type: ignore[arg-type]
+)
+def test_an_entry_of_the_wrong_type_is_refused(entry: StateEntry) -> None:
     with pytest.raises(TypeError):
-        encode_get_state(StateEntry("not bytes", "1"))  # type: ignore[arg-type]
+        encode_get_state(entry)
 
 
 @pytest.mark.parametrize("hello", ["", "greetings, é"])
