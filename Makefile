@@ -1,30 +1,51 @@
-# The commands README gives. Every target installs what it needs first.
-PYTHON ?= python3
+# The commands README gives. Every target installs what it needs first, into a
+# virtual environment inside the checkout (.venv): the system interpreter is never touched.
+SYSTEM_PYTHON ?= python3
+VENV := .venv
+PYTHON := $(VENV)/bin/python
 PIP := $(PYTHON) -m pip --disable-pip-version-check -q
 CARGO ?= cargo
 STAMP := .tools
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install run test lint native-test py-test bench proto clean
+# What a rebuild depends on: an install runs again only when one of these changed.
+NATIVE_SOURCES := $(shell find native/src -name '*.rs') native/Cargo.toml native/Cargo.lock native/pyproject.toml
+PACKAGE_SOURCES := setup.py pyproject.toml $(wildcard proto/*.proto) $(wildcard components/*) \
+	$(shell find layotto_fast -name '*.pyx' -o -name '*.pxd')
 
-$(STAMP)/deps: pyproject.toml native/pyproject.toml
+.PHONY: install run test lint native-test py-test bench proto clean servers
+
+$(PYTHON):
+	$(SYSTEM_PYTHON) -m venv $(VENV)
+
+$(STAMP)/deps: pyproject.toml native/pyproject.toml | $(PYTHON)
 	mkdir -p $(STAMP)
+	$(PIP) install --upgrade pip
 	$(PIP) install "setuptools>=68" wheel "Cython>=3.0" "grpcio-tools>=1.60" "maturin>=1.9"
 	$(PIP) install "pytest>=8" pytest-benchmark ruff mypy types-PyYAML types-protobuf grpc-stubs h2 hpack hyperframe
 	touch $@
 
-# The Rust crate is its own maturin package; the Python package builds the
-# protobuf modules and the Cython extensions in place (editable install).
-install: $(STAMP)/deps
+$(STAMP)/native: $(STAMP)/deps $(NATIVE_SOURCES)
 	$(PIP) install ./native
-	$(PIP) install --no-build-isolation -e .
+	touch $@
 
-proto:
+$(STAMP)/package: $(STAMP)/native $(PACKAGE_SOURCES)
+	$(PIP) install --no-build-isolation -e .
+	touch $@
+
+install: $(STAMP)/package
+
+# redis-server and etcd for the tests, from Debian's packages when missing (CI runs as root).
+servers:
+	@bash tests/backends/install.sh
+
+proto: install
 	$(PYTHON) proto/generate.py
 
 run: install
-	layotto-fast serve $(ARGS)
+	$(VENV)/bin/layotto-fast serve $(ARGS)
 
-lint:
+lint: install
 	$(PYTHON) -m ruff check layotto_fast tests bench proto setup.py
 	$(PYTHON) -m mypy layotto_fast
 	@if $(CARGO) clippy --version >/dev/null 2>&1; then \
@@ -34,15 +55,15 @@ lint:
 native-test:
 	cd native && $(CARGO) test --quiet
 
-py-test:
+py-test: install servers
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 test: install lint native-test py-test
 
-bench: install
+bench: install servers
 	$(PYTHON) bench/run.py $(ARGS)
 
 clean:
-	rm -rf build $(STAMP) native/target layotto_fast/defaults
+	rm -rf build $(STAMP) $(VENV) native/target layotto_fast/defaults
 	find layotto_fast -name '*.so' -o -name '*.c' | xargs rm -f
 	rm -f layotto_fast/_proto/*_pb2*.py layotto_fast/_proto/*.pyi

@@ -26,14 +26,11 @@ def embed_default_components() -> None:
 runpy.run_path(str(ROOT / "proto" / "generate.py"))["generate"](ROOT)
 embed_default_components()
 
-# Plain Python modules on the per-call path, compiled as they are: their handlers and
-# the in-memory store run as C, not bytecode. Type hints stay hints (no C typing).
-COMPILED_PYTHON = ["layotto_fast/api/layotto.py", "layotto_fast/components/state_memory.py"]
-
+# Only .pyx sources are compiled: a .py module is always what runs, so an edit to one
+# takes effect without a rebuild and no compiled copy can shadow it.
 setup(
     ext_modules=cythonize(
         ["layotto_fast/**/*.pyx"],
         compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
-    )
-    + cythonize(COMPILED_PYTHON, compiler_directives={"language_level": "3", "annotation_typing": False}),
+    ),
 )

@@ -1,7 +1,8 @@
 """Domain errors raised by the runtime and its components.
 
-Handlers raise these; only the transport turns them into wire status codes, so the
-same error reads the same on every API and transport.
+Services and components raise these; each transport family turns a kind into its
+own status once, in one table (``api/status.py`` for gRPC), so the same error reads
+the same on every API and transport.
 """
 
 from __future__ import annotations
@@ -10,41 +11,45 @@ from __future__ import annotations
 class RuntimeApiError(Exception):
     """Base of every error a caller of the runtime API can receive."""
 
-    code = "INTERNAL"
-
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
 
 
 class InvalidArgument(RuntimeApiError):
-    code = "INVALID_ARGUMENT"
+    """The request is malformed or names something that does not exist."""
 
 
 class NotFound(RuntimeApiError):
-    code = "NOT_FOUND"
+    pass
 
 
 class Conflict(RuntimeApiError):
     """An optimistic-concurrency check failed (stale etag): nothing was changed."""
 
-    code = "ABORTED"
-
 
 class FailedPrecondition(RuntimeApiError):
-    code = "FAILED_PRECONDITION"
+    pass
+
+
+class ResourceExhausted(RuntimeApiError):
+    """A limit was reached (size, queue, sequence range); nothing was changed."""
 
 
 class Unavailable(RuntimeApiError):
-    code = "UNAVAILABLE"
+    """The component or its backend cannot answer now; retrying later may work."""
+
+
+class DeadlineExceeded(RuntimeApiError):
+    pass
 
 
 class Unimplemented(RuntimeApiError):
-    code = "UNIMPLEMENTED"
+    """The rpc, or a feature a component does not declare."""
 
 
 class Internal(RuntimeApiError):
-    code = "INTERNAL"
+    pass
 
 
 def require(value: str, field: str) -> str:

@@ -20,6 +20,7 @@ from layotto_fast.api.transport_grpcio import build_server, service_handler
 from layotto_fast.api.transport_native import NativeGrpcServer
 from layotto_fast.manifest import ComponentManifest, load_folder
 from layotto_fast.runtime.lifecycle import Components
+from layotto_fast.runtime.services import Services
 from layotto_fast.settings import Settings
 
 try:
@@ -46,8 +47,9 @@ class Sidecar:
     def __init__(self, settings: Settings, manifests: list[ComponentManifest]) -> None:
         self.settings = settings
         self.components = Components(manifests, settings.component_init_timeout_seconds)
-        self.metrics = Metrics(self.components)
-        self.layotto = LayottoRuntime(self.components, settings.app_id)
+        self.services = Services.over(self.components, settings.app_id)
+        self.metrics = Metrics(self.components, self.services)
+        self.layotto = LayottoRuntime(self.services)
         self._stop = asyncio.Event()
 
     def grpc_addresses(self) -> list[str]:
@@ -77,7 +79,7 @@ class Sidecar:
             self.settings.listen_address,
             self.settings.actuator_port,
         )
-        await self.components.init_all()
+        await self.components.init_all(first=("secretstores",))
         status, _ = self.components.readiness()
         log.info("readiness %s", status.value)
         checker = loop.create_task(self._check_health())

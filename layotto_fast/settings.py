@@ -30,7 +30,7 @@ class Settings:
     log_level: str = "info"
     shutdown_grace_seconds: float = 5.0
     max_message_bytes: int = 4 * 1024 * 1024
-    health_check_interval_seconds: float = 5.0
+    health_check_interval_seconds: float = 2.0
     component_init_timeout_seconds: float = 10.0
 
     def components_folder(self) -> Path | None:

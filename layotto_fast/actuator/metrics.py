@@ -16,12 +16,14 @@ from prometheus_client.registry import Collector
 
 from layotto_fast.api.stats import LATENCY_BUCKETS, CallStats
 from layotto_fast.runtime.lifecycle import Components, Health
+from layotto_fast.runtime.services import Services
 
 
 class _CallCollector(Collector):
-    def __init__(self, stats: CallStats, components: Components) -> None:
+    def __init__(self, stats: CallStats, components: Components, services: Services | None) -> None:
         self._stats = stats
         self._components = components
+        self._services = services
 
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
@@ -52,6 +54,18 @@ class _CallCollector(Collector):
         for slot in self._components.slots:
             health.add_metric([slot.manifest.name, slot.manifest.type], 1.0 if slot.health == Health.UP else 0.0)
         yield health
+        if self._services is not None:
+            configuration = self._services.configuration
+            yield GaugeMetricFamily(
+                "layotto_fast_configuration_subscriptions",
+                "Open SubscribeConfiguration streams",
+                value=configuration.active_subscriptions,
+            )
+            yield CounterMetricFamily(
+                "layotto_fast_configuration_subscribers_dropped",
+                "Subscribers dropped because they fell too far behind (queue over its bound)",
+                value=configuration.dropped_subscriptions,
+            )
 
 
 def _bound(value: float) -> str:
@@ -59,11 +73,11 @@ def _bound(value: float) -> str:
 
 
 class Metrics:
-    def __init__(self, components: Components) -> None:
+    def __init__(self, components: Components, services: Services | None = None) -> None:
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)  # process_resident_memory_bytes and friends
         self.calls = CallStats()
-        self.registry.register(_CallCollector(self.calls, components))
+        self.registry.register(_CallCollector(self.calls, components, services))
         self.observe_call = self.calls.observe
 
     def render(self) -> bytes:

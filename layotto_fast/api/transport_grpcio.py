@@ -17,6 +17,7 @@ from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 
 from layotto_fast.api.call import CURRENT, Call
 from layotto_fast.api.codecs import Decode, Encode, codec_of
+from layotto_fast.api.status import grpc_code
 from layotto_fast.errors import RuntimeApiError
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def _method_handler(
 
     async def fail(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException, started: float) -> None:
         if isinstance(exc, RuntimeApiError):
-            code, message = exc.code, exc.message
+            code, message = grpc_code(exc), exc.message
         else:
             log.exception("%s failed", name, exc_info=exc)
             code, message = "INTERNAL", f"internal error in {name}: {type(exc).__name__}"

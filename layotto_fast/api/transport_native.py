@@ -47,7 +47,8 @@ from layotto_fast.api.codecs import codec_of
 from layotto_fast.api.native_calls import Method, dispatch, flush, now, receive
 from layotto_fast.api.resume import resume_started
 from layotto_fast.api.stats import CallStats
-from layotto_fast.errors import RuntimeApiError
+from layotto_fast.api.status import grpc_code
+from layotto_fast.errors import InvalidArgument, ResourceExhausted, RuntimeApiError
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ LINGER_BYTES = 64 * 1024
 
 def failure_status(exc: BaseException, name: str) -> tuple[str, str]:
     if isinstance(exc, RuntimeApiError):
-        return exc.code, exc.message
+        return grpc_code(exc), exc.message
     log.error("%s failed", name, exc_info=exc)
     # A handler that keeps the record (a queue, a test's log capture) would keep every
     # local of the failed call alive through the traceback, the connection among them,
@@ -101,12 +102,12 @@ class _Inbox:
             raise _BadRequest(str(exc)) from None
 
 
-class _BadRequest(RuntimeApiError):
-    code = "INTERNAL"
+class _BadRequest(InvalidArgument):
+    pass
 
 
-class _Busy(RuntimeApiError):
-    code = "RESOURCE_EXHAUSTED"
+class _Busy(ResourceExhausted):
+    pass
 
 
 class GrpcProtocol(asyncio.Protocol):

@@ -1,6 +1,6 @@
 """Type stub for the compiled codecs of the hottest rpcs (wire.pyx)."""
 
-from layotto_fast.runtime.state import SetOp, StateEntry
+from layotto_fast.runtime.state import StateEntry, StateItem
 
 class SayHelloFields:
     service_name: str
@@ -15,9 +15,7 @@ class GetStateFields:
 
 class SaveStateFields:
     store_name: str
-    states: list[SetOp]  # ttl_seconds None: a TTL travels in metadata
-    # None: every item has a key and no metadata. Otherwise each item's (None: no entries).
-    metadata: list[dict[str, str] | None] | None
+    states: list[StateItem]
 
 def decode_say_hello(data: bytes) -> SayHelloFields: ...
 def encode_say_hello(answer: tuple[str, bytes | None]) -> bytes: ...

@@ -7,5 +7,5 @@ from typing import Protocol
 from layotto_fast.runtime.component import Component
 
 
-class HelloService(Component, Protocol):
+class Greeter(Component, Protocol):
     def greet(self, name: str) -> str: ...

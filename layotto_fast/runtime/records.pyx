@@ -1,17 +1,17 @@
 # cython: language_level=3
-"""The state block's per-write records, built in C.
+"""The state block's per-call records, built in C: the one factory of each record.
 
-``StateEntry`` and ``SetOp`` are NamedTuples. Built from Python, each costs a call
-through ``tuple.__new__`` (argument parsing and an intermediate tuple), which measured
-as several µs of p50 per write at one call in flight, where caches are cold. Here the
-record is allocated through its type and its fields are set in place, as CPython's own
-tuple subclass constructor does, without the detour.
+``StateEntry``, ``StateItem`` and ``SetOp`` are NamedTuples. Built from Python, each
+costs a call through ``tuple.__new__`` (argument parsing and an intermediate tuple),
+which measured as several µs of p50 per write at one call in flight, where caches
+are cold. Here the record is allocated through its type and its fields are set in
+place, as CPython's own tuple subclass constructor does, without the detour.
 """
 
 from cpython.ref cimport Py_INCREF
 from cpython.tuple cimport PyTuple_SET_ITEM
 
-from layotto_fast.runtime.state import SetOp, StateEntry
+from layotto_fast.runtime.state import SetOp, StateEntry, StateItem
 
 cdef extern from *:
     """
@@ -28,14 +28,31 @@ cdef inline void _set(object record, Py_ssize_t index, object field) noexcept:
     PyTuple_SET_ITEM(record, index, field)
 
 
-cdef object new_set_op(str key, bytes value, object etag, bint first_write):
-    """A ``SetOp`` with no TTL (a TTL travels in the request's metadata)."""
-    cdef object op = records_alloc(SetOp, 5)
+cdef object new_state_item(str key, bytes value, object etag, int concurrency, int consistency, object metadata):
+    cdef object item = records_alloc(StateItem, 6)
+    _set(item, 0, key)
+    _set(item, 1, value)
+    _set(item, 2, etag)
+    _set(item, 3, concurrency)
+    _set(item, 4, consistency)
+    _set(item, 5, metadata)
+    return item
+
+
+def state_item(str key, bytes value, object etag, int concurrency, int consistency, object metadata) -> object:
+    """``StateItem(...)``, built in C."""
+    return new_state_item(key, value, etag, concurrency, consistency, metadata)
+
+
+def set_op(str key, bytes value, object etag, bint first_write, object ttl_seconds, bint strong) -> object:
+    """``SetOp(...)``, built in C."""
+    cdef object op = records_alloc(SetOp, 6)
     _set(op, 0, key)
     _set(op, 1, value)
     _set(op, 2, etag)
     _set(op, 3, True if first_write else False)
-    _set(op, 4, None)
+    _set(op, 4, ttl_seconds)
+    _set(op, 5, True if strong else False)
     return op
 
 

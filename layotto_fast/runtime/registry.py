@@ -1,42 +1,60 @@
-"""Component type string -> implementation; the only place that names implementations."""
+"""Component type string -> implementation; the only place that names implementations.
+
+Implementations are imported when a manifest asks for them, so a sidecar that uses
+only embedded components never imports a Redis or etcd client.
+"""
 
 from __future__ import annotations
 
-from layotto_fast.components.configuration_memory import InMemoryConfigurationStore
-from layotto_fast.components.hello_helloworld import HelloWorld
-from layotto_fast.components.lock_memory import InMemoryLockStore
-from layotto_fast.components.pubsub_memory import InMemoryPubSub
-from layotto_fast.components.secrets_local_env import LocalEnvSecretStore
-from layotto_fast.components.secrets_local_file import LocalFileSecretStore
-from layotto_fast.components.sequencer_memory import InMemorySequencer
-from layotto_fast.components.state_memory import InMemoryStateStore
+import importlib
+
 from layotto_fast.errors import StartupError
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime.component import Component
 
 BLOCKS = ("state", "lock", "sequencer", "configuration", "pubsub", "secretstores", "hello")
 
-IMPLEMENTATIONS: dict[str, type[Component]] = {
-    "state.in-memory": InMemoryStateStore,
-    "lock.in-memory": InMemoryLockStore,
-    "sequencer.in-memory": InMemorySequencer,
-    "configuration.in-memory": InMemoryConfigurationStore,
-    "pubsub.in-memory": InMemoryPubSub,
-    "secretstores.local.file": LocalFileSecretStore,
-    "secretstores.local.env": LocalEnvSecretStore,
-    "hello.helloworld": HelloWorld,
+# type string -> "module:class", relative to layotto_fast.components
+IMPLEMENTATIONS: dict[str, str] = {
+    "state.in-memory": "state.memory:InMemoryStateStore",
+    "state.redis": "state.redis:RedisStateStore",
+    "lock.in-memory": "lock.memory:InMemoryLockStore",
+    "lock.redis": "lock.redis:RedisLockStore",
+    "lock.etcd": "lock.etcd:EtcdLockStore",
+    "sequencer.in-memory": "sequencer.memory:InMemorySequencer",
+    "sequencer.redis": "sequencer.redis:RedisSequencer",
+    "sequencer.etcd": "sequencer.etcd:EtcdSequencer",
+    "configuration.in-memory": "configuration.memory:InMemoryConfigurationStore",
+    "configuration.redis": "configuration.redis:RedisConfigurationStore",
+    "configuration.etcd": "configuration.etcd:EtcdConfigurationStore",
+    "pubsub.in-memory": "pubsub.memory:InMemoryPubSub",
+    "secretstores.local.file": "secretstores.local_file:LocalFileSecretStore",
+    "secretstores.local.env": "secretstores.local_env:LocalEnvSecretStore",
+    "hello.helloworld": "hello.helloworld:HelloWorld",
 }
 
 SUPPORTED_VERSIONS = ("v1",)
 
 
+def implementation(type_: str) -> type[Component] | None:
+    """The class registered for ``type_``, imported now; None for an unknown type."""
+    target = IMPLEMENTATIONS.get(type_)
+    if target is None:
+        return None
+    module_name, class_name = target.split(":")
+    module = importlib.import_module(f"layotto_fast.components.{module_name}")
+    found: type[Component] = getattr(module, class_name)
+    return found
+
+
 def build(manifest: ComponentManifest) -> Component:
-    implementation = IMPLEMENTATIONS.get(manifest.type)
-    if implementation is None:
+    if manifest.type not in IMPLEMENTATIONS:
         known = ", ".join(sorted(IMPLEMENTATIONS))
         raise StartupError(manifest.source, "spec.type", f"unknown component type {manifest.type!r} (known: {known})")
     if manifest.version not in SUPPORTED_VERSIONS:
         raise StartupError(
             manifest.source, "spec.version", f"{manifest.version!r} is not supported for {manifest.type} (use v1)"
         )
-    return implementation.from_manifest(manifest)
+    cls = implementation(manifest.type)
+    assert cls is not None
+    return cls.from_manifest(manifest)

@@ -1,4 +1,9 @@
-"""The state building block: key/value with etags, TTL and transactions."""
+"""The state building block's contract: records, options, features and the store interface.
+
+A caller's request arrives as ``StateItem`` records; the state service applies the
+block's rules (key required, concurrency, ``ttlInSeconds``, features) and hands the
+store ``SetOp``/``DeleteOp`` records that mean exactly one thing each.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,6 @@ import enum
 from collections.abc import Mapping
 from typing import NamedTuple, Protocol
 
-from layotto_fast.errors import InvalidArgument
 from layotto_fast.runtime.component import Component
 
 
@@ -14,62 +18,79 @@ class Feature(enum.StrEnum):
     ETAG = "ETAG"
     TTL = "TTL"
     TRANSACTIONAL = "TRANSACTIONAL"
+    BULK = "BULK"  # bulk reads and writes in one round trip
+    QUERY = "QUERY"
+
+
+class Concurrency(enum.IntEnum):
+    """Wire values of StateOptions.StateConcurrency (Layotto's and Dapr's)."""
+
+    UNSPECIFIED = 0
+    FIRST_WRITE = 1
+    LAST_WRITE = 2
+
+
+class Consistency(enum.IntEnum):
+    """Wire values of StateOptions.StateConsistency."""
+
+    UNSPECIFIED = 0
+    EVENTUAL = 1
+    STRONG = 2
 
 
 # NamedTuples rather than frozen dataclasses: as immutable, and cheaper to build,
-# which shows on the per-call path; the per-write paths build them in C (records.pyx).
+# which shows on the per-call path; the per-call paths build them in C (records.pyx).
 class StateEntry(NamedTuple):
     value: bytes
     etag: str
     expires_at: float | None = None  # unix time
 
 
+class StateItem(NamedTuple):
+    """One item of a save or delete request, as the caller sent it."""
+
+    key: str
+    value: bytes = b""
+    etag: str | None = None  # None: the request carried no etag
+    concurrency: int = Concurrency.UNSPECIFIED
+    consistency: int = Consistency.UNSPECIFIED
+    metadata: Mapping[str, str] | None = None  # None: no entries
+
+
 class SetOp(NamedTuple):
+    """A write the store applies: ``etag`` (when not None) must match the stored one;
+    ``first_write`` without an etag means the key must not exist."""
+
     key: str
     value: bytes
     etag: str | None = None
     first_write: bool = False
     ttl_seconds: int | None = None
+    strong: bool = False  # strong consistency asked: wait for replicas where the backend has them
 
 
 class DeleteOp(NamedTuple):
     key: str
     etag: str | None = None
     first_write: bool = False
+    strong: bool = False
 
 
 class StateStore(Component, Protocol):
     features: frozenset[Feature]
 
-    async def get(self, key: str) -> StateEntry | None: ...
+    async def get(self, key: str, strong: bool, metadata: Mapping[str, str] | None) -> StateEntry | None: ...
 
-    async def bulk_get(self, keys: list[str]) -> list[StateEntry | None]: ...
+    async def bulk_get(self, keys: list[str], metadata: Mapping[str, str] | None) -> list[StateEntry | None]: ...
 
     async def set(self, ops: list[SetOp]) -> None:
-        """Apply every write, in order; a stale etag raises Conflict."""
+        """Apply every write; when an etag is stale raise Conflict, having changed nothing."""
         ...
 
-    async def delete(self, ops: list[DeleteOp]) -> None: ...
+    async def delete(self, ops: list[DeleteOp]) -> None:
+        """Delete every key; when an etag is stale raise Conflict, having changed nothing."""
+        ...
 
-    async def transact(self, ops: list[SetOp | DeleteOp]) -> None:
+    async def transact(self, ops: list[SetOp | DeleteOp], metadata: Mapping[str, str] | None) -> None:
         """Apply every operation or none; a stale etag raises Conflict."""
         ...
-
-
-TTL_KEY = "ttlInSeconds"
-
-
-def ttl_from_metadata(metadata: Mapping[str, str], field: str) -> int | None:
-    """Dapr's ``ttlInSeconds``: a positive number of seconds, or -1 for none."""
-    raw = metadata.get(TTL_KEY)
-    if raw is None:
-        return None
-    try:
-        ttl = int(raw)
-    except ValueError:
-        raise InvalidArgument(f"{field}.{TTL_KEY} is {raw!r}: must be an integer") from None
-    if ttl == -1:
-        return None
-    if ttl <= 0:
-        raise InvalidArgument(f"{field}.{TTL_KEY} is {ttl}: must be positive, or -1 for no expiry")
-    return ttl

@@ -18,7 +18,7 @@ from layotto_fast.api.wire import (
     encode_get_state,
     encode_say_hello,
 )
-from layotto_fast.runtime.state import SetOp, StateEntry
+from layotto_fast.runtime.state import StateEntry, StateItem
 
 TEXTS = ["", "k", "key-é-ключ-键", "x" * 130, "y" * 20_000]
 
@@ -32,7 +32,8 @@ def upb_save(data: bytes) -> Any:
                 item.key,
                 item.value,
                 item.etag.value if item.HasField("etag") else None,
-                item.options.concurrency == pb.StateOptions.CONCURRENCY_FIRST_WRITE,
+                item.options.concurrency,
+                item.options.consistency,
                 dict(item.metadata) or None,
             )
             for item in request.states
@@ -42,15 +43,10 @@ def upb_save(data: bytes) -> Any:
 
 def ours_save(data: bytes) -> Any:
     request = decode_save_state(data)
-    assert all(type(op) is SetOp and op.ttl_seconds is None for op in request.states)
-    # metadata is None exactly when every item can go to the store unchecked
-    plain = all(op.key for op in request.states) and all(not m for m in request.metadata or [])
-    assert (request.metadata is None) == plain
-    metadata = request.metadata or [None] * len(request.states)
-    assert len(metadata) == len(request.states)
+    assert all(type(item) is StateItem for item in request.states)
     return (
         request.store_name,
-        [(k, v, e, f, m or None) for (k, v, e, f, _), m in zip(request.states, metadata, strict=True)],
+        [(i.key, i.value, i.etag, i.concurrency, i.consistency, i.metadata) for i in request.states],
     )
 
 
@@ -146,7 +142,7 @@ def test_repeated_sub_messages_merge_field_by_field() -> None:
     data = pb.SaveStateRequest(states=[first]).SerializeToString()
     merged = data[:2] + first.SerializeToString() + second.SerializeToString()
     data = bytes([0x12, len(merged) - 2]) + merged[2:]
-    assert ours_save(data) == upb_save(data) == ("", [("k", b"v", "1", True, None)])
+    assert ours_save(data) == upb_save(data) == ("", [("k", b"v", "1", 1, 2, None)])
 
 
 @pytest.mark.parametrize(("make", "upb", "ours"), CODECS)
@@ -189,15 +185,18 @@ def test_malformed_requests_raise_decode_error(data: bytes) -> None:
             decode(data)
 
 
-def test_save_state_items_are_set_ops_that_hold_their_fields() -> None:
-    item = pb.StateItem(key="k", value=b"v", etag=pb.Etag(value="7"), options=pb.StateOptions(concurrency=1))
+def test_save_state_items_are_state_items_that_hold_their_fields() -> None:
+    item = pb.StateItem(
+        key="k", value=b"v", etag=pb.Etag(value="7"), options=pb.StateOptions(concurrency=2, consistency=1)
+    )
     request = decode_save_state(pb.SaveStateRequest(store_name="s", states=[item]).SerializeToString())
-    assert request.metadata is None
-    [op] = request.states
-    assert op == SetOp("k", b"v", "7", True, None) and op.key == "k" and op.ttl_seconds is None
-    assert op._replace(ttl_seconds=5) == SetOp("k", b"v", "7", True, 5)
+    [decoded] = request.states
+    assert decoded == StateItem("k", b"v", "7", 2, 1, None) and decoded.key == "k" and decoded.concurrency == 2
+    with_metadata = pb.StateItem(key="k", metadata={"ttlInSeconds": "5"})
+    [decoded_ttl] = decode_save_state(pb.SaveStateRequest(states=[with_metadata]).SerializeToString()).states
+    assert decoded_ttl.metadata == {"ttlInSeconds": "5"} and decoded_ttl.etag is None
     del request
-    assert op.value == b"v"  # the record owns its fields
+    assert decoded.value == b"v"  # the record owns its fields
 
 
 def test_a_repeated_store_name_is_the_same_str_and_a_new_one_is_decoded() -> None:

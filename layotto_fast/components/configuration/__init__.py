@@ -1,0 +1,1 @@
+"""Implementations of the configuration building block, one module each."""

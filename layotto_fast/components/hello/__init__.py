@@ -1,0 +1,1 @@
+"""Implementations of the hello building block, one module each."""

@@ -1,0 +1,1 @@
+"""Implementations of the lock building block, one module each."""

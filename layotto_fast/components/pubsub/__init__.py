@@ -1,0 +1,1 @@
+"""Implementations of the pubsub building block, one module each."""

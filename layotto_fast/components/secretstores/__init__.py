@@ -1,0 +1,1 @@
+"""Implementations of the secretstores building block, one module each."""

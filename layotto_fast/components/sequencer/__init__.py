@@ -1,0 +1,1 @@
+"""Implementations of the sequencer building block, one module each."""

@@ -1,0 +1,161 @@
+"""The state service: every rule of the state block, whatever front calls it.
+
+Store lookup and health gating, keys required, concurrency and consistency options,
+``ttlInSeconds`` and features are decided here; a front only translates its wire
+format into these calls, and a store only applies the ``SetOp``/``DeleteOp`` records
+it is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from layotto_fast.errors import InvalidArgument, Unimplemented
+from layotto_fast.runtime.lifecycle import Components
+from layotto_fast.runtime.records import set_op
+from layotto_fast.runtime.state import (
+    Concurrency,
+    Consistency,
+    DeleteOp,
+    Feature,
+    SetOp,
+    StateEntry,
+    StateItem,
+    StateStore,
+)
+
+TTL_KEY = "ttlInSeconds"
+MAX_TTL_SECONDS = 2**31 - 1  # what every backend here takes (Redis EXPIRE, etcd leases)
+LAST_WRITE = Concurrency.LAST_WRITE
+FIRST_WRITE = Concurrency.FIRST_WRITE
+STRONG = Consistency.STRONG
+
+
+class StateService:
+    def __init__(self, components: Components) -> None:
+        self._components = components
+        # Only the stores that are UP, kept current by the lifecycle: the hot path is one dict lookup.
+        self._ready: dict[str, StateStore] = components.ready("state")
+
+    def store(self, name: str, field: str = "store_name") -> StateStore:
+        store = self._ready.get(name)
+        if store is None:
+            found: StateStore = self._components.lookup("state", name, field)  # raises with the reason
+            return found
+        return store
+
+    async def get(
+        self, store_name: str, key: str, consistency: int = 0, metadata: Mapping[str, str] | None = None
+    ) -> StateEntry | None:
+        store = self._ready.get(store_name)  # store() inlined: the most called rpc
+        if store is None:
+            store = self.store(store_name)
+        if not key:
+            raise InvalidArgument("key is empty: a state key is required")
+        return await store.get(key, consistency == STRONG, metadata)
+
+    async def bulk_get(
+        self, store_name: str, keys: Sequence[str], metadata: Mapping[str, str] | None = None
+    ) -> list[tuple[str, StateEntry | None]]:
+        store = self.store(store_name)
+        for index, key in enumerate(keys):
+            if not key:
+                raise InvalidArgument(f"keys[{index}] is empty: a state key is required")
+        if not keys:
+            return []
+        entries = await store.bulk_get(list(keys), metadata)
+        return list(zip(keys, entries, strict=True))
+
+    async def save(self, store_name: str, items: Sequence[StateItem]) -> None:
+        store = self._ready.get(store_name)
+        if store is None:
+            store = self.store(store_name)
+        features = store.features
+        await store.set([_set_op(item, features, store_name, "states", index) for index, item in enumerate(items)])
+
+    async def delete(self, store_name: str, items: Sequence[StateItem], field: str = "states") -> None:
+        store = self.store(store_name)
+        features = store.features
+        await store.delete([_delete_op(item, features, store_name, field, index) for index, item in enumerate(items)])
+
+    async def transact(
+        self,
+        store_name: str,
+        operations: Sequence[tuple[str, StateItem]],
+        metadata: Mapping[str, str] | None = None,
+        field: str = "storeName",
+    ) -> None:
+        """``operations``: ("upsert" | "delete", item) pairs, applied all or none."""
+        store = self.store(store_name, field)
+        features = store.features
+        if Feature.TRANSACTIONAL not in features:
+            raise Unimplemented(f"state store {store_name!r} does not support transactions (feature TRANSACTIONAL)")
+        ops: list[SetOp | DeleteOp] = []
+        for index, (kind, item) in enumerate(operations):
+            lowered = kind.lower()
+            if lowered == "upsert":
+                ops.append(_set_op(item, features, store_name, "operations", index, ".request", metadata))
+            elif lowered == "delete":
+                ops.append(_delete_op(item, features, store_name, "operations", index, ".request"))
+            else:
+                raise InvalidArgument(f"operations[{index}].operationType is {kind!r}: must be 'upsert' or 'delete'")
+        await store.transact(ops, metadata)
+
+
+# The item's place in the request (``states[2]``) is formatted only for an error message.
+def _set_op(
+    item: StateItem,
+    features: frozenset[Feature],
+    store_name: str,
+    field: str,
+    index: int,
+    suffix: str = "",
+    request_metadata: Mapping[str, str] | None = None,
+) -> SetOp:
+    key = item.key
+    if not key:
+        raise InvalidArgument(f"{field}[{index}]{suffix}.key is empty: a state key is required")
+    concurrency = item.concurrency
+    # last-write: the write goes through whatever is stored; an empty etag is no etag
+    etag = None if concurrency == LAST_WRITE else (item.etag or None)
+    if etag is not None and Feature.ETAG not in features:
+        raise InvalidArgument(f"{field}[{index}]{suffix}.etag: state store {store_name!r} does not support etags")
+    metadata = item.metadata or request_metadata
+    ttl = None
+    if metadata:
+        ttl = ttl_from_metadata(metadata, f"{field}[{index}]{suffix}.metadata")
+        if ttl is not None and Feature.TTL not in features:
+            raise InvalidArgument(
+                f"{field}[{index}]{suffix}.metadata.{TTL_KEY}: state store {store_name!r} does not support TTL"
+            )
+    return set_op(key, item.value, etag, concurrency == FIRST_WRITE, ttl, item.consistency == STRONG)
+
+
+def _delete_op(
+    item: StateItem, features: frozenset[Feature], store_name: str, field: str, index: int, suffix: str = ""
+) -> DeleteOp:
+    if not item.key:
+        raise InvalidArgument(f"{field}[{index}]{suffix}.key is empty: a state key is required")
+    etag = None if item.concurrency == LAST_WRITE else (item.etag or None)
+    if etag is not None and Feature.ETAG not in features:
+        raise InvalidArgument(f"{field}[{index}]{suffix}.etag: state store {store_name!r} does not support etags")
+    return DeleteOp(item.key, etag, item.concurrency == FIRST_WRITE, item.consistency == STRONG)
+
+
+def ttl_from_metadata(metadata: Mapping[str, str], field: str) -> int | None:
+    """Dapr's ``ttlInSeconds``: a positive number of seconds, or -1 for none."""
+    raw = metadata.get(TTL_KEY)
+    if raw is None:
+        return None
+    try:
+        ttl = int(raw)
+    except ValueError:
+        raise InvalidArgument(f"{field}.{TTL_KEY} is {raw!r}: must be an integer") from None
+    if ttl == -1:
+        return None
+    if ttl <= 0 or ttl > MAX_TTL_SECONDS:
+        shown = raw if len(raw) <= 24 else f"{raw[:20]}... ({len(raw)} digits)"
+        raise InvalidArgument(
+            f"{field}.{TTL_KEY} is {shown}: must be between 1 and {MAX_TTL_SECONDS} seconds, or -1 for no expiry"
+        )
+    return ttl
