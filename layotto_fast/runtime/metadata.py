@@ -33,3 +33,47 @@ def boolean(manifest: ComponentManifest, name: str, default: bool) -> bool:
     if lowered in ("false", "0", "no", "off"):
         return False
     raise StartupError(manifest.source, f"spec.metadata.{name}", f"must be true or false, got {raw!r}")
+
+
+def required(manifest: ComponentManifest, name: str) -> str:
+    raw = manifest.metadata.get(name, "")
+    if not raw:
+        raise StartupError(manifest.source, f"spec.metadata.{name}", f"is required by {manifest.type}")
+    return raw
+
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration(manifest: ComponentManifest, name: str, default: float) -> float:
+    """Seconds from a Go-style duration (``500ms``, ``5s``, ``1m``); plain digits are milliseconds."""
+    raw = manifest.metadata.get(name, "").strip()
+    if not raw:
+        return default
+    if raw.isdigit():
+        return int(raw) / 1000
+    for unit in sorted(_UNITS, key=len, reverse=True):
+        number = raw.removesuffix(unit)
+        if number != raw:
+            try:
+                value = float(number) * _UNITS[unit]
+            except ValueError:
+                break
+            if value >= 0:
+                return value
+            break
+    raise StartupError(
+        manifest.source, f"spec.metadata.{name}", f"must be a duration such as '500ms', '5s' or '1m', got {raw!r}"
+    )
+
+
+def host_port(manifest: ComponentManifest, name: str, default_port: int) -> tuple[str, int]:
+    """``host:port`` (or ``host``, with ``default_port``); an IPv6 host goes in brackets."""
+    raw = required(manifest, name).strip()
+    host, sep, port_text = raw.rpartition(":")
+    if not sep or "]" in port_text:
+        host, port_text = raw, str(default_port)
+    host = host.strip("[]")
+    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise StartupError(manifest.source, f"spec.metadata.{name}", f"must be host:port, got {raw!r}")
+    return host, int(port_text)

@@ -1,0 +1,120 @@
+"""What every Redis component shares: its typed connection config (Dapr's metadata
+names) and the client built from it, and how Redis failures read to a caller.
+
+redis-py's asyncio client is imported here, so only a sidecar with a Redis
+component ever loads it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+from layotto_fast.errors import StartupError, Unavailable
+from layotto_fast.manifest import ComponentManifest
+from layotto_fast.runtime import metadata
+
+# Failures of the backend, not of the request: the caller gets UNAVAILABLE.
+BACKEND_ERRORS: tuple[type[BaseException], ...] = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.ClusterDownError,
+    redis_errors.BusyLoadingError,
+    redis_errors.ReadOnlyError,
+    TimeoutError,
+    OSError,
+)
+
+# A ping also fails on a wrong password or a server that refuses the command.
+PING_ERRORS: tuple[type[BaseException], ...] = (
+    *BACKEND_ERRORS,
+    redis_errors.AuthenticationError,
+    redis_errors.ResponseError,
+)
+
+Client = aioredis.Redis | RedisCluster
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    host: str
+    port: int
+    password: str = ""
+    username: str = ""
+    db: int = 0
+    tls: bool = False
+    cluster: bool = False
+    max_retries: int = 3
+    dial_timeout: float = 5.0
+    read_timeout: float = 3.0
+    pool_size: int = 0  # 0: redis-py's default
+    key_prefix: str = ""
+    component: str = ""  # "name (type)", for messages
+
+    @classmethod
+    def from_manifest(cls, manifest: ComponentManifest) -> RedisConfig:
+        host, port = metadata.host_port(manifest, "redisHost", 6379)
+        redis_type = metadata.text(manifest, "redisType", "node").lower()
+        if redis_type not in ("node", "cluster"):
+            raise StartupError(
+                manifest.source, "spec.metadata.redisType", f"must be 'node' or 'cluster', got {redis_type!r}"
+            )
+        db = metadata.integer(manifest, "redisDB", 0, minimum=0)
+        if redis_type == "cluster" and db:
+            raise StartupError(manifest.source, "spec.metadata.redisDB", "a Redis Cluster has only database 0")
+        return cls(
+            host=host,
+            port=port,
+            password=metadata.text(manifest, "redisPassword", ""),
+            username=metadata.text(manifest, "redisUsername", ""),
+            db=db,
+            tls=metadata.boolean(manifest, "enableTLS", False),
+            cluster=redis_type == "cluster",
+            max_retries=metadata.integer(manifest, "maxRetries", 3, minimum=0),
+            dial_timeout=metadata.duration(manifest, "dialTimeout", 5.0),
+            read_timeout=metadata.duration(manifest, "readTimeout", 3.0),
+            pool_size=metadata.integer(manifest, "poolSize", 0, minimum=0),
+            key_prefix=metadata.text(manifest, "keyPrefix", ""),
+            component=f"{manifest.name} ({manifest.type})",
+        )
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def connect(self) -> Client:
+        """A client; it connects on first use (``init`` pings it)."""
+        common: dict[str, Any] = {
+            "password": self.password or None,
+            "username": self.username or None,
+            "ssl": self.tls,
+            "socket_timeout": self.read_timeout or None,
+            "socket_connect_timeout": self.dial_timeout or None,
+            "retry": Retry(ExponentialBackoff(cap=0.5, base=0.01), self.max_retries),
+        }
+        if self.cluster:
+            return RedisCluster(host=self.host, port=self.port, **common)
+        if self.pool_size:
+            common["max_connections"] = self.pool_size
+        return aioredis.Redis(host=self.host, port=self.port, db=self.db, **common)
+
+    def unavailable(self, exc: BaseException) -> Unavailable:
+        """The error a caller sees when Redis failed: names the component and the server."""
+        if isinstance(exc, redis_errors.AuthenticationError | redis_errors.AuthorizationError):
+            why = f"authentication failed: {exc}"
+        else:
+            why = str(exc) or type(exc).__name__
+        return Unavailable(f"{self.component}: redis at {self.address}: {why}")
+
+
+async def ping(client: Client, config: RedisConfig) -> None:
+    try:
+        await client.ping()
+    except PING_ERRORS as exc:
+        raise config.unavailable(exc) from None
