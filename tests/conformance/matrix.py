@@ -1,34 +1,68 @@
 """Which implementation of each building block the conformance suites run against.
 
-A new component joins by adding a line here (and starting its real server in the
-test run); it ships only when the whole suite for its block passes.
+A new component joins by adding a line here (with the backend fixture that starts
+its real server); it ships only when the whole suite for its block passes. The
+features column is what the suite holds it to: what a component declares must work,
+and what it does not declare must be refused cleanly.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
-from layotto_fast.manifest import ComponentManifest
-from layotto_fast.runtime import registry
-from layotto_fast.runtime.component import Component
+from layotto_fast.runtime.state import Feature
 
-IMPLEMENTATIONS: dict[str, list[tuple[str, dict[str, str]]]] = {
-    "state": [("state.in-memory", {})],
-    "lock": [("lock.in-memory", {})],
-    "sequencer": [("sequencer.in-memory", {})],
-    "configuration": [("configuration.in-memory", {})],
+ALL_STATE = frozenset(Feature) - {Feature.QUERY}
+
+
+@dataclass(frozen=True)
+class Implementation:
+    type: str
+    backend: str | None = None  # the pytest fixture that starts its server
+    metadata: Callable[[Any], dict[str, str]] = field(default=lambda backend: {})
+    features: frozenset[Feature] = frozenset()
+    label: str = ""
+
+    @property
+    def id(self) -> str:
+        return self.label or self.type
+
+
+def _redis(server: Any) -> dict[str, str]:
+    return {"redisHost": server.address}
+
+
+def _redis_cluster(cluster: Any) -> dict[str, str]:
+    return {"redisHost": cluster.address, "redisType": "cluster"}
+
+
+def _etcd(server: Any) -> dict[str, str]:
+    return {"endpoints": server.endpoint}
+
+
+IMPLEMENTATIONS: dict[str, list[Implementation]] = {
+    "state": [
+        Implementation("state.in-memory", features=ALL_STATE),
+        Implementation("state.redis", "redis_server", _redis, ALL_STATE),
+        Implementation("state.redis", "redis_cluster", _redis_cluster, ALL_STATE, "state.redis-cluster"),
+    ],
+    "lock": [
+        Implementation("lock.in-memory"),
+        Implementation("lock.redis", "redis_server", _redis),
+        Implementation("lock.redis", "redis_cluster", _redis_cluster, label="lock.redis-cluster"),
+        Implementation("lock.etcd", "etcd_server", _etcd),
+    ],
+    "sequencer": [
+        Implementation("sequencer.in-memory"),
+        Implementation("sequencer.redis", "redis_server", _redis),
+        Implementation("sequencer.redis", "redis_cluster", _redis_cluster, label="sequencer.redis-cluster"),
+        Implementation("sequencer.etcd", "etcd_server", _etcd),
+    ],
+    "configuration": [
+        Implementation("configuration.in-memory"),
+        Implementation("configuration.redis", "redis_server", _redis),
+        Implementation("configuration.etcd", "etcd_server", _etcd),
+    ],
 }
-
-
-def ids(block: str) -> list[str]:
-    return [type_ for type_, _ in IMPLEMENTATIONS[block]]
-
-
-async def make(type_: str, block: str) -> Component:
-    metadata = dict(IMPLEMENTATIONS[block])[type_]
-    manifest = ComponentManifest(
-        name=f"conformance-{block}", type=type_, version="v1", metadata=metadata, source=str(Path(__file__))
-    )
-    component = registry.build(manifest)
-    await component.init()
-    return component

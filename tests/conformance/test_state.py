@@ -8,98 +8,153 @@ from typing import Any
 
 import pytest
 
-from layotto_fast.errors import Conflict
-from layotto_fast.runtime.state import DeleteOp, Feature, SetOp, StateStore
-from tests.conformance.matrix import ids, make
+from layotto_fast.errors import Conflict, InvalidArgument
+from layotto_fast.runtime.state import DeleteOp, Feature, SetOp
+from tests.conformance.conftest import Harness, implementations
+from tests.conformance.matrix import Implementation
 
-
-@pytest.fixture(params=ids("state"))
-def store(request: pytest.FixtureRequest) -> StateStore:
-    component: Any = asyncio.run(make(request.param, "state"))
-    return component  # type: ignore[no-any-return]
-
-
-def run(coroutine: Any) -> Any:
-    return asyncio.run(coroutine)
+pytestmark = implementations("state")
 
 
 def key() -> str:
     return f"conf-{uuid.uuid4().hex}"
 
 
-def test_set_get_delete(store: StateStore) -> None:
+def test_set_get_delete(harness: Harness, implementation: Implementation) -> None:
+    store = harness.make(implementation)
     k = key()
-    assert run(store.get(k)) is None
-    run(store.set([SetOp(k, b"v")]))
-    entry = run(store.get(k))
+    assert harness.run(store.get(k)) is None
+    harness.run(store.set([SetOp(k, b"v")]))
+    entry = harness.run(store.get(k))
     assert entry.value == b"v" and entry.etag
-    run(store.delete([DeleteOp(k)]))
-    assert run(store.get(k)) is None
+    harness.run(store.delete([DeleteOp(k)]))
+    assert harness.run(store.get(k)) is None
+    harness.run(store.delete([DeleteOp(k)]))  # deleting what is gone is not an error
 
 
-def test_every_write_changes_the_etag(store: StateStore) -> None:
+def test_binary_values_and_empty_values_round_trip(harness: Harness, implementation: Implementation) -> None:
+    store = harness.make(implementation)
+    k, empty = key(), key()
+    value = bytes(range(256)) * 4
+    harness.run(store.set([SetOp(k, value), SetOp(empty, b"")]))
+    assert harness.run(store.get(k)).value == value
+    entry = harness.run(store.get(empty))
+    assert entry is not None and entry.value == b""
+
+
+def test_every_write_changes_the_etag(harness: Harness, implementation: Implementation) -> None:
+    store = harness.make(implementation)
     k = key()
-    run(store.set([SetOp(k, b"1")]))
-    first = run(store.get(k)).etag
-    run(store.set([SetOp(k, b"1")]))
-    assert run(store.get(k)).etag != first
+    harness.run(store.set([SetOp(k, b"1")]))
+    first = harness.run(store.get(k)).etag
+    harness.run(store.set([SetOp(k, b"1")]))
+    assert harness.run(store.get(k)).etag != first
 
 
-def test_stale_etag_conflicts_and_changes_nothing(store: StateStore) -> None:
-    if Feature.ETAG not in store.features:
-        pytest.skip("no etags")
+def test_stale_etag_conflicts_and_changes_nothing(harness: Harness, implementation: Implementation) -> None:
+    store = harness.make(implementation)
     k = key()
-    run(store.set([SetOp(k, b"1")]))
-    etag = run(store.get(k)).etag
-    run(store.set([SetOp(k, b"2", etag=etag)]))
+    harness.run(store.set([SetOp(k, b"1")]))
+    etag = harness.run(store.get(k)).etag
+    harness.run(store.set([SetOp(k, b"2", etag=etag)]))
     with pytest.raises(Conflict):
-        run(store.set([SetOp(k, b"3", etag=etag)]))
+        harness.run(store.set([SetOp(k, b"3", etag=etag)]))
     with pytest.raises(Conflict):
-        run(store.delete([DeleteOp(k, etag=etag)]))
-    assert run(store.get(k)).value == b"2"
+        harness.run(store.delete([DeleteOp(k, etag=etag)]))
+    assert harness.run(store.get(k)).value == b"2"
 
 
-def test_etag_on_missing_key_conflicts(store: StateStore) -> None:
-    if Feature.ETAG not in store.features:
-        pytest.skip("no etags")
-    with pytest.raises(Conflict):
-        run(store.set([SetOp(key(), b"1", etag="1")]))
-
-
-def test_first_write_without_etag(store: StateStore) -> None:
-    k = key()
-    run(store.set([SetOp(k, b"1", first_write=True)]))
-    with pytest.raises(Conflict):
-        run(store.set([SetOp(k, b"2", first_write=True)]))
-    assert run(store.get(k)).value == b"1"
-    run(store.set([SetOp(k, b"last-write-wins")]))
-    assert run(store.get(k)).value == b"last-write-wins"
-
-
-def test_ttl(store: StateStore) -> None:
-    if Feature.TTL not in store.features:
-        pytest.skip("no ttl")
-    k = key()
-    run(store.set([SetOp(k, b"short", ttl_seconds=1)]))
-    assert run(store.get(k)).value == b"short"
-    run(asyncio.sleep(1.1))
-    assert run(store.get(k)) is None
-
-
-def test_bulk_get_keeps_order_and_gaps(store: StateStore) -> None:
-    a, b, missing = key(), key(), key()
-    run(store.set([SetOp(a, b"A"), SetOp(b, b"B")]))
-    entries = run(store.bulk_get([b, missing, a]))
-    assert [e and e.value for e in entries] == [b"B", None, b"A"]
-
-
-def test_transaction_all_or_nothing(store: StateStore) -> None:
-    if Feature.TRANSACTIONAL not in store.features:
-        pytest.skip("not transactional")
+def test_a_stale_etag_on_a_later_item_changes_no_item(harness: Harness, implementation: Implementation) -> None:
+    store = harness.make(implementation)
     a, b = key(), key()
-    run(store.set([SetOp(a, b"a")]))
-    run(store.transact([SetOp(b, b"b"), DeleteOp(a)]))
-    assert run(store.get(a)) is None and run(store.get(b)).value == b"b"
+    harness.run(store.set([SetOp(a, b"a1"), SetOp(b, b"b1")]))
+    with pytest.raises(Conflict, match=b):
+        harness.run(store.set([SetOp(a, b"a2"), SetOp(b, b"b2", etag="stale")]))
+    with pytest.raises(Conflict, match=b):
+        harness.run(store.delete([DeleteOp(a), DeleteOp(b, etag="stale")]))
+    assert [harness.run(store.get(k)).value for k in (a, b)] == [b"a1", b"b1"]
+
+
+def test_etag_on_missing_key_conflicts(harness: Harness, implementation: Implementation) -> None:
+    store = harness.make(implementation)
     with pytest.raises(Conflict):
-        run(store.transact([SetOp(a, b"new"), SetOp(b, b"x", etag="stale")]))
-    assert run(store.get(a)) is None and run(store.get(b)).value == b"b"
+        harness.run(store.set([SetOp(key(), b"1", etag="1")]))
+
+
+def test_first_write_without_etag(harness: Harness, implementation: Implementation) -> None:
+    store = harness.make(implementation)
+    k = key()
+    harness.run(store.set([SetOp(k, b"1", first_write=True)]))
+    with pytest.raises(Conflict):
+        harness.run(store.set([SetOp(k, b"2", first_write=True)]))
+    assert harness.run(store.get(k)).value == b"1"
+    harness.run(store.set([SetOp(k, b"last-write-wins")]))
+    assert harness.run(store.get(k)).value == b"last-write-wins"
+
+
+def test_ttl(harness: Harness, implementation: Implementation) -> None:
+    store = harness.make(implementation)
+    k, kept = key(), key()
+    harness.run(store.set([SetOp(k, b"short", ttl_seconds=1), SetOp(kept, b"kept", ttl_seconds=1)]))
+    harness.run(store.set([SetOp(kept, b"kept")]))  # a write without a TTL keeps the value
+    assert harness.run(store.get(k)).value == b"short"
+    harness.run(asyncio.sleep(1.3))
+    assert harness.run(store.get(k)) is None
+    assert harness.run(store.get(kept)).value == b"kept"
+
+
+def test_bulk_get_keeps_order_and_gaps(harness: Harness, implementation: Implementation) -> None:
+    store = harness.make(implementation)
+    keys = [key() for _ in range(20)]
+    harness.run(store.set([SetOp(k, k.encode()) for k in keys[::2]]))
+    entries = harness.run(store.bulk_get(keys))
+    assert [e and e.value for e in entries] == [k.encode() if i % 2 == 0 else None for i, k in enumerate(keys)]
+
+
+def test_concurrent_calls_each_get_their_own_answer(harness: Harness, implementation: Implementation) -> None:
+    store = harness.make(implementation)
+    keys = [key() for _ in range(200)]
+
+    async def scenario() -> list[Any]:
+        await asyncio.gather(*(store.set([SetOp(k, k.encode())]) for k in keys))
+        stale = [store.set([SetOp(k, b"x", etag="stale")]) for k in keys[:10]]
+        reads = [store.get(k) for k in keys]
+        return list(await asyncio.gather(*stale, *reads, return_exceptions=True))
+
+    results = harness.run(scenario())
+    assert all(isinstance(r, Conflict) for r in results[:10])
+    assert [r.value for r in results[10:]] == [k.encode() for k in keys]
+
+
+def test_transaction_all_or_nothing(harness: Harness, implementation: Implementation) -> None:
+    store = harness.make(implementation)
+    if Feature.TRANSACTIONAL not in implementation.features:
+        pytest.skip("not transactional")
+    tag = uuid.uuid4().hex  # one hash slot, so that a cluster takes the transaction
+    a, b = f"{{{tag}}}a", f"{{{tag}}}b"
+    harness.run(store.set([SetOp(a, b"a")]))
+    harness.run(store.transact([SetOp(b, b"b"), DeleteOp(a)]))
+    assert harness.run(store.get(a)) is None and harness.run(store.get(b)).value == b"b"
+    with pytest.raises(Conflict):
+        harness.run(store.transact([SetOp(a, b"new"), SetOp(b, b"x", etag="stale")]))
+    assert harness.run(store.get(a)) is None and harness.run(store.get(b)).value == b"b"
+    etag = harness.run(store.get(b)).etag
+    harness.run(store.transact([SetOp(b, b"b2", etag=etag), SetOp(b, b"b3", etag=None)]))
+    assert harness.run(store.get(b)).value == b"b3"
+
+
+def test_cluster_spreads_keys_and_refuses_cross_slot_transactions(
+    harness: Harness, implementation: Implementation
+) -> None:
+    if implementation.id != "state.redis-cluster":
+        pytest.skip("Redis Cluster only")
+    store = harness.make(implementation)
+    keys = [key() for _ in range(30)]
+    harness.run(store.set([SetOp(k, b"v") for k in keys]))  # bulk across slots works
+    assert all(e.value == b"v" for e in harness.run(store.bulk_get(keys)))
+    with pytest.raises(InvalidArgument, match="hash slot"):
+        harness.run(store.transact([SetOp(keys[0], b"x"), SetOp(keys[1], b"x")]))
+    assert harness.run(store.get(keys[0])).value == b"v"
+    with pytest.raises(Conflict):  # checked across slots before anything is written
+        harness.run(store.set([SetOp(keys[0], b"new"), SetOp(keys[1], b"new", etag="stale")]))
+    assert harness.run(store.get(keys[0])).value == b"v"

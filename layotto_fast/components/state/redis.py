@@ -1,0 +1,189 @@
+"""``state.redis``: state in Redis (``redisType: node`` or ``cluster``).
+
+Layout, as Dapr's Redis state store keeps it: one hash per key with the fields
+``data`` and ``version``; the etag is the version, raised by one on every write;
+``ttlInSeconds`` is the key's expiry. Every write is one Lua script, so an etag
+check and the write it guards are atomic, and a request of several items checks
+every etag before it writes anything.
+
+Commands of calls that arrive in the same loop pass are written to Redis as one
+pipeline (auto-pipelining, ``pipeline.py``), each call keeping its own result.
+On a cluster, a request whose keys sit in several hash slots is split by slot;
+a transaction must keep its keys in one slot (a hash tag such as ``{order}``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Self
+
+from redis import exceptions as redis_errors
+
+from layotto_fast.components.redis_client import Client, RedisConfig, ping
+from layotto_fast.components.state.pipeline import AutoPipeline, Script
+from layotto_fast.errors import Conflict, FailedPrecondition, InvalidArgument
+from layotto_fast.manifest import ComponentManifest
+from layotto_fast.runtime.records import state_entry
+from layotto_fast.runtime.state import DeleteOp, Feature, SetOp, StateEntry
+
+# KEYS: the keys. ARGV: per key, op ("s" set, "d" delete), etag ("" none),
+# first-write ("1"/"0"), ttl seconds ("0" none), value. Checks all, then applies
+# all; answers the new versions, or an error naming the first stale key.
+APPLY = Script(
+    """
+local n = #KEYS
+for i = 1, n do
+  local base = (i - 1) * 5
+  local etag, first = ARGV[base + 2], ARGV[base + 3]
+  if etag ~= "" or first == "1" then
+    local current = redis.call("HGET", KEYS[i], "version")
+    if etag ~= "" then
+      if current ~= etag then
+        return redis.error_reply("STALE " .. i .. " " .. (current or ""))
+      end
+    elseif current then
+      return redis.error_reply("EXISTS " .. i)
+    end
+  end
+end
+local versions = {}
+for i = 1, n do
+  local base = (i - 1) * 5
+  if ARGV[base + 1] == "d" then
+    redis.call("DEL", KEYS[i])
+    versions[i] = 0
+  else
+    local version = redis.call("HINCRBY", KEYS[i], "version", 1)
+    redis.call("HSET", KEYS[i], "data", ARGV[base + 5])
+    local ttl = tonumber(ARGV[base + 4])
+    if ttl > 0 then
+      redis.call("EXPIRE", KEYS[i], ttl)
+    else
+      redis.call("PERSIST", KEYS[i])
+    end
+    versions[i] = version
+  end
+end
+return versions
+"""
+)
+
+
+class RedisStateStore:
+    features = frozenset({Feature.ETAG, Feature.TTL, Feature.TRANSACTIONAL, Feature.BULK})
+
+    def __init__(self, config: RedisConfig) -> None:
+        self._config = config
+        self._prefix = config.key_prefix
+        self._client: Client | None = None
+        self._pipeline: AutoPipeline | None = None
+
+    @classmethod
+    def from_manifest(cls, manifest: ComponentManifest) -> Self:
+        return cls(RedisConfig.from_manifest(manifest))
+
+    async def init(self) -> None:
+        if self._client is None:
+            self._client = self._config.connect()
+            self._pipeline = AutoPipeline(self._client, self._config)
+        await ping(self._client, self._config)
+
+    async def ping(self) -> None:
+        assert self._client is not None, "init() first"
+        await ping(self._client, self._config)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = self._pipeline = None
+
+    def _run(self, *command: Any) -> Any:
+        assert self._pipeline is not None, "init() first"
+        return self._pipeline.call(command)
+
+    async def get(self, key: str, strong: bool = False, metadata: Mapping[str, str] | None = None) -> StateEntry | None:
+        data, version = await self._run("HMGET", self._prefix + key, "data", "version")
+        if version is None:
+            return None
+        return state_entry(data or b"", version.decode(), None)
+
+    async def bulk_get(self, keys: list[str], metadata: Mapping[str, str] | None = None) -> list[StateEntry | None]:
+        assert self._pipeline is not None, "init() first"
+        replies = await self._pipeline.gather([("HMGET", self._prefix + key, "data", "version") for key in keys])
+        return [None if version is None else state_entry(data or b"", version.decode(), None) for data, version in replies]
+
+    async def set(self, ops: list[SetOp]) -> None:
+        await self._apply(list(ops), transaction=False)
+
+    async def delete(self, ops: list[DeleteOp]) -> None:
+        await self._apply(list(ops), transaction=False)
+
+    async def transact(self, ops: list[SetOp | DeleteOp], metadata: Mapping[str, str] | None = None) -> None:
+        await self._apply(ops, transaction=True)
+
+    async def _apply(self, ops: list[SetOp | DeleteOp], transaction: bool) -> None:
+        if not ops:
+            return
+        groups = self._by_slot(ops)
+        if len(groups) > 1:
+            if transaction:
+                raise InvalidArgument(
+                    f"state store {self._config.component}: a transaction on Redis Cluster must keep every key "
+                    "in one hash slot; give the keys a common hash tag such as {order}"
+                )
+            # Checked first, all together, so that a stale etag changes nothing.
+            await self._check(ops)
+        for group in groups:
+            await self._script(group)
+
+    def _by_slot(self, ops: list[SetOp | DeleteOp]) -> list[list[SetOp | DeleteOp]]:
+        if not self._config.cluster or len(ops) == 1:
+            return [ops]
+        client: Any = self._client
+        groups: dict[int, list[SetOp | DeleteOp]] = {}
+        for op in ops:
+            groups.setdefault(client.keyslot(self._prefix + op.key), []).append(op)
+        return list(groups.values())
+
+    async def _check(self, ops: list[SetOp | DeleteOp]) -> None:
+        assert self._pipeline is not None, "init() first"
+        guarded = [op for op in ops if op.etag is not None or op.first_write]
+        versions = await self._pipeline.gather([("HGET", self._prefix + op.key, "version") for op in guarded])
+        for op, version in zip(guarded, versions, strict=True):
+            current = None if version is None else version.decode()
+            _compare(op, current)
+
+    async def _script(self, ops: list[SetOp | DeleteOp]) -> None:
+        keys: list[str] = []
+        args: list[str | bytes] = []
+        for op in ops:
+            keys.append(self._prefix + op.key)
+            if isinstance(op, DeleteOp):
+                args += ("d", op.etag or "", "1" if op.first_write else "0", "0", b"")
+            else:
+                args += ("s", op.etag or "", "1" if op.first_write else "0", str(op.ttl_seconds or 0), op.value)
+        assert self._pipeline is not None, "init() first"
+        try:
+            await self._pipeline.script(APPLY, keys, args)
+        except redis_errors.ResponseError as exc:
+            raise self._conflict(str(exc), ops) from None
+
+    def _conflict(self, reply: str, ops: list[SetOp | DeleteOp]) -> Exception:
+        kind, _, rest = reply.partition(" ")
+        if kind in ("STALE", "EXISTS"):
+            index_text, _, current = rest.partition(" ")
+            op = ops[int(index_text) - 1]
+            if kind == "EXISTS":
+                return Conflict(f"first-write concurrency: key {op.key!r} exists and no etag was given")
+            stored = f"etag {current!r}" if current else "no value"
+            return Conflict(f"etag mismatch for key {op.key!r}: given {op.etag!r}, the store has {stored}")
+        return FailedPrecondition(f"state store {self._config.component}: redis refused the write: {reply}")
+
+
+def _compare(op: SetOp | DeleteOp, current: str | None) -> None:
+    if op.etag is not None:
+        if current != op.etag:
+            stored = "no value" if current is None else f"etag {current!r}"
+            raise Conflict(f"etag mismatch for key {op.key!r}: given {op.etag!r}, the store has {stored}")
+    elif op.first_write and current is not None:
+        raise Conflict(f"first-write concurrency: key {op.key!r} exists and no etag was given")
