@@ -14,11 +14,12 @@ from typing import Any, Protocol
 
 import grpc
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from google.protobuf.message import DecodeError
 
 from layotto_fast.api.call import CURRENT, Call
 from layotto_fast.api.codecs import Decode, Encode, codec_of
 from layotto_fast.api.status import grpc_code
-from layotto_fast.errors import RuntimeApiError
+from layotto_fast.errors import InvalidArgument, RuntimeApiError
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,20 @@ def _method_handler(
     codec: tuple[Decode, Encode],
     observe: CallObserver,
 ) -> grpc.RpcMethodHandler[Any, Any]:
-    decode, encode = codec
+    raw_decode, encode = codec
     name = method.name
+
+    # Requests are decoded here rather than by grpcio, so that a malformed one is
+    # INVALID_ARGUMENT, as on the native transport (grpcio answers its own failure UNKNOWN).
+    def decode(data: bytes) -> Any:
+        try:
+            return raw_decode(data)
+        except DecodeError as exc:
+            raise InvalidArgument(f"request is not a valid {name} message: {exc}") from None
+
+    async def decoded(requests: AsyncIterator[bytes]) -> AsyncIterator[Any]:
+        async for data in requests:
+            yield decode(data)
 
     async def fail(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException, started: float) -> None:
         if isinstance(exc, RuntimeApiError):
@@ -66,7 +79,7 @@ def _method_handler(
             started = time.perf_counter()
             call = _call_of(context)
             try:
-                response = await handler(request)
+                response = await handler(decoded(request) if method.client_streaming else decode(request))
             except Exception as exc:
                 _apply_metadata(context, call)
                 await fail(context, exc, started)
@@ -79,14 +92,14 @@ def _method_handler(
             return response
 
         if method.client_streaming:
-            return grpc.stream_unary_rpc_method_handler(unary, decode, encode)
-        return grpc.unary_unary_rpc_method_handler(unary, decode, encode)
+            return grpc.stream_unary_rpc_method_handler(unary, None, encode)
+        return grpc.unary_unary_rpc_method_handler(unary, None, encode)
 
     async def streaming(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         started = time.perf_counter()
         call = _call_of(context)
         try:
-            async for response in handler(request):
+            async for response in handler(decoded(request) if method.client_streaming else decode(request)):
                 headers = call.take_headers()
                 if headers:
                     await context.send_initial_metadata(headers)
@@ -99,8 +112,8 @@ def _method_handler(
         observe(name, "OK", time.perf_counter() - started)
 
     if method.client_streaming:
-        return grpc.stream_stream_rpc_method_handler(streaming, decode, encode)
-    return grpc.unary_stream_rpc_method_handler(streaming, decode, encode)
+        return grpc.stream_stream_rpc_method_handler(streaming, None, encode)
+    return grpc.unary_stream_rpc_method_handler(streaming, None, encode)
 
 
 _TRANSPORT_HEADERS = frozenset(

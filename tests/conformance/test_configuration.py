@@ -29,7 +29,8 @@ def test_get_filters_and_watch(harness: Harness, implementation: Implementation)
     seen: list[list[ConfigItem]] = []
     cancel = store.watch(ConfigQuery(app, (k,), label="blue"), seen.append)
     harness.run(asyncio.sleep(0.1))  # a backend's watch is established
-    harness.run(store.save([ConfigItem(app, k, "b", "g", "blue", tags={"t": "1"}), ConfigItem(app, k, "r", "g", "red")]))
+    blue_item = ConfigItem(app, k, "b", "g", "blue", tags={"t": "1"})
+    harness.run(store.save([blue_item, ConfigItem(app, k, "r", "g", "red")]))
     got = harness.run(store.get(ConfigQuery(app, (k,), label="red")))
     assert [(i.content, i.group, i.label) for i in got] == [("r", "g", "red")]
     assert sorted(i.content for i in harness.run(store.get(ConfigQuery(app, (k,))))) == ["b", "r"]

@@ -33,7 +33,7 @@ from tests.faults.support import MIB, RssSampler, assert_serving, start_native, 
 RSS_LIMIT = 50 * MIB
 MAX_CONCURRENT_STREAMS = 1024  # the native transport's default
 SUBSCRIBE = "/spec.proto.runtime.v1.Runtime/SubscribeConfiguration"
-DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, UNIMPLEMENTED, INTERNAL = 4, 8, 12, 13  # gRPC status codes
+INVALID_ARGUMENT, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, UNIMPLEMENTED, INTERNAL = 3, 4, 8, 12, 13  # gRPC codes
 
 HELLO = raw_h2.say_hello()
 GRPC = raw_h2.grpc_headers()
@@ -348,7 +348,7 @@ BODIES: dict[str, tuple[dict[str, object], set[int]]] = {
         {UNIMPLEMENTED},
     ),
     "no-message": ({"body": b""}, {INTERNAL, UNIMPLEMENTED}),
-    "not-a-request-message": ({"body": raw_h2.grpc_frame(b"\xff\xff\xff")}, {INTERNAL}),
+    "not-a-request-message": ({"body": raw_h2.grpc_frame(b"\xff\xff\xff")}, {INVALID_ARGUMENT}),
 }
 
 

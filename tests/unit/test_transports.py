@@ -311,3 +311,17 @@ def test_slow_consumer_pushes_back_through_flow_control(server: Running) -> None
         uploader.join(60)
         server.handlers.hold_reads = None
     assert ("x-total", str(1000 * len(chunk))) in result["trailers"]
+
+
+def test_a_malformed_request_is_invalid_argument_on_every_transport(server: Running) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        raw = channel.unary_unary("/spec.proto.runtime.v1.Runtime/SayHello")
+        with pytest.raises(grpc.RpcError) as raised:
+            raw(b"\xff\xff\xff")
+        error: Any = raised.value
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error
+        assert "not a valid SayHello message" in error.details()
+        stream = channel.unary_stream("/spec.proto.runtime.v1.Runtime/GetFile")
+        with pytest.raises(grpc.RpcError) as raised:
+            list(stream(b"\x0a\x05"))
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]

@@ -1,0 +1,193 @@
+"""The runtime services called directly, with no transport: every rule lives here."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from layotto_fast.errors import (
+    Conflict,
+    InvalidArgument,
+    ResourceExhausted,
+    Unavailable,
+    Unimplemented,
+)
+from layotto_fast.manifest import ComponentManifest
+from layotto_fast.runtime.configuration import ConfigItem
+from layotto_fast.runtime.lifecycle import Components, Health
+from layotto_fast.runtime.lock import LockStatus
+from layotto_fast.runtime.records import state_item
+from layotto_fast.runtime.services import Services
+from layotto_fast.runtime.state import Concurrency, Feature, StateItem
+
+SOURCE = str(Path(__file__))
+
+
+def manifest(name: str, type_: str, **metadata: str) -> ComponentManifest:
+    return ComponentManifest(name, type_, "v1", metadata, SOURCE)
+
+
+class Loop:
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+
+    def run(self, coroutine: Any) -> Any:
+        return self.loop.run_until_complete(coroutine)
+
+
+@pytest.fixture
+def world() -> Iterator[tuple[Loop, Components, Services]]:
+    loop = Loop()
+    components = Components(
+        [
+            manifest("store", "state.in-memory"),
+            manifest("locks", "lock.in-memory"),
+            manifest("ids", "sequencer.in-memory", biggerThan="10"),
+            manifest("config", "configuration.in-memory"),
+            manifest("env", "secretstores.local.env", prefix="LAYOTTO_SERVICE_TEST_"),
+            manifest("hello", "hello.helloworld", hello="hi"),
+        ]
+    )
+    loop.run(components.init_all())
+    yield loop, components, Services.over(components, "my-app")
+    loop.run(components.close_all())
+    loop.loop.close()
+
+
+def item(key: str, value: bytes = b"v", etag: str | None = None, concurrency: int = 0, **metadata: str) -> StateItem:
+    return state_item(key, value, etag, concurrency, 0, metadata or None)
+
+
+def test_state_rules(world: tuple[Loop, Components, Services]) -> None:
+    loop, _, services = world
+    state = services.state
+    loop.run(state.save("store", [item("k", b"1")]))
+    etag = loop.run(state.get("store", "k")).etag
+    # Layotto's state demo: etag "2" with last-write concurrency goes through.
+    loop.run(state.save("store", [item("k", b"2", etag="2", concurrency=Concurrency.LAST_WRITE)]))
+    assert loop.run(state.get("store", "k")).value == b"2"
+    with pytest.raises(Conflict):  # first-write (or unspecified) with a stale etag
+        loop.run(state.save("store", [item("k", b"3", etag=etag, concurrency=Concurrency.FIRST_WRITE)]))
+    with pytest.raises(Conflict):
+        loop.run(state.save("store", [item("k", b"3", etag=etag)]))
+    loop.run(state.save("store", [item("k", b"4", etag="")]))  # an empty etag is no etag
+    with pytest.raises(InvalidArgument, match=r"states\[1\]\.key is empty"):
+        loop.run(state.save("store", [item("a"), item("")]))
+    with pytest.raises(InvalidArgument, match="^key is empty"):
+        loop.run(state.get("store", ""))
+    with pytest.raises(InvalidArgument, match=r"keys\[1\]"):
+        loop.run(state.bulk_get("store", ["a", ""]))
+    with pytest.raises(InvalidArgument, match="store_name 'nope'.*known: store"):
+        loop.run(state.get("nope", "k"))
+    with pytest.raises(InvalidArgument, match="store_name is empty"):
+        loop.run(state.get("", "k"))
+
+
+def test_state_ttl_metadata_is_checked_and_bounded(world: tuple[Loop, Components, Services]) -> None:
+    loop, _, services = world
+    loop.run(services.state.save("store", [item("t", ttlInSeconds="100")]))
+    assert loop.run(services.state.get("store", "t")).expires_at is not None
+    loop.run(services.state.save("store", [item("t", ttlInSeconds="-1")]))
+    assert loop.run(services.state.get("store", "t")).expires_at is None
+    for bad, why in (("abc", "must be an integer"), ("0", "between 1"), ("1" + "0" * 400, "401 digits")):
+        with pytest.raises(InvalidArgument, match=rf"states\[0\]\.metadata\.ttlInSeconds is .*{why}"):
+            loop.run(services.state.save("store", [item("t", ttlInSeconds=bad)]))
+
+
+def test_state_transaction_and_bulk(world: tuple[Loop, Components, Services]) -> None:
+    loop, _, services = world
+    state = services.state
+    loop.run(state.transact("store", [("upsert", item("a")), ("UPSERT", item("b")), ("delete", item("a"))]))
+    assert [(k, e and e.value) for k, e in loop.run(state.bulk_get("store", ["a", "b"]))] == [("a", None), ("b", b"v")]
+    with pytest.raises(InvalidArgument, match=r"operations\[0\]\.operationType is 'merge'"):
+        loop.run(state.transact("store", [("merge", item("a"))]))
+    with pytest.raises(InvalidArgument, match=r"operations\[0\]\.request\.key is empty"):
+        loop.run(state.transact("store", [("upsert", item(""))]))
+    stale = state_item("b", b"", "999", 0, 0, None)
+    with pytest.raises(Conflict):
+        loop.run(state.delete("store", [item("b", etag=None), stale]))
+    assert loop.run(state.get("store", "b")).value == b"v"
+
+
+def test_features_a_store_lacks_are_refused_by_name(world: tuple[Loop, Components, Services]) -> None:
+    loop, components, services = world
+    store = components.ready("state")["store"]
+    store.features = frozenset({Feature.BULK})  # this instance now declares only bulk
+    with pytest.raises(InvalidArgument, match="'store' does not support etags"):
+        loop.run(services.state.save("store", [item("k", etag="1")]))
+    with pytest.raises(InvalidArgument, match="'store' does not support TTL"):
+        loop.run(services.state.save("store", [item("k", ttlInSeconds="5")]))
+    with pytest.raises(Unimplemented, match="'store' does not support transactions"):
+        loop.run(services.state.transact("store", [("upsert", item("k"))]))
+
+
+def test_a_component_that_is_not_up_is_unavailable_by_name(world: tuple[Loop, Components, Services]) -> None:
+    loop, components, services = world
+    [slot] = [s for s in components.slots if s.manifest.name == "store"]
+    components._mark(slot, Health.DOWN, "redis at 127.0.0.1:1: connection refused")
+    with pytest.raises(Unavailable, match="state component 'store' .* is DOWN: redis at 127.0.0.1:1"):
+        loop.run(services.state.get("store", "k"))
+    with pytest.raises(Unavailable):
+        loop.run(services.state.save("store", [item("k")]))
+    components._mark(slot, Health.UP, "")
+    loop.run(services.state.save("store", [item("k")]))
+
+
+def test_lock_sequencer_secrets_hello(world: tuple[Loop, Components, Services], monkeypatch: Any) -> None:
+    loop, _, services = world
+    assert loop.run(services.lock.try_lock("locks", "r", "me", 10))
+    assert loop.run(services.lock.unlock("locks", "r", "you")) == LockStatus.LOCK_BELONG_TO_OTHERS
+    for expire in (0, -1, 2**31):
+        with pytest.raises(InvalidArgument, match=f"expire is {expire}"):
+            loop.run(services.lock.try_lock("locks", "r", "me", expire))
+    with pytest.raises(InvalidArgument, match="lock_owner is empty"):
+        loop.run(services.lock.unlock("locks", "r", ""))
+    with pytest.raises(InvalidArgument, match="resource_id is empty"):
+        loop.run(services.lock.keep_alive("locks", "", "me", 5))
+    assert [loop.run(services.sequencer.next_id("ids", "k")) for _ in range(3)] == [11, 12, 13]
+    with pytest.raises(InvalidArgument, match="key is empty"):
+        loop.run(services.sequencer.next_id("ids", ""))
+    monkeypatch.setenv("LAYOTTO_SERVICE_TEST_A", "1")
+    assert loop.run(services.secrets.get("env", "LAYOTTO_SERVICE_TEST_A")) == {"LAYOTTO_SERVICE_TEST_A": "1"}
+    with pytest.raises(InvalidArgument, match="store_name 'state'"):
+        loop.run(services.secrets.get("state", "x"))
+    assert services.hello.greet("hello", "you") == "hi, you"
+
+
+def test_configuration_defaults_the_app_id_and_fans_out(world: tuple[Loop, Components, Services]) -> None:
+    loop, _, services = world
+    configuration = services.configuration
+    subscription = configuration.subscription()
+    subscription.add("config", "", ["k"])
+    loop.run(configuration.save("config", "", [ConfigItem("", "k", "v1")], {"m": "1"}))
+    change = loop.run(subscription.next())
+    assert change is not None and change.app_id == "my-app" and [i.content for i in change.items] == ["v1"]
+    [saved] = loop.run(configuration.get("config", "my-app", ["k"]))
+    assert saved.metadata == {"m": "1"}  # request metadata is the default of items without their own
+    with pytest.raises(InvalidArgument, match=r"items\[0\]\.key is empty"):
+        loop.run(configuration.save("config", "", [ConfigItem("", "", "v")]))
+    with pytest.raises(InvalidArgument, match="keys is empty"):
+        loop.run(configuration.delete("config", "", []))
+    with pytest.raises(InvalidArgument, match="keys is empty"):
+        subscription.add("config", "", [])
+    subscription.close()
+    assert configuration.active_subscriptions == 0
+
+
+def test_a_subscriber_that_stops_reading_is_dropped_by_bytes(world: tuple[Loop, Components, Services]) -> None:
+    loop, _, services = world
+    configuration = services.configuration
+    configuration.max_bytes = 1_000_000
+    slow = configuration.subscription()
+    slow.add("config", "", ["big"])
+    for _ in range(20):  # 20 x 100 KB: over the 1 MB bound after 10
+        loop.run(configuration.save("config", "", [ConfigItem("", "big", "x" * 100_000)]))
+    assert configuration.dropped_subscriptions == 1
+    with pytest.raises(ResourceExhausted, match="too slow"):
+        loop.run(slow.next())
+    slow.close()
+    assert configuration.active_subscriptions == 0
