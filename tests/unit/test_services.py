@@ -77,11 +77,11 @@ def test_state_rules(world: tuple[Loop, Components, Services]) -> None:
     loop.run(state.save("store", [item("k", b"4", etag="")]))  # an empty etag is no etag
     with pytest.raises(InvalidArgument, match=r"states\[1\]\.key is empty"):
         loop.run(state.save("store", [item("a"), item("")]))
-    with pytest.raises(InvalidArgument, match="^key is empty"):
+    with pytest.raises(InvalidArgument, match=r"^key is empty"):
         loop.run(state.get("store", ""))
     with pytest.raises(InvalidArgument, match=r"keys\[1\]"):
         loop.run(state.bulk_get("store", ["a", ""]))
-    with pytest.raises(InvalidArgument, match="store_name 'nope'.*known: store"):
+    with pytest.raises(InvalidArgument, match=r"store_name 'nope'.*known: store"):
         loop.run(state.get("nope", "k"))
     with pytest.raises(InvalidArgument, match="store_name is empty"):
         loop.run(state.get("", "k"))
@@ -129,7 +129,7 @@ def test_a_component_that_is_not_up_is_unavailable_by_name(world: tuple[Loop, Co
     loop, components, services = world
     [slot] = [s for s in components.slots if s.manifest.name == "store"]
     components._mark(slot, Health.DOWN, "redis at 127.0.0.1:1: connection refused")
-    with pytest.raises(Unavailable, match="state component 'store' .* is DOWN: redis at 127.0.0.1:1"):
+    with pytest.raises(Unavailable, match=r"state component 'store' .* is DOWN: redis at 127.0.0.1:1"):
         loop.run(services.state.get("store", "k"))
     with pytest.raises(Unavailable):
         loop.run(services.state.save("store", [item("k")]))
