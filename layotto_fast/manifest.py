@@ -89,8 +89,10 @@ def parse_document(document: Any, source: str) -> ComponentManifest | None:
         raise StartupError(source, "apiVersion", f"must be {API_VERSION!r}, got {api_version!r}")
     meta = _mapping(document.get("metadata"), source, "metadata")
     name = meta.get("name")
-    if not isinstance(name, str) or not name:
+    if name is None or name == "":
         raise StartupError(source, "metadata.name", "is missing or empty")
+    if not isinstance(name, str):
+        raise StartupError(source, "metadata.name", f"must be a string, got {type(name).__name__} {name!r}")
     spec = _mapping(document.get("spec"), source, "spec")
     type_ = spec.get("type")
     if not isinstance(type_, str) or "." not in type_:

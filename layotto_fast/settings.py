@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +54,31 @@ def load(config_file: str | None, overrides: dict[str, Any]) -> Settings:
     values.update({k: v for k, v in overrides.items() if v is not None})
     for name, value in values.items():
         values[name] = _check(name, value, source)
-    return Settings(**values)
+    settings = Settings(**values)
+    _check_together(settings, source)
+    return settings
+
+
+def _check_together(settings: Settings, source: str) -> None:
+    """What no single setting shows: an address that cannot be bound, ports that collide."""
+    address = settings.listen_address
+    if address != "localhost":
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise StartupError(
+                source, "listen_address", f"{address!r} is not an IP address (such as 127.0.0.1 or ::1)"
+            ) from None
+    if settings.grpc_uds and not Path(settings.grpc_uds).parent.is_dir():
+        raise StartupError(
+            source, "grpc_uds", f"the folder of {settings.grpc_uds!r} does not exist: create it or choose another path"
+        )
+    listeners = {"grpc_port": settings.grpc_port, "actuator_port": settings.actuator_port}
+    seen: dict[int, str] = {}
+    for name, port in listeners.items():
+        if port and port in seen:
+            raise StartupError(source, name, f"{port} is also the {seen[port]}: each listener needs its own port")
+        seen[port] = name
 
 
 def _read_config(path: Path) -> dict[str, Any]:

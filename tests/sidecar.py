@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -28,8 +27,9 @@ def free_port() -> int:
 
 
 def command() -> list[str]:
-    script = shutil.which("layotto-fast")
-    return [script] if script else [sys.executable, "-m", "layotto_fast"]
+    """The installed ``layotto-fast`` of the interpreter running the tests (the checkout's venv)."""
+    script = Path(sys.executable).parent / "layotto-fast"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "layotto_fast"]
 
 
 @dataclass

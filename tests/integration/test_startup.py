@@ -169,12 +169,9 @@ def test_config_file_and_flags(tmp_path: Path) -> None:
 def test_failed_required_component_makes_readiness_down(tmp_path: Path) -> None:
     folder = tmp_path / "components"
     write(folder, "store", "state.in-memory")
-    write(
-        folder,
-        "vault",
-        "secretstores.local.file",
-        "  metadata:\n    - name: secretsFile\n      value: /nonexistent/s.json\n",
-    )
+    bad = tmp_path / "s.json"
+    bad.write_text("not json")
+    write(folder, "vault", "secretstores.local.file", f"  metadata:\n    - name: secretsFile\n      value: {bad}\n")
     sidecar = sidecar_process.start(tmp_path, "--resources-path", str(folder), wait=False)
     try:
         sidecar.wait_ready(want="DOWN")
@@ -182,7 +179,7 @@ def test_failed_required_component_makes_readiness_down(tmp_path: Path) -> None:
         document = orjson.loads(body)
         assert status == 503
         assert document["components"]["vault"]["status"] == "DOWN"
-        assert "/nonexistent/s.json" in document["components"]["vault"]["reason"]
+        assert f"{bad}" in document["components"]["vault"]["reason"]
         assert document["components"]["store"]["status"] == "UP"
         # The rest keeps serving.
         assert sidecar.stub().GetState(pb.GetStateRequest(store_name="store", key="k")).data == b""
@@ -192,11 +189,13 @@ def test_failed_required_component_makes_readiness_down(tmp_path: Path) -> None:
 
 def test_failed_optional_component_keeps_readiness_up(tmp_path: Path) -> None:
     folder = tmp_path / "components"
+    bad = tmp_path / "s.json"
+    bad.write_text("not json")
     write(
         folder,
         "vault",
         "secretstores.local.file",
-        "  ignoreErrors: true\n  metadata:\n    - name: secretsFile\n      value: /nonexistent/s.json\n",
+        f"  ignoreErrors: true\n  metadata:\n    - name: secretsFile\n      value: {bad}\n",
     )
     sidecar = sidecar_process.start(tmp_path, "--resources-path", str(folder))
     try:
@@ -265,3 +264,56 @@ def test_sigterm_turns_readiness_down_and_drains(tmp_path: Path, transport: str)
     assert sidecar.process.wait(10) == 0, sidecar.log()
     assert saw_down, sidecar.log()
     channel.close()
+
+
+@pytest.mark.parametrize(
+    ("manifest", "words"),
+    [
+        (
+            "kind: Component\napiVersion: dapr.io/v1alpha1\nmetadata: {name: 42}\nspec: {type: state.in-memory}\n",
+            ["metadata.name", "must be a string", "int"],
+        ),
+        (
+            "kind: Component\napiVersion: dapr.io/v1alpha1\nmetadata: {name: ids}\nspec:\n  type: sequencer.in-memory\n"
+            "  metadata:\n    - name: biggerThan\n      value: 1e30\n",
+            ["spec.metadata.biggerThan", "1e30"],
+        ),
+        (
+            "kind: Component\napiVersion: dapr.io/v1alpha1\nmetadata: {name: v}\nspec:\n  type: secretstores.local.file\n"
+            "  metadata:\n    - name: secretsFile\n      value: /nonexistent/s.json\n",
+            ["spec.metadata.secretsFile", "/nonexistent/s.json", "does not exist"],
+        ),
+        (
+            "kind: Component\napiVersion: dapr.io/v1alpha1\nmetadata: {name: r}\nspec:\n  type: state.redis\n"
+            "  metadata:\n    - name: redisHost\n      value: localhost:notaport\n",
+            ["spec.metadata.redisHost", "host:port"],
+        ),
+    ],
+)
+def test_check_runs_every_validation_serve_does(tmp_path: Path, manifest: str, words: list[str]) -> None:
+    folder = tmp_path / "components"
+    folder.mkdir()
+    (folder / "one.yaml").write_text(manifest)
+    for command in ("check", "serve"):
+        result = subprocess.run(
+            [*sidecar_process.command(), command, "--grpc-port", "0", "--actuator-port", "0",
+             "--resources-path", str(folder)],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        assert "one.yaml" in result.stderr and all(word in result.stderr for word in words), result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["--listen-address", "999.1.1.1"], ["listen_address", "999.1.1.1", "not an IP address"]),
+        (["--grpc-uds", "/nonexistent-folder/x.sock"], ["grpc_uds", "/nonexistent-folder/x.sock", "does not exist"]),
+        (["--grpc-port", "40123", "--actuator-port", "40123"], ["actuator_port", "40123", "grpc_port"]),
+    ],
+)
+def test_start_up_errors_name_their_cause(tmp_path: Path, flags: list[str], words: list[str]) -> None:
+    result = subprocess.run(
+        [*sidecar_process.command(), "check", *flags], capture_output=True, text=True, timeout=30, cwd=tmp_path
+    )
+    assert result.returncode == 2 and all(word in result.stderr for word in words), result.stderr

@@ -23,12 +23,13 @@ def test_init_then_up() -> None:
     assert status == Health.UP and detail["s"]["status"] == "UP"
 
 
-def test_required_failure_is_down_with_reason_and_optional_is_not() -> None:
-    broken = {"secretsFile": "/nonexistent/secrets.json"}
+def test_required_failure_is_down_with_reason_and_optional_is_not(tmp_path: Path) -> None:
+    (tmp_path / "secrets.json").write_text("not json")
+    broken = {"secretsFile": str(tmp_path / "secrets.json")}
     components = Components([manifest("vault", "secretstores.local.file", broken), manifest("s", "state.in-memory")])
     asyncio.run(components.init_all())
     status, detail = components.readiness()
-    assert status == Health.DOWN and "/nonexistent/secrets.json" in detail["vault"]["reason"]
+    assert status == Health.DOWN and "secrets.json" in detail["vault"]["reason"]
     optional = Components([manifest("vault", "secretstores.local.file", broken, optional=True)])
     asyncio.run(optional.init_all())
     assert optional.readiness()[0] == Health.UP

@@ -35,6 +35,8 @@ class LocalFileSecretStore(NoBackend):
         if not path.is_absolute():
             beside = Path(manifest.source.split(" (document")[0]).parent / path
             path = beside if beside.exists() else path
+        if not path.is_file():
+            raise StartupError(manifest.source, "spec.metadata.secretsFile", f"{str(path)!r} does not exist")
         separator = metadata.text(manifest, "nestedSeparator", ":")
         return cls(path, separator, metadata.boolean(manifest, "multiValued", False), manifest.source)
 
