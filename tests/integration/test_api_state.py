@@ -171,3 +171,12 @@ def test_save_state_empty_key_names_field(sidecar: Sidecar) -> None:
         )
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "states[1].key" in details
+
+
+def test_layotto_state_demo_saves_with_etag_2_and_last_write(sidecar: Sidecar) -> None:
+    """Layotto's own state demo: etag "2" with last-write concurrency must go through."""
+    stub = sidecar.stub()
+    last_write = pb.StateOptions(concurrency=pb.StateOptions.CONCURRENCY_LAST_WRITE)
+    item = pb.StateItem(key="demo-key", value=b"hello world", etag=pb.Etag(value="2"), options=last_write)
+    stub.SaveState(pb.SaveStateRequest(store_name=STORE, states=[item]))
+    assert stub.GetState(pb.GetStateRequest(store_name=STORE, key="demo-key")).data == b"hello world"

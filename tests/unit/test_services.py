@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -191,3 +192,18 @@ def test_a_subscriber_that_stops_reading_is_dropped_by_bytes(world: tuple[Loop, 
         loop.run(slow.next())
     slow.close()
     assert configuration.active_subscriptions == 0
+
+
+def test_expired_entries_are_freed_without_being_read() -> None:
+    from layotto_fast.components.state.memory import REAP_BATCH, InMemoryStateStore
+    from layotto_fast.runtime.state import SetOp
+
+    store = InMemoryStateStore()
+    count = REAP_BATCH + 5_000
+    asyncio.run(store.set([SetOp(f"k{i}", b"v", ttl_seconds=1) for i in range(count)]))
+    asyncio.run(store.set([SetOp("k0", b"rewritten")]))  # no TTL now: must survive
+    assert len(store) == count
+    later = time.time() + 2
+    assert store.reap(later) == REAP_BATCH  # bounded work per tick
+    assert store.reap(later) == count - REAP_BATCH - 1
+    assert len(store) == 1 and asyncio.run(store.get("k0")).value == b"rewritten"
