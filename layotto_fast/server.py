@@ -18,15 +18,11 @@ from layotto_fast.actuator.routes import ActuatorRoutes
 from layotto_fast.api.layotto import LayottoRuntime
 from layotto_fast.api.transport_grpcio import build_server, service_handler
 from layotto_fast.api.transport_native import NativeGrpcServer
+from layotto_fast.http import HttpProtocol
 from layotto_fast.manifest import ComponentManifest, load_folder
 from layotto_fast.runtime.lifecycle import Components
 from layotto_fast.runtime.services import Services
 from layotto_fast.settings import Settings
-
-try:
-    from layotto_fast.actuator.http_protocol import HttpProtocol
-except ImportError:  # not compiled: the pure-Python twin behaves the same, only slower
-    from layotto_fast.actuator.http_protocol_py import HttpProtocol  # type: ignore[assignment]
 
 log = logging.getLogger("layotto_fast")
 
@@ -69,7 +65,7 @@ class Sidecar:
             lambda: self.layotto.active_subscriptions,
         )
         actuator = await loop.create_server(
-            lambda: HttpProtocol(routes), self.settings.listen_address, self.settings.actuator_port
+            lambda: HttpProtocol(routes.router), self.settings.listen_address, self.settings.actuator_port
         )
         server = await self._start_grpc()
         log.info(

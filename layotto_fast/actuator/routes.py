@@ -9,15 +9,18 @@ import orjson
 
 from layotto_fast import __version__
 from layotto_fast.actuator.metrics import Metrics
+from layotto_fast.http import Request, Response, Router
 from layotto_fast.runtime.lifecycle import Components, Health
 
-JSON = b"application/json"
-PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
-
-Response = tuple[int, bytes, bytes]
+JSON = "application/json"
+PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
+# HEAD as well: probes and load balancers often check with it
+METHODS = ("GET", "HEAD")
 
 
 class ActuatorRoutes:
+    """The actuator's endpoints, registered on ``self.router``."""
+
     def __init__(
         self,
         components: Components,
@@ -29,33 +32,26 @@ class ActuatorRoutes:
         self._metrics = metrics
         self._identity = identity
         self._subscriptions = subscriptions
-        self._routes: dict[str, Callable[[], Response]] = {
-            "/actuator/health/liveness": self.liveness,
-            "/actuator/health/readiness": self.readiness,
-            "/actuator/health": self.readiness,
-            "/actuator/info": self.info,
-            "/metrics": self.metrics,
-        }
+        self.router = Router()
+        self.router.add(METHODS, "/actuator/health/liveness", self.liveness)
+        self.router.add(METHODS, "/actuator/health/readiness", self.readiness)
+        self.router.add(METHODS, "/actuator/health", self.readiness)
+        self.router.add(METHODS, "/actuator/info", self.info)
+        self.router.add(METHODS, "/metrics", self.metrics)
 
-    def __call__(self, method: str, path: str) -> Response:
-        route = self._routes.get(path.rstrip("/") or "/")
-        if route is None:
-            return 404, JSON, orjson.dumps({"error": f"no actuator endpoint at {path}"})
-        return route()
-
-    def liveness(self) -> Response:
+    def liveness(self, request: Request) -> Response:
         # The process answers, so it is alive; a stopping process reports DOWN so a
         # platform does not mistake a drain for a healthy idle.
         status = Health.DOWN if self._components.stopping_reason else Health.UP
         return _health(status, {"process": {"status": status.value, "reason": self._components.stopping_reason}})
 
-    def readiness(self) -> Response:
+    def readiness(self, request: Request) -> Response:
         status, components = self._components.readiness()
         if self._components.stopping_reason:
             components = {"sidecar": {"status": "DOWN", "reason": self._components.stopping_reason}, **components}
         return _health(status, components)
 
-    def info(self) -> Response:
+    def info(self, request: Request) -> Response:
         body = {
             **self._identity,
             "version": __version__,
@@ -66,12 +62,12 @@ class ActuatorRoutes:
             "configuration_subscriptions": self._subscriptions(),
             "uptime_seconds": round(time.time() - self._components.started_at, 3),
         }
-        return 200, JSON, orjson.dumps(body)
+        return Response(200, JSON, orjson.dumps(body))
 
-    def metrics(self) -> Response:
-        return 200, PROMETHEUS, self._metrics.render()
+    def metrics(self, request: Request) -> Response:
+        return Response(200, PROMETHEUS, self._metrics.render())
 
 
 def _health(status: Health, components: dict[str, dict[str, str]]) -> Response:
     code = 200 if status == Health.UP else 503
-    return code, JSON, orjson.dumps({"status": status.value, "components": components})
+    return Response(code, JSON, orjson.dumps({"status": status.value, "components": components}))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import urllib.request
+
 import grpc
 import orjson
 import pytest
@@ -49,3 +51,11 @@ def test_metrics_count_rpcs_by_status(sidecar: Sidecar) -> None:
 def test_unknown_path_is_404(sidecar: Sidecar) -> None:
     status, _ = sidecar.http("/actuator/nothing")
     assert status == 404
+
+
+def test_head_answers_without_a_body(sidecar: Sidecar) -> None:
+    url = f"http://127.0.0.1:{sidecar.actuator_port}/actuator/health/liveness"
+    with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=5) as response:
+        assert response.status == 200
+        assert int(response.headers["Content-Length"]) == len(sidecar.http("/actuator/health/liveness")[1])
+        assert response.read() == b""

@@ -279,7 +279,8 @@ def test_sigterm_turns_readiness_down_and_drains(tmp_path: Path, transport: str)
             ["spec.metadata.biggerThan", "1e30"],
         ),
         (
-            "kind: Component\napiVersion: dapr.io/v1alpha1\nmetadata: {name: v}\nspec:\n  type: secretstores.local.file\n"
+            "kind: Component\napiVersion: dapr.io/v1alpha1\nmetadata: {name: v}\n"
+            "spec:\n  type: secretstores.local.file\n"
             "  metadata:\n    - name: secretsFile\n      value: /nonexistent/s.json\n",
             ["spec.metadata.secretsFile", "/nonexistent/s.json", "does not exist"],
         ),

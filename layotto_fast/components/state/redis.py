@@ -110,7 +110,9 @@ class RedisStateStore:
     async def bulk_get(self, keys: list[str], metadata: Mapping[str, str] | None = None) -> list[StateEntry | None]:
         assert self._pipeline is not None, "init() first"
         replies = await self._pipeline.gather([("HMGET", self._prefix + key, "data", "version") for key in keys])
-        return [None if version is None else state_entry(data or b"", version.decode(), None) for data, version in replies]
+        return [
+            None if version is None else state_entry(data or b"", version.decode(), None) for data, version in replies
+        ]
 
     async def set(self, ops: list[SetOp]) -> None:
         await self._apply(list(ops), transaction=False)
