@@ -25,15 +25,23 @@ $(STAMP)/deps: pyproject.toml native/pyproject.toml | $(PYTHON)
 	$(PIP) install "pytest>=8" pytest-benchmark ruff mypy types-PyYAML types-protobuf grpc-stubs h2 hpack hyperframe
 	touch $@
 
+# The shipped crate, or the one with the benchmark-only designs (cargo feature
+# `bench`): installing either retires the other's stamp.
 $(STAMP)/native: $(STAMP)/deps $(NATIVE_SOURCES)
 	$(PIP) install ./native
+	rm -f $(STAMP)/native-bench
 	touch $@
 
-$(STAMP)/package: $(STAMP)/native $(PACKAGE_SOURCES)
+$(STAMP)/native-bench: $(STAMP)/deps $(NATIVE_SOURCES)
+	MATURIN_PEP517_ARGS="--features bench" $(PIP) install ./native
+	rm -f $(STAMP)/native
+	touch $@
+
+$(STAMP)/package: $(STAMP)/deps $(PACKAGE_SOURCES)
 	$(PIP) install --no-build-isolation -e .
 	touch $@
 
-install: $(STAMP)/package
+install: $(STAMP)/native $(STAMP)/package
 
 # redis-server and etcd for the tests, from Debian's packages when missing (CI runs as root).
 servers:
@@ -49,18 +57,19 @@ lint: install
 	$(PYTHON) -m ruff check layotto_fast tests bench proto setup.py
 	$(PYTHON) -m mypy layotto_fast
 	@if $(CARGO) clippy --version >/dev/null 2>&1; then \
-		cd native && $(CARGO) clippy --all-targets --quiet -- -D warnings; \
+		cd native && $(CARGO) clippy --all-targets --quiet -- -D warnings \
+		&& $(CARGO) clippy --all-targets --all-features --quiet -- -D warnings; \
 	else echo "cargo clippy not installed: skipped"; fi
 
 native-test:
-	cd native && $(CARGO) test --quiet
+	cd native && $(CARGO) test --quiet --all-features
 
 py-test: install servers
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 test: install lint native-test py-test
 
-bench: install servers
+bench: $(STAMP)/native-bench $(STAMP)/package servers
 	$(PYTHON) bench/run.py $(ARGS)
 
 clean:

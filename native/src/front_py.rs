@@ -43,6 +43,11 @@ impl GrpcServerConfig {
         fixed_replies: Option<HashMap<String, Vec<u8>>>,
     ) -> PyResult<Self> {
         let fixed_replies = fixed_replies.unwrap_or_default();
+        if !fixed_replies.is_empty() && !cfg!(feature = "bench") {
+            return Err(PyValueError::new_err(
+                "fixed_replies is a benchmark-only design: build layotto_fast_native with --features bench",
+            ));
+        }
         if initial_window_bytes < 65_535 {
             return Err(PyValueError::new_err(
                 "initial_window_bytes must be at least 65535",

@@ -12,6 +12,7 @@ pub mod frame;
 pub mod front;
 mod front_py;
 pub mod grpc;
+#[cfg(feature = "bench")]
 mod handoff;
 #[cfg(test)]
 mod testdata;
@@ -234,6 +235,7 @@ mod layotto_fast_native {
     #[pymodule_export]
     use crate::front_py::{GrpcConnection, GrpcServerConfig};
 
+    #[cfg(feature = "bench")]
     #[pymodule_export]
     use crate::handoff::HandoffServer;
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from types import ModuleType
 
 import grpc
+import layotto_fast_native
 import pytest
 import uvloop
 
@@ -28,7 +29,19 @@ def echo_server_module() -> ModuleType:
     return module
 
 
-@pytest.fixture(scope="module", params=["thread-handoff", "native-task"])
+BENCH_BUILD = hasattr(layotto_fast_native, "HandoffServer")
+
+
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param(
+            "thread-handoff",
+            marks=pytest.mark.skipif(not BENCH_BUILD, reason="benchmark-only: the crate built with --features bench"),
+        ),
+        "native-task",
+    ],
+)
 def port(request: pytest.FixtureRequest) -> Iterator[int]:
     module, chosen = echo_server_module(), free_port()
     thread = threading.Thread(target=lambda: uvloop.run(module.serve(request.param, chosen)), daemon=True)
