@@ -16,7 +16,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
-from layotto_fast.errors import StartupError, Unavailable
+from layotto_fast.errors import FailedPrecondition, RuntimeApiError, StartupError, Unavailable
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime import metadata
 
@@ -27,9 +27,12 @@ BACKEND_ERRORS: tuple[type[BaseException], ...] = (
     redis_errors.ClusterDownError,
     redis_errors.BusyLoadingError,
     redis_errors.ReadOnlyError,
+    redis_errors.RedisClusterException,  # a cluster client that reaches no node
     TimeoutError,
     OSError,
 )
+# Everything a Redis call may raise: BACKEND_ERRORS, and Redis refusing the command.
+REDIS_ERRORS: tuple[type[BaseException], ...] = (*BACKEND_ERRORS, redis_errors.RedisError)
 
 # A ping also fails on a wrong password or a server that refuses the command.
 PING_ERRORS: tuple[type[BaseException], ...] = (
@@ -111,6 +114,14 @@ class RedisConfig:
         else:
             why = str(exc) or type(exc).__name__
         return Unavailable(f"{self.component}: redis at {self.address}: {why}")
+
+
+def failure(config: RedisConfig, exc: BaseException) -> RuntimeApiError:
+    """What a caller gets for ``exc``: Unavailable when Redis failed, FailedPrecondition
+    when it refused the command (a key holding another type, OOM, an ACL)."""
+    if isinstance(exc, redis_errors.ResponseError) and not isinstance(exc, BACKEND_ERRORS):
+        return FailedPrecondition(f"{config.component}: redis at {config.address} refused the command: {exc}")
+    return config.unavailable(exc)
 
 
 async def ping(client: Client, config: RedisConfig) -> None:

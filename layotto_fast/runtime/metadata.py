@@ -45,13 +45,14 @@ def required(manifest: ComponentManifest, name: str) -> str:
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
-def duration(manifest: ComponentManifest, name: str, default: float) -> float:
-    """Seconds from a Go-style duration (``500ms``, ``5s``, ``1m``); plain digits are milliseconds."""
+def duration(manifest: ComponentManifest, name: str, default: float, plain_unit: float = 0.001) -> float:
+    """Seconds from a Go-style duration (``500ms``, ``5s``, ``1m``); plain digits count
+    ``plain_unit`` seconds each (milliseconds unless the component's own convention differs)."""
     raw = manifest.metadata.get(name, "").strip()
     if not raw:
         return default
     if raw.isdigit():
-        return int(raw) / 1000
+        return int(raw) * plain_unit
     for unit in sorted(_UNITS, key=len, reverse=True):
         number = raw.removesuffix(unit)
         if number != raw:

@@ -7,7 +7,7 @@ check and the write it guards are atomic, and a request of several items checks
 every etag before it writes anything.
 
 Commands of calls that arrive in the same loop pass are written to Redis as one
-pipeline (auto-pipelining, ``pipeline.py``), each call keeping its own result.
+pipeline (auto-pipelining, ``components/redis_pipeline.py``), each call keeping its own result.
 On a cluster, a request whose keys sit in several hash slots is split by slot;
 a transaction must keep its keys in one slot (a hash tag such as ``{order}``).
 """
@@ -20,7 +20,7 @@ from typing import Any, Self
 from redis import exceptions as redis_errors
 
 from layotto_fast.components.redis_client import Client, RedisConfig, ping
-from layotto_fast.components.state.pipeline import AutoPipeline, Script
+from layotto_fast.components.redis_pipeline import AutoPipeline, Script
 from layotto_fast.errors import Conflict, FailedPrecondition, InvalidArgument
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime.records import state_entry

@@ -1,0 +1,417 @@
+"""``configuration.etcd``: configuration items in etcd, watched with etcd's watch.
+
+Layout (default ``keyPrefix`` ``layotto-config/``):
+
+``{keyPrefix}{app_id}/{group}/{label}/{key}``
+    The raw content, so that ``etcdctl put layotto-config/app/g/l/k hello`` is an
+    item (and a change) like one saved through a sidecar. An empty group or label is
+    an empty path segment (``layotto-config/app///k``), never a placeholder name, so
+    every item reads back exactly as it was saved. The key may contain ``/``; app
+    id, group and label may not (InvalidArgument), and the app id ``.attrs`` is
+    reserved. Keys under the app with fewer segments are not items and are ignored.
+``{keyPrefix}.attrs/{app_id}/{group}/{label}/{key}``
+    The item's tags and metadata as JSON ``{"tags": {...}, "metadata": {...}}``,
+    written in the same transaction as the content, only when either is non-empty,
+    and deleted with it. An item written with etcdctl simply has none.
+
+Queries: an empty group or label matches any; empty keys matches every key of the
+app (``ConfigQuery.matches``). A get is one transaction (content and attributes read
+at one revision); a save or a delete is one transaction per 64 items (etcd allows
+128 operations in one).
+
+Watches: one etcd watch per watched app, on ``{keyPrefix}{app_id}/``, run by a
+background task that maps each watch response to ConfigItems (a delete has empty
+content) and calls the listeners whose query matches, on the loop. Items saved or
+deleted through this store are also delivered before ``save``/``delete`` return;
+the watch then skips those revisions, so each change reaches a listener once.
+Changes made by others (another sidecar, ``etcdctl``) are delivered from the moment
+the watch is established (``wait_watching``), typically milliseconds after
+``watch()``. When etcd goes away the task reconnects (backing off up to 1 s) and
+resumes at the revision after the last one it saw, so nothing is missed; if that
+revision has been compacted away, every current item of the app is delivered as
+changed (deletions in the gap are lost). The cancel a ``watch()`` returns stops the
+app's etcd watch with its last query; ``close()`` stops them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
+from typing import Any, Self
+
+import orjson
+from aetcd import rpc  # type: ignore[import-untyped]
+
+from layotto_fast.components.etcd_client import (
+    MAX_TXN_OPS,
+    EtcdConfig,
+    EtcdConnection,
+    op_delete,
+    op_get,
+    op_put,
+    prefix_end,
+    range_kvs,
+    unauthenticated,
+)
+from layotto_fast.errors import InvalidArgument, RuntimeApiError, Unavailable
+from layotto_fast.manifest import ComponentManifest
+from layotto_fast.runtime.configuration import ChangeListener, ConfigItem, ConfigQuery
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PREFIX = "layotto-config/"
+ATTRS = ".attrs"
+ITEMS_PER_TXN = MAX_TXN_OPS // 2  # two operations per item: content and attributes
+RETRY_MIN, RETRY_MAX = 0.05, 1.0  # seconds between attempts to watch again
+DELIVERED_TTL = 30.0  # how long a delivered revision is remembered to skip its echo
+PRUNE_AT = 1024
+
+ItemId = tuple[str, str, str, str]  # app_id, group, label, key
+
+
+def _item_id(item: ConfigItem) -> ItemId:
+    return item.app_id, item.group, item.label, item.key
+
+
+def _relative(item: ConfigItem) -> str:
+    return f"{item.group}/{item.label}/{item.key}"
+
+
+def _chunks(items: Sequence[ConfigItem], size: int) -> Iterable[Sequence[ConfigItem]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _check_names(app_id: str, group: str, label: str) -> None:
+    for field, value in (("app_id", app_id), ("group", group), ("label", label)):
+        if "/" in value:
+            raise InvalidArgument(f"{field} {value!r} contains '/': the etcd configuration store separates with it")
+    if app_id == ATTRS:
+        raise InvalidArgument(f"app_id {ATTRS!r} is reserved by the etcd configuration store")
+
+
+def _attrs_json(item: ConfigItem) -> bytes:
+    return orjson.dumps({"tags": item.tags, "metadata": item.metadata})
+
+
+def _parse_attrs(raw: bytes | None) -> tuple[dict[str, str], dict[str, str]]:
+    if not raw:
+        return {}, {}
+    try:
+        document = orjson.loads(raw)
+        tags, meta = document.get("tags") or {}, document.get("metadata") or {}
+        return {str(k): str(v) for k, v in tags.items()}, {str(k): str(v) for k, v in meta.items()}
+    except (orjson.JSONDecodeError, AttributeError):
+        return {}, {}
+
+
+class _AppWatch:
+    """The listeners of one app, the task that follows its etcd watch, and what it delivered."""
+
+    def __init__(self, app_id: str, prefix: bytes) -> None:
+        self.app_id = app_id
+        self.prefix = prefix
+        self.listeners: dict[int, tuple[ConfigQuery, ChangeListener]] = {}
+        self.task: asyncio.Task[None] | None = None
+        self.revision = 0  # every event up to this revision has been handled (0: none yet)
+        self.established = asyncio.Event()
+        self._delivered: dict[str, tuple[int, float]] = {}  # relative key -> (revision, when)
+
+    def seen(self, relative: str, revision: int) -> bool:
+        done = self._delivered.get(relative)
+        return done is not None and done[0] >= revision
+
+    def claim(self, changes: Iterable[tuple[str, int, ConfigItem]]) -> list[ConfigItem]:
+        """The items not delivered yet at their revision, now marked delivered."""
+        now = time.monotonic()
+        fresh = []
+        for relative, revision, item in changes:
+            if not self.seen(relative, revision):
+                self._delivered[relative] = (revision, now)
+                fresh.append(item)
+        if len(self._delivered) > PRUNE_AT:
+            stale = now - DELIVERED_TTL
+            self._delivered = {key: done for key, done in self._delivered.items() if done[1] > stale}
+        return fresh
+
+    def deliver(self, items: list[ConfigItem]) -> None:
+        if not items:
+            return
+        for query, listener in list(self.listeners.values()):
+            matching = [item for item in items if query.matches(item)]
+            if matching:
+                try:
+                    listener(matching)
+                except Exception:
+                    log.exception("configuration listener failed")
+
+
+class EtcdConfigurationStore:
+    def __init__(self, config: EtcdConfig) -> None:
+        self.config = config
+        self._conn = EtcdConnection(config)
+        self._apps: dict[str, _AppWatch] = {}
+        self._stopping: set[asyncio.Task[None]] = set()
+        self._next_watch = 0
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop the watches run on
+
+    @classmethod
+    def from_manifest(cls, manifest: ComponentManifest) -> Self:
+        return cls(EtcdConfig.from_manifest(manifest, DEFAULT_PREFIX))
+
+    async def init(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        await self._conn.open()
+
+    async def ping(self) -> None:
+        await self._conn.ping()
+
+    async def close(self) -> None:
+        watches, self._apps = list(self._apps.values()), {}
+        tasks = [watch.task for watch in watches if watch.task is not None] + list(self._stopping)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._conn.close()
+
+    # --- keys ---------------------------------------------------------------------------------------
+
+    def _app_prefix(self, app_id: str) -> str:
+        return f"{self.config.key_prefix}{app_id}/"
+
+    def _attrs_prefix(self, app_id: str) -> str:
+        return f"{self.config.key_prefix}{ATTRS}/{app_id}/"
+
+    def _to_item(self, app_id: str, relative: bytes, content: bytes, attrs: bytes | None) -> ConfigItem | None:
+        parts = relative.decode(errors="replace").split("/", 2)
+        if len(parts) != 3 or not parts[2]:
+            return None
+        group, label, key = parts
+        tags, meta = _parse_attrs(attrs)
+        return ConfigItem(app_id, key, content.decode(errors="replace"), group, label, tags, meta)
+
+    # --- get / save / delete ------------------------------------------------------------------------
+
+    async def _read(self, query: ConfigQuery) -> tuple[list[tuple[ConfigItem, int]], int]:
+        """The items matching ``query`` with their mod_revision, and the revision read at."""
+        _check_names(query.app_id, query.group, query.label)
+        scope = ""
+        if query.group:
+            scope = f"{query.group}/{query.label}/" if query.label else f"{query.group}/"
+        content_prefix = self._app_prefix(query.app_id).encode()
+        attrs_prefix = self._attrs_prefix(query.app_id).encode()
+        response = await self._conn.txn(
+            [],
+            [op_get(content_prefix + scope.encode(), prefix=True), op_get(attrs_prefix + scope.encode(), prefix=True)],
+        )
+        attrs = {bytes(kv.key[len(attrs_prefix) :]): bytes(kv.value) for kv in range_kvs(response, 1)}
+        found = []
+        for kv in range_kvs(response, 0):
+            relative = bytes(kv.key[len(content_prefix) :])
+            item = self._to_item(query.app_id, relative, kv.value, attrs.get(relative))
+            if item is not None and query.matches(item):
+                found.append((item, int(kv.mod_revision)))
+        return found, int(response.header.revision)
+
+    async def get(self, query: ConfigQuery) -> list[ConfigItem]:
+        found, _ = await self._read(query)
+        return [item for item, _ in found]
+
+    async def save(self, items: list[ConfigItem]) -> None:
+        unique: dict[ItemId, ConfigItem] = {}
+        for item in items:
+            _check_names(item.app_id, item.group, item.label)
+            if not item.key:
+                raise InvalidArgument("a configuration item's key is empty")
+            unique[_item_id(item)] = item  # etcd refuses a transaction that writes a key twice
+        for chunk in _chunks(list(unique.values()), ITEMS_PER_TXN):
+            operations = []
+            for item in chunk:
+                relative = _relative(item)
+                operations.append(op_put(f"{self._app_prefix(item.app_id)}{relative}".encode(), item.content.encode()))
+                attrs_key = f"{self._attrs_prefix(item.app_id)}{relative}".encode()
+                if item.tags or item.metadata:
+                    operations.append(op_put(attrs_key, _attrs_json(item)))
+                else:
+                    operations.append(op_delete(attrs_key))
+            response = await self._conn.txn([], operations)
+            self._notify(chunk, int(response.header.revision))
+
+    async def delete(self, query: ConfigQuery) -> None:
+        found = [item for item, _ in (await self._read(query))[0]]
+        for chunk in _chunks(found, ITEMS_PER_TXN):
+            operations = []
+            for item in chunk:
+                relative = _relative(item)
+                operations.append(op_delete(f"{self._app_prefix(item.app_id)}{relative}".encode()))
+                operations.append(op_delete(f"{self._attrs_prefix(item.app_id)}{relative}".encode()))
+            response = await self._conn.txn([], operations)
+            gone = [
+                replace(item, content="")
+                for index, item in enumerate(chunk)
+                if response.responses[2 * index].response_delete_range.deleted
+            ]
+            self._notify(gone, int(response.header.revision))
+
+    def _notify(self, items: Sequence[ConfigItem], revision: int) -> None:
+        """Deliver this store's own changes now; the watch skips them when they come back."""
+        for app_id, watch in self._apps.items():
+            mine = [(_relative(item), revision, item) for item in items if item.app_id == app_id]
+            if mine:
+                watch.deliver(watch.claim(mine))
+
+    # --- watch --------------------------------------------------------------------------------------
+
+    def watch(self, query: ConfigQuery, listener: ChangeListener) -> Callable[[], None]:
+        _check_names(query.app_id, query.group, query.label)
+        app_id = query.app_id
+        watch = self._apps.get(app_id)
+        if watch is None:
+            watch = _AppWatch(app_id, self._app_prefix(app_id).encode())
+            loop = self._loop or asyncio.get_running_loop()  # watch() may be called off the loop
+            watch.task = loop.create_task(self._follow(watch), name=f"{self.config.component} watch of app {app_id!r}")
+            self._apps[app_id] = watch
+        watch_id = self._next_watch
+        self._next_watch += 1
+        watch.listeners[watch_id] = (query, listener)
+        return lambda: self._unwatch(watch, watch_id)
+
+    def _unwatch(self, watch: _AppWatch, watch_id: int) -> None:
+        if watch.listeners.pop(watch_id, None) is None or watch.listeners:
+            return
+        if self._apps.get(watch.app_id) is watch:
+            del self._apps[watch.app_id]
+        if watch.task is not None:
+            watch.task.cancel()
+            self._stopping.add(watch.task)
+            watch.task.add_done_callback(self._stopping.discard)
+
+    async def wait_watching(self, app_id: str, timeout: float) -> bool:
+        """Wait until the etcd watch of ``app_id`` is established; False when it is not in time."""
+        watch = self._apps.get(app_id)
+        if watch is None:
+            return False
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(watch.established.wait(), timeout)
+        return watch.established.is_set()
+
+    async def _follow(self, watch: _AppWatch) -> None:
+        """Keep one etcd watch of the app open, reconnecting after failures, until cancelled."""
+        pause, failing = RETRY_MIN, False
+        while True:
+            client: Any = None
+            try:
+                client = self._conn.client()
+                await self._stream(watch, client)
+            except Exception as exc:
+                if watch.established.is_set():  # it worked until now: a new failure
+                    pause, failing = RETRY_MIN, False
+                if not failing:
+                    log.warning(
+                        "%s: watch of app %r failed (%s); watching again",
+                        self.config.component,
+                        watch.app_id,
+                        exc.message if isinstance(exc, RuntimeApiError) else self._conn.unavailable(exc).message,
+                    )
+                failing = True
+                if client is not None and self.config.username and unauthenticated(exc):
+                    with contextlib.suppress(RuntimeApiError):
+                        await self._conn.renew(client)
+            else:
+                pause = RETRY_MIN  # ended by a compaction: watch again at once
+            watch.established.clear()
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, RETRY_MAX)
+
+    async def _stream(self, watch: _AppWatch, client: Any) -> None:
+        """One watch stream: returns after resyncing from a compaction, raises when it fails."""
+        timeout = self.config.operation_timeout
+        call = rpc.WatchStub(client.channel).Watch(metadata=client.metadata)
+        try:
+            create = rpc.WatchCreateRequest(
+                key=watch.prefix,
+                range_end=prefix_end(watch.prefix),
+                start_revision=watch.revision + 1 if watch.revision else 0,
+            )
+            await asyncio.wait_for(call.write(rpc.WatchRequest(create_request=create)), timeout)
+            responses = call.__aiter__()
+            created = await asyncio.wait_for(anext(responses), timeout)
+            if created.compact_revision:
+                await self._resync(watch)
+                return
+            if created.canceled or not created.created:
+                raise ConnectionError(f"etcd refused the watch: {created.cancel_reason or 'no reason given'}")
+            if not watch.revision:
+                # etcd watches from the revision after this one: nothing after it is missed.
+                watch.revision = int(created.header.revision)
+            if not watch.established.is_set():
+                watch.established.set()
+                log.info("%s: watching app %r from revision %d", self.config.component, watch.app_id, watch.revision)
+            async for response in responses:
+                if response.compact_revision:
+                    await self._resync(watch)
+                    return
+                if response.canceled:
+                    raise ConnectionError(f"etcd cancelled the watch: {response.cancel_reason or 'no reason given'}")
+                if response.events:
+                    await self._on_events(watch, response.events)
+            raise ConnectionError("etcd ended the watch stream")
+        finally:
+            call.cancel()
+
+    async def _on_events(self, watch: _AppWatch, events: Sequence[Any]) -> None:
+        last: dict[bytes, Any] = {}  # key -> its last event in this response
+        top = watch.revision
+        for event in events:
+            last[bytes(event.kv.key)] = event
+            top = max(top, int(event.kv.mod_revision))
+        changes: list[tuple[str, int, ConfigItem]] = []
+        written: list[str] = []  # put, not deleted: their attributes are read
+        for key, event in last.items():
+            deleted = event.type == rpc.Event.DELETE
+            item = self._to_item(watch.app_id, key[len(watch.prefix) :], b"" if deleted else event.kv.value, None)
+            revision = int(event.kv.mod_revision)
+            if item is None or watch.seen(_relative(item), revision):
+                continue  # not an item, or saved through this store and told already
+            changes.append((_relative(item), revision, item))
+            if not deleted:
+                written.append(_relative(item))
+        if written:
+            attrs = await self._read_attrs(watch.app_id, written)
+            for index, (relative, revision, item) in enumerate(changes):
+                if relative in attrs:
+                    tags, meta = _parse_attrs(attrs[relative])
+                    changes[index] = (relative, revision, replace(item, tags=tags, metadata=meta))
+        watch.revision = max(watch.revision, top)
+        watch.deliver(watch.claim(changes))
+
+    async def _read_attrs(self, app_id: str, relatives: list[str]) -> dict[str, bytes]:
+        """The stored attributes of items; none when etcd does not answer (the change is still told)."""
+        prefix = self._attrs_prefix(app_id)
+        found: dict[str, bytes] = {}
+        try:
+            for start in range(0, len(relatives), MAX_TXN_OPS):
+                chunk = relatives[start : start + MAX_TXN_OPS]
+                response = await self._conn.txn([], [op_get(f"{prefix}{relative}".encode()) for relative in chunk])
+                for index, relative in enumerate(chunk):
+                    kvs = range_kvs(response, index)
+                    if kvs:
+                        found[relative] = bytes(kvs[0].value)
+        except Unavailable as exc:
+            log.debug("%s: attributes of changed items not read: %s", self.config.component, exc.message)
+        return found
+
+    async def _resync(self, watch: _AppWatch) -> None:
+        """The revision to resume from was compacted: tell every current item as changed."""
+        found, revision = await self._read(ConfigQuery(watch.app_id))
+        log.warning(
+            "%s: watch of app %r lost history to a compaction; every item is told as changed",
+            self.config.component,
+            watch.app_id,
+        )
+        watch.revision = revision
+        watch.deliver(watch.claim((_relative(item), mod_revision, item) for item, mod_revision in found))

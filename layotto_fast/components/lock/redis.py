@@ -1,0 +1,114 @@
+"""``lock.redis``: distributed locks in Redis (``redisType: node`` or ``cluster``).
+
+Layout: one string per held lock at ``{keyPrefix}lock|{resourceId}`` whose value is
+the owner and whose expiry is the lock's (milliseconds, so the whole of
+``expire_seconds`` counts). Every operation touches that one key, so it runs on the
+one node owning its hash slot and needs no hash tag on a cluster.
+
+- try-lock is ``SET key owner NX PX ms``: only the first caller gets it, whichever
+  sidecar it goes through; it is not re-entrant (a second try-lock of the owner fails).
+- unlock and keep-alive are Lua scripts that compare the value with the owner and
+  only then delete the key / set its new expiry, atomically; they answer the
+  LockStatus value (SUCCESS, LOCK_UNEXIST, LOCK_BELONG_TO_OTHERS).
+
+An expired lock is gone: Redis removes it, and the next try-lock of anyone succeeds.
+One limit, shared with every SET-NX lock: when a connection breaks after Redis took
+a try-lock but before its reply arrived, the client's retry (``maxRetries``) finds the
+lock taken and answers false; the lock is then held by nobody who knows it until it
+expires.
+
+The commands of calls made in one loop pass go out as one pipeline (AutoPipeline,
+``components/redis_pipeline.py``): a burst of calls costs one round trip and one
+connection, never more connections than the pool has.
+"""
+
+from __future__ import annotations
+
+from typing import Self
+
+from redis import exceptions as redis_errors
+
+from layotto_fast.components.redis_client import REDIS_ERRORS, Client, RedisConfig, failure, ping
+from layotto_fast.components.redis_pipeline import AutoPipeline, Script
+from layotto_fast.manifest import ComponentManifest
+from layotto_fast.runtime.lock import LockStatus
+
+# KEYS[1]: the lock. ARGV[1]: the owner. Answers a LockStatus value.
+UNLOCK = Script(
+    """
+local holder = redis.call("GET", KEYS[1])
+if not holder then return 1 end
+if holder ~= ARGV[1] then return 2 end
+redis.call("DEL", KEYS[1])
+return 0
+"""
+)
+
+# KEYS[1]: the lock. ARGV[1]: the owner, ARGV[2]: the new expiry in ms.
+KEEP_ALIVE = Script(
+    """
+local holder = redis.call("GET", KEYS[1])
+if not holder then return 1 end
+if holder ~= ARGV[1] then return 2 end
+redis.call("PEXPIRE", KEYS[1], ARGV[2])
+return 0
+"""
+)
+
+
+class RedisLockStore:
+    def __init__(self, config: RedisConfig) -> None:
+        self._config = config
+        self._prefix = f"{config.key_prefix}lock|"
+        self._client: Client | None = None
+        self._pipeline: AutoPipeline | None = None
+
+    @classmethod
+    def from_manifest(cls, manifest: ComponentManifest) -> Self:
+        return cls(RedisConfig.from_manifest(manifest))
+
+    async def init(self) -> None:
+        if self._client is None:
+            self._client = self._config.connect()
+            # Calls made in one loop pass share a pipeline: one round trip, one connection.
+            self._pipeline = AutoPipeline(self._client, self._config)
+        await self.ping()
+
+    async def ping(self) -> None:
+        assert self._client is not None, "init() first"
+        try:
+            await ping(self._client, self._config)
+        except redis_errors.RedisClusterException as exc:
+            raise self._config.unavailable(exc) from None
+
+    async def close(self) -> None:
+        if self._client is not None:
+            client, self._client, self._pipeline = self._client, None, None
+            await client.aclose()
+
+    def key(self, resource_id: str) -> str:
+        """The Redis key of ``resource_id``'s lock."""
+        return self._prefix + resource_id
+
+    async def try_lock(self, resource_id: str, owner: str, expire_seconds: int) -> bool:
+        assert self._pipeline is not None, "init() first"
+        command = ("SET", self.key(resource_id), owner, "NX", "PX", expire_seconds * 1000)
+        try:
+            done = await self._pipeline.call(command)
+        except REDIS_ERRORS as exc:
+            raise failure(self._config, exc) from None
+        return done is not None
+
+    async def unlock(self, resource_id: str, owner: str) -> LockStatus:
+        return await self._script(UNLOCK, resource_id, owner)
+
+    async def keep_alive(self, resource_id: str, owner: str, expire_seconds: int) -> LockStatus:
+        return await self._script(KEEP_ALIVE, resource_id, owner, str(expire_seconds * 1000))
+
+    async def _script(self, script: Script, resource_id: str, *args: str) -> LockStatus:
+        assert self._pipeline is not None, "init() first"
+        try:
+            status = await self._pipeline.script(script, [self.key(resource_id)], args)
+        except REDIS_ERRORS as exc:
+            raise failure(self._config, exc) from None
+        return LockStatus(int(status))

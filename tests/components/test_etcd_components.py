@@ -1,0 +1,455 @@
+"""lock.etcd, sequencer.etcd and configuration.etcd against a real etcd (the session
+fixture of tests/backends).
+
+Each test runs on its own event loop (``asyncio.run``) and key prefix; two component
+instances on one etcd stand for two sidecars. The test that stops the shared server
+starts it again before it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from layotto_fast.components.etcd_client import EtcdConfig
+from layotto_fast.components.lock.etcd import EtcdLockStore
+from layotto_fast.components.sequencer.etcd import EtcdSequencer
+from layotto_fast.errors import InvalidArgument, ResourceExhausted, StartupError, Unavailable
+from layotto_fast.manifest import ComponentManifest
+from layotto_fast.runtime import registry
+from layotto_fast.runtime.configuration import ConfigItem, ConfigQuery
+from layotto_fast.runtime.lock import LockStatus
+from layotto_fast.runtime.sequencer import MAX_ID
+from tests.backends.servers import EtcdServer, free_ports
+
+WATCH_DEADLINE = 1.0  # a change must reach a watcher within this many seconds
+
+
+def unique() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def manifest(type_: str, metadata: dict[str, str], name: str = "test") -> ComponentManifest:
+    return ComponentManifest(name=name, type=type_, version="v1", metadata=metadata, source="test.yaml")
+
+
+@asynccontextmanager
+async def components(etcd: EtcdServer, type_: str, count: int = 1, **extra: str) -> AsyncIterator[list[Any]]:
+    """``count`` initialised instances of ``type_`` (separate connections: separate sidecars)."""
+    metadata = {"endpoints": etcd.endpoint, **extra}
+    built = [registry.build(manifest(type_, metadata, f"c{index}")) for index in range(count)]
+    try:
+        for component in built:
+            await component.init()
+        yield built
+    finally:
+        for component in built:
+            await component.close()
+
+
+async def eventually(check: Callable[[], bool], timeout: float) -> float:
+    """Seconds until ``check()`` holds; fails the test when it does not within ``timeout``."""
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"not within {timeout} s")
+        await asyncio.sleep(0.01)
+    return time.monotonic() - started
+
+
+# --- config ---------------------------------------------------------------------------------------
+
+
+def test_config_from_manifest() -> None:
+    config = EtcdConfig.from_manifest(
+        manifest("lock.etcd", {"endpoints": " http://a:1 ; b , [::1]:3", "dialTimeout": "2s"}), "layotto-lock/"
+    )
+    assert config.endpoints == (("a", 1), ("b", 2379), ("::1", 3))
+    assert config.key_prefix == "layotto-lock/" and config.dial_timeout == 2.0 and config.operation_timeout == 3.0
+    assert config.component == "test (lock.etcd)" and config.address(2) == "[::1]:3"
+    layotto = manifest("lock.etcd", {"endpoints": "a:1", "keyPrefixPath": "/l/", "username": "u", "password": "p"})
+    assert EtcdConfig.from_manifest(layotto, "x").key_prefix == "/l/"
+    assert (
+        EtcdSequencer.from_manifest(manifest("sequencer.etcd", {"endpoints": "a", "biggerThan": "7"})).bigger_than == 7
+    )
+    bad = [
+        ("endpoints", {}),
+        ("endpoints", {"endpoints": " , "}),
+        ("endpoints", {"endpoints": "a:99999"}),
+        ("endpoints", {"endpoints": "https://a:1"}),
+        ("password", {"endpoints": "a", "username": "u"}),
+        ("dialTimeout", {"endpoints": "a", "dialTimeout": "soon"}),
+        ("operationTimeout", {"endpoints": "a", "operationTimeout": "0s"}),
+        ("biggerThan", {"endpoints": "a", "biggerThan": str(MAX_ID)}),
+        ("biggerThan", {"endpoints": "a", "biggerThan": "-1"}),
+    ]
+    for field, metadata in bad:
+        with pytest.raises(StartupError) as caught:
+            EtcdSequencer.from_manifest(manifest("sequencer.etcd", metadata))
+        assert caught.value.field == f"spec.metadata.{field}" and caught.value.source == "test.yaml"
+
+
+def test_init_fails_fast_without_etcd_and_tries_endpoints_in_order(etcd_server: EtcdServer) -> None:
+    dead = f"127.0.0.1:{free_ports(1)[0]}"
+
+    async def scenario() -> None:
+        lonely = EtcdLockStore.from_manifest(manifest("lock.etcd", {"endpoints": dead, "dialTimeout": "1s"}))
+        started = time.monotonic()
+        with pytest.raises(Unavailable, match=rf"test \(lock\.etcd\).*{dead}"):
+            await lonely.init()
+        assert time.monotonic() - started < 1.5
+        with pytest.raises(Unavailable):
+            await lonely.try_lock("r", "o", 1)
+        await lonely.close()
+
+        async with components(etcd_server, "lock.etcd", endpoints=f"{dead},{etcd_server.endpoint}") as [store]:
+            assert store._conn.endpoint == etcd_server.endpoint
+            assert await store.try_lock(unique(), "o", 5)
+
+    asyncio.run(scenario())
+
+
+class ShortTokenEtcd(EtcdServer):
+    """An etcd whose authentication tokens expire after one idle second (dropped within two)."""
+
+    def _argv(self) -> list[str]:
+        return [*super()._argv(), "--auth-token-ttl", "1"]
+
+
+def test_authentication_and_an_expired_token_is_renewed(tmp_path: Path) -> None:
+    with ShortTokenEtcd(tmp_path) as etcd:
+        etcd.ctl("user", "add", "root:s3cret")
+        etcd.ctl("auth", "enable")
+
+        async def scenario() -> None:
+            async with components(etcd, "sequencer.etcd", username="root", password="s3cret") as [sequencer]:
+                assert await sequencer.next_id("k") == 1
+                first_client = sequencer._conn.client()
+                await asyncio.sleep(2.5)  # etcd drops idle tokens once a second: this one is gone
+                assert await sequencer.next_id("k") == 2
+                assert sequencer._conn.client() is not first_client  # authenticated again
+                await sequencer.ping()
+            wrong = registry.build(
+                manifest("lock.etcd", {"endpoints": etcd.endpoint, "username": "root", "password": "wrong"})
+            )
+            with pytest.raises(Unavailable, match="authentication failed"):
+                await wrong.init()
+            await wrong.close()
+
+        asyncio.run(scenario())
+
+
+def test_ping_moves_to_the_next_endpoint_that_answers(etcd_server: EtcdServer, tmp_path: Path) -> None:
+    with EtcdServer(tmp_path) as first:
+
+        async def scenario() -> None:
+            endpoints = f"{first.endpoint},{etcd_server.endpoint}"
+            async with components(etcd_server, "lock.etcd", endpoints=endpoints, keyPrefix=f"t-{unique()}/") as [store]:
+                assert store._conn.endpoint == first.endpoint
+                first.stop()
+                await store.ping()  # the first failed, the second answered
+                assert store._conn.endpoint == etcd_server.endpoint
+                assert await store.try_lock(unique(), "o", 5)
+
+        asyncio.run(scenario())
+
+
+# --- lock -----------------------------------------------------------------------------------------
+
+
+def test_lock_one_holder_among_many_contenders_on_two_sidecars(etcd_server: EtcdServer) -> None:
+    prefix = f"t-{unique()}/"
+
+    async def scenario() -> None:
+        async with components(etcd_server, "lock.etcd", 2, keyPrefix=prefix) as stores:
+            resource = unique()
+            won = await asyncio.gather(*(stores[i % 2].try_lock(resource, f"o{i}", 10) for i in range(40)))
+            assert sum(won) == 1
+            assert etcd_server.ctl("get", "--print-value-only", f"{prefix}{resource}") == f"o{won.index(True)}"
+
+            holders: list[str] = []
+            acquired = 0
+
+            async def contend(index: int) -> None:
+                nonlocal acquired
+                owner, store = f"c{index}", stores[index % 2]
+                for _ in range(15):
+                    if await store.try_lock("hot", owner, 5):
+                        holders.append(owner)
+                        assert len(holders) == 1, f"two holders at once: {holders}"
+                        acquired += 1
+                        await asyncio.sleep(0.002)
+                        holders.remove(owner)
+                        assert await store.unlock("hot", owner) == LockStatus.SUCCESS
+                    else:
+                        await asyncio.sleep(0.001)
+
+            await asyncio.gather(*(contend(i) for i in range(12)))
+            assert acquired > 0 and not holders
+
+    asyncio.run(scenario())
+
+
+def test_lock_only_the_owner_unlocks_or_keeps_alive(etcd_server: EtcdServer) -> None:
+    async def scenario() -> None:
+        async with components(etcd_server, "lock.etcd", 2, keyPrefix=f"t-{unique()}/") as [mine, theirs]:
+            r = unique()
+            assert await mine.keep_alive(r, "a", 5) == LockStatus.LOCK_UNEXIST
+            assert await mine.unlock(r, "a") == LockStatus.LOCK_UNEXIST
+            assert await mine.try_lock(r, "a", 5)
+            assert not await theirs.try_lock(r, "b", 5)
+            assert not await mine.try_lock(r, "a", 5)  # not re-entrant
+            assert await theirs.unlock(r, "b") == LockStatus.LOCK_BELONG_TO_OTHERS
+            assert await theirs.keep_alive(r, "b", 5) == LockStatus.LOCK_BELONG_TO_OTHERS
+            assert await theirs.unlock(r, "a") == LockStatus.SUCCESS  # the owner, through another sidecar
+            assert await mine.unlock(r, "a") == LockStatus.LOCK_UNEXIST
+            assert await theirs.try_lock(r, "b", 5)
+
+    asyncio.run(scenario())
+
+
+def test_lock_expiry_releases(etcd_server: EtcdServer) -> None:
+    async def scenario() -> None:
+        async with components(etcd_server, "lock.etcd", 2, keyPrefix=f"t-{unique()}/") as [mine, theirs]:
+            # The conformance scenario: on the sidecar that granted it, a lock expires on time.
+            r = unique()
+            assert await mine.try_lock(r, "a", 1)
+            assert not await mine.try_lock(r, "b", 1)
+            assert await mine.keep_alive(r, "a", 1) == LockStatus.SUCCESS
+            await asyncio.sleep(1.1)
+            assert await mine.unlock(r, "a") == LockStatus.LOCK_UNEXIST
+            assert await mine.try_lock(r, "b", 5)
+            assert await mine.unlock(r, "b") == LockStatus.SUCCESS
+
+            # Another sidecar sees it go when etcd's lease expires.
+            r = unique()
+            assert await mine.try_lock(r, "a", 1)
+            assert not await theirs.try_lock(r, "b", 5)
+            started = time.monotonic()
+            while not await theirs.try_lock(r, "b", 5):
+                assert time.monotonic() - started < 3.0, "the lease did not expire"
+                await asyncio.sleep(0.05)
+            assert await mine.keep_alive(r, "a", 5) == LockStatus.LOCK_BELONG_TO_OTHERS
+
+    asyncio.run(scenario())
+
+
+def test_lock_keep_alive_extends(etcd_server: EtcdServer) -> None:
+    async def scenario() -> None:
+        async with components(etcd_server, "lock.etcd", 2, keyPrefix=f"t-{unique()}/") as [mine, theirs]:
+            r = unique()
+            assert await mine.try_lock(r, "a", 1)
+            await asyncio.sleep(0.6)
+            assert await theirs.keep_alive(r, "a", 2) == LockStatus.SUCCESS  # through either sidecar
+            await asyncio.sleep(0.9)  # past the first expiry
+            assert not await mine.try_lock(r, "b", 5)
+            assert not await theirs.try_lock(r, "b", 5)
+            assert await mine.keep_alive(r, "a", 1) == LockStatus.SUCCESS
+            assert await mine.unlock(r, "a") == LockStatus.SUCCESS
+
+    asyncio.run(scenario())
+
+
+# --- sequencer ------------------------------------------------------------------------------------
+
+
+def test_sequencer_increases_across_sidecars_and_restarts(etcd_server: EtcdServer) -> None:
+    prefix = f"t-{unique()}/"
+
+    async def scenario() -> None:
+        key = unique()
+        async with components(etcd_server, "sequencer.etcd", 2, keyPrefix=prefix) as [a, b]:
+            ids = [await (a if i % 3 else b).next_id(key) for i in range(20)]
+            assert ids == list(range(1, 21))
+            together = await asyncio.gather(*(c.next_id(key) for c in (a, b) * 50))
+            assert sorted(together) == list(range(21, 121))
+        async with components(etcd_server, "sequencer.etcd", keyPrefix=prefix) as [again]:
+            assert await again.next_id(key) == 121
+        async with components(etcd_server, "sequencer.etcd", keyPrefix=prefix, biggerThan="1000") as [bigger]:
+            assert await bigger.next_id(unique()) == 1001
+            assert await bigger.next_id(key) == 1001  # every id is bigger than biggerThan
+        assert etcd_server.ctl("get", "--print-value-only", f"{prefix}{key}") == "1001"
+
+    asyncio.run(scenario())
+
+
+def test_sequencer_exhaustion_changes_nothing(etcd_server: EtcdServer) -> None:
+    prefix = f"t-{unique()}/"
+    key = unique()
+    etcd_server.ctl("put", f"{prefix}{key}", str(MAX_ID - 1))
+
+    async def scenario() -> None:
+        async with components(etcd_server, "sequencer.etcd", keyPrefix=prefix) as [sequencer]:
+            assert await sequencer.next_id(key) == MAX_ID
+            for _ in range(2):
+                with pytest.raises(ResourceExhausted, match=key):
+                    await sequencer.next_id(key)
+        async with components(etcd_server, "sequencer.etcd", keyPrefix=prefix, biggerThan=str(MAX_ID - 1)) as [top]:
+            other = unique()
+            assert await top.next_id(other) == MAX_ID
+            with pytest.raises(ResourceExhausted):
+                await top.next_id(other)
+
+    asyncio.run(scenario())
+    assert etcd_server.ctl("get", "--print-value-only", f"{prefix}{key}") == str(MAX_ID)
+
+
+# --- configuration --------------------------------------------------------------------------------
+
+
+def test_configuration_get_save_delete_with_filters(etcd_server: EtcdServer) -> None:
+    prefix = f"t-{unique()}/"
+
+    async def scenario() -> None:
+        async with components(etcd_server, "configuration.etcd", keyPrefix=prefix) as [store]:
+            app = unique()
+            items = [
+                ConfigItem(app, "k", "blue-k", "g", "blue", {"owner": "me"}, {"m": "1"}),
+                ConfigItem(app, "k", "red-k", "g", "red"),
+                ConfigItem(app, "j", "plain"),  # empty group and label
+                ConfigItem(app, "deep/key", "slashes", "h", "blue"),
+            ]
+            await store.save(items)
+            assert await store.get(ConfigQuery(app, ("k",), label="blue")) == [items[0]]
+            assert sorted(i.content for i in await store.get(ConfigQuery(app, ("k",)))) == ["blue-k", "red-k"]
+            assert sorted(i.key for i in await store.get(ConfigQuery(app, label="blue"))) == ["deep/key", "k"]
+            assert await store.get(ConfigQuery(app, ("j",))) == [items[2]]
+            assert await store.get(ConfigQuery(app, group="h")) == [items[3]]
+            assert len(await store.get(ConfigQuery(app))) == 4
+            assert await store.get(ConfigQuery(unique())) == []
+            assert etcd_server.ctl("get", "--print-value-only", f"{prefix}{app}/g/blue/k") == "blue-k"
+            assert etcd_server.ctl("get", "--print-value-only", f"{prefix}{app}///j") == "plain"
+
+            await store.save([ConfigItem(app, "k", "blue-2", "g", "blue")])  # tags dropped with the new version
+            assert await store.get(ConfigQuery(app, ("k",), "g", "blue")) == [
+                ConfigItem(app, "k", "blue-2", "g", "blue")
+            ]
+            await store.delete(ConfigQuery(app, ("k",), label="red"))
+            assert [i.label for i in await store.get(ConfigQuery(app, ("k",)))] == ["blue"]
+            await store.delete(ConfigQuery(app, ("k", "j", "deep/key")))
+            assert await store.get(ConfigQuery(app)) == []
+            assert etcd_server.ctl("get", "--prefix", "--keys-only", prefix) == ""
+
+            for bad in (ConfigItem("a/b", "k"), ConfigItem(app, "k", group="x/y"), ConfigItem(".attrs", "k")):
+                with pytest.raises(InvalidArgument):
+                    await store.save([bad])
+
+    asyncio.run(scenario())
+
+
+def test_configuration_watch_sees_every_writer_within_a_second(etcd_server: EtcdServer) -> None:
+    prefix = f"t-{unique()}/"
+
+    async def scenario() -> None:
+        async with components(etcd_server, "configuration.etcd", 2, keyPrefix=prefix) as [mine, theirs]:
+            app, key = unique(), unique()
+            seen: list[ConfigItem] = []
+            cancel = mine.watch(ConfigQuery(app, (key,), label="blue"), seen.extend)
+            assert await mine.wait_watching(app, 2.0)
+
+            # Saved through this store: told before save returns, and only once.
+            await mine.save(
+                [ConfigItem(app, key, "one", "g", "blue", {"t": "1"}), ConfigItem(app, key, "x", "g", "red")]
+            )
+            assert seen == [ConfigItem(app, key, "one", "g", "blue", {"t": "1"})]
+            await asyncio.sleep(0.2)
+            assert len(seen) == 1
+
+            # Saved through another sidecar, with its tags.
+            await theirs.save([ConfigItem(app, key, "two", "g", "blue", {"t": "2"})])
+            await eventually(lambda: len(seen) == 2, WATCH_DEADLINE)
+            assert seen[1] == ConfigItem(app, key, "two", "g", "blue", {"t": "2"})
+
+            # Written and deleted with etcdctl.
+            etcd_server.ctl("put", f"{prefix}{app}/g/blue/{key}", "three")
+            await eventually(lambda: len(seen) == 3, WATCH_DEADLINE)
+            assert (seen[2].content, seen[2].group, seen[2].label) == ("three", "g", "blue")
+            etcd_server.ctl("put", f"{prefix}{app}/g/red/{key}", "not watched")
+            etcd_server.ctl("del", f"{prefix}{app}/g/blue/{key}")
+            await eventually(lambda: len(seen) == 4, WATCH_DEADLINE)
+            assert seen[3] == ConfigItem(app, key, "", "g", "blue")
+
+            # Deleted through the other sidecar.
+            await theirs.save([ConfigItem(app, key, "five", "g", "blue")])
+            await eventually(lambda: len(seen) == 5, WATCH_DEADLINE)
+            await theirs.delete(ConfigQuery(app, (key,), "g", "blue"))
+            await eventually(lambda: len(seen) == 6, WATCH_DEADLINE)
+            assert seen[5].content == ""
+
+            cancel()
+            cancel()
+            assert not await mine.wait_watching(app, 0.1)
+            await theirs.save([ConfigItem(app, key, "after", "g", "blue")])
+            await mine.save([ConfigItem(app, key, "after", "g", "blue")])
+            await asyncio.sleep(0.2)
+            assert len(seen) == 6
+
+    asyncio.run(scenario())
+
+
+# --- etcd going away and coming back (last: it stops the shared server) ---------------------------
+
+
+def test_etcd_down_is_unavailable_quickly_then_everything_works_again(etcd_server: EtcdServer) -> None:
+    prefix = f"t-{unique()}/"
+
+    async def run() -> None:
+        async with (
+            components(etcd_server, "lock.etcd", keyPrefix=f"{prefix}lock/") as [locks],
+            components(etcd_server, "sequencer.etcd", keyPrefix=f"{prefix}sequence/") as [sequencer],
+            components(etcd_server, "configuration.etcd", 2, keyPrefix=prefix) as [store, writer],
+        ):
+            app, key = unique(), unique()
+            seen: list[ConfigItem] = []
+            store.watch(ConfigQuery(app, (key,)), seen.extend)
+            assert await store.wait_watching(app, 2.0)
+            assert await sequencer.next_id(key) == 1
+
+            etcd_server.stop()
+            try:
+                operations: list[Callable[[], Any]] = [
+                    lambda: locks.try_lock(key, "o", 5),
+                    lambda: locks.unlock(key, "o"),
+                    lambda: locks.keep_alive(key, "o", 5),
+                    lambda: sequencer.next_id(key),
+                    lambda: writer.get(ConfigQuery(app)),
+                    lambda: writer.save([ConfigItem(app, key, "x")]),
+                    lambda: writer.delete(ConfigQuery(app, (key,))),
+                    locks.ping,
+                    sequencer.ping,
+                    store.ping,
+                ]
+                for operation in operations:
+                    started = time.monotonic()
+                    with pytest.raises(Unavailable, match=rf"c\d \(\w+\.etcd\): etcd at {etcd_server.endpoint}: "):
+                        await operation()
+                    assert time.monotonic() - started < 1.5
+            finally:
+                etcd_server.start()
+
+            # The same components, not re-created: they answer again once gRPC has reconnected.
+            started = time.monotonic()
+            while True:
+                try:
+                    await locks.ping()
+                    await sequencer.ping()
+                    await writer.ping()
+                    break
+                except Unavailable:
+                    assert time.monotonic() - started < 5.0, "not back within 5 s"
+                    await asyncio.sleep(0.05)
+            assert await locks.try_lock(key, "o", 5)
+            assert await locks.unlock(key, "o") == LockStatus.SUCCESS
+            assert await sequencer.next_id(key) == 2  # nothing was taken while etcd was down
+            assert await store.wait_watching(app, 3.0)  # the watch came back by itself
+            await writer.save([ConfigItem(app, key, "back")])
+            await eventually(lambda: [i.content for i in seen] == ["back"], WATCH_DEADLINE)
+
+    asyncio.run(run())

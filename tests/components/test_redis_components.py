@@ -1,0 +1,446 @@
+"""lock.redis, sequencer.redis and configuration.redis against a real redis-server and a
+real 3-master Redis Cluster (the session fixtures of tests/backends, via tests/conftest.py).
+
+Every test runs on its own event loop and key prefix; a test that stops the shared
+server starts it again before it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from layotto_fast.components.configuration.redis import RedisConfigurationStore
+from layotto_fast.components.lock.redis import RedisLockStore
+from layotto_fast.errors import FailedPrecondition, ResourceExhausted, StartupError, Unavailable
+from layotto_fast.manifest import ComponentManifest
+from layotto_fast.runtime import registry
+from layotto_fast.runtime.configuration import ConfigItem, ConfigQuery
+from layotto_fast.runtime.lock import LockStatus
+from layotto_fast.runtime.sequencer import MAX_ID
+from tests.backends.servers import RedisCluster, RedisServer, free_ports
+
+T = TypeVar("T")
+Backend = RedisServer | RedisCluster
+
+
+def unique() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def manifest(type_: str, metadata: dict[str, str], name: str = "test") -> ComponentManifest:
+    return ComponentManifest(name=name, type=type_, version="v1", metadata=metadata, source="test.yaml")
+
+
+class Harness:
+    """A fresh event loop for one test; the components it built are closed at its end."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.loop = asyncio.new_event_loop()
+        self.prefix = f"t{unique()}:"
+        self._components: list[Any] = []
+
+    @property
+    def cluster(self) -> bool:
+        return isinstance(self.backend, RedisCluster)
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(coroutine)
+
+    def make(self, type_: str, name: str = "test", **extra: str) -> Any:
+        metadata = {"redisHost": self.backend.address, "keyPrefix": self.prefix, **extra}
+        if self.cluster:
+            metadata["redisType"] = "cluster"
+        component = registry.build(manifest(type_, metadata, name))
+        self.run(component.init())
+        self._components.append(component)
+        return component
+
+    def cli(self, *args: str) -> str:
+        return self.backend.cli(*args)
+
+    def close(self) -> None:
+        if not self.backend.running:  # a failed test must not leave the shared server down
+            self.backend.start()
+        for component in reversed(self._components):
+            self.run(component.close())
+        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+        self.loop.close()
+
+
+@pytest.fixture(params=["node", "cluster"])
+def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
+    backend = request.getfixturevalue("redis_server" if request.param == "node" else "redis_cluster")
+    running = Harness(backend)
+    yield running
+    running.close()
+
+
+async def until(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.005)
+    return True
+
+
+# --- lock ----------------------------------------------------------------------------------------
+
+
+def test_lock_is_exclusive_across_two_stores_and_many_contenders(harness: Harness) -> None:
+    first, second = harness.make("lock.redis", "first"), harness.make("lock.redis", "second")
+    resource = unique()
+    holders: list[str] = []
+    overlaps: list[tuple[str, str]] = []
+    acquired: list[str] = []
+
+    async def contender(store: RedisLockStore, owner: str) -> None:
+        wins = 0
+        while wins < 2:  # everyone keeps trying while the others hold it
+            if await store.try_lock(resource, owner, 10):
+                if holders:
+                    overlaps.append((holders[0], owner))
+                holders.append(owner)
+                acquired.append(owner)
+                await asyncio.sleep(0.001)
+                holders.remove(owner)
+                assert await store.unlock(resource, owner) == LockStatus.SUCCESS
+                wins += 1
+            await asyncio.sleep(0.001)
+
+    async def scenario() -> None:
+        contenders = (contender(first if i % 2 else second, f"owner-{i}") for i in range(40))
+        await asyncio.wait_for(asyncio.gather(*contenders), 15)
+
+    harness.run(scenario())
+    assert not overlaps
+    assert len(acquired) == 80 and len(set(acquired)) == 40
+
+    async def burst() -> list[bool]:  # more calls at once than redis-py's pool has connections
+        return list(await asyncio.gather(*(first.try_lock(f"{resource}-{i % 150}", f"o{i}", 5) for i in range(300))))
+
+    assert sorted(harness.run(burst())) == [False] * 150 + [True] * 150
+
+
+def test_lock_owner_only_expiry_and_keep_alive(harness: Harness) -> None:
+    locks, other = harness.make("lock.redis"), harness.make("lock.redis", "other")
+    r = f"res|{unique()}"
+    assert harness.run(locks.try_lock(r, "a", 1))
+    assert harness.cli("GET", f"{harness.prefix}lock|{r}") == "a"  # the documented layout
+    assert not harness.run(other.try_lock(r, "b", 1))
+    assert not harness.run(locks.try_lock(r, "a", 1))  # not re-entrant
+    assert harness.run(other.unlock(r, "b")) == LockStatus.LOCK_BELONG_TO_OTHERS
+    assert harness.run(other.keep_alive(r, "b", 30)) == LockStatus.LOCK_BELONG_TO_OTHERS
+    assert int(harness.cli("PTTL", f"{harness.prefix}lock|{r}")) <= 1000  # untouched by the others
+    assert harness.run(other.keep_alive(r, "a", 30)) == LockStatus.SUCCESS  # any sidecar, same owner
+    assert int(harness.cli("PTTL", f"{harness.prefix}lock|{r}")) > 20_000
+    assert harness.run(locks.unlock(r, "a")) == LockStatus.SUCCESS
+    assert harness.run(locks.unlock(r, "a")) == LockStatus.LOCK_UNEXIST
+    assert harness.run(locks.keep_alive(r, "a", 1)) == LockStatus.LOCK_UNEXIST
+
+    expiring = unique()
+    assert harness.run(locks.try_lock(expiring, "a", 1))
+    harness.run(asyncio.sleep(1.05))
+    assert harness.run(locks.unlock(expiring, "a")) == LockStatus.LOCK_UNEXIST  # expiry released it
+    assert harness.run(other.try_lock(expiring, "b", 5))
+    assert harness.run(locks.unlock(expiring, "a")) == LockStatus.LOCK_BELONG_TO_OTHERS
+
+
+# --- sequencer -----------------------------------------------------------------------------------
+
+
+def test_sequencer_increases_across_stores_concurrency_and_a_restart(harness: Harness) -> None:
+    first, second = harness.make("sequencer.redis", "first"), harness.make("sequencer.redis", "second")
+    key = unique()
+    seen = [harness.run((first if i % 2 else second).next_id(key)) for i in range(30)]
+    assert seen == list(range(1, 31))  # strictly increasing in call order, from 1
+
+    async def burst() -> list[int]:  # more calls at once than redis-py's pool has connections
+        return list(await asyncio.gather(*(store.next_id(key) for store in (first, second) * 150)))
+
+    ids = harness.run(burst())
+    assert sorted(ids) == list(range(31, 331))
+    harness.run(first.close())
+    again = harness.make("sequencer.redis", "again")
+    assert harness.run(again.next_id(key)) == 331
+    assert harness.run(second.next_id(key)) == 332
+    assert harness.run(again.next_id(unique())) == 1  # keys are independent
+
+
+def test_sequencer_bigger_than(harness: Harness) -> None:
+    key = unique()
+    assert harness.run(harness.make("sequencer.redis", "a", biggerThan="1000").next_id(key)) == 1001
+    assert harness.cli("GET", f"{harness.prefix}sequencer|{key}") == "1001"  # the documented layout
+    # A lower floor changes nothing; a higher one (a later manifest) lifts the sequence to it.
+    assert harness.run(harness.make("sequencer.redis", "b", biggerThan="5").next_id(key)) == 1002
+    big = 2**60 + 7  # beyond a Lua double's exact integers
+    assert harness.run(harness.make("sequencer.redis", "c", biggerThan=str(big)).next_id(key)) == big + 1
+    assert harness.run(harness.make("sequencer.redis", "d").next_id(key)) == big + 2
+
+
+def test_sequencer_exhaustion_changes_nothing(harness: Harness) -> None:
+    near_end = harness.make("sequencer.redis", biggerThan=str(MAX_ID - 2))
+    key = unique()
+    assert [harness.run(near_end.next_id(key)) for _ in range(2)] == [MAX_ID - 1, MAX_ID]
+    for _ in range(2):
+        with pytest.raises(ResourceExhausted, match=key):
+            harness.run(near_end.next_id(key))
+    assert harness.cli("GET", f"{harness.prefix}sequencer|{key}") == str(MAX_ID)
+    # Set by hand to the last id: exhausted too, and left as it is.
+    other = unique()
+    harness.cli("SET", f"{harness.prefix}sequencer|{other}", str(MAX_ID))
+    with pytest.raises(ResourceExhausted, match=other):
+        harness.run(harness.make("sequencer.redis", "plain").next_id(other))
+    assert harness.cli("GET", f"{harness.prefix}sequencer|{other}") == str(MAX_ID)
+
+
+def test_a_foreign_value_under_a_key_is_a_failed_precondition(harness: Harness) -> None:
+    locks, sequencer = harness.make("lock.redis"), harness.make("sequencer.redis")
+    config: RedisConfigurationStore = harness.make("configuration.redis")
+    resource, key, app = unique(), unique(), unique()
+    harness.cli("HSET", locks.key(resource), "field", "value")
+    harness.cli("SET", sequencer.key(key), "not a number")
+    harness.cli("SET", config.redis_key(app, "g", "l", "k"), "a string")
+    assert not harness.run(locks.try_lock(resource, "a", 5))
+    with pytest.raises(FailedPrecondition, match="WRONGTYPE"):
+        harness.run(locks.unlock(resource, "a"))
+    with pytest.raises(FailedPrecondition, match=key):
+        harness.run(sequencer.next_id(key))
+    with pytest.raises(FailedPrecondition, match="WRONGTYPE"):
+        harness.run(config.save([ConfigItem(app, "k", "v", "g", "l")]))
+    assert harness.run(config.get(ConfigQuery(app, ("k",), "g", "l"))) == []  # not an item
+
+
+@pytest.mark.parametrize(
+    ("type_", "metadata", "field"),
+    [
+        ("sequencer.redis", {"biggerThan": "-1"}, "spec.metadata.biggerThan"),
+        ("sequencer.redis", {"biggerThan": "ten"}, "spec.metadata.biggerThan"),
+        ("sequencer.redis", {"biggerThan": str(MAX_ID)}, "spec.metadata.biggerThan"),
+        ("lock.redis", {"redisType": "sentinel"}, "spec.metadata.redisType"),
+        ("configuration.redis", {"redisHost": ""}, "spec.metadata.redisHost"),
+        ("configuration.redis", {"redisDB": "x"}, "spec.metadata.redisDB"),
+    ],
+)
+def test_bad_metadata_names_the_field(type_: str, metadata: dict[str, str], field: str) -> None:
+    with pytest.raises(StartupError) as raised:
+        registry.build(manifest(type_, {"redisHost": "127.0.0.1:6379", **metadata}))
+    assert raised.value.field == field and raised.value.source == "test.yaml"
+
+
+def test_init_fails_when_redis_does_not_answer() -> None:
+    [port] = free_ports(1)
+    for type_ in ("lock.redis", "sequencer.redis", "configuration.redis"):
+        component = registry.build(manifest(type_, {"redisHost": f"127.0.0.1:{port}", "dialTimeout": "1s"}))
+        started = time.monotonic()
+        with pytest.raises(Unavailable, match=f"127.0.0.1:{port}"):
+            asyncio.run(component.init())
+        assert time.monotonic() - started < 3
+
+
+# --- configuration -------------------------------------------------------------------------------
+
+
+def test_configuration_get_save_delete_with_filters(harness: Harness) -> None:
+    store = harness.make("configuration.redis")
+    app, other_app = f"app|{unique()}", unique()  # a separator inside a name stays inside it
+    items = [
+        ConfigItem(app, "db", "blue-db", "g1", "blue", tags={"owner": "ops"}, metadata={"m": "1"}),
+        ConfigItem(app, "db", "red-db", "g1", "red"),
+        ConfigItem(app, "db", "g2-db", "g2", ""),
+        ConfigItem(app, "cache", "c", "g1", "blue"),
+        ConfigItem(app, "50%7C", "odd", "a|b", "%25"),
+        ConfigItem(other_app, "db", "other"),
+    ]
+    harness.run(store.save(items))
+
+    def get(keys: tuple[str, ...] = (), group: str = "", label: str = "", app_id: str = app) -> list[str]:
+        return [item.content for item in harness.run(store.get(ConfigQuery(app_id, keys, group, label)))]
+
+    assert get() == ["odd", "c", "blue-db", "red-db", "g2-db"]  # sorted by key, group, label
+    assert get(("db",)) == ["blue-db", "red-db", "g2-db"]  # empty group and label match any
+    assert get(("db",), group="g1") == ["blue-db", "red-db"]
+    assert get(("db",), label="red") == ["red-db"]
+    assert get(("db", "cache"), "g1", "blue") == ["c", "blue-db"]  # exact keys, no scan
+    assert get(("db", "missing"), "g1", "blue") == ["blue-db"]
+    assert get(("50%7C",), "a|b", "%25") == ["odd"]
+    assert get(app_id=other_app) == ["other"]
+    assert get(app_id=unique()) == []
+    [blue] = harness.run(store.get(ConfigQuery(app, ("db",), "g1", "blue")))
+    assert blue == items[0]
+
+    # The documented layout: a hash per item, readable and writable with redis-cli.
+    redis_key = store.redis_key(app, "g1", "blue", "db")
+    assert redis_key == f"{harness.prefix}app%7C{app.split('|')[1]}|g1|blue|db"
+    assert harness.cli("HGET", redis_key, "content") == "blue-db"
+    assert harness.cli("HGET", redis_key, "tags") == '{"owner":"ops"}'
+    harness.cli("HSET", store.redis_key(app, "g3", "", "db"), "content", "by-hand")
+    assert get(("db",), group="g3") == ["by-hand"]
+    harness.cli("SET", store.redis_key(app, "g4", "", "db"), "not a hash")  # not an item: skipped
+    assert get(("db",), group="g4") == []
+
+    harness.run(store.delete(ConfigQuery(app, ("db",), label="blue")))
+    assert get(("db",)) == ["red-db", "g2-db", "by-hand"]
+    harness.run(store.delete(ConfigQuery(app, ("db", "cache"), group="g1")))
+    assert get() == ["odd", "g2-db", "by-hand"]
+    harness.run(store.delete(ConfigQuery(app, ("nothing-here",))))
+    assert get(app_id=other_app) == ["other"]
+
+    async def burst() -> list[list[ConfigItem]]:  # more calls at once than redis-py's pool has connections
+        return list(await asyncio.gather(*(store.get(ConfigQuery(other_app, ("db",))) for _ in range(150))))
+
+    assert all([item.content for item in items] == ["other"] for items in harness.run(burst()))
+
+
+def test_configuration_watch_sees_changes_from_another_store_and_redis_cli(harness: Harness) -> None:
+    watcher, writer = harness.make("configuration.redis", "watcher"), harness.make("configuration.redis", "writer")
+    app, key = unique(), unique()
+    seen: list[list[ConfigItem]] = []
+    blue_only: list[list[ConfigItem]] = []
+    cancel_all = watcher.watch(ConfigQuery(app, (key,)), seen.append)
+    watcher.watch(ConfigQuery(app, (key,), label="blue"), blue_only.append)
+
+    def contents() -> list[list[str]]:
+        return [[item.content for item in batch] for batch in seen]
+
+    async def wait_for(count: int) -> None:
+        started = time.monotonic()
+        assert await until(lambda: len(seen) >= count, 1.0), f"only {contents()} within 1 s"
+        assert time.monotonic() - started < 1.0
+
+    harness.run(writer.save([ConfigItem(app, key, "v1", "g", "blue", tags={"t": "1"})]))
+    harness.run(wait_for(1))
+    assert seen[0] == [ConfigItem(app, key, "v1", "g", "blue", tags={"t": "1"})]
+
+    harness.cli("HSET", watcher.redis_key(app, "g", "blue", key), "content", "v2")  # a direct change
+    harness.run(wait_for(2))
+    assert seen[1] == [ConfigItem(app, key, "v2", "g", "blue", tags={"t": "1"})]
+
+    harness.cli("HSET", watcher.redis_key(app, "g", "red", key), "content", "r1")
+    harness.run(wait_for(3))
+    assert contents()[2] == ["r1"]
+
+    harness.run(watcher.save([ConfigItem(app, key, "v3", "g", "blue")]))  # through the watching store
+    harness.run(wait_for(4))
+    assert contents()[3] == ["v3"]
+
+    harness.cli("DEL", watcher.redis_key(app, "g", "blue", key))
+    harness.run(wait_for(5))
+    assert seen[4] == [ConfigItem(app, key, "", "g", "blue")]  # deleted: empty content
+
+    harness.run(writer.delete(ConfigQuery(app, (key,), label="red")))
+    harness.run(wait_for(6))
+    assert contents()[5] == [""] and seen[5][0].label == "red"
+
+    # Changes of other keys, apps, or that change nothing, are not reported.
+    harness.run(writer.save([ConfigItem(app, unique(), "x"), ConfigItem(unique(), key, "y")]))
+    harness.cli("HSET", watcher.redis_key(app, "g", "green", key), "content", "g1")
+    harness.cli("HSET", watcher.redis_key(app, "g", "green", key), "content", "g1")
+    harness.run(wait_for(7))
+    harness.run(asyncio.sleep(0.2))
+    assert contents() == [["v1"], ["v2"], ["r1"], ["v3"], [""], [""], ["g1"]]
+    assert [[item.content for item in batch] for batch in blue_only] == [["v1"], ["v2"], ["v3"], [""]]
+
+    cancel_all()
+    harness.cli("HSET", watcher.redis_key(app, "g", "green", key), "content", "g2")
+    harness.run(asyncio.sleep(0.2))
+    assert len(seen) == 7 and watcher.watch_count == 1
+
+
+def test_configuration_in_another_db_under_a_prefix_with_glob_characters(redis_server: RedisServer) -> None:
+    tag = unique()
+    prefix = f"cfg*[{tag}]?:"
+    metadata = {"redisHost": redis_server.address, "redisDB": "3", "keyPrefix": prefix}
+    store = RedisConfigurationStore.from_manifest(manifest("configuration.redis", metadata))
+    app = unique()
+    seen: list[list[ConfigItem]] = []
+
+    async def scenario() -> list[ConfigItem]:
+        await store.init()
+        try:
+            store.watch(ConfigQuery(app, ("k",)), seen.append)
+            # Keys the pattern must not take for the store's: in db 0, and under a look-alike prefix.
+            redis_server.cli("HSET", store.redis_key(app, "", "", "k"), "content", "db0")
+            look_alike = f"cfgZ{tag[0]}Q:{app}|||k"  # matched by the prefix taken as a glob
+            redis_server.cli("-n", "3", "HSET", look_alike, "content", "look-alike")
+            redis_server.cli("-n", "3", "HSET", store.redis_key(app, "", "", "k"), "content", "db3")
+            assert await until(lambda: len(seen) == 1, 1.0)
+            await asyncio.sleep(0.1)
+            return await store.get(ConfigQuery(app))
+        finally:
+            await store.close()
+
+    assert [item.content for item in asyncio.run(scenario())] == ["db3"]
+    assert [[item.content for item in batch] for batch in seen] == [["db3"]]
+
+
+def test_configuration_tolerates_a_server_that_refuses_config(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with RedisServer(tmp_path, extra_args=["--rename-command", "CONFIG", ""]) as server:
+        store = RedisConfigurationStore.from_manifest(manifest("configuration.redis", {"redisHost": server.address}))
+
+        async def scenario() -> list[ConfigItem]:
+            await store.init()
+            try:
+                await store.save([ConfigItem("app", "k", "v")])
+                return await store.get(ConfigQuery("app", ("k",)))
+            finally:
+                await store.close()
+
+        with caplog.at_level(logging.WARNING, "layotto_fast.components.configuration.redis"):
+            assert [item.content for item in asyncio.run(scenario())] == ["v"]
+        assert "refused CONFIG" in caplog.text and "notify-keyspace-events" in caplog.text
+
+
+# --- Redis goes away and comes back --------------------------------------------------------------
+
+
+def test_redis_down_then_back_with_the_same_components(harness: Harness) -> None:
+    locks = harness.make("lock.redis")
+    sequencer = harness.make("sequencer.redis")
+    config: RedisConfigurationStore = harness.make("configuration.redis")
+    app, key = unique(), unique()
+    seen: list[list[ConfigItem]] = []
+    config.watch(ConfigQuery(app, (key,)), seen.append)
+    harness.run(config.save([ConfigItem(app, key, "before")]))
+    assert harness.run(until(lambda: len(seen) == 1, 1.0))
+
+    harness.backend.stop()
+    operations: list[Callable[[], Coroutine[Any, Any, Any]]] = [
+        lambda: locks.try_lock(unique(), "a", 5),
+        lambda: locks.unlock(unique(), "a"),
+        lambda: locks.keep_alive(unique(), "a", 5),
+        lambda: sequencer.next_id(key),
+        lambda: config.get(ConfigQuery(app, (key,))),
+        lambda: config.save([ConfigItem(app, key, "during")]),
+        lambda: config.delete(ConfigQuery(app, (key,))),
+        locks.ping,
+        sequencer.ping,
+        config.ping,
+    ]
+    for operation in operations:
+        started = time.monotonic()
+        with pytest.raises(Unavailable, match="redis at"):
+            harness.run(operation())
+        assert time.monotonic() - started < 3
+
+    harness.backend.start()  # empty: nothing is persisted
+    assert harness.run(locks.try_lock(key, "a", 5))
+    assert harness.run(locks.unlock(key, "a")) == LockStatus.SUCCESS
+    assert harness.run(sequencer.next_id(key)) == 1
+    assert harness.run(config.get(ConfigQuery(app, (key,)))) == []
+    harness.run(sequencer.ping())
+    # The watch subscribes again and reports what changed meanwhile: the item is gone.
+    assert harness.run(until(lambda: len(seen) == 2, 5.0)), seen
+    assert seen[1] == [ConfigItem(app, key, "")]
+    harness.cli("HSET", config.redis_key(app, "", "", key), "content", "after")
+    assert harness.run(until(lambda: len(seen) == 3, 1.0)), seen
+    assert seen[2] == [ConfigItem(app, key, "after")]
