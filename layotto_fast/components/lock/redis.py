@@ -17,9 +17,8 @@ a try-lock but before its reply arrived, the client's retry (``maxRetries``) fin
 lock taken and answers false; the lock is then held by nobody who knows it until it
 expires.
 
-The commands of calls made in one loop pass go out as one pipeline (AutoPipeline,
-``components/redis_pipeline.py``): a burst of calls costs one round trip and one
-connection, never more connections than the pool has.
+The commands of calls made in one loop pass go out as one pipeline
+(``components/redis_pipeline.py``): a burst of calls costs one round trip.
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ from typing import Self
 from redis import exceptions as redis_errors
 
 from layotto_fast.components.redis_client import REDIS_ERRORS, Client, RedisConfig, failure, ping
-from layotto_fast.components.redis_pipeline import AutoPipeline, Script
+from layotto_fast.components.redis_pipeline import AutoPipeline, Script, pipeline_for
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime.lock import LockStatus
 
@@ -71,7 +70,7 @@ class RedisLockStore:
         if self._client is None:
             self._client = self._config.connect()
             # Calls made in one loop pass share a pipeline: one round trip, one connection.
-            self._pipeline = AutoPipeline(self._client, self._config)
+            self._pipeline = pipeline_for(self._client, self._config)
         await self.ping()
 
     async def ping(self) -> None:
@@ -83,7 +82,10 @@ class RedisLockStore:
 
     async def close(self) -> None:
         if self._client is not None:
-            client, self._client, self._pipeline = self._client, None, None
+            client, pipeline = self._client, self._pipeline
+            self._client, self._pipeline = None, None
+            if pipeline is not None:
+                await pipeline.close()
             await client.aclose()
 
     def key(self, resource_id: str) -> str:

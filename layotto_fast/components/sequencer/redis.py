@@ -13,8 +13,7 @@ cluster it runs on the node owning the key's slot, no hash tag needed) that:
 
 The counter lives in Redis, so ids keep increasing across sidecar restarts and across
 sidecars sharing the Redis; a Redis without persistence forgets them on its restart.
-The calls made in one loop pass go out as one pipeline (AutoPipeline,
-``components/redis_pipeline.py``), in call order.
+The calls made in one loop pass go out as one pipeline (``components/redis_pipeline.py``), in call order.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from typing import Self
 from redis import exceptions as redis_errors
 
 from layotto_fast.components.redis_client import REDIS_ERRORS, Client, RedisConfig, failure, ping
-from layotto_fast.components.redis_pipeline import AutoPipeline, Script
+from layotto_fast.components.redis_pipeline import AutoPipeline, Script, pipeline_for
 from layotto_fast.components.sequencer.memory import bigger_than
 from layotto_fast.errors import FailedPrecondition, ResourceExhausted
 from layotto_fast.manifest import ComponentManifest
@@ -63,7 +62,7 @@ class RedisSequencer:
         if self._client is None:
             self._client = self._config.connect()
             # Calls made in one loop pass share a pipeline: one round trip, one connection.
-            self._pipeline = AutoPipeline(self._client, self._config)
+            self._pipeline = pipeline_for(self._client, self._config)
         await self.ping()
 
     async def ping(self) -> None:
@@ -75,7 +74,10 @@ class RedisSequencer:
 
     async def close(self) -> None:
         if self._client is not None:
-            client, self._client, self._pipeline = self._client, None, None
+            client, pipeline = self._client, self._pipeline
+            self._client, self._pipeline = None, None
+            if pipeline is not None:
+                await pipeline.close()
             await client.aclose()
 
     def key(self, key: str) -> str:

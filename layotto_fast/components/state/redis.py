@@ -20,7 +20,7 @@ from typing import Any, Self
 from redis import exceptions as redis_errors
 
 from layotto_fast.components.redis_client import Client, RedisConfig, ping
-from layotto_fast.components.redis_pipeline import AutoPipeline, Script
+from layotto_fast.components.redis_pipeline import AutoPipeline, Script, pipeline_for
 from layotto_fast.errors import Conflict, FailedPrecondition, InvalidArgument
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime.records import state_entry
@@ -85,7 +85,7 @@ class RedisStateStore:
     async def init(self) -> None:
         if self._client is None:
             self._client = self._config.connect()
-            self._pipeline = AutoPipeline(self._client, self._config)
+            self._pipeline = pipeline_for(self._client, self._config)
         await ping(self._client, self._config)
 
     async def ping(self) -> None:
@@ -94,8 +94,11 @@ class RedisStateStore:
 
     async def close(self) -> None:
         if self._client is not None:
-            await self._client.aclose()
-            self._client = self._pipeline = None
+            client, pipeline = self._client, self._pipeline
+            self._client, self._pipeline = None, None
+            if pipeline is not None:
+                await pipeline.close()
+            await client.aclose()
 
     def _run(self, *command: Any) -> Any:
         assert self._pipeline is not None, "init() first"

@@ -1,0 +1,63 @@
+"""The auto-pipeline's own connection to a single Redis: greeting, batching, a silent server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from layotto_fast.errors import Unavailable
+from layotto_fast.manifest import ComponentManifest
+from layotto_fast.runtime import registry
+from layotto_fast.runtime.state import SetOp
+from tests.backends.servers import RedisServer
+
+
+def store(address: str, **metadata: str) -> object:
+    manifest = ComponentManifest("r", "state.redis", "v1", {"redisHost": address, **metadata}, __file__)
+    return registry.build(manifest)
+
+
+def test_password_and_database_are_sent_before_the_first_batch(tmp_path: Path) -> None:
+    with RedisServer(tmp_path / "redis", password="s3cret") as server:
+        server.start()
+
+        async def scenario() -> None:
+            state: object = store(server.address, redisPassword="s3cret", redisDB="3")
+            await state.init()  # type: ignore[attr-defined]
+            await asyncio.gather(*(state.set([SetOp(f"k{i}", b"v")]) for i in range(50)))  # type: ignore[attr-defined]
+            assert (await state.get("k7")).value == b"v"  # type: ignore[attr-defined]
+            await state.close()  # type: ignore[attr-defined]
+
+        asyncio.run(scenario())
+        assert server.cli("-n", "3", "HGET", "k7", "data") == "v"
+        assert server.cli("-n", "0", "EXISTS", "k7") == "0"
+
+
+def test_a_server_that_stops_answering_fails_the_call_after_read_timeout(tmp_path: Path) -> None:
+    with RedisServer(tmp_path / "redis") as server:
+        server.start()
+        pid = server.pid
+        assert pid is not None
+
+        async def scenario() -> float:
+            state: object = store(server.address, readTimeout="500ms")
+            await state.init()  # type: ignore[attr-defined]
+            await state.set([SetOp("k", b"v")])  # type: ignore[attr-defined]
+            os.kill(pid, signal.SIGSTOP)
+            started = time.monotonic()
+            try:
+                with pytest.raises(Unavailable, match=r"no reply within 0\.5 s"):
+                    await state.get("k")  # type: ignore[attr-defined]
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            took = time.monotonic() - started
+            assert (await state.get("k")).value == b"v"  # type: ignore[attr-defined]  # reconnects
+            await state.close()  # type: ignore[attr-defined]
+            return took
+
+        assert asyncio.run(scenario()) < 2.0
