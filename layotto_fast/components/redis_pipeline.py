@@ -27,7 +27,7 @@ from typing import Any, cast
 import hiredis
 from redis import exceptions as redis_errors
 
-from layotto_fast.components.redis_client import BACKEND_ERRORS, Client, RedisConfig
+from layotto_fast.components.redis_client import BACKEND_ERRORS, Client, RedisConfig, ping
 
 Command = tuple[Any, ...]
 
@@ -291,3 +291,31 @@ class ClusterPipeline(AutoPipeline):
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
+
+
+class PipelinedRedis:
+    """The lifecycle every Redis component shares: a redis-py client (pings, scripts, the
+    cluster) and the auto-pipeline its calls go through, both made by ``init``."""
+
+    def __init__(self, config: RedisConfig) -> None:
+        self._config = config
+        self._client: Client | None = None
+        self._pipeline: AutoPipeline | None = None
+
+    async def init(self) -> None:
+        if self._client is None:
+            self._client = self._config.connect()
+            self._pipeline = pipeline_for(self._client, self._config)
+        await self.ping()
+
+    async def ping(self) -> None:
+        assert self._client is not None, "init() first"
+        await ping(self._client, self._config)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            client, pipeline = self._client, self._pipeline
+            self._client, self._pipeline = None, None
+            if pipeline is not None:
+                await pipeline.close()
+            await client.aclose()

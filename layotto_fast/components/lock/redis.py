@@ -25,10 +25,8 @@ from __future__ import annotations
 
 from typing import Self
 
-from redis import exceptions as redis_errors
-
-from layotto_fast.components.redis_client import REDIS_ERRORS, Client, RedisConfig, failure, ping
-from layotto_fast.components.redis_pipeline import AutoPipeline, Script, pipeline_for
+from layotto_fast.components.redis_client import REDIS_ERRORS, RedisConfig, failure
+from layotto_fast.components.redis_pipeline import PipelinedRedis, Script
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime.lock import LockStatus
 
@@ -55,38 +53,14 @@ return 0
 )
 
 
-class RedisLockStore:
+class RedisLockStore(PipelinedRedis):
     def __init__(self, config: RedisConfig) -> None:
-        self._config = config
+        super().__init__(config)
         self._prefix = f"{config.key_prefix}lock|"
-        self._client: Client | None = None
-        self._pipeline: AutoPipeline | None = None
 
     @classmethod
     def from_manifest(cls, manifest: ComponentManifest) -> Self:
         return cls(RedisConfig.from_manifest(manifest))
-
-    async def init(self) -> None:
-        if self._client is None:
-            self._client = self._config.connect()
-            # Calls made in one loop pass share a pipeline: one round trip, one connection.
-            self._pipeline = pipeline_for(self._client, self._config)
-        await self.ping()
-
-    async def ping(self) -> None:
-        assert self._client is not None, "init() first"
-        try:
-            await ping(self._client, self._config)
-        except redis_errors.RedisClusterException as exc:
-            raise self._config.unavailable(exc) from None
-
-    async def close(self) -> None:
-        if self._client is not None:
-            client, pipeline = self._client, self._pipeline
-            self._client, self._pipeline = None, None
-            if pipeline is not None:
-                await pipeline.close()
-            await client.aclose()
 
     def key(self, resource_id: str) -> str:
         """The Redis key of ``resource_id``'s lock."""

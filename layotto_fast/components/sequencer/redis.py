@@ -20,10 +20,8 @@ from __future__ import annotations
 
 from typing import Self
 
-from redis import exceptions as redis_errors
-
-from layotto_fast.components.redis_client import REDIS_ERRORS, Client, RedisConfig, failure, ping
-from layotto_fast.components.redis_pipeline import AutoPipeline, Script, pipeline_for
+from layotto_fast.components.redis_client import REDIS_ERRORS, RedisConfig, failure
+from layotto_fast.components.redis_pipeline import PipelinedRedis, Script
 from layotto_fast.components.sequencer.memory import bigger_than
 from layotto_fast.errors import FailedPrecondition, ResourceExhausted
 from layotto_fast.manifest import ComponentManifest
@@ -46,39 +44,15 @@ return redis.call("GET", KEYS[1])
 )
 
 
-class RedisSequencer:
+class RedisSequencer(PipelinedRedis):
     def __init__(self, config: RedisConfig, bigger_than: int = 0) -> None:
-        self._config = config
+        super().__init__(config)
         self._prefix = f"{config.key_prefix}sequencer|"
         self._args = (str(bigger_than), str(MAX_ID))
-        self._client: Client | None = None
-        self._pipeline: AutoPipeline | None = None
 
     @classmethod
     def from_manifest(cls, manifest: ComponentManifest) -> Self:
         return cls(RedisConfig.from_manifest(manifest), bigger_than(manifest))
-
-    async def init(self) -> None:
-        if self._client is None:
-            self._client = self._config.connect()
-            # Calls made in one loop pass share a pipeline: one round trip, one connection.
-            self._pipeline = pipeline_for(self._client, self._config)
-        await self.ping()
-
-    async def ping(self) -> None:
-        assert self._client is not None, "init() first"
-        try:
-            await ping(self._client, self._config)
-        except redis_errors.RedisClusterException as exc:
-            raise self._config.unavailable(exc) from None
-
-    async def close(self) -> None:
-        if self._client is not None:
-            client, pipeline = self._client, self._pipeline
-            self._client, self._pipeline = None, None
-            if pipeline is not None:
-                await pipeline.close()
-            await client.aclose()
 
     def key(self, key: str) -> str:
         """The Redis key of sequence ``key``."""

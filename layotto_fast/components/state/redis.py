@@ -19,8 +19,8 @@ from typing import Any, Self
 
 from redis import exceptions as redis_errors
 
-from layotto_fast.components.redis_client import Client, RedisConfig, ping
-from layotto_fast.components.redis_pipeline import AutoPipeline, Script, pipeline_for
+from layotto_fast.components.redis_client import RedisConfig
+from layotto_fast.components.redis_pipeline import PipelinedRedis, Script
 from layotto_fast.errors import Conflict, FailedPrecondition, InvalidArgument
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime.records import state_entry
@@ -69,36 +69,16 @@ return versions
 )
 
 
-class RedisStateStore:
+class RedisStateStore(PipelinedRedis):
     features = frozenset({Feature.ETAG, Feature.TTL, Feature.TRANSACTIONAL, Feature.BULK})
 
     def __init__(self, config: RedisConfig) -> None:
-        self._config = config
+        super().__init__(config)
         self._prefix = config.key_prefix
-        self._client: Client | None = None
-        self._pipeline: AutoPipeline | None = None
 
     @classmethod
     def from_manifest(cls, manifest: ComponentManifest) -> Self:
         return cls(RedisConfig.from_manifest(manifest))
-
-    async def init(self) -> None:
-        if self._client is None:
-            self._client = self._config.connect()
-            self._pipeline = pipeline_for(self._client, self._config)
-        await ping(self._client, self._config)
-
-    async def ping(self) -> None:
-        assert self._client is not None, "init() first"
-        await ping(self._client, self._config)
-
-    async def close(self) -> None:
-        if self._client is not None:
-            client, pipeline = self._client, self._pipeline
-            self._client, self._pipeline = None, None
-            if pipeline is not None:
-                await pipeline.close()
-            await client.aclose()
 
     def _run(self, *command: Any) -> Any:
         assert self._pipeline is not None, "init() first"
