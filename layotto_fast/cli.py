@@ -6,9 +6,13 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from layotto_fast import __version__
 from layotto_fast.errors import StartupError
+
+if TYPE_CHECKING:
+    from layotto_fast.manifest import ComponentManifest
 
 EXIT_BAD_CONFIG = 2
 
@@ -95,9 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         manifests = server.load_manifests(settings)
         if args.command == "check":
-            from layotto_fast.runtime.lifecycle import Components
-
-            Components(manifests)
+            _check(manifests)
             print(f"ok: {len(manifests)} components")
             return 0
         server.serve(settings, manifests)
@@ -108,3 +110,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"layotto-fast: cannot start: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _check(manifests: list[ComponentManifest]) -> None:
+    """Every validation ``serve`` makes before it answers, without starting any backend client.
+
+    Secret references are read as ``serve`` reads them, so the secret stores start (the
+    local file and environment stores only read a file or the environment).
+    """
+    import asyncio
+
+    from layotto_fast.runtime.lifecycle import Components
+
+    components = Components(manifests)
+    if not any(m.secret_refs for m in manifests):
+        return
+
+    async def resolve() -> None:
+        try:
+            await components.start_secret_stores()
+        finally:
+            await components.close_all()
+
+    asyncio.run(resolve())

@@ -3,12 +3,17 @@
 A user's existing Dapr manifests work unchanged; documents of other kinds in the
 same folder (Configuration, Subscription, Resiliency) are left to the features that
 read them. Any problem stops start-up with the file and the field named.
+
+A metadata item may take its value from a secret (``secretKeyRef``) of the secret
+store named by the document's ``auth.secretStore``; the parser only records the
+reference, the lifecycle reads it once that store has started.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +27,15 @@ API_VERSION = "dapr.io/v1alpha1"
 
 
 @dataclass(frozen=True)
+class SecretRef:
+    """A metadata value to read from the component's secret store (Dapr's ``secretKeyRef``)."""
+
+    name: str  # the secret
+    key: str  # the key inside it; Dapr reads the key named as the secret when none is given
+    field: str  # where it was declared, for messages: ``spec.metadata[i].secretKeyRef``
+
+
+@dataclass(frozen=True)
 class ComponentManifest:
     name: str
     type: str
@@ -30,11 +44,18 @@ class ComponentManifest:
     source: str
     ignore_errors: bool = False
     scopes: tuple[str, ...] = field(default=())
+    # metadata item name -> the secret holding its value; those items are not in ``metadata``
+    secret_refs: Mapping[str, SecretRef] = field(default_factory=dict)
+    auth_secret_store: str = ""  # ``auth.secretStore``: the secret store the references read
 
     @property
     def block(self) -> str:
         """The building block, the part of the type before the first dot."""
         return self.type.split(".", 1)[0]
+
+    def with_secrets(self, values: Mapping[str, str]) -> ComponentManifest:
+        """This manifest with its referenced items filled in (``values``: item name -> secret value)."""
+        return replace(self, metadata={**self.metadata, **values}, secret_refs={})
 
 
 def load_folder(folder: Path) -> list[ComponentManifest]:
@@ -106,14 +127,25 @@ def parse_document(document: Any, source: str) -> ComponentManifest | None:
     scopes = document.get("scopes") or []
     if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
         raise StartupError(source, "scopes", "must be a list of app ids")
+    metadata, secret_refs = _metadata_items(spec.get("metadata"), source)
+    secret_store = _auth_secret_store(document.get("auth"), source)
+    if secret_refs:
+        where = next(iter(secret_refs.values())).field
+        if type_.startswith("secretstores."):
+            # As in Dapr: a store's own settings would need a store that is already running.
+            raise StartupError(source, where, "a secret store cannot take its metadata from a secret store")
+        if not secret_store:
+            raise StartupError(source, "auth.secretStore", f"is required: {where} names a secret to read from it")
     return ComponentManifest(
         name=name,
         type=type_,
         version=version,
-        metadata=_metadata_items(spec.get("metadata"), source),
+        metadata=metadata,
         source=source,
         ignore_errors=ignore_errors,
         scopes=tuple(scopes),
+        secret_refs=secret_refs,
+        auth_secret_store=secret_store,
     )
 
 
@@ -123,18 +155,36 @@ def _mapping(value: Any, source: str, field_name: str) -> dict[str, Any]:
     return value
 
 
-def _metadata_items(items: Any, source: str) -> dict[str, str]:
+def _auth_secret_store(auth: Any, source: str) -> str:
+    if auth is None:
+        return ""
+    if not isinstance(auth, dict):
+        raise StartupError(source, "auth", "must be a mapping such as {secretStore: NAME}")
+    store = auth.get("secretStore", "")
+    if not isinstance(store, str):
+        raise StartupError(source, "auth.secretStore", f"must be a component name, got {store!r}")
+    return store
+
+
+def _metadata_items(items: Any, source: str) -> tuple[dict[str, str], dict[str, SecretRef]]:
+    """The plain values, and the items whose value is a secret reference; a later item wins."""
     if items is None:
-        return {}
+        return {}, {}
     if not isinstance(items, list):
         raise StartupError(source, "spec.metadata", "must be a list of {name, value} items")
-    result: dict[str, str] = {}
+    values: dict[str, str] = {}
+    refs: dict[str, SecretRef] = {}
     for position, item in enumerate(items):
         where = f"spec.metadata[{position}]"
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise StartupError(source, f"{where}.name", "is missing")
+        name = item["name"]
         if "secretKeyRef" in item:
-            raise StartupError(source, f"{where}.secretKeyRef", "secret references are not supported yet")
+            if "value" in item:
+                raise StartupError(source, where, "has both value and secretKeyRef: give one")
+            refs[name] = _secret_ref(item["secretKeyRef"], source, f"{where}.secretKeyRef")
+            values.pop(name, None)
+            continue
         value = item.get("value", "")
         if isinstance(value, bool):
             value = "true" if value else "false"
@@ -142,5 +192,20 @@ def _metadata_items(items: Any, source: str) -> dict[str, str]:
             value = str(value)
         else:
             raise StartupError(source, f"{where}.value", f"must be a scalar, got {type(value).__name__}")
-        result[item["name"]] = value
-    return result
+        values[name] = value
+        refs.pop(name, None)
+    return values, refs
+
+
+def _secret_ref(ref: Any, source: str, where: str) -> SecretRef:
+    if not isinstance(ref, dict):
+        raise StartupError(source, where, "must be a mapping {name: SECRET, key: KEY}")
+    name = ref.get("name")
+    if not isinstance(name, str) or not name:
+        raise StartupError(source, f"{where}.name", "is missing: the secret to read")
+    key = ref.get("key")
+    if key is None or key == "":
+        key = name  # Dapr's rule: without a key, the key named as the secret
+    if not isinstance(key, str):
+        raise StartupError(source, f"{where}.key", f"must be a string, got {key!r}")
+    return SecretRef(name=name, key=key, field=where)

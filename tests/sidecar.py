@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -69,9 +70,10 @@ class Sidecar:
                 raise AssertionError(f"sidecar exited {self.process.returncode}:\n{self.log()}")
             try:
                 _, body = self.http("/actuator/health/readiness")
-                if f'"status":"{want}"'.encode() in body:
+                # The sidecar's own status, not one of its components'.
+                if json.loads(body).get("status") == want:
                     return time.monotonic() - started
-            except OSError:
+            except (OSError, ValueError):
                 pass
             time.sleep(0.01)
         raise AssertionError(f"readiness never became {want}:\n{self.log()}")

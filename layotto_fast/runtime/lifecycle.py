@@ -7,6 +7,10 @@ itself when its backend answers again (a failed init is retried). Only UP
 components are handed to the services; a call that names one that is not UP is
 UNAVAILABLE with the reason. Shutdown turns the sidecar DOWN before anything stops,
 so a platform stops routing first.
+
+Secret stores start first: a component whose metadata names secrets
+(``secretKeyRef``) is built only once its store has answered them, because building
+parses the typed config. A reference that cannot be resolved stops start-up.
 """
 
 from __future__ import annotations
@@ -16,12 +20,13 @@ import enum
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self, cast
 
-from layotto_fast.errors import InvalidArgument, Unavailable
+from layotto_fast.errors import InvalidArgument, StartupError, Unavailable
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime import registry
 from layotto_fast.runtime.component import Component
+from layotto_fast.runtime.secrets import SecretStore
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +53,33 @@ class Slot:
         return not self.manifest.ignore_errors
 
 
+class AwaitingSecrets:
+    """Holds the slot of a component whose metadata waits for its secrets until it is built.
+
+    Its slot stays INIT until ``start_secret_stores`` puts the real component in, so it is
+    never handed out; starting it anyway is a bug, said so rather than reported UP.
+    """
+
+    @classmethod
+    def from_manifest(cls, manifest: ComponentManifest) -> Self:
+        return cls()
+
+    async def init(self) -> None:
+        raise RuntimeError("not built: its secret references are not resolved")
+
+    async def ping(self) -> None:
+        await self.init()
+
+    async def close(self) -> None:
+        return None
+
+
 class Components:
     """Every declared component, by building block and name."""
 
     def __init__(self, manifests: list[ComponentManifest], init_timeout: float = 10.0) -> None:
-        self.slots = [Slot(m, registry.build(m)) for m in manifests]
+        stores = sorted(m.name for m in manifests if m.block == "secretstores")
+        self.slots = [Slot(m, _build_or_wait(m, stores)) for m in manifests]
         self._by_block: dict[str, dict[str, Slot]] = {block: {} for block in registry.BLOCKS}
         # Per block, the components that are UP; services keep these dicts and read them per call.
         self._ready: dict[str, dict[str, Any]] = {block: {} for block in registry.BLOCKS}
@@ -92,11 +119,51 @@ class Components:
         else:
             ready.pop(slot.manifest.name, None)
 
-    async def init_all(self, first: tuple[str, ...] = ()) -> None:
-        """Initialise every component; the blocks in ``first`` (secret stores) before the rest."""
-        early = [slot for slot in self.slots if slot.manifest.block in first]
-        await asyncio.gather(*(self._init(slot) for slot in early))
-        await asyncio.gather(*(self._init(slot) for slot in self.slots if slot not in early))
+    async def init_all(self) -> None:
+        """Initialise every component, the secret stores first (other components' metadata may
+        come from them); StartupError when a secret reference cannot be resolved."""
+        await self.start_secret_stores()
+        await asyncio.gather(*(self._init(slot) for slot in self.slots if slot.health == Health.INIT))
+
+    async def start_secret_stores(self) -> None:
+        """Initialise the secret stores, then build the components whose metadata they hold.
+
+        ``check`` calls this alone: it reads every reference as ``serve`` would, without
+        starting the other components.
+        """
+        stores = [s for s in self.slots if s.manifest.block == "secretstores" and s.health == Health.INIT]
+        await asyncio.gather(*(self._init(slot) for slot in stores))
+        # One component after another: the first bad reference in file order is the one reported.
+        for slot in self.slots:
+            if isinstance(slot.component, AwaitingSecrets):
+                values = await self._read_secrets(slot.manifest)
+                slot.component = registry.build(slot.manifest.with_secrets(values))
+
+    async def _read_secrets(self, manifest: ComponentManifest) -> dict[str, str]:
+        """Each referenced item's value, through the store's SecretStore contract."""
+        store_name = manifest.auth_secret_store
+        store_slot = self._by_block["secretstores"][store_name]  # checked to exist in __init__
+        store = cast(SecretStore, store_slot.component)
+        secrets: dict[str, dict[str, str]] = {}  # one read per secret, as Dapr caches them
+        values: dict[str, str] = {}
+        for item, ref in manifest.secret_refs.items():
+            if store_slot.health != Health.UP:
+                raise StartupError(
+                    manifest.source, ref.field, f"secret store {store_name!r} did not start: {store_slot.reason}"
+                )
+            if ref.name not in secrets:
+                try:
+                    secrets[ref.name] = await asyncio.wait_for(store.get(ref.name), self._init_timeout)
+                except Exception as exc:
+                    problem = f"secret {ref.name!r} cannot be read from secret store {store_name!r}: {_describe(exc)}"
+                    raise StartupError(manifest.source, ref.field, problem) from None
+            secret = secrets[ref.name]
+            if ref.key not in secret:
+                keys = ", ".join(sorted(secret)) or "none"
+                problem = f"secret {ref.name!r} in secret store {store_name!r} has no key {ref.key!r} (keys: {keys})"
+                raise StartupError(manifest.source, ref.field, problem)
+            values[item] = secret[ref.key]
+        return values
 
     async def _init(self, slot: Slot) -> None:
         try:
@@ -152,6 +219,25 @@ class Components:
         if any(slot.required and slot.health == Health.DOWN for slot in self.slots):
             return Health.DOWN, components
         return Health.UP, components
+
+
+def _build_or_wait(manifest: ComponentManifest, stores: list[str]) -> Component:
+    """The component now, or a stand-in when its metadata waits for secrets.
+
+    Everything that can be checked before the store runs is checked here, so that
+    ``check`` and ``serve`` refuse the same manifests at once.
+    """
+    if not manifest.secret_refs:
+        return registry.build(manifest)
+    registry.implementation_for(manifest)
+    if manifest.auth_secret_store not in stores:
+        where = next(iter(manifest.secret_refs.values())).field
+        problem = (
+            f"auth.secretStore {manifest.auth_secret_store!r} is not a secret store component "
+            f"(known: {', '.join(stores) or 'none configured'})"
+        )
+        raise StartupError(manifest.source, where, problem)
+    return AwaitingSecrets()
 
 
 def _describe(exc: BaseException) -> str:

@@ -47,7 +47,12 @@ def implementation(type_: str) -> type[Component] | None:
     return found
 
 
-def build(manifest: ComponentManifest) -> Component:
+def implementation_for(manifest: ComponentManifest) -> type[Component]:
+    """The class for ``manifest``'s type and version; StartupError naming the field otherwise.
+
+    Separate from ``build`` so that a manifest whose metadata waits for its secrets has its
+    type and version checked at once, like every other manifest's.
+    """
     if manifest.type not in IMPLEMENTATIONS:
         known = ", ".join(sorted(IMPLEMENTATIONS))
         raise StartupError(manifest.source, "spec.type", f"unknown component type {manifest.type!r} (known: {known})")
@@ -57,4 +62,9 @@ def build(manifest: ComponentManifest) -> Component:
         )
     cls = implementation(manifest.type)
     assert cls is not None
-    return cls.from_manifest(manifest)
+    return cls
+
+
+def build(manifest: ComponentManifest) -> Component:
+    """The component with its typed config parsed from ``manifest.metadata`` (secrets resolved)."""
+    return implementation_for(manifest).from_manifest(manifest)

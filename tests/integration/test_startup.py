@@ -6,6 +6,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import orjson
@@ -14,6 +15,7 @@ import pytest
 from layotto_fast._proto import runtime_pb2 as pb
 from layotto_fast._proto import runtime_pb2_grpc
 from tests import sidecar as sidecar_process
+from tests.backends.servers import RedisServer
 
 MANIFEST = """apiVersion: dapr.io/v1alpha1
 kind: Component
@@ -318,3 +320,82 @@ def test_start_up_errors_name_their_cause(tmp_path: Path, flags: list[str], word
         [*sidecar_process.command(), "check", *flags], capture_output=True, text=True, timeout=30, cwd=tmp_path
     )
     assert result.returncode == 2 and all(word in result.stderr for word in words), result.stderr
+
+
+REDIS_WITH_SECRET = """  metadata:
+    - name: redisHost
+      value: {address}
+    - name: redisPassword
+      secretKeyRef:
+        name: redis
+        key: {key}
+auth:
+  secretStore: vault
+"""
+
+
+def secret_folder(tmp: Path, address: str, key: str) -> Path:
+    """A local file secret store holding the Redis password, and a state.redis reading it from there."""
+    folder = tmp / "components"
+    write(folder, "vault", "secretstores.local.file", "  metadata:\n    - name: multiValued\n      value: true\n"
+          "    - name: secretsFile\n      value: secrets.json\n")  # fmt: skip
+    (folder / "secrets.json").write_text('{"redis": {"password": "s3cret-pw"}}')
+    write(folder, "store", "state.redis", REDIS_WITH_SECRET.format(address=address, key=key))
+    return folder
+
+
+def check(folder: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*sidecar_process.command(), "check", "--resources-path", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def readiness(sidecar: sidecar_process.Sidecar) -> dict[str, Any]:
+    try:
+        document: dict[str, Any] = orjson.loads(sidecar.http("/actuator/health/readiness")[1])
+    except OSError:  # not listening yet
+        return {"status": "", "components": {}}
+    return document
+
+
+def test_secret_key_ref_gives_redis_its_password(tmp_path: Path) -> None:
+    with RedisServer(tmp_path / "redis", password="s3cret-pw") as server:
+        server.start()
+        folder = secret_folder(tmp_path, server.address, "password")
+        result = check(folder)
+        assert result.returncode == 0 and "ok: 2 components" in result.stdout, result.stderr
+        sidecar = sidecar_process.start(tmp_path, "--resources-path", str(folder), wait=False)
+        try:
+            # Not wait_ready(): it also matches a component's "status":"UP" (the vault's, here).
+            deadline = time.monotonic() + 10
+            while (document := readiness(sidecar))["status"] != "UP" and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert document["status"] == "UP" and document["components"]["store"]["status"] == "UP", sidecar.log()
+            stub = sidecar.stub()
+            stub.SaveState(pb.SaveStateRequest(store_name="store", states=[pb.StateItem(key="k", value=b"v")]))
+            assert stub.GetState(pb.GetStateRequest(store_name="store", key="k")).data == b"v"
+            assert "s3cret-pw" not in sidecar.log()
+        finally:
+            assert sidecar.stop() == 0, sidecar.log()
+        # The write went through the password-protected server: the value reached the component.
+        assert server.command("EXISTS", "k") == 1
+
+
+def test_a_missing_secret_key_stops_start_up_naming_file_and_field(tmp_path: Path) -> None:
+    # Nothing listens there: the reference fails before the component would connect.
+    folder = secret_folder(tmp_path, f"127.0.0.1:{sidecar_process.free_port()}", "no-such-key")
+    for result in (check(folder), run_check(tmp_path, "--resources-path", str(folder))):
+        assert result.returncode == 2, (result.stdout, result.stderr)
+        assert "store.yaml: spec.metadata[1].secretKeyRef" in result.stderr, result.stderr
+        assert "'no-such-key'" in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_an_unknown_secret_store_is_a_bad_manifest(tmp_path: Path) -> None:
+    folder = secret_folder(tmp_path, "127.0.0.1:6379", "password")
+    (folder / "vault.yaml").unlink()
+    result = check(folder)
+    assert result.returncode == 2 and "store.yaml: spec.metadata[1].secretKeyRef" in result.stderr, result.stderr
+    assert "auth.secretStore 'vault'" in result.stderr, result.stderr

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
 from layotto_fast import settings
 from layotto_fast.errors import StartupError
-from layotto_fast.manifest import load_file, load_folder
+from layotto_fast.manifest import SecretRef, load_file, load_folder
+from layotto_fast.runtime.lifecycle import Components, Health
 
 GOOD = """apiVersion: dapr.io/v1alpha1
 kind: Component
@@ -62,3 +64,119 @@ def test_settings_reject_bool_as_port(tmp_path: Path) -> None:
     with pytest.raises(StartupError) as raised:
         settings.load(str(config), {})
     assert raised.value.field == "grpc_port"
+
+
+# --- secretKeyRef ----------------------------------------------------------------------------------
+
+VAULT = """apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: vault
+spec:
+  type: secretstores.local.file
+  metadata:
+    - name: secretsFile
+      value: secrets.json
+{extra}"""
+
+GREETER = """apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: greeter
+spec:
+  type: hello.helloworld
+  metadata:
+    - name: hello
+{item}
+{auth}"""
+
+
+def greeter(item: str, auth: str = "auth:\n  secretStore: vault\n") -> str:
+    return GREETER.format(item=item, auth=auth)
+
+
+def test_secret_key_ref_is_kept_with_its_store(tmp_path: Path) -> None:
+    path = tmp_path / "g.yaml"
+    path.write_text(greeter("      secretKeyRef:\n        name: db\n        key: password"))
+    [manifest] = load_file(path)
+    assert manifest.auth_secret_store == "vault"
+    assert manifest.secret_refs == {"hello": SecretRef("db", "password", "spec.metadata[0].secretKeyRef")}
+    assert "hello" not in manifest.metadata  # only the resolved value goes there
+    assert manifest.with_secrets({"hello": "hi"}).metadata == {"hello": "hi"}
+
+
+def test_secret_key_ref_without_key_reads_the_key_named_as_the_secret(tmp_path: Path) -> None:
+    path = tmp_path / "g.yaml"
+    path.write_text(greeter("      secretKeyRef: {name: db-password}"))
+    [manifest] = load_file(path)
+    assert manifest.secret_refs["hello"].key == "db-password"
+
+
+@pytest.mark.parametrize(
+    ("document", "field", "words"),
+    [
+        (greeter("      secretKeyRef: db"), "spec.metadata[0].secretKeyRef", ["mapping"]),
+        (greeter("      secretKeyRef: {key: k}"), "spec.metadata[0].secretKeyRef.name", ["missing"]),
+        (greeter("      secretKeyRef: {name: db, key: [k]}"), "spec.metadata[0].secretKeyRef.key", ["string"]),
+        (greeter("      value: hi\n      secretKeyRef: {name: db}"), "spec.metadata[0]", ["both", "value"]),
+        (greeter("      secretKeyRef: {name: db}", auth=""), "auth.secretStore", ["spec.metadata[0].secretKeyRef"]),
+        (greeter("      secretKeyRef: {name: db}", auth="auth: vault\n"), "auth", ["mapping"]),
+        (
+            VAULT.format(
+                extra="    - name: nestedSeparator\n      secretKeyRef: {name: sep}\nauth: {secretStore: other}\n"
+            ),
+            "spec.metadata[1].secretKeyRef",
+            ["secret store cannot"],
+        ),
+    ],
+)
+def test_bad_secret_key_ref_names_file_and_field(tmp_path: Path, document: str, field: str, words: list[str]) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(document)
+    with pytest.raises(StartupError) as raised:
+        load_file(path)
+    assert raised.value.source == str(path) and raised.value.field == field, raised.value
+    assert all(word in raised.value.problem for word in words), raised.value
+
+
+def components_in(
+    folder: Path, greeter_item: str, secrets: str = '{"db": {"password": "from-the-vault"}}'
+) -> Components:
+    folder.mkdir(exist_ok=True)
+    (folder / "secrets.json").write_text(secrets)
+    (folder / "vault.yaml").write_text(VAULT.format(extra=""))
+    (folder / "greeter.yaml").write_text(greeter(greeter_item))
+    return Components(load_folder(folder))
+
+
+def test_the_secret_reaches_the_component(tmp_path: Path) -> None:
+    components = components_in(tmp_path, '      secretKeyRef: {name: "db:password"}')
+    assert components.readiness()[0] == Health.INIT
+    asyncio.run(components.init_all())
+    assert components.readiness()[0] == Health.UP
+    assert components.lookup("hello", "greeter", "service_name").greet("") == "from-the-vault"
+
+
+def test_an_unknown_secret_store_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    (tmp_path / "g.yaml").write_text(greeter("      secretKeyRef: {name: db}", auth="auth: {secretStore: nope}\n"))
+    with pytest.raises(StartupError) as raised:
+        Components(load_folder(tmp_path))
+    assert raised.value.field == "spec.metadata[0].secretKeyRef" and "g.yaml" in raised.value.source
+    assert "'nope'" in raised.value.problem and "auth.secretStore" in raised.value.problem
+
+
+@pytest.mark.parametrize(
+    ("item", "secrets", "words"),
+    [
+        ("      secretKeyRef: {name: nosuch}", '{"db": "x"}', ["'nosuch'", "not found"]),
+        ("      secretKeyRef: {name: db, key: other}", '{"db": "x"}', ["'db'", "no key 'other'", "keys: db"]),
+        ("      secretKeyRef: {name: db}", "not json", ["'vault' did not start", "not valid JSON"]),
+    ],
+)
+def test_an_unresolvable_reference_stops_start_up(tmp_path: Path, item: str, secrets: str, words: list[str]) -> None:
+    components = components_in(tmp_path, item, secrets)
+    with pytest.raises(StartupError) as raised:
+        asyncio.run(components.init_all())
+    assert raised.value.source == str(tmp_path / "greeter.yaml"), raised.value
+    assert raised.value.field == "spec.metadata[0].secretKeyRef"
+    assert all(word in raised.value.problem for word in words), raised.value
