@@ -25,6 +25,7 @@ from layotto_fast.runtime import registry
 from layotto_fast.runtime.configuration import ConfigItem, ConfigQuery
 from layotto_fast.runtime.lock import LockStatus
 from layotto_fast.runtime.sequencer import MAX_ID
+from layotto_fast.runtime.state import DeleteOp, SetOp
 from tests.backends.servers import RedisCluster, RedisServer, free_ports
 
 T = TypeVar("T")
@@ -218,6 +219,28 @@ def test_a_foreign_value_under_a_key_is_a_failed_precondition(harness: Harness) 
     with pytest.raises(FailedPrecondition, match="WRONGTYPE"):
         harness.run(config.save([ConfigItem(app, "k", "v", "g", "l")]))
     assert harness.run(config.get(ConfigQuery(app, ("k",), "g", "l"))) == []  # not an item
+
+
+def test_state_writes_without_a_check_version_expire_and_refuse_like_the_script(harness: Harness) -> None:
+    # On one node these go out as MULTI/EXEC, with an etag as the Lua script: the same outcome.
+    state = harness.make("state.redis")
+    timed, plain, foreign = unique(), unique(), unique()
+    harness.run(state.set([SetOp(timed, b"a", ttl_seconds=100), SetOp(plain, b"b")]))
+    assert 0 < int(harness.cli("PTTL", harness.prefix + timed)) <= 100_000
+    assert harness.cli("PTTL", harness.prefix + plain) == "-1"
+    harness.run(state.set([SetOp(timed, b"a2")]))  # no ttl: the earlier expiry goes
+    assert harness.cli("PTTL", harness.prefix + timed) == "-1"
+    entry = harness.run(state.get(timed))
+    assert (entry.value, entry.etag) == (b"a2", "2")
+    harness.run(state.set([SetOp(timed, b"a3", etag="2")]))
+    assert harness.run(state.get(timed)).etag == "3"
+    harness.run(state.delete([DeleteOp(plain)]))
+    assert harness.run(state.get(plain)) is None
+    harness.cli("SET", harness.prefix + foreign, "a string")
+    for op in (SetOp(foreign, b"v"), SetOp(foreign, b"v", etag="1")):
+        with pytest.raises(FailedPrecondition, match="WRONGTYPE"):
+            harness.run(state.set([op]))
+    assert harness.cli("GET", harness.prefix + foreign) == "a string"
 
 
 @pytest.mark.parametrize(
