@@ -63,6 +63,17 @@ def _add_flags(command: argparse.ArgumentParser) -> None:
     add("--config", metavar="FILE", help="YAML file of settings (keys as the flags, with _ or -)")
     add("--log-level", choices=("debug", "info", "warning", "error"), help="default info")
     add("--shutdown-grace-seconds", type=float, help="how long SIGTERM waits for in-flight calls (default 5)")
+    add(
+        "--max-message-bytes",
+        type=int,
+        help="largest gRPC message taken or sent, either transport (default 4194304); "
+        "a call over it ends RESOURCE_EXHAUSTED",
+    )
+    add(
+        "--grpc-handshake-timeout-seconds",
+        type=float,
+        help="a gRPC connection that has not sent the HTTP/2 preface and SETTINGS by then is closed (default 10)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -86,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "resources_path",
             "log_level",
             "shutdown_grace_seconds",
+            "max_message_bytes",
+            "grpc_handshake_timeout_seconds",
         )
     }
     try:

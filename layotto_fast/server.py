@@ -17,7 +17,7 @@ from layotto_fast._proto import runtime_pb2
 from layotto_fast.actuator.metrics import Metrics
 from layotto_fast.actuator.routes import ActuatorRoutes
 from layotto_fast.api.layotto import LayottoRuntime
-from layotto_fast.api.transport_grpcio import build_server, service_handler
+from layotto_fast.api.transport_grpcio import build_server
 from layotto_fast.api.transport_native import NativeGrpcServer
 from layotto_fast.errors import StartupError
 from layotto_fast.http import HttpProtocol
@@ -123,14 +123,22 @@ class Sidecar:
         ]
         if self.settings.grpc_uds:
             Path(self.settings.grpc_uds).unlink(missing_ok=True)
-        if self.settings.grpc_transport == "native":
-            native = NativeGrpcServer(services, self.settings.max_message_bytes, stats=self.metrics.calls)
+        settings = self.settings
+        if settings.grpc_transport == "native":
+            native = NativeGrpcServer(
+                services,
+                settings.max_message_bytes,
+                stats=self.metrics.calls,
+                handshake_timeout_seconds=settings.grpc_handshake_timeout_seconds,
+            )
             await native.start(self.grpc_addresses())
             return native
         grpcio = build_server(
-            [service_handler(descriptor, handlers, self.metrics.observe_call) for descriptor, handlers in services],
+            services,
             self.grpc_addresses(),
-            self.settings.max_message_bytes,
+            settings.max_message_bytes,
+            stats=self.metrics.calls,
+            handshake_timeout_seconds=settings.grpc_handshake_timeout_seconds,
         )
         await grpcio.start()
         return grpcio

@@ -15,6 +15,7 @@ from layotto_fast.errors import StartupError
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 TRANSPORTS = ("native", "grpcio")
+MAX_MESSAGE_BYTES = 2**31 - 1  # grpc's message size settings are C ints
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,8 @@ class Settings:
     resources_path: str = ""
     log_level: str = "info"
     shutdown_grace_seconds: float = 5.0
-    max_message_bytes: int = 4 * 1024 * 1024
+    max_message_bytes: int = 4 * 1024 * 1024  # each request and answer message, both transports
+    grpc_handshake_timeout_seconds: float = 10.0  # to send the HTTP/2 preface and SETTINGS
     health_check_interval_seconds: float = 2.0
     component_init_timeout_seconds: float = 10.0
 
@@ -114,12 +116,14 @@ def _check(name: str, value: Any, source: str) -> Any:
             raise StartupError(source, name, f"must be an integer, got {value!r}")
         if name in _PORTS and not 0 <= value <= 65535:
             raise StartupError(source, name, f"must be a port number 0-65535, got {value}")
-        if name == "max_message_bytes" and value < 1024:
-            raise StartupError(source, name, f"must be at least 1024, got {value}")
+        if name == "max_message_bytes" and not 1024 <= value <= MAX_MESSAGE_BYTES:
+            raise StartupError(source, name, f"must be from 1024 to {MAX_MESSAGE_BYTES}, got {value}")
     elif expected == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise StartupError(source, name, f"must be a non-negative number, got {value!r}")
         value = float(value)
+        if name == "grpc_handshake_timeout_seconds" and value == 0:
+            raise StartupError(source, name, "must be more than 0")
     elif not isinstance(value, str):
         raise StartupError(source, name, f"must be a string, got {value!r}")
     if name == "log_level" and value.lower() not in LOG_LEVELS:

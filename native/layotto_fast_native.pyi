@@ -182,7 +182,13 @@ class GrpcConnection:
     ``(0, key, method, message, timeout_us, metadata)`` a whole unary-request call;
     ``(1, key, method, timeout_us, metadata)`` a client-streaming call opened;
     ``(2, key, message)`` one request message; ``(3, key)`` the client half-closed;
-    ``(4, key)`` the client cancelled; ``(5, key)`` queued output drained.
+    ``(4, key, method, code)`` the call ended under its handler, which should stop: the
+    client reset it or the connection ended (code 1, CANCELLED), or the transport refused
+    what the client sent (the status the client got, e.g. 8 RESOURCE_EXHAUSTED);
+    ``(5, key)`` queued output drained;
+    ``(6, method, code, path)`` a call that ended before it reached the application, with
+    the status the client got (an unknown method: ``method`` is 2**32-1 and ``path`` the
+    path asked for; otherwise ``path`` is None).
     ``timeout_us`` is -1 without a deadline; ``metadata`` is None or (name, value) pairs.
     """
 
@@ -192,6 +198,8 @@ class GrpcConnection:
     def feed(self, data: bytes) -> list[tuple[Any, ...]]:
         """Bytes received from the peer; returns the events they caused."""
     def feed_eof(self) -> list[tuple[Any, ...]]: ...
+    def lost(self) -> list[tuple[Any, ...]]:
+        """The socket closed: end every open call; returns their events."""
     def flush(self) -> tuple[list[tuple[Any, ...]] | None, bytes | None]:
         """Run the protocol, then take the bytes to write: ``(events or None, bytes or None)``."""
     def respond(
@@ -212,6 +220,9 @@ class GrpcConnection:
         """Send a keepalive PING; False when the previous one was never answered."""
     def graceful_shutdown(self) -> None:
         """Send GOAWAY: no new calls, open ones finish."""
+    @property
+    def greeted(self) -> bool:
+        """True once the peer sent the HTTP/2 client preface and its first frame (SETTINGS)."""
     @property
     def closed(self) -> bool: ...
     @property

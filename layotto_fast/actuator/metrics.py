@@ -27,7 +27,10 @@ class _CallCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
-            "layotto_fast_grpc_requests", "gRPC calls handled, by method and status code", labels=["method", "code"]
+            "layotto_fast_grpc_requests",
+            "gRPC calls, by method and the status code the client got: every call that reached the server, "
+            'those refused by the transport included (a path it does not serve: method "(unknown)")',
+            labels=["method", "code"],
         )
         for method, stats in sorted(self._stats.methods.items()):
             if stats.ok:
@@ -37,7 +40,8 @@ class _CallCollector(Collector):
         yield requests
         latency = HistogramMetricFamily(
             "layotto_fast_grpc_request_duration_seconds",
-            "Time from handler start to response, by method",
+            "Time from handler start to response, by method (calls that ended without a handler's answer: "
+            "refused by the transport, cancelled by the client, are counted but not timed)",
             labels=["method"],
         )
         for method, stats in sorted(self._stats.methods.items()):
@@ -78,7 +82,6 @@ class Metrics:
         ProcessCollector(registry=self.registry)  # process_resident_memory_bytes and friends
         self.calls = CallStats()
         self.registry.register(_CallCollector(self.calls, components, services))
-        self.observe_call = self.calls.observe
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

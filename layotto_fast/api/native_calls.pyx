@@ -18,7 +18,8 @@ from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from google.protobuf.message import DecodeError
 
-from layotto_fast.api.call import CURRENT, Call, current_call
+from layotto_fast.api.call import CURRENT, Call
+from layotto_fast.api.suspended import suspend
 from layotto_fast.api.stats cimport MethodStats
 
 cdef extern from "Python.h":
@@ -125,8 +126,8 @@ cdef _start_unary(object protocol, object connection, Method method, object key,
             protocol._fail(key, method, exc, started, call)
             return
         if sent != PYGEN_RETURN:
-            call = current_call()
-            protocol._suspended(key, method, coro, result, started, timeout_us, call)
+            call = get_value(CURRENT)  # set by the handler itself: reset below, as after a return
+            suspend(protocol, key, method, coro, result, started, timeout_us)
             return
         call = get_value(CURRENT)  # ContextVar.get without a method lookup
         if call is None:

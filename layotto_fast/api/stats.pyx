@@ -5,7 +5,17 @@ The native transport records an OK call through ``MethodStats.record_ok_now`` fr
 (a few integer and float additions, no Python objects made); the grpcio transport
 and every non-OK call go through the Python methods. The actuator turns the counts
 into Prometheus metric families when /metrics is scraped.
+
+Every call that reaches a transport is counted once, with the status the client got.
+Calls answered by a handler (an error, a deadline and an answer over the size limit
+included) are also timed; calls that end without one (refused by the transport: an
+unknown method, a request over the size limit; cancelled by the client or a lost
+connection) are counted only (``count``).
 """
+
+# The method label of calls to a path the server does not serve: one label for all of
+# them, so that a client cannot add label values at will.
+UNKNOWN_METHOD = "(unknown)"
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
@@ -55,6 +65,13 @@ cdef class MethodStats:
             self.failures[code] = self.failures.get(code, 0) + 1
             self._time(seconds)
 
+    def count(self, str code) -> None:
+        """A call that ended without a handler's answer: counted, not timed."""
+        if code == "OK":
+            self._ok += 1
+        else:
+            self.failures[code] = self.failures.get(code, 0) + 1
+
 
 class CallStats:
     """Every rpc's MethodStats; transports may hold on to one per method."""
@@ -70,3 +87,6 @@ class CallStats:
 
     def observe(self, method: str, code: str, seconds: float) -> None:
         self.method(method).record(code, seconds)
+
+    def count(self, method: str, code: str) -> None:
+        self.method(method).count(code)

@@ -6,9 +6,11 @@ tokio-thread prototype put the cross-thread hand-off (eventfd -> loop, and back)
 of bookkeeping per call under load. Here uvloop hands socket bytes to a Rust
 ``GrpcConnection`` (h2 state machine), which returns whole requests; a handler that
 completes without suspending (every in-memory component) is finished in the same
-pass with no Task at all, and its response leaves in the same ``write``. Only
-handlers that really suspend get a Task. That per-call path (decode, run, encode,
-respond, count) is compiled, in ``native_calls.pyx``; this module keeps the rest.
+pass with no Task at all, and its response leaves in the same ``write``. A unary
+handler that suspends (a network store) is carried on by a ``SuspendedCall``
+(``suspended.pyx``), which drives its coroutine as a Task would, for less; only
+streaming calls get a Task. That per-call path (decode, run, encode, respond,
+count) is compiled, in ``native_calls.pyx``; this module keeps the rest.
 
 Measured with ``make bench`` on 2 cores (ghz, GetState, one run): about 160 µs p50
 at one call in flight (grpc.aio about 530 µs; the Rust-only floor of this design about
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import traceback
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -44,17 +47,20 @@ from layotto_fast_native import GrpcConnection, GrpcServerConfig
 
 from layotto_fast.api.call import CURRENT, Call
 from layotto_fast.api.codecs import codec_of
+from layotto_fast.api.limits import limit_size
 from layotto_fast.api.native_calls import Method, dispatch, flush, now, receive
-from layotto_fast.api.resume import resume_started
-from layotto_fast.api.stats import CallStats
+from layotto_fast.api.stats import UNKNOWN_METHOD, CallStats, MethodStats
 from layotto_fast.api.status import grpc_code
+from layotto_fast.api.suspended import SuspendedCall
 from layotto_fast.errors import InvalidArgument, ResourceExhausted, RuntimeApiError
 
 log = logging.getLogger(__name__)
 
-UNARY, OPEN, MESSAGE, HALF_CLOSE, CANCELLED, WRITABLE = range(6)
+UNARY, OPEN, MESSAGE, HALF_CLOSE, CANCELLED, WRITABLE, REFUSED = range(7)
+UNKNOWN_METHOD_INDEX = 2**32 - 1  # the method of a REFUSED event for a path not served
 
 CODES = {status.name: status.value[0] for status in grpc.StatusCode}
+CODE_NAMES = {value: name for name, value in CODES.items()}
 LINGER_SECONDS = 1.0
 LINGER_BYTES = 64 * 1024
 
@@ -120,11 +126,13 @@ class GrpcProtocol(asyncio.Protocol):
         # grpc-core clients send the socket path as :authority on a Unix socket.
         self._connection = GrpcConnection(server.config, repair_authority=unix_socket)
         self._transport: asyncio.Transport | None = None
-        self._tasks: dict[int, asyncio.Task[Any]] = {}
+        # Calls whose handler awaited: Tasks (streams) and SuspendedCalls (unary), by stream key.
+        self._tasks: dict[int, asyncio.Task[Any] | SuspendedCall] = {}
         self._inboxes: dict[int, _Inbox] = {}
         self._writable: dict[int, asyncio.Future[None]] = {}
         self._flush_scheduled = False
         self._keepalive_timer: asyncio.TimerHandle | None = None
+        self._greeting_timer: asyncio.TimerHandle | None = None
         self._linger_timer: asyncio.TimerHandle | None = None  # set once the connection has ended
         self._linger_budget = LINGER_BYTES
 
@@ -136,6 +144,8 @@ class GrpcProtocol(asyncio.Protocol):
         self._flush()
         if self._server.keepalive_seconds > 0:
             self._keepalive_timer = self._loop.call_later(self._server.keepalive_seconds, self._keepalive)
+        if self._server.handshake_timeout_seconds > 0:
+            self._greeting_timer = self._loop.call_later(self._server.handshake_timeout_seconds, self._greeting_due)
 
     def data_received(self, data: bytes) -> None:
         if self._linger_timer is not None:
@@ -160,6 +170,12 @@ class GrpcProtocol(asyncio.Protocol):
         self._server.connections.discard(self)
         if self._keepalive_timer is not None:
             self._keepalive_timer.cancel()
+        if self._greeting_timer is not None:
+            self._greeting_timer.cancel()
+        # Calls still open end CANCELLED: counted, and their handlers stopped (below).
+        for event in self._connection.lost():
+            if event[0] in (CANCELLED, REFUSED):
+                self._event(event)
         if self._linger_timer is not None:
             self._linger_timer.cancel()
         for task in self._tasks.values():
@@ -192,6 +208,13 @@ class GrpcProtocol(asyncio.Protocol):
         if self._transport is not None:
             self._transport.abort()
 
+    def _greeting_due(self) -> None:
+        """A peer that has not sent the HTTP/2 preface and its SETTINGS by now is dropped."""
+        self._greeting_timer = None
+        if self._transport is not None and not self._connection.greeted:
+            log.debug("closing a connection that sent no HTTP/2 preface and SETTINGS in time")
+            self._transport.abort()
+
     def _keepalive(self) -> None:
         """PING the peer; one left unanswered for a whole interval means it is gone."""
         if self._transport is None:
@@ -202,6 +225,13 @@ class GrpcProtocol(asyncio.Protocol):
             return
         self._flush()
         self._keepalive_timer = self._loop.call_later(self._server.keepalive_seconds, self._keepalive)
+
+    def suspended_calls(self) -> list[SuspendedCall]:
+        return [call for call in self._tasks.values() if isinstance(call, SuspendedCall)]
+
+    def expire(self, key: int, method: Method, started: float) -> None:
+        """The call's deadline passed: DEADLINE_EXCEEDED, and its handler is cancelled."""
+        self._expire(key, method, started)
 
     def consumed(self, key: int, size: int) -> None:
         self._connection.consumed(key, size)
@@ -251,10 +281,14 @@ class GrpcProtocol(asyncio.Protocol):
             if inbox is not None:
                 inbox.put(None)
         elif kind == CANCELLED:
+            # The call ended with the status the transport sent (the client reset it, the
+            # connection ended, or its request broke a limit): count it, stop the handler.
             task = self._tasks.pop(event[1], None)
             self._inboxes.pop(event[1], None)
-            if task is not None:
-                task.cancel()
+            if task is not None and task.cancel():  # False: it had ended, and was counted then
+                self._methods[event[2]].stats.count(CODE_NAMES.get(event[3], "UNKNOWN"))
+        elif kind == REFUSED:
+            self._server.refused(event[1], event[3]).count(CODE_NAMES.get(event[2], "UNKNOWN"))
         elif kind == WRITABLE:
             waiter = self._writable.pop(event[1], None)
             if waiter is not None and not waiter.done():
@@ -264,20 +298,6 @@ class GrpcProtocol(asyncio.Protocol):
 
     def _undecodable(self, key: int, method: Method, exc: DecodeError, started: float) -> None:
         self._fail(key, method, _BadRequest(f"request is not a valid {method.name} message: {exc}"), started)
-
-    def _suspended(
-        self,
-        key: int,
-        method: Method,
-        coro: Coroutine[Any, Any, Any],
-        yielded: Any,
-        started: float,
-        timeout_us: int,
-        call: Call,
-    ) -> None:
-        """A unary handler awaited something: it carries on in a Task (which copies ``call``)."""
-        body = self._unary_out(key, method, resume_started(coro, yielded), call)
-        self._spawn(key, method, body, started, timeout_us, call)
 
     def _start_in_task(
         self,
@@ -356,10 +376,12 @@ class GrpcProtocol(asyncio.Protocol):
         self._server.in_flight -= 1
         if timer is not None:
             timer.cancel()
-        self._tasks.pop(key, None)
+        ours = self._tasks.pop(key, None) is task  # not yet ended by a deadline, a reset or a lost connection
         self._inboxes.pop(key, None)
         self._writable.pop(key, None)
         if task.cancelled():
+            if ours:  # something below the handler was cancelled, not the call: answer, never go silent
+                self._fail(key, method, asyncio.CancelledError(), started, call)
             self._schedule_flush()
             return
         exc = task.exception()
@@ -371,9 +393,8 @@ class GrpcProtocol(asyncio.Protocol):
 
     def _expire(self, key: int, method: Method, started: float) -> None:
         task = self._tasks.pop(key, None)
-        if task is None:
+        if task is None or not task.cancel():  # it ended just now: its own outcome is counted
             return
-        task.cancel()
         self._connection.finish(key, CODES["DEADLINE_EXCEEDED"], "deadline exceeded")
         method.stats.record("DEADLINE_EXCEEDED", now() - started)
         self._schedule_flush()
@@ -396,15 +417,26 @@ class NativeGrpcServer:
         max_in_flight: int = 10_000,
         keepalive_seconds: float = 60.0,
         inline_unary: bool = True,
+        handshake_timeout_seconds: float = 10.0,
     ) -> None:
         """``fixed_replies`` maps rpc paths to bytes answered in Rust alone (benchmark floors);
-        ``inline_unary=False`` gives every unary call a Task (the design this one is measured against)."""
+        ``inline_unary=False`` gives every unary call a Task (the design this one is measured against).
+
+        ``max_message_bytes`` bounds requests (refused in Rust from their length prefix) and
+        answers (refused before they are sent), both RESOURCE_EXHAUSTED. A connection that has
+        not sent the HTTP/2 preface and its SETTINGS ``handshake_timeout_seconds`` after it
+        was accepted is closed (0: never)."""
 
         self.methods: list[Method] = []
         stats = stats if stats is not None else CallStats()
+        self.stats = stats
+        # Labels of the calls refused for an unknown path: the rpc's name when the service
+        # declares it (answered UNIMPLEMENTED all the same), one shared label otherwise.
+        self.declared: dict[str, str] = {}
         paths: list[tuple[str, bool]] = []
         for descriptor, handlers in services:
             for rpc in descriptor.methods:
+                self.declared[f"/{descriptor.full_name}/{rpc.name}"] = rpc.name
                 handler = getattr(handlers, rpc.name, None)
                 if handler is None:
                     continue  # unknown paths are answered UNIMPLEMENTED in Rust
@@ -414,7 +446,7 @@ class NativeGrpcServer:
                         name=rpc.name,
                         handler=handler,
                         decode=decode,
-                        encode=encode,
+                        encode=limit_size(encode, max_message_bytes),
                         client_streaming=rpc.client_streaming,
                         server_streaming=rpc.server_streaming,
                         stats=stats.method(rpc.name),
@@ -432,9 +464,43 @@ class NativeGrpcServer:
         # get RESOURCE_EXHAUSTED instead of queueing without bound.
         self.max_in_flight = max_in_flight
         self.keepalive_seconds = keepalive_seconds
+        self.handshake_timeout_seconds = handshake_timeout_seconds
         self.in_flight = 0
         self.connections: set[GrpcProtocol] = set()
         self._listeners: list[asyncio.Server] = []
+        # One timer for the deadlines of every suspended unary call, due at the earliest.
+        self.deadline_at = math.inf
+        self._deadline_timer: asyncio.TimerHandle | None = None
+
+    def watch_deadline(self, deadline: float) -> None:
+        """Have the deadline sweep run by ``deadline`` (the loop's clock) at the latest."""
+        if deadline >= self.deadline_at:
+            return
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+        self.deadline_at = deadline
+        self._deadline_timer = asyncio.get_running_loop().call_at(deadline, self._sweep_deadlines)
+
+    def _sweep_deadlines(self) -> None:
+        """End the suspended calls whose deadline has passed; wait for the next one due.
+
+        Most calls end long before their deadline, so the sweep runs about once per
+        deadline's length, over the calls in flight then: no timer is made per call.
+        """
+        self._deadline_timer, self.deadline_at = None, math.inf
+        now = asyncio.get_running_loop().time()
+        for connection in list(self.connections):
+            for call in [c for c in connection.suspended_calls() if c.deadline > 0]:
+                if call.deadline <= now:
+                    connection.expire(call.key, call.method, call.started)
+                else:
+                    self.watch_deadline(call.deadline)
+
+    def refused(self, index: int, path: str | None) -> MethodStats:
+        """The counters of a call that ended before reaching its handler."""
+        if index != UNKNOWN_METHOD_INDEX:
+            return self.methods[index].stats
+        return self.stats.method(self.declared.get(path or "", UNKNOWN_METHOD))
 
     async def start(self, addresses: list[str]) -> None:
         loop = asyncio.get_running_loop()

@@ -20,6 +20,7 @@ const MESSAGE: u8 = 2;
 const HALF_CLOSE: u8 = 3;
 const CANCELLED: u8 = 4;
 const WRITABLE: u8 = 5;
+const REFUSED: u8 = 6;
 
 /// Methods and limits shared by every connection of one server.
 #[pyclass(module = "layotto_fast_native", frozen)]
@@ -138,8 +139,13 @@ fn events_to_python<'py>(py: Python<'py>, events: Vec<Event>) -> PyResult<Bound<
                 (MESSAGE, key, PyBytes::new(py, &message)).into_pyobject(py)?
             }
             Event::HalfClose { key } => (HALF_CLOSE, key).into_pyobject(py)?,
-            Event::Cancelled { key } => (CANCELLED, key).into_pyobject(py)?,
+            Event::Cancelled { key, method, code } => {
+                (CANCELLED, key, method, code).into_pyobject(py)?
+            }
             Event::Writable { key } => (WRITABLE, key).into_pyobject(py)?,
+            Event::Refused { method, code, path } => {
+                (REFUSED, method, code, path).into_pyobject(py)?
+            }
         };
         list.append(item)?;
     }
@@ -185,6 +191,12 @@ impl GrpcConnection {
     /// The peer closed its sending side.
     fn feed_eof<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let events = self.inner.feed_eof();
+        events_to_python(py, events)
+    }
+
+    /// The socket closed: end every open call; returns their events (CANCELLED, REFUSED).
+    fn lost<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let events = self.inner.lost();
         events_to_python(py, events)
     }
 
@@ -261,6 +273,12 @@ impl GrpcConnection {
     /// Send GOAWAY: no new calls, open ones finish.
     fn graceful_shutdown(&mut self) {
         self.inner.graceful_shutdown();
+    }
+
+    /// True once the peer sent the HTTP/2 client preface and its first frame (SETTINGS).
+    #[getter]
+    fn greeted(&self) -> bool {
+        self.inner.greeted()
     }
 
     #[getter]

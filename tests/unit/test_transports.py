@@ -20,7 +20,7 @@ from google.protobuf import empty_pb2
 from layotto_fast._proto import runtime_pb2 as pb
 from layotto_fast._proto import runtime_pb2_grpc
 from layotto_fast.api.call import current_call
-from layotto_fast.api.transport_grpcio import build_server, service_handler
+from layotto_fast.api.transport_grpcio import build_server
 from layotto_fast.api.transport_native import NativeGrpcServer
 from layotto_fast.errors import InvalidArgument, NotFound
 from tests.sidecar import free_port
@@ -102,7 +102,7 @@ class Running:
             server = NativeGrpcServer([(SERVICE, self.handlers)], max_message_bytes=64 * 1024, **options)
             await server.start([f"127.0.0.1:{self.port}"])
         else:
-            server = build_server([service_handler(SERVICE, self.handlers)], [f"127.0.0.1:{self.port}"], 64 * 1024)
+            server = build_server([(SERVICE, self.handlers)], [f"127.0.0.1:{self.port}"], 64 * 1024)
             await server.start()
         self._ready.set()
         await self._stop.wait()

@@ -34,6 +34,9 @@ pub mod code {
     pub const UNAVAILABLE: u32 = 14;
 }
 
+/// The method index of a `Refused` call whose path this server does not serve.
+pub const UNKNOWN_METHOD: u32 = u32::MAX;
+
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub max_message_bytes: usize,
@@ -95,9 +98,22 @@ pub enum Event {
     HalfClose {
         key: u32,
     },
-    /// The client reset the stream: the handler should stop.
+    /// The call ended without its handler: the client reset the stream or the
+    /// connection ended (`code` CANCELLED), or the transport refused what the client
+    /// sent (RESOURCE_EXHAUSTED, ...; the client got that status). The handler should stop.
     Cancelled {
         key: u32,
+        method: u32,
+        code: u32,
+    },
+    /// A call that ended before it was handed to the application, with the status
+    /// the client got: an unknown method (`method` is [`UNKNOWN_METHOD`], `path` says
+    /// which), a request over the size limit or malformed, a reset before the request
+    /// was complete. Reported so that every call is counted.
+    Refused {
+        method: u32,
+        code: u32,
+        path: Option<String>,
     },
     /// Everything queued with `send` has been handed to HTTP/2 flow control.
     Writable {
@@ -154,6 +170,43 @@ impl Stream {
     }
 }
 
+/// Whether the peer has sent the HTTP/2 greeting: the 24-byte client preface and the
+/// whole of the frame after it (h2 makes sure that one is SETTINGS, or ends the
+/// connection). A connection that never completes it is closed by its owner after a
+/// timeout; until then h2 would wait for it forever.
+#[derive(Default)]
+struct Greeting {
+    head: Vec<u8>,
+    received: usize,
+    needed: Option<usize>,
+    done: bool,
+}
+
+const GREETING_HEAD: usize = 24 + 9; // the preface, then a frame header
+
+impl Greeting {
+    fn observe(&mut self, data: &[u8]) {
+        if self.done {
+            return;
+        }
+        self.received = self.received.saturating_add(data.len());
+        if self.head.len() < GREETING_HEAD {
+            let n = (GREETING_HEAD - self.head.len()).min(data.len());
+            self.head.extend_from_slice(&data[..n]);
+        }
+        if self.needed.is_none() && self.head.len() == GREETING_HEAD {
+            let length = (usize::from(self.head[24]) << 16)
+                | (usize::from(self.head[25]) << 8)
+                | usize::from(self.head[26]);
+            self.needed = Some(GREETING_HEAD + length);
+        }
+        if self.needed.is_some_and(|needed| self.received >= needed) {
+            self.done = true;
+            self.head = Vec::new();
+        }
+    }
+}
+
 enum State {
     Handshaking(Handshake<LoopIo, Bytes>),
     Open(server::Connection<LoopIo, Bytes>),
@@ -176,6 +229,7 @@ pub struct Connection {
     authority_repair: Option<AuthorityRepair>,
     ping_pong: Option<PingPong>,
     ping_outstanding: bool,
+    greeting: Greeting,
 }
 
 impl Connection {
@@ -222,6 +276,7 @@ impl Connection {
             authority_repair,
             ping_pong: None,
             ping_outstanding: false,
+            greeting: Greeting::default(),
         };
         connection.drive();
         connection
@@ -229,6 +284,7 @@ impl Connection {
 
     /// Take received bytes, run the protocol, return what happened.
     pub fn feed(&mut self, data: &[u8]) -> Vec<Event> {
+        self.greeting.observe(data);
         match self.authority_repair.as_mut() {
             None => self.io.0.borrow_mut().input.extend_from_slice(data),
             Some(repair) => {
@@ -249,6 +305,19 @@ impl Connection {
         self.io.0.borrow_mut().eof = true;
         self.drive();
         std::mem::take(&mut self.events)
+    }
+
+    /// The socket is gone: every call still open ends (CANCELLED), reported as events.
+    pub fn lost(&mut self) -> Vec<Event> {
+        if !self.is_closed() {
+            self.close("connection lost".into());
+        }
+        std::mem::take(&mut self.events)
+    }
+
+    /// True once the peer sent the client preface and its first frame (SETTINGS).
+    pub fn greeted(&self) -> bool {
+        self.greeting.done
     }
 
     /// Run the protocol after responses were queued; return new events.
@@ -349,12 +418,19 @@ impl Connection {
     /// Queue one message of a streaming response. Returns true when nothing is left
     /// waiting for flow control; otherwise a `Writable` event follows once it is.
     pub fn send(&mut self, key: u32, message: &[u8], headers: Option<HeaderMap>) -> bool {
-        if !self.start_response(key, headers) {
+        let method = self.streams.get(&key).map(|stream| stream.method.index);
+        if !self.start_response(key, headers) || !self.streams.contains_key(&key) {
+            // No Writable will come for a stream that is gone: tell the handler to stop.
+            if let Some(method) = method {
+                self.events.push(Event::Cancelled {
+                    key,
+                    method,
+                    code: code::CANCELLED,
+                });
+            }
             return false;
         }
-        let Some(stream) = self.streams.get_mut(&key) else {
-            return false;
-        };
+        let stream = self.streams.get_mut(&key).expect("checked above");
         frame_into(&mut stream.pending, message);
         self.ready.push(key);
         self.drive_stream_sends(key)
@@ -506,9 +582,13 @@ impl Connection {
         if !error.is_empty() {
             self.error = Some(error);
         }
-        for key in self.streams.keys().copied().collect::<Vec<_>>() {
-            if self.streams[&key].handed_to_app {
-                self.events.push(Event::Cancelled { key });
+        let mut keys: Vec<u32> = self.streams.keys().copied().collect();
+        keys.sort_unstable();
+        for key in keys {
+            let stream = &self.streams[&key];
+            if !stream.not_grpc {
+                let event = ended_without_handler(key, stream, code::CANCELLED);
+                self.events.push(event);
             }
         }
         self.streams.clear();
@@ -525,7 +605,7 @@ impl Connection {
             // stream stays open (and counts against the stream limit) until then.
             let key = self.new_key();
             let method = Method {
-                index: u32::MAX,
+                index: NOT_GRPC,
                 client_streaming: false,
                 fixed_reply: None,
             };
@@ -543,6 +623,11 @@ impl Connection {
                 code::UNIMPLEMENTED,
                 &message,
             );
+            self.events.push(Event::Refused {
+                method: UNKNOWN_METHOD,
+                code: code::UNIMPLEMENTED,
+                path: Some(parts.uri.path().to_owned()),
+            });
             return;
         };
         if parts
@@ -556,6 +641,11 @@ impl Connection {
                 code::UNIMPLEMENTED,
                 "message compression is not supported",
             );
+            self.events.push(Event::Refused {
+                method: method.index,
+                code: code::UNIMPLEMENTED,
+                path: None,
+            });
             return;
         }
         let timeout_us = parts
@@ -682,19 +772,17 @@ impl Connection {
         }
 
         if cancelled {
-            let handed = stream.handed_to_app;
-            self.streams.remove(&key);
-            if handed {
-                self.events.push(Event::Cancelled { key });
+            if !stream.not_grpc {
+                let event = ended_without_handler(key, stream, code::CANCELLED);
+                self.events.push(event);
             }
+            self.streams.remove(&key);
             return;
         }
         if let Some((code, message)) = failure {
-            let handed = stream.handed_to_app;
+            let event = ended_without_handler(key, stream, code);
             self.finish(key, code, &message, None);
-            if handed {
-                self.events.push(Event::Cancelled { key });
-            }
+            self.events.push(event);
             return;
         }
         self.drive_stream_sends(key);
@@ -732,11 +820,9 @@ impl Connection {
                     }
                 }
                 Poll::Ready(Some(Err(_))) | Poll::Ready(None) => {
-                    let handed = stream.handed_to_app;
+                    let event = ended_without_handler(key, stream, code::CANCELLED);
                     self.streams.remove(&key);
-                    if handed {
-                        self.events.push(Event::Cancelled { key });
-                    }
+                    self.events.push(event);
                     return false;
                 }
             }
@@ -751,6 +837,27 @@ impl Connection {
             self.events.push(Event::Writable { key });
         }
         true
+    }
+}
+
+/// The method index of a stream that is not a gRPC request (answered 415, not counted).
+const NOT_GRPC: u32 = u32::MAX - 1;
+
+/// The event for a call that ends with `code` without its handler answering: `Cancelled`
+/// when the application has it (its handler must stop), `Refused` when it never got it.
+fn ended_without_handler(key: u32, stream: &Stream, code: u32) -> Event {
+    if stream.handed_to_app {
+        Event::Cancelled {
+            key,
+            method: stream.method.index,
+            code,
+        }
+    } else {
+        Event::Refused {
+            method: stream.method.index,
+            code,
+            path: None,
+        }
     }
 }
 
@@ -838,4 +945,203 @@ pub(crate) fn trailers_only(
         headers.insert(HeaderName::from_static("grpc-message"), value);
     }
     let _ = respond.send_response(response, true);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fluke_hpack::Encoder;
+
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    const END_STREAM: u8 = 0x1;
+    const END_HEADERS: u8 = 0x4;
+    const UNARY: &str = "/x.Y/Unary";
+    const STREAMING: &str = "/x.Y/Streaming";
+
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let length = payload.len();
+        let mut out = vec![
+            (length >> 16) as u8,
+            (length >> 8) as u8,
+            length as u8,
+            kind,
+            flags,
+        ];
+        out.extend(stream.to_be_bytes());
+        out.extend(payload);
+        out
+    }
+
+    fn greeting() -> Vec<u8> {
+        let mut out = PREFACE.to_vec();
+        out.extend(frame(0x4, 0, 0, &[]));
+        out
+    }
+
+    fn headers(encoder: &mut Encoder<'_>, stream: u32, path: &str, end_stream: bool) -> Vec<u8> {
+        let block = encoder.encode(vec![
+            (&b":method"[..], &b"POST"[..]),
+            (b":scheme", b"http"),
+            (b":path", path.as_bytes()),
+            (b":authority", b"localhost"),
+            (b"content-type", b"application/grpc"),
+            (b"te", b"trailers"),
+        ]);
+        let flags = END_HEADERS | if end_stream { END_STREAM } else { 0 };
+        frame(0x1, flags, stream, &block)
+    }
+
+    fn data(stream: u32, payload: &[u8], end_stream: bool) -> Vec<u8> {
+        frame(
+            0x0,
+            if end_stream { END_STREAM } else { 0 },
+            stream,
+            payload,
+        )
+    }
+
+    fn grpc_message(declared: u32, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![0];
+        out.extend(declared.to_be_bytes());
+        out.extend(body);
+        out
+    }
+
+    fn connection() -> Connection {
+        let methods = [(UNARY, 0, false), (STREAMING, 1, true)]
+            .into_iter()
+            .map(|(path, index, client_streaming)| {
+                let method = Method {
+                    index,
+                    client_streaming,
+                    fixed_reply: None,
+                };
+                (path.to_owned(), method)
+            })
+            .collect();
+        let settings = Settings {
+            max_message_bytes: 100,
+            ..Settings::default()
+        };
+        Connection::new(Arc::new(methods), settings, false)
+    }
+
+    fn greeted(connection: &mut Connection) -> Encoder<'static> {
+        assert!(connection.feed(&greeting()).is_empty());
+        Encoder::new()
+    }
+
+    #[test]
+    fn greeting_needs_the_preface_and_the_whole_first_frame() {
+        let mut connection = connection();
+        assert!(!connection.greeted());
+        let mut input = PREFACE.to_vec();
+        input.extend(frame(0x4, 0, 0, &[0, 3, 0, 0, 0, 100])); // SETTINGS_MAX_CONCURRENT_STREAMS
+        for (i, byte) in input.iter().enumerate() {
+            assert!(!connection.greeted(), "greeted after {i} bytes");
+            connection.feed(std::slice::from_ref(byte));
+        }
+        assert!(connection.greeted());
+        assert!(!connection.is_closed());
+
+        let mut silent = self::connection();
+        silent.feed(PREFACE);
+        assert!(!silent.greeted(), "a preface alone is not the greeting");
+    }
+
+    #[test]
+    fn unknown_method_is_reported_refused_with_its_path() {
+        let mut connection = connection();
+        let mut encoder = greeted(&mut connection);
+        let events = connection.feed(&headers(&mut encoder, 1, "/x.Y/Nope", true));
+        assert_eq!(
+            events,
+            vec![Event::Refused {
+                method: UNKNOWN_METHOD,
+                code: code::UNIMPLEMENTED,
+                path: Some("/x.Y/Nope".into()),
+            }]
+        );
+    }
+
+    #[test]
+    fn request_over_the_limit_is_reported_refused() {
+        let mut connection = connection();
+        let mut encoder = greeted(&mut connection);
+        let mut input = headers(&mut encoder, 1, UNARY, false);
+        input.extend(data(1, &grpc_message(101, b"x"), false));
+        let events = connection.feed(&input);
+        let refused = Event::Refused {
+            method: 0,
+            code: code::RESOURCE_EXHAUSTED,
+            path: None,
+        };
+        assert_eq!(events, vec![refused]);
+        assert_eq!(connection.open_streams(), 0);
+    }
+
+    #[test]
+    fn reset_before_the_request_is_complete_is_refused_cancelled() {
+        let mut connection = connection();
+        let mut encoder = greeted(&mut connection);
+        let mut input = headers(&mut encoder, 1, UNARY, false);
+        input.extend(data(1, &grpc_message(10, b"abc"), false));
+        input.extend(frame(0x3, 0, 1, &8u32.to_be_bytes())); // RST_STREAM CANCEL
+        let events = connection.feed(&input);
+        let refused = Event::Refused {
+            method: 0,
+            code: code::CANCELLED,
+            path: None,
+        };
+        assert_eq!(events, vec![refused]);
+    }
+
+    #[test]
+    fn streaming_request_over_the_limit_stops_the_handler_with_that_code() {
+        let mut connection = connection();
+        let mut encoder = greeted(&mut connection);
+        let mut input = headers(&mut encoder, 1, STREAMING, false);
+        input.extend(data(1, &grpc_message(3, b"abc"), false));
+        input.extend(data(1, &grpc_message(1000, b"x"), false));
+        let events = connection.feed(&input);
+        assert!(matches!(
+            events[0],
+            Event::Open {
+                key: 1,
+                method: 1,
+                ..
+            }
+        ));
+        assert!(matches!(events[1], Event::Message { key: 1, .. }));
+        let cancelled = Event::Cancelled {
+            key: 1,
+            method: 1,
+            code: code::RESOURCE_EXHAUSTED,
+        };
+        assert_eq!(events[2..], [cancelled]);
+    }
+
+    #[test]
+    fn a_lost_connection_ends_every_open_call() {
+        let mut connection = connection();
+        let mut encoder = greeted(&mut connection);
+        let mut input = headers(&mut encoder, 1, STREAMING, false);
+        input.extend(headers(&mut encoder, 3, UNARY, false)); // its request never completes
+        let opened = connection.feed(&input);
+        assert_eq!(opened.len(), 1);
+        let mut events = connection.lost();
+        events.sort_by_key(|event| matches!(event, Event::Refused { .. }));
+        let cancelled = Event::Cancelled {
+            key: 1,
+            method: 1,
+            code: code::CANCELLED,
+        };
+        let refused = Event::Refused {
+            method: 0,
+            code: code::CANCELLED,
+            path: None,
+        };
+        assert_eq!(events, vec![cancelled, refused]);
+        assert!(connection.lost().is_empty(), "reported once");
+    }
 }

@@ -1,0 +1,173 @@
+"""Unary handlers that await, on every transport: what asyncio promises a coroutine under a
+Task must hold whatever drives it (the native transport drives them without a Task).
+
+Each case is a way real client libraries await: a timeout scope after the first
+suspension (redis-py's own client does that), bare yields, a cancellation that is not
+the call's own, an awaitable a Task refuses, and many calls resuming in one pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+import uvloop
+
+from layotto_fast._proto import runtime_pb2 as pb
+from layotto_fast._proto import runtime_pb2_grpc
+from layotto_fast.api.call import current_call
+from layotto_fast.api.transport_grpcio import build_server
+from layotto_fast.api.transport_native import NativeGrpcServer
+from tests.sidecar import free_port
+
+SERVICE = pb.DESCRIPTOR.services_by_name["Runtime"]
+
+
+class _BadYield:
+    """An awaitable yielding something that is not a future: a Task throws RuntimeError into it."""
+
+    def __await__(self) -> Any:
+        yield "not a future"
+
+
+class Handlers:
+    def __init__(self) -> None:
+        self.cancelled_at: dict[str, float] = {}  # by key, time.monotonic()
+
+    async def GetState(self, request: pb.GetStateRequest) -> pb.GetStateResponse:
+        await asyncio.sleep(0.001)  # suspended from here on
+        if request.key.startswith("slow"):
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                self.cancelled_at[request.key] = time.monotonic()
+                raise
+        task = asyncio.current_task()
+        if request.key == "timeout-inside":
+            # asyncio.timeout cancels its task and takes the cancellation back on exit.
+            try:
+                async with asyncio.timeout(0.05):
+                    await asyncio.sleep(10)
+            except TimeoutError:
+                return pb.GetStateResponse(data=b"timed out inside", etag=str(task is not None))
+        if request.key == "bare-yields":
+            for _ in range(5):
+                await asyncio.sleep(0)
+        if request.key == "cancelled-below":
+            waiter = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_later(0.01, waiter.cancel)
+            await waiter
+        if request.key == "bad-yield":
+            await _BadYield()
+        current_call().trailers.append(("x-after", request.key))
+        return pb.GetStateResponse(data=request.key.encode(), etag=str(task is not None))
+
+
+class Running:
+    def __init__(self, kind: str) -> None:
+        self.port = free_port()
+        self.handlers = Handlers()
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=lambda: uvloop.run(self._serve(kind)), daemon=True)
+        self._thread.start()
+        assert self._ready.wait(10)
+
+    async def _serve(self, kind: str) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        server: Any
+        if kind.startswith("native"):
+            server = NativeGrpcServer([(SERVICE, self.handlers)], inline_unary=kind == "native")
+            await server.start([f"127.0.0.1:{self.port}"])
+        else:
+            server = build_server([(SERVICE, self.handlers)], [f"127.0.0.1:{self.port}"], 1 << 20)
+            await server.start()
+        self._ready.set()
+        await self._stop.wait()
+        await server.stop(1.0)
+        # Failed calls leave cycles (exception, traceback, task) that reach a connection
+        # object, which must be freed on the thread that made it: collect them here.
+        gc.collect()
+
+    def close(self) -> None:
+        assert self._loop is not None and self._stop is not None
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+
+@pytest.fixture(scope="module", params=["native", "native-task", "grpcio"])
+def server(request: pytest.FixtureRequest) -> Iterator[Running]:
+    running = Running(request.param)
+    yield running
+    running.close()
+
+
+@pytest.fixture
+def stub(server: Running) -> Iterator[runtime_pb2_grpc.RuntimeStub]:
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        yield runtime_pb2_grpc.RuntimeStub(channel)
+
+
+def test_the_handler_has_a_current_task_after_suspending(stub: runtime_pb2_grpc.RuntimeStub) -> None:
+    reply, call = stub.GetState.with_call(pb.GetStateRequest(key="plain"), timeout=5)
+    assert (reply.data, reply.etag) == (b"plain", "True")
+    assert ("x-after", "plain") in call.trailing_metadata()
+
+
+def test_a_timeout_scope_inside_the_handler_fires_and_the_call_still_answers(
+    stub: runtime_pb2_grpc.RuntimeStub,
+) -> None:
+    reply = stub.GetState(pb.GetStateRequest(key="timeout-inside"), timeout=5)
+    assert (reply.data, reply.etag) == (b"timed out inside", "True")
+
+
+def test_bare_yields_resume(stub: runtime_pb2_grpc.RuntimeStub) -> None:
+    assert stub.GetState(pb.GetStateRequest(key="bare-yields"), timeout=5).data == b"bare-yields"
+
+
+def test_a_cancellation_below_the_handler_answers_an_error_not_silence(stub: runtime_pb2_grpc.RuntimeStub) -> None:
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.GetState(pb.GetStateRequest(key="cancelled-below"), timeout=5)
+    code = raised.value.code()  # type: ignore[attr-defined]
+    assert code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN), code
+    assert stub.GetState(pb.GetStateRequest(key="after"), timeout=5).data == b"after"
+
+
+def test_an_awaitable_a_task_refuses_is_an_error_and_the_server_carries_on(
+    stub: runtime_pb2_grpc.RuntimeStub,
+) -> None:
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.GetState(pb.GetStateRequest(key="bad-yield"), timeout=5)
+    assert raised.value.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)  # type: ignore[attr-defined]
+    assert stub.GetState(pb.GetStateRequest(key="after"), timeout=5).data == b"after"
+
+
+def test_many_calls_resume_in_one_pass(stub: runtime_pb2_grpc.RuntimeStub) -> None:
+    futures = [stub.GetState.future(pb.GetStateRequest(key=f"k{i}"), timeout=10) for i in range(300)]
+    assert [f.result().data for f in futures] == [f"k{i}".encode() for i in range(300)]
+
+
+def test_each_deadline_cancels_its_handler_on_time_whatever_the_order(
+    server: Running, stub: runtime_pb2_grpc.RuntimeStub
+) -> None:
+    # Later calls with earlier deadlines: one sweep timer must be brought forward each time.
+    timeouts = {"slow-a": 0.9, "slow-b": 0.6, "slow-c": 0.3}
+    started = time.monotonic()
+    futures = {key: stub.GetState.future(pb.GetStateRequest(key=key), timeout=t) for key, t in timeouts.items()}
+    for future in futures.values():
+        assert future.exception(5).code() == grpc.StatusCode.DEADLINE_EXCEEDED  # type: ignore[union-attr]
+    deadline = time.monotonic() + 5
+    while len(server.handlers.cancelled_at) < len(timeouts) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for key, timeout in timeouts.items():
+        took = server.handlers.cancelled_at[key] - started
+        assert timeout - 0.05 <= took <= timeout + 0.3, (key, took)
+    assert stub.GetState(pb.GetStateRequest(key="after"), timeout=5).data == b"after"
