@@ -60,6 +60,12 @@ class Row:
     ghz_cpu_us: float
 
 
+# The in-memory rows before issue 14, as ratios to the Rust floor of the same run
+# (``make bench`` on cf64e8d, the closing note of stop 12): CPU/call @64, p50 @1.
+# Issue 14 allows them to get at most 10 % worse.
+BEFORE_ISSUE_14 = {"GetState": (12.3 / 9.1, 166 / 147), "SaveState": (13.7 / 10.3, 179 / 157)}
+
+
 def ghz_binary() -> str:
     found = shutil.which("ghz") or next(
         (str(p) for p in [TOOLS / "bin" / "ghz", Path.home() / "go/bin/ghz"] if p.exists()), None
@@ -337,6 +343,23 @@ def main() -> int:
         checks.append((f"[#8] {rpc} @1: native p50 {extra:+.0f} µs over the floor (<= 25 µs)", extra <= 25))
         ratio = pick(native, rpc).p99_us / pick(floor, rpc).p99_us
         checks.append((f"[#8] {rpc} @64: native p99 {ratio:.2f}x the floor's (<= 1.2x)", ratio <= 1.2))
+    for rpc, (cpu_before, p50_before) in BEFORE_ISSUE_14.items():
+        cpu_ratio = pick(native, rpc).server_cpu_us / pick(floor, rpc).server_cpu_us
+        p50_ratio = pick(native, rpc, 1).p50_us / pick(floor, rpc, 1).p50_us
+        checks.append(
+            (
+                f"[#14] {rpc} in-memory @64: CPU/call {cpu_ratio:.2f}x the floor's "
+                f"(before #14 {cpu_before:.2f}x; <= {cpu_before * 1.1:.2f}x)",
+                cpu_ratio <= cpu_before * 1.1,
+            )
+        )
+        checks.append(
+            (
+                f"[#14] {rpc} in-memory @1: p50 {p50_ratio:.2f}x the floor's "
+                f"(before #14 {p50_before:.2f}x; <= {p50_before * 1.1:.2f}x)",
+                p50_ratio <= p50_before * 1.1,
+            )
+        )
     print()
     for text, passed in checks:
         print(f"[{'PASS' if passed else 'MISS'}] {text}")

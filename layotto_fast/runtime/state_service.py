@@ -71,6 +71,9 @@ class StateService:
         if store is None:
             store = self.store(store_name)
         features = store.features
+        if len(items) == 1:  # the common request, without a comprehension's frame
+            await store.set([_set_op(items[0], features, store_name, "states", 0)])
+            return
         await store.set([_set_op(item, features, store_name, "states", index) for index, item in enumerate(items)])
 
     async def delete(self, store_name: str, items: Sequence[StateItem], field: str = "states") -> None:

@@ -21,7 +21,7 @@ from typing import Any, Self
 from redis import exceptions as redis_errors
 
 from layotto_fast.components.redis_client import RedisConfig
-from layotto_fast.components.redis_pipeline import PipelinedRedis, Script
+from layotto_fast.components.redis_pipeline import PipelinedRedis, Script, bulk, raise_replied
 from layotto_fast.errors import Conflict, FailedPrecondition, InvalidArgument
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime.records import state_entry
@@ -70,6 +70,18 @@ return versions
 )
 
 
+# The parts of the commands a single node gets in RESP (components/redis_pipeline.bulk).
+HMGET = b"*4\r\n$5\r\nHMGET\r\n"
+DATA_VERSION = b"$4\r\ndata\r\n$7\r\nversion\r\n"
+HINCRBY = b"*4\r\n$7\r\nHINCRBY\r\n"
+VERSION_BY_ONE = b"$7\r\nversion\r\n$1\r\n1\r\n"
+HSET = b"*4\r\n$4\r\nHSET\r\n"
+DATA = b"$4\r\ndata\r\n"
+EXPIRE = b"*3\r\n$6\r\nEXPIRE\r\n"
+PERSIST = b"*2\r\n$7\r\nPERSIST\r\n"
+DEL = b"*2\r\n$3\r\nDEL\r\n"
+
+
 class RedisStateStore(PipelinedRedis):
     features = frozenset({Feature.ETAG, Feature.TTL, Feature.TRANSACTIONAL, Feature.BULK})
 
@@ -81,12 +93,14 @@ class RedisStateStore(PipelinedRedis):
     def from_manifest(cls, manifest: ComponentManifest) -> Self:
         return cls(RedisConfig.from_manifest(manifest))
 
-    def _run(self, *command: Any) -> Any:
-        assert self._pipeline is not None, "init() first"
-        return self._pipeline.call(command)
-
     async def get(self, key: str, strong: bool = False, metadata: Mapping[str, str] | None = None) -> StateEntry | None:
-        data, version = await self._run("HMGET", self._prefix + key, "data", "version")
+        pipeline = self._pipeline
+        assert pipeline is not None, "init() first"
+        if pipeline.transactions:  # a single node: the command in RESP, assembled here
+            command: Any = b"".join((HMGET, bulk((self._prefix + key).encode()), DATA_VERSION))
+        else:
+            command = ("HMGET", self._prefix + key, "data", "version")
+        data, version = await pipeline.call(command)
         if version is None:
             return None
         return state_entry(data or b"", version.decode(), None)
@@ -99,6 +113,18 @@ class RedisStateStore(PipelinedRedis):
         ]
 
     async def set(self, ops: list[SetOp]) -> None:
+        pipeline = self._pipeline
+        if len(ops) == 1 and pipeline is not None and pipeline.transactions:
+            op = ops[0]
+            if op.etag is None and not op.first_write:  # the common write, in as few steps as it takes
+                key = bulk((self._prefix + op.key).encode())
+                expiry = (EXPIRE, key, bulk(b"%d" % op.ttl_seconds)) if op.ttl_seconds else (PERSIST, key)
+                packed = b"".join((HINCRBY, key, VERSION_BY_ONE, HSET, key, DATA, bulk(op.value), *expiry))
+                try:
+                    raise_replied(await pipeline.transaction(packed, 3))
+                except redis_errors.ResponseError as exc:
+                    raise self._refused(exc) from None
+                return
         await self._apply(list(ops), transaction=False)
 
     async def delete(self, ops: list[DeleteOp]) -> None:
@@ -144,19 +170,28 @@ class RedisStateStore(PipelinedRedis):
 
     async def _transaction(self, ops: list[SetOp | DeleteOp]) -> None:
         """Writes with nothing to check, as MULTI/EXEC: the same changes as APPLY makes."""
-        commands: list[tuple[Any, ...]] = []
+        commands: list[bytes] = []
+        count = 0
         for op in ops:
-            key = self._prefix + op.key
+            key = bulk((self._prefix + op.key).encode())
             if isinstance(op, DeleteOp):
-                commands.append(("DEL", key))
+                commands += (DEL, key)
+                count += 1
                 continue
-            commands += (("HINCRBY", key, "version", 1), ("HSET", key, "data", op.value))
-            commands.append(("EXPIRE", key, op.ttl_seconds) if op.ttl_seconds else ("PERSIST", key))
+            commands += (HINCRBY, key, VERSION_BY_ONE, HSET, key, DATA, bulk(op.value))
+            if op.ttl_seconds:
+                commands += (EXPIRE, key, bulk(b"%d" % op.ttl_seconds))
+            else:
+                commands += (PERSIST, key)
+            count += 3
         assert self._pipeline is not None, "init() first"
         try:
-            await self._pipeline.transaction(commands)
+            raise_replied(await self._pipeline.transaction(b"".join(commands), count))
         except redis_errors.ResponseError as exc:
-            raise FailedPrecondition(f"state store {self._config.component}: redis refused the write: {exc}") from None
+            raise self._refused(exc) from None
+
+    def _refused(self, exc: redis_errors.ResponseError) -> FailedPrecondition:
+        return FailedPrecondition(f"state store {self._config.component}: redis refused the write: {exc}")
 
     async def _script(self, ops: list[SetOp | DeleteOp]) -> None:
         keys: list[str] = []
