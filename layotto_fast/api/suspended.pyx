@@ -62,6 +62,7 @@ def suspend(protocol, key, method, coro, yielded, double started, long long time
     call.calls, call.key, call.method, call.coro, call.started = protocol._tasks, key, method, coro, started
     call.encode, call.stats = method.encode, method.stats
     call.context = copy_context()
+    call.wakeup = call._wakeup
     call.calls[key] = call
     if timeout_us >= 0:
         call.deadline = call.loop.time() + timeout_us / 1e6
@@ -79,6 +80,7 @@ cdef class SuspendedCall:
     """
 
     cdef object protocol, connection, server, loop, encode, coro, context
+    cdef object wakeup  # self._wakeup, bound once
     cdef object waiter  # the future the coroutine waits on
     cdef object task  # set when a Task took the coroutine over
     cdef dict calls
@@ -96,13 +98,13 @@ cdef class SuspendedCall:
         """Wait on what the coroutine's last step yielded, as a Task would."""
         if type(yielded) is Future:  # asyncio's own (every loop's create_future): no checks needed
             self.waiter = yielded
-            yielded.add_done_callback(self._wakeup, context=self.context)
+            yielded.add_done_callback(self.wakeup, context=self.context)
         elif getattr(yielded, "_asyncio_future_blocking", None) is True:
             yielded._asyncio_future_blocking = False
             self.waiter = yielded
-            yielded.add_done_callback(self._wakeup, context=self.context)
+            yielded.add_done_callback(self.wakeup, context=self.context)
         elif yielded is None:  # a bare yield (asyncio.sleep(0)): carry on next pass
-            self.loop.call_soon(self._wakeup, None, context=self.context)
+            self.loop.call_soon(self.wakeup, None, context=self.context)
         else:
             # Anything else (another loop's future, a foreign awaitable): a Task says what it means.
             self.task = self.loop.create_task(resume_started(self.coro, yielded), context=self.context)
@@ -211,7 +213,7 @@ cdef class SuspendedCall:
         if self.ended:
             return
         self.ended = True
-        self.coro = None
+        self.coro = self.wakeup = None  # the bound method refers back to this object
         self.server.in_flight -= 1
         if not self._answered_elsewhere():
             del self.calls[self.key]

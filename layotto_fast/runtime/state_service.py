@@ -8,7 +8,7 @@ it is given.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 
 from layotto_fast.errors import InvalidArgument, Unimplemented
 from layotto_fast.runtime.lifecycle import Components
@@ -44,15 +44,17 @@ class StateService:
             return found
         return store
 
-    async def get(
+    # get and save check the request now and hand back the store's own awaitable: one
+    # coroutine less to create and resume on the two most called rpcs.
+    def get(
         self, store_name: str, key: str, consistency: int = 0, metadata: Mapping[str, str] | None = None
-    ) -> StateEntry | None:
+    ) -> Awaitable[StateEntry | None]:
         store = self._ready.get(store_name)  # store() inlined: the most called rpc
         if store is None:
             store = self.store(store_name)
         if not key:
             raise InvalidArgument("key is empty: a state key is required")
-        return await store.get(key, consistency == STRONG, metadata)
+        return store.get(key, consistency == STRONG, metadata)
 
     async def bulk_get(
         self, store_name: str, keys: Sequence[str], metadata: Mapping[str, str] | None = None
@@ -66,15 +68,14 @@ class StateService:
         entries = await store.bulk_get(list(keys), metadata)
         return list(zip(keys, entries, strict=True))
 
-    async def save(self, store_name: str, items: Sequence[StateItem]) -> None:
+    def save(self, store_name: str, items: Sequence[StateItem]) -> Awaitable[None]:
         store = self._ready.get(store_name)
         if store is None:
             store = self.store(store_name)
         features = store.features
         if len(items) == 1:  # the common request, without a comprehension's frame
-            await store.set([_set_op(items[0], features, store_name, "states", 0)])
-            return
-        await store.set([_set_op(item, features, store_name, "states", index) for index, item in enumerate(items)])
+            return store.set([_set_op(items[0], features, store_name, "states", 0)])
+        return store.set([_set_op(item, features, store_name, "states", index) for index, item in enumerate(items)])
 
     async def delete(self, store_name: str, items: Sequence[StateItem], field: str = "states") -> None:
         store = self.store(store_name)

@@ -21,7 +21,7 @@ from typing import Any, Self
 from redis import exceptions as redis_errors
 
 from layotto_fast.components.redis_client import RedisConfig
-from layotto_fast.components.redis_pipeline import PipelinedRedis, Script, bulk, raise_replied
+from layotto_fast.components.redis_pipeline import EXEC, MULTI, PipelinedRedis, Script, bulk, raise_replied
 from layotto_fast.errors import Conflict, FailedPrecondition, InvalidArgument
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime.records import state_entry
@@ -119,7 +119,7 @@ class RedisStateStore(PipelinedRedis):
             if op.etag is None and not op.first_write:  # the common write, in as few steps as it takes
                 key = bulk((self._prefix + op.key).encode())
                 expiry = (EXPIRE, key, bulk(b"%d" % op.ttl_seconds)) if op.ttl_seconds else (PERSIST, key)
-                packed = b"".join((HINCRBY, key, VERSION_BY_ONE, HSET, key, DATA, bulk(op.value), *expiry))
+                packed = b"".join((MULTI, HINCRBY, key, VERSION_BY_ONE, HSET, key, DATA, bulk(op.value), *expiry, EXEC))
                 try:
                     raise_replied(await pipeline.transaction(packed, 3))
                 except redis_errors.ResponseError as exc:
@@ -170,7 +170,7 @@ class RedisStateStore(PipelinedRedis):
 
     async def _transaction(self, ops: list[SetOp | DeleteOp]) -> None:
         """Writes with nothing to check, as MULTI/EXEC: the same changes as APPLY makes."""
-        commands: list[bytes] = []
+        commands: list[bytes] = [MULTI]
         count = 0
         for op in ops:
             key = bulk((self._prefix + op.key).encode())
@@ -184,6 +184,7 @@ class RedisStateStore(PipelinedRedis):
             else:
                 commands += (PERSIST, key)
             count += 3
+        commands.append(EXEC)
         assert self._pipeline is not None, "init() first"
         try:
             raise_replied(await self._pipeline.transaction(b"".join(commands), count))
