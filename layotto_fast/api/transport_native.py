@@ -488,7 +488,8 @@ class NativeGrpcServer:
         deadline's length, over the calls in flight then: no timer is made per call.
         """
         self._deadline_timer, self.deadline_at = None, math.inf
-        now = asyncio.get_running_loop().time()
+        # The loop's clock counts whole milliseconds: a timer may fire up to one early.
+        now = asyncio.get_running_loop().time() + 0.001
         for connection in list(self.connections):
             for call in [c for c in connection.suspended_calls() if c.deadline > 0]:
                 if call.deadline <= now:
