@@ -14,32 +14,21 @@ protocol's Python methods, so the logic that needs care stays in typed Python.
 
 from cpython.contextvars cimport get_value
 from cpython.ref cimport PyObject, Py_XDECREF
-from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from google.protobuf.message import DecodeError
 
 from layotto_fast.api.call import CURRENT, Call
 from layotto_fast.api.suspended import suspend
+from layotto_fast.api.coroutines cimport PYGEN_RETURN, PyIter_Send, monotonic_now
 from layotto_fast.api.stats cimport MethodStats
-
-cdef extern from "Python.h":
-    # PYGEN_ERROR is -1: Cython raises the pending exception for it.
-    int PyIter_Send(object iterator, object arg, PyObject **result) except -1
 
 cdef enum:
     UNARY = 0
-    PYGEN_RETURN = 0
-
-
-cdef inline double _now() noexcept nogil:
-    cdef timespec spec
-    clock_gettime(CLOCK_MONOTONIC, &spec)
-    return spec.tv_sec + spec.tv_nsec * 1e-9
 
 
 def now() -> float:
     """Seconds on the clock calls are timed with (the one ``time.perf_counter`` reads on Linux)."""
-    return _now()
+    return monotonic_now()
 
 
 def receive(object protocol, object connection, object transport, list methods, bytes data) -> None:
@@ -98,7 +87,7 @@ def dispatch(object protocol, object connection, list methods, list events) -> N
 
 cdef _start_unary(object protocol, object connection, Method method, object key, bytes message,
                   object timeout_us, object metadata):
-    cdef double started = _now()
+    cdef double started = monotonic_now()
     cdef PyObject *raw = NULL
     cdef int sent
     try:
@@ -134,7 +123,7 @@ cdef _start_unary(object protocol, object connection, Method method, object key,
             connection.respond(key, response)
         else:
             connection.respond(key, response, call.pending_trailers(), call.take_headers())
-        method.stats.record_ok_now(_now() - started)
+        method.stats.record_ok_now(monotonic_now() - started)
     finally:
         if token is not None:
             CURRENT.reset(token)

@@ -22,25 +22,12 @@ from asyncio import CancelledError
 from contextvars import copy_context
 
 from cpython.ref cimport PyObject, Py_XDECREF
-from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from layotto_fast.api.call import CURRENT
 from layotto_fast.api.resume import resume_started
+from layotto_fast.api.coroutines cimport PYGEN_RETURN, PyIter_Send, monotonic_now
 from layotto_fast.api.stats cimport MethodStats
 from layotto_fast.errors import ResourceExhausted
-
-cdef extern from "Python.h":
-    # PYGEN_ERROR is -1: Cython raises the pending exception for it.
-    int PyIter_Send(object iterator, object arg, PyObject **result) except -1
-
-cdef enum:
-    PYGEN_RETURN = 0
-
-
-cdef inline double _now() noexcept nogil:
-    cdef timespec spec
-    clock_gettime(CLOCK_MONOTONIC, &spec)
-    return spec.tv_sec + spec.tv_nsec * 1e-9
 
 
 def suspend(protocol, key, method, coro, yielded, double started, long long timeout_us) -> None:
@@ -199,7 +186,7 @@ cdef class SuspendedCall:
             self.connection.respond(self.key, response)
         else:
             self.connection.respond(self.key, response, call.pending_trailers(), call.take_headers())
-        self.stats.record_ok_now(_now() - self.started)
+        self.stats.record_ok_now(monotonic_now() - self.started)
         self._end()
 
     cdef _fail(self, exc):

@@ -17,7 +17,6 @@ where only a test handler can (a streamed answer over the limit).
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import os
 import re
@@ -29,20 +28,17 @@ from typing import Any
 
 import grpc
 import pytest
-import uvloop
 
 from layotto_fast import cli
 from layotto_fast import settings as settings_module
 from layotto_fast._proto import runtime_pb2 as pb
 from layotto_fast._proto import runtime_pb2_grpc
-from layotto_fast.api.stats import UNKNOWN_METHOD, CallStats
-from layotto_fast.api.transport_grpcio import build_server
-from layotto_fast.api.transport_native import NativeGrpcServer
+from layotto_fast.api.stats import UNKNOWN_METHOD
 from tests import sidecar as sidecar_process
 from tests.faults import raw_h2
 from tests.faults.support import MIB, stop_cleanly
-from tests.sidecar import free_port
-from tests.unit.test_transports import SERVICE, Handlers
+from tests.inprocess import KINDS, InProcessServer
+from tests.unit.test_transports import Handlers
 
 TRANSPORTS = ("native", "grpcio")
 HANDSHAKE_TIMEOUT = 0.5
@@ -291,37 +287,11 @@ def test_connections_that_never_send_the_preface_are_closed(sidecar: Any, channe
 LIMIT = 64 * 1024
 
 
-class Serving:
+class Serving(InProcessServer):
     """One transport's server over ``test_transports.Handlers``, with its CallStats at hand."""
 
     def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self.port = free_port()
-        self.stats = CallStats()
-        self.handlers = Handlers()
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=lambda: uvloop.run(self._serve(kind)), daemon=True)
-        self._thread.start()
-        assert self._ready.wait(10)
-
-    async def _serve(self, kind: str) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        server: Any
-        address = f"127.0.0.1:{self.port}"
-        if kind.startswith("native"):
-            server = NativeGrpcServer(
-                [(SERVICE, self.handlers)], LIMIT, stats=self.stats, inline_unary=kind == "native"
-            )
-            await server.start([address])
-        else:
-            server = build_server([(SERVICE, self.handlers)], [address], LIMIT, stats=self.stats)
-            await server.start()
-        self._ready.set()
-        await self._stop.wait()
-        await server.stop(1.0)
+        super().__init__(kind, Handlers(), LIMIT)
 
     def counts(self) -> dict[tuple[str, str], int]:
         result = {}
@@ -332,13 +302,8 @@ class Serving:
                 result[method, code] = count
         return result
 
-    def close(self) -> None:
-        assert self._loop is not None and self._stop is not None
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
 
-
-@pytest.fixture(scope="module", params=["native", "native-task", "grpcio"])
+@pytest.fixture(scope="module", params=KINDS)
 def serving(request: pytest.FixtureRequest) -> Iterator[Serving]:
     """``native-task``: the native transport with every unary call in a Task."""
     running = Serving(request.param)
@@ -426,30 +391,16 @@ def test_transports_refuse_with_the_same_codes_in_process(serving: Serving, stub
 
 def test_native_handshake_timeout_in_process() -> None:
     """The native server's own setting (the sidecar's flag is tested above on both transports)."""
-    port = free_port()
-    ready, stop = threading.Event(), threading.Event()
-
-    async def serve() -> None:
-        server = NativeGrpcServer([(SERVICE, Handlers())], handshake_timeout_seconds=0.2)
-        await server.start([f"127.0.0.1:{port}"])
-        ready.set()
-        while not stop.is_set():
-            await asyncio.sleep(0.02)
-        await server.stop(0.1)
-
-    thread = threading.Thread(target=lambda: uvloop.run(serve()), daemon=True)
-    thread.start()
+    server = InProcessServer("native", Handlers(), handshake_timeout_seconds=0.2)
     try:
-        assert ready.wait(10)
-        with socket.create_connection(("127.0.0.1", port)) as silent:
+        with socket.create_connection(("127.0.0.1", server.port)) as silent:
             silent.settimeout(3)
             started = time.monotonic()
             while silent.recv(65536):  # the server's SETTINGS, then the close
                 pass
             assert 0.15 < time.monotonic() - started < 2
     finally:
-        stop.set()
-        thread.join(10)
+        server.close()
 
 
 # -- the settings ------------------------------------------------------------------------------------

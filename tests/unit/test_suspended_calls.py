@@ -9,24 +9,17 @@ the call's own, an awaitable a Task refuses, and many calls resuming in one pass
 from __future__ import annotations
 
 import asyncio
-import gc
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import grpc
 import pytest
-import uvloop
 
 from layotto_fast._proto import runtime_pb2 as pb
 from layotto_fast._proto import runtime_pb2_grpc
 from layotto_fast.api.call import current_call
-from layotto_fast.api.transport_grpcio import build_server
-from layotto_fast.api.transport_native import NativeGrpcServer
-from tests.sidecar import free_port
-
-SERVICE = pb.DESCRIPTOR.services_by_name["Runtime"]
+from tests.inprocess import KINDS, InProcessServer
 
 
 class _BadYield:
@@ -69,49 +62,15 @@ class Handlers:
         return pb.GetStateResponse(data=request.key.encode(), etag=str(task is not None))
 
 
-class Running:
-    def __init__(self, kind: str) -> None:
-        self.port = free_port()
-        self.handlers = Handlers()
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=lambda: uvloop.run(self._serve(kind)), daemon=True)
-        self._thread.start()
-        assert self._ready.wait(10)
-
-    async def _serve(self, kind: str) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        server: Any
-        if kind.startswith("native"):
-            server = NativeGrpcServer([(SERVICE, self.handlers)], inline_unary=kind == "native")
-            await server.start([f"127.0.0.1:{self.port}"])
-        else:
-            server = build_server([(SERVICE, self.handlers)], [f"127.0.0.1:{self.port}"], 1 << 20)
-            await server.start()
-        self._ready.set()
-        await self._stop.wait()
-        await server.stop(1.0)
-        # Failed calls leave cycles (exception, traceback, task) that reach a connection
-        # object, which must be freed on the thread that made it: collect them here.
-        gc.collect()
-
-    def close(self) -> None:
-        assert self._loop is not None and self._stop is not None
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-
-
-@pytest.fixture(scope="module", params=["native", "native-task", "grpcio"])
-def server(request: pytest.FixtureRequest) -> Iterator[Running]:
-    running = Running(request.param)
+@pytest.fixture(scope="module", params=KINDS)
+def server(request: pytest.FixtureRequest) -> Iterator[InProcessServer]:
+    running = InProcessServer(request.param, Handlers())
     yield running
     running.close()
 
 
 @pytest.fixture
-def stub(server: Running) -> Iterator[runtime_pb2_grpc.RuntimeStub]:
+def stub(server: InProcessServer) -> Iterator[runtime_pb2_grpc.RuntimeStub]:
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         yield runtime_pb2_grpc.RuntimeStub(channel)
 
@@ -141,6 +100,11 @@ def test_a_cancellation_below_the_handler_answers_an_error_not_silence(stub: run
     assert stub.GetState(pb.GetStateRequest(key="after"), timeout=5).data == b"after"
 
 
+# The refused yield leaves the Task of the native-task server in a reference cycle that
+# the collector may free on this thread, not the server's: PyO3 then reports (it cannot
+# raise) that the connection was dropped off its thread. Harmless here, impossible in the
+# sidecar, which has one thread.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_an_awaitable_a_task_refuses_is_an_error_and_the_server_carries_on(
     stub: runtime_pb2_grpc.RuntimeStub,
 ) -> None:
@@ -156,7 +120,7 @@ def test_many_calls_resume_in_one_pass(stub: runtime_pb2_grpc.RuntimeStub) -> No
 
 
 def test_each_deadline_cancels_its_handler_on_time_whatever_the_order(
-    server: Running, stub: runtime_pb2_grpc.RuntimeStub
+    server: InProcessServer, stub: runtime_pb2_grpc.RuntimeStub
 ) -> None:
     # Later calls with earlier deadlines: one sweep timer must be brought forward each time.
     timeouts = {"slow-a": 0.9, "slow-b": 0.6, "slow-c": 0.3}

@@ -14,18 +14,13 @@ from typing import Any
 
 import grpc
 import pytest
-import uvloop
 from google.protobuf import empty_pb2
 
 from layotto_fast._proto import runtime_pb2 as pb
 from layotto_fast._proto import runtime_pb2_grpc
 from layotto_fast.api.call import current_call
-from layotto_fast.api.transport_grpcio import build_server
-from layotto_fast.api.transport_native import NativeGrpcServer
 from layotto_fast.errors import InvalidArgument, NotFound
-from tests.sidecar import free_port
-
-SERVICE = pb.DESCRIPTOR.services_by_name["Runtime"]
+from tests.inprocess import KINDS, InProcessServer
 
 
 class Handlers:
@@ -80,50 +75,15 @@ class Handlers:
             yield pb.SubscribeConfigurationResponse(store_name=request.store_name, app_id=f"echo:{len(request.keys)}")
 
 
-class Running:
-    def __init__(self, kind: str, **options: Any) -> None:
-        self._options = options
-        self.port = free_port()
-        self.handlers = Handlers()
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=lambda: uvloop.run(self._serve(kind)), daemon=True)
-        self._thread.start()
-        assert self._ready.wait(10)
-
-    async def _serve(self, kind: str) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        server: Any
-        if kind.startswith("native"):
-            # native-task: every unary call in a Task, the path calls that suspend take
-            options = {"inline_unary": kind == "native", **self._options}
-            server = NativeGrpcServer([(SERVICE, self.handlers)], max_message_bytes=64 * 1024, **options)
-            await server.start([f"127.0.0.1:{self.port}"])
-        else:
-            server = build_server([(SERVICE, self.handlers)], [f"127.0.0.1:{self.port}"], 64 * 1024)
-            await server.start()
-        self._ready.set()
-        await self._stop.wait()
-        await server.stop(1.0)
-
-    def close(self) -> None:
-        """Stop the server the way SIGTERM does: GOAWAY, then up to 1 s for calls in flight."""
-        assert self._loop is not None and self._stop is not None
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-
-
-@pytest.fixture(scope="module", params=["native", "native-task", "grpcio"])
-def server(request: pytest.FixtureRequest) -> Iterator[Running]:
-    running = Running(request.param)
+@pytest.fixture(scope="module", params=KINDS)
+def server(request: pytest.FixtureRequest) -> Iterator[InProcessServer]:
+    running = InProcessServer(request.param, Handlers())
     yield running
     running.close()
 
 
 @pytest.fixture
-def stub(server: Running) -> Iterator[runtime_pb2_grpc.RuntimeStub]:
+def stub(server: InProcessServer) -> Iterator[runtime_pb2_grpc.RuntimeStub]:
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         yield runtime_pb2_grpc.RuntimeStub(channel)
 
@@ -192,7 +152,7 @@ def test_bidirectional_streaming(stub: runtime_pb2_grpc.RuntimeStub) -> None:
     assert [(r.store_name, r.app_id) for r in replies] == [(f"s{i}", f"echo:{i}") for i in range(20)]
 
 
-def test_deadline_exceeded_cancels_the_handler(server: Running, stub: runtime_pb2_grpc.RuntimeStub) -> None:
+def test_deadline_exceeded_cancels_the_handler(server: InProcessServer, stub: runtime_pb2_grpc.RuntimeStub) -> None:
     server.handlers.cancelled.clear()
     with pytest.raises(grpc.RpcError) as raised:
         stub.GetState(pb.GetStateRequest(key="slow"), timeout=0.2)
@@ -200,7 +160,7 @@ def test_deadline_exceeded_cancels_the_handler(server: Running, stub: runtime_pb
     assert server.handlers.cancelled.wait(5)
 
 
-def test_client_cancel_reaches_the_handler(server: Running, stub: runtime_pb2_grpc.RuntimeStub) -> None:
+def test_client_cancel_reaches_the_handler(server: InProcessServer, stub: runtime_pb2_grpc.RuntimeStub) -> None:
     server.handlers.cancelled.clear()
     future = stub.GetState.future(pb.GetStateRequest(key="slow"))
     threading.Event().wait(0.2)
@@ -216,7 +176,7 @@ def test_message_over_the_limit(stub: runtime_pb2_grpc.RuntimeStub) -> None:
     assert stub.GetState(pb.GetStateRequest(key="ok")).data == b"ok"
 
 
-def test_unknown_method_is_unimplemented(server: Running) -> None:
+def test_unknown_method_is_unimplemented(server: InProcessServer) -> None:
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         call = channel.unary_unary("/spec.proto.runtime.v1.Runtime/NoSuchRpc")
         with pytest.raises(grpc.RpcError) as raised:
@@ -225,7 +185,7 @@ def test_unknown_method_is_unimplemented(server: Running) -> None:
 
 
 def test_native_in_flight_limit_answers_resource_exhausted() -> None:
-    running = Running("native", max_in_flight=2)
+    running = InProcessServer("native", Handlers(), max_in_flight=2)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             stub = runtime_pb2_grpc.RuntimeStub(channel)
@@ -243,7 +203,7 @@ def test_native_keepalive_drops_a_peer_that_never_answers_pings() -> None:
     import socket
     import time
 
-    running = Running("native", keepalive_seconds=0.2)
+    running = InProcessServer("native", Handlers(), keepalive_seconds=0.2)
     try:
         with socket.create_connection(("127.0.0.1", running.port)) as silent:
             # Preface and an empty SETTINGS, then nothing: no SETTINGS ack, no PING ack.
@@ -265,7 +225,7 @@ def test_native_keepalive_drops_a_peer_that_never_answers_pings() -> None:
 
 @pytest.mark.parametrize("kind", ["native", "grpcio"])
 def test_graceful_stop_lets_calls_in_flight_finish(kind: str) -> None:
-    running = Running(kind)
+    running = InProcessServer(kind, Handlers())
     with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
         stub = runtime_pb2_grpc.RuntimeStub(channel)
         assert stub.SayHello(pb.SayHelloRequest(name="warm")).hello == "hi warm"
@@ -278,7 +238,7 @@ def test_graceful_stop_lets_calls_in_flight_finish(kind: str) -> None:
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
 
 
-def test_slow_consumer_pushes_back_through_flow_control(server: Running) -> None:
+def test_slow_consumer_pushes_back_through_flow_control(server: InProcessServer) -> None:
     """A handler that does not read makes the client's sends stall; nothing is buffered without bound."""
     server.handlers.hold_reads = threading.Event()
     sent = 0
@@ -313,7 +273,7 @@ def test_slow_consumer_pushes_back_through_flow_control(server: Running) -> None
     assert ("x-total", str(1000 * len(chunk))) in result["trailers"]
 
 
-def test_a_malformed_request_is_invalid_argument_on_every_transport(server: Running) -> None:
+def test_a_malformed_request_is_invalid_argument_on_every_transport(server: InProcessServer) -> None:
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         raw = channel.unary_unary("/spec.proto.runtime.v1.Runtime/SayHello")
         with pytest.raises(grpc.RpcError) as raised:
