@@ -151,14 +151,17 @@ def pipeline_for(client: Client, config: RedisConfig) -> AutoPipeline:
 def _settle(future: asyncio.Future[Any], reply: Any, config: RedisConfig) -> None:
     if future.done():  # the caller went away (cancelled)
         return
-    if isinstance(reply, redis_errors.NoScriptError | redis_errors.ResponseError):
-        future.set_exception(reply)
-    elif isinstance(reply, BACKEND_ERRORS):
-        future.set_exception(config.unavailable(reply))
-    elif isinstance(reply, Exception):
-        future.set_exception(reply)
+    if isinstance(reply, Exception):
+        _fail(future, reply, config)
     else:
         future.set_result(reply)
+
+
+def _fail(future: asyncio.Future[Any], error: Exception, config: RedisConfig) -> None:
+    if isinstance(error, BACKEND_ERRORS) and not isinstance(error, redis_errors.ResponseError):
+        future.set_exception(config.unavailable(error))
+    else:
+        future.set_exception(error)
 
 
 class _ReplyError(redis_errors.ResponseError):
@@ -198,9 +201,10 @@ class _Resp(asyncio.Protocol):
             future = waiting.popleft()
             if future is None or future.done():  # a reply inside a transaction, or the caller went away
                 continue
-            if isinstance(reply, _ReplyError):
-                reply = _reply_error(reply)
-            _settle(future, reply, config)
+            if isinstance(reply, Exception):  # hiredis' error replies; EXEC's array holds its own
+                _fail(future, _reply_error(reply) if isinstance(reply, _ReplyError) else reply, config)
+            else:
+                future.set_result(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
         # an abort() of ours already says why; otherwise the socket's error, or the server closed it

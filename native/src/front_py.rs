@@ -203,16 +203,15 @@ impl GrpcConnection {
     /// Run the protocol and take the bytes to write, in one call: `(events, bytes or None)`.
     fn flush<'py>(&mut self, py: Python<'py>) -> PyResult<FlushResult<'py>> {
         let events = self.inner.poll();
-        let output = self.inner.take_output();
+        let output = self
+            .inner
+            .drain_output(|output| (!output.is_empty()).then(|| PyBytes::new(py, output)));
         let events = if events.is_empty() {
             None
         } else {
             Some(events_to_python(py, events)?)
         };
-        Ok((
-            events,
-            (!output.is_empty()).then(|| PyBytes::new(py, &output)),
-        ))
+        Ok((events, output))
     }
 
     /// Answer a unary-response call with one message and status OK.

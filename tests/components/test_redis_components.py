@@ -19,7 +19,7 @@ import pytest
 
 from layotto_fast.components.configuration.redis import RedisConfigurationStore
 from layotto_fast.components.lock.redis import RedisLockStore
-from layotto_fast.errors import FailedPrecondition, ResourceExhausted, StartupError, Unavailable
+from layotto_fast.errors import Conflict, FailedPrecondition, ResourceExhausted, StartupError, Unavailable
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime import registry
 from layotto_fast.runtime.configuration import ConfigItem, ConfigQuery
@@ -231,9 +231,17 @@ def test_state_writes_without_a_check_version_expire_and_refuse_like_the_script(
     harness.run(state.set([SetOp(timed, b"a2")]))  # no ttl: the earlier expiry goes
     assert harness.cli("PTTL", harness.prefix + timed) == "-1"
     entry = harness.run(state.get(timed))
-    assert (entry.value, entry.etag) == (b"a2", "2")
-    harness.run(state.set([SetOp(timed, b"a3", etag="2")]))
-    assert harness.run(state.get(timed)).etag == "3"
+    assert entry.value == b"a2"
+    # A write with nothing to check draws a new version (MULTI/EXEC) or raises it by one
+    # (the script, on a cluster); either way an integer that Dapr's own HINCRBY can raise.
+    first = harness.run(state.get(plain)).etag
+    assert entry.etag != first and int(entry.etag) > 0
+    harness.run(state.set([SetOp(timed, b"a3", etag=entry.etag)]))
+    checked = harness.run(state.get(timed)).etag
+    assert int(checked) == int(entry.etag) + 1
+    assert harness.cli("HINCRBY", harness.prefix + timed, "version", "1") == str(int(checked) + 1)
+    with pytest.raises(Conflict):
+        harness.run(state.set([SetOp(timed, b"a4", etag=checked)]))
     harness.run(state.delete([DeleteOp(plain)]))
     assert harness.run(state.get(plain)) is None
     harness.cli("SET", harness.prefix + foreign, "a string")

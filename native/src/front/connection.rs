@@ -3,7 +3,7 @@
 //! The loop hands received bytes to [`Connection::feed`], which runs h2 until it
 //! can make no more progress and returns what happened as [`Event`]s; responses go
 //! back through [`Connection::respond`] / [`Connection::send`] / [`Connection::finish`],
-//! and [`Connection::take_output`] yields the bytes to write. No thread, no runtime
+//! and [`Connection::drain_output`] yields the bytes to write. No thread, no runtime
 //! and no cross-thread wake-up sits between a request and its handler: h2's futures
 //! are polled here with wakers that only record which stream wants attention.
 
@@ -23,6 +23,8 @@ use super::status;
 use super::wake::{connection_waker, stream_waker, ReadySet};
 
 const PREFIX: usize = 5;
+/// The most output buffer a connection keeps between flushes.
+const KEPT_OUTPUT_CAPACITY: usize = 64 * 1024;
 
 /// gRPC status codes the transport itself answers with.
 pub mod code {
@@ -326,8 +328,17 @@ impl Connection {
         std::mem::take(&mut self.events)
     }
 
-    pub fn take_output(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.io.0.borrow_mut().output)
+    /// Hand the bytes to write to `send`, then empty the buffer. Its capacity is
+    /// kept (up to [`KEPT_OUTPUT_CAPACITY`]): growing a fresh buffer on every flush
+    /// cost a chain of reallocs, and malloc consolidations, per read.
+    pub fn drain_output<R>(&mut self, send: impl FnOnce(&[u8]) -> R) -> R {
+        let mut shared = self.io.0.borrow_mut();
+        let sent = send(&shared.output);
+        shared.output.clear();
+        if shared.output.capacity() > KEPT_OUTPUT_CAPACITY {
+            shared.output.shrink_to(KEPT_OUTPUT_CAPACITY);
+        }
+        sent
     }
 
     pub fn is_closed(&self) -> bool {
@@ -1029,6 +1040,20 @@ mod tests {
     fn greeted(connection: &mut Connection) -> Encoder<'static> {
         assert!(connection.feed(&greeting()).is_empty());
         Encoder::new()
+    }
+
+    #[test]
+    fn output_is_drained_and_its_buffer_kept_within_bound() {
+        let mut connection = connection();
+        greeted(&mut connection);
+        let settings = connection.drain_output(|bytes| bytes.to_vec());
+        assert!(!settings.is_empty(), "the server's SETTINGS are written first");
+        assert!(connection.drain_output(|bytes| bytes.is_empty()));
+        assert!(connection.io.0.borrow().output.capacity() >= settings.len());
+        let big = 1 << 20;
+        connection.io.0.borrow_mut().output.resize(big, 0);
+        assert_eq!(connection.drain_output(|bytes| bytes.len()), big);
+        assert!(connection.io.0.borrow().output.capacity() <= KEPT_OUTPUT_CAPACITY);
     }
 
     #[test]
