@@ -10,7 +10,7 @@ handler here only translates.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import ClassVar
 
 from google.protobuf import empty_pb2
@@ -72,8 +72,10 @@ class LayottoRuntime:
         return self._hello.greet(request.service_name, request.name), request.data
 
     # -- state -------------------------------------------------------------
-    async def GetState(self, request: GetStateFields) -> StateEntry | None:
-        return await self._state.get(request.store_name, request.key, request.consistency, request.metadata)
+    # GetState and SaveState hand back the store's own awaitable, as the service does: no
+    # coroutine of their own to create and resume on the two most called rpcs.
+    def GetState(self, request: GetStateFields) -> Awaitable[StateEntry | None]:
+        return self._state.get(request.store_name, request.key, request.consistency, request.metadata)
 
     async def GetBulkState(self, request: pb.GetBulkStateRequest) -> pb.GetBulkStateResponse:
         found = await self._state.bulk_get(request.store_name, request.keys, dict(request.metadata) or None)
@@ -84,8 +86,8 @@ class LayottoRuntime:
             ]
         )
 
-    async def SaveState(self, request: SaveStateFields) -> None:
-        await self._state.save(request.store_name, request.states)
+    def SaveState(self, request: SaveStateFields) -> Awaitable[None]:
+        return self._state.save(request.store_name, request.states)
 
     async def DeleteState(self, request: pb.DeleteStateRequest) -> empty_pb2.Empty:
         item = state_item(

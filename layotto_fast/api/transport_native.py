@@ -315,7 +315,11 @@ class GrpcProtocol(asyncio.Protocol):
         call = Call(metadata)
         token = CURRENT.set(call)
         try:
-            result = method.handler(request)
+            try:
+                result = method.handler(request)  # a handler may check its request before it awaits
+            except Exception as exc:
+                self._fail(key, method, exc, started, call)
+                return
             if method.server_streaming:
                 body = self._stream_out(key, method, result, call)
             else:

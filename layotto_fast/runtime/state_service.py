@@ -1,9 +1,9 @@
 """The state service: every rule of the state block, whatever front calls it.
 
 Store lookup and health gating, keys required, concurrency and consistency options,
-``ttlInSeconds`` and features are decided here; a front only translates its wire
-format into these calls, and a store only applies the ``SetOp``/``DeleteOp`` records
-it is given.
+``ttlInSeconds`` and features are decided here (per item in ``state_rules.pyx``); a
+front only translates its wire format into these calls, and a store only applies the
+``SetOp``/``DeleteOp`` records it is given.
 """
 
 from __future__ import annotations
@@ -12,22 +12,10 @@ from collections.abc import Awaitable, Mapping, Sequence
 
 from layotto_fast.errors import InvalidArgument, Unimplemented
 from layotto_fast.runtime.lifecycle import Components
-from layotto_fast.runtime.records import set_op
-from layotto_fast.runtime.state import (
-    Concurrency,
-    Consistency,
-    DeleteOp,
-    Feature,
-    SetOp,
-    StateEntry,
-    StateItem,
-    StateStore,
-)
+from layotto_fast.runtime.state import Consistency, DeleteOp, Feature, SetOp, StateEntry, StateItem, StateStore
+from layotto_fast.runtime.state_rules import delete_op_for as _delete_op
+from layotto_fast.runtime.state_rules import set_op_for as _set_op
 
-TTL_KEY = "ttlInSeconds"
-MAX_TTL_SECONDS = 2**31 - 1  # what every backend here takes (Redis EXPIRE, etcd leases)
-LAST_WRITE = Concurrency.LAST_WRITE
-FIRST_WRITE = Concurrency.FIRST_WRITE
 STRONG = Consistency.STRONG
 
 
@@ -104,62 +92,3 @@ class StateService:
             else:
                 raise InvalidArgument(f"operations[{index}].operationType is {kind!r}: must be 'upsert' or 'delete'")
         await store.transact(ops, metadata)
-
-
-# The item's place in the request (``states[2]``) is formatted only for an error message.
-def _set_op(
-    item: StateItem,
-    features: frozenset[Feature],
-    store_name: str,
-    field: str,
-    index: int,
-    suffix: str = "",
-    request_metadata: Mapping[str, str] | None = None,
-) -> SetOp:
-    key = item.key
-    if not key:
-        raise InvalidArgument(f"{field}[{index}]{suffix}.key is empty: a state key is required")
-    concurrency = item.concurrency
-    # last-write: the write goes through whatever is stored; an empty etag is no etag
-    etag = None if concurrency == LAST_WRITE else (item.etag or None)
-    if etag is not None and Feature.ETAG not in features:
-        raise InvalidArgument(f"{field}[{index}]{suffix}.etag: state store {store_name!r} does not support etags")
-    metadata = item.metadata or request_metadata
-    ttl = None
-    if metadata:
-        ttl = ttl_from_metadata(metadata, f"{field}[{index}]{suffix}.metadata")
-        if ttl is not None and Feature.TTL not in features:
-            raise InvalidArgument(
-                f"{field}[{index}]{suffix}.metadata.{TTL_KEY}: state store {store_name!r} does not support TTL"
-            )
-    return set_op(key, item.value, etag, concurrency == FIRST_WRITE, ttl, item.consistency == STRONG)
-
-
-def _delete_op(
-    item: StateItem, features: frozenset[Feature], store_name: str, field: str, index: int, suffix: str = ""
-) -> DeleteOp:
-    if not item.key:
-        raise InvalidArgument(f"{field}[{index}]{suffix}.key is empty: a state key is required")
-    etag = None if item.concurrency == LAST_WRITE else (item.etag or None)
-    if etag is not None and Feature.ETAG not in features:
-        raise InvalidArgument(f"{field}[{index}]{suffix}.etag: state store {store_name!r} does not support etags")
-    return DeleteOp(item.key, etag, item.concurrency == FIRST_WRITE, item.consistency == STRONG)
-
-
-def ttl_from_metadata(metadata: Mapping[str, str], field: str) -> int | None:
-    """Dapr's ``ttlInSeconds``: a positive number of seconds, or -1 for none."""
-    raw = metadata.get(TTL_KEY)
-    if raw is None:
-        return None
-    try:
-        ttl = int(raw)
-    except ValueError:
-        raise InvalidArgument(f"{field}.{TTL_KEY} is {raw!r}: must be an integer") from None
-    if ttl == -1:
-        return None
-    if ttl <= 0 or ttl > MAX_TTL_SECONDS:
-        shown = raw if len(raw) <= 24 else f"{raw[:20]}... ({len(raw)} digits)"
-        raise InvalidArgument(
-            f"{field}.{TTL_KEY} is {shown}: must be between 1 and {MAX_TTL_SECONDS} seconds, or -1 for no expiry"
-        )
-    return ttl

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import Any
 
 import grpc
@@ -52,6 +52,17 @@ class Handlers:
         if request.key == "missing":
             raise NotFound("key 'missing' not found")
         return pb.GetStateResponse(data=request.key.encode(), etag=str(current_call().metadata.get("x-request", "")))
+
+    def DeleteState(self, request: pb.DeleteStateRequest) -> Awaitable[empty_pb2.Empty]:
+        # A plain function handing back an awaitable, as Runtime's GetState and SaveState
+        # are: it may refuse its request before there is anything to await.
+        if not request.key:
+            raise InvalidArgument("key is empty")
+        return self._deleted()
+
+    async def _deleted(self) -> empty_pb2.Empty:
+        await asyncio.sleep(0)
+        return empty_pb2.Empty()
 
     async def GetFile(self, request: pb.GetFileRequest) -> AsyncIterator[pb.GetFileResponse]:
         current_call().headers.append(("x-file", request.name))
@@ -118,6 +129,14 @@ def test_error_status_with_trailers(stub: runtime_pb2_grpc.RuntimeStub) -> None:
     error: Any = raised.value
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error.details() == "name is 'bad'"
     assert ("why", "bad name") in error.trailing_metadata()
+
+
+def test_a_handler_that_refuses_before_returning_an_awaitable(stub: runtime_pb2_grpc.RuntimeStub) -> None:
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.DeleteState(pb.DeleteStateRequest(store_name="s"))
+    error: Any = raised.value
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error.details() == "key is empty"
+    assert stub.DeleteState(pb.DeleteStateRequest(store_name="s", key="k")) == empty_pb2.Empty()
 
 
 def test_suspending_handler_and_not_found(stub: runtime_pb2_grpc.RuntimeStub) -> None:

@@ -1,0 +1,22 @@
+"""Type stub for the state block's per-item rules (state_rules.pyx)."""
+
+from collections.abc import Mapping
+
+from layotto_fast.runtime.state import DeleteOp, Feature, SetOp, StateItem
+
+TTL_KEY: str
+MAX_TTL_SECONDS: int
+
+def set_op_for(
+    item: StateItem,
+    features: frozenset[Feature],
+    store_name: str,
+    field: str,
+    index: int,
+    suffix: str = "",
+    request_metadata: Mapping[str, str] | None = None,
+) -> SetOp: ...
+def delete_op_for(
+    item: StateItem, features: frozenset[Feature], store_name: str, field: str, index: int, suffix: str = ""
+) -> DeleteOp: ...
+def ttl_from_metadata(metadata: Mapping[str, str], field: str) -> int | None: ...

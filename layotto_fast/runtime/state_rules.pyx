@@ -1,0 +1,104 @@
+# cython: language_level=3
+"""The state block's per-item rules, for the state service: a request's item (a
+``StateItem``) becomes what a store applies (a ``SetOp`` or ``DeleteOp``), checked
+against the store's features, with the item's place in the request (``states[2]``)
+named in every error.
+
+Compiled because it runs for every item of every write: the Python version cost
+about 0.4 µs of a SaveState's ~3 µs above the transport. The fields are read by
+position through ``records.pxd``, the records' one layout.
+"""
+
+from collections.abc import Mapping
+
+from layotto_fast.errors import InvalidArgument
+from layotto_fast.runtime.records cimport (
+    item_concurrency,
+    item_consistency,
+    item_etag,
+    item_key,
+    item_metadata,
+    item_value,
+    new_set_op,
+)
+from layotto_fast.runtime.state import Concurrency, Consistency, DeleteOp, Feature, StateItem
+
+TTL_KEY = "ttlInSeconds"
+MAX_TTL_SECONDS = 2**31 - 1  # what every backend here takes (Redis EXPIRE, etcd leases)
+
+cdef int FIRST_WRITE = Concurrency.FIRST_WRITE
+cdef int LAST_WRITE = Concurrency.LAST_WRITE
+cdef int STRONG = Consistency.STRONG
+cdef object ETAG = Feature.ETAG
+cdef object TTL = Feature.TTL
+
+
+cdef inline int _check_record(object item) except -1:
+    # Read by position below: anything but the record itself would be read as garbage.
+    if type(item) is not StateItem:
+        raise TypeError(f"a StateItem is required, not {type(item).__name__}")
+    return 0
+
+
+def set_op_for(
+    object item,
+    object features,
+    str store_name,
+    str field,
+    Py_ssize_t index,
+    str suffix = "",
+    object request_metadata = None,
+):
+    """The write for ``item``; INVALID_ARGUMENT names ``field[index]suffix`` and what is wrong."""
+    _check_record(item)
+    cdef str key = item_key(item)
+    if not key:
+        raise InvalidArgument(f"{field}[{index}]{suffix}.key is empty: a state key is required")
+    cdef int concurrency = item_concurrency(item)
+    # last-write: the write goes through whatever is stored; an empty etag is no etag
+    etag = None if concurrency == LAST_WRITE else (item_etag(item) or None)
+    if etag is not None and ETAG not in features:
+        raise InvalidArgument(f"{field}[{index}]{suffix}.etag: state store {store_name!r} does not support etags")
+    metadata = item_metadata(item) or request_metadata
+    ttl = None
+    if metadata:
+        ttl = ttl_from_metadata(metadata, f"{field}[{index}]{suffix}.metadata")
+        if ttl is not None and TTL not in features:
+            raise InvalidArgument(
+                f"{field}[{index}]{suffix}.metadata.{TTL_KEY}: state store {store_name!r} does not support TTL"
+            )
+    return new_set_op(
+        key, item_value(item), etag, concurrency == FIRST_WRITE, ttl, <int>item_consistency(item) == STRONG
+    )
+
+
+def delete_op_for(object item, object features, str store_name, str field, Py_ssize_t index, str suffix = ""):
+    """The delete for ``item``; INVALID_ARGUMENT names ``field[index]suffix`` and what is wrong."""
+    _check_record(item)
+    cdef str key = item_key(item)
+    if not key:
+        raise InvalidArgument(f"{field}[{index}]{suffix}.key is empty: a state key is required")
+    cdef int concurrency = item_concurrency(item)
+    etag = None if concurrency == LAST_WRITE else (item_etag(item) or None)
+    if etag is not None and ETAG not in features:
+        raise InvalidArgument(f"{field}[{index}]{suffix}.etag: state store {store_name!r} does not support etags")
+    return DeleteOp(key, etag, concurrency == FIRST_WRITE, <int>item_consistency(item) == STRONG)
+
+
+def ttl_from_metadata(metadata: Mapping[str, str], str field):
+    """Dapr's ``ttlInSeconds``: a positive number of seconds, or -1 for none."""
+    raw = metadata.get(TTL_KEY)
+    if raw is None:
+        return None
+    try:
+        ttl = int(raw)
+    except ValueError:
+        raise InvalidArgument(f"{field}.{TTL_KEY} is {raw!r}: must be an integer") from None
+    if ttl == -1:
+        return None
+    if ttl <= 0 or ttl > MAX_TTL_SECONDS:
+        shown = raw if len(raw) <= 24 else f"{raw[:20]}... ({len(raw)} digits)"
+        raise InvalidArgument(
+            f"{field}.{TTL_KEY} is {shown}: must be between 1 and {MAX_TTL_SECONDS} seconds, or -1 for no expiry"
+        )
+    return ttl
