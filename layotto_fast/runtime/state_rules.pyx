@@ -33,11 +33,18 @@ cdef object ETAG = Feature.ETAG
 cdef object TTL = Feature.TTL
 
 
-cdef inline int _check_record(object item) except -1:
+cdef object _checked_etag(object item, object features, str store_name, str field, Py_ssize_t index, str suffix):
+    """The etag ``item`` is checked against (None: none), once its key and etag pass the rules."""
     # Read by position below: anything but the record itself would be read as garbage.
     if type(item) is not StateItem:
         raise TypeError(f"a StateItem is required, not {type(item).__name__}")
-    return 0
+    if not item_key(item):
+        raise InvalidArgument(f"{field}[{index}]{suffix}.key is empty: a state key is required")
+    # last-write: the write goes through whatever is stored; an empty etag is no etag
+    etag = None if <int>item_concurrency(item) == LAST_WRITE else (item_etag(item) or None)
+    if etag is not None and ETAG not in features:
+        raise InvalidArgument(f"{field}[{index}]{suffix}.etag: state store {store_name!r} does not support etags")
+    return etag
 
 
 def set_op_for(
@@ -50,15 +57,7 @@ def set_op_for(
     object request_metadata = None,
 ):
     """The write for ``item``; INVALID_ARGUMENT names ``field[index]suffix`` and what is wrong."""
-    _check_record(item)
-    cdef str key = item_key(item)
-    if not key:
-        raise InvalidArgument(f"{field}[{index}]{suffix}.key is empty: a state key is required")
-    cdef int concurrency = item_concurrency(item)
-    # last-write: the write goes through whatever is stored; an empty etag is no etag
-    etag = None if concurrency == LAST_WRITE else (item_etag(item) or None)
-    if etag is not None and ETAG not in features:
-        raise InvalidArgument(f"{field}[{index}]{suffix}.etag: state store {store_name!r} does not support etags")
+    etag = _checked_etag(item, features, store_name, field, index, suffix)
     metadata = item_metadata(item) or request_metadata
     ttl = None
     if metadata:
@@ -68,21 +67,21 @@ def set_op_for(
                 f"{field}[{index}]{suffix}.metadata.{TTL_KEY}: state store {store_name!r} does not support TTL"
             )
     return new_set_op(
-        key, item_value(item), etag, concurrency == FIRST_WRITE, ttl, <int>item_consistency(item) == STRONG
+        item_key(item),
+        item_value(item),
+        etag,
+        <int>item_concurrency(item) == FIRST_WRITE,
+        ttl,
+        <int>item_consistency(item) == STRONG,
     )
 
 
 def delete_op_for(object item, object features, str store_name, str field, Py_ssize_t index, str suffix = ""):
     """The delete for ``item``; INVALID_ARGUMENT names ``field[index]suffix`` and what is wrong."""
-    _check_record(item)
-    cdef str key = item_key(item)
-    if not key:
-        raise InvalidArgument(f"{field}[{index}]{suffix}.key is empty: a state key is required")
-    cdef int concurrency = item_concurrency(item)
-    etag = None if concurrency == LAST_WRITE else (item_etag(item) or None)
-    if etag is not None and ETAG not in features:
-        raise InvalidArgument(f"{field}[{index}]{suffix}.etag: state store {store_name!r} does not support etags")
-    return DeleteOp(key, etag, concurrency == FIRST_WRITE, <int>item_consistency(item) == STRONG)
+    etag = _checked_etag(item, features, store_name, field, index, suffix)
+    return DeleteOp(
+        item_key(item), etag, <int>item_concurrency(item) == FIRST_WRITE, <int>item_consistency(item) == STRONG
+    )
 
 
 def ttl_from_metadata(metadata: Mapping[str, str], str field):
