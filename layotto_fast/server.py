@@ -22,6 +22,8 @@ from layotto_fast.api.transport_native import NativeGrpcServer
 from layotto_fast.errors import StartupError
 from layotto_fast.http import HttpProtocol
 from layotto_fast.manifest import ComponentManifest, load_folder
+from layotto_fast.mesh.metrics import MeshCollector
+from layotto_fast.mesh.proxy import Mesh
 from layotto_fast.runtime.lifecycle import Components
 from layotto_fast.runtime.services import Services
 from layotto_fast.settings import Settings
@@ -61,6 +63,10 @@ class Sidecar:
         self.services = Services.over(self.components, settings.app_id)
         self.metrics = Metrics(self.components, self.services)
         self.layotto = LayottoRuntime(self.services)
+        mesh = settings.mesh
+        self.mesh = Mesh(mesh, settings.config_file) if mesh and (mesh.listeners or mesh.clusters) else None
+        if self.mesh is not None:
+            self.metrics.registry.register(MeshCollector(self.mesh))
         self._stop = asyncio.Event()
 
     def grpc_addresses(self) -> list[str]:
@@ -78,10 +84,15 @@ class Sidecar:
             self.metrics,
             {"app_id": self.settings.app_id, "grpc_transport": self.settings.grpc_transport},
             lambda: self.layotto.active_subscriptions,
+            self.mesh.info if self.mesh else None,
         )
         actuator = await loop.create_server(
             lambda: HttpProtocol(routes.router), self.settings.listen_address, self.settings.actuator_port
         )
+        if self.mesh is not None:
+            self.mesh.start()
+            loop.add_signal_handler(signal.SIGHUP, self.mesh.reload)
+            self.mesh.watch()
         server = await self._start_grpc()
         log.info(
             "serving gRPC (%s transport) on %s, actuator on %s:%d",
@@ -113,6 +124,8 @@ class Sidecar:
     async def _stop_serving(self, server: GrpcServer, actuator: asyncio.Server, grace: float) -> None:
         await server.stop(grace)
         actuator.close()
+        if self.mesh is not None:
+            self.mesh.stop()
         await self.components.close_all()
         if self.settings.grpc_uds:
             Path(self.settings.grpc_uds).unlink(missing_ok=True)

@@ -12,6 +12,8 @@ from typing import Any
 import yaml
 
 from layotto_fast.errors import StartupError
+from layotto_fast.mesh import config as mesh_config
+from layotto_fast.mesh.config import MeshSettings
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 TRANSPORTS = ("native", "grpcio")
@@ -35,6 +37,9 @@ class Settings:
     grpc_handshake_timeout_seconds: float = 10.0  # to send the HTTP/2 preface and SETTINGS
     health_check_interval_seconds: float = 2.0
     component_init_timeout_seconds: float = 10.0
+    # Only from the file: the mesh's listeners, routes and clusters; and the file, to reload it.
+    mesh: MeshSettings | None = None
+    config_file: str = ""
 
     def components_folder(self) -> Path | None:
         """The manifests folder: the one given, else ./components, else None (embedded set)."""
@@ -44,19 +49,21 @@ class Settings:
         return local if local.is_dir() else None
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name not in ("mesh", "config_file")}
 _PORTS = ("grpc_port", "http_port", "actuator_port", "app_port")
 
 
 def load(config_file: str | None, overrides: dict[str, Any]) -> Settings:
     values: dict[str, Any] = {}
     source = config_file or "command line"
+    mesh = None
     if config_file:
         values.update(_read_config(Path(config_file)))
+        mesh = values.pop("mesh", None)
     values.update({k: v for k, v in overrides.items() if v is not None})
     for name, value in values.items():
         values[name] = _check(name, value, source)
-    settings = Settings(**values)
+    settings = Settings(**values, mesh=mesh, config_file=config_file or "")
     _check_together(settings, source)
     return settings
 
@@ -81,6 +88,18 @@ def _check_together(settings: Settings, source: str) -> None:
         if port and port in seen:
             raise StartupError(source, name, f"{port} is also the {seen[port]}: each listener needs its own port")
         seen[port] = name
+    for i, listener in enumerate(settings.mesh.listeners if settings.mesh else ()):
+        port = int(listener.address.rpartition(":")[2])
+        if port and port in seen:
+            problem = f"{port} is also the {seen[port]}: each listener needs its own port"
+            raise StartupError(source, f"mesh.listeners[{i}].address", problem)
+        seen[port] = f"mesh listener {listener.name!r}"
+
+
+def read_mesh(config_file: str) -> MeshSettings | None:
+    """The ``mesh`` section of ``config_file`` as it is now (a reload reads it again)."""
+    mesh: MeshSettings | None = _read_config(Path(config_file)).get("mesh")
+    return mesh
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -95,11 +114,14 @@ def _read_config(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(document, dict):
         raise StartupError(source, "(document)", "must be a mapping of setting: value")
-    values = {}
+    values: dict[str, Any] = {}
     for key, value in document.items():
         name = str(key).replace("-", "_")
+        if name == "mesh":
+            values["mesh"] = mesh_config.parse(value, source)
+            continue
         if name not in _FIELDS:
-            known = ", ".join(sorted(_FIELDS))
+            known = ", ".join(sorted([*_FIELDS, "mesh"]))
             raise StartupError(source, str(key), f"unknown setting (known: {known})")
         values[name] = value
     # Relative paths in the file are relative to the file, not to where it was started from.

@@ -245,3 +245,17 @@ class HandoffServer:
         headers: list[tuple[str, str]] | None = None,
     ) -> bool: ...
     def finish(self, key: int, code: int, message: str, metadata: list[tuple[str, str]] | None = None) -> bool: ...
+
+@final
+class MeshProxy:
+    """The mesh data plane on a Rust thread: listeners bound at construction (an OSError
+    names the listener that cannot bind), forwarding with no Python per request."""
+
+    def __new__(cls, config: dict[str, Any]) -> Self: ...
+    def addresses(self) -> list[tuple[str, str, int]]:
+        """(listener name, host, port) as bound."""
+    def reload(self, config: dict[str, Any]) -> None:
+        """New routes and clusters, same listeners; unchanged clusters keep their connections."""
+    def stop(self) -> None: ...
+    def stats(self) -> dict[str, Any]:
+        """Counters by listener, route and cluster."""

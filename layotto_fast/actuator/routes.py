@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 
@@ -27,11 +28,13 @@ class ActuatorRoutes:
         metrics: Metrics,
         identity: dict[str, str],
         subscriptions: Callable[[], int],
+        mesh: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self._components = components
         self._metrics = metrics
         self._identity = identity
         self._subscriptions = subscriptions
+        self._mesh = mesh
         self.router = Router()
         self.router.add(METHODS, "/actuator/health/liveness", self.liveness)
         self.router.add(METHODS, "/actuator/health/readiness", self.readiness)
@@ -62,6 +65,8 @@ class ActuatorRoutes:
             "configuration_subscriptions": self._subscriptions(),
             "uptime_seconds": round(time.time() - self._components.started_at, 3),
         }
+        if self._mesh is not None:
+            body["mesh"] = self._mesh()
         return Response(200, JSON, orjson.dumps(body))
 
     def metrics(self, request: Request) -> Response:

@@ -7,6 +7,7 @@
 //! v2 adds `ver1` after `proto` and `switch` after `codec` (24 / 22 bytes); with the
 //! CRC switch bit a 4-byte CRC32 follows the content.
 
+use crate::codec::{Codec, FrameHead, FrameKind, Refusal, RequestMeta};
 use crate::error::{Error, Result};
 
 pub const PROTO_V1: u8 = 1;
@@ -401,6 +402,215 @@ pub fn encode_heartbeat_ack(request_id: u32) -> [u8; RESPONSE_HEADER_LEN_V1] {
     out
 }
 
+/// The Bolt protocol for the mesh (see [`crate::codec`]); v1 and v2 frames.
+pub struct Bolt;
+
+/// Response status codes (Bolt's `ResponseStatus`) the proxy answers with.
+pub const STATUS_SUCCESS: u16 = 0x0000;
+pub const STATUS_SERVER_THREADPOOL_BUSY: u16 = 0x0004;
+pub const STATUS_NO_PROCESSOR: u16 = 0x0006;
+pub const STATUS_TIMEOUT: u16 = 0x0007;
+pub const STATUS_CODEC_EXCEPTION: u16 = 0x0009;
+pub const STATUS_CONNECTION_CLOSED: u16 = 0x0010;
+
+/// Where `type`, `cmdcode` and the request id sit: v2 has `ver1` after `proto`.
+fn offsets(frame: &[u8]) -> Result<(usize, usize, usize)> {
+    match frame.first() {
+        Some(&PROTO_V1) => Ok((1, 2, 5)),
+        Some(&PROTO_V2) => Ok((2, 3, 6)),
+        Some(&other) => Err(Error::field("bolt proto", other)),
+        None => Err(Error::Truncated {
+            field: "bolt frame",
+            need: 1,
+            have: 0,
+        }),
+    }
+}
+
+/// Header, class, header map and content of a whole frame of any version and type.
+fn parts(frame: &[u8]) -> Result<(Layout, &[u8], &[u8])> {
+    let (type_at, _, _) = offsets(frame)?;
+    let Some(&ty) = frame.get(type_at) else {
+        return Err(Error::Truncated {
+            field: "bolt frame",
+            need: type_at as u64 + 1,
+            have: frame.len(),
+        });
+    };
+    let layout = layout(frame[0], ty)?;
+    let declared = frame_len(frame)?.unwrap_or(u64::MAX);
+    if declared != frame.len() as u64 {
+        return Err(Error::Truncated {
+            field: "bolt frame",
+            need: declared.min(layout.header_len as u64),
+            have: frame.len(),
+        });
+    }
+    let (class, header, _) = lengths(frame, layout.lengths_at)?;
+    let body = &frame[layout.header_len..];
+    let class_bytes = &body[..class];
+    let header_bytes = &body[class..class + header];
+    Ok((layout, class_bytes, header_bytes))
+}
+
+/// Bolt v2's CRC32 (IEEE, as java.util.zip.CRC32) over everything before it.
+fn crc32(data: &[u8]) -> u32 {
+    const TABLE: [u32; 256] = {
+        let mut table = [0u32; 256];
+        let mut i = 0;
+        while i < 256 {
+            let mut c = i as u32;
+            let mut k = 0;
+            while k < 8 {
+                c = if c & 1 != 0 {
+                    0xedb8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+                k += 1;
+            }
+            table[i] = c;
+            i += 1;
+        }
+        table
+    };
+    !data.iter().fold(!0u32, |c, &b| {
+        TABLE[((c ^ b as u32) & 0xff) as usize] ^ (c >> 8)
+    })
+}
+
+impl Codec for Bolt {
+    const NAME: &'static str = "bolt";
+
+    fn frame_len(buf: &[u8]) -> Result<Option<u64>> {
+        frame_len(buf)
+    }
+
+    fn head(frame: &[u8]) -> Result<FrameHead> {
+        let (type_at, cmd_at, id_at) = offsets(frame)?;
+        if frame.len() < id_at + 4 {
+            return Err(Error::Truncated {
+                field: "bolt frame",
+                need: (id_at + 4) as u64,
+                have: frame.len(),
+            });
+        }
+        let cmdcode = u16::from_be_bytes(be16(frame, cmd_at));
+        let kind = match (frame[type_at], cmdcode) {
+            (TYPE_REQUEST | TYPE_ONEWAY, CMD_HEARTBEAT) => FrameKind::HeartbeatRequest,
+            (TYPE_RESPONSE, CMD_HEARTBEAT) => FrameKind::HeartbeatResponse,
+            (TYPE_REQUEST, _) => FrameKind::Request,
+            (TYPE_ONEWAY, _) => FrameKind::Oneway,
+            (TYPE_RESPONSE, _) => FrameKind::Response,
+            (other, _) => return Err(Error::field("bolt type", other)),
+        };
+        Ok(FrameHead {
+            kind,
+            request_id: u32::from_be_bytes(be32(frame, id_at)) as u64,
+        })
+    }
+
+    fn request_meta(frame: &[u8]) -> Result<RequestMeta> {
+        let (_, _, header) = parts(frame)?;
+        let headers: Vec<(String, String)> = decode_header_map(header)?
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let find = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        Ok(RequestMeta {
+            service: find("service"),
+            version: String::new(),
+            method: find("sofa_head_method_name"),
+            headers,
+        })
+    }
+
+    fn set_request_id(frame: &mut [u8], id: u64) {
+        let Ok((_, _, id_at)) = offsets(frame) else {
+            return;
+        };
+        if frame.len() < id_at + 4 {
+            return;
+        }
+        frame[id_at..id_at + 4].copy_from_slice(&(id as u32).to_be_bytes());
+        if frame[0] == PROTO_V2
+            && frame.len() > 11
+            && frame[11] & SWITCH_CRC != 0
+            && frame.len() >= 4
+        {
+            let end = frame.len() - 4;
+            let crc = crc32(&frame[..end]);
+            frame[end..].copy_from_slice(&crc.to_be_bytes());
+        }
+    }
+
+    fn heartbeat_reply(frame: &[u8], head: &FrameHead) -> Vec<u8> {
+        response_to(frame, head.request_id as u32, CMD_HEARTBEAT, STATUS_SUCCESS)
+    }
+
+    fn heartbeat_request(id: u64) -> Vec<u8> {
+        let mut out = vec![0u8; REQUEST_HEADER_LEN_V1];
+        out[0] = PROTO_V1;
+        out[1] = TYPE_REQUEST;
+        out[2..4].copy_from_slice(&CMD_HEARTBEAT.to_be_bytes());
+        out[4] = VER2;
+        out[5..9].copy_from_slice(&(id as u32).to_be_bytes());
+        out[9] = CODEC_HESSIAN2;
+        out[10..14].copy_from_slice(&(-1i32).to_be_bytes());
+        out
+    }
+
+    fn refusal(frame: &[u8], head: &FrameHead, refusal: Refusal, _message: &str) -> Vec<u8> {
+        // Bolt carries no text outside the payload, whose serialization is the
+        // application's (hessian, protobuf): the status alone tells the client why.
+        let status = match refusal {
+            Refusal::NoService => STATUS_NO_PROCESSOR,
+            Refusal::Overloaded => STATUS_SERVER_THREADPOOL_BUSY,
+            Refusal::Timeout => STATUS_TIMEOUT,
+            Refusal::Unavailable => STATUS_CONNECTION_CLOSED,
+            Refusal::BadRequest => STATUS_CODEC_EXCEPTION,
+        };
+        response_to(frame, head.request_id as u32, CMD_RESPONSE, status)
+    }
+}
+
+/// An empty response in the request's version and codec.
+fn response_to(request: &[u8], id: u32, cmdcode: u16, status: u16) -> Vec<u8> {
+    let codec_at = if request.first() == Some(&PROTO_V2) {
+        10
+    } else {
+        9
+    };
+    let codec = request.get(codec_at).copied().unwrap_or(CODEC_HESSIAN2);
+    if request.first() == Some(&PROTO_V2) {
+        let mut out = vec![0u8; RESPONSE_HEADER_LEN_V2];
+        out[0] = PROTO_V2;
+        out[1] = request.get(1).copied().unwrap_or(1);
+        out[2] = TYPE_RESPONSE;
+        out[3..5].copy_from_slice(&cmdcode.to_be_bytes());
+        out[5] = VER2;
+        out[6..10].copy_from_slice(&id.to_be_bytes());
+        out[10] = codec;
+        out[12..14].copy_from_slice(&status.to_be_bytes());
+        return out;
+    }
+    let mut out = vec![0u8; RESPONSE_HEADER_LEN_V1];
+    out[0] = PROTO_V1;
+    out[1] = TYPE_RESPONSE;
+    out[2..4].copy_from_slice(&cmdcode.to_be_bytes());
+    out[4] = VER2;
+    out[5..9].copy_from_slice(&id.to_be_bytes());
+    out[9] = codec;
+    out[10..12].copy_from_slice(&status.to_be_bytes());
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -543,6 +753,123 @@ mod tests {
         assert_eq!(
             msg(&bad),
             "truncated bolt header key length: need 4 bytes, have 2"
+        );
+    }
+
+    #[test]
+    fn codec_heads() {
+        let head = |f: &[u8]| Bolt::head(f).unwrap();
+        assert_eq!(
+            head(&hex(BOLT_V1_REQUEST)),
+            FrameHead {
+                kind: FrameKind::Request,
+                request_id: 111
+            }
+        );
+        assert_eq!(
+            head(&hex(BOLT_V1_HEARTBEAT)).kind,
+            FrameKind::HeartbeatRequest
+        );
+        assert_eq!(
+            head(&hex(BOLT_V1_HEARTBEAT_ACK)).kind,
+            FrameKind::HeartbeatResponse
+        );
+        assert_eq!(
+            head(&hex(BOLT_V2_RESPONSE)),
+            FrameHead {
+                kind: FrameKind::Response,
+                request_id: 1
+            }
+        );
+        let oneway = encode_request(9, 1, 0, "", NO_HEADER, b"", true).unwrap();
+        assert_eq!(head(&oneway).kind, FrameKind::Oneway);
+        assert!(Bolt::head(&[]).is_err());
+        assert!(Bolt::head(&[7, 1, 0]).is_err());
+        assert!(Bolt::head(&hex(BOLT_V1_REQUEST)[..6]).is_err());
+    }
+
+    #[test]
+    fn codec_meta_reads_the_service_header() {
+        let frame = encode_request(
+            5,
+            11,
+            3000,
+            "com.alipay.sofa.rpc.core.request.SofaRequest",
+            &[
+                ("service", "com.example.EchoService:1.0"),
+                ("sofa_head_method_name", "echo"),
+            ],
+            b"payload",
+            false,
+        )
+        .unwrap();
+        let meta = Bolt::request_meta(&frame).unwrap();
+        assert_eq!(meta.service, "com.example.EchoService:1.0");
+        assert_eq!(meta.method, "echo");
+        assert_eq!(meta.header("service"), Some("com.example.EchoService:1.0"));
+        // A frame cut short is an error, not a panic.
+        assert!(Bolt::request_meta(&frame[..frame.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn codec_rewrites_ids_and_v2_crc() {
+        let mut frame = hex(BOLT_V1_REQUEST);
+        Bolt::set_request_id(&mut frame, 0x1_0000_0002);
+        assert_eq!(
+            Bolt::head(&frame).unwrap().request_id,
+            2,
+            "Bolt keeps the low 32 bits"
+        );
+        assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
+        let mut v2 = hex(BOLT_V2_REQUEST_CRC);
+        Bolt::set_request_id(&mut v2, 77);
+        assert_eq!(Bolt::head(&v2).unwrap().request_id, 77);
+        let end = v2.len() - 4;
+        assert_eq!(v2[end..], crc32(&v2[..end]).to_be_bytes());
+    }
+
+    #[test]
+    fn codec_answers_without_an_upstream() {
+        let hb = hex(BOLT_V1_HEARTBEAT);
+        let head = Bolt::head(&hb).unwrap();
+        assert_eq!(
+            Bolt::heartbeat_reply(&hb, &head),
+            hex(BOLT_V1_HEARTBEAT_ACK)
+        );
+        let probe = Bolt::heartbeat_request(111);
+        assert_eq!(
+            Bolt::head(&probe).unwrap(),
+            FrameHead {
+                kind: FrameKind::HeartbeatRequest,
+                request_id: 111
+            }
+        );
+        let request = encode_request(42, 11, 3000, "", NO_HEADER, b"x", false).unwrap();
+        let head = Bolt::head(&request).unwrap();
+        for (refusal, status) in [
+            (Refusal::NoService, STATUS_NO_PROCESSOR),
+            (Refusal::Overloaded, STATUS_SERVER_THREADPOOL_BUSY),
+            (Refusal::Timeout, STATUS_TIMEOUT),
+            (Refusal::Unavailable, STATUS_CONNECTION_CLOSED),
+            (Refusal::BadRequest, STATUS_CODEC_EXCEPTION),
+        ] {
+            let answer = Bolt::refusal(&request, &head, refusal, "why");
+            let response = decode_response(&answer).unwrap();
+            assert_eq!(
+                (response.request_id, response.status, response.codec),
+                (42, status, 11)
+            );
+        }
+        // A v2 request gets a v2 answer.
+        let v2 = hex(BOLT_V2_REQUEST_CRC);
+        let answer = Bolt::refusal(&v2, &Bolt::head(&v2).unwrap(), Refusal::Timeout, "");
+        assert_eq!(frame_len(&answer).unwrap(), Some(answer.len() as u64));
+        assert_eq!(
+            Bolt::head(&answer).unwrap(),
+            FrameHead {
+                kind: FrameKind::Response,
+                request_id: 1
+            }
         );
     }
 

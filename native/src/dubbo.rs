@@ -30,6 +30,36 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<u64>> {
     Ok(Some(HEADER_LEN as u64 + len as u64))
 }
 
+pub struct Dubbo;
+
+impl crate::codec::Codec for Dubbo {
+    const NAME: &'static str = "dubbo";
+    fn frame_len(buf: &[u8]) -> Result<Option<u64>> {
+        frame_len(buf)
+    }
+    fn head(_frame: &[u8]) -> Result<crate::codec::FrameHead> {
+        Err(Error::field("dubbo", "todo"))
+    }
+    fn request_meta(_frame: &[u8]) -> Result<crate::codec::RequestMeta> {
+        Err(Error::field("dubbo", "todo"))
+    }
+    fn set_request_id(_frame: &mut [u8], _id: u64) {}
+    fn heartbeat_reply(_frame: &[u8], _head: &crate::codec::FrameHead) -> Vec<u8> {
+        Vec::new()
+    }
+    fn heartbeat_request(_id: u64) -> Vec<u8> {
+        Vec::new()
+    }
+    fn refusal(
+        _frame: &[u8],
+        _head: &crate::codec::FrameHead,
+        _r: crate::codec::Refusal,
+        _m: &str,
+    ) -> Vec<u8> {
+        Vec::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@
 //! Python exception once, via `From<Error> for PyErr`.
 
 pub mod bolt;
+pub mod codec;
 pub mod dubbo;
 pub mod error;
 pub mod frame;
@@ -14,6 +15,7 @@ mod front_py;
 pub mod grpc;
 #[cfg(feature = "bench")]
 mod handoff;
+mod mesh;
 #[cfg(test)]
 mod testdata;
 
@@ -234,6 +236,9 @@ mod layotto_fast_native {
 
     #[pymodule_export]
     use crate::front_py::{GrpcConnection, GrpcServerConfig};
+
+    #[pymodule_export]
+    use crate::mesh::python::MeshProxy;
 
     #[cfg(feature = "bench")]
     #[pymodule_export]

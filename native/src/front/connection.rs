@@ -1047,7 +1047,10 @@ mod tests {
         let mut connection = connection();
         greeted(&mut connection);
         let settings = connection.drain_output(|bytes| bytes.to_vec());
-        assert!(!settings.is_empty(), "the server's SETTINGS are written first");
+        assert!(
+            !settings.is_empty(),
+            "the server's SETTINGS are written first"
+        );
         assert!(connection.drain_output(|bytes| bytes.is_empty()));
         assert!(connection.io.0.borrow().output.capacity() >= settings.len());
         let big = 1 << 20;

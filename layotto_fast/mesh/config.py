@@ -1,0 +1,311 @@
+"""The ``mesh:`` section of the ``--config`` YAML: listeners, their routes, and clusters.
+
+Parsed into typed records here, with every mistake named by file and field path
+(``mesh.listeners[0].routes[1].cluster``); the native proxy gets the result as plain dicts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from layotto_fast.errors import StartupError
+
+PROTOCOLS = ("bolt", "dubbo")
+BALANCING = ("round_robin", "least_request")
+DEFAULT_PORTS = {"bolt": 12220, "dubbo": 20882}
+DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024
+# What a client that stops reading may leave queued before its connection is closed.
+DEFAULT_MAX_BUFFERED = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RouteMatch:
+    service: str | None = None
+    service_prefix: str | None = None
+    version: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    requests_per_second: float
+    burst: float
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    match: RouteMatch
+    clusters: tuple[tuple[str, int], ...]  # (cluster name, weight)
+    timeout_ms: int = 3000
+    retries: int = 1
+    rate_limit: RateLimit | None = None
+
+
+@dataclass(frozen=True)
+class Listener:
+    name: str
+    protocol: str
+    address: str
+    routes: tuple[Route, ...] = ()
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+    max_buffered: int = DEFAULT_MAX_BUFFERED
+
+
+@dataclass(frozen=True)
+class Cluster:
+    name: str
+    protocol: str
+    hosts: tuple[str, ...]
+    balancing: str = "round_robin"
+    connect_timeout_ms: int = 1000
+    max_requests: int = 10_000
+    max_pending: int = 1024
+    outlier_consecutive_failures: int = 5
+    ejection_ms: int = 30_000
+    health_check_interval_ms: int = 0
+    health_check_timeout_ms: int = 1000
+
+
+@dataclass(frozen=True)
+class MeshSettings:
+    listeners: tuple[Listener, ...] = ()
+    clusters: tuple[Cluster, ...] = field(default=())
+
+    def to_native(self) -> dict[str, Any]:
+        """The shape ``layotto_fast_native.MeshProxy`` takes."""
+        return {
+            "listeners": [
+                {
+                    "name": listener.name,
+                    "protocol": listener.protocol,
+                    "address": listener.address,
+                    "max_frame_size": listener.max_frame_size,
+                    "max_buffered": listener.max_buffered,
+                    "routes": [
+                        {
+                            "name": route.name,
+                            "service": route.match.service,
+                            "service_prefix": route.match.service_prefix,
+                            "version": route.match.version,
+                            "headers": list(route.match.headers),
+                            "clusters": list(route.clusters),
+                            "timeout_ms": route.timeout_ms,
+                            "retries": route.retries,
+                            "rate_limit": (
+                                (route.rate_limit.requests_per_second, route.rate_limit.burst)
+                                if route.rate_limit
+                                else None
+                            ),
+                        }
+                        for route in listener.routes
+                    ],
+                }
+                for listener in self.listeners
+            ],
+            "clusters": [
+                {
+                    "name": c.name,
+                    "protocol": c.protocol,
+                    "hosts": list(c.hosts),
+                    "balancing": c.balancing,
+                    "connect_timeout_ms": c.connect_timeout_ms,
+                    "max_requests": c.max_requests,
+                    "max_pending": c.max_pending,
+                    "outlier_consecutive_failures": c.outlier_consecutive_failures,
+                    "ejection_ms": c.ejection_ms,
+                    "health_check_interval_ms": c.health_check_interval_ms,
+                    "health_check_timeout_ms": c.health_check_timeout_ms,
+                }
+                for c in self.clusters
+            ],
+        }
+
+
+class _Fields:
+    """One mapping of the YAML, read field by field; mistakes name the path."""
+
+    def __init__(self, source: str, path: str, raw: Any, known: tuple[str, ...]) -> None:
+        if not isinstance(raw, Mapping):
+            raise StartupError(source, path, f"must be a mapping, got {raw!r}")
+        unknown = sorted(set(map(str, raw)) - set(known))
+        if unknown:
+            raise StartupError(source, f"{path}.{unknown[0]}", f"unknown field (known: {', '.join(known)})")
+        self.source, self.path, self.raw = source, path, raw
+
+    def error(self, name: str, problem: str) -> StartupError:
+        return StartupError(self.source, f"{self.path}.{name}", problem)
+
+    def text(self, name: str, default: str | None = None) -> str | None:
+        value = self.raw.get(name, default)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise self.error(name, f"must be a non-empty string, got {value!r}")
+        return value
+
+    def required_text(self, name: str) -> str:
+        value = self.text(name)
+        if value is None:
+            raise self.error(name, "is required")
+        return value
+
+    def integer(self, name: str, default: int, low: int = 0, high: int = 2**62) -> int:
+        value = self.raw.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise self.error(name, f"must be an integer from {low} to {high}, got {value!r}")
+        return value
+
+    def number(self, name: str) -> float:
+        value = self.raw.get(name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise self.error(name, f"must be a number above 0, got {value!r}")
+        return float(value)
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str | None = None) -> str:
+        value = self.raw.get(name, default)
+        if value not in choices:
+            raise self.error(name, f"must be one of {', '.join(choices)}, got {value!r}")
+        return str(value)
+
+    def items(self, name: str) -> list[Any]:
+        value = self.raw.get(name, [])
+        if not isinstance(value, list):
+            raise self.error(name, f"must be a list, got {value!r}")
+        return value
+
+    def section(self, name: str, known: tuple[str, ...]) -> _Fields | None:
+        if self.raw.get(name) is None:
+            return None
+        return _Fields(self.source, f"{self.path}.{name}", self.raw[name], known)
+
+
+def _is_address(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    host, sep, port = value.rpartition(":")
+    return bool(sep and host and port.isdigit() and int(port) <= 65535)
+
+
+def _address(fields: _Fields, name: str, default_port: int) -> str:
+    value = fields.raw.get(name, f"127.0.0.1:{default_port}")
+    if not _is_address(value):
+        raise fields.error(name, f"must be host:port, got {value!r}")
+    return str(value)
+
+
+def _cluster(source: str, path: str, raw: Any) -> Cluster:
+    f = _Fields(
+        source,
+        path,
+        raw,
+        ("name", "protocol", "hosts", "balancing", "connect_timeout_ms", "circuit_breaker", "outlier_detection",
+         "health_check"),
+    )  # fmt: skip
+    hosts = f.items("hosts")
+    if not hosts:
+        raise f.error("hosts", "must list at least one host:port")
+    for i, host in enumerate(hosts):
+        if not _is_address(host):
+            raise f.error(f"hosts[{i}]", f"must be host:port, got {host!r}")
+    breaker = f.section("circuit_breaker", ("max_requests", "max_pending"))
+    outlier = f.section("outlier_detection", ("consecutive_failures", "ejection_ms"))
+    health = f.section("health_check", ("interval_ms", "timeout_ms"))
+    return Cluster(
+        name=f.required_text("name"),
+        protocol=f.choice("protocol", PROTOCOLS),
+        hosts=tuple(hosts),
+        balancing=f.choice("balancing", BALANCING, "round_robin"),
+        connect_timeout_ms=f.integer("connect_timeout_ms", 1000, 1, 600_000),
+        max_requests=breaker.integer("max_requests", 10_000, 1) if breaker else 10_000,
+        max_pending=breaker.integer("max_pending", 1024, 1) if breaker else 1024,
+        outlier_consecutive_failures=outlier.integer("consecutive_failures", 5, 0, 1_000_000) if outlier else 5,
+        ejection_ms=outlier.integer("ejection_ms", 30_000, 1, 86_400_000) if outlier else 30_000,
+        health_check_interval_ms=health.integer("interval_ms", 5000, 10, 86_400_000) if health else 0,
+        health_check_timeout_ms=health.integer("timeout_ms", 1000, 1, 600_000) if health else 1000,
+    )
+
+
+def _route(source: str, path: str, raw: Any, clusters: Mapping[str, Cluster], protocol: str) -> Route:
+    f = _Fields(source, path, raw, ("name", "match", "cluster", "clusters", "timeout_ms", "retries", "rate_limit"))
+    match_fields = f.section("match", ("service", "service_prefix", "version", "headers"))
+    match = RouteMatch()
+    if match_fields is not None:
+        if match_fields.raw.get("service") is not None and match_fields.raw.get("service_prefix") is not None:
+            raise match_fields.error("service_prefix", "give service or service_prefix, not both")
+        headers = match_fields.raw.get("headers") or {}
+        if not isinstance(headers, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+        ):
+            raise match_fields.error("headers", f"must map header names to string values, got {headers!r}")
+        match = RouteMatch(
+            service=match_fields.text("service"),
+            service_prefix=match_fields.text("service_prefix"),
+            version=match_fields.raw.get("version") if isinstance(match_fields.raw.get("version"), str) else None,
+            headers=tuple(sorted(headers.items())),
+        )
+        if "version" in match_fields.raw and match.version is None:
+            raise match_fields.error("version", f"must be a string, got {match_fields.raw['version']!r}")
+    weighted: list[tuple[str, int]] = []
+    if f.raw.get("cluster") is not None and f.raw.get("clusters") is not None:
+        raise f.error("clusters", "give cluster or clusters, not both")
+    if f.raw.get("cluster") is not None:
+        weighted.append((f.required_text("cluster"), 1))
+    for i, item in enumerate(f.items("clusters")):
+        wf = _Fields(source, f"{path}.clusters[{i}]", item, ("name", "weight"))
+        weighted.append((wf.required_text("name"), wf.integer("weight", 1, 1, 1_000_000)))
+    if not weighted:
+        raise f.error("cluster", "is required (or clusters: a list of {name, weight})")
+    for name, _ in weighted:
+        if name not in clusters:
+            known = ", ".join(sorted(clusters)) or "none"
+            raise f.error("cluster", f"{name!r} is not a cluster (known: {known})")
+        if clusters[name].protocol != protocol:
+            raise f.error("cluster", f"{name!r} speaks {clusters[name].protocol}, this listener {protocol}")
+    limit = f.section("rate_limit", ("requests_per_second", "burst"))
+    rate_limit = None
+    if limit is not None:
+        rate = limit.number("requests_per_second")
+        burst = limit.number("burst") if "burst" in limit.raw else rate
+        rate_limit = RateLimit(rate, burst)
+    return Route(
+        name=f.required_text("name"),
+        match=match,
+        clusters=tuple(weighted),
+        timeout_ms=f.integer("timeout_ms", 3000, 1, 3_600_000),
+        retries=f.integer("retries", 1, 0, 100),
+        rate_limit=rate_limit,
+    )
+
+
+def parse(raw: Any, source: str) -> MeshSettings:
+    """The ``mesh`` section of ``source``; raises StartupError naming the field."""
+    top = _Fields(source, "mesh", raw, ("listeners", "clusters"))
+    clusters: dict[str, Cluster] = {}
+    for i, item in enumerate(top.items("clusters")):
+        cluster = _cluster(source, f"mesh.clusters[{i}]", item)
+        if cluster.name in clusters:
+            raise StartupError(source, f"mesh.clusters[{i}].name", f"{cluster.name!r} is used twice")
+        clusters[cluster.name] = cluster
+    listeners: list[Listener] = []
+    for i, item in enumerate(top.items("listeners")):
+        path = f"mesh.listeners[{i}]"
+        f = _Fields(source, path, item, ("name", "protocol", "address", "routes", "max_frame_size", "max_buffered"))
+        protocol = f.choice("protocol", PROTOCOLS)
+        routes = [_route(source, f"{path}.routes[{j}]", r, clusters, protocol) for j, r in enumerate(f.items("routes"))]
+        names = [r.name for r in routes]
+        for j, name in enumerate(names):
+            if names.index(name) != j:
+                raise StartupError(source, f"{path}.routes[{j}].name", f"{name!r} is used twice in this listener")
+        listener = Listener(
+            name=f.text("name", protocol) or protocol,
+            protocol=protocol,
+            address=_address(f, "address", DEFAULT_PORTS[protocol]),
+            routes=tuple(routes),
+            max_frame_size=f.integer("max_frame_size", DEFAULT_MAX_FRAME_SIZE, 64, 2**31 - 1),
+            max_buffered=f.integer("max_buffered", DEFAULT_MAX_BUFFERED, 1024, 2**40),
+        )
+        if any(existing.name == listener.name for existing in listeners):
+            raise StartupError(source, f"{path}.name", f"{listener.name!r} is used twice")
+        listeners.append(listener)
+    return MeshSettings(listeners=tuple(listeners), clusters=tuple(clusters.values()))

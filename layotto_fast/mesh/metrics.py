@@ -1,0 +1,82 @@
+"""The mesh's counters as Prometheus families, read from the proxy when /metrics is scraped."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from layotto_fast.mesh.proxy import Mesh
+
+
+class MeshCollector(Collector):
+    def __init__(self, mesh: Mesh) -> None:
+        self._mesh = mesh
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._mesh.stats()
+        requests = CounterMetricFamily(
+            "layotto_fast_mesh_requests",
+            "Requests through a mesh route, by how they ended: answered (by the upstream, whatever its status), "
+            "timeout, unavailable, rate_limited, breaker_refused",
+            labels=["listener", "route", "outcome"],
+        )
+        latency = HistogramMetricFamily(
+            "layotto_fast_mesh_request_duration_seconds",
+            "Time from forwarding a request to its upstream's answer, by route",
+            labels=["listener", "route"],
+        )
+        for route in stats["routes"]:
+            labels = [route["listener"], route["name"]]
+            for outcome, count in route["outcomes"].items():
+                requests.add_metric([*labels, outcome], count)
+            cumulative, total = [], 0
+            bounds = [*(b / 1e6 for b in route["latency_bounds_us"]), float("inf")]
+            for bound, count in zip(bounds, route["latency_counts"], strict=True):
+                total += count
+                cumulative.append(("+Inf" if bound == float("inf") else repr(bound), total))
+            latency.add_metric(labels, cumulative, route["latency_sum_us"] / 1e6)
+        yield requests
+        yield latency
+        listener_counts = {
+            "connections": ("layotto_fast_mesh_connections", "Client connections accepted"),
+            "no_route": ("layotto_fast_mesh_no_route", "Requests no route matched (answered 'no such service')"),
+            "bad_frames": ("layotto_fast_mesh_bad_frames", "Malformed or oversized frames (their connection closed)"),
+            "heartbeats": ("layotto_fast_mesh_heartbeats", "Client heartbeats answered"),
+        }
+        for key, (name, text) in listener_counts.items():
+            family = CounterMetricFamily(name, text, labels=["listener"])
+            for listener in stats["listeners"]:
+                family.add_metric([listener["name"]], listener[key])
+            yield family
+        open_connections = GaugeMetricFamily(
+            "layotto_fast_mesh_open_connections", "Client connections open now", labels=["listener"]
+        )
+        for listener in stats["listeners"]:
+            open_connections.add_metric([listener["name"]], listener["open_connections"])
+        yield open_connections
+        cluster_counts = {
+            "ejections": ("layotto_fast_mesh_ejections", "Hosts ejected after consecutive failures"),
+            "breaker_refused": ("layotto_fast_mesh_breaker_refused", "Requests refused by the circuit breaker"),
+            "connect_failures": ("layotto_fast_mesh_connect_failures", "Connections to a host that failed"),
+            "unknown_responses": (
+                "layotto_fast_mesh_unknown_responses",
+                "Responses to request ids never sent (their connection closed)",
+            ),
+        }
+        for key, (name, text) in cluster_counts.items():
+            family = CounterMetricFamily(name, text, labels=["cluster"])
+            for cluster in stats["clusters"]:
+                family.add_metric([cluster["name"]], cluster[key])
+            yield family
+        up = GaugeMetricFamily(
+            "layotto_fast_mesh_upstream_up",
+            "1 when the host is healthy and not ejected",
+            labels=["cluster", "host"],
+        )
+        for cluster in stats["clusters"]:
+            for host in cluster["hosts"]:
+                serving = host["healthy"] and not host["ejected"]
+                up.add_metric([cluster["name"], host["address"]], 1.0 if serving else 0.0)
+        yield up

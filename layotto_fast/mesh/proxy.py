@@ -1,0 +1,131 @@
+"""The mesh's life on the sidecar: start with the configuration, reload on SIGHUP or a
+changed file, stop with the sidecar; report listeners, routes and clusters."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any
+
+from layotto_fast_native import MeshProxy
+
+from layotto_fast import settings as settings_module
+from layotto_fast.errors import StartupError
+from layotto_fast.mesh.config import MeshSettings
+
+log = logging.getLogger("layotto_fast.mesh")
+
+# How often the config file's modification time is looked at.
+WATCH_INTERVAL_SECONDS = 1.0
+
+
+class Mesh:
+    def __init__(self, mesh: MeshSettings, config_file: str = "") -> None:
+        self.settings = mesh
+        self._config_file = config_file
+        self._proxy: MeshProxy | None = None
+        self._watching: asyncio.Task[None] | None = None
+        self._seen = self._stamp()
+        self.reloads = 0
+        self.refused_reloads = 0
+
+    def start(self) -> None:
+        """Binds every listener (an OSError names the one that cannot) and starts forwarding."""
+        self._proxy = MeshProxy(self.settings.to_native())
+        for name, host, port in self._proxy.addresses():
+            log.info("mesh listener %s on %s:%d", name, host, port)
+
+    def watch(self) -> None:
+        """Reload when the config file changes; the caller wires SIGHUP to ``reload``."""
+        if self._config_file:
+            self._watching = asyncio.get_running_loop().create_task(self._watch())
+
+    def addresses(self) -> list[tuple[str, str, int]]:
+        return self._proxy.addresses() if self._proxy else []
+
+    def reload(self) -> bool:
+        """Reads the config file again and swaps in its routes and clusters; a file that is
+        bad, or that changes the listeners, is refused with the reason logged and the running
+        configuration kept."""
+        self._seen = self._stamp()
+        try:
+            new = settings_module.read_mesh(self._config_file) if self._config_file else None
+        except StartupError as exc:
+            return self._refuse(str(exc))
+        new = new or MeshSettings()
+        if _listener_keys(new) != _listener_keys(self.settings):
+            return self._refuse("the listeners (name, protocol, address) changed: restart to change them")
+        assert self._proxy is not None
+        self._proxy.reload(new.to_native())
+        self.settings = new
+        self.reloads += 1
+        log.info("mesh configuration reloaded from %s", self._config_file)
+        return True
+
+    def _refuse(self, reason: str) -> bool:
+        self.refused_reloads += 1
+        log.error("mesh reload refused, the running configuration stays: %s", reason)
+        return False
+
+    def stats(self) -> dict[str, Any]:
+        return self._proxy.stats() if self._proxy else {"listeners": [], "routes": [], "clusters": []}
+
+    def info(self) -> dict[str, Any]:
+        """Listeners, routes and clusters with their health, for /actuator/info."""
+        stats = self.stats()
+        hosts = {c["name"]: c["hosts"] for c in stats["clusters"]}
+        return {
+            "listeners": [
+                {
+                    "name": listener.name,
+                    "protocol": listener.protocol,
+                    "address": listener.address,
+                    "routes": [
+                        {"name": r.name, "match": _match_text(r), "clusters": [name for name, _ in r.clusters]}
+                        for r in listener.routes
+                    ],
+                }
+                for listener in self.settings.listeners
+            ],
+            "clusters": [
+                {"name": c.name, "protocol": c.protocol, "balancing": c.balancing, "hosts": hosts.get(c.name, [])}
+                for c in self.settings.clusters
+            ],
+        }
+
+    def stop(self) -> None:
+        if self._watching is not None:
+            self._watching.cancel()
+        if self._proxy is not None:
+            self._proxy.stop()
+            self._proxy = None
+
+    def _stamp(self) -> tuple[int, int] | None:
+        try:
+            stat = os.stat(self._config_file) if self._config_file else None
+        except OSError:
+            return None
+        return (stat.st_mtime_ns, stat.st_size) if stat else None
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL_SECONDS)
+            stamp = self._stamp()
+            if stamp is not None and stamp != self._seen:
+                self.reload()
+
+
+def _listener_keys(mesh: MeshSettings) -> list[tuple[str, str, str]]:
+    return [(listener.name, listener.protocol, listener.address) for listener in mesh.listeners]
+
+
+def _match_text(route: Any) -> str:
+    m = route.match
+    parts = [
+        f"service={m.service}" if m.service else "",
+        f"service_prefix={m.service_prefix}" if m.service_prefix else "",
+        f"version={m.version}" if m.version is not None else "",
+        *(f"header {k}={v}" for k, v in m.headers),
+    ]
+    return ", ".join(p for p in parts if p) or "(any)"

@@ -1,0 +1,98 @@
+//! The one codec skeleton every mesh protocol fills in.
+//!
+//! The proxy never looks inside a frame except through this trait: how long the frame
+//! is, what kind it is and its request id, which service a request is for, how to move
+//! its id onto an upstream connection, and how to answer it without an upstream
+//! (heartbeats, and refusals such as "no such service" in the protocol's own status).
+
+use crate::error::Result;
+
+/// What a frame is, as far as forwarding cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameKind {
+    /// A request that expects a response.
+    Request,
+    /// A request that expects none.
+    Oneway,
+    /// A response to a request.
+    Response,
+    /// A keep-alive probe; answered by whoever receives it, never forwarded.
+    HeartbeatRequest,
+    /// The answer to a keep-alive probe.
+    HeartbeatResponse,
+}
+
+/// The fixed part of a frame: its kind and request id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHead {
+    pub kind: FrameKind,
+    /// Bolt's are 32-bit, Dubbo's 64-bit; both fit here.
+    pub request_id: u64,
+}
+
+/// What a request says about where it goes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestMeta {
+    /// Bolt: the `service` header (`interface:version`); Dubbo: the service path.
+    pub service: String,
+    /// Dubbo: the service version (may be empty); Bolt: empty.
+    pub version: String,
+    /// The method, where the protocol carries it outside the payload (may be empty).
+    pub method: String,
+    /// Bolt: the header map; Dubbo: the attachments that are strings.
+    pub headers: Vec<(String, String)>,
+}
+
+impl RequestMeta {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Why the proxy answers a request itself instead of an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No route matches the request's service.
+    NoService,
+    /// A rate limit or circuit breaker refused it.
+    Overloaded,
+    /// The upstream did not answer within the route's timeout.
+    Timeout,
+    /// No upstream could be reached, or the one in use went away.
+    Unavailable,
+    /// The request could not be decoded far enough to route it.
+    BadRequest,
+}
+
+/// One mesh protocol. Implementations are unit structs; every method is a pure function
+/// of its arguments so that a connection needs no codec state beyond its splitter.
+pub trait Codec: Send + Sync + 'static {
+    /// Lowercase protocol name, as used in configuration and metrics.
+    const NAME: &'static str;
+
+    /// Length of the frame at the start of `buf`: `Ok(None)` when more bytes are needed
+    /// to know it (never an error), `Err` when the header is malformed.
+    fn frame_len(buf: &[u8]) -> Result<Option<u64>>;
+
+    /// Kind and request id of one whole frame.
+    fn head(frame: &[u8]) -> Result<FrameHead>;
+
+    /// Service, version, method and headers of one whole request frame.
+    fn request_meta(frame: &[u8]) -> Result<RequestMeta>;
+
+    /// Rewrites the request id of a whole frame in place (ids are fixed-size fields).
+    /// Bolt keeps the low 32 bits.
+    fn set_request_id(frame: &mut [u8], id: u64);
+
+    /// The answer to a heartbeat request `frame`.
+    fn heartbeat_reply(frame: &[u8], head: &FrameHead) -> Vec<u8>;
+
+    /// A heartbeat request with id `id`, for active health checks of upstream hosts.
+    fn heartbeat_request(id: u64) -> Vec<u8>;
+
+    /// The protocol's own error response to request `frame`, carrying `message`.
+    fn refusal(frame: &[u8], head: &FrameHead, refusal: Refusal, message: &str) -> Vec<u8>;
+}

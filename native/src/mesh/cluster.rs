@@ -1,0 +1,262 @@
+//! Upstream clusters: hosts, balancing, outlier ejection, circuit breaking, and the
+//! token bucket a route's rate limit uses. Single-threaded (the proxy's thread).
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use super::config::{Balancing, ClusterConfig};
+use super::stats::ClusterStats;
+use super::upstream::Upstream;
+
+/// One upstream address and what the proxy knows of it.
+pub struct Host {
+    pub address: String,
+    /// Its multiplexed connection, once made.
+    pub connection: RefCell<Option<Rc<Upstream>>>,
+    /// Held while a connection is being made, so that concurrent requests share it.
+    pub connect_lock: tokio::sync::Mutex<()>,
+    /// Requests sent and not yet answered (least-request balancing).
+    pub active: Cell<usize>,
+    consecutive_failures: Cell<u32>,
+    ejected_until: Cell<Option<Instant>>,
+    /// Set by active health checks; a host starts healthy.
+    pub healthy: Cell<bool>,
+}
+
+impl Host {
+    fn new(address: String) -> Self {
+        Host {
+            address,
+            connection: RefCell::new(None),
+            connect_lock: tokio::sync::Mutex::new(()),
+            active: Cell::new(0),
+            consecutive_failures: Cell::new(0),
+            ejected_until: Cell::new(None),
+            healthy: Cell::new(true),
+        }
+    }
+
+    fn available(&self, now: Instant) -> bool {
+        if self.ejected_until.get().is_some_and(|until| until <= now) {
+            self.ejected_until.set(None);
+        }
+        self.healthy.get() && self.ejected_until.get().is_none()
+    }
+}
+
+/// A named set of hosts one route (or InvokeService target) sends to.
+pub struct Cluster {
+    pub config: ClusterConfig,
+    pub hosts: Vec<Rc<Host>>,
+    next: Cell<usize>,
+    /// Requests in flight on the whole cluster (circuit breaking).
+    pub in_flight: Cell<usize>,
+    /// Requests waiting for a connection to be made.
+    pub pending: Cell<usize>,
+    pub stats: std::sync::Arc<ClusterStats>,
+}
+
+impl Cluster {
+    pub fn new(config: ClusterConfig) -> Self {
+        let stats = std::sync::Arc::new(ClusterStats::for_hosts(config.hosts.len()));
+        let hosts = config
+            .hosts
+            .iter()
+            .map(|a| Rc::new(Host::new(a.clone())))
+            .collect();
+        Cluster {
+            config,
+            hosts,
+            next: Cell::new(0),
+            in_flight: Cell::new(0),
+            pending: Cell::new(0),
+            stats,
+        }
+    }
+
+    /// A host to send to, skipping `tried` ones: round robin or least request among the
+    /// available hosts; when none is available, any untried host (a proxy that refuses
+    /// everything because every host was ejected helps nobody).
+    pub fn pick(&self, tried: &[usize]) -> Option<usize> {
+        let now = Instant::now();
+        let n = self.hosts.len();
+        for (host, stats) in self.hosts.iter().zip(&self.stats.hosts) {
+            stats
+                .ejected
+                .store(!host.available(now) && host.healthy.get(), Relaxed);
+        }
+        let untried = |i: &usize| !tried.contains(i);
+        let available: Vec<usize> = (0..n)
+            .filter(untried)
+            .filter(|&i| self.hosts[i].available(now))
+            .collect();
+        let candidates = if available.is_empty() {
+            (0..n).filter(untried).collect()
+        } else {
+            available
+        };
+        if candidates.is_empty() {
+            return None;
+        }
+        let start = self.next.get();
+        self.next.set(start.wrapping_add(1));
+        match self.config.balancing {
+            Balancing::RoundRobin => Some(candidates[start % candidates.len()]),
+            Balancing::LeastRequest => {
+                // Ties go round robin, so equal hosts share the load.
+                let offset = start % candidates.len();
+                candidates
+                    .iter()
+                    .cycle()
+                    .skip(offset)
+                    .take(candidates.len())
+                    .min_by_key(|&&i| self.hosts[i].active.get())
+                    .copied()
+            }
+        }
+    }
+
+    /// Whether one more request may go out (the breaker's `max_requests`).
+    pub fn admits(&self) -> bool {
+        self.in_flight.get() < self.config.max_requests
+    }
+
+    /// Whether one more request may wait for a connection (`max_pending`).
+    pub fn admits_pending(&self) -> bool {
+        self.pending.get() < self.config.max_pending
+    }
+
+    pub fn succeeded(&self, host: usize) {
+        self.hosts[host].consecutive_failures.set(0);
+    }
+
+    /// Counts a failure of `host` (refused connection, closed or timed-out request);
+    /// enough in a row eject it for `ejection_ms`.
+    pub fn failed(&self, host: usize) {
+        let h = &self.hosts[host];
+        let failures = h.consecutive_failures.get() + 1;
+        h.consecutive_failures.set(failures);
+        let limit = self.config.outlier_consecutive_failures;
+        if limit > 0 && failures >= limit {
+            h.consecutive_failures.set(0);
+            let until = Instant::now() + Duration::from_millis(self.config.ejection_ms);
+            h.ejected_until.set(Some(until));
+            self.stats.hosts[host].ejected.store(true, Relaxed);
+            self.stats.ejections.incr();
+        }
+    }
+
+    /// Records an active health check's verdict on `host`.
+    pub fn set_healthy(&self, host: usize, healthy: bool) {
+        self.hosts[host].healthy.set(healthy);
+        self.stats.hosts[host].healthy.store(healthy, Relaxed);
+    }
+
+    #[cfg(test)]
+    pub fn is_ejected(&self, host: usize) -> bool {
+        self.hosts[host]
+            .ejected_until
+            .get()
+            .is_some_and(|until| until > Instant::now())
+    }
+}
+
+/// A token bucket: `rate` tokens a second, at most `burst` saved.
+pub struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: Cell<f64>,
+    last: Cell<Instant>,
+}
+
+impl TokenBucket {
+    pub fn new(rate: f64, burst: f64) -> Self {
+        TokenBucket {
+            rate,
+            burst,
+            tokens: Cell::new(burst),
+            last: Cell::new(Instant::now()),
+        }
+    }
+
+    pub fn take(&self) -> bool {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.last.get()).as_secs_f64();
+        self.last.set(now);
+        let tokens = (self.tokens.get() + elapsed * self.rate).min(self.burst);
+        if tokens >= 1.0 {
+            self.tokens.set(tokens - 1.0);
+            true
+        } else {
+            self.tokens.set(tokens);
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(balancing: Balancing, hosts: usize) -> Cluster {
+        let config = ClusterConfig {
+            name: "c".into(),
+            hosts: (0..hosts)
+                .map(|i| format!("127.0.0.1:{}", 1000 + i))
+                .collect(),
+            balancing,
+            outlier_consecutive_failures: 2,
+            ejection_ms: 60_000,
+            ..ClusterConfig::default()
+        };
+        Cluster::new(config)
+    }
+
+    #[test]
+    fn round_robin_visits_every_host() {
+        let c = cluster(Balancing::RoundRobin, 3);
+        let picks: Vec<usize> = (0..6).map(|_| c.pick(&[]).unwrap()).collect();
+        assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]);
+        assert_eq!(c.pick(&[0, 1, 2]), None);
+        assert_eq!(c.pick(&[0, 2]), Some(1));
+    }
+
+    #[test]
+    fn least_request_prefers_the_idle_host() {
+        let c = cluster(Balancing::LeastRequest, 3);
+        c.hosts[0].active.set(5);
+        c.hosts[1].active.set(1);
+        c.hosts[2].active.set(3);
+        for _ in 0..4 {
+            assert_eq!(c.pick(&[]), Some(1));
+        }
+    }
+
+    #[test]
+    fn consecutive_failures_eject_a_host() {
+        let c = cluster(Balancing::RoundRobin, 2);
+        c.failed(0);
+        c.succeeded(0);
+        c.failed(0);
+        assert!(!c.is_ejected(0), "a success in between resets the count");
+        c.failed(0);
+        assert!(c.is_ejected(0));
+        assert_eq!(c.stats.ejections.get(), 1);
+        for _ in 0..4 {
+            assert_eq!(c.pick(&[]), Some(1));
+        }
+        // With every host out, the proxy still tries one rather than refusing all.
+        c.failed(1);
+        c.failed(1);
+        assert!(c.pick(&[]).is_some());
+    }
+
+    #[test]
+    fn token_bucket_refuses_past_the_burst() {
+        let bucket = TokenBucket::new(0.001, 3.0);
+        assert!((0..3).all(|_| bucket.take()));
+        assert!(!bucket.take());
+    }
+}

@@ -1,0 +1,53 @@
+//! Active health checks: a heartbeat to every host of a cluster on an interval; a host
+//! that cannot be reached or does not answer in time is taken out of balancing until
+//! it answers again.
+
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
+
+use super::cluster::Cluster;
+use super::listener::{connection, ConnectError};
+use crate::codec::Codec;
+
+/// Runs while the cluster is part of the running configuration.
+pub async fn check_hosts<C: Codec>(cluster: Weak<Cluster>) {
+    loop {
+        let Some(c) = cluster.upgrade() else { return };
+        let interval = Duration::from_millis(c.config.health_check_interval_ms);
+        let timeout = Duration::from_millis(c.config.health_check_timeout_ms);
+        drop(c);
+        tokio::time::sleep(interval).await;
+        let Some(c) = cluster.upgrade() else { return };
+        for host in 0..c.hosts.len() {
+            let healthy = probe::<C>(&c, host, timeout).await;
+            c.set_healthy(host, healthy);
+        }
+    }
+}
+
+async fn probe<C: Codec>(cluster: &Rc<Cluster>, host: usize, timeout: Duration) -> bool {
+    let upstream = match connection::<C>(cluster, host).await {
+        Ok(upstream) => upstream,
+        Err(ConnectError::Overloaded) => return cluster.hosts[host].healthy.get(),
+        Err(ConnectError::Failed(_)) => return false,
+    };
+    let sent = Instant::now();
+    if !upstream.send_heartbeat::<C>() {
+        return false;
+    }
+    let deadline = sent + timeout;
+    while Instant::now() < deadline {
+        if upstream
+            .heartbeat_answered
+            .get()
+            .is_some_and(|at| at >= sent)
+        {
+            return true;
+        }
+        if !upstream.is_open() {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    false
+}

@@ -1,0 +1,263 @@
+//! A mesh listener: accepts clients of one protocol, answers their heartbeats, and
+//! sends each request on by route, cluster and host, or refuses it in the protocol's
+//! own words.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::spawn_local;
+
+use super::cluster::Cluster;
+use super::outbox::Outbox;
+use super::routing::{Route, Routing};
+use super::stats::{ListenerStats, Outcome};
+use super::upstream::{Pending, Upstream, REQUEST_HEAD_LEN};
+use crate::codec::{Codec, FrameHead, FrameKind, Refusal};
+
+/// What every connection of one listener shares.
+pub struct Listener {
+    pub index: usize,
+    pub max_frame_size: usize,
+    pub max_buffered: usize,
+    pub routing: Rc<RefCell<Rc<Routing>>>,
+    pub stats: Arc<ListenerStats>,
+}
+
+pub async fn accept<C: Codec>(socket: TcpListener, listener: Rc<Listener>) {
+    loop {
+        match socket.accept().await {
+            Ok((stream, _)) => {
+                listener.stats.connections.incr();
+                spawn_local(serve_client::<C>(stream, listener.clone()));
+            }
+            // Out of descriptors and the like: wait rather than spin.
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+async fn serve_client<C: Codec>(stream: TcpStream, listener: Rc<Listener>) {
+    let _ = stream.set_nodelay(true);
+    listener.stats.open_connections.incr();
+    let (mut reader, writer) = stream.into_split();
+    let outbox = Rc::new(Outbox::new(listener.max_buffered));
+    let writing = spawn_local({
+        let outbox = outbox.clone();
+        async move { outbox.drain(writer).await }
+    });
+    let mut buffer = BytesMut::with_capacity(16 * 1024);
+    'reading: loop {
+        tokio::select! {
+            read = reader.read_buf(&mut buffer) => match read {
+                Ok(0) | Err(_) => break 'reading,
+                Ok(_) => {}
+            },
+            _ = outbox.closed() => break 'reading,
+        }
+        loop {
+            let len = match C::frame_len(&buffer) {
+                Ok(Some(n)) if n > listener.max_frame_size as u64 => {
+                    listener.stats.bad_frames.incr();
+                    break 'reading;
+                }
+                Ok(Some(n)) if n as usize <= buffer.len() => n as usize,
+                Ok(_) => break,
+                Err(_) => {
+                    listener.stats.bad_frames.incr();
+                    break 'reading;
+                }
+            };
+            let frame = buffer.split_to(len);
+            if !on_frame::<C>(frame, &listener, &outbox).await {
+                listener.stats.bad_frames.incr();
+                break 'reading;
+            }
+        }
+        if buffer.capacity() < 4096 {
+            buffer.reserve(16 * 1024);
+        }
+    }
+    if outbox.is_closed() {
+        // Overflowed or failed: what is queued will never be read.
+        writing.abort();
+    } else {
+        // Answers already queued still go out before the socket is shut.
+        outbox.close();
+    }
+    listener.stats.open_connections.decr();
+}
+
+/// Handles one whole frame from a client; false if it was malformed.
+async fn on_frame<C: Codec>(mut frame: BytesMut, listener: &Listener, client: &Rc<Outbox>) -> bool {
+    let Ok(head) = C::head(&frame) else {
+        return false;
+    };
+    match head.kind {
+        FrameKind::HeartbeatRequest => {
+            listener.stats.heartbeats.incr();
+            client.push(&C::heartbeat_reply(&frame, &head));
+        }
+        FrameKind::Request | FrameKind::Oneway => {
+            forward::<C>(&mut frame, head, listener, client).await;
+        }
+        // Nothing was asked of this client: its answers have nowhere to go.
+        FrameKind::Response | FrameKind::HeartbeatResponse => {}
+    }
+    true
+}
+
+fn refuse<C: Codec>(
+    client: &Outbox,
+    frame: &[u8],
+    head: &FrameHead,
+    refusal: Refusal,
+    message: &str,
+) {
+    if head.kind == FrameKind::Request {
+        client.push(&C::refusal(frame, head, refusal, message));
+    }
+}
+
+async fn forward<C: Codec>(
+    frame: &mut [u8],
+    head: FrameHead,
+    listener: &Listener,
+    client: &Rc<Outbox>,
+) {
+    let routing = listener.routing.borrow().clone();
+    let table = &routing.listeners[listener.index];
+    let meta = match C::request_meta(frame) {
+        Ok(meta) => meta,
+        Err(e) => {
+            refuse::<C>(client, frame, &head, Refusal::BadRequest, &e.to_string());
+            return;
+        }
+    };
+    let Some(index) = table.table.lookup(&meta) else {
+        listener.stats.no_route.incr();
+        let message = format!(
+            "no route for service {:?} version {:?}",
+            meta.service, meta.version
+        );
+        refuse::<C>(client, frame, &head, Refusal::NoService, &message);
+        return;
+    };
+    let route: &Route = &table.routes[index];
+    if route.bucket.as_ref().is_some_and(|bucket| !bucket.take()) {
+        route.stats.count(Outcome::RateLimited);
+        refuse::<C>(client, frame, &head, Refusal::Overloaded, "rate limited");
+        return;
+    }
+    let cluster = routing.clusters[route.pick_cluster()].clone();
+    if !cluster.admits() {
+        route.stats.count(Outcome::BreakerRefused);
+        cluster.stats.breaker_refused.incr();
+        refuse::<C>(
+            client,
+            frame,
+            &head,
+            Refusal::Overloaded,
+            "too many requests in flight",
+        );
+        return;
+    }
+    let mut tried = Vec::new();
+    let why = loop {
+        let Some(host) = cluster.pick(&tried) else {
+            break format!(
+                "no host of cluster {:?} could be reached",
+                cluster.config.name
+            );
+        };
+        match connection::<C>(&cluster, host).await {
+            Ok(upstream) => {
+                let started = Instant::now();
+                let pending = (head.kind == FrameKind::Request).then(|| {
+                    let mut request_head = [0u8; REQUEST_HEAD_LEN];
+                    let n = frame.len().min(REQUEST_HEAD_LEN);
+                    request_head[..n].copy_from_slice(&frame[..n]);
+                    Pending {
+                        client: client.clone(),
+                        client_id: head.request_id,
+                        head: request_head,
+                        deadline: started + route.timeout,
+                        started,
+                        route: route.stats.clone(),
+                        cluster: cluster.clone(),
+                        host,
+                    }
+                });
+                upstream.send::<C>(frame, pending);
+                return;
+            }
+            Err(ConnectError::Overloaded) => {
+                route.stats.count(Outcome::BreakerRefused);
+                cluster.stats.breaker_refused.incr();
+                refuse::<C>(
+                    client,
+                    frame,
+                    &head,
+                    Refusal::Overloaded,
+                    "too many requests waiting for a connection",
+                );
+                return;
+            }
+            Err(ConnectError::Failed(e)) => {
+                cluster.failed(host);
+                cluster.stats.connect_failures.incr();
+                tried.push(host);
+                if tried.len() > route.retries as usize {
+                    break format!("connecting to {}: {e}", cluster.hosts[host].address);
+                }
+            }
+        }
+    };
+    route.stats.count(Outcome::Unavailable);
+    refuse::<C>(client, frame, &head, Refusal::Unavailable, &why);
+}
+
+pub enum ConnectError {
+    Overloaded,
+    Failed(std::io::Error),
+}
+
+/// The host's open connection, made now if there is none (one attempt at a time).
+pub async fn connection<C: Codec>(
+    cluster: &Cluster,
+    host: usize,
+) -> Result<Rc<Upstream>, ConnectError> {
+    let h = &cluster.hosts[host];
+    if let Some(upstream) = h.connection.borrow().as_ref().filter(|u| u.is_open()) {
+        return Ok(upstream.clone());
+    }
+    if !cluster.admits_pending() {
+        return Err(ConnectError::Overloaded);
+    }
+    cluster.pending.set(cluster.pending.get() + 1);
+    let _making = h.connect_lock.lock().await;
+    let made = if let Some(upstream) = h.connection.borrow().as_ref().filter(|u| u.is_open()) {
+        Ok(upstream.clone())
+    } else {
+        Err(())
+    };
+    let result = match made {
+        Ok(upstream) => Ok(upstream),
+        Err(()) => {
+            let timeout = Duration::from_millis(cluster.config.connect_timeout_ms);
+            match Upstream::connect::<C>(&h.address, timeout, cluster.stats.clone()).await {
+                Ok(upstream) => {
+                    *h.connection.borrow_mut() = Some(upstream.clone());
+                    Ok(upstream)
+                }
+                Err(e) => Err(ConnectError::Failed(e)),
+            }
+        }
+    };
+    cluster.pending.set(cluster.pending.get() - 1);
+    result
+}

@@ -1,0 +1,323 @@
+//! `MeshProxy`: the mesh's whole Python surface. Python builds it from a validated
+//! configuration, may reload it, reads its statistics, and stops it.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::TcpListener as StdListener;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+use tokio::sync::mpsc;
+use tokio::task::{spawn_local, LocalSet};
+
+use super::config::MeshConfig;
+use super::health::check_hosts;
+use super::listener::{accept, Listener};
+use super::routing::Routing;
+use super::stats::{ClusterStats, ListenerStats, RouteStats, LATENCY_BUCKETS_US, OUTCOMES};
+use crate::bolt::Bolt;
+use crate::codec::Codec;
+use crate::dubbo::Dubbo;
+
+enum Control {
+    Reload(MeshConfig, std::sync::mpsc::Sender<()>),
+    Stop,
+}
+
+/// Names beside the counters, as the running configuration has them.
+#[derive(Default)]
+struct Registry {
+    listeners: Vec<(String, String, String, Arc<ListenerStats>)>,
+    routes: Vec<(String, String, Arc<RouteStats>)>,
+    clusters: Vec<(String, Vec<String>, Arc<ClusterStats>)>,
+}
+
+#[pyclass(module = "layotto_fast_native", name = "MeshProxy")]
+pub struct MeshProxy {
+    control: Option<mpsc::UnboundedSender<Control>>,
+    thread: Option<JoinHandle<()>>,
+    registry: Arc<Mutex<Registry>>,
+    bound: Vec<(String, String, u16)>,
+}
+
+fn check_protocol(protocol: &str, what: &str) -> PyResult<()> {
+    match protocol {
+        "bolt" | "dubbo" => Ok(()),
+        other => Err(PyValueError::new_err(format!(
+            "{what}: protocol {other:?} (expected \"bolt\" or \"dubbo\")"
+        ))),
+    }
+}
+
+#[pymethods]
+impl MeshProxy {
+    /// Binds every listener now (so a taken port fails here, naming the listener) and
+    /// starts the proxy thread.
+    #[new]
+    fn new(config: &Bound<'_, PyDict>) -> PyResult<Self> {
+        let config: MeshConfig = config.extract()?;
+        let mut sockets = Vec::new();
+        let mut bound = Vec::new();
+        for l in &config.listeners {
+            check_protocol(&l.protocol, &format!("listener {:?}", l.name))?;
+            let socket = StdListener::bind(&l.address).map_err(|e| {
+                PyOSError::new_err(format!(
+                    "listener {:?} cannot listen on {}: {e}",
+                    l.name, l.address
+                ))
+            })?;
+            socket.set_nonblocking(true)?;
+            let local = socket.local_addr()?;
+            bound.push((l.name.clone(), local.ip().to_string(), local.port()));
+            sockets.push(socket);
+        }
+        for c in &config.clusters {
+            check_protocol(&c.protocol, &format!("cluster {:?}", c.name))?;
+        }
+        let registry = Arc::new(Mutex::new(Registry::default()));
+        let (control, receiver) = mpsc::unbounded_channel();
+        let shared = registry.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| PyRuntimeError::new_err(format!("cannot start the mesh runtime: {e}")))?;
+        let (started, wait_started) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("mesh".into())
+            .spawn(move || {
+                LocalSet::new().block_on(&runtime, run(config, sockets, receiver, shared, started));
+            })
+            .map_err(|e| PyRuntimeError::new_err(format!("cannot start the mesh thread: {e}")))?;
+        wait_started
+            .recv()
+            .map_err(|_| PyRuntimeError::new_err("the mesh thread ended while starting"))?;
+        Ok(MeshProxy {
+            control: Some(control),
+            thread: Some(thread),
+            registry,
+            bound,
+        })
+    }
+
+    /// (listener name, host, port) of every listener, ports as bound (0 resolved).
+    fn addresses(&self) -> Vec<(String, String, u16)> {
+        self.bound.clone()
+    }
+
+    /// Swaps in a new configuration: same listeners, new routes and clusters. Clusters
+    /// whose settings did not change keep their connections. Blocks until it is in.
+    fn reload(&self, py: Python<'_>, config: &Bound<'_, PyDict>) -> PyResult<()> {
+        let config: MeshConfig = config.extract()?;
+        let (done, wait) = std::sync::mpsc::channel();
+        let sent = self
+            .control
+            .as_ref()
+            .is_some_and(|c| c.send(Control::Reload(config, done)).is_ok());
+        if !sent {
+            return Err(PyRuntimeError::new_err("the mesh is stopped"));
+        }
+        py.detach(move || wait.recv())
+            .map_err(|_| PyRuntimeError::new_err("the mesh thread ended during the reload"))
+    }
+
+    /// Closes every listener and connection and waits for the thread to end.
+    fn stop(&mut self, py: Python<'_>) {
+        if let Some(control) = self.control.take() {
+            let _ = control.send(Control::Stop);
+        }
+        if let Some(thread) = self.thread.take() {
+            py.detach(|| {
+                let _ = thread.join();
+            });
+        }
+    }
+
+    /// Counters by listener, route and cluster (see `layotto_fast.mesh.metrics`).
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let registry = self.registry.lock().expect("registry poisoned");
+        let out = PyDict::new(py);
+        let listeners = PyList::empty(py);
+        for (name, protocol, address, s) in &registry.listeners {
+            let d = PyDict::new(py);
+            d.set_item("name", name)?;
+            d.set_item("protocol", protocol)?;
+            d.set_item("address", address)?;
+            d.set_item("connections", s.connections.get())?;
+            d.set_item("open_connections", s.open_connections.get())?;
+            d.set_item("no_route", s.no_route.get())?;
+            d.set_item("bad_frames", s.bad_frames.get())?;
+            d.set_item("heartbeats", s.heartbeats.get())?;
+            listeners.append(d)?;
+        }
+        out.set_item("listeners", listeners)?;
+        let routes = PyList::empty(py);
+        for (listener, name, s) in &registry.routes {
+            let d = PyDict::new(py);
+            d.set_item("listener", listener)?;
+            d.set_item("name", name)?;
+            let outcomes = PyDict::new(py);
+            for (outcome, label) in OUTCOMES {
+                outcomes.set_item(label, s.outcomes[outcome as usize].get())?;
+            }
+            d.set_item("outcomes", outcomes)?;
+            let buckets: Vec<u64> = s.latency.iter().map(|c| c.get()).collect();
+            d.set_item("latency_bounds_us", LATENCY_BUCKETS_US.to_vec())?;
+            d.set_item("latency_counts", buckets)?;
+            d.set_item("latency_sum_us", s.latency_sum_us.get())?;
+            routes.append(d)?;
+        }
+        out.set_item("routes", routes)?;
+        let clusters = PyList::empty(py);
+        for (name, hosts, s) in &registry.clusters {
+            let d = PyDict::new(py);
+            d.set_item("name", name)?;
+            d.set_item("ejections", s.ejections.get())?;
+            d.set_item("breaker_refused", s.breaker_refused.get())?;
+            d.set_item("connect_failures", s.connect_failures.get())?;
+            d.set_item("unknown_responses", s.unknown_responses.get())?;
+            let host_list = PyList::empty(py);
+            for (address, h) in hosts.iter().zip(&s.hosts) {
+                let hd = PyDict::new(py);
+                hd.set_item("address", address)?;
+                hd.set_item(
+                    "healthy",
+                    h.healthy.load(std::sync::atomic::Ordering::Relaxed),
+                )?;
+                hd.set_item(
+                    "ejected",
+                    h.ejected.load(std::sync::atomic::Ordering::Relaxed),
+                )?;
+                host_list.append(hd)?;
+            }
+            d.set_item("hosts", host_list)?;
+            clusters.append(d)?;
+        }
+        out.set_item("clusters", clusters)?;
+        Ok(out)
+    }
+
+    fn __del__(&mut self) {
+        if let Some(control) = self.control.take() {
+            let _ = control.send(Control::Stop);
+        }
+    }
+}
+
+fn publish(
+    registry: &Mutex<Registry>,
+    config: &MeshConfig,
+    routing: &Routing,
+    listeners: &[Arc<ListenerStats>],
+) {
+    let mut r = registry.lock().expect("registry poisoned");
+    r.listeners = config
+        .listeners
+        .iter()
+        .zip(listeners)
+        .map(|(l, s)| {
+            (
+                l.name.clone(),
+                l.protocol.clone(),
+                l.address.clone(),
+                s.clone(),
+            )
+        })
+        .collect();
+    r.routes = config
+        .listeners
+        .iter()
+        .zip(&routing.listeners)
+        .flat_map(|(l, lr)| {
+            lr.routes
+                .iter()
+                .map(move |route| (l.name.clone(), route.spec.name.clone(), route.stats.clone()))
+        })
+        .collect();
+    r.clusters = routing
+        .clusters
+        .iter()
+        .map(|c| {
+            (
+                c.config.name.clone(),
+                c.config.hosts.clone(),
+                c.stats.clone(),
+            )
+        })
+        .collect();
+}
+
+fn start_health_checks(routing: &Routing, previous: Option<&Routing>) {
+    for cluster in &routing.clusters {
+        let kept = previous.is_some_and(|p| p.clusters.iter().any(|old| Rc::ptr_eq(old, cluster)));
+        if kept || cluster.config.health_check_interval_ms == 0 {
+            continue;
+        }
+        let weak = Rc::downgrade(cluster);
+        match cluster.config.protocol.as_str() {
+            "dubbo" => spawn_local(check_hosts::<Dubbo>(weak)),
+            _ => spawn_local(check_hosts::<Bolt>(weak)),
+        };
+    }
+}
+
+async fn run(
+    config: MeshConfig,
+    sockets: Vec<StdListener>,
+    mut control: mpsc::UnboundedReceiver<Control>,
+    registry: Arc<Mutex<Registry>>,
+    started: std::sync::mpsc::Sender<()>,
+) {
+    let mut route_stats = HashMap::new();
+    let routing = Rc::new(RefCell::new(Rc::new(Routing::build(
+        &config,
+        None,
+        &mut route_stats,
+    ))));
+    start_health_checks(&routing.borrow(), None);
+    let listener_stats: Vec<Arc<ListenerStats>> =
+        config.listeners.iter().map(|_| Arc::default()).collect();
+    publish(&registry, &config, &routing.borrow(), &listener_stats);
+    for (index, (l, socket)) in config.listeners.iter().zip(sockets).enumerate() {
+        let listener = Rc::new(Listener {
+            index,
+            max_frame_size: l.max_frame_size,
+            max_buffered: l.max_buffered,
+            routing: routing.clone(),
+            stats: listener_stats[index].clone(),
+        });
+        let socket =
+            tokio::net::TcpListener::from_std(socket).expect("a bound non-blocking socket");
+        spawn(&l.protocol, socket, listener);
+    }
+    let _ = started.send(());
+    let mut config = config;
+    while let Some(message) = control.recv().await {
+        match message {
+            Control::Reload(new, done) => {
+                let old = routing.borrow().clone();
+                let next = Rc::new(Routing::build(&new, Some(&old), &mut route_stats));
+                start_health_checks(&next, Some(&old));
+                publish(&registry, &new, &next, &listener_stats);
+                *routing.borrow_mut() = next;
+                config = new;
+                let _ = done.send(());
+            }
+            Control::Stop => break,
+        }
+    }
+    drop(config);
+}
+
+fn spawn(protocol: &str, socket: tokio::net::TcpListener, listener: Rc<Listener>) {
+    fn go<C: Codec>(socket: tokio::net::TcpListener, listener: Rc<Listener>) {
+        spawn_local(accept::<C>(socket, listener));
+    }
+    match protocol {
+        "dubbo" => go::<Dubbo>(socket, listener),
+        _ => go::<Bolt>(socket, listener),
+    }
+}

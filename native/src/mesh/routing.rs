@@ -1,0 +1,111 @@
+//! One configuration as the proxy thread runs it: every listener's route table and the
+//! clusters its routes send to. A reload builds a new one and swaps it in; connections
+//! in progress finish on the one they started with.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::cluster::{Cluster, TokenBucket};
+use super::config::MeshConfig;
+use super::router::{self, RouteTable, WeightedCluster};
+use super::stats::RouteStats;
+
+pub struct Route {
+    pub spec: router::Route,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub bucket: Option<TokenBucket>,
+    pub stats: Arc<RouteStats>,
+    sent: Cell<u64>,
+}
+
+impl Route {
+    pub fn pick_cluster(&self) -> usize {
+        let n = self.sent.get();
+        self.sent.set(n.wrapping_add(1));
+        self.spec.pick_cluster(n)
+    }
+}
+
+pub struct ListenerRoutes {
+    pub table: RouteTable,
+    pub routes: Vec<Route>,
+}
+
+pub struct Routing {
+    pub listeners: Vec<ListenerRoutes>,
+    pub clusters: Vec<Rc<Cluster>>,
+}
+
+impl Routing {
+    /// Builds `config`, keeping the clusters of `previous` whose configuration did not
+    /// change (with their connections) and the statistics of routes of the same name.
+    pub fn build(
+        config: &MeshConfig,
+        previous: Option<&Routing>,
+        route_stats: &mut HashMap<(String, String), Arc<RouteStats>>,
+    ) -> Routing {
+        let clusters: Vec<Rc<Cluster>> = config
+            .clusters
+            .iter()
+            .map(|c| {
+                previous
+                    .and_then(|p| p.clusters.iter().find(|old| old.config == *c))
+                    .cloned()
+                    .unwrap_or_else(|| Rc::new(Cluster::new(c.clone())))
+            })
+            .collect();
+        let cluster_index = |name: &str| {
+            config
+                .clusters
+                .iter()
+                .position(|c| c.name == name)
+                .expect("routes name known clusters (checked in Python)")
+        };
+        let listeners = config
+            .listeners
+            .iter()
+            .map(|l| {
+                let routes: Vec<Route> = l
+                    .routes
+                    .iter()
+                    .map(|r| Route {
+                        spec: router::Route {
+                            name: r.name.clone(),
+                            matches: r.matches(),
+                            clusters: r
+                                .clusters
+                                .iter()
+                                .map(|(name, weight)| WeightedCluster {
+                                    cluster: cluster_index(name),
+                                    weight: *weight,
+                                })
+                                .collect(),
+                        },
+                        timeout: Duration::from_millis(r.timeout_ms),
+                        retries: r.retries,
+                        bucket: r
+                            .rate_limit
+                            .map(|(rate, burst)| TokenBucket::new(rate, burst)),
+                        stats: route_stats
+                            .entry((l.name.clone(), r.name.clone()))
+                            .or_default()
+                            .clone(),
+                        sent: Cell::new(0),
+                    })
+                    .collect();
+                ListenerRoutes {
+                    table: RouteTable::new(routes.iter().map(|r| r.spec.clone()).collect()),
+                    routes,
+                }
+            })
+            .collect();
+        Routing {
+            listeners,
+            clusters,
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! Counters the proxy thread writes and `/metrics` reads: relaxed atomics, no locks.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn incr(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn decr(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Upper bounds of the latency histogram's buckets, in microseconds (then +Inf).
+pub const LATENCY_BUCKETS_US: [u64; 14] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000,
+];
+
+/// How a request through a route ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The upstream answered (whatever its status).
+    Answered,
+    Timeout,
+    Unavailable,
+    RateLimited,
+    BreakerRefused,
+}
+
+pub const OUTCOMES: [(Outcome, &str); 5] = [
+    (Outcome::Answered, "answered"),
+    (Outcome::Timeout, "timeout"),
+    (Outcome::Unavailable, "unavailable"),
+    (Outcome::RateLimited, "rate_limited"),
+    (Outcome::BreakerRefused, "breaker_refused"),
+];
+
+#[derive(Debug, Default)]
+pub struct RouteStats {
+    pub outcomes: [Counter; 5],
+    /// Cumulative-free counts per bucket; the last is +Inf.
+    pub latency: [Counter; 15],
+    pub latency_sum_us: Counter,
+}
+
+impl RouteStats {
+    pub fn count(&self, outcome: Outcome) {
+        self.outcomes[outcome as usize].incr();
+    }
+
+    pub fn observe_us(&self, us: u64) {
+        let bucket = LATENCY_BUCKETS_US
+            .iter()
+            .position(|&bound| us <= bound)
+            .unwrap_or(LATENCY_BUCKETS_US.len());
+        self.latency[bucket].incr();
+        self.latency_sum_us.add(us);
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct HostStats {
+    pub healthy: AtomicBool,
+    pub ejected: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+pub struct ClusterStats {
+    pub ejections: Counter,
+    pub breaker_refused: Counter,
+    pub connect_failures: Counter,
+    pub unknown_responses: Counter,
+    pub hosts: Vec<HostStats>,
+}
+
+impl ClusterStats {
+    pub fn for_hosts(n: usize) -> Self {
+        ClusterStats {
+            hosts: (0..n)
+                .map(|_| HostStats {
+                    healthy: AtomicBool::new(true),
+                    ejected: AtomicBool::new(false),
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    pub connections: Counter,
+    pub open_connections: Counter,
+    pub no_route: Counter,
+    pub bad_frames: Counter,
+    pub heartbeats: Counter,
+}

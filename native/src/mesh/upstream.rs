@@ -1,0 +1,257 @@
+//! One multiplexed connection to an upstream host: requests from any client go out on
+//! it under ids of its own, and each response is mapped back to the client and id it
+//! came with. The pending-request map lives here, on the proxy thread.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::task::spawn_local;
+
+use super::cluster::Cluster;
+use super::outbox::Outbox;
+use super::stats::{ClusterStats, Outcome, RouteStats};
+use crate::codec::{Codec, FrameHead, FrameKind, Refusal};
+
+/// Enough of a request's first bytes to build the protocol's refusal for it later.
+pub const REQUEST_HEAD_LEN: usize = 24;
+
+/// A request sent upstream and not answered yet.
+pub struct Pending {
+    pub client: Rc<Outbox>,
+    pub client_id: u64,
+    pub head: [u8; REQUEST_HEAD_LEN],
+    pub deadline: Instant,
+    pub started: Instant,
+    pub route: std::sync::Arc<RouteStats>,
+    pub cluster: Rc<Cluster>,
+    pub host: usize,
+}
+
+pub struct Upstream {
+    pub outbox: Rc<Outbox>,
+    pending: RefCell<HashMap<u64, Pending>>,
+    next_id: Cell<u64>,
+    /// When a heartbeat was last answered (active health checks read it).
+    pub heartbeat_answered: Cell<Option<Instant>>,
+    stats: std::sync::Arc<ClusterStats>,
+    /// Bolt's ids are 32-bit: the mask keeps ours within the protocol's field.
+    id_mask: u64,
+}
+
+/// Bytes an upstream may leave unread before its connection is dropped.
+const UPSTREAM_OUTBOX_LIMIT: usize = 64 * 1024 * 1024;
+/// How often pending requests are checked against their deadlines.
+const DEADLINE_TICK: Duration = Duration::from_millis(5);
+/// Largest response accepted from an upstream.
+const MAX_UPSTREAM_FRAME: usize = 64 * 1024 * 1024;
+
+impl Upstream {
+    /// Connects to `address` within `timeout` and starts the connection's tasks.
+    pub async fn connect<C: Codec>(
+        address: &str,
+        timeout: Duration,
+        stats: std::sync::Arc<ClusterStats>,
+    ) -> std::io::Result<Rc<Upstream>> {
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("connecting to {address} took over {timeout:?}"),
+                ))
+            }
+        };
+        stream.set_nodelay(true)?;
+        let (reader, writer) = stream.into_split();
+        let id_mask = if C::NAME == "bolt" {
+            u32::MAX as u64
+        } else {
+            u64::MAX
+        };
+        let upstream = Rc::new(Upstream {
+            outbox: Rc::new(Outbox::new(UPSTREAM_OUTBOX_LIMIT)),
+            pending: RefCell::new(HashMap::new()),
+            next_id: Cell::new(1),
+            heartbeat_answered: Cell::new(None),
+            stats,
+            id_mask,
+        });
+        let outbox = upstream.outbox.clone();
+        spawn_local(async move { outbox.drain(writer).await });
+        spawn_local(read_responses::<C>(upstream.clone(), reader, PhantomData));
+        spawn_local(expire_deadlines::<C>(upstream.clone()));
+        Ok(upstream)
+    }
+
+    pub fn is_open(&self) -> bool {
+        !self.outbox.is_closed()
+    }
+
+    /// Sends request `frame` (its id rewritten to one of ours); `pending` is `None` for
+    /// a oneway request, which gets no answer.
+    pub fn send<C: Codec>(&self, frame: &mut [u8], pending: Option<Pending>) -> bool {
+        let id = self.next_id.get() & self.id_mask;
+        self.next_id.set(self.next_id.get().wrapping_add(1));
+        C::set_request_id(frame, id);
+        if let Some(pending) = pending {
+            pending.cluster.hosts[pending.host]
+                .active
+                .set(pending.cluster.hosts[pending.host].active.get() + 1);
+            pending
+                .cluster
+                .in_flight
+                .set(pending.cluster.in_flight.get() + 1);
+            self.pending.borrow_mut().insert(id, pending);
+        }
+        self.outbox.push(frame)
+    }
+
+    /// Sends a heartbeat; the id is ours, and its answer is simply consumed.
+    pub fn send_heartbeat<C: Codec>(&self) -> bool {
+        let id = self.next_id.get() & self.id_mask;
+        self.next_id.set(self.next_id.get().wrapping_add(1));
+        self.outbox.push(&C::heartbeat_request(id))
+    }
+
+    fn issued(&self, id: u64) -> bool {
+        id < self.next_id.get()
+    }
+
+    /// Ends every pending request with `refusal`, as when the connection is lost.
+    fn fail_all<C: Codec>(&self, refusal: Refusal, message: &str) {
+        let pending: Vec<Pending> = self.pending.borrow_mut().drain().map(|(_, p)| p).collect();
+        if let Some(first) = pending.first() {
+            first.cluster.failed(first.host);
+        }
+        for p in pending {
+            finish(&p);
+            p.route.count(Outcome::Unavailable);
+            refuse::<C>(&p, refusal, message);
+        }
+    }
+}
+
+/// Bookkeeping common to every way a pending request ends.
+fn finish(p: &Pending) {
+    let host = &p.cluster.hosts[p.host];
+    host.active.set(host.active.get().saturating_sub(1));
+    p.cluster
+        .in_flight
+        .set(p.cluster.in_flight.get().saturating_sub(1));
+}
+
+fn refuse<C: Codec>(p: &Pending, refusal: Refusal, message: &str) {
+    let head = FrameHead {
+        kind: FrameKind::Request,
+        request_id: p.client_id,
+    };
+    p.client.push(&C::refusal(&p.head, &head, refusal, message));
+}
+
+async fn read_responses<C: Codec>(
+    upstream: Rc<Upstream>,
+    mut reader: tokio::net::tcp::OwnedReadHalf,
+    _codec: PhantomData<C>,
+) {
+    let mut buffer = BytesMut::with_capacity(64 * 1024);
+    let why = 'reading: loop {
+        tokio::select! {
+            read = reader.read_buf(&mut buffer) => match read {
+                Ok(0) => break 'reading "the upstream closed the connection".to_string(),
+                Ok(_) => {}
+                Err(e) => break 'reading format!("reading from the upstream failed: {e}"),
+            },
+            _ = upstream.outbox.closed() => break 'reading "writing to the upstream failed".to_string(),
+        }
+        loop {
+            let len = match C::frame_len(&buffer) {
+                Ok(Some(n)) if n > MAX_UPSTREAM_FRAME as u64 => {
+                    break 'reading format!("the upstream sent a {n}-byte frame");
+                }
+                Ok(Some(n)) if n as usize <= buffer.len() => n as usize,
+                Ok(_) => break,
+                Err(e) => break 'reading format!("the upstream sent a malformed frame: {e}"),
+            };
+            let mut frame = buffer.split_to(len);
+            if let Err(why) = on_frame::<C>(&upstream, &mut frame) {
+                break 'reading why;
+            }
+        }
+    };
+    upstream.outbox.close();
+    upstream.fail_all::<C>(Refusal::Unavailable, &why);
+}
+
+fn on_frame<C: Codec>(upstream: &Upstream, frame: &mut [u8]) -> Result<(), String> {
+    let head = C::head(frame).map_err(|e| format!("the upstream sent a malformed frame: {e}"))?;
+    match head.kind {
+        FrameKind::Response => {
+            let Some(p) = upstream.pending.borrow_mut().remove(&head.request_id) else {
+                if upstream.issued(head.request_id) {
+                    return Ok(()); // answered after its deadline: the client already heard
+                }
+                upstream.stats.unknown_responses.incr();
+                return Err(format!(
+                    "the upstream answered request id {} that was never sent",
+                    head.request_id
+                ));
+            };
+            finish(&p);
+            p.cluster.succeeded(p.host);
+            p.route.count(Outcome::Answered);
+            p.route.observe_us(p.started.elapsed().as_micros() as u64);
+            C::set_request_id(frame, p.client_id);
+            p.client.push(frame);
+        }
+        FrameKind::HeartbeatRequest => {
+            upstream.outbox.push(&C::heartbeat_reply(frame, &head));
+        }
+        FrameKind::HeartbeatResponse => upstream.heartbeat_answered.set(Some(Instant::now())),
+        FrameKind::Request | FrameKind::Oneway => {
+            return Err("the upstream sent a request on a client connection".into());
+        }
+    }
+    Ok(())
+}
+
+async fn expire_deadlines<C: Codec>(upstream: Rc<Upstream>) {
+    let mut tick = tokio::time::interval(DEADLINE_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while upstream.is_open() {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = upstream.outbox.closed() => break,
+        }
+        if upstream.pending.borrow().is_empty() {
+            continue;
+        }
+        let now = Instant::now();
+        let expired: Vec<u64> = upstream
+            .pending
+            .borrow()
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in expired {
+            let Some(p) = upstream.pending.borrow_mut().remove(&id) else {
+                continue;
+            };
+            finish(&p);
+            p.cluster.failed(p.host);
+            p.route.count(Outcome::Timeout);
+            let waited = now.duration_since(p.started);
+            refuse::<C>(
+                &p,
+                Refusal::Timeout,
+                &format!("no answer from the upstream within {waited:?}"),
+            );
+        }
+    }
+}

@@ -1,0 +1,260 @@
+"""The mesh's Bolt listener in the real sidecar process: routing, refusals in Bolt's own
+statuses, heartbeats, faults of clients and upstreams, reload, metrics and info."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests import sidecar as sidecar_process
+from tests.mesh.fault_upstream import BoltClient, FaultUpstream, fault_upstream
+
+ECHO = "com.example.EchoService:1.0"
+STATUS_SUCCESS, STATUS_NO_PROCESSOR, STATUS_TIMEOUT, STATUS_CONNECTION_CLOSED = 0x0, 0x6, 0x7, 0x10
+STATUS_THREADPOOL_BUSY = 0x4
+
+
+def mesh_config(bolt_port: int, routes: list[dict[str, Any]], clusters: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "mesh": {
+            "listeners": [
+                {"name": "bolt-in", "protocol": "bolt", "address": f"127.0.0.1:{bolt_port}", "routes": routes}
+            ],
+            "clusters": clusters,
+        }
+    }
+
+
+def write(path: Path, config: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+class Mesh:
+    def __init__(self, sidecar: sidecar_process.Sidecar, port: int, config: Path) -> None:
+        self.sidecar, self.port, self.config = sidecar, port, config
+
+    def client(self) -> BoltClient:
+        return BoltClient(("127.0.0.1", self.port))
+
+    def stats(self) -> dict[str, Any]:
+        status, body = self.sidecar.http("/actuator/info")
+        assert status == 200
+        return dict(json.loads(body)["mesh"])
+
+
+@pytest.fixture
+def upstreams() -> Iterator[tuple[FaultUpstream, FaultUpstream]]:
+    with fault_upstream() as a, fault_upstream() as b:
+        yield a, b
+
+
+@pytest.fixture
+def mesh(tmp_path: Path, upstreams: tuple[FaultUpstream, FaultUpstream]) -> Iterator[Mesh]:
+    a, b = upstreams
+    port = sidecar_process.free_port()
+    routes = [
+        {"name": "echo", "match": {"service": ECHO}, "cluster": "echo", "timeout_ms": 300},
+        {"name": "canary", "match": {"service_prefix": "com.canary."}, "cluster": "second"},
+        {"name": "limited", "match": {"service": "com.example.Limited:1.0"}, "cluster": "second",
+         "rate_limit": {"requests_per_second": 0.01, "burst": 2}},
+    ]  # fmt: skip
+    clusters = [
+        {"name": "echo", "protocol": "bolt", "hosts": [a.address, b.address]},
+        {"name": "second", "protocol": "bolt", "hosts": [b.address]},
+    ]
+    config = write(tmp_path / "mesh.yaml", mesh_config(port, routes, clusters))
+    sidecar = sidecar_process.start(tmp_path, "--config", str(config))
+    try:
+        yield Mesh(sidecar, port, config)
+    finally:
+        sidecar.stop()
+
+
+def test_requests_reach_the_routed_cluster_round_robin(mesh: Mesh, upstreams: tuple[FaultUpstream, ...]) -> None:
+    client = mesh.client()
+    for i in range(4):
+        client.send(client.request(100 + i, ECHO, b"payload-%d" % i))
+    answers = sorted(client.responses(4))  # two upstreams: answers come in either order
+    assert [a[0] for a in answers] == [100, 101, 102, 103], "each answer carries the client's own id"
+    assert [a[3] for a in answers] == [b"payload-%d" % i for i in range(4)], "and its own payload"
+    assert all(a[1] == STATUS_SUCCESS for a in answers)
+    served_by = {a[2]["upstream"] for a in answers}
+    assert served_by == {str(u.port) for u in upstreams}, "round robin over both hosts"
+    assert answers[0][2]["service"] == ECHO, "the header map goes through unchanged"
+    client.send(client.request(7, "com.canary.Thing"))
+    assert client.responses(1)[0][2]["upstream"] == str(upstreams[1].port)
+
+
+def test_unknown_service_gets_no_processor_and_the_connection_carries_on(mesh: Mesh) -> None:
+    client = mesh.client()
+    client.send(client.request(1, "com.example.Nobody:1.0") + client.request(2, ECHO))
+    (first_id, first_status, _, _), (second_id, second_status, _, _) = client.responses(2)
+    assert (first_id, first_status) == (1, STATUS_NO_PROCESSOR)
+    assert (second_id, second_status) == (2, STATUS_SUCCESS)
+
+
+def test_heartbeats_are_answered_by_the_sidecar(mesh: Mesh, upstreams: tuple[FaultUpstream, ...]) -> None:
+    client = mesh.client()
+    heartbeat = bytes.fromhex("0101000001000000090100000bb80000000000000000")
+    client.send(heartbeat)
+    request_id, status, _, _ = client.responses(1)[0]
+    assert (request_id, status) == (9, STATUS_SUCCESS)
+    assert all(u.heartbeats == 0 for u in upstreams), "not forwarded"
+
+
+def test_fifty_pipelined_requests_in_one_write(mesh: Mesh) -> None:
+    client = mesh.client()
+    client.send(b"".join(client.request(i, ECHO, b"n%d" % i) for i in range(50)))
+    answers = client.responses(50)
+    assert sorted(a[0] for a in answers) == list(range(50))
+    assert all(a[3] == b"n%d" % a[0] for a in answers)
+
+
+def test_a_frame_split_at_every_offset(mesh: Mesh) -> None:
+    client = mesh.client()
+    frame = client.request(5, ECHO, b"split")
+    for cut in range(1, len(frame)):
+        client.send(frame[:cut])
+        time.sleep(0.001)
+        client.send(frame[cut:])
+        assert client.responses(1)[0][:2] == (5, STATUS_SUCCESS)
+
+
+def test_a_malformed_frame_closes_only_its_connection(mesh: Mesh) -> None:
+    bystander = mesh.client()
+    offender = mesh.client()
+    offender.send(b"\x09garbage-not-bolt")
+    assert offender.closed_by_peer()
+    oversized = bytearray(offender.request(1, ECHO))
+    oversized[18:22] = (2**30).to_bytes(4, "big")  # content length over max_frame_size
+    second = mesh.client()
+    second.send(bytes(oversized))
+    assert second.closed_by_peer()
+    bystander.send(bystander.request(3, ECHO))
+    assert bystander.responses(1)[0][:2] == (3, STATUS_SUCCESS)
+
+
+def test_a_slow_upstream_times_out_in_bolt_terms(mesh: Mesh, upstreams: tuple[FaultUpstream, ...]) -> None:
+    for u in upstreams:
+        u.delay = 1.0
+    client = mesh.client()
+    started = time.monotonic()
+    client.send(client.request(11, ECHO))
+    request_id, status, _, _ = client.responses(1)[0]
+    waited = time.monotonic() - started
+    assert (request_id, status) == (11, STATUS_TIMEOUT)
+    assert 0.25 <= waited < 0.9, f"the route's 300 ms timeout, not the upstream's 1 s ({waited:.3f}s)"
+
+
+def test_an_upstream_that_dies_mid_request(mesh: Mesh, upstreams: tuple[FaultUpstream, ...]) -> None:
+    for u in upstreams:
+        u.mode = "close"
+    client = mesh.client()
+    client.send(client.request(12, ECHO))
+    assert client.responses(1)[0][:2] == (12, STATUS_CONNECTION_CLOSED)
+    for u in upstreams:
+        u.mode = "echo"
+    client.send(client.request(13, ECHO))
+    assert client.responses(1)[0][:2] == (13, STATUS_SUCCESS), "a new upstream connection is made"
+
+
+def test_an_upstream_answering_an_unknown_id(mesh: Mesh, upstreams: tuple[FaultUpstream, ...]) -> None:
+    for u in upstreams:
+        u.mode = "unknown"
+    client = mesh.client()
+    client.send(client.request(14, ECHO))
+    assert client.responses(1)[0][:2] == (14, STATUS_CONNECTION_CLOSED), "its connection is dropped"
+    assert dict(_unknown_responses(mesh))["echo"] >= 1
+
+
+def _unknown_responses(mesh: Mesh) -> list[tuple[str, float]]:
+    _, body = mesh.sidecar.http("/metrics")
+    name = "layotto_fast_mesh_unknown_responses_total"
+    lines = [line for line in body.decode().splitlines() if line.startswith(name)]
+    return [(line.split('cluster="')[1].split('"')[0], float(line.split()[-1])) for line in lines]
+
+
+def test_rate_limit_answers_threadpool_busy(mesh: Mesh) -> None:
+    client = mesh.client()
+    client.send(b"".join(client.request(i, "com.example.Limited:1.0") for i in range(4)))
+    statuses = sorted(a[1] for a in client.responses(4))
+    assert statuses == [STATUS_SUCCESS, STATUS_SUCCESS, STATUS_THREADPOOL_BUSY, STATUS_THREADPOOL_BUSY]
+
+
+def test_an_unreachable_host_is_retried_on_the_other(tmp_path: Path, upstreams: tuple[FaultUpstream, ...]) -> None:
+    dead = f"127.0.0.1:{sidecar_process.free_port()}"
+    port = sidecar_process.free_port()
+    routes = [{"name": "echo", "match": {"service": ECHO}, "cluster": "c", "retries": 1}]
+    clusters = [{"name": "c", "protocol": "bolt", "hosts": [dead, upstreams[0].address]}]
+    config = write(tmp_path / "mesh.yaml", mesh_config(port, routes, clusters))
+    sidecar = sidecar_process.start(tmp_path, "--config", str(config))
+    try:
+        client = BoltClient(("127.0.0.1", port))
+        for i in range(4):
+            client.send(client.request(i, ECHO))
+            assert client.responses(1)[0][:2] == (i, STATUS_SUCCESS)
+    finally:
+        sidecar.stop()
+
+
+def test_reload_on_sighup_and_a_bad_file_keeps_the_old_routes(mesh: Mesh, upstreams: tuple[FaultUpstream, ...]) -> None:
+    config = yaml.safe_load(mesh.config.read_text())
+    new_route = {"name": "new", "match": {"service": "com.example.New"}, "cluster": "second"}
+    config["mesh"]["listeners"][0]["routes"].append(new_route)
+    write(mesh.config, config)
+    mesh.sidecar.process.send_signal(signal.SIGHUP)
+    client = mesh.client()
+    _wait_for(lambda: _status(client, 1, "com.example.New") == STATUS_SUCCESS)
+    held = mesh.client()  # a connection opened before the next reload keeps working
+    config["mesh"]["listeners"][0]["routes"][-1]["cluster"] = "missing"
+    write(mesh.config, config)
+    mesh.sidecar.process.send_signal(signal.SIGHUP)
+    _wait_for(lambda: "mesh reload refused" in mesh.sidecar.log())
+    assert "'missing' is not a cluster" in mesh.sidecar.log()
+    assert _status(held, 2, "com.example.New") == STATUS_SUCCESS
+
+
+def _status(client: BoltClient, request_id: int, service: str) -> int:
+    client.send(client.request(request_id, service))
+    return client.responses(1)[0][1]
+
+
+def _wait_for(condition: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition never held")
+
+
+def test_metrics_and_info_report_routes_and_clusters(mesh: Mesh, upstreams: tuple[FaultUpstream, ...]) -> None:
+    client = mesh.client()
+    client.send(client.request(1, ECHO) + client.request(2, "nobody"))
+    client.responses(2)
+    info = mesh.stats()
+    assert info["listeners"][0]["routes"][0] == {"name": "echo", "match": f"service={ECHO}", "clusters": ["echo"]}
+    hosts = {h["address"]: h for h in info["clusters"][0]["hosts"]}
+    assert set(hosts) == {u.address for u in upstreams} and all(h["healthy"] for h in hosts.values())
+    _, body = mesh.sidecar.http("/metrics")
+    text = body.decode()
+    assert 'layotto_fast_mesh_requests_total{listener="bolt-in",outcome="answered",route="echo"} 1.0' in text
+    assert 'layotto_fast_mesh_no_route_total{listener="bolt-in"} 1.0' in text
+    assert 'layotto_fast_mesh_request_duration_seconds_count{listener="bolt-in",route="echo"} 1.0' in text
+    assert "layotto_fast_mesh_upstream_up" in text
+
+
+def test_a_bad_mesh_section_stops_start_up_naming_the_field(tmp_path: Path) -> None:
+    config = mesh_config(sidecar_process.free_port(), [{"name": "r", "cluster": "nope"}], [])
+    path = write(tmp_path / "bad.yaml", config)
+    sidecar = sidecar_process.start(tmp_path, "--config", str(path), wait=False)
+    assert sidecar.process.wait(20) == 2
+    assert "mesh.listeners[0].routes[0].cluster: 'nope' is not a cluster" in sidecar.log()

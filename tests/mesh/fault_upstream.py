@@ -1,0 +1,140 @@
+"""A Bolt upstream whose misbehaviour a test chooses: echo, answer late, close mid-request,
+answer an id it was never sent. A test double for faults only; interop runs against
+anthunder and SOFARPC providers.
+
+It runs its own event loop on a thread, so a test's blocking client calls can use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import layotto_fast_native as native
+
+HEARTBEAT = 0
+
+
+class FaultUpstream:
+    def __init__(self) -> None:
+        self.mode = "echo"
+        self.delay = 0.0
+        self.requests = 0
+        self.heartbeats = 0
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._server: asyncio.Server | None = None
+        self._serving: set[asyncio.Task[None]] = set()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    def start(self, port: int = 0) -> FaultUpstream:
+        self._thread.start()
+        self._server = asyncio.run_coroutine_threadsafe(self._listen(port), self._loop).result(5)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def _listen(self, port: int) -> asyncio.Server:
+        return await asyncio.start_server(self._serve, "127.0.0.1", port)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._serving.add(task)
+        task.add_done_callback(self._serving.discard)
+        splitter = native.FrameSplitter("bolt")
+        try:
+            while data := await reader.read(65536):
+                for frame in splitter.feed(data):
+                    await self._answer(bytes(frame), writer)
+        except (ConnectionError, native.FrameError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def _answer(self, frame: bytes, writer: asyncio.StreamWriter) -> None:
+        request_id, _, cmdcode, codec, _, _, header, content = native.decode_bolt_request(frame)
+        if cmdcode == HEARTBEAT:
+            self.heartbeats += 1
+            writer.write(native.encode_bolt_heartbeat_ack(request_id))
+            return
+        self.requests += 1
+        if self.mode == "close":
+            writer.transport.abort()
+            return
+        if self.mode == "silent":
+            return
+        if self.mode == "unknown":
+            request_id += 1_000_000
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        answer = {"upstream": str(self.port), **header}
+        writer.write(native.encode_bolt_response(request_id, codec, 0, "", answer, content))
+
+    def stop(self) -> None:
+        async def close() -> None:
+            if self._server is not None:
+                self._server.close()
+            for task in list(self._serving):
+                task.cancel()
+            await asyncio.gather(*self._serving, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(close(), self._loop).result(5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+
+@contextmanager
+def fault_upstream() -> Iterator[FaultUpstream]:
+    upstream = FaultUpstream().start()
+    try:
+        yield upstream
+    finally:
+        upstream.stop()
+
+
+class BoltClient:
+    """A blocking Bolt client of raw frames, for tests that need exact bytes on the wire."""
+
+    def __init__(self, address: tuple[str, int], timeout: float = 5.0) -> None:
+        self.sock = socket.create_connection(address, timeout=timeout)
+        self._splitter = native.FrameSplitter("bolt")
+        self._frames: list[bytes] = []
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def request(self, request_id: int, service: str, content: bytes = b"hi", timeout_ms: int = 3000) -> bytes:
+        return bytes(native.encode_bolt_request(request_id, 1, timeout_ms, "", {"service": service}, content))
+
+    def responses(self, count: int) -> list[tuple[int, int, dict[str, str], bytes]]:
+        """The next ``count`` responses: (request id, status, header, content)."""
+        while len(self._frames) < count:
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError(f"closed after {len(self._frames)} of {count} responses")
+            self._frames += [bytes(f) for f in self._splitter.feed(data)]
+        taken, self._frames = self._frames[:count], self._frames[count:]
+        out = []
+        for frame in taken:
+            request_id, _, _, status, _, header, content = native.decode_bolt_response(frame)
+            out.append((request_id, status, header, content))
+        return out
+
+    def closed_by_peer(self, timeout: float = 5.0) -> bool:
+        self.sock.settimeout(timeout)
+        try:
+            return self.sock.recv(65536) == b""
+        except ConnectionResetError:
+            return True
+        except TimeoutError:
+            return False
+
+    def close(self) -> None:
+        self.sock.close()

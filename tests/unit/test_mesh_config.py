@@ -1,0 +1,116 @@
+"""The ``mesh:`` section of --config: defaults, the native shape, and errors that name the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from layotto_fast import settings
+from layotto_fast.errors import StartupError
+from layotto_fast.mesh.config import MeshSettings, parse
+
+R0 = "mesh.listeners[0].routes[0]"
+CLUSTER = {"name": "echo", "protocol": "bolt", "hosts": ["127.0.0.1:12200"]}
+
+
+def mesh(**listener: Any) -> dict[str, Any]:
+    return {
+        "listeners": [{"protocol": "bolt", "routes": [{"name": "r", "cluster": "echo"}], **listener}],
+        "clusters": [CLUSTER],
+    }
+
+
+def test_defaults_follow_the_documented_ports_and_limits() -> None:
+    parsed = parse(mesh(), "f.yaml")
+    listener = parsed.listeners[0]
+    assert (listener.name, listener.address) == ("bolt", "127.0.0.1:12220")
+    route = listener.routes[0]
+    assert (route.timeout_ms, route.retries, route.rate_limit, route.clusters) == (3000, 1, None, (("echo", 1),))
+    cluster = parsed.clusters[0]
+    assert (cluster.balancing, cluster.max_requests, cluster.outlier_consecutive_failures) == ("round_robin", 10_000, 5)
+    assert cluster.health_check_interval_ms == 0
+    dubbo = parse({"listeners": [{"protocol": "dubbo"}]}, "f.yaml")
+    assert dubbo.listeners[0].address == "127.0.0.1:20882"
+
+
+def test_the_native_shape_carries_every_setting() -> None:
+    raw = mesh(
+        routes=[
+            {
+                "name": "r",
+                "match": {"service_prefix": "com.", "version": "1.0", "headers": {"zone": "gz"}},
+                "clusters": [{"name": "echo", "weight": 3}],
+                "timeout_ms": 250,
+                "retries": 2,
+                "rate_limit": {"requests_per_second": 100, "burst": 10},
+            }
+        ]
+    )
+    raw["clusters"][0] = {
+        **CLUSTER,
+        "balancing": "least_request",
+        "circuit_breaker": {"max_requests": 7, "max_pending": 3},
+        "outlier_detection": {"consecutive_failures": 2, "ejection_ms": 500},
+        "health_check": {"interval_ms": 100, "timeout_ms": 50},
+    }
+    native = parse(raw, "f.yaml").to_native()
+    route = native["listeners"][0]["routes"][0]
+    assert route == {
+        "name": "r",
+        "service": None,
+        "service_prefix": "com.",
+        "version": "1.0",
+        "headers": [("zone", "gz")],
+        "clusters": [("echo", 3)],
+        "timeout_ms": 250,
+        "retries": 2,
+        "rate_limit": (100.0, 10.0),
+    }
+    cluster = native["clusters"][0]
+    assert (cluster["max_requests"], cluster["max_pending"], cluster["balancing"]) == (7, 3, "least_request")
+    assert (cluster["outlier_consecutive_failures"], cluster["ejection_ms"]) == (2, 500)
+    assert (cluster["health_check_interval_ms"], cluster["health_check_timeout_ms"]) == (100, 50)
+
+
+@pytest.mark.parametrize(
+    ("raw", "field", "problem"),
+    [
+        (mesh(protocol="http"), "mesh.listeners[0].protocol", "must be one of bolt, dubbo"),
+        (mesh(address="nowhere"), "mesh.listeners[0].address", "must be host:port"),
+        (mesh(routes=[{"name": "r", "cluster": "nope"}]), f"{R0}.cluster", "'nope' is not a cluster"),
+        (mesh(routes=[{"name": "r"}]), f"{R0}.cluster", "is required"),
+        (mesh(routes=[{"name": "r", "cluster": "echo", "timeout_ms": 0}]), f"{R0}.timeout_ms", "from 1"),
+        (mesh(routes=[{"name": "r", "cluster": "echo", "match": {"service": "a", "service_prefix": "b"}}]),
+         f"{R0}.match.service_prefix", "not both"),
+        (mesh(routes=[{"name": "r", "cluster": "echo", "surprise": 1}]), f"{R0}.surprise", "unknown field"),
+        (mesh(routes=[{"name": "r", "cluster": "echo"}, {"name": "r", "cluster": "echo"}]),
+         "mesh.listeners[0].routes[1].name", "used twice"),
+        ({"listeners": [{"protocol": "dubbo", "routes": [{"name": "r", "cluster": "echo"}]}], "clusters": [CLUSTER]},
+         f"{R0}.cluster", "speaks bolt, this listener dubbo"),
+        ({"clusters": [{**CLUSTER, "hosts": []}]}, "mesh.clusters[0].hosts", "at least one"),
+        ({"clusters": [{**CLUSTER, "hosts": ["x"]}]}, "mesh.clusters[0].hosts[0]", "host:port"),
+        ({"clusters": [{**CLUSTER, "balancing": "random"}]}, "mesh.clusters[0].balancing", "round_robin, least"),
+        ({"clusters": [CLUSTER, CLUSTER]}, "mesh.clusters[1].name", "used twice"),
+        ([], "mesh", "must be a mapping"),
+    ],
+)  # fmt: skip
+def test_mistakes_name_the_field(raw: Any, field: str, problem: str) -> None:
+    with pytest.raises(StartupError) as caught:
+        parse(raw, "mesh.yaml")
+    assert caught.value.source == "mesh.yaml"
+    assert caught.value.field == field
+    assert problem in caught.value.problem
+
+
+def test_the_config_file_carries_the_mesh_and_its_ports_are_checked(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"grpc_port": 5000, "mesh": mesh()}))
+    loaded = settings.load(str(path), {})
+    assert isinstance(loaded.mesh, MeshSettings) and loaded.config_file == str(path)
+    assert settings.read_mesh(str(path)) == loaded.mesh
+    path.write_text(yaml.safe_dump({"grpc_port": 12220, "mesh": mesh()}))
+    with pytest.raises(StartupError, match=r"mesh.listeners\[0\].address: 12220 is also the grpc_port"):
+        settings.load(str(path), {})
