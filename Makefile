@@ -13,6 +13,11 @@ NATIVE_SOURCES := $(shell find native/src -name '*.rs') native/Cargo.toml native
 PACKAGE_SOURCES := setup.py pyproject.toml $(wildcard proto/*.proto) $(wildcard components/*) \
 	$(shell find layotto_fast -name '*.pyx' -o -name '*.pxd')
 
+# Bolt and Dubbo peers this project did not write, for the mesh's interop tests: anthunder
+# (SOFA's Python Bolt client and server), dubbo-ssl-python (a Dubbo client), dubbo-py (a
+# Dubbo provider).
+MESH_PEERS := anthunder==0.8.1 dubbo-ssl-python==0.9.6 dubbo-py==0.2.2
+
 .PHONY: install run test lint native-test py-test bench proto clean servers
 
 $(PYTHON):
@@ -23,6 +28,7 @@ $(STAMP)/deps: pyproject.toml native/pyproject.toml | $(PYTHON)
 	$(PIP) install --upgrade pip
 	$(PIP) install "setuptools>=68" wheel "Cython>=3.0" "grpcio-tools>=1.60" "maturin>=1.9"
 	$(PIP) install "pytest>=8" pytest-benchmark ruff mypy types-PyYAML types-protobuf grpc-stubs h2 hpack hyperframe
+	$(PIP) install $(MESH_PEERS)
 	touch $@
 
 # The shipped crate, or the one with the benchmark-only designs (cargo feature

@@ -1,0 +1,466 @@
+"""Record golden Bolt and Dubbo frames from real third-party peers into tests/mesh/golden/vectors.json.
+
+    python -m tests.mesh.make_golden [--out PATH]
+
+Needs anthunder 0.8.1 (Bolt client and provider), dubbo-ssl-python 0.9.6 (Dubbo client) and
+dubbo-py 0.2.2 (Dubbo provider) in the running interpreter. Nothing of the sidecar is used:
+each peer client talks to its peer provider through a recording TCP proxy (asyncio, in a
+thread) which cuts both byte streams into frames by their length fields and stores them
+verbatim. The proxy also injects one frame of its own (a Dubbo heartbeat request towards the
+client) to record the client's answer.
+
+Every value is fixed except request ids, and those are made repeatable too: anthunder starts
+its request ids at random.randint() when imported (pinned by seeding ``random`` first) and
+dubbo-ssl-python counts from 0 per process. The "what" text of each vector says what would vary
+with other runs of the peers. "fields" is a decoding of the frame for reading convenience only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import random
+import struct
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tests.mesh import bolt_peers, dubbo_peers
+
+OUT = Path(__file__).resolve().parent / "golden" / "vectors.json"
+SEED = 20220  # random.seed before anthunder is imported: pins its first request id
+ANTHUNDER = "anthunder 0.8.1"
+DUBBO_CLIENT = "dubbo-ssl-python 0.9.6"
+DUBBO_SERVER = "dubbo-py 0.2.2"
+
+Framer = Callable[[bytes], int | None]
+
+
+# ---------------------------------------------------------------------------------------------
+# framing (only lengths; the proxy never interprets anything else)
+
+
+def bolt_request_len(buf: bytes) -> int | None:
+    if len(buf) < 22:
+        return None
+    class_len, header_len, content_len = struct.unpack(">HHI", buf[14:22])
+    total: int = 22 + class_len + header_len + content_len
+    return total if len(buf) >= total else None
+
+
+def bolt_response_len(buf: bytes) -> int | None:
+    if len(buf) < 20:
+        return None
+    class_len, header_len, content_len = struct.unpack(">HHI", buf[12:20])
+    total: int = 20 + class_len + header_len + content_len
+    return total if len(buf) >= total else None
+
+
+def dubbo_len(buf: bytes) -> int | None:
+    if len(buf) < 16:
+        return None
+    total: int = 16 + struct.unpack(">i", buf[12:16])[0]
+    return total if len(buf) >= total else None
+
+
+# ---------------------------------------------------------------------------------------------
+# recording proxy
+
+
+class RecordingProxy:
+    """Listens on loopback, relays each connection to ``upstream``, records every frame."""
+
+    def __init__(self, upstream: tuple[str, int], up_framer: Framer, down_framer: Framer) -> None:
+        self.upstream = upstream
+        self.up_framer = up_framer  # client -> server frames
+        self.down_framer = down_framer  # server -> client frames
+        self.frames: list[tuple[str, bytes]] = []
+        self.swallow: Callable[[bytes], bool] = lambda frame: False  # client frames not relayed
+        self._cond = threading.Condition()
+        self._clients: list[asyncio.StreamWriter] = []
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self.port = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._server = self._loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self._loop.run_forever()
+        self._loop.close()
+
+    async def _shutdown(self) -> None:
+        self._server.close()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return "127.0.0.1", self.port
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        self._clients.append(writer)
+        try:
+            await asyncio.gather(
+                self._pump(reader, up_writer, self.up_framer, "client->server", self.swallow),
+                self._pump(up_reader, writer, self.down_framer, "server->client", lambda frame: False),
+                return_exceptions=True,
+            )
+        except asyncio.CancelledError:  # close(): end quietly (3.11's start_server logs cancelled handlers)
+            pass
+        finally:
+            self._clients.remove(writer)
+
+    async def _pump(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        framer: Framer,
+        direction: str,
+        swallow: Callable[[bytes], bool],
+    ) -> None:
+        buf = b""
+        try:
+            while data := await reader.read(65536):
+                buf += data
+                while (n := framer(buf)) is not None:
+                    frame, buf = buf[:n], buf[n:]
+                    with self._cond:
+                        self.frames.append((direction, frame))
+                        self._cond.notify_all()
+                    if not swallow(frame):
+                        writer.write(frame)
+                await writer.drain()
+        finally:
+            writer.close()
+
+    def inject_to_clients(self, frame: bytes) -> None:
+        def _write() -> None:
+            for w in self._clients:
+                w.write(frame)
+
+        self._loop.call_soon_threadsafe(_write)
+
+    def mark(self) -> int:
+        with self._cond:
+            return len(self.frames)
+
+    def take(self, since: int, count: int, timeout: float = 10.0) -> list[tuple[str, bytes]]:
+        """The ``count`` frames recorded after mark ``since`` (waits for them)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(self.frames) < since + count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"expected {count} frames, got {self.frames[since:]}")
+                self._cond.wait(left)
+            return self.frames[since : since + count]
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+
+# ---------------------------------------------------------------------------------------------
+# decoding for the "fields" annotation
+
+
+def _sofa_header_map(data: bytes) -> dict[str, str]:
+    out: list[str] = []
+    i = 0
+    while i < len(data):
+        (n,) = struct.unpack(">i", data[i : i + 4])
+        n = max(n, 0)
+        out.append(data[i + 4 : i + 4 + n].decode())
+        i += 4 + n
+    return dict(zip(out[::2], out[1::2], strict=True))
+
+
+def bolt_fields(frame: bytes) -> dict[str, Any]:
+    proto, ptype, cmdcode, ver2, request_id, codec = struct.unpack(">BBHBIB", frame[:10])
+    fields: dict[str, Any] = {
+        "proto": proto,
+        "type": ptype,
+        "cmdcode": cmdcode,
+        "ver2": ver2,
+        "request_id": request_id,
+        "codec": codec,
+    }
+    if ptype == 0:  # response
+        status, class_len, header_len, content_len = struct.unpack(">HHHI", frame[10:20])
+        fields["respstatus"] = status
+        off = 20
+    else:
+        timeout, class_len, header_len, content_len = struct.unpack(">iHHI", frame[10:22])
+        fields["timeout_ms"] = timeout
+        off = 22
+    fields["class_name"] = frame[off : off + class_len].decode()
+    fields["header"] = _sofa_header_map(frame[off + class_len : off + class_len + header_len])
+    fields["content_hex"] = frame[off + class_len + header_len :].hex()
+    fields["lengths"] = {"class": class_len, "header": header_len, "content": content_len}
+    return fields
+
+
+def dubbo_fields(frame: bytes) -> dict[str, Any]:
+    magic, flag, status, request_id, body_len = struct.unpack(">HBBqi", frame[:16])
+    return {
+        "magic": f"{magic:#06x}",
+        "flag": f"{flag:#04x}",
+        "request": bool(flag & 0x80),
+        "twoway": bool(flag & 0x40),
+        "event": bool(flag & 0x20),
+        "serialization_id": flag & 0x1F,
+        "status": status,
+        "request_id": request_id,
+        "body_length": body_len,
+        "body_hex": frame[16:].hex(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# recording
+
+
+def record_bolt(vectors: dict[str, dict[str, Any]]) -> None:
+    def put(name: str, frame: tuple[str, bytes], what: str, client: str = "AioClient") -> None:
+        direction, data = frame
+        peer = f"{ANTHUNDER} " + (client if direction == "client->server" else "AioListener")
+        vectors[name] = {"hex": data.hex(), "peer": peer, "direction": direction, "what": what}
+        vectors[name]["fields"] = bolt_fields(data)
+
+    rid = (
+        "request_id: anthunder starts at a random id per process (random.randint at import) and adds 1 per "
+        "request or heartbeat; pinned here by seeding random. "
+    )
+    with bolt_peers.start_echo_provider() as provider:
+        proxy = RecordingProxy(provider.address, bolt_request_len, bolt_response_len)
+        try:
+            with bolt_peers.aio_client(proxy.address) as client:
+                m = proxy.mark()
+                ctx = bolt_peers.span_context()
+                payload = bolt_peers.encode_payload("hello")
+                reply = client.invoke_sync(bolt_peers.INTERFACE, "echo", payload, spanctx=ctx, timeout_ms=3000)
+                assert bolt_peers.decode_payload(reply) == "hello"
+                req, resp = proxy.take(m, 2)
+                put(
+                    "bolt_request_echo",
+                    req,
+                    "Bolt v1 request (proto 1, type 1 request, cmdcode 1, ver2 1, codec 11 protobuf, timeout 3000) "
+                    "from AioClient.invoke_sync('com.example.EchoService:1.0', 'echo', StringValue('hello'), "
+                    "timeout_ms=3000); class com.alipay.sofa.rpc.core.request.SofaRequest; SOFA header map in "
+                    "insertion order sofa_head_target_service, sofa_head_method_name, sofa_head_target_app (''), "
+                    "service, uid (''), rpc_trace_context.sofaTraceId, rpc_trace_context.sofaRpcId; content is "
+                    "the protobuf bytes. " + rid + "rpc_trace_context.* come from the span context: fixed here; "
+                    "anthunder's default sofaTraceId is hex(host IPv4) + ms timestamp + a 1000..9000 sequence + "
+                    "pid. sofa_head_target_app and uid are empty strings (length 0, not -1).",
+                )
+                put(
+                    "bolt_response_echo",
+                    resp,
+                    "Bolt v1 response from anthunder's AioListener to bolt_request_echo (type 0, cmdcode 2, "
+                    "codec 11, respstatus 0 SUCCESS), class com.alipay.sofa.rpc.core.response.SofaResponse, "
+                    "empty header map (header_len 0), content = the echoed protobuf bytes. request_id copies the "
+                    "request's.",
+                )
+
+                m = proxy.mark()
+                assert bolt_peers.heartbeat(proxy.address, client)
+                req, resp = proxy.take(m, 2)
+                put(
+                    "bolt_heartbeat_request",
+                    req,
+                    "Bolt heartbeat from AioClient.invoke_heartbeat: request layout (22-byte header), type 1, "
+                    "cmdcode 0 HEARTBEAT, codec 11, timeout 0, no class name, no header, no content. " + rid,
+                )
+                put(
+                    "bolt_heartbeat_response",
+                    resp,
+                    "anthunder AioListener's heartbeat answer: response layout (20-byte header), type 0, "
+                    "cmdcode 0 HEARTBEAT, codec 11, respstatus 0, empty class/header/content; request_id copies "
+                    "the heartbeat's.",
+                )
+
+                m = proxy.mark()
+                assert bolt_peers.call(client, "hello", method="fail") == (3, "")
+                req, resp = proxy.take(m, 2)
+                put(
+                    "bolt_request_fail",
+                    req,
+                    "Same as bolt_request_echo with sofa_head_method_name 'fail' (anthunder's BoltRequest + "
+                    "SofaHeader.build_header, sent through AioClient.invoke). " + rid,
+                )
+                put(
+                    "bolt_response_server_error",
+                    resp,
+                    "anthunder AioListener's answer when the service method raises: respstatus 3 (UNKNOWN), "
+                    "cmdcode 2, class name SofaResponse, empty header and content.",
+                )
+
+                m = proxy.mark()
+                assert bolt_peers.call(client, "hello", interface="com.example.Missing:1.0")[0] == 6
+                req, resp = proxy.take(m, 2)
+                put(
+                    "bolt_response_no_processor",
+                    resp,
+                    "anthunder AioListener's answer to a request for a service it does not serve "
+                    "(com.example.Missing:1.0): respstatus 6 (NO_PROCESSOR), empty header and content.",
+                )
+
+                m = proxy.mark()
+                fut = client.invoke_async(bolt_peers.INTERFACE, "echo", payload, spanctx=ctx)
+                fut.result(5)
+                req, _ = proxy.take(m, 2)
+                put(
+                    "bolt_request_async_no_timeout",
+                    req,
+                    "AioClient.invoke_async without timeout_ms: like bolt_request_echo but timeout -1 "
+                    "(0xffffffff). " + rid,
+                )
+
+            m = proxy.mark()
+            assert bolt_peers.echo_calls(proxy.address, 1, mode="sock", prefix="sock") == ["sock-0"]
+            req, _ = proxy.take(m, 2)
+            put(
+                "bolt_request_sock_client",
+                req,
+                "anthunder's blocking Client.invoke_sync (socket pool, not asyncio), payload "
+                "StringValue('sock-0'), timeout 3000: same layout and header keys as bolt_request_echo. " + rid,
+                "Client",
+            )
+
+            m = proxy.mark()
+            sock = bolt_peers.sock_client(proxy.address)
+            sock.invoke_oneway(bolt_peers.INTERFACE, "echo", bolt_peers.encode_payload("oneway"), spanctx=ctx)
+            (req,) = proxy.take(m, 1)
+            put(
+                "bolt_request_oneway",
+                req,
+                "anthunder's Client.invoke_oneway, payload StringValue('oneway'): type 2 (oneway), cmdcode 1, "
+                "timeout -1; the provider sends no response. (AioClient.invoke_oneway is not usable for this: "
+                "it sends type 1, a normal request.) " + rid,
+                "Client",
+            )
+            time.sleep(0.3)  # nothing may come back for the oneway
+            assert proxy.mark() == m + 1, proxy.frames[m:]
+        finally:
+            proxy.close()
+
+
+def record_dubbo(vectors: dict[str, dict[str, Any]]) -> None:
+    def put(name: str, frame: tuple[str, bytes], what: str, peer: str) -> None:
+        direction, data = frame
+        vectors[name] = {"hex": data.hex(), "peer": peer, "direction": direction, "what": what}
+        vectors[name]["fields"] = dubbo_fields(data)
+
+    rid = (
+        "request_id: dubbo-ssl-python's process-wide counter from 0, +1 per request or heartbeat, so it "
+        "depends on how many came before in the process. "
+    )
+    with dubbo_peers.start_echo_provider() as provider:
+        proxy = RecordingProxy(provider.address, dubbo_len, dubbo_len)
+        injected_id = 0x7FFF0001
+        proxy.swallow = lambda frame: struct.unpack(">q", frame[4:12])[0] == injected_id
+        try:
+            m = proxy.mark()
+            assert dubbo_peers.echo_calls(proxy.address, 1, texts=["hello"]) == ["hello"]
+            req, resp = proxy.take(m, 2)
+            put(
+                "dubbo_request_echo",
+                req,
+                "Dubbo request from DubboClient('com.example.EchoService', group=None, version='1.0')"
+                ".call('echo', 'hello'): magic 0xdabb, flag 0xc2 (request, two-way, serialization 2 = "
+                "Hessian2), status 0, 8-byte id, 4-byte body length; body = Hessian2 strings dubbo version "
+                "'2.4.10', path, version '1.0', method 'echo', parameter types 'Ljava/lang/String;', the "
+                "argument 'hello', then an untyped map 'H' ... 'Z' of attachments path, interface, version, "
+                "group (null 'N'). " + rid,
+                DUBBO_CLIENT,
+            )
+            put(
+                "dubbo_response_echo",
+                resp,
+                "dubbo-py's response: flag 0x02 (response, Hessian2), status 20 OK, id copied, body = "
+                "Hessian2 int 1 (0x91, RESPONSE_VALUE) then the string 'hello'.",
+                DUBBO_SERVER,
+            )
+
+            m = proxy.mark()
+            logging.getLogger("dubbo_ssl").setLevel(logging.CRITICAL)  # it logs the peer's error with a trace
+            try:
+                dubbo_peers.client(proxy.address).call("fail", "hello", timeout=5)
+                raise AssertionError("fail did not fail")
+            except Exception as e:  # DubboResponseException from the peer
+                assert "asked to fail" in str(e), e
+            req, resp = proxy.take(m, 2)
+            put(
+                "dubbo_response_error",
+                resp,
+                "dubbo-py's answer when the method raises: flag 0x02, status 90 (CLIENT_ERROR in the client's "
+                "table; Java would use 70 SERVICE_ERROR or an exception value), body = the Hessian2 string of "
+                "the error message.",
+                DUBBO_SERVER,
+            )
+
+            m = proxy.mark()
+            assert dubbo_peers.client_heartbeat(proxy.address, idle=0.2)
+            req, resp = proxy.take(m, 2)
+            put(
+                "dubbo_heartbeat_request",
+                req,
+                "dubbo-ssl-python's own heartbeat (sent after TIMEOUT_IDLE, 60 s, without reads; lowered to "
+                "0.2 s here): flag 0xe2 (request, two-way, event, Hessian2), status 0, id, body length 1, body "
+                "'N' (Hessian2 null). " + rid,
+                DUBBO_CLIENT,
+            )
+            put(
+                "dubbo_heartbeat_response",
+                resp,
+                "dubbo-py's heartbeat answer: flag 0x22 (response, event, Hessian2), id copied, body 'N'; "
+                "status 0 where Java Dubbo sends 20 (OK).",
+                DUBBO_SERVER,
+            )
+
+            m = proxy.mark()
+            server_beat = struct.pack(">HBBqi", 0xDABB, 0xE2, 0, injected_id, 1) + b"N"
+            proxy.inject_to_clients(server_beat)
+            (resp,) = proxy.take(m, 1)
+            put(
+                "dubbo_client_heartbeat_response",
+                resp,
+                "dubbo-ssl-python's answer to a server heartbeat request (injected by the recorder: flag "
+                "0xe2, id 0x7fff0001, body 'N'): flag 0x22 (response, event, Hessian2), status 20, the "
+                "request's id, body length 1, body 'N'.",
+                DUBBO_CLIENT,
+            )
+        finally:
+            proxy.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.mesh.make_golden")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    random.seed(SEED)
+    import anthunder  # noqa: F401  (first import: draws the first request id from the seeded random)
+
+    vectors: dict[str, dict[str, Any]] = {}
+    record_bolt(vectors)
+    record_dubbo(vectors)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(vectors, indent=2, ensure_ascii=False) + "\n")
+    print(f"wrote {len(vectors)} vectors to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
