@@ -757,6 +757,99 @@ mod tests {
     }
 
     #[test]
+    fn anthunder_frames() {
+        let echo = golden("bolt_request_echo");
+        assert_eq!(frame_len(&echo).unwrap(), Some(echo.len() as u64));
+        let head = Bolt::head(&echo).unwrap();
+        assert_eq!(head.kind, FrameKind::Request);
+        let meta = Bolt::request_meta(&echo).unwrap();
+        assert_eq!(meta.service, "com.example.EchoService:1.0");
+        assert_eq!(meta.method, "echo");
+        assert_eq!(
+            meta.header("sofa_head_target_service"),
+            Some("com.example.EchoService:1.0")
+        );
+        let request = decode_request(&echo).unwrap();
+        assert_eq!(
+            request.class_name,
+            "com.alipay.sofa.rpc.core.request.SofaRequest"
+        );
+        assert_eq!((request.codec, request.timeout_ms), (11, 3000));
+        // Re-encoding what was decoded gives anthunder's bytes back.
+        let again = encode_request(
+            request.request_id,
+            request.codec,
+            request.timeout_ms,
+            request.class_name,
+            &request.header,
+            request.content,
+            false,
+        )
+        .unwrap();
+        assert_eq!(again, echo);
+
+        let answer = golden("bolt_response_echo");
+        let response = decode_response(&answer).unwrap();
+        assert_eq!(
+            Bolt::head(&answer).unwrap(),
+            FrameHead {
+                kind: FrameKind::Response,
+                request_id: head.request_id
+            }
+        );
+        let again = encode_response(
+            response.request_id,
+            response.codec,
+            response.status,
+            response.class_name,
+            &response.header,
+            response.content,
+        )
+        .unwrap();
+        assert_eq!(again, answer);
+
+        let beat = golden("bolt_heartbeat_request");
+        let head = Bolt::head(&beat).unwrap();
+        assert_eq!(head.kind, FrameKind::HeartbeatRequest);
+        assert_eq!(
+            Bolt::heartbeat_reply(&beat, &head),
+            golden("bolt_heartbeat_response")
+        );
+
+        let oneway = golden("bolt_request_oneway");
+        assert_eq!(Bolt::head(&oneway).unwrap().kind, FrameKind::Oneway);
+        let no_processor = golden("bolt_response_no_processor");
+        assert_eq!(
+            decode_response(&no_processor).unwrap().status,
+            STATUS_NO_PROCESSOR
+        );
+    }
+
+    #[test]
+    fn no_input_panics() {
+        for name in [
+            "bolt_request_echo",
+            "bolt_response_echo",
+            "bolt_heartbeat_request",
+            "bolt_request_oneway",
+        ] {
+            let frame = golden(name);
+            for cut in 0..frame.len() {
+                let _ = Bolt::head(&frame[..cut]);
+                let _ = Bolt::request_meta(&frame[..cut]);
+                let _ = frame_len(&frame[..cut]);
+            }
+            for at in 0..frame.len() {
+                let mut flipped = frame.clone();
+                flipped[at] ^= 0xff;
+                let _ = Bolt::head(&flipped);
+                let _ = Bolt::request_meta(&flipped);
+                Bolt::set_request_id(&mut flipped, 3);
+            }
+        }
+    }
+
+    #[test]
     fn codec_heads() {
         let head = |f: &[u8]| Bolt::head(f).unwrap();
         assert_eq!(

@@ -25,3 +25,18 @@ pub const DUBBO_EMPTY_BODY: &str = "dabb 02 14 0000000000000002 00000000";
 pub const GRPC_MESSAGE: &str = "00 00000005 68656c6c6f";
 pub const GRPC_EMPTY: &str = "00 00000000";
 pub const GRPC_COMPRESSED: &str = "01 00000002 abcd";
+
+/// Frames recorded from peers this project did not write (anthunder, dubbo-ssl-python,
+/// dubbo-py) by `tests/mesh/make_golden.py`.
+const GOLDEN: &str = include_str!("../../tests/mesh/golden/vectors.json");
+
+/// The bytes of golden vector `name`.
+pub fn golden(name: &str) -> Vec<u8> {
+    let entry = GOLDEN
+        .find(&format!("\"{name}\": {{"))
+        .unwrap_or_else(|| panic!("no golden vector {name}"));
+    let rest = &GOLDEN[entry..];
+    let start = rest.find("\"hex\": \"").expect("a hex field") + "\"hex\": \"".len();
+    let end = start + rest[start..].find('"').expect("closing quote");
+    hex(&rest[start..end])
+}

@@ -114,3 +114,17 @@ def test_the_config_file_carries_the_mesh_and_its_ports_are_checked(tmp_path: Pa
     path.write_text(yaml.safe_dump({"grpc_port": 12220, "mesh": mesh()}))
     with pytest.raises(StartupError, match=r"mesh.listeners\[0\].address: 12220 is also the grpc_port"):
         settings.load(str(path), {})
+
+
+def test_the_quick_start_example_is_valid() -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "mesh.yaml"
+    loaded = settings.load(str(example), {})
+    assert loaded.mesh is not None
+    listeners = {listener.protocol: listener for listener in loaded.mesh.listeners}
+    assert listeners["bolt"].address == "127.0.0.1:12220"
+    assert listeners["bolt"].routes[0].match.service == "com.example.EchoService:1.0"
+    assert listeners["dubbo"].address == "127.0.0.1:20882"
+    assert {c.name: c.hosts for c in loaded.mesh.clusters} == {
+        "bolt-echo": ("127.0.0.1:12200",),
+        "dubbo-echo": ("127.0.0.1:20880",),
+    }

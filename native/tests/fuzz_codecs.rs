@@ -1,0 +1,73 @@
+//! Property tests: the splitter returns exactly the frames it was fed however the bytes
+//! are cut, and no input makes a codec or the splitter panic. Bounded by case count, so
+//! `cargo test` runs them in a few seconds.
+
+use layotto_fast_native::bolt::{self, Bolt};
+use layotto_fast_native::codec::Codec;
+use layotto_fast_native::frame::{Protocol, Splitter};
+use proptest::prelude::*;
+
+fn bolt_frame() -> impl Strategy<Value = Vec<u8>> {
+    (
+        any::<u32>(),
+        any::<bool>(),
+        "[a-z.]{0,20}",
+        proptest::collection::vec(("[a-z_]{1,8}", "[ -~]{0,12}"), 0..4),
+        proptest::collection::vec(any::<u8>(), 0..200),
+    )
+        .prop_map(|(id, response, class, header, content)| {
+            if response {
+                bolt::encode_response(id, 1, 0, &class, &header, &content).unwrap()
+            } else {
+                bolt::encode_request(id, 11, 3000, &class, &header, &content, false).unwrap()
+            }
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn splitter_returns_the_frames_however_cut(
+        frames in proptest::collection::vec(bolt_frame(), 1..8),
+        cuts in proptest::collection::vec(1usize..64, 1..40),
+    ) {
+        let wire: Vec<u8> = frames.concat();
+        let mut splitter = Splitter::new(Protocol::Bolt, 1 << 20).unwrap();
+        let mut got = Vec::new();
+        let mut at = 0;
+        for cut in cuts.iter().cycle() {
+            if at >= wire.len() {
+                break;
+            }
+            let end = (at + cut).min(wire.len());
+            splitter.feed(&wire[at..end], |f| got.push(f.to_vec())).unwrap();
+            at = end;
+        }
+        prop_assert_eq!(got, frames);
+        prop_assert_eq!(splitter.buffered(), 0);
+    }
+
+    #[test]
+    fn bolt_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let _ = Bolt::frame_len(&bytes);
+        let _ = Bolt::head(&bytes);
+        let _ = Bolt::request_meta(&bytes);
+        let mut copy = bytes.clone();
+        Bolt::set_request_id(&mut copy, 9);
+        let mut splitter = Splitter::new(Protocol::Bolt, 4096).unwrap();
+        let _ = splitter.feed(&bytes, |_| {});
+    }
+
+    #[test]
+    fn bolt_mutated_frames_never_panic(frame in bolt_frame(), at in any::<prop::sample::Index>(), byte in any::<u8>()) {
+        let mut frame = frame;
+        let i = at.index(frame.len());
+        frame[i] = byte;
+        let _ = Bolt::head(&frame);
+        let _ = Bolt::request_meta(&frame);
+        if let Ok(head) = Bolt::head(&frame) {
+            let _ = Bolt::refusal(&frame, &head, layotto_fast_native::codec::Refusal::NoService, "");
+        }
+    }
+}
