@@ -15,6 +15,7 @@ mod front_py;
 pub mod grpc;
 #[cfg(feature = "bench")]
 mod handoff;
+pub mod hessian;
 mod mesh;
 #[cfg(test)]
 mod testdata;

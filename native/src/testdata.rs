@@ -22,6 +22,51 @@ pub const BOLT_V2_REQUEST_CRC: &str =
 pub const BOLT_V2_RESPONSE: &str = "02 01 00 0002 01 00000001 01 00 0000 0000 0000 00000001 7a";
 pub const DUBBO_HEARTBEAT: &str = "dabb e2 00 0000000000000001 00000001 4e";
 pub const DUBBO_EMPTY_BODY: &str = "dabb 02 14 0000000000000002 00000000";
+/// Reply to DUBBO_HEARTBEAT: event | hessian2, status OK, same id, body null.
+pub const DUBBO_HEARTBEAT_REPLY: &str = "dabb 22 14 0000000000000001 00000001 4e";
+
+/// Two-way hessian2 request id 7: dubbo "2.0.2", com.example.EchoService version "1.0",
+/// echo(String "hello"), attachments path, interface, version and timeout (int 3000).
+pub const DUBBO_ECHO_REQUEST: &str = "
+    dabb c2 00 0000000000000007 00000098
+    05 322e302e32
+    17 636f6d2e6578616d706c652e4563686f53657276696365
+    03 312e30
+    04 6563686f
+    12 4c6a6176612f6c616e672f537472696e673b
+    05 68656c6c6f
+    48
+      04 70617468       17 636f6d2e6578616d706c652e4563686f53657276696365
+      09 696e74657266616365 17 636f6d2e6578616d706c652e4563686f53657276696365
+      07 76657273696f6e 03 312e30
+      07 74696d656f7574 d4 0bb8
+    5a";
+
+/// Responses to request 7 (hessian2, status OK), one per response type.
+pub const DUBBO_RESPONSE_VALUE: &str = "dabb 02 14 0000000000000007 00000007 91 05 68656c6c6f";
+pub const DUBBO_RESPONSE_NULL: &str = "dabb 02 14 0000000000000007 00000001 92";
+/// Value "hello" with attachments {"dubbo": "2.0.2"}.
+pub const DUBBO_RESPONSE_VALUE_ATTACHMENTS: &str = "
+    dabb 02 14 0000000000000007 00000015
+    94 05 68656c6c6f 48 05 647562626f 05 322e302e32 5a";
+pub const DUBBO_RESPONSE_NULL_ATTACHMENTS: &str = "dabb 02 14 0000000000000007 00000003 95 48 5a";
+/// java.lang.RuntimeException {detailMessage: "boom"} (trimmed to one field).
+pub const DUBBO_RESPONSE_EXCEPTION: &str = "
+    dabb 02 14 0000000000000007 00000032
+    90 43 1a 6a6176612e6c616e672e52756e74696d65457863657074696f6e
+       91 0d 64657461696c4d657373616765
+    60 04 626f6f6d";
+pub const DUBBO_RESPONSE_EXCEPTION_ATTACHMENTS: &str = "
+    dabb 02 14 0000000000000007 00000034
+    93 43 1a 6a6176612e6c616e672e52756e74696d65457863657074696f6e
+       91 0d 64657461696c4d657373616765
+    60 04 626f6f6d
+    48 5a";
+/// Status 70 (service error) with message "boom".
+pub const DUBBO_RESPONSE_SERVICE_ERROR: &str = "dabb 02 46 0000000000000007 00000005 04 626f6f6d";
+/// The proxy's refusal of request 7 with no route: status 60, message "no route".
+pub const DUBBO_REFUSAL_NO_SERVICE: &str =
+    "dabb 02 3c 0000000000000007 00000009 08 6e6f20726f757465";
 pub const GRPC_MESSAGE: &str = "00 00000005 68656c6c6f";
 pub const GRPC_EMPTY: &str = "00 00000000";
 pub const GRPC_COMPRESSED: &str = "01 00000002 abcd";

@@ -4,6 +4,8 @@
 
 use layotto_fast_native::bolt::{self, Bolt};
 use layotto_fast_native::codec::Codec;
+use layotto_fast_native::dubbo::{self, Dubbo};
+use layotto_fast_native::hessian::{Decoder, Encoder, Value};
 use layotto_fast_native::frame::{Protocol, Splitter};
 use proptest::prelude::*;
 
@@ -68,6 +70,56 @@ proptest! {
         let _ = Bolt::request_meta(&frame);
         if let Ok(head) = Bolt::head(&frame) {
             let _ = Bolt::refusal(&frame, &head, layotto_fast_native::codec::Refusal::NoService, "");
+        }
+    }
+
+    #[test]
+    fn dubbo_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let _ = Dubbo::frame_len(&bytes);
+        let _ = Dubbo::head(&bytes);
+        let _ = Dubbo::request_meta(&bytes);
+        let _ = dubbo::decode_response(&bytes);
+        let mut copy = bytes.clone();
+        Dubbo::set_request_id(&mut copy, 9);
+        let mut decoder = Decoder::new(&bytes);
+        while decoder.read_value().is_ok() && !decoder.at_end() {}
+    }
+
+    #[test]
+    fn dubbo_mutated_requests_never_panic(at in any::<prop::sample::Index>(), byte in any::<u8>(), text in "\\PC{0,40}") {
+        let invocation = dubbo::Invocation {
+            dubbo_version: "2.0.2".into(),
+            path: "com.example.EchoService".into(),
+            version: "1.0".into(),
+            method: "echo".into(),
+            param_types: "Ljava/lang/String;".into(),
+            args: vec![Value::String(text)],
+            attachments: vec![("zone".into(), Value::String("gz".into()))],
+        };
+        let mut frame = dubbo::encode_request(5, &invocation, true);
+        prop_assert_eq!(&dubbo::decode_request(&frame).unwrap(), &invocation);
+        let i = at.index(frame.len());
+        frame[i] = byte;
+        let _ = Dubbo::head(&frame);
+        let _ = Dubbo::request_meta(&frame);
+    }
+
+    #[test]
+    fn hessian_round_trips_strings_and_numbers(text in "\\PC{0,100}", n in any::<i64>(), x in any::<f64>()) {
+        let values = vec![Value::String(text), Value::Long(n), Value::Int(n as i32)];
+        let mut encoder = Encoder::new();
+        for v in &values {
+            encoder.write_value(v);
+        }
+        encoder.write_value(&Value::Double(x));
+        let bytes = encoder.into_bytes();
+        let mut decoder = Decoder::new(&bytes);
+        for v in &values {
+            prop_assert_eq!(&decoder.read_value().unwrap(), v);
+        }
+        match decoder.read_value().unwrap() {
+            Value::Double(y) => prop_assert!(y == x || (x.is_nan() && y.is_nan())),
+            other => prop_assert!(false, "{:?}", other),
         }
     }
 }
