@@ -78,6 +78,7 @@ test: install lint native-test py-test
 bench: $(STAMP)/native-bench $(STAMP)/package servers
 	$(PYTHON) bench/run.py $(ARGS)
 	$(PYTHON) bench/redis_backed.py $(REDIS_ARGS)
+	$(PYTHON) bench/mesh.py $(MESH_ARGS)
 
 clean:
 	rm -rf build $(STAMP) $(VENV) native/target layotto_fast/defaults

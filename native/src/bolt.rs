@@ -510,24 +510,27 @@ impl Codec for Bolt {
         })
     }
 
-    fn request_meta(frame: &[u8]) -> Result<RequestMeta> {
+    fn request_meta(frame: &[u8], with_headers: bool) -> Result<RequestMeta> {
         let (_, _, header) = parts(frame)?;
-        let headers: Vec<(String, String)> = decode_header_map(header)?
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
+        let pairs = decode_header_map(header)?;
         let find = |name: &str| {
-            headers
+            pairs
                 .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default()
+                .find(|(k, _)| *k == name)
+                .map_or_else(String::new, |(_, v)| (*v).to_owned())
         };
         Ok(RequestMeta {
             service: find("service"),
             version: String::new(),
             method: find("sofa_head_method_name"),
-            headers,
+            headers: if with_headers {
+                pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect()
+            } else {
+                Vec::new()
+            },
         })
     }
 
@@ -762,7 +765,7 @@ mod tests {
         assert_eq!(frame_len(&echo).unwrap(), Some(echo.len() as u64));
         let head = Bolt::head(&echo).unwrap();
         assert_eq!(head.kind, FrameKind::Request);
-        let meta = Bolt::request_meta(&echo).unwrap();
+        let meta = Bolt::request_meta(&echo, true).unwrap();
         assert_eq!(meta.service, "com.example.EchoService:1.0");
         assert_eq!(meta.method, "echo");
         assert_eq!(
@@ -836,14 +839,14 @@ mod tests {
             let frame = golden(name);
             for cut in 0..frame.len() {
                 let _ = Bolt::head(&frame[..cut]);
-                let _ = Bolt::request_meta(&frame[..cut]);
+                let _ = Bolt::request_meta(&frame[..cut], true);
                 let _ = frame_len(&frame[..cut]);
             }
             for at in 0..frame.len() {
                 let mut flipped = frame.clone();
                 flipped[at] ^= 0xff;
                 let _ = Bolt::head(&flipped);
-                let _ = Bolt::request_meta(&flipped);
+                let _ = Bolt::request_meta(&flipped, true);
                 Bolt::set_request_id(&mut flipped, 3);
             }
         }
@@ -896,12 +899,21 @@ mod tests {
             false,
         )
         .unwrap();
-        let meta = Bolt::request_meta(&frame).unwrap();
+        let meta = Bolt::request_meta(&frame, true).unwrap();
         assert_eq!(meta.service, "com.example.EchoService:1.0");
         assert_eq!(meta.method, "echo");
         assert_eq!(meta.header("service"), Some("com.example.EchoService:1.0"));
+        let lean = Bolt::request_meta(&frame, false).unwrap();
+        assert_eq!(
+            (lean.service.as_str(), lean.method.as_str()),
+            ("com.example.EchoService:1.0", "echo")
+        );
+        assert!(
+            lean.headers.is_empty(),
+            "headers are decoded only when a route needs them"
+        );
         // A frame cut short is an error, not a panic.
-        assert!(Bolt::request_meta(&frame[..frame.len() - 1]).is_err());
+        assert!(Bolt::request_meta(&frame[..frame.len() - 1], true).is_err());
     }
 
     #[test]

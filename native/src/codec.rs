@@ -80,8 +80,9 @@ pub trait Codec: Send + Sync + 'static {
     /// Kind and request id of one whole frame.
     fn head(frame: &[u8]) -> Result<FrameHead>;
 
-    /// Service, version, method and headers of one whole request frame.
-    fn request_meta(frame: &[u8]) -> Result<RequestMeta>;
+    /// Service, version, method and, when `with_headers` (some route matches on them),
+    /// headers of one whole request frame.
+    fn request_meta(frame: &[u8], with_headers: bool) -> Result<RequestMeta>;
 
     /// Rewrites the request id of a whole frame in place (ids are fixed-size fields).
     /// Bolt keeps the low 32 bits.

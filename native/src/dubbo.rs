@@ -562,9 +562,18 @@ impl Codec for Dubbo {
 
     /// Path, version and method from the body; headers are the string-valued
     /// attachments. The arguments are decoded only to find where they end.
-    fn request_meta(frame: &[u8]) -> Result<RequestMeta> {
+    fn request_meta(frame: &[u8], with_headers: bool) -> Result<RequestMeta> {
         let mut d = request_body(frame)?;
         let head = CallHead::read(&mut d)?;
+        if !with_headers {
+            // The attachments come after every argument: skip decoding them all.
+            return Ok(RequestMeta {
+                service: head.path,
+                version: head.version,
+                method: head.method,
+                headers: Vec::new(),
+            });
+        }
         for _ in 0..parameter_count(&head.param_types)? {
             d.skip_value().map_err(|e| rename(e, "dubbo argument"))?;
         }
@@ -629,7 +638,19 @@ mod tests {
         assert_eq!(frame_len(&request).unwrap(), Some(request.len() as u64));
         let head = Dubbo::head(&request).unwrap();
         assert_eq!(head.kind, FrameKind::Request);
-        let meta = Dubbo::request_meta(&request).unwrap();
+        let meta = Dubbo::request_meta(&request, true).unwrap();
+        let lean = Dubbo::request_meta(&request, false).unwrap();
+        assert_eq!(
+            (
+                lean.service.as_str(),
+                lean.version.as_str(),
+                lean.method.as_str()
+            ),
+            ("com.example.EchoService", "1.0", "echo")
+        );
+        assert!(
+            lean.headers.is_empty() && meta.header("interface") == Some("com.example.EchoService")
+        );
         assert_eq!(
             (
                 meta.service.as_str(),
@@ -817,7 +838,7 @@ mod tests {
         let frame = hex(DUBBO_ECHO_REQUEST);
         assert_eq!(encode_request(7, &echo_invocation(), true), frame);
         assert_eq!(decode_request(&frame).unwrap(), echo_invocation());
-        let meta = Dubbo::request_meta(&frame).unwrap();
+        let meta = Dubbo::request_meta(&frame, true).unwrap();
         assert_eq!(meta.service, "com.example.EchoService");
         assert_eq!(meta.version, "1.0");
         assert_eq!(meta.method, "echo");
@@ -877,7 +898,7 @@ mod tests {
         };
         let frame = encode_request(u64::MAX, &inv, true);
         assert_eq!(decode_request(&frame).unwrap(), inv);
-        let meta = Dubbo::request_meta(&frame).unwrap();
+        let meta = Dubbo::request_meta(&frame, true).unwrap();
         assert_eq!((meta.service.as_str(), meta.version.as_str()), ("p.S", ""));
         assert_eq!(meta.header("k"), Some("v"));
         assert_eq!(meta.header("group"), Some("g"));
@@ -891,7 +912,7 @@ mod tests {
         let mut frame = start(0xc2, 0, 1, body.len());
         frame.extend_from_slice(&body);
         let frame = finish(frame);
-        let meta = Dubbo::request_meta(&frame).unwrap();
+        let meta = Dubbo::request_meta(&frame, true).unwrap();
         assert_eq!(
             (
                 meta.service.as_str(),
@@ -906,7 +927,9 @@ mod tests {
         let mut frame = start(0xc2, 0, 1, body.len());
         frame.extend_from_slice(&body);
         assert_eq!(
-            Dubbo::request_meta(&finish(frame)).unwrap_err().to_string(),
+            Dubbo::request_meta(&finish(frame), true)
+                .unwrap_err()
+                .to_string(),
             "invalid dubbo service path: null"
         );
     }
@@ -1051,7 +1074,7 @@ mod tests {
              71 07 5b737472696e67 10 6a6176612e6c616e672e537472696e67
              71 07 5b6f626a656374 02 6869");
         assert!(frame.windows(args.len()).any(|w| w == args), "{frame:02x?}");
-        let meta = Dubbo::request_meta(&frame).unwrap();
+        let meta = Dubbo::request_meta(&frame, true).unwrap();
         assert_eq!(meta.method, "$invoke");
         // An explicit generic attachment wins; no version, no version attachment.
         let inv = generic_invocation(
@@ -1069,7 +1092,7 @@ mod tests {
     #[test]
     fn decode_errors() {
         let req = hex(DUBBO_ECHO_REQUEST);
-        let meta_err = |f: &[u8]| Dubbo::request_meta(f).unwrap_err().to_string();
+        let meta_err = |f: &[u8]| Dubbo::request_meta(f, true).unwrap_err().to_string();
         assert_eq!(
             meta_err(&req[..10]),
             "truncated dubbo header: need 16 bytes, have 10"
@@ -1173,7 +1196,8 @@ mod tests {
                 let _ = Dubbo::heartbeat_reply(f, &head);
                 let _ = Dubbo::refusal(f, &head, Refusal::Timeout, "t");
             }
-            let _ = Dubbo::request_meta(f);
+            let _ = Dubbo::request_meta(f, true);
+            let _ = Dubbo::request_meta(f, false);
             let _ = decode_request(f);
             let _ = decode_response(f);
             let mut copy = f.to_vec();

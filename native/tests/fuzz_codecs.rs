@@ -5,8 +5,8 @@
 use layotto_fast_native::bolt::{self, Bolt};
 use layotto_fast_native::codec::Codec;
 use layotto_fast_native::dubbo::{self, Dubbo};
-use layotto_fast_native::hessian::{Decoder, Encoder, Value};
 use layotto_fast_native::frame::{Protocol, Splitter};
+use layotto_fast_native::hessian::{Decoder, Encoder, Value};
 use proptest::prelude::*;
 
 fn bolt_frame() -> impl Strategy<Value = Vec<u8>> {
@@ -54,7 +54,7 @@ proptest! {
     fn bolt_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
         let _ = Bolt::frame_len(&bytes);
         let _ = Bolt::head(&bytes);
-        let _ = Bolt::request_meta(&bytes);
+        let _ = Bolt::request_meta(&bytes, true);
         let mut copy = bytes.clone();
         Bolt::set_request_id(&mut copy, 9);
         let mut splitter = Splitter::new(Protocol::Bolt, 4096).unwrap();
@@ -67,7 +67,7 @@ proptest! {
         let i = at.index(frame.len());
         frame[i] = byte;
         let _ = Bolt::head(&frame);
-        let _ = Bolt::request_meta(&frame);
+        let _ = Bolt::request_meta(&frame, true);
         if let Ok(head) = Bolt::head(&frame) {
             let _ = Bolt::refusal(&frame, &head, layotto_fast_native::codec::Refusal::NoService, "");
         }
@@ -77,7 +77,7 @@ proptest! {
     fn dubbo_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
         let _ = Dubbo::frame_len(&bytes);
         let _ = Dubbo::head(&bytes);
-        let _ = Dubbo::request_meta(&bytes);
+        let _ = Dubbo::request_meta(&bytes, true);
         let _ = dubbo::decode_response(&bytes);
         let mut copy = bytes.clone();
         Dubbo::set_request_id(&mut copy, 9);
@@ -101,7 +101,7 @@ proptest! {
         let i = at.index(frame.len());
         frame[i] = byte;
         let _ = Dubbo::head(&frame);
-        let _ = Dubbo::request_meta(&frame);
+        let _ = Dubbo::request_meta(&frame, true);
     }
 
     #[test]

@@ -63,6 +63,8 @@ def mesh(tmp_path: Path, upstreams: tuple[FaultUpstream, FaultUpstream]) -> Iter
     routes = [
         {"name": "echo", "match": {"service": ECHO}, "cluster": "echo", "timeout_ms": 300},
         {"name": "canary", "match": {"service_prefix": "com.canary."}, "cluster": "second"},
+        {"name": "zone-gz", "match": {"service": "com.example.Zoned:1.0", "headers": {"zone": "gz"}},
+         "cluster": "second"},
         {"name": "limited", "match": {"service": "com.example.Limited:1.0"}, "cluster": "second",
          "rate_limit": {"requests_per_second": 0.01, "burst": 2}},
     ]  # fmt: skip
@@ -91,6 +93,15 @@ def test_requests_reach_the_routed_cluster_round_robin(mesh: Mesh, upstreams: tu
     assert answers[0][2]["service"] == ECHO, "the header map goes through unchanged"
     client.send(client.request(7, "com.canary.Thing"))
     assert client.responses(1)[0][2]["upstream"] == str(upstreams[1].port)
+
+
+def test_header_conditions_route(mesh: Mesh, upstreams: tuple[FaultUpstream, ...]) -> None:
+    client = mesh.client()
+    client.send(client.request(1, "com.example.Zoned:1.0", headers={"zone": "gz"}))
+    request_id, status, header, _ = client.responses(1)[0]
+    assert (request_id, status, header["upstream"]) == (1, STATUS_SUCCESS, str(upstreams[1].port))
+    client.send(client.request(2, "com.example.Zoned:1.0", headers={"zone": "sh"}))
+    assert client.responses(1)[0][:2] == (2, STATUS_NO_PROCESSOR)
 
 
 def test_unknown_service_gets_no_processor_and_the_connection_carries_on(mesh: Mesh) -> None:

@@ -110,8 +110,11 @@ class BoltClient:
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
 
-    def request(self, request_id: int, service: str, content: bytes = b"hi", timeout_ms: int = 3000) -> bytes:
-        return bytes(native.encode_bolt_request(request_id, 1, timeout_ms, "", {"service": service}, content))
+    def request(
+        self, request_id: int, service: str, content: bytes = b"hi", headers: dict[str, str] | None = None
+    ) -> bytes:
+        header = {"service": service, **(headers or {})}
+        return bytes(native.encode_bolt_request(request_id, 1, 3000, "", header, content))
 
     def responses(self, count: int) -> list[tuple[int, int, dict[str, str], bytes]]:
         """The next ``count`` responses: (request id, status, header, content)."""

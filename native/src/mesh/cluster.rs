@@ -82,40 +82,30 @@ impl Cluster {
     pub fn pick(&self, tried: &[usize]) -> Option<usize> {
         let now = Instant::now();
         let n = self.hosts.len();
-        for (host, stats) in self.hosts.iter().zip(&self.stats.hosts) {
-            stats
-                .ejected
-                .store(!host.available(now) && host.healthy.get(), Relaxed);
-        }
-        let untried = |i: &usize| !tried.contains(i);
-        let available: Vec<usize> = (0..n)
-            .filter(untried)
-            .filter(|&i| self.hosts[i].available(now))
-            .collect();
-        let candidates = if available.is_empty() {
-            (0..n).filter(untried).collect()
-        } else {
-            available
-        };
-        if candidates.is_empty() {
-            return None;
-        }
         let start = self.next.get();
         self.next.set(start.wrapping_add(1));
-        match self.config.balancing {
-            Balancing::RoundRobin => Some(candidates[start % candidates.len()]),
-            Balancing::LeastRequest => {
-                // Ties go round robin, so equal hosts share the load.
-                let offset = start % candidates.len();
-                candidates
-                    .iter()
-                    .cycle()
-                    .skip(offset)
-                    .take(candidates.len())
-                    .min_by_key(|&&i| self.hosts[i].active.get())
-                    .copied()
+        let usable = |i: usize, strict: bool| {
+            !tried.contains(&i) && (!strict || self.hosts[i].available(now))
+        };
+        // Available hosts first; when none is, any untried one.
+        for strict in [true, false] {
+            let count = (0..n).filter(|&i| usable(i, strict)).count();
+            if count == 0 {
+                continue;
             }
+            let candidates = (0..n).filter(|&i| usable(i, strict));
+            return match self.config.balancing {
+                Balancing::RoundRobin => candidates.clone().nth(start % count),
+                // Ties go round robin, so equal hosts share the load.
+                Balancing::LeastRequest => candidates
+                    .clone()
+                    .cycle()
+                    .skip(start % count)
+                    .take(count)
+                    .min_by_key(|&i| self.hosts[i].active.get()),
+            };
         }
+        None
     }
 
     /// Whether one more request may go out (the breaker's `max_requests`).
@@ -143,7 +133,7 @@ impl Cluster {
             h.consecutive_failures.set(0);
             let until = Instant::now() + Duration::from_millis(self.config.ejection_ms);
             h.ejected_until.set(Some(until));
-            self.stats.hosts[host].ejected.store(true, Relaxed);
+            self.stats.hosts[host].eject_for(self.config.ejection_ms);
             self.stats.ejections.incr();
         }
     }

@@ -131,7 +131,7 @@ async fn forward<C: Codec>(
 ) {
     let routing = listener.routing.borrow().clone();
     let table = &routing.listeners[listener.index];
-    let meta = match C::request_meta(frame) {
+    let meta = match C::request_meta(frame, table.table.needs_headers()) {
         Ok(meta) => meta,
         Err(e) => {
             refuse::<C>(client, frame, &head, Refusal::BadRequest, &e.to_string());

@@ -187,10 +187,7 @@ impl MeshProxy {
                     "healthy",
                     h.healthy.load(std::sync::atomic::Ordering::Relaxed),
                 )?;
-                hd.set_item(
-                    "ejected",
-                    h.ejected.load(std::sync::atomic::Ordering::Relaxed),
-                )?;
+                hd.set_item("ejected", h.is_ejected())?;
                 host_list.append(hd)?;
             }
             d.set_item("hosts", host_list)?;

@@ -71,6 +71,8 @@ pub struct RouteTable {
     /// Indices of prefix routes, longest prefix first.
     prefixed: Vec<usize>,
     fallback: Vec<usize>,
+    /// Whether any route matches on headers (else a request's headers are not decoded).
+    needs_headers: bool,
 }
 
 impl RouteTable {
@@ -95,8 +97,13 @@ impl RouteTable {
                     .map_or(0, String::len),
             )
         });
+        table.needs_headers = routes.iter().any(|r| !r.matches.headers.is_empty());
         table.routes = routes;
         table
+    }
+
+    pub fn needs_headers(&self) -> bool {
+        self.needs_headers
     }
 
     #[cfg(test)]
@@ -178,6 +185,7 @@ mod tests {
         assert_eq!(name(&meta("com.example.Other", "", &[])), Some("long"));
         assert_eq!(name(&meta("com.other.X", "", &[])), Some("short"));
         assert_eq!(name(&meta("org.X", "", &[])), Some("default"));
+        assert!(!table.needs_headers());
     }
 
     #[test]
@@ -191,6 +199,7 @@ mod tests {
             ..exact("svc")
         };
         let table = RouteTable::new(vec![route("v1", v1, 0), route("canary", canary, 1)]);
+        assert!(table.needs_headers());
         assert_eq!(table.lookup(&meta("svc", "1.0", &[])), Some(0));
         assert_eq!(
             table.lookup(&meta("svc", "2.0", &[("zone", "gz")])),

@@ -74,7 +74,25 @@ impl RouteStats {
 #[derive(Debug, Default)]
 pub struct HostStats {
     pub healthy: AtomicBool,
-    pub ejected: AtomicBool,
+    /// Wall-clock milliseconds until which the host is ejected (0: never was).
+    ejected_until_ms: AtomicU64,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl HostStats {
+    pub fn eject_for(&self, ms: u64) {
+        self.ejected_until_ms
+            .store(now_ms() + ms, Ordering::Relaxed);
+    }
+
+    pub fn is_ejected(&self) -> bool {
+        self.ejected_until_ms.load(Ordering::Relaxed) > now_ms()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -92,7 +110,7 @@ impl ClusterStats {
             hosts: (0..n)
                 .map(|_| HostStats {
                     healthy: AtomicBool::new(true),
-                    ejected: AtomicBool::new(false),
+                    ..Default::default()
                 })
                 .collect(),
             ..Default::default()

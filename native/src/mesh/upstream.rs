@@ -21,6 +21,29 @@ use crate::codec::{Codec, FrameHead, FrameKind, Refusal};
 /// Enough of a request's first bytes to build the protocol's refusal for it later.
 pub const REQUEST_HEAD_LEN: usize = 24;
 
+/// Our ids are sequential: a multiply spreads them over the table (SipHash would cost more
+/// than the rest of the lookup).
+#[derive(Default, Clone, Copy)]
+pub struct IdHash(u64);
+
+impl std::hash::Hasher for IdHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type PendingMap = HashMap<u64, Pending, std::hash::BuildHasherDefault<IdHash>>;
+
 /// A request sent upstream and not answered yet.
 pub struct Pending {
     pub client: Rc<Outbox>,
@@ -35,7 +58,7 @@ pub struct Pending {
 
 pub struct Upstream {
     pub outbox: Rc<Outbox>,
-    pending: RefCell<HashMap<u64, Pending>>,
+    pending: RefCell<PendingMap>,
     next_id: Cell<u64>,
     /// When a heartbeat was last answered (active health checks read it).
     pub heartbeat_answered: Cell<Option<Instant>>,
@@ -76,7 +99,7 @@ impl Upstream {
         };
         let upstream = Rc::new(Upstream {
             outbox: Rc::new(Outbox::new(UPSTREAM_OUTBOX_LIMIT)),
-            pending: RefCell::new(HashMap::new()),
+            pending: RefCell::new(PendingMap::default()),
             next_id: Cell::new(1),
             heartbeat_answered: Cell::new(None),
             stats,
