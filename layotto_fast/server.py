@@ -19,11 +19,16 @@ from layotto_fast.actuator.routes import ActuatorRoutes
 from layotto_fast.api.layotto import LayottoRuntime
 from layotto_fast.api.transport_grpcio import build_server
 from layotto_fast.api.transport_native import NativeGrpcServer
+from layotto_fast.components.invoke.config import InvokeSettings
+from layotto_fast.components.invoke.mesh_channels import MeshInvoker
+from layotto_fast.components.invoke.targets import build_targets, needs_mesh
 from layotto_fast.errors import StartupError
 from layotto_fast.http import HttpProtocol
 from layotto_fast.manifest import ComponentManifest, load_folder
+from layotto_fast.mesh.config import MeshSettings
 from layotto_fast.mesh.metrics import MeshCollector
 from layotto_fast.mesh.proxy import Mesh
+from layotto_fast.runtime.invoke_service import InvokeService
 from layotto_fast.runtime.lifecycle import Components
 from layotto_fast.runtime.services import Services
 from layotto_fast.settings import Settings
@@ -60,11 +65,15 @@ class Sidecar:
     def __init__(self, settings: Settings, manifests: list[ComponentManifest]) -> None:
         self.settings = settings
         self.components = Components(manifests, settings.component_init_timeout_seconds)
-        self.services = Services.over(self.components, settings.app_id)
+        invoke = settings.invoke or InvokeSettings()
+        mesh = settings.mesh or MeshSettings()
+        wants_mesh = bool(mesh.listeners or mesh.clusters) or needs_mesh(invoke)
+        self.mesh = Mesh(mesh, settings.config_file) if wants_mesh else None
+        self.invoker = MeshInvoker(lambda: self.mesh.proxy if self.mesh else None)
+        targets = build_targets(invoke, lambda: self.invoker)
+        self.services = Services.over(self.components, settings.app_id, InvokeService(targets))
         self.metrics = Metrics(self.components, self.services)
         self.layotto = LayottoRuntime(self.services)
-        mesh = settings.mesh
-        self.mesh = Mesh(mesh, settings.config_file) if mesh and (mesh.listeners or mesh.clusters) else None
         if self.mesh is not None:
             self.metrics.registry.register(MeshCollector(self.mesh))
         self._stop = asyncio.Event()
@@ -124,6 +133,8 @@ class Sidecar:
     async def _stop_serving(self, server: GrpcServer, actuator: asyncio.Server, grace: float) -> None:
         await server.stop(grace)
         actuator.close()
+        await self.services.invoke.close()
+        self.invoker.close()
         if self.mesh is not None:
             self.mesh.stop()
         await self.components.close_all()

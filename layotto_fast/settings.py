@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from layotto_fast.components.invoke import config as invoke_config
+from layotto_fast.components.invoke.config import InvokeSettings
 from layotto_fast.errors import StartupError
 from layotto_fast.mesh import config as mesh_config
 from layotto_fast.mesh.config import MeshSettings
@@ -39,6 +41,7 @@ class Settings:
     component_init_timeout_seconds: float = 10.0
     # Only from the file: the mesh's listeners, routes and clusters; and the file, to reload it.
     mesh: MeshSettings | None = None
+    invoke: InvokeSettings | None = None
     config_file: str = ""
 
     def components_folder(self) -> Path | None:
@@ -49,21 +52,22 @@ class Settings:
         return local if local.is_dir() else None
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name not in ("mesh", "config_file")}
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name not in ("mesh", "invoke", "config_file")}
 _PORTS = ("grpc_port", "http_port", "actuator_port", "app_port")
 
 
 def load(config_file: str | None, overrides: dict[str, Any]) -> Settings:
     values: dict[str, Any] = {}
     source = config_file or "command line"
-    mesh = None
+    mesh = invoke = None
     if config_file:
         values.update(_read_config(Path(config_file)))
         mesh = values.pop("mesh", None)
+        invoke = values.pop("invoke", None)
     values.update({k: v for k, v in overrides.items() if v is not None})
     for name, value in values.items():
         values[name] = _check(name, value, source)
-    settings = Settings(**values, mesh=mesh, config_file=config_file or "")
+    settings = Settings(**values, mesh=mesh, invoke=invoke, config_file=config_file or "")
     _check_together(settings, source)
     return settings
 
@@ -94,6 +98,12 @@ def _check_together(settings: Settings, source: str) -> None:
             problem = f"{port} is also the {seen[port]}: each listener needs its own port"
             raise StartupError(source, f"mesh.listeners[{i}].address", problem)
         seen[port] = f"mesh listener {listener.name!r}"
+    clusters = {c.name: c.protocol for c in settings.mesh.clusters} if settings.mesh else {}
+    for i, target in enumerate(settings.invoke.targets if settings.invoke else ()):
+        if target.cluster is not None and clusters.get(target.cluster) != target.channel:
+            known = ", ".join(f"{name} ({protocol})" for name, protocol in sorted(clusters.items())) or "none"
+            problem = f"{target.cluster!r} is not a {target.channel} cluster of the mesh section (known: {known})"
+            raise StartupError(source, f"invoke.targets[{i}].cluster", problem)
 
 
 def read_mesh(config_file: str) -> MeshSettings | None:
@@ -120,8 +130,11 @@ def _read_config(path: Path) -> dict[str, Any]:
         if name == "mesh":
             values["mesh"] = mesh_config.parse(value, source)
             continue
+        if name == "invoke":
+            values["invoke"] = invoke_config.parse(value, source)
+            continue
         if name not in _FIELDS:
-            known = ", ".join(sorted([*_FIELDS, "mesh"]))
+            known = ", ".join(sorted([*_FIELDS, "invoke", "mesh"]))
             raise StartupError(source, str(key), f"unknown setting (known: {known})")
         values[name] = value
     # Relative paths in the file are relative to the file, not to where it was started from.

@@ -259,3 +259,42 @@ class MeshProxy:
     def stop(self) -> None: ...
     def stats(self) -> dict[str, Any]:
         """Counters by listener, route and cluster."""
+    def invoke(
+        self,
+        token: int,
+        protocol: str,
+        frame: bytes,
+        timeout_ms: int,
+        cluster: str | None = None,
+        address: str | None = None,
+        retries: int = 1,
+    ) -> None:
+        """Send a whole request frame to a cluster (or an address); its outcome comes back
+        through ``take_completions`` under ``token``."""
+    def completions_fd(self) -> int:
+        """Readable when invocations have finished."""
+    def take_completions(self) -> list[tuple[int, str, bytes]]:
+        """(token, "ok" | "timeout" | "unavailable" | "overloaded" | "no_service" | "bad_request",
+        response frame or the reason as UTF-8)."""
+
+def encode_dubbo_request(
+    request_id: int,
+    path: str,
+    version: str,
+    method: str,
+    param_types: str,
+    args: list[Any],
+    attachments: dict[str, Any] | None = None,
+) -> bytes: ...
+def encode_dubbo_generic(
+    request_id: int,
+    path: str,
+    version: str,
+    method: str,
+    arg_types: list[str],
+    args: list[Any],
+    attachments: dict[str, Any] | None = None,
+) -> bytes:
+    """Dubbo's generic call ($invoke), answered by a provider without its interface."""
+def decode_dubbo_response(frame: bytes) -> tuple[int, str, Any, dict[str, Any]]:
+    """(status, "value" | "null" | "exception" | "error", value or message, attachments)."""

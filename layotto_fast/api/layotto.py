@@ -13,9 +13,10 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable
 from typing import ClassVar
 
-from google.protobuf import empty_pb2
+from google.protobuf import any_pb2, empty_pb2
 
 from layotto_fast._proto import runtime_pb2 as pb
+from layotto_fast.api.call import current_call
 from layotto_fast.api.codecs import Decode, Encode
 from layotto_fast.api.wire import (
     GetStateFields,
@@ -32,6 +33,8 @@ from layotto_fast.errors import Internal, RuntimeApiError
 from layotto_fast.runtime.configuration import ConfigItem
 from layotto_fast.runtime.configuration_service import ConfigurationService, Subscription
 from layotto_fast.runtime.hello_service import HelloService
+from layotto_fast.runtime.invoke import InvokeRequest
+from layotto_fast.runtime.invoke_service import InvokeService
 from layotto_fast.runtime.lock_service import LockService
 from layotto_fast.runtime.records import state_item
 from layotto_fast.runtime.secrets_service import SecretsService
@@ -61,6 +64,7 @@ class LayottoRuntime:
         self._sequencer: SequencerService = services.sequencer
         self._secrets: SecretsService = services.secrets
         self._configuration: ConfigurationService = services.configuration
+        self._invoke: InvokeService = services.invoke
 
     @property
     def active_subscriptions(self) -> int:
@@ -128,6 +132,25 @@ class LayottoRuntime:
     # -- sequencer -----------------------------------------------------------
     async def GetNextId(self, request: pb.GetNextIdRequest) -> pb.GetNextIdResponse:
         return pb.GetNextIdResponse(next_id=await self._sequencer.next_id(request.store_name, request.key))
+
+    # -- service invocation --------------------------------------------------
+    async def InvokeService(self, request: pb.InvokeServiceRequest) -> pb.InvokeResponse:
+        message = request.message
+        extension = message.http_extension
+        verb = pb.HTTPExtension.Verb.Name(extension.verb) if extension.verb else ""
+        headers = {k: v for k, v in current_call().metadata.items() if isinstance(v, str)}
+        result = await self._invoke.invoke(
+            InvokeRequest(
+                id=request.id,
+                method=message.method,
+                data=message.data.value,
+                content_type=message.content_type,
+                verb=verb,
+                querystring=extension.querystring,
+                headers=headers,
+            )
+        )
+        return pb.InvokeResponse(data=any_pb2.Any(value=result.data), content_type=result.content_type)
 
     # -- secrets -------------------------------------------------------------
     async def GetSecret(self, request: pb.GetSecretRequest) -> pb.GetSecretResponse:

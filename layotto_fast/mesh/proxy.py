@@ -41,6 +41,11 @@ class Mesh:
         if self._config_file:
             self._watching = asyncio.get_running_loop().create_task(self._watch())
 
+    @property
+    def proxy(self) -> MeshProxy | None:
+        """The running proxy (None before start and after stop)."""
+        return self._proxy
+
     def addresses(self) -> list[tuple[str, str, int]]:
         return self._proxy.addresses() if self._proxy else []
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from layotto_fast.runtime.configuration_service import ConfigurationService
 from layotto_fast.runtime.hello_service import HelloService
+from layotto_fast.runtime.invoke_service import InvokeService
 from layotto_fast.runtime.lifecycle import Components
 from layotto_fast.runtime.lock_service import LockService
 from layotto_fast.runtime.secrets_service import SecretsService
@@ -21,9 +22,10 @@ class Services:
     sequencer: SequencerService
     secrets: SecretsService
     configuration: ConfigurationService
+    invoke: InvokeService
 
     @classmethod
-    def over(cls, components: Components, app_id: str) -> Services:
+    def over(cls, components: Components, app_id: str, invoke: InvokeService | None = None) -> Services:
         return cls(
             hello=HelloService(components),
             state=StateService(components),
@@ -31,4 +33,5 @@ class Services:
             sequencer=SequencerService(components),
             secrets=SecretsService(components),
             configuration=ConfigurationService(components, app_id),
+            invoke=invoke or InvokeService({}),
         )

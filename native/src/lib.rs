@@ -8,6 +8,7 @@
 pub mod bolt;
 pub mod codec;
 pub mod dubbo;
+mod dubbo_py;
 pub mod error;
 pub mod frame;
 pub mod front;
@@ -240,6 +241,9 @@ mod layotto_fast_native {
 
     #[pymodule_export]
     use crate::mesh::python::MeshProxy;
+
+    #[pymodule_export]
+    use crate::dubbo_py::{decode_dubbo_response, encode_dubbo_generic, encode_dubbo_request};
 
     #[cfg(feature = "bench")]
     #[pymodule_export]

@@ -14,8 +14,9 @@ use tokio::task::spawn_local;
 
 use super::cluster::Cluster;
 use super::outbox::Outbox;
+use super::reply::ReplyTo;
 use super::routing::{Route, Routing};
-use super::stats::{ListenerStats, Outcome};
+use super::stats::{ListenerStats, Outcome, RouteStats};
 use super::upstream::{Pending, Upstream, REQUEST_HEAD_LEN};
 use crate::codec::{Codec, FrameHead, FrameKind, Refusal};
 
@@ -154,18 +155,40 @@ async fn forward<C: Codec>(
         return;
     }
     let cluster = routing.clusters[route.pick_cluster()].clone();
-    if !cluster.admits() {
-        route.stats.count(Outcome::BreakerRefused);
-        cluster.stats.breaker_refused.incr();
-        refuse::<C>(
-            client,
-            frame,
-            &head,
-            Refusal::Overloaded,
-            "too many requests in flight",
-        );
-        return;
+    let reply = (head.kind == FrameKind::Request).then(|| ReplyTo::Client(client.clone()));
+    let sending = Sending {
+        timeout: route.timeout,
+        retries: route.retries,
+        stats: &route.stats,
+    };
+    if let Err((refusal, why)) = dispatch::<C>(&cluster, frame, head, reply, sending).await {
+        refuse::<C>(client, frame, &head, refusal, &why);
     }
+}
+
+/// How one request is sent: its deadline, connection retries and statistics.
+pub struct Sending<'a> {
+    pub timeout: Duration,
+    pub retries: u32,
+    pub stats: &'a Arc<RouteStats>,
+}
+
+/// Sends request `frame` to a host of `cluster` (breaker, balancing, connect retries),
+/// its answer to go to `reply` (`None`: a oneway request). On refusal, says why; the
+/// caller answers in its own terms.
+pub async fn dispatch<C: Codec>(
+    cluster: &Rc<Cluster>,
+    frame: &mut [u8],
+    head: FrameHead,
+    reply: Option<ReplyTo>,
+    sending: Sending<'_>,
+) -> Result<(), (Refusal, String)> {
+    if !cluster.admits() {
+        sending.stats.count(Outcome::BreakerRefused);
+        cluster.stats.breaker_refused.incr();
+        return Err((Refusal::Overloaded, "too many requests in flight".into()));
+    }
+    let mut reply = reply;
     let mut tried = Vec::new();
     let why = loop {
         let Some(host) = cluster.pick(&tried) else {
@@ -174,51 +197,47 @@ async fn forward<C: Codec>(
                 cluster.config.name
             );
         };
-        match connection::<C>(&cluster, host).await {
+        match connection::<C>(cluster, host).await {
             Ok(upstream) => {
                 let started = Instant::now();
-                let pending = (head.kind == FrameKind::Request).then(|| {
+                let pending = reply.take().map(|reply| {
                     let mut request_head = [0u8; REQUEST_HEAD_LEN];
                     let n = frame.len().min(REQUEST_HEAD_LEN);
                     request_head[..n].copy_from_slice(&frame[..n]);
                     Pending {
-                        client: client.clone(),
+                        reply,
                         client_id: head.request_id,
                         head: request_head,
-                        deadline: started + route.timeout,
+                        deadline: started + sending.timeout,
                         started,
-                        route: route.stats.clone(),
+                        route: sending.stats.clone(),
                         cluster: cluster.clone(),
                         host,
                     }
                 });
                 upstream.send::<C>(frame, pending);
-                return;
+                return Ok(());
             }
             Err(ConnectError::Overloaded) => {
-                route.stats.count(Outcome::BreakerRefused);
+                sending.stats.count(Outcome::BreakerRefused);
                 cluster.stats.breaker_refused.incr();
-                refuse::<C>(
-                    client,
-                    frame,
-                    &head,
+                return Err((
                     Refusal::Overloaded,
-                    "too many requests waiting for a connection",
-                );
-                return;
+                    "too many requests waiting for a connection".into(),
+                ));
             }
             Err(ConnectError::Failed(e)) => {
                 cluster.failed(host);
                 cluster.stats.connect_failures.incr();
                 tried.push(host);
-                if tried.len() > route.retries as usize {
+                if tried.len() > sending.retries as usize {
                     break format!("connecting to {}: {e}", cluster.hosts[host].address);
                 }
             }
         }
     };
-    route.stats.count(Outcome::Unavailable);
-    refuse::<C>(client, frame, &head, Refusal::Unavailable, &why);
+    sending.stats.count(Outcome::Unavailable);
+    Err((Refusal::Unavailable, why))
 }
 
 pub enum ConnectError {

@@ -15,6 +15,7 @@ mod health;
 mod listener;
 mod outbox;
 pub mod python;
+mod reply;
 mod router;
 mod routing;
 mod stats;

@@ -3,29 +3,49 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::io::Read;
 use std::net::TcpListener as StdListener;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList};
 use tokio::sync::mpsc;
 use tokio::task::{spawn_local, LocalSet};
 
-use super::config::MeshConfig;
+use super::cluster::Cluster;
+use super::config::{ClusterConfig, MeshConfig};
 use super::health::check_hosts;
 use super::listener::{accept, Listener};
+use super::listener::{dispatch, Sending};
+use super::reply::{Completion, Completions, ReplyTo};
 use super::routing::Routing;
 use super::stats::{ClusterStats, ListenerStats, RouteStats, LATENCY_BUCKETS_US, OUTCOMES};
 use crate::bolt::Bolt;
-use crate::codec::Codec;
+use crate::codec::{Codec, FrameKind, Refusal};
 use crate::dubbo::Dubbo;
 
 enum Control {
     Reload(MeshConfig, std::sync::mpsc::Sender<()>),
+    Invoke(Invocation),
     Stop,
+}
+
+/// An InvokeService call for the bolt or dubbo channel: a whole request frame for a
+/// cluster of the configuration, or for one address (`rpc_target_address`).
+struct Invocation {
+    token: u64,
+    protocol: String,
+    cluster: Option<String>,
+    address: Option<String>,
+    frame: Vec<u8>,
+    timeout: Duration,
+    retries: u32,
 }
 
 /// Names beside the counters, as the running configuration has them.
@@ -39,6 +59,9 @@ struct Registry {
 #[pyclass(module = "layotto_fast_native", name = "MeshProxy")]
 pub struct MeshProxy {
     control: Option<mpsc::UnboundedSender<Control>>,
+    completions: Arc<Completions>,
+    /// The event loop's end of the completions' wake-up socket.
+    woken: UnixStream,
     thread: Option<JoinHandle<()>>,
     registry: Arc<Mutex<Registry>>,
     bound: Vec<(String, String, u16)>,
@@ -81,6 +104,11 @@ impl MeshProxy {
         let registry = Arc::new(Mutex::new(Registry::default()));
         let (control, receiver) = mpsc::unbounded_channel();
         let shared = registry.clone();
+        let (woken, wake) = UnixStream::pair()?;
+        woken.set_nonblocking(true)?;
+        wake.set_nonblocking(true)?;
+        let completions = Arc::new(Completions::new(wake));
+        let finished = completions.clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -89,7 +117,10 @@ impl MeshProxy {
         let thread = std::thread::Builder::new()
             .name("mesh".into())
             .spawn(move || {
-                LocalSet::new().block_on(&runtime, run(config, sockets, receiver, shared, started));
+                LocalSet::new().block_on(
+                    &runtime,
+                    run(config, sockets, receiver, shared, started, finished),
+                );
             })
             .map_err(|e| PyRuntimeError::new_err(format!("cannot start the mesh thread: {e}")))?;
         wait_started
@@ -97,6 +128,8 @@ impl MeshProxy {
             .map_err(|_| PyRuntimeError::new_err("the mesh thread ended while starting"))?;
         Ok(MeshProxy {
             control: Some(control),
+            completions,
+            woken,
             thread: Some(thread),
             registry,
             bound,
@@ -122,6 +155,74 @@ impl MeshProxy {
         }
         py.detach(move || wait.recv())
             .map_err(|_| PyRuntimeError::new_err("the mesh thread ended during the reload"))
+    }
+
+    /// Sends request `frame` (a whole Bolt or Dubbo request) to `cluster`, or straight to
+    /// `address`; its outcome comes back through `take_completions` under `token`.
+    #[pyo3(signature = (token, protocol, frame, timeout_ms, cluster = None, address = None, retries = 1))]
+    #[allow(clippy::too_many_arguments)]
+    fn invoke(
+        &self,
+        token: u64,
+        protocol: &str,
+        frame: Vec<u8>,
+        timeout_ms: u64,
+        cluster: Option<String>,
+        address: Option<String>,
+        retries: u32,
+    ) -> PyResult<()> {
+        check_protocol(protocol, "invoke")?;
+        if cluster.is_none() == address.is_none() {
+            return Err(PyValueError::new_err(
+                "invoke needs a cluster or an address, not both",
+            ));
+        }
+        let invocation = Invocation {
+            token,
+            protocol: protocol.to_string(),
+            cluster,
+            address,
+            frame,
+            timeout: Duration::from_millis(timeout_ms),
+            retries,
+        };
+        let sent = self
+            .control
+            .as_ref()
+            .is_some_and(|c| c.send(Control::Invoke(invocation)).is_ok());
+        if sent {
+            Ok(())
+        } else {
+            Err(PyRuntimeError::new_err("the mesh is stopped"))
+        }
+    }
+
+    /// The descriptor the event loop watches: readable when invocations have finished.
+    fn completions_fd(&self) -> i32 {
+        self.woken.as_raw_fd()
+    }
+
+    /// Finished invocations: (token, outcome, bytes): outcome "ok" with the response
+    /// frame, or why not ("timeout", "unavailable", "overloaded", "no_service",
+    /// "bad_request") with the reason as UTF-8.
+    fn take_completions<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> Vec<(u64, &'static str, Bound<'py, PyBytes>)> {
+        let mut drain = [0u8; 256];
+        while matches!((&self.woken).read(&mut drain), Ok(n) if n > 0) {}
+        self.completions
+            .take()
+            .into_iter()
+            .map(|c| match c.outcome {
+                Ok(frame) => (c.token, "ok", PyBytes::new(py, &frame)),
+                Err((refusal, why)) => (
+                    c.token,
+                    refusal_name(refusal),
+                    PyBytes::new(py, why.as_bytes()),
+                ),
+            })
+            .collect()
     }
 
     /// Closes every listener and connection and waits for the thread to end.
@@ -204,6 +305,16 @@ impl MeshProxy {
     }
 }
 
+fn refusal_name(refusal: Refusal) -> &'static str {
+    match refusal {
+        Refusal::NoService => "no_service",
+        Refusal::Overloaded => "overloaded",
+        Refusal::Timeout => "timeout",
+        Refusal::Unavailable => "unavailable",
+        Refusal::BadRequest => "bad_request",
+    }
+}
+
 fn publish(
     registry: &Mutex<Registry>,
     config: &MeshConfig,
@@ -267,6 +378,7 @@ async fn run(
     mut control: mpsc::UnboundedReceiver<Control>,
     registry: Arc<Mutex<Registry>>,
     started: std::sync::mpsc::Sender<()>,
+    completions: Arc<Completions>,
 ) {
     let mut route_stats = HashMap::new();
     let routing = Rc::new(RefCell::new(Rc::new(Routing::build(
@@ -291,6 +403,8 @@ async fn run(
         spawn(&l.protocol, socket, listener);
     }
     let _ = started.send(());
+    let direct: Rc<DirectClusters> = Rc::default();
+    let invoke_stats = Arc::new(RouteStats::default());
     let mut config = config;
     while let Some(message) = control.recv().await {
         match message {
@@ -303,10 +417,113 @@ async fn run(
                 config = new;
                 let _ = done.send(());
             }
+            Control::Invoke(invocation) => {
+                let cluster = match (&invocation.cluster, &invocation.address) {
+                    (Some(name), _) => routing
+                        .borrow()
+                        .clusters
+                        .iter()
+                        .find(|c| {
+                            &c.config.name == name && c.config.protocol == invocation.protocol
+                        })
+                        .cloned(),
+                    (None, Some(address)) => {
+                        Some(direct_cluster(&direct, &invocation.protocol, address))
+                    }
+                    (None, None) => None,
+                };
+                let Some(cluster) = cluster else {
+                    let name = invocation.cluster.clone().unwrap_or_default();
+                    completions.complete(Completion {
+                        token: invocation.token,
+                        outcome: Err((
+                            Refusal::Unavailable,
+                            format!(
+                                "no {} cluster named {name:?} in the mesh configuration",
+                                invocation.protocol
+                            ),
+                        )),
+                    });
+                    continue;
+                };
+                let (completions, stats) = (completions.clone(), invoke_stats.clone());
+                match invocation.protocol.as_str() {
+                    "dubbo" => spawn_local(send_invocation::<Dubbo>(
+                        cluster,
+                        invocation,
+                        completions,
+                        stats,
+                    )),
+                    _ => spawn_local(send_invocation::<Bolt>(
+                        cluster,
+                        invocation,
+                        completions,
+                        stats,
+                    )),
+                };
+            }
             Control::Stop => break,
         }
     }
     drop(config);
+}
+
+/// One-host clusters by (protocol, address), made for calls that name their address.
+type DirectClusters = RefCell<HashMap<(String, String), Rc<Cluster>>>;
+
+/// The one-host cluster for calls that name their address (`rpc_target_address`).
+fn direct_cluster(
+    direct: &DirectClusters,
+    protocol: &str,
+    address: &str,
+) -> Rc<Cluster> {
+    direct
+        .borrow_mut()
+        .entry((protocol.to_string(), address.to_string()))
+        .or_insert_with(|| {
+            Rc::new(Cluster::new(ClusterConfig {
+                name: address.to_string(),
+                protocol: protocol.to_string(),
+                hosts: vec![address.to_string()],
+                // One host: ejecting it would only turn its failures into refusals.
+                outlier_consecutive_failures: 0,
+                ..ClusterConfig::default()
+            }))
+        })
+        .clone()
+}
+
+async fn send_invocation<C: Codec>(
+    cluster: Rc<Cluster>,
+    invocation: Invocation,
+    completions: Arc<Completions>,
+    stats: Arc<RouteStats>,
+) {
+    let token = invocation.token;
+    let fail = |refusal, why: String| {
+        completions.complete(Completion {
+            token,
+            outcome: Err((refusal, why)),
+        })
+    };
+    let mut frame = invocation.frame;
+    let head = match C::head(&frame) {
+        Ok(head) if head.kind == FrameKind::Request => head,
+        Ok(_) => return fail(Refusal::BadRequest, "not a two-way request frame".into()),
+        Err(e) => return fail(Refusal::BadRequest, e.to_string()),
+    };
+    let reply = Some(ReplyTo::Invoke {
+        token,
+        completions: completions.clone(),
+    });
+    let sending = Sending {
+        timeout: invocation.timeout,
+        retries: invocation.retries,
+        stats: &stats,
+    };
+    if let Err((refusal, why)) = dispatch::<C>(&cluster, &mut frame, head, reply, sending).await {
+        fail(refusal, why);
+    }
 }
 
 fn spawn(protocol: &str, socket: tokio::net::TcpListener, listener: Rc<Listener>) {

@@ -15,8 +15,9 @@ use tokio::task::spawn_local;
 
 use super::cluster::Cluster;
 use super::outbox::Outbox;
+use super::reply::ReplyTo;
 use super::stats::{ClusterStats, Outcome, RouteStats};
-use crate::codec::{Codec, FrameHead, FrameKind, Refusal};
+use crate::codec::{Codec, FrameKind, Refusal};
 
 /// Enough of a request's first bytes to build the protocol's refusal for it later.
 pub const REQUEST_HEAD_LEN: usize = 24;
@@ -46,7 +47,7 @@ type PendingMap = HashMap<u64, Pending, std::hash::BuildHasherDefault<IdHash>>;
 
 /// A request sent upstream and not answered yet.
 pub struct Pending {
-    pub client: Rc<Outbox>,
+    pub reply: ReplyTo,
     pub client_id: u64,
     pub head: [u8; REQUEST_HEAD_LEN],
     pub deadline: Instant,
@@ -170,11 +171,7 @@ fn finish(p: &Pending) {
 }
 
 fn refuse<C: Codec>(p: &Pending, refusal: Refusal, message: &str) {
-    let head = FrameHead {
-        kind: FrameKind::Request,
-        request_id: p.client_id,
-    };
-    p.client.push(&C::refusal(&p.head, &head, refusal, message));
+    p.reply.refuse::<C>(&p.head, p.client_id, refusal, message);
 }
 
 async fn read_responses<C: Codec>(
@@ -230,7 +227,7 @@ fn on_frame<C: Codec>(upstream: &Upstream, frame: &mut [u8]) -> Result<(), Strin
             p.route.count(Outcome::Answered);
             p.route.observe_us(p.started.elapsed().as_micros() as u64);
             C::set_request_id(frame, p.client_id);
-            p.client.push(frame);
+            p.reply.answer(frame);
         }
         FrameKind::HeartbeatRequest => {
             upstream.outbox.push(&C::heartbeat_reply(frame, &head));

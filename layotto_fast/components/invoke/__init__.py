@@ -1,0 +1,1 @@
+"""InvokeService's channels (http, bolt, dubbo) and the filters the package ships."""

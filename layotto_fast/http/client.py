@@ -1,0 +1,147 @@
+"""An HTTP/1.1 client for InvokeService's http channel: keep-alive connections per
+upstream address, responses parsed by httptools (llhttp), one request at a time per
+connection. Written here rather than taken from aiohttp or httpx: the channel needs a
+pooled request/response and nothing else, and this costs a fraction of their CPU per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass, field
+
+import httptools
+
+# Bytes of a response body accepted before the connection is given up.
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass
+class HttpResponse:
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+
+class HttpError(Exception):
+    """The connection failed, or the peer sent something that is not HTTP."""
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self._waiter: asyncio.Future[HttpResponse] | None = None
+        self._response = HttpResponse(0)
+        self._body: list[bytes] = []
+        self._size = 0
+        self._header_name = b""
+        self.reusable = False
+        self.lost = False
+
+    # -- asyncio
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(HttpError("the upstream switched protocols"))
+        except httptools.HttpParserError as exc:
+            self._fail(HttpError(f"the upstream sent a malformed response: {exc}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self._fail(HttpError(f"the upstream closed the connection{f': {exc}' if exc else ''}"))
+
+    # -- httptools callbacks
+    def on_message_begin(self) -> None:
+        self._response = HttpResponse(0)
+        self._body, self._size = [], 0
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._response.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_body(self, body: bytes) -> None:
+        self._size += len(body)
+        if self._size > MAX_RESPONSE_BYTES:
+            self._fail(HttpError(f"the response body is over {MAX_RESPONSE_BYTES} bytes"))
+            return
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        self._response.status = self._parser.get_status_code()
+        self._response.body = b"".join(self._body)
+        self.reusable = self._parser.should_keep_alive()
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(self._response)
+
+    # -- use
+    def send(self, data: bytes) -> asyncio.Future[HttpResponse]:
+        assert self.transport is not None
+        self._waiter = asyncio.get_running_loop().create_future()
+        self.reusable = False
+        self.transport.write(data)
+        return self._waiter
+
+    def _fail(self, error: HttpError) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(error)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class HttpClient:
+    """Keep-alive connections to one ``host:port``; at most ``max_idle`` kept idle."""
+
+    def __init__(self, address: str, max_idle: int = 64) -> None:
+        host, _, port = address.rpartition(":")
+        self.address = address
+        self._host, self._port = host.strip("[]"), int(port)
+        self._idle: deque[_Connection] = deque()
+        self._max_idle = max_idle
+
+    async def request(
+        self, verb: str, target: str, headers: dict[str, str], body: bytes, timeout: float
+    ) -> HttpResponse:
+        """One request; raises TimeoutError after ``timeout`` seconds, HttpError or OSError
+        when the upstream cannot be reached or answers something that is not HTTP."""
+        head = [f"{verb} {target} HTTP/1.1", f"Host: {self.address}", f"Content-Length: {len(body)}"]
+        head += [f"{name}: {value}" for name, value in headers.items()]
+        data = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+        # wait_for, not asyncio.timeout: a handler may run outside a Task (the native
+        # transport drives coroutines itself), and asyncio.timeout needs one.
+        response, connection = await asyncio.wait_for(self._exchange(data), timeout)
+        if connection.reusable and not connection.lost and len(self._idle) < self._max_idle:
+            self._idle.append(connection)
+        else:
+            connection.close()
+        return response
+
+    async def _exchange(self, data: bytes) -> tuple[HttpResponse, _Connection]:
+        connection = await self._connection()
+        try:
+            return await connection.send(data), connection
+        except BaseException:
+            connection.close()
+            raise
+
+    async def _connection(self) -> _Connection:
+        while self._idle:
+            connection = self._idle.pop()
+            if not connection.lost:
+                return connection
+        loop = asyncio.get_running_loop()
+        _, connection = await loop.create_connection(_Connection, self._host, self._port)
+        return connection
+
+    def close(self) -> None:
+        while self._idle:
+            self._idle.pop().close()

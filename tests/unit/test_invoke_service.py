@@ -1,0 +1,136 @@
+"""InvokeService's own rules, with no transport: lookup, Layotto's request headers, the
+order of filter steps (sync and async), a step that fails the call, and the invoke config.
+
+The channel here is a recording test double (named as such): the channels themselves are
+tested against real upstreams in tests/integration/test_invoke_service.py."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from layotto_fast.components.invoke.config import parse
+from layotto_fast.errors import InvalidArgument, NotFound, StartupError, Unavailable
+from layotto_fast.runtime.invoke import InvokeRequest, InvokeResult, PassThrough, register_filter
+from layotto_fast.runtime.invoke_service import InvokeService, Target
+
+
+class RecordingChannel:
+    """Test double: answers with what it was sent."""
+
+    def __init__(self) -> None:
+        self.seen: list[InvokeRequest] = []
+
+    async def call(self, request: InvokeRequest) -> InvokeResult:
+        self.seen.append(request)
+        return InvokeResult(data=request.data, content_type="text/plain")
+
+    async def close(self) -> None:
+        return None
+
+
+class Tag(PassThrough):
+    def __init__(self, tag: str, fail: bool = False) -> None:
+        self.tag, self.fail = tag, fail
+
+    async def before(self, request: InvokeRequest) -> InvokeRequest:
+        await asyncio.sleep(0)
+        if self.fail:
+            raise Unavailable(f"{self.tag} refused")
+        request.data += self.tag.encode()
+        return request
+
+    def after(self, request: InvokeRequest, result: InvokeResult) -> InvokeResult:
+        result.data += b"<" + self.tag.encode()
+        return result
+
+
+def run(service: InvokeService, request: InvokeRequest) -> InvokeResult:
+    return asyncio.run(service.invoke(request))
+
+
+def test_filters_run_in_order_around_the_channel() -> None:
+    channel = RecordingChannel()
+    service = InvokeService({"app": Target("app", channel, 3000, before=[Tag("a"), Tag("b")], after=[Tag("c")])})
+    result = run(service, InvokeRequest(id="app", method="m", data=b">"))
+    assert channel.seen[0].data == b">ab"
+    assert result.data == b">ab<c"
+
+
+def test_a_failing_step_fails_the_call_before_the_channel() -> None:
+    channel = RecordingChannel()
+    service = InvokeService({"app": Target("app", channel, 3000, before=[Tag("x", fail=True)])})
+    with pytest.raises(Unavailable, match="x refused"):
+        run(service, InvokeRequest(id="app", method="m", data=b""))
+    assert channel.seen == []
+
+
+def test_layotto_headers_set_timeout_and_address() -> None:
+    channel = RecordingChannel()
+    service = InvokeService({"app": Target("app", channel, 1234)})
+    run(service, InvokeRequest(id="app", method="m", data=b""))
+    assert channel.seen[-1].timeout_ms == 1234, "the target's default"
+    headers = {"rpc_request_timeout": "50", "rpc_target_address": "10.0.0.1:80"}
+    run(service, InvokeRequest(id="app", method="m", data=b"", headers=headers))
+    assert (channel.seen[-1].timeout_ms, channel.seen[-1].target_address) == (50, "10.0.0.1:80")
+    for bad in ("soon", "0", "-5", "99999999"):
+        with pytest.raises(InvalidArgument, match="rpc_request_timeout"):
+            run(service, InvokeRequest(id="app", method="m", data=b"", headers={"rpc_request_timeout": bad}))
+
+
+def test_lookup_errors_name_the_field() -> None:
+    service = InvokeService({"app": Target("app", RecordingChannel(), 3000)})
+    with pytest.raises(InvalidArgument, match=r"^id: "):
+        run(service, InvokeRequest(id="", method="m", data=b""))
+    with pytest.raises(NotFound, match=r"no invoke target 'other' \(known: app\)"):
+        run(service, InvokeRequest(id="other", method="m", data=b""))
+
+
+@register_filter("test_upper")
+class Upper(PassThrough):
+    def __init__(self, config: Any) -> None:
+        if config.get("bad"):
+            raise ValueError("bad is not allowed")
+
+
+@pytest.mark.parametrize(
+    ("raw", "field", "problem"),
+    [
+        ({"targets": [{"id": "a", "channel": "smtp"}]}, "invoke.targets[0].channel", "http, bolt, dubbo"),
+        ({"targets": [{"id": "a", "channel": "http"}]}, "invoke.targets[0].address", "required for the http"),
+        ({"targets": [{"id": "a", "channel": "bolt"}]}, "invoke.targets[0].cluster", "a cluster or an address"),
+        ({"targets": [{"id": "a", "channel": "http", "address": "h:1", "before_invoke": [{"name": "nope"}]}]},
+         "invoke.targets[0].before_invoke[0].name", "no filter 'nope'"),
+        ({"targets": [{"id": "a", "channel": "http", "address": "h:1", "after_invoke": [{"name": "test_upper",
+                                                                                       "bad": True}]}]},
+         "invoke.targets[0].after_invoke[0]", "bad is not allowed"),
+        ({"targets": [{"id": "a", "channel": "bolt", "address": "h:1", "codec": "xml"}]}, "invoke.targets[0].codec",
+         "hessian2, protobuf"),
+        ({"filter_modules": ["no_such_module_here"]}, "invoke.filter_modules[0]", "cannot import"),
+        ({"targets": [{"id": "a", "channel": "http", "address": "h:1"}] * 2}, "invoke.targets[1].id", "used twice"),
+    ],
+)  # fmt: skip
+def test_config_mistakes_name_the_field(raw: Any, field: str, problem: str) -> None:
+    with pytest.raises(StartupError) as caught:
+        parse(raw, "c.yaml")
+    assert caught.value.field == field
+    assert problem in caught.value.problem
+
+
+def test_a_users_filter_module_is_imported(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "my_filters.py").write_text(
+        "from layotto_fast.runtime.invoke import PassThrough, register_filter\n"
+        "@register_filter('mine')\n"
+        "class Mine(PassThrough):\n"
+        "    def __init__(self, config):\n"
+        "        self.config = config\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    settings = parse(
+        {"filter_modules": ["my_filters"],
+         "targets": [{"id": "a", "channel": "http", "address": "h:1", "before_invoke": [{"name": "mine", "k": 1}]}]},
+        "c.yaml",
+    )  # fmt: skip
+    assert settings.targets[0].before_invoke[0].config == {"k": 1}
