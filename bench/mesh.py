@@ -234,11 +234,108 @@ def bench_protocol(protocol: str, binary: Path, haproxy: str | None, rounds: int
     return checks
 
 
+def http_direct(port: int, calls: int) -> Run:
+    """The HTTP upstream called directly at one in flight, by the channel's own client."""
+    import asyncio
+
+    from layotto_fast.http.client import HttpClient
+
+    async def go() -> list[float]:
+        client = HttpClient(f"127.0.0.1:{port}")
+        latencies = []
+        for _ in range(calls):
+            started = time.perf_counter()
+            await client.request("POST", "/echo", {}, b"hi", 5)
+            latencies.append((time.perf_counter() - started) * 1e6)
+        client.close()
+        return sorted(latencies)
+
+    latencies = asyncio.run(go())
+    return Run(calls, 0, float("nan"), latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)],
+               float("nan"), float("nan"))  # fmt: skip
+
+
+def bench_invoke(binary: Path, rounds: int, seconds: float, tmp: Path) -> list[tuple[str, str, bool]]:
+    """InvokeService over gRPC (ghz) to a Bolt and an HTTP echo upstream, beside calling each directly."""
+    from bench.run import ghz_binary, protoset
+    from layotto_fast._proto import runtime_pb2 as pb
+
+    ghz, descriptors = ghz_binary(), protoset()
+    vectors = json.loads((ROOT / "tests" / "mesh" / "golden" / "vectors.json").read_text())
+    bolt_port, http_port = free_port(), free_port()
+    started = [
+        Process([sys.executable, "bench/mesh_echo.py", "bolt", str(bolt_port)], bolt_port, True),
+        Process([sys.executable, "bench/http_echo.py", str(http_port)], http_port, True),
+    ]
+    config = tmp / "invoke.yaml"
+    config.write_text(json.dumps({
+        "mesh": {"clusters": [{"name": "echo", "protocol": "bolt", "hosts": [f"127.0.0.1:{bolt_port}"]}]},
+        "invoke": {"targets": [
+            {"id": "bolt", "channel": "bolt", "cluster": "echo"},
+            {"id": "http", "channel": "http", "address": f"127.0.0.1:{http_port}"},
+        ]},
+    }))  # fmt: skip
+    grpc_port = free_port()
+    args = serve_command(grpc_port, free_port(), "--config", str(config), "--log-level", "warning")
+    sidecar = Process(args, grpc_port)
+    started.append(sidecar)
+    rows: dict[tuple[str, int], list[Run]] = {}
+    try:
+        for _ in range(rounds):
+            rows.setdefault(("bolt direct", 1), []).append(
+                run_load(binary, "bolt", bolt_port, vectors["bolt_request_echo"]["hex"], (1, 1), seconds, None)
+            )
+            rows.setdefault(("bolt direct", 64), []).append(
+                run_load(binary, "bolt", bolt_port, vectors["bolt_request_echo"]["hex"], (64, 1), seconds, None)
+            )
+            rows.setdefault(("http direct", 1), []).append(http_direct(http_port, 2000))
+            for target in ("bolt", "http"):
+                request = pb.InvokeServiceRequest(id=target, message=pb.CommonInvokeRequest(method="echo"))
+                request.message.data.value = b"hi"
+                body = tmp / f"invoke-{target}.bin"
+                body.write_bytes(request.SerializeToString())
+                for in_flight, total in ((1, 3000), (64, 20000)):
+                    rows.setdefault((f"InvokeService -> {target}", in_flight), []).append(
+                        ghz_invoke(ghz, descriptors, body, grpc_port, in_flight, total, sidecar)
+                    )
+    finally:
+        for process in reversed(started):
+            process.stop()
+    print("\n### InvokeService over gRPC (ghz) beside the direct call, medians\n")
+    print("| path | in flight | calls/s | p50 µs | p99 µs | sidecar CPU/call µs | errors |")
+    print("|---|---|---|---|---|---|---|")
+    table = {key: median_run(value) for key, value in rows.items()}
+    for (name, in_flight), row in sorted(table.items()):
+        cpu = "" if row.proxy_cpu_us != row.proxy_cpu_us else f"{row.proxy_cpu_us:.1f}"
+        rate = "" if row.per_second != row.per_second else f"{row.per_second:,.0f}"
+        print(f"| {name} | {in_flight} | {rate} | {row.p50_us:.0f} | {row.p99_us:.0f} | {cpu} | {row.errors} |")
+    added = table[("InvokeService -> bolt", 1)].p99_us - table[("bolt direct", 1)].p99_us
+    return [("invoke", f"InvokeService -> bolt @1: added p99 {added:.0f} µs (< 200 µs)", added < 200)]
+
+
+def ghz_invoke(ghz: str, descriptors: Path, body: Path, port: int, in_flight: int, total: int,
+               sidecar: Process) -> Run:  # fmt: skip
+    before = sidecar.cpu_seconds()
+    result = subprocess.run(
+        [ghz, "--insecure", "--protoset", str(descriptors), "--call", "spec.proto.runtime.v1.Runtime.InvokeService",
+         "-B", str(body), "-c", str(in_flight), "-n", str(total), "-O", "json", f"127.0.0.1:{port}"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    cpu = sidecar.cpu_seconds() - before
+    report = json.loads(result.stdout)
+    statuses = report.get("statusCodeDistribution") or {}
+    ok = int(statuses.get("OK", 0))
+    latency = {p["percentage"]: p["latency"] / 1000 for p in report.get("latencyDistribution") or []}
+    return Run(ok, sum(statuses.values()) - ok, report["rps"], latency.get(50, float("nan")),
+               latency.get(99, float("nan")), cpu / max(ok, 1) * 1e6, float("nan"))  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--protocols", default="bolt,dubbo")
+    parser.add_argument("--no-invoke", action="store_true", help="skip the InvokeService rows")
     args = parser.parse_args()
     binary = build_meshload()
     haproxy = haproxy_binary()
@@ -248,10 +345,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for protocol in args.protocols.split(","):
             checks += bench_protocol(protocol, binary, haproxy, args.rounds, args.seconds, Path(tmp))
+        if not args.no_invoke:
+            checks += bench_invoke(binary, args.rounds, args.seconds, Path(tmp))
     print("\nmesh targets (issue 15):")
     for protocol, text, passed in checks:
         print(f"  [{'PASS' if passed else 'MISS'}] {protocol}: {text}")
-    print("InvokeService rows: not measured yet (InvokeService is not built).")
     return 0
 
 
