@@ -289,6 +289,12 @@ def bench_invoke(binary: Path, rounds: int, seconds: float, tmp: Path) -> list[t
                 run_load(binary, "bolt", bolt_port, vectors["bolt_request_echo"]["hex"], (64, 1), seconds, None)
             )
             rows.setdefault(("http direct", 1), []).append(http_direct(http_port, 2000))
+            # The gRPC hop alone, for scale: GetState on the embedded in-memory store.
+            get_state = tmp / "get-state.bin"
+            get_state.write_bytes(pb.GetStateRequest(store_name="in-memory", key="k").SerializeToString())
+            rows.setdefault(("GetState in-memory (gRPC hop alone)", 1), []).append(
+                ghz_invoke(ghz, descriptors, get_state, grpc_port, 1, 3000, sidecar, "GetState")
+            )
             for target in ("bolt", "http"):
                 request = pb.InvokeServiceRequest(id=target, message=pb.CommonInvokeRequest(method="echo"))
                 request.message.data.value = b"hi"
@@ -314,10 +320,10 @@ def bench_invoke(binary: Path, rounds: int, seconds: float, tmp: Path) -> list[t
 
 
 def ghz_invoke(ghz: str, descriptors: Path, body: Path, port: int, in_flight: int, total: int,
-               sidecar: Process) -> Run:  # fmt: skip
+               sidecar: Process, rpc: str = "InvokeService") -> Run:  # fmt: skip
     before = sidecar.cpu_seconds()
     result = subprocess.run(
-        [ghz, "--insecure", "--protoset", str(descriptors), "--call", "spec.proto.runtime.v1.Runtime.InvokeService",
+        [ghz, "--insecure", "--protoset", str(descriptors), "--call", f"spec.proto.runtime.v1.Runtime.{rpc}",
          "-B", str(body), "-c", str(in_flight), "-n", str(total), "-O", "json", f"127.0.0.1:{port}"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip

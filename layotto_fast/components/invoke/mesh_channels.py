@@ -50,10 +50,11 @@ class MeshInvoker:
         proxy = self._proxy_of()
         if proxy is None:
             raise Unavailable("the mesh is not running")
-        loop = asyncio.get_running_loop()
-        if self._watching is not loop:
+        # The loop is kept: asyncio.get_running_loop() makes a getpid() system call per call.
+        loop = self._watching
+        if loop is None:
+            loop = self._watching = asyncio.get_running_loop()
             loop.add_reader(proxy.completions_fd(), self._take, proxy)
-            self._watching = loop
         token = next(self._tokens)
         future = self._waiting[token] = loop.create_future()
         try:
