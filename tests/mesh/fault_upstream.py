@@ -19,6 +19,10 @@ HEARTBEAT = 0
 
 
 class FaultUpstream:
+    """Modes: echo, close (drops the connection on a request), silent (never answers a
+    request), mute (never answers anything, heartbeats included), unknown (answers an id it
+    was never sent); ``delay`` seconds before each answer."""
+
     def __init__(self) -> None:
         self.mode = "echo"
         self.delay = 0.0
@@ -60,6 +64,8 @@ class FaultUpstream:
 
     async def _answer(self, frame: bytes, writer: asyncio.StreamWriter) -> None:
         request_id, _, cmdcode, codec, _, _, header, content = native.decode_bolt_request(frame)
+        if self.mode == "mute":  # answers nothing, heartbeats included
+            return
         if cmdcode == HEARTBEAT:
             self.heartbeats += 1
             writer.write(native.encode_bolt_heartbeat_ack(request_id))
@@ -110,9 +116,8 @@ class BoltClient:
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
 
-    def request(
-        self, request_id: int, service: str, content: bytes = b"hi", headers: dict[str, str] | None = None
-    ) -> bytes:
+    @staticmethod
+    def request(request_id: int, service: str, content: bytes = b"hi", headers: dict[str, str] | None = None) -> bytes:
         header = {"service": service, **(headers or {})}
         return bytes(native.encode_bolt_request(request_id, 1, 3000, "", header, content))
 

@@ -1,0 +1,158 @@
+"""The mesh under faults, in the real sidecar: a client that never reads, a host that stops
+answering health checks, consecutive failures ejecting a host, the circuit breaker."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests import sidecar as sidecar_process
+from tests.mesh.fault_upstream import BoltClient, fault_upstream
+
+SERVICE = "com.example.EchoService:1.0"
+STATUS_SUCCESS, STATUS_THREADPOOL_BUSY = 0x0, 0x4
+
+
+@contextmanager
+def mesh(tmp: Path, cluster: dict[str, Any], listener: dict[str, Any] | None = None,
+         route: dict[str, Any] | None = None) -> Iterator[tuple[sidecar_process.Sidecar, int]]:  # fmt: skip
+    port = sidecar_process.free_port()
+    routes = [{"name": "echo", "match": {"service": SERVICE}, "cluster": "c", **(route or {})}]
+    config = {
+        "mesh": {
+            "listeners": [{"protocol": "bolt", "address": f"127.0.0.1:{port}", **(listener or {}), "routes": routes}],
+            "clusters": [{"name": "c", "protocol": "bolt", **cluster}],
+        }
+    }
+    path = tmp / "mesh.yaml"
+    path.write_text(yaml.safe_dump(config))
+    sidecar = sidecar_process.start(tmp, "--config", str(path))
+    try:
+        yield sidecar, port
+    finally:
+        sidecar.stop()
+
+
+def rss_mib(sidecar: sidecar_process.Sidecar) -> float:
+    for line in Path(f"/proc/{sidecar.process.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def hosts(sidecar: sidecar_process.Sidecar) -> dict[str, dict[str, Any]]:
+    _, body = sidecar.http("/actuator/info")
+    return {h["address"]: h for h in json.loads(body)["mesh"]["clusters"][0]["hosts"]}
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition never held")
+
+
+def test_a_client_that_never_reads_is_cut_off_and_memory_stays_bounded(tmp_path: Path) -> None:
+    with (
+        fault_upstream() as upstream,
+        mesh(tmp_path, {"hosts": [upstream.address]}, listener={"max_buffered": 1 << 20}) as (sidecar, port),
+    ):
+        before = rss_mib(sidecar)
+        hog = socket.socket()
+        hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        hog.connect(("127.0.0.1", port))
+        hog.settimeout(10)
+        request = BoltClient.request(1, SERVICE, b"x" * 65536)
+        sent = 0
+        try:
+            for _ in range(1000):  # 64 MiB of echoes it never reads
+                hog.sendall(request)
+                sent += 1
+        except OSError:
+            pass  # cut off by the sidecar
+        bystander = BoltClient(("127.0.0.1", port))
+        bystander.send(bystander.request(2, SERVICE))
+        assert bystander.responses(1)[0][:2] == (2, STATUS_SUCCESS)
+        wait_for(lambda: _closed(hog))
+        grown = rss_mib(sidecar) - before
+        assert grown < 40, f"the sidecar grew {grown:.0f} MiB for a client that never reads ({sent} requests sent)"
+
+
+def _closed(sock: socket.socket) -> bool:
+    try:
+        sock.setblocking(False)
+        while sock.recv(1 << 20):
+            pass
+        return True
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def test_a_host_that_misses_health_checks_is_taken_out(tmp_path: Path) -> None:
+    with (
+        fault_upstream() as good,
+        fault_upstream() as bad,
+        mesh(
+            tmp_path, {"hosts": [good.address, bad.address], "health_check": {"interval_ms": 100, "timeout_ms": 100}}
+        ) as (sidecar, port),
+    ):
+        wait_for(lambda: good.heartbeats > 0 and bad.heartbeats > 0)
+        bad.mode = "mute"
+        wait_for(lambda: not hosts(sidecar)[bad.address]["healthy"])
+        client = BoltClient(("127.0.0.1", port))
+        for i in range(6):
+            client.send(client.request(i, SERVICE))
+            assert client.responses(1)[0][2]["upstream"] == str(good.port)
+        bad.mode = "echo"
+        wait_for(lambda: hosts(sidecar)[bad.address]["healthy"])
+
+
+def test_consecutive_failures_eject_a_host(tmp_path: Path) -> None:
+    with (
+        fault_upstream() as good,
+        fault_upstream() as bad,
+        mesh(
+            tmp_path,
+            {
+                "hosts": [good.address, bad.address],
+                "outlier_detection": {"consecutive_failures": 2, "ejection_ms": 60000},
+            },
+        ) as (sidecar, port),
+    ):
+        bad.mode = "close"
+        client = BoltClient(("127.0.0.1", port))
+        statuses = []
+        for i in range(12):
+            client.send(client.request(i, SERVICE))
+            statuses.append(client.responses(1)[0][1])
+        assert statuses[-6:] == [STATUS_SUCCESS] * 6, f"the failing host is out after two failures: {statuses}"
+        assert hosts(sidecar)[bad.address]["ejected"]
+        _, body = sidecar.http("/metrics")
+        assert 'layotto_fast_mesh_ejections_total{cluster="c"} 1.0' in body.decode()
+
+
+def test_the_circuit_breaker_refuses_past_max_requests(tmp_path: Path) -> None:
+    with (
+        fault_upstream() as upstream,
+        mesh(
+            tmp_path, {"hosts": [upstream.address], "circuit_breaker": {"max_requests": 2}}, route={"timeout_ms": 2000}
+        ) as (sidecar, port),
+    ):
+        upstream.mode = "silent"
+        client = BoltClient(("127.0.0.1", port))
+        client.send(b"".join(client.request(i, SERVICE) for i in range(4)))
+        first = client.responses(2)
+        assert sorted(r[:2] for r in first) == [(2, STATUS_THREADPOOL_BUSY), (3, STATUS_THREADPOOL_BUSY)]
+        _, body = sidecar.http("/metrics")
+        assert 'layotto_fast_mesh_breaker_refused_total{cluster="c"} 2.0' in body.decode()
