@@ -298,3 +298,10 @@ def encode_dubbo_generic(
     """Dubbo's generic call ($invoke), answered by a provider without its interface."""
 def decode_dubbo_response(frame: bytes) -> tuple[int, str, Any, dict[str, Any]]:
     """(status, "value" | "null" | "exception" | "error", value or message, attachments)."""
+
+@final
+class BenchRouteTable:
+    """Benchmark only (built with --features bench): the mesh's route table."""
+
+    def __new__(cls, services: list[str]) -> Self: ...
+    def lookup(self, service: str) -> int | None: ...

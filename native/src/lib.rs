@@ -249,6 +249,10 @@ mod layotto_fast_native {
     #[pymodule_export]
     use crate::handoff::HandoffServer;
 
+    #[cfg(feature = "bench")]
+    #[pymodule_export]
+    use crate::mesh::python::BenchRouteTable;
+
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add("DEFAULT_MAX_FRAME_SIZE", DEFAULT_MAX_FRAME_SIZE)?;

@@ -472,11 +472,7 @@ async fn run(
 type DirectClusters = RefCell<HashMap<(String, String), Rc<Cluster>>>;
 
 /// The one-host cluster for calls that name their address (`rpc_target_address`).
-fn direct_cluster(
-    direct: &DirectClusters,
-    protocol: &str,
-    address: &str,
-) -> Rc<Cluster> {
+fn direct_cluster(direct: &DirectClusters, protocol: &str, address: &str) -> Rc<Cluster> {
     direct
         .borrow_mut()
         .entry((protocol.to_string(), address.to_string()))
@@ -533,5 +529,59 @@ fn spawn(protocol: &str, socket: tokio::net::TcpListener, listener: Rc<Listener>
     match protocol {
         "dubbo" => go::<Dubbo>(socket, listener),
         _ => go::<Bolt>(socket, listener),
+    }
+}
+
+/// Benchmark only (`make bench`'s micro-benchmarks): the mesh's route table, looked up
+/// by service from Python.
+#[cfg(feature = "bench")]
+#[pyclass(module = "layotto_fast_native", name = "BenchRouteTable")]
+pub struct BenchRouteTable(super::router::RouteTable);
+
+#[cfg(feature = "bench")]
+#[pymethods]
+impl BenchRouteTable {
+    /// One exact-service route per name in `services`, then a prefix and a default route.
+    #[new]
+    fn new(services: Vec<String>) -> Self {
+        use super::router::{Route, RouteMatch, WeightedCluster};
+        let route = |name: String, matches: RouteMatch| Route {
+            name,
+            matches,
+            clusters: vec![WeightedCluster {
+                cluster: 0,
+                weight: 1,
+            }],
+        };
+        let mut routes: Vec<Route> = services
+            .into_iter()
+            .map(|s| {
+                route(
+                    s.clone(),
+                    RouteMatch {
+                        service: Some(s),
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect();
+        routes.push(route(
+            "prefix".into(),
+            RouteMatch {
+                service_prefix: Some("com.example.".into()),
+                ..Default::default()
+            },
+        ));
+        routes.push(route("default".into(), RouteMatch::default()));
+        BenchRouteTable(super::router::RouteTable::new(routes))
+    }
+
+    /// The index of the route a request for `service` takes.
+    fn lookup(&self, service: &str) -> Option<usize> {
+        let meta = crate::codec::RequestMeta {
+            service: service.to_string(),
+            ..Default::default()
+        };
+        self.0.lookup(&meta)
     }
 }
