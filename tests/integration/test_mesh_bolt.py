@@ -233,6 +233,22 @@ def test_reload_on_sighup_and_a_bad_file_keeps_the_old_routes(mesh: Mesh, upstre
     assert _status(held, 2, "com.example.New") == STATUS_SUCCESS
 
 
+def test_a_reload_that_replaces_a_cluster_closes_its_old_connections(
+    mesh: Mesh, upstreams: tuple[FaultUpstream, ...]
+) -> None:
+    client = mesh.client()
+    client.send(client.request(1, "com.canary.X"))  # cluster "second": upstreams[1] only
+    assert client.responses(1)[0][1] == STATUS_SUCCESS
+    assert upstreams[1].open_connections == 1
+    config = yaml.safe_load(mesh.config.read_text())
+    config["mesh"]["clusters"][1]["hosts"] = [upstreams[0].address]
+    write(mesh.config, config)
+    mesh.sidecar.process.send_signal(signal.SIGHUP)
+    _wait_for(lambda: _status(client, 2, "com.canary.X") == STATUS_SUCCESS and upstreams[0].requests > 0)
+    _wait_for(lambda: upstreams[1].open_connections == 0)
+    assert client.responses(0) == [], "the client's own connection stays open"
+
+
 def _status(client: BoltClient, request_id: int, service: str) -> int:
     client.send(client.request(request_id, service))
     return client.responses(1)[0][1]

@@ -28,6 +28,7 @@ class FaultUpstream:
         self.delay = 0.0
         self.requests = 0
         self.heartbeats = 0
+        self.open_connections = 0
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
@@ -53,6 +54,7 @@ class FaultUpstream:
         self._serving.add(task)
         task.add_done_callback(self._serving.discard)
         splitter = native.FrameSplitter("bolt")
+        self.open_connections += 1
         try:
             while data := await reader.read(65536):
                 for frame in splitter.feed(data):
@@ -60,6 +62,7 @@ class FaultUpstream:
         except (ConnectionError, native.FrameError, asyncio.CancelledError):
             pass
         finally:
+            self.open_connections -= 1
             writer.close()
 
     async def _answer(self, frame: bytes, writer: asyncio.StreamWriter) -> None:

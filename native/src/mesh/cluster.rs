@@ -25,6 +25,16 @@ pub struct Host {
     pub healthy: Cell<bool>,
 }
 
+impl Drop for Host {
+    /// A host leaves with its cluster (a reload dropped it and its last request ended):
+    /// its connection closes once what is queued on it is written.
+    fn drop(&mut self) {
+        if let Some(upstream) = self.connection.get_mut().take() {
+            upstream.outbox.close();
+        }
+    }
+}
+
 impl Host {
     fn new(address: String) -> Self {
         Host {
