@@ -233,6 +233,17 @@ def test_reload_on_sighup_and_a_bad_file_keeps_the_old_routes(mesh: Mesh, upstre
     assert _status(held, 2, "com.example.New") == STATUS_SUCCESS
 
 
+def test_a_changed_file_is_reloaded_without_a_signal(mesh: Mesh) -> None:
+    client = mesh.client()
+    assert _status(client, 1, "com.example.Watched") == STATUS_NO_PROCESSOR
+    config = yaml.safe_load(mesh.config.read_text())
+    new_route = {"name": "watched", "match": {"service": "com.example.Watched"}, "cluster": "echo"}
+    config["mesh"]["listeners"][0]["routes"].append(new_route)
+    write(mesh.config, config)
+    _wait_for(lambda: _status(client, 2, "com.example.Watched") == STATUS_SUCCESS, timeout=5)
+    assert "mesh configuration reloaded" in mesh.sidecar.log()
+
+
 def test_a_reload_that_replaces_a_cluster_closes_its_old_connections(
     mesh: Mesh, upstreams: tuple[FaultUpstream, ...]
 ) -> None:
