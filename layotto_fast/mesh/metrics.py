@@ -22,6 +22,12 @@ class MeshCollector(Collector):
             "timeout, unavailable, rate_limited, breaker_refused",
             labels=["listener", "route", "outcome"],
         )
+        statuses = CounterMetricFamily(
+            "layotto_fast_mesh_responses",
+            "Upstream answers through a mesh route, by the protocol's status number (Bolt: 0 success, 6 no "
+            "processor, ...; Dubbo: 20 OK, 70 service error, ...)",
+            labels=["listener", "route", "status"],
+        )
         latency = HistogramMetricFamily(
             "layotto_fast_mesh_request_duration_seconds",
             "Time from forwarding a request to its upstream's answer, by route",
@@ -31,6 +37,8 @@ class MeshCollector(Collector):
             labels = [route["listener"], route["name"]]
             for outcome, count in route["outcomes"].items():
                 requests.add_metric([*labels, outcome], count)
+            for status, count in route["statuses"].items():
+                statuses.add_metric([*labels, str(status)], count)
             cumulative, total = [], 0
             bounds = [*(b / 1e6 for b in route["latency_bounds_us"]), float("inf")]
             for bound, count in zip(bounds, route["latency_counts"], strict=True):
@@ -38,6 +46,7 @@ class MeshCollector(Collector):
                 cumulative.append(("+Inf" if bound == float("inf") else repr(bound), total))
             latency.add_metric(labels, cumulative, route["latency_sum_us"] / 1e6)
         yield requests
+        yield statuses
         yield latency
         listener_counts = {
             "connections": ("layotto_fast_mesh_connections", "Client connections accepted"),

@@ -534,6 +534,17 @@ impl Codec for Bolt {
         })
     }
 
+    fn response_status(frame: &[u8]) -> u16 {
+        let at = if frame.first() == Some(&PROTO_V2) {
+            12
+        } else {
+            10
+        };
+        frame
+            .get(at..at + 2)
+            .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]))
+    }
+
     fn set_request_id(frame: &mut [u8], id: u64) {
         let Ok((_, _, id_at)) = offsets(frame) else {
             return;

@@ -84,6 +84,9 @@ pub trait Codec: Send + Sync + 'static {
     /// headers of one whole request frame.
     fn request_meta(frame: &[u8], with_headers: bool) -> Result<RequestMeta>;
 
+    /// The status of a whole response frame, as the protocol numbers it.
+    fn response_status(frame: &[u8]) -> u16;
+
     /// Rewrites the request id of a whole frame in place (ids are fixed-size fields).
     /// Bolt keeps the low 32 bits.
     fn set_request_id(frame: &mut [u8], id: u64);

@@ -592,6 +592,10 @@ impl Codec for Dubbo {
         })
     }
 
+    fn response_status(frame: &[u8]) -> u16 {
+        frame.get(3).map_or(0, |&s| s as u16)
+    }
+
     fn set_request_id(frame: &mut [u8], id: u64) {
         if let Some(field) = frame.get_mut(4..12) {
             field.copy_from_slice(&id.to_be_bytes());

@@ -286,6 +286,7 @@ def test_metrics_and_info_report_routes_and_clusters(mesh: Mesh, upstreams: tupl
     text = body.decode()
     assert 'layotto_fast_mesh_requests_total{listener="bolt-in",outcome="answered",route="echo"} 1.0' in text
     assert 'layotto_fast_mesh_no_route_total{listener="bolt-in"} 1.0' in text
+    assert 'layotto_fast_mesh_responses_total{listener="bolt-in",route="echo",status="0"} 1.0' in text
     assert 'layotto_fast_mesh_request_duration_seconds_count{listener="bolt-in",route="echo"} 1.0' in text
     assert "layotto_fast_mesh_upstream_up" in text
 

@@ -265,6 +265,13 @@ impl MeshProxy {
                 outcomes.set_item(label, s.outcomes[outcome as usize].get())?;
             }
             d.set_item("outcomes", outcomes)?;
+            let statuses = PyDict::new(py);
+            for (status, counter) in s.statuses.iter().enumerate() {
+                if counter.get() > 0 {
+                    statuses.set_item(status, counter.get())?;
+                }
+            }
+            d.set_item("statuses", statuses)?;
             let buckets: Vec<u64> = s.latency.iter().map(|c| c.get()).collect();
             d.set_item("latency_bounds_us", LATENCY_BUCKETS_US.to_vec())?;
             d.set_item("latency_counts", buckets)?;

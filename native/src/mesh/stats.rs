@@ -23,6 +23,8 @@ impl Counter {
     }
 }
 
+pub const STATUS_SLOTS: usize = 128;
+
 /// Upper bounds of the latency histogram's buckets, in microseconds (then +Inf).
 pub const LATENCY_BUCKETS_US: [u64; 14] = [
     50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
@@ -48,17 +50,35 @@ pub const OUTCOMES: [(Outcome, &str); 5] = [
     (Outcome::BreakerRefused, "breaker_refused"),
 ];
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RouteStats {
     pub outcomes: [Counter; 5],
+    /// Answered requests by the upstream's status (the protocol's number; 127 and up
+    /// share the last slot).
+    pub statuses: [Counter; STATUS_SLOTS],
     /// Cumulative-free counts per bucket; the last is +Inf.
     pub latency: [Counter; 15],
     pub latency_sum_us: Counter,
 }
 
+impl Default for RouteStats {
+    fn default() -> Self {
+        RouteStats {
+            outcomes: Default::default(),
+            statuses: std::array::from_fn(|_| Counter::default()),
+            latency: Default::default(),
+            latency_sum_us: Counter::default(),
+        }
+    }
+}
+
 impl RouteStats {
     pub fn count(&self, outcome: Outcome) {
         self.outcomes[outcome as usize].incr();
+    }
+
+    pub fn count_status(&self, status: u16) {
+        self.statuses[(status as usize).min(STATUS_SLOTS - 1)].incr();
     }
 
     pub fn observe_us(&self, us: u64) {

@@ -225,6 +225,7 @@ fn on_frame<C: Codec>(upstream: &Upstream, frame: &mut [u8]) -> Result<(), Strin
             finish(&p);
             p.cluster.succeeded(p.host);
             p.route.count(Outcome::Answered);
+            p.route.count_status(C::response_status(frame));
             p.route.observe_us(p.started.elapsed().as_micros() as u64);
             C::set_request_id(frame, p.client_id);
             p.reply.answer(frame);
