@@ -2,8 +2,8 @@
 //! or Dubbo's generic `$invoke`) from Python values, and a response back to them.
 //!
 //! Values map as JSON would: None, bool, int (an int outside i32 is a long), float,
-//! str, bytes, list, dict; a Java object comes back as a dict of its fields with its
-//! class under `"class"`, a date as milliseconds since the epoch.
+//! str, bytes, list, dict; a Java object is a dict of its fields with its class under
+//! `"$class"` (both ways), a date comes back as milliseconds since the epoch.
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -40,6 +40,18 @@ fn to_value(object: &Bound<'_, PyAny>, depth: usize) -> PyResult<Value> {
         return Ok(Value::Bytes(b.as_bytes().to_vec()));
     }
     if let Ok(d) = object.cast::<PyDict>() {
+        // {"$class": "com.example.Dto", field: value, ...} is a Java object.
+        if let Some(class) = d.get_item("$class")? {
+            let class_name: String = class.extract()?;
+            let mut fields = Vec::with_capacity(d.len());
+            for (k, v) in d.iter() {
+                let name: String = k.extract()?;
+                if name != "$class" {
+                    fields.push((name, to_value(&v, depth + 1)?));
+                }
+            }
+            return Ok(Value::Object { class_name, fields });
+        }
         let mut entries = Vec::with_capacity(d.len());
         for (k, v) in d.iter() {
             entries.push((to_value(&k, depth + 1)?, to_value(&v, depth + 1)?));
@@ -97,7 +109,7 @@ fn to_python<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>>
         }
         Value::Object { class_name, fields } => {
             let dict = PyDict::new(py);
-            dict.set_item("class", class_name)?;
+            dict.set_item("$class", class_name)?;
             for (name, v) in fields {
                 dict.set_item(name, to_python(py, v)?)?;
             }
@@ -223,4 +235,30 @@ pub fn decode_dubbo_response<'py>(
         Ok(Outcome::Exception(v)) => ("exception", to_python(py, v)?),
     };
     Ok((reply.status, outcome, value, attachments))
+}
+
+/// Hessian 2 encoding of `values`, one after another (as SOFARPC writes a request object
+/// and then each argument).
+#[pyfunction]
+pub fn encode_hessian<'py>(
+    py: Python<'py>,
+    values: &Bound<'py, PyList>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let mut encoder = crate::hessian::Encoder::new();
+    for value in values.iter() {
+        encoder.write_value(&to_value(&value, 0)?);
+    }
+    Ok(PyBytes::new(py, &encoder.into_bytes()))
+}
+
+/// Every Hessian 2 value in `data`, in order (one stream: class definitions and
+/// references carry over from one value to the next).
+#[pyfunction]
+pub fn decode_hessian<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyList>> {
+    let mut decoder = crate::hessian::Decoder::new(data);
+    let out = PyList::empty(py);
+    while !decoder.at_end() {
+        out.append(to_python(py, &decoder.read_value()?)?)?;
+    }
+    Ok(out)
 }

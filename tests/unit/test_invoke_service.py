@@ -134,3 +134,45 @@ def test_a_users_filter_module_is_imported(tmp_path: Any, monkeypatch: pytest.Mo
         "c.yaml",
     )  # fmt: skip
     assert settings.targets[0].before_invoke[0].config == {"k": 1}
+
+
+def test_dubbo_json_rpc_makes_a_generic_call_and_json_of_the_answer() -> None:
+    from layotto_fast.components.invoke.filters import DubboJsonRpc
+    from layotto_fast.components.invoke.mesh_channels import DUBBO_GENERIC, DUBBO_REPLY, DubboCall
+
+    step = DubboJsonRpc({})
+    request = step.before(InvokeRequest(id="a", method="echo", data=b'["hi", 5, 3000000000, true, {"k": [1]}]'))
+    assert request.extensions[DUBBO_GENERIC] == DubboCall(
+        "echo", ["java.lang.String", "int", "long", "boolean", "java.util.Map"], ["hi", 5, 3000000000, True, {"k": [1]}]
+    )
+    typed = step.before(InvokeRequest(id="a", method="m", data=b'{"types": ["java.lang.Integer"], "args": [1]}'))
+    assert typed.extensions[DUBBO_GENERIC].arg_types == ["java.lang.Integer"]
+    result = InvokeResult(data=b"", extensions={DUBBO_REPLY: (20, "value", {"a": 1}, {})})
+    assert step.after(request, result).data == b'{"a":1}'
+    thrown = InvokeResult(data=b"", extensions={DUBBO_REPLY: (20, "exception", {"$class": "x.Boom",
+                                                                                "detailMessage": "bad"}, {})})
+    with pytest.raises(Exception, match=r"threw x\.Boom: bad"):
+        step.after(request, thrown)
+    for bad in (b"{", b'{"types": ["a"], "args": [1, 2]}', b'"text"'):
+        with pytest.raises(InvalidArgument, match=r"message\.data"):
+            step.before(InvokeRequest(id="a", method="m", data=bad))
+
+
+def test_sofarpc_json_writes_a_sofa_request_and_reads_a_sofa_response() -> None:
+    import layotto_fast_native as native
+
+    from layotto_fast.components.invoke.filters import SofaRpcJson
+
+    step = SofaRpcJson({})
+    request = step.before(InvokeRequest(id="com.example.EchoService:1.0", method="echo", data=b'["hi"]'))
+    sofa_request, arg = native.decode_hessian(request.data)
+    assert sofa_request["$class"] == "com.alipay.sofa.rpc.core.request.SofaRequest"
+    assert (sofa_request["methodName"], sofa_request["targetServiceUniqueName"]) == ("echo", request.id)
+    assert (sofa_request["methodArgSigs"], arg) == (["java.lang.String"], "hi")
+    answer = native.encode_hessian([{"$class": "com.alipay.sofa.rpc.core.response.SofaResponse", "isError": False,
+                                     "errorMsg": None, "appResponse": "hi", "responseProps": None}])  # fmt: skip
+    assert step.after(request, InvokeResult(data=answer)).data == b'"hi"'
+    failed = native.encode_hessian([{"$class": "com.alipay.sofa.rpc.core.response.SofaResponse", "isError": True,
+                                     "errorMsg": "no such method"}])  # fmt: skip
+    with pytest.raises(Exception, match="no such method"):
+        step.after(request, InvokeResult(data=failed))
