@@ -305,8 +305,3 @@ class BenchRouteTable:
 
     def __new__(cls, services: list[str]) -> Self: ...
     def lookup(self, service: str) -> int | None: ...
-
-def encode_hessian(values: list[Any]) -> bytes:
-    """Hessian 2 of each value in turn; a dict with "$class" is a Java object."""
-def decode_hessian(data: bytes) -> list[Any]:
-    """Every Hessian 2 value in ``data``; a Java object is a dict with "$class"."""

@@ -236,29 +236,3 @@ pub fn decode_dubbo_response<'py>(
     };
     Ok((reply.status, outcome, value, attachments))
 }
-
-/// Hessian 2 encoding of `values`, one after another (as SOFARPC writes a request object
-/// and then each argument).
-#[pyfunction]
-pub fn encode_hessian<'py>(
-    py: Python<'py>,
-    values: &Bound<'py, PyList>,
-) -> PyResult<Bound<'py, PyBytes>> {
-    let mut encoder = crate::hessian::Encoder::new();
-    for value in values.iter() {
-        encoder.write_value(&to_value(&value, 0)?);
-    }
-    Ok(PyBytes::new(py, &encoder.into_bytes()))
-}
-
-/// Every Hessian 2 value in `data`, in order (one stream: class definitions and
-/// references carry over from one value to the next).
-#[pyfunction]
-pub fn decode_hessian<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyList>> {
-    let mut decoder = crate::hessian::Decoder::new(data);
-    let out = PyList::empty(py);
-    while !decoder.at_end() {
-        out.append(to_python(py, &decoder.read_value()?)?)?;
-    }
-    Ok(out)
-}

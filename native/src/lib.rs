@@ -243,10 +243,7 @@ mod layotto_fast_native {
     use crate::mesh::python::MeshProxy;
 
     #[pymodule_export]
-    use crate::dubbo_py::{
-        decode_dubbo_response, decode_hessian, encode_dubbo_generic, encode_dubbo_request,
-        encode_hessian,
-    };
+    use crate::dubbo_py::{decode_dubbo_response, encode_dubbo_generic, encode_dubbo_request};
 
     #[cfg(feature = "bench")]
     #[pymodule_export]

@@ -158,21 +158,13 @@ def test_dubbo_json_rpc_makes_a_generic_call_and_json_of_the_answer() -> None:
             step.before(InvokeRequest(id="a", method="m", data=bad))
 
 
-def test_sofarpc_json_writes_a_sofa_request_and_reads_a_sofa_response() -> None:
-    import layotto_fast_native as native
-
+def test_sofarpc_json_sends_sofarpcs_json_serialization() -> None:
     from layotto_fast.components.invoke.filters import SofaRpcJson
+    from layotto_fast.components.invoke.mesh_channels import BOLT_CODEC
 
     step = SofaRpcJson({})
-    request = step.before(InvokeRequest(id="com.example.EchoService:1.0", method="echo", data=b'["hi"]'))
-    sofa_request, arg = native.decode_hessian(request.data)
-    assert sofa_request["$class"] == "com.alipay.sofa.rpc.core.request.SofaRequest"
-    assert (sofa_request["methodName"], sofa_request["targetServiceUniqueName"]) == ("echo", request.id)
-    assert (sofa_request["methodArgSigs"], arg) == (["java.lang.String"], "hi")
-    answer = native.encode_hessian([{"$class": "com.alipay.sofa.rpc.core.response.SofaResponse", "isError": False,
-                                     "errorMsg": None, "appResponse": "hi", "responseProps": None}])  # fmt: skip
-    assert step.after(request, InvokeResult(data=answer)).data == b'"hi"'
-    failed = native.encode_hessian([{"$class": "com.alipay.sofa.rpc.core.response.SofaResponse", "isError": True,
-                                     "errorMsg": "no such method"}])  # fmt: skip
-    with pytest.raises(Exception, match="no such method"):
-        step.after(request, InvokeResult(data=failed))
+    request = step.before(InvokeRequest(id="com.example.EchoService:1.0", method="echo", data=b'{"args": ["hi", 1]}'))
+    assert (request.data, request.extensions[BOLT_CODEC]) == (b'["hi",1]', 12)
+    one = step.before(InvokeRequest(id="s", method="echo", data=b'["hi"]'))
+    assert one.data == b'"hi"', "one argument goes bare, as SOFARPC reads it"
+    assert step.after(request, InvokeResult(data=b'"hi"')).content_type == "application/json"

@@ -8,9 +8,8 @@
   Layotto's filter of that name lets an app call a Dubbo service with JSON. The body is
   ``{"types": ["java.lang.String"], "args": ["hi"]}``, or a bare list of arguments whose
   Java types follow from their JSON types.
-- ``sofarpc_json``: the same JSON body becomes a SOFARPC request (a Hessian2
-  ``SofaRequest`` and its arguments) for the bolt channel, and the ``SofaResponse``
-  answer JSON; a SOFARPC error fails the call with its message.
+- ``sofarpc_json``: the same JSON body goes to a SOFARPC provider over the bolt channel
+  in SOFARPC's own JSON serialization (Bolt codec 12), and the answer comes back JSON.
 """
 
 from __future__ import annotations
@@ -18,10 +17,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import layotto_fast_native as native
 import orjson
 
-from layotto_fast.components.invoke.mesh_channels import DUBBO_GENERIC, DUBBO_REPLY, DubboCall
+from layotto_fast.components.invoke.mesh_channels import BOLT_CODEC, DUBBO_GENERIC, DUBBO_REPLY, DubboCall
 from layotto_fast.errors import Internal, InvalidArgument
 from layotto_fast.runtime.invoke import InvokeRequest, InvokeResult, PassThrough, register_filter
 
@@ -121,49 +119,29 @@ class DubboJsonRpc:
         return _json_answer(result, value)
 
 
-SOFA_REQUEST = "com.alipay.sofa.rpc.core.request.SofaRequest"
+SOFARPC_JSON_CODEC = 12
 
 
 @register_filter("sofarpc_json")
 class SofaRpcJson:
-    """For a bolt target whose codec is hessian2 and whose service is SOFARPC's unique
-    name (``interface:version``)."""
+    """For a bolt target whose service is SOFARPC's unique name (``interface:version``):
+    the request goes out in SOFARPC's own JSON serialization (Bolt codec 12; the arguments,
+    typed by the provider from its interface, as a JSON array, or one bare value), and the
+    answer is JSON."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
-        self._app = str(config.get("target_app", ""))
+        del config
 
     def before(self, request: InvokeRequest) -> InvokeRequest:
-        types, args = _json_call(request)
-        service = request.headers.get("sofa_head_target_service") or request.id
-        sofa_request = {
-            "$class": SOFA_REQUEST,
-            "targetAppName": self._app,
-            "methodName": request.method,
-            "targetServiceUniqueName": service,
-            "methodArgSigs": types,
-            "requestProps": {},
-        }
-        try:
-            request.data = native.encode_hessian([sofa_request, *args])
-        except ValueError as exc:
-            raise InvalidArgument(f"message.data: {exc}") from None
+        _, args = _json_call(request)
+        # SOFARPC reads one argument as a bare JSON value and several as an array.
+        request.data = orjson.dumps(args[0] if len(args) == 1 else args)
+        request.extensions[BOLT_CODEC] = SOFARPC_JSON_CODEC
         return request
 
     def after(self, request: InvokeRequest, result: InvokeResult) -> InvokeResult:
-        try:
-            values = native.decode_hessian(result.data)
-        except (ValueError, native.FrameError) as exc:
-            raise Internal(f"the SOFARPC answer is not Hessian2: {exc}") from None
-        response = values[0] if values else None
-        if not isinstance(response, dict):
-            raise Internal(f"the SOFARPC answer is not a SofaResponse: {response!r}")
-        if response.get("isError"):
-            raise Internal(f"the SOFARPC service failed: {response.get('errorMsg')}")
-        app_response = response.get("appResponse")
-        if isinstance(app_response, dict) and str(app_response.get("$class", "")).endswith("Exception"):
-            message = app_response.get("detailMessage")
-            raise Internal(f"the SOFARPC service threw {app_response['$class']}: {message}")
-        return _json_answer(result, app_response)
+        result.content_type = "application/json"
+        return result
 
 
 def _jsonable(value: Any) -> Any:

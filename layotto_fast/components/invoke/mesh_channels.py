@@ -108,6 +108,9 @@ _BOLT_STATUSES: dict[int, type[RuntimeApiError]] = {
 }
 
 
+BOLT_CODEC = "bolt_codec"  # request extension: the Bolt codec (serialization) id for this call
+
+
 class BoltChannel:
     """The request's data goes out as the Bolt content, its headers (and the target's
     service and the method) in the header map, as Layotto's bolt channel sends them."""
@@ -120,12 +123,15 @@ class BoltChannel:
         header = {k: v for k, v in request.headers.items() if k not in _NOT_FORWARDED}
         header["service"] = header["sofa_head_target_service"] = config.service
         header["sofa_head_method_name"] = request.method
-        frame = native.encode_bolt_request(0, config.codec, request.timeout_ms, config.class_name, header, request.data)
+        codec = request.extensions.get(BOLT_CODEC, config.codec)
+        frame = native.encode_bolt_request(0, codec, request.timeout_ms, config.class_name, header, request.data)
         answer = await self._invoker.send("bolt", frame, request.timeout_ms, **_where(config, request))
         _, _, _, status, _, answer_header, content = native.decode_bolt_response(answer)
         if status != 0:
             kind = _BOLT_STATUSES.get(status, Unavailable if status in (0x0005, 0x0010) else Internal)
-            raise kind(f"bolt service {config.service!r} answered status 0x{status:04x}")
+            error = answer_header.get("sofa_head_response_error")
+            detail = f": {error}" if error else ""
+            raise kind(f"bolt service {config.service!r} answered status 0x{status:04x}{detail}")
         return InvokeResult(data=content, content_type=request.content_type, headers=answer_header)
 
     async def close(self) -> None:

@@ -1,0 +1,82 @@
+package interop;
+
+import com.alipay.sofa.rpc.config.ConsumerConfig;
+import com.alipay.sofa.rpc.core.exception.SofaRpcException;
+import com.example.EchoService;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * A SOFARPC consumer of {@link EchoService} that calls {@code bolt://HOST:PORT} directly (no registry) N times
+ * with "echo-0" .. "echo-{N-1}" and prints one JSON line:
+ * {@code {"replies": [...], "error": null | {"type", "message", "error_type"}, "elapsed_ms": ...}}.
+ * The first failed call ends the run and is reported under "error" (exit status still 0).
+ *
+ * <p>Options after N, as key=value:
+ * <ul>
+ *   <li>{@code uniqueId=X}: SOFARPC's uniqueId, so the Bolt "service" header becomes
+ *       "com.example.EchoService:1.0:X" (used to call a service no route matches);</li>
+ *   <li>{@code version=V}: SOFARPC's service version (default 1.0);</li>
+ *   <li>{@code idleMs=T}: after the first half of the calls, sit idle for T ms on the open connection before
+ *       the rest (with {@code -Dbolt.tcp.heartbeat.interval=MS} below T, bolt's RpcHeartbeatTrigger sends
+ *       heartbeats meanwhile);</li>
+ *   <li>{@code timeoutMs=T}: per-call timeout (default 3000).</li>
+ * </ul>
+ *
+ * <p>Usage: {@code java -cp sofa-peers.jar interop.SofaConsumer HOST PORT N [key=value ...]}
+ */
+public final class SofaConsumer {
+    private SofaConsumer() {}
+
+    public static void main(String[] args) {
+        if (args.length < 3) {
+            System.err.println("usage: SofaConsumer HOST PORT N [uniqueId=X] [version=V] [idleMs=T] [timeoutMs=T]");
+            System.exit(2);
+        }
+        Quiet.logging();
+        Map<String, String> options = new LinkedHashMap<>();
+        for (int i = 3; i < args.length; i++) {
+            String[] kv = args[i].split("=", 2);
+            options.put(kv[0], kv.length > 1 ? kv[1] : "");
+        }
+        int n = Integer.parseInt(args[2]);
+        long idleMs = Long.parseLong(options.getOrDefault("idleMs", "0"));
+        ConsumerConfig<EchoService> consumer = new ConsumerConfig<EchoService>()
+            .setInterfaceId(EchoService.class.getName())
+            .setProtocol("bolt")
+            .setDirectUrl("bolt://" + args[0] + ":" + args[1])
+            .setRegister(false)
+            .setSubscribe(false)
+            .setTimeout(Integer.parseInt(options.getOrDefault("timeoutMs", "3000")))
+            .setConnectTimeout(3000);
+        if (options.containsKey("uniqueId")) consumer.setUniqueId(options.get("uniqueId"));
+        if (options.containsKey("version")) consumer.setVersion(options.get("version"));
+
+        Map<String, Object> report = new LinkedHashMap<>();
+        List<String> replies = new ArrayList<>();
+        report.put("replies", replies);
+        report.put("error", null);
+        long started = System.nanoTime();
+        try {
+            EchoService echo = consumer.refer();
+            started = System.nanoTime();
+            for (int i = 0; i < n; i++) {
+                if (idleMs > 0 && i == n / 2) Thread.sleep(idleMs);
+                replies.add(echo.echo("echo-" + i));
+            }
+        } catch (Throwable error) {
+            Map<String, Object> failure = new LinkedHashMap<>();
+            failure.put("type", error.getClass().getName());
+            failure.put("message", String.valueOf(error.getMessage()));
+            failure.put("error_type", error instanceof SofaRpcException e ? e.getErrorType() : null);
+            report.put("error", failure);
+        }
+        report.put("elapsed_ms", (System.nanoTime() - started) / 1_000_000);
+        System.out.println(Json.write(report));
+        System.out.flush();
+        // SOFARPC's client threads are not all daemons
+        Runtime.getRuntime().halt(0);
+    }
+}

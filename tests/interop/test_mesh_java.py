@@ -1,0 +1,332 @@
+"""Java on both sides of the sidecar's mesh listeners, built by Maven from the frameworks' own artifacts.
+
+java_mesh/ holds two Maven modules (see its pom.xml): SOFARPC ``com.alipay.sofa:sofa-rpc-all:5.13.2``
+and Apache Dubbo ``org.apache.dubbo:dubbo:3.3.4``, each with a provider and a consumer of the same
+interface, ``com.example.EchoService`` (``String echo(String)``), and no registry: the consumers are
+pointed straight at the sidecar's listeners, the sidecar's routes at the providers.
+
+* SOFARPC over Bolt. SOFARPC names the service it calls in the Bolt request header ``service``
+  (and ``sofa_head_target_service``) as ``interfaceId:version[:uniqueId]`` with the version
+  defaulting to 1.0: here exactly ``com.example.EchoService:1.0`` (recorded off the wire), which
+  the Bolt route matches. The consumer's ``uniqueId=unrouted`` makes it
+  ``com.example.EchoService:1.0:unrouted``, which no route matches.
+  Bolt's client sends heartbeats on a connection idle for ``bolt.tcp.heartbeat.interval`` ms
+  (RpcHeartbeatTrigger, default 15000, on when ``bolt.tcp.heartbeat.switch`` is true, the default)
+  and closes it after ``bolt.tcp.heartbeat.maxtimes`` (3) unanswered ones; the consumer runs with
+  300 ms and sits idle mid-run, so the sidecar answers several and the connection must survive.
+* Dubbo over its dubbo protocol: version 2.0.2 frames, hessian2 (serialization id 2), service path
+  ``com.example.EchoService`` and service version 1.0, routed on both; QoS is off. Version 2.0 is
+  routed nowhere. Dubbo's client sends a heartbeat request on a connection idle for its
+  ``heartbeat`` parameter (600 ms here).
+
+Dubbo turns any 127.x host into the machine's first non-loopback address (``NetUtils.filterLocalHost``);
+the Dubbo peers pin Dubbo's idea of the local address to 127.0.0.1 so that every byte stays on loopback
+(its provider still binds 0.0.0.0, as Dubbo does for any 127.x host).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests import sidecar as sidecar_process
+
+PROJECT = Path(__file__).resolve().parent / "java_mesh"
+SOFA_JAR = PROJECT / "sofa" / "target" / "sofa-peers.jar"
+DUBBO_JAR = PROJECT / "dubbo" / "target" / "dubbo-peers.jar"
+
+# What SOFARPC 5.13.2 sends as the Bolt "service" header for EchoService, version 1.0, no uniqueId.
+BOLT_SERVICE = "com.example.EchoService:1.0"
+DUBBO_SERVICE = "com.example.EchoService"
+DUBBO_VERSION = "1.0"
+
+# Short-lived JVMs on a 2-core machine: C1 only and the serial collector start fastest.
+JVM = ["java", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Xss512k"]
+# SOFARPC's hessian reads String internals; JDK 17 needs this to let it (else it logs and does without).
+SOFA_JVM = [*JVM, "--add-opens=java.base/java.lang=ALL-UNNAMED"]
+CALL_TIMEOUT_MS = 3000
+
+
+@dataclass
+class Peer:
+    name: str
+    process: subprocess.Popen[str]
+    log_path: Path
+    port: int
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@dataclass
+class Mesh:
+    tmp: Path
+    sidecar: sidecar_process.Sidecar
+    bolt_port: int
+    dubbo_port: int
+    peers: list[Peer] = field(default_factory=list)
+
+    def logs(self) -> str:
+        parts = [f"--- {peer.name} ---\n{peer.log()}" for peer in self.peers]
+        return "\n".join([*parts, f"--- sidecar ---\n{self.sidecar.log()}"])
+
+    def listener_counts(self, listener: str) -> dict[str, float]:
+        """The mesh's per-listener counters from /metrics: connections, heartbeats, no_route, ..."""
+        status, body = self.sidecar.http("/metrics")
+        assert status == 200
+        counts = {}
+        pattern = rf'^layotto_fast_mesh_(\w+?)(?:_total)?\{{listener="{listener}"\}} (\S+)$'
+        for match in re.finditer(pattern, body.decode(), re.MULTILINE):
+            counts[match.group(1)] = float(match.group(2))
+        return counts
+
+
+def build() -> None:
+    if shutil.which("mvn") is None or shutil.which("java") is None:
+        pytest.skip("Maven or Java not installed")
+    result = subprocess.run(
+        ["mvn", "-q", "-B", "package", "-DskipTests"],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, f"maven build failed:\n{result.stdout}\n{result.stderr}"
+    for jar in (SOFA_JAR, DUBBO_JAR):
+        assert jar.is_file(), f"{jar} was not built"
+
+
+def start_provider(tmp: Path, jvm: list[str], jar: Path, main: str) -> Peer:
+    """Starts a provider on a free port and waits for its READY line."""
+    port = sidecar_process.free_port()
+    log_path = tmp / f"{main.rsplit('.', 1)[-1]}.log"
+    with log_path.open("w") as log_file:
+        process = subprocess.Popen(
+            [*jvm, "-cp", str(jar), main, str(port)],
+            stdout=subprocess.PIPE,
+            stderr=log_file,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            cwd=tmp,
+        )
+    peer = Peer(main, process, log_path, port)
+    ready = threading.Event()
+
+    def watch() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:  # keeps draining stdout after READY
+            if line.strip() == "READY":
+                ready.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    if not ready.wait(60):
+        peer.stop()
+        raise AssertionError(f"{main} never printed READY:\n{peer.log()}")
+    return peer
+
+
+def mesh_config(bolt_port: int, dubbo_port: int, sofa: Peer, dubbo: Peer) -> dict[str, Any]:
+    return {
+        "mesh": {
+            "listeners": [
+                {
+                    "name": "bolt",
+                    "protocol": "bolt",
+                    "address": f"127.0.0.1:{bolt_port}",
+                    "routes": [
+                        {
+                            "name": "sofa-echo",
+                            "match": {"service": BOLT_SERVICE},
+                            "cluster": "sofa-echo",
+                            "timeout_ms": CALL_TIMEOUT_MS,
+                        }
+                    ],
+                },
+                {
+                    "name": "dubbo",
+                    "protocol": "dubbo",
+                    "address": f"127.0.0.1:{dubbo_port}",
+                    "routes": [
+                        {
+                            "name": "dubbo-echo",
+                            "match": {"service": DUBBO_SERVICE, "version": DUBBO_VERSION},
+                            "cluster": "dubbo-echo",
+                            "timeout_ms": CALL_TIMEOUT_MS,
+                        }
+                    ],
+                },
+            ],
+            "clusters": [
+                {"name": "sofa-echo", "protocol": "bolt", "hosts": [f"127.0.0.1:{sofa.port}"]},
+                {"name": "dubbo-echo", "protocol": "dubbo", "hosts": [f"127.0.0.1:{dubbo.port}"]},
+            ],
+        },
+        # InvokeService reaches the same providers through the same clusters, JSON in and out.
+        "invoke": {
+            "targets": [
+                {"id": "sofa-echo", "channel": "bolt", "cluster": "sofa-echo", "service": BOLT_SERVICE,
+                 "codec": "hessian2", "before_invoke": [{"name": "sofarpc_json"}],
+                 "after_invoke": [{"name": "sofarpc_json"}]},
+                {"id": "dubbo-echo", "channel": "dubbo", "cluster": "dubbo-echo", "service": DUBBO_SERVICE,
+                 "version": DUBBO_VERSION, "before_invoke": [{"name": "dubbo_json_rpc"}],
+                 "after_invoke": [{"name": "dubbo_json_rpc"}]},
+            ]
+        },
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    build()
+    tmp = tmp_path_factory.mktemp("java-mesh")
+    peers: list[Peer] = []
+    sidecar = None
+    try:
+        sofa = start_provider(tmp, SOFA_JVM, SOFA_JAR, "interop.SofaProvider")
+        peers.append(sofa)
+        dubbo = start_provider(tmp, JVM, DUBBO_JAR, "interop.DubboProvider")
+        peers.append(dubbo)
+        bolt_port, dubbo_port = sidecar_process.free_port(), sidecar_process.free_port()
+        path = tmp / "mesh.yaml"
+        path.write_text(yaml.safe_dump(mesh_config(bolt_port, dubbo_port, sofa, dubbo)))
+        sidecar = sidecar_process.start(tmp, "--config", str(path))
+        yield Mesh(tmp, sidecar, bolt_port, dubbo_port, peers)
+    finally:
+        if sidecar is not None:
+            sidecar.stop()
+        for peer in peers:
+            peer.stop()
+
+
+def consume(mesh: Mesh, jvm: list[str], jar: Path, main: str, port: int, n: int, *options: str) -> dict[str, Any]:
+    """Runs a consumer against a sidecar listener; returns its JSON report."""
+    result = subprocess.run(
+        [*jvm, "-cp", str(jar), main, "127.0.0.1", str(port), str(n), f"timeoutMs={CALL_TIMEOUT_MS}", *options],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        cwd=mesh.tmp,
+        timeout=120,
+    )
+    assert result.returncode == 0, f"{main} exited {result.returncode}:\n{result.stderr}\n{mesh.logs()}"
+    lines = result.stdout.strip().splitlines()
+    assert lines, f"{main} printed nothing:\n{result.stderr}\n{mesh.logs()}"
+    report: dict[str, Any] = json.loads(lines[-1])
+    return report
+
+
+def test_sofarpc_consumer_reaches_the_sofarpc_provider_and_survives_heartbeats(mesh: Mesh) -> None:
+    before = mesh.listener_counts("bolt")
+    report = consume(
+        mesh,
+        [*SOFA_JVM, "-Dbolt.tcp.heartbeat.interval=300"],
+        SOFA_JAR,
+        "interop.SofaConsumer",
+        mesh.bolt_port,
+        20,
+        "idleMs=1500",  # after 10 calls: ~4 heartbeats on the idle connection
+    )
+    after = mesh.listener_counts("bolt")
+    assert report["error"] is None, f"{report}\n{mesh.logs()}"
+    assert report["replies"] == [f"echo-{i}" for i in range(20)]
+    assert after["heartbeats"] - before["heartbeats"] >= 2, (before, after)
+    # all 20 calls and the heartbeats on one connection: none went unanswered, nothing reconnected
+    assert after["connections"] - before["connections"] == 1, (before, after)
+
+
+def test_sofarpc_consumer_gets_no_processor_for_an_unrouted_service(mesh: Mesh) -> None:
+    before = mesh.listener_counts("bolt")
+    report = consume(mesh, SOFA_JVM, SOFA_JAR, "interop.SofaConsumer", mesh.bolt_port, 1, "uniqueId=unrouted")
+    after = mesh.listener_counts("bolt")
+    assert report["replies"] == []
+    error = report["error"]
+    assert error is not None, report
+    # bolt's RpcResponseResolver turns the NO_PROCESSOR status into an InvokeException
+    # ("Rpc invocation exception: NO_PROCESSOR, the address is ..."), which SOFARPC wraps in a
+    # SofaRpcException of type CLIENT_UNDECLARED_ERROR (299)
+    assert error["type"] == "com.alipay.sofa.rpc.core.exception.SofaRpcException", error
+    assert error["error_type"] == 299, error
+    assert "InvokeException: Rpc invocation exception: NO_PROCESSOR" in error["message"], error
+    assert report["elapsed_ms"] < CALL_TIMEOUT_MS / 2, "an answer, not a timeout"
+    assert after["no_route"] - before["no_route"] == 1, (before, after)
+
+
+def test_dubbo_consumer_reaches_the_dubbo_provider_and_survives_heartbeats(mesh: Mesh) -> None:
+    before = mesh.listener_counts("dubbo")
+    report = consume(
+        mesh, JVM, DUBBO_JAR, "interop.DubboConsumer", mesh.dubbo_port, 20, "idleMs=2000", "heartbeatMs=600"
+    )
+    after = mesh.listener_counts("dubbo")
+    assert report["error"] is None, f"{report}\n{mesh.logs()}"
+    assert report["replies"] == [f"echo-{i}" for i in range(20)]
+    assert after["heartbeats"] - before["heartbeats"] >= 1, (before, after)
+    assert after["connections"] - before["connections"] == 1, (before, after)
+
+
+def test_dubbo_consumer_gets_service_not_found_for_an_unrouted_version(mesh: Mesh) -> None:
+    before = mesh.listener_counts("dubbo")
+    report = consume(mesh, JVM, DUBBO_JAR, "interop.DubboConsumer", mesh.dubbo_port, 1, "version=2.0")
+    after = mesh.listener_counts("dubbo")
+    assert report["replies"] == []
+    error = report["error"]
+    assert error is not None, report
+    # status 60 (SERVICE_NOT_FOUND): Dubbo's DefaultFuture raises a RemotingException with the response's
+    # error message, which reaches the caller inside an RpcException
+    assert error["type"] == "org.apache.dubbo.rpc.RpcException", error
+    assert 'RemotingException: no route for service "com.example.EchoService" version "2.0"' in error["message"], error
+    assert report["elapsed_ms"] < CALL_TIMEOUT_MS / 2, "an answer, not a timeout"
+    assert after["no_route"] - before["no_route"] == 1, (before, after)
+
+
+def invoke(mesh: Mesh, target: str, method: str, body: Any) -> tuple[Any, str]:
+    """InvokeService over the sidecar's gRPC API with a JSON body; (decoded JSON answer, content type)."""
+    from google.protobuf import any_pb2
+
+    from layotto_fast._proto import runtime_pb2 as pb
+
+    request = pb.InvokeServiceRequest(
+        id=target,
+        message=pb.CommonInvokeRequest(method=method, data=any_pb2.Any(value=json.dumps(body).encode())),
+    )
+    response = mesh.sidecar.stub().InvokeService(request, timeout=10)
+    return json.loads(response.data.value), response.content_type
+
+
+def test_invoke_service_reaches_the_sofarpc_provider_over_the_bolt_channel(mesh: Mesh) -> None:
+    answer, content_type = invoke(mesh, "sofa-echo", "echo", ["from InvokeService"])
+    assert (answer, content_type) == ("from InvokeService", "application/json"), mesh.logs()
+    typed, _ = invoke(mesh, "sofa-echo", "echo", {"types": ["java.lang.String"], "args": ["typed"]})
+    assert typed == "typed"
+
+
+def test_invoke_service_reaches_the_dubbo_provider_with_a_generic_call(mesh: Mesh) -> None:
+    answer, content_type = invoke(mesh, "dubbo-echo", "echo", ["from InvokeService"])
+    assert (answer, content_type) == ("from InvokeService", "application/json"), mesh.logs()
+
+
+def test_invoke_service_reports_a_java_side_failure(mesh: Mesh) -> None:
+    import grpc
+
+    with pytest.raises(grpc.RpcError) as caught:
+        invoke(mesh, "dubbo-echo", "noSuchMethod", ["x"])
+    assert caught.value.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNIMPLEMENTED), caught.value
+    assert "noSuchMethod" in (caught.value.details() or ""), caught.value.details()
