@@ -32,8 +32,32 @@ use crate::dubbo::Dubbo;
 
 enum Control {
     Reload(MeshConfig, std::sync::mpsc::Sender<()>),
-    Invoke(Invocation),
     Stop,
+}
+
+/// Invocations handed from the event loop to the mesh thread. Only the first queued while
+/// the queue is empty wakes the thread (a wake-up is a system call and a context switch),
+/// which then takes the whole batch.
+#[derive(Default)]
+struct Invocations {
+    queue: Mutex<Vec<Invocation>>,
+    ready: tokio::sync::Notify,
+}
+
+impl Invocations {
+    fn push(&self, invocation: Invocation) {
+        let mut queue = self.queue.lock().expect("invocations poisoned");
+        let first = queue.is_empty();
+        queue.push(invocation);
+        drop(queue);
+        if first {
+            self.ready.notify_one();
+        }
+    }
+
+    fn take(&self) -> Vec<Invocation> {
+        std::mem::take(&mut *self.queue.lock().expect("invocations poisoned"))
+    }
 }
 
 /// An InvokeService call for the bolt or dubbo channel: a whole request frame for a
@@ -59,6 +83,7 @@ struct Registry {
 #[pyclass(module = "layotto_fast_native", name = "MeshProxy")]
 pub struct MeshProxy {
     control: Option<mpsc::UnboundedSender<Control>>,
+    invocations: Arc<Invocations>,
     completions: Arc<Completions>,
     /// The event loop's end of the completions' wake-up socket.
     woken: UnixStream,
@@ -109,6 +134,8 @@ impl MeshProxy {
         wake.set_nonblocking(true)?;
         let completions = Arc::new(Completions::new(wake));
         let finished = completions.clone();
+        let invocations = Arc::new(Invocations::default());
+        let queued = invocations.clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -119,7 +146,7 @@ impl MeshProxy {
             .spawn(move || {
                 LocalSet::new().block_on(
                     &runtime,
-                    run(config, sockets, receiver, shared, started, finished),
+                    run(config, sockets, receiver, queued, shared, started, finished),
                 );
             })
             .map_err(|e| PyRuntimeError::new_err(format!("cannot start the mesh thread: {e}")))?;
@@ -128,6 +155,7 @@ impl MeshProxy {
             .map_err(|_| PyRuntimeError::new_err("the mesh thread ended while starting"))?;
         Ok(MeshProxy {
             control: Some(control),
+            invocations,
             completions,
             woken,
             thread: Some(thread),
@@ -186,15 +214,11 @@ impl MeshProxy {
             timeout: Duration::from_millis(timeout_ms),
             retries,
         };
-        let sent = self
-            .control
-            .as_ref()
-            .is_some_and(|c| c.send(Control::Invoke(invocation)).is_ok());
-        if sent {
-            Ok(())
-        } else {
-            Err(PyRuntimeError::new_err("the mesh is stopped"))
+        if self.control.as_ref().is_none_or(|c| c.is_closed()) {
+            return Err(PyRuntimeError::new_err("the mesh is stopped"));
         }
+        self.invocations.push(invocation);
+        Ok(())
     }
 
     /// The descriptor the event loop watches: readable when invocations have finished.
@@ -383,6 +407,7 @@ async fn run(
     config: MeshConfig,
     sockets: Vec<StdListener>,
     mut control: mpsc::UnboundedReceiver<Control>,
+    invocations: Arc<Invocations>,
     registry: Arc<Mutex<Registry>>,
     started: std::sync::mpsc::Sender<()>,
     completions: Arc<Completions>,
@@ -413,7 +438,17 @@ async fn run(
     let direct: Rc<DirectClusters> = Rc::default();
     let invoke_stats = Arc::new(RouteStats::default());
     let mut config = config;
-    while let Some(message) = control.recv().await {
+    loop {
+        let message = tokio::select! {
+            message = control.recv() => message,
+            _ = invocations.ready.notified() => {
+                for invocation in invocations.take() {
+                    start_invocation(invocation, &routing.borrow(), &direct, &completions, &invoke_stats);
+                }
+                continue;
+            }
+        };
+        let Some(message) = message else { break };
         match message {
             Control::Reload(new, done) => {
                 let old = routing.borrow().clone();
@@ -424,55 +459,57 @@ async fn run(
                 config = new;
                 let _ = done.send(());
             }
-            Control::Invoke(invocation) => {
-                let cluster = match (&invocation.cluster, &invocation.address) {
-                    (Some(name), _) => routing
-                        .borrow()
-                        .clusters
-                        .iter()
-                        .find(|c| {
-                            &c.config.name == name && c.config.protocol == invocation.protocol
-                        })
-                        .cloned(),
-                    (None, Some(address)) => {
-                        Some(direct_cluster(&direct, &invocation.protocol, address))
-                    }
-                    (None, None) => None,
-                };
-                let Some(cluster) = cluster else {
-                    let name = invocation.cluster.clone().unwrap_or_default();
-                    completions.complete(Completion {
-                        token: invocation.token,
-                        outcome: Err((
-                            Refusal::Unavailable,
-                            format!(
-                                "no {} cluster named {name:?} in the mesh configuration",
-                                invocation.protocol
-                            ),
-                        )),
-                    });
-                    continue;
-                };
-                let (completions, stats) = (completions.clone(), invoke_stats.clone());
-                match invocation.protocol.as_str() {
-                    "dubbo" => spawn_local(send_invocation::<Dubbo>(
-                        cluster,
-                        invocation,
-                        completions,
-                        stats,
-                    )),
-                    _ => spawn_local(send_invocation::<Bolt>(
-                        cluster,
-                        invocation,
-                        completions,
-                        stats,
-                    )),
-                };
-            }
             Control::Stop => break,
         }
     }
     drop(config);
+}
+
+fn start_invocation(
+    invocation: Invocation,
+    routing: &Routing,
+    direct: &DirectClusters,
+    completions: &Arc<Completions>,
+    invoke_stats: &Arc<RouteStats>,
+) {
+    let cluster = match (&invocation.cluster, &invocation.address) {
+        (Some(name), _) => routing
+            .clusters
+            .iter()
+            .find(|c| &c.config.name == name && c.config.protocol == invocation.protocol)
+            .cloned(),
+        (None, Some(address)) => Some(direct_cluster(direct, &invocation.protocol, address)),
+        (None, None) => None,
+    };
+    let Some(cluster) = cluster else {
+        let name = invocation.cluster.clone().unwrap_or_default();
+        completions.complete(Completion {
+            token: invocation.token,
+            outcome: Err((
+                Refusal::Unavailable,
+                format!(
+                    "no {} cluster named {name:?} in the mesh configuration",
+                    invocation.protocol
+                ),
+            )),
+        });
+        return;
+    };
+    let (completions, stats) = (completions.clone(), invoke_stats.clone());
+    match invocation.protocol.as_str() {
+        "dubbo" => spawn_local(send_invocation::<Dubbo>(
+            cluster,
+            invocation,
+            completions,
+            stats,
+        )),
+        _ => spawn_local(send_invocation::<Bolt>(
+            cluster,
+            invocation,
+            completions,
+            stats,
+        )),
+    };
 }
 
 /// One-host clusters by (protocol, address), made for calls that name their address.
