@@ -840,6 +840,47 @@ mod tests {
     }
 
     #[test]
+    fn sofarpc_frames() {
+        let request = golden("bolt_request_sofarpc");
+        let head = Bolt::head(&request).unwrap();
+        assert_eq!(head.kind, FrameKind::Request);
+        let meta = Bolt::request_meta(&request, false).unwrap();
+        assert_eq!(
+            (meta.service.as_str(), meta.method.as_str()),
+            ("com.example.EchoService:1.0", "echo")
+        );
+        let decoded = decode_request(&request).unwrap();
+        assert_eq!(
+            (decoded.codec, decoded.class_name),
+            (
+                CODEC_HESSIAN2,
+                "com.alipay.sofa.rpc.core.request.SofaRequest"
+            )
+        );
+        let again = encode_request(
+            decoded.request_id,
+            decoded.codec,
+            decoded.timeout_ms,
+            decoded.class_name,
+            &decoded.header,
+            decoded.content,
+            false,
+        )
+        .unwrap();
+        assert_eq!(again, request, "SOFARPC's request re-encodes byte for byte");
+        let response = golden("bolt_response_sofarpc");
+        assert_eq!(Bolt::head(&response).unwrap().request_id, head.request_id);
+        assert_eq!(Bolt::response_status(&response), STATUS_SUCCESS);
+        let beat = golden("bolt_heartbeat_request_sofarpc");
+        let beat_head = Bolt::head(&beat).unwrap();
+        assert_eq!(beat_head.kind, FrameKind::HeartbeatRequest);
+        assert_eq!(
+            Bolt::heartbeat_reply(&beat, &beat_head),
+            golden("bolt_heartbeat_response_sofarpc")
+        );
+    }
+
+    #[test]
     fn no_input_panics() {
         for name in [
             "bolt_request_echo",

@@ -700,6 +700,55 @@ mod tests {
         );
     }
 
+    #[test]
+    fn frames_from_java_dubbo() {
+        let request = golden("dubbo_request_java");
+        let head = Dubbo::head(&request).unwrap();
+        assert_eq!(head.kind, FrameKind::Request);
+        let meta = Dubbo::request_meta(&request, true).unwrap();
+        assert_eq!(
+            (
+                meta.service.as_str(),
+                meta.version.as_str(),
+                meta.method.as_str()
+            ),
+            ("com.example.EchoService", "1.0", "echo")
+        );
+        assert_eq!(
+            meta.header("remote.application"),
+            Some("interop-dubbo-consumer")
+        );
+        let invocation = decode_request(&request).unwrap();
+        assert_eq!(invocation.dubbo_version, "2.0.2");
+        assert_eq!(invocation.args, vec![Value::String("echo-0".into())]);
+        assert_eq!(
+            encode_request(head.request_id, &invocation, true),
+            request,
+            "Java's request re-encodes byte for byte"
+        );
+        let response = golden("dubbo_response_java");
+        let reply = decode_response(&response).unwrap();
+        assert_eq!(
+            reply.outcome,
+            Ok(Outcome::Value(Value::String("echo-0".into())))
+        );
+        assert_eq!(
+            reply.attachments,
+            vec![("dubbo".to_string(), Value::String("2.0.2".into()))]
+        );
+        assert_eq!(
+            encode_response(Dubbo::head(&response).unwrap().request_id, HESSIAN2, &reply),
+            response
+        );
+        let beat = golden("dubbo_heartbeat_request_java");
+        let beat_head = Dubbo::head(&beat).unwrap();
+        assert_eq!(beat_head.kind, FrameKind::HeartbeatRequest);
+        assert_eq!(
+            Dubbo::heartbeat_reply(&beat, &beat_head),
+            golden("dubbo_heartbeat_response_java")
+        );
+    }
+
     use crate::testdata::*;
 
     #[test]

@@ -13,6 +13,15 @@ Every value is fixed except request ids, and those are made repeatable too: anth
 its request ids at random.randint() when imported (pinned by seeding ``random`` first) and
 dubbo-ssl-python counts from 0 per process. The "what" text of each vector says what would vary
 with other runs of the peers. "fields" is a decoding of the frame for reading convenience only.
+
+When ``java`` is installed it also records the Java peers of tests/interop/java_mesh (building
+their jars with ``mvn package`` if missing), each consumer calling its provider through the same
+kind of recording proxy: SOFARPC 5.13.2 over Bolt (*_sofarpc) and Apache Dubbo 3.3.4 over the
+dubbo protocol (*_java), a call and a heartbeat each. Their request ids cannot be pinned (Dubbo's
+start at a random long, Bolt's depend on how many heartbeats came first), so those vectors change
+in their ids on every run; ``--keep-java`` re-records only the Python peers and keeps the Java
+vectors already in the file (as happens, with a note, when java or the jars are unavailable).
+The JVMs and Maven run under ``nice``.
 """
 
 from __future__ import annotations
@@ -22,7 +31,10 @@ import asyncio
 import json
 import logging
 import random
+import shutil
 import struct
+import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -447,9 +459,248 @@ def record_dubbo(vectors: dict[str, dict[str, Any]]) -> None:
             proxy.close()
 
 
+# ---------------------------------------------------------------------------------------------
+# Java peers (tests/interop/java_mesh): SOFARPC 5.13.2 over Bolt, Apache Dubbo 3.3.4 over dubbo
+
+
+def java_available() -> bool:
+    """Builds the Java peers' jars if missing; False (with a note) if Maven or Java is not installed."""
+    from tests.interop.test_mesh_java import DUBBO_JAR, PROJECT, SOFA_JAR
+
+    if shutil.which("java") is None:
+        print("java not installed: Java peers not recorded")
+        return False
+    if not (SOFA_JAR.is_file() and DUBBO_JAR.is_file()):
+        if shutil.which("mvn") is None:
+            print(f"mvn not installed and {SOFA_JAR.name}/{DUBBO_JAR.name} not built: Java peers not recorded")
+            return False
+        print(f"building the Java peers in {PROJECT} (mvn package) ...")
+        subprocess.run(["nice", "mvn", "-q", "-B", "package", "-DskipTests"], cwd=PROJECT, check=True, timeout=1800)
+    return True
+
+
+def run_java_pair(
+    jvm: list[str],
+    jar: Path,
+    provider_main: str,
+    consumer_main: str,
+    up_framer: Framer,
+    down_framer: Framer,
+    consumer_jvm: list[str],
+    options: list[str],
+) -> list[tuple[str, bytes]]:
+    """Starts the provider, runs the consumer through a recording proxy; every frame recorded, in order."""
+    from tests.interop.test_mesh_java import start_provider
+
+    with tempfile.TemporaryDirectory(prefix="make-golden-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        provider = start_provider(tmp, ["nice", *jvm], jar, provider_main)
+        try:
+            proxy = RecordingProxy(("127.0.0.1", provider.port), up_framer, down_framer)
+            try:
+                result = subprocess.run(
+                    ["nice", *consumer_jvm, "-cp", str(jar), consumer_main, *map(str, proxy.address), *options],
+                    capture_output=True,
+                    text=True,
+                    stdin=subprocess.DEVNULL,
+                    cwd=tmp,
+                    timeout=180,
+                )
+                lines = result.stdout.strip().splitlines()
+                report = json.loads(lines[-1]) if lines else None
+                if result.returncode != 0 or report is None or report["error"] is not None:
+                    raise RuntimeError(f"{consumer_main} failed ({result.returncode}): {report}\n{result.stderr}")
+                time.sleep(0.3)  # let the last frames through the proxy
+                return proxy.take(0, proxy.mark())
+            finally:
+                proxy.close()
+        finally:
+            provider.stop()
+
+
+SOFARPC = "SOFARPC 5.13.2 (sofa-rpc-all, bolt 1.6.10, hessian 3.5.5)"
+JAVA_DUBBO = "Apache Dubbo 3.3.4 (hessian-lite 4.0.3)"
+JAVA_VECTORS = (
+    "bolt_request_sofarpc",
+    "bolt_response_sofarpc",
+    "bolt_heartbeat_request_sofarpc",
+    "bolt_heartbeat_response_sofarpc",
+    "dubbo_request_java",
+    "dubbo_response_java",
+    "dubbo_heartbeat_request_java",
+    "dubbo_heartbeat_response_java",
+)
+
+
+def _first(frames: list[tuple[str, bytes]], direction: str, test: Callable[[bytes], bool]) -> tuple[str, bytes]:
+    for frame in frames:
+        if frame[0] == direction and test(frame[1]):
+            return frame
+    raise AssertionError(f"no {direction} frame of the kind looked for in {[(d, f.hex()) for d, f in frames]}")
+
+
+def record_sofarpc(vectors: dict[str, dict[str, Any]]) -> None:
+    from tests.interop.test_mesh_java import SOFA_JAR, SOFA_JVM
+
+    def put(name: str, frame: tuple[str, bytes], what: str) -> None:
+        direction, data = frame
+        role = "ConsumerConfig (interop.SofaConsumer)" if direction == "client->server" else "ProviderConfig"
+        peer = f"{SOFARPC} " + (role if direction == "client->server" else f"{role} (interop.SofaProvider)")
+        vectors[name] = {"hex": data.hex(), "peer": peer, "direction": direction, "what": what}
+        vectors[name]["fields"] = bolt_fields(data)
+
+    def cmd(code: int) -> Callable[[bytes], bool]:
+        return lambda data: struct.unpack(">H", data[2:4])[0] == code
+
+    def reply_to(req: tuple[str, bytes], code: int) -> Callable[[bytes], bool]:
+        return lambda data: cmd(code)(data) and data[5:9] == req[1][5:9]
+
+    # two calls with 1 s idle between them; bolt's RpcHeartbeatTrigger fires on 300 ms of idleness
+    frames = run_java_pair(
+        SOFA_JVM,
+        SOFA_JAR,
+        "interop.SofaProvider",
+        "interop.SofaConsumer",
+        bolt_request_len,
+        bolt_response_len,
+        [*SOFA_JVM, "-Dbolt.tcp.heartbeat.interval=300"],
+        ["2", "timeoutMs=3000", "idleMs=1000"],
+    )
+    req = _first(frames, "client->server", cmd(1))
+    resp = _first(frames, "server->client", reply_to(req, 2))
+    beat = _first(frames, "client->server", cmd(0))
+    beat_resp = _first(frames, "server->client", reply_to(beat, 0))
+    fields = bolt_fields(req[1])
+    assert fields["codec"] == 1 and fields["class_name"] == "com.alipay.sofa.rpc.core.request.SofaRequest", fields
+    assert fields["header"]["service"] == "com.example.EchoService:1.0", fields
+    assert bolt_fields(resp[1])["respstatus"] == 0 and resp[1].endswith(b"echo-0N"), resp
+    rid = (
+        "request_id: bolt's per-process IDGenerator, from 1 and +1 per request or heartbeat, so it depends "
+        "on how many heartbeats the idle consumer sent before (the first heartbeat may even precede the "
+        "first call when the JVM is slow). "
+    )
+    put(
+        "bolt_request_sofarpc",
+        req,
+        "SOFARPC consumer's Bolt v1 request for EchoService.echo('echo-0') (ConsumerConfig, direct bolt:// URL, "
+        "no registry, timeout 3000): proto 1, type 1, cmdcode 1, ver2 1, codec 1 (Hessian2), timeout 3000; "
+        "class com.alipay.sofa.rpc.core.request.SofaRequest; SOFA header map in wire order "
+        "sofa_head_target_service and service both 'com.example.EchoService:1.0' (interfaceId:version), "
+        "protocol 'bolt', sofa_head_method_name 'echo', type 'sync' (no sofa_head_target_app, uid or "
+        "rpc_trace_context.*: the peers switch SOFATracer off, default.tracer=''); content = SOFA hessian "
+        "(Hessian2) class definition 'C' + object SofaRequest {targetAppName null, methodName 'echo', "
+        "targetServiceUniqueName 'com.example.EchoService:1.0', requestProps as an untyped 'M' map "
+        "{protocol: bolt, type: sync}, methodArgSigs as a 'V' list typed '[string' of 'java.lang.String'} "
+        "followed by the argument 'echo-0'. Otherwise the same every run. " + rid,
+    )
+    put(
+        "bolt_response_sofarpc",
+        resp,
+        "SOFARPC provider's Bolt v1 response to bolt_request_sofarpc: type 0, cmdcode 2, codec 1, respstatus 0 "
+        "SUCCESS, class com.alipay.sofa.rpc.core.response.SofaResponse, empty header map (header_len 0), "
+        "content = Hessian2 object SofaResponse {isError false, errorMsg null, appResponse 'echo-0', "
+        "responseProps null}. request_id copies the request's; nothing else varies.",
+    )
+    put(
+        "bolt_heartbeat_request_sofarpc",
+        beat,
+        "bolt's RpcHeartbeatTrigger heartbeat from the SOFARPC consumer's connection "
+        "(-Dbolt.tcp.heartbeat.interval=300, sent after 300 ms idle): request layout (22-byte header), "
+        "type 1, cmdcode 0 HEARTBEAT, ver2 1, codec 1 (Hessian2), timeout -1 (0xffffffff), no class, "
+        "header or content. " + rid,
+    )
+    put(
+        "bolt_heartbeat_response_sofarpc",
+        beat_resp,
+        "SOFARPC (bolt RpcHeartBeatProcessor) provider's heartbeat answer: response layout (20-byte header), "
+        "type 0, cmdcode 0 HEARTBEAT, ver2 1, codec 1, respstatus 0, empty class/header/content; request_id "
+        "copies the heartbeat's, nothing else varies.",
+    )
+
+
+def record_java_dubbo(vectors: dict[str, dict[str, Any]]) -> None:
+    from tests.interop.test_mesh_java import DUBBO_JAR, JVM
+
+    def put(name: str, frame: tuple[str, bytes], what: str) -> None:
+        direction, data = frame
+        peer = f"{JAVA_DUBBO} " + (
+            "ReferenceConfig (interop.DubboConsumer)"
+            if direction == "client->server"
+            else "ServiceConfig (interop.DubboProvider)"
+        )
+        vectors[name] = {"hex": data.hex(), "peer": peer, "direction": direction, "what": what}
+        vectors[name]["fields"] = dubbo_fields(data)
+
+    def kind(event: bool) -> Callable[[bytes], bool]:
+        return lambda data: bool(data[2] & 0x20) == event
+
+    def reply_to(req: tuple[str, bytes]) -> Callable[[bytes], bool]:
+        return lambda data: data[4:12] == req[1][4:12]
+
+    # two calls with 2 s idle between them; heartbeat=600 ms makes the consumer send heartbeats meanwhile
+    frames = run_java_pair(
+        JVM,
+        DUBBO_JAR,
+        "interop.DubboProvider",
+        "interop.DubboConsumer",
+        dubbo_len,
+        dubbo_len,
+        JVM,
+        ["2", "timeoutMs=3000", "idleMs=2000", "heartbeatMs=600"],
+    )
+    req = _first(frames, "client->server", kind(False))
+    resp = _first(frames, "server->client", reply_to(req))
+    beat = _first(frames, "client->server", kind(True))
+    beat_resp = _first(frames, "server->client", reply_to(beat))
+    assert req[1][16:22] == b"\x052.0.2" and b"echo-0" in req[1], req
+    assert resp[1][3] == 20 and b"echo-0" in resp[1], resp
+    rid = (
+        "request_id: Dubbo's process-wide Request id counter, which starts at a random long "
+        "(so it differs every run), +1 per request or heartbeat. "
+    )
+    put(
+        "dubbo_request_java",
+        req,
+        "Apache Dubbo consumer's request for EchoService.echo('echo-0') (ReferenceConfig, version 1.0, direct "
+        "dubbo:// URL, serialization hessian2, timeout 3000, application 'interop-dubbo-consumer'): magic 0xdabb, "
+        "flag 0xc2 (request, two-way, Hessian2), status 0; body = Hessian2 strings dubbo version '2.0.2', path "
+        "'com.example.EchoService', service version '1.0', method 'echo', parameter types "
+        "'Ljava/lang/String;', the argument 'echo-0', then an untyped map 'H' ... 'Z' of attachments in wire "
+        "order path 'com.example.EchoService', remote.application 'interop-dubbo-consumer', interface "
+        "'com.example.EchoService', version '1.0', timeout '3000' (a string). Otherwise the same every "
+        "run. " + rid,
+    )
+    put(
+        "dubbo_response_java",
+        resp,
+        "Apache Dubbo provider's response to dubbo_request_java: flag 0x02 (response, Hessian2), status 20 OK, "
+        "id copied; body = Hessian2 int 4 (0x94, RESPONSE_VALUE_WITH_ATTACHMENTS, chosen because the request's "
+        "dubbo version is 2.0.2), the string 'echo-0', then the attachments map {dubbo: '2.0.2'}. Only the "
+        "id varies.",
+    )
+    put(
+        "dubbo_heartbeat_request_java",
+        beat,
+        "Apache Dubbo consumer's heartbeat (HeartbeatTimerTask, heartbeat=600 ms, on a connection idle that "
+        "long): flag 0xe2 (request, two-way, event, Hessian2), status 0, body length 1, body 'N' (Hessian2 "
+        "null). " + rid,
+    )
+    put(
+        "dubbo_heartbeat_response_java",
+        beat_resp,
+        "Apache Dubbo provider's heartbeat answer: flag 0x22 (response, event, Hessian2), status 20 OK, id "
+        "copied, body length 1, body 'N'. Only the id varies.",
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.mesh.make_golden")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument(
+        "--keep-java",
+        action="store_true",
+        help="do not run the Java peers; keep the Java vectors already in --out (their ids change every run)",
+    )
     args = parser.parse_args()
     random.seed(SEED)
     import anthunder  # noqa: F401  (first import: draws the first request id from the seeded random)
@@ -457,6 +708,14 @@ def main() -> None:
     vectors: dict[str, dict[str, Any]] = {}
     record_bolt(vectors)
     record_dubbo(vectors)
+    if not args.keep_java and java_available():
+        record_sofarpc(vectors)
+        record_java_dubbo(vectors)
+    else:  # keep what an earlier run recorded from the Java peers
+        previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
+        kept = {name: previous[name] for name in JAVA_VECTORS if name in previous}
+        vectors.update(kept)
+        print(f"Java peers not recorded: kept {len(kept)} earlier Java vectors from {args.out}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(vectors, indent=2, ensure_ascii=False) + "\n")
     print(f"wrote {len(vectors)} vectors to {args.out}")
