@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -201,7 +202,11 @@ def test_rate_limit_answers_threadpool_busy(mesh: Mesh) -> None:
 
 
 def test_an_unreachable_host_is_retried_on_the_other(tmp_path: Path, upstreams: tuple[FaultUpstream, ...]) -> None:
-    dead = f"127.0.0.1:{sidecar_process.free_port()}"
+    # A port held bound but not listening: connecting is refused, and no other listener of
+    # this test run can be given it meanwhile.
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    dead = f"127.0.0.1:{holder.getsockname()[1]}"
     port = sidecar_process.free_port()
     routes = [{"name": "echo", "match": {"service": ECHO}, "cluster": "c", "retries": 1}]
     clusters = [{"name": "c", "protocol": "bolt", "hosts": [dead, upstreams[0].address]}]
@@ -214,6 +219,7 @@ def test_an_unreachable_host_is_retried_on_the_other(tmp_path: Path, upstreams: 
             assert client.responses(1)[0][:2] == (i, STATUS_SUCCESS)
     finally:
         sidecar.stop()
+        holder.close()
 
 
 def test_reload_on_sighup_and_a_bad_file_keeps_the_old_routes(mesh: Mesh, upstreams: tuple[FaultUpstream, ...]) -> None:
