@@ -13,8 +13,10 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
+import yaml
 
 from layotto_fast._proto import runtime_pb2_grpc
 
@@ -97,6 +99,13 @@ def serve_command(grpc_port: int, actuator_port: int, *extra: str) -> list[str]:
     if "--resources-path" not in extra:
         args += ["--resources-path", str(REPO / "components")]
     return args
+
+
+def start_with_config(tmp: Path, config: dict[str, Any], *extra: str) -> Sidecar:
+    """``start`` with ``config`` written as the ``--config`` YAML file."""
+    path = tmp / f"config-{free_port()}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return start(tmp, "--config", str(path), *extra)
 
 
 def start(tmp: Path, *extra: str, env: dict[str, str] | None = None, wait: bool = True) -> Sidecar:

@@ -118,6 +118,10 @@ fn to_python<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>>
     })
 }
 
+fn values_from(list: &Bound<'_, PyList>) -> PyResult<Vec<Value>> {
+    list.iter().map(|item| to_value(&item, 0)).collect()
+}
+
 fn attachments_from(attachments: Option<&Bound<'_, PyDict>>) -> PyResult<Vec<(String, Value)>> {
     let Some(attachments) = attachments else {
         return Ok(Vec::new());
@@ -143,10 +147,7 @@ pub fn encode_dubbo_request<'py>(
     args: &Bound<'py, PyList>,
     attachments: Option<&Bound<'py, PyDict>>,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let args = args
-        .iter()
-        .map(|a| to_value(&a, 0))
-        .collect::<PyResult<Vec<_>>>()?;
+    let args = values_from(args)?;
     let count =
         dubbo::parameter_count(param_types).map_err(|e| PyValueError::new_err(e.to_string()))?;
     if count != args.len() {
@@ -191,10 +192,7 @@ pub fn encode_dubbo_generic<'py>(
     args: &Bound<'py, PyList>,
     attachments: Option<&Bound<'py, PyDict>>,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let args = args
-        .iter()
-        .map(|a| to_value(&a, 0))
-        .collect::<PyResult<Vec<_>>>()?;
+    let args = values_from(args)?;
     if arg_types.len() != args.len() {
         return Err(PyValueError::new_err(format!(
             "{} arg types for {} args",

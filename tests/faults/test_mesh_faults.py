@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 import yaml
 
 from tests import sidecar as sidecar_process
-from tests.mesh.fault_upstream import BoltClient, fault_upstream
+from tests.mesh.fault_upstream import BoltClient, fault_upstream, wait_for
 
 SERVICE = "com.example.EchoService:1.0"
 STATUS_SUCCESS, STATUS_THREADPOOL_BUSY = 0x0, 0x4
@@ -50,15 +49,6 @@ def rss_mib(sidecar: sidecar_process.Sidecar) -> float:
 def hosts(sidecar: sidecar_process.Sidecar) -> dict[str, dict[str, Any]]:
     _, body = sidecar.http("/actuator/info")
     return {h["address"]: h for h in json.loads(body)["mesh"]["clusters"][0]["hosts"]}
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition never held")
 
 
 def test_a_client_that_never_reads_is_cut_off_and_memory_stays_bounded(tmp_path: Path) -> None:

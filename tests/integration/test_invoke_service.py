@@ -9,12 +9,10 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-import yaml
 from google.protobuf import any_pb2
 from google.protobuf.wrappers_pb2 import StringValue
 
@@ -90,9 +88,7 @@ def sidecar(
             ]
         },
     }  # fmt: skip
-    path = Path(tmp / "config.yaml")
-    path.write_text(yaml.safe_dump(config))
-    process = sidecar_process.start(tmp, "--config", str(path))
+    process = sidecar_process.start_with_config(tmp, config)
     yield process
     process.stop()
 

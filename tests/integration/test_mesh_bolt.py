@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from tests import sidecar as sidecar_process
-from tests.mesh.fault_upstream import BoltClient, FaultUpstream, fault_upstream
+from tests.mesh.fault_upstream import BoltClient, FaultUpstream, fault_upstream, wait_for
 
 ECHO = "com.example.EchoService:1.0"
 STATUS_SUCCESS, STATUS_NO_PROCESSOR, STATUS_TIMEOUT, STATUS_CONNECTION_CLOSED = 0x0, 0x6, 0x7, 0x10
@@ -229,12 +229,12 @@ def test_reload_on_sighup_and_a_bad_file_keeps_the_old_routes(mesh: Mesh, upstre
     write(mesh.config, config)
     mesh.sidecar.process.send_signal(signal.SIGHUP)
     client = mesh.client()
-    _wait_for(lambda: _status(client, 1, "com.example.New") == STATUS_SUCCESS)
+    wait_for(lambda: _status(client, 1, "com.example.New") == STATUS_SUCCESS)
     held = mesh.client()  # a connection opened before the next reload keeps working
     config["mesh"]["listeners"][0]["routes"][-1]["cluster"] = "missing"
     write(mesh.config, config)
     mesh.sidecar.process.send_signal(signal.SIGHUP)
-    _wait_for(lambda: "mesh reload refused" in mesh.sidecar.log())
+    wait_for(lambda: "mesh reload refused" in mesh.sidecar.log())
     assert "'missing' is not a cluster" in mesh.sidecar.log()
     assert _status(held, 2, "com.example.New") == STATUS_SUCCESS
 
@@ -246,7 +246,7 @@ def test_a_changed_file_is_reloaded_without_a_signal(mesh: Mesh) -> None:
     new_route = {"name": "watched", "match": {"service": "com.example.Watched"}, "cluster": "echo"}
     config["mesh"]["listeners"][0]["routes"].append(new_route)
     write(mesh.config, config)
-    _wait_for(lambda: _status(client, 2, "com.example.Watched") == STATUS_SUCCESS, timeout=5)
+    wait_for(lambda: _status(client, 2, "com.example.Watched") == STATUS_SUCCESS, timeout=5)
     assert "mesh configuration reloaded" in mesh.sidecar.log()
 
 
@@ -261,23 +261,14 @@ def test_a_reload_that_replaces_a_cluster_closes_its_old_connections(
     config["mesh"]["clusters"][1]["hosts"] = [upstreams[0].address]
     write(mesh.config, config)
     mesh.sidecar.process.send_signal(signal.SIGHUP)
-    _wait_for(lambda: _status(client, 2, "com.canary.X") == STATUS_SUCCESS and upstreams[0].requests > 0)
-    _wait_for(lambda: upstreams[1].open_connections == 0)
+    wait_for(lambda: _status(client, 2, "com.canary.X") == STATUS_SUCCESS and upstreams[0].requests > 0)
+    wait_for(lambda: upstreams[1].open_connections == 0)
     assert client.responses(0) == [], "the client's own connection stays open"
 
 
 def _status(client: BoltClient, request_id: int, service: str) -> int:
     client.send(client.request(request_id, service))
     return client.responses(1)[0][1]
-
-
-def _wait_for(condition: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition never held")
 
 
 def test_metrics_and_info_report_routes_and_clusters(mesh: Mesh, upstreams: tuple[FaultUpstream, ...]) -> None:

@@ -4,10 +4,8 @@ its clients call its provider through the mesh, and its heartbeats are answered.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-import yaml
 
 from tests import sidecar as sidecar_process
 from tests.mesh import bolt_peers
@@ -34,9 +32,7 @@ def bolt_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
                 "clusters": [{"name": "echo", "protocol": "bolt", "hosts": [f"{host}:{port}"]}],
             }
         }
-        path = Path(tmp / "mesh.yaml")
-        path.write_text(yaml.safe_dump(config))
-        sidecar = sidecar_process.start(tmp, "--config", str(path))
+        sidecar = sidecar_process.start_with_config(tmp, config)
         try:
             yield ("127.0.0.1", mesh_port)
         finally:

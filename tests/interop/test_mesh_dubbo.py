@@ -4,10 +4,8 @@ Dubbo listener, routed by service path and version; heartbeats both ways."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-import yaml
 
 from tests import sidecar as sidecar_process
 from tests.mesh import dubbo_peers
@@ -27,9 +25,7 @@ def dubbo_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
                 "clusters": [{"name": "echo", "protocol": "dubbo", "hosts": [f"{host}:{port}"]}],
             }
         }
-        path = Path(tmp / "mesh.yaml")
-        path.write_text(yaml.safe_dump(config))
-        sidecar = sidecar_process.start(tmp, "--config", str(path))
+        sidecar = sidecar_process.start_with_config(tmp, config)
         try:
             yield ("127.0.0.1", mesh_port)
         finally:
