@@ -50,3 +50,15 @@ def test_an_unrouted_version_gets_service_not_found(dubbo_address: tuple[str, in
     with pytest.raises(Exception, match="no route for service") as caught:
         client.call("echo", "x", timeout=5)
     assert "com.example.EchoService" in str(caught.value)
+
+
+def test_a_malformed_dubbo_frame_closes_only_its_connection(dubbo_address: tuple[str, int]) -> None:
+    import socket
+
+    offender = socket.create_connection(dubbo_address, timeout=5)
+    offender.sendall(b"\xda\xbcnot dubbo at all")  # wrong magic
+    assert offender.recv(100) == b"", "the sidecar closes the offender's connection"
+    oversized = socket.create_connection(dubbo_address, timeout=5)
+    oversized.sendall(b"\xda\xbb\xc2\x00" + bytes(8) + (2**30).to_bytes(4, "big"))  # over max_frame_size
+    assert oversized.recv(100) == b""
+    assert dubbo_peers.echo_calls(dubbo_address, 3) == ["echo-0", "echo-1", "echo-2"], "others carry on"
