@@ -61,6 +61,8 @@ pub struct Upstream {
     pub outbox: Rc<Outbox>,
     pending: RefCell<PendingMap>,
     next_id: Cell<u64>,
+    /// Wakes the deadline task when a request arrives on an idle connection.
+    sent: tokio::sync::Notify,
     /// When a heartbeat was last answered (active health checks read it).
     pub heartbeat_answered: Cell<Option<Instant>>,
     stats: std::sync::Arc<ClusterStats>,
@@ -103,6 +105,7 @@ impl Upstream {
             pending: RefCell::new(PendingMap::default()),
             next_id: Cell::new(1),
             heartbeat_answered: Cell::new(None),
+            sent: tokio::sync::Notify::new(),
             stats,
             id_mask,
         });
@@ -131,7 +134,11 @@ impl Upstream {
                 .cluster
                 .in_flight
                 .set(pending.cluster.in_flight.get() + 1);
-            self.pending.borrow_mut().insert(id, pending);
+            let mut waiting = self.pending.borrow_mut();
+            if waiting.is_empty() {
+                self.sent.notify_one();
+            }
+            waiting.insert(id, pending);
         }
         self.outbox.push(frame)
     }
@@ -245,12 +252,18 @@ async fn expire_deadlines<C: Codec>(upstream: Rc<Upstream>) {
     let mut tick = tokio::time::interval(DEADLINE_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while upstream.is_open() {
+        if upstream.pending.borrow().is_empty() {
+            // Idle: no timer at all until a request is sent (an idle connection must not
+            // wake the thread 200 times a second).
+            tokio::select! {
+                _ = upstream.sent.notified() => {}
+                _ = upstream.outbox.closed() => break,
+            }
+            tick.reset();
+        }
         tokio::select! {
             _ = tick.tick() => {}
             _ = upstream.outbox.closed() => break,
-        }
-        if upstream.pending.borrow().is_empty() {
-            continue;
         }
         let now = Instant::now();
         let expired: Vec<u64> = upstream
