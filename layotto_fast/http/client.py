@@ -39,12 +39,14 @@ class _Connection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._size = 0
         self._header_name = b""
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.reusable = False
         self.lost = False
 
     # -- asyncio
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self._loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -83,8 +85,8 @@ class _Connection(asyncio.Protocol):
 
     # -- use
     def send(self, data: bytes) -> asyncio.Future[HttpResponse]:
-        assert self.transport is not None
-        self._waiter = asyncio.get_running_loop().create_future()
+        assert self.transport is not None and self._loop is not None
+        self._waiter = self._loop.create_future()
         self.reusable = False
         self.transport.write(data)
         return self._waiter
@@ -101,6 +103,11 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
+def _expire(answer: asyncio.Future[HttpResponse]) -> None:
+    if not answer.done():
+        answer.set_exception(TimeoutError())
+
+
 class HttpClient:
     """Keep-alive connections to one ``host:port``; at most ``max_idle`` kept idle."""
 
@@ -110,6 +117,7 @@ class HttpClient:
         self._host, self._port = host.strip("[]"), int(port)
         self._idle: deque[_Connection] = deque()
         self._max_idle = max_idle
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def request(
         self, verb: str, target: str, headers: dict[str, str], body: bytes, timeout: float
@@ -119,31 +127,41 @@ class HttpClient:
         head = [f"{verb} {target} HTTP/1.1", f"Host: {self.address}", f"Content-Length: {len(body)}"]
         head += [f"{name}: {value}" for name, value in headers.items()]
         data = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
-        # wait_for, not asyncio.timeout: a handler may run outside a Task (the native
-        # transport drives coroutines itself), and asyncio.timeout needs one.
-        response, connection = await asyncio.wait_for(self._exchange(data), timeout)
+        loop = self._loop or asyncio.get_running_loop()
+        self._loop = loop  # kept: get_running_loop() makes a getpid() system call
+        deadline = loop.time() + timeout
+        idle = self._idle_connection()
+        if idle is not None:
+            connection = idle
+        else:
+            # Only a new connection goes through wait_for (it makes a Task; asyncio.timeout
+            # would need the handler to run in one, and the native transport runs it in none).
+            _, connection = await asyncio.wait_for(
+                loop.create_connection(_Connection, self._host, self._port), timeout
+            )
+        answer = connection.send(data)
+        # A kept-alive exchange is timed by a plain timer on the answer's future: no Task,
+        # no extra loop passes between the upstream's answer and the caller's.
+        expiry = loop.call_at(deadline, _expire, answer)
+        try:
+            response = await answer
+        except BaseException:
+            connection.close()
+            raise
+        finally:
+            expiry.cancel()
         if connection.reusable and not connection.lost and len(self._idle) < self._max_idle:
             self._idle.append(connection)
         else:
             connection.close()
         return response
 
-    async def _exchange(self, data: bytes) -> tuple[HttpResponse, _Connection]:
-        connection = await self._connection()
-        try:
-            return await connection.send(data), connection
-        except BaseException:
-            connection.close()
-            raise
-
-    async def _connection(self) -> _Connection:
+    def _idle_connection(self) -> _Connection | None:
         while self._idle:
             connection = self._idle.pop()
             if not connection.lost:
                 return connection
-        loop = asyncio.get_running_loop()
-        _, connection = await loop.create_connection(_Connection, self._host, self._port)
-        return connection
+        return None
 
     def close(self) -> None:
         while self._idle:
