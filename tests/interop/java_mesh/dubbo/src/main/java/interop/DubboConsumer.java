@@ -1,9 +1,7 @@
 package interop;
 
 import com.example.EchoService;
-import java.util.ArrayList;
 import java.util.LinkedHashMap;
-import java.util.List;
 import java.util.Map;
 import org.apache.dubbo.config.ApplicationConfig;
 import org.apache.dubbo.config.ReferenceConfig;
@@ -36,11 +34,7 @@ public final class DubboConsumer {
             System.exit(2);
         }
         Quiet.logging();
-        Map<String, String> options = new LinkedHashMap<>();
-        for (int i = 3; i < args.length; i++) {
-            String[] kv = args[i].split("=", 2);
-            options.put(kv[0], kv.length > 1 ? kv[1] : "");
-        }
+        Map<String, String> options = EchoCalls.options(args, 3);
         int n = Integer.parseInt(args[2]);
         long idleMs = Long.parseLong(options.getOrDefault("idleMs", "0"));
 
@@ -58,29 +52,9 @@ public final class DubboConsumer {
         parameters.put("heartbeat", options.getOrDefault("heartbeatMs", "60000"));
         reference.setParameters(parameters);
 
-        Map<String, Object> report = new LinkedHashMap<>();
-        List<String> replies = new ArrayList<>();
-        report.put("replies", replies);
-        report.put("error", null);
-        long started = System.nanoTime();
-        try {
+        EchoCalls.runAndReport(() -> {
             DubboBootstrap.getInstance().application(application).reference(reference).start();
-            EchoService echo = reference.get();
-            started = System.nanoTime();
-            for (int i = 0; i < n; i++) {
-                if (idleMs > 0 && i == n / 2) Thread.sleep(idleMs);
-                replies.add(echo.echo("echo-" + i));
-            }
-        } catch (Throwable error) {
-            Map<String, Object> failure = new LinkedHashMap<>();
-            failure.put("type", error.getClass().getName());
-            failure.put("message", String.valueOf(error.getMessage()));
-            failure.put("code", error instanceof RpcException e ? e.getCode() : null);
-            report.put("error", failure);
-        }
-        report.put("elapsed_ms", (System.nanoTime() - started) / 1_000_000);
-        System.out.println(Json.write(report));
-        System.out.flush();
-        Runtime.getRuntime().halt(0);
+            return reference.get();
+        }, n, idleMs, "code", error -> error instanceof RpcException e ? e.getCode() : null);
     }
 }

@@ -1,6 +1,7 @@
 package interop;
 
 import com.example.EchoService;
+import com.example.EchoServiceImpl;
 import org.apache.dubbo.config.ApplicationConfig;
 import org.apache.dubbo.config.ProtocolConfig;
 import org.apache.dubbo.config.RegistryConfig;
@@ -17,14 +18,6 @@ import org.apache.dubbo.config.bootstrap.DubboBootstrap;
 public final class DubboProvider {
     private DubboProvider() {}
 
-    /** The implementation: the argument, unchanged. */
-    static final class Echo implements EchoService {
-        @Override
-        public String echo(String text) {
-            return text;
-        }
-    }
-
     public static void main(String[] args) throws Exception {
         if (args.length != 1) {
             System.err.println("usage: DubboProvider PORT");
@@ -39,7 +32,7 @@ public final class DubboProvider {
         protocol.setPreferSerialization("hessian2");
         ServiceConfig<EchoService> service = new ServiceConfig<>();
         service.setInterface(EchoService.class);
-        service.setRef(new Echo());
+        service.setRef(new EchoServiceImpl());
         service.setVersion("1.0");
         DubboBootstrap.getInstance()
             .application(application)

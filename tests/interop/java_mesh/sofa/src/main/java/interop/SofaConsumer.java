@@ -3,9 +3,6 @@ package interop;
 import com.alipay.sofa.rpc.config.ConsumerConfig;
 import com.alipay.sofa.rpc.core.exception.SofaRpcException;
 import com.example.EchoService;
-import java.util.ArrayList;
-import java.util.LinkedHashMap;
-import java.util.List;
 import java.util.Map;
 
 /**
@@ -36,11 +33,7 @@ public final class SofaConsumer {
             System.exit(2);
         }
         Quiet.logging();
-        Map<String, String> options = new LinkedHashMap<>();
-        for (int i = 3; i < args.length; i++) {
-            String[] kv = args[i].split("=", 2);
-            options.put(kv[0], kv.length > 1 ? kv[1] : "");
-        }
+        Map<String, String> options = EchoCalls.options(args, 3);
         int n = Integer.parseInt(args[2]);
         long idleMs = Long.parseLong(options.getOrDefault("idleMs", "0"));
         ConsumerConfig<EchoService> consumer = new ConsumerConfig<EchoService>()
@@ -54,29 +47,8 @@ public final class SofaConsumer {
         if (options.containsKey("uniqueId")) consumer.setUniqueId(options.get("uniqueId"));
         if (options.containsKey("version")) consumer.setVersion(options.get("version"));
 
-        Map<String, Object> report = new LinkedHashMap<>();
-        List<String> replies = new ArrayList<>();
-        report.put("replies", replies);
-        report.put("error", null);
-        long started = System.nanoTime();
-        try {
-            EchoService echo = consumer.refer();
-            started = System.nanoTime();
-            for (int i = 0; i < n; i++) {
-                if (idleMs > 0 && i == n / 2) Thread.sleep(idleMs);
-                replies.add(echo.echo("echo-" + i));
-            }
-        } catch (Throwable error) {
-            Map<String, Object> failure = new LinkedHashMap<>();
-            failure.put("type", error.getClass().getName());
-            failure.put("message", String.valueOf(error.getMessage()));
-            failure.put("error_type", error instanceof SofaRpcException e ? e.getErrorType() : null);
-            report.put("error", failure);
-        }
-        report.put("elapsed_ms", (System.nanoTime() - started) / 1_000_000);
-        System.out.println(Json.write(report));
-        System.out.flush();
-        // SOFARPC's client threads are not all daemons
-        Runtime.getRuntime().halt(0);
+        EchoCalls.runAndReport(
+            consumer::refer, n, idleMs, "error_type",
+            error -> error instanceof SofaRpcException e ? e.getErrorType() : null);
     }
 }

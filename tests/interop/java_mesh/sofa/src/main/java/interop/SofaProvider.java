@@ -3,6 +3,7 @@ package interop;
 import com.alipay.sofa.rpc.config.ProviderConfig;
 import com.alipay.sofa.rpc.config.ServerConfig;
 import com.example.EchoService;
+import com.example.EchoServiceImpl;
 
 /**
  * A SOFARPC provider of {@link EchoService} (version 1.0, no uniqueId) over Bolt on 127.0.0.1:PORT, with no
@@ -13,14 +14,6 @@ import com.example.EchoService;
  */
 public final class SofaProvider {
     private SofaProvider() {}
-
-    /** The implementation: the argument, unchanged. */
-    static final class Echo implements EchoService {
-        @Override
-        public String echo(String text) {
-            return text;
-        }
-    }
 
     public static void main(String[] args) throws Exception {
         if (args.length != 1) {
@@ -36,7 +29,7 @@ public final class SofaProvider {
             .setDaemon(false);
         ProviderConfig<EchoService> provider = new ProviderConfig<EchoService>()
             .setInterfaceId(EchoService.class.getName())
-            .setRef(new Echo())
+            .setRef(new EchoServiceImpl())
             .setServer(server)
             .setRegister(false);
         provider.export();
