@@ -371,11 +371,16 @@ def run_calls(
     """``echo_calls`` (and optionally ``heartbeat``) in a subprocess; returns its JSON report
     ``{"replies": [...], "heartbeat": bool | None}``; raises with the stderr on failure."""
     host, port = parse_address(address)
-    args = [python or sys.executable, "-m", "tests.mesh.bolt_peers", "call", "--addr", f"{host}:{port}", "-n", str(n)]
-    args += ["--mode", mode] + (["--heartbeat"] if heartbeat else [])
-    result = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    args = ["call", "--addr", f"{host}:{port}", "-n", str(n), "--mode", mode] + (["--heartbeat"] if heartbeat else [])
+    return run_report("tests.mesh.bolt_peers", args, "anthunder client", python, timeout)
+
+
+def run_report(module: str, args: list[str], what: str, python: str | None, timeout: float) -> dict[str, Any]:
+    """``python -m module args`` (a peer's ``call`` command); its last stdout line, parsed as JSON."""
+    command = [python or sys.executable, "-m", module, *args]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
-        raise RuntimeError(f"anthunder client failed ({result.returncode}):\n{result.stderr}")
+        raise RuntimeError(f"{what} failed ({result.returncode}):\n{result.stderr}")
     report: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     return report
 

@@ -50,7 +50,6 @@ import contextlib
 import json
 import logging
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -58,7 +57,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from tests.mesh.bolt_peers import REPO, Address, PeerProcess, parse_address
+from tests.mesh.bolt_peers import Address, PeerProcess, parse_address, run_report
 
 SERVICE = "com.example.EchoService"
 VERSION = "1.0"
@@ -186,13 +185,9 @@ def run_calls(
 ) -> dict[str, Any]:
     """``echo_calls`` (and optionally ``client_heartbeat``) in a subprocess; returns its JSON report
     ``{"replies": [...], "heartbeat": bool | None}``; raises with the stderr on failure."""
-    args = [python or sys.executable, "-m", "tests.mesh.dubbo_peers", "call", "--addr", _host_key(address)]
-    args += ["-n", str(n), "--concurrency", str(concurrency)] + (["--heartbeat"] if heartbeat else [])
-    result = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=timeout)
-    if result.returncode != 0:
-        raise RuntimeError(f"dubbo client failed ({result.returncode}):\n{result.stderr}")
-    report: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
-    return report
+    args = ["call", "--addr", _host_key(address), "-n", str(n), "--concurrency", str(concurrency)]
+    args += ["--heartbeat"] if heartbeat else []
+    return run_report("tests.mesh.dubbo_peers", args, "dubbo client", python, timeout)
 
 
 # ---------------------------------------------------------------------------------------------
