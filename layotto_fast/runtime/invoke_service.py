@@ -52,8 +52,9 @@ class InvokeService:
         if target is None:
             known = ", ".join(sorted(self._targets)) or "none configured"
             raise NotFound(f"id: no invoke target {request.id!r} (known: {known})")
-        request.timeout_ms = _timeout(request.headers.get(TIMEOUT_HEADER), target.timeout_ms)
-        request.target_address = request.headers.get(TARGET_ADDRESS_HEADER, "")
+        # The sidecar's own headers are read here and not sent on by any channel.
+        request.timeout_ms = _timeout(request.headers.pop(TIMEOUT_HEADER, None), target.timeout_ms)
+        request.target_address = request.headers.pop(TARGET_ADDRESS_HEADER, "")
         for step in target.before:
             request = await _settle(step.before(request))
         result = await target.channel.call(request)

@@ -365,6 +365,23 @@ pub fn encode_request(id: u64, inv: &Invocation, two_way: bool) -> Vec<u8> {
 /// as hessian-lite writes Java arrays). `path`, `interface`, `version` (when not empty)
 /// and `generic = "true"` are added to `attachments` unless already there. The caller
 /// keeps `arg_types` and `args` the same length (GenericFilter rejects otherwise).
+/// The attachments a Dubbo consumer sends with every call (`path`, `interface`, `version`
+/// when not empty) and `extra`, each unless the caller gave it already.
+pub fn add_default_attachments(
+    attachments: &mut Vec<(String, Value)>,
+    extra: &[(&str, &str)],
+    path: &str,
+    version: &str,
+) {
+    let defaults = [("path", path), ("interface", path), ("version", version)];
+    for &(key, value) in defaults.iter().chain(extra) {
+        let present = attachments.iter().any(|(k, _)| k == key);
+        if !present && !value.is_empty() {
+            attachments.push((key.to_owned(), Value::from(value)));
+        }
+    }
+}
+
 pub fn generic_invocation(
     path: &str,
     version: &str,
@@ -373,18 +390,7 @@ pub fn generic_invocation(
     args: Vec<Value>,
     mut attachments: Vec<(String, Value)>,
 ) -> Invocation {
-    let defaults = [
-        ("path", path),
-        ("interface", path),
-        ("version", version),
-        ("generic", "true"),
-    ];
-    for (key, value) in defaults {
-        let present = attachments.iter().any(|(k, _)| k == key);
-        if !present && !value.is_empty() {
-            attachments.push((key.to_owned(), Value::from(value)));
-        }
-    }
+    add_default_attachments(&mut attachments, &[("generic", "true")], path, version);
     Invocation {
         dubbo_version: DUBBO_VERSION.to_owned(),
         path: path.to_owned(),

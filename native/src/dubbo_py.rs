@@ -157,11 +157,7 @@ pub fn encode_dubbo_request<'py>(
         )));
     }
     let mut attachments = attachments_from(attachments)?;
-    for (key, value) in [("path", path), ("interface", path), ("version", version)] {
-        if !value.is_empty() && !attachments.iter().any(|(k, _)| k == key) {
-            attachments.push((key.to_string(), Value::String(value.to_string())));
-        }
-    }
+    dubbo::add_default_attachments(&mut attachments, &[], path, version);
     let invocation = Invocation {
         dubbo_version: dubbo::DUBBO_VERSION.to_string(),
         path: path.to_string(),

@@ -75,6 +75,7 @@ def test_layotto_headers_set_timeout_and_address() -> None:
     headers = {"rpc_request_timeout": "50", "rpc_target_address": "10.0.0.1:80"}
     run(service, InvokeRequest(id="app", method="m", data=b"", headers=headers))
     assert (channel.seen[-1].timeout_ms, channel.seen[-1].target_address) == (50, "10.0.0.1:80")
+    assert channel.seen[-1].headers == {}, "the sidecar's own headers go no further"
     for bad in ("soon", "0", "-5", "99999999"):
         with pytest.raises(InvalidArgument, match="rpc_request_timeout"):
             run(service, InvokeRequest(id="app", method="m", data=b"", headers={"rpc_request_timeout": bad}))

@@ -18,11 +18,11 @@ from layotto_fast.errors import (
     Unimplemented,
 )
 from layotto_fast.http.client import HttpClient, HttpError
-from layotto_fast.runtime.invoke import TARGET_ADDRESS_HEADER, TIMEOUT_HEADER, InvokeRequest, InvokeResult
+from layotto_fast.runtime.invoke import InvokeRequest, InvokeResult
 
 DEFAULT_VERB = "POST"
-# Request headers the sidecar acts on itself, or that the client sets: not forwarded.
-_NOT_FORWARDED = {TIMEOUT_HEADER, TARGET_ADDRESS_HEADER, "host", "content-length", "connection", "transfer-encoding"}
+# Request headers the client sets itself: not forwarded.
+_NOT_FORWARDED = {"host", "content-length", "connection", "transfer-encoding"}
 _STATUS_ERRORS: dict[int, type[RuntimeApiError]] = {
     400: InvalidArgument,
     404: NotFound,

@@ -21,7 +21,7 @@ from layotto_fast.errors import (
     Unavailable,
     Unimplemented,
 )
-from layotto_fast.runtime.invoke import TARGET_ADDRESS_HEADER, TIMEOUT_HEADER, InvokeRequest, InvokeResult
+from layotto_fast.runtime.invoke import InvokeRequest, InvokeResult
 
 # Why the mesh gave up on an invocation -> the error the caller gets.
 _REFUSALS: dict[str, type[RuntimeApiError]] = {
@@ -31,7 +31,6 @@ _REFUSALS: dict[str, type[RuntimeApiError]] = {
     "no_service": Unimplemented,
     "bad_request": InvalidArgument,
 }
-_NOT_FORWARDED = {TIMEOUT_HEADER, TARGET_ADDRESS_HEADER}
 
 
 class MeshInvoker:
@@ -120,7 +119,7 @@ class BoltChannel:
 
     async def call(self, request: InvokeRequest) -> InvokeResult:
         config = self._config
-        header = {k: v for k, v in request.headers.items() if k not in _NOT_FORWARDED}
+        header = dict(request.headers)
         header["service"] = header["sofa_head_target_service"] = config.service
         header["sofa_head_method_name"] = request.method
         codec = request.extensions.get(BOLT_CODEC, config.codec)
@@ -173,7 +172,7 @@ class DubboChannel:
         config = self._config
         call = request.extensions.get(DUBBO_GENERIC)
         if isinstance(call, DubboCall):
-            attachments = {k: v for k, v in request.headers.items() if k not in _NOT_FORWARDED}
+            attachments = dict(request.headers)
             try:
                 frame = native.encode_dubbo_generic(
                     0, config.service, config.version, call.method, call.arg_types, call.args, attachments
