@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.run import CLOCK_TICKS  # noqa: E402
+from bench.run import process_cpu_seconds, process_status_kib  # noqa: E402
 from tests.sidecar import free_port, serve_command  # noqa: E402
 
 LOADS = ((1, 1), (64, 1), (64, 16))
@@ -78,14 +78,10 @@ class Process:
         raise SystemExit(f"{args[0]} never listened on {port}")
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        return process_cpu_seconds(self.process.pid)
 
     def rss_mib(self) -> float:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+        return process_status_kib(self.process.pid, "VmRSS") / 1024
 
     def stop(self) -> None:
         self.process.terminate()

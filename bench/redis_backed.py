@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.run import CALLS as BASE_CALLS  # noqa: E402
-from bench.run import CLOCK_TICKS, Row, Server, combine, ghz_binary, protoset, run_ghz  # noqa: E402
+from bench.run import Row, Server, combine, ghz_binary, process_cpu_seconds, protoset, run_ghz  # noqa: E402
 from tests.backends.servers import RedisServer  # noqa: E402
 from tests.sidecar import free_port, serve_command  # noqa: E402
 
@@ -81,11 +81,6 @@ class Direct:
     p99_us: float
     calls_per_s: float
     redis_cpu_us: float
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 async def direct_round(address: str, command: tuple[object, ...], in_flight: int, calls: int) -> list[float]:
@@ -153,20 +148,20 @@ def main() -> int:
                         if rpc in IN_MEMORY:
                             scenarios.append(("in-memory", IN_MEMORY[rpc]))
                         for store, body in scenarios:
-                            before = cpu_seconds(redis_pid)
+                            before = process_cpu_seconds(redis_pid)
                             row = run_ghz_call(ghz, descriptors, sidecar, rpc, body, in_flight, calls)
                             redis_cpu[(store, rpc, in_flight)] = redis_cpu.get((store, rpc, in_flight), 0.0) + (
-                                cpu_seconds(redis_pid) - before
+                                process_cpu_seconds(redis_pid) - before
                             )
                             rows.setdefault((store, rpc, in_flight), []).append(row)
-                        before = cpu_seconds(redis_pid)
+                        before = process_cpu_seconds(redis_pid)
                         started = time.perf_counter()
                         latencies = asyncio.run(
                             direct_round(redis_server.address, DIRECT[rpc], in_flight, calls)
                         )
                         elapsed = time.perf_counter() - started
                         directs.setdefault((rpc, in_flight), []).append(
-                            (latencies, elapsed, cpu_seconds(redis_pid) - before)
+                            (latencies, elapsed, process_cpu_seconds(redis_pid) - before)
                         )
         finally:
             sidecar.stop()

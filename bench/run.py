@@ -97,6 +97,20 @@ def protoset() -> Path:
     return out
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of process ``pid``, all its threads, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def process_status_kib(pid: int, field: str) -> int:
+    """A kB field of /proc/PID/status (VmRSS, VmHWM, ...)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
 class Server:
     def __init__(self, name: str, args: list[str], ready_url: str | None, port: int) -> None:
         self.name, self.port = name, port
@@ -114,14 +128,10 @@ class Server:
         return self.process.pid
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+        return process_cpu_seconds(self.pid)
 
     def memory_kib(self, field: str) -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-        raise KeyError(field)
+        return process_status_kib(self.pid, field)
 
     def stop(self) -> None:
         self.process.terminate()
