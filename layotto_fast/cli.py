@@ -46,7 +46,11 @@ def _add_flags(command: argparse.ArgumentParser) -> None:
     add("--grpc-port", type=int, help="gRPC API port (default 34904)")
     add("--http-port", type=int, help="Dapr-compatible HTTP port (default 3500)")
     add("--actuator-port", type=int, help="actuator HTTP port: health, info, metrics (default 34999)")
-    add("--app-port", type=int, help="the application's gRPC callback port (default 9999)")
+    add(
+        "--app-port",
+        type=int,
+        help="the application's AppCallback gRPC port, dialled for pub/sub (default 9999; 0: not dialled)",
+    )
     add("--listen-address", help="address every listener binds (default 127.0.0.1)")
     add("--grpc-uds", metavar="PATH", help="also serve the gRPC API on this Unix domain socket")
     add(

@@ -16,6 +16,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from layotto_fast._proto import runtime_pb2
 from layotto_fast.actuator.metrics import Metrics
 from layotto_fast.actuator.routes import ActuatorRoutes
+from layotto_fast.api.app_callback import GrpcAppChannel
 from layotto_fast.api.layotto import LayottoRuntime
 from layotto_fast.api.transport_grpcio import build_server
 from layotto_fast.api.transport_native import NativeGrpcServer
@@ -28,6 +29,7 @@ from layotto_fast.manifest import ComponentManifest, load_folder
 from layotto_fast.mesh.config import MeshSettings
 from layotto_fast.mesh.metrics import MeshCollector
 from layotto_fast.mesh.proxy import Mesh
+from layotto_fast.runtime.app_subscriptions import AppSubscriptions
 from layotto_fast.runtime.invoke_service import InvokeService
 from layotto_fast.runtime.lifecycle import Components
 from layotto_fast.runtime.services import Services
@@ -74,6 +76,10 @@ class Sidecar:
         self.services = Services.over(self.components, settings.app_id, InvokeService(targets))
         self.metrics = Metrics(self.components, self.services)
         self.layotto = LayottoRuntime(self.services)
+        self.app: AppSubscriptions | None = None
+        if settings.app_port:
+            channel = GrpcAppChannel(settings.app_host, settings.app_port)
+            self.app = AppSubscriptions(self.services.pubsub, channel)
         if self.mesh is not None:
             self.metrics.registry.register(MeshCollector(self.mesh))
         self._stop = asyncio.Event()
@@ -94,6 +100,7 @@ class Sidecar:
             {"app_id": self.settings.app_id, "grpc_transport": self.settings.grpc_transport},
             lambda: self.layotto.active_subscriptions,
             self.mesh.info if self.mesh else None,
+            self.app,
         )
         actuator = await loop.create_server(
             lambda: HttpProtocol(routes.router), self.settings.listen_address, self.settings.actuator_port
@@ -120,6 +127,8 @@ class Sidecar:
             raise
         status, _ = self.components.readiness()
         log.info("readiness %s", status.value)
+        if self.app is not None:
+            self.app.start()  # after the components: nothing is read for the app before they are up
         settle_garbage_collector()
         checker = loop.create_task(self._check_health())
         await self._stop.wait()
@@ -131,6 +140,8 @@ class Sidecar:
         log.info("stopped")
 
     async def _stop_serving(self, server: GrpcServer, actuator: asyncio.Server, grace: float) -> None:
+        if self.app is not None:
+            await self.app.close()  # first: messages in hand stay unacknowledged, not half-delivered
         await server.stop(grace)
         actuator.close()
         await self.services.invoke.close()

@@ -29,7 +29,8 @@ class Settings:
     grpc_port: int = 34904
     http_port: int = 3500
     actuator_port: int = 34999
-    app_port: int = 9999
+    app_port: int = 9999  # the app's AppCallback gRPC server; 0: never dialled
+    app_host: str = "127.0.0.1"
     grpc_uds: str = ""
     grpc_transport: str = "native"
     resources_path: str = ""

@@ -11,6 +11,7 @@ import orjson
 from layotto_fast import __version__
 from layotto_fast.actuator.metrics import Metrics
 from layotto_fast.http import Request, Response, Router
+from layotto_fast.runtime.app_subscriptions import AppSubscriptions
 from layotto_fast.runtime.lifecycle import Components, Health
 
 JSON = "application/json"
@@ -29,12 +30,14 @@ class ActuatorRoutes:
         identity: dict[str, str],
         subscriptions: Callable[[], int],
         mesh: Callable[[], dict[str, Any]] | None = None,
+        app: AppSubscriptions | None = None,
     ) -> None:
         self._components = components
         self._metrics = metrics
         self._identity = identity
         self._subscriptions = subscriptions
         self._mesh = mesh
+        self._app = app
         self.router = Router()
         self.router.add(METHODS, "/actuator/health/liveness", self.liveness)
         self.router.add(METHODS, "/actuator/health/readiness", self.readiness)
@@ -52,6 +55,8 @@ class ActuatorRoutes:
         status, components = self._components.readiness()
         if self._components.stopping_reason:
             components = {"sidecar": {"status": "DOWN", "reason": self._components.stopping_reason}, **components}
+        if self._app is not None:  # not required: it never changes the sidecar's own status
+            components = {**components, "app": self._app.health()}
         return _health(status, components)
 
     def info(self, request: Request) -> Response:
@@ -67,6 +72,8 @@ class ActuatorRoutes:
         }
         if self._mesh is not None:
             body["mesh"] = self._mesh()
+        if self._app is not None:
+            body["app"] = self._app.info()
         return Response(200, JSON, orjson.dumps(body))
 
     def metrics(self, request: Request) -> Response:

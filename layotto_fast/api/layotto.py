@@ -16,6 +16,7 @@ from typing import ClassVar
 from google.protobuf import any_pb2, empty_pb2
 
 from layotto_fast._proto import runtime_pb2 as pb
+from layotto_fast.api.app_callback import event_message
 from layotto_fast.api.call import current_call
 from layotto_fast.api.codecs import Decode, Encode
 from layotto_fast.api.wire import (
@@ -29,13 +30,15 @@ from layotto_fast.api.wire import (
     encode_get_state,
     encode_say_hello,
 )
-from layotto_fast.errors import Internal, RuntimeApiError
+from layotto_fast.errors import Internal, InvalidArgument, RuntimeApiError
 from layotto_fast.runtime.configuration import ConfigItem
 from layotto_fast.runtime.configuration_service import ConfigurationService, Subscription
 from layotto_fast.runtime.hello_service import HelloService
 from layotto_fast.runtime.invoke import InvokeRequest
 from layotto_fast.runtime.invoke_service import InvokeService
 from layotto_fast.runtime.lock_service import LockService
+from layotto_fast.runtime.pubsub_service import BulkEntry, PubSubService, TopicSubscription
+from layotto_fast.runtime.pubsub_stream import StreamSubscriber
 from layotto_fast.runtime.records import state_item
 from layotto_fast.runtime.secrets_service import SecretsService
 from layotto_fast.runtime.sequencer_service import SequencerService
@@ -65,6 +68,7 @@ class LayottoRuntime:
         self._secrets: SecretsService = services.secrets
         self._configuration: ConfigurationService = services.configuration
         self._invoke: InvokeService = services.invoke
+        self._pubsub: PubSubService = services.pubsub
 
     @property
     def active_subscriptions(self) -> int:
@@ -152,6 +156,60 @@ class LayottoRuntime:
         )
         return pb.InvokeResponse(data=any_pb2.Any(value=result.data), content_type=result.content_type)
 
+    # -- pub/sub ---------------------------------------------------------------
+    async def PublishEvent(self, request: pb.PublishEventRequest) -> pb.PublishEventResponse:
+        traceparent = current_call().metadata.get("traceparent", "")
+        message_id = await self._pubsub.publish(
+            request.pubsub_name,
+            request.topic,
+            request.data,
+            request.data_content_type,
+            dict(request.metadata),
+            traceparent if isinstance(traceparent, str) else "",
+        )
+        return pb.PublishEventResponse(message_id=message_id)
+
+    async def BulkPublishEvent(self, request: pb.BulkPublishRequest) -> pb.BulkPublishResponse:
+        entries = [
+            BulkEntry(entry_id=e.entry_id, data=e.event, content_type=e.content_type, metadata=dict(e.metadata))
+            for e in request.entries
+        ]
+        failures = await self._pubsub.bulk_publish(request.pubsub_name, request.topic, entries, dict(request.metadata))
+        return pb.BulkPublishResponse(
+            failedEntries=[pb.BulkPublishResponseFailedEntry(entry_id=f.entry_id, error=f.error) for f in failures]
+        )
+
+    async def SubscribeTopicEvents(
+        self, requests: AsyncIterator[pb.SubscribeTopicEventsRequest]
+    ) -> AsyncIterator[pb.SubscribeTopicEventsResponse]:
+        """The first request names the subscription; each later one answers an event by its id."""
+        incoming = aiter(requests)
+        first = await anext(incoming, None)
+        if first is None:
+            return
+        if first.WhichOneof("subscribe_topic_events_request_type") != "initial_request":
+            raise InvalidArgument("initial_request: the first request must name the subscription")
+        initial = first.initial_request
+        subscriber = StreamSubscriber()
+        stop = await self._pubsub.subscribe(
+            TopicSubscription(
+                pubsub_name=initial.pubsub_name,
+                topic=initial.topic,
+                metadata=dict(initial.metadata),
+                dead_letter_topic=initial.dead_letter_topic,
+            ),
+            subscriber.deliver,
+        )
+        reader = asyncio.get_running_loop().create_task(_read_verdicts(incoming, subscriber))
+        try:
+            yield pb.SubscribeTopicEventsResponse(initial_response=pb.SubscribeTopicEventsResponseInitial())
+            while (event := await subscriber.next()) is not None:
+                yield pb.SubscribeTopicEventsResponse(event_message=event_message(event))
+        finally:
+            reader.cancel()
+            subscriber.close()
+            await stop()
+
     # -- secrets -------------------------------------------------------------
     async def GetSecret(self, request: pb.GetSecretRequest) -> pb.GetSecretResponse:
         return pb.GetSecretResponse(data=await self._secrets.get(request.store_name, request.key))
@@ -184,9 +242,7 @@ class LayottoRuntime:
         return EMPTY
 
     async def DeleteConfiguration(self, request: pb.DeleteConfigurationRequest) -> empty_pb2.Empty:
-        await self._configuration.delete(
-            request.store_name, request.app_id, request.keys, request.group, request.label
-        )
+        await self._configuration.delete(request.store_name, request.app_id, request.keys, request.group, request.label)
         return EMPTY
 
     async def SubscribeConfiguration(
@@ -225,6 +281,19 @@ async def _read_subscriptions(
         subscription.fail(Internal(f"reading the subscription requests failed: {type(exc).__name__}"))
     else:
         subscription.requests_ended()
+
+
+async def _read_verdicts(requests: AsyncIterator[pb.SubscribeTopicEventsRequest], subscriber: StreamSubscriber) -> None:
+    try:
+        async for request in requests:
+            if request.WhichOneof("subscribe_topic_events_request_type") == "event_processed":
+                processed = request.event_processed
+                subscriber.answer(processed.id, processed.status.status)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        pass  # the client went away: its unanswered deliveries fail below
+    subscriber.close()
 
 
 def _state_item(item: pb.StateItem) -> StateItem:

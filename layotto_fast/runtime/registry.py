@@ -28,6 +28,8 @@ IMPLEMENTATIONS: dict[str, str] = {
     "configuration.redis": "configuration.redis:RedisConfigurationStore",
     "configuration.etcd": "configuration.etcd:EtcdConfigurationStore",
     "pubsub.in-memory": "pubsub.memory:InMemoryPubSub",
+    "pubsub.redis": "pubsub.redis:RedisStreamsPubSub",
+    "pubsub.jetstream": "pubsub.jetstream:JetStreamPubSub",
     "secretstores.local.file": "secretstores.local_file:LocalFileSecretStore",
     "secretstores.local.env": "secretstores.local_env:LocalEnvSecretStore",
     "hello.helloworld": "hello.helloworld:HelloWorld",

@@ -9,6 +9,7 @@ from layotto_fast.runtime.hello_service import HelloService
 from layotto_fast.runtime.invoke_service import InvokeService
 from layotto_fast.runtime.lifecycle import Components
 from layotto_fast.runtime.lock_service import LockService
+from layotto_fast.runtime.pubsub_service import PubSubService
 from layotto_fast.runtime.secrets_service import SecretsService
 from layotto_fast.runtime.sequencer_service import SequencerService
 from layotto_fast.runtime.state_service import StateService
@@ -23,6 +24,7 @@ class Services:
     secrets: SecretsService
     configuration: ConfigurationService
     invoke: InvokeService
+    pubsub: PubSubService
 
     @classmethod
     def over(cls, components: Components, app_id: str, invoke: InvokeService | None = None) -> Services:
@@ -34,4 +36,5 @@ class Services:
             secrets=SecretsService(components),
             configuration=ConfigurationService(components, app_id),
             invoke=invoke or InvokeService({}),
+            pubsub=PubSubService(components, app_id),
         )

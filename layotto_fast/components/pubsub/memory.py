@@ -1,51 +1,116 @@
-"""``pubsub.in-memory``: topics fanned out to subscribers inside this process."""
+"""``pubsub.in-memory``: topics inside this process. Not durable: a restart loses every message.
+
+It keeps the contract the backed components keep, so that an app tried against it behaves
+the same against Redis or JetStream: each consumer group of a topic gets every message
+published once the group exists, the subscribers of one group share them, a message the
+handler does not acknowledge (RETRY, an error, or its subscriber going away first) is
+handed out again after ``redeliverInterval``, and DROP forgets it.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import uuid
-from collections.abc import Callable
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Self
 
+from layotto_fast.components.pubsub.dispatch import Dispatcher
 from layotto_fast.manifest import ComponentManifest
+from layotto_fast.runtime import metadata
 from layotto_fast.runtime.component import NoBackend
-from layotto_fast.runtime.pubsub import Handler, Message
+from layotto_fast.runtime.pubsub import Handler, Message, SubscribeOptions, Unsubscribe, Verdict
 
-log = logging.getLogger(__name__)
+DEFAULT_GROUP = "layotto-fast"
+
+
+@dataclass(frozen=True)
+class InMemoryConfig:
+    consumer_id: str = DEFAULT_GROUP
+    concurrency: int = 16
+    redeliver_interval: float = 0.5
+
+    @classmethod
+    def from_manifest(cls, manifest: ComponentManifest) -> InMemoryConfig:
+        return cls(
+            consumer_id=metadata.text(manifest, "consumerID", DEFAULT_GROUP),
+            concurrency=metadata.integer(manifest, "concurrency", 16, minimum=1),
+            redeliver_interval=metadata.duration(manifest, "redeliverInterval", 0.5),
+        )
+
+
+class _Group:
+    """One consumer group of a topic: the messages it has not acknowledged yet."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[Message] = asyncio.Queue()
 
 
 class InMemoryPubSub(NoBackend):
-    def __init__(self) -> None:
-        self._handlers: dict[str, dict[int, Handler]] = {}
-        self._next = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+    def __init__(self, config: InMemoryConfig) -> None:
+        self._config = config
+        self._groups: dict[str, dict[str, _Group]] = {}  # topic -> group name -> group
+        self._stops: set[Unsubscribe] = set()
+        self._timers: set[asyncio.TimerHandle] = set()
 
     @classmethod
     def from_manifest(cls, manifest: ComponentManifest) -> Self:
-        return cls()
+        return cls(InMemoryConfig.from_manifest(manifest))
 
-    async def publish(self, topic: str, data: bytes, content_type: str, metadata: dict[str, str]) -> str:
-        message = Message(str(uuid.uuid4()), topic, data, content_type, dict(metadata))
-        for handler in list(self._handlers.get(topic, {}).values()):
-            task = asyncio.get_running_loop().create_task(self._deliver(handler, message))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        return message.id
+    async def publish(self, topic: str, data: bytes, metadata: Mapping[str, str]) -> None:
+        message = Message(topic, data, dict(metadata))
+        for group in self._groups.get(topic, {}).values():
+            group.queue.put_nowait(message)
 
-    @staticmethod
-    async def _deliver(handler: Handler, message: Message) -> None:
-        try:
-            await handler(message)
-        except Exception:
-            log.exception("in-memory subscriber of %s failed on message %s", message.topic, message.id)
+    async def subscribe(self, topic: str, options: SubscribeOptions, handler: Handler) -> Unsubscribe:
+        name = options.group or self._config.consumer_id
+        group = self._groups.setdefault(topic, {}).setdefault(name, _Group())
+        unsettled: dict[int, Message] = {}
 
-    def subscribe(self, topic: str, handler: Handler) -> Callable[[], None]:
-        handler_id = self._next
-        self._next += 1
-        self._handlers.setdefault(topic, {})[handler_id] = handler
-        return lambda: self._handlers.get(topic, {}).pop(handler_id, None) and None
+        async def settle(message: Message, verdict: Verdict) -> None:
+            unsettled.pop(id(message), None)
+            if verdict == Verdict.RETRY:
+                self._later(group, message)
+
+        dispatcher = Dispatcher(handler, settle, options.concurrency or self._config.concurrency, topic)
+
+        async def consume() -> None:
+            while True:
+                message = await group.queue.get()
+                unsettled[id(message)] = message
+                try:
+                    await dispatcher.submit(message)
+                except asyncio.CancelledError:
+                    unsettled.pop(id(message), None)
+                    group.queue.put_nowait(message)  # taken but not started: back at once
+                    raise
+
+        reader = asyncio.get_running_loop().create_task(consume())
+
+        async def stop() -> None:
+            self._stops.discard(stop)
+            reader.cancel()
+            await asyncio.wait([reader])
+            await dispatcher.drain(1.0)
+            for message in unsettled.values():  # cut off before settling: someone else's now
+                self._later(group, message)
+            unsettled.clear()
+
+        self._stops.add(stop)
+        return stop
+
+    def _later(self, group: _Group, message: Message) -> None:
+        again = replace(message, delivery_count=message.delivery_count + 1)
+
+        def put() -> None:
+            self._timers.discard(timer)
+            group.queue.put_nowait(again)
+
+        timer = asyncio.get_running_loop().call_later(self._config.redeliver_interval, put)
+        self._timers.add(timer)
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
+        for stop in list(self._stops):
+            await stop()
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()

@@ -1,0 +1,227 @@
+"""``pubsub.redis``: Redis Streams with consumer groups (Dapr's metadata names).
+
+A topic is a stream; a publish is ``XADD`` (trimmed to about ``maxLenApprox`` entries when
+set) and answers once Redis has it, as durable as Redis' own persistence makes it. A
+subscription reads as one consumer of its group (``consumerID``, the subscription's own
+first): consumers of one group share the entries, each group gets all of them, from the
+start of the stream for a group that is new.
+
+An entry is acknowledged (``XACK``) only after SUCCESS, or DROP (Redis has no other way to
+give one up). Anything else leaves it pending; every ``redeliverInterval`` each subscription
+claims (``XAUTOCLAIM``) the entries pending longer than ``processingTimeout`` in its group,
+its own included, and handles them again: entries read by a sidecar that crashed are not
+lost, they move to a live consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Self
+
+import orjson
+from redis import exceptions as redis_errors
+
+from layotto_fast.components.pubsub.dispatch import Dispatcher
+from layotto_fast.components.redis_client import REDIS_ERRORS, RedisConfig, failure
+from layotto_fast.components.redis_pipeline import PipelinedRedis
+from layotto_fast.manifest import ComponentManifest
+from layotto_fast.runtime import metadata
+from layotto_fast.runtime.pubsub import Handler, Message, SubscribeOptions, Unsubscribe, Verdict
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GROUP = "layotto-fast"
+READ_BLOCK_MS = 1000  # under the client's read timeout, so a blocked read is never cut off
+BACKOFF_SECONDS = (0.05, 2.0)  # first and longest pause of a reader whose Redis is away
+
+
+@dataclass(frozen=True)
+class StreamsConfig:
+    redis: RedisConfig
+    consumer_id: str = DEFAULT_GROUP
+    max_len_approx: int = 0  # 0: never trimmed
+    processing_timeout: float = 60.0
+    redeliver_interval: float = 60.0  # 0: pending entries are never claimed again
+    concurrency: int = 10
+    queue_depth: int = 100  # entries asked for per read
+
+    @classmethod
+    def from_manifest(cls, manifest: ComponentManifest) -> StreamsConfig:
+        return cls(
+            redis=RedisConfig.from_manifest(manifest),
+            consumer_id=metadata.text(manifest, "consumerID", DEFAULT_GROUP),
+            max_len_approx=metadata.integer(manifest, "maxLenApprox", 0, minimum=0),
+            processing_timeout=metadata.duration(manifest, "processingTimeout", 60.0, plain_unit=1.0),
+            redeliver_interval=metadata.duration(manifest, "redeliverInterval", 60.0, plain_unit=1.0),
+            concurrency=metadata.integer(manifest, "concurrency", 10, minimum=1),
+            queue_depth=metadata.integer(manifest, "queueDepth", 100, minimum=1),
+        )
+
+
+class RedisStreamsPubSub(PipelinedRedis):
+    def __init__(self, config: StreamsConfig) -> None:
+        super().__init__(config.redis)
+        self._streams = config
+        self._stops: set[Unsubscribe] = set()
+
+    @classmethod
+    def from_manifest(cls, manifest: ComponentManifest) -> Self:
+        return cls(StreamsConfig.from_manifest(manifest))
+
+    async def publish(self, topic: str, data: bytes, metadata: Mapping[str, str]) -> None:
+        assert self._pipeline is not None, "init() first"
+        trim: tuple[Any, ...] = ("MAXLEN", "~", self._streams.max_len_approx) if self._streams.max_len_approx else ()
+        fields: tuple[Any, ...] = ("data", data)
+        if metadata:
+            fields += ("metadata", orjson.dumps(dict(metadata)))
+        try:
+            await self._pipeline.call(("XADD", topic, *trim, "*", *fields))
+        except REDIS_ERRORS as exc:
+            raise failure(self._config, exc) from None
+
+    async def subscribe(self, topic: str, options: SubscribeOptions, handler: Handler) -> Unsubscribe:
+        assert self._client is not None and self._pipeline is not None, "init() first"
+        reader = _Reader(self, topic, options.group or self._streams.consumer_id, options, handler)
+        await reader.create_group()
+        reader.start()
+
+        async def stop() -> None:
+            self._stops.discard(stop)
+            await reader.stop()
+
+        self._stops.add(stop)
+        return stop
+
+    async def close(self) -> None:
+        for stop in list(self._stops):
+            await stop()
+        await super().close()
+
+
+class _Reader:
+    """One consumer of one group: reads new entries, claims stale ones, acknowledges."""
+
+    def __init__(
+        self, owner: RedisStreamsPubSub, topic: str, group: str, options: SubscribeOptions, handler: Handler
+    ) -> None:
+        self._owner = owner
+        self._client: Any = owner._client
+        self._pipeline = owner._pipeline
+        self._config = owner._streams
+        self._topic, self._group = topic, group
+        # One name per subscription and process: a restarted sidecar's entries are claimed, not resumed.
+        self._consumer = f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        concurrency = options.concurrency or self._config.concurrency
+        self._dispatcher = Dispatcher(handler, self._settle, concurrency, topic)
+        self._in_hand: set[bytes] = set()  # entry ids being handled here
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def create_group(self) -> None:
+        try:
+            await self._client.xgroup_create(self._topic, self._group, id="0", mkstream=True)
+        except redis_errors.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise failure(self._config.redis, exc) from None
+        except REDIS_ERRORS as exc:
+            raise failure(self._config.redis, exc) from None
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._read()))
+        if self._config.redeliver_interval > 0:
+            self._tasks.append(loop.create_task(self._claim()))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.wait(self._tasks)
+        await self._dispatcher.drain(1.0)
+
+    async def _read(self) -> None:
+        pause = BACKOFF_SECONDS[0]
+        while True:
+            try:
+                replies = await self._client.xreadgroup(
+                    self._group,
+                    self._consumer,
+                    {self._topic: ">"},
+                    count=self._config.queue_depth,
+                    block=READ_BLOCK_MS,
+                )
+            except redis_errors.ResponseError as exc:
+                if "NOGROUP" in str(exc):  # the stream was deleted, or Redis restarted without its data
+                    await self._recreate_group()
+                    continue
+                log.warning("reading %s failed: %s", self._topic, exc)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, BACKOFF_SECONDS[1])
+                continue
+            except REDIS_ERRORS as exc:
+                log.info("reading %s: redis unavailable (%s); trying again in %.2fs", self._topic, exc, pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, BACKOFF_SECONDS[1])
+                continue
+            pause = BACKOFF_SECONDS[0]
+            for _stream, entries in replies or ():
+                for entry_id, fields in entries:
+                    await self._submit(entry_id, fields, 1)
+
+    async def _recreate_group(self) -> None:
+        try:
+            await self.create_group()
+        except Exception as exc:
+            log.info("recreating group %s of %s failed: %s", self._group, self._topic, exc)
+            await asyncio.sleep(BACKOFF_SECONDS[1])
+
+    async def _claim(self) -> None:
+        idle_ms = int(self._config.processing_timeout * 1000)
+        while True:
+            await asyncio.sleep(self._config.redeliver_interval)
+            start: Any = "0-0"
+            try:
+                while True:
+                    reply = await self._client.xautoclaim(
+                        self._topic, self._group, self._consumer, idle_ms, start, count=self._config.queue_depth
+                    )
+                    start, entries = reply[0], reply[1]
+                    for entry_id, fields in entries:
+                        if fields is not None and entry_id not in self._in_hand:
+                            await self._submit(entry_id, fields, 2)
+                    if start in (b"0-0", "0-0"):
+                        break
+            except REDIS_ERRORS as exc:
+                log.info("claiming stale entries of %s failed: %s", self._topic, exc)
+
+    async def _submit(self, entry_id: bytes, fields: dict[bytes, bytes], delivery_count: int) -> None:
+        data = fields.get(b"data")
+        if data is None:  # not written by a pub/sub publisher: nothing to hand over
+            await self._ack(entry_id)
+            return
+        raw_meta = fields.get(b"metadata")
+        meta: dict[str, str] = {}
+        if raw_meta:
+            try:
+                meta = {str(k): str(v) for k, v in orjson.loads(raw_meta).items()}
+            except (orjson.JSONDecodeError, AttributeError):
+                meta = {}
+        meta["redisStreamEntryId"] = entry_id.decode()
+        self._in_hand.add(entry_id)
+        await self._dispatcher.submit(Message(self._topic, data, meta, delivery_count))
+
+    async def _settle(self, message: Message, verdict: Verdict) -> None:
+        entry_id = message.metadata["redisStreamEntryId"].encode()
+        self._in_hand.discard(entry_id)
+        if verdict in (Verdict.SUCCESS, Verdict.DROP):
+            await self._ack(entry_id)
+
+    async def _ack(self, entry_id: bytes) -> None:
+        assert self._pipeline is not None
+        try:
+            await self._pipeline.call(("XACK", self._topic, self._group, entry_id))
+        except REDIS_ERRORS as exc:  # stays pending: claimed and handled again later
+            log.info("acknowledging %s of %s failed: %s", entry_id, self._topic, exc)

@@ -1,0 +1,147 @@
+"""The app's own subscriptions: asked of its callback server, kept while it is reachable.
+
+The sidecar dials the app, retrying with backoff until it answers, asks which topics it
+wants, subscribes to exactly those, and delivers through the same connection. When the
+connection is lost every subscription stops (messages in hand stay unacknowledged in
+their backend) and the cycle starts again, asking afresh. No message is read from a
+backend for a topic before the app has asked for it.
+
+The app's reachability is its own, non-required entry in readiness: a sidecar without
+an app is UP, as Layotto's is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from layotto_fast.runtime.cloudevents import Event
+from layotto_fast.runtime.pubsub import Unsubscribe, Verdict
+from layotto_fast.runtime.pubsub_service import PubSubService, TopicSubscription
+
+log = logging.getLogger(__name__)
+
+BACKOFF_SECONDS = (0.1, 5.0)  # first and longest pause between attempts to reach the app
+RESUBSCRIBE_SECONDS = 2.0  # how often a subscription that failed (its component DOWN) is tried again
+
+
+class AppChannel(Protocol):
+    """The app's callback server, as the runtime sees it (a transport implements it)."""
+
+    @property
+    def address(self) -> str: ...
+
+    async def list_subscriptions(self) -> Sequence[TopicSubscription]:
+        """The app's topics; raise when the app cannot be reached."""
+        ...
+
+    async def deliver(self, event: Event) -> Verdict: ...
+
+    async def lost(self) -> None:
+        """Return once the connection to the app is lost."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass
+class AppState:
+    status: str = "INIT"  # INIT until first reached, then UP / DOWN
+    reason: str = "not reached yet"
+    subscriptions: tuple[str, ...] = ()  # "pubsub/topic", each subscribed now
+    failed: tuple[str, ...] = ()  # the app asked for these but they could not be subscribed
+
+
+class AppSubscriptions:
+    def __init__(self, service: PubSubService, channel: AppChannel) -> None:
+        self._service = service
+        self._channel = channel
+        self.state = AppState()
+        self._task: asyncio.Task[None] | None = None
+        self._stops: list[Unsubscribe] = []
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def health(self) -> dict[str, str]:
+        return {
+            "status": self.state.status,
+            "reason": self.state.reason,
+            "required": "false",
+            "address": self._channel.address,
+        }
+
+    def info(self) -> dict[str, object]:
+        return {
+            **self.health(),
+            "subscriptions": list(self.state.subscriptions),
+            "failed_subscriptions": list(self.state.failed),
+        }
+
+    async def _run(self) -> None:
+        pause = BACKOFF_SECONDS[0]
+        while True:
+            try:
+                wanted = await self._channel.list_subscriptions()
+            except Exception as exc:
+                if self.state.status == "UP":
+                    log.warning("app at %s unreachable: %s", self._channel.address, exc)
+                self.state.status = "DOWN" if self.state.status != "INIT" else "INIT"
+                self.state.reason = f"unreachable: {exc}"
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, BACKOFF_SECONDS[1])
+                continue
+            pause = BACKOFF_SECONDS[0]
+            self.state.status, self.state.reason = "UP", ""
+            self.state.subscriptions = ()
+            missing = await self._subscribe(wanted)
+            log.info("app at %s reached: subscribed to %s", self._channel.address, ", ".join(self.state.subscriptions))
+            lost = asyncio.get_running_loop().create_task(self._channel.lost())
+            try:
+                while not lost.done():
+                    await asyncio.wait([lost], timeout=RESUBSCRIBE_SECONDS)
+                    if missing and not lost.done():
+                        missing = await self._subscribe(missing)
+            finally:
+                lost.cancel()
+                await self._unsubscribe()
+            self.state.status, self.state.reason = "DOWN", "connection lost"
+            log.warning("lost the app at %s: subscriptions stopped until it is back", self._channel.address)
+
+    async def _subscribe(self, wanted: Sequence[TopicSubscription]) -> list[TopicSubscription]:
+        """Subscribe to each of ``wanted``; the ones that failed, to try again."""
+        missing: list[TopicSubscription] = []
+        failed: list[str] = []
+        for subscription in wanted:
+            name = f"{subscription.pubsub_name}/{subscription.topic}"
+            try:
+                self._stops.append(await self._service.subscribe(subscription, self._channel.deliver))
+            except Exception as exc:
+                why = getattr(exc, "message", None) or str(exc)
+                if not any(f.startswith(f"{name}:") for f in self.state.failed):
+                    log.error("the app's subscription to %s failed: %s", name, why)
+                failed.append(f"{name}: {why}")
+                missing.append(subscription)
+            else:
+                self.state.subscriptions += (name,)
+        self.state.failed = tuple(failed)
+        return missing
+
+    async def _unsubscribe(self) -> None:
+        stops, self._stops = self._stops, []
+        for stop in stops:
+            try:
+                await stop()
+            except Exception:
+                log.exception("stopping a subscription failed")
+        self.state.subscriptions = ()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.wait([self._task])
+        await self._unsubscribe()
+        await self._channel.close()

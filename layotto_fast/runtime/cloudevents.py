@@ -1,0 +1,165 @@
+"""CloudEvents 1.0 in JSON: the envelope every published message travels in.
+
+Wrapping once at publish gives every message an id that survives the backend, the
+subscriber and any redelivery, so duplicates can be recognised. Data that already is a
+CloudEvent keeps its own id. The data goes in as JSON when it is JSON, as a string
+when it is text, and base64-encoded (``data_base64``) otherwise, as the JSON format of
+the specification asks.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+SPEC_VERSION = "1.0"
+EVENT_TYPE = "com.dapr.event.sent"  # what Dapr's SDKs expect of an event a sidecar wrapped
+CLOUDEVENT_CONTENT_TYPE = "application/cloudevents+json"
+DEFAULT_CONTENT_TYPE = "text/plain"
+
+
+class NotACloudEvent(ValueError):
+    """Stored bytes that are not a CloudEvent in JSON (published raw by another client)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One CloudEvent, as the subscriber is given it."""
+
+    id: str
+    source: str
+    type: str
+    spec_version: str
+    data_content_type: str
+    data: bytes
+    topic: str
+    pubsub_name: str
+    extensions: Mapping[str, str] = field(default_factory=dict)  # traceparent and the like
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
+def _is_text(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media.startswith("text/") or media in ("application/xml", "application/yaml")
+
+
+def wrap(
+    data: bytes,
+    content_type: str,
+    *,
+    source: str,
+    topic: str,
+    pubsub_name: str,
+    traceparent: str = "",
+) -> tuple[str, bytes]:
+    """The message id and the envelope to store for ``data`` published to ``topic``."""
+    if content_type.split(";", 1)[0].strip().lower() == CLOUDEVENT_CONTENT_TYPE or (
+        _is_json(content_type) and data[:1] == b"{"
+    ):
+        existing = _as_cloudevent(data)
+        if existing is not None:
+            existing.setdefault("topic", topic)
+            existing.setdefault("pubsubname", pubsub_name)
+            if traceparent:
+                existing.setdefault("traceparent", traceparent)
+            return str(existing["id"]), orjson.dumps(existing)
+    content_type = content_type or DEFAULT_CONTENT_TYPE
+    envelope: dict[str, Any] = {
+        "specversion": SPEC_VERSION,
+        "id": str(uuid.uuid4()),
+        "source": source,
+        "type": EVENT_TYPE,
+        "datacontenttype": content_type,
+        "topic": topic,
+        "pubsubname": pubsub_name,
+    }
+    if traceparent:
+        envelope["traceparent"] = traceparent
+    _put_data(envelope, data, content_type)
+    return envelope["id"], orjson.dumps(envelope)
+
+
+def _as_cloudevent(data: bytes) -> dict[str, Any] | None:
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(value, dict) and all(isinstance(value.get(k), str) and value[k] for k in ("id", "specversion")):
+        return value
+    return None
+
+
+def _put_data(envelope: dict[str, Any], data: bytes, content_type: str) -> None:
+    if _is_json(content_type):
+        try:
+            envelope["data"] = orjson.loads(data)
+            return
+        except orjson.JSONDecodeError:
+            pass  # declared JSON but is not: kept byte for byte below
+    if _is_text(content_type):
+        try:
+            envelope["data"] = data.decode("utf-8")
+            return
+        except UnicodeDecodeError:
+            pass
+    envelope["data_base64"] = base64.b64encode(data).decode("ascii")
+
+
+_KNOWN = frozenset(
+    ("specversion", "id", "source", "type", "datacontenttype", "topic", "pubsubname", "data", "data_base64")
+)
+
+
+def unwrap(stored: bytes, topic: str, pubsub_name: str) -> Event:
+    """The event in ``stored``, read from ``topic`` of ``pubsub_name``; NotACloudEvent when it is not one."""
+    envelope = _as_cloudevent(stored)
+    if envelope is None:
+        raise NotACloudEvent("not a CloudEvent in JSON")
+    content_type = str(envelope.get("datacontenttype") or "")
+    if "data_base64" in envelope:
+        try:
+            data = base64.b64decode(envelope["data_base64"], validate=True)
+        except (ValueError, TypeError) as exc:
+            raise NotACloudEvent(f"data_base64 is not base64: {exc}") from None
+    elif "data" not in envelope or envelope["data"] is None:
+        data = b""
+    elif isinstance(envelope["data"], str) and not _is_json(content_type):
+        data = envelope["data"].encode("utf-8")
+    else:
+        data = orjson.dumps(envelope["data"])
+        content_type = content_type or "application/json"
+    extensions = {k: v for k, v in envelope.items() if k not in _KNOWN and isinstance(v, str)}
+    return Event(
+        id=str(envelope["id"]),
+        source=str(envelope.get("source") or ""),
+        type=str(envelope.get("type") or ""),
+        spec_version=str(envelope["specversion"]),
+        data_content_type=content_type,
+        data=data,
+        topic=topic,  # where it was read from: a dead letter's envelope still names its first topic
+        pubsub_name=pubsub_name,
+        extensions=extensions,
+    )
+
+
+def raw_event(stored: bytes, topic: str, pubsub_name: str, message_id: str) -> Event:
+    """A message that is not a CloudEvent, handed over as it is (a raw publisher's)."""
+    return Event(
+        id=message_id,
+        source="",
+        type=EVENT_TYPE,
+        spec_version=SPEC_VERSION,
+        data_content_type="application/octet-stream",
+        data=stored,
+        topic=topic,
+        pubsub_name=pubsub_name,
+    )

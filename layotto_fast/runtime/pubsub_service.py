@@ -1,0 +1,279 @@
+"""The pub/sub service: publishing in CloudEvents envelopes, and the rules of delivery.
+
+Publishing answers only once the component says the backend took the message. Delivery
+to a subscriber (the app's callback, or a SubscribeTopicEvents stream) goes through
+``subscribe``, which owns what happens to a message the subscriber does not take:
+
+- RETRY, an error or a timeout: delivered again after a backoff, up to the subscription's
+  attempts; then to its dead-letter topic when it has one, else handed back to the
+  component unacknowledged (the backend delivers it again later). Never silently gone.
+- DROP: to the dead-letter topic when there is one, else discarded.
+
+Per-subscription options come from the subscription's metadata (names below); a bad value
+is INVALID_ARGUMENT naming the key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from layotto_fast.errors import InvalidArgument, RuntimeApiError, require
+from layotto_fast.runtime.cloudevents import Event, NotACloudEvent, raw_event, unwrap, wrap
+from layotto_fast.runtime.lifecycle import Components
+from layotto_fast.runtime.pubsub import Message, PubSub, SubscribeOptions, Unsubscribe, Verdict
+
+log = logging.getLogger(__name__)
+
+Deliver = Callable[[Event], Awaitable[Verdict]]
+
+# TopicSubscription metadata keys the service reads (the rest goes to the component).
+RETRY_ATTEMPTS = "retryAttempts"
+RETRY_INITIAL_INTERVAL = "retryInitialInterval"
+RETRY_MAX_INTERVAL = "retryMaxInterval"
+DELIVERY_TIMEOUT = "deliveryTimeout"
+CONCURRENCY = "concurrency"
+CONSUMER_GROUP = "consumerID"
+DEAD_LETTER_TOPIC = "deadLetterTopic"
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    attempts: int = 3  # deliveries by the sidecar before the message goes back to the backend
+    initial_interval: float = 0.2  # seconds before the second attempt; doubles each time
+    max_interval: float = 5.0
+    timeout: float = 30.0  # one delivery; longer counts as RETRY
+
+    def interval(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        return min(self.max_interval, self.initial_interval * 2.0 ** (attempt - 1))
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSubscription:
+    """One topic a subscriber asked for."""
+
+    pubsub_name: str
+    topic: str
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    dead_letter_topic: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BulkEntry:
+    entry_id: str
+    data: bytes
+    content_type: str = ""
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class BulkFailure:
+    entry_id: str
+    error: str
+
+
+@dataclass
+class DeliveryCounts:
+    """What became of the messages of one subscription since it started."""
+
+    delivered: int = 0
+    retried: int = 0
+    dropped: int = 0
+    dead_lettered: int = 0
+    returned: int = 0  # handed back to the backend unacknowledged
+
+
+class PubSubService:
+    def __init__(self, components: Components, app_id: str) -> None:
+        self._components = components
+        self._app_id = app_id
+        self.counts: dict[tuple[str, str], DeliveryCounts] = {}
+
+    def _pubsub(self, name: str, field_name: str = "pubsub_name") -> PubSub:
+        component: PubSub = self._components.lookup("pubsub", name, field_name)
+        return component
+
+    async def publish(
+        self,
+        pubsub_name: str,
+        topic: str,
+        data: bytes,
+        content_type: str,
+        metadata: Mapping[str, str],
+        traceparent: str = "",
+    ) -> str:
+        """The id of the message, once the backend has accepted it."""
+        pubsub = self._pubsub(pubsub_name)
+        require(topic, "topic")
+        message_id, envelope = wrap(
+            data, content_type, source=self._app_id, topic=topic, pubsub_name=pubsub_name, traceparent=traceparent
+        )
+        await pubsub.publish(topic, envelope, metadata)
+        return message_id
+
+    async def bulk_publish(
+        self, pubsub_name: str, topic: str, entries: Sequence[BulkEntry], metadata: Mapping[str, str]
+    ) -> list[BulkFailure]:
+        """Publish every entry (side by side); the ones that failed, with why."""
+        pubsub = self._pubsub(pubsub_name)
+        require(topic, "topic")
+        seen: set[str] = set()
+        for i, entry in enumerate(entries):
+            if not entry.entry_id:
+                raise InvalidArgument(f"entries[{i}].entry_id is empty: every entry needs an id")
+            if entry.entry_id in seen:
+                raise InvalidArgument(f"entries[{i}].entry_id {entry.entry_id!r} is used twice")
+            seen.add(entry.entry_id)
+
+        async def one(entry: BulkEntry) -> BulkFailure | None:
+            _, envelope = wrap(
+                entry.data, entry.content_type, source=self._app_id, topic=topic, pubsub_name=pubsub_name
+            )
+            try:
+                await pubsub.publish(topic, envelope, {**metadata, **entry.metadata})
+            except RuntimeApiError as exc:
+                return BulkFailure(entry.entry_id, exc.message)
+            except Exception as exc:
+                return BulkFailure(entry.entry_id, f"{type(exc).__name__}: {exc}")
+            return None
+
+        outcomes = await asyncio.gather(*(one(entry) for entry in entries))
+        return [failure for failure in outcomes if failure is not None]
+
+    async def subscribe(self, subscription: TopicSubscription, deliver: Deliver) -> Unsubscribe:
+        """Start delivering ``subscription``'s messages to ``deliver``; the way to stop."""
+        pubsub = self._pubsub(subscription.pubsub_name)
+        require(subscription.topic, "topic")
+        policy, options, dead_letter = _options(subscription)
+        counts = self.counts.setdefault((subscription.pubsub_name, subscription.topic), DeliveryCounts())
+        delivery = _Delivery(subscription, policy, dead_letter, deliver, pubsub, counts)
+        return await pubsub.subscribe(subscription.topic, options, delivery.handle)
+
+
+class _Delivery:
+    """The rules of one subscription, applied to each message its component hands over."""
+
+    def __init__(
+        self,
+        subscription: TopicSubscription,
+        policy: RetryPolicy,
+        dead_letter: str,
+        deliver: Deliver,
+        pubsub: PubSub,
+        counts: DeliveryCounts,
+    ) -> None:
+        self._subscription = subscription
+        self._policy = policy
+        self._dead_letter = dead_letter
+        self._deliver = deliver
+        self._pubsub = pubsub
+        self._counts = counts
+
+    async def handle(self, message: Message) -> Verdict:
+        sub = self._subscription
+        try:
+            event = unwrap(message.data, message.topic, sub.pubsub_name)
+        except NotACloudEvent:
+            message_id = hashlib.sha256(message.data).hexdigest()[:32]
+            event = raw_event(message.data, message.topic, sub.pubsub_name, message_id)
+        policy = self._policy
+        verdict = Verdict.RETRY
+        for attempt in range(1, policy.attempts + 1):
+            verdict = await self._attempt(event)
+            if verdict != Verdict.RETRY:
+                break
+            if attempt < policy.attempts:
+                self._counts.retried += 1
+                await asyncio.sleep(policy.interval(attempt))
+        if verdict == Verdict.SUCCESS:
+            self._counts.delivered += 1
+            return verdict
+        if self._dead_letter and await self._to_dead_letter(message, event, verdict):
+            return Verdict.SUCCESS
+        if verdict == Verdict.DROP:
+            self._counts.dropped += 1
+            log.warning("message %s of %s/%s dropped by its subscriber", event.id, sub.pubsub_name, sub.topic)
+            return Verdict.DROP
+        self._counts.returned += 1
+        return Verdict.RETRY
+
+    async def _attempt(self, event: Event) -> Verdict:
+        try:
+            async with asyncio.timeout(self._policy.timeout):
+                return await self._deliver(event)
+        except TimeoutError:
+            log.info("delivering %s timed out: counted as RETRY", event.id)
+        except RuntimeApiError as exc:
+            log.info("delivering %s failed (%s): counted as RETRY", event.id, exc.message)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("delivering %s failed: counted as RETRY", event.id)
+        return Verdict.RETRY
+
+    async def _to_dead_letter(self, message: Message, event: Event, verdict: Verdict) -> bool:
+        try:
+            await self._pubsub.publish(self._dead_letter, message.data, message.metadata)
+        except Exception as exc:
+            log.error("message %s could not go to dead-letter topic %s (%s): kept", event.id, self._dead_letter, exc)
+            return False
+        self._counts.dead_lettered += 1
+        log.warning("message %s (%s) went to dead-letter topic %s", event.id, verdict.name, self._dead_letter)
+        return True
+
+
+def _options(subscription: TopicSubscription) -> tuple[RetryPolicy, SubscribeOptions, str]:
+    meta = dict(subscription.metadata)
+    defaults = RetryPolicy()
+    policy = RetryPolicy(
+        attempts=_integer(meta, RETRY_ATTEMPTS, defaults.attempts, 1),
+        initial_interval=_seconds(meta, RETRY_INITIAL_INTERVAL, defaults.initial_interval),
+        max_interval=_seconds(meta, RETRY_MAX_INTERVAL, defaults.max_interval),
+        timeout=_seconds(meta, DELIVERY_TIMEOUT, defaults.timeout),
+    )
+    options = SubscribeOptions(
+        group=meta.get(CONSUMER_GROUP, ""), concurrency=_integer(meta, CONCURRENCY, 0, 1), metadata=meta
+    )
+    dead_letter = subscription.dead_letter_topic or meta.get(DEAD_LETTER_TOPIC, "")
+    if dead_letter == subscription.topic:
+        raise InvalidArgument(f"dead_letter_topic {dead_letter!r} is the subscribed topic itself")
+    return policy, options, dead_letter
+
+
+def _integer(meta: Mapping[str, str], key: str, default: int, minimum: int) -> int:
+    raw = meta.get(key, "")
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidArgument(f"metadata.{key} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise InvalidArgument(f"metadata.{key} must be at least {minimum}, got {value}")
+    return value
+
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0}
+
+
+def _seconds(meta: Mapping[str, str], key: str, default: float) -> float:
+    raw = meta.get(key, "").strip()
+    if not raw:
+        return default
+    for unit in ("ms", "s", "m"):
+        if raw.endswith(unit):
+            number = raw.removesuffix(unit)
+            break
+    else:
+        number, unit = raw, "ms"
+    try:
+        value = float(number) * _UNITS[unit]
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise InvalidArgument(f"metadata.{key} must be a duration such as '200ms' or '5s', got {raw!r}")
+    return value

@@ -1,0 +1,216 @@
+"""Pub/sub through a running sidecar: publish with ids, delivery to the app's callback server,
+verdicts, dead letters, the streaming subscription, and the app's own readiness entry."""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from layotto_fast._proto import appcallback_pb2
+from layotto_fast._proto import runtime_pb2 as pb
+from tests import sidecar as sc
+from tests.pubsub.app import DROP, RETRY, SUCCESS, CallbackApp, Topic
+
+PUBSUB = "pub_subs_demo"  # the embedded in-memory component
+
+
+def _topic() -> str:
+    return f"t-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def app_and_sidecar(tmp_path: Path) -> Iterator[tuple[CallbackApp, sc.Sidecar, str, str]]:
+    topic, dead = _topic(), _topic()
+    app = CallbackApp(
+        [
+            Topic(PUBSUB, topic, {"retryAttempts": "2", "retryInitialInterval": "20ms"}, dead_letter_topic=dead),
+            Topic(PUBSUB, dead),
+        ]
+    ).start()
+    sidecar = sc.start(tmp_path, "--app-port", str(app.port))
+    try:
+        yield app, sidecar, topic, dead
+    finally:
+        sidecar.stop()
+        app.stop()
+
+
+def _wait_subscribed(sidecar: sc.Sidecar, count: int) -> None:
+    import time
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        code, body = sidecar.http("/actuator/info")
+        if code == 200 and len(json.loads(body)["app"]["subscriptions"]) == count:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the sidecar did not subscribe for the app: {sidecar.http('/actuator/info')}")
+
+
+def test_publish_returns_the_id_the_app_receives(app_and_sidecar: tuple[CallbackApp, sc.Sidecar, str, str]) -> None:
+    app, sidecar, topic, _ = app_and_sidecar
+    _wait_subscribed(sidecar, 2)
+    reply = sidecar.stub().PublishEvent(
+        pb.PublishEventRequest(pubsub_name=PUBSUB, topic=topic, data=b'{"a": 1}', data_content_type="application/json"),
+        metadata=[("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")],
+    )
+    assert reply.message_id
+    events = app.wait_for(lambda events: any(e.id == reply.message_id for e in events))
+    event = next(e for e in events if e.id == reply.message_id)
+    assert (event.topic, event.pubsub_name, event.spec_version) == (topic, PUBSUB, "1.0")
+    assert json.loads(event.data) == {"a": 1} and event.data_content_type == "application/json"
+    assert event.source == "layotto-fast" and event.type == "com.dapr.event.sent"
+    assert event.metadata["traceparent"].startswith("00-0af7651916cd43dd")
+
+
+def test_a_cloudevent_keeps_its_own_id(app_and_sidecar: tuple[CallbackApp, sc.Sidecar, str, str]) -> None:
+    app, sidecar, topic, _ = app_and_sidecar
+    _wait_subscribed(sidecar, 2)
+    own = {"specversion": "1.0", "id": "my-own-id", "source": "me", "type": "t", "data": "hello"}
+    reply = sidecar.stub().PublishEvent(
+        pb.PublishEventRequest(
+            pubsub_name=PUBSUB,
+            topic=topic,
+            data=json.dumps(own).encode(),
+            data_content_type="application/cloudevents+json",
+        )
+    )
+    assert reply.message_id == "my-own-id"
+    event = app.wait_for(lambda events: any(e.id == "my-own-id" for e in events))[-1]
+    assert (event.source, event.data) == ("me", b"hello")
+
+
+def test_retry_then_dead_letter_and_drop(app_and_sidecar: tuple[CallbackApp, sc.Sidecar, str, str]) -> None:
+    app, sidecar, topic, dead = app_and_sidecar
+    verdicts = {b"retry": RETRY, b"drop": DROP}
+    app.verdict = lambda event: verdicts.get(event.data, SUCCESS) if event.topic == topic else SUCCESS
+    _wait_subscribed(sidecar, 2)
+    stub = sidecar.stub()
+    ids = {
+        data: stub.PublishEvent(pb.PublishEventRequest(pubsub_name=PUBSUB, topic=topic, data=data)).message_id
+        for data in (b"retry", b"drop", b"fine")
+    }
+    app.wait_for(lambda events: sum(e.topic == dead for e in events) == 2)
+    on_topic = app.ids(topic)
+    assert on_topic[ids[b"retry"]] == 2, "RETRY is delivered again, up to retryAttempts"
+    assert on_topic[ids[b"drop"]] == 1 and on_topic[ids[b"fine"]] == 1
+    assert set(app.ids(dead)) == {ids[b"retry"], ids[b"drop"]}, "both went to the dead-letter topic, ids kept"
+
+
+def test_bulk_publish_reports_per_entry(app_and_sidecar: tuple[CallbackApp, sc.Sidecar, str, str]) -> None:
+    app, sidecar, topic, _ = app_and_sidecar
+    _wait_subscribed(sidecar, 2)
+    reply = sidecar.stub().BulkPublishEvent(
+        pb.BulkPublishRequest(
+            pubsub_name=PUBSUB,
+            topic=topic,
+            entries=[
+                pb.BulkPublishRequestEntry(entry_id=str(i), event=b"e%d" % i, content_type="text/plain")
+                for i in range(5)
+            ],
+        )
+    )
+    assert list(reply.failedEntries) == []
+    app.wait_for(lambda events: {e.data for e in events} >= {b"e%d" % i for i in range(5)})
+    with pytest.raises(grpc.RpcError) as raised:
+        sidecar.stub().BulkPublishEvent(
+            pb.BulkPublishRequest(pubsub_name=PUBSUB, topic=topic, entries=[pb.BulkPublishRequestEntry(entry_id="")])
+        )
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "entry_id" in raised.value.details()
+
+
+def test_publish_errors_name_the_field(tmp_path: Path) -> None:
+    sidecar = sc.start(tmp_path, "--app-port", "0")
+    try:
+        stub = sidecar.stub()
+        for request, field in (
+            (pb.PublishEventRequest(pubsub_name="", topic="t"), "pubsub_name"),
+            (pb.PublishEventRequest(pubsub_name="nope", topic="t"), "pubsub_name"),
+            (pb.PublishEventRequest(pubsub_name=PUBSUB, topic=""), "topic"),
+        ):
+            with pytest.raises(grpc.RpcError) as raised:
+                stub.PublishEvent(request)
+            assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT and field in raised.value.details()
+    finally:
+        sidecar.stop()
+
+
+def test_no_app_is_up_and_app_shows_apart(tmp_path: Path) -> None:
+    port = sc.free_port()
+    sidecar = sc.start(tmp_path, "--app-port", str(port))
+    try:
+        code, body = sidecar.http("/actuator/health/readiness")
+        health = json.loads(body)
+        assert code == 200 and health["status"] == "UP"
+        assert health["components"]["app"]["status"] in ("INIT", "DOWN")
+        assert health["components"]["app"]["required"] == "false"
+        app = CallbackApp([], port=port).start()
+        try:
+            import time
+
+            deadline = time.monotonic() + 10
+            while json.loads(sidecar.http("/actuator/health/readiness")[1])["components"]["app"]["status"] != "UP":
+                assert time.monotonic() < deadline, "the sidecar did not find the app once it started"
+                time.sleep(0.05)
+        finally:
+            app.stop()
+        deadline = time.monotonic() + 10
+        while json.loads(sidecar.http("/actuator/health/readiness")[1])["components"]["app"]["status"] != "DOWN":
+            assert time.monotonic() < deadline, "the sidecar did not notice the app going away"
+            time.sleep(0.05)
+        assert json.loads(sidecar.http("/actuator/health/readiness")[1])["status"] == "UP"
+    finally:
+        sidecar.stop()
+
+
+def test_streaming_subscription_with_verdicts(tmp_path: Path) -> None:
+    sidecar = sc.start(tmp_path, "--app-port", "0")
+    topic = _topic()
+    requests: queue.Queue[pb.SubscribeTopicEventsRequest | None] = queue.Queue()
+    requests.put(
+        pb.SubscribeTopicEventsRequest(
+            initial_request=pb.SubscribeTopicEventsRequestInitial(
+                pubsub_name=PUBSUB, topic=topic, metadata={"retryAttempts": "3", "retryInitialInterval": "10ms"}
+            )
+        )
+    )
+
+    def outgoing() -> Iterator[pb.SubscribeTopicEventsRequest]:
+        while (request := requests.get()) is not None:
+            yield request
+
+    try:
+        responses = sidecar.stub().SubscribeTopicEvents(outgoing())
+        first = next(responses)
+        assert first.WhichOneof("subscribe_topic_events_response_type") == "initial_response"
+        published = sidecar.stub().PublishEvent(pb.PublishEventRequest(pubsub_name=PUBSUB, topic=topic, data=b"x"))
+        seen: list[str] = []
+        for response in responses:
+            event = response.event_message
+            seen.append(event.id)
+            status = RETRY if len(seen) == 1 else SUCCESS  # first answer RETRY: it comes again
+            requests.put(
+                pb.SubscribeTopicEventsRequest(
+                    event_processed=pb.SubscribeTopicEventsRequestProcessed(
+                        id=event.id,
+                        status=appcallback_pb2.TopicEventResponse(status=status),  # type: ignore[arg-type]
+                    )
+                )
+            )
+            if len(seen) == 2:
+                break
+        assert seen == [published.message_id] * 2
+        requests.put(None)
+        responses.cancel()
+    finally:
+        sidecar.stop()
+
+
+_ = threading
