@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests import sidecar as sidecar_process
-from tests.backends.fixtures import etcd_server, redis_cluster, redis_server  # noqa: F401  (fixtures)
+from tests.backends.fixtures import etcd_server, nats_server, redis_cluster, redis_server  # noqa: F401  (fixtures)
 
 TRANSPORTS = ("native", "grpcio")
 

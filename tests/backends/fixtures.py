@@ -16,7 +16,7 @@ from typing import Protocol, TypeVar
 
 import pytest
 
-from tests.backends.servers import BinaryMissingError, EtcdServer, RedisCluster, RedisServer
+from tests.backends.servers import BinaryMissingError, EtcdServer, NatsServer, RedisCluster, RedisServer
 
 
 class _Server(Protocol):
@@ -60,3 +60,9 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
 def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer]:
     """One single-member etcd on free loopback ports, for the whole session."""
     yield from _serve(lambda: EtcdServer(tmp_path_factory.mktemp("etcd")))
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    """One ``nats-server`` with JetStream (file store) on a free loopback port, for the whole session."""
+    yield from _serve(lambda: NatsServer(tmp_path_factory.mktemp("nats-server")))

@@ -1,11 +1,12 @@
-"""Real backend servers for tests: ``redis-server``, a 3-master Redis Cluster and ``etcd``.
+"""Real backend servers for tests: ``redis-server``, a 3-master Redis Cluster, ``etcd`` and
+``nats-server`` with JetStream.
 
 Each server runs as a child process on free loopback ports, in its own directory (a given one,
 or a temporary one removed by ``close()``), with its output in ``<directory>/<name>.log``.
 ``stop()`` then ``start()`` brings a server back on the same ports with the same data
 directory, for tests whose backend goes away mid-run and comes back.
 
-Nothing here imports a client library: readiness is checked over a raw socket (Redis) or with
+Nothing here imports a client library: readiness is checked over a raw socket (Redis, NATS) or with
 the server's own command-line client (``etcdctl``), so this module imports with the standard
 library alone. Children are killed at interpreter exit (``atexit``) and, on Linux with
 ``setpriv`` available (util-linux), also when the test process dies without running its exit
@@ -19,6 +20,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import io
+import json
 import os
 import platform
 import shutil
@@ -28,13 +30,14 @@ import subprocess
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 HOST = "127.0.0.1"
-INSTALL_HINT = "run tests/backends/install.sh (it installs redis-server and etcd from Debian's packages)"
+INSTALL_HINT = "run tests/backends/install.sh (it installs redis-server, etcd and nats-server from Debian's packages)"
 CLUSTER_BUS_OFFSET = 10000  # Redis Cluster's bus listens on the client port + 10000
 START_ATTEMPTS = 5  # launches tried when a port turns out to be taken in the meantime
 START_TIMEOUT = 20.0  # seconds for one launch to answer
@@ -709,3 +712,75 @@ class EtcdServer(_ServerProcess):
 
     def _ready(self) -> bool:
         return self.healthy()
+
+
+# --- NATS ----------------------------------------------------------------------------------------
+
+
+def nats_info(port: int, timeout: float = 1.0) -> dict[str, object]:
+    """The ``INFO`` a NATS server sends first on a new connection, as a dict (raw socket, no client)."""
+    with socket.create_connection((HOST, port), timeout=timeout) as sock:
+        reader = sock.makefile("rb")
+        line = reader.readline(1 << 16)
+    if not line.startswith(b"INFO ") or not line.endswith(b"\r\n"):
+        raise BackendError(f"no INFO line from 127.0.0.1:{port}: {line[:200]!r}")
+    info = json.loads(line[5:])
+    if not isinstance(info, dict):
+        raise BackendError(f"INFO from 127.0.0.1:{port} is not an object: {line[:200]!r}")
+    return info
+
+
+class NatsServer(_ServerProcess):
+    """``nats-server -js`` on a free loopback port, its JetStream store in ``<directory>/jetstream``.
+
+    ``stop()`` then ``start()`` brings it back on the same port with the same store: streams,
+    consumers and unacknowledged messages survive (file storage).
+    """
+
+    name = "nats"
+
+    def __init__(self, directory: Path | str | None = None, *, extra_args: Iterable[str] = ()) -> None:
+        self.server_binary = require_binary("nats-server")
+        super().__init__(directory)
+        self.host = HOST
+        self.port = 0
+        self.store_dir = self.directory / "store"
+        # INFO carries the server name: readiness checks the answer comes from this server.
+        self.server_name = f"layotto-test-{uuid.uuid4().hex[:8]}"
+        self.extra_args = list(extra_args)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.address}"
+
+    def _describe(self) -> str:
+        return f"nats-server on {self.address}"
+
+    def _choose_ports(self) -> None:
+        self.port = free_ports(1)[0]
+
+    def _argv(self) -> list[str]:
+        return [
+            self.server_binary,
+            "--addr", self.host,
+            "--port", str(self.port),
+            "--name", self.server_name,
+            "--jetstream",
+            "--store_dir", str(self.store_dir),
+            *self.extra_args,
+        ]  # fmt: skip
+
+    def info(self, timeout: float = 1.0) -> dict[str, object]:
+        """The server's ``INFO`` (``BackendError`` or ``OSError`` when it does not answer)."""
+        return nats_info(self.port, timeout)
+
+    def _ready(self) -> bool:
+        try:
+            info = self.info(timeout=0.25)
+        except (OSError, ValueError, BackendError):
+            return False
+        return info.get("server_name") == self.server_name and info.get("jetstream") is True

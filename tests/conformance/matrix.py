@@ -38,6 +38,15 @@ def _redis_cluster(cluster: Any) -> dict[str, str]:
     return {"redisHost": cluster.address, "redisType": "cluster"}
 
 
+def _redis_streams(server: Any) -> dict[str, str]:
+    # Short enough that a message left unacknowledged comes back within a test's patience.
+    return {"redisHost": server.address, "processingTimeout": "1s", "redeliverInterval": "300ms"}
+
+
+def _jetstream(server: Any) -> dict[str, str]:
+    return {"natsURL": server.url, "ackWait": "1s"}
+
+
 def _etcd(server: Any) -> dict[str, str]:
     return {"endpoints": server.endpoint}
 
@@ -64,5 +73,10 @@ IMPLEMENTATIONS: dict[str, list[Implementation]] = {
         Implementation("configuration.in-memory"),
         Implementation("configuration.redis", "redis_server", _redis),
         Implementation("configuration.etcd", "etcd_server", _etcd),
+    ],
+    "pubsub": [
+        Implementation("pubsub.in-memory", metadata=lambda _: {"redeliverInterval": "200ms"}),
+        Implementation("pubsub.redis", "redis_server", _redis_streams),
+        Implementation("pubsub.jetstream", "nats_server", _jetstream),
     ],
 }

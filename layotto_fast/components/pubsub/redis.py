@@ -120,6 +120,7 @@ class _Reader:
         self._dispatcher = Dispatcher(handler, self._settle, concurrency, topic)
         self._in_hand: set[bytes] = set()  # entry ids being handled here
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
 
     async def create_group(self) -> None:
         try:
@@ -137,6 +138,9 @@ class _Reader:
             self._tasks.append(loop.create_task(self._claim()))
 
     async def stop(self) -> None:
+        # redis-py may turn the cancellation of a blocked read into a connection error, which
+        # the loops would take for Redis being away: they look at this flag as well.
+        self._stopping = True
         for task in self._tasks:
             task.cancel()
         await asyncio.wait(self._tasks)
@@ -144,7 +148,7 @@ class _Reader:
 
     async def _read(self) -> None:
         pause = BACKOFF_SECONDS[0]
-        while True:
+        while not self._stopping:
             try:
                 replies = await self._client.xreadgroup(
                     self._group,
@@ -167,6 +171,8 @@ class _Reader:
                 pause = min(pause * 2, BACKOFF_SECONDS[1])
                 continue
             pause = BACKOFF_SECONDS[0]
+            if self._stopping:
+                return  # read just as the subscription stopped: left pending, claimed later
             for _stream, entries in replies or ():
                 for entry_id, fields in entries:
                     await self._submit(entry_id, fields, 1)
@@ -180,7 +186,7 @@ class _Reader:
 
     async def _claim(self) -> None:
         idle_ms = int(self._config.processing_timeout * 1000)
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self._config.redeliver_interval)
             start: Any = "0-0"
             try:

@@ -1,0 +1,354 @@
+"""``pubsub.jetstream``: topics as NATS JetStream subjects, read through durable pull consumers.
+
+What is durable, and where: a publish returns once JetStream has stored the message (its
+PubAck), so it outlives this sidecar and a nats-server restart (file storage). A topic's
+messages live in ``streamName`` when it is set (the stream must exist and cover the topic),
+else in a stream of the topic's own, made on first use with file storage and no limits: it
+keeps every message until an operator gives it limits (max age, size). Each subscription
+group is a durable consumer on the server (``group``, or ``durableName`` when empty): it
+remembers what was acknowledged, so a subscriber that comes back resumes where its group
+stood, two subscriptions of one group share the messages, and two groups each get them all.
+In a shared ``streamName`` the consumer is named ``<group>_<topic>`` (one per topic). A
+consumer that exists is joined as it is: ``ackWait`` and the rest apply to new ones only.
+Characters NATS refuses in names ('.', '*', '>', whitespace, slashes) become '_' plus a hash.
+
+Acknowledgement is explicit, and the verdicts are:
+
+- ``SUCCESS``: ack; the consumer is done with the message.
+- ``DROP``: term; never redelivered to this consumer.
+- ``RETRY`` (or the handler failing): nak with a delay of ``ackWait``; redelivered then, with
+  its delivery count one higher (up to ``maxDeliver``).
+
+While a message waits for, or is in, its handler, the reader tells the server every
+``ackWait / 2`` that it is still at work on it, so a slow handler is not given a duplicate;
+``ackWait`` is how long after this sidecar stops working on a message (a crash, a lost
+connection) the server hands it out again. Unsubscribing naks what was fetched and not
+settled, so the group's other members get it at once.
+
+nats-py reconnects forever after the first connection; the fetch loops wait while it does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Self
+
+from nats import errors as nats_errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
+from nats.js import errors as js_errors
+
+from layotto_fast.components.pubsub.dispatch import Dispatcher
+from layotto_fast.errors import FailedPrecondition, InvalidArgument, RuntimeApiError, StartupError, Unavailable
+from layotto_fast.manifest import ComponentManifest
+from layotto_fast.runtime import metadata
+from layotto_fast.runtime.pubsub import Handler, Message, SubscribeOptions, Unsubscribe, Verdict
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 5.0  # seconds for init's first connection
+REQUEST_TIMEOUT = 5.0  # seconds for a PubAck or a JetStream API answer
+PING_TIMEOUT = 1.5
+FETCH_WAIT = 1.0  # seconds one pull request waits for messages
+DRAIN_TIMEOUT = 5.0  # seconds an unsubscribe waits for the handlers at work
+MAX_PAUSE = 2.0  # seconds between fetches at most while the server fails
+
+BACKEND_ERRORS: tuple[type[BaseException], ...] = (nats_errors.Error, OSError, asyncio.TimeoutError)
+API_ERRORS: tuple[type[BaseException], ...] = (*BACKEND_ERRORS, ValueError)  # ValueError: nats-py refused a name
+_DELIVER = {"all": api.DeliverPolicy.ALL, "new": api.DeliverPolicy.NEW, "last": api.DeliverPolicy.LAST}
+_NOT_IN_NAMES = re.compile(r"[\s.*>/\\\x00-\x1f\x7f]")  # what NATS refuses in stream and consumer names
+
+
+def safe_name(text: str) -> str:
+    """``text`` as a stream or consumer name: refused characters become ``_``, and a hash of
+    ``text`` is appended then, so that ``a.b`` and ``a_b`` do not share one."""
+    safe = _NOT_IN_NAMES.sub("_", text)
+    return safe if safe == text else f"{safe}_{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
+@dataclass(frozen=True)
+class JetStreamConfig:
+    servers: tuple[str, ...]
+    connection_name: str = "layotto-fast"
+    stream_name: str = ""  # "": one stream per topic, made on first use
+    durable_name: str = "layotto-fast"
+    ack_wait: float = 30.0
+    max_deliver: int = -1
+    deliver_policy: str = "all"
+    concurrency: int = 16
+    max_ack_pending: int | None = None
+    component: str = ""  # "name (type)", for messages
+
+    @classmethod
+    def from_manifest(cls, manifest: ComponentManifest) -> JetStreamConfig:
+        def bad(name: str, problem: str) -> StartupError:
+            return StartupError(manifest.source, f"spec.metadata.{name}", problem)
+
+        servers = tuple(url.strip() for url in metadata.required(manifest, "natsURL").split(",") if url.strip())
+        stream = metadata.text(manifest, "streamName", "")
+        if _NOT_IN_NAMES.search(stream):
+            raise bad("streamName", f"a stream name has no whitespace, '.', '*', '>', '/' or '\\', got {stream!r}")
+        ack_wait = metadata.duration(manifest, "ackWait", 30.0)
+        if ack_wait <= 0:
+            raise bad("ackWait", "must be longer than 0")
+        max_deliver = metadata.integer(manifest, "maxDeliver", -1, minimum=-1)
+        if max_deliver == 0:
+            raise bad("maxDeliver", "must be -1 (unlimited) or at least 1, got 0")
+        policy = metadata.text(manifest, "deliverPolicy", "all").lower()
+        if policy not in _DELIVER:
+            raise bad("deliverPolicy", f"must be all, new or last, got {policy!r}")
+        max_ack_pending = metadata.integer(manifest, "maxAckPending", 0, minimum=-1)
+        return cls(
+            servers=servers,
+            connection_name=metadata.text(manifest, "name", "layotto-fast"),
+            stream_name=stream,
+            durable_name=metadata.text(manifest, "durableName", "") or "layotto-fast",
+            ack_wait=ack_wait,
+            max_deliver=max_deliver,
+            deliver_policy=policy,
+            concurrency=metadata.integer(manifest, "concurrency", 16, minimum=1),
+            max_ack_pending=max_ack_pending or None,
+            component=f"{manifest.name} ({manifest.type})",
+        )
+
+    def unavailable(self, what: str, exc: BaseException) -> Unavailable:
+        why = str(exc) or type(exc).__name__
+        return Unavailable(f"{self.component}: nats at {','.join(self.servers)}: {what}: {why}")
+
+
+class JetStreamPubSub:
+    def __init__(self, config: JetStreamConfig) -> None:
+        self._config = config
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._topics_stored: set[str] = set()  # topics whose own stream is known to exist
+        self._readers: set[_Reader] = set()
+
+    @classmethod
+    def from_manifest(cls, manifest: ComponentManifest) -> Self:
+        return cls(JetStreamConfig.from_manifest(manifest))
+
+    async def init(self) -> None:
+        await self._disconnect()  # a retried init starts afresh
+        nc = Client()
+        try:
+            await asyncio.wait_for(
+                nc.connect(
+                    servers=list(self._config.servers),
+                    name=self._config.connection_name,
+                    connect_timeout=2,
+                    reconnect_time_wait=1,
+                    max_reconnect_attempts=-1,  # forever; only the first connection has a deadline
+                    error_cb=self._on_error,
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                ),
+                CONNECT_TIMEOUT,
+            )
+        except BACKEND_ERRORS as exc:
+            with contextlib.suppress(Exception):
+                await nc.close()
+            raise self._config.unavailable("cannot connect", exc) from None
+        self._nc, self._js = nc, nc.jetstream(timeout=REQUEST_TIMEOUT)
+        if self._config.stream_name:
+            try:
+                await self._js.stream_info(self._config.stream_name)
+            except API_ERRORS as exc:
+                await self._disconnect()
+                raise self._failure(f"stream {self._config.stream_name!r}", exc) from None
+
+    async def ping(self) -> None:
+        js = self._connected()
+        try:
+            await asyncio.wait_for(js.account_info(), PING_TIMEOUT)
+        except BACKEND_ERRORS as exc:
+            raise self._config.unavailable("JetStream does not answer", exc) from None
+
+    async def close(self) -> None:
+        await asyncio.gather(*(reader.stop() for reader in list(self._readers)))
+        await self._disconnect()
+
+    async def publish(self, topic: str, data: bytes, metadata: Mapping[str, str]) -> None:
+        js = self._connected()
+        await self._stream_of(topic)
+        try:
+            await js.publish(topic, data, headers=dict(metadata) if metadata else None)
+        except (nats_errors.BadHeaderError, nats_errors.BadSubjectError) as exc:
+            raise InvalidArgument(f"{self._config.component}: cannot publish to {topic!r}: {exc}") from None
+        except BACKEND_ERRORS as exc:
+            if isinstance(exc, js_errors.NoStreamResponseError):
+                self._topics_stored.discard(topic)  # the stream went away: make it again next time
+            raise self._config.unavailable(f"publish to {topic!r} not acknowledged", exc) from None
+
+    async def subscribe(self, topic: str, options: SubscribeOptions, handler: Handler) -> Unsubscribe:
+        js = self._connected()
+        stream = await self._stream_of(topic)
+        group = options.group or self._config.durable_name
+        durable = safe_name(f"{group}_{topic}" if self._config.stream_name else group)
+        config = api.ConsumerConfig(
+            durable_name=durable,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=self._config.ack_wait,
+            max_deliver=self._config.max_deliver,
+            deliver_policy=_DELIVER[self._config.deliver_policy],
+            max_ack_pending=self._config.max_ack_pending,
+            filter_subject=topic,
+        )
+        try:  # an existing durable is joined as it is: its configuration is not changed
+            pull = await js.pull_subscribe(topic, durable=durable, stream=stream, config=config)
+        except API_ERRORS as exc:
+            raise self._failure(f"consumer {durable!r} of stream {stream!r}", exc) from None
+        concurrency = options.concurrency or self._config.concurrency
+        reader = _Reader(self, topic, pull, handler, concurrency)
+        self._readers.add(reader)
+        return reader.stop
+
+    # --- helpers --------------------------------------------------------------------------------
+
+    def _connected(self) -> JetStreamContext:
+        if self._nc is None or self._js is None or not self._nc.is_connected:
+            state = "not initialised" if self._nc is None else "not connected (reconnecting)"
+            raise Unavailable(f"{self._config.component}: nats at {','.join(self._config.servers)}: {state}")
+        return self._js
+
+    async def _stream_of(self, topic: str) -> str:
+        """The stream storing ``topic``; its own is made when missing. One that exists is used as
+        it is (an operator may have set limits on it); two sidecars making it at once both succeed."""
+        if self._config.stream_name:
+            return self._config.stream_name
+        name = safe_name(topic)
+        if topic not in self._topics_stored:
+            js = self._connected()
+            try:
+                try:
+                    await js.stream_info(name)
+                except js_errors.NotFoundError:
+                    await js.add_stream(api.StreamConfig(name=name, subjects=[topic], storage=api.StorageType.FILE))
+            except API_ERRORS as exc:
+                raise self._failure(f"stream {name!r} for {topic!r}", exc) from None
+            self._topics_stored.add(topic)
+        return name
+
+    def _failure(self, what: str, exc: BaseException) -> RuntimeApiError:
+        """FailedPrecondition when JetStream refused (no such stream, overlapping subjects), else Unavailable."""
+        if isinstance(exc, js_errors.NotFoundError | js_errors.BadRequestError | ValueError):
+            return FailedPrecondition(f"{self._config.component}: {what}: {exc}")
+        return self._config.unavailable(what, exc)
+
+    async def _disconnect(self) -> None:
+        nc, self._nc, self._js = self._nc, None, None
+        self._topics_stored.clear()
+        if nc is None or nc.is_closed:
+            return
+        try:
+            if nc.is_connected:
+                await asyncio.wait_for(nc.drain(), DRAIN_TIMEOUT)  # sends the acks still buffered
+        except BACKEND_ERRORS:
+            pass
+        finally:
+            await nc.close()
+
+    def _forget(self, reader: _Reader) -> None:
+        self._readers.discard(reader)
+
+    async def _on_error(self, exc: Exception) -> None:
+        lost = isinstance(exc, OSError | asyncio.TimeoutError | nats_errors.StaleConnectionError)  # said below
+        log.log(logging.DEBUG if lost else logging.WARNING, "%s: nats: %s", self._config.component, exc)
+
+    async def _on_disconnected(self) -> None:
+        if self._nc is not None:  # not our own close
+            log.warning("%s: disconnected from nats; reconnecting", self._config.component)
+
+    async def _on_reconnected(self) -> None:
+        log.info("%s: reconnected to nats", self._config.component)
+
+
+class _Reader:
+    """One subscription: a fetch loop feeding a Dispatcher, and the messages not settled yet."""
+
+    def __init__(
+        self,
+        owner: JetStreamPubSub,
+        topic: str,
+        pull: JetStreamContext.PullSubscription,
+        handler: Handler,
+        concurrency: int,
+    ) -> None:
+        self._owner, self._topic, self._pull = owner, topic, pull
+        self._name = f"{owner._config.component} topic {topic!r}"
+        self._ack_wait = owner._config.ack_wait
+        self._concurrency = concurrency
+        self._unsettled: dict[int, Msg] = {}  # id(Message) -> its NATS message
+        self._dispatcher = Dispatcher(handler, self._settle, concurrency, self._name)
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._fetch_loop()), loop.create_task(self._keep_alive())]
+        self._stopped = False
+
+    async def _fetch_loop(self) -> None:
+        pause = 0.1
+        while True:
+            nc = self._owner._nc
+            if nc is None or not nc.is_connected:
+                await asyncio.sleep(pause)  # nats-py is reconnecting: no pull requests meanwhile
+                pause = min(pause * 2, MAX_PAUSE)
+                continue
+            try:  # no more than can start now: the rest stays in the server for other members
+                batch = await self._pull.fetch(max(1, self._concurrency - self._dispatcher.busy), FETCH_WAIT)
+            except nats_errors.TimeoutError:
+                continue  # nothing to read
+            except Exception as exc:
+                log.warning("%s: fetch failed (again in %.1fs): %s", self._name, pause, exc)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, MAX_PAUSE)
+                continue
+            pause = 0.1
+            messages = [
+                Message(self._topic, msg.data, dict(msg.headers or {}), msg.metadata.num_delivered) for msg in batch
+            ]
+            for message, msg in zip(messages, batch, strict=True):
+                self._unsettled[id(message)] = msg
+            for message in messages:
+                await self._dispatcher.submit(message)
+
+    async def _keep_alive(self) -> None:
+        """Tell the server the unsettled messages are being worked on: no redelivery meanwhile."""
+        while True:
+            await asyncio.sleep(self._ack_wait / 2)
+            for msg in list(self._unsettled.values()):
+                with contextlib.suppress(*BACKEND_ERRORS):
+                    await msg.in_progress()
+
+    async def _settle(self, message: Message, verdict: Verdict) -> None:
+        msg = self._unsettled.pop(id(message), None)
+        if msg is None:
+            return
+        if verdict == Verdict.SUCCESS:
+            await msg.ack()
+        elif verdict == Verdict.DROP:
+            await msg.term()
+        else:
+            await msg.nak(delay=self._ack_wait)
+
+    async def stop(self) -> None:
+        """Stop fetching, let the handlers at work finish (a short while), hand back the rest."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._owner._forget(self)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._dispatcher.drain(DRAIN_TIMEOUT)
+        left, self._unsettled = list(self._unsettled.values()), {}
+        for msg in left:  # redelivered now, to the group's other members, not after ackWait
+            with contextlib.suppress(*BACKEND_ERRORS):
+                await msg.nak()
+        with contextlib.suppress(*BACKEND_ERRORS):
+            await self._pull.unsubscribe()

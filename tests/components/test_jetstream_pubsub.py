@@ -1,0 +1,295 @@
+"""pubsub.jetstream against a real nats-server with JetStream (the ``nats_server`` fixture of
+tests/backends).
+
+Every test runs on its own event loop and topics; ``ackWait`` is 1 s so redeliveries come
+quickly. A test that stops the shared server starts it again before it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar
+
+import nats
+import pytest
+
+from layotto_fast.components.pubsub import jetstream
+from layotto_fast.components.pubsub.jetstream import JetStreamPubSub, safe_name
+from layotto_fast.errors import FailedPrecondition, StartupError, Unavailable
+from layotto_fast.manifest import ComponentManifest
+from layotto_fast.runtime import registry
+from layotto_fast.runtime.pubsub import Message, SubscribeOptions, Verdict
+from tests.backends.servers import NatsServer, free_ports
+
+T = TypeVar("T")
+ACK_WAIT = 1.0
+
+
+def unique() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def manifest(metadata: dict[str, str], name: str = "test") -> ComponentManifest:
+    return ComponentManifest(name=name, type="pubsub.jetstream", version="v1", metadata=metadata, source="test.yaml")
+
+
+class Harness:
+    """A fresh event loop for one test; the components it built are closed at its end."""
+
+    def __init__(self, server: NatsServer) -> None:
+        self.server = server
+        self.loop = asyncio.new_event_loop()
+        self._components: list[JetStreamPubSub] = []
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(coroutine)
+
+    def make(self, name: str = "test", **extra: str) -> JetStreamPubSub:
+        metadata = {"natsURL": self.server.url, "ackWait": f"{ACK_WAIT:g}s", **extra}
+        component = registry.build(manifest(metadata, name))
+        assert isinstance(component, JetStreamPubSub)
+        self.run(component.init())
+        self._components.append(component)
+        return component
+
+    def close(self) -> None:
+        if not self.server.running:  # a failed test must not leave the shared server down
+            self.server.start()
+        for component in reversed(self._components):
+            self.run(component.close())
+        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+        self.loop.close()
+
+
+@pytest.fixture
+def harness(nats_server: NatsServer) -> Iterator[Harness]:
+    running = Harness(nats_server)
+    yield running
+    running.close()
+
+
+async def until(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
+
+
+class Recorder:
+    """A handler that records what it is given and answers ``verdict(message)``."""
+
+    def __init__(self, verdict: Callable[[Message], Verdict] = lambda _: Verdict.SUCCESS, delay: float = 0) -> None:
+        self.messages: list[Message] = []
+        self._verdict = verdict
+        self._delay = delay
+
+    async def __call__(self, message: Message) -> Verdict:
+        self.messages.append(message)
+        if self._delay:
+            await asyncio.sleep(self._delay)
+        return self._verdict(message)
+
+    @property
+    def data(self) -> list[bytes]:
+        return [message.data for message in self.messages]
+
+
+def test_publish_then_subscribe_gets_the_message_with_its_headers(harness: Harness) -> None:
+    pubsub, topic = harness.make(), f"orders.{unique()}"  # '.' is not allowed in a stream name
+    received = Recorder()
+
+    async def scenario() -> None:
+        await pubsub.publish(topic, b"\x00payload\xff", {"partitionKey": "k1", "traceparent": "00-abc-01"})
+        await pubsub.ping()
+        await pubsub.subscribe(topic, SubscribeOptions(group="g"), received)
+        assert await until(lambda: len(received.messages) == 1, 5)
+        await asyncio.sleep(ACK_WAIT * 1.5)  # acknowledged: not handed out again
+
+    harness.run(scenario())
+    [message] = received.messages
+    assert (message.topic, message.data, message.delivery_count) == (topic, b"\x00payload\xff", 1)
+    assert message.metadata["partitionKey"] == "k1" and message.metadata["traceparent"] == "00-abc-01"
+    assert safe_name(topic).startswith(topic.replace(".", "_") + "_")
+
+
+def test_verdicts_retry_redelivers_drop_and_success_do_not(harness: Harness) -> None:
+    pubsub, topic = harness.make(), unique()
+    started = time.monotonic()
+    seen_at: dict[bytes, list[float]] = {}
+
+    def verdict(message: Message) -> Verdict:
+        seen_at.setdefault(message.data, []).append(time.monotonic() - started)
+        if message.data == b"boom" and message.delivery_count == 1:
+            raise RuntimeError("the subscriber failed")  # counts as RETRY
+        if message.data == b"retry" and message.delivery_count == 1:
+            return Verdict.RETRY
+        return Verdict.DROP if message.data == b"drop" else Verdict.SUCCESS
+
+    received = Recorder(verdict)
+
+    async def scenario() -> None:
+        await pubsub.subscribe(topic, SubscribeOptions(), received)
+        for data in (b"retry", b"drop", b"ok", b"boom"):
+            await pubsub.publish(topic, data, {})
+        assert await until(lambda: len(received.messages) == 6, 10)
+        await asyncio.sleep(ACK_WAIT * 1.5)  # nothing else comes
+
+    harness.run(scenario())
+    counts = {data: [m.delivery_count for m in received.messages if m.data == data] for data in seen_at}
+    assert counts == {b"retry": [1, 2], b"drop": [1], b"ok": [1], b"boom": [1, 2]}
+    for data in (b"retry", b"boom"):  # a nak waits ackWait before the redelivery
+        first, second = seen_at[data]
+        assert second - first >= ACK_WAIT * 0.8
+
+
+def test_a_handler_slower_than_ack_wait_gets_no_duplicate(harness: Harness) -> None:
+    pubsub, topic = harness.make(), unique()
+    received = Recorder(delay=ACK_WAIT * 2.5)  # the reader tells the server it is still at work
+
+    async def scenario() -> None:
+        await pubsub.subscribe(topic, SubscribeOptions(), received)
+        await pubsub.publish(topic, b"slow", {})
+        assert await until(lambda: len(received.messages) == 1, 5)
+        await asyncio.sleep(ACK_WAIT * 3)
+
+    harness.run(scenario())
+    assert [m.delivery_count for m in received.messages] == [1]
+
+
+def test_unsubscribe_stops_handler_calls_and_the_group_resumes_later(harness: Harness) -> None:
+    pubsub, topic = harness.make(), unique()
+    first, second = Recorder(), Recorder()
+
+    async def scenario() -> None:
+        unsubscribe = await pubsub.subscribe(topic, SubscribeOptions(group="g"), first)
+        await pubsub.publish(topic, b"1", {})
+        assert await until(lambda: len(first.messages) == 1, 5)
+        await unsubscribe()
+        await unsubscribe()  # twice is harmless
+        await pubsub.publish(topic, b"2", {})
+        await pubsub.publish(topic, b"3", {})
+        await asyncio.sleep(ACK_WAIT * 1.5)
+        assert first.data == [b"1"]
+        await pubsub.subscribe(topic, SubscribeOptions(group="g"), second)  # the durable kept its place
+        assert await until(lambda: len(second.messages) == 2, 5)
+
+    harness.run(scenario())
+    assert first.data == [b"1"] and second.data == [b"2", b"3"]
+
+
+def test_one_group_shares_the_messages_two_groups_each_get_all(harness: Harness) -> None:
+    one, other = harness.make("one"), harness.make("other")  # two sidecars
+    topic = unique()
+    a, b = Recorder(delay=0.02), Recorder(delay=0.02)
+    c, d = Recorder(), Recorder()
+    sent = [str(i).encode() for i in range(30)]
+
+    async def scenario() -> None:
+        await one.subscribe(topic, SubscribeOptions(group="shared", concurrency=1), a)
+        await other.subscribe(topic, SubscribeOptions(group="shared", concurrency=1), b)
+        await one.subscribe(topic, SubscribeOptions(group="audit"), c)
+        await other.subscribe(topic, SubscribeOptions(group="billing"), d)
+        for data in sent:
+            await one.publish(topic, data, {})
+        assert await until(lambda: len(a.messages) + len(b.messages) == 30 and len(c.messages) == 30, 10)
+        assert await until(lambda: len(d.messages) == 30, 5)
+
+    harness.run(scenario())
+    assert a.messages and b.messages
+    assert sorted(a.data + b.data, key=int) == sent
+    assert sorted(c.data, key=int) == sent and sorted(d.data, key=int) == sent
+
+
+def test_publish_fails_while_nats_is_down_and_a_subscription_survives_a_restart(harness: Harness) -> None:
+    pubsub, topic = harness.make(), unique()
+    received = Recorder()
+
+    async def scenario() -> None:
+        await pubsub.subscribe(topic, SubscribeOptions(), received)
+        await pubsub.publish(topic, b"before", {})
+        assert await until(lambda: received.data == [b"before"], 5)
+        await asyncio.to_thread(harness.server.stop)
+        with pytest.raises(Unavailable, match=re.escape("test (pubsub.jetstream)")):
+            await pubsub.publish(topic, b"lost", {})
+        with pytest.raises(Unavailable):
+            await pubsub.ping()
+        await asyncio.to_thread(harness.server.start)
+        deadline = time.monotonic() + 10
+        while True:  # nats-py reconnects by itself
+            try:
+                await pubsub.ping()
+                break
+            except Unavailable:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+        await pubsub.publish(topic, b"after", {})
+        assert await until(lambda: received.data == [b"before", b"after"], 10)
+
+    harness.run(scenario())
+
+
+def test_a_configured_stream_must_exist_and_cover_the_topic(harness: Harness) -> None:
+    stream = f"shared-{unique()}"
+    received = Recorder()
+
+    async def make_stream() -> None:
+        nc = await nats.connect(harness.server.url)
+        await nc.jetstream().add_stream(name=stream, subjects=[f"{stream}.>"])
+        await nc.close()
+
+    with pytest.raises(FailedPrecondition, match=stream):
+        harness.make(streamName=stream)
+    harness.run(make_stream())
+    pubsub = harness.make(streamName=stream)
+
+    async def scenario() -> None:
+        await pubsub.subscribe(f"{stream}.a", SubscribeOptions(), received)
+        await pubsub.subscribe(f"{stream}.b", SubscribeOptions(), received)  # same group, other topic
+        await pubsub.publish(f"{stream}.a", b"a", {})
+        await pubsub.publish(f"{stream}.b", b"b", {})
+        assert await until(lambda: sorted(received.data) == [b"a", b"b"], 5)
+        with pytest.raises(Unavailable, match="not acknowledged"):
+            await pubsub.publish(f"elsewhere-{unique()}", b"x", {})  # no stream stores it
+
+    harness.run(scenario())
+
+
+def test_a_topic_stream_given_limits_by_an_operator_is_used_as_it_is(harness: Harness) -> None:
+    topic = unique()
+    harness.run(harness.make("first").publish(topic, b"1", {}))  # makes the topic's stream
+
+    async def set_limits() -> None:
+        nc = await nats.connect(harness.server.url)
+        js = nc.jetstream()
+        config = (await js.stream_info(safe_name(topic))).config
+        config.max_age = 3600.0
+        await js.update_stream(config)
+        await nc.close()
+
+    harness.run(set_limits())
+    harness.run(harness.make("second").publish(topic, b"2", {}))  # another sidecar, started later
+
+
+def test_init_gives_up_when_nothing_listens(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jetstream, "CONNECT_TIMEOUT", 0.5)
+    port = free_ports(1)[0]
+    pubsub = JetStreamPubSub.from_manifest(manifest({"natsURL": f"nats://127.0.0.1:{port}"}))
+    with pytest.raises(Unavailable, match="cannot connect"):
+        asyncio.run(pubsub.init())
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("natsURL", ""), ("deliverPolicy", "sometimes"), ("ackWait", "0s"), ("maxDeliver", "0"), ("streamName", "a.b")],
+)
+def test_bad_metadata_names_the_field(field: str, value: str) -> None:
+    with pytest.raises(StartupError) as error:
+        JetStreamPubSub.from_manifest(manifest({"natsURL": "nats://127.0.0.1:4222", field: value}))
+    assert error.value.field == f"spec.metadata.{field}"

@@ -1,0 +1,238 @@
+"""Pub/sub conformance: what every component promises, against its real backend.
+
+Data and metadata arrive intact; order is kept (per partition key when handled
+concurrently); RETRY and errors bring a message back, DROP and SUCCESS do not; a
+subscriber that goes away leaves its unacknowledged messages to the rest of its group;
+subscribers of one group share messages, every group gets each one. Through the pub/sub
+service: ids survive, retries and dead letters behave the same over every backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from layotto_fast.manifest import ComponentManifest
+from layotto_fast.runtime.cloudevents import Event
+from layotto_fast.runtime.lifecycle import Components
+from layotto_fast.runtime.pubsub import PARTITION_KEY, Message, SubscribeOptions, Verdict
+from layotto_fast.runtime.pubsub_service import PubSubService, TopicSubscription
+from tests.conformance.conftest import Harness, implementations
+from tests.conformance.matrix import Implementation
+
+pytestmark = implementations("pubsub")
+
+PATIENCE = 10.0  # seconds a test waits for messages it expects
+
+
+class Inbox:
+    """What a handler received, with a verdict chosen per message."""
+
+    def __init__(self, verdict: Callable[[Message], Verdict] = lambda m: Verdict.SUCCESS, delay: float = 0.0) -> None:
+        self.messages: list[Message] = []
+        self._verdict = verdict
+        self._delay = delay
+
+    async def __call__(self, message: Message) -> Verdict:
+        if self._delay:
+            await asyncio.sleep(random.uniform(0, self._delay))
+        self.messages.append(message)
+        return self._verdict(message)
+
+    def data(self) -> list[bytes]:
+        return [m.data for m in self.messages]
+
+    @staticmethod
+    async def until(done: Callable[[], bool], timeout: float = PATIENCE) -> None:
+        """Wait until ``done()`` (which may look at several inboxes)."""
+        async with asyncio.timeout(timeout):
+            while not done():
+                await asyncio.sleep(0.01)
+
+
+def _topic() -> str:
+    return f"conf-{uuid.uuid4().hex[:10]}"
+
+
+def _group() -> str:
+    return f"g-{uuid.uuid4().hex[:6]}"
+
+
+async def _publish(pubsub: Any, topic: str, count: int, **meta: str) -> list[bytes]:
+    sent = [b"m-%d-%s" % (i, uuid.uuid4().hex[:4].encode()) for i in range(count)]
+    for data in sent:
+        await pubsub.publish(topic, data, meta)
+    return sent
+
+
+def test_data_and_metadata_arrive_in_order(harness: Harness, implementation: Implementation) -> None:
+    pubsub = harness.make(implementation)
+    topic, inbox = _topic(), Inbox()
+
+    async def run() -> list[bytes]:
+        stop = await pubsub.subscribe(topic, SubscribeOptions(group=_group(), concurrency=1), inbox)
+        sent = await _publish(pubsub, topic, 30, tenant="a b")
+        await inbox.until(lambda: len(inbox.messages) >= 30)
+        await stop()
+        return sent
+
+    sent = harness.run(run())
+    assert inbox.data() == sent, "with one at a time, messages arrive in the order published"
+    assert all(m.metadata.get("tenant") == "a b" and m.topic == topic for m in inbox.messages)
+
+
+def test_order_per_partition_key_when_concurrent(harness: Harness, implementation: Implementation) -> None:
+    pubsub = harness.make(implementation)
+    topic, inbox = _topic(), Inbox(delay=0.01)
+
+    async def run() -> dict[str, list[bytes]]:
+        stop = await pubsub.subscribe(topic, SubscribeOptions(group=_group(), concurrency=8), inbox)
+        sent: dict[str, list[bytes]] = {}
+        for i in range(60):
+            key = f"k{i % 4}"
+            data = b"%s-%d" % (key.encode(), i)
+            sent.setdefault(key, []).append(data)
+            await pubsub.publish(topic, data, {PARTITION_KEY: key})
+        await inbox.until(lambda: len(inbox.messages) >= 60)
+        await stop()
+        return sent
+
+    sent = harness.run(run())
+    for key, datas in sent.items():
+        assert [m.data for m in inbox.messages if m.metadata.get(PARTITION_KEY) == key] == datas, key
+
+
+def test_retry_and_errors_redeliver_drop_and_success_do_not(harness: Harness, implementation: Implementation) -> None:
+    pubsub = harness.make(implementation)
+    topic = _topic()
+    first_time: set[bytes] = set()
+
+    def verdict(message: Message) -> Verdict:
+        if message.data in (b"retry", b"raise") and message.data not in first_time:
+            first_time.add(message.data)
+            if message.data == b"raise":
+                raise RuntimeError("subscriber failed")
+            return Verdict.RETRY
+        return Verdict.DROP if message.data == b"drop" else Verdict.SUCCESS
+
+    inbox = Inbox(verdict)
+
+    async def run() -> None:
+        stop = await pubsub.subscribe(topic, SubscribeOptions(group=_group()), inbox)
+        for data in (b"retry", b"raise", b"drop", b"ok"):
+            await pubsub.publish(topic, data, {})
+        await inbox.until(lambda: Counter(inbox.data())[b"retry"] == 2 and Counter(inbox.data())[b"raise"] == 2)
+        await asyncio.sleep(2.5)  # past every component's redelivery time in this matrix
+        await stop()
+
+    harness.run(run())
+    counts = Counter(inbox.data())
+    assert counts == {b"retry": 2, b"raise": 2, b"drop": 1, b"ok": 1}, counts
+    again = [m for m in inbox.messages if m.data == b"retry"][1]
+    assert again.delivery_count >= 2
+
+
+def test_a_group_shares_and_every_group_gets_all(harness: Harness, implementation: Implementation) -> None:
+    publisher = harness.make(implementation, "publisher")
+    first, second = harness.make(implementation, "first"), harness.make(implementation, "second")
+    if implementation.backend is None:
+        first = second = publisher  # in-memory: one process, one component
+    topic, shared, other = _topic(), _group(), _group()
+    a, b, c = Inbox(delay=0.005), Inbox(delay=0.005), Inbox()
+
+    async def run() -> list[bytes]:
+        stops = [
+            await first.subscribe(topic, SubscribeOptions(group=shared, concurrency=2), a),
+            await second.subscribe(topic, SubscribeOptions(group=shared, concurrency=2), b),
+            await second.subscribe(topic, SubscribeOptions(group=other), c),
+        ]
+        sent = await _publish(publisher, topic, 200)
+        await c.until(lambda: len(c.messages) >= 200)
+        await a.until(lambda: len(a.messages) + len(b.messages) >= 200)
+        for stop in stops:
+            await stop()
+        return sent
+
+    sent = harness.run(run())
+    assert sorted(c.data()) == sorted(sent), "a group of its own gets every message"
+    assert sorted(a.data() + b.data()) == sorted(sent), "one group's subscribers get each message once between them"
+    assert a.messages and b.messages, "both subscribers of the group got a share"
+
+
+def test_unacknowledged_messages_go_to_the_rest_of_the_group(harness: Harness, implementation: Implementation) -> None:
+    leaving = harness.make(implementation, "leaving")
+    staying = harness.make(implementation, "staying") if implementation.backend else leaving
+    topic, group = _topic(), _group()
+    stuck = asyncio.Event()
+
+    async def never_answers(message: Message) -> Verdict:
+        stuck.set()
+        await asyncio.Event().wait()
+        return Verdict.SUCCESS
+
+    inbox = Inbox()
+
+    async def run() -> None:
+        stop_leaving = await leaving.subscribe(topic, SubscribeOptions(group=group, concurrency=1), never_answers)
+        await leaving.publish(topic, b"orphan", {})
+        async with asyncio.timeout(PATIENCE):
+            await stuck.wait()
+        await stop_leaving()  # goes away holding it, unacknowledged
+        stop = await staying.subscribe(topic, SubscribeOptions(group=group), inbox)
+        await inbox.until(lambda: b"orphan" in inbox.data())
+        await stop()
+
+    harness.run(run())
+
+
+def test_service_keeps_ids_and_dead_letters_everywhere(
+    harness: Harness, implementation: Implementation, tmp_path: Path
+) -> None:
+    backend = harness._request.getfixturevalue(implementation.backend) if implementation.backend else None
+    manifest = ComponentManifest(
+        name="ps",
+        type=implementation.type,
+        version="v1",
+        metadata=implementation.metadata(backend),
+        source=str(tmp_path / "ps.yaml"),
+    )
+    components = Components([manifest])
+    service = PubSubService(components, "conformance-app")
+    topic, dead = _topic(), _topic()
+    events: list[Event] = []
+    dead_events: list[Event] = []
+
+    async def app(event: Event) -> Verdict:
+        events.append(event)
+        return Verdict.RETRY if event.data == b"poison" else Verdict.SUCCESS
+
+    async def dead_app(event: Event) -> Verdict:
+        dead_events.append(event)
+        return Verdict.SUCCESS
+
+    async def run() -> tuple[str, str]:
+        await components.init_all()
+        meta = {"retryAttempts": "3", "retryInitialInterval": "10ms", "consumerID": _group()}
+        stops = [
+            await service.subscribe(TopicSubscription("ps", topic, meta, dead_letter_topic=dead), app),
+            await service.subscribe(TopicSubscription("ps", dead, {"consumerID": _group()}), dead_app),
+        ]
+        good = await service.publish("ps", topic, b"fine", "text/plain", {})
+        poison = await service.publish("ps", topic, b"poison", "text/plain", {})
+        async with asyncio.timeout(PATIENCE):
+            while not dead_events or not any(e.id == good for e in events):
+                await asyncio.sleep(0.02)
+        for stop in stops:
+            await stop()
+        await components.close_all()
+        return good, poison
+
+    good, poison = harness.run(run())
+    assert Counter(e.id for e in events) == {good: 1, poison: 3}, "RETRY is tried retryAttempts times"
+    assert [e.id for e in dead_events] == [poison] and dead_events[0].data == b"poison"
+    assert dead_events[0].topic == dead
