@@ -1,0 +1,204 @@
+"""At least once, shown: 10 000 messages published through one sidecar to an app behind
+another, while the subscribing sidecar is killed with SIGKILL and started again, while
+the app answers RETRY for a share of messages, and while the backend restarts.
+
+Every id a publish answered OK must reach the app; duplicates are allowed, counted and
+printed, and must stay few.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from layotto_fast._proto import runtime_pb2 as pb
+from tests import sidecar as sc
+from tests.backends.servers import NatsServer, RedisServer
+from tests.pubsub.app import RETRY, SUCCESS, CallbackApp, Topic
+
+TOTAL = 10_000
+IN_FLIGHT = 32
+PUBSUB = "ps"
+DUPLICATES_ALLOWED = 0.05  # of TOTAL
+
+
+@dataclass
+class Published:
+    ids: set[str] = field(default_factory=set)
+    failures: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _component(tmp: Path, kind: str, backend: Any) -> Path:
+    folder = tmp / f"components-{kind}"
+    folder.mkdir(exist_ok=True)
+    if kind == "redis":
+        meta = {
+            "redisHost": backend.address,
+            "processingTimeout": "2s",
+            "redeliverInterval": "500ms",
+            "concurrency": "32",
+        }
+        type_ = "pubsub.redis"
+    else:
+        meta = {"natsURL": backend.url, "ackWait": "2s", "concurrency": "32"}
+        type_ = "pubsub.jetstream"
+    items = "\n".join(f'    - name: {k}\n      value: "{v}"' for k, v in meta.items())
+    (folder / "pubsub.yaml").write_text(
+        f"apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {PUBSUB}\n"
+        f"spec:\n  type: {type_}\n  version: v1\n  metadata:\n{items}\n"
+    )
+    return folder
+
+
+def _publish_all(sidecar: sc.Sidecar, topic: str, published: Published, tick: Callable[[int], None]) -> None:
+    """Publish TOTAL messages, IN_FLIGHT at a time; a failed publish (backend away) is tried again."""
+    stub = sidecar.stub()
+    slots = threading.Semaphore(IN_FLIGHT)
+    retry: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+    outstanding = [0]
+
+    def finished(future: Any, data: bytes) -> None:
+        try:
+            reply = future.result()
+        except grpc.RpcError:
+            with published.lock:
+                published.failures += 1
+            retry.put(data)
+        else:
+            with published.lock:
+                published.ids.add(reply.message_id)
+        with published.lock:
+            outstanding[0] -= 1
+        slots.release()
+
+    def send(data: bytes) -> None:
+        slots.acquire()
+        with published.lock:
+            outstanding[0] += 1
+        future = stub.PublishEvent.future(pb.PublishEventRequest(pubsub_name=PUBSUB, topic=topic, data=data), timeout=5)
+        future.add_done_callback(lambda f: finished(f, data))
+
+    for i in range(TOTAL):
+        tick(i)
+        send(b"message-%d" % i)
+        while not retry.empty():
+            time.sleep(0.05)  # the backend is away: no hurry
+            send(retry.get())
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        while not retry.empty():
+            time.sleep(0.05)
+            send(retry.get())
+        with published.lock:
+            if outstanding[0] == 0 and retry.empty():
+                return
+        time.sleep(0.02)
+    raise AssertionError("publishing did not finish")
+
+
+def _wait_all_arrived(app: CallbackApp, published: Published, timeout: float) -> dict[str, int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        counts = app.ids()
+        missing = published.ids - set(counts)
+        if not missing:
+            return dict(counts)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{len(missing)} of {len(published.ids)} published messages never arrived")
+        time.sleep(0.2)
+
+
+@pytest.fixture(params=["redis", "jetstream"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Any]]:
+    kind = request.param
+    # Its own server, persisting every write, so that a restart loses nothing acknowledged.
+    if kind == "redis":
+        server: Any = RedisServer(tmp_path / "redis", extra_args=["--appendonly", "yes", "--appendfsync", "always"])
+    else:
+        server = NatsServer(tmp_path / "nats")
+    server.start()
+    try:
+        yield kind, server
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("fault", ["kill-subscriber", "app-retries", "backend-restart"])
+def test_every_published_message_arrives(tmp_path: Path, backend: tuple[str, Any], fault: str) -> None:
+    kind, server = backend
+    folder = _component(tmp_path, kind, server)
+    topic = f"alo-{fault}"
+    seen: set[str] = set()
+    seen_lock = threading.Lock()
+
+    def verdict(event: Any) -> int:
+        """With ``app-retries``: RETRY the first delivery of about one message in ten."""
+        if fault != "app-retries" or zlib.crc32(event.id.encode()) % 10:
+            return SUCCESS
+        with seen_lock:
+            if event.id in seen:
+                return SUCCESS
+            seen.add(event.id)
+        return RETRY
+
+    meta = {"retryAttempts": "3", "retryInitialInterval": "20ms", "concurrency": "32"}
+    app = CallbackApp([Topic(PUBSUB, topic, meta)], verdict).start()
+    args = ("--resources-path", str(folder))
+    publisher = sc.start(tmp_path, *args, "--app-port", "0")
+    subscriber = sc.start(tmp_path, *args, "--app-port", str(app.port))
+    published = Published()
+    events: list[str] = []
+
+    def tick(sent: int) -> None:
+        nonlocal subscriber
+        if sent != TOTAL * 3 // 10:
+            return
+        if fault == "kill-subscriber":
+            subscriber.process.kill()
+            subscriber.process.wait()
+            events.append(f"subscriber killed after {len(app.events)} deliveries")
+            subscriber = sc.start(tmp_path, *args, "--app-port", str(app.port))
+        elif fault == "backend-restart":
+            server.stop()
+            events.append(f"{kind} stopped after {len(app.events)} deliveries")
+            time.sleep(1.0)
+            server.start()
+
+    try:
+        _wait_listed(app)
+        started = time.monotonic()
+        _publish_all(publisher, topic, published, tick)
+        counts = _wait_all_arrived(app, published, timeout=120)
+        elapsed = time.monotonic() - started
+    finally:
+        publisher.stop()
+        subscriber.stop()
+        app.stop()
+    duplicates = sum(n - 1 for n in counts.values())
+    print(
+        f"\n{kind} {fault}: {len(published.ids)} published ({published.failures} publish failures retried), "
+        f"{len(counts)} distinct arrived, {duplicates} duplicates, {elapsed:.1f}s; {'; '.join(events)}"
+    )
+    assert len(published.ids) == TOTAL
+    if fault == "app-retries":
+        assert seen, "the app answered RETRY for some messages"
+        duplicates -= len(seen)  # each RETRY is a delivery the app asked for
+    assert duplicates <= TOTAL * DUPLICATES_ALLOWED, f"{duplicates} duplicate deliveries"
+
+
+def _wait_listed(app: CallbackApp, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while app.listed == 0:
+        assert time.monotonic() < deadline, "the subscriber sidecar never asked the app for its topics"
+        time.sleep(0.05)
+    time.sleep(0.3)  # its subscribe calls follow the listing
