@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import queue
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -170,8 +169,9 @@ def test_no_app_is_up_and_app_shows_apart(tmp_path: Path) -> None:
         sidecar.stop()
 
 
-def test_streaming_subscription_with_verdicts(tmp_path: Path) -> None:
-    sidecar = sc.start(tmp_path, "--app-port", "0")
+@pytest.mark.parametrize("transport", ["native", "grpcio"])
+def test_streaming_subscription_with_verdicts(tmp_path: Path, transport: str) -> None:
+    sidecar = sc.start(tmp_path, "--app-port", "0", "--grpc-transport", transport)
     topic = _topic()
     requests: queue.Queue[pb.SubscribeTopicEventsRequest | None] = queue.Queue()
     requests.put(
@@ -212,5 +212,3 @@ def test_streaming_subscription_with_verdicts(tmp_path: Path) -> None:
     finally:
         sidecar.stop()
 
-
-_ = threading

@@ -1,0 +1,115 @@
+"""The pub/sub rules that need no backend: the CloudEvents envelope, subscription options,
+and a stream subscriber's matching of answers to events."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+
+import orjson
+import pytest
+
+from layotto_fast.errors import InvalidArgument, Unavailable
+from layotto_fast.runtime import cloudevents
+from layotto_fast.runtime.pubsub import Verdict
+from layotto_fast.runtime.pubsub_service import RetryPolicy, TopicSubscription, _options
+from layotto_fast.runtime.pubsub_stream import StreamSubscriber
+
+WHERE = {"source": "app-a", "topic": "orders", "pubsub_name": "ps"}
+
+
+@pytest.mark.parametrize(
+    ("data", "content_type", "field", "value"),
+    [
+        (b'{"n": 1}', "application/json", "data", {"n": 1}),
+        (b"hello", "text/plain", "data", "hello"),
+        (b"hello", "", "data", "hello"),  # text/plain by default, as Dapr does
+        (b"\x00\xff", "application/octet-stream", "data_base64", base64.b64encode(b"\x00\xff").decode()),
+        (b"not json", "application/json", "data_base64", base64.b64encode(b"not json").decode()),
+    ],
+)
+def test_envelope_carries_data_as_its_content_type_allows(
+    data: bytes, content_type: str, field: str, value: object
+) -> None:
+    message_id, stored = cloudevents.wrap(data, content_type, traceparent="00-abc-01", **WHERE)
+    envelope = orjson.loads(stored)
+    assert envelope[field] == value and envelope["id"] == message_id
+    assert (envelope["specversion"], envelope["source"], envelope["topic"], envelope["pubsubname"]) == (
+        "1.0",
+        "app-a",
+        "orders",
+        "ps",
+    )
+    assert envelope["traceparent"] == "00-abc-01"
+    event = cloudevents.unwrap(stored, "orders", "ps")
+    assert event.id == message_id and event.extensions == {"traceparent": "00-abc-01"}
+    if field == "data_base64" or content_type != "application/json":
+        assert event.data == data
+    else:
+        assert orjson.loads(event.data) == orjson.loads(data)
+
+
+def test_every_publish_gets_a_new_id() -> None:
+    ids = {cloudevents.wrap(b"x", "text/plain", **WHERE)[0] for _ in range(100)}
+    assert len(ids) == 100
+
+
+def test_a_cloudevent_passes_through_with_its_id() -> None:
+    own = {"specversion": "1.0", "id": "e-1", "source": "s", "type": "t", "data": {"k": 2}, "x-ext": "v"}
+    message_id, stored = cloudevents.wrap(orjson.dumps(own), "application/cloudevents+json", **WHERE)
+    assert message_id == "e-1"
+    envelope = orjson.loads(stored)
+    assert envelope["source"] == "s" and envelope["topic"] == "orders"  # added where missing
+    event = cloudevents.unwrap(stored, "orders", "ps")
+    assert orjson.loads(event.data) == {"k": 2} and event.extensions["x-ext"] == "v"
+
+
+def test_bytes_that_are_no_cloudevent_are_refused_by_unwrap() -> None:
+    for stored in (b"plain", b'{"id": "x"}', b"[1]"):
+        with pytest.raises(cloudevents.NotACloudEvent):
+            cloudevents.unwrap(stored, "t", "ps")
+
+
+def test_subscription_options_are_read_and_checked() -> None:
+    policy, options, dead = _options(
+        TopicSubscription(
+            "ps",
+            "t",
+            {"retryAttempts": "5", "retryInitialInterval": "50ms", "retryMaxInterval": "2s", "concurrency": "4",
+             "consumerID": "g", "deadLetterTopic": "dlq"},
+        )
+    )  # fmt: skip
+    assert policy == RetryPolicy(attempts=5, initial_interval=0.05, max_interval=2.0)
+    assert [policy.interval(n) for n in (1, 2, 3, 10)] == [0.05, 0.1, 0.2, 2.0]
+    assert (options.group, options.concurrency, dead) == ("g", 4, "dlq")
+    for meta, key in (
+        ({"retryAttempts": "0"}, "retryAttempts"),
+        ({"retryAttempts": "x"}, "retryAttempts"),
+        ({"concurrency": "0"}, "concurrency"),
+        ({"retryMaxInterval": "soon"}, "retryMaxInterval"),
+        ({"deadLetterTopic": "t"}, "dead_letter_topic"),
+    ):
+        with pytest.raises(InvalidArgument, match=key):
+            _options(TopicSubscription("ps", "t", meta))
+
+
+def test_stream_subscriber_matches_answers_to_events() -> None:
+    async def run() -> None:
+        subscriber = StreamSubscriber()
+        event = cloudevents.unwrap(cloudevents.wrap(b"x", "text/plain", **WHERE)[1], "orders", "ps")
+        delivery = asyncio.ensure_future(subscriber.deliver(event))
+        assert await subscriber.next() == event
+        subscriber.answer("someone-else", 0)  # ignored
+        assert not delivery.done()
+        subscriber.answer(event.id, 2)
+        assert await delivery == Verdict.DROP
+        waiting = asyncio.ensure_future(subscriber.deliver(event))
+        await subscriber.next()
+        subscriber.close()
+        with pytest.raises(Unavailable):
+            await waiting
+        assert await subscriber.next() is None
+        with pytest.raises(Unavailable):
+            await subscriber.deliver(event)
+
+    asyncio.run(run())
