@@ -70,6 +70,17 @@ class _CallCollector(Collector):
                 "Subscribers dropped because they fell too far behind (queue over its bound)",
                 value=configuration.dropped_subscriptions,
             )
+            deliveries = CounterMetricFamily(
+                "layotto_fast_pubsub_deliveries",
+                "What became of messages handed to subscribers, by pubsub, topic and outcome: delivered (SUCCESS), "
+                "retried (an attempt answered RETRY, failed or timed out), dropped, dead_lettered, returned "
+                "(attempts spent: left unacknowledged for the backend to deliver again)",
+                labels=["pubsub", "topic", "outcome"],
+            )
+            for (pubsub, topic), counts in sorted(self._services.pubsub.counts.items()):
+                for outcome in ("delivered", "retried", "dropped", "dead_lettered", "returned"):
+                    deliveries.add_metric([pubsub, topic, outcome], getattr(counts, outcome))
+            yield deliveries
 
 
 def _bound(value: float) -> str:
