@@ -158,7 +158,7 @@ def test_a_request_over_the_limit_is_resource_exhausted_and_counted(sidecar: Any
 def test_unknown_methods_are_counted_unimplemented_under_a_bounded_label(sidecar: Any, channel: grpc.Channel) -> None:
     before = counts(sidecar)
     paths = [f"{RUNTIME}/NoSuchMethod{i}" for i in range(10)] + [f"/some.Other/Method{i}" for i in range(10)]
-    for path in [*paths, f"{RUNTIME}/PublishEvent"]:  # the last one is declared, not implemented
+    for path in [*paths, f"{RUNTIME}/InvokeBinding"]:  # the last one is declared, not implemented
         with pytest.raises(grpc.RpcError) as raised:
             channel.unary_unary(path)(b"", timeout=5)
         assert code_of(raised.value) == grpc.StatusCode.UNIMPLEMENTED, path
@@ -170,7 +170,7 @@ def test_unknown_methods_are_counted_unimplemented_under_a_bounded_label(sidecar
     wait_counted(
         lambda: counts(sidecar),
         before,
-        {(UNKNOWN_METHOD, "UNIMPLEMENTED"): len(paths) + 1, ("PublishEvent", "UNIMPLEMENTED"): 1},
+        {(UNKNOWN_METHOD, "UNIMPLEMENTED"): len(paths) + 1, ("InvokeBinding", "UNIMPLEMENTED"): 1},
     )
 
 

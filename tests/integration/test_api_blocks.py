@@ -117,5 +117,5 @@ def test_secrets_local_env(sidecar: Sidecar) -> None:
 
 
 def test_rpc_not_implemented_yet(sidecar: Sidecar) -> None:
-    code, _ = fails(lambda: sidecar.stub().PublishEvent(pb.PublishEventRequest(pubsub_name="pub_subs_demo", topic="t")))
+    code, _ = fails(lambda: sidecar.stub().InvokeBinding(pb.InvokeBindingRequest(name="b", operation="create")))
     assert code == grpc.StatusCode.UNIMPLEMENTED
