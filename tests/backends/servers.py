@@ -61,7 +61,8 @@ class RedisReplyError(BackendError):
 
 def require_binary(name: str) -> str:
     """The path of ``name`` on PATH, or ``BinaryMissingError`` saying how to install it."""
-    path = shutil.which(name)
+    # Debian puts some servers (nats-server) in /usr/sbin, off a non-root user's PATH.
+    path = shutil.which(name) or shutil.which(name, path="/usr/local/sbin:/usr/sbin:/sbin")
     if path is None:
         raise BinaryMissingError(f"{name} is not installed (not found on PATH): {INSTALL_HINT}")
     return path
