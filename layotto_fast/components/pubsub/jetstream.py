@@ -293,22 +293,31 @@ class _Reader:
 
     async def _fetch_loop(self) -> None:
         pause = 0.1
+        # A pull request for n messages with none waiting lingers until n arrive or it expires:
+        # with no backlog, ask for one (handed over the moment it arrives); after a full batch
+        # there is likely more, and a request for many returns at once with what is there.
+        backlog = False
         while True:
             nc = self._owner._nc
             if nc is None or not nc.is_connected:
                 await asyncio.sleep(pause)  # nats-py is reconnecting: no pull requests meanwhile
                 pause = min(pause * 2, MAX_PAUSE)
                 continue
-            try:  # no more than can start now: the rest stays in the server for other members
-                batch = await self._pull.fetch(max(1, self._concurrency - self._dispatcher.busy), FETCH_WAIT)
+            room = max(1, self._concurrency - self._dispatcher.busy)  # the rest stays for other members
+            wanted = room if backlog else 1
+            try:
+                batch = await self._pull.fetch(wanted, FETCH_WAIT)
             except nats_errors.TimeoutError:
+                backlog = False
                 continue  # nothing to read
+
             except Exception as exc:
                 log.warning("%s: fetch failed (again in %.1fs): %s", self._name, pause, exc)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, MAX_PAUSE)
                 continue
             pause = 0.1
+            backlog = len(batch) >= wanted
             messages = [
                 Message(self._topic, msg.data, dict(msg.headers or {}), msg.metadata.num_delivered) for msg in batch
             ]
