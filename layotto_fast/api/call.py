@@ -30,6 +30,14 @@ class Call:
             result[name] = value if name.endswith("-bin") else value.decode("latin-1")
         return result
 
+    def text(self, name: str) -> str:
+        """The last value of text metadata ``name`` (lower case), "" when absent: no dict built."""
+        found = ""
+        for key, value in self.raw_metadata or ():
+            if key == name:
+                found = value.decode("latin-1")
+        return found
+
     @property
     def headers(self) -> Pairs:
         if self._headers is None:

@@ -21,13 +21,16 @@ from layotto_fast.api.call import current_call
 from layotto_fast.api.codecs import Decode, Encode
 from layotto_fast.api.wire import (
     GetStateFields,
+    PublishEventFields,
     SaveStateFields,
     SayHelloFields,
     decode_get_state,
+    decode_publish_event,
     decode_save_state,
     decode_say_hello,
     encode_empty,
     encode_get_state,
+    encode_publish_event,
     encode_say_hello,
 )
 from layotto_fast.errors import Internal, InvalidArgument, RuntimeApiError
@@ -58,6 +61,7 @@ class LayottoRuntime:
         "GetState": (decode_get_state, encode_get_state),
         "SaveState": (decode_save_state, encode_empty),
         "SayHello": (decode_say_hello, encode_say_hello),
+        "PublishEvent": (decode_publish_event, encode_publish_event),
     }
 
     def __init__(self, services: Services) -> None:
@@ -157,17 +161,16 @@ class LayottoRuntime:
         return pb.InvokeResponse(data=any_pb2.Any(value=result.data), content_type=result.content_type)
 
     # -- pub/sub ---------------------------------------------------------------
-    async def PublishEvent(self, request: pb.PublishEventRequest) -> pb.PublishEventResponse:
-        traceparent = current_call().metadata.get("traceparent", "")
-        message_id = await self._pubsub.publish(
+    def PublishEvent(self, request: PublishEventFields) -> Awaitable[str]:
+        """The message id (the codec writes it as ``PublishEventResponse.message_id``)."""
+        return self._pubsub.publish(
             request.pubsub_name,
             request.topic,
             request.data,
             request.data_content_type,
-            dict(request.metadata),
-            traceparent if isinstance(traceparent, str) else "",
+            request.metadata,
+            current_call().text("traceparent"),
         )
-        return pb.PublishEventResponse(message_id=message_id)
 
     async def BulkPublishEvent(self, request: pb.BulkPublishRequest) -> pb.BulkPublishResponse:
         entries = [

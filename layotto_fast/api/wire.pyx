@@ -342,6 +342,44 @@ def decode_save_state(bytes data) -> SaveStateFields:
     return request
 
 
+cdef class PublishEventFields:
+    """A decoded ``PublishEventRequest``; ``metadata`` is a new dict, empty when it has no entries."""
+
+    cdef readonly str pubsub_name
+    cdef readonly str topic
+    cdef readonly bytes data
+    cdef readonly str data_content_type
+    cdef readonly dict metadata
+
+
+def decode_publish_event(bytes data) -> PublishEventFields:
+    cdef Reader reader, inner
+    cdef uint64_t field
+    cdef int wire_type
+    cdef PublishEventFields request = PublishEventFields.__new__(PublishEventFields)
+    request.pubsub_name = request.topic = request.data_content_type = ""
+    request.data = b""
+    request.metadata = {}
+    _start(&reader, data)
+    while reader.pos < reader.end:
+        _tag(&reader, &field, &wire_type)
+        if field <= 5 and wire_type == LENGTH_DELIMITED:
+            _length_delimited(&reader, &inner)
+            if field == 1:
+                request.pubsub_name = _name(&inner, STORE_NAMES)
+            elif field == 2:
+                request.topic = _text(&inner)
+            elif field == 3:
+                request.data = _bytes(&inner)
+            elif field == 4:
+                request.data_content_type = _text(&inner)
+            else:
+                _map_entry(&inner, request.metadata)
+        else:
+            _skip(&reader, field, wire_type, 0)
+    return request
+
+
 cdef Py_ssize_t _varint_size(Py_ssize_t value) noexcept:
     cdef Py_ssize_t size = 1
     while value >= 0x80:
@@ -415,3 +453,10 @@ def encode_get_state(object entry) -> bytes:
     cdef const char *etag = PyUnicode_AsUTF8AndSize(etag_text, &etag_size)
     # data = 1, etag = 2, each when not empty
     return _fields_1_and_2(PyBytes_AS_STRING(value), value_size, value_size > 0, etag, etag_size, etag_size > 0)
+
+
+def encode_publish_event(str message_id) -> bytes:
+    """A ``PublishEventResponse`` carrying ``message_id`` (field 1, when not empty)."""
+    cdef Py_ssize_t size
+    cdef const char *text = PyUnicode_AsUTF8AndSize(message_id, &size)
+    return _fields_1_and_2(text, size, size > 0, NULL, 0, False)

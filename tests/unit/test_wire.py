@@ -13,9 +13,11 @@ from google.protobuf.message import DecodeError
 from layotto_fast._proto import runtime_pb2 as pb
 from layotto_fast.api.wire import (
     decode_get_state,
+    decode_publish_event,
     decode_save_state,
     decode_say_hello,
     encode_get_state,
+    encode_publish_event,
     encode_say_hello,
 )
 from layotto_fast.runtime.state import StateEntry, StateItem
@@ -71,6 +73,16 @@ def ours_hello(data: bytes) -> Any:
     return request.service_name, request.name, None if request.data is None else any_pb2.Any.FromString(request.data)
 
 
+def upb_publish(data: bytes) -> Any:
+    r = pb.PublishEventRequest.FromString(data)
+    return r.pubsub_name, r.topic, r.data, r.data_content_type, dict(r.metadata)
+
+
+def ours_publish(data: bytes) -> Any:
+    r = decode_publish_event(data)
+    return r.pubsub_name, r.topic, r.data, r.data_content_type, r.metadata
+
+
 def outcome(decode: Any, data: bytes) -> Any:
     try:
         return decode(data)
@@ -111,7 +123,20 @@ def random_hello(rng: random.Random) -> bytes:
     return request.SerializeToString()
 
 
+def random_publish(rng: random.Random) -> bytes:
+    request = pb.PublishEventRequest(
+        pubsub_name=rng.choice(TEXTS[:3]),
+        topic=rng.choice(TEXTS),
+        data=rng.randbytes(rng.choice([0, 1, 300])),
+        data_content_type=rng.choice(["", "application/json"]),
+    )
+    for _ in range(rng.choice([0, 2])):
+        request.metadata[rng.choice(TEXTS[:3])] = rng.choice(TEXTS[:3])
+    return request.SerializeToString()
+
+
 CODECS = [
+    (random_publish, upb_publish, ours_publish),
     (random_save, upb_save, ours_save),
     (random_get, upb_get, ours_get),
     (random_hello, upb_hello, ours_hello),
@@ -262,3 +287,8 @@ def test_say_hello_data_that_is_not_an_any_is_refused() -> None:
         pb.SayHelloRequest.FromString(bad)
     with pytest.raises(DecodeError):
         decode_say_hello(bad)
+
+
+@pytest.mark.parametrize("message_id", ["", "0f2e-1", "é" * 200])
+def test_publish_answer_is_protobufs_encoding(message_id: str) -> None:
+    assert encode_publish_event(message_id) == pb.PublishEventResponse(message_id=message_id).SerializeToString()
