@@ -277,6 +277,20 @@ class MeshProxy:
         """(token, "ok" | "timeout" | "unavailable" | "overloaded" | "no_service" | "bad_request",
         response frame or the reason as UTF-8)."""
 
+class GrpcClient:
+    """A gRPC unary client on h2 (a Rust thread of its own): one connection to ``address``,
+    made on the first call and again after it is lost."""
+
+    def __new__(cls, address: str) -> Self: ...
+    def call(self, token: int, path: str, message: bytes, timeout_ms: int) -> None:
+        """Call ``path`` with the encoded ``message``; the outcome comes back through
+        ``take_completions`` under ``token``."""
+    def completions_fd(self) -> int:
+        """Readable when calls have finished."""
+    def take_completions(self) -> list[tuple[int, int, str, bytes]]:
+        """(token, gRPC status (0: OK), detail, response message)."""
+    def close(self) -> None: ...
+
 def encode_dubbo_request(
     request_id: int,
     path: str,

@@ -14,6 +14,7 @@ pub mod frame;
 pub mod front;
 mod front_py;
 pub mod grpc;
+mod grpc_client;
 #[cfg(feature = "bench")]
 mod handoff;
 pub mod hessian;
@@ -241,6 +242,9 @@ mod layotto_fast_native {
 
     #[pymodule_export]
     use crate::mesh::python::MeshProxy;
+
+    #[pymodule_export]
+    use crate::grpc_client::GrpcClient;
 
     #[pymodule_export]
     use crate::dubbo_py::{decode_dubbo_response, encode_dubbo_generic, encode_dubbo_request};

@@ -1,6 +1,7 @@
 """At least once, shown: 10 000 messages published through one sidecar to an app behind
 another, while the subscribing sidecar is killed with SIGKILL and started again, while
-the app answers RETRY for a share of messages, and while the backend restarts.
+the app answers RETRY for a share of messages, while the backend restarts, and while the
+app itself goes away and comes back.
 
 Every id a publish answered OK must reach the app; duplicates are allowed, counted and
 printed, and must stay few.
@@ -133,7 +134,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[st
         server.close()
 
 
-@pytest.mark.parametrize("fault", ["kill-subscriber", "app-retries", "backend-restart"])
+@pytest.mark.parametrize("fault", ["kill-subscriber", "app-retries", "backend-restart", "app-restart"])
 def test_every_published_message_arrives(tmp_path: Path, backend: tuple[str, Any], fault: str) -> None:
     kind, server = backend
     folder = _component(tmp_path, kind, server)
@@ -168,6 +169,11 @@ def test_every_published_message_arrives(tmp_path: Path, backend: tuple[str, Any
             subscriber.process.wait()
             events.append(f"subscriber killed after {len(app.events)} deliveries")
             subscriber = sc.start(tmp_path, *args, "--app-port", str(app.port))
+        elif fault == "app-restart":
+            app.stop()
+            events.append(f"app stopped after {len(app.events)} deliveries")
+            time.sleep(1.0)
+            app.start()
         elif fault == "backend-restart":
             server.stop()
             events.append(f"{kind} stopped after {len(app.events)} deliveries")

@@ -8,6 +8,7 @@ import queue
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -89,17 +90,30 @@ def test_a_cloudevent_keeps_its_own_id(app_and_sidecar: tuple[CallbackApp, sc.Si
 def test_retry_then_dead_letter_and_drop(app_and_sidecar: tuple[CallbackApp, sc.Sidecar, str, str]) -> None:
     app, sidecar, topic, dead = app_and_sidecar
     verdicts = {b"retry": RETRY, b"drop": DROP}
-    app.verdict = lambda event: verdicts.get(event.data, SUCCESS) if event.topic == topic else SUCCESS
+    failed_once: set[bytes] = set()
+
+    def verdict(event: Any) -> int:
+        if event.topic != topic:
+            return SUCCESS
+        if event.data == b"fails once" and event.data not in failed_once:
+            failed_once.add(event.data)
+            raise RuntimeError("the app's handler failed")  # the app answers UNKNOWN: counts as RETRY
+        return verdicts.get(event.data, SUCCESS)
+
+    app.verdict = verdict
     _wait_subscribed(sidecar, 2)
     stub = sidecar.stub()
     ids = {
         data: stub.PublishEvent(pb.PublishEventRequest(pubsub_name=PUBSUB, topic=topic, data=data)).message_id
-        for data in (b"retry", b"drop", b"fine")
+        for data in (b"retry", b"drop", b"fine", b"fails once")
     }
-    app.wait_for(lambda events: sum(e.topic == dead for e in events) == 2)
+    app.wait_for(
+        lambda events: sum(e.topic == dead for e in events) == 2 and any(e.id == ids[b"fails once"] for e in events)
+    )
     on_topic = app.ids(topic)
     assert on_topic[ids[b"retry"]] == 2, "RETRY is delivered again, up to retryAttempts"
     assert on_topic[ids[b"drop"]] == 1 and on_topic[ids[b"fine"]] == 1
+    assert on_topic[ids[b"fails once"]] == 1, "an app error is retried (the failed call is not recorded)"
     assert set(app.ids(dead)) == {ids[b"retry"], ids[b"drop"]}, "both went to the dead-letter topic, ids kept"
     metrics = sidecar.http("/metrics")[1].decode()
     labels = f'outcome="dead_lettered",pubsub="{PUBSUB}",topic="{topic}"'
@@ -214,4 +228,3 @@ def test_streaming_subscription_with_verdicts(tmp_path: Path, transport: str) ->
         responses.cancel()
     finally:
         sidecar.stop()
-

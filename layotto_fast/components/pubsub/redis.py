@@ -29,6 +29,7 @@ from redis import exceptions as redis_errors
 from layotto_fast.components.pubsub.dispatch import Dispatcher
 from layotto_fast.components.redis_client import REDIS_ERRORS, RedisConfig, failure
 from layotto_fast.components.redis_pipeline import NodePipeline, PipelinedRedis
+from layotto_fast.errors import Unavailable
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime import metadata
 from layotto_fast.runtime.pubsub import Handler, Message, SubscribeOptions, Unsubscribe, Verdict
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 DEFAULT_GROUP = "layotto-fast"
 READ_BLOCK_MS = 1000  # under the client's read timeout, so a blocked read is never cut off
 BACKOFF_SECONDS = (0.05, 2.0)  # first and longest pause of a reader whose Redis is away
+# What a read may raise when Redis is away: redis-py's errors, or the pipeline's Unavailable.
+AWAY = (*REDIS_ERRORS, Unavailable)
 
 
 @dataclass(frozen=True)
@@ -165,8 +168,13 @@ class _Reader:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, BACKOFF_SECONDS[1])
                 continue
-            except REDIS_ERRORS as exc:
+            except AWAY as exc:
                 log.info("reading %s: redis unavailable (%s); trying again in %.2fs", self._topic, exc, pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, BACKOFF_SECONDS[1])
+                continue
+            except Exception:  # a reader that dies would leave its topic unread: never
+                log.exception("reading %s failed; trying again in %.2fs", self._topic, pause)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, BACKOFF_SECONDS[1])
                 continue
@@ -216,7 +224,7 @@ class _Reader:
                             await self._submit(entry_id, fields, 2)
                     if start in (b"0-0", "0-0"):
                         break
-            except REDIS_ERRORS as exc:
+            except AWAY as exc:
                 log.info("claiming stale entries of %s failed: %s", self._topic, exc)
 
     async def _submit(self, entry_id: bytes, fields: dict[bytes, bytes], delivery_count: int) -> None:
@@ -245,5 +253,5 @@ class _Reader:
         assert self._pipeline is not None
         try:
             await self._pipeline.call(("XACK", self._topic, self._group, entry_id))
-        except REDIS_ERRORS as exc:  # stays pending: claimed and handled again later
+        except AWAY as exc:  # stays pending: claimed and handled again later
             log.info("acknowledging %s of %s failed: %s", entry_id, self._topic, exc)
