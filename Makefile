@@ -79,6 +79,7 @@ bench: $(STAMP)/native-bench $(STAMP)/package servers
 	$(PYTHON) bench/run.py $(ARGS)
 	$(PYTHON) bench/redis_backed.py $(REDIS_ARGS)
 	$(PYTHON) bench/mesh.py $(MESH_ARGS)
+	$(PYTHON) bench/pubsub.py $(PUBSUB_ARGS)
 	$(PYTHON) -m pytest bench/micro_codecs.py -o addopts="" -q --benchmark-only --benchmark-columns=min,median,mean,ops
 
 clean:

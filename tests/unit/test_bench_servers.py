@@ -4,6 +4,7 @@ answers wrongly would compare nothing."""
 from __future__ import annotations
 
 import importlib.util
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,3 +67,60 @@ def test_state_round_trip_and_errors(port: int) -> None:
             stub.GetState.future(pb.GetStateRequest(store_name="in-memory", key="k"), timeout=5) for _ in range(100)
         ]
         assert all(f.result().data == b"v1" for f in futures)
+
+
+def pubsub_bench_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_pubsub", ROOT / "bench" / "pubsub.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pubsub_bench_manifests_load_as_the_sidecar_reads_them(tmp_path: Path) -> None:
+    from layotto_fast.manifest import load_folder
+
+    bench = pubsub_bench_module()
+    (tmp_path / "pubsub.yaml").write_text(
+        bench.manifests({"redis": "127.0.0.1:6390", "jetstream": "nats://127.0.0.1:4290"})
+    )
+    loaded = {m.name: m for m in load_folder(tmp_path)}
+    assert (loaded["redis"].type, loaded["redis"].metadata) == ("pubsub.redis", {"redisHost": "127.0.0.1:6390"})
+    assert (loaded["jetstream"].type, loaded["jetstream"].metadata) == (
+        "pubsub.jetstream",
+        {"natsURL": "nats://127.0.0.1:4290"},
+    )
+
+
+def test_pubsub_bench_targets_compare_the_sidecar_with_the_direct_path() -> None:
+    bench = pubsub_bench_module()
+
+    def row(p50: float, p99: float, delivery_p50: float = 500.0, cpu: float = 10.0, lost: int = 0) -> object:
+        return bench.Measured(
+            per_second=1000.0, publish_p50_us=p50, publish_p99_us=p99, delivery_p50_us=delivery_p50,
+            delivery_p99_us=900.0, delivered_per_second=1000.0, published_total=1000, errors=0, undelivered=lost,
+            sidecar_cpu_us=cpu, backend_cpu_us=5.0, pubload_cpu_us=5.0,
+        )  # fmt: skip
+
+    def table(added_p50: float, added_p99: float, cpu: float, delivery_p50: float, lost: int = 0) -> dict:
+        out = {}
+        for load in bench.LOADS:
+            out[("redis", load.name, bench.DIRECT)] = row(200.0, 400.0)
+            sidecar = row(200.0 + added_p50, 400.0 + added_p99, delivery_p50, cpu, lost)
+            out[("redis", load.name, bench.SIDECAR)] = sidecar
+            out[("redis", load.name, bench.PUBLISH_ONLY)] = row(200.0, 400.0, -1.0, cpu)
+        return out
+
+    def verdicts(checks: list[tuple[str, bool | None]]) -> list[bool]:
+        return [passed for _, passed in checks if passed is not None]
+
+    # At the targets exactly: every check passes.
+    assert all(verdicts(bench.checks(table(100.0, 300.0, 30.0, 1000.0), ("redis",))))
+    # Over each one: each misses, and only that one.
+    for over in (table(101.0, 300.0, 30.0, 1000.0), table(100.0, 301.0, 30.0, 1000.0),
+                 table(100.0, 300.0, 30.1, 1000.0), table(100.0, 300.0, 30.0, 1001.0),
+                 table(100.0, 300.0, 30.0, 1000.0, lost=1)):  # fmt: skip
+        assert verdicts(bench.checks(over, ("redis",))).count(False) == 1
+    # Nothing delivered is no delivery latency at all: a miss, not a pass.
+    assert not all(verdicts(bench.checks(table(0.0, 0.0, 1.0, -1.0), ("redis",))))
