@@ -40,7 +40,7 @@ DEFAULT_GROUP = "layotto-fast"
 READ_BLOCK_MS = 1000  # under the client's read timeout, so a blocked read is never cut off
 BACKOFF_SECONDS = (0.05, 2.0)  # first and longest pause of a reader whose Redis is away
 # What a read may raise when Redis is away: redis-py's errors, or the pipeline's Unavailable.
-AWAY = (*REDIS_ERRORS, Unavailable)
+AWAY: tuple[type[BaseException], ...] = (*REDIS_ERRORS, Unavailable)
 
 
 @dataclass(frozen=True)
