@@ -3,11 +3,11 @@
 Only translation lives here (runtime events to ``TopicEventRequest``, statuses to
 verdicts); what to do with a verdict is the pub/sub service's.
 
-Two connections to the app: grpcio's channel asks for the subscriptions and watches the
-connection (it never goes idle on its own and reconnects quickly, so that a lost app
-shows as lost and a returning one is found within about two seconds); deliveries go
-through the native client (``layotto_fast_native.GrpcClient``), because grpcio's asyncio
-client costs about 220 µs of CPU per call, most of a delivery.
+Calls go through the native client (``layotto_fast_native.GrpcClient``: h2 on a Rust
+thread of its own), not grpcio's asyncio client: that one costs about 220 µs of CPU per
+call, most of a delivery, and its polling thread would run in every sidecar beside the
+native front. The client reports the end of each connection; a subscription cycle ends
+when the connection its listing came over is gone.
 """
 
 from __future__ import annotations
@@ -17,49 +17,39 @@ import itertools
 from collections.abc import Sequence
 
 import grpc
-from google.protobuf import empty_pb2
 from layotto_fast_native import GrpcClient
 
 from layotto_fast._proto import appcallback_pb2 as pb
-from layotto_fast._proto import appcallback_pb2_grpc
 from layotto_fast.errors import Unavailable
 from layotto_fast.runtime.cloudevents import Event
 from layotto_fast.runtime.pubsub import Verdict
 from layotto_fast.runtime.pubsub_service import TopicSubscription
 
-LIST_TIMEOUT_SECONDS = 5.0
-ON_TOPIC_EVENT = "/spec.proto.runtime.v1.AppCallback/OnTopicEvent"
+SERVICE = "/spec.proto.runtime.v1.AppCallback"
+LIST_TIMEOUT_MS = 5_000
 # A delivery's own limit in the client; the pub/sub service's (deliveryTimeout) is shorter
 # and gives up waiting first.
 DELIVERY_LIMIT_MS = 600_000
-CHANNEL_OPTIONS = (
-    ("grpc.client_idle_timeout_ms", 2**31 - 1),
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 2000),
-    ("grpc.keepalive_time_ms", 10_000),
-    ("grpc.keepalive_timeout_ms", 5_000),
-    ("grpc.max_receive_message_length", -1),
-)
+CONNECTION_LOST = 0  # the client's token for "a connection ended"
 _VERDICTS = {int(v): v for v in Verdict}
-_FAILED = (grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.SHUTDOWN)
-_IDLE = grpc.ChannelConnectivity.IDLE
+_STATUS_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+
+
+class AppCallError(Unavailable):
+    def __init__(self, address: str, status: int, detail: str) -> None:
+        super().__init__(f"app at {address}: {_STATUS_NAMES.get(status, str(status))}: {detail}")
+        self.status = status
 
 
 class GrpcAppChannel:
     def __init__(self, host: str, port: int) -> None:
         self.address = f"{host}:{port}"
-        self._channel: grpc.aio.Channel | None = None
-        self._stub: appcallback_pb2_grpc.AppCallbackStub | None = None
         self._client: GrpcClient | None = None
         self._waiting: dict[int, asyncio.Future[tuple[int, str, bytes]]] = {}
         self._tokens = itertools.count(1)
-
-    def _connect(self) -> appcallback_pb2_grpc.AppCallbackStub:
-        if self._stub is None:
-            self._channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
-            self._stub = appcallback_pb2_grpc.AppCallbackStub(self._channel)  # type: ignore[no-untyped-call]
-        return self._stub
+        self._losses = 0  # connections ended so far
+        self._listed_at = 0  # the count when the subscriptions were last asked for
+        self._loss_waiters: list[asyncio.Future[None]] = []
 
     def _native(self) -> GrpcClient:
         if self._client is None:
@@ -70,18 +60,39 @@ class GrpcAppChannel:
     def _finished(self) -> None:
         assert self._client is not None
         for token, status, detail, message in self._client.take_completions():
+            if token == CONNECTION_LOST:
+                self._losses += 1
+                for waiter in self._loss_waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
+                self._loss_waiters.clear()
+                continue
             future = self._waiting.pop(token, None)
             if future is not None and not future.done():
                 future.set_result((status, detail, message))
 
-    async def list_subscriptions(self) -> Sequence[TopicSubscription]:
-        stub = self._connect()
+    async def _call(self, method: str, message: bytes, timeout_ms: int) -> bytes:
+        client = self._native()
+        token = next(self._tokens)
+        future: asyncio.Future[tuple[int, str, bytes]] = asyncio.get_running_loop().create_future()
+        self._waiting[token] = future
         try:
-            reply = await stub.ListTopicSubscriptions(empty_pb2.Empty(), timeout=LIST_TIMEOUT_SECONDS)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+            client.call(token, f"{SERVICE}/{method}", message, timeout_ms)
+            status, detail, answer = await future
+        finally:
+            self._waiting.pop(token, None)
+        if status:
+            raise AppCallError(self.address, status, detail)
+        return answer
+
+    async def list_subscriptions(self) -> Sequence[TopicSubscription]:
+        self._listed_at = self._losses
+        try:
+            answer = await self._call("ListTopicSubscriptions", b"", LIST_TIMEOUT_MS)
+        except AppCallError as exc:
+            if exc.status == grpc.StatusCode.UNIMPLEMENTED.value[0]:
                 return []  # an app that subscribes to nothing
-            raise Unavailable(f"app at {self.address}: {exc.code().name}: {exc.details()}") from None
+            raise
         return [
             TopicSubscription(
                 pubsub_name=s.pubsub_name,
@@ -89,48 +100,24 @@ class GrpcAppChannel:
                 metadata=dict(s.metadata),
                 dead_letter_topic=s.dead_letter_topic,
             )
-            for s in reply.subscriptions
+            for s in pb.ListTopicSubscriptionsResponse.FromString(answer).subscriptions
         ]
 
     async def deliver(self, event: Event) -> Verdict:
-        client = self._native()
-        token = next(self._tokens)
-        future: asyncio.Future[tuple[int, str, bytes]] = asyncio.get_running_loop().create_future()
-        self._waiting[token] = future
-        try:
-            client.call(token, ON_TOPIC_EVENT, event_message(event).SerializeToString(), DELIVERY_LIMIT_MS)
-            status, detail, message = await future
-        finally:
-            self._waiting.pop(token, None)
-        if status:
-            name = grpc.StatusCode.UNKNOWN.name
-            for code in grpc.StatusCode:
-                if code.value[0] == status:
-                    name = code.name
-            raise Unavailable(f"app at {self.address}: {name}: {detail}")
-        return _VERDICTS.get(pb.TopicEventResponse.FromString(message).status, Verdict.RETRY)
+        answer = await self._call("OnTopicEvent", event_message(event).SerializeToString(), DELIVERY_LIMIT_MS)
+        return _VERDICTS.get(pb.TopicEventResponse.FromString(answer).status, Verdict.RETRY)
 
     async def lost(self) -> None:
-        self._connect()
-        channel = self._channel
-        assert channel is not None
-        state = channel.get_state(try_to_connect=True)
-        while True:
-            await channel.wait_for_state_change(state)
-            previous, state = state, channel.get_state(try_to_connect=True)
-            # Idle never comes by itself here (idle timeout off): from READY it means the
-            # connection closed.
-            if state in _FAILED or (previous == grpc.ChannelConnectivity.READY and state == _IDLE):
-                return
+        while self._losses <= self._listed_at:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._loss_waiters.append(waiter)
+            await waiter
 
     async def close(self) -> None:
         if self._client is not None:
             asyncio.get_running_loop().remove_reader(self._client.completions_fd())
             self._client.close()
             self._client = None
-        if self._channel is not None:
-            await self._channel.close(None)
-            self._channel = self._stub = None
 
 
 def event_message(event: Event) -> pb.TopicEventRequest:

@@ -29,6 +29,8 @@ use tokio::task::LocalSet;
 const UNAVAILABLE: u32 = 14;
 const DEADLINE_EXCEEDED: u32 = 4;
 const INTERNAL: u32 = 13;
+/// The token of the completion reported when a connection ends (calls' tokens start at 1).
+const CONNECTION_LOST: u64 = 0;
 
 struct Call {
     token: u64,
@@ -137,7 +139,8 @@ impl GrpcClient {
         self.woken.as_raw_fd()
     }
 
-    /// Finished calls: (token, grpc status, detail, response message).
+    /// Finished calls: (token, grpc status, detail, response message). Token 0 reports
+    /// that a connection ended (the next call connects again).
     fn take_completions<'py>(
         &self,
         py: Python<'py>,
@@ -192,7 +195,8 @@ async fn run(address: String, calls: Arc<Calls>, done: Arc<Done>) {
             tasks.borrow_mut().spawn_local(async move {
                 let token = call.token;
                 let outcome =
-                    tokio::time::timeout(call.timeout, unary(&connection, &address, call)).await;
+                    tokio::time::timeout(call.timeout, unary(&connection, &address, &done, call))
+                        .await;
                 let finished = match outcome {
                     Ok(Ok(message)) => Finished {
                         token,
@@ -226,6 +230,7 @@ async fn run(address: String, calls: Arc<Calls>, done: Arc<Done>) {
 async fn sender(
     connection: &Connection,
     address: &str,
+    done: &Arc<Done>,
 ) -> Result<(u64, SendRequest<Bytes>), (u32, String)> {
     let mut current = connection.lock().await;
     if let (number, Some(send)) = &*current {
@@ -243,10 +248,16 @@ async fn sender(
     })?;
     let number = current.0 + 1;
     *current = (number, Some(send.clone()));
-    let shared = connection.clone();
+    let (shared, done) = (connection.clone(), done.clone());
     tokio::task::spawn_local(async move {
         let _ = driver.await;
         forget(&shared, number).await; // the next call connects again
+        done.push(Finished {
+            token: CONNECTION_LOST,
+            status: UNAVAILABLE,
+            detail: format!("connection {number} ended"),
+            message: Vec::new(),
+        });
     });
     Ok((number, send))
 }
@@ -261,9 +272,10 @@ async fn forget(connection: &Connection, number: u64) {
 async fn unary(
     connection: &Connection,
     address: &str,
+    done: &Arc<Done>,
     call: Call,
 ) -> Result<Vec<u8>, (u32, String)> {
-    let (number, send) = sender(connection, address).await?;
+    let (number, send) = sender(connection, address, done).await?;
     let mut send = match send.ready().await {
         Ok(send) => send,
         Err(e) => {
