@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.run import process_cpu_seconds, process_status_kib  # noqa: E402
+from bench.run import Child  # noqa: E402
 from tests.sidecar import free_port, serve_command  # noqa: E402
 
 LOADS = ((1, 1), (64, 1), (64, 16))
@@ -59,7 +59,7 @@ class Run:
     load_cpu_share: float
 
 
-class Process:
+class Process(Child):
     def __init__(self, args: list[str], port: int, ready_line: bool = False) -> None:
         self.port = port
         self.process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -77,25 +77,10 @@ class Process:
                 time.sleep(0.05)
         raise SystemExit(f"{args[0]} never listened on {port}")
 
-    def cpu_seconds(self) -> float:
-        return process_cpu_seconds(self.process.pid)
-
-    def rss_mib(self) -> float:
-        return process_status_kib(self.process.pid, "VmRSS") / 1024
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-
 
 def build_meshload() -> Path:
     target = ROOT / "bench" / ".tools" / "meshload-target"
-    subprocess.run(
-        ["cargo", "build", "--release", "--quiet", "--target-dir", str(target)], cwd=MESHLOAD, check=True
-    )
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--target-dir", str(target)], cwd=MESHLOAD, check=True)
     return target / "release" / "meshload"
 
 

@@ -43,7 +43,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.run import process_cpu_seconds, process_status_kib  # noqa: E402
+from bench.run import Child, process_cpu_seconds  # noqa: E402
 from tests.backends.servers import NatsServer, RedisServer  # noqa: E402
 from tests.sidecar import free_port, serve_command  # noqa: E402
 
@@ -153,7 +153,7 @@ def build_pubload() -> Path:
     return binary
 
 
-class Pubload:
+class Pubload(Child):
     """The Go load generator: one JSON command a line in, one JSON result a line out."""
 
     def __init__(self, binary: Path, args: list[str], log: Path) -> None:
@@ -183,12 +183,9 @@ class Pubload:
             raise SystemExit(f"pubload: {answer['error']} (command {command})")
         return answer
 
-    def cpu_seconds(self) -> float:
-        return process_cpu_seconds(self.process.pid)
-
     def stop(self) -> None:
         if self.process.stdin is not None:
-            self.process.stdin.close()
+            self.process.stdin.close()  # its way to end by itself
         try:
             self.process.wait(10)
         except subprocess.TimeoutExpired:
@@ -196,7 +193,7 @@ class Pubload:
             self.process.wait()
 
 
-class SidecarProcess:
+class SidecarProcess(Child):
     def __init__(self, folder: Path, app_port: int, log: Path) -> None:
         self.grpc_port, self.actuator_port = free_port(), free_port()
         args = serve_command(
@@ -225,20 +222,6 @@ class SidecarProcess:
                 pass
             time.sleep(0.05)
         raise SystemExit(f"sidecar: no {what} after {timeout:.0f} s:\n{self.log.read_text(errors='replace')}")
-
-    def cpu_seconds(self) -> float:
-        return process_cpu_seconds(self.process.pid)
-
-    def rss_mib(self) -> float:
-        return process_status_kib(self.process.pid, "VmRSS") / 1024
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
 
 
 def manifests(addresses: dict[str, str]) -> str:

@@ -34,6 +34,7 @@ import time
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ROOT / "bench" / ".tools"
@@ -111,7 +112,27 @@ def process_status_kib(pid: int, field: str) -> int:
     raise KeyError(field)
 
 
-class Server:
+class Child:
+    """A child process a benchmark measures: its CPU and memory from /proc, and its end."""
+
+    process: subprocess.Popen[Any]
+
+    def cpu_seconds(self) -> float:
+        return process_cpu_seconds(self.process.pid)
+
+    def rss_mib(self) -> float:
+        return process_status_kib(self.process.pid, "VmRSS") / 1024
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class Server(Child):
     def __init__(self, name: str, args: list[str], ready_url: str | None, port: int) -> None:
         self.name, self.port = name, port
         started = time.monotonic()
@@ -127,18 +148,8 @@ class Server:
     def pid(self) -> int:
         return self.process.pid
 
-    def cpu_seconds(self) -> float:
-        return process_cpu_seconds(self.pid)
-
     def memory_kib(self, field: str) -> int:
         return process_status_kib(self.pid, field)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
 
 
 def _wait_for(url: str, marker: bytes, process: subprocess.Popen[str], timeout: float = 20) -> None:
