@@ -11,8 +11,7 @@ import asyncio
 import re
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator
 
 import nats
 import pytest
@@ -24,8 +23,8 @@ from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime import registry
 from layotto_fast.runtime.pubsub import Message, SubscribeOptions, Verdict
 from tests.backends.servers import NatsServer, free_ports
+from tests.components.support import LoopHarness, until
 
-T = TypeVar("T")
 ACK_WAIT = 1.0
 
 
@@ -37,32 +36,16 @@ def manifest(metadata: dict[str, str], name: str = "test") -> ComponentManifest:
     return ComponentManifest(name=name, type="pubsub.jetstream", version="v1", metadata=metadata, source="test.yaml")
 
 
-class Harness:
-    """A fresh event loop for one test; the components it built are closed at its end."""
-
+class Harness(LoopHarness):
     def __init__(self, server: NatsServer) -> None:
+        super().__init__(server)
         self.server = server
-        self.loop = asyncio.new_event_loop()
-        self._components: list[JetStreamPubSub] = []
-
-    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return self.loop.run_until_complete(coroutine)
 
     def make(self, name: str = "test", **extra: str) -> JetStreamPubSub:
         metadata = {"natsURL": self.server.url, "ackWait": f"{ACK_WAIT:g}s", **extra}
         component = registry.build(manifest(metadata, name))
         assert isinstance(component, JetStreamPubSub)
-        self.run(component.init())
-        self._components.append(component)
-        return component
-
-    def close(self) -> None:
-        if not self.server.running:  # a failed test must not leave the shared server down
-            self.server.start()
-        for component in reversed(self._components):
-            self.run(component.close())
-        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
-        self.loop.close()
+        return self.started(component)
 
 
 @pytest.fixture
@@ -70,15 +53,6 @@ def harness(nats_server: NatsServer) -> Iterator[Harness]:
     running = Harness(nats_server)
     yield running
     running.close()
-
-
-async def until(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.01)
-    return True
 
 
 class Recorder:

@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -27,8 +27,8 @@ from layotto_fast.runtime.lock import LockStatus
 from layotto_fast.runtime.sequencer import MAX_ID
 from layotto_fast.runtime.state import DeleteOp, SetOp
 from tests.backends.servers import RedisCluster, RedisServer, free_ports
+from tests.components.support import LoopHarness, until
 
-T = TypeVar("T")
 Backend = RedisServer | RedisCluster
 
 
@@ -40,41 +40,26 @@ def manifest(type_: str, metadata: dict[str, str], name: str = "test") -> Compon
     return ComponentManifest(name=name, type=type_, version="v1", metadata=metadata, source="test.yaml")
 
 
-class Harness:
-    """A fresh event loop for one test; the components it built are closed at its end."""
+class Harness(LoopHarness):
+    """A fresh event loop for one test, its components under a key prefix of their own."""
 
     def __init__(self, backend: Backend) -> None:
+        super().__init__(backend)
         self.backend = backend
-        self.loop = asyncio.new_event_loop()
         self.prefix = f"t{unique()}:"
-        self._components: list[Any] = []
 
     @property
     def cluster(self) -> bool:
         return isinstance(self.backend, RedisCluster)
 
-    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return self.loop.run_until_complete(coroutine)
-
     def make(self, type_: str, name: str = "test", **extra: str) -> Any:
         metadata = {"redisHost": self.backend.address, "keyPrefix": self.prefix, **extra}
         if self.cluster:
             metadata["redisType"] = "cluster"
-        component = registry.build(manifest(type_, metadata, name))
-        self.run(component.init())
-        self._components.append(component)
-        return component
+        return self.started(registry.build(manifest(type_, metadata, name)))
 
     def cli(self, *args: str) -> str:
         return self.backend.cli(*args)
-
-    def close(self) -> None:
-        if not self.backend.running:  # a failed test must not leave the shared server down
-            self.backend.start()
-        for component in reversed(self._components):
-            self.run(component.close())
-        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
-        self.loop.close()
 
 
 @pytest.fixture(params=["node", "cluster"])
@@ -83,15 +68,6 @@ def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
     running = Harness(backend)
     yield running
     running.close()
-
-
-async def until(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.005)
-    return True
 
 
 # --- lock ----------------------------------------------------------------------------------------
