@@ -61,3 +61,42 @@ def test_a_server_that_stops_answering_fails_the_call_after_read_timeout(tmp_pat
             return took
 
         assert asyncio.run(scenario()) < 2.0
+
+
+def test_calls_sent_one_after_another_to_a_silent_server_each_fail_within_twice_the_read_timeout(
+    tmp_path: Path,
+) -> None:
+    """One watch per connection, not a timer per batch: a stream of new calls (each a sign of
+    life from our side, none from Redis) must not keep the connection waiting for ever."""
+    with RedisServer(tmp_path / "redis") as server:
+        server.start()
+        pid = server.pid
+        assert pid is not None
+
+        async def scenario() -> list[float]:
+            state: object = store(server.address, readTimeout="400ms")
+            await state.init()  # type: ignore[attr-defined]
+            await state.get("k")  # type: ignore[attr-defined]  # connected, and the watch has ended
+
+            async def timed_get() -> float:
+                started = time.monotonic()
+                with pytest.raises(Unavailable, match=r"no reply within 0\.4 s"):
+                    await state.get("k")  # type: ignore[attr-defined]
+                return time.monotonic() - started
+
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                calls = []
+                for _ in range(6):  # one call every 100 ms while Redis says nothing
+                    calls.append(asyncio.ensure_future(timed_get()))
+                    await asyncio.sleep(0.1)
+                waited = await asyncio.gather(*calls)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            assert (await state.get("k")) is None  # type: ignore[attr-defined]  # a new connection
+            await state.close()  # type: ignore[attr-defined]
+            return waited
+
+        waited = asyncio.run(scenario())
+        assert all(took < 0.8 + 0.2 for took in waited), waited  # twice the timeout, and slack
+        assert waited[0] >= 0.4 - 0.05, waited
