@@ -282,9 +282,10 @@ class GrpcClient:
     made on the first call and again after it is lost."""
 
     def __new__(cls, address: str) -> Self: ...
-    def call(self, token: int, path: str, message: bytes, timeout_ms: int) -> None:
-        """Call ``path`` with the encoded ``message``; the outcome comes back through
-        ``take_completions`` under ``token``."""
+    def call_many(self, calls: list[tuple[int, str, bytes, int]]) -> None:
+        """Queue calls, each ``(token, path, message, timeout_ms)``: ``path`` called with the
+        encoded ``message``; its outcome comes back through ``take_completions`` under
+        ``token``. One wake-up of the client's thread for them all."""
     def completions_fd(self) -> int:
         """Readable when calls have finished."""
     def take_completions(self) -> list[tuple[int, int, str, bytes]]:

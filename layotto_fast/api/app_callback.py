@@ -6,14 +6,17 @@ verdicts); what to do with a verdict is the pub/sub service's.
 Calls go through the native client (``layotto_fast_native.GrpcClient``: h2 on a Rust
 thread of its own), not grpcio's asyncio client: that one costs about 220 µs of CPU per
 call, most of a delivery, and its polling thread would run in every sidecar beside the
-native front. The client reports the end of each connection; a subscription cycle ends
-when the connection its listing came over is gone.
+native front. The calls of one loop pass are handed to it together (one wake-up of its
+thread), and a delivery's time limit is the call's own deadline there, not a timer on
+the loop. The client reports the end of each connection; a subscription cycle ends when
+the connection its listing came over is gone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 from collections.abc import Sequence
 
 import grpc
@@ -26,11 +29,10 @@ from layotto_fast.runtime.pubsub import Verdict
 from layotto_fast.runtime.pubsub_service import TopicSubscription
 
 SERVICE = "/spec.proto.runtime.v1.AppCallback"
+ON_TOPIC_EVENT = f"{SERVICE}/OnTopicEvent"
 LIST_TIMEOUT_MS = 5_000
-# A delivery's own limit in the client; the pub/sub service's (deliveryTimeout) is shorter
-# and gives up waiting first.
-DELIVERY_LIMIT_MS = 600_000
 CONNECTION_LOST = 0  # the client's token for "a connection ended"
+DEADLINE_EXCEEDED = grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
 _VERDICTS = {int(v): v for v in Verdict}
 _STATUS_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
@@ -47,6 +49,7 @@ class GrpcAppChannel:
         self._client: GrpcClient | None = None
         self._waiting: dict[int, asyncio.Future[tuple[int, str, bytes]]] = {}
         self._tokens = itertools.count(1)
+        self._outbox: list[tuple[int, str, bytes, int]] = []  # this pass's calls, not yet handed over
         self._losses = 0  # connections ended so far
         self._listed_at = 0  # the count when the subscriptions were last asked for
         self._loss_waiters: list[asyncio.Future[None]] = []
@@ -71,13 +74,14 @@ class GrpcAppChannel:
             if future is not None and not future.done():
                 future.set_result((status, detail, message))
 
-    async def _call(self, method: str, message: bytes, timeout_ms: int) -> bytes:
-        client = self._native()
+    async def _call(self, path: str, message: bytes, timeout_ms: int) -> bytes:
         token = next(self._tokens)
         future: asyncio.Future[tuple[int, str, bytes]] = asyncio.get_running_loop().create_future()
         self._waiting[token] = future
+        if not self._outbox:
+            asyncio.get_running_loop().call_soon(self._hand_over)
+        self._outbox.append((token, path, message, timeout_ms))
         try:
-            client.call(token, f"{SERVICE}/{method}", message, timeout_ms)
             status, detail, answer = await future
         finally:
             self._waiting.pop(token, None)
@@ -85,10 +89,20 @@ class GrpcAppChannel:
             raise AppCallError(self.address, status, detail)
         return answer
 
+    def _hand_over(self) -> None:
+        calls, self._outbox = self._outbox, []
+        try:
+            self._native().call_many(calls)
+        except RuntimeError as exc:  # closed meanwhile
+            for token, _, _, _ in calls:
+                future = self._waiting.pop(token, None)
+                if future is not None and not future.done():
+                    future.set_exception(Unavailable(f"app at {self.address}: {exc}"))
+
     async def list_subscriptions(self) -> Sequence[TopicSubscription]:
         self._listed_at = self._losses
         try:
-            answer = await self._call("ListTopicSubscriptions", b"", LIST_TIMEOUT_MS)
+            answer = await self._call(f"{SERVICE}/ListTopicSubscriptions", b"", LIST_TIMEOUT_MS)
         except AppCallError as exc:
             if exc.status == grpc.StatusCode.UNIMPLEMENTED.value[0]:
                 return []  # an app that subscribes to nothing
@@ -103,8 +117,15 @@ class GrpcAppChannel:
             for s in pb.ListTopicSubscriptionsResponse.FromString(answer).subscriptions
         ]
 
-    async def deliver(self, event: Event) -> Verdict:
-        answer = await self._call("OnTopicEvent", event_message(event).SerializeToString(), DELIVERY_LIMIT_MS)
+    async def deliver(self, event: Event, timeout: float) -> Verdict:
+        """The app's verdict on ``event``; TimeoutError when it gave none within ``timeout`` s."""
+        message = event_message(event).SerializeToString()
+        try:
+            answer = await self._call(ON_TOPIC_EVENT, message, max(1, math.ceil(timeout * 1000)))
+        except AppCallError as exc:
+            if exc.status == DEADLINE_EXCEEDED:
+                raise TimeoutError(exc.message) from None
+            raise
         return _VERDICTS.get(pb.TopicEventResponse.FromString(answer).status, Verdict.RETRY)
 
     async def lost(self) -> None:

@@ -28,7 +28,8 @@ from layotto_fast.runtime.pubsub import Message, PubSub, SubscribeOptions, Unsub
 
 log = logging.getLogger(__name__)
 
-Deliver = Callable[[Event], Awaitable[Verdict]]
+# deliver(event, timeout): the subscriber's verdict, or TimeoutError after ``timeout`` seconds.
+Deliver = Callable[[Event, float], Awaitable[Verdict]]
 
 # TopicSubscription metadata keys the service reads (the rest goes to the component).
 RETRY_ATTEMPTS = "retryAttempts"
@@ -203,8 +204,9 @@ class _Delivery:
 
     async def _attempt(self, event: Event) -> Verdict:
         try:
-            async with asyncio.timeout(self._policy.timeout):
-                return await self._deliver(event)
+            # The limit goes with the call: the app channel makes it the call's deadline in the
+            # native client, where it costs no timer on the loop per message.
+            return await self._deliver(event, self._policy.timeout)
         except TimeoutError:
             log.info("delivering %s timed out: counted as RETRY", event.id)
         except RuntimeApiError as exc:

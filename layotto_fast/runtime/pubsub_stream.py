@@ -27,14 +27,15 @@ class StreamSubscriber:
         self._waiting: dict[str, deque[asyncio.Future[Verdict]]] = {}
         self._closed = False
 
-    async def deliver(self, event: Event) -> Verdict:
+    async def deliver(self, event: Event, timeout: float) -> Verdict:
         if self._closed:
             raise Unavailable("the subscriber's stream has ended")
         future: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(event.id, deque()).append(future)
         self._outbox.put_nowait(event)
         try:
-            return await future
+            async with asyncio.timeout(timeout):
+                return await future
         finally:
             waiting = self._waiting.get(event.id)
             if waiting is not None and future in waiting:

@@ -4,7 +4,7 @@
 //! grpcio's asyncio client spends about 220 µs of CPU per call here (its completion
 //! queue runs on a thread of its own and every call crosses it), which was most of a
 //! delivery's cost. This client keeps one HTTP/2 connection on a one-thread tokio
-//! runtime: the event loop queues calls (the first of a batch wakes the thread) and
+//! runtime: the event loop hands over each pass's calls at once (one wake-up) and
 //! takes finished ones in batches, woken by one byte on a socket it watches, as the
 //! mesh's invocations do. Messages go in and out already encoded; statuses are gRPC's.
 
@@ -113,20 +113,22 @@ impl GrpcClient {
         })
     }
 
-    /// Calls `path` (`/package.Service/Method`) with `message` (encoded); the outcome comes
-    /// back through `take_completions` under `token`.
-    fn call(&self, token: u64, path: String, message: Vec<u8>, timeout_ms: u64) -> PyResult<()> {
+    /// Queues calls: each `(token, path, message, timeout_ms)` calls `path`
+    /// (`/package.Service/Method`) with `message` (encoded), and its outcome comes back
+    /// through `take_completions` under `token`. The event loop hands over one pass's calls
+    /// together, for one wake-up of the client's thread.
+    fn call_many(&self, calls: Vec<(u64, String, Bound<'_, PyBytes>, u64)>) -> PyResult<()> {
         if self.thread.is_none() {
             return Err(PyRuntimeError::new_err("the client is closed"));
         }
         let mut queue = self.calls.queue.lock().expect("calls poisoned");
         let first = queue.is_empty();
-        queue.push(Call {
+        queue.extend(calls.into_iter().map(|(token, path, message, timeout_ms)| Call {
             token,
             path,
-            message,
+            message: message.as_bytes().to_vec(),
             timeout: Duration::from_millis(timeout_ms),
-        });
+        }));
         drop(queue);
         if first {
             self.calls.ready.notify_one();

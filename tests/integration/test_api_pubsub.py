@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import queue
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,6 +119,36 @@ def test_retry_then_dead_letter_and_drop(app_and_sidecar: tuple[CallbackApp, sc.
     metrics = sidecar.http("/metrics")[1].decode()
     labels = f'outcome="dead_lettered",pubsub="{PUBSUB}",topic="{topic}"'
     assert f"layotto_fast_pubsub_deliveries_total{{{labels}}} 2.0" in metrics
+
+
+def test_an_app_slower_than_delivery_timeout_gets_the_message_again(tmp_path: Path) -> None:
+    """deliveryTimeout is the app call's deadline: a first attempt left unanswered that long
+    counts as RETRY, and the message comes again (retryAttempts) until the app answers in time."""
+    topic = _topic()
+    metadata = {"deliveryTimeout": "300ms", "retryAttempts": "3", "retryInitialInterval": "10ms"}
+    attempts: list[float] = []
+
+    def verdict(event: Any) -> int:
+        attempts.append(time.monotonic())
+        if len(attempts) == 1:
+            time.sleep(1.0)  # answers long after the sidecar stopped waiting
+        return SUCCESS
+
+    with CallbackApp([Topic(PUBSUB, topic, metadata)], verdict) as app:
+        sidecar = sc.start(tmp_path, "--app-port", str(app.port))
+        try:
+            _wait_subscribed(sidecar, 1)
+            message_id = (
+                sidecar.stub()
+                .PublishEvent(pb.PublishEventRequest(pubsub_name=PUBSUB, topic=topic, data=b"slow"))
+                .message_id
+            )
+            app.wait_for(lambda events: sum(e.id == message_id for e in events) >= 2)
+            assert 0.25 <= attempts[1] - attempts[0] < 0.9, "the second attempt came after deliveryTimeout"
+            metrics = sidecar.http("/metrics")[1].decode()
+            assert f'outcome="retried",pubsub="{PUBSUB}",topic="{topic}"}} 1.0' in metrics
+        finally:
+            sidecar.stop()
 
 
 def test_bulk_publish_reports_per_entry(app_and_sidecar: tuple[CallbackApp, sc.Sidecar, str, str]) -> None:

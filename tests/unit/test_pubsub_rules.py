@@ -97,19 +97,31 @@ def test_stream_subscriber_matches_answers_to_events() -> None:
     async def run() -> None:
         subscriber = StreamSubscriber()
         event = cloudevents.unwrap(cloudevents.wrap(b"x", "text/plain", **WHERE)[1], "orders", "ps")
-        delivery = asyncio.ensure_future(subscriber.deliver(event))
+        delivery = asyncio.ensure_future(subscriber.deliver(event, 5.0))
         assert await subscriber.next() == event
         subscriber.answer("someone-else", 0)  # ignored
         assert not delivery.done()
         subscriber.answer(event.id, 2)
         assert await delivery == Verdict.DROP
-        waiting = asyncio.ensure_future(subscriber.deliver(event))
+        waiting = asyncio.ensure_future(subscriber.deliver(event, 5.0))
         await subscriber.next()
         subscriber.close()
         with pytest.raises(Unavailable):
             await waiting
         assert await subscriber.next() is None
         with pytest.raises(Unavailable):
-            await subscriber.deliver(event)
+            await subscriber.deliver(event, 5.0)
+
+    asyncio.run(run())
+
+
+def test_stream_subscriber_gives_up_after_the_timeout() -> None:
+    async def run() -> None:
+        subscriber = StreamSubscriber()
+        event = cloudevents.unwrap(cloudevents.wrap(b"x", "text/plain", **WHERE)[1], "orders", "ps")
+        with pytest.raises(TimeoutError):
+            await subscriber.deliver(event, 0.05)
+        subscriber.answer(event.id, 0)  # too late: nobody waits for it any more
+        assert await subscriber.next() == event
 
     asyncio.run(run())
