@@ -10,6 +10,7 @@ the specification asks.
 from __future__ import annotations
 
 import base64
+import hashlib
 import itertools
 import os
 from collections.abc import Mapping
@@ -161,6 +162,11 @@ def unwrap(stored: bytes, topic: str, pubsub_name: str) -> Event:
         pubsub_name=pubsub_name,
         extensions=extensions,
     )
+
+
+def raw_id(data: bytes) -> str:
+    """The id of a message without an envelope: it has none of its own, so its bytes name it."""
+    return hashlib.sha256(data).hexdigest()[:32]
 
 
 def raw_event(stored: bytes, topic: str, pubsub_name: str, message_id: str) -> Event:

@@ -11,18 +11,22 @@ to a subscriber (the app's callback, or a SubscribeTopicEvents stream) goes thro
 
 Per-subscription options come from the subscription's metadata (names below); a bad value
 is INVALID_ARGUMENT naming the key.
+
+``rawPayload`` (Dapr's name), on a publish: the data is stored as it is, with no envelope.
+On a subscription, or on a message published that way: the message is handed over as raw
+bytes, never read as a CloudEvent. A raw message has no id of its own; its id is a hash of
+its bytes, which publishing returns too, so the publisher and the app see the same id.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from layotto_fast.errors import InvalidArgument, RuntimeApiError, require
-from layotto_fast.runtime.cloudevents import Event, NotACloudEvent, raw_event, unwrap, wrap
+from layotto_fast.runtime.cloudevents import Event, NotACloudEvent, raw_event, raw_id, unwrap, wrap
 from layotto_fast.runtime.lifecycle import Components
 from layotto_fast.runtime.pubsub import Message, PubSub, SubscribeOptions, Unsubscribe, Verdict
 
@@ -39,6 +43,11 @@ DELIVERY_TIMEOUT = "deliveryTimeout"
 CONCURRENCY = "concurrency"
 CONSUMER_GROUP = "consumerID"
 DEAD_LETTER_TOPIC = "deadLetterTopic"
+RAW_PAYLOAD = "rawPayload"  # publish and subscription metadata
+
+# strconv.ParseBool's spellings, which Dapr's rawPayload is read with.
+_TRUE = frozenset({"1", "t", "T", "true", "TRUE", "True"})
+_FALSE = frozenset({"", "0", "f", "F", "false", "FALSE", "False"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +119,9 @@ class PubSubService:
         """The id of the message, once the backend has accepted it."""
         pubsub = self._pubsub(pubsub_name)
         require(topic, "topic")
+        if metadata and raw_payload(metadata, "metadata"):
+            await pubsub.publish(topic, data, metadata)
+            return raw_id(data)
         message_id, envelope = wrap(
             data, content_type, source=self._app_id, topic=topic, pubsub_name=pubsub_name, traceparent=traceparent
         )
@@ -130,10 +142,15 @@ class PubSubService:
                 raise InvalidArgument(f"entries[{i}].entry_id {entry.entry_id!r} is used twice")
             seen.add(entry.entry_id)
 
-        async def one(entry: BulkEntry) -> BulkFailure | None:
-            _, envelope = wrap(
-                entry.data, entry.content_type, source=self._app_id, topic=topic, pubsub_name=pubsub_name
-            )
+        raw = [raw_payload({**metadata, **e.metadata}, f"entries[{i}].metadata") for i, e in enumerate(entries)]
+
+        async def one(entry: BulkEntry, raw: bool) -> BulkFailure | None:
+            if raw:
+                envelope = entry.data
+            else:
+                _, envelope = wrap(
+                    entry.data, entry.content_type, source=self._app_id, topic=topic, pubsub_name=pubsub_name
+                )
             try:
                 await pubsub.publish(topic, envelope, {**metadata, **entry.metadata})
             except RuntimeApiError as exc:
@@ -142,7 +159,7 @@ class PubSubService:
                 return BulkFailure(entry.entry_id, f"{type(exc).__name__}: {exc}")
             return None
 
-        outcomes = await asyncio.gather(*(one(entry) for entry in entries))
+        outcomes = await asyncio.gather(*(one(entry, raw[i]) for i, entry in enumerate(entries)))
         return [failure for failure in outcomes if failure is not None]
 
     async def subscribe(self, subscription: TopicSubscription, deliver: Deliver) -> Unsubscribe:
@@ -150,8 +167,9 @@ class PubSubService:
         pubsub = self._pubsub(subscription.pubsub_name)
         require(subscription.topic, "topic")
         policy, options, dead_letter = _options(subscription)
+        raw = raw_payload(subscription.metadata, "metadata")
         counts = self.counts.setdefault((subscription.pubsub_name, subscription.topic), DeliveryCounts())
-        delivery = _Delivery(subscription, policy, dead_letter, deliver, pubsub, counts)
+        delivery = _Delivery(subscription, policy, dead_letter, raw, deliver, pubsub, counts)
         return await pubsub.subscribe(subscription.topic, options, delivery.handle)
 
 
@@ -163,6 +181,7 @@ class _Delivery:
         subscription: TopicSubscription,
         policy: RetryPolicy,
         dead_letter: str,
+        raw: bool,
         deliver: Deliver,
         pubsub: PubSub,
         counts: DeliveryCounts,
@@ -170,17 +189,20 @@ class _Delivery:
         self._subscription = subscription
         self._policy = policy
         self._dead_letter = dead_letter
+        self._raw = raw  # every message handed over as raw bytes
         self._deliver = deliver
         self._pubsub = pubsub
         self._counts = counts
 
     async def handle(self, message: Message) -> Verdict:
         sub = self._subscription
-        try:
-            event = unwrap(message.data, message.topic, sub.pubsub_name)
-        except NotACloudEvent:
-            message_id = hashlib.sha256(message.data).hexdigest()[:32]
-            event = raw_event(message.data, message.topic, sub.pubsub_name, message_id)
+        if self._raw or message.metadata.get(RAW_PAYLOAD) in _TRUE:
+            event = raw_event(message.data, message.topic, sub.pubsub_name, raw_id(message.data))
+        else:
+            try:
+                event = unwrap(message.data, message.topic, sub.pubsub_name)
+            except NotACloudEvent:
+                event = raw_event(message.data, message.topic, sub.pubsub_name, raw_id(message.data))
         policy = self._policy
         verdict = Verdict.RETRY
         for attempt in range(1, policy.attempts + 1):
@@ -244,6 +266,16 @@ def _options(subscription: TopicSubscription) -> tuple[RetryPolicy, SubscribeOpt
     if dead_letter == subscription.topic:
         raise InvalidArgument(f"dead_letter_topic {dead_letter!r} is the subscribed topic itself")
     return policy, options, dead_letter
+
+
+def raw_payload(metadata: Mapping[str, str], where: str) -> bool:
+    """Whether ``metadata`` asks for rawPayload; ``where`` names the map in an error."""
+    value = metadata.get(RAW_PAYLOAD, "")
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise InvalidArgument(f"{where}.{RAW_PAYLOAD} must be true or false, got {value!r}")
 
 
 def _integer(meta: Mapping[str, str], key: str, default: int, minimum: int) -> int:

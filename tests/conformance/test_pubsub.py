@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime.cloudevents import Event
 from layotto_fast.runtime.lifecycle import Components
@@ -207,11 +209,11 @@ def test_service_keeps_ids_and_dead_letters_everywhere(
     events: list[Event] = []
     dead_events: list[Event] = []
 
-    async def app(event: Event) -> Verdict:
+    async def app(event: Event, timeout: float) -> Verdict:
         events.append(event)
         return Verdict.RETRY if event.data == b"poison" else Verdict.SUCCESS
 
-    async def dead_app(event: Event) -> Verdict:
+    async def dead_app(event: Event, timeout: float) -> Verdict:
         dead_events.append(event)
         return Verdict.SUCCESS
 
@@ -236,3 +238,59 @@ def test_service_keeps_ids_and_dead_letters_everywhere(
     assert Counter(e.id for e in events) == {good: 1, poison: 3}, "RETRY is tried retryAttempts times"
     assert [e.id for e in dead_events] == [poison] and dead_events[0].data == b"poison"
     assert dead_events[0].topic == dead
+
+
+def test_service_raw_payload_travels_without_an_envelope(
+    harness: Harness, implementation: Implementation, tmp_path: Path
+) -> None:
+    """rawPayload on a publish stores the bytes as they are (even bytes that look like a
+    CloudEvent) and they arrive as they were, under the id publishing returned; rawPayload on a
+    subscription hands every message over unread, a normal publish as its envelope's bytes."""
+    backend = harness._request.getfixturevalue(implementation.backend) if implementation.backend else None
+    manifest = ComponentManifest(
+        name="ps",
+        type=implementation.type,
+        version="v1",
+        metadata=implementation.metadata(backend),
+        source=str(tmp_path / "ps.yaml"),
+    )
+    components = Components([manifest])
+    service = PubSubService(components, "conformance-app")
+    topic, raw_topic = _topic(), _topic()
+    looks_like_one = b'{"specversion": "1.0", "id": "not-mine", "source": "s", "type": "t", "data": 1}'
+    events: list[Event] = []
+    raw_events: list[Event] = []
+
+    async def app(event: Event, timeout: float) -> Verdict:
+        events.append(event)
+        return Verdict.SUCCESS
+
+    async def raw_app(event: Event, timeout: float) -> Verdict:
+        raw_events.append(event)
+        return Verdict.SUCCESS
+
+    async def run() -> tuple[str, str]:
+        await components.init_all()
+        stops = [
+            await service.subscribe(TopicSubscription("ps", topic, {"consumerID": _group()}), app),
+            await service.subscribe(
+                TopicSubscription("ps", raw_topic, {"consumerID": _group(), "rawPayload": "true"}), raw_app
+            ),
+        ]
+        raw_id = await service.publish("ps", topic, looks_like_one, "application/json", {"rawPayload": "true"})
+        wrapped_id = await service.publish("ps", raw_topic, b"hello", "text/plain", {})
+        async with asyncio.timeout(PATIENCE):
+            while not events or not raw_events:
+                await asyncio.sleep(0.02)
+        for stop in stops:
+            await stop()
+        await components.close_all()
+        return raw_id, wrapped_id
+
+    raw_id, wrapped_id = harness.run(run())
+    assert [(e.id, e.data, e.data_content_type) for e in events] == [
+        (raw_id, looks_like_one, "application/octet-stream")
+    ]
+    assert raw_id != "not-mine"
+    envelope = orjson.loads(raw_events[0].data)
+    assert envelope["id"] == wrapped_id and envelope["data"] == "hello", "the subscriber got the envelope unread"

@@ -151,6 +151,29 @@ def test_an_app_slower_than_delivery_timeout_gets_the_message_again(tmp_path: Pa
             sidecar.stop()
 
 
+def test_raw_payload_reaches_the_app_as_published(tmp_path: Path) -> None:
+    topic = _topic()
+    with CallbackApp([Topic(PUBSUB, topic)]) as app:
+        sidecar = sc.start(tmp_path, "--app-port", str(app.port))
+        try:
+            _wait_subscribed(sidecar, 1)
+            stub = sidecar.stub()
+            data = b"\x00raw bytes\xff"
+            reply = stub.PublishEvent(
+                pb.PublishEventRequest(pubsub_name=PUBSUB, topic=topic, data=data, metadata={"rawPayload": "true"})
+            )
+            event = app.wait_for(lambda events: any(e.id == reply.message_id for e in events))[-1]
+            assert (event.data, event.data_content_type) == (data, "application/octet-stream")
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.PublishEvent(
+                    pb.PublishEventRequest(pubsub_name=PUBSUB, topic=topic, data=b"x", metadata={"rawPayload": "yes"})
+                )
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "metadata.rawPayload" in (refused.value.details() or "")
+        finally:
+            sidecar.stop()
+
+
 def test_bulk_publish_reports_per_entry(app_and_sidecar: tuple[CallbackApp, sc.Sidecar, str, str]) -> None:
     app, sidecar, topic, _ = app_and_sidecar
     _wait_subscribed(sidecar, 2)
