@@ -51,6 +51,12 @@ def _add_flags(command: argparse.ArgumentParser) -> None:
         type=int,
         help="the application's AppCallback gRPC port, dialled for pub/sub (default 9999; 0: not dialled)",
     )
+    add(
+        "--app-keepalive-seconds",
+        type=float,
+        help="PING the app's connection this often; one unanswered as long closes it and the sidecar "
+        "dials again (default 10; 0: never)",
+    )
     add("--listen-address", help="address every listener binds (default 127.0.0.1)")
     add("--grpc-uds", metavar="PATH", help="also serve the gRPC API on this Unix domain socket")
     add(
@@ -95,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "http_port",
             "actuator_port",
             "app_port",
+            "app_keepalive_seconds",
             "listen_address",
             "grpc_uds",
             "grpc_transport",

@@ -78,7 +78,7 @@ class Sidecar:
         self.layotto = LayottoRuntime(self.services)
         self.app: AppSubscriptions | None = None
         if settings.app_port:
-            channel = GrpcAppChannel(settings.app_host, settings.app_port)
+            channel = GrpcAppChannel(settings.app_host, settings.app_port, settings.app_keepalive_seconds)
             self.app = AppSubscriptions(self.services.pubsub, channel)
         if self.mesh is not None:
             self.metrics.registry.register(MeshCollector(self.mesh))

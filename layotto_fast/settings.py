@@ -31,6 +31,8 @@ class Settings:
     actuator_port: int = 34999
     app_port: int = 9999  # the app's AppCallback gRPC server; 0: never dialled
     app_host: str = "127.0.0.1"
+    # PING the app's connection this often; one unanswered as long closes it (0: never).
+    app_keepalive_seconds: float = 10.0
     grpc_uds: str = ""
     grpc_transport: str = "native"
     resources_path: str = ""

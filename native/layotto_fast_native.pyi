@@ -281,7 +281,9 @@ class GrpcClient:
     """A gRPC unary client on h2 (a Rust thread of its own): one connection to ``address``,
     made on the first call and again after it is lost."""
 
-    def __new__(cls, address: str) -> Self: ...
+    def __new__(cls, address: str, keepalive_ms: int = 0) -> Self:
+        """A client of ``address`` (host:port). ``keepalive_ms`` > 0: PING the connection that
+        often; one unanswered as long ends it, reported as a lost connection."""
     def call_many(self, calls: list[tuple[int, str, bytes, int]]) -> None:
         """Queue calls, each ``(token, path, message, timeout_ms)``: ``path`` called with the
         encoded ``message``; its outcome comes back through ``take_completions`` under

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import math
 from collections.abc import Sequence
 
@@ -34,6 +35,7 @@ LIST_TIMEOUT_MS = 5_000
 CONNECTION_LOST = 0  # the client's token for "a connection ended"
 DEADLINE_EXCEEDED = grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
 _VERDICTS = {int(v): v for v in Verdict}
+log = logging.getLogger(__name__)
 _STATUS_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 
@@ -44,8 +46,9 @@ class AppCallError(Unavailable):
 
 
 class GrpcAppChannel:
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, keepalive_seconds: float = 0.0) -> None:
         self.address = f"{host}:{port}"
+        self._keepalive_ms = round(keepalive_seconds * 1000)
         self._client: GrpcClient | None = None
         self._waiting: dict[int, asyncio.Future[tuple[int, str, bytes]]] = {}
         self._tokens = itertools.count(1)
@@ -56,7 +59,7 @@ class GrpcAppChannel:
 
     def _native(self) -> GrpcClient:
         if self._client is None:
-            self._client = GrpcClient(self.address)
+            self._client = GrpcClient(self.address, self._keepalive_ms)
             asyncio.get_running_loop().add_reader(self._client.completions_fd(), self._finished)
         return self._client
 
@@ -64,6 +67,7 @@ class GrpcAppChannel:
         assert self._client is not None
         for token, status, detail, message in self._client.take_completions():
             if token == CONNECTION_LOST:
+                log.info("app at %s: %s", self.address, detail)
                 self._losses += 1
                 for waiter in self._loss_waiters:
                     if not waiter.done():

@@ -83,9 +83,12 @@ pub struct GrpcClient {
 #[pymethods]
 impl GrpcClient {
     /// A client of the server at `address` (`host:port`); it connects on the first call
-    /// and again after the connection is lost.
+    /// and again after the connection is lost. With `keepalive_ms` > 0 it PINGs the
+    /// connection that often, and one PING left unanswered as long ends it (reported as
+    /// lost), so a peer that hangs without closing its socket is noticed.
     #[new]
-    fn new(address: String) -> PyResult<Self> {
+    #[pyo3(signature = (address, keepalive_ms = 0))]
+    fn new(address: String, keepalive_ms: u64) -> PyResult<Self> {
         let (woken, wake) = UnixStream::pair()?;
         woken.set_nonblocking(true)?;
         wake.set_nonblocking(true)?;
@@ -103,7 +106,10 @@ impl GrpcClient {
         let (queued, finished) = (calls.clone(), done.clone());
         let thread = std::thread::Builder::new()
             .name("grpc-client".into())
-            .spawn(move || LocalSet::new().block_on(&runtime, run(address, queued, finished)))
+            .spawn(move || {
+                let keepalive = Duration::from_millis(keepalive_ms);
+                LocalSet::new().block_on(&runtime, run(address, keepalive, queued, finished))
+            })
             .map_err(|e| PyRuntimeError::new_err(format!("cannot start the client thread: {e}")))?;
         Ok(GrpcClient {
             calls,
@@ -182,9 +188,15 @@ impl Drop for GrpcClient {
 /// connection it belongs to; the number lets a lost one be forgotten only once).
 type Connection = Rc<tokio::sync::Mutex<(u64, Option<SendRequest<Bytes>>)>>;
 
-async fn run(address: String, calls: Arc<Calls>, done: Arc<Done>) {
+/// Where to connect, and how often to PING a connection (zero: never).
+struct Peer {
+    address: String,
+    keepalive: Duration,
+}
+
+async fn run(address: String, keepalive: Duration, calls: Arc<Calls>, done: Arc<Done>) {
     let connection: Connection = Rc::new(tokio::sync::Mutex::new((0, None)));
-    let address = Rc::new(address);
+    let peer = Rc::new(Peer { address, keepalive });
     let tasks = Rc::new(RefCell::new(tokio::task::JoinSet::new()));
     loop {
         calls.ready.notified().await;
@@ -193,11 +205,11 @@ async fn run(address: String, calls: Arc<Calls>, done: Arc<Done>) {
         }
         let batch = std::mem::take(&mut *calls.queue.lock().expect("calls poisoned"));
         for call in batch {
-            let (connection, address, done) = (connection.clone(), address.clone(), done.clone());
+            let (connection, peer, done) = (connection.clone(), peer.clone(), done.clone());
             tasks.borrow_mut().spawn_local(async move {
                 let token = call.token;
                 let outcome =
-                    tokio::time::timeout(call.timeout, unary(&connection, &address, &done, call))
+                    tokio::time::timeout(call.timeout, unary(&connection, &peer, &done, call))
                         .await;
                 let finished = match outcome {
                     Ok(Ok(message)) => Finished {
@@ -231,9 +243,10 @@ async fn run(address: String, calls: Arc<Calls>, done: Arc<Done>) {
 /// The current connection's number and a sender on it, connecting first when there is none.
 async fn sender(
     connection: &Connection,
-    address: &str,
+    peer: &Peer,
     done: &Arc<Done>,
 ) -> Result<(u64, SendRequest<Bytes>), (u32, String)> {
+    let address = peer.address.as_str();
     let mut current = connection.lock().await;
     if let (number, Some(send)) = &*current {
         return Ok((*number, send.clone()));
@@ -242,7 +255,7 @@ async fn sender(
         .await
         .map_err(|e| (UNAVAILABLE, format!("cannot connect to {address}: {e}")))?;
     let _ = stream.set_nodelay(true);
-    let (send, driver) = h2::client::handshake(stream).await.map_err(|e| {
+    let (send, mut driver) = h2::client::handshake(stream).await.map_err(|e| {
         (
             UNAVAILABLE,
             format!("HTTP/2 handshake with {address} failed: {e}"),
@@ -251,17 +264,43 @@ async fn sender(
     let number = current.0 + 1;
     *current = (number, Some(send.clone()));
     let (shared, done) = (connection.clone(), done.clone());
+    let pings = match peer.keepalive.is_zero() {
+        true => None,
+        false => driver.ping_pong().map(|pings| (pings, peer.keepalive)),
+    };
     tokio::task::spawn_local(async move {
-        let _ = driver.await;
+        let detail = match pings {
+            None => {
+                let _ = driver.await;
+                format!("connection {number} ended")
+            }
+            // Returning drops the driver, which closes the socket: the calls on it fail.
+            Some((pings, every)) => tokio::select! {
+                _ = &mut driver => format!("connection {number} ended"),
+                why = keep_alive(pings, every) => format!("connection {number} closed: {why}"),
+            },
+        };
         forget(&shared, number).await; // the next call connects again
         done.push(Finished {
             token: CONNECTION_LOST,
             status: UNAVAILABLE,
-            detail: format!("connection {number} ended"),
+            detail,
             message: Vec::new(),
         });
     });
     Ok((number, send))
+}
+
+/// PINGs every `every`; returns why it stopped: a PING unanswered for `every`, or refused.
+async fn keep_alive(mut pings: h2::PingPong, every: Duration) -> String {
+    loop {
+        tokio::time::sleep(every).await;
+        match tokio::time::timeout(every, pings.ping(h2::Ping::opaque())).await {
+            Ok(Ok(_pong)) => continue,
+            Ok(Err(e)) => return format!("PING failed: {e}"),
+            Err(_) => return format!("no answer to a PING within {} ms", every.as_millis()),
+        }
+    }
 }
 
 async fn forget(connection: &Connection, number: u64) {
@@ -273,11 +312,12 @@ async fn forget(connection: &Connection, number: u64) {
 
 async fn unary(
     connection: &Connection,
-    address: &str,
+    peer: &Peer,
     done: &Arc<Done>,
     call: Call,
 ) -> Result<Vec<u8>, (u32, String)> {
-    let (number, send) = sender(connection, address, done).await?;
+    let address = peer.address.as_str();
+    let (number, send) = sender(connection, peer, done).await?;
     let mut send = match send.ready().await {
         Ok(send) => send,
         Err(e) => {

@@ -1,0 +1,116 @@
+"""An app that hangs with its socket open: the sidecar's PINGs notice, it dials again and the
+message in hand reaches the app over the new connection.
+
+The hang is made by a loopback proxy between the sidecar and the app that stops moving bytes
+on the connections open at that moment, without closing them; connections made afterwards
+pass as before (the app is back).
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from layotto_fast._proto import runtime_pb2 as pb
+from tests import sidecar as sc
+from tests.pubsub.app import CallbackApp, Topic
+
+PUBSUB = "pub_subs_demo"  # the embedded in-memory component
+
+
+class FreezingProxy:
+    def __init__(self, target_port: int) -> None:
+        self._target = ("127.0.0.1", target_port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._frozen: set[socket.socket] = set()
+        self._open: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def freeze(self) -> None:
+        """Stop moving bytes on every connection open now, leaving them open."""
+        with self._lock:
+            self._frozen.update(self._open)
+
+    def close(self) -> None:
+        self._closed = True
+        self._listener.close()
+        with self._lock:
+            for sock in self._open:
+                sock.close()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self._target)
+            with self._lock:
+                self._open += (client, upstream)
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+
+    def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
+        peers = {client: upstream, upstream: client}
+        while not self._closed:
+            if self._is_frozen(client):
+                time.sleep(0.05)
+                continue
+            try:
+                readable, _, _ = select.select(list(peers), [], [], 0.05)
+                if self._is_frozen(client):  # frozen while waiting: leave the bytes unread
+                    continue
+                for sock in readable:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    peers[sock].sendall(data)
+            except OSError:
+                return
+
+
+    def _is_frozen(self, client: socket.socket) -> bool:
+        with self._lock:
+            return client in self._frozen
+
+
+def _subscribed(sidecar: sc.Sidecar) -> bool:
+    code, body = sidecar.http("/actuator/info")
+    return code == 200 and len(json.loads(body)["app"]["subscriptions"]) == 1
+
+
+def test_an_app_hung_with_its_socket_open_is_noticed_by_pings_and_dialled_again(tmp_path: Path) -> None:
+    topic = f"t-{uuid.uuid4().hex[:8]}"
+    # A long deliveryTimeout: only the PINGs can end the wait on the hung connection in time.
+    with CallbackApp([Topic(PUBSUB, topic, {"deliveryTimeout": "60s"})]) as app:
+        proxy = FreezingProxy(app.port)
+        sidecar = sc.start(tmp_path, "--app-port", str(proxy.port), "--app-keepalive-seconds", "0.3")
+        try:
+            deadline = time.monotonic() + 10
+            while not _subscribed(sidecar) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            stub = sidecar.stub()
+            before = stub.PublishEvent(pb.PublishEventRequest(pubsub_name=PUBSUB, topic=topic, data=b"a")).message_id
+            app.wait_for(lambda events: any(e.id == before for e in events), timeout=5)
+            assert app.listed == 1
+
+            proxy.freeze()
+            frozen_at = time.monotonic()
+            after = stub.PublishEvent(pb.PublishEventRequest(pubsub_name=PUBSUB, topic=topic, data=b"b")).message_id
+            app.wait_for(lambda events: any(e.id == after for e in events), timeout=8)
+            assert time.monotonic() - frozen_at < 8
+            deadline = time.monotonic() + 5
+            while app.listed < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert app.listed >= 2, "the sidecar dialled again and asked for the subscriptions afresh"
+            assert "no answer to a PING" in sidecar.log_path.read_text()
+        finally:
+            sidecar.stop()
+            proxy.close()
