@@ -5,6 +5,11 @@
 //! Requests are a template frame (hex, recorded from a real client) with the request id
 //! rewritten per request; a response is matched by its id. Written in Rust because a
 //! Python load generator would be the bottleneck at 64 x 16.
+//!
+//! `--protocol grpc` sends the template as the message of a unary gRPC call to `--path`
+//! instead (HTTP/2 by the h2 crate, `--depth` calls in flight per connection), so that a
+//! call through the sidecar's gRPC API and a Bolt call straight to the upstream are timed
+//! by the same client.
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -14,10 +19,11 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq)]
 enum Protocol {
     Bolt,
     Dubbo,
+    Grpc,
 }
 
 impl Protocol {
@@ -43,6 +49,7 @@ impl Protocol {
                 }
                 Some(16 + u32::from_be_bytes(buf[12..16].try_into().unwrap()) as usize)
             }
+            Protocol::Grpc => unreachable!("gRPC calls are framed by h2"),
         }
     }
 
@@ -50,6 +57,7 @@ impl Protocol {
         match self {
             Protocol::Bolt => u32::from_be_bytes(frame[5..9].try_into().unwrap()) as u64,
             Protocol::Dubbo => u64::from_be_bytes(frame[4..12].try_into().unwrap()),
+            Protocol::Grpc => unreachable!("gRPC calls are matched by h2"),
         }
     }
 
@@ -57,6 +65,7 @@ impl Protocol {
         match self {
             Protocol::Bolt => frame[5..9].copy_from_slice(&(id as u32).to_be_bytes()),
             Protocol::Dubbo => frame[4..12].copy_from_slice(&id.to_be_bytes()),
+            Protocol::Grpc => unreachable!("gRPC calls are matched by h2"),
         }
     }
 
@@ -65,6 +74,7 @@ impl Protocol {
         match self {
             Protocol::Bolt => frame[1] == 0 && frame[10] == 0 && frame[11] == 0,
             Protocol::Dubbo => frame[3] == 20,
+            Protocol::Grpc => unreachable!("gRPC statuses are read from trailers"),
         }
     }
 }
@@ -73,6 +83,7 @@ struct Args {
     address: String,
     protocol: Protocol,
     template: Vec<u8>,
+    path: String,
     connections: usize,
     depth: usize,
     seconds: f64,
@@ -84,6 +95,7 @@ fn parse_args() -> Args {
         address: "127.0.0.1:12220".into(),
         protocol: Protocol::Bolt,
         template: Vec::new(),
+        path: String::new(),
         connections: 1,
         depth: 1,
         seconds: 5.0,
@@ -98,6 +110,7 @@ fn parse_args() -> Args {
                 args.protocol = match value.as_str() {
                     "bolt" => Protocol::Bolt,
                     "dubbo" => Protocol::Dubbo,
+                    "grpc" => Protocol::Grpc,
                     other => panic!("protocol {other}"),
                 }
             }
@@ -107,6 +120,7 @@ fn parse_args() -> Args {
                     .map(|i| u8::from_str_radix(&value[i..i + 2], 16).expect("hex"))
                     .collect()
             }
+            "--path" => args.path = value,
             "--connections" => args.connections = value.parse().expect("a number"),
             "--depth" => args.depth = value.parse().expect("a number"),
             "--seconds" => args.seconds = value.parse().expect("a number"),
@@ -115,6 +129,7 @@ fn parse_args() -> Args {
         }
     }
     assert!(!args.template.is_empty(), "--template HEX is required");
+    assert!(args.protocol != Protocol::Grpc || !args.path.is_empty(), "--path is required with grpc");
     args
 }
 
@@ -183,6 +198,73 @@ async fn drive(args: Rc<Args>, tally: Rc<RefCell<Tally>>, start_measuring: Insta
     }
 }
 
+async fn drive_grpc(args: Rc<Args>, tally: Rc<RefCell<Tally>>, start_measuring: Instant, stop: Instant) {
+    let stream = TcpStream::connect(&args.address).await.expect("connect");
+    stream.set_nodelay(true).unwrap();
+    let (client, connection) = h2::client::handshake(stream).await.expect("HTTP/2 handshake");
+    tokio::task::spawn_local(async move {
+        let _ = connection.await;
+    });
+    let mut body = Vec::with_capacity(5 + args.template.len());
+    body.push(0);
+    body.extend_from_slice(&(args.template.len() as u32).to_be_bytes());
+    body.extend_from_slice(&args.template);
+    let body = bytes::Bytes::from(body);
+    let uri: http::Uri = format!("http://{}{}", args.address, args.path).parse().expect("a URI");
+    let mut callers = Vec::new();
+    for _ in 0..args.depth {
+        let (client, body, uri, tally) = (client.clone(), body.clone(), uri.clone(), tally.clone());
+        callers.push(tokio::task::spawn_local(async move {
+            loop {
+                let started = Instant::now();
+                if started >= stop {
+                    return;
+                }
+                let ok = unary(client.clone(), &uri, body.clone()).await;
+                let now = Instant::now();
+                if now >= start_measuring {
+                    let mut t = tally.borrow_mut();
+                    if ok {
+                        t.latencies_ns.push(now.duration_since(started).as_nanos() as u64);
+                    } else {
+                        t.errors += 1;
+                    }
+                }
+            }
+        }));
+    }
+    for caller in callers {
+        caller.await.expect("a caller failed");
+    }
+}
+
+/// One unary call; whether it ended with grpc-status 0.
+async fn unary(client: h2::client::SendRequest<bytes::Bytes>, uri: &http::Uri, body: bytes::Bytes) -> bool {
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(uri.clone())
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("a request");
+    let Ok(mut client) = client.ready().await else { return false };
+    let Ok((response, mut send)) = client.send_request(request, false) else { return false };
+    if send.send_data(body, true).is_err() {
+        return false;
+    }
+    let Ok(response) = response.await else { return false };
+    let status = |headers: &http::HeaderMap| headers.get("grpc-status").map(|v| v.as_bytes() == b"0");
+    if let Some(ok) = status(response.headers()) {
+        return ok; // trailers-only
+    }
+    let mut answer = response.into_body();
+    while let Some(chunk) = answer.data().await {
+        let Ok(chunk) = chunk else { return false };
+        let _ = answer.flow_control().release_capacity(chunk.len());
+    }
+    matches!(answer.trailers().await, Ok(Some(trailers)) if status(&trailers) == Some(true))
+}
+
 fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
@@ -203,7 +285,11 @@ fn main() {
     local.block_on(&runtime, async {
         let mut tasks = Vec::new();
         for _ in 0..args.connections {
-            tasks.push(tokio::task::spawn_local(drive(args.clone(), tally.clone(), start_measuring, stop)));
+            let (args, tally) = (args.clone(), tally.clone());
+            tasks.push(match args.protocol {
+                Protocol::Grpc => tokio::task::spawn_local(drive_grpc(args, tally, start_measuring, stop)),
+                _ => tokio::task::spawn_local(drive(args, tally, start_measuring, stop)),
+            });
         }
         tokio::time::sleep_until(start_measuring.into()).await;
         cpu_at_start = cpu_seconds();
