@@ -29,13 +29,14 @@ from layotto_fast.runtime.cloudevents import Event
 from layotto_fast.runtime.pubsub import Verdict
 from layotto_fast.runtime.pubsub_service import TopicSubscription
 
+log = logging.getLogger(__name__)
+
 SERVICE = "/spec.proto.runtime.v1.AppCallback"
 ON_TOPIC_EVENT = f"{SERVICE}/OnTopicEvent"
 LIST_TIMEOUT_MS = 5_000
 CONNECTION_LOST = 0  # the client's token for "a connection ended"
 DEADLINE_EXCEEDED = grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
 _VERDICTS = {int(v): v for v in Verdict}
-log = logging.getLogger(__name__)
 _STATUS_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 
@@ -97,7 +98,7 @@ class GrpcAppChannel:
         calls, self._outbox = self._outbox, []
         try:
             self._native().call_many(calls)
-        except RuntimeError as exc:  # closed meanwhile
+        except Exception as exc:  # closed meanwhile, or no client could be made: the calls fail now
             for token, _, _, _ in calls:
                 future = self._waiting.pop(token, None)
                 if future is not None and not future.done():
