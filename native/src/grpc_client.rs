@@ -9,9 +9,6 @@
 //! mesh's invocations do. Messages go in and out already encoded; statuses are gRPC's.
 
 use std::cell::RefCell;
-use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -25,6 +22,8 @@ use pyo3::types::PyBytes;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::task::LocalSet;
+
+use crate::wake_queue::WakeQueue;
 
 const UNAVAILABLE: u32 = 14;
 const DEADLINE_EXCEEDED: u32 = 4;
@@ -54,29 +53,13 @@ struct Calls {
     stopping: std::sync::atomic::AtomicBool,
 }
 
-struct Done {
-    queue: Mutex<Vec<Finished>>,
-    wake: UnixStream,
-}
-
-impl Done {
-    fn push(&self, finished: Finished) {
-        let mut queue = self.queue.lock().expect("finished calls poisoned");
-        let first = queue.is_empty();
-        queue.push(finished);
-        drop(queue);
-        if first {
-            // A full socket buffer already holds a wake-up: nothing is lost.
-            let _ = (&self.wake).write(&[1]);
-        }
-    }
-}
+/// Finished calls, taken by the event loop in batches.
+type Done = WakeQueue<Finished>;
 
 #[pyclass(module = "layotto_fast_native", name = "GrpcClient")]
 pub struct GrpcClient {
     calls: Arc<Calls>,
     done: Arc<Done>,
-    woken: UnixStream,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -89,13 +72,7 @@ impl GrpcClient {
     #[new]
     #[pyo3(signature = (address, keepalive_ms = 0))]
     fn new(address: String, keepalive_ms: u64) -> PyResult<Self> {
-        let (woken, wake) = UnixStream::pair()?;
-        woken.set_nonblocking(true)?;
-        wake.set_nonblocking(true)?;
-        let done = Arc::new(Done {
-            queue: Mutex::new(Vec::new()),
-            wake,
-        });
+        let done = Arc::new(Done::new()?);
         let calls = Arc::new(Calls::default());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -114,7 +91,6 @@ impl GrpcClient {
         Ok(GrpcClient {
             calls,
             done,
-            woken,
             thread: Some(thread),
         })
     }
@@ -129,12 +105,16 @@ impl GrpcClient {
         }
         let mut queue = self.calls.queue.lock().expect("calls poisoned");
         let first = queue.is_empty();
-        queue.extend(calls.into_iter().map(|(token, path, message, timeout_ms)| Call {
-            token,
-            path,
-            message: message.as_bytes().to_vec(),
-            timeout: Duration::from_millis(timeout_ms),
-        }));
+        queue.extend(
+            calls
+                .into_iter()
+                .map(|(token, path, message, timeout_ms)| Call {
+                    token,
+                    path,
+                    message: message.as_bytes().to_vec(),
+                    timeout: Duration::from_millis(timeout_ms),
+                }),
+        );
         drop(queue);
         if first {
             self.calls.ready.notify_one();
@@ -144,7 +124,7 @@ impl GrpcClient {
 
     /// The descriptor the event loop watches: readable when calls have finished.
     fn completions_fd(&self) -> i32 {
-        self.woken.as_raw_fd()
+        self.done.fd()
     }
 
     /// Finished calls: (token, grpc status, detail, response message). Token 0 reports
@@ -153,9 +133,8 @@ impl GrpcClient {
         &self,
         py: Python<'py>,
     ) -> Vec<(u64, u32, String, Bound<'py, PyBytes>)> {
-        let mut drain = [0u8; 256];
-        while matches!((&self.woken).read(&mut drain), Ok(n) if n > 0) {}
-        std::mem::take(&mut *self.done.queue.lock().expect("finished calls poisoned"))
+        self.done
+            .take()
             .into_iter()
             .map(|f| (f.token, f.status, f.detail, PyBytes::new(py, &f.message)))
             .collect()

@@ -21,6 +21,7 @@ pub mod hessian;
 mod mesh;
 #[cfg(test)]
 mod testdata;
+mod wake_queue;
 
 use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;

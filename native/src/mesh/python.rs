@@ -3,10 +3,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::io::Read;
 use std::net::TcpListener as StdListener;
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -85,8 +82,6 @@ pub struct MeshProxy {
     control: Option<mpsc::UnboundedSender<Control>>,
     invocations: Arc<Invocations>,
     completions: Arc<Completions>,
-    /// The event loop's end of the completions' wake-up socket.
-    woken: UnixStream,
     thread: Option<JoinHandle<()>>,
     registry: Arc<Mutex<Registry>>,
     bound: Vec<(String, String, u16)>,
@@ -129,10 +124,7 @@ impl MeshProxy {
         let registry = Arc::new(Mutex::new(Registry::default()));
         let (control, receiver) = mpsc::unbounded_channel();
         let shared = registry.clone();
-        let (woken, wake) = UnixStream::pair()?;
-        woken.set_nonblocking(true)?;
-        wake.set_nonblocking(true)?;
-        let completions = Arc::new(Completions::new(wake));
+        let completions = Arc::new(Completions::new()?);
         let finished = completions.clone();
         let invocations = Arc::new(Invocations::default());
         let queued = invocations.clone();
@@ -157,7 +149,6 @@ impl MeshProxy {
             control: Some(control),
             invocations,
             completions,
-            woken,
             thread: Some(thread),
             registry,
             bound,
@@ -223,7 +214,7 @@ impl MeshProxy {
 
     /// The descriptor the event loop watches: readable when invocations have finished.
     fn completions_fd(&self) -> i32 {
-        self.woken.as_raw_fd()
+        self.completions.fd()
     }
 
     /// Finished invocations: (token, outcome, bytes): outcome "ok" with the response
@@ -233,8 +224,6 @@ impl MeshProxy {
         &self,
         py: Python<'py>,
     ) -> Vec<(u64, &'static str, Bound<'py, PyBytes>)> {
-        let mut drain = [0u8; 256];
-        while matches!((&self.woken).read(&mut drain), Ok(n) if n > 0) {}
         self.completions
             .take()
             .into_iter()
@@ -483,7 +472,7 @@ fn start_invocation(
     };
     let Some(cluster) = cluster else {
         let name = invocation.cluster.clone().unwrap_or_default();
-        completions.complete(Completion {
+        completions.push(Completion {
             token: invocation.token,
             outcome: Err((
                 Refusal::Unavailable,
@@ -541,7 +530,7 @@ async fn send_invocation<C: Codec>(
 ) {
     let token = invocation.token;
     let fail = |refusal, why: String| {
-        completions.complete(Completion {
+        completions.push(Completion {
             token,
             outcome: Err((refusal, why)),
         })

@@ -1,13 +1,11 @@
 //! Where the answer to a forwarded request goes: back to the mesh client that sent it,
 //! or to an InvokeService call waiting on the event loop.
 
-use std::io::Write;
-use std::os::unix::net::UnixStream;
 use std::rc::Rc;
-use std::sync::Mutex;
 
 use super::outbox::Outbox;
 use crate::codec::{Codec, FrameHead, FrameKind, Refusal};
+use crate::wake_queue::WakeQueue;
 
 /// How an InvokeService call through a channel ended.
 pub struct Completion {
@@ -15,36 +13,8 @@ pub struct Completion {
     pub outcome: Result<Vec<u8>, (Refusal, String)>,
 }
 
-/// Finished invocations, taken by the event loop in batches: the first one queued while
-/// the queue is empty writes a byte to a socket the loop watches (one wake-up per batch).
-pub struct Completions {
-    queue: Mutex<Vec<Completion>>,
-    wake: UnixStream,
-}
-
-impl Completions {
-    pub fn new(wake: UnixStream) -> Self {
-        Completions {
-            queue: Mutex::new(Vec::new()),
-            wake,
-        }
-    }
-
-    pub fn complete(&self, completion: Completion) {
-        let mut queue = self.queue.lock().expect("completions poisoned");
-        let first = queue.is_empty();
-        queue.push(completion);
-        drop(queue);
-        if first {
-            // A full socket buffer already holds a wake-up: nothing is lost.
-            let _ = (&self.wake).write(&[1]);
-        }
-    }
-
-    pub fn take(&self) -> Vec<Completion> {
-        std::mem::take(&mut *self.queue.lock().expect("completions poisoned"))
-    }
-}
+/// Finished invocations, taken by the event loop in batches.
+pub type Completions = WakeQueue<Completion>;
 
 pub enum ReplyTo {
     Client(Rc<Outbox>),
@@ -61,7 +31,7 @@ impl ReplyTo {
             ReplyTo::Client(outbox) => {
                 outbox.push(frame);
             }
-            ReplyTo::Invoke { token, completions } => completions.complete(Completion {
+            ReplyTo::Invoke { token, completions } => completions.push(Completion {
                 token: *token,
                 outcome: Ok(frame.to_vec()),
             }),
@@ -79,7 +49,7 @@ impl ReplyTo {
                 };
                 outbox.push(&C::refusal(request_head, &head, refusal, message));
             }
-            ReplyTo::Invoke { token, completions } => completions.complete(Completion {
+            ReplyTo::Invoke { token, completions } => completions.push(Completion {
                 token: *token,
                 outcome: Err((refusal, message.to_string())),
             }),
