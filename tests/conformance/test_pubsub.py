@@ -192,9 +192,8 @@ def test_unacknowledged_messages_go_to_the_rest_of_the_group(harness: Harness, i
     harness.run(run())
 
 
-def test_service_keeps_ids_and_dead_letters_everywhere(
-    harness: Harness, implementation: Implementation, tmp_path: Path
-) -> None:
+def _service(harness: Harness, implementation: Implementation, tmp_path: Path) -> tuple[Components, PubSubService]:
+    """The pub/sub service over one component ``ps`` of ``implementation`` (not yet initialised)."""
     backend = harness._request.getfixturevalue(implementation.backend) if implementation.backend else None
     manifest = ComponentManifest(
         name="ps",
@@ -204,7 +203,13 @@ def test_service_keeps_ids_and_dead_letters_everywhere(
         source=str(tmp_path / "ps.yaml"),
     )
     components = Components([manifest])
-    service = PubSubService(components, "conformance-app")
+    return components, PubSubService(components, "conformance-app")
+
+
+def test_service_keeps_ids_and_dead_letters_everywhere(
+    harness: Harness, implementation: Implementation, tmp_path: Path
+) -> None:
+    components, service = _service(harness, implementation, tmp_path)
     topic, dead = _topic(), _topic()
     events: list[Event] = []
     dead_events: list[Event] = []
@@ -246,16 +251,7 @@ def test_service_raw_payload_travels_without_an_envelope(
     """rawPayload on a publish stores the bytes as they are (even bytes that look like a
     CloudEvent) and they arrive as they were, under the id publishing returned; rawPayload on a
     subscription hands every message over unread, a normal publish as its envelope's bytes."""
-    backend = harness._request.getfixturevalue(implementation.backend) if implementation.backend else None
-    manifest = ComponentManifest(
-        name="ps",
-        type=implementation.type,
-        version="v1",
-        metadata=implementation.metadata(backend),
-        source=str(tmp_path / "ps.yaml"),
-    )
-    components = Components([manifest])
-    service = PubSubService(components, "conformance-app")
+    components, service = _service(harness, implementation, tmp_path)
     topic, raw_topic = _topic(), _topic()
     looks_like_one = b'{"specversion": "1.0", "id": "not-mine", "source": "s", "type": "t", "data": 1}'
     events: list[Event] = []
