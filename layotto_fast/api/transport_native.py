@@ -62,6 +62,10 @@ UNKNOWN_METHOD_INDEX = 2**32 - 1  # the method of a REFUSED event for a path not
 CODES = {status.name: status.value[0] for status in grpc.StatusCode}
 CODE_NAMES = {value: name for name, value in CODES.items()}
 LINGER_SECONDS = 1.0
+# A client gives up at its deadline, counted from before its request left it, and the
+# server's from when the request arrived: a client's reset this close to the server's
+# deadline is that deadline passing, and is counted as DEADLINE_EXCEEDED.
+DEADLINE_SLACK_SECONDS = 0.05
 LINGER_BYTES = 64 * 1024
 
 
@@ -130,6 +134,7 @@ class GrpcProtocol(asyncio.Protocol):
         self._tasks: dict[int, asyncio.Task[Any] | SuspendedCall] = {}
         self._inboxes: dict[int, _Inbox] = {}
         self._writable: dict[int, asyncio.Future[None]] = {}
+        self._deadlines: dict[int, float] = {}  # of the calls in Tasks that have one, on the loop's clock
         self._flush_scheduled = False
         self._keepalive_timer: asyncio.TimerHandle | None = None
         self._greeting_timer: asyncio.TimerHandle | None = None
@@ -181,6 +186,7 @@ class GrpcProtocol(asyncio.Protocol):
         for task in self._tasks.values():
             task.cancel()
         self._tasks.clear()
+        self._deadlines.clear()
         for waiter in self._writable.values():
             if not waiter.done():
                 waiter.cancel()
@@ -285,8 +291,14 @@ class GrpcProtocol(asyncio.Protocol):
             # connection ended, or its request broke a limit): count it, stop the handler.
             task = self._tasks.pop(event[1], None)
             self._inboxes.pop(event[1], None)
+            deadline = self._deadlines.pop(event[1], 0.0)
+            if isinstance(task, SuspendedCall):
+                deadline = task.deadline
             if task is not None and task.cancel():  # False: it had ended, and was counted then
-                self._methods[event[2]].stats.count(CODE_NAMES.get(event[3], "UNKNOWN"))
+                code = CODE_NAMES.get(event[3], "UNKNOWN")
+                if code == "CANCELLED" and 0 < deadline <= self._loop.time() + DEADLINE_SLACK_SECONDS:
+                    code = "DEADLINE_EXCEEDED"
+                self._methods[event[2]].stats.count(code)
         elif kind == REFUSED:
             self._server.refused(event[1], event[3]).count(CODE_NAMES.get(event[2], "UNKNOWN"))
         elif kind == WRITABLE:
@@ -358,6 +370,7 @@ class GrpcProtocol(asyncio.Protocol):
         timer = None
         if timeout_us >= 0:
             timer = self._loop.call_later(timeout_us / 1e6, self._expire, key, method, started)
+            self._deadlines[key] = timer.when()
         task.add_done_callback(lambda done: self._done(key, method, done, started, timer, call))
 
     async def _unary_out(self, key: int, method: Method, result: Any, call: Call) -> None:
@@ -381,6 +394,7 @@ class GrpcProtocol(asyncio.Protocol):
         if timer is not None:
             timer.cancel()
         ours = self._tasks.pop(key, None) is task  # not yet ended by a deadline, a reset or a lost connection
+        self._deadlines.pop(key, None)
         self._inboxes.pop(key, None)
         self._writable.pop(key, None)
         if task.cancelled():
@@ -400,6 +414,7 @@ class GrpcProtocol(asyncio.Protocol):
 
     def _expire(self, key: int, method: Method, started: float) -> None:
         task = self._tasks.pop(key, None)
+        self._deadlines.pop(key, None)
         if task is None or not task.cancel():  # it ended just now: its own outcome is counted
             return
         self._connection.finish(key, CODES["DEADLINE_EXCEEDED"], "deadline exceeded")

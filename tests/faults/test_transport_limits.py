@@ -183,7 +183,8 @@ def test_a_subscription_the_client_cancels_is_counted_once(sidecar: Any, channel
         yield pb.SubscribeConfigurationRequest(store_name="config_demo", app_id="limits", keys=["k"])
         requests_done.wait(10)  # keep the request side open: the server holds the stream
 
-    call = stub.SubscribeConfiguration(requests())
+    # A deadline far off: a reset long before it is the client's choice, counted CANCELLED.
+    call = stub.SubscribeConfiguration(requests(), timeout=60)
     deadline = time.monotonic() + 5
     while b"layotto_fast_configuration_subscriptions 1.0" not in sidecar.http("/metrics")[1]:
         assert time.monotonic() < deadline, "the subscription never opened"
