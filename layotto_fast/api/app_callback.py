@@ -131,6 +131,8 @@ class GrpcAppChannel:
             if exc.status == DEADLINE_EXCEEDED:
                 raise TimeoutError(exc.message) from None
             raise
+        if not answer:  # status SUCCESS (0) and nothing else: the usual answer, not parsed
+            return Verdict.SUCCESS
         return _VERDICTS.get(pb.TopicEventResponse.FromString(answer).status, Verdict.RETRY)
 
     async def lost(self) -> None:

@@ -11,6 +11,11 @@ give one up). Anything else leaves it pending; every ``redeliverInterval`` each 
 claims (``XAUTOCLAIM``) the entries pending longer than ``processingTimeout`` in its group,
 its own included, and handles them again: entries read by a sidecar that crashed are not
 lost, they move to a live consumer.
+
+Acknowledgements wait up to ``ACK_DELAY`` to go out together, one ``XACK`` for many ids: a
+write and a command per message cost the sidecar and Redis more than the rest of a delivery
+(measured here). A sidecar that dies in that window leaves the entries pending, and they are
+delivered again: at least once, never lost.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ log = logging.getLogger(__name__)
 DEFAULT_GROUP = "layotto-fast"
 READ_BLOCK_MS = 1000  # under the client's read timeout, so a blocked read is never cut off
 BACKOFF_SECONDS = (0.05, 2.0)  # first and longest pause of a reader whose Redis is away
+ACK_DELAY = 0.002  # seconds an acknowledgement may wait to share one XACK with others
 # What a read may raise when Redis is away: redis-py's errors, or the pipeline's Unavailable.
 AWAY: tuple[type[BaseException], ...] = (*REDIS_ERRORS, Unavailable)
 
@@ -122,6 +128,9 @@ class _Reader:
         concurrency = options.concurrency or self._config.concurrency
         self._dispatcher = Dispatcher(handler, self._settle, concurrency, topic)
         self._in_hand: set[bytes] = set()  # entry ids being handled here
+        self._acks: list[bytes] = []  # settled, waiting for the next XACK
+        self._ack_timer: asyncio.TimerHandle | None = None
+        self._acking: set[asyncio.Future[Any]] = set()  # XACKs sent, not answered yet
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         # Blocking reads on a connection of their own, parsed by hiredis: through redis-py a
@@ -154,6 +163,9 @@ class _Reader:
         if self._reads is not None:
             await self._reads.close()
         await self._dispatcher.drain(1.0)
+        self._send_acks()
+        if self._acking:  # the pipeline closes after this: what was settled is acknowledged first
+            await asyncio.wait(self._acking, timeout=max(self._config.redis.read_timeout, 1.0))
 
     async def _read(self) -> None:
         pause = BACKOFF_SECONDS[0]
@@ -230,7 +242,7 @@ class _Reader:
     async def _submit(self, entry_id: bytes, fields: dict[bytes, bytes], delivery_count: int) -> None:
         data = fields.get(b"data")
         if data is None:  # not written by a pub/sub publisher: nothing to hand over
-            await self._ack(entry_id)
+            self._ack(entry_id)
             return
         raw_meta = fields.get(b"metadata")
         meta: dict[str, str] = {}
@@ -247,11 +259,33 @@ class _Reader:
         entry_id = message.metadata["redisStreamEntryId"].encode()
         self._in_hand.discard(entry_id)
         if verdict in (Verdict.SUCCESS, Verdict.DROP):
-            await self._ack(entry_id)
+            self._ack(entry_id)
 
-    async def _ack(self, entry_id: bytes) -> None:
+    def _ack(self, entry_id: bytes) -> None:
+        """Acknowledge ``entry_id`` with the next XACK: within ACK_DELAY, or at once when a
+        read's worth are waiting."""
+        self._acks.append(entry_id)
+        if len(self._acks) >= self._config.queue_depth:
+            self._send_acks()
+        elif self._ack_timer is None:
+            self._ack_timer = asyncio.get_running_loop().call_later(ACK_DELAY, self._send_acks)
+
+    def _send_acks(self) -> None:
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
+        ids, self._acks = self._acks, []
+        if not ids:
+            return
         assert self._pipeline is not None
-        try:
-            await self._pipeline.call(("XACK", self._topic, self._group, entry_id))
-        except AWAY as exc:  # stays pending: claimed and handled again later
-            log.info("acknowledging %s of %s failed: %s", entry_id, self._topic, exc)
+        reply = self._pipeline.call(("XACK", self._topic, self._group, *ids))
+        self._acking.add(reply)
+        reply.add_done_callback(lambda done: self._acked(done, len(ids)))
+
+    def _acked(self, reply: asyncio.Future[Any], count: int) -> None:
+        self._acking.discard(reply)
+        if reply.cancelled():
+            return
+        error = reply.exception()
+        if error is not None:  # they stay pending: claimed and handled again later
+            log.info("acknowledging %d entries of %s failed: %s", count, self._topic, error)

@@ -1,0 +1,96 @@
+"""pubsub.redis against a real redis-server: how its acknowledgements reach Redis.
+
+What every pub/sub component promises is in tests/conformance/test_pubsub.py; these are
+the Redis Streams component's own: settled entries are acknowledged together, in one
+XACK, and none is left pending when the component closes right after settling them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from layotto_fast.components.pubsub.redis import RedisStreamsPubSub
+from layotto_fast.manifest import ComponentManifest
+from layotto_fast.runtime import registry
+from layotto_fast.runtime.pubsub import Message, SubscribeOptions, Verdict
+from tests.backends.servers import RedisServer
+from tests.components.support import LoopHarness, until
+
+MESSAGES = 40
+
+
+class Harness(LoopHarness):
+    def __init__(self, server: RedisServer) -> None:
+        super().__init__(server)
+        self.server = server
+        self.topic = f"t{uuid.uuid4().hex[:12]}"
+
+    def make(self) -> RedisStreamsPubSub:
+        manifest = ComponentManifest(
+            name="streams", type="pubsub.redis", version="v1", metadata={"redisHost": self.server.address},
+            source="test.yaml",
+        )  # fmt: skip
+        component = registry.build(manifest)
+        assert isinstance(component, RedisStreamsPubSub)
+        return self.started(component)
+
+    def xack_calls(self) -> int:
+        found = re.search(r"cmdstat_xack:calls=(\d+)", self.server.cli("INFO", "commandstats"))
+        return int(found.group(1)) if found else 0
+
+    def pending(self, group: str) -> int:
+        return int(self.server.cli("XPENDING", self.topic, group).split("\n")[0])
+
+
+@pytest.fixture
+def harness(redis_server: RedisServer) -> Iterator[Harness]:
+    running = Harness(redis_server)
+    yield running
+    running.close()
+
+
+async def _deliver_all_at_once(component: RedisStreamsPubSub, topic: str, group: str) -> list[Message]:
+    """Publish MESSAGES, hold every handler call until all have arrived, then answer SUCCESS to
+    all of them in one go."""
+    for index in range(MESSAGES):
+        await component.publish(topic, b"m%d" % index, {})
+    received: list[Message] = []
+    everything = asyncio.Event()
+
+    async def handler(message: Message) -> Verdict:
+        received.append(message)
+        if len(received) == MESSAGES:
+            everything.set()
+        await everything.wait()
+        return Verdict.SUCCESS
+
+    await component.subscribe(topic, SubscribeOptions(group=group, concurrency=MESSAGES), handler)
+    async with asyncio.timeout(10):
+        await everything.wait()
+    return received
+
+
+def test_entries_settled_together_are_acknowledged_by_one_xack(harness: Harness) -> None:
+    component = harness.make()
+    calls_before = harness.xack_calls()
+    received = harness.run(_deliver_all_at_once(component, harness.topic, "together"))
+    assert sorted(m.data for m in received) == sorted(b"m%d" % i for i in range(MESSAGES))
+    assert harness.run(until(lambda: harness.pending("together") == 0, timeout=5.0)), "entries left pending"
+    # One XACK per entry would be MESSAGES calls; settled in one pass they share one.
+    assert harness.xack_calls() - calls_before == 1
+
+
+def test_closing_right_after_settling_leaves_nothing_pending(harness: Harness) -> None:
+    component = harness.make()
+
+    async def deliver_then_close() -> None:
+        await _deliver_all_at_once(component, harness.topic, "closing")
+        await component.close()  # the handlers settle while it drains; their XACK is still waiting
+
+    harness.run(deliver_then_close())
+    assert harness.pending("closing") == 0
