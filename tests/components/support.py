@@ -1,5 +1,5 @@
-"""What the component test modules share: a fresh event loop per test over a shared backend
-server, and waiting for a condition on that loop."""
+"""What the component and conformance test modules share: a fresh event loop per test (over a
+shared backend server, when there is one), and waiting for a condition on that loop."""
 
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ class Restartable(Protocol):
 
 class LoopHarness:
     """A fresh event loop for one test; the components it built are closed at its end, and a
-    shared server the test stopped is started again."""
+    shared server the test stopped (when one is given) is started again."""
 
-    def __init__(self, server: Restartable) -> None:
+    def __init__(self, server: Restartable | None = None) -> None:
         self._server = server
         self.loop = asyncio.new_event_loop()
         self._components: list[Any] = []
@@ -38,7 +38,7 @@ class LoopHarness:
         return component
 
     def close(self) -> None:
-        if not self._server.running:  # a failed test must not leave the shared server down
+        if self._server is not None and not self._server.running:  # a failed test must not leave it down
             self._server.start()
         for component in reversed(self._components):
             self.run(component.close())

@@ -2,30 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime import registry
+from tests.components.support import LoopHarness
 from tests.conformance.matrix import IMPLEMENTATIONS, Implementation
 
-T = TypeVar("T")
 
-
-class Harness:
-    """A fresh event loop for one test, and the components it built on that loop."""
+class Harness(LoopHarness):
+    """A fresh event loop for one test, and the components it built on that loop (their
+    backends are the session's fixtures, looked up per implementation)."""
 
     def __init__(self, request: pytest.FixtureRequest) -> None:
+        super().__init__()
         self._request = request
-        self.loop = asyncio.new_event_loop()
-        self._components: list[Any] = []
-
-    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return self.loop.run_until_complete(coroutine)
 
     def make(self, implementation: Implementation, name: str = "conformance", **extra: str) -> Any:
         """A new instance of ``implementation``, initialised (several may share a backend)."""
@@ -37,16 +32,7 @@ class Harness:
             metadata={**implementation.metadata(backend), **extra},
             source=str(Path(__file__)),
         )
-        component = registry.build(manifest)
-        self.run(component.init())
-        self._components.append(component)
-        return component
-
-    def close(self) -> None:
-        for component in reversed(self._components):
-            self.run(component.close())
-        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
-        self.loop.close()
+        return self.started(registry.build(manifest))
 
 
 @pytest.fixture
