@@ -51,6 +51,18 @@ def duration(manifest: ComponentManifest, name: str, default: float, plain_unit:
     raw = manifest.metadata.get(name, "").strip()
     if not raw:
         return default
+    seconds = parse_duration(raw, plain_unit)
+    if seconds is None:
+        raise StartupError(manifest.source, f"spec.metadata.{name}", f"must be {DURATION_EXAMPLES}, got {raw!r}")
+    return seconds
+
+
+DURATION_EXAMPLES = "a duration such as '500ms', '5s' or '1m'"
+
+
+def parse_duration(raw: str, plain_unit: float = 0.001) -> float | None:
+    """Seconds in ``raw`` (``500ms``, ``1.5s``, ``1m``, ``1h``, or digits of ``plain_unit``
+    seconds each); None when it is not a duration, or is negative."""
     if raw.isdigit():
         return int(raw) * plain_unit
     for unit in sorted(_UNITS, key=len, reverse=True):
@@ -59,13 +71,9 @@ def duration(manifest: ComponentManifest, name: str, default: float, plain_unit:
             try:
                 value = float(number) * _UNITS[unit]
             except ValueError:
-                break
-            if value >= 0:
-                return value
-            break
-    raise StartupError(
-        manifest.source, f"spec.metadata.{name}", f"must be a duration such as '500ms', '5s' or '1m', got {raw!r}"
-    )
+                return None
+            return value if value >= 0 else None
+    return None
 
 
 def host_port(manifest: ComponentManifest, name: str, default_port: int) -> tuple[str, int]:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from layotto_fast.errors import InvalidArgument, RuntimeApiError, require
 from layotto_fast.runtime.cloudevents import Event, NotACloudEvent, raw_event, raw_id, unwrap, wrap
 from layotto_fast.runtime.lifecycle import Components
+from layotto_fast.runtime.metadata import DURATION_EXAMPLES, parse_duration
 from layotto_fast.runtime.pubsub import Message, PubSub, SubscribeOptions, Unsubscribe, Verdict
 
 log = logging.getLogger(__name__)
@@ -291,23 +292,12 @@ def _integer(meta: Mapping[str, str], key: str, default: int, minimum: int) -> i
     return value
 
 
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0}
-
-
 def _seconds(meta: Mapping[str, str], key: str, default: float) -> float:
+    """A duration in subscription metadata, read as a manifest's is (plain digits: milliseconds)."""
     raw = meta.get(key, "").strip()
     if not raw:
         return default
-    for unit in ("ms", "s", "m"):
-        if raw.endswith(unit):
-            number = raw.removesuffix(unit)
-            break
-    else:
-        number, unit = raw, "ms"
-    try:
-        value = float(number) * _UNITS[unit]
-    except ValueError:
-        value = -1.0
-    if value < 0:
-        raise InvalidArgument(f"metadata.{key} must be a duration such as '200ms' or '5s', got {raw!r}")
-    return value
+    seconds = parse_duration(raw)
+    if seconds is None:
+        raise InvalidArgument(f"metadata.{key} must be {DURATION_EXAMPLES}, got {raw!r}")
+    return seconds

@@ -87,10 +87,19 @@ def test_subscription_options_are_read_and_checked() -> None:
         ({"retryAttempts": "x"}, "retryAttempts"),
         ({"concurrency": "0"}, "concurrency"),
         ({"retryMaxInterval": "soon"}, "retryMaxInterval"),
+        ({"retryMaxInterval": "-1s"}, "retryMaxInterval"),
+        ({"deliveryTimeout": "1.5"}, "deliveryTimeout"),  # plain digits only: milliseconds
         ({"deadLetterTopic": "t"}, "dead_letter_topic"),
     ):
         with pytest.raises(InvalidArgument, match=key):
             _options(TopicSubscription("ps", "t", meta))
+
+
+def test_subscription_durations_read_as_a_manifests_do() -> None:
+    # The manifest's parser: Go-style units up to hours, plain digits in milliseconds.
+    meta = {"retryInitialInterval": "250", "retryMaxInterval": "1h", "deliveryTimeout": "1.5s"}
+    policy, _, _ = _options(TopicSubscription("ps", "t", meta))
+    assert (policy.initial_interval, policy.max_interval, policy.timeout) == (0.25, 3600.0, 1.5)
 
 
 def test_stream_subscriber_matches_answers_to_events() -> None:
