@@ -24,14 +24,37 @@ class Dispatcher:
     def __init__(self, handler: Handler, settle: Settle, concurrency: int, name: str) -> None:
         self._handler = handler
         self._settle = settle
-        self._slots = asyncio.Semaphore(max(1, concurrency))
+        self._concurrency = max(1, concurrency)
+        self._slots = asyncio.Semaphore(self._concurrency)
         self._name = name
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_of_key: dict[str, asyncio.Task[None]] = {}
+        self._room_wanted: tuple[int, asyncio.Future[None]] | None = None  # a room() waiting
 
     @property
-    def busy(self) -> int:
-        return len(self._tasks)
+    def free(self) -> int:
+        """Messages that could start being handled now."""
+        return self._concurrency - len(self._tasks)
+
+    async def room(self, wanted: int) -> int:
+        """How many messages could start now, once at least ``wanted`` could (never more than
+        ``concurrency`` are waited for). A reader that asks its backend for that many at a time
+        fetches in batches, not one message per freed slot."""
+        wanted = min(max(1, wanted), self._concurrency)
+        if self.free < wanted:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._room_wanted = (wanted, future)
+            try:
+                await future
+            finally:
+                self._room_wanted = None
+        return self.free
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        waiting = self._room_wanted
+        if waiting is not None and self.free >= waiting[0] and not waiting[1].done():
+            waiting[1].set_result(None)
 
     async def submit(self, message: Message) -> None:
         """Start handling ``message`` once a slot is free (waits for one)."""
@@ -40,7 +63,7 @@ class Dispatcher:
         before = self._last_of_key.get(key) if key else None
         task = asyncio.get_running_loop().create_task(self._run(message, before))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._ended)
         if key:
             self._last_of_key[key] = task
             task.add_done_callback(lambda done: self._forget(key, done))

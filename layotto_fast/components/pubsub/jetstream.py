@@ -303,8 +303,10 @@ class _Reader:
                 await asyncio.sleep(pause)  # nats-py is reconnecting: no pull requests meanwhile
                 pause = min(pause * 2, MAX_PAUSE)
                 continue
-            room = max(1, self._concurrency - self._dispatcher.busy)  # the rest stays for other members
-            wanted = room if backlog else 1
+            # With a backlog, wait until half the slots are free and ask for as many: one pull
+            # request per message that ends costs nats-py more than the delivery itself. No more
+            # than there is room for: the rest stays for the group's other members.
+            wanted = await self._dispatcher.room(self._concurrency // 2) if backlog else 1
             try:
                 batch = await self._pull.fetch(wanted, FETCH_WAIT)
             except nats_errors.TimeoutError:
