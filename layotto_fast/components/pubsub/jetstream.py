@@ -46,6 +46,7 @@ from nats.js import JetStreamContext, api
 from nats.js import errors as js_errors
 
 from layotto_fast.components.pubsub.dispatch import Dispatcher
+from layotto_fast.components.pubsub.jetstream_pubacks import PubAcks
 from layotto_fast.errors import FailedPrecondition, InvalidArgument, RuntimeApiError, StartupError, Unavailable
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime import metadata
@@ -128,6 +129,7 @@ class JetStreamPubSub:
         self._config = config
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
+        self._pubacks: PubAcks | None = None
         self._topics_stored: set[str] = set()  # topics whose own stream is known to exist
         self._readers: set[_Reader] = set()
 
@@ -152,11 +154,13 @@ class JetStreamPubSub:
                 ),
                 CONNECT_TIMEOUT,
             )
+            pubacks = PubAcks(nc)
+            await pubacks.start()
         except BACKEND_ERRORS as exc:
             with contextlib.suppress(Exception):
                 await nc.close()
             raise self._config.unavailable("cannot connect", exc) from None
-        self._nc, self._js = nc, nc.jetstream(timeout=REQUEST_TIMEOUT)
+        self._nc, self._js, self._pubacks = nc, nc.jetstream(timeout=REQUEST_TIMEOUT), pubacks
         if self._config.stream_name:
             try:
                 await self._js.stream_info(self._config.stream_name)
@@ -176,10 +180,11 @@ class JetStreamPubSub:
         await self._disconnect()
 
     async def publish(self, topic: str, data: bytes, metadata: Mapping[str, str]) -> None:
-        js = self._connected()
+        self._connected()
         await self._stream_of(topic)
+        assert self._pubacks is not None
         try:
-            await js.publish(topic, data, headers=dict(metadata) if metadata else None)
+            await self._pubacks.publish(topic, data, metadata, REQUEST_TIMEOUT)
         except (nats_errors.BadHeaderError, nats_errors.BadSubjectError) as exc:
             raise InvalidArgument(f"{self._config.component}: cannot publish to {topic!r}: {exc}") from None
         except BACKEND_ERRORS as exc:
@@ -243,7 +248,7 @@ class JetStreamPubSub:
         return self._config.unavailable(what, exc)
 
     async def _disconnect(self) -> None:
-        nc, self._nc, self._js = self._nc, None, None
+        nc, self._nc, self._js, self._pubacks = self._nc, None, None, None
         self._topics_stored.clear()
         if nc is None or nc.is_closed:
             return
