@@ -43,6 +43,7 @@ def required(manifest: ComponentManifest, name: str) -> str:
 
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+DURATION_EXAMPLES = "a duration such as '500ms', '5s' or '1m'"  # what an error about one says
 
 
 def duration(manifest: ComponentManifest, name: str, default: float, plain_unit: float = 0.001) -> float:
@@ -55,9 +56,6 @@ def duration(manifest: ComponentManifest, name: str, default: float, plain_unit:
     if seconds is None:
         raise StartupError(manifest.source, f"spec.metadata.{name}", f"must be {DURATION_EXAMPLES}, got {raw!r}")
     return seconds
-
-
-DURATION_EXAMPLES = "a duration such as '500ms', '5s' or '1m'"
 
 
 def parse_duration(raw: str, plain_unit: float = 0.001) -> float | None:

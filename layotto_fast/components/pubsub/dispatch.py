@@ -39,7 +39,7 @@ class Dispatcher:
     async def room(self, wanted: int) -> int:
         """How many messages could start now, once at least ``wanted`` could (never more than
         ``concurrency`` are waited for). A reader that asks its backend for that many at a time
-        fetches in batches, not one message per freed slot."""
+        fetches in batches, not one message per freed slot. One caller at a time: the reader."""
         wanted = min(max(1, wanted), self._concurrency)
         if self.free < wanted:
             future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
