@@ -302,7 +302,9 @@ class _Reader:
         # with no backlog, ask for one (handed over the moment it arrives); after a full batch
         # there is likely more, and a request for many returns at once with what is there.
         backlog = False
-        while True:
+        # Not `while True`: Python 3.11's asyncio.wait_for (inside nats-py's fetch) can swallow a
+        # cancellation when a message arrives at the same moment, and the loop must still end.
+        while not self._stopped:
             nc = self._owner._nc
             if nc is None or not nc.is_connected:
                 await asyncio.sleep(pause)  # nats-py is reconnecting: no pull requests meanwhile
@@ -330,12 +332,14 @@ class _Reader:
             ]
             for message, msg in zip(messages, batch, strict=True):
                 self._unsettled[id(message)] = msg
+            if self._stopped:  # fetched as the subscription stopped: stop() hands them back
+                return
             for message in messages:
                 await self._dispatcher.submit(message)
 
     async def _keep_alive(self) -> None:
         """Tell the server the unsettled messages are being worked on: no redelivery meanwhile."""
-        while True:
+        while not self._stopped:
             await asyncio.sleep(self._ack_wait / 2)
             for msg in list(self._unsettled.values()):
                 with contextlib.suppress(*BACKEND_ERRORS):
