@@ -81,10 +81,11 @@ class GrpcAppChannel:
 
     async def _call(self, path: str, message: bytes, timeout_ms: int) -> bytes:
         token = next(self._tokens)
-        future: asyncio.Future[tuple[int, str, bytes]] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[int, str, bytes]] = loop.create_future()
         self._waiting[token] = future
         if not self._outbox:
-            asyncio.get_running_loop().call_soon(self._hand_over)
+            loop.call_soon(self._hand_over)
         self._outbox.append((token, path, message, timeout_ms))
         try:
             status, detail, answer = await future

@@ -21,6 +21,7 @@ its bytes, which publishing returns too, so the publisher and the app see the sa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -160,7 +161,7 @@ class PubSubService:
                 return BulkFailure(entry.entry_id, f"{type(exc).__name__}: {exc}")
             return None
 
-        outcomes = await asyncio.gather(*(one(entry, raw[i]) for i, entry in enumerate(entries)))
+        outcomes = await asyncio.gather(*(one(entry, raw_entry) for entry, raw_entry in zip(entries, raw, strict=True)))
         return [failure for failure in outcomes if failure is not None]
 
     async def subscribe(self, subscription: TopicSubscription, deliver: Deliver) -> Unsubscribe:
@@ -197,13 +198,12 @@ class _Delivery:
 
     async def handle(self, message: Message) -> Verdict:
         sub = self._subscription
-        if self._raw or message.metadata.get(RAW_PAYLOAD) in _TRUE:
-            event = raw_event(message.data, message.topic, sub.pubsub_name, raw_id(message.data))
-        else:
-            try:
+        event: Event | None = None
+        if not (self._raw or message.metadata.get(RAW_PAYLOAD) in _TRUE):
+            with contextlib.suppress(NotACloudEvent):
                 event = unwrap(message.data, message.topic, sub.pubsub_name)
-            except NotACloudEvent:
-                event = raw_event(message.data, message.topic, sub.pubsub_name, raw_id(message.data))
+        if event is None:  # raw by request, or not a CloudEvent (another client's bytes)
+            event = raw_event(message.data, message.topic, sub.pubsub_name, raw_id(message.data))
         policy = self._policy
         verdict = Verdict.RETRY
         for attempt in range(1, policy.attempts + 1):

@@ -231,9 +231,7 @@ def test_service_keeps_ids_and_dead_letters_everywhere(
         ]
         good = await service.publish("ps", topic, b"fine", "text/plain", {})
         poison = await service.publish("ps", topic, b"poison", "text/plain", {})
-        async with asyncio.timeout(PATIENCE):
-            while not dead_events or not any(e.id == good for e in events):
-                await asyncio.sleep(0.02)
+        await Inbox.until(lambda: bool(dead_events) and any(e.id == good for e in events))
         for stop in stops:
             await stop()
         await components.close_all()
@@ -275,9 +273,7 @@ def test_service_raw_payload_travels_without_an_envelope(
         ]
         raw_id = await service.publish("ps", topic, looks_like_one, "application/json", {"rawPayload": "true"})
         wrapped_id = await service.publish("ps", raw_topic, b"hello", "text/plain", {})
-        async with asyncio.timeout(PATIENCE):
-            while not events or not raw_events:
-                await asyncio.sleep(0.02)
+        await Inbox.until(lambda: bool(events) and bool(raw_events))
         for stop in stops:
             await stop()
         await components.close_all()
