@@ -277,22 +277,28 @@ class MeshProxy:
         """(token, "ok" | "timeout" | "unavailable" | "overloaded" | "no_service" | "bad_request",
         response frame or the reason as UTF-8)."""
 
-class GrpcClient:
-    """A gRPC unary client on h2 (a Rust thread of its own): one connection to ``address``,
-    made on the first call and again after it is lost."""
+class GrpcClientConnection:
+    """One HTTP/2 connection making unary gRPC calls, driven by the event loop: feed it the
+    socket's bytes, write what ``take_output`` returns. Each method returns the calls it
+    finished as (token, gRPC status (0: OK), detail, answer message)."""
 
-    def __new__(cls, address: str, keepalive_ms: int = 0) -> Self:
-        """A client of ``address`` (host:port). ``keepalive_ms`` > 0: PING the connection that
-        often; one unanswered as long ends it, reported as a lost connection."""
-    def call_many(self, calls: list[tuple[int, str, bytes, int]]) -> None:
-        """Queue calls, each ``(token, path, message, timeout_ms)``: ``path`` called with the
-        encoded ``message``; its outcome comes back through ``take_completions`` under
-        ``token``. One wake-up of the client's thread for them all."""
-    def completions_fd(self) -> int:
-        """Readable when calls have finished."""
-    def take_completions(self) -> list[tuple[int, int, str, bytes]]:
-        """(token, gRPC status (0: OK), detail, response message)."""
-    def close(self) -> None: ...
+    def __new__(cls, authority: str, max_message_bytes: int = 4194304) -> Self: ...
+    def start_many(self, calls: list[tuple[int, str, bytes, int]]) -> list[tuple[int, int, str, bytes]]:
+        """Start calls, each ``(token, path, message, timeout_ms)``."""
+    def feed(self, data: bytes) -> list[tuple[int, int, str, bytes]]: ...
+    def feed_eof(self) -> list[tuple[int, int, str, bytes]]: ...
+    def lost(self, reason: str) -> list[tuple[int, int, str, bytes]]:
+        """The socket closed: every open call fails (UNAVAILABLE)."""
+    def expire(self) -> list[tuple[int, int, str, bytes]]:
+        """Calls past their deadline fail (DEADLINE_EXCEEDED); their streams are reset."""
+    def next_deadline(self) -> float | None:
+        """Seconds until the earliest open call's deadline; None with none open."""
+    def take_output(self) -> bytes | None: ...
+    def ping(self) -> bool:
+        """Send a keepalive PING; False when the previous one is still unanswered."""
+    def is_closed(self) -> bool: ...
+    def error(self) -> str | None: ...
+    def open_calls(self) -> int: ...
 
 def encode_dubbo_request(
     request_id: int,

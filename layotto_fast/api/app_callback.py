@@ -3,13 +3,13 @@
 Only translation lives here (runtime events to ``TopicEventRequest``, statuses to
 verdicts); what to do with a verdict is the pub/sub service's.
 
-Calls go through the native client (``layotto_fast_native.GrpcClient``: h2 on a Rust
-thread of its own), not grpcio's asyncio client: that one costs about 220 µs of CPU per
-call, most of a delivery, and its polling thread would run in every sidecar beside the
-native front. The calls of one loop pass are handed to it together (one wake-up of its
-thread), and a delivery's time limit is the call's own deadline there, not a timer on
-the loop. The client reports the end of each connection; a subscription cycle ends when
-the connection its listing came over is gone.
+Calls go over one HTTP/2 connection that the event loop owns: the socket is an asyncio
+protocol and HTTP/2 is the native ``GrpcClientConnection`` (h2), fed the bytes as they
+come. grpcio's asyncio client costs about 220 µs of CPU per call, most of a delivery,
+and a client on a thread of its own pays two thread wake-ups per batch of calls. The calls
+of one loop pass go out in one write; a delivery's time limit is its call's deadline, kept
+by the native connection and watched by one loop timer. The end of each connection is
+counted; a subscription cycle ends when the connection its listing came over is gone.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import math
 from collections.abc import Sequence
 
 import grpc
-from layotto_fast_native import GrpcClient
+from layotto_fast_native import GrpcClientConnection
 
 from layotto_fast._proto import appcallback_pb2 as pb
 from layotto_fast.errors import Unavailable
@@ -34,10 +34,15 @@ log = logging.getLogger(__name__)
 SERVICE = "/spec.proto.runtime.v1.AppCallback"
 ON_TOPIC_EVENT = f"{SERVICE}/OnTopicEvent"
 LIST_TIMEOUT_MS = 5_000
-CONNECTION_LOST = 0  # the client's token for "a connection ended"
+UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
 DEADLINE_EXCEEDED = grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
 _VERDICTS = {int(v): v for v in Verdict}
 _STATUS_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+
+# (token, path, encoded request, timeout in ms): one call as the native connection takes it
+Call = tuple[int, str, bytes, int]
+# (token, gRPC status, detail, encoded answer): one call's end as it reports it
+Finished = tuple[int, int, str, bytes]
 
 
 class AppCallError(Unavailable):
@@ -46,42 +51,114 @@ class AppCallError(Unavailable):
         self.status = status
 
 
+class _AppConnection(asyncio.Protocol):
+    """One socket to the app: bytes in and out of the native HTTP/2 client connection."""
+
+    def __init__(self, channel: GrpcAppChannel, number: int) -> None:
+        self.channel = channel
+        self.number = number
+        self.h2 = GrpcClientConnection(channel.address)
+        self.transport: asyncio.Transport | None = None
+        self.ended = False
+        self._why: str | None = None  # set when the sidecar ends the connection itself
+        self._pinger: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, only alike
+        self.transport = transport  # type: ignore[assignment]
+        self.flush()
+        if self.channel.keepalive_seconds > 0:
+            self._pinger = asyncio.get_running_loop().call_later(self.channel.keepalive_seconds, self._ping)
+
+    def data_received(self, data: bytes) -> None:
+        self.channel.settle(self.h2.feed(data))
+        self.flush()
+
+    def eof_received(self) -> bool:
+        self.channel.settle(self.h2.feed_eof())
+        return False  # the transport closes
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.ended = True
+        if self._pinger is not None:
+            self._pinger.cancel()
+        why = self._why or (str(exc) if exc else None) or self.h2.error() or "closed by the app"
+        self.channel.settle(self.h2.lost(why))
+        self.channel.ended(self, why)
+
+    def start(self, calls: list[Call]) -> None:
+        self.channel.settle(self.h2.start_many(calls))
+        self.flush()
+
+    def flush(self) -> None:
+        output = self.h2.take_output()
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if output is not None:
+            transport.write(output)
+        if self.h2.is_closed():  # an HTTP/2 error or GOAWAY from the app: the socket goes too
+            transport.close()
+
+    def expire(self) -> None:
+        self.channel.settle(self.h2.expire())
+        self.flush()
+
+    def _ping(self) -> None:
+        if self.transport is None or self.ended:
+            return
+        if not self.h2.ping():
+            self._why = f"no answer to a PING within {self.channel.keepalive_seconds * 1000:.0f} ms"
+            self.transport.abort()
+            return
+        self.flush()
+        self._pinger = asyncio.get_running_loop().call_later(self.channel.keepalive_seconds, self._ping)
+
+
 class GrpcAppChannel:
     def __init__(self, host: str, port: int, keepalive_seconds: float = 0.0) -> None:
+        self.host, self.port = host, port
         self.address = f"{host}:{port}"
-        self._keepalive_ms = round(keepalive_seconds * 1000)
-        self._client: GrpcClient | None = None
+        self.keepalive_seconds = keepalive_seconds
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._connection: _AppConnection | None = None
+        self._dialling: asyncio.Task[None] | None = None
+        self._dial_queue: list[tuple[float, Call]] = []  # calls waiting for a connection, and since when
+        self._connections = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[tuple[int, str, bytes]]] = {}
         self._tokens = itertools.count(1)
-        self._outbox: list[tuple[int, str, bytes, int]] = []  # this pass's calls, not yet handed over
+        self._outbox: list[Call] = []  # this pass's calls, not yet handed over
+        self._deadline_timer: asyncio.TimerHandle | None = None
+        self._deadline_at = math.inf
         self._losses = 0  # connections ended so far
         self._listed_at = 0  # the count when the subscriptions were last asked for
         self._loss_waiters: list[asyncio.Future[None]] = []
 
-    def _native(self) -> GrpcClient:
-        if self._client is None:
-            self._client = GrpcClient(self.address, self._keepalive_ms)
-            asyncio.get_running_loop().add_reader(self._client.completions_fd(), self._finished)
-        return self._client
-
-    def _finished(self) -> None:
-        assert self._client is not None
-        for token, status, detail, message in self._client.take_completions():
-            if token == CONNECTION_LOST:
-                log.info("app at %s: %s", self.address, detail)
-                self._losses += 1
-                for waiter in self._loss_waiters:
-                    if not waiter.done():
-                        waiter.set_result(None)
-                self._loss_waiters.clear()
-                continue
-            future = self._waiting.pop(token, None)
+    def settle(self, finished: list[Finished]) -> None:
+        waiting = self._waiting
+        for token, status, detail, message in finished:
+            future = waiting.pop(token, None)
             if future is not None and not future.done():
                 future.set_result((status, detail, message))
 
+    def ended(self, connection: _AppConnection, why: str) -> None:
+        if connection is self._connection:
+            self._connection = None
+            if self._deadline_timer is not None:
+                self._deadline_timer.cancel()
+                self._deadline_timer, self._deadline_at = None, math.inf
+        log.info("app at %s: connection %d ended: %s", self.address, connection.number, why)
+        self._losses += 1
+        for waiter in self._loss_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._loss_waiters.clear()
+
     async def _call(self, path: str, message: bytes, timeout_ms: int) -> bytes:
         token = next(self._tokens)
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         future: asyncio.Future[tuple[int, str, bytes]] = loop.create_future()
         self._waiting[token] = future
         if not self._outbox:
@@ -97,13 +174,63 @@ class GrpcAppChannel:
 
     def _hand_over(self) -> None:
         calls, self._outbox = self._outbox, []
+        connection = self._connection
+        if connection is None or connection.ended:
+            self._dial(calls)
+            return
+        connection.start(calls)
+        self._arm_deadline(connection)
+
+    def _dial(self, calls: list[Call]) -> None:
+        assert self._loop is not None
+        now = self._loop.time()
+        self._dial_queue.extend((now, call) for call in calls)
+        if self._dialling is None:
+            self._dialling = self._loop.create_task(self._connect())
+
+    async def _connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        number = next(self._connections)
+        limit = max(timeout_ms for _, (_, _, _, timeout_ms) in self._dial_queue) / 1000
         try:
-            self._native().call_many(calls)
-        except Exception as exc:  # closed meanwhile, or no client could be made: the calls fail now
-            for token, _, _, _ in calls:
-                future = self._waiting.pop(token, None)
-                if future is not None and not future.done():
-                    future.set_exception(Unavailable(f"app at {self.address}: {exc}"))
+            _, connection = await asyncio.wait_for(
+                loop.create_connection(lambda: _AppConnection(self, number), self.host, self.port), limit
+            )
+        except (OSError, TimeoutError) as exc:
+            queued, self._dial_queue = self._dial_queue, []
+            detail = f"cannot connect to {self.address}: {exc or 'no answer in time'}"
+            self.settle([(call[0], UNAVAILABLE, detail, b"") for _, call in queued])
+            return
+        finally:
+            self._dialling = None
+        self._connection = connection
+        queued, self._dial_queue = self._dial_queue, []
+        now = loop.time()
+        # the time spent connecting counts against each call's limit
+        late = [(token, path, message, max(1, timeout_ms - round((now - since) * 1000)))
+                for since, (token, path, message, timeout_ms) in queued]  # fmt: skip
+        connection.start(late)
+        self._arm_deadline(connection)
+
+    def _arm_deadline(self, connection: _AppConnection) -> None:
+        """One loop timer at the earliest open call's deadline; later ones wait their turn."""
+        delay = connection.h2.next_deadline()
+        if delay is None:
+            return
+        assert self._loop is not None
+        when = self._loop.time() + delay
+        if when >= self._deadline_at:
+            return
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+        self._deadline_at = when
+        self._deadline_timer = self._loop.call_at(when, self._expire, connection)
+
+    def _expire(self, connection: _AppConnection) -> None:
+        self._deadline_timer, self._deadline_at = None, math.inf
+        if not connection.ended:
+            connection.expire()
+            self._arm_deadline(connection)
 
     async def list_subscriptions(self) -> Sequence[TopicSubscription]:
         self._listed_at = self._losses
@@ -143,10 +270,17 @@ class GrpcAppChannel:
             await waiter
 
     async def close(self) -> None:
-        if self._client is not None:
-            asyncio.get_running_loop().remove_reader(self._client.completions_fd())
-            self._client.close()
-            self._client = None
+        """Ends the connection; calls still open fail (UNAVAILABLE)."""
+        if self._dialling is not None:
+            self._dialling.cancel()
+        queued, self._dial_queue = self._dial_queue, []
+        self.settle([(call[0], UNAVAILABLE, "the sidecar is stopping", b"") for _, call in queued])
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer, self._deadline_at = None, math.inf
+        connection, self._connection = self._connection, None
+        if connection is not None and connection.transport is not None:
+            connection.transport.close()
 
 
 def event_message(event: Event) -> pb.TopicEventRequest:

@@ -245,7 +245,7 @@ mod layotto_fast_native {
     use crate::mesh::python::MeshProxy;
 
     #[pymodule_export]
-    use crate::grpc_client::GrpcClient;
+    use crate::grpc_client::GrpcClientConnection;
 
     #[pymodule_export]
     use crate::dubbo_py::{decode_dubbo_response, encode_dubbo_generic, encode_dubbo_request};

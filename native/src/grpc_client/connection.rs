@@ -1,0 +1,745 @@
+//! One HTTP/2 connection making unary gRPC calls, driven from the event loop's thread.
+//!
+//! The mirror of the front's server connection: the loop feeds received bytes in, h2
+//! runs until it can make no more progress, and finished calls come back as
+//! [`Finished`] values; the bytes to write are taken with [`ClientConnection::take_output`].
+//! No thread or runtime sits between a delivery and the socket: the wakers only record
+//! which call (or the connection) wants polling again.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use h2::client::{self, ResponseFuture, SendRequest};
+use h2::{Ping, PingPong, RecvStream};
+
+use crate::front::io::LoopIo;
+use crate::front::wake::{connection_waker, stream_waker, ReadySet};
+
+pub const DEADLINE_EXCEEDED: u32 = 4;
+pub const RESOURCE_EXHAUSTED: u32 = 8;
+pub const INTERNAL: u32 = 13;
+pub const UNAVAILABLE: u32 = 14;
+
+/// The ready-set key that stands for "the connection may open another stream".
+const SEND_READY: u32 = 0;
+/// Deadlines this close are treated as passed: the loop's timers fire to the millisecond.
+const DEADLINE_SLACK: Duration = Duration::from_millis(1);
+
+/// How a call ended: status 0 with the response message, or a gRPC status and why.
+#[derive(Debug)]
+pub struct Finished {
+    pub token: u64,
+    pub status: u32,
+    pub detail: String,
+    pub message: Bytes,
+}
+
+impl Finished {
+    fn failed(token: u64, status: u32, detail: String) -> Self {
+        Finished {
+            token,
+            status,
+            detail,
+            message: Bytes::new(),
+        }
+    }
+}
+
+enum Phase {
+    /// Waiting for the connection to take another stream.
+    Queued {
+        path: String,
+        message: Bytes,
+    },
+    Head(ResponseFuture),
+    Body(RecvStream, BytesMut),
+    Trailers(RecvStream, BytesMut),
+}
+
+struct Call {
+    token: u64,
+    waker: Waker,
+    phase: Phase,
+    timeout: Duration,
+}
+
+type Handshake = Pin<
+    Box<
+        dyn Future<
+            Output = Result<(SendRequest<Bytes>, client::Connection<LoopIo, Bytes>), h2::Error>,
+        >,
+    >,
+>;
+
+enum State {
+    Handshaking(Handshake),
+    Open {
+        send: SendRequest<Bytes>,
+        driver: Box<client::Connection<LoopIo, Bytes>>, // boxed: the variants' sizes differ by 1 KiB
+    },
+    Closed,
+}
+
+pub struct ClientConnection {
+    state: State,
+    io: LoopIo,
+    ready: Arc<ReadySet>,
+    connection_waker: Waker,
+    send_waker: Waker,
+    authority: String,
+    max_message_bytes: usize,
+    calls: HashMap<u32, Call>,
+    queued: VecDeque<u32>,
+    /// Earliest deadline first; keys of calls already finished are skipped when met.
+    deadlines: BinaryHeap<Reverse<(Instant, u32)>>,
+    next_key: u32,
+    finished: Vec<Finished>,
+    ping_pong: Option<PingPong>,
+    ping_outstanding: bool,
+    error: Option<String>,
+}
+
+impl ClientConnection {
+    /// A connection to the server at `authority` (`host:port`, sent as :authority).
+    pub fn new(authority: String, max_message_bytes: usize) -> Self {
+        let io = LoopIo::default();
+        let handshake: Handshake = Box::pin(client::Builder::new().handshake(io.clone()));
+        let ready = Arc::new(ReadySet::default());
+        let mut connection = ClientConnection {
+            state: State::Handshaking(handshake),
+            io,
+            connection_waker: connection_waker(&ready),
+            send_waker: stream_waker(SEND_READY, &ready),
+            ready,
+            authority,
+            max_message_bytes,
+            calls: HashMap::new(),
+            queued: VecDeque::new(),
+            deadlines: BinaryHeap::new(),
+            next_key: 1,
+            finished: Vec::new(),
+            ping_pong: None,
+            ping_outstanding: false,
+            error: None,
+        };
+        connection.drive();
+        connection
+    }
+
+    /// Call `path` (`/package.Service/Method`) with `message` (encoded); its outcome comes
+    /// back under `token` from a later `feed`, `expire` or `lost`, or from this one's
+    /// `take_finished` when the connection has already ended.
+    pub fn start(&mut self, token: u64, path: String, message: &[u8], timeout: Duration) {
+        if let State::Closed = self.state {
+            let detail = self.lost_detail();
+            self.finished
+                .push(Finished::failed(token, UNAVAILABLE, detail));
+            return;
+        }
+        let key = self.new_key();
+        self.calls.insert(
+            key,
+            Call {
+                token,
+                waker: stream_waker(key, &self.ready),
+                phase: Phase::Queued {
+                    path,
+                    message: framed(message),
+                },
+                timeout,
+            },
+        );
+        self.deadlines
+            .push(Reverse((Instant::now() + timeout, key)));
+        self.queued.push_back(key);
+        self.ready.push(SEND_READY);
+    }
+
+    /// Run the protocol after `start`s.
+    pub fn poll(&mut self) {
+        self.drive();
+    }
+
+    pub fn feed(&mut self, data: &[u8]) {
+        self.io.0.borrow_mut().input.extend_from_slice(data);
+        self.drive();
+    }
+
+    /// The server closed its side: no more input will come.
+    pub fn feed_eof(&mut self) {
+        self.io.0.borrow_mut().eof = true;
+        self.drive();
+    }
+
+    /// The socket is gone: every call still open fails (UNAVAILABLE).
+    pub fn lost(&mut self, reason: &str) {
+        if !self.is_closed() {
+            self.close(reason.to_owned());
+        }
+    }
+
+    /// Calls past their deadline end (DEADLINE_EXCEEDED); their streams are reset.
+    pub fn expire(&mut self) {
+        let now = Instant::now() + DEADLINE_SLACK;
+        while let Some(Reverse((deadline, key))) = self.deadlines.peek().copied() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop();
+            if let Some(call) = self.calls.remove(&key) {
+                let detail = format!("no answer within {} ms", call.timeout.as_millis());
+                self.finished
+                    .push(Finished::failed(call.token, DEADLINE_EXCEEDED, detail));
+            }
+        }
+        self.drive(); // dropped streams queue their resets
+    }
+
+    /// How long until the earliest open call's deadline; None with no call open.
+    pub fn next_deadline(&mut self) -> Option<Duration> {
+        while let Some(Reverse((deadline, key))) = self.deadlines.peek().copied() {
+            if self.calls.contains_key(&key) {
+                return Some(deadline.saturating_duration_since(Instant::now()));
+            }
+            self.deadlines.pop();
+        }
+        None
+    }
+
+    pub fn take_finished(&mut self) -> Vec<Finished> {
+        std::mem::take(&mut self.finished)
+    }
+
+    /// Hand the bytes to write to `send`, then empty the buffer.
+    pub fn take_output<R>(&mut self, send: impl FnOnce(&[u8]) -> R) -> R {
+        let mut shared = self.io.0.borrow_mut();
+        let sent = send(&shared.output);
+        shared.output.clear();
+        sent
+    }
+
+    /// Send a keepalive PING. False when the previous one is still unanswered.
+    pub fn ping(&mut self) -> bool {
+        if self.ping_outstanding {
+            return false;
+        }
+        if let Some(ping_pong) = self.ping_pong.as_mut() {
+            if ping_pong.send_ping(Ping::opaque()).is_ok() {
+                self.ping_outstanding = true;
+            }
+        }
+        self.drive();
+        true
+    }
+
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
+    pub fn error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+
+    pub fn open_calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    fn new_key(&mut self) -> u32 {
+        loop {
+            let key = self.next_key;
+            self.next_key = self.next_key.wrapping_add(1);
+            if key != SEND_READY && !self.calls.contains_key(&key) {
+                return key;
+            }
+        }
+    }
+
+    fn drive(&mut self) {
+        loop {
+            let mut progressed = self.ready.take_connection();
+            progressed |= self.drive_connection();
+            for key in self.ready.take_streams() {
+                progressed = true;
+                if key == SEND_READY {
+                    self.start_queued();
+                } else {
+                    self.poll_call(key);
+                }
+            }
+            if !progressed || self.is_closed() {
+                break;
+            }
+        }
+    }
+
+    fn drive_connection(&mut self) -> bool {
+        let waker = self.connection_waker.clone();
+        let mut cx = Context::from_waker(&waker);
+        let mut progressed = false;
+        if self.ping_outstanding {
+            if let Some(ping_pong) = self.ping_pong.as_mut() {
+                if let Poll::Ready(Ok(_)) = ping_pong.poll_pong(&mut cx) {
+                    self.ping_outstanding = false;
+                    progressed = true;
+                }
+            }
+        }
+        match &mut self.state {
+            State::Closed => progressed,
+            State::Handshaking(handshake) => match handshake.as_mut().poll(&mut cx) {
+                Poll::Ready(Ok((send, mut driver))) => {
+                    self.ping_pong = driver.ping_pong();
+                    self.state = State::Open {
+                        send,
+                        driver: Box::new(driver),
+                    };
+                    self.ready.push(SEND_READY);
+                    self.drive_connection();
+                    true
+                }
+                Poll::Ready(Err(error)) => {
+                    self.close(format!("HTTP/2 handshake failed: {error}"));
+                    true
+                }
+                Poll::Pending => progressed,
+            },
+            State::Open { driver, .. } => match Pin::new(driver.as_mut()).poll(&mut cx) {
+                Poll::Ready(Ok(())) => {
+                    self.close("the server ended the connection".into());
+                    true
+                }
+                Poll::Ready(Err(error)) => {
+                    self.close(format!("connection error: {error}"));
+                    true
+                }
+                Poll::Pending => progressed,
+            },
+        }
+    }
+
+    fn start_queued(&mut self) {
+        let State::Open { send, .. } = &mut self.state else {
+            return;
+        };
+        let mut cx = Context::from_waker(&self.send_waker);
+        while let Some(&key) = self.queued.front() {
+            match send.poll_ready(&mut cx) {
+                Poll::Pending => return,
+                Poll::Ready(Err(error)) => {
+                    self.close(format!("connection error: {error}"));
+                    return;
+                }
+                Poll::Ready(Ok(())) => {}
+            }
+            self.queued.pop_front();
+            let Some(call) = self.calls.get_mut(&key) else {
+                continue; // expired while queued
+            };
+            let Phase::Queued { path, message } = std::mem::replace(
+                &mut call.phase,
+                Phase::Queued {
+                    path: String::new(),
+                    message: Bytes::new(),
+                },
+            ) else {
+                continue;
+            };
+            let sent = request(&self.authority, &path, call.timeout).and_then(|head| {
+                let (response, mut stream) = send
+                    .send_request(head, false)
+                    .map_err(|e| (UNAVAILABLE, e.to_string()))?;
+                stream
+                    .send_data(message, true)
+                    .map_err(|e| (UNAVAILABLE, e.to_string()))?;
+                Ok(response)
+            });
+            match sent {
+                Ok(response) => {
+                    call.phase = Phase::Head(response);
+                    self.ready.push(key);
+                }
+                Err((status, detail)) => {
+                    let token = call.token;
+                    self.calls.remove(&key);
+                    self.finished.push(Finished::failed(token, status, detail));
+                }
+            }
+        }
+    }
+
+    fn poll_call(&mut self, key: u32) {
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        let limit = self.max_message_bytes;
+        let mut cx = Context::from_waker(&call.waker);
+        let outcome = loop {
+            match &mut call.phase {
+                Phase::Queued { .. } => return,
+                Phase::Head(response) => match Pin::new(response).poll(&mut cx) {
+                    Poll::Pending => return,
+                    Poll::Ready(Err(e)) => break Err((UNAVAILABLE, e.to_string())),
+                    Poll::Ready(Ok(response)) => {
+                        if response.status() != http::StatusCode::OK {
+                            break Err((UNAVAILABLE, format!("HTTP status {}", response.status())));
+                        }
+                        if let Some(status) = grpc_status(response.headers()) {
+                            break Err(status); // a trailers-only error
+                        }
+                        call.phase = Phase::Body(response.into_body(), BytesMut::new());
+                    }
+                },
+                Phase::Body(body, data) => match body.poll_data(&mut cx) {
+                    Poll::Pending => return,
+                    Poll::Ready(Some(Ok(chunk))) => {
+                        let _ = body.flow_control().release_capacity(chunk.len());
+                        if data.len() + chunk.len() > limit + 5 {
+                            break Err((
+                                RESOURCE_EXHAUSTED,
+                                format!("the answer is over the {limit}-byte limit"),
+                            ));
+                        }
+                        data.extend_from_slice(&chunk);
+                    }
+                    Poll::Ready(Some(Err(e))) => break Err((UNAVAILABLE, e.to_string())),
+                    Poll::Ready(None) => {
+                        let Phase::Body(body, data) = std::mem::replace(
+                            &mut call.phase,
+                            Phase::Queued {
+                                path: String::new(),
+                                message: Bytes::new(),
+                            },
+                        ) else {
+                            unreachable!()
+                        };
+                        call.phase = Phase::Trailers(body, data);
+                    }
+                },
+                Phase::Trailers(body, data) => match body.poll_trailers(&mut cx) {
+                    Poll::Pending => return,
+                    Poll::Ready(Err(e)) => break Err((UNAVAILABLE, e.to_string())),
+                    Poll::Ready(Ok(trailers)) => {
+                        if let Some(status) = trailers.as_ref().and_then(grpc_status) {
+                            break Err(status);
+                        }
+                        break unframed(std::mem::take(data));
+                    }
+                },
+            }
+        };
+        let token = call.token;
+        self.calls.remove(&key);
+        self.finished.push(match outcome {
+            Ok(message) => Finished {
+                token,
+                status: 0,
+                detail: String::new(),
+                message,
+            },
+            Err((status, detail)) => Finished::failed(token, status, detail),
+        });
+    }
+
+    fn lost_detail(&self) -> String {
+        let why = self.error.as_deref().unwrap_or("closed");
+        format!("connection to {} lost: {why}", self.authority)
+    }
+
+    fn close(&mut self, error: String) {
+        self.state = State::Closed;
+        self.error = Some(error);
+        let detail = self.lost_detail();
+        let mut open: Vec<(u32, u64)> = self
+            .calls
+            .drain()
+            .map(|(key, call)| (key, call.token))
+            .collect();
+        open.sort_unstable();
+        for (_, token) in open {
+            self.finished
+                .push(Finished::failed(token, UNAVAILABLE, detail.clone()));
+        }
+        self.queued.clear();
+        self.deadlines.clear();
+    }
+}
+
+fn framed(message: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(5 + message.len());
+    out.extend_from_slice(&[0]);
+    out.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    out.extend_from_slice(message);
+    out.freeze()
+}
+
+fn request(
+    authority: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<http::Request<()>, (u32, String)> {
+    http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{authority}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("grpc-timeout", format!("{}m", timeout.as_millis().max(1)))
+        .body(())
+        .map_err(|e| (INTERNAL, format!("bad request: {e}")))
+}
+
+/// The one message of a unary answer, without its gRPC prefix.
+fn unframed(data: BytesMut) -> Result<Bytes, (u32, String)> {
+    if data.len() < 5 || data[0] != 0 {
+        return Err((
+            INTERNAL,
+            "the answer is not one uncompressed gRPC message".into(),
+        ));
+    }
+    let mut data = data.freeze();
+    data.advance(1);
+    let size = data.get_u32() as usize;
+    if data.len() != size {
+        return Err((
+            INTERNAL,
+            format!(
+                "the answer's message is {} bytes, its prefix says {size}",
+                data.len()
+            ),
+        ));
+    }
+    Ok(data)
+}
+
+/// The call's status and detail when it is not OK; None for OK or no status yet.
+fn grpc_status(headers: &http::HeaderMap) -> Option<(u32, String)> {
+    let code = headers
+        .get("grpc-status")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u32>()
+        .unwrap_or(INTERNAL);
+    if code == 0 {
+        return None;
+    }
+    let detail = headers
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .map(percent_decode)
+        .unwrap_or_default();
+    Some((code, detail))
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(value) = u8::from_str_radix(&text[i + 1..i + 3], 16) {
+                out.push(value);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::front::connection::{Connection, Event, Method, Settings};
+
+    const PATH: &str = "/test.Echo/Call";
+
+    fn server() -> Connection {
+        server_with(Settings::default())
+    }
+
+    fn server_with(settings: Settings) -> Connection {
+        let method = Method {
+            index: 0,
+            client_streaming: false,
+            fixed_reply: None,
+        };
+        let methods = HashMap::from([(PATH.to_owned(), method)]);
+        Connection::new(Arc::new(methods), settings, false)
+    }
+
+    /// Moves bytes both ways until neither side has more to say; returns the server's events.
+    fn exchange(client: &mut ClientConnection, server: &mut Connection) -> Vec<Event> {
+        let mut events = Vec::new();
+        loop {
+            events.extend(server.poll());
+            let to_server = client.take_output(|out| out.to_vec());
+            let to_client = server.drain_output(|out| out.to_vec());
+            if to_server.is_empty() && to_client.is_empty() {
+                return events;
+            }
+            events.extend(server.feed(&to_server));
+            client.feed(&to_client);
+        }
+    }
+
+    fn unary_keys(events: &[Event]) -> Vec<(u32, Bytes)> {
+        events
+            .iter()
+            .filter_map(|event| match event {
+                Event::Unary { key, message, .. } => Some((*key, message.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn calls_are_answered_under_their_own_tokens() {
+        let (mut client, mut server) = (ClientConnection::new("app:1".into(), 1024), server());
+        for token in [7, 8] {
+            client.start(
+                token,
+                PATH.into(),
+                format!("ask {token}").as_bytes(),
+                Duration::from_secs(5),
+            );
+        }
+        client.poll();
+        let calls = unary_keys(&exchange(&mut client, &mut server));
+        assert_eq!(calls.len(), 2);
+        for (key, message) in calls.iter().rev() {
+            let answer = [b"re: ".as_slice(), message].concat();
+            assert!(server.respond(*key, &answer, None, None));
+        }
+        exchange(&mut client, &mut server);
+        let mut finished = client.take_finished();
+        finished.sort_by_key(|f| f.token);
+        let answers: Vec<_> = finished
+            .iter()
+            .map(|f| (f.token, f.status, f.message.clone()))
+            .collect();
+        assert_eq!(
+            answers,
+            vec![
+                (7, 0, Bytes::from("re: ask 7")),
+                (8, 0, Bytes::from("re: ask 8"))
+            ]
+        );
+        assert_eq!(client.open_calls(), 0);
+        assert_eq!(client.next_deadline(), None);
+    }
+
+    #[test]
+    fn calls_over_the_servers_stream_limit_wait_their_turn() {
+        let settings = Settings {
+            max_concurrent_streams: 1,
+            ..Settings::default()
+        };
+        let (mut client, mut server) = (
+            ClientConnection::new("app:1".into(), 1024),
+            server_with(settings),
+        );
+        exchange(&mut client, &mut server); // the server's SETTINGS reach the client first
+        for token in 1..=3 {
+            client.start(token, PATH.into(), b"q", Duration::from_secs(5));
+        }
+        client.poll();
+        let mut answered = Vec::new();
+        let mut events = exchange(&mut client, &mut server);
+        for _ in 0..3 {
+            let calls = unary_keys(&events);
+            assert_eq!(calls.len(), 1, "one stream at a time, after {answered:?}");
+            assert!(server.respond(calls[0].0, b"a", None, None));
+            events = exchange(&mut client, &mut server); // the answer out, the next call in
+            answered.extend(client.take_finished().iter().map(|f| (f.token, f.status)));
+        }
+        assert_eq!(answered, vec![(1, 0), (2, 0), (3, 0)]);
+    }
+
+    #[test]
+    fn an_error_status_comes_back_with_its_detail() {
+        let (mut client, mut server) = (ClientConnection::new("app:1".into(), 1024), server());
+        client.start(1, PATH.into(), b"x", Duration::from_secs(5));
+        client.poll();
+        let calls = unary_keys(&exchange(&mut client, &mut server));
+        assert!(server.finish(calls[0].0, 9, "not now: 100%", None));
+        exchange(&mut client, &mut server);
+        let finished = client.take_finished();
+        assert_eq!(
+            (finished[0].status, finished[0].detail.as_str()),
+            (9, "not now: 100%")
+        );
+    }
+
+    #[test]
+    fn a_call_past_its_deadline_fails_and_its_stream_is_reset() {
+        let (mut client, mut server) = (ClientConnection::new("app:1".into(), 1024), server());
+        client.start(3, PATH.into(), b"slow", Duration::from_millis(1));
+        client.start(4, PATH.into(), b"fast", Duration::from_secs(60));
+        client.poll();
+        assert_eq!(unary_keys(&exchange(&mut client, &mut server)).len(), 2);
+        assert!(client.next_deadline().expect("calls open") <= Duration::from_millis(1));
+        std::thread::sleep(Duration::from_millis(3));
+        client.expire();
+        let finished = client.take_finished();
+        assert_eq!(finished.len(), 1);
+        assert_eq!(
+            (finished[0].token, finished[0].status),
+            (3, DEADLINE_EXCEEDED)
+        );
+        let events = exchange(&mut client, &mut server);
+        assert!(
+            events.iter().any(|e| matches!(e, Event::Cancelled { .. })),
+            "the server hears the reset: {events:?}"
+        );
+        assert!(client.next_deadline().expect("one call open") > Duration::from_secs(50));
+    }
+
+    #[test]
+    fn a_lost_connection_fails_every_open_call_and_any_later_one() {
+        let (mut client, mut server) = (ClientConnection::new("app:1".into(), 1024), server());
+        client.start(1, PATH.into(), b"a", Duration::from_secs(5));
+        client.poll();
+        exchange(&mut client, &mut server);
+        client.lost("reset by peer");
+        client.start(2, PATH.into(), b"b", Duration::from_secs(5));
+        let finished = client.take_finished();
+        let statuses: Vec<_> = finished.iter().map(|f| (f.token, f.status)).collect();
+        assert_eq!(statuses, vec![(1, UNAVAILABLE), (2, UNAVAILABLE)]);
+        assert!(
+            finished[1].detail.contains("reset by peer"),
+            "{}",
+            finished[1].detail
+        );
+    }
+
+    #[test]
+    fn an_answer_over_the_limit_is_refused() {
+        let (mut client, mut server) = (ClientConnection::new("app:1".into(), 16), server());
+        client.start(1, PATH.into(), b"a", Duration::from_secs(5));
+        client.poll();
+        let calls = unary_keys(&exchange(&mut client, &mut server));
+        assert!(server.respond(calls[0].0, &[0; 64], None, None));
+        exchange(&mut client, &mut server);
+        assert_eq!(client.take_finished()[0].status, RESOURCE_EXHAUSTED);
+    }
+
+    #[test]
+    fn garbage_from_the_server_ends_the_connection_and_its_calls() {
+        let mut client = ClientConnection::new("app:1".into(), 1024);
+        client.start(1, PATH.into(), b"a", Duration::from_secs(5));
+        client.poll();
+        client.feed(b"this is not HTTP/2 at all, not even a frame header");
+        assert!(client.is_closed());
+        assert_eq!(client.take_finished()[0].status, UNAVAILABLE);
+    }
+}
