@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 import nats
 import pytest
 
-from layotto_fast.components.pubsub import jetstream
+from layotto_fast.components.pubsub import jetstream, jetstream_pull
 from layotto_fast.components.pubsub.jetstream import JetStreamPubSub, safe_name
 from layotto_fast.errors import FailedPrecondition, StartupError, Unavailable
 from layotto_fast.manifest import ComponentManifest
@@ -137,6 +137,47 @@ def test_a_handler_slower_than_ack_wait_gets_no_duplicate(harness: Harness) -> N
 
     harness.run(scenario())
     assert [m.delivery_count for m in received.messages] == [1]
+
+
+def test_a_message_is_handled_as_it_arrives_while_a_pull_request_for_more_waits(harness: Harness) -> None:
+    """After a full batch the reader asks for several; one that arrives alone must not wait
+    for the rest of the batch (nor for the request to expire, FETCH_WAIT later)."""
+    pubsub, topic = harness.make(), unique()
+    received = Recorder()
+    handled_after: list[float] = []
+
+    async def scenario() -> None:
+        await pubsub.subscribe(topic, SubscribeOptions(concurrency=8), received)
+        await pubsub.publish(topic, b"first", {})  # fills a request for one: a batch request follows
+        assert await until(lambda: len(received.messages) == 1, 5)
+        await asyncio.sleep(0.2)  # the request for several is waiting on the server
+        sent = time.monotonic()
+        await pubsub.publish(topic, b"second", {})
+        assert await until(lambda: len(received.messages) == 2, 5)
+        handled_after.append(time.monotonic() - sent)
+
+    harness.run(scenario())
+    assert received.data == [b"first", b"second"]
+    assert handled_after[0] < jetstream_pull.FETCH_WAIT / 2, f"handled {handled_after[0]:.3f} s after publishing"
+
+
+def test_a_backlog_behind_slow_handlers_is_kept_alive_until_handled(harness: Harness) -> None:
+    """Every message brought by a pull request is the reader's from its arrival: kept alive
+    while it waits for a free handler slot, so none comes twice."""
+    pubsub, topic = harness.make(), unique()
+    received = Recorder(delay=ACK_WAIT * 0.8)
+    sent = [str(i).encode() for i in range(8)]
+
+    async def scenario() -> None:
+        for data in sent:
+            await pubsub.publish(topic, data, {})
+        await pubsub.subscribe(topic, SubscribeOptions(concurrency=2), received)
+        assert await until(lambda: len(received.messages) >= len(sent), 15)
+        await asyncio.sleep(ACK_WAIT * 1.5)  # time for a redelivery, if any were due
+
+    harness.run(scenario())
+    assert sorted(received.data, key=int) == sent
+    assert [m.delivery_count for m in received.messages] == [1] * len(sent)
 
 
 def test_unsubscribe_stops_handler_calls_and_the_group_resumes_later(harness: Harness) -> None:

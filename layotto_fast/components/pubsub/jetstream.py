@@ -41,27 +41,24 @@ from typing import Self
 
 from nats import errors as nats_errors
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js import errors as js_errors
 
-from layotto_fast.components.pubsub.dispatch import Dispatcher
 from layotto_fast.components.pubsub.jetstream_pubacks import PubAcks
+from layotto_fast.components.pubsub.jetstream_pull import BACKEND_ERRORS, DRAIN_TIMEOUT, PullReader
 from layotto_fast.errors import FailedPrecondition, InvalidArgument, RuntimeApiError, StartupError, Unavailable
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime import metadata
-from layotto_fast.runtime.pubsub import Handler, Message, SubscribeOptions, Unsubscribe, Verdict
+from layotto_fast.runtime.pubsub import Handler, SubscribeOptions, Unsubscribe
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 5.0  # seconds for init's first connection
 REQUEST_TIMEOUT = 5.0  # seconds for a PubAck or a JetStream API answer
 PING_TIMEOUT = 1.5
-FETCH_WAIT = 1.0  # seconds one pull request waits for messages
-DRAIN_TIMEOUT = 5.0  # seconds an unsubscribe waits for the handlers at work
-MAX_PAUSE = 2.0  # seconds between fetches at most while the server fails
+# The JetStream API's subjects; nats-py's default too (no domain, no custom prefix).
+API_PREFIX = "$JS.API"
 
-BACKEND_ERRORS: tuple[type[BaseException], ...] = (nats_errors.Error, OSError, asyncio.TimeoutError)
 API_ERRORS: tuple[type[BaseException], ...] = (*BACKEND_ERRORS, ValueError)  # ValueError: nats-py refused a name
 _DELIVER = {"all": api.DeliverPolicy.ALL, "new": api.DeliverPolicy.NEW, "last": api.DeliverPolicy.LAST}
 _NOT_IN_NAMES = re.compile(r"[\s.*>/\\\x00-\x1f\x7f]")  # what NATS refuses in stream and consumer names
@@ -131,7 +128,7 @@ class JetStreamPubSub:
         self._js: JetStreamContext | None = None
         self._pubacks: PubAcks | None = None
         self._topics_stored: set[str] = set()  # topics whose own stream is known to exist
-        self._readers: set[_Reader] = set()
+        self._readers: set[PullReader] = set()
 
     @classmethod
     def from_manifest(cls, manifest: ComponentManifest) -> Self:
@@ -207,13 +204,34 @@ class JetStreamPubSub:
             filter_subject=topic,
         )
         try:  # an existing durable is joined as it is: its configuration is not changed
-            pull = await js.pull_subscribe(topic, durable=durable, stream=stream, config=config)
+            try:
+                await js.consumer_info(stream, durable)
+            except js_errors.NotFoundError:
+                await js.add_consumer(stream, config=config)
         except API_ERRORS as exc:
             raise self._failure(f"consumer {durable!r} of stream {stream!r}", exc) from None
         concurrency = options.concurrency or self._config.concurrency
-        reader = _Reader(self, topic, pull, handler, concurrency)
+        reader = PullReader(
+            lambda: self._nc,
+            f"{self._config.component} topic {topic!r}",
+            topic,
+            f"{API_PREFIX}.CONSUMER.MSG.NEXT.{stream}.{durable}",
+            self._config.ack_wait,
+            handler,
+            concurrency,
+        )
+        assert self._nc is not None
+        try:
+            await reader.start(self._nc)
+        except BACKEND_ERRORS as exc:
+            raise self._config.unavailable(f"cannot read {topic!r}", exc) from None
         self._readers.add(reader)
-        return reader.stop
+
+        async def unsubscribe() -> None:
+            self._readers.discard(reader)
+            await reader.stop()
+
+        return unsubscribe
 
     # --- helpers --------------------------------------------------------------------------------
 
@@ -260,9 +278,6 @@ class JetStreamPubSub:
         finally:
             await nc.close()
 
-    def _forget(self, reader: _Reader) -> None:
-        self._readers.discard(reader)
-
     async def _on_error(self, exc: Exception) -> None:
         lost = isinstance(exc, OSError | asyncio.TimeoutError | nats_errors.StaleConnectionError)  # said below
         log.log(logging.DEBUG if lost else logging.WARNING, "%s: nats: %s", self._config.component, exc)
@@ -273,102 +288,3 @@ class JetStreamPubSub:
 
     async def _on_reconnected(self) -> None:
         log.info("%s: reconnected to nats", self._config.component)
-
-
-class _Reader:
-    """One subscription: a fetch loop feeding a Dispatcher, and the messages not settled yet."""
-
-    def __init__(
-        self,
-        owner: JetStreamPubSub,
-        topic: str,
-        pull: JetStreamContext.PullSubscription,
-        handler: Handler,
-        concurrency: int,
-    ) -> None:
-        self._owner, self._topic, self._pull = owner, topic, pull
-        self._name = f"{owner._config.component} topic {topic!r}"
-        self._ack_wait = owner._config.ack_wait
-        self._concurrency = concurrency
-        self._unsettled: dict[int, Msg] = {}  # id(Message) -> its NATS message
-        self._dispatcher = Dispatcher(handler, self._settle, concurrency, self._name)
-        loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._fetch_loop()), loop.create_task(self._keep_alive())]
-        self._stopped = False
-
-    async def _fetch_loop(self) -> None:
-        pause = 0.1
-        # A pull request for n messages with none waiting lingers until n arrive or it expires:
-        # with no backlog, ask for one (handed over the moment it arrives); after a full batch
-        # there is likely more, and a request for many returns at once with what is there.
-        backlog = False
-        # Not `while True`: Python 3.11's asyncio.wait_for (inside nats-py's fetch) can swallow a
-        # cancellation when a message arrives at the same moment, and the loop must still end.
-        while not self._stopped:
-            nc = self._owner._nc
-            if nc is None or not nc.is_connected:
-                await asyncio.sleep(pause)  # nats-py is reconnecting: no pull requests meanwhile
-                pause = min(pause * 2, MAX_PAUSE)
-                continue
-            # With a backlog, wait until half the slots are free and ask for as many: one pull
-            # request per message that ends costs nats-py more than the delivery itself. No more
-            # than there is room for: the rest stays for the group's other members.
-            wanted = await self._dispatcher.room(self._concurrency // 2) if backlog else 1
-            try:
-                batch = await self._pull.fetch(wanted, FETCH_WAIT)
-            except nats_errors.TimeoutError:
-                backlog = False
-                continue  # nothing to read
-
-            except Exception as exc:
-                log.warning("%s: fetch failed (again in %.1fs): %s", self._name, pause, exc)
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, MAX_PAUSE)
-                continue
-            pause = 0.1
-            backlog = len(batch) >= wanted
-            messages = [
-                Message(self._topic, msg.data, dict(msg.headers or {}), msg.metadata.num_delivered) for msg in batch
-            ]
-            for message, msg in zip(messages, batch, strict=True):
-                self._unsettled[id(message)] = msg
-            if self._stopped:  # fetched as the subscription stopped: stop() hands them back
-                return
-            for message in messages:
-                await self._dispatcher.submit(message)
-
-    async def _keep_alive(self) -> None:
-        """Tell the server the unsettled messages are being worked on: no redelivery meanwhile."""
-        while not self._stopped:
-            await asyncio.sleep(self._ack_wait / 2)
-            for msg in list(self._unsettled.values()):
-                with contextlib.suppress(*BACKEND_ERRORS):
-                    await msg.in_progress()
-
-    async def _settle(self, message: Message, verdict: Verdict) -> None:
-        msg = self._unsettled.pop(id(message), None)
-        if msg is None:
-            return
-        if verdict == Verdict.SUCCESS:
-            await msg.ack()
-        elif verdict == Verdict.DROP:
-            await msg.term()
-        else:
-            await msg.nak(delay=self._ack_wait)
-
-    async def stop(self) -> None:
-        """Stop fetching, let the handlers at work finish (a short while), hand back the rest."""
-        if self._stopped:
-            return
-        self._stopped = True
-        self._owner._forget(self)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._dispatcher.drain(DRAIN_TIMEOUT)
-        left, self._unsettled = list(self._unsettled.values()), {}
-        for msg in left:  # redelivered now, to the group's other members, not after ackWait
-            with contextlib.suppress(*BACKEND_ERRORS):
-                await msg.nak()
-        with contextlib.suppress(*BACKEND_ERRORS):
-            await self._pull.unsubscribe()

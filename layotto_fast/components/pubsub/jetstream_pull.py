@@ -1,0 +1,186 @@
+"""Reading a JetStream pull consumer with pull requests of our own, answered on one inbox.
+
+nats-py's ``PullSubscription.fetch`` keeps what arrives between two fetches in a queue of its
+own, where this sidecar cannot see it: a message a request brought after its fetch had given
+up waited there for the next fetch, unacknowledged and not kept alive, and came again after
+``ackWait`` (a duplicate delivery). Each of its fetches also ran a Task and a timeout per
+message. Here every message is handed to the dispatcher the moment it arrives, under the
+reader's keep-alive from then on, and one pull request is open at a time: the next goes
+once the server has brought what the last asked for, or ended it with a status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import Callable
+
+import orjson
+from nats import errors as nats_errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import api
+
+from layotto_fast.components.pubsub.dispatch import Dispatcher
+from layotto_fast.runtime.pubsub import Handler, Message, Verdict
+
+log = logging.getLogger(__name__)
+
+FETCH_WAIT = 1.0  # seconds one pull request waits for messages on the server
+REQUEST_GRACE = 1.0  # seconds after that before a request nobody ended counts as lost
+DRAIN_TIMEOUT = 5.0  # seconds a stop waits for the handlers at work
+MAX_PAUSE = 2.0  # seconds between requests at most while the server fails
+
+BACKEND_ERRORS: tuple[type[BaseException], ...] = (nats_errors.Error, OSError, asyncio.TimeoutError)
+# The server ended a request with nothing (left) to bring: not a failure.
+_ENDED_QUIETLY = {api.StatusCode.NO_MESSAGES.value, api.StatusCode.REQUEST_TIMEOUT.value}
+
+
+class PullReader:
+    """One subscription: pull requests feeding a Dispatcher, and the messages not settled yet."""
+
+    def __init__(
+        self,
+        connection: Callable[[], Client | None],
+        name: str,
+        topic: str,
+        next_subject: str,
+        ack_wait: float,
+        handler: Handler,
+        concurrency: int,
+    ) -> None:
+        """``connection``: the component's NATS client now (None while closing);
+        ``next_subject``: the consumer's ``$JS.API.CONSUMER.MSG.NEXT`` subject."""
+        self._connection, self._name, self._topic = connection, name, topic
+        self._next_subject, self._ack_wait, self._concurrency = next_subject, ack_wait, concurrency
+        self._unsettled: dict[int, Msg] = {}  # id(Message) -> its NATS message
+        self._dispatcher = Dispatcher(handler, self._settle, concurrency, name)
+        self._loop = asyncio.get_running_loop()
+        self._requests = itertools.count(1)
+        self._inbox = ""
+        self._request = ""  # reply subject of the open pull request
+        self._owed = 0  # messages it may still bring
+        self._request_over: asyncio.Future[None] | None = None
+        self._sub: Subscription | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopped = False
+
+    async def start(self, nc: Client) -> None:
+        self._inbox = nc.new_inbox()
+        self._sub = await nc.subscribe(f"{self._inbox}.*", cb=self._arrived)
+        self._tasks = [self._loop.create_task(self._request_loop()), self._loop.create_task(self._keep_alive())]
+
+    async def _arrived(self, msg: Msg) -> None:
+        status = msg.headers.get(api.Header.STATUS) if msg.headers else None
+        if status is None:  # a message
+            self._owed -= 1
+            if self._owed <= 0:
+                self._end_request()
+            if self._stopped:  # stop() has handed back the rest already
+                with contextlib.suppress(*BACKEND_ERRORS):
+                    await msg.nak()
+                return
+            message = Message(self._topic, msg.data, dict(msg.headers or {}), msg.metadata.num_delivered)
+            self._unsettled[id(message)] = msg
+            await self._dispatcher.submit(message)
+            return
+        if status == api.StatusCode.CONTROL_MESSAGE.value or msg.subject != self._request:
+            return  # a heartbeat, or the end of a request already given up
+        if status in _ENDED_QUIETLY:
+            self._end_request()
+        else:  # 409: the consumer is gone or has too many requests waiting; 503: no JetStream
+            assert msg.headers is not None
+            self._end_request(f"refused: {status} {msg.headers.get('Description', '')}".rstrip())
+
+    def _end_request(self, refused: str = "") -> None:
+        over = self._request_over
+        if over is None or over.done():
+            return
+        if refused:
+            over.set_exception(nats_errors.Error(refused))
+        else:
+            over.set_result(None)
+
+    async def _request_loop(self) -> None:
+        pause = 0.1
+        # With no backlog ask for one message, handed over the moment it arrives; after a full
+        # batch there is likely more: wait until half the slots are free and ask for as many.
+        # Never more than there is room for: the rest stays for the group's other members.
+        backlog = False
+        # Not `while True`: the loop must end on the stop flag even if a cancellation is lost.
+        while not self._stopped:
+            nc = self._connection()
+            if nc is None or not nc.is_connected:
+                await asyncio.sleep(pause)  # nats-py is reconnecting: no pull requests meanwhile
+                pause = min(pause * 2, MAX_PAUSE)
+                continue
+            wanted = max(1, await self._dispatcher.room(self._concurrency // 2)) if backlog else 1
+            try:
+                await self._pull(nc, wanted)
+            except BACKEND_ERRORS as exc:
+                log.warning("%s: pull request failed (again in %.1fs): %s", self._name, pause, exc)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, MAX_PAUSE)
+                backlog = False
+                continue
+            pause = 0.1
+            backlog = self._owed <= 0
+
+    async def _pull(self, nc: Client, wanted: int) -> None:
+        """One pull request for ``wanted`` messages, until the server has brought them all or
+        ended it (or it is lost: no word of it for a while)."""
+        self._request = f"{self._inbox}.{next(self._requests)}"
+        self._owed = wanted
+        over = self._request_over = self._loop.create_future()
+        lost = self._loop.call_later(FETCH_WAIT + REQUEST_GRACE, _end_quietly, over)
+        try:
+            body = orjson.dumps({"batch": wanted, "expires": int(FETCH_WAIT * 1e9)})
+            await nc.publish(self._next_subject, body, reply=self._request)
+            await over
+        finally:
+            lost.cancel()
+            self._request = ""
+
+    async def _keep_alive(self) -> None:
+        """Tell the server the unsettled messages are being worked on: no redelivery meanwhile."""
+        while not self._stopped:
+            await asyncio.sleep(self._ack_wait / 2)
+            for msg in list(self._unsettled.values()):
+                with contextlib.suppress(*BACKEND_ERRORS):
+                    await msg.in_progress()
+
+    async def _settle(self, message: Message, verdict: Verdict) -> None:
+        msg = self._unsettled.pop(id(message), None)
+        if msg is None:
+            return
+        if verdict == Verdict.SUCCESS:
+            await msg.ack()
+        elif verdict == Verdict.DROP:
+            await msg.term()
+        else:
+            await msg.nak(delay=self._ack_wait)
+
+    async def stop(self) -> None:
+        """Stop asking, let the handlers at work finish (a short while), hand back the rest."""
+        if self._stopped:
+            return
+        self._stopped = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._dispatcher.drain(DRAIN_TIMEOUT)
+        left, self._unsettled = list(self._unsettled.values()), {}
+        for msg in left:  # redelivered now, to the group's other members, not after ackWait
+            with contextlib.suppress(*BACKEND_ERRORS):
+                await msg.nak()
+        if self._sub is not None:
+            with contextlib.suppress(*BACKEND_ERRORS):
+                await self._sub.unsubscribe()
+
+
+def _end_quietly(over: asyncio.Future[None]) -> None:
+    if not over.done():
+        over.set_result(None)
