@@ -175,7 +175,7 @@ class GrpcAppChannel:
     def _hand_over(self) -> None:
         calls, self._outbox = self._outbox, []
         connection = self._connection
-        if connection is None or connection.ended:
+        if connection is None or connection.ended or connection.h2.is_closed():  # closed: its socket goes next
             self._dial(calls)
             return
         connection.start(calls)
@@ -230,7 +230,9 @@ class GrpcAppChannel:
         self._deadline_timer, self._deadline_at = None, math.inf
         if not connection.ended:
             connection.expire()
-            self._arm_deadline(connection)
+        current = self._connection  # a newer one when this timer was armed for one since replaced
+        if current is not None and not current.ended:
+            self._arm_deadline(current)
 
     async def list_subscriptions(self) -> Sequence[TopicSubscription]:
         self._listed_at = self._losses

@@ -1,0 +1,102 @@
+"""The sidecar's client of the app's AppCallback server (``GrpcAppChannel``: the loop's socket,
+the native HTTP/2 connection) against a real grpcio server in this process."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+import pytest
+import uvloop
+
+from layotto_fast.api.app_callback import GrpcAppChannel
+from layotto_fast.errors import Unavailable
+from layotto_fast.runtime.cloudevents import Event
+from layotto_fast.runtime.pubsub import Verdict
+from tests.pubsub.app import DROP, RETRY, SUCCESS, CallbackApp, Topic
+
+
+def event(number: int) -> Event:
+    return Event(
+        id=f"e{number}",
+        source="test",
+        type="com.example",
+        spec_version="1.0",
+        data_content_type="text/plain",
+        data=b"payload %d" % number,
+        topic="orders",
+        pubsub_name="ps",
+        extensions={"traceparent": "00-abc-def-01"} if number == 0 else {},
+    )
+
+
+def run(coro: Coroutine[Any, Any, Any]) -> Any:
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+def test_many_deliveries_at_once_each_get_their_own_verdict() -> None:
+    answers = {0: SUCCESS, 1: RETRY, 2: DROP}
+    with CallbackApp([Topic("ps", "orders")], verdict=lambda e: answers.get(int(e.id[1:]) % 3, SUCCESS)) as app:
+        channel = GrpcAppChannel("127.0.0.1", app.port)
+
+        async def scenario() -> list[Verdict]:
+            try:
+                return list(await asyncio.gather(*(channel.deliver(event(i), 5.0) for i in range(60))))
+            finally:
+                await channel.close()
+
+        verdicts = run(scenario())
+        assert verdicts == [[Verdict.SUCCESS, Verdict.RETRY, Verdict.DROP][i % 3] for i in range(60)]
+        first = next(e for e in app.received() if e.id == "e0")
+        assert (first.data, first.metadata["traceparent"], first.pubsub_name) == (b"payload 0", "00-abc-def-01", "ps")
+        assert len(app.received()) == 60
+
+
+def test_a_call_past_its_deadline_times_out_and_the_others_carry_on() -> None:
+    def slow_for_one(e: Any) -> int:
+        if e.id == "e1":
+            time.sleep(0.6)
+        return SUCCESS
+
+    with CallbackApp([Topic("ps", "orders")], verdict=slow_for_one) as app:
+        channel = GrpcAppChannel("127.0.0.1", app.port)
+
+        async def scenario() -> tuple[float, list[Any]]:
+            started = time.monotonic()
+            try:
+                outcomes = await asyncio.gather(
+                    channel.deliver(event(1), 0.2), channel.deliver(event(2), 5.0), return_exceptions=True
+                )
+                return time.monotonic() - started, list(outcomes)
+            finally:
+                await channel.close()
+
+        took, (slow, fast) = run(scenario())
+        assert isinstance(slow, TimeoutError)
+        assert fast == Verdict.SUCCESS
+        assert took < 0.5, "the late call ended at its deadline, not at the app's answer"
+
+
+def test_an_app_that_is_down_fails_the_call_and_is_dialled_again_once_up() -> None:
+    app = CallbackApp([Topic("ps", "orders")])
+    channel = GrpcAppChannel("127.0.0.1", app.port)
+
+    async def scenario() -> None:
+        try:
+            with pytest.raises(Unavailable, match=f"cannot connect to 127.0.0.1:{app.port}"):
+                await channel.deliver(event(1), 1.0)
+            app.start()
+            assert await channel.deliver(event(2), 5.0) == Verdict.SUCCESS
+            app.stop()  # the connection ends: the next call dials again
+            await asyncio.sleep(0.2)
+            app.start()
+            assert await channel.deliver(event(3), 5.0) == Verdict.SUCCESS
+        finally:
+            await channel.close()
+            app.stop()
+
+    run(scenario())
+    assert [e.id for e in app.received()] == ["e2", "e3"]
