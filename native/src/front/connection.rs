@@ -14,17 +14,16 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use h2::server::{self, Handshake, SendResponse};
-use h2::{Ping, PingPong, RecvStream, SendStream};
+use h2::{RecvStream, SendStream};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 
 use super::authority::AuthorityRepair;
 use super::io::LoopIo;
+use super::keepalive::Keepalive;
 use super::status;
 use super::wake::{connection_waker, stream_waker, ReadySet};
 
 const PREFIX: usize = 5;
-/// The most output buffer a connection keeps between flushes.
-const KEPT_OUTPUT_CAPACITY: usize = 64 * 1024;
 
 /// gRPC status codes the transport itself answers with.
 pub mod code {
@@ -229,8 +228,7 @@ pub struct Connection {
     ok_trailers: HeaderMap,
     error: Option<String>,
     authority_repair: Option<AuthorityRepair>,
-    ping_pong: Option<PingPong>,
-    ping_outstanding: bool,
+    keepalive: Keepalive,
     greeting: Greeting,
 }
 
@@ -276,8 +274,7 @@ impl Connection {
             ok_trailers,
             error: None,
             authority_repair,
-            ping_pong: None,
-            ping_outstanding: false,
+            keepalive: Keepalive::default(),
             greeting: Greeting::default(),
         };
         connection.drive();
@@ -328,17 +325,9 @@ impl Connection {
         std::mem::take(&mut self.events)
     }
 
-    /// Hand the bytes to write to `send`, then empty the buffer. Its capacity is
-    /// kept (up to [`KEPT_OUTPUT_CAPACITY`]): growing a fresh buffer on every flush
-    /// cost a chain of reallocs, and malloc consolidations, per read.
+    /// Hand the bytes to write to `send`, then empty the buffer (see [`LoopIo::drain_output`]).
     pub fn drain_output<R>(&mut self, send: impl FnOnce(&[u8]) -> R) -> R {
-        let mut shared = self.io.0.borrow_mut();
-        let sent = send(&shared.output);
-        shared.output.clear();
-        if shared.output.capacity() > KEPT_OUTPUT_CAPACITY {
-            shared.output.shrink_to(KEPT_OUTPUT_CAPACITY);
-        }
-        sent
+        self.io.drain_output(send)
     }
 
     pub fn is_closed(&self) -> bool {
@@ -356,28 +345,9 @@ impl Connection {
     /// Send a keepalive PING. False when the previous one is still unanswered: the
     /// peer is gone or stuck, and the caller should drop the connection.
     pub fn ping(&mut self) -> bool {
-        if self.ping_outstanding {
-            return false;
-        }
-        if let Some(ping_pong) = self.ping_pong.as_mut() {
-            if ping_pong.send_ping(Ping::opaque()).is_ok() {
-                self.ping_outstanding = true;
-            }
-        }
+        let sent = self.keepalive.ping();
         self.drive();
-        true
-    }
-
-    /// True when the outstanding PING was answered.
-    fn poll_pong(&mut self, cx: &mut Context<'_>) -> bool {
-        let answered = self
-            .ping_pong
-            .as_mut()
-            .is_some_and(|ping_pong| matches!(ping_pong.poll_pong(cx), Poll::Ready(Ok(_))));
-        if answered {
-            self.ping_outstanding = false;
-        }
-        answered
+        sent
     }
 
     /// Stop accepting streams (GOAWAY); open ones carry on to completion.
@@ -551,14 +521,14 @@ impl Connection {
     fn drive_connection(&mut self) -> bool {
         let waker = self.connection_waker.clone();
         let mut cx = Context::from_waker(&waker);
-        let mut progressed = self.ping_outstanding && self.poll_pong(&mut cx);
+        let mut progressed = self.keepalive.poll_answered(&mut cx);
         loop {
             match &mut self.state {
                 State::Closed => return progressed,
                 State::Handshaking(handshake) => {
                     match std::pin::Pin::new(handshake).poll(&mut cx) {
                         Poll::Ready(Ok(mut connection)) => {
-                            self.ping_pong = connection.ping_pong();
+                            self.keepalive.attach(connection.ping_pong());
                             self.state = State::Open(connection);
                             progressed = true;
                         }
@@ -1056,7 +1026,9 @@ mod tests {
         let big = 1 << 20;
         connection.io.0.borrow_mut().output.resize(big, 0);
         assert_eq!(connection.drain_output(|bytes| bytes.len()), big);
-        assert!(connection.io.0.borrow().output.capacity() <= KEPT_OUTPUT_CAPACITY);
+        assert!(
+            connection.io.0.borrow().output.capacity() <= super::super::io::KEPT_OUTPUT_CAPACITY
+        );
     }
 
     #[test]

@@ -20,8 +20,26 @@ pub struct Buffers {
     pub eof: bool,
 }
 
+/// The most output buffer a connection keeps between flushes.
+pub const KEPT_OUTPUT_CAPACITY: usize = 64 * 1024;
+
 #[derive(Clone, Default)]
 pub struct LoopIo(pub Rc<RefCell<Buffers>>);
+
+impl LoopIo {
+    /// Hand the bytes to write to `send`, then empty the buffer. Its capacity is kept (up
+    /// to [`KEPT_OUTPUT_CAPACITY`]): growing a fresh buffer on every flush cost a chain of
+    /// reallocs, and malloc consolidations, per read.
+    pub fn drain_output<R>(&self, send: impl FnOnce(&[u8]) -> R) -> R {
+        let mut shared = self.0.borrow_mut();
+        let sent = send(&shared.output);
+        shared.output.clear();
+        if shared.output.capacity() > KEPT_OUTPUT_CAPACITY {
+            shared.output.shrink_to(KEPT_OUTPUT_CAPACITY);
+        }
+        sent
+    }
+}
 
 impl AsyncRead for LoopIo {
     fn poll_read(

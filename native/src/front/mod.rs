@@ -3,5 +3,6 @@
 pub mod authority;
 pub mod connection;
 pub mod io;
+pub mod keepalive;
 pub mod status;
 pub mod wake;

@@ -16,9 +16,10 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use h2::client::{self, ResponseFuture, SendRequest};
-use h2::{Ping, PingPong, RecvStream};
+use h2::RecvStream;
 
 use crate::front::io::LoopIo;
+use crate::front::keepalive::Keepalive;
 use crate::front::wake::{connection_waker, stream_waker, ReadySet};
 
 pub const DEADLINE_EXCEEDED: u32 = 4;
@@ -100,8 +101,7 @@ pub struct ClientConnection {
     deadlines: BinaryHeap<Reverse<(Instant, u32)>>,
     next_key: u32,
     finished: Vec<Finished>,
-    ping_pong: Option<PingPong>,
-    ping_outstanding: bool,
+    keepalive: Keepalive,
     error: Option<String>,
 }
 
@@ -124,8 +124,7 @@ impl ClientConnection {
             deadlines: BinaryHeap::new(),
             next_key: 1,
             finished: Vec::new(),
-            ping_pong: None,
-            ping_outstanding: false,
+            keepalive: Keepalive::default(),
             error: None,
         };
         connection.drive();
@@ -216,26 +215,16 @@ impl ClientConnection {
         std::mem::take(&mut self.finished)
     }
 
-    /// Hand the bytes to write to `send`, then empty the buffer.
+    /// Hand the bytes to write to `send`, then empty the buffer (see [`LoopIo::drain_output`]).
     pub fn take_output<R>(&mut self, send: impl FnOnce(&[u8]) -> R) -> R {
-        let mut shared = self.io.0.borrow_mut();
-        let sent = send(&shared.output);
-        shared.output.clear();
-        sent
+        self.io.drain_output(send)
     }
 
     /// Send a keepalive PING. False when the previous one is still unanswered.
     pub fn ping(&mut self) -> bool {
-        if self.ping_outstanding {
-            return false;
-        }
-        if let Some(ping_pong) = self.ping_pong.as_mut() {
-            if ping_pong.send_ping(Ping::opaque()).is_ok() {
-                self.ping_outstanding = true;
-            }
-        }
+        let sent = self.keepalive.ping();
         self.drive();
-        true
+        sent
     }
 
     pub fn is_closed(&self) -> bool {
@@ -281,20 +270,12 @@ impl ClientConnection {
     fn drive_connection(&mut self) -> bool {
         let waker = self.connection_waker.clone();
         let mut cx = Context::from_waker(&waker);
-        let mut progressed = false;
-        if self.ping_outstanding {
-            if let Some(ping_pong) = self.ping_pong.as_mut() {
-                if let Poll::Ready(Ok(_)) = ping_pong.poll_pong(&mut cx) {
-                    self.ping_outstanding = false;
-                    progressed = true;
-                }
-            }
-        }
+        let progressed = self.keepalive.poll_answered(&mut cx);
         match &mut self.state {
             State::Closed => progressed,
             State::Handshaking(handshake) => match handshake.as_mut().poll(&mut cx) {
                 Poll::Ready(Ok((send, mut driver))) => {
-                    self.ping_pong = driver.ping_pong();
+                    self.keepalive.attach(driver.ping_pong());
                     self.state = State::Open {
                         send,
                         driver: Box::new(driver),
