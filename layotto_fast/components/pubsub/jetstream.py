@@ -127,7 +127,7 @@ class JetStreamPubSub:
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._pubacks: PubAcks | None = None
-        self._topics_stored: set[str] = set()  # topics whose own stream is known to exist
+        self._topics_stored: dict[str, str] = {}  # topic -> its own stream, known to exist
         self._readers: set[PullReader] = set()
 
     @classmethod
@@ -151,7 +151,7 @@ class JetStreamPubSub:
                 ),
                 CONNECT_TIMEOUT,
             )
-            pubacks = PubAcks(nc)
+            pubacks = PubAcks(nc, REQUEST_TIMEOUT)
             await pubacks.start()
         except BACKEND_ERRORS as exc:
             with contextlib.suppress(Exception):
@@ -181,12 +181,12 @@ class JetStreamPubSub:
         await self._stream_of(topic)
         assert self._pubacks is not None
         try:
-            await self._pubacks.publish(topic, data, metadata, REQUEST_TIMEOUT)
+            await self._pubacks.publish(topic, data, metadata)
         except (nats_errors.BadHeaderError, nats_errors.BadSubjectError) as exc:
             raise InvalidArgument(f"{self._config.component}: cannot publish to {topic!r}: {exc}") from None
         except BACKEND_ERRORS as exc:
             if isinstance(exc, js_errors.NoStreamResponseError):
-                self._topics_stored.discard(topic)  # the stream went away: make it again next time
+                self._topics_stored.pop(topic, None)  # the stream went away: make it again next time
             raise self._config.unavailable(f"publish to {topic!r} not acknowledged", exc) from None
 
     async def subscribe(self, topic: str, options: SubscribeOptions, handler: Handler) -> Unsubscribe:
@@ -246,8 +246,9 @@ class JetStreamPubSub:
         it is (an operator may have set limits on it); two sidecars making it at once both succeed."""
         if self._config.stream_name:
             return self._config.stream_name
-        name = safe_name(topic)
-        if topic not in self._topics_stored:
+        name = self._topics_stored.get(topic)
+        if name is None:
+            name = safe_name(topic)
             js = self._connected()
             try:
                 try:
@@ -256,7 +257,7 @@ class JetStreamPubSub:
                     await js.add_stream(api.StreamConfig(name=name, subjects=[topic], storage=api.StorageType.FILE))
             except API_ERRORS as exc:
                 raise self._failure(f"stream {name!r} for {topic!r}", exc) from None
-            self._topics_stored.add(topic)
+            self._topics_stored[topic] = name
         return name
 
     def _failure(self, what: str, exc: BaseException) -> RuntimeApiError:
