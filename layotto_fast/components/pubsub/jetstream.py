@@ -25,7 +25,7 @@ While a message waits for, or is in, its handler, the reader tells the server ev
 connection) the server hands it out again. Unsubscribing naks what was fetched and not
 settled, so the group's other members get it at once.
 
-nats-py reconnects forever after the first connection; the fetch loops wait while it does.
+nats-py reconnects forever after the first connection; the readers send no pull requests meanwhile.
 """
 
 from __future__ import annotations
