@@ -4,6 +4,7 @@ the native HTTP/2 connection) against a real grpcio server in this process."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -53,6 +54,23 @@ def test_many_deliveries_at_once_each_get_their_own_verdict() -> None:
         first = next(e for e in app.received() if e.id == "e0")
         assert (first.data, first.metadata["traceparent"], first.pubsub_name) == (b"payload 0", "00-abc-def-01", "ps")
         assert len(app.received()) == 60
+
+
+def test_events_larger_than_the_flow_control_windows_arrive_whole() -> None:
+    """Three 1.5 MB events at once: many times HTTP/2's initial 64 KiB windows, so they go out
+    as the app's WINDOW_UPDATEs arrive."""
+    with CallbackApp([Topic("ps", "orders")]) as app:
+        channel = GrpcAppChannel("127.0.0.1", app.port)
+        events = [dataclasses.replace(event(i), data=bytes([i]) * (1_500_000 + i)) for i in range(3)]
+
+        async def scenario() -> list[Verdict]:
+            try:
+                return list(await asyncio.gather(*(channel.deliver(e, 10.0) for e in events)))
+            finally:
+                await channel.close()
+
+        assert run(scenario()) == [Verdict.SUCCESS] * 3
+        assert sorted(e.data for e in app.received()) == sorted(e.data for e in events)
 
 
 def test_a_call_past_its_deadline_times_out_and_the_others_carry_on() -> None:
