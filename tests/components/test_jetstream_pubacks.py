@@ -38,6 +38,9 @@ def test_acknowledged_publishes_return_and_an_unanswered_one_times_out(nats_serv
             assert info.state.messages == 51
             with pytest.raises(js_errors.NoStreamResponseError):
                 await acks.publish(f"nobody-{uuid.uuid4().hex[:8]}", b"x", None)
+            with pytest.raises(nats_errors.BadSubjectError):
+                await acks.publish("", b"x", None)  # refused before sending: nothing left to time out
+            assert all(future.done() for _, future in acks._deadlines)
             return took
         finally:
             await nc.close()

@@ -69,9 +69,11 @@ class PubAcks:
             reply = await future
         finally:
             self._waiting.pop(token, None)
+            if not future.done():  # the send itself failed: no timeout is due to anyone
+                future.cancel()
         if reply.headers and reply.headers.get(api.Header.STATUS) == NO_RESPONDERS_STATUS:
             raise js_errors.NoStreamResponseError
-        if b'"error"' in reply.data:  # a PubAck is {"stream": ..., "seq": ...}: parsed only when not
+        if b'"error"' in reply.data:  # a plain PubAck ({"stream": ..., "seq": ...}) is not parsed
             answer = orjson.loads(reply.data)
             if "error" in answer:
                 raise js_errors.APIError.from_error(answer["error"])
