@@ -931,6 +931,7 @@ pub(crate) fn trailers_only(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::front::io::KEPT_OUTPUT_CAPACITY;
     use fluke_hpack::Encoder;
 
     const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -1026,9 +1027,7 @@ mod tests {
         let big = 1 << 20;
         connection.io.0.borrow_mut().output.resize(big, 0);
         assert_eq!(connection.drain_output(|bytes| bytes.len()), big);
-        assert!(
-            connection.io.0.borrow().output.capacity() <= super::super::io::KEPT_OUTPUT_CAPACITY
-        );
+        assert!(connection.io.0.borrow().output.capacity() <= KEPT_OUTPUT_CAPACITY);
     }
 
     #[test]
