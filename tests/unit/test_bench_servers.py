@@ -110,6 +110,7 @@ def test_pubsub_bench_targets_compare_the_sidecar_with_the_direct_path() -> None
             sidecar = row(200.0 + added_p50, 400.0 + added_p99, delivery_p50, cpu, lost)
             out[("redis", load.name, bench.SIDECAR)] = sidecar
             out[("redis", load.name, bench.PUBLISH_ONLY)] = row(200.0, 400.0, -1.0, cpu)
+            out[("redis", load.name, bench.DELIVERY_ONLY)] = row(200.0, 400.0, delivery_p50, cpu + 1.0)
         return out
 
     def verdicts(checks: list[tuple[str, bool | None]]) -> list[bool]:
@@ -122,5 +123,8 @@ def test_pubsub_bench_targets_compare_the_sidecar_with_the_direct_path() -> None
                  table(100.0, 300.0, 30.1, 1000.0), table(100.0, 300.0, 30.0, 1001.0),
                  table(100.0, 300.0, 30.0, 1000.0, lost=1)):  # fmt: skip
         assert verdicts(bench.checks(over, ("redis",))).count(False) == 1
+    # Delivery's CPU alone is shown beside the target, not checked against it.
+    shown = [text for text, passed in bench.checks(table(100.0, 300.0, 30.0, 1000.0), ("redis",)) if passed is None]
+    assert any("delivery alone" in text and "31.0 µs" in text for text in shown)
     # Nothing delivered is no delivery latency at all: a miss, not a pass.
     assert not all(verdicts(bench.checks(table(0.0, 0.0, 1.0, -1.0), ("redis",))))
