@@ -229,8 +229,9 @@ def _ack_floors(server: Any, kind: str, topic: str) -> dict[str, int]:
 
 
 def _replayed(before: dict[str, int], after: dict[str, int]) -> int:
-    """How far a consumer's ack floor went back: nats-server 2.9 at times restores an older
-    consumer state after a restart (nats-io/nats-server#3664), and delivers those messages again."""
+    """How far a consumer's ack floor went back across the restart. nats-server can come back
+    with an older consumer state and deliver those messages again (reported upstream after
+    unclean stops, e.g. nats-io/nats-server#8036); the sidecar cannot prevent that."""
     return max((floor - after.get(name, 0) for name, floor in before.items()), default=0)
 
 
