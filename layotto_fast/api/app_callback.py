@@ -18,7 +18,8 @@ import asyncio
 import itertools
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import grpc
 from layotto_fast_native import GrpcClientConnection
@@ -43,6 +44,8 @@ _STATUS_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 Call = tuple[int, str, bytes, int]
 # (token, gRPC status, detail, encoded answer): one call's end as it reports it
 Finished = tuple[int, int, str, bytes]
+# What a caller makes of its call's end (status, detail, answer); it may raise.
+Read = Callable[[int, str, bytes], Any]
 
 
 class AppCallError(Unavailable):
@@ -125,7 +128,7 @@ class GrpcAppChannel:
         self._dialling: asyncio.Task[None] | None = None
         self._dial_queue: list[tuple[float, Call]] = []  # calls waiting for a connection, and since when
         self._connections = itertools.count(1)
-        self._waiting: dict[int, asyncio.Future[tuple[int, str, bytes]]] = {}
+        self._waiting: dict[int, tuple[asyncio.Future[Any], Read | None]] = {}
         self._tokens = itertools.count(1)
         self._outbox: list[Call] = []  # this pass's calls, not yet handed over
         self._deadline_timer: asyncio.TimerHandle | None = None
@@ -137,9 +140,19 @@ class GrpcAppChannel:
     def settle(self, finished: list[Finished]) -> None:
         waiting = self._waiting
         for token, status, detail, message in finished:
-            future = waiting.pop(token, None)
-            if future is not None and not future.done():
+            entry = waiting.pop(token, None)
+            if entry is None:
+                continue
+            future, read = entry
+            if future.done():  # given up on by the caller
+                continue
+            if read is None:
                 future.set_result((status, detail, message))
+                continue
+            try:
+                future.set_result(read(status, detail, message))
+            except Exception as exc:
+                future.set_exception(exc)
 
     def ended(self, connection: _AppConnection, why: str) -> None:
         if connection is self._connection:
@@ -155,22 +168,28 @@ class GrpcAppChannel:
         self._loss_waiters.clear()
 
     async def _call(self, path: str, message: bytes, timeout_ms: int) -> bytes:
+        future: asyncio.Future[tuple[int, str, bytes]] = self._start(path, message, timeout_ms, None)
+        try:
+            status, detail, answer = await future
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        if status:
+            raise AppCallError(self.address, status, detail)
+        return answer
+
+    def _start(self, path: str, message: bytes, timeout_ms: int, read: Read | None) -> asyncio.Future[Any]:
+        """The call's future: ``read``'s value of the call's end, or the end itself without one."""
         token = next(self._tokens)
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
-        future: asyncio.Future[tuple[int, str, bytes]] = loop.create_future()
-        self._waiting[token] = future
+        future: asyncio.Future[Any] = loop.create_future()
+        self._waiting[token] = (future, read)
         if not self._outbox:
             loop.call_soon(self._hand_over)
         self._outbox.append((token, path, message, timeout_ms))
-        try:
-            status, detail, answer = await future
-        finally:
-            self._waiting.pop(token, None)
-        if status:
-            raise AppCallError(self.address, status, detail)
-        return answer
+        return future
 
     def _hand_over(self) -> None:
         calls, self._outbox = self._outbox, []
@@ -252,15 +271,18 @@ class GrpcAppChannel:
             for s in pb.ListTopicSubscriptionsResponse.FromString(answer).subscriptions
         ]
 
-    async def deliver(self, event: Event, timeout: float) -> Verdict:
-        """The app's verdict on ``event``; TimeoutError when it gave none within ``timeout`` s."""
+    def deliver(self, event: Event, timeout: float) -> asyncio.Future[Verdict]:
+        """The app's verdict on ``event``; TimeoutError when it gave none within ``timeout`` s.
+
+        A future, not a coroutine: the call's end is read into a verdict where it arrives."""
         message = event_message(event).SerializeToString()
-        try:
-            answer = await self._call(ON_TOPIC_EVENT, message, max(1, math.ceil(timeout * 1000)))
-        except AppCallError as exc:
-            if exc.status == DEADLINE_EXCEEDED:
-                raise TimeoutError(exc.message) from None
-            raise
+        return self._start(ON_TOPIC_EVENT, message, max(1, math.ceil(timeout * 1000)), self._verdict)
+
+    def _verdict(self, status: int, detail: str, answer: bytes) -> Verdict:
+        if status == DEADLINE_EXCEEDED:
+            raise TimeoutError(AppCallError(self.address, status, detail).message)
+        if status:
+            raise AppCallError(self.address, status, detail)
         if not answer:  # status SUCCESS (0) and nothing else: the usual answer, not parsed
             return Verdict.SUCCESS
         return _VERDICTS.get(pb.TopicEventResponse.FromString(answer).status, Verdict.RETRY)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -38,7 +38,9 @@ class AppChannel(Protocol):
         """The app's topics; raise when the app cannot be reached."""
         ...
 
-    async def deliver(self, event: Event, timeout: float) -> Verdict: ...
+    def deliver(self, event: Event, timeout: float) -> Awaitable[Verdict]:
+        """The app's verdict on ``event``; TimeoutError after ``timeout`` s (pubsub_service.Deliver)."""
+        ...
 
     async def lost(self) -> None:
         """Return once the connection to the app is lost."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -195,24 +196,64 @@ class _Delivery:
         self._deliver = deliver
         self._pubsub = pubsub
         self._counts = counts
+        self._loop = asyncio.get_running_loop()  # asked once: each ask is a getpid() on Python 3.11
 
-    async def handle(self, message: Message) -> Verdict:
+    def handle(self, message: Message) -> asyncio.Future[Verdict]:
+        """The verdict to settle ``message`` with, once the rules below are through with it.
+
+        The first attempt is followed by a callback, not a coroutine: most messages are
+        taken at once, and for them nothing more runs (retries run as a task of their own).
+        """
+        event = self._event(message)
+        outcome: asyncio.Future[Verdict] = self._loop.create_future()
+        first = self._start_attempt(event)
+        first.add_done_callback(functools.partial(self._first_done, message, event, outcome))
+        if isinstance(first, asyncio.Task):  # a coroutine subscriber's (a stream's): stops with the message
+            outcome.add_done_callback(functools.partial(_cancel_with, first))
+        return outcome
+
+    def _event(self, message: Message) -> Event:
         sub = self._subscription
-        event: Event | None = None
         if not (self._raw or message.metadata.get(RAW_PAYLOAD) in _TRUE):
             with contextlib.suppress(NotACloudEvent):
-                event = unwrap(message.data, message.topic, sub.pubsub_name)
-        if event is None:  # raw by request, or not a CloudEvent (another client's bytes)
-            event = raw_event(message.data, message.topic, sub.pubsub_name, raw_id(message.data))
+                return unwrap(message.data, message.topic, sub.pubsub_name)
+        # raw by request, or not a CloudEvent (another client's bytes)
+        return raw_event(message.data, message.topic, sub.pubsub_name, raw_id(message.data))
+
+    def _start_attempt(self, event: Event) -> asyncio.Future[Verdict]:
+        # The limit goes with the call: the app channel makes it the call's deadline in the
+        # native client, where it costs no timer on the loop per message.
+        try:
+            attempt = self._deliver(event, self._policy.timeout)
+        except Exception as exc:
+            failed: asyncio.Future[Verdict] = self._loop.create_future()
+            failed.set_exception(exc)
+            return failed
+        return attempt if isinstance(attempt, asyncio.Future) else asyncio.ensure_future(attempt)
+
+    def _first_done(
+        self, message: Message, event: Event, outcome: asyncio.Future[Verdict], first: asyncio.Future[Verdict]
+    ) -> None:
+        verdict = self._verdict(event, first)  # read even when no longer wanted: no "never retrieved" warning
+        if outcome.done():  # cancelled: the component stopped waiting for it
+            return
+        if verdict == Verdict.SUCCESS:
+            self._counts.delivered += 1
+            outcome.set_result(verdict)
+            return
+        rest = self._loop.create_task(self._after_first(message, event, verdict))
+        rest.add_done_callback(functools.partial(_pass_on, outcome))
+        outcome.add_done_callback(functools.partial(_cancel_with, rest))
+
+    async def _after_first(self, message: Message, event: Event, verdict: Verdict) -> Verdict:
         policy = self._policy
-        verdict = Verdict.RETRY
-        for attempt in range(1, policy.attempts + 1):
+        attempt = 1
+        while verdict == Verdict.RETRY and attempt < policy.attempts:
+            self._counts.retried += 1
+            await asyncio.sleep(policy.interval(attempt))
+            attempt += 1
             verdict = await self._attempt(event)
-            if verdict != Verdict.RETRY:
-                break
-            if attempt < policy.attempts:
-                self._counts.retried += 1
-                await asyncio.sleep(policy.interval(attempt))
+        sub = self._subscription
         if verdict == Verdict.SUCCESS:
             self._counts.delivered += 1
             return verdict
@@ -226,18 +267,29 @@ class _Delivery:
         return Verdict.RETRY
 
     async def _attempt(self, event: Event) -> Verdict:
+        attempt = self._start_attempt(event)
         try:
-            # The limit goes with the call: the app channel makes it the call's deadline in the
-            # native client, where it costs no timer on the loop per message.
-            return await self._deliver(event, self._policy.timeout)
-        except TimeoutError:
-            log.info("delivering %s timed out: counted as RETRY", event.id)
-        except RuntimeApiError as exc:
-            log.info("delivering %s failed (%s): counted as RETRY", event.id, exc.message)
+            await asyncio.wait([attempt])
         except asyncio.CancelledError:
+            attempt.cancel()
             raise
-        except Exception:
-            log.exception("delivering %s failed: counted as RETRY", event.id)
+        return self._verdict(event, attempt)
+
+    @staticmethod
+    def _verdict(event: Event, attempt: asyncio.Future[Verdict]) -> Verdict:
+        """The verdict of a finished attempt: an error or a timeout counts as RETRY."""
+        if attempt.cancelled():
+            log.info("delivering %s was cancelled: counted as RETRY", event.id)
+            return Verdict.RETRY
+        error = attempt.exception()
+        if error is None:
+            return attempt.result()
+        if isinstance(error, TimeoutError):
+            log.info("delivering %s timed out: counted as RETRY", event.id)
+        elif isinstance(error, RuntimeApiError):
+            log.info("delivering %s failed (%s): counted as RETRY", event.id, error.message)
+        else:
+            log.error("delivering %s failed: counted as RETRY", event.id, exc_info=error)
         return Verdict.RETRY
 
     async def _to_dead_letter(self, message: Message, event: Event, verdict: Verdict) -> bool:
@@ -301,3 +353,19 @@ def _seconds(meta: Mapping[str, str], key: str, default: float) -> float:
     if seconds is None:
         raise InvalidArgument(f"metadata.{key} must be {DURATION_EXAMPLES}, got {raw!r}")
     return seconds
+
+
+def _pass_on(outcome: asyncio.Future[Verdict], rest: asyncio.Task[Verdict]) -> None:
+    if outcome.done():
+        return
+    if rest.cancelled():
+        outcome.cancel()
+    elif rest.exception() is not None:
+        outcome.set_exception(rest.exception())  # type: ignore[arg-type]
+    else:
+        outcome.set_result(rest.result())
+
+
+def _cancel_with(work: asyncio.Future[Verdict], outcome: asyncio.Future[Verdict]) -> None:
+    if outcome.cancelled():
+        work.cancel()

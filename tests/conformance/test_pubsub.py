@@ -23,7 +23,7 @@ from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime.cloudevents import Event
 from layotto_fast.runtime.lifecycle import Components
 from layotto_fast.runtime.pubsub import PARTITION_KEY, Message, SubscribeOptions, Verdict
-from layotto_fast.runtime.pubsub_service import PubSubService, TopicSubscription
+from layotto_fast.runtime.pubsub_service import DeliveryCounts, PubSubService, TopicSubscription
 from tests.conformance.conftest import Harness, implementations
 from tests.conformance.matrix import Implementation
 
@@ -286,3 +286,40 @@ def test_service_raw_payload_travels_without_an_envelope(
     assert raw_id != "not-mine"
     envelope = orjson.loads(raw_events[0].data)
     assert envelope["id"] == wrapped_id and envelope["data"] == "hello", "the subscriber got the envelope unread"
+
+
+def test_service_applies_its_rules_to_a_subscriber_that_answers_with_futures(
+    harness: Harness, implementation: Implementation, tmp_path: Path
+) -> None:
+    """The app channel answers a delivery with a future (a call in flight), not a coroutine:
+    its errors and timeouts count as RETRY and are tried again, as a coroutine's are."""
+    components, service = _service(harness, implementation, tmp_path)
+    topic = _topic()
+    attempts: list[bytes] = []
+
+    def app(event: Event, timeout: float) -> asyncio.Future[Verdict]:
+        attempts.append(event.data)
+        answer: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
+        tries = attempts.count(event.data)
+        if event.data == b"late" and tries == 1:
+            answer.set_exception(TimeoutError("no answer in time"))
+        elif event.data == b"broken" and tries < 3:
+            answer.set_exception(RuntimeError("the app's connection broke"))
+        else:
+            asyncio.get_running_loop().call_later(0.001, answer.set_result, Verdict.SUCCESS)
+        return answer
+
+    async def run() -> DeliveryCounts:
+        await components.init_all()
+        meta = {"retryAttempts": "3", "retryInitialInterval": "10ms", "consumerID": _group()}
+        stop = await service.subscribe(TopicSubscription("ps", topic, meta), app)
+        for data in (b"fine", b"late", b"broken"):
+            await service.publish("ps", topic, data, "text/plain", {})
+        await Inbox.until(lambda: service.counts[("ps", topic)].delivered == 3)
+        await stop()
+        await components.close_all()
+        return service.counts[("ps", topic)]
+
+    counts = harness.run(run())
+    assert Counter(attempts) == {b"fine": 1, b"late": 2, b"broken": 3}
+    assert (counts.delivered, counts.retried, counts.returned) == (3, 3, 0)

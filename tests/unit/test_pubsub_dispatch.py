@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from layotto_fast.components.pubsub.dispatch import Dispatcher
-from layotto_fast.runtime.pubsub import Message, Verdict
+from layotto_fast.runtime.pubsub import PARTITION_KEY, Message, Verdict
 
 
 def test_room_waits_until_as_many_slots_as_wanted_are_free() -> None:
@@ -33,5 +33,107 @@ def test_room_waits_until_as_many_slots_as_wanted_are_free() -> None:
             release.set()
         await dispatcher.drain(1)
         assert await asyncio.wait_for(dispatcher.room(10), 1) == 4
+
+    asyncio.run(run())
+
+
+def test_a_handler_future_is_settled_by_callback_without_a_task() -> None:
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        pending: list[asyncio.Future[Verdict]] = []
+        settled: list[tuple[bytes, Verdict]] = []
+
+        def handler(message: Message) -> asyncio.Future[Verdict]:
+            future: asyncio.Future[Verdict] = loop.create_future()
+            pending.append(future)
+            return future
+
+        def settle(message: Message, verdict: Verdict) -> None:
+            settled.append((message.data, verdict))
+
+        dispatcher = Dispatcher(handler, settle, 4, "test")
+        tasks_before = len(asyncio.all_tasks())
+        for index in range(3):
+            await dispatcher.submit(Message("t", b"%d" % index))
+        assert len(asyncio.all_tasks()) == tasks_before, "a future handler needs no task per message"
+        assert dispatcher.free == 1
+        pending[1].set_result(Verdict.DROP)
+        pending[0].set_exception(RuntimeError("the subscriber broke"))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert sorted(settled) == [(b"0", Verdict.RETRY), (b"1", Verdict.DROP)]
+        assert dispatcher.free == 3
+        await dispatcher.drain(0.01)
+        assert pending[2].cancelled(), "drain gives up on what is still being handled"
+        assert len(settled) == 2, "a message cut off by drain is not settled: it stays in the backend"
+        assert dispatcher.free == 4
+
+    asyncio.run(run())
+
+
+def test_a_slot_stays_taken_until_an_asynchronous_settle_is_done() -> None:
+    async def run() -> None:
+        acked = asyncio.Event()
+
+        async def handler(message: Message) -> Verdict:
+            return Verdict.SUCCESS
+
+        async def settle(message: Message, verdict: Verdict) -> None:
+            await acked.wait()
+
+        dispatcher = Dispatcher(handler, settle, 1, "test")
+        await dispatcher.submit(Message("t", b"0"))
+        await asyncio.sleep(0.01)
+        assert dispatcher.free == 0, "handled, but its acknowledgement is still on its way"
+        acked.set()
+        assert await asyncio.wait_for(dispatcher.room(1), 1) == 1
+
+    asyncio.run(run())
+
+
+def test_a_handler_that_raises_at_once_settles_as_retry_and_the_reader_goes_on() -> None:
+    async def run() -> None:
+        settled: list[Verdict] = []
+
+        def handler(message: Message) -> asyncio.Future[Verdict]:
+            raise ValueError("cannot even start")
+
+        def settle(message: Message, verdict: Verdict) -> None:
+            settled.append(verdict)
+
+        dispatcher = Dispatcher(handler, settle, 2, "test")
+        await dispatcher.submit(Message("t", b"0"))
+        await dispatcher.submit(Message("t", b"1"))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert settled == [Verdict.RETRY, Verdict.RETRY]
+        assert dispatcher.free == 2
+
+    asyncio.run(run())
+
+
+def test_messages_of_one_partition_key_are_handled_one_after_another() -> None:
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        started: list[bytes] = []
+        pending: dict[bytes, asyncio.Future[Verdict]] = {}
+
+        def handler(message: Message) -> asyncio.Future[Verdict]:
+            started.append(message.data)
+            pending[message.data] = loop.create_future()
+            return pending[message.data]
+
+        dispatcher = Dispatcher(handler, lambda message, verdict: None, 4, "test")
+        for data, key in ((b"a1", "a"), (b"b1", "b"), (b"a2", "a")):
+            await dispatcher.submit(Message("t", data, {PARTITION_KEY: key}))
+        await asyncio.sleep(0.01)
+        assert started == [b"a1", b"b1"], "a2 waits for a1"
+        pending[b"a1"].set_result(Verdict.SUCCESS)
+        await asyncio.sleep(0.01)
+        assert started == [b"a1", b"b1", b"a2"]
+        pending[b"b1"].set_result(Verdict.SUCCESS)
+        pending[b"a2"].set_result(Verdict.SUCCESS)
+        await dispatcher.drain(1)
+        assert dispatcher.free == 4
 
     asyncio.run(run())

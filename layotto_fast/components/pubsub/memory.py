@@ -66,7 +66,7 @@ class InMemoryPubSub(NoBackend):
         group = self._groups.setdefault(topic, {}).setdefault(name, _Group())
         unsettled: dict[int, Message] = {}
 
-        async def settle(message: Message, verdict: Verdict) -> None:
+        def settle(message: Message, verdict: Verdict) -> None:
             unsettled.pop(id(message), None)
             if verdict == Verdict.RETRY:
                 self._later(group, message)

@@ -255,7 +255,7 @@ class _Reader:
         self._in_hand.add(entry_id)
         await self._dispatcher.submit(Message(self._topic, data, meta, delivery_count))
 
-    async def _settle(self, message: Message, verdict: Verdict) -> None:
+    def _settle(self, message: Message, verdict: Verdict) -> None:
         entry_id = message.metadata["redisStreamEntryId"].encode()
         self._in_hand.discard(entry_id)
         if verdict in (Verdict.SUCCESS, Verdict.DROP):
