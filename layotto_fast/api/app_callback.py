@@ -308,7 +308,7 @@ class GrpcAppChannel:
 
 
 def event_message(event: Event) -> pb.TopicEventRequest:
-    return pb.TopicEventRequest(
+    request = pb.TopicEventRequest(
         id=event.id,
         source=event.source,
         type=event.type,
@@ -317,5 +317,7 @@ def event_message(event: Event) -> pb.TopicEventRequest:
         data=event.data,
         topic=event.topic,
         pubsub_name=event.pubsub_name,
-        metadata=dict(event.extensions),
     )
+    if event.extensions:  # most events have none; an empty map given to the constructor costs 2 µs
+        request.metadata.update(event.extensions)
+    return request

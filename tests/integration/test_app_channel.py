@@ -4,7 +4,6 @@ the native HTTP/2 connection) against a real grpcio server in this process."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -61,7 +60,7 @@ def test_events_larger_than_the_flow_control_windows_arrive_whole() -> None:
     as the app's WINDOW_UPDATEs arrive."""
     with CallbackApp([Topic("ps", "orders")]) as app:
         channel = GrpcAppChannel("127.0.0.1", app.port)
-        events = [dataclasses.replace(event(i), data=bytes([i]) * (1_500_000 + i)) for i in range(3)]
+        events = [event(i)._replace(data=bytes([i]) * (1_500_000 + i)) for i in range(3)]
 
         async def scenario() -> list[Verdict]:
             try:

@@ -65,9 +65,32 @@ def test_a_cloudevent_passes_through_with_its_id() -> None:
 
 
 def test_bytes_that_are_no_cloudevent_are_refused_by_unwrap() -> None:
-    for stored in (b"plain", b'{"id": "x"}', b"[1]"):
+    for stored in (
+        b"plain",
+        b'{"id": "x"}',
+        b"[1]",
+        b'{"id": "", "specversion": "1.0"}',
+        b'{"id": 7, "specversion": "1.0"}',
+        b'{"id": "x", "specversion": 1}',
+        b'{"id": "x", "specversion": "1.0", "data_base64": "not base64!"}',
+    ):
         with pytest.raises(cloudevents.NotACloudEvent):
             cloudevents.unwrap(stored, "t", "ps")
+
+
+def test_unwrap_reads_what_another_producer_may_write() -> None:
+    """Non-string attributes are read as text, a missing content type with JSON data is JSON,
+    and only string attributes the spec does not name become extensions."""
+    stored = orjson.dumps(
+        {"specversion": "1.0", "id": "e-2", "source": 5, "data": [1, 2], "x-n": 3, "x-s": "s", "topic": "elsewhere"}
+    )
+    event = cloudevents.unwrap(stored, "orders", "ps")
+    assert (event.id, event.source, event.type, event.spec_version) == ("e-2", "5", "", "1.0")
+    assert (event.data_content_type, orjson.loads(event.data)) == ("application/json", [1, 2])
+    assert event.extensions == {"x-s": "s"}
+    assert (event.topic, event.pubsub_name) == ("orders", "ps"), "where it was read from, not what it says"
+    bare = cloudevents.unwrap(b'{"specversion": "1.0", "id": "e-3"}', "orders", "ps")
+    assert (bare.data, bare.data_content_type, dict(bare.extensions)) == (b"", "", {})
 
 
 def test_subscription_options_are_read_and_checked() -> None:

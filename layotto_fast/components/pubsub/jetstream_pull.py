@@ -57,6 +57,8 @@ class PullReader:
         self._connection, self._name, self._topic = connection, name, topic
         self._next_subject, self._ack_wait, self._concurrency = next_subject, ack_wait, concurrency
         self._unsettled: dict[int, Msg] = {}  # id(Message) -> its NATS message
+        self._answers: list[tuple[Msg, Verdict]] = []  # settled in this loop pass, not yet sent
+        self._answering: set[asyncio.Task[None]] = set()
         self._dispatcher = Dispatcher(handler, self._settle, concurrency, name)
         self._loop = asyncio.get_running_loop()
         self._requests = itertools.count(1)
@@ -152,16 +154,33 @@ class PullReader:
                 with contextlib.suppress(*BACKEND_ERRORS):
                     await msg.in_progress()
 
-    async def _settle(self, message: Message, verdict: Verdict) -> None:
+    def _settle(self, message: Message, verdict: Verdict) -> None:
+        """Answer the server for ``message``: the answers settled in one loop pass go out
+        from one task, not a task (and nats-py's coroutines) per message."""
         msg = self._unsettled.pop(id(message), None)
         if msg is None:
             return
-        if verdict == Verdict.SUCCESS:
-            await msg.ack()
-        elif verdict == Verdict.DROP:
-            await msg.term()
-        else:
-            await msg.nak(delay=self._ack_wait)
+        if not self._answers:
+            self._loop.call_soon(self._send_answers)
+        self._answers.append((msg, verdict))
+
+    def _send_answers(self) -> None:
+        answers, self._answers = self._answers, []
+        task = self._loop.create_task(self._answer(answers))
+        self._answering.add(task)
+        task.add_done_callback(self._answering.discard)
+
+    async def _answer(self, answers: list[tuple[Msg, Verdict]]) -> None:
+        for msg, verdict in answers:
+            try:
+                if verdict == Verdict.SUCCESS:
+                    await msg.ack()
+                elif verdict == Verdict.DROP:
+                    await msg.term()
+                else:
+                    await msg.nak(delay=self._ack_wait)
+            except BACKEND_ERRORS as exc:  # unanswered: the server hands it out again after ackWait
+                log.info("%s: answering a message failed: %s", self._name, exc)
 
     async def stop(self) -> None:
         """Stop asking, let the handlers at work finish (a short while), hand back the rest."""
@@ -172,6 +191,10 @@ class PullReader:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._dispatcher.drain(DRAIN_TIMEOUT)
+        if self._answers:
+            self._send_answers()
+        if self._answering:  # what was settled is answered before the rest is handed back
+            await asyncio.wait(self._answering)
         left, self._unsettled = list(self._unsettled.values()), {}
         for msg in left:  # redelivered now, to the group's other members, not after ackWait
             with contextlib.suppress(*BACKEND_ERRORS):
