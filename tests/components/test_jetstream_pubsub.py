@@ -311,3 +311,22 @@ def test_bad_metadata_names_the_field(field: str, value: str) -> None:
     with pytest.raises(StartupError) as error:
         JetStreamPubSub.from_manifest(manifest({"natsURL": "nats://127.0.0.1:4222", field: value}))
     assert error.value.field == f"spec.metadata.{field}"
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "$JS.ACK.orders.group.3.17.9.1733280000000000000.0",  # no domain
+        "$JS.ACK.hub.ACCHASH.orders.group.3.17.9.1733280000000000000.0.rand",  # a domain and an account hash
+        "$JS.ACK._.ACCHASH.orders.group.3.17.9.1733280000000000000.0",  # no random token
+    ],
+)
+def test_delivery_count_reads_the_ack_subject_as_nats_py_does(reply: str) -> None:
+    msg = nats.aio.msg.Msg(_client=None, subject="orders", reply=reply, data=b"")  # type: ignore[arg-type]
+    assert jetstream_pull.delivery_count(msg) == msg.metadata.num_delivered == 3
+
+
+def test_delivery_count_of_a_message_that_is_no_jetstream_message_is_nats_py_s_error() -> None:
+    msg = nats.aio.msg.Msg(_client=None, subject="orders", reply="_INBOX.abc", data=b"")  # type: ignore[arg-type]
+    with pytest.raises(nats.errors.NotJSMessageError):
+        jetstream_pull.delivery_count(msg)

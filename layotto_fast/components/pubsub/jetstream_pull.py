@@ -85,7 +85,7 @@ class PullReader:
                 with contextlib.suppress(*BACKEND_ERRORS):
                     await msg.nak()
                 return
-            message = Message(self._topic, msg.data, dict(msg.headers or {}), msg.metadata.num_delivered)
+            message = Message(self._topic, msg.data, dict(msg.headers or {}), delivery_count(msg))
             self._unsettled[id(message)] = msg
             await self._dispatcher.submit(message)
             return
@@ -202,6 +202,21 @@ class PullReader:
         if self._sub is not None:
             with contextlib.suppress(*BACKEND_ERRORS):
                 await self._sub.unsubscribe()
+
+
+def delivery_count(msg: Msg) -> int:
+    """How many times JetStream has handed ``msg`` out, this time included.
+
+    Read from its ack subject, ``$JS.ACK.<stream>.<consumer>.<delivered>.…`` (9 tokens), or
+    with a domain and an account hash after ``ACK`` (12): nats-py's ``Msg.metadata`` parses
+    every field and makes a datetime, a tenth of the sidecar's CPU per delivery (measured here).
+    """
+    tokens = (msg.reply or "").split(".")
+    if tokens[:2] == ["$JS", "ACK"]:
+        field = 4 if len(tokens) == 9 else 6 if len(tokens) >= 11 else 0
+        if field and tokens[field].isdigit():
+            return int(tokens[field])
+    return msg.metadata.num_delivered  # not a subject this knows: nats-py's reading, or its error
 
 
 def _end_quietly(over: asyncio.Future[None]) -> None:
