@@ -137,3 +137,33 @@ def test_messages_of_one_partition_key_are_handled_one_after_another() -> None:
         assert dispatcher.free == 4
 
     asyncio.run(run())
+
+
+def test_two_submitters_waiting_for_a_slot_both_get_one() -> None:
+    """A Redis subscription submits from its reader and from its claimer of stale entries:
+    neither may be forgotten while the other waits too."""
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        pending: list[asyncio.Future[Verdict]] = []
+
+        def handler(message: Message) -> asyncio.Future[Verdict]:
+            pending.append(loop.create_future())
+            return pending[-1]
+
+        dispatcher = Dispatcher(handler, lambda message, verdict: None, 1, "test")
+        await dispatcher.submit(Message("t", b"first"))
+        reader = asyncio.ensure_future(dispatcher.submit(Message("t", b"read")))
+        claimer = asyncio.ensure_future(dispatcher.submit(Message("t", b"claimed")))
+        await asyncio.sleep(0.01)
+        assert not reader.done() and not claimer.done()
+        for _ in range(2):
+            pending[-1].set_result(Verdict.SUCCESS)
+            await asyncio.wait([reader, claimer], timeout=1, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.sleep(0.01)
+        assert reader.done() and claimer.done(), "each waiter got a slot as one came free"
+        pending[-1].set_result(Verdict.SUCCESS)
+        await dispatcher.drain(1)
+        assert len(pending) == 3 and dispatcher.free == 1
+
+    asyncio.run(run())

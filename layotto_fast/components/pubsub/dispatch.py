@@ -38,7 +38,7 @@ class Dispatcher:
         self._loop = asyncio.get_running_loop()
         self._busy: set[asyncio.Future[Any]] = set()  # one per message taking a slot
         self._last_of_key: dict[str, asyncio.Future[Verdict]] = {}
-        self._room_wanted: tuple[int, asyncio.Future[None]] | None = None  # a room() waiting
+        self._room_waiters: list[tuple[int, asyncio.Future[None]]] = []  # room() calls waiting, oldest first
 
     @property
     def free(self) -> int:
@@ -48,15 +48,17 @@ class Dispatcher:
     async def room(self, wanted: int) -> int:
         """How many messages could start now, once at least ``wanted`` could (never more than
         ``concurrency`` are waited for). A reader that asks its backend for that many at a time
-        fetches in batches, not one message per freed slot. One caller at a time: the reader."""
+        fetches in batches, not one message per freed slot."""
         wanted = min(max(1, wanted), self._concurrency)
-        if self.free < wanted:
+        while self.free < wanted:  # woken with others (a reader, a claimer): the first one there wins
             future: asyncio.Future[None] = self._loop.create_future()
-            self._room_wanted = (wanted, future)
+            waiting = (wanted, future)
+            self._room_waiters.append(waiting)
             try:
                 await future
             finally:
-                self._room_wanted = None
+                if waiting in self._room_waiters:
+                    self._room_waiters.remove(waiting)
         return self.free
 
     async def submit(self, message: Message) -> None:
@@ -123,9 +125,11 @@ class Dispatcher:
 
     def _free(self, done: asyncio.Future[Any]) -> None:
         self._busy.discard(done)
-        waiting = self._room_wanted
-        if waiting is not None and self.free >= waiting[0] and not waiting[1].done():
-            waiting[1].set_result(None)
+        if self._room_waiters:
+            free = self.free
+            for wanted, future in self._room_waiters:
+                if free >= wanted and not future.done():
+                    future.set_result(None)
 
     async def drain(self, timeout: float) -> None:
         """Wait up to ``timeout`` for the messages being handled, then cancel what is left

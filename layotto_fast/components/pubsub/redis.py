@@ -209,7 +209,7 @@ class _Reader:
              "BLOCK", READ_BLOCK_MS, "STREAMS", self._topic, ">")
         )  # fmt: skip
         return [
-            (stream, [(entry_id, dict(zip(fields[::2], fields[1::2], strict=True))) for entry_id, fields in entries])
+            (stream, [(entry_id, _field_map(fields)) for entry_id, fields in entries])
             for stream, entries in reply or ()
         ]
 
@@ -289,3 +289,10 @@ class _Reader:
         error = reply.exception()
         if error is not None:  # they stay pending: claimed and handled again later
             log.info("acknowledging %d entries of %s failed: %s", count, self._topic, error)
+
+
+def _field_map(fields: list[bytes]) -> dict[bytes, bytes]:
+    """An entry's fields, read as name, value, name, value...; most have one, its data."""
+    if len(fields) == 2:
+        return {fields[0]: fields[1]}
+    return dict(zip(fields[::2], fields[1::2], strict=True))
