@@ -7,9 +7,9 @@ carry the same ``partitionKey`` are handled one after another in the order submi
 others run side by side.
 
 A handler that returns a future (the pub/sub service's does: a delivery is a call in
-flight, not a coroutine) is followed by a callback on that future, not a task: a task per
-message and the coroutines it resumes were a fifth of the sidecar's CPU per delivery
-(measured here). A coroutine handler gets a task, as before.
+flight, not a coroutine) is followed by a callback on that future, not a task: making a
+task and running its first step alone cost about 8 µs here, against 45 to 65 µs of CPU for
+a whole delivery. A coroutine handler gets a task.
 """
 
 from __future__ import annotations
