@@ -60,14 +60,32 @@ class Event(NamedTuple):
     extensions: Mapping[str, str] = _NO_EXTENSIONS  # traceparent and the like
 
 
+# What a content type says of the bytes it describes (see _kind).
+_BINARY, _TEXT, _JSON, _CLOUDEVENT = 0, 1, 2, 3
+_KINDS: dict[str, int] = {}  # by content type as sent: a handful in practice, read per message
+_KINDS_KEPT = 256  # beyond this many distinct ones, read each time rather than remembered
+
+
+def _kind(content_type: str) -> int:
+    kind = _KINDS.get(content_type)
+    if kind is not None:
+        return kind
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media == CLOUDEVENT_CONTENT_TYPE:
+        kind = _CLOUDEVENT
+    elif media == "application/json" or media.endswith("+json"):
+        kind = _JSON
+    elif media.startswith("text/") or media in ("application/xml", "application/yaml"):
+        kind = _TEXT
+    else:
+        kind = _BINARY
+    if len(_KINDS) < _KINDS_KEPT:
+        _KINDS[content_type] = kind
+    return kind
+
+
 def _is_json(content_type: str) -> bool:
-    media = content_type.split(";", 1)[0].strip().lower()
-    return media == "application/json" or media.endswith("+json")
-
-
-def _is_text(content_type: str) -> bool:
-    media = content_type.split(";", 1)[0].strip().lower()
-    return media.startswith("text/") or media in ("application/xml", "application/yaml")
+    return _kind(content_type) >= _JSON  # a CloudEvent's type (+json) is JSON too
 
 
 def wrap(
@@ -80,9 +98,9 @@ def wrap(
     traceparent: str = "",
 ) -> tuple[str, bytes]:
     """The message id and the envelope to store for ``data`` published to ``topic``."""
-    if content_type.split(";", 1)[0].strip().lower() == CLOUDEVENT_CONTENT_TYPE or (
-        _is_json(content_type) and data[:1] == b"{"
-    ):
+    content_type = content_type or DEFAULT_CONTENT_TYPE
+    kind = _kind(content_type)
+    if kind == _CLOUDEVENT or (kind == _JSON and data[:1] == b"{"):
         existing = _as_cloudevent(data)
         if existing is not None:
             existing.setdefault("topic", topic)
@@ -90,10 +108,10 @@ def wrap(
             if traceparent:
                 existing.setdefault("traceparent", traceparent)
             return str(existing["id"]), orjson.dumps(existing)
-    content_type = content_type or DEFAULT_CONTENT_TYPE
+    message_id = new_id()
     envelope: dict[str, Any] = {
         "specversion": SPEC_VERSION,
-        "id": new_id(),
+        "id": message_id,
         "source": source,
         "type": EVENT_TYPE,
         "datacontenttype": content_type,
@@ -102,8 +120,8 @@ def wrap(
     }
     if traceparent:
         envelope["traceparent"] = traceparent
-    _put_data(envelope, data, content_type)
-    return envelope["id"], orjson.dumps(envelope)
+    _put_data(envelope, data, kind)
+    return message_id, orjson.dumps(envelope)
 
 
 def _as_cloudevent(data: bytes) -> dict[str, Any] | None:
@@ -116,14 +134,14 @@ def _as_cloudevent(data: bytes) -> dict[str, Any] | None:
     return None
 
 
-def _put_data(envelope: dict[str, Any], data: bytes, content_type: str) -> None:
-    if _is_json(content_type):
+def _put_data(envelope: dict[str, Any], data: bytes, kind: int) -> None:
+    if kind >= _JSON:
         try:
             envelope["data"] = orjson.loads(data)
             return
         except orjson.JSONDecodeError:
             pass  # declared JSON but is not: kept byte for byte below
-    if _is_text(content_type):
+    elif kind == _TEXT:
         try:
             envelope["data"] = data.decode("utf-8")
             return

@@ -49,6 +49,32 @@ def test_envelope_carries_data_as_its_content_type_allows(
         assert orjson.loads(event.data) == orjson.loads(data)
 
 
+@pytest.mark.parametrize(
+    ("content_type", "field"),
+    [
+        ("Application/JSON; charset=utf-8", "data"),
+        ("application/vnd.orders+json", "data"),
+        ("application/cloudevents+json", "data"),  # JSON that is no CloudEvent: wrapped as JSON
+        ("application/xml", "data"),
+        ("TEXT/csv", "data"),
+        ("application/protobuf", "data_base64"),
+    ],
+)
+def test_content_types_are_read_by_their_media_type(content_type: str, field: str) -> None:
+    data = b'{"n": 1}' if "json" in content_type.lower() else b"a,b"
+    for _ in range(2):  # read, then remembered
+        _, stored = cloudevents.wrap(data, content_type, **WHERE)
+        envelope = orjson.loads(stored)
+        assert field in envelope and envelope["datacontenttype"] == content_type
+
+
+def test_content_types_beyond_those_remembered_are_still_read() -> None:
+    for index in range(cloudevents._KINDS_KEPT + 10):
+        _, stored = cloudevents.wrap(b"hello", f"text/x-{index}", **WHERE)
+        assert orjson.loads(stored)["data"] == "hello"
+    assert len(cloudevents._KINDS) <= cloudevents._KINDS_KEPT
+
+
 def test_every_publish_gets_a_new_id() -> None:
     ids = {cloudevents.wrap(b"x", "text/plain", **WHERE)[0] for _ in range(100)}
     assert len(ids) == 100
