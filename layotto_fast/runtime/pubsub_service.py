@@ -360,8 +360,10 @@ def _pass_on(outcome: asyncio.Future[Verdict], rest: asyncio.Task[Verdict]) -> N
         return
     if rest.cancelled():
         outcome.cancel()
-    elif rest.exception() is not None:
-        outcome.set_exception(rest.exception())  # type: ignore[arg-type]
+        return
+    error = rest.exception()
+    if error is not None:
+        outcome.set_exception(error)
     else:
         outcome.set_result(rest.result())
 
