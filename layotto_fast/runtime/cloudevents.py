@@ -125,11 +125,15 @@ def wrap(
 
 
 def _as_cloudevent(data: bytes) -> dict[str, Any] | None:
+    """The envelope in ``data``: a JSON object whose id and specversion are non-empty strings."""
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError:
         return None
-    if isinstance(value, dict) and all(isinstance(value.get(k), str) and value[k] for k in ("id", "specversion")):
+    if type(value) is not dict:
+        return None
+    event_id, spec_version = value.get("id"), value.get("specversion")
+    if event_id and spec_version and type(event_id) is str and type(spec_version) is str:
         return value
     return None
 
@@ -157,16 +161,9 @@ _KNOWN = frozenset(
 
 def unwrap(stored: bytes, topic: str, pubsub_name: str) -> Event:
     """The event in ``stored``, read from ``topic`` of ``pubsub_name``; NotACloudEvent when it is not one."""
-    # Run once per delivered message: the checks of _as_cloudevent, written out.
-    try:
-        envelope = orjson.loads(stored)
-    except orjson.JSONDecodeError:
-        raise NotACloudEvent("not a CloudEvent in JSON") from None
-    if type(envelope) is not dict:
+    envelope = _as_cloudevent(stored)
+    if envelope is None:
         raise NotACloudEvent("not a CloudEvent in JSON")
-    event_id, spec_version = envelope.get("id"), envelope.get("specversion")
-    if not (event_id and spec_version and type(event_id) is str and type(spec_version) is str):
-        raise NotACloudEvent("not a CloudEvent: id and specversion must be non-empty strings")
     content_type = envelope.get("datacontenttype") or ""
     if type(content_type) is not str:
         content_type = str(content_type)
@@ -183,15 +180,13 @@ def unwrap(stored: bytes, topic: str, pubsub_name: str) -> Event:
     else:
         data = orjson.dumps(data)
         content_type = content_type or "application/json"
-    extensions = _NO_EXTENSIONS
-    if len(envelope) > len(_KNOWN.intersection(envelope)):
-        extensions = {k: v for k, v in envelope.items() if k not in _KNOWN and type(v) is str}
+    extensions = {k: v for k, v in envelope.items() if k not in _KNOWN and type(v) is str} or _NO_EXTENSIONS
     source, event_type = envelope.get("source") or "", envelope.get("type") or ""
     return Event(
-        event_id,
+        envelope["id"],
         source if type(source) is str else str(source),
         event_type if type(event_type) is str else str(event_type),
-        spec_version,
+        envelope["specversion"],
         content_type,
         data,
         topic,  # where it was read from: a dead letter's envelope still names its first topic
