@@ -46,6 +46,11 @@ class InProcessServer:
         assert self._ready.wait(10), f"the {kind} server did not start"
 
     @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        assert self._loop is not None
+        return self._loop
+
+    @property
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
 

@@ -51,6 +51,7 @@ def suspend(protocol, key, method, coro, yielded, double started, long long time
     call.context = copy_context()
     call.wakeup = call._wakeup
     call.calls[key] = call
+    protocol._suspended_calls += 1
     if timeout_us >= 0:
         call.deadline = call.loop.time() + timeout_us / 1e6
         if call.deadline < server.deadline_at:
@@ -130,6 +131,11 @@ cdef class SuspendedCall:
             self._step()
         finally:
             _leave_task(self.loop, self)
+        if self.ended and self.protocol._suspended_calls == 0:
+            # No other call on this connection is waiting to share the write: the answer
+            # leaves now, a loop pass sooner and ahead of other work queued for the pass
+            # (at 1000 publishes/s, the delivery of the message just published).
+            self.protocol._flush()
 
     cdef _step(self):
         cdef PyObject *raw = NULL
@@ -202,6 +208,7 @@ cdef class SuspendedCall:
         self.ended = True
         self.coro = self.wakeup = None  # the bound method refers back to this object
         self.server.in_flight -= 1
+        self.protocol._suspended_calls -= 1
         if not self._answered_elsewhere():
             del self.calls[self.key]
         if not self.protocol._flush_scheduled:

@@ -136,6 +136,7 @@ class GrpcProtocol(asyncio.Protocol):
         self._writable: dict[int, asyncio.Future[None]] = {}
         self._deadlines: dict[int, float] = {}  # of the calls in Tasks that have one, on the loop's clock
         self._flush_scheduled = False
+        self._suspended_calls = 0  # SuspendedCalls not yet ended
         self._keepalive_timer: asyncio.TimerHandle | None = None
         self._greeting_timer: asyncio.TimerHandle | None = None
         self._linger_timer: asyncio.TimerHandle | None = None  # set once the connection has ended
@@ -269,7 +270,11 @@ class GrpcProtocol(asyncio.Protocol):
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+            self._loop.call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        if self._flush_scheduled:  # not already flushed by a call that ended since
+            self._flush()
 
     # -- events --------------------------------------------------------------------
     # Unary calls that finish without suspending never come here: native_calls.dispatch

@@ -32,8 +32,13 @@ class _BadYield:
 class Handlers:
     def __init__(self) -> None:
         self.cancelled_at: dict[str, float] = {}  # by key, time.monotonic()
+        self.gates: dict[str, asyncio.Future[None]] = {}  # by key: calls waiting to be let go
 
     async def GetState(self, request: pb.GetStateRequest) -> pb.GetStateResponse:
+        if request.key.startswith("gated"):
+            gate = self.gates[request.key] = asyncio.get_running_loop().create_future()
+            await gate
+            return pb.GetStateResponse(data=request.key.encode())
         await asyncio.sleep(0.001)  # suspended from here on
         if request.key.startswith("slow"):
             try:
@@ -135,3 +140,27 @@ def test_each_deadline_cancels_its_handler_on_time_whatever_the_order(
         took = server.handlers.cancelled_at[key] - started
         assert timeout - 0.05 <= took <= timeout + 0.3, (key, took)
     assert stub.GetState(pb.GetStateRequest(key="after"), timeout=5).data == b"after"
+
+
+def test_a_lone_call_is_answered_in_the_pass_it_ends_not_after_what_the_pass_queued(
+    server: InProcessServer, stub: runtime_pb2_grpc.RuntimeStub
+) -> None:
+    # The call's store reply and other work (a delivery of the message just published)
+    # come in the same pass; the answer must not wait for that work. Here the work is a
+    # callback that blocks the loop for a second, queued just after the call's wake-up.
+    if server.kind != "native":
+        pytest.skip("same-pass answers are the native transport's inline design")
+    future = stub.GetState.future(pb.GetStateRequest(key="gated-lone"), timeout=10)
+    deadline = time.monotonic() + 5
+    while "gated-lone" not in server.handlers.gates and time.monotonic() < deadline:
+        time.sleep(0.005)
+    gate = server.handlers.gates["gated-lone"]
+
+    def let_go() -> None:
+        gate.set_result(None)
+        asyncio.get_running_loop().call_soon(time.sleep, 1.0)
+
+    let_go_at = time.monotonic()
+    server.loop.call_soon_threadsafe(let_go)
+    assert future.result(5).data == b"gated-lone"
+    assert time.monotonic() - let_go_at < 0.7
