@@ -55,6 +55,9 @@ def test_a_handler_future_is_settled_by_callback_without_a_task() -> None:
         tasks_before = len(asyncio.all_tasks())
         for index in range(3):
             await dispatcher.submit(Message("t", b"%d" % index))
+        assert dispatcher.free == 1
+        await asyncio.sleep(0)  # submitted messages start on the next pass
+        assert len(pending) == 3
         assert len(asyncio.all_tasks()) == tasks_before, "a future handler needs no task per message"
         assert dispatcher.free == 1
         pending[1].set_result(Verdict.DROP)
@@ -67,6 +70,34 @@ def test_a_handler_future_is_settled_by_callback_without_a_task() -> None:
         assert pending[2].cancelled(), "drain gives up on what is still being handled"
         assert len(settled) == 2, "a message cut off by drain is not settled: it stays in the backend"
         assert dispatcher.free == 4
+
+    asyncio.run(run())
+
+
+def test_messages_start_after_what_their_loop_pass_already_queued() -> None:
+    # The reply that brought the messages may have finished a caller's call too (a publish
+    # acknowledged): that caller is answered before any of them is delivered.
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        order: list[str] = []
+
+        def handler(message: Message) -> asyncio.Future[Verdict]:
+            order.append(message.data.decode())
+            future: asyncio.Future[Verdict] = loop.create_future()
+            future.set_result(Verdict.SUCCESS)
+            return future
+
+        dispatcher = Dispatcher(handler, lambda message, verdict: None, 4, "test")
+        loop.call_soon(order.append, "answer queued before")
+        await dispatcher.submit(Message("t", b"m1"))
+        await dispatcher.submit(Message("t", b"m2"))
+        assert order == [] and dispatcher.free == 2, "slots are taken at once, handling waits"
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert order == ["answer queued before", "m1", "m2"]
+        await dispatcher.submit(Message("t", b"m3"))
+        await dispatcher.drain(1)
+        assert order[-1] == "m3", "drain starts what was submitted before waiting for it"
 
     asyncio.run(run())
 

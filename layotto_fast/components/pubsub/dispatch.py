@@ -6,6 +6,11 @@ subscriber slows the reading rather than piling messages up in memory. Messages 
 carry the same ``partitionKey`` are handled one after another in the order submitted;
 others run side by side.
 
+A message starts being handled on the loop pass after the one it was submitted in, with
+the others of that pass. The reply that brought it often brought others too (a publish's
+acknowledgement, over Redis and NATS alike): the calls those replies finish are answered
+first, and a delivery, which nobody is waiting on yet, comes after.
+
 A handler that returns a future (the pub/sub service's does: a delivery is a call in
 flight, not a coroutine) is followed by a callback on that future, not a task: making a
 task and running its first step alone cost about 8 µs here, against 45 to 65 µs of CPU for
@@ -39,11 +44,12 @@ class Dispatcher:
         self._busy: set[asyncio.Future[Any]] = set()  # one per message taking a slot
         self._last_of_key: dict[str, asyncio.Future[Verdict]] = {}
         self._room_waiters: list[tuple[int, asyncio.Future[None]]] = []  # room() calls waiting, oldest first
+        self._starting: list[Message] = []  # submitted in this loop pass, holding slots: started at the next
 
     @property
     def free(self) -> int:
         """Messages that could start being handled now."""
-        return self._concurrency - len(self._busy)
+        return self._concurrency - len(self._busy) - len(self._starting)
 
     async def room(self, wanted: int) -> int:
         """How many messages could start now, once at least ``wanted`` could (never more than
@@ -62,9 +68,19 @@ class Dispatcher:
         return self.free
 
     async def submit(self, message: Message) -> None:
-        """Start handling ``message`` once a slot is free (waits for one)."""
+        """Take a slot for ``message`` (waits for one); it starts on the next loop pass."""
         if self.free <= 0:
             await self.room(1)
+        if not self._starting:
+            self._loop.call_soon(self._start_submitted)
+        self._starting.append(message)
+
+    def _start_submitted(self) -> None:
+        starting, self._starting = self._starting, []
+        for message in starting:
+            self._begin(message)
+
+    def _begin(self, message: Message) -> None:
         key = message.metadata.get(PARTITION_KEY, "")
         before = self._last_of_key.get(key) if key else None
         handled = self._start(message) if before is None else self._loop.create_task(self._in_turn(before, message))
@@ -134,6 +150,7 @@ class Dispatcher:
     async def drain(self, timeout: float) -> None:
         """Wait up to ``timeout`` for the messages being handled, then cancel what is left
         (unsettled messages stay unacknowledged in the backend)."""
+        self._start_submitted()
         if self._busy:
             await asyncio.wait(list(self._busy), timeout=timeout)
         for busy in list(self._busy):
