@@ -211,5 +211,8 @@ cdef class SuspendedCall:
         self.protocol._suspended_calls -= 1
         if not self._answered_elsewhere():
             del self.calls[self.key]
-        if not self.protocol._flush_scheduled:
+        # The connection's last call, ended in a step of its own, is flushed by _wakeup as
+        # soon as the step is over; any other answer shares the pass's one write.
+        lone = self.task is None and self.protocol._suspended_calls == 0
+        if not lone and not self.protocol._flush_scheduled:
             self.protocol._schedule_flush()
