@@ -94,3 +94,36 @@ def test_closing_right_after_settling_leaves_nothing_pending(harness: Harness) -
 
     harness.run(deliver_then_close())
     assert harness.pending("closing") == 0
+
+
+def test_a_full_subscriber_gets_the_rest_of_a_read_in_batches_of_half_its_slots(harness: Harness) -> None:
+    """Eight entries read at once, four slots: once the first four are taken, one freed slot
+    starts nothing; the second starts two together (one write to the app, not two)."""
+    component = harness.make()
+    started: list[bytes] = []
+    answers: dict[bytes, asyncio.Future[Verdict]] = {}
+
+    async def handler(message: Message) -> Verdict:
+        started.append(message.data)
+        answers[message.data] = asyncio.get_running_loop().create_future()
+        return await answers[message.data]
+
+    async def scenario() -> None:
+        for index in range(8):
+            await component.publish(harness.topic, b"m%d" % index, {})
+        await component.subscribe(harness.topic, SubscribeOptions(group="halves", concurrency=4), handler)
+        assert await until(lambda: len(started) == 4, timeout=5.0)
+        answers[b"m0"].set_result(Verdict.SUCCESS)
+        await asyncio.sleep(0.1)
+        assert started == [b"m0", b"m1", b"m2", b"m3"], "a single freed slot started a message"
+        answers[b"m1"].set_result(Verdict.SUCCESS)
+        assert await until(lambda: len(started) == 6, timeout=5.0)
+        for index in range(2, 6):
+            answers[b"m%d" % index].set_result(Verdict.SUCCESS)
+        assert await until(lambda: len(started) == 8, timeout=5.0)
+        for index in range(6, 8):
+            answers[b"m%d" % index].set_result(Verdict.SUCCESS)
+
+    harness.run(scenario())
+    assert started == [b"m%d" % index for index in range(8)]
+    assert harness.run(until(lambda: harness.pending("halves") == 0, timeout=5.0)), "entries left pending"
