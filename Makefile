@@ -76,6 +76,7 @@ py-test: install servers
 test: install lint native-test py-test
 
 bench: $(STAMP)/native-bench $(STAMP)/package servers
+	$(PYTHON) bench/machine.py
 	$(PYTHON) bench/run.py $(ARGS)
 	$(PYTHON) bench/redis_backed.py $(REDIS_ARGS)
 	$(PYTHON) bench/mesh.py $(MESH_ARGS)
