@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
-from types import ModuleType
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def machine_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_machine", ROOT / "bench" / "machine.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from bench.machine import describe
 
 
 def write(root: Path, path: str, text: str) -> None:
@@ -27,7 +17,7 @@ def test_a_guest_that_halts_at_once_is_named_so(tmp_path: Path) -> None:
     write(tmp_path, "proc/cpuinfo", processor.format(n=0) + processor.format(n=1))
     write(tmp_path, "sys/devices/system/cpu/cpuidle/current_driver", "haltpoll\n")
     write(tmp_path, "sys/module/haltpoll/parameters/guest_halt_poll_ns", "0\n")
-    line = machine_module().describe(tmp_path)
+    line = describe(tmp_path)
     assert line.startswith("machine: 2 CPUs (Test CPU), virtual machine, kernel ")
     assert "cpuidle driver haltpoll, guest_halt_poll_ns 0 (an idle CPU halts at once" in line
 
@@ -35,6 +25,6 @@ def test_a_guest_that_halts_at_once_is_named_so(tmp_path: Path) -> None:
 def test_polling_guests_and_missing_files_are_reported_as_found(tmp_path: Path) -> None:
     write(tmp_path, "proc/cpuinfo", "processor\t: 0\nflags\t\t: fpu sse2\n")
     write(tmp_path, "sys/module/haltpoll/parameters/guest_halt_poll_ns", "200000\n")
-    line = machine_module().describe(tmp_path)
+    line = describe(tmp_path)
     assert "1 CPUs (-), no hypervisor flag" in line
     assert line.endswith("cpuidle driver -, guest_halt_poll_ns 200000")
