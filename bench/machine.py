@@ -2,14 +2,13 @@
 
 On a virtual machine, what a hop costs at low load depends less on the code than on how an
 idle virtual CPU waits: one that halts (HLT) leaves the hypervisor, and waking it takes an
-interrupt and a re-entry, tens of microseconds here, paid again by every process a request
-wakes. The guest's halt-polling (``guest_halt_poll_ns`` of the haltpoll cpuidle driver)
+interrupt and a re-entry (tens of microseconds per process woken, in closed-loop runs
+here). The guest's halt-polling (``guest_halt_poll_ns`` of the haltpoll cpuidle driver)
 spins a while before halting instead. Printed so that a figure read later is read with it.
 """
 
 from __future__ import annotations
 
-import os
 import platform
 from pathlib import Path
 
@@ -33,7 +32,7 @@ def describe(root: Path = Path("/")) -> str:
     idle = root / "sys" / "devices" / "system" / "cpu" / "cpuidle"
     driver = read(idle / "current_driver")
     polling = read(root / "sys" / "module" / "haltpoll" / "parameters" / "guest_halt_poll_ns")
-    cpus = os.cpu_count() if root == Path("/") else cpuinfo.count("processor\t:")
+    cpus = cpuinfo.count("processor\t:")
     halts = " (an idle CPU halts at once: each wake-up of an idle process pays a hypervisor exit)"
     return (
         f"machine: {cpus} CPUs ({model}), {hypervisor(cpuinfo)}, kernel {platform.release()}; "

@@ -51,6 +51,12 @@ class Dispatcher:
         """Messages that could start being handled now."""
         return self._concurrency - len(self._busy) - len(self._starting)
 
+    @property
+    def batch(self) -> int:
+        """How many a reader holding more than there is room for waits to hand over at once:
+        half the slots, so that the app gets its calls in batches, not one per freed slot."""
+        return max(1, self._concurrency // 2)
+
     async def room(self, wanted: int) -> int:
         """How many messages could start now, once at least ``wanted`` could (never more than
         ``concurrency`` are waited for). A reader that asks its backend for that many at a time

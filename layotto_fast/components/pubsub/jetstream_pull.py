@@ -55,7 +55,7 @@ class PullReader:
         """``connection``: the component's NATS client now (None while closing);
         ``next_subject``: the consumer's ``$JS.API.CONSUMER.MSG.NEXT`` subject."""
         self._connection, self._name, self._topic = connection, name, topic
-        self._next_subject, self._ack_wait, self._concurrency = next_subject, ack_wait, concurrency
+        self._next_subject, self._ack_wait = next_subject, ack_wait
         self._unsettled: dict[int, Msg] = {}  # id(Message) -> its NATS message
         self._answers: list[tuple[Msg, Verdict]] = []  # settled in this loop pass, not yet sent
         self._answering: set[asyncio.Task[None]] = set()
@@ -119,7 +119,7 @@ class PullReader:
                 await asyncio.sleep(pause)  # nats-py is reconnecting: no pull requests meanwhile
                 pause = min(pause * 2, MAX_PAUSE)
                 continue
-            wanted = max(1, await self._dispatcher.room(self._concurrency // 2)) if backlog else 1
+            wanted = max(1, await self._dispatcher.room(self._dispatcher.batch)) if backlog else 1
             try:
                 await self._pull(nc, wanted)
             except BACKEND_ERRORS as exc:

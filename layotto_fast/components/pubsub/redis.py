@@ -127,7 +127,6 @@ class _Reader:
         self._consumer = f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         concurrency = options.concurrency or self._config.concurrency
         self._dispatcher = Dispatcher(handler, self._settle, concurrency, topic)
-        self._half = max(1, concurrency // 2)
         self._in_hand: set[bytes] = set()  # entry ids being handled here
         self._acks: list[bytes] = []  # settled, waiting for the next XACK
         self._ack_timer: asyncio.TimerHandle | None = None
@@ -196,11 +195,8 @@ class _Reader:
                 return  # read just as the subscription stopped: left pending, claimed later
             for _stream, entries in replies or ():
                 for index, (entry_id, fields) in enumerate(entries):
-                    if self._dispatcher.free <= 0:
-                        # More in hand than there is room for: hand them over once half the slots
-                        # are free, as one batch, not one message per freed slot (a write to the
-                        # app, and its answer's read, for each).
-                        await self._dispatcher.room(min(len(entries) - index, self._half))
+                    if self._dispatcher.free <= 0:  # more in hand than there is room for
+                        await self._dispatcher.room(min(len(entries) - index, self._dispatcher.batch))
                     await self._submit(entry_id, fields, 1)
 
     async def _read_batch(self) -> list[tuple[Any, list[tuple[bytes, dict[bytes, bytes]]]]]:
