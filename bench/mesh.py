@@ -35,6 +35,7 @@ from bench.run import Child  # noqa: E402
 from tests.sidecar import free_port, serve_command  # noqa: E402
 
 LOADS = ((1, 1), (64, 1), (64, 16))
+WARMUP_SECONDS = 0.3  # meshload runs this long before it starts timing
 MESHLOAD = ROOT / "bench" / "meshload"
 TEMPLATES = {"bolt": "bolt_request_echo", "dubbo": "dubbo_request_echo"}
 SERVICES = {"bolt": {"service": "com.example.EchoService:1.0"}, "dubbo": {"service": "com.example.EchoService"}}
@@ -104,7 +105,8 @@ def run_load(binary: Path, protocol: str, port: int, template: str, load: tuple[
     before = proxy.cpu_seconds() if proxy else 0.0
     result = subprocess.run(
         [str(binary), "--address", f"127.0.0.1:{port}", "--protocol", protocol, "--template", template,
-         "--connections", str(connections), "--depth", str(depth), "--seconds", str(seconds), "--warmup", "0.3",
+         "--connections", str(connections), "--depth", str(depth), "--seconds", str(seconds),
+         "--warmup", str(WARMUP_SECONDS),
          *(("--path", path) if path else ())],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
@@ -112,7 +114,7 @@ def run_load(binary: Path, protocol: str, port: int, template: str, load: tuple[
     report = json.loads(result.stdout)
     ok = max(report["ok"], 1)
     # The proxy's CPU is read around the whole run, warm-up included: divide by all requests.
-    total = ok * (seconds + 0.3) / seconds
+    total = ok * (seconds + WARMUP_SECONDS) / seconds
     return Run(
         ok=report["ok"],
         errors=report["errors"],
