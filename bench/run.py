@@ -141,7 +141,7 @@ class Server(Child):
             assert self.process.stdout is not None
             self.process.stdout.readline()  # "ready"
         else:
-            _wait_for(ready_url, b'"status":"UP"', self.process)
+            wait_for_ready(ready_url, b'"status":"UP"', self.process)
         self.ready_after = time.monotonic() - started
 
     @property
@@ -152,7 +152,7 @@ class Server(Child):
         return process_status_kib(self.pid, field)
 
 
-def _wait_for(url: str, marker: bytes, process: subprocess.Popen[str], timeout: float = 20) -> None:
+def wait_for_ready(url: str, marker: bytes, process: subprocess.Popen[str], timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
