@@ -148,7 +148,12 @@ class Layotto(Child):
             self.process = subprocess.Popen(
                 [binary, "start", "-c", str(config)], cwd=folder, stdout=output, stderr=subprocess.STDOUT, text=True
             )
-        wait_for_ready(f"http://127.0.0.1:{actuator_port}/actuator/health/readiness", b'"status":"UP"', self.process)
+        readiness = f"http://127.0.0.1:{actuator_port}/actuator/health/readiness"
+        try:
+            wait_for_ready(readiness, b'"status":"UP"', self.process)
+        except BaseException:
+            self.stop()
+            raise
 
 
 @dataclass
