@@ -12,10 +12,11 @@ are left out there.
 
 At one in flight the sidecar is timed twice: by ghz, as every gRPC row of ``make bench``
 is, and by meshload's gRPC client (Rust, ``bench/meshload``). The target is checked on
-meshload's pair. Measured here, ghz waits on the answer in ways that depend on how long
-the call takes: between ghz's in-memory and Redis rows it adds 75-110 µs more than
-meshload does for the same two calls (and GOMAXPROCS=1 removes a third of that), so a
-slower call is charged for ghz's own wake-ups. ghz's figure is printed beside it.
+meshload's pair. Measured here on one sidecar, interleaved, ghz puts 75-110 µs more
+between its in-memory and its Redis p50 than meshload does for the same two calls
+(GOMAXPROCS=1 for ghz removes a third of that): checked on ghz's figures, the target
+would charge the sidecar for the load generator's own wake-ups. ghz's figure is printed
+beside it.
 """
 
 from __future__ import annotations
