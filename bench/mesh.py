@@ -28,6 +28,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from google.protobuf.message import Message
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -99,7 +101,7 @@ def haproxy_binary() -> str | None:
 
 
 def run_load(binary: Path, protocol: str, port: int, template: str, load: tuple[int, int], seconds: float,
-             proxy: Process | None, path: str = "") -> Run:  # fmt: skip
+             proxy: Child | None, path: str = "") -> Run:  # fmt: skip
     """meshload's run; ``protocol`` grpc sends ``template`` as the message of unary calls to ``path``."""
     connections, depth = load
     before = proxy.cpu_seconds() if proxy else 0.0
@@ -124,6 +126,12 @@ def run_load(binary: Path, protocol: str, port: int, template: str, load: tuple[
         proxy_cpu_us=(after - before) / total * 1e6 if proxy else float("nan"),
         load_cpu_share=report["cpu_seconds"] / report["seconds"] / 2,
     )
+
+
+def run_runtime_call(binary: Path, port: int, rpc: str, request: Message, seconds: float, server: Child) -> Run:
+    """meshload's run of unary ``rpc`` of Layotto's runtime API at one call in flight."""
+    return run_load(binary, "grpc", port, request.SerializeToString().hex(), (1, 1), seconds, server,
+                    f"/spec.proto.runtime.v1.Runtime/{rpc}")  # fmt: skip
 
 
 def median_run(runs: list[Run]) -> Run:
@@ -296,9 +304,8 @@ def bench_invoke(binary: Path, rounds: int, seconds: float, tmp: Path) -> list[t
                     )
                 # The same call timed by meshload, the client of the direct Bolt rows.
                 rows.setdefault((f"InvokeService -> {target} (meshload)", 1), []).append(
-                    run_load(binary, "grpc", grpc_port, request.SerializeToString().hex(), (1, 1), seconds, sidecar,
-                             "/spec.proto.runtime.v1.Runtime/InvokeService")
-                )  # fmt: skip
+                    run_runtime_call(binary, grpc_port, "InvokeService", request, seconds, sidecar)
+                )
     finally:
         for process in reversed(started):
             process.stop()

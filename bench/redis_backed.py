@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from google.protobuf import json_format  # noqa: E402
 
-from bench.mesh import WARMUP_SECONDS, build_meshload, run_load  # noqa: E402
+from bench.mesh import WARMUP_SECONDS, build_meshload, run_runtime_call  # noqa: E402
 from bench.run import CALLS as BASE_CALLS  # noqa: E402
 from bench.run import (  # noqa: E402
     Child,
@@ -106,8 +106,7 @@ DIRECT = {
 def meshload_call(binary: Path, server: Any, rpc: str, body: dict[str, object], seconds: float) -> Row:
     """One round of ``rpc`` at one in flight, timed by meshload's gRPC client."""
     request = json_format.ParseDict(body, getattr(runtime_pb2, f"{rpc}Request")())
-    run = run_load(binary, "grpc", server.port, request.SerializeToString().hex(), (1, 1), seconds, server,
-                   f"/spec.proto.runtime.v1.Runtime/{rpc}")  # fmt: skip
+    run = run_runtime_call(binary, server.port, rpc, request, seconds, server)
     return Row(server.name, rpc, 1, run.ok, run.errors, run.per_second, run.p50_us, run.p99_us,
                run.proxy_cpu_us, float("nan"))  # fmt: skip
 
