@@ -257,9 +257,11 @@ class _Delivery:
         if verdict == Verdict.SUCCESS:
             self._counts.delivered += 1
             return verdict
-        if self._dead_letter and await self._to_dead_letter(message, event, verdict):
-            return Verdict.SUCCESS
-        if verdict == Verdict.DROP:
+        if self._dead_letter:
+            if await self._to_dead_letter(message, event, verdict):
+                return Verdict.SUCCESS
+            # not in the dead-letter topic: a DROP too stays in the backend, to be handed out again
+        elif verdict == Verdict.DROP:
             self._counts.dropped += 1
             log.warning("message %s of %s/%s dropped by its subscriber", event.id, sub.pubsub_name, sub.topic)
             return Verdict.DROP

@@ -323,3 +323,81 @@ def test_service_applies_its_rules_to_a_subscriber_that_answers_with_futures(
     counts = harness.run(run())
     assert Counter(attempts) == {b"fine": 1, b"late": 2, b"broken": 3}
     assert (counts.delivered, counts.retried, counts.returned) == (3, 3, 0)
+
+
+def test_service_keeps_a_message_it_could_not_dead_letter(
+    harness: Harness, implementation: Implementation, tmp_path: Path
+) -> None:
+    """A DROP bound for a dead-letter topic that refuses it stays in the backend (the refusal
+    is a fault injected into the real component's publish) and gets there once it can."""
+    components, service = _service(harness, implementation, tmp_path)
+    topic, dead = _topic(), _topic()
+    seen: list[Event] = []
+    dead_events: list[Event] = []
+    refusing = True
+
+    async def app(event: Event, timeout: float) -> Verdict:
+        seen.append(event)
+        return Verdict.DROP
+
+    async def dead_app(event: Event, timeout: float) -> Verdict:
+        dead_events.append(event)
+        return Verdict.SUCCESS
+
+    async def run() -> DeliveryCounts:
+        nonlocal refusing
+        await components.init_all()
+        pubsub = components.ready("pubsub")["ps"]
+        publish = pubsub.publish
+
+        async def faulty_publish(to: str, data: bytes, metadata: dict[str, str]) -> Any:
+            if refusing and to == dead:
+                raise ConnectionError("dead-letter topic refused (injected fault)")
+            return await publish(to, data, metadata)
+
+        pubsub.publish = faulty_publish
+        meta = {"retryAttempts": "1", "consumerID": _group()}
+        stops = [
+            await service.subscribe(TopicSubscription("ps", topic, meta, dead_letter_topic=dead), app),
+            await service.subscribe(TopicSubscription("ps", dead, {"consumerID": _group()}), dead_app),
+        ]
+        doomed = await service.publish("ps", topic, b"doomed", "text/plain", {})
+        await Inbox.until(lambda: len(seen) >= 2)  # handed out again: the backend still had it
+        refusing = False
+        await Inbox.until(lambda: bool(dead_events))
+        for stop in stops:
+            await stop()
+        await components.close_all()
+        assert {e.id for e in seen} == {doomed} and [e.id for e in dead_events] == [doomed]
+        return service.counts[("ps", topic)]
+
+    counts = harness.run(run())
+    assert counts.dropped == 0 and counts.returned >= 1 and counts.dead_lettered == 1, counts
+
+
+def test_service_leaves_a_message_that_used_up_its_retries_in_the_backend(
+    harness: Harness, implementation: Implementation, tmp_path: Path
+) -> None:
+    """With no dead-letter topic, a message still RETRY after its last attempt is not
+    acknowledged: the backend hands it out again."""
+    components, service = _service(harness, implementation, tmp_path)
+    topic = _topic()
+    attempts: list[str] = []
+
+    async def app(event: Event, timeout: float) -> Verdict:
+        attempts.append(event.id)
+        return Verdict.RETRY if len(attempts) <= 2 else Verdict.SUCCESS
+
+    async def run() -> tuple[str, DeliveryCounts]:
+        await components.init_all()
+        meta = {"retryAttempts": "2", "retryInitialInterval": "10ms", "consumerID": _group()}
+        stop = await service.subscribe(TopicSubscription("ps", topic, meta), app)
+        stubborn = await service.publish("ps", topic, b"stubborn", "text/plain", {})
+        await Inbox.until(lambda: service.counts[("ps", topic)].delivered == 1)
+        await stop()
+        await components.close_all()
+        return stubborn, service.counts[("ps", topic)]
+
+    stubborn, counts = harness.run(run())
+    assert attempts == [stubborn] * 3, "two attempts, returned to the backend, then handed out again"
+    assert (counts.retried, counts.returned, counts.delivered, counts.dropped) == (1, 1, 1, 0), counts
