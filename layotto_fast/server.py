@@ -32,6 +32,7 @@ from layotto_fast.mesh.proxy import Mesh
 from layotto_fast.runtime.app_subscriptions import AppSubscriptions
 from layotto_fast.runtime.invoke_service import InvokeService
 from layotto_fast.runtime.lifecycle import Components
+from layotto_fast.runtime.pubsub_service import with_consumer_groups
 from layotto_fast.runtime.services import Services
 from layotto_fast.settings import Settings
 
@@ -66,7 +67,9 @@ def settle_garbage_collector() -> None:
 class Sidecar:
     def __init__(self, settings: Settings, manifests: list[ComponentManifest]) -> None:
         self.settings = settings
-        self.components = Components(manifests, settings.component_init_timeout_seconds)
+        self.components = Components(
+            with_consumer_groups(manifests, settings.app_id), settings.component_init_timeout_seconds
+        )
         invoke = settings.invoke or InvokeSettings()
         mesh = settings.mesh or MeshSettings()
         wants_mesh = bool(mesh.listeners or mesh.clusters) or needs_mesh(invoke)

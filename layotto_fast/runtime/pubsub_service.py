@@ -25,9 +25,10 @@ import contextlib
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from layotto_fast.errors import InvalidArgument, RuntimeApiError, require
+from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime.cloudevents import Event, NotACloudEvent, raw_event, raw_id, unwrap, wrap
 from layotto_fast.runtime.lifecycle import Components
 from layotto_fast.runtime.metadata import DURATION_EXAMPLES, parse_duration
@@ -51,6 +52,18 @@ RAW_PAYLOAD = "rawPayload"  # publish and subscription metadata
 # strconv.ParseBool's spellings, which Dapr's rawPayload is read with.
 _TRUE = frozenset({"1", "t", "T", "true", "TRUE", "True"})
 _FALSE = frozenset({"", "0", "f", "F", "false", "FALSE", "False"})
+
+
+def with_consumer_groups(manifests: Sequence[ComponentManifest], app_id: str) -> list[ComponentManifest]:
+    """The manifests, a pub/sub component without a ``consumerID`` given the app id as its
+    group, as Dapr's runtime does: the sidecars of one app share its messages, and apps of
+    different ids each get every one."""
+    return [
+        replace(m, metadata={**m.metadata, CONSUMER_GROUP: app_id})
+        if m.block == "pubsub" and CONSUMER_GROUP not in m.metadata and CONSUMER_GROUP not in m.secret_refs
+        else m
+        for m in manifests
+    ]
 
 
 @dataclass(frozen=True, slots=True)

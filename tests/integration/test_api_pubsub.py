@@ -316,3 +316,46 @@ def test_streaming_subscription_with_verdicts(tmp_path: Path, transport: str) ->
         responses.cancel()
     finally:
         sidecar.stop()
+
+
+def test_apps_of_different_ids_each_get_every_message_and_one_app_shares_them(
+    tmp_path: Path, redis_server: Any
+) -> None:
+    """With no consumerID in the manifest the group is the app id, as Dapr makes it: two apps
+    each get every message; two sidecars of one app share them."""
+    folder = tmp_path / "components"
+    folder.mkdir()
+    (folder / "pubsub.yaml").write_text(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: redis\nspec:\n"
+        "  type: pubsub.redis\n  version: v1\n  metadata:\n"
+        f'    - name: redisHost\n      value: "{redis_server.address}"\n'
+    )
+    topic = _topic()
+    apps = {name: CallbackApp([Topic("redis", topic)]).start() for name in ("orders-1", "orders-2", "billing")}
+    sidecars = []
+    try:
+        for name, app in apps.items():
+            app_id = name.split("-")[0]
+            sidecars.append(
+                sc.start(tmp_path, "--app-port", str(app.port), "--app-id", app_id, "--resources-path", str(folder))
+            )
+            _wait_subscribed(sidecars[-1], 1)
+        stub = sidecars[-1].stub()
+        ids = {stub.PublishEvent(pb.PublishEventRequest(pubsub_name="redis", topic=topic, data=b"m")).message_id
+               for _ in range(20)}  # fmt: skip
+        apps["billing"].wait_for(lambda events: {e.id for e in events} >= ids)
+
+        def orders_ids() -> set[str]:
+            return set(apps["orders-1"].ids()) | set(apps["orders-2"].ids())
+
+        deadline = time.monotonic() + 10
+        while orders_ids() < ids and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert orders_ids() == ids, "the app with two sidecars got every message"
+        shared = sum(apps["orders-1"].ids().values()) + sum(apps["orders-2"].ids().values())
+        assert shared == len(ids), "its two sidecars are one group: each message went to one of them"
+    finally:
+        for sidecar in sidecars:
+            sidecar.stop()
+        for app in apps.values():
+            app.stop()

@@ -10,9 +10,10 @@ import orjson
 import pytest
 
 from layotto_fast.errors import InvalidArgument, Unavailable
+from layotto_fast.manifest import ComponentManifest, SecretRef
 from layotto_fast.runtime import cloudevents
 from layotto_fast.runtime.pubsub import Verdict
-from layotto_fast.runtime.pubsub_service import RetryPolicy, TopicSubscription, _options
+from layotto_fast.runtime.pubsub_service import RetryPolicy, TopicSubscription, _options, with_consumer_groups
 from layotto_fast.runtime.pubsub_stream import StreamSubscriber
 
 WHERE = {"source": "app-a", "topic": "orders", "pubsub_name": "ps"}
@@ -183,3 +184,22 @@ def test_stream_subscriber_gives_up_after_the_timeout() -> None:
         assert await subscriber.next() == event
 
     asyncio.run(run())
+
+
+def test_consumer_group_defaults_to_the_app_id_and_only_when_none_is_given() -> None:
+    def manifest(type_: str, metadata: dict[str, str], refs: dict[str, SecretRef] | None = None) -> ComponentManifest:
+        return ComponentManifest(type_, type_, "v1", metadata, "m.yaml", secret_refs=refs or {})
+
+    given = [
+        manifest("pubsub.redis", {"redisHost": "h:1"}),
+        manifest("pubsub.in-memory", {"consumerID": "mine"}),
+        manifest("pubsub.jetstream", {}, {"consumerID": SecretRef("group", "group", "spec.metadata[0].secretKeyRef")}),
+        manifest("state.redis", {"redisHost": "h:1"}),
+    ]
+    out = with_consumer_groups(given, "orders")
+    assert [m.metadata for m in out] == [
+        {"redisHost": "h:1", "consumerID": "orders"},
+        {"consumerID": "mine"},
+        {},
+        {"redisHost": "h:1"},
+    ]
