@@ -52,6 +52,10 @@ class Internal(RuntimeApiError):
     pass
 
 
+class Unknown(RuntimeApiError):
+    """An upstream failed with no closer kind: the exception a called service threw."""
+
+
 def require(value: str, field: str) -> str:
     """Return ``value`` or raise InvalidArgument naming the empty ``field``."""
     if not value:

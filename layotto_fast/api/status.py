@@ -14,6 +14,7 @@ GRPC_CODES: dict[type[errors.RuntimeApiError], str] = {
     errors.DeadlineExceeded: "DEADLINE_EXCEEDED",
     errors.Unimplemented: "UNIMPLEMENTED",
     errors.Internal: "INTERNAL",
+    errors.Unknown: "UNKNOWN",
 }
 
 

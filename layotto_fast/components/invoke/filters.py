@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from layotto_fast.components.invoke.mesh_channels import BOLT_CODEC, DUBBO_GENERIC, DUBBO_REPLY, DubboCall
-from layotto_fast.errors import Internal, InvalidArgument
+from layotto_fast.errors import InvalidArgument, Unknown
 from layotto_fast.runtime.invoke import InvokeRequest, InvokeResult, PassThrough, register_filter
 
 
@@ -115,7 +115,7 @@ class DubboJsonRpc:
         if outcome == "exception":
             message = value.get("detailMessage") if isinstance(value, dict) else None
             name = value.get("$class") if isinstance(value, dict) else type(value).__name__
-            raise Internal(f"the Dubbo service threw {name}: {message or value}")
+            raise Unknown(f"the Dubbo service threw {name}: {message or value}")
         return _json_answer(result, value)
 
 

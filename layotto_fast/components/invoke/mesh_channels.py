@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import layotto_fast_native as native
+import orjson
 
 from layotto_fast.errors import (
     DeadlineExceeded,
@@ -20,6 +21,7 @@ from layotto_fast.errors import (
     RuntimeApiError,
     Unavailable,
     Unimplemented,
+    Unknown,
 )
 from layotto_fast.runtime.invoke import InvokeRequest, InvokeResult
 
@@ -108,6 +110,24 @@ _BOLT_STATUSES: dict[int, type[RuntimeApiError]] = {
 
 
 BOLT_CODEC = "bolt_codec"  # request extension: the Bolt codec (serialization) id for this call
+SOFA_RESPONSE_ERROR = "sofa_head_response_error"  # SOFARPC's flag on a response that carries an error
+_JSON_CODEC = 12  # SOFARPC's JSON serialization
+_MESSAGE_FIELDS = ("errorMsg", "message", "detailMessage")  # SofaResponse's, a Java Throwable's
+
+
+def _bolt_error_message(codec: int, content: bytes) -> str:
+    """The upstream's message, as ": <message>", from an error answer in SOFARPC's JSON
+    serialization (a string, or an object with a message); else "". Hessian content is not read: SOFA
+    writes the Hessian 2 draft dialect, which the Dubbo codec's final-spec decoder refuses."""
+    if codec != _JSON_CODEC:
+        return ""
+    try:
+        value = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return ""
+    if isinstance(value, dict):
+        value = next((value[name] for name in _MESSAGE_FIELDS if isinstance(value.get(name), str)), None)
+    return f": {value}" if isinstance(value, str) and value else ""
 
 
 class BoltChannel:
@@ -125,12 +145,15 @@ class BoltChannel:
         codec = request.extensions.get(BOLT_CODEC, config.codec)
         frame = native.encode_bolt_request(0, codec, request.timeout_ms, config.class_name, header, request.data)
         answer = await self._invoker.send("bolt", frame, request.timeout_ms, **_where(config, request))
-        _, _, _, status, _, answer_header, content = native.decode_bolt_response(answer)
+        _, _, codec, status, _, answer_header, content = native.decode_bolt_response(answer)
         if status != 0:
             kind = _BOLT_STATUSES.get(status, Unavailable if status in (0x0005, 0x0010) else Internal)
-            error = answer_header.get("sofa_head_response_error")
-            detail = f": {error}" if error else ""
+            detail = _bolt_error_message(codec, content)
             raise kind(f"bolt service {config.service!r} answered status 0x{status:04x}{detail}")
+        if answer_header.get(SOFA_RESPONSE_ERROR) == "true":
+            # SOFARPC's own errors and its providers' exceptions: status SUCCESS, flagged here
+            detail = _bolt_error_message(codec, content)
+            raise Unknown(f"bolt service {config.service!r} answered an error{detail}")
         return InvokeResult(data=content, content_type=request.content_type, headers=answer_header)
 
     async def close(self) -> None:
@@ -144,6 +167,7 @@ _DUBBO_STATUSES: dict[int, type[RuntimeApiError]] = {
     35: Unavailable,
     40: InvalidArgument,
     60: Unimplemented,
+    70: Unknown,  # SERVICE_ERROR: the call failed inside the provider
     100: ResourceExhausted,
 }
 DUBBO_GENERIC = "dubbo_generic"  # request extension: a DubboCall for a generic invocation

@@ -11,7 +11,7 @@ import org.apache.dubbo.config.bootstrap.DubboBootstrap;
 /**
  * An Apache Dubbo provider of {@link EchoService}, version 1.0, over the dubbo protocol with hessian2
  * serialization on 127.0.0.1:PORT, with no registry ("N/A") and no QoS server. {@code echo} answers its
- * argument unchanged. Prints {@code READY} once listening, then serves until killed.
+ * argument unchanged, {@code fail} throws. Prints {@code READY} once listening, then serves until killed.
  *
  * <p>Usage: {@code java -cp dubbo-peers.jar interop.DubboProvider PORT}
  */

@@ -7,8 +7,8 @@ import com.example.EchoServiceImpl;
 
 /**
  * A SOFARPC provider of {@link EchoService} (version 1.0, no uniqueId) over Bolt on 127.0.0.1:PORT, with no
- * registry. {@code echo} answers its argument unchanged. Prints {@code READY} once listening, then serves until
- * killed.
+ * registry. {@code echo} answers its argument unchanged, {@code fail} throws. Prints {@code READY} once
+ * listening, then serves until killed.
  *
  * <p>Usage: {@code java -cp sofa-peers.jar interop.SofaProvider PORT}
  */
