@@ -7,7 +7,7 @@ use std::net::TcpListener as StdListener;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -501,25 +501,45 @@ fn start_invocation(
     };
 }
 
-/// One-host clusters by (protocol, address), made for calls that name their address.
-type DirectClusters = RefCell<HashMap<(String, String), Rc<Cluster>>>;
+/// One-host clusters by (protocol, address), made for calls that name their address, with
+/// when each was last used.
+type DirectClusters = RefCell<HashMap<(String, String), (Rc<Cluster>, Instant)>>;
 
-/// The one-host cluster for calls that name their address (`rpc_target_address`).
+/// Direct clusters kept once idle: the addresses come from callers (`rpc_target_address`),
+/// so without a bound every address ever named would keep a cluster and its connection.
+const DIRECT_CLUSTERS_KEPT: usize = 64;
+
+/// The one-host cluster for calls that name their address (`rpc_target_address`). Past
+/// `DIRECT_CLUSTERS_KEPT`, the least recently used idle one (no call holds it) is dropped
+/// first, and its connection closes.
 fn direct_cluster(direct: &DirectClusters, protocol: &str, address: &str) -> Rc<Cluster> {
-    direct
-        .borrow_mut()
-        .entry((protocol.to_string(), address.to_string()))
-        .or_insert_with(|| {
-            Rc::new(Cluster::new(ClusterConfig {
-                name: address.to_string(),
-                protocol: protocol.to_string(),
-                hosts: vec![address.to_string()],
-                // One host: ejecting it would only turn its failures into refusals.
-                outlier_consecutive_failures: 0,
-                ..ClusterConfig::default()
-            }))
-        })
-        .clone()
+    let mut map = direct.borrow_mut();
+    let key = (protocol.to_string(), address.to_string());
+    let now = Instant::now();
+    if let Some((cluster, used)) = map.get_mut(&key) {
+        *used = now;
+        return cluster.clone();
+    }
+    if map.len() >= DIRECT_CLUSTERS_KEPT {
+        let idle = map
+            .iter()
+            .filter(|(_, (cluster, _))| Rc::strong_count(cluster) == 1)
+            .min_by_key(|(_, (_, used))| *used)
+            .map(|(key, _)| key.clone());
+        if let Some(idle) = idle {
+            map.remove(&idle);
+        }
+    }
+    let cluster = Rc::new(Cluster::new(ClusterConfig {
+        name: address.to_string(),
+        protocol: protocol.to_string(),
+        hosts: vec![address.to_string()],
+        // One host: ejecting it would only turn its failures into refusals.
+        outlier_consecutive_failures: 0,
+        ..ClusterConfig::default()
+    }));
+    map.insert(key, (cluster.clone(), now));
+    cluster
 }
 
 async fn send_invocation<C: Codec>(
@@ -616,5 +636,44 @@ impl BenchRouteTable {
             ..Default::default()
         };
         self.0.lookup(&meta)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn direct_clusters_stay_bounded_and_keep_those_in_use() {
+        let direct = DirectClusters::default();
+        let held = direct_cluster(&direct, "bolt", "10.0.0.1:1");
+        let reused = direct_cluster(&direct, "bolt", "10.0.0.2:1");
+        for i in 0..(DIRECT_CLUSTERS_KEPT * 3) {
+            direct_cluster(&direct, "bolt", &format!("10.1.0.{i}:1"));
+            // a recently used one survives its neighbours
+            let again = direct_cluster(&direct, "bolt", "10.0.0.2:1");
+            assert!(Rc::ptr_eq(&again, &reused));
+        }
+        let map = direct.borrow();
+        assert!(map.len() <= DIRECT_CLUSTERS_KEPT, "{} kept", map.len());
+        let kept = &map[&("bolt".to_string(), "10.0.0.1:1".to_string())].0;
+        assert!(
+            Rc::ptr_eq(kept, &held),
+            "a cluster a call holds is never dropped"
+        );
+    }
+
+    #[test]
+    fn a_protocol_and_address_pair_is_one_cluster() {
+        let direct = DirectClusters::default();
+        let bolt = direct_cluster(&direct, "bolt", "127.0.0.1:1");
+        assert!(Rc::ptr_eq(
+            &bolt,
+            &direct_cluster(&direct, "bolt", "127.0.0.1:1")
+        ));
+        assert!(!Rc::ptr_eq(
+            &bolt,
+            &direct_cluster(&direct, "dubbo", "127.0.0.1:1")
+        ));
     }
 }
