@@ -192,3 +192,30 @@ def test_dubbo_channel_passes_a_hessian_body_to_the_dubbo_py_provider(sidecar: s
     response = invoke(sidecar, "echo-dubbo", "echo", body)
     # dubbo-py's answer body: RESPONSE_VALUE (0x91) and the string, in Hessian2.
     assert response.data.value == b"\x91" + bytes([len("via the dubbo channel")]) + b"via the dubbo channel"
+
+
+@pytest.mark.parametrize("target", ["echo-bolt", "echo-dubbo"])
+def test_mesh_channels_map_silence_and_absence_to_grpc_codes(
+    sidecar: sidecar_process.Sidecar, providers: tuple[str, str], target: str
+) -> None:
+    """rpc_target_address over the bolt and dubbo channels: the named address is dialled (the
+    real provider answers there), one that accepts and never answers is DEADLINE_EXCEEDED
+    within rpc_request_timeout, and one nobody listens on is UNAVAILABLE."""
+    import socket
+
+    provider = providers[0] if target == "echo-bolt" else providers[1]
+    if target == "echo-bolt":
+        payload = StringValue(value="redirected").SerializeToString()
+        answer = invoke(sidecar, target, "echo", payload, metadata=(("rpc_target_address", provider),))
+        assert StringValue.FromString(answer.data.value).value == "redirected"
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts (backlog), never reads or answers
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        started = time.monotonic()
+        late = error(
+            sidecar, target, "echo", b"", metadata=(("rpc_target_address", address), ("rpc_request_timeout", "300"))
+        )
+        assert late.code() == grpc.StatusCode.DEADLINE_EXCEEDED, late
+        assert 0.25 < time.monotonic() - started < 2.0
+    closed = f"127.0.0.1:{sidecar_process.free_port()}"
+    gone = error(sidecar, target, "echo", b"", metadata=(("rpc_target_address", closed),))
+    assert gone.code() == grpc.StatusCode.UNAVAILABLE and closed in (gone.details() or ""), gone
