@@ -101,8 +101,14 @@ def _check_together(settings: Settings, source: str) -> None:
             problem = f"{port} is also the {seen[port]}: each listener needs its own port"
             raise StartupError(source, f"mesh.listeners[{i}].address", problem)
         seen[port] = f"mesh listener {listener.name!r}"
-    clusters = {c.name: c.protocol for c in settings.mesh.clusters} if settings.mesh else {}
-    for i, target in enumerate(settings.invoke.targets if settings.invoke else ()):
+    check_invoke_clusters(settings.mesh, settings.invoke, source)
+
+
+def check_invoke_clusters(mesh: MeshSettings | None, invoke: InvokeSettings | None, source: str) -> None:
+    """Every cluster an InvokeService target names is one of ``mesh``'s, of the target's
+    channel: at start-up, and for a reloaded mesh section against the running targets."""
+    clusters = {c.name: c.protocol for c in mesh.clusters} if mesh else {}
+    for i, target in enumerate(invoke.targets if invoke else ()):
         if target.cluster is not None and clusters.get(target.cluster) != target.channel:
             known = ", ".join(f"{name} ({protocol})" for name, protocol in sorted(clusters.items())) or "none"
             problem = f"{target.cluster!r} is not a {target.channel} cluster of the mesh section (known: {known})"

@@ -11,6 +11,7 @@ from typing import Any
 from layotto_fast_native import MeshProxy
 
 from layotto_fast import settings as settings_module
+from layotto_fast.components.invoke.config import InvokeSettings
 from layotto_fast.errors import StartupError
 from layotto_fast.mesh.config import MeshSettings
 
@@ -21,9 +22,10 @@ WATCH_INTERVAL_SECONDS = 1.0
 
 
 class Mesh:
-    def __init__(self, mesh: MeshSettings, config_file: str = "") -> None:
+    def __init__(self, mesh: MeshSettings, config_file: str = "", invoke: InvokeSettings | None = None) -> None:
         self.settings = mesh
         self._config_file = config_file
+        self._invoke = invoke  # the running InvokeService targets: a reload must keep their clusters
         self._proxy: MeshProxy | None = None
         self._watching: asyncio.Task[None] | None = None
         self._seen = self._stamp()
@@ -56,11 +58,14 @@ class Mesh:
         self._seen = self._stamp()
         try:
             new = settings_module.read_mesh(self._config_file) if self._config_file else None
+            new = new or MeshSettings()
+            settings_module.check_invoke_clusters(new, self._invoke, self._config_file)
         except StartupError as exc:
             return self._refuse(str(exc))
-        new = new or MeshSettings()
         if _listener_keys(new) != _listener_keys(self.settings):
-            return self._refuse("the listeners (name, protocol, address) changed: restart to change them")
+            return self._refuse(
+                "the listeners (name, protocol, address, max_frame_size, max_buffered) changed: restart to change them"
+            )
         assert self._proxy is not None
         self._proxy.reload(new.to_native())
         self.settings = new
@@ -121,8 +126,9 @@ class Mesh:
                 self.reload()
 
 
-def _listener_keys(mesh: MeshSettings) -> list[tuple[str, str, str]]:
-    return [(listener.name, listener.protocol, listener.address) for listener in mesh.listeners]
+def _listener_keys(mesh: MeshSettings) -> list[tuple[str, str, str, int, int]]:
+    """What a running listener cannot change: its socket, and the limits it was made with."""
+    return [(li.name, li.protocol, li.address, li.max_frame_size, li.max_buffered) for li in mesh.listeners]
 
 
 def _match_text(route: Any) -> str:

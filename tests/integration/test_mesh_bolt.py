@@ -294,3 +294,36 @@ def test_a_bad_mesh_section_stops_start_up_naming_the_field(tmp_path: Path) -> N
     sidecar = sidecar_process.start(tmp_path, "--config", str(path), wait=False)
     assert sidecar.process.wait(20) == 2
     assert "mesh.listeners[0].routes[0].cluster: 'nope' is not a cluster" in sidecar.log()
+
+
+def test_a_reload_may_not_drop_an_invoke_target_s_cluster_or_change_a_listener_s_limits(
+    tmp_path: Path, upstreams: tuple[FaultUpstream, ...]
+) -> None:
+    port = sidecar_process.free_port()
+    config = mesh_config(
+        port,
+        [{"name": "echo", "match": {"service": ECHO}, "cluster": "echo"}],
+        [{"name": "echo", "protocol": "bolt", "hosts": [upstreams[0].address]}],
+    )
+    config["invoke"] = {"targets": [{"id": "svc", "channel": "bolt", "cluster": "echo", "service": ECHO}]}
+    path = write(tmp_path / "mesh.yaml", config)
+    sidecar = sidecar_process.start(tmp_path, "--config", str(path))
+    try:
+        renamed = json.loads(json.dumps(config))
+        renamed["mesh"]["clusters"][0]["name"] = "echo-2"
+        renamed["mesh"]["listeners"][0]["routes"][0]["cluster"] = "echo-2"
+        write(path, renamed)
+        sidecar.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: "mesh reload refused" in sidecar.log())
+        assert "invoke.targets[0].cluster: 'echo' is not a bolt cluster" in sidecar.log()
+
+        bigger = json.loads(json.dumps(config))
+        bigger["mesh"]["listeners"][0]["max_frame_size"] = 1 << 20
+        write(path, bigger)
+        sidecar.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: sidecar.log().count("mesh reload refused") == 2)
+        assert "max_frame_size, max_buffered) changed: restart" in sidecar.log()
+        client = BoltClient(("127.0.0.1", port))
+        assert _status(client, 1, ECHO) == STATUS_SUCCESS, "the running routes stay"
+    finally:
+        sidecar.stop()
