@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -146,3 +147,28 @@ def test_the_circuit_breaker_refuses_past_max_requests(tmp_path: Path) -> None:
         assert sorted(r[:2] for r in first) == [(2, STATUS_THREADPOOL_BUSY), (3, STATUS_THREADPOOL_BUSY)]
         _, body = sidecar.http("/metrics")
         assert 'layotto_fast_mesh_breaker_refused_total{cluster="c"} 2.0' in body.decode()
+
+
+def test_the_circuit_breaker_refuses_past_max_pending_while_connecting(tmp_path: Path) -> None:
+    """Requests waiting for a connection to be made count against max_pending: an upstream
+    whose accept queue is full leaves the connect hanging, and past the limit the client
+    gets Bolt's busy status at once instead of waiting too."""
+    with socket.create_server(("127.0.0.1", 0), backlog=0) as stuck:
+        filler = socket.create_connection(stuck.getsockname())  # fills the accept queue: later SYNs are dropped
+        address = f"127.0.0.1:{stuck.getsockname()[1]}"
+        cluster = {"hosts": [address], "connect_timeout_ms": 5000, "circuit_breaker": {"max_pending": 2}}
+        try:
+            with mesh(tmp_path, cluster, route={"timeout_ms": 5000}) as (sidecar, port):
+                # one connection's requests are read in turn: the waiting ones come from four
+                clients = [BoltClient(("127.0.0.1", port), timeout=3.0) for _ in range(4)]
+                for i, client in enumerate(clients):
+                    client.send(client.request(i, SERVICE))
+                    time.sleep(0.1)  # in this order: the first two are the ones waiting
+                started = time.monotonic()
+                assert [c.responses(1)[0][:2] for c in clients[2:]] == [(2, STATUS_THREADPOOL_BUSY),
+                                                                       (3, STATUS_THREADPOOL_BUSY)]  # fmt: skip
+                assert time.monotonic() - started < 1.0, "refused at once, not after the connect timeout"
+                _, body = sidecar.http("/metrics")
+                assert 'layotto_fast_mesh_breaker_refused_total{cluster="c"} 2.0' in body.decode()
+        finally:
+            filler.close()
