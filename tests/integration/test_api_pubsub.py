@@ -359,3 +359,33 @@ def test_apps_of_different_ids_each_get_every_message_and_one_app_shares_them(
             sidecar.stop()
         for app in apps.values():
             app.stop()
+
+
+def test_bulk_publish_reports_the_entry_the_backend_refused(tmp_path: Path, nats_server: Any) -> None:
+    """An entry over nats-server's max_payload (1 MiB) is refused by JetStream; the others of
+    the same call are published, and only the refused one is reported, with the reason."""
+    folder = tmp_path / "components"
+    folder.mkdir()
+    (folder / "pubsub.yaml").write_text(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: js\nspec:\n"
+        "  type: pubsub.jetstream\n  version: v1\n  metadata:\n"
+        f'    - name: natsURL\n      value: "{nats_server.url}"\n'
+    )
+    topic = _topic()
+    with CallbackApp([Topic("js", topic)]) as app:
+        sidecar = sc.start(tmp_path, "--app-port", str(app.port), "--resources-path", str(folder))
+        try:
+            _wait_subscribed(sidecar, 1)
+            sizes = {"small-1": 10, "huge": 1_500_000, "small-2": 10}
+            entries = [
+                pb.BulkPublishRequestEntry(entry_id=k, event=b"x" * n, content_type="application/octet-stream")
+                for k, n in sizes.items()
+            ]
+            reply = sidecar.stub().BulkPublishEvent(
+                pb.BulkPublishRequest(pubsub_name="js", topic=topic, entries=entries)
+            )
+            assert [f.entry_id for f in reply.failedEntries] == ["huge"], reply
+            assert "payload" in reply.failedEntries[0].error.lower(), reply.failedEntries[0].error
+            app.wait_for(lambda events: sorted(len(e.data) for e in events) == [10, 10])
+        finally:
+            sidecar.stop()
