@@ -389,3 +389,32 @@ def test_bulk_publish_reports_the_entry_the_backend_refused(tmp_path: Path, nats
             app.wait_for(lambda events: sorted(len(e.data) for e in events) == [10, 10])
         finally:
             sidecar.stop()
+
+
+def test_nothing_is_taken_from_the_backend_before_the_app_asks(tmp_path: Path, redis_server: Any) -> None:
+    """With the app not up, the sidecar makes no consumer group and reads nothing; once the
+    app is up and lists the topic, its group is made and what was published before arrives."""
+    import redis as redis_client
+
+    folder = tmp_path / "components"
+    folder.mkdir()
+    (folder / "pubsub.yaml").write_text(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: redis\nspec:\n"
+        "  type: pubsub.redis\n  version: v1\n  metadata:\n"
+        f'    - name: redisHost\n      value: "{redis_server.address}"\n'
+    )
+    topic, app_port = _topic(), sc.free_port()
+    direct = redis_client.Redis.from_url(f"redis://{redis_server.address}")
+    sidecar = sc.start(tmp_path, "--app-port", str(app_port), "--app-id", "late-app", "--resources-path", str(folder))
+    try:
+        stub = sidecar.stub()
+        early = stub.PublishEvent(pb.PublishEventRequest(pubsub_name="redis", topic=topic, data=b"early")).message_id
+        time.sleep(1.0)  # the sidecar dials the absent app meanwhile
+        assert direct.xlen(topic) == 1
+        assert direct.xinfo_groups(topic) == [], "no group, so nothing read, before the app asked"
+        with CallbackApp([Topic("redis", topic)], port=app_port) as app:
+            app.wait_for(lambda events: early in {e.id for e in events})
+            assert [g["name"] for g in direct.xinfo_groups(topic)] == [b"late-app"]
+    finally:
+        sidecar.stop()
+        direct.close()
