@@ -127,3 +127,25 @@ def test_a_full_subscriber_gets_the_rest_of_a_read_in_batches_of_half_its_slots(
     harness.run(scenario())
     assert started == [b"m%d" % index for index in range(8)]
     assert harness.run(until(lambda: harness.pending("halves") == 0, timeout=5.0)), "entries left pending"
+
+
+def test_an_entry_without_data_is_acknowledged_and_said_so(harness: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    """Another writer's entry with no 'data' field has nothing to hand over: it is not
+    delivered, not left pending forever, and the log names it."""
+    component = harness.make()
+    received: list[bytes] = []
+
+    async def handler(message: Message) -> Verdict:
+        received.append(message.data)
+        return Verdict.SUCCESS
+
+    async def scenario() -> None:
+        await component.subscribe(harness.topic, SubscribeOptions(group="strangers"), handler)
+        foreign = harness.server.cli("XADD", harness.topic, "*", "other", "x").strip()
+        await component.publish(harness.topic, b"ours", {})
+        assert await until(lambda: received == [b"ours"], timeout=5.0)
+        assert await until(lambda: harness.pending("strangers") == 0, timeout=5.0)
+        assert f"entry {foreign} of stream {harness.topic} has no 'data' field" in caplog.text
+
+    with caplog.at_level("WARNING", logger="layotto_fast"):
+        harness.run(scenario())

@@ -244,6 +244,8 @@ class _Reader:
     async def _submit(self, entry_id: bytes, fields: dict[bytes, bytes], delivery_count: int) -> None:
         data = fields.get(b"data")
         if data is None:  # not written by a pub/sub publisher: nothing to hand over
+            log.warning("entry %s of stream %s has no 'data' field: acknowledged, not delivered",
+                        entry_id.decode(), self._topic)  # fmt: skip
             self._ack(entry_id)
             return
         raw_meta = fields.get(b"metadata")
