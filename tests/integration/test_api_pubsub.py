@@ -318,20 +318,25 @@ def test_streaming_subscription_with_verdicts(tmp_path: Path, transport: str) ->
         sidecar.stop()
 
 
+@pytest.mark.parametrize("backend", ["redis", "jetstream"])
 def test_apps_of_different_ids_each_get_every_message_and_one_app_shares_them(
-    tmp_path: Path, redis_server: Any
+    tmp_path: Path, request: pytest.FixtureRequest, backend: str
 ) -> None:
     """With no consumerID in the manifest the group is the app id, as Dapr makes it: two apps
     each get every message; two sidecars of one app share them."""
+    if backend == "redis":
+        type_, key, address = "pubsub.redis", "redisHost", request.getfixturevalue("redis_server").address
+    else:
+        type_, key, address = "pubsub.jetstream", "natsURL", request.getfixturevalue("nats_server").url
     folder = tmp_path / "components"
     folder.mkdir()
     (folder / "pubsub.yaml").write_text(
-        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: redis\nspec:\n"
-        "  type: pubsub.redis\n  version: v1\n  metadata:\n"
-        f'    - name: redisHost\n      value: "{redis_server.address}"\n'
+        f"apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {backend}\nspec:\n"
+        f"  type: {type_}\n  version: v1\n  metadata:\n"
+        f'    - name: {key}\n      value: "{address}"\n'
     )
     topic = _topic()
-    apps = {name: CallbackApp([Topic("redis", topic)]).start() for name in ("orders-1", "orders-2", "billing")}
+    apps = {name: CallbackApp([Topic(backend, topic)]).start() for name in ("orders-1", "orders-2", "billing")}
     sidecars = []
     try:
         for name, app in apps.items():
@@ -341,7 +346,7 @@ def test_apps_of_different_ids_each_get_every_message_and_one_app_shares_them(
             )
             _wait_subscribed(sidecars[-1], 1)
         stub = sidecars[-1].stub()
-        ids = {stub.PublishEvent(pb.PublishEventRequest(pubsub_name="redis", topic=topic, data=b"m")).message_id
+        ids = {stub.PublishEvent(pb.PublishEventRequest(pubsub_name=backend, topic=topic, data=b"m")).message_id
                for _ in range(20)}  # fmt: skip
         apps["billing"].wait_for(lambda events: {e.id for e in events} >= ids)
 

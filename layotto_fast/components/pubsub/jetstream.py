@@ -107,7 +107,11 @@ class JetStreamConfig:
             servers=servers,
             connection_name=metadata.text(manifest, "name", "layotto-fast"),
             stream_name=stream,
-            durable_name=metadata.text(manifest, "durableName", "") or "layotto-fast",
+            # durableName is JetStream's own word for the group; consumerID (which the runtime
+            # fills with the app id when the manifest has none) is every component's
+            durable_name=metadata.text(manifest, "durableName", "")
+            or metadata.text(manifest, "consumerID", "")
+            or "layotto-fast",
             ack_wait=ack_wait,
             max_deliver=max_deliver,
             deliver_policy=policy,
