@@ -26,6 +26,47 @@ fn bolt_frame() -> impl Strategy<Value = Vec<u8>> {
         })
 }
 
+fn dubbo_frame() -> impl Strategy<Value = Vec<u8>> {
+    (
+        any::<u64>(),
+        any::<bool>(),
+        "[a-z.]{1,30}",
+        "[a-zA-Z]{1,12}",
+        proptest::collection::vec("\\PC{0,40}", 0..4),
+    )
+        .prop_map(|(id, two_way, path, method, texts)| {
+            let invocation = dubbo::Invocation {
+                dubbo_version: "2.0.2".into(),
+                path,
+                version: "1.0".into(),
+                method,
+                param_types: "Ljava/lang/String;".repeat(texts.len()),
+                args: texts.into_iter().map(Value::String).collect(),
+                attachments: vec![],
+            };
+            dubbo::encode_request(id, &invocation, two_way)
+        })
+}
+
+/// `frames` fed to a splitter of `protocol` in pieces cut at `cuts`: the frames it returns.
+fn split(protocol: Protocol, frames: &[Vec<u8>], cuts: &[usize]) -> (Vec<Vec<u8>>, usize) {
+    let wire: Vec<u8> = frames.concat();
+    let mut splitter = Splitter::new(protocol, 1 << 20).unwrap();
+    let mut got = Vec::new();
+    let mut at = 0;
+    for cut in cuts.iter().cycle() {
+        if at >= wire.len() {
+            break;
+        }
+        let end = (at + cut).min(wire.len());
+        splitter
+            .feed(&wire[at..end], |f| got.push(f.to_vec()))
+            .unwrap();
+        at = end;
+    }
+    (got, splitter.buffered())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
@@ -34,20 +75,19 @@ proptest! {
         frames in proptest::collection::vec(bolt_frame(), 1..8),
         cuts in proptest::collection::vec(1usize..64, 1..40),
     ) {
-        let wire: Vec<u8> = frames.concat();
-        let mut splitter = Splitter::new(Protocol::Bolt, 1 << 20).unwrap();
-        let mut got = Vec::new();
-        let mut at = 0;
-        for cut in cuts.iter().cycle() {
-            if at >= wire.len() {
-                break;
-            }
-            let end = (at + cut).min(wire.len());
-            splitter.feed(&wire[at..end], |f| got.push(f.to_vec())).unwrap();
-            at = end;
-        }
+        let (got, left) = split(Protocol::Bolt, &frames, &cuts);
         prop_assert_eq!(got, frames);
-        prop_assert_eq!(splitter.buffered(), 0);
+        prop_assert_eq!(left, 0);
+    }
+
+    #[test]
+    fn dubbo_splitter_returns_the_frames_however_cut(
+        frames in proptest::collection::vec(dubbo_frame(), 1..8),
+        cuts in proptest::collection::vec(1usize..64, 1..40),
+    ) {
+        let (got, left) = split(Protocol::Dubbo, &frames, &cuts);
+        prop_assert_eq!(got, frames);
+        prop_assert_eq!(left, 0);
     }
 
     #[test]
@@ -55,6 +95,8 @@ proptest! {
         let _ = Bolt::frame_len(&bytes);
         let _ = Bolt::head(&bytes);
         let _ = Bolt::request_meta(&bytes, true);
+        let _ = bolt::decode_request(&bytes);
+        let _ = bolt::decode_response(&bytes);
         let mut copy = bytes.clone();
         Bolt::set_request_id(&mut copy, 9);
         let mut splitter = Splitter::new(Protocol::Bolt, 4096).unwrap();
@@ -68,6 +110,8 @@ proptest! {
         frame[i] = byte;
         let _ = Bolt::head(&frame);
         let _ = Bolt::request_meta(&frame, true);
+        let _ = bolt::decode_request(&frame);
+        let _ = bolt::decode_response(&frame);
         if let Ok(head) = Bolt::head(&frame) {
             let _ = Bolt::refusal(&frame, &head, layotto_fast_native::codec::Refusal::NoService, "");
         }
