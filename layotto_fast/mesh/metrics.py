@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -16,38 +17,14 @@ class MeshCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         stats = self._mesh.stats()
-        requests = CounterMetricFamily(
-            "layotto_fast_mesh_requests",
-            "Requests through a mesh route, by how they ended: answered (by the upstream, whatever its status), "
-            "timeout, unavailable, rate_limited, breaker_refused",
-            labels=["listener", "route", "outcome"],
-        )
-        statuses = CounterMetricFamily(
-            "layotto_fast_mesh_responses",
-            "Upstream answers through a mesh route, by the protocol's status number (Bolt: 0 success, 6 no "
-            "processor, ...; Dubbo: 20 OK, 70 service error, ...)",
-            labels=["listener", "route", "status"],
-        )
-        latency = HistogramMetricFamily(
-            "layotto_fast_mesh_request_duration_seconds",
-            "Time from forwarding a request to its upstream's answer, by route",
-            labels=["listener", "route"],
-        )
-        for route in stats["routes"]:
-            labels = [route["listener"], route["name"]]
-            for outcome, count in route["outcomes"].items():
-                requests.add_metric([*labels, outcome], count)
-            for status, count in route["statuses"].items():
-                statuses.add_metric([*labels, str(status)], count)
-            cumulative, total = [], 0
-            bounds = [*(b / 1e6 for b in route["latency_bounds_us"]), float("inf")]
-            for bound, count in zip(bounds, route["latency_counts"], strict=True):
-                total += count
-                cumulative.append(("+Inf" if bound == float("inf") else repr(bound), total))
-            latency.add_metric(labels, cumulative, route["latency_sum_us"] / 1e6)
-        yield requests
-        yield statuses
-        yield latency
+        yield from _request_families(
+            "layotto_fast_mesh", "through a mesh route", ["listener", "route"],
+            [([r["listener"], r["name"]], r) for r in stats["routes"]],
+        )  # fmt: skip
+        yield from _request_families(
+            "layotto_fast_mesh_cluster", "to a cluster (from any route or InvokeService target)", ["cluster"],
+            [([c["name"]], c) for c in stats["clusters"]],
+        )  # fmt: skip
         listener_counts = {
             "connections": ("layotto_fast_mesh_connections", "Client connections accepted"),
             "no_route": ("layotto_fast_mesh_no_route", "Requests no route matched (answered 'no such service')"),
@@ -89,3 +66,40 @@ class MeshCollector(Collector):
                 serving = host["healthy"] and not host["ejected"]
                 up.add_metric([cluster["name"], host["address"]], 1.0 if serving else 0.0)
         yield up
+
+
+def _request_families(
+    prefix: str, where: str, label_names: list[str], sources: list[tuple[list[str], dict[str, Any]]]
+) -> Iterator[Metric]:
+    """Requests by outcome, answers by status and latency, for routes or clusters."""
+    requests = CounterMetricFamily(
+        f"{prefix}_requests",
+        f"Requests {where}, by how they ended: answered (by the upstream, whatever its status), "
+        "timeout, unavailable, rate_limited, breaker_refused",
+        labels=[*label_names, "outcome"],
+    )
+    statuses = CounterMetricFamily(
+        f"{prefix}_responses",
+        f"Upstream answers {where}, by the protocol's status number (Bolt: 0 success, 6 no processor, ...; "
+        "Dubbo: 20 OK, 70 service error, ...)",
+        labels=[*label_names, "status"],
+    )
+    latency = HistogramMetricFamily(
+        f"{prefix}_request_duration_seconds",
+        f"Time from forwarding a request {where} to its upstream's answer",
+        labels=label_names,
+    )
+    for labels, source in sources:
+        for outcome, count in source["outcomes"].items():
+            requests.add_metric([*labels, outcome], count)
+        for status, count in source["statuses"].items():
+            statuses.add_metric([*labels, str(status)], count)
+        cumulative, total = [], 0
+        bounds = [*(b / 1e6 for b in source["latency_bounds_us"]), float("inf")]
+        for bound, count in zip(bounds, source["latency_counts"], strict=True):
+            total += count
+            cumulative.append(("+Inf" if bound == float("inf") else repr(bound), total))
+        latency.add_metric(labels, cumulative, source["latency_sum_us"] / 1e6)
+    yield requests
+    yield statuses
+    yield latency

@@ -20,6 +20,9 @@ pub enum FrameKind {
     HeartbeatRequest,
     /// The answer to a keep-alive probe.
     HeartbeatResponse,
+    /// The peer takes no new requests on this connection and answers the ones it has
+    /// (Dubbo's read-only event, from a provider that is shutting down); nothing to answer.
+    Closing,
 }
 
 /// The fixed part of a frame: its kind and request id.

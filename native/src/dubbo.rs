@@ -157,6 +157,17 @@ fn check_hessian2(h: &Header) -> Result<()> {
     }
 }
 
+/// Whether event request `frame` (whole) carries Dubbo's read-only event: the string "R"
+/// (`Request.READONLY_EVENT`) in Hessian2; a heartbeat's data is null.
+fn is_read_only_event(frame: &[u8]) -> bool {
+    match split(frame) {
+        Ok((h, body)) if h.serialization() == HESSIAN2 => {
+            matches!(Decoder::new(body).read_value(), Ok(Value::String(s)) if s == "R")
+        }
+        _ => false,
+    }
+}
+
 /// A decoder over the body of one whole invocation request frame.
 fn request_body(frame: &[u8]) -> Result<Decoder<'_>> {
     let (h, body) = split(frame)?;
@@ -548,12 +559,12 @@ impl Codec for Dubbo {
         frame_len(buf)
     }
 
-    /// Every event request is reported as a heartbeat: Java sends heartbeats and the
-    /// one-way read-only event as events, and a heartbeat reply to the latter is
-    /// ignored by Java (`HeaderExchangeHandler` drops heartbeat responses).
+    /// An event request is a heartbeat, except the read-only event ("R") a provider sends
+    /// on each connection when it starts shutting down: `Closing`.
     fn head(frame: &[u8]) -> Result<FrameHead> {
         let (h, _) = header(frame)?;
         let kind = match (h.is_request(), h.is_event()) {
+            (true, true) if is_read_only_event(frame) => FrameKind::Closing,
             (true, true) => FrameKind::HeartbeatRequest,
             (true, false) if h.flag & FLAG_TWO_WAY != 0 => FrameKind::Request,
             (true, false) => FrameKind::Oneway,
@@ -703,6 +714,24 @@ mod tests {
                 .unwrap()
                 .kind,
             FrameKind::HeartbeatResponse
+        );
+    }
+
+    #[test]
+    fn the_read_only_event_is_closing_and_other_events_heartbeats() {
+        // What a Java provider sends on each connection as it starts shutting down:
+        // a one-way event whose data is the string "R" (`Request.READONLY_EVENT`).
+        let read_only = frame_with_body(FLAG_REQUEST | FLAG_EVENT | HESSIAN2, 0, 7, b"\x01R");
+        assert_eq!(Dubbo::head(&read_only).unwrap().kind, FrameKind::Closing);
+        let other = frame_with_body(FLAG_REQUEST | FLAG_EVENT | HESSIAN2, 0, 8, b"\x01X");
+        assert_eq!(
+            Dubbo::head(&other).unwrap().kind,
+            FrameKind::HeartbeatRequest
+        );
+        let beat = Dubbo::heartbeat_request(9);
+        assert_eq!(
+            Dubbo::head(&beat).unwrap().kind,
+            FrameKind::HeartbeatRequest
         );
     }
 

@@ -286,6 +286,17 @@ def test_metrics_and_info_report_routes_and_clusters(mesh: Mesh, upstreams: tupl
     assert 'layotto_fast_mesh_responses_total{listener="bolt-in",route="echo",status="0"} 1.0' in text
     assert 'layotto_fast_mesh_request_duration_seconds_count{listener="bolt-in",route="echo"} 1.0' in text
     assert "layotto_fast_mesh_upstream_up" in text
+    # the same request, on its cluster's own counters
+    assert 'layotto_fast_mesh_cluster_requests_total{cluster="echo",outcome="answered"} 1.0' in text
+    assert 'layotto_fast_mesh_cluster_responses_total{cluster="echo",status="0"} 1.0' in text
+    assert 'layotto_fast_mesh_cluster_request_duration_seconds_count{cluster="echo"} 1.0' in text
+    # a rate-limited request is counted on its route, and never reaches a cluster
+    for i in range(3):  # burst 2
+        _status(client, 10 + i, "com.example.Limited:1.0")
+    text = mesh.sidecar.http("/metrics")[1].decode()
+    assert 'layotto_fast_mesh_requests_total{listener="bolt-in",outcome="rate_limited",route="limited"} 1.0' in text
+    assert 'layotto_fast_mesh_cluster_requests_total{cluster="second",outcome="answered"} 2.0' in text
+    assert 'layotto_fast_mesh_cluster_requests_total{cluster="second",outcome="rate_limited"} 0.0' in text
 
 
 def test_a_bad_mesh_section_stops_start_up_naming_the_field(tmp_path: Path) -> None:

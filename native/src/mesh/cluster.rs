@@ -148,6 +148,14 @@ impl Cluster {
         }
     }
 
+    /// Leaves `host` out of balancing for `ejection_ms`: it said it is shutting down.
+    /// Not an ejection for failures: nothing failed, and the count is not touched.
+    pub fn drain(&self, host: usize) {
+        let until = Instant::now() + Duration::from_millis(self.config.ejection_ms);
+        self.hosts[host].ejected_until.set(Some(until));
+        self.stats.hosts[host].eject_for(self.config.ejection_ms);
+    }
+
     /// Records an active health check's verdict on `host`.
     pub fn set_healthy(&self, host: usize, healthy: bool) {
         self.hosts[host].healthy.set(healthy);

@@ -29,7 +29,7 @@ async fn probe<C: Codec>(cluster: &Rc<Cluster>, host: usize, timeout: Duration) 
     let upstream = match connection::<C>(cluster, host).await {
         Ok(upstream) => upstream,
         Err(ConnectError::Overloaded) => return cluster.hosts[host].healthy.get(),
-        Err(ConnectError::Failed(_)) => return false,
+        Err(ConnectError::Draining | ConnectError::Failed(_)) => return false,
     };
     let sent = Instant::now();
     if !upstream.send_heartbeat::<C>() {

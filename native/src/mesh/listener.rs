@@ -106,8 +106,9 @@ async fn on_frame<C: Codec>(mut frame: BytesMut, listener: &Listener, client: &R
         FrameKind::Request | FrameKind::Oneway => {
             forward::<C>(&mut frame, head, listener, client).await;
         }
-        // Nothing was asked of this client: its answers have nowhere to go.
-        FrameKind::Response | FrameKind::HeartbeatResponse => {}
+        // Nothing was asked of this client: its answers have nowhere to go; and a client
+        // saying it takes no more requests changes nothing here (none are sent to it).
+        FrameKind::Response | FrameKind::HeartbeatResponse | FrameKind::Closing => {}
     }
     true
 }
@@ -185,6 +186,7 @@ pub async fn dispatch<C: Codec>(
 ) -> Result<(), (Refusal, String)> {
     if !cluster.admits() {
         sending.stats.count(Outcome::BreakerRefused);
+        cluster.stats.requests.count(Outcome::BreakerRefused);
         cluster.stats.breaker_refused.incr();
         return Err((Refusal::Overloaded, "too many requests in flight".into()));
     }
@@ -220,11 +222,18 @@ pub async fn dispatch<C: Codec>(
             }
             Err(ConnectError::Overloaded) => {
                 sending.stats.count(Outcome::BreakerRefused);
+                cluster.stats.requests.count(Outcome::BreakerRefused);
                 cluster.stats.breaker_refused.incr();
                 return Err((
                     Refusal::Overloaded,
                     "too many requests waiting for a connection".into(),
                 ));
+            }
+            Err(ConnectError::Draining) => {
+                tried.push(host);
+                if tried.len() > sending.retries as usize {
+                    break format!("{} is shutting down", cluster.hosts[host].address);
+                }
             }
             Err(ConnectError::Failed(e)) => {
                 cluster.failed(host);
@@ -237,12 +246,28 @@ pub async fn dispatch<C: Codec>(
         }
     };
     sending.stats.count(Outcome::Unavailable);
+    cluster.stats.requests.count(Outcome::Unavailable);
     Err((Refusal::Unavailable, why))
 }
 
 pub enum ConnectError {
     Overloaded,
+    /// The host's connection says it takes no new requests.
+    Draining,
     Failed(std::io::Error),
+}
+
+/// The host's connection if it is open: to use, or, when it said it is shutting down,
+/// `Draining` (the host is left out of balancing while that connection lasts).
+fn open_connection(cluster: &Cluster, host: usize) -> Option<Result<Rc<Upstream>, ConnectError>> {
+    let h = &cluster.hosts[host];
+    let connection = h.connection.borrow();
+    let upstream = connection.as_ref().filter(|u| u.is_open())?;
+    if upstream.takes_requests() {
+        return Some(Ok(upstream.clone()));
+    }
+    cluster.drain(host);
+    Some(Err(ConnectError::Draining))
 }
 
 /// The host's open connection, made now if there is none (one attempt at a time).
@@ -251,22 +276,17 @@ pub async fn connection<C: Codec>(
     host: usize,
 ) -> Result<Rc<Upstream>, ConnectError> {
     let h = &cluster.hosts[host];
-    if let Some(upstream) = h.connection.borrow().as_ref().filter(|u| u.is_open()) {
-        return Ok(upstream.clone());
+    if let Some(made) = open_connection(cluster, host) {
+        return made;
     }
     if !cluster.admits_pending() {
         return Err(ConnectError::Overloaded);
     }
     cluster.pending.set(cluster.pending.get() + 1);
     let _making = h.connect_lock.lock().await;
-    let made = if let Some(upstream) = h.connection.borrow().as_ref().filter(|u| u.is_open()) {
-        Ok(upstream.clone())
-    } else {
-        Err(())
-    };
-    let result = match made {
-        Ok(upstream) => Ok(upstream),
-        Err(()) => {
+    let result = match open_connection(cluster, host) {
+        Some(made) => made,
+        None => {
             let timeout = Duration::from_millis(cluster.config.connect_timeout_ms);
             match Upstream::connect::<C>(&h.address, timeout, cluster.stats.clone()).await {
                 Ok(upstream) => {

@@ -273,22 +273,7 @@ impl MeshProxy {
             let d = PyDict::new(py);
             d.set_item("listener", listener)?;
             d.set_item("name", name)?;
-            let outcomes = PyDict::new(py);
-            for (outcome, label) in OUTCOMES {
-                outcomes.set_item(label, s.outcomes[outcome as usize].get())?;
-            }
-            d.set_item("outcomes", outcomes)?;
-            let statuses = PyDict::new(py);
-            for (status, counter) in s.statuses.iter().enumerate() {
-                if counter.get() > 0 {
-                    statuses.set_item(status, counter.get())?;
-                }
-            }
-            d.set_item("statuses", statuses)?;
-            let buckets: Vec<u64> = s.latency.iter().map(|c| c.get()).collect();
-            d.set_item("latency_bounds_us", LATENCY_BUCKETS_US.to_vec())?;
-            d.set_item("latency_counts", buckets)?;
-            d.set_item("latency_sum_us", s.latency_sum_us.get())?;
+            put_request_stats(&d, s)?;
             routes.append(d)?;
         }
         out.set_item("routes", routes)?;
@@ -296,6 +281,7 @@ impl MeshProxy {
         for (name, hosts, s) in &registry.clusters {
             let d = PyDict::new(py);
             d.set_item("name", name)?;
+            put_request_stats(&d, &s.requests)?;
             d.set_item("ejections", s.ejections.get())?;
             d.set_item("breaker_refused", s.breaker_refused.get())?;
             d.set_item("connect_failures", s.connect_failures.get())?;
@@ -323,6 +309,28 @@ impl MeshProxy {
             let _ = control.send(Control::Stop);
         }
     }
+}
+
+/// A route's or cluster's requests: by outcome, by the upstream's status, and latency.
+fn put_request_stats(d: &Bound<'_, PyDict>, s: &RouteStats) -> PyResult<()> {
+    let py = d.py();
+    let outcomes = PyDict::new(py);
+    for (outcome, label) in OUTCOMES {
+        outcomes.set_item(label, s.outcomes[outcome as usize].get())?;
+    }
+    d.set_item("outcomes", outcomes)?;
+    let statuses = PyDict::new(py);
+    for (status, counter) in s.statuses.iter().enumerate() {
+        if counter.get() > 0 {
+            statuses.set_item(status, counter.get())?;
+        }
+    }
+    d.set_item("statuses", statuses)?;
+    let buckets: Vec<u64> = s.latency.iter().map(|c| c.get()).collect();
+    d.set_item("latency_bounds_us", LATENCY_BUCKETS_US.to_vec())?;
+    d.set_item("latency_counts", buckets)?;
+    d.set_item("latency_sum_us", s.latency_sum_us.get())?;
+    Ok(())
 }
 
 fn refusal_name(refusal: Refusal) -> &'static str {

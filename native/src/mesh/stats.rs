@@ -117,6 +117,9 @@ impl HostStats {
 
 #[derive(Debug, Default)]
 pub struct ClusterStats {
+    /// Its requests by outcome, status and latency, whichever route or InvokeService
+    /// target sent them.
+    pub requests: RouteStats,
     pub ejections: Counter,
     pub breaker_refused: Counter,
     pub connect_failures: Counter,

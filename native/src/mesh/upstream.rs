@@ -57,6 +57,14 @@ pub struct Pending {
     pub host: usize,
 }
 
+impl Pending {
+    /// Counts how the request ended, on its route and on its cluster.
+    fn count(&self, outcome: Outcome) {
+        self.route.count(outcome);
+        self.cluster.stats.requests.count(outcome);
+    }
+}
+
 pub struct Upstream {
     pub outbox: Rc<Outbox>,
     pending: RefCell<PendingMap>,
@@ -65,6 +73,8 @@ pub struct Upstream {
     sent: tokio::sync::Notify,
     /// When a heartbeat was last answered (active health checks read it).
     pub heartbeat_answered: Cell<Option<Instant>>,
+    /// Set when the upstream said it takes no new requests (it is shutting down).
+    closing: Cell<bool>,
     stats: std::sync::Arc<ClusterStats>,
     /// Bolt's ids are 32-bit: the mask keeps ours within the protocol's field.
     id_mask: u64,
@@ -105,6 +115,7 @@ impl Upstream {
             pending: RefCell::new(PendingMap::default()),
             next_id: Cell::new(1),
             heartbeat_answered: Cell::new(None),
+            closing: Cell::new(false),
             sent: tokio::sync::Notify::new(),
             stats,
             id_mask,
@@ -118,6 +129,11 @@ impl Upstream {
 
     pub fn is_open(&self) -> bool {
         !self.outbox.is_closed()
+    }
+
+    /// Open, and not shutting down: new requests may go to it.
+    pub fn takes_requests(&self) -> bool {
+        self.is_open() && !self.closing.get()
     }
 
     /// Sends request `frame` (its id rewritten to one of ours); `pending` is `None` for
@@ -162,7 +178,7 @@ impl Upstream {
         }
         for p in pending {
             finish(&p);
-            p.route.count(Outcome::Unavailable);
+            p.count(Outcome::Unavailable);
             refuse::<C>(&p, refusal, message);
         }
     }
@@ -231,9 +247,15 @@ fn on_frame<C: Codec>(upstream: &Upstream, frame: &mut [u8]) -> Result<(), Strin
             };
             finish(&p);
             p.cluster.succeeded(p.host);
-            p.route.count(Outcome::Answered);
-            p.route.count_status(C::response_status(frame));
-            p.route.observe_us(p.started.elapsed().as_micros() as u64);
+            p.count(Outcome::Answered);
+            let (status, us) = (
+                C::response_status(frame),
+                p.started.elapsed().as_micros() as u64,
+            );
+            for stats in [&*p.route, &p.cluster.stats.requests] {
+                stats.count_status(status);
+                stats.observe_us(us);
+            }
             C::set_request_id(frame, p.client_id);
             p.reply.answer(frame);
         }
@@ -241,6 +263,9 @@ fn on_frame<C: Codec>(upstream: &Upstream, frame: &mut [u8]) -> Result<(), Strin
             upstream.outbox.push(&C::heartbeat_reply(frame, &head));
         }
         FrameKind::HeartbeatResponse => upstream.heartbeat_answered.set(Some(Instant::now())),
+        // The host is going away: what it was sent is still answered here; nothing new
+        // goes to it (see `listener::connection`).
+        FrameKind::Closing => upstream.closing.set(true),
         FrameKind::Request | FrameKind::Oneway => {
             return Err("the upstream sent a request on a client connection".into());
         }
@@ -279,7 +304,7 @@ async fn expire_deadlines<C: Codec>(upstream: Rc<Upstream>) {
             };
             finish(&p);
             p.cluster.failed(p.host);
-            p.route.count(Outcome::Timeout);
+            p.count(Outcome::Timeout);
             let waited = now.duration_since(p.started);
             refuse::<C>(
                 &p,
