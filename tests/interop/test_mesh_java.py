@@ -29,8 +29,10 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -352,3 +354,40 @@ def test_invoke_service_reports_a_sofarpc_error_answered_with_status_success(mes
         invoke(mesh, "sofa-echo", "noSuchMethod", ["x"])
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value
     assert "status 0x0012" in (refused.value.details() or ""), refused.value.details()
+
+
+def test_a_java_dubbo_provider_that_shuts_down_is_drained_without_a_failed_call(tmp_path: Path) -> None:
+    """SIGTERM makes Apache Dubbo's provider send its read-only event on each connection
+    before it stops: the mesh sends it nothing more (the other host, a fake answering with
+    its name, takes every call, none fails), and closes that connection once it is idle,
+    which lets the provider stop without waiting out its shutdown timeout."""
+    from tests.mesh.dubbo_fake import call, named_providers
+
+    build()
+    java = start_provider(tmp_path, JVM, DUBBO_JAR, "interop.DubboProvider")
+    port = sidecar_process.free_port()
+    with named_providers("fake") as (fake,):
+        route = {"name": "echo", "match": {"service": DUBBO_SERVICE, "version": DUBBO_VERSION}, "cluster": "two"}
+        config = {
+            "mesh": {
+                "listeners": [{"name": "dubbo-in", "protocol": "dubbo", "address": f"127.0.0.1:{port}",
+                               "routes": [route]}],
+                "clusters": [{"name": "two", "protocol": "dubbo", "hosts": [f"127.0.0.1:{java.port}", fake.address]}],
+            }
+        }  # fmt: skip
+        path = tmp_path / "mesh.yaml"
+        path.write_text(yaml.safe_dump(config))
+        sidecar = sidecar_process.start(tmp_path, "--config", str(path))
+        try:
+            client = socket.create_connection(("127.0.0.1", port), timeout=5)
+            assert {call(client, i) for i in range(6)} == {"hi", "fake"}, "both hosts answer"
+            stopping_at = time.monotonic()
+            java.process.terminate()
+            answers = [call(client, 100 + i) for i in range(200)]  # none may fail meanwhile
+            assert java.process.wait(8) is not None
+            stopped_after = time.monotonic() - stopping_at
+            assert answers[-50:] == ["fake"] * 50, answers
+            assert stopped_after < 8, "the provider waited for the mesh's connection to go"
+        finally:
+            sidecar.stop()
+            java.stop()

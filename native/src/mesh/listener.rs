@@ -257,22 +257,21 @@ pub enum ConnectError {
     Failed(std::io::Error),
 }
 
-/// The host's connection if it is open: to use, or, when it said it is shutting down,
-/// `Draining` (the host is left out of balancing while that connection lasts).
+/// The host's connection if it is open: to use, or `Draining` when it said it is
+/// shutting down (see `Upstream::on_closing`).
 fn open_connection(cluster: &Cluster, host: usize) -> Option<Result<Rc<Upstream>, ConnectError>> {
-    let h = &cluster.hosts[host];
-    let connection = h.connection.borrow();
+    let connection = cluster.hosts[host].connection.borrow();
     let upstream = connection.as_ref().filter(|u| u.is_open())?;
-    if upstream.takes_requests() {
-        return Some(Ok(upstream.clone()));
-    }
-    cluster.drain(host);
-    Some(Err(ConnectError::Draining))
+    Some(if upstream.takes_requests() {
+        Ok(upstream.clone())
+    } else {
+        Err(ConnectError::Draining)
+    })
 }
 
 /// The host's open connection, made now if there is none (one attempt at a time).
 pub async fn connection<C: Codec>(
-    cluster: &Cluster,
+    cluster: &Rc<Cluster>,
     host: usize,
 ) -> Result<Rc<Upstream>, ConnectError> {
     let h = &cluster.hosts[host];
@@ -288,7 +287,8 @@ pub async fn connection<C: Codec>(
         Some(made) => made,
         None => {
             let timeout = Duration::from_millis(cluster.config.connect_timeout_ms);
-            match Upstream::connect::<C>(&h.address, timeout, cluster.stats.clone()).await {
+            match Upstream::connect::<C>(&h.address, timeout, (Rc::downgrade(cluster), host)).await
+            {
                 Ok(upstream) => {
                     *h.connection.borrow_mut() = Some(upstream.clone());
                     Ok(upstream)

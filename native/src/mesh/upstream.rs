@@ -5,7 +5,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::marker::PhantomData;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -75,6 +75,8 @@ pub struct Upstream {
     pub heartbeat_answered: Cell<Option<Instant>>,
     /// Set when the upstream said it takes no new requests (it is shutting down).
     closing: Cell<bool>,
+    /// The cluster and host it serves (weak: the host owns this connection).
+    owner: (Weak<Cluster>, usize),
     stats: std::sync::Arc<ClusterStats>,
     /// Bolt's ids are 32-bit: the mask keeps ours within the protocol's field.
     id_mask: u64,
@@ -92,8 +94,11 @@ impl Upstream {
     pub async fn connect<C: Codec>(
         address: &str,
         timeout: Duration,
-        stats: std::sync::Arc<ClusterStats>,
+        owner: (Weak<Cluster>, usize),
     ) -> std::io::Result<Rc<Upstream>> {
+        let Some(stats) = owner.0.upgrade().map(|c| c.stats.clone()) else {
+            return Err(std::io::Error::other("the cluster was replaced"));
+        };
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
             Ok(result) => result?,
             Err(_) => {
@@ -116,6 +121,7 @@ impl Upstream {
             next_id: Cell::new(1),
             heartbeat_answered: Cell::new(None),
             closing: Cell::new(false),
+            owner,
             sent: tokio::sync::Notify::new(),
             stats,
             id_mask,
@@ -134,6 +140,23 @@ impl Upstream {
     /// Open, and not shutting down: new requests may go to it.
     pub fn takes_requests(&self) -> bool {
         self.is_open() && !self.closing.get()
+    }
+
+    /// The upstream said it takes no new requests: its host is left out of balancing for
+    /// the cluster's `ejection_ms`, and the connection closes once what it was sent is
+    /// answered (a Dubbo provider waits for its consumers to go before it stops).
+    fn on_closing(&self) {
+        self.closing.set(true);
+        if let Some(cluster) = self.owner.0.upgrade() {
+            cluster.drain(self.owner.1);
+        }
+        self.close_if_drained();
+    }
+
+    fn close_if_drained(&self) {
+        if self.closing.get() && self.pending.borrow().is_empty() {
+            self.outbox.close();
+        }
     }
 
     /// Sends request `frame` (its id rewritten to one of ours); `pending` is `None` for
@@ -258,14 +281,13 @@ fn on_frame<C: Codec>(upstream: &Upstream, frame: &mut [u8]) -> Result<(), Strin
             }
             C::set_request_id(frame, p.client_id);
             p.reply.answer(frame);
+            upstream.close_if_drained();
         }
         FrameKind::HeartbeatRequest => {
             upstream.outbox.push(&C::heartbeat_reply(frame, &head));
         }
         FrameKind::HeartbeatResponse => upstream.heartbeat_answered.set(Some(Instant::now())),
-        // The host is going away: what it was sent is still answered here; nothing new
-        // goes to it (see `listener::connection`).
-        FrameKind::Closing => upstream.closing.set(true),
+        FrameKind::Closing => upstream.on_closing(),
         FrameKind::Request | FrameKind::Oneway => {
             return Err("the upstream sent a request on a client connection".into());
         }
@@ -312,5 +334,6 @@ async fn expire_deadlines<C: Codec>(upstream: Rc<Upstream>) {
                 &format!("no answer from the upstream within {waited:?}"),
             );
         }
+        upstream.close_if_drained();
     }
 }

@@ -1,0 +1,81 @@
+"""A small Dubbo provider for mesh tests (a fake: it answers every request with its own
+name, so that a test knows which host answered) and a raw Dubbo call.
+
+``shut_down()`` sends the read-only event a Java provider sends on each connection as it
+starts shutting down (the bytes are in ``native/src/dubbo.rs``'s tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from layotto_fast_native import decode_dubbo_response, encode_dubbo_request
+
+SERVICE, VERSION = "com.example.EchoService", "1.0"
+MAGIC = b"\xda\xbb"
+HESSIAN2, REQUEST, EVENT = 0x02, 0x80, 0x20
+READ_ONLY_EVENT = MAGIC + bytes([REQUEST | EVENT | HESSIAN2, 0]) + struct.pack(">qi", 0, 2) + b"\x01R"
+
+
+def _response(request_id: int, text: str) -> bytes:
+    body = b"\x91" + bytes([len(text)]) + text.encode()  # RESPONSE_VALUE, then a short string
+    return MAGIC + bytes([HESSIAN2, 20]) + struct.pack(">qi", request_id, len(body)) + body
+
+
+class NamedProvider:
+    """Answers each request with its name; ``shut_down()`` sends the read-only event."""
+
+    def __init__(self, name: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.name, self.loop = name, loop
+        self.writers: list[asyncio.StreamWriter] = []
+        self.server = asyncio.run_coroutine_threadsafe(asyncio.start_server(self._serve, "127.0.0.1", 0), loop).result(
+            5
+        )
+        self.address = f"127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.append(writer)
+        try:
+            while True:
+                head = await reader.readexactly(16)
+                body = await reader.readexactly(struct.unpack(">i", head[12:16])[0])
+                del body
+                if head[2] & EVENT:
+                    continue  # a heartbeat: not needed here
+                writer.write(_response(struct.unpack(">q", head[4:12])[0], self.name))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    def shut_down(self) -> None:
+        async def announce() -> None:
+            for writer in self.writers:
+                writer.write(READ_ONLY_EVENT)
+                await writer.drain()
+
+        asyncio.run_coroutine_threadsafe(announce(), self.loop).result(5)
+
+
+@contextmanager
+def named_providers(*names: str) -> Iterator[list[NamedProvider]]:
+    """Providers answering with their ``names``, served by one event loop on a thread."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield [NamedProvider(name, loop) for name in names]
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+
+
+def call(client: socket.socket, request_id: int) -> str:
+    client.sendall(encode_dubbo_request(request_id, SERVICE, VERSION, "echo", "Ljava/lang/String;", ["hi"]))
+    head = client.recv(16, socket.MSG_WAITALL)
+    frame = head + client.recv(struct.unpack(">i", head[12:16])[0], socket.MSG_WAITALL)
+    status, outcome, value, _ = decode_dubbo_response(frame)
+    assert (status, outcome) == (20, "value"), (status, outcome, value)
+    return str(value)
