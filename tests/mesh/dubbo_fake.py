@@ -31,6 +31,7 @@ class NamedProvider:
 
     def __init__(self, name: str, loop: asyncio.AbstractEventLoop) -> None:
         self.name, self.loop = name, loop
+        self.silent = False  # reads requests and answers none
         self.writers: list[asyncio.StreamWriter] = []
         self.server = asyncio.run_coroutine_threadsafe(asyncio.start_server(self._serve, "127.0.0.1", 0), loop).result(
             5
@@ -44,8 +45,8 @@ class NamedProvider:
                 head = await reader.readexactly(16)
                 body = await reader.readexactly(struct.unpack(">i", head[12:16])[0])
                 del body
-                if head[2] & EVENT:
-                    continue  # a heartbeat: not needed here
+                if head[2] & EVENT or self.silent:
+                    continue  # a heartbeat (not needed here), or told to keep quiet
                 writer.write(_response(struct.unpack(">q", head[4:12])[0], self.name))
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
@@ -72,10 +73,24 @@ def named_providers(*names: str) -> Iterator[list[NamedProvider]]:
         thread.join(5)
 
 
-def call(client: socket.socket, request_id: int) -> str:
-    client.sendall(encode_dubbo_request(request_id, SERVICE, VERSION, "echo", "Ljava/lang/String;", ["hi"]))
+def request(request_id: int) -> bytes:
+    """An ``echo("hi")`` call of the test service, as a Dubbo consumer sends it."""
+    return encode_dubbo_request(request_id, SERVICE, VERSION, "echo", "Ljava/lang/String;", ["hi"])
+
+
+def read_response(client: socket.socket) -> tuple[int, int, str, object]:
+    """The next response on ``client``: (request id, status, outcome, value or message)."""
     head = client.recv(16, socket.MSG_WAITALL)
+    if len(head) < 16:
+        raise ConnectionError("the connection closed")
     frame = head + client.recv(struct.unpack(">i", head[12:16])[0], socket.MSG_WAITALL)
     status, outcome, value, _ = decode_dubbo_response(frame)
-    assert (status, outcome) == (20, "value"), (status, outcome, value)
+    return struct.unpack(">q", head[4:12])[0], status, outcome, value
+
+
+def call(client: socket.socket, request_id: int) -> str:
+    """One successful call's answer (the provider's name, or Java's echo)."""
+    client.sendall(request(request_id))
+    answered, status, outcome, value = read_response(client)
+    assert (answered, status, outcome) == (request_id, 20, "value"), (answered, status, outcome, value)
     return str(value)

@@ -192,12 +192,15 @@ pub async fn dispatch<C: Codec>(
     }
     let mut reply = reply;
     let mut tried = Vec::new();
+    let mut last = String::new(); // why the last host tried could not take it
     let why = loop {
         let Some(host) = cluster.pick(&tried) else {
-            break format!(
-                "no host of cluster {:?} could be reached",
-                cluster.config.name
-            );
+            let name = &cluster.config.name;
+            break if last.is_empty() {
+                format!("no host of cluster {name:?} could be reached")
+            } else {
+                format!("no host of cluster {name:?} could be reached; the last: {last}")
+            };
         };
         match connection::<C>(cluster, host).await {
             Ok(upstream) => {
@@ -231,16 +234,18 @@ pub async fn dispatch<C: Codec>(
             }
             Err(ConnectError::Draining) => {
                 tried.push(host);
+                last = format!("{} is shutting down", cluster.hosts[host].address);
                 if tried.len() > sending.retries as usize {
-                    break format!("{} is shutting down", cluster.hosts[host].address);
+                    break last;
                 }
             }
             Err(ConnectError::Failed(e)) => {
                 cluster.failed(host);
                 cluster.stats.connect_failures.incr();
                 tried.push(host);
+                last = format!("connecting to {}: {e}", cluster.hosts[host].address);
                 if tried.len() > sending.retries as usize {
-                    break format!("connecting to {}: {e}", cluster.hosts[host].address);
+                    break last;
                 }
             }
         }

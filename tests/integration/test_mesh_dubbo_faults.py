@@ -1,0 +1,111 @@
+"""The mesh's Dubbo listener under faults, in the real sidecar: each refusal is Dubbo's own
+status (timeout 31, no upstream 35, overloaded 100), a frame split anywhere or 50 frames in
+one write are read whole, an oversized frame closes only its own connection. The provider is
+the fake of ``tests/mesh/dubbo_fake.py`` (it can be told to keep quiet)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests import sidecar as sidecar_process
+from tests.mesh.dubbo_fake import SERVICE, VERSION, call, named_providers, read_response, request
+
+SERVER_TIMEOUT, CHANNEL_INACTIVE, THREADPOOL_EXHAUSTED = 31, 35, 100
+
+
+@contextmanager
+def dubbo_mesh(tmp: Path, hosts: list[str], route: dict[str, Any] | None = None,
+               listener: dict[str, Any] | None = None) -> Iterator[int]:  # fmt: skip
+    port = sidecar_process.free_port()
+    routes = [{"name": "echo", "match": {"service": SERVICE, "version": VERSION}, "cluster": "c", **(route or {})}]
+    config = {
+        "mesh": {
+            "listeners": [
+                {"name": "dubbo-in", "protocol": "dubbo", "address": f"127.0.0.1:{port}", **(listener or {}),
+                 "routes": routes}
+            ],
+            "clusters": [{"name": "c", "protocol": "dubbo", "hosts": hosts}],
+        }
+    }  # fmt: skip
+    path = tmp / "mesh.yaml"
+    path.write_text(yaml.safe_dump(config))
+    sidecar = sidecar_process.start(tmp, "--config", str(path))
+    try:
+        yield port
+    finally:
+        sidecar.stop()
+
+
+def connect(port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=5)
+
+
+def test_refusals_are_dubbo_statuses_and_the_connection_carries_on(tmp_path: Path) -> None:
+    with (
+        named_providers("p") as (provider,),
+        dubbo_mesh(
+            tmp_path,
+            [provider.address],
+            route={"timeout_ms": 200, "rate_limit": {"requests_per_second": 0.01, "burst": 3}},
+        ) as port,
+    ):
+        client = connect(port)
+        assert call(client, 1) == "p"
+        provider.silent = True
+        client.sendall(request(2))
+        started = time.monotonic()
+        answered, status, outcome, message = read_response(client)
+        assert (answered, status, outcome) == (2, SERVER_TIMEOUT, "error"), message
+        assert 0.15 < time.monotonic() - started < 2.0
+        provider.silent = False
+        assert call(client, 3) == "p", "the same connection carries on"
+        client.sendall(request(4))  # the burst of 3 is spent
+        assert read_response(client)[:3] == (4, THREADPOOL_EXHAUSTED, "error")
+
+
+def test_no_reachable_upstream_is_channel_inactive(tmp_path: Path) -> None:
+    closed = f"127.0.0.1:{sidecar_process.free_port()}"
+    with dubbo_mesh(tmp_path, [closed]) as port:
+        client = connect(port)
+        client.sendall(request(7))
+        answered, status, outcome, message = read_response(client)
+        assert (answered, status, outcome) == (7, CHANNEL_INACTIVE, "error")
+        assert closed in str(message)
+
+
+def test_split_frames_and_pipelined_frames_are_read_whole(tmp_path: Path) -> None:
+    with named_providers("p") as (provider,), dubbo_mesh(tmp_path, [provider.address]) as port:
+        client = connect(port)
+        frame = request(1)
+        for offset in range(1, len(frame)):  # every byte offset
+            piece = request(offset)
+            client.sendall(piece[:offset])
+            time.sleep(0.001)
+            client.sendall(piece[offset:])
+            assert read_response(client)[:3] == (offset, 20, "value")
+        client.sendall(b"".join(request(1000 + i) for i in range(50)))
+        answers = [read_response(client) for _ in range(50)]
+        assert sorted(a[0] for a in answers) == [1000 + i for i in range(50)]
+        assert all(a[1:3] == (20, "value") for a in answers)
+
+
+def test_an_oversized_frame_closes_only_its_connection(tmp_path: Path) -> None:
+    with (
+        named_providers("p") as (provider,),
+        dubbo_mesh(tmp_path, [provider.address], listener={"max_frame_size": 4096}) as port,
+    ):
+        bystander, offender = connect(port), connect(port)
+        assert call(bystander, 1) == "p"
+        big = request(2)
+        big = big[:12] + (1 << 20).to_bytes(4, "big") + big[16:]  # says 1 MiB follows
+        offender.sendall(big)
+        offender.settimeout(5)
+        assert offender.recv(1) == b"", "the offender's connection is closed"
+        assert call(bystander, 3) == "p", "the other connection carries on"
