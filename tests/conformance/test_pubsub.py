@@ -206,6 +206,16 @@ def _service(harness: Harness, implementation: Implementation, tmp_path: Path) -
     return components, PubSubService(components, "conformance-app")
 
 
+def _recorder(events: list[Event], verdict: Verdict = Verdict.SUCCESS) -> Callable[[Event, float], Any]:
+    """A subscriber that keeps what it gets in ``events`` and answers ``verdict``."""
+
+    async def app(event: Event, timeout: float) -> Verdict:
+        events.append(event)
+        return verdict
+
+    return app
+
+
 def test_service_keeps_ids_and_dead_letters_everywhere(
     harness: Harness, implementation: Implementation, tmp_path: Path
 ) -> None:
@@ -254,14 +264,7 @@ def test_service_raw_payload_travels_without_an_envelope(
     looks_like_one = b'{"specversion": "1.0", "id": "not-mine", "source": "s", "type": "t", "data": 1}'
     events: list[Event] = []
     raw_events: list[Event] = []
-
-    async def app(event: Event, timeout: float) -> Verdict:
-        events.append(event)
-        return Verdict.SUCCESS
-
-    async def raw_app(event: Event, timeout: float) -> Verdict:
-        raw_events.append(event)
-        return Verdict.SUCCESS
+    app, raw_app = _recorder(events), _recorder(raw_events)
 
     async def run() -> tuple[str, str]:
         await components.init_all()
@@ -335,14 +338,7 @@ def test_service_keeps_a_message_it_could_not_dead_letter(
     seen: list[Event] = []
     dead_events: list[Event] = []
     refusing = True
-
-    async def app(event: Event, timeout: float) -> Verdict:
-        seen.append(event)
-        return Verdict.DROP
-
-    async def dead_app(event: Event, timeout: float) -> Verdict:
-        dead_events.append(event)
-        return Verdict.SUCCESS
+    app, dead_app = _recorder(seen, Verdict.DROP), _recorder(dead_events)
 
     async def run() -> DeliveryCounts:
         nonlocal refusing
