@@ -323,6 +323,9 @@ def test_invoke_service_reaches_the_sofarpc_provider_over_the_bolt_channel(mesh:
 def test_invoke_service_reaches_the_dubbo_provider_with_a_generic_call(mesh: Mesh) -> None:
     answer, content_type = invoke(mesh, "dubbo-echo", "echo", ["from InvokeService"])
     assert (answer, content_type) == ("from InvokeService", "application/json"), mesh.logs()
+    # Java's answer for a null result is its own response kind (RESPONSE_NULL_VALUE)
+    nothing, _ = invoke(mesh, "dubbo-echo", "echo", {"types": ["java.lang.String"], "args": [None]})
+    assert nothing is None
 
 
 def invoke_error(mesh: Mesh, target: str, method: str, body: Any) -> tuple[str, str]:
