@@ -5,7 +5,7 @@ same run, at one connection with one request in flight, 64 x 1 and 64 x 16.
 The load generator is ``bench/meshload`` (Rust; its own CPU share is printed), sending
 the request frames recorded from anthunder and dubbo-ssl-python with fresh ids. Each
 figure is the median of the rounds; rounds alternate the paths so that the machine's
-drift touches them alike. Proxy CPU per request is utime+stime from /proc over the run
+drift touches them alike. Proxy CPU per request is its process CPU clock over the run
 (the sidecar's whole process); RSS is read after the loaded runs.
 
 InvokeService to the Bolt and HTTP upstreams is timed twice: by ghz, as the other gRPC

@@ -19,8 +19,9 @@ includes the backlog: the publishers outrun the consumers, and a row ends only o
 published was delivered ("delivered msg/s" shows the pace).
 
 Each figure is the median of the rounds (``--rounds``), which alternate the paths' order. CPU
-per message is utime+stime from /proc of the sidecar, the backend server and pubload around
-each row (its warm-up and delivery drain included), divided by the messages published in it.
+per message is the process CPU clock (``bench.run.process_cpu_seconds``) of the sidecar, the
+backend server and pubload around each row (its warm-up and delivery drain included), divided
+by the messages published in it.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 redis-server, beside redis-py calling the same Redis directly, in the same run.
 
 For each rpc at 1 and 64 calls in flight it prints calls/s, p50/p99 (median round),
-and the CPU per call of the sidecar and of redis-server (utime+stime from /proc over
+and the CPU per call of the sidecar and of redis-server (process CPU clocks over
 all rounds). The same sidecar also serves an in-memory store, measured in the same
 rounds, for the one-in-flight target: p50 over Redis at most the in-memory p50 plus
 the direct redis-py p50 plus 30 µs. When ``LAYOTTO_BIN`` names a Layotto binary, Layotto's

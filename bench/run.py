@@ -2,7 +2,7 @@
 
 Load comes from ghz (Go; installed from the Go module proxy when missing), which is
 not the bottleneck the way a Python client would be. For every scenario it prints
-calls/s, p50/p99, the server's CPU time per call (utime+stime from /proc over the
+calls/s, p50/p99, the server's CPU time per call (its process CPU clock over the
 run, divided by the calls that returned OK) and ghz's own CPU per call, then the
 sidecar's idle and loaded RSS and its time from exec to readiness UP, and checks the
 targets of the foundation issue (#3) and the native front (#8) against the figures of
@@ -127,7 +127,7 @@ def process_status_kib(pid: int, field: str) -> int:
 
 
 class Child:
-    """A child process a benchmark measures: its CPU and memory from /proc, and its end."""
+    """A child process a benchmark measures: its CPU (``process_cpu_seconds``), memory from /proc, and its end."""
 
     process: subprocess.Popen[Any]
 
