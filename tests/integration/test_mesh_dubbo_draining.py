@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from tests import sidecar as sidecar_process
-from tests.mesh.dubbo_fake import SERVICE, VERSION, NamedProvider, call, named_providers
+from tests.mesh.dubbo_fake import NamedProvider, call, mesh_config, named_providers
 from tests.mesh.fault_upstream import wait_for
 
 
@@ -23,18 +23,6 @@ from tests.mesh.fault_upstream import wait_for
 def providers() -> Iterator[list[NamedProvider]]:
     with named_providers("a", "b") as both:
         yield both
-
-
-def mesh_config(port: int, hosts: list[str]) -> dict[str, object]:
-    return {
-        "mesh": {
-            "listeners": [
-                {"name": "dubbo-in", "protocol": "dubbo", "address": f"127.0.0.1:{port}",
-                 "routes": [{"name": "echo", "match": {"service": SERVICE, "version": VERSION}, "cluster": "two"}]}
-            ],
-            "clusters": [{"name": "two", "protocol": "dubbo", "hosts": hosts}],
-        }
-    }  # fmt: skip
 
 
 def test_a_provider_that_announces_its_shutdown_gets_no_new_requests(

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from tests import sidecar as sidecar_process
-from tests.mesh.dubbo_fake import SERVICE, VERSION, call, named_providers, read_response, request
+from tests.mesh.dubbo_fake import call, mesh_config, named_providers, read_response, request
 
 SERVER_TIMEOUT, CHANNEL_INACTIVE, THREADPOOL_EXHAUSTED = 31, 35, 100
 
@@ -24,16 +24,7 @@ SERVER_TIMEOUT, CHANNEL_INACTIVE, THREADPOOL_EXHAUSTED = 31, 35, 100
 def dubbo_mesh(tmp: Path, hosts: list[str], route: dict[str, Any] | None = None,
                listener: dict[str, Any] | None = None) -> Iterator[int]:  # fmt: skip
     port = sidecar_process.free_port()
-    routes = [{"name": "echo", "match": {"service": SERVICE, "version": VERSION}, "cluster": "c", **(route or {})}]
-    config = {
-        "mesh": {
-            "listeners": [
-                {"name": "dubbo-in", "protocol": "dubbo", "address": f"127.0.0.1:{port}", **(listener or {}),
-                 "routes": routes}
-            ],
-            "clusters": [{"name": "c", "protocol": "dubbo", "hosts": hosts}],
-        }
-    }  # fmt: skip
+    config = mesh_config(port, hosts, route, listener)
     path = tmp / "mesh.yaml"
     path.write_text(yaml.safe_dump(config))
     sidecar = sidecar_process.start(tmp, "--config", str(path))

@@ -362,19 +362,13 @@ def test_a_java_dubbo_provider_that_shuts_down_is_drained_without_a_failed_call(
     its name, takes every call, none fails), and closes that connection once it is idle,
     which lets the provider stop without waiting out its shutdown timeout."""
     from tests.mesh.dubbo_fake import call, named_providers
+    from tests.mesh.dubbo_fake import mesh_config as dubbo_mesh_config
 
     build()
     java = start_provider(tmp_path, JVM, DUBBO_JAR, "interop.DubboProvider")
     port = sidecar_process.free_port()
     with named_providers("fake") as (fake,):
-        route = {"name": "echo", "match": {"service": DUBBO_SERVICE, "version": DUBBO_VERSION}, "cluster": "two"}
-        config = {
-            "mesh": {
-                "listeners": [{"name": "dubbo-in", "protocol": "dubbo", "address": f"127.0.0.1:{port}",
-                               "routes": [route]}],
-                "clusters": [{"name": "two", "protocol": "dubbo", "hosts": [f"127.0.0.1:{java.port}", fake.address]}],
-            }
-        }  # fmt: skip
+        config = dubbo_mesh_config(port, [f"127.0.0.1:{java.port}", fake.address])
         path = tmp_path / "mesh.yaml"
         path.write_text(yaml.safe_dump(config))
         sidecar = sidecar_process.start(tmp_path, "--config", str(path))

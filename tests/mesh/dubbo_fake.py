@@ -12,6 +12,7 @@ import struct
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from layotto_fast_native import decode_dubbo_response, encode_dubbo_request
 
@@ -94,3 +95,19 @@ def call(client: socket.socket, request_id: int) -> str:
     answered, status, outcome, value = read_response(client)
     assert (answered, status, outcome) == (request_id, 20, "value"), (answered, status, outcome, value)
     return str(value)
+
+
+def mesh_config(port: int, hosts: list[str], route: dict[str, Any] | None = None,
+                listener: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """A sidecar ``--config``: a Dubbo listener on ``port`` routing the test service to a
+    cluster ``c`` of ``hosts``; ``route`` and ``listener`` add to theirs."""
+    routes = [{"name": "echo", "match": {"service": SERVICE, "version": VERSION}, "cluster": "c", **(route or {})}]
+    return {
+        "mesh": {
+            "listeners": [
+                {"name": "dubbo-in", "protocol": "dubbo", "address": f"127.0.0.1:{port}", **(listener or {}),
+                 "routes": routes}
+            ],
+            "clusters": [{"name": "c", "protocol": "dubbo", "hosts": hosts}],
+        }
+    }  # fmt: skip
