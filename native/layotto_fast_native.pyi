@@ -15,6 +15,7 @@ __all__ = [
     "encode_bolt_heartbeat_ack",
     "encode_bolt_request",
     "encode_bolt_response",
+    "sofa_error_message",
 ]
 
 __version__: Final[str]
@@ -114,6 +115,13 @@ def decode_bolt_response(
 
     Raises:
         FrameError: as for :func:`decode_bolt_request`, or not a response type.
+    """
+
+def sofa_error_message(content: bytes) -> str | None:
+    """The error message in a SOFARPC answer's content written in SOFA's Hessian dialect
+    (Bolt codec 1): a ``SofaResponse``'s ``errorMsg``, else its ``appResponse`` exception
+    as ``"class: message"``, or a bare exception (SOFA Bolt's ``RpcServerException``) the
+    same way. ``None`` when the content holds none or cannot be read; never raises.
     """
 
 def encode_bolt_response(

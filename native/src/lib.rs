@@ -19,6 +19,7 @@ mod grpc_client;
 mod handoff;
 pub mod hessian;
 mod mesh;
+pub mod sofa_hessian;
 #[cfg(test)]
 mod testdata;
 mod wake_queue;
@@ -184,6 +185,13 @@ fn decode_bolt_response<'py>(
     ))
 }
 
+/// The error message in a SOFARPC answer's content, written in SOFA's Hessian dialect
+/// (Bolt codec 1), or `None`.
+#[pyfunction]
+fn sofa_error_message(content: &[u8]) -> Option<String> {
+    sofa_hessian::error_message(content)
+}
+
 /// Encode a Bolt v1 response frame.
 #[pyfunction]
 fn encode_bolt_response<'py>(
@@ -235,7 +243,7 @@ mod layotto_fast_native {
     #[pymodule_export]
     use super::{
         decode_bolt_request, decode_bolt_response, encode_bolt_heartbeat_ack, encode_bolt_request,
-        encode_bolt_response, FrameError, FrameSplitter,
+        encode_bolt_response, sofa_error_message, FrameError, FrameSplitter,
     };
 
     #[pymodule_export]

@@ -7,6 +7,7 @@ use layotto_fast_native::codec::Codec;
 use layotto_fast_native::dubbo::{self, Dubbo};
 use layotto_fast_native::frame::{Protocol, Splitter};
 use layotto_fast_native::hessian::{Decoder, Encoder, Value};
+use layotto_fast_native::sofa_hessian;
 use proptest::prelude::*;
 
 fn bolt_frame() -> impl Strategy<Value = Vec<u8>> {
@@ -49,6 +50,23 @@ fn dubbo_frame() -> impl Strategy<Value = Vec<u8>> {
 }
 
 /// `frames` fed to a splitter of `protocol` in pieces cut at `cuts`: the frames it returns.
+/// Bytes biased towards the draft Hessian grammar's tags, so that random input nests.
+fn sofa_hessian_byte() -> impl Strategy<Value = u8> {
+    prop_oneof![
+        prop::sample::select(b"OoVvMzSsnltTJRN\x90\x91\x92\x03".to_vec()),
+        any::<u8>(),
+    ]
+}
+
+/// A SofaResponse {isError F, errorMsg N, appResponse = E {detailMessage "x", cause J1, trace [] }}.
+fn sofa_error_answer() -> Vec<u8> {
+    let mut out = b"O\x91R\x93\x07isError\x08errorMsg\x0bappResponseo\x90FN".to_vec();
+    out.extend_from_slice(
+        b"O\x91E\x93\x0ddetailMessage\x05cause\x0astackTraceo\x91\x01xJ\x01Vt\x00\x01[n\x00z",
+    );
+    out
+}
+
 fn split(protocol: Protocol, frames: &[Vec<u8>], cuts: &[usize]) -> (Vec<Vec<u8>>, usize) {
     let wire: Vec<u8> = frames.concat();
     let mut splitter = Splitter::new(protocol, 1 << 20).unwrap();
@@ -101,6 +119,19 @@ proptest! {
         Bolt::set_request_id(&mut copy, 9);
         let mut splitter = Splitter::new(Protocol::Bolt, 4096).unwrap();
         let _ = splitter.feed(&bytes, |_| {});
+    }
+
+    #[test]
+    fn sofa_hessian_never_panics(bytes in proptest::collection::vec(sofa_hessian_byte(), 0..300)) {
+        let _ = sofa_hessian::error_message(&bytes);
+    }
+
+    #[test]
+    fn sofa_hessian_mutated_answers_never_panic(at in any::<prop::sample::Index>(), byte in any::<u8>()) {
+        let mut answer = sofa_error_answer();
+        let i = at.index(answer.len());
+        answer[i] = byte;
+        let _ = sofa_hessian::error_message(&answer);
     }
 
     #[test]
@@ -166,4 +197,12 @@ proptest! {
             other => prop_assert!(false, "{:?}", other),
         }
     }
+}
+
+#[test]
+fn the_mutated_sofa_answer_is_read_unmutated() {
+    assert_eq!(
+        sofa_hessian::error_message(&sofa_error_answer()).as_deref(),
+        Some("E: x")
+    );
 }

@@ -188,6 +188,8 @@ def mesh_config(bolt_port: int, dubbo_port: int, sofa: Peer, dubbo: Peer) -> dic
                 {"id": "sofa-echo", "channel": "bolt", "cluster": "sofa-echo", "service": BOLT_SERVICE,
                  "codec": "hessian2", "before_invoke": [{"name": "sofarpc_json"}],
                  "after_invoke": [{"name": "sofarpc_json"}]},
+                # no filter: the app's data is the Bolt content, in SOFARPC's default Hessian serialization
+                {"id": "sofa-hessian", "channel": "bolt", "cluster": "sofa-echo", "service": BOLT_SERVICE},
                 {"id": "dubbo-echo", "channel": "dubbo", "cluster": "dubbo-echo", "service": DUBBO_SERVICE,
                  "version": DUBBO_VERSION, "before_invoke": [{"name": "dubbo_json_rpc"}],
                  "after_invoke": [{"name": "dubbo_json_rpc"}]},
@@ -350,10 +352,41 @@ def test_invoke_service_reports_a_sofarpc_error_answered_with_status_success(mes
     data is the error."""
     code, details = invoke_error(mesh, "sofa-echo", "fail", ["out of stock"])
     assert code == "UNKNOWN" and "out of stock" in details, (code, details)
-    # a call SOFARPC cannot even read is refused with a Bolt status (its message, in the
-    # older Hessian dialect SOFA writes, is not read: see _bolt_error_message)
+    # a call SOFARPC cannot even read is refused with a Bolt status and bolt's RpcServerException,
+    # written in SOFA's Hessian dialect whatever the request's serialization
     code, details = invoke_error(mesh, "sofa-echo", "noSuchMethod", ["x"])
     assert code == "INVALID_ARGUMENT" and "status 0x0012" in details, (code, details)
+    assert "RpcServerException: " in details and "[noSuchMethod]" in details, details
+
+
+def test_invoke_service_reports_a_sofarpc_exception_in_hessian(mesh: Mesh) -> None:
+    """The data is what SOFARPC's own consumer sent for fail('echo-0') (recorded by
+    tests/mesh/make_golden.py): SOFARPC answers with the provider's exception inside a
+    SofaResponse in SOFA's Hessian dialect, and the call fails with its class and message."""
+    import grpc
+    from google.protobuf import any_pb2
+    from layotto_fast_native import decode_bolt_request
+
+    from layotto_fast._proto import runtime_pb2 as pb
+
+    vectors = json.loads((Path(__file__).resolve().parents[1] / "mesh" / "golden" / "vectors.json").read_text())
+    content = decode_bolt_request(bytes.fromhex(vectors["bolt_request_sofarpc_fail"]["hex"]))[-1]
+    request = pb.InvokeServiceRequest(
+        id="sofa-hessian", message=pb.CommonInvokeRequest(method="fail", data=any_pb2.Any(value=content))
+    )
+    with pytest.raises(grpc.RpcError) as caught:
+        mesh.sidecar.stub().InvokeService(request, timeout=10)
+    code, details = caught.value.code().name, caught.value.details() or ""
+    assert code == "UNKNOWN", (code, details)
+    assert details.endswith("answered an error: java.lang.IllegalStateException: echo-0"), details
+
+
+def test_sofarpc_consumer_gets_the_provider_exception_through_the_listener(mesh: Mesh) -> None:
+    report = consume(mesh, SOFA_JVM, SOFA_JAR, "interop.SofaConsumer", mesh.bolt_port, 1, "method=fail")
+    error = report["error"]
+    assert error is not None, report
+    # the SofaResponse crossed the mesh intact: SOFARPC rethrows the provider's own exception
+    assert (error["type"], error["message"]) == ("java.lang.IllegalStateException", "echo-0"), error
 
 
 def test_a_java_dubbo_provider_that_shuts_down_is_drained_without_a_failed_call(tmp_path: Path) -> None:

@@ -488,8 +488,10 @@ def run_java_pair(
     down_framer: Framer,
     consumer_jvm: list[str],
     options: list[str],
+    fails: bool = False,
 ) -> list[tuple[str, bytes]]:
-    """Starts the provider, runs the consumer through a recording proxy; every frame recorded, in order."""
+    """Starts the provider, runs the consumer through a recording proxy; every frame recorded, in order.
+    ``fails``: the consumer calls ``fail`` and must report the provider's exception."""
     from tests.interop.test_mesh_java import start_provider
 
     with tempfile.TemporaryDirectory(prefix="make-golden-") as tmp_dir:
@@ -508,7 +510,7 @@ def run_java_pair(
                 )
                 lines = result.stdout.strip().splitlines()
                 report = json.loads(lines[-1]) if lines else None
-                if result.returncode != 0 or report is None or report["error"] is not None:
+                if result.returncode != 0 or report is None or (report["error"] is None) != (not fails):
                     raise RuntimeError(f"{consumer_main} failed ({result.returncode}): {report}\n{result.stderr}")
                 time.sleep(0.3)  # let the last frames through the proxy
                 return proxy.take(0, proxy.mark())
@@ -525,6 +527,8 @@ JAVA_VECTORS = (
     "bolt_response_sofarpc",
     "bolt_heartbeat_request_sofarpc",
     "bolt_heartbeat_response_sofarpc",
+    "bolt_request_sofarpc_fail",
+    "bolt_response_sofarpc_fail",
     "dubbo_request_java",
     "dubbo_response_java",
     "dubbo_heartbeat_request_java",
@@ -588,7 +592,8 @@ def record_sofarpc(vectors: dict[str, dict[str, Any]]) -> None:
         "sofa_head_target_service and service both 'com.example.EchoService:1.0' (interfaceId:version), "
         "protocol 'bolt', sofa_head_method_name 'echo', type 'sync' (no sofa_head_target_app, uid or "
         "rpc_trace_context.*: the peers switch SOFATracer off, default.tracer=''); content = SOFA hessian "
-        "(Hessian2) class definition 'C' + object SofaRequest {targetAppName null, methodName 'echo', "
+        "(the draft Hessian 2 grammar sofa-hessian writes) class definition 'O' + instance 'o' SofaRequest "
+        "{targetAppName null, methodName 'echo', "
         "targetServiceUniqueName 'com.example.EchoService:1.0', requestProps as an untyped 'M' map "
         "{protocol: bolt, type: sync}, methodArgSigs as a 'V' list typed '[string' of 'java.lang.String'} "
         "followed by the argument 'echo-0'. Otherwise the same every run. " + rid,
@@ -615,6 +620,30 @@ def record_sofarpc(vectors: dict[str, dict[str, Any]]) -> None:
         "SOFARPC (bolt RpcHeartBeatProcessor) provider's heartbeat answer: response layout (20-byte header), "
         "type 0, cmdcode 0 HEARTBEAT, ver2 1, codec 1, respstatus 0, empty class/header/content; request_id "
         "copies the heartbeat's, nothing else varies.",
+    )
+    # one call of fail('echo-0'): the provider throws, SOFARPC answers SUCCESS with the error flagged
+    frames = run_java_pair(
+        SOFA_JVM, SOFA_JAR, "interop.SofaProvider", "interop.SofaConsumer", bolt_request_len, bolt_response_len,
+        SOFA_JVM, ["1", "timeoutMs=3000", "method=fail"], fails=True,
+    )  # fmt: skip
+    req = _first(frames, "client->server", cmd(1))
+    resp = _first(frames, "server->client", reply_to(req, 2))
+    assert bolt_fields(resp[1])["header"] == {"sofa_head_response_error": "true"}, resp
+    put(
+        "bolt_request_sofarpc_fail",
+        req,
+        "SOFARPC consumer's request for EchoService.fail('echo-0'), as bolt_request_sofarpc but for the method "
+        "name (header sofa_head_method_name and the SofaRequest's methodName). " + rid,
+    )
+    put(
+        "bolt_response_sofarpc_fail",
+        resp,
+        "SOFARPC provider's answer when fail('echo-0') throws IllegalStateException: respstatus 0 SUCCESS, "
+        "header map {sofa_head_response_error: 'true'}, content = SofaResponse {isError false, errorMsg null, "
+        "appResponse = the IllegalStateException object (detailMessage 'echo-0', cause a back-reference to "
+        "itself, stackTrace a 'V' list of StackTraceElement objects, suppressedExceptions an empty list), "
+        "responseProps {sofa_head_response_error: 'true'}}, in SOFA's Hessian dialect. The stack trace's line "
+        "numbers and JDK version follow the JVM and SOFARPC build; request_id copies the request's.",
     )
 
 

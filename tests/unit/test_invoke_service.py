@@ -169,3 +169,24 @@ def test_sofarpc_json_sends_sofarpcs_json_serialization() -> None:
     one = step.before(InvokeRequest(id="s", method="echo", data=b'["hi"]'))
     assert one.data == b'"hi"', "one argument goes bare, as SOFARPC reads it"
     assert step.after(request, InvokeResult(data=b'"hi"')).content_type == "application/json"
+
+
+def test_a_sofarpc_error_answer_is_read_in_either_serialization() -> None:
+    """The answer SOFARPC's provider gave its own consumer for fail('echo-0') (a golden vector
+    recorded off the wire), and the JSON serialization's bare message."""
+    import json
+    from pathlib import Path
+
+    import layotto_fast_native as native
+
+    from layotto_fast.components.invoke.mesh_channels import _bolt_error_message
+
+    vectors = json.loads((Path(__file__).resolve().parents[1] / "mesh" / "golden" / "vectors.json").read_text())
+    answer = native.decode_bolt_response(bytes.fromhex(vectors["bolt_response_sofarpc_fail"]["hex"]))
+    codec, content = answer[2], answer[-1]
+    assert _bolt_error_message(codec, content) == ": java.lang.IllegalStateException: echo-0"
+    assert _bolt_error_message(12, b'"out of stock"') == ": out of stock"
+    # a successful answer's content, and bytes that are no Hessian, name nothing
+    ok = native.decode_bolt_response(bytes.fromhex(vectors["bolt_response_sofarpc"]["hex"]))[-1]
+    assert _bolt_error_message(1, ok) == _bolt_error_message(1, b"\xff\x00") == ""
+    assert _bolt_error_message(11, b"\x0a\x03bad") == "", "protobuf content is not read"

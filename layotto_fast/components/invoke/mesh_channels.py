@@ -111,14 +111,16 @@ _BOLT_STATUSES: dict[int, type[RuntimeApiError]] = {
 
 BOLT_CODEC = "bolt_codec"  # request extension: the Bolt codec (serialization) id for this call
 SOFA_RESPONSE_ERROR = "sofa_head_response_error"  # SOFARPC's flag on a response that carries an error
-_JSON_CODEC = 12  # SOFARPC's JSON serialization
+_HESSIAN_CODEC, _JSON_CODEC = 1, 12  # SOFARPC's serializations: SOFA's Hessian dialect, JSON
 _MESSAGE_FIELDS = ("errorMsg", "message", "detailMessage")  # SofaResponse's, a Java Throwable's
 
 
 def _bolt_error_message(codec: int, content: bytes) -> str:
-    """The upstream's message, as ": <message>", from an error answer in SOFARPC's JSON
-    serialization (a string, or an object with a message); else "". Hessian content is not read: SOFA
-    writes the Hessian 2 draft dialect, which the Dubbo codec's final-spec decoder refuses."""
+    """The upstream's message, as ": <message>", from an error answer in SOFARPC's Hessian
+    (read natively) or JSON serialization (a string, or an object with a message); else ""."""
+    if codec == _HESSIAN_CODEC:
+        message = native.sofa_error_message(content)
+        return f": {message}" if message else ""
     if codec != _JSON_CODEC:
         return ""
     try:

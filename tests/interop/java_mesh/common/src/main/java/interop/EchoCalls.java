@@ -23,13 +23,15 @@ public final class EchoCalls {
     }
 
     /**
-     * Calls {@code echo("echo-0" .. "echo-{n-1}")} on the service {@code refer} gives, idle for {@code idleMs}
-     * after the first half; prints {@code {"replies", "error", "elapsed_ms"}} and halts the JVM (neither
+     * Calls {@code echo("echo-0" .. "echo-{n-1}")} (or {@code fail} with those reasons, when {@code method} is
+     * "fail") on the service {@code refer} gives, idle for {@code idleMs} after the first half; prints {@code {"replies", "error", "elapsed_ms"}} and halts the JVM (neither
      * framework's client threads are all daemons). The first failure ends the run and is reported under
      * "error" with the framework's own code under {@code codeKey}.
      */
     public static void runAndReport(
-            Callable<EchoService> refer, int n, long idleMs, String codeKey, Function<Throwable, Object> code) {
+            Callable<EchoService> refer, int n, long idleMs, String method, String codeKey,
+            Function<Throwable, Object> code) {
+        boolean fail = "fail".equals(method);
         Map<String, Object> report = new LinkedHashMap<>();
         List<String> replies = new ArrayList<>();
         report.put("replies", replies);
@@ -40,7 +42,7 @@ public final class EchoCalls {
             started = System.nanoTime();
             for (int i = 0; i < n; i++) {
                 if (idleMs > 0 && i == n / 2) Thread.sleep(idleMs);
-                replies.add(echo.echo("echo-" + i));
+                replies.add(fail ? echo.fail("echo-" + i) : echo.echo("echo-" + i));
             }
         } catch (Throwable error) {
             Map<String, Object> failure = new LinkedHashMap<>();

@@ -20,7 +20,9 @@ import org.apache.dubbo.rpc.RpcException;
  *   <li>{@code idleMs=T}: after the first half of the calls, sit idle for T ms on the open connection;</li>
  *   <li>{@code heartbeatMs=T}: Dubbo's {@code heartbeat} parameter (default 60000): an idle connection gets a
  *       heartbeat request after that long;</li>
- *   <li>{@code timeoutMs=T}: per-call timeout (default 3000).</li>
+ *   <li>{@code timeoutMs=T}: per-call timeout (default 3000);</li>
+ *   <li>{@code method=fail}: call {@code fail} instead of {@code echo} (the provider throws; the first
+ *       call's error is the report's).</li>
  * </ul>
  *
  * <p>Usage: {@code java -cp dubbo-peers.jar interop.DubboConsumer HOST PORT N [key=value ...]}
@@ -30,7 +32,7 @@ public final class DubboConsumer {
 
     public static void main(String[] args) {
         if (args.length < 3) {
-            System.err.println("usage: DubboConsumer HOST PORT N [version=V] [idleMs=T] [heartbeatMs=T] [timeoutMs=T]");
+            System.err.println("usage: DubboConsumer HOST PORT N [version=V] [idleMs=T] [heartbeatMs=T] [timeoutMs=T] [method=fail]");
             System.exit(2);
         }
         Quiet.logging();
@@ -55,6 +57,6 @@ public final class DubboConsumer {
         EchoCalls.runAndReport(() -> {
             DubboBootstrap.getInstance().application(application).reference(reference).start();
             return reference.get();
-        }, n, idleMs, "code", error -> error instanceof RpcException e ? e.getCode() : null);
+        }, n, idleMs, options.getOrDefault("method", "echo"), "code", error -> error instanceof RpcException e ? e.getCode() : null);
     }
 }

@@ -19,7 +19,9 @@ import java.util.Map;
  *   <li>{@code idleMs=T}: after the first half of the calls, sit idle for T ms on the open connection before
  *       the rest (with {@code -Dbolt.tcp.heartbeat.interval=MS} below T, bolt's RpcHeartbeatTrigger sends
  *       heartbeats meanwhile);</li>
- *   <li>{@code timeoutMs=T}: per-call timeout (default 3000).</li>
+ *   <li>{@code timeoutMs=T}: per-call timeout (default 3000);</li>
+ *   <li>{@code method=fail}: call {@code fail} instead of {@code echo} (the provider throws; the first
+ *       call's error is the report's).</li>
  * </ul>
  *
  * <p>Usage: {@code java -cp sofa-peers.jar interop.SofaConsumer HOST PORT N [key=value ...]}
@@ -29,7 +31,7 @@ public final class SofaConsumer {
 
     public static void main(String[] args) {
         if (args.length < 3) {
-            System.err.println("usage: SofaConsumer HOST PORT N [uniqueId=X] [version=V] [idleMs=T] [timeoutMs=T]");
+            System.err.println("usage: SofaConsumer HOST PORT N [uniqueId=X] [version=V] [idleMs=T] [timeoutMs=T] [method=fail]");
             System.exit(2);
         }
         Quiet.logging();
@@ -48,7 +50,7 @@ public final class SofaConsumer {
         if (options.containsKey("version")) consumer.setVersion(options.get("version"));
 
         EchoCalls.runAndReport(
-            consumer::refer, n, idleMs, "error_type",
+            consumer::refer, n, idleMs, options.getOrDefault("method", "echo"), "error_type",
             error -> error instanceof SofaRpcException e ? e.getErrorType() : null);
     }
 }
