@@ -4,8 +4,9 @@
 //! `proto=1 | type | cmdcode(2) | ver2 | request id(4) | codec | timeout(i32) |
 //!  class len(i16) | header len(i16) | content len(i32)`.
 //! v1 response header (20 bytes) has `respstatus(2)` where the request has the timeout.
-//! v2 adds `ver1` after `proto` and `switch` after `codec` (24 / 22 bytes); with the
-//! CRC switch bit a 4-byte CRC32 follows the content.
+//! v2 adds `ver1` after `proto` and `switch` after `codec` (24 / 22 bytes); when `ver1`
+//! is 2 and the switch has its CRC bit, a 4-byte CRC32 follows the content. (SOFA Bolt
+//! sets the CRC bit by default but writes and reads the CRC only for `ver1` 2.)
 
 use crate::codec::{Codec, FrameHead, FrameKind, Refusal, RequestMeta};
 use crate::error::{Error, Result};
@@ -24,6 +25,8 @@ pub const CMD_RESPONSE: u16 = 2;
 pub const VER2: u8 = 1;
 pub const CODEC_HESSIAN2: u8 = 1;
 pub const SWITCH_CRC: u8 = 0x01;
+/// The v2 `ver1` whose frames carry a CRC32 when the switch asks for one.
+pub const VER1_CRC: u8 = 2;
 
 pub const REQUEST_HEADER_LEN_V1: usize = 22;
 pub const RESPONSE_HEADER_LEN_V1: usize = 20;
@@ -36,7 +39,6 @@ struct Layout {
     header_len: usize,
     /// Offset of `class len`; `header len` and `content len` follow it.
     lengths_at: usize,
-    switch_at: Option<usize>,
 }
 
 fn layout(proto: u8, ty: u8) -> Result<Layout> {
@@ -49,22 +51,18 @@ fn layout(proto: u8, ty: u8) -> Result<Layout> {
         (PROTO_V1, true) => Layout {
             header_len: REQUEST_HEADER_LEN_V1,
             lengths_at: 14,
-            switch_at: None,
         },
         (PROTO_V1, false) => Layout {
             header_len: RESPONSE_HEADER_LEN_V1,
             lengths_at: 12,
-            switch_at: None,
         },
         (_, true) => Layout {
             header_len: REQUEST_HEADER_LEN_V2,
             lengths_at: 16,
-            switch_at: Some(11),
         },
         (_, false) => Layout {
             header_len: RESPONSE_HEADER_LEN_V2,
             lengths_at: 14,
-            switch_at: Some(11),
         },
     })
 }
@@ -113,12 +111,17 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<u64>> {
     }
     let (class, header, content) = lengths(buf, layout.lengths_at)?;
     let mut total = (layout.header_len + class + header + content) as u64;
-    if let Some(at) = layout.switch_at {
-        if buf[at] & SWITCH_CRC != 0 {
-            total += CRC_LEN;
-        }
+    if has_crc(buf) {
+        total += CRC_LEN;
     }
     Ok(Some(total))
+}
+
+/// Whether a v2 frame (its header at least) ends in a CRC32.
+fn has_crc(frame: &[u8]) -> bool {
+    frame.first() == Some(&PROTO_V2)
+        && frame.get(1) == Some(&VER1_CRC)
+        && frame.get(11).is_some_and(|switch| switch & SWITCH_CRC != 0)
 }
 
 /// A decoded Bolt v1 request (or oneway / heartbeat), borrowing from the frame.
@@ -553,11 +556,7 @@ impl Codec for Bolt {
             return;
         }
         frame[id_at..id_at + 4].copy_from_slice(&(id as u32).to_be_bytes());
-        if frame[0] == PROTO_V2
-            && frame.len() > 11
-            && frame[11] & SWITCH_CRC != 0
-            && frame.len() >= 4
-        {
+        if has_crc(frame) && frame.len() >= 4 {
             let end = frame.len() - 4;
             let crc = crc32(&frame[..end]);
             frame[end..].copy_from_slice(&crc.to_be_bytes());
@@ -983,6 +982,41 @@ mod tests {
         assert_eq!(Bolt::head(&v2).unwrap().request_id, 77);
         let end = v2.len() - 4;
         assert_eq!(v2[end..], crc32(&v2[..end]).to_be_bytes());
+    }
+
+    #[test]
+    fn real_v2_frames_are_framed_and_rewritten_as_bolt_does() {
+        use crate::testdata::golden;
+        for (name, crc) in [
+            ("bolt_request_v2_bolt", false),
+            ("bolt_response_v2_bolt", false),
+            ("bolt_request_v2_crc_bolt", true),
+            ("bolt_response_v2_crc_bolt", true),
+        ] {
+            let frame = golden(name);
+            assert_eq!(
+                frame_len(&frame).unwrap(),
+                Some(frame.len() as u64),
+                "{name}"
+            );
+            assert_eq!(has_crc(&frame), crc, "{name}");
+            let head = Bolt::head(&frame).unwrap();
+            assert_eq!(head.request_id, 1, "{name}");
+            // the same id written back gives bolt's own bytes, its CRC32 included
+            let mut same = frame.clone();
+            Bolt::set_request_id(&mut same, 1);
+            assert_eq!(same, frame, "{name}");
+            let mut other = frame.clone();
+            Bolt::set_request_id(&mut other, 0x0102_0304);
+            assert_eq!(Bolt::head(&other).unwrap().request_id, 0x0102_0304);
+            if crc {
+                let end = other.len() - 4;
+                assert_eq!(other[end..], crc32(&other[..end]).to_be_bytes(), "{name}");
+            }
+        }
+        // ver1 1 with the CRC bit: framed without a CRC (a 4-byte wait would stall the peer)
+        let ver1_1 = hex(BOLT_V2_REQUEST_VER1_1);
+        assert_eq!(frame_len(&ver1_1).unwrap(), Some(ver1_1.len() as u64));
     }
 
     #[test]

@@ -14,10 +14,13 @@ pub const BOLT_V1_REQUEST: &str = "01 01 0001 01 0000006f 01 ffffffff 0000 000a 
      00000001 6b 00000001 76 68656c6c6f20776f726c64";
 pub const BOLT_V1_HEARTBEAT: &str = "01 01 0000 01 0000006f 01 ffffffff 0000 0000 00000000";
 pub const BOLT_V1_HEARTBEAT_ACK: &str = "01 00 0000 01 0000006f 01 0000 0000 0000 00000000";
-/// v2 request with the CRC switch bit: class "abc", header 2 bytes, content "xy", CRC.
+/// v2 request, ver1 2, with the CRC switch bit: class "abc", content "xy", CRC.
 pub const BOLT_V2_REQUEST_CRC: &str =
-    "02 01 01 0001 01 00000001 01 01 00000bb8 0003 0000 00000002 \
+    "02 02 01 0001 01 00000001 01 01 00000bb8 0003 0000 00000002 \
      616263 7879 deadbeef";
+/// The same with ver1 1: the switch's CRC bit is set, but no CRC follows (as SOFA Bolt writes it).
+pub const BOLT_V2_REQUEST_VER1_1: &str =
+    "02 01 01 0001 01 00000001 01 01 00000bb8 0003 0000 00000002 616263 7879";
 /// v2 response without CRC, content "z".
 pub const BOLT_V2_RESPONSE: &str = "02 01 00 0002 01 00000001 01 00 0000 0000 0000 00000001 7a";
 pub const DUBBO_HEARTBEAT: &str = "dabb e2 00 0000000000000001 00000001 4e";

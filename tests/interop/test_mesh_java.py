@@ -418,3 +418,33 @@ def test_a_java_dubbo_provider_that_shuts_down_is_drained_without_a_failed_call(
         finally:
             sidecar.stop()
             java.stop()
+
+
+def test_bolt_clients_of_either_protocol_version_cross_the_listener(tmp_path: Path) -> None:
+    """bolt's own RpcClient (no SOFARPC: no header map, so the listener's default route) talks
+    v1, v2 with ver1 1 (the CRC bit set but no CRC written) and v2 with ver1 2 (a CRC32 the
+    server checks) to bolt's own RpcServer through the sidecar: every answer comes back in the
+    request's version. A mesh that waited for a CRC on ver1 1 would time these calls out, and
+    one that rewrote a request id without the CRC would have the server drop the frame."""
+    build()
+    server = start_provider(tmp_path, SOFA_JVM, SOFA_JAR, "interop.BoltEchoServer")
+    port = sidecar_process.free_port()
+    config = {
+        "mesh": {
+            "listeners": [{"name": "bolt-in", "protocol": "bolt", "address": f"127.0.0.1:{port}",
+                           "routes": [{"name": "any", "cluster": "bolt-echo"}]}],
+            "clusters": [{"name": "bolt-echo", "protocol": "bolt", "hosts": [f"127.0.0.1:{server.port}"]}],
+        }
+    }  # fmt: skip
+    path = tmp_path / "mesh.yaml"
+    path.write_text(yaml.safe_dump(config))
+    sidecar = sidecar_process.start(tmp_path, "--config", str(path))
+    mesh = Mesh(tmp_path, sidecar, port, 0, [server])
+    try:
+        for options in (["protocol=1"], ["protocol=2", "version=1"], ["protocol=2", "version=2"]):
+            report = consume(mesh, SOFA_JVM, SOFA_JAR, "interop.BoltClient", port, 3, *options)
+            assert report == {"replies": ["echo:bolt-0", "echo:bolt-1", "echo:bolt-2"], "error": None}, (
+                options, report, mesh.logs())  # fmt: skip
+    finally:
+        sidecar.stop()
+        server.stop()

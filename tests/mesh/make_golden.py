@@ -16,11 +16,13 @@ with other runs of the peers. "fields" is a decoding of the frame for reading co
 
 When ``java`` is installed it also records the Java peers of tests/interop/java_mesh (building
 their jars with ``mvn package`` if missing), each consumer calling its provider through the same
-kind of recording proxy: SOFARPC 5.13.2 over Bolt (*_sofarpc) and Apache Dubbo 3.3.4 over the
-dubbo protocol (*_java), a call and a heartbeat each. Their request ids cannot be pinned (Dubbo's
-start at a random long, Bolt's depend on how many heartbeats came first), so those vectors change
-in their ids on every run; ``--keep-java`` re-records only the Python peers and keeps the Java
-vectors already in the file (as happens, with a note, when java or the jars are unavailable).
+kind of recording proxy: SOFARPC 5.13.2 over Bolt (*_sofarpc: a call, a heartbeat and a call the
+provider fails) and Apache Dubbo 3.3.4 over the dubbo protocol (*_java, a call and a heartbeat),
+and bolt 1.6.10's own client and server over Bolt v2 (*_v2*_bolt, with ver1 1 and 2). The request
+ids of the first two cannot be pinned (Dubbo's start at a random long, SOFARPC's depend on how many
+heartbeats came first), so those vectors change in their ids on every run; ``--keep-java``
+re-records only the Python peers and keeps the Java vectors already in the file (as happens,
+with a note, when java or the jars are unavailable).
 The JVMs and Maven run under ``nice``.
 """
 
@@ -69,6 +71,21 @@ def bolt_response_len(buf: bytes) -> int | None:
         return None
     class_len, header_len, content_len = struct.unpack(">HHI", buf[12:20])
     total: int = 20 + class_len + header_len + content_len
+    return total if len(buf) >= total else None
+
+
+def bolt_v2_len(buf: bytes) -> int | None:
+    """Bolt v2 in either direction: ``ver1`` after ``proto``, ``switch`` after ``codec`` and,
+    for ``ver1`` 2 with the switch's CRC bit on, a CRC32 after the content."""
+    if len(buf) < 3:
+        return None
+    request = buf[2] != 0  # type: 1 request, 2 oneway, 0 response
+    head = 24 if request else 22
+    if len(buf) < head:
+        return None
+    class_len, header_len, content_len = struct.unpack(">HHI", buf[head - 8 : head])
+    crc = 4 if buf[1] == 2 and buf[11] & 1 else 0
+    total: int = head + class_len + header_len + content_len + crc
     return total if len(buf) >= total else None
 
 
@@ -529,6 +546,10 @@ JAVA_VECTORS = (
     "bolt_heartbeat_response_sofarpc",
     "bolt_request_sofarpc_fail",
     "bolt_response_sofarpc_fail",
+    "bolt_request_v2_bolt",
+    "bolt_response_v2_bolt",
+    "bolt_request_v2_crc_bolt",
+    "bolt_response_v2_crc_bolt",
     "dubbo_request_java",
     "dubbo_response_java",
     "dubbo_heartbeat_request_java",
@@ -647,6 +668,44 @@ def record_sofarpc(vectors: dict[str, dict[str, Any]]) -> None:
     )
 
 
+BOLT_JAVA = "SOFA Bolt 1.6.10 (RpcClient / RpcServer, no SOFARPC)"
+
+
+def record_bolt_v2(vectors: dict[str, dict[str, Any]]) -> None:
+    """Bolt v2 from bolt's own client and server: ``ver1`` 1 (the switch's CRC bit set, no CRC
+    written) and ``ver1`` 2 (a CRC32 after the content)."""
+    from tests.interop.test_mesh_java import SOFA_JAR, SOFA_JVM
+
+    for version, suffix in (("1", ""), ("2", "_crc")):
+        frames = run_java_pair(
+            SOFA_JVM, SOFA_JAR, "interop.BoltEchoServer", "interop.BoltClient", bolt_v2_len, bolt_v2_len,
+            SOFA_JVM, ["1", "protocol=2", f"version={version}"],
+        )  # fmt: skip
+        req = _first(frames, "client->server", lambda data: data[2] == 1)
+        resp = _first(frames, "server->client", lambda data, rid=req[1][6:10]: data[2] == 0 and data[6:10] == rid)
+        assert req[1][:2] == resp[1][:2] == bytes([2, int(version)]), (req, resp)
+        crc = (
+            "switch 0x01 (CRC bit) and a CRC32 (java.util.zip.CRC32 of every byte before it) after the content"
+            if version == "2"
+            else "switch 0x01 (bolt sets the CRC bit by default) but no CRC32: bolt writes one only for ver1 2"
+        )
+        what = {
+            "client->server": f"bolt RpcClient's Bolt v2 request (URL _PROTOCOL=2&_VERSION={version}) of the "
+            f"String 'bolt-0': proto 2, ver1 {version}, type 1, cmdcode 1, ver2 1, request_id 1 (the first of a "
+            f"fresh client), codec 1 (Hessian2), {crc}, timeout 3000, class 'java.lang.String', no header map, "
+            "content = Hessian2 string 'bolt-0'. The same every run.",
+            "server->client": f"bolt RpcServer's (interop.BoltEchoServer) Bolt v2 answer 'echo:bolt-0': proto 2, "
+            f"ver1 {version} (the request's), type 0, cmdcode 2, ver2 1, request_id 1, codec 1, {crc}, "
+            "respstatus 0, class 'java.lang.String'. The same every run.",
+        }
+        roles = {"client->server": "interop.BoltClient", "server->client": "interop.BoltEchoServer"}
+        for name, (direction, data) in ((f"bolt_request_v2{suffix}", req), (f"bolt_response_v2{suffix}", resp)):
+            vectors[f"{name}_bolt"] = {
+                "hex": data.hex(), "peer": f"{BOLT_JAVA} {roles[direction]}", "direction": direction,
+                "what": what[direction],
+            }  # fmt: skip
+
+
 def record_java_dubbo(vectors: dict[str, dict[str, Any]]) -> None:
     from tests.interop.test_mesh_java import DUBBO_JAR, JVM
 
@@ -739,6 +798,7 @@ def main() -> None:
     record_dubbo(vectors)
     if not args.keep_java and java_available():
         record_sofarpc(vectors)
+        record_bolt_v2(vectors)
         record_java_dubbo(vectors)
     else:  # keep what an earlier run recorded from the Java peers
         previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
