@@ -92,7 +92,7 @@ class FrameSplitter:
 def decode_bolt_request(
     frame: bytes,
 ) -> tuple[int, int, int, int, int, str, dict[str, str], bytes]:
-    """Decode one whole SOFA Bolt v1 request frame (request, oneway or heartbeat).
+    """Decode one whole SOFA Bolt request frame, v1 or v2 (request, oneway or heartbeat).
 
     Returns:
         ``(request_id, type, cmdcode, codec, timeout_ms, class_name, header, content)``
@@ -101,14 +101,15 @@ def decode_bolt_request(
         none. Header entries with a null (-1 length) key or value are skipped.
 
     Raises:
-        FrameError: not Bolt v1 (proto != 1), not a request type, truncated, trailing
-            bytes, negative lengths, or invalid UTF-8 in class name / header.
+        FrameError: not Bolt (proto other than 1 or 2), not a request type, truncated,
+            trailing bytes, negative lengths, invalid UTF-8 in class name / header, or a
+            v2 CRC32 (``ver1`` 2 with the switch's CRC bit) that is not the frame's.
     """
 
 def decode_bolt_response(
     frame: bytes,
 ) -> tuple[int, int, int, int, str, dict[str, str], bytes]:
-    """Decode one whole SOFA Bolt v1 response frame.
+    """Decode one whole SOFA Bolt response frame, v1 or v2.
 
     Returns:
         ``(request_id, cmdcode, codec, status, class_name, header, content)``.

@@ -1,4 +1,4 @@
-//! SOFA Bolt framing (v1 and v2) and the v1 request/response codec.
+//! SOFA Bolt framing and decoding (v1 and v2) and the v1 request/response encoders.
 //!
 //! All integers are big-endian. v1 request header (22 bytes):
 //! `proto=1 | type | cmdcode(2) | ver2 | request id(4) | codec | timeout(i32) |
@@ -149,30 +149,34 @@ pub struct Response<'a> {
     pub content: &'a [u8],
 }
 
-/// Checks proto/type/total length of one whole v1 frame; returns the three variable parts.
-fn v1_parts(frame: &[u8], want_request: bool) -> Result<(&[u8], &[u8], &[u8])> {
+/// Where a whole frame's fixed fields sit, and its three variable parts.
+struct Parts<'a> {
+    /// `ver1` adds a byte after `proto` in v2, `switch` another after `codec`.
+    shift: usize,
+    class: &'a [u8],
+    header: &'a [u8],
+    content: &'a [u8],
+}
+
+/// Checks proto/type/total length (and a v2 CRC32) of one whole frame.
+fn whole_parts(frame: &[u8], want_request: bool) -> Result<Parts<'_>> {
     let what = if want_request {
         "bolt request"
     } else {
         "bolt response"
     };
-    let Some(&proto) = frame.first() else {
+    if frame.is_empty() {
         return Err(Error::Truncated {
             field: what,
             need: 1,
             have: 0,
         });
-    };
-    if proto != PROTO_V1 {
-        return Err(Error::field(
-            "bolt proto",
-            format_args!("{proto} (only v1 (1) is decoded)"),
-        ));
     }
-    let Some(&ty) = frame.get(1) else {
+    let (type_at, _, _) = offsets(frame)?;
+    let Some(&ty) = frame.get(type_at) else {
         return Err(Error::Truncated {
             field: what,
-            need: 2,
+            need: type_at as u64 + 1,
             have: frame.len(),
         });
     };
@@ -183,7 +187,7 @@ fn v1_parts(frame: &[u8], want_request: bool) -> Result<(&[u8], &[u8], &[u8])> {
             format_args!("{ty} (expected {what})"),
         ));
     }
-    let layout = layout(proto, ty)?;
+    let layout = layout(frame[0], ty)?;
     if frame.len() < layout.header_len {
         return Err(Error::Truncated {
             field: what,
@@ -192,7 +196,8 @@ fn v1_parts(frame: &[u8], want_request: bool) -> Result<(&[u8], &[u8], &[u8])> {
         });
     }
     let (class, header, content) = lengths(frame, layout.lengths_at)?;
-    let total = layout.header_len + class + header + content;
+    let crc = if has_crc(frame) { CRC_LEN as usize } else { 0 };
+    let total = layout.header_len + class + header + content + crc;
     if frame.len() < total {
         return Err(Error::Truncated {
             field: what,
@@ -206,10 +211,26 @@ fn v1_parts(frame: &[u8], want_request: bool) -> Result<(&[u8], &[u8], &[u8])> {
             format_args!("{} (header declares {total})", frame.len()),
         ));
     }
-    let body = &frame[layout.header_len..];
+    if crc > 0 {
+        let end = total - crc;
+        let sent = u32::from_be_bytes(be32(frame, end));
+        let computed = crc32(&frame[..end]);
+        if sent != computed {
+            return Err(Error::field(
+                "bolt crc32",
+                format_args!("{sent:#010x} (the frame's is {computed:#010x})"),
+            ));
+        }
+    }
+    let body = &frame[layout.header_len..total - crc];
     let (class_bytes, rest) = body.split_at(class);
     let (header_bytes, content_bytes) = rest.split_at(header);
-    Ok((class_bytes, header_bytes, content_bytes))
+    Ok(Parts {
+        shift: type_at - 1,
+        class: class_bytes,
+        header: header_bytes,
+        content: content_bytes,
+    })
 }
 
 fn class_name(bytes: &[u8]) -> Result<&str> {
@@ -218,32 +239,34 @@ fn class_name(bytes: &[u8]) -> Result<&str> {
     })
 }
 
-/// Decodes one whole Bolt v1 request frame (type request or oneway; any cmdcode).
+/// Decodes one whole Bolt request frame, v1 or v2 (type request or oneway; any cmdcode).
 pub fn decode_request(frame: &[u8]) -> Result<Request<'_>> {
-    let (class, header, content) = v1_parts(frame, true)?;
+    let parts = whole_parts(frame, true)?;
+    let s = parts.shift;
     Ok(Request {
-        request_id: u32::from_be_bytes(be32(frame, 5)),
-        ty: frame[1],
-        cmdcode: u16::from_be_bytes(be16(frame, 2)),
-        codec: frame[9],
-        timeout_ms: i32::from_be_bytes(be32(frame, 10)),
-        class_name: class_name(class)?,
-        header: decode_header_map(header)?,
-        content,
+        request_id: u32::from_be_bytes(be32(frame, 5 + s)),
+        ty: frame[1 + s],
+        cmdcode: u16::from_be_bytes(be16(frame, 2 + s)),
+        codec: frame[9 + s],
+        timeout_ms: i32::from_be_bytes(be32(frame, 10 + 2 * s)),
+        class_name: class_name(parts.class)?,
+        header: decode_header_map(parts.header)?,
+        content: parts.content,
     })
 }
 
-/// Decodes one whole Bolt v1 response frame.
+/// Decodes one whole Bolt response frame, v1 or v2.
 pub fn decode_response(frame: &[u8]) -> Result<Response<'_>> {
-    let (class, header, content) = v1_parts(frame, false)?;
+    let parts = whole_parts(frame, false)?;
+    let s = parts.shift;
     Ok(Response {
-        request_id: u32::from_be_bytes(be32(frame, 5)),
-        cmdcode: u16::from_be_bytes(be16(frame, 2)),
-        codec: frame[9],
-        status: u16::from_be_bytes(be16(frame, 10)),
-        class_name: class_name(class)?,
-        header: decode_header_map(header)?,
-        content,
+        request_id: u32::from_be_bytes(be32(frame, 5 + s)),
+        cmdcode: u16::from_be_bytes(be16(frame, 2 + s)),
+        codec: frame[9 + s],
+        status: u16::from_be_bytes(be16(frame, 10 + 2 * s)),
+        class_name: class_name(parts.class)?,
+        header: decode_header_map(parts.header)?,
+        content: parts.content,
     })
 }
 
@@ -749,7 +772,12 @@ mod tests {
             msg(&hex(BOLT_V1_HEARTBEAT_ACK)),
             "invalid bolt type: 0 (expected bolt request)"
         );
-        assert!(msg(&hex(BOLT_V2_REQUEST_CRC)).starts_with("invalid bolt proto: 2"));
+        let mut v3 = frame.clone();
+        v3[0] = 3;
+        assert_eq!(msg(&v3), "invalid bolt proto: 3");
+        // a v2 frame whose CRC32 is not its bytes'
+        assert!(msg(&hex(BOLT_V2_REQUEST_CRC))
+            .starts_with("invalid bolt crc32: 0xdeadbeef (the frame's is 0x"));
         let mut bad = frame.clone();
         bad[22..26].copy_from_slice(&(-3i32).to_be_bytes());
         assert_eq!(msg(&bad), "invalid bolt header key length: -3");
@@ -767,6 +795,63 @@ mod tests {
             msg(&bad),
             "truncated bolt header key length: need 4 bytes, have 2"
         );
+    }
+
+    #[test]
+    fn real_v2_frames_decode() {
+        use crate::testdata::golden;
+        for name in ["bolt_request_v2_bolt", "bolt_request_v2_crc_bolt"] {
+            let req = decode_request_owned(&golden(name));
+            assert_eq!(
+                (req.0, req.1, req.2, req.3, req.4.as_str()),
+                (
+                    1,
+                    TYPE_REQUEST,
+                    CMD_REQUEST,
+                    CODEC_HESSIAN2,
+                    "java.lang.String"
+                ),
+                "{name}"
+            );
+            assert_eq!(
+                (req.5, req.6.as_slice()),
+                (3000, &b"\x06bolt-0"[..]),
+                "{name}"
+            );
+        }
+        for name in ["bolt_response_v2_bolt", "bolt_response_v2_crc_bolt"] {
+            let frame = golden(name);
+            let resp = decode_response(&frame).unwrap();
+            assert_eq!(
+                (resp.request_id, resp.cmdcode, resp.codec, resp.status),
+                (1, CMD_RESPONSE, CODEC_HESSIAN2, STATUS_SUCCESS),
+                "{name}"
+            );
+            assert_eq!(resp.content, b"\x0becho:bolt-0", "{name}");
+            assert!(resp.header.is_empty());
+        }
+        // one bit off in the content: the CRC32 no longer matches
+        let mut bad = golden("bolt_response_v2_crc_bolt");
+        let at = bad.len() - 6;
+        bad[at] ^= 1;
+        assert!(decode_response(&bad)
+            .unwrap_err()
+            .to_string()
+            .starts_with("invalid bolt crc32"));
+    }
+
+    /// (id, type, cmdcode, codec, class, timeout, content) of a request frame.
+    fn decode_request_owned(frame: &[u8]) -> (u32, u8, u16, u8, String, i32, Vec<u8>) {
+        let r = decode_request(frame).unwrap();
+        (
+            r.request_id,
+            r.ty,
+            r.cmdcode,
+            r.codec,
+            r.class_name.to_owned(),
+            r.timeout_ms,
+            r.content.to_vec(),
+        )
     }
 
     #[test]

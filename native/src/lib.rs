@@ -1,5 +1,5 @@
 //! layotto-fast native hot paths: streaming frame splitting (Bolt v1/v2, Dubbo, gRPC)
-//! and the SOFA Bolt v1 codec.
+//! and the SOFA Bolt codec (v1 and v2 decoded, v1 encoded).
 //!
 //! Protocol logic lives in plain Rust modules that know nothing about Python; this
 //! file is the only pyo3 surface. Errors are [`error::Error`] everywhere and become a
@@ -141,7 +141,7 @@ type BoltRequestTuple<'py> = (
     Bound<'py, PyBytes>,
 );
 
-/// Decode a whole Bolt v1 request frame.
+/// Decode a whole Bolt request frame (v1 or v2).
 #[pyfunction]
 fn decode_bolt_request<'py>(py: Python<'py>, frame: &'py [u8]) -> PyResult<BoltRequestTuple<'py>> {
     let r = bolt::decode_request(frame)?;
@@ -167,7 +167,7 @@ type BoltResponseTuple<'py> = (
     Bound<'py, PyBytes>,
 );
 
-/// Decode a whole Bolt v1 response frame.
+/// Decode a whole Bolt response frame (v1 or v2).
 #[pyfunction]
 fn decode_bolt_response<'py>(
     py: Python<'py>,

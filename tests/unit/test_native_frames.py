@@ -186,8 +186,12 @@ def test_decode_errors() -> None:
         native.decode_bolt_request(BOLT_V1_REQUEST + b"\x00")
     with pytest.raises(FrameError, match="bolt type: 0"):
         native.decode_bolt_request(BOLT_V1_HEARTBEAT_ACK)
-    with pytest.raises(FrameError, match="bolt proto: 2"):
+    with pytest.raises(FrameError, match="bolt proto: 3"):
+        native.decode_bolt_request(b"\x03" + BOLT_V1_REQUEST[1:])
+    with pytest.raises(FrameError, match="bolt crc32: 0xdeadbeef"):
         native.decode_bolt_request(BOLT_V2_REQUEST_CRC)
+    # the same frame without the CRC (ver1 1) decodes: the v2 header's fields where v2 puts them
+    assert native.decode_bolt_request(BOLT_V2_REQUEST_VER1_1) == (1, 1, 1, 1, 3000, "abc", {}, b"xy")
 
 
 def test_encode_errors() -> None:
