@@ -3,10 +3,11 @@
 //! SOFARPC and SOFA Bolt serialize with sofa-hessian, which writes the draft Hessian 2
 //! grammar rather than the final one [`crate::hessian`] decodes: a class definition is
 //! `O` + length-prefixed name, an instance `o`, lists `V` carry `t`/`n` prefixes and end in
-//! `z`, references are `R`/`J`/`K`, doubles `0x67..0x6b`, dates `d`. Both agree on strings,
-//! ints and compact longs. SOFARPC answers a provider's exception, and its own failures,
-//! with such a value: a `SofaResponse` whose `errorMsg` or `appResponse` (a Throwable)
-//! holds the message, or the Throwable itself. [`error_message`] finds that message.
+//! `z`, references are `R`/`J`/`K`, doubles `0x67..0x6b`, dates `d`, string chunks `s`.
+//! Both agree on `S` and compact strings, ints and compact longs. SOFARPC answers a
+//! provider's exception, and its own failures, with such a value: a `SofaResponse` whose
+//! `errorMsg` or `appResponse` (a Throwable) holds the message, or the Throwable itself.
+//! [`error_message`] finds that message.
 //!
 //! Nothing here is on a forwarding path: it runs once per error answer. Input is treated
 //! as hostile: lengths are checked against the bytes left, nesting is bounded, and every
