@@ -424,8 +424,9 @@ def test_bolt_clients_of_either_protocol_version_cross_the_listener(tmp_path: Pa
     """bolt's own RpcClient (no SOFARPC: no header map, so the listener's default route) talks
     v1, v2 with ver1 1 (the CRC bit set but no CRC written) and v2 with ver1 2 (a CRC32 the
     server checks) to bolt's own RpcServer through the sidecar: every answer comes back in the
-    request's version. A mesh that waited for a CRC on ver1 1 would time these calls out, and
-    one that rewrote a request id without the CRC would have the server drop the frame."""
+    request's version, and the client's idle-time heartbeats are answered on the one connection.
+    A mesh that waited for a CRC on ver1 1 would time these calls out, and one that rewrote a
+    request id without the CRC would have the server drop the frame."""
     build()
     server = start_provider(tmp_path, SOFA_JVM, SOFA_JAR, "interop.BoltEchoServer")
     port = sidecar_process.free_port()
@@ -442,9 +443,15 @@ def test_bolt_clients_of_either_protocol_version_cross_the_listener(tmp_path: Pa
     mesh = Mesh(tmp_path, sidecar, port, 0, [server])
     try:
         for options in (["protocol=1"], ["protocol=2", "version=1"], ["protocol=2", "version=2"]):
-            report = consume(mesh, SOFA_JVM, SOFA_JAR, "interop.BoltClient", port, 3, *options)
-            assert report == {"replies": ["echo:bolt-0", "echo:bolt-1", "echo:bolt-2"], "error": None}, (
+            before = mesh.listener_counts("bolt-in")
+            # idle mid-run: bolt's heartbeats, in the connection's version, answered by the sidecar
+            report = consume(mesh, [*SOFA_JVM, "-Dbolt.tcp.heartbeat.interval=300"], SOFA_JAR, "interop.BoltClient",
+                             port, 4, *options, "idleMs=1500")  # fmt: skip
+            after = mesh.listener_counts("bolt-in")
+            assert report == {"replies": [f"echo:bolt-{i}" for i in range(4)], "error": None}, (
                 options, report, mesh.logs())  # fmt: skip
+            assert after["heartbeats"] - before["heartbeats"] >= 2, (options, before, after)
+            assert after["connections"] - before["connections"] == 1, (options, before, after)
     finally:
         sidecar.stop()
         server.stop()
