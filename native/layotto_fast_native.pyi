@@ -37,8 +37,9 @@ class FrameSplitter:
 
     Protocols:
 
-    * ``"bolt"``: SOFA Bolt v1 and v2 (first byte 1 or 2); a v2 frame whose switch
-      byte has the CRC bit (0x01) includes its trailing 4-byte CRC32.
+    * ``"bolt"``: SOFA Bolt v1 and v2 (first byte 1 or 2); a v2 frame with ``ver1`` 2
+      whose switch byte has the CRC bit (0x01) includes its trailing 4-byte CRC32 (SOFA
+      Bolt writes none for ``ver1`` 1, whatever the switch says).
     * ``"dubbo"``: 16-byte header with magic 0xdabb; frame = 16 + body length.
     * ``"grpc"``: gRPC length-prefixed message: compressed flag (0 or 1) + 4-byte
       big-endian length; frame = 5 + length.
@@ -122,7 +123,8 @@ def sofa_error_message(content: bytes) -> str | None:
     """The error message in a SOFARPC answer's content written in SOFA's Hessian dialect
     (Bolt codec 1): a ``SofaResponse``'s ``errorMsg``, else its ``appResponse`` exception
     as ``"class: message"``, or a bare exception (SOFA Bolt's ``RpcServerException``) the
-    same way. ``None`` when the content holds none or cannot be read; never raises.
+    same way. ``None`` when the content holds none or cannot be read; never raises for
+    ``bytes``.
     """
 
 def encode_bolt_response(

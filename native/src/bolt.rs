@@ -124,7 +124,7 @@ fn has_crc(frame: &[u8]) -> bool {
         && frame.get(11).is_some_and(|switch| switch & SWITCH_CRC != 0)
 }
 
-/// A decoded Bolt v1 request (or oneway / heartbeat), borrowing from the frame.
+/// A decoded Bolt request (or oneway / heartbeat), v1 or v2, borrowing from the frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request<'a> {
     pub request_id: u32,
@@ -137,7 +137,7 @@ pub struct Request<'a> {
     pub content: &'a [u8],
 }
 
-/// A decoded Bolt v1 response, borrowing from the frame.
+/// A decoded Bolt response, v1 or v2, borrowing from the frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response<'a> {
     pub request_id: u32,
@@ -578,11 +578,16 @@ impl Codec for Bolt {
         if frame.len() < id_at + 4 {
             return;
         }
+        // A CRC32 is written again only over a frame that matched its own: one damaged on
+        // the way in must still fail the peer's check, not leave here freshly signed.
+        let crc_at = frame.len().saturating_sub(4);
+        let intact = has_crc(frame)
+            && crc_at >= id_at + 4
+            && crc32(&frame[..crc_at]).to_be_bytes() == frame[crc_at..];
         frame[id_at..id_at + 4].copy_from_slice(&(id as u32).to_be_bytes());
-        if has_crc(frame) && frame.len() >= 4 {
-            let end = frame.len() - 4;
-            let crc = crc32(&frame[..end]);
-            frame[end..].copy_from_slice(&crc.to_be_bytes());
+        if intact {
+            let crc = crc32(&frame[..crc_at]);
+            frame[crc_at..].copy_from_slice(&crc.to_be_bytes());
         }
     }
 
@@ -840,6 +845,73 @@ mod tests {
             .starts_with("invalid bolt crc32"));
     }
 
+    #[test]
+    fn v2_fields_are_read_where_v2_puts_them() {
+        // every fixed field a distinct value: id 0x0a0b0c0d, codec 0x0b, switch 0, ver2 0x07
+        let request = hex("02 02 02 0001 07 0a0b0c0d 0b 00 00000bb8 0001 0000 00000001 63 78");
+        let r = decode_request(&request).unwrap();
+        assert_eq!(
+            (
+                r.request_id,
+                r.ty,
+                r.cmdcode,
+                r.codec,
+                r.timeout_ms,
+                r.class_name,
+                r.content
+            ),
+            (
+                0x0a0b_0c0d,
+                TYPE_ONEWAY,
+                CMD_REQUEST,
+                0x0b,
+                3000,
+                "c",
+                &b"x"[..]
+            )
+        );
+        assert_eq!(
+            frame_len(&request).unwrap(),
+            Some(request.len() as u64),
+            "no CRC: switch 0"
+        );
+        let response = hex("02 01 00 0002 07 0a0b0c0d 0c 00 0012 0000 0000 00000001 79");
+        let r = decode_response(&response).unwrap();
+        assert_eq!(
+            (r.request_id, r.cmdcode, r.codec, r.status, r.content),
+            (0x0a0b_0c0d, CMD_RESPONSE, 0x0c, 0x0012, &b"y"[..])
+        );
+        // the mesh's own v2 answer decodes to what it meant
+        let refusal = Bolt::refusal(
+            &request,
+            &Bolt::head(&request).unwrap(),
+            Refusal::Timeout,
+            "",
+        );
+        let r = decode_response(&refusal).unwrap();
+        assert_eq!(
+            (r.request_id, r.codec, r.status),
+            (0x0a0b_0c0d, 0x0b, STATUS_TIMEOUT)
+        );
+    }
+
+    #[test]
+    fn a_damaged_v2_frame_is_not_signed_again() {
+        let mut frame = golden_crc_request();
+        let at = frame.len() - 6;
+        frame[at] ^= 1; // damaged on the way in: its CRC32 no longer matches
+        Bolt::set_request_id(&mut frame, 9);
+        assert_eq!(Bolt::head(&frame).unwrap().request_id, 9);
+        assert!(decode_request(&frame)
+            .unwrap_err()
+            .to_string()
+            .starts_with("invalid bolt crc32"));
+    }
+
+    fn golden_crc_request() -> Vec<u8> {
+        crate::testdata::golden("bolt_request_v2_crc_bolt")
+    }
+
     /// (id, type, cmdcode, codec, class, timeout, content) of a request frame.
     fn decode_request_owned(frame: &[u8]) -> (u32, u8, u16, u8, String, i32, Vec<u8>) {
         let r = decode_request(frame).unwrap();
@@ -1062,7 +1134,7 @@ mod tests {
             "Bolt keeps the low 32 bits"
         );
         assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
-        let mut v2 = hex(BOLT_V2_REQUEST_CRC);
+        let mut v2 = golden_crc_request();
         Bolt::set_request_id(&mut v2, 77);
         assert_eq!(Bolt::head(&v2).unwrap().request_id, 77);
         let end = v2.len() - 4;

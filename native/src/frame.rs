@@ -171,6 +171,7 @@ mod tests {
                 hex(BOLT_V1_HEARTBEAT_ACK),
                 hex(BOLT_V2_REQUEST_CRC),
                 hex(BOLT_V2_RESPONSE),
+                hex(BOLT_V2_REQUEST_VER1_1),
                 hex(BOLT_V1_REQUEST),
             ],
             Protocol::Dubbo => vec![

@@ -13,7 +13,8 @@
 //! as hostile: lengths are checked against the bytes left, nesting is bounded, and every
 //! failure is `None`, never a panic.
 
-/// Deepest nesting accepted (a Throwable with its stack trace is three levels deep).
+/// Deepest nesting of lists, maps and objects accepted (a SofaResponse holding a Throwable
+/// and its stack trace is four levels deep; a chain of causes adds one per cause).
 const MAX_DEPTH: usize = 64;
 
 /// What the reader keeps of a value: text and objects; the rest is only skipped.
@@ -199,7 +200,12 @@ impl<'a> Reader<'a> {
         if depth > MAX_DEPTH {
             return None;
         }
-        let tag = self.byte()?;
+        let mut tag = self.byte()?;
+        while tag == b'O' {
+            // a class definition precedes the value that first uses it, at the same depth
+            self.define_class()?;
+            tag = self.byte()?;
+        }
         let skip = |n: usize, reader: &mut Self| reader.take(n).map(|_| Skimmed::Other);
         match tag {
             b'N' | b'T' | b'F' | 0x80..=0xbf | 0xd8..=0xef | 0x67 | 0x68 => Some(Skimmed::Other),
@@ -229,10 +235,6 @@ impl<'a> Reader<'a> {
             b'M' => {
                 self.skip_type()?;
                 self.skip_until_end(depth, 2).map(|_| Skimmed::Other)
-            }
-            b'O' => {
-                self.define_class()?;
-                self.value(depth + 1)
             }
             b'o' => {
                 let class = self.count()?;
@@ -355,11 +357,40 @@ mod tests {
         assert_eq!(error_message(&content[..content.len() - 1]), None);
     }
 
+    /// O "R" [nested, errorMsg] o0 <`depth` nested lists> "m"
+    fn message_after_lists(depth: usize) -> Vec<u8> {
+        let mut value = vec![b'O', 0x91, b'R', 0x92, 0x06];
+        value.extend_from_slice(b"nested");
+        value.push(0x08);
+        value.extend_from_slice(b"errorMsg");
+        value.extend_from_slice(&[b'o', 0x90]);
+        value.extend(std::iter::repeat_n(b'V', depth));
+        value.extend(std::iter::repeat_n(b'z', depth));
+        value.extend_from_slice(&[0x01, b'm']);
+        value
+    }
+
+    #[test]
+    fn nesting_is_read_up_to_the_limit_and_refused_past_it() {
+        assert_eq!(
+            error_message(&message_after_lists(MAX_DEPTH)).as_deref(),
+            Some("m")
+        );
+        assert_eq!(error_message(&message_after_lists(MAX_DEPTH + 1)), None);
+        // class definitions take no depth: many in a row before one value are read
+        let mut defined = Vec::new();
+        for _ in 0..1000 {
+            defined.extend_from_slice(&[b'O', 0x91, b'E', 0x90]);
+        }
+        defined.extend_from_slice(b"S\x00\x02ok");
+        assert_eq!(error_message(&defined).as_deref(), Some("ok"));
+    }
+
     #[test]
     fn hostile_input_is_refused() {
-        // nesting past the limit
-        let deep = vec![b'V'; 10_000];
-        assert_eq!(error_message(&deep), None);
+        // nesting past the limit, and a run of class definitions that never ends in a value
+        assert_eq!(error_message(&vec![b'V'; 10_000]), None);
+        assert_eq!(error_message(&b"O\x91E\x90".repeat(100_000)), None);
         // an instance of a class never defined; a string longer than the input; a bad UTF-8 lead
         assert_eq!(error_message(b"o\x90"), None);
         assert_eq!(error_message(b"S\xff\xffab"), None);
