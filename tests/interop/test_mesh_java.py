@@ -455,3 +455,39 @@ def test_bolt_clients_of_either_protocol_version_cross_the_listener(tmp_path: Pa
     finally:
         sidecar.stop()
         server.stop()
+
+
+def test_invoke_service_reaches_bolts_own_server_and_reports_its_exception(tmp_path: Path) -> None:
+    """A bolt target with bolt's own class for the content (``class: java.lang.String``) calls
+    bolt's RpcServer directly (rpc address, no cluster of the config): the Hessian string comes
+    back as the answer's data; a processor that throws is answered with status SERVER_EXCEPTION
+    and bolt's RpcServerException, which the call reports as UNKNOWN with the thrown message."""
+    import grpc
+    from google.protobuf import any_pb2
+
+    from layotto_fast._proto import runtime_pb2 as pb
+
+    build()
+    server = start_provider(tmp_path, SOFA_JVM, SOFA_JAR, "interop.BoltEchoServer")
+    path = tmp_path / "invoke.yaml"
+    path.write_text(yaml.safe_dump({"invoke": {"targets": [
+        {"id": "bolt-string", "channel": "bolt", "address": f"127.0.0.1:{server.port}", "service": "echo",
+         "class": "java.lang.String"},
+    ]}}))  # fmt: skip
+    sidecar = sidecar_process.start(tmp_path, "--config", str(path))
+    try:
+
+        def call(text: str) -> pb.InvokeResponse:
+            hessian = bytes([len(text)]) + text.encode()  # a compact Hessian string (under 32 chars)
+            message = pb.CommonInvokeRequest(method="m", data=any_pb2.Any(value=hessian))
+            return sidecar.stub().InvokeService(pb.InvokeServiceRequest(id="bolt-string", message=message), timeout=10)
+
+        assert call("hi").data.value == b"\x07echo:hi"
+        with pytest.raises(grpc.RpcError) as caught:
+            call("fail:out of stock")
+        code, details = caught.value.code().name, caught.value.details() or ""
+        assert code == "UNKNOWN" and "status 0x0002" in details, (code, details, server.log())
+        assert "IllegalStateException: out of stock" in details, details
+    finally:
+        sidecar.stop()
+        server.stop()

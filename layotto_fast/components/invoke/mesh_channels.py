@@ -101,6 +101,7 @@ def _where(config: MeshChannelConfig, request: InvokeRequest) -> dict[str, str |
 
 # Bolt response statuses -> errors (Bolt's ResponseStatus).
 _BOLT_STATUSES: dict[int, type[RuntimeApiError]] = {
+    0x0002: Unknown,  # server exception: the provider's processor threw
     0x0004: ResourceExhausted,  # server thread pool busy
     0x0006: Unimplemented,  # no processor
     0x0007: DeadlineExceeded,  # timeout

@@ -6,7 +6,9 @@ import com.alipay.remoting.rpc.protocol.SyncUserProcessor;
 
 /**
  * A plain SOFA Bolt server (bolt's own {@code RpcServer}, no SOFARPC) on 127.0.0.1:PORT that answers each
- * {@code String} request with {@code "echo:" + request}, in the Bolt protocol version the request came in.
+ * {@code String} request with {@code "echo:" + request}, in the Bolt protocol version the request came in; a
+ * request {@code "fail:REASON"} throws {@code IllegalStateException(REASON)}, which bolt answers with status
+ * SERVER_EXCEPTION.
  * Prints {@code READY} once listening, then serves until killed.
  *
  * <p>Usage: {@code java -cp sofa-peers.jar interop.BoltEchoServer PORT}
@@ -24,6 +26,9 @@ public final class BoltEchoServer {
         server.registerUserProcessor(new SyncUserProcessor<String>() {
             @Override
             public Object handleRequest(BizContext context, String request) {
+                if (request.startsWith("fail:")) {
+                    throw new IllegalStateException(request.substring("fail:".length()));
+                }
                 return "echo:" + request;
             }
 
