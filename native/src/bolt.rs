@@ -806,9 +806,10 @@ mod tests {
     fn real_v2_frames_decode() {
         use crate::testdata::golden;
         for name in ["bolt_request_v2_bolt", "bolt_request_v2_crc_bolt"] {
-            let req = decode_request_owned(&golden(name));
+            let frame = golden(name);
+            let r = decode_request(&frame).unwrap();
             assert_eq!(
-                (req.0, req.1, req.2, req.3, req.4.as_str()),
+                (r.request_id, r.ty, r.cmdcode, r.codec, r.class_name),
                 (
                     1,
                     TYPE_REQUEST,
@@ -819,7 +820,7 @@ mod tests {
                 "{name}"
             );
             assert_eq!(
-                (req.5, req.6.as_slice()),
+                (r.timeout_ms, r.content),
                 (3000, &b"\x06bolt-0"[..]),
                 "{name}"
             );
@@ -910,20 +911,6 @@ mod tests {
 
     fn golden_crc_request() -> Vec<u8> {
         crate::testdata::golden("bolt_request_v2_crc_bolt")
-    }
-
-    /// (id, type, cmdcode, codec, class, timeout, content) of a request frame.
-    fn decode_request_owned(frame: &[u8]) -> (u32, u8, u16, u8, String, i32, Vec<u8>) {
-        let r = decode_request(frame).unwrap();
-        (
-            r.request_id,
-            r.ty,
-            r.cmdcode,
-            r.codec,
-            r.class_name.to_owned(),
-            r.timeout_ms,
-            r.content.to_vec(),
-        )
     }
 
     #[test]
