@@ -14,7 +14,9 @@ loops with 1 and 64 publishes in flight. At 1000/s and 64 in flight the sidecar 
 measured publishing to a topic nobody subscribes to (publish alone, no delivery meanwhile),
 and once a round GetState of an in-memory store at 1000/s shows the gRPC hop alone. At 64 in
 flight pubload also publishes directly to the backend on the topic the sidecar delivers to the
-app, so that the sidecar's CPU in that row is delivery's alone. Delivery at 64 in flight
+app, so that the sidecar's CPU in that row is delivery's alone, and publishes through the sidecar
+to a second component of the same backend whose subscription delivers 64 messages at once (the
+default is 10 over Redis, 16 over JetStream). Delivery at 64 in flight
 includes the backlog: the publishers outrun the consumers, and a row ends only once all it
 published was delivered ("delivered msg/s" shows the pace).
 
@@ -72,7 +74,12 @@ DIRECT, SIDECAR, PUBLISH_ONLY = "direct", "sidecar", "sidecar, no subscriber"
 # Published directly to the backend, on the topic the sidecar delivers to the app: the
 # sidecar's CPU per message in this row is delivery's alone.
 DELIVERY_ONLY = "direct publish, sidecar delivers"
-DELIVERED = (DIRECT, SIDECAR, DELIVERY_ONLY)  # the paths whose messages someone consumes
+# Through the sidecar both ways, to a component whose subscriptions deliver up to WIDE_CONCURRENCY
+# messages at once instead of the default: what matching delivery to the publishers' 64 in flight
+# does to the sidecar's CPU per message (each batch of deliveries costs the sidecar a wake-up).
+WIDE = "sidecar, delivery concurrency 64"
+WIDE_CONCURRENCY = 64
+DELIVERED = (DIRECT, SIDECAR, DELIVERY_ONLY, WIDE)  # the paths whose messages someone consumes
 # For scale: GetState of the sidecar's in-memory store through the same client, at 1000/s:
 # the gRPC hop with almost nothing behind it, the part of "added" no pub/sub work can remove.
 HOP, HOP_STORE = "GetState in-memory", "in-memory"
@@ -90,7 +97,12 @@ DELIVERY_P50_US = 1000.0  # end to end over Redis Streams at one in flight
 def topics(backend: str) -> dict[str, str]:
     """The topic each path publishes to: the direct consumer's, the app's (through the sidecar), nobody's."""
     return {DIRECT: f"pubload-direct-{backend}", SIDECAR: f"pubload-sidecar-{backend}",
-            PUBLISH_ONLY: f"pubload-nosub-{backend}"}  # fmt: skip
+            PUBLISH_ONLY: f"pubload-nosub-{backend}", WIDE: f"pubload-wide-{backend}"}  # fmt: skip
+
+
+def wide(backend: str) -> str:
+    """The name of ``backend``'s component that delivers WIDE_CONCURRENCY messages at once."""
+    return f"{backend}-wide"
 
 
 def paths_of(load: Load) -> tuple[str, ...]:
@@ -99,7 +111,7 @@ def paths_of(load: Load) -> tuple[str, ...]:
     if load is SERIAL:
         return (DIRECT, SIDECAR)
     if load is PARALLEL:
-        return (DIRECT, SIDECAR, PUBLISH_ONLY, DELIVERY_ONLY)
+        return (DIRECT, SIDECAR, PUBLISH_ONLY, DELIVERY_ONLY, WIDE)
     return (DIRECT, SIDECAR, PUBLISH_ONLY)
 
 
@@ -240,11 +252,12 @@ def manifests(addresses: dict[str, str]) -> str:
     documents = []
     for backend, address in addresses.items():
         kind, key = COMPONENT_TYPES[backend]
-        documents.append(
-            "apiVersion: dapr.io/v1alpha1\nkind: Component\n"
-            f"metadata: {{name: {backend}}}\nspec:\n  type: {kind}\n  version: v1\n"
-            f'  metadata: [{{name: {key}, value: "{address}"}}]\n'
-        )
+        for name, extra in ((backend, ""), (wide(backend), f', {{name: concurrency, value: "{WIDE_CONCURRENCY}"}}')):
+            documents.append(
+                "apiVersion: dapr.io/v1alpha1\nkind: Component\n"
+                f"metadata: {{name: {name}}}\nspec:\n  type: {kind}\n  version: v1\n"
+                f'  metadata: [{{name: {key}, value: "{address}"}}{extra}]\n'
+            )
     documents.append(
         "apiVersion: dapr.io/v1alpha1\nkind: Component\n"
         f"metadata: {{name: {HOP_STORE}}}\nspec:\n  type: state.in-memory\n  version: v1\n"
@@ -261,6 +274,8 @@ def measure(pubload: Pubload, sidecar: SidecarProcess, backend_pid: int, backend
         target = {"path": "hop", "pubsub": HOP_STORE, "topic": "bench"}
     elif path == DELIVERY_ONLY:
         target = {"path": DIRECT, "pubsub": backend, "topic": topics(backend)[SIDECAR]}
+    elif path == WIDE:
+        target = {"path": SIDECAR, "pubsub": wide(backend), "topic": topics(backend)[WIDE]}
     else:
         target = {"path": DIRECT if path == DIRECT else SIDECAR, "pubsub": backend, "topic": topics(backend)[path]}
     before = (sidecar.cpu_seconds(), process_cpu_seconds(backend_pid), pubload.cpu_seconds())
@@ -356,6 +371,10 @@ def checks(table: dict[tuple[str, str, str], Measured], backends: tuple[str, ...
         delivering = table[(backend, PARALLEL.name, DELIVERY_ONLY)].sidecar_cpu_us
         out.append((f"{backend}: sidecar CPU per delivered message @64 in flight, published directly to the "
                     f"backend {delivering:.1f} µs (for scale: delivery alone)", None))  # fmt: skip
+        matched = table[(backend, PARALLEL.name, WIDE)].sidecar_cpu_us
+        out.append((f"{backend}: sidecar CPU per published message @64 in flight, delivery included, the "
+                    f"subscription's concurrency {WIDE_CONCURRENCY} {matched:.1f} µs (for scale: the default "
+                    f"concurrency is the target's line)", None))  # fmt: skip
     if "redis" in backends:
         delivery = table[("redis", SERIAL.name, SIDECAR)].delivery_p50_us
         out.append((f"redis: delivery p50 end to end @1 in flight {delivery:.0f} µs (<= {DELIVERY_P50_US:.0f} µs)",
@@ -400,7 +419,7 @@ def main() -> int:
         stack.callback(sidecar.stop)
         load_args = [
             "--sidecar", f"127.0.0.1:{sidecar.grpc_port}", "--app-port", str(app_port),
-            "--subscribe", ",".join(f"{b}/{topics(b)[SIDECAR]}" for b in backends),
+            "--subscribe", ",".join(f"{b}/{topics(b)[SIDECAR]},{wide(b)}/{topics(b)[WIDE]}" for b in backends),
         ]  # fmt: skip
         if "redis" in backends:
             load_args += ["--redis", addresses["redis"], "--redis-topic", topics("redis")[DIRECT]]
@@ -408,13 +427,13 @@ def main() -> int:
             load_args += ["--nats", addresses["jetstream"], "--nats-topic", topics("jetstream")[DIRECT]]
         pubload = Pubload(binary, load_args, tmp / "pubload.log")
         stack.callback(pubload.stop)
-        wanted = {f"{b}/{topics(b)[SIDECAR]}" for b in backends}
+        wanted = {f"{p}/{topics(b)[path]}" for b in backends for p, path in ((b, SIDECAR), (wide(b), WIDE))}
         sidecar.wait_for(lambda body: wanted <= set(body.get("app", {}).get("subscriptions", [])),
                          "/actuator/info", "subscriptions of the app")  # fmt: skip
         idle_rss = sidecar.rss_mib()
 
         for backend in backends:  # warm-up: connections, streams, consumers, code paths
-            for path in (DIRECT, SIDECAR, PUBLISH_ONLY):
+            for path in (DIRECT, SIDECAR, PUBLISH_ONLY, WIDE):
                 measure(pubload, sidecar, pids[backend], backend, path, PARALLEL, 0.5, 0.0)
         for round_index in range(args.rounds):
             for backend in backends:
