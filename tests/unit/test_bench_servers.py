@@ -91,6 +91,9 @@ def test_pubsub_bench_manifests_load_as_the_sidecar_reads_them(tmp_path: Path) -
         "pubsub.jetstream",
         {"natsURL": "nats://127.0.0.1:4290"},
     )
+    # The same backend again, delivering as many at once as the publishers keep in flight.
+    assert loaded[bench.wide("redis")].metadata == {"redisHost": "127.0.0.1:6390", "concurrency": "64"}
+    assert loaded[bench.wide("jetstream")].metadata == {"natsURL": "nats://127.0.0.1:4290", "concurrency": "64"}
 
 
 def test_pubsub_bench_targets_compare_the_sidecar_with_the_direct_path() -> None:
@@ -111,6 +114,7 @@ def test_pubsub_bench_targets_compare_the_sidecar_with_the_direct_path() -> None
             out[("redis", load.name, bench.SIDECAR)] = sidecar
             out[("redis", load.name, bench.PUBLISH_ONLY)] = row(200.0, 400.0, -1.0, cpu)
             out[("redis", load.name, bench.DELIVERY_ONLY)] = row(200.0, 400.0, delivery_p50, cpu + 1.0)
+            out[("redis", load.name, bench.WIDE)] = row(200.0, 400.0, delivery_p50, cpu + 2.0)
         return out
 
     def verdicts(checks: list[tuple[str, bool | None]]) -> list[bool]:
@@ -126,5 +130,12 @@ def test_pubsub_bench_targets_compare_the_sidecar_with_the_direct_path() -> None
     # Delivery's CPU alone is shown beside the target, not checked against it.
     shown = [text for text, passed in bench.checks(table(100.0, 300.0, 30.0, 1000.0), ("redis",)) if passed is None]
     assert any("delivery alone" in text and "31.0 µs" in text for text in shown)
+    # So is the whole path with the subscription's concurrency matched to the publishers'.
+    assert any(f"concurrency {bench.WIDE_CONCURRENCY} 32.0 µs" in text for text in shown)
+    # ... and a figure that would pass there does not turn the default's miss into a pass.
+    over = table(100.0, 300.0, 31.0, 1000.0)
+    for load in bench.LOADS:
+        over[("redis", load.name, bench.WIDE)] = row(200.0, 400.0, 500.0, 20.0)
+    assert verdicts(bench.checks(over, ("redis",))).count(False) == 1
     # Nothing delivered is no delivery latency at all: a miss, not a pass.
     assert not all(verdicts(bench.checks(table(0.0, 0.0, 1.0, -1.0), ("redis",))))
