@@ -77,8 +77,8 @@ DELIVERY_ONLY = "direct publish, sidecar delivers"
 # Through the sidecar both ways, to a component whose subscriptions deliver up to WIDE_CONCURRENCY
 # messages at once instead of the default: what matching delivery to the publishers' 64 in flight
 # does to the sidecar's CPU per message (each batch of deliveries costs the sidecar a wake-up).
-WIDE = "sidecar, delivery concurrency 64"
 WIDE_CONCURRENCY = 64
+WIDE = f"sidecar, delivery concurrency {WIDE_CONCURRENCY}"
 DELIVERED = (DIRECT, SIDECAR, DELIVERY_ONLY, WIDE)  # the paths whose messages someone consumes
 # For scale: GetState of the sidecar's in-memory store through the same client, at 1000/s:
 # the gRPC hop with almost nothing behind it, the part of "added" no pub/sub work can remove.
@@ -95,7 +95,8 @@ DELIVERY_P50_US = 1000.0  # end to end over Redis Streams at one in flight
 
 
 def topics(backend: str) -> dict[str, str]:
-    """The topic each path publishes to: the direct consumer's, the app's (through the sidecar), nobody's."""
+    """The topic each path publishes to: the direct consumer's, the app's (through the sidecar), nobody's,
+    and the app's through the component that delivers WIDE_CONCURRENCY at once."""
     return {DIRECT: f"pubload-direct-{backend}", SIDECAR: f"pubload-sidecar-{backend}",
             PUBLISH_ONLY: f"pubload-nosub-{backend}", WIDE: f"pubload-wide-{backend}"}  # fmt: skip
 
