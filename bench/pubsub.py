@@ -416,11 +416,13 @@ def main() -> int:
         (folder / "pubsub.yaml").write_text(manifests(addresses))
 
         app_port = free_port()
+        # The app's subscriptions, "pubsub/topic": each backend's default component and its wide one.
+        subscriptions = [f"{p}/{topics(b)[path]}" for b in backends for p, path in ((b, SIDECAR), (wide(b), WIDE))]
         sidecar = SidecarProcess(folder, app_port, tmp / "sidecar.log")
         stack.callback(sidecar.stop)
         load_args = [
             "--sidecar", f"127.0.0.1:{sidecar.grpc_port}", "--app-port", str(app_port),
-            "--subscribe", ",".join(f"{b}/{topics(b)[SIDECAR]},{wide(b)}/{topics(b)[WIDE]}" for b in backends),
+            "--subscribe", ",".join(subscriptions),
         ]  # fmt: skip
         if "redis" in backends:
             load_args += ["--redis", addresses["redis"], "--redis-topic", topics("redis")[DIRECT]]
@@ -428,8 +430,7 @@ def main() -> int:
             load_args += ["--nats", addresses["jetstream"], "--nats-topic", topics("jetstream")[DIRECT]]
         pubload = Pubload(binary, load_args, tmp / "pubload.log")
         stack.callback(pubload.stop)
-        wanted = {f"{p}/{topics(b)[path]}" for b in backends for p, path in ((b, SIDECAR), (wide(b), WIDE))}
-        sidecar.wait_for(lambda body: wanted <= set(body.get("app", {}).get("subscriptions", [])),
+        sidecar.wait_for(lambda body: set(subscriptions) <= set(body.get("app", {}).get("subscriptions", [])),
                          "/actuator/info", "subscriptions of the app")  # fmt: skip
         idle_rss = sidecar.rss_mib()
 
