@@ -1,8 +1,10 @@
-"""``python bench/mesh_echo.py bolt|dubbo PORT``: the echo upstream of make bench's mesh rows.
+"""``python bench/mesh_echo.py bolt|dubbo|tcp PORT``: the echo upstream of make bench's mesh rows.
 
 Python on uvloop, as in the reference figures: each read's complete requests are
 answered in one write. Bolt: a v1 response with the request's id, codec, class, header
-and content. Dubbo: an OK response carrying a null value. Prints "ready" once listening.
+and content. Dubbo: an OK response carrying a null value. Tcp: every byte sent back as
+it came, no protocol at all (the pub/sub bench's bare round trip). Prints "ready" once
+listening.
 """
 
 from __future__ import annotations
@@ -51,6 +53,13 @@ def dubbo_answers(buffer: bytearray) -> tuple[bytes, int]:
     return b"".join(out), at
 
 
+def raw_answers(buffer: bytearray) -> tuple[bytes, int]:
+    return bytes(buffer), len(buffer)
+
+
+ANSWERS = {"bolt": bolt_answers, "dubbo": dubbo_answers, "tcp": raw_answers}
+
+
 class Echo(asyncio.Protocol):
     def __init__(self, answers: object) -> None:
         self.answers = answers
@@ -68,7 +77,7 @@ class Echo(asyncio.Protocol):
 
 
 async def main(protocol: str, port: int) -> None:
-    answers = bolt_answers if protocol == "bolt" else dubbo_answers
+    answers = ANSWERS[protocol]
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: Echo(answers), "127.0.0.1", port)
     print("ready", flush=True)

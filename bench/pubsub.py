@@ -12,7 +12,12 @@ with explicit acks. Every message carries its send time: delivery is publish-to-
 Loads: 1000 publishes/s open loop (each starts on time, whatever the others do), then closed
 loops with 1 and 64 publishes in flight. At 1000/s and 64 in flight the sidecar is also
 measured publishing to a topic nobody subscribes to (publish alone, no delivery meanwhile),
-and once a round GetState of an in-memory store at 1000/s shows the gRPC hop alone. At 64 in
+and once a round, at 1000/s, three figures for scale: GetState of the sidecar's in-memory
+store (its gRPC hop alone); GetState of the native floor (``bench/echo_server.py --kind
+native-floor``: the native gRPC front answering in Rust, no handler, the least a gRPC hop costs
+this client); a round trip to a bare TCP echo (``bench/mesh_echo.py tcp``: the least any hop
+between two processes costs). The sidecar's path has one gRPC hop more than the direct
+client's. At 64 in
 flight pubload also publishes directly to the backend on the topic the sidecar delivers to the
 app, so that the sidecar's CPU in that row is delivery's alone, and publishes through the sidecar
 to a second component of the same backend whose subscription delivers 64 messages at once (the
@@ -48,7 +53,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.run import Child, process_cpu_seconds  # noqa: E402
+from bench.run import Child, Server, process_cpu_seconds, start_baseline  # noqa: E402
 from tests.backends.servers import NatsServer, RedisServer  # noqa: E402
 from tests.sidecar import free_port, serve_command  # noqa: E402
 
@@ -83,6 +88,11 @@ DELIVERED = (DIRECT, SIDECAR, DELIVERY_ONLY, WIDE)  # the paths whose messages s
 # For scale: GetState of the sidecar's in-memory store through the same client, at 1000/s:
 # the gRPC hop with almost nothing behind it, the part of "added" no pub/sub work can remove.
 HOP, HOP_STORE = "GetState in-memory", "in-memory"
+# For scale, through the same client at 1000/s: GetState of the native front answering in Rust (the
+# least a gRPC hop costs), and a round trip to a bare uvloop TCP echo (the least any hop costs).
+GRPC_FLOOR, TCP_FLOOR = "GetState of the native floor", "bare TCP round trip"
+SCALE = (HOP, GRPC_FLOOR, TCP_FLOOR)  # measured once a round, at 1000/s
+NO_SIDECAR = (DIRECT, GRPC_FLOOR, TCP_FLOOR)  # the paths that never reach the sidecar
 # A row ends once every message it published was delivered: at 64 in flight the publishers
 # outrun the consumers and the backlog drains after the last publish. Given up after this
 # many seconds, or this many times the row's publishing time when that is longer.
@@ -273,6 +283,10 @@ def measure(pubload: Pubload, sidecar: SidecarProcess, backend_pid: int, backend
             seconds: float, warmup: float) -> Measured:  # fmt: skip
     if path == HOP:
         target = {"path": "hop", "pubsub": HOP_STORE, "topic": "bench"}
+    elif path == GRPC_FLOOR:
+        target = {"path": "floor", "pubsub": HOP_STORE, "topic": "bench"}
+    elif path == TCP_FLOOR:
+        target = {"path": "echo", "pubsub": "-", "topic": "-"}
     elif path == DELIVERY_ONLY:
         target = {"path": DIRECT, "pubsub": backend, "topic": topics(backend)[SIDECAR]}
     elif path == WIDE:
@@ -296,8 +310,8 @@ def measure(pubload: Pubload, sidecar: SidecarProcess, backend_pid: int, backend
         published_total=total,
         errors=int(report["errors"]),
         undelivered=int(report["undelivered"]),
-        sidecar_cpu_us=float("nan") if path == DIRECT else per_message_us(after[0] - before[0], total),
-        backend_cpu_us=float("nan") if path == HOP else per_message_us(after[1] - before[1], total),
+        sidecar_cpu_us=float("nan") if path in NO_SIDECAR else per_message_us(after[0] - before[0], total),
+        backend_cpu_us=float("nan") if path in SCALE else per_message_us(after[1] - before[1], total),
         pubload_cpu_us=per_message_us(after[2] - before[2], total),
         first_error=str(report.get("first_error") or ""),
     )
@@ -345,6 +359,12 @@ def print_table(table: dict[tuple[str, str, str], Measured], backends: tuple[str
         print(f"\nfor scale, {HOP} through the same client @1000/s (the gRPC hop with almost nothing behind it): "
               f"p50 {hop.publish_p50_us:,.0f} µs, p99 {hop.publish_p99_us:,.0f} µs, "
               f"sidecar CPU {hop.sidecar_cpu_us:.1f} µs/call")  # fmt: skip
+    for path, what in ((GRPC_FLOOR, "the native front answering in Rust, no handler: the least a gRPC hop costs"),
+                       (TCP_FLOOR, "to a bare uvloop echo: the least any hop costs")):  # fmt: skip
+        floor = table.get(("-", OPEN_1000.name, path))
+        if floor is not None:
+            print(f"for scale, {path} through the same client @1000/s ({what}): "
+                  f"p50 {floor.publish_p50_us:,.0f} µs, p99 {floor.publish_p99_us:,.0f} µs")  # fmt: skip
 
 
 def checks(table: dict[tuple[str, str, str], Measured], backends: tuple[str, ...]) -> list[tuple[str, bool | None]]:
@@ -376,6 +396,11 @@ def checks(table: dict[tuple[str, str, str], Measured], backends: tuple[str, ...
         out.append((f"{backend}: sidecar CPU per published message @64 in flight, delivery included, the "
                     f"subscription's concurrency {WIDE_CONCURRENCY} {matched:.1f} µs (for scale: the default "
                     f"concurrency is the target's line)", None))  # fmt: skip
+    floor = table.get(("-", OPEN_1000.name, GRPC_FLOOR))
+    if floor is not None:
+        out.append((f"{GRPC_FLOOR} @1000/s, a gRPC hop with no work behind it, the hop the sidecar's path adds to "
+                    f"the direct one: p50 {floor.publish_p50_us:.0f} / p99 {floor.publish_p99_us:.0f} µs (for scale "
+                    f"beside the {ADDED_P50_US:.0f} / {ADDED_P99_US:.0f} µs added-latency targets)", None))  # fmt: skip
     if "redis" in backends:
         delivery = table[("redis", SERIAL.name, SIDECAR)].delivery_p50_us
         out.append((f"redis: delivery p50 end to end @1 in flight {delivery:.0f} µs (<= {DELIVERY_P50_US:.0f} µs)",
@@ -415,6 +440,11 @@ def main() -> int:
         folder.mkdir()
         (folder / "pubsub.yaml").write_text(manifests(addresses))
 
+        echo_port = free_port()
+        echo = Server("tcp echo", [sys.executable, "bench/mesh_echo.py", "tcp", str(echo_port)], None, echo_port)
+        stack.callback(echo.stop)
+        grpc_floor = start_baseline("native-floor")
+        stack.callback(grpc_floor.stop)
         app_port = free_port()
         # The app's subscriptions, "pubsub/topic": each backend's default component and its wide one.
         subscriptions = [f"{p}/{topics(b)[path]}" for b in backends for p, path in ((b, SIDECAR), (wide(b), WIDE))]
@@ -422,7 +452,8 @@ def main() -> int:
         stack.callback(sidecar.stop)
         load_args = [
             "--sidecar", f"127.0.0.1:{sidecar.grpc_port}", "--app-port", str(app_port),
-            "--subscribe", ",".join(subscriptions),
+            "--subscribe", ",".join(subscriptions), "--echo", f"127.0.0.1:{echo_port}",
+            "--grpc-floor", f"127.0.0.1:{grpc_floor.port}",
         ]  # fmt: skip
         if "redis" in backends:
             load_args += ["--redis", addresses["redis"], "--redis-topic", topics("redis")[DIRECT]]
@@ -444,9 +475,10 @@ def main() -> int:
                         runs.setdefault((backend, load.name, path), []).append(
                             measure(pubload, sidecar, pids[backend], backend, path, load, args.seconds, args.warmup)
                         )
-            runs.setdefault(("-", OPEN_1000.name, HOP), []).append(
-                measure(pubload, sidecar, pids[backends[0]], "-", HOP, OPEN_1000, args.seconds, args.warmup)
-            )
+            for path in round_order(round_index, SCALE):
+                runs.setdefault(("-", OPEN_1000.name, path), []).append(
+                    measure(pubload, sidecar, pids[backends[0]], "-", path, OPEN_1000, args.seconds, args.warmup)
+                )
         loaded_rss = sidecar.rss_mib()
 
     table = {key: median_of(value) for key, value in runs.items()}

@@ -6,6 +6,9 @@
 // sidecar dials (OnTopicEvent, answered SUCCESS) or as a direct consumer (XREADGROUP + XACK,
 // a JetStream pull consumer with explicit acks). Every message carries its run and its send
 // time, so publish-to-delivery is measured on this process's monotonic clock.
+// For scale it also times round trips to a bare TCP echo server (--echo, the echo path), the
+// least a hop between two processes costs on this machine, and GetState calls to a gRPC server
+// that answers without any work (--grpc-floor, the floor path), the least a gRPC hop costs.
 //
 // It starts its callback server and direct consumers, prints {"ready":true}, then reads one
 // JSON command per stdin line, runs it and prints one JSON result line; EOF ends it. The
@@ -21,6 +24,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -252,9 +256,45 @@ type publisher func(ctx context.Context, data []byte) error
 
 type clients struct {
 	sidecar *grpc.ClientConn
+	floor   *grpc.ClientConn // a gRPC server that answers without any work (--grpc-floor)
 	redis   *redis.Client
 	nats    *nats.Conn
 	js      jetstream.JetStream
+	echo    *echoPool
+}
+
+// echoPool holds connections to a bare TCP echo server, one per round trip in flight.
+type echoPool struct {
+	address string
+	idle    chan net.Conn
+}
+
+// roundTrip sends data and reads it back whole over an idle connection (or a new one).
+func (p *echoPool) roundTrip(data []byte) error {
+	var conn net.Conn
+	select {
+	case conn = <-p.idle:
+	default:
+		var err error
+		if conn, err = net.Dial("tcp", p.address); err != nil {
+			return err
+		}
+	}
+	back := make([]byte, len(data))
+	if _, err := conn.Write(data); err != nil {
+		conn.Close()
+		return err
+	}
+	if _, err := io.ReadFull(conn, back); err != nil {
+		conn.Close()
+		return err
+	}
+	select {
+	case p.idle <- conn:
+	default:
+		conn.Close()
+	}
+	return nil
 }
 
 func (c *clients) publisher(backend, path, pubsub, topic string) (publisher, error) {
@@ -272,16 +312,17 @@ func (c *clients) publisher(backend, path, pubsub, topic string) (publisher, err
 		if c.sidecar == nil {
 			return nil, errors.New("no --sidecar given")
 		}
-		var request []byte
-		request = protowire.AppendTag(request, 1, protowire.BytesType)
-		request = protowire.AppendString(request, pubsub) // the store's name
-		request = protowire.AppendTag(request, 2, protowire.BytesType)
-		request = protowire.AppendString(request, topic) // the key
-		return func(ctx context.Context, _ []byte) error {
-			in := slices.Clone(request)
-			var out []byte
-			return c.sidecar.Invoke(ctx, getStateMethod, &in, &out, grpc.ForceCodec(rawCodec{}))
-		}, nil
+		return getState(c.sidecar, pubsub, topic), nil
+	case path == "floor": // GetState of a server that answers in Rust alone: a gRPC hop and nothing else
+		if c.floor == nil {
+			return nil, errors.New("no --grpc-floor given")
+		}
+		return getState(c.floor, pubsub, topic), nil
+	case path == "echo": // one bare loopback round trip: the least any hop costs here
+		if c.echo == nil {
+			return nil, errors.New("no --echo given")
+		}
+		return func(_ context.Context, data []byte) error { return c.echo.roundTrip(data) }, nil
 	case path == "direct" && backend == "redis" && c.redis != nil:
 		return func(ctx context.Context, data []byte) error {
 			return c.redis.XAdd(ctx, &redis.XAddArgs{Stream: topic, Values: []any{"data", envelope(data, topic, pubsub)}}).Err()
@@ -293,6 +334,20 @@ func (c *clients) publisher(backend, path, pubsub, topic string) (publisher, err
 		}, nil
 	}
 	return nil, fmt.Errorf("no publisher for %s %s", backend, path)
+}
+
+// getState calls GetState of key in store over conn, its answer unread.
+func getState(conn *grpc.ClientConn, store, key string) publisher {
+	var request []byte
+	request = protowire.AppendTag(request, 1, protowire.BytesType)
+	request = protowire.AppendString(request, store)
+	request = protowire.AppendTag(request, 2, protowire.BytesType)
+	request = protowire.AppendString(request, key)
+	return func(ctx context.Context, _ []byte) error {
+		in := slices.Clone(request)
+		var out []byte
+		return conn.Invoke(ctx, getStateMethod, &in, &out, grpc.ForceCodec(rawCodec{}))
+	}
 }
 
 // consumeRedis reads topic as one consumer of a group, as the sidecar's component does.
@@ -358,7 +413,7 @@ func consumeJetStream(ctx context.Context, js jetstream.JetStream, topic string)
 
 type command struct {
 	Backend      string  `json:"backend"` // redis | jetstream
-	Path         string  `json:"path"`    // direct | sidecar | hop (GetState of key topic in store pubsub)
+	Path         string  `json:"path"`    // direct | sidecar | hop, floor (GetState of key topic in store pubsub) | echo
 	Pubsub       string  `json:"pubsub"`  // the sidecar's component name
 	Topic        string  `json:"topic"`
 	Rate         float64 `json:"rate"`      // > 0: open loop at this many publishes a second
@@ -521,6 +576,8 @@ func main() {
 	redisTopic := flag.String("redis-topic", "", "stream the direct Redis consumer reads")
 	natsURL := flag.String("nats", "", "nats-server URL for the direct path")
 	natsTopic := flag.String("nats-topic", "", "subject the direct JetStream consumer reads")
+	echoAddr := flag.String("echo", "", "a bare TCP echo server host:port for the echo path")
+	floorAddr := flag.String("grpc-floor", "", "a gRPC server answering GetState without any work, for the floor path")
 	flag.Parse()
 
 	ctx, stop := context.WithCancel(context.Background())
@@ -541,13 +598,22 @@ func main() {
 		}
 		defer server.Stop()
 	}
-	if *sidecar != "" {
-		conn, err := grpc.NewClient(*sidecar, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	for _, target := range []struct {
+		address string
+		conn    **grpc.ClientConn
+	}{{*sidecar, &c.sidecar}, {*floorAddr, &c.floor}} {
+		if target.address == "" {
+			continue
+		}
+		conn, err := grpc.NewClient(target.address, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
-			fail("sidecar client", err)
+			fail("gRPC client of "+target.address, err)
 		}
 		conn.Connect()
-		c.sidecar = conn
+		*target.conn = conn
+	}
+	if *echoAddr != "" {
+		c.echo = &echoPool{address: *echoAddr, idle: make(chan net.Conn, 128)}
 	}
 	if *redisAddr != "" {
 		// Publishers get a connection each at 64 in flight, as an app with a pool would.

@@ -139,3 +139,12 @@ def test_pubsub_bench_targets_compare_the_sidecar_with_the_direct_path() -> None
     assert verdicts(bench.checks(over, ("redis",))).count(False) == 1
     # Nothing delivered is no delivery latency at all: a miss, not a pass.
     assert not all(verdicts(bench.checks(table(0.0, 0.0, 1.0, -1.0), ("redis",))))
+    # The gRPC hop with no work behind it is shown beside the latency targets, never checked:
+    # a floor that would miss them does not turn the sidecar's pass into a miss, nor the reverse.
+    for floor_p50, added in ((150.0, 100.0), (50.0, 101.0)):
+        with_floor = table(added, 300.0, 30.0, 1000.0)
+        with_floor[("-", bench.OPEN_1000.name, bench.GRPC_FLOOR)] = row(floor_p50, 370.0)
+        checked = bench.checks(with_floor, ("redis",))
+        assert verdicts(checked) == verdicts(bench.checks(table(added, 300.0, 30.0, 1000.0), ("redis",)))
+        assert any(bench.GRPC_FLOOR in text and f"p50 {floor_p50:.0f} / p99 370 µs" in text
+                   for text, passed in checked if passed is None)  # fmt: skip
