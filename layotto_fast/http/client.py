@@ -136,9 +136,7 @@ class HttpClient:
         else:
             # Only a new connection goes through wait_for (it makes a Task; asyncio.timeout
             # would need the handler to run in one, and the native transport runs it in none).
-            _, connection = await asyncio.wait_for(
-                loop.create_connection(_Connection, self._host, self._port), timeout
-            )
+            _, connection = await asyncio.wait_for(loop.create_connection(_Connection, self._host, self._port), timeout)
         answer = connection.send(data)
         # A kept-alive exchange is timed by a plain timer on the answer's future: no Task,
         # no extra loop passes between the upstream's answer and the caller's.

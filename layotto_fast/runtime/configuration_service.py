@@ -84,9 +84,7 @@ class ConfigurationService:
             )
         await store.save(ready)
 
-    async def delete(
-        self, store_name: str, app_id: str, keys: Sequence[str], group: str = "", label: str = ""
-    ) -> None:
+    async def delete(self, store_name: str, app_id: str, keys: Sequence[str], group: str = "", label: str = "") -> None:
         store = self._store(store_name)
         if not keys:
             raise InvalidArgument("keys is empty: name the configuration keys to delete")

@@ -20,6 +20,7 @@ def test_strictly_increasing_in_call_order(harness: Harness, implementation: Imp
     key = uuid.uuid4().hex
     serial = [harness.run(sequencer.next_id(key)) for _ in range(20)]
     assert serial == sorted(set(serial)) and serial[0] >= 1
+
     async def many() -> list[int]:
         return list(await asyncio.gather(*(sequencer.next_id(key) for _ in range(200))))
 

@@ -75,7 +75,6 @@ class FreezingProxy:
             except OSError:
                 return
 
-
     def _is_frozen(self, client: socket.socket) -> bool:
         with self._lock:
             return client in self._frozen

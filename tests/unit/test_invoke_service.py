@@ -150,8 +150,9 @@ def test_dubbo_json_rpc_makes_a_generic_call_and_json_of_the_answer() -> None:
     assert typed.extensions[DUBBO_GENERIC].arg_types == ["java.lang.Integer"]
     result = InvokeResult(data=b"", extensions={DUBBO_REPLY: (20, "value", {"a": 1}, {})})
     assert step.after(request, result).data == b'{"a":1}'
-    thrown = InvokeResult(data=b"", extensions={DUBBO_REPLY: (20, "exception", {"$class": "x.Boom",
-                                                                                "detailMessage": "bad"}, {})})
+    thrown = InvokeResult(
+        data=b"", extensions={DUBBO_REPLY: (20, "exception", {"$class": "x.Boom", "detailMessage": "bad"}, {})}
+    )
     with pytest.raises(Exception, match=r"threw x\.Boom: bad"):
         step.after(request, thrown)
     for bad in (b"{", b'{"types": ["a"], "args": [1, 2]}', b'"text"'):

@@ -60,7 +60,6 @@ from layotto_fast.runtime.configuration import ChangeListener, ConfigItem, Confi
 log = logging.getLogger(__name__)
 
 
-
 SEPARATOR = "|"
 NOTIFY_SETTING = "notify-keyspace-events"
 NEEDED_EVENTS = "Kgh$x"
