@@ -4,8 +4,10 @@ same run, at one connection with one request in flight, 64 x 1 and 64 x 16.
 
 The load generator is ``bench/meshload`` (Rust; its own CPU share is printed), sending
 the request frames recorded from anthunder and dubbo-ssl-python with fresh ids. Each
-figure is the median of the rounds; rounds alternate the paths so that the machine's
-drift touches them alike. Proxy CPU per request is its process CPU clock over the run
+figure is the median of the rounds (five by default); rounds alternate the paths so that the
+machine's drift touches them alike. A p99 at one request in flight moves by tens of µs from
+one 3-second round to the next here (ten Bolt rounds in one run: 121 to 211 µs through the
+sidecar, 114 to 154 µs direct), so a median of three let one or two rounds decide a line. Proxy CPU per request is its process CPU clock over the run
 (the sidecar's whole process); RSS is read after the loaded runs.
 
 InvokeService to the Bolt and HTTP upstreams is timed twice: by ghz, as the other gRPC
@@ -347,7 +349,7 @@ def ghz_invoke(ghz: str, descriptors: Path, body: Path, port: int, in_flight: in
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--protocols", default="bolt,dubbo")
     parser.add_argument("--no-invoke", action="store_true", help="skip the InvokeService rows")
