@@ -7,8 +7,9 @@ the request frames recorded from anthunder and dubbo-ssl-python with fresh ids. 
 figure is the median of the rounds (five by default); rounds alternate the paths so that the
 machine's drift touches them alike. A p99 at one request in flight moves by tens of µs from
 one 3-second round to the next here (ten Bolt rounds in one run: 121 to 211 µs through the
-sidecar, 114 to 154 µs direct), so a median of three let one or two rounds decide a line. Proxy CPU per request is its process CPU clock over the run
-(the sidecar's whole process); RSS is read after the loaded runs.
+sidecar, 114 to 154 µs direct), so a median of three let one or two rounds decide a line.
+Proxy CPU per request is its process CPU clock over the run (the sidecar's whole process);
+RSS is read after the loaded runs.
 
 InvokeService to the Bolt and HTTP upstreams is timed twice: by ghz, as the other gRPC
 rows of ``make bench`` are, and by meshload's own gRPC client, the client of the direct
