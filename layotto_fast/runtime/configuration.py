@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -40,6 +42,45 @@ class ConfigQuery:
 
 # Called on the loop with the items changed; a deleted item has empty content.
 ChangeListener = Callable[[list[ConfigItem]], None]
+
+log = logging.getLogger(__name__)
+
+
+class Watches:
+    """A store's watches: each a query, and the listener told of the changes that match it."""
+
+    def __init__(self) -> None:
+        self._watches: dict[int, tuple[ConfigQuery, ChangeListener]] = {}
+        self._ids = itertools.count()
+
+    def add(self, query: ConfigQuery, listener: ChangeListener) -> int:
+        """The new watch's id, for ``remove``."""
+        watch_id = next(self._ids)
+        self._watches[watch_id] = (query, listener)
+        return watch_id
+
+    def remove(self, watch_id: int) -> bool:
+        """Whether the watch was there (a cancel may come twice)."""
+        return self._watches.pop(watch_id, None) is not None
+
+    def __len__(self) -> int:
+        return len(self._watches)
+
+    def queries(self) -> list[ConfigQuery]:
+        return [query for query, _ in self._watches.values()]
+
+    def notify(self, changed: list[ConfigItem]) -> None:
+        """Tell each listener the changed items its query matches; one that fails is logged
+        and keeps its watch."""
+        if not changed:
+            return
+        for query, listener in list(self._watches.values()):  # a listener may cancel a watch
+            matching = [item for item in changed if query.matches(item)]
+            if matching:
+                try:
+                    listener(matching)
+                except Exception:
+                    log.exception("configuration listener failed")
 
 
 class ConfigurationStore(Component, Protocol):

@@ -59,7 +59,7 @@ from layotto_fast.components.etcd_client import (
 )
 from layotto_fast.errors import InvalidArgument, RuntimeApiError, Unavailable
 from layotto_fast.manifest import ComponentManifest
-from layotto_fast.runtime.configuration import ChangeListener, ConfigItem, ConfigQuery
+from layotto_fast.runtime.configuration import ChangeListener, ConfigItem, ConfigQuery, Watches
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class _AppWatch:
     def __init__(self, app_id: str, prefix: bytes) -> None:
         self.app_id = app_id
         self.prefix = prefix
-        self.listeners: dict[int, tuple[ConfigQuery, ChangeListener]] = {}
+        self.watches = Watches()
         self.task: asyncio.Task[None] | None = None
         self.revision = 0  # every event up to this revision has been handled (0: none yet)
         self.established = asyncio.Event()
@@ -138,17 +138,6 @@ class _AppWatch:
             self._delivered = {key: done for key, done in self._delivered.items() if done[1] > stale}
         return fresh
 
-    def deliver(self, items: list[ConfigItem]) -> None:
-        if not items:
-            return
-        for query, listener in list(self.listeners.values()):
-            matching = [item for item in items if query.matches(item)]
-            if matching:
-                try:
-                    listener(matching)
-                except Exception:
-                    log.exception("configuration listener failed")
-
 
 class EtcdConfigurationStore:
     def __init__(self, config: EtcdConfig) -> None:
@@ -156,7 +145,6 @@ class EtcdConfigurationStore:
         self._conn = EtcdConnection(config)
         self._apps: dict[str, _AppWatch] = {}
         self._stopping: set[asyncio.Task[None]] = set()
-        self._next_watch = 0
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop the watches run on
 
     @classmethod
@@ -262,7 +250,7 @@ class EtcdConfigurationStore:
         for app_id, watch in self._apps.items():
             mine = [(_relative(item), revision, item) for item in items if item.app_id == app_id]
             if mine:
-                watch.deliver(watch.claim(mine))
+                watch.watches.notify(watch.claim(mine))
 
     # --- watch --------------------------------------------------------------------------------------
 
@@ -275,13 +263,11 @@ class EtcdConfigurationStore:
             loop = self._loop or asyncio.get_running_loop()  # watch() may be called off the loop
             watch.task = loop.create_task(self._follow(watch), name=f"{self.config.component} watch of app {app_id!r}")
             self._apps[app_id] = watch
-        watch_id = self._next_watch
-        self._next_watch += 1
-        watch.listeners[watch_id] = (query, listener)
+        watch_id = watch.watches.add(query, listener)
         return lambda: self._unwatch(watch, watch_id)
 
     def _unwatch(self, watch: _AppWatch, watch_id: int) -> None:
-        if watch.listeners.pop(watch_id, None) is None or watch.listeners:
+        if not watch.watches.remove(watch_id) or watch.watches:
             return
         if self._apps.get(watch.app_id) is watch:
             del self._apps[watch.app_id]
@@ -387,7 +373,7 @@ class EtcdConfigurationStore:
                     tags, meta = _parse_attrs(attrs[relative])
                     changes[index] = (relative, revision, replace(item, tags=tags, metadata=meta))
         watch.revision = max(watch.revision, top)
-        watch.deliver(watch.claim(changes))
+        watch.watches.notify(watch.claim(changes))
 
     async def _read_attrs(self, app_id: str, relatives: list[str]) -> dict[str, bytes]:
         """The stored attributes of items; none when etcd does not answer (the change is still told)."""
@@ -414,4 +400,4 @@ class EtcdConfigurationStore:
             watch.app_id,
         )
         watch.revision = revision
-        watch.deliver(watch.claim((_relative(item), mod_revision, item) for item, mod_revision in found))
+        watch.watches.notify(watch.claim((_relative(item), mod_revision, item) for item, mod_revision in found))

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Self
 
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime.component import NoBackend
-from layotto_fast.runtime.configuration import ChangeListener, ConfigItem, ConfigQuery
-
-log = logging.getLogger(__name__)
+from layotto_fast.runtime.configuration import ChangeListener, ConfigItem, ConfigQuery, Watches
 
 ItemId = tuple[str, str, str, str]  # app_id, group, label, key
 
@@ -19,8 +16,7 @@ ItemId = tuple[str, str, str, str]  # app_id, group, label, key
 class InMemoryConfigurationStore(NoBackend):
     def __init__(self) -> None:
         self._items: dict[ItemId, ConfigItem] = {}
-        self._watches: dict[int, tuple[ConfigQuery, ChangeListener]] = {}
-        self._next_watch = 0
+        self._watches = Watches()
 
     @classmethod
     def from_manifest(cls, manifest: ComponentManifest) -> Self:
@@ -32,31 +28,22 @@ class InMemoryConfigurationStore(NoBackend):
     async def save(self, items: list[ConfigItem]) -> None:
         for item in items:
             self._items[(item.app_id, item.group, item.label, item.key)] = item
-        self._notify(items)
+        self._watches.notify(items)
 
     async def delete(self, query: ConfigQuery) -> None:
         gone = [item for item in self._items.values() if query.matches(item)]
         for item in gone:
             del self._items[(item.app_id, item.group, item.label, item.key)]
-        self._notify([replace(item, content="") for item in gone])
+        self._watches.notify([replace(item, content="") for item in gone])
 
     def watch(self, query: ConfigQuery, listener: ChangeListener) -> Callable[[], None]:
-        watch_id = self._next_watch
-        self._next_watch += 1
-        self._watches[watch_id] = (query, listener)
-        return lambda: self._watches.pop(watch_id, None) and None
+        watch_id = self._watches.add(query, listener)
+
+        def cancel() -> None:
+            self._watches.remove(watch_id)
+
+        return cancel
 
     @property
     def watch_count(self) -> int:
         return len(self._watches)
-
-    def _notify(self, changed: list[ConfigItem]) -> None:
-        if not changed:
-            return
-        for query, listener in list(self._watches.values()):
-            matching = [item for item in changed if query.matches(item)]
-            if matching:
-                try:
-                    listener(matching)
-                except Exception:
-                    log.exception("configuration listener failed")

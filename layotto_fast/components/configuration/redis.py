@@ -55,7 +55,7 @@ from redis import exceptions as redis_errors
 
 from layotto_fast.components.redis_client import BACKEND_ERRORS, REDIS_ERRORS, Client, RedisConfig, failure, ping
 from layotto_fast.manifest import ComponentManifest
-from layotto_fast.runtime.configuration import ChangeListener, ConfigItem, ConfigQuery
+from layotto_fast.runtime.configuration import ChangeListener, ConfigItem, ConfigQuery, Watches
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +139,7 @@ class RedisConfigurationStore:
         self._channel_prefix = f"__keyspace@{config.db}__:".encode()
         self._pattern = f"__keyspace@{config.db}__:{_glob(config.key_prefix)}*"
         self._client: Client | None = None
-        self._watches: dict[int, tuple[ConfigQuery, ChangeListener]] = {}
-        self._next_watch = 0
+        self._watches = Watches()
         # Redis key -> the item its listeners were last told about (None: that it is gone).
         self._told: dict[str, ConfigItem | None] = {}
         self._watcher: asyncio.Task[None] | None = None
@@ -295,12 +294,10 @@ class RedisConfigurationStore:
     # --- watches ---------------------------------------------------------------------------
 
     def watch(self, query: ConfigQuery, listener: ChangeListener) -> Callable[[], None]:
-        watch_id = self._next_watch
-        self._next_watch += 1
-        self._watches[watch_id] = (query, listener)
+        watch_id = self._watches.add(query, listener)
 
         def cancel() -> None:
-            if self._watches.pop(watch_id, None) is not None:
+            if self._watches.remove(watch_id):
                 self._forget_unwatched()
 
         return cancel
@@ -311,24 +308,13 @@ class RedisConfigurationStore:
 
     def _watched(self, item_id: ItemId) -> bool:
         identity = _identity(item_id)
-        return any(query.matches(identity) for query, _ in self._watches.values())
+        return any(query.matches(identity) for query in self._watches.queries())
 
     def _forget_unwatched(self) -> None:
         for redis_key in list(self._told):
             item_id = self._item_id(redis_key)
             if item_id is None or not self._watched(item_id):
                 del self._told[redis_key]
-
-    def _notify(self, changed: list[ConfigItem]) -> None:
-        if not changed:
-            return
-        for query, listener in list(self._watches.values()):
-            matching = [item for item in changed if query.matches(item)]
-            if matching:
-                try:
-                    listener(matching)
-                except Exception:
-                    log.exception("configuration listener failed")
 
     def _changes(
         self, current: dict[str, ConfigItem | None], keys: Iterable[str], unknown_gone: bool = True
@@ -366,17 +352,17 @@ class RedisConfigurationStore:
         if wanted:
             async with self._slots:
                 current = await self._read(wanted)
-            self._notify(self._changes(current, wanted))
+            self._watches.notify(self._changes(current, wanted))
 
     async def _resync(self) -> None:
         """After events may have been lost: report every watched item that differs from what was told."""
         found: dict[str, ItemId] = {}
         async with self._slots:
-            for query, _ in list(self._watches.values()):
+            for query in self._watches.queries():
                 found.update(await self._find(query))
             current = await self._read(found)
         gone = [redis_key for redis_key, told in self._told.items() if told is not None and redis_key not in found]
-        self._notify(self._changes(current, [*found, *gone], unknown_gone=False))
+        self._watches.notify(self._changes(current, [*found, *gone], unknown_gone=False))
 
     # --- the subscription ------------------------------------------------------------------
 
