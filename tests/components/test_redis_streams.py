@@ -1,8 +1,10 @@
-"""pubsub.redis against a real redis-server: how its acknowledgements reach Redis.
+"""pubsub.redis against a real redis-server: how its acknowledgements reach Redis, and its
+own metadata.
 
 What every pub/sub component promises is in tests/conformance/test_pubsub.py; these are
 the Redis Streams component's own: settled entries are acknowledged together, in one
-XACK, and none is left pending when the component closes right after settling them.
+XACK, and none is left pending when the component closes right after settling them;
+``maxLenApprox`` trims the stream; the durations read as Dapr's component reads them.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from layotto_fast.components.pubsub.redis import RedisStreamsPubSub
+from layotto_fast.components.pubsub.redis import RedisStreamsPubSub, StreamsConfig
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime import registry
 from layotto_fast.runtime.pubsub import Message, SubscribeOptions, Verdict
@@ -30,10 +32,10 @@ class Harness(LoopHarness):
         self.server = server
         self.topic = f"t{uuid.uuid4().hex[:12]}"
 
-    def make(self) -> RedisStreamsPubSub:
+    def make(self, **metadata: str) -> RedisStreamsPubSub:
         manifest = ComponentManifest(
-            name="streams", type="pubsub.redis", version="v1", metadata={"redisHost": self.server.address},
-            source="test.yaml",
+            name="streams", type="pubsub.redis", version="v1",
+            metadata={"redisHost": self.server.address, **metadata}, source="test.yaml",
         )  # fmt: skip
         component = registry.build(manifest)
         assert isinstance(component, RedisStreamsPubSub)
@@ -149,3 +151,61 @@ def test_an_entry_without_data_is_acknowledged_and_said_so(harness: Harness, cap
 
     with caplog.at_level("WARNING", logger="layotto_fast"):
         harness.run(scenario())
+
+
+def streams_config(**metadata: str) -> StreamsConfig:
+    manifest = ComponentManifest(
+        name="streams", type="pubsub.redis", version="v1", metadata={"redisHost": "127.0.0.1:6379", **metadata},
+        source="test.yaml",
+    )  # fmt: skip
+    return StreamsConfig.from_manifest(manifest)
+
+
+def test_durations_read_as_dapr_reads_them() -> None:
+    """Dapr's defaults (from its code), and plain digits as milliseconds: a manifest written
+    for Dapr means the same here."""
+    defaults = streams_config()
+    assert (defaults.processing_timeout, defaults.redeliver_interval) == (60.0, 15.0)
+    plain = streams_config(processingTimeout="600000", redeliverInterval="5000")
+    assert (plain.processing_timeout, plain.redeliver_interval) == (600.0, 5.0)
+    spelled = streams_config(processingTimeout="2m", redeliverInterval="250ms")
+    assert (spelled.processing_timeout, spelled.redeliver_interval) == (120.0, 0.25)
+
+
+@pytest.mark.parametrize("off", [{"processingTimeout": "0", "redeliverInterval": "100ms"},
+                                 {"processingTimeout": "1ms", "redeliverInterval": "0"}])  # fmt: skip
+def test_either_duration_at_zero_turns_claiming_off(harness: Harness, off: dict[str, str]) -> None:
+    """An entry the subscriber left pending is not handed out again by this sidecar's
+    claimer when either duration is 0 (with both set, the conformance suite shows it is)."""
+    component = harness.make(**off)
+    handled: list[bytes] = []
+
+    async def handler(message: Message) -> Verdict:
+        handled.append(message.data)
+        return Verdict.RETRY
+
+    async def scenario() -> None:
+        await component.subscribe(harness.topic, SubscribeOptions(group="unclaimed"), handler)
+        await component.publish(harness.topic, b"once", {})
+        assert await until(lambda: handled == [b"once"], timeout=5.0)
+        await asyncio.sleep(1.0)  # ten claim intervals, where claiming is on
+
+    harness.run(scenario())
+    assert handled == [b"once"]
+    assert harness.pending("unclaimed") == 1
+
+
+def test_max_len_approx_trims_the_stream(harness: Harness) -> None:
+    """``MAXLEN ~``: Redis trims whole nodes (100 entries each by default), so the stream
+    keeps somewhat more than asked, never the 2,000 published."""
+    trimmed, untrimmed = harness.make(maxLenApprox="100"), harness.make()
+    other = f"{harness.topic}-untrimmed"
+
+    async def publish_all() -> None:
+        for index in range(2000):
+            await trimmed.publish(harness.topic, b"m%d" % index, {})
+            await untrimmed.publish(other, b"m%d" % index, {})
+
+    harness.run(publish_all())
+    assert 100 <= int(harness.server.cli("XLEN", harness.topic)) < 300
+    assert int(harness.server.cli("XLEN", other)) == 2000

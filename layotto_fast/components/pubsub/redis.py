@@ -10,7 +10,10 @@ An entry is acknowledged (``XACK``) only after SUCCESS, or DROP (Redis has no ot
 give one up). Anything else leaves it pending; every ``redeliverInterval`` each subscription
 claims (``XAUTOCLAIM``) the entries pending longer than ``processingTimeout`` in its group,
 its own included, and handles them again: entries read by a sidecar that crashed are not
-lost, they move to a live consumer.
+lost, they move to a live consumer. Either duration at 0 turns claiming off, as in Dapr.
+
+The two durations read as Dapr's Redis Streams component reads them: plain digits are
+milliseconds, and they default to 60s (``processingTimeout``) and 15s (``redeliverInterval``).
 
 Acknowledgements wait up to ``ACK_DELAY`` to go out together, one ``XACK`` for many ids: a
 write and a command per message cost the sidecar and Redis more than the rest of a delivery
@@ -54,8 +57,8 @@ class StreamsConfig:
     redis: RedisConfig
     consumer_id: str = DEFAULT_GROUP
     max_len_approx: int = 0  # 0: never trimmed
-    processing_timeout: float = 60.0
-    redeliver_interval: float = 60.0  # 0: pending entries are never claimed again
+    processing_timeout: float = 60.0  # 0: pending entries are never claimed again
+    redeliver_interval: float = 15.0  # 0: the same
     concurrency: int = 10
     queue_depth: int = 100  # entries asked for per read
 
@@ -65,8 +68,8 @@ class StreamsConfig:
             redis=RedisConfig.from_manifest(manifest),
             consumer_id=metadata.text(manifest, "consumerID", DEFAULT_GROUP),
             max_len_approx=metadata.integer(manifest, "maxLenApprox", 0, minimum=0),
-            processing_timeout=metadata.duration(manifest, "processingTimeout", 60.0, plain_unit=1.0),
-            redeliver_interval=metadata.duration(manifest, "redeliverInterval", 60.0, plain_unit=1.0),
+            processing_timeout=metadata.duration(manifest, "processingTimeout", 60.0),
+            redeliver_interval=metadata.duration(manifest, "redeliverInterval", 15.0),
             concurrency=metadata.integer(manifest, "concurrency", 10, minimum=1),
             queue_depth=metadata.integer(manifest, "queueDepth", 100, minimum=1),
         )
@@ -150,7 +153,7 @@ class _Reader:
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._read()))
-        if self._config.redeliver_interval > 0:
+        if self._config.redeliver_interval > 0 and self._config.processing_timeout > 0:
             self._tasks.append(loop.create_task(self._claim()))
 
     async def stop(self) -> None:
