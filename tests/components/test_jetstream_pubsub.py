@@ -17,7 +17,7 @@ import nats
 import pytest
 
 from layotto_fast.components.pubsub import jetstream, jetstream_pull
-from layotto_fast.components.pubsub.jetstream import JetStreamPubSub, safe_name
+from layotto_fast.components.pubsub.jetstream import JetStreamConfig, JetStreamPubSub, safe_name
 from layotto_fast.errors import FailedPrecondition, StartupError, Unavailable
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime import registry
@@ -303,10 +303,18 @@ def test_init_gives_up_when_nothing_listens(monkeypatch: pytest.MonkeyPatch) -> 
         asyncio.run(pubsub.init())
 
 
+@pytest.mark.parametrize(("value", "at_once"), [("", 16), ("single", 1), ("Parallel", 16), ("4", 4)])
+def test_concurrency_is_dapr_s_mode_or_a_number(value: str, at_once: int) -> None:
+    """A manifest written for Dapr's component (``single``, ``parallel``) starts here too."""
+    config = JetStreamConfig.from_manifest(manifest({"natsURL": "nats://127.0.0.1:4222", "concurrency": value}))
+    assert config.concurrency == at_once
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("natsURL", ""), ("deliverPolicy", "sometimes"), ("ackWait", "0s"), ("maxDeliver", "0"), ("streamName", "a.b")],
-)
+    [("natsURL", ""), ("deliverPolicy", "sometimes"), ("ackWait", "0s"), ("maxDeliver", "0"), ("streamName", "a.b"),
+     ("concurrency", "many"), ("concurrency", "0")],
+)  # fmt: skip
 def test_bad_metadata_names_the_field(field: str, value: str) -> None:
     with pytest.raises(StartupError) as error:
         JetStreamPubSub.from_manifest(manifest({"natsURL": "nats://127.0.0.1:4222", field: value}))

@@ -71,6 +71,11 @@ def safe_name(text: str) -> str:
     return safe if safe == text else f"{safe}_{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
+PARALLEL = 16  # messages handed over at once unless the manifest says otherwise
+# Dapr's JetStream component reads `concurrency` as a mode; a number is this sidecar's own.
+_MODES = {"single": 1, "parallel": PARALLEL}
+
+
 @dataclass(frozen=True)
 class JetStreamConfig:
     servers: tuple[str, ...]
@@ -80,7 +85,7 @@ class JetStreamConfig:
     ack_wait: float = 30.0
     max_deliver: int = -1
     deliver_policy: str = "all"
-    concurrency: int = 16
+    concurrency: int = PARALLEL
     max_ack_pending: int | None = None
     component: str = ""  # "name (type)", for messages
 
@@ -103,6 +108,13 @@ class JetStreamConfig:
         if policy not in _DELIVER:
             raise bad("deliverPolicy", f"must be all, new or last, got {policy!r}")
         max_ack_pending = metadata.integer(manifest, "maxAckPending", 0, minimum=-1)
+        mode = metadata.text(manifest, "concurrency", "").strip().lower()
+        if mode in _MODES:
+            concurrency = _MODES[mode]
+        elif mode and not mode.isdigit():
+            raise bad("concurrency", f"must be single, parallel or a number of messages at once, got {mode!r}")
+        else:
+            concurrency = metadata.integer(manifest, "concurrency", PARALLEL, minimum=1)
         return cls(
             servers=servers,
             connection_name=metadata.text(manifest, "name", "layotto-fast"),
@@ -115,7 +127,7 @@ class JetStreamConfig:
             ack_wait=ack_wait,
             max_deliver=max_deliver,
             deliver_policy=policy,
-            concurrency=metadata.integer(manifest, "concurrency", 16, minimum=1),
+            concurrency=concurrency,
             max_ack_pending=max_ack_pending or None,
             component=f"{manifest.name} ({manifest.type})",
         )
