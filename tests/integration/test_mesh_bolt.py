@@ -222,6 +222,46 @@ def test_an_unreachable_host_is_retried_on_the_other(tmp_path: Path, upstreams: 
         holder.close()
 
 
+def test_a_host_slow_to_connect_holds_up_only_its_own_requests(
+    tmp_path: Path, upstreams: tuple[FaultUpstream, ...]
+) -> None:
+    """A request waiting for a connection to a host that does not accept does not hold up
+    the requests after it on the same client connection; it is refused on its own."""
+    # A listener whose one-connection backlog is full: the kernel drops further SYNs, so a
+    # connect to it hangs until the cluster's connect timeout.
+    stuck = socket.socket()
+    stuck.bind(("127.0.0.1", 0))
+    stuck.listen(0)
+    filler = socket.create_connection(stuck.getsockname())
+    port = sidecar_process.free_port()
+    routes = [
+        {"name": "echo", "match": {"service": ECHO}, "cluster": "echo"},
+        {"name": "stuck", "match": {"service": "com.example.Stuck:1.0"}, "cluster": "stuck", "retries": 0},
+    ]
+    clusters = [
+        {"name": "echo", "protocol": "bolt", "hosts": [upstreams[0].address]},
+        {"name": "stuck", "protocol": "bolt", "hosts": [f"127.0.0.1:{stuck.getsockname()[1]}"],
+         "connect_timeout_ms": 1500},
+    ]  # fmt: skip
+    config = write(tmp_path / "mesh.yaml", mesh_config(port, routes, clusters))
+    sidecar = sidecar_process.start(tmp_path, "--config", str(config))
+    try:
+        client = BoltClient(("127.0.0.1", port))
+        client.send(client.request(1, ECHO))  # the echo cluster's connection is open from here on
+        assert client.responses(1)[0][:2] == (1, STATUS_SUCCESS)
+        client.send(client.request(2, "com.example.Stuck:1.0") + client.request(3, ECHO))
+        sent = time.monotonic()
+        assert client.responses(1)[0][:2] == (3, STATUS_SUCCESS)
+        assert time.monotonic() - sent < 1.0, "the echo request waited for the stuck connect"
+        refused = client.responses(1)[0]
+        assert refused[0] == 2 and refused[1] != STATUS_SUCCESS
+        assert time.monotonic() - sent >= 1.4  # refused once the connect timed out, not before
+    finally:
+        sidecar.stop()
+        filler.close()
+        stuck.close()
+
+
 def test_reload_on_sighup_and_a_bad_file_keeps_the_old_routes(mesh: Mesh, upstreams: tuple[FaultUpstream, ...]) -> None:
     config = yaml.safe_load(mesh.config.read_text())
     new_route = {"name": "new", "match": {"service": "com.example.New"}, "cluster": "second"}

@@ -3,8 +3,10 @@
 //! own words.
 
 use std::cell::RefCell;
+use std::future::{poll_fn, Future};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -94,7 +96,7 @@ async fn serve_client<C: Codec>(stream: TcpStream, listener: Rc<Listener>) {
 }
 
 /// Handles one whole frame from a client; false if it was malformed.
-async fn on_frame<C: Codec>(mut frame: BytesMut, listener: &Listener, client: &Rc<Outbox>) -> bool {
+async fn on_frame<C: Codec>(frame: BytesMut, listener: &Listener, client: &Rc<Outbox>) -> bool {
     let Ok(head) = C::head(&frame) else {
         return false;
     };
@@ -104,7 +106,7 @@ async fn on_frame<C: Codec>(mut frame: BytesMut, listener: &Listener, client: &R
             client.push(&C::heartbeat_reply(&frame, &head));
         }
         FrameKind::Request | FrameKind::Oneway => {
-            forward::<C>(&mut frame, head, listener, client).await;
+            forward::<C>(frame, head, listener, client).await;
         }
         // Nothing was asked of this client: its answers have nowhere to go; and a client
         // saying it takes no more requests changes nothing here (none are sent to it).
@@ -126,17 +128,17 @@ fn refuse<C: Codec>(
 }
 
 async fn forward<C: Codec>(
-    frame: &mut [u8],
+    mut frame: BytesMut,
     head: FrameHead,
     listener: &Listener,
     client: &Rc<Outbox>,
 ) {
     let routing = listener.routing.borrow().clone();
     let table = &routing.listeners[listener.index];
-    let meta = match C::request_meta(frame, table.table.needs_headers()) {
+    let meta = match C::request_meta(&frame, table.table.needs_headers()) {
         Ok(meta) => meta,
         Err(e) => {
-            refuse::<C>(client, frame, &head, Refusal::BadRequest, &e.to_string());
+            refuse::<C>(client, &frame, &head, Refusal::BadRequest, &e.to_string());
             return;
         }
     };
@@ -146,24 +148,38 @@ async fn forward<C: Codec>(
             "no route for service {:?} version {:?}",
             meta.service, meta.version
         );
-        refuse::<C>(client, frame, &head, Refusal::NoService, &message);
+        refuse::<C>(client, &frame, &head, Refusal::NoService, &message);
         return;
     };
     let route: &Route = &table.routes[index];
     if route.bucket.as_ref().is_some_and(|bucket| !bucket.take()) {
         route.stats.count(Outcome::RateLimited);
-        refuse::<C>(client, frame, &head, Refusal::Overloaded, "rate limited");
+        refuse::<C>(client, &frame, &head, Refusal::Overloaded, "rate limited");
         return;
     }
     let cluster = routing.clusters[route.pick_cluster()].clone();
     let reply = (head.kind == FrameKind::Request).then(|| ReplyTo::Client(client.clone()));
-    let sending = Sending {
-        timeout: route.timeout,
-        retries: route.retries,
-        stats: &route.stats,
-    };
-    if let Err((refusal, why)) = dispatch::<C>(&cluster, frame, head, reply, sending).await {
-        refuse::<C>(client, frame, &head, refusal, &why);
+    let (timeout, retries, stats) = (route.timeout, route.retries, route.stats.clone());
+    let client = client.clone();
+    let mut sent = Box::pin(async move {
+        let sending = Sending {
+            timeout,
+            retries,
+            stats: &stats,
+        };
+        if let Err((refusal, why)) = dispatch::<C>(&cluster, &mut frame, head, reply, sending).await
+        {
+            refuse::<C>(&client, &frame, &head, refusal, &why);
+        }
+    });
+    // Most requests go out at once, on a connection already open. One that has to wait for
+    // a connection is finished by a task of its own, so that the requests behind it on
+    // this client's connection are not held up by a host slow to accept.
+    if poll_fn(|cx| Poll::Ready(sent.as_mut().poll(cx)))
+        .await
+        .is_pending()
+    {
+        spawn_local(sent);
     }
 }
 
@@ -185,10 +201,7 @@ pub async fn dispatch<C: Codec>(
     sending: Sending<'_>,
 ) -> Result<(), (Refusal, String)> {
     if !cluster.admits() {
-        sending.stats.count(Outcome::BreakerRefused);
-        cluster.stats.requests.count(Outcome::BreakerRefused);
-        cluster.stats.breaker_refused.incr();
-        return Err((Refusal::Overloaded, "too many requests in flight".into()));
+        return Err(too_many_in_flight(cluster, &sending));
     }
     let mut reply = reply;
     let mut tried = Vec::new();
@@ -204,6 +217,10 @@ pub async fn dispatch<C: Codec>(
         };
         match connection::<C>(cluster, host).await {
             Ok(upstream) => {
+                if !cluster.admits() {
+                    // it waited for the connection, and others went out meanwhile
+                    return Err(too_many_in_flight(cluster, &sending));
+                }
                 let started = Instant::now();
                 let pending = reply.take().map(|reply| {
                     let mut request_head = [0u8; REQUEST_HEAD_LEN];
@@ -253,6 +270,14 @@ pub async fn dispatch<C: Codec>(
     sending.stats.count(Outcome::Unavailable);
     cluster.stats.requests.count(Outcome::Unavailable);
     Err((Refusal::Unavailable, why))
+}
+
+/// Counts a request the breaker refuses for `max_requests`, and says why.
+fn too_many_in_flight(cluster: &Cluster, sending: &Sending<'_>) -> (Refusal, String) {
+    sending.stats.count(Outcome::BreakerRefused);
+    cluster.stats.requests.count(Outcome::BreakerRefused);
+    cluster.stats.breaker_refused.incr();
+    (Refusal::Overloaded, "too many requests in flight".into())
 }
 
 pub enum ConnectError {
