@@ -10,6 +10,7 @@ service: ids survive, retries and dead letters behave the same over every backen
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import uuid
 from collections import Counter
@@ -397,3 +398,95 @@ def test_service_leaves_a_message_that_used_up_its_retries_in_the_backend(
     stubborn, counts = harness.run(run())
     assert attempts == [stubborn] * 3, "two attempts, returned to the backend, then handed out again"
     assert (counts.retried, counts.returned, counts.delivered, counts.dropped) == (1, 1, 1, 0), counts
+
+
+def test_service_discards_a_drop_when_there_is_no_dead_letter_topic(
+    harness: Harness, implementation: Implementation, tmp_path: Path
+) -> None:
+    """DROP with no dead-letter topic: counted as dropped and settled in the backend, which
+    never hands it out again (a RETRY there would bring it back within a second here)."""
+    components, service = _service(harness, implementation, tmp_path)
+    topic = _topic()
+    seen: list[bytes] = []
+
+    async def app(event: Event, timeout: float) -> Verdict:
+        seen.append(event.data)
+        return Verdict.DROP if event.data == b"unwanted" else Verdict.SUCCESS
+
+    async def run() -> DeliveryCounts:
+        await components.init_all()
+        stop = await service.subscribe(TopicSubscription("ps", topic, {"consumerID": _group()}), app)
+        await service.publish("ps", topic, b"unwanted", "text/plain", {})
+        await service.publish("ps", topic, b"wanted", "text/plain", {})
+        await Inbox.until(lambda: b"wanted" in seen)
+        await asyncio.sleep(1.5)  # past every backend's redelivery in this matrix
+        await stop()
+        await components.close_all()
+        return service.counts[("ps", topic)]
+
+    counts = harness.run(run())
+    assert Counter(seen) == {b"unwanted": 1, b"wanted": 1}
+    assert (counts.dropped, counts.delivered, counts.returned) == (1, 1, 0), counts
+
+
+def test_service_hands_a_subscription_no_more_than_its_concurrency_at_once(
+    harness: Harness, implementation: Implementation, tmp_path: Path
+) -> None:
+    """The subscription's ``concurrency`` is how many messages the app has at once: it is
+    reached, and never passed."""
+    components, service = _service(harness, implementation, tmp_path)
+    topic = _topic()
+    at_once, most, done = 0, 0, 0
+
+    async def app(event: Event, timeout: float) -> Verdict:
+        nonlocal at_once, most, done
+        at_once += 1
+        most = max(most, at_once)
+        await asyncio.sleep(0.05)
+        at_once -= 1
+        done += 1
+        return Verdict.SUCCESS
+
+    async def run() -> None:
+        await components.init_all()
+        stop = await service.subscribe(
+            TopicSubscription("ps", topic, {"consumerID": _group(), "concurrency": "3"}), app
+        )
+        for index in range(12):
+            await service.publish("ps", topic, b"m%d" % index, "text/plain", {})
+        await Inbox.until(lambda: done == 12)
+        await stop()
+        await components.close_all()
+
+    harness.run(run())
+    assert most == 3
+
+
+def test_service_backs_off_between_attempts_up_to_the_longest_interval(
+    harness: Harness, implementation: Implementation, tmp_path: Path
+) -> None:
+    """Attempts of a RETRY wait retryInitialInterval, then twice that, capped at
+    retryMaxInterval: 100, 150, 150 ms here, where doubling alone would give 100, 200, 400."""
+    components, service = _service(harness, implementation, tmp_path)
+    topic = _topic()
+    loop_times: list[float] = []
+
+    async def app(event: Event, timeout: float) -> Verdict:
+        loop_times.append(asyncio.get_running_loop().time())
+        return Verdict.RETRY if len(loop_times) < 4 else Verdict.SUCCESS
+
+    async def run() -> None:
+        await components.init_all()
+        meta = {"consumerID": _group(), "retryAttempts": "4", "retryInitialInterval": "100ms",
+                "retryMaxInterval": "150ms"}  # fmt: skip
+        stop = await service.subscribe(TopicSubscription("ps", topic, meta), app)
+        await service.publish("ps", topic, b"slow to please", "text/plain", {})
+        await Inbox.until(lambda: service.counts[("ps", topic)].delivered == 1)
+        await stop()
+        await components.close_all()
+
+    harness.run(run())
+    gaps = [later - earlier for earlier, later in itertools.pairwise(loop_times)]
+    assert len(gaps) == 3
+    assert gaps[0] >= 0.095 and gaps[1] >= 0.145 and gaps[2] >= 0.145, gaps
+    assert gaps[2] < 0.35, f"the third wait was not capped: {gaps}"
