@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from layotto_fast.errors import Unavailable
 from layotto_fast.runtime.component import Component
 
 
@@ -44,6 +45,12 @@ class Message:
 
 
 Handler = Callable[[Message], Awaitable[Verdict]]
+
+
+class SubscriberGone(Unavailable):
+    """Raised for a delivery whose subscriber went away (a stream that ended) before it
+    answered: no verdict on the message, which goes back to its backend for the group's
+    other members, neither tried again here nor sent to a dead-letter topic."""
 
 
 @dataclass(frozen=True, slots=True)

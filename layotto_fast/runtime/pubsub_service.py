@@ -8,6 +8,8 @@ to a subscriber (the app's callback, or a SubscribeTopicEvents stream) goes thro
   attempts; then to its dead-letter topic when it has one, else handed back to the
   component unacknowledged (the backend delivers it again later). Never silently gone.
 - DROP: to the dead-letter topic when there is one, else discarded.
+- The subscriber gone before it answered (a stream that ended): back to the component
+  unacknowledged at once, for the group's other members; no retry, no dead letter.
 
 Per-subscription options come from the subscription's metadata (names below); a bad value
 is INVALID_ARGUMENT naming the key.
@@ -32,7 +34,7 @@ from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime.cloudevents import Event, NotACloudEvent, raw_event, raw_id, unwrap, wrap
 from layotto_fast.runtime.lifecycle import Components
 from layotto_fast.runtime.metadata import DURATION_EXAMPLES, parse_duration
-from layotto_fast.runtime.pubsub import Message, PubSub, SubscribeOptions, Unsubscribe, Verdict
+from layotto_fast.runtime.pubsub import Message, PubSub, SubscribeOptions, SubscriberGone, Unsubscribe, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -250,6 +252,10 @@ class _Delivery:
         verdict = self._verdict(event, first)  # read even when no longer wanted: no "never retrieved" warning
         if outcome.done():  # cancelled: the component stopped waiting for it
             return
+        if verdict is None:
+            self._counts.returned += 1
+            outcome.set_result(Verdict.RETRY)
+            return
         if verdict == Verdict.SUCCESS:
             self._counts.delivered += 1
             outcome.set_result(verdict)
@@ -265,7 +271,11 @@ class _Delivery:
             self._counts.retried += 1
             await asyncio.sleep(policy.interval(attempt))
             attempt += 1
-            verdict = await self._attempt(event)
+            answered = await self._attempt(event)
+            if answered is None:
+                self._counts.returned += 1
+                return Verdict.RETRY
+            verdict = answered
         sub = self._subscription
         if verdict == Verdict.SUCCESS:
             self._counts.delivered += 1
@@ -281,7 +291,7 @@ class _Delivery:
         self._counts.returned += 1
         return Verdict.RETRY
 
-    async def _attempt(self, event: Event) -> Verdict:
+    async def _attempt(self, event: Event) -> Verdict | None:
         attempt = self._start_attempt(event)
         try:
             await asyncio.wait([attempt])
@@ -291,14 +301,19 @@ class _Delivery:
         return self._verdict(event, attempt)
 
     @staticmethod
-    def _verdict(event: Event, attempt: asyncio.Future[Verdict]) -> Verdict:
-        """The verdict of a finished attempt: an error or a timeout counts as RETRY."""
+    def _verdict(event: Event, attempt: asyncio.Future[Verdict]) -> Verdict | None:
+        """The verdict of a finished attempt: an error or a timeout counts as RETRY. None when
+        its subscriber went away: that says nothing of the message, which goes back to the
+        backend for the group's other members, not to a retry or a dead-letter topic."""
         if attempt.cancelled():
             log.info("delivering %s was cancelled: counted as RETRY", event.id)
             return Verdict.RETRY
         error = attempt.exception()
         if error is None:
             return attempt.result()
+        if isinstance(error, SubscriberGone):
+            log.info("delivering %s: %s; it goes back to the backend", event.id, error.message)
+            return None
         if isinstance(error, TimeoutError):
             log.info("delivering %s timed out: counted as RETRY", event.id)
         elif isinstance(error, RuntimeApiError):

@@ -3,7 +3,7 @@ verdicts come back by event id.
 
 A delivery waits for the answer with its event's id; the pub/sub service's timeout and
 retry rules apply to it as to a callback. When the stream ends every unanswered delivery
-fails, which the service counts as RETRY: the messages stay in their backend.
+ends with SubscriberGone: the messages go back to their backend, not to a dead-letter topic.
 """
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ import asyncio
 import logging
 from collections import deque
 
-from layotto_fast.errors import Unavailable
 from layotto_fast.runtime.cloudevents import Event
-from layotto_fast.runtime.pubsub import Verdict
+from layotto_fast.runtime.pubsub import SubscriberGone, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +28,7 @@ class StreamSubscriber:
 
     async def deliver(self, event: Event, timeout: float) -> Verdict:
         if self._closed:
-            raise Unavailable("the subscriber's stream has ended")
+            raise SubscriberGone("the subscriber's stream has ended")
         future: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(event.id, deque()).append(future)
         self._outbox.put_nowait(event)
@@ -62,5 +61,5 @@ class StreamSubscriber:
         for waiting in self._waiting.values():
             for future in waiting:
                 if not future.done():
-                    future.set_exception(Unavailable("the subscriber's stream ended before it answered"))
+                    future.set_exception(SubscriberGone("the subscriber's stream ended before it answered"))
         self._waiting.clear()

@@ -3,8 +3,10 @@ verdicts, dead letters, the streaming subscription, and the app's own readiness 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -314,6 +316,72 @@ def test_streaming_subscription_with_verdicts(tmp_path: Path, transport: str) ->
         assert seen == [published.message_id] * 2
         requests.put(None)
         responses.cancel()
+    finally:
+        sidecar.stop()
+
+
+class _Stream:
+    """One SubscribeTopicEvents stream, read on a thread: events arrive in ``events``."""
+
+    def __init__(self, sidecar: sc.Sidecar, topic: str, dead_letter_topic: str | None = None) -> None:
+        self._requests: queue.Queue[pb.SubscribeTopicEventsRequest | None] = queue.Queue()
+        self.events: queue.Queue[Any] = queue.Queue()
+        initial = pb.SubscribeTopicEventsRequestInitial(
+            pubsub_name=PUBSUB, topic=topic, metadata={"retryAttempts": "1"}, dead_letter_topic=dead_letter_topic
+        )
+        self._requests.put(pb.SubscribeTopicEventsRequest(initial_request=initial))
+        self._responses = sidecar.stub().SubscribeTopicEvents(iter(self._requests.get, None))
+        first = next(self._responses)
+        assert first.WhichOneof("subscribe_topic_events_response_type") == "initial_response"
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        with contextlib.suppress(grpc.RpcError):
+            for response in self._responses:
+                self.events.put(response.event_message)
+
+    def next_event(self, timeout: float = 10.0) -> Any:
+        return self.events.get(timeout=timeout)
+
+    def answer(self, event_id: str, status: int) -> None:
+        processed = pb.SubscribeTopicEventsRequestProcessed(
+            id=event_id,
+            status=appcallback_pb2.TopicEventResponse(status=status),  # type: ignore[arg-type]
+        )
+        self._requests.put(pb.SubscribeTopicEventsRequest(event_processed=processed))
+
+    def close(self) -> None:
+        self._requests.put(None)
+        self._responses.cancel()
+        self._reader.join(5.0)
+
+
+def test_a_streaming_subscriber_s_drop_goes_to_its_dead_letter_topic_and_what_it_leaves_comes_back(
+    tmp_path: Path,
+) -> None:
+    """The verdicts of a stream follow the service's rules as a callback's do: DROP sends the
+    message to the subscription's dead-letter topic; a stream that ends before answering
+    leaves its message in the backend, handed to the next subscriber."""
+    sidecar = sc.start(tmp_path, "--app-port", "0")
+    topic, dead = _topic(), _topic()
+    try:
+        subscriber, dead_reader = _Stream(sidecar, topic, dead_letter_topic=dead), _Stream(sidecar, dead)
+        dropped = sidecar.stub().PublishEvent(pb.PublishEventRequest(pubsub_name=PUBSUB, topic=topic, data=b"x"))
+        event = subscriber.next_event()
+        assert event.id == dropped.message_id
+        subscriber.answer(event.id, DROP)
+        assert dead_reader.next_event().id == dropped.message_id
+        dead_reader.close()
+
+        left = sidecar.stub().PublishEvent(pb.PublishEventRequest(pubsub_name=PUBSUB, topic=topic, data=b"y"))
+        assert subscriber.next_event().id == left.message_id
+        subscriber.close()  # unanswered
+        successor = _Stream(sidecar, topic)
+        event = successor.next_event()
+        assert event.id == left.message_id and event.data == b"y"
+        successor.answer(event.id, SUCCESS)
+        successor.close()
     finally:
         sidecar.stop()
 
