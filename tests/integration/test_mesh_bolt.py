@@ -140,6 +140,20 @@ def test_a_frame_split_at_every_offset(mesh: Mesh) -> None:
         assert client.responses(1)[0][:2] == (5, STATUS_SUCCESS)
 
 
+def test_answers_split_at_every_offset_reach_the_client_whole(mesh: Mesh, upstreams: tuple[FaultUpstream, ...]) -> None:
+    """The upstream side's reader is fed answers cut at every byte offset."""
+    for upstream in upstreams:
+        upstream.mode = "split"
+    client = mesh.client()
+    # Each of the two upstreams gets every other request and cuts its n-th answer at byte n;
+    # an answer is a little longer than its request (it adds the upstream header).
+    answers_to_cover = 3 * len(client.request(0, ECHO))
+    for request_id in range(1, answers_to_cover):
+        client.send(client.request(request_id, ECHO, content=b"part-%d" % request_id))
+        answered = client.responses(1)[0]
+        assert (answered[0], answered[1], answered[3]) == (request_id, STATUS_SUCCESS, b"part-%d" % request_id)
+
+
 def test_a_malformed_frame_closes_only_its_connection(mesh: Mesh) -> None:
     bystander = mesh.client()
     offender = mesh.client()

@@ -22,7 +22,8 @@ HEARTBEAT = 0
 class FaultUpstream:
     """Modes: echo, close (drops the connection on a request), silent (never answers a
     request), mute (never answers anything, heartbeats included), unknown (answers an id it
-    was never sent); ``delay`` seconds before each answer."""
+    was never sent), split (echo, each answer written in two pieces a few ms apart, the
+    n-th request's cut at byte n of the answer); ``delay`` seconds before each answer."""
 
     def __init__(self) -> None:
         self.mode = "echo"
@@ -85,7 +86,14 @@ class FaultUpstream:
         if self.delay:
             await asyncio.sleep(self.delay)
         answer = {"upstream": str(self.port), **header}
-        writer.write(native.encode_bolt_response(request_id, codec, 0, "", answer, content))
+        response = bytes(native.encode_bolt_response(request_id, codec, 0, "", answer, content))
+        if self.mode == "split":
+            cut = 1 + (self.requests - 1) % (len(response) - 1)
+            writer.write(response[:cut])
+            await writer.drain()
+            await asyncio.sleep(0.003)  # the rest comes in a later segment, read on its own
+            response = response[cut:]
+        writer.write(response)
 
     def stop(self) -> None:
         async def close() -> None:
