@@ -30,13 +30,12 @@ def _response(request_id: int, text: str) -> bytes:
 class NamedProvider:
     """Answers each request with its name; ``shut_down()`` sends the read-only event."""
 
-    def __init__(self, name: str, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, name: str, loop: asyncio.AbstractEventLoop, port: int = 0) -> None:
         self.name, self.loop = name, loop
         self.silent = False  # reads requests and answers none
         self.writers: list[asyncio.StreamWriter] = []
-        self.server = asyncio.run_coroutine_threadsafe(asyncio.start_server(self._serve, "127.0.0.1", 0), loop).result(
-            5
-        )
+        serving = asyncio.start_server(self._serve, "127.0.0.1", port)
+        self.server = asyncio.run_coroutine_threadsafe(serving, loop).result(5)
         self.address = f"127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -62,13 +61,14 @@ class NamedProvider:
 
 
 @contextmanager
-def named_providers(*names: str) -> Iterator[list[NamedProvider]]:
-    """Providers answering with their ``names``, served by one event loop on a thread."""
+def named_providers(*names: str, port: int = 0) -> Iterator[list[NamedProvider]]:
+    """Providers answering with their ``names``, served by one event loop on a thread (on
+    ``port``, when one name is given and a port)."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     try:
-        yield [NamedProvider(name, loop) for name in names]
+        yield [NamedProvider(name, loop, port) for name in names]
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
