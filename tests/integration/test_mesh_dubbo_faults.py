@@ -5,6 +5,7 @@ the fake of ``tests/mesh/dubbo_fake.py`` (it can be told to keep quiet)."""
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import yaml
 
 from tests import sidecar as sidecar_process
 from tests.mesh.dubbo_fake import call, mesh_config, named_providers, read_response, request
+from tests.mesh.fault_upstream import wait_for
 
 SERVER_TIMEOUT, CHANNEL_INACTIVE, THREADPOOL_EXHAUSTED = 31, 35, 100
 
@@ -100,3 +102,29 @@ def test_an_oversized_frame_closes_only_its_connection(tmp_path: Path) -> None:
         offender.settimeout(5)
         assert offender.recv(1) == b"", "the offender's connection is closed"
         assert call(bystander, 3) == "p", "the other connection carries on"
+
+
+def test_a_provider_that_misses_heartbeats_is_taken_out_and_comes_back(tmp_path: Path) -> None:
+    """Active health checks over Dubbo: the sidecar's heartbeats go to each provider; one
+    that stops answering them gets no requests until it answers again."""
+    with named_providers("good", "bad") as (good, bad):
+        port = sidecar_process.free_port()
+        cluster = {"health_check": {"interval_ms": 100, "timeout_ms": 100}}
+        path = tmp_path / "mesh.yaml"
+        path.write_text(yaml.safe_dump(mesh_config(port, [good.address, bad.address], cluster=cluster)))
+        sidecar = sidecar_process.start(tmp_path, "--config", str(path))
+
+        def healthy() -> dict[str, bool]:
+            _, body = sidecar.http("/actuator/info")
+            return {h["address"]: h["healthy"] for h in json.loads(body)["mesh"]["clusters"][0]["hosts"]}
+
+        try:
+            wait_for(lambda: good.heartbeats > 0 and bad.heartbeats > 0)
+            bad.mute = True
+            wait_for(lambda: not healthy()[bad.address])
+            client = connect(port)
+            assert [call(client, i) for i in range(6)] == ["good"] * 6
+            bad.mute = False
+            wait_for(lambda: healthy()[bad.address])
+        finally:
+            sidecar.stop()

@@ -18,8 +18,12 @@ from layotto_fast_native import decode_dubbo_response, encode_dubbo_request
 
 SERVICE, VERSION = "com.example.EchoService", "1.0"
 MAGIC = b"\xda\xbb"
-HESSIAN2, REQUEST, EVENT = 0x02, 0x80, 0x20
+HESSIAN2, REQUEST, TWO_WAY, EVENT = 0x02, 0x80, 0x40, 0x20
 READ_ONLY_EVENT = MAGIC + bytes([REQUEST | EVENT | HESSIAN2, 0]) + struct.pack(">qi", 0, 2) + b"\x01R"
+
+
+def _heartbeat_answer(request_id: int) -> bytes:
+    return MAGIC + bytes([HESSIAN2 | EVENT, 20]) + struct.pack(">qi", request_id, 1) + b"N"  # a null body
 
 
 def _response(request_id: int, text: str) -> bytes:
@@ -28,11 +32,14 @@ def _response(request_id: int, text: str) -> bytes:
 
 
 class NamedProvider:
-    """Answers each request with its name; ``shut_down()`` sends the read-only event."""
+    """Answers each request with its name and each heartbeat as a provider does;
+    ``shut_down()`` sends the read-only event."""
 
     def __init__(self, name: str, loop: asyncio.AbstractEventLoop, port: int = 0) -> None:
         self.name, self.loop = name, loop
         self.silent = False  # reads requests and answers none
+        self.mute = False  # answers nothing, heartbeats included
+        self.heartbeats = 0
         self.writers: list[asyncio.StreamWriter] = []
         serving = asyncio.start_server(self._serve, "127.0.0.1", port)
         self.server = asyncio.run_coroutine_threadsafe(serving, loop).result(5)
@@ -45,9 +52,16 @@ class NamedProvider:
                 head = await reader.readexactly(16)
                 body = await reader.readexactly(struct.unpack(">i", head[12:16])[0])
                 del body
-                if head[2] & EVENT or self.silent:
-                    continue  # a heartbeat (not needed here), or told to keep quiet
-                writer.write(_response(struct.unpack(">q", head[4:12])[0], self.name))
+                request_id = struct.unpack(">q", head[4:12])[0]
+                if self.mute:
+                    continue
+                if head[2] & EVENT:
+                    if head[2] & TWO_WAY:  # a heartbeat; the read-only event wants no answer
+                        self.heartbeats += 1
+                        writer.write(_heartbeat_answer(request_id))
+                    continue
+                if not self.silent:
+                    writer.write(_response(request_id, self.name))
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
 
@@ -98,9 +112,10 @@ def call(client: socket.socket, request_id: int) -> str:
 
 
 def mesh_config(port: int, hosts: list[str], route: dict[str, Any] | None = None,
-                listener: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+                listener: dict[str, Any] | None = None,
+                cluster: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
     """A sidecar ``--config``: a Dubbo listener on ``port`` routing the test service to a
-    cluster ``c`` of ``hosts``; ``route`` and ``listener`` add to theirs."""
+    cluster ``c`` of ``hosts``; ``route``, ``listener`` and ``cluster`` add to theirs."""
     routes = [{"name": "echo", "match": {"service": SERVICE, "version": VERSION}, "cluster": "c", **(route or {})}]
     return {
         "mesh": {
@@ -108,6 +123,6 @@ def mesh_config(port: int, hosts: list[str], route: dict[str, Any] | None = None
                 {"name": "dubbo-in", "protocol": "dubbo", "address": f"127.0.0.1:{port}", **(listener or {}),
                  "routes": routes}
             ],
-            "clusters": [{"name": "c", "protocol": "dubbo", "hosts": hosts}],
+            "clusters": [{"name": "c", "protocol": "dubbo", "hosts": hosts, **(cluster or {})}],
         }
     }  # fmt: skip
