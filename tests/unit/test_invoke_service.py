@@ -191,3 +191,10 @@ def test_a_sofarpc_error_answer_is_read_in_either_serialization() -> None:
     ok = native.decode_bolt_response(bytes.fromhex(vectors["bolt_response_sofarpc"]["hex"]))[-1]
     assert _bolt_error_message(1, ok) == _bolt_error_message(1, b"\xff\x00") == ""
     assert _bolt_error_message(11, b"\x0a\x03bad") == "", "protobuf content is not read"
+
+
+def test_a_target_without_a_timeout_has_layottos_3000_ms() -> None:
+    targets = [{"id": "a", "channel": "http", "address": "h:1"},
+               {"id": "b", "channel": "http", "address": "h:1", "timeout_ms": 250}]  # fmt: skip
+    settings = parse({"targets": targets}, "c.yaml")
+    assert [t.timeout_ms for t in settings.targets] == [3000, 250]
