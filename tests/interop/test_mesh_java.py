@@ -330,6 +330,24 @@ def test_invoke_service_reaches_the_dubbo_provider_with_a_generic_call(mesh: Mes
     assert nothing is None
 
 
+def test_invoke_service_reads_a_java_object_answer_of_every_field_kind(mesh: Mesh) -> None:
+    """A generic call whose argument is a map realized into a Java object, and whose answer
+    is that Java object as Dubbo generalizes it: a map naming its class, with a date, a
+    long, a double, a boolean, a list, a nested map, a nested object and a null, read by the
+    sidecar's Hessian reader from Java's own bytes."""
+    sent = {"text": "hi", "count": 2, "tags": ["first"]}
+    answer, _ = invoke(mesh, "dubbo-echo", "greet", {"types": ["com.example.Greeting"], "args": [sent]})
+    assert answer["class"] == "com.example.Greeting", answer
+    assert (answer["text"], answer["count"], answer["total"], answer["ratio"], answer["loud"]) == (
+        "hi!", 3, 1 << 40, 0.25, True)  # fmt: skip
+    assert answer["at"] == 1700000000123, "a date, as milliseconds since the epoch"
+    assert answer["tags"] == ["first", "seen"]
+    assert answer["scores"] == {"first": 1, "second": -2}
+    previous = answer["previous"]
+    assert (previous["text"], previous["count"], previous["tags"]) == ("hi", 2, ["first"])
+    assert previous["at"] is None and previous["previous"] is None
+
+
 def invoke_error(mesh: Mesh, target: str, method: str, body: Any) -> tuple[str, str]:
     """The (gRPC status name, details) InvokeService fails with."""
     import grpc

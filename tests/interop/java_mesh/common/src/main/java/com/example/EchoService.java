@@ -6,4 +6,7 @@ public interface EchoService {
 
     /** Always throws, with {@code reason} as the message: how a provider's failure travels back. */
     String fail(String reason);
+
+    /** A new greeting built from {@code greeting}, which it keeps as {@code previous}. */
+    Greeting greet(Greeting greeting);
 }
