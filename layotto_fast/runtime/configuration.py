@@ -10,6 +10,8 @@ from typing import Protocol
 
 from layotto_fast.runtime.component import Component
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True, slots=True)
 class ConfigItem:
@@ -42,8 +44,6 @@ class ConfigQuery:
 
 # Called on the loop with the items changed; a deleted item has empty content.
 ChangeListener = Callable[[list[ConfigItem]], None]
-
-log = logging.getLogger(__name__)
 
 
 class Watches:

@@ -9,7 +9,9 @@ to a subscriber (the app's callback, or a SubscribeTopicEvents stream) goes thro
   component unacknowledged (the backend delivers it again later). Never silently gone.
 - DROP: to the dead-letter topic when there is one, else discarded.
 - The subscriber gone before it answered (a stream that ended): back to the component
-  unacknowledged at once, for the group's other members; no retry, no dead letter.
+  unacknowledged at once, with no retry and no dead letter; the backend hands it out again
+  in its own time (Redis once claimed after processingTimeout, JetStream after its ackWait,
+  in-memory after redeliverInterval), and a JetStream maxDeliver counts that delivery too.
 
 Per-subscription options come from the subscription's metadata (names below); a bad value
 is INVALID_ARGUMENT naming the key.
@@ -253,8 +255,7 @@ class _Delivery:
         if outcome.done():  # cancelled: the component stopped waiting for it
             return
         if verdict is None:
-            self._counts.returned += 1
-            outcome.set_result(Verdict.RETRY)
+            outcome.set_result(self._back_to_backend())
             return
         if verdict == Verdict.SUCCESS:
             self._counts.delivered += 1
@@ -273,8 +274,7 @@ class _Delivery:
             attempt += 1
             answered = await self._attempt(event)
             if answered is None:
-                self._counts.returned += 1
-                return Verdict.RETRY
+                return self._back_to_backend()
             verdict = answered
         sub = self._subscription
         if verdict == Verdict.SUCCESS:
@@ -288,6 +288,10 @@ class _Delivery:
             self._counts.dropped += 1
             log.warning("message %s of %s/%s dropped by its subscriber", event.id, sub.pubsub_name, sub.topic)
             return Verdict.DROP
+        return self._back_to_backend()
+
+    def _back_to_backend(self) -> Verdict:
+        """RETRY, to hand the message back to its component unacknowledged; counted."""
         self._counts.returned += 1
         return Verdict.RETRY
 

@@ -303,17 +303,22 @@ def test_init_gives_up_when_nothing_listens(monkeypatch: pytest.MonkeyPatch) -> 
         asyncio.run(pubsub.init())
 
 
-@pytest.mark.parametrize(("value", "at_once"), [("", 16), ("single", 1), ("Parallel", 16), ("4", 4)])
-def test_concurrency_is_dapr_s_mode_or_a_number(value: str, at_once: int) -> None:
-    """A manifest written for Dapr's component (``single``, ``parallel``) starts here too."""
-    config = JetStreamConfig.from_manifest(manifest({"natsURL": "nats://127.0.0.1:4222", "concurrency": value}))
+@pytest.mark.parametrize(
+    ("given", "at_once"),
+    [({}, 16), ({"concurrency": "single"}, 1), ({"concurrency": "Parallel"}, 16), ({"concurrency": "4"}, 4),
+     ({"concurrencyMode": "single", "concurrency": "parallel"}, 1), ({"concurrencyMode": "parallel"}, 16)],
+)  # fmt: skip
+def test_concurrency_is_dapr_s_mode_or_a_number(given: dict[str, str], at_once: int) -> None:
+    """A manifest written for Dapr's component (``concurrencyMode`` first, else ``concurrency``:
+    ``single`` or ``parallel``) means the same here."""
+    config = JetStreamConfig.from_manifest(manifest({"natsURL": "nats://127.0.0.1:4222", **given}))
     assert config.concurrency == at_once
 
 
 @pytest.mark.parametrize(
     ("field", "value"),
     [("natsURL", ""), ("deliverPolicy", "sometimes"), ("ackWait", "0s"), ("maxDeliver", "0"), ("streamName", "a.b"),
-     ("concurrency", "many"), ("concurrency", "0")],
+     ("concurrency", "many"), ("concurrency", "0"), ("concurrencyMode", "4")],
 )  # fmt: skip
 def test_bad_metadata_names_the_field(field: str, value: str) -> None:
     with pytest.raises(StartupError) as error:

@@ -172,6 +172,12 @@ def test_durations_read_as_dapr_reads_them() -> None:
     assert (spelled.processing_timeout, spelled.redeliver_interval) == (120.0, 0.25)
 
 
+def test_a_duration_of_few_plain_milliseconds_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="layotto_fast"):
+        assert streams_config(processingTimeout="60").processing_timeout == 0.06
+    assert "spec.metadata.processingTimeout 60 is read as milliseconds" in caplog.text
+
+
 @pytest.mark.parametrize("off", [{"processingTimeout": "0", "redeliverInterval": "100ms"},
                                  {"processingTimeout": "1ms", "redeliverInterval": "0"}])  # fmt: skip
 def test_either_duration_at_zero_turns_claiming_off(harness: Harness, off: dict[str, str]) -> None:

@@ -433,16 +433,20 @@ def test_service_hands_a_subscription_no_more_than_its_concurrency_at_once(
     harness: Harness, implementation: Implementation, tmp_path: Path
 ) -> None:
     """The subscription's ``concurrency`` is how many messages the app has at once: it is
-    reached, and never passed."""
+    reached (the first ones are held until it is), and never passed."""
     components, service = _service(harness, implementation, tmp_path)
     topic = _topic()
     at_once, most, done = 0, 0, 0
+    full = asyncio.Event()
 
     async def app(event: Event, timeout: float) -> Verdict:
         nonlocal at_once, most, done
         at_once += 1
         most = max(most, at_once)
-        await asyncio.sleep(0.05)
+        if at_once >= 3:
+            full.set()
+        await full.wait()
+        await asyncio.sleep(0.02)  # a subscriber past its limit would get more meanwhile
         at_once -= 1
         done += 1
         return Verdict.SUCCESS

@@ -134,6 +134,8 @@ def test_consecutive_failures_eject_a_host(tmp_path: Path) -> None:
 
 
 def test_the_circuit_breaker_refuses_past_max_requests(tmp_path: Path) -> None:
+    """The four arrive before the upstream connection is made, and all wait for it: the limit
+    is checked again once it is open, so two go out and two are refused."""
     with (
         fault_upstream() as upstream,
         mesh(

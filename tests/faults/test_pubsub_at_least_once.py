@@ -171,7 +171,7 @@ def test_every_published_message_arrives(tmp_path: Path, backend: tuple[str, Any
             subscriber.process.kill()
             subscriber.process.wait()
             delivered, unsettled = len(app.events), _unsettled(server, kind, topic)
-            events.append(f"subscriber killed after {len(app.events)} deliveries, {unsettled} left unsettled")
+            events.append(f"subscriber killed after {delivered} deliveries, {unsettled} left unsettled")
             # mid-run, with messages taken and not yet acknowledged: the recovery path is what arrives
             assert 0 < delivered < sent and unsettled > 0, (delivered, sent, unsettled)
             subscriber = sc.start(tmp_path, *args, "--app-port", str(app.port))

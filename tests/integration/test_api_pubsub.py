@@ -357,13 +357,14 @@ class _Stream:
         self._reader.join(5.0)
 
 
+@pytest.mark.parametrize("transport", ["native", "grpcio"])
 def test_a_streaming_subscriber_s_drop_goes_to_its_dead_letter_topic_and_what_it_leaves_comes_back(
-    tmp_path: Path,
+    tmp_path: Path, transport: str
 ) -> None:
     """The verdicts of a stream follow the service's rules as a callback's do: DROP sends the
     message to the subscription's dead-letter topic; a stream that ends before answering
     leaves its message in the backend, handed to the next subscriber."""
-    sidecar = sc.start(tmp_path, "--app-port", "0")
+    sidecar = sc.start(tmp_path, "--app-port", "0", "--grpc-transport", transport)
     topic, dead = _topic(), _topic()
     try:
         subscriber, dead_reader = _Stream(sidecar, topic, dead_letter_topic=dead), _Stream(sidecar, dead)

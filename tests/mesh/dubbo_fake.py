@@ -81,6 +81,7 @@ def named_providers(*names: str, port: int = 0) -> Iterator[list[NamedProvider]]
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
+    assert port == 0 or len(names) == 1, "one port, one provider"
     try:
         yield [NamedProvider(name, loop, port) for name in names]
     finally:

@@ -35,7 +35,7 @@ import contextlib
 import hashlib
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Self
 
@@ -72,8 +72,23 @@ def safe_name(text: str) -> str:
 
 
 PARALLEL = 16  # messages handed over at once unless the manifest says otherwise
-# Dapr's JetStream component reads `concurrency` as a mode; a number is this sidecar's own.
+# Dapr's JetStream component reads a mode from `concurrencyMode`, else from `concurrency`; a
+# number in `concurrency` is this sidecar's own.
 _MODES = {"single": 1, "parallel": PARALLEL}
+
+
+def _concurrency(manifest: ComponentManifest, bad: Callable[[str, str], StartupError]) -> int:
+    mode = metadata.text(manifest, "concurrencyMode", "").strip().lower()
+    if mode:
+        if mode not in _MODES:
+            raise bad("concurrencyMode", f"must be single or parallel, got {mode!r}")
+        return _MODES[mode]
+    given = metadata.text(manifest, "concurrency", "").strip().lower()
+    if given in _MODES:
+        return _MODES[given]
+    if given and not given.isdigit():
+        raise bad("concurrency", f"must be single, parallel or a number of messages at once, got {given!r}")
+    return metadata.integer(manifest, "concurrency", PARALLEL, minimum=1)
 
 
 @dataclass(frozen=True)
@@ -108,13 +123,7 @@ class JetStreamConfig:
         if policy not in _DELIVER:
             raise bad("deliverPolicy", f"must be all, new or last, got {policy!r}")
         max_ack_pending = metadata.integer(manifest, "maxAckPending", 0, minimum=-1)
-        mode = metadata.text(manifest, "concurrency", "").strip().lower()
-        if mode in _MODES:
-            concurrency = _MODES[mode]
-        elif mode and not mode.isdigit():
-            raise bad("concurrency", f"must be single, parallel or a number of messages at once, got {mode!r}")
-        else:
-            concurrency = metadata.integer(manifest, "concurrency", PARALLEL, minimum=1)
+        concurrency = _concurrency(manifest, bad)
         return cls(
             servers=servers,
             connection_name=metadata.text(manifest, "name", "layotto-fast"),

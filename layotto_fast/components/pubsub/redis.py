@@ -64,6 +64,11 @@ class StreamsConfig:
 
     @classmethod
     def from_manifest(cls, manifest: ComponentManifest) -> StreamsConfig:
+        for name in ("processingTimeout", "redeliverInterval"):
+            raw = manifest.metadata.get(name, "").strip()
+            if raw.isdigit() and 0 < int(raw) < 1000:  # most likely meant as seconds
+                log.warning("%s: spec.metadata.%s %s is read as milliseconds, as Dapr reads it; for seconds "
+                            "write %ss", manifest.source, name, raw, raw)  # fmt: skip
         return cls(
             redis=RedisConfig.from_manifest(manifest),
             consumer_id=metadata.text(manifest, "consumerID", DEFAULT_GROUP),

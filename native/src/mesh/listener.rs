@@ -174,7 +174,9 @@ async fn forward<C: Codec>(
     });
     // Most requests go out at once, on a connection already open. One that has to wait for
     // a connection is finished by a task of its own, so that the requests behind it on
-    // this client's connection are not held up by a host slow to accept.
+    // this client's connection are not held up by a host slow to accept; they may overtake
+    // it, which Bolt and Dubbo allow (answers are matched by request id). While it waits it
+    // keeps its piece of the client's read buffer: at most `max_pending` of them per cluster.
     if poll_fn(|cx| Poll::Ready(sent.as_mut().poll(cx)))
         .await
         .is_pending()
@@ -218,7 +220,7 @@ pub async fn dispatch<C: Codec>(
         match connection::<C>(cluster, host).await {
             Ok(upstream) => {
                 if !cluster.admits() {
-                    // it waited for the connection, and others went out meanwhile
+                    // only after a wait for the connection: others may have gone out meanwhile
                     return Err(too_many_in_flight(cluster, &sending));
                 }
                 let started = Instant::now();
