@@ -5,6 +5,8 @@
 //! its id onto an upstream connection, and how to answer it without an upstream
 //! (heartbeats, and refusals such as "no such service" in the protocol's own status).
 
+use bytes::BytesMut;
+
 use crate::error::Result;
 
 /// What a frame is, as far as forwarding cares.
@@ -102,4 +104,29 @@ pub trait Codec: Send + Sync + 'static {
 
     /// The protocol's own error response to request `frame`, carrying `message`.
     fn refusal(frame: &[u8], head: &FrameHead, refusal: Refusal, message: &str) -> Vec<u8>;
+}
+
+/// Why the bytes at the front of a connection's read buffer cannot be a frame.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BadFrame {
+    /// Its header gives a length over the connection's limit.
+    TooLarge(u64),
+    /// Its header is not the protocol's.
+    Malformed(String),
+}
+
+/// The whole frame at the front of `buffer`, split off it; `Ok(None)` while the next frame
+/// is still incomplete (more bytes will come). What every mesh connection reads with, on
+/// either side, however the bytes arrive.
+pub fn take_frame<C: Codec>(
+    buffer: &mut BytesMut,
+    max: u64,
+) -> std::result::Result<Option<BytesMut>, BadFrame> {
+    match C::frame_len(buffer) {
+        Ok(Some(n)) if n > max => Err(BadFrame::TooLarge(n)),
+        // n <= max, which fits in memory: the cast is lossless
+        Ok(Some(n)) if n as usize <= buffer.len() => Ok(Some(buffer.split_to(n as usize))),
+        Ok(_) => Ok(None),
+        Err(e) => Err(BadFrame::Malformed(e.to_string())),
+    }
 }

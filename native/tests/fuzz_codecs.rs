@@ -1,9 +1,11 @@
-//! Property tests: the splitter returns exactly the frames it was fed however the bytes
-//! are cut, and no input makes a codec or the splitter panic. Bounded by case count, so
-//! `cargo test` runs them in a few seconds.
+//! Property tests: the splitter, and the mesh's own read step (`codec::take_frame`),
+//! return exactly the frames they were fed however the bytes are cut, and no input makes
+//! a codec or either of them panic. Bounded by case count, so `cargo test` runs them in a
+//! few seconds.
 
+use bytes::BytesMut;
 use layotto_fast_native::bolt::{self, Bolt};
-use layotto_fast_native::codec::Codec;
+use layotto_fast_native::codec::{take_frame, Codec};
 use layotto_fast_native::dubbo::{self, Dubbo};
 use layotto_fast_native::frame::{Protocol, Splitter};
 use layotto_fast_native::hessian::{Decoder, Encoder, Value};
@@ -85,8 +87,47 @@ fn split(protocol: Protocol, frames: &[Vec<u8>], cuts: &[usize]) -> (Vec<Vec<u8>
     (got, splitter.buffered())
 }
 
+/// `frames` read by the mesh's step for codec `C` from a buffer filled in pieces cut at
+/// `cuts`: the frames it takes, and the bytes left over.
+fn take_all<C: Codec>(frames: &[Vec<u8>], cuts: &[usize]) -> (Vec<Vec<u8>>, usize) {
+    let wire: Vec<u8> = frames.concat();
+    let mut buffer = BytesMut::new();
+    let mut got = Vec::new();
+    let mut at = 0;
+    for cut in cuts.iter().cycle() {
+        if at >= wire.len() {
+            break;
+        }
+        let end = (at + cut).min(wire.len());
+        buffer.extend_from_slice(&wire[at..end]);
+        at = end;
+        while let Some(frame) = take_frame::<C>(&mut buffer, 1 << 20).unwrap() {
+            got.push(frame.to_vec());
+        }
+    }
+    (got, buffer.len())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_mesh_takes_the_frames_however_cut(
+        bolt in proptest::collection::vec(bolt_frame(), 1..8),
+        dubbo in proptest::collection::vec(dubbo_frame(), 1..8),
+        cuts in proptest::collection::vec(1usize..64, 1..40),
+    ) {
+        prop_assert_eq!(take_all::<Bolt>(&bolt, &cuts), (bolt.clone(), 0));
+        prop_assert_eq!(take_all::<Dubbo>(&dubbo, &cuts), (dubbo.clone(), 0));
+    }
+
+    #[test]
+    fn the_mesh_step_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let mut buffer = BytesMut::from(&bytes[..]);
+        while let Ok(Some(_)) = take_frame::<Bolt>(&mut buffer, 1 << 20) {}
+        let mut buffer = BytesMut::from(&bytes[..]);
+        while let Ok(Some(_)) = take_frame::<Dubbo>(&mut buffer, 1 << 20) {}
+    }
 
     #[test]
     fn splitter_returns_the_frames_however_cut(

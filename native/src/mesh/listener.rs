@@ -20,7 +20,7 @@ use super::reply::ReplyTo;
 use super::routing::{Route, Routing};
 use super::stats::{ListenerStats, Outcome, RouteStats};
 use super::upstream::{Pending, Upstream, REQUEST_HEAD_LEN};
-use crate::codec::{Codec, FrameHead, FrameKind, Refusal};
+use crate::codec::{take_frame, Codec, FrameHead, FrameKind, Refusal};
 
 /// What every connection of one listener shares.
 pub struct Listener {
@@ -63,19 +63,14 @@ async fn serve_client<C: Codec>(stream: TcpStream, listener: Rc<Listener>) {
             _ = outbox.closed() => break 'reading,
         }
         loop {
-            let len = match C::frame_len(&buffer) {
-                Ok(Some(n)) if n > listener.max_frame_size as u64 => {
-                    listener.stats.bad_frames.incr();
-                    break 'reading;
-                }
-                Ok(Some(n)) if n as usize <= buffer.len() => n as usize,
-                Ok(_) => break,
+            let frame = match take_frame::<C>(&mut buffer, listener.max_frame_size as u64) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
                 Err(_) => {
                     listener.stats.bad_frames.incr();
                     break 'reading;
                 }
             };
-            let frame = buffer.split_to(len);
             if !on_frame::<C>(frame, &listener, &outbox).await {
                 listener.stats.bad_frames.incr();
                 break 'reading;

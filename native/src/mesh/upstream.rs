@@ -17,7 +17,7 @@ use super::cluster::Cluster;
 use super::outbox::Outbox;
 use super::reply::ReplyTo;
 use super::stats::{ClusterStats, Outcome, RouteStats};
-use crate::codec::{Codec, FrameKind, Refusal};
+use crate::codec::{take_frame, BadFrame, Codec, FrameKind, Refusal};
 
 /// Enough of a request's first bytes to build the protocol's refusal for it later.
 pub const REQUEST_HEAD_LEN: usize = 24;
@@ -236,15 +236,16 @@ async fn read_responses<C: Codec>(
             _ = upstream.outbox.closed() => break 'reading "writing to the upstream failed".to_string(),
         }
         loop {
-            let len = match C::frame_len(&buffer) {
-                Ok(Some(n)) if n > MAX_UPSTREAM_FRAME as u64 => {
-                    break 'reading format!("the upstream sent a {n}-byte frame");
+            let mut frame = match take_frame::<C>(&mut buffer, MAX_UPSTREAM_FRAME as u64) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(BadFrame::TooLarge(n)) => {
+                    break 'reading format!("the upstream sent a {n}-byte frame")
                 }
-                Ok(Some(n)) if n as usize <= buffer.len() => n as usize,
-                Ok(_) => break,
-                Err(e) => break 'reading format!("the upstream sent a malformed frame: {e}"),
+                Err(BadFrame::Malformed(e)) => {
+                    break 'reading format!("the upstream sent a malformed frame: {e}")
+                }
             };
-            let mut frame = buffer.split_to(len);
             if let Err(why) = on_frame::<C>(&upstream, &mut frame) {
                 break 'reading why;
             }
