@@ -13,6 +13,7 @@ import asyncio
 import re
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -215,3 +216,34 @@ def test_max_len_approx_trims_the_stream(harness: Harness) -> None:
     harness.run(publish_all())
     assert 100 <= int(harness.server.cli("XLEN", harness.topic)) < 300
     assert int(harness.server.cli("XLEN", other)) == 2000
+
+
+def test_every_connection_of_the_component_authenticates(tmp_path: Path) -> None:
+    """Publishing, the blocking reads, the group set-up and the acknowledgements each use a
+    connection of their own: with redisPassword, all of them work against a server that
+    requires it."""
+    with RedisServer(tmp_path / "redis", password="s3cret") as server:
+        server.start()
+        manifest = ComponentManifest(
+            name="streams", type="pubsub.redis", version="v1",
+            metadata={"redisHost": server.address, "redisPassword": "s3cret"}, source="test.yaml",
+        )  # fmt: skip
+        received: list[bytes] = []
+
+        async def handler(message: Message) -> Verdict:
+            received.append(message.data)
+            return Verdict.SUCCESS
+
+        async def scenario() -> None:
+            component = registry.build(manifest)
+            assert isinstance(component, RedisStreamsPubSub)
+            await component.init()
+            await component.subscribe("locked", SubscribeOptions(group="keyholders"), handler)
+            for index in range(3):
+                await component.publish("locked", b"m%d" % index, {})
+            assert await until(lambda: len(received) == 3, timeout=5.0)
+            assert await until(lambda: server.cli("XPENDING", "locked", "keyholders").split("\n")[0] == "0", 5.0)
+            await component.close()
+
+        asyncio.run(scenario())
+    assert received == [b"m0", b"m1", b"m2"]
