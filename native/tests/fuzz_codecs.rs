@@ -51,7 +51,6 @@ fn dubbo_frame() -> impl Strategy<Value = Vec<u8>> {
         })
 }
 
-/// `frames` fed to a splitter of `protocol` in pieces cut at `cuts`: the frames it returns.
 /// Bytes biased towards the draft Hessian grammar's tags, so that random input nests.
 fn sofa_hessian_byte() -> impl Strategy<Value = u8> {
     prop_oneof![
@@ -69,20 +68,29 @@ fn sofa_error_answer() -> Vec<u8> {
     out
 }
 
-fn split(protocol: Protocol, frames: &[Vec<u8>], cuts: &[usize]) -> (Vec<Vec<u8>>, usize) {
+/// `frames` one after another, in pieces of the lengths in `cuts` (repeated as needed).
+fn pieces(frames: &[Vec<u8>], cuts: &[usize]) -> Vec<Vec<u8>> {
     let wire: Vec<u8> = frames.concat();
-    let mut splitter = Splitter::new(protocol, 1 << 20).unwrap();
-    let mut got = Vec::new();
+    let mut out = Vec::new();
     let mut at = 0;
     for cut in cuts.iter().cycle() {
         if at >= wire.len() {
             break;
         }
         let end = (at + cut).min(wire.len());
-        splitter
-            .feed(&wire[at..end], |f| got.push(f.to_vec()))
-            .unwrap();
+        out.push(wire[at..end].to_vec());
         at = end;
+    }
+    out
+}
+
+/// `frames` fed to a splitter of `protocol` in pieces cut at `cuts`: the frames it
+/// returns, and the bytes it still holds.
+fn split(protocol: Protocol, frames: &[Vec<u8>], cuts: &[usize]) -> (Vec<Vec<u8>>, usize) {
+    let mut splitter = Splitter::new(protocol, 1 << 20).unwrap();
+    let mut got = Vec::new();
+    for piece in pieces(frames, cuts) {
+        splitter.feed(&piece, |f| got.push(f.to_vec())).unwrap();
     }
     (got, splitter.buffered())
 }
@@ -90,17 +98,10 @@ fn split(protocol: Protocol, frames: &[Vec<u8>], cuts: &[usize]) -> (Vec<Vec<u8>
 /// `frames` read by the mesh's step for codec `C` from a buffer filled in pieces cut at
 /// `cuts`: the frames it takes, and the bytes left over.
 fn take_all<C: Codec>(frames: &[Vec<u8>], cuts: &[usize]) -> (Vec<Vec<u8>>, usize) {
-    let wire: Vec<u8> = frames.concat();
     let mut buffer = BytesMut::new();
     let mut got = Vec::new();
-    let mut at = 0;
-    for cut in cuts.iter().cycle() {
-        if at >= wire.len() {
-            break;
-        }
-        let end = (at + cut).min(wire.len());
-        buffer.extend_from_slice(&wire[at..end]);
-        at = end;
+    for piece in pieces(frames, cuts) {
+        buffer.extend_from_slice(&piece);
         while let Some(frame) = take_frame::<C>(&mut buffer, 1 << 20).unwrap() {
             got.push(frame.to_vec());
         }
