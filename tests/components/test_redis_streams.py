@@ -20,7 +20,7 @@ import pytest
 from layotto_fast.components.pubsub.redis import RedisStreamsPubSub, StreamsConfig
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime import registry
-from layotto_fast.runtime.pubsub import Message, SubscribeOptions, Verdict
+from layotto_fast.runtime.pubsub import Handler, Message, SubscribeOptions, Verdict
 from tests.backends.servers import RedisServer
 from tests.components.support import LoopHarness, until
 
@@ -55,6 +55,16 @@ def harness(redis_server: RedisServer) -> Iterator[Harness]:
     running = Harness(redis_server)
     yield running
     running.close()
+
+
+def recorder(into: list[bytes], verdict: Verdict = Verdict.SUCCESS) -> Handler:
+    """A handler that keeps each message's data in ``into`` and answers ``verdict``."""
+
+    async def handler(message: Message) -> Verdict:
+        into.append(message.data)
+        return verdict
+
+    return handler
 
 
 async def _deliver_all_at_once(component: RedisStreamsPubSub, topic: str, group: str) -> list[Message]:
@@ -138,12 +148,8 @@ def test_an_entry_without_data_is_acknowledged_and_said_so(harness: Harness, cap
     component = harness.make()
     received: list[bytes] = []
 
-    async def handler(message: Message) -> Verdict:
-        received.append(message.data)
-        return Verdict.SUCCESS
-
     async def scenario() -> None:
-        await component.subscribe(harness.topic, SubscribeOptions(group="strangers"), handler)
+        await component.subscribe(harness.topic, SubscribeOptions(group="strangers"), recorder(received))
         foreign = harness.server.cli("XADD", harness.topic, "*", "other", "x").strip()
         await component.publish(harness.topic, b"ours", {})
         assert await until(lambda: received == [b"ours"], timeout=5.0)
@@ -187,12 +193,8 @@ def test_either_duration_at_zero_turns_claiming_off(harness: Harness, off: dict[
     component = harness.make(**off)
     handled: list[bytes] = []
 
-    async def handler(message: Message) -> Verdict:
-        handled.append(message.data)
-        return Verdict.RETRY
-
     async def scenario() -> None:
-        await component.subscribe(harness.topic, SubscribeOptions(group="unclaimed"), handler)
+        await component.subscribe(harness.topic, SubscribeOptions(group="unclaimed"), recorder(handled, Verdict.RETRY))
         await component.publish(harness.topic, b"once", {})
         assert await until(lambda: handled == [b"once"], timeout=5.0)
         await asyncio.sleep(1.0)  # ten claim intervals, where claiming is on
@@ -230,15 +232,11 @@ def test_every_connection_of_the_component_authenticates(tmp_path: Path) -> None
         )  # fmt: skip
         received: list[bytes] = []
 
-        async def handler(message: Message) -> Verdict:
-            received.append(message.data)
-            return Verdict.SUCCESS
-
         async def scenario() -> None:
             component = registry.build(manifest)
             assert isinstance(component, RedisStreamsPubSub)
             await component.init()
-            await component.subscribe("locked", SubscribeOptions(group="keyholders"), handler)
+            await component.subscribe("locked", SubscribeOptions(group="keyholders"), recorder(received))
             for index in range(3):
                 await component.publish("locked", b"m%d" % index, {})
             assert await until(lambda: len(received) == 3, timeout=5.0)
