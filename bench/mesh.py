@@ -323,12 +323,21 @@ def bench_invoke(binary: Path, rounds: int, seconds: float, tmp: Path) -> list[t
     direct = table[("bolt direct", 1)].p99_us
     added = table[("InvokeService -> bolt (meshload)", 1)].p99_us - direct
     added_ghz = table[("InvokeService -> bolt", 1)].p99_us - direct
+    by_round = added_by_round(rows[("InvokeService -> bolt (meshload)", 1)], rows[("bolt direct", 1)])
     return [
         ("invoke", f"InvokeService -> bolt @1: added p99 {added:.0f} µs, both timed by meshload (< 200 µs)",
          added < 200),
+        ("invoke", f"InvokeService -> bolt @1: added p99 round by round {by_round} µs (for scale: the spread "
+         "behind the median)", None),
         ("invoke", f"InvokeService -> bolt @1: added p99 {added_ghz:.0f} µs with ghz calling the sidecar "
          "(for scale: ghz's own cost included)", None),
     ]  # fmt: skip
+
+
+def added_by_round(through: list[Run], direct: list[Run]) -> str:
+    """Each round's p99 through the sidecar minus the direct p99 of the same round, in run order:
+    the tail at one call in flight moves with the machine from round to round (see the README)."""
+    return ", ".join(f"{t.p99_us - d.p99_us:.0f}" for t, d in zip(through, direct, strict=True))
 
 
 def ghz_invoke(ghz: str, descriptors: Path, body: Path, port: int, in_flight: int, total: int,
