@@ -507,6 +507,7 @@ fn crc32(data: &[u8]) -> u32 {
 
 impl Codec for Bolt {
     const NAME: &'static str = "bolt";
+    const MAX_REQUEST_ID: u64 = u32::MAX as u64;
 
     fn frame_len(buf: &[u8]) -> Result<Option<u64>> {
         frame_len(buf)

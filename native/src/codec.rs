@@ -78,6 +78,9 @@ pub trait Codec: Send + Sync + 'static {
     /// Lowercase protocol name, as used in configuration and metrics.
     const NAME: &'static str;
 
+    /// The largest request id the protocol's id field holds.
+    const MAX_REQUEST_ID: u64;
+
     /// Length of the frame at the start of `buf`: `Ok(None)` when more bytes are needed
     /// to know it (never an error), `Err` when the header is malformed.
     fn frame_len(buf: &[u8]) -> Result<Option<u64>>;

@@ -5,6 +5,36 @@ use pyo3::prelude::*;
 
 use super::router::RouteMatch;
 
+/// The wire protocol of a listener or cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Bolt,
+    Dubbo,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Bolt => "bolt",
+            Protocol::Dubbo => "dubbo",
+        }
+    }
+}
+
+impl<'py> FromPyObject<'_, 'py> for Protocol {
+    type Error = PyErr;
+
+    fn extract(value: Borrowed<'_, 'py, PyAny>) -> PyResult<Self> {
+        match value.extract::<String>()?.as_str() {
+            "bolt" => Ok(Protocol::Bolt),
+            "dubbo" => Ok(Protocol::Dubbo),
+            other => Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "protocol {other:?}: expected \"bolt\" or \"dubbo\""
+            ))),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Balancing {
     #[default]
@@ -30,7 +60,7 @@ impl<'py> FromPyObject<'_, 'py> for Balancing {
 #[pyo3(from_item_all)]
 pub struct ClusterConfig {
     pub name: String,
-    pub protocol: String,
+    pub protocol: Protocol,
     pub hosts: Vec<String>,
     pub balancing: Balancing,
     pub connect_timeout_ms: u64,
@@ -51,7 +81,7 @@ impl Default for ClusterConfig {
     fn default() -> Self {
         ClusterConfig {
             name: String::new(),
-            protocol: "bolt".into(),
+            protocol: Protocol::Bolt,
             hosts: Vec::new(),
             balancing: Balancing::RoundRobin,
             connect_timeout_ms: 1000,
@@ -97,7 +127,7 @@ impl RouteConfig {
 #[pyo3(from_item_all)]
 pub struct ListenerConfig {
     pub name: String,
-    pub protocol: String,
+    pub protocol: Protocol,
     pub address: String,
     pub max_frame_size: usize,
     /// Bytes waiting to be sent to a client that does not read, beyond which its
@@ -111,4 +141,115 @@ pub struct ListenerConfig {
 pub struct MeshConfig {
     pub listeners: Vec<ListenerConfig>,
     pub clusters: Vec<ClusterConfig>,
+}
+
+impl MeshConfig {
+    /// What the proxy thread relies on and Python's validation already promises, checked
+    /// again here: a `MeshProxy` built from a hand-made dict must fail, not take down the
+    /// thread.
+    pub fn check(&self) -> Result<(), String> {
+        for listener in &self.listeners {
+            for route in &listener.routes {
+                let what = format!("listener {:?} route {:?}", listener.name, route.name);
+                if route.clusters.is_empty() {
+                    return Err(format!("{what}: names no cluster"));
+                }
+                for (name, _) in &route.clusters {
+                    let Some(cluster) = self.clusters.iter().find(|c| &c.name == name) else {
+                        return Err(format!("{what}: {name:?} is not a cluster"));
+                    };
+                    if cluster.protocol != listener.protocol {
+                        return Err(format!(
+                            "{what}: cluster {name:?} speaks {}, the listener {}",
+                            cluster.protocol.name(),
+                            listener.protocol.name()
+                        ));
+                    }
+                }
+                if let Some((rate, burst)) = route.rate_limit {
+                    if !(rate > 0.0 && burst >= 1.0) {
+                        return Err(format!(
+                            "{what}: rate limit {rate}/s with burst {burst} (a rate above 0 and a burst of at least 1)"
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(
+        protocol: Protocol,
+        clusters: Vec<(String, u32)>,
+        rate_limit: Option<(f64, f64)>,
+    ) -> MeshConfig {
+        MeshConfig {
+            listeners: vec![ListenerConfig {
+                name: "in".into(),
+                protocol: Protocol::Bolt,
+                address: "127.0.0.1:0".into(),
+                max_frame_size: 1024,
+                max_buffered: 1024,
+                routes: vec![RouteConfig {
+                    name: "all".into(),
+                    service: None,
+                    service_prefix: None,
+                    version: None,
+                    headers: Vec::new(),
+                    clusters,
+                    timeout_ms: 1000,
+                    retries: 0,
+                    rate_limit,
+                }],
+            }],
+            clusters: vec![ClusterConfig {
+                name: "up".into(),
+                protocol,
+                hosts: vec!["127.0.0.1:1".into()],
+                ..ClusterConfig::default()
+            }],
+        }
+    }
+
+    #[test]
+    fn a_route_to_a_known_cluster_of_its_protocol_passes() {
+        let ok = config(Protocol::Bolt, vec![("up".into(), 1)], Some((0.5, 1.0)));
+        assert_eq!(ok.check(), Ok(()));
+    }
+
+    #[test]
+    fn what_would_stop_the_proxy_thread_is_refused() {
+        let cases = [
+            (config(Protocol::Bolt, Vec::new(), None), "names no cluster"),
+            (
+                config(Protocol::Bolt, vec![("down".into(), 1)], None),
+                "\"down\" is not a cluster",
+            ),
+            (
+                config(Protocol::Dubbo, vec![("up".into(), 1)], None),
+                "speaks dubbo, the listener bolt",
+            ),
+            (
+                config(Protocol::Bolt, vec![("up".into(), 1)], Some((0.5, 0.5))),
+                "burst 0.5",
+            ),
+            (
+                config(Protocol::Bolt, vec![("up".into(), 1)], Some((0.0, 1.0))),
+                "rate limit 0/s",
+            ),
+        ];
+        for (config, expected) in cases {
+            let error = config.check().expect_err(expected);
+            assert!(error.contains(expected), "{error}");
+            assert!(
+                error.starts_with("listener \"in\" route \"all\""),
+                "{error}"
+            );
+        }
+    }
 }

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio::task::{spawn_local, LocalSet};
 
 use super::cluster::Cluster;
-use super::config::{ClusterConfig, MeshConfig};
+use super::config::{ClusterConfig, MeshConfig, Protocol};
 use super::health::check_hosts;
 use super::listener::{accept, Listener};
 use super::listener::{dispatch, Sending};
@@ -61,7 +61,7 @@ impl Invocations {
 /// cluster of the configuration, or for one address (`rpc_target_address`).
 struct Invocation {
     token: u64,
-    protocol: String,
+    protocol: Protocol,
     cluster: Option<String>,
     address: Option<String>,
     frame: Vec<u8>,
@@ -87,15 +87,6 @@ pub struct MeshProxy {
     bound: Vec<(String, String, u16)>,
 }
 
-fn check_protocol(protocol: &str, what: &str) -> PyResult<()> {
-    match protocol {
-        "bolt" | "dubbo" => Ok(()),
-        other => Err(PyValueError::new_err(format!(
-            "{what}: protocol {other:?} (expected \"bolt\" or \"dubbo\")"
-        ))),
-    }
-}
-
 #[pymethods]
 impl MeshProxy {
     /// Binds every listener now (so a taken port fails here, naming the listener) and
@@ -103,10 +94,10 @@ impl MeshProxy {
     #[new]
     fn new(config: &Bound<'_, PyDict>) -> PyResult<Self> {
         let config: MeshConfig = config.extract()?;
+        config.check().map_err(PyValueError::new_err)?;
         let mut sockets = Vec::new();
         let mut bound = Vec::new();
         for l in &config.listeners {
-            check_protocol(&l.protocol, &format!("listener {:?}", l.name))?;
             let socket = StdListener::bind(&l.address).map_err(|e| {
                 PyOSError::new_err(format!(
                     "listener {:?} cannot listen on {}: {e}",
@@ -117,9 +108,6 @@ impl MeshProxy {
             let local = socket.local_addr()?;
             bound.push((l.name.clone(), local.ip().to_string(), local.port()));
             sockets.push(socket);
-        }
-        for c in &config.clusters {
-            check_protocol(&c.protocol, &format!("cluster {:?}", c.name))?;
         }
         let registry = Arc::new(Mutex::new(Registry::default()));
         let (control, receiver) = mpsc::unbounded_channel();
@@ -164,6 +152,7 @@ impl MeshProxy {
     /// whose settings did not change keep their connections. Blocks until it is in.
     fn reload(&self, py: Python<'_>, config: &Bound<'_, PyDict>) -> PyResult<()> {
         let config: MeshConfig = config.extract()?;
+        config.check().map_err(PyValueError::new_err)?;
         let (done, wait) = std::sync::mpsc::channel();
         let sent = self
             .control
@@ -183,14 +172,13 @@ impl MeshProxy {
     fn invoke(
         &self,
         token: u64,
-        protocol: &str,
+        protocol: Protocol,
         frame: Vec<u8>,
         timeout_ms: u64,
         cluster: Option<String>,
         address: Option<String>,
         retries: u32,
     ) -> PyResult<()> {
-        check_protocol(protocol, "invoke")?;
         if cluster.is_none() == address.is_none() {
             return Err(PyValueError::new_err(
                 "invoke needs a cluster or an address, not both",
@@ -198,7 +186,7 @@ impl MeshProxy {
         }
         let invocation = Invocation {
             token,
-            protocol: protocol.to_string(),
+            protocol,
             cluster,
             address,
             frame,
@@ -357,7 +345,7 @@ fn publish(
         .map(|(l, s)| {
             (
                 l.name.clone(),
-                l.protocol.clone(),
+                l.protocol.name().to_string(),
                 l.address.clone(),
                 s.clone(),
             )
@@ -393,9 +381,9 @@ fn start_health_checks(routing: &Routing, previous: Option<&Routing>) {
             continue;
         }
         let weak = Rc::downgrade(cluster);
-        match cluster.config.protocol.as_str() {
-            "dubbo" => spawn_local(check_hosts::<Dubbo>(weak)),
-            _ => spawn_local(check_hosts::<Bolt>(weak)),
+        match cluster.config.protocol {
+            Protocol::Dubbo => spawn_local(check_hosts::<Dubbo>(weak)),
+            Protocol::Bolt => spawn_local(check_hosts::<Bolt>(weak)),
         };
     }
 }
@@ -429,7 +417,7 @@ async fn run(
         });
         let socket =
             tokio::net::TcpListener::from_std(socket).expect("a bound non-blocking socket");
-        spawn(&l.protocol, socket, listener);
+        spawn(l.protocol, socket, listener);
     }
     let _ = started.send(());
     let direct: Rc<DirectClusters> = Rc::default();
@@ -475,7 +463,7 @@ fn start_invocation(
             .iter()
             .find(|c| &c.config.name == name && c.config.protocol == invocation.protocol)
             .cloned(),
-        (None, Some(address)) => Some(direct_cluster(direct, &invocation.protocol, address)),
+        (None, Some(address)) => Some(direct_cluster(direct, invocation.protocol, address)),
         (None, None) => None,
     };
     let Some(cluster) = cluster else {
@@ -486,21 +474,21 @@ fn start_invocation(
                 Refusal::Unavailable,
                 format!(
                     "no {} cluster named {name:?} in the mesh configuration",
-                    invocation.protocol
+                    invocation.protocol.name()
                 ),
             )),
         });
         return;
     };
     let (completions, stats) = (completions.clone(), invoke_stats.clone());
-    match invocation.protocol.as_str() {
-        "dubbo" => spawn_local(send_invocation::<Dubbo>(
+    match invocation.protocol {
+        Protocol::Dubbo => spawn_local(send_invocation::<Dubbo>(
             cluster,
             invocation,
             completions,
             stats,
         )),
-        _ => spawn_local(send_invocation::<Bolt>(
+        Protocol::Bolt => spawn_local(send_invocation::<Bolt>(
             cluster,
             invocation,
             completions,
@@ -511,7 +499,7 @@ fn start_invocation(
 
 /// One-host clusters by (protocol, address), made for calls that name their address, with
 /// when each was last used.
-type DirectClusters = RefCell<HashMap<(String, String), (Rc<Cluster>, Instant)>>;
+type DirectClusters = RefCell<HashMap<(Protocol, String), (Rc<Cluster>, Instant)>>;
 
 /// Direct clusters kept once idle: the addresses come from callers (`rpc_target_address`),
 /// so without a bound every address ever named would keep a cluster and its connection.
@@ -520,9 +508,9 @@ const DIRECT_CLUSTERS_KEPT: usize = 64;
 /// The one-host cluster for calls that name their address (`rpc_target_address`). Past
 /// `DIRECT_CLUSTERS_KEPT`, the least recently used idle one (no call holds it) is dropped
 /// first, and its connection closes.
-fn direct_cluster(direct: &DirectClusters, protocol: &str, address: &str) -> Rc<Cluster> {
+fn direct_cluster(direct: &DirectClusters, protocol: Protocol, address: &str) -> Rc<Cluster> {
     let mut map = direct.borrow_mut();
-    let key = (protocol.to_string(), address.to_string());
+    let key = (protocol, address.to_string());
     let now = Instant::now();
     if let Some((cluster, used)) = map.get_mut(&key) {
         *used = now;
@@ -540,7 +528,7 @@ fn direct_cluster(direct: &DirectClusters, protocol: &str, address: &str) -> Rc<
     }
     let cluster = Rc::new(Cluster::new(ClusterConfig {
         name: address.to_string(),
-        protocol: protocol.to_string(),
+        protocol,
         hosts: vec![address.to_string()],
         // One host: ejecting it would only turn its failures into refusals.
         outlier_consecutive_failures: 0,
@@ -583,13 +571,13 @@ async fn send_invocation<C: Codec>(
     }
 }
 
-fn spawn(protocol: &str, socket: tokio::net::TcpListener, listener: Rc<Listener>) {
+fn spawn(protocol: Protocol, socket: tokio::net::TcpListener, listener: Rc<Listener>) {
     fn go<C: Codec>(socket: tokio::net::TcpListener, listener: Rc<Listener>) {
         spawn_local(accept::<C>(socket, listener));
     }
     match protocol {
-        "dubbo" => go::<Dubbo>(socket, listener),
-        _ => go::<Bolt>(socket, listener),
+        Protocol::Dubbo => go::<Dubbo>(socket, listener),
+        Protocol::Bolt => go::<Bolt>(socket, listener),
     }
 }
 
@@ -654,17 +642,17 @@ mod tests {
     #[test]
     fn direct_clusters_stay_bounded_and_keep_those_in_use() {
         let direct = DirectClusters::default();
-        let held = direct_cluster(&direct, "bolt", "10.0.0.1:1");
-        let reused = direct_cluster(&direct, "bolt", "10.0.0.2:1");
+        let held = direct_cluster(&direct, Protocol::Bolt, "10.0.0.1:1");
+        let reused = direct_cluster(&direct, Protocol::Bolt, "10.0.0.2:1");
         for i in 0..(DIRECT_CLUSTERS_KEPT * 3) {
-            direct_cluster(&direct, "bolt", &format!("10.1.0.{i}:1"));
+            direct_cluster(&direct, Protocol::Bolt, &format!("10.1.0.{i}:1"));
             // a recently used one survives its neighbours
-            let again = direct_cluster(&direct, "bolt", "10.0.0.2:1");
+            let again = direct_cluster(&direct, Protocol::Bolt, "10.0.0.2:1");
             assert!(Rc::ptr_eq(&again, &reused));
         }
         let map = direct.borrow();
         assert!(map.len() <= DIRECT_CLUSTERS_KEPT, "{} kept", map.len());
-        let kept = &map[&("bolt".to_string(), "10.0.0.1:1".to_string())].0;
+        let kept = &map[&(Protocol::Bolt, "10.0.0.1:1".to_string())].0;
         assert!(
             Rc::ptr_eq(kept, &held),
             "a cluster a call holds is never dropped"
@@ -674,14 +662,14 @@ mod tests {
     #[test]
     fn a_protocol_and_address_pair_is_one_cluster() {
         let direct = DirectClusters::default();
-        let bolt = direct_cluster(&direct, "bolt", "127.0.0.1:1");
+        let bolt = direct_cluster(&direct, Protocol::Bolt, "127.0.0.1:1");
         assert!(Rc::ptr_eq(
             &bolt,
-            &direct_cluster(&direct, "bolt", "127.0.0.1:1")
+            &direct_cluster(&direct, Protocol::Bolt, "127.0.0.1:1")
         ));
         assert!(!Rc::ptr_eq(
             &bolt,
-            &direct_cluster(&direct, "dubbo", "127.0.0.1:1")
+            &direct_cluster(&direct, Protocol::Dubbo, "127.0.0.1:1")
         ));
     }
 }

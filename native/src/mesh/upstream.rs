@@ -78,7 +78,7 @@ pub struct Upstream {
     /// The cluster and host it serves (weak: the host owns this connection).
     owner: (Weak<Cluster>, usize),
     stats: std::sync::Arc<ClusterStats>,
-    /// Bolt's ids are 32-bit: the mask keeps ours within the protocol's field.
+    /// Keeps our ids within the protocol's field (Bolt's is 32-bit).
     id_mask: u64,
 }
 
@@ -110,11 +110,7 @@ impl Upstream {
         };
         stream.set_nodelay(true)?;
         let (reader, writer) = stream.into_split();
-        let id_mask = if C::NAME == "bolt" {
-            u32::MAX as u64
-        } else {
-            u64::MAX
-        };
+        let id_mask = C::MAX_REQUEST_ID;
         let upstream = Rc::new(Upstream {
             outbox: Rc::new(Outbox::new(UPSTREAM_OUTBOX_LIMIT)),
             pending: RefCell::new(PendingMap::default()),
