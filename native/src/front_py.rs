@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -58,12 +57,14 @@ impl GrpcServerConfig {
             .into_iter()
             .enumerate()
             .map(|(index, (path, client_streaming))| {
-                let fixed_reply = fixed_replies.get(&path).map(|b| Bytes::copy_from_slice(b));
-                let method = Method {
-                    index: index as u32,
-                    client_streaming,
-                    fixed_reply,
-                };
+                #[cfg_attr(not(feature = "bench"), allow(unused_mut))]
+                let mut method = Method::new(index as u32, client_streaming);
+                #[cfg(feature = "bench")]
+                {
+                    method.fixed_reply = fixed_replies
+                        .get(&path)
+                        .map(|b| bytes::Bytes::copy_from_slice(b));
+                }
                 (path, method)
             })
             .collect();

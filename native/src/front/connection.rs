@@ -69,7 +69,19 @@ pub struct Method {
     pub index: u32,
     pub client_streaming: bool,
     /// Answered here with these bytes, never reaching Python: the benchmark's floor.
+    #[cfg(feature = "bench")]
     pub fixed_reply: Option<Bytes>,
+}
+
+impl Method {
+    pub fn new(index: u32, client_streaming: bool) -> Self {
+        Method {
+            index,
+            client_streaming,
+            #[cfg(feature = "bench")]
+            fixed_reply: None,
+        }
+    }
 }
 
 pub type Metadata = Option<Vec<(String, Vec<u8>)>>;
@@ -585,11 +597,7 @@ impl Connection {
             // Answered once the request has been read, as any HTTP server would: the
             // stream stays open (and counts against the stream limit) until then.
             let key = self.new_key();
-            let method = Method {
-                index: NOT_GRPC,
-                client_streaming: false,
-                fixed_reply: None,
-            };
+            let method = Method::new(NOT_GRPC, false);
             let mut stream = Stream::new(key, method, &self.ready, body, respond, -1, None);
             stream.not_grpc = true;
             self.streams.insert(key, stream);
@@ -712,12 +720,14 @@ impl Connection {
                     } else if stream.method.client_streaming {
                         self.events.push(Event::HalfClose { key });
                     } else {
+                        #[cfg(feature = "bench")]
+                        if let (Some(_), Some(reply)) =
+                            (&stream.unary_message, stream.method.fixed_reply.clone())
+                        {
+                            self.respond(key, &reply, None, None);
+                            return;
+                        }
                         match stream.unary_message.take() {
-                            Some(_) if stream.method.fixed_reply.is_some() => {
-                                let reply = stream.method.fixed_reply.clone().expect("checked");
-                                self.respond(key, &reply, None, None);
-                                return;
-                            }
                             Some(message) => {
                                 stream.handed_to_app = true;
                                 self.events.push(Event::Unary {
@@ -993,12 +1003,7 @@ mod tests {
         let methods = [(UNARY, 0, false), (STREAMING, 1, true)]
             .into_iter()
             .map(|(path, index, client_streaming)| {
-                let method = Method {
-                    index,
-                    client_streaming,
-                    fixed_reply: None,
-                };
-                (path.to_owned(), method)
+                (path.to_owned(), Method::new(index, client_streaming))
             })
             .collect();
         let settings = Settings {

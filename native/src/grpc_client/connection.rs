@@ -549,11 +549,7 @@ mod tests {
     }
 
     fn server_with(settings: Settings) -> Connection {
-        let method = Method {
-            index: 0,
-            client_streaming: false,
-            fixed_reply: None,
-        };
+        let method = Method::new(0, false);
         let methods = HashMap::from([(PATH.to_owned(), method)]);
         Connection::new(Arc::new(methods), settings, false)
     }
