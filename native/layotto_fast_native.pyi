@@ -1,6 +1,8 @@
-"""Native (Rust) hot paths for layotto-fast: frame splitting and protocol codecs.
+"""Native (Rust) hot paths for layotto-fast: the gRPC front and the client that delivers
+to the app, the Bolt and Dubbo codecs, and the mesh proxy.
 
 Hand-written stub for the ``layotto_fast_native`` extension module (pyo3, abi3).
+``HandoffServer`` and ``BenchRouteTable`` exist only in a build with ``--features bench``.
 """
 
 from typing import Any, Final, Literal, Self, final
@@ -9,12 +11,19 @@ __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
     "FrameError",
     "FrameSplitter",
+    "GrpcClientConnection",
+    "GrpcConnection",
+    "GrpcServerConfig",
+    "MeshProxy",
     "__version__",
     "decode_bolt_request",
     "decode_bolt_response",
+    "decode_dubbo_response",
     "encode_bolt_heartbeat_ack",
     "encode_bolt_request",
     "encode_bolt_response",
+    "encode_dubbo_generic",
+    "encode_dubbo_request",
     "sofa_error_message",
 ]
 
@@ -243,7 +252,8 @@ class GrpcConnection:
 
 @final
 class HandoffServer:
-    """Benchmark only: HTTP/2 on a tokio thread handing unary calls to the loop in batches."""
+    """Benchmark only (built with --features bench): HTTP/2 on a tokio thread handing unary
+    calls to the loop in batches."""
 
     def __new__(cls, paths: list[str], port: int) -> Self: ...
     def wake_fileno(self) -> int: ...
@@ -288,6 +298,7 @@ class MeshProxy:
         """(token, "ok" | "timeout" | "unavailable" | "overloaded" | "no_service" | "bad_request",
         response frame or the reason as UTF-8)."""
 
+@final
 class GrpcClientConnection:
     """One HTTP/2 connection making unary gRPC calls, driven by the event loop: feed it the
     socket's bytes, write what ``take_output`` returns. Each method returns the calls it

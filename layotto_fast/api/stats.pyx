@@ -84,9 +84,3 @@ class CallStats:
         if stats is None:
             stats = self.methods[name] = MethodStats()
         return stats
-
-    def observe(self, method: str, code: str, seconds: float) -> None:
-        self.method(method).record(code, seconds)
-
-    def count(self, method: str, code: str) -> None:
-        self.method(method).count(code)

@@ -2,12 +2,9 @@
 
 from collections.abc import Mapping
 
-from layotto_fast.runtime.state import SetOp, StateEntry, StateItem
+from layotto_fast.runtime.state import StateEntry, StateItem
 
 def state_item(
     key: str, value: bytes, etag: str | None, concurrency: int, consistency: int, metadata: Mapping[str, str] | None
 ) -> StateItem: ...
-def set_op(
-    key: str, value: bytes, etag: str | None, first_write: bool, ttl_seconds: int | None, strong: bool
-) -> SetOp: ...
 def state_entry(value: bytes, etag: str, expires_at: float | None) -> StateEntry: ...

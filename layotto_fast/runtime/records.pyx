@@ -44,11 +44,6 @@ def state_item(str key, bytes value, object etag, int concurrency, int consisten
     return new_state_item(key, value, etag, concurrency, consistency, metadata)
 
 
-def set_op(str key, bytes value, object etag, bint first_write, object ttl_seconds, bint strong) -> object:
-    """``SetOp(...)``, built in C."""
-    return new_set_op(key, value, etag, first_write, ttl_seconds, strong)
-
-
 cdef object new_set_op(str key, bytes value, object etag, bint first_write, object ttl_seconds, bint strong):
     cdef object op = records_alloc(SetOp, 6)
     _set(op, 0, key)

@@ -370,12 +370,6 @@ pub fn encode_request(id: u64, inv: &Invocation, two_way: bool) -> Vec<u8> {
     finish(e.into_bytes())
 }
 
-/// Dubbo's `$invoke` generic call of `method(arg_types...)` on `path`: what
-/// `GenericFilter` on the provider turns back into a normal call. Arguments are
-/// `[method, String[] types, Object[] args]` (Hessian list types `[string` and `[object`,
-/// as hessian-lite writes Java arrays). `path`, `interface`, `version` (when not empty)
-/// and `generic = "true"` are added to `attachments` unless already there. The caller
-/// keeps `arg_types` and `args` the same length (GenericFilter rejects otherwise).
 /// The attachments a Dubbo consumer sends with every call (`path`, `interface`, `version`
 /// when not empty) and `extra`, each unless the caller gave it already.
 pub fn add_default_attachments(
@@ -393,6 +387,12 @@ pub fn add_default_attachments(
     }
 }
 
+/// Dubbo's `$invoke` generic call of `method(arg_types...)` on `path`: what
+/// `GenericFilter` on the provider turns back into a normal call. Arguments are
+/// `[method, String[] types, Object[] args]` (Hessian list types `[string` and `[object`,
+/// as hessian-lite writes Java arrays). `path`, `interface`, `version` (when not empty)
+/// and `generic = "true"` are added to `attachments` unless already there. The caller
+/// keeps `arg_types` and `args` the same length (GenericFilter rejects otherwise).
 pub fn generic_invocation(
     path: &str,
     version: &str,
@@ -554,6 +554,7 @@ pub struct Dubbo;
 
 impl Codec for Dubbo {
     const NAME: &'static str = "dubbo";
+    const MAX_REQUEST_ID: u64 = u64::MAX;
 
     fn frame_len(buf: &[u8]) -> Result<Option<u64>> {
         frame_len(buf)

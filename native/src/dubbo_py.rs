@@ -148,6 +148,7 @@ pub fn encode_dubbo_request<'py>(
     attachments: Option<&Bound<'py, PyDict>>,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let args = values_from(args)?;
+    // The descriptor is the caller's argument, not bytes off the wire: ValueError, not FrameError.
     let count =
         dubbo::parameter_count(param_types).map_err(|e| PyValueError::new_err(e.to_string()))?;
     if count != args.len() {

@@ -1,4 +1,5 @@
-//! Internal error type. Converted to a Python exception exactly once, in `lib.rs`.
+//! Internal error type. Converted to a Python exception once, by `From<Error> for PyErr`
+//! (in `lib.rs`), wherever a pyo3 function returns it with `?`.
 
 use std::fmt;
 

@@ -81,13 +81,6 @@ pub enum Value {
 }
 
 impl Value {
-    pub fn as_str(&self) -> Option<&str> {
-        match self {
-            Value::String(s) => Some(s),
-            _ => None,
-        }
-    }
-
     /// A short name of the variant, for error messages.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -857,13 +850,6 @@ impl Encoder {
             }
         }
         push_java_utf8(&mut self.out, rest);
-    }
-
-    pub fn write_opt_str(&mut self, s: Option<&str>) {
-        match s {
-            Some(s) => self.write_str(s),
-            None => self.write_null(),
-        }
     }
 
     pub fn write_bytes(&mut self, b: &[u8]) {

@@ -1,9 +1,11 @@
-//! layotto-fast native hot paths: streaming frame splitting (Bolt v1/v2, Dubbo, gRPC)
-//! and the SOFA Bolt codec (v1 and v2 decoded, v1 encoded).
+//! layotto-fast's native hot paths: the gRPC front (h2 on tokio), the gRPC client that
+//! delivers to the app, the Bolt and Dubbo codecs, and the mesh proxy thread.
 //!
-//! Protocol logic lives in plain Rust modules that know nothing about Python; this
-//! file is the only pyo3 surface. Errors are [`error::Error`] everywhere and become a
-//! Python exception once, via `From<Error> for PyErr`.
+//! Protocol logic lives in plain Rust modules that know nothing about Python. The pyo3
+//! surface is this file (frames and Bolt) and the `*_py` modules beside the parts they
+//! expose (`front_py`, `dubbo_py`, `mesh::python`, `grpc_client`). Errors are
+//! [`error::Error`] everywhere and become a Python exception once, via
+//! `From<Error> for PyErr`.
 
 pub mod bolt;
 pub mod codec;

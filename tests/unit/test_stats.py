@@ -28,9 +28,9 @@ def test_a_bound_belongs_to_its_own_bucket_and_the_slowest_to_inf() -> None:
 
 def test_failures_are_counted_by_code_and_still_timed() -> None:
     calls = CallStats()
-    calls.observe("GetState", "NOT_FOUND", 0.5)
-    calls.observe("GetState", "NOT_FOUND", 0.5)
-    calls.observe("GetState", "INTERNAL", 0.00005)
+    calls.method("GetState").record("NOT_FOUND", 0.5)
+    calls.method("GetState").record("NOT_FOUND", 0.5)
+    calls.method("GetState").record("INTERNAL", 0.00005)
     stats = calls.method("GetState")
     assert stats is calls.methods["GetState"]
     assert stats.ok == 0
