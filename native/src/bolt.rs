@@ -8,7 +8,7 @@
 //! is 2 and the switch has its CRC bit, a 4-byte CRC32 follows the content. (SOFA Bolt
 //! sets the CRC bit by default but writes and reads the CRC only for `ver1` 2.)
 
-use crate::codec::{Codec, FrameHead, FrameKind, Refusal, RequestMeta};
+use crate::codec::{check_whole_len, Codec, FrameHead, FrameKind, Refusal, RequestMeta};
 use crate::error::{Error, Result};
 
 pub const PROTO_V1: u8 = 1;
@@ -158,21 +158,11 @@ struct Parts<'a> {
     content: &'a [u8],
 }
 
-/// Checks proto/type/total length (and a v2 CRC32) of one whole frame.
-fn whole_parts(frame: &[u8], want_request: bool) -> Result<Parts<'_>> {
-    let what = if want_request {
-        "bolt request"
-    } else {
-        "bolt response"
-    };
-    if frame.is_empty() {
-        return Err(Error::Truncated {
-            field: what,
-            need: 1,
-            have: 0,
-        });
-    }
-    let (type_at, _, _) = offsets(frame)?;
+/// The parts of one whole frame of any version and type, its length checked against its
+/// header (`what` names it in errors). A v2 CRC32 is left to the caller: the mesh forwards
+/// frames and leaves their check to the peer.
+fn parts<'a>(frame: &'a [u8], what: &'static str) -> Result<Parts<'a>> {
+    let (type_at, _, _) = offsets(frame, what)?;
     let Some(&ty) = frame.get(type_at) else {
         return Err(Error::Truncated {
             field: what,
@@ -180,13 +170,6 @@ fn whole_parts(frame: &[u8], want_request: bool) -> Result<Parts<'_>> {
             have: frame.len(),
         });
     };
-    let is_request = ty == TYPE_REQUEST || ty == TYPE_ONEWAY;
-    if ty > TYPE_ONEWAY || is_request != want_request {
-        return Err(Error::field(
-            "bolt type",
-            format_args!("{ty} (expected {what})"),
-        ));
-    }
     let layout = layout(frame[0], ty)?;
     if frame.len() < layout.header_len {
         return Err(Error::Truncated {
@@ -198,30 +181,7 @@ fn whole_parts(frame: &[u8], want_request: bool) -> Result<Parts<'_>> {
     let (class, header, content) = lengths(frame, layout.lengths_at)?;
     let crc = if has_crc(frame) { CRC_LEN as usize } else { 0 };
     let total = layout.header_len + class + header + content + crc;
-    if frame.len() < total {
-        return Err(Error::Truncated {
-            field: what,
-            need: total as u64,
-            have: frame.len(),
-        });
-    }
-    if frame.len() > total {
-        return Err(Error::field(
-            "bolt frame length",
-            format_args!("{} (header declares {total})", frame.len()),
-        ));
-    }
-    if crc > 0 {
-        let end = total - crc;
-        let sent = u32::from_be_bytes(be32(frame, end));
-        let computed = crc32(&frame[..end]);
-        if sent != computed {
-            return Err(Error::field(
-                "bolt crc32",
-                format_args!("{sent:#010x} (the frame's is {computed:#010x})"),
-            ));
-        }
-    }
+    check_whole_len(what, "bolt frame length", frame.len(), total as u64)?;
     let body = &frame[layout.header_len..total - crc];
     let (class_bytes, rest) = body.split_at(class);
     let (header_bytes, content_bytes) = rest.split_at(header);
@@ -231,6 +191,38 @@ fn whole_parts(frame: &[u8], want_request: bool) -> Result<Parts<'_>> {
         header: header_bytes,
         content: content_bytes,
     })
+}
+
+/// The parts of one whole request (`want_request`) or response frame, its v2 CRC32 checked.
+fn whole_parts(frame: &[u8], want_request: bool) -> Result<Parts<'_>> {
+    let what = if want_request {
+        "bolt request"
+    } else {
+        "bolt response"
+    };
+    let (type_at, _, _) = offsets(frame, what)?;
+    if let Some(&ty) = frame.get(type_at) {
+        let is_request = ty == TYPE_REQUEST || ty == TYPE_ONEWAY;
+        if ty > TYPE_ONEWAY || is_request != want_request {
+            return Err(Error::field(
+                "bolt type",
+                format_args!("{ty} (expected {what})"),
+            ));
+        }
+    }
+    let parts = parts(frame, what)?;
+    if has_crc(frame) {
+        let end = frame.len() - CRC_LEN as usize;
+        let sent = u32::from_be_bytes(be32(frame, end));
+        let computed = crc32(&frame[..end]);
+        if sent != computed {
+            return Err(Error::field(
+                "bolt crc32",
+                format_args!("{sent:#010x} (the frame's is {computed:#010x})"),
+            ));
+        }
+    }
+    Ok(parts)
 }
 
 fn class_name(bytes: &[u8]) -> Result<&str> {
@@ -417,15 +409,8 @@ pub fn encode_request<K: AsRef<str>, V: AsRef<str>>(
 }
 
 /// Bolt v1 heartbeat ack: response type, heartbeat cmdcode, hessian2, status 0, empty.
-pub fn encode_heartbeat_ack(request_id: u32) -> [u8; RESPONSE_HEADER_LEN_V1] {
-    let mut out = [0u8; RESPONSE_HEADER_LEN_V1];
-    out[0] = PROTO_V1;
-    out[1] = TYPE_RESPONSE;
-    out[2..4].copy_from_slice(&CMD_HEARTBEAT.to_be_bytes());
-    out[4] = VER2;
-    out[5..9].copy_from_slice(&request_id.to_be_bytes());
-    out[9] = CODEC_HESSIAN2;
-    out
+pub fn encode_heartbeat_ack(request_id: u32) -> Vec<u8> {
+    response_to(&[PROTO_V1], request_id, CMD_HEARTBEAT, STATUS_SUCCESS)
 }
 
 /// The Bolt protocol for the mesh (see [`crate::codec`]); v1 and v2 frames.
@@ -440,43 +425,17 @@ pub const STATUS_CODEC_EXCEPTION: u16 = 0x0009;
 pub const STATUS_CONNECTION_CLOSED: u16 = 0x0010;
 
 /// Where `type`, `cmdcode` and the request id sit: v2 has `ver1` after `proto`.
-fn offsets(frame: &[u8]) -> Result<(usize, usize, usize)> {
+fn offsets(frame: &[u8], what: &'static str) -> Result<(usize, usize, usize)> {
     match frame.first() {
         Some(&PROTO_V1) => Ok((1, 2, 5)),
         Some(&PROTO_V2) => Ok((2, 3, 6)),
         Some(&other) => Err(Error::field("bolt proto", other)),
         None => Err(Error::Truncated {
-            field: "bolt frame",
+            field: what,
             need: 1,
             have: 0,
         }),
     }
-}
-
-/// Header, class, header map and content of a whole frame of any version and type.
-fn parts(frame: &[u8]) -> Result<(Layout, &[u8], &[u8])> {
-    let (type_at, _, _) = offsets(frame)?;
-    let Some(&ty) = frame.get(type_at) else {
-        return Err(Error::Truncated {
-            field: "bolt frame",
-            need: type_at as u64 + 1,
-            have: frame.len(),
-        });
-    };
-    let layout = layout(frame[0], ty)?;
-    let declared = frame_len(frame)?.unwrap_or(u64::MAX);
-    if declared != frame.len() as u64 {
-        return Err(Error::Truncated {
-            field: "bolt frame",
-            need: declared.min(layout.header_len as u64),
-            have: frame.len(),
-        });
-    }
-    let (class, header, _) = lengths(frame, layout.lengths_at)?;
-    let body = &frame[layout.header_len..];
-    let class_bytes = &body[..class];
-    let header_bytes = &body[class..class + header];
-    Ok((layout, class_bytes, header_bytes))
 }
 
 /// Bolt v2's CRC32 (IEEE, as java.util.zip.CRC32) over everything before it.
@@ -514,7 +473,7 @@ impl Codec for Bolt {
     }
 
     fn head(frame: &[u8]) -> Result<FrameHead> {
-        let (type_at, cmd_at, id_at) = offsets(frame)?;
+        let (type_at, cmd_at, id_at) = offsets(frame, "bolt frame")?;
         if frame.len() < id_at + 4 {
             return Err(Error::Truncated {
                 field: "bolt frame",
@@ -538,8 +497,7 @@ impl Codec for Bolt {
     }
 
     fn request_meta(frame: &[u8], with_headers: bool) -> Result<RequestMeta> {
-        let (_, _, header) = parts(frame)?;
-        let pairs = decode_header_map(header)?;
+        let pairs = decode_header_map(parts(frame, "bolt frame")?.header)?;
         let find = |name: &str| {
             pairs
                 .iter()
@@ -573,7 +531,7 @@ impl Codec for Bolt {
     }
 
     fn set_request_id(frame: &mut [u8], id: u64) {
-        let Ok((_, _, id_at)) = offsets(frame) else {
+        let Ok((_, _, id_at)) = offsets(frame, "bolt frame") else {
             return;
         };
         if frame.len() < id_at + 4 {

@@ -7,7 +7,7 @@
 
 use bytes::BytesMut;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// What a frame is, as far as forwarding cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +107,31 @@ pub trait Codec: Send + Sync + 'static {
 
     /// The protocol's own error response to request `frame`, carrying `message`.
     fn refusal(frame: &[u8], head: &FrameHead, refusal: Refusal, message: &str) -> Vec<u8>;
+}
+
+/// One whole frame's length against the length its header declares (`what` names the
+/// frame in a truncation, `length_field` the field when there are bytes to spare). A
+/// splitter never hands over either; a caller decoding bytes of its own may.
+pub fn check_whole_len(
+    what: &'static str,
+    length_field: &'static str,
+    have: usize,
+    declared: u64,
+) -> Result<()> {
+    if (have as u64) < declared {
+        return Err(Error::Truncated {
+            field: what,
+            need: declared,
+            have,
+        });
+    }
+    if have as u64 > declared {
+        return Err(Error::field(
+            length_field,
+            format_args!("{have} (header declares {declared})"),
+        ));
+    }
+    Ok(())
 }
 
 /// Why the bytes at the front of a connection's read buffer cannot be a frame.

@@ -16,7 +16,7 @@
 //! Only hessian2 bodies are decoded; framing, kinds, ids and heartbeats work for any
 //! serialization.
 
-use crate::codec::{Codec, FrameHead, FrameKind, Refusal, RequestMeta};
+use crate::codec::{check_whole_len, Codec, FrameHead, FrameKind, Refusal, RequestMeta};
 use crate::error::{Error, Result};
 use crate::hessian::{rename, Decoder, Encoder, Value};
 
@@ -129,20 +129,7 @@ fn header(frame: &[u8]) -> Result<(Header, u64)> {
 /// Header and body of one whole frame: the declared length must be the frame's.
 fn split(frame: &[u8]) -> Result<(Header, &[u8])> {
     let (h, total) = header(frame)?;
-    let have = frame.len() as u64;
-    if have < total {
-        return Err(Error::Truncated {
-            field: "dubbo frame",
-            need: total,
-            have: frame.len(),
-        });
-    }
-    if have > total {
-        return Err(Error::field(
-            "dubbo frame length",
-            format_args!("{have} (header declares {total})"),
-        ));
-    }
+    check_whole_len("dubbo frame", "dubbo frame length", frame.len(), total)?;
     Ok((h, &frame[HEADER_LEN..]))
 }
 
