@@ -68,7 +68,9 @@ class Sidecar:
     def __init__(self, settings: Settings, manifests: list[ComponentManifest]) -> None:
         self.settings = settings
         self.components = Components(
-            with_consumer_groups(manifests, settings.app_id), settings.component_init_timeout_seconds
+            with_consumer_groups(manifests, settings.app_id),
+            settings.component_init_timeout_seconds,
+            app_id=settings.app_id,
         )
         invoke = settings.invoke or InvokeSettings()
         mesh = settings.mesh or MeshSettings()
@@ -101,7 +103,7 @@ class Sidecar:
             self.components,
             self.metrics,
             {"app_id": self.settings.app_id, "grpc_transport": self.settings.grpc_transport},
-            lambda: self.layotto.active_subscriptions,
+            lambda: self.services.configuration.active_subscriptions,
             self.mesh.info if self.mesh else None,
             self.app,
         )

@@ -74,7 +74,8 @@ class _CallCollector(Collector):
                 "layotto_fast_pubsub_deliveries",
                 "What became of messages handed to subscribers, by pubsub, topic and outcome: delivered (SUCCESS), "
                 "retried (an attempt answered RETRY, failed or timed out), dropped, dead_lettered, returned "
-                "(attempts spent: left unacknowledged for the backend to deliver again)",
+                "(left unacknowledged for the backend to deliver again: attempts spent, the subscriber gone "
+                "before it answered, or the dead-letter publish failed)",
                 labels=["pubsub", "topic", "outcome"],
             )
             for (pubsub, topic), counts in sorted(self._services.pubsub.counts.items()):

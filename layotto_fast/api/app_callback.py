@@ -37,7 +37,8 @@ ON_TOPIC_EVENT = f"{SERVICE}/OnTopicEvent"
 LIST_TIMEOUT_MS = 5_000
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
 DEADLINE_EXCEEDED = grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
-_VERDICTS = {int(v): v for v in Verdict}
+# TopicEventResponse.status -> the runtime's verdict; an open enum, so other numbers arrive too.
+VERDICTS: dict[int, Verdict] = {int(v): v for v in Verdict}
 _STATUS_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 # (token, path, encoded request, timeout in ms): one call as the native connection takes it
@@ -285,7 +286,7 @@ class GrpcAppChannel:
             raise AppCallError(self.address, status, detail)
         if not answer:  # status SUCCESS (0) and nothing else: the usual answer, not parsed
             return Verdict.SUCCESS
-        return _VERDICTS.get(pb.TopicEventResponse.FromString(answer).status, Verdict.RETRY)
+        return VERDICTS.get(pb.TopicEventResponse.FromString(answer).status, Verdict.RETRY)
 
     async def lost(self) -> None:
         while self._losses <= self._listed_at:

@@ -2,21 +2,22 @@
 
 A handler takes a request message and returns a response message (or an async
 iterator of them for streams) and lets the services' domain errors through; the
-transport owns status codes. SayHello, GetState and SaveState take and give the
-plain values of ``api/wire.pyx``. Every rule lives in the runtime's services: a
-handler here only translates.
+transport owns status codes. SayHello, GetState, SaveState and PublishEvent take and
+give the plain values of ``api/wire.pyx`` (see ``codecs``). Every rule lives in the
+runtime's services: a handler here only translates.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable
 from typing import ClassVar
 
 from google.protobuf import any_pb2, empty_pb2
 
 from layotto_fast._proto import runtime_pb2 as pb
-from layotto_fast.api.app_callback import event_message
+from layotto_fast.api.app_callback import VERDICTS, event_message
 from layotto_fast.api.call import current_call
 from layotto_fast.api.codecs import Decode, Encode
 from layotto_fast.api.wire import (
@@ -40,14 +41,17 @@ from layotto_fast.runtime.hello_service import HelloService
 from layotto_fast.runtime.invoke import InvokeRequest
 from layotto_fast.runtime.invoke_service import InvokeService
 from layotto_fast.runtime.lock_service import LockService
+from layotto_fast.runtime.pubsub import Verdict
 from layotto_fast.runtime.pubsub_service import BulkEntry, PubSubService, TopicSubscription
 from layotto_fast.runtime.pubsub_stream import StreamSubscriber
 from layotto_fast.runtime.records import state_item
 from layotto_fast.runtime.secrets_service import SecretsService
 from layotto_fast.runtime.sequencer_service import SequencerService
 from layotto_fast.runtime.services import Services
-from layotto_fast.runtime.state import StateEntry, StateItem
+from layotto_fast.runtime.state import StateEntry, StateItem, TransactionOperation
 from layotto_fast.runtime.state_service import StateService
+
+log = logging.getLogger(__name__)
 
 EMPTY = empty_pb2.Empty()
 
@@ -74,10 +78,6 @@ class LayottoRuntime:
         self._invoke: InvokeService = services.invoke
         self._pubsub: PubSubService = services.pubsub
 
-    @property
-    def active_subscriptions(self) -> int:
-        return self._configuration.active_subscriptions
-
     # -- hello -------------------------------------------------------------
     async def SayHello(self, request: SayHelloFields) -> tuple[str, bytes | None]:
         """The greeting, and the request's ``data`` echoed back (see codecs)."""
@@ -90,11 +90,13 @@ class LayottoRuntime:
         return self._state.get(request.store_name, request.key, request.consistency, request.metadata)
 
     async def GetBulkState(self, request: pb.GetBulkStateRequest) -> pb.GetBulkStateResponse:
-        found = await self._state.bulk_get(request.store_name, request.keys, dict(request.metadata) or None)
+        found = await self._state.bulk_get(request.store_name, list(request.keys), dict(request.metadata) or None)
         return pb.GetBulkStateResponse(
             items=[
-                pb.BulkStateItem(key=key) if e is None else pb.BulkStateItem(key=key, data=e.value, etag=e.etag)
-                for key, e in found
+                pb.BulkStateItem(key=f.key)
+                if f.entry is None
+                else pb.BulkStateItem(key=f.key, data=f.entry.value, etag=f.entry.etag)
+                for f in found
             ]
         )
 
@@ -110,7 +112,7 @@ class LayottoRuntime:
             request.options.consistency,
             dict(request.metadata) or None,
         )
-        await self._state.delete(request.store_name, [item], field="request")
+        await self._state.delete_one(request.store_name, item)
         return EMPTY
 
     async def DeleteBulkState(self, request: pb.DeleteBulkStateRequest) -> empty_pb2.Empty:
@@ -118,7 +120,7 @@ class LayottoRuntime:
         return EMPTY
 
     async def ExecuteStateTransaction(self, request: pb.ExecuteStateTransactionRequest) -> empty_pb2.Empty:
-        operations = [(op.operationType, _state_item(op.request)) for op in request.operations]
+        operations = [TransactionOperation(op.operationType, _state_item(op.request)) for op in request.operations]
         await self._state.transact(request.storeName, operations, dict(request.metadata) or None)
         return EMPTY
 
@@ -224,7 +226,7 @@ class LayottoRuntime:
     # -- configuration -------------------------------------------------------
     async def GetConfiguration(self, request: pb.GetConfigurationRequest) -> pb.GetConfigurationResponse:
         items = await self._configuration.get(
-            request.store_name, request.app_id, request.keys, request.group, request.label
+            request.store_name, request.app_id, list(request.keys), request.group, request.label
         )
         return pb.GetConfigurationResponse(items=[_item_message(item) for item in items])
 
@@ -245,7 +247,9 @@ class LayottoRuntime:
         return EMPTY
 
     async def DeleteConfiguration(self, request: pb.DeleteConfigurationRequest) -> empty_pb2.Empty:
-        await self._configuration.delete(request.store_name, request.app_id, request.keys, request.group, request.label)
+        await self._configuration.delete(
+            request.store_name, request.app_id, list(request.keys), request.group, request.label
+        )
         return EMPTY
 
     async def SubscribeConfiguration(
@@ -275,7 +279,7 @@ async def _read_subscriptions(
 ) -> None:
     try:
         async for request in requests:
-            subscription.add(request.store_name, request.app_id, request.keys, request.group, request.label)
+            subscription.add(request.store_name, request.app_id, list(request.keys), request.group, request.label)
     except RuntimeApiError as exc:  # surfaces on the response stream
         subscription.fail(exc)
     except asyncio.CancelledError:
@@ -289,14 +293,33 @@ async def _read_subscriptions(
 async def _read_verdicts(requests: AsyncIterator[pb.SubscribeTopicEventsRequest], subscriber: StreamSubscriber) -> None:
     try:
         async for request in requests:
-            if request.WhichOneof("subscribe_topic_events_request_type") == "event_processed":
-                processed = request.event_processed
-                subscriber.answer(processed.id, processed.status.status)
+            event_id, verdict = _answer(request)
+            subscriber.answer(event_id, verdict)
+    except RuntimeApiError as exc:  # a malformed or unexpected request: surfaces on the response stream
+        subscriber.fail(exc)
+        return
     except asyncio.CancelledError:
         raise
-    except Exception:
-        pass  # the client went away: its unanswered deliveries fail below
+    except Exception as exc:  # the transport lost the client: its unanswered deliveries go back
+        log.info("a SubscribeTopicEvents request stream ended: %s", type(exc).__name__)
     subscriber.close()
+
+
+def _answer(request: pb.SubscribeTopicEventsRequest) -> tuple[str, Verdict]:
+    """The event id and verdict a request after the first one carries."""
+    kind = request.WhichOneof("subscribe_topic_events_request_type")
+    if kind == "initial_request":
+        raise InvalidArgument("initial_request: only the first request names the subscription")
+    if kind != "event_processed":
+        raise InvalidArgument("event_processed is missing: every request after the first answers an event")
+    processed = request.event_processed
+    if not processed.id:
+        raise InvalidArgument("event_processed.id is empty: name the event answered")
+    status = processed.status.status
+    verdict = VERDICTS.get(status)
+    if verdict is None:
+        raise InvalidArgument(f"event_processed.status.status is {status}: must be SUCCESS (0), RETRY (1) or DROP (2)")
+    return processed.id, verdict
 
 
 def _state_item(item: pb.StateItem) -> StateItem:

@@ -487,8 +487,8 @@ class NativeGrpcServer:
             max_concurrent_streams=max_concurrent_streams,
             fixed_replies=fixed_replies,
         )
-        # Calls whose handler suspended (each holds a Task); beyond the limit new ones
-        # get RESOURCE_EXHAUSTED instead of queueing without bound.
+        # Calls whose handler suspended (a Task for a stream, a SuspendedCall for a unary
+        # call); beyond the limit new ones get RESOURCE_EXHAUSTED instead of queueing without bound.
         self.max_in_flight = max_in_flight
         self.keepalive_seconds = keepalive_seconds
         self.handshake_timeout_seconds = handshake_timeout_seconds

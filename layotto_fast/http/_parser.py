@@ -1,7 +1,7 @@
-"""The one module that touches httptools (llhttp): the parser, its errors, the target split.
+"""The server's side of httptools (llhttp): the request parser, its errors, the target split.
 
-Its names are re-exported here behind small typed declarations, so the rest of the
-package sees only what it uses of the parser.
+Its names are re-exported here behind small typed declarations, so the server's modules
+see only what they use of the parser; ``client.py`` parses responses with httptools itself.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from layotto_fast.runtime.cloudevents import Event
+from layotto_fast.runtime.lifecycle import Health
 from layotto_fast.runtime.pubsub import Unsubscribe, Verdict
 from layotto_fast.runtime.pubsub_service import PubSubService, TopicSubscription
 
@@ -51,7 +52,7 @@ class AppChannel(Protocol):
 
 @dataclass
 class AppState:
-    status: str = "INIT"  # INIT until first reached, then UP / DOWN
+    status: Health = Health.INIT  # INIT until the app is first reached
     reason: str = "not reached yet"
     subscriptions: tuple[str, ...] = ()  # "pubsub/topic", each subscribed now
     failed: tuple[str, ...] = ()  # the app asked for these but they could not be subscribed
@@ -70,7 +71,7 @@ class AppSubscriptions:
 
     def health(self) -> dict[str, str]:
         return {
-            "status": self.state.status,
+            "status": self.state.status.value,
             "reason": self.state.reason,
             "required": "false",
             "address": self._channel.address,
@@ -89,15 +90,16 @@ class AppSubscriptions:
             try:
                 wanted = await self._channel.list_subscriptions()
             except Exception as exc:
-                if self.state.status == "UP":
+                if self.state.status == Health.UP:
                     log.warning("app at %s unreachable: %s", self._channel.address, exc)
-                self.state.status = "DOWN" if self.state.status != "INIT" else "INIT"
+                if self.state.status != Health.INIT:
+                    self.state.status = Health.DOWN
                 self.state.reason = f"unreachable: {exc}"
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, BACKOFF_SECONDS[1])
                 continue
             pause = BACKOFF_SECONDS[0]
-            self.state.status, self.state.reason = "UP", ""
+            self.state.status, self.state.reason = Health.UP, ""
             self.state.subscriptions = ()
             missing = await self._subscribe(wanted)
             log.info("app at %s reached: subscribed to %s", self._channel.address, ", ".join(self.state.subscriptions))
@@ -110,7 +112,7 @@ class AppSubscriptions:
             finally:
                 lost.cancel()
                 await self._unsubscribe()
-            self.state.status, self.state.reason = "DOWN", "connection lost"
+            self.state.status, self.state.reason = Health.DOWN, "connection lost"
             log.warning("lost the app at %s: subscriptions stopped until it is back", self._channel.address)
 
     async def _subscribe(self, wanted: Sequence[TopicSubscription]) -> list[TopicSubscription]:

@@ -44,7 +44,7 @@ class ConfigurationService:
         self.active_subscriptions = 0
         self.dropped_subscriptions = 0
 
-    def _store(self, name: str) -> ConfigurationStore:
+    def store(self, name: str) -> ConfigurationStore:
         store: ConfigurationStore = self._components.lookup("configuration", name, "store_name")
         return store
 
@@ -57,7 +57,7 @@ class ConfigurationService:
     async def get(
         self, store_name: str, app_id: str, keys: Sequence[str], group: str = "", label: str = ""
     ) -> list[ConfigItem]:
-        store = self._store(store_name)
+        store = self.store(store_name)
         return await store.get(self.query(app_id, keys, group, label))
 
     async def save(
@@ -65,7 +65,7 @@ class ConfigurationService:
     ) -> None:
         """Save ``items`` under ``app_id`` (the sidecar's own when empty); request metadata
         is the default of items that carry none."""
-        store = self._store(store_name)
+        store = self.store(store_name)
         app = app_id or self._app_id
         ready = []
         for index, item in enumerate(items):
@@ -85,7 +85,7 @@ class ConfigurationService:
         await store.save(ready)
 
     async def delete(self, store_name: str, app_id: str, keys: Sequence[str], group: str = "", label: str = "") -> None:
-        store = self._store(store_name)
+        store = self.store(store_name)
         if not keys:
             raise InvalidArgument("keys is empty: name the configuration keys to delete")
         await store.delete(self.query(app_id, keys, group, label))
@@ -108,13 +108,9 @@ class Subscription:
         self._requests_ended = False
         service.active_subscriptions += 1
 
-    @property
-    def watching(self) -> bool:
-        return bool(self._cancels)
-
     def add(self, store_name: str, app_id: str, keys: Sequence[str], group: str = "", label: str = "") -> ConfigQuery:
         """Watch ``keys`` of ``store_name``: every later matching change is queued."""
-        store = self._service._store(store_name)
+        store = self._service.store(store_name)
         query = self._service.query(app_id, keys, group, label)
         if not query.keys:
             raise InvalidArgument("keys is empty: name the configuration keys to subscribe to")

@@ -41,10 +41,6 @@ class InvokeService:
     def __init__(self, targets: Mapping[str, Target]) -> None:
         self._targets = dict(targets)
 
-    @property
-    def targets(self) -> list[str]:
-        return sorted(self._targets)
-
     async def invoke(self, request: InvokeRequest) -> InvokeResult:
         if not request.id:
             raise InvalidArgument("id: the target app id must not be empty")

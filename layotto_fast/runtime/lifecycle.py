@@ -47,6 +47,7 @@ class Slot:
     component: Component
     health: Health = Health.INIT
     reason: str = ""
+    initialised: bool = False  # init() has succeeded: health checks ping it, else they retry init()
 
     @property
     def required(self) -> bool:
@@ -77,7 +78,12 @@ class AwaitingSecrets:
 class Components:
     """Every declared component, by building block and name."""
 
-    def __init__(self, manifests: list[ComponentManifest], init_timeout: float = 10.0) -> None:
+    def __init__(
+        self, manifests: list[ComponentManifest], init_timeout: float = 10.0, app_id: str | None = None
+    ) -> None:
+        """``app_id``: the sidecar's, to load only the components scoped to it; None (``check``): all."""
+        if app_id is not None:
+            manifests = _in_scope(manifests, app_id)
         stores = sorted(m.name for m in manifests if m.block == "secretstores")
         self.slots = [Slot(m, _build_or_wait(m, stores)) for m in manifests]
         self._by_block: dict[str, dict[str, Slot]] = {block: {} for block in registry.BLOCKS}
@@ -89,10 +95,6 @@ class Components:
         self._init_timeout = init_timeout
         self.started_at = time.time()
         self.stopping_reason = ""
-
-    def of(self, block: str) -> dict[str, Any]:
-        """Every component of one block by name, whatever its health; read-only use."""
-        return {name: slot.component for name, slot in self._by_block.get(block, {}).items()}
 
     def ready(self, block: str) -> dict[str, Any]:
         """The components of ``block`` that are UP, by name: a live dict, kept current."""
@@ -172,6 +174,7 @@ class Components:
             self._mark(slot, Health.DOWN, f"init failed: {_describe(exc)}")
             log.error("component %s (%s) %s", slot.manifest.name, slot.manifest.type, slot.reason)
         else:
+            slot.initialised = True
             self._mark(slot, Health.UP, "")
             log.info("component %s (%s) is up", slot.manifest.name, slot.manifest.type)
 
@@ -180,12 +183,13 @@ class Components:
         await asyncio.gather(*(self._check(slot) for slot in self.slots if slot.health != Health.INIT))
 
     async def _check(self, slot: Slot) -> None:
-        if slot.reason.startswith("init failed"):
+        if not slot.initialised:
             try:
                 await asyncio.wait_for(slot.component.init(), self._init_timeout)
             except Exception as exc:
                 self._mark(slot, Health.DOWN, f"init failed: {_describe(exc)}")
             else:
+                slot.initialised = True
                 self._mark(slot, Health.UP, "")
                 log.info("component %s (%s) is up after a failed start", slot.manifest.name, slot.manifest.type)
             return
@@ -219,6 +223,23 @@ class Components:
         if any(slot.required and slot.health == Health.DOWN for slot in self.slots):
             return Health.DOWN, components
         return Health.UP, components
+
+
+def _in_scope(manifests: list[ComponentManifest], app_id: str) -> list[ComponentManifest]:
+    """As in Dapr: a manifest with ``scopes`` is for the app ids it lists, and no other."""
+    kept = []
+    for manifest in manifests:
+        if manifest.scopes and app_id not in manifest.scopes:
+            log.info(
+                "%s: component %s is scoped to %s, not to app id %s: not loaded",
+                manifest.source,
+                manifest.name,
+                ", ".join(manifest.scopes),
+                app_id,
+            )
+            continue
+        kept.append(manifest)
+    return kept
 
 
 def _build_or_wait(manifest: ComponentManifest, stores: list[str]) -> Component:

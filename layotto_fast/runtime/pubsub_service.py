@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 # deliver(event, timeout): the subscriber's verdict, or TimeoutError after ``timeout`` seconds.
 Deliver = Callable[[Event, float], Awaitable[Verdict]]
 
-# TopicSubscription metadata keys the service reads (the rest goes to the component).
+# TopicSubscription metadata keys the service reads. The component is handed the whole map
+# (SubscribeOptions.metadata), as Dapr hands a component the subscription's metadata.
 RETRY_ATTEMPTS = "retryAttempts"
 RETRY_INITIAL_INTERVAL = "retryInitialInterval"
 RETRY_MAX_INTERVAL = "retryMaxInterval"
@@ -164,8 +165,8 @@ class PubSubService:
 
         raw = [raw_payload({**metadata, **e.metadata}, f"entries[{i}].metadata") for i, e in enumerate(entries)]
 
-        async def one(entry: BulkEntry, raw: bool) -> BulkFailure | None:
-            if raw:
+        async def one(entry: BulkEntry, is_raw: bool) -> BulkFailure | None:
+            if is_raw:
                 envelope = entry.data
             else:
                 _, envelope = wrap(

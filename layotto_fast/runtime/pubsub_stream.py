@@ -2,8 +2,9 @@
 verdicts come back by event id.
 
 A delivery waits for the answer with its event's id; the pub/sub service's timeout and
-retry rules apply to it as to a callback. When the stream ends every unanswered delivery
-ends with SubscriberGone: the messages go back to their backend, not to a dead-letter topic.
+retry rules apply to it as to a callback. When the stream ends (or fails on a bad request)
+every unanswered delivery ends with SubscriberGone: the messages go back to their backend,
+not to a dead-letter topic.
 """
 
 from __future__ import annotations
@@ -12,12 +13,11 @@ import asyncio
 import logging
 from collections import deque
 
+from layotto_fast.errors import RuntimeApiError
 from layotto_fast.runtime.cloudevents import Event
 from layotto_fast.runtime.pubsub import SubscriberGone, Verdict
 
 log = logging.getLogger(__name__)
-
-_VERDICTS = {int(v): v for v in Verdict}
 
 
 class StreamSubscriber:
@@ -25,6 +25,7 @@ class StreamSubscriber:
         self._outbox: asyncio.Queue[Event | None] = asyncio.Queue()
         self._waiting: dict[str, deque[asyncio.Future[Verdict]]] = {}
         self._closed = False
+        self._failure: RuntimeApiError | None = None
 
     async def deliver(self, event: Event, timeout: float) -> Verdict:
         if self._closed:
@@ -43,17 +44,26 @@ class StreamSubscriber:
                 self._waiting.pop(event.id, None)
 
     async def next(self) -> Event | None:
-        """The next event to send; None once the stream is closed."""
-        return None if self._closed else await self._outbox.get()
+        """The next event to send; None once the stream is closed; the error it failed with."""
+        event = None if self._closed else await self._outbox.get()
+        if event is None and self._failure is not None:
+            raise self._failure
+        return event
 
-    def answer(self, event_id: str, status: int) -> None:
+    def answer(self, event_id: str, verdict: Verdict) -> None:
         waiting = self._waiting.get(event_id)
         while waiting:
             future = waiting.popleft()
             if not future.done():
-                future.set_result(_VERDICTS.get(status, Verdict.RETRY))
+                future.set_result(verdict)
                 return
         log.info("an answer for event %r, which is not awaiting one: ignored", event_id)
+
+    def fail(self, error: RuntimeApiError) -> None:
+        """End the stream with ``error`` (a bad request from the subscriber)."""
+        if not self._closed:
+            self._failure = error
+        self.close()
 
     def close(self) -> None:
         self._closed = True

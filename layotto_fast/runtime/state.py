@@ -19,7 +19,6 @@ class Feature(enum.StrEnum):
     TTL = "TTL"
     TRANSACTIONAL = "TRANSACTIONAL"
     BULK = "BULK"  # bulk reads and writes in one round trip
-    QUERY = "QUERY"
 
 
 class Concurrency(enum.IntEnum):
@@ -55,6 +54,20 @@ class StateItem(NamedTuple):
     concurrency: int = Concurrency.UNSPECIFIED
     consistency: int = Consistency.UNSPECIFIED
     metadata: Mapping[str, str] | None = None  # None: no entries
+
+
+class TransactionOperation(NamedTuple):
+    """One operation of a transaction, as the caller sent it."""
+
+    kind: str  # "upsert" or "delete", in any case
+    item: StateItem
+
+
+class BulkStateEntry(NamedTuple):
+    """One key of a bulk read and what is stored under it (None: nothing)."""
+
+    key: str
+    entry: StateEntry | None
 
 
 class SetOp(NamedTuple):

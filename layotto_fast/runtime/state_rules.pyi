@@ -1,4 +1,7 @@
-"""Type stub for the state block's per-item rules (state_rules.pyx)."""
+"""Type stub for the state block's per-item rules (state_rules.pyx).
+
+``field[index]suffix`` names the item in errors; an ``index`` of -1 names its fields bare.
+"""
 
 from collections.abc import Mapping
 

@@ -2,7 +2,8 @@
 """The state block's per-item rules, for the state service: a request's item (a
 ``StateItem``) becomes what a store applies (a ``SetOp`` or ``DeleteOp``), checked
 against the store's features, with the item's place in the request (``states[2]``)
-named in every error.
+named in every error; an index of -1 means the item's fields are the request's own
+(DeleteState), named bare (``key``).
 
 Compiled because it runs for every item of every write: the Python version cost
 about 0.4 µs of a SaveState's ~3 µs above the transport. The fields are read by
@@ -33,17 +34,22 @@ cdef object ETAG = Feature.ETAG
 cdef object TTL = Feature.TTL
 
 
+cdef str _place(str field, Py_ssize_t index, str suffix):
+    """Where the item's fields are named from: ``states[2].``, or nothing for the request's own."""
+    return "" if index < 0 else f"{field}[{index}]{suffix}."
+
+
 cdef object _checked_etag(object item, object features, str store_name, str field, Py_ssize_t index, str suffix):
     """The etag ``item`` is checked against (None: none), once its key and etag pass the rules."""
     # Read by position below: anything but the record itself would be read as garbage.
     if type(item) is not StateItem:
         raise TypeError(f"a StateItem is required, not {type(item).__name__}")
     if not item_key(item):
-        raise InvalidArgument(f"{field}[{index}]{suffix}.key is empty: a state key is required")
+        raise InvalidArgument(f"{_place(field, index, suffix)}key is empty: a state key is required")
     # last-write: the write goes through whatever is stored; an empty etag is no etag
     etag = None if <int>item_concurrency(item) == LAST_WRITE else (item_etag(item) or None)
     if etag is not None and ETAG not in features:
-        raise InvalidArgument(f"{field}[{index}]{suffix}.etag: state store {store_name!r} does not support etags")
+        raise InvalidArgument(f"{_place(field, index, suffix)}etag: state store {store_name!r} does not support etags")
     return etag
 
 
@@ -61,10 +67,10 @@ def set_op_for(
     metadata = item_metadata(item) or request_metadata
     ttl = None
     if metadata:
-        ttl = ttl_from_metadata(metadata, f"{field}[{index}]{suffix}.metadata")
+        ttl = ttl_from_metadata(metadata, f"{_place(field, index, suffix)}metadata")
         if ttl is not None and TTL not in features:
             raise InvalidArgument(
-                f"{field}[{index}]{suffix}.metadata.{TTL_KEY}: state store {store_name!r} does not support TTL"
+                f"{_place(field, index, suffix)}metadata.{TTL_KEY}: state store {store_name!r} does not support TTL"
             )
     return new_set_op(
         item_key(item),

@@ -12,7 +12,17 @@ from collections.abc import Awaitable, Mapping, Sequence
 
 from layotto_fast.errors import InvalidArgument, Unimplemented
 from layotto_fast.runtime.lifecycle import Components
-from layotto_fast.runtime.state import Consistency, DeleteOp, Feature, SetOp, StateEntry, StateItem, StateStore
+from layotto_fast.runtime.state import (
+    BulkStateEntry,
+    Consistency,
+    DeleteOp,
+    Feature,
+    SetOp,
+    StateEntry,
+    StateItem,
+    StateStore,
+    TransactionOperation,
+)
 from layotto_fast.runtime.state_rules import delete_op_for as _delete_op
 from layotto_fast.runtime.state_rules import set_op_for as _set_op
 
@@ -25,10 +35,10 @@ class StateService:
         # Only the stores that are UP, kept current by the lifecycle: the hot path is one dict lookup.
         self._ready: dict[str, StateStore] = components.ready("state")
 
-    def store(self, name: str, field: str = "store_name") -> StateStore:
+    def store(self, name: str, store_field: str = "store_name") -> StateStore:
         store = self._ready.get(name)
         if store is None:
-            found: StateStore = self._components.lookup("state", name, field)  # raises with the reason
+            found: StateStore = self._components.lookup("state", name, store_field)  # raises with the reason
             return found
         return store
 
@@ -46,7 +56,7 @@ class StateService:
 
     async def bulk_get(
         self, store_name: str, keys: Sequence[str], metadata: Mapping[str, str] | None = None
-    ) -> list[tuple[str, StateEntry | None]]:
+    ) -> list[BulkStateEntry]:
         store = self.store(store_name)
         for index, key in enumerate(keys):
             if not key:
@@ -54,7 +64,7 @@ class StateService:
         if not keys:
             return []
         entries = await store.bulk_get(list(keys), metadata)
-        return list(zip(keys, entries, strict=True))
+        return [BulkStateEntry(key, entry) for key, entry in zip(keys, entries, strict=True)]
 
     def save(self, store_name: str, items: Sequence[StateItem]) -> Awaitable[None]:
         store = self._ready.get(store_name)
@@ -65,20 +75,26 @@ class StateService:
             return store.set([_set_op(items[0], features, store_name, "states", 0)])
         return store.set([_set_op(item, features, store_name, "states", index) for index, item in enumerate(items)])
 
-    async def delete(self, store_name: str, items: Sequence[StateItem], field: str = "states") -> None:
+    async def delete(self, store_name: str, items: Sequence[StateItem]) -> None:
         store = self.store(store_name)
         features = store.features
-        await store.delete([_delete_op(item, features, store_name, field, index) for index, item in enumerate(items)])
+        await store.delete([_delete_op(item, features, store_name, "states", i) for i, item in enumerate(items)])
+
+    async def delete_one(self, store_name: str, item: StateItem) -> None:
+        """Delete the one item of a request whose own fields are the item's (DeleteState):
+        an error names ``key`` or ``etag``, not a place in a list."""
+        store = self.store(store_name)
+        await store.delete([_delete_op(item, store.features, store_name, "", -1)])
 
     async def transact(
         self,
         store_name: str,
-        operations: Sequence[tuple[str, StateItem]],
+        operations: Sequence[TransactionOperation],
         metadata: Mapping[str, str] | None = None,
-        field: str = "storeName",
+        store_field: str = "storeName",
     ) -> None:
-        """``operations``: ("upsert" | "delete", item) pairs, applied all or none."""
-        store = self.store(store_name, field)
+        """Apply ``operations`` all or none."""
+        store = self.store(store_name, store_field)
         features = store.features
         if Feature.TRANSACTIONAL not in features:
             raise Unimplemented(f"state store {store_name!r} does not support transactions (feature TRANSACTIONAL)")

@@ -14,7 +14,7 @@ from typing import Any
 
 from layotto_fast.runtime.state import Feature
 
-ALL_STATE = frozenset(Feature) - {Feature.QUERY}
+ALL_STATE = frozenset(Feature)
 
 
 @dataclass(frozen=True)

@@ -320,6 +320,50 @@ def test_streaming_subscription_with_verdicts(tmp_path: Path, transport: str) ->
         sidecar.stop()
 
 
+@pytest.mark.parametrize("transport", ["native", "grpcio"])
+def test_a_bad_request_after_the_first_ends_the_stream_naming_the_field(tmp_path: Path, transport: str) -> None:
+    sidecar = sc.start(tmp_path, "--app-port", "0", "--grpc-transport", transport)
+    topic = _topic()
+    initial = pb.SubscribeTopicEventsRequest(
+        initial_request=pb.SubscribeTopicEventsRequestInitial(pubsub_name=PUBSUB, topic=topic)
+    )
+    unknown_status = pb.SubscribeTopicEventsRequest(
+        event_processed=pb.SubscribeTopicEventsRequestProcessed(
+            id="some-event",
+            status=appcallback_pb2.TopicEventResponse(status=7),  # type: ignore[arg-type]
+        )
+    )
+    no_id = pb.SubscribeTopicEventsRequest(event_processed=pb.SubscribeTopicEventsRequestProcessed())
+    cases = [
+        (unknown_status, "event_processed.status"),
+        (initial, "initial_request"),
+        (pb.SubscribeTopicEventsRequest(), "event_processed"),
+        (no_id, "event_processed.id"),
+    ]
+    try:
+        for bad, field in cases:
+            requests: queue.Queue[pb.SubscribeTopicEventsRequest | None] = queue.Queue()
+            requests.put(initial)
+            responses = sidecar.stub().SubscribeTopicEvents(iter(requests.get, None), timeout=10)
+            first = next(responses)
+            assert first.WhichOneof("subscribe_topic_events_response_type") == "initial_response"
+            requests.put(bad)
+            with pytest.raises(grpc.RpcError) as raised:
+                next(responses)
+            requests.put(None)
+            assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, raised.value
+            assert raised.value.details().startswith(field), raised.value.details()
+        # The sidecar still serves a stream that answers as it should.
+        stream = _Stream(sidecar, topic)
+        published = sidecar.stub().PublishEvent(pb.PublishEventRequest(pubsub_name=PUBSUB, topic=topic, data=b"x"))
+        event = stream.next_event()
+        assert event.id == published.message_id
+        stream.answer(event.id, SUCCESS)
+        stream.close()
+    finally:
+        sidecar.stop()
+
+
 class _Stream:
     """One SubscribeTopicEvents stream, read on a thread: events arrive in ``events``."""
 

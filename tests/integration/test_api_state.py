@@ -173,6 +173,13 @@ def test_save_state_empty_key_names_field(sidecar: Sidecar) -> None:
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "states[1].key" in details
 
 
+def test_delete_state_errors_name_its_own_fields(sidecar: Sidecar) -> None:
+    """DeleteStateRequest has ``key``, not a list of items: the error names the field as it is."""
+    code, details = code_of(lambda: sidecar.stub().DeleteState(pb.DeleteStateRequest(store_name=STORE, key="")))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.startswith("key is empty"), details
+
+
 def test_layotto_state_demo_saves_with_etag_2_and_last_write(sidecar: Sidecar) -> None:
     """Layotto's own state demo: etag "2" with last-write concurrency must go through."""
     stub = sidecar.stub()

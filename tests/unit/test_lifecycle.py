@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 from pathlib import Path
 
+import pytest
+
+from layotto_fast.errors import InvalidArgument
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime.lifecycle import Components, Health
 
@@ -40,3 +45,52 @@ def test_stopping_is_down() -> None:
     asyncio.run(components.init_all())
     components.stopping_reason = "shutting down"
     assert components.readiness()[0] == Health.DOWN
+
+
+def test_a_component_scoped_to_other_apps_is_not_loaded(caplog: pytest.LogCaptureFixture) -> None:
+    def scoped(name: str, *scopes: str) -> ComponentManifest:
+        return dataclasses.replace(manifest(name, "state.in-memory"), scopes=scopes)
+
+    given = [scoped("theirs", "billing"), scoped("ours", "billing", "orders"), scoped("everyone")]
+    with caplog.at_level(logging.INFO, logger="layotto_fast.runtime.lifecycle"):
+        components = Components(given, app_id="orders")
+    asyncio.run(components.init_all())
+    assert sorted(components.ready("state")) == ["everyone", "ours"]
+    with pytest.raises(InvalidArgument, match="no state component of that name"):
+        components.lookup("state", "theirs", "store_name")
+    assert f"{Path(__file__)}: component theirs is scoped to billing, not to app id orders" in caplog.text
+    # ``check`` validates every manifest, whichever app it is for.
+    assert len(Components(given).slots) == 3
+
+
+class _Flaky:
+    """A component whose first init fails and whose pings fail with a message alike."""
+
+    def __init__(self) -> None:
+        self.inits = self.pings = 0
+
+    async def init(self) -> None:
+        self.inits += 1
+        if self.inits == 1:
+            raise RuntimeError("backend not there yet")
+
+    async def ping(self) -> None:
+        self.pings += 1
+        raise RuntimeError("init failed on the backend's side")  # not our init: ping again
+
+    async def close(self) -> None:
+        return None
+
+
+def test_a_failed_init_is_retried_by_the_health_check_and_then_pinged() -> None:
+    components = Components([manifest("s", "state.in-memory")])
+    flaky = _Flaky()
+    components.slots[0].component = flaky
+    asyncio.run(components.init_all())
+    assert components.slots[0].health == Health.DOWN and components.slots[0].reason.startswith("init failed")
+    asyncio.run(components.check_all())
+    assert (flaky.inits, flaky.pings, components.slots[0].health) == (2, 0, Health.UP)
+    asyncio.run(components.check_all())
+    assert components.slots[0].reason == "init failed on the backend's side"
+    asyncio.run(components.check_all())  # a ping's failure, whatever it reads, asks for another ping
+    assert (flaky.inits, flaky.pings) == (2, 2)

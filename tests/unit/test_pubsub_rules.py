@@ -158,9 +158,9 @@ def test_stream_subscriber_matches_answers_to_events() -> None:
         event = cloudevents.unwrap(cloudevents.wrap(b"x", "text/plain", **WHERE)[1], "orders", "ps")
         delivery = asyncio.ensure_future(subscriber.deliver(event, 5.0))
         assert await subscriber.next() == event
-        subscriber.answer("someone-else", 0)  # ignored
+        subscriber.answer("someone-else", Verdict.SUCCESS)  # ignored
         assert not delivery.done()
-        subscriber.answer(event.id, 2)
+        subscriber.answer(event.id, Verdict.DROP)
         assert await delivery == Verdict.DROP
         waiting = asyncio.ensure_future(subscriber.deliver(event, 5.0))
         await subscriber.next()
@@ -174,13 +174,28 @@ def test_stream_subscriber_matches_answers_to_events() -> None:
     asyncio.run(run())
 
 
+def test_a_failed_stream_subscriber_ends_with_its_error_and_gives_its_deliveries_back() -> None:
+    async def run() -> None:
+        subscriber = StreamSubscriber()
+        event = cloudevents.unwrap(cloudevents.wrap(b"x", "text/plain", **WHERE)[1], "orders", "ps")
+        waiting = asyncio.ensure_future(subscriber.deliver(event, 5.0))
+        assert await subscriber.next() == event
+        subscriber.fail(InvalidArgument("event_processed.id is empty"))
+        with pytest.raises(Unavailable):  # SubscriberGone: back to the backend
+            await waiting
+        with pytest.raises(InvalidArgument, match=r"event_processed\.id"):
+            await subscriber.next()
+
+    asyncio.run(run())
+
+
 def test_stream_subscriber_gives_up_after_the_timeout() -> None:
     async def run() -> None:
         subscriber = StreamSubscriber()
         event = cloudevents.unwrap(cloudevents.wrap(b"x", "text/plain", **WHERE)[1], "orders", "ps")
         with pytest.raises(TimeoutError):
             await subscriber.deliver(event, 0.05)
-        subscriber.answer(event.id, 0)  # too late: nobody waits for it any more
+        subscriber.answer(event.id, Verdict.SUCCESS)  # too late: nobody waits for it any more
         assert await subscriber.next() == event
 
     asyncio.run(run())

@@ -24,6 +24,7 @@ from layotto_fast.runtime.lock import LockStatus
 from layotto_fast.runtime.records import state_item
 from layotto_fast.runtime.services import Services
 from layotto_fast.runtime.state import Concurrency, Feature, StateItem
+from layotto_fast.runtime.state import TransactionOperation as Op
 
 SOURCE = str(Path(__file__))
 
@@ -102,12 +103,14 @@ def test_state_ttl_metadata_is_checked_and_bounded(world: tuple[Loop, Components
 def test_state_transaction_and_bulk(world: tuple[Loop, Components, Services]) -> None:
     loop, _, services = world
     state = services.state
-    loop.run(state.transact("store", [("upsert", item("a")), ("UPSERT", item("b")), ("delete", item("a"))]))
-    assert [(k, e and e.value) for k, e in loop.run(state.bulk_get("store", ["a", "b"]))] == [("a", None), ("b", b"v")]
+    operations = [Op("upsert", item("a")), Op("UPSERT", item("b")), Op("delete", item("a"))]
+    loop.run(state.transact("store", operations))
+    found = loop.run(state.bulk_get("store", ["a", "b"]))
+    assert [(f.key, f.entry and f.entry.value) for f in found] == [("a", None), ("b", b"v")]
     with pytest.raises(InvalidArgument, match=r"operations\[0\]\.operationType is 'merge'"):
-        loop.run(state.transact("store", [("merge", item("a"))]))
+        loop.run(state.transact("store", [Op("merge", item("a"))]))
     with pytest.raises(InvalidArgument, match=r"operations\[0\]\.request\.key is empty"):
-        loop.run(state.transact("store", [("upsert", item(""))]))
+        loop.run(state.transact("store", [Op("upsert", item(""))]))
     stale = state_item("b", b"", "999", 0, 0, None)
     with pytest.raises(Conflict):
         loop.run(state.delete("store", [item("b", etag=None), stale]))
@@ -120,10 +123,15 @@ def test_features_a_store_lacks_are_refused_by_name(world: tuple[Loop, Component
     store.features = frozenset({Feature.BULK})  # this instance now declares only bulk
     with pytest.raises(InvalidArgument, match="'store' does not support etags"):
         loop.run(services.state.save("store", [item("k", etag="1")]))
+    with pytest.raises(InvalidArgument, match=r"^etag: state store 'store' does not support etags"):
+        loop.run(services.state.delete_one("store", item("k", etag="1")))
+    with pytest.raises(InvalidArgument, match=r"^key is empty"):
+        loop.run(services.state.delete_one("store", item("")))
+    loop.run(services.state.delete_one("store", item("k", etag="1", concurrency=Concurrency.LAST_WRITE)))
     with pytest.raises(InvalidArgument, match="'store' does not support TTL"):
         loop.run(services.state.save("store", [item("k", ttlInSeconds="5")]))
     with pytest.raises(Unimplemented, match="'store' does not support transactions"):
-        loop.run(services.state.transact("store", [("upsert", item("k"))]))
+        loop.run(services.state.transact("store", [Op("upsert", item("k"))]))
 
 
 def test_a_component_that_is_not_up_is_unavailable_by_name(world: tuple[Loop, Components, Services]) -> None:
