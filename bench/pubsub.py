@@ -233,7 +233,7 @@ class SidecarProcess(Child):
         self.grpc_port, self.actuator_port = free_port(), free_port()
         args = serve_command(
             self.grpc_port, self.actuator_port, "--resources-path", str(folder), "--app-port", str(app_port),
-            "--http-port", str(free_port()), "--log-level", "warning",
+            "--log-level", "warning",
         )  # fmt: skip
         self.log = log
         with log.open("wb") as out:

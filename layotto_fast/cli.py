@@ -44,7 +44,6 @@ def _add_flags(command: argparse.ArgumentParser) -> None:
     add = command.add_argument
     add("--app-id", help="the application's id (default layotto-fast)")
     add("--grpc-port", type=int, help="gRPC API port (default 34904)")
-    add("--http-port", type=int, help="Dapr-compatible HTTP port (default 3500)")
     add("--actuator-port", type=int, help="actuator HTTP port: health, info, metrics (default 34999)")
     add(
         "--app-port",
@@ -98,7 +97,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in (
             "app_id",
             "grpc_port",
-            "http_port",
             "actuator_port",
             "app_port",
             "app_keepalive_seconds",

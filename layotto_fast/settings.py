@@ -27,7 +27,6 @@ class Settings:
     app_id: str = "layotto-fast"
     listen_address: str = "127.0.0.1"
     grpc_port: int = 34904
-    http_port: int = 3500
     actuator_port: int = 34999
     app_port: int = 9999  # the app's AppCallback gRPC server; 0: never dialled
     app_host: str = "127.0.0.1"
@@ -56,7 +55,7 @@ class Settings:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name not in ("mesh", "invoke", "config_file")}
-_PORTS = ("grpc_port", "http_port", "actuator_port", "app_port")
+_PORTS = ("grpc_port", "actuator_port", "app_port")
 
 
 def load(config_file: str | None, overrides: dict[str, Any]) -> Settings:

@@ -1,4 +1,4 @@
-"""HTTP/1.1 for the sidecar's HTTP surfaces (the actuator; Dapr's HTTP API next): one
+"""HTTP/1.1 for the sidecar's HTTP surfaces (the actuator): one
 asyncio protocol on httptools (llhttp) and a small router."""
 
 from layotto_fast.http.messages import TEXT, Request, Response

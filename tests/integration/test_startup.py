@@ -121,7 +121,6 @@ def test_help_documents_flags() -> None:
     for flag in (
         "--app-id",
         "--grpc-port",
-        "--http-port",
         "--actuator-port",
         "--app-port",
         "--resources-path",
@@ -164,6 +163,24 @@ def test_config_file_and_flags(tmp_path: Path) -> None:
         info = orjson.loads(sidecar.http("/actuator/info")[1])
         assert info["app_id"] == "from-flag"
         assert [c["name"] for c in info["components"]] == ["store"]
+    finally:
+        assert sidecar.stop() == 0
+
+
+def test_a_component_is_served_only_to_the_app_ids_in_its_scopes(tmp_path: Path) -> None:
+    folder = tmp_path / "components"
+    theirs = write(folder, "theirs", "state.in-memory", "scopes: [billing]\n")
+    write(folder, "ours", "state.in-memory", "scopes: [billing, orders]\n")
+    sidecar = sidecar_process.start(tmp_path, "--resources-path", str(folder), "--app-id", "orders")
+    try:
+        stub = sidecar.stub()
+        stub.SaveState(pb.SaveStateRequest(store_name="ours", states=[pb.StateItem(key="k", value=b"v")]))
+        assert stub.GetState(pb.GetStateRequest(store_name="ours", key="k")).data == b"v"
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.GetState(pb.GetStateRequest(store_name="theirs", key="k"))
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+        assert "no state component of that name (known: ours)" in raised.value.details()  # type: ignore[attr-defined]
+        assert f"{theirs}: component theirs is scoped to billing, not to app id orders" in sidecar.log()
     finally:
         assert sidecar.stop() == 0
 
