@@ -182,8 +182,8 @@ def op_get(key: bytes, *, prefix: bool = False) -> Any:
     return rpc.RequestOp(request_range=rpc.RangeRequest(key=key, range_end=prefix_end(key) if prefix else b""))
 
 
-def op_delete(key: bytes, *, prev_kv: bool = False) -> Any:
-    return rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key, prev_kv=prev_kv))
+def op_delete(key: bytes) -> Any:
+    return rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key))
 
 
 def same_create(key: bytes, revision: int) -> Any:

@@ -266,7 +266,11 @@ def _route(source: str, path: str, raw: Any, clusters: Mapping[str, Cluster], pr
     rate_limit = None
     if limit is not None:
         rate = limit.number("requests_per_second")
-        burst = limit.number("burst") if "burst" in limit.raw else rate
+        # A request takes a whole token from a bucket holding at most `burst`: below one
+        # the bucket never fills enough and the route would refuse every request.
+        burst = limit.number("burst") if "burst" in limit.raw else max(1.0, rate)
+        if burst < 1:
+            raise limit.error("burst", f"must be at least 1 (one request takes one token), got {limit.raw['burst']!r}")
         rate_limit = RateLimit(rate, burst)
     return Route(
         name=f.required_text("name"),

@@ -48,9 +48,6 @@ class Mesh:
         """The running proxy (None before start and after stop)."""
         return self._proxy
 
-    def addresses(self) -> list[tuple[str, str, int]]:
-        return self._proxy.addresses() if self._proxy else []
-
     def reload(self) -> bool:
         """Reads the config file again and swaps in its routes and clusters; a file that is
         bad, or that changes the listeners, is refused with the reason logged and the running

@@ -96,6 +96,16 @@ def test_config_from_manifest() -> None:
         assert caught.value.field == f"spec.metadata.{field}" and caught.value.source == "test.yaml"
 
 
+@pytest.mark.parametrize(("value", "seconds"), [("5", 5.0), ("30", 30.0), ("500ms", 0.5), ("1.5s", 1.5), ("1m", 60.0)])
+def test_etcd_durations_read_plain_digits_as_seconds(value: str, seconds: float) -> None:
+    # Layotto's etcd manifests give dialTimeout as whole seconds ("5"); Go-style
+    # durations, which Dapr's etcd components take, read as written.
+    config = EtcdConfig.from_manifest(
+        manifest("lock.etcd", {"endpoints": "a", "dialTimeout": value, "operationTimeout": value}), "x"
+    )
+    assert (config.dial_timeout, config.operation_timeout) == (seconds, seconds)
+
+
 def test_init_fails_fast_without_etcd_and_tries_endpoints_in_order(etcd_server: EtcdServer) -> None:
     dead = f"127.0.0.1:{free_ports(1)[0]}"
 

@@ -77,15 +77,16 @@ def test_a_stale_etag_on_a_later_item_changes_no_item(harness: Harness, implemen
 
 def test_etag_on_missing_key_conflicts(harness: Harness, implementation: Implementation) -> None:
     store = harness.make(implementation)
-    with pytest.raises(Conflict):
-        harness.run(store.set([SetOp(key(), b"1", etag="1")]))
+    k = key()
+    with pytest.raises(Conflict, match=f"^etag mismatch for key '{k}': given '1', the store has no value$"):
+        harness.run(store.set([SetOp(k, b"1", etag="1")]))
 
 
 def test_first_write_without_etag(harness: Harness, implementation: Implementation) -> None:
     store = harness.make(implementation)
     k = key()
     harness.run(store.set([SetOp(k, b"1", first_write=True)]))
-    with pytest.raises(Conflict):
+    with pytest.raises(Conflict, match=f"^first-write concurrency: key '{k}' exists and no etag was given$"):
         harness.run(store.set([SetOp(k, b"2", first_write=True)]))
     assert harness.run(store.get(k)).value == b"1"
     harness.run(store.set([SetOp(k, b"last-write-wins")]))

@@ -120,6 +120,40 @@ def test_config_mistakes_name_the_field(raw: Any, field: str, problem: str) -> N
     assert problem in caught.value.problem
 
 
+def _step(**step: Any) -> dict[str, Any]:
+    return {"targets": [{"id": "a", "channel": "http", "address": "h:1", "before_invoke": [step]}]}
+
+
+@pytest.mark.parametrize(
+    ("step", "problem"),
+    [
+        ({"name": "headers", "set": ["x-a", "1"]}, "set must be a mapping of header names to string values"),
+        ({"name": "headers", "set": "x-a"}, "set must be a mapping"),
+        ({"name": "headers", "set": {"x-a": {"deep": 1}}}, "set must be a mapping"),
+        ({"name": "headers", "remove": "x-secret"}, "remove must be a list of header names, got 'x-secret'"),
+        ({"name": "headers", "remove": [1]}, "remove must be a list of header names"),
+        ({"name": "headers", "sett": {"x-a": "1"}}, "unknown key 'sett' (known: set, remove)"),
+        ({"name": "timeout", "timeout": 5}, "unknown key 'timeout' (known: timeout_ms, max_ms)"),
+        ({"name": "timeout", "max_ms": "5"}, "max_ms must be a positive integer"),
+        ({"name": "dubbo_json_rpc", "types": []}, "unknown key 'types' (known: none)"),
+        ({"name": "sofarpc_json", "codec": 12}, "unknown key 'codec'"),
+    ],
+)  # fmt: skip
+def test_a_shipped_filters_config_mistake_names_the_key(step: dict[str, Any], problem: str) -> None:
+    with pytest.raises(StartupError) as caught:
+        parse(_step(**step), "c.yaml")
+    assert caught.value.field == "invoke.targets[0].before_invoke[0]"
+    assert problem in caught.value.problem
+
+
+def test_the_headers_filter_takes_scalar_values_as_text() -> None:
+    from layotto_fast.components.invoke.filters import HeaderFilter
+
+    step = HeaderFilter({"set": {"x-count": 3, "x-from": "sidecar"}, "remove": ["x-secret"]})
+    request = InvokeRequest(id="a", method="m", data=b"", headers={"x-secret": "s", "x-keep": "k"})
+    assert step.before(request).headers == {"x-keep": "k", "x-count": "3", "x-from": "sidecar"}
+
+
 def test_a_users_filter_module_is_imported(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "my_filters.py").write_text(
         "from layotto_fast.runtime.invoke import PassThrough, register_filter\n"

@@ -94,6 +94,8 @@ def test_the_native_shape_carries_every_setting() -> None:
         ({"clusters": [{**CLUSTER, "hosts": ["x"]}]}, "mesh.clusters[0].hosts[0]", "host:port"),
         ({"clusters": [{**CLUSTER, "balancing": "random"}]}, "mesh.clusters[0].balancing", "round_robin, least"),
         ({"clusters": [CLUSTER, CLUSTER]}, "mesh.clusters[1].name", "used twice"),
+        (mesh(routes=[{"name": "r", "cluster": "echo", "rate_limit": {"requests_per_second": 5, "burst": 0.5}}]),
+         f"{R0}.rate_limit.burst", "at least 1"),
         ([], "mesh", "must be a mapping"),
     ],
 )  # fmt: skip
@@ -103,6 +105,15 @@ def test_mistakes_name_the_field(raw: Any, field: str, problem: str) -> None:
     assert caught.value.source == "mesh.yaml"
     assert caught.value.field == field
     assert problem in caught.value.problem
+
+
+@pytest.mark.parametrize(("rate", "burst"), [(0.5, 1.0), (1, 1.0), (250, 250.0)])
+def test_a_rate_limits_burst_defaults_to_its_rate_and_holds_at_least_one_token(rate: float, burst: float) -> None:
+    # Below one token the native bucket never lets a request through: a slow rate such as
+    # one request every two seconds must still let that request pass.
+    raw = mesh(routes=[{"name": "r", "cluster": "echo", "rate_limit": {"requests_per_second": rate}}])
+    limit = parse(raw, "f.yaml").listeners[0].routes[0].rate_limit
+    assert limit is not None and (limit.requests_per_second, limit.burst) == (float(rate), burst)
 
 
 def test_the_config_file_carries_the_mesh_and_its_ports_are_checked(tmp_path: Path) -> None:

@@ -213,8 +213,6 @@ class EtcdConfigurationStore:
         unique: dict[ItemId, ConfigItem] = {}
         for item in items:
             _check_names(item.app_id, item.group, item.label)
-            if not item.key:
-                raise InvalidArgument("a configuration item's key is empty")
             unique[_item_id(item)] = item  # etcd refuses a transaction that writes a key twice
         for chunk in _chunks(list(unique.values()), ITEMS_PER_TXN):
             operations = []

@@ -165,10 +165,7 @@ class RedisConfigurationStore:
 
     async def ping(self) -> None:
         assert self._client is not None, "init() first"
-        try:
-            await ping(self._client, self._config)
-        except redis_errors.RedisClusterException as exc:
-            raise self._config.unavailable(exc) from None
+        await ping(self._client, self._config)
 
     async def close(self) -> None:
         if self._watcher is not None:

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -24,11 +25,38 @@ from layotto_fast.errors import InvalidArgument, Unknown
 from layotto_fast.runtime.invoke import InvokeRequest, InvokeResult, PassThrough, register_filter
 
 
+def _only_keys(config: Mapping[str, Any], known: tuple[str, ...]) -> None:
+    # A misspelt key would otherwise leave the filter doing nothing, silently.
+    unknown = sorted(set(map(str, config)) - set(known))
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]!r} (known: {', '.join(known) or 'none'})")
+
+
+@dataclass(frozen=True)
+class HeaderFilterConfig:
+    set_headers: dict[str, str]
+    remove_headers: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, config: Mapping[str, Any]) -> HeaderFilterConfig:
+        _only_keys(config, ("set", "remove"))
+        raw_set = config.get("set") or {}
+        if not isinstance(raw_set, Mapping) or not all(
+            isinstance(k, str) and k and isinstance(v, (str, int, float)) and not isinstance(v, bool)
+            for k, v in raw_set.items()
+        ):
+            raise ValueError(f"set must be a mapping of header names to string values, got {raw_set!r}")
+        raw_remove = config.get("remove") or []
+        if not isinstance(raw_remove, list) or not all(isinstance(k, str) and k for k in raw_remove):
+            raise ValueError(f"remove must be a list of header names, got {raw_remove!r}")
+        return cls(set_headers={k: str(v) for k, v in raw_set.items()}, remove_headers=tuple(raw_remove))
+
+
 @register_filter("headers")
 class HeaderFilter(PassThrough):
     def __init__(self, config: Mapping[str, Any]) -> None:
-        self._set = {str(k): str(v) for k, v in (config.get("set") or {}).items()}
-        self._remove = [str(k) for k in config.get("remove") or []]
+        parsed = HeaderFilterConfig.parse(config)
+        self._set, self._remove = parsed.set_headers, parsed.remove_headers
 
     def before(self, request: InvokeRequest) -> InvokeRequest:
         for name in self._remove:
@@ -37,15 +65,26 @@ class HeaderFilter(PassThrough):
         return request
 
 
-@register_filter("timeout")
-class TimeoutFilter(PassThrough):
-    def __init__(self, config: Mapping[str, Any]) -> None:
-        self._timeout_ms = config.get("timeout_ms")
-        self._max_ms = config.get("max_ms")
+@dataclass(frozen=True)
+class TimeoutFilterConfig:
+    timeout_ms: int | None
+    max_ms: int | None
+
+    @classmethod
+    def parse(cls, config: Mapping[str, Any]) -> TimeoutFilterConfig:
+        _only_keys(config, ("timeout_ms", "max_ms"))
         for name in ("timeout_ms", "max_ms"):
             value = config.get(name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        return cls(timeout_ms=config.get("timeout_ms"), max_ms=config.get("max_ms"))
+
+
+@register_filter("timeout")
+class TimeoutFilter(PassThrough):
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        parsed = TimeoutFilterConfig.parse(config)
+        self._timeout_ms, self._max_ms = parsed.timeout_ms, parsed.max_ms
 
     def before(self, request: InvokeRequest) -> InvokeRequest:
         if self._timeout_ms is not None:
@@ -100,7 +139,7 @@ def _json_answer(result: InvokeResult, value: Any) -> InvokeResult:
 @register_filter("dubbo_json_rpc")
 class DubboJsonRpc:
     def __init__(self, config: Mapping[str, Any]) -> None:
-        del config
+        _only_keys(config, ())
 
     def before(self, request: InvokeRequest) -> InvokeRequest:
         types, args = _json_call(request)
@@ -130,7 +169,7 @@ class SofaRpcJson:
     answer is JSON."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
-        del config
+        _only_keys(config, ())
 
     def before(self, request: InvokeRequest) -> InvokeRequest:
         _, args = _json_call(request)

@@ -148,7 +148,13 @@ class BoltChannel:
         codec = request.extensions.get(BOLT_CODEC, config.codec)
         frame = native.encode_bolt_request(0, codec, request.timeout_ms, config.class_name, header, request.data)
         answer = await self._invoker.send("bolt", frame, request.timeout_ms, **_where(config, request))
-        _, _, codec, status, _, answer_header, content = native.decode_bolt_response(answer)
+        try:
+            _, _, codec, status, _, answer_header, content = native.decode_bolt_response(answer)
+        except native.FrameError as exc:
+            # The mesh checks only the framing; what is inside is the provider's doing.
+            raise Internal(
+                f"bolt service {config.service!r} method {request.method!r}: unreadable answer: {exc}"
+            ) from None
         if status != 0:
             kind = _BOLT_STATUSES.get(status, Unavailable if status in (0x0005, 0x0010) else Internal)
             detail = _bolt_error_message(codec, content)
@@ -211,12 +217,23 @@ class DubboChannel:
         answer = await self._invoker.send("dubbo", frame, request.timeout_ms, **_where(config, request))
         status = answer[3]
         if status != 20:
-            _, _, message, _ = native.decode_dubbo_response(answer)
+            try:
+                _, _, message, _ = native.decode_dubbo_response(answer)
+            except native.FrameError as exc:
+                # The status alone still says what went wrong; only its message is lost.
+                message = f"(message unreadable: {exc})"
             kind = _DUBBO_STATUSES.get(status, Internal)
-            raise kind(f"dubbo service {config.service!r} answered status {status}: {message}")
+            raise kind(
+                f"dubbo service {config.service!r} method {request.method!r} answered status {status}: {message}"
+            )
         result = InvokeResult(data=answer[16:], content_type=request.content_type)
         if call is not None:
-            result.extensions[DUBBO_REPLY] = native.decode_dubbo_response(answer)
+            try:
+                result.extensions[DUBBO_REPLY] = native.decode_dubbo_response(answer)
+            except native.FrameError as exc:
+                raise Internal(
+                    f"dubbo service {config.service!r} method {call.method!r}: unreadable answer: {exc}"
+                ) from None
         return result
 
     async def close(self) -> None:

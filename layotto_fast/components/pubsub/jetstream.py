@@ -44,6 +44,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext, api
 from nats.js import errors as js_errors
 
+from layotto_fast.components.pubsub import DEFAULT_GROUP
 from layotto_fast.components.pubsub.jetstream_pubacks import PubAcks
 from layotto_fast.components.pubsub.jetstream_pull import BACKEND_ERRORS, DRAIN_TIMEOUT, PullReader
 from layotto_fast.errors import FailedPrecondition, InvalidArgument, RuntimeApiError, StartupError, Unavailable
@@ -96,7 +97,7 @@ class JetStreamConfig:
     servers: tuple[str, ...]
     connection_name: str = "layotto-fast"
     stream_name: str = ""  # "": one stream per topic, made on first use
-    durable_name: str = "layotto-fast"
+    durable_name: str = DEFAULT_GROUP
     ack_wait: float = 30.0
     max_deliver: int = -1
     deliver_policy: str = "all"
@@ -132,7 +133,7 @@ class JetStreamConfig:
             # fills with the app id when the manifest has none) is every component's
             durable_name=metadata.text(manifest, "durableName", "")
             or metadata.text(manifest, "consumerID", "")
-            or "layotto-fast",
+            or DEFAULT_GROUP,
             ack_wait=ack_wait,
             max_deliver=max_deliver,
             deliver_policy=policy,

@@ -34,6 +34,7 @@ from typing import Any, Self
 import orjson
 from redis import exceptions as redis_errors
 
+from layotto_fast.components.pubsub import DEFAULT_GROUP
 from layotto_fast.components.pubsub.dispatch import Dispatcher
 from layotto_fast.components.redis_client import REDIS_ERRORS, RedisConfig, failure
 from layotto_fast.components.redis_pipeline import NodePipeline, PipelinedRedis
@@ -44,7 +45,6 @@ from layotto_fast.runtime.pubsub import Handler, Message, SubscribeOptions, Unsu
 
 log = logging.getLogger(__name__)
 
-DEFAULT_GROUP = "layotto-fast"
 READ_BLOCK_MS = 1000  # under the client's read timeout, so a blocked read is never cut off
 BACKOFF_SECONDS = (0.05, 2.0)  # first and longest pause of a reader whose Redis is away
 ACK_DELAY = 0.002  # seconds an acknowledgement may wait to share one XACK with others

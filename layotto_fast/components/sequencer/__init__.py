@@ -1,1 +1,34 @@
-"""Implementations of the sequencer building block, one module each."""
+"""Implementations of the sequencer building block, one module each, and what they all
+read and answer the same way: ``biggerThan`` and the error of an exhausted sequence."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from layotto_fast.errors import ResourceExhausted, StartupError
+from layotto_fast.manifest import ComponentManifest
+from layotto_fast.runtime import metadata
+from layotto_fast.runtime.sequencer import MAX_ID
+
+
+@dataclass(frozen=True)
+class SequencerConfig:
+    """``biggerThan`` (default 0): every id is bigger, the first of a key is ``biggerThan + 1``."""
+
+    bigger_than: int = 0
+
+    @classmethod
+    def from_manifest(cls, manifest: ComponentManifest) -> SequencerConfig:
+        value = metadata.integer(manifest, "biggerThan", 0, minimum=0)
+        # MAX_ID itself would leave a sequence that is exhausted before its first id.
+        if value >= MAX_ID:
+            raise StartupError(
+                manifest.source, "spec.metadata.biggerThan", f"must be at most {MAX_ID - 1}, got {value}"
+            )
+        return cls(bigger_than=value)
+
+
+def exhausted(key: str, component: str = "") -> ResourceExhausted:
+    """The error of ``key`` once MAX_ID has been handed out; ``component`` ("name (type)") leads it."""
+    where = f"{component}: " if component else ""
+    return ResourceExhausted(f"{where}sequence {key!r} is exhausted: its last id {MAX_ID} has been handed out")

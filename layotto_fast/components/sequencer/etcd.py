@@ -24,9 +24,9 @@ import time
 from typing import Any, Self
 
 from layotto_fast.components.etcd_client import EtcdConfig, EtcdConnection, op_get, op_put, range_kvs, same_mod
-from layotto_fast.errors import Internal, ResourceExhausted, StartupError, Unavailable
+from layotto_fast.components.sequencer import SequencerConfig, exhausted
+from layotto_fast.errors import Internal, Unavailable
 from layotto_fast.manifest import ComponentManifest
-from layotto_fast.runtime import metadata
 from layotto_fast.runtime.sequencer import MAX_ID
 
 DEFAULT_PREFIX = "layotto-sequencer/"
@@ -42,11 +42,7 @@ class EtcdSequencer:
 
     @classmethod
     def from_manifest(cls, manifest: ComponentManifest) -> Self:
-        bigger_than = metadata.integer(manifest, "biggerThan", 0, minimum=0)
-        if bigger_than > MAX_ID - 1:
-            raise StartupError(
-                manifest.source, "spec.metadata.biggerThan", f"must be at most {MAX_ID - 1}, got {bigger_than}"
-            )
+        bigger_than = SequencerConfig.from_manifest(manifest).bigger_than
         return cls(EtcdConfig.from_manifest(manifest, DEFAULT_PREFIX), bigger_than)
 
     async def init(self) -> None:
@@ -81,9 +77,7 @@ class EtcdSequencer:
             base = self.bigger_than if last is None else max(last, self.bigger_than)
             if base >= MAX_ID:
                 if fresh:
-                    raise ResourceExhausted(
-                        f"{self.config.component}: sequence {key!r} reached {MAX_ID}: no id is left"
-                    )
+                    raise exhausted(key, self.config.component)
                 response = await self._conn.txn([], [op_get(etcd_key)])
             else:
                 response = await self._conn.txn(

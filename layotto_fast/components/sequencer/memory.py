@@ -4,19 +4,10 @@ from __future__ import annotations
 
 from typing import Self
 
-from layotto_fast.errors import ResourceExhausted, StartupError
+from layotto_fast.components.sequencer import SequencerConfig, exhausted
 from layotto_fast.manifest import ComponentManifest
-from layotto_fast.runtime import metadata
 from layotto_fast.runtime.component import NoBackend
 from layotto_fast.runtime.sequencer import MAX_ID
-
-
-def bigger_than(manifest: ComponentManifest) -> int:
-    """``biggerThan``: ids start after it; at most MAX_ID - 1, so that one id is left."""
-    value = metadata.integer(manifest, "biggerThan", 0, minimum=0)
-    if value >= MAX_ID:
-        raise StartupError(manifest.source, "spec.metadata.biggerThan", f"must be below {MAX_ID}, got {value}")
-    return value
 
 
 class InMemorySequencer(NoBackend):
@@ -26,11 +17,11 @@ class InMemorySequencer(NoBackend):
 
     @classmethod
     def from_manifest(cls, manifest: ComponentManifest) -> Self:
-        return cls(bigger_than(manifest))
+        return cls(SequencerConfig.from_manifest(manifest).bigger_than)
 
     async def next_id(self, key: str) -> int:
         value = self._last.get(key, self._floor) + 1
         if value > MAX_ID:
-            raise ResourceExhausted(f"sequence {key!r} is exhausted: its last id {MAX_ID} has been handed out")
+            raise exhausted(key)
         self._last[key] = value
         return value

@@ -22,8 +22,8 @@ from typing import Self
 
 from layotto_fast.components.redis_client import REDIS_ERRORS, RedisConfig, failure
 from layotto_fast.components.redis_pipeline import PipelinedRedis, Script
-from layotto_fast.components.sequencer.memory import bigger_than
-from layotto_fast.errors import FailedPrecondition, ResourceExhausted
+from layotto_fast.components.sequencer import SequencerConfig, exhausted
+from layotto_fast.errors import FailedPrecondition
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime.sequencer import MAX_ID
 
@@ -52,7 +52,7 @@ class RedisSequencer(PipelinedRedis):
 
     @classmethod
     def from_manifest(cls, manifest: ComponentManifest) -> Self:
-        return cls(RedisConfig.from_manifest(manifest), bigger_than(manifest))
+        return cls(RedisConfig.from_manifest(manifest), SequencerConfig.from_manifest(manifest).bigger_than)
 
     def key(self, key: str) -> str:
         """The Redis key of sequence ``key``."""
@@ -66,14 +66,10 @@ class RedisSequencer(PipelinedRedis):
             error = failure(self._config, exc)
             if isinstance(error, FailedPrecondition):
                 if "overflow" in str(exc):
-                    raise _exhausted(key) from None
+                    raise exhausted(key) from None
                 # Someone wrote a value INCR cannot read (not an integer) under the key.
                 error = FailedPrecondition(f"sequence {key!r} at redis key {self.key(key)!r}: {error}")
             raise error from None
         if reply is None:
-            raise _exhausted(key)
+            raise exhausted(key)
         return int(reply)
-
-
-def _exhausted(key: str) -> ResourceExhausted:
-    return ResourceExhausted(f"sequence {key!r} is exhausted: its last id {MAX_ID} has been handed out")

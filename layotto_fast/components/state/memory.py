@@ -10,7 +10,7 @@ import time
 from collections.abc import Mapping
 from typing import Self
 
-from layotto_fast.errors import Conflict
+from layotto_fast.components.state import WRITTEN_IN_THIS_REQUEST, check_write
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime.component import NoBackend
 from layotto_fast.runtime.records import state_entry
@@ -92,7 +92,7 @@ class InMemoryStateStore(NoBackend):
         if len(ops) == 1:
             op = ops[0]
             if op.etag is not None or op.first_write:
-                self._compare(op.key, self._etag(op.key), op.etag, op.first_write)
+                check_write(op.key, op.etag, op.first_write, self._etag(op.key))
             if op.ttl_seconds is None:  # _put() inlined on the most called write
                 self._items[op.key] = state_entry(op.value, str(next(self._versions)), None)
             else:
@@ -123,27 +123,15 @@ class InMemoryStateStore(NoBackend):
         shadow: dict[str, str | None] = {}
         for op in ops:
             if op.etag is None and not op.first_write:
-                shadow[op.key] = None if isinstance(op, DeleteOp) else ""
+                shadow[op.key] = None if isinstance(op, DeleteOp) else WRITTEN_IN_THIS_REQUEST
                 continue
             current = shadow[op.key] if op.key in shadow else self._etag(op.key)
-            self._compare(op.key, current, op.etag, op.first_write)
-            shadow[op.key] = None if isinstance(op, DeleteOp) else ""
+            check_write(op.key, op.etag, op.first_write, current)
+            shadow[op.key] = None if isinstance(op, DeleteOp) else WRITTEN_IN_THIS_REQUEST
 
     def _etag(self, key: str) -> str | None:
         entry = self._live(key)
         return None if entry is None else entry.etag
-
-    @staticmethod
-    def _compare(key: str, current: str | None, etag: str | None, first_write: bool) -> None:
-        if etag is not None:
-            if current != etag:
-                if current == "":
-                    stored = "a value written earlier in this request"
-                else:
-                    stored = "no value" if current is None else f"etag {current!r}"
-                raise Conflict(f"etag mismatch for key {key!r}: given {etag!r}, the store has {stored}")
-        elif first_write and current is not None:
-            raise Conflict(f"first-write concurrency: key {key!r} exists and no etag was given")
 
     def _put(self, op: SetOp) -> None:
         ttl = op.ttl_seconds

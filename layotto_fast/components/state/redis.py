@@ -26,7 +26,8 @@ from redis import exceptions as redis_errors
 
 from layotto_fast.components.redis_client import RedisConfig
 from layotto_fast.components.redis_pipeline import EXEC, MULTI, PipelinedRedis, Script, bulk, raise_replied
-from layotto_fast.errors import Conflict, FailedPrecondition, InvalidArgument
+from layotto_fast.components.state import check_write, key_exists, stale_etag
+from layotto_fast.errors import FailedPrecondition, InvalidArgument
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime.records import state_entry
 from layotto_fast.runtime.state import DeleteOp, Feature, SetOp, StateEntry
@@ -171,7 +172,7 @@ class RedisStateStore(PipelinedRedis):
         versions = await self._pipeline.gather([("HGET", self._prefix + op.key, "version") for op in guarded])
         for op, version in zip(guarded, versions, strict=True):
             current = None if version is None else version.decode()
-            _compare(op, current)
+            check_write(op.key, op.etag, op.first_write, current)
 
     async def _transaction(self, ops: list[SetOp | DeleteOp]) -> None:
         """Writes with nothing to check, as MULTI/EXEC: what APPLY does, with random versions."""
@@ -220,9 +221,8 @@ class RedisStateStore(PipelinedRedis):
             index_text, _, current = rest.partition(" ")
             op = ops[int(index_text) - 1]
             if kind == "EXISTS":
-                return Conflict(f"first-write concurrency: key {op.key!r} exists and no etag was given")
-            stored = f"etag {current!r}" if current else "no value"
-            return Conflict(f"etag mismatch for key {op.key!r}: given {op.etag!r}, the store has {stored}")
+                return key_exists(op.key)
+            return stale_etag(op.key, op.etag, current or None)  # the script answers "" for no value
         return FailedPrecondition(f"state store {self._config.component}: redis refused the write: {reply}")
 
 
@@ -234,12 +234,3 @@ def _new_version() -> bytes:
 def _guarded(ops: list[SetOp | DeleteOp]) -> bool:
     """Whether a write must first check what is stored (an etag, or first-write)."""
     return any(op.etag is not None or op.first_write for op in ops)
-
-
-def _compare(op: SetOp | DeleteOp, current: str | None) -> None:
-    if op.etag is not None:
-        if current != op.etag:
-            stored = "no value" if current is None else f"etag {current!r}"
-            raise Conflict(f"etag mismatch for key {op.key!r}: given {op.etag!r}, the store has {stored}")
-    elif op.first_write and current is not None:
-        raise Conflict(f"first-write concurrency: key {op.key!r} exists and no etag was given")
