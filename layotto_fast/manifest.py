@@ -47,6 +47,7 @@ class ComponentManifest:
     # metadata item name -> the secret holding its value; those items are not in ``metadata``
     secret_refs: Mapping[str, SecretRef] = field(default_factory=dict)
     auth_secret_store: str = ""  # ``auth.secretStore``: the secret store the references read
+    path: Path | None = None  # the file it was read from (None: made in code, e.g. the defaults)
 
     @property
     def block(self) -> str:
@@ -92,7 +93,7 @@ def load_file(path: Path) -> list[ComponentManifest]:
         where = source if len(documents) == 1 else f"{source} (document {index + 1})"
         manifest = parse_document(document, where)
         if manifest is not None:
-            manifests.append(manifest)
+            manifests.append(replace(manifest, path=path))
     return manifests
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from layotto_fast import settings
+from layotto_fast.components.secretstores.local_file import LocalFileSecretStore
 from layotto_fast.errors import StartupError
 from layotto_fast.manifest import SecretRef, load_file, load_folder
 from layotto_fast.runtime.lifecycle import Components, Health
@@ -180,3 +181,16 @@ def test_an_unresolvable_reference_stops_start_up(tmp_path: Path, item: str, sec
     assert raised.value.source == str(tmp_path / "greeter.yaml"), raised.value
     assert raised.value.field == "spec.metadata[0].secretKeyRef"
     assert all(word in raised.value.problem for word in words), raised.value
+
+
+def test_a_relative_secrets_file_is_found_beside_its_manifest_in_a_multi_document_file(tmp_path: Path) -> None:
+    folder = tmp_path / "components"
+    folder.mkdir()
+    (folder / "secrets.json").write_text('{"db": "pw"}')
+    path = folder / "all.yaml"
+    path.write_text(GOOD + "---\n" + VAULT.format(extra=""))
+    [_, vault] = load_file(path)
+    assert vault.path == path and "(document 2)" in vault.source
+    store = LocalFileSecretStore.from_manifest(vault)
+    asyncio.run(store.init())
+    assert asyncio.run(store.get("db")) == {"db": "pw"}

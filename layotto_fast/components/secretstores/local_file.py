@@ -32,8 +32,8 @@ class LocalFileSecretStore(NoBackend):
         if not raw:
             raise StartupError(manifest.source, "spec.metadata.secretsFile", "is required")
         path = Path(raw)
-        if not path.is_absolute():
-            beside = Path(manifest.source.split(" (document")[0]).parent / path
+        if not path.is_absolute() and manifest.path is not None:
+            beside = manifest.path.parent / path
             path = beside if beside.exists() else path
         if not path.is_file():
             raise StartupError(manifest.source, "spec.metadata.secretsFile", f"{str(path)!r} does not exist")
