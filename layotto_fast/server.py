@@ -130,8 +130,7 @@ class Sidecar:
             self.components.stopping_reason = f"bad configuration: {exc}"
             await self._stop_serving(server, actuator, 0)
             raise
-        status, _ = self.components.readiness()
-        log.info("readiness %s", status.value)
+        log.info("readiness %s", self.components.readiness().status.value)
         if self.app is not None:
             self.app.start()  # after the components: nothing is read for the app before they are up
         settle_garbage_collector()

@@ -12,7 +12,7 @@ from layotto_fast import __version__
 from layotto_fast.actuator.metrics import Metrics
 from layotto_fast.http import Request, Response, Router
 from layotto_fast.runtime.app_subscriptions import AppSubscriptions
-from layotto_fast.runtime.lifecycle import Components, Health
+from layotto_fast.runtime.lifecycle import Components, Health, HealthReport
 
 JSON = "application/json"
 PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
@@ -46,18 +46,10 @@ class ActuatorRoutes:
         self.router.add(METHODS, "/metrics", self.metrics)
 
     def liveness(self, request: Request) -> Response:
-        # The process answers, so it is alive; a stopping process reports DOWN so a
-        # platform does not mistake a drain for a healthy idle.
-        status = Health.DOWN if self._components.stopping_reason else Health.UP
-        return _health(status, {"process": {"status": status.value, "reason": self._components.stopping_reason}})
+        return _health(self._components.liveness())
 
     def readiness(self, request: Request) -> Response:
-        status, components = self._components.readiness()
-        if self._components.stopping_reason:
-            components = {"sidecar": {"status": "DOWN", "reason": self._components.stopping_reason}, **components}
-        if self._app is not None:  # not required: it never changes the sidecar's own status
-            components = {**components, "app": self._app.health()}
-        return _health(status, components)
+        return _health(self._components.readiness(self._app.health() if self._app is not None else None))
 
     def info(self, request: Request) -> Response:
         body = {
@@ -80,6 +72,6 @@ class ActuatorRoutes:
         return Response(200, PROMETHEUS, self._metrics.render())
 
 
-def _health(status: Health, components: dict[str, dict[str, str]]) -> Response:
-    code = 200 if status == Health.UP else 503
-    return Response(code, JSON, orjson.dumps({"status": status.value, "components": components}))
+def _health(report: HealthReport) -> Response:
+    code = 200 if report.status == Health.UP else 503
+    return Response(code, JSON, orjson.dumps({"status": report.status.value, "components": report.entries}))

@@ -19,6 +19,7 @@ import asyncio
 import enum
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Self, cast
 
@@ -39,6 +40,15 @@ class Health(enum.StrEnum):
     INIT = "INIT"
     UP = "UP"
     DOWN = "DOWN"
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    """The sidecar's status and, by name, each entry behind it (status, reason, and what
+    else describes it), as a probe reads them."""
+
+    status: Health
+    entries: dict[str, Mapping[str, str]]
 
 
 @dataclass
@@ -211,18 +221,34 @@ class Components:
             except Exception:
                 log.exception("closing component %s failed", slot.manifest.name)
 
-    def readiness(self) -> tuple[Health, dict[str, dict[str, str]]]:
-        components = {
-            slot.manifest.name: {"status": slot.health.value, "reason": slot.reason, "type": slot.manifest.type}
-            for slot in self.slots
-        }
+    def liveness(self) -> HealthReport:
+        """UP while the process answers; DOWN once it is stopping, so that a platform does not
+        mistake a drain for a healthy idle."""
+        status = Health.DOWN if self.stopping_reason else Health.UP
+        return HealthReport(status, {"process": {"status": status.value, "reason": self.stopping_reason}})
+
+    def readiness(self, app: Mapping[str, str] | None = None) -> HealthReport:
+        """The components' health; ``app``, the app's entry, is shown but never required."""
+        entries: dict[str, Mapping[str, str]] = {}
         if self.stopping_reason:
-            return Health.DOWN, components
-        if any(slot.health == Health.INIT for slot in self.slots):
-            return Health.INIT, components
-        if any(slot.required and slot.health == Health.DOWN for slot in self.slots):
-            return Health.DOWN, components
-        return Health.UP, components
+            entries["sidecar"] = {"status": Health.DOWN.value, "reason": self.stopping_reason}
+        for slot in self.slots:
+            entries[slot.manifest.name] = {
+                "status": slot.health.value,
+                "reason": slot.reason,
+                "type": slot.manifest.type,
+            }
+        if app is not None:
+            entries["app"] = app
+        if self.stopping_reason:
+            status = Health.DOWN
+        elif any(slot.health == Health.INIT for slot in self.slots):
+            status = Health.INIT
+        elif any(slot.required and slot.health == Health.DOWN for slot in self.slots):
+            status = Health.DOWN
+        else:
+            status = Health.UP
+        return HealthReport(status, entries)
 
 
 def _in_scope(manifests: list[ComponentManifest], app_id: str) -> list[ComponentManifest]:

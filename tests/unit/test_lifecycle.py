@@ -22,10 +22,10 @@ def manifest(
 
 def test_init_then_up() -> None:
     components = Components([manifest("s", "state.in-memory")])
-    assert components.readiness()[0] == Health.INIT
+    assert components.readiness().status == Health.INIT
     asyncio.run(components.init_all())
-    status, detail = components.readiness()
-    assert status == Health.UP and detail["s"]["status"] == "UP"
+    report = components.readiness()
+    assert report.status == Health.UP and report.entries["s"]["status"] == "UP"
 
 
 def test_required_failure_is_down_with_reason_and_optional_is_not(tmp_path: Path) -> None:
@@ -33,18 +33,22 @@ def test_required_failure_is_down_with_reason_and_optional_is_not(tmp_path: Path
     broken = {"secretsFile": str(tmp_path / "secrets.json")}
     components = Components([manifest("vault", "secretstores.local.file", broken), manifest("s", "state.in-memory")])
     asyncio.run(components.init_all())
-    status, detail = components.readiness()
-    assert status == Health.DOWN and "secrets.json" in detail["vault"]["reason"]
+    report = components.readiness()
+    assert report.status == Health.DOWN and "secrets.json" in report.entries["vault"]["reason"]
     optional = Components([manifest("vault", "secretstores.local.file", broken, optional=True)])
     asyncio.run(optional.init_all())
-    assert optional.readiness()[0] == Health.UP
+    assert optional.readiness().status == Health.UP
 
 
 def test_stopping_is_down() -> None:
     components = Components([manifest("s", "state.in-memory")])
     asyncio.run(components.init_all())
     components.stopping_reason = "shutting down"
-    assert components.readiness()[0] == Health.DOWN
+    report = components.readiness({"status": "UP", "reason": "", "required": "false"})
+    assert report.status == Health.DOWN
+    assert list(report.entries) == ["sidecar", "s", "app"]  # the reason first, the app's own entry last
+    assert report.entries["sidecar"] == {"status": "DOWN", "reason": "shutting down"}
+    assert components.liveness().entries == {"process": {"status": "DOWN", "reason": "shutting down"}}
 
 
 def test_a_component_scoped_to_other_apps_is_not_loaded(caplog: pytest.LogCaptureFixture) -> None:
@@ -94,3 +98,12 @@ def test_a_failed_init_is_retried_by_the_health_check_and_then_pinged() -> None:
     assert components.slots[0].reason == "init failed on the backend's side"
     asyncio.run(components.check_all())  # a ping's failure, whatever it reads, asks for another ping
     assert (flaky.inits, flaky.pings) == (2, 2)
+
+
+def test_the_apps_entry_is_shown_but_never_makes_the_sidecar_down() -> None:
+    components = Components([manifest("s", "state.in-memory")])
+    asyncio.run(components.init_all())
+    app = {"status": "DOWN", "reason": "unreachable: connection refused", "required": "false"}
+    report = components.readiness(app)
+    assert report.status == Health.UP and report.entries["app"] == app
+    assert components.liveness().status == Health.UP

@@ -152,9 +152,9 @@ def components_in(
 
 def test_the_secret_reaches_the_component(tmp_path: Path) -> None:
     components = components_in(tmp_path, '      secretKeyRef: {name: "db:password"}')
-    assert components.readiness()[0] == Health.INIT
+    assert components.readiness().status == Health.INIT
     asyncio.run(components.init_all())
-    assert components.readiness()[0] == Health.UP
+    assert components.readiness().status == Health.UP
     assert components.lookup("hello", "greeter", "service_name").greet("") == "from-the-vault"
 
 
