@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from layotto_fast.components.pubsub.dispatch import Dispatcher
 from layotto_fast.runtime.pubsub import PARTITION_KEY, Message, Verdict
+from layotto_fast.runtime.pubsub_dispatch import Dispatcher
 
 
 def test_room_waits_until_as_many_slots_as_wanted_are_free() -> None:

@@ -24,8 +24,8 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import api
 
-from layotto_fast.components.pubsub.dispatch import Dispatcher
 from layotto_fast.runtime.pubsub import Handler, Message, Verdict
+from layotto_fast.runtime.pubsub_dispatch import Dispatcher
 
 log = logging.getLogger(__name__)
 

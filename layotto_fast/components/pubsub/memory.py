@@ -15,11 +15,11 @@ from dataclasses import dataclass, replace
 from typing import Self
 
 from layotto_fast.components.pubsub import DEFAULT_GROUP
-from layotto_fast.components.pubsub.dispatch import Dispatcher
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime import metadata
 from layotto_fast.runtime.component import NoBackend
 from layotto_fast.runtime.pubsub import Handler, Message, SubscribeOptions, Unsubscribe, Verdict
+from layotto_fast.runtime.pubsub_dispatch import Dispatcher
 
 
 @dataclass(frozen=True)

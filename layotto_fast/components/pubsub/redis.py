@@ -35,13 +35,13 @@ import orjson
 from redis import exceptions as redis_errors
 
 from layotto_fast.components.pubsub import DEFAULT_GROUP
-from layotto_fast.components.pubsub.dispatch import Dispatcher
 from layotto_fast.components.redis_client import REDIS_ERRORS, RedisConfig, failure
 from layotto_fast.components.redis_pipeline import NodePipeline, PipelinedRedis
 from layotto_fast.errors import Unavailable
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime import metadata
 from layotto_fast.runtime.pubsub import Handler, Message, SubscribeOptions, Unsubscribe, Verdict
+from layotto_fast.runtime.pubsub_dispatch import Dispatcher
 
 log = logging.getLogger(__name__)
 

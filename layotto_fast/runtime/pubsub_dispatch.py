@@ -1,6 +1,8 @@
 """Handing a subscription's messages to its handler: a bounded number at once, in order per key.
 
-Every pub/sub component reads its backend in order and calls ``Dispatcher.submit`` for each
+The delivery rules every backend shares (the bound, the order per key, a handler that raises
+counts as RETRY) live here, with the runtime; a component only reads and settles. Every
+pub/sub component reads its backend in order and calls ``Dispatcher.submit`` for each
 message; ``submit`` waits while ``concurrency`` messages are being handled, so a slow
 subscriber slows the reading rather than piling messages up in memory. Messages that
 carry the same ``partitionKey`` are handled one after another in the order submitted;
