@@ -65,8 +65,15 @@ class Cluster:
     max_pending: int = 1024
     outlier_consecutive_failures: int = 5
     ejection_ms: int = 30_000
-    health_check_interval_ms: int = 0
+    health_check_interval_ms: int = 0  # 0: no health checks
     health_check_timeout_ms: int = 1000
+
+
+# A cluster's and a route's defaults, read from the records themselves.
+_CLUSTER = Cluster("", "", ())
+_ROUTE = Route("", RouteMatch(), ())
+# The interval of a health_check section that does not give one (no section: no checks).
+HEALTH_CHECK_INTERVAL_MS = 5000
 
 
 @dataclass(frozen=True)
@@ -215,15 +222,26 @@ def _cluster(source: str, path: str, raw: Any) -> Cluster:
         name=f.required_text("name"),
         protocol=f.choice("protocol", PROTOCOLS),
         hosts=tuple(hosts),
-        balancing=f.choice("balancing", BALANCING, "round_robin"),
-        connect_timeout_ms=f.integer("connect_timeout_ms", 1000, 1, 600_000),
-        max_requests=breaker.integer("max_requests", 10_000, 1) if breaker else 10_000,
-        max_pending=breaker.integer("max_pending", 1024, 1) if breaker else 1024,
-        outlier_consecutive_failures=outlier.integer("consecutive_failures", 5, 0, 1_000_000) if outlier else 5,
-        ejection_ms=outlier.integer("ejection_ms", 30_000, 1, 86_400_000) if outlier else 30_000,
-        health_check_interval_ms=health.integer("interval_ms", 5000, 10, 86_400_000) if health else 0,
-        health_check_timeout_ms=health.integer("timeout_ms", 1000, 1, 600_000) if health else 1000,
+        balancing=f.choice("balancing", BALANCING, _CLUSTER.balancing),
+        connect_timeout_ms=f.integer("connect_timeout_ms", _CLUSTER.connect_timeout_ms, 1, 600_000),
+        max_requests=_integer(breaker, "max_requests", _CLUSTER.max_requests, 1),
+        max_pending=_integer(breaker, "max_pending", _CLUSTER.max_pending, 1),
+        outlier_consecutive_failures=_integer(
+            outlier, "consecutive_failures", _CLUSTER.outlier_consecutive_failures, 0, 1_000_000
+        ),
+        ejection_ms=_integer(outlier, "ejection_ms", _CLUSTER.ejection_ms, 1, 86_400_000),
+        health_check_interval_ms=(
+            health.integer("interval_ms", HEALTH_CHECK_INTERVAL_MS, 10, 86_400_000)
+            if health
+            else _CLUSTER.health_check_interval_ms
+        ),
+        health_check_timeout_ms=_integer(health, "timeout_ms", _CLUSTER.health_check_timeout_ms, 1, 600_000),
     )
+
+
+def _integer(section: _Fields | None, name: str, default: int, low: int = 0, high: int = 2**62) -> int:
+    """A field of an optional section: the default when the section is absent."""
+    return section.integer(name, default, low, high) if section else default
 
 
 def _route(source: str, path: str, raw: Any, clusters: Mapping[str, Cluster], protocol: str) -> Route:
@@ -276,8 +294,8 @@ def _route(source: str, path: str, raw: Any, clusters: Mapping[str, Cluster], pr
         name=f.required_text("name"),
         match=match,
         clusters=tuple(weighted),
-        timeout_ms=f.integer("timeout_ms", 3000, 1, 3_600_000),
-        retries=f.integer("retries", 1, 0, 100),
+        timeout_ms=f.integer("timeout_ms", _ROUTE.timeout_ms, 1, 3_600_000),
+        retries=f.integer("retries", _ROUTE.retries, 0, 100),
         rate_limit=rate_limit,
     )
 
