@@ -233,7 +233,7 @@ class LayottoRuntime:
     async def SaveConfiguration(self, request: pb.SaveConfigurationRequest) -> empty_pb2.Empty:
         items = [
             ConfigItem(
-                app_id="",
+                app_id=request.app_id,
                 key=item.key,
                 content=item.content,
                 group=item.group,
@@ -243,7 +243,7 @@ class LayottoRuntime:
             )
             for item in request.items
         ]
-        await self._configuration.save(request.store_name, request.app_id, items, dict(request.metadata))
+        await self._configuration.save(request.store_name, items, dict(request.metadata))
         return EMPTY
 
     async def DeleteConfiguration(self, request: pb.DeleteConfigurationRequest) -> empty_pb2.Empty:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from layotto_fast.errors import InvalidArgument, ResourceExhausted, RuntimeApiError
 from layotto_fast.runtime.configuration import ConfigItem, ConfigQuery, ConfigurationStore
@@ -61,23 +61,19 @@ class ConfigurationService:
         return await store.get(self.query(app_id, keys, group, label))
 
     async def save(
-        self, store_name: str, app_id: str, items: Sequence[ConfigItem], metadata: Mapping[str, str] | None = None
+        self, store_name: str, items: Sequence[ConfigItem], metadata: Mapping[str, str] | None = None
     ) -> None:
-        """Save ``items`` under ``app_id`` (the sidecar's own when empty); request metadata
-        is the default of items that carry none."""
+        """Save ``items``, each under its app id (the sidecar's own when empty); request
+        metadata is the default of items that carry none."""
         store = self.store(store_name)
-        app = app_id or self._app_id
         ready = []
         for index, item in enumerate(items):
             if not item.key:
                 raise InvalidArgument(f"items[{index}].key is empty: a configuration key is required")
             ready.append(
-                ConfigItem(
-                    app_id=app,
-                    key=item.key,
-                    content=item.content,
-                    group=item.group,
-                    label=item.label,
+                replace(
+                    item,
+                    app_id=item.app_id or self._app_id,
                     tags=dict(item.tags),
                     metadata=dict(item.metadata) or dict(metadata or {}),
                 )

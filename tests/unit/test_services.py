@@ -172,13 +172,13 @@ def test_configuration_defaults_the_app_id_and_fans_out(world: tuple[Loop, Compo
     configuration = services.configuration
     subscription = configuration.subscription()
     subscription.add("config", "", ["k"])
-    loop.run(configuration.save("config", "", [ConfigItem("", "k", "v1")], {"m": "1"}))
+    loop.run(configuration.save("config", [ConfigItem("", "k", "v1")], {"m": "1"}))
     change = loop.run(subscription.next())
     assert change is not None and change.app_id == "my-app" and [i.content for i in change.items] == ["v1"]
     [saved] = loop.run(configuration.get("config", "my-app", ["k"]))
     assert saved.metadata == {"m": "1"}  # request metadata is the default of items without their own
     with pytest.raises(InvalidArgument, match=r"items\[0\]\.key is empty"):
-        loop.run(configuration.save("config", "", [ConfigItem("", "", "v")]))
+        loop.run(configuration.save("config", [ConfigItem("", "", "v")]))
     with pytest.raises(InvalidArgument, match="keys is empty"):
         loop.run(configuration.delete("config", "", []))
     with pytest.raises(InvalidArgument, match="keys is empty"):
@@ -194,7 +194,7 @@ def test_a_subscriber_that_stops_reading_is_dropped_by_bytes(world: tuple[Loop, 
     slow = configuration.subscription()
     slow.add("config", "", ["big"])
     for _ in range(20):  # 20 x 100 KB: over the 1 MB bound after 10
-        loop.run(configuration.save("config", "", [ConfigItem("", "big", "x" * 100_000)]))
+        loop.run(configuration.save("config", [ConfigItem("", "big", "x" * 100_000)]))
     assert configuration.dropped_subscriptions == 1
     with pytest.raises(ResourceExhausted, match="too slow"):
         loop.run(slow.next())
