@@ -13,6 +13,7 @@ from typing import Any
 import layotto_fast_native as native
 import orjson
 
+from layotto_fast.components.invoke.config import TargetSpec
 from layotto_fast.errors import (
     DeadlineExceeded,
     Internal,
@@ -89,8 +90,8 @@ class MeshChannelConfig:
     service: str
     version: str = ""
     # Bolt only: the request class and the payload's serialization id (1 hessian2, 11 protobuf).
-    class_name: str = "com.alipay.sofa.rpc.core.request.SofaRequest"
-    codec: int = 1
+    class_name: str = TargetSpec.class_name
+    codec: int = TargetSpec.codec
 
 
 def _where(config: MeshChannelConfig, request: InvokeRequest) -> dict[str, str | None]:
