@@ -12,6 +12,7 @@
 mod cluster;
 mod config;
 mod health;
+mod invoke;
 mod listener;
 mod outbox;
 pub mod python;
@@ -19,4 +20,5 @@ mod reply;
 mod router;
 mod routing;
 mod stats;
+mod thread;
 mod upstream;

@@ -1,0 +1,222 @@
+//! InvokeService calls over the mesh: frames handed from the event loop to the mesh
+//! thread, sent to a configured cluster or straight to one address, and their outcomes
+//! handed back.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::task::spawn_local;
+
+use super::cluster::Cluster;
+use super::config::{ClusterConfig, Protocol};
+use super::listener::{dispatch, Sending};
+use super::reply::{Completion, Completions, ReplyTo};
+use super::routing::Routing;
+use super::stats::RouteStats;
+use crate::bolt::Bolt;
+use crate::codec::{Codec, FrameKind, Refusal};
+use crate::dubbo::Dubbo;
+
+/// Invocations handed from the event loop to the mesh thread. Only the first queued while
+/// the queue is empty wakes the thread (a wake-up is a system call and a context switch),
+/// which then takes the whole batch.
+#[derive(Default)]
+pub(super) struct Invocations {
+    queue: Mutex<Vec<Invocation>>,
+    pub(super) ready: tokio::sync::Notify,
+}
+
+impl Invocations {
+    pub(super) fn push(&self, invocation: Invocation) {
+        let mut queue = self.queue.lock().expect("invocations poisoned");
+        let first = queue.is_empty();
+        queue.push(invocation);
+        drop(queue);
+        if first {
+            self.ready.notify_one();
+        }
+    }
+
+    pub(super) fn take(&self) -> Vec<Invocation> {
+        std::mem::take(&mut *self.queue.lock().expect("invocations poisoned"))
+    }
+}
+
+/// An InvokeService call for the bolt or dubbo channel: a whole request frame for a
+/// cluster of the configuration, or for one address (`rpc_target_address`).
+pub(super) struct Invocation {
+    pub(super) token: u64,
+    pub(super) protocol: Protocol,
+    pub(super) cluster: Option<String>,
+    pub(super) address: Option<String>,
+    pub(super) frame: Vec<u8>,
+    pub(super) timeout: Duration,
+    pub(super) retries: u32,
+}
+
+pub(super) fn start_invocation(
+    invocation: Invocation,
+    routing: &Routing,
+    direct: &DirectClusters,
+    completions: &Arc<Completions>,
+    invoke_stats: &Arc<RouteStats>,
+) {
+    let cluster = match (&invocation.cluster, &invocation.address) {
+        (Some(name), _) => routing
+            .clusters
+            .iter()
+            .find(|c| &c.config.name == name && c.config.protocol == invocation.protocol)
+            .cloned(),
+        (None, Some(address)) => Some(direct_cluster(direct, invocation.protocol, address)),
+        (None, None) => None,
+    };
+    let Some(cluster) = cluster else {
+        let name = invocation.cluster.clone().unwrap_or_default();
+        completions.push(Completion {
+            token: invocation.token,
+            outcome: Err((
+                Refusal::Unavailable,
+                format!(
+                    "no {} cluster named {name:?} in the mesh configuration",
+                    invocation.protocol.name()
+                ),
+            )),
+        });
+        return;
+    };
+    let (completions, stats) = (completions.clone(), invoke_stats.clone());
+    match invocation.protocol {
+        Protocol::Dubbo => spawn_local(send_invocation::<Dubbo>(
+            cluster,
+            invocation,
+            completions,
+            stats,
+        )),
+        Protocol::Bolt => spawn_local(send_invocation::<Bolt>(
+            cluster,
+            invocation,
+            completions,
+            stats,
+        )),
+    };
+}
+
+/// One-host clusters by (protocol, address), made for calls that name their address, with
+/// when each was last used.
+pub(super) type DirectClusters = RefCell<HashMap<(Protocol, String), (Rc<Cluster>, Instant)>>;
+
+/// Direct clusters kept once idle: the addresses come from callers (`rpc_target_address`),
+/// so without a bound every address ever named would keep a cluster and its connection.
+const DIRECT_CLUSTERS_KEPT: usize = 64;
+
+/// The one-host cluster for calls that name their address (`rpc_target_address`). Past
+/// `DIRECT_CLUSTERS_KEPT`, the least recently used idle one (no call holds it) is dropped
+/// first, and its connection closes.
+pub(super) fn direct_cluster(
+    direct: &DirectClusters,
+    protocol: Protocol,
+    address: &str,
+) -> Rc<Cluster> {
+    let mut map = direct.borrow_mut();
+    let key = (protocol, address.to_string());
+    let now = Instant::now();
+    if let Some((cluster, used)) = map.get_mut(&key) {
+        *used = now;
+        return cluster.clone();
+    }
+    if map.len() >= DIRECT_CLUSTERS_KEPT {
+        let idle = map
+            .iter()
+            .filter(|(_, (cluster, _))| Rc::strong_count(cluster) == 1)
+            .min_by_key(|(_, (_, used))| *used)
+            .map(|(key, _)| key.clone());
+        if let Some(idle) = idle {
+            map.remove(&idle);
+        }
+    }
+    let cluster = Rc::new(Cluster::new(ClusterConfig {
+        name: address.to_string(),
+        protocol,
+        hosts: vec![address.to_string()],
+        // One host: ejecting it would only turn its failures into refusals.
+        outlier_consecutive_failures: 0,
+        ..ClusterConfig::default()
+    }));
+    map.insert(key, (cluster.clone(), now));
+    cluster
+}
+
+async fn send_invocation<C: Codec>(
+    cluster: Rc<Cluster>,
+    invocation: Invocation,
+    completions: Arc<Completions>,
+    stats: Arc<RouteStats>,
+) {
+    let token = invocation.token;
+    let fail = |refusal, why: String| {
+        completions.push(Completion {
+            token,
+            outcome: Err((refusal, why)),
+        })
+    };
+    let mut frame = invocation.frame;
+    let head = match C::head(&frame) {
+        Ok(head) if head.kind == FrameKind::Request => head,
+        Ok(_) => return fail(Refusal::BadRequest, "not a two-way request frame".into()),
+        Err(e) => return fail(Refusal::BadRequest, e.to_string()),
+    };
+    let reply = Some(ReplyTo::Invoke {
+        token,
+        completions: completions.clone(),
+    });
+    let sending = Sending {
+        timeout: invocation.timeout,
+        retries: invocation.retries,
+        stats: &stats,
+    };
+    if let Err((refusal, why)) = dispatch::<C>(&cluster, &mut frame, head, reply, sending).await {
+        fail(refusal, why);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn direct_clusters_stay_bounded_and_keep_those_in_use() {
+        let direct = DirectClusters::default();
+        let held = direct_cluster(&direct, Protocol::Bolt, "10.0.0.1:1");
+        let reused = direct_cluster(&direct, Protocol::Bolt, "10.0.0.2:1");
+        for i in 0..(DIRECT_CLUSTERS_KEPT * 3) {
+            direct_cluster(&direct, Protocol::Bolt, &format!("10.1.0.{i}:1"));
+            // a recently used one survives its neighbours
+            let again = direct_cluster(&direct, Protocol::Bolt, "10.0.0.2:1");
+            assert!(Rc::ptr_eq(&again, &reused));
+        }
+        let map = direct.borrow();
+        assert!(map.len() <= DIRECT_CLUSTERS_KEPT, "{} kept", map.len());
+        let kept = &map[&(Protocol::Bolt, "10.0.0.1:1".to_string())].0;
+        assert!(
+            Rc::ptr_eq(kept, &held),
+            "a cluster a call holds is never dropped"
+        );
+    }
+
+    #[test]
+    fn a_protocol_and_address_pair_is_one_cluster() {
+        let direct = DirectClusters::default();
+        let bolt = direct_cluster(&direct, Protocol::Bolt, "127.0.0.1:1");
+        assert!(Rc::ptr_eq(
+            &bolt,
+            &direct_cluster(&direct, Protocol::Bolt, "127.0.0.1:1")
+        ));
+        assert!(!Rc::ptr_eq(
+            &bolt,
+            &direct_cluster(&direct, Protocol::Dubbo, "127.0.0.1:1")
+        ));
+    }
+}
