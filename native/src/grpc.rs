@@ -1,8 +1,29 @@
-//! gRPC length-prefixed messages: compressed flag (1 byte, 0 or 1) + length (u32 BE).
+//! gRPC length-prefixed messages: compressed flag (1 byte, 0 or 1) + length (u32 BE). The
+//! one place the prefix is read and written, for the front, the client and the splitter.
+
+use bytes::{BufMut, BytesMut};
 
 use crate::error::{Error, Result};
 
 pub const PREFIX_LEN: usize = 5;
+
+/// The compressed flag and the message length of the prefix at the start of `buf`; None
+/// while fewer than five bytes are there.
+pub fn prefix(buf: &[u8]) -> Option<(u8, usize)> {
+    let head: &[u8; PREFIX_LEN] = buf.get(..PREFIX_LEN)?.try_into().ok()?;
+    Some((
+        head[0],
+        u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize,
+    ))
+}
+
+/// Appends `message`, uncompressed, with its prefix.
+pub fn frame_into(buffer: &mut BytesMut, message: &[u8]) {
+    buffer.reserve(PREFIX_LEN + message.len());
+    buffer.put_u8(0);
+    buffer.put_u32(message.len() as u32);
+    buffer.put_slice(message);
+}
 
 /// See [`crate::frame::Protocol::frame_len`].
 pub fn frame_len(buf: &[u8]) -> Result<Option<u64>> {
@@ -12,11 +33,7 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<u64>> {
     if flag > 1 {
         return Err(Error::field("grpc compressed flag", flag));
     }
-    let Some(len) = buf.get(1..PREFIX_LEN) else {
-        return Ok(None);
-    };
-    let len = u32::from_be_bytes(len.try_into().expect("4 bytes"));
-    Ok(Some(PREFIX_LEN as u64 + u64::from(len)))
+    Ok(prefix(buf).map(|(_, len)| (PREFIX_LEN + len) as u64))
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use h2::server::{self, Handshake, SendResponse};
 use h2::{RecvStream, SendStream};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
@@ -22,8 +22,8 @@ use super::io::LoopIo;
 use super::keepalive::Keepalive;
 use super::status;
 use super::wake::{connection_waker, stream_waker, ReadySet};
-
-const PREFIX: usize = 5;
+pub(crate) use crate::grpc::frame_into;
+use crate::grpc::{prefix, PREFIX_LEN};
 
 /// gRPC status codes the transport itself answers with.
 pub mod code {
@@ -395,7 +395,7 @@ impl Connection {
             }
             stream.respond = None;
         }
-        let mut body = BytesMut::with_capacity(PREFIX + message.len());
+        let mut body = BytesMut::with_capacity(PREFIX_LEN + message.len());
         frame_into(&mut body, message);
         let sent = match stream.send.as_mut() {
             Some(send) => {
@@ -860,28 +860,25 @@ fn split_messages(
     events: &mut Vec<Event>,
 ) -> Result<(), (u32, String)> {
     loop {
-        if stream.partial.len() < PREFIX {
+        let Some((compressed, length)) = prefix(&stream.partial) else {
             return Ok(());
-        }
-        let compressed = stream.partial[0];
+        };
         if compressed != 0 {
             return Err((
                 code::UNIMPLEMENTED,
                 "message compression is not supported".into(),
             ));
         }
-        let length =
-            u32::from_be_bytes(stream.partial[1..PREFIX].try_into().expect("4 bytes")) as usize;
         if length > max_message {
             return Err((
                 code::RESOURCE_EXHAUSTED,
                 format!("request message is {length} bytes, over the limit of {max_message}"),
             ));
         }
-        if stream.partial.len() < PREFIX + length {
+        if stream.partial.len() < PREFIX_LEN + length {
             return Ok(());
         }
-        stream.partial.advance(PREFIX);
+        stream.partial.advance(PREFIX_LEN);
         let message = stream.partial.split_to(length).freeze();
         if stream.method.client_streaming {
             events.push(Event::Message { key, message });
@@ -892,13 +889,6 @@ fn split_messages(
             ));
         }
     }
-}
-
-pub(crate) fn frame_into(buffer: &mut BytesMut, message: &[u8]) {
-    buffer.reserve(PREFIX + message.len());
-    buffer.put_u8(0);
-    buffer.put_u32(message.len() as u32);
-    buffer.put_slice(message);
 }
 
 pub(crate) fn response(head: &HeaderMap) -> Response<()> {

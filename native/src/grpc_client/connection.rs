@@ -21,6 +21,7 @@ use h2::RecvStream;
 use crate::front::io::LoopIo;
 use crate::front::keepalive::Keepalive;
 use crate::front::wake::{connection_waker, stream_waker, ReadySet};
+use crate::grpc::{frame_into, prefix, PREFIX_LEN};
 
 pub const DEADLINE_EXCEEDED: u32 = 4;
 pub const RESOURCE_EXHAUSTED: u32 = 8;
@@ -452,10 +453,8 @@ impl ClientConnection {
 }
 
 fn framed(message: &[u8]) -> Bytes {
-    let mut out = BytesMut::with_capacity(5 + message.len());
-    out.extend_from_slice(&[0]);
-    out.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    out.extend_from_slice(message);
+    let mut out = BytesMut::new();
+    frame_into(&mut out, message);
     out.freeze()
 }
 
@@ -476,15 +475,14 @@ fn request(
 
 /// The one message of a unary answer, without its gRPC prefix.
 fn unframed(data: BytesMut) -> Result<Bytes, (u32, String)> {
-    if data.len() < 5 || data[0] != 0 {
+    let Some((0, size)) = prefix(&data) else {
         return Err((
             INTERNAL,
             "the answer is not one uncompressed gRPC message".into(),
         ));
-    }
+    };
     let mut data = data.freeze();
-    data.advance(1);
-    let size = data.get_u32() as usize;
+    data.advance(PREFIX_LEN);
     if data.len() != size {
         return Err((
             INTERNAL,
