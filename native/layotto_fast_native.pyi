@@ -5,7 +5,7 @@ Hand-written stub for the ``layotto_fast_native`` extension module (pyo3, abi3).
 ``HandoffServer`` and ``BenchRouteTable`` exist only in a build with ``--features bench``.
 """
 
-from typing import Any, Final, Literal, Self, final
+from typing import Any, Final, Literal, Self, TypedDict, final
 
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
@@ -267,18 +267,93 @@ class HandoffServer:
     ) -> bool: ...
     def finish(self, key: int, code: int, message: str, metadata: list[tuple[str, str]] | None = None) -> bool: ...
 
+class MeshRouteConfig(TypedDict):
+    name: str
+    service: str | None
+    service_prefix: str | None
+    version: str | None
+    headers: list[tuple[str, str]]
+    clusters: list[tuple[str, int]]  # (cluster name, weight)
+    timeout_ms: int
+    retries: int
+    rate_limit: tuple[float, float] | None  # (requests a second, burst)
+
+class MeshListenerConfig(TypedDict):
+    name: str
+    protocol: str  # "bolt" or "dubbo"
+    address: str
+    max_frame_size: int
+    max_buffered: int
+    routes: list[MeshRouteConfig]
+
+class MeshClusterConfig(TypedDict):
+    name: str
+    protocol: str  # "bolt" or "dubbo"
+    hosts: list[str]
+    balancing: str  # "round_robin" or "least_request"
+    connect_timeout_ms: int
+    max_requests: int
+    max_pending: int
+    outlier_consecutive_failures: int
+    ejection_ms: int
+    health_check_interval_ms: int
+    health_check_timeout_ms: int
+
+class MeshConfig(TypedDict):
+    listeners: list[MeshListenerConfig]
+    clusters: list[MeshClusterConfig]
+
+class MeshListenerStats(TypedDict):
+    name: str
+    protocol: str  # "bolt" or "dubbo"
+    address: str
+    connections: int
+    open_connections: int
+    no_route: int
+    bad_frames: int
+    heartbeats: int
+
+class MeshRequestStats(TypedDict):
+    outcomes: dict[str, int]
+    statuses: dict[int, int]  # by the protocol's status number
+    latency_bounds_us: list[int]
+    latency_counts: list[int]  # one more than the bounds: the last is over every bound
+    latency_sum_us: int
+
+class MeshRouteStats(MeshRequestStats):
+    listener: str
+    name: str
+
+class MeshHostStats(TypedDict):
+    address: str
+    healthy: bool
+    ejected: bool
+
+class MeshClusterStats(MeshRequestStats):
+    name: str
+    ejections: int
+    breaker_refused: int
+    connect_failures: int
+    unknown_responses: int
+    hosts: list[MeshHostStats]
+
+class MeshStats(TypedDict):
+    listeners: list[MeshListenerStats]
+    routes: list[MeshRouteStats]
+    clusters: list[MeshClusterStats]
+
 @final
 class MeshProxy:
     """The mesh data plane on a Rust thread: listeners bound at construction (an OSError
     names the listener that cannot bind), forwarding with no Python per request."""
 
-    def __new__(cls, config: dict[str, Any]) -> Self: ...
+    def __new__(cls, config: MeshConfig) -> Self: ...
     def addresses(self) -> list[tuple[str, str, int]]:
         """(listener name, host, port) as bound."""
-    def reload(self, config: dict[str, Any]) -> None:
+    def reload(self, config: MeshConfig) -> None:
         """New routes and clusters, same listeners; unchanged clusters keep their connections."""
     def stop(self) -> None: ...
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> MeshStats:
         """Counters by listener, route and cluster."""
     def invoke(
         self,
@@ -341,6 +416,7 @@ def encode_dubbo_generic(
     attachments: dict[str, Any] | None = None,
 ) -> bytes:
     """Dubbo's generic call ($invoke), answered by a provider without its interface."""
+
 def decode_dubbo_response(frame: bytes) -> tuple[int, str, Any, dict[str, Any]]:
     """(status, "value" | "null" | "exception" | "error", value or message, attachments)."""
 

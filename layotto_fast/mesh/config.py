@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from layotto_fast.errors import StartupError
+
+if TYPE_CHECKING:
+    from layotto_fast_native import MeshConfig as NativeMeshConfig
 
 PROTOCOLS = ("bolt", "dubbo")
 BALANCING = ("round_robin", "least_request")
@@ -81,7 +84,7 @@ class MeshSettings:
     listeners: tuple[Listener, ...] = ()
     clusters: tuple[Cluster, ...] = field(default=())
 
-    def to_native(self) -> dict[str, Any]:
+    def to_native(self) -> NativeMeshConfig:
         """The shape ``layotto_fast_native.MeshProxy`` takes."""
         return {
             "listeners": [

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Literal
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from layotto_fast.mesh.proxy import Mesh
+
+if TYPE_CHECKING:
+    from layotto_fast_native import MeshRequestStats
+
+
+_ListenerCount = Literal["connections", "no_route", "bad_frames", "heartbeats"]
+_ClusterCount = Literal["ejections", "breaker_refused", "connect_failures", "unknown_responses"]
 
 
 class MeshCollector(Collector):
@@ -25,7 +32,7 @@ class MeshCollector(Collector):
             "layotto_fast_mesh_cluster", "to a cluster (from any route or InvokeService target)", ["cluster"],
             [([c["name"]], c) for c in stats["clusters"]],
         )  # fmt: skip
-        listener_counts = {
+        listener_counts: dict[_ListenerCount, tuple[str, str]] = {
             "connections": ("layotto_fast_mesh_connections", "Client connections accepted"),
             "no_route": ("layotto_fast_mesh_no_route", "Requests no route matched (answered 'no such service')"),
             "bad_frames": ("layotto_fast_mesh_bad_frames", "Malformed or oversized frames (their connection closed)"),
@@ -42,7 +49,7 @@ class MeshCollector(Collector):
         for listener in stats["listeners"]:
             open_connections.add_metric([listener["name"]], listener["open_connections"])
         yield open_connections
-        cluster_counts = {
+        cluster_counts: dict[_ClusterCount, tuple[str, str]] = {
             "ejections": ("layotto_fast_mesh_ejections", "Hosts ejected after consecutive failures"),
             "breaker_refused": ("layotto_fast_mesh_breaker_refused", "Requests refused by the circuit breaker"),
             "connect_failures": ("layotto_fast_mesh_connect_failures", "Connections to a host that failed"),
@@ -51,10 +58,10 @@ class MeshCollector(Collector):
                 "Responses to request ids never sent (their connection closed)",
             ),
         }
-        for key, (name, text) in cluster_counts.items():
+        for count, (name, text) in cluster_counts.items():
             family = CounterMetricFamily(name, text, labels=["cluster"])
             for cluster in stats["clusters"]:
-                family.add_metric([cluster["name"]], cluster[key])
+                family.add_metric([cluster["name"]], cluster[count])
             yield family
         up = GaugeMetricFamily(
             "layotto_fast_mesh_upstream_up",
@@ -69,7 +76,7 @@ class MeshCollector(Collector):
 
 
 def _request_families(
-    prefix: str, where: str, label_names: list[str], sources: list[tuple[list[str], dict[str, Any]]]
+    prefix: str, where: str, label_names: list[str], sources: Sequence[tuple[list[str], MeshRequestStats]]
 ) -> Iterator[Metric]:
     """Requests by outcome, answers by status and latency, for routes or clusters."""
     requests = CounterMetricFamily(

@@ -6,14 +6,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from layotto_fast_native import MeshProxy
 
 from layotto_fast import settings as settings_module
 from layotto_fast.components.invoke.config import InvokeSettings
 from layotto_fast.errors import StartupError
-from layotto_fast.mesh.config import MeshSettings
+from layotto_fast.mesh.config import MeshSettings, Route
+
+if TYPE_CHECKING:
+    from layotto_fast_native import MeshStats
 
 log = logging.getLogger("layotto_fast.mesh")
 
@@ -75,7 +78,7 @@ class Mesh:
         log.error("mesh reload refused, the running configuration stays: %s", reason)
         return False
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> MeshStats:
         return self._proxy.stats() if self._proxy else {"listeners": [], "routes": [], "clusters": []}
 
     def info(self) -> dict[str, Any]:
@@ -128,7 +131,7 @@ def _listener_keys(mesh: MeshSettings) -> list[tuple[str, str, str, int, int]]:
     return [(li.name, li.protocol, li.address, li.max_frame_size, li.max_buffered) for li in mesh.listeners]
 
 
-def _match_text(route: Any) -> str:
+def _match_text(route: Route) -> str:
     m = route.match
     parts = [
         f"service={m.service}" if m.service else "",
