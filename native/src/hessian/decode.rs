@@ -1,0 +1,591 @@
+//! Reading Hessian values from one stream; how hostile input is bounded is told in
+//! `hessian/mod.rs`.
+
+use super::{rename, Value, MAX_DEPTH};
+use crate::error::{Error, Result};
+
+/// Bytes (as `measure` estimates them) that back-references may copy in one stream,
+/// plus [`REF_BUDGET_PER_BYTE`] per input byte. A chain of references to references
+/// would otherwise grow the output exponentially in the input's length; legitimate
+/// sharing (many DTOs pointing at one shared object) stays far below it.
+const REF_BUDGET_BASE: usize = 32 << 20;
+const REF_BUDGET_PER_BYTE: usize = 32;
+
+/// Upper bound on capacity reserved from a declared count. The count is already checked
+/// against the bytes left; this keeps nested containers from each reserving that much.
+const PREALLOC_MAX: usize = 1024;
+
+// What each read is called in errors.
+const STR: &str = "hessian string";
+const BIN: &str = "hessian binary";
+const INT: &str = "hessian int";
+const LONG: &str = "hessian long";
+const DOUBLE: &str = "hessian double";
+const DATE: &str = "hessian date";
+const LIST: &str = "hessian list";
+const MAP: &str = "hessian map";
+const OBJECT: &str = "hessian object";
+const CLASS: &str = "hessian class definition";
+const TYPE: &str = "hessian type";
+const REF: &str = "hessian reference";
+const VALUE: &str = "hessian value";
+const DEPTH: &str = "hessian nesting depth";
+
+/// `(height, weight)` of a value: nesting levels of lists/maps/objects (0 for a scalar),
+/// and roughly how many bytes of memory a copy costs (a `Value` per node plus text and
+/// byte lengths).
+/// Recursion is bounded because every decoded value is at most [`MAX_DEPTH`] high.
+fn measure(v: &Value) -> (usize, usize) {
+    const NODE: usize = std::mem::size_of::<Value>();
+    let name_len = |t: &Option<String>| t.as_ref().map_or(0, String::len);
+    let (children, names): (Vec<&Value>, usize) = match v {
+        Value::String(s) => return (0, NODE + s.len()),
+        Value::Bytes(b) => return (0, NODE + b.len()),
+        Value::List { type_name, items } => (items.iter().collect(), name_len(type_name)),
+        Value::Map { type_name, entries } => (
+            entries.iter().flat_map(|(k, v)| [k, v]).collect(),
+            name_len(type_name),
+        ),
+        Value::Object { class_name, fields } => (
+            fields.iter().map(|(_, v)| v).collect(),
+            class_name.len() + fields.iter().map(|(n, _)| n.len()).sum::<usize>(),
+        ),
+        _ => return (0, NODE),
+    };
+    // An empty container is still one level.
+    let mut height = 1;
+    let mut weight = NODE + names;
+    for child in children {
+        let (h, w) = measure(child);
+        height = height.max(h + 1);
+        weight = weight.saturating_add(w);
+    }
+    (height, weight)
+}
+
+fn is_string_code(code: u8) -> bool {
+    matches!(code, 0x00..=0x1f | 0x30..=0x33 | b'S' | b'R')
+}
+
+fn unexpected(field: &'static str, code: u8) -> Error {
+    Error::field(field, format_args!("unexpected code 0x{code:02x}"))
+}
+
+struct ClassDef {
+    name: String,
+    fields: Vec<String>,
+}
+
+/// Reads Hessian values from one stream. Class definitions, type names and the
+/// back-reference table are per stream (one Dubbo body), so one decoder reads a whole
+/// body value after value.
+pub struct Decoder<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    /// Lists, maps and objects currently open around the value being read.
+    depth: usize,
+    classes: Vec<ClassDef>,
+    types: Vec<String>,
+    /// Every list, map and object in stream order, for `0x51` references. `None` while
+    /// it is still being decoded (a reference to it is a cycle) or when no reference can
+    /// follow it (see `keep_for_refs`).
+    refs: Vec<Option<Value>>,
+    /// Offset of the last `0x51` byte in the input: a container that ends after it
+    /// cannot be referenced, so it is not copied into `refs`. Most bodies have no
+    /// references at all and pay nothing for them.
+    last_ref_byte: Option<usize>,
+    ref_budget: usize,
+}
+
+impl<'a> Decoder<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        Decoder {
+            buf,
+            pos: 0,
+            depth: 0,
+            classes: Vec::new(),
+            types: Vec::new(),
+            refs: Vec::new(),
+            last_ref_byte: buf.iter().rposition(|&b| b == 0x51),
+            ref_budget: REF_BUDGET_BASE
+                .saturating_add(buf.len().saturating_mul(REF_BUDGET_PER_BYTE)),
+        }
+    }
+
+    /// Bytes consumed so far.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    pub fn at_end(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
+
+    /// Bytes not consumed yet.
+    pub fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    fn peek(&self, field: &'static str) -> Result<u8> {
+        self.buf.get(self.pos).copied().ok_or(Error::Truncated {
+            field,
+            need: 1,
+            have: 0,
+        })
+    }
+
+    fn byte(&mut self, field: &'static str) -> Result<u8> {
+        let b = self.peek(field)?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8]> {
+        let have = self.remaining();
+        if n > have {
+            return Err(Error::Truncated {
+                field,
+                need: n as u64,
+                have,
+            });
+        }
+        let out = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(out)
+    }
+
+    fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N]> {
+        let mut out = [0; N];
+        out.copy_from_slice(self.take(N, field)?);
+        Ok(out)
+    }
+
+    /// Reads any value. Class definitions (`C`) in front of it are read into the table
+    /// on the way: in Hessian they are not values themselves.
+    pub fn read_value(&mut self) -> Result<Value> {
+        let code = self.code(VALUE)?;
+        Ok(match code {
+            b'N' => Value::Null,
+            b'T' => Value::Bool(true),
+            b'F' => Value::Bool(false),
+            0x80..=0xd7 | b'I' => Value::Int(self.int_from(code)?),
+            0xd8..=0xff | 0x38..=0x3f | 0x59 | b'L' => Value::Long(self.long_from(code)?),
+            0x5b..=0x5f | b'D' => Value::Double(self.double_from(code)?),
+            0x4a | 0x4b => Value::Date(self.date_from(code)?),
+            c if is_string_code(c) => Value::String(self.string_from(code)?),
+            0x20..=0x2f | 0x34..=0x37 | b'B' | b'A' => Value::Bytes(self.bytes_from(code)?),
+            0x55 | b'V' | 0x57 | 0x58 | 0x70..=0x7f => self.list_from(code)?,
+            b'M' | b'H' => self.map_from(code)?,
+            b'O' | 0x60..=0x6f => self.object_from(code)?,
+            0x51 => self.reference()?,
+            other => return Err(unexpected(VALUE, other)),
+        })
+    }
+
+    /// Skips one value. Values are decoded and dropped: a later reference may point
+    /// into a skipped value, so the tables have to be kept exactly as when reading.
+    pub fn skip_value(&mut self) -> Result<()> {
+        self.read_value().map(drop)
+    }
+
+    /// Reads a string; `null` is an error.
+    pub fn read_string(&mut self) -> Result<String> {
+        self.read_opt_string()?
+            .ok_or_else(|| Error::field(STR, "null"))
+    }
+
+    /// Reads a string or `null` (Java writes a null `String` as `N`).
+    pub fn read_opt_string(&mut self) -> Result<Option<String>> {
+        match self.code(STR)? {
+            b'N' => Ok(None),
+            code => self.string_from(code).map(Some),
+        }
+    }
+
+    /// Reads an int in any of its encodings (not a long or double).
+    pub fn read_int(&mut self) -> Result<i32> {
+        let code = self.code(INT)?;
+        self.int_from(code)
+    }
+
+    /// The next value's first byte, after any class definitions.
+    fn code(&mut self, field: &'static str) -> Result<u8> {
+        loop {
+            match self.byte(field)? {
+                b'C' => self.class_def()?,
+                code => return Ok(code),
+            }
+        }
+    }
+
+    fn int_from(&mut self, code: u8) -> Result<i32> {
+        let c = i32::from(code);
+        Ok(match code {
+            0x80..=0xbf => c - 0x90,
+            0xc0..=0xcf => ((c - 0xc8) << 8) | i32::from(self.byte(INT)?),
+            0xd0..=0xd7 => {
+                let [b1, b0] = self.array(INT)?;
+                ((c - 0xd4) << 16) | i32::from(b1) << 8 | i32::from(b0)
+            }
+            b'I' => i32::from_be_bytes(self.array(INT)?),
+            other => return Err(unexpected(INT, other)),
+        })
+    }
+
+    fn long_from(&mut self, code: u8) -> Result<i64> {
+        let c = i64::from(code);
+        Ok(match code {
+            0xd8..=0xef => c - 0xe0,
+            0xf0..=0xff => ((c - 0xf8) << 8) | i64::from(self.byte(LONG)?),
+            0x38..=0x3f => {
+                let [b1, b0] = self.array(LONG)?;
+                ((c - 0x3c) << 16) | i64::from(b1) << 8 | i64::from(b0)
+            }
+            0x59 => i64::from(i32::from_be_bytes(self.array(LONG)?)),
+            b'L' => i64::from_be_bytes(self.array(LONG)?),
+            other => return Err(unexpected(LONG, other)),
+        })
+    }
+
+    fn double_from(&mut self, code: u8) -> Result<f64> {
+        Ok(match code {
+            0x5b => 0.0,
+            0x5c => 1.0,
+            0x5d => f64::from(self.byte(DOUBLE)? as i8),
+            0x5e => f64::from(i16::from_be_bytes(self.array(DOUBLE)?)),
+            // Java's Hessian2Input computes exactly this; keep it bit-identical.
+            0x5f => 0.001 * f64::from(i32::from_be_bytes(self.array(DOUBLE)?)),
+            b'D' => f64::from_bits(u64::from_be_bytes(self.array(DOUBLE)?)),
+            other => return Err(unexpected(DOUBLE, other)),
+        })
+    }
+
+    fn date_from(&mut self, code: u8) -> Result<i64> {
+        Ok(match code {
+            0x4a => i64::from_be_bytes(self.array(DATE)?),
+            0x4b => i64::from(i32::from_be_bytes(self.array(DATE)?)) * 60_000,
+            other => return Err(unexpected(DATE, other)),
+        })
+    }
+
+    /// A string: zero or more `R` chunks, then one final chunk (`S` or a compact form).
+    fn string_from(&mut self, mut code: u8) -> Result<String> {
+        let mut out = String::new();
+        // A high surrogate waiting for its low half; pairs may straddle chunks.
+        let mut high = None;
+        loop {
+            let (units, last) = match code {
+                0x00..=0x1f => (usize::from(code), true),
+                0x30..=0x33 => (
+                    usize::from(code - 0x30) << 8 | usize::from(self.byte(STR)?),
+                    true,
+                ),
+                b'S' | b'R' => (
+                    usize::from(u16::from_be_bytes(self.array(STR)?)),
+                    code == b'S',
+                ),
+                other => return Err(unexpected(STR, other)),
+            };
+            self.string_chunk(units, &mut out, &mut high)?;
+            if last {
+                break;
+            }
+            code = self.byte(STR)?;
+        }
+        if high.is_some() {
+            return Err(Error::InvalidUtf8 { field: STR });
+        }
+        Ok(out)
+    }
+
+    /// `units` UTF-16 code units; every unit takes at least one byte.
+    fn string_chunk(
+        &mut self,
+        units: usize,
+        out: &mut String,
+        high: &mut Option<u32>,
+    ) -> Result<()> {
+        let have = self.remaining();
+        if units > have {
+            return Err(Error::Truncated {
+                field: STR,
+                need: units as u64,
+                have,
+            });
+        }
+        let head = &self.buf[self.pos..self.pos + units];
+        if high.is_none() && head.is_ascii() {
+            // One byte per unit; the common case for names, paths and keys.
+            out.push_str(std::str::from_utf8(head).map_err(|_| Error::InvalidUtf8 { field: STR })?);
+            self.pos += units;
+            return Ok(());
+        }
+        out.reserve(units);
+        let mut left = units;
+        while left > 0 {
+            let (cp, n) = self.utf8_char(left)?;
+            left -= n;
+            push_code_point(cp, out, high)?;
+        }
+        Ok(())
+    }
+
+    /// One character of Java's UTF-8: 1-3 bytes per UTF-16 unit (surrogates included).
+    /// A standard 4-byte sequence is accepted too, as the two units it stands for.
+    fn utf8_char(&mut self, units_left: usize) -> Result<(u32, usize)> {
+        let bad = Error::InvalidUtf8 { field: STR };
+        let b0 = u32::from(self.byte(STR)?);
+        let (extra, init, units) = match b0 {
+            0x00..=0x7f => return Ok((b0, 1)),
+            0xc0..=0xdf => (1, b0 & 0x1f, 1),
+            0xe0..=0xef => (2, b0 & 0x0f, 1),
+            0xf0..=0xf4 if units_left >= 2 => (3, b0 & 0x07, 2),
+            _ => return Err(bad),
+        };
+        let mut cp = init;
+        for _ in 0..extra {
+            let b = self.byte(STR)?;
+            if b & 0xc0 != 0x80 {
+                return Err(bad);
+            }
+            cp = cp << 6 | u32::from(b & 0x3f);
+        }
+        if units == 2 && cp < 0x1_0000 {
+            return Err(bad);
+        }
+        Ok((cp, units))
+    }
+
+    /// Binary: zero or more `A` chunks, then one final chunk (`B` or a compact form).
+    fn bytes_from(&mut self, mut code: u8) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        loop {
+            let (len, last) = match code {
+                0x20..=0x2f => (usize::from(code - 0x20), true),
+                0x34..=0x37 => (
+                    usize::from(code - 0x34) << 8 | usize::from(self.byte(BIN)?),
+                    true,
+                ),
+                b'B' | b'A' => (
+                    usize::from(u16::from_be_bytes(self.array(BIN)?)),
+                    code == b'B',
+                ),
+                other => return Err(unexpected(BIN, other)),
+            };
+            out.extend_from_slice(self.take(len, BIN)?);
+            if last {
+                return Ok(out);
+            }
+            code = self.byte(BIN)?;
+        }
+    }
+
+    /// A declared element count: non-negative, and no more than the bytes left, since
+    /// every element takes at least one byte.
+    fn count(&mut self, field: &'static str) -> Result<usize> {
+        let n = self.read_int().map_err(|e| rename(e, field))?;
+        let n = usize::try_from(n).map_err(|_| Error::field(field, format_args!("count {n}")))?;
+        let have = self.remaining();
+        if n > have {
+            return Err(Error::Truncated {
+                field,
+                need: n as u64,
+                have,
+            });
+        }
+        Ok(n)
+    }
+
+    /// A list or map type: a string (added to the type table) or an index into it.
+    fn read_type(&mut self) -> Result<String> {
+        let code = self.byte(TYPE)?;
+        if is_string_code(code) {
+            let name = self.string_from(code).map_err(|e| rename(e, TYPE))?;
+            self.types.push(name.clone());
+            return Ok(name);
+        }
+        let index = self.int_from(code).map_err(|e| rename(e, TYPE))?;
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.types.get(i))
+            .cloned()
+            .ok_or_else(|| Error::field(TYPE, format_args!("#{index} of {}", self.types.len())))
+    }
+
+    /// Runs `read` one nesting level deeper.
+    fn nested<T>(&mut self, read: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        if self.depth >= MAX_DEPTH {
+            return Err(Error::field(DEPTH, format_args!("more than {MAX_DEPTH}")));
+        }
+        self.depth += 1;
+        let out = read(self);
+        self.depth -= 1;
+        out
+    }
+
+    /// Whether the variable-length container being read ends here (`Z`, consumed).
+    fn at_container_end(&mut self, field: &'static str) -> Result<bool> {
+        let end = self.peek(field)? == b'Z';
+        if end {
+            self.pos += 1;
+        }
+        Ok(end)
+    }
+
+    /// Reserves the next back-reference number for a container being started: Java
+    /// numbers lists, maps and objects in the order they begin.
+    fn begin_ref(&mut self) -> usize {
+        self.refs.push(None);
+        self.refs.len() - 1
+    }
+
+    fn end_ref(&mut self, slot: usize, value: &Value) {
+        let referable = self.last_ref_byte.is_some_and(|at| at >= self.pos);
+        if referable {
+            self.refs[slot] = Some(value.clone());
+        }
+    }
+
+    fn list_from(&mut self, code: u8) -> Result<Value> {
+        let typed = matches!(code, 0x55 | b'V' | 0x70..=0x77);
+        let type_name = if typed { Some(self.read_type()?) } else { None };
+        let len = match code {
+            0x55 | 0x57 => None,
+            b'V' | 0x58 => Some(self.count(LIST)?),
+            0x70..=0x77 => Some(usize::from(code - 0x70)),
+            _ => Some(usize::from(code - 0x78)),
+        };
+        let slot = self.begin_ref();
+        let items = self.nested(|d| d.list_items(len))?;
+        let value = Value::List { type_name, items };
+        self.end_ref(slot, &value);
+        Ok(value)
+    }
+
+    fn list_items(&mut self, len: Option<usize>) -> Result<Vec<Value>> {
+        let mut items = Vec::with_capacity(len.unwrap_or(0).min(PREALLOC_MAX));
+        match len {
+            Some(n) => {
+                for _ in 0..n {
+                    items.push(self.read_value()?);
+                }
+            }
+            None => {
+                while !self.at_container_end(LIST)? {
+                    items.push(self.read_value()?);
+                }
+            }
+        }
+        Ok(items)
+    }
+
+    fn map_from(&mut self, code: u8) -> Result<Value> {
+        let type_name = if code == b'M' {
+            Some(self.read_type()?)
+        } else {
+            None
+        };
+        let slot = self.begin_ref();
+        let entries = self.nested(|d| {
+            let mut entries = Vec::new();
+            while !d.at_container_end(MAP)? {
+                let key = d.read_value()?;
+                entries.push((key, d.read_value()?));
+            }
+            Ok(entries)
+        })?;
+        let value = Value::Map { type_name, entries };
+        self.end_ref(slot, &value);
+        Ok(value)
+    }
+
+    /// `C name field-count field-name*`: a class definition for later objects.
+    fn class_def(&mut self) -> Result<()> {
+        let string = |d: &mut Self| match d.byte(CLASS)? {
+            code if is_string_code(code) => d.string_from(code).map_err(|e| rename(e, CLASS)),
+            other => Err(unexpected(CLASS, other)),
+        };
+        let name = string(self)?;
+        let n = self.count(CLASS)?;
+        let mut fields = Vec::with_capacity(n.min(PREALLOC_MAX));
+        for _ in 0..n {
+            fields.push(string(self)?);
+        }
+        self.classes.push(ClassDef { name, fields });
+        Ok(())
+    }
+
+    fn object_from(&mut self, code: u8) -> Result<Value> {
+        let declared = match code {
+            b'O' => self.read_int().map_err(|e| rename(e, OBJECT))?,
+            _ => i32::from(code - 0x60),
+        };
+        let index = usize::try_from(declared).unwrap_or(usize::MAX);
+        let Some(def) = self.classes.get(index) else {
+            return Err(Error::field(
+                OBJECT,
+                format_args!("class definition #{declared} of {}", self.classes.len()),
+            ));
+        };
+        let class_name = def.name.clone();
+        let n = def.fields.len();
+        let slot = self.begin_ref();
+        let fields = self.nested(|d| {
+            let mut fields = Vec::with_capacity(n.min(PREALLOC_MAX));
+            for i in 0..n {
+                let name = d.classes[index].fields[i].clone();
+                fields.push((name, d.read_value()?));
+            }
+            Ok(fields)
+        })?;
+        let value = Value::Object { class_name, fields };
+        self.end_ref(slot, &value);
+        Ok(value)
+    }
+
+    /// `0x51 int`: a copy of an earlier list, map or object. A reference to one still
+    /// being decoded (a cycle) reads as `Null`: a `Value` tree cannot hold a cycle, and
+    /// the cycle Java streams carry most often is a `Throwable` whose `cause` is itself,
+    /// which Java reads back as "no cause" anyway.
+    fn reference(&mut self) -> Result<Value> {
+        let index = self.read_int().map_err(|e| rename(e, REF))?;
+        let Some(slot) = usize::try_from(index).ok().and_then(|i| self.refs.get(i)) else {
+            return Err(Error::field(
+                REF,
+                format_args!("#{index} of {}", self.refs.len()),
+            ));
+        };
+        let Some(value) = slot else {
+            return Ok(Value::Null);
+        };
+        let (height, weight) = measure(value);
+        if self.depth + height > MAX_DEPTH {
+            return Err(Error::field(DEPTH, format_args!("more than {MAX_DEPTH}")));
+        }
+        if weight > self.ref_budget {
+            return Err(Error::field(REF, "copies exceed the decoder's size budget"));
+        }
+        self.ref_budget -= weight;
+        Ok(value.clone())
+    }
+}
+
+fn push_code_point(cp: u32, out: &mut String, high: &mut Option<u32>) -> Result<()> {
+    let bad = Error::InvalidUtf8 { field: STR };
+    let c = match cp {
+        0xd800..=0xdbff => {
+            return match high.replace(cp) {
+                None => Ok(()),
+                Some(_) => Err(bad),
+            };
+        }
+        0xdc00..=0xdfff => {
+            let h = high.take().ok_or(bad.clone())?;
+            0x1_0000 + ((h - 0xd800) << 10) + (cp - 0xdc00)
+        }
+        _ if high.is_some() => return Err(bad),
+        _ => cp,
+    };
+    out.push(char::from_u32(c).ok_or(bad)?);
+    Ok(())
+}
