@@ -20,16 +20,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ssl
-from collections import deque
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 import hiredis
 from redis import exceptions as redis_errors
 
 from layotto_fast.components.redis_client import BACKEND_ERRORS, Client, RedisConfig, ping
+from layotto_fast.components.redis_resp import Command, RespConnection, Transaction, fail, pack
 
-Command = tuple[Any, ...]
+# Commands queued in one loop pass, each with its caller's future.
+Batch = list[tuple[Command | Transaction | bytes, asyncio.Future[Any]]]
 
 
 class Script:
@@ -40,60 +41,6 @@ class Script:
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
 
-def bulk(value: bytes) -> bytes:
-    """One RESP bulk string.
-
-    The hot commands of a single node are written in RESP by hand: hiredis' packer
-    costs about 1 µs per command (3.2 µs for a SaveState's writes against 0.9 µs
-    assembled here), more than the rest of the component's work for a call.
-    """
-    size = len(value)
-    return (_BULK_HEADS[size] if size < 256 else b"$%d\r\n" % size) + value + b"\r\n"
-
-
-_BULK_HEADS = [b"$%d\r\n" % size for size in range(256)]  # most keys are short
-
-
-MULTI = b"*1\r\n$5\r\nMULTI\r\n"
-EXEC = b"*1\r\n$4\r\nEXEC\r\n"
-
-
-class Transaction:
-    """Commands in RESP sent as MULTI ... EXEC; only EXEC's reply is wanted.
-
-    Redis runs the queued commands with no other client's command between them, for
-    about half the CPU of a Lua script doing the same writes (measured here, 20 in a batch).
-    """
-
-    __slots__ = ("packed", "skipped")
-
-    def __init__(self, packed: bytes, count: int) -> None:
-        """``packed``: MULTI, ``count`` commands and EXEC, each in RESP."""
-        self.packed = packed
-        self.skipped = _SKIPPED[count] if count < len(_SKIPPED) else (None,) * (count + 1)
-
-
-# The replies before EXEC's (OK, then QUEUED per command), by the number of commands.
-_SKIPPED = [(None,) * (count + 1) for count in range(16)]
-
-
-def raise_replied(replies: list[Any]) -> list[Any]:
-    """``replies`` of a transaction, or the first error among them raised as redis-py's kind."""
-    for reply in replies:
-        if isinstance(reply, Exception):
-            raise _reply_error(reply) if isinstance(reply, _ReplyError) else reply
-    return replies
-
-
-def _resp(command: Command | Transaction | bytes) -> bytes:
-    if type(command) is bytes:
-        return command
-    if isinstance(command, Transaction):
-        return command.packed
-    packed: bytes = hiredis.pack_command(cast(Any, command))
-    return packed
-
-
 class AutoPipeline:
     """Queue commands; a subclass sends each loop pass's queue as one batch."""
 
@@ -102,7 +49,7 @@ class AutoPipeline:
 
     def __init__(self, config: RedisConfig) -> None:
         self._config = config
-        self._queue: list[tuple[Command | Transaction | bytes, asyncio.Future[Any]]] = []
+        self._queue: Batch = []
         # Made on the loop it serves. Kept, because asyncio.get_running_loop() makes a
         # getpid() system call on every call (its fork check).
         self._loop = asyncio.get_running_loop()
@@ -137,7 +84,7 @@ class AutoPipeline:
         batch, self._queue = self._queue, []
         self._send(batch)
 
-    def _send(self, batch: list[tuple[Command | Transaction | bytes, asyncio.Future[Any]]]) -> None:
+    def _send(self, batch: Batch) -> None:
         raise NotImplementedError
 
     async def close(self) -> None:
@@ -152,76 +99,9 @@ def _settle(future: asyncio.Future[Any], reply: Any, config: RedisConfig) -> Non
     if future.done():  # the caller went away (cancelled)
         return
     if isinstance(reply, Exception):
-        _fail(future, reply, config)
+        fail(future, reply, config)
     else:
         future.set_result(reply)
-
-
-def _fail(future: asyncio.Future[Any], error: Exception, config: RedisConfig) -> None:
-    if isinstance(error, BACKEND_ERRORS) and not isinstance(error, redis_errors.ResponseError):
-        future.set_exception(config.unavailable(error))
-    else:
-        future.set_exception(error)
-
-
-class _ReplyError(redis_errors.ResponseError):
-    """What hiredis builds for an error reply; turned into redis-py's kinds below."""
-
-
-def _reply_error(error: _ReplyError) -> redis_errors.RedisError:
-    message = str(error)
-    if message.startswith("NOSCRIPT"):
-        return redis_errors.NoScriptError(message)
-    if message.startswith(("LOADING", "MASTERDOWN", "READONLY")):
-        return redis_errors.BusyLoadingError(message)
-    return redis_errors.ResponseError(message)
-
-
-class _Resp(asyncio.Protocol):
-    """One connection: writes packed batches, hands each parsed reply to the oldest waiter."""
-
-    def __init__(self, config: RedisConfig) -> None:
-        self._config = config
-        self._reader = hiredis.Reader(replyError=_ReplyError)
-        self.waiting: deque[asyncio.Future[Any] | None] = deque()
-        self.transport: asyncio.Transport | None = None
-        self.lost: BaseException | None = None
-        self.reads = 0  # data_received calls: the read timeout's sign of progress
-        self.watched = False  # a read-timeout watch is armed
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports are not asyncio.Transport subclasses, only alike
-        self.transport = cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        reader, waiting, config = self._reader, self.waiting, self._config
-        self.reads += 1
-        reader.feed(data)
-        while (reply := reader.gets()) is not False:
-            if not waiting:  # a reply nobody asked for: the stream is out of step
-                self.abort(redis_errors.ConnectionError("redis sent a reply no command was waiting for"))
-                return
-            future = waiting.popleft()
-            if future is None or future.done():  # a reply inside a transaction, or the caller went away
-                continue
-            if isinstance(reply, Exception):  # hiredis' error replies; EXEC's array holds its own
-                _fail(future, _reply_error(reply) if isinstance(reply, _ReplyError) else reply, config)
-            else:
-                future.set_result(reply)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        # an abort() of ours already says why; otherwise the socket's error, or the server closed it
-        self.lost = self.lost or exc or redis_errors.ConnectionError("connection closed by the server")
-        error = self._config.unavailable(self.lost)
-        while self.waiting:
-            future = self.waiting.popleft()
-            if future is not None and not future.done():
-                future.set_exception(error)
-
-    def abort(self, reason: BaseException) -> None:
-        self.lost = reason
-        if self.transport is not None:
-            self.transport.abort()
 
 
 class NodePipeline(AutoPipeline):
@@ -229,11 +109,11 @@ class NodePipeline(AutoPipeline):
 
     def __init__(self, config: RedisConfig) -> None:
         super().__init__(config)
-        self._connection: _Resp | None = None
-        self._connecting: asyncio.Task[_Resp] | None = None
+        self._connection: RespConnection | None = None
+        self._connecting: asyncio.Task[RespConnection] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def _send(self, batch: list[tuple[Command | Transaction | bytes, asyncio.Future[Any]]]) -> None:
+    def _send(self, batch: Batch) -> None:
         connection = self._connection
         if connection is None or connection.lost is not None:
             task = self._loop.create_task(self._send_after_connect(batch))
@@ -242,9 +122,9 @@ class NodePipeline(AutoPipeline):
             return
         self._write(connection, batch)
 
-    def _write(self, connection: _Resp, batch: list[tuple[Command | Transaction | bytes, asyncio.Future[Any]]]) -> None:
+    def _write(self, connection: RespConnection, batch: Batch) -> None:
         try:
-            data = b"".join([_resp(command) for command, _ in batch])
+            data = b"".join([pack(command) for command, _ in batch])
         except (TypeError, hiredis.HiredisError) as exc:  # a value that is not bytes, str or a number
             for _, future in batch:
                 if not future.done():
@@ -263,7 +143,7 @@ class NodePipeline(AutoPipeline):
             connection.watched = True
             self._loop.call_later(self._config.read_timeout, self._watch, connection, connection.reads)
 
-    def _watch(self, connection: _Resp, reads_before: int) -> None:
+    def _watch(self, connection: RespConnection, reads_before: int) -> None:
         """A read timeout later: nothing read since, with commands written before still
         unanswered, means Redis has not answered for at least the timeout."""
         if connection.lost is not None or not connection.waiting:
@@ -275,7 +155,7 @@ class NodePipeline(AutoPipeline):
             return
         self._loop.call_later(self._config.read_timeout, self._watch, connection, connection.reads)
 
-    async def _send_after_connect(self, batch: list[tuple[Command | Transaction | bytes, asyncio.Future[Any]]]) -> None:
+    async def _send_after_connect(self, batch: Batch) -> None:
         try:
             connection = await self._connect()
         except BaseException as exc:
@@ -288,19 +168,19 @@ class NodePipeline(AutoPipeline):
             return
         self._write(connection, batch)
 
-    async def _connect(self) -> _Resp:
+    async def _connect(self) -> RespConnection:
         if self._connecting is None or self._connecting.done():
             self._connecting = self._loop.create_task(self._open())
         connection = await asyncio.shield(self._connecting)
         self._connection = connection
         return connection
 
-    async def _open(self) -> _Resp:
+    async def _open(self) -> RespConnection:
         config = self._config
         loop = asyncio.get_running_loop()
         tls = ssl.create_default_context() if config.tls else None
         _, connection = await asyncio.wait_for(
-            loop.create_connection(lambda: _Resp(config), config.host, config.port, ssl=tls),
+            loop.create_connection(lambda: RespConnection(config), config.host, config.port, ssl=tls),
             config.dial_timeout or None,
         )
         greeting: list[Command] = []
@@ -338,12 +218,12 @@ class ClusterPipeline(AutoPipeline):
         self._client = client
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def _send(self, batch: list[tuple[Command | Transaction | bytes, asyncio.Future[Any]]]) -> None:
+    def _send(self, batch: Batch) -> None:
         task = self._loop.create_task(self._execute(batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _execute(self, batch: list[tuple[Command | Transaction | bytes, asyncio.Future[Any]]]) -> None:
+    async def _execute(self, batch: Batch) -> None:
         pipe = self._client.pipeline(transaction=False)
         for command, _ in batch:
             assert isinstance(command, tuple), "a cluster takes commands as tuples, routed by key"

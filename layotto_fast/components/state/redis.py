@@ -25,7 +25,8 @@ from typing import Any, Self
 from redis import exceptions as redis_errors
 
 from layotto_fast.components.redis_client import RedisConfig
-from layotto_fast.components.redis_pipeline import EXEC, MULTI, PipelinedRedis, Script, bulk, raise_replied
+from layotto_fast.components.redis_pipeline import PipelinedRedis, Script
+from layotto_fast.components.redis_resp import EXEC, MULTI, bulk, raise_replied
 from layotto_fast.components.state import check_write, key_exists, stale_etag
 from layotto_fast.errors import FailedPrecondition, InvalidArgument
 from layotto_fast.manifest import ComponentManifest
@@ -75,7 +76,7 @@ return versions
 )
 
 
-# The parts of the commands a single node gets in RESP (components/redis_pipeline.bulk).
+# The parts of the commands a single node gets in RESP (components/redis_resp.bulk).
 HMGET = b"*4\r\n$5\r\nHMGET\r\n"
 DATA_VERSION = b"$4\r\ndata\r\n$7\r\nversion\r\n"
 HSET_DATA_VERSION = b"*6\r\n$4\r\nHSET\r\n"  # key, "data", value, "version", version
