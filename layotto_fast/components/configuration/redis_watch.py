@@ -1,0 +1,316 @@
+"""The watch of ``configuration.redis`` (redis.py): Redis keyspace notifications turned
+into changes for the store's listeners.
+
+- ``init`` turns on the classes needed (``K`` keyspace, ``g`` DEL/EXPIRE/RENAME, ``h``
+  hashes, ``$`` strings, ``x`` expiry) when the server lacks them, and logs a warning
+  when the server refuses CONFIG (enable them there by hand). One pubsub per store
+  (per master on a cluster: each node only reports its own keys) PSUBSCRIBEs
+  ``__keyspace@{db}__:{keyPrefix}*``; a reported key that a watch covers is read again
+  and the listeners whose query matches get the item, or the item with empty content
+  when it is gone. A save or delete through this store reaches its listeners the same
+  way as one made elsewhere (another sidecar, redis-cli), a few milliseconds after the
+  write, so every listener sees changes in the order Redis applied them (quick changes
+  of one key may arrive as the last one). Listeners are told only about a change: a
+  key reread with the item they were last told about is not reported again.
+- when the pubsub's connection fails or closes (a Redis restart) it reconnects with
+  backoff (at most 1 s apart), turns the notifications on again (a restarted Redis
+  forgets CONFIG SET), and compares every watched item with what the listeners were
+  last told: what changed, appeared or disappeared meanwhile is reported then. A
+  connection that dies silently (no reset, no close) is not noticed.
+
+Without a ``keyPrefix`` the pubsub receives an event for every key written in the
+database; on a Redis shared with other data, give the store a prefix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+
+from layotto_fast.components.redis_client import BACKEND_ERRORS, REDIS_ERRORS, RedisConfig, failure
+from layotto_fast.runtime.configuration import ChangeListener, ConfigItem, ConfigQuery, Watches
+
+# The store's logger: to whoever reads or filters the logs, the watch is part of configuration.redis.
+log = logging.getLogger("layotto_fast.components.configuration.redis")
+
+
+NOTIFY_SETTING = "notify-keyspace-events"
+NEEDED_EVENTS = "Kgh$x"
+ALL_EVENTS = "g$lshzxet"  # what the class "A" stands for
+RETRY_FIRST, RETRY_MAX = 0.05, 1.0  # seconds between attempts to subscribe again
+MAX_BATCH = 1000  # notifications handled in one read of the changed keys
+
+
+def _missing_events(current: str) -> str:
+    """The classes of NEEDED_EVENTS that the setting ``current`` lacks."""
+    have = set(current) | (set(ALL_EVENTS) if "A" in current else set())
+    return "".join(flag for flag in NEEDED_EVENTS if flag not in have)
+
+
+class WatchedStore(Protocol):
+    """What the watcher asks of the store whose keys it watches (RedisConfigurationStore)."""
+
+    def client(self) -> Any:
+        """The store's client: a cluster client on a cluster."""
+        ...
+
+    def identity(self, redis_key: str) -> ConfigItem | None:
+        """The item (without content) a Redis key names, or None when it names none."""
+        ...
+
+    async def read_items(self, items: Mapping[str, ConfigItem]) -> dict[str, ConfigItem | None]:
+        """Each Redis key's item now, None where it is gone; ``items`` maps each key to its
+        ``identity``. Raises backend errors."""
+        ...
+
+    async def read_matching(self, queries: Callable[[], Iterable[ConfigQuery]]) -> dict[str, ConfigItem | None]:
+        """The items the queries may match, by Redis key (None where gone). ``queries`` is
+        called once the read may start, so a watch added while it waited is covered. Raises
+        backend errors."""
+        ...
+
+
+class _Subscription:
+    """A pubsub on one node (its own connection), receiving the store's keyspace events."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.client = client
+        self.pubsub: Any = None  # redis.asyncio.client.PubSub (its methods are untyped)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            if self.pubsub is not None:
+                await self.pubsub.aclose()
+        with contextlib.suppress(Exception):
+            await self.client.aclose()
+
+
+class KeyspaceWatcher:
+    """The watches of one store, and the task that reports the changes of their keys."""
+
+    def __init__(self, store: WatchedStore, config: RedisConfig, key_pattern: str) -> None:
+        """``key_pattern``: the glob that matches every Redis key of the store."""
+        self._store = store
+        self._config = config
+        self._channel_prefix = f"__keyspace@{config.db}__:".encode()
+        self._pattern = f"__keyspace@{config.db}__:{key_pattern}"
+        self._watches = Watches()
+        # Redis key -> the item its listeners were last told about (None: that it is gone).
+        self._told: dict[str, ConfigItem | None] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._config_warned = False
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Subscribe on every node and watch from then on; raises as the store's calls do."""
+        if self._task is None:
+            try:
+                subscriptions = await self._subscribe()
+            except REDIS_ERRORS as exc:
+                raise failure(self._config, exc) from None
+            self._task = asyncio.get_running_loop().create_task(self._watch(subscriptions))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            task, self._task = self._task, None
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # --- watches ---------------------------------------------------------------------------
+
+    def watch(self, query: ConfigQuery, listener: ChangeListener) -> Callable[[], None]:
+        watch_id = self._watches.add(query, listener)
+
+        def cancel() -> None:
+            if self._watches.remove(watch_id):
+                self._forget_unwatched()
+
+        return cancel
+
+    @property
+    def watch_count(self) -> int:
+        return len(self._watches)
+
+    def _watched(self, identity: ConfigItem) -> bool:
+        return any(query.matches(identity) for query in self._watches.queries())
+
+    def _forget_unwatched(self) -> None:
+        for redis_key in list(self._told):
+            identity = self._store.identity(redis_key)
+            if identity is None or not self._watched(identity):
+                del self._told[redis_key]
+
+    def _changes(
+        self, current: dict[str, ConfigItem | None], keys: Iterable[str], unknown_gone: bool = True
+    ) -> list[ConfigItem]:
+        """What listeners were not told yet about ``keys``, whose items are now ``current``;
+        with ``unknown_gone``, also that an item they were never told about is gone."""
+        changed = []
+        for redis_key in keys:
+            item = current.get(redis_key)
+            told = self._told.get(redis_key)
+            if item is None:
+                known = redis_key in self._told
+                if (known and told is None) or (not known and not unknown_gone):
+                    continue
+                if told is None:
+                    told = self._store.identity(redis_key)
+                    if told is None:
+                        continue
+                changed.append(replace(told, content=""))
+            elif item == told:
+                continue
+            else:
+                changed.append(item)
+            self._told[redis_key] = item
+        return changed
+
+    async def _refresh(self, redis_keys: Iterable[str]) -> None:
+        """Read the watched ones of ``redis_keys`` again and tell their listeners what changed."""
+        wanted: dict[str, ConfigItem] = {}
+        for redis_key in redis_keys:
+            identity = self._store.identity(redis_key)
+            if identity is not None and self._watched(identity):
+                wanted[redis_key] = identity
+        if wanted:
+            current = await self._store.read_items(wanted)
+            self._watches.notify(self._changes(current, wanted))
+
+    async def _resync(self) -> None:
+        """After events may have been lost: report every watched item that differs from what was told."""
+        current = await self._store.read_matching(self._watches.queries)
+        gone = [redis_key for redis_key, told in self._told.items() if told is not None and redis_key not in current]
+        self._watches.notify(self._changes(current, [*current, *gone], unknown_gone=False))
+
+    # --- the subscription ------------------------------------------------------------------
+
+    async def _nodes(self, refresh: bool) -> list[tuple[str, int]]:
+        """The nodes that emit the store's keyspace events: the server, or every master."""
+        if not self._config.cluster:
+            return [(self._config.host, self._config.port)]
+        cluster = self._store.client()
+        await cluster.initialize()
+        if refresh:  # the masters now: a failover or a restart may have changed them
+            await cluster.nodes_manager.initialize()
+        return [(node.host, node.port) for node in cluster.get_primaries()]
+
+    async def _subscribe(self, refresh: bool = False) -> list[_Subscription]:
+        """Subscribed pubsubs on every node, with keyspace events turned on; raises backend errors."""
+        subscriptions: list[_Subscription] = []
+        try:
+            for host, port in await self._nodes(refresh):
+                # No retries inside redis-py: a lost connection must reach _watch, which resyncs.
+                node = replace(self._config, host=host, port=port, cluster=False, max_retries=0).connect()
+                assert isinstance(node, aioredis.Redis)
+                subscription = _Subscription(node)
+                subscriptions.append(subscription)
+                await self._enable_events(node)
+                pubsub = subscription.pubsub = node.pubsub()
+                await pubsub.psubscribe(self._pattern)
+                # Events are delivered once Redis has confirmed the subscription.
+                reply = await pubsub.get_message(timeout=self._config.read_timeout or 5.0)
+                if not reply or reply.get("type") != "psubscribe":
+                    raise TimeoutError(f"no confirmation of PSUBSCRIBE from {host}:{port}")
+        except BaseException:
+            for subscription in subscriptions:
+                await subscription.close()
+            raise
+        return subscriptions
+
+    async def _enable_events(self, node: aioredis.Redis) -> None:
+        try:
+            reply = await node.config_get(NOTIFY_SETTING)
+            current = str(reply.get(NOTIFY_SETTING, ""))
+            missing = _missing_events(current)
+            if missing:
+                await node.config_set(NOTIFY_SETTING, current + missing)
+        except redis_errors.ReadOnlyError:
+            raise
+        except redis_errors.ResponseError as exc:  # CONFIG refused: renamed, forbidden by ACL, managed Redis
+            if not self._config_warned:
+                self._config_warned = True
+                log.warning(
+                    "%s: redis at %s refused CONFIG (%s): make sure %s includes %r there, or watches see nothing",
+                    self._config.component,
+                    self._config.address,
+                    exc,
+                    NOTIFY_SETTING,
+                    NEEDED_EVENTS,
+                )
+
+    async def _watch(self, subscriptions: list[_Subscription]) -> None:
+        """Runs until stop(): read events; when Redis is lost, subscribe again and resync."""
+        while True:
+            try:
+                await self._listen(subscriptions)
+            except Exception as exc:  # the loop must outlive any failure
+                self._log_failure("lost its subscription", exc)
+            finally:
+                for subscription in subscriptions:
+                    await subscription.close()
+            subscriptions = await self._resubscribe()
+            log.info("%s: configuration watch on redis at %s restored", self._config.component, self._config.address)
+
+    async def _resubscribe(self) -> list[_Subscription]:
+        delay = RETRY_FIRST
+        while True:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX)
+            try:
+                subscriptions = await self._subscribe(refresh=True)
+            except Exception as exc:
+                self._log_failure("cannot subscribe", exc, quiet=True)
+                continue
+            try:
+                await self._resync()
+            except Exception as exc:
+                self._log_failure("cannot resync", exc, quiet=True)
+                for subscription in subscriptions:
+                    await subscription.close()
+                continue
+            return subscriptions
+
+    def _log_failure(self, what: str, exc: Exception, quiet: bool = False) -> None:
+        where = f"{self._config.component}: configuration watch on redis at {self._config.address}"
+        if isinstance(exc, BACKEND_ERRORS):
+            log.log(logging.DEBUG if quiet else logging.WARNING, "%s %s: %s", where, what, exc)
+        else:
+            log.error("%s %s", where, what, exc_info=exc)
+
+    async def _listen(self, subscriptions: list[_Subscription]) -> None:
+        """Handle events from every subscription; returns only by raising."""
+        tasks = [asyncio.ensure_future(self._read_events(subscription)) for subscription in subscriptions]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
+            raise ConnectionError("keyspace subscription ended")
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _read_events(self, subscription: _Subscription) -> None:
+        pubsub = subscription.pubsub
+        assert pubsub is not None
+        while True:
+            keys: dict[str, None] = {}  # in order, each once
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+            while message is not None:  # and whatever else has arrived: one read for them all
+                channel = message.get("channel")
+                if message.get("type") == "pmessage" and isinstance(channel, bytes):
+                    keys[channel.removeprefix(self._channel_prefix).decode(errors="replace")] = None
+                if len(keys) >= MAX_BATCH:
+                    break
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
+            if keys:
+                await self._refresh(keys)
