@@ -121,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         manifests = server.load_manifests(settings)
         if args.command == "check":
-            _check(manifests)
+            _check(manifests, settings.app_id)
             print(f"ok: {len(manifests)} components")
             return 0
         server.serve(settings, manifests)
@@ -134,17 +134,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _check(manifests: list[ComponentManifest]) -> None:
+def _check(manifests: list[ComponentManifest], app_id: str) -> None:
     """Every validation ``serve`` makes before it answers, without starting any backend client.
 
-    Secret references are read as ``serve`` reads them, so the secret stores start (the
-    local file and environment stores only read a file or the environment).
+    Every manifest's config is checked, whatever its scopes; then the components ``app_id``
+    loads are built as ``serve`` builds them, and their secret references read as it reads
+    them, so the secret stores start (the local file and environment stores only read a
+    file or the environment).
     """
     import asyncio
 
     from layotto_fast.runtime.lifecycle import Components
 
-    components = Components(manifests)
+    Components(manifests)
+    components = Components(manifests, app_id=app_id)
     if not any(m.secret_refs for m in manifests):
         return
 

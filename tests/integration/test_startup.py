@@ -361,9 +361,9 @@ def secret_folder(tmp: Path, address: str, key: str) -> Path:
     return folder
 
 
-def check(folder: Path) -> subprocess.CompletedProcess[str]:
+def check(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*sidecar_process.command(), "check", "--resources-path", str(folder)],
+        [*sidecar_process.command(), "check", "--resources-path", str(folder), *args],
         capture_output=True,
         text=True,
         timeout=30,
@@ -408,6 +408,19 @@ def test_a_missing_secret_key_stops_start_up_naming_file_and_field(tmp_path: Pat
         assert result.returncode == 2, (result.stdout, result.stderr)
         assert "store.yaml: spec.metadata[1].secretKeyRef" in result.stderr, result.stderr
         assert "'no-such-key'" in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_check_reads_scopes_as_serve_does(tmp_path: Path) -> None:
+    folder = secret_folder(tmp_path, "127.0.0.1:6379", "password")
+    vault = (folder / "vault.yaml").read_text()
+    (folder / "vault.yaml").write_text(vault + "scopes: [billing]\n")
+    assert check(folder, "--app-id", "billing").returncode == 0  # the store is billing's
+    for result in (
+        check(folder, "--app-id", "orders"),
+        run_check(tmp_path, "--resources-path", str(folder), "--app-id", "orders"),
+    ):
+        assert result.returncode == 2, (result.stdout, result.stderr)
+        assert "auth.secretStore 'vault'" in result.stderr, result.stderr
 
 
 def test_an_unknown_secret_store_is_a_bad_manifest(tmp_path: Path) -> None:
