@@ -66,7 +66,7 @@ def set_op_for(
     etag = _checked_etag(item, features, store_name, field, index, suffix)
     metadata = item_metadata(item) or request_metadata
     ttl = None
-    if metadata:
+    if metadata and TTL_KEY in metadata:  # the field's name is only built for an item that has one
         ttl = ttl_from_metadata(metadata, f"{_place(field, index, suffix)}metadata")
         if ttl is not None and TTL not in features:
             raise InvalidArgument(

@@ -1,5 +1,6 @@
-//! layotto-fast's native hot paths: the gRPC front (h2 on tokio), the gRPC client that
-//! delivers to the app, the Bolt and Dubbo codecs, and the mesh proxy thread.
+//! layotto-fast's native hot paths: the gRPC front and the gRPC client that delivers to the
+//! app (h2 driven from the event loop's thread), the Bolt and Dubbo codecs, and the mesh
+//! proxy thread.
 //!
 //! Protocol logic lives in plain Rust modules that know nothing about Python. The pyo3
 //! surface is this file (frames and Bolt) and the `*_py` modules beside the parts they

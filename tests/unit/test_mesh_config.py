@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
+from layotto_fast_native import MeshProxy
 
 from layotto_fast import settings
 from layotto_fast.errors import StartupError
 from layotto_fast.mesh.config import MeshSettings, parse
+
+if TYPE_CHECKING:
+    from layotto_fast_native import MeshConfig as NativeMeshConfig
 
 R0 = "mesh.listeners[0].routes[0]"
 CLUSTER = {"name": "echo", "protocol": "bolt", "hosts": ["127.0.0.1:12200"]}
@@ -139,3 +145,22 @@ def test_the_quick_start_example_is_valid() -> None:
         "bolt-echo": ("127.0.0.1:12200",),
         "dubbo-echo": ("127.0.0.1:20880",),
     }
+
+
+@pytest.mark.parametrize(
+    ("spoil", "problem"),
+    [
+        (lambda c: c["listeners"][0].update(protocol="http"), 'ListenerConfig.protocol: protocol "http"'),
+        (lambda c: c["listeners"][0]["routes"][0].update(clusters=[]), 'route "r": names no cluster'),
+        (lambda c: c["listeners"][0]["routes"][0].update(clusters=[("nope", 1)]), '"nope" is not a cluster'),
+        (lambda c: c["clusters"][0].update(protocol="dubbo"), "speaks dubbo, the listener bolt"),
+        (lambda c: c["listeners"][0]["routes"][0].update(rate_limit=(0.5, 0.5)), "burst 0.5"),
+    ],
+)
+def test_the_native_proxy_refuses_a_configuration_the_thread_could_not_run(
+    spoil: Callable[[NativeMeshConfig], None], problem: str
+) -> None:
+    config = parse(mesh(address="127.0.0.1:0"), "f.yaml").to_native()
+    spoil(config)
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        MeshProxy(config)

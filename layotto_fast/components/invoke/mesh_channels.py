@@ -228,12 +228,12 @@ class DubboChannel:
                 f"dubbo service {config.service!r} method {request.method!r} answered status {status}: {message}"
             )
         result = InvokeResult(data=answer[16:], content_type=request.content_type)
-        if call is not None:
+        if isinstance(call, DubboCall):
             try:
                 result.extensions[DUBBO_REPLY] = native.decode_dubbo_response(answer)
             except native.FrameError as exc:
                 raise Internal(
-                    f"dubbo service {config.service!r} method {call.method!r}: unreadable answer: {exc}"
+                    f"dubbo service {config.service!r} method {request.method!r}: unreadable answer: {exc}"
                 ) from None
         return result
 

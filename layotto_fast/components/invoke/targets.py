@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from layotto_fast.components.invoke.config import FilterSpec, InvokeSettings, TargetSpec
+from layotto_fast.components.invoke.http import HttpChannel, HttpChannelConfig
+from layotto_fast.components.invoke.mesh_channels import BoltChannel, DubboChannel, MeshChannelConfig, MeshInvoker
 from layotto_fast.runtime.invoke import Channel, InvokeFilter, filter_factory
 from layotto_fast.runtime.invoke_service import Target
-
-if TYPE_CHECKING:
-    from layotto_fast.components.invoke.mesh_channels import MeshInvoker
 
 
 def needs_mesh(settings: InvokeSettings) -> bool:
@@ -23,14 +21,9 @@ def build_targets(settings: InvokeSettings, invoker: Callable[[], MeshInvoker]) 
 
 
 def _channel(spec: TargetSpec, invoker: Callable[[], MeshInvoker]) -> Channel:
-    # Imported by the channel a target names: a sidecar without mesh targets never loads them.
     if spec.channel == "http":
-        from layotto_fast.components.invoke.http import HttpChannel, HttpChannelConfig
-
         assert spec.address is not None
         return HttpChannel(HttpChannelConfig(address=spec.address))
-    from layotto_fast.components.invoke.mesh_channels import BoltChannel, DubboChannel, MeshChannelConfig
-
     config = MeshChannelConfig(
         cluster=spec.cluster,
         address=spec.address,

@@ -1,5 +1,6 @@
 //! The mesh's configuration as the proxy thread uses it. Python validates the YAML and
-//! names the file and field of any mistake; these structs only carry the result.
+//! names the file and field of any mistake; these structs carry the result, and
+//! `MeshConfig::check` makes sure again of what the proxy thread relies on.
 
 use pyo3::prelude::*;
 

@@ -20,6 +20,23 @@ use super::stats::{RouteStats, LATENCY_BUCKETS_US, OUTCOMES};
 use super::thread::{run, Control, Registry};
 use crate::codec::Refusal;
 
+/// The configuration in `config`, checked; any mistake is one ValueError whose message
+/// follows pyo3's extraction errors down to the field and value at fault.
+fn mesh_config(config: &Bound<'_, PyDict>) -> PyResult<MeshConfig> {
+    let config: MeshConfig = config.extract().map_err(|e: PyErr| {
+        let py = config.py();
+        let mut message = e.value(py).to_string();
+        let mut cause = e.cause(py);
+        while let Some(inner) = cause {
+            message = format!("{message}: {}", inner.value(py));
+            cause = inner.cause(py);
+        }
+        PyValueError::new_err(message)
+    })?;
+    config.check().map_err(PyValueError::new_err)?;
+    Ok(config)
+}
+
 #[pyclass(module = "layotto_fast_native", name = "MeshProxy")]
 pub struct MeshProxy {
     control: Option<mpsc::UnboundedSender<Control>>,
@@ -36,8 +53,7 @@ impl MeshProxy {
     /// starts the proxy thread.
     #[new]
     fn new(config: &Bound<'_, PyDict>) -> PyResult<Self> {
-        let config: MeshConfig = config.extract()?;
-        config.check().map_err(PyValueError::new_err)?;
+        let config = mesh_config(config)?;
         let mut sockets = Vec::new();
         let mut bound = Vec::new();
         for l in &config.listeners {
@@ -94,8 +110,7 @@ impl MeshProxy {
     /// Swaps in a new configuration: same listeners, new routes and clusters. Clusters
     /// whose settings did not change keep their connections. Blocks until it is in.
     fn reload(&self, py: Python<'_>, config: &Bound<'_, PyDict>) -> PyResult<()> {
-        let config: MeshConfig = config.extract()?;
-        config.check().map_err(PyValueError::new_err)?;
+        let config = mesh_config(config)?;
         let (done, wait) = std::sync::mpsc::channel();
         let sent = self
             .control
