@@ -57,14 +57,14 @@ impl GrpcServerConfig {
             .into_iter()
             .enumerate()
             .map(|(index, (path, client_streaming))| {
-                #[cfg_attr(not(feature = "bench"), allow(unused_mut))]
-                let mut method = Method::new(index as u32, client_streaming);
+                let method = Method::new(index as u32, client_streaming);
                 #[cfg(feature = "bench")]
-                {
-                    method.fixed_reply = fixed_replies
+                let method = Method {
+                    fixed_reply: fixed_replies
                         .get(&path)
-                        .map(|b| bytes::Bytes::copy_from_slice(b));
-                }
+                        .map(|b| bytes::Bytes::copy_from_slice(b)),
+                    ..method
+                };
                 (path, method)
             })
             .collect();

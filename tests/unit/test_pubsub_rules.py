@@ -19,6 +19,11 @@ from layotto_fast.runtime.pubsub_stream import StreamSubscriber
 WHERE = {"source": "app-a", "topic": "orders", "pubsub_name": "ps"}
 
 
+def stream_event() -> cloudevents.Event:
+    """An event as a stream subscriber is handed one."""
+    return cloudevents.unwrap(cloudevents.wrap(b"x", "text/plain", **WHERE)[1], "orders", "ps")
+
+
 @pytest.mark.parametrize(
     ("data", "content_type", "field", "value"),
     [
@@ -155,7 +160,7 @@ def test_subscription_durations_read_as_a_manifests_do() -> None:
 def test_stream_subscriber_matches_answers_to_events() -> None:
     async def run() -> None:
         subscriber = StreamSubscriber()
-        event = cloudevents.unwrap(cloudevents.wrap(b"x", "text/plain", **WHERE)[1], "orders", "ps")
+        event = stream_event()
         delivery = asyncio.ensure_future(subscriber.deliver(event, 5.0))
         assert await subscriber.next() == event
         subscriber.answer("someone-else", Verdict.SUCCESS)  # ignored
@@ -177,7 +182,7 @@ def test_stream_subscriber_matches_answers_to_events() -> None:
 def test_a_failed_stream_subscriber_ends_with_its_error_and_gives_its_deliveries_back() -> None:
     async def run() -> None:
         subscriber = StreamSubscriber()
-        event = cloudevents.unwrap(cloudevents.wrap(b"x", "text/plain", **WHERE)[1], "orders", "ps")
+        event = stream_event()
         waiting = asyncio.ensure_future(subscriber.deliver(event, 5.0))
         assert await subscriber.next() == event
         subscriber.fail(InvalidArgument("event_processed.id is empty"))
@@ -192,7 +197,7 @@ def test_a_failed_stream_subscriber_ends_with_its_error_and_gives_its_deliveries
 def test_stream_subscriber_gives_up_after_the_timeout() -> None:
     async def run() -> None:
         subscriber = StreamSubscriber()
-        event = cloudevents.unwrap(cloudevents.wrap(b"x", "text/plain", **WHERE)[1], "orders", "ps")
+        event = stream_event()
         with pytest.raises(TimeoutError):
             await subscriber.deliver(event, 0.05)
         subscriber.answer(event.id, Verdict.SUCCESS)  # too late: nobody waits for it any more
