@@ -137,17 +137,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _check(manifests: list[ComponentManifest], app_id: str) -> None:
     """Every validation ``serve`` makes before it answers, without starting any backend client.
 
-    Every manifest's config is checked, whatever its scopes; then the components ``app_id``
-    loads are built as ``serve`` builds them, and their secret references read as it reads
-    them, so the secret stores start (the local file and environment stores only read a
-    file or the environment).
+    The components ``app_id`` loads are built as ``serve`` builds them, then the others, so
+    that every manifest's config is checked whatever its scopes; then the loaded ones' secret
+    references are read as ``serve`` reads them, so the secret stores start (the local file
+    and environment stores only read a file or the environment).
     """
     import asyncio
 
     from layotto_fast.runtime.lifecycle import Components
 
-    Components(manifests)
-    components = Components(manifests, app_id=app_id)
+    components = Components(manifests, app_id=app_id, check_out_of_scope=True)
     if not any(m.secret_refs for m in manifests):
         return
 

@@ -89,13 +89,26 @@ class Components:
     """Every declared component, by building block and name."""
 
     def __init__(
-        self, manifests: list[ComponentManifest], init_timeout: float = 10.0, app_id: str | None = None
+        self,
+        manifests: list[ComponentManifest],
+        init_timeout: float = 10.0,
+        app_id: str | None = None,
+        *,
+        check_out_of_scope: bool = False,
     ) -> None:
-        """``app_id``: the sidecar's, to load only the components scoped to it; None (``check``): all."""
-        if app_id is not None:
-            manifests = _in_scope(manifests, app_id)
-        stores = sorted(m.name for m in manifests if m.block == "secretstores")
-        self.slots = [Slot(m, _build_or_wait(m, stores)) for m in manifests]
+        """``app_id``: the sidecar's, to load only the components scoped to it; None: all.
+
+        ``check_out_of_scope`` (``check``): build the components scoped to other app ids too,
+        after the loaded ones, and drop them, so that every manifest's config is checked.
+        """
+        loaded, out_of_scope = (manifests, []) if app_id is None else _by_scope(manifests, app_id)
+        stores = _secret_store_names(loaded)
+        self.slots = [Slot(m, _build_or_wait(m, stores)) for m in loaded]
+        if check_out_of_scope:
+            # Which secret stores its own app ids load is theirs to check: any declared one will do.
+            every_store = _secret_store_names(manifests)
+            for manifest in out_of_scope:
+                _build_or_wait(manifest, every_store)
         self._by_block: dict[str, dict[str, Slot]] = {block: {} for block in registry.BLOCKS}
         # Per block, the components that are UP; services keep these dicts and read them per call.
         self._ready: dict[str, dict[str, Any]] = {block: {} for block in registry.BLOCKS}
@@ -251,9 +264,15 @@ class Components:
         return HealthReport(status, entries)
 
 
-def _in_scope(manifests: list[ComponentManifest], app_id: str) -> list[ComponentManifest]:
-    """As in Dapr: a manifest with ``scopes`` is for the app ids it lists, and no other."""
-    kept = []
+def _by_scope(
+    manifests: list[ComponentManifest], app_id: str
+) -> tuple[list[ComponentManifest], list[ComponentManifest]]:
+    """The manifests ``app_id`` loads and those it does not, each in file order.
+
+    As in Dapr: a manifest with ``scopes`` is for the app ids it lists, and no other.
+    """
+    loaded: list[ComponentManifest] = []
+    out_of_scope: list[ComponentManifest] = []
     for manifest in manifests:
         if manifest.scopes and app_id not in manifest.scopes:
             log.info(
@@ -263,9 +282,14 @@ def _in_scope(manifests: list[ComponentManifest], app_id: str) -> list[Component
                 ", ".join(manifest.scopes),
                 app_id,
             )
-            continue
-        kept.append(manifest)
-    return kept
+            out_of_scope.append(manifest)
+        else:
+            loaded.append(manifest)
+    return loaded, out_of_scope
+
+
+def _secret_store_names(manifests: list[ComponentManifest]) -> list[str]:
+    return sorted(m.name for m in manifests if m.block == "secretstores")
 
 
 def _build_or_wait(manifest: ComponentManifest, stores: list[str]) -> Component:

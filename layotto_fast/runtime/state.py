@@ -18,7 +18,6 @@ class Feature(enum.StrEnum):
     ETAG = "ETAG"
     TTL = "TTL"
     TRANSACTIONAL = "TRANSACTIONAL"
-    BULK = "BULK"  # bulk reads and writes in one round trip
 
 
 class Concurrency(enum.IntEnum):

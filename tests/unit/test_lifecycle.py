@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from layotto_fast.errors import InvalidArgument
+from layotto_fast.errors import InvalidArgument, StartupError
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime.lifecycle import Components, Health
 
@@ -63,8 +63,14 @@ def test_a_component_scoped_to_other_apps_is_not_loaded(caplog: pytest.LogCaptur
     with pytest.raises(InvalidArgument, match="no state component of that name"):
         components.lookup("state", "theirs", "store_name")
     assert f"{Path(__file__)}: component theirs is scoped to billing, not to app id orders" in caplog.text
-    # ``check`` validates every manifest, whichever app it is for.
-    assert len(Components(given).slots) == 3
+    assert len(Components(given).slots) == 3  # no app id: all of them
+    # ``check`` builds the other apps' components too, so that their config is checked, but loads only its own.
+    checked = Components(given, app_id="orders", check_out_of_scope=True)
+    assert [slot.manifest.name for slot in checked.slots] == ["ours", "everyone"]
+    bad = dataclasses.replace(manifest("ids", "sequencer.in-memory", {"biggerThan": "abc"}), scopes=("billing",))
+    Components([bad], app_id="orders")  # serve never builds it
+    with pytest.raises(StartupError, match=r"spec\.metadata\.biggerThan"):
+        Components([bad], app_id="orders", check_out_of_scope=True)
 
 
 class _Flaky:

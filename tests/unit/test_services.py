@@ -23,7 +23,7 @@ from layotto_fast.runtime.lifecycle import Components, Health
 from layotto_fast.runtime.lock import LockStatus
 from layotto_fast.runtime.records import state_item
 from layotto_fast.runtime.services import Services
-from layotto_fast.runtime.state import Concurrency, Feature, StateItem
+from layotto_fast.runtime.state import Concurrency, StateItem
 from layotto_fast.runtime.state import TransactionOperation as Op
 
 SOURCE = str(Path(__file__))
@@ -120,7 +120,7 @@ def test_state_transaction_and_bulk(world: tuple[Loop, Components, Services]) ->
 def test_features_a_store_lacks_are_refused_by_name(world: tuple[Loop, Components, Services]) -> None:
     loop, components, services = world
     store = components.ready("state")["store"]
-    store.features = frozenset({Feature.BULK})  # this instance now declares only bulk
+    store.features = frozenset()  # this instance now declares no feature
     with pytest.raises(InvalidArgument, match="'store' does not support etags"):
         loop.run(services.state.save("store", [item("k", etag="1")]))
     with pytest.raises(InvalidArgument, match=r"^etag: state store 'store' does not support etags"):
@@ -215,3 +215,18 @@ def test_expired_entries_are_freed_without_being_read() -> None:
     assert store.reap(later) == REAP_BATCH  # bounded work per tick
     assert store.reap(later) == count - REAP_BATCH - 1
     assert len(store) == 1 and asyncio.run(store.get("k0")).value == b"rewritten"
+
+
+def test_no_etag_matches_a_value_written_earlier_in_the_request() -> None:
+    from layotto_fast.components.state.memory import InMemoryStateStore
+    from layotto_fast.runtime.state import SetOp
+
+    store = InMemoryStateStore()
+    asyncio.run(store.set([SetOp("k", b"1")]))
+    # No etag matches a value an earlier operation of the request writes: not the stored
+    # one ("1"), not the one that write is about to get ("2"), and not the empty one,
+    # which a string standing for that value ("") let through.
+    for etag in ("", "1", "2"):
+        with pytest.raises(Conflict, match=f"given '{etag}', the store has a value written earlier in this request"):
+            asyncio.run(store.transact([SetOp("k", b"2"), SetOp("k", b"3", etag=etag)]))
+    assert asyncio.run(store.get("k")).value == b"1"

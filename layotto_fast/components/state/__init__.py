@@ -3,14 +3,24 @@ concurrency check they all make the same way (and word the same way)."""
 
 from __future__ import annotations
 
+import enum
+from typing import Final
+
 from layotto_fast.errors import Conflict
 
-# The "current etag" of a key an earlier operation of the same request writes: a value
-# that no etag a caller holds can match, since the new etag does not exist yet.
-WRITTEN_IN_THIS_REQUEST = ""
+
+class PendingEtag(enum.Enum):
+    """The "current etag" of a key an earlier operation of the same request writes: its new
+    etag does not exist yet, so no etag a caller holds can match it. An enum member, not a
+    string, because a caller's etag may be any string (an empty one too)."""
+
+    WRITTEN_IN_THIS_REQUEST = enum.auto()
 
 
-def check_write(key: str, etag: str | None, first_write: bool, current: str | None) -> None:
+WRITTEN_IN_THIS_REQUEST: Final = PendingEtag.WRITTEN_IN_THIS_REQUEST
+
+
+def check_write(key: str, etag: str | None, first_write: bool, current: str | PendingEtag | None) -> None:
     """Raise Conflict unless a write (or delete) of ``key`` may go ahead over ``current``,
     the stored etag (None: no value; WRITTEN_IN_THIS_REQUEST)."""
     if etag is not None:
@@ -20,8 +30,8 @@ def check_write(key: str, etag: str | None, first_write: bool, current: str | No
         raise key_exists(key)
 
 
-def stale_etag(key: str, etag: str | None, current: str | None) -> Conflict:
-    if current == WRITTEN_IN_THIS_REQUEST:
+def stale_etag(key: str, etag: str | None, current: str | PendingEtag | None) -> Conflict:
+    if current is WRITTEN_IN_THIS_REQUEST:
         stored = "a value written earlier in this request"
     else:
         stored = "no value" if current is None else f"etag {current!r}"

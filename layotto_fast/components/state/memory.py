@@ -10,7 +10,7 @@ import time
 from collections.abc import Mapping
 from typing import Self
 
-from layotto_fast.components.state import WRITTEN_IN_THIS_REQUEST, check_write
+from layotto_fast.components.state import WRITTEN_IN_THIS_REQUEST, PendingEtag, check_write
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime.component import NoBackend
 from layotto_fast.runtime.records import state_entry
@@ -21,7 +21,7 @@ REAP_BATCH = 20_000  # expired entries freed per tick at most: bounded work on t
 
 
 class InMemoryStateStore(NoBackend):
-    features = frozenset({Feature.ETAG, Feature.TTL, Feature.TRANSACTIONAL, Feature.BULK})
+    features = frozenset({Feature.ETAG, Feature.TTL, Feature.TRANSACTIONAL})
 
     def __init__(self) -> None:
         self._items: dict[str, StateEntry] = {}
@@ -120,7 +120,7 @@ class InMemoryStateStore(NoBackend):
     def _check_all(self, ops: list[SetOp] | list[DeleteOp] | list[SetOp | DeleteOp]) -> None:
         # Later operations on a key see what the earlier ones would leave: None for
         # a delete; for a write an etag no caller can hold yet.
-        shadow: dict[str, str | None] = {}
+        shadow: dict[str, str | PendingEtag | None] = {}
         for op in ops:
             if op.etag is None and not op.first_write:
                 shadow[op.key] = None if isinstance(op, DeleteOp) else WRITTEN_IN_THIS_REQUEST

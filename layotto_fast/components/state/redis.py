@@ -88,7 +88,7 @@ DEL = b"*2\r\n$3\r\nDEL\r\n"
 
 
 class RedisStateStore(PipelinedRedis):
-    features = frozenset({Feature.ETAG, Feature.TTL, Feature.TRANSACTIONAL, Feature.BULK})
+    features = frozenset({Feature.ETAG, Feature.TTL, Feature.TRANSACTIONAL})
 
     def __init__(self, config: RedisConfig) -> None:
         super().__init__(config)
