@@ -9,19 +9,19 @@ publishes with go-redis (XADD of the CloudEvent the sidecar would store) or nats
 publish awaiting the PubAck) and consumes with XREADGROUP + XACK or a JetStream pull consumer
 with explicit acks. Every message carries its send time: delivery is publish-to-delivery.
 
-Loads: 1000 publishes/s open loop (each starts on time, whatever the others do), then closed
-loops with 1 and 64 publishes in flight. At 1000/s and 64 in flight the sidecar is also
-measured publishing to a topic nobody subscribes to (publish alone, no delivery meanwhile),
-and once a round, at 1000/s, three figures for scale: GetState of the sidecar's in-memory
-store (its gRPC hop alone); GetState of the native floor (``bench/echo_server.py --kind
-native-floor``: the native gRPC front answering in Rust, no handler, the least a gRPC hop costs
-this client); a round trip to a bare TCP echo (``bench/mesh_echo.py tcp``: the least any hop
-between two processes costs). The sidecar's path has one gRPC hop more than the direct
-client's. At 64 in
-flight pubload also publishes directly to the backend on the topic the sidecar delivers to the
-app, so that the sidecar's CPU in that row is delivery's alone, and publishes through the sidecar
-to a second component of the same backend whose subscription delivers 64 messages at once (the
-default is 10 over Redis, 16 over JetStream). Delivery at 64 in flight
+Loads: 1000 publishes/s open loop (each starts on time, whatever the others do), then closed loops
+with 1 and 64 publishes in flight. At 1000/s and 64 in flight the sidecar is also measured
+publishing to a topic nobody subscribes to (publish alone, no delivery meanwhile), and once a
+round, at 1000/s, four figures for scale: GetState of the sidecar's in-memory store (its gRPC hop
+alone); GetState of the native floor (``bench/echo_server.py --kind native-floor``: the native gRPC
+front answering in Rust, no handler, the least a gRPC hop costs this client); GetState of grpc-go's
+server answering with no work (``pubload --serve-floor``: the same hop with another
+implementation's server); a round trip to a bare TCP echo (``bench/mesh_echo.py tcp``: the least
+any hop between two processes costs). The sidecar's path has one gRPC hop more than the direct
+client's. At 64 in flight pubload also publishes directly to the backend on the topic the sidecar
+delivers to the app, so that the sidecar's CPU in that row is delivery's alone, and publishes
+through the sidecar to a second component of the same backend whose subscription delivers 64
+messages at once (the default is 10 over Redis, 16 over JetStream). Delivery at 64 in flight
 includes the backlog: the publishers outrun the consumers, and a row ends only once all it
 published was delivered ("delivered msg/s" shows the pace).
 
@@ -91,8 +91,11 @@ HOP, HOP_STORE = "GetState in-memory", "in-memory"
 # For scale, through the same client at 1000/s: GetState of the native front answering in Rust (the
 # least a gRPC hop costs), and a round trip to a bare uvloop TCP echo (the least any hop costs).
 GRPC_FLOOR, TCP_FLOOR = "GetState of the native floor", "bare TCP round trip"
-SCALE = (HOP, GRPC_FLOOR, TCP_FLOOR)  # measured once a round, at 1000/s
-NO_SIDECAR = (DIRECT, GRPC_FLOOR, TCP_FLOOR)  # the paths that never reach the sidecar
+# For scale: the same GetState answered with no work by grpc-go's server (``pubload --serve-floor``),
+# so that the native floor stands beside another implementation's gRPC hop, not alone.
+GO_FLOOR = "GetState of the grpc-go floor"
+SCALE = (HOP, GRPC_FLOOR, GO_FLOOR, TCP_FLOOR)  # measured once a round, at 1000/s
+NO_SIDECAR = (DIRECT, GRPC_FLOOR, GO_FLOOR, TCP_FLOOR)  # the paths that never reach the sidecar
 # A row ends once every message it published was delivered: at 64 in flight the publishers
 # outrun the consumers and the backlog drains after the last publish. Given up after this
 # many seconds, or this many times the row's publishing time when that is longer.
@@ -285,6 +288,8 @@ def measure(pubload: Pubload, sidecar: SidecarProcess, backend_pid: int, backend
         target = {"path": "hop", "pubsub": HOP_STORE, "topic": "bench"}
     elif path == GRPC_FLOOR:
         target = {"path": "floor", "pubsub": HOP_STORE, "topic": "bench"}
+    elif path == GO_FLOOR:
+        target = {"path": "go-floor", "pubsub": HOP_STORE, "topic": "bench"}
     elif path == TCP_FLOOR:
         target = {"path": "echo", "pubsub": "-", "topic": "-"}
     elif path == DELIVERY_ONLY:
@@ -360,6 +365,7 @@ def print_table(table: dict[tuple[str, str, str], Measured], backends: tuple[str
               f"p50 {hop.publish_p50_us:,.0f} µs, p99 {hop.publish_p99_us:,.0f} µs, "
               f"sidecar CPU {hop.sidecar_cpu_us:.1f} µs/call")  # fmt: skip
     for path, what in ((GRPC_FLOOR, "the native front answering in Rust, no handler: the least a gRPC hop costs"),
+                       (GO_FLOOR, "grpc-go's server answering with no work: the same hop in Go"),
                        (TCP_FLOOR, "to a bare uvloop echo: the least any hop costs")):  # fmt: skip
         floor = table.get(("-", OPEN_1000.name, path))
         if floor is not None:
@@ -401,6 +407,10 @@ def checks(table: dict[tuple[str, str, str], Measured], backends: tuple[str, ...
         out.append((f"{GRPC_FLOOR} @1000/s, a gRPC hop with no work behind it, the hop the sidecar's path adds to "
                     f"the direct one: p50 {floor.publish_p50_us:.0f} / p99 {floor.publish_p99_us:.0f} µs (for scale "
                     f"beside the {ADDED_P50_US:.0f} / {ADDED_P99_US:.0f} µs added-latency targets)", None))  # fmt: skip
+    go_floor = table.get(("-", OPEN_1000.name, GO_FLOOR))
+    if go_floor is not None:
+        out.append((f"{GO_FLOOR} @1000/s, the same hop served by grpc-go: p50 {go_floor.publish_p50_us:.0f} / p99 "
+                    f"{go_floor.publish_p99_us:.0f} µs (for scale beside the native floor)", None))  # fmt: skip
     if "redis" in backends:
         delivery = table[("redis", SERIAL.name, SIDECAR)].delivery_p50_us
         out.append((f"redis: delivery p50 end to end @1 in flight {delivery:.0f} µs (<= {DELIVERY_P50_US:.0f} µs)",
@@ -445,6 +455,10 @@ def main() -> int:
         stack.callback(echo.stop)
         grpc_floor = start_baseline("native-floor")
         stack.callback(grpc_floor.stop)
+        go_floor_port = free_port()
+        go_floor = Server("grpc-go floor", [str(binary), "--serve-floor", f"127.0.0.1:{go_floor_port}"], None,
+                          go_floor_port)  # fmt: skip
+        stack.callback(go_floor.stop)
         app_port = free_port()
         # The app's subscriptions, "pubsub/topic": each backend's default component and its wide one.
         subscriptions = [f"{p}/{topics(b)[path]}" for b in backends for p, path in ((b, SIDECAR), (wide(b), WIDE))]
@@ -453,7 +467,7 @@ def main() -> int:
         load_args = [
             "--sidecar", f"127.0.0.1:{sidecar.grpc_port}", "--app-port", str(app_port),
             "--subscribe", ",".join(subscriptions), "--echo", f"127.0.0.1:{echo_port}",
-            "--grpc-floor", f"127.0.0.1:{grpc_floor.port}",
+            "--grpc-floor", f"127.0.0.1:{grpc_floor.port}", "--grpc-go-floor", f"127.0.0.1:{go_floor.port}",
         ]  # fmt: skip
         if "redis" in backends:
             load_args += ["--redis", addresses["redis"], "--redis-topic", topics("redis")[DIRECT]]

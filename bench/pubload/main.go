@@ -257,6 +257,7 @@ type publisher func(ctx context.Context, data []byte) error
 type clients struct {
 	sidecar *grpc.ClientConn
 	floor   *grpc.ClientConn // a gRPC server that answers without any work (--grpc-floor)
+	goFloor *grpc.ClientConn // grpc-go's server answering without any work (--grpc-go-floor)
 	redis   *redis.Client
 	nats    *nats.Conn
 	js      jetstream.JetStream
@@ -318,6 +319,11 @@ func (c *clients) publisher(backend, path, pubsub, topic string) (publisher, err
 			return nil, errors.New("no --grpc-floor given")
 		}
 		return getState(c.floor, pubsub, topic), nil
+	case path == "go-floor": // the same, answered by grpc-go's server: the gRPC hop of another implementation
+		if c.goFloor == nil {
+			return nil, errors.New("no --grpc-go-floor given")
+		}
+		return getState(c.goFloor, pubsub, topic), nil
 	case path == "echo": // one bare loopback round trip: the least any hop costs here
 		if c.echo == nil {
 			return nil, errors.New("no --echo given")
@@ -566,6 +572,33 @@ func execute(c *clients, cmd command) (result, error) {
 	return out, nil
 }
 
+// --- the grpc-go floor -----------------------------------------------------------------------------
+
+// serveGetStateFloor serves Layotto's GetState with grpc-go's server, answering an empty response
+// without reading the request: what the gRPC hop costs when grpc-go is the server, beside the
+// native front's own floor. It prints the address bound, then serves until killed.
+func serveGetStateFloor(address string) error {
+	listener, err := net.Listen("tcp", address)
+	if err != nil {
+		return err
+	}
+	server := grpc.NewServer(grpc.ForceServerCodec(rawCodec{}))
+	server.RegisterService(&grpc.ServiceDesc{
+		ServiceName: "spec.proto.runtime.v1.Runtime",
+		HandlerType: (*any)(nil),
+		Methods: []grpc.MethodDesc{{MethodName: "GetState", Handler: func(_ any, _ context.Context, decode func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+			var request []byte
+			if err := decode(&request); err != nil {
+				return nil, err
+			}
+			response := []byte{}
+			return &response, nil
+		}}},
+	}, struct{}{})
+	fmt.Println(listener.Addr().String())
+	return server.Serve(listener)
+}
+
 // --- main ---------------------------------------------------------------------------------------
 
 func main() {
@@ -578,7 +611,17 @@ func main() {
 	natsTopic := flag.String("nats-topic", "", "subject the direct JetStream consumer reads")
 	echoAddr := flag.String("echo", "", "a bare TCP echo server host:port for the echo path")
 	floorAddr := flag.String("grpc-floor", "", "a gRPC server answering GetState without any work, for the floor path")
+	goFloorAddr := flag.String("grpc-go-floor", "", "a pubload --serve-floor process, for the go-floor path")
+	serveFloor := flag.String("serve-floor", "", "only serve GetState with grpc-go, answering without any work, "+
+		"on this host:port (port 0: any); prints the address bound")
 	flag.Parse()
+	if *serveFloor != "" {
+		if err := serveGetStateFloor(*serveFloor); err != nil {
+			fmt.Fprintf(os.Stderr, "pubload: floor server: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
@@ -601,7 +644,7 @@ func main() {
 	for _, target := range []struct {
 		address string
 		conn    **grpc.ClientConn
-	}{{*sidecar, &c.sidecar}, {*floorAddr, &c.floor}} {
+	}{{*sidecar, &c.sidecar}, {*floorAddr, &c.floor}, {*goFloorAddr, &c.goFloor}} {
 		if target.address == "" {
 			continue
 		}
