@@ -35,7 +35,16 @@ def receive(object protocol, object connection, object transport, list methods, 
     """``data_received``: feed the bytes, serve what they complete, write the answers."""
     events = connection.feed(data)
     if events:
+        suspended = protocol._suspended_calls
         dispatch(protocol, connection, methods, events)
+        if protocol._suspended_calls > suspended:
+            # A handler now waits on a request it queued for a backend (a publish's XADD):
+            # that request leaves first, and this connection's own output (often only the
+            # PING ACK a grpc-go client asks for with each call) a callback later. Written
+            # now, it cost the call a system call that wakes the client before the backend
+            # heard of it.
+            protocol._schedule_flush()
+            return
     flush(protocol, connection, transport, methods)
 
 

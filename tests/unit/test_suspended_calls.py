@@ -19,6 +19,7 @@ import pytest
 from layotto_fast._proto import runtime_pb2 as pb
 from layotto_fast._proto import runtime_pb2_grpc
 from layotto_fast.api.call import current_call
+from tests.faults.raw_h2 import PING, Frames, RawConnection, grpc_frame, grpc_headers
 from tests.inprocess import KINDS, InProcessServer
 
 
@@ -36,6 +37,9 @@ class Handlers:
 
     async def GetState(self, request: pb.GetStateRequest) -> pb.GetStateResponse:
         if request.key.startswith("gated"):
+            if request.key == "gated-backend":
+                # Work queued for a backend before the handler waits on it (a pipeline's write).
+                asyncio.get_running_loop().call_soon(time.sleep, 0.5)
             gate = self.gates[request.key] = asyncio.get_running_loop().create_future()
             await gate
             return pb.GetStateResponse(data=request.key.encode())
@@ -164,3 +168,29 @@ def test_a_lone_call_is_answered_in_the_pass_it_ends_not_after_what_the_pass_que
     server.loop.call_soon_threadsafe(let_go)
     assert future.result(5).data == b"gated-lone"
     assert time.monotonic() - let_go_at < 0.7
+
+
+def test_what_a_suspended_handler_queued_leaves_before_the_connections_own_output(
+    server: InProcessServer,
+) -> None:
+    # grpc-go sends a PING with its calls: its ACK, written at once, cost a publish a system
+    # call that woke the client before the XADD the handler had just queued was written.
+    # Here the queued work blocks the loop for 0.5 s: the ACK must come after it.
+    if server.kind != "native":
+        pytest.skip("the native transport's own write order")
+    connection = RawConnection(server.port)
+    connection.read(lambda frame: frame.type == 0x4 and "ACK" not in frame.flags)  # the server's SETTINGS
+    request = pb.GetStateRequest(key="gated-backend").SerializeToString()
+    frames = connection.frames
+    sent_at = time.monotonic()
+    connection.send(
+        frames.headers(1, grpc_headers("/spec.proto.runtime.v1.Runtime/GetState"))
+        + frames.data(1, grpc_frame(request), end_stream=True)
+        + Frames.ping(b"backend1")
+    )
+    acked = connection.read(lambda frame: frame.type == PING and "ACK" in frame.flags)
+    assert acked and acked[-1].type == PING, acked
+    assert time.monotonic() - sent_at >= 0.4
+    server.loop.call_soon_threadsafe(server.handlers.gates["gated-backend"].set_result, None)
+    answered = connection.read(lambda frame: 1 in connection.ended)
+    assert any(frame.type == 0x0 and frame.stream_id == 1 for frame in answered)
