@@ -194,3 +194,43 @@ def test_what_a_suspended_handler_queued_leaves_before_the_connections_own_outpu
     server.loop.call_soon_threadsafe(server.handlers.gates["gated-backend"].set_result, None)
     answered = connection.read(lambda frame: 1 in connection.ended)
     assert any(frame.type == 0x0 and frame.stream_id == 1 for frame in answered)
+
+
+def test_a_ping_ack_waits_to_share_the_write_of_the_open_calls_answer(server: InProcessServer) -> None:
+    if server.kind != "native":
+        pytest.skip("the native transport's own write order")
+    connection = RawConnection(server.port)
+    connection.read(lambda frame: frame.type == 0x4 and "ACK" not in frame.flags)  # the server's SETTINGS
+    connection.read(timeout=0.1)  # and whatever else it sends first (its SETTINGS ACK)
+    request = pb.GetStateRequest(key="gated-shared").SerializeToString()
+    frames = connection.frames
+    connection.send(
+        frames.headers(1, grpc_headers("/spec.proto.runtime.v1.Runtime/GetState"))
+        + frames.data(1, grpc_frame(request), end_stream=True)
+        + Frames.ping(b"shareack")
+    )
+    deadline = time.monotonic() + 5
+    while "gated-shared" not in server.handlers.gates and time.monotonic() < deadline:
+        time.sleep(0.001)
+    server.loop.call_soon_threadsafe(server.handlers.gates["gated-shared"].set_result, None)
+    connection.sock.settimeout(5)
+    first = connection.sock.recv(65536)  # one write: the ACK, then the answer
+    assert b"shareack" in first and b"gated-shared" in first, first
+
+
+def test_a_kept_back_ping_ack_goes_out_on_its_own_when_the_answer_is_late(server: InProcessServer) -> None:
+    if server.kind != "native":
+        pytest.skip("the native transport's own write order")
+    connection = RawConnection(server.port)
+    connection.read(lambda frame: frame.type == 0x4 and "ACK" not in frame.flags)
+    request = pb.GetStateRequest(key="gated-late").SerializeToString()
+    frames = connection.frames
+    connection.send(
+        frames.headers(1, grpc_headers("/spec.proto.runtime.v1.Runtime/GetState"))
+        + frames.data(1, grpc_frame(request), end_stream=True)
+        + Frames.ping(b"lateansr")
+    )
+    acked = connection.read(lambda frame: frame.type == PING and "ACK" in frame.flags, timeout=2)
+    assert acked and acked[-1].type == PING and 1 not in connection.ended
+    server.loop.call_soon_threadsafe(server.handlers.gates["gated-late"].set_result, None)
+    assert any(frame.type == 0x0 for frame in connection.read(lambda frame: 1 in connection.ended))
