@@ -302,6 +302,9 @@ class MeshClusterConfig(TypedDict):
 class MeshConfig(TypedDict):
     listeners: list[MeshListenerConfig]
     clusters: list[MeshClusterConfig]
+    # What an InvokeService call given an address goes through: name, protocol and hosts
+    # are the call's.
+    direct: MeshClusterConfig
 
 class MeshListenerStats(TypedDict):
     name: str

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from layotto_fast.errors import StartupError
 
 if TYPE_CHECKING:
+    from layotto_fast_native import MeshClusterConfig as NativeClusterConfig
     from layotto_fast_native import MeshConfig as NativeMeshConfig
 
 PROTOCOLS = ("bolt", "dubbo")
@@ -75,6 +76,10 @@ class Cluster:
 # A cluster's and a route's defaults, read from the records themselves.
 _CLUSTER = Cluster("", "", ())
 _ROUTE = Route("", RouteMatch(), ())
+# What an InvokeService call given ``rpc_target_address`` goes through, one per address and
+# protocol (both filled in by the mesh thread): a cluster's defaults, without outlier
+# ejection, since ejecting its one host would only turn its failures into refusals.
+DIRECT_CLUSTER = Cluster("", "bolt", (), outlier_consecutive_failures=0)
 # The interval of a health_check section that does not give one (no section: no checks).
 HEALTH_CHECK_INTERVAL_MS = 5000
 
@@ -115,23 +120,25 @@ class MeshSettings:
                 }
                 for listener in self.listeners
             ],
-            "clusters": [
-                {
-                    "name": c.name,
-                    "protocol": c.protocol,
-                    "hosts": list(c.hosts),
-                    "balancing": c.balancing,
-                    "connect_timeout_ms": c.connect_timeout_ms,
-                    "max_requests": c.max_requests,
-                    "max_pending": c.max_pending,
-                    "outlier_consecutive_failures": c.outlier_consecutive_failures,
-                    "ejection_ms": c.ejection_ms,
-                    "health_check_interval_ms": c.health_check_interval_ms,
-                    "health_check_timeout_ms": c.health_check_timeout_ms,
-                }
-                for c in self.clusters
-            ],
+            "clusters": [_native_cluster(c) for c in self.clusters],
+            "direct": _native_cluster(DIRECT_CLUSTER),
         }
+
+
+def _native_cluster(c: Cluster) -> NativeClusterConfig:
+    return {
+        "name": c.name,
+        "protocol": c.protocol,
+        "hosts": list(c.hosts),
+        "balancing": c.balancing,
+        "connect_timeout_ms": c.connect_timeout_ms,
+        "max_requests": c.max_requests,
+        "max_pending": c.max_pending,
+        "outlier_consecutive_failures": c.outlier_consecutive_failures,
+        "ejection_ms": c.ejection_ms,
+        "health_check_interval_ms": c.health_check_interval_ms,
+        "health_check_timeout_ms": c.health_check_timeout_ms,
+    }
 
 
 class _Fields:

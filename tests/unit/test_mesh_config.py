@@ -164,3 +164,14 @@ def test_the_native_proxy_refuses_a_configuration_the_thread_could_not_run(
     spoil(config)
     with pytest.raises(ValueError, match=re.escape(problem)):
         MeshProxy(config)
+
+
+def test_a_call_given_an_address_goes_through_a_clusters_defaults_without_ejection() -> None:
+    native = parse(mesh(address="127.0.0.1:0"), "f.yaml").to_native()
+    given = native["clusters"][0]  # named in the YAML with nothing but its hosts
+    direct = native["direct"]
+    assert direct["outlier_consecutive_failures"] == 0  # ejecting its one host would refuse every call
+    assert {
+        k: v for k, v in direct.items() if k not in ("name", "protocol", "hosts", "outlier_consecutive_failures")
+    } == {k: v for k, v in given.items() if k not in ("name", "protocol", "hosts", "outlier_consecutive_failures")}
+    MeshProxy(native).stop()

@@ -78,6 +78,7 @@ pub struct ClusterConfig {
     pub health_check_timeout_ms: u64,
 }
 
+#[cfg(test)]
 impl Default for ClusterConfig {
     fn default() -> Self {
         ClusterConfig {
@@ -142,6 +143,9 @@ pub struct ListenerConfig {
 pub struct MeshConfig {
     pub listeners: Vec<ListenerConfig>,
     pub clusters: Vec<ClusterConfig>,
+    /// The cluster an InvokeService call given an address (`rpc_target_address`) goes
+    /// through, one per address and protocol; its own name, protocol and hosts are unused.
+    pub direct: ClusterConfig,
 }
 
 impl MeshConfig {
@@ -214,6 +218,7 @@ mod tests {
                 hosts: vec!["127.0.0.1:1".into()],
                 ..ClusterConfig::default()
             }],
+            direct: ClusterConfig::default(),
         }
     }
 

@@ -70,7 +70,12 @@ pub(super) fn start_invocation(
             .iter()
             .find(|c| &c.config.name == name && c.config.protocol == invocation.protocol)
             .cloned(),
-        (None, Some(address)) => Some(direct_cluster(direct, invocation.protocol, address)),
+        (None, Some(address)) => Some(direct_cluster(
+            direct,
+            &routing.direct,
+            invocation.protocol,
+            address,
+        )),
         (None, None) => None,
     };
     let Some(cluster) = cluster else {
@@ -117,6 +122,7 @@ const DIRECT_CLUSTERS_KEPT: usize = 64;
 /// first, and its connection closes.
 pub(super) fn direct_cluster(
     direct: &DirectClusters,
+    template: &ClusterConfig,
     protocol: Protocol,
     address: &str,
 ) -> Rc<Cluster> {
@@ -141,9 +147,7 @@ pub(super) fn direct_cluster(
         name: address.to_string(),
         protocol,
         hosts: vec![address.to_string()],
-        // One host: ejecting it would only turn its failures into refusals.
-        outlier_consecutive_failures: 0,
-        ..ClusterConfig::default()
+        ..template.clone()
     }));
     map.insert(key, (cluster.clone(), now));
     cluster
@@ -189,12 +193,32 @@ mod tests {
     #[test]
     fn direct_clusters_stay_bounded_and_keep_those_in_use() {
         let direct = DirectClusters::default();
-        let held = direct_cluster(&direct, Protocol::Bolt, "10.0.0.1:1");
-        let reused = direct_cluster(&direct, Protocol::Bolt, "10.0.0.2:1");
+        let held = direct_cluster(
+            &direct,
+            &ClusterConfig::default(),
+            Protocol::Bolt,
+            "10.0.0.1:1",
+        );
+        let reused = direct_cluster(
+            &direct,
+            &ClusterConfig::default(),
+            Protocol::Bolt,
+            "10.0.0.2:1",
+        );
         for i in 0..(DIRECT_CLUSTERS_KEPT * 3) {
-            direct_cluster(&direct, Protocol::Bolt, &format!("10.1.0.{i}:1"));
+            direct_cluster(
+                &direct,
+                &ClusterConfig::default(),
+                Protocol::Bolt,
+                &format!("10.1.0.{i}:1"),
+            );
             // a recently used one survives its neighbours
-            let again = direct_cluster(&direct, Protocol::Bolt, "10.0.0.2:1");
+            let again = direct_cluster(
+                &direct,
+                &ClusterConfig::default(),
+                Protocol::Bolt,
+                "10.0.0.2:1",
+            );
             assert!(Rc::ptr_eq(&again, &reused));
         }
         let map = direct.borrow();
@@ -207,16 +231,55 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_for_an_address_is_the_template_with_the_calls_protocol_and_host() {
+        let template = ClusterConfig {
+            connect_timeout_ms: 1234,
+            outlier_consecutive_failures: 0,
+            ..ClusterConfig::default()
+        };
+        let made = direct_cluster(
+            &DirectClusters::default(),
+            &template,
+            Protocol::Dubbo,
+            "10.0.0.9:20880",
+        );
+        assert_eq!(
+            made.config,
+            ClusterConfig {
+                name: "10.0.0.9:20880".into(),
+                protocol: Protocol::Dubbo,
+                hosts: vec!["10.0.0.9:20880".into()],
+                ..template
+            }
+        );
+    }
+
+    #[test]
     fn a_protocol_and_address_pair_is_one_cluster() {
         let direct = DirectClusters::default();
-        let bolt = direct_cluster(&direct, Protocol::Bolt, "127.0.0.1:1");
+        let bolt = direct_cluster(
+            &direct,
+            &ClusterConfig::default(),
+            Protocol::Bolt,
+            "127.0.0.1:1",
+        );
         assert!(Rc::ptr_eq(
             &bolt,
-            &direct_cluster(&direct, Protocol::Bolt, "127.0.0.1:1")
+            &direct_cluster(
+                &direct,
+                &ClusterConfig::default(),
+                Protocol::Bolt,
+                "127.0.0.1:1"
+            )
         ));
         assert!(!Rc::ptr_eq(
             &bolt,
-            &direct_cluster(&direct, Protocol::Dubbo, "127.0.0.1:1")
+            &direct_cluster(
+                &direct,
+                &ClusterConfig::default(),
+                Protocol::Dubbo,
+                "127.0.0.1:1"
+            )
         ));
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::cluster::{Cluster, TokenBucket};
-use super::config::MeshConfig;
+use super::config::{ClusterConfig, MeshConfig};
 use super::router::{self, RouteTable, WeightedCluster};
 use super::stats::RouteStats;
 
@@ -38,6 +38,8 @@ pub struct ListenerRoutes {
 pub struct Routing {
     pub listeners: Vec<ListenerRoutes>,
     pub clusters: Vec<Rc<Cluster>>,
+    /// What a cluster made for one address (InvokeService's `rpc_target_address`) starts from.
+    pub direct: ClusterConfig,
 }
 
 impl Routing {
@@ -106,6 +108,7 @@ impl Routing {
         Routing {
             listeners,
             clusters,
+            direct: config.direct.clone(),
         }
     }
 }
