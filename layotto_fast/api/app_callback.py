@@ -25,7 +25,6 @@ import grpc
 from layotto_fast_native import GrpcClientConnection
 
 from layotto_fast._proto import appcallback_pb2 as pb
-from layotto_fast.api.held_acks import HeldAcks
 from layotto_fast.errors import Unavailable
 from layotto_fast.runtime.cloudevents import Event
 from layotto_fast.runtime.pubsub import Verdict
@@ -67,7 +66,6 @@ class _AppConnection(asyncio.Protocol):
         self.ended = False
         self._why: str | None = None  # set when the sidecar ends the connection itself
         self._pinger: asyncio.TimerHandle | None = None
-        self._held_acks = HeldAcks()  # a read's own ACKs wait for the calls it freed room for
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, only alike
@@ -78,7 +76,7 @@ class _AppConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.channel.settle(self.h2.feed(data))
-        self.flush(hold_acks=True)
+        self.flush()
 
     def eof_received(self) -> bool:
         self.channel.settle(self.h2.feed_eof())
@@ -88,7 +86,6 @@ class _AppConnection(asyncio.Protocol):
         self.ended = True
         if self._pinger is not None:
             self._pinger.cancel()
-        self._held_acks.cancel()
         why = self._why or (str(exc) if exc else None) or self.h2.error() or "closed by the app"
         self.channel.settle(self.h2.lost(why))
         self.channel.ended(self, why)
@@ -97,15 +94,12 @@ class _AppConnection(asyncio.Protocol):
         self.channel.settle(self.h2.start_many(calls))
         self.flush()
 
-    def flush(self, hold_acks: bool = False) -> None:
+    def flush(self) -> None:
         output = self.h2.take_output()
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        if hold_acks and output is not None and self._held_acks.keep(output, self.flush):
-            return
-        output = self._held_acks.release(output)
-        if output:
+        if output is not None:
             transport.write(output)
         if self.h2.is_closed():  # an HTTP/2 error or GOAWAY from the app: the socket goes too
             transport.close()

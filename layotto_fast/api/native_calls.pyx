@@ -39,9 +39,10 @@ def receive(object protocol, object connection, object transport, list methods, 
         dispatch(protocol, connection, methods, events)
         if protocol._suspended_calls > suspended:
             # A handler now waits on a request it queued for a backend (a publish's XADD):
-            # that request leaves first, and this connection's own output a callback later
-            # (when it is only the PING ACK a grpc-go client sends with its calls, with the
-            # answer: see held_acks).
+            # that request leaves first, and this connection's own output (often only the
+            # PING ACK a grpc-go client asks for with each call) a callback later. Written
+            # now, it cost the call a system call that wakes the client before the backend
+            # heard of it.
             protocol._schedule_flush()
             return
     flush(protocol, connection, transport, methods)
@@ -50,15 +51,10 @@ def receive(object protocol, object connection, object transport, list methods, 
 def flush(object protocol, object connection, object transport, list methods) -> None:
     """Write what the connection has to send; serve the events that sending produced."""
     protocol._flush_scheduled = False
-    held = protocol._held_acks
     while True:
         events, output = connection.flush()
-        if transport is not None:
-            # While a call is open its answer follows: acknowledgements wait to share its write.
-            if output is None or not protocol._suspended_calls or not held.keep(output, protocol._flush):
-                output = held.release(output)
-                if output is not None:
-                    transport.write(output)
+        if output is not None and transport is not None:
+            transport.write(output)
         if events is None:
             break
         dispatch(protocol, connection, methods, events)  # their responses go out next turn

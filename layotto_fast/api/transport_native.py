@@ -47,7 +47,6 @@ from layotto_fast_native import GrpcConnection, GrpcServerConfig
 
 from layotto_fast.api.call import CURRENT, Call
 from layotto_fast.api.codecs import codec_of
-from layotto_fast.api.held_acks import HeldAcks
 from layotto_fast.api.limits import limit_size
 from layotto_fast.api.native_calls import Method, dispatch, flush, now, receive
 from layotto_fast.api.stats import UNKNOWN_METHOD, CallStats, MethodStats
@@ -142,7 +141,6 @@ class GrpcProtocol(asyncio.Protocol):
         self._greeting_timer: asyncio.TimerHandle | None = None
         self._linger_timer: asyncio.TimerHandle | None = None  # set once the connection has ended
         self._linger_budget = LINGER_BYTES
-        self._held_acks = HeldAcks()
 
     # -- transport callbacks ----------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -186,7 +184,6 @@ class GrpcProtocol(asyncio.Protocol):
                 self._event(event)
         if self._linger_timer is not None:
             self._linger_timer.cancel()
-        self._held_acks.cancel()
         for task in self._tasks.values():
             task.cancel()
         self._tasks.clear()

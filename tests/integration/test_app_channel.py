@@ -4,15 +4,10 @@ the native HTTP/2 connection) against a real grpcio server in this process."""
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 import time
 from collections.abc import Coroutine
 from typing import Any
 
-import h2.config
-import h2.connection
-import h2.events
 import pytest
 import uvloop
 
@@ -122,58 +117,3 @@ def test_an_app_that_is_down_fails_the_call_and_is_dialled_again_once_up() -> No
 
     run(scenario())
     assert [e.id for e in app.received()] == ["e2", "e3"]
-
-
-class PingingApp:
-    """An AppCallback server of a few lines (python-hyper's h2 on a socket, on a thread): it
-    answers each call SUCCESS with a PING in the same write, as grpc-go's server does, and
-    records every chunk it reads after its first answer, with the time it arrived."""
-
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.chunks: list[tuple[float, bytes]] = []  # after the first answer
-        self.answered_at = 0.0
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        sock, _ = self.listener.accept()
-        h2conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
-        h2conn.initiate_connection()
-        sock.sendall(h2conn.data_to_send())
-        with sock:
-            while chunk := sock.recv(65536):
-                if self.answered_at:
-                    self.chunks.append((time.monotonic(), chunk))
-                for ended in (e for e in h2conn.receive_data(chunk) if isinstance(e, h2.events.StreamEnded)):
-                    h2conn.send_headers(ended.stream_id, [(":status", "200"), ("content-type", "application/grpc")])
-                    h2conn.send_data(ended.stream_id, b"\0\0\0\0\0")  # an empty TopicEventResponse: SUCCESS
-                    h2conn.send_headers(ended.stream_id, [("grpc-status", "0")], end_stream=True)
-                    h2conn.ping(b"bdp-ping")
-                    if not self.answered_at:
-                        self.answered_at = time.monotonic()
-                sock.sendall(h2conn.data_to_send())
-
-
-PING_ACK = b"\0\0\x08\x06\x01\0\0\0\0bdp-ping"
-
-
-def test_a_ping_ack_shares_the_write_of_the_next_call() -> None:
-    app = PingingApp()
-    channel = GrpcAppChannel("127.0.0.1", app.port)
-
-    async def scenario() -> None:
-        try:
-            assert await channel.deliver(event(1), 5.0) == Verdict.SUCCESS
-            await asyncio.sleep(0.005)  # the next call comes a little later, as a batch of deliveries does
-            assert await channel.deliver(event(2), 5.0) == Verdict.SUCCESS
-            await asyncio.sleep(0.1)  # nothing follows: the second PING's ACK goes out on its own
-        finally:
-            await channel.close()
-
-    run(scenario())
-    first_at, first = app.chunks[0]
-    assert PING_ACK in first and b"payload 2" in first, first  # the ACK in the write of the next call
-    assert first_at - app.answered_at >= 0.004
-    assert any(chunk == PING_ACK for _, chunk in app.chunks[1:])  # the last one, alone, after its wait
