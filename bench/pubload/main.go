@@ -575,7 +575,7 @@ func execute(c *clients, cmd command) (result, error) {
 // --- the grpc-go floor -----------------------------------------------------------------------------
 
 // serveGetStateFloor serves Layotto's GetState with grpc-go's server, answering an empty response
-// without reading the request: what the gRPC hop costs when grpc-go is the server, beside the
+// whatever the request holds: what the gRPC hop costs when grpc-go is the server, beside the
 // native front's own floor. It prints the address bound, then serves until killed.
 func serveGetStateFloor(address string) error {
 	listener, err := net.Listen("tcp", address)

@@ -40,9 +40,9 @@ def receive(object protocol, object connection, object transport, list methods, 
         if protocol._suspended_calls > suspended:
             # A handler now waits on a request it queued for a backend (a publish's XADD):
             # that request leaves first, and this connection's own output (often only the
-            # PING ACK a grpc-go client asks for with each call) a callback later. Written
-            # now, it cost the call a system call that wakes the client before the backend
-            # heard of it.
+            # PING ACK a grpc-go client asks for with each call, with any answer of the same
+            # read that was ready at once) a callback later. Written now, it cost the call a
+            # system call that wakes the client before the backend heard of it.
             protocol._schedule_flush()
             return
     flush(protocol, connection, transport, methods)

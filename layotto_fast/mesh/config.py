@@ -78,7 +78,9 @@ _CLUSTER = Cluster("", "", ())
 _ROUTE = Route("", RouteMatch(), ())
 # What an InvokeService call given ``rpc_target_address`` goes through, one per address and
 # protocol (both filled in by the mesh thread): a cluster's defaults, without outlier
-# ejection, since ejecting its one host would only turn its failures into refusals.
+# ejection, since ejecting its one host would only turn its failures into refusals. Such
+# clusters get no active health checks, and those already made keep their settings across
+# a reload (this is a constant).
 DIRECT_CLUSTER = Cluster("", "bolt", (), outlier_consecutive_failures=0)
 # The interval of a health_check section that does not give one (no section: no checks).
 HEALTH_CHECK_INTERVAL_MS = 5000
