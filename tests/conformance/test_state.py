@@ -144,6 +144,42 @@ def test_transaction_all_or_nothing(harness: Harness, implementation: Implementa
     assert harness.run(store.get(b)).value == b"b3"
 
 
+def test_later_operations_of_a_transaction_see_what_the_earlier_ones_leave(
+    harness: Harness, implementation: Implementation
+) -> None:
+    store = harness.make(implementation)
+    if Feature.TRANSACTIONAL not in implementation.features:
+        pytest.skip("not transactional")
+    tag = uuid.uuid4().hex
+    k, gone = f"{{{tag}}}k", f"{{{tag}}}gone"
+    harness.run(store.set([SetOp(k, b"1"), SetOp(gone, b"1")]))
+    stored = harness.run(store.get(k)).etag
+    # No etag matches a value an earlier operation writes: not the stored one, not an
+    # empty one, not one a caller might guess for the new version.
+    for etag in (stored, "", "2", "WRITTEN"):
+        with pytest.raises(Conflict, match="written earlier in this request"):
+            harness.run(store.transact([SetOp(k, b"2"), SetOp(k, b"3", etag=etag)]))
+    with pytest.raises(Conflict, match="exists"):
+        harness.run(store.transact([SetOp(k, b"2"), SetOp(k, b"3", first_write=True)]))
+    assert harness.run(store.get(k)).value == b"1"
+    # After a delete there is nothing: a first write goes, an etag does not match.
+    harness.run(store.transact([DeleteOp(gone), SetOp(gone, b"again", first_write=True)]))
+    assert harness.run(store.get(gone)).value == b"again"
+    with pytest.raises(Conflict, match="no value"):
+        harness.run(store.transact([DeleteOp(k), SetOp(k, b"x", etag=stored)]))
+    assert harness.run(store.get(k)).value == b"1"
+
+
+def test_an_empty_etag_is_an_etag(harness: Harness, implementation: Implementation) -> None:
+    """The runtime turns a request's empty etag into none; a store given one compares it."""
+    store = harness.make(implementation)
+    k = key()
+    harness.run(store.set([SetOp(k, b"1")]))
+    with pytest.raises(Conflict):
+        harness.run(store.set([SetOp(k, b"2", etag="")]))
+    assert harness.run(store.get(k)).value == b"1"
+
+
 def test_cluster_spreads_keys_and_refuses_cross_slot_transactions(
     harness: Harness, implementation: Implementation
 ) -> None:

@@ -215,18 +215,3 @@ def test_expired_entries_are_freed_without_being_read() -> None:
     assert store.reap(later) == REAP_BATCH  # bounded work per tick
     assert store.reap(later) == count - REAP_BATCH - 1
     assert len(store) == 1 and asyncio.run(store.get("k0")).value == b"rewritten"
-
-
-def test_no_etag_matches_a_value_written_earlier_in_the_request() -> None:
-    from layotto_fast.components.state.memory import InMemoryStateStore
-    from layotto_fast.runtime.state import SetOp
-
-    store = InMemoryStateStore()
-    asyncio.run(store.set([SetOp("k", b"1")]))
-    # No etag matches a value an earlier operation of the request writes: not the stored
-    # one ("1"), not the one that write is about to get ("2"), and not the empty one,
-    # which a string standing for that value ("") let through.
-    for etag in ("", "1", "2"):
-        with pytest.raises(Conflict, match=f"given '{etag}', the store has a value written earlier in this request"):
-            asyncio.run(store.transact([SetOp("k", b"2"), SetOp("k", b"3", etag=etag)]))
-    assert asyncio.run(store.get("k")).value == b"1"

@@ -27,30 +27,47 @@ from redis import exceptions as redis_errors
 from layotto_fast.components.redis_client import RedisConfig
 from layotto_fast.components.redis_pipeline import PipelinedRedis, Script
 from layotto_fast.components.redis_resp import EXEC, MULTI, bulk, raise_replied
-from layotto_fast.components.state import check_write, key_exists, stale_etag
+from layotto_fast.components.state import WRITTEN_IN_THIS_REQUEST, check_write, key_exists, stale_etag
 from layotto_fast.errors import FailedPrecondition, InvalidArgument
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime.records import state_entry
 from layotto_fast.runtime.state import DeleteOp, Feature, SetOp, StateEntry
 
-# KEYS: the keys. ARGV: per key, op ("s" set, "d" delete), etag ("" none),
-# first-write ("1"/"0"), ttl seconds ("0" none), value. Checks all, then applies
-# all; answers the new versions, or an error naming the first stale key.
+# KEYS: the keys. ARGV: per key, op ("s" set, "d" delete), etag ("" none, else "=" and
+# the etag, so that an empty etag is one too), first-write ("1"/"0"), ttl seconds ("0"
+# none), value. Checks all, then applies all; a later operation on a key checks against
+# what the earlier ones leave (nothing after a delete; after a write, a version no caller
+# holds yet: "EARLIER"); answers the new versions, or an error naming the first stale key.
 APPLY = Script(
     """
 local n = #KEYS
+local left = {}
 for i = 1, n do
   local base = (i - 1) * 5
   local etag, first = ARGV[base + 2], ARGV[base + 3]
   if etag ~= "" or first == "1" then
-    local current = redis.call("HGET", KEYS[i], "version")
+    local current = left[KEYS[i]]
+    if current == true then
+      if etag ~= "" then
+        return redis.error_reply("EARLIER " .. i)
+      end
+      return redis.error_reply("EXISTS " .. i)
+    end
+    if current == nil then
+      current = redis.call("HGET", KEYS[i], "version")
+    end
     if etag ~= "" then
-      if current ~= etag then
+      if current ~= string.sub(etag, 2) then
         return redis.error_reply("STALE " .. i .. " " .. (current or ""))
       end
     elseif current then
       return redis.error_reply("EXISTS " .. i)
     end
+  end
+  if ARGV[base + 1] == "d" then
+    left[KEYS[i]] = false
+  else
+    left[KEYS[i]] = true
   end
 end
 local versions = {}
@@ -207,9 +224,9 @@ class RedisStateStore(PipelinedRedis):
         for op in ops:
             keys.append(self._prefix + op.key)
             if isinstance(op, DeleteOp):
-                args += ("d", op.etag or "", "1" if op.first_write else "0", "0", b"")
+                args += ("d", _etag_arg(op.etag), "1" if op.first_write else "0", "0", b"")
             else:
-                args += ("s", op.etag or "", "1" if op.first_write else "0", str(op.ttl_seconds or 0), op.value)
+                args += ("s", _etag_arg(op.etag), "1" if op.first_write else "0", str(op.ttl_seconds or 0), op.value)
         assert self._pipeline is not None, "init() first"
         try:
             await self._pipeline.script(APPLY, keys, args)
@@ -218,13 +235,19 @@ class RedisStateStore(PipelinedRedis):
 
     def _conflict(self, reply: str, ops: list[SetOp | DeleteOp]) -> Exception:
         kind, _, rest = reply.partition(" ")
-        if kind in ("STALE", "EXISTS"):
+        if kind in ("STALE", "EXISTS", "EARLIER"):
             index_text, _, current = rest.partition(" ")
             op = ops[int(index_text) - 1]
             if kind == "EXISTS":
                 return key_exists(op.key)
+            if kind == "EARLIER":
+                return stale_etag(op.key, op.etag, WRITTEN_IN_THIS_REQUEST)
             return stale_etag(op.key, op.etag, current or None)  # the script answers "" for no value
         return FailedPrecondition(f"state store {self._config.component}: redis refused the write: {reply}")
+
+
+def _etag_arg(etag: str | None) -> str:
+    return "" if etag is None else "=" + etag
 
 
 def _new_version() -> bytes:
