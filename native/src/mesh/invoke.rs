@@ -190,35 +190,20 @@ async fn send_invocation<C: Codec>(
 mod tests {
     use super::*;
 
+    /// The cluster for `address` built from the defaults, as `direct_cluster` keeps it.
+    fn made(direct: &DirectClusters, protocol: Protocol, address: &str) -> Rc<Cluster> {
+        direct_cluster(direct, &ClusterConfig::default(), protocol, address)
+    }
+
     #[test]
     fn direct_clusters_stay_bounded_and_keep_those_in_use() {
         let direct = DirectClusters::default();
-        let held = direct_cluster(
-            &direct,
-            &ClusterConfig::default(),
-            Protocol::Bolt,
-            "10.0.0.1:1",
-        );
-        let reused = direct_cluster(
-            &direct,
-            &ClusterConfig::default(),
-            Protocol::Bolt,
-            "10.0.0.2:1",
-        );
+        let held = made(&direct, Protocol::Bolt, "10.0.0.1:1");
+        let reused = made(&direct, Protocol::Bolt, "10.0.0.2:1");
         for i in 0..(DIRECT_CLUSTERS_KEPT * 3) {
-            direct_cluster(
-                &direct,
-                &ClusterConfig::default(),
-                Protocol::Bolt,
-                &format!("10.1.0.{i}:1"),
-            );
+            made(&direct, Protocol::Bolt, &format!("10.1.0.{i}:1"));
             // a recently used one survives its neighbours
-            let again = direct_cluster(
-                &direct,
-                &ClusterConfig::default(),
-                Protocol::Bolt,
-                "10.0.0.2:1",
-            );
+            let again = made(&direct, Protocol::Bolt, "10.0.0.2:1");
             assert!(Rc::ptr_eq(&again, &reused));
         }
         let map = direct.borrow();
@@ -257,29 +242,14 @@ mod tests {
     #[test]
     fn a_protocol_and_address_pair_is_one_cluster() {
         let direct = DirectClusters::default();
-        let bolt = direct_cluster(
-            &direct,
-            &ClusterConfig::default(),
-            Protocol::Bolt,
-            "127.0.0.1:1",
-        );
+        let bolt = made(&direct, Protocol::Bolt, "127.0.0.1:1");
         assert!(Rc::ptr_eq(
             &bolt,
-            &direct_cluster(
-                &direct,
-                &ClusterConfig::default(),
-                Protocol::Bolt,
-                "127.0.0.1:1"
-            )
+            &made(&direct, Protocol::Bolt, "127.0.0.1:1")
         ));
         assert!(!Rc::ptr_eq(
             &bolt,
-            &direct_cluster(
-                &direct,
-                &ClusterConfig::default(),
-                Protocol::Dubbo,
-                "127.0.0.1:1"
-            )
+            &made(&direct, Protocol::Dubbo, "127.0.0.1:1")
         ));
     }
 }
