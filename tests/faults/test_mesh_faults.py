@@ -17,7 +17,7 @@ from tests import sidecar as sidecar_process
 from tests.mesh.fault_upstream import BoltClient, fault_upstream, wait_for
 
 SERVICE = "com.example.EchoService:1.0"
-STATUS_SUCCESS, STATUS_THREADPOOL_BUSY = 0x0, 0x4
+STATUS_SUCCESS, STATUS_THREADPOOL_BUSY, STATUS_TIMEOUT, STATUS_CONNECTION_CLOSED = 0x0, 0x4, 0x7, 0x10
 
 
 @contextmanager
@@ -149,6 +149,49 @@ def test_the_circuit_breaker_refuses_past_max_requests(tmp_path: Path) -> None:
         assert sorted(r[:2] for r in first) == [(2, STATUS_THREADPOOL_BUSY), (3, STATUS_THREADPOOL_BUSY)]
         _, body = sidecar.http("/metrics")
         assert 'layotto_fast_mesh_breaker_refused_total{cluster="c"} 2.0' in body.decode()
+
+
+@contextmanager
+def unreachable_address() -> Iterator[str]:
+    """An address whose connects hang: its listener's accept queue is full, so SYNs are dropped."""
+    with socket.create_server(("127.0.0.1", 0), backlog=0) as stuck:
+        filler = socket.create_connection(stuck.getsockname())
+        try:
+            yield f"127.0.0.1:{stuck.getsockname()[1]}"
+        finally:
+            filler.close()
+
+
+def test_waiting_for_a_connection_counts_against_the_routes_timeout(tmp_path: Path) -> None:
+    """A connect that hangs for longer than the route's timeout: the clients hear Bolt's
+    timeout status when their requests' time is up, not after the connect timeout."""
+    with unreachable_address() as address:
+        cluster = {"hosts": [address], "connect_timeout_ms": 5000}
+        with mesh(tmp_path, cluster, route={"timeout_ms": 300}) as (sidecar, port):
+            clients = [BoltClient(("127.0.0.1", port), timeout=3.0) for _ in range(3)]
+            started = time.monotonic()
+            for i, client in enumerate(clients):
+                client.send(client.request(i, SERVICE))
+            assert [c.responses(1)[0][:2] for c in clients] == [(i, STATUS_TIMEOUT) for i in range(3)]
+            assert time.monotonic() - started < 1.5, "answered at the route's timeout"
+            _, body = sidecar.http("/metrics")
+            assert 'layotto_fast_mesh_cluster_requests_total{cluster="c",outcome="timeout"} 3.0' in body.decode()
+
+
+def test_requests_waiting_for_one_connect_attempt_all_hear_that_it_failed(tmp_path: Path) -> None:
+    """Three requests wait for the same connection attempt: when it fails, all three are
+    refused together, and the host is counted one failure, not dialled once per request."""
+    with unreachable_address() as address:
+        cluster = {"hosts": [address], "connect_timeout_ms": 500}
+        with mesh(tmp_path, cluster, route={"timeout_ms": 10000, "retries": 0}) as (sidecar, port):
+            clients = [BoltClient(("127.0.0.1", port), timeout=5.0) for _ in range(3)]
+            started = time.monotonic()
+            for i, client in enumerate(clients):
+                client.send(client.request(i, SERVICE))
+            assert [c.responses(1)[0][:2] for c in clients] == [(i, STATUS_CONNECTION_CLOSED) for i in range(3)]
+            assert time.monotonic() - started < 1.2, "one attempt of 500 ms, not three in turn"
+            _, body = sidecar.http("/metrics")
+            assert 'layotto_fast_mesh_connect_failures_total{cluster="c"} 1.0' in body.decode()
 
 
 def test_the_circuit_breaker_refuses_past_max_pending_while_connecting(tmp_path: Path) -> None:

@@ -199,8 +199,9 @@ def test_mesh_channels_map_silence_and_absence_to_grpc_codes(
     sidecar: sidecar_process.Sidecar, providers: tuple[str, str], target: str
 ) -> None:
     """rpc_target_address over the bolt and dubbo channels: the named address is dialled (the
-    real provider answers there), one that accepts and never answers is DEADLINE_EXCEEDED
-    within rpc_request_timeout, and one nobody listens on is UNAVAILABLE."""
+    real provider answers there), one that accepts and never answers or never completes the
+    connect is DEADLINE_EXCEEDED within rpc_request_timeout, and one nobody listens on is
+    UNAVAILABLE."""
     import socket
 
     provider = providers[0] if target == "echo-bolt" else providers[1]
@@ -216,6 +217,19 @@ def test_mesh_channels_map_silence_and_absence_to_grpc_codes(
         )
         assert late.code() == grpc.StatusCode.DEADLINE_EXCEEDED, late
         assert 0.25 < time.monotonic() - started < 2.0
+    with socket.create_server(("127.0.0.1", 0), backlog=0) as stuck:
+        filler = socket.create_connection(stuck.getsockname())  # fills the accept queue: connects hang
+        try:
+            address = f"127.0.0.1:{stuck.getsockname()[1]}"
+            started = time.monotonic()
+            late = error(
+                sidecar, target, "echo", b"", metadata=(("rpc_target_address", address), ("rpc_request_timeout", "300"))
+            )
+            # the connect wait is part of rpc_request_timeout, not 1 s of connect timeout per try
+            assert late.code() == grpc.StatusCode.DEADLINE_EXCEEDED, late
+            assert time.monotonic() - started < 0.9
+        finally:
+            filler.close()
     closed = f"127.0.0.1:{sidecar_process.free_port()}"
     gone = error(sidecar, target, "echo", b"", metadata=(("rpc_target_address", closed),))
     assert gone.code() == grpc.StatusCode.UNAVAILABLE and closed in (gone.details() or ""), gone

@@ -15,8 +15,12 @@ pub struct Host {
     pub address: String,
     /// Its multiplexed connection, once made.
     pub connection: RefCell<Option<Rc<Upstream>>>,
-    /// Held while a connection is being made, so that concurrent requests share it.
-    pub connect_lock: tokio::sync::Mutex<()>,
+    /// Set while a connection is being made: the requests that need it wait for that one.
+    pub dialing: Cell<bool>,
+    /// The requests waiting for the attempt under way, told in the order they came.
+    pub waiting: RefCell<Vec<tokio::sync::oneshot::Sender<()>>>,
+    /// Why the last attempt failed, for the requests that waited for it.
+    pub last_failure: RefCell<String>,
     /// Requests sent and not yet answered (least-request balancing).
     pub active: Cell<usize>,
     consecutive_failures: Cell<u32>,
@@ -40,7 +44,9 @@ impl Host {
         Host {
             address,
             connection: RefCell::new(None),
-            connect_lock: tokio::sync::Mutex::new(()),
+            dialing: Cell::new(false),
+            waiting: RefCell::new(Vec::new()),
+            last_failure: RefCell::new(String::new()),
             active: Cell::new(0),
             consecutive_failures: Cell::new(0),
             ejected_until: Cell::new(None),

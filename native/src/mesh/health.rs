@@ -26,10 +26,12 @@ pub async fn check_hosts<C: Codec>(cluster: Weak<Cluster>) {
 }
 
 async fn probe<C: Codec>(cluster: &Rc<Cluster>, host: usize, timeout: Duration) -> bool {
-    let upstream = match connection::<C>(cluster, host).await {
+    let upstream = match connection::<C>(cluster, host, None).await {
         Ok(upstream) => upstream,
         Err(ConnectError::Overloaded) => return cluster.hosts[host].healthy.get(),
-        Err(ConnectError::Draining | ConnectError::Failed(_)) => return false,
+        Err(ConnectError::Draining | ConnectError::Failed(_) | ConnectError::TimedOut) => {
+            return false
+        }
     };
     let sent = Instant::now();
     if !upstream.send_heartbeat::<C>() {

@@ -200,6 +200,9 @@ pub async fn dispatch<C: Codec>(
     if !cluster.admits() {
         return Err(too_many_in_flight(cluster, &sending));
     }
+    // The route's timeout counts from here: waiting for a connection is part of it.
+    let started = Instant::now();
+    let deadline = started + sending.timeout;
     let mut reply = reply;
     let mut tried = Vec::new();
     let mut last = String::new(); // why the last host tried could not take it
@@ -212,13 +215,12 @@ pub async fn dispatch<C: Codec>(
                 format!("no host of cluster {name:?} could be reached; the last: {last}")
             };
         };
-        match connection::<C>(cluster, host).await {
+        match connection::<C>(cluster, host, Some(deadline)).await {
             Ok(upstream) => {
                 if !cluster.admits() {
                     // only after a wait for the connection: others may have gone out meanwhile
                     return Err(too_many_in_flight(cluster, &sending));
                 }
-                let started = Instant::now();
                 let pending = reply.take().map(|reply| {
                     let mut request_head = [0u8; REQUEST_HEAD_LEN];
                     let n = frame.len().min(REQUEST_HEAD_LEN);
@@ -227,7 +229,7 @@ pub async fn dispatch<C: Codec>(
                         reply,
                         client_id: head.request_id,
                         head: request_head,
-                        deadline: started + sending.timeout,
+                        deadline,
                         started,
                         route: sending.stats.clone(),
                         cluster: cluster.clone(),
@@ -246,6 +248,15 @@ pub async fn dispatch<C: Codec>(
                     "too many requests waiting for a connection".into(),
                 ));
             }
+            Err(ConnectError::TimedOut) => {
+                sending.stats.count(Outcome::Timeout);
+                cluster.stats.requests.count(Outcome::Timeout);
+                let address = &cluster.hosts[host].address;
+                return Err((
+                    Refusal::Timeout,
+                    format!("no connection to {address} within {:?}", sending.timeout),
+                ));
+            }
             Err(ConnectError::Draining) => {
                 tried.push(host);
                 last = format!("{} is shutting down", cluster.hosts[host].address);
@@ -253,11 +264,9 @@ pub async fn dispatch<C: Codec>(
                     break last;
                 }
             }
-            Err(ConnectError::Failed(e)) => {
-                cluster.failed(host);
-                cluster.stats.connect_failures.incr();
+            Err(ConnectError::Failed(why)) => {
                 tried.push(host);
-                last = format!("connecting to {}: {e}", cluster.hosts[host].address);
+                last = why;
                 if tried.len() > sending.retries as usize {
                     break last;
                 }
@@ -281,7 +290,10 @@ pub enum ConnectError {
     Overloaded,
     /// The host's connection says it takes no new requests.
     Draining,
-    Failed(std::io::Error),
+    /// The attempt this request waited for failed; why, for the answer.
+    Failed(String),
+    /// The request's deadline passed before a connection was made.
+    TimedOut,
 }
 
 /// The host's connection if it is open: to use, or `Draining` when it said it is
@@ -296,34 +308,79 @@ fn open_connection(cluster: &Cluster, host: usize) -> Option<Result<Rc<Upstream>
     })
 }
 
-/// The host's open connection, made now if there is none (one attempt at a time).
+/// A request counted in the cluster's `pending` while it waits for a connection.
+struct Waiting<'a>(&'a Cluster);
+
+impl<'a> Waiting<'a> {
+    fn new(cluster: &'a Cluster) -> Self {
+        cluster.pending.set(cluster.pending.get() + 1);
+        Waiting(cluster)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    /// Also when the wait is given up at the request's deadline.
+    fn drop(&mut self) {
+        self.0.pending.set(self.0.pending.get() - 1);
+    }
+}
+
+/// The host's open connection, made now if there is none. One attempt at a time, shared
+/// by every request that needs it: when it fails, they all hear so at once (and may try
+/// another host) rather than each dialling again in turn. A request waits until its
+/// `deadline`; the attempt goes on without it, for the others.
 pub async fn connection<C: Codec>(
     cluster: &Rc<Cluster>,
     host: usize,
+    deadline: Option<Instant>,
 ) -> Result<Rc<Upstream>, ConnectError> {
-    let h = &cluster.hosts[host];
     if let Some(made) = open_connection(cluster, host) {
         return made;
     }
     if !cluster.admits_pending() {
         return Err(ConnectError::Overloaded);
     }
-    cluster.pending.set(cluster.pending.get() + 1);
-    let _making = h.connect_lock.lock().await;
-    let result = match open_connection(cluster, host) {
-        Some(made) => made,
-        None => {
-            let timeout = Duration::from_millis(cluster.config.connect_timeout_ms);
-            match Upstream::connect::<C>(&h.address, timeout, (Rc::downgrade(cluster), host)).await
-            {
-                Ok(upstream) => {
-                    *h.connection.borrow_mut() = Some(upstream.clone());
-                    Ok(upstream)
-                }
-                Err(e) => Err(ConnectError::Failed(e)),
-            }
-        }
+    let _waiting = Waiting::new(cluster);
+    let h = &cluster.hosts[host];
+    let (told, attempt_ended) = tokio::sync::oneshot::channel();
+    {
+        let mut waiting = h.waiting.borrow_mut();
+        waiting.retain(|w| !w.is_closed()); // those that gave up at their deadline
+        waiting.push(told);
+    }
+    if !h.dialing.get() {
+        h.dialing.set(true);
+        spawn_local(dial::<C>(cluster.clone(), host));
+    }
+    let ended = match deadline {
+        Some(deadline) => match tokio::time::timeout_at(deadline.into(), attempt_ended).await {
+            Ok(ended) => ended,
+            Err(_) => return Err(ConnectError::TimedOut),
+        },
+        None => attempt_ended.await,
     };
-    cluster.pending.set(cluster.pending.get() - 1);
-    result
+    if ended.is_err() {
+        return Err(ConnectError::Failed("the cluster was replaced".into()));
+    }
+    open_connection(cluster, host)
+        .unwrap_or_else(|| Err(ConnectError::Failed(h.last_failure.borrow().clone())))
+}
+
+/// One connection attempt to `host`: its outcome is kept on the host (the connection, or
+/// why not, counted once against the host) and announced to the requests waiting for it.
+async fn dial<C: Codec>(cluster: Rc<Cluster>, host: usize) {
+    let h = &cluster.hosts[host];
+    let timeout = Duration::from_millis(cluster.config.connect_timeout_ms);
+    match Upstream::connect::<C>(&h.address, timeout, (Rc::downgrade(&cluster), host)).await {
+        Ok(upstream) => *h.connection.borrow_mut() = Some(upstream),
+        Err(e) => {
+            *h.last_failure.borrow_mut() = format!("connecting to {}: {e}", h.address);
+            cluster.failed(host);
+            cluster.stats.connect_failures.incr();
+        }
+    }
+    h.dialing.set(false);
+    for told in h.waiting.take() {
+        let _ = told.send(()); // in the order they came: the first to wait goes out first
+    }
 }
