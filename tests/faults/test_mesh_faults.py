@@ -133,6 +133,19 @@ def test_consecutive_failures_eject_a_host(tmp_path: Path) -> None:
         assert 'layotto_fast_mesh_ejections_total{cluster="c"} 1.0' in body.decode()
 
 
+def test_a_client_that_shuts_its_sending_side_still_gets_its_answers(tmp_path: Path) -> None:
+    """Requests in flight when the client half-closes (SHUT_WR) are answered, then the
+    sidecar closes the connection."""
+    with fault_upstream() as upstream, mesh(tmp_path, {"hosts": [upstream.address]}) as (_, port):
+        upstream.delay = 0.2
+        client = BoltClient(("127.0.0.1", port))
+        client.send(b"".join(client.request(i, SERVICE) for i in range(3)))
+        time.sleep(0.05)  # read by the sidecar and sent on before the end of its input
+        client.sock.shutdown(socket.SHUT_WR)
+        assert sorted(r[:2] for r in client.responses(3)) == [(i, STATUS_SUCCESS) for i in range(3)]
+        assert client.closed_by_peer()
+
+
 def test_the_circuit_breaker_refuses_past_max_requests(tmp_path: Path) -> None:
     """The four arrive before the upstream connection is made, and all wait for it: the limit
     is checked again once it is open, so two go out and two are refused."""

@@ -54,10 +54,15 @@ async fn serve_client<C: Codec>(stream: TcpStream, listener: Rc<Listener>) {
         async move { outbox.drain(writer).await }
     });
     let mut buffer = BytesMut::with_capacity(16 * 1024);
+    let mut sent_all = false; // the client shut its side: it still hears its answers
     'reading: loop {
         tokio::select! {
             read = reader.read_buf(&mut buffer) => match read {
-                Ok(0) | Err(_) => break 'reading,
+                Ok(0) => {
+                    sent_all = true;
+                    break 'reading;
+                }
+                Err(_) => break 'reading,
                 Ok(_) => {}
             },
             _ = outbox.closed() => break 'reading,
@@ -79,6 +84,9 @@ async fn serve_client<C: Codec>(stream: TcpStream, listener: Rc<Listener>) {
         if buffer.capacity() < 4096 {
             buffer.reserve(16 * 1024);
         }
+    }
+    if sent_all {
+        outbox.settled().await;
     }
     if outbox.is_closed() {
         // Overflowed or failed: what is queued will never be read.
@@ -153,9 +161,9 @@ async fn forward<C: Codec>(
         return;
     }
     let cluster = routing.clusters[route.pick_cluster()].clone();
-    let reply = (head.kind == FrameKind::Request).then(|| ReplyTo::Client(client.clone()));
+    let reply = (head.kind == FrameKind::Request).then(|| ReplyTo::Client(client.owe()));
     let (timeout, retries, stats) = (route.timeout, route.retries, route.stats.clone());
-    let client = client.clone();
+    let client = client.owe(); // until a refusal is queued too
     let mut sent = Box::pin(async move {
         let sending = Sending {
             timeout,

@@ -2,6 +2,8 @@
 //! and drained by that socket's writer task in one write per wake-up.
 
 use std::cell::{Cell, RefCell};
+use std::ops::Deref;
+use std::rc::Rc;
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
@@ -11,9 +13,33 @@ pub struct Outbox {
     buffer: RefCell<Vec<u8>>,
     notify: Notify,
     closed: Cell<bool>,
-    /// Wakes whoever waits in [`Outbox::closed`].
+    /// Wakes whoever waits in [`Outbox::closed`] or [`Outbox::settled`].
     closing: Notify,
     limit: usize,
+    /// Requests of this client still to be answered (see [`Owed`]).
+    owed: Cell<usize>,
+}
+
+/// One request's claim on its client's outbox, held until its answer (or refusal) is
+/// queued: a client that stops sending still gets the answers it is owed.
+pub struct Owed(Rc<Outbox>);
+
+impl Deref for Owed {
+    type Target = Outbox;
+
+    fn deref(&self) -> &Outbox {
+        &self.0
+    }
+}
+
+impl Drop for Owed {
+    fn drop(&mut self) {
+        let owed = self.0.owed.get() - 1;
+        self.0.owed.set(owed);
+        if owed == 0 {
+            self.0.closing.notify_waiters();
+        }
+    }
 }
 
 impl Outbox {
@@ -25,13 +51,15 @@ impl Outbox {
     }
 
     /// Queues `bytes`; false (and the outbox closes) when the peer has let more than
-    /// the limit pile up, or the outbox is already closed.
+    /// the limit pile up, or the outbox is already closed. One frame larger than the
+    /// limit still goes into an empty outbox: the limit is on what a slow reader leaves
+    /// waiting, and frame sizes have limits of their own.
     pub fn push(&self, bytes: &[u8]) -> bool {
         if self.closed.get() {
             return false;
         }
         let mut buffer = self.buffer.borrow_mut();
-        if buffer.len() + bytes.len() > self.limit {
+        if !buffer.is_empty() && buffer.len() + bytes.len() > self.limit {
             drop(buffer);
             self.close();
             return false;
@@ -53,6 +81,19 @@ impl Outbox {
     /// Resolves once the outbox is closed (by overflow, a failed write, or its owner).
     pub async fn closed(&self) {
         while !self.closed.get() {
+            self.closing.notified().await;
+        }
+    }
+
+    /// A claim on this outbox for one request's answer.
+    pub fn owe(self: &Rc<Self>) -> Owed {
+        self.owed.set(self.owed.get() + 1);
+        Owed(self.clone())
+    }
+
+    /// Resolves once every request of this client is answered, or the outbox is closed.
+    pub async fn settled(&self) {
+        while self.owed.get() > 0 && !self.closed.get() {
             self.closing.notified().await;
         }
     }
@@ -81,5 +122,34 @@ impl Outbox {
             sending.clear();
         }
         let _ = socket.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::Future;
+
+    #[test]
+    fn one_frame_over_the_limit_goes_into_an_empty_outbox_and_more_behind_it_closes_it() {
+        let outbox = Outbox::new(10);
+        assert!(outbox.push(&[0; 25]));
+        assert!(!outbox.is_closed());
+        assert!(!outbox.push(&[0; 1]));
+        assert!(outbox.is_closed());
+    }
+
+    #[test]
+    fn settled_waits_for_every_owed_answer() {
+        let outbox = Rc::new(Outbox::new(10));
+        let (first, second) = (outbox.owe(), outbox.owe());
+        let mut settled = Box::pin(outbox.settled());
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        assert!(settled.as_mut().poll(&mut cx).is_pending());
+        drop(first);
+        assert!(settled.as_mut().poll(&mut cx).is_pending());
+        drop(second);
+        assert!(settled.as_mut().poll(&mut cx).is_ready());
     }
 }

@@ -1,9 +1,7 @@
 //! Where the answer to a forwarded request goes: back to the mesh client that sent it,
 //! or to an InvokeService call waiting on the event loop.
 
-use std::rc::Rc;
-
-use super::outbox::Outbox;
+use super::outbox::Owed;
 use crate::codec::{Codec, FrameHead, FrameKind, Refusal};
 use crate::wake_queue::WakeQueue;
 
@@ -17,7 +15,7 @@ pub struct Completion {
 pub type Completions = WakeQueue<Completion>;
 
 pub enum ReplyTo {
-    Client(Rc<Outbox>),
+    Client(Owed),
     Invoke {
         token: u64,
         completions: std::sync::Arc<Completions>,
