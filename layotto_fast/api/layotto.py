@@ -147,7 +147,7 @@ class LayottoRuntime:
     async def InvokeService(self, request: pb.InvokeServiceRequest) -> pb.InvokeResponse:
         message = request.message
         extension = message.http_extension
-        verb = pb.HTTPExtension.Verb.Name(extension.verb) if extension.verb else ""
+        verb = _verb_name(extension.verb)
         headers = {k: v for k, v in current_call().metadata.items() if isinstance(v, str)}
         result = await self._invoke.invoke(
             InvokeRequest(
@@ -342,3 +342,13 @@ def _item_message(item: ConfigItem) -> pb.ConfigurationItem:
         tags=item.tags,
         metadata=item.metadata,
     )
+
+
+def _verb_name(number: int) -> str:
+    """The verb's name, "" for NONE; a number the enum lacks is the caller's mistake."""
+    if not number:
+        return ""
+    try:
+        return pb.HTTPExtension.Verb.Name(number)
+    except ValueError:
+        raise InvalidArgument(f"message.http_extension.verb: {number} is not a known HTTP verb") from None

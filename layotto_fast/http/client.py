@@ -40,6 +40,11 @@ class _Connection(asyncio.Protocol):
         self._size = 0
         self._header_name = b""
         self._loop: asyncio.AbstractEventLoop | None = None
+        # The parser cannot skip a HEAD answer's announced body: it is answered at its headers.
+        self._head_request = False
+        # Set when the answer's length is neither given nor chunked: its body ends at the
+        # close, which httptools cannot be told of, so connection_lost completes it.
+        self._body_until_close = False
         self.reusable = False
         self.lost = False
 
@@ -58,12 +63,16 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        if exc is None and self._body_until_close:
+            self._finish(reusable=False)
+            return
         self._fail(HttpError(f"the upstream closed the connection{f': {exc}' if exc else ''}"))
 
     # -- httptools callbacks
     def on_message_begin(self) -> None:
         self._response = HttpResponse(0)
         self._body, self._size = [], 0
+        self._body_until_close = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._response.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
@@ -75,18 +84,41 @@ class _Connection(asyncio.Protocol):
             return
         self._body.append(body)
 
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        self._response.status = status
+        if 100 <= status < 200:
+            return
+        if self._head_request:
+            self._finish(reusable=False)
+            return
+        headers = self._response.headers
+        self._body_until_close = (
+            status not in (204, 304)
+            and "content-length" not in headers
+            and "chunked" not in headers.get("transfer-encoding", "").lower()
+        )
+
     def on_message_complete(self) -> None:
-        self._response.status = self._parser.get_status_code()
+        if _is_interim(self._parser.get_status_code()):
+            return  # the final answer follows on the same connection, parsed as the next message
+        if self._waiter is None:
+            return  # answered already (at a HEAD answer's headers), or nothing was asked
+        self._finish(reusable=self._parser.should_keep_alive())
+
+    def _finish(self, reusable: bool) -> None:
+        self._body_until_close = False
         self._response.body = b"".join(self._body)
-        self.reusable = self._parser.should_keep_alive()
+        self.reusable = reusable
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(self._response)
 
     # -- use
-    def send(self, data: bytes) -> asyncio.Future[HttpResponse]:
+    def send(self, data: bytes, head_request: bool = False) -> asyncio.Future[HttpResponse]:
         assert self.transport is not None and self._loop is not None
         self._waiter = self._loop.create_future()
+        self._head_request = head_request
         self.reusable = False
         self.transport.write(data)
         return self._waiter
@@ -101,6 +133,11 @@ class _Connection(asyncio.Protocol):
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+
+def _is_interim(status: int) -> bool:
+    # 101 is not interim: it ends HTTP on the connection (the parser reports an upgrade).
+    return 100 <= status < 200 and status != 101
 
 
 def _expire(answer: asyncio.Future[HttpResponse]) -> None:
@@ -118,6 +155,8 @@ class HttpClient:
         self._idle: deque[_Connection] = deque()
         self._max_idle = max_idle
         self._loop: asyncio.AbstractEventLoop | None = None
+        # After close, a request still in flight closes its connection instead of keeping it.
+        self._closed = False
 
     async def request(
         self, verb: str, target: str, headers: dict[str, str], body: bytes, timeout: float
@@ -137,7 +176,7 @@ class HttpClient:
             # Only a new connection goes through wait_for (it makes a Task; asyncio.timeout
             # would need the handler to run in one, and the native transport runs it in none).
             _, connection = await asyncio.wait_for(loop.create_connection(_Connection, self._host, self._port), timeout)
-        answer = connection.send(data)
+        answer = connection.send(data, head_request=verb == "HEAD")
         # A kept-alive exchange is timed by a plain timer on the answer's future: no Task,
         # no extra loop passes between the upstream's answer and the caller's.
         expiry = loop.call_at(deadline, _expire, answer)
@@ -148,7 +187,7 @@ class HttpClient:
             raise
         finally:
             expiry.cancel()
-        if connection.reusable and not connection.lost and len(self._idle) < self._max_idle:
+        if connection.reusable and not connection.lost and not self._closed and len(self._idle) < self._max_idle:
             self._idle.append(connection)
         else:
             connection.close()
@@ -162,5 +201,6 @@ class HttpClient:
         return None
 
     def close(self) -> None:
+        self._closed = True
         while self._idle:
             self._idle.pop().close()

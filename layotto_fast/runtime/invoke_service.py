@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from layotto_fast.errors import InvalidArgument, NotFound
+from layotto_fast.errors import Internal, InvalidArgument, NotFound, RuntimeApiError
 from layotto_fast.runtime.invoke import (
     TARGET_ADDRESS_HEADER,
     TIMEOUT_HEADER,
@@ -51,16 +51,42 @@ class InvokeService:
         # The sidecar's own headers are read here and not sent on by any channel.
         request.timeout_ms = _timeout(request.headers.pop(TIMEOUT_HEADER, None), target.timeout_ms)
         request.target_address = request.headers.pop(TARGET_ADDRESS_HEADER, "")
-        for step in target.before:
-            request = await _settle(step.before(request))
+        for i, step in enumerate(target.before):
+            try:
+                request = await _settle(step.before(request))
+            except RuntimeApiError:
+                raise  # a filter's own verdict on the call
+            except Exception as exc:
+                raise _filter_failed(target, "before_invoke", i, step, exc) from exc
+            if not isinstance(request, InvokeRequest):
+                raise _filter_failed(target, "before_invoke", i, step, _not_a(InvokeRequest, request))
         result = await target.channel.call(request)
-        for step in target.after:
-            result = await _settle(step.after(request, result))
+        for i, step in enumerate(target.after):
+            try:
+                result = await _settle(step.after(request, result))
+            except RuntimeApiError:
+                raise
+            except Exception as exc:
+                raise _filter_failed(target, "after_invoke", i, step, exc) from exc
+            if not isinstance(result, InvokeResult):
+                raise _filter_failed(target, "after_invoke", i, step, _not_a(InvokeResult, result))
         return result
 
     async def close(self) -> None:
         for target in self._targets.values():
             await target.channel.close()
+
+
+def _not_a(wanted: type, returned: object) -> TypeError:
+    return TypeError(f"returned {type(returned).__name__}, not an {wanted.__name__}")
+
+
+def _filter_failed(target: Target, stage: str, index: int, step: InvokeFilter, exc: Exception) -> Internal:
+    # Named as the config names the step, and by its class, which its author knows.
+    return Internal(
+        f"invoke target {target.id!r}: filter {stage}[{index}] ({type(step).__name__}) failed: "
+        f"{type(exc).__name__}: {exc}"
+    )
 
 
 def _timeout(header: str | None, default: int) -> int:

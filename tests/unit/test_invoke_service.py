@@ -7,12 +7,12 @@ tested against real upstreams in tests/integration/test_invoke_service.py."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from layotto_fast.components.invoke.config import parse
-from layotto_fast.errors import InvalidArgument, NotFound, StartupError, Unavailable
+from layotto_fast.errors import Internal, InvalidArgument, NotFound, StartupError, Unavailable
 from layotto_fast.runtime.invoke import InvokeRequest, InvokeResult, PassThrough, register_filter
 from layotto_fast.runtime.invoke_service import InvokeService, Target
 
@@ -81,6 +81,47 @@ def test_layotto_headers_set_timeout_and_address() -> None:
             run(service, InvokeRequest(id="app", method="m", data=b"", headers={"rpc_request_timeout": bad}))
 
 
+class Broken(PassThrough):
+    """A user's filter with a bug: it raises, or forgets to return the request."""
+
+    def __init__(self, mistake: str) -> None:
+        self.mistake = mistake
+
+    async def before(self, request: InvokeRequest) -> InvokeRequest:
+        if self.mistake == "raises":
+            raise KeyError("x-tenant")
+        if self.mistake == "returns None":
+            return None  # type: ignore[return-value]
+        return request
+
+    def after(self, request: InvokeRequest, result: InvokeResult) -> InvokeResult:
+        if self.mistake == "after raises":
+            raise RuntimeError("no answer to rewrite")
+        if self.mistake == "after returns bytes":
+            return result.data  # type: ignore[return-value]
+        return result
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "message"),
+    [
+        ([Tag("a"), Broken("raises")], [], r"before_invoke\[1\] \(Broken\) failed: KeyError: 'x-tenant'"),
+        ([Broken("returns None")], [], r"before_invoke\[0\] \(Broken\) failed: TypeError: returned NoneType, not an "
+                                       r"InvokeRequest"),
+        ([], [Broken("after raises")], r"after_invoke\[0\] \(Broken\) failed: RuntimeError: no answer to rewrite"),
+        ([], [Tag("c"), Broken("after returns bytes")], r"after_invoke\[1\] \(Broken\) failed: TypeError: returned "
+                                                        r"bytes, not an InvokeResult"),
+    ],
+    ids=["before raises", "before returns None", "after raises", "after returns bytes"],
+)  # fmt: skip
+def test_a_filters_bug_is_an_internal_error_naming_the_filter(
+    before: list[PassThrough], after: list[PassThrough], message: str
+) -> None:
+    service = InvokeService({"app": Target("app", RecordingChannel(), 3000, before=before, after=after)})
+    with pytest.raises(Internal, match=r"^invoke target 'app': filter " + message):
+        run(service, InvokeRequest(id="app", method="m", data=b""))
+
+
 def test_lookup_errors_name_the_field() -> None:
     service = InvokeService({"app": Target("app", RecordingChannel(), 3000)})
     with pytest.raises(InvalidArgument, match=r"^id: "):
@@ -110,6 +151,9 @@ class Upper(PassThrough):
         ({"targets": [{"id": "a", "channel": "bolt", "address": "h:1", "codec": "xml"}]}, "invoke.targets[0].codec",
          "hessian2, protobuf"),
         ({"filter_modules": ["no_such_module_here"]}, "invoke.filter_modules[0]", "cannot import"),
+        ({"targets": [{"id": "a", "channel": "http", "address": "h:0"}]}, "invoke.targets[0].address", "host:port"),
+        ({"targets": [{"id": "a", "channel": "http", "address": "::1:80"}]}, "invoke.targets[0].address",
+         "host:port"),
         ({"targets": [{"id": "a", "channel": "http", "address": "h:1"}] * 2}, "invoke.targets[1].id", "used twice"),
     ],
 )  # fmt: skip
@@ -135,6 +179,8 @@ def _step(**step: Any) -> dict[str, Any]:
         ({"name": "headers", "sett": {"x-a": "1"}}, "unknown key 'sett' (known: set, remove)"),
         ({"name": "timeout", "timeout": 5}, "unknown key 'timeout' (known: timeout_ms, max_ms)"),
         ({"name": "timeout", "max_ms": "5"}, "max_ms must be a positive integer"),
+        ({"name": "timeout", "timeout_ms": 3_600_001}, "timeout_ms must be a positive integer up to 3600000"),
+        ({"name": "timeout", "max_ms": 10**30}, "max_ms must be a positive integer up to 3600000"),
         ({"name": "dubbo_json_rpc", "types": []}, "unknown key 'types' (known: none)"),
         ({"name": "sofarpc_json", "codec": 12}, "unknown key 'codec'"),
     ],
@@ -152,6 +198,30 @@ def test_the_headers_filter_takes_scalar_values_as_text() -> None:
     step = HeaderFilter({"set": {"x-count": 3, "x-from": "sidecar"}, "remove": ["x-secret"]})
     request = InvokeRequest(id="a", method="m", data=b"", headers={"x-secret": "s", "x-keep": "k"})
     assert step.before(request).headers == {"x-keep": "k", "x-count": "3", "x-from": "sidecar"}
+
+
+@register_filter("test_crashing_factory")
+def crashing_factory(config: Any) -> PassThrough:
+    """A user's factory failing with neither ValueError nor TypeError, which mean a refused config."""
+    raise KeyError("missing")
+
+
+def test_a_users_module_or_factory_that_fails_is_a_startup_error(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "crashing_filters.py").write_text("raise RuntimeError('needs FILTER_HOME')\n")
+    (tmp_path / "broken_syntax_filters.py").write_text("def (\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    failures = {"crashing_filters": "RuntimeError: needs FILTER_HOME", "broken_syntax_filters": "SyntaxError"}
+    for module, failure in failures.items():
+        with pytest.raises(StartupError) as caught:
+            parse({"filter_modules": ["layotto_fast", module]}, "c.yaml")
+        assert caught.value.field == "invoke.filter_modules[1]"
+        assert f"cannot import {module!r}: {failure}" in caught.value.problem
+    with pytest.raises(StartupError) as caught:
+        parse(_step(name="test_crashing_factory", x=1), "c.yaml")
+    assert caught.value.field == "invoke.targets[0].before_invoke[0]"
+    assert "filter 'test_crashing_factory' failed to build: KeyError: 'missing'" in caught.value.problem
 
 
 def test_a_users_filter_module_is_imported(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -232,3 +302,39 @@ def test_a_target_without_a_timeout_has_layottos_3000_ms() -> None:
                {"id": "b", "channel": "http", "address": "h:1", "timeout_ms": 250}]  # fmt: skip
     settings = parse({"targets": targets}, "c.yaml")
     assert [t.timeout_ms for t in settings.targets] == [3000, 250]
+
+
+def test_a_json_value_the_dubbo_encoder_cannot_hold_is_invalid_argument() -> None:
+    """{"$class": 5}: a class name that is no string; the call fails before reaching the mesh."""
+    from layotto_fast.components.invoke.filters import DubboJsonRpc
+    from layotto_fast.components.invoke.mesh_channels import DubboChannel, MeshChannelConfig, MeshInvoker
+
+    channel = DubboChannel(MeshChannelConfig(cluster="c", address=None, service="s"), MeshInvoker(lambda: None))
+    request = DubboJsonRpc({}).before(InvokeRequest(id="d", method="echo", data=b'[{"$class": 5}]'))
+    with pytest.raises(InvalidArgument, match=r"^message\.data: "):
+        asyncio.run(channel.call(request))
+
+
+def test_a_verb_number_the_enum_lacks_is_invalid_argument() -> None:
+    from google.protobuf import any_pb2
+
+    from layotto_fast._proto import runtime_pb2 as pb
+    from layotto_fast.api.layotto import LayottoRuntime
+    from layotto_fast.runtime.lifecycle import Components
+    from layotto_fast.runtime.services import Services
+
+    channel = RecordingChannel()
+    invoke = InvokeService({"app": Target("app", channel, 3000)})
+    runtime = LayottoRuntime(Services.over(Components([]), "app", invoke=invoke))
+
+    def call(verb: int) -> Any:
+        # A cast: the enum's type stands for its named values, and the wire carries any number.
+        extension = pb.HTTPExtension(verb=cast("pb.HTTPExtension.Verb", verb))
+        message = pb.CommonInvokeRequest(method="m", data=any_pb2.Any(value=b""), http_extension=extension)
+        return asyncio.run(runtime.InvokeService(pb.InvokeServiceRequest(id="app", message=message)))
+
+    call(pb.HTTPExtension.GET)
+    assert channel.seen[-1].verb == "GET"
+    with pytest.raises(InvalidArgument, match=r"^message\.http_extension\.verb: 99 "):
+        call(99)
+    assert len(channel.seen) == 1, "refused before the call"

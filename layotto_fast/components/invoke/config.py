@@ -35,6 +35,7 @@ from typing import Any
 
 from layotto_fast.errors import StartupError
 from layotto_fast.runtime.invoke import DEFAULT_TIMEOUT_MS, filter_factory, registered_filters
+from layotto_fast.runtime.invoke_service import MAX_TIMEOUT_MS
 
 CHANNELS = ("http", "bolt", "dubbo")
 BOLT_CODECS = {"hessian2": 1, "protobuf": 11}
@@ -101,13 +102,20 @@ def _filters(raw: Any, path: str, source: str) -> tuple[FilterSpec, ...]:
             factory(config)
         except (ValueError, TypeError) as exc:
             raise _fail(source, where, f"filter {name!r} refused its configuration: {exc}") from None
+        except Exception as exc:  # a user's factory may fail in any way
+            raise _fail(source, where, f"filter {name!r} failed to build: {type(exc).__name__}: {exc}") from None
         specs.append(FilterSpec(name, config))
     return tuple(specs)
 
 
-def _address_ok(value: str) -> bool:
+def is_host_port(value: str) -> bool:
+    """``host:port`` with a port a connection can be made to; an IPv6 host in brackets."""
     host, sep, port = value.rpartition(":")
-    return bool(sep and host and port.isdigit() and int(port) <= 65535)
+    # An unbracketed IPv6 host leaves no way to tell where the port starts.
+    bracketed_or_plain = (host.startswith("[") and host.endswith("]")) or ":" not in host
+    # isascii: str.isdigit also takes digits such as "²" that int() refuses.
+    port_ok = port.isascii() and port.isdigit() and 0 < int(port) <= 65535
+    return bool(sep and host and bracketed_or_plain and port_ok)
 
 
 def parse(raw: Any, source: str) -> InvokeSettings:
@@ -124,8 +132,10 @@ def parse(raw: Any, source: str) -> InvokeSettings:
     for i, module in enumerate(modules):
         try:
             importlib.import_module(module)
-        except ImportError as exc:
-            raise _fail(source, f"invoke.filter_modules[{i}]", f"cannot import {module!r}: {exc}") from None
+        except Exception as exc:  # a user's module may fail in any way while it runs
+            raise _fail(
+                source, f"invoke.filter_modules[{i}]", f"cannot import {module!r}: {type(exc).__name__}: {exc}"
+            ) from None
     targets: list[TargetSpec] = []
     items = raw.get("targets") or []
     if not isinstance(items, list):
@@ -148,7 +158,7 @@ def parse(raw: Any, source: str) -> InvokeSettings:
             raise _fail(source, f"{path}.channel", f"must be one of {', '.join(CHANNELS)}, got {channel!r}")
         address = _text(item, "address", path, source)
         cluster = _text(item, "cluster", path, source)
-        if address is not None and not _address_ok(address):
+        if address is not None and not is_host_port(address):
             raise _fail(source, f"{path}.address", f"must be host:port, got {address!r}")
         if channel == "http":
             if address is None:
@@ -162,8 +172,8 @@ def parse(raw: Any, source: str) -> InvokeSettings:
         if isinstance(codec_id, bool) or not isinstance(codec_id, int) or not 0 <= codec_id <= 255:
             raise _fail(source, f"{path}.codec", f"must be hessian2, protobuf or a number 0-255, got {codec!r}")
         timeout = item.get("timeout_ms", DEFAULT_TIMEOUT_MS)
-        if isinstance(timeout, bool) or not isinstance(timeout, int) or not 1 <= timeout <= 3_600_000:
-            raise _fail(source, f"{path}.timeout_ms", f"must be an integer from 1 to 3600000, got {timeout!r}")
+        if isinstance(timeout, bool) or not isinstance(timeout, int) or not 1 <= timeout <= MAX_TIMEOUT_MS:
+            raise _fail(source, f"{path}.timeout_ms", f"must be an integer from 1 to {MAX_TIMEOUT_MS}, got {timeout!r}")
         version = item.get("version", "")
         if not isinstance(version, str):
             raise _fail(source, f"{path}.version", f"must be a string, got {version!r}")

@@ -23,6 +23,7 @@ import orjson
 from layotto_fast.components.invoke.mesh_channels import BOLT_CODEC, DUBBO_GENERIC, DUBBO_REPLY, DubboCall
 from layotto_fast.errors import InvalidArgument, Unknown
 from layotto_fast.runtime.invoke import InvokeRequest, InvokeResult, PassThrough, register_filter
+from layotto_fast.runtime.invoke_service import MAX_TIMEOUT_MS
 
 
 def _only_keys(config: Mapping[str, Any], known: tuple[str, ...]) -> None:
@@ -75,8 +76,10 @@ class TimeoutFilterConfig:
         _only_keys(config, ("timeout_ms", "max_ms"))
         for name in ("timeout_ms", "max_ms"):
             value = config.get(name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_TIMEOUT_MS
+            ):
+                raise ValueError(f"{name} must be a positive integer up to {MAX_TIMEOUT_MS}, got {value!r}")
         return cls(timeout_ms=config.get("timeout_ms"), max_ms=config.get("max_ms"))
 
 

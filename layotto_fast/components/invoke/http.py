@@ -3,8 +3,12 @@ connections; a non-2xx answer fails the call with the status's meaning and the b
 
 from __future__ import annotations
 
+import re
+from collections import OrderedDict
 from dataclasses import dataclass
+from urllib.parse import quote
 
+from layotto_fast.components.invoke.config import is_host_port
 from layotto_fast.errors import (
     Conflict,
     DeadlineExceeded,
@@ -18,7 +22,7 @@ from layotto_fast.errors import (
     Unimplemented,
 )
 from layotto_fast.http.client import HttpClient, HttpError
-from layotto_fast.runtime.invoke import InvokeRequest, InvokeResult
+from layotto_fast.runtime.invoke import TARGET_ADDRESS_HEADER, InvokeRequest, InvokeResult
 
 DEFAULT_VERB = "POST"
 # Request headers the client sets itself: not forwarded.
@@ -33,6 +37,15 @@ _STATUS_ERRORS: dict[int, type[RuntimeApiError]] = {
     503: Unavailable,
     504: DeadlineExceeded,
 }
+# Clients kept for addresses named by rpc_target_address, beyond the target's own: each
+# holds idle connections, and callers may name any number of addresses.
+MAX_ADDRESS_CLIENTS = 64
+# What RFC 3986 lets a path and a query hold as is, besides letters, digits and "-._~"
+# (quote never escapes those): "%" for escapes already made, "?" because a method has
+# always been allowed to carry its query.
+_TARGET_SAFE = "/:@!$&'()*+,;=%?"
+# A "%" that starts no %XX escape stands for itself.
+_BARE_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
 @dataclass(frozen=True)
@@ -46,22 +59,44 @@ def _safe(text: str, what: str) -> str:
     return text
 
 
+def _escaped(text: str) -> str:
+    """``text`` as a request-target may carry it: other characters as UTF-8 %XX escapes."""
+    return quote(_BARE_PERCENT.sub("%25", text), safe=_TARGET_SAFE)
+
+
+def _request_target(method: str, querystring: str) -> str:
+    target = "/" + _escaped(_safe(method.lstrip("/"), "message.method"))
+    if querystring:
+        target += "?" + _escaped(_safe(querystring, "message.http_extension.querystring"))
+    return target
+
+
 class HttpChannel:
     def __init__(self, config: HttpChannelConfig) -> None:
         self._config = config
-        self._clients: dict[str, HttpClient] = {}
+        self._own_client = HttpClient(config.address)
+        # Least recently used first: the first one goes when there are too many.
+        self._address_clients: OrderedDict[str, HttpClient] = OrderedDict()
 
-    def _client(self, address: str) -> HttpClient:
-        client = self._clients.get(address)
-        if client is None:
-            client = self._clients[address] = HttpClient(address)
+    def _client(self, target_address: str) -> HttpClient:
+        if not target_address or target_address == self._config.address:
+            return self._own_client
+        client = self._address_clients.get(target_address)
+        if client is not None:
+            self._address_clients.move_to_end(target_address)
+            return client
+        if not is_host_port(target_address):
+            raise InvalidArgument(f"{TARGET_ADDRESS_HEADER}: must be host:port, got {target_address!r}")
+        client = self._address_clients[target_address] = HttpClient(target_address)
+        if len(self._address_clients) > MAX_ADDRESS_CLIENTS:
+            _, evicted = self._address_clients.popitem(last=False)
+            evicted.close()
         return client
 
     async def call(self, request: InvokeRequest) -> InvokeResult:
-        address = request.target_address or self._config.address
-        target = "/" + _safe(request.method.lstrip("/"), "message.method")
-        if request.querystring:
-            target += "?" + _safe(request.querystring, "message.http_extension.querystring")
+        target = _request_target(request.method, request.querystring)
+        client = self._client(request.target_address)
+        address = client.address
         headers = {
             _safe(k, "metadata key"): _safe(v, f"metadata {k}")
             for k, v in request.headers.items()
@@ -71,9 +106,7 @@ class HttpChannel:
             headers["Content-Type"] = _safe(request.content_type, "message.content_type")
         verb = request.verb or DEFAULT_VERB
         try:
-            response = await self._client(address).request(
-                verb, target, headers, request.data, request.timeout_ms / 1000
-            )
+            response = await client.request(verb, target, headers, request.data, request.timeout_ms / 1000)
         except TimeoutError:
             raise DeadlineExceeded(f"no answer from http://{address}{target} within {request.timeout_ms} ms") from None
         except (OSError, HttpError) as exc:
@@ -89,5 +122,7 @@ class HttpChannel:
         )
 
     async def close(self) -> None:
-        for client in self._clients.values():
+        self._own_client.close()
+        for client in self._address_clients.values():
             client.close()
+        self._address_clients.clear()

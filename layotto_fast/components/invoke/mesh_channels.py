@@ -211,7 +211,7 @@ class DubboChannel:
                 frame = native.encode_dubbo_generic(
                     0, config.service, config.version, call.method, call.arg_types, call.args, attachments
                 )
-            except ValueError as exc:
+            except (ValueError, TypeError) as exc:  # TypeError: a value of a type its place cannot hold
                 raise InvalidArgument(f"message.data: {exc}") from None
         else:
             frame = _HEADER_TWO_WAY_HESSIAN2 + len(request.data).to_bytes(4, "big") + request.data

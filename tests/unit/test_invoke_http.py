@@ -1,0 +1,255 @@
+"""The http channel's client and request line against a real HTTP server on loopback that
+answers each request with the exact bytes a test scripts: interim 1xx answers, bodies
+that end at the close, HEAD answers, request-targets that need escaping, and the
+per-address clients rpc_target_address makes."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Callable
+from types import TracebackType
+
+import pytest
+
+from layotto_fast.components.invoke.http import MAX_ADDRESS_CLIENTS, HttpChannel, HttpChannelConfig
+from layotto_fast.errors import InvalidArgument, Unavailable
+from layotto_fast.http.client import HttpClient, HttpError
+from layotto_fast.runtime.invoke import InvokeRequest
+
+# (bytes to send back, whether to close the connection after them) for a request's head.
+Script = Callable[[bytes], tuple[bytes, bool]]
+
+
+class ScriptedUpstream:
+    """Reads HTTP/1.1 requests (head and Content-Length body) and answers each with what
+    ``script`` returns for its head, on one connection until the script closes it."""
+
+    def __init__(self, script: Script, gate: asyncio.Event | None = None) -> None:
+        self._script = script
+        self._gate = gate  # when given, each answer waits for it to be set
+        self.heads: list[bytes] = []
+        self.connections = 0
+        self.closed_by_client = 0
+        self.address = ""
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> ScriptedUpstream:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.address = f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except asyncio.IncompleteReadError:
+                    self.closed_by_client += 1
+                    return
+                length = next(
+                    (int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                     if line.lower().startswith(b"content-length:")),
+                    0,
+                )  # fmt: skip
+                await reader.readexactly(length)
+                self.heads.append(head)
+                if self._gate is not None:
+                    await self._gate.wait()
+                answer, close = self._script(head)
+                writer.write(answer)
+                await writer.drain()
+                if close:
+                    return
+        finally:
+            writer.close()
+
+
+def request_line(head: bytes) -> bytes:
+    return head.split(b"\r\n", 1)[0]
+
+
+def test_interim_1xx_answers_are_skipped_for_the_final_one() -> None:
+    def script(head: bytes) -> tuple[bytes, bool]:
+        body = request_line(head).split(b" ")[1]
+        interim = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </style.css>\r\n\r\n"
+        return interim + b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body), False
+
+    async def scenario() -> None:
+        async with ScriptedUpstream(script) as upstream:
+            client = HttpClient(upstream.address)
+            first = await client.request("POST", "/one", {}, b"x", 2.0)
+            second = await client.request("POST", "/two", {}, b"", 2.0)
+            client.close()
+        assert (first.status, first.body, second.status, second.body) == (200, b"/one", 200, b"/two")
+        assert "link" not in first.headers, "the final answer's headers only"
+        assert upstream.connections == 1, "the connection is kept for the next request"
+
+    asyncio.run(scenario())
+
+
+def test_a_body_that_ends_at_the_close_is_the_answer() -> None:
+    answers = [
+        b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the close",
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nalso until the close",
+    ]
+
+    def script(head: bytes) -> tuple[bytes, bool]:
+        return answers.pop(0), True
+
+    async def scenario() -> None:
+        async with ScriptedUpstream(script) as upstream:
+            client = HttpClient(upstream.address)
+            first = await client.request("GET", "/", {}, b"", 2.0)
+            second = await client.request("GET", "/", {}, b"", 2.0)
+            client.close()
+        assert (first.status, first.body, first.headers["content-type"]) == (200, b"until the close", "text/plain")
+        assert second.body == b"also until the close"
+        assert upstream.connections == 2, "a connection that ended the body is not reused"
+
+    asyncio.run(scenario())
+
+
+def test_an_answer_cut_short_of_its_length_is_still_an_error() -> None:
+    async def scenario() -> None:
+        script: Script = lambda head: (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", True)  # noqa: E731
+        async with ScriptedUpstream(script) as upstream:
+            client = HttpClient(upstream.address)
+            with pytest.raises(HttpError, match="closed the connection"):
+                await client.request("GET", "/", {}, b"", 2.0)
+
+    asyncio.run(scenario())
+
+
+def test_a_head_answer_completes_at_its_headers() -> None:
+    def script(head: bytes) -> tuple[bytes, bool]:
+        if head.startswith(b"HEAD "):
+            # The length of the body a GET would get, and no body: the connection stays open.
+            return b"HTTP/1.1 200 OK\r\nContent-Length: 42\r\nX-Kind: head\r\n\r\n", False
+        return b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nget", False
+
+    async def scenario() -> None:
+        async with ScriptedUpstream(script) as upstream:
+            client = HttpClient(upstream.address)
+            started = time.monotonic()
+            answer = await client.request("HEAD", "/", {}, b"", 2.0)
+            assert time.monotonic() - started < 1.0, "not held until the timeout"
+            assert (answer.status, answer.headers["x-kind"], answer.body) == (200, "head", b"")
+            after = await client.request("GET", "/", {}, b"", 2.0)
+            client.close()
+        assert after.body == b"get"
+        assert upstream.connections == 2, "the HEAD's connection is not reused"
+
+    asyncio.run(scenario())
+
+
+def test_a_closed_client_keeps_no_connection_a_request_in_flight_ends_on() -> None:
+    """As when the channel drops an address's client while a call through it is waiting."""
+
+    async def scenario() -> None:
+        gate = asyncio.Event()
+        async with ScriptedUpstream(echo_request_line, gate) as upstream:
+            client = HttpClient(upstream.address)
+            in_flight = asyncio.ensure_future(client.request("GET", "/late", {}, b"", 2.0))
+            while not upstream.heads:
+                await asyncio.sleep(0.01)
+            client.close()
+            gate.set()
+            assert (await in_flight).body == b"GET /late HTTP/1.1"
+            for _ in range(100):
+                if upstream.closed_by_client:
+                    break
+                await asyncio.sleep(0.01)
+            assert upstream.closed_by_client == 1
+
+    asyncio.run(scenario())
+
+
+def echo_request_line(head: bytes) -> tuple[bytes, bool]:
+    line = request_line(head)
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(line), line), False
+
+
+def test_the_request_target_is_percent_encoded_as_utf8() -> None:
+    async def scenario() -> None:
+        async with ScriptedUpstream(echo_request_line) as upstream:
+            channel = HttpChannel(HttpChannelConfig(address=upstream.address))
+            request = InvokeRequest(id="web", method="orders/日本 #1", data=b"", verb="GET",
+                                    querystring="q=a b&done=%41&rate=100%&k=é")  # fmt: skip
+            answer = await channel.call(request)
+            kept = await channel.call(InvokeRequest(id="web", method="/a/b;v=1:x@y", data=b"", querystring="p=/x?y"))
+            for bad in ("a\r\nX-Evil: 1", "a\nb"):
+                with pytest.raises(InvalidArgument, match=r"message\.method"):
+                    await channel.call(InvokeRequest(id="web", method=bad, data=b""))
+            with pytest.raises(InvalidArgument, match=r"querystring"):
+                await channel.call(InvokeRequest(id="web", method="m", data=b"", querystring="a=1\r\n"))
+            await channel.close()
+        assert answer.data == b"GET /orders/%E6%97%A5%E6%9C%AC%20%231?q=a%20b&done=%41&rate=100%25&k=%C3%A9 HTTP/1.1"
+        assert kept.data == b"POST /a/b;v=1:x@y?p=/x?y HTTP/1.1", "reserved characters stay as they are"
+
+    asyncio.run(scenario())
+
+
+def test_a_malformed_rpc_target_address_is_the_callers_mistake() -> None:
+    async def scenario() -> None:
+        channel = HttpChannel(HttpChannelConfig(address="127.0.0.1:1"))
+        for bad in ("10.0.0.5", "10.0.0.5:70000", "10.0.0.5:0", "10.0.0.5:http", ":80", "::1:80", "h:²"):
+            with pytest.raises(InvalidArgument, match="rpc_target_address") as caught:
+                await channel.call(InvokeRequest(id="web", method="m", data=b"", target_address=bad))
+            assert repr(bad) in caught.value.message
+        await channel.close()
+
+    asyncio.run(scenario())
+
+
+def refused_addresses(count: int) -> list[str]:
+    """Loopback addresses nothing listens on (ports bound, then let go, together so they differ)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [f"127.0.0.1:{sock.getsockname()[1]}" for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_per_address_clients_are_bounded_least_recently_used_first() -> None:
+    async def call(channel: HttpChannel, address: str) -> None:
+        await channel.call(InvokeRequest(id="web", method="m", data=b"", target_address=address, timeout_ms=2000))
+
+    async def refused(channel: HttpChannel, address: str) -> None:
+        with pytest.raises(Unavailable):
+            await call(channel, address)
+
+    async def scenario() -> None:
+        async with ScriptedUpstream(echo_request_line) as upstream:
+            channel = HttpChannel(HttpChannelConfig(address=f"localhost:{upstream.address.rpartition(':')[2]}"))
+            others = refused_addresses(2 * MAX_ADDRESS_CLIENTS)
+            await call(channel, upstream.address)  # its connection stays idle in its client
+            for address in others[: MAX_ADDRESS_CLIENTS - 1]:
+                await refused(channel, address)
+            await call(channel, upstream.address)  # the most recently used again
+            assert (upstream.connections, upstream.closed_by_client) == (1, 0), "its client was kept"
+            for address in others[MAX_ADDRESS_CLIENTS - 1 : 2 * MAX_ADDRESS_CLIENTS - 2]:
+                await refused(channel, address)
+            assert upstream.closed_by_client == 0, "still one of the most recent"
+            await refused(channel, others[-1])
+            for _ in range(100):
+                if upstream.closed_by_client:
+                    break
+                await asyncio.sleep(0.01)
+            assert upstream.closed_by_client == 1, "the least recently used client was dropped and closed"
+            await call(channel, upstream.address)
+            assert upstream.connections == 2
+            await channel.close()
+
+    asyncio.run(scenario())
