@@ -14,7 +14,8 @@ to a subscriber (the app's callback, or a SubscribeTopicEvents stream) goes thro
   in-memory after redeliverInterval), and a JetStream maxDeliver counts that delivery too.
 
 Per-subscription options come from the subscription's metadata (names below); a bad value
-is INVALID_ARGUMENT naming the key.
+is INVALID_ARGUMENT naming the key. Its durations are at most an hour, and a delivery
+timeout more than 0.
 
 ``rawPayload`` (Dapr's name), on a publish: the data is stored as it is, with no envelope.
 On a subscription, or on a message published that way: the message is handed over as raw
@@ -54,6 +55,9 @@ CONSUMER_GROUP = "consumerID"
 DEAD_LETTER_TOPIC = "deadLetterTopic"
 RAW_PAYLOAD = "rawPayload"  # publish and subscription metadata
 
+MAX_DURATION = 3600.0  # seconds: the longest deliveryTimeout, retryInitialInterval or retryMaxInterval
+MAX_DURATION_TEXT = "1h"
+
 # strconv.ParseBool's spellings, which Dapr's rawPayload is read with.
 _TRUE = frozenset({"1", "t", "T", "true", "TRUE", "True"})
 _FALSE = frozenset({"", "0", "f", "F", "false", "FALSE", "False"})
@@ -80,7 +84,9 @@ class RetryPolicy:
 
     def interval(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        return min(self.max_interval, self.initial_interval * 2.0 ** (attempt - 1))
+        # The exponent is capped: 2.0 ** 1024 overflows a float (many retryAttempts get there),
+        # and by 2 ** 64 any initial interval a user writes is past max_interval.
+        return min(self.max_interval, self.initial_interval * 2.0 ** min(attempt - 1, 64))
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,7 +351,7 @@ def _options(subscription: TopicSubscription) -> tuple[RetryPolicy, SubscribeOpt
         attempts=_integer(meta, RETRY_ATTEMPTS, defaults.attempts, 1),
         initial_interval=_seconds(meta, RETRY_INITIAL_INTERVAL, defaults.initial_interval),
         max_interval=_seconds(meta, RETRY_MAX_INTERVAL, defaults.max_interval),
-        timeout=_seconds(meta, DELIVERY_TIMEOUT, defaults.timeout),
+        timeout=_seconds(meta, DELIVERY_TIMEOUT, defaults.timeout, zero_allowed=False),
     )
     options = SubscribeOptions(
         group=meta.get(CONSUMER_GROUP, ""), concurrency=_integer(meta, CONCURRENCY, 0, 1), metadata=meta
@@ -379,14 +385,24 @@ def _integer(meta: Mapping[str, str], key: str, default: int, minimum: int) -> i
     return value
 
 
-def _seconds(meta: Mapping[str, str], key: str, default: float) -> float:
-    """A duration in subscription metadata, read as a manifest's is (plain digits: milliseconds)."""
+def _seconds(meta: Mapping[str, str], key: str, default: float, zero_allowed: bool = True) -> float:
+    """A duration in subscription metadata, read as a manifest's is (plain digits: milliseconds).
+
+    At most MAX_DURATION: a delivery timeout becomes the app call's deadline, which gRPC
+    carries in at most 8 digits and the native client in a u64 of milliseconds, and a retry
+    interval holds the message's slot while it lasts. A delivery timeout of 0 would be a
+    deadline already past (it becomes 1 ms); a retry interval of 0 retries at once.
+    """
     raw = meta.get(key, "").strip()
     if not raw:
         return default
     seconds = parse_duration(raw)
     if seconds is None:
         raise InvalidArgument(f"metadata.{key} must be {DURATION_EXAMPLES}, got {raw!r}")
+    if not seconds <= MAX_DURATION:  # `not <=`: infinity and NaN fail it too
+        raise InvalidArgument(f"metadata.{key} must be at most {MAX_DURATION_TEXT}, got {raw!r}")
+    if seconds <= 0 and not zero_allowed:
+        raise InvalidArgument(f"metadata.{key} must be more than 0 (and at most {MAX_DURATION_TEXT}), got {raw!r}")
     return seconds
 
 

@@ -180,6 +180,59 @@ def test_a_backlog_behind_slow_handlers_is_kept_alive_until_handled(harness: Har
     assert [m.delivery_count for m in received.messages] == [1] * len(sent)
 
 
+def test_a_message_waiting_for_a_slot_when_the_subscription_stops_is_handed_back_not_handled(
+    harness: Harness,
+) -> None:
+    """A message that arrives with every slot taken waits for one; if the subscription stops
+    meanwhile, the slot that frees must not start it after the unsubscribe: it goes back to
+    the server (a nak, once), for the group's next reader.
+
+    The reader's own pull requests never bring more than it has room for, so the message
+    that waits is fetched here, from the same consumer, and handed to the reader as a pull
+    request's answer would be: that is what makes the wait certain."""
+    pubsub, topic = harness.make(), unique()
+    seen: list[bytes] = []
+    release = asyncio.Event()
+
+    async def blocking(message: Message) -> Verdict:
+        seen.append(message.data)
+        await release.wait()
+        return Verdict.SUCCESS
+
+    later = Recorder()
+
+    async def scenario() -> None:
+        await pubsub.publish(topic, b"1", {})
+        await pubsub.publish(topic, b"2", {})
+        unsubscribe = await pubsub.subscribe(topic, SubscribeOptions(group="g", concurrency=1), blocking)
+        assert await until(lambda: seen == [b"1"], 5)  # its one slot is taken; it asks for no more
+        [reader] = pubsub._readers
+        nc = await nats.connect(harness.server.url)
+        try:
+            # A pull request of its own (nc.request cannot match the answer: it comes on the topic's subject)
+            answers = await nc.subscribe(nc.new_inbox())
+            await nc.publish(reader._next_subject, b'{"batch": 1, "no_wait": true}', reply=answers.subject)
+            second = await answers.next_msg(timeout=5)
+            assert second.data == b"2"
+            arrival = asyncio.ensure_future(reader._arrived(second))
+            await asyncio.sleep(0.1)
+            assert not arrival.done(), "it should be waiting for the slot"
+            stopping = asyncio.ensure_future(unsubscribe())
+            assert await until(lambda: reader._stopped, 5)
+            release.set()  # the slot frees while the stop drains
+            await stopping
+            await asyncio.wait_for(arrival, 5)
+            await asyncio.sleep(0.1)  # a handler started after the stop would have been called by now
+            await pubsub.subscribe(topic, SubscribeOptions(group="g"), later)
+            assert await until(lambda: later.data == [b"2"], ACK_WAIT / 2), "not handed back at once"
+        finally:
+            await nc.close()
+
+    harness.run(scenario())
+    assert seen == [b"1"], "a message was handed over after its subscription stopped"
+    assert [m.delivery_count for m in later.messages] == [2]
+
+
 def test_unsubscribe_stops_handler_calls_and_the_group_resumes_later(harness: Harness) -> None:
     pubsub, topic = harness.make(), unique()
     first, second = Recorder(), Recorder()

@@ -142,6 +142,39 @@ def test_a_full_subscriber_gets_the_rest_of_a_read_in_batches_of_half_its_slots(
     assert harness.run(until(lambda: harness.pending("halves") == 0, timeout=5.0)), "entries left pending"
 
 
+def test_a_backlog_behind_slow_handlers_is_handed_over_once(harness: Harness) -> None:
+    """One read brings eight entries for two slots: the six that wait for a slot, and those
+    being handled, grow idle past processingTimeout in Redis. This subscription's own claimer
+    claims them, but must not hand out again what its reader holds: each comes once."""
+    component = harness.make(processingTimeout="200ms", redeliverInterval="50ms")
+    sent = [b"m%d" % index for index in range(8)]
+    received: list[Message] = []
+    at_work: set[bytes] = set()
+    twice_at_once: list[bytes] = []
+
+    async def slow(message: Message) -> Verdict:
+        received.append(message)
+        if message.data in at_work:
+            twice_at_once.append(message.data)
+        at_work.add(message.data)
+        await asyncio.sleep(0.25)  # longer than processingTimeout too
+        at_work.discard(message.data)
+        return Verdict.SUCCESS
+
+    async def scenario() -> None:
+        for data in sent:
+            await component.publish(harness.topic, data, {})
+        await component.subscribe(harness.topic, SubscribeOptions(group="backlog", concurrency=2), slow)
+        assert await until(lambda: len(received) >= len(sent), timeout=10.0)
+        assert await until(lambda: harness.pending("backlog") == 0, timeout=5.0), "entries left pending"
+        await asyncio.sleep(0.5)  # ten claim intervals: time for a redelivery, if any were due
+
+    harness.run(scenario())
+    assert twice_at_once == [], "handed out again while the first copy was being handled"
+    assert sorted(m.data for m in received) == sorted(sent)
+    assert [m.delivery_count for m in received] == [1] * len(sent)
+
+
 def test_an_entry_without_data_is_acknowledged_and_said_so(harness: Harness, caplog: pytest.LogCaptureFixture) -> None:
     """Another writer's entry with no 'data' field has nothing to hand over: it is not
     delivered, not left pending forever, and the log names it."""

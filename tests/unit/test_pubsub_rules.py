@@ -150,6 +150,40 @@ def test_subscription_options_are_read_and_checked() -> None:
             _options(TopicSubscription("ps", "t", meta))
 
 
+@pytest.mark.parametrize(
+    ("key", "raw", "says"),
+    [
+        ("deliveryTimeout", "0", "more than 0"),  # would be a 1 ms deadline
+        ("deliveryTimeout", "0s", "more than 0"),
+        ("deliveryTimeout", "infs", "at most 1h"),  # math.ceil(inf) raises
+        ("deliveryTimeout", "28h", "at most 1h"),  # past gRPC's 8-digit grpc-timeout
+        ("deliveryTimeout", "1e300s", "at most 1h"),  # past the native client's u64
+        ("deliveryTimeout", "3600001", "at most 1h"),
+        ("retryInitialInterval", "infs", "at most 1h"),  # a slot held for good
+        ("retryInitialInterval", "2h", "at most 1h"),
+        ("retryMaxInterval", "infs", "at most 1h"),
+        ("retryMaxInterval", "1e20m", "at most 1h"),
+    ],
+)
+def test_subscription_durations_are_bounded(key: str, raw: str, says: str) -> None:
+    with pytest.raises(InvalidArgument, match=rf"metadata\.{key} must be .*{says}") as error:
+        _options(TopicSubscription("ps", "t", {key: raw}))
+    assert repr(raw) in error.value.message
+
+
+def test_subscription_durations_at_their_bounds_are_taken() -> None:
+    meta = {"deliveryTimeout": "1h", "retryInitialInterval": "0", "retryMaxInterval": "3600000"}
+    policy, _, _ = _options(TopicSubscription("ps", "t", meta))
+    assert (policy.timeout, policy.initial_interval, policy.max_interval) == (3600.0, 0.0, 3600.0)
+    assert _options(TopicSubscription("ps", "t", {"deliveryTimeout": "1ms"}))[0].timeout == 0.001
+
+
+def test_retry_intervals_after_very_many_attempts_stay_at_the_maximum() -> None:
+    """retryAttempts has no upper bound: the doubling must not overflow a float."""
+    policy = RetryPolicy(attempts=10_000, initial_interval=0.05, max_interval=2.0)
+    assert [policy.interval(n) for n in (1025, 5000)] == [2.0, 2.0]
+
+
 def test_subscription_durations_read_as_a_manifests_do() -> None:
     # The manifest's parser: Go-style units up to hours, plain digits in milliseconds.
     meta = {"retryInitialInterval": "250", "retryMaxInterval": "1h", "deliveryTimeout": "1.5s"}

@@ -81,13 +81,17 @@ class PullReader:
             self._owed -= 1
             if self._owed <= 0:
                 self._end_request()
-            if self._stopped:  # stop() has handed back the rest already
+            if not self._stopped and self._dispatcher.free <= 0:
+                await self._dispatcher.room(1)
+            # Checked after the wait too: a stop while it waited has unsubscribed the handler,
+            # and this message, not yet in _unsettled, is handed back here, once.
+            if self._stopped:
                 with contextlib.suppress(*BACKEND_ERRORS):
                     await msg.nak()
                 return
             message = Message(self._topic, msg.data, dict(msg.headers or {}), delivery_count(msg))
             self._unsettled[id(message)] = msg
-            await self._dispatcher.submit(message)
+            await self._dispatcher.submit(message)  # takes the slot just found: no wait, no stop between
             return
         if status == api.StatusCode.CONTROL_MESSAGE.value or msg.subject != self._request:
             return  # a heartbeat, or the end of a request already given up

@@ -10,7 +10,9 @@ An entry is acknowledged (``XACK``) only after SUCCESS, or DROP (Redis has no ot
 give one up). Anything else leaves it pending; every ``redeliverInterval`` each subscription
 claims (``XAUTOCLAIM``) the entries pending longer than ``processingTimeout`` in its group,
 its own included, and handles them again: entries read by a sidecar that crashed are not
-lost, they move to a live consumer. Either duration at 0 turns claiming off, as in Dapr.
+lost, they move to a live consumer. The ones it still holds (read and waiting for a slot,
+being handled, or being acknowledged) it does not hand out again. Either duration at 0
+turns claiming off, as in Dapr.
 
 The two durations read as Dapr's Redis Streams component reads them: plain digits are
 milliseconds, and they default to 60s (``processingTimeout``) and 15s (``redeliverInterval``).
@@ -135,7 +137,7 @@ class _Reader:
         self._consumer = f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         concurrency = options.concurrency or self._config.concurrency
         self._dispatcher = Dispatcher(handler, self._settle, concurrency, topic)
-        self._in_hand: set[bytes] = set()  # entry ids being handled here
+        self._in_hand: set[bytes] = set()  # entry ids read or claimed here and not settled yet
         self._acks: list[bytes] = []  # settled, waiting for the next XACK
         self._ack_timer: asyncio.TimerHandle | None = None
         self._acking: set[asyncio.Future[Any]] = set()  # XACKs sent, not answered yet
@@ -202,10 +204,7 @@ class _Reader:
             if self._stopping:
                 return  # read just as the subscription stopped: left pending, claimed later
             for _stream, entries in replies or ():
-                for index, (entry_id, fields) in enumerate(entries):
-                    if self._dispatcher.free <= 0:  # more in hand than there is room for
-                        await self._dispatcher.room(min(len(entries) - index, self._dispatcher.batch))
-                    await self._submit(entry_id, fields, 1)
+                await self._hand_over(entries, 1)
 
     async def _read_batch(self) -> list[tuple[Any, list[tuple[bytes, dict[bytes, bytes]]]]]:
         """New entries for this consumer, waiting up to READ_BLOCK_MS for some."""
@@ -241,13 +240,32 @@ class _Reader:
                         self._topic, self._group, self._consumer, idle_ms, start, count=self._config.queue_depth
                     )
                     start, entries = reply[0], reply[1]
-                    for entry_id, fields in entries:
-                        if fields is not None and entry_id not in self._in_hand:
-                            await self._submit(entry_id, fields, 2)
+                    # Entries this reader holds are claimed too (to itself: their idle time
+                    # starts again), but not handed out a second time.
+                    await self._hand_over([e for e in entries if e[1] is not None and e[0] not in self._in_hand], 2)
                     if start in (b"0-0", "0-0"):
                         break
             except AWAY as exc:
                 log.info("claiming stale entries of %s failed: %s", self._topic, exc)
+
+    async def _hand_over(self, entries: list[tuple[bytes, dict[bytes, bytes]]], delivery_count: int) -> None:
+        """Submit ``entries``, waiting for room when there are more than free slots.
+
+        They are in hand from now, not from their own submit: the ones waiting for room are
+        pending in Redis and growing idle like the rest, and the claimer must not take them
+        for stale ones and hand them out beside this. The ones a stop leaves here are let go:
+        pending in Redis, claimed again later.
+        """
+        self._in_hand.update(entry_id for entry_id, _ in entries)
+        handed = 0
+        try:
+            for entry_id, fields in entries:
+                if self._dispatcher.free <= 0:  # more in hand than there is room for
+                    await self._dispatcher.room(min(len(entries) - handed, self._dispatcher.batch))
+                await self._submit(entry_id, fields, delivery_count)
+                handed += 1
+        finally:
+            self._in_hand.difference_update(entry_id for entry_id, _ in entries[handed:])
 
     async def _submit(self, entry_id: bytes, fields: dict[bytes, bytes], delivery_count: int) -> None:
         data = fields.get(b"data")
@@ -264,14 +282,14 @@ class _Reader:
             except (orjson.JSONDecodeError, AttributeError):
                 meta = {}
         meta["redisStreamEntryId"] = entry_id.decode()
-        self._in_hand.add(entry_id)
         await self._dispatcher.submit(Message(self._topic, data, meta, delivery_count))
 
     def _settle(self, message: Message, verdict: Verdict) -> None:
         entry_id = message.metadata["redisStreamEntryId"].encode()
-        self._in_hand.discard(entry_id)
         if verdict in (Verdict.SUCCESS, Verdict.DROP):
-            self._ack(entry_id)
+            self._ack(entry_id)  # in hand until Redis has the XACK: till then the claimer could take it
+        else:
+            self._in_hand.discard(entry_id)
 
     def _ack(self, entry_id: bytes) -> None:
         """Acknowledge ``entry_id`` with the next XACK: within ACK_DELAY, or at once when a
@@ -292,15 +310,16 @@ class _Reader:
         assert self._pipeline is not None
         reply = self._pipeline.call(("XACK", self._topic, self._group, *ids))
         self._acking.add(reply)
-        reply.add_done_callback(lambda done: self._acked(done, len(ids)))
+        reply.add_done_callback(lambda done: self._acked(done, ids))
 
-    def _acked(self, reply: asyncio.Future[Any], count: int) -> None:
+    def _acked(self, reply: asyncio.Future[Any], ids: list[bytes]) -> None:
         self._acking.discard(reply)
+        self._in_hand.difference_update(ids)
         if reply.cancelled():
             return
         error = reply.exception()
         if error is not None:  # they stay pending: claimed and handled again later
-            log.info("acknowledging %d entries of %s failed: %s", count, self._topic, error)
+            log.info("acknowledging %d entries of %s failed: %s", len(ids), self._topic, error)
 
 
 def _field_map(fields: list[bytes]) -> dict[bytes, bytes]:
