@@ -1,25 +1,28 @@
 """The mesh's Dubbo listener under faults, in the real sidecar: each refusal is Dubbo's own
 status (timeout 31, no upstream 35, overloaded 100), a frame split anywhere or 50 frames in
-one write are read whole, an oversized frame closes only its own connection. The provider is
+one write are read whole, an oversized frame closes only its own connection, a body in
+another serialization goes by a route that asks nothing. The provider is
 the fake of ``tests/mesh/dubbo_fake.py`` (it can be told to keep quiet)."""
 
 from __future__ import annotations
 
 import json
 import socket
+import struct
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from tests import sidecar as sidecar_process
 from tests.mesh.dubbo_fake import call, mesh_config, named_providers, read_response, request
 from tests.mesh.fault_upstream import wait_for
 
-SERVER_TIMEOUT, CHANNEL_INACTIVE, THREADPOOL_EXHAUSTED = 31, 35, 100
+SERVER_TIMEOUT, CHANNEL_INACTIVE, BAD_REQUEST, THREADPOOL_EXHAUSTED = 31, 35, 40, 100
 
 
 @contextmanager
@@ -61,6 +64,30 @@ def test_refusals_are_dubbo_statuses_and_the_connection_carries_on(tmp_path: Pat
         assert call(client, 3) == "p", "the same connection carries on"
         client.sendall(request(4))  # the burst of 3 is spent
         assert read_response(client)[:3] == (4, THREADPOOL_EXHAUSTED, "error")
+
+
+def fastjson2_request(request_id: int) -> bytes:
+    """A two-way call whose body is in fastjson2 (serialization 23, Dubbo 3.2's default)."""
+    body = b'["2.0.2","com.example.EchoService","1.0","echo","Ljava/lang/String;","hi"]'
+    return b"\xda\xbb" + bytes([0x80 | 0x40 | 23, 0]) + struct.pack(">qi", request_id, len(body)) + body
+
+
+@pytest.mark.parametrize("catch_all", [True, False])
+def test_a_body_in_another_serialization_goes_by_a_route_that_asks_nothing(tmp_path: Path, catch_all: bool) -> None:
+    """The service of a non-Hessian2 call cannot be read: a route with no conditions still
+    takes it to its cluster, and without one it is Dubbo's BAD_REQUEST."""
+    with (
+        named_providers("p") as (provider,),
+        dubbo_mesh(tmp_path, [provider.address], route={"match": {}} if catch_all else None) as port,
+    ):
+        client = connect(port)
+        client.sendall(fastjson2_request(5))
+        answered, status, outcome, value = read_response(client)
+        if catch_all:
+            assert (answered, status, outcome, value) == (5, 20, "value", "p")
+        else:
+            assert (answered, status, outcome) == (5, BAD_REQUEST, "error"), value
+        assert call(client, 6) == "p", "the connection carries on"
 
 
 def test_no_reachable_upstream_is_channel_inactive(tmp_path: Path) -> None:

@@ -138,21 +138,28 @@ async fn forward<C: Codec>(
 ) {
     let routing = listener.routing.borrow().clone();
     let table = &routing.listeners[listener.index];
-    let meta = match C::request_meta(&frame, table.table.needs_headers()) {
-        Ok(meta) => meta,
-        Err(e) => {
-            refuse::<C>(client, &frame, &head, Refusal::BadRequest, &e.to_string());
-            return;
-        }
-    };
-    let Some(index) = table.table.lookup(&meta) else {
-        listener.stats.no_route.incr();
-        let message = format!(
-            "no route for service {:?} version {:?}",
-            meta.service, meta.version
-        );
-        refuse::<C>(client, &frame, &head, Refusal::NoService, &message);
-        return;
+    let index = match C::request_meta(&frame, table.table.needs_headers()) {
+        Ok(meta) => match table.table.lookup(&meta) {
+            Some(index) => index,
+            None => {
+                listener.stats.no_route.incr();
+                let message = format!(
+                    "no route for service {:?} version {:?}",
+                    meta.service, meta.version
+                );
+                refuse::<C>(client, &frame, &head, Refusal::NoService, &message);
+                return;
+            }
+        },
+        // A body this proxy cannot read (a Dubbo call in another serialization than
+        // Hessian2) still goes where a route that asks nothing of requests sends them.
+        Err(e) => match table.table.catch_all() {
+            Some(index) => index,
+            None => {
+                refuse::<C>(client, &frame, &head, Refusal::BadRequest, &e.to_string());
+                return;
+            }
+        },
     };
     let route: &Route = &table.routes[index];
     if route.bucket.as_ref().is_some_and(|bucket| !bucket.take()) {

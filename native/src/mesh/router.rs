@@ -71,6 +71,8 @@ pub struct RouteTable {
     /// Indices of prefix routes, longest prefix first.
     prefixed: Vec<usize>,
     fallback: Vec<usize>,
+    /// The first route with no conditions at all: it takes requests whose service cannot be read.
+    catch_all: Option<usize>,
     /// Whether any route matches on headers (else a request's headers are not decoded).
     needs_headers: bool,
 }
@@ -98,6 +100,11 @@ impl RouteTable {
             )
         });
         table.needs_headers = routes.iter().any(|r| !r.matches.headers.is_empty());
+        table.catch_all = table
+            .fallback
+            .iter()
+            .copied()
+            .find(|&i| routes[i].matches == RouteMatch::default());
         table.routes = routes;
         table
     }
@@ -109,6 +116,12 @@ impl RouteTable {
     #[cfg(test)]
     pub fn routes(&self) -> &[Route] {
         &self.routes
+    }
+
+    /// The route for a request whose service and headers cannot be read (a Dubbo body in
+    /// another serialization than Hessian2): one that asks nothing of a request, if any.
+    pub fn catch_all(&self) -> Option<usize> {
+        self.catch_all
     }
 
     /// Index of the route for `meta`, if any.
@@ -173,6 +186,16 @@ mod tests {
     }
 
     #[test]
+    fn only_a_route_asking_nothing_catches_all() {
+        let v1 = RouteMatch {
+            version: Some("1.0".into()),
+            ..Default::default()
+        };
+        let table = RouteTable::new(vec![route("v1", v1, 0), route("echo", exact("a.B"), 1)]);
+        assert_eq!(table.catch_all(), None);
+    }
+
+    #[test]
     fn most_specific_route_wins() {
         let table = RouteTable::new(vec![
             route("default", RouteMatch::default(), 0),
@@ -185,6 +208,10 @@ mod tests {
         assert_eq!(name(&meta("com.example.Other", "", &[])), Some("long"));
         assert_eq!(name(&meta("com.other.X", "", &[])), Some("short"));
         assert_eq!(name(&meta("org.X", "", &[])), Some("default"));
+        assert_eq!(
+            table.catch_all().map(|i| table.routes()[i].name.as_str()),
+            Some("default")
+        );
         assert!(!table.needs_headers());
     }
 
