@@ -175,3 +175,16 @@ def test_a_call_given_an_address_goes_through_a_clusters_defaults_without_ejecti
         k: v for k, v in direct.items() if k not in ("name", "protocol", "hosts", "outlier_consecutive_failures")
     } == {k: v for k, v in given.items() if k not in ("name", "protocol", "hosts", "outlier_consecutive_failures")}
     MeshProxy(native).stop()
+
+
+def test_the_native_proxy_refuses_a_reload_that_changes_its_listeners() -> None:
+    """Each bound socket is served with its listener's codec and routes: a reload naming
+    other listeners (here none) is refused rather than run against them."""
+    native = parse(mesh(address="127.0.0.1:0"), "f.yaml").to_native()
+    proxy = MeshProxy(native)
+    try:
+        proxy.reload(native)  # the same listeners: taken
+        with pytest.raises(ValueError, match="keeps the listeners"):
+            proxy.reload({**native, "listeners": []})
+    finally:
+        proxy.stop()

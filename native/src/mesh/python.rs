@@ -45,6 +45,16 @@ pub struct MeshProxy {
     thread: Option<JoinHandle<()>>,
     registry: Arc<Mutex<Registry>>,
     bound: Vec<(String, String, u16)>,
+    /// (name, protocol, address) of each listener: a reload must keep them as they are.
+    listeners: Vec<(String, Protocol, String)>,
+}
+
+fn listener_keys(config: &MeshConfig) -> Vec<(String, Protocol, String)> {
+    config
+        .listeners
+        .iter()
+        .map(|l| (l.name.clone(), l.protocol, l.address.clone()))
+        .collect()
 }
 
 #[pymethods]
@@ -54,6 +64,7 @@ impl MeshProxy {
     #[new]
     fn new(config: &Bound<'_, PyDict>) -> PyResult<Self> {
         let config = mesh_config(config)?;
+        let listeners = listener_keys(&config);
         let mut sockets = Vec::new();
         let mut bound = Vec::new();
         for l in &config.listeners {
@@ -99,6 +110,7 @@ impl MeshProxy {
             thread: Some(thread),
             registry,
             bound,
+            listeners,
         })
     }
 
@@ -111,6 +123,12 @@ impl MeshProxy {
     /// whose settings did not change keep their connections. Blocks until it is in.
     fn reload(&self, py: Python<'_>, config: &Bound<'_, PyDict>) -> PyResult<()> {
         let config = mesh_config(config)?;
+        if listener_keys(&config) != self.listeners {
+            // the mesh thread serves each bound socket with its listener's codec and routes
+            return Err(PyValueError::new_err(
+                "a reload keeps the listeners (name, protocol, address) as they are",
+            ));
+        }
         let (done, wait) = std::sync::mpsc::channel();
         let sent = self
             .control
