@@ -26,7 +26,7 @@ $(PYTHON):
 $(STAMP)/deps: pyproject.toml native/pyproject.toml | $(PYTHON)
 	mkdir -p $(STAMP)
 	$(PIP) install --upgrade pip
-	$(PIP) install "setuptools>=68" wheel "Cython>=3.0" "grpcio-tools>=1.60" "maturin>=1.9"
+	$(PIP) install "setuptools>=77" wheel "Cython>=3.0" "grpcio-tools>=1.60" "maturin>=1.9"
 	$(PIP) install "pytest>=8" pytest-benchmark ruff mypy types-PyYAML types-protobuf grpc-stubs h2 hpack hyperframe
 	$(PIP) install $(MESH_PEERS)
 	touch $@
