@@ -2,7 +2,9 @@
 verdicts come back by event id.
 
 A delivery waits for the answer with its event's id; the pub/sub service's timeout and
-retry rules apply to it as to a callback. When the stream ends (or fails on a bad request)
+retry rules apply to it as to a callback. A delivery that ends before its event went out
+(the client stopped reading) takes the event back: a stalled stream holds at most what is
+being delivered, not every retry of it. When the stream ends (or fails on a bad request)
 every unanswered delivery ends with SubscriberGone: the messages go back to their backend,
 not to a dead-letter topic.
 """
@@ -22,7 +24,9 @@ log = logging.getLogger(__name__)
 
 class StreamSubscriber:
     def __init__(self) -> None:
-        self._outbox: asyncio.Queue[Event | None] = asyncio.Queue()
+        # events not sent yet, each with the delivery waiting for its answer
+        self._outbox: deque[tuple[Event, asyncio.Future[Verdict]]] = deque()
+        self._sending: asyncio.Future[None] | None = None  # next() waiting for an event
         self._waiting: dict[str, deque[asyncio.Future[Verdict]]] = {}
         self._closed = False
         self._failure: RuntimeApiError | None = None
@@ -32,23 +36,43 @@ class StreamSubscriber:
             raise SubscriberGone("the subscriber's stream has ended")
         future: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(event.id, deque()).append(future)
-        self._outbox.put_nowait(event)
+        self._outbox.append((event, future))
+        self._wake_sender()
         try:
             async with asyncio.timeout(timeout):
                 return await future
         finally:
+            if not future.done():
+                future.cancel()  # next() skips it if it is still in the outbox
             waiting = self._waiting.get(event.id)
             if waiting is not None and future in waiting:
                 waiting.remove(future)
             if not waiting:
                 self._waiting.pop(event.id, None)
+            self._withdraw(future)
 
     async def next(self) -> Event | None:
         """The next event to send; None once the stream is closed; the error it failed with."""
-        event = None if self._closed else await self._outbox.get()
-        if event is None and self._failure is not None:
+        while not self._closed:
+            while self._outbox:
+                event, future = self._outbox.popleft()
+                if not future.done():
+                    return event
+            self._sending = asyncio.get_running_loop().create_future()
+            await self._sending
+        if self._failure is not None:
             raise self._failure
-        return event
+        return None
+
+    def _wake_sender(self) -> None:
+        if self._sending is not None and not self._sending.done():
+            self._sending.set_result(None)
+
+    def _withdraw(self, future: asyncio.Future[Verdict]) -> None:
+        for index, (_, queued) in enumerate(self._outbox):
+            if queued is future:
+                del self._outbox[index]
+                return
 
     def answer(self, event_id: str, verdict: Verdict) -> None:
         waiting = self._waiting.get(event_id)
@@ -67,7 +91,8 @@ class StreamSubscriber:
 
     def close(self) -> None:
         self._closed = True
-        self._outbox.put_nowait(None)
+        self._outbox.clear()
+        self._wake_sender()
         for waiting in self._waiting.values():
             for future in waiting:
                 if not future.done():

@@ -235,7 +235,32 @@ def test_stream_subscriber_gives_up_after_the_timeout() -> None:
         with pytest.raises(TimeoutError):
             await subscriber.deliver(event, 0.05)
         subscriber.answer(event.id, Verdict.SUCCESS)  # too late: nobody waits for it any more
-        assert await subscriber.next() == event
+        fresh = stream_event()
+        delivery = asyncio.ensure_future(subscriber.deliver(fresh, 5.0))
+        # the one given up on never went out: the stream's next event is the fresh one
+        assert await subscriber.next() == fresh
+        subscriber.answer(fresh.id, Verdict.SUCCESS)
+        assert await delivery == Verdict.SUCCESS
+
+    asyncio.run(run())
+
+
+def test_a_stalled_stream_holds_only_what_is_being_delivered() -> None:
+    """A client that stops reading: the deliveries that time out take their events back,
+    so retries and redeliveries do not pile up copies for it."""
+
+    async def run() -> None:
+        subscriber = StreamSubscriber()
+        for _ in range(20):
+            with pytest.raises(TimeoutError):
+                await subscriber.deliver(stream_event(), 0.001)
+        assert len(subscriber._outbox) == 0
+        waiting = asyncio.ensure_future(subscriber.deliver(stream_event(), 5.0))
+        await asyncio.sleep(0)
+        assert len(subscriber._outbox) == 1
+        subscriber.close()
+        with pytest.raises(Unavailable):
+            await waiting
 
     asyncio.run(run())
 
