@@ -180,6 +180,22 @@ def test_an_empty_etag_is_an_etag(harness: Harness, implementation: Implementati
     assert harness.run(store.get(k)).value == b"1"
 
 
+def test_an_etag_from_before_a_delete_does_not_match_the_key_written_again(
+    harness: Harness, implementation: Implementation
+) -> None:
+    """A key deleted and written again, as it was (a first write): an etag read before
+    the delete is stale, however the store numbers its versions."""
+    store = harness.make(implementation)
+    k = key()
+    harness.run(store.set([SetOp(k, b"1", first_write=True)]))
+    before = harness.run(store.get(k)).etag
+    harness.run(store.delete([DeleteOp(k)]))
+    harness.run(store.set([SetOp(k, b"again", first_write=True)]))
+    with pytest.raises(Conflict):
+        harness.run(store.set([SetOp(k, b"lost update", etag=before)]))
+    assert harness.run(store.get(k)).value == b"again"
+
+
 def test_cluster_spreads_keys_and_refuses_cross_slot_transactions(
     harness: Harness, implementation: Implementation
 ) -> None:

@@ -2,13 +2,14 @@
 
 Layout, as Dapr's Redis state store keeps it: one hash per key with the fields
 ``data`` and ``version``; the etag is the version, and every write changes it.
-``ttlInSeconds`` is the key's expiry. A write that checks an etag (or first-write)
-is one Lua script that raises the version by one, so the check and the write it
-guards are atomic, and a request of several items checks every etag before it
-writes anything. A write with nothing to check is one MULTI/EXEC on a single node
-(about half the Redis CPU of the script) whose HSET stores the data with a random
-62-bit version: no read of the old one is needed, Dapr's HINCRBY still works on
-it, and two writers drawing the same version is a 2^-62 chance.
+``ttlInSeconds`` is the key's expiry. Every write stores a new random 62-bit version:
+no read of the old one is needed, two writers drawing the same version is a 2^-62
+chance, and an etag taken before a key was deleted (or expired) does not match the key
+written again after (a count would start again at 1; Dapr's HINCRBY still works on
+these versions). A write that checks an etag (or first-write) is one Lua script, so the
+check and the write it guards are atomic, and a request of several items checks every
+etag before it writes anything. A write with nothing to check is one MULTI/EXEC on a
+single node (about half the Redis CPU of the script).
 
 Commands of calls that arrive in the same loop pass are written to Redis as one
 pipeline (auto-pipelining, ``components/redis_pipeline.py``), each call keeping its own result.
@@ -35,15 +36,15 @@ from layotto_fast.runtime.state import DeleteOp, Feature, SetOp, StateEntry
 
 # KEYS: the keys. ARGV: per key, op ("s" set, "d" delete), etag ("" none, else "=" and
 # the etag, so that an empty etag is one too), first-write ("1"/"0"), ttl seconds ("0"
-# none), value. Checks all, then applies all; a later operation on a key checks against
+# none), value, new version. Checks all, then applies all; a later operation on a key checks against
 # what the earlier ones leave (nothing after a delete; after a write, a version no caller
-# holds yet: "EARLIER"); answers the new versions, or an error naming the first stale key.
+# holds yet: "EARLIER"); answers the number of keys, or an error naming the first stale key.
 APPLY = Script(
     """
 local n = #KEYS
 local left = {}
 for i = 1, n do
-  local base = (i - 1) * 5
+  local base = (i - 1) * 6
   local etag, first = ARGV[base + 2], ARGV[base + 3]
   if etag ~= "" or first == "1" then
     local current = left[KEYS[i]]
@@ -70,25 +71,21 @@ for i = 1, n do
     left[KEYS[i]] = true
   end
 end
-local versions = {}
 for i = 1, n do
-  local base = (i - 1) * 5
+  local base = (i - 1) * 6
   if ARGV[base + 1] == "d" then
     redis.call("DEL", KEYS[i])
-    versions[i] = 0
   else
-    local version = redis.call("HINCRBY", KEYS[i], "version", 1)
-    redis.call("HSET", KEYS[i], "data", ARGV[base + 5])
+    redis.call("HSET", KEYS[i], "data", ARGV[base + 5], "version", ARGV[base + 6])
     local ttl = tonumber(ARGV[base + 4])
     if ttl > 0 then
       redis.call("EXPIRE", KEYS[i], ttl)
     else
       redis.call("PERSIST", KEYS[i])
     end
-    versions[i] = version
   end
 end
-return versions
+return n
 """
 )
 
@@ -224,9 +221,10 @@ class RedisStateStore(PipelinedRedis):
         for op in ops:
             keys.append(self._prefix + op.key)
             if isinstance(op, DeleteOp):
-                args += ("d", _etag_arg(op.etag), "1" if op.first_write else "0", "0", b"")
+                args += ("d", _etag_arg(op.etag), "1" if op.first_write else "0", "0", b"", b"")
             else:
-                args += ("s", _etag_arg(op.etag), "1" if op.first_write else "0", str(op.ttl_seconds or 0), op.value)
+                first = "1" if op.first_write else "0"
+                args += ("s", _etag_arg(op.etag), first, str(op.ttl_seconds or 0), op.value, _version_number())
         assert self._pipeline is not None, "init() first"
         try:
             await self._pipeline.script(APPLY, keys, args)
@@ -250,9 +248,14 @@ def _etag_arg(etag: str | None) -> str:
     return "" if etag is None else "=" + etag
 
 
+def _version_number() -> bytes:
+    """A version no caller holds an etag for, from 1 to 2^62: see the module's docstring."""
+    return b"%d" % (getrandbits(62) + 1)
+
+
 def _new_version() -> bytes:
-    """A version no caller holds an etag for (in RESP), from 1 to 2^62: see the module's docstring."""
-    return bulk(b"%d" % (getrandbits(62) + 1))
+    """A new version in RESP."""
+    return bulk(_version_number())
 
 
 def _guarded(ops: list[SetOp | DeleteOp]) -> bool:
