@@ -543,13 +543,19 @@ class NativeGrpcServer:
             self._listeners.append(listener)
 
     async def stop(self, grace: float) -> None:
-        """GOAWAY to every client, let open calls finish for up to ``grace`` seconds, then close."""
+        """GOAWAY to every client, let open calls finish for up to ``grace`` seconds, then close.
+
+        A connection is waited for until it is gone, not only until its calls have
+        answered: an answer handed to HTTP/2 may still wait for the client's flow-control
+        window, and a request already on its way is still read (the first GOAWAY admits
+        it). Each closes itself once HTTP/2 is done with it (FIN after the last GOAWAY).
+        """
         for listener in self._listeners:
             listener.close()
         for connection in list(self.connections):
             connection.shutdown()
         deadline = time.monotonic() + grace
-        while any(c.open_streams for c in self.connections) and time.monotonic() < deadline:
+        while self.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         for connection in list(self.connections):
             connection.abort()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import Any
 
@@ -255,6 +256,29 @@ def test_graceful_stop_lets_calls_in_flight_finish(kind: str) -> None:
     with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel, pytest.raises(grpc.RpcError) as raised:
         runtime_pb2_grpc.RuntimeStub(channel).SayHello(pb.SayHelloRequest(name="late"), timeout=2)
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+
+
+def test_graceful_stop_waits_for_an_answer_held_back_by_flow_control() -> None:
+    """The answer is handed over, but the client's window holds its bytes back when the
+    server stops: they still go out once the client opens its window, within the grace."""
+    from hyperframe.frame import DataFrame, HeadersFrame
+
+    from tests.faults.raw_h2 import RawConnection, grpc_messages
+
+    running = InProcessServer("native", Handlers())
+    name = "n" * 10_000  # one DATA frame each way (16 KiB frames)
+    with RawConnection(running.port, settings={"initial_window_size": 0}) as raw:
+        raw.send(raw.frames.grpc_request(1, pb.SayHelloRequest(name=name).SerializeToString()))
+        assert raw.wait_for(lambda f: isinstance(f, HeadersFrame))  # the data waits for the window
+        stopping = threading.Thread(target=running.close)
+        stopping.start()
+        time.sleep(0.3)
+        raw.send(raw.frames.window_update(1, 65_535))
+        assert raw.wait_ended([1])
+        stopping.join(5)
+        body = b"".join(f.data for f in raw.received if isinstance(f, DataFrame) and f.stream_id == 1)
+    assert raw.grpc_status(1) == 0
+    assert pb.SayHelloResponse.FromString(grpc_messages(body)[0]).hello == f"hi {name}"
 
 
 def test_slow_consumer_pushes_back_through_flow_control(server: InProcessServer) -> None:
