@@ -166,6 +166,12 @@ class NodePipeline(AutoPipeline):
             if not isinstance(exc, Exception):
                 raise
             return
+        if connection.lost is not None:  # lost after it opened, before this turn: nobody would answer
+            error = self._config.unavailable(connection.lost)
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            return
         self._write(connection, batch)
 
     async def _connect(self) -> RespConnection:

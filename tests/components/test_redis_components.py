@@ -225,6 +225,10 @@ def test_state_writes_without_a_check_version_expire_and_refuse_like_the_script(
         with pytest.raises(FailedPrecondition, match="WRONGTYPE"):
             harness.run(state.set([op]))
     assert harness.cli("GET", harness.prefix + foreign) == "a string"
+    with pytest.raises(FailedPrecondition, match="refused the read: WRONGTYPE"):  # not INTERNAL
+        harness.run(state.get(foreign))
+    with pytest.raises(FailedPrecondition, match="refused the read: WRONGTYPE"):
+        harness.run(state.bulk_get([plain, foreign]))
 
 
 @pytest.mark.parametrize(

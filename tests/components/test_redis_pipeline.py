@@ -7,6 +7,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -100,3 +101,34 @@ def test_calls_sent_one_after_another_to_a_silent_server_each_fail_within_twice_
         waited = asyncio.run(scenario())
         assert all(took < 0.8 + 0.2 for took in waited), waited  # twice the timeout, and slack
         assert waited[0] >= 0.4 - 0.05, waited
+
+
+def test_calls_waiting_for_a_connection_that_is_lost_as_it_opens_fail_at_once(tmp_path: Path) -> None:
+    """The connection a batch waited for can be lost (Redis restarting) before the batch's
+    turn comes: the calls fail UNAVAILABLE, not wait for answers nobody will send."""
+    with RedisServer(tmp_path / "redis") as server:
+        server.start()
+
+        async def scenario() -> None:
+            state: Any = store(server.address)
+            await state.init()
+            await state.set([SetOp("k", b"v")])
+            pipeline = state._pipeline
+            opened = pipeline._open
+
+            async def opened_then_lost() -> Any:
+                connection = await opened()
+                connection.transport.abort()  # the reset arrives before the batch's turn
+                await asyncio.sleep(0.01)
+                return connection
+
+            pipeline._connection.transport.abort()
+            await asyncio.sleep(0.01)
+            pipeline._open = opened_then_lost
+            with pytest.raises(Unavailable):
+                await asyncio.wait_for(state.get("k"), 2.0)
+            pipeline._open = opened
+            assert (await state.get("k")).value == b"v"  # the next call connects again
+            await state.close()
+
+        asyncio.run(scenario())

@@ -215,3 +215,35 @@ def test_expired_entries_are_freed_without_being_read() -> None:
     assert store.reap(later) == REAP_BATCH  # bounded work per tick
     assert store.reap(later) == count - REAP_BATCH - 1
     assert len(store) == 1 and asyncio.run(store.get("k0")).value == b"rewritten"
+
+
+def test_a_key_rewritten_with_a_ttl_keeps_the_expiry_records_bounded() -> None:
+    from layotto_fast.components.state.memory import EXPIRY_SLACK, InMemoryStateStore
+    from layotto_fast.runtime.state import SetOp
+
+    store = InMemoryStateStore()
+
+    async def rewrite() -> None:
+        for i in range(20_000):
+            await store.set([SetOp("session", b"%d" % i, ttl_seconds=86_400)])
+
+    asyncio.run(rewrite())
+    assert len(store._expiries) <= 2 + EXPIRY_SLACK + 1
+    assert asyncio.run(store.get("session")).value == b"19999"
+    later = time.time() + 90_000
+    assert store.reap(later) == 1 and len(store) == 0
+
+
+def test_expired_locks_nobody_asks_about_again_are_swept() -> None:
+    from layotto_fast.components.lock.memory import SWEEP_FLOOR, InMemoryLockStore
+
+    store = InMemoryLockStore()
+
+    async def lock_many(first: int) -> None:
+        for i in range(first, first + SWEEP_FLOOR):
+            assert await store.try_lock(f"order-{i}", "me", 1)
+
+    asyncio.run(lock_many(0))
+    time.sleep(1.1)  # the first ones expire, and nobody asks about them again
+    asyncio.run(lock_many(SWEEP_FLOOR))
+    assert len(store._held) == SWEEP_FLOOR

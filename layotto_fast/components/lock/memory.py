@@ -9,10 +9,15 @@ from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime.component import NoBackend
 from layotto_fast.runtime.lock import LockStatus
 
+SWEEP_FLOOR = 1024  # locks held before expired ones nobody asked about again are swept
+
 
 class InMemoryLockStore(NoBackend):
     def __init__(self) -> None:
         self._held: dict[str, tuple[str, float]] = {}  # resource -> (owner, deadline)
+        # An expired lock goes when its resource is asked about again; one never asked
+        # about again goes in a sweep, once the locks double: amortised O(1) per lock.
+        self._sweep_at = SWEEP_FLOOR
 
     @classmethod
     def from_manifest(cls, manifest: ComponentManifest) -> Self:
@@ -31,6 +36,10 @@ class InMemoryLockStore(NoBackend):
         if self._holder(resource_id) is not None:
             return False
         self._held[resource_id] = (owner, time.monotonic() + expire_seconds)
+        if len(self._held) >= self._sweep_at:
+            now = time.monotonic()
+            self._held = {r: held for r, held in self._held.items() if held[1] > now}
+            self._sweep_at = max(SWEEP_FLOOR, 2 * len(self._held))
         return True
 
     async def unlock(self, resource_id: str, owner: str) -> LockStatus:

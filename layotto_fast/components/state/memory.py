@@ -18,6 +18,9 @@ from layotto_fast.runtime.state import DeleteOp, Feature, SetOp, StateEntry
 
 REAP_INTERVAL_SECONDS = 1.0
 REAP_BATCH = 20_000  # expired entries freed per tick at most: bounded work on the loop
+# Stale expiry records (of entries rewritten or deleted since) kept before the heap is
+# rebuilt from the live entries: its size stays within twice theirs, plus this.
+EXPIRY_SLACK = 1024
 
 
 class InMemoryStateStore(NoBackend):
@@ -141,4 +144,9 @@ class InMemoryStateStore(NoBackend):
             return
         expires_at = time.time() + ttl
         self._items[op.key] = state_entry(op.value, etag, expires_at)
-        heapq.heappush(self._expiries, (expires_at, op.key, etag))
+        expiries = self._expiries
+        heapq.heappush(expiries, (expires_at, op.key, etag))
+        if len(expiries) > 2 * len(self._items) + EXPIRY_SLACK:
+            # A key rewritten with a TTL leaves its earlier record behind until that expires.
+            self._expiries = [(e.expires_at, k, e.etag) for k, e in self._items.items() if e.expires_at is not None]
+            heapq.heapify(self._expiries)

@@ -119,14 +119,20 @@ class RedisStateStore(PipelinedRedis):
             command: Any = b"".join((HMGET, bulk((self._prefix + key).encode()), DATA_VERSION))
         else:
             command = ("HMGET", self._prefix + key, "data", "version")
-        data, version = await pipeline.call(command)
+        try:
+            data, version = await pipeline.call(command)
+        except redis_errors.ResponseError as exc:  # WRONGTYPE: the key holds no state entry
+            raise self._refused(exc, "read") from None
         if version is None:
             return None
         return state_entry(data or b"", version.decode(), None)
 
     async def bulk_get(self, keys: list[str], metadata: Mapping[str, str] | None = None) -> list[StateEntry | None]:
         assert self._pipeline is not None, "init() first"
-        replies = await self._pipeline.gather([("HMGET", self._prefix + key, "data", "version") for key in keys])
+        try:
+            replies = await self._pipeline.gather([("HMGET", self._prefix + key, "data", "version") for key in keys])
+        except redis_errors.ResponseError as exc:
+            raise self._refused(exc, "read") from None
         return [
             None if version is None else state_entry(data or b"", version.decode(), None) for data, version in replies
         ]
@@ -212,8 +218,8 @@ class RedisStateStore(PipelinedRedis):
         except redis_errors.ResponseError as exc:
             raise self._refused(exc) from None
 
-    def _refused(self, exc: redis_errors.ResponseError) -> FailedPrecondition:
-        return FailedPrecondition(f"state store {self._config.component}: redis refused the write: {exc}")
+    def _refused(self, exc: redis_errors.ResponseError, what: str = "write") -> FailedPrecondition:
+        return FailedPrecondition(f"state store {self._config.component}: redis refused the {what}: {exc}")
 
     async def _script(self, ops: list[SetOp | DeleteOp]) -> None:
         keys: list[str] = []
