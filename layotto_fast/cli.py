@@ -145,8 +145,12 @@ def _check(manifests: list[ComponentManifest], app_id: str) -> None:
     import asyncio
 
     from layotto_fast.runtime.lifecycle import Components
+    from layotto_fast.runtime.state_keys import key_prefix
 
     components = Components(manifests, app_id=app_id, check_out_of_scope=True)
+    for manifest in manifests:
+        if manifest.block == "state":
+            key_prefix(manifest, app_id)  # a runtime rule on the manifest: serve checks it too
     if not any(m.secret_refs for m in manifests):
         return
 

@@ -123,6 +123,10 @@ class Components:
         """The components of ``block`` that are UP, by name: a live dict, kept current."""
         return self._ready.setdefault(block, {})
 
+    def manifests(self, block: str) -> dict[str, ComponentManifest]:
+        """The manifests of ``block``'s components, by name."""
+        return {name: slot.manifest for name, slot in self._by_block.get(block, {}).items()}
+
     def lookup(self, block: str, name: str, field: str) -> Any:
         """The named component when it is UP; otherwise the error that says why not."""
         if not name:

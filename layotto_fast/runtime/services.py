@@ -30,7 +30,7 @@ class Services:
     def over(cls, components: Components, app_id: str, invoke: InvokeService | None = None) -> Services:
         return cls(
             hello=HelloService(components),
-            state=StateService(components),
+            state=StateService(components, app_id),
             lock=LockService(components),
             sequencer=SequencerService(components),
             secrets=SecretsService(components),

@@ -23,6 +23,7 @@ from layotto_fast.runtime.records cimport (
     new_set_op,
 )
 from layotto_fast.runtime.state import Concurrency, Consistency, DeleteOp, Feature, StateItem
+from layotto_fast.runtime.state_keys import check_key
 
 TTL_KEY = "ttlInSeconds"
 MAX_TTL_SECONDS = 2**31 - 1  # what every backend here takes (Redis EXPIRE, etcd leases)
@@ -53,6 +54,15 @@ cdef object _checked_etag(object item, object features, str store_name, str fiel
     return etag
 
 
+cdef str _stored_key(object item, str prefix, str field, Py_ssize_t index, str suffix):
+    """The key the store keeps ``item`` under: behind the store's key prefix, if it has one."""
+    cdef str key = item_key(item)
+    if not prefix:
+        return key
+    check_key(key, f"{_place(field, index, suffix)}key")
+    return prefix + key
+
+
 def set_op_for(
     object item,
     object features,
@@ -61,8 +71,10 @@ def set_op_for(
     Py_ssize_t index,
     str suffix = "",
     object request_metadata = None,
+    str prefix = "",
 ):
-    """The write for ``item``; INVALID_ARGUMENT names ``field[index]suffix`` and what is wrong."""
+    """The write for ``item`` (its key behind ``prefix``); INVALID_ARGUMENT names
+    ``field[index]suffix`` and what is wrong."""
     etag = _checked_etag(item, features, store_name, field, index, suffix)
     metadata = item_metadata(item) or request_metadata
     ttl = None
@@ -73,7 +85,7 @@ def set_op_for(
                 f"{_place(field, index, suffix)}metadata.{TTL_KEY}: state store {store_name!r} does not support TTL"
             )
     return new_set_op(
-        item_key(item),
+        _stored_key(item, prefix, field, index, suffix),
         item_value(item),
         etag,
         <int>item_concurrency(item) == FIRST_WRITE,
@@ -82,11 +94,17 @@ def set_op_for(
     )
 
 
-def delete_op_for(object item, object features, str store_name, str field, Py_ssize_t index, str suffix = ""):
-    """The delete for ``item``; INVALID_ARGUMENT names ``field[index]suffix`` and what is wrong."""
+def delete_op_for(
+    object item, object features, str store_name, str field, Py_ssize_t index, str suffix = "", str prefix = ""
+):
+    """The delete for ``item`` (its key behind ``prefix``); INVALID_ARGUMENT names
+    ``field[index]suffix`` and what is wrong."""
     etag = _checked_etag(item, features, store_name, field, index, suffix)
     return DeleteOp(
-        item_key(item), etag, <int>item_concurrency(item) == FIRST_WRITE, <int>item_consistency(item) == STRONG
+        _stored_key(item, prefix, field, index, suffix),
+        etag,
+        <int>item_concurrency(item) == FIRST_WRITE,
+        <int>item_consistency(item) == STRONG,
     )
 
 

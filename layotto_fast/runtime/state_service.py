@@ -1,7 +1,7 @@
 """The state service: every rule of the state block, whatever front calls it.
 
-Store lookup and health gating, keys required, concurrency and consistency options,
-``ttlInSeconds`` and features are decided here (per item in ``state_rules.pyx``); a
+Store lookup and health gating, keys required and their prefix (``state_keys``),
+concurrency and consistency options, ``ttlInSeconds`` and features are decided here (per item in ``state_rules.pyx``); a
 front only translates its wire format into these calls, and a store only applies the
 ``SetOp``/``DeleteOp`` records it is given.
 """
@@ -23,6 +23,7 @@ from layotto_fast.runtime.state import (
     StateStore,
     TransactionOperation,
 )
+from layotto_fast.runtime.state_keys import check_key, key_prefix
 from layotto_fast.runtime.state_rules import delete_op_for as _delete_op
 from layotto_fast.runtime.state_rules import set_op_for as _set_op
 
@@ -30,10 +31,12 @@ STRONG = Consistency.STRONG
 
 
 class StateService:
-    def __init__(self, components: Components) -> None:
+    def __init__(self, components: Components, app_id: str) -> None:
         self._components = components
         # Only the stores that are UP, kept current by the lifecycle: the hot path is one dict lookup.
         self._ready: dict[str, StateStore] = components.ready("state")
+        # Each store's key prefix ("": none); a bad keyPrefix stops start-up, naming its file.
+        self._prefixes = {name: key_prefix(m, app_id) for name, m in components.manifests("state").items()}
 
     def store(self, name: str, store_field: str = "store_name") -> StateStore:
         store = self._ready.get(name)
@@ -52,6 +55,10 @@ class StateService:
             store = self.store(store_name)
         if not key:
             raise InvalidArgument("key is empty: a state key is required")
+        prefix = self._prefixes.get(store_name)
+        if prefix:
+            check_key(key, "key")
+            key = prefix + key
         return store.get(key, consistency == STRONG, metadata)
 
     async def bulk_get(
@@ -63,28 +70,37 @@ class StateService:
                 raise InvalidArgument(f"keys[{index}] is empty: a state key is required")
         if not keys:
             return []
-        entries = await store.bulk_get(list(keys), metadata)
+        prefix = self._prefixes.get(store_name)
+        if prefix:
+            for index, key in enumerate(keys):
+                check_key(key, f"keys[{index}]")
+        entries = await store.bulk_get([prefix + key for key in keys] if prefix else list(keys), metadata)
         return [BulkStateEntry(key, entry) for key, entry in zip(keys, entries, strict=True)]
 
     def save(self, store_name: str, items: Sequence[StateItem]) -> Awaitable[None]:
         store = self._ready.get(store_name)
         if store is None:
             store = self.store(store_name)
-        features = store.features
+        features, prefix = store.features, self._prefixes.get(store_name, "")
         if len(items) == 1:  # the common request, without a comprehension's frame
-            return store.set([_set_op(items[0], features, store_name, "states", 0)])
-        return store.set([_set_op(item, features, store_name, "states", index) for index, item in enumerate(items)])
+            return store.set([_set_op(items[0], features, store_name, "states", 0, prefix=prefix)])
+        return store.set(
+            [_set_op(item, features, store_name, "states", i, prefix=prefix) for i, item in enumerate(items)]
+        )
 
     async def delete(self, store_name: str, items: Sequence[StateItem]) -> None:
         store = self.store(store_name)
-        features = store.features
-        await store.delete([_delete_op(item, features, store_name, "states", i) for i, item in enumerate(items)])
+        features, prefix = store.features, self._prefixes.get(store_name, "")
+        await store.delete(
+            [_delete_op(item, features, store_name, "states", i, prefix=prefix) for i, item in enumerate(items)]
+        )
 
     async def delete_one(self, store_name: str, item: StateItem) -> None:
         """Delete the one item of a request whose own fields are the item's (DeleteState):
         an error names ``key`` or ``etag``, not a place in a list."""
         store = self.store(store_name)
-        await store.delete([_delete_op(item, store.features, store_name, "", -1)])
+        prefix = self._prefixes.get(store_name, "")
+        await store.delete([_delete_op(item, store.features, store_name, "", -1, prefix=prefix)])
 
     async def transact(
         self,
@@ -95,16 +111,16 @@ class StateService:
     ) -> None:
         """Apply ``operations`` all or none."""
         store = self.store(store_name, store_field)
-        features = store.features
+        features, prefix = store.features, self._prefixes.get(store_name, "")
         if Feature.TRANSACTIONAL not in features:
             raise Unimplemented(f"state store {store_name!r} does not support transactions (feature TRANSACTIONAL)")
         ops: list[SetOp | DeleteOp] = []
         for index, (kind, item) in enumerate(operations):
             lowered = kind.lower()
             if lowered == "upsert":
-                ops.append(_set_op(item, features, store_name, "operations", index, ".request", metadata))
+                ops.append(_set_op(item, features, store_name, "operations", index, ".request", metadata, prefix))
             elif lowered == "delete":
-                ops.append(_delete_op(item, features, store_name, "operations", index, ".request"))
+                ops.append(_delete_op(item, features, store_name, "operations", index, ".request", prefix))
             else:
                 raise InvalidArgument(f"operations[{index}].operationType is {kind!r}: must be 'upsert' or 'delete'")
         await store.transact(ops, metadata)

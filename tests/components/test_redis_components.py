@@ -202,10 +202,10 @@ def test_state_writes_without_a_check_version_expire_and_refuse_like_the_script(
     state = harness.make("state.redis")
     timed, plain, foreign = unique(), unique(), unique()
     harness.run(state.set([SetOp(timed, b"a", ttl_seconds=100), SetOp(plain, b"b")]))
-    assert 0 < int(harness.cli("PTTL", harness.prefix + timed)) <= 100_000
-    assert harness.cli("PTTL", harness.prefix + plain) == "-1"
+    assert 0 < int(harness.cli("PTTL", timed)) <= 100_000
+    assert harness.cli("PTTL", plain) == "-1"
     harness.run(state.set([SetOp(timed, b"a2")]))  # no ttl: the earlier expiry goes
-    assert harness.cli("PTTL", harness.prefix + timed) == "-1"
+    assert harness.cli("PTTL", timed) == "-1"
     entry = harness.run(state.get(timed))
     assert entry.value == b"a2"
     # Every write draws a new version (MULTI/EXEC or the script): an integer that Dapr's
@@ -215,16 +215,16 @@ def test_state_writes_without_a_check_version_expire_and_refuse_like_the_script(
     harness.run(state.set([SetOp(timed, b"a3", etag=entry.etag)]))
     checked = harness.run(state.get(timed)).etag
     assert checked != entry.etag and int(checked) > 0
-    assert harness.cli("HINCRBY", harness.prefix + timed, "version", "1") == str(int(checked) + 1)
+    assert harness.cli("HINCRBY", timed, "version", "1") == str(int(checked) + 1)
     with pytest.raises(Conflict):
         harness.run(state.set([SetOp(timed, b"a4", etag=checked)]))
     harness.run(state.delete([DeleteOp(plain)]))
     assert harness.run(state.get(plain)) is None
-    harness.cli("SET", harness.prefix + foreign, "a string")
+    harness.cli("SET", foreign, "a string")
     for op in (SetOp(foreign, b"v"), SetOp(foreign, b"v", etag="1")):
         with pytest.raises(FailedPrecondition, match="WRONGTYPE"):
             harness.run(state.set([op]))
-    assert harness.cli("GET", harness.prefix + foreign) == "a string"
+    assert harness.cli("GET", foreign) == "a string"
     with pytest.raises(FailedPrecondition, match="refused the read: WRONGTYPE"):  # not INTERNAL
         harness.run(state.get(foreign))
     with pytest.raises(FailedPrecondition, match="refused the read: WRONGTYPE"):

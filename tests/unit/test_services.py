@@ -14,6 +14,7 @@ from layotto_fast.errors import (
     Conflict,
     InvalidArgument,
     ResourceExhausted,
+    StartupError,
     Unavailable,
     Unimplemented,
 )
@@ -247,3 +248,43 @@ def test_expired_locks_nobody_asks_about_again_are_swept() -> None:
     time.sleep(1.1)  # the first ones expire, and nobody asks about them again
     asyncio.run(lock_many(SWEEP_FLOOR))
     assert len(store._held) == SWEEP_FLOOR
+
+
+@pytest.mark.parametrize(
+    ("strategy", "stored"),
+    [(None, "my-app||k"), ("appid", "my-app||k"), ("NAME", "store||k"), ("none", "k"), ("team-a", "team-a||k")],
+)
+def test_state_keys_go_behind_the_stores_key_prefix(strategy: str | None, stored: str) -> None:
+    """Dapr's and Layotto's keyPrefix strategy: every call of the service uses the stored key,
+    and answers with the caller's."""
+    loop = Loop()
+    options = {} if strategy is None else {"keyPrefix": strategy}
+    components = Components([manifest("store", "state.in-memory", **options)])
+    loop.run(components.init_all())
+    try:
+        state, store = Services.over(components, "my-app").state, components.ready("state")["store"]
+        loop.run(state.save("store", [item("k", b"1")]))
+        assert loop.run(store.get(stored)).value == b"1" and len(store) == 1
+        assert loop.run(state.get("store", "k")).value == b"1"
+        first, missing = loop.run(state.bulk_get("store", ["k", "x"]))
+        assert (first.key, first.entry.value, missing.key, missing.entry) == ("k", b"1", "x", None)
+        loop.run(state.transact("store", [("upsert", item("t", b"2")), ("delete", item("k"))]))
+        assert loop.run(store.get(stored[:-1] + "t")).value == b"2" and loop.run(store.get(stored)) is None
+        loop.run(state.delete_one("store", item("t")))
+        assert len(store) == 0
+        if stored != "k":
+            with pytest.raises(InvalidArgument, match=r"keys\[1\] 'a\|\|b' contains '\|\|'"):
+                loop.run(state.bulk_get("store", ["k", "a||b"]))
+            with pytest.raises(InvalidArgument, match=r"states\[0\]\.key 'a\|\|b' contains"):
+                loop.run(state.save("store", [item("a||b")]))
+            with pytest.raises(InvalidArgument, match=r"^key 'a\|\|b' contains"):
+                loop.run(state.get("store", "a||b"))
+    finally:
+        loop.run(components.close_all())
+        loop.loop.close()
+
+
+def test_a_key_prefix_with_the_separator_stops_start_up_naming_the_field() -> None:
+    components = Components([manifest("store", "state.in-memory", keyPrefix="a||b")])
+    with pytest.raises(StartupError, match=r"spec\.metadata\.keyPrefix: 'a\|\|b' contains"):
+        Services.over(components, "my-app")

@@ -1,7 +1,8 @@
 """``state.redis``: state in Redis (``redisType: node`` or ``cluster``).
 
-Layout, as Dapr's Redis state store keeps it: one hash per key with the fields
-``data`` and ``version``; the etag is the version, and every write changes it.
+Layout, as Dapr's Redis state store keeps it: one hash per key (the key as the runtime
+gives it, behind the manifest's ``keyPrefix`` strategy: ``runtime/state_keys.py``) with the
+fields ``data`` and ``version``; the etag is the version, and every write changes it.
 ``ttlInSeconds`` is the key's expiry. Every write stores a new random 62-bit version:
 no read of the old one is needed, two writers drawing the same version is a 2^-62
 chance, and an etag taken before a key was deleted (or expired) does not match the key
@@ -104,10 +105,6 @@ DEL = b"*2\r\n$3\r\nDEL\r\n"
 class RedisStateStore(PipelinedRedis):
     features = frozenset({Feature.ETAG, Feature.TTL, Feature.TRANSACTIONAL})
 
-    def __init__(self, config: RedisConfig) -> None:
-        super().__init__(config)
-        self._prefix = config.key_prefix
-
     @classmethod
     def from_manifest(cls, manifest: ComponentManifest) -> Self:
         return cls(RedisConfig.from_manifest(manifest))
@@ -116,9 +113,9 @@ class RedisStateStore(PipelinedRedis):
         pipeline = self._pipeline
         assert pipeline is not None, "init() first"
         if pipeline.transactions:  # a single node: the command in RESP, assembled here
-            command: Any = b"".join((HMGET, bulk((self._prefix + key).encode()), DATA_VERSION))
+            command: Any = b"".join((HMGET, bulk(key.encode()), DATA_VERSION))
         else:
-            command = ("HMGET", self._prefix + key, "data", "version")
+            command = ("HMGET", key, "data", "version")
         try:
             data, version = await pipeline.call(command)
         except redis_errors.ResponseError as exc:  # WRONGTYPE: the key holds no state entry
@@ -130,7 +127,7 @@ class RedisStateStore(PipelinedRedis):
     async def bulk_get(self, keys: list[str], metadata: Mapping[str, str] | None = None) -> list[StateEntry | None]:
         assert self._pipeline is not None, "init() first"
         try:
-            replies = await self._pipeline.gather([("HMGET", self._prefix + key, "data", "version") for key in keys])
+            replies = await self._pipeline.gather([("HMGET", key, "data", "version") for key in keys])
         except redis_errors.ResponseError as exc:
             raise self._refused(exc, "read") from None
         return [
@@ -142,7 +139,7 @@ class RedisStateStore(PipelinedRedis):
         if len(ops) == 1 and pipeline is not None and pipeline.transactions:
             op = ops[0]
             if op.etag is None and not op.first_write:  # the common write, in as few steps as it takes
-                key = bulk((self._prefix + op.key).encode())
+                key = bulk(op.key.encode())
                 expiry = (EXPIRE, key, bulk(b"%d" % op.ttl_seconds)) if op.ttl_seconds else (PERSIST, key)
                 packed = b"".join(
                     (MULTI, HSET_DATA_VERSION, key, DATA, bulk(op.value), VERSION, _new_version(), *expiry, EXEC)
@@ -184,13 +181,13 @@ class RedisStateStore(PipelinedRedis):
         client: Any = self._client
         groups: dict[int, list[SetOp | DeleteOp]] = {}
         for op in ops:
-            groups.setdefault(client.keyslot(self._prefix + op.key), []).append(op)
+            groups.setdefault(client.keyslot(op.key), []).append(op)
         return list(groups.values())
 
     async def _check(self, ops: list[SetOp | DeleteOp]) -> None:
         assert self._pipeline is not None, "init() first"
         guarded = [op for op in ops if op.etag is not None or op.first_write]
-        versions = await self._pipeline.gather([("HGET", self._prefix + op.key, "version") for op in guarded])
+        versions = await self._pipeline.gather([("HGET", op.key, "version") for op in guarded])
         for op, version in zip(guarded, versions, strict=True):
             current = None if version is None else version.decode()
             check_write(op.key, op.etag, op.first_write, current)
@@ -200,7 +197,7 @@ class RedisStateStore(PipelinedRedis):
         commands: list[bytes] = [MULTI]
         count = 0
         for op in ops:
-            key = bulk((self._prefix + op.key).encode())
+            key = bulk(op.key.encode())
             if isinstance(op, DeleteOp):
                 commands += (DEL, key)
                 count += 1
@@ -225,7 +222,7 @@ class RedisStateStore(PipelinedRedis):
         keys: list[str] = []
         args: list[str | bytes] = []
         for op in ops:
-            keys.append(self._prefix + op.key)
+            keys.append(op.key)
             if isinstance(op, DeleteOp):
                 args += ("d", _etag_arg(op.etag), "1" if op.first_write else "0", "0", b"", b"")
             else:
