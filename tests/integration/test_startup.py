@@ -429,3 +429,12 @@ def test_an_unknown_secret_store_is_a_bad_manifest(tmp_path: Path) -> None:
     result = check(folder)
     assert result.returncode == 2 and "store.yaml: spec.metadata[1].secretKeyRef" in result.stderr, result.stderr
     assert "auth.secretStore 'vault'" in result.stderr, result.stderr
+
+
+def test_a_state_key_prefix_with_the_separator_stops_check_and_serve(tmp_path: Path) -> None:
+    folder = tmp_path / "components"
+    write(folder, "store", "state.in-memory", "  metadata:\n    - name: keyPrefix\n      value: a||b\n")
+    for result in (check(folder), run_check(tmp_path, "--resources-path", str(folder))):
+        assert result.returncode == 2, (result.stdout, result.stderr)
+        assert "store.yaml: spec.metadata.keyPrefix: 'a||b' contains '||'" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr, result.stderr
