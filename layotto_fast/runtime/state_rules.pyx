@@ -59,7 +59,8 @@ cdef str _stored_key(object item, str prefix, str field, Py_ssize_t index, str s
     cdef str key = item_key(item)
     if not prefix:
         return key
-    check_key(key, f"{_place(field, index, suffix)}key")
+    if "||" in key:
+        check_key(key, f"{_place(field, index, suffix)}key")  # raises
     return prefix + key
 
 

@@ -23,7 +23,7 @@ from layotto_fast.runtime.state import (
     StateStore,
     TransactionOperation,
 )
-from layotto_fast.runtime.state_keys import check_key, key_prefix
+from layotto_fast.runtime.state_keys import SEPARATOR, check_key, key_prefix
 from layotto_fast.runtime.state_rules import delete_op_for as _delete_op
 from layotto_fast.runtime.state_rules import set_op_for as _set_op
 
@@ -57,7 +57,8 @@ class StateService:
             raise InvalidArgument("key is empty: a state key is required")
         prefix = self._prefixes.get(store_name)
         if prefix:
-            check_key(key, "key")
+            if SEPARATOR in key:
+                check_key(key, "key")  # raises
             key = prefix + key
         return store.get(key, consistency == STRONG, metadata)
 
@@ -83,9 +84,10 @@ class StateService:
             store = self.store(store_name)
         features, prefix = store.features, self._prefixes.get(store_name, "")
         if len(items) == 1:  # the common request, without a comprehension's frame
-            return store.set([_set_op(items[0], features, store_name, "states", 0, prefix=prefix)])
+            # positional: a keyword costs a dict on every call into the compiled rules
+            return store.set([_set_op(items[0], features, store_name, "states", 0, "", None, prefix)])
         return store.set(
-            [_set_op(item, features, store_name, "states", i, prefix=prefix) for i, item in enumerate(items)]
+            [_set_op(item, features, store_name, "states", i, "", None, prefix) for i, item in enumerate(items)]
         )
 
     async def delete(self, store_name: str, items: Sequence[StateItem]) -> None:
