@@ -11,7 +11,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 
-use crate::front::connection::{Connection, Event, Method, Settings};
+use crate::front::connection::{code::INTERNAL, Connection, Event, Method, Settings};
 
 const UNARY: u8 = 0;
 const OPEN: u8 = 1;
@@ -224,8 +224,16 @@ impl GrpcConnection {
         trailers: Option<Vec<(String, String)>>,
         headers: Option<Vec<(String, String)>>,
     ) -> PyResult<bool> {
-        let headers = headers_from(headers)?;
-        let trailers = headers_from(trailers)?.map(|mut map| {
+        let (headers, trailers) = match (headers_from(headers), headers_from(trailers)) {
+            (Ok(headers), Ok(trailers)) => (headers, trailers),
+            // The handler's own metadata cannot go on the wire: the call fails, not the
+            // connection (an exception here would reach the loop's protocol callback).
+            (Err(why), _) | (_, Err(why)) => {
+                let message = format!("the handler's response metadata: {why}");
+                return Ok(self.inner.finish(key, INTERNAL, &message, None));
+            }
+        };
+        let trailers = trailers.map(|mut map| {
             map.insert(
                 HeaderName::from_static("grpc-status"),
                 HeaderValue::from_static("0"),
@@ -255,9 +263,13 @@ impl GrpcConnection {
         message: &str,
         trailers: Option<Vec<(String, String)>>,
     ) -> PyResult<bool> {
-        Ok(self
-            .inner
-            .finish(key, code, message, headers_from(trailers)?))
+        Ok(match headers_from(trailers) {
+            Ok(trailers) => self.inner.finish(key, code, message, trailers),
+            Err(why) => {
+                let message = format!("{message} (trailers not sent: {why})");
+                self.inner.finish(key, code, &message, None)
+            }
+        })
     }
 
     /// The handler took `n` bytes of a streaming request: let the client send more.

@@ -35,6 +35,10 @@ class Handlers:
         if request.name == "bad":
             call.trailers.append(("why", "bad name"))
             raise InvalidArgument("name is 'bad'")
+        if request.name.startswith("bad-metadata"):
+            call.trailers.append(("x-after", "a\nb"))  # a line break: no header value can carry it
+            if request.name == "bad-metadata-and-error":
+                raise InvalidArgument("name is bad too")
         call.headers.append(("x-served-by", "test"))
         call.trailers.append(("x-echo", str(call.metadata.get("x-request", ""))))
         if request.name == "wrong-type":
@@ -50,6 +54,8 @@ class Handlers:
                 self.cancelled.set()
                 raise
         await asyncio.sleep(0.5 if request.key == "half-second" else 0.001)
+        if request.key == "bad-metadata":
+            current_call().trailers.append(("x-after", "a\nb"))
         if request.key == "missing":
             raise NotFound("key 'missing' not found")
         return pb.GetStateResponse(data=request.key.encode(), etag=str(current_call().metadata.get("x-request", "")))
@@ -256,6 +262,29 @@ def test_graceful_stop_lets_calls_in_flight_finish(kind: str) -> None:
     with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel, pytest.raises(grpc.RpcError) as raised:
         runtime_pb2_grpc.RuntimeStub(channel).SayHello(pb.SayHelloRequest(name="late"), timeout=2)
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+
+
+def test_metadata_a_handler_cannot_send_fails_its_call_not_the_connection() -> None:
+    running = InProcessServer("native", Handlers())
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = runtime_pb2_grpc.RuntimeStub(channel)
+            calls = [
+                lambda: stub.SayHello(pb.SayHelloRequest(name="bad-metadata"), timeout=5),  # answered at once
+                lambda: stub.GetState(pb.GetStateRequest(key="bad-metadata"), timeout=5),  # after suspending
+            ]
+            for call in calls:
+                with pytest.raises(grpc.RpcError) as raised:
+                    call()
+                assert raised.value.code() == grpc.StatusCode.INTERNAL  # type: ignore[attr-defined]
+                assert "response metadata" in raised.value.details()  # type: ignore[attr-defined]
+            with pytest.raises(grpc.RpcError) as raised:
+                stub.SayHello(pb.SayHelloRequest(name="bad-metadata-and-error"), timeout=5)
+            assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+            assert "trailers not sent" in raised.value.details()  # type: ignore[attr-defined]
+            assert stub.SayHello(pb.SayHelloRequest(name="after"), timeout=5).hello == "hi after"
+    finally:
+        running.close()
 
 
 def test_graceful_stop_waits_for_an_answer_held_back_by_flow_control() -> None:
