@@ -43,13 +43,14 @@ class StreamSubscriber:
                 return await future
         finally:
             if not future.done():
-                future.cancel()  # next() skips it if it is still in the outbox
+                future.cancel()
+            if future.cancelled():  # given up on (a timeout cancels it too): its event may still wait to go out
+                self._withdraw(future)
             waiting = self._waiting.get(event.id)
             if waiting is not None and future in waiting:
                 waiting.remove(future)
             if not waiting:
                 self._waiting.pop(event.id, None)
-            self._withdraw(future)
 
     async def next(self) -> Event | None:
         """The next event to send; None once the stream is closed; the error it failed with."""

@@ -109,6 +109,23 @@ def test_a_host_that_misses_health_checks_is_taken_out(tmp_path: Path) -> None:
         wait_for(lambda: hosts(sidecar)[bad.address]["healthy"])
 
 
+def test_health_probes_that_cannot_connect_mark_a_host_unhealthy_not_ejected(tmp_path: Path) -> None:
+    """A probe's failed connect is the health check's finding, not a request's failure: the
+    host is unhealthy (back as soon as it answers), not ejected, and no connect failure is counted."""
+    down = f"127.0.0.1:{sidecar_process.free_port()}"
+    cluster = {
+        "hosts": [down],
+        "health_check": {"interval_ms": 50, "timeout_ms": 100},
+        "outlier_detection": {"consecutive_failures": 2, "ejection_ms": 60000},
+    }
+    with mesh(tmp_path, cluster) as (sidecar, _):
+        wait_for(lambda: not hosts(sidecar)[down]["healthy"])
+        time.sleep(0.3)  # several more probes
+        assert not hosts(sidecar)[down]["ejected"]
+        _, body = sidecar.http("/metrics")
+        assert 'layotto_fast_mesh_connect_failures_total{cluster="c"} 0.0' in body.decode()
+
+
 def test_consecutive_failures_eject_a_host(tmp_path: Path) -> None:
     with (
         fault_upstream() as good,

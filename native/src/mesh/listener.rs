@@ -365,7 +365,9 @@ pub async fn connection<C: Codec>(
     }
     if !h.dialing.get() {
         h.dialing.set(true);
-        spawn_local(dial::<C>(cluster.clone(), host));
+        // A health probe's own attempt is not a request's failure (the probe marks the
+        // host unhealthy itself): only a request's counts toward ejection.
+        spawn_local(dial::<C>(cluster.clone(), host, deadline.is_some()));
     }
     let ended = match deadline {
         Some(deadline) => match tokio::time::timeout_at(deadline.into(), attempt_ended).await {
@@ -377,21 +379,33 @@ pub async fn connection<C: Codec>(
     if ended.is_err() {
         return Err(ConnectError::Failed("the cluster was replaced".into()));
     }
-    open_connection(cluster, host)
-        .unwrap_or_else(|| Err(ConnectError::Failed(h.last_failure.borrow().clone())))
+    open_connection(cluster, host).unwrap_or_else(|| {
+        let why = h.last_failure.borrow();
+        Err(ConnectError::Failed(if why.is_empty() {
+            format!("the connection to {} closed as it was made", h.address)
+        } else {
+            why.clone()
+        }))
+    })
 }
 
 /// One connection attempt to `host`: its outcome is kept on the host (the connection, or
-/// why not, counted once against the host) and announced to the requests waiting for it.
-async fn dial<C: Codec>(cluster: Rc<Cluster>, host: usize) {
+/// why not, counted once against the host when a request made it) and announced to the
+/// requests waiting for it.
+async fn dial<C: Codec>(cluster: Rc<Cluster>, host: usize, for_request: bool) {
     let h = &cluster.hosts[host];
     let timeout = Duration::from_millis(cluster.config.connect_timeout_ms);
     match Upstream::connect::<C>(&h.address, timeout, (Rc::downgrade(&cluster), host)).await {
-        Ok(upstream) => *h.connection.borrow_mut() = Some(upstream),
+        Ok(upstream) => {
+            *h.connection.borrow_mut() = Some(upstream);
+            h.last_failure.borrow_mut().clear();
+        }
         Err(e) => {
             *h.last_failure.borrow_mut() = format!("connecting to {}: {e}", h.address);
-            cluster.failed(host);
-            cluster.stats.connect_failures.incr();
+            if for_request {
+                cluster.failed(host);
+                cluster.stats.connect_failures.incr();
+            }
         }
     }
     h.dialing.set(false);
