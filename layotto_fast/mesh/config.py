@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from layotto_fast.errors import StartupError
+from layotto_fast.runtime.metadata import is_host_port
 
 if TYPE_CHECKING:
     from layotto_fast_native import MeshClusterConfig as NativeClusterConfig
@@ -199,16 +200,9 @@ class _Fields:
         return _Fields(self.source, f"{self.path}.{name}", self.raw[name], known)
 
 
-def _is_address(value: Any) -> bool:
-    if not isinstance(value, str):
-        return False
-    host, sep, port = value.rpartition(":")
-    return bool(sep and host and port.isdigit() and int(port) <= 65535)
-
-
 def _address(fields: _Fields, name: str, default_port: int) -> str:
     value = fields.raw.get(name, f"127.0.0.1:{default_port}")
-    if not _is_address(value):
+    if not is_host_port(value, port_zero=True):
         raise fields.error(name, f"must be host:port, got {value!r}")
     return str(value)
 
@@ -225,7 +219,7 @@ def _cluster(source: str, path: str, raw: Any) -> Cluster:
     if not hosts:
         raise f.error("hosts", "must list at least one host:port")
     for i, host in enumerate(hosts):
-        if not _is_address(host):
+        if not is_host_port(host, port_zero=True):
             raise f.error(f"hosts[{i}]", f"must be host:port, got {host!r}")
     breaker = f.section("circuit_breaker", ("max_requests", "max_pending"))
     outlier = f.section("outlier_detection", ("consecutive_failures", "ejection_ms"))

@@ -74,6 +74,19 @@ def parse_duration(raw: str, plain_unit: float = 0.001) -> float | None:
     return None
 
 
+def is_host_port(value: object, *, port_zero: bool = False) -> bool:
+    """``host:port`` with a port a connection can be made to (or, with ``port_zero``, a
+    listener's "any port"); an IPv6 host in brackets."""
+    if not isinstance(value, str):
+        return False
+    host, sep, port = value.rpartition(":")
+    # An unbracketed IPv6 host leaves no way to tell where the port starts.
+    bracketed_or_plain = (host.startswith("[") and host.endswith("]")) or ":" not in host
+    # isascii: str.isdigit also takes digits such as "²" that int() refuses.
+    port_ok = port.isascii() and port.isdigit() and (0 if port_zero else 1) <= int(port) <= 65535
+    return bool(sep and host and bracketed_or_plain and port_ok)
+
+
 def host_port(manifest: ComponentManifest, name: str, default_port: int) -> tuple[str, int]:
     """``host:port`` (or ``host``, with ``default_port``); an IPv6 host goes in brackets."""
     raw = required(manifest, name).strip()

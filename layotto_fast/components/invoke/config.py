@@ -36,6 +36,7 @@ from typing import Any
 from layotto_fast.errors import StartupError
 from layotto_fast.runtime.invoke import DEFAULT_TIMEOUT_MS, filter_factory, registered_filters
 from layotto_fast.runtime.invoke_service import MAX_TIMEOUT_MS
+from layotto_fast.runtime.metadata import is_host_port
 
 CHANNELS = ("http", "bolt", "dubbo")
 BOLT_CODECS = {"hessian2": 1, "protobuf": 11}
@@ -106,16 +107,6 @@ def _filters(raw: Any, path: str, source: str) -> tuple[FilterSpec, ...]:
             raise _fail(source, where, f"filter {name!r} failed to build: {type(exc).__name__}: {exc}") from None
         specs.append(FilterSpec(name, config))
     return tuple(specs)
-
-
-def is_host_port(value: str) -> bool:
-    """``host:port`` with a port a connection can be made to; an IPv6 host in brackets."""
-    host, sep, port = value.rpartition(":")
-    # An unbracketed IPv6 host leaves no way to tell where the port starts.
-    bracketed_or_plain = (host.startswith("[") and host.endswith("]")) or ":" not in host
-    # isascii: str.isdigit also takes digits such as "²" that int() refuses.
-    port_ok = port.isascii() and port.isdigit() and 0 < int(port) <= 65535
-    return bool(sep and host and bracketed_or_plain and port_ok)
 
 
 def parse(raw: Any, source: str) -> InvokeSettings:

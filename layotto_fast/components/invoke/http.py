@@ -8,7 +8,6 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from layotto_fast.components.invoke.config import is_host_port
 from layotto_fast.errors import (
     Conflict,
     DeadlineExceeded,
@@ -23,6 +22,7 @@ from layotto_fast.errors import (
 )
 from layotto_fast.http.client import HttpClient, HttpError
 from layotto_fast.runtime.invoke import TARGET_ADDRESS_HEADER, InvokeRequest, InvokeResult
+from layotto_fast.runtime.metadata import is_host_port
 
 DEFAULT_VERB = "POST"
 # Request headers the client sets itself: not forwarded.
