@@ -45,7 +45,7 @@ pub struct Settings {
     pub max_header_list_bytes: u32,
     pub initial_window_bytes: u32,
     pub max_send_buffer_bytes: usize,
-    /// Unconsumed request bytes a streaming call may hold before its window stays shut.
+    /// Unconsumed request bytes a streaming call may hold before h2 is no longer read for it.
     pub max_unconsumed_bytes: usize,
 }
 
@@ -145,6 +145,10 @@ struct Stream {
     timeout_us: i64,
     metadata: Metadata,
     handed_to_app: bool,
+    /// Request bytes of a client-streaming call taken from h2 and not yet consumed by the
+    /// handler. At the limit h2 is no longer read, so its window closes behind the bytes it
+    /// buffers. Capacity itself is released as bytes are read: held back, a message larger
+    /// than the window could never complete, and the handler never consume it.
     unconsumed: usize,
     pending: BytesMut,
     trailers_after_pending: Option<HeaderMap>,
@@ -471,14 +475,10 @@ impl Connection {
         }
     }
 
-    /// The handler consumed `n` bytes of a streaming request: reopen the window.
+    /// The handler consumed `n` bytes of a streaming request: h2 may be read again.
     pub fn consumed(&mut self, key: u32, n: usize) {
         if let Some(stream) = self.streams.get_mut(&key) {
-            let n = n.min(stream.unconsumed);
-            stream.unconsumed -= n;
-            if let Some(recv) = stream.recv.as_mut() {
-                let _ = recv.flow_control().release_capacity(n);
-            }
+            stream.unconsumed -= n.min(stream.unconsumed);
             self.ready.push(key);
         }
     }
@@ -682,15 +682,14 @@ impl Connection {
 
         while let Some(recv) = stream.recv.as_mut() {
             if stream.method.client_streaming && stream.unconsumed >= max_unconsumed {
-                break; // the window stays shut until the handler catches up
+                break; // h2 buffers up to a window more, then the client waits
             }
             match recv.poll_data(&mut cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
                     let n = chunk.len();
+                    let _ = recv.flow_control().release_capacity(n);
                     if stream.method.client_streaming {
                         stream.unconsumed += n;
-                    } else {
-                        let _ = recv.flow_control().release_capacity(n);
                     }
                     if stream.not_grpc {
                         continue;
