@@ -18,6 +18,10 @@ One instance per connection::
   is logged once; the connection carries on.
 * Reading pauses while the transport's write buffer is full or ``max_pipelined``
   answers are waiting, and input already read is kept until it resumes.
+* At most ``_RUNS_PER_PASS`` handlers run per loop pass: one read can hold hundreds of
+  small pipelined requests (llhttp parses a slice whole), and running them all at once
+  would hold the loop, and every gRPC call on it, for as long as they take. The rest
+  wait in order, as queued answers, for the next passes (and for a client that reads).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from typing import cast
 
 from layotto_fast.http._parser import ParserError, ParserUpgrade, request_parser, split_target
 from layotto_fast.http.messages import CLOSE, CONTINUE, KEEP_ALIVE, TEXT, Headers, Request, Response, encode, plain
-from layotto_fast.http.router import Router
+from layotto_fast.http.router import Handler, Router
 
 __all__ = ["HttpProtocol", "Limits"]
 
@@ -56,6 +60,7 @@ class Limits:
 # Input is parsed in slices of this size so that a pause takes effect within one:
 # llhttp cannot stop in the middle of a buffer and go on later.
 _SLICE = 16 * 1024
+_RUNS_PER_PASS = 16
 _FRAMING_NAME_SIZES = frozenset(len(n) for n in (b"content-length", b"transfer-encoding", b"expect"))
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 _SERVER_ERROR = plain(500)
@@ -114,6 +119,10 @@ class HttpProtocol(asyncio.Protocol):
         self._queue: deque[_Slot] = deque()  # behind an answer still being computed
         self._out: list[bytes] = []  # ready, in order, for the next write
         self._tasks: set[asyncio.Future[Response]] = set()
+        self._runs_left = _RUNS_PER_PASS  # handlers this loop pass may still run
+        # parsed requests whose handlers wait for a later pass, each with its queued slot
+        self._waiting: deque[tuple[Handler, Request, bytes, _Slot]] = deque()
+        self._run_scheduled = False
         self._finishing = False  # no more requests: close once the queue is written
         self._eof = False
         self._held = b""  # input read but not parsed while reading is paused
@@ -138,6 +147,7 @@ class HttpProtocol(asyncio.Protocol):
         self._transport = None
         self._finishing = True
         self._queue.clear()
+        self._waiting.clear()
         self._held = b""
         for timer in (self._idle_timer, self._head_timer):
             if timer is not None:
@@ -148,6 +158,7 @@ class HttpProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._finishing:
             return
+        self._runs_left = _RUNS_PER_PASS
         if self._held or self._blocked():
             self._held += data
         else:
@@ -249,20 +260,46 @@ class HttpProtocol(asyncio.Protocol):
             return
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         request = Request(method, path, match.params, raw_query.decode("latin-1"), Headers(self._headers), body)
-        try:
-            result = match.handler(request)
-        except Exception:
-            log.exception("%s %s: the handler raised", method, path)
-            result = _SERVER_ERROR
-        if isinstance(result, Response) or not inspect.isawaitable(result):
-            self._push(_encode(result, request, connection))
-        else:
+        if self._runs_left > 0 and not self._waiting:
+            self._runs_left -= 1
+            self._run(match.handler, request, connection, None)
+        else:  # in order, behind the others: run on a later pass
             slot = _Slot()
             self._queue.append(slot)
-            # a future of its own, so that cancelling it on connection loss closes the coroutine
-            pending = asyncio.ensure_future(result, loop=self._loop)
-            pending.add_done_callback(functools.partial(self._answered, slot, request, connection))
-            self._tasks.add(pending)
+            self._waiting.append((match.handler, request, connection, slot))
+
+    def _run(self, handler: Handler, request: Request, connection: bytes, slot: _Slot | None) -> None:
+        """Run a request's handler; its answer fills ``slot`` (a queued place), or is pushed."""
+        try:
+            result = handler(request)
+        except Exception:
+            log.exception("%s %s: the handler raised", request.method, request.path)
+            result = _SERVER_ERROR
+        if isinstance(result, Response) or not inspect.isawaitable(result):
+            data = _encode(result, request, connection)
+            if slot is None:
+                self._push(data)
+            else:
+                slot.data = data
+            return
+        if slot is None:
+            slot = _Slot()
+            self._queue.append(slot)
+        # a future of its own, so that cancelling it on connection loss closes the coroutine
+        pending = asyncio.ensure_future(result, loop=self._loop)
+        pending.add_done_callback(functools.partial(self._answered, slot, request, connection))
+        self._tasks.add(pending)
+
+    def _run_waiting(self) -> None:
+        self._run_scheduled = False
+        if self._transport is None or self._write_paused:
+            return  # resume_writing settles, which schedules this again
+        waiting = self._waiting
+        for _ in range(min(_RUNS_PER_PASS, len(waiting))):
+            self._run(*waiting.popleft())
+        self._runs_left = 0  # this pass has had its share: a read in it queues behind
+        self._take_ready()
+        self._settle()
 
     # -- parsing -----------------------------------------------------------------------------
 
@@ -322,6 +359,11 @@ class HttpProtocol(asyncio.Protocol):
         if error is not None:
             log.error("%s %s: the handler raised", request.method, request.path, exc_info=error)
         slot.data = _encode(_SERVER_ERROR if error is not None else done.result(), request, connection)
+        self._take_ready()
+        self._settle()
+
+    def _take_ready(self) -> None:
+        """Move the answers at the head of the queue that are ready to the next write."""
         queue = self._queue
         while queue:
             ready = queue[0].data
@@ -329,7 +371,6 @@ class HttpProtocol(asyncio.Protocol):
                 break
             queue.popleft()
             self._out.append(ready)
-        self._settle()
 
     def _push(self, data: bytes) -> None:
         if self._queue:
@@ -354,6 +395,10 @@ class HttpProtocol(asyncio.Protocol):
         if transport is None:
             return
         self._flush()
+        if self._waiting and not self._run_scheduled and not self._write_paused:
+            self._run_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._run_waiting)
         while self._held and not self._finishing and not self._blocked():
             held, self._held = self._held, b""
             self._feed(held)

@@ -325,6 +325,34 @@ async def test_pause_reading_when_too_many_answers_wait() -> None:
 
 
 @on_loop
+async def test_many_pipelined_requests_in_one_read_do_not_hold_the_loop() -> None:
+    """A read of hundreds of small requests runs a bounded number of handlers per loop pass (every
+    gRPC call shares the loop); the rest follow on later passes, answered in order."""
+    proto, t, app = make()
+    requests = 300
+    proto.data_received(GET * requests)
+    per_pass = len(app.calls)
+    assert 1 <= per_pass <= 16, per_pass
+    assert t.output == ok() * per_pass
+    proto.pause_writing()  # a client that stopped reading: nothing more runs for it
+    await settle(5)
+    assert len(app.calls) == per_pass and t.reading_paused
+    proto.resume_writing()
+    await until(lambda: len(app.calls) == requests)
+    assert t.output == ok() * requests
+    assert not t.reading_paused and not t.closed
+
+
+@on_loop
+async def test_requests_queued_behind_a_pass_keep_their_order_with_async_ones() -> None:
+    proto, t, _ = make()
+    proto.data_received(GET * 20 + b"GET /slow/0.01 HTTP/1.1\r\n\r\n" + GET * 20 + b"GET /nope HTTP/1.1\r\n\r\n")
+    await until(lambda: t.output.count(b"HTTP/1.1 ") == 42)
+    assert t.output == ok() * 20 + ok(b"0.01", TEXT) + ok() * 20 + refusal(404, "Not Found").replace(CLOSE, b"")
+    assert not t.closed
+
+
+@on_loop
 async def test_write_backpressure_holds_input() -> None:
     proto, t, app = make()
     proto.pause_writing()
