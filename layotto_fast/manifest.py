@@ -86,6 +86,8 @@ def load_file(path: Path) -> list[ComponentManifest]:
         raise StartupError(source, "yaml", f"not valid YAML: {exc}") from exc
     except OSError as exc:
         raise StartupError(source, "file", f"cannot be read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise StartupError(source, "file", f"is not UTF-8 text (byte {exc.start})") from None
     manifests = []
     for index, document in enumerate(documents):
         if document is None:

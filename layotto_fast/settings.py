@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,19 +57,24 @@ class Settings:
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name not in ("mesh", "invoke", "config_file")}
 _PORTS = ("grpc_port", "actuator_port", "app_port")
+# Durations that must be more than 0: at 0 every component init would time out, or health
+# checks would never run.
+_POSITIVE = ("grpc_handshake_timeout_seconds", "component_init_timeout_seconds", "health_check_interval_seconds")
+COMMAND_LINE = "command line"
 
 
 def load(config_file: str | None, overrides: dict[str, Any]) -> Settings:
     values: dict[str, Any] = {}
-    source = config_file or "command line"
+    source = config_file or COMMAND_LINE
     mesh = invoke = None
     if config_file:
-        values.update(_read_config(Path(config_file)))
+        for name, value in _read_config(Path(config_file)).items():
+            values[name] = value if name in ("mesh", "invoke") else _check(name, value, config_file)
         mesh = values.pop("mesh", None)
         invoke = values.pop("invoke", None)
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    for name, value in values.items():
-        values[name] = _check(name, value, source)
+    for name, value in overrides.items():
+        if value is not None:  # a flag is named as one, not blamed on the file
+            values[name] = _check(name, value, COMMAND_LINE, f"--{name.replace('_', '-')}")
     settings = Settings(**values, mesh=mesh, invoke=invoke, config_file=config_file or "")
     _check_together(settings, source)
     return settings
@@ -126,6 +132,8 @@ def _read_config(path: Path) -> dict[str, Any]:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise StartupError(source, "file", f"cannot be read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise StartupError(source, "file", f"is not UTF-8 text (byte {exc.start})") from None
     except yaml.YAMLError as exc:
         raise StartupError(source, "yaml", f"not valid YAML: {exc}") from exc
     if document is None:
@@ -152,7 +160,18 @@ def _read_config(path: Path) -> dict[str, Any]:
     return values
 
 
-def _check(name: str, value: Any, source: str) -> Any:
+def _check(name: str, value: Any, source: str, field: str = "") -> Any:
+    """``value`` of setting ``name`` if it is valid; else a StartupError naming ``field``
+    (the setting's name unless given: a flag is named as a flag)."""
+    try:
+        return _checked(name, value, source)
+    except StartupError as error:
+        if field:
+            raise StartupError(source, field, error.problem) from None
+        raise
+
+
+def _checked(name: str, value: Any, source: str) -> Any:
     expected = _FIELDS[name].type
     if expected == "int":
         if isinstance(value, bool) or not isinstance(value, int):
@@ -162,10 +181,10 @@ def _check(name: str, value: Any, source: str) -> Any:
         if name == "max_message_bytes" and not 1024 <= value <= MAX_MESSAGE_BYTES:
             raise StartupError(source, name, f"must be from 1024 to {MAX_MESSAGE_BYTES}, got {value}")
     elif expected == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise StartupError(source, name, f"must be a non-negative number, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+            raise StartupError(source, name, f"must be a non-negative number of seconds, got {value!r}")
         value = float(value)
-        if name == "grpc_handshake_timeout_seconds" and value == 0:
+        if name in _POSITIVE and value == 0:
             raise StartupError(source, name, "must be more than 0")
     elif not isinstance(value, str):
         raise StartupError(source, name, f"must be a string, got {value!r}")

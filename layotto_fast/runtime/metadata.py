@@ -61,7 +61,7 @@ def duration(manifest: ComponentManifest, name: str, default: float, plain_unit:
 def parse_duration(raw: str, plain_unit: float = 0.001) -> float | None:
     """Seconds in ``raw`` (``500ms``, ``1.5s``, ``1m``, ``1h``, or digits of ``plain_unit``
     seconds each); None when it is not a duration, or is negative."""
-    if raw.isdigit():
+    if raw.isascii() and raw.isdigit():
         return int(raw) * plain_unit
     for unit in sorted(_UNITS, key=len, reverse=True):
         number = raw.removesuffix(unit)
@@ -94,6 +94,6 @@ def host_port(manifest: ComponentManifest, name: str, default_port: int) -> tupl
     if not sep or "]" in port_text:
         host, port_text = raw, str(default_port)
     host = host.strip("[]")
-    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not host or not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
         raise StartupError(manifest.source, f"spec.metadata.{name}", f"must be host:port, got {raw!r}")
     return host, int(port_text)

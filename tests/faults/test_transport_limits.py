@@ -408,10 +408,10 @@ def test_native_handshake_timeout_in_process() -> None:
 @pytest.mark.parametrize(
     ("flags", "problem"),
     [
-        (["--max-message-bytes", "1000"], "max_message_bytes: must be from 1024 to 2147483647, got 1000"),
-        (["--max-message-bytes", str(2**31)], "max_message_bytes: must be from 1024 to 2147483647"),
-        (["--grpc-handshake-timeout-seconds", "0"], "grpc_handshake_timeout_seconds: must be more than 0"),
-        (["--grpc-handshake-timeout-seconds", "-1"], "grpc_handshake_timeout_seconds: must be a non-negative"),
+        (["--max-message-bytes", "1000"], "--max-message-bytes: must be from 1024 to 2147483647, got 1000"),
+        (["--max-message-bytes", str(2**31)], "--max-message-bytes: must be from 1024 to 2147483647"),
+        (["--grpc-handshake-timeout-seconds", "0"], "--grpc-handshake-timeout-seconds: must be more than 0"),
+        (["--grpc-handshake-timeout-seconds", "-1"], "--grpc-handshake-timeout-seconds: must be a non-negative"),
     ],
 )
 def test_a_bad_limit_stops_start_up(flags: list[str], problem: str, capsys: pytest.CaptureFixture[str]) -> None:

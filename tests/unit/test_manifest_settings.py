@@ -67,6 +67,60 @@ def test_settings_reject_bool_as_port(tmp_path: Path) -> None:
     assert raised.value.field == "grpc_port"
 
 
+@pytest.mark.parametrize(
+    ("line", "field", "problem"),
+    [
+        ("component_init_timeout_seconds: 0", "component_init_timeout_seconds", "must be more than 0"),
+        ("health_check_interval_seconds: 0", "health_check_interval_seconds", "must be more than 0"),
+        ("health_check_interval_seconds: .nan", "health_check_interval_seconds", "must be a non-negative number"),
+        ("shutdown_grace_seconds: .inf", "shutdown_grace_seconds", "must be a non-negative number"),
+        ("app_keepalive_seconds: -1", "app_keepalive_seconds", "must be a non-negative number"),
+    ],
+)
+def test_settings_refuse_durations_that_break_the_sidecar(tmp_path: Path, line: str, field: str, problem: str) -> None:
+    """An init timeout of 0 left every component DOWN; an interval of 0 or NaN turned health checks
+    off; an infinite grace never let a stop finish."""
+    config = tmp_path / "c.yaml"
+    config.write_text(line + "\n")
+    with pytest.raises(StartupError) as raised:
+        settings.load(str(config), {})
+    assert (raised.value.source, raised.value.field) == (str(config), field)
+    assert problem in raised.value.problem
+
+
+def test_a_bad_flag_is_named_as_a_flag_not_blamed_on_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("grpc_port: 1000\n")
+    with pytest.raises(StartupError) as raised:
+        settings.load(str(config), {"grpc_port": 70000})
+    assert (raised.value.source, raised.value.field) == ("command line", "--grpc-port")
+    with pytest.raises(StartupError) as raised:
+        settings.load(str(config), {"shutdown_grace_seconds": float("inf")})
+    assert raised.value.field == "--shutdown-grace-seconds"
+
+
+def test_files_that_are_not_utf8_are_named(tmp_path: Path) -> None:
+    """A traceback (exit 1) before; now the file and what is wrong with it (exit 2)."""
+    manifest, config = tmp_path / "m.yaml", tmp_path / "c.yaml"
+    manifest.write_bytes(GOOD.encode().replace(b"store", b"st\xffore"))
+    config.write_bytes(b"app_id: \xe9t\xe9\n")
+    for path, load in ((manifest, load_file), (config, lambda p: settings.load(str(p), {}))):
+        with pytest.raises(StartupError) as raised:
+            load(path)
+        assert (raised.value.source, raised.value.field) == (str(path), "file")
+        assert "is not UTF-8 text" in raised.value.problem
+
+
+def test_durations_with_non_ascii_digits_are_refused(tmp_path: Path) -> None:
+    """``"²".isdigit()`` is true and ``int("²")`` raises: a traceback before."""
+    from layotto_fast.runtime import metadata
+
+    assert metadata.parse_duration("\u00b2") is None
+    assert metadata.parse_duration("\u0663") is None  # an Arabic-Indic three: int() would take it
+    assert metadata.parse_duration("15") == pytest.approx(0.015)
+    assert not metadata.is_host_port("localhost:\u00b2")
+
+
 # --- secretKeyRef ----------------------------------------------------------------------------------
 
 VAULT = """apiVersion: dapr.io/v1alpha1
