@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 
@@ -10,6 +11,7 @@ import pytest
 from google.protobuf import any_pb2, wrappers_pb2
 
 from layotto_fast._proto import runtime_pb2 as pb
+from tests.conftest import SIDECAR_ENV
 from tests.sidecar import Sidecar
 
 LOCKS = "lock_demo"
@@ -109,11 +111,18 @@ def test_secrets_local_file(sidecar: Sidecar) -> None:
 
 
 def test_secrets_local_env(sidecar: Sidecar) -> None:
+    """The embedded secret_env has prefix LAYOTTO_SECRET_: only those variables, without it."""
     stub = sidecar.stub()
-    got = stub.GetSecret(pb.GetSecretRequest(store_name="secret_env", key="LAYOTTO_TEST_SECRET"))
-    assert dict(got.data) == {"LAYOTTO_TEST_SECRET": "s3cret"}
-    code, _ = fails(lambda: stub.GetSecret(pb.GetSecretRequest(store_name="secret_env", key="NO_SUCH_VARIABLE_XYZ")))
-    assert code == grpc.StatusCode.NOT_FOUND
+    got = stub.GetSecret(pb.GetSecretRequest(store_name="secret_env", key="TEST_DB"))
+    assert dict(got.data) == {"TEST_DB": "s3cret"}  # the variable LAYOTTO_SECRET_TEST_DB
+    for other in ("LAYOTTO_TEST_SECRET", "PATH", "NO_SUCH_VARIABLE_XYZ"):
+        request = pb.GetSecretRequest(store_name="secret_env", key=other)
+        code, _ = fails(lambda: stub.GetSecret(request))  # noqa: B023  (fails calls it at once)
+        assert code == grpc.StatusCode.NOT_FOUND, other
+    bulk = stub.GetBulkSecret(pb.GetBulkSecretRequest(store_name="secret_env")).data
+    assert dict(bulk["TEST_DB"].secrets) == {"TEST_DB": "s3cret"}
+    environment = {**os.environ, **SIDECAR_ENV}
+    assert set(bulk) == {n.removeprefix("LAYOTTO_SECRET_") for n in environment if n.startswith("LAYOTTO_SECRET_")}
 
 
 def test_rpc_not_implemented_yet(sidecar: Sidecar) -> None:
