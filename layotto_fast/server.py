@@ -128,7 +128,7 @@ class Sidecar:
             # An unresolvable secret reference is a bad manifest: stop as one does (exit 2),
             # after letting go of the ports and the stores already started.
             self.components.stopping_reason = f"bad configuration: {exc}"
-            await self._stop_serving(server, actuator, 0)
+            await self._stop_serving(server, actuator, loop.time())
             raise
         log.info("readiness %s", self.components.readiness().status.value)
         if self.app is not None:
@@ -137,16 +137,23 @@ class Sidecar:
         checker = loop.create_task(self._check_health())
         await self._stop.wait()
 
-        log.info("stopping: readiness DOWN, draining calls for up to %.1fs", self.settings.shutdown_grace_seconds)
+        grace = self.settings.shutdown_grace_seconds
+        log.info("stopping: readiness DOWN, draining deliveries and calls for up to %.1fs", grace)
         self.components.stopping_reason = "shutting down"
         checker.cancel()
-        await self._stop_serving(server, actuator, self.settings.shutdown_grace_seconds)
+        await self._stop_serving(server, actuator, loop.time() + grace)
         log.info("stopped")
 
-    async def _stop_serving(self, server: GrpcServer, actuator: asyncio.Server, grace: float) -> None:
+    async def _stop_serving(self, server: GrpcServer, actuator: asyncio.Server, deadline: float) -> None:
+        """Stop everything, the shutdown grace ending at ``deadline`` (the loop's clock): one
+        budget, spent first on the deliveries in flight, then on the gRPC calls still open."""
+        # First, while the gRPC server still answers the calls an app makes while it handles a
+        # message: no message is read any more, and the ones in hand are answered by the
+        # deadline or stay unacknowledged, not half-delivered.
+        await self.services.pubsub.close(deadline)
         if self.app is not None:
-            await self.app.close()  # first: messages in hand stay unacknowledged, not half-delivered
-        await server.stop(grace)
+            await self.app.close()  # its subscriptions are stopped: this ends its connection
+        await server.stop(max(0.0, deadline - asyncio.get_running_loop().time()))
         actuator.close()
         await self.services.invoke.close()
         self.invoker.close()

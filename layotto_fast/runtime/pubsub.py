@@ -62,9 +62,22 @@ class SubscribeOptions:
     metadata: Mapping[str, str] = field(default_factory=dict)
 
 
+# Seconds an unsubscribe given no deadline lets the handler calls in flight finish. A stop of
+# the sidecar gives one: what is left of its shutdown grace (PubSubService.close).
+DRAIN_SECONDS = 1.0
+
+
 class Unsubscribe(Protocol):
-    async def __call__(self) -> None:
-        """Stop reading: no handler call starts after this returns; unacknowledged messages stay."""
+    async def __call__(self, deadline: float | None = None) -> None:
+        """Stop reading: no handler call starts after this returns; unacknowledged messages stay.
+
+        The handler calls in flight may finish until ``deadline``, a time on the running loop's
+        clock (``loop.time()``); None means DRAIN_SECONDS from now, and a deadline already past
+        lets none finish. The calls still running then are cancelled, their messages left
+        unacknowledged for the backend to hand out again. The verdicts given by then are sent
+        to the backend before this returns, even if that takes a moment past ``deadline``:
+        the component's connection may close right after. Calling it again does no harm.
+        """
         ...
 
 

@@ -27,7 +27,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from layotto_fast.runtime.pubsub import PARTITION_KEY, Handler, Message, Verdict
+from layotto_fast.runtime.pubsub import DRAIN_SECONDS, PARTITION_KEY, Handler, Message, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -155,10 +155,15 @@ class Dispatcher:
                 if free >= wanted and not future.done():
                     future.set_result(None)
 
-    async def drain(self, timeout: float) -> None:
-        """Wait up to ``timeout`` for the messages being handled, then cancel what is left
-        (unsettled messages stay unacknowledged in the backend)."""
-        self._start_submitted()
+    async def drain(self, deadline: float | None = None) -> None:
+        """Wait until ``deadline`` (the loop's clock; None: DRAIN_SECONDS from now) for the
+        messages being handled and settled, then cancel what is left (unsettled messages stay
+        unacknowledged in the backend). The component's Unsubscribe passes its deadline here."""
+        timeout = DRAIN_SECONDS if deadline is None else max(0.0, deadline - self._loop.time())
+        if timeout > 0:
+            self._start_submitted()
+        else:  # no time to handle them: not started at all, left unsettled like the ones cancelled
+            self._starting = []
         if self._busy:
             await asyncio.wait(list(self._busy), timeout=timeout)
         for busy in list(self._busy):

@@ -17,6 +17,11 @@ Per-subscription options come from the subscription's metadata (names below); a 
 is INVALID_ARGUMENT naming the key. Its durations are at most an hour, and a delivery
 timeout more than 0.
 
+Stopping: a subscription's stop (the ``Unsubscribe`` ``subscribe`` returns) stops reading at
+once and lets the deliveries in flight finish until a deadline, then hands the rest back
+unacknowledged. The sidecar's stop calls ``close`` with the end of its shutdown grace: every
+subscription stops together, by that deadline, and none starts after it.
+
 ``rawPayload`` (Dapr's name), on a publish: the data is stored as it is, with no envelope.
 On a subscription, or on a message published that way: the message is handed over as raw
 bytes, never read as a CloudEvent. A raw message has no id of its own; its id is a hash of
@@ -32,12 +37,20 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from layotto_fast.errors import InvalidArgument, RuntimeApiError, require
+from layotto_fast.errors import InvalidArgument, RuntimeApiError, Unavailable, require
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime.cloudevents import Event, NotACloudEvent, raw_event, raw_id, unwrap, wrap
 from layotto_fast.runtime.lifecycle import Components
 from layotto_fast.runtime.metadata import DURATION_EXAMPLES, parse_duration
-from layotto_fast.runtime.pubsub import Message, PubSub, SubscribeOptions, SubscriberGone, Unsubscribe, Verdict
+from layotto_fast.runtime.pubsub import (
+    DRAIN_SECONDS,
+    Message,
+    PubSub,
+    SubscribeOptions,
+    SubscriberGone,
+    Unsubscribe,
+    Verdict,
+)
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +142,8 @@ class PubSubService:
         self._components = components
         self._app_id = app_id
         self.counts: dict[tuple[str, str], DeliveryCounts] = {}
+        self._subscriptions: set[_Subscription] = set()  # started and not stopped yet
+        self._closed_by: float | None = None  # once closing: when every delivery must be over
 
     def _pubsub(self, name: str, field_name: str = "pubsub_name") -> PubSub:
         component: PubSub = self._components.lookup("pubsub", name, field_name)
@@ -190,14 +205,69 @@ class PubSubService:
         return [failure for failure in outcomes if failure is not None]
 
     async def subscribe(self, subscription: TopicSubscription, deliver: Deliver) -> Unsubscribe:
-        """Start delivering ``subscription``'s messages to ``deliver``; the way to stop."""
+        """Start delivering ``subscription``'s messages to ``deliver``; the way to stop.
+
+        Stopping more than once, or after ``close``, does no harm: every call returns once the
+        one stop there is has. Refused (UNAVAILABLE) once ``close`` has begun.
+        """
+        self._refuse_if_closed()
         pubsub = self._pubsub(subscription.pubsub_name)
         require(subscription.topic, "topic")
         policy, options, dead_letter = _options(subscription)
         raw = raw_payload(subscription.metadata, "metadata")
         counts = self.counts.setdefault((subscription.pubsub_name, subscription.topic), DeliveryCounts())
         delivery = _Delivery(subscription, policy, dead_letter, raw, deliver, pubsub, counts)
-        return await pubsub.subscribe(subscription.topic, options, delivery.handle)
+        stop = _Subscription(self, await pubsub.subscribe(subscription.topic, options, delivery.handle))
+        if self._closed_by is not None:  # close began while the component was subscribing
+            await stop()
+            self._refuse_if_closed()
+        self._subscriptions.add(stop)
+        return stop
+
+    async def close(self, deadline: float | None = None) -> None:
+        """Stop every subscription, all at once: their deliveries in flight may finish until
+        ``deadline`` (the loop's clock; None: DRAIN_SECONDS from now), the rest stays
+        unacknowledged in the backends. A later stop of one of them, without a deadline or
+        with a later one, stops by this deadline too; no subscription starts after this."""
+        if deadline is None:
+            deadline = asyncio.get_running_loop().time() + DRAIN_SECONDS
+        self._closed_by = deadline if self._closed_by is None else min(self._closed_by, deadline)
+        stops = list(self._subscriptions)
+        for failure in await asyncio.gather(*(stop(deadline) for stop in stops), return_exceptions=True):
+            if isinstance(failure, BaseException):
+                log.error("stopping a subscription failed", exc_info=failure)
+
+    def _refuse_if_closed(self) -> None:
+        if self._closed_by is not None:
+            raise Unavailable("pub/sub is stopping (the sidecar is shutting down): no new subscriptions")
+
+    def _stop_by(self, deadline: float | None) -> float | None:
+        """The deadline a subscription's stop gets: the one asked for, no later than close's."""
+        if self._closed_by is None:
+            return deadline
+        return self._closed_by if deadline is None else min(deadline, self._closed_by)
+
+    def _stopped(self, subscription: _Subscription) -> None:
+        self._subscriptions.discard(subscription)
+
+
+class _Subscription:
+    """What ``PubSubService.subscribe`` returns: the component's Unsubscribe, called once, with
+    the deadline the service's rules give it."""
+
+    def __init__(self, service: PubSubService, unsubscribe: Unsubscribe) -> None:
+        self._service = service
+        self._unsubscribe = unsubscribe
+        self._stopping: asyncio.Future[None] | None = None
+
+    async def __call__(self, deadline: float | None = None) -> None:
+        if self._stopping is None:
+            self._service._stopped(self)
+            self._stopping = asyncio.ensure_future(self._unsubscribe(self._service._stop_by(deadline)))
+            self._stopping.add_done_callback(_seen)
+        # Shielded: a caller cancelled while it waits (a task being torn down) leaves the stop
+        # running, and the callers after it wait for that stop, not for a cancelled one.
+        await asyncio.shield(self._stopping)
 
 
 class _Delivery:
@@ -417,6 +487,13 @@ def _pass_on(outcome: asyncio.Future[Verdict], rest: asyncio.Task[Verdict]) -> N
         outcome.set_exception(error)
     else:
         outcome.set_result(rest.result())
+
+
+def _seen(stopping: asyncio.Future[None]) -> None:
+    """Reads the outcome of a stop whose every caller may have been cancelled, so that its
+    failure is not reported as never retrieved (a caller still waiting gets it raised)."""
+    if not stopping.cancelled():
+        stopping.exception()
 
 
 def _cancel_with(work: asyncio.Future[Verdict], outcome: asyncio.Future[Verdict]) -> None:

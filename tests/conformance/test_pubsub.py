@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
+from layotto_fast.errors import Unavailable
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime.cloudevents import Event
 from layotto_fast.runtime.lifecycle import Components
@@ -191,6 +193,79 @@ def test_unacknowledged_messages_go_to_the_rest_of_the_group(harness: Harness, i
         await stop()
 
     harness.run(run())
+
+
+def test_a_stop_lets_the_handler_at_work_finish_until_its_deadline(
+    harness: Harness, implementation: Implementation
+) -> None:
+    """A stop given a deadline 3 s away lets a handler that needs 1.5 s finish, and settles
+    its SUCCESS in the backend before it returns: the group never gets the message again. (A
+    fixed 1 s drain cut the handler off, and the message came back: a needless duplicate.)"""
+    leaving = harness.make(implementation, "leaving")
+    staying = harness.make(implementation, "staying") if implementation.backend else leaving
+    topic, group = _topic(), _group()
+    started: list[bytes] = []
+    finished: list[bytes] = []
+
+    async def slow(message: Message) -> Verdict:
+        started.append(message.data)
+        await asyncio.sleep(1.5)
+        finished.append(message.data)
+        return Verdict.SUCCESS
+
+    inbox = Inbox()
+
+    async def run() -> float:
+        stop_leaving = await leaving.subscribe(topic, SubscribeOptions(group=group, concurrency=1), slow)
+        await leaving.publish(topic, b"slow", {})
+        await Inbox.until(lambda: bool(started))
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        await stop_leaving(began + 3.0)
+        took = loop.time() - began
+        stop = await staying.subscribe(topic, SubscribeOptions(group=group), inbox)
+        await asyncio.sleep(2.5)  # past every backend's redelivery in this matrix
+        await stop()
+        return took
+
+    took = harness.run(run())
+    assert finished == [b"slow"], "the handler was cut off before the deadline"
+    assert inbox.data() == [], "a message its handler answered SUCCESS was handed out again"
+    assert 1.3 <= took < 2.9, f"the stop took {took:.2f}s: it should end when the handler does"
+
+
+def test_a_stop_by_a_deadline_sooner_than_the_handler_returns_by_then(
+    harness: Harness, implementation: Implementation
+) -> None:
+    """A deadline 0.3 s away is kept, however long the handler would take (a fixed drain of 1 s,
+    5 s for JetStream, overran it); the message it cut off goes to the rest of the group."""
+    leaving = harness.make(implementation, "leaving")
+    staying = harness.make(implementation, "staying") if implementation.backend else leaving
+    topic, group = _topic(), _group()
+    stuck: list[bytes] = []
+
+    async def never_answers(message: Message) -> Verdict:
+        stuck.append(message.data)
+        await asyncio.Event().wait()
+        return Verdict.SUCCESS
+
+    inbox = Inbox()
+
+    async def run() -> float:
+        stop_leaving = await leaving.subscribe(topic, SubscribeOptions(group=group, concurrency=1), never_answers)
+        await leaving.publish(topic, b"orphan", {})
+        await Inbox.until(lambda: bool(stuck))
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        await stop_leaving(began + 0.3)
+        took = loop.time() - began
+        stop = await staying.subscribe(topic, SubscribeOptions(group=group), inbox)
+        await inbox.until(lambda: b"orphan" in inbox.data())
+        await stop()
+        return took
+
+    took = harness.run(run())
+    assert 0.25 <= took < 0.8, f"the stop took {took:.2f}s for a deadline 0.3 s away"
 
 
 def _service(harness: Harness, implementation: Implementation, tmp_path: Path) -> tuple[Components, PubSubService]:
@@ -494,3 +569,60 @@ def test_service_backs_off_between_attempts_up_to_the_longest_interval(
     assert len(gaps) == 3
     assert gaps[0] >= 0.095 and gaps[1] >= 0.145 and gaps[2] >= 0.145, gaps
     assert gaps[2] < 0.35, f"the third wait was not capped: {gaps}"
+
+
+def test_service_close_stops_every_subscription_by_its_deadline(
+    harness: Harness, implementation: Implementation, tmp_path: Path
+) -> None:
+    """``close(deadline)``, the sidecar's stop: every subscription stops by the one deadline,
+    all at once; deliveries that finish before it are acknowledged. A subscription's own stop
+    called meanwhile (the app's, unsubscribing as it closes) waits for that same stop, with
+    close's deadline, rather than starting one of its own; a subscribe after it is refused."""
+    components, service = _service(harness, implementation, tmp_path)
+    topics = [_topic(), _topic()]
+    groups = {topic: _group() for topic in topics}
+    started: list[str] = []
+    answered: list[str] = []
+
+    async def slow_app(event: Event, timeout: float) -> Verdict:
+        started.append(event.topic)
+        await asyncio.sleep(1.5)
+        answered.append(event.topic)
+        return Verdict.SUCCESS
+
+    inbox = Inbox()
+
+    async def run() -> tuple[float, float]:
+        await components.init_all()
+        stops = [
+            await service.subscribe(TopicSubscription("ps", topic, {"consumerID": groups[topic]}), slow_app)
+            for topic in topics
+        ]
+        for topic in topics:
+            await service.publish("ps", topic, b"slow", "text/plain", {})
+        await Inbox.until(lambda: len(started) == 2)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        closing = asyncio.ensure_future(service.close(began + 3.0))
+        await asyncio.sleep(0.05)
+        await stops[0]()  # no deadline of its own: close's, not DRAIN_SECONDS from now
+        one_stopped = loop.time() - began
+        await closing
+        took = loop.time() - began
+        await stops[1]()  # stopped already: at once
+        with pytest.raises(Unavailable):
+            await service.subscribe(TopicSubscription("ps", topics[0], {"consumerID": groups[topics[0]]}), slow_app)
+        # What the groups still hold, read past the service: nothing, once past every redelivery.
+        pubsub = components.ready("pubsub")["ps"]
+        later = [await pubsub.subscribe(topic, SubscribeOptions(group=groups[topic]), inbox) for topic in topics]
+        await asyncio.sleep(2.5)
+        for stop in later:
+            await stop()
+        await components.close_all()
+        return one_stopped, took
+
+    one_stopped, took = harness.run(run())
+    assert sorted(answered) == sorted(topics), "a delivery was cut off before the deadline"
+    assert inbox.data() == [], "an acknowledged message was handed out again"
+    assert 1.3 <= one_stopped < 2.9, f"a stop during close took {one_stopped:.2f}s"
+    assert 1.3 <= took < 2.9, f"close took {took:.2f}s: its subscriptions stop together, when their deliveries end"

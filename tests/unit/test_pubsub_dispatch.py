@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from layotto_fast.runtime.pubsub import PARTITION_KEY, Message, Verdict
+from layotto_fast.runtime.pubsub import DRAIN_SECONDS, PARTITION_KEY, Message, Verdict
 from layotto_fast.runtime.pubsub_dispatch import Dispatcher
 
 
@@ -31,7 +31,7 @@ def test_room_waits_until_as_many_slots_as_wanted_are_free() -> None:
         assert await asyncio.wait_for(room, 1) == 2
         for release in releases:
             release.set()
-        await dispatcher.drain(1)
+        await dispatcher.drain(asyncio.get_running_loop().time() + 1)
         assert await asyncio.wait_for(dispatcher.room(10), 1) == 4
 
     asyncio.run(run())
@@ -66,7 +66,7 @@ def test_a_handler_future_is_settled_by_callback_without_a_task() -> None:
         await asyncio.sleep(0)
         assert sorted(settled) == [(b"0", Verdict.RETRY), (b"1", Verdict.DROP)]
         assert dispatcher.free == 3
-        await dispatcher.drain(0.01)
+        await dispatcher.drain(loop.time() + 0.01)
         assert pending[2].cancelled(), "drain gives up on what is still being handled"
         assert len(settled) == 2, "a message cut off by drain is not settled: it stays in the backend"
         assert dispatcher.free == 4
@@ -96,7 +96,7 @@ def test_messages_start_after_what_their_loop_pass_already_queued() -> None:
         await asyncio.sleep(0)
         assert order == ["answer queued before", "m1", "m2"]
         await dispatcher.submit(Message("t", b"m3"))
-        await dispatcher.drain(1)
+        await dispatcher.drain(loop.time() + 1)
         assert order[-1] == "m3", "drain starts what was submitted before waiting for it"
 
     asyncio.run(run())
@@ -164,7 +164,7 @@ def test_messages_of_one_partition_key_are_handled_one_after_another() -> None:
         assert started == [b"a1", b"b1", b"a2"]
         pending[b"b1"].set_result(Verdict.SUCCESS)
         pending[b"a2"].set_result(Verdict.SUCCESS)
-        await dispatcher.drain(1)
+        await dispatcher.drain(loop.time() + 1)
         assert dispatcher.free == 4
 
     asyncio.run(run())
@@ -194,7 +194,61 @@ def test_two_submitters_waiting_for_a_slot_both_get_one() -> None:
             await asyncio.sleep(0.01)
         assert reader.done() and claimer.done(), "each waiter got a slot as one came free"
         pending[-1].set_result(Verdict.SUCCESS)
-        await dispatcher.drain(1)
+        await dispatcher.drain(loop.time() + 1)
         assert len(pending) == 3 and dispatcher.free == 1
+
+    asyncio.run(run())
+
+
+def test_drain_waits_until_its_deadline_or_the_default_and_not_longer() -> None:
+    """The deadline is on the loop's clock: the handlers at work get until then, not a fixed
+    while; without one they get DRAIN_SECONDS; one already past starts nothing more."""
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        settled: list[bytes] = []
+        started: list[bytes] = []
+
+        async def handler(message: Message) -> Verdict:
+            started.append(message.data)
+            await asyncio.sleep(float(message.data))
+            return Verdict.SUCCESS
+
+        def settle(message: Message, verdict: Verdict) -> None:
+            settled.append(message.data)
+
+        def dispatcher() -> Dispatcher:
+            return Dispatcher(handler, settle, 4, "test")
+
+        # Later than DRAIN_SECONDS: the one that needs 1.2 s is waited for.
+        first = dispatcher()
+        await first.submit(Message("t", b"%g" % (DRAIN_SECONDS + 0.2)))
+        began = loop.time()
+        await first.drain(began + DRAIN_SECONDS + 1.0)
+        assert settled == [b"%g" % (DRAIN_SECONDS + 0.2)]
+        assert loop.time() - began < DRAIN_SECONDS + 0.9, "drain returns when the handlers are done"
+
+        # Sooner than DRAIN_SECONDS: cut off at the deadline, not settled.
+        settled.clear()
+        second = dispatcher()
+        await second.submit(Message("t", b"5"))
+        began = loop.time()
+        await second.drain(began + 0.1)
+        assert 0.08 <= loop.time() - began < 0.5 and settled == []
+
+        # None: DRAIN_SECONDS.
+        third = dispatcher()
+        await third.submit(Message("t", b"5"))
+        began = loop.time()
+        await third.drain()
+        assert DRAIN_SECONDS - 0.05 <= loop.time() - began < DRAIN_SECONDS + 0.5 and settled == []
+
+        # Past: what is submitted and not started yet is never started.
+        started.clear()
+        fourth = dispatcher()
+        await fourth.submit(Message("t", b"0"))
+        await fourth.drain(loop.time() - 1)
+        await asyncio.sleep(0.01)
+        assert started == [] and settled == [] and fourth.free == 4
 
     asyncio.run(run())

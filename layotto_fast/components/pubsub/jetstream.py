@@ -22,8 +22,9 @@ Acknowledgement is explicit, and the verdicts are:
 While a message waits for, or is in, its handler, the reader tells the server every
 ``ackWait / 2`` that it is still at work on it, so a slow handler is not given a duplicate;
 ``ackWait`` is how long after this sidecar stops working on a message (a crash, a lost
-connection) the server hands it out again. Unsubscribing naks what was fetched and not
-settled, so the group's other members get it at once.
+connection) the server hands it out again. Unsubscribing stops the pull requests at once, lets
+the handlers at work finish until the deadline it is given (see ``Unsubscribe``), still telling
+the server, then naks what was fetched and not settled, so the group's other members get it at once.
 
 nats-py reconnects forever after the first connection; the readers send no pull requests meanwhile.
 """
@@ -46,7 +47,7 @@ from nats.js import errors as js_errors
 
 from layotto_fast.components.pubsub import DEFAULT_GROUP
 from layotto_fast.components.pubsub.jetstream_pubacks import PubAcks
-from layotto_fast.components.pubsub.jetstream_pull import BACKEND_ERRORS, DRAIN_TIMEOUT, PullReader
+from layotto_fast.components.pubsub.jetstream_pull import BACKEND_ERRORS, PullReader
 from layotto_fast.errors import FailedPrecondition, InvalidArgument, RuntimeApiError, StartupError, Unavailable
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime import metadata
@@ -57,6 +58,7 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 5.0  # seconds for init's first connection
 REQUEST_TIMEOUT = 5.0  # seconds for a PubAck or a JetStream API answer
 PING_TIMEOUT = 1.5
+FLUSH_TIMEOUT = 5.0  # seconds close gives nats-py to send what it still buffers (answers to the server)
 # The JetStream API's subjects; nats-py's default too (no domain, no custom prefix).
 API_PREFIX = "$JS.API"
 
@@ -253,9 +255,9 @@ class JetStreamPubSub:
             raise self._config.unavailable(f"cannot read {topic!r}", exc) from None
         self._readers.add(reader)
 
-        async def unsubscribe() -> None:
+        async def unsubscribe(deadline: float | None = None) -> None:
             self._readers.discard(reader)
-            await reader.stop()
+            await reader.stop(deadline)
 
         return unsubscribe
 
@@ -299,7 +301,7 @@ class JetStreamPubSub:
             return
         try:
             if nc.is_connected:
-                await asyncio.wait_for(nc.drain(), DRAIN_TIMEOUT)  # sends the acks still buffered
+                await asyncio.wait_for(nc.drain(), FLUSH_TIMEOUT)  # sends the acks still buffered
         except BACKEND_ERRORS:
             pass
         finally:

@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 
 FETCH_WAIT = 1.0  # seconds one pull request waits for messages on the server
 REQUEST_GRACE = 1.0  # seconds after that before a request nobody ended counts as lost
-DRAIN_TIMEOUT = 5.0  # seconds a stop waits for the handlers at work
 MAX_PAUSE = 2.0  # seconds between requests at most while the server fails
 
 BACKEND_ERRORS: tuple[type[BaseException], ...] = (nats_errors.Error, OSError, asyncio.TimeoutError)
@@ -67,13 +66,15 @@ class PullReader:
         self._owed = 0  # messages it may still bring
         self._request_over: asyncio.Future[None] | None = None
         self._sub: Subscription | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._requesting: asyncio.Task[None] | None = None
+        self._keeping_alive: asyncio.Task[None] | None = None
         self._stopped = False
 
     async def start(self, nc: Client) -> None:
         self._inbox = nc.new_inbox()
         self._sub = await nc.subscribe(f"{self._inbox}.*", cb=self._arrived)
-        self._tasks = [self._loop.create_task(self._request_loop()), self._loop.create_task(self._keep_alive())]
+        self._requesting = self._loop.create_task(self._request_loop())
+        self._keeping_alive = self._loop.create_task(self._keep_alive())
 
     async def _arrived(self, msg: Msg) -> None:
         status = msg.headers.get(api.Header.STATUS) if msg.headers else None
@@ -151,8 +152,9 @@ class PullReader:
             self._request = ""
 
     async def _keep_alive(self) -> None:
-        """Tell the server the unsettled messages are being worked on: no redelivery meanwhile."""
-        while not self._stopped:
+        """Tell the server the unsettled messages are being worked on: no redelivery meanwhile.
+        It goes on while a stop lets the handlers finish; the stop cancels it after that."""
+        while True:
             await asyncio.sleep(self._ack_wait / 2)
             for msg in list(self._unsettled.values()):
                 with contextlib.suppress(*BACKEND_ERRORS):
@@ -186,15 +188,19 @@ class PullReader:
             except BACKEND_ERRORS as exc:  # unanswered: the server hands it out again after ackWait
                 log.info("%s: answering a message failed: %s", self._name, exc)
 
-    async def stop(self) -> None:
-        """Stop asking, let the handlers at work finish (a short while), hand back the rest."""
+    async def stop(self, deadline: float | None = None) -> None:
+        """Stop asking, let the handlers at work finish until ``deadline`` (``Unsubscribe``'s),
+        kept alive meanwhile; send the answers given by then, and hand back the rest."""
         if self._stopped:
             return
         self._stopped = True
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._dispatcher.drain(DRAIN_TIMEOUT)
+        if self._requesting is not None:
+            self._requesting.cancel()
+            await asyncio.gather(self._requesting, return_exceptions=True)
+        await self._dispatcher.drain(deadline)
+        if self._keeping_alive is not None:
+            self._keeping_alive.cancel()
+            await asyncio.gather(self._keeping_alive, return_exceptions=True)
         if self._answers:
             self._send_answers()
         if self._answering:  # what was settled is answered before the rest is handed back

@@ -4,7 +4,9 @@ It keeps the contract the backed components keep, so that an app tried against i
 the same against Redis or JetStream: each consumer group of a topic gets every message
 published once the group exists, the subscribers of one group share them, a message the
 handler does not acknowledge (RETRY, an error, or its subscriber going away first) is
-handed out again after ``redeliverInterval``, and DROP forgets it.
+handed out again after ``redeliverInterval``, and DROP forgets it. Unsubscribing lets the
+handler calls in flight finish until the deadline it is given (see ``Unsubscribe``); the
+messages it cuts off are handed out again after ``redeliverInterval``.
 """
 
 from __future__ import annotations
@@ -85,11 +87,11 @@ class InMemoryPubSub(NoBackend):
 
         reader = asyncio.get_running_loop().create_task(consume())
 
-        async def stop() -> None:
+        async def stop(deadline: float | None = None) -> None:
             self._stops.discard(stop)
             reader.cancel()
             await asyncio.wait([reader])
-            await dispatcher.drain(1.0)
+            await dispatcher.drain(deadline)
             for message in unsettled.values():  # cut off before settling: someone else's now
                 self._later(group, message)
             unsettled.clear()

@@ -21,6 +21,9 @@ Acknowledgements wait up to ``ACK_DELAY`` to go out together, one ``XACK`` for m
 write and a command per message cost the sidecar and Redis more than the rest of a delivery
 (measured here). A sidecar that dies in that window leaves the entries pending, and they are
 delivered again: at least once, never lost.
+
+Unsubscribing stops reading at once and lets the handler calls in flight finish until the
+deadline it is given (see ``Unsubscribe``); the entries it cuts off stay pending, claimed later.
 """
 
 from __future__ import annotations
@@ -109,9 +112,9 @@ class RedisStreamsPubSub(PipelinedRedis):
         await reader.create_group()
         reader.start()
 
-        async def stop() -> None:
+        async def stop(deadline: float | None = None) -> None:
             self._stops.discard(stop)
-            await reader.stop()
+            await reader.stop(deadline)
 
         self._stops.add(stop)
         return stop
@@ -163,7 +166,10 @@ class _Reader:
         if self._config.redeliver_interval > 0 and self._config.processing_timeout > 0:
             self._tasks.append(loop.create_task(self._claim()))
 
-    async def stop(self) -> None:
+    async def stop(self, deadline: float | None = None) -> None:
+        """Stop reading and claiming, let the handler calls in flight finish until ``deadline``
+        (``Unsubscribe``'s), then acknowledge what was settled: the XACK is waited for even past
+        the deadline (up to the read timeout), since the pipeline may close right after."""
         # redis-py may turn the cancellation of a blocked read into a connection error, which
         # the loops would take for Redis being away: they look at this flag as well.
         self._stopping = True
@@ -172,7 +178,7 @@ class _Reader:
         await asyncio.wait(self._tasks)
         if self._reads is not None:
             await self._reads.close()
-        await self._dispatcher.drain(1.0)
+        await self._dispatcher.drain(deadline)
         self._send_acks()
         if self._acking:  # the pipeline closes after this: what was settled is acknowledged first
             await asyncio.wait(self._acking, timeout=max(self._config.redis.read_timeout, 1.0))
