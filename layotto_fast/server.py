@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
+import os
 import signal
+import socket
+import stat
 from importlib import resources
 from pathlib import Path
 from typing import Protocol
@@ -34,7 +38,7 @@ from layotto_fast.runtime.invoke_service import InvokeService
 from layotto_fast.runtime.lifecycle import Components
 from layotto_fast.runtime.pubsub_service import with_consumer_groups
 from layotto_fast.runtime.services import Services
-from layotto_fast.settings import Settings
+from layotto_fast.settings import COMMAND_LINE, Settings
 
 log = logging.getLogger("layotto_fast")
 
@@ -88,9 +92,13 @@ class Sidecar:
         if self.mesh is not None:
             self.metrics.registry.register(MeshCollector(self.mesh))
         self._stop = asyncio.Event()
+        self._mesh_started = False
+        self._uds_inode: int | None = None
 
     def grpc_addresses(self) -> list[str]:
-        addresses = [f"{self.settings.listen_address}:{self.settings.grpc_port}"]
+        host = self.settings.listen_address
+        host = f"[{host}]" if ":" in host else host  # grpc reads "::1:34904" as another address
+        addresses = [f"{host}:{self.settings.grpc_port}"]
         if self.settings.grpc_uds:
             addresses.append(f"unix:{self.settings.grpc_uds}")
         return addresses
@@ -99,6 +107,11 @@ class Sidecar:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
+        # SIGHUP's default action ends the process with no drain: never that, mesh or not.
+        loop.add_signal_handler(signal.SIGHUP, self._reload)
+        uds = self.settings.grpc_uds
+        if uds:
+            claim_socket_path(uds, self.settings.config_file or COMMAND_LINE)
         routes = ActuatorRoutes(
             self.components,
             self.metrics,
@@ -112,9 +125,11 @@ class Sidecar:
         )
         if self.mesh is not None:
             self.mesh.start()
-            loop.add_signal_handler(signal.SIGHUP, self.mesh.reload)
+            self._mesh_started = True
             self.mesh.watch()
         server = await self._start_grpc()
+        if uds:  # removed at exit only if it is still this socket, not one another process made since
+            self._uds_inode = os.stat(uds).st_ino
         log.info(
             "serving gRPC (%s transport) on %s, actuator on %s:%d",
             self.settings.grpc_transport,
@@ -160,15 +175,21 @@ class Sidecar:
         if self.mesh is not None:
             self.mesh.stop()
         await self.components.close_all()
-        if self.settings.grpc_uds:
-            Path(self.settings.grpc_uds).unlink(missing_ok=True)
+        if self._uds_inode is not None:
+            with contextlib.suppress(OSError):
+                if os.stat(self.settings.grpc_uds).st_ino == self._uds_inode:
+                    os.unlink(self.settings.grpc_uds)
+
+    def _reload(self) -> None:
+        if self.mesh is not None and self._mesh_started:
+            self.mesh.reload()
+        else:
+            log.info("SIGHUP: nothing to reload (the config file has no mesh section, or the mesh is not up yet)")
 
     async def _start_grpc(self) -> GrpcServer:
         services: list[tuple[ServiceDescriptor, object]] = [
             (runtime_pb2.DESCRIPTOR.services_by_name["Runtime"], self.layotto)
         ]
-        if self.settings.grpc_uds:
-            Path(self.settings.grpc_uds).unlink(missing_ok=True)
         settings = self.settings
         if settings.grpc_transport == "native":
             native = NativeGrpcServer(
@@ -194,6 +215,32 @@ class Sidecar:
         while interval > 0:
             await asyncio.sleep(interval)
             await self.components.check_all()
+
+
+def claim_socket_path(path: str, source: str) -> None:
+    """Make ``path`` free for the gRPC Unix socket: a socket nobody listens on any more is
+    removed; anything else there (a file, a socket another process serves) stops start-up."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StartupError(source, "grpc_uds", f"{path!r} cannot be checked: {exc.strerror}") from None
+    if not stat.S_ISSOCK(mode):
+        raise StartupError(source, "grpc_uds", f"{path!r} exists and is not a socket: choose another path")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # left by a process that is gone
+        return
+    except OSError as exc:
+        raise StartupError(source, "grpc_uds", f"{path!r} cannot be checked: {exc.strerror}") from None
+    finally:
+        probe.close()
+    raise StartupError(source, "grpc_uds", f"{path!r}: another process is serving on this socket")
 
 
 def serve(settings: Settings, manifests: list[ComponentManifest]) -> None:

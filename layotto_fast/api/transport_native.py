@@ -37,7 +37,6 @@ import math
 import time
 import traceback
 from collections.abc import AsyncIterator, Callable, Coroutine
-from pathlib import Path
 from typing import Any, cast
 
 import grpc
@@ -535,10 +534,10 @@ class NativeGrpcServer:
         for address in addresses:
             if address.startswith("unix:"):
                 path = address.removeprefix("unix:")
-                Path(path).unlink(missing_ok=True)
                 listener = await loop.create_unix_server(lambda: GrpcProtocol(self, unix_socket=True), path)
             else:
                 host, _, port = address.rpartition(":")
+                host = host.removeprefix("[").removesuffix("]")  # an IPv6 host, as grpc writes it
                 listener = await loop.create_server(lambda: GrpcProtocol(self), host, int(port), reuse_address=True)
             self._listeners.append(listener)
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import signal
+import socket
 import subprocess
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -236,6 +239,80 @@ def test_grpc_over_unix_socket(tmp_path: Path, transport: str) -> None:
     finally:
         assert sidecar.stop() == 0
     assert not socket_path.exists()
+
+
+def serve_exit(tmp: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    """``serve`` expected to stop at start-up: its exit code and output."""
+    args = sidecar_process.serve_command(sidecar_process.free_port(), sidecar_process.free_port(), *flags)
+    return subprocess.run(args, capture_output=True, text=True, timeout=30, cwd=tmp)
+
+
+def test_grpc_uds_never_removes_a_file_or_a_socket_in_use(tmp_path: Path) -> None:
+    """Before, the path was unlinked whatever it was: a config file given by mistake, or the
+    live socket of another sidecar (whose new clients then got ENOENT)."""
+    not_a_socket = tmp_path / "config.yaml"
+    not_a_socket.write_text("keep me\n")
+    result = serve_exit(tmp_path, "--grpc-uds", str(not_a_socket))
+    assert result.returncode == 2 and "grpc_uds" in result.stderr and "is not a socket" in result.stderr
+    assert not_a_socket.read_text() == "keep me\n"
+
+    in_use = tmp_path / "other.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as other:
+        other.bind(str(in_use))
+        other.listen()
+        result = serve_exit(tmp_path, "--grpc-uds", str(in_use))
+        assert result.returncode == 2 and "another process is serving" in result.stderr, result.stderr
+        assert in_use.exists()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.connect(str(in_use))  # still the other process's
+
+
+def test_a_socket_left_by_a_process_that_is_gone_is_taken_over(tmp_path: Path) -> None:
+    stale = tmp_path / "stale.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as gone:
+        gone.bind(str(stale))  # closed without unlinking, as a killed process leaves it
+    sidecar = sidecar_process.start(tmp_path, "--grpc-uds", str(stale))
+    try:
+        with grpc.insecure_channel(f"unix:{stale}") as channel:
+            stub = runtime_pb2_grpc.RuntimeStub(channel)
+            assert stub.SayHello(pb.SayHelloRequest(service_name="helloworld", name="u"), timeout=5).hello
+    finally:
+        assert sidecar.stop() == 0
+    assert not stale.exists()
+
+
+def test_sighup_without_a_mesh_does_not_end_the_sidecar(tmp_path: Path) -> None:
+    """SIGHUP's default action ended the process (no drain) when there was no mesh to reload."""
+    sidecar = sidecar_process.start(tmp_path)
+    try:
+        sidecar.process.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        assert sidecar.process.poll() is None
+        assert sidecar.stub().SayHello(pb.SayHelloRequest(service_name="helloworld", name="h"), timeout=5).hello
+        assert "SIGHUP: nothing to reload" in sidecar.log()
+    finally:
+        assert sidecar.stop() == 0
+
+
+def test_an_ipv6_listen_address_on_either_transport(tmp_path: Path, transport: str) -> None:
+    """grpcio read "::1:<port>" as another address and could not bind."""
+    sidecar = sidecar_process.start(tmp_path, "--listen-address", "::1", "--grpc-transport", transport, wait=False)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://[::1]:{sidecar.actuator_port}/actuator/health/readiness") as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                assert sidecar.process.poll() is None, sidecar.log()
+                assert time.monotonic() < deadline, sidecar.log()
+                time.sleep(0.1)
+        with grpc.insecure_channel(f"[::1]:{sidecar.grpc_port}") as channel:
+            stub = runtime_pb2_grpc.RuntimeStub(channel)
+            assert stub.SayHello(pb.SayHelloRequest(service_name="helloworld", name="v6"), timeout=5).hello
+    finally:
+        assert sidecar.stop() == 0
 
 
 def test_unix_socket_with_grpc_core_default_authority(tmp_path: Path, transport: str) -> None:
