@@ -26,7 +26,10 @@ class ConfigItem:
 
 @dataclass(frozen=True, slots=True)
 class ConfigQuery:
-    """Empty group or label matches any; empty keys matches every key of the app."""
+    """Empty group or label matches any; empty keys matches every key of the app.
+
+    What a store is given: the service (configuration_service) has already put the
+    default group and label in place of blank ones, and "" in place of ``*``."""
 
     app_id: str
     keys: tuple[str, ...] = ()

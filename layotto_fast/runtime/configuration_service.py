@@ -1,9 +1,18 @@
-"""The configuration service: app id defaults, validation, and subscriptions.
+"""The configuration service: app id, group and label defaults, validation, and subscriptions.
+
+Group and label, one rule for every store (as Layotto's API applies its stores'
+defaults): a blank one (empty or only spaces) is ``DEFAULT_GROUP`` / ``DEFAULT_LABEL``
+in every call, so an item saved without them is read, deleted and watched without them
+too. In a get, delete or subscribe, ``*`` matches any group or label (as in Layotto's
+etcd store); an item cannot be saved under ``*`` (InvalidArgument).
 
 A subscription is one caller's set of watches with a bounded queue of changes: a
 subscriber that stops reading is told (ResourceExhausted) and dropped once its queue
 holds more than ``max_changes`` changes or ``max_bytes`` of content, so a slow reader
-never makes the sidecar hold unbounded memory.
+never makes the sidecar hold unbounded memory. A subscription watches each (store, app
+id, group, label, key) once however many requests name it, so a change is queued once;
+past ``max_watched_keys`` of them a request is refused (ResourceExhausted) and the
+subscription ends.
 """
 
 from __future__ import annotations
@@ -19,6 +28,31 @@ from layotto_fast.runtime.lifecycle import Components
 
 MAX_QUEUED_CHANGES = 10_000
 MAX_QUEUED_BYTES = 16 * 1024 * 1024
+MAX_WATCHED_KEYS = 1_000  # (store, app id, group, label, key) watched by one subscription
+
+DEFAULT_GROUP = "default"
+DEFAULT_LABEL = "default"
+ANY = "*"  # a query's group or label that matches any
+
+
+def _blank(value: str) -> bool:
+    return not value.strip(" ")
+
+
+def _query_part(value: str, default: str) -> str:
+    """A query's group or label for the store: the default when blank, "" (any) for ``*``."""
+    if _blank(value):
+        return default
+    return "" if value == ANY else value
+
+
+def _item_part(value: str, default: str, field: str) -> str:
+    """A saved item's group or label: the default when blank; ``*`` is refused."""
+    if _blank(value):
+        return default
+    if value == ANY:
+        raise InvalidArgument(f"{field} is '*': an item is saved under a name ('*' matches any in a query)")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,10 +71,12 @@ class ConfigurationService:
         app_id: str,
         max_changes: int = MAX_QUEUED_CHANGES,
         max_bytes: int = MAX_QUEUED_BYTES,
+        max_watched_keys: int = MAX_WATCHED_KEYS,
     ) -> None:
         self._components = components
         self._app_id = app_id
         self.max_changes, self.max_bytes = max_changes, max_bytes
+        self.max_watched_keys = max_watched_keys
         self.active_subscriptions = 0
         self.dropped_subscriptions = 0
 
@@ -49,10 +85,17 @@ class ConfigurationService:
         return store
 
     def query(self, app_id: str, keys: Sequence[str], group: str = "", label: str = "") -> ConfigQuery:
+        """The query a store is given: the sidecar's app id when empty, the default group and
+        label when blank, any group or label for ``*``."""
         for index, key in enumerate(keys):
             if not key:
                 raise InvalidArgument(f"keys[{index}] is empty: a configuration key is required")
-        return ConfigQuery(app_id=app_id or self._app_id, keys=tuple(keys), group=group, label=label)
+        return ConfigQuery(
+            app_id=app_id or self._app_id,
+            keys=tuple(keys),
+            group=_query_part(group, DEFAULT_GROUP),
+            label=_query_part(label, DEFAULT_LABEL),
+        )
 
     async def get(
         self, store_name: str, app_id: str, keys: Sequence[str], group: str = "", label: str = ""
@@ -63,8 +106,9 @@ class ConfigurationService:
     async def save(
         self, store_name: str, items: Sequence[ConfigItem], metadata: Mapping[str, str] | None = None
     ) -> None:
-        """Save ``items``, each under its app id (the sidecar's own when empty); request
-        metadata is the default of items that carry none."""
+        """Save ``items``, each under its app id (the sidecar's own when empty) and its group
+        and label (the defaults when blank); request metadata is the default of items that
+        carry none."""
         store = self.store(store_name)
         ready = []
         for index, item in enumerate(items):
@@ -74,6 +118,8 @@ class ConfigurationService:
                 replace(
                     item,
                     app_id=item.app_id or self._app_id,
+                    group=_item_part(item.group, DEFAULT_GROUP, f"items[{index}].group"),
+                    label=_item_part(item.label, DEFAULT_LABEL, f"items[{index}].label"),
                     tags=dict(item.tags),
                     metadata=dict(item.metadata) or dict(metadata or {}),
                 )
@@ -96,6 +142,9 @@ class Subscription:
     def __init__(self, service: ConfigurationService) -> None:
         self._service = service
         self._cancels: list[Callable[[], None]] = []
+        # (store, app id, group, label) -> the keys watched there; and how many in all.
+        self._watched: dict[tuple[str, str, str, str], set[str]] = {}
+        self._watched_keys = 0
         self._queue: deque[ConfigChange] = deque()
         self._queued_bytes = 0
         self._failure: RuntimeApiError | None = None
@@ -105,12 +154,31 @@ class Subscription:
         service.active_subscriptions += 1
 
     def add(self, store_name: str, app_id: str, keys: Sequence[str], group: str = "", label: str = "") -> ConfigQuery:
-        """Watch ``keys`` of ``store_name``: every later matching change is queued."""
+        """Watch ``keys`` of ``store_name``: every later matching change is queued. A key
+        this subscription watches already (same store, app id, group and label) is not
+        watched again; ResourceExhausted when the new ones would pass ``max_watched_keys``
+        (nothing is watched then)."""
         store = self._service.store(store_name)
         query = self._service.query(app_id, keys, group, label)
         if not query.keys:
             raise InvalidArgument("keys is empty: name the configuration keys to subscribe to")
-        self._cancels.append(store.watch(query, self._listener(store_name, query.app_id)))
+        if self._failure is not None or self._closed:
+            return query  # ended: nothing more is delivered
+        scope = (store_name, query.app_id, query.group, query.label)
+        watched = self._watched.get(scope, set())
+        new = tuple(key for key in dict.fromkeys(query.keys) if key not in watched)
+        if not new:
+            return query
+        limit = self._service.max_watched_keys
+        if self._watched_keys + len(new) > limit:
+            raise ResourceExhausted(
+                f"keys: a configuration subscription watches at most {limit} keys (each store, app id, "
+                f"group, label and key counted once); this request would make it "
+                f"{self._watched_keys + len(new)}"
+            )
+        self._cancels.append(store.watch(replace(query, keys=new), self._listener(store_name, query.app_id)))
+        self._watched.setdefault(scope, set()).update(new)
+        self._watched_keys += len(new)
         return query
 
     def _listener(self, store_name: str, app_id: str) -> Callable[[list[ConfigItem]], None]:
@@ -168,6 +236,8 @@ class Subscription:
         for cancel in self._cancels:
             cancel()
         self._cancels.clear()
+        self._watched.clear()
+        self._watched_keys = 0
 
     def close(self) -> None:
         if not self._closed:

@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from layotto_fast._proto import runtime_pb2 as pb
+from layotto_fast.runtime.configuration_service import MAX_WATCHED_KEYS
 from tests.sidecar import Sidecar
 
 STORE = "config_demo"
@@ -30,10 +31,33 @@ def test_save_get_delete_with_all_fields(sidecar: Sidecar) -> None:
     app, k = unique("app"), unique("key")
     item = pb.ConfigurationItem(key=k, content="c1", group="g1", label="blue", tags={"t": "1"}, metadata={"m": "2"})
     save(sidecar, app, item)
-    got = sidecar.stub().GetConfiguration(pb.GetConfigurationRequest(store_name=STORE, app_id=app, keys=[k])).items
-    assert list(got) == [item]
-    sidecar.stub().DeleteConfiguration(pb.DeleteConfigurationRequest(store_name=STORE, app_id=app, keys=[k]))
-    assert not sidecar.stub().GetConfiguration(pb.GetConfigurationRequest(store_name=STORE, app_id=app, keys=[k])).items
+    get = pb.GetConfigurationRequest(store_name=STORE, app_id=app, keys=[k], group="g1", label="blue")
+    assert list(sidecar.stub().GetConfiguration(get).items) == [item]
+    sidecar.stub().DeleteConfiguration(
+        pb.DeleteConfigurationRequest(store_name=STORE, app_id=app, keys=[k], group="g1", label="blue")
+    )
+    assert not sidecar.stub().GetConfiguration(get).items
+
+
+def test_a_blank_group_and_label_are_default(sidecar: Sidecar) -> None:
+    """As Layotto's API does with its stores' defaults; ``*`` matches any."""
+    app, k = unique("app"), unique("key")
+    save(
+        sidecar, app, pb.ConfigurationItem(key=k, content="plain"), pb.ConfigurationItem(key=k, content="g", group="g")
+    )
+    stub = sidecar.stub()
+    plain = stub.GetConfiguration(pb.GetConfigurationRequest(store_name=STORE, app_id=app, keys=[k])).items
+    assert [(i.content, i.group, i.label) for i in plain] == [("plain", "default", "default")]
+    named = stub.GetConfiguration(
+        pb.GetConfigurationRequest(store_name=STORE, app_id=app, keys=[k], group="default", label="default")
+    ).items
+    assert list(named) == list(plain)
+    anywhere = stub.GetConfiguration(pb.GetConfigurationRequest(store_name=STORE, app_id=app, keys=[k], group="*"))
+    assert sorted(i.content for i in anywhere.items) == ["g", "plain"]
+    with pytest.raises(grpc.RpcError) as raised:
+        save(sidecar, app, pb.ConfigurationItem(key=k, content="x", label="*"))
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    assert "items[0].label" in raised.value.details()  # type: ignore[attr-defined]
 
 
 def test_label_and_group_filter(sidecar: Sidecar) -> None:
@@ -47,11 +71,18 @@ def test_label_and_group_filter(sidecar: Sidecar) -> None:
     )
     stub = sidecar.stub()
     only_green = stub.GetConfiguration(
-        pb.GetConfigurationRequest(store_name=STORE, app_id=app, keys=[k], label="green")
+        pb.GetConfigurationRequest(store_name=STORE, app_id=app, keys=[k], group="g", label="green")
     )
     assert [i.content for i in only_green.items] == ["green"]
-    group_g = stub.GetConfiguration(pb.GetConfigurationRequest(store_name=STORE, app_id=app, keys=[k], group="g"))
+    group_g = stub.GetConfiguration(
+        pb.GetConfigurationRequest(store_name=STORE, app_id=app, keys=[k], group="g", label="*")
+    )
     assert sorted(i.content for i in group_g.items) == ["blue", "green"]
+    label_blue = stub.GetConfiguration(
+        pb.GetConfigurationRequest(store_name=STORE, app_id=app, keys=[k], group="*", label="blue")
+    )
+    assert sorted(i.content for i in label_blue.items) == ["blue", "other"]
+    assert not stub.GetConfiguration(pb.GetConfigurationRequest(store_name=STORE, app_id=app, keys=[k])).items
     other_app = stub.GetConfiguration(pb.GetConfigurationRequest(store_name=STORE, app_id=unique("app"), keys=[k]))
     assert not other_app.items
 
@@ -129,6 +160,35 @@ def test_subscribers_get_saves_and_deletes_within_100ms(sidecar: Sidecar) -> Non
     while subscriptions(sidecar) > before and time.monotonic() < deadline:
         time.sleep(0.02)
     assert subscriptions(sidecar) == before
+
+
+def test_the_same_subscribe_request_twice_pushes_each_change_once(sidecar: Sidecar) -> None:
+    app, k = unique("app"), unique("key")
+    request = pb.SubscribeConfigurationRequest(store_name=STORE, app_id=app, keys=[k])
+    before = subscriptions(sidecar)
+    subscriber = Subscription(sidecar, request, request, request)
+    try:
+        deadline = time.monotonic() + 5
+        while subscriptions(sidecar) < before + 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)  # the watches are registered once the requests are read
+        save(sidecar, app, pb.ConfigurationItem(key=k, content="v1"))
+        _, push = subscriber.next()
+        assert [(i.key, i.content) for i in push.items] == [(k, "v1")]
+        with pytest.raises(queue.Empty):  # not a second time, nor a third
+            subscriber.next(timeout=0.3)
+    finally:
+        subscriber.close()
+
+
+def test_a_subscription_past_its_watch_limit_ends_resource_exhausted(sidecar: Sidecar) -> None:
+    keys = [f"k{index}" for index in range(MAX_WATCHED_KEYS + 1)]
+    requests = iter([pb.SubscribeConfigurationRequest(store_name=STORE, app_id=unique("app"), keys=keys)])
+    with pytest.raises(grpc.RpcError) as raised:
+        for _ in sidecar.stub().SubscribeConfiguration(requests, timeout=5):
+            pass
+    assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
+    assert f"at most {MAX_WATCHED_KEYS} keys" in raised.value.details()  # type: ignore[attr-defined]
 
 
 def test_subscribe_bad_store_ends_stream_with_invalid_argument(sidecar: Sidecar) -> None:

@@ -6,9 +6,11 @@ Layout (default ``keyPrefix`` ``layotto-config/``):
     The raw content, so that ``etcdctl put layotto-config/app/g/l/k hello`` is an
     item (and a change) like one saved through a sidecar. An empty group or label is
     an empty path segment (``layotto-config/app///k``), never a placeholder name, so
-    every item reads back exactly as it was saved. The key may contain ``/``; app
-    id, group and label may not (InvalidArgument), and the app id ``.attrs`` is
-    reserved. Keys under the app with fewer segments are not items and are ignored.
+    every item reads back exactly as it was saved; through the API a blank group and
+    label are ``default`` (the runtime's rule): ``layotto-config/app/default/default/k``
+    (with ``keyPrefix: /``, the key Layotto's etcd store writes). The key may contain
+    ``/``; app id, group and label may not (InvalidArgument), and the app id ``.attrs``
+    is reserved. Keys under the app with fewer segments are not items and are ignored.
 ``{keyPrefix}.attrs/{app_id}/{group}/{label}/{key}``
     The item's tags and metadata as JSON ``{"tags": {...}, "metadata": {...}}``,
     written in the same transaction as the content, only when either is non-empty,

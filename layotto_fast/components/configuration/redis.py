@@ -5,7 +5,8 @@ Layout: one hash per item at ``{keyPrefix}{app_id}|{group}|{label}|{key}`` with 
 fields ``content`` (the value), ``tags`` and ``metadata`` (JSON objects of strings;
 missing or unreadable reads as empty). In each of the four parts ``%`` is written
 ``%25`` and ``|`` is written ``%7C``, so ``|`` only ever separates parts and every
-key names exactly one item; an empty group or label is an empty part (``app||l|k``).
+key names exactly one item; an empty group or label is an empty part (``app||l|k``),
+though through the API a blank group and label are ``default`` (the runtime's rule).
 A plain ``redis-cli HSET 'app|g|l|k' content v`` is therefore a change like any
 other, and a key under the prefix that is not such a hash is not an item.
 
@@ -29,7 +30,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Self
 
-from layotto_fast.components.configuration.redis_watch import KeyspaceWatcher
+from layotto_fast.components.configuration.redis_watch import PING_INTERVAL, KeyspaceWatcher
 from layotto_fast.components.redis_client import BACKEND_ERRORS, REDIS_ERRORS, Client, RedisConfig, failure, ping
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime.configuration import ChangeListener, ConfigItem, ConfigQuery
@@ -81,12 +82,14 @@ def _json(mapping: dict[str, str]) -> str:
 
 
 class RedisConfigurationStore:
-    def __init__(self, config: RedisConfig) -> None:
+    def __init__(self, config: RedisConfig, watch_ping_interval: float = PING_INTERVAL) -> None:
+        """``watch_ping_interval``: seconds of silence on the watch's connection before it is
+        checked with a PING (redis_watch)."""
         self._config = config
         self._prefix = config.key_prefix
         self._client: Client | None = None
         self._slots = asyncio.Semaphore(MAX_CONCURRENT)
-        self._watcher = KeyspaceWatcher(self, config, _glob(config.key_prefix) + "*")
+        self._watcher = KeyspaceWatcher(self, config, _glob(config.key_prefix) + "*", watch_ping_interval)
 
     @classmethod
     def from_manifest(cls, manifest: ComponentManifest) -> Self:

@@ -15,8 +15,13 @@ into changes for the store's listeners.
 - when the pubsub's connection fails or closes (a Redis restart) it reconnects with
   backoff (at most 1 s apart), turns the notifications on again (a restarted Redis
   forgets CONFIG SET), and compares every watched item with what the listeners were
-  last told: what changed, appeared or disappeared meanwhile is reported then. A
-  connection that dies silently (no reset, no close) is not noticed.
+  last told: what changed, appeared or disappeared meanwhile is reported then.
+- a connection that dies silently (the peer host gone, a NAT or firewall that forgot
+  it: no reset, no close) is noticed too: after ``ping_interval`` (5 s) without a
+  message on a pubsub's connection it sends PING there, and when nothing at all comes
+  back within the store's ``readTimeout`` (3 s; the interval when 0) the connection is
+  taken as lost and goes through the same reconnect and resync. A change made while it
+  was dead is reported within about ``ping_interval + readTimeout`` plus the reconnect.
 
 Without a ``keyPrefix`` the pubsub receives an event for every key written in the
 database; on a Redis shared with other data, give the store a prefix.
@@ -45,6 +50,7 @@ NOTIFY_SETTING = "notify-keyspace-events"
 NEEDED_EVENTS = "Kgh$x"
 ALL_EVENTS = "g$lshzxet"  # what the class "A" stands for
 RETRY_FIRST, RETRY_MAX = 0.05, 1.0  # seconds between attempts to subscribe again
+PING_INTERVAL = 5.0  # seconds of silence on a pubsub's connection before it is pinged
 MAX_BATCH = 1000  # notifications handled in one read of the changed keys
 
 
@@ -95,10 +101,14 @@ class _Subscription:
 class KeyspaceWatcher:
     """The watches of one store, and the task that reports the changes of their keys."""
 
-    def __init__(self, store: WatchedStore, config: RedisConfig, key_pattern: str) -> None:
-        """``key_pattern``: the glob that matches every Redis key of the store."""
+    def __init__(
+        self, store: WatchedStore, config: RedisConfig, key_pattern: str, ping_interval: float = PING_INTERVAL
+    ) -> None:
+        """``key_pattern``: the glob that matches every Redis key of the store; ``ping_interval``:
+        the seconds of silence after which a pubsub's connection is asked whether it is alive."""
         self._store = store
         self._config = config
+        self._ping_interval = ping_interval
         self._channel_prefix = f"__keyspace@{config.db}__:".encode()
         self._pattern = f"__keyspace@{config.db}__:{key_pattern}"
         self._watches = Watches()
@@ -300,11 +310,29 @@ class KeyspaceWatcher:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _read_events(self, subscription: _Subscription) -> None:
+        """Handle one pubsub's events; raises when its connection fails, or is silent and
+        leaves a PING unanswered (a dead peer that sent no reset)."""
         pubsub = subscription.pubsub
         assert pubsub is not None
+        loop = asyncio.get_running_loop()
+        answer_within = self._config.read_timeout or self._ping_interval
+        pinged_at: float | None = None  # when a PING went out that nothing has answered since
         while True:
             keys: dict[str, None] = {}  # in order, each once
-            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+            if pinged_at is None:
+                wait = self._ping_interval
+            else:
+                wait = pinged_at + answer_within - loop.time()
+                if wait <= 0:
+                    raise ConnectionError(f"no answer to PING within {answer_within:g} s: the connection is dead")
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=wait)
+            if message is None:  # silence (or a message of no interest)
+                if pinged_at is None:
+                    async with asyncio.timeout(answer_within):  # a send can stall on a dead peer too
+                        await pubsub.ping()  # the answer comes as a message: get_message reads it
+                    pinged_at = loop.time()
+                continue
+            pinged_at = None  # anything received (events, the PONG) shows the connection alive
             while message is not None:  # and whatever else has arrived: one read for them all
                 channel = message.get("channel")
                 if message.get("type") == "pmessage" and isinstance(channel, bytes):

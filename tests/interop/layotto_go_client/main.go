@@ -115,6 +115,8 @@ func runUnary(ctx context.Context, c pb.RuntimeClient) result {
 	cfg, err := c.GetConfiguration(ctx, &pb.GetConfigurationRequest{
 		StoreName: "config_demo",
 		AppId:     "app1",
+		Group:     "g",
+		Label:     "l",
 		Keys:      []string{"go-cfg"},
 	})
 	if err != nil {

@@ -1,0 +1,160 @@
+"""The configuration service's rules: the default group and label, ``*``, and a subscription
+that watches each key once, up to a limit."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from layotto_fast.errors import InvalidArgument, ResourceExhausted
+from layotto_fast.manifest import ComponentManifest
+from layotto_fast.runtime.configuration import ConfigItem
+from layotto_fast.runtime.configuration_service import (
+    DEFAULT_GROUP,
+    DEFAULT_LABEL,
+    ConfigChange,
+    ConfigurationService,
+    Subscription,
+)
+from layotto_fast.runtime.lifecycle import Components
+
+World = tuple[asyncio.AbstractEventLoop, Components, ConfigurationService]
+
+
+@pytest.fixture
+def world() -> Iterator[World]:
+    loop = asyncio.new_event_loop()
+    components = Components([ComponentManifest("config", "configuration.in-memory", "v1", {}, str(Path(__file__)))])
+    loop.run_until_complete(components.init_all())
+    yield loop, components, ConfigurationService(components, "my-app")
+    loop.run_until_complete(components.close_all())
+    loop.close()
+
+
+def watch_count(components: Components) -> int:
+    store: Any = components.lookup("configuration", "config", "store_name")
+    return int(store.watch_count)
+
+
+def pending(loop: asyncio.AbstractEventLoop, subscription: Subscription) -> list[ConfigChange]:
+    """The changes queued now (each read without waiting for more)."""
+    changes: list[ConfigChange] = []
+
+    async def drain() -> None:
+        while True:
+            try:
+                change = await asyncio.wait_for(subscription.next(), 0.01)
+            except TimeoutError:
+                return
+            assert change is not None
+            changes.append(change)
+
+    loop.run_until_complete(drain())
+    return changes
+
+
+def contents(changes: list[ConfigChange]) -> list[list[tuple[str, str]]]:
+    return [[(item.key, item.content) for item in change.items] for change in changes]
+
+
+# --- group and label ---------------------------------------------------------------------------
+
+
+def test_a_blank_group_and_label_are_the_defaults_in_every_call(world: World) -> None:
+    loop, _, service = world
+    run = loop.run_until_complete
+    assert (DEFAULT_GROUP, DEFAULT_LABEL) == ("default", "default")  # Layotto's etcd, nacos, in-memory stores
+    run(
+        service.save(
+            "config",
+            [
+                ConfigItem("", "k", "plain"),
+                ConfigItem("", "k", "spaces", "  ", " "),
+                ConfigItem("", "k", "g", "g", "l"),
+            ],
+        )
+    )
+    # Saved under the defaults: "  " is blank as "" is, so the second replaced the first.
+    [plain] = run(service.get("config", "", ["k"]))
+    assert (plain.content, plain.group, plain.label) == ("spaces", "default", "default")
+    assert [i.content for i in run(service.get("config", "", ["k"], "default", "default"))] == ["spaces"]
+    assert [i.content for i in run(service.get("config", "", ["k"], "g"))] == []  # label: the default
+    assert [i.content for i in run(service.get("config", "", ["k"], "g", "l"))] == ["g"]
+    # "*" matches any group or label.
+    assert sorted(i.content for i in run(service.get("config", "", ["k"], "*", "*"))) == ["g", "spaces"]
+    assert [i.content for i in run(service.get("config", "", ["k"], "*", "l"))] == ["g"]
+    # A delete without group and label deletes the default one only.
+    run(service.delete("config", "", ["k"]))
+    assert [(i.group, i.label) for i in run(service.get("config", "", ["k"], "*", "*"))] == [("g", "l")]
+    run(service.delete("config", "", ["k"], "*", "*"))
+    assert run(service.get("config", "", ["k"], "*", "*")) == []
+
+
+def test_an_item_is_not_saved_under_star(world: World) -> None:
+    loop, _, service = world
+    with pytest.raises(InvalidArgument, match=r"items\[1\]\.group is '\*'"):
+        loop.run_until_complete(service.save("config", [ConfigItem("", "a", "x"), ConfigItem("", "b", "x", "*")]))
+    with pytest.raises(InvalidArgument, match=r"items\[0\]\.label is '\*'"):
+        loop.run_until_complete(service.save("config", [ConfigItem("", "a", "x", "g", "*")]))
+    assert loop.run_until_complete(service.get("config", "", [], "*", "*")) == []  # nothing saved
+
+
+def test_a_blank_subscription_watches_the_default_group_and_label(world: World) -> None:
+    loop, _, service = world
+    plain, anywhere = service.subscription(), service.subscription()
+    plain.add("config", "", ["k"])
+    anywhere.add("config", "", ["k"], "*", "*")
+    loop.run_until_complete(service.save("config", [ConfigItem("", "k", "in-g", "g"), ConfigItem("", "k", "plain")]))
+    assert contents(pending(loop, plain)) == [[("k", "plain")]]
+    assert sorted(contents(pending(loop, anywhere))) == [[("k", "in-g"), ("k", "plain")]]
+    plain.close()
+    anywhere.close()
+
+
+# --- one watch per key, and a limit ------------------------------------------------------------
+
+
+def test_the_same_request_twice_delivers_each_change_once(world: World) -> None:
+    loop, components, service = world
+    subscription = service.subscription()
+    for _ in range(3):
+        subscription.add("config", "", ["k"])
+    subscription.add("config", "my-app", ["k", "k"], "default", " ")  # the same, spelled out
+    assert watch_count(components) == 1
+    loop.run_until_complete(service.save("config", [ConfigItem("", "k", "v1")]))
+    assert contents(pending(loop, subscription)) == [[("k", "v1")]]
+    subscription.close()
+    assert watch_count(components) == 0
+
+
+def test_overlapping_requests_watch_only_the_new_keys(world: World) -> None:
+    loop, components, service = world
+    subscription = service.subscription()
+    subscription.add("config", "", ["a", "b"])
+    subscription.add("config", "", ["b", "c"])
+    subscription.add("config", "", ["b"], "g")  # another group: another watch
+    assert watch_count(components) == 3
+    loop.run_until_complete(service.save("config", [ConfigItem("", "b", "1"), ConfigItem("", "c", "2")]))
+    changes = pending(loop, subscription)
+    assert sorted(key for change in changes for key, _ in contents([change])[0]) == ["b", "c"]
+    subscription.close()
+
+
+def test_a_subscription_past_its_limit_is_refused_naming_it(world: World) -> None:
+    _, components, service = world
+    service.max_watched_keys = 3
+    subscription = service.subscription()
+    subscription.add("config", "", ["a", "b"])
+    subscription.add("config", "", ["a", "b"])  # already watched: not counted again
+    with pytest.raises(ResourceExhausted, match=r"at most 3 keys.*would make it 4"):
+        subscription.add("config", "", ["b", "c", "d"])
+    assert watch_count(components) == 1  # the refused request watches nothing
+    subscription.add("config", "", ["c"], "g")  # 3: at the limit
+    with pytest.raises(ResourceExhausted, match="at most 3 keys"):
+        subscription.add("config", "other-app", ["a"])
+    subscription.close()
+    assert watch_count(components) == 0
