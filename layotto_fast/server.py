@@ -211,10 +211,7 @@ class Sidecar:
         return grpcio
 
     async def _check_health(self) -> None:
-        interval = self.settings.health_check_interval_seconds
-        while interval > 0:
-            await asyncio.sleep(interval)
-            await self.components.check_all()
+        await self.components.watch_health(self.settings.health_check_interval_seconds)
 
 
 def claim_socket_path(path: str, source: str) -> None:

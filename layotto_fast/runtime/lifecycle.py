@@ -209,6 +209,18 @@ class Components:
         """Ping every initialised component, retry the inits that failed; mark each UP or DOWN."""
         await asyncio.gather(*(self._check(slot) for slot in self.slots if slot.health != Health.INIT))
 
+    async def watch_health(self, interval: float) -> None:
+        """Check each component every ``interval`` seconds, each on its own clock, until
+        cancelled: one whose check takes long (an init retried against a host that drops
+        packets takes up to the init timeout) delays no other's DOWN or recovery."""
+        await asyncio.gather(*(self._watch(slot, interval) for slot in self.slots))
+
+    async def _watch(self, slot: Slot, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            if slot.health != Health.INIT:
+                await self._check(slot)
+
     async def _check(self, slot: Slot) -> None:
         if not slot.initialised:
             try:

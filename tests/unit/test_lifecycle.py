@@ -106,6 +106,70 @@ def test_a_failed_init_is_retried_by_the_health_check_and_then_pinged() -> None:
     assert (flaky.inits, flaky.pings) == (2, 2)
 
 
+class _SlowInit:
+    """A component whose init fails at first and then takes its whole timeout."""
+
+    def __init__(self) -> None:
+        self.inits = 0
+
+    async def init(self) -> None:
+        self.inits += 1
+        if self.inits == 1:
+            raise RuntimeError("host unreachable")
+        await asyncio.sleep(60)
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+class _Switch:
+    """A component whose ping fails while ``down`` is set."""
+
+    def __init__(self) -> None:
+        self.down = False
+
+    async def init(self) -> None:
+        return None
+
+    async def ping(self) -> None:
+        if self.down:
+            raise ConnectionError("backend restarting")
+
+    async def close(self) -> None:
+        return None
+
+
+def test_a_slow_check_delays_no_other_components_health() -> None:
+    """Before, one round checked every component together and the next began only when the
+    slowest was done: an init retried for its whole timeout kept every other component's DOWN
+    (and its recovery) waiting that long."""
+
+    async def run() -> None:
+        components = Components([manifest("slow", "state.in-memory"), manifest("s", "state.in-memory")], 2.0)
+        slow, switch = _SlowInit(), _Switch()
+        components.slots[0].component, components.slots[1].component = slow, switch
+        await components.init_all()
+        assert components.slots[0].health == Health.DOWN and components.slots[1].health == Health.UP
+        watching = asyncio.create_task(components.watch_health(0.05))
+        try:
+            await asyncio.sleep(0.2)  # the slow init retry is under way, for 2 s
+            assert slow.inits == 2
+            switch.down = True
+            await asyncio.sleep(0.3)
+            assert components.slots[1].health == Health.DOWN
+            switch.down = False
+            await asyncio.sleep(0.3)
+            assert components.slots[1].health == Health.UP
+        finally:
+            watching.cancel()
+            await asyncio.gather(watching, return_exceptions=True)
+
+    asyncio.run(run())
+
+
 def test_the_apps_entry_is_shown_but_never_makes_the_sidecar_down() -> None:
     components = Components([manifest("s", "state.in-memory")])
     asyncio.run(components.init_all())
