@@ -6,10 +6,13 @@ Metadata (Layotto's names; ``keyPrefixPath`` is read when ``keyPrefix`` is absen
 ``endpoints``
     Required. ``host:port`` of etcd's client API, several separated by ``,`` (or ``;``,
     as in Layotto); ``http://`` is accepted and ignored, the port defaults to 2379.
-    aetcd talks to one endpoint at a time: ``init`` uses the first one that answers,
-    in the order given, and a failed ``ping`` moves to the next one that answers.
+    aetcd talks to one endpoint at a time: ``init`` uses the first one that answers, in
+    the order given, and a failed ``ping`` moves to the next one that answers. All are
+    asked at once, so finding one takes at most one timeout however many do not answer.
 ``keyPrefix``
     Prefix of every key the component writes; each component has its own default.
+    ``lock.etcd`` reads ``keyPrefixPath`` only: its ``keyPrefix`` is the lock service's
+    strategy, as in Layotto.
 ``username`` / ``password``
     etcd's simple authentication; both or neither. A token that expires is renewed
     once per failing call.
@@ -51,6 +54,9 @@ T = TypeVar("T")
 
 DEFAULT_PORT = 2379
 PING_TIMEOUT = 1.0  # a ping slower than this fails
+# The other endpoints a failed ping tries answer within this: the ping and its failover end
+# inside the runtime's 2 s bound on a health check (lifecycle.PING_TIMEOUT_SECONDS).
+FAILOVER_TIMEOUT = 0.8
 CLOSE_TIMEOUT = 1.0
 MAX_TXN_OPS = 128  # etcd's default --max-txn-ops
 
@@ -252,17 +258,33 @@ class EtcdConnection:
         await asyncio.wait_for(read(), timeout)
 
     async def _first_answering(self, order: Sequence[int], timeout: float) -> tuple[int, Any] | list[str]:
+        """The first endpoint of ``order`` that answers, all of them asked at once: the whole
+        search takes at most ``timeout``. One at a time, members that accept connections but
+        cannot answer (cut off from the leader: a read waits for one) would each take
+        ``timeout`` and use up the caller's budget (the init timeout, the health check's)
+        before a live one was asked."""
+        clients = [(index, self._new_client(index)) for index in order]
+        probes = [asyncio.ensure_future(self._probe(client, timeout)) for _, client in clients]
         failures: list[str] = []
-        for index in order:
-            client = self._new_client(index)
-            try:
-                await self._probe(client, timeout)
-            except Exception as exc:
-                await _close_quietly(client)
-                failures.append(f"{self.config.address(index)}: {_why(exc, timeout)}")
-                continue
-            return index, client
-        return failures
+        winner: int | None = None
+        try:
+            for (index, _), probe in zip(clients, probes, strict=True):
+                try:
+                    await probe
+                except Exception as exc:
+                    failures.append(f"{self.config.address(index)}: {_why(exc, timeout)}")
+                    continue
+                winner = index
+                break
+        finally:
+            # Also when the caller gives up (cancelled): no probe, and no client, is left behind.
+            for probe in probes:
+                probe.cancel()
+            losers = [client for index, client in clients if index != winner]
+            await asyncio.shield(asyncio.gather(*(_close_quietly(client) for client in losers)))
+        if winner is None:
+            return failures
+        return winner, dict(clients)[winner]
 
     async def open(self) -> None:
         """Connect to the first endpoint that answers, in the configured order."""
@@ -286,7 +308,7 @@ class EtcdConnection:
         count = len(self.config.endpoints)
         if count > 1:
             others = [(self._index + step) % count for step in range(1, count)]
-            found = await self._first_answering(others, PING_TIMEOUT)
+            found = await self._first_answering(others, FAILOVER_TIMEOUT)
             if not isinstance(found, list) and self._client is client:
                 log.warning(
                     "%s: etcd at %s failed (%s); using %s",

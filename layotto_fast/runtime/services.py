@@ -31,7 +31,7 @@ class Services:
         return cls(
             hello=HelloService(components),
             state=StateService(components, app_id),
-            lock=LockService(components),
+            lock=LockService(components, app_id),
             sequencer=SequencerService(components),
             secrets=SecretsService(components),
             configuration=ConfigurationService(components, app_id),

@@ -11,6 +11,7 @@ import enum
 from collections.abc import Mapping
 from typing import NamedTuple, Protocol
 
+from layotto_fast.errors import Conflict
 from layotto_fast.runtime.component import Component
 
 
@@ -88,6 +89,22 @@ class DeleteOp(NamedTuple):
     strong: bool = False
 
 
+class KeyConflict(Conflict):
+    """The Conflict a store raises about one key: the message is ``before``, the key's repr,
+    then ``after``, so that the state service can say it again about the key the app sent
+    (``naming``) rather than the key as stored, behind its prefix."""
+
+    def __init__(self, key: str, before: str, after: str) -> None:
+        super().__init__(f"{before}{key!r}{after}")
+        self.key = key
+        self.before = before
+        self.after = after
+
+    def naming(self, key: str) -> KeyConflict:
+        """The same conflict, about ``key``."""
+        return KeyConflict(key, self.before, self.after)
+
+
 class StateStore(Component, Protocol):
     features: frozenset[Feature]
 
@@ -96,13 +113,13 @@ class StateStore(Component, Protocol):
     async def bulk_get(self, keys: list[str], metadata: Mapping[str, str] | None) -> list[StateEntry | None]: ...
 
     async def set(self, ops: list[SetOp]) -> None:
-        """Apply every write; when an etag is stale raise Conflict, having changed nothing."""
+        """Apply every write; when an etag is stale raise KeyConflict, having changed nothing."""
         ...
 
     async def delete(self, ops: list[DeleteOp]) -> None:
-        """Delete every key; when an etag is stale raise Conflict, having changed nothing."""
+        """Delete every key; when an etag is stale raise KeyConflict, having changed nothing."""
         ...
 
     async def transact(self, ops: list[SetOp | DeleteOp], metadata: Mapping[str, str] | None) -> None:
-        """Apply every operation or none; a stale etag raises Conflict."""
+        """Apply every operation or none; a stale etag raises KeyConflict."""
         ...

@@ -5,6 +5,8 @@ A state key is stored as ``<prefix>||<key>``, the prefix chosen by the store man
 a store do not share keys), ``name`` (the store's name, to share keys between apps),
 ``none`` (the key as it is), or any other text without ``||``. Keys stored by Dapr or
 Layotto sidecars over the same backend are the same keys.
+
+The lock block puts the same strategy behind its own text (``lock_keys``).
 """
 
 from __future__ import annotations
@@ -16,8 +18,12 @@ SEPARATOR = "||"
 KEY_PREFIX = "keyPrefix"
 
 
-def key_prefix(manifest: ComponentManifest, app_id: str) -> str:
-    """What goes before every key of ``manifest``'s store ("" for none)."""
+def key_prefix(manifest: ComponentManifest, app_id: str, *, fold_custom: bool = False) -> str:
+    """What goes before every key of ``manifest``'s store ("" for none).
+
+    ``fold_custom``: a prefix of the operator's own is lower-cased first (as Layotto's and
+    Dapr's lock keys have it); otherwise it is kept as written.
+    """
     strategy = manifest.metadata.get(KEY_PREFIX, "").strip() or "appid"
     chosen = strategy.lower()
     if chosen == "appid":
@@ -32,7 +38,7 @@ def key_prefix(manifest: ComponentManifest, app_id: str) -> str:
             f"spec.metadata.{KEY_PREFIX}",
             f"{strategy!r} contains {SEPARATOR!r}: give appid, name, none or a prefix without it",
         )
-    return f"{strategy}{SEPARATOR}"
+    return f"{chosen if fold_custom else strategy}{SEPARATOR}"
 
 
 def check_key(key: str, field: str) -> None:

@@ -3,7 +3,8 @@
 Store lookup and health gating, keys required and their prefix (``state_keys``),
 concurrency and consistency options, ``ttlInSeconds`` and features are decided here (per item in ``state_rules.pyx``); a
 front only translates its wire format into these calls, and a store only applies the
-``SetOp``/``DeleteOp`` records it is given.
+``SetOp``/``DeleteOp`` records it is given. A store's ``KeyConflict`` names the key as
+stored; the service says it again about the key the app sent.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from layotto_fast.runtime.state import (
     Consistency,
     DeleteOp,
     Feature,
+    KeyConflict,
     SetOp,
     StateEntry,
     StateItem,
@@ -85,16 +87,23 @@ class StateService:
         features, prefix = store.features, self._prefixes.get(store_name, "")
         if len(items) == 1:  # the common request, without a comprehension's frame
             # positional: a keyword costs a dict on every call into the compiled rules
-            return store.set([_set_op(items[0], features, store_name, "states", 0, "", None, prefix)])
-        return store.set(
+            op = _set_op(items[0], features, store_name, "states", 0, "", None, prefix)
+            if prefix and (op.etag is not None or op.first_write):  # only such a write can conflict
+                return _naming_app_keys(store.set([op]), prefix)
+            return store.set([op])
+        write = store.set(
             [_set_op(item, features, store_name, "states", i, "", None, prefix) for i, item in enumerate(items)]
         )
+        return _naming_app_keys(write, prefix) if prefix else write
 
     async def delete(self, store_name: str, items: Sequence[StateItem]) -> None:
         store = self.store(store_name)
         features, prefix = store.features, self._prefixes.get(store_name, "")
-        await store.delete(
-            [_delete_op(item, features, store_name, "states", i, prefix=prefix) for i, item in enumerate(items)]
+        await _naming_app_keys(
+            store.delete(
+                [_delete_op(item, features, store_name, "states", i, prefix=prefix) for i, item in enumerate(items)]
+            ),
+            prefix,
         )
 
     async def delete_one(self, store_name: str, item: StateItem) -> None:
@@ -102,7 +111,9 @@ class StateService:
         an error names ``key`` or ``etag``, not a place in a list."""
         store = self.store(store_name)
         prefix = self._prefixes.get(store_name, "")
-        await store.delete([_delete_op(item, store.features, store_name, "", -1, prefix=prefix)])
+        await _naming_app_keys(
+            store.delete([_delete_op(item, store.features, store_name, "", -1, prefix=prefix)]), prefix
+        )
 
     async def transact(
         self,
@@ -125,4 +136,14 @@ class StateService:
                 ops.append(_delete_op(item, features, store_name, "operations", index, ".request", prefix))
             else:
                 raise InvalidArgument(f"operations[{index}].operationType is {kind!r}: must be 'upsert' or 'delete'")
-        await store.transact(ops, metadata)
+        await _naming_app_keys(store.transact(ops, metadata), prefix)
+
+
+async def _naming_app_keys(write: Awaitable[None], prefix: str) -> None:
+    """Await ``write``; a conflict about a key stored behind ``prefix`` names the key the app sent."""
+    try:
+        await write
+    except KeyConflict as exc:
+        if not prefix or not exc.key.startswith(prefix):
+            raise
+        raise exc.naming(exc.key[len(prefix) :]) from None

@@ -9,13 +9,16 @@ starts it again before it ends.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from concurrent import futures
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from layotto_fast.components.etcd_client import EtcdConfig
@@ -25,6 +28,7 @@ from layotto_fast.errors import InvalidArgument, ResourceExhausted, StartupError
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime import registry
 from layotto_fast.runtime.configuration import ConfigItem, ConfigQuery
+from layotto_fast.runtime.lifecycle import PING_TIMEOUT_SECONDS
 from layotto_fast.runtime.lock import LockStatus
 from layotto_fast.runtime.sequencer import MAX_ID
 from tests.backends.servers import EtcdServer, free_ports
@@ -96,6 +100,24 @@ def test_config_from_manifest() -> None:
         assert caught.value.field == f"spec.metadata.{field}" and caught.value.source == "test.yaml"
 
 
+def test_lock_keys_go_under_key_prefix_path_only() -> None:
+    """lock.etcd puts Layotto's keyPrefixPath before a key (default /layotto/, a '/' at either
+    end); keyPrefix is the lock service's strategy, never text before the key."""
+    cases = [
+        ({}, "/layotto/"),
+        ({"keyPrefix": "team-a/"}, "/layotto/"),
+        ({"keyPrefixPath": "locks"}, "/locks/"),
+        ({"keyPrefixPath": "/a/b"}, "/a/b/"),
+        ({"keyPrefixPath": "a/b/"}, "/a/b/"),
+        ({"keyPrefixPath": "/"}, "/"),
+        ({"keyPrefixPath": ""}, "/layotto/"),
+    ]
+    for extra, path in cases:
+        store = EtcdLockStore.from_manifest(manifest("lock.etcd", {"endpoints": "a:1", **extra}))
+        assert store.config.key_prefix == path, extra
+        assert store._key("lock|||app||r") == f"{path}lock|||app||r".encode()
+
+
 @pytest.mark.parametrize(("value", "seconds"), [("5", 5.0), ("30", 30.0), ("500ms", 0.5), ("1.5s", 1.5), ("1m", 60.0)])
 def test_etcd_durations_read_plain_digits_as_seconds(value: str, seconds: float) -> None:
     # Layotto's etcd manifests give dialTimeout as whole seconds ("5"); Go-style
@@ -161,7 +183,9 @@ def test_ping_moves_to_the_next_endpoint_that_answers(etcd_server: EtcdServer, t
 
         async def scenario() -> None:
             endpoints = f"{first.endpoint},{etcd_server.endpoint}"
-            async with components(etcd_server, "lock.etcd", endpoints=endpoints, keyPrefix=f"t-{unique()}/") as [store]:
+            async with components(etcd_server, "lock.etcd", endpoints=endpoints, keyPrefixPath=f"t-{unique()}/") as [
+                store
+            ]:
                 assert store._conn.endpoint == first.endpoint
                 first.stop()
                 await store.ping()  # the first failed, the second answered
@@ -171,18 +195,81 @@ def test_ping_moves_to_the_next_endpoint_that_answers(etcd_server: EtcdServer, t
         asyncio.run(scenario())
 
 
+class LeaderlessMember:
+    """A gRPC server where etcd's KV service takes every call and never answers: an etcd
+    member cut off from its leader accepts connections and holds linearizable reads."""
+
+    def __init__(self) -> None:
+        self._release = threading.Event()
+
+        def hold(request: bytes, context: grpc.ServicerContext) -> bytes:
+            self._release.wait(30)
+            context.abort(grpc.StatusCode.UNAVAILABLE, "no leader")
+
+        handler = grpc.unary_unary_rpc_method_handler(hold)
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+        self._server.add_generic_rpc_handlers(
+            [grpc.method_handlers_generic_handler("etcdserverpb.KV", {"Range": handler})]
+        )
+        port = self._server.add_insecure_port("127.0.0.1:0")
+        self._server.start()
+        self.endpoint = f"127.0.0.1:{port}"
+
+    def close(self) -> None:
+        self._release.set()
+        self._server.stop(0)
+
+
+def test_members_that_never_answer_do_not_use_up_the_init_or_the_health_check(
+    etcd_server: EtcdServer, tmp_path: Path
+) -> None:
+    """Before, endpoints were asked one at a time, each for its whole timeout: two members
+    without a leader before a live etcd took two dial timeouts at init (past the runtime's
+    init timeout with dialTimeout 5s and up) and two ping timeouts at failover (past the
+    health check's 2 s bound, so the component stayed DOWN with a live etcd listed)."""
+    stuck = [LeaderlessMember(), LeaderlessMember()]
+    try:
+        with EtcdServer(tmp_path) as first:
+
+            async def scenario() -> None:
+                endpoints = ",".join([s.endpoint for s in stuck] + [etcd_server.endpoint])
+                store = EtcdLockStore.from_manifest(
+                    manifest("lock.etcd", {"endpoints": endpoints, "dialTimeout": "2s"})
+                )
+                started = time.monotonic()
+                await store.init()
+                assert time.monotonic() - started < 3.0  # one dial timeout, not two
+                assert store._conn.endpoint == etcd_server.endpoint
+                await store.close()
+
+                endpoints = ",".join([first.endpoint] + [s.endpoint for s in stuck] + [etcd_server.endpoint])
+                async with components(etcd_server, "lock.etcd", endpoints=endpoints) as [store]:
+                    assert store._conn.endpoint == first.endpoint  # the order given is kept
+                    first.stop()
+                    # as the health check runs it: within lifecycle.PING_TIMEOUT_SECONDS
+                    await asyncio.wait_for(store.ping(), PING_TIMEOUT_SECONDS)
+                    assert store._conn.endpoint == etcd_server.endpoint
+                    assert await store.try_lock(unique(), "o", 5)
+
+            asyncio.run(scenario())
+    finally:
+        for member in stuck:
+            member.close()
+
+
 # --- lock -----------------------------------------------------------------------------------------
 
 
 def test_lock_one_holder_among_many_contenders_on_two_sidecars(etcd_server: EtcdServer) -> None:
-    prefix = f"t-{unique()}/"
+    path = f"t-{unique()}"
 
     async def scenario() -> None:
-        async with components(etcd_server, "lock.etcd", 2, keyPrefix=prefix) as stores:
+        async with components(etcd_server, "lock.etcd", 2, keyPrefixPath=path) as stores:
             resource = unique()
             won = await asyncio.gather(*(stores[i % 2].try_lock(resource, f"o{i}", 10) for i in range(40)))
             assert sum(won) == 1
-            assert etcd_server.ctl("get", "--print-value-only", f"{prefix}{resource}") == f"o{won.index(True)}"
+            # As Layotto's etcd lock: keyPrefixPath with a '/' at either end, then the key as given.
+            assert etcd_server.ctl("get", "--print-value-only", f"/{path}/{resource}") == f"o{won.index(True)}"
 
             holders: list[str] = []
             acquired = 0
@@ -209,7 +296,7 @@ def test_lock_one_holder_among_many_contenders_on_two_sidecars(etcd_server: Etcd
 
 def test_lock_only_the_owner_unlocks_or_keeps_alive(etcd_server: EtcdServer) -> None:
     async def scenario() -> None:
-        async with components(etcd_server, "lock.etcd", 2, keyPrefix=f"t-{unique()}/") as [mine, theirs]:
+        async with components(etcd_server, "lock.etcd", 2, keyPrefixPath=f"t-{unique()}/") as [mine, theirs]:
             r = unique()
             assert await mine.keep_alive(r, "a", 5) == LockStatus.LOCK_UNEXIST
             assert await mine.unlock(r, "a") == LockStatus.LOCK_UNEXIST
@@ -227,7 +314,7 @@ def test_lock_only_the_owner_unlocks_or_keeps_alive(etcd_server: EtcdServer) -> 
 
 def test_lock_expiry_releases(etcd_server: EtcdServer) -> None:
     async def scenario() -> None:
-        async with components(etcd_server, "lock.etcd", 2, keyPrefix=f"t-{unique()}/") as [mine, theirs]:
+        async with components(etcd_server, "lock.etcd", 2, keyPrefixPath=f"t-{unique()}/") as [mine, theirs]:
             # The conformance scenario: on the sidecar that granted it, a lock expires on time.
             r = unique()
             assert await mine.try_lock(r, "a", 1)
@@ -253,7 +340,7 @@ def test_lock_expiry_releases(etcd_server: EtcdServer) -> None:
 
 def test_lock_keep_alive_extends(etcd_server: EtcdServer) -> None:
     async def scenario() -> None:
-        async with components(etcd_server, "lock.etcd", 2, keyPrefix=f"t-{unique()}/") as [mine, theirs]:
+        async with components(etcd_server, "lock.etcd", 2, keyPrefixPath=f"t-{unique()}/") as [mine, theirs]:
             r = unique()
             assert await mine.try_lock(r, "a", 1)
             await asyncio.sleep(0.6)
@@ -412,7 +499,7 @@ def test_etcd_down_is_unavailable_quickly_then_everything_works_again(etcd_serve
 
     async def run() -> None:
         async with (
-            components(etcd_server, "lock.etcd", keyPrefix=f"{prefix}lock/") as [locks],
+            components(etcd_server, "lock.etcd", keyPrefixPath=f"{prefix}lock/") as [locks],
             components(etcd_server, "sequencer.etcd", keyPrefix=f"{prefix}sequence/") as [sequencer],
             components(etcd_server, "configuration.etcd", 2, keyPrefix=prefix) as [store, writer],
         ):

@@ -110,16 +110,16 @@ def test_lock_is_exclusive_across_two_stores_and_many_contenders(harness: Harnes
 
 def test_lock_owner_only_expiry_and_keep_alive(harness: Harness) -> None:
     locks, other = harness.make("lock.redis"), harness.make("lock.redis", "other")
-    r = f"res|{unique()}"
+    r = f"lock|||app||{unique()}"  # as the lock service gives it
     assert harness.run(locks.try_lock(r, "a", 1))
-    assert harness.cli("GET", f"{harness.prefix}lock|{r}") == "a"  # the documented layout
+    assert harness.cli("GET", r) == "a"  # Layotto's layout: the key as given, keyPrefix not put before it
     assert not harness.run(other.try_lock(r, "b", 1))
     assert not harness.run(locks.try_lock(r, "a", 1))  # not re-entrant
     assert harness.run(other.unlock(r, "b")) == LockStatus.LOCK_BELONG_TO_OTHERS
     assert harness.run(other.keep_alive(r, "b", 30)) == LockStatus.LOCK_BELONG_TO_OTHERS
-    assert int(harness.cli("PTTL", f"{harness.prefix}lock|{r}")) <= 1000  # untouched by the others
+    assert int(harness.cli("PTTL", r)) <= 1000  # untouched by the others
     assert harness.run(other.keep_alive(r, "a", 30)) == LockStatus.SUCCESS  # any sidecar, same owner
-    assert int(harness.cli("PTTL", f"{harness.prefix}lock|{r}")) > 20_000
+    assert int(harness.cli("PTTL", r)) > 20_000
     assert harness.run(locks.unlock(r, "a")) == LockStatus.SUCCESS
     assert harness.run(locks.unlock(r, "a")) == LockStatus.LOCK_UNEXIST
     assert harness.run(locks.keep_alive(r, "a", 1)) == LockStatus.LOCK_UNEXIST
@@ -184,7 +184,7 @@ def test_a_foreign_value_under_a_key_is_a_failed_precondition(harness: Harness) 
     locks, sequencer = harness.make("lock.redis"), harness.make("sequencer.redis")
     config: RedisConfigurationStore = harness.make("configuration.redis")
     resource, key, app = unique(), unique(), unique()
-    harness.cli("HSET", locks.key(resource), "field", "value")
+    harness.cli("HSET", resource, "field", "value")
     harness.cli("SET", sequencer.key(key), "not a number")
     harness.cli("SET", config.redis_key(app, "g", "l", "k"), "a string")
     assert not harness.run(locks.try_lock(resource, "a", 5))

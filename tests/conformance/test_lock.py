@@ -1,11 +1,16 @@
-"""Lock conformance: owner-only unlock, expiry, keep-alive, and exclusivity between sidecars."""
+"""Lock conformance: owner-only unlock, expiry, keep-alive, exclusivity between sidecars, and the
+key the lock service hands every store."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 
+import pytest
+
+from layotto_fast.errors import InvalidArgument
 from layotto_fast.runtime.lock import LockStatus
+from tests.backends.servers import EtcdServer
 from tests.conformance.conftest import Harness, implementations
 from tests.conformance.matrix import Implementation
 
@@ -59,3 +64,26 @@ def test_two_sidecars_never_both_hold_a_lock(harness: Harness, implementation: I
 
     harness.run(scenario())
     assert not overlaps and acquired > 0
+
+
+def test_the_lock_service_keeps_a_lock_where_layotto_keeps_it(harness: Harness, implementation: Implementation) -> None:
+    """Through the lock service, a resource id is the store key ``lock|||<app id>||<id>`` (the
+    default keyPrefix), as Layotto's runtime hands it to its lock components; in Redis that
+    is the key itself, in etcd it goes under Layotto's default keyPrefixPath ``/layotto/``."""
+    services, store = harness.services(implementation, "conformance-app")
+    locks = services.lock
+    r = uuid.uuid4().hex
+    stored = f"lock|||conformance-app||{r}"
+    assert harness.run(locks.try_lock("conformance", r, "a", 5))
+    assert harness.run(store.unlock(stored, "b")) == LockStatus.LOCK_BELONG_TO_OTHERS  # held under that key
+    assert harness.run(store.unlock(r, "a")) == LockStatus.LOCK_UNEXIST  # and not under the id as sent
+    backend = harness.backend(implementation)
+    if isinstance(backend, EtcdServer):
+        assert backend.ctl("get", "--print-value-only", f"/layotto/{stored}") == "a"
+    elif backend is not None:
+        assert backend.cli("GET", stored) == "a"
+    assert harness.run(locks.keep_alive("conformance", r, "a", 5)) == LockStatus.SUCCESS
+    assert harness.run(locks.unlock("conformance", r, "a")) == LockStatus.SUCCESS
+    assert harness.run(store.unlock(stored, "a")) == LockStatus.LOCK_UNEXIST
+    with pytest.raises(InvalidArgument, match=r"^resource_id 'a\|\|b' contains '\|\|'"):
+        harness.run(locks.try_lock("conformance", "a||b", "a", 5))

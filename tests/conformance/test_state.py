@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from layotto_fast.errors import Conflict, InvalidArgument
-from layotto_fast.runtime.state import DeleteOp, Feature, SetOp
+from layotto_fast.runtime.records import state_item
+from layotto_fast.runtime.state import Concurrency, DeleteOp, Feature, KeyConflict, SetOp, StateItem
 from tests.conformance.conftest import Harness, implementations
 from tests.conformance.matrix import Implementation
 
@@ -211,3 +213,45 @@ def test_cluster_spreads_keys_and_refuses_cross_slot_transactions(
     with pytest.raises(Conflict):  # checked across slots before anything is written
         harness.run(store.set([SetOp(keys[0], b"new"), SetOp(keys[1], b"new", etag="stale")]))
     assert harness.run(store.get(keys[0])).value == b"v"
+
+
+def test_a_conflict_through_the_state_service_names_the_key_the_app_sent(
+    harness: Harness, implementation: Implementation
+) -> None:
+    """The store keeps ``<app id>||<key>`` and raises its conflicts about that key; what the
+    app is told names its own key, whichever write conflicted."""
+    services, store = harness.services(implementation, "conformance-app")
+    state = services.state
+    tag = uuid.uuid4().hex
+    k, other = f"{{{tag}}}k", f"{{{tag}}}other"  # one hash slot: a cluster takes the transaction
+
+    def item(key: str, etag: str | None = None, concurrency: int = Concurrency.UNSPECIFIED) -> StateItem:
+        return state_item(key, b"v", etag, concurrency, 0, None)
+
+    harness.run(_awaited(state.save("conformance", [item(k)])))
+    assert harness.run(store.get(f"conformance-app||{k}", False, None)).value == b"v"
+    writes: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+        ("etag mismatch", lambda: state.save("conformance", [item(k, "stale")])),
+        ("etag mismatch", lambda: state.save("conformance", [item(other), item(k, "stale")])),
+        ("first-write", lambda: state.save("conformance", [item(k, concurrency=Concurrency.FIRST_WRITE)])),
+        ("etag mismatch", lambda: state.delete("conformance", [item(other), item(k, "stale")])),
+        ("etag mismatch", lambda: state.delete_one("conformance", item(k, "stale"))),
+    ]
+    if Feature.TRANSACTIONAL in implementation.features:
+        writes.append(
+            (
+                "etag mismatch",
+                lambda: state.transact("conformance", [("upsert", item(other)), ("delete", item(k, "stale"))]),
+            )
+        )
+    for kind, write in writes:
+        with pytest.raises(KeyConflict) as caught:
+            harness.run(_awaited(write()))
+        assert caught.value.key == k, caught.value.message
+        assert caught.value.message.startswith(kind) and f"key {k!r}" in caught.value.message, caught.value.message
+        assert "conformance-app" not in caught.value.message, caught.value.message
+    assert harness.run(store.get(f"conformance-app||{other}", False, None)) is None  # nothing was changed
+
+
+async def _awaited(write: Awaitable[None]) -> None:
+    await write

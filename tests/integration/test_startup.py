@@ -508,9 +508,10 @@ def test_an_unknown_secret_store_is_a_bad_manifest(tmp_path: Path) -> None:
     assert "auth.secretStore 'vault'" in result.stderr, result.stderr
 
 
-def test_a_state_key_prefix_with_the_separator_stops_check_and_serve(tmp_path: Path) -> None:
+@pytest.mark.parametrize("type_", ["state.in-memory", "lock.in-memory"])
+def test_a_key_prefix_with_the_separator_stops_check_and_serve(tmp_path: Path, type_: str) -> None:
     folder = tmp_path / "components"
-    write(folder, "store", "state.in-memory", "  metadata:\n    - name: keyPrefix\n      value: a||b\n")
+    write(folder, "store", type_, "  metadata:\n    - name: keyPrefix\n      value: a||b\n")
     for result in (check(folder), run_check(tmp_path, "--resources-path", str(folder))):
         assert result.returncode == 2, (result.stdout, result.stderr)
         assert "store.yaml: spec.metadata.keyPrefix: 'a||b' contains '||'" in result.stderr, result.stderr

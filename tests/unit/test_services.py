@@ -24,7 +24,7 @@ from layotto_fast.runtime.lifecycle import Components, Health
 from layotto_fast.runtime.lock import LockStatus
 from layotto_fast.runtime.records import state_item
 from layotto_fast.runtime.services import Services
-from layotto_fast.runtime.state import Concurrency, StateItem
+from layotto_fast.runtime.state import Concurrency, KeyConflict, StateItem
 from layotto_fast.runtime.state import TransactionOperation as Op
 
 SOURCE = str(Path(__file__))
@@ -288,3 +288,71 @@ def test_a_key_prefix_with_the_separator_stops_start_up_naming_the_field() -> No
     components = Components([manifest("store", "state.in-memory", keyPrefix="a||b")])
     with pytest.raises(StartupError, match=r"spec\.metadata\.keyPrefix: 'a\|\|b' contains"):
         Services.over(components, "my-app")
+
+
+@pytest.mark.parametrize(
+    ("strategy", "app_id", "stored"),
+    [
+        (None, "my-app", "lock|||my-app||r"),
+        ("appid", "my-app", "lock|||my-app||r"),
+        ("appid", "", "lock|||r"),
+        ("NAME", "my-app", "lock|||locks||r"),
+        ("none", "my-app", "lock|||r"),
+        ("Team-A", "my-app", "lock|||team-a||r"),  # lower-cased, as Layotto and Dapr do
+    ],
+)
+def test_lock_keys_are_layottos_behind_the_stores_key_prefix(strategy: str | None, app_id: str, stored: str) -> None:
+    """Layotto's GetModifiedLockKey: every call of the lock service hands the store
+    ``lock|||<prefix>||<resource_id>``, and a resource id with '||' is refused whatever the strategy."""
+    loop = Loop()
+    options = {} if strategy is None else {"keyPrefix": strategy}
+    components = Components([manifest("locks", "lock.in-memory", **options)])
+    loop.run(components.init_all())
+    try:
+        locks, store = Services.over(components, app_id).lock, components.ready("lock")["locks"]
+        assert loop.run(locks.try_lock("locks", "r", "me", 10))
+        assert loop.run(store.unlock(stored, "you")) == LockStatus.LOCK_BELONG_TO_OTHERS  # held under that key
+        assert loop.run(store.unlock("r", "me")) == LockStatus.LOCK_UNEXIST  # not under the id as sent
+        assert loop.run(locks.keep_alive("locks", "r", "me", 10)) == LockStatus.SUCCESS
+        assert loop.run(locks.unlock("locks", "r", "me")) == LockStatus.SUCCESS
+        assert loop.run(store.unlock(stored, "me")) == LockStatus.LOCK_UNEXIST
+        calls = (
+            lambda: locks.try_lock("locks", "a||b", "me", 10),
+            lambda: locks.unlock("locks", "a||b", "me"),
+            lambda: locks.keep_alive("locks", "a||b", "me", 10),
+        )
+        for call in calls:
+            with pytest.raises(InvalidArgument, match=r"^resource_id 'a\|\|b' contains '\|\|'"):
+                loop.run(call())
+    finally:
+        loop.run(components.close_all())
+        loop.loop.close()
+
+
+def test_a_lock_key_prefix_with_the_separator_stops_start_up_naming_the_field() -> None:
+    components = Components([manifest("locks", "lock.in-memory", keyPrefix="a||b")])
+    with pytest.raises(StartupError, match=r"spec\.metadata\.keyPrefix: 'a\|\|b' contains") as caught:
+        Services.over(components, "my-app")
+    assert caught.value.source == SOURCE
+
+
+def test_state_conflicts_name_the_key_the_app_sent(world: tuple[Loop, Components, Services]) -> None:
+    """The store keeps 'my-app||k' and words its conflicts about that key; the service says
+    them again about 'k', on every write that can conflict."""
+    loop, _, services = world
+    state = services.state
+    loop.run(state.save("store", [item("k")]))
+    first_write = Concurrency.FIRST_WRITE
+    writes = [
+        ("etag mismatch for key 'k': given 'stale'", lambda: state.save("store", [item("k", etag="stale")])),
+        ("etag mismatch for key 'k'", lambda: state.save("store", [item("x"), item("k", etag="stale")])),
+        ("first-write concurrency: key 'k' exists", lambda: state.save("store", [item("k", concurrency=first_write)])),
+        ("etag mismatch for key 'k'", lambda: state.delete("store", [item("k", etag="stale")])),
+        ("etag mismatch for key 'k'", lambda: state.delete_one("store", item("k", etag="stale"))),
+        ("etag mismatch for key 'k'", lambda: state.transact("store", [("delete", item("k", etag="stale"))])),
+    ]
+    for words, write in writes:
+        with pytest.raises(KeyConflict) as caught:
+            loop.run(write())
+        assert caught.value.message.startswith(words), caught.value.message
+        assert "my-app" not in caught.value.message and caught.value.key == "k", caught.value.message

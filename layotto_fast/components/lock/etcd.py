@@ -1,7 +1,11 @@
 """``lock.etcd``: distributed locks held in etcd, released by a lease when they expire.
 
-A lock is the key ``{keyPrefix}{resource_id}`` (default prefix ``layotto-lock/``)
-holding the owner, attached to a lease of ``expire_seconds``:
+A lock is the key ``{keyPrefixPath}{resource_id}`` holding the owner, attached to a
+lease of ``expire_seconds``, as Layotto's etcd lock keeps it: ``resource_id`` is the key
+the lock service gives (``lock|||<prefix>||<id>``, its prefix chosen by the manifest's
+``keyPrefix``: ``runtime/lock_keys.py``), and ``keyPrefixPath`` is the component's own
+(default ``/layotto/``; a ``/`` is put at either end where it is missing). So a lock
+taken through a Layotto sidecar on the same etcd is the same key.
 
 - try-lock grants a lease, then runs one transaction "the key was never created
   (create_revision == 0) -> put key = owner with the lease". etcd applies
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from typing import Any, Self
 
@@ -41,9 +46,11 @@ from layotto_fast.components.etcd_client import (
 )
 from layotto_fast.errors import Unavailable
 from layotto_fast.manifest import ComponentManifest
+from layotto_fast.runtime import metadata
 from layotto_fast.runtime.lock import LockStatus
 
-DEFAULT_PREFIX = "layotto-lock/"
+PATH_KEY = "keyPrefixPath"
+DEFAULT_PATH = "/layotto/"
 KEEP_ALIVE_ATTEMPTS = 5
 REVOKE_TIMEOUT = 1.0
 FORGET_AFTER = 10.0  # seconds past its expiry a lease's deadline is still kept
@@ -59,7 +66,9 @@ class EtcdLockStore:
 
     @classmethod
     def from_manifest(cls, manifest: ComponentManifest) -> Self:
-        return cls(EtcdConfig.from_manifest(manifest, DEFAULT_PREFIX))
+        # keyPrefix is the lock service's strategy here, not a path: only keyPrefixPath is one.
+        config = EtcdConfig.from_manifest(manifest, DEFAULT_PATH)
+        return cls(dataclasses.replace(config, key_prefix=path_prefix(manifest)))
 
     async def init(self) -> None:
         await self._conn.open()
@@ -177,6 +186,14 @@ class EtcdLockStore:
         raise Unavailable(
             f"{self.config.component}: keep-alive of {resource_id!r} raced with {KEEP_ALIVE_ATTEMPTS} other writes"
         )
+
+
+def path_prefix(manifest: ComponentManifest) -> str:
+    """The text before every key: ``keyPrefixPath`` with a ``/`` at either end, or the default."""
+    path = metadata.text(manifest, PATH_KEY, "")
+    if not path:
+        return DEFAULT_PATH
+    return f"{'' if path.startswith('/') else '/'}{path}{'' if path.endswith('/') else '/'}"
 
 
 def _first(kvs: list[Any]) -> Any:

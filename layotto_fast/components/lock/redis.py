@@ -1,9 +1,11 @@
 """``lock.redis``: distributed locks in Redis (``redisType: node`` or ``cluster``).
 
-Layout: one string per held lock at ``{keyPrefix}lock|{resourceId}`` whose value is
-the owner and whose expiry is the lock's (milliseconds, so the whole of
-``expire_seconds`` counts). Every operation touches that one key, so it runs on the
-one node owning its hash slot and needs no hash tag on a cluster.
+Layout, as Layotto's Redis lock keeps it: one string per held lock, its key the one the
+lock service gives with nothing put before it (``lock|||<prefix>||<resourceId>``, the
+prefix chosen by the manifest's ``keyPrefix``: ``runtime/lock_keys.py``), its value the
+owner and its expiry the lock's (milliseconds, so the whole of ``expire_seconds``
+counts). Every operation touches that one key, so it runs on the one node owning its
+hash slot and needs no hash tag on a cluster.
 
 - try-lock is ``SET key owner NX PX ms``: only the first caller gets it, whichever
   sidecar it goes through; it is not re-entrant (a second try-lock of the owner fails).
@@ -54,21 +56,16 @@ return 0
 
 
 class RedisLockStore(PipelinedRedis):
-    def __init__(self, config: RedisConfig) -> None:
-        super().__init__(config)
-        self._prefix = f"{config.key_prefix}lock|"
+    """Its ``resource_id`` is the Redis key: the config's ``key_prefix`` (``keyPrefix``) is the
+    lock service's strategy, not text put before the key."""
 
     @classmethod
     def from_manifest(cls, manifest: ComponentManifest) -> Self:
         return cls(RedisConfig.from_manifest(manifest))
 
-    def key(self, resource_id: str) -> str:
-        """The Redis key of ``resource_id``'s lock."""
-        return self._prefix + resource_id
-
     async def try_lock(self, resource_id: str, owner: str, expire_seconds: int) -> bool:
         assert self._pipeline is not None, "init() first"
-        command = ("SET", self.key(resource_id), owner, "NX", "PX", expire_seconds * 1000)
+        command = ("SET", resource_id, owner, "NX", "PX", expire_seconds * 1000)
         try:
             done = await self._pipeline.call(command)
         except REDIS_ERRORS as exc:
@@ -84,7 +81,7 @@ class RedisLockStore(PipelinedRedis):
     async def _script(self, script: Script, resource_id: str, *args: str) -> LockStatus:
         assert self._pipeline is not None, "init() first"
         try:
-            status = await self._pipeline.script(script, [self.key(resource_id)], args)
+            status = await self._pipeline.script(script, [resource_id], args)
         except REDIS_ERRORS as exc:
             raise failure(self._config, exc) from None
         return LockStatus(int(status))

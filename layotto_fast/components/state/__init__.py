@@ -1,12 +1,13 @@
 """Implementations of the state building block, one module each, and the optimistic
-concurrency check they all make the same way (and word the same way)."""
+concurrency check they all make the same way (and word the same way: a ``KeyConflict``
+about the key as stored, which the state service says again about the app's key)."""
 
 from __future__ import annotations
 
 import enum
 from typing import Final
 
-from layotto_fast.errors import Conflict
+from layotto_fast.runtime.state import KeyConflict
 
 
 class PendingEtag(enum.Enum):
@@ -30,13 +31,13 @@ def check_write(key: str, etag: str | None, first_write: bool, current: str | Pe
         raise key_exists(key)
 
 
-def stale_etag(key: str, etag: str | None, current: str | PendingEtag | None) -> Conflict:
+def stale_etag(key: str, etag: str | None, current: str | PendingEtag | None) -> KeyConflict:
     if current is WRITTEN_IN_THIS_REQUEST:
         stored = "a value written earlier in this request"
     else:
         stored = "no value" if current is None else f"etag {current!r}"
-    return Conflict(f"etag mismatch for key {key!r}: given {etag!r}, the store has {stored}")
+    return KeyConflict(key, "etag mismatch for key ", f": given {etag!r}, the store has {stored}")
 
 
-def key_exists(key: str) -> Conflict:
-    return Conflict(f"first-write concurrency: key {key!r} exists and no etag was given")
+def key_exists(key: str) -> KeyConflict:
+    return KeyConflict(key, "first-write concurrency: key ", " exists and no etag was given")
