@@ -220,7 +220,7 @@ def test_a_conflict_through_the_state_service_names_the_key_the_app_sent(
 ) -> None:
     """The store keeps ``<app id>||<key>`` and raises its conflicts about that key; what the
     app is told names its own key, whichever write conflicted."""
-    services, store = harness.services(implementation, "conformance-app")
+    services, store = harness.services(implementation, "conformance-app", keyPrefix="appid")
     state = services.state
     tag = uuid.uuid4().hex
     k, other = f"{{{tag}}}k", f"{{{tag}}}other"  # one hash slot: a cluster takes the transaction

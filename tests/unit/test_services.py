@@ -47,7 +47,7 @@ def world() -> Iterator[tuple[Loop, Components, Services]]:
     loop = Loop()
     components = Components(
         [
-            manifest("store", "state.in-memory"),
+            manifest("store", "state.in-memory", keyPrefix="appid"),  # kept as 'my-app||<key>'
             manifest("locks", "lock.in-memory"),
             manifest("ids", "sequencer.in-memory", biggerThan="10"),
             manifest("config", "configuration.in-memory"),
@@ -252,11 +252,19 @@ def test_expired_locks_nobody_asks_about_again_are_swept() -> None:
 
 @pytest.mark.parametrize(
     ("strategy", "stored"),
-    [(None, "my-app||k"), ("appid", "my-app||k"), ("NAME", "store||k"), ("none", "k"), ("team-a", "team-a||k")],
+    [
+        (None, "k"),
+        ("appid", "my-app||k"),
+        ("NAME", "store||k"),
+        ("none", "k"),
+        ("team-a", "team-a||k"),
+        ("Team-A", "team-a||k"),
+    ],
 )
 def test_state_keys_go_behind_the_stores_key_prefix(strategy: str | None, stored: str) -> None:
-    """Dapr's and Layotto's keyPrefix strategy: every call of the service uses the stored key,
-    and answers with the caller's."""
+    """Layotto's keyPrefix strategy for state (default none; Dapr's default is appid; a prefix
+    of one's own lower-cased, as both do): every call of the service uses the stored key, and
+    answers with the caller's."""
     loop = Loop()
     options = {} if strategy is None else {"keyPrefix": strategy}
     components = Components([manifest("store", "state.in-memory", **options)])
