@@ -66,6 +66,7 @@ class _AppConnection(asyncio.Protocol):
         self.ended = False
         self._why: str | None = None  # set when the sidecar ends the connection itself
         self._pinger: asyncio.TimerHandle | None = None
+        self._heard = True  # the app sent something since the last keepalive tick
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, only alike
@@ -75,6 +76,7 @@ class _AppConnection(asyncio.Protocol):
             self._pinger = asyncio.get_running_loop().call_later(self.channel.keepalive_seconds, self._ping)
 
     def data_received(self, data: bytes) -> None:
+        self._heard = True
         self.channel.settle(self.h2.feed(data))
         self.flush()
 
@@ -109,13 +111,20 @@ class _AppConnection(asyncio.Protocol):
         self.flush()
 
     def _ping(self) -> None:
+        """A keepalive tick: PING only while deliveries are in flight and the app has sent
+        nothing for a whole interval. gRPC servers count PINGs without calls, or more often
+        than every 5 minutes while calls stay silent, as abuse (grpc-go and grpc core close
+        the connection with GOAWAY too_many_pings after 2 or 3), so an idle connection, or
+        one the app answers on, is never PINGed."""
         if self.transport is None or self.ended:
             return
-        if not self.h2.ping():
-            self._why = f"no answer to a PING within {self.channel.keepalive_seconds * 1000:.0f} ms"
-            self.transport.abort()
-            return
-        self.flush()
+        heard, self._heard = self._heard, False
+        if not heard and self.h2.open_calls() > 0:
+            if not self.h2.ping():
+                self._why = f"no answer to a PING within {self.channel.keepalive_seconds * 1000:.0f} ms"
+                self.transport.abort()
+                return
+            self.flush()
         self._pinger = asyncio.get_running_loop().call_later(self.channel.keepalive_seconds, self._ping)
 
 

@@ -113,3 +113,26 @@ def test_an_app_hung_with_its_socket_open_is_noticed_by_pings_and_dialled_again(
         finally:
             sidecar.stop()
             proxy.close()
+
+
+def test_an_idle_app_connection_is_kept_and_never_pinged(tmp_path: Path) -> None:
+    """A healthy app that sends nothing keeps its one connection. Before, the second PING found
+    the first one's answer unread and closed the connection (every two intervals); and PINGs on
+    an idle connection are what gRPC servers (this grpcio one, with its defaults) refuse after
+    two, with GOAWAY too_many_pings."""
+    topic = f"t-{uuid.uuid4().hex[:8]}"
+    with CallbackApp([Topic(PUBSUB, topic)]) as app:
+        sidecar = sc.start(tmp_path, "--app-port", str(app.port), "--app-keepalive-seconds", "0.2")
+        try:
+            deadline = time.monotonic() + 10
+            while not _subscribed(sidecar) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(3)  # 15 keepalive intervals with nothing to deliver
+            stub = sidecar.stub()
+            sent = stub.PublishEvent(pb.PublishEventRequest(pubsub_name=PUBSUB, topic=topic, data=b"a")).message_id
+            app.wait_for(lambda events: any(e.id == sent for e in events), timeout=5)
+            assert app.listed == 1, sidecar.log_path.read_text()
+            log = sidecar.log_path.read_text()
+            assert "no answer to a PING" not in log and "ended:" not in log and "lost the app" not in log, log
+        finally:
+            sidecar.stop()

@@ -524,7 +524,7 @@ impl Connection {
                 progressed = true;
                 self.poll_stream(key);
             }
-            if !progressed {
+            if !progressed && !self.ready.connection_woken() {
                 break;
             }
         }

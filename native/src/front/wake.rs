@@ -24,6 +24,12 @@ impl ReadySet {
     pub fn take_connection(&self) -> bool {
         self.connection.swap(false, Ordering::Relaxed)
     }
+
+    /// Whether the connection was woken, left for `take_connection`: a drive pass that
+    /// woke it (h2 reading a PING's answer wakes the keepalive) must go round again.
+    pub fn connection_woken(&self) -> bool {
+        self.connection.load(Ordering::Relaxed)
+    }
 }
 
 struct StreamWake {

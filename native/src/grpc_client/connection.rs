@@ -262,7 +262,7 @@ impl ClientConnection {
                     self.poll_call(key);
                 }
             }
-            if !progressed || self.is_closed() {
+            if (!progressed && !self.ready.connection_woken()) || self.is_closed() {
                 break;
             }
         }
@@ -575,6 +575,26 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn an_answered_ping_on_an_idle_connection_lets_the_next_one_go() {
+        // The ACK wakes the connection while its driver reads it; nothing else happens on an
+        // idle connection until the next ping, which must see it answered.
+        let (mut client, mut server) = (ClientConnection::new("app:1".into(), 1024), server());
+        client.poll();
+        exchange(&mut client, &mut server);
+        for round in 0..3 {
+            assert!(
+                client.ping(),
+                "client ping {round}: the last one was answered"
+            );
+            assert!(
+                server.ping(),
+                "server ping {round}: the last one was answered"
+            );
+            exchange(&mut client, &mut server);
+        }
     }
 
     #[test]
