@@ -27,7 +27,7 @@ from layotto_fast_native import GrpcClientConnection
 from layotto_fast._proto import appcallback_pb2 as pb
 from layotto_fast.errors import Unavailable
 from layotto_fast.runtime.cloudevents import Event
-from layotto_fast.runtime.pubsub import Verdict
+from layotto_fast.runtime.pubsub import SubscriberGone, Verdict
 from layotto_fast.runtime.pubsub_service import TopicSubscription
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class _AppConnection(asyncio.Protocol):
         self.flush()
 
     def eof_received(self) -> bool:
-        self.channel.settle(self.h2.feed_eof())
+        self.channel.settle(self.h2.feed_eof(), unanswered=True)
         return False  # the transport closes
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -89,7 +89,7 @@ class _AppConnection(asyncio.Protocol):
         if self._pinger is not None:
             self._pinger.cancel()
         why = self._why or (str(exc) if exc else None) or self.h2.error() or "closed by the app"
-        self.channel.settle(self.h2.lost(why))
+        self.channel.settle(self.h2.lost(why), unanswered=True)
         self.channel.ended(self, why)
 
     def start(self, calls: list[Call]) -> None:
@@ -147,7 +147,12 @@ class GrpcAppChannel:
         self._listed_at = 0  # the count when the subscriptions were last asked for
         self._loss_waiters: list[asyncio.Future[None]] = []
 
-    def settle(self, finished: list[Finished]) -> None:
+    def settle(self, finished: list[Finished], unanswered: bool = False) -> None:
+        """Hand the calls' ends to their callers. ``unanswered``: they failed because the
+        connection did (never made, or lost): a delivery among them has no verdict from the
+        app, which may never have seen it, and raises SubscriberGone, so the message goes
+        back to its backend instead of counting as an attempt the app refused (a few lost
+        attempts in a row would send it to the dead-letter topic)."""
         waiting = self._waiting
         for token, status, detail, message in finished:
             entry = waiting.pop(token, None)
@@ -158,6 +163,9 @@ class GrpcAppChannel:
                 continue
             if read is None:
                 future.set_result((status, detail, message))
+                continue
+            if unanswered and status:
+                future.set_exception(SubscriberGone(f"the app at {self.address} did not answer: {detail}"))
                 continue
             try:
                 future.set_result(read(status, detail, message))
@@ -228,7 +236,7 @@ class GrpcAppChannel:
         except (OSError, TimeoutError) as exc:
             queued, self._dial_queue = self._dial_queue, []
             detail = f"cannot connect to {self.address}: {exc or 'no answer in time'}"
-            self.settle([(call[0], UNAVAILABLE, detail, b"") for _, call in queued])
+            self.settle([(call[0], UNAVAILABLE, detail, b"") for _, call in queued], unanswered=True)
             return
         finally:
             self._dialling = None
@@ -308,7 +316,7 @@ class GrpcAppChannel:
         if self._dialling is not None:
             self._dialling.cancel()
         queued, self._dial_queue = self._dial_queue, []
-        self.settle([(call[0], UNAVAILABLE, "the sidecar is stopping", b"") for _, call in queued])
+        self.settle([(call[0], UNAVAILABLE, "the sidecar is stopping", b"") for _, call in queued], unanswered=True)
         if self._deadline_timer is not None:
             self._deadline_timer.cancel()
             self._deadline_timer, self._deadline_at = None, math.inf

@@ -136,3 +136,51 @@ def test_an_idle_app_connection_is_kept_and_never_pinged(tmp_path: Path) -> None
             assert "no answer to a PING" not in log and "ended:" not in log and "lost the app" not in log, log
         finally:
             sidecar.stop()
+
+
+class CuttingProxy(FreezingProxy):
+    def cut(self) -> None:
+        """Close every connection open now, as a crash of the app's host would end them; new
+        connections pass."""
+        with self._lock:
+            opened, self._open = self._open, []
+        for sock in opened:
+            sock.close()
+
+
+def test_a_delivery_cut_off_by_a_lost_connection_goes_back_to_the_backend_not_to_the_dead_letters(
+    tmp_path: Path,
+) -> None:
+    """The app never answered: no verdict. Before, the loss counted as the app answering RETRY,
+    and with retryAttempts 1 (or after a few quick redials refused) the message went to the
+    dead-letter topic without the app ever having refused it."""
+    topic, dead = f"t-{uuid.uuid4().hex[:8]}", f"dead-{uuid.uuid4().hex[:8]}"
+    release = threading.Event()
+    first = threading.Event()
+
+    def verdict(event: pb.TopicEventRequest) -> int:
+        if event.topic == topic and not first.is_set():
+            first.set()
+            release.wait(10)  # its answer goes nowhere: the connection is cut meanwhile
+        return 0
+
+    subscriptions = [Topic(PUBSUB, topic, {"retryAttempts": "1"}, dead_letter_topic=dead), Topic(PUBSUB, dead)]
+    with CallbackApp(subscriptions, verdict) as app:
+        proxy = CuttingProxy(app.port)
+        sidecar = sc.start(tmp_path, "--app-port", str(proxy.port))
+        try:
+            deadline = time.monotonic() + 10
+            while not _subscribed(sidecar) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            stub = sidecar.stub()
+            sent = stub.PublishEvent(pb.PublishEventRequest(pubsub_name=PUBSUB, topic=topic, data=b"a")).message_id
+            assert first.wait(5)
+            proxy.cut()
+            release.set()
+            app.wait_for(lambda events: [e.id for e in events if e.topic == topic].count(sent) >= 2, timeout=10)
+            time.sleep(1.0)
+            assert app.received(dead) == [], sidecar.log_path.read_text()
+        finally:
+            release.set()
+            sidecar.stop()
+            proxy.close()
