@@ -131,7 +131,8 @@ class _AppConnection(asyncio.Protocol):
 class GrpcAppChannel:
     def __init__(self, host: str, port: int, keepalive_seconds: float = 0.0) -> None:
         self.host, self.port = host, port
-        self.address = f"{host}:{port}"
+        # The call's :authority too: an IPv6 host goes in brackets, or every call is refused.
+        self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.keepalive_seconds = keepalive_seconds
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connection: _AppConnection | None = None

@@ -135,12 +135,14 @@ class AppSubscriptions:
         return missing
 
     async def _unsubscribe(self) -> None:
+        """Stop every subscription at once: one by one, each could wait out its drain while
+        the others kept reading messages for an app that is gone."""
         stops, self._stops = self._stops, []
-        for stop in stops:
-            try:
-                await stop()
-            except Exception:
-                log.exception("stopping a subscription failed")
+        for outcome in await asyncio.gather(*(stop() for stop in stops), return_exceptions=True):
+            if isinstance(outcome, Exception):
+                log.error("stopping a subscription failed", exc_info=outcome)
+            elif isinstance(outcome, BaseException):
+                raise outcome
         self.state.subscriptions = ()
 
     async def close(self) -> None:

@@ -55,6 +55,21 @@ def test_many_deliveries_at_once_each_get_their_own_verdict() -> None:
         assert len(app.received()) == 60
 
 
+def test_an_app_on_an_ipv6_address() -> None:
+    """The authority was '::1:<port>', which the HTTP/2 client refused: every call failed."""
+    with CallbackApp([Topic("ps", "orders")], host="::1") as app:
+        channel = GrpcAppChannel("::1", app.port)
+
+        async def scenario() -> Verdict:
+            try:
+                return await channel.deliver(event(1), 5.0)
+            finally:
+                await channel.close()
+
+        assert run(scenario()) == Verdict.SUCCESS
+        assert [e.id for e in app.received()] == ["e1"]
+
+
 def test_events_larger_than_the_flow_control_windows_arrive_whole() -> None:
     """Three 1.5 MB events at once: many times HTTP/2's initial 64 KiB windows, so they go out
     as the app's WINDOW_UPDATEs arrive."""

@@ -34,8 +34,11 @@ class Topic:
 
 
 class CallbackApp(appcallback_pb2_grpc.AppCallbackServicer):
-    def __init__(self, topics: list[Topic], verdict: Verdict | None = None, port: int = 0) -> None:
+    def __init__(
+        self, topics: list[Topic], verdict: Verdict | None = None, port: int = 0, host: str = "127.0.0.1"
+    ) -> None:
         self.topics = topics
+        self.host = host
         self.verdict: Verdict = verdict or (lambda event: SUCCESS)
         self.port = port or free_port()
         self.events: list[pb.TopicEventRequest] = []
@@ -69,7 +72,7 @@ class CallbackApp(appcallback_pb2_grpc.AppCallbackServicer):
     def start(self) -> CallbackApp:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
         appcallback_pb2_grpc.add_AppCallbackServicer_to_server(self, server)
-        server.add_insecure_port(f"127.0.0.1:{self.port}")
+        server.add_insecure_port(f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}")
         server.start()
         self._server = server
         return self
