@@ -55,6 +55,9 @@ class AppCallError(Unavailable):
         self.status = status
 
 
+CLOSE_GRACE_SECONDS = 1.0  # for the last frames of a connection the sidecar closes
+
+
 class _AppConnection(asyncio.Protocol):
     """One socket to the app: bytes in and out of the native HTTP/2 client connection."""
 
@@ -105,6 +108,9 @@ class _AppConnection(asyncio.Protocol):
             transport.write(output)
         if self.h2.is_closed():  # an HTTP/2 error or GOAWAY from the app: the socket goes too
             transport.close()
+            # close() waits for the app to take what is left to write: one that stopped
+            # reading would keep the connection, and the subscriptions' cycle, from ending.
+            asyncio.get_running_loop().call_later(CLOSE_GRACE_SECONDS, transport.abort)
 
     def expire(self) -> None:
         self.channel.settle(self.h2.expire())

@@ -69,6 +69,8 @@ struct Call {
     waker: Waker,
     phase: Phase,
     timeout: Duration,
+    /// The response head carried grpc-status 0 (a trailers-only answer): no trailers follow.
+    ok_in_head: bool,
 }
 
 type Handshake = Pin<
@@ -153,6 +155,7 @@ impl ClientConnection {
                     message: framed(message),
                 },
                 timeout,
+                ok_in_head: false,
             },
         );
         self.deadlines
@@ -374,7 +377,10 @@ impl ClientConnection {
                         if let Some(status) = grpc_status(response.headers()) {
                             break Err(status); // a trailers-only error
                         }
+                        // A trailers-only OK has no message: unframed() refuses it below.
+                        let ok_in_head = response.headers().contains_key("grpc-status");
                         call.phase = Phase::Body(response.into_body(), BytesMut::new());
+                        call.ok_in_head = ok_in_head;
                     }
                 },
                 Phase::Body(body, data) => match body.poll_data(&mut cx) {
@@ -407,8 +413,13 @@ impl ClientConnection {
                     Poll::Pending => return,
                     Poll::Ready(Err(e)) => break Err((UNAVAILABLE, e.to_string())),
                     Poll::Ready(Ok(trailers)) => {
+                        let trailers = trailers.filter(|t| t.contains_key("grpc-status"));
                         if let Some(status) = trailers.as_ref().and_then(grpc_status) {
                             break Err(status);
+                        }
+                        if trailers.is_none() && !call.ok_in_head {
+                            // gRPC reads an answer with no status as failed, whatever came
+                            break Err((INTERNAL, "the answer ended without a grpc-status".into()));
                         }
                         break unframed(std::mem::take(data));
                     }
@@ -495,14 +506,14 @@ fn unframed(data: BytesMut) -> Result<Bytes, (u32, String)> {
     Ok(data)
 }
 
-/// The call's status and detail when it is not OK; None for OK or no status yet.
+/// The call's status and detail when it is not OK; None for OK or no status yet. A status
+/// that is not a number (or not ASCII) is INTERNAL, not OK.
 fn grpc_status(headers: &http::HeaderMap) -> Option<(u32, String)> {
     let code = headers
         .get("grpc-status")?
         .to_str()
-        .ok()?
-        .trim()
-        .parse::<u32>()
+        .ok()
+        .and_then(|text| text.trim().parse::<u32>().ok())
         .unwrap_or(INTERNAL);
     if code == 0 {
         return None;
@@ -594,6 +605,37 @@ mod tests {
                 "server ping {round}: the last one was answered"
             );
             exchange(&mut client, &mut server);
+        }
+    }
+
+    #[test]
+    fn an_answer_without_a_readable_grpc_status_is_internal() {
+        // gRPC reads a call whose trailers carry no status, or one that is not a number, as
+        // failed: before, a well-framed message with either was taken as an OK answer.
+        let cases: [&[(&str, &str)]; 2] = [&[("x-other", "1")], &[("grpc-status", "zero")]];
+        for trailers in cases {
+            let (mut client, mut server) = (ClientConnection::new("app:1".into(), 1024), server());
+            client.start(1, PATH.into(), b"ask", Duration::from_secs(5));
+            client.poll();
+            let [(key, _)] = unary_keys(&exchange(&mut client, &mut server))[..] else {
+                panic!("one call expected");
+            };
+            let mut map = http::HeaderMap::new();
+            for (name, value) in trailers {
+                map.insert(
+                    http::HeaderName::from_static(name),
+                    http::HeaderValue::from_static(value),
+                );
+            }
+            assert!(server.respond(key, b"answer", None, Some(map)));
+            exchange(&mut client, &mut server);
+            let finished = client.take_finished();
+            assert_eq!(finished.len(), 1);
+            assert_eq!(
+                finished[0].status, INTERNAL,
+                "{trailers:?}: {}",
+                finished[0].detail
+            );
         }
     }
 
