@@ -31,6 +31,7 @@ its bytes, which publishing returns too, so the publisher and the app see the sa
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -68,6 +69,7 @@ CONSUMER_GROUP = "consumerID"
 DEAD_LETTER_TOPIC = "deadLetterTopic"
 RAW_PAYLOAD = "rawPayload"  # publish and subscription metadata
 
+MAX_IDLE_TOPIC_COUNTS = 100  # topics no subscription reads any more whose counts stay shown
 MAX_DURATION = 3600.0  # seconds: the longest deliveryTimeout, retryInitialInterval or retryMaxInterval
 MAX_DURATION_TEXT = "1h"
 
@@ -141,7 +143,13 @@ class PubSubService:
     def __init__(self, components: Components, app_id: str) -> None:
         self._components = components
         self._app_id = app_id
+        # Deliveries by (pubsub, topic), shown on /metrics: kept while a subscription reads the
+        # topic, and for the last MAX_IDLE_TOPIC_COUNTS topics none reads any more (topics
+        # are the client's to choose: a SubscribeTopicEvents stream per random topic must not
+        # grow memory and series for good).
         self.counts: dict[tuple[str, str], DeliveryCounts] = {}
+        self._readers: collections.Counter[tuple[str, str]] = collections.Counter()
+        self._idle: collections.OrderedDict[tuple[str, str], None] = collections.OrderedDict()
         self._subscriptions: set[_Subscription] = set()  # started and not stopped yet
         self._closed_by: float | None = None  # once closing: when every delivery must be over
 
@@ -215,9 +223,14 @@ class PubSubService:
         require(subscription.topic, "topic")
         policy, options, dead_letter = _options(subscription)
         raw = raw_payload(subscription.metadata, "metadata")
-        counts = self.counts.setdefault((subscription.pubsub_name, subscription.topic), DeliveryCounts())
-        delivery = _Delivery(subscription, policy, dead_letter, raw, deliver, pubsub, counts)
-        stop = _Subscription(self, await pubsub.subscribe(subscription.topic, options, delivery.handle))
+        key = (subscription.pubsub_name, subscription.topic)
+        delivery = _Delivery(subscription, policy, dead_letter, raw, deliver, pubsub, self._counts_of(key))
+        try:
+            unsubscribe = await pubsub.subscribe(subscription.topic, options, delivery.handle)
+        except BaseException:
+            self._release(key)
+            raise
+        stop = _Subscription(self, unsubscribe, key)
         if self._closed_by is not None:  # close began while the component was subscribing
             await stop()
             self._refuse_if_closed()
@@ -249,15 +262,32 @@ class PubSubService:
 
     def _stopped(self, subscription: _Subscription) -> None:
         self._subscriptions.discard(subscription)
+        self._release(subscription.key)
+
+    def _counts_of(self, key: tuple[str, str]) -> DeliveryCounts:
+        self._idle.pop(key, None)
+        self._readers[key] += 1
+        return self.counts.setdefault(key, DeliveryCounts())
+
+    def _release(self, key: tuple[str, str]) -> None:
+        self._readers[key] -= 1
+        if self._readers[key] > 0:
+            return
+        del self._readers[key]
+        self._idle[key] = None
+        while len(self._idle) > MAX_IDLE_TOPIC_COUNTS:
+            forgotten, _ = self._idle.popitem(last=False)
+            self.counts.pop(forgotten, None)
 
 
 class _Subscription:
     """What ``PubSubService.subscribe`` returns: the component's Unsubscribe, called once, with
     the deadline the service's rules give it."""
 
-    def __init__(self, service: PubSubService, unsubscribe: Unsubscribe) -> None:
+    def __init__(self, service: PubSubService, unsubscribe: Unsubscribe, key: tuple[str, str]) -> None:
         self._service = service
         self._unsubscribe = unsubscribe
+        self.key = key  # (pubsub, topic)
         self._stopping: asyncio.Future[None] | None = None
 
     async def __call__(self, deadline: float | None = None) -> None:

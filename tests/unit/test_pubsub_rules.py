@@ -282,3 +282,36 @@ def test_consumer_group_defaults_to_the_app_id_and_only_when_none_is_given() -> 
         {},
         {"redisHost": "h:1"},
     ]
+
+
+def test_delivery_counts_of_topics_nobody_reads_any_more_are_bounded() -> None:
+    """Topics are the client's to choose: a SubscribeTopicEvents stream per random topic added
+    an entry (and five /metrics series) for good. Topics still read keep theirs; of those no
+    longer read, the last MAX_IDLE_TOPIC_COUNTS are kept (a resubscribing app keeps its counts)."""
+    from layotto_fast.runtime.lifecycle import Components
+    from layotto_fast.runtime.pubsub_service import MAX_IDLE_TOPIC_COUNTS, PubSubService
+
+    async def scenario() -> None:
+        components = Components([ComponentManifest("ps", "pubsub.in-memory", "v1", {}, "m.yaml")])
+        await components.init_all()
+        service = PubSubService(components, "app")
+
+        async def deliver(event: cloudevents.Event, timeout: float) -> Verdict:
+            return Verdict.SUCCESS
+
+        kept = await service.subscribe(TopicSubscription("ps", "kept"), deliver)
+        first = await service.subscribe(TopicSubscription("ps", "t-0"), deliver)
+        await first()
+        counts_of_t0 = service.counts[("ps", "t-0")]
+        again = await service.subscribe(TopicSubscription("ps", "t-0"), deliver)
+        assert service.counts[("ps", "t-0")] is counts_of_t0  # resubscribed: the same counts
+        await again()
+        for number in range(1, 3 * MAX_IDLE_TOPIC_COUNTS):
+            stop = await service.subscribe(TopicSubscription("ps", f"t-{number}"), deliver)
+            await stop()
+        assert len(service.counts) == MAX_IDLE_TOPIC_COUNTS + 1
+        assert ("ps", "kept") in service.counts and ("ps", "t-0") not in service.counts
+        await kept()
+        await components.close_all()
+
+    asyncio.run(scenario())
