@@ -146,6 +146,7 @@ def _check(manifests: list[ComponentManifest], app_id: str) -> None:
 
     from layotto_fast.runtime.lifecycle import Components
     from layotto_fast.runtime.lock_keys import lock_key_prefix
+    from layotto_fast.runtime.sequencer_keys import sequencer_key_prefix
     from layotto_fast.runtime.state_keys import key_prefix
 
     components = Components(manifests, app_id=app_id, check_out_of_scope=True)
@@ -154,6 +155,8 @@ def _check(manifests: list[ComponentManifest], app_id: str) -> None:
             key_prefix(manifest, app_id)
         elif manifest.block == "lock":
             lock_key_prefix(manifest, app_id)
+        elif manifest.block == "sequencer":
+            sequencer_key_prefix(manifest, app_id)
     if not any(m.secret_refs for m in manifests):
         return
 

@@ -32,7 +32,7 @@ class Services:
             hello=HelloService(components),
             state=StateService(components, app_id),
             lock=LockService(components, app_id),
-            sequencer=SequencerService(components),
+            sequencer=SequencerService(components, app_id),
             secrets=SecretsService(components),
             configuration=ConfigurationService(components, app_id),
             invoke=invoke or InvokeService({}),

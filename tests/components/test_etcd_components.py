@@ -9,6 +9,8 @@ starts it again before it ends.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import threading
 import time
 import uuid
@@ -21,7 +23,7 @@ from typing import Any
 import grpc
 import pytest
 
-from layotto_fast.components.etcd_client import EtcdConfig
+from layotto_fast.components.etcd_client import EtcdConfig, op_get, op_put, range_kvs, same_create
 from layotto_fast.components.lock.etcd import EtcdLockStore
 from layotto_fast.components.sequencer.etcd import EtcdSequencer
 from layotto_fast.errors import InvalidArgument, ResourceExhausted, StartupError, Unavailable
@@ -357,22 +359,81 @@ def test_lock_keep_alive_extends(etcd_server: EtcdServer) -> None:
 # --- sequencer ------------------------------------------------------------------------------------
 
 
+def test_sequencer_keys_go_under_key_prefix_path_only() -> None:
+    """sequencer.etcd puts Layotto's keyPrefixPath before a key (default /layotto/, a '/' at
+    either end); keyPrefix is the sequencer service's strategy, never text before the key."""
+    cases = [
+        ({}, "/layotto/"),
+        ({"keyPrefix": "team-a/"}, "/layotto/"),
+        ({"keyPrefixPath": "ids"}, "/ids/"),
+        ({"keyPrefixPath": "/a/b"}, "/a/b/"),
+    ]
+    for extra, path in cases:
+        sequencer = EtcdSequencer.from_manifest(manifest("sequencer.etcd", {"endpoints": "a:1", **extra}))
+        assert sequencer.config.key_prefix == path, extra
+        assert sequencer._key("sequencer|||app||k") == f"{path}sequencer|||app||k".encode()
+
+
+def stored(etcd: EtcdServer, key: str) -> tuple[int, bytes]:
+    """The version and the value of ``key`` in etcd."""
+    [kv] = json.loads(etcd.ctl("get", key, "-w", "json"))["kvs"]
+    return int(kv["version"]), base64.b64decode(kv.get("value", ""))
+
+
+async def layotto_next_id(sequencer: EtcdSequencer, key: str) -> int:
+    """Layotto's etcd sequencer (over ``sequencer``'s connection): put an empty value at
+    ``/layotto/<key>`` whatever it holds; the id is the key's version after it."""
+    etcd_key = f"/layotto/{key}".encode()
+    put_then_get = [op_put(etcd_key, b""), op_get(etcd_key)]
+    response = await sequencer._conn.txn([same_create(etcd_key, 0)], put_then_get, put_then_get)
+    return int(range_kvs(response, 1)[0].version)
+
+
+def test_sequencer_counts_in_versions_as_layotto_does(etcd_server: EtcdServer) -> None:
+    """A key Layotto's sidecars counted to 41 (41 puts of an empty value) goes on at 42, written
+    as Layotto writes it (an empty value, version 42), so Layotto goes on at 43. An id above
+    the version (biggerThan) is kept in the value, which every sidecar of ours reads."""
+    key = f"sequencer|||my-app||orders-{unique()}"
+    path = f"/layotto/{key}"
+
+    async def scenario() -> None:
+        async with components(etcd_server, "sequencer.etcd", 2) as [ours, layotto]:
+            assert [await layotto_next_id(layotto, key) for _ in range(41)][-1] == 41
+            assert await ours.next_id(key) == 42
+            assert stored(etcd_server, path) == (42, b"")
+            assert await layotto_next_id(layotto, key) == 43
+            assert await ours.next_id(key) == 44  # it read Layotto's put: its compare-and-swap failed
+            assert stored(etcd_server, path) == (44, b"")
+        async with components(etcd_server, "sequencer.etcd", biggerThan="1000") as [bigger]:
+            assert await bigger.next_id(key) == 1001
+            assert stored(etcd_server, path) == (45, b"1001")
+        async with components(etcd_server, "sequencer.etcd") as [plain]:
+            assert await plain.next_id(key) == 1002  # the value is an id handed out
+            assert stored(etcd_server, path) == (46, b"1002")
+            etcd_server.ctl("put", path, "5")  # by hand, below the version: the version wins
+            assert await plain.next_id(key) == 48
+            assert stored(etcd_server, path) == (48, b"")  # back to Layotto's layout
+
+    asyncio.run(scenario())
+
+
 def test_sequencer_increases_across_sidecars_and_restarts(etcd_server: EtcdServer) -> None:
     prefix = f"t-{unique()}/"
 
     async def scenario() -> None:
         key = unique()
-        async with components(etcd_server, "sequencer.etcd", 2, keyPrefix=prefix) as [a, b]:
+        async with components(etcd_server, "sequencer.etcd", 2, keyPrefixPath=prefix) as [a, b]:
             ids = [await (a if i % 3 else b).next_id(key) for i in range(20)]
             assert ids == list(range(1, 21))
             together = await asyncio.gather(*(c.next_id(key) for c in (a, b) * 50))
             assert sorted(together) == list(range(21, 121))
-        async with components(etcd_server, "sequencer.etcd", keyPrefix=prefix) as [again]:
+        assert stored(etcd_server, f"/{prefix}{key}") == (120, b"")  # ids are versions, as in Layotto
+        async with components(etcd_server, "sequencer.etcd", keyPrefixPath=prefix) as [again]:
             assert await again.next_id(key) == 121
-        async with components(etcd_server, "sequencer.etcd", keyPrefix=prefix, biggerThan="1000") as [bigger]:
+        async with components(etcd_server, "sequencer.etcd", keyPrefixPath=prefix, biggerThan="1000") as [bigger]:
             assert await bigger.next_id(unique()) == 1001
             assert await bigger.next_id(key) == 1001  # every id is bigger than biggerThan
-        assert etcd_server.ctl("get", "--print-value-only", f"{prefix}{key}") == "1001"
+        assert etcd_server.ctl("get", "--print-value-only", f"/{prefix}{key}") == "1001"
 
     asyncio.run(scenario())
 
@@ -380,22 +441,22 @@ def test_sequencer_increases_across_sidecars_and_restarts(etcd_server: EtcdServe
 def test_sequencer_exhaustion_changes_nothing(etcd_server: EtcdServer) -> None:
     prefix = f"t-{unique()}/"
     key = unique()
-    etcd_server.ctl("put", f"{prefix}{key}", str(MAX_ID - 1))
+    etcd_server.ctl("put", f"/{prefix}{key}", str(MAX_ID - 1))
 
     async def scenario() -> None:
-        async with components(etcd_server, "sequencer.etcd", keyPrefix=prefix) as [sequencer]:
+        async with components(etcd_server, "sequencer.etcd", keyPrefixPath=prefix) as [sequencer]:
             assert await sequencer.next_id(key) == MAX_ID
             for _ in range(2):
                 with pytest.raises(ResourceExhausted, match=key):
                     await sequencer.next_id(key)
-        async with components(etcd_server, "sequencer.etcd", keyPrefix=prefix, biggerThan=str(MAX_ID - 1)) as [top]:
+        async with components(etcd_server, "sequencer.etcd", keyPrefixPath=prefix, biggerThan=str(MAX_ID - 1)) as [top]:
             other = unique()
             assert await top.next_id(other) == MAX_ID
             with pytest.raises(ResourceExhausted):
                 await top.next_id(other)
 
     asyncio.run(scenario())
-    assert etcd_server.ctl("get", "--print-value-only", f"{prefix}{key}") == str(MAX_ID)
+    assert etcd_server.ctl("get", "--print-value-only", f"/{prefix}{key}") == str(MAX_ID)
 
 
 # --- configuration --------------------------------------------------------------------------------
@@ -500,7 +561,7 @@ def test_etcd_down_is_unavailable_quickly_then_everything_works_again(etcd_serve
     async def run() -> None:
         async with (
             components(etcd_server, "lock.etcd", keyPrefixPath=f"{prefix}lock/") as [locks],
-            components(etcd_server, "sequencer.etcd", keyPrefix=f"{prefix}sequence/") as [sequencer],
+            components(etcd_server, "sequencer.etcd", keyPrefixPath=f"{prefix}sequence/") as [sequencer],
             components(etcd_server, "configuration.etcd", 2, keyPrefix=prefix) as [store, writer],
         ):
             app, key = unique(), unique()

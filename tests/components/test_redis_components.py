@@ -156,7 +156,8 @@ def test_sequencer_increases_across_stores_concurrency_and_a_restart(harness: Ha
 def test_sequencer_bigger_than(harness: Harness) -> None:
     key = unique()
     assert harness.run(harness.make("sequencer.redis", "a", biggerThan="1000").next_id(key)) == 1001
-    assert harness.cli("GET", f"{harness.prefix}sequencer|{key}") == "1001"  # the documented layout
+    # Layotto's layout: the key as given (the sequencer service's), keyPrefix not put before it.
+    assert harness.cli("GET", key) == "1001"
     # A lower floor changes nothing; a higher one (a later manifest) lifts the sequence to it.
     assert harness.run(harness.make("sequencer.redis", "b", biggerThan="5").next_id(key)) == 1002
     big = 2**60 + 7  # beyond a Lua double's exact integers
@@ -171,13 +172,13 @@ def test_sequencer_exhaustion_changes_nothing(harness: Harness) -> None:
     for _ in range(2):
         with pytest.raises(ResourceExhausted, match=key):
             harness.run(near_end.next_id(key))
-    assert harness.cli("GET", f"{harness.prefix}sequencer|{key}") == str(MAX_ID)
+    assert harness.cli("GET", key) == str(MAX_ID)
     # Set by hand to the last id: exhausted too, and left as it is.
     other = unique()
-    harness.cli("SET", f"{harness.prefix}sequencer|{other}", str(MAX_ID))
+    harness.cli("SET", other, str(MAX_ID))
     with pytest.raises(ResourceExhausted, match=other):
         harness.run(harness.make("sequencer.redis", "plain").next_id(other))
-    assert harness.cli("GET", f"{harness.prefix}sequencer|{other}") == str(MAX_ID)
+    assert harness.cli("GET", other) == str(MAX_ID)
 
 
 def test_a_foreign_value_under_a_key_is_a_failed_precondition(harness: Harness) -> None:
@@ -185,7 +186,7 @@ def test_a_foreign_value_under_a_key_is_a_failed_precondition(harness: Harness) 
     config: RedisConfigurationStore = harness.make("configuration.redis")
     resource, key, app = unique(), unique(), unique()
     harness.cli("HSET", resource, "field", "value")
-    harness.cli("SET", sequencer.key(key), "not a number")
+    harness.cli("SET", key, "not a number")
     harness.cli("SET", config.redis_key(app, "g", "l", "k"), "a string")
     assert not harness.run(locks.try_lock(resource, "a", 5))
     with pytest.raises(FailedPrecondition, match="WRONGTYPE"):

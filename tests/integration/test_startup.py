@@ -508,7 +508,7 @@ def test_an_unknown_secret_store_is_a_bad_manifest(tmp_path: Path) -> None:
     assert "auth.secretStore 'vault'" in result.stderr, result.stderr
 
 
-@pytest.mark.parametrize("type_", ["state.in-memory", "lock.in-memory"])
+@pytest.mark.parametrize("type_", ["state.in-memory", "lock.in-memory", "sequencer.in-memory"])
 def test_a_key_prefix_with_the_separator_stops_check_and_serve(tmp_path: Path, type_: str) -> None:
     folder = tmp_path / "components"
     write(folder, "store", type_, "  metadata:\n    - name: keyPrefix\n      value: a||b\n")

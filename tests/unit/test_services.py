@@ -364,3 +364,43 @@ def test_state_conflicts_name_the_key_the_app_sent(world: tuple[Loop, Components
             loop.run(write())
         assert caught.value.message.startswith(words), caught.value.message
         assert "my-app" not in caught.value.message and caught.value.key == "k", caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("strategy", "app_id", "stored"),
+    [
+        (None, "my-app", "sequencer|||my-app||k"),
+        ("appid", "my-app", "sequencer|||my-app||k"),
+        ("appid", "", "sequencer|||k"),
+        ("NAME", "my-app", "sequencer|||seq||k"),
+        ("none", "my-app", "sequencer|||k"),
+        ("Team-A", "my-app", "sequencer|||team-a||k"),  # lower-cased, as Layotto does
+    ],
+)
+def test_sequencer_keys_are_layottos_behind_the_stores_key_prefix(
+    strategy: str | None, app_id: str, stored: str
+) -> None:
+    """Layotto's GetModifiedSeqKey: the sequencer service hands the store
+    ``sequencer|||<prefix>||<key>``, and a key with '||' is refused whatever the strategy."""
+    loop = Loop()
+    options = {} if strategy is None else {"keyPrefix": strategy}
+    components = Components([manifest("seq", "sequencer.in-memory", **options)])
+    loop.run(components.init_all())
+    try:
+        sequencer, store = Services.over(components, app_id).sequencer, components.ready("sequencer")["seq"]
+        assert loop.run(sequencer.next_id("seq", "k")) == 1
+        assert loop.run(store.next_id(stored)) == 2  # counted under that key
+        assert loop.run(store.next_id("k")) == 1  # not under the key as sent
+        assert loop.run(sequencer.next_id("seq", "k")) == 3
+        with pytest.raises(InvalidArgument, match=r"^key 'a\|\|b' contains '\|\|'"):
+            loop.run(sequencer.next_id("seq", "a||b"))
+    finally:
+        loop.run(components.close_all())
+        loop.loop.close()
+
+
+def test_a_sequencer_key_prefix_with_the_separator_stops_start_up_naming_the_field() -> None:
+    components = Components([manifest("seq", "sequencer.in-memory", keyPrefix="a||b")])
+    with pytest.raises(StartupError, match=r"spec\.metadata\.keyPrefix: 'a\|\|b' contains") as caught:
+        Services.over(components, "my-app")
+    assert caught.value.source == SOURCE

@@ -1,11 +1,16 @@
 """Implementations of the sequencer building block, one module each, and what they all
-read and answer the same way: ``biggerThan`` and the error of an exhausted sequence."""
+read the same way: ``biggerThan``.
+
+Every implementation counts under the key the sequencer service gives it
+(``sequencer|||<prefix>||<key>``: ``runtime/sequencer_keys.py``), and raises
+``SequenceExhausted`` (``runtime/sequencer.py``) about that key once MAX_ID is handed out.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from layotto_fast.errors import ResourceExhausted, StartupError
+from layotto_fast.errors import StartupError
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime import metadata
 from layotto_fast.runtime.sequencer import MAX_ID
@@ -26,9 +31,3 @@ class SequencerConfig:
                 manifest.source, "spec.metadata.biggerThan", f"must be at most {MAX_ID - 1}, got {value}"
             )
         return cls(bigger_than=value)
-
-
-def exhausted(key: str, component: str = "") -> ResourceExhausted:
-    """The error of ``key`` once MAX_ID has been handed out; ``component`` ("name (type)") leads it."""
-    where = f"{component}: " if component else ""
-    return ResourceExhausted(f"{where}sequence {key!r} is exhausted: its last id {MAX_ID} has been handed out")

@@ -1,13 +1,14 @@
-"""``sequencer.in-memory``: per-key counters in this process, starting after ``biggerThan``."""
+"""``sequencer.in-memory``: per-key counters in this process, starting after ``biggerThan``,
+by the key the sequencer service gives (``sequencer|||<prefix>||<key>``)."""
 
 from __future__ import annotations
 
 from typing import Self
 
-from layotto_fast.components.sequencer import SequencerConfig, exhausted
+from layotto_fast.components.sequencer import SequencerConfig
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime.component import NoBackend
-from layotto_fast.runtime.sequencer import MAX_ID
+from layotto_fast.runtime.sequencer import MAX_ID, SequenceExhausted
 
 
 class InMemorySequencer(NoBackend):
@@ -22,6 +23,6 @@ class InMemorySequencer(NoBackend):
     async def next_id(self, key: str) -> int:
         value = self._last.get(key, self._floor) + 1
         if value > MAX_ID:
-            raise exhausted(key)
+            raise SequenceExhausted(key)
         self._last[key] = value
         return value
