@@ -71,7 +71,11 @@ def _add_flags(command: argparse.ArgumentParser) -> None:
     )
     add("--config", metavar="FILE", help="YAML file of settings (keys as the flags, with _ or -)")
     add("--log-level", choices=("debug", "info", "warning", "error"), help="default info")
-    add("--shutdown-grace-seconds", type=float, help="how long SIGTERM waits for in-flight calls (default 5)")
+    add(
+        "--shutdown-grace-seconds",
+        type=float,
+        help="how long SIGTERM lets work in flight finish, deliveries to the app first, then gRPC calls (default 5)",
+    )
     add(
         "--max-message-bytes",
         type=int,

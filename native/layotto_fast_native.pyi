@@ -15,6 +15,7 @@ __all__ = [
     "GrpcConnection",
     "GrpcServerConfig",
     "MeshProxy",
+    "NOT_SENT",
     "__version__",
     "decode_bolt_request",
     "decode_bolt_response",
@@ -28,6 +29,9 @@ __all__ = [
 ]
 
 __version__: Final[str]
+# A GrpcClientConnection call's status, not gRPC's: never taken by the server (not sent before
+# its GOAWAY, or refused with REFUSED_STREAM), so it may go over another connection.
+NOT_SENT: Final[int]
 
 DEFAULT_MAX_FRAME_SIZE: Final[int]
 """Default ``max_frame_size`` of :class:`FrameSplitter`: 16 MiB."""
@@ -397,6 +401,8 @@ class GrpcClientConnection:
     def ping(self) -> bool:
         """Send a keepalive PING; False when the previous one is still unanswered."""
     def is_closed(self) -> bool: ...
+    def is_draining(self) -> bool:
+        """The app sent GOAWAY: calls it took finish here; new ones need another connection."""
     def error(self) -> str | None: ...
     def open_calls(self) -> int: ...
 

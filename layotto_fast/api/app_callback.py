@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
-from layotto_fast_native import GrpcClientConnection
+from layotto_fast_native import NOT_SENT, GrpcClientConnection
 
 from layotto_fast._proto import appcallback_pb2 as pb
 from layotto_fast.errors import Unavailable
@@ -70,6 +70,7 @@ class _AppConnection(asyncio.Protocol):
         self._why: str | None = None  # set when the sidecar ends the connection itself
         self._pinger: asyncio.TimerHandle | None = None
         self._heard = True  # the app sent something since the last keepalive tick
+        self._closer: asyncio.TimerHandle | None = None  # aborts a close the app does not let finish
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, only alike
@@ -89,8 +90,13 @@ class _AppConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.ended = True
-        if self._pinger is not None:
-            self._pinger.cancel()
+        # Without the transport (which holds this protocol) no cycle keeps the native connection
+        # for the collector, which could run on another thread (grpcio's) and must not drop it.
+        self.transport = None
+        for timer in (self._pinger, self._closer):
+            if timer is not None:
+                timer.cancel()
+        self._pinger = self._closer = None
         why = self._why or (str(exc) if exc else None) or self.h2.error() or "closed by the app"
         self.channel.settle(self.h2.lost(why), unanswered=True)
         self.channel.ended(self, why)
@@ -110,7 +116,8 @@ class _AppConnection(asyncio.Protocol):
             transport.close()
             # close() waits for the app to take what is left to write: one that stopped
             # reading would keep the connection, and the subscriptions' cycle, from ending.
-            asyncio.get_running_loop().call_later(CLOSE_GRACE_SECONDS, transport.abort)
+            if self._closer is None:
+                self._closer = asyncio.get_running_loop().call_later(CLOSE_GRACE_SECONDS, transport.abort)
 
     def expire(self) -> None:
         self.channel.settle(self.h2.expire())
@@ -145,7 +152,10 @@ class GrpcAppChannel:
         self._dialling: asyncio.Task[None] | None = None
         self._dial_queue: list[tuple[float, Call]] = []  # calls waiting for a connection, and since when
         self._connections = itertools.count(1)
-        self._waiting: dict[int, tuple[asyncio.Future[Any], Read | None]] = {}
+        # token -> the caller's future, how to read the call's end, and the call itself with
+        # its deadline on the loop's clock (to send it again over another connection)
+        self._waiting: dict[int, tuple[asyncio.Future[Any], Read | None, str, bytes, float]] = {}
+        self._draining: set[_AppConnection] = set()  # sent GOAWAY: finishing the calls it took
         self._tokens = itertools.count(1)
         self._outbox: list[Call] = []  # this pass's calls, not yet handed over
         self._deadline_timer: asyncio.TimerHandle | None = None
@@ -165,8 +175,10 @@ class GrpcAppChannel:
             entry = waiting.pop(token, None)
             if entry is None:
                 continue
-            future, read = entry
+            future, read = entry[0], entry[1]
             if future.done():  # given up on by the caller
+                continue
+            if status == NOT_SENT and self._send_again(token, entry):
                 continue
             if read is None:
                 future.set_result((status, detail, message))
@@ -179,13 +191,27 @@ class GrpcAppChannel:
             except Exception as exc:
                 future.set_exception(exc)
 
+    def _send_again(self, token: int, entry: tuple[asyncio.Future[Any], Read | None, str, bytes, float]) -> bool:
+        """A call the app never took (GOAWAY, REFUSED_STREAM) goes out again over another
+        connection with what is left of its time; False when none is left."""
+        assert self._loop is not None
+        left_ms = round((entry[4] - self._loop.time()) * 1000)
+        if left_ms <= 0:
+            return False
+        self._waiting[token] = entry
+        if not self._outbox:
+            self._loop.call_soon(self._hand_over)
+        self._outbox.append((token, entry[2], entry[3], left_ms))
+        return True
+
     def ended(self, connection: _AppConnection, why: str) -> None:
+        was_draining = connection in self._draining
+        self._draining.discard(connection)
         if connection is self._connection:
             self._connection = None
-            if self._deadline_timer is not None:
-                self._deadline_timer.cancel()
-                self._deadline_timer, self._deadline_at = None, math.inf
         log.info("app at %s: connection %d ended: %s", self.address, connection.number, why)
+        if was_draining and self._connection is not None:
+            return  # the app's GOAWAY, and a connection made since: nothing was lost
         self._losses += 1
         for waiter in self._loss_waiters:
             if not waiter.done():
@@ -210,7 +236,7 @@ class GrpcAppChannel:
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._waiting[token] = (future, read)
+        self._waiting[token] = (future, read, path, message, loop.time() + timeout_ms / 1000)
         if not self._outbox:
             loop.call_soon(self._hand_over)
         self._outbox.append((token, path, message, timeout_ms))
@@ -219,11 +245,14 @@ class GrpcAppChannel:
     def _hand_over(self) -> None:
         calls, self._outbox = self._outbox, []
         connection = self._connection
+        if connection is not None and not connection.ended and connection.h2.is_draining():
+            self._draining.add(connection)  # it finishes the calls it took; new ones go elsewhere
+            self._connection = connection = None
         if connection is None or connection.ended or connection.h2.is_closed():  # closed: its socket goes next
             self._dial(calls)
             return
         connection.start(calls)
-        self._arm_deadline(connection)
+        self._arm_deadline()
 
     def _dial(self, calls: list[Call]) -> None:
         assert self._loop is not None
@@ -254,29 +283,34 @@ class GrpcAppChannel:
         late = [(token, path, message, max(1, timeout_ms - round((now - since) * 1000)))
                 for since, (token, path, message, timeout_ms) in queued]  # fmt: skip
         connection.start(late)
-        self._arm_deadline(connection)
+        self._arm_deadline()
 
-    def _arm_deadline(self, connection: _AppConnection) -> None:
+    def _live(self) -> list[_AppConnection]:
+        """The connection in use and those finishing their calls after the app's GOAWAY."""
+        live = [connection for connection in self._draining if not connection.ended]
+        if self._connection is not None and not self._connection.ended:
+            live.append(self._connection)
+        return live
+
+    def _arm_deadline(self) -> None:
         """One loop timer at the earliest open call's deadline; later ones wait their turn."""
-        delay = connection.h2.next_deadline()
-        if delay is None:
+        delays = [delay for connection in self._live() if (delay := connection.h2.next_deadline()) is not None]
+        if not delays:
             return
         assert self._loop is not None
-        when = self._loop.time() + delay
+        when = self._loop.time() + min(delays)
         if when >= self._deadline_at:
             return
         if self._deadline_timer is not None:
             self._deadline_timer.cancel()
         self._deadline_at = when
-        self._deadline_timer = self._loop.call_at(when, self._expire, connection)
+        self._deadline_timer = self._loop.call_at(when, self._expire)
 
-    def _expire(self, connection: _AppConnection) -> None:
+    def _expire(self) -> None:
         self._deadline_timer, self._deadline_at = None, math.inf
-        if not connection.ended:
+        for connection in self._live():
             connection.expire()
-        current = self._connection  # a newer one when this timer was armed for one since replaced
-        if current is not None and not current.ended:
-            self._arm_deadline(current)
+        self._arm_deadline()
 
     async def list_subscriptions(self) -> Sequence[TopicSubscription]:
         self._listed_at = self._losses
@@ -327,9 +361,11 @@ class GrpcAppChannel:
         if self._deadline_timer is not None:
             self._deadline_timer.cancel()
             self._deadline_timer, self._deadline_at = None, math.inf
-        connection, self._connection = self._connection, None
-        if connection is not None and connection.transport is not None:
-            connection.transport.close()
+        connections, self._connection = self._live(), None
+        self._draining.clear()
+        for connection in connections:
+            if connection.transport is not None:
+                connection.transport.close()
 
 
 def event_message(event: Event) -> pb.TopicEventRequest:

@@ -26,6 +26,10 @@ from layotto_fast.runtime.pubsub_service import PubSubService, TopicSubscription
 log = logging.getLogger(__name__)
 
 BACKOFF_SECONDS = (0.1, 5.0)  # first and longest pause between attempts to reach the app
+# A connection lost sooner than this after the app was reached is a failed attempt too: the
+# next cycle waits the backoff, so connections that last moments (an app or proxy closing
+# each one at once) do not set the pace of listing, subscribing and stopping again.
+STEADY_SECONDS = 5.0
 RESUBSCRIBE_SECONDS = 2.0  # how often a subscription that failed (its component DOWN) is tried again
 
 
@@ -85,6 +89,7 @@ class AppSubscriptions:
         }
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         pause = BACKOFF_SECONDS[0]
         while True:
             try:
@@ -98,12 +103,12 @@ class AppSubscriptions:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, BACKOFF_SECONDS[1])
                 continue
-            pause = BACKOFF_SECONDS[0]
+            reached = loop.time()
             self.state.status, self.state.reason = Health.UP, ""
             self.state.subscriptions = ()
             missing = await self._subscribe(wanted)
             log.info("app at %s reached: subscribed to %s", self._channel.address, ", ".join(self.state.subscriptions))
-            lost = asyncio.get_running_loop().create_task(self._channel.lost())
+            lost = loop.create_task(self._channel.lost())
             try:
                 while not lost.done():
                     await asyncio.wait([lost], timeout=RESUBSCRIBE_SECONDS)
@@ -114,6 +119,11 @@ class AppSubscriptions:
                 await self._unsubscribe()
             self.state.status, self.state.reason = Health.DOWN, "connection lost"
             log.warning("lost the app at %s: subscriptions stopped until it is back", self._channel.address)
+            if loop.time() - reached < STEADY_SECONDS:
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, BACKOFF_SECONDS[1])
+            else:
+                pause = BACKOFF_SECONDS[0]
 
     async def _subscribe(self, wanted: Sequence[TopicSubscription]) -> list[TopicSubscription]:
         """Subscribe to each of ``wanted``; the ones that failed, to try again."""

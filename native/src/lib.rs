@@ -273,6 +273,7 @@ mod layotto_fast_native {
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add("DEFAULT_MAX_FRAME_SIZE", DEFAULT_MAX_FRAME_SIZE)?;
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+        m.add("NOT_SENT", crate::grpc_client::connection::NOT_SENT)?;
         Ok(())
     }
 }

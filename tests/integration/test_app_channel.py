@@ -4,6 +4,7 @@ the native HTTP/2 connection) against a real grpcio server in this process."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -132,3 +133,44 @@ def test_an_app_that_is_down_fails_the_call_and_is_dialled_again_once_up() -> No
 
     run(scenario())
     assert [e.id for e in app.received()] == ["e2", "e3"]
+
+
+def test_an_app_stopping_gracefully_answers_what_it_took() -> None:
+    """The app's GOAWAY (grpcio's stop with a grace; grpc-go's GracefulStop) lets the calls it
+    took finish. Before, the next delivery found the connection refusing new streams and
+    closed it, failing the calls in the app's hands (delivered again: duplicates). A delivery
+    after the GOAWAY goes over a new connection; with no app listening any more, it has no
+    verdict (SubscriberGone: back to the backend), not a RETRY counted against it."""
+
+    def slow(event: Any) -> int:
+        time.sleep(0.5)
+        return SUCCESS
+
+    # Earlier tests' connections go now, on their thread, not in a collection the app's
+    # server threads would run while this one works (the native connections are thread-bound).
+    gc.collect()
+    app = CallbackApp([Topic("ps", "orders")], verdict=slow).start()
+    channel = GrpcAppChannel("127.0.0.1", app.port)
+
+    async def scenario() -> tuple[list[Any], list[Any], Any]:
+        try:
+            taken = [channel.deliver(event(i), 5.0) for i in range(5)]
+            while len(app.received()) < 5:
+                await asyncio.sleep(0.01)
+            assert app._server is not None
+            stopping = app._server.stop(3.0)  # GOAWAY; the calls in hand may finish for 3 s
+            await asyncio.sleep(0.1)  # the GOAWAY arrives
+            late = [channel.deliver(event(i), 5.0) for i in range(5, 8)]
+            first = await asyncio.gather(*taken, return_exceptions=True)
+            second = await asyncio.gather(*late, return_exceptions=True)
+            return first, second, stopping
+        finally:
+            await channel.close()
+            await asyncio.sleep(0.1)  # the connections' ends run here, on the loop's thread
+
+    first, second, stopping = run(scenario())
+    gc.collect()  # here, not on a server thread: the native connections belong to this thread
+    stopping.wait()
+    assert first == [Verdict.SUCCESS] * 5
+    assert all(type(outcome).__name__ == "SubscriberGone" for outcome in second), second
+    assert sorted(e.id for e in app.received()) == [f"e{i}" for i in range(5)]

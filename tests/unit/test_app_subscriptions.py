@@ -31,3 +31,40 @@ def test_a_lost_app_stops_all_its_subscriptions_at_once() -> None:
         return time.monotonic() - started
 
     assert asyncio.run(scenario()) < 1.0
+
+
+class _ClosingApp:
+    """An app reached at once whose every connection ends at once."""
+
+    address = "app:1"
+
+    def __init__(self) -> None:
+        self.listed = 0
+
+    async def list_subscriptions(self) -> list[Any]:
+        self.listed += 1
+        return []
+
+    def deliver(self, event: Any, timeout: float) -> Any:
+        raise AssertionError("nothing is subscribed")
+
+    async def lost(self) -> None:
+        await asyncio.sleep(0)
+
+    async def close(self) -> None:
+        return None
+
+
+def test_connections_that_last_moments_do_not_set_the_pace_of_the_cycle() -> None:
+    """Before, each lost connection began the next cycle at once: list, subscribe, stop, at the
+    pace of the app (or a proxy) closing connections, with readiness flapping."""
+
+    async def scenario() -> int:
+        app = _ClosingApp()
+        subscriptions = AppSubscriptions(cast(Any, None), app)
+        subscriptions.start()
+        await asyncio.sleep(1.0)
+        await subscriptions.close()
+        return app.listed
+
+    assert asyncio.run(scenario()) <= 6  # 0.1 + 0.2 + 0.4 + 0.8 s of backoff within the second

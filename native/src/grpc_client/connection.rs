@@ -27,6 +27,9 @@ pub const DEADLINE_EXCEEDED: u32 = 4;
 pub const RESOURCE_EXHAUSTED: u32 = 8;
 pub const INTERNAL: u32 = 13;
 pub const UNAVAILABLE: u32 = 14;
+/// Not a gRPC status: the call never reached the server's handler (not sent before the
+/// server's GOAWAY, or refused with REFUSED_STREAM), so it may go over another connection.
+pub const NOT_SENT: u32 = 1000;
 
 /// The ready-set key that stands for "the connection may open another stream".
 const SEND_READY: u32 = 0;
@@ -106,6 +109,8 @@ pub struct ClientConnection {
     finished: Vec<Finished>,
     keepalive: Keepalive,
     error: Option<String>,
+    /// The server said GOAWAY: the calls it took carry on, new ones go elsewhere.
+    draining: bool,
 }
 
 impl ClientConnection {
@@ -128,6 +133,7 @@ impl ClientConnection {
             next_key: 1,
             finished: Vec::new(),
             keepalive: Keepalive::default(),
+            draining: false,
             error: None,
         };
         connection.drive();
@@ -142,6 +148,12 @@ impl ClientConnection {
             let detail = self.lost_detail();
             self.finished
                 .push(Finished::failed(token, UNAVAILABLE, detail));
+            return;
+        }
+        if self.draining {
+            let detail = format!("{} is going away (GOAWAY)", self.authority);
+            self.finished
+                .push(Finished::failed(token, NOT_SENT, detail));
             return;
         }
         let key = self.new_key();
@@ -235,6 +247,11 @@ impl ClientConnection {
         matches!(self.state, State::Closed)
     }
 
+    /// The server sent GOAWAY: calls already taken finish here, new ones need another connection.
+    pub fn is_draining(&self) -> bool {
+        self.draining
+    }
+
     pub fn error(&self) -> Option<&str> {
         self.error.as_deref()
     }
@@ -296,10 +313,12 @@ impl ClientConnection {
             },
             State::Open { driver, .. } => match Pin::new(driver.as_mut()).poll(&mut cx) {
                 Poll::Ready(Ok(())) => {
+                    self.harvest();
                     self.close("the server ended the connection".into());
                     true
                 }
                 Poll::Ready(Err(error)) => {
+                    self.harvest();
                     self.close(format!("connection error: {error}"));
                     true
                 }
@@ -316,6 +335,12 @@ impl ClientConnection {
         while let Some(&key) = self.queued.front() {
             match send.poll_ready(&mut cx) {
                 Poll::Pending => return,
+                Poll::Ready(Err(error)) if error.is_go_away() => {
+                    // A graceful GOAWAY too (a server stopping or rotating connections): the
+                    // streams it took may still be answered, the driver reads on.
+                    self.drain(format!("{} is going away: {error}", self.authority));
+                    return;
+                }
                 Poll::Ready(Err(error)) => {
                     self.close(format!("connection error: {error}"));
                     return;
@@ -369,6 +394,9 @@ impl ClientConnection {
                 Phase::Queued { .. } => return,
                 Phase::Head(response) => match Pin::new(response).poll(&mut cx) {
                     Poll::Pending => return,
+                    Poll::Ready(Err(e)) if e.reason() == Some(h2::Reason::REFUSED_STREAM) => {
+                        break Err((NOT_SENT, format!("the server refused the stream: {e}")))
+                    }
                     Poll::Ready(Err(e)) => break Err((UNAVAILABLE, e.to_string())),
                     Poll::Ready(Ok(response)) => {
                         if response.status() != http::StatusCode::OK {
@@ -437,6 +465,27 @@ impl ClientConnection {
             },
             Err((status, detail)) => Finished::failed(token, status, detail),
         });
+    }
+
+    /// Read every open call once: answers that came in with the connection's last bytes
+    /// are finished before the connection's end fails the rest.
+    fn harvest(&mut self) {
+        let mut keys: Vec<u32> = self.calls.keys().copied().collect();
+        keys.sort_unstable();
+        for key in keys {
+            self.poll_call(key);
+        }
+    }
+
+    /// Stop sending: the calls not sent yet come back NOT_SENT, the others carry on.
+    fn drain(&mut self, why: String) {
+        self.draining = true;
+        for key in std::mem::take(&mut self.queued) {
+            if let Some(call) = self.calls.remove(&key) {
+                self.finished
+                    .push(Finished::failed(call.token, NOT_SENT, why.clone()));
+            }
+        }
     }
 
     fn lost_detail(&self) -> String {
@@ -637,6 +686,43 @@ mod tests {
                 finished[0].detail
             );
         }
+    }
+
+    #[test]
+    fn after_a_graceful_goaway_calls_taken_finish_and_new_ones_are_not_sent() {
+        // A server stopping gracefully (grpc-go GracefulStop, a connection rotated) answers
+        // what it took; before, the next call closed the connection and failed those too.
+        let (mut client, mut server) = (ClientConnection::new("app:1".into(), 1024), server());
+        client.start(1, PATH.into(), b"taken", Duration::from_secs(5));
+        client.poll();
+        let [(taken, _)] = unary_keys(&exchange(&mut client, &mut server))[..] else {
+            panic!("one call expected");
+        };
+        server.graceful_shutdown();
+        exchange(&mut client, &mut server);
+        client.start(2, PATH.into(), b"late", Duration::from_secs(5));
+        client.poll();
+        let events = exchange(&mut client, &mut server);
+        assert!(
+            unary_keys(&events).is_empty(),
+            "nothing new reaches the server"
+        );
+        assert!(client.is_draining() && !client.is_closed());
+        let finished = client.take_finished();
+        assert_eq!(finished.len(), 1);
+        assert_eq!((finished[0].token, finished[0].status), (2, NOT_SENT));
+        assert!(server.respond(taken, b"done", None, None));
+        exchange(&mut client, &mut server);
+        let finished = client.take_finished();
+        assert_eq!(finished.len(), 1, "{finished:?}");
+        assert_eq!(
+            (
+                finished[0].token,
+                finished[0].status,
+                finished[0].message.clone()
+            ),
+            (1, 0, Bytes::from("done"))
+        );
     }
 
     #[test]

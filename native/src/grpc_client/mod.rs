@@ -112,6 +112,12 @@ impl GrpcClientConnection {
         self.inner.error().map(str::to_owned)
     }
 
+    /// The app sent GOAWAY: calls already taken finish here; start new ones on another
+    /// connection (calls not sent come back with status NOT_SENT).
+    fn is_draining(&self) -> bool {
+        self.inner.is_draining()
+    }
+
     fn open_calls(&self) -> usize {
         self.inner.open_calls()
     }
