@@ -400,6 +400,8 @@ class GrpcClientConnection:
     def take_output(self) -> bytes | None: ...
     def ping(self) -> bool:
         """Send a keepalive PING; False when the previous one is still unanswered."""
+    def awaiting_pong(self) -> bool:
+        """A keepalive PING is out and its answer has not come yet."""
     def is_closed(self) -> bool: ...
     def is_draining(self) -> bool:
         """The app sent GOAWAY: calls it took finish here; new ones need another connection."""

@@ -69,7 +69,8 @@ class _AppConnection(asyncio.Protocol):
         self.ended = False
         self._why: str | None = None  # set when the sidecar ends the connection itself
         self._pinger: asyncio.TimerHandle | None = None
-        self._heard = True  # the app sent something since the last keepalive tick
+        self._heard = True  # an answer came from the app since the last keepalive tick
+        self._pinged = False  # a PING went out in this silent stretch
         self._closer: asyncio.TimerHandle | None = None  # aborts a close the app does not let finish
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -80,8 +81,10 @@ class _AppConnection(asyncio.Protocol):
             self._pinger = asyncio.get_running_loop().call_later(self.channel.keepalive_seconds, self._ping)
 
     def data_received(self, data: bytes) -> None:
-        self._heard = True
-        self.channel.settle(self.h2.feed(data))
+        finished = self.h2.feed(data)
+        if finished:  # the app answers (a PING's answer alone does not count)
+            self._heard = True
+        self.channel.settle(finished)
         self.flush()
 
     def eof_received(self) -> bool:
@@ -124,19 +127,24 @@ class _AppConnection(asyncio.Protocol):
         self.flush()
 
     def _ping(self) -> None:
-        """A keepalive tick: PING only while deliveries are in flight and the app has sent
-        nothing for a whole interval. gRPC servers count PINGs without calls, or more often
-        than every 5 minutes while calls stay silent, as abuse (grpc-go and grpc core close
-        the connection with GOAWAY too_many_pings after 2 or 3), so an idle connection, or
-        one the app answers on, is never PINGed."""
+        """A keepalive tick: one PING per silent stretch, when deliveries are in flight and
+        the app answered none for a whole interval; unanswered by the next tick, the
+        connection is closed. gRPC servers count PINGs without calls, or more often than every
+        5 minutes while calls stay silent, as abuse (grpc-go and grpc core close the
+        connection with GOAWAY too_many_pings after 2 or 3), so an idle connection, or one the
+        app answers on, is never PINGed, and a long silent call only once."""
         if self.transport is None or self.ended:
             return
+        if self.h2.awaiting_pong():
+            self._why = f"no answer to a PING within {self.channel.keepalive_seconds * 1000:.0f} ms"
+            self.transport.abort()
+            return
         heard, self._heard = self._heard, False
-        if not heard and self.h2.open_calls() > 0:
-            if not self.h2.ping():
-                self._why = f"no answer to a PING within {self.channel.keepalive_seconds * 1000:.0f} ms"
-                self.transport.abort()
-                return
+        if heard:
+            self._pinged = False  # a new silent stretch may get its PING
+        elif not self._pinged and self.h2.open_calls() > 0:
+            self.h2.ping()
+            self._pinged = True
             self.flush()
         self._pinger = asyncio.get_running_loop().call_later(self.channel.keepalive_seconds, self._ping)
 
@@ -178,12 +186,15 @@ class GrpcAppChannel:
             future, read = entry[0], entry[1]
             if future.done():  # given up on by the caller
                 continue
-            if status == NOT_SENT and self._send_again(token, entry):
-                continue
+            never_taken = status == NOT_SENT
+            if never_taken:
+                if self._send_again(token, entry):
+                    continue
+                status = UNAVAILABLE  # no time left to send it again: the app never had it
             if read is None:
                 future.set_result((status, detail, message))
                 continue
-            if unanswered and status:
+            if (unanswered or never_taken) and status:
                 future.set_exception(SubscriberGone(f"the app at {self.address} did not answer: {detail}"))
                 continue
             try:

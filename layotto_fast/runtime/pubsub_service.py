@@ -151,6 +151,7 @@ class PubSubService:
         self._readers: collections.Counter[tuple[str, str]] = collections.Counter()
         self._idle: collections.OrderedDict[tuple[str, str], None] = collections.OrderedDict()
         self._subscriptions: set[_Subscription] = set()  # started and not stopped yet
+        self._stopping: set[asyncio.Future[None]] = set()  # stops under way, not over yet
         self._closed_by: float | None = None  # once closing: when every delivery must be over
 
     def _pubsub(self, name: str, field_name: str = "pubsub_name") -> PubSub:
@@ -249,6 +250,8 @@ class PubSubService:
         for failure in await asyncio.gather(*(stop(deadline) for stop in stops), return_exceptions=True):
             if isinstance(failure, BaseException):
                 log.error("stopping a subscription failed", exc_info=failure)
+        if self._stopping:  # begun before (the app lost, a stream ended): the components close after
+            await asyncio.wait(list(self._stopping))
 
     def _refuse_if_closed(self) -> None:
         if self._closed_by is not None:
@@ -295,6 +298,8 @@ class _Subscription:
             self._service._stopped(self)
             self._stopping = asyncio.ensure_future(self._unsubscribe(self._service._stop_by(deadline)))
             self._stopping.add_done_callback(_seen)
+            self._service._stopping.add(self._stopping)
+            self._stopping.add_done_callback(self._service._stopping.discard)
         # Shielded: a caller cancelled while it waits (a task being torn down) leaves the stop
         # running, and the callers after it wait for that stop, not for a cancelled one.
         await asyncio.shield(self._stopping)

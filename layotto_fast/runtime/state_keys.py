@@ -50,6 +50,7 @@ def strategy_prefix(manifest: ComponentManifest, app_id: str, default: str) -> s
 
 
 def check_key(key: str, field: str) -> None:
-    """A key that would read as prefixed twice is refused, as Dapr refuses it."""
+    """A key with the prefix separator is refused, whatever the store's strategy, as Layotto
+    and Dapr refuse it: it would read as prefixed (twice) under another strategy."""
     if SEPARATOR in key:
         raise InvalidArgument(f"{field} {key!r} contains {SEPARATOR!r}, which separates the store's key prefix")

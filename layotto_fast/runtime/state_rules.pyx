@@ -55,13 +55,12 @@ cdef object _checked_etag(object item, object features, str store_name, str fiel
 
 
 cdef str _stored_key(object item, str prefix, str field, Py_ssize_t index, str suffix):
-    """The key the store keeps ``item`` under: behind the store's key prefix, if it has one."""
+    """The key the store keeps ``item`` under: behind the store's key prefix, if it has one.
+    A key with the prefix separator is refused whatever the prefix, as Layotto refuses it."""
     cdef str key = item_key(item)
-    if not prefix:
-        return key
     if "||" in key:
         check_key(key, f"{_place(field, index, suffix)}key")  # raises
-    return prefix + key
+    return prefix + key if prefix else key
 
 
 def set_op_for(

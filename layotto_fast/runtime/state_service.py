@@ -57,10 +57,10 @@ class StateService:
             store = self.store(store_name)
         if not key:
             raise InvalidArgument("key is empty: a state key is required")
+        if SEPARATOR in key:
+            check_key(key, "key")  # raises, whatever the prefix (as Layotto)
         prefix = self._prefixes.get(store_name)
         if prefix:
-            if SEPARATOR in key:
-                check_key(key, "key")  # raises
             key = prefix + key
         return store.get(key, consistency == STRONG, metadata)
 
@@ -73,10 +73,9 @@ class StateService:
                 raise InvalidArgument(f"keys[{index}] is empty: a state key is required")
         if not keys:
             return []
+        for index, key in enumerate(keys):
+            check_key(key, f"keys[{index}]")
         prefix = self._prefixes.get(store_name)
-        if prefix:
-            for index, key in enumerate(keys):
-                check_key(key, f"keys[{index}]")
         entries = await store.bulk_get([prefix + key for key in keys] if prefix else list(keys), metadata)
         return [BulkStateEntry(key, entry) for key, entry in zip(keys, entries, strict=True)]
 

@@ -184,3 +184,30 @@ def test_a_delivery_cut_off_by_a_lost_connection_goes_back_to_the_backend_not_to
             release.set()
             sidecar.stop()
             proxy.close()
+
+
+def test_a_long_silent_delivery_is_pinged_once_not_into_too_many_pings(tmp_path: Path) -> None:
+    """A delivery the app takes seconds over, with nothing sent meanwhile: one PING shows the
+    app alive. Before, every other tick PINGed again, and the app's gRPC server (grpcio here,
+    grpc-go alike) closed the connection with GOAWAY too_many_pings: the delivery failed."""
+    topic = f"t-{uuid.uuid4().hex[:8]}"
+
+    def slow(event: pb.TopicEventRequest) -> int:
+        time.sleep(3)
+        return 0
+
+    with CallbackApp([Topic(PUBSUB, topic, {"deliveryTimeout": "30s"})], slow) as app:
+        sidecar = sc.start(tmp_path, "--app-port", str(app.port), "--app-keepalive-seconds", "0.2")
+        try:
+            deadline = time.monotonic() + 10
+            while not _subscribed(sidecar) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            stub = sidecar.stub()
+            sent = stub.PublishEvent(pb.PublishEventRequest(pubsub_name=PUBSUB, topic=topic, data=b"a")).message_id
+            app.wait_for(lambda events: any(e.id == sent for e in events), timeout=5)
+            time.sleep(3.5)  # the handler's 3 s, at 15 keepalive ticks
+            log = sidecar.log_path.read_text()
+            assert "too_many_pings" not in log and "ended:" not in log, log
+            assert app.listed == 1 and [e.id for e in app.received(topic)] == [sent], log
+        finally:
+            sidecar.stop()

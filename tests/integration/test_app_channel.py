@@ -174,3 +174,27 @@ def test_an_app_stopping_gracefully_answers_what_it_took() -> None:
     assert first == [Verdict.SUCCESS] * 5
     assert all(type(outcome).__name__ == "SubscriberGone" for outcome in second), second
     assert sorted(e.id for e in app.received()) == [f"e{i}" for i in range(5)]
+
+
+def test_a_delivery_never_sent_with_no_time_left_has_no_verdict() -> None:
+    """A call the app never took (GOAWAY, REFUSED_STREAM) whose time ran out before it could go
+    again was read as the app's refusal (status 1000): a RETRY counted against the message."""
+    from layotto_fast_native import NOT_SENT
+
+    from layotto_fast.runtime.pubsub import SubscriberGone
+
+    async def scenario() -> BaseException | None:
+        channel = GrpcAppChannel("127.0.0.1", 9)  # nothing is dialled before this settles
+        try:
+            delivery = channel.deliver(event(1), 0.001)
+            time.sleep(0.01)  # its time is over, before the loop could hand it to a connection
+            [token] = channel._waiting
+            channel.settle([(token, NOT_SENT, "the app sent GOAWAY", b"")])
+            outcome = delivery.exception() if delivery.done() else None
+            await asyncio.sleep(0.05)  # the queued hand-over dials and finds the call settled
+            return outcome
+        finally:
+            await channel.close()
+
+    outcome = run(scenario())
+    assert isinstance(outcome, SubscriberGone), outcome

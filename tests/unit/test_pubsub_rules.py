@@ -315,3 +315,39 @@ def test_delivery_counts_of_topics_nobody_reads_any_more_are_bounded() -> None:
         await components.close_all()
 
     asyncio.run(scenario())
+
+
+def test_close_waits_for_a_stop_already_under_way() -> None:
+    """A subscription stopped just before the sidecar's own stop (its app lost, its stream ended)
+    was no longer among those close() stopped: close returned at once and the components were
+    closed under its drain, losing what it settled."""
+    from layotto_fast.runtime.lifecycle import Components
+    from layotto_fast.runtime.pubsub_service import PubSubService
+
+    async def scenario() -> tuple[float, list[str]]:
+        components = Components([ComponentManifest("ps", "pubsub.in-memory", "v1", {}, "m.yaml")])
+        await components.init_all()
+        service = PubSubService(components, "app")
+        finished: list[str] = []
+        started = asyncio.Event()
+
+        async def deliver(event: cloudevents.Event, timeout: float) -> Verdict:
+            started.set()
+            await asyncio.sleep(0.6)
+            finished.append(event.id)
+            return Verdict.SUCCESS
+
+        stop = await service.subscribe(TopicSubscription("ps", "t"), deliver)
+        await service.publish("ps", "t", b"x", "text/plain", {}, "")
+        await started.wait()
+        early = asyncio.ensure_future(stop())  # its drain: 1 s by default
+        await asyncio.sleep(0)
+        began = asyncio.get_running_loop().time()
+        await service.close(asyncio.get_running_loop().time() + 2.0)
+        took = asyncio.get_running_loop().time() - began
+        await early
+        await components.close_all()
+        return took, finished
+
+    took, finished = asyncio.run(scenario())
+    assert len(finished) == 1 and took >= 0.4, (took, finished)

@@ -172,18 +172,62 @@ def test_client_streaming(stub: runtime_pb2_grpc.RuntimeStub) -> None:
     assert ("x-total", "1000000") in call.trailing_metadata()
 
 
+def _data_for(message_bytes: int) -> int:
+    """The data length whose PutFileRequest is exactly ``message_bytes`` long."""
+    size = message_bytes
+    while len(pb.PutFileRequest(data=b"x" * size).SerializeToString()) > message_bytes:
+        size -= 1
+    assert len(pb.PutFileRequest(data=b"x" * size).SerializeToString()) == message_bytes
+    return size
+
+
 @pytest.mark.parametrize("kind", KINDS)
-def test_a_streamed_message_larger_than_the_window(kind: str) -> None:
-    """One client-streamed message bigger than a stream's flow-control window (1 MiB) but under
-    the message limit (4 MiB, the defaults) arrives whole: the window is not held shut for the
-    bytes of a message the handler cannot have yet."""
-    size = 3 * 1024 * 1024
+@pytest.mark.parametrize("message_bytes", [3 * 1024 * 1024, 4 * 1024 * 1024], ids=["3MiB", "at-the-limit"])
+def test_a_streamed_message_larger_than_the_window(kind: str, message_bytes: int) -> None:
+    """One client-streamed message bigger than a stream's flow-control window (1 MiB), up to
+    the message limit (4 MiB, the defaults), arrives whole: neither the window nor the bound on
+    unconsumed bytes is held shut by the bytes of a message the handler cannot have yet."""
+    size = _data_for(message_bytes)
     running = InProcessServer(kind, Handlers(), max_message_bytes=4 * 1024 * 1024)
     try:
-        with grpc.insecure_channel(running.target) as channel:
+        with grpc.insecure_channel(running.target, options=[("grpc.max_send_message_length", -1)]) as channel:
             requests = iter([pb.PutFileRequest(data=b"x" * size), pb.PutFileRequest(data=b"y" * 10)])
             _, call = runtime_pb2_grpc.RuntimeStub(channel).PutFile.with_call(requests, timeout=10)
         assert ("x-total", str(size + 10)) in call.trailing_metadata()
+    finally:
+        running.close()
+
+
+def test_a_streamed_message_at_the_limit_sent_in_full_frames() -> None:
+    """A 4 MiB message (the limit) in 16 KiB DATA frames: after 256 frames the front had read
+    4 MiB, its bound on bytes the handler has not consumed, with the message's last 5 bytes
+    still to come; reading stopped, nothing was handed over, and the call hung."""
+    from tests.faults.raw_h2 import H2Client, grpc_frame
+
+    size = _data_for(4 * 1024 * 1024)
+    running = InProcessServer("native", Handlers(), max_message_bytes=4 * 1024 * 1024)
+    try:
+        with H2Client(running.port, timeout=10) as client:
+            deadline = time.monotonic() + 10
+            stream_id = client.start(None, path="/spec.proto.runtime.v1.Runtime/PutFile", end_stream=False)
+            # The server's SETTINGS and window first: then every frame is a full 16 KiB one.
+            while client.conn.local_flow_control_window(stream_id) < 1024 * 1024:
+                assert client.receive(1.0) or time.monotonic() < deadline
+            payload = memoryview(grpc_frame(pb.PutFileRequest(data=b"x" * size).SerializeToString()))
+            while payload:
+                room = min(client.conn.local_flow_control_window(stream_id), 16_384, len(payload))
+                if room == 0:
+                    assert time.monotonic() < deadline, f"{len(payload)} bytes left unsent: no window"
+                    client.receive(0.1)
+                    continue
+                client.conn.send_data(stream_id, bytes(payload[:room]))
+                client.flush()
+                payload = payload[room:]
+            client.conn.end_stream(stream_id)
+            client.flush()
+            client.wait([stream_id])
+            response = client.responses[stream_id]
+            assert response.grpc_status == 0 and response.trailers.get("x-total") == str(size)
     finally:
         running.close()
 

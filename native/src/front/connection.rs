@@ -681,7 +681,11 @@ impl Connection {
         let mut cancelled = false;
 
         while let Some(recv) = stream.recv.as_mut() {
-            if stream.method.client_streaming && stream.unconsumed >= max_unconsumed {
+            // Only whole messages handed to the handler count: the bytes of one still arriving
+            // must be read, or a message at the size limit could never complete.
+            if stream.method.client_streaming
+                && stream.unconsumed - stream.partial.len() >= max_unconsumed
+            {
                 break; // h2 buffers up to a window more, then the client waits
             }
             match recv.poll_data(&mut cx) {

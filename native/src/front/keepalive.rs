@@ -30,6 +30,11 @@ impl Keepalive {
         true
     }
 
+    /// A PING was sent and its answer has not been read yet.
+    pub fn is_outstanding(&self) -> bool {
+        self.outstanding
+    }
+
     /// True when the outstanding PING has just been answered.
     pub fn poll_answered(&mut self, cx: &mut Context<'_>) -> bool {
         if !self.outstanding {

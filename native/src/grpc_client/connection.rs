@@ -23,7 +23,11 @@ use crate::front::keepalive::Keepalive;
 use crate::front::wake::{connection_waker, stream_waker, ReadySet};
 use crate::grpc::{frame_into, prefix, PREFIX_LEN};
 
+pub const UNKNOWN: u32 = 2;
 pub const DEADLINE_EXCEEDED: u32 = 4;
+/// The last code gRPC defines (UNAUTHENTICATED); a server's larger one reads as UNKNOWN, as
+/// gRPC reads it, and so can never pass for NOT_SENT.
+const MAX_STATUS: u32 = 16;
 pub const RESOURCE_EXHAUSTED: u32 = 8;
 pub const INTERNAL: u32 = 13;
 pub const UNAVAILABLE: u32 = 14;
@@ -247,6 +251,11 @@ impl ClientConnection {
         matches!(self.state, State::Closed)
     }
 
+    /// A keepalive PING is out and its answer has not come yet.
+    pub fn awaiting_pong(&self) -> bool {
+        self.keepalive.is_outstanding()
+    }
+
     /// The server sent GOAWAY: calls already taken finish here, new ones need another connection.
     pub fn is_draining(&self) -> bool {
         self.draining
@@ -335,7 +344,7 @@ impl ClientConnection {
         while let Some(&key) = self.queued.front() {
             match send.poll_ready(&mut cx) {
                 Poll::Pending => return,
-                Poll::Ready(Err(error)) if error.is_go_away() => {
+                Poll::Ready(Err(error)) if error.is_go_away() && error.is_remote() => {
                     // A graceful GOAWAY too (a server stopping or rotating connections): the
                     // streams it took may still be answered, the driver reads on.
                     self.drain(format!("{} is going away: {error}", self.authority));
@@ -394,8 +403,12 @@ impl ClientConnection {
                 Phase::Queued { .. } => return,
                 Phase::Head(response) => match Pin::new(response).poll(&mut cx) {
                     Poll::Pending => return,
-                    Poll::Ready(Err(e)) if e.reason() == Some(h2::Reason::REFUSED_STREAM) => {
-                        break Err((NOT_SENT, format!("the server refused the stream: {e}")))
+                    // Refused, or above the last stream id of the server's GOAWAY: never handled.
+                    Poll::Ready(Err(e))
+                        if e.reason() == Some(h2::Reason::REFUSED_STREAM)
+                            || (e.is_go_away() && e.is_remote()) =>
+                    {
+                        break Err((NOT_SENT, format!("the server did not take the call: {e}")))
                     }
                     Poll::Ready(Err(e)) => break Err((UNAVAILABLE, e.to_string())),
                     Poll::Ready(Ok(response)) => {
@@ -563,7 +576,10 @@ fn grpc_status(headers: &http::HeaderMap) -> Option<(u32, String)> {
         .to_str()
         .ok()
         .and_then(|text| text.trim().parse::<u32>().ok())
-        .unwrap_or(INTERNAL);
+        .map_or(
+            INTERNAL,
+            |code| if code > MAX_STATUS { UNKNOWN } else { code },
+        );
     if code == 0 {
         return None;
     }
@@ -661,8 +677,13 @@ mod tests {
     fn an_answer_without_a_readable_grpc_status_is_internal() {
         // gRPC reads a call whose trailers carry no status, or one that is not a number, as
         // failed: before, a well-framed message with either was taken as an OK answer.
-        let cases: [&[(&str, &str)]; 2] = [&[("x-other", "1")], &[("grpc-status", "zero")]];
-        for trailers in cases {
+        let cases: [(&[(&str, &str)], u32); 3] = [
+            (&[("x-other", "1")], INTERNAL),
+            (&[("grpc-status", "zero")], INTERNAL),
+            // a code gRPC does not define reads as UNKNOWN: it can never pass for NOT_SENT
+            (&[("grpc-status", "1000")], UNKNOWN),
+        ];
+        for (trailers, expected) in cases {
             let (mut client, mut server) = (ClientConnection::new("app:1".into(), 1024), server());
             client.start(1, PATH.into(), b"ask", Duration::from_secs(5));
             client.poll();
@@ -681,7 +702,7 @@ mod tests {
             let finished = client.take_finished();
             assert_eq!(finished.len(), 1);
             assert_eq!(
-                finished[0].status, INTERNAL,
+                finished[0].status, expected,
                 "{trailers:?}: {}",
                 finished[0].detail
             );

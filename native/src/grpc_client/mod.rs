@@ -112,6 +112,11 @@ impl GrpcClientConnection {
         self.inner.error().map(str::to_owned)
     }
 
+    /// A keepalive PING is out and its answer has not come yet.
+    fn awaiting_pong(&self) -> bool {
+        self.inner.awaiting_pong()
+    }
+
     /// The app sent GOAWAY: calls already taken finish here; start new ones on another
     /// connection (calls not sent come back with status NOT_SENT).
     fn is_draining(&self) -> bool {
