@@ -400,6 +400,8 @@ class GrpcClientConnection:
     def take_output(self) -> bytes | None: ...
     def ping(self) -> bool:
         """Send a keepalive PING; False when the previous one is still unanswered."""
+    def ended_by_goaway(self) -> bool:
+        """The connection ended after the app's GOAWAY without an error, not lost."""
     def awaiting_pong(self) -> bool:
         """A keepalive PING is out and its answer has not come yet."""
     def is_closed(self) -> bool: ...

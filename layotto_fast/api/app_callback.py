@@ -164,6 +164,7 @@ class GrpcAppChannel:
         # its deadline on the loop's clock (to send it again over another connection)
         self._waiting: dict[int, tuple[asyncio.Future[Any], Read | None, str, bytes, float]] = {}
         self._draining: set[_AppConnection] = set()  # sent GOAWAY: finishing the calls it took
+        self._redialling: asyncio.Task[None] | None = None  # after a GOAWAY: is the app still there?
         self._tokens = itertools.count(1)
         self._outbox: list[Call] = []  # this pass's calls, not yet handed over
         self._deadline_timer: asyncio.TimerHandle | None = None
@@ -221,13 +222,40 @@ class GrpcAppChannel:
         if connection is self._connection:
             self._connection = None
         log.info("app at %s: connection %d ended: %s", self.address, connection.number, why)
-        if was_draining and self._connection is not None:
+        if (was_draining or connection.h2.ended_by_goaway()) and self._connection is not None:
             return  # the app's GOAWAY, and a connection made since: nothing was lost
+        if connection.h2.ended_by_goaway() and self._redialling is None:
+            # A server rotating its connections (grpc's max connection age) or stopping: lost
+            # only if the app cannot be dialled again, so a rotation costs no new cycle.
+            self._redialling = asyncio.get_running_loop().create_task(self._redial_after_goaway())
+            return
+        self._lose()
+
+    def _lose(self) -> None:
         self._losses += 1
         for waiter in self._loss_waiters:
             if not waiter.done():
                 waiter.set_result(None)
         self._loss_waiters.clear()
+
+    async def _redial_after_goaway(self) -> None:
+        loop = asyncio.get_running_loop()
+        number = next(self._connections)
+        try:
+            _, connection = await asyncio.wait_for(
+                loop.create_connection(lambda: _AppConnection(self, number), self.host, self.port),
+                LIST_TIMEOUT_MS / 1000,
+            )
+        except (OSError, TimeoutError) as exc:
+            log.info("app at %s: not there again after its GOAWAY (%s)", self.address, exc or "no answer in time")
+            self._lose()
+            return
+        finally:
+            self._redialling = None
+        if self._connection is None or self._connection.ended:
+            self._connection = connection
+        elif connection.transport is not None:  # calls dialled one meanwhile
+            connection.transport.close()
 
     async def _call(self, path: str, message: bytes, timeout_ms: int) -> bytes:
         future: asyncio.Future[tuple[int, str, bytes]] = self._start(path, message, timeout_ms, None)
@@ -365,8 +393,9 @@ class GrpcAppChannel:
 
     async def close(self) -> None:
         """Ends the connection; calls still open fail (UNAVAILABLE)."""
-        if self._dialling is not None:
-            self._dialling.cancel()
+        for dialling in (self._dialling, self._redialling):
+            if dialling is not None:
+                dialling.cancel()
         queued, self._dial_queue = self._dial_queue, []
         self.settle([(call[0], UNAVAILABLE, "the sidecar is stopping", b"") for _, call in queued], unanswered=True)
         if self._deadline_timer is not None:

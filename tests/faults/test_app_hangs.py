@@ -211,3 +211,26 @@ def test_a_long_silent_delivery_is_pinged_once_not_into_too_many_pings(tmp_path:
             assert app.listed == 1 and [e.id for e in app.received(topic)] == [sent], log
         finally:
             sidecar.stop()
+
+
+def test_an_app_rotating_its_connections_keeps_its_subscriptions(tmp_path: Path) -> None:
+    """A gRPC server closing connections at a maximum age (GOAWAY, then the close) is still
+    there: the sidecar dials again and keeps its subscriptions. Before, each rotation counted as
+    losing the app: every subscription stopped, drained and was asked for afresh."""
+    topic = f"t-{uuid.uuid4().hex[:8]}"
+    rotating = [("grpc.max_connection_age_ms", 700), ("grpc.max_connection_age_grace_ms", 300)]
+    with CallbackApp([Topic(PUBSUB, topic)], options=rotating) as app:
+        sidecar = sc.start(tmp_path, "--app-port", str(app.port))
+        try:
+            deadline = time.monotonic() + 10
+            while not _subscribed(sidecar) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(3)  # several rotations
+            stub = sidecar.stub()
+            sent = stub.PublishEvent(pb.PublishEventRequest(pubsub_name=PUBSUB, topic=topic, data=b"a")).message_id
+            app.wait_for(lambda events: any(e.id == sent for e in events), timeout=5)
+            log = sidecar.log_path.read_text()
+            assert "after its GOAWAY" in log, log  # rotated indeed
+            assert app.listed == 1 and "lost the app" not in log, log
+        finally:
+            sidecar.stop()

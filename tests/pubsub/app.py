@@ -35,10 +35,16 @@ class Topic:
 
 class CallbackApp(appcallback_pb2_grpc.AppCallbackServicer):
     def __init__(
-        self, topics: list[Topic], verdict: Verdict | None = None, port: int = 0, host: str = "127.0.0.1"
+        self,
+        topics: list[Topic],
+        verdict: Verdict | None = None,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        options: list[tuple[str, int]] | None = None,
     ) -> None:
         self.topics = topics
         self.host = host
+        self.options = options or []  # the grpc server's
         self.verdict: Verdict = verdict or (lambda event: SUCCESS)
         self.port = port or free_port()
         self.events: list[pb.TopicEventRequest] = []
@@ -70,7 +76,7 @@ class CallbackApp(appcallback_pb2_grpc.AppCallbackServicer):
         return pb.TopicEventResponse(status=status)  # type: ignore[arg-type]
 
     def start(self) -> CallbackApp:
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), options=self.options)
         appcallback_pb2_grpc.add_AppCallbackServicer_to_server(self, server)
         server.add_insecure_port(f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}")
         server.start()

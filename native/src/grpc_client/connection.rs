@@ -115,6 +115,9 @@ pub struct ClientConnection {
     error: Option<String>,
     /// The server said GOAWAY: the calls it took carry on, new ones go elsewhere.
     draining: bool,
+    /// The connection ended after the server's GOAWAY without an error (a server stopping,
+    /// or rotating its connections), not lost.
+    ended_by_goaway: bool,
 }
 
 impl ClientConnection {
@@ -138,6 +141,7 @@ impl ClientConnection {
             finished: Vec::new(),
             keepalive: Keepalive::default(),
             draining: false,
+            ended_by_goaway: false,
             error: None,
         };
         connection.drive();
@@ -251,6 +255,11 @@ impl ClientConnection {
         matches!(self.state, State::Closed)
     }
 
+    /// The connection ended after the server's GOAWAY without an error.
+    pub fn ended_by_goaway(&self) -> bool {
+        self.ended_by_goaway
+    }
+
     /// A keepalive PING is out and its answer has not come yet.
     pub fn awaiting_pong(&self) -> bool {
         self.keepalive.is_outstanding()
@@ -320,10 +329,22 @@ impl ClientConnection {
                 }
                 Poll::Pending => progressed,
             },
-            State::Open { driver, .. } => match Pin::new(driver.as_mut()).poll(&mut cx) {
+            State::Open { driver, send } => match Pin::new(driver.as_mut()).poll(&mut cx) {
                 Poll::Ready(Ok(())) => {
+                    let graceful = matches!(
+                        send.poll_ready(&mut cx),
+                        Poll::Ready(Err(e)) if e.is_go_away()
+                            && e.is_remote()
+                            && e.reason() == Some(h2::Reason::NO_ERROR)
+                    );
                     self.harvest();
-                    self.close("the server ended the connection".into());
+                    self.ended_by_goaway = graceful;
+                    let why = if graceful {
+                        "the server closed it after its GOAWAY"
+                    } else {
+                        "the server ended the connection"
+                    };
+                    self.close(why.into());
                     true
                 }
                 Poll::Ready(Err(error)) => {

@@ -112,6 +112,12 @@ impl GrpcClientConnection {
         self.inner.error().map(str::to_owned)
     }
 
+    /// The connection ended after the app's GOAWAY without an error (the app stopping, or
+    /// rotating its connections), not lost.
+    fn ended_by_goaway(&self) -> bool {
+        self.inner.ended_by_goaway()
+    }
+
     /// A keepalive PING is out and its answer has not come yet.
     fn awaiting_pong(&self) -> bool {
         self.inner.awaiting_pong()
