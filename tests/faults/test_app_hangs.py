@@ -14,6 +14,8 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from layotto_fast._proto import runtime_pb2 as pb
@@ -85,6 +87,19 @@ def _subscribed(sidecar: sc.Sidecar) -> bool:
     return code == 200 and len(json.loads(body)["app"]["subscriptions"]) == 1
 
 
+@contextmanager
+def subscribed_sidecar(tmp_path: Path, app_port: int, *flags: str) -> Iterator[sc.Sidecar]:
+    """A sidecar for the app at ``app_port``, once it holds the app's subscription; stopped after."""
+    sidecar = sc.start(tmp_path, "--app-port", str(app_port), *flags)
+    try:
+        deadline = time.monotonic() + 10
+        while not _subscribed(sidecar) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        yield sidecar
+    finally:
+        sidecar.stop()
+
+
 def test_an_app_hung_with_its_socket_open_is_noticed_by_pings_and_dialled_again(tmp_path: Path) -> None:
     topic = f"t-{uuid.uuid4().hex[:8]}"
     # A long deliveryTimeout: only the PINGs can end the wait on the hung connection in time.
@@ -115,27 +130,28 @@ def test_an_app_hung_with_its_socket_open_is_noticed_by_pings_and_dialled_again(
             proxy.close()
 
 
+def publish(sidecar: sc.Sidecar, topic: str) -> str:
+    """Publish one message to ``topic`` of the embedded pub/sub; its id."""
+    request = pb.PublishEventRequest(pubsub_name=PUBSUB, topic=topic, data=b"a")
+    return str(sidecar.stub().PublishEvent(request).message_id)
+
+
 def test_an_idle_app_connection_is_kept_and_never_pinged(tmp_path: Path) -> None:
     """A healthy app that sends nothing keeps its one connection. Before, the second PING found
     the first one's answer unread and closed the connection (every two intervals); and PINGs on
     an idle connection are what gRPC servers (this grpcio one, with its defaults) refuse after
     two, with GOAWAY too_many_pings."""
     topic = f"t-{uuid.uuid4().hex[:8]}"
-    with CallbackApp([Topic(PUBSUB, topic)]) as app:
-        sidecar = sc.start(tmp_path, "--app-port", str(app.port), "--app-keepalive-seconds", "0.2")
-        try:
-            deadline = time.monotonic() + 10
-            while not _subscribed(sidecar) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            time.sleep(3)  # 15 keepalive intervals with nothing to deliver
-            stub = sidecar.stub()
-            sent = stub.PublishEvent(pb.PublishEventRequest(pubsub_name=PUBSUB, topic=topic, data=b"a")).message_id
-            app.wait_for(lambda events: any(e.id == sent for e in events), timeout=5)
-            assert app.listed == 1, sidecar.log_path.read_text()
-            log = sidecar.log_path.read_text()
-            assert "no answer to a PING" not in log and "ended:" not in log and "lost the app" not in log, log
-        finally:
-            sidecar.stop()
+    with (
+        CallbackApp([Topic(PUBSUB, topic)]) as app,
+        subscribed_sidecar(tmp_path, app.port, "--app-keepalive-seconds", "0.2") as sidecar,
+    ):
+        time.sleep(3)  # 15 keepalive intervals with nothing to deliver
+        sent = publish(sidecar, topic)
+        app.wait_for(lambda events: any(e.id == sent for e in events), timeout=5)
+        log = sidecar.log_path.read_text()
+        assert app.listed == 1, log
+        assert "no answer to a PING" not in log and "ended:" not in log and "lost the app" not in log, log
 
 
 class CuttingProxy(FreezingProxy):
@@ -167,22 +183,17 @@ def test_a_delivery_cut_off_by_a_lost_connection_goes_back_to_the_backend_not_to
     subscriptions = [Topic(PUBSUB, topic, {"retryAttempts": "1"}, dead_letter_topic=dead), Topic(PUBSUB, dead)]
     with CallbackApp(subscriptions, verdict) as app:
         proxy = CuttingProxy(app.port)
-        sidecar = sc.start(tmp_path, "--app-port", str(proxy.port))
         try:
-            deadline = time.monotonic() + 10
-            while not _subscribed(sidecar) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            stub = sidecar.stub()
-            sent = stub.PublishEvent(pb.PublishEventRequest(pubsub_name=PUBSUB, topic=topic, data=b"a")).message_id
-            assert first.wait(5)
-            proxy.cut()
-            release.set()
-            app.wait_for(lambda events: [e.id for e in events if e.topic == topic].count(sent) >= 2, timeout=10)
-            time.sleep(1.0)
-            assert app.received(dead) == [], sidecar.log_path.read_text()
+            with subscribed_sidecar(tmp_path, proxy.port) as sidecar:
+                sent = publish(sidecar, topic)
+                assert first.wait(5)
+                proxy.cut()
+                release.set()
+                app.wait_for(lambda events: [e.id for e in events if e.topic == topic].count(sent) >= 2, timeout=10)
+                time.sleep(1.0)
+                assert app.received(dead) == [], sidecar.log_path.read_text()
         finally:
             release.set()
-            sidecar.stop()
             proxy.close()
 
 
@@ -196,21 +207,16 @@ def test_a_long_silent_delivery_is_pinged_once_not_into_too_many_pings(tmp_path:
         time.sleep(3)
         return 0
 
-    with CallbackApp([Topic(PUBSUB, topic, {"deliveryTimeout": "30s"})], slow) as app:
-        sidecar = sc.start(tmp_path, "--app-port", str(app.port), "--app-keepalive-seconds", "0.2")
-        try:
-            deadline = time.monotonic() + 10
-            while not _subscribed(sidecar) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            stub = sidecar.stub()
-            sent = stub.PublishEvent(pb.PublishEventRequest(pubsub_name=PUBSUB, topic=topic, data=b"a")).message_id
-            app.wait_for(lambda events: any(e.id == sent for e in events), timeout=5)
-            time.sleep(3.5)  # the handler's 3 s, at 15 keepalive ticks
-            log = sidecar.log_path.read_text()
-            assert "too_many_pings" not in log and "ended:" not in log, log
-            assert app.listed == 1 and [e.id for e in app.received(topic)] == [sent], log
-        finally:
-            sidecar.stop()
+    with (
+        CallbackApp([Topic(PUBSUB, topic, {"deliveryTimeout": "30s"})], slow) as app,
+        subscribed_sidecar(tmp_path, app.port, "--app-keepalive-seconds", "0.2") as sidecar,
+    ):
+        sent = publish(sidecar, topic)
+        app.wait_for(lambda events: any(e.id == sent for e in events), timeout=5)
+        time.sleep(3.5)  # the handler's 3 s, at 15 keepalive ticks
+        log = sidecar.log_path.read_text()
+        assert "too_many_pings" not in log and "ended:" not in log, log
+        assert app.listed == 1 and [e.id for e in app.received(topic)] == [sent], log
 
 
 def test_an_app_rotating_its_connections_keeps_its_subscriptions(tmp_path: Path) -> None:
@@ -219,18 +225,13 @@ def test_an_app_rotating_its_connections_keeps_its_subscriptions(tmp_path: Path)
     losing the app: every subscription stopped, drained and was asked for afresh."""
     topic = f"t-{uuid.uuid4().hex[:8]}"
     rotating = [("grpc.max_connection_age_ms", 700), ("grpc.max_connection_age_grace_ms", 300)]
-    with CallbackApp([Topic(PUBSUB, topic)], options=rotating) as app:
-        sidecar = sc.start(tmp_path, "--app-port", str(app.port))
-        try:
-            deadline = time.monotonic() + 10
-            while not _subscribed(sidecar) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            time.sleep(3)  # several rotations
-            stub = sidecar.stub()
-            sent = stub.PublishEvent(pb.PublishEventRequest(pubsub_name=PUBSUB, topic=topic, data=b"a")).message_id
-            app.wait_for(lambda events: any(e.id == sent for e in events), timeout=5)
-            log = sidecar.log_path.read_text()
-            assert "after its GOAWAY" in log, log  # rotated indeed
-            assert app.listed == 1 and "lost the app" not in log, log
-        finally:
-            sidecar.stop()
+    with (
+        CallbackApp([Topic(PUBSUB, topic)], options=rotating) as app,
+        subscribed_sidecar(tmp_path, app.port) as sidecar,
+    ):
+        time.sleep(3)  # several rotations
+        sent = publish(sidecar, topic)
+        app.wait_for(lambda events: any(e.id == sent for e in events), timeout=5)
+        log = sidecar.log_path.read_text()
+        assert "after its GOAWAY" in log, log  # rotated indeed
+        assert app.listed == 1 and "lost the app" not in log, log
