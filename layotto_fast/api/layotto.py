@@ -141,6 +141,10 @@ class LayottoRuntime:
 
     # -- sequencer -----------------------------------------------------------
     async def GetNextId(self, request: pb.GetNextIdRequest) -> pb.GetNextIdResponse:
+        # Every store's ids are strictly increasing (STRONG, which satisfies WEAK too): the
+        # option only has to be one the enum knows.
+        if request.options.increment not in _INCREMENTS:
+            raise InvalidArgument(f"options.increment: {request.options.increment} is not WEAK (0) or STRONG (1)")
         return pb.GetNextIdResponse(next_id=await self._sequencer.next_id(request.store_name, request.key))
 
     # -- service invocation --------------------------------------------------
@@ -342,6 +346,9 @@ def _item_message(item: ConfigItem) -> pb.ConfigurationItem:
         tags=item.tags,
         metadata=item.metadata,
     )
+
+
+_INCREMENTS = frozenset((pb.SequencerOptions.WEAK, pb.SequencerOptions.STRONG))
 
 
 def _verb_name(number: int) -> str:

@@ -96,6 +96,15 @@ def test_sequencer_strictly_increasing_per_key(sidecar: Sidecar) -> None:
     assert other == 1
     code, details = fails(lambda: stub.GetNextId(pb.GetNextIdRequest(store_name="sequencer_demo", key="")))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "key" in details
+    # STRONG is what every store gives (WEAK asks less); a number the enum lacks is refused, as
+    # Layotto refuses it
+    strong = pb.SequencerOptions(increment=pb.SequencerOptions.STRONG)
+    assert stub.GetNextId(pb.GetNextIdRequest(store_name="sequencer_demo", key=key, options=strong)).next_id > ids[-1]
+    unknown = pb.SequencerOptions(increment=7)  # type: ignore[arg-type]
+    code, details = fails(
+        lambda: stub.GetNextId(pb.GetNextIdRequest(store_name="sequencer_demo", key=key, options=unknown))
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "options.increment" in details, details
 
 
 def test_secrets_local_file(sidecar: Sidecar) -> None:
