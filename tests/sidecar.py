@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,22 @@ from layotto_fast._proto import runtime_pb2_grpc
 REPO = Path(__file__).resolve().parent.parent
 
 
+# Ports this process was given lately: once a probe socket is closed the kernel may hand the
+# same port out again at once, and two listeners of one sidecar (its gRPC and actuator ports)
+# would then collide.
+_GIVEN: deque[int] = deque(maxlen=1024)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free loopback port, none of the last ones this process was given."""
+    for _ in range(100):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _GIVEN:
+            _GIVEN.append(port)
+            return port
+    raise RuntimeError("no free loopback port that was not given out lately")
 
 
 def command() -> list[str]:
