@@ -148,19 +148,13 @@ def _check(manifests: list[ComponentManifest], app_id: str) -> None:
     """
     import asyncio
 
+    from layotto_fast.runtime.key_prefixes import KEYED_BLOCKS, key_prefix
     from layotto_fast.runtime.lifecycle import Components
-    from layotto_fast.runtime.lock_keys import lock_key_prefix
-    from layotto_fast.runtime.sequencer_keys import sequencer_key_prefix
-    from layotto_fast.runtime.state_keys import key_prefix
 
     components = Components(manifests, app_id=app_id, check_out_of_scope=True)
     for manifest in manifests:  # runtime rules on the manifests: serve checks them too
-        if manifest.block == "state":
+        if manifest.block in KEYED_BLOCKS:
             key_prefix(manifest, app_id)
-        elif manifest.block == "lock":
-            lock_key_prefix(manifest, app_id)
-        elif manifest.block == "sequencer":
-            sequencer_key_prefix(manifest, app_id)
     if not any(m.secret_refs for m in manifests):
         return
 

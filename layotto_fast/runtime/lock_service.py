@@ -1,17 +1,16 @@
 """The lock service: validation, store lookup and the stored key for try-lock, unlock and keep-alive.
 
 A store is handed ``lock|||<prefix>||<resource_id>``, the prefix chosen by the store's
-``keyPrefix`` (``lock_keys``), never the resource id as the app sent it: locks taken
+``keyPrefix`` (``key_prefixes``), never the resource id as the app sent it: locks taken
 through Layotto sidecars over the same backend are the same locks.
 """
 
 from __future__ import annotations
 
 from layotto_fast.errors import InvalidArgument, require
+from layotto_fast.runtime.key_prefixes import check_key, key_prefix
 from layotto_fast.runtime.lifecycle import Components
 from layotto_fast.runtime.lock import LockStatus, LockStore
-from layotto_fast.runtime.lock_keys import lock_key_prefix
-from layotto_fast.runtime.state_keys import check_key
 
 MAX_EXPIRE_SECONDS = 2**31 - 1
 
@@ -20,7 +19,7 @@ class LockService:
     def __init__(self, components: Components, app_id: str) -> None:
         self._components = components
         # Each store's prefix of the keys it is given; a bad keyPrefix stops start-up, naming its file.
-        self._prefixes = {name: lock_key_prefix(m, app_id) for name, m in components.manifests("lock").items()}
+        self._prefixes = {name: key_prefix(m, app_id) for name, m in components.manifests("lock").items()}
 
     def _validate_request(self, store_name: str, resource_id: str, owner: str) -> tuple[LockStore, str]:
         """The request's store and the key it keeps the lock under, once ``resource_id`` and

@@ -1,7 +1,7 @@
 """Type stub for the state block's per-item rules (state_rules.pyx).
 
 ``field[index]suffix`` names the item in errors; an ``index`` of -1 names its fields bare.
-``prefix``: the store's key prefix (``state_keys.key_prefix``), put before the item's key.
+``prefix``: the store's key prefix (``key_prefixes.key_prefix``), put before the item's key.
 """
 
 from collections.abc import Mapping

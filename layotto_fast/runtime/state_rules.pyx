@@ -23,7 +23,7 @@ from layotto_fast.runtime.records cimport (
     new_set_op,
 )
 from layotto_fast.runtime.state import Concurrency, Consistency, DeleteOp, Feature, StateItem
-from layotto_fast.runtime.state_keys import check_key
+from layotto_fast.runtime.key_prefixes import check_key
 
 TTL_KEY = "ttlInSeconds"
 MAX_TTL_SECONDS = 2**31 - 1  # what every backend here takes (Redis EXPIRE, etcd leases)

@@ -1,6 +1,6 @@
 """The state service: every rule of the state block, whatever front calls it.
 
-Store lookup and health gating, keys required and their prefix (``state_keys``),
+Store lookup and health gating, keys required and their prefix (``key_prefixes``),
 concurrency and consistency options, ``ttlInSeconds`` and features are decided here (per item in ``state_rules.pyx``); a
 front only translates its wire format into these calls, and a store only applies the
 ``SetOp``/``DeleteOp`` records it is given. A store's ``KeyConflict`` names the key as
@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Mapping, Sequence
 
 from layotto_fast.errors import InvalidArgument, Unimplemented
+from layotto_fast.runtime.key_prefixes import SEPARATOR, check_key, key_prefix
 from layotto_fast.runtime.lifecycle import Components
 from layotto_fast.runtime.state import (
     BulkStateEntry,
@@ -25,7 +26,6 @@ from layotto_fast.runtime.state import (
     StateStore,
     TransactionOperation,
 )
-from layotto_fast.runtime.state_keys import SEPARATOR, check_key, key_prefix
 from layotto_fast.runtime.state_rules import delete_op_for as _delete_op
 from layotto_fast.runtime.state_rules import set_op_for as _set_op
 

@@ -294,10 +294,12 @@ def test_state_keys_go_behind_the_stores_key_prefix(strategy: str | None, stored
         loop.loop.close()
 
 
-def test_a_key_prefix_with_the_separator_stops_start_up_naming_the_field() -> None:
-    components = Components([manifest("store", "state.in-memory", keyPrefix="a||b")])
-    with pytest.raises(StartupError, match=r"spec\.metadata\.keyPrefix: 'a\|\|b' contains"):
+@pytest.mark.parametrize("type_", ["state.in-memory", "lock.in-memory", "sequencer.in-memory"])
+def test_a_key_prefix_with_the_separator_stops_start_up_naming_the_field(type_: str) -> None:
+    components = Components([manifest("store", type_, keyPrefix="a||b")])
+    with pytest.raises(StartupError, match=r"spec\.metadata\.keyPrefix: 'a\|\|b' contains") as caught:
         Services.over(components, "my-app")
+    assert caught.value.source == SOURCE
 
 
 @pytest.mark.parametrize(
@@ -337,13 +339,6 @@ def test_lock_keys_are_layottos_behind_the_stores_key_prefix(strategy: str | Non
     finally:
         loop.run(components.close_all())
         loop.loop.close()
-
-
-def test_a_lock_key_prefix_with_the_separator_stops_start_up_naming_the_field() -> None:
-    components = Components([manifest("locks", "lock.in-memory", keyPrefix="a||b")])
-    with pytest.raises(StartupError, match=r"spec\.metadata\.keyPrefix: 'a\|\|b' contains") as caught:
-        Services.over(components, "my-app")
-    assert caught.value.source == SOURCE
 
 
 def test_state_conflicts_name_the_key_the_app_sent(world: tuple[Loop, Components, Services]) -> None:
@@ -399,10 +394,3 @@ def test_sequencer_keys_are_layottos_behind_the_stores_key_prefix(
     finally:
         loop.run(components.close_all())
         loop.loop.close()
-
-
-def test_a_sequencer_key_prefix_with_the_separator_stops_start_up_naming_the_field() -> None:
-    components = Components([manifest("seq", "sequencer.in-memory", keyPrefix="a||b")])
-    with pytest.raises(StartupError, match=r"spec\.metadata\.keyPrefix: 'a\|\|b' contains") as caught:
-        Services.over(components, "my-app")
-    assert caught.value.source == SOURCE

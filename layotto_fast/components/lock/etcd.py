@@ -3,7 +3,7 @@
 A lock is the key ``{keyPrefixPath}{resource_id}`` holding the owner, attached to a
 lease of ``expire_seconds``, as Layotto's etcd lock keeps it: ``resource_id`` is the key
 the lock service gives (``lock|||<prefix>||<id>``, its prefix chosen by the manifest's
-``keyPrefix``: ``runtime/lock_keys.py``), and ``keyPrefixPath`` is the component's own
+``keyPrefix``: ``runtime/key_prefixes.py``), and ``keyPrefixPath`` is the component's own
 (default ``/layotto/``; a ``/`` is put at either end where it is missing). So a lock
 taken through a Layotto sidecar on the same etcd is the same key.
 

@@ -1,5 +1,5 @@
 """``lock.in-memory``: locks held in this process, with real expiry, by the key the lock
-service gives (``lock|||<prefix>||<resource_id>``: ``runtime/lock_keys.py``)."""
+service gives (``lock|||<prefix>||<resource_id>``: ``runtime/key_prefixes.py``)."""
 
 from __future__ import annotations
 

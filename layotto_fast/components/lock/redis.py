@@ -2,7 +2,7 @@
 
 Layout, as Layotto's Redis lock keeps it: one string per held lock, its key the one the
 lock service gives with nothing put before it (``lock|||<prefix>||<resourceId>``, the
-prefix chosen by the manifest's ``keyPrefix``: ``runtime/lock_keys.py``), its value the
+prefix chosen by the manifest's ``keyPrefix``: ``runtime/key_prefixes.py``), its value the
 owner and its expiry the lock's (milliseconds, so the whole of ``expire_seconds``
 counts). Every operation touches that one key, so it runs on the one node owning its
 hash slot and needs no hash tag on a cluster.

@@ -2,7 +2,7 @@
 read the same way: ``biggerThan``.
 
 Every implementation counts under the key the sequencer service gives it
-(``sequencer|||<prefix>||<key>``: ``runtime/sequencer_keys.py``), and raises
+(``sequencer|||<prefix>||<key>``: ``runtime/key_prefixes.py``), and raises
 ``SequenceExhausted`` (``runtime/sequencer.py``) about that key once MAX_ID is handed out.
 """
 

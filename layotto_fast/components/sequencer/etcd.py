@@ -2,7 +2,7 @@
 
 A sequence is the key ``{keyPrefixPath}{key}``, as Layotto's etcd sequencer keeps it:
 ``key`` is the one the sequencer service gives (``sequencer|||<prefix>||<key>``, its prefix
-chosen by the manifest's ``keyPrefix``: ``runtime/sequencer_keys.py``), and
+chosen by the manifest's ``keyPrefix``: ``runtime/key_prefixes.py``), and
 ``keyPrefixPath`` is the component's own (default ``/layotto/``; a ``/`` is put at either
 end where it is missing, as for ``lock.etcd``).
 

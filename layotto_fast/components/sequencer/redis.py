@@ -3,7 +3,7 @@
 Layout, as Layotto's Redis sequencer keeps it: one integer string per sequence, its key
 the one the sequencer service gives with nothing put before it
 (``sequencer|||<prefix>||<key>``, the prefix chosen by the manifest's ``keyPrefix``:
-``runtime/sequencer_keys.py``), holding the last id handed out. Layotto takes the next id
+``runtime/key_prefixes.py``), holding the last id handed out. Layotto takes the next id
 with ``INCR`` (and a block of ids with ``INCRBY``), and so do we: a Redis a Layotto sidecar
 counted in goes on from its value, and a Layotto sidecar goes on from ours. Every call is
 one Lua script on that one key (so on a cluster it runs on the node owning the key's slot,

@@ -1,7 +1,7 @@
 """``state.redis``: state in Redis (``redisType: node`` or ``cluster``).
 
 Layout, as Dapr's Redis state store keeps it: one hash per key (the key as the runtime
-gives it, behind the manifest's ``keyPrefix`` strategy: ``runtime/state_keys.py``) with the
+gives it, behind the manifest's ``keyPrefix`` strategy: ``runtime/key_prefixes.py``) with the
 fields ``data`` and ``version``; the etag is the version, and every write changes it.
 ``ttlInSeconds`` is the key's expiry. Every write stores a new random 62-bit version:
 no read of the old one is needed, two writers drawing the same version is a 2^-62
