@@ -198,3 +198,71 @@ def test_a_delivery_never_sent_with_no_time_left_has_no_verdict() -> None:
 
     outcome = run(scenario())
     assert isinstance(outcome, SubscriberGone), outcome
+
+
+def test_a_connection_the_app_stops_reading_is_aborted_after_the_close_grace() -> None:
+    """The app sends a frame HTTP/2 forbids (DATA on stream 0) and stops reading while megabytes
+    of deliveries wait to reach it. The sidecar closes the socket, and close() waits for the app
+    to take what is left: without the abort CLOSE_GRACE_SECONDS later the connection (and the
+    subscriptions' cycle, which waits for its end) stayed open as long as the app kept it."""
+    import socket
+    import threading
+
+    from layotto_fast.api.app_callback import CLOSE_GRACE_SECONDS
+    from tests.faults.raw_h2 import DATA, Frames, raw_frame
+
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # inherited: a small window to fill
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    misbehave, test_over = threading.Event(), threading.Event()
+
+    def app() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(4096)  # the preface and the sidecar's SETTINGS; nothing is read after these
+            room = 2**31 - 1
+            conn.sendall(Frames.settings({"initial_window_size": room}) + Frames.settings(ack=True)
+                         + Frames.window_update(0, room - 65_535))  # fmt: skip
+            misbehave.wait(10)
+            conn.sendall(raw_frame(DATA, 0, 0, b"not on stream 0"))  # a connection error for the client
+            test_over.wait(10)
+
+    server = threading.Thread(target=app, daemon=True)
+    server.start()
+    channel = GrpcAppChannel("127.0.0.1", port)
+    events = [event(i)._replace(data=bytes([i]) * 3_000_000) for i in range(3)]
+
+    async def scenario() -> tuple[bool, float, list[Any]]:
+        try:
+            deliveries = [channel.deliver(e, 30.0) for e in events]
+            for _ in range(200):  # until the connection is up and its output stuck behind the app
+                await asyncio.sleep(0.01)
+                connection = channel._connection
+                transport = connection.transport if connection is not None else None
+                if transport is not None and transport.get_write_buffer_size() > 0:
+                    break
+            else:
+                raise AssertionError("the deliveries never filled the connection's write buffer")
+            misbehave.set()
+            closed_at = time.monotonic()
+            while not connection.ended and time.monotonic() - closed_at < CLOSE_GRACE_SECONDS + 3:
+                await asyncio.sleep(0.02)
+
+            outcomes = await asyncio.wait_for(asyncio.gather(*deliveries, return_exceptions=True), 3)
+            return connection.ended, time.monotonic() - closed_at, list(outcomes)
+        finally:
+            test_over.set()
+            await channel.close()
+
+    try:
+        ended, took, outcomes = run(scenario())
+    finally:
+        test_over.set()
+        server.join(5)
+        listener.close()
+    assert ended, "the connection was still open: the app that stopped reading kept it"
+    assert took < CLOSE_GRACE_SECONDS + 2.5, took
+    assert all(isinstance(outcome, Exception) for outcome in outcomes), outcomes
+    assert not any(isinstance(outcome, Verdict) for outcome in outcomes)
