@@ -5,6 +5,10 @@ subscriber and any redelivery, so duplicates can be recognised. Data that alread
 CloudEvent keeps its own id. The data goes in as JSON when it is JSON, as a string
 when it is text, and base64-encoded (``data_base64``) otherwise, as the JSON format of
 the specification asks.
+
+JSON data is copied into the envelope, and out of it to the subscriber, as the bytes it was
+written in, never parsed and printed again: reprinting changes numbers a double cannot hold
+(see ``json_span``), and the publisher's numbers reach the subscriber digit for digit.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import orjson
+
+from layotto_fast.runtime.json_span import member_span
 
 SPEC_VERSION = "1.0"
 EVENT_TYPE = "com.dapr.event.sent"  # what Dapr's SDKs expect of an event a sidecar wrapped
@@ -97,17 +103,23 @@ def wrap(
     pubsub_name: str,
     traceparent: str = "",
 ) -> tuple[str, bytes]:
-    """The message id and the envelope to store for ``data`` published to ``topic``."""
+    """The message id and the envelope to store for ``data`` published to ``topic``.
+
+    NotACloudEvent when ``content_type`` says the data is a CloudEvent and it is not even a
+    JSON object (Layotto refuses it too); an object without an id or specversion is wrapped."""
     content_type = content_type or DEFAULT_CONTENT_TYPE
     kind = _kind(content_type)
     if kind == _CLOUDEVENT or (kind == _JSON and data[:1] == b"{"):
         existing = _as_cloudevent(data)
+        if existing is None and kind == _CLOUDEVENT and not _is_json_object(data):
+            raise NotACloudEvent(f"it is declared {CLOUDEVENT_CONTENT_TYPE} but is not a JSON object")
         if existing is not None:
-            existing.setdefault("topic", topic)
-            existing.setdefault("pubsubname", pubsub_name)
+            # where it is published now, whatever an earlier hop wrote there (as Dapr does)
+            existing["topic"] = topic
+            existing["pubsubname"] = pubsub_name
             if traceparent:
                 existing.setdefault("traceparent", traceparent)
-            return str(existing["id"]), orjson.dumps(existing)
+            return str(existing["id"]), _with_data_of(existing, data)
     message_id = new_id()
     envelope: dict[str, Any] = {
         "specversion": SPEC_VERSION,
@@ -120,6 +132,8 @@ def wrap(
     }
     if traceparent:
         envelope["traceparent"] = traceparent
+    if kind >= _JSON and _is_json_text(data):
+        return message_id, _with_data(orjson.dumps(envelope), data.strip())
     _put_data(envelope, data, kind)
     return message_id, orjson.dumps(envelope)
 
@@ -138,14 +152,42 @@ def _as_cloudevent(data: bytes) -> dict[str, Any] | None:
     return None
 
 
+def _is_json_object(data: bytes) -> bool:
+    try:
+        return type(orjson.loads(data)) is dict
+    except orjson.JSONDecodeError:
+        return False
+
+
+def _is_json_text(data: bytes) -> bool:
+    try:
+        orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+def _with_data(envelope: bytes, data: bytes) -> bytes:
+    """The envelope printed by orjson (never empty, no space before its closing brace) with
+    ``data``, JSON text, as its data member."""
+    return b'%s,"data":%s}' % (envelope[:-1], data)
+
+
+def _with_data_of(envelope: dict[str, Any], original: bytes) -> bytes:
+    """``envelope`` printed, its data copied from ``original``, the bytes it was parsed from."""
+    if "data" not in envelope:
+        return orjson.dumps(envelope)
+    span = member_span(original, b"data")
+    if span is None:  # the name spelled with escapes: reprinted (numbers past a double's reach may change)
+        return orjson.dumps(envelope)
+    del envelope["data"]
+    return _with_data(orjson.dumps(envelope), original[span[0] : span[1]])
+
+
 def _put_data(envelope: dict[str, Any], data: bytes, kind: int) -> None:
-    if kind >= _JSON:
-        try:
-            envelope["data"] = orjson.loads(data)
-            return
-        except orjson.JSONDecodeError:
-            pass  # declared JSON but is not: kept byte for byte below
-    elif kind == _TEXT:
+    """Data that is not JSON text: a string when it is text, base64 otherwise (JSON that does
+    not parse, declared JSON, included: kept byte for byte)."""
+    if kind == _TEXT:
         try:
             envelope["data"] = data.decode("utf-8")
             return
@@ -178,7 +220,9 @@ def unwrap(stored: bytes, topic: str, pubsub_name: str) -> Event:
     elif type(data) is str and not _is_json(content_type):
         data = data.encode("utf-8")
     else:
-        data = orjson.dumps(data)
+        span = member_span(stored, b"data")
+        # as written; reprinted only when the envelope spells the name with escapes
+        data = stored[span[0] : span[1]] if span is not None else orjson.dumps(data)
         content_type = content_type or "application/json"
     extensions = {k: v for k, v in envelope.items() if k not in _KNOWN and type(v) is str} or _NO_EXTENSIONS
     source, event_type = envelope.get("source") or "", envelope.get("type") or ""

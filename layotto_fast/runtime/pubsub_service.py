@@ -173,9 +173,12 @@ class PubSubService:
         if metadata and raw_payload(metadata, "metadata"):
             await pubsub.publish(topic, data, metadata)
             return raw_id(data)
-        message_id, envelope = wrap(
-            data, content_type, source=self._app_id, topic=topic, pubsub_name=pubsub_name, traceparent=traceparent
-        )
+        try:
+            message_id, envelope = wrap(
+                data, content_type, source=self._app_id, topic=topic, pubsub_name=pubsub_name, traceparent=traceparent
+            )
+        except NotACloudEvent as exc:
+            raise InvalidArgument(f"data: {exc}") from None
         await pubsub.publish(topic, envelope, metadata)
         return message_id
 
@@ -193,15 +196,19 @@ class PubSubService:
                 raise InvalidArgument(f"entries[{i}].entry_id {entry.entry_id!r} is used twice")
             seen.add(entry.entry_id)
 
-        raw = [raw_payload({**metadata, **e.metadata}, f"entries[{i}].metadata") for i, e in enumerate(entries)]
-
-        async def one(entry: BulkEntry, is_raw: bool) -> BulkFailure | None:
-            if is_raw:
-                envelope = entry.data
-            else:
-                _, envelope = wrap(
-                    entry.data, entry.content_type, source=self._app_id, topic=topic, pubsub_name=pubsub_name
+        envelopes = []
+        for i, entry in enumerate(entries):
+            if raw_payload({**metadata, **entry.metadata}, f"entries[{i}].metadata"):
+                envelopes.append(entry.data)
+                continue
+            try:
+                envelopes.append(
+                    wrap(entry.data, entry.content_type, source=self._app_id, topic=topic, pubsub_name=pubsub_name)[1]
                 )
+            except NotACloudEvent as exc:
+                raise InvalidArgument(f"entries[{i}].event: {exc}") from None
+
+        async def one(entry: BulkEntry, envelope: bytes) -> BulkFailure | None:
             try:
                 await pubsub.publish(topic, envelope, {**metadata, **entry.metadata})
             except RuntimeApiError as exc:
@@ -210,7 +217,7 @@ class PubSubService:
                 return BulkFailure(entry.entry_id, f"{type(exc).__name__}: {exc}")
             return None
 
-        outcomes = await asyncio.gather(*(one(entry, raw_entry) for entry, raw_entry in zip(entries, raw, strict=True)))
+        outcomes = await asyncio.gather(*(one(e, envelope) for e, envelope in zip(entries, envelopes, strict=True)))
         return [failure for failure in outcomes if failure is not None]
 
     async def subscribe(self, subscription: TopicSubscription, deliver: Deliver) -> Unsubscribe:

@@ -1,0 +1,3 @@
+"""Type stub for the JSON member finder built in C (json_span.pyx)."""
+
+def member_span(document: bytes, name: bytes) -> tuple[int, int] | None: ...

@@ -1,0 +1,110 @@
+"""A CloudEvent's JSON data reaches the subscriber as the publisher wrote it.
+
+Parsed and printed again by orjson, an integer past 64 bits or a decimal with more digits than a
+double holds came out changed (123456789012345678901234567890 as 1.2345678901234568e+29), on the
+way into the envelope and again on the way out; Dapr keeps them (it reads with UseNumber).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+
+from layotto_fast.runtime import cloudevents
+from layotto_fast.runtime.json_span import member_span
+
+WHERE = {"source": "app", "topic": "orders", "pubsub_name": "ps"}
+EXACT = b'{"big": 123456789012345678901234567890, "long": 1.000000000000000000001, "e": 1E2, "neg": -0}'
+
+
+def test_json_data_published_arrives_digit_for_digit() -> None:
+    message_id, stored = cloudevents.wrap(b"  " + EXACT + b"\n", "application/json", **WHERE)
+    envelope = orjson.loads(stored)  # still one JSON document, with the usual attributes
+    assert (envelope["id"], envelope["topic"], envelope["datacontenttype"]) == (
+        message_id,
+        "orders",
+        "application/json",
+    )
+    assert EXACT in stored
+    event = cloudevents.unwrap(stored, "orders", "ps")
+    assert (event.data, event.data_content_type) == (EXACT, "application/json")
+
+
+def test_a_passed_through_cloudevent_keeps_its_data_as_written() -> None:
+    own = b'{"specversion": "1.0", "id": "e-1", "source": "s", "type": "t", "data": %s, "x": "y"}' % EXACT
+    message_id, stored = cloudevents.wrap(own, "application/cloudevents+json", **WHERE)
+    assert message_id == "e-1"
+    assert cloudevents.unwrap(stored, "orders", "ps").data == EXACT
+
+
+def test_a_forwarded_cloudevent_names_the_topic_it_is_published_to_now() -> None:
+    """An app that forwards an event it received: the envelope said the topic it first went to
+    (``setdefault``); Dapr writes the new topic and pub/sub there."""
+    first = orjson.dumps({"specversion": "1.0", "id": "e-2", "topic": "inbox", "pubsubname": "old", "data": 1})
+    _, stored = cloudevents.wrap(first, "application/cloudevents+json", **WHERE)
+    envelope = orjson.loads(stored)
+    assert (envelope["topic"], envelope["pubsubname"], envelope["data"]) == ("orders", "ps", 1)
+
+
+def test_json_data_that_is_a_string_or_a_scalar_is_copied_too() -> None:
+    for data in (b'"text with \\"quotes\\" and } braces"', b"18446744073709551616", b"[1, [2, {}]]"):
+        _, stored = cloudevents.wrap(data, "application/json", **WHERE)
+        assert cloudevents.unwrap(stored, "orders", "ps").data == data
+
+
+@pytest.mark.parametrize(
+    ("document", "span"),
+    [
+        (b'{"data": 1}', b"1"),
+        (
+            b' { "a" : "x\\"}" , "data" :\t{"s": "\\\\", "t": ["}", {"u": "]"}]} } ',
+            b'{"s": "\\\\", "t": ["}", {"u": "]"}]}',
+        ),
+        (b'{"data": "first", "data": [2]}', b"[2]"),  # the last one, as parsers keep it
+        (b'{"id": "data", "x": {"data": 1}}', None),  # not at the top level
+        (b'{"d\\u0061ta": 1}', None),  # spelled with escapes: the caller reprints instead
+        (b"{}", None),
+        (b"[1]", None),
+        (b'{"data": true}', b"true"),
+    ],
+)
+def test_member_span_finds_top_level_members_only(document: bytes, span: bytes | None) -> None:
+    found = member_span(document, b"data")
+    assert (document[found[0] : found[1]] if found else None) == span
+
+
+def test_an_envelope_naming_data_with_escapes_is_still_read() -> None:
+    stored = b'{"specversion": "1.0", "id": "e-3", "d\\u0061ta": {"k": 2}}'
+    assert orjson.loads(cloudevents.unwrap(stored, "orders", "ps").data) == {"k": 2}
+
+
+def test_data_declared_a_cloudevent_that_is_no_json_object_is_refused_naming_the_field() -> None:
+    """Layotto answers INVALID_ARGUMENT; it was published as a new envelope whose content type
+    claimed a CloudEvent around bytes that are none. A JSON object without an id is still
+    wrapped, as before, and a bulk publish names the entry."""
+    from layotto_fast.errors import InvalidArgument
+    from layotto_fast.manifest import ComponentManifest
+    from layotto_fast.runtime.lifecycle import Components
+    from layotto_fast.runtime.pubsub_service import BulkEntry, PubSubService
+
+    async def scenario() -> None:
+        components = Components([ComponentManifest("ps", "pubsub.in-memory", "v1", {}, "m.yaml")])
+        await components.init_all()
+        service = PubSubService(components, "app")
+        try:
+            for data in (b"not json", b"[1, 2]"):
+                with pytest.raises(InvalidArgument, match=r"^data: .*not a JSON object"):
+                    await service.publish("ps", "t", data, cloudevents.CLOUDEVENT_CONTENT_TYPE, {}, "")
+            assert await service.publish("ps", "t", b'{"k": 1}', cloudevents.CLOUDEVENT_CONTENT_TYPE, {}, "")
+            entries = [
+                BulkEntry("a", b'{"k": 1}', cloudevents.CLOUDEVENT_CONTENT_TYPE, {}),
+                BulkEntry("b", b"oops", cloudevents.CLOUDEVENT_CONTENT_TYPE, {}),
+            ]
+            with pytest.raises(InvalidArgument, match=r"^entries\[1\]\.event: "):
+                await service.bulk_publish("ps", "t", entries, {})
+        finally:
+            await components.close_all()
+
+    asyncio.run(scenario())
