@@ -8,9 +8,12 @@ keeps every message until an operator gives it limits (max age, size). Each subs
 group is a durable consumer on the server (``group``, or ``durableName`` when empty): it
 remembers what was acknowledged, so a subscriber that comes back resumes where its group
 stood, two subscriptions of one group share the messages, and two groups each get them all.
-In a shared ``streamName`` the consumer is named ``<group>_<topic>`` (one per topic). A
-consumer that exists is joined as it is: ``ackWait`` and the rest apply to new ones only.
-Characters NATS refuses in names ('.', '*', '>', whitespace, slashes) become '_' plus a hash.
+In a shared ``streamName`` the consumer is named ``<group>_<topic>`` (one per topic), with a
+hash of both appended where that name is taken by a consumer of another subject. A consumer
+that exists is joined as it is: ``ackWait`` and the rest apply to new ones only. Characters
+NATS refuses in names ('.', '*', '>', whitespace, slashes) become '_' plus a hash. A consumer
+or stream that is gone (deleted by an operator, or a server restarted without its store) is
+made again when the server refuses a pull request for it.
 
 Acknowledgement is explicit, and the verdicts are:
 
@@ -40,6 +43,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Self
 
+import orjson
 from nats import errors as nats_errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext, api
@@ -51,6 +55,7 @@ from layotto_fast.components.pubsub.jetstream_pull import BACKEND_ERRORS, PullRe
 from layotto_fast.errors import FailedPrecondition, InvalidArgument, RuntimeApiError, StartupError, Unavailable
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime import metadata
+from layotto_fast.runtime.json_span import member_span
 from layotto_fast.runtime.pubsub import Handler, SubscribeOptions, Unsubscribe
 
 log = logging.getLogger(__name__)
@@ -61,10 +66,25 @@ PING_TIMEOUT = 1.5
 FLUSH_TIMEOUT = 5.0  # seconds close gives nats-py to send what it still buffers (answers to the server)
 # The JetStream API's subjects; nats-py's default too (no domain, no custom prefix).
 API_PREFIX = "$JS.API"
+MSG_ID_HEADER = "Nats-Msg-Id"
 
 API_ERRORS: tuple[type[BaseException], ...] = (*BACKEND_ERRORS, ValueError)  # ValueError: nats-py refused a name
 _DELIVER = {"all": api.DeliverPolicy.ALL, "new": api.DeliverPolicy.NEW, "last": api.DeliverPolicy.LAST}
 _NOT_IN_NAMES = re.compile(r"[\s.*>/\\\x00-\x1f\x7f]")  # what NATS refuses in stream and consumer names
+
+
+def _cloudevent_id(data: bytes) -> str:
+    """The id of the CloudEvent ``data`` is, read without parsing the rest; "" when it is none."""
+    if data[:1] != b"{":
+        return ""
+    span = member_span(data, b"id")
+    if span is None:
+        return ""
+    try:
+        value = orjson.loads(data[span[0] : span[1]])
+    except orjson.JSONDecodeError:
+        return ""
+    return value if type(value) is str else ""
 
 
 def safe_name(text: str) -> str:
@@ -208,6 +228,13 @@ class JetStreamPubSub:
         self._connected()
         await self._stream_of(topic)
         assert self._pubacks is not None
+        event_id = _cloudevent_id(data)
+        if event_id:
+            # JetStream drops a second message with this id (within its duplicate window), as
+            # Dapr asks of it: a client's retried CloudEvent is stored once. With the topic in
+            # it: the same event published to another topic of one stream (a dead letter) is
+            # not a duplicate.
+            metadata = {**metadata, MSG_ID_HEADER: f"{topic}:{event_id}"}
         try:
             await self._pubacks.publish(topic, data, metadata)
         except (nats_errors.BadHeaderError, nats_errors.BadSubjectError) as exc:
@@ -218,26 +245,24 @@ class JetStreamPubSub:
             raise self._config.unavailable(f"publish to {topic!r} not acknowledged", exc) from None
 
     async def subscribe(self, topic: str, options: SubscribeOptions, handler: Handler) -> Unsubscribe:
-        js = self._connected()
+        self._connected()
         stream = await self._stream_of(topic)
         group = options.group or self._config.durable_name
-        durable = safe_name(f"{group}_{topic}" if self._config.stream_name else group)
-        config = api.ConsumerConfig(
-            durable_name=durable,
-            ack_policy=api.AckPolicy.EXPLICIT,
-            ack_wait=self._config.ack_wait,
-            max_deliver=self._config.max_deliver,
-            deliver_policy=_DELIVER[self._config.deliver_policy],
-            max_ack_pending=self._config.max_ack_pending,
-            filter_subject=topic,
-        )
-        try:  # an existing durable is joined as it is: its configuration is not changed
-            try:
-                await js.consumer_info(stream, durable)
-            except js_errors.NotFoundError:
-                await js.add_consumer(stream, config=config)
-        except API_ERRORS as exc:
-            raise self._failure(f"consumer {durable!r} of stream {stream!r}", exc) from None
+        shared = bool(self._config.stream_name)
+        durable = safe_name(f"{group}_{topic}" if shared else group)
+        found = await self._join(stream, durable, topic)
+        if shared and found != topic:
+            # The name of another group's consumer of another topic ("a" + "b_c" and "a_b" +
+            # "c" read alike), or of one reading every topic: this one gets a name of its own,
+            # hashed from both, unambiguously.
+            both = hashlib.sha256(group.encode() + b"\0" + topic.encode()).hexdigest()[:8]
+            durable = f"{durable}_{both}"
+            await self._join(stream, durable, topic)
+
+        async def recover() -> None:
+            self._topics_stored.pop(topic, None)
+            await self._join(await self._stream_of(topic), durable, topic)
+
         concurrency = options.concurrency or self._config.concurrency
         reader = PullReader(
             lambda: self._nc,
@@ -247,6 +272,7 @@ class JetStreamPubSub:
             self._config.ack_wait,
             handler,
             concurrency,
+            recover,
         )
         assert self._nc is not None
         try:
@@ -262,6 +288,32 @@ class JetStreamPubSub:
         return unsubscribe
 
     # --- helpers --------------------------------------------------------------------------------
+
+    async def _join(self, stream: str, durable: str, topic: str) -> str | None:
+        """Make consumer ``durable`` of ``topic`` in ``stream`` unless it exists; the subject it
+        filters on (None: every subject of the stream). One that exists is joined as it is: its
+        configuration is not changed."""
+        js = self._connected()
+        try:
+            try:
+                filtered: str | None = (await js.consumer_info(stream, durable)).config.filter_subject
+                return filtered
+            except js_errors.NotFoundError:
+                await js.add_consumer(stream, config=self._consumer_config(durable, topic))
+                return topic
+        except API_ERRORS as exc:
+            raise self._failure(f"consumer {durable!r} of stream {stream!r}", exc) from None
+
+    def _consumer_config(self, durable: str, topic: str) -> api.ConsumerConfig:
+        return api.ConsumerConfig(
+            durable_name=durable,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=self._config.ack_wait,
+            max_deliver=self._config.max_deliver,
+            deliver_policy=_DELIVER[self._config.deliver_policy],
+            max_ack_pending=self._config.max_ack_pending,
+            filter_subject=topic,
+        )
 
     def _connected(self) -> JetStreamContext:
         if self._nc is None or self._js is None or not self._nc.is_connected:

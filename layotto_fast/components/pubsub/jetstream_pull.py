@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import orjson
 from nats import errors as nats_errors
@@ -34,6 +34,12 @@ REQUEST_GRACE = 1.0  # seconds after that before a request nobody ended counts a
 MAX_PAUSE = 2.0  # seconds between requests at most while the server fails
 
 BACKEND_ERRORS: tuple[type[BaseException], ...] = (nats_errors.Error, OSError, asyncio.TimeoutError)
+
+
+class PullRefused(nats_errors.Error):
+    """The server ended a pull request with an error status (no such consumer or stream, ...)."""
+
+
 # The server ended a request with nothing (left) to bring: not a failure.
 _ENDED_QUIETLY = {api.StatusCode.NO_MESSAGES.value, api.StatusCode.REQUEST_TIMEOUT.value}
 
@@ -50,10 +56,13 @@ class PullReader:
         ack_wait: float,
         handler: Handler,
         concurrency: int,
+        recover: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """``connection``: the component's NATS client now (None while closing);
-        ``next_subject``: the consumer's ``$JS.API.CONSUMER.MSG.NEXT`` subject."""
+        ``next_subject``: the consumer's ``$JS.API.CONSUMER.MSG.NEXT`` subject; ``recover``:
+        makes the stream and consumer again where they are gone, run when a pull is refused."""
         self._connection, self._name, self._topic = connection, name, topic
+        self._recover = recover
         self._next_subject, self._ack_wait = next_subject, ack_wait
         self._unsettled: dict[int, Msg] = {}  # id(Message) -> its NATS message
         self._answers: list[tuple[Msg, Verdict]] = []  # settled in this loop pass, not yet sent
@@ -107,7 +116,7 @@ class PullReader:
         if over is None or over.done():
             return
         if refused:
-            over.set_exception(nats_errors.Error(refused))
+            over.set_exception(PullRefused(refused))
         else:
             over.set_result(None)
 
@@ -129,6 +138,13 @@ class PullReader:
                 await self._pull(nc, wanted)
             except BACKEND_ERRORS as exc:
                 log.warning("%s: pull request failed (again in %.1fs): %s", self._name, pause, exc)
+                if isinstance(exc, PullRefused) and self._recover is not None:
+                    # A consumer deleted, or a server restarted without its store: refused for
+                    # good unless made again (nothing is made where it still exists).
+                    try:
+                        await self._recover()
+                    except Exception as failure:
+                        log.warning("%s: making its consumer again failed: %s", self._name, failure)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, MAX_PAUSE)
                 backlog = False

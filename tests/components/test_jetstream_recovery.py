@@ -1,0 +1,137 @@
+"""pubsub.jetstream against a real nats-server: consumers that disappear, consumer names that
+collide, and publishes JetStream can recognise as duplicates."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+
+import nats
+import pytest
+
+from layotto_fast.components.pubsub.jetstream import JetStreamPubSub, safe_name
+from layotto_fast.runtime.cloudevents import wrap
+from layotto_fast.runtime.pubsub import SubscribeOptions
+from tests.backends.servers import NatsServer
+from tests.components.support import until
+from tests.components.test_jetstream_pubsub import Harness, Recorder
+
+
+def unique() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+def harness(nats_server: NatsServer) -> Iterator[Harness]:
+    running = Harness(nats_server)
+    yield running
+    running.close()
+
+
+async def jetstream_of(harness: Harness) -> tuple[nats.NATS, nats.js.JetStreamContext]:
+    nc = await nats.connect(harness.server.url)
+    return nc, nc.jetstream()
+
+
+def test_a_consumer_deleted_under_a_subscription_is_made_again(harness: Harness) -> None:
+    """Every pull was refused (409 Consumer Deleted) and retried every 2 s for good: the
+    subscription delivered nothing more, and its messages piled up, until a restart. The new
+    consumer knows nothing of the old one's acknowledgements: what the stream holds comes again
+    (at least once)."""
+    pubsub, topic = harness.make(), unique()
+    received = Recorder()
+
+    async def scenario() -> None:
+        await pubsub.subscribe(topic, SubscribeOptions(group="g"), received)
+        await pubsub.publish(topic, b"before", {})
+        assert await until(lambda: received.data == [b"before"], 5)
+        nc, js = await jetstream_of(harness)
+        try:
+            await js.delete_consumer(safe_name(topic), "g")
+        finally:
+            await nc.close()
+        await pubsub.publish(topic, b"after", {})
+        assert await until(lambda: b"after" in received.data, 10), received.data
+
+    harness.run(scenario())
+
+
+def test_a_stream_deleted_under_a_subscription_is_made_again_with_its_consumer(harness: Harness) -> None:
+    """As after a nats-server restart without its store: the topic's stream and consumer are gone."""
+    pubsub, topic = harness.make(), unique()
+    received = Recorder()
+
+    async def scenario() -> None:
+        await pubsub.subscribe(topic, SubscribeOptions(group="g"), received)
+        nc, js = await jetstream_of(harness)
+        try:
+            await js.delete_stream(safe_name(topic))
+        finally:
+            await nc.close()
+        for _ in range(100):  # a publish finds no stream until the reader (or it) makes one again
+            try:
+                await pubsub.publish(topic, b"after", {})
+                break
+            except Exception:
+                await asyncio.sleep(0.1)
+        assert await until(lambda: b"after" in received.data, 10), received.data
+
+    harness.run(scenario())
+
+
+def test_consumer_names_that_read_alike_in_a_shared_stream_stay_apart(harness: Harness) -> None:
+    """Group "a" of topic "b_<u>" and group "a_b" of topic "<u>" were both consumer "a_b_<u>" in
+    a shared stream: the second joined the first's consumer, was handed the other topic's
+    messages and acknowledged them, and its own topic was never read."""
+    u = unique()
+    stream, topic_of_a, topic_of_a_b = f"shared{u}", f"b_{u}", u
+
+    async def make_stream() -> None:
+        nc, js = await jetstream_of(harness)
+        try:
+            await js.add_stream(name=stream, subjects=[topic_of_a, topic_of_a_b])
+        finally:
+            await nc.close()
+
+    harness.run(make_stream())
+    pubsub = harness.make(streamName=stream)
+    first, second = Recorder(), Recorder()
+
+    async def scenario() -> None:
+        await pubsub.subscribe(topic_of_a, SubscribeOptions(group="a"), first)
+        await pubsub.subscribe(topic_of_a_b, SubscribeOptions(group="a_b"), second)
+        await pubsub.publish(topic_of_a, b"for a", {})
+        await pubsub.publish(topic_of_a_b, b"for a_b", {})
+        assert await until(lambda: first.data == [b"for a"] and second.data == [b"for a_b"], 5)
+        await asyncio.sleep(0.3)  # nothing more arrives
+        assert [m.topic for m in first.messages + second.messages] == [topic_of_a, topic_of_a_b]
+
+    harness.run(scenario())
+
+
+def test_a_cloudevent_published_twice_is_stored_once_per_topic(harness: Harness) -> None:
+    """Dapr gives JetStream the event's id (Nats-Msg-Id): a client that publishes its CloudEvent
+    again after a lost answer has it stored once. The same event sent to another topic of the
+    stream (a dead letter) is not a duplicate."""
+    stream = f"shared{unique()}"
+    _, event = wrap(b"{}", "application/json", source="app", topic="t", pubsub_name="ps")
+
+    async def make_stream() -> None:
+        nc, js = await jetstream_of(harness)
+        try:
+            await js.add_stream(name=stream, subjects=[f"{stream}.>"])
+        finally:
+            await nc.close()
+
+    async def scenario(pubsub: JetStreamPubSub) -> int:
+        for topic in (f"{stream}.orders", f"{stream}.orders", f"{stream}.dead"):
+            await pubsub.publish(topic, event, {})
+        nc, js = await jetstream_of(harness)
+        try:
+            return int((await js.stream_info(stream)).state.messages)
+        finally:
+            await nc.close()
+
+    harness.run(make_stream())
+    assert harness.run(scenario(harness.make(streamName=stream))) == 2
