@@ -278,3 +278,51 @@ def test_every_connection_of_the_component_authenticates(tmp_path: Path) -> None
 
         asyncio.run(scenario())
     assert received == [b"m0", b"m1", b"m2"]
+
+
+def consumers(harness: Harness, group: str) -> list[str]:
+    """The names of ``group``'s consumers, from XINFO CONSUMERS."""
+    lines = harness.server.cli("XINFO", "CONSUMERS", harness.topic, group).split("\n")
+    return [lines[i + 1] for i, line in enumerate(lines[:-1]) if line == "name"]
+
+
+def test_a_stopped_subscription_leaves_its_group_unless_entries_are_pending_on_it(harness: Harness) -> None:
+    """Every subscription is a consumer of its own (a stream per app connection, per SubscribeTopicEvents
+    stream): the group kept them all for good. One holding pending entries stays, to be claimed from."""
+    component = harness.make()
+    taken: list[bytes] = []
+
+    async def scenario(verdict: Verdict, data: bytes) -> None:
+        stop = await component.subscribe(harness.topic, SubscribeOptions(group="g"), recorder(taken, verdict))
+        await component.publish(harness.topic, data, {})
+        assert await until(lambda: data in taken, 5)
+        await stop()
+
+    harness.run(scenario(Verdict.SUCCESS, b"done"))
+    assert consumers(harness, "g") == []
+    harness.run(scenario(Verdict.RETRY, b"kept"))
+    assert len(consumers(harness, "g")) == 1 and harness.pending("g") == 1
+
+
+def test_a_read_timeout_under_a_second_does_not_cut_idle_reads(harness: Harness) -> None:
+    """A read blocked READ_BLOCK_MS (1 s) whatever the read timeout: with readTimeout 400ms every
+    idle read was cut off, its connection dropped and made again about twice a second."""
+    component = harness.make(readTimeout="400ms")
+    taken: list[bytes] = []
+
+    def connections() -> int:
+        found = re.search(r"total_connections_received:(\d+)", harness.server.cli("INFO", "stats"))
+        assert found
+        return int(found.group(1))
+
+    async def scenario() -> int:
+        await component.subscribe(harness.topic, SubscribeOptions(group="g"), recorder(taken))
+        await asyncio.sleep(0.2)
+        before = connections()
+        await asyncio.sleep(2.0)  # idle: only blocked reads waiting
+        made = connections() - before - 1  # less the connection redis-cli made to ask
+        await component.publish(harness.topic, b"late", {})
+        assert await until(lambda: taken == [b"late"], 5)
+        return made
+
+    assert harness.run(scenario()) == 0

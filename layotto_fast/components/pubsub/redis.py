@@ -50,7 +50,7 @@ from layotto_fast.runtime.pubsub_dispatch import Dispatcher
 
 log = logging.getLogger(__name__)
 
-READ_BLOCK_MS = 1000  # under the client's read timeout, so a blocked read is never cut off
+READ_BLOCK_MS = 1000  # longest a read waits for entries; half the read timeout when that is shorter
 BACKOFF_SECONDS = (0.05, 2.0)  # first and longest pause of a reader whose Redis is away
 ACK_DELAY = 0.002  # seconds an acknowledgement may wait to share one XACK with others
 # What a read may raise when Redis is away: redis-py's errors, or the pipeline's Unavailable.
@@ -150,6 +150,7 @@ class _Reader:
         # read costs about 190 µs of CPU, which at one message per read is most of a delivery.
         # A cluster keeps redis-py's client, which finds the stream's node.
         self._reads = None if owner._streams.redis.cluster else NodePipeline(owner._streams.redis)
+        self._block_ms = read_block_ms(owner._streams.redis.read_timeout)
 
     async def create_group(self) -> None:
         try:
@@ -182,6 +183,21 @@ class _Reader:
         self._send_acks()
         if self._acking:  # the pipeline closes after this: what was settled is acknowledged first
             await asyncio.wait(self._acking, timeout=max(self._config.redis.read_timeout, 1.0))
+        await self._leave_group()
+
+    async def _leave_group(self) -> None:
+        """Remove this subscription's consumer from its group when nothing is pending on it: each
+        subscription is a consumer of its own, and the group would keep every one for good. One
+        with pending entries stays, for another consumer to claim them from."""
+        try:
+            async with asyncio.timeout(max(self._config.redis.read_timeout, 1.0)):  # a stop is not held up
+                if not await self._client.xpending_range(
+                    self._topic, self._group, min="-", max="+", count=1, consumername=self._consumer
+                ):
+                    await self._client.xgroup_delconsumer(self._topic, self._group, self._consumer)
+        except (*REDIS_ERRORS, TimeoutError) as exc:
+            log.info("removing consumer %s from group %s of %s failed: %s", self._consumer, self._group,
+                     self._topic, exc)  # fmt: skip
 
     async def _read(self) -> None:
         pause = BACKOFF_SECONDS[0]
@@ -216,12 +232,12 @@ class _Reader:
         """New entries for this consumer, waiting up to READ_BLOCK_MS for some."""
         if self._reads is None:
             replies: list[Any] = await self._client.xreadgroup(
-                self._group, self._consumer, {self._topic: ">"}, count=self._config.queue_depth, block=READ_BLOCK_MS
+                self._group, self._consumer, {self._topic: ">"}, count=self._config.queue_depth, block=self._block_ms
             )
             return replies or []
         reply = await self._reads.call(
             ("XREADGROUP", "GROUP", self._group, self._consumer, "COUNT", self._config.queue_depth,
-             "BLOCK", READ_BLOCK_MS, "STREAMS", self._topic, ">")
+             "BLOCK", self._block_ms, "STREAMS", self._topic, ">")
         )  # fmt: skip
         return [
             (stream, [(entry_id, _field_map(fields)) for entry_id, fields in entries])
@@ -326,6 +342,14 @@ class _Reader:
         error = reply.exception()
         if error is not None:  # they stay pending: claimed and handled again later
             log.info("acknowledging %d entries of %s failed: %s", len(ids), self._topic, error)
+
+
+def read_block_ms(read_timeout: float) -> int:
+    """How long a read waits for new entries: READ_BLOCK_MS, or half the client's read timeout
+    when that is shorter, so that the timeout never cuts a read that is only waiting."""
+    if read_timeout <= 0:  # no read timeout
+        return READ_BLOCK_MS
+    return max(1, min(READ_BLOCK_MS, int(read_timeout * 500)))
 
 
 def _field_map(fields: list[bytes]) -> dict[bytes, bytes]:
