@@ -150,6 +150,57 @@ def test_consecutive_failures_eject_a_host(tmp_path: Path) -> None:
         assert 'layotto_fast_mesh_ejections_total{cluster="c"} 1.0' in body.decode()
 
 
+def test_an_ejected_host_serves_again_after_ejection_ms(tmp_path: Path) -> None:
+    """Ejection is for ``ejection_ms``, not for good: the host that failed twice is left out
+    for that long, then balanced to again (and, answering now, serves and stays in)."""
+    ejection_ms = 500
+    with (
+        fault_upstream() as good,
+        fault_upstream() as bad,
+        mesh(
+            tmp_path,
+            {
+                "hosts": [good.address, bad.address],
+                "outlier_detection": {"consecutive_failures": 2, "ejection_ms": ejection_ms},
+            },
+        ) as (sidecar, port),
+    ):
+        bad.mode = "close"
+        client = BoltClient(("127.0.0.1", port))
+        request_ids = iter(range(1000))
+        # Taken before the first request: the ejection, which some request's failure makes,
+        # lasts until at least this plus ejection_ms (the same monotonic clock as the proxy's).
+        failing_since = time.monotonic()
+
+        def answered_by() -> str | None:
+            """The port of the upstream that answered one request; None when its connection
+            was closed under it (retries are for connects only: the client hears that)."""
+            request_id = next(request_ids)
+            client.send(client.request(request_id, SERVICE))
+            answered_id, status, header, _ = client.responses(1)[0]
+            assert answered_id == request_id and status in (STATUS_SUCCESS, STATUS_CONNECTION_CLOSED), status
+            return header["upstream"] if status == STATUS_SUCCESS else None
+
+        def ejections() -> int:
+            _, body = sidecar.http("/metrics")
+            counter = 'layotto_fast_mesh_ejections_total{cluster="c"} '
+            return int(float(next(line for line in body.decode().splitlines() if line.startswith(counter)).split()[-1]))
+
+        def one_more_request_ejects() -> bool:
+            answered_by()
+            return ejections() == 1
+
+        wait_for(one_more_request_ejects)
+        bad.mode = "echo"  # it would answer now; only the ejection keeps requests off it
+        wait_for(lambda: answered_by() == str(bad.port), timeout=10)
+        back_after = time.monotonic() - failing_since
+        assert back_after >= ejection_ms / 1000, f"served again {back_after:.3f}s in: while still ejected"
+        wait_for(lambda: not hosts(sidecar)[bad.address]["ejected"])  # the info's own (wall) clock
+        answers = [answered_by() for _ in range(4)]
+        assert sorted(answers, key=str) == sorted([str(good.port), str(bad.port)] * 2), f"round robin: {answers}"
+        assert ejections() == 1, "answering, it was not ejected again"
+
+
 def test_a_client_that_shuts_its_sending_side_still_gets_its_answers(tmp_path: Path) -> None:
     """Requests in flight when the client half-closes (SHUT_WR) are answered, then the
     sidecar closes the connection."""

@@ -1,13 +1,18 @@
 """InvokeService through the real sidecar: the http channel to a plain HTTP server (the
 standard library's), the bolt channel to anthunder's provider, the dubbo channel to
-dubbo-py's, with filters, Layotto's request headers, and every failure's status."""
+dubbo-py's, with filters, Layotto's request headers, and every failure's status (a Dubbo
+error status from a provider double that answers only that status)."""
 
 from __future__ import annotations
 
 import json
+import socket
+import socketserver
+import struct
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -136,11 +141,36 @@ def test_http_channel_sends_verb_path_query_body_and_headers(sidecar: sidecar_pr
     assert json.loads(invoke(sidecar, "web", "x").data.value)["verb"] == "POST", "POST without a verb"
 
 
-def test_http_status_and_failures_map_to_grpc_codes(sidecar: sidecar_process.Sidecar) -> None:
-    not_found = error(sidecar, "web", "status/404")
-    assert not_found.code() == grpc.StatusCode.NOT_FOUND and "answered 404" in (not_found.details() or "")
-    assert error(sidecar, "web", "status/503").code() == grpc.StatusCode.UNAVAILABLE
-    assert error(sidecar, "web", "status/500").code() == grpc.StatusCode.INTERNAL
+# Every status the http channel's table gives a meaning, and other non-2xx ones (INTERNAL).
+HTTP_STATUS_CODES = [
+    (400, grpc.StatusCode.INVALID_ARGUMENT),
+    (404, grpc.StatusCode.NOT_FOUND),
+    (409, grpc.StatusCode.ABORTED),
+    (412, grpc.StatusCode.FAILED_PRECONDITION),
+    (429, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (501, grpc.StatusCode.UNIMPLEMENTED),
+    (503, grpc.StatusCode.UNAVAILABLE),
+    (504, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (500, grpc.StatusCode.INTERNAL),
+    (418, grpc.StatusCode.INTERNAL),
+    (302, grpc.StatusCode.INTERNAL),
+]
+
+
+@pytest.mark.parametrize(("status", "code"), HTTP_STATUS_CODES, ids=[str(s) for s, _ in HTTP_STATUS_CODES])
+def test_an_http_error_status_maps_to_its_grpc_code(
+    sidecar: sidecar_process.Sidecar, http_upstream: str, status: int, code: grpc.StatusCode
+) -> None:
+    """The caller learns what the upstream answered: its status, and the start of its body."""
+    failed = error(sidecar, "web", f"status/{status}")
+    assert failed.code() == code, failed
+    details = failed.details() or ""
+    assert details.startswith(f"http://{http_upstream}/status/{status} answered {status}: "), details
+    answered_body = json.loads(details.split(": ", 1)[1])
+    assert (answered_body["verb"], answered_body["path"]) == ("POST", f"/status/{status}"), "the upstream's own body"
+
+
+def test_an_unreachable_http_upstream_is_unavailable(sidecar: sidecar_process.Sidecar) -> None:
     assert error(sidecar, "nowhere", "x").code() == grpc.StatusCode.UNAVAILABLE
 
 
@@ -169,7 +199,9 @@ def test_rpc_target_address_dials_that_address(sidecar: sidecar_process.Sidecar,
 def test_unknown_and_empty_targets(sidecar: sidecar_process.Sidecar) -> None:
     missing = error(sidecar, "no-such-app", "x")
     assert missing.code() == grpc.StatusCode.NOT_FOUND and "web" in (missing.details() or "")
-    assert error(sidecar, "", "x").code() == grpc.StatusCode.INVALID_ARGUMENT
+    empty = error(sidecar, "", "x")
+    assert empty.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (empty.details() or "").startswith("id: "), f"the details name the field: {empty.details()!r}"
 
 
 def test_bolt_channel_reaches_the_anthunder_provider(sidecar: sidecar_process.Sidecar) -> None:
@@ -192,6 +224,93 @@ def test_dubbo_channel_passes_a_hessian_body_to_the_dubbo_py_provider(sidecar: s
     response = invoke(sidecar, "echo-dubbo", "echo", body)
     # dubbo-py's answer body: RESPONSE_VALUE (0x91) and the string, in Hessian2.
     assert response.data.value == b"\x91" + bytes([len("via the dubbo channel")]) + b"via the dubbo channel"
+
+
+DUBBO_HESSIAN2, DUBBO_EVENT, DUBBO_TWO_WAY = 0x02, 0x20, 0x40
+
+
+def dubbo_error_answer(request_id: int, status: int, message: str) -> bytes:
+    """A Dubbo response with a non-OK status: its body is the message as a Hessian2 string
+    (here a compact one, under 32 bytes), as a provider reports a failure."""
+    text = message.encode()
+    assert len(text) < 32, "a compact Hessian2 string"
+    body = bytes([len(text)]) + text
+    return b"\xda\xbb" + bytes([DUBBO_HESSIAN2, status]) + struct.pack(">qi", request_id, len(body)) + body
+
+
+class DubboStatusServer(socketserver.ThreadingTCPServer):
+    """Test double: a Dubbo provider that answers each two-way call with one error status
+    (``dubbo_error_answer``); dubbo-py's provider cannot be told to answer a chosen status."""
+
+    daemon_threads = True
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+        self.connections: list[socket.socket] = []
+        super().__init__(("127.0.0.1", 0), DubboStatusHandler)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server_address[1]}"
+
+
+class DubboStatusHandler(socketserver.BaseRequestHandler):
+    server: DubboStatusServer
+    request: socket.socket
+
+    def handle(self) -> None:
+        self.server.connections.append(self.request)
+        while len(head := self.request.recv(16, socket.MSG_WAITALL)) == 16:
+            length = struct.unpack(">i", head[12:16])[0]
+            if length and len(self.request.recv(length, socket.MSG_WAITALL)) < length:
+                return
+            flag, request_id = head[2], struct.unpack(">q", head[4:12])[0]
+            if flag & DUBBO_TWO_WAY and not flag & DUBBO_EVENT:
+                status = self.server.status
+                self.request.sendall(dubbo_error_answer(request_id, status, f"provider says {status}"))
+
+
+@contextmanager
+def dubbo_status_provider(status: int) -> Iterator[str]:
+    """The address of a ``DubboStatusServer`` answering ``status``, served on a thread."""
+    server = DubboStatusServer(status)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.address
+    finally:
+        server.shutdown()
+        server.server_close()
+        for connection in server.connections:
+            connection.close()
+        thread.join(5)
+
+
+# Every status the dubbo channel's table gives a meaning, and one it does not (INTERNAL).
+DUBBO_STATUS_CODES = [
+    (30, grpc.StatusCode.DEADLINE_EXCEEDED),  # CLIENT_TIMEOUT
+    (31, grpc.StatusCode.DEADLINE_EXCEEDED),  # SERVER_TIMEOUT
+    (35, grpc.StatusCode.UNAVAILABLE),  # CHANNEL_INACTIVE
+    (40, grpc.StatusCode.INVALID_ARGUMENT),  # BAD_REQUEST
+    (60, grpc.StatusCode.UNIMPLEMENTED),  # SERVICE_NOT_FOUND
+    (70, grpc.StatusCode.UNKNOWN),  # SERVICE_ERROR
+    (100, grpc.StatusCode.RESOURCE_EXHAUSTED),  # SERVER_THREADPOOL_EXHAUSTED
+    (80, grpc.StatusCode.INTERNAL),  # SERVER_ERROR: no meaning of its own
+]
+
+
+@pytest.mark.parametrize(("status", "code"), DUBBO_STATUS_CODES, ids=[str(s) for s, _ in DUBBO_STATUS_CODES])
+def test_a_dubbo_error_status_maps_to_its_grpc_code(
+    sidecar: sidecar_process.Sidecar, status: int, code: grpc.StatusCode
+) -> None:
+    """The provider's status reaches the caller as its gRPC code, with the status and the
+    provider's message in the details (through the mesh's cluster for that address)."""
+    with dubbo_status_provider(status) as address:
+        failed = error(sidecar, "echo-dubbo", "echo", b"", metadata=(("rpc_target_address", address),))
+    assert failed.code() == code, failed
+    assert failed.details() == (
+        f"dubbo service {dubbo_peers.SERVICE!r} method 'echo' answered status {status}: provider says {status}"
+    )
 
 
 @pytest.mark.parametrize("target", ["echo-bolt", "echo-dubbo"])

@@ -20,6 +20,8 @@ from tests.mesh.fault_upstream import BoltClient, FaultUpstream, fault_upstream,
 ECHO = "com.example.EchoService:1.0"
 STATUS_SUCCESS, STATUS_NO_PROCESSOR, STATUS_TIMEOUT, STATUS_CONNECTION_CLOSED = 0x0, 0x6, 0x7, 0x10
 STATUS_THREADPOOL_BUSY = 0x4
+# A route whose rate limit refills within a test: a token every 1/REFILL_RATE seconds, one saved.
+REFILLING, REFILL_RATE = "com.example.Refilling:1.0", 4.0
 
 
 def mesh_config(bolt_port: int, routes: list[dict[str, Any]], clusters: list[dict[str, Any]]) -> dict[str, Any]:
@@ -68,6 +70,8 @@ def mesh(tmp_path: Path, upstreams: tuple[FaultUpstream, FaultUpstream]) -> Iter
          "cluster": "second"},
         {"name": "limited", "match": {"service": "com.example.Limited:1.0"}, "cluster": "second",
          "rate_limit": {"requests_per_second": 0.01, "burst": 2}},
+        {"name": "refilling", "match": {"service": REFILLING}, "cluster": "second",
+         "rate_limit": {"requests_per_second": REFILL_RATE, "burst": 1}},
     ]  # fmt: skip
     clusters = [
         {"name": "echo", "protocol": "bolt", "hosts": [a.address, b.address]},
@@ -213,6 +217,23 @@ def test_rate_limit_answers_threadpool_busy(mesh: Mesh) -> None:
     client.send(b"".join(client.request(i, "com.example.Limited:1.0") for i in range(4)))
     statuses = sorted(a[1] for a in client.responses(4))
     assert statuses == [STATUS_SUCCESS, STATUS_SUCCESS, STATUS_THREADPOOL_BUSY, STATUS_THREADPOOL_BUSY]
+
+
+def test_rate_limit_refills_at_its_rate(mesh: Mesh) -> None:
+    """The burst alone is what the 0.01 rps route shows; a bucket that never refilled would pass
+    that. Here the one token is spent, and comes back after 1/rate, not before."""
+    client = mesh.client()
+    started = time.monotonic()
+    # One write: both are read at once, well within 1/rate of each other.
+    client.send(client.request(1, REFILLING) + client.request(2, REFILLING))
+    answers = sorted((a[0], a[1]) for a in client.responses(2))
+    assert answers == [(1, STATUS_SUCCESS), (2, STATUS_THREADPOOL_BUSY)], "a burst of one"
+    request_ids = iter(range(3, 1000))
+    # Polled: a refused request takes no token, so asking often does not delay the refill.
+    wait_for(lambda: _status(client, next(request_ids), REFILLING) == STATUS_SUCCESS, timeout=10)
+    waited = time.monotonic() - started
+    # The first token was taken after `started`, the refilled one before now.
+    assert waited >= 0.95 / REFILL_RATE, f"a token came back after {waited:.3f}s, sooner than 1/rate"
 
 
 def test_an_unreachable_host_is_retried_on_the_other(tmp_path: Path, upstreams: tuple[FaultUpstream, ...]) -> None:

@@ -192,6 +192,32 @@ def test_a_shipped_filters_config_mistake_names_the_key(step: dict[str, Any], pr
     assert problem in caught.value.problem
 
 
+@pytest.mark.parametrize(
+    ("step", "requested", "sent"),
+    [
+        ({"max_ms": 500}, "2000", 500),  # asked for more than the cap: cut to it
+        ({"max_ms": 500}, "200", 200),  # asked for less: left as asked
+        ({"max_ms": 500}, None, 500),  # the target's own 3000 ms is capped too
+        ({"max_ms": 500}, "500", 500),
+        ({"timeout_ms": 800}, "200", 800),  # timeout_ms replaces, whatever was asked
+        ({"timeout_ms": 800, "max_ms": 500}, "200", 500),  # and max_ms still caps what it set
+    ],
+    ids=["above the cap", "below the cap", "target default", "at the cap", "replaced", "replaced then capped"],
+)
+def test_the_timeout_filter_replaces_and_caps_the_calls_timeout(
+    step: dict[str, Any], requested: str | None, sent: int
+) -> None:
+    """The channel bounds the call by the timeout it is given: a cap that were only validated,
+    never applied, would let a caller's rpc_request_timeout hold the call for up to an hour."""
+    from layotto_fast.components.invoke.filters import TimeoutFilter
+
+    channel = RecordingChannel()
+    service = InvokeService({"a": Target("a", channel, 3000, before=[TimeoutFilter(step)])})
+    headers = {} if requested is None else {"rpc_request_timeout": requested}
+    run(service, InvokeRequest(id="a", method="m", data=b"", headers=headers))
+    assert channel.seen[-1].timeout_ms == sent
+
+
 def test_the_headers_filter_takes_scalar_values_as_text() -> None:
     from layotto_fast.components.invoke.filters import HeaderFilter
 

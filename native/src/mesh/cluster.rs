@@ -273,4 +273,29 @@ mod tests {
         assert!((0..3).all(|_| bucket.take()));
         assert!(!bucket.take());
     }
+
+    /// The burst alone would pass a bucket that never refills: once spent, a token must come
+    /// back after 1/rate, and not before.
+    #[test]
+    fn token_bucket_refills_at_its_rate() {
+        let rate = 10.0; // a token every 100 ms
+        let started = Instant::now();
+        let bucket = TokenBucket::new(rate, 1.0);
+        assert!(bucket.take(), "the burst of one");
+        assert!(!bucket.take(), "spent");
+        // Polled: refused takes must not use up what has refilled meanwhile.
+        while !bucket.take() {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "no token came back in 5 s at {rate} a second"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let waited = started.elapsed().as_secs_f64();
+        // A little under 1/rate for the rounding of the summed refills.
+        assert!(
+            waited >= 0.99 / rate,
+            "a token came back after {waited:.4} s, before 1/rate"
+        );
+    }
 }
