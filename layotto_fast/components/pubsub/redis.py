@@ -55,6 +55,7 @@ BACKOFF_SECONDS = (0.05, 2.0)  # first and longest pause of a reader whose Redis
 ACK_DELAY = 0.002  # seconds an acknowledgement may wait to share one XACK with others
 # What a read may raise when Redis is away: redis-py's errors, or the pipeline's Unavailable.
 AWAY: tuple[type[BaseException], ...] = (*REDIS_ERRORS, Unavailable)
+AWAY_OR_LATE: tuple[type[BaseException], ...] = (*AWAY, TimeoutError)
 
 
 @dataclass(frozen=True)
@@ -195,7 +196,7 @@ class _Reader:
                     self._topic, self._group, min="-", max="+", count=1, consumername=self._consumer
                 ):
                     await self._client.xgroup_delconsumer(self._topic, self._group, self._consumer)
-        except (*REDIS_ERRORS, TimeoutError) as exc:
+        except AWAY_OR_LATE as exc:
             log.info("removing consumer %s from group %s of %s failed: %s", self._consumer, self._group,
                      self._topic, exc)  # fmt: skip
 

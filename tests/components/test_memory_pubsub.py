@@ -1,0 +1,94 @@
+"""pubsub.in-memory's own bounds: what it keeps for groups nobody subscribes to any more.
+
+Every SubscribeTopicEvents stream with a consumerID of its own left a group behind, and each
+such group queued every later publish for good: the sidecar's memory grew without end."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from layotto_fast.components.pubsub import memory
+from layotto_fast.components.pubsub.memory import InMemoryConfig, InMemoryPubSub
+from layotto_fast.runtime.pubsub import Handler, Message, SubscribeOptions, Verdict
+from tests.components.support import until
+
+
+def test_an_idle_group_keeps_only_the_newest_messages(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(memory, "MAX_IDLE_BACKLOG", 5)
+    received: list[bytes] = []
+
+    async def handler(message: Message) -> Verdict:
+        received.append(message.data)
+        return Verdict.SUCCESS
+
+    async def scenario() -> None:
+        pubsub = InMemoryPubSub(InMemoryConfig())
+        stop = await pubsub.subscribe("t", SubscribeOptions(group="g"), handler)
+        await stop()  # the group exists, nobody reads it
+        for number in range(8):
+            await pubsub.publish("t", b"%d" % number, {})
+        await pubsub.subscribe("t", SubscribeOptions(group="g"), handler)
+        assert await until(lambda: len(received) == 5, 2)
+        await asyncio.sleep(0.05)
+        await pubsub.close()
+
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(scenario())
+    assert received == [b"3", b"4", b"5", b"6", b"7"]
+    assert "older ones are dropped" in caplog.text
+
+
+def test_a_subscribed_group_keeps_its_whole_backlog(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bound is for groups without a subscriber: a slow one loses nothing."""
+    monkeypatch.setattr(memory, "MAX_IDLE_BACKLOG", 5)
+    received: list[bytes] = []
+    release = asyncio.Event()
+
+    async def scenario() -> None:
+        async def handler(message: Message) -> Verdict:
+            await release.wait()
+            received.append(message.data)
+            return Verdict.SUCCESS
+
+        pubsub = InMemoryPubSub(InMemoryConfig(concurrency=1))
+        await pubsub.subscribe("t", SubscribeOptions(group="g"), handler)
+        for number in range(20):
+            await pubsub.publish("t", b"%d" % number, {})
+        release.set()
+        assert await until(lambda: len(received) == 20, 2)
+        await pubsub.close()
+
+    asyncio.run(scenario())
+    assert received == [b"%d" % n for n in range(20)]
+
+
+def test_idle_groups_beyond_the_bound_are_dropped_longest_idle_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(memory, "MAX_IDLE_GROUPS", 2)
+    received: dict[str, list[bytes]] = {}
+
+    def recorder(group: str) -> Handler:
+        async def handler(message: Message) -> Verdict:
+            received.setdefault(group, []).append(message.data)
+            return Verdict.SUCCESS
+
+        return handler
+
+    async def scenario() -> None:
+        pubsub = InMemoryPubSub(InMemoryConfig())
+        for group in ("first", "second", "third"):  # each subscribes once and goes
+            stop = await pubsub.subscribe("t", SubscribeOptions(group=group), recorder(group))
+            await stop()
+        await pubsub.publish("t", b"m", {})
+        for group in ("first", "second", "third"):
+            await pubsub.subscribe("t", SubscribeOptions(group=group), recorder(group))
+        assert await until(lambda: len(received) == 2, 2)
+        await asyncio.sleep(0.05)
+        await pubsub.close()
+
+    asyncio.run(scenario())
+    assert received == {"second": [b"m"], "third": [b"m"]}  # "first" was forgotten: it starts afresh
