@@ -76,14 +76,17 @@ def set_op_for(
     """The write for ``item`` (its key behind ``prefix``); INVALID_ARGUMENT names
     ``field[index]suffix`` and what is wrong."""
     etag = _checked_etag(item, features, store_name, field, index, suffix)
-    metadata = item_metadata(item) or request_metadata
+    metadata = item_metadata(item)
+    own = bool(metadata)
+    if not own:
+        metadata = request_metadata
     ttl = None
     if metadata and TTL_KEY in metadata:  # the field's name is only built for an item that has one
-        ttl = ttl_from_metadata(metadata, f"{_place(field, index, suffix)}metadata")
+        # the map it came from: the item's, or the request's when the item has none
+        place = f"{_place(field, index, suffix)}metadata" if own else "metadata"
+        ttl = ttl_from_metadata(metadata, place)
         if ttl is not None and TTL not in features:
-            raise InvalidArgument(
-                f"{_place(field, index, suffix)}metadata.{TTL_KEY}: state store {store_name!r} does not support TTL"
-            )
+            raise InvalidArgument(f"{place}.{TTL_KEY}: state store {store_name!r} does not support TTL")
     return new_set_op(
         _stored_key(item, prefix, field, index, suffix),
         item_value(item),

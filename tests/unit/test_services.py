@@ -101,6 +101,16 @@ def test_state_ttl_metadata_is_checked_and_bounded(world: tuple[Loop, Components
             loop.run(services.state.save("store", [item("t", ttlInSeconds=bad)]))
 
 
+def test_a_transaction_s_bad_ttl_names_the_map_it_came_from(world: tuple[Loop, Components, Services]) -> None:
+    """An operation without metadata of its own takes the request's: a bad ttlInSeconds there
+    was blamed on operations[0].request.metadata, a map the caller left empty."""
+    loop, _, services = world
+    with pytest.raises(InvalidArgument, match=r"^metadata\.ttlInSeconds is 'x'"):
+        loop.run(services.state.transact("store", [Op("upsert", item("k"))], {"ttlInSeconds": "x"}))
+    with pytest.raises(InvalidArgument, match=r"^operations\[0\]\.request\.metadata\.ttlInSeconds is 'y'"):
+        loop.run(services.state.transact("store", [Op("upsert", item("k", ttlInSeconds="y"))], {"ttlInSeconds": "5"}))
+
+
 def test_state_transaction_and_bulk(world: tuple[Loop, Components, Services]) -> None:
     loop, _, services = world
     state = services.state
