@@ -12,6 +12,7 @@ reference, the lifecycle reads it once that store has started.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -57,6 +58,34 @@ class ComponentManifest:
     def with_secrets(self, values: Mapping[str, str]) -> ComponentManifest:
         """This manifest with its referenced items filled in (``values``: item name -> secret value)."""
         return replace(self, metadata={**self.metadata, **values}, secret_refs={})
+
+
+def with_placeholders(
+    manifests: list[ComponentManifest], app_id: str, environ: Mapping[str, str]
+) -> list[ComponentManifest]:
+    """The manifests with Dapr's placeholders in metadata values filled in, as daprd fills
+    them: ``{uuid}`` a new random UUID at each place, ``{podName}`` the POD_NAME variable
+    (a manifest naming it without one stops start-up), ``{namespace}`` NAMESPACE (``default``
+    when unset) and the app id as ``<namespace>.<app id>``, ``{appID}`` the app id. So a
+    ``consumerID: "{podName}"`` gives every replica its own group, as in Dapr."""
+    namespace = f"{environ.get('NAMESPACE', 'default')}.{app_id}"
+    pod_name = environ.get("POD_NAME", "")
+    filled = []
+    for manifest in manifests:
+        metadata = dict(manifest.metadata)
+        for name, value in manifest.metadata.items():
+            if "{" not in value:
+                continue
+            while "{uuid}" in value:
+                value = value.replace("{uuid}", str(uuid.uuid4()), 1)
+            if "{podName}" in value:
+                if not pod_name:
+                    raise StartupError(manifest.source, f"spec.metadata.{name}",
+                                       "refers to {podName}, but the POD_NAME variable is not set")  # fmt: skip
+                value = value.replace("{podName}", pod_name)
+            metadata[name] = value.replace("{namespace}", namespace).replace("{appID}", app_id)
+        filled.append(replace(manifest, metadata=metadata) if metadata != manifest.metadata else manifest)
+    return filled
 
 
 def load_folder(folder: Path) -> list[ComponentManifest]:

@@ -29,7 +29,7 @@ from layotto_fast.components.invoke.mesh_channels import MeshInvoker
 from layotto_fast.components.invoke.targets import build_targets, needs_mesh
 from layotto_fast.errors import StartupError
 from layotto_fast.http import HttpProtocol
-from layotto_fast.manifest import ComponentManifest, load_folder
+from layotto_fast.manifest import ComponentManifest, load_folder, with_placeholders
 from layotto_fast.mesh.config import MeshSettings
 from layotto_fast.mesh.metrics import MeshCollector
 from layotto_fast.mesh.proxy import Mesh
@@ -53,10 +53,12 @@ class GrpcServer(Protocol):
 
 def load_manifests(settings: Settings) -> list[ComponentManifest]:
     folder = settings.components_folder()
-    if folder is not None:
-        return load_folder(folder)
-    with resources.as_file(resources.files("layotto_fast") / "defaults") as embedded:
-        return load_folder(Path(embedded))
+    if folder is None:
+        with resources.as_file(resources.files("layotto_fast") / "defaults") as embedded:
+            manifests = load_folder(Path(embedded))
+    else:
+        manifests = load_folder(folder)
+    return with_placeholders(manifests, settings.app_id, os.environ)
 
 
 def settle_garbage_collector() -> None:

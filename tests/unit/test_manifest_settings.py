@@ -44,6 +44,41 @@ def test_metadata_item_without_name(tmp_path: Path) -> None:
     assert raised.value.field == "spec.metadata[1].name" and str(path) in str(raised.value)
 
 
+PLACEHOLDERS = GOOD.replace("value: 6379", 'value: "{uuid}|{uuid}"').replace(
+    "value: true", 'value: "{podName}/{namespace}/{appID}"'
+)
+
+
+def test_dapr_placeholders_in_metadata_are_filled_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """consumerID: "{podName}" (each replica its own group) and the like were taken literally:
+    every replica shared one group named '{podName}'."""
+    from layotto_fast import server
+
+    (tmp_path / "m.yaml").write_text(PLACEHOLDERS)
+    monkeypatch.setenv("POD_NAME", "web-7f9")
+    monkeypatch.setenv("NAMESPACE", "shop")
+    [manifest] = server.load_manifests(settings.load(None, {"resources_path": str(tmp_path), "app_id": "cart"}))
+    first, second = manifest.metadata["port"].split("|")
+    assert first != second and len(first) == 36 and first.count("-") == 4  # a UUID each
+    assert manifest.metadata["enabled"] == "web-7f9/shop.cart/cart"
+    monkeypatch.delenv("NAMESPACE")
+    [manifest] = server.load_manifests(settings.load(None, {"resources_path": str(tmp_path), "app_id": "cart"}))
+    assert manifest.metadata["enabled"] == "web-7f9/default.cart/cart"
+
+
+def test_a_pod_name_placeholder_without_pod_name_stops_start_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from layotto_fast import server
+
+    (tmp_path / "m.yaml").write_text(PLACEHOLDERS)
+    monkeypatch.delenv("POD_NAME", raising=False)
+    with pytest.raises(StartupError) as raised:
+        server.load_manifests(settings.load(None, {"resources_path": str(tmp_path)}))
+    assert raised.value.field == "spec.metadata.enabled" and "POD_NAME" in raised.value.problem
+    assert str(tmp_path / "m.yaml") in raised.value.source
+
+
 def test_missing_folder() -> None:
     with pytest.raises(StartupError) as raised:
         load_folder(Path("/nonexistent-folder"))
