@@ -18,6 +18,7 @@ import hashlib
 import itertools
 import os
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
@@ -28,6 +29,7 @@ from layotto_fast.runtime.json_span import member_span
 SPEC_VERSION = "1.0"
 EVENT_TYPE = "com.dapr.event.sent"  # what Dapr's SDKs expect of an event a sidecar wrapped
 CLOUDEVENT_CONTENT_TYPE = "application/cloudevents+json"
+EXPIRATION = "expiration"  # the attribute Dapr writes for a message's ttlInSeconds
 DEFAULT_CONTENT_TYPE = "text/plain"
 
 
@@ -102,8 +104,14 @@ def wrap(
     topic: str,
     pubsub_name: str,
     traceparent: str = "",
+    metadata: Mapping[str, str] | None = None,
+    expiration: str = "",
 ) -> tuple[str, bytes]:
     """The message id and the envelope to store for ``data`` published to ``topic``.
+
+    ``metadata``'s ``cloudevent.<attribute>`` entries (any case) set the new envelope's id,
+    source, type, subject, traceparent (or traceid) and tracestate, as Dapr's do; a CloudEvent
+    passed through keeps its own. ``expiration`` (RFC 3339) is set on either.
 
     NotACloudEvent when ``content_type`` says the data is a CloudEvent and it is not even a
     JSON object (Layotto refuses it too); an object without an id or specversion is wrapped."""
@@ -119,11 +127,12 @@ def wrap(
             existing["pubsubname"] = pubsub_name
             if traceparent:
                 existing.setdefault("traceparent", traceparent)
+            if expiration:
+                existing[EXPIRATION] = expiration
             return str(existing["id"]), _with_data_of(existing, data)
-    message_id = new_id()
     envelope: dict[str, Any] = {
         "specversion": SPEC_VERSION,
-        "id": message_id,
+        "id": "",
         "source": source,
         "type": EVENT_TYPE,
         "datacontenttype": content_type,
@@ -132,10 +141,62 @@ def wrap(
     }
     if traceparent:
         envelope["traceparent"] = traceparent
+    if metadata:
+        _override(envelope, metadata)
+    message_id = envelope["id"] = envelope["id"] or new_id()
+    if expiration:
+        envelope[EXPIRATION] = expiration
     if kind >= _JSON and _is_json_text(data):
         return message_id, _with_data(orjson.dumps(envelope), data.strip())
     _put_data(envelope, data, kind)
     return message_id, orjson.dumps(envelope)
+
+
+# Attributes a publisher may set through metadata ``cloudevent.<name>`` -> the envelope's name.
+_OVERRIDABLE = {
+    "id": "id",
+    "source": "source",
+    "type": "type",
+    "subject": "subject",
+    "traceid": "traceparent",  # the older name Dapr still reads for it
+    "traceparent": "traceparent",
+    "tracestate": "tracestate",
+}
+_OVERRIDE_PREFIX = "cloudevent."
+
+
+def _override(envelope: dict[str, Any], metadata: Mapping[str, str]) -> None:
+    traceparent = ""
+    for key, value in metadata.items():
+        if not value or len(key) <= len(_OVERRIDE_PREFIX) or key[:11].lower() != _OVERRIDE_PREFIX:
+            continue
+        name = key[len(_OVERRIDE_PREFIX) :].lower()
+        if name == "traceparent":
+            traceparent = value  # wins over traceid, in whatever order they come
+        elif name in _OVERRIDABLE:
+            envelope[_OVERRIDABLE[name]] = value
+    if traceparent:
+        envelope["traceparent"] = traceparent
+
+
+def has_expired(event: Event, now: float) -> bool:
+    """Whether ``event`` carries an ``expiration`` (RFC 3339) that ``now`` (Unix time) is past;
+    one that does not parse never expires, as in Dapr."""
+    stamp = event.extensions.get(EXPIRATION)
+    if not stamp:
+        return False
+    try:
+        moment = datetime.fromisoformat(stamp)
+    except ValueError:
+        return False
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp() < now
+
+
+def expiration_after(seconds: int, now: float) -> str:
+    """The ``expiration`` attribute for a message that lives ``seconds`` from ``now``."""
+    return datetime.fromtimestamp(now + seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _as_cloudevent(data: bytes) -> dict[str, Any] | None:

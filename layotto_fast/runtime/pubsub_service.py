@@ -35,12 +35,22 @@ import collections
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from layotto_fast.errors import InvalidArgument, RuntimeApiError, Unavailable, require
 from layotto_fast.manifest import ComponentManifest
-from layotto_fast.runtime.cloudevents import Event, NotACloudEvent, raw_event, raw_id, unwrap, wrap
+from layotto_fast.runtime.cloudevents import (
+    Event,
+    NotACloudEvent,
+    expiration_after,
+    has_expired,
+    raw_event,
+    raw_id,
+    unwrap,
+    wrap,
+)
 from layotto_fast.runtime.lifecycle import Components
 from layotto_fast.runtime.metadata import DURATION_EXAMPLES, parse_duration
 from layotto_fast.runtime.pubsub import (
@@ -52,6 +62,7 @@ from layotto_fast.runtime.pubsub import (
     Unsubscribe,
     Verdict,
 )
+from layotto_fast.runtime.state_rules import TTL_KEY, ttl_from_metadata
 
 log = logging.getLogger(__name__)
 
@@ -175,8 +186,9 @@ class PubSubService:
             return raw_id(data)
         try:
             message_id, envelope = wrap(
-                data, content_type, source=self._app_id, topic=topic, pubsub_name=pubsub_name, traceparent=traceparent
-            )
+                data, content_type, source=self._app_id, topic=topic, pubsub_name=pubsub_name, traceparent=traceparent,
+                metadata=metadata, expiration=_expiration(metadata, "metadata"),
+            )  # fmt: skip
         except NotACloudEvent as exc:
             raise InvalidArgument(f"data: {exc}") from None
         await pubsub.publish(topic, envelope, metadata)
@@ -201,10 +213,13 @@ class PubSubService:
             if raw_payload({**metadata, **entry.metadata}, f"entries[{i}].metadata"):
                 envelopes.append(entry.data)
                 continue
+            merged = {**metadata, **entry.metadata}
+            expiration = _expiration(merged, f"entries[{i}].metadata" if TTL_KEY in entry.metadata else "metadata")
             try:
                 envelopes.append(
-                    wrap(entry.data, entry.content_type, source=self._app_id, topic=topic, pubsub_name=pubsub_name)[1]
-                )
+                    wrap(entry.data, entry.content_type, source=self._app_id, topic=topic, pubsub_name=pubsub_name,
+                         metadata=merged, expiration=expiration)[1]
+                )  # fmt: skip
             except NotACloudEvent as exc:
                 raise InvalidArgument(f"entries[{i}].event: {exc}") from None
 
@@ -342,6 +357,13 @@ class _Delivery:
         """
         event = self._event(message)
         outcome: asyncio.Future[Verdict] = self._loop.create_future()
+        if event.extensions and has_expired(event, time.time()):
+            # past its ttlInSeconds: acknowledged and not delivered, as Dapr drops it
+            log.warning("message %s of %s/%s expired before delivery: dropped", event.id,
+                        self._subscription.pubsub_name, self._subscription.topic)  # fmt: skip
+            self._counts.dropped += 1
+            outcome.set_result(Verdict.SUCCESS)
+            return outcome
         first = self._start_attempt(event)
         first.add_done_callback(functools.partial(self._first_done, message, event, outcome))
         if isinstance(first, asyncio.Task):  # a coroutine subscriber's (a stream's): stops with the message
@@ -454,6 +476,15 @@ class _Delivery:
         self._counts.dead_lettered += 1
         log.warning("message %s (%s) went to dead-letter topic %s", event.id, verdict.name, self._dead_letter)
         return True
+
+
+def _expiration(metadata: Mapping[str, str], field: str) -> str:
+    """The envelope's ``expiration`` for the publish's ``ttlInSeconds`` (Dapr's, read as for
+    state: whole seconds, -1 for none); "" without one."""
+    if not metadata or TTL_KEY not in metadata:
+        return ""
+    seconds = ttl_from_metadata(metadata, field)
+    return expiration_after(seconds, time.time()) if seconds else ""
 
 
 def _options(subscription: TopicSubscription) -> tuple[RetryPolicy, SubscribeOptions, str]:

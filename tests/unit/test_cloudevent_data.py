@@ -108,3 +108,72 @@ def test_data_declared_a_cloudevent_that_is_no_json_object_is_refused_naming_the
             await components.close_all()
 
     asyncio.run(scenario())
+
+
+def test_cloudevent_metadata_sets_the_envelope_s_attributes_as_dapr_s_does() -> None:
+    metadata = {
+        "CloudEvent.Id": "mine-1",
+        "cloudevent.source": "billing",
+        "cloudevent.type": "invoice.paid",
+        "cloudevent.subject": "inv-7",
+        "cloudevent.tracestate": "k=v",
+        "cloudevent.traceparent": "00-p-01",
+        "cloudevent.traceid": "00-older-01",  # traceparent wins, in whatever order
+        "cloudevent.data": "ignored",
+        "partitionKey": "p",
+    }
+    message_id, stored = cloudevents.wrap(b"x", "text/plain", **WHERE, metadata=metadata)
+    envelope = orjson.loads(stored)
+    assert message_id == envelope["id"] == "mine-1"
+    assert (envelope["source"], envelope["type"], envelope["subject"]) == ("billing", "invoice.paid", "inv-7")
+    assert (envelope["traceparent"], envelope["tracestate"], envelope["data"]) == ("00-p-01", "k=v", "x")
+    own = b'{"specversion": "1.0", "id": "e-9", "source": "s"}'
+    passed_id, passed = cloudevents.wrap(own, "application/cloudevents+json", **WHERE, metadata=metadata)
+    assert passed_id == "e-9" and orjson.loads(passed)["source"] == "s", "a CloudEvent passed through keeps its own"
+
+
+def test_a_message_past_its_ttl_is_acknowledged_not_delivered() -> None:
+    """ttlInSeconds on a publish was ignored: Dapr writes the envelope's expiration and drops
+    the message when it is read after that."""
+    from layotto_fast.errors import InvalidArgument
+    from layotto_fast.manifest import ComponentManifest
+    from layotto_fast.runtime.lifecycle import Components
+    from layotto_fast.runtime.pubsub import Verdict
+    from layotto_fast.runtime.pubsub_service import PubSubService, TopicSubscription
+    from tests.components.support import until
+
+    async def scenario() -> tuple[list[str], str, int]:
+        components = Components([ComponentManifest("ps", "pubsub.in-memory", "v1", {}, "m.yaml")])
+        await components.init_all()
+        service = PubSubService(components, "app")
+        delivered: list[str] = []
+
+        async def deliver(event: cloudevents.Event, timeout: float) -> Verdict:
+            delivered.append(event.id)
+            return Verdict.SUCCESS
+
+        try:
+            stop = await service.subscribe(TopicSubscription("ps", "t"), deliver)
+            _, stale = cloudevents.wrap(b"old", "text/plain", **WHERE, expiration="2001-01-01T00:00:00Z")
+            await components.ready("pubsub")["ps"].publish("t", stale, {})
+            fresh = await service.publish("ps", "t", b"new", "text/plain", {"ttlInSeconds": "60"}, "")
+            assert await until(lambda: delivered == [fresh], 5)
+            await asyncio.sleep(0.7)  # past the in-memory redelivery interval: nothing comes again
+            with pytest.raises(InvalidArgument, match=r"^metadata\.ttlInSeconds is 'soon'"):
+                await service.publish("ps", "t", b"x", "text/plain", {"ttlInSeconds": "soon"}, "")
+            await stop()
+            return delivered, fresh, service.counts[("ps", "t")].dropped
+        finally:
+            await components.close_all()
+
+    delivered, fresh, dropped = asyncio.run(scenario())
+    assert delivered == [fresh] and dropped == 1
+
+
+def test_the_expiration_written_for_a_ttl_is_read_back_as_dapr_writes_it() -> None:
+    stamp = cloudevents.expiration_after(60, 1_700_000_000.0)
+    assert stamp == "2023-11-14T22:14:20Z"
+    event = cloudevents.unwrap(cloudevents.wrap(b"x", "text/plain", **WHERE, expiration=stamp)[1], "orders", "ps")
+    assert not cloudevents.has_expired(event, 1_700_000_059.0)
+    assert cloudevents.has_expired(event, 1_700_000_061.0)
+    assert not cloudevents.has_expired(event._replace(extensions={"expiration": "soon"}), 2e9), "unreadable: kept"
