@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable
+import re
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from typing import ClassVar
 
 from google.protobuf import any_pb2, empty_pb2
 
 from layotto_fast._proto import runtime_pb2 as pb
 from layotto_fast.api.app_callback import VERDICTS, event_message
-from layotto_fast.api.call import current_call
+from layotto_fast.api.call import Pairs, current_call
 from layotto_fast.api.codecs import Decode, Encode
 from layotto_fast.api.wire import (
     GetStateFields,
@@ -152,7 +153,8 @@ class LayottoRuntime:
         message = request.message
         extension = message.http_extension
         verb = _verb_name(extension.verb)
-        headers = {k: v for k, v in current_call().metadata.items() if isinstance(v, str)}
+        call = current_call()
+        headers = {k: v for k, v in call.metadata.items() if isinstance(v, str)}
         result = await self._invoke.invoke(
             InvokeRequest(
                 id=request.id,
@@ -164,6 +166,9 @@ class LayottoRuntime:
                 headers=headers,
             )
         )
+        # The upstream's answer headers go back as the call's response headers, as Layotto's
+        # grpc.SetHeader sends them.
+        call.headers.extend(_response_metadata(result.headers))
         return pb.InvokeResponse(data=any_pb2.Any(value=result.data), content_type=result.content_type)
 
     # -- pub/sub ---------------------------------------------------------------
@@ -317,13 +322,45 @@ def _answer(request: pb.SubscribeTopicEventsRequest) -> tuple[str, Verdict]:
     if kind != "event_processed":
         raise InvalidArgument("event_processed is missing: every request after the first answers an event")
     processed = request.event_processed
-    if not processed.id:
-        raise InvalidArgument("event_processed.id is empty: name the event answered")
+    # An id no delivery awaits (empty, unknown, answered already) is the subscriber's to
+    # ignore, as Layotto ignores it: one stray answer does not end the stream.
     status = processed.status.status
     verdict = VERDICTS.get(status)
-    if verdict is None:
-        raise InvalidArgument(f"event_processed.status.status is {status}: must be SUCCESS (0), RETRY (1) or DROP (2)")
+    if verdict is None:  # an open enum: a status it lacks is retried, as Layotto retries it
+        log.info(
+            "an answer for event %r with status %d, which is not SUCCESS, RETRY or DROP: retried", processed.id, status
+        )
+        verdict = Verdict.RETRY
     return processed.id, verdict
+
+
+# Answer headers that are not the call's to return: HTTP/1 and HTTP/2 connection headers,
+# the ones the transport writes itself, and gRPC's own (grpc-*).
+_NOT_RETURNED = frozenset(
+    {"content-length", "content-type", "te", "transfer-encoding", "connection", "keep-alive", "proxy-connection",
+     "upgrade", "host"}
+)  # fmt: skip
+_METADATA_NAME = re.compile(r"[0-9a-z_.-]+")  # what gRPC allows in a metadata key
+_METADATA_VALUE = re.compile(r"[\x20-\x7e]*")  # printable ASCII: what both transports send in a text value
+
+
+def _response_metadata(headers: Mapping[str, str]) -> Pairs:
+    """An upstream's answer headers as response metadata, lower-cased, leaving out the ones
+    no gRPC answer can carry: sent as they are, they would fail the call on either
+    transport. A ``-bin`` key is left out too: its value is bytes, the header's is text."""
+    pairs: Pairs = []
+    for name, value in headers.items():
+        key = name.lower()
+        if (
+            key in _NOT_RETURNED
+            or key.startswith("grpc-")
+            or key.endswith("-bin")
+            or not _METADATA_NAME.fullmatch(key)
+            or not _METADATA_VALUE.fullmatch(value)
+        ):
+            continue
+        pairs.append((key, value))
+    return pairs
 
 
 def _state_item(item: pb.StateItem) -> StateItem:

@@ -261,9 +261,14 @@ _TRANSPORT_HEADERS = frozenset(
 
 
 def _call_of(context: Context) -> Call:
-    """Publish the request's metadata to the handler (see layotto_fast.api.call)."""
+    """Publish the request's metadata to the handler (see layotto_fast.api.call).
+
+    grpcio decodes a text value as UTF-8: encoding it back as UTF-8 gives the handler the
+    wire's bytes, as the native transport does, whatever characters a client sent. (A
+    value that is not UTF-8, which grpcio decodes as latin-1 instead, cannot be told
+    apart and comes out re-encoded.)"""
     pairs = [
-        (key, value if isinstance(value, bytes) else value.encode("latin-1"))
+        (key, value if isinstance(value, bytes) else value.encode("utf-8"))
         for key, value in context.invocation_metadata() or ()
         if key not in _TRANSPORT_HEADERS
     ]

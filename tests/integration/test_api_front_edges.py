@@ -1,0 +1,234 @@
+"""The API front, on both transports: an upstream's answer headers come back as response
+metadata; request metadata a grpcio client could not send reaches the handler as on the
+native transport; a streaming subscriber's stray answers do not end its stream."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import any_pb2
+
+from layotto_fast._proto import appcallback_pb2
+from layotto_fast._proto import runtime_pb2 as pb
+from layotto_fast.api.call import current_call
+from tests import sidecar as sc
+from tests.faults.raw_h2 import H2Client, grpc_frame, say_hello
+from tests.inprocess import InProcessServer
+from tests.pubsub.app import RETRY, SUCCESS
+
+TRANSPORTS = ["native", "grpcio"]
+PUBSUB = "pub_subs_demo"  # the embedded in-memory component
+
+# What the upstream answers beyond its body: what may come back, and what may not.
+RETURNED = [("X-Custom", "Hello There"), ("x-trace_id.2", "a-1")]
+NOT_RETURNED = [
+    ("Keep-Alive", "timeout=5"),
+    ("Upgrade", "h2c"),
+    ("Te", "trailers"),
+    ("Host", "upstream.example"),
+    ("Proxy-Connection", "close"),
+    ("Grpc-Status", "5"),
+    ("Grpc-Message", "not from the upstream"),
+    ("X-Latin", "caf\u00e9"),  # sent as latin-1: no gRPC text value carries it
+    ("X-Weird!", "v"),  # a token in HTTP/1, not a gRPC metadata key
+    ("X-Data-Bin", "not base64"),
+]
+
+
+class Upstream(BaseHTTPRequestHandler):
+    """Answers every request with a body and the headers above."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        answer = b"answered"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(answer)))
+        for name, value in [*RETURNED, *NOT_RETURNED]:
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def http_upstream() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_invoke_service_returns_the_upstream_s_headers_as_response_metadata(
+    tmp_path: Path, http_upstream: str, transport: str
+) -> None:
+    """As Layotto's grpc.SetHeader: lower-cased, in the initial metadata; the headers no gRPC
+    answer can carry (connection ones, the transport's, gRPC's, non-ASCII) are left out,
+    and the call still succeeds."""
+    config = {"invoke": {"targets": [{"id": "web", "channel": "http", "address": http_upstream}]}}
+    sidecar = sc.start_with_config(tmp_path, config, "--grpc-transport", transport)
+    try:
+        request = pb.InvokeServiceRequest(
+            id="web",
+            message=pb.CommonInvokeRequest(method="m", data=any_pb2.Any(value=b"x"), content_type="text/plain"),
+        )
+        response, call = sidecar.stub().InvokeService.with_call(request, timeout=10)
+        assert response.data.value == b"answered" and response.content_type == "text/plain"
+        headers = dict(call.initial_metadata())
+        for name, value in RETURNED:
+            assert headers.get(name.lower()) == value, headers
+        for name, _ in NOT_RETURNED:
+            assert name.lower() not in headers, headers
+        assert "content-length" not in headers, headers
+    finally:
+        sidecar.stop()
+
+
+# -- request metadata a grpcio client could not send -------------------------------------------------------
+class Recorder:
+    """Keeps the request metadata each call's handler saw."""
+
+    def __init__(self) -> None:
+        self.seen: queue.Queue[list[tuple[str, bytes]]] = queue.Queue()
+
+    async def SayHello(self, request: pb.SayHelloRequest) -> pb.SayHelloResponse:
+        self.seen.put(list(current_call().raw_metadata or ()))
+        return pb.SayHelloResponse(hello=f"hi {request.name}")
+
+    async def GetState(self, request: pb.GetStateRequest) -> pb.GetStateResponse:
+        self.seen.put(list(current_call().raw_metadata or ()))
+        return pb.GetStateResponse(data=request.key.encode())
+
+
+CALLS = [
+    ("SayHello", say_hello("x")),
+    ("GetState", pb.GetStateRequest(store_name="s", key="k").SerializeToString()),  # suspends on native
+]
+
+
+def _metadata_seen(kind: str, sent: list[tuple[str, str]]) -> dict[str, list[tuple[str, bytes]]]:
+    """What the handler of each rpc saw of the metadata ``sent`` by a raw HTTP/2 client (as
+    UTF-8); each call answered and counted OK."""
+    recorder = Recorder()
+    server = InProcessServer(kind, recorder)
+    seen: dict[str, list[tuple[str, bytes]]] = {}
+    try:
+        with H2Client(server.port) as client:
+            for rpc, message in CALLS:
+                path = f"/spec.proto.runtime.v1.Runtime/{rpc}"
+                response = client.call(None, path=path, extra_headers=sent, body=grpc_frame(message))
+                assert response.grpc_status == 0, (kind, rpc, response)
+                seen[rpc] = [pair for pair in recorder.seen.get(timeout=5) if pair[0].startswith("x-")]
+                stats = server.stats.method(rpc)
+                assert (stats.ok, stats.failures) == (1, {}), (kind, rpc)
+    finally:
+        server.close()
+    return seen
+
+
+@pytest.mark.parametrize("value", ["\u4e2d", "caf\u00e9"], ids=["not-latin-1", "latin-1"])
+def test_request_metadata_reaches_the_handler_as_wire_bytes_on_both_transports(value: str) -> None:
+    """grpcio hands the handler the wire's bytes, as the native transport does: a value no
+    latin-1 can encode is served (and counted) OK, and one it can reads the same on both."""
+    sent = [("x-name", value), ("x-plain", "p")]
+    wire = [(name, text.encode("utf-8")) for name, text in sent]
+    native, grpcio = _metadata_seen("native", sent), _metadata_seen("grpcio", sent)
+    assert native == {rpc: wire for rpc, _ in CALLS}
+    assert grpcio == native
+
+
+# -- SubscribeTopicEvents: stray answers ----------------------------------------------------------------------------
+class _Stream:
+    """One SubscribeTopicEvents stream, read on a thread: its events and its end arrive in ``events``."""
+
+    def __init__(self, sidecar: sc.Sidecar, first: pb.SubscribeTopicEventsRequest) -> None:
+        self._requests: queue.Queue[pb.SubscribeTopicEventsRequest | None] = queue.Queue()
+        self.events: queue.Queue[Any] = queue.Queue()
+        self._requests.put(first)
+        self._responses = sidecar.stub().SubscribeTopicEvents(iter(self._requests.get, None), timeout=30)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        try:
+            for response in self._responses:
+                kind = response.WhichOneof("subscribe_topic_events_response_type")
+                self.events.put(kind if kind == "initial_response" else response.event_message)
+            self.events.put("ended")
+        except grpc.RpcError as error:
+            self.events.put(error)
+
+    def next(self, timeout: float = 10.0) -> Any:
+        item = self.events.get(timeout=timeout)
+        assert not isinstance(item, grpc.RpcError), f"the stream ended: {item.code()} {item.details()}"
+        return item
+
+    def answer(self, event_id: str, status: int) -> None:
+        processed = pb.SubscribeTopicEventsRequestProcessed(
+            id=event_id,
+            status=appcallback_pb2.TopicEventResponse(status=status),  # type: ignore[arg-type]
+        )
+        self._requests.put(pb.SubscribeTopicEventsRequest(event_processed=processed))
+
+    def close(self) -> None:
+        self._requests.put(None)
+        self._responses.cancel()
+        self._reader.join(5.0)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_answers_for_no_awaited_event_are_ignored_and_an_unknown_status_is_retried(
+    tmp_path: Path, transport: str
+) -> None:
+    """As Layotto: an answer naming an id no delivery awaits (empty, unknown, answered
+    already) is logged and ignored, and a status the enum lacks is a RETRY; the stream
+    goes on either way. A first request that is not a subscription is still refused."""
+    sidecar = sc.start(tmp_path, "--app-port", "0", "--grpc-transport", transport)
+    topic = f"t-{uuid.uuid4().hex[:8]}"
+    stub = sidecar.stub()
+    try:
+        initial = pb.SubscribeTopicEventsRequestInitial(
+            pubsub_name=PUBSUB, topic=topic, metadata={"retryAttempts": "3", "retryInitialInterval": "10ms"}
+        )
+        stream = _Stream(sidecar, pb.SubscribeTopicEventsRequest(initial_request=initial))
+        assert stream.next() == "initial_response"
+        first = stub.PublishEvent(pb.PublishEventRequest(pubsub_name=PUBSUB, topic=topic, data=b"1"))
+        event = stream.next()
+        assert event.id == first.message_id
+        stream.answer("", SUCCESS)  # no id
+        stream.answer("no-such-event", SUCCESS)
+        stream.answer(event.id, 7)  # not SUCCESS, RETRY or DROP: delivered again
+        again = stream.next()
+        assert (again.id, again.data) == (first.message_id, b"1")
+        stream.answer(again.id, SUCCESS)
+        stream.answer(again.id, RETRY)  # answered twice: the second answer awaits nothing
+
+        second = stub.PublishEvent(pb.PublishEventRequest(pubsub_name=PUBSUB, topic=topic, data=b"2"))
+        event = stream.next()
+        assert (event.id, event.data) == (second.message_id, b"2"), "the first event came a third time"
+        stream.answer(event.id, SUCCESS)
+        stream.close()
+
+        not_initial = _Stream(
+            sidecar,
+            pb.SubscribeTopicEventsRequest(event_processed=pb.SubscribeTopicEventsRequestProcessed(id="x")),
+        )
+        error = not_initial.events.get(timeout=10)
+        not_initial.close()
+        assert isinstance(error, grpc.RpcError), error
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error
+        assert error.details().startswith("initial_request"), error.details()
+    finally:
+        sidecar.stop()
