@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 
 import nats
 import pytest
+from nats.js import api
 
 from layotto_fast.components.pubsub import jetstream, jetstream_pull
 from layotto_fast.components.pubsub.jetstream import JetStreamConfig, JetStreamPubSub, safe_name
@@ -358,19 +359,39 @@ def test_a_configured_stream_must_exist_and_cover_the_topic(harness: Harness) ->
 
 
 def test_a_topic_stream_given_limits_by_an_operator_is_used_as_it_is(harness: Harness) -> None:
+    """A sidecar started after an operator limited the topic's stream publishes into that stream
+    and leaves its limits alone: making it again (or "fixing" its config back to no limits)
+    would either fail or throw the operator's retention away."""
     topic = unique()
+    stream = safe_name(topic)
     harness.run(harness.make("first").publish(topic, b"1", {}))  # makes the topic's stream
 
     async def set_limits() -> None:
         nc = await nats.connect(harness.server.url)
         js = nc.jetstream()
-        config = (await js.stream_info(safe_name(topic))).config
+        config = (await js.stream_info(stream)).config
         config.max_age = 3600.0
+        config.max_msgs = 1000
         await js.update_stream(config)
         await nc.close()
 
+    async def stream_now() -> tuple[api.StreamConfig, api.StreamState, list[bytes]]:
+        nc = await nats.connect(harness.server.url)
+        try:
+            js = nc.jetstream()
+            info = await js.stream_info(stream)
+            stored = [(await js.get_msg(stream, seq)).data or b"" for seq in range(1, info.state.messages + 1)]
+            return info.config, info.state, stored
+        finally:
+            await nc.close()
+
     harness.run(set_limits())
     harness.run(harness.make("second").publish(topic, b"2", {}))  # another sidecar, started later
+    config, state, stored = harness.run(stream_now())
+    assert (config.max_age, config.max_msgs) == (3600.0, 1000), config  # the operator's limits, kept
+    assert config.subjects == [topic] and config.storage == api.StorageType.FILE
+    assert (state.messages, state.first_seq, state.last_seq) == (2, 1, 2), state  # both sidecars' messages
+    assert stored == [b"1", b"2"]
 
 
 def test_init_gives_up_when_nothing_listens(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,18 +16,29 @@ from tests.backends.servers import RedisServer
 from tests.components.support import until
 
 PING_INTERVAL = 0.3
-READ_TIMEOUT = 0.5
+# How long a PING may go unanswered. A healthy Redis answers in a millisecond, but a loaded
+# machine can hold a PONG (or the event loop reading it) for a good part of a second: far
+# enough above that, the idle phase cannot mistake a late PONG for a dead connection. It is
+# kept short all the same, for the silent phase.
+READ_TIMEOUT = 2.0
 # A dead connection is noticed within PING_INTERVAL + READ_TIMEOUT; then a reconnect
-# (50 ms) and a resync: 3 s leaves room for a slow machine, and is far below "never".
-BOUND = 3.0
+# (50 ms) and a resync: 2.5 s more leaves room for a slow machine, and is far below "never".
+BOUND = PING_INTERVAL + READ_TIMEOUT + 2.5
+# PINGs answered on the idle connection before it counts as kept: the watch pings again only
+# once the previous PING was answered, and one that took no PONG as an answer would have
+# stopped at the first and replaced the connection READ_TIMEOUT later.
+ANSWERED_PINGS = 4
 
 
 class _Link:
-    """One relayed connection: whether it carries a subscription, and whether it went silent."""
+    """One relayed connection: whether it carries a subscription, whether it went silent, and
+    the PINGs sent over it and the PONGs relayed back."""
 
     def __init__(self) -> None:
         self.subscribed = False
         self.silent = False
+        self.pings = 0
+        self.pongs = 0
         self.writers: list[asyncio.StreamWriter] = []
 
 
@@ -74,6 +85,11 @@ class SilencingRelay:
             while data := await source.read(65536):
                 if from_client and b"PSUBSCRIBE" in data.upper():
                     link.subscribed = True
+                if link.subscribed and not link.silent:
+                    if from_client:
+                        link.pings += data.count(b"$4\r\nPING\r\n")
+                    else:  # RESP3 answers +PONG while subscribed, RESP2 a "pong" array
+                        link.pongs += data.count(b"+PONG\r\n") + data.count(b"$4\r\npong\r\n")
                 if link.silent:
                     continue  # the peer is gone: nothing arrives, nothing is refused
                 sink.write(data)
@@ -111,17 +127,21 @@ def test_a_watch_connection_that_goes_silent_is_replaced_and_later_changes_arriv
         try:
             store.watch(ConfigQuery(app, (key,), "g", "l"), seen.append)
             redis_key = store.redis_key(app, "g", "l", key)
-            redis_server.cli("HSET", redis_key, "content", "v1")
-            assert await until(lambda: len(seen) == 1, 2.0), seen
+            # redis-cli in a thread: blocking the loop would hold the watch's PONGs unread
+            await asyncio.to_thread(redis_server.cli, "HSET", redis_key, "content", "v1")
+            assert await until(lambda: len(seen) == 1, 5.0), seen
             assert relay.subscriptions == 1
+            first = next(link for link in relay.links if link.subscribed)
 
-            # Idle but healthy: several PINGs are answered, and the subscription is kept.
-            await asyncio.sleep(4 * PING_INTERVAL)
-            assert relay.subscriptions == 1
+            # Idle but healthy: PING after PING is answered on the first connection, and it is kept.
+            idle = ANSWERED_PINGS * (PING_INTERVAL + READ_TIMEOUT)
+            assert await until(lambda: first.pongs >= ANSWERED_PINGS, idle), (first.pings, first.pongs)
+            assert relay.subscriptions == 1 and first.pings >= ANSWERED_PINGS
 
             relay.silence_subscriptions()
             await asyncio.sleep(0.05)
-            redis_server.cli("HSET", redis_key, "content", "v2")  # its notification is lost with the connection
+            # its notification is lost with the connection
+            await asyncio.to_thread(redis_server.cli, "HSET", redis_key, "content", "v2")
             started = time.monotonic()
             assert await until(lambda: len(seen) == 2, BOUND), f"no change within {BOUND} s: {seen}"
             assert time.monotonic() - started < BOUND
@@ -129,8 +149,8 @@ def test_a_watch_connection_that_goes_silent_is_replaced_and_later_changes_arriv
             assert relay.subscriptions == 2  # a new connection subscribed, and resynced
 
             # The new connection carries notifications as before.
-            redis_server.cli("HSET", redis_key, "content", "v3")
-            assert await until(lambda: len(seen) == 3, 1.0), seen
+            await asyncio.to_thread(redis_server.cli, "HSET", redis_key, "content", "v3")
+            assert await until(lambda: len(seen) == 3, 5.0), seen
             assert seen[2] == [ConfigItem(app, key, "v3", "g", "l")]
         finally:
             await store.close()

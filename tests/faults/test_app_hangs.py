@@ -8,6 +8,7 @@ pass as before (the app is back).
 
 from __future__ import annotations
 
+import collections
 import json
 import select
 import socket
@@ -20,12 +21,40 @@ from pathlib import Path
 
 from layotto_fast._proto import runtime_pb2 as pb
 from tests import sidecar as sc
+from tests.faults import raw_h2
 from tests.pubsub.app import CallbackApp, Topic
 
 PUBSUB = "pub_subs_demo"  # the embedded in-memory component
 
 
+class FrameReader:
+    """Reads the HTTP/2 frame headers out of one direction of a connection's bytes, as they are
+    relayed in chunks of any size: the client's preface first when ``preface`` is set."""
+
+    def __init__(self, preface: bool) -> None:
+        self._buffer = b""
+        self._skip = len(raw_h2.PREFACE) if preface else 0
+
+    def feed(self, data: bytes) -> list[tuple[int, int]]:
+        """The (type, flags) of every frame whose header is complete after ``data``."""
+        self._buffer += data
+        frames: list[tuple[int, int]] = []
+        while True:
+            if self._skip:
+                taken = min(self._skip, len(self._buffer))
+                self._buffer, self._skip = self._buffer[taken:], self._skip - taken
+                if self._skip:
+                    return frames
+            if len(self._buffer) < 9:
+                return frames
+            length, kind, flags = int.from_bytes(self._buffer[:3], "big"), self._buffer[3], self._buffer[4]
+            frames.append((kind, flags))
+            self._buffer, self._skip = self._buffer[9:], length
+
+
 class FreezingProxy:
+    """Relays connections to the app; reads the frame headers the sidecar sends through it."""
+
     def __init__(self, target_port: int) -> None:
         self._target = ("127.0.0.1", target_port)
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -34,7 +63,15 @@ class FreezingProxy:
         self._open: list[socket.socket] = []
         self._lock = threading.Lock()
         self._closed = False
+        self.sent: collections.Counter[tuple[int, int]] = collections.Counter()  # (type, flags) from the sidecar
         threading.Thread(target=self._accept, daemon=True).start()
+
+    def pings(self) -> int:
+        """PINGs the sidecar sent to the app (not its ACKs of the app's), on every connection so far."""
+        with self._lock:
+            return sum(
+                count for (kind, flags), count in self.sent.items() if kind == raw_h2.PING and not flags & raw_h2.ACK
+            )
 
     def freeze(self) -> None:
         """Stop moving bytes on every connection open now, leaving them open."""
@@ -61,6 +98,7 @@ class FreezingProxy:
 
     def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
         peers = {client: upstream, upstream: client}
+        from_sidecar = FrameReader(preface=True)
         while not self._closed:
             if self._is_frozen(client):
                 time.sleep(0.05)
@@ -73,6 +111,10 @@ class FreezingProxy:
                     data = sock.recv(65536)
                     if not data:
                         return
+                    if sock is client:
+                        frames = from_sidecar.feed(data)
+                        with self._lock:
+                            self.sent.update(frames)
                     peers[sock].sendall(data)
             except OSError:
                 return
@@ -82,19 +124,27 @@ class FreezingProxy:
             return client in self._frozen
 
 
-def _subscribed(sidecar: sc.Sidecar) -> bool:
+def _subscriptions(sidecar: sc.Sidecar) -> int:
+    """How many of the app's subscriptions the sidecar holds (``/actuator/info``)."""
     code, body = sidecar.http("/actuator/info")
-    return code == 200 and len(json.loads(body)["app"]["subscriptions"]) == 1
+    return len(json.loads(body)["app"]["subscriptions"]) if code == 200 else -1
+
+
+def _wait_subscribed(sidecar: sc.Sidecar, topics: int = 1, timeout: float = 10.0) -> None:
+    """Until the sidecar holds the app's ``topics`` subscriptions; fails after ``timeout`` s without."""
+    deadline = time.monotonic() + timeout
+    while (held := _subscriptions(sidecar)) != topics:
+        assert time.monotonic() < deadline, f"the sidecar holds {held} of the app's {topics} subscriptions"
+        time.sleep(0.05)
 
 
 @contextmanager
-def subscribed_sidecar(tmp_path: Path, app_port: int, *flags: str) -> Iterator[sc.Sidecar]:
-    """A sidecar for the app at ``app_port``, once it holds the app's subscription; stopped after."""
+def subscribed_sidecar(tmp_path: Path, app_port: int, *flags: str, topics: int = 1) -> Iterator[sc.Sidecar]:
+    """A sidecar for the app at ``app_port``, once it holds the app's ``topics`` subscriptions;
+    stopped after."""
     sidecar = sc.start(tmp_path, "--app-port", str(app_port), *flags)
     try:
-        deadline = time.monotonic() + 10
-        while not _subscribed(sidecar) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _wait_subscribed(sidecar, topics)
         yield sidecar
     finally:
         sidecar.stop()
@@ -107,9 +157,7 @@ def test_an_app_hung_with_its_socket_open_is_noticed_by_pings_and_dialled_again(
         proxy = FreezingProxy(app.port)
         sidecar = sc.start(tmp_path, "--app-port", str(proxy.port), "--app-keepalive-seconds", "0.3")
         try:
-            deadline = time.monotonic() + 10
-            while not _subscribed(sidecar) and time.monotonic() < deadline:
-                time.sleep(0.05)
+            _wait_subscribed(sidecar)
             stub = sidecar.stub()
             before = stub.PublishEvent(pb.PublishEventRequest(pubsub_name=PUBSUB, topic=topic, data=b"a")).message_id
             app.wait_for(lambda events: any(e.id == before for e in events), timeout=5)
@@ -137,21 +185,29 @@ def publish(sidecar: sc.Sidecar, topic: str) -> str:
 
 
 def test_an_idle_app_connection_is_kept_and_never_pinged(tmp_path: Path) -> None:
-    """A healthy app that sends nothing keeps its one connection. Before, the second PING found
-    the first one's answer unread and closed the connection (every two intervals); and PINGs on
-    an idle connection are what gRPC servers (this grpcio one, with its defaults) refuse after
-    two, with GOAWAY too_many_pings."""
+    """A healthy app that sends nothing keeps its one connection, and no PING goes out on it
+    (the frames the sidecar sends are read in the proxy between them). Before, the second PING
+    found the first one's answer unread and closed the connection (every two intervals); and
+    PINGs on an idle connection are what gRPC servers (this grpcio one, with its defaults)
+    refuse after two, with GOAWAY too_many_pings."""
     topic = f"t-{uuid.uuid4().hex[:8]}"
-    with (
-        CallbackApp([Topic(PUBSUB, topic)]) as app,
-        subscribed_sidecar(tmp_path, app.port, "--app-keepalive-seconds", "0.2") as sidecar,
-    ):
-        time.sleep(3)  # 15 keepalive intervals with nothing to deliver
-        sent = publish(sidecar, topic)
-        app.wait_for(lambda events: any(e.id == sent for e in events), timeout=5)
-        log = sidecar.log_path.read_text()
-        assert app.listed == 1, log
-        assert "no answer to a PING" not in log and "ended:" not in log and "lost the app" not in log, log
+    with CallbackApp([Topic(PUBSUB, topic)]) as app:
+        proxy = FreezingProxy(app.port)
+        try:
+            with subscribed_sidecar(tmp_path, proxy.port, "--app-keepalive-seconds", "0.2") as sidecar:
+                # (the listing may have been PINGed, had the app been slow to answer it: a call was open)
+                pinged_before = proxy.pings()
+                time.sleep(3)  # 15 keepalive intervals with nothing to deliver: the span observed
+                assert proxy.pings() == pinged_before, f"the idle connection was PINGed; frames sent: {proxy.sent}"
+                sent = publish(sidecar, topic)
+                app.wait_for(lambda events: any(e.id == sent for e in events), timeout=5)
+                log = sidecar.log_path.read_text()
+                assert app.listed == 1, log
+                assert "no answer to a PING" not in log and "ended:" not in log and "lost the app" not in log, log
+                # the frames were read indeed: the listing's and the delivery's request headers
+                assert sum(n for (kind, _), n in proxy.sent.items() if kind == raw_h2.HEADERS) >= 2, proxy.sent
+        finally:
+            proxy.close()
 
 
 class CuttingProxy(FreezingProxy):
@@ -184,7 +240,7 @@ def test_a_delivery_cut_off_by_a_lost_connection_goes_back_to_the_backend_not_to
     with CallbackApp(subscriptions, verdict) as app:
         proxy = CuttingProxy(app.port)
         try:
-            with subscribed_sidecar(tmp_path, proxy.port) as sidecar:
+            with subscribed_sidecar(tmp_path, proxy.port, topics=len(subscriptions)) as sidecar:
                 sent = publish(sidecar, topic)
                 assert first.wait(5)
                 proxy.cut()

@@ -43,8 +43,10 @@ def readiness(sidecar: sidecar_process.Sidecar) -> dict[str, object]:
     return document
 
 
-def wait_for(what: str, sidecar: sidecar_process.Sidecar, timeout: float) -> float:
-    started = time.monotonic()
+def wait_for(what: str, sidecar: sidecar_process.Sidecar, timeout: float, since: float | None = None) -> float:
+    """Seconds from ``since`` (a ``time.monotonic()``, by default now) until readiness is ``what``;
+    fails once ``timeout`` seconds from ``since`` have passed without it."""
+    started = time.monotonic() if since is None else since
     while time.monotonic() - started < timeout:
         if readiness(sidecar)["status"] == what:
             return time.monotonic() - started
@@ -66,12 +68,13 @@ def test_redis_stopped_mid_run_then_back(tmp_path: Path, own_redis: RedisServer)
         stub = sidecar.stub()
         stub.SaveState(pb.SaveStateRequest(store_name="redis", states=[pb.StateItem(key="k", value=b"v")]))
         own_redis.stop()
+        stopped = time.monotonic()  # the 5 s readiness has to tell the truth run from here
         with pytest.raises(grpc.RpcError) as raised:
             stub.GetState(pb.GetStateRequest(store_name="redis", key="k"), timeout=10)
         error = raised.value
         assert error.code() == grpc.StatusCode.UNAVAILABLE, error  # type: ignore[attr-defined]
         assert "redis" in error.details() and own_redis.address in error.details()  # type: ignore[attr-defined]
-        assert wait_for("DOWN", sidecar, 5.0) < 5.0
+        assert wait_for("DOWN", sidecar, 5.0, since=stopped) < 5.0
         reason = readiness(sidecar)["components"]["redis"]["reason"]  # type: ignore[index]
         assert own_redis.address in reason, reason
         own_redis.start()  # same port, empty (no persistence)

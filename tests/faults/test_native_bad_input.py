@@ -338,27 +338,53 @@ def test_client_that_never_reads(native: sidecar_process.Sidecar, large_window: 
 
 
 # -- malformed gRPC bodies -------------------------------------------------------------------------
-BODIES: dict[str, tuple[dict[str, object], set[int]]] = {
-    "two-messages-on-a-unary-call": ({"body": raw_h2.grpc_frame(HELLO) * 2}, {UNIMPLEMENTED, INTERNAL}),
-    "end-stream-inside-the-length-prefix": ({"body": raw_h2.grpc_frame(HELLO)[:3]}, {INTERNAL}),
-    "end-stream-inside-the-message": ({"body": raw_h2.grpc_frame(HELLO)[:-2]}, {INTERNAL}),
-    "compressed-flag-set": ({"body": raw_h2.grpc_frame(HELLO, compressed=True)}, {UNIMPLEMENTED}),
+# Each case: the request's body (and headers), the status codes gRPC allows for it, and what the
+# status message must say was wrong.
+BODIES: dict[str, tuple[dict[str, object], set[int], str]] = {
+    "two-messages-on-a-unary-call": (
+        {"body": raw_h2.grpc_frame(HELLO) * 2},
+        {UNIMPLEMENTED, INTERNAL},
+        "unary method got more than one request message",
+    ),
+    "end-stream-inside-the-length-prefix": (
+        {"body": raw_h2.grpc_frame(HELLO)[:3]},
+        {INTERNAL},
+        "request ended inside a message",
+    ),
+    "end-stream-inside-the-message": (
+        {"body": raw_h2.grpc_frame(HELLO)[:-2]},
+        {INTERNAL},
+        "request ended inside a message",
+    ),
+    "compressed-flag-set": (
+        {"body": raw_h2.grpc_frame(HELLO, compressed=True)},
+        {UNIMPLEMENTED},
+        "message compression is not supported",
+    ),
     "grpc-encoding-gzip": (
         {"body": raw_h2.grpc_frame(HELLO), "extra_headers": [("grpc-encoding", "gzip")]},
         {UNIMPLEMENTED},
+        "message compression is not supported",
     ),
-    "no-message": ({"body": b""}, {INTERNAL, UNIMPLEMENTED}),
-    "not-a-request-message": ({"body": raw_h2.grpc_frame(b"\xff\xff\xff")}, {INVALID_ARGUMENT}),
+    "no-message": ({"body": b""}, {INTERNAL, UNIMPLEMENTED}, "request has no message"),
+    "not-a-request-message": (
+        {"body": raw_h2.grpc_frame(b"\xff\xff\xff")},
+        {INVALID_ARGUMENT},
+        "request is not a valid SayHello message: ",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", sorted(BODIES))
 def test_malformed_grpc_body_gets_a_status(native: sidecar_process.Sidecar, case: str) -> None:
-    kwargs, codes = BODIES[case]
+    """A status whose code gRPC allows for the fault and whose message tells the caller what was
+    wrong with its request, on a connection that goes on serving."""
+    kwargs, codes, words = BODIES[case]
     with H2Client(native.grpc_port) as client:
         response = client.call(None, **kwargs)
         assert response.reset is None, f"reset {response.reset} instead of a status"
         assert response.grpc_status in codes, f"{response.grpc_status} {response.grpc_message!r}, want {codes}"
+        assert words in response.grpc_message, f"{response.grpc_message!r}, want it to say {words!r}"
         assert not response.messages
         # The connection is fine: the next call on it is answered.
         assert client.call(HELLO).grpc_status == 0

@@ -21,6 +21,7 @@ from typing import Any
 
 import grpc
 import nats
+import orjson
 import pytest
 
 from layotto_fast._proto import runtime_pb2 as pb
@@ -32,6 +33,14 @@ TOTAL = 10_000
 IN_FLIGHT = 32
 PUBSUB = "ps"
 DUPLICATES_ALLOWED = 0.05  # of TOTAL
+LISTED_SECONDS = 15.0  # for the subscriber sidecar to ask the app for its topics and subscribe
+DRAIN_SECONDS = 60.0  # for the last publishes (and their retries) to be answered
+ARRIVAL_SECONDS = 120.0  # for every published message to reach the app
+# The test's own waits, each bounded, added up, so that one of them (with its message) fails
+# before the fault tests' SIGALRM does: three sidecar starts (the subscriber again after its
+# kill) at 10 s each, the listing, publishing TOTAL messages (5-10 s here; 60 s allowed), the
+# drain, the arrival, a backend restart (stop, 1 s, start: 30 s) and three stops at 15 s each.
+TIME_LIMIT = 3 * 10 + LISTED_SECONDS + 60 + DRAIN_SECONDS + ARRIVAL_SECONDS + 30 + 3 * 15
 
 
 @dataclass
@@ -97,7 +106,7 @@ def _publish_all(sidecar: sc.Sidecar, topic: str, published: Published, tick: Ca
         while not retry.empty():
             time.sleep(0.05)  # the backend is away: no hurry
             send(retry.get())
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + DRAIN_SECONDS
     while time.monotonic() < deadline:
         while not retry.empty():
             time.sleep(0.05)
@@ -136,6 +145,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[st
         server.close()
 
 
+@pytest.mark.time_limit(TIME_LIMIT)
 @pytest.mark.parametrize("fault", ["kill-subscriber", "app-retries", "backend-restart", "app-restart"])
 def test_every_published_message_arrives(tmp_path: Path, backend: tuple[str, Any], fault: str) -> None:
     kind, server = backend
@@ -191,10 +201,10 @@ def test_every_published_message_arrives(tmp_path: Path, backend: tuple[str, Any
                 events.append(f"nats-server came back with its consumer's ack floor {replayed} messages lower")
 
     try:
-        _wait_listed(app)
+        _wait_subscribed(app, subscriber)
         started = time.monotonic()
         _publish_all(publisher, topic, published, tick)
-        counts = _wait_all_arrived(app, published, timeout=120)
+        counts = _wait_all_arrived(app, published, timeout=ARRIVAL_SECONDS)
         elapsed = time.monotonic() - started
     finally:
         publisher.stop()
@@ -257,9 +267,14 @@ def _replayed(before: dict[str, int], after: dict[str, int]) -> int:
     return max((floor - after.get(name, 0) for name, floor in before.items()), default=0)
 
 
-def _wait_listed(app: CallbackApp, timeout: float = 15.0) -> None:
+def _wait_subscribed(app: CallbackApp, subscriber: sc.Sidecar, timeout: float = LISTED_SECONDS) -> None:
+    """Until the subscriber sidecar has asked the app for its topics and holds the subscription
+    (its ``/actuator/info``), so that its consumer group exists before the first publish."""
     deadline = time.monotonic() + timeout
     while app.listed == 0:
         assert time.monotonic() < deadline, "the subscriber sidecar never asked the app for its topics"
         time.sleep(0.05)
-    time.sleep(0.3)  # its subscribe calls follow the listing
+    wanted = [f"{PUBSUB}/{topic.topic}" for topic in app.topics]
+    while (held := orjson.loads(subscriber.http("/actuator/info")[1])["app"]["subscriptions"]) != wanted:
+        assert time.monotonic() < deadline, f"the subscriber sidecar holds {held}, never {wanted}"
+        time.sleep(0.05)

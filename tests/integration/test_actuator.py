@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import urllib.request
 
 import grpc
@@ -9,6 +10,7 @@ import orjson
 import pytest
 
 from layotto_fast._proto import runtime_pb2 as pb
+from layotto_fast._proto import runtime_pb2_grpc
 from tests.sidecar import Sidecar
 
 
@@ -23,14 +25,35 @@ def test_liveness_and_readiness_up(sidecar: Sidecar) -> None:
     assert set(components) >= {"helloworld", "config_demo", "lock_demo", "sequencer_demo", "secret_demo"}
 
 
+def configuration_subscriptions(sidecar: Sidecar) -> int:
+    return int(orjson.loads(sidecar.http("/actuator/info")[1])["configuration_subscriptions"])
+
+
+def wait_subscriptions(sidecar: Sidecar, count: int) -> None:
+    """Until ``/actuator/info`` counts ``count`` open SubscribeConfiguration streams (10 s at most)."""
+    deadline = time.monotonic() + 10
+    while (now := configuration_subscriptions(sidecar)) != count:
+        assert time.monotonic() < deadline, f"configuration_subscriptions stayed {now}, want {count}"
+        time.sleep(0.01)
+
+
 def test_info(sidecar: Sidecar, transport: str) -> None:
+    """``configuration_subscriptions`` counts the SubscribeConfiguration streams open now: none
+    before this test (no test before it on this sidecar leaves one open), one while it holds one,
+    none again once it is cancelled."""
     status, body = sidecar.http("/actuator/info")
     info = orjson.loads(body)
     assert status == 200
     assert info["grpc_transport"] == transport
     assert info["app_id"] == "layotto-fast" and info["version"]
     assert {"name": "in-memory", "type": "state.in-memory", "version": "v1"} in info["components"]
-    assert info["uptime_seconds"] > 0 and info["configuration_subscriptions"] >= 0
+    assert info["uptime_seconds"] > 0 and info["configuration_subscriptions"] == 0
+    request = pb.SubscribeConfigurationRequest(store_name="config_demo", app_id="actuator-info", keys=["k"])
+    with grpc.insecure_channel(sidecar.target) as channel:
+        call = runtime_pb2_grpc.RuntimeStub(channel).SubscribeConfiguration(iter([request]))
+        wait_subscriptions(sidecar, 1)
+        call.cancel()
+        wait_subscriptions(sidecar, 0)
 
 
 def test_metrics_count_rpcs_by_status(sidecar: Sidecar) -> None:

@@ -6,7 +6,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import grpc
 import orjson
@@ -114,6 +114,18 @@ class Subscription:
     def next(self, timeout: float = 2.0) -> tuple[float, pb.SubscribeConfigurationResponse]:
         return self.pushes.get(timeout=timeout)
 
+    def got(self, key: str, timeout: float) -> bool:
+        """Whether a push of ``key`` arrives within ``timeout`` s (pushes of other keys are dropped)."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                _, push = self.next(timeout=left)
+            except queue.Empty:
+                return False
+            if any(item.key == key for item in push.items):
+                return True
+        return False
+
     def close(self) -> None:
         self.call.cancel()
         self.channel.close()
@@ -129,49 +141,77 @@ def subscriptions(sidecar: Sidecar) -> int:
     return int(orjson.loads(sidecar.http("/actuator/info")[1])["configuration_subscriptions"])
 
 
-def test_subscribers_get_saves_and_deletes_within_100ms(sidecar: Sidecar) -> None:
-    app, k, other = unique("app"), unique("key"), unique("key")
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` if it does not within ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout:g} s"
+        time.sleep(0.01)
+
+
+def sentinel_request(app: str, sentinel: str) -> pb.SubscribeConfigurationRequest:
+    """A request watching only ``sentinel``: sent after a subscription's real requests, a push of
+    the sentinel shows the sidecar has read (and registered the watches of) all of them, since
+    it reads one stream's requests in order."""
+    return pb.SubscribeConfigurationRequest(store_name=STORE, app_id=app, keys=[sentinel])
+
+
+def await_watching(sidecar: Sidecar, app: str, sentinel: str, subscribers: list[Subscription]) -> None:
+    """Save ``sentinel`` until every subscriber has had it pushed (a save before its watch was
+    registered reaches no one), then once more and read each subscriber's queue up to that
+    last push: afterwards every watch is registered and every queue is empty."""
+    waiting, rounds, deadline = list(subscribers), 0, time.monotonic() + 10
+    while waiting:
+        assert time.monotonic() < deadline, f"{len(waiting)} of {len(subscribers)} subscriptions never watched"
+        rounds += 1
+        save(sidecar, app, pb.ConfigurationItem(key=sentinel, content=f"round-{rounds}"))
+        waiting = [subscriber for subscriber in waiting if not subscriber.got(sentinel, timeout=0.5)]
+    save(sidecar, app, pb.ConfigurationItem(key=sentinel, content="last"))
+    for subscriber in subscribers:
+        while True:
+            _, push = subscriber.next(timeout=5)
+            assert [item.key for item in push.items] == [sentinel], push
+            if push.items[0].content == "last":
+                break
+
+
+def test_subscribers_get_saves_and_deletes_within_500ms(sidecar: Sidecar) -> None:
+    app, k, other, sentinel = unique("app"), unique("key"), unique("key"), unique("sentinel")
     request = pb.SubscribeConfigurationRequest(store_name=STORE, app_id=app, keys=[k])
     before = subscriptions(sidecar)
-    subscribers = [Subscription(sidecar, request) for _ in range(3)]
+    subscribers = [Subscription(sidecar, request, sentinel_request(app, sentinel)) for _ in range(3)]
     try:
-        deadline = time.monotonic() + 5
-        while subscriptions(sidecar) < before + 3 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.1)  # the watches are registered once the request is read
+        wait_for(lambda: subscriptions(sidecar) >= before + 3, "three open subscriptions in actuator/info")
+        await_watching(sidecar, app, sentinel, subscribers)
         sent = time.monotonic()
         save(sidecar, app, pb.ConfigurationItem(key=k, content="v1"), pb.ConfigurationItem(key=other, content="x"))
         for subscriber in subscribers:
             at, push = subscriber.next()
-            assert at - sent < 0.1, f"push took {at - sent:.3f}s"
+            assert at - sent < 0.5, f"push took {at - sent:.3f}s"
             assert push.store_name == STORE and push.app_id == app
             assert [(i.key, i.content) for i in push.items] == [(k, "v1")]
         sent = time.monotonic()
         sidecar.stub().DeleteConfiguration(pb.DeleteConfigurationRequest(store_name=STORE, app_id=app, keys=[k]))
         for subscriber in subscribers:
             at, push = subscriber.next()
-            assert at - sent < 0.1
+            assert at - sent < 0.5, f"push took {at - sent:.3f}s"
             assert [(i.key, i.content) for i in push.items] == [(k, "")]
     finally:
         for subscriber in subscribers:
             subscriber.close()
     # Subscribers that went away are cleaned up.
-    deadline = time.monotonic() + 5
-    while subscriptions(sidecar) > before and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(lambda: subscriptions(sidecar) <= before, "the closed subscriptions removed")
     assert subscriptions(sidecar) == before
 
 
 def test_the_same_subscribe_request_twice_pushes_each_change_once(sidecar: Sidecar) -> None:
-    app, k = unique("app"), unique("key")
+    app, k, sentinel = unique("app"), unique("key"), unique("sentinel")
     request = pb.SubscribeConfigurationRequest(store_name=STORE, app_id=app, keys=[k])
     before = subscriptions(sidecar)
-    subscriber = Subscription(sidecar, request, request, request)
+    subscriber = Subscription(sidecar, request, request, request, sentinel_request(app, sentinel))
     try:
-        deadline = time.monotonic() + 5
-        while subscriptions(sidecar) < before + 1 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.1)  # the watches are registered once the requests are read
+        wait_for(lambda: subscriptions(sidecar) >= before + 1, "the open subscription in actuator/info")
+        await_watching(sidecar, app, sentinel, [subscriber])  # all three requests read
         save(sidecar, app, pb.ConfigurationItem(key=k, content="v1"))
         _, push = subscriber.next()
         assert [(i.key, i.content) for i in push.items] == [(k, "v1")]
