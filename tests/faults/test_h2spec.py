@@ -30,6 +30,7 @@ from tests import sidecar as sidecar_process
 from tests.faults import raw_h2
 from tests.faults.raw_h2 import Frames, RawConnection
 from tests.faults.support import assert_serving
+from tests.tools import tool_missing
 
 REPO = Path(__file__).resolve().parents[2]
 TOOLS_BIN = REPO / ".tools" / "bin"
@@ -64,7 +65,7 @@ def h2spec_binary() -> str:
         return found
     go = shutil.which("go") or (GO if Path(GO).exists() else None)
     if go is None:
-        pytest.skip("h2spec is not installed and there is no Go toolchain to install it")
+        tool_missing("h2spec is not installed and there is no Go toolchain to install it")
     env = {**os.environ, "GOBIN": str(TOOLS_BIN), "PATH": f"{Path(go).parent}:{os.environ.get('PATH', '')}"}
     result = subprocess.run(
         [go, "install", H2SPEC_MODULE], env=env, capture_output=True, text=True, timeout=600, check=False

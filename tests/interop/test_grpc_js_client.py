@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.sidecar import Sidecar
+from tests.tools import tool_missing
 
 CLIENT = Path(__file__).resolve().parent / "grpc_js_client"
 
@@ -25,7 +26,7 @@ CLIENT = Path(__file__).resolve().parent / "grpc_js_client"
 def node_client() -> Path:
     npm, node = shutil.which("npm"), shutil.which("node")
     if npm is None or node is None:
-        pytest.skip("node/npm not installed")
+        tool_missing("node/npm not installed")
     install = "ci" if (CLIENT / "package-lock.json").exists() else "install"
     result = subprocess.run(
         [npm, install, "--no-audit", "--no-fund"], cwd=CLIENT, capture_output=True, text=True, timeout=600

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.sidecar import Sidecar
+from tests.tools import tool_missing
 
 CLIENT = Path(__file__).resolve().parent / "layotto_go_client"
 
@@ -23,7 +24,7 @@ CLIENT = Path(__file__).resolve().parent / "layotto_go_client"
 @pytest.fixture(scope="module")
 def go_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if shutil.which("go") is None and not Path("/usr/local/go/bin/go").exists():
-        pytest.skip("Go toolchain not installed")
+        tool_missing("Go toolchain not installed")
     subprocess.run(["bash", str(CLIENT / "gen.sh")], check=True, capture_output=True, timeout=600)
     binary = tmp_path_factory.mktemp("goclient") / "goclient"
     env_path = "/usr/local/go/bin"

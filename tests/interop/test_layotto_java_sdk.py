@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.sidecar import Sidecar
+from tests.tools import tool_missing
 
 CLIENT = Path(__file__).resolve().parent / "layotto_java_sdk"
 JAR = CLIENT / "target" / "layotto-java-sdk-client.jar"
@@ -28,7 +29,7 @@ JAR = CLIENT / "target" / "layotto-java-sdk-client.jar"
 @pytest.fixture(scope="module")
 def java_client() -> Path:
     if shutil.which("mvn") is None or shutil.which("java") is None:
-        pytest.skip("Maven or Java not installed")
+        tool_missing("Maven or Java not installed")
     build = subprocess.run(
         ["mvn", "-q", "-B", "package", "-DskipTests"],
         cwd=CLIENT,

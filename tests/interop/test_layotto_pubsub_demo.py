@@ -37,6 +37,7 @@ from pathlib import Path
 import pytest
 
 from tests.sidecar import REPO, Sidecar, free_port, serve_command
+from tests.tools import tool_missing
 
 SDK_VERSION = "1.1.0"
 SIDECAR_PORT = 34904  # the SDK's RuntimeProperties.DEFAULT_PORT, as the demo publisher uses it
@@ -146,7 +147,7 @@ def _build_dir() -> Path:
 def demo_classpath() -> str:
     """``classes:deps`` of the demo's two mains, built once per SDK version and source."""
     if shutil.which("mvn") is None or shutil.which("java") is None or shutil.which("javac") is None:
-        pytest.skip("Maven or a JDK is not installed: Layotto's Java SDK cannot be fetched or run")
+        tool_missing("Maven or a JDK is not installed: Layotto's Java SDK cannot be fetched or run")
     done = _build_dir()
     if not (done / "classpath.txt").is_file():
         work = done.with_name(f"{done.name}.tmp-{os.getpid()}")

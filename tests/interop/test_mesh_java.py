@@ -42,6 +42,7 @@ import pytest
 import yaml
 
 from tests import sidecar as sidecar_process
+from tests.tools import tool_missing
 
 PROJECT = Path(__file__).resolve().parent / "java_mesh"
 SOFA_JAR = PROJECT / "sofa" / "target" / "sofa-peers.jar"
@@ -104,7 +105,7 @@ class Mesh:
 
 def build() -> None:
     if shutil.which("mvn") is None or shutil.which("java") is None:
-        pytest.skip("Maven or Java not installed")
+        tool_missing("Maven or Java not installed")
     result = subprocess.run(
         ["mvn", "-q", "-B", "package", "-DskipTests"],
         cwd=PROJECT,
