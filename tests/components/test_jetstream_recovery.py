@@ -11,6 +11,7 @@ import nats
 import pytest
 
 from layotto_fast.components.pubsub.jetstream import JetStreamPubSub, safe_name
+from layotto_fast.errors import Unavailable
 from layotto_fast.runtime.cloudevents import wrap
 from layotto_fast.runtime.pubsub import SubscribeOptions
 from tests.backends.servers import NatsServer
@@ -57,27 +58,37 @@ def test_a_consumer_deleted_under_a_subscription_is_made_again(harness: Harness)
     harness.run(scenario())
 
 
-def test_a_stream_deleted_under_a_subscription_is_made_again_with_its_consumer(harness: Harness) -> None:
-    """As after a nats-server restart without its store: the topic's stream and consumer are gone."""
+def test_a_consumer_not_made_again_at_first_is_made_when_its_pulls_go_unanswered(harness: Harness) -> None:
+    """After the refusal that told of the deletion, pulls to a consumer that is not there are
+    not answered at all (no status): a first attempt to make it again that failed (nats-server
+    answers "error creating store" for a while after a deletion) left the subscription pulling
+    into nothing for good. A pull nobody answers now counts as refused, and the consumer is
+    made again. The failed first attempt is injected (a fault), the rest is the real server."""
     pubsub, topic = harness.make(), unique()
     received = Recorder()
+    attempts: list[str] = []
+    join = pubsub._join
+
+    async def failing_once(stream: str, durable: str, topic_: str) -> str | None:
+        attempts.append(durable)
+        if len(attempts) == 2:  # the first is subscribe's own; the second is the first recovery
+            raise Unavailable("injected: error creating store for consumer")
+        return await join(stream, durable, topic_)
+
+    pubsub._join = failing_once  # type: ignore[method-assign]
 
     async def scenario() -> None:
         await pubsub.subscribe(topic, SubscribeOptions(group="g"), received)
         nc, js = await jetstream_of(harness)
         try:
-            await js.delete_stream(safe_name(topic))
+            await js.delete_consumer(safe_name(topic), "g")
         finally:
             await nc.close()
-        for _ in range(100):  # a publish finds no stream until the reader (or it) makes one again
-            try:
-                await pubsub.publish(topic, b"after", {})
-                break
-            except Exception:
-                await asyncio.sleep(0.1)
-        assert await until(lambda: b"after" in received.data, 10), received.data
+        await pubsub.publish(topic, b"after", {})
+        assert await until(lambda: b"after" in received.data, 15), (received.data, attempts)
 
     harness.run(scenario())
+    assert len(attempts) >= 3
 
 
 def test_consumer_names_that_read_alike_in_a_shared_stream_stay_apart(harness: Harness) -> None:
@@ -110,12 +121,15 @@ def test_consumer_names_that_read_alike_in_a_shared_stream_stay_apart(harness: H
     harness.run(scenario())
 
 
-def test_a_cloudevent_published_twice_is_stored_once_per_topic(harness: Harness) -> None:
+def test_a_client_s_cloudevent_published_twice_is_stored_once_per_topic(harness: Harness) -> None:
     """Dapr gives JetStream the event's id (Nats-Msg-Id): a client that publishes its CloudEvent
     again after a lost answer has it stored once. The same event sent to another topic of the
-    stream (a dead letter) is not a duplicate."""
+    stream (a dead letter) is not a duplicate. An envelope this sidecar made an id for carries
+    no such header (its id is new at each publish): the same bytes sent twice are two messages."""
     stream = f"shared{unique()}"
-    _, event = wrap(b"{}", "application/json", source="app", topic="t", pubsub_name="ps")
+    own = b'{"specversion": "1.0", "id": "client-1", "source": "app", "data": 1}'
+    _, forwarded = wrap(own, "application/cloudevents+json", source="app", topic="t", pubsub_name="ps")
+    _, minted = wrap(b"{}", "application/json", source="app", topic="t", pubsub_name="ps")
 
     async def make_stream() -> None:
         nc, js = await jetstream_of(harness)
@@ -124,14 +138,17 @@ def test_a_cloudevent_published_twice_is_stored_once_per_topic(harness: Harness)
         finally:
             await nc.close()
 
-    async def scenario(pubsub: JetStreamPubSub) -> int:
-        for topic in (f"{stream}.orders", f"{stream}.orders", f"{stream}.dead"):
-            await pubsub.publish(topic, event, {})
+    async def stored(pubsub: JetStreamPubSub, envelope: bytes, topics: list[str]) -> int:
         nc, js = await jetstream_of(harness)
         try:
-            return int((await js.stream_info(stream)).state.messages)
+            before = int((await js.stream_info(stream)).state.messages)
+            for topic in topics:
+                await pubsub.publish(topic, envelope, {})
+            return int((await js.stream_info(stream)).state.messages) - before
         finally:
             await nc.close()
 
     harness.run(make_stream())
-    assert harness.run(scenario(harness.make(streamName=stream))) == 2
+    pubsub = harness.make(streamName=stream)
+    assert harness.run(stored(pubsub, forwarded, [f"{stream}.orders", f"{stream}.orders", f"{stream}.dead"])) == 2
+    assert harness.run(stored(pubsub, minted, [f"{stream}.orders", f"{stream}.orders"])) == 2

@@ -158,7 +158,7 @@ class PullReader:
         self._request = f"{self._inbox}.{next(self._requests)}"
         self._owed = wanted
         over = self._request_over = self._loop.create_future()
-        lost = self._loop.call_later(FETCH_WAIT + REQUEST_GRACE, _end_quietly, over)
+        lost = self._loop.call_later(FETCH_WAIT + REQUEST_GRACE, _unanswered, over)
         try:
             body = orjson.dumps({"batch": wanted, "expires": int(FETCH_WAIT * 1e9)})
             await nc.publish(self._next_subject, body, reply=self._request)
@@ -245,6 +245,8 @@ def delivery_count(msg: Msg) -> int:
     return msg.metadata.num_delivered  # not a subject this knows: nats-py's reading, or its error
 
 
-def _end_quietly(over: asyncio.Future[None]) -> None:
+def _unanswered(over: asyncio.Future[None]) -> None:
+    """A pull request the server never ended: a consumer that exists ends each one, with
+    messages or a status (408 once it expires), so none is there to take it."""
     if not over.done():
-        over.set_result(None)
+        over.set_exception(PullRefused(f"no answer within {FETCH_WAIT + REQUEST_GRACE:g} s: is the consumer gone?"))
