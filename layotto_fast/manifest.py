@@ -67,11 +67,15 @@ def with_placeholders(
     them: ``{uuid}`` a new random UUID at each place, ``{podName}`` the POD_NAME variable
     (a manifest naming it without one stops start-up), ``{namespace}`` NAMESPACE (``default``
     when unset) and the app id as ``<namespace>.<app id>``, ``{appID}`` the app id. So a
-    ``consumerID: "{podName}"`` gives every replica its own group, as in Dapr."""
+    ``consumerID: "{podName}"`` gives every replica its own group, as in Dapr. A manifest
+    scoped to other app ids is left as it is: this app does not load it."""
     namespace = f"{environ.get('NAMESPACE', 'default')}.{app_id}"
     pod_name = environ.get("POD_NAME", "")
     filled = []
     for manifest in manifests:
+        if manifest.scopes and app_id not in manifest.scopes:
+            filled.append(manifest)
+            continue
         metadata = dict(manifest.metadata)
         for name, value in manifest.metadata.items():
             if "{" not in value:

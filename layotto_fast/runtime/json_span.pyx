@@ -11,7 +11,7 @@ The walk is over bytes a JSON parser has already accepted: it does not validate,
 skips strings (with their escapes) and nested values to find where each top-level member is.
 """
 
-from libc.string cimport memcmp
+from libc.string cimport memchr, memcmp
 
 
 cdef inline bint _is_space(unsigned char c) noexcept:
@@ -70,7 +70,8 @@ cdef Py_ssize_t _value_end(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) n
 def member_span(bytes document, bytes name):
     """(start, end) of the value of top-level member ``name`` in the JSON object ``document``;
     the last one when the name repeats, as parsers keep the last. None when there is no such
-    member, ``document`` is not an object, or the name is written with escapes in it."""
+    member, ``document`` is not an object, or any top-level name is written with escapes
+    (which one it spells is not worked out here)."""
     cdef const unsigned char* p = <const unsigned char*>document
     cdef const unsigned char* wanted = <const unsigned char*>name
     cdef Py_ssize_t n = len(document), size = len(name)
@@ -88,6 +89,8 @@ def member_span(bytes document, bytes name):
         if i < 0:
             return None
         key_end = i - 1
+        if memchr(p + key_start, 92, key_end - key_start) != NULL:
+            return None  # a name spelled with escapes may be ``name`` too: the caller parses instead
         i = _skip_space(p, i, n)
         if i >= n or p[i] != 58:  # ":"
             return None

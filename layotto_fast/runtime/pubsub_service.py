@@ -348,6 +348,7 @@ class _Delivery:
         self._pubsub = pubsub
         self._counts = counts
         self._loop = asyncio.get_running_loop()  # asked once: each ask is a getpid() on Python 3.11
+        self._expired_said = False
 
     def handle(self, message: Message) -> asyncio.Future[Verdict]:
         """The verdict to settle ``message`` with, once the rules below are through with it.
@@ -358,9 +359,12 @@ class _Delivery:
         event = self._event(message)
         outcome: asyncio.Future[Verdict] = self._loop.create_future()
         if event.extensions and has_expired(event, time.time()):
-            # past its ttlInSeconds: acknowledged and not delivered, as Dapr drops it
-            log.warning("message %s of %s/%s expired before delivery: dropped", event.id,
-                        self._subscription.pubsub_name, self._subscription.topic)  # fmt: skip
+            # past its ttlInSeconds: acknowledged and not delivered, as Dapr drops it; said once
+            # a subscription at WARNING (a backlog read late may be all expired), then counted
+            level = logging.DEBUG if self._expired_said else logging.WARNING
+            self._expired_said = True
+            log.log(level, "message %s of %s/%s expired before delivery: dropped (counted in dropped)", event.id,
+                    self._subscription.pubsub_name, self._subscription.topic)  # fmt: skip
             self._counts.dropped += 1
             outcome.set_result(Verdict.SUCCESS)
             return outcome

@@ -152,3 +152,5 @@ def test_a_client_s_cloudevent_published_twice_is_stored_once_per_topic(harness:
     pubsub = harness.make(streamName=stream)
     assert harness.run(stored(pubsub, forwarded, [f"{stream}.orders", f"{stream}.orders", f"{stream}.dead"])) == 2
     assert harness.run(stored(pubsub, minted, [f"{stream}.orders", f"{stream}.orders"])) == 2
+    raw = b'{"id": "order-42", "status": "paid"}'  # a raw payload's own "id" is no message id
+    assert harness.run(stored(pubsub, raw, [f"{stream}.orders", f"{stream}.orders"])) == 2

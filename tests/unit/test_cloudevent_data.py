@@ -8,6 +8,8 @@ way into the envelope and again on the way out; Dapr keeps them (it reads with U
 from __future__ import annotations
 
 import asyncio
+import time
+from datetime import datetime
 
 import orjson
 import pytest
@@ -65,6 +67,7 @@ def test_json_data_that_is_a_string_or_a_scalar_is_copied_too() -> None:
         (b'{"data": "first", "data": [2]}', b"[2]"),  # the last one, as parsers keep it
         (b'{"id": "data", "x": {"data": 1}}', None),  # not at the top level
         (b'{"d\\u0061ta": 1}', None),  # spelled with escapes: the caller reprints instead
+        (b'{"data": 1, "d\\u0061ta": 2}', None),  # the escaped one is the last "data": not worked out here
         (b"{}", None),
         (b"[1]", None),
         (b'{"data": true}', b"true"),
@@ -78,6 +81,8 @@ def test_member_span_finds_top_level_members_only(document: bytes, span: bytes |
 def test_an_envelope_naming_data_with_escapes_is_still_read() -> None:
     stored = b'{"specversion": "1.0", "id": "e-3", "d\\u0061ta": {"k": 2}}'
     assert orjson.loads(cloudevents.unwrap(stored, "orders", "ps").data) == {"k": 2}
+    twice = b'{"specversion": "1.0", "id": "e-4", "data": 1, "d\\u0061ta": 2}'  # parsers keep the last
+    assert cloudevents.unwrap(twice, "orders", "ps").data == b"2"
 
 
 def test_data_declared_a_cloudevent_that_is_no_json_object_is_refused_naming_the_field() -> None:
@@ -148,16 +153,22 @@ def test_a_message_past_its_ttl_is_acknowledged_not_delivered() -> None:
         service = PubSubService(components, "app")
         delivered: list[str] = []
 
+        expirations: list[str] = []
+
         async def deliver(event: cloudevents.Event, timeout: float) -> Verdict:
             delivered.append(event.id)
+            expirations.append(event.extensions.get("expiration", ""))
             return Verdict.SUCCESS
 
         try:
             stop = await service.subscribe(TopicSubscription("ps", "t"), deliver)
             _, stale = cloudevents.wrap(b"old", "text/plain", **WHERE, expiration="2001-01-01T00:00:00Z")
             await components.ready("pubsub")["ps"].publish("t", stale, {})
+            sent_at = time.time()
             fresh = await service.publish("ps", "t", b"new", "text/plain", {"ttlInSeconds": "60"}, "")
             assert await until(lambda: delivered == [fresh], 5)
+            expires = datetime.fromisoformat(expirations[0]).timestamp()  # the publish's ttl, written
+            assert sent_at + 58 <= expires <= time.time() + 61, (expirations, sent_at)
             await asyncio.sleep(0.7)  # past the in-memory redelivery interval: nothing comes again
             with pytest.raises(InvalidArgument, match=r"^metadata\.ttlInSeconds is 'soon'"):
                 await service.publish("ps", "t", b"x", "text/plain", {"ttlInSeconds": "soon"}, "")

@@ -66,6 +66,19 @@ def test_dapr_placeholders_in_metadata_are_filled_in(tmp_path: Path, monkeypatch
     assert manifest.metadata["enabled"] == "web-7f9/default.cart/cart"
 
 
+def test_a_placeholder_in_a_manifest_scoped_to_another_app_is_left_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shared folder's component for app 'billing' with {podName} stopped 'shop' from starting
+    where POD_NAME is unset, though 'shop' never loads it."""
+    from layotto_fast import server
+
+    (tmp_path / "m.yaml").write_text(PLACEHOLDERS.replace("spec:\n", "scopes: [billing]\nspec:\n", 1))
+    monkeypatch.delenv("POD_NAME", raising=False)
+    [manifest] = server.load_manifests(settings.load(None, {"resources_path": str(tmp_path), "app_id": "shop"}))
+    assert manifest.scopes == ("billing",) and manifest.metadata["enabled"] == "{podName}/{namespace}/{appID}"
+
+
 def test_a_pod_name_placeholder_without_pod_name_stops_start_up(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -75,8 +75,9 @@ _NOT_IN_NAMES = re.compile(r"[\s.*>/\\\x00-\x1f\x7f]")  # what NATS refuses in s
 
 
 def _cloudevent_id(data: bytes) -> str:
-    """The id of the CloudEvent ``data`` is, read without parsing the rest; "" when it is none."""
-    if data[:1] != b"{":
+    """The id of the CloudEvent ``data`` is, read without parsing the rest; "" when it is none
+    (a raw payload's own "id" member is the publisher's business, not a message id)."""
+    if data[:1] != b"{" or member_span(data, b"specversion") is None:
         return ""
     span = member_span(data, b"id")
     if span is None:
@@ -253,10 +254,10 @@ class JetStreamPubSub:
         shared = bool(self._config.stream_name)
         durable = safe_name(f"{group}_{topic}" if shared else group)
         found = await self._join(stream, durable, topic)
-        if shared and found != topic:
+        if shared and found and found != topic:
             # The name of another group's consumer of another topic ("a" + "b_c" and "a_b" +
-            # "c" read alike), or of one reading every topic: this one gets a name of its own,
-            # hashed from both, unambiguously.
+            # "c" read alike): this one gets a name of its own, hashed from both, unambiguously.
+            # (One filtering on no single subject is an operator's: joined as it is.)
             both = hashlib.sha256(group.encode() + b"\0" + topic.encode()).hexdigest()[:8]
             durable = f"{durable}_{both}"
             await self._join(stream, durable, topic)

@@ -158,7 +158,7 @@ class PullReader:
         self._request = f"{self._inbox}.{next(self._requests)}"
         self._owed = wanted
         over = self._request_over = self._loop.create_future()
-        lost = self._loop.call_later(FETCH_WAIT + REQUEST_GRACE, _unanswered, over)
+        lost = self._loop.call_later(FETCH_WAIT + REQUEST_GRACE, self._unanswered, over)
         try:
             body = orjson.dumps({"batch": wanted, "expires": int(FETCH_WAIT * 1e9)})
             await nc.publish(self._next_subject, body, reply=self._request)
@@ -166,6 +166,18 @@ class PullReader:
         finally:
             lost.cancel()
             self._request = ""
+
+    def _unanswered(self, over: asyncio.Future[None]) -> None:
+        """A pull request the server never ended. A consumer that exists ends each one, with
+        messages or a status (408 once it expires), so none is there to take it, unless the
+        connection went meanwhile (nats-py reconnecting): then it simply ends."""
+        if over.done():
+            return
+        nc = self._connection()
+        if nc is None or not nc.is_connected:
+            over.set_result(None)
+            return
+        over.set_exception(PullRefused(f"no answer within {FETCH_WAIT + REQUEST_GRACE:g} s: is the consumer gone?"))
 
     async def _keep_alive(self) -> None:
         """Tell the server the unsettled messages are being worked on: no redelivery meanwhile.
@@ -243,10 +255,3 @@ def delivery_count(msg: Msg) -> int:
         if field and tokens[field].isdigit():
             return int(tokens[field])
     return msg.metadata.num_delivered  # not a subject this knows: nats-py's reading, or its error
-
-
-def _unanswered(over: asyncio.Future[None]) -> None:
-    """A pull request the server never ended: a consumer that exists ends each one, with
-    messages or a status (408 once it expires), so none is there to take it."""
-    if not over.done():
-        over.set_exception(PullRefused(f"no answer within {FETCH_WAIT + REQUEST_GRACE:g} s: is the consumer gone?"))

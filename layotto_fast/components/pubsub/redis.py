@@ -121,8 +121,8 @@ class RedisStreamsPubSub(PipelinedRedis):
         return stop
 
     async def close(self) -> None:
-        for stop in list(self._stops):
-            await stop()
+        # side by side: each may wait up to the read timeout for Redis (acknowledgements, leaving its group)
+        await asyncio.gather(*(stop() for stop in list(self._stops)))
         await super().close()
 
 
@@ -191,7 +191,7 @@ class _Reader:
         subscription is a consumer of its own, and the group would keep every one for good. One
         with pending entries stays, for another consumer to claim them from."""
         try:
-            async with asyncio.timeout(max(self._config.redis.read_timeout, 1.0)):  # a stop is not held up
+            async with asyncio.timeout(max(self._config.redis.read_timeout, 1.0)):  # bounded: Redis may be away
                 if not await self._client.xpending_range(
                     self._topic, self._group, min="-", max="+", count=1, consumername=self._consumer
                 ):
