@@ -35,6 +35,15 @@ async def jetstream_of(harness: Harness) -> tuple[nats.NATS, nats.js.JetStreamCo
     return nc, nc.jetstream()
 
 
+async def add_stream(harness: Harness, name: str, subjects: list[str]) -> None:
+    """A stream made as an operator would, shared by the topics ``subjects`` cover."""
+    nc, js = await jetstream_of(harness)
+    try:
+        await js.add_stream(name=name, subjects=subjects)
+    finally:
+        await nc.close()
+
+
 def test_a_consumer_deleted_under_a_subscription_is_made_again(harness: Harness) -> None:
     """Every pull was refused (409 Consumer Deleted) and retried every 2 s for good: the
     subscription delivered nothing more, and its messages piled up, until a restart. The new
@@ -98,14 +107,7 @@ def test_consumer_names_that_read_alike_in_a_shared_stream_stay_apart(harness: H
     u = unique()
     stream, topic_of_a, topic_of_a_b = f"shared{u}", f"b_{u}", u
 
-    async def make_stream() -> None:
-        nc, js = await jetstream_of(harness)
-        try:
-            await js.add_stream(name=stream, subjects=[topic_of_a, topic_of_a_b])
-        finally:
-            await nc.close()
-
-    harness.run(make_stream())
+    harness.run(add_stream(harness, stream, [topic_of_a, topic_of_a_b]))
     pubsub = harness.make(streamName=stream)
     first, second = Recorder(), Recorder()
 
@@ -131,13 +133,6 @@ def test_a_client_s_cloudevent_published_twice_is_stored_once_per_topic(harness:
     _, forwarded = wrap(own, "application/cloudevents+json", source="app", topic="t", pubsub_name="ps")
     _, minted = wrap(b"{}", "application/json", source="app", topic="t", pubsub_name="ps")
 
-    async def make_stream() -> None:
-        nc, js = await jetstream_of(harness)
-        try:
-            await js.add_stream(name=stream, subjects=[f"{stream}.>"])
-        finally:
-            await nc.close()
-
     async def stored(pubsub: JetStreamPubSub, envelope: bytes, topics: list[str]) -> int:
         nc, js = await jetstream_of(harness)
         try:
@@ -148,7 +143,7 @@ def test_a_client_s_cloudevent_published_twice_is_stored_once_per_topic(harness:
         finally:
             await nc.close()
 
-    harness.run(make_stream())
+    harness.run(add_stream(harness, stream, [f"{stream}.>"]))
     pubsub = harness.make(streamName=stream)
     assert harness.run(stored(pubsub, forwarded, [f"{stream}.orders", f"{stream}.orders", f"{stream}.dead"])) == 2
     assert harness.run(stored(pubsub, minted, [f"{stream}.orders", f"{stream}.orders"])) == 2
