@@ -129,9 +129,11 @@ def wrap(
     JSON object (Layotto refuses it too); an object without an id or specversion is wrapped."""
     content_type = content_type or DEFAULT_CONTENT_TYPE
     kind = _kind(content_type)
+    parsed: Any = _UNREAD  # data parsed once, for every question below
     if kind == _CLOUDEVENT or (kind == _JSON and data[:1] == b"{"):
-        existing = _as_cloudevent(data)
-        if existing is None and kind == _CLOUDEVENT and not _is_json_object(data):
+        parsed = _parsed(data)
+        existing = _cloudevent_in(parsed)
+        if existing is None and kind == _CLOUDEVENT and type(parsed) is not dict:
             raise NotACloudEvent(f"it is declared {CLOUDEVENT_CONTENT_TYPE} but is not a JSON object")
         if existing is not None:
             # where it is published now, whatever an earlier hop wrote there (as Dapr does)
@@ -158,7 +160,7 @@ def wrap(
     message_id = envelope["id"] = envelope["id"] or new_id()
     if expiration:
         envelope[EXPIRATION] = expiration
-    if kind >= _JSON and _is_json_text(data):
+    if kind >= _JSON and (_parsed(data) if parsed is _UNREAD else parsed) is not _NOT_JSON:
         return message_id, _with_data(orjson.dumps(envelope), data.strip())
     _put_data(envelope, data, kind)
     return message_id, orjson.dumps(envelope)
@@ -211,12 +213,19 @@ def expiration_after(seconds: int, now: float) -> str:
     return datetime.fromtimestamp(now + seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _as_cloudevent(data: bytes) -> dict[str, Any] | None:
-    """The envelope in ``data``: a JSON object whose id and specversion are non-empty strings."""
+_UNREAD, _NOT_JSON = object(), object()  # data not parsed yet; data that is no JSON
+
+
+def _parsed(data: bytes) -> Any:
+    """``data`` parsed as JSON, or _NOT_JSON."""
     try:
-        value = orjson.loads(data)
+        return orjson.loads(data)
     except orjson.JSONDecodeError:
-        return None
+        return _NOT_JSON
+
+
+def _cloudevent_in(value: Any) -> dict[str, Any] | None:
+    """``value`` when it is an envelope: a JSON object whose id and specversion are non-empty strings."""
     if type(value) is not dict:
         return None
     event_id, spec_version = value.get("id"), value.get("specversion")
@@ -225,19 +234,9 @@ def _as_cloudevent(data: bytes) -> dict[str, Any] | None:
     return None
 
 
-def _is_json_object(data: bytes) -> bool:
-    try:
-        return type(orjson.loads(data)) is dict
-    except orjson.JSONDecodeError:
-        return False
-
-
-def _is_json_text(data: bytes) -> bool:
-    try:
-        orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return False
-    return True
+def _as_cloudevent(data: bytes) -> dict[str, Any] | None:
+    """The envelope in ``data``, if it is one."""
+    return _cloudevent_in(_parsed(data))
 
 
 def _with_data(envelope: bytes, data: bytes) -> bytes:
