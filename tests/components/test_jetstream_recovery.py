@@ -4,7 +4,6 @@ collide, and publishes JetStream can recognise as duplicates."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Iterator
 
 import nats
@@ -16,11 +15,7 @@ from layotto_fast.runtime.cloudevents import wrap
 from layotto_fast.runtime.pubsub import SubscribeOptions
 from tests.backends.servers import NatsServer
 from tests.components.support import until
-from tests.components.test_jetstream_pubsub import Harness, Recorder
-
-
-def unique() -> str:
-    return uuid.uuid4().hex[:12]
+from tests.components.test_jetstream_pubsub import Harness, Recorder, unique
 
 
 @pytest.fixture
@@ -44,6 +39,15 @@ async def add_stream(harness: Harness, name: str, subjects: list[str]) -> None:
         await nc.close()
 
 
+async def delete_consumer(harness: Harness, stream: str, name: str) -> None:
+    """Consumer ``name`` of ``stream`` deleted, as an operator would."""
+    nc, js = await jetstream_of(harness)
+    try:
+        await js.delete_consumer(stream, name)
+    finally:
+        await nc.close()
+
+
 def test_a_consumer_deleted_under_a_subscription_is_made_again(harness: Harness) -> None:
     """Every pull was refused (409 Consumer Deleted) and retried every 2 s for good: the
     subscription delivered nothing more, and its messages piled up, until a restart. The new
@@ -56,11 +60,7 @@ def test_a_consumer_deleted_under_a_subscription_is_made_again(harness: Harness)
         await pubsub.subscribe(topic, SubscribeOptions(group="g"), received)
         await pubsub.publish(topic, b"before", {})
         assert await until(lambda: received.data == [b"before"], 5)
-        nc, js = await jetstream_of(harness)
-        try:
-            await js.delete_consumer(safe_name(topic), "g")
-        finally:
-            await nc.close()
+        await delete_consumer(harness, safe_name(topic), "g")
         await pubsub.publish(topic, b"after", {})
         assert await until(lambda: b"after" in received.data, 10), received.data
 
@@ -88,11 +88,7 @@ def test_a_consumer_not_made_again_at_first_is_made_when_its_pulls_go_unanswered
 
     async def scenario() -> None:
         await pubsub.subscribe(topic, SubscribeOptions(group="g"), received)
-        nc, js = await jetstream_of(harness)
-        try:
-            await js.delete_consumer(safe_name(topic), "g")
-        finally:
-            await nc.close()
+        await delete_consumer(harness, safe_name(topic), "g")
         await pubsub.publish(topic, b"after", {})
         assert await until(lambda: b"after" in received.data, 15), (received.data, attempts)
 

@@ -40,6 +40,22 @@ def mesh(tmp: Path, cluster: dict[str, Any], listener: dict[str, Any] | None = N
         sidecar.stop()
 
 
+@contextmanager
+def ejecting_mesh(tmp: Path, ejection_ms: int) -> Iterator[tuple[Any, Any, sidecar_process.Sidecar, int]]:
+    """A good and a bad upstream behind a cluster that ejects a host after 2 failures in a row
+    for ``ejection_ms``; the upstreams, the sidecar and its listener's port."""
+    with (
+        fault_upstream() as good,
+        fault_upstream() as bad,
+        mesh(
+            tmp,
+            {"hosts": [good.address, bad.address],
+             "outlier_detection": {"consecutive_failures": 2, "ejection_ms": ejection_ms}},
+        ) as (sidecar, port),
+    ):  # fmt: skip
+        yield good, bad, sidecar, port
+
+
 def rss_mib(sidecar: sidecar_process.Sidecar) -> float:
     for line in Path(f"/proc/{sidecar.process.pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -127,17 +143,7 @@ def test_health_probes_that_cannot_connect_mark_a_host_unhealthy_not_ejected(tmp
 
 
 def test_consecutive_failures_eject_a_host(tmp_path: Path) -> None:
-    with (
-        fault_upstream() as good,
-        fault_upstream() as bad,
-        mesh(
-            tmp_path,
-            {
-                "hosts": [good.address, bad.address],
-                "outlier_detection": {"consecutive_failures": 2, "ejection_ms": 60000},
-            },
-        ) as (sidecar, port),
-    ):
+    with ejecting_mesh(tmp_path, 60000) as (_, bad, sidecar, port):
         bad.mode = "close"
         client = BoltClient(("127.0.0.1", port))
         statuses = []
@@ -154,17 +160,7 @@ def test_an_ejected_host_serves_again_after_ejection_ms(tmp_path: Path) -> None:
     """Ejection is for ``ejection_ms``, not for good: the host that failed twice is left out
     for that long, then balanced to again (and, answering now, serves and stays in)."""
     ejection_ms = 500
-    with (
-        fault_upstream() as good,
-        fault_upstream() as bad,
-        mesh(
-            tmp_path,
-            {
-                "hosts": [good.address, bad.address],
-                "outlier_detection": {"consecutive_failures": 2, "ejection_ms": ejection_ms},
-            },
-        ) as (sidecar, port),
-    ):
+    with ejecting_mesh(tmp_path, ejection_ms) as (good, bad, sidecar, port):
         bad.mode = "close"
         client = BoltClient(("127.0.0.1", port))
         request_ids = iter(range(1000))
