@@ -17,6 +17,13 @@ import httptools
 
 # Bytes of a response body accepted before the connection is given up.
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+# An idle connection older than this is closed rather than used: a NAT or load balancer
+# may have forgotten it without a word, and a request on it would wait out its timeout.
+MAX_IDLE_SECONDS = 90.0
+# Requests sent again on a new connection when a kept-alive one turns out closed before
+# any byte of the answer came: the idempotent methods (RFC 9110, 9.2.2), and any request
+# carrying an Idempotency-Key. Another POST may have been acted upon; it fails instead.
+IDEMPOTENT_VERBS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 
 @dataclass
@@ -28,6 +35,14 @@ class HttpResponse:
 
 class HttpError(Exception):
     """The connection failed, or the peer sent something that is not HTTP."""
+
+
+class ClosedUnanswered(HttpError):
+    """The connection ended before any byte of the answer came."""
+
+
+class ResponseTooLarge(HttpError):
+    """The answer's body is over MAX_RESPONSE_BYTES."""
 
 
 class _Connection(asyncio.Protocol):
@@ -47,6 +62,8 @@ class _Connection(asyncio.Protocol):
         self._body_until_close = False
         self.reusable = False
         self.lost = False
+        self.answered = False  # some byte of the current request's answer has come
+        self.idle_since = 0.0  # the loop's clock when it was last put back idle
 
     # -- asyncio
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -54,6 +71,7 @@ class _Connection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
+        self.answered = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -66,7 +84,8 @@ class _Connection(asyncio.Protocol):
         if exc is None and self._body_until_close:
             self._finish(reusable=False)
             return
-        self._fail(HttpError(f"the upstream closed the connection{f': {exc}' if exc else ''}"))
+        kind = HttpError if self.answered else ClosedUnanswered
+        self._fail(kind(f"the upstream closed the connection{f': {exc}' if exc else ''}"))
 
     # -- httptools callbacks
     def on_message_begin(self) -> None:
@@ -80,7 +99,7 @@ class _Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self._size += len(body)
         if self._size > MAX_RESPONSE_BYTES:
-            self._fail(HttpError(f"the response body is over {MAX_RESPONSE_BYTES} bytes"))
+            self._fail(ResponseTooLarge(f"the response body is over {MAX_RESPONSE_BYTES} bytes"))
             return
         self._body.append(body)
 
@@ -120,6 +139,7 @@ class _Connection(asyncio.Protocol):
         self._waiter = self._loop.create_future()
         self._head_request = head_request
         self.reusable = False
+        self.answered = False
         self.transport.write(data)
         return self._waiter
 
@@ -138,6 +158,10 @@ class _Connection(asyncio.Protocol):
 def _is_interim(status: int) -> bool:
     # 101 is not interim: it ends HTTP on the connection (the parser reports an upgrade).
     return 100 <= status < 200 and status != 101
+
+
+def _replayable(verb: str, headers: dict[str, str]) -> bool:
+    return verb in IDEMPOTENT_VERBS or any(name.lower() == "idempotency-key" for name in headers)
 
 
 def _expire(answer: asyncio.Future[HttpResponse]) -> None:
@@ -162,24 +186,37 @@ class HttpClient:
         self, verb: str, target: str, headers: dict[str, str], body: bytes, timeout: float
     ) -> HttpResponse:
         """One request; raises TimeoutError after ``timeout`` seconds, HttpError or OSError
-        when the upstream cannot be reached or answers something that is not HTTP."""
+        when the upstream cannot be reached or answers something that is not HTTP. An
+        idempotent request that finds its kept-alive connection closed unanswered is sent
+        once more, on a new connection, within the same ``timeout``."""
         head = [f"{verb} {target} HTTP/1.1", f"Host: {self.address}", f"Content-Length: {len(body)}"]
         head += [f"{name}: {value}" for name, value in headers.items()]
         data = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
         loop = self._loop or asyncio.get_running_loop()
         self._loop = loop  # kept: get_running_loop() makes a getpid() system call
         deadline = loop.time() + timeout
-        idle = self._idle_connection()
+        idle = self._idle_connection(loop.time())
         if idle is not None:
-            connection = idle
-        else:
-            # Only a new connection goes through wait_for (it makes a Task; asyncio.timeout
-            # would need the handler to run in one, and the native transport runs it in none).
-            _, connection = await asyncio.wait_for(loop.create_connection(_Connection, self._host, self._port), timeout)
+            try:
+                return await self._exchange(idle, data, verb, deadline)
+            except ClosedUnanswered:
+                # The upstream closed it while idle, and its FIN crossed the request.
+                if not _replayable(verb, headers):
+                    raise
+        # Only a new connection goes through wait_for (it makes a Task; asyncio.timeout
+        # would need the handler to run in one, and the native transport runs it in none).
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise TimeoutError()
+        _, connection = await asyncio.wait_for(loop.create_connection(_Connection, self._host, self._port), remaining)
+        return await self._exchange(connection, data, verb, deadline)
+
+    async def _exchange(self, connection: _Connection, data: bytes, verb: str, deadline: float) -> HttpResponse:
+        assert self._loop is not None
         answer = connection.send(data, head_request=verb == "HEAD")
         # A kept-alive exchange is timed by a plain timer on the answer's future: no Task,
         # no extra loop passes between the upstream's answer and the caller's.
-        expiry = loop.call_at(deadline, _expire, answer)
+        expiry = self._loop.call_at(deadline, _expire, answer)
         try:
             response = await answer
         except BaseException:
@@ -188,12 +225,16 @@ class HttpClient:
         finally:
             expiry.cancel()
         if connection.reusable and not connection.lost and not self._closed and len(self._idle) < self._max_idle:
+            connection.idle_since = self._loop.time()
             self._idle.append(connection)
         else:
             connection.close()
         return response
 
-    def _idle_connection(self) -> _Connection | None:
+    def _idle_connection(self, now: float) -> _Connection | None:
+        """The connection last put back, after closing those idle for too long."""
+        while self._idle and now - self._idle[0].idle_since > MAX_IDLE_SECONDS:
+            self._idle.popleft().close()
         while self._idle:
             connection = self._idle.pop()
             if not connection.lost:

@@ -6,6 +6,7 @@ per-address clients rpc_target_address makes."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 import time
 from collections.abc import Callable
@@ -14,8 +15,9 @@ from types import TracebackType
 import pytest
 
 from layotto_fast.components.invoke.http import MAX_ADDRESS_CLIENTS, HttpChannel, HttpChannelConfig
-from layotto_fast.errors import InvalidArgument, Unavailable
-from layotto_fast.http.client import HttpClient, HttpError
+from layotto_fast.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unavailable
+from layotto_fast.http import client as http_client
+from layotto_fast.http.client import ClosedUnanswered, HttpClient, HttpError
 from layotto_fast.runtime.invoke import InvokeRequest
 
 # (bytes to send back, whether to close the connection after them) for a request's head.
@@ -251,5 +253,136 @@ def test_per_address_clients_are_bounded_least_recently_used_first() -> None:
             await call(channel, upstream.address)
             assert upstream.connections == 2
             await channel.close()
+
+    asyncio.run(scenario())
+
+
+def closing_unanswered_second_requests() -> Script:
+    """Answers a connection's first request and closes at its second, unanswered: as when
+    the upstream closes an idle kept-alive connection just as a request is sent on it."""
+    served = 0
+
+    def script(head: bytes) -> tuple[bytes, bool]:
+        nonlocal served
+        served += 1
+        if served % 2 == 0:
+            return b"", True
+        return echo_request_line(head)
+
+    return script
+
+
+@pytest.mark.parametrize(
+    ("verb", "headers", "replayed"),
+    [
+        ("GET", {}, True),
+        ("PUT", {}, True),
+        ("DELETE", {}, True),
+        ("POST", {}, False),
+        ("POST", {"Idempotency-Key": "k-1"}, True),
+    ],
+)
+def test_a_kept_alive_connection_closed_unanswered_is_retried_only_when_idempotent(
+    verb: str, headers: dict[str, str], replayed: bool
+) -> None:
+    async def scenario() -> None:
+        async with ScriptedUpstream(closing_unanswered_second_requests()) as upstream:
+            client = HttpClient(upstream.address)
+            first = await client.request(verb, "/one", headers, b"", 2.0)
+            assert first.body == f"{verb} /one HTTP/1.1".encode()
+            if replayed:
+                second = await client.request(verb, "/two", headers, b"body", 2.0)
+                assert second.body == f"{verb} /two HTTP/1.1".encode()
+                assert upstream.connections == 2, "sent again on a new connection"
+                assert [request_line(h) for h in upstream.heads].count(second.body) == 2
+            else:
+                with pytest.raises(ClosedUnanswered, match="closed the connection"):
+                    await client.request(verb, "/two", headers, b"body", 2.0)
+                assert upstream.connections == 1, "a POST that may have been acted upon is not sent again"
+            client.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_connection_idle_too_long_is_closed_instead_of_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http_client, "MAX_IDLE_SECONDS", 0.05)
+
+    async def scenario() -> None:
+        async with ScriptedUpstream(echo_request_line) as upstream:
+            client = HttpClient(upstream.address)
+            await client.request("GET", "/", {}, b"", 2.0)
+            await client.request("GET", "/", {}, b"", 2.0)
+            assert upstream.connections == 1, "a connection idle a moment is reused"
+            await asyncio.sleep(0.1)
+            await client.request("GET", "/", {}, b"", 2.0)
+            assert upstream.connections == 2
+            for _ in range(100):
+                if upstream.closed_by_client:
+                    break
+                await asyncio.sleep(0.01)
+            assert upstream.closed_by_client == 1, "the stale one was closed"
+            client.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_message_content_type_is_sent_once_whatever_the_metadata_says() -> None:
+    def script(head: bytes) -> tuple[bytes, bool]:
+        types = [line for line in head.split(b"\r\n") if line.lower().startswith(b"content-type:")]
+        body = b"|".join(types)
+        return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body), False
+
+    async def scenario() -> None:
+        async with ScriptedUpstream(script) as upstream:
+            channel = HttpChannel(HttpChannelConfig(address=upstream.address))
+            typed = await channel.call(InvokeRequest(
+                id="web", method="m", data=b"{}", content_type="application/json",
+                headers={"content-type": "text/plain", "x-kept": "1"},
+            ))  # fmt: skip
+            untyped = await channel.call(
+                InvokeRequest(id="web", method="m", data=b"{}", headers={"content-type": "text/plain"})
+            )
+            await channel.close()
+        assert typed.data == b"Content-Type: application/json"
+        assert untyped.data == b"content-type: text/plain", "without a message content type, the metadata's goes"
+
+    asyncio.run(scenario())
+
+
+def test_an_answer_over_the_size_limit_is_resource_exhausted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http_client, "MAX_RESPONSE_BYTES", 16)
+    script: Script = lambda head: (b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n" + b"x" * 40, False)  # noqa: E731
+
+    async def scenario() -> None:
+        async with ScriptedUpstream(script) as upstream:
+            channel = HttpChannel(HttpChannelConfig(address=upstream.address))
+            with pytest.raises(ResourceExhausted, match="over 16 bytes"):
+                await channel.call(InvokeRequest(id="web", method="m", data=b""))
+            await channel.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_kernel_giving_up_a_connect_is_unavailable_and_the_deadline_is_deadline_exceeded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A kernel connect timeout (ETIMEDOUT, after minutes) cannot be made on loopback: the
+    client's request is replaced by one raising it, a stand-in named as such."""
+    raised: list[BaseException] = []
+
+    async def stand_in_request(self: HttpClient, *args: object) -> None:
+        raise raised[0]
+
+    monkeypatch.setattr(HttpClient, "request", stand_in_request)
+
+    async def scenario() -> None:
+        channel = HttpChannel(HttpChannelConfig(address="127.0.0.1:1"))
+        raised[:] = [TimeoutError(errno.ETIMEDOUT, "Connection timed out")]
+        with pytest.raises(Unavailable, match="Connection timed out"):
+            await channel.call(InvokeRequest(id="web", method="m", data=b""))
+        raised[:] = [TimeoutError()]
+        with pytest.raises(DeadlineExceeded, match="within 3000 ms"):
+            await channel.call(InvokeRequest(id="web", method="m", data=b""))
+        await channel.close()
 
     asyncio.run(scenario())

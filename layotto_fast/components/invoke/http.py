@@ -20,13 +20,15 @@ from layotto_fast.errors import (
     Unavailable,
     Unimplemented,
 )
-from layotto_fast.http.client import HttpClient, HttpError
+from layotto_fast.http.client import HttpClient, HttpError, ResponseTooLarge
 from layotto_fast.runtime.invoke import TARGET_ADDRESS_HEADER, InvokeRequest, InvokeResult
 from layotto_fast.runtime.metadata import is_host_port
 
 DEFAULT_VERB = "POST"
 # Request headers the client sets itself: not forwarded.
-_NOT_FORWARDED = {"host", "content-length", "connection", "transfer-encoding"}
+_NOT_FORWARDED = frozenset({"host", "content-length", "connection", "transfer-encoding"})
+# ... and Content-Type too when the message has one: it is sent once, the message's.
+_NOT_FORWARDED_TYPED = _NOT_FORWARDED | {"content-type"}
 _STATUS_ERRORS: dict[int, type[RuntimeApiError]] = {
     400: InvalidArgument,
     404: NotFound,
@@ -97,18 +99,23 @@ class HttpChannel:
         target = _request_target(request.method, request.querystring)
         client = self._client(request.target_address)
         address = client.address
+        not_forwarded = _NOT_FORWARDED_TYPED if request.content_type else _NOT_FORWARDED
         headers = {
             _safe(k, "metadata key"): _safe(v, f"metadata {k}")
             for k, v in request.headers.items()
-            if k.lower() not in _NOT_FORWARDED
+            if k.lower() not in not_forwarded
         }
         if request.content_type:
             headers["Content-Type"] = _safe(request.content_type, "message.content_type")
         verb = request.verb or DEFAULT_VERB
         try:
             response = await client.request(verb, target, headers, request.data, request.timeout_ms / 1000)
-        except TimeoutError:
+        except TimeoutError as exc:
+            if exc.errno is not None:  # the kernel gave up connecting, before the call's own deadline
+                raise Unavailable(f"http://{address}{target}: {exc}") from None
             raise DeadlineExceeded(f"no answer from http://{address}{target} within {request.timeout_ms} ms") from None
+        except ResponseTooLarge as exc:
+            raise ResourceExhausted(f"http://{address}{target}: {exc}") from None
         except (OSError, HttpError) as exc:
             raise Unavailable(f"http://{address}{target}: {exc}") from None
         if not 200 <= response.status < 300:
