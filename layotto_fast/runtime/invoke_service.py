@@ -17,6 +17,7 @@ from layotto_fast.runtime.invoke import (
     InvokeRequest,
     InvokeResult,
 )
+from layotto_fast.runtime.metadata import is_host_port
 
 T = TypeVar("T")
 MAX_TIMEOUT_MS = 3_600_000
@@ -50,7 +51,7 @@ class InvokeService:
             raise NotFound(f"id: no invoke target {request.id!r} (known: {known})")
         # The sidecar's own headers are read here and not sent on by any channel.
         request.timeout_ms = _timeout(request.headers.pop(TIMEOUT_HEADER, None), target.timeout_ms)
-        request.target_address = request.headers.pop(TARGET_ADDRESS_HEADER, "")
+        request.target_address = _target_address(request.headers.pop(TARGET_ADDRESS_HEADER, ""))
         for i, step in enumerate(target.before):
             try:
                 request = await _settle(step.before(request))
@@ -99,3 +100,11 @@ def _timeout(header: str | None, default: int) -> int:
     if not 0 < value <= MAX_TIMEOUT_MS:
         raise InvalidArgument(f"{TIMEOUT_HEADER}: {value} is out of range (1 to {MAX_TIMEOUT_MS} ms)")
     return value
+
+
+def _target_address(header: str) -> str:
+    # Checked here for every channel: a mesh channel would otherwise make a direct cluster
+    # of any text and only find out it cannot be dialled when the call fails.
+    if header and not is_host_port(header):
+        raise InvalidArgument(f"{TARGET_ADDRESS_HEADER}: must be host:port, got {header!r}")
+    return header

@@ -319,8 +319,8 @@ def test_mesh_channels_map_silence_and_absence_to_grpc_codes(
 ) -> None:
     """rpc_target_address over the bolt and dubbo channels: the named address is dialled (the
     real provider answers there), one that accepts and never answers or never completes the
-    connect is DEADLINE_EXCEEDED within rpc_request_timeout, and one nobody listens on is
-    UNAVAILABLE."""
+    connect is DEADLINE_EXCEEDED within rpc_request_timeout, one nobody listens on is
+    UNAVAILABLE, and one that is no host:port INVALID_ARGUMENT."""
     import socket
 
     provider = providers[0] if target == "echo-bolt" else providers[1]
@@ -352,3 +352,6 @@ def test_mesh_channels_map_silence_and_absence_to_grpc_codes(
     closed = f"127.0.0.1:{sidecar_process.free_port()}"
     gone = error(sidecar, target, "echo", b"", metadata=(("rpc_target_address", closed),))
     assert gone.code() == grpc.StatusCode.UNAVAILABLE and closed in (gone.details() or ""), gone
+    malformed = error(sidecar, target, "echo", b"", metadata=(("rpc_target_address", "127.0.0.1"),))
+    assert malformed.code() == grpc.StatusCode.INVALID_ARGUMENT, malformed
+    assert malformed.details() == "rpc_target_address: must be host:port, got '127.0.0.1'"

@@ -7,6 +7,7 @@ tested against real upstreams in tests/integration/test_invoke_service.py."""
 from __future__ import annotations
 
 import asyncio
+import io
 from typing import Any, cast
 
 import pytest
@@ -79,6 +80,19 @@ def test_layotto_headers_set_timeout_and_address() -> None:
     for bad in ("soon", "0", "-5", "99999999"):
         with pytest.raises(InvalidArgument, match="rpc_request_timeout"):
             run(service, InvokeRequest(id="app", method="m", data=b"", headers={"rpc_request_timeout": bad}))
+
+
+@pytest.mark.parametrize("bad", ["10.0.0.1", "10.0.0.1:0", "10.0.0.1:70000", ":80", "::1:80", "h:port", "h:²"])
+def test_a_malformed_rpc_target_address_is_refused_before_any_channel(bad: str) -> None:
+    """Every channel shares the rule: a bolt or dubbo channel would otherwise make a
+    direct mesh cluster of the text and answer UNAVAILABLE."""
+    channel = RecordingChannel()
+    service = InvokeService({"app": Target("app", channel, 3000)})
+    with pytest.raises(InvalidArgument, match=rf"^rpc_target_address: must be host:port, got '{bad}'$"):
+        run(service, InvokeRequest(id="app", method="m", data=b"", headers={"rpc_target_address": bad}))
+    assert channel.seen == []
+    run(service, InvokeRequest(id="app", method="m", data=b"", headers={"rpc_target_address": "[::1]:80"}))
+    assert channel.seen[-1].target_address == "[::1]:80"
 
 
 class Broken(PassThrough):
@@ -226,6 +240,21 @@ def test_the_headers_filter_takes_scalar_values_as_text() -> None:
     assert step.before(request).headers == {"x-keep": "k", "x-count": "3", "x-from": "sidecar"}
 
 
+def test_the_headers_filter_matches_names_in_any_case() -> None:
+    """The call's metadata keys arrive lower-case, the config's as written: a removed name
+    goes, and a set one replaces the caller's, whatever the case of either."""
+    from layotto_fast.components.invoke.filters import HeaderFilter
+
+    step = HeaderFilter({"set": {"X-From": "sidecar"}, "remove": ["X-Internal"]})
+    request = InvokeRequest(
+        id="a", method="m", data=b"", headers={"x-internal": "1", "X-INTERNAL": "2", "x-from": "evil", "x-keep": "k"}
+    )
+    assert step.before(request).headers == {"x-keep": "k", "X-From": "sidecar"}
+    with pytest.raises(StartupError) as caught:
+        parse(_step(name="headers", set={"X-From": "a", "x-from": "b"}), "c.yaml")
+    assert "set names 'X-From' and 'x-from': header names are case-insensitive" in caught.value.problem
+
+
 @register_filter("test_crashing_factory")
 def crashing_factory(config: Any) -> PassThrough:
     """A user's factory failing with neither ValueError nor TypeError, which mean a refused config."""
@@ -339,6 +368,46 @@ def test_a_json_value_the_dubbo_encoder_cannot_hold_is_invalid_argument() -> Non
     request = DubboJsonRpc({}).before(InvokeRequest(id="d", method="echo", data=b'[{"$class": 5}]'))
     with pytest.raises(InvalidArgument, match=r"^message\.data: "):
         asyncio.run(channel.call(request))
+
+
+class RecordingMeshInvoker:
+    """Test double for the mesh: keeps each frame sent, answers a Dubbo OK with the string "ok"."""
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+
+    async def send(self, protocol: str, frame: bytes, timeout_ms: int, **where: str | None) -> bytes:
+        self.frames.append(frame)
+        body = b"\x91\x02ok"  # Hessian2: RESPONSE_VALUE (1), then the string
+        return b"\xda\xbb\x02\x14" + frame[4:12] + len(body).to_bytes(4, "big") + body
+
+
+def test_a_callers_metadata_cannot_retarget_a_dubbo_call() -> None:
+    """Dubbo providers take path, version and group from the attachments, and generic decides
+    how the arguments decode: the target's own values go out, whatever the metadata says."""
+    from dubbo.codec.hessian2 import Decoder  # type: ignore[import-untyped]  # dubbo-py's, not ours
+
+    from layotto_fast.components.invoke.filters import DubboJsonRpc
+    from layotto_fast.components.invoke.mesh_channels import DubboChannel, MeshChannelConfig, MeshInvoker
+
+    invoker = RecordingMeshInvoker()
+    config = MeshChannelConfig(cluster="c", address=None, service="com.example.EchoService", version="1.0")
+    step = DubboJsonRpc({})
+    service = InvokeService({"d": Target("d", DubboChannel(config, cast(MeshInvoker, invoker)), 3000,
+                                         before=[step], after=[step])})  # fmt: skip
+    metadata = {
+        "path": "com.corp.AdminService", "Interface": "com.corp.AdminService", "version": "9.9", "group": "admin",
+        "generic": "bean", "dubbo": "9.0.0", "timeout": "1", "dubbo.tag": "gray", "sys_callback_arg-0": "1",
+        "x-trace": "abc",
+    }  # fmt: skip
+    result = run(service, InvokeRequest(id="d", method="echo", data=b'["hi"]', headers=metadata))
+    assert result.data == b'"ok"'
+    sent = Decoder(io.BytesIO(invoker.frames[0])).decode()
+    assert (sent.service_name, sent.service_version, sent.method_name) == (b"com.example.EchoService", b"1.0", b"echo")
+    assert sent.attachment == {
+        "path": "com.example.EchoService", "interface": "com.example.EchoService", "version": "1.0",
+        "generic": "true", "x-trace": "abc",
+    }  # fmt: skip
 
 
 def test_a_verb_number_the_enum_lacks_is_invalid_argument() -> None:

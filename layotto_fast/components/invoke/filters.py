@@ -1,7 +1,7 @@
 """The filters the package ships, registered by name:
 
 - ``headers``: ``set: {name: value}`` adds or replaces request headers, ``remove: [name]``
-  drops them.
+  drops them; names match in any case.
 - ``timeout``: ``timeout_ms: N`` makes N the call's timeout, whatever the caller asked
   (``max_ms: N`` only caps it).
 - ``dubbo_json_rpc``: a JSON body becomes Dubbo's generic call, and the answer JSON, as
@@ -50,6 +50,11 @@ class HeaderFilterConfig:
         raw_remove = config.get("remove") or []
         if not isinstance(raw_remove, list) or not all(isinstance(k, str) and k for k in raw_remove):
             raise ValueError(f"remove must be a list of header names, got {raw_remove!r}")
+        seen: dict[str, str] = {}
+        for name in raw_set:
+            twice = seen.setdefault(name.lower(), name)
+            if twice != name:
+                raise ValueError(f"set names {twice!r} and {name!r}: header names are case-insensitive")
         return cls(set_headers={k: str(v) for k, v in raw_set.items()}, remove_headers=tuple(raw_remove))
 
 
@@ -57,12 +62,16 @@ class HeaderFilterConfig:
 class HeaderFilter(PassThrough):
     def __init__(self, config: Mapping[str, Any]) -> None:
         parsed = HeaderFilterConfig.parse(config)
-        self._set, self._remove = parsed.set_headers, parsed.remove_headers
+        self._set = parsed.set_headers
+        # Names compare case-insensitively (the call's metadata keys arrive lower-case): a
+        # header set replaces one of that name in any case, as a removed one goes in any case.
+        self._drop = frozenset(name.lower() for name in (*parsed.remove_headers, *parsed.set_headers))
 
     def before(self, request: InvokeRequest) -> InvokeRequest:
-        for name in self._remove:
-            request.headers.pop(name, None)
-        request.headers.update(self._set)
+        headers = request.headers
+        for name in [name for name in headers if name.lower() in self._drop]:
+            del headers[name]
+        headers.update(self._set)
         return request
 
 

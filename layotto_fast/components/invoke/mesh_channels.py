@@ -183,6 +183,27 @@ _DUBBO_STATUSES: dict[int, type[RuntimeApiError]] = {
 DUBBO_GENERIC = "dubbo_generic"  # request extension: a DubboCall for a generic invocation
 DUBBO_REPLY = "dubbo_reply"  # result extension: the decoded (status, outcome, value, attachments)
 _HEADER_TWO_WAY_HESSIAN2 = b"\xda\xbb\xc2\x00" + bytes(8)
+# Attachments a Dubbo provider reads to choose the exported service (path, interface,
+# version, group; a callback or stub service), how to decode the arguments (generic, its
+# class option, a callback argument), or how long the call may run; tag routing's too.
+# The channel's own values go out, never a caller's: metadata with these names is dropped.
+_RESERVED_ATTACHMENTS = frozenset({
+    "path", "interface", "version", "group", "generic", "generic.include.class", "dubbo",
+    "timeout", "_to", "timeout-countdown", "dubbo.tag", "dubbo.force.tag",
+    "callback.service.instid", "_iscallbackserviceinvoke", "is_callback_service",
+    "channel.callback.invokers.key", "dubbo.stub.event", "dubbo.stub.event.methods",
+})  # fmt: skip
+_RESERVED_ATTACHMENT_PREFIX = "sys_callback_arg-"  # the index of an argument that is a callback
+
+
+def _attachments(headers: dict[str, str]) -> dict[str, str]:
+    """The request's headers as Dubbo attachments, without those Dubbo reserves."""
+    kept = {}
+    for name, value in headers.items():
+        lowered = name.lower()
+        if lowered not in _RESERVED_ATTACHMENTS and not lowered.startswith(_RESERVED_ATTACHMENT_PREFIX):
+            kept[name] = value
+    return kept
 
 
 @dataclass(frozen=True)
@@ -196,8 +217,9 @@ class DubboChannel:
     """Without a filter, the request's data is the Dubbo body (Hessian2: dubbo version,
     path, version, method, descriptor, arguments, attachments) and the answer's data the
     response body, as Layotto's dubbo channel does. A filter may leave a ``DubboCall``
-    under ``dubbo_generic``: the channel then sends Dubbo's generic call and decodes the
-    answer (``dubbo_reply``)."""
+    under ``dubbo_generic``: the channel then sends Dubbo's generic call, with the request's
+    headers as attachments (less those Dubbo reserves), and decodes the answer
+    (``dubbo_reply``). A raw body goes as it is, its headers unsent, as Layotto's does."""
 
     def __init__(self, config: MeshChannelConfig, invoker: MeshInvoker) -> None:
         self._config, self._invoker = config, invoker
@@ -206,7 +228,7 @@ class DubboChannel:
         config = self._config
         call = request.extensions.get(DUBBO_GENERIC)
         if isinstance(call, DubboCall):
-            attachments = dict(request.headers)
+            attachments = _attachments(request.headers)
             try:
                 frame = native.encode_dubbo_generic(
                     0, config.service, config.version, call.method, call.arg_types, call.args, attachments
