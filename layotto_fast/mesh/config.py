@@ -219,8 +219,9 @@ def _cluster(source: str, path: str, raw: Any) -> Cluster:
     if not hosts:
         raise f.error("hosts", "must list at least one host:port")
     for i, host in enumerate(hosts):
-        if not is_host_port(host, port_zero=True):
-            raise f.error(f"hosts[{i}]", f"must be host:port, got {host!r}")
+        # Port 0 is only a listener's "any port": no connection can be made to it.
+        if not is_host_port(host):
+            raise f.error(f"hosts[{i}]", f"must be host:port with a port from 1 to 65535, got {host!r}")
     breaker = f.section("circuit_breaker", ("max_requests", "max_pending"))
     outlier = f.section("outlier_detection", ("consecutive_failures", "ejection_ms"))
     health = f.section("health_check", ("interval_ms", "timeout_ms"))
@@ -270,6 +271,14 @@ def _route(source: str, path: str, raw: Any, clusters: Mapping[str, Cluster], pr
         )
         if "version" in match_fields.raw and match.version is None:
             raise match_fields.error("version", f"must be a string, got {match_fields.raw['version']!r}")
+        if match.version is not None and protocol == "bolt":
+            # A Bolt request carries no version of its own (the native side reads it as ""),
+            # so a version condition there could never hold and every request would go unrouted.
+            raise match_fields.error(
+                "version",
+                "Bolt requests carry no separate version: it is part of the service name "
+                "(e.g. service: com.example.EchoService:1.0); match it there or drop version",
+            )
     weighted: list[tuple[str, int]] = []
     if f.raw.get("cluster") is not None and f.raw.get("clusters") is not None:
         raise f.error("clusters", "give cluster or clusters, not both")

@@ -73,9 +73,9 @@ class Mesh:
         log.info("mesh configuration reloaded from %s", self._config_file)
         return True
 
-    def _refuse(self, reason: str) -> bool:
+    def _refuse(self, reason: str, *, exc_info: bool = False) -> bool:
         self.refused_reloads += 1
-        log.error("mesh reload refused, the running configuration stays: %s", reason)
+        log.error("mesh reload refused, the running configuration stays: %s", reason, exc_info=exc_info)
         return False
 
     def stats(self) -> MeshStats:
@@ -123,7 +123,14 @@ class Mesh:
             await asyncio.sleep(WATCH_INTERVAL_SECONDS)
             stamp = self._stamp()
             if stamp is not None and stamp != self._seen:
-                self.reload()
+                try:
+                    self.reload()
+                except Exception as exc:
+                    # One failed reload must not end the watch. reload() refuses what it
+                    # expects (StartupError, changed listeners); anything else, such as a
+                    # file that breaks the YAML reader, is refused here. The routes stay:
+                    # reload() swaps them in last.
+                    self._refuse(f"{type(exc).__name__}: {exc}", exc_info=True)
 
 
 def _listener_keys(mesh: MeshSettings) -> list[tuple[str, str, str, int, int]]:

@@ -44,6 +44,7 @@ def test_defaults_follow_the_documented_ports_and_limits() -> None:
 
 def test_the_native_shape_carries_every_setting() -> None:
     raw = mesh(
+        protocol="dubbo",  # a version condition is Dubbo's: Bolt's version is in its service name
         routes=[
             {
                 "name": "r",
@@ -53,10 +54,11 @@ def test_the_native_shape_carries_every_setting() -> None:
                 "retries": 2,
                 "rate_limit": {"requests_per_second": 100, "burst": 10},
             }
-        ]
+        ],
     )
     raw["clusters"][0] = {
         **CLUSTER,
+        "protocol": "dubbo",
         "balancing": "least_request",
         "circuit_breaker": {"max_requests": 7, "max_pending": 3},
         "outlier_detection": {"consecutive_failures": 2, "ejection_ms": 500},
@@ -98,6 +100,14 @@ def test_the_native_shape_carries_every_setting() -> None:
          f"{R0}.cluster", "speaks bolt, this listener dubbo"),
         ({"clusters": [{**CLUSTER, "hosts": []}]}, "mesh.clusters[0].hosts", "at least one"),
         ({"clusters": [{**CLUSTER, "hosts": ["x"]}]}, "mesh.clusters[0].hosts[0]", "host:port"),
+        # Port 0 is a listener's "any port" (listeners here bind 127.0.0.1:0): nothing connects to it.
+        ({"clusters": [{**CLUSTER, "hosts": ["127.0.0.1:12200", "127.0.0.1:0"]}]}, "mesh.clusters[0].hosts[1]",
+         "port from 1 to 65535, got '127.0.0.1:0'"),
+        # Bolt requests reach the routes with no version (it is inside the service header):
+        # the condition would leave every request unrouted.
+        (mesh(routes=[{"name": "r", "cluster": "echo", "match": {"service": "com.example.EchoService",
+                                                               "version": "1.0"}}]),
+         f"{R0}.match.version", "part of the service name (e.g. service: com.example.EchoService:1.0)"),
         ({"clusters": [{**CLUSTER, "balancing": "random"}]}, "mesh.clusters[0].balancing", "round_robin, least"),
         ({"clusters": [CLUSTER, CLUSTER]}, "mesh.clusters[1].name", "used twice"),
         (mesh(routes=[{"name": "r", "cluster": "echo", "rate_limit": {"requests_per_second": 5, "burst": 0.5}}]),

@@ -1,0 +1,72 @@
+"""The mesh watching its config file: a reload that fails does not end the watch."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from layotto_fast import settings
+from layotto_fast.mesh import proxy
+from layotto_fast.mesh.proxy import Mesh
+
+
+def _config(*services: str) -> dict[str, Any]:
+    return {
+        "mesh": {
+            "listeners": [
+                {
+                    "protocol": "bolt",
+                    "address": "127.0.0.1:0",
+                    "routes": [{"name": s, "match": {"service": s}, "cluster": "echo"} for s in services],
+                }
+            ],
+            "clusters": [{"name": "echo", "protocol": "bolt", "hosts": ["127.0.0.1:12200"]}],
+        }
+    }
+
+
+async def _until(condition: Any, what: str, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def test_a_reload_that_fails_unexpectedly_keeps_the_routes_and_the_watch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No stand-in: a real file that PyYAML cannot read without a RecursionError (deeply
+    nested flow sequences), which is no StartupError; then a valid change is still taken."""
+    monkeypatch.setattr(proxy, "WATCH_INTERVAL_SECONDS", 0.02)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(_config("com.example.A")))
+    loaded = settings.load(str(path), {})
+    assert loaded.mesh is not None
+    mesh = Mesh(loaded.mesh, str(path))
+
+    async def run() -> None:
+        mesh.start()
+        mesh.watch()
+        try:
+            path.write_text("mesh: " + "[" * 5000 + "]" * 5000 + "\n")
+            await _until(lambda: mesh.refused_reloads == 1, "the nested file to be refused (did the watch end?)")
+            assert [r.name for r in mesh.settings.listeners[0].routes] == ["com.example.A"]
+
+            path.write_text(yaml.safe_dump(_config("com.example.A", "com.example.B")))
+            await _until(lambda: mesh.reloads == 1, "the valid change to be reloaded")
+            assert [r.name for r in mesh.settings.listeners[0].routes] == ["com.example.A", "com.example.B"]
+        finally:
+            mesh.stop()
+
+    with caplog.at_level(logging.ERROR, logger="layotto_fast.mesh"):
+        asyncio.run(run())
+    refused = [r for r in caplog.records if "mesh reload refused" in r.getMessage()]
+    assert len(refused) == 1
+    assert "RecursionError: maximum recursion depth exceeded" in refused[0].getMessage()
+    assert refused[0].exc_info is not None
