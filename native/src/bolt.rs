@@ -25,7 +25,8 @@ pub const CMD_RESPONSE: u16 = 2;
 pub const VER2: u8 = 1;
 pub const CODEC_HESSIAN2: u8 = 1;
 pub const SWITCH_CRC: u8 = 0x01;
-/// The v2 `ver1` whose frames carry a CRC32 when the switch asks for one.
+/// The v2 `ver1` without a CRC32, and the one whose frames carry it when the switch asks.
+pub const VER1: u8 = 1;
 pub const VER1_CRC: u8 = 2;
 
 pub const REQUEST_HEADER_LEN_V1: usize = 22;
@@ -102,6 +103,14 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<u64>> {
         PROTO_V2 => 2,
         other => return Err(Error::field("bolt proto", other)),
     };
+    // A SOFA Bolt server reads no v2 frame of another `ver1`: it would wait on it for good.
+    if proto == PROTO_V2 {
+        match buf.get(1) {
+            None => return Ok(None),
+            Some(&(VER1 | VER1_CRC)) => {}
+            Some(&other) => return Err(Error::field("bolt ver1", other)),
+        }
+    }
     let Some(&ty) = buf.get(type_at) else {
         return Ok(None);
     };
@@ -211,18 +220,25 @@ fn whole_parts(frame: &[u8], want_request: bool) -> Result<Parts<'_>> {
         }
     }
     let parts = parts(frame, what)?;
-    if has_crc(frame) {
-        let end = frame.len() - CRC_LEN as usize;
-        let sent = u32::from_be_bytes(be32(frame, end));
-        let computed = crc32(&frame[..end]);
-        if sent != computed {
-            return Err(Error::field(
-                "bolt crc32",
-                format_args!("{sent:#010x} (the frame's is {computed:#010x})"),
-            ));
-        }
-    }
+    check_crc(frame)?;
     Ok(parts)
+}
+
+/// The CRC32 of a whole frame that carries one, against its bytes.
+fn check_crc(frame: &[u8]) -> Result<()> {
+    if !has_crc(frame) || frame.len() < CRC_LEN as usize {
+        return Ok(());
+    }
+    let end = frame.len() - CRC_LEN as usize;
+    let sent = u32::from_be_bytes(be32(frame, end));
+    let computed = crc32(&frame[..end]);
+    if sent != computed {
+        return Err(Error::field(
+            "bolt crc32",
+            format_args!("{sent:#010x} (the frame's is {computed:#010x})"),
+        ));
+    }
+    Ok(())
 }
 
 fn class_name(bytes: &[u8]) -> Result<&str> {
@@ -482,6 +498,12 @@ impl Codec for Bolt {
             });
         }
         let cmdcode = u16::from_be_bytes(be16(frame, cmd_at));
+        // A SOFA Bolt server closes the connection at any other command code or a CRC32
+        // that does not match: such a frame must not reach a connection others share.
+        if cmdcode > CMD_RESPONSE {
+            return Err(Error::field("bolt cmdcode", cmdcode));
+        }
+        check_crc(frame)?;
         let kind = match (frame[type_at], cmdcode) {
             (TYPE_REQUEST | TYPE_ONEWAY, CMD_HEARTBEAT) => FrameKind::HeartbeatRequest,
             (TYPE_RESPONSE, CMD_HEARTBEAT) => FrameKind::HeartbeatResponse,
@@ -537,8 +559,8 @@ impl Codec for Bolt {
         if frame.len() < id_at + 4 {
             return;
         }
-        // A CRC32 is written again only over a frame that matched its own: one damaged on
-        // the way in must still fail the peer's check, not leave here freshly signed.
+        // A CRC32 is written again only over a frame that matched its own ([`Codec::head`]
+        // refuses the others): one damaged on the way must not leave here freshly signed.
         let crc_at = frame.len().saturating_sub(4);
         let intact = has_crc(frame)
             && crc_at >= id_at + 4
@@ -856,16 +878,42 @@ mod tests {
     }
 
     #[test]
-    fn a_damaged_v2_frame_is_not_signed_again() {
+    fn a_damaged_v2_frame_is_refused_and_not_signed_again() {
         let mut frame = golden_crc_request();
         let at = frame.len() - 6;
         frame[at] ^= 1; // damaged on the way in: its CRC32 no longer matches
+        assert!(Bolt::head(&frame)
+            .unwrap_err()
+            .to_string()
+            .starts_with("invalid bolt crc32"));
         Bolt::set_request_id(&mut frame, 9);
-        assert_eq!(Bolt::head(&frame).unwrap().request_id, 9);
         assert!(decode_request(&frame)
             .unwrap_err()
             .to_string()
             .starts_with("invalid bolt crc32"));
+    }
+
+    #[test]
+    fn frames_a_bolt_server_would_close_on_are_malformed() {
+        let mut unknown_command = hex(BOLT_V1_REQUEST);
+        unknown_command[2..4].copy_from_slice(&3u16.to_be_bytes());
+        assert_eq!(
+            frame_len(&unknown_command).unwrap(),
+            Some(unknown_command.len() as u64)
+        );
+        assert!(Bolt::head(&unknown_command)
+            .unwrap_err()
+            .to_string()
+            .starts_with("invalid bolt cmdcode"));
+        let mut other_ver1 = golden_crc_request();
+        for ver1 in [0u8, 3, 0xff] {
+            other_ver1[1] = ver1;
+            assert!(frame_len(&other_ver1)
+                .unwrap_err()
+                .to_string()
+                .starts_with("invalid bolt ver1"));
+        }
+        assert_eq!(frame_len(&[PROTO_V2]).unwrap(), None, "ver1 not read yet");
     }
 
     fn golden_crc_request() -> Vec<u8> {
@@ -1155,7 +1203,7 @@ mod tests {
             );
         }
         // A v2 request gets a v2 answer.
-        let v2 = hex(BOLT_V2_REQUEST_CRC);
+        let v2 = golden_crc_request();
         let answer = Bolt::refusal(&v2, &Bolt::head(&v2).unwrap(), Refusal::Timeout, "");
         assert_eq!(frame_len(&answer).unwrap(), Some(answer.len() as u64));
         assert_eq!(

@@ -1,11 +1,13 @@
 """The mesh under faults, in the real sidecar: a client that never reads, a host that stops
-answering health checks, consecutive failures ejecting a host, the circuit breaker."""
+answering health checks, consecutive failures ejecting a host, the circuit breaker, an
+upstream connection that goes silent, frames a Bolt server would close its connection on."""
 
 from __future__ import annotations
 
 import json
 import socket
 import time
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -294,3 +296,84 @@ def test_the_circuit_breaker_refuses_past_max_pending_while_connecting(tmp_path:
                 assert 'layotto_fast_mesh_breaker_refused_total{cluster="c"} 2.0' in body.decode()
         finally:
             filler.close()
+
+
+def test_an_upstream_connection_that_goes_silent_is_replaced_after_one_timeout(tmp_path: Path) -> None:
+    """Without health checks: a request's whole timeout without one byte from the upstream
+    gives its connection up, and the next request goes out on a new one. Kept, it would
+    time every request out until TCP gave up, many minutes later."""
+    with (
+        fault_upstream() as upstream,
+        mesh(tmp_path, {"hosts": [upstream.address]}, route={"timeout_ms": 300}) as (_, port),
+    ):
+        client = BoltClient(("127.0.0.1", port))
+        client.send(client.request(1, SERVICE))
+        assert client.responses(1)[0][:2] == (1, STATUS_SUCCESS)
+        upstream.wedged = {1}  # the mesh's connection: the route to it dropped, say
+        client.send(client.request(2, SERVICE))
+        assert client.responses(1)[0][:2] == (2, STATUS_TIMEOUT)
+        for i in range(3, 6):
+            client.send(client.request(i, SERVICE))
+            assert client.responses(1)[0][:2] == (i, STATUS_SUCCESS)
+        assert upstream.connections == 2
+
+
+def test_a_host_whose_connection_goes_silent_is_healthy_again_on_a_new_one(tmp_path: Path) -> None:
+    """A heartbeat unanswered with nothing at all read for the check's timeout gives the
+    connection up: the next probe opens a new one, and the host is healthy again."""
+    cluster = {"hosts": [], "health_check": {"interval_ms": 100, "timeout_ms": 150}}
+    with fault_upstream() as upstream, mesh(tmp_path, {**cluster, "hosts": [upstream.address]}) as (sidecar, port):
+        wait_for(lambda: upstream.heartbeats > 0 and hosts(sidecar)[upstream.address]["healthy"])
+        upstream.wedged = {1}
+        wait_for(lambda: not hosts(sidecar)[upstream.address]["healthy"])
+        wait_for(lambda: hosts(sidecar)[upstream.address]["healthy"])
+        assert upstream.connections == 2
+        client = BoltClient(("127.0.0.1", port))
+        client.send(client.request(1, SERVICE))
+        assert client.responses(1)[0][:2] == (1, STATUS_SUCCESS)
+
+
+def test_a_late_heartbeat_answer_does_not_pass_a_later_probe(tmp_path: Path) -> None:
+    """Every heartbeat is answered, but after the check's timeout and the next probe's
+    start: the host stays unhealthy (an answer to an earlier probe proves nothing now)."""
+    cluster = {"health_check": {"interval_ms": 50, "timeout_ms": 100}}
+    with fault_upstream() as upstream, mesh(tmp_path, {**cluster, "hosts": [upstream.address]}) as (sidecar, _):
+        upstream.heartbeat_delay = 0.2
+        wait_for(lambda: upstream.heartbeats >= 2)
+        seen = set()
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            seen.add(hosts(sidecar)[upstream.address]["healthy"])
+            time.sleep(0.02)
+        assert seen == {False}
+
+
+def bolt_v2_with_crc(request_id: int, service: str, damaged: bool = False) -> bytes:
+    """A Bolt v2 request with ver1 2 and the CRC bit, made from the v1 encoding: v2 adds
+    ver1 after proto and the switch after codec, and a CRC32 (java.util.zip's) at the end."""
+    v1 = BoltClient.request(request_id, service)
+    frame = bytes([2, 2]) + v1[1:10] + bytes([0x01]) + v1[10:]
+    crc = zlib.crc32(frame) ^ (1 if damaged else 0)
+    return frame + crc.to_bytes(4, "big")
+
+
+def test_frames_a_bolt_server_would_close_on_close_only_the_senders_connection(tmp_path: Path) -> None:
+    """A damaged CRC32 or an unknown command code would make a SOFA Bolt provider close the
+    connection every client's requests share: the mesh closes the sender's instead, and a
+    request of another client waiting on the same upstream connection is answered."""
+    unknown_command = bytearray(BoltClient.request(7, SERVICE))
+    unknown_command[2:4] = (3).to_bytes(2, "big")
+    with fault_upstream() as upstream, mesh(tmp_path, {"hosts": [upstream.address]}) as (_, port):
+        good = BoltClient(("127.0.0.1", port))
+        good.send(bolt_v2_with_crc(1, SERVICE))
+        assert good.responses(1)[0][:2] == (1, STATUS_SUCCESS), "an intact v2 frame with its CRC32 goes through"
+        upstream.delay = 0.3
+        for bad in (bolt_v2_with_crc(7, SERVICE, damaged=True), bytes(unknown_command)):
+            waiting = BoltClient(("127.0.0.1", port))
+            waiting.send(waiting.request(2, SERVICE))
+            time.sleep(0.1)  # sent on, and waiting for its answer
+            offender = BoltClient(("127.0.0.1", port))
+            offender.send(bad)
+            assert offender.closed_by_peer()
+            assert waiting.responses(1)[0][:2] == (2, STATUS_SUCCESS)
+        assert upstream.connections == 1

@@ -23,11 +23,16 @@ class FaultUpstream:
     """Modes: echo, close (drops the connection on a request), silent (never answers a
     request), mute (never answers anything, heartbeats included), unknown (answers an id it
     was never sent), split (echo, each answer written in two pieces a few ms apart, the
-    n-th request's cut at byte n of the answer); ``delay`` seconds before each answer."""
+    n-th request's cut at byte n of the answer); ``delay`` seconds before each answer,
+    ``heartbeat_delay`` before each heartbeat's. The connections numbered in ``wedged``
+    (1 is the first accepted) answer nothing, whatever the mode: a dropped route, say."""
 
     def __init__(self) -> None:
         self.mode = "echo"
         self.delay = 0.0
+        self.heartbeat_delay = 0.0
+        self.wedged: set[int] = set()
+        self.connections = 0  # accepted so far
         self.requests = 0
         self.heartbeats = 0
         self.open_connections = 0
@@ -57,10 +62,13 @@ class FaultUpstream:
         task.add_done_callback(self._serving.discard)
         splitter = native.FrameSplitter("bolt")
         self.open_connections += 1
+        self.connections += 1
+        number = self.connections
         try:
             while data := await reader.read(65536):
                 for frame in splitter.feed(data):
-                    await self._answer(bytes(frame), writer)
+                    if number not in self.wedged:
+                        await self._answer(bytes(frame), writer)
         except (ConnectionError, native.FrameError, asyncio.CancelledError):
             pass
         finally:
@@ -73,6 +81,8 @@ class FaultUpstream:
             return
         if cmdcode == HEARTBEAT:
             self.heartbeats += 1
+            if self.heartbeat_delay:
+                await asyncio.sleep(self.heartbeat_delay)
             writer.write(native.encode_bolt_heartbeat_ack(request_id))
             return
         self.requests += 1

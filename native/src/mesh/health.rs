@@ -34,22 +34,25 @@ async fn probe<C: Codec>(cluster: &Rc<Cluster>, host: usize, timeout: Duration) 
         }
     };
     let sent = Instant::now();
-    if !upstream.send_heartbeat::<C>() {
+    let Some(id) = upstream.send_heartbeat::<C>() else {
         return false;
-    }
+    };
     let deadline = sent + timeout;
     while Instant::now() < deadline {
-        if upstream
-            .heartbeat_answered
-            .get()
-            .is_some_and(|at| at >= sent)
-        {
+        if upstream.heartbeat_answered(id) {
             return true;
         }
         if !upstream.is_open() {
             return false;
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    if upstream.silent_since(sent) {
+        // Nothing at all came back, not only no answer: a new connection may well work
+        // (the next probe opens it), where this one would stay silent.
+        upstream.give_up::<C>(&format!(
+            "the upstream sent nothing for {timeout:?} after a heartbeat: its connection was given up"
+        ));
     }
     false
 }

@@ -71,8 +71,10 @@ pub struct Upstream {
     next_id: Cell<u64>,
     /// Wakes the deadline task when a request arrives on an idle connection.
     sent: tokio::sync::Notify,
-    /// When a heartbeat was last answered (active health checks read it).
-    pub heartbeat_answered: Cell<Option<Instant>>,
+    /// The id of the heartbeat last answered (active health checks read it).
+    heartbeat_answered: Cell<Option<u64>>,
+    /// When bytes last came from the upstream.
+    last_read: Cell<Instant>,
     /// Set when the upstream said it takes no new requests (it is shutting down).
     closing: Cell<bool>,
     /// The cluster and host it serves (weak: the host owns this connection).
@@ -116,6 +118,7 @@ impl Upstream {
             pending: RefCell::new(PendingMap::default()),
             next_id: Cell::new(1),
             heartbeat_answered: Cell::new(None),
+            last_read: Cell::new(Instant::now()),
             closing: Cell::new(false),
             owner,
             sent: tokio::sync::Notify::new(),
@@ -178,11 +181,30 @@ impl Upstream {
         self.outbox.push(frame)
     }
 
-    /// Sends a heartbeat; the id is ours, and its answer is simply consumed.
-    pub fn send_heartbeat<C: Codec>(&self) -> bool {
+    /// Sends a heartbeat under an id of ours; None if the connection is closed.
+    pub fn send_heartbeat<C: Codec>(&self) -> Option<u64> {
         let id = self.next_id.get() & self.id_mask;
         self.next_id.set(self.next_id.get().wrapping_add(1));
-        self.outbox.push(&C::heartbeat_request(id))
+        self.outbox.push(&C::heartbeat_request(id)).then_some(id)
+    }
+
+    /// Whether the heartbeat sent under `id` was answered (a late answer to an earlier
+    /// one does not count).
+    pub fn heartbeat_answered(&self, id: u64) -> bool {
+        self.heartbeat_answered.get() == Some(id)
+    }
+
+    /// Whether nothing at all came from the upstream since `since`.
+    pub fn silent_since(&self, since: Instant) -> bool {
+        self.last_read.get() < since
+    }
+
+    /// Gives up a connection that stopped answering (a dropped route, a wedged peer):
+    /// what it owes fails at once, and the next request or probe opens a new one.
+    /// Without this it would stay until TCP gave up, many minutes later.
+    pub fn give_up<C: Codec>(&self, why: &str) {
+        self.outbox.close();
+        self.fail_all::<C>(Refusal::Unavailable, why);
     }
 
     fn issued(&self, id: u64) -> bool {
@@ -226,7 +248,7 @@ async fn read_responses<C: Codec>(
         tokio::select! {
             read = reader.read_buf(&mut buffer) => match read {
                 Ok(0) => break 'reading "the upstream closed the connection".to_string(),
-                Ok(_) => {}
+                Ok(_) => upstream.last_read.set(Instant::now()),
                 Err(e) => break 'reading format!("reading from the upstream failed: {e}"),
             },
             _ = upstream.outbox.closed() => break 'reading "writing to the upstream failed".to_string(),
@@ -283,7 +305,7 @@ fn on_frame<C: Codec>(upstream: &Upstream, frame: &mut [u8]) -> Result<(), Strin
         FrameKind::HeartbeatRequest => {
             upstream.outbox.push(&C::heartbeat_reply(frame, &head));
         }
-        FrameKind::HeartbeatResponse => upstream.heartbeat_answered.set(Some(Instant::now())),
+        FrameKind::HeartbeatResponse => upstream.heartbeat_answered.set(Some(head.request_id)),
         FrameKind::Closing => upstream.on_closing(),
         FrameKind::Request | FrameKind::Oneway => {
             return Err("the upstream sent a request on a client connection".into());
@@ -317,6 +339,7 @@ async fn expire_deadlines<C: Codec>(upstream: Rc<Upstream>) {
             .filter(|(_, p)| p.deadline <= now)
             .map(|(&id, _)| id)
             .collect();
+        let mut silent = None;
         for id in expired {
             let Some(p) = upstream.pending.borrow_mut().remove(&id) else {
                 continue;
@@ -325,11 +348,22 @@ async fn expire_deadlines<C: Codec>(upstream: Rc<Upstream>) {
             p.cluster.failed(p.host);
             p.count(Outcome::Timeout);
             let waited = now.duration_since(p.started);
+            if upstream.silent_since(p.started) {
+                silent = Some(waited);
+            }
             refuse::<C>(
                 &p,
                 Refusal::Timeout,
                 &format!("no answer from the upstream within {waited:?}"),
             );
+        }
+        if let Some(waited) = silent {
+            // Not one byte came for a request's whole timeout: the connection is given up,
+            // not just the request, so that a dead route costs one timeout, not all of them.
+            upstream.give_up::<C>(&format!(
+                "the upstream sent nothing for {waited:?}: its connection was given up"
+            ));
+            break;
         }
         upstream.close_if_drained();
     }
