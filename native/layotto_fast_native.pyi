@@ -302,6 +302,7 @@ class MeshClusterConfig(TypedDict):
     ejection_ms: int
     health_check_interval_ms: int
     health_check_timeout_ms: int
+    idle_heartbeat_ms: int  # 0: none
 
 class MeshConfig(TypedDict):
     listeners: list[MeshListenerConfig]

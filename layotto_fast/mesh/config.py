@@ -72,6 +72,9 @@ class Cluster:
     ejection_ms: int = 30_000
     health_check_interval_ms: int = 0  # 0: no health checks
     health_check_timeout_ms: int = 1000
+    # A heartbeat on a connection idle this long, as SOFA Bolt and Dubbo clients send (their
+    # servers close connections idle for 90 s and 180 s); 0: none.
+    idle_heartbeat_ms: int = 15_000
 
 
 # A cluster's and a route's defaults, read from the records themselves.
@@ -141,6 +144,7 @@ def _native_cluster(c: Cluster) -> NativeClusterConfig:
         "ejection_ms": c.ejection_ms,
         "health_check_interval_ms": c.health_check_interval_ms,
         "health_check_timeout_ms": c.health_check_timeout_ms,
+        "idle_heartbeat_ms": c.idle_heartbeat_ms,
     }
 
 
@@ -213,7 +217,7 @@ def _cluster(source: str, path: str, raw: Any) -> Cluster:
         path,
         raw,
         ("name", "protocol", "hosts", "balancing", "connect_timeout_ms", "circuit_breaker", "outlier_detection",
-         "health_check"),
+         "health_check", "idle_heartbeat_ms"),
     )  # fmt: skip
     hosts = f.items("hosts")
     if not hosts:
@@ -243,6 +247,7 @@ def _cluster(source: str, path: str, raw: Any) -> Cluster:
             else _CLUSTER.health_check_interval_ms
         ),
         health_check_timeout_ms=_integer(health, "timeout_ms", _CLUSTER.health_check_timeout_ms, 1, 600_000),
+        idle_heartbeat_ms=f.integer("idle_heartbeat_ms", _CLUSTER.idle_heartbeat_ms, 0, 86_400_000),
     )
 
 

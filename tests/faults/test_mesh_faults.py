@@ -377,3 +377,26 @@ def test_frames_a_bolt_server_would_close_on_close_only_the_senders_connection(t
             assert offender.closed_by_peer()
             assert waiting.responses(1)[0][:2] == (2, STATUS_SUCCESS)
         assert upstream.connections == 1
+
+
+def test_an_idle_upstream_connection_gets_heartbeats_and_is_given_up_when_silent(tmp_path: Path) -> None:
+    """As SOFA Bolt and Dubbo clients do (their servers close connections idle for 90 s and
+    180 s), an idle upstream connection gets a heartbeat every ``idle_heartbeat_ms``; one that
+    sends nothing back by the next is given up, so the next request goes out on a new one
+    instead of timing out on a dead one."""
+    cluster = {"idle_heartbeat_ms": 100}
+    with (
+        fault_upstream() as upstream,
+        mesh(tmp_path, {**cluster, "hosts": [upstream.address]}, route={"timeout_ms": 2000}) as (_, port),
+    ):
+        client = BoltClient(("127.0.0.1", port))
+        client.send(client.request(1, SERVICE))
+        assert client.responses(1)[0][:2] == (1, STATUS_SUCCESS)
+        wait_for(lambda: upstream.heartbeats >= 3)
+        upstream.wedged = {1}
+        time.sleep(0.5)  # several heartbeats unanswered
+        started = time.monotonic()
+        client.send(client.request(2, SERVICE))
+        assert client.responses(1)[0][:2] == (2, STATUS_SUCCESS)
+        assert time.monotonic() - started < 1.0, "not after the route's timeout"
+        assert upstream.connections == 2

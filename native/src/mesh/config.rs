@@ -76,6 +76,8 @@ pub struct ClusterConfig {
     /// Active health checks with heartbeat frames (0: none).
     pub health_check_interval_ms: u64,
     pub health_check_timeout_ms: u64,
+    /// A heartbeat on an upstream connection after this long without a request (0: none).
+    pub idle_heartbeat_ms: u64,
 }
 
 #[cfg(test)]
@@ -93,6 +95,7 @@ impl Default for ClusterConfig {
             ejection_ms: 30_000,
             health_check_interval_ms: 0,
             health_check_timeout_ms: 1000,
+            idle_heartbeat_ms: 15_000,
         }
     }
 }

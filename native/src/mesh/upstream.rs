@@ -98,7 +98,11 @@ impl Upstream {
         timeout: Duration,
         owner: (Weak<Cluster>, usize),
     ) -> std::io::Result<Rc<Upstream>> {
-        let Some(stats) = owner.0.upgrade().map(|c| c.stats.clone()) else {
+        let Some((stats, idle_heartbeat_ms)) = owner
+            .0
+            .upgrade()
+            .map(|c| (c.stats.clone(), c.config.idle_heartbeat_ms))
+        else {
             return Err(std::io::Error::other("the cluster was replaced"));
         };
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
@@ -128,7 +132,9 @@ impl Upstream {
         let outbox = upstream.outbox.clone();
         spawn_local(async move { outbox.drain(writer).await });
         spawn_local(read_responses::<C>(upstream.clone(), reader, PhantomData));
-        spawn_local(expire_deadlines::<C>(upstream.clone()));
+        let idle_heartbeat =
+            (idle_heartbeat_ms > 0).then(|| Duration::from_millis(idle_heartbeat_ms));
+        spawn_local(expire_deadlines::<C>(upstream.clone(), idle_heartbeat));
         Ok(upstream)
     }
 
@@ -314,16 +320,45 @@ fn on_frame<C: Codec>(upstream: &Upstream, frame: &mut [u8]) -> Result<(), Strin
     Ok(())
 }
 
-async fn expire_deadlines<C: Codec>(upstream: Rc<Upstream>) {
+/// Waits while nothing is pending until a request is sent; false once the connection is
+/// closed. After every `heartbeat` of it a heartbeat goes out, and a connection that sent
+/// nothing back by the next is given up.
+async fn wait_idle<C: Codec>(upstream: &Upstream, heartbeat: Option<Duration>) -> bool {
+    let mut owed_since: Option<Instant> = None;
+    loop {
+        let beat = async {
+            match heartbeat {
+                Some(every) => tokio::time::sleep(every).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = upstream.sent.notified() => return true,
+            _ = upstream.outbox.closed() => return false,
+            _ = beat => {}
+        }
+        if owed_since.is_some_and(|since| upstream.silent_since(since)) {
+            upstream.give_up::<C>(
+                "the upstream answered no heartbeat while idle: its connection was given up",
+            );
+            return false;
+        }
+        owed_since = Some(Instant::now());
+        if upstream.send_heartbeat::<C>().is_none() {
+            return false;
+        }
+    }
+}
+
+async fn expire_deadlines<C: Codec>(upstream: Rc<Upstream>, idle_heartbeat: Option<Duration>) {
     let mut tick = tokio::time::interval(DEADLINE_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while upstream.is_open() {
         if upstream.pending.borrow().is_empty() {
-            // Idle: no timer at all until a request is sent (an idle connection must not
-            // wake the thread 200 times a second).
-            tokio::select! {
-                _ = upstream.sent.notified() => {}
-                _ = upstream.outbox.closed() => break,
+            // Idle: no deadline timer until a request is sent (an idle connection must not
+            // wake the thread 200 times a second), only the idle heartbeat's.
+            if !wait_idle::<C>(&upstream, idle_heartbeat).await {
+                break;
             }
             tick.reset();
         }
