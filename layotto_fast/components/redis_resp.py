@@ -37,7 +37,8 @@ EXEC = b"*1\r\n$4\r\nEXEC\r\n"
 
 
 class Transaction:
-    """Commands in RESP sent as MULTI ... EXEC; only EXEC's reply is wanted.
+    """Commands in RESP sent as MULTI ... EXEC; only EXEC's reply is wanted, or the error
+    Redis gave a command as it queued it (then EXEC's is only EXECABORT).
 
     Redis runs the queued commands with no other client's command between them, for
     about half the CPU of a Lua script doing the same writes (measured here, 20 in a batch).
@@ -103,6 +104,9 @@ class RespConnection(asyncio.Protocol):
         self.lost: BaseException | None = None
         self.reads = 0  # data_received calls: the read timeout's sign of progress
         self.watched = False  # a read-timeout watch is armed
+        # The first error Redis gave a command of a transaction as it queued it (READONLY,
+        # OOM...): EXEC then only answers EXECABORT, so its caller gets this one instead.
+        self.queue_error: Exception | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, only alike
@@ -117,11 +121,16 @@ class RespConnection(asyncio.Protocol):
                 self.abort(redis_errors.ConnectionError("redis sent a reply no command was waiting for"))
                 return
             future = waiting.popleft()
-            if future is None or future.done():  # a reply inside a transaction, or the caller went away
+            if future is None:  # MULTI's OK or a command's QUEUED, inside a transaction
+                if isinstance(reply, Exception) and self.queue_error is None:
+                    self.queue_error = reply
                 continue
             if isinstance(reply, Exception):  # hiredis' error replies; EXEC's array holds its own
-                fail(future, reply_error(reply) if isinstance(reply, ReplyError) else reply, config)
-            else:
+                if self.queue_error is not None:  # EXEC's EXECABORT: the error that caused it
+                    reply, self.queue_error = self.queue_error, None
+                if not future.done():  # the caller may have gone away
+                    fail(future, reply_error(reply) if isinstance(reply, ReplyError) else reply, config)
+            elif not future.done():
                 future.set_result(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:

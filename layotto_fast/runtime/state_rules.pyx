@@ -77,13 +77,16 @@ def set_op_for(
     ``field[index]suffix`` and what is wrong."""
     etag = _checked_etag(item, features, store_name, field, index, suffix)
     metadata = item_metadata(item)
-    own = bool(metadata)
-    if not own:
-        metadata = request_metadata
     ttl = None
-    if metadata and TTL_KEY in metadata:  # the field's name is only built for an item that has one
-        # the map it came from: the item's, or the request's when the item has none
-        place = f"{_place(field, index, suffix)}metadata" if own else "metadata"
+    place = None  # the map the ttl comes from, named in errors: built only for an item that has one
+    # The item's own ttlInSeconds, else the request's (a transaction's), whatever else the
+    # item's metadata holds; an empty value is none, as in Dapr.
+    if metadata and metadata.get(TTL_KEY):
+        place = f"{_place(field, index, suffix)}metadata"
+    elif request_metadata and request_metadata.get(TTL_KEY):
+        metadata = request_metadata
+        place = "metadata"
+    if place is not None:
         ttl = ttl_from_metadata(metadata, place)
         if ttl is not None and TTL not in features:
             raise InvalidArgument(f"{place}.{TTL_KEY}: state store {store_name!r} does not support TTL")
@@ -112,9 +115,10 @@ def delete_op_for(
 
 
 def ttl_from_metadata(metadata: Mapping[str, str], str field):
-    """Dapr's ``ttlInSeconds``: a positive number of seconds, or -1 for none."""
+    """Dapr's ``ttlInSeconds``: a positive number of seconds, or -1 (or empty, as Dapr
+    reads it: not set) for none."""
     raw = metadata.get(TTL_KEY)
-    if raw is None:
+    if not raw:
         return None
     try:
         ttl = int(raw)

@@ -133,8 +133,10 @@ class StateService:
                 ops.append(_set_op(item, features, store_name, "operations", index, ".request", metadata, prefix))
             elif lowered == "delete":
                 ops.append(_delete_op(item, features, store_name, "operations", index, ".request", prefix))
-            else:
-                raise InvalidArgument(f"operations[{index}].operationType is {kind!r}: must be 'upsert' or 'delete'")
+            else:  # UNIMPLEMENTED, as Layotto and Dapr answer an operation type they do not support
+                raise Unimplemented(
+                    f"operations[{index}].operationType is {kind!r}: not supported; it must be 'upsert' or 'delete'"
+                )
         await _naming_app_keys(store.transact(ops, metadata), prefix)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
@@ -230,6 +231,118 @@ def test_state_writes_without_a_check_version_expire_and_refuse_like_the_script(
         harness.run(state.get(foreign))
     with pytest.raises(FailedPrecondition, match="refused the read: WRONGTYPE"):
         harness.run(state.bulk_get([plain, foreign]))
+
+
+def test_a_transaction_over_a_key_of_another_type_writes_nothing(harness: Harness) -> None:
+    """``SET b plain`` then a transaction [upsert a, upsert b] was refused with WRONGTYPE
+    after ``a`` was written: MULTI/EXEC has no rollback, and the script failed mid-write."""
+    state = harness.make("state.redis")
+    tag = unique()  # one hash slot, so that a cluster takes the transactions
+    a, b, c = f"{{{tag}}}a", f"{{{tag}}}b", f"{{{tag}}}c"
+    harness.cli("SET", b, "plain")
+    harness.run(state.set([SetOp(c, b"c0")]))
+    etag = harness.run(state.get(c)).etag
+    transactions = [
+        [SetOp(a, b"a"), SetOp(b, b"b")],  # nothing to check: was MULTI/EXEC on one node
+        [SetOp(a, b"a", first_write=True), SetOp(b, b"b")],  # first-write: the script
+        [SetOp(c, b"c1", etag=etag), DeleteOp(a), SetOp(b, b"b", ttl_seconds=5)],  # an etag: the script
+    ]
+    for ops in transactions:
+        with pytest.raises(FailedPrecondition) as refused:
+            harness.run(state.transact(ops))
+        assert harness.cli("EXISTS", a) == "0", ops
+        assert (harness.cli("GET", b), harness.cli("TTL", b)) == ("plain", "-1"), ops
+        assert harness.run(state.get(c)).etag == etag, ops
+        assert f"WRONGTYPE key {b!r} holds a string" in refused.value.message
+    # The check follows the operations in order: deleted first, the key can be written.
+    harness.run(state.transact([DeleteOp(b), SetOp(b, b"b"), SetOp(a, b"a")]))
+    assert [harness.run(state.get(k)).value for k in (a, b)] == [b"a", b"b"]
+
+
+def test_a_read_only_or_full_redis_is_unavailable_with_its_reason(tmp_path: Path) -> None:
+    """A replica's READONLY or an OOM came back as FAILED_PRECONDITION "EXECABORT ...": EXEC
+    only says the transaction was discarded, the queued command's reply says why."""
+    with RedisServer(tmp_path) as server:
+        harness = LoopHarness(server)
+        try:
+            state: Any = harness.started(registry.build(manifest("state.redis", {"redisHost": server.address})))
+            harness.run(state.set([SetOp("k", b"before")]))
+            etag = harness.run(state.get("k")).etag
+            writes: list[Callable[[], Coroutine[Any, Any, None]]] = [
+                lambda: state.set([SetOp("k", b"plain")]),  # MULTI/EXEC
+                lambda: state.set([SetOp("k", b"timed", ttl_seconds=5), SetOp("other", b"x")]),
+                lambda: state.set([SetOp("k", b"checked", etag=etag)]),  # the script
+                lambda: state.transact([SetOp("k", b"t"), DeleteOp("other")]),
+            ]
+            deletes: list[Callable[[], Coroutine[Any, Any, None]]] = [lambda: state.delete([DeleteOp("k")])]
+            for reason, refuse, allow, refused in (
+                ("READONLY", ("REPLICAOF", "127.0.0.1", "1"), ("REPLICAOF", "NO", "ONE"), writes + deletes),
+                ("OOM", ("CONFIG", "SET", "maxmemory", "1"), ("CONFIG", "SET", "maxmemory", "0"), writes),
+            ):
+                server.cli(*refuse)
+                for write in refused:
+                    with pytest.raises(Unavailable, match=f"redis at {server.address}: {reason} "):
+                        harness.run(write())
+                assert harness.run(state.get("k")).value == b"before"  # the connection still in step
+                server.cli(*allow)
+            harness.run(state.set([SetOp("k", b"after")]))
+            assert harness.run(state.get("k")).value == b"after"
+        finally:
+            harness.close()
+
+
+def test_a_strong_write_waits_for_the_replicas(tmp_path: Path) -> None:
+    """CONSISTENCY_STRONG was ignored: Dapr sends ``WAIT <replicas> 1000`` after a strong write
+    when the server has replicas. Here the replica is asleep: a strong write returns once it
+    has woken and acknowledged, while the other calls go on meanwhile."""
+    with (
+        RedisServer(tmp_path / "primary", extra_args=["--repl-diskless-sync-delay", "0"]) as primary,
+        RedisServer(tmp_path / "replica", extra_args=["--enable-debug-command", "yes"]) as replica,
+    ):
+        replica.cli("REPLICAOF", primary.host, str(primary.port))
+        deadline = time.monotonic() + 10
+        while "master_link_status:up" not in replica.cli("INFO", "replication"):
+            assert time.monotonic() < deadline, replica.cli("INFO", "replication")
+            time.sleep(0.05)
+        harness = LoopHarness(primary)
+        try:
+            state: Any = harness.started(registry.build(manifest("state.redis", {"redisHost": primary.address})))
+            writes: list[Callable[[], Coroutine[Any, Any, None]]] = [
+                lambda: state.set([SetOp("k", b"strong", strong=True)]),
+                lambda: state.transact([SetOp("t", b"strong", strong=True), DeleteOp("k", strong=True)]),
+            ]
+
+            async def while_the_replica_sleeps(write: Callable[[], Coroutine[Any, Any, None]]) -> tuple[float, float]:
+                started = time.monotonic()
+                waiting = asyncio.ensure_future(write())
+                await state.set([SetOp("other", b"plain")])  # not held behind the WAIT
+                other = time.monotonic() - started
+                await waiting
+                return other, time.monotonic() - started
+
+            primary.cli("SCRIPT", "FLUSH")  # Redis forgot the script: loaded again, then the write and its WAIT
+            for write in writes:
+                sleeper = threading.Thread(target=lambda: replica.command("DEBUG", "SLEEP", "0.6"))
+                sleeper.start()
+                time.sleep(0.1)
+                other, strong = harness.run(while_the_replica_sleeps(write))
+                sleeper.join()
+                assert other < 0.3 and 0.3 < strong < 1.5, (other, strong)
+            assert replica.cli("HGET", "t", "data") == "strong" and replica.cli("EXISTS", "k") == "0"
+            with pytest.raises(Conflict, match="etag mismatch for key 't'"):  # refused before the WAIT
+                harness.run(state.set([SetOp("t", b"stale", etag="1", strong=True)]))
+            with pytest.raises(Conflict, match="first-write"):
+                harness.run(state.transact([SetOp("t", b"again", first_write=True, strong=True)]))
+            assert replica.cli("HGET", "t", "data") == "strong"
+            started = time.monotonic()  # a write that asks nothing does not wait
+            sleeper = threading.Thread(target=lambda: replica.command("DEBUG", "SLEEP", "0.6"))
+            sleeper.start()
+            time.sleep(0.1)
+            harness.run(state.set([SetOp("k", b"eventual")]))
+            assert time.monotonic() - started < 0.4
+            sleeper.join()
+        finally:
+            harness.close()
 
 
 @pytest.mark.parametrize(

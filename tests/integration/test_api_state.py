@@ -142,7 +142,7 @@ def test_transaction_is_all_or_nothing(sidecar: Sidecar) -> None:
             )
         )
     )
-    assert code == grpc.StatusCode.INVALID_ARGUMENT and "operations[0].operationType" in details and "merge" in details
+    assert code == grpc.StatusCode.UNIMPLEMENTED and "operations[0].operationType" in details and "merge" in details
 
 
 @pytest.mark.parametrize(

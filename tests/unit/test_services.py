@@ -101,6 +101,44 @@ def test_state_ttl_metadata_is_checked_and_bounded(world: tuple[Loop, Components
             loop.run(services.state.save("store", [item("t", ttlInSeconds=bad)]))
 
 
+def test_an_empty_ttl_is_no_ttl(world: tuple[Loop, Components, Services]) -> None:
+    """``ttlInSeconds: ""`` was refused as not an integer; Dapr reads an empty value as not set."""
+    loop, _, services = world
+    state = services.state
+    loop.run(state.save("store", [item("t", ttlInSeconds="100")]))
+    loop.run(state.save("store", [item("t", ttlInSeconds="")]))
+    assert loop.run(state.get("store", "t")).expires_at is None
+    loop.run(state.transact("store", [Op("upsert", item("u", ttlInSeconds=""))], {"ttlInSeconds": ""}))
+    assert loop.run(state.get("store", "u")).expires_at is None
+    # not set on the item: the transaction's applies
+    loop.run(state.transact("store", [Op("upsert", item("u", ttlInSeconds=""))], {"ttlInSeconds": "100"}))
+    assert loop.run(state.get("store", "u")).expires_at is not None
+
+
+def test_a_transaction_s_ttl_reaches_items_with_metadata_of_their_own(world: tuple[Loop, Components, Services]) -> None:
+    """An item with metadata of its own ignored the transaction's ttlInSeconds, whatever that
+    metadata held: only the item's own ttlInSeconds (not empty) is to stand before it."""
+    loop, _, services = world
+    state = services.state
+    operations = [
+        Op("upsert", item("plain")),
+        Op("upsert", item("tagged", contentType="text/plain")),
+        Op("upsert", item("never", ttlInSeconds="-1")),
+        Op("upsert", item("own", ttlInSeconds="1000")),
+    ]
+    loop.run(state.transact("store", operations, {"ttlInSeconds": "100"}))
+    now = time.time()
+    left = {k: loop.run(state.get("store", k)).expires_at for k in ("plain", "tagged", "never", "own")}
+    assert {k: None if at is None else round(at - now, -2) for k, at in left.items()} == {
+        "plain": 100,
+        "tagged": 100,
+        "never": None,
+        "own": 1000,
+    }
+    with pytest.raises(InvalidArgument, match=r"^metadata\.ttlInSeconds is 'x'"):
+        loop.run(state.transact("store", [Op("upsert", item("k", contentType="text/plain"))], {"ttlInSeconds": "x"}))
+
+
 def test_a_transaction_s_bad_ttl_names_the_map_it_came_from(world: tuple[Loop, Components, Services]) -> None:
     """An operation without metadata of its own takes the request's: a bad ttlInSeconds there
     was blamed on operations[0].request.metadata, a map the caller left empty."""
@@ -118,8 +156,10 @@ def test_state_transaction_and_bulk(world: tuple[Loop, Components, Services]) ->
     loop.run(state.transact("store", operations))
     found = loop.run(state.bulk_get("store", ["a", "b"]))
     assert [(f.key, f.entry and f.entry.value) for f in found] == [("a", None), ("b", b"v")]
-    with pytest.raises(InvalidArgument, match=r"operations\[0\]\.operationType is 'merge'"):
-        loop.run(state.transact("store", [Op("merge", item("a"))]))
+    # Layotto and Dapr: an operation type they do not know is UNIMPLEMENTED.
+    with pytest.raises(Unimplemented, match=r"operations\[1\]\.operationType is 'merge'"):
+        loop.run(state.transact("store", [Op("upsert", item("c")), Op("merge", item("a"))]))
+    assert loop.run(state.get("store", "c")) is None
     with pytest.raises(InvalidArgument, match=r"operations\[0\]\.request\.key is empty"):
         loop.run(state.transact("store", [Op("upsert", item(""))]))
     stale = state_item("b", b"", "999", 0, 0, None)

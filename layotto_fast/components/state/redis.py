@@ -7,10 +7,24 @@ fields ``data`` and ``version``; the etag is the version, and every write change
 no read of the old one is needed, two writers drawing the same version is a 2^-62
 chance, and an etag taken before a key was deleted (or expired) does not match the key
 written again after (a count would start again at 1; Dapr's HINCRBY still works on
-these versions). A write that checks an etag (or first-write) is one Lua script, so the
-check and the write it guards are atomic, and a request of several items checks every
-etag before it writes anything. A write with nothing to check is one MULTI/EXEC on a
-single node (about half the Redis CPU of the script).
+these versions). A write that checks an etag (or first-write), and every transaction, is one
+Lua script, so the check and the write it guards are atomic, and a request of several items
+checks every etag, and that every key it writes holds a hash or nothing, before it writes
+anything: a key holding another type (a plain string...) refuses the whole request. A
+write with nothing to check is one MULTI/EXEC on a single node (about half the Redis CPU of
+the script); MULTI/EXEC has no rollback, so a SaveState there is refused for a key of
+another type (WRONGTYPE) without its value changing, but its other items are written and
+its EXPIRE or PERSIST still reaches that key.
+
+Redis refusing a write for its own state (a read-only replica, OOM, still loading, its
+master down) is UNAVAILABLE with Redis' reason, also through MULTI/EXEC, where EXEC only
+answers EXECABORT: ``redis_resp`` keeps the command's own refusal.
+
+A write with strong consistency asked, on a single node that had replicas connected at
+``init``, is followed by ``WAIT <replicas> 1000`` as in Dapr (whose count of replicas that
+acknowledged is not checked either): the script and the WAIT go over a connection of
+redis-py's pool, since WAIT blocks its connection, which must not be the one every other
+call shares.
 
 Commands of calls that arrive in the same loop pass are written to Redis as one
 pipeline (auto-pipelining, ``components/redis_pipeline.py``), each call keeping its own result.
@@ -26,11 +40,11 @@ from typing import Any, Self
 
 from redis import exceptions as redis_errors
 
-from layotto_fast.components.redis_client import RedisConfig
+from layotto_fast.components.redis_client import BACKEND_ERRORS, RedisConfig
 from layotto_fast.components.redis_pipeline import PipelinedRedis, Script
 from layotto_fast.components.redis_resp import EXEC, MULTI, bulk, raise_replied
 from layotto_fast.components.state import WRITTEN_IN_THIS_REQUEST, check_write, key_exists, stale_etag
-from layotto_fast.errors import FailedPrecondition, InvalidArgument
+from layotto_fast.errors import FailedPrecondition, InvalidArgument, RuntimeApiError
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime.records import state_entry
 from layotto_fast.runtime.state import DeleteOp, Feature, SetOp, StateEntry
@@ -39,16 +53,24 @@ from layotto_fast.runtime.state import DeleteOp, Feature, SetOp, StateEntry
 # the etag, so that an empty etag is one too), first-write ("1"/"0"), ttl seconds ("0"
 # none), value, new version. Checks all, then applies all; a later operation on a key checks against
 # what the earlier ones leave (nothing after a delete; after a write, a version no caller
-# holds yet: "EARLIER"); answers the number of keys, or an error naming the first stale key.
+# holds yet: "EARLIER"); a key written (or checked) that holds neither a hash nor nothing
+# refuses the whole batch ("FOREIGN", with its type). Answers the number of keys, or an
+# error naming the first key that refuses it.
 APPLY = Script(
     """
 local n = #KEYS
 local left = {}
 for i = 1, n do
   local base = (i - 1) * 6
-  local etag, first = ARGV[base + 2], ARGV[base + 3]
+  local op, etag, first = ARGV[base + 1], ARGV[base + 2], ARGV[base + 3]
+  local current = left[KEYS[i]]
+  if current == nil and (op == "s" or etag ~= "" or first == "1") then
+    local kind = redis.call("TYPE", KEYS[i])["ok"]
+    if kind ~= "none" and kind ~= "hash" then
+      return redis.error_reply("FOREIGN " .. i .. " " .. kind)
+    end
+  end
   if etag ~= "" or first == "1" then
-    local current = left[KEYS[i]]
     if current == true then
       if etag ~= "" then
         return redis.error_reply("EARLIER " .. i)
@@ -66,11 +88,7 @@ for i = 1, n do
       return redis.error_reply("EXISTS " .. i)
     end
   end
-  if ARGV[base + 1] == "d" then
-    left[KEYS[i]] = false
-  else
-    left[KEYS[i]] = true
-  end
+  left[KEYS[i]] = op ~= "d"
 end
 for i = 1, n do
   local base = (i - 1) * 6
@@ -101,13 +119,34 @@ EXPIRE = b"*3\r\n$6\r\nEXPIRE\r\n"
 PERSIST = b"*2\r\n$7\r\nPERSIST\r\n"
 DEL = b"*2\r\n$3\r\nDEL\r\n"
 
+# Redis refusing for its own state, not the request's: the caller gets UNAVAILABLE.
+UNAVAILABLE_REPLIES = ("READONLY", "OOM", "LOADING", "MASTERDOWN")
+WAIT_MILLISECONDS = 1000  # Dapr's WAIT timeout after a strong write
+
 
 class RedisStateStore(PipelinedRedis):
     features = frozenset({Feature.ETAG, Feature.TTL, Feature.TRANSACTIONAL})
 
+    _replicas = 0  # replicas connected at init: a strong write waits for them
+
     @classmethod
     def from_manifest(cls, manifest: ComponentManifest) -> Self:
         return cls(RedisConfig.from_manifest(manifest))
+
+    async def init(self) -> None:
+        await super().init()
+        self._replicas = 0 if self._config.cluster else await self._connected_replicas()
+
+    async def _connected_replicas(self) -> int:
+        """``connected_slaves`` of INFO replication, as Dapr reads it at init (0: a server that refuses INFO)."""
+        assert self._client is not None, "init() first"
+        try:
+            info = await self._client.info("replication")
+        except BACKEND_ERRORS as exc:
+            raise self._config.unavailable(exc) from None
+        except redis_errors.ResponseError:
+            return 0
+        return int(info.get("connected_slaves", 0))
 
     async def get(self, key: str, strong: bool = False, metadata: Mapping[str, str] | None = None) -> StateEntry | None:
         pipeline = self._pipeline
@@ -138,7 +177,8 @@ class RedisStateStore(PipelinedRedis):
         pipeline = self._pipeline
         if len(ops) == 1 and pipeline is not None and pipeline.transactions:
             op = ops[0]
-            if op.etag is None and not op.first_write:  # the common write, in as few steps as it takes
+            # the common write, in as few steps as it takes
+            if op.etag is None and not op.first_write and not (op.strong and self._replicas):
                 key = bulk(op.key.encode())
                 expiry = (EXPIRE, key, bulk(b"%d" % op.ttl_seconds)) if op.ttl_seconds else (PERSIST, key)
                 packed = b"".join(
@@ -147,7 +187,7 @@ class RedisStateStore(PipelinedRedis):
                 try:
                     raise_replied(await pipeline.transaction(packed, 2))
                 except redis_errors.ResponseError as exc:
-                    raise self._refused(exc) from None
+                    raise self._refused(exc, key=op.key) from None
                 return
         await self._apply(list(ops), transaction=False)
 
@@ -160,6 +200,9 @@ class RedisStateStore(PipelinedRedis):
     async def _apply(self, ops: list[SetOp | DeleteOp], transaction: bool) -> None:
         if not ops:
             return
+        if self._replicas and any(op.strong for op in ops):
+            await self._script_then_wait(ops)
+            return
         groups = self._by_slot(ops)
         if len(groups) > 1:
             if transaction:
@@ -170,7 +213,7 @@ class RedisStateStore(PipelinedRedis):
             # Checked first, all together, so that a stale etag changes nothing.
             await self._check(ops)
         for group in groups:
-            if self._pipeline is not None and self._pipeline.transactions and not _guarded(group):
+            if self._pipeline is not None and self._pipeline.transactions and not _checked(group, transaction):
                 await self._transaction(group)
             else:
                 await self._script(group)
@@ -210,32 +253,60 @@ class RedisStateStore(PipelinedRedis):
             count += 2
         commands.append(EXEC)
         assert self._pipeline is not None, "init() first"
+        replies: list[Any] = []
         try:
-            raise_replied(await self._pipeline.transaction(b"".join(commands), count))
-        except redis_errors.ResponseError as exc:
-            raise self._refused(exc) from None
+            replies = await self._pipeline.transaction(b"".join(commands), count)
+            raise_replied(replies)
+        except redis_errors.ResponseError as exc:  # a key of another type; OOM as EXEC's own refusal
+            raise self._refused(exc, key=_refused_key(replies, ops)) from None
 
-    def _refused(self, exc: redis_errors.ResponseError, what: str = "write") -> FailedPrecondition:
-        return FailedPrecondition(f"state store {self._config.component}: redis refused the {what}: {exc}")
+    def _refused(self, exc: redis_errors.ResponseError, what: str = "write", key: str | None = None) -> RuntimeApiError:
+        """FAILED_PRECONDITION for a command Redis refused (a key of another type), naming
+        ``key`` when known; UNAVAILABLE when Redis refuses for its own state."""
+        if str(exc).startswith(UNAVAILABLE_REPLIES):
+            return self._config.unavailable(exc)
+        about = "" if key is None else f" of key {key!r}"
+        return FailedPrecondition(f"state store {self._config.component}: redis refused the {what}{about}: {exc}")
 
     async def _script(self, ops: list[SetOp | DeleteOp]) -> None:
-        keys: list[str] = []
-        args: list[str | bytes] = []
-        for op in ops:
-            keys.append(op.key)
-            if isinstance(op, DeleteOp):
-                args += ("d", _etag_arg(op.etag), "1" if op.first_write else "0", "0", b"", b"")
-            else:
-                first = "1" if op.first_write else "0"
-                args += ("s", _etag_arg(op.etag), first, str(op.ttl_seconds or 0), op.value, _version_number())
+        keys, args = _script_args(ops)
         assert self._pipeline is not None, "init() first"
         try:
             await self._pipeline.script(APPLY, keys, args)
         except redis_errors.ResponseError as exc:
-            raise self._conflict(str(exc), ops) from None
+            raise self._conflict(exc, ops) from None
 
-    def _conflict(self, reply: str, ops: list[SetOp | DeleteOp]) -> Exception:
+    async def _script_then_wait(self, ops: list[SetOp | DeleteOp]) -> None:
+        """The script, then WAIT for the replicas, on one connection of redis-py's pool (a
+        single node): WAIT covers the writes made on its own connection, and blocks it."""
+        keys, args = _script_args(ops)
+        assert self._client is not None, "init() first"
+        client: Any = self._client
+        try:
+            for _ in range(2):
+                async with client.pipeline(transaction=False) as pipe:
+                    pipe.evalsha(APPLY.sha, len(keys), *keys, *args)
+                    pipe.execute_command("WAIT", self._replicas, WAIT_MILLISECONDS)
+                    applied, _ = await pipe.execute(raise_on_error=False)
+                if not isinstance(applied, redis_errors.NoScriptError):
+                    break
+                await client.script_load(APPLY.source)  # Redis forgot it (a restart): once more
+        except BACKEND_ERRORS as exc:
+            raise self._config.unavailable(exc) from None
+        if isinstance(applied, BACKEND_ERRORS):
+            raise self._config.unavailable(applied)
+        if isinstance(applied, redis_errors.ResponseError):
+            raise self._conflict(applied, ops)
+
+    def _conflict(self, exc: redis_errors.ResponseError, ops: list[SetOp | DeleteOp]) -> Exception:
+        reply = str(exc)
         kind, _, rest = reply.partition(" ")
+        if kind == "FOREIGN":
+            index_text, _, stored = rest.partition(" ")
+            return FailedPrecondition(
+                f"state store {self._config.component}: redis refused the write: WRONGTYPE key "
+                f"{ops[int(index_text) - 1].key!r} holds a {stored}, not a state entry (a hash); nothing was written"
+            )
         if kind in ("STALE", "EXISTS", "EARLIER"):
             index_text, _, current = rest.partition(" ")
             op = ops[int(index_text) - 1]
@@ -244,7 +315,21 @@ class RedisStateStore(PipelinedRedis):
             if kind == "EARLIER":
                 return stale_etag(op.key, op.etag, WRITTEN_IN_THIS_REQUEST)
             return stale_etag(op.key, op.etag, current or None)  # the script answers "" for no value
-        return FailedPrecondition(f"state store {self._config.component}: redis refused the write: {reply}")
+        return self._refused(exc)
+
+
+def _script_args(ops: list[SetOp | DeleteOp]) -> tuple[list[str], list[str | bytes]]:
+    """APPLY's KEYS and ARGV for ``ops``."""
+    keys: list[str] = []
+    args: list[str | bytes] = []
+    for op in ops:
+        keys.append(op.key)
+        if isinstance(op, DeleteOp):
+            args += ("d", _etag_arg(op.etag), "1" if op.first_write else "0", "0", b"", b"")
+        else:
+            first = "1" if op.first_write else "0"
+            args += ("s", _etag_arg(op.etag), first, str(op.ttl_seconds or 0), op.value, _version_number())
+    return keys, args
 
 
 def _etag_arg(etag: str | None) -> str:
@@ -261,6 +346,19 @@ def _new_version() -> bytes:
     return bulk(_version_number())
 
 
-def _guarded(ops: list[SetOp | DeleteOp]) -> bool:
-    """Whether a write must first check what is stored (an etag, or first-write)."""
-    return any(op.etag is not None or op.first_write for op in ops)
+def _checked(ops: list[SetOp | DeleteOp], transaction: bool) -> bool:
+    """Whether writing ``ops`` must first check what is stored, so takes the script: an etag
+    or first-write, or a transaction's write (all or none, also for a key of another type,
+    which MULTI/EXEC would only refuse once the others are written)."""
+    return any(op.etag is not None or op.first_write or (transaction and not isinstance(op, DeleteOp)) for op in ops)
+
+
+def _refused_key(replies: list[Any], ops: list[SetOp | DeleteOp]) -> str | None:
+    """The key of the first operation whose command EXEC answered with an error."""
+    index = 0
+    for op in ops:
+        width = 1 if isinstance(op, DeleteOp) else 2  # DEL; HSET then EXPIRE or PERSIST
+        if any(isinstance(reply, Exception) for reply in replies[index : index + width]):
+            return op.key
+        index += width
+    return None
