@@ -25,6 +25,9 @@ pub enum FrameKind {
     /// The peer takes no new requests on this connection and answers the ones it has
     /// (Dubbo's read-only event, from a provider that is shutting down); nothing to answer.
     Closing,
+    /// An event that asks for nothing (a one-way Dubbo event other than the read-only one):
+    /// neither answered nor forwarded.
+    Notice,
 }
 
 /// The fixed part of a frame: its kind and request id.

@@ -553,7 +553,11 @@ impl Codec for Dubbo {
         let (h, _) = header(frame)?;
         let kind = match (h.is_request(), h.is_event()) {
             (true, true) if is_read_only_event(frame) => FrameKind::Closing,
-            (true, true) => FrameKind::HeartbeatRequest,
+            (true, true) if h.flag & FLAG_TWO_WAY != 0 => FrameKind::HeartbeatRequest,
+            // One-way: Java Dubbo answers none. The read-only event is the only one it sends
+            // so; in a serialization not decoded here, it is taken for that.
+            (true, true) if h.serialization() != HESSIAN2 => FrameKind::Closing,
+            (true, true) => FrameKind::Notice,
             (true, false) if h.flag & FLAG_TWO_WAY != 0 => FrameKind::Request,
             (true, false) => FrameKind::Oneway,
             (false, true) => FrameKind::HeartbeatResponse,
@@ -711,9 +715,22 @@ mod tests {
         // a one-way event whose data is the string "R" (`Request.READONLY_EVENT`).
         let read_only = frame_with_body(FLAG_REQUEST | FLAG_EVENT | HESSIAN2, 0, 7, b"\x01R");
         assert_eq!(Dubbo::head(&read_only).unwrap().kind, FrameKind::Closing);
+        // The same in another serialization (fastjson2's "R"): not decoded, still read-only.
+        let fastjson2 = frame_with_body(FLAG_REQUEST | FLAG_EVENT | 23, 0, 7, b"\"R\"");
+        assert_eq!(Dubbo::head(&fastjson2).unwrap().kind, FrameKind::Closing);
+        // Other one-way events ask for nothing; a two-way one is a heartbeat.
         let other = frame_with_body(FLAG_REQUEST | FLAG_EVENT | HESSIAN2, 0, 8, b"\x01X");
+        assert_eq!(Dubbo::head(&other).unwrap().kind, FrameKind::Notice);
+        let null_one_way = frame_with_body(FLAG_REQUEST | FLAG_EVENT | HESSIAN2, 0, 8, b"N");
+        assert_eq!(Dubbo::head(&null_one_way).unwrap().kind, FrameKind::Notice);
+        let two_way = frame_with_body(
+            FLAG_REQUEST | FLAG_EVENT | FLAG_TWO_WAY | HESSIAN2,
+            0,
+            8,
+            b"N",
+        );
         assert_eq!(
-            Dubbo::head(&other).unwrap().kind,
+            Dubbo::head(&two_way).unwrap().kind,
             FrameKind::HeartbeatRequest
         );
         let beat = Dubbo::heartbeat_request(9);

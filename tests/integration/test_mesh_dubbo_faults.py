@@ -155,3 +155,13 @@ def test_a_provider_that_misses_heartbeats_is_taken_out_and_comes_back(tmp_path:
             wait_for(lambda: healthy()[bad.address])
         finally:
             sidecar.stop()
+
+
+def test_a_one_way_event_is_not_answered(tmp_path: Path) -> None:
+    """Java Dubbo answers only two-way events (heartbeats): a one-way event with a null body
+    asks for nothing, and an answer would carry an id the client never waits on."""
+    one_way_event = b"\xda\xbb" + bytes([0x80 | 0x20 | 0x02, 0]) + struct.pack(">qi", 5, 1) + b"N"
+    with named_providers("p") as (provider,), dubbo_mesh(tmp_path, [provider.address]) as port:
+        client = connect(port)
+        client.sendall(one_way_event)
+        assert call(client, 6) == "p", "the first answer is the call's"

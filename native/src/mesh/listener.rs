@@ -113,7 +113,10 @@ async fn on_frame<C: Codec>(frame: BytesMut, listener: &Listener, client: &Rc<Ou
         }
         // Nothing was asked of this client: its answers have nowhere to go; and a client
         // saying it takes no more requests changes nothing here (none are sent to it).
-        FrameKind::Response | FrameKind::HeartbeatResponse | FrameKind::Closing => {}
+        FrameKind::Response
+        | FrameKind::HeartbeatResponse
+        | FrameKind::Closing
+        | FrameKind::Notice => {}
     }
     true
 }

@@ -313,6 +313,7 @@ fn on_frame<C: Codec>(upstream: &Upstream, frame: &mut [u8]) -> Result<(), Strin
         }
         FrameKind::HeartbeatResponse => upstream.heartbeat_answered.set(Some(head.request_id)),
         FrameKind::Closing => upstream.on_closing(),
+        FrameKind::Notice => {}
         FrameKind::Request | FrameKind::Oneway => {
             return Err("the upstream sent a request on a client connection".into());
         }
