@@ -413,3 +413,24 @@ def test_a_reload_may_not_drop_an_invoke_target_s_cluster_or_change_a_listener_s
         assert _status(client, 1, ECHO) == STATUS_SUCCESS, "the running routes stay"
     finally:
         sidecar.stop()
+
+
+def test_a_reload_keeps_a_spent_rate_limit_spent(mesh: Mesh) -> None:
+    """Any touch of the file reloads the routes: a route whose limit did not change keeps its
+    bucket, so a reload lets no new burst through; a changed limit starts afresh."""
+    client = mesh.client()
+    assert [_status(client, i, "com.example.Limited:1.0") for i in range(3)] == [
+        STATUS_SUCCESS, STATUS_SUCCESS, STATUS_THREADPOOL_BUSY,
+    ]  # fmt: skip
+    config = yaml.safe_load(mesh.config.read_text())
+    new_route = {"name": "marker", "match": {"service": "com.example.Marker"}, "cluster": "echo"}
+    config["mesh"]["listeners"][0]["routes"].append(new_route)
+    write(mesh.config, config)
+    mesh.sidecar.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: _status(client, 10, "com.example.Marker") == STATUS_SUCCESS)
+    assert _status(client, 11, "com.example.Limited:1.0") == STATUS_THREADPOOL_BUSY, "still spent"
+    limited = next(r for r in config["mesh"]["listeners"][0]["routes"] if r["name"] == "limited")
+    limited["rate_limit"]["burst"] = 3
+    write(mesh.config, config)
+    mesh.sidecar.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: _status(client, 12, "com.example.Limited:1.0") == STATUS_SUCCESS)

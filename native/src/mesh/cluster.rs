@@ -195,6 +195,11 @@ impl TokenBucket {
         }
     }
 
+    /// Whether it limits at `rate` with `burst`: a reload keeps such a bucket, tokens and all.
+    pub fn limits_as(&self, rate: f64, burst: f64) -> bool {
+        self.rate == rate && self.burst == burst
+    }
+
     pub fn take(&self) -> bool {
         let now = Instant::now();
         let elapsed = now.duration_since(self.last.get()).as_secs_f64();

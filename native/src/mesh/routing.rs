@@ -17,7 +17,7 @@ pub struct Route {
     pub spec: router::Route,
     pub timeout: Duration,
     pub retries: u32,
-    pub bucket: Option<TokenBucket>,
+    pub bucket: Option<Rc<TokenBucket>>,
     pub stats: Arc<RouteStats>,
     sent: Cell<u64>,
 }
@@ -31,6 +31,7 @@ impl Route {
 }
 
 pub struct ListenerRoutes {
+    name: String,
     pub table: RouteTable,
     pub routes: Vec<Route>,
 }
@@ -44,7 +45,9 @@ pub struct Routing {
 
 impl Routing {
     /// Builds `config`, keeping the clusters of `previous` whose configuration did not
-    /// change (with their connections) and the statistics of routes of the same name.
+    /// change (with their connections), the statistics of routes of the same name, and
+    /// their rate limits' buckets where the limit is the same (a reload, which any touch
+    /// of the file makes, must not let a full burst through again).
     pub fn build(
         config: &MeshConfig,
         previous: Option<&Routing>,
@@ -89,9 +92,12 @@ impl Routing {
                         },
                         timeout: Duration::from_millis(r.timeout_ms),
                         retries: r.retries,
-                        bucket: r
-                            .rate_limit
-                            .map(|(rate, burst)| TokenBucket::new(rate, burst)),
+                        bucket: r.rate_limit.map(|(rate, burst)| {
+                            previous
+                                .and_then(|p| p.bucket(&l.name, &r.name))
+                                .filter(|kept| kept.limits_as(rate, burst))
+                                .unwrap_or_else(|| Rc::new(TokenBucket::new(rate, burst)))
+                        }),
                         stats: route_stats
                             .entry((l.name.clone(), r.name.clone()))
                             .or_default()
@@ -100,6 +106,7 @@ impl Routing {
                     })
                     .collect();
                 ListenerRoutes {
+                    name: l.name.clone(),
                     table: RouteTable::new(routes.iter().map(|r| r.spec.clone()).collect()),
                     routes,
                 }
@@ -110,5 +117,16 @@ impl Routing {
             clusters,
             direct: config.direct.clone(),
         }
+    }
+
+    fn bucket(&self, listener: &str, route: &str) -> Option<Rc<TokenBucket>> {
+        self.listeners
+            .iter()
+            .find(|l| l.name == listener)?
+            .routes
+            .iter()
+            .find(|r| r.spec.name == route)?
+            .bucket
+            .clone()
     }
 }
