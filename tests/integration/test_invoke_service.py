@@ -24,6 +24,7 @@ from google.protobuf.wrappers_pb2 import StringValue
 from layotto_fast._proto import runtime_pb2 as pb
 from tests import sidecar as sidecar_process
 from tests.mesh import bolt_peers, dubbo_peers
+from tests.mesh.fault_upstream import fault_upstream, wait_for
 
 
 class Upstream(BaseHTTPRequestHandler):
@@ -355,3 +356,17 @@ def test_mesh_channels_map_silence_and_absence_to_grpc_codes(
     malformed = error(sidecar, target, "echo", b"", metadata=(("rpc_target_address", "127.0.0.1"),))
     assert malformed.code() == grpc.StatusCode.INVALID_ARGUMENT, malformed
     assert malformed.details() == "rpc_target_address: must be host:port, got '127.0.0.1'"
+
+
+def test_a_oneway_bolt_call_is_answered_once_sent(sidecar: sidecar_process.Sidecar) -> None:
+    """Layotto's ``rpc_request_type: oneway``: the bolt channel sends a oneway frame and the
+    call is answered as soon as it is sent (the provider here never answers anything)."""
+    with fault_upstream() as upstream:
+        upstream.mode = "silent"
+        metadata = (("rpc_target_address", upstream.address), ("rpc_request_type", "oneway"))
+        started = time.monotonic()
+        answer = invoke(sidecar, "echo-bolt", "echo", b"fire", metadata=metadata)
+        assert answer.data.value == b"" and time.monotonic() - started < 1.0
+        wait_for(lambda: upstream.request_types == [2])
+        two_way = error(sidecar, "echo-bolt", "echo", b"", metadata=(metadata[0], ("rpc_request_timeout", "200")))
+        assert two_way.code() == grpc.StatusCode.DEADLINE_EXCEEDED, "without the header it waits for an answer"

@@ -34,6 +34,7 @@ class FaultUpstream:
         self.wedged: set[int] = set()
         self.connections = 0  # accepted so far
         self.requests = 0
+        self.request_types: list[int] = []  # Bolt's type of each request: 1 two-way, 2 oneway
         self.heartbeats = 0
         self.open_connections = 0
         self.port = 0
@@ -76,7 +77,7 @@ class FaultUpstream:
             writer.close()
 
     async def _answer(self, frame: bytes, writer: asyncio.StreamWriter) -> None:
-        request_id, _, cmdcode, codec, _, _, header, content = native.decode_bolt_request(frame)
+        request_id, request_type, cmdcode, codec, _, _, header, content = native.decode_bolt_request(frame)
         if self.mode == "mute":  # answers nothing, heartbeats included
             return
         if cmdcode == HEARTBEAT:
@@ -86,6 +87,7 @@ class FaultUpstream:
             writer.write(native.encode_bolt_heartbeat_ack(request_id))
             return
         self.requests += 1
+        self.request_types.append(request_type)
         if self.mode == "close":
             writer.transport.abort()
             return

@@ -112,6 +112,8 @@ _BOLT_STATUSES: dict[int, type[RuntimeApiError]] = {
 
 
 BOLT_CODEC = "bolt_codec"  # request extension: the Bolt codec (serialization) id for this call
+# Layotto's request header for a call that wants no answer (bolt only, as in Layotto).
+REQUEST_TYPE_HEADER, ONEWAY = "rpc_request_type", "oneway"
 SOFA_RESPONSE_ERROR = "sofa_head_response_error"  # SOFARPC's flag on a response that carries an error
 _HESSIAN_CODEC, _JSON_CODEC = 1, 12  # SOFARPC's serializations: SOFA's Hessian dialect, JSON
 _MESSAGE_FIELDS = ("errorMsg", "message", "detailMessage")  # SofaResponse's, a Java Throwable's
@@ -147,8 +149,13 @@ class BoltChannel:
         header["service"] = header["sofa_head_target_service"] = config.service
         header["sofa_head_method_name"] = request.method
         codec = request.extensions.get(BOLT_CODEC, config.codec)
-        frame = native.encode_bolt_request(0, codec, request.timeout_ms, config.class_name, header, request.data)
+        oneway = header.get(REQUEST_TYPE_HEADER) == ONEWAY
+        frame = native.encode_bolt_request(
+            0, codec, request.timeout_ms, config.class_name, header, request.data, oneway=oneway
+        )
         answer = await self._invoker.send("bolt", frame, request.timeout_ms, **_where(config, request))
+        if oneway:  # done once sent: nothing answers it
+            return InvokeResult(data=b"", content_type=request.content_type)
         try:
             _, _, codec, status, _, answer_header, content = native.decode_bolt_response(answer)
         except native.FrameError as exc:

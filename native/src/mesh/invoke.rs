@@ -168,11 +168,12 @@ async fn send_invocation<C: Codec>(
     };
     let mut frame = invocation.frame;
     let head = match C::head(&frame) {
-        Ok(head) if head.kind == FrameKind::Request => head,
-        Ok(_) => return fail(Refusal::BadRequest, "not a two-way request frame".into()),
+        Ok(head) if matches!(head.kind, FrameKind::Request | FrameKind::Oneway) => head,
+        Ok(_) => return fail(Refusal::BadRequest, "not a request frame".into()),
         Err(e) => return fail(Refusal::BadRequest, e.to_string()),
     };
-    let reply = Some(ReplyTo::Invoke {
+    let oneway = head.kind == FrameKind::Oneway;
+    let reply = (!oneway).then(|| ReplyTo::Invoke {
         token,
         completions: completions.clone(),
     });
@@ -181,8 +182,14 @@ async fn send_invocation<C: Codec>(
         retries: invocation.retries,
         stats: &stats,
     };
-    if let Err((refusal, why)) = dispatch::<C>(&cluster, &mut frame, head, reply, sending).await {
-        fail(refusal, why);
+    match dispatch::<C>(&cluster, &mut frame, head, reply, sending).await {
+        Err((refusal, why)) => fail(refusal, why),
+        // Nothing will answer a oneway request: it is done once handed to a connection.
+        Ok(()) if oneway => completions.push(Completion {
+            token,
+            outcome: Ok(Vec::new()),
+        }),
+        Ok(()) => {}
     }
 }
 
