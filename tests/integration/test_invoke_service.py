@@ -227,6 +227,22 @@ def test_dubbo_channel_passes_a_hessian_body_to_the_dubbo_py_provider(sidecar: s
     assert response.data.value == b"\x91" + bytes([len("via the dubbo channel")]) + b"via the dubbo channel"
 
 
+def test_dubbo_channel_passes_a_whole_frame_as_layotto_takes_it(sidecar: sidecar_process.Sidecar) -> None:
+    """Layotto's dubbo channel takes the whole request frame, header included, and answers
+    the response body: the same frame goes out here (its id the mesh's); a frame whose
+    length or flag is wrong is INVALID_ARGUMENT naming message.data."""
+    from dubbo.codec.hessian2 import DubboRequest
+
+    frame = DubboRequest(7, True, "2.0.2", dubbo_peers.SERVICE, "echo", ["a whole frame"], "1.0", {}).encode()
+    response = invoke(sidecar, "echo-dubbo", "echo", frame)
+    assert response.data.value == b"\x91" + bytes([len("a whole frame")]) + b"a whole frame"
+    cut = error(sidecar, "echo-dubbo", "echo", frame[:-1])
+    assert cut.code() == grpc.StatusCode.INVALID_ARGUMENT and "message.data" in (cut.details() or ""), cut
+    one_way = frame[:2] + bytes([frame[2] & ~0x40]) + frame[3:]
+    refused = error(sidecar, "echo-dubbo", "echo", one_way)
+    assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT and "no two-way request" in (refused.details() or "")
+
+
 DUBBO_HESSIAN2, DUBBO_EVENT, DUBBO_TWO_WAY = 0x02, 0x20, 0x40
 
 

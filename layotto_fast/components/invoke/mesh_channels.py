@@ -189,7 +189,9 @@ _DUBBO_STATUSES: dict[int, type[RuntimeApiError]] = {
 }
 DUBBO_GENERIC = "dubbo_generic"  # request extension: a DubboCall for a generic invocation
 DUBBO_REPLY = "dubbo_reply"  # result extension: the decoded (status, outcome, value, attachments)
-_HEADER_TWO_WAY_HESSIAN2 = b"\xda\xbb\xc2\x00" + bytes(8)
+DUBBO_MAGIC = b"\xda\xbb"  # no Hessian2 body starts so: its first value is a string
+_HEADER_TWO_WAY_HESSIAN2 = DUBBO_MAGIC + b"\xc2\x00" + bytes(8)
+_DUBBO_REQUEST, _DUBBO_TWO_WAY, _DUBBO_EVENT = 0x80, 0x40, 0x20
 # Attachments a Dubbo provider reads to choose the exported service (path, interface,
 # version, group; a callback or stub service), how to decode the arguments (generic, its
 # class option, a callback argument), or how long the call may run; tag routing's too.
@@ -213,6 +215,19 @@ def _attachments(headers: dict[str, str]) -> dict[str, str]:
     return kept
 
 
+def _whole_dubbo_request(data: bytes) -> bytes:
+    """``data`` as a whole two-way Dubbo request frame (its id is the mesh's to set)."""
+    if len(data) < 16 or int.from_bytes(data[12:16], "big") != len(data) - 16:
+        raise InvalidArgument(
+            f"message.data: a Dubbo frame of {len(data)} bytes whose header declares "
+            f"{int.from_bytes(data[12:16], 'big') if len(data) >= 16 else 'no'} body bytes after its 16"
+        )
+    flag = data[2]
+    if flag & (_DUBBO_REQUEST | _DUBBO_TWO_WAY | _DUBBO_EVENT) != _DUBBO_REQUEST | _DUBBO_TWO_WAY:
+        raise InvalidArgument(f"message.data: a Dubbo frame with flag 0x{flag:02x} is no two-way request")
+    return data
+
+
 @dataclass(frozen=True)
 class DubboCall:
     method: str
@@ -221,12 +236,13 @@ class DubboCall:
 
 
 class DubboChannel:
-    """Without a filter, the request's data is the Dubbo body (Hessian2: dubbo version,
-    path, version, method, descriptor, arguments, attachments) and the answer's data the
-    response body, as Layotto's dubbo channel does. A filter may leave a ``DubboCall``
-    under ``dubbo_generic``: the channel then sends Dubbo's generic call, with the request's
-    headers as attachments (less those Dubbo reserves), and decodes the answer
-    (``dubbo_reply``). A raw body goes as it is, its headers unsent, as Layotto's does."""
+    """Without a filter, the request's data is a whole Dubbo request frame, as Layotto's
+    dubbo channel takes it, or only its body (Hessian2: dubbo version, path, version,
+    method, descriptor, arguments, attachments), to which the channel puts a two-way
+    Hessian2 header; the answer's data is the response body, as in Layotto. A filter may
+    leave a ``DubboCall`` under ``dubbo_generic``: the channel then sends Dubbo's generic
+    call, with the request's headers as attachments (less those Dubbo reserves), and decodes
+    the answer (``dubbo_reply``). Raw data goes as it is, its headers unsent, as Layotto's does."""
 
     def __init__(self, config: MeshChannelConfig, invoker: MeshInvoker) -> None:
         self._config, self._invoker = config, invoker
@@ -242,6 +258,8 @@ class DubboChannel:
                 )
             except (ValueError, TypeError) as exc:  # TypeError: a value of a type its place cannot hold
                 raise InvalidArgument(f"message.data: {exc}") from None
+        elif request.data[:2] == DUBBO_MAGIC:
+            frame = _whole_dubbo_request(request.data)
         else:
             frame = _HEADER_TWO_WAY_HESSIAN2 + len(request.data).to_bytes(4, "big") + request.data
         answer = await self._invoker.send("dubbo", frame, request.timeout_ms, **_where(config, request))
