@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import layotto_fast_native as native
 import yaml
 
 from tests import sidecar as sidecar_process
@@ -400,3 +401,37 @@ def test_an_idle_upstream_connection_gets_heartbeats_and_is_given_up_when_silent
         assert client.responses(1)[0][:2] == (2, STATUS_SUCCESS)
         assert time.monotonic() - started < 1.0, "not after the route's timeout"
         assert upstream.connections == 2
+
+
+def test_an_upstream_that_stops_reading_is_refused_to_not_dropped(tmp_path: Path) -> None:
+    """A client sends oneway requests (which nothing answers, so no breaker counts them)
+    faster than the upstream reads, which has stopped: past a backlog, new requests are
+    refused as overloaded (Bolt's busy status), not queued until the connection every
+    client shares must be dropped. A request sent before is answered once it reads again."""
+    with (
+        fault_upstream() as upstream,
+        mesh(tmp_path, {"hosts": [upstream.address]}, route={"timeout_ms": 30000}) as (sidecar, port),
+    ):
+        waiting = BoltClient(("127.0.0.1", port), timeout=30)
+        waiting.send(waiting.request(1, SERVICE))
+        assert waiting.responses(1)[0][:2] == (1, STATUS_SUCCESS), "the connection is made"
+        upstream.paused = True
+        waiting.send(waiting.request(2, SERVICE))
+        content = b"x" * 256 * 1024
+        oneway = bytes(native.encode_bolt_request(9, 1, 30000, "", {"service": SERVICE}, content, oneway=True))
+        flood = BoltClient(("127.0.0.1", port), timeout=30)
+        for _ in range(400):  # 100 MiB
+            flood.send(oneway)
+
+        def refused() -> int:
+            _, body = sidecar.http("/metrics")
+            counter = 'layotto_fast_mesh_breaker_refused_total{cluster="c"} '
+            return int(float(next(line for line in body.decode().splitlines() if line.startswith(counter)).split()[-1]))
+
+        wait_for(lambda: refused() > 0, timeout=20)
+        probe = BoltClient(("127.0.0.1", port))
+        probe.send(probe.request(3, SERVICE))
+        assert probe.responses(1)[0][:2] == (3, STATUS_THREADPOOL_BUSY)
+        upstream.paused = False
+        assert waiting.responses(1)[0][:2] == (2, STATUS_SUCCESS), "the shared connection was kept"
+        assert upstream.connections == 1

@@ -25,12 +25,15 @@ class FaultUpstream:
     was never sent), split (echo, each answer written in two pieces a few ms apart, the
     n-th request's cut at byte n of the answer); ``delay`` seconds before each answer,
     ``heartbeat_delay`` before each heartbeat's. The connections numbered in ``wedged``
-    (1 is the first accepted) answer nothing, whatever the mode: a dropped route, say."""
+    (1 is the first accepted) answer nothing, whatever the mode: a dropped route, say.
+    While ``paused``, no connection is read (what is sent piles up in the kernel, then in
+    the sender)."""
 
     def __init__(self) -> None:
         self.mode = "echo"
         self.delay = 0.0
         self.heartbeat_delay = 0.0
+        self.paused = False
         self.wedged: set[int] = set()
         self.connections = 0  # accepted so far
         self.requests = 0
@@ -66,7 +69,12 @@ class FaultUpstream:
         self.connections += 1
         number = self.connections
         try:
-            while data := await reader.read(65536):
+            while True:
+                while self.paused:
+                    await asyncio.sleep(0.01)
+                data = await reader.read(65536)
+                if not data:
+                    break
                 for frame in splitter.feed(data):
                     if number not in self.wedged:
                         await self._answer(bytes(frame), writer)

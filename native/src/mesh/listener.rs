@@ -239,6 +239,13 @@ pub async fn dispatch<C: Codec>(
                     // only after a wait for the connection: others may have gone out meanwhile
                     return Err(too_many_in_flight(cluster, &sending));
                 }
+                if upstream.backed_up() {
+                    return Err(refused_as_overloaded(
+                        cluster,
+                        &sending,
+                        "the upstream is not reading what it was sent",
+                    ));
+                }
                 let pending = reply.take().map(|reply| {
                     let mut request_head = [0u8; REQUEST_HEAD_LEN];
                     let n = frame.len().min(REQUEST_HEAD_LEN);
@@ -298,10 +305,14 @@ pub async fn dispatch<C: Codec>(
 
 /// Counts a request the breaker refuses for `max_requests`, and says why.
 fn too_many_in_flight(cluster: &Cluster, sending: &Sending<'_>) -> (Refusal, String) {
+    refused_as_overloaded(cluster, sending, "too many requests in flight")
+}
+
+fn refused_as_overloaded(cluster: &Cluster, sending: &Sending<'_>, why: &str) -> (Refusal, String) {
     sending.stats.count(Outcome::BreakerRefused);
     cluster.stats.requests.count(Outcome::BreakerRefused);
     cluster.stats.breaker_refused.incr();
-    (Refusal::Overloaded, "too many requests in flight".into())
+    (Refusal::Overloaded, why.into())
 }
 
 pub enum ConnectError {

@@ -102,6 +102,11 @@ impl Outbox {
         self.closed.get()
     }
 
+    /// Bytes queued and not yet handed to the socket.
+    pub fn backlog(&self) -> usize {
+        self.buffer.borrow().len()
+    }
+
     /// Writes whatever is queued until the outbox closes or the socket fails.
     pub async fn drain<W: AsyncWrite + Unpin>(&self, mut socket: W) {
         let mut sending = Vec::new();

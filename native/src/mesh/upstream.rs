@@ -86,6 +86,10 @@ pub struct Upstream {
 
 /// Bytes an upstream may leave unread before its connection is dropped.
 const UPSTREAM_OUTBOX_LIMIT: usize = 64 * 1024 * 1024;
+/// Past this many unread, new requests are refused as overloaded instead of queued: the
+/// connection every client shares is not dropped for one that sends faster than the
+/// upstream reads (oneway requests, which nothing else limits, say).
+const UPSTREAM_BACKLOG_REFUSED: usize = UPSTREAM_OUTBOX_LIMIT / 2;
 /// How often pending requests are checked against their deadlines.
 const DEADLINE_TICK: Duration = Duration::from_millis(5);
 /// Largest response accepted from an upstream.
@@ -140,6 +144,11 @@ impl Upstream {
 
     pub fn is_open(&self) -> bool {
         !self.outbox.is_closed()
+    }
+
+    /// Whether the upstream has left so much unread that new requests are refused.
+    pub fn backed_up(&self) -> bool {
+        self.outbox.backlog() >= UPSTREAM_BACKLOG_REFUSED
     }
 
     /// Open, and not shutting down: new requests may go to it.
