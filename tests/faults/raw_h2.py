@@ -331,9 +331,21 @@ class RawConnection:
     """
 
     def __init__(
-        self, port: int, *, preface: bool = True, timeout: float = 5.0, settings: dict[str, int] | None = None
+        self,
+        port: int,
+        *,
+        preface: bool = True,
+        timeout: float = 5.0,
+        settings: dict[str, int] | None = None,
+        unix_path: str | None = None,
     ) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        """To loopback ``port``, or to the Unix socket at ``unix_path`` when given."""
+        if unix_path is None:
+            self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        else:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(timeout)
+            self.sock.connect(unix_path)
         self.frames = Frames()
         self.decoder = hpack.Decoder(max_header_list_size=1 << 20)
         self.received: list[Frame] = []

@@ -199,6 +199,57 @@ def test_header_list_just_over_the_limit_gets_431(native: sidecar_process.Sideca
     assert_serving(native)
 
 
+def test_header_list_just_over_the_limit_gets_431_on_a_unix_socket_too(tmp_path: Path) -> None:
+    """On a Unix socket every header block is re-encoded before h2 sees it (the :authority
+    repair): a list a little over the limit still costs that stream alone, not the
+    connection and the calls open on it."""
+    socket_path = str(tmp_path / "sidecar.sock")
+    running = start_native(tmp_path, "--grpc-uds", socket_path)
+    try:
+        with RawConnection(0, unix_path=socket_path) as raw:
+            settled(raw)
+            raw.send(raw.frames.headers(1, GRPC) + raw.frames.data(1, subscribe_request()))  # stays open
+            block = raw.frames.block(raw_h2.grpc_headers(extra=[(f"x-h{i}", "c" * 1000) for i in range(16)]))
+            raw.send(raw_h2.raw_frame(raw_h2.HEADERS, raw_h2.END_HEADERS, 3, block))
+            raw.send(raw.frames.data(3, raw_h2.grpc_frame(HELLO), end_stream=True))
+            assert raw.wait_ended([3])
+            assert raw.header(3, ":status") == "431"
+            raw.send(raw.frames.grpc_request(5, HELLO))
+            assert raw.wait_ended([5]) and raw.grpc_status(5) == 0
+            assert raw.goaway() is None and 1 not in raw.ended, "the open call carries on"
+    finally:
+        stop_cleanly(running)
+
+
+def test_many_calls_opened_and_cancelled_in_one_read_are_no_attack(native: sidecar_process.Sidecar) -> None:
+    """h2 reads all the input at hand before it hands out streams, and by default takes more
+    than 20 of them reset while waiting for a GOAWAY-worthy attack: a client cancelling a
+    fan-out of 50 calls, all in one write, must not cost the connection its other call."""
+    with RawConnection(native.grpc_port) as raw:
+        settled(raw)
+        raw.send(raw.frames.headers(1, GRPC) + raw.frames.data(1, subscribe_request()))  # stays open
+        fan_out = range(3, 103, 2)
+        raw.send(b"".join(raw.frames.headers(s, GRPC) + raw.frames.rst_stream(s) for s in fan_out))
+        raw.send(raw.frames.grpc_request(201, HELLO))
+        assert raw.wait_ended([201]) and raw.grpc_status(201) == 0
+        assert raw.goaway() is None and 1 not in raw.ended
+    assert_serving(native)
+
+
+def test_a_long_status_message_is_cut_so_that_clients_read_its_status(native: sidecar_process.Sidecar) -> None:
+    """An error message echoing a long input (a 20 KB key, percent-encoded up to three times
+    over) would make a trailer grpc-core and grpc-java refuse, and the client would report
+    another status: the message is cut to 1 KiB and says how long it was."""
+    with grpc.insecure_channel(native.target) as channel:
+        stub = runtime_pb2_grpc.RuntimeStub(channel)  # type: ignore[no-untyped-call]
+        key = "é" * 10_000 + "||x"
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.SaveState(pb.SaveStateRequest(store_name="in-memory", states=[pb.StateItem(key=key, value=b"v")]))
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, raised.value
+        details = raised.value.details() or ""
+        assert len(details.encode()) < 1200 and "bytes in all)" in details, details[-200:]
+
+
 # -- messages over the size limit -----------------------------------------------------------------
 def test_message_over_the_configured_limit_is_resource_exhausted(tmp_path: Path) -> None:
     config = tmp_path / "small-messages.yaml"

@@ -262,6 +262,9 @@ impl Connection {
             .initial_window_size(settings.initial_window_bytes)
             .initial_connection_window_size(settings.initial_window_bytes.saturating_mul(4))
             .max_send_buffer_size(settings.max_send_buffer_bytes)
+            // h2 reads all input at hand before it hands out streams: a read holding the
+            // opening and the cancel of more calls than its default of 20 is no attack.
+            .max_pending_accept_reset_streams(settings.max_concurrent_streams as usize)
             .handshake(io.clone());
         let ready = Arc::new(ReadySet::default());
         let authority_repair =

@@ -20,8 +20,25 @@ pub fn parse_timeout(value: &[u8]) -> Option<i64> {
     })
 }
 
-/// Percent-encode a status message as the gRPC spec asks for `grpc-message`.
+/// Bytes of a status message sent: grpc-java refuses trailers over 8 KiB and grpc-core
+/// some over 8 KiB, so a message echoing a long input (a key, a name) would reach them as
+/// another status than its own. Percent-encoding may triple it.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+
+/// Percent-encode a status message as the gRPC spec asks for `grpc-message`, cut to
+/// [`MAX_MESSAGE_BYTES`] (on a character boundary) when longer.
 pub fn encode_message(message: &str) -> String {
+    let cut;
+    let message = if message.len() > MAX_MESSAGE_BYTES {
+        let mut end = MAX_MESSAGE_BYTES;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        cut = format!("{}... ({} bytes in all)", &message[..end], message.len());
+        cut.as_str()
+    } else {
+        message
+    };
     let mut out = String::with_capacity(message.len());
     for &byte in message.as_bytes() {
         if (0x20..=0x7e).contains(&byte) && byte != b'%' {
@@ -63,6 +80,19 @@ pub fn metadata(headers: &HeaderMap) -> Option<Vec<(String, Vec<u8>)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_messages_are_cut_on_a_character_boundary() {
+        let long = "é".repeat(MAX_MESSAGE_BYTES); // two bytes each
+        let encoded = encode_message(&long);
+        assert!(encoded.ends_with(&format!("... ({} bytes in all)", 2 * MAX_MESSAGE_BYTES)));
+        assert_eq!(
+            encoded.matches("%C3%A9").count(),
+            MAX_MESSAGE_BYTES / 2,
+            "whole characters only"
+        );
+        assert_eq!(encode_message("short"), "short");
+    }
 
     #[test]
     fn timeouts() {
