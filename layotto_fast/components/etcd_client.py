@@ -47,6 +47,7 @@ from aetcd import rpc
 from layotto_fast.errors import InvalidArgument, RuntimeApiError, StartupError, Unavailable
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime import metadata
+from layotto_fast.runtime.timeouts import within
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +256,7 @@ class EtcdConnection:
                 rpc.RangeRequest(key=key, count_only=True), timeout=timeout, metadata=client.metadata
             )
 
-        await asyncio.wait_for(read(), timeout)
+        await within(read(), timeout)
 
     async def _first_answering(self, order: Sequence[int], timeout: float) -> tuple[int, Any] | list[str]:
         """The first endpoint of ``order`` that answers, all of them asked at once: the whole
@@ -338,13 +339,13 @@ class EtcdConnection:
         limit = timeout or self.config.operation_timeout
         client = self.client()
         try:
-            return await asyncio.wait_for(operation(client), limit)
+            return await within(operation(client), limit)
         except BACKEND_ERRORS as exc:
             if not (self.config.username and unauthenticated(exc)):
                 raise self.translate(exc, limit) from None
         client = await self.renew(client)
         try:
-            return await asyncio.wait_for(operation(client), limit)
+            return await within(operation(client), limit)
         except BACKEND_ERRORS as exc:
             raise self.translate(exc, limit) from None
 
@@ -422,4 +423,4 @@ class EtcdConnection:
 
 async def _close_quietly(client: Any) -> None:
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(client.close(), CLOSE_TIMEOUT)
+        await within(client.close(), CLOSE_TIMEOUT)

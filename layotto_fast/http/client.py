@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import httptools
 
+from layotto_fast.runtime.timeouts import within
+
 # Bytes of a response body accepted before the connection is given up.
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 # An idle connection older than this is closed rather than used: a NAT or load balancer
@@ -203,12 +205,12 @@ class HttpClient:
                 # The upstream closed it while idle, and its FIN crossed the request.
                 if not _replayable(verb, headers):
                     raise
-        # Only a new connection goes through wait_for (it makes a Task; asyncio.timeout
+        # Only a new connection goes through within (it makes a Task; asyncio.timeout
         # would need the handler to run in one, and the native transport runs it in none).
         remaining = deadline - loop.time()
         if remaining <= 0:
             raise TimeoutError()
-        _, connection = await asyncio.wait_for(loop.create_connection(_Connection, self._host, self._port), remaining)
+        _, connection = await within(loop.create_connection(_Connection, self._host, self._port), remaining)
         return await self._exchange(connection, data, verb, deadline)
 
     async def _exchange(self, connection: _Connection, data: bytes, verb: str, deadline: float) -> HttpResponse:
