@@ -7,6 +7,11 @@ read them. Any problem stops start-up with the file and the field named.
 A metadata item may take its value from a secret (``secretKeyRef``) of the secret
 store named by the document's ``auth.secretStore``; the parser only records the
 reference, the lifecycle reads it once that store has started.
+
+Which manifests an app loads is Dapr's rule: with the ``NAMESPACE`` variable set, one
+whose ``metadata.namespace`` names another namespace is not read at all; of the rest,
+one with ``scopes`` is for the app ids it lists only. Two components may share a name
+as long as no app loads both (each scoped to other apps, or in other namespaces).
 """
 
 from __future__ import annotations
@@ -49,6 +54,11 @@ class ComponentManifest:
     secret_refs: Mapping[str, SecretRef] = field(default_factory=dict)
     auth_secret_store: str = ""  # ``auth.secretStore``: the secret store the references read
     path: Path | None = None  # the file it was read from (None: made in code, e.g. the defaults)
+    namespace: str = ""  # ``metadata.namespace``; empty: any namespace
+
+    def loaded_by(self, app_id: str) -> bool:
+        """Whether ``app_id`` loads this component: no scopes, or scopes that list it."""
+        return not self.scopes or app_id in self.scopes
 
     @property
     def block(self) -> str:
@@ -60,20 +70,58 @@ class ComponentManifest:
         return replace(self, metadata={**self.metadata, **values}, secret_refs={})
 
 
+def for_app(manifests: list[ComponentManifest], app_id: str, environ: Mapping[str, str]) -> list[ComponentManifest]:
+    """The manifests of this app's namespace, in order; a name shared by two that ``app_id``
+    loads stops start-up, naming both files.
+
+    As daprd reads a folder: with ``NAMESPACE`` set (and not empty), a manifest whose
+    ``metadata.namespace`` names another namespace is dropped; one without a namespace is
+    kept. The manifests scoped to other app ids stay in the list (the lifecycle leaves them
+    out, ``check`` validates them), but their names are not this app's: a shared folder may
+    declare ``statestore`` once for ``billing`` and once for ``orders``.
+    """
+    current = environ.get("NAMESPACE", "")
+    kept: list[ComponentManifest] = []
+    seen: dict[str, str] = {}
+    for manifest in manifests:
+        if current and manifest.namespace and manifest.namespace != current:
+            log.info(
+                "%s: component %s is in namespace %s, not %s: not loaded",
+                manifest.source,
+                manifest.name,
+                manifest.namespace,
+                current,
+            )
+            continue
+        kept.append(manifest)
+        if not manifest.loaded_by(app_id):
+            continue
+        if manifest.name in seen:
+            raise StartupError(
+                manifest.source,
+                "metadata.name",
+                f"{manifest.name!r} is already declared in {seen[manifest.name]}",
+            )
+        seen[manifest.name] = manifest.source
+    return kept
+
+
 def with_placeholders(
     manifests: list[ComponentManifest], app_id: str, environ: Mapping[str, str]
 ) -> list[ComponentManifest]:
-    """The manifests with Dapr's placeholders in metadata values filled in, as daprd fills
-    them: ``{uuid}`` a new random UUID at each place, ``{podName}`` the POD_NAME variable
-    (a manifest naming it without one stops start-up), ``{namespace}`` NAMESPACE (``default``
-    when unset) and the app id as ``<namespace>.<app id>``, ``{appID}`` the app id. So a
-    ``consumerID: "{podName}"`` gives every replica its own group, as in Dapr. A manifest
-    scoped to other app ids is left as it is: this app does not load it."""
+    """The manifests ``app_id`` reads (``for_app``), with Dapr's placeholders in metadata
+    values filled in, as daprd fills them: ``{uuid}`` a new random UUID at each place,
+    ``{podName}`` the POD_NAME variable (a manifest naming it without one stops start-up),
+    ``{namespace}`` NAMESPACE (``default`` when unset) and the app id as
+    ``<namespace>.<app id>``, ``{appID}`` the app id. So a ``consumerID: "{podName}"``
+    gives every replica its own group, as in Dapr. A manifest scoped to other app ids is
+    left as it is: this app does not load it."""
+    manifests = for_app(manifests, app_id, environ)
     namespace = f"{environ.get('NAMESPACE', 'default')}.{app_id}"
     pod_name = environ.get("POD_NAME", "")
     filled = []
     for manifest in manifests:
-        if manifest.scopes and app_id not in manifest.scopes:
+        if not manifest.loaded_by(app_id):
             filled.append(manifest)
             continue
         metadata = dict(manifest.metadata)
@@ -93,21 +141,15 @@ def with_placeholders(
 
 
 def load_folder(folder: Path) -> list[ComponentManifest]:
+    """Every component manifest of the folder's YAML files, in file order, whatever its
+    scopes or namespace: which of them an app loads, and whether two of those share a
+    name, depends on the app (``for_app``)."""
     if not folder.is_dir():
         raise StartupError(str(folder), "resources-path", "is not a folder")
     manifests: list[ComponentManifest] = []
     for path in sorted(folder.iterdir()):
         if path.suffix in (".yaml", ".yml") and path.is_file():
             manifests.extend(load_file(path))
-    seen: dict[str, str] = {}
-    for manifest in manifests:
-        if manifest.name in seen:
-            raise StartupError(
-                manifest.source,
-                "metadata.name",
-                f"{manifest.name!r} is already declared in {seen[manifest.name]}",
-            )
-        seen[manifest.name] = manifest.source
     return manifests
 
 
@@ -150,6 +192,11 @@ def parse_document(document: Any, source: str) -> ComponentManifest | None:
         raise StartupError(source, "metadata.name", "is missing or empty")
     if not isinstance(name, str):
         raise StartupError(source, "metadata.name", f"must be a string, got {type(name).__name__} {name!r}")
+    namespace = meta.get("namespace")
+    if namespace is None:
+        namespace = ""
+    elif not isinstance(namespace, str):
+        raise StartupError(source, "metadata.namespace", f"must be a string, got {namespace!r}")
     spec = _mapping(document.get("spec"), source, "spec")
     type_ = spec.get("type")
     if not isinstance(type_, str) or "." not in type_:
@@ -182,6 +229,7 @@ def parse_document(document: Any, source: str) -> ComponentManifest | None:
         scopes=tuple(scopes),
         secret_refs=secret_refs,
         auth_secret_store=secret_store,
+        namespace=namespace,
     )
 
 
@@ -215,14 +263,17 @@ def _metadata_items(items: Any, source: str) -> tuple[dict[str, str], dict[str, 
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise StartupError(source, f"{where}.name", "is missing")
         name = item["name"]
+        # A bare ``value:`` (YAML null) is no value, as in Dapr: it reads as "".
+        value = item.get("value")
         if "secretKeyRef" in item:
-            if "value" in item:
+            if value is not None:
                 raise StartupError(source, where, "has both value and secretKeyRef: give one")
             refs[name] = _secret_ref(item["secretKeyRef"], source, f"{where}.secretKeyRef")
             values.pop(name, None)
             continue
-        value = item.get("value", "")
-        if isinstance(value, bool):
+        if value is None:
+            value = ""
+        elif isinstance(value, bool):
             value = "true" if value else "false"
         elif isinstance(value, (int, float, str)):
             value = str(value)

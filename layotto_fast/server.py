@@ -1,4 +1,12 @@
-"""Wire the sidecar together and run it on one uvloop event loop until SIGTERM."""
+"""Wire the sidecar together and run it on one uvloop event loop until SIGTERM.
+
+SIGTERM or SIGINT starts a graceful stop: readiness DOWN at once, then everything in flight
+gets the shutdown grace, and the sidecar exits 0 within it (plus at most FINISH_SECONDS for
+the last acknowledgements and closes when the deliveries used it all). A stop during
+start-up abandons the component inits still running and never starts the app's
+subscriptions. A second signal during a stop exits at once, with 128 + the signal's number
+(143 for SIGTERM, 130 for SIGINT), as a shell reports a process the signal ended.
+"""
 
 from __future__ import annotations
 
@@ -35,7 +43,7 @@ from layotto_fast.mesh.metrics import MeshCollector
 from layotto_fast.mesh.proxy import Mesh
 from layotto_fast.runtime.app_subscriptions import AppSubscriptions
 from layotto_fast.runtime.invoke_service import InvokeService
-from layotto_fast.runtime.lifecycle import Components
+from layotto_fast.runtime.lifecycle import Components, Health
 from layotto_fast.runtime.pubsub_service import with_consumer_groups
 from layotto_fast.runtime.services import Services
 from layotto_fast.settings import COMMAND_LINE, Settings
@@ -45,6 +53,11 @@ log = logging.getLogger("layotto_fast")
 # Young-generation collections every this many allocations instead of Python's 700: a call
 # allocates dozens of container objects, so the default collects every few calls under load.
 GC_YOUNG_THRESHOLD = 20_000
+
+# Seconds past the shutdown grace that the last steps of a stop may take (acknowledging what
+# was settled, closing the components) when the deliveries in flight used the whole grace; a
+# backend that answers in that time is left cleanly, one that does not is abandoned.
+FINISH_SECONDS = 0.5
 
 
 class GrpcServer(Protocol):
@@ -108,7 +121,7 @@ class Sidecar:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stop.set)
+            loop.add_signal_handler(sig, self._on_stop_signal, sig)
         # SIGHUP's default action ends the process with no drain: never that, mesh or not.
         loop.add_signal_handler(signal.SIGHUP, self._reload)
         uds = self.settings.grpc_uds
@@ -139,8 +152,17 @@ class Sidecar:
             self.settings.listen_address,
             self.settings.actuator_port,
         )
+        # A stop signal does not wait for the inits: a backend that never answers would hold
+        # it (readiness INIT) for the whole init timeout, then the app would be dialled.
+        initialising = loop.create_task(self.components.init_all())
+        stop = loop.create_task(self._stop.wait())
+        await asyncio.wait((initialising, stop), return_when=asyncio.FIRST_COMPLETED)
+        if not initialising.done():
+            await self._stop_during_start_up(initialising, server, actuator)
+            return
+        stop.cancel()
         try:
-            await self.components.init_all()
+            initialising.result()
         except StartupError as exc:
             # An unresolvable secret reference is a bad manifest: stop as one does (exit 2),
             # after letting go of the ports and the stores already started.
@@ -148,7 +170,7 @@ class Sidecar:
             await self._stop_serving(server, actuator, loop.time())
             raise
         log.info("readiness %s", self.components.readiness().status.value)
-        if self.app is not None:
+        if self.app is not None and not self._stop.is_set():
             self.app.start()  # after the components: nothing is read for the app before they are up
         settle_garbage_collector()
         checker = loop.create_task(self._check_health())
@@ -161,22 +183,69 @@ class Sidecar:
         await self._stop_serving(server, actuator, loop.time() + grace)
         log.info("stopped")
 
+    async def _stop_during_start_up(
+        self, initialising: asyncio.Task[None], server: GrpcServer, actuator: asyncio.Server
+    ) -> None:
+        """A stop signal came before every component had initialised: readiness DOWN, the
+        inits still running cancelled (one that ignores it is abandoned at the end of the
+        grace), the app never dialled, and what did start closed as in any stop."""
+        loop = asyncio.get_running_loop()
+        grace = self.settings.shutdown_grace_seconds
+        deadline = loop.time() + grace
+        waiting = sorted(s.manifest.name for s in self.components.slots if s.health == Health.INIT)
+        log.info("stopping during start-up: readiness DOWN, abandoning the inits still running (%s)",
+                 ", ".join(waiting) or "secret references")  # fmt: skip
+        self.components.stopping_reason = "shutting down"
+        initialising.cancel()
+        await asyncio.wait((initialising,), timeout=max(0.0, deadline - loop.time()))
+        if not initialising.done():
+            log.warning("stopping: component inits still running at the end of the grace: abandoned")
+        elif not initialising.cancelled() and initialising.exception() is not None:
+            log.info("stopping: start-up ended with: %s", initialising.exception())
+        await self._stop_serving(server, actuator, deadline)
+        log.info("stopped")
+
+    def _on_stop_signal(self, sig: signal.Signals) -> None:
+        if not self._stop.is_set():
+            self._stop.set()
+            return
+        code = 128 + sig.value
+        log.warning("%s during the stop: exiting now, without the rest of the grace (exit code %d)", sig.name, code)
+        self._remove_socket()
+        os._exit(code)
+
     async def _stop_serving(self, server: GrpcServer, actuator: asyncio.Server, deadline: float) -> None:
         """Stop everything, the shutdown grace ending at ``deadline`` (the loop's clock): one
         budget, spent first on the deliveries in flight, then on the gRPC calls still open."""
+        # Nothing waits on a backend past ``finish_by``: one that stopped answering (a Redis
+        # frozen mid-stop) holds the exit no longer than the grace and FINISH_SECONDS.
+        loop = asyncio.get_running_loop()
+        finish_by = deadline + FINISH_SECONDS
         # First, while the gRPC server still answers the calls an app makes while it handles a
         # message: no message is read any more, and the ones in hand are answered by the
         # deadline or stay unacknowledged, not half-delivered.
-        await self.services.pubsub.close(deadline)
-        if self.app is not None:
-            await self.app.close()  # its subscriptions are stopped: this ends its connection
-        await server.stop(max(0.0, deadline - asyncio.get_running_loop().time()))
+        try:
+            async with asyncio.timeout_at(finish_by):
+                await self.services.pubsub.close(deadline)
+                if self.app is not None:
+                    await self.app.close()  # its subscriptions are stopped: this ends its connection
+        except TimeoutError:
+            log.warning("stopping: subscriptions still stopping at the end of the grace (a backend not answering?): "
+                        "abandoned, their messages in hand stay unacknowledged")  # fmt: skip
+        await server.stop(max(0.0, deadline - loop.time()))
         actuator.close()
-        await self.services.invoke.close()
+        try:
+            async with asyncio.timeout_at(finish_by):
+                await self.services.invoke.close()
+        except TimeoutError:
+            log.warning("stopping: invoke clients still closing at the end of the grace: abandoned")
         self.invoker.close()
         if self.mesh is not None:
             self.mesh.stop()
-        await self.components.close_all()
+        await self.components.close_all(max(finish_by, loop.time()))
+        self._remove_socket()
+
+    def _remove_socket(self) -> None:
         if self._uds_inode is not None:
             with contextlib.suppress(OSError):
                 if os.stat(self.settings.grpc_uds).st_ino == self._uds_inode:

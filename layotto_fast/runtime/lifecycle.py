@@ -8,6 +8,16 @@ components are handed to the services; a call that names one that is not UP is
 UNAVAILABLE with the reason. Shutdown turns the sidecar DOWN before anything stops,
 so a platform stops routing first.
 
+A component's ``init`` has the init timeout and its ``ping`` PING_TIMEOUT_SECONDS; the
+reason of one that runs out says which step, the limit and the backend address from its
+manifest (``init failed: did not finish within 10 s (redisHost 10.0.0.5:6379)``). A
+CancelledError raised inside a component (its client closed under a running call) is that
+component's failure like any other, not the end of its health checks.
+
+Readiness shows each component under its name, beside the entries ``app`` (the app, when
+there is one) and ``sidecar`` (why it is stopping): a component named either would be hidden
+by them, so those names stop start-up, naming the file and ``metadata.name``.
+
 Secret stores start first: a component whose metadata names secrets
 (``secretKeyRef``) is built only once its store has answered them, because building
 parses the typed config. A reference that cannot be resolved stops start-up.
@@ -19,9 +29,10 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Self, cast
+from urllib.parse import urlsplit
 
 from layotto_fast.errors import InvalidArgument, StartupError, Unavailable
 from layotto_fast.manifest import ComponentManifest
@@ -34,6 +45,14 @@ log = logging.getLogger(__name__)
 # A ping slower than this counts as a failure: with the default 2 s between checks,
 # a backend that stops answering shows as DOWN within about 4 s.
 PING_TIMEOUT_SECONDS = 2.0
+
+# Readiness entries that are not components: a component may not take these names.
+APP_ENTRY = "app"  # the app's connection (AppSubscriptions.health), when there is an app
+SIDECAR_ENTRY = "sidecar"  # why the sidecar is DOWN while it stops
+RESERVED_NAMES = (APP_ENTRY, SIDECAR_ENTRY)
+
+# Metadata items that hold a component's backend address, shown in the reason of a timeout.
+ADDRESS_ITEMS = ("redisHost", "endpoints", "natsURL")
 
 
 class Health(enum.StrEnum):
@@ -181,10 +200,13 @@ class Components:
                     manifest.source, ref.field, f"secret store {store_name!r} did not start: {store_slot.reason}"
                 )
             if ref.name not in secrets:
+                deadline = asyncio.timeout(self._init_timeout)
                 try:
-                    secrets[ref.name] = await asyncio.wait_for(store.get(ref.name), self._init_timeout)
+                    async with deadline:
+                        secrets[ref.name] = await store.get(ref.name)
                 except Exception as exc:
-                    problem = f"secret {ref.name!r} cannot be read from secret store {store_name!r}: {_describe(exc)}"
+                    why = f"no answer within {self._init_timeout:g} s" if deadline.expired() else _describe(exc)
+                    problem = f"secret {ref.name!r} cannot be read from secret store {store_name!r}: {why}"
                     raise StartupError(manifest.source, ref.field, problem) from None
             secret = secrets[ref.name]
             if ref.key not in secret:
@@ -195,15 +217,41 @@ class Components:
         return values
 
     async def _init(self, slot: Slot) -> None:
-        try:
-            await asyncio.wait_for(slot.component.init(), self._init_timeout)
-        except Exception as exc:
-            self._mark(slot, Health.DOWN, f"init failed: {_describe(exc)}")
+        failed = await self._attempt(slot, slot.component.init, "init", self._init_timeout)
+        if failed:
+            self._mark(slot, Health.DOWN, f"init failed: {failed}")
             log.error("component %s (%s) %s", slot.manifest.name, slot.manifest.type, slot.reason)
         else:
             slot.initialised = True
             self._mark(slot, Health.UP, "")
             log.info("component %s (%s) is up", slot.manifest.name, slot.manifest.type)
+
+    async def _attempt(self, slot: Slot, step: Callable[[], Awaitable[None]], what: str, limit: float) -> str:
+        """Run ``step`` (the component's init or ping) for up to ``limit`` seconds: "" when it
+        succeeded, else why not.
+
+        A CancelledError from inside the component, while this task is not being cancelled
+        (an aetcd or grpc.aio client closed under a running call, on failover or a token
+        renewal), is the component's failure: raised on, it would end its health checks for
+        good and freeze its health. This task's own cancellation (a stop) goes on up.
+        """
+        deadline = asyncio.timeout(limit)
+        try:
+            async with deadline:
+                await step()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise
+            # The reason of a failed init reads "init failed: ...", that of a ping alone.
+            step_ = "" if what == "init" else f"{what} "
+            return f"{step_}cancelled inside the component (its client closed under a running call?)"
+        except Exception as exc:
+            if deadline.expired():  # ours, whatever the component made of the cancellation
+                late = "did not finish" if what == "init" else f"{what} did not answer"
+                return f"{late} within {limit:g} s{_address(slot.manifest)}"
+            return _describe(exc)
+        return ""
 
     async def check_all(self) -> None:
         """Ping every initialised component, retry the inits that failed; mark each UP or DOWN."""
@@ -223,32 +271,44 @@ class Components:
 
     async def _check(self, slot: Slot) -> None:
         if not slot.initialised:
-            try:
-                await asyncio.wait_for(slot.component.init(), self._init_timeout)
-            except Exception as exc:
-                self._mark(slot, Health.DOWN, f"init failed: {_describe(exc)}")
+            failed = await self._attempt(slot, slot.component.init, "init", self._init_timeout)
+            if failed:
+                self._mark(slot, Health.DOWN, f"init failed: {failed}")
             else:
                 slot.initialised = True
                 self._mark(slot, Health.UP, "")
                 log.info("component %s (%s) is up after a failed start", slot.manifest.name, slot.manifest.type)
             return
-        try:
-            await asyncio.wait_for(slot.component.ping(), PING_TIMEOUT_SECONDS)
-        except Exception as exc:
+        failed = await self._attempt(slot, slot.component.ping, "ping", PING_TIMEOUT_SECONDS)
+        if failed:
             if slot.health == Health.UP:
-                log.warning("component %s is down: %s", slot.manifest.name, _describe(exc))
-            self._mark(slot, Health.DOWN, _describe(exc))
+                log.warning("component %s is down: %s", slot.manifest.name, failed)
+            self._mark(slot, Health.DOWN, failed)
         else:
             if slot.health != Health.UP:
                 log.info("component %s is up again", slot.manifest.name)
             self._mark(slot, Health.UP, "")
 
-    async def close_all(self) -> None:
-        for slot in self.slots:
-            try:
-                await slot.component.close()
-            except Exception:
-                log.exception("closing component %s failed", slot.manifest.name)
+    async def close_all(self, deadline: float | None = None) -> None:
+        """Close every component, side by side; with ``deadline`` (the loop's clock), the ones
+        still closing then are abandoned, each with a log line: a backend that stopped
+        answering must not hold the sidecar's exit past its shutdown grace."""
+        closing = {asyncio.ensure_future(self._close(slot)): slot for slot in self.slots}
+        if not closing:
+            return
+        timeout = None if deadline is None else max(0.0, deadline - asyncio.get_running_loop().time())
+        _, left = await asyncio.wait(closing, timeout=timeout)
+        for task in left:
+            slot = closing[task]
+            log.warning("component %s (%s) did not close by the end of the shutdown grace: abandoned",
+                        slot.manifest.name, slot.manifest.type)  # fmt: skip
+            task.cancel()
+
+    async def _close(self, slot: Slot) -> None:
+        try:
+            await slot.component.close()
+        except Exception:
+            log.exception("closing component %s failed", slot.manifest.name)
 
     def liveness(self) -> HealthReport:
         """UP while the process answers; DOWN once it is stopping, so that a platform does not
@@ -260,7 +320,7 @@ class Components:
         """The components' health; ``app``, the app's entry, is shown but never required."""
         entries: dict[str, Mapping[str, str]] = {}
         if self.stopping_reason:
-            entries["sidecar"] = {"status": Health.DOWN.value, "reason": self.stopping_reason}
+            entries[SIDECAR_ENTRY] = {"status": Health.DOWN.value, "reason": self.stopping_reason}
         for slot in self.slots:
             entries[slot.manifest.name] = {
                 "status": slot.health.value,
@@ -268,7 +328,7 @@ class Components:
                 "type": slot.manifest.type,
             }
         if app is not None:
-            entries["app"] = app
+            entries[APP_ENTRY] = app
         if self.stopping_reason:
             status = Health.DOWN
         elif any(slot.health == Health.INIT for slot in self.slots):
@@ -314,6 +374,13 @@ def _build_or_wait(manifest: ComponentManifest, stores: list[str]) -> Component:
     Everything that can be checked before the store runs is checked here, so that
     ``check`` and ``serve`` refuse the same manifests at once.
     """
+    if manifest.name in RESERVED_NAMES:
+        problem = (
+            f"{manifest.name!r} is reserved: /actuator/health/readiness shows the "
+            f"{'app' if manifest.name == APP_ENTRY else 'sidecar'}'s own entry under that name, "
+            "which would hide this component's: choose another name"
+        )
+        raise StartupError(manifest.source, "metadata.name", problem)
     if not manifest.secret_refs:
         return registry.build(manifest)
     registry.implementation_for(manifest)
@@ -327,8 +394,30 @@ def _build_or_wait(manifest: ComponentManifest, stores: list[str]) -> Component:
     return AwaitingSecrets()
 
 
+def _address(manifest: ComponentManifest) -> str:
+    """`` (redisHost 10.0.0.5:6379)``: where the manifest says the backend is, or ""."""
+    for item in ADDRESS_ITEMS:
+        value = manifest.metadata.get(item, "").strip()
+        if value:
+            return f" ({item} {_without_credentials(value)})"
+    return ""
+
+
+def _without_credentials(value: str) -> str:
+    """The address list with any ``user:password@`` of its URLs left out."""
+    parts = []
+    for part in value.split(","):
+        part = part.strip()
+        if "@" in part:
+            split = urlsplit(part if "//" in part else "//" + part)
+            host = split.netloc.rpartition("@")[2]
+            part = f"{split.scheme}://{host}" if split.scheme else host
+        parts.append(part)
+    return ",".join(parts)
+
+
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
+    if isinstance(exc, TimeoutError) and not str(exc):
         return "timed out"
     message = getattr(exc, "message", None)
     if isinstance(message, str) and message:

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
+import logging
+import os
+import signal
 import threading
 import time
 import uuid
@@ -195,6 +199,55 @@ def test_ping_moves_to_the_next_endpoint_that_answers(etcd_server: EtcdServer, t
                 assert await store.try_lock(unique(), "o", 5)
 
         asyncio.run(scenario())
+
+
+def wait_stopped(pid: int, timeout: float = 5.0) -> None:
+    """Until every thread of ``pid`` is stopped: a thread of a busy machine may still answer a
+    request for a moment after ``kill`` sent SIGSTOP, until the group stop reaches it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states: list[str] = []
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(FileNotFoundError):  # a thread that has just ended
+                states.append((task / "stat").read_text().rpartition(")")[2].split()[0])
+        if all(state in ("T", "t") for state in states):
+            return
+        assert time.monotonic() < deadline, f"process {pid} not stopped within {timeout} s: {states}"
+        time.sleep(0.01)
+
+
+def test_a_configuration_watch_follows_the_connection_to_the_next_endpoint(
+    etcd_server: EtcdServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failover closes the old client; gRPC ends the watch stream read on its channel with
+    CancelledError, which the watch task did not catch (``except Exception``): the task ended
+    without a word, the dead watch stayed established, and no change was told again."""
+    with EtcdServer(tmp_path) as first:
+        pid = first.pid
+        assert pid is not None
+
+        async def scenario() -> None:
+            prefix, app, key = f"t-{unique()}/", unique(), unique()
+            endpoints = f"{first.endpoint},{etcd_server.endpoint}"
+            async with components(etcd_server, "configuration.etcd", endpoints=endpoints, keyPrefix=prefix) as [store]:
+                assert store._conn.endpoint == first.endpoint
+                seen: list[ConfigItem] = []
+                store.watch(ConfigQuery(app, (key,)), seen.extend)
+                assert await store.wait_watching(app, 2.0)
+                os.kill(pid, signal.SIGSTOP)  # the first says nothing: its watch stream just stays quiet
+                try:
+                    wait_stopped(pid)
+                    await store.ping()  # the first failed, the second answered: the old client is closed
+                    assert store._conn.endpoint == etcd_server.endpoint
+                    etcd_server.ctl("put", f"{prefix}{app}/g/l/{key}", "after the failover")
+                    await eventually(lambda: [i.content for i in seen] == ["after the failover"], 2 * WATCH_DEADLINE)
+                    assert await store.wait_watching(app, 1.0)
+                finally:
+                    os.kill(pid, signal.SIGCONT)
+
+        with caplog.at_level(logging.WARNING, "layotto_fast.components.configuration.etcd"):
+            asyncio.run(scenario())
+        assert "the etcd client it read from was closed and replaced" in caplog.text
 
 
 class LeaderlessMember:

@@ -11,7 +11,10 @@ message stays unacknowledged in the backend, to be handed out again.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import signal
+import subprocess
 import threading
 import time
 import uuid
@@ -28,6 +31,7 @@ from layotto_fast._proto import appcallback_pb2
 from layotto_fast._proto import runtime_pb2 as pb
 from layotto_fast.components.pubsub.jetstream import safe_name
 from tests import sidecar as sc
+from tests.backends.servers import RedisServer
 from tests.pubsub.app import SUCCESS, CallbackApp, Topic
 
 PUBSUB = "ps"
@@ -166,3 +170,63 @@ def test_a_stop_ends_within_a_grace_shorter_than_the_delivery(
     took = _stop_took(sidecar)
     assert took < 0.7, f"the stop took {took:.2f}s with a grace of 0.3 s (the process exited after {exited:.2f}s)"
     assert not _acknowledged(backend, topic), "a message the app never answered was acknowledged"
+
+
+def test_a_stop_ends_within_the_grace_when_redis_stops_answering(
+    tmp_path: Path, topic: str, app_for: list[SlowApp]
+) -> None:
+    """Redis frozen (SIGSTOP) while the app handles a message: before, each reader waited up to
+    Redis' read timeout for its XACK, then as long to leave its group, then the components
+    closed: with a 1 s grace the sidecar exited about 7 s after SIGTERM. Now nothing waits on
+    Redis past the grace (and a fraction of a second to acknowledge and close)."""
+    grace = 1.0
+    app = SlowApp(topic, seconds=0.3).start()
+    app_for.append(app)
+    with RedisServer(tmp_path / "redis") as server:
+        server.start()
+        sidecar = _run_until_delivering(tmp_path, ("redis", server), app, topic, grace)
+        assert server.pid is not None
+        os.kill(server.pid, signal.SIGSTOP)
+        try:
+            began = time.monotonic()
+            sidecar.process.send_signal(signal.SIGTERM)
+            try:
+                code = sidecar.process.wait(grace + 10)
+            except subprocess.TimeoutExpired:
+                code = None
+            exited = time.monotonic() - began
+            assert code == 0, sidecar.log()
+            assert exited < grace + 1.0, (
+                f"exited {exited:.2f}s after SIGTERM with a grace of {grace:g}s:\n{sidecar.log()}"
+            )
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+            sidecar.stop()
+
+
+def test_a_second_signal_during_a_stop_exits_at_once(
+    tmp_path: Path, redis_server: RedisServer, topic: str, app_for: list[SlowApp]
+) -> None:
+    """A delivery the app holds for 30 s, a 30 s grace: the first SIGTERM drains, a second one
+    (an operator's second Ctrl-C) ends the process at once, with 143 (128 + SIGTERM) as a shell
+    reports it. Before, the second signal was ignored and the stop took the whole grace."""
+    app = SlowApp(topic, seconds=30.0).start()
+    app_for.append(app)
+    sidecar = _run_until_delivering(tmp_path, ("redis", redis_server), app, topic, grace=30.0)
+    try:
+        sidecar.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while "INFO layotto_fast: stopping" not in sidecar.log():
+            assert time.monotonic() < deadline, sidecar.log()
+            time.sleep(0.02)
+        began = time.monotonic()
+        sidecar.process.send_signal(signal.SIGTERM)
+        try:
+            code = sidecar.process.wait(5)
+        except subprocess.TimeoutExpired:
+            code = None
+        assert code == 128 + signal.SIGTERM, sidecar.log()
+        assert time.monotonic() - began < 1.0
+        assert "SIGTERM during the stop: exiting now" in sidecar.log()
+    finally:
+        sidecar.stop()

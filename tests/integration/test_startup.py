@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import signal
 import socket
@@ -554,3 +555,95 @@ def test_a_key_prefix_with_the_separator_stops_check_and_serve(tmp_path: Path, t
         assert result.returncode == 2, (result.stdout, result.stderr)
         assert "store.yaml: spec.metadata.keyPrefix: 'a||b' contains '||'" in result.stderr, result.stderr
         assert "Traceback" not in result.stderr, result.stderr
+
+
+def test_a_shared_folder_may_declare_one_name_for_different_app_ids(tmp_path: Path) -> None:
+    """``statestore`` for billing in a.yaml and for orders in b.yaml: ``serve --app-id orders``
+    exited 2 ("already declared in a.yaml"), names being compared before scopes applied."""
+    folder = tmp_path / "components"
+    folder.mkdir()
+    for file, app_id in (("a.yaml", "billing"), ("b.yaml", "orders")):
+        (folder / file).write_text(
+            MANIFEST.format(name="statestore", type="state.in-memory", extra=f"scopes: [{app_id}]\n")
+        )
+    sidecar = sidecar_process.start(tmp_path, "--resources-path", str(folder), "--app-id", "orders")
+    try:
+        stub = sidecar.stub()
+        stub.SaveState(pb.SaveStateRequest(store_name="statestore", states=[pb.StateItem(key="k", value=b"v")]))
+        assert stub.GetState(pb.GetStateRequest(store_name="statestore", key="k")).data == b"v"
+        assert f"{folder / 'a.yaml'}: component statestore is scoped to billing, not to app id orders" in sidecar.log()
+    finally:
+        assert sidecar.stop() == 0
+    # One that every app loads collides with each app's own, in check as in serve.
+    (folder / "c.yaml").write_text(MANIFEST.format(name="statestore", type="state.in-memory", extra=""))
+    for result, first in (
+        (check(folder, "--app-id", "billing"), "a.yaml"),
+        (run_check(tmp_path, "--resources-path", str(folder), "--app-id", "orders"), "b.yaml"),
+    ):
+        assert result.returncode == 2, (result.stdout, result.stderr)
+        problem = f"c.yaml: metadata.name: 'statestore' is already declared in {folder / first}"
+        assert problem in result.stderr, result.stderr
+
+
+def test_a_stop_during_start_up_abandons_the_inits_and_never_dials_the_app(tmp_path: Path) -> None:
+    """A component's "Redis" listens and never answers, so its init would run for the whole init
+    timeout (10 s). Before, SIGTERM then waited for it (readiness INIT all along), dialled the app
+    and only then stopped. Now readiness turns DOWN "shutting down" at once, the app is never
+    dialled, and the process exits 0 within the grace: here spent on a configuration stream the
+    components that did start already serve."""
+    grace = 1.0
+    with socket.socket() as silent, socket.socket() as app:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # the kernel completes the connections; nothing reads or answers them
+        app.bind(("127.0.0.1", 0))
+        app.listen(16)
+        app.setblocking(False)
+        folder = tmp_path / "components"
+        write(folder, "cfg", "configuration.in-memory")
+        write(folder, "store", "state.redis", "  metadata:\n"
+              f"    - name: redisHost\n      value: 127.0.0.1:{silent.getsockname()[1]}\n"
+              "    - name: readTimeout\n      value: 60s\n    - name: maxRetries\n      value: 0\n")  # fmt: skip
+        sidecar = sidecar_process.start(
+            tmp_path, "--resources-path", str(folder), "--app-port", str(app.getsockname()[1]),
+            "--shutdown-grace-seconds", f"{grace:g}", wait=False,
+        )  # fmt: skip
+        channel = grpc.insecure_channel(sidecar.target)
+        try:
+            deadline = time.monotonic() + 10
+            while (document := readiness(sidecar)).get("components", {}).get("cfg", {}).get("status") != "UP":
+                assert time.monotonic() < deadline and sidecar.process.poll() is None, sidecar.log()
+                time.sleep(0.02)
+            assert document["status"] == "INIT" and document["components"]["store"]["status"] == "INIT"
+            stub = runtime_pb2_grpc.RuntimeStub(channel)
+            call = stub.SubscribeConfiguration(iter([pb.SubscribeConfigurationRequest(store_name="cfg", keys=["k"])]))
+
+            def drain() -> None:
+                with contextlib.suppress(grpc.RpcError):  # ended by the stop: UNAVAILABLE
+                    for _ in call:
+                        pass
+
+            threading.Thread(target=drain, daemon=True).start()
+            while orjson.loads(sidecar.http("/actuator/info")[1])["configuration_subscriptions"] != 1:
+                assert time.monotonic() < deadline, sidecar.log()
+                time.sleep(0.02)
+
+            signalled = time.monotonic()
+            sidecar.process.send_signal(signal.SIGTERM)
+            seen: list[tuple[str, str]] = []
+            while sidecar.process.poll() is None and time.monotonic() - signalled < grace + 3:
+                document = readiness(sidecar)
+                if document["status"] and time.monotonic() - signalled > 0.2:
+                    seen.append((document["status"], document["components"].get("sidecar", {}).get("reason", "")))
+                time.sleep(0.02)
+            took = time.monotonic() - signalled
+            assert sidecar.process.poll() == 0, sidecar.log()
+            assert took < grace + 1, f"exited {took:.2f}s after SIGTERM, the grace being {grace:g}s:\n{sidecar.log()}"
+            assert seen and set(seen) == {("DOWN", "shutting down")}, (seen, sidecar.log())
+            with pytest.raises(BlockingIOError):
+                app.accept()  # never dialled
+            assert "stopping during start-up" in sidecar.log()
+        finally:
+            channel.close()
+            if sidecar.process.poll() is None:
+                sidecar.process.kill()
+                sidecar.process.wait()

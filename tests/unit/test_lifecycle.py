@@ -11,6 +11,7 @@ import pytest
 
 from layotto_fast.errors import InvalidArgument, StartupError
 from layotto_fast.manifest import ComponentManifest
+from layotto_fast.runtime import lifecycle
 from layotto_fast.runtime.lifecycle import Components, Health
 
 
@@ -177,3 +178,170 @@ def test_the_apps_entry_is_shown_but_never_makes_the_sidecar_down() -> None:
     report = components.readiness(app)
     assert report.status == Health.UP and report.entries["app"] == app
     assert components.liveness().status == Health.UP
+
+
+class _CancelledInside:
+    """A component whose client is closed under its running calls while ``closed_under`` is
+    set (an aetcd or grpc.aio client on a failover or a token renewal): they raise CancelledError."""
+
+    def __init__(self, closed_under: bool = False) -> None:
+        self.closed_under = closed_under
+        self.inits = self.pings = 0
+
+    async def init(self) -> None:
+        self.inits += 1
+        if self.closed_under:
+            raise asyncio.CancelledError
+
+    async def ping(self) -> None:
+        self.pings += 1
+        if self.closed_under:
+            raise asyncio.CancelledError
+
+    async def close(self) -> None:
+        return None
+
+
+def test_a_cancelled_error_from_a_components_ping_is_its_failure_and_the_checks_go_on() -> None:
+    """Before, one CancelledError out of a ping ended that component's health checks for good:
+    its health stayed as it was (UP here, with the backend gone)."""
+
+    async def run() -> None:
+        components = Components([manifest("s", "state.in-memory")])
+        inside = _CancelledInside()
+        components.slots[0].component = inside
+        await components.init_all()
+        slot = components.slots[0]
+        assert slot.health == Health.UP
+        watching = asyncio.create_task(components.watch_health(0.02))
+        try:
+            inside.closed_under = True
+            await asyncio.sleep(0.2)
+            assert slot.health == Health.DOWN and slot.reason.startswith("ping cancelled inside the component")
+            pinged = inside.pings
+            await asyncio.sleep(0.2)
+            assert inside.pings > pinged  # still checked
+            inside.closed_under = False
+            await asyncio.sleep(0.2)
+            assert slot.health == Health.UP and slot.reason == ""
+        finally:
+            watching.cancel()
+            await asyncio.gather(watching, return_exceptions=True)
+        assert watching.cancelled()  # its own cancellation still ends it
+
+    asyncio.run(run())
+
+
+def test_a_cancelled_error_from_a_components_init_is_a_failed_init_retried_later() -> None:
+    """Before, it went out of ``init_all`` and ended the start-up."""
+
+    async def run() -> None:
+        components = Components([manifest("s", "state.in-memory"), manifest("t", "state.in-memory")])
+        inside = _CancelledInside(closed_under=True)
+        components.slots[0].component = inside
+        await components.init_all()
+        assert components.slots[0].health == Health.DOWN and components.slots[1].health == Health.UP
+        assert components.slots[0].reason.startswith("init failed: cancelled inside the component")
+        inside.closed_under = False
+        await components.check_all()
+        assert components.slots[0].health == Health.UP and inside.inits == 2
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("name", ["app", "sidecar"])
+def test_a_component_named_as_a_readiness_entry_of_the_sidecars_stops_start_up(name: str) -> None:
+    """Before, readiness keyed its entries by name and the app's (``app``) or the stop's
+    (``sidecar``) overwrote the component's: hidden, its DOWN shown as nothing."""
+    with pytest.raises(StartupError, match=rf"test_lifecycle\.py: metadata\.name: '{name}' is reserved") as raised:
+        Components([manifest("s", "state.in-memory"), manifest(name, "state.in-memory")])
+    assert "choose another name" in str(raised.value)
+    # ``check`` refuses it too, in a manifest scoped to another app id: that app's serve would.
+    scoped = dataclasses.replace(manifest(name, "lock.in-memory"), scopes=("billing",))
+    Components([scoped], app_id="orders")  # not loaded here
+    with pytest.raises(StartupError, match=r"metadata\.name"):
+        Components([scoped], app_id="orders", check_out_of_scope=True)
+    # Names that only look alike are components like any other.
+    components = Components([manifest(f"{name}-state", "state.in-memory"), manifest(name.upper(), "state.in-memory")])
+    asyncio.run(components.init_all())
+    components.stopping_reason = "shutting down"
+    entries = components.readiness({"status": "UP", "reason": "", "required": "false"}).entries
+    assert list(entries) == ["sidecar", f"{name}-state", name.upper(), "app"]
+
+
+class _Silent:
+    """A component whose backend never answers the step named by ``hangs`` ("init" or "ping")."""
+
+    def __init__(self, hangs: str) -> None:
+        self.hangs = hangs
+
+    async def init(self) -> None:
+        if self.hangs == "init":
+            await asyncio.sleep(60)
+
+    async def ping(self) -> None:
+        if self.hangs == "ping":
+            await asyncio.sleep(60)
+
+    async def close(self) -> None:
+        return None
+
+
+def test_a_timeout_says_which_step_after_how_long_and_the_backend_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before, the reason read "init failed: timed out", or "timed out" for a ping: not what,
+    nor for how long, nor which backend."""
+    monkeypatch.setattr(lifecycle, "PING_TIMEOUT_SECONDS", 0.05)
+    components = Components([manifest("cache", "state.redis", {"redisHost": "10.0.0.5:6379"})], 0.05)
+    silent = _Silent("init")
+    components.slots[0].component = silent
+    asyncio.run(components.init_all())
+    assert components.slots[0].reason == "init failed: did not finish within 0.05 s (redisHost 10.0.0.5:6379)"
+    silent.hangs = "ping"
+    asyncio.run(components.check_all())  # the init is retried, and succeeds
+    assert components.slots[0].health == Health.UP
+    asyncio.run(components.check_all())
+    assert components.slots[0].reason == "ping did not answer within 0.05 s (redisHost 10.0.0.5:6379)"
+
+    # A URL's credentials are left out; a component with no address in its manifest says the limit.
+    bus = manifest("bus", "pubsub.jetstream", {"natsURL": "nats://user:pw@10.0.0.6:4222, nats://10.0.0.7:4222"})
+    components = Components([bus, manifest("s", "state.in-memory")], 0.05)
+    for slot in components.slots:
+        slot.component = _Silent("init")
+    asyncio.run(components.init_all())
+    reasons = [slot.reason for slot in components.slots]
+    assert reasons == [
+        "init failed: did not finish within 0.05 s (natsURL nats://10.0.0.6:4222,nats://10.0.0.7:4222)",
+        "init failed: did not finish within 0.05 s",
+    ]
+    assert "pw" not in reasons[0]
+
+
+class _NeverCloses:
+    async def init(self) -> None:
+        return None
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        await asyncio.sleep(60)
+
+
+def test_close_all_abandons_at_its_deadline_what_is_still_closing(caplog: pytest.LogCaptureFixture) -> None:
+    """Before, a close waited on a backend that stopped answering for as long as its client
+    would, past the sidecar's shutdown grace."""
+
+    async def run() -> float:
+        components = Components([manifest("stuck", "state.in-memory"), manifest("s", "state.in-memory")])
+        components.slots[0].component = _NeverCloses()
+        await components.init_all()
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        await components.close_all(began + 0.1)
+        return loop.time() - began
+
+    with caplog.at_level(logging.WARNING, logger="layotto_fast.runtime.lifecycle"):
+        took = asyncio.run(run())
+    assert took < 1.0
+    assert "component stuck (state.in-memory) did not close by the end of the shutdown grace: abandoned" in caplog.text
+    assert "component s " not in caplog.text

@@ -296,3 +296,84 @@ def test_a_relative_secrets_file_is_found_beside_its_manifest_in_a_multi_documen
     store = LocalFileSecretStore.from_manifest(vault)
     asyncio.run(store.init())
     assert asyncio.run(store.get("db")) == {"db": "pw"}
+
+
+# --- which manifests an app loads ------------------------------------------------------------------
+
+
+def declare(folder: Path, file: str, name: str, extra: str = "", namespace: str = "") -> Path:
+    """A state.in-memory component ``name`` in ``folder/file``, with ``extra`` top-level lines."""
+    path = folder / file
+    meta = f"  name: {name}\n" + (f"  namespace: {namespace}\n" if namespace else "")
+    path.write_text(
+        f"apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n{meta}spec:\n  type: state.in-memory\n{extra}"
+    )
+    return path
+
+
+def load_for(folder: Path, app_id: str) -> list[tuple[str, str]]:
+    """What ``serve --app-id APP_ID`` reads: (name, file) of every manifest kept."""
+    from layotto_fast import server
+
+    manifests = server.load_manifests(settings.load(None, {"resources_path": str(folder), "app_id": app_id}))
+    return [(m.name, Path(m.source).name) for m in manifests]
+
+
+def test_a_name_declared_for_different_apps_is_not_a_duplicate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shared folder declaring ``statestore`` for billing in a.yaml and for orders in b.yaml
+    stopped every app (exit 2, "already declared in a.yaml"): names were compared before
+    scopes were applied. In Dapr each app reads its own."""
+    monkeypatch.delenv("NAMESPACE", raising=False)
+    a = declare(tmp_path, "a.yaml", "statestore", "scopes: [billing]\n")
+    b = declare(tmp_path, "b.yaml", "statestore", "scopes: [orders]\n")
+    for app_id in ("orders", "billing", "cart"):
+        # Every manifest is still there (check validates them all); the lifecycle picks by scope.
+        assert load_for(tmp_path, app_id) == [("statestore", "a.yaml"), ("statestore", "b.yaml")]
+    manifests = load_folder(tmp_path)
+    loaded = Components(manifests, app_id="orders").manifests("state")
+    assert loaded["statestore"].source == str(b)
+
+    # Two that one app loads are still refused, naming both files; an app loading one is not.
+    c = declare(tmp_path, "c.yaml", "statestore")
+    for app_id, first in (("orders", b), ("billing", a)):
+        with pytest.raises(StartupError) as raised:
+            load_for(tmp_path, app_id)
+        assert (raised.value.source, raised.value.field) == (str(c), "metadata.name")
+        assert raised.value.problem == f"'statestore' is already declared in {first}"
+    assert load_for(tmp_path, "cart") == [("statestore", name) for name in ("a.yaml", "b.yaml", "c.yaml")]
+
+
+def test_a_manifest_of_another_namespace_is_not_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As daprd reads a folder: with NAMESPACE set, a manifest naming another namespace is
+    dropped before names are compared; one naming none is kept. Without NAMESPACE every
+    namespace is read, so the same two are one name declared twice."""
+    declare(tmp_path, "a.yaml", "statestore", namespace="shop")
+    declare(tmp_path, "b.yaml", "statestore", namespace="staging")
+    declare(tmp_path, "c.yaml", "cache")
+    monkeypatch.setenv("NAMESPACE", "shop")
+    assert load_for(tmp_path, "orders") == [("statestore", "a.yaml"), ("cache", "c.yaml")]
+    monkeypatch.setenv("NAMESPACE", "staging")
+    assert load_for(tmp_path, "orders") == [("statestore", "b.yaml"), ("cache", "c.yaml")]
+    for unset in (lambda: monkeypatch.delenv("NAMESPACE"), lambda: monkeypatch.setenv("NAMESPACE", "")):
+        unset()
+        with pytest.raises(StartupError) as raised:
+            load_for(tmp_path, "orders")
+        assert raised.value.source == str(tmp_path / "b.yaml") and "a.yaml" in raised.value.problem
+
+    declare(tmp_path, "d.yaml", "other", namespace="[shop]")
+    with pytest.raises(StartupError) as raised:
+        load_file(tmp_path / "d.yaml")
+    assert raised.value.field == "metadata.namespace"
+
+
+def test_a_bare_metadata_value_is_the_empty_string(tmp_path: Path) -> None:
+    """``- name: redisPassword`` with a bare ``value:`` (YAML null) stopped start-up ("must be a
+    scalar, got NoneType"); Dapr reads a null value as no value, the empty string."""
+    path = tmp_path / "m.yaml"
+    path.write_text(GOOD.replace("value: 6379", "value:").replace("value: true", "value: ~"))
+    [manifest] = load_file(path)
+    assert manifest.metadata == {"port": "", "enabled": ""}
+    # No value, so a secretKeyRef beside a bare value: is the item's one source.
+    path.write_text(greeter("      value:\n      secretKeyRef: {name: db}"))
+    [manifest] = load_file(path)
+    assert manifest.secret_refs["hello"].name == "db" and "hello" not in manifest.metadata

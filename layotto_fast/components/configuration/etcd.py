@@ -28,7 +28,9 @@ deleted through this store are also delivered before ``save``/``delete`` return;
 the watch then skips those revisions, so each change reaches a listener once.
 Changes made by others (another sidecar, ``etcdctl``) are delivered from the moment
 the watch is established (``wait_watching``), typically milliseconds after
-``watch()``. When etcd goes away the task reconnects (backing off up to 1 s) and
+``watch()``. When etcd goes away, or the connection replaces the client under the
+watch (a failed ping moved it to another endpoint, an expired token was renewed: the
+old client's stream ends cancelled), the task watches again (backing off up to 1 s) and
 resumes at the revision after the last one it saw, so nothing is missed; if that
 revision has been compacted away, every current item of the app is delivered as
 changed (deletions in the gap are lost). The cancel a ``watch()`` returns stops the
@@ -290,25 +292,36 @@ class EtcdConfigurationStore:
         pause, failing = RETRY_MIN, False
         while True:
             client: Any = None
+            failure: BaseException | None = None
+            why = ""
             try:
                 client = self._conn.client()
                 await self._stream(watch, client)
+            except asyncio.CancelledError as exc:
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise  # this watch is stopped (its cancel, close())
+                # Nobody cancelled this task: gRPC ends the calls of a channel being closed with
+                # CancelledError, and the connection closes its client when it moves to another
+                # endpoint (ping) or renews the token. The watch is lost: watch again, on the
+                # client in use now, from the revision after the last one seen.
+                failure, why = exc, "the etcd client it read from was closed and replaced"
             except Exception as exc:
+                failure = exc
+                why = exc.message if isinstance(exc, RuntimeApiError) else self._conn.unavailable(exc).message
+            if failure is None:
+                pause = RETRY_MIN  # ended by a compaction: watch again at once
+            else:
                 if watch.established.is_set():  # it worked until now: a new failure
                     pause, failing = RETRY_MIN, False
                 if not failing:
                     log.warning(
-                        "%s: watch of app %r failed (%s); watching again",
-                        self.config.component,
-                        watch.app_id,
-                        exc.message if isinstance(exc, RuntimeApiError) else self._conn.unavailable(exc).message,
+                        "%s: watch of app %r failed (%s); watching again", self.config.component, watch.app_id, why
                     )
                 failing = True
-                if client is not None and self.config.username and unauthenticated(exc):
+                if client is not None and self.config.username and unauthenticated(failure):
                     with contextlib.suppress(RuntimeApiError):
                         await self._conn.renew(client)
-            else:
-                pause = RETRY_MIN  # ended by a compaction: watch again at once
             watch.established.clear()
             await asyncio.sleep(pause)
             pause = min(pause * 2, RETRY_MAX)

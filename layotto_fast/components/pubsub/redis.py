@@ -24,6 +24,9 @@ delivered again: at least once, never lost.
 
 Unsubscribing stops reading at once and lets the handler calls in flight finish until the
 deadline it is given (see ``Unsubscribe``); the entries it cuts off stay pending, claimed later.
+Then Redis is waited for (the XACK of what was settled, leaving the group) up to the read
+timeout, and no longer than FINISH_SECONDS past a deadline: a Redis that stopped answering
+does not hold a sidecar's stop past its shutdown grace.
 """
 
 from __future__ import annotations
@@ -53,6 +56,9 @@ log = logging.getLogger(__name__)
 READ_BLOCK_MS = 1000  # longest a read waits for entries; half the read timeout when that is shorter
 BACKOFF_SECONDS = (0.05, 2.0)  # first and longest pause of a reader whose Redis is away
 ACK_DELAY = 0.002  # seconds an acknowledgement may wait to share one XACK with others
+# Seconds past an unsubscribe's deadline that its last XACK and leaving the group may take: a
+# Redis that answers takes milliseconds; one that does not is given up on.
+FINISH_SECONDS = 0.2
 # What a read may raise when Redis is away: redis-py's errors, or the pipeline's Unavailable.
 AWAY: tuple[type[BaseException], ...] = (*REDIS_ERRORS, Unavailable)
 AWAY_OR_LATE: tuple[type[BaseException], ...] = (*AWAY, TimeoutError)
@@ -170,8 +176,9 @@ class _Reader:
 
     async def stop(self, deadline: float | None = None) -> None:
         """Stop reading and claiming, let the handler calls in flight finish until ``deadline``
-        (``Unsubscribe``'s), then acknowledge what was settled: the XACK is waited for even past
-        the deadline (up to the read timeout), since the pipeline may close right after."""
+        (``Unsubscribe``'s), then acknowledge what was settled and leave the group: Redis is
+        waited for up to the read timeout, since the pipeline may close right after, and with a
+        deadline until FINISH_SECONDS past it at the latest."""
         # redis-py may turn the cancellation of a blocked read into a connection error, which
         # the loops would take for Redis being away: they look at this flag as well.
         self._stopping = True
@@ -181,24 +188,38 @@ class _Reader:
         if self._reads is not None:
             await self._reads.close()
         await self._dispatcher.drain(deadline)
+        loop = asyncio.get_running_loop()
+        limit = max(self._config.redis.read_timeout, 1.0)  # bounded: Redis may be away
+        if deadline is not None:  # a sidecar's stop: no later than just past its grace
+            limit = min(limit, max(0.0, deadline - loop.time()) + FINISH_SECONDS)
+        finish_by = loop.time() + limit
         self._send_acks()
         if self._acking:  # the pipeline closes after this: what was settled is acknowledged first
-            await asyncio.wait(self._acking, timeout=max(self._config.redis.read_timeout, 1.0))
-        await self._leave_group()
+            await asyncio.wait(self._acking, timeout=limit)
+            if self._acking:
+                log.info("stopping %s: Redis did not answer the last XACK within %.2gs: its entries stay pending, "
+                         "claimed later", self._topic, limit)  # fmt: skip
+        await self._leave_group(finish_by)
 
-    async def _leave_group(self) -> None:
+    async def _leave_group(self, finish_by: float) -> None:
         """Remove this subscription's consumer from its group when nothing is pending on it: each
         subscription is a consumer of its own, and the group would keep every one for good. One
-        with pending entries stays, for another consumer to claim them from."""
+        with pending entries stays, for another consumer to claim them from. Given up at
+        ``finish_by`` (the loop's clock)."""
+        if asyncio.get_running_loop().time() >= finish_by:  # redis-py may not return at once from a cancelled call
+            log.info("consumer %s stays in group %s of %s: no time left to remove it", self._consumer, self._group,
+                     self._topic)  # fmt: skip
+            return
         try:
-            async with asyncio.timeout(max(self._config.redis.read_timeout, 1.0)):  # bounded: Redis may be away
+            async with asyncio.timeout_at(finish_by):
                 if not await self._client.xpending_range(
                     self._topic, self._group, min="-", max="+", count=1, consumername=self._consumer
                 ):
                     await self._client.xgroup_delconsumer(self._topic, self._group, self._consumer)
         except AWAY_OR_LATE as exc:
+            why = str(exc) or "no answer in time"
             log.info("removing consumer %s from group %s of %s failed: %s", self._consumer, self._group,
-                     self._topic, exc)  # fmt: skip
+                     self._topic, why)  # fmt: skip
 
     async def _read(self) -> None:
         pause = BACKOFF_SECONDS[0]
