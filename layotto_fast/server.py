@@ -221,6 +221,8 @@ class Sidecar:
         # frozen mid-stop) holds the exit no longer than the grace and FINISH_SECONDS.
         loop = asyncio.get_running_loop()
         finish_by = deadline + FINISH_SECONDS
+        if self.mesh is not None:
+            self.mesh.stop_accepting()  # new Bolt and Dubbo connections go to another instance
         # First, while the gRPC server still answers the calls an app makes while it handles a
         # message: no message is read any more, and the ones in hand are answered by the
         # deadline or stay unacknowledged, not half-delivered.
@@ -241,7 +243,9 @@ class Sidecar:
             log.warning("stopping: invoke clients still closing at the end of the grace: abandoned")
         self.invoker.close()
         if self.mesh is not None:
-            self.mesh.stop()
+            # After the gRPC calls (InvokeService goes out through the mesh): the requests
+            # of the mesh's clients still unanswered get what is left of the grace.
+            await self.mesh.drain(deadline)
         await self.components.close_all(max(finish_by, loop.time()))
         self._remove_socket()
 

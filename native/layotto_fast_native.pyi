@@ -361,6 +361,10 @@ class MeshProxy:
     def reload(self, config: MeshConfig) -> None:
         """New routes and clusters, same listeners; unchanged clusters keep their connections."""
     def stop(self) -> None: ...
+    def stop_accepting(self) -> None:
+        """Closes the listening sockets; open connections are still served."""
+    def owed(self) -> int:
+        """Requests of the listeners' clients not answered yet."""
     def stats(self) -> MeshStats:
         """Counters by listener, route and cluster."""
     def invoke(

@@ -22,6 +22,7 @@ log = logging.getLogger("layotto_fast.mesh")
 
 # How often the config file's modification time is looked at.
 WATCH_INTERVAL_SECONDS = 1.0
+DRAIN_POLL_SECONDS = 0.01  # how often a shutdown looks whether the mesh owes answers still
 
 
 class Mesh:
@@ -103,6 +104,24 @@ class Mesh:
                 for c in self.settings.clusters
             ],
         }
+
+    def stop_accepting(self) -> None:
+        """The first step of a shutdown: the listening sockets close (new connections are
+        refused, and go to another instance), the connections open are served on."""
+        if self._proxy is not None:
+            self._proxy.stop_accepting()
+
+    async def drain(self, deadline: float) -> None:
+        """Stops accepting, waits until every request of the clients is answered or the
+        loop's clock reaches ``deadline``, then stops: what is still owed then is cut."""
+        self.stop_accepting()
+        loop = asyncio.get_running_loop()
+        while self._proxy is not None and self._proxy.owed() and loop.time() < deadline:
+            await asyncio.sleep(DRAIN_POLL_SECONDS)
+        owed = self._proxy.owed() if self._proxy is not None else 0
+        if owed:
+            log.warning("mesh: %d requests still unanswered at the end of the shutdown grace", owed)
+        self.stop()
 
     def stop(self) -> None:
         if self._watching is not None:

@@ -5,6 +5,7 @@ upstream connection that goes silent, frames a Bolt server would close its conne
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import time
 import zlib
@@ -435,3 +436,38 @@ def test_an_upstream_that_stops_reading_is_refused_to_not_dropped(tmp_path: Path
         upstream.paused = False
         assert waiting.responses(1)[0][:2] == (2, STATUS_SUCCESS), "the shared connection was kept"
         assert upstream.connections == 1
+
+
+def test_a_stop_drains_the_mesh_within_the_grace(tmp_path: Path) -> None:
+    """SIGTERM closes the mesh's listening socket at once (new connections go elsewhere)
+    and answers the requests in flight before the process ends, within the grace."""
+    with fault_upstream() as upstream:
+        upstream.delay = 1.0
+        path = tmp_path / "mesh.yaml"
+        port = sidecar_process.free_port()
+        routes = [{"name": "echo", "match": {"service": SERVICE}, "cluster": "c", "timeout_ms": 5000}]
+        path.write_text(yaml.safe_dump({"mesh": {
+            "listeners": [{"protocol": "bolt", "address": f"127.0.0.1:{port}", "routes": routes}],
+            "clusters": [{"name": "c", "protocol": "bolt", "hosts": [upstream.address]}],
+        }}))  # fmt: skip
+        sidecar = sidecar_process.start(tmp_path, "--config", str(path), "--shutdown-grace-seconds", "4")
+        try:
+            client = BoltClient(("127.0.0.1", port), timeout=10)
+            client.send(client.request(1, SERVICE))
+            wait_for(lambda: upstream.requests == 1)
+            started = time.monotonic()
+            sidecar.process.send_signal(signal.SIGTERM)
+            wait_for(lambda: _refused(port), timeout=2)
+            assert client.responses(1)[0][:2] == (1, STATUS_SUCCESS), "answered, not cut"
+            assert sidecar.process.wait(10) == 0
+            assert time.monotonic() - started < 4.0
+        finally:
+            sidecar.stop()
+
+
+def _refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except OSError:
+        return True
+    return False

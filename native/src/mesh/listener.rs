@@ -2,7 +2,7 @@
 //! sends each request on by route, cluster and host, or refuses it in the protocol's
 //! own words.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::{poll_fn, Future};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 use tokio::task::spawn_local;
 
 use super::cluster::Cluster;
@@ -29,26 +30,43 @@ pub struct Listener {
     pub max_buffered: usize,
     pub routing: Rc<RefCell<Rc<Routing>>>,
     pub stats: Arc<ListenerStats>,
+    /// Cleared when the mesh drains: the socket is closed, the connections served on.
+    pub accepting: Cell<bool>,
+    pub stop_accepting: Notify,
+}
+
+impl Listener {
+    pub fn close(&self) {
+        self.accepting.set(false);
+        self.stop_accepting.notify_waiters();
+    }
 }
 
 pub async fn accept<C: Codec>(socket: TcpListener, listener: Rc<Listener>) {
-    loop {
-        match socket.accept().await {
-            Ok((stream, _)) => {
-                listener.stats.connections.incr();
-                spawn_local(serve_client::<C>(stream, listener.clone()));
-            }
-            // Out of descriptors and the like: wait rather than spin.
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+    while listener.accepting.get() {
+        tokio::select! {
+            accepted = socket.accept() => match accepted {
+                Ok((stream, _)) => {
+                    listener.stats.connections.incr();
+                    spawn_local(serve_client::<C>(stream, listener.clone()));
+                }
+                // Out of descriptors and the like: wait rather than spin.
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            },
+            _ = listener.stop_accepting.notified() => {}
         }
     }
+    // The socket is dropped here: new connections are refused, and go to another instance.
 }
 
 async fn serve_client<C: Codec>(stream: TcpStream, listener: Rc<Listener>) {
     let _ = stream.set_nodelay(true);
     listener.stats.open_connections.incr();
     let (mut reader, writer) = stream.into_split();
-    let outbox = Rc::new(Outbox::new(listener.max_buffered));
+    let outbox = Rc::new(Outbox::for_client(
+        listener.max_buffered,
+        listener.stats.clone(),
+    ));
     let writing = spawn_local({
         let outbox = outbox.clone();
         async move { outbox.drain(writer).await }

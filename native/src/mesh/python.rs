@@ -202,6 +202,23 @@ impl MeshProxy {
             .collect()
     }
 
+    /// Closes the listening sockets; open connections are still served.
+    fn stop_accepting(&self) {
+        if let Some(control) = &self.control {
+            let _ = control.send(Control::StopAccepting);
+        }
+    }
+
+    /// Requests of the listeners' clients not answered yet.
+    fn owed(&self) -> u64 {
+        let registry = self.registry.lock().expect("registry poisoned");
+        registry
+            .listeners
+            .iter()
+            .map(|(_, _, _, s)| s.owed.get())
+            .sum()
+    }
+
     /// Closes every listener and connection and waits for the thread to end.
     fn stop(&mut self, py: Python<'_>) {
         if let Some(control) = self.control.take() {

@@ -1,13 +1,13 @@
 //! The mesh's own thread: it binds nothing (Python's side did), runs every listener and
 //! upstream connection on one single-threaded tokio runtime, and swaps configurations in.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::TcpListener as StdListener;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::task::spawn_local;
 
 use super::config::{MeshConfig, Protocol};
@@ -23,6 +23,8 @@ use crate::dubbo::Dubbo;
 
 pub(super) enum Control {
     Reload(MeshConfig, std::sync::mpsc::Sender<()>),
+    /// Close the listening sockets; the connections open are served on.
+    StopAccepting,
     Stop,
 }
 
@@ -110,6 +112,7 @@ pub(super) async fn run(
     let listener_stats: Vec<Arc<ListenerStats>> =
         config.listeners.iter().map(|_| Arc::default()).collect();
     publish(&registry, &config, &routing.borrow(), &listener_stats);
+    let mut listeners = Vec::new();
     for (index, (l, socket)) in config.listeners.iter().zip(sockets).enumerate() {
         let listener = Rc::new(Listener {
             index,
@@ -117,10 +120,13 @@ pub(super) async fn run(
             max_buffered: l.max_buffered,
             routing: routing.clone(),
             stats: listener_stats[index].clone(),
+            accepting: Cell::new(true),
+            stop_accepting: Notify::new(),
         });
         let socket =
             tokio::net::TcpListener::from_std(socket).expect("a bound non-blocking socket");
-        spawn(l.protocol, socket, listener);
+        spawn(l.protocol, socket, listener.clone());
+        listeners.push(listener);
     }
     let _ = started.send(());
     let direct: Rc<DirectClusters> = Rc::default();
@@ -147,6 +153,7 @@ pub(super) async fn run(
                 config = new;
                 let _ = done.send(());
             }
+            Control::StopAccepting => listeners.iter().for_each(|l| l.close()),
             Control::Stop => break,
         }
     }
