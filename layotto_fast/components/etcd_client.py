@@ -343,11 +343,32 @@ class EtcdConnection:
         except BACKEND_ERRORS as exc:
             if not (self.config.username and unauthenticated(exc)):
                 raise self.translate(exc, limit) from None
+        except asyncio.CancelledError:
+            if self._cancelled_itself(client):
+                raise
+            raise self._replaced() from None
         client = await self.renew(client)
         try:
             return await within(operation(client), limit)
         except BACKEND_ERRORS as exc:
             raise self.translate(exc, limit) from None
+        except asyncio.CancelledError:
+            if self._cancelled_itself(client):
+                raise
+            raise self._replaced() from None
+
+    def _cancelled_itself(self, client: Any) -> bool:
+        """Whether a call on ``client`` that ended cancelled was cancelled by its caller (or
+        by the client still in use), not by the close of a replaced client (a failover, a
+        renewed token), which cancels the gRPC calls still waiting on its channel."""
+        task = asyncio.current_task()
+        return (task is not None and task.cancelling() > 0) or client is self._client
+
+    def _replaced(self) -> Unavailable:
+        return Unavailable(
+            f"{self.config.component}: the etcd connection was replaced while the call waited on it "
+            f"(now {self.endpoint}); try again"
+        )
 
     async def renew(self, failed: Any) -> Any:
         """A new client (a new authentication token) in place of ``failed``, once."""

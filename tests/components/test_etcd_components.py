@@ -250,6 +250,33 @@ def test_a_configuration_watch_follows_the_connection_to_the_next_endpoint(
         assert "the etcd client it read from was closed and replaced" in caplog.text
 
 
+def test_a_call_waiting_on_a_replaced_client_is_unavailable(etcd_server: EtcdServer, tmp_path: Path) -> None:
+    """A failover closes the old client under a call still waiting on it (its member stopped
+    answering): gRPC ends that call with CancelledError, which reached the caller as if it
+    had been cancelled itself. It is UNAVAILABLE, saying why, so the app may try again."""
+    with EtcdServer(tmp_path) as first:
+        pid = first.pid
+        assert pid is not None
+
+        async def scenario() -> None:
+            endpoints = f"{first.endpoint},{etcd_server.endpoint}"
+            async with components(etcd_server, "configuration.etcd", endpoints=endpoints,
+                                  operationTimeout="20s") as [store]:  # fmt: skip
+                os.kill(pid, signal.SIGSTOP)
+                try:
+                    wait_stopped(pid)
+                    waiting = asyncio.ensure_future(store.get(ConfigQuery(unique(), (unique(),))))
+                    await asyncio.sleep(0.2)
+                    assert not waiting.done()
+                    await store.ping()  # the first failed, the second answered: the old client is closed
+                    with pytest.raises(Unavailable, match="replaced while the call waited"):
+                        await asyncio.wait_for(waiting, 5)
+                finally:
+                    os.kill(pid, signal.SIGCONT)
+
+        asyncio.run(scenario())
+
+
 class LeaderlessMember:
     """A gRPC server where etcd's KV service takes every call and never answers: an etcd
     member cut off from its leader accepts connections and holds linearizable reads."""
