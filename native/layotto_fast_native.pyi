@@ -300,6 +300,7 @@ class MeshClusterConfig(TypedDict):
     max_pending: int
     outlier_consecutive_failures: int
     ejection_ms: int
+    max_ejection_percent: int
     health_check_interval_ms: int
     health_check_timeout_ms: int
     idle_heartbeat_ms: int  # 0: none
@@ -340,6 +341,7 @@ class MeshHostStats(TypedDict):
 class MeshClusterStats(MeshRequestStats):
     name: str
     ejections: int
+    ejections_capped: int
     breaker_refused: int
     connect_failures: int
     unknown_responses: int

@@ -70,6 +70,7 @@ class Cluster:
     max_pending: int = 1024
     outlier_consecutive_failures: int = 5
     ejection_ms: int = 30_000
+    max_ejection_percent: int = 50  # of the hosts out at once; at least one may always be
     health_check_interval_ms: int = 0  # 0: no health checks
     health_check_timeout_ms: int = 1000
     # A heartbeat on a connection idle this long, as SOFA Bolt and Dubbo clients send (their
@@ -142,6 +143,7 @@ def _native_cluster(c: Cluster) -> NativeClusterConfig:
         "max_pending": c.max_pending,
         "outlier_consecutive_failures": c.outlier_consecutive_failures,
         "ejection_ms": c.ejection_ms,
+        "max_ejection_percent": c.max_ejection_percent,
         "health_check_interval_ms": c.health_check_interval_ms,
         "health_check_timeout_ms": c.health_check_timeout_ms,
         "idle_heartbeat_ms": c.idle_heartbeat_ms,
@@ -227,7 +229,7 @@ def _cluster(source: str, path: str, raw: Any) -> Cluster:
         if not is_host_port(host):
             raise f.error(f"hosts[{i}]", f"must be host:port with a port from 1 to 65535, got {host!r}")
     breaker = f.section("circuit_breaker", ("max_requests", "max_pending"))
-    outlier = f.section("outlier_detection", ("consecutive_failures", "ejection_ms"))
+    outlier = f.section("outlier_detection", ("consecutive_failures", "ejection_ms", "max_ejection_percent"))
     health = f.section("health_check", ("interval_ms", "timeout_ms"))
     return Cluster(
         name=f.required_text("name"),
@@ -241,6 +243,7 @@ def _cluster(source: str, path: str, raw: Any) -> Cluster:
             outlier, "consecutive_failures", _CLUSTER.outlier_consecutive_failures, 0, 1_000_000
         ),
         ejection_ms=_integer(outlier, "ejection_ms", _CLUSTER.ejection_ms, 1, 86_400_000),
+        max_ejection_percent=_integer(outlier, "max_ejection_percent", _CLUSTER.max_ejection_percent, 0, 100),
         health_check_interval_ms=(
             health.integer("interval_ms", HEALTH_CHECK_INTERVAL_MS, 10, 86_400_000)
             if health

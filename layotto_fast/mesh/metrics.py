@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 
 _ListenerCount = Literal["connections", "no_route", "bad_frames", "heartbeats"]
-_ClusterCount = Literal["ejections", "breaker_refused", "connect_failures", "unknown_responses"]
+_ClusterCount = Literal["ejections", "ejections_capped", "breaker_refused", "connect_failures", "unknown_responses"]
 
 
 class MeshCollector(Collector):
@@ -51,6 +51,10 @@ class MeshCollector(Collector):
         yield open_connections
         cluster_counts: dict[_ClusterCount, tuple[str, str]] = {
             "ejections": ("layotto_fast_mesh_ejections", "Hosts ejected after consecutive failures"),
+            "ejections_capped": (
+                "layotto_fast_mesh_ejections_capped",
+                "Ejections left undone: max_ejection_percent of the hosts were out already",
+            ),
             "breaker_refused": ("layotto_fast_mesh_breaker_refused", "Requests refused by the circuit breaker"),
             "connect_failures": ("layotto_fast_mesh_connect_failures", "Connections to a host that failed"),
             "unknown_responses": (

@@ -61,7 +61,7 @@ def test_the_native_shape_carries_every_setting() -> None:
         "protocol": "dubbo",
         "balancing": "least_request",
         "circuit_breaker": {"max_requests": 7, "max_pending": 3},
-        "outlier_detection": {"consecutive_failures": 2, "ejection_ms": 500},
+        "outlier_detection": {"consecutive_failures": 2, "ejection_ms": 500, "max_ejection_percent": 20},
         "health_check": {"interval_ms": 100, "timeout_ms": 50},
         "idle_heartbeat_ms": 0,
     }
@@ -81,6 +81,7 @@ def test_the_native_shape_carries_every_setting() -> None:
     cluster = native["clusters"][0]
     assert (cluster["max_requests"], cluster["max_pending"], cluster["balancing"]) == (7, 3, "least_request")
     assert (cluster["outlier_consecutive_failures"], cluster["ejection_ms"]) == (2, 500)
+    assert cluster["max_ejection_percent"] == 20
     assert (cluster["health_check_interval_ms"], cluster["health_check_timeout_ms"]) == (100, 50)
     assert cluster["idle_heartbeat_ms"] == 0
     assert parse(mesh(), "f.yaml").to_native()["clusters"][0]["idle_heartbeat_ms"] == 15_000

@@ -147,11 +147,27 @@ impl Cluster {
         let limit = self.config.outlier_consecutive_failures;
         if limit > 0 && failures >= limit {
             h.consecutive_failures.set(0);
+            if !self.may_eject_one_more() {
+                self.stats.ejections_capped.incr();
+                return;
+            }
             let until = Instant::now() + Duration::from_millis(self.config.ejection_ms);
             h.ejected_until.set(Some(until));
             self.stats.hosts[host].eject_for(self.config.ejection_ms);
             self.stats.ejections.incr();
         }
+    }
+
+    /// Whether one more host may be ejected under `max_ejection_percent` (at least one may).
+    fn may_eject_one_more(&self) -> bool {
+        let now = Instant::now();
+        let ejected = self
+            .hosts
+            .iter()
+            .filter(|h| h.ejected_until.get().is_some_and(|until| until > now))
+            .count();
+        let allowed = (self.hosts.len() * self.config.max_ejection_percent as usize / 100).max(1);
+        ejected < allowed
     }
 
     /// Leaves `host` out of balancing for `ejection_ms`: it said it is shutting down.
@@ -270,6 +286,40 @@ mod tests {
         c.failed(1);
         c.failed(1);
         assert!(c.pick(&[]).is_some());
+    }
+
+    #[test]
+    fn ejection_stops_at_max_ejection_percent() {
+        let mut config = cluster(Balancing::RoundRobin, 4).config.clone();
+        config.max_ejection_percent = 50;
+        let c = Cluster::new(config);
+        for host in 0..3 {
+            c.failed(host);
+            c.failed(host);
+        }
+        let ejected: Vec<bool> = (0..4).map(|h| c.is_ejected(h)).collect();
+        assert_eq!(
+            ejected,
+            vec![true, true, false, false],
+            "two of four at most"
+        );
+        assert_eq!(
+            (c.stats.ejections.get(), c.stats.ejections_capped.get()),
+            (2, 1)
+        );
+        let picks: std::collections::HashSet<usize> =
+            (0..4).map(|_| c.pick(&[]).unwrap()).collect();
+        assert_eq!(
+            picks,
+            [2, 3].into(),
+            "the host not ejected still takes its share"
+        );
+        let mut one_host = cluster(Balancing::RoundRobin, 1).config.clone();
+        one_host.max_ejection_percent = 0;
+        let single = Cluster::new(one_host);
+        single.failed(0);
+        single.failed(0);
+        assert!(single.is_ejected(0), "one host may always be ejected");
     }
 
     #[test]

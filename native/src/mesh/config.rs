@@ -73,6 +73,9 @@ pub struct ClusterConfig {
     /// (0: never).
     pub outlier_consecutive_failures: u32,
     pub ejection_ms: u64,
+    /// At most this share of the hosts ejected at once (at least one may always be), so that
+    /// a bad spell does not pile the whole load onto the last hosts left.
+    pub max_ejection_percent: u32,
     /// Active health checks with heartbeat frames (0: none).
     pub health_check_interval_ms: u64,
     pub health_check_timeout_ms: u64,
@@ -93,6 +96,7 @@ impl Default for ClusterConfig {
             max_pending: 1024,
             outlier_consecutive_failures: 5,
             ejection_ms: 30_000,
+            max_ejection_percent: 50,
             health_check_interval_ms: 0,
             health_check_timeout_ms: 1000,
             idle_heartbeat_ms: 15_000,

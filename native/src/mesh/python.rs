@@ -264,6 +264,7 @@ impl MeshProxy {
             d.set_item("name", name)?;
             put_request_stats(&d, &s.requests)?;
             d.set_item("ejections", s.ejections.get())?;
+            d.set_item("ejections_capped", s.ejections_capped.get())?;
             d.set_item("breaker_refused", s.breaker_refused.get())?;
             d.set_item("connect_failures", s.connect_failures.get())?;
             d.set_item("unknown_responses", s.unknown_responses.get())?;

@@ -121,6 +121,8 @@ pub struct ClusterStats {
     /// target sent them.
     pub requests: RouteStats,
     pub ejections: Counter,
+    /// Ejections left undone: `max_ejection_percent` of the hosts were out already.
+    pub ejections_capped: Counter,
     pub breaker_refused: Counter,
     pub connect_failures: Counter,
     pub unknown_responses: Counter,
