@@ -367,6 +367,8 @@ class MeshProxy:
         """Closes the listening sockets; open connections are still served."""
     def owed(self) -> int:
         """Requests of the listeners' clients not answered yet."""
+    def open_connections(self) -> int:
+        """Client connections open on the listeners."""
     def stats(self) -> MeshStats:
         """Counters by listener, route and cluster."""
     def invoke(

@@ -107,16 +107,18 @@ class Mesh:
 
     def stop_accepting(self) -> None:
         """The first step of a shutdown: the listening sockets close (new connections are
-        refused, and go to another instance), the connections open are served on."""
+        refused, and go to another instance), and each client connection reads no more
+        requests, is told so when its protocol can (Dubbo's read-only event), and closes
+        once what it asked is answered and written."""
         if self._proxy is not None:
             self._proxy.stop_accepting()
 
     async def drain(self, deadline: float) -> None:
-        """Stops accepting, waits until every request of the clients is answered or the
-        loop's clock reaches ``deadline``, then stops: what is still owed then is cut."""
+        """Stops accepting, waits until every client connection has closed or the loop's
+        clock reaches ``deadline``, then stops: what is still owed then is cut."""
         self.stop_accepting()
         loop = asyncio.get_running_loop()
-        while self._proxy is not None and self._proxy.owed() and loop.time() < deadline:
+        while self._proxy is not None and self._proxy.open_connections() and loop.time() < deadline:
             await asyncio.sleep(DRAIN_POLL_SECONDS)
         owed = self._proxy.owed() if self._proxy is not None else 0
         if owed:

@@ -110,6 +110,12 @@ pub trait Codec: Send + Sync + 'static {
 
     /// The protocol's own error response to request `frame`, carrying `message`.
     fn refusal(frame: &[u8], head: &FrameHead, refusal: Refusal, message: &str) -> Vec<u8>;
+
+    /// What tells a client that this connection takes no new requests (Dubbo's read-only
+    /// event), when the protocol has it.
+    fn closing_notice() -> Option<Vec<u8>> {
+        None
+    }
 }
 
 /// One whole frame's length against the length its header declares (`what` names the

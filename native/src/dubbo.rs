@@ -327,6 +327,17 @@ fn finish(mut frame: Vec<u8>) -> Vec<u8> {
     frame
 }
 
+/// Whether the body of `frame` is short and, quotes and whitespace aside, ends in `R`: the
+/// string "R" in most serializations (JSON, fastjson2's JSONB, Hessian...).
+fn ends_in_r(frame: &[u8]) -> bool {
+    let body = frame.get(HEADER_LEN..).unwrap_or_default();
+    let trimmed = body
+        .iter()
+        .rposition(|b| !matches!(b, b'"' | b' ' | b'\n' | b'\r'))
+        .map_or(&body[..0], |end| &body[..=end]);
+    body.len() <= 8 && trimmed.last() == Some(&b'R')
+}
+
 fn frame_with_body(flag: u8, status: u8, id: u64, body: &[u8]) -> Vec<u8> {
     let mut out = start(flag, status, id, body.len());
     out.extend_from_slice(body);
@@ -554,9 +565,9 @@ impl Codec for Dubbo {
         let kind = match (h.is_request(), h.is_event()) {
             (true, true) if is_read_only_event(frame) => FrameKind::Closing,
             (true, true) if h.flag & FLAG_TWO_WAY != 0 => FrameKind::HeartbeatRequest,
-            // One-way: Java Dubbo answers none. The read-only event is the only one it sends
-            // so; in a serialization not decoded here, it is taken for that.
-            (true, true) if h.serialization() != HESSIAN2 => FrameKind::Closing,
+            // One-way: Java Dubbo answers none. In a serialization not decoded here, a short
+            // body ending in the read-only event's "R" is taken for it ("W" and "H" are not).
+            (true, true) if h.serialization() != HESSIAN2 && ends_in_r(frame) => FrameKind::Closing,
             (true, true) => FrameKind::Notice,
             (true, false) if h.flag & FLAG_TWO_WAY != 0 => FrameKind::Request,
             (true, false) => FrameKind::Oneway,
@@ -622,6 +633,16 @@ impl Codec for Dubbo {
             _ => frame.get(HEADER_LEN..).unwrap_or_default(),
         };
         frame_with_body(FLAG_EVENT | serialization, STATUS_OK, head.request_id, body)
+    }
+
+    fn closing_notice() -> Option<Vec<u8>> {
+        // Dubbo's read-only event: a one-way event whose data is the string "R".
+        Some(frame_with_body(
+            FLAG_REQUEST | FLAG_EVENT | HESSIAN2,
+            0,
+            0,
+            b"\x01R",
+        ))
     }
 
     fn heartbeat_request(id: u64) -> Vec<u8> {
@@ -715,9 +736,17 @@ mod tests {
         // a one-way event whose data is the string "R" (`Request.READONLY_EVENT`).
         let read_only = frame_with_body(FLAG_REQUEST | FLAG_EVENT | HESSIAN2, 0, 7, b"\x01R");
         assert_eq!(Dubbo::head(&read_only).unwrap().kind, FrameKind::Closing);
-        // The same in another serialization (fastjson2's "R"): not decoded, still read-only.
+        // The same in another serialization (fastjson2's "R"): not decoded, still read-only;
+        // its writeable event ("W", a provider back in service) is not.
         let fastjson2 = frame_with_body(FLAG_REQUEST | FLAG_EVENT | 23, 0, 7, b"\"R\"");
         assert_eq!(Dubbo::head(&fastjson2).unwrap().kind, FrameKind::Closing);
+        let writeable = frame_with_body(FLAG_REQUEST | FLAG_EVENT | 23, 0, 7, b"\"W\"");
+        assert_eq!(Dubbo::head(&writeable).unwrap().kind, FrameKind::Notice);
+        assert_eq!(
+            Dubbo::head(&Dubbo::closing_notice().unwrap()).unwrap().kind,
+            FrameKind::Closing,
+            "the mesh's own notice to its clients reads as the read-only event"
+        );
         // Other one-way events ask for nothing; a two-way one is a heartbeat.
         let other = frame_with_body(FLAG_REQUEST | FLAG_EVENT | HESSIAN2, 0, 8, b"\x01X");
         assert_eq!(Dubbo::head(&other).unwrap().kind, FrameKind::Notice);

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -302,8 +303,9 @@ def test_the_circuit_breaker_refuses_past_max_pending_while_connecting(tmp_path:
 
 def test_an_upstream_connection_that_goes_silent_is_replaced_after_one_timeout(tmp_path: Path) -> None:
     """Without health checks: a request's whole timeout without one byte from the upstream
-    gives its connection up, and the next request goes out on a new one. Kept, it would
-    time every request out until TCP gave up, many minutes later."""
+    sends a heartbeat, and one unanswered for 1 s gives the connection up: the next request
+    goes out on a new one. Kept, it would time every request out until TCP gave up, many
+    minutes later."""
     with (
         fault_upstream() as upstream,
         mesh(tmp_path, {"hosts": [upstream.address]}, route={"timeout_ms": 300}) as (_, port),
@@ -314,6 +316,7 @@ def test_an_upstream_connection_that_goes_silent_is_replaced_after_one_timeout(t
         upstream.wedged = {1}  # the mesh's connection: the route to it dropped, say
         client.send(client.request(2, SERVICE))
         assert client.responses(1)[0][:2] == (2, STATUS_TIMEOUT)
+        time.sleep(1.5)  # the heartbeat's second
         for i in range(3, 6):
             client.send(client.request(i, SERVICE))
             assert client.responses(1)[0][:2] == (i, STATUS_SUCCESS)
@@ -333,6 +336,34 @@ def test_a_host_whose_connection_goes_silent_is_healthy_again_on_a_new_one(tmp_p
         client = BoltClient(("127.0.0.1", port))
         client.send(client.request(1, SERVICE))
         assert client.responses(1)[0][:2] == (1, STATUS_SUCCESS)
+
+
+def test_a_slow_service_on_a_responsive_upstream_keeps_its_connection(tmp_path: Path) -> None:
+    """A route with a short timeout expires while the connection is quiet, but the upstream
+    answers the heartbeat that finds out why (it is only slow): the connection is kept, and
+    a request of a route with a longer timeout waiting on it is answered."""
+    routes = [
+        {"name": "hasty", "match": {"service": "com.example.Hasty:1.0"}, "cluster": "c", "timeout_ms": 200},
+        {"name": "patient", "match": {"service": SERVICE}, "cluster": "c", "timeout_ms": 5000},
+    ]
+    port = sidecar_process.free_port()
+    with fault_upstream() as upstream:
+        path = tmp_path / "mesh.yaml"
+        path.write_text(yaml.safe_dump({"mesh": {
+            "listeners": [{"protocol": "bolt", "address": f"127.0.0.1:{port}", "routes": routes}],
+            "clusters": [{"name": "c", "protocol": "bolt", "hosts": [upstream.address], "idle_heartbeat_ms": 0}],
+        }}))  # fmt: skip
+        sidecar = sidecar_process.start(tmp_path, "--config", str(path))
+        try:
+            upstream.slow = 1.5
+            client = BoltClient(("127.0.0.1", port), timeout=10)
+            client.send(client.request(1, SERVICE))
+            client.send(client.request(2, "com.example.Hasty:1.0"))
+            answers = dict((r[0], r[1]) for r in client.responses(2))
+            assert answers == {2: STATUS_TIMEOUT, 1: STATUS_SUCCESS}, answers
+            assert upstream.connections == 1 and upstream.heartbeats >= 1
+        finally:
+            sidecar.stop()
 
 
 def test_a_late_heartbeat_answer_does_not_pass_a_later_probe(tmp_path: Path) -> None:
@@ -396,7 +427,7 @@ def test_an_idle_upstream_connection_gets_heartbeats_and_is_given_up_when_silent
         assert client.responses(1)[0][:2] == (1, STATUS_SUCCESS)
         wait_for(lambda: upstream.heartbeats >= 3)
         upstream.wedged = {1}
-        time.sleep(0.5)  # several heartbeats unanswered
+        time.sleep(1.6)  # a heartbeat, unanswered for a second
         started = time.monotonic()
         client.send(client.request(2, SERVICE))
         assert client.responses(1)[0][:2] == (2, STATUS_SUCCESS)
@@ -471,3 +502,44 @@ def _refused(port: int) -> bool:
     except OSError:
         return True
     return False
+
+
+def test_a_stop_under_steady_traffic_closes_each_client_once_answered(tmp_path: Path) -> None:
+    """A client that keeps one request in flight at all times would keep some answer owed
+    whenever the drain looked: each client connection reads no more requests once the stop
+    begins, is closed once its last answer is written, and the stop ends long before the
+    grace. Every answer the client got is a success."""
+    with fault_upstream() as upstream:
+        upstream.delay = 0.05
+        path = tmp_path / "mesh.yaml"
+        port = sidecar_process.free_port()
+        routes = [{"name": "echo", "match": {"service": SERVICE}, "cluster": "c", "timeout_ms": 5000}]
+        path.write_text(yaml.safe_dump({"mesh": {
+            "listeners": [{"protocol": "bolt", "address": f"127.0.0.1:{port}", "routes": routes}],
+            "clusters": [{"name": "c", "protocol": "bolt", "hosts": [upstream.address]}],
+        }}))  # fmt: skip
+        sidecar = sidecar_process.start(tmp_path, "--config", str(path), "--shutdown-grace-seconds", "20")
+        try:
+            client = BoltClient(("127.0.0.1", port), timeout=10)
+            statuses: list[int] = []
+            closed = threading.Event()
+
+            def keep_asking() -> None:
+                try:
+                    for i in range(100_000):
+                        client.send(client.request(i, SERVICE))
+                        statuses.append(client.responses(1)[0][1])
+                except OSError:
+                    closed.set()
+
+            asking = threading.Thread(target=keep_asking, daemon=True)
+            asking.start()
+            wait_for(lambda: len(statuses) >= 5)
+            started = time.monotonic()
+            sidecar.process.send_signal(signal.SIGTERM)
+            assert sidecar.process.wait(10) == 0
+            assert time.monotonic() - started < 3.0, "not held to the 20 s grace"
+            assert closed.wait(5), "the client's connection was closed"
+            assert set(statuses) == {STATUS_SUCCESS}
+        finally:
+            sidecar.stop()

@@ -7,6 +7,7 @@ the fake of ``tests/mesh/dubbo_fake.py`` (it can be told to keep quiet)."""
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import struct
 import time
@@ -165,3 +166,26 @@ def test_a_one_way_event_is_not_answered(tmp_path: Path) -> None:
         client = connect(port)
         client.sendall(one_way_event)
         assert call(client, 6) == "p", "the first answer is the call's"
+
+
+def test_a_stop_tells_dubbo_clients_the_connection_is_read_only(tmp_path: Path) -> None:
+    """On SIGTERM each Dubbo client connection gets Dubbo's read-only event (a one-way event
+    whose data is "R"), as a provider shutting down sends, so that consumers send their next
+    calls elsewhere; then it is closed."""
+    with named_providers("p") as (provider,):
+        port = sidecar_process.free_port()
+        path = tmp_path / "mesh.yaml"
+        path.write_text(yaml.safe_dump(mesh_config(port, [provider.address])))
+        sidecar = sidecar_process.start(tmp_path, "--config", str(path))
+        try:
+            client = connect(port)
+            assert call(client, 1) == "p"
+            sidecar.process.send_signal(signal.SIGTERM)
+            head = client.recv(16, socket.MSG_WAITALL)
+            body = client.recv(struct.unpack(">i", head[12:16])[0], socket.MSG_WAITALL)
+            assert head[:2] == b"\xda\xbb" and head[2] == 0x80 | 0x20 | 0x02, head.hex()  # request, event, no two-way
+            assert body == b"\x01R"
+            assert client.recv(1) == b"", "then closed"
+            assert sidecar.process.wait(10) == 0
+        finally:
+            sidecar.stop()

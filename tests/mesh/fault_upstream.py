@@ -27,13 +27,16 @@ class FaultUpstream:
     ``heartbeat_delay`` before each heartbeat's. The connections numbered in ``wedged``
     (1 is the first accepted) answer nothing, whatever the mode: a dropped route, say.
     While ``paused``, no connection is read (what is sent piles up in the kernel, then in
-    the sender)."""
+    the sender). ``slow`` seconds before each request's answer, the connection serving
+    heartbeats and other requests meanwhile: a slow service on a responsive server."""
 
     def __init__(self) -> None:
         self.mode = "echo"
         self.delay = 0.0
         self.heartbeat_delay = 0.0
+        self.slow = 0.0
         self.paused = False
+        self._answering: set[asyncio.Task[None]] = set()
         self.wedged: set[int] = set()
         self.connections = 0  # accepted so far
         self.requests = 0
@@ -105,6 +108,11 @@ class FaultUpstream:
             request_id += 1_000_000
         if self.delay:
             await asyncio.sleep(self.delay)
+        if self.slow:
+            later = asyncio.create_task(self._answer_later(self.slow, request_id, codec, header, content, writer))
+            self._answering.add(later)
+            later.add_done_callback(self._answering.discard)
+            return
         answer = {"upstream": str(self.port), **header}
         response = bytes(native.encode_bolt_response(request_id, codec, 0, "", answer, content))
         if self.mode == "split":
@@ -114,6 +122,12 @@ class FaultUpstream:
             await asyncio.sleep(0.003)  # the rest comes in a later segment, read on its own
             response = response[cut:]
         writer.write(response)
+
+    async def _answer_later(self, seconds: float, request_id: int, codec: int, header: dict[str, str],
+                            content: bytes, writer: asyncio.StreamWriter) -> None:  # fmt: skip
+        await asyncio.sleep(seconds)
+        answer = {"upstream": str(self.port), **header}
+        writer.write(bytes(native.encode_bolt_response(request_id, codec, 0, "", answer, content)))
 
     def stop(self) -> None:
         async def close() -> None:

@@ -24,7 +24,9 @@ pub struct Host {
     /// Requests sent and not yet answered (least-request balancing).
     pub active: Cell<usize>,
     consecutive_failures: Cell<u32>,
+    /// Out of balancing after failures (outlier ejection), or because it is shutting down.
     ejected_until: Cell<Option<Instant>>,
+    draining_until: Cell<Option<Instant>>,
     /// Set by active health checks; a host starts healthy.
     pub healthy: Cell<bool>,
 }
@@ -50,15 +52,20 @@ impl Host {
             active: Cell::new(0),
             consecutive_failures: Cell::new(0),
             ejected_until: Cell::new(None),
+            draining_until: Cell::new(None),
             healthy: Cell::new(true),
         }
     }
 
     fn available(&self, now: Instant) -> bool {
-        if self.ejected_until.get().is_some_and(|until| until <= now) {
-            self.ejected_until.set(None);
+        for out in [&self.ejected_until, &self.draining_until] {
+            if out.get().is_some_and(|until| until <= now) {
+                out.set(None);
+            }
         }
-        self.healthy.get() && self.ejected_until.get().is_none()
+        self.healthy.get()
+            && self.ejected_until.get().is_none()
+            && self.draining_until.get().is_none()
     }
 }
 
@@ -158,7 +165,8 @@ impl Cluster {
         }
     }
 
-    /// Whether one more host may be ejected under `max_ejection_percent` (at least one may).
+    /// Whether one more host may be ejected under `max_ejection_percent` (at least one may);
+    /// hosts out because they are shutting down do not count.
     fn may_eject_one_more(&self) -> bool {
         let now = Instant::now();
         let ejected = self
@@ -174,7 +182,7 @@ impl Cluster {
     /// Not an ejection for failures: nothing failed, and the count is not touched.
     pub fn drain(&self, host: usize) {
         let until = Instant::now() + Duration::from_millis(self.config.ejection_ms);
-        self.hosts[host].ejected_until.set(Some(until));
+        self.hosts[host].draining_until.set(Some(until));
         self.stats.hosts[host].eject_for(self.config.ejection_ms);
     }
 
@@ -313,6 +321,15 @@ mod tests {
             picks,
             [2, 3].into(),
             "the host not ejected still takes its share"
+        );
+        let drained = Cluster::new(c.config.clone());
+        drained.drain(0);
+        drained.drain(1);
+        drained.failed(2);
+        drained.failed(2);
+        assert!(
+            drained.is_ejected(2),
+            "hosts shutting down are not ejections: they do not use the cap"
         );
         let mut one_host = cluster(Balancing::RoundRobin, 1).config.clone();
         one_host.max_ejection_percent = 0;

@@ -30,7 +30,8 @@ pub struct Listener {
     pub max_buffered: usize,
     pub routing: Rc<RefCell<Rc<Routing>>>,
     pub stats: Arc<ListenerStats>,
-    /// Cleared when the mesh drains: the socket is closed, the connections served on.
+    /// Cleared when the mesh drains: the socket is closed, and each client connection
+    /// reads no more requests, is told so when its protocol can, and closes once answered.
     pub accepting: Cell<bool>,
     pub stop_accepting: Notify,
 }
@@ -72,18 +73,29 @@ async fn serve_client<C: Codec>(stream: TcpStream, listener: Rc<Listener>) {
         async move { outbox.drain(writer).await }
     });
     let mut buffer = BytesMut::with_capacity(16 * 1024);
-    let mut sent_all = false; // the client shut its side: it still hears its answers
+    // The client shut its side, or the mesh drains: what was asked is still answered.
+    let mut answer_and_close = false;
+    let mut draining = false;
     'reading: loop {
+        if !listener.accepting.get() {
+            draining = true;
+            answer_and_close = true;
+            if let Some(notice) = C::closing_notice() {
+                outbox.push(&notice);
+            }
+            break 'reading;
+        }
         tokio::select! {
             read = reader.read_buf(&mut buffer) => match read {
                 Ok(0) => {
-                    sent_all = true;
+                    answer_and_close = true;
                     break 'reading;
                 }
                 Err(_) => break 'reading,
                 Ok(_) => {}
             },
             _ = outbox.closed() => break 'reading,
+            _ = listener.stop_accepting.notified() => continue 'reading,
         }
         loop {
             let frame = match take_frame::<C>(&mut buffer, listener.max_frame_size as u64) {
@@ -103,7 +115,7 @@ async fn serve_client<C: Codec>(stream: TcpStream, listener: Rc<Listener>) {
             buffer.reserve(16 * 1024);
         }
     }
-    if sent_all {
+    if answer_and_close {
         outbox.settled().await;
     }
     if outbox.is_closed() {
@@ -112,6 +124,9 @@ async fn serve_client<C: Codec>(stream: TcpStream, listener: Rc<Listener>) {
     } else {
         // Answers already queued still go out before the socket is shut.
         outbox.close();
+        if draining {
+            let _ = writing.await; // counted open until written: the drain waits for it
+        }
     }
     listener.stats.open_connections.decr();
 }

@@ -219,6 +219,16 @@ impl MeshProxy {
             .sum()
     }
 
+    /// Client connections open on the listeners.
+    fn open_connections(&self) -> u64 {
+        let registry = self.registry.lock().expect("registry poisoned");
+        registry
+            .listeners
+            .iter()
+            .map(|(_, _, _, s)| s.open_connections.get())
+            .sum()
+    }
+
     /// Closes every listener and connection and waits for the thread to end.
     fn stop(&mut self, py: Python<'_>) {
         if let Some(control) = self.control.take() {

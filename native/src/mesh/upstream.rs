@@ -73,8 +73,10 @@ pub struct Upstream {
     sent: tokio::sync::Notify,
     /// The id of the heartbeat last answered (active health checks read it).
     heartbeat_answered: Cell<Option<u64>>,
-    /// When bytes last came from the upstream.
-    last_read: Cell<Instant>,
+    /// When bytes last came from the upstream (None: never).
+    last_read: Cell<Option<Instant>>,
+    /// When a heartbeat went out to find whether a silent connection is still alive.
+    probe_sent: Cell<Option<Instant>>,
     /// Set when the upstream said it takes no new requests (it is shutting down).
     closing: Cell<bool>,
     /// The cluster and host it serves (weak: the host owns this connection).
@@ -90,6 +92,8 @@ const UPSTREAM_OUTBOX_LIMIT: usize = 64 * 1024 * 1024;
 /// connection every client shares is not dropped for one that sends faster than the
 /// upstream reads (oneway requests, which nothing else limits, say).
 const UPSTREAM_BACKLOG_REFUSED: usize = UPSTREAM_OUTBOX_LIMIT / 2;
+/// How long a heartbeat sent to a connection that went silent has to be answered.
+const SILENCE_PROBE_GRACE: Duration = Duration::from_secs(1);
 /// How often pending requests are checked against their deadlines.
 const DEADLINE_TICK: Duration = Duration::from_millis(5);
 /// Largest response accepted from an upstream.
@@ -126,7 +130,8 @@ impl Upstream {
             pending: RefCell::new(PendingMap::default()),
             next_id: Cell::new(1),
             heartbeat_answered: Cell::new(None),
-            last_read: Cell::new(Instant::now()),
+            last_read: Cell::new(None),
+            probe_sent: Cell::new(None),
             closing: Cell::new(false),
             owner,
             sent: tokio::sync::Notify::new(),
@@ -203,15 +208,50 @@ impl Upstream {
         self.outbox.push(&C::heartbeat_request(id)).then_some(id)
     }
 
-    /// Whether the heartbeat sent under `id` was answered (a late answer to an earlier
-    /// one does not count).
+    /// Whether the heartbeat sent under `id`, or one sent after it, was answered (a late
+    /// answer to an earlier one does not count). Ids grow, wrapping within the mask.
     pub fn heartbeat_answered(&self, id: u64) -> bool {
-        self.heartbeat_answered.get() == Some(id)
+        self.heartbeat_answered
+            .get()
+            .is_some_and(|answered| answered.wrapping_sub(id) & self.id_mask <= self.id_mask / 2)
+    }
+
+    /// A connection that sent nothing while it was owed answers gets a heartbeat (once at a
+    /// time); a slow upstream answers it at once, a dead route or wedged peer does not.
+    fn probe_silence<C: Codec>(&self) {
+        if self.probe_sent.get().is_none() && self.send_heartbeat::<C>().is_some() {
+            self.probe_sent.set(Some(Instant::now()));
+        }
+    }
+
+    /// When the probe under way must have been answered by; None when none is.
+    fn probe_deadline(&self) -> Option<Instant> {
+        self.probe_sent.get().map(|sent| sent + SILENCE_PROBE_GRACE)
+    }
+
+    /// Settles the probe under way: anything read since it went out clears it; nothing
+    /// by its deadline gives the connection up (false then).
+    fn check_probe<C: Codec>(&self) -> bool {
+        let Some(sent) = self.probe_sent.get() else {
+            return true;
+        };
+        if !self.silent_since(sent) {
+            self.probe_sent.set(None);
+            return true;
+        }
+        if sent.elapsed() < SILENCE_PROBE_GRACE {
+            return true;
+        }
+        self.give_up::<C>(&format!(
+            "the upstream answered nothing, not even a heartbeat, for {SILENCE_PROBE_GRACE:?}: \
+             its connection was given up"
+        ));
+        false
     }
 
     /// Whether nothing at all came from the upstream since `since`.
     pub fn silent_since(&self, since: Instant) -> bool {
-        self.last_read.get() < since
+        self.last_read.get().is_none_or(|read| read < since)
     }
 
     /// Gives up a connection that stopped answering (a dropped route, a wedged peer):
@@ -263,7 +303,7 @@ async fn read_responses<C: Codec>(
         tokio::select! {
             read = reader.read_buf(&mut buffer) => match read {
                 Ok(0) => break 'reading "the upstream closed the connection".to_string(),
-                Ok(_) => upstream.last_read.set(Instant::now()),
+                Ok(_) => upstream.last_read.set(Some(Instant::now())),
                 Err(e) => break 'reading format!("reading from the upstream failed: {e}"),
             },
             _ = upstream.outbox.closed() => break 'reading "writing to the upstream failed".to_string(),
@@ -331,31 +371,34 @@ fn on_frame<C: Codec>(upstream: &Upstream, frame: &mut [u8]) -> Result<(), Strin
 }
 
 /// Waits while nothing is pending until a request is sent; false once the connection is
-/// closed. After every `heartbeat` of it a heartbeat goes out, and a connection that sent
-/// nothing back by the next is given up.
+/// closed or given up. After every `heartbeat` of it a heartbeat goes out, as SOFA Bolt and
+/// Dubbo clients send; a probe under way is settled by its deadline.
 async fn wait_idle<C: Codec>(upstream: &Upstream, heartbeat: Option<Duration>) -> bool {
-    let mut owed_since: Option<Instant> = None;
+    let mut next_beat = heartbeat.map(|every| Instant::now() + every);
     loop {
-        let beat = async {
-            match heartbeat {
-                Some(every) => tokio::time::sleep(every).await,
+        let wake = match (next_beat, upstream.probe_deadline()) {
+            (Some(beat), Some(deadline)) => Some(beat.min(deadline)),
+            (beat, deadline) => beat.or(deadline),
+        };
+        let timer = async {
+            match wake {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
             _ = upstream.sent.notified() => return true,
             _ = upstream.outbox.closed() => return false,
-            _ = beat => {}
+            _ = timer => {}
         }
-        if owed_since.is_some_and(|since| upstream.silent_since(since)) {
-            upstream.give_up::<C>(
-                "the upstream answered no heartbeat while idle: its connection was given up",
-            );
+        if !upstream.check_probe::<C>() {
             return false;
         }
-        owed_since = Some(Instant::now());
-        if upstream.send_heartbeat::<C>().is_none() {
-            return false;
+        if let (Some(at), Some(every)) = (next_beat, heartbeat) {
+            if Instant::now() >= at {
+                upstream.probe_silence::<C>();
+                next_beat = Some(Instant::now() + every);
+            }
         }
     }
 }
@@ -384,7 +427,7 @@ async fn expire_deadlines<C: Codec>(upstream: Rc<Upstream>, idle_heartbeat: Opti
             .filter(|(_, p)| p.deadline <= now)
             .map(|(&id, _)| id)
             .collect();
-        let mut silent = None;
+        let mut silent = false;
         for id in expired {
             let Some(p) = upstream.pending.borrow_mut().remove(&id) else {
                 continue;
@@ -393,21 +436,20 @@ async fn expire_deadlines<C: Codec>(upstream: Rc<Upstream>, idle_heartbeat: Opti
             p.cluster.failed(p.host);
             p.count(Outcome::Timeout);
             let waited = now.duration_since(p.started);
-            if upstream.silent_since(p.started) {
-                silent = Some(waited);
-            }
+            silent |= upstream.silent_since(p.started);
             refuse::<C>(
                 &p,
                 Refusal::Timeout,
                 &format!("no answer from the upstream within {waited:?}"),
             );
         }
-        if let Some(waited) = silent {
-            // Not one byte came for a request's whole timeout: the connection is given up,
-            // not just the request, so that a dead route costs one timeout, not all of them.
-            upstream.give_up::<C>(&format!(
-                "the upstream sent nothing for {waited:?}: its connection was given up"
-            ));
+        if silent {
+            // Not one byte came for a request's whole timeout: a heartbeat finds out whether
+            // the connection is dead (then given up, so that a dead route costs one timeout,
+            // not every request until TCP gives up) or the upstream only slow.
+            upstream.probe_silence::<C>();
+        }
+        if !upstream.check_probe::<C>() {
             break;
         }
         upstream.close_if_drained();
