@@ -58,6 +58,8 @@ GC_YOUNG_THRESHOLD = 20_000
 # was settled, closing the components) when the deliveries in flight used the whole grace; a
 # backend that answers in that time is left cleanly, one that does not is abandoned.
 FINISH_SECONDS = 0.5
+# What closing the app's subscription cycle and connection may take when the grace is spent.
+APP_CLOSE_SECONDS = 0.2
 
 
 class GrpcServer(Protocol):
@@ -229,11 +231,17 @@ class Sidecar:
         try:
             async with asyncio.timeout_at(finish_by):
                 await self.services.pubsub.close(deadline)
-                if self.app is not None:
-                    await self.app.close()  # its subscriptions are stopped: this ends its connection
         except TimeoutError:
             log.warning("stopping: subscriptions still stopping at the end of the grace (a backend not answering?): "
                         "abandoned, their messages in hand stay unacknowledged")  # fmt: skip
+        if self.app is not None:
+            # Its subscriptions are stopped (or abandoned): this ends its subscription cycle,
+            # which must not subscribe again, and its connection; bounded on its own.
+            try:
+                async with asyncio.timeout_at(max(finish_by, loop.time() + APP_CLOSE_SECONDS)):
+                    await self.app.close()
+            except TimeoutError:
+                log.warning("stopping: the app's connection still closing at the end of the grace: abandoned")
         await server.stop(max(0.0, deadline - loop.time()))
         actuator.close()
         try:

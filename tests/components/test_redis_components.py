@@ -341,6 +341,25 @@ def test_a_strong_write_waits_for_the_replicas(tmp_path: Path) -> None:
             harness.run(state.set([SetOp("k", b"eventual")]))
             assert time.monotonic() - started < 0.4
             sleeper.join()
+            # A full primary refuses the strong write too, through redis-py's client: its
+            # OutOfMemoryError (the code taken out of the message) is UNAVAILABLE as well.
+            primary.cli("CONFIG", "SET", "maxmemory", "1")
+            try:
+                with pytest.raises(Unavailable, match="maxmemory"):
+                    harness.run(state.set([SetOp("k", b"strong", strong=True)]))
+            finally:
+                primary.cli("CONFIG", "SET", "maxmemory", "0")
+            # Replicas come and go: a ping reads how many are connected now, and a strong
+            # write with none left does not wait for one.
+            replica.cli("REPLICAOF", "NO", "ONE")
+            deadline = time.monotonic() + 10
+            while "connected_slaves:0" not in primary.cli("INFO", "replication"):
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            harness.run(state.ping())
+            started = time.monotonic()
+            harness.run(state.set([SetOp("k", b"strong", strong=True)]))
+            assert time.monotonic() - started < 0.5, "no WAIT for a replica that left"
         finally:
             harness.close()
 

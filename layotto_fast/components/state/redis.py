@@ -121,13 +121,16 @@ DEL = b"*2\r\n$3\r\nDEL\r\n"
 
 # Redis refusing for its own state, not the request's: the caller gets UNAVAILABLE.
 UNAVAILABLE_REPLIES = ("READONLY", "OOM", "LOADING", "MASTERDOWN")
+# The same refusals as redis-py raises them (its own client: Redis Cluster, strong writes),
+# the code taken out of the message and made the class.
+UNAVAILABLE_ERRORS = (redis_errors.ReadOnlyError, redis_errors.OutOfMemoryError)
 WAIT_MILLISECONDS = 1000  # Dapr's WAIT timeout after a strong write
 
 
 class RedisStateStore(PipelinedRedis):
     features = frozenset({Feature.ETAG, Feature.TTL, Feature.TRANSACTIONAL})
 
-    _replicas = 0  # replicas connected at init: a strong write waits for them
+    _replicas = 0  # replicas connected (at init, then at each ping): a strong write waits for them
 
     @classmethod
     def from_manifest(cls, manifest: ComponentManifest) -> Self:
@@ -136,6 +139,11 @@ class RedisStateStore(PipelinedRedis):
     async def init(self) -> None:
         await super().init()
         self._replicas = 0 if self._config.cluster else await self._connected_replicas()
+
+    async def ping(self) -> None:
+        await super().ping()
+        if not self._config.cluster:  # replicas come and go: WAIT asks for those connected now
+            self._replicas = await self._connected_replicas()
 
     async def _connected_replicas(self) -> int:
         """``connected_slaves`` of INFO replication, as Dapr reads it at init (0: a server that refuses INFO)."""
@@ -263,7 +271,7 @@ class RedisStateStore(PipelinedRedis):
     def _refused(self, exc: redis_errors.ResponseError, what: str = "write", key: str | None = None) -> RuntimeApiError:
         """FAILED_PRECONDITION for a command Redis refused (a key of another type), naming
         ``key`` when known; UNAVAILABLE when Redis refuses for its own state."""
-        if str(exc).startswith(UNAVAILABLE_REPLIES):
+        if isinstance(exc, UNAVAILABLE_ERRORS) or str(exc).startswith(UNAVAILABLE_REPLIES):
             return self._config.unavailable(exc)
         about = "" if key is None else f" of key {key!r}"
         return FailedPrecondition(f"state store {self._config.component}: redis refused the {what}{about}: {exc}")
