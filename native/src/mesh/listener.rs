@@ -76,6 +76,10 @@ async fn serve_client<C: Codec>(stream: TcpStream, listener: Rc<Listener>) {
     // The client shut its side, or the mesh drains: what was asked is still answered.
     let mut answer_and_close = false;
     let mut draining = false;
+    // Registered once for the connection, not at every read (a registration takes a lock).
+    let drain = listener.stop_accepting.notified();
+    tokio::pin!(drain);
+    drain.as_mut().enable();
     'reading: loop {
         if !listener.accepting.get() {
             draining = true;
@@ -95,7 +99,7 @@ async fn serve_client<C: Codec>(stream: TcpStream, listener: Rc<Listener>) {
                 Ok(_) => {}
             },
             _ = outbox.closed() => break 'reading,
-            _ = listener.stop_accepting.notified() => continue 'reading,
+            _ = &mut drain => continue 'reading,
         }
         loop {
             let frame = match take_frame::<C>(&mut buffer, listener.max_frame_size as u64) {
