@@ -27,9 +27,12 @@ STATUS_SUCCESS, STATUS_THREADPOOL_BUSY, STATUS_TIMEOUT, STATUS_CONNECTION_CLOSED
 
 @contextmanager
 def mesh(tmp: Path, cluster: dict[str, Any], listener: dict[str, Any] | None = None,
-         route: dict[str, Any] | None = None) -> Iterator[tuple[sidecar_process.Sidecar, int]]:  # fmt: skip
+         route: dict[str, Any] | None = None, *, routes: list[dict[str, Any]] | None = None,
+         flags: tuple[str, ...] = ()) -> Iterator[tuple[sidecar_process.Sidecar, int]]:  # fmt: skip
+    """A sidecar whose mesh routes ``SERVICE`` (or ``routes``) on a Bolt listener to cluster
+    ``c``; ``flags`` go on its command line."""
     port = sidecar_process.free_port()
-    routes = [{"name": "echo", "match": {"service": SERVICE}, "cluster": "c", **(route or {})}]
+    routes = routes or [{"name": "echo", "match": {"service": SERVICE}, "cluster": "c", **(route or {})}]
     config = {
         "mesh": {
             "listeners": [{"protocol": "bolt", "address": f"127.0.0.1:{port}", **(listener or {}), "routes": routes}],
@@ -38,7 +41,7 @@ def mesh(tmp: Path, cluster: dict[str, Any], listener: dict[str, Any] | None = N
     }
     path = tmp / "mesh.yaml"
     path.write_text(yaml.safe_dump(config))
-    sidecar = sidecar_process.start(tmp, "--config", str(path))
+    sidecar = sidecar_process.start(tmp, "--config", str(path), *flags)
     try:
         yield sidecar, port
     finally:
@@ -346,15 +349,9 @@ def test_a_slow_service_on_a_responsive_upstream_keeps_its_connection(tmp_path: 
         {"name": "hasty", "match": {"service": "com.example.Hasty:1.0"}, "cluster": "c", "timeout_ms": 200},
         {"name": "patient", "match": {"service": SERVICE}, "cluster": "c", "timeout_ms": 5000},
     ]
-    port = sidecar_process.free_port()
     with fault_upstream() as upstream:
-        path = tmp_path / "mesh.yaml"
-        path.write_text(yaml.safe_dump({"mesh": {
-            "listeners": [{"protocol": "bolt", "address": f"127.0.0.1:{port}", "routes": routes}],
-            "clusters": [{"name": "c", "protocol": "bolt", "hosts": [upstream.address], "idle_heartbeat_ms": 0}],
-        }}))  # fmt: skip
-        sidecar = sidecar_process.start(tmp_path, "--config", str(path))
-        try:
+        cluster = {"hosts": [upstream.address], "idle_heartbeat_ms": 0}
+        with mesh(tmp_path, cluster, routes=routes) as (_, port):
             upstream.slow = 1.5
             client = BoltClient(("127.0.0.1", port), timeout=10)
             client.send(client.request(1, SERVICE))
@@ -362,8 +359,6 @@ def test_a_slow_service_on_a_responsive_upstream_keeps_its_connection(tmp_path: 
             answers = dict((r[0], r[1]) for r in client.responses(2))
             assert answers == {2: STATUS_TIMEOUT, 1: STATUS_SUCCESS}, answers
             assert upstream.connections == 1 and upstream.heartbeats >= 1
-        finally:
-            sidecar.stop()
 
 
 def test_a_late_heartbeat_answer_does_not_pass_a_later_probe(tmp_path: Path) -> None:
@@ -474,15 +469,8 @@ def test_a_stop_drains_the_mesh_within_the_grace(tmp_path: Path) -> None:
     and answers the requests in flight before the process ends, within the grace."""
     with fault_upstream() as upstream:
         upstream.delay = 1.0
-        path = tmp_path / "mesh.yaml"
-        port = sidecar_process.free_port()
-        routes = [{"name": "echo", "match": {"service": SERVICE}, "cluster": "c", "timeout_ms": 5000}]
-        path.write_text(yaml.safe_dump({"mesh": {
-            "listeners": [{"protocol": "bolt", "address": f"127.0.0.1:{port}", "routes": routes}],
-            "clusters": [{"name": "c", "protocol": "bolt", "hosts": [upstream.address]}],
-        }}))  # fmt: skip
-        sidecar = sidecar_process.start(tmp_path, "--config", str(path), "--shutdown-grace-seconds", "4")
-        try:
+        grace = ("--shutdown-grace-seconds", "4")
+        with mesh(tmp_path, {"hosts": [upstream.address]}, route={"timeout_ms": 5000}, flags=grace) as (sidecar, port):
             client = BoltClient(("127.0.0.1", port), timeout=10)
             client.send(client.request(1, SERVICE))
             wait_for(lambda: upstream.requests == 1)
@@ -492,8 +480,6 @@ def test_a_stop_drains_the_mesh_within_the_grace(tmp_path: Path) -> None:
             assert client.responses(1)[0][:2] == (1, STATUS_SUCCESS), "answered, not cut"
             assert sidecar.process.wait(10) == 0
             assert time.monotonic() - started < 4.0
-        finally:
-            sidecar.stop()
 
 
 def _refused(port: int) -> bool:
@@ -511,15 +497,8 @@ def test_a_stop_under_steady_traffic_closes_each_client_once_answered(tmp_path: 
     grace. Every answer the client got is a success."""
     with fault_upstream() as upstream:
         upstream.delay = 0.05
-        path = tmp_path / "mesh.yaml"
-        port = sidecar_process.free_port()
-        routes = [{"name": "echo", "match": {"service": SERVICE}, "cluster": "c", "timeout_ms": 5000}]
-        path.write_text(yaml.safe_dump({"mesh": {
-            "listeners": [{"protocol": "bolt", "address": f"127.0.0.1:{port}", "routes": routes}],
-            "clusters": [{"name": "c", "protocol": "bolt", "hosts": [upstream.address]}],
-        }}))  # fmt: skip
-        sidecar = sidecar_process.start(tmp_path, "--config", str(path), "--shutdown-grace-seconds", "20")
-        try:
+        grace = ("--shutdown-grace-seconds", "20")
+        with mesh(tmp_path, {"hosts": [upstream.address]}, route={"timeout_ms": 5000}, flags=grace) as (sidecar, port):
             client = BoltClient(("127.0.0.1", port), timeout=10)
             statuses: list[int] = []
             closed = threading.Event()
@@ -541,5 +520,3 @@ def test_a_stop_under_steady_traffic_closes_each_client_once_answered(tmp_path: 
             assert time.monotonic() - started < 3.0, "not held to the 20 s grace"
             assert closed.wait(5), "the client's connection was closed"
             assert set(statuses) == {STATUS_SUCCESS}
-        finally:
-            sidecar.stop()
