@@ -58,8 +58,9 @@ GC_YOUNG_THRESHOLD = 20_000
 # was settled, closing the components) when the deliveries in flight used the whole grace; a
 # backend that answers in that time is left cleanly, one that does not is abandoned.
 FINISH_SECONDS = 0.5
-# What closing the app's subscription cycle and connection may take when the grace is spent.
-APP_CLOSE_SECONDS = 0.2
+# What closing the app's subscription cycle and connection may take: at least the first,
+# at most the second, within the grace (a frozen backend must not use up the calls' share).
+APP_CLOSE_SECONDS = (0.2, 1.0)
 
 
 class GrpcServer(Protocol):
@@ -223,8 +224,6 @@ class Sidecar:
         # frozen mid-stop) holds the exit no longer than the grace and FINISH_SECONDS.
         loop = asyncio.get_running_loop()
         finish_by = deadline + FINISH_SECONDS
-        if self.mesh is not None:
-            self.mesh.stop_accepting()  # new Bolt and Dubbo connections go to another instance
         # First, while the gRPC server still answers the calls an app makes while it handles a
         # message: no message is read any more, and the ones in hand are answered by the
         # deadline or stay unacknowledged, not half-delivered.
@@ -238,7 +237,8 @@ class Sidecar:
             # Its subscriptions are stopped (or abandoned): this ends its subscription cycle,
             # which must not subscribe again, and its connection; bounded on its own.
             try:
-                async with asyncio.timeout_at(max(finish_by, loop.time() + APP_CLOSE_SECONDS)):
+                limit = max(APP_CLOSE_SECONDS[0], min(finish_by - loop.time(), APP_CLOSE_SECONDS[1]))
+                async with asyncio.timeout(limit):
                     await self.app.close()
             except TimeoutError:
                 log.warning("stopping: the app's connection still closing at the end of the grace: abandoned")
@@ -251,8 +251,9 @@ class Sidecar:
             log.warning("stopping: invoke clients still closing at the end of the grace: abandoned")
         self.invoker.close()
         if self.mesh is not None:
-            # After the gRPC calls (InvokeService goes out through the mesh): the requests
-            # of the mesh's clients still unanswered get what is left of the grace.
+            # After the deliveries (an app handling one may call through the mesh) and the
+            # gRPC calls (InvokeService goes out through it): the listening sockets close,
+            # and the requests of the mesh's clients get what is left of the grace.
             await self.mesh.drain(deadline)
         await self.components.close_all(max(finish_by, loop.time()))
         self._remove_socket()

@@ -106,10 +106,10 @@ class Mesh:
         }
 
     def stop_accepting(self) -> None:
-        """The first step of a shutdown: the listening sockets close (new connections are
-        refused, and go to another instance), and each client connection reads no more
-        requests, is told so when its protocol can (Dubbo's read-only event), and closes
-        once what it asked is answered and written."""
+        """The listening sockets close (new connections are refused, and go to another
+        instance), and each client connection is told so when its protocol can (Dubbo's
+        read-only event), has its new requests refused as overloaded, and closes once what
+        it asked before is answered and written."""
         if self._proxy is not None:
             self._proxy.stop_accepting()
 

@@ -327,15 +327,16 @@ fn finish(mut frame: Vec<u8>) -> Vec<u8> {
     frame
 }
 
-/// Whether the body of `frame` is short and, quotes and whitespace aside, ends in `R`: the
-/// string "R" in most serializations (JSON, fastjson2's JSONB, Hessian...).
-fn ends_in_r(frame: &[u8]) -> bool {
+/// Whether a one-way event in a serialization not decoded here is the read-only one: its
+/// body, quotes and whitespace aside, ends in neither "W" nor "H" (each serialization writes
+/// the one-letter string last, whatever it puts before it), and is not empty.
+fn read_only_event_in_other_form(frame: &[u8]) -> bool {
     let body = frame.get(HEADER_LEN..).unwrap_or_default();
-    let trimmed = body
+    let last = body
         .iter()
-        .rposition(|b| !matches!(b, b'"' | b' ' | b'\n' | b'\r'))
-        .map_or(&body[..0], |end| &body[..=end]);
-    body.len() <= 8 && trimmed.last() == Some(&b'R')
+        .rev()
+        .find(|b| !matches!(b, b'"' | b' ' | b'\n' | b'\r'));
+    last.is_some_and(|b| !matches!(b, b'W' | b'H'))
 }
 
 fn frame_with_body(flag: u8, status: u8, id: u64, body: &[u8]) -> Vec<u8> {
@@ -565,9 +566,14 @@ impl Codec for Dubbo {
         let kind = match (h.is_request(), h.is_event()) {
             (true, true) if is_read_only_event(frame) => FrameKind::Closing,
             (true, true) if h.flag & FLAG_TWO_WAY != 0 => FrameKind::HeartbeatRequest,
-            // One-way: Java Dubbo answers none. In a serialization not decoded here, a short
-            // body ending in the read-only event's "R" is taken for it ("W" and "H" are not).
-            (true, true) if h.serialization() != HESSIAN2 && ends_in_r(frame) => FrameKind::Closing,
+            // One-way: Java Dubbo answers none. In a serialization not decoded here, one is
+            // taken for the read-only event ("R") unless its body ends in the writeable
+            // event's "W" or the mock heartbeat's "H".
+            (true, true)
+                if h.serialization() != HESSIAN2 && read_only_event_in_other_form(frame) =>
+            {
+                FrameKind::Closing
+            }
             (true, true) => FrameKind::Notice,
             (true, false) if h.flag & FLAG_TWO_WAY != 0 => FrameKind::Request,
             (true, false) => FrameKind::Oneway,
@@ -742,6 +748,16 @@ mod tests {
         assert_eq!(Dubbo::head(&fastjson2).unwrap().kind, FrameKind::Closing);
         let writeable = frame_with_body(FLAG_REQUEST | FLAG_EVENT | 23, 0, 7, b"\"W\"");
         assert_eq!(Dubbo::head(&writeable).unwrap().kind, FrameKind::Notice);
+        // Java serialization (3) writes a stream header and the string's length first.
+        let java = frame_with_body(
+            FLAG_REQUEST | FLAG_EVENT | 3,
+            0,
+            7,
+            b"\xac\xed\x00\x05\x77\x01\x01\x74\x00\x01R",
+        );
+        assert_eq!(Dubbo::head(&java).unwrap().kind, FrameKind::Closing);
+        let empty = frame_with_body(FLAG_REQUEST | FLAG_EVENT | 23, 0, 7, b"");
+        assert_eq!(Dubbo::head(&empty).unwrap().kind, FrameKind::Notice);
         assert_eq!(
             Dubbo::head(&Dubbo::closing_notice().unwrap()).unwrap().kind,
             FrameKind::Closing,

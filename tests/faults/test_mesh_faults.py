@@ -492,9 +492,9 @@ def _refused(port: int) -> bool:
 
 def test_a_stop_under_steady_traffic_closes_each_client_once_answered(tmp_path: Path) -> None:
     """A client that keeps one request in flight at all times would keep some answer owed
-    whenever the drain looked: each client connection reads no more requests once the stop
-    begins, is closed once its last answer is written, and the stop ends long before the
-    grace. Every answer the client got is a success."""
+    whenever the drain looked: once the stop begins, each client connection has its new
+    requests refused as overloaded, is closed once its earlier ones are answered, and the
+    stop ends long before the grace. No answer the client got is a failure."""
     with fault_upstream() as upstream:
         upstream.delay = 0.05
         grace = ("--shutdown-grace-seconds", "20")
@@ -519,4 +519,35 @@ def test_a_stop_under_steady_traffic_closes_each_client_once_answered(tmp_path: 
             assert sidecar.process.wait(10) == 0
             assert time.monotonic() - started < 3.0, "not held to the 20 s grace"
             assert closed.wait(5), "the client's connection was closed"
-            assert set(statuses) == {STATUS_SUCCESS}
+            assert set(statuses) <= {STATUS_SUCCESS, STATUS_THREADPOOL_BUSY} and STATUS_SUCCESS in statuses
+
+
+def test_a_stop_answers_a_pipelining_client_before_closing_without_a_reset(tmp_path: Path) -> None:
+    """A client with 16 requests in flight that keeps sending during the stop: the 16 are
+    answered and the later ones refused as overloaded (Bolt's busy status: the client tries
+    another instance), none left without an answer; then the mesh closes the connection."""
+    with fault_upstream() as upstream:
+        upstream.slow = 0.5
+        grace = ("--shutdown-grace-seconds", "10")
+        with mesh(tmp_path, {"hosts": [upstream.address]}, route={"timeout_ms": 5000}, flags=grace) as (sidecar, port):
+            client = BoltClient(("127.0.0.1", port), timeout=10)
+            client.send(b"".join(client.request(i, SERVICE) for i in range(16)))
+            wait_for(lambda: upstream.requests == 16)
+            sidecar.process.send_signal(signal.SIGTERM)
+            time.sleep(0.1)  # the drain has begun
+            client.send(b"".join(client.request(i, SERVICE) for i in range(16, 32)))
+            answers: dict[int, int] = {}
+            splitter = native.FrameSplitter("bolt")
+            while True:
+                try:
+                    chunk = client.sock.recv(65536)
+                except ConnectionResetError:
+                    raise AssertionError(f"reset after {len(answers)} answers") from None
+                if not chunk:
+                    break
+                for frame in splitter.feed(chunk):
+                    request_id, _, _, status, _, _, _ = native.decode_bolt_response(bytes(frame))
+                    answers[request_id] = status
+            assert {i: answers.get(i) for i in range(16)} == dict.fromkeys(range(16), STATUS_SUCCESS)
+            assert {i: answers.get(i) for i in range(16, 32)} == dict.fromkeys(range(16, 32), STATUS_THREADPOOL_BUSY)
+            assert sidecar.process.wait(10) == 0

@@ -75,19 +75,18 @@ async fn serve_client<C: Codec>(stream: TcpStream, listener: Rc<Listener>) {
     let mut buffer = BytesMut::with_capacity(16 * 1024);
     // The client shut its side, or the mesh drains: what was asked is still answered.
     let mut answer_and_close = false;
+    // The mesh drains: new requests are refused, and the connection closes once answered.
     let mut draining = false;
     // Registered once for the connection, not at every read (a registration takes a lock).
     let drain = listener.stop_accepting.notified();
     tokio::pin!(drain);
     drain.as_mut().enable();
     'reading: loop {
-        if !listener.accepting.get() {
+        if !draining && !listener.accepting.get() {
             draining = true;
-            answer_and_close = true;
             if let Some(notice) = C::closing_notice() {
                 outbox.push(&notice);
             }
-            break 'reading;
         }
         tokio::select! {
             read = reader.read_buf(&mut buffer) => match read {
@@ -99,7 +98,11 @@ async fn serve_client<C: Codec>(stream: TcpStream, listener: Rc<Listener>) {
                 Ok(_) => {}
             },
             _ = outbox.closed() => break 'reading,
-            _ = &mut drain => continue 'reading,
+            _ = &mut drain, if !draining => continue 'reading,
+            _ = outbox.settled(), if draining => {
+                answer_and_close = true;
+                break 'reading;
+            }
         }
         loop {
             let frame = match take_frame::<C>(&mut buffer, listener.max_frame_size as u64) {
@@ -110,7 +113,12 @@ async fn serve_client<C: Codec>(stream: TcpStream, listener: Rc<Listener>) {
                     break 'reading;
                 }
             };
-            if !on_frame::<C>(frame, &listener, &outbox).await {
+            let handled = if draining {
+                refuse_while_draining::<C>(&frame, &listener, &outbox)
+            } else {
+                on_frame::<C>(frame, &listener, &outbox).await
+            };
+            if !handled {
                 listener.stats.bad_frames.incr();
                 break 'reading;
             }
@@ -126,13 +134,51 @@ async fn serve_client<C: Codec>(stream: TcpStream, listener: Rc<Listener>) {
         // Overflowed or failed: what is queued will never be read.
         writing.abort();
     } else {
-        // Answers already queued still go out before the socket is shut.
+        // Answers already queued still go out before the socket is shut, and the connection
+        // counts as open until they are written (a drain waits for that).
         outbox.close();
+        if answer_and_close {
+            let _ = writing.await;
+        }
         if draining {
-            let _ = writing.await; // counted open until written: the drain waits for it
+            // What the client sent meanwhile is read and dropped until it closes too: a
+            // socket closed with unread input is reset, and the reset can take the last
+            // answers with it.
+            let mut sink = BytesMut::with_capacity(16 * 1024);
+            let until_closed = async {
+                loop {
+                    sink.clear();
+                    if !matches!(reader.read_buf(&mut sink).await, Ok(n) if n > 0) {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(DRAIN_LINGER, until_closed).await;
         }
     }
     listener.stats.open_connections.decr();
+}
+
+/// How long a draining connection, its answers written, waits for the client to close.
+const DRAIN_LINGER: Duration = Duration::from_secs(1);
+
+/// While the mesh drains: a request gets the protocol's "overloaded" answer (a client tries
+/// another instance), a heartbeat its answer; false if the frame is malformed.
+fn refuse_while_draining<C: Codec>(frame: &[u8], listener: &Listener, client: &Outbox) -> bool {
+    let Ok(head) = C::head(frame) else {
+        return false;
+    };
+    match head.kind {
+        FrameKind::HeartbeatRequest => {
+            listener.stats.heartbeats.incr();
+            client.push(&C::heartbeat_reply(frame, &head));
+        }
+        FrameKind::Request => {
+            refuse::<C>(client, frame, &head, Refusal::Overloaded, "shutting down")
+        }
+        _ => {}
+    }
+    true
 }
 
 /// Handles one whole frame from a client; false if it was malformed.

@@ -75,8 +75,9 @@ pub struct Upstream {
     heartbeat_answered: Cell<Option<u64>>,
     /// When bytes last came from the upstream (None: never).
     last_read: Cell<Option<Instant>>,
-    /// When a heartbeat went out to find whether a silent connection is still alive.
-    probe_sent: Cell<Option<Instant>>,
+    /// When a heartbeat went out to find whether a silent connection is still alive, and
+    /// when the connection is given up if nothing has come back by then.
+    probe: Cell<Option<(Instant, Instant)>>,
     /// Set when the upstream said it takes no new requests (it is shutting down).
     closing: Cell<bool>,
     /// The cluster and host it serves (weak: the host owns this connection).
@@ -131,7 +132,7 @@ impl Upstream {
             next_id: Cell::new(1),
             heartbeat_answered: Cell::new(None),
             last_read: Cell::new(None),
-            probe_sent: Cell::new(None),
+            probe: Cell::new(None),
             closing: Cell::new(false),
             owner,
             sent: tokio::sync::Notify::new(),
@@ -211,40 +212,51 @@ impl Upstream {
     /// Whether the heartbeat sent under `id`, or one sent after it, was answered (a late
     /// answer to an earlier one does not count). Ids grow, wrapping within the mask.
     pub fn heartbeat_answered(&self, id: u64) -> bool {
-        self.heartbeat_answered
-            .get()
-            .is_some_and(|answered| answered.wrapping_sub(id) & self.id_mask <= self.id_mask / 2)
+        self.heartbeat_answered.get().is_some_and(|answered| {
+            answered_since(answered, id, self.id_mask) && self.issued(answered)
+        })
     }
 
     /// A connection that sent nothing while it was owed answers gets a heartbeat (once at a
-    /// time); a slow upstream answers it at once, a dead route or wedged peer does not.
+    /// time); a slow upstream answers it at once, a dead route or wedged peer does not. It
+    /// has SILENCE_PROBE_GRACE, and at least until the last deadline of the requests waiting
+    /// now: none of them is failed before its own time by a pause it would have outlived.
     fn probe_silence<C: Codec>(&self) {
-        if self.probe_sent.get().is_none() && self.send_heartbeat::<C>().is_some() {
-            self.probe_sent.set(Some(Instant::now()));
+        if self.probe.get().is_some() {
+            return;
+        }
+        let sent = Instant::now();
+        let last_deadline = self.pending.borrow().values().map(|p| p.deadline).max();
+        let until = last_deadline.map_or(sent + SILENCE_PROBE_GRACE, |d| {
+            d.max(sent + SILENCE_PROBE_GRACE)
+        });
+        if self.send_heartbeat::<C>().is_some() {
+            self.probe.set(Some((sent, until)));
         }
     }
 
-    /// When the probe under way must have been answered by; None when none is.
+    /// When the probe under way gives the connection up if nothing came back; None when
+    /// none is under way.
     fn probe_deadline(&self) -> Option<Instant> {
-        self.probe_sent.get().map(|sent| sent + SILENCE_PROBE_GRACE)
+        self.probe.get().map(|(_, until)| until)
     }
 
     /// Settles the probe under way: anything read since it went out clears it; nothing
     /// by its deadline gives the connection up (false then).
     fn check_probe<C: Codec>(&self) -> bool {
-        let Some(sent) = self.probe_sent.get() else {
+        let Some((sent, until)) = self.probe.get() else {
             return true;
         };
         if !self.silent_since(sent) {
-            self.probe_sent.set(None);
+            self.probe.set(None);
             return true;
         }
-        if sent.elapsed() < SILENCE_PROBE_GRACE {
+        if Instant::now() < until {
             return true;
         }
         self.give_up::<C>(&format!(
-            "the upstream answered nothing, not even a heartbeat, for {SILENCE_PROBE_GRACE:?}: \
-             its connection was given up"
+            "the upstream answered nothing, not even a heartbeat, for {:?}: its connection was given up",
+            until.duration_since(sent)
         ));
         false
     }
@@ -373,6 +385,11 @@ fn on_frame<C: Codec>(upstream: &Upstream, frame: &mut [u8]) -> Result<(), Strin
 /// Waits while nothing is pending until a request is sent; false once the connection is
 /// closed or given up. After every `heartbeat` of it a heartbeat goes out, as SOFA Bolt and
 /// Dubbo clients send; a probe under way is settled by its deadline.
+/// Whether id `answered` was issued at or after `id`, ids growing and wrapping within `mask`.
+fn answered_since(answered: u64, id: u64, mask: u64) -> bool {
+    answered.wrapping_sub(id) & mask <= mask / 2
+}
+
 async fn wait_idle<C: Codec>(upstream: &Upstream, heartbeat: Option<Duration>) -> bool {
     let mut next_beat = heartbeat.map(|every| Instant::now() + every);
     loop {
@@ -453,5 +470,26 @@ async fn expire_deadlines<C: Codec>(upstream: Rc<Upstream>, idle_heartbeat: Opti
             break;
         }
         upstream.close_if_drained();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::answered_since;
+
+    #[test]
+    fn a_heartbeat_counts_when_its_own_or_a_later_one_is_answered() {
+        let bolt = u32::MAX as u64;
+        assert!(answered_since(7, 7, bolt) && answered_since(9, 7, bolt));
+        assert!(
+            !answered_since(6, 7, bolt),
+            "an earlier probe's late answer"
+        );
+        assert!(
+            answered_since(2, bolt - 1, bolt),
+            "across the wrap of Bolt's 32-bit ids"
+        );
+        assert!(!answered_since(bolt - 1, 2, bolt));
+        assert!(answered_since(5, u64::MAX - 1, u64::MAX) && !answered_since(3, 4, u64::MAX));
     }
 }
