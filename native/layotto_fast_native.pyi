@@ -365,8 +365,6 @@ class MeshProxy:
     def stop(self) -> None: ...
     def stop_accepting(self) -> None:
         """Closes the listening sockets; open connections are still served."""
-    def owed(self) -> int:
-        """Requests of the listeners' clients not answered yet."""
     def open_connections(self) -> int:
         """Client connections open on the listeners."""
     def stats(self) -> MeshStats:

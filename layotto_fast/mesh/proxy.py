@@ -120,9 +120,9 @@ class Mesh:
         loop = asyncio.get_running_loop()
         while self._proxy is not None and self._proxy.open_connections() and loop.time() < deadline:
             await asyncio.sleep(DRAIN_POLL_SECONDS)
-        owed = self._proxy.owed() if self._proxy is not None else 0
-        if owed:
-            log.warning("mesh: %d requests still unanswered at the end of the shutdown grace", owed)
+        still_open = self._proxy.open_connections() if self._proxy is not None else 0
+        if still_open:
+            log.warning("mesh: %d client connections still open at the end of the shutdown grace: cut", still_open)
         self.stop()
 
     def stop(self) -> None:

@@ -64,10 +64,7 @@ async fn serve_client<C: Codec>(stream: TcpStream, listener: Rc<Listener>) {
     let _ = stream.set_nodelay(true);
     listener.stats.open_connections.incr();
     let (mut reader, writer) = stream.into_split();
-    let outbox = Rc::new(Outbox::for_client(
-        listener.max_buffered,
-        listener.stats.clone(),
-    ));
+    let outbox = Rc::new(Outbox::new(listener.max_buffered));
     let writing = spawn_local({
         let outbox = outbox.clone();
         async move { outbox.drain(writer).await }
@@ -169,10 +166,7 @@ fn refuse_while_draining<C: Codec>(frame: &[u8], listener: &Listener, client: &O
         return false;
     };
     match head.kind {
-        FrameKind::HeartbeatRequest => {
-            listener.stats.heartbeats.incr();
-            client.push(&C::heartbeat_reply(frame, &head));
-        }
+        FrameKind::HeartbeatRequest => answer_heartbeat::<C>(frame, &head, listener, client),
         FrameKind::Request => {
             refuse::<C>(client, frame, &head, Refusal::Overloaded, "shutting down")
         }
@@ -187,10 +181,7 @@ async fn on_frame<C: Codec>(frame: BytesMut, listener: &Listener, client: &Rc<Ou
         return false;
     };
     match head.kind {
-        FrameKind::HeartbeatRequest => {
-            listener.stats.heartbeats.incr();
-            client.push(&C::heartbeat_reply(&frame, &head));
-        }
+        FrameKind::HeartbeatRequest => answer_heartbeat::<C>(&frame, &head, listener, client),
         FrameKind::Request | FrameKind::Oneway => {
             forward::<C>(frame, head, listener, client).await;
         }
@@ -202,6 +193,16 @@ async fn on_frame<C: Codec>(frame: BytesMut, listener: &Listener, client: &Rc<Ou
         | FrameKind::Notice => {}
     }
     true
+}
+
+fn answer_heartbeat<C: Codec>(
+    frame: &[u8],
+    head: &FrameHead,
+    listener: &Listener,
+    client: &Outbox,
+) {
+    listener.stats.heartbeats.incr();
+    client.push(&C::heartbeat_reply(frame, head));
 }
 
 fn refuse<C: Codec>(

@@ -4,12 +4,9 @@
 use std::cell::{Cell, RefCell};
 use std::ops::Deref;
 use std::rc::Rc;
-use std::sync::Arc;
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
-
-use super::stats::ListenerStats;
 
 #[derive(Default)]
 pub struct Outbox {
@@ -21,8 +18,6 @@ pub struct Outbox {
     limit: usize,
     /// Requests of this client still to be answered (see [`Owed`]).
     owed: Cell<usize>,
-    /// Where those requests are counted for the whole listener, for a client's outbox.
-    owed_by_listener: Option<Arc<ListenerStats>>,
 }
 
 /// One request's claim on its client's outbox, held until its answer (or refusal) is
@@ -39,9 +34,6 @@ impl Deref for Owed {
 
 impl Drop for Owed {
     fn drop(&mut self) {
-        if let Some(stats) = &self.0.owed_by_listener {
-            stats.owed.decr();
-        }
         let owed = self.0.owed.get() - 1;
         self.0.owed.set(owed);
         if owed == 0 {
@@ -54,15 +46,6 @@ impl Outbox {
     pub fn new(limit: usize) -> Self {
         Outbox {
             limit,
-            ..Default::default()
-        }
-    }
-
-    /// A client's outbox, whose requests owed are counted on its listener's `stats` too.
-    pub fn for_client(limit: usize, stats: Arc<ListenerStats>) -> Self {
-        Outbox {
-            limit,
-            owed_by_listener: Some(stats),
             ..Default::default()
         }
     }
@@ -104,9 +87,6 @@ impl Outbox {
 
     /// A claim on this outbox for one request's answer.
     pub fn owe(self: &Rc<Self>) -> Owed {
-        if let Some(stats) = &self.owed_by_listener {
-            stats.owed.incr();
-        }
         self.owed.set(self.owed.get() + 1);
         Owed(self.clone())
     }

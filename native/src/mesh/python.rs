@@ -209,16 +209,6 @@ impl MeshProxy {
         }
     }
 
-    /// Requests of the listeners' clients not answered yet.
-    fn owed(&self) -> u64 {
-        let registry = self.registry.lock().expect("registry poisoned");
-        registry
-            .listeners
-            .iter()
-            .map(|(_, _, _, s)| s.owed.get())
-            .sum()
-    }
-
     /// Client connections open on the listeners.
     fn open_connections(&self) -> u64 {
         let registry = self.registry.lock().expect("registry poisoned");

@@ -147,8 +147,6 @@ impl ClusterStats {
 pub struct ListenerStats {
     pub connections: Counter,
     pub open_connections: Counter,
-    /// Requests of its clients not answered yet (a drain waits for none).
-    pub owed: Counter,
     pub no_route: Counter,
     pub bad_frames: Counter,
     pub heartbeats: Counter,
