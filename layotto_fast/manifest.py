@@ -109,14 +109,12 @@ def for_app(manifests: list[ComponentManifest], app_id: str, environ: Mapping[st
 def with_placeholders(
     manifests: list[ComponentManifest], app_id: str, environ: Mapping[str, str]
 ) -> list[ComponentManifest]:
-    """The manifests ``app_id`` reads (``for_app``), with Dapr's placeholders in metadata
-    values filled in, as daprd fills them: ``{uuid}`` a new random UUID at each place,
-    ``{podName}`` the POD_NAME variable (a manifest naming it without one stops start-up),
-    ``{namespace}`` NAMESPACE (``default`` when unset) and the app id as
-    ``<namespace>.<app id>``, ``{appID}`` the app id. So a ``consumerID: "{podName}"``
-    gives every replica its own group, as in Dapr. A manifest scoped to other app ids is
-    left as it is: this app does not load it."""
-    manifests = for_app(manifests, app_id, environ)
+    """The manifests with Dapr's placeholders in metadata values filled in, as daprd fills
+    them: ``{uuid}`` a new random UUID at each place, ``{podName}`` the POD_NAME variable (a
+    manifest naming it without one stops start-up), ``{namespace}`` NAMESPACE (``default``
+    when unset) and the app id as ``<namespace>.<app id>``, ``{appID}`` the app id. So a
+    ``consumerID: "{podName}"`` gives every replica its own group, as in Dapr. A manifest
+    scoped to other app ids is left as it is: this app does not load it."""
     namespace = f"{environ.get('NAMESPACE', 'default')}.{app_id}"
     pod_name = environ.get("POD_NAME", "")
     filled = []

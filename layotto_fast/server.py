@@ -37,7 +37,7 @@ from layotto_fast.components.invoke.mesh_channels import MeshInvoker
 from layotto_fast.components.invoke.targets import build_targets, needs_mesh
 from layotto_fast.errors import StartupError
 from layotto_fast.http import HttpProtocol
-from layotto_fast.manifest import ComponentManifest, load_folder, with_placeholders
+from layotto_fast.manifest import ComponentManifest, for_app, load_folder, with_placeholders
 from layotto_fast.mesh.config import MeshSettings
 from layotto_fast.mesh.metrics import MeshCollector
 from layotto_fast.mesh.proxy import Mesh
@@ -74,6 +74,7 @@ def load_manifests(settings: Settings) -> list[ComponentManifest]:
             manifests = load_folder(Path(embedded))
     else:
         manifests = load_folder(folder)
+    manifests = for_app(manifests, settings.app_id, os.environ)
     return with_placeholders(manifests, settings.app_id, os.environ)
 
 
