@@ -8,7 +8,7 @@ import queue
 import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from layotto_fast._proto import runtime_pb2 as pb
 from layotto_fast.api.call import current_call
 from tests import sidecar as sc
 from tests.faults.raw_h2 import H2Client, grpc_frame, say_hello
+from tests.http_upstream import serving
 from tests.inprocess import InProcessServer
 from tests.pubsub.app import RETRY, SUCCESS
 
@@ -63,11 +64,8 @@ class Upstream(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def http_upstream() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with serving(Upstream) as address:
+        yield address
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

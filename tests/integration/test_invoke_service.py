@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import grpc
@@ -23,6 +23,7 @@ from google.protobuf.wrappers_pb2 import StringValue
 
 from layotto_fast._proto import runtime_pb2 as pb
 from tests import sidecar as sidecar_process
+from tests.http_upstream import serving
 from tests.mesh import bolt_peers, dubbo_peers
 from tests.mesh.fault_upstream import fault_upstream, wait_for
 
@@ -52,11 +53,8 @@ class Upstream(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def http_upstream() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with serving(Upstream) as address:
+        yield address
 
 
 @pytest.fixture(scope="module")
