@@ -94,7 +94,7 @@ class LayottoRuntime:
         found = await self._state.bulk_get(request.store_name, list(request.keys), dict(request.metadata) or None)
         return pb.GetBulkStateResponse(
             items=[
-                pb.BulkStateItem(key=f.key)
+                pb.BulkStateItem(key=f.key, error=f.error)
                 if f.entry is None
                 else pb.BulkStateItem(key=f.key, data=f.entry.value, etag=f.entry.etag)
                 for f in found

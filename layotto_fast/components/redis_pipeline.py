@@ -69,9 +69,11 @@ class AutoPipeline:
         raises the first)."""
         return self.call(Transaction(packed, count))
 
-    async def gather(self, commands: Sequence[Command]) -> list[Any]:
-        """Every reply, in order: one round trip where the backend allows."""
-        return list(await asyncio.gather(*(self.call(command) for command in commands)))
+    async def gather(self, commands: Sequence[Command], errors_in_place: bool = False) -> list[Any]:
+        """Every reply, in order: one round trip where the backend allows. The first error
+        raises, or with ``errors_in_place`` stands in its command's place."""
+        calls = (self.call(command) for command in commands)
+        return list(await asyncio.gather(*calls, return_exceptions=errors_in_place))
 
     async def script(self, script: Script, keys: Sequence[str], args: Sequence[str | bytes]) -> Any:
         try:

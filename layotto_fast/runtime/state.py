@@ -63,11 +63,20 @@ class TransactionOperation(NamedTuple):
     item: StateItem
 
 
+class KeyUnreadable(NamedTuple):
+    """A key of a bulk read that the store could not read while it read the others (a key
+    holding another type of value): reported in that key's item, as Layotto does."""
+
+    reason: str
+
+
 class BulkStateEntry(NamedTuple):
-    """One key of a bulk read and what is stored under it (None: nothing)."""
+    """One key of a bulk read and what is stored under it (None: nothing), or why it could
+    not be read (``error``, "" when it could)."""
 
     key: str
     entry: StateEntry | None
+    error: str = ""
 
 
 class SetOp(NamedTuple):
@@ -110,7 +119,12 @@ class StateStore(Component, Protocol):
 
     async def get(self, key: str, strong: bool, metadata: Mapping[str, str] | None) -> StateEntry | None: ...
 
-    async def bulk_get(self, keys: list[str], metadata: Mapping[str, str] | None) -> list[StateEntry | None]: ...
+    async def bulk_get(
+        self, keys: list[str], metadata: Mapping[str, str] | None
+    ) -> list[StateEntry | KeyUnreadable | None]:
+        """Each key's entry, in order. A key that cannot be read while others can gives
+        KeyUnreadable; a store that cannot be read raises."""
+        ...
 
     async def set(self, ops: list[SetOp]) -> None:
         """Apply every write; when an etag is stale raise KeyConflict, having changed nothing."""

@@ -20,6 +20,7 @@ from layotto_fast.runtime.state import (
     DeleteOp,
     Feature,
     KeyConflict,
+    KeyUnreadable,
     SetOp,
     StateEntry,
     StateItem,
@@ -77,7 +78,10 @@ class StateService:
             check_key(key, f"keys[{index}]")
         prefix = self._prefixes.get(store_name)
         entries = await store.bulk_get([prefix + key for key in keys] if prefix else list(keys), metadata)
-        return [BulkStateEntry(key, entry) for key, entry in zip(keys, entries, strict=True)]
+        return [
+            BulkStateEntry(key, None, entry.reason) if isinstance(entry, KeyUnreadable) else BulkStateEntry(key, entry)
+            for key, entry in zip(keys, entries, strict=True)
+        ]
 
     def save(self, store_name: str, items: Sequence[StateItem]) -> Awaitable[None]:
         store = self._ready.get(store_name)

@@ -1,15 +1,17 @@
-"""State rpcs over gRPC against the real sidecar process (in-memory store)."""
+"""State rpcs over gRPC against the real sidecar process (in-memory store, and Redis where a test says)."""
 
 from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 
 import grpc
 import pytest
 
 from layotto_fast._proto import runtime_pb2 as pb
-from tests.sidecar import Sidecar
+from tests.backends.servers import RedisServer
+from tests.sidecar import Sidecar, start
 
 STORE = "in-memory"
 
@@ -187,3 +189,38 @@ def test_layotto_state_demo_saves_with_etag_2_and_last_write(sidecar: Sidecar) -
     item = pb.StateItem(key="demo-key", value=b"hello world", etag=pb.Etag(value="2"), options=last_write)
     stub.SaveState(pb.SaveStateRequest(store_name=STORE, states=[item]))
     assert stub.GetState(pb.GetStateRequest(store_name=STORE, key="demo-key")).data == b"hello world"
+
+
+REDIS_STORE = """apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: cache
+spec:
+  type: state.redis
+  metadata:
+    - name: redisHost
+      value: {address}
+    - name: keyPrefix
+      value: none
+"""
+
+
+def test_bulk_get_reports_a_key_of_another_type_in_its_item(tmp_path: Path, redis_server: RedisServer) -> None:
+    """Layotto answers each key of GetBulkState on its own: one key holding a Redis string
+    fails that item, not the call, and the other keys are still read."""
+    folder = tmp_path / "components"
+    folder.mkdir()
+    (folder / "cache.yaml").write_text(REDIS_STORE.format(address=redis_server.address))
+    stored, foreign, missing = key(), key(), key()
+    redis_server.cli("SET", foreign, "a string")
+    sidecar = start(tmp_path, "--resources-path", str(folder))
+    try:
+        stub = sidecar.stub()
+        stub.SaveState(pb.SaveStateRequest(store_name="cache", states=[pb.StateItem(key=stored, value=b"v")]))
+        items = stub.GetBulkState(pb.GetBulkStateRequest(store_name="cache", keys=[stored, foreign, missing])).items
+        assert [(i.key, i.data, bool(i.etag)) for i in items] == [(stored, b"v", True), (foreign, b"", False),
+                                                                    (missing, b"", False)]  # fmt: skip
+        assert items[0].error == items[2].error == ""
+        assert "WRONGTYPE" in items[1].error, items[1].error
+    finally:
+        assert sidecar.stop() == 0

@@ -47,7 +47,7 @@ from layotto_fast.components.state import WRITTEN_IN_THIS_REQUEST, check_write, 
 from layotto_fast.errors import FailedPrecondition, InvalidArgument, RuntimeApiError
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime.records import state_entry
-from layotto_fast.runtime.state import DeleteOp, Feature, SetOp, StateEntry
+from layotto_fast.runtime.state import DeleteOp, Feature, KeyUnreadable, SetOp, StateEntry
 
 # KEYS: the keys. ARGV: per key, op ("s" set, "d" delete), etag ("" none, else "=" and
 # the etag, so that an empty etag is one too), first-write ("1"/"0"), ttl seconds ("0"
@@ -171,15 +171,24 @@ class RedisStateStore(PipelinedRedis):
             return None
         return state_entry(data or b"", version.decode(), None)
 
-    async def bulk_get(self, keys: list[str], metadata: Mapping[str, str] | None = None) -> list[StateEntry | None]:
+    async def bulk_get(
+        self, keys: list[str], metadata: Mapping[str, str] | None = None
+    ) -> list[StateEntry | KeyUnreadable | None]:
         assert self._pipeline is not None, "init() first"
-        try:
-            replies = await self._pipeline.gather([("HMGET", key, "data", "version") for key in keys])
-        except redis_errors.ResponseError as exc:
-            raise self._refused(exc, "read") from None
-        return [
-            None if version is None else state_entry(data or b"", version.decode(), None) for data, version in replies
-        ]
+        replies = await self._pipeline.gather([("HMGET", key, "data", "version") for key in keys], errors_in_place=True)
+        entries: list[StateEntry | KeyUnreadable | None] = []
+        for reply in replies:
+            if isinstance(reply, redis_errors.ResponseError):
+                refused = self._refused(reply, "read")
+                if not isinstance(refused, FailedPrecondition):  # Redis's own state: no key can be read
+                    raise refused from None
+                entries.append(KeyUnreadable(str(refused)))  # WRONGTYPE: this key holds no state entry
+            elif isinstance(reply, BaseException):
+                raise reply
+            else:
+                data, version = reply
+                entries.append(None if version is None else state_entry(data or b"", version.decode(), None))
+        return entries
 
     async def set(self, ops: list[SetOp]) -> None:
         pipeline = self._pipeline
