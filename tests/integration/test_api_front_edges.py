@@ -147,6 +147,37 @@ def test_request_metadata_reaches_the_handler_as_wire_bytes_on_both_transports(v
     assert grpcio == native
 
 
+def test_binary_metadata_reaches_the_handler_decoded_on_both_transports() -> None:
+    """A ``-bin`` value is base64 on the wire, padded or not; grpcio hands the handler the
+    bytes, and so does the native transport."""
+    sent = [("x-trace-bin", "AP8Q"), ("x-tags-bin", "AQ=="), ("x-tags-bin", "Ag")]
+    wire = [("x-trace-bin", b"\x00\xff\x10"), ("x-tags-bin", b"\x01"), ("x-tags-bin", b"\x02")]
+    native, grpcio = _metadata_seen("native", sent), _metadata_seen("grpcio", sent)
+    assert native == {rpc: wire for rpc, _ in CALLS}
+    assert grpcio == native
+
+
+@pytest.mark.parametrize("value", ["not base64!", "AQ==,Ag=="], ids=["not-base64", "comma-joined"])
+def test_binary_metadata_that_is_not_base64_fails_the_call_naming_the_header(value: str) -> None:
+    """INVALID_ARGUMENT naming the header (grpc-go and grpc core answer INTERNAL), and the
+    connection serves on."""
+    server = InProcessServer("native", Recorder())
+    try:
+        with H2Client(server.port) as client:
+            response = client.call(
+                None,
+                path="/spec.proto.runtime.v1.Runtime/SayHello",
+                extra_headers=[("x-trace-bin", value)],
+                body=grpc_frame(say_hello("x")),
+            )
+            assert response.grpc_status == grpc.StatusCode.INVALID_ARGUMENT.value[0], response
+            assert "x-trace-bin" in response.grpc_message and "base64" in response.grpc_message
+            ok = client.call(None, path="/spec.proto.runtime.v1.Runtime/SayHello", body=grpc_frame(say_hello("y")))
+            assert ok.grpc_status == 0, ok
+    finally:
+        server.close()
+
+
 # -- SubscribeTopicEvents: stray answers ----------------------------------------------------------------------------
 class _Stream:
     """One SubscribeTopicEvents stream, read on a thread: its events and its end arrive in ``events``."""

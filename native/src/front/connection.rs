@@ -29,6 +29,7 @@ use crate::grpc::{prefix, PREFIX_LEN};
 pub mod code {
     pub const OK: u32 = 0;
     pub const CANCELLED: u32 = 1;
+    pub const INVALID_ARGUMENT: u32 = 3;
     pub const INTERNAL: u32 = 13;
     pub const UNIMPLEMENTED: u32 = 12;
     pub const RESOURCE_EXHAUSTED: u32 = 8;
@@ -645,7 +646,23 @@ impl Connection {
             .get("grpc-timeout")
             .and_then(|v| status::parse_timeout(v.as_bytes()))
             .unwrap_or(-1);
-        let metadata = status::metadata(&parts.headers);
+        let metadata = match status::metadata(&parts.headers) {
+            Ok(metadata) => metadata,
+            Err(why) => {
+                trailers_only(
+                    &mut respond,
+                    &self.response_head,
+                    code::INVALID_ARGUMENT,
+                    &why,
+                );
+                self.events.push(Event::Refused {
+                    method: method.index,
+                    code: code::INVALID_ARGUMENT,
+                    path: None,
+                });
+                return;
+            }
+        };
         let key = self.new_key();
         let (kept, announced) = if method.client_streaming {
             (None, metadata)

@@ -1,5 +1,8 @@
 //! gRPC wire details of the HTTP/2 mapping: timeouts, status messages, metadata.
 
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::Engine;
 use http::HeaderMap;
 
 /// `grpc-timeout` ("<up to 8 digits><unit>", unit one of H M S m u n) in microseconds.
@@ -63,18 +66,33 @@ fn is_transport_header(name: &str) -> bool {
     )
 }
 
-/// The application metadata of a request, or None when there is none (the common case).
-pub fn metadata(headers: &HeaderMap) -> Option<Vec<(String, Vec<u8>)>> {
+/// Binary values: standard alphabet, padded or not (gRPC peers send both).
+const BINARY: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// The application metadata of a request, or None when there is none (the common case). A
+/// binary (`-bin`) value arrives decoded, as gRPC libraries hand it over; Err names a header
+/// whose value is not base64 (a comma-joined list is not: grpc-go and grpc core refuse it too).
+pub fn metadata(headers: &HeaderMap) -> Result<Option<Vec<(String, Vec<u8>)>>, String> {
     let mut pairs: Option<Vec<(String, Vec<u8>)>> = None;
     for (name, value) in headers {
         let name = name.as_str();
-        if !is_transport_header(name) {
-            pairs
-                .get_or_insert_with(Vec::new)
-                .push((name.to_owned(), value.as_bytes().to_vec()));
+        if is_transport_header(name) {
+            continue;
         }
+        let pairs = pairs.get_or_insert_with(Vec::new);
+        if !name.ends_with("-bin") {
+            pairs.push((name.to_owned(), value.as_bytes().to_vec()));
+            continue;
+        }
+        let decoded = BINARY
+            .decode(value.as_bytes())
+            .map_err(|why| format!("metadata {name}: the value is not base64 ({why})"))?;
+        pairs.push((name.to_owned(), decoded));
     }
-    pairs
+    Ok(pairs)
 }
 
 #[cfg(test)]
@@ -92,6 +110,32 @@ mod tests {
             "whole characters only"
         );
         assert_eq!(encode_message("short"), "short");
+    }
+
+    #[test]
+    fn binary_metadata_is_decoded() {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", "application/grpc".parse().unwrap());
+        headers.insert("trace-bin", "AAEC".parse().unwrap());
+        headers.append("trace-bin", "/w".parse().unwrap()); // unpadded
+        headers.insert("tags-bin", "AQ==".parse().unwrap());
+        headers.insert("user", "a=b".parse().unwrap());
+        let mut pairs = metadata(&headers).unwrap().unwrap();
+        pairs.sort();
+        let expected: Vec<(String, Vec<u8>)> = vec![
+            ("tags-bin".into(), vec![1]),
+            ("trace-bin".into(), vec![0, 1, 2]),
+            ("trace-bin".into(), vec![255]),
+            ("user".into(), b"a=b".to_vec()),
+        ];
+        assert_eq!(pairs, expected);
+        for bad in ["not base64!", "AQ==,Ag=="] {
+            headers.insert("bad-bin", bad.parse().unwrap());
+            assert!(metadata(&headers).unwrap_err().contains("bad-bin"));
+        }
+        let mut transport_only = HeaderMap::new();
+        transport_only.insert("te", "trailers".parse().unwrap());
+        assert_eq!(metadata(&transport_only), Ok(None));
     }
 
     #[test]
