@@ -5,6 +5,8 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
 use http::HeaderMap;
 
+use super::connection::Metadata;
+
 /// `grpc-timeout` ("<up to 8 digits><unit>", unit one of H M S m u n) in microseconds.
 pub fn parse_timeout(value: &[u8]) -> Option<i64> {
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
@@ -75,8 +77,8 @@ const BINARY: GeneralPurpose = GeneralPurpose::new(
 /// The application metadata of a request, or None when there is none (the common case). A
 /// binary (`-bin`) value arrives decoded, as gRPC libraries hand it over; Err names a header
 /// whose value is not base64 (a comma-joined list is not: grpc-go and grpc core refuse it too).
-pub fn metadata(headers: &HeaderMap) -> Result<Option<Vec<(String, Vec<u8>)>>, String> {
-    let mut pairs: Option<Vec<(String, Vec<u8>)>> = None;
+pub fn metadata(headers: &HeaderMap) -> Result<Metadata, String> {
+    let mut pairs: Metadata = None;
     for (name, value) in headers {
         let name = name.as_str();
         if is_transport_header(name) {
