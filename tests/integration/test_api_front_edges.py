@@ -5,7 +5,6 @@ native transport; a streaming subscriber's stray answers do not end its stream."
 from __future__ import annotations
 
 import queue
-import threading
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
@@ -16,7 +15,6 @@ import grpc
 import pytest
 from google.protobuf import any_pb2
 
-from layotto_fast._proto import appcallback_pb2
 from layotto_fast._proto import runtime_pb2 as pb
 from layotto_fast.api.call import current_call
 from tests import sidecar as sc
@@ -24,6 +22,7 @@ from tests.faults.raw_h2 import H2Client, grpc_frame, say_hello
 from tests.http_upstream import serving
 from tests.inprocess import InProcessServer
 from tests.pubsub.app import RETRY, SUCCESS
+from tests.topic_events import TopicEventStream, subscription
 
 TRANSPORTS = ["native", "grpcio"]
 PUBSUB = "pub_subs_demo"  # the embedded in-memory component
@@ -179,44 +178,6 @@ def test_binary_metadata_that_is_not_base64_fails_the_call_naming_the_header(val
 
 
 # -- SubscribeTopicEvents: stray answers ----------------------------------------------------------------------------
-class _Stream:
-    """One SubscribeTopicEvents stream, read on a thread: its events and its end arrive in ``events``."""
-
-    def __init__(self, sidecar: sc.Sidecar, first: pb.SubscribeTopicEventsRequest) -> None:
-        self._requests: queue.Queue[pb.SubscribeTopicEventsRequest | None] = queue.Queue()
-        self.events: queue.Queue[Any] = queue.Queue()
-        self._requests.put(first)
-        self._responses = sidecar.stub().SubscribeTopicEvents(iter(self._requests.get, None), timeout=30)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        try:
-            for response in self._responses:
-                kind = response.WhichOneof("subscribe_topic_events_response_type")
-                self.events.put(kind if kind == "initial_response" else response.event_message)
-            self.events.put("ended")
-        except grpc.RpcError as error:
-            self.events.put(error)
-
-    def next(self, timeout: float = 10.0) -> Any:
-        item = self.events.get(timeout=timeout)
-        assert not isinstance(item, grpc.RpcError), f"the stream ended: {item.code()} {item.details()}"
-        return item
-
-    def answer(self, event_id: str, status: int) -> None:
-        processed = pb.SubscribeTopicEventsRequestProcessed(
-            id=event_id,
-            status=appcallback_pb2.TopicEventResponse(status=status),  # type: ignore[arg-type]
-        )
-        self._requests.put(pb.SubscribeTopicEventsRequest(event_processed=processed))
-
-    def close(self) -> None:
-        self._requests.put(None)
-        self._responses.cancel()
-        self._reader.join(5.0)
-
-
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_answers_for_no_awaited_event_are_ignored_and_an_unknown_status_is_retried(
     tmp_path: Path, transport: str
@@ -228,11 +189,8 @@ def test_answers_for_no_awaited_event_are_ignored_and_an_unknown_status_is_retri
     topic = f"t-{uuid.uuid4().hex[:8]}"
     stub = sidecar.stub()
     try:
-        initial = pb.SubscribeTopicEventsRequestInitial(
-            pubsub_name=PUBSUB, topic=topic, metadata={"retryAttempts": "3", "retryInitialInterval": "10ms"}
-        )
-        stream = _Stream(sidecar, pb.SubscribeTopicEventsRequest(initial_request=initial))
-        assert stream.next() == "initial_response"
+        retries = {"retryAttempts": "3", "retryInitialInterval": "10ms"}
+        stream = TopicEventStream.subscribed(sidecar, subscription(PUBSUB, topic, metadata=retries))
         first = stub.PublishEvent(pb.PublishEventRequest(pubsub_name=PUBSUB, topic=topic, data=b"1"))
         event = stream.next()
         assert event.id == first.message_id
@@ -250,11 +208,11 @@ def test_answers_for_no_awaited_event_are_ignored_and_an_unknown_status_is_retri
         stream.answer(event.id, SUCCESS)
         stream.close()
 
-        not_initial = _Stream(
+        not_initial = TopicEventStream(
             sidecar,
             pb.SubscribeTopicEventsRequest(event_processed=pb.SubscribeTopicEventsRequestProcessed(id="x")),
         )
-        error = not_initial.events.get(timeout=10)
+        error = not_initial.received.get(timeout=10)
         not_initial.close()
         assert isinstance(error, grpc.RpcError), error
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error

@@ -3,10 +3,8 @@ verdicts, dead letters, the streaming subscription, and the app's own readiness 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import queue
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,6 +18,7 @@ from layotto_fast._proto import appcallback_pb2
 from layotto_fast._proto import runtime_pb2 as pb
 from tests import sidecar as sc
 from tests.pubsub.app import DROP, RETRY, SUCCESS, CallbackApp, Topic
+from tests.topic_events import TopicEventStream, subscription
 
 PUBSUB = "pub_subs_demo"  # the embedded in-memory component
 
@@ -362,9 +361,9 @@ def test_a_bad_request_after_the_first_ends_the_stream_naming_the_field(tmp_path
             assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, raised.value
             assert raised.value.details().startswith(field), raised.value.details()
         # The sidecar still serves a stream that answers as it should.
-        stream = _Stream(sidecar, topic)
+        stream = _subscribed(sidecar, topic)
         published = sidecar.stub().PublishEvent(pb.PublishEventRequest(pubsub_name=PUBSUB, topic=topic, data=b"x"))
-        event = stream.next_event()
+        event = stream.next()
         assert event.id == published.message_id
         stream.answer(event.id, SUCCESS)
         stream.close()
@@ -372,41 +371,9 @@ def test_a_bad_request_after_the_first_ends_the_stream_naming_the_field(tmp_path
         sidecar.stop()
 
 
-class _Stream:
-    """One SubscribeTopicEvents stream, read on a thread: events arrive in ``events``."""
-
-    def __init__(self, sidecar: sc.Sidecar, topic: str, dead_letter_topic: str | None = None) -> None:
-        self._requests: queue.Queue[pb.SubscribeTopicEventsRequest | None] = queue.Queue()
-        self.events: queue.Queue[Any] = queue.Queue()
-        initial = pb.SubscribeTopicEventsRequestInitial(
-            pubsub_name=PUBSUB, topic=topic, metadata={"retryAttempts": "1"}, dead_letter_topic=dead_letter_topic
-        )
-        self._requests.put(pb.SubscribeTopicEventsRequest(initial_request=initial))
-        self._responses = sidecar.stub().SubscribeTopicEvents(iter(self._requests.get, None))
-        first = next(self._responses)
-        assert first.WhichOneof("subscribe_topic_events_response_type") == "initial_response"
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        with contextlib.suppress(grpc.RpcError):
-            for response in self._responses:
-                self.events.put(response.event_message)
-
-    def next_event(self, timeout: float = 10.0) -> Any:
-        return self.events.get(timeout=timeout)
-
-    def answer(self, event_id: str, status: int) -> None:
-        processed = pb.SubscribeTopicEventsRequestProcessed(
-            id=event_id,
-            status=appcallback_pb2.TopicEventResponse(status=status),  # type: ignore[arg-type]
-        )
-        self._requests.put(pb.SubscribeTopicEventsRequest(event_processed=processed))
-
-    def close(self) -> None:
-        self._requests.put(None)
-        self._responses.cancel()
-        self._reader.join(5.0)
+def _subscribed(sidecar: sc.Sidecar, topic: str, dead_letter_topic: str | None = None) -> TopicEventStream:
+    first = subscription(PUBSUB, topic, dead_letter_topic, metadata={"retryAttempts": "1"})
+    return TopicEventStream.subscribed(sidecar, first)
 
 
 @pytest.mark.parametrize("transport", ["native", "grpcio"])
@@ -419,19 +386,19 @@ def test_a_streaming_subscriber_s_drop_goes_to_its_dead_letter_topic_and_what_it
     sidecar = sc.start(tmp_path, "--app-port", "0", "--grpc-transport", transport)
     topic, dead = _topic(), _topic()
     try:
-        subscriber, dead_reader = _Stream(sidecar, topic, dead_letter_topic=dead), _Stream(sidecar, dead)
+        subscriber, dead_reader = _subscribed(sidecar, topic, dead_letter_topic=dead), _subscribed(sidecar, dead)
         dropped = sidecar.stub().PublishEvent(pb.PublishEventRequest(pubsub_name=PUBSUB, topic=topic, data=b"x"))
-        event = subscriber.next_event()
+        event = subscriber.next()
         assert event.id == dropped.message_id
         subscriber.answer(event.id, DROP)
-        assert dead_reader.next_event().id == dropped.message_id
+        assert dead_reader.next().id == dropped.message_id
         dead_reader.close()
 
         left = sidecar.stub().PublishEvent(pb.PublishEventRequest(pubsub_name=PUBSUB, topic=topic, data=b"y"))
-        assert subscriber.next_event().id == left.message_id
+        assert subscriber.next().id == left.message_id
         subscriber.close()  # unanswered
-        successor = _Stream(sidecar, topic)
-        event = successor.next_event()
+        successor = _subscribed(sidecar, topic)
+        event = successor.next()
         assert event.id == left.message_id and event.data == b"y"
         successor.answer(event.id, SUCCESS)
         successor.close()
