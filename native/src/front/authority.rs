@@ -8,6 +8,7 @@
 //! than HEADERS/CONTINUATION pass through untouched.
 
 use std::borrow::Cow;
+use std::panic::{self, AssertUnwindSafe};
 
 use bytes::{BufMut, BytesMut};
 use fluke_hpack::{Decoder, Encoder};
@@ -21,6 +22,7 @@ const END_HEADERS: u8 = 0x4;
 const PADDED: u8 = 0x8;
 const PRIORITY: u8 = 0x20;
 const MAX_FRAME: usize = 16_384;
+const HEADER_TABLE_SIZE: usize = 4_096;
 
 pub struct AuthorityRepair {
     preface_left: usize,
@@ -37,7 +39,13 @@ impl AuthorityRepair {
             preface_left: PREFACE_LEN,
             pending: BytesMut::new(),
             block: None,
-            decoder: Decoder::new(),
+            decoder: {
+                let mut decoder = Decoder::new();
+                // What h2 allows a peer (SETTINGS_HEADER_TABLE_SIZE, not raised): a size
+                // update past it is an error, not a table of any size the peer names.
+                decoder.set_max_allowed_table_size(HEADER_TABLE_SIZE);
+                decoder
+            },
             encoder: Encoder::new(),
             max_header_list,
         }
@@ -106,15 +114,24 @@ impl AuthorityRepair {
         // A list over the limit goes on to h2, which refuses that stream alone (431), as
         // over TCP; only one past twice the limit is an attack, and ends the connection.
         let hard_limit = self.max_header_list.saturating_mul(2);
-        self.decoder
-            .decode_with_cb(&fragment, |name: Cow<[u8]>, value: Cow<[u8]>| {
+        let decoder = &mut self.decoder;
+        // fluke-hpack panics on a size update cut short (it unwraps the integer's
+        // decoding): that is the peer's broken HPACK, and ends this connection like any
+        // other. The decoder is not used again.
+        let decoded = panic::catch_unwind(AssertUnwindSafe(|| {
+            decoder.decode_with_cb(&fragment, |name: Cow<[u8]>, value: Cow<[u8]>| {
                 size += name.len() + value.len() + 32;
                 too_large |= size > hard_limit;
                 if !too_large {
                     headers.push((name.into_owned(), value.into_owned()));
                 }
             })
-            .map_err(|e| format!("HPACK decoding failed: {e:?}"))?;
+        }));
+        match decoded {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(format!("HPACK decoding failed: {e:?}")),
+            Err(_) => return Err("HPACK decoding failed: a malformed integer".into()),
+        }
         if too_large {
             return Err("header list over twice the size limit".into());
         }
@@ -253,6 +270,24 @@ mod tests {
         assert_eq!(authority(&blocks[1]), b"127.0.0.1:34904");
         assert_eq!(blocks[0].len(), 5);
         assert_eq!(out[PREFACE_LEN + 4] & END_STREAM, END_STREAM);
+    }
+
+    #[test]
+    fn broken_table_size_updates_are_errors_not_panics() {
+        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        for block in [
+            &[0x3f][..],                           // a size update cut short
+            &[0x3f, 0xff, 0xff, 0xff, 0xff, 0x01], // an integer past what it decodes
+            &[0x3f, 0xe2, 0x1f, 0x82],             // 4096 + 1: over what h2 allows
+        ] {
+            let mut input = preface.to_vec();
+            let length = u8::try_from(block.len()).unwrap();
+            input.extend([0, 0, length, HEADERS, END_HEADERS, 0, 0, 0, 1]);
+            input.extend_from_slice(block);
+            let mut repair = AuthorityRepair::new(16 * 1024);
+            let e = repair.process(&input, &mut BytesMut::new()).unwrap_err();
+            assert!(e.starts_with("HPACK decoding failed"), "{block:x?}: {e}");
+        }
     }
 
     #[test]
