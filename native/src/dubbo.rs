@@ -149,7 +149,8 @@ fn check_hessian2(h: &Header) -> Result<()> {
 fn is_read_only_event(frame: &[u8]) -> bool {
     match split(frame) {
         Ok((h, body)) if h.serialization() == HESSIAN2 => {
-            matches!(Decoder::new(body).read_value(), Ok(Value::String(s)) if s == "R")
+            // Only a string is read: whatever else the body holds is not decoded.
+            matches!(Decoder::new(body).read_opt_string(), Ok(Some(s)) if s == "R")
         }
         _ => false,
     }
@@ -766,6 +767,12 @@ mod tests {
         // Other one-way events ask for nothing; a two-way one is a heartbeat.
         let other = frame_with_body(FLAG_REQUEST | FLAG_EVENT | HESSIAN2, 0, 8, b"\x01X");
         assert_eq!(Dubbo::head(&other).unwrap().kind, FrameKind::Notice);
+        // Only a string is read from an event: a list, however large, is not decoded.
+        let mut list = vec![0x57];
+        list.extend(std::iter::repeat_n(b'N', 1 << 20));
+        list.push(b'Z');
+        let list = frame_with_body(FLAG_REQUEST | FLAG_EVENT | HESSIAN2, 0, 8, &list);
+        assert_eq!(Dubbo::head(&list).unwrap().kind, FrameKind::Notice);
         let null_one_way = frame_with_body(FLAG_REQUEST | FLAG_EVENT | HESSIAN2, 0, 8, b"N");
         assert_eq!(Dubbo::head(&null_one_way).unwrap().kind, FrameKind::Notice);
         let two_way = frame_with_body(

@@ -16,6 +16,9 @@
 /// Deepest nesting of lists, maps and objects accepted (a SofaResponse holding a Throwable
 /// and its stack trace is four levels deep; a chain of causes adds one per cause).
 const MAX_DEPTH: usize = 64;
+/// Upper bound on capacity reserved from a declared count: nested objects would each
+/// reserve up to the bytes left before reading a field.
+const PREALLOC_MAX: usize = 1024;
 
 /// What the reader keeps of a value: text and objects; the rest is only skipped.
 #[derive(Debug)]
@@ -184,7 +187,7 @@ impl<'a> Reader<'a> {
         if count > self.buf.len() - self.at {
             return None;
         }
-        let mut fields = Vec::with_capacity(count);
+        let mut fields = Vec::with_capacity(count.min(PREALLOC_MAX));
         for _ in 0..count {
             let tag = self.byte()?;
             fields.push(self.string(tag)?);
@@ -239,7 +242,7 @@ impl<'a> Reader<'a> {
             b'o' => {
                 let class = self.count()?;
                 let count = self.classes.get(class)?.fields.len();
-                let mut fields = Vec::with_capacity(count.min(self.buf.len() - self.at));
+                let mut fields = Vec::with_capacity(count.min(PREALLOC_MAX));
                 for _ in 0..count {
                     fields.push(self.value(depth + 1)?);
                 }

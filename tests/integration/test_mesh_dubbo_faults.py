@@ -6,6 +6,7 @@ the fake of ``tests/mesh/dubbo_fake.py`` (it can be told to keep quiet)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
@@ -18,9 +19,10 @@ from typing import Any
 
 import pytest
 import yaml
+from layotto_fast_native import encode_dubbo_request
 
 from tests import sidecar as sidecar_process
-from tests.mesh.dubbo_fake import call, mesh_config, named_providers, read_response, request
+from tests.mesh.dubbo_fake import SERVICE, VERSION, call, mesh_config, named_providers, read_response, request
 from tests.mesh.fault_upstream import wait_for
 
 SERVER_TIMEOUT, CHANNEL_INACTIVE, BAD_REQUEST, THREADPOOL_EXHAUSTED = 31, 35, 40, 100
@@ -166,6 +168,45 @@ def test_a_one_way_event_is_not_answered(tmp_path: Path) -> None:
         client = connect(port)
         client.sendall(one_way_event)
         assert call(client, 6) == "p", "the first answer is the call's"
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def test_a_hessian_body_that_names_a_long_class_in_every_object_costs_no_memory(tmp_path: Path) -> None:
+    """A class with a 64 KiB name, then 100 000 one-byte objects of it: 165 KB on the
+    wire that decoded with a copy of the name in each object is 6.5 GB. Sent as a one-way
+    event (no route needed) and as a call's argument, it leaves the sidecar as it was."""
+    body = b"\x57C\x53\xff\xff" + b"a" * 0xFFFF + b"\x90" + b"\x60" * 100_000 + b"Z"
+    event = b"\xda\xbb" + bytes([0x80 | 0x20 | 0x02, 0]) + struct.pack(">qi", 7, len(body)) + body
+    port = sidecar_process.free_port()
+    with named_providers("p") as (provider,):
+        path = tmp_path / "mesh.yaml"
+        path.write_text(yaml.safe_dump(mesh_config(port, [provider.address])))
+        sidecar = sidecar_process.start(tmp_path, "--config", str(path))
+        try:
+            client = connect(port)
+            assert call(client, 1) == "p"
+            before = _rss_mb(sidecar.process.pid)
+            client.sendall(event)
+            arguments = encode_dubbo_request(8, SERVICE, VERSION, "echo", "Ljava/lang/Object;", ["x"])
+            bomb = arguments[:16] + arguments[16:] + body  # the attachments that follow are the bomb
+            bomb = bomb[:12] + struct.pack(">i", len(bomb) - 16) + bomb[16:]
+            other = connect(port)
+            other.sendall(bomb)
+            other.settimeout(10)
+            with contextlib.suppress(OSError):
+                other.recv(1 << 16)  # answered or closed: either way not decoded into gigabytes
+            assert call(client, 9) == "p", "the first connection carries on"
+            assert call(connect(port), 10) == "p", "the listener carries on"
+            grown = _rss_mb(sidecar.process.pid) - before
+            assert grown < 200, f"the sidecar grew by {grown:.0f} MB"
+        finally:
+            assert sidecar.stop() == 0
 
 
 def test_a_stop_tells_dubbo_clients_the_connection_is_read_only(tmp_path: Path) -> None:

@@ -4,12 +4,14 @@
 use super::{rename, Value, MAX_DEPTH};
 use crate::error::{Error, Result};
 
-/// Bytes (as `measure` estimates them) that back-references may copy in one stream,
-/// plus [`REF_BUDGET_PER_BYTE`] per input byte. A chain of references to references
-/// would otherwise grow the output exponentially in the input's length; legitimate
-/// sharing (many DTOs pointing at one shared object) stays far below it.
-const REF_BUDGET_BASE: usize = 32 << 20;
-const REF_BUDGET_PER_BYTE: usize = 32;
+/// Bytes (as `measure` estimates them) that copies may take in one stream, plus
+/// [`COPY_BUDGET_PER_BYTE`] per input byte. A copy is what the output holds that the input
+/// spells only once: a back-reference's target, a container kept for references to come,
+/// a class's name and field names in each of its objects, a type name used by index. A
+/// few input bytes could otherwise make gigabytes (references to references, objects of a
+/// class with a long name); legitimate sharing and naming stay far below it.
+const COPY_BUDGET_BASE: usize = 32 << 20;
+const COPY_BUDGET_PER_BYTE: usize = 32;
 
 /// Upper bound on capacity reserved from a declared count. The count is already checked
 /// against the bytes left; this keeps nested containers from each reserving that much.
@@ -74,6 +76,17 @@ fn unexpected(field: &'static str, code: u8) -> Error {
 struct ClassDef {
     name: String,
     fields: Vec<String>,
+    /// What an object of this class copies: its class name and field names.
+    names_len: usize,
+}
+
+/// A list, map or object in the back-reference table.
+enum Slot {
+    /// Still being decoded: a reference to it is a cycle.
+    Open,
+    Kept(Value),
+    /// Not kept: no reference byte follows it, or the copy budget was spent.
+    Dropped,
 }
 
 /// Reads Hessian values from one stream. Class definitions, type names and the
@@ -86,15 +99,13 @@ pub struct Decoder<'a> {
     depth: usize,
     classes: Vec<ClassDef>,
     types: Vec<String>,
-    /// Every list, map and object in stream order, for `0x51` references. `None` while
-    /// it is still being decoded (a reference to it is a cycle) or when no reference can
-    /// follow it (see `keep_for_refs`).
-    refs: Vec<Option<Value>>,
+    /// Every list, map and object in stream order, for `0x51` references.
+    refs: Vec<Slot>,
     /// Offset of the last `0x51` byte in the input: a container that ends after it
     /// cannot be referenced, so it is not copied into `refs`. Most bodies have no
     /// references at all and pay nothing for them.
     last_ref_byte: Option<usize>,
-    ref_budget: usize,
+    copy_budget: usize,
 }
 
 impl<'a> Decoder<'a> {
@@ -107,8 +118,8 @@ impl<'a> Decoder<'a> {
             types: Vec::new(),
             refs: Vec::new(),
             last_ref_byte: buf.iter().rposition(|&b| b == 0x51),
-            ref_budget: REF_BUDGET_BASE
-                .saturating_add(buf.len().saturating_mul(REF_BUDGET_PER_BYTE)),
+            copy_budget: COPY_BUDGET_BASE
+                .saturating_add(buf.len().saturating_mul(COPY_BUDGET_PER_BYTE)),
         }
     }
 
@@ -119,6 +130,15 @@ impl<'a> Decoder<'a> {
 
     pub fn at_end(&self) -> bool {
         self.pos >= self.buf.len()
+    }
+
+    /// Containers kept for references to come.
+    #[cfg(test)]
+    pub fn kept_refs(&self) -> usize {
+        self.refs
+            .iter()
+            .filter(|slot| matches!(slot, Slot::Kept(_)))
+            .count()
     }
 
     /// Bytes not consumed yet.
@@ -396,20 +416,35 @@ impl<'a> Decoder<'a> {
         Ok(n)
     }
 
+    /// Takes `bytes` of copying from the budget, or fails naming `field`.
+    fn charge(&mut self, bytes: usize, field: &'static str) -> Result<()> {
+        self.copy_budget = self
+            .copy_budget
+            .checked_sub(bytes)
+            .ok_or_else(|| Error::field(field, "copies exceed the decoder's size budget"))?;
+        Ok(())
+    }
+
     /// A list or map type: a string (added to the type table) or an index into it.
     fn read_type(&mut self) -> Result<String> {
         let code = self.byte(TYPE)?;
         if is_string_code(code) {
             let name = self.string_from(code).map_err(|e| rename(e, TYPE))?;
+            self.charge(name.len(), TYPE)?; // the table's copy
             self.types.push(name.clone());
             return Ok(name);
         }
         let index = self.int_from(code).map_err(|e| rename(e, TYPE))?;
-        usize::try_from(index)
+        let Some(len) = usize::try_from(index)
             .ok()
             .and_then(|i| self.types.get(i))
-            .cloned()
-            .ok_or_else(|| Error::field(TYPE, format_args!("#{index} of {}", self.types.len())))
+            .map(String::len)
+        else {
+            let known = self.types.len();
+            return Err(Error::field(TYPE, format_args!("#{index} of {known}")));
+        };
+        self.charge(len, TYPE)?;
+        Ok(self.types[index as usize].clone())
     }
 
     /// Runs `read` one nesting level deeper.
@@ -435,14 +470,18 @@ impl<'a> Decoder<'a> {
     /// Reserves the next back-reference number for a container being started: Java
     /// numbers lists, maps and objects in the order they begin.
     fn begin_ref(&mut self) -> usize {
-        self.refs.push(None);
+        self.refs.push(Slot::Open);
         self.refs.len() - 1
     }
 
+    /// Keeps a copy of a finished container for references to come, while the budget
+    /// lasts. Running out fails only a reference to it: a `0x51` byte inside a string or
+    /// a number makes every container before it referable, and most are never referenced.
     fn end_ref(&mut self, slot: usize, value: &Value) {
         let referable = self.last_ref_byte.is_some_and(|at| at >= self.pos);
-        if referable {
-            self.refs[slot] = Some(value.clone());
+        self.refs[slot] = Slot::Dropped;
+        if referable && self.charge(measure(value).1, REF).is_ok() {
+            self.refs[slot] = Slot::Kept(value.clone());
         }
     }
 
@@ -511,7 +550,12 @@ impl<'a> Decoder<'a> {
         for _ in 0..n {
             fields.push(string(self)?);
         }
-        self.classes.push(ClassDef { name, fields });
+        let names_len = name.len() + fields.iter().map(String::len).sum::<usize>();
+        self.classes.push(ClassDef {
+            name,
+            fields,
+            names_len,
+        });
         Ok(())
     }
 
@@ -527,8 +571,9 @@ impl<'a> Decoder<'a> {
                 format_args!("class definition #{declared} of {}", self.classes.len()),
             ));
         };
-        let class_name = def.name.clone();
-        let n = def.fields.len();
+        let (n, names_len) = (def.fields.len(), def.names_len);
+        self.charge(names_len, OBJECT)?;
+        let class_name = self.classes[index].name.clone();
         let slot = self.begin_ref();
         let fields = self.nested(|d| {
             let mut fields = Vec::with_capacity(n.min(PREALLOC_MAX));
@@ -555,18 +600,21 @@ impl<'a> Decoder<'a> {
                 format_args!("#{index} of {}", self.refs.len()),
             ));
         };
-        let Some(value) = slot else {
-            return Ok(Value::Null);
+        let (height, weight) = match slot {
+            Slot::Open => return Ok(Value::Null),
+            Slot::Dropped => {
+                return Err(Error::field(REF, "copies exceed the decoder's size budget"))
+            }
+            Slot::Kept(value) => measure(value),
         };
-        let (height, weight) = measure(value);
         if self.depth + height > MAX_DEPTH {
             return Err(Error::field(DEPTH, format_args!("more than {MAX_DEPTH}")));
         }
-        if weight > self.ref_budget {
-            return Err(Error::field(REF, "copies exceed the decoder's size budget"));
+        self.charge(weight, REF)?;
+        match self.refs.get(index as usize) {
+            Some(Slot::Kept(value)) => Ok(value.clone()),
+            _ => Err(Error::field(REF, format_args!("#{index} was not kept"))), // never: kept stays kept
         }
-        self.ref_budget -= weight;
-        Ok(value.clone())
     }
 }
 

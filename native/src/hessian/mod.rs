@@ -10,8 +10,9 @@
 //!
 //! The decoder treats its input as hostile: every declared length is checked against the
 //! bytes left before anything is allocated, nesting is limited to [`MAX_DEPTH`], and what
-//! back-references may copy is bounded, so no input makes it panic, overflow the stack or
-//! allocate much more than the input's size.
+//! the output may hold that the input spells once (back-references, containers kept for
+//! them, class and type names repeated by index) is bounded, so no input makes it panic,
+//! overflow the stack or allocate much more than the input's size.
 
 use crate::error::Error;
 
@@ -610,6 +611,91 @@ mod tests {
         }
         let e = dec(&b).unwrap_err();
         assert_eq!(e.to_string(), "invalid hessian nesting depth: more than 64");
+    }
+
+    /// A list (`0x57` ... `Z`) of `n` copies of `item`, after `prefix`.
+    fn many(prefix: &[u8], item: &[u8], n: usize) -> Vec<u8> {
+        let mut b = prefix.to_vec();
+        b.push(0x57);
+        for _ in 0..n {
+            b.extend_from_slice(item);
+        }
+        b.push(b'Z');
+        b
+    }
+
+    /// `S` + a 64 KiB-1 name of `a`s.
+    fn long_name() -> Vec<u8> {
+        let mut b = vec![b'S', 0xff, 0xff];
+        b.extend(std::iter::repeat_n(b'a', 0xffff));
+        b
+    }
+
+    #[test]
+    fn name_copies_are_bounded() {
+        // Each object of a class copies its name (and field names), each list typed by
+        // index copies the type name: a few bytes apiece, 64 KiB of output each.
+        let class = [&[b'C'][..], &long_name(), &[0x90]].concat();
+        let e = dec(&many(&class, &[0x60], 100_000)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid hessian object: copies exceed the decoder's size budget"
+        );
+        let field = [&b"C\x01A\x91"[..], &long_name()].concat();
+        let e = dec(&many(&field, &[0x60, b'N'], 100_000)).unwrap_err();
+        assert!(e.to_string().contains("copies exceed"), "{e}");
+        // The first list names the type, the others refer to it by index.
+        let mut b = vec![0x57, 0x70];
+        b.extend(long_name());
+        for _ in 0..100_000 {
+            b.extend_from_slice(&[0x70, 0x90]);
+        }
+        b.push(b'Z');
+        let e = dec(&b).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid hessian type: copies exceed the decoder's size budget"
+        );
+        // Names as a DTO list has them decode.
+        let dto = b"C\x0bcom.x.Order\x92\x02id\x04name";
+        let Value::List { items, .. } = dec(&many(dto, &[0x60, 0x91, 0x01, b'x'], 1000)).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(items.len(), 1000);
+    }
+
+    #[test]
+    fn containers_kept_for_references_are_bounded() {
+        // A 0x51 byte after the value makes every container referable; 64 nested lists
+        // around a million nulls would each keep a copy of all of them (gigabytes).
+        let mut b = vec![0x57; 64];
+        b.extend(std::iter::repeat_n(b'N', 1_000_000));
+        b.extend(std::iter::repeat_n(b'Z', 64));
+        let value_len = b.len();
+        b.push(0x51);
+        let mut d = Decoder::new(&b);
+        let v = d.read_value().unwrap();
+        assert_eq!(d.position(), value_len);
+        assert!(d.kept_refs() < 8, "kept {}", d.kept_refs());
+        drop(v);
+        // Inner containers are kept first: a reference to one still works.
+        let mut b = vec![0x57; 3];
+        b.extend_from_slice(&[0x7a, b'N', b'T']);
+        b.extend(std::iter::repeat_n(b'N', 1_000_000));
+        b.extend_from_slice(&[0x51, 0x93]);
+        b.extend(std::iter::repeat_n(b'Z', 3));
+        let Value::List { items, .. } = dec(&b).unwrap() else {
+            panic!()
+        };
+        let Value::List { items, .. } = &items[0] else {
+            panic!()
+        };
+        let Value::List { items, .. } = &items[0] else {
+            panic!()
+        };
+        assert_eq!(items.len(), 1_000_002);
+        assert_eq!(items[0], items[1_000_001]);
     }
 
     #[test]
