@@ -28,6 +28,7 @@ BACKEND_ERRORS: tuple[type[BaseException], ...] = (
     redis_errors.BusyLoadingError,
     redis_errors.ReadOnlyError,
     redis_errors.RedisClusterException,  # a cluster client that reaches no node
+    redis_errors.InvalidResponse,  # what answers at the address is not Redis
     TimeoutError,
     OSError,
 )
@@ -111,6 +112,8 @@ class RedisConfig:
         """The error a caller sees when Redis failed: names the component and the server."""
         if isinstance(exc, redis_errors.AuthenticationError | redis_errors.AuthorizationError):
             why = f"authentication failed: {exc}"
+        elif isinstance(exc, redis_errors.InvalidResponse):
+            why = f"the server there does not speak Redis's protocol: {exc}"
         else:
             why = str(exc) or type(exc).__name__
         return Unavailable(f"{self.component}: redis at {self.address}: {why}")

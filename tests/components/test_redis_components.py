@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from layotto_fast.runtime.sequencer import MAX_ID
 from layotto_fast.runtime.state import DeleteOp, KeyUnreadable, SetOp, StateEntry
 from tests.backends.servers import RedisCluster, RedisServer, free_ports
 from tests.components.support import LoopHarness, until
+from tests.http_upstream import serving
 
 Backend = RedisServer | RedisCluster
 
@@ -593,3 +595,25 @@ def test_redis_down_then_back_with_the_same_components(harness: Harness) -> None
     harness.cli("HSET", config.redis_key(app, "", "", key), "content", "after")
     assert harness.run(until(lambda: len(seen) == 3, 1.0)), seen
     assert seen[2] == [ConfigItem(app, key, "after")]
+
+
+class _NotRedis(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_error(400)
+
+
+@pytest.mark.parametrize("type_", ["state.redis", "lock.redis", "sequencer.redis", "configuration.redis",
+                                   "pubsub.redis"])  # fmt: skip
+def test_a_redis_host_that_is_not_redis_fails_init_naming_the_component_and_the_address(type_: str) -> None:
+    """An HTTP server at ``redisHost`` (a wrong port) answers a protocol error: the reason
+    names the component and the address, as a refused connection's does."""
+    with serving(_NotRedis) as address:
+        component = registry.implementation(type_).from_manifest(manifest(type_, {"redisHost": address}))  # type: ignore[union-attr]
+        loop = asyncio.new_event_loop()
+        try:
+            with pytest.raises(Unavailable) as failed:
+                loop.run_until_complete(asyncio.wait_for(component.init(), 10))
+            loop.run_until_complete(component.close())
+        finally:
+            loop.close()
+    assert f"test ({type_}): redis at {address}: the server there does not speak Redis" in failed.value.message
