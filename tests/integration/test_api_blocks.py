@@ -118,6 +118,7 @@ def test_secrets_local_file(sidecar: Sidecar) -> None:
     assert "db-password" in bulk
     code, details = fails(lambda: stub.GetSecret(pb.GetSecretRequest(store_name="secret_demo", key="redis")))
     assert code == grpc.StatusCode.NOT_FOUND and "'redis'" in details
+    assert details.endswith("not found in the secrets file 'secrets.json'"), "no path of the sidecar's install"
 
 
 def test_secrets_local_env(sidecar: Sidecar) -> None:

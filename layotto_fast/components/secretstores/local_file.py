@@ -71,7 +71,8 @@ class LocalFileSecretStore(NoBackend):
         try:
             return self._secrets[key]
         except KeyError:
-            raise NotFound(f"secret key {key!r} not found in {str(self._path)!r}") from None
+            # The file's name only: where the sidecar is installed is not the caller's business.
+            raise NotFound(f"secret key {key!r} not found in the secrets file {self._path.name!r}") from None
 
     async def bulk_get(self) -> dict[str, dict[str, str]]:
         return dict(self._secrets)
