@@ -126,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         manifests = server.load_manifests(settings)
         if args.command == "check":
             _check(manifests, settings.app_id)
-            print(f"ok: {len(manifests)} components")
+            print(_summary(manifests, settings.app_id))
             return 0
         server.serve(settings, manifests)
     except StartupError as exc:
@@ -136,6 +136,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"layotto-fast: cannot start: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _summary(manifests: list[ComponentManifest], app_id: str) -> str:
+    """``ok: N components``, N those ``serve`` with this app id would load; the manifests
+    scoped to other app ids were checked too, and are counted apart."""
+    loaded = sum(m.loaded_by(app_id) for m in manifests)
+    others = len(manifests) - loaded
+    scoped = f" ({others} more scoped to other app ids: checked, not loaded)" if others else ""
+    return f"ok: {loaded} components{scoped}"
 
 
 def _check(manifests: list[ComponentManifest], app_id: str) -> None:

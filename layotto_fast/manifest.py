@@ -8,6 +8,10 @@ A metadata item may take its value from a secret (``secretKeyRef``) of the secre
 store named by the document's ``auth.secretStore``; the parser only records the
 reference, the lifecycle reads it once that store has started.
 
+Metadata item names are read whatever their case, as daprd reads them (``redisdb`` is
+``redisDB``): a component asks for its canonical spelling and finds the user's. Two items
+of one manifest whose names differ only in case stop start-up, naming both.
+
 Which manifests an app loads is Dapr's rule: with the ``NAMESPACE`` variable set, one
 whose ``metadata.namespace`` names another namespace is not read at all; of the rest,
 one with ``scopes`` is for the app ids it lists only. Two components may share a name
@@ -18,10 +22,10 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -30,6 +34,42 @@ from layotto_fast.errors import StartupError
 log = logging.getLogger(__name__)
 
 API_VERSION = "dapr.io/v1alpha1"
+
+V = TypeVar("V")
+
+
+class Items(Mapping[str, V]):
+    """Metadata items by name, each found under any case of its name; iterated by the names
+    as the manifest writes them, so messages can quote the user's spelling.
+
+    Given two names that differ only in case, the later wins (the parser refuses such a
+    manifest first; this only keeps code that merges items from double-counting one)."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, V] | None = None) -> None:
+        self._items: dict[str, tuple[str, V]] = {}
+        for name, value in (items or {}).items():
+            self._items[name.lower()] = (name, value)
+
+    def __getitem__(self, name: str) -> V:
+        if not isinstance(name, str):
+            raise KeyError(name)
+        return self._items[name.lower()][1]
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, _ in self._items.values())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def spelled(self, name: str) -> str:
+        """``name`` as the manifest writes it; ``name`` itself when no item has it."""
+        found = self._items.get(name.lower())
+        return name if found is None else found[0]
+
+    def __repr__(self) -> str:
+        return f"Items({dict(self.items())!r})"
 
 
 @dataclass(frozen=True)
@@ -46,7 +86,7 @@ class ComponentManifest:
     name: str
     type: str
     version: str
-    metadata: dict[str, str]
+    metadata: Mapping[str, str]  # an ``Items``: looked up whatever the case
     source: str
     ignore_errors: bool = False
     scopes: tuple[str, ...] = field(default=())
@@ -55,6 +95,19 @@ class ComponentManifest:
     auth_secret_store: str = ""  # ``auth.secretStore``: the secret store the references read
     path: Path | None = None  # the file it was read from (None: made in code, e.g. the defaults)
     namespace: str = ""  # ``metadata.namespace``; empty: any namespace
+
+    def __post_init__(self) -> None:
+        # Code that fills items in (placeholders, secrets, a default consumer group) hands
+        # ``replace`` a plain dict: its lookups must ignore case all the same.
+        if not isinstance(self.metadata, Items):
+            object.__setattr__(self, "metadata", Items(self.metadata))
+        if not isinstance(self.secret_refs, Items):
+            object.__setattr__(self, "secret_refs", Items(self.secret_refs))
+
+    def metadata_field(self, name: str) -> str:
+        """``spec.metadata.NAME`` for messages, NAME spelled as the manifest writes it."""
+        items = self.metadata
+        return f"spec.metadata.{items.spelled(name) if isinstance(items, Items) else name}"
 
     def loaded_by(self, app_id: str) -> bool:
         """Whether ``app_id`` loads this component: no scopes, or scopes that list it."""
@@ -248,19 +301,30 @@ def _auth_secret_store(auth: Any, source: str) -> str:
     return store
 
 
-def _metadata_items(items: Any, source: str) -> tuple[dict[str, str], dict[str, SecretRef]]:
-    """The plain values, and the items whose value is a secret reference; a later item wins."""
+def _metadata_items(items: Any, source: str) -> tuple[Items[str], Items[SecretRef]]:
+    """The plain values, and the items whose value is a secret reference; a later item of
+    the same name wins. Names that differ only in case are one name to Dapr, so two such
+    items are refused: which one a component got would depend on their order."""
     if items is None:
-        return {}, {}
+        return Items(), Items()
     if not isinstance(items, list):
         raise StartupError(source, "spec.metadata", "must be a list of {name, value} items")
     values: dict[str, str] = {}
     refs: dict[str, SecretRef] = {}
+    seen: dict[str, tuple[str, str]] = {}  # lower-cased name -> (the name as written, where)
     for position, item in enumerate(items):
         where = f"spec.metadata[{position}]"
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise StartupError(source, f"{where}.name", "is missing")
         name = item["name"]
+        first = seen.setdefault(name.lower(), (name, where))
+        if first[0] != name:
+            raise StartupError(
+                source,
+                f"{where}.name",
+                f"{name!r} and {first[0]!r} ({first[1]}) are one item: metadata names are read "
+                "whatever their case, as in Dapr; keep one of them",
+            )
         # A bare ``value:`` (YAML null) is no value, as in Dapr: it reads as "".
         value = item.get("value")
         if "secretKeyRef" in item:
@@ -279,7 +343,7 @@ def _metadata_items(items: Any, source: str) -> tuple[dict[str, str], dict[str, 
             raise StartupError(source, f"{where}.value", f"must be a scalar, got {type(value).__name__}")
         values[name] = value
         refs.pop(name, None)
-    return values, refs
+    return Items(values), Items(refs)
 
 
 def _secret_ref(ref: Any, source: str, where: str) -> SecretRef:

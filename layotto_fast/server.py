@@ -68,13 +68,27 @@ class GrpcServer(Protocol):
 
 
 def load_manifests(settings: Settings) -> list[ComponentManifest]:
+    """This app's manifests (with those scoped to other app ids, for ``check``), logging
+    where they came from and how many this app loads: a folder that is not the one meant
+    (a ./components of front-end code) otherwise shows only as calls naming no component."""
     folder = settings.components_folder()
     if folder is None:
         with resources.as_file(resources.files("layotto_fast") / "defaults") as embedded:
             manifests = load_folder(Path(embedded))
+        where = "none given and no ./components folder: the embedded in-memory set"
     else:
         manifests = load_folder(folder)
+        where = str(folder.resolve()) + ("" if settings.resources_path else " (the default, ./components)")
+        if not manifests:
+            log.warning(
+                "resources path %s holds no component manifests (YAML documents of kind: Component): "
+                "no components are loaded; give --resources-path DIR (or resources_path in the --config "
+                "file) to read them from another folder",
+                where,
+            )
     manifests = for_app(manifests, settings.app_id, os.environ)
+    loaded = sum(m.loaded_by(settings.app_id) for m in manifests)
+    log.info("resources path %s: %d components loaded for app id %s", where, loaded, settings.app_id)
     return with_placeholders(manifests, settings.app_id, os.environ)
 
 

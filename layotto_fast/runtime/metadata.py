@@ -1,4 +1,8 @@
-"""Typed reads of a manifest's string metadata, failing with the field named."""
+"""Typed reads of a manifest's string metadata, failing with the field named.
+
+A name is looked up whatever its case (the manifest's ``Items``), and a message names the
+item as the manifest spells it.
+"""
 
 from __future__ import annotations
 
@@ -17,9 +21,9 @@ def integer(manifest: ComponentManifest, name: str, default: int, minimum: int |
     try:
         value = int(raw)
     except ValueError:
-        raise StartupError(manifest.source, f"spec.metadata.{name}", f"must be an integer, got {raw!r}") from None
+        raise StartupError(manifest.source, manifest.metadata_field(name), f"must be an integer, got {raw!r}") from None
     if minimum is not None and value < minimum:
-        raise StartupError(manifest.source, f"spec.metadata.{name}", f"must be at least {minimum}, got {value}")
+        raise StartupError(manifest.source, manifest.metadata_field(name), f"must be at least {minimum}, got {value}")
     return value
 
 
@@ -32,13 +36,13 @@ def boolean(manifest: ComponentManifest, name: str, default: bool) -> bool:
         return True
     if lowered in ("false", "0", "no", "off"):
         return False
-    raise StartupError(manifest.source, f"spec.metadata.{name}", f"must be true or false, got {raw!r}")
+    raise StartupError(manifest.source, manifest.metadata_field(name), f"must be true or false, got {raw!r}")
 
 
 def required(manifest: ComponentManifest, name: str) -> str:
     raw = manifest.metadata.get(name, "")
     if not raw:
-        raise StartupError(manifest.source, f"spec.metadata.{name}", f"is required by {manifest.type}")
+        raise StartupError(manifest.source, manifest.metadata_field(name), f"is required by {manifest.type}")
     return raw
 
 
@@ -54,7 +58,7 @@ def duration(manifest: ComponentManifest, name: str, default: float, plain_unit:
         return default
     seconds = parse_duration(raw, plain_unit)
     if seconds is None:
-        raise StartupError(manifest.source, f"spec.metadata.{name}", f"must be {DURATION_EXAMPLES}, got {raw!r}")
+        raise StartupError(manifest.source, manifest.metadata_field(name), f"must be {DURATION_EXAMPLES}, got {raw!r}")
     return seconds
 
 
@@ -95,5 +99,5 @@ def host_port(manifest: ComponentManifest, name: str, default_port: int) -> tupl
         host, port_text = raw, str(default_port)
     host = host.strip("[]")
     if not host or not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
-        raise StartupError(manifest.source, f"spec.metadata.{name}", f"must be host:port, got {raw!r}")
+        raise StartupError(manifest.source, manifest.metadata_field(name), f"must be host:port, got {raw!r}")
     return host, int(port_text)

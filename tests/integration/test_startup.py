@@ -647,3 +647,118 @@ def test_a_stop_during_start_up_abandons_the_inits_and_never_dials_the_app(tmp_p
             if sidecar.process.poll() is None:
                 sidecar.process.kill()
                 sidecar.process.wait()
+
+
+# --- metadata names in any case, what check counts, what serve says it read -----------------------
+
+
+def test_metadata_names_are_read_whatever_their_case(tmp_path: Path) -> None:
+    """A Dapr manifest spelling ``redisdb``, ``keyprefix`` and a ``redispassword`` secret in lower
+    case: Dapr reads them, this sidecar ignored them (keys in database 0, unprefixed, and no
+    password: readiness DOWN)."""
+    with RedisServer(tmp_path / "redis", password="s3cret-pw") as server:
+        server.start()
+        folder = tmp_path / "components"
+        write(folder, "vault", "secretstores.local.file", "  metadata:\n    - name: MultiValued\n      value: true\n"
+              "    - name: secretsfile\n      value: secrets.json\n")  # fmt: skip
+        (folder / "secrets.json").write_text('{"redis": {"password": "s3cret-pw"}}')
+        write(folder, "store", "state.redis", f"  metadata:\n    - name: redisHost\n      value: {server.address}\n"
+              "    - name: redisdb\n      value: 3\n    - name: keyprefix\n      value: appid\n"
+              "    - name: redispassword\n      secretKeyRef: {name: redis, key: password}\n"
+              "auth:\n  secretStore: vault\n")  # fmt: skip
+        sidecar = sidecar_process.start(tmp_path, "--resources-path", str(folder), "--app-id", "shop", wait=False)
+        try:
+            deadline = time.monotonic() + 10
+            while (document := readiness(sidecar))["status"] not in ("UP", "DOWN") and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert document["status"] == "UP", (document, sidecar.log())
+            stub = sidecar.stub()
+            stub.SaveState(pb.SaveStateRequest(store_name="store", states=[pb.StateItem(key="k", value=b"v")]))
+        finally:
+            assert sidecar.stop() == 0, sidecar.log()
+        assert server.cli("-n", "3", "EXISTS", "shop||k") == "1"
+        assert server.command("DBSIZE") == 0
+
+
+@pytest.mark.parametrize(
+    ("items", "words"),
+    [
+        ("[{name: biggerthan, value: abc}]", ["spec.metadata.biggerthan", "must be an integer", "'abc'"]),
+        (
+            "[{name: biggerThan, value: 1}, {name: BiggerThan, value: 2}]",
+            ["spec.metadata[1].name", "'BiggerThan' and 'biggerThan' (spec.metadata[0])"],
+        ),
+    ],
+)
+def test_check_reads_metadata_names_whatever_their_case(tmp_path: Path, items: str, words: list[str]) -> None:
+    folder = tmp_path / "components"
+    write(folder, "seq", "sequencer.in-memory", f"  metadata: {items}\n")
+    result = check(folder)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert all(word in result.stderr for word in words) and "seq.yaml" in result.stderr, result.stderr
+
+
+def test_check_counts_the_components_this_app_id_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--app-id billing`` with a store scoped to billing and one to orders printed
+    ``ok: 2 components``, though serve loads one; the one of another namespace was not counted."""
+    folder = tmp_path / "components"
+    write(folder, "billing-store", "state.in-memory", "scopes: [billing]\n")
+    orders = write(folder, "orders-store", "state.in-memory", "scopes: [orders]\n")
+    write(folder, "shared", "lock.in-memory")
+    write(folder, "staging", "lock.in-memory").write_text(
+        MANIFEST.format(name="staging", type="lock.in-memory", extra="").replace(
+            "  name: staging\n", "  name: staging\n  namespace: staging\n"
+        )
+    )
+    monkeypatch.setenv("NAMESPACE", "shop")
+    result = check(folder, "--app-id", "billing")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "ok: 2 components (1 more scoped to other app ids: checked, not loaded)\n"
+    assert f"{orders}: component orders-store is scoped to orders, not to app id billing" in result.stderr
+    assert check(folder, "--app-id", "cart").stdout.startswith("ok: 1 components (2 more")
+    monkeypatch.delenv("NAMESPACE")
+    assert check(folder, "--app-id", "orders").stdout.startswith("ok: 3 components (1 more")
+
+
+def test_serve_logs_its_resources_path_and_how_many_components_it_loaded(tmp_path: Path) -> None:
+    folder = tmp_path / "comps"
+    write(folder, "store", "state.in-memory")
+    write(folder, "theirs", "state.in-memory", "scopes: [billing]\n")
+    sidecar = sidecar_process.start(tmp_path, "--resources-path", str(folder), "--app-id", "orders")
+    try:
+        assert f"INFO layotto_fast: resources path {folder}: 1 components loaded for app id orders" in sidecar.log()
+        assert "WARNING" not in sidecar.log(), sidecar.log()
+    finally:
+        assert sidecar.stop() == 0
+    # No folder given and no ./components: the embedded set, said so.
+    sidecar = sidecar_process.start(tmp_path, "--resources-path", "")
+    try:
+        line = "resources path none given and no ./components folder: the embedded in-memory set: "
+        assert line in sidecar.log() and "WARNING" not in sidecar.log(), sidecar.log()
+    finally:
+        assert sidecar.stop() == 0
+
+
+def test_a_resources_folder_without_manifests_is_warned_about(tmp_path: Path) -> None:
+    """A project's ./components of front-end code is read as the default resources path: the
+    sidecar started with no component and readiness UP, saying nothing, and the first call
+    failed with "no state component of that name (known: none configured)"."""
+    default = tmp_path / "components"
+    default.mkdir()
+    (default / "Button.tsx").write_text("export const Button = () => null;\n")
+    sidecar = sidecar_process.start(tmp_path, "--resources-path", "")
+    try:
+        log = sidecar.log()
+        warning = f"WARNING layotto_fast: resources path {default} (the default, ./components) holds no component"
+        assert warning in log, log
+        assert "give --resources-path DIR (or resources_path in the --config file)" in log, log
+        assert f"resources path {default} (the default, ./components): 0 components loaded" in log, log
+    finally:
+        assert sidecar.stop() == 0
+    # One given, with YAML of other kinds only: no component manifest either.
+    given = tmp_path / "config"
+    given.mkdir()
+    (given / "tracing.yaml").write_text("apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata: {name: t}\n")
+    result = check(given)
+    assert result.returncode == 0 and result.stdout == "ok: 0 components\n", result.stderr
+    assert f"WARNING layotto_fast: resources path {given} holds no component manifests" in result.stderr
