@@ -288,6 +288,7 @@ class MeshListenerConfig(TypedDict):
     address: str
     max_frame_size: int
     max_buffered: int
+    idle_timeout_ms: int  # 0: never
     routes: list[MeshRouteConfig]
 
 class MeshClusterConfig(TypedDict):
@@ -321,6 +322,7 @@ class MeshListenerStats(TypedDict):
     no_route: int
     bad_frames: int
     heartbeats: int
+    idle_closed: int
 
 class MeshRequestStats(TypedDict):
     outcomes: dict[str, int]

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from layotto_fast_native import MeshRequestStats
 
 
-_ListenerCount = Literal["connections", "no_route", "bad_frames", "heartbeats"]
+_ListenerCount = Literal["connections", "no_route", "bad_frames", "heartbeats", "idle_closed"]
 _ClusterCount = Literal["ejections", "ejections_capped", "breaker_refused", "connect_failures", "unknown_responses"]
 
 
@@ -37,6 +37,7 @@ class MeshCollector(Collector):
             "no_route": ("layotto_fast_mesh_no_route", "Requests no route matched (answered 'no such service')"),
             "bad_frames": ("layotto_fast_mesh_bad_frames", "Malformed or oversized frames (their connection closed)"),
             "heartbeats": ("layotto_fast_mesh_heartbeats", "Client heartbeats answered"),
+            "idle_closed": ("layotto_fast_mesh_idle_closed", "Client connections closed after idle_timeout_ms silent"),
         }
         for key, (name, text) in listener_counts.items():
             family = CounterMetricFamily(name, text, labels=["listener"])

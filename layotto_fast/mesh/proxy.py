@@ -65,7 +65,8 @@ class Mesh:
             return self._refuse(str(exc))
         if _listener_keys(new) != _listener_keys(self.settings):
             return self._refuse(
-                "the listeners (name, protocol, address, max_frame_size, max_buffered) changed: restart to change them"
+                "the listeners (name, protocol, address, max_frame_size, max_buffered, idle_timeout_ms) changed: "
+                "restart to change them"
             )
         assert self._proxy is not None
         self._proxy.reload(new.to_native())
@@ -154,9 +155,12 @@ class Mesh:
                     self._refuse(f"{type(exc).__name__}: {exc}", exc_info=True)
 
 
-def _listener_keys(mesh: MeshSettings) -> list[tuple[str, str, str, int, int]]:
+def _listener_keys(mesh: MeshSettings) -> list[tuple[str, str, str, int, int, int]]:
     """What a running listener cannot change: its socket, and the limits it was made with."""
-    return [(li.name, li.protocol, li.address, li.max_frame_size, li.max_buffered) for li in mesh.listeners]
+    return [
+        (li.name, li.protocol, li.address, li.max_frame_size, li.max_buffered, li.idle_timeout_ms)
+        for li in mesh.listeners
+    ]
 
 
 def _match_text(route: Route) -> str:

@@ -551,3 +551,31 @@ def test_a_stop_answers_a_pipelining_client_before_closing_without_a_reset(tmp_p
             assert {i: answers.get(i) for i in range(16)} == dict.fromkeys(range(16), STATUS_SUCCESS)
             assert {i: answers.get(i) for i in range(16, 32)} == dict.fromkeys(range(16, 32), STATUS_THREADPOOL_BUSY)
             assert sidecar.process.wait(10) == 0
+
+
+def test_a_client_connection_silent_for_idle_timeout_is_closed_unless_owed_an_answer(tmp_path: Path) -> None:
+    """A client gone without a FIN would hold its connection for good: one that sends
+    nothing for ``idle_timeout_ms``, and is owed nothing, is closed; one that keeps
+    talking, or waits on a slow answer, is not."""
+    with fault_upstream() as upstream:
+        cluster = {"hosts": [upstream.address], "idle_heartbeat_ms": 0}
+        with mesh(tmp_path, cluster, listener={"idle_timeout_ms": 400}, route={"timeout_ms": 5000}) as (
+            sidecar,
+            port,
+        ):
+            silent, waiting = BoltClient(("127.0.0.1", port)), BoltClient(("127.0.0.1", port))
+            upstream.slow = 1.2
+            waiting.send(waiting.request(1, SERVICE))
+            started = time.monotonic()
+            assert silent.closed_by_peer(timeout=3.0)
+            assert 0.35 < time.monotonic() - started < 1.5
+            upstream.slow = 0
+            talking = BoltClient(("127.0.0.1", port))
+            for request_id in range(1, 8):  # 1.05 s of a request every 150 ms
+                talking.send(talking.request(request_id, SERVICE))
+                assert talking.responses(1)[0][:2] == (request_id, STATUS_SUCCESS)
+                time.sleep(0.15)
+            assert waiting.responses(1)[0][:2] == (1, STATUS_SUCCESS), "answered, though silent for 1.2 s"
+            assert waiting.closed_by_peer(timeout=3.0) and talking.closed_by_peer(timeout=3.0)
+            status, body = sidecar.http("/metrics")
+            assert status == 200 and 'layotto_fast_mesh_idle_closed_total{listener="bolt"} 3.0' in body.decode(), body

@@ -408,7 +408,7 @@ def test_a_reload_may_not_drop_an_invoke_target_s_cluster_or_change_a_listener_s
         write(path, bigger)
         sidecar.process.send_signal(signal.SIGHUP)
         wait_for(lambda: sidecar.log().count("mesh reload refused") == 2)
-        assert "max_frame_size, max_buffered) changed: restart" in sidecar.log()
+        assert "max_frame_size, max_buffered, idle_timeout_ms) changed: restart" in sidecar.log()
         client = BoltClient(("127.0.0.1", port))
         assert _status(client, 1, ECHO) == STATUS_SUCCESS, "the running routes stay"
     finally:

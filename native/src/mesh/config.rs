@@ -142,6 +142,9 @@ pub struct ListenerConfig {
     /// Bytes waiting to be sent to a client that does not read, beyond which its
     /// connection is closed.
     pub max_buffered: usize,
+    /// A client connection that sends nothing and is owed nothing for this long is
+    /// closed (0: never): a client gone without a FIN would otherwise hold it for good.
+    pub idle_timeout_ms: u64,
     pub routes: Vec<RouteConfig>,
 }
 
@@ -192,10 +195,11 @@ impl MeshConfig {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn config(
+    /// One Bolt listener `in` with one route `all`, and one cluster `up`.
+    pub(crate) fn config(
         protocol: Protocol,
         clusters: Vec<(String, u32)>,
         rate_limit: Option<(f64, f64)>,
@@ -207,6 +211,7 @@ mod tests {
                 address: "127.0.0.1:0".into(),
                 max_frame_size: 1024,
                 max_buffered: 1024,
+                idle_timeout_ms: 0,
                 routes: vec![RouteConfig {
                     name: "all".into(),
                     service: None,

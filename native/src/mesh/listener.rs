@@ -28,6 +28,8 @@ pub struct Listener {
     pub index: usize,
     pub max_frame_size: usize,
     pub max_buffered: usize,
+    /// See `ListenerConfig::idle_timeout_ms`; None: never.
+    pub idle_timeout: Option<Duration>,
     pub routing: Rc<RefCell<Rc<Routing>>>,
     pub stats: Arc<ListenerStats>,
     /// Cleared when the mesh drains: the socket is closed, and each client connection
@@ -78,6 +80,13 @@ async fn serve_client<C: Codec>(stream: TcpStream, listener: Rc<Listener>) {
     let drain = listener.stop_accepting.notified();
     tokio::pin!(drain);
     drain.as_mut().enable();
+    // The idle check wakes a few times per idle period rather than resetting a timer at
+    // every read: a connection silent (and owed nothing) through IDLE_CHECKS checks in a
+    // row has been idle at least the period, at most a check longer.
+    let idle_check = listener.idle_timeout.map(|idle| idle / IDLE_CHECKS);
+    let idle_timer = tokio::time::sleep(idle_check.unwrap_or(Duration::MAX / 4));
+    tokio::pin!(idle_timer);
+    let (mut heard, mut silent_checks) = (false, 0);
     'reading: loop {
         if !draining && !listener.accepting.get() {
             draining = true;
@@ -92,8 +101,19 @@ async fn serve_client<C: Codec>(stream: TcpStream, listener: Rc<Listener>) {
                     break 'reading;
                 }
                 Err(_) => break 'reading,
-                Ok(_) => {}
+                Ok(_) => heard = true,
             },
+            () = &mut idle_timer, if idle_check.is_some() => {
+                let check = idle_check.unwrap_or_default();
+                idle_timer.as_mut().reset(tokio::time::Instant::now() + check);
+                silent_checks = if heard || outbox.owes() { 0 } else { silent_checks + 1 };
+                heard = false;
+                if silent_checks >= IDLE_CHECKS {
+                    listener.stats.idle_closed.incr();
+                    break 'reading;
+                }
+                continue 'reading;
+            }
             _ = outbox.closed() => break 'reading,
             _ = &mut drain, if !draining => continue 'reading,
             _ = outbox.settled(), if draining => {
@@ -155,6 +175,9 @@ async fn serve_client<C: Codec>(stream: TcpStream, listener: Rc<Listener>) {
     }
     listener.stats.open_connections.decr();
 }
+
+/// Checks per idle period (see `serve_client`).
+const IDLE_CHECKS: u32 = 4;
 
 /// How long a draining connection, its answers written, waits for the client to close.
 const DRAIN_LINGER: Duration = Duration::from_secs(1);

@@ -98,6 +98,11 @@ impl Outbox {
         }
     }
 
+    /// Whether answers are still owed to the client.
+    pub fn owes(&self) -> bool {
+        self.owed.get() > 0
+    }
+
     pub fn is_closed(&self) -> bool {
         self.closed.get()
     }

@@ -246,6 +246,7 @@ impl MeshProxy {
             d.set_item("no_route", s.no_route.get())?;
             d.set_item("bad_frames", s.bad_frames.get())?;
             d.set_item("heartbeats", s.heartbeats.get())?;
+            d.set_item("idle_closed", s.idle_closed.get())?;
             listeners.append(d)?;
         }
         out.set_item("listeners", listeners)?;

@@ -112,6 +112,14 @@ impl Routing {
                 }
             })
             .collect();
+        // Counts of routes the configuration no longer has go: a generator that puts a
+        // version in route names would otherwise add a set of histograms at every reload.
+        route_stats.retain(|(listener, route), _| {
+            config
+                .listeners
+                .iter()
+                .any(|l| l.name == *listener && l.routes.iter().any(|r| r.name == *route))
+        });
         Routing {
             listeners,
             clusters,
@@ -128,5 +136,24 @@ impl Routing {
             .find(|r| r.spec.name == route)?
             .bucket
             .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mesh::config::tests::config;
+    use crate::mesh::config::Protocol;
+
+    #[test]
+    fn a_reload_drops_the_counts_of_routes_gone() {
+        let mut stats = HashMap::new();
+        let first = config(Protocol::Bolt, vec![("up".into(), 1)], None);
+        let routing = Routing::build(&first, None, &mut stats);
+        let mut renamed = first.clone();
+        renamed.listeners[0].routes[0].name = "all-v2".into();
+        Routing::build(&renamed, Some(&routing), &mut stats);
+        let kept: Vec<_> = stats.keys().cloned().collect();
+        assert_eq!(kept, vec![("in".to_owned(), "all-v2".to_owned())]);
     }
 }

@@ -150,4 +150,5 @@ pub struct ListenerStats {
     pub no_route: Counter,
     pub bad_frames: Counter,
     pub heartbeats: Counter,
+    pub idle_closed: Counter,
 }

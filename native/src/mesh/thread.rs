@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::net::TcpListener as StdListener;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, Notify};
 use tokio::task::spawn_local;
@@ -118,6 +119,7 @@ pub(super) async fn run(
             index,
             max_frame_size: l.max_frame_size,
             max_buffered: l.max_buffered,
+            idle_timeout: (l.idle_timeout_ms > 0).then(|| Duration::from_millis(l.idle_timeout_ms)),
             routing: routing.clone(),
             stats: listener_stats[index].clone(),
             accepting: Cell::new(true),
