@@ -73,11 +73,11 @@ class AppSubscriptions:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
-    def health(self) -> dict[str, str]:
+    def health(self) -> dict[str, object]:
         return {
             "status": self.state.status.value,
             "reason": self.state.reason,
-            "required": "false",
+            "required": False,
             "address": self._channel.address,
         }
 

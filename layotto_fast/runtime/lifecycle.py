@@ -67,7 +67,7 @@ class HealthReport:
     else describes it), as a probe reads them."""
 
     status: Health
-    entries: dict[str, Mapping[str, str]]
+    entries: dict[str, Mapping[str, object]]
 
 
 @dataclass
@@ -316,9 +316,9 @@ class Components:
         status = Health.DOWN if self.stopping_reason else Health.UP
         return HealthReport(status, {"process": {"status": status.value, "reason": self.stopping_reason}})
 
-    def readiness(self, app: Mapping[str, str] | None = None) -> HealthReport:
+    def readiness(self, app: Mapping[str, object] | None = None) -> HealthReport:
         """The components' health; ``app``, the app's entry, is shown but never required."""
-        entries: dict[str, Mapping[str, str]] = {}
+        entries: dict[str, Mapping[str, object]] = {}
         if self.stopping_reason:
             entries[SIDECAR_ENTRY] = {"status": Health.DOWN.value, "reason": self.stopping_reason}
         for slot in self.slots:
@@ -326,6 +326,9 @@ class Components:
                 "status": slot.health.value,
                 "reason": slot.reason,
                 "type": slot.manifest.type,
+                # A probe reader tells an entry that holds the sidecar DOWN from one that
+                # does not (ignoreErrors: true); a JSON boolean, which "false" is not.
+                "required": slot.required,
             }
         if app is not None:
             entries[APP_ENTRY] = app

@@ -277,7 +277,7 @@ def test_no_app_is_up_and_app_shows_apart(tmp_path: Path) -> None:
         health = json.loads(body)
         assert code == 200 and health["status"] == "UP"
         assert health["components"]["app"]["status"] in ("INIT", "DOWN")
-        assert health["components"]["app"]["required"] == "false"
+        assert health["components"]["app"]["required"] is False
         never = _wait_app_entry(sidecar, "INIT", refused, "the app's entry never named the connect failure")
         assert never["address"] == address
         app = CallbackApp([], port=port).start()

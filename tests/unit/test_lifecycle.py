@@ -36,16 +36,20 @@ def test_required_failure_is_down_with_reason_and_optional_is_not(tmp_path: Path
     asyncio.run(components.init_all())
     report = components.readiness()
     assert report.status == Health.DOWN and "secrets.json" in report.entries["vault"]["reason"]
+    assert report.entries["vault"]["required"] is True
     optional = Components([manifest("vault", "secretstores.local.file", broken, optional=True)])
     asyncio.run(optional.init_all())
-    assert optional.readiness().status == Health.UP
+    report = optional.readiness()
+    # DOWN, and said not to count, as a JSON boolean: a probe reader can tell which entries matter.
+    assert report.status == Health.UP and report.entries["vault"]["status"] == "DOWN"
+    assert report.entries["vault"]["required"] is False
 
 
 def test_stopping_is_down() -> None:
     components = Components([manifest("s", "state.in-memory")])
     asyncio.run(components.init_all())
     components.stopping_reason = "shutting down"
-    report = components.readiness({"status": "UP", "reason": "", "required": "false"})
+    report = components.readiness({"status": "UP", "reason": "", "required": False})
     assert report.status == Health.DOWN
     assert list(report.entries) == ["sidecar", "s", "app"]  # the reason first, the app's own entry last
     assert report.entries["sidecar"] == {"status": "DOWN", "reason": "shutting down"}
@@ -174,7 +178,7 @@ def test_a_slow_check_delays_no_other_components_health() -> None:
 def test_the_apps_entry_is_shown_but_never_makes_the_sidecar_down() -> None:
     components = Components([manifest("s", "state.in-memory")])
     asyncio.run(components.init_all())
-    app = {"status": "DOWN", "reason": "unreachable: connection refused", "required": "false"}
+    app = {"status": "DOWN", "reason": "unreachable: connection refused", "required": False}
     report = components.readiness(app)
     assert report.status == Health.UP and report.entries["app"] == app
     assert components.liveness().status == Health.UP
@@ -265,7 +269,7 @@ def test_a_component_named_as_a_readiness_entry_of_the_sidecars_stops_start_up(n
     components = Components([manifest(f"{name}-state", "state.in-memory"), manifest(name.upper(), "state.in-memory")])
     asyncio.run(components.init_all())
     components.stopping_reason = "shutting down"
-    entries = components.readiness({"status": "UP", "reason": "", "required": "false"}).entries
+    entries = components.readiness({"status": "UP", "reason": "", "required": False}).entries
     assert list(entries) == ["sidecar", f"{name}-state", name.upper(), "app"]
 
 
