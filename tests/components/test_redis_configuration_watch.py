@@ -12,7 +12,7 @@ import uuid
 from layotto_fast.components.configuration.redis import RedisConfigurationStore
 from layotto_fast.components.redis_client import RedisConfig
 from layotto_fast.runtime.configuration import ConfigItem, ConfigQuery
-from tests.backends.servers import RedisServer
+from tests.backends.servers import RedisCluster, RedisServer
 from tests.components.support import until
 
 PING_INTERVAL = 0.3
@@ -155,5 +155,90 @@ def test_a_watch_connection_that_goes_silent_is_replaced_and_later_changes_arriv
         finally:
             await store.close()
             await relay.close()
+
+    asyncio.run(scenario())
+
+
+def test_deleted_keys_are_reported_once_and_then_forgotten(redis_server: RedisServer) -> None:
+    """A watch kept an entry for every key it ever reported deleted: with ``*`` watches over
+    keys that come and go, without end. A deleted key is forgotten once no event sent before
+    the deletion was seen can still arrive, and still never reported deleted twice: here the
+    events of thousands of keys written and deleted at once arrive in several batches, each
+    key's deletion event often in a batch read after the key was found gone. A key written
+    again after it was forgotten is reported as ever."""
+    app = uuid.uuid4().hex[:12]
+    count = 3000
+    reports: dict[str, list[str]] = {}
+
+    def listener(items: list[ConfigItem]) -> None:
+        for item in items:
+            reports.setdefault(item.key, []).append(item.content)
+
+    async def scenario() -> None:
+        config = RedisConfig(host=redis_server.host, port=redis_server.port, key_prefix=f"churn-{app}:",
+                             component="config (configuration.redis)")  # fmt: skip
+        store = RedisConfigurationStore(config)
+        writer = config.connect()
+        await store.init()
+        try:
+            store.watch(ConfigQuery(app), listener)  # every group, every label
+            redis_key = {f"k{index}": store.redis_key(app, "g", "l", f"k{index}") for index in range(count)}
+            pipe = writer.pipeline(transaction=False)
+            for key in redis_key.values():
+                pipe.hset(key, "content", "v1")
+                pipe.delete(key)
+            await pipe.execute()
+            assert await until(lambda: all(reports.get(key, [])[-1:] == [""] for key in redis_key), 10.0)
+            told = store._watcher._told
+            assert await until(lambda: not told, 5.0), f"{len(told)} deleted keys still remembered"
+            await asyncio.sleep(0.2)  # any event still on its way
+            twice = {key: seen for key, seen in reports.items() if seen.count("") != 1 or seen[-1] != ""}
+            assert not twice, list(twice.items())[:5]
+
+            await writer.hset(redis_key["k7"], "content", "v2")  # forgotten, written again
+            assert await until(lambda: reports["k7"][-1:] == ["v2"], 5.0), reports["k7"]
+            await writer.delete(redis_key["k7"])
+            assert await until(lambda: reports["k7"][-1:] == [""], 5.0), reports["k7"]
+            assert await until(lambda: not told, 5.0)
+            assert reports["k7"].count("") == 2
+        finally:
+            await store.close()
+            await writer.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_on_a_cluster_deleted_keys_are_forgotten_once_every_master_answered(redis_cluster: RedisCluster) -> None:
+    """Each master reports its own keys on a pubsub of its own: a deleted key is forgotten once
+    every one of them answered a PING sent after the deletion was reported, the quiet ones
+    included (they send theirs when their silence ends, after ``watch_ping_interval``)."""
+    app = uuid.uuid4().hex[:12]
+    reports: dict[str, list[str]] = {}
+
+    def listener(items: list[ConfigItem]) -> None:
+        for item in items:
+            reports.setdefault(item.key, []).append(item.content)
+
+    async def scenario() -> None:
+        config = RedisConfig(host=redis_cluster.host, port=redis_cluster.port, cluster=True,
+                             key_prefix=f"churn-{app}:", component="config (configuration.redis)")  # fmt: skip
+        store = RedisConfigurationStore(config, watch_ping_interval=PING_INTERVAL)
+        writer = config.connect()
+        await store.init()
+        try:
+            store.watch(ConfigQuery(app), listener)
+            keys = [f"k{index}" for index in range(300)]  # over every master
+            pipe = writer.pipeline(transaction=False)
+            for key in keys:
+                pipe.hset(store.redis_key(app, "g", "l", key), "content", "v1")
+                pipe.delete(store.redis_key(app, "g", "l", key))
+            await pipe.execute()
+            assert await until(lambda: all(reports.get(key, [])[-1:] == [""] for key in keys), 10.0)
+            told = store._watcher._told
+            assert await until(lambda: not told, 5.0), f"{len(told)} deleted keys still remembered"
+            assert all(reports[key].count("") == 1 for key in keys)
+        finally:
+            await store.close()
+            await writer.aclose()
 
     asyncio.run(scenario())

@@ -12,6 +12,12 @@ into changes for the store's listeners.
   write, so every listener sees changes in the order Redis applied them (quick changes
   of one key may arrive as the last one). Listeners are told only about a change: a
   key reread with the item they were last told about is not reported again.
+- a deletion is reported once. The events of a key sent before the read that found it gone
+  may still be on their way (a batch cut at MAX_BATCH, the socket); each would read it
+  gone again. So the key is remembered as gone until a PING, sent on each pubsub after
+  that read, is answered there: Redis answers it after every event it sent before, and
+  an event after it means the key was written again. Then it is forgotten: a watch on
+  keys that come and go does not keep one entry for every key it ever saw deleted.
 - when the pubsub's connection fails or closes (a Redis restart) it reconnects with
   backoff (at most 1 s apart), turns the notifications on again (a restarted Redis
   forgets CONFIG SET), and compares every watched item with what the listeners were
@@ -60,6 +66,13 @@ def _missing_events(current: str) -> str:
     return "".join(flag for flag in NEEDED_EVENTS if flag not in have)
 
 
+def _marker(data: object) -> int:
+    """The count a marker PING carried, from its answer; 0 for any other PING's (the
+    liveness check's carries nothing)."""
+    text = data.decode("ascii", "replace") if isinstance(data, bytes) else str(data)
+    return int(text) if text.isdigit() else 0
+
+
 class WatchedStore(Protocol):
     """What the watcher asks of the store whose keys it watches (RedisConfigurationStore)."""
 
@@ -89,6 +102,9 @@ class _Subscription:
     def __init__(self, client: aioredis.Redis) -> None:
         self.client = client
         self.pubsub: Any = None  # redis.asyncio.client.PubSub (its methods are untyped)
+        # The last marker PING sent here, and the last answered (KeyspaceWatcher._buried then).
+        self.asked = 0
+        self.answered = 0
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -114,6 +130,11 @@ class KeyspaceWatcher:
         self._watches = Watches()
         # Redis key -> the item its listeners were last told about (None: that it is gone).
         self._told: dict[str, ConfigItem | None] = {}
+        # The keys told gone, each with the count of such reports at its own (_buried): one
+        # is forgotten once every subscription answered a marker PING sent after it.
+        self._graves: dict[str, int] = {}
+        self._buried = 0
+        self._subscriptions: list[_Subscription] = []  # the ones listened to now
         self._task: asyncio.Task[None] | None = None
         self._config_warned = False
 
@@ -182,7 +203,24 @@ class KeyspaceWatcher:
             else:
                 changed.append(item)
             self._told[redis_key] = item
+            self._graves.pop(redis_key, None)
+            if item is None:
+                self._buried += 1
+                self._graves[redis_key] = self._buried  # at the end: the dict stays in burial order
         return changed
+
+    def _forget_graves(self, subscription: _Subscription, marker: int) -> None:
+        """``subscription`` answered the marker PING sent when ``marker`` deletions had been
+        reported: forget the keys told gone up to where every subscription has answered."""
+        subscription.answered = max(subscription.answered, marker)
+        answered = min(other.answered for other in self._subscriptions)
+        while self._graves:
+            redis_key, buried = next(iter(self._graves.items()))
+            if buried > answered:
+                break
+            del self._graves[redis_key]
+            if redis_key in self._told and self._told[redis_key] is None:
+                del self._told[redis_key]
 
     async def _refresh(self, redis_keys: Iterable[str]) -> None:
         """Read the watched ones of ``redis_keys`` again and tell their listeners what changed."""
@@ -298,6 +336,7 @@ class KeyspaceWatcher:
 
     async def _listen(self, subscriptions: list[_Subscription]) -> None:
         """Handle events from every subscription; returns only by raising."""
+        self._subscriptions = subscriptions
         tasks = [asyncio.ensure_future(self._read_events(subscription)) for subscription in subscriptions]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -319,6 +358,10 @@ class KeyspaceWatcher:
         pinged_at: float | None = None  # when a PING went out that nothing has answered since
         while True:
             keys: dict[str, None] = {}  # in order, each once
+            if self._graves and self._buried > subscription.asked and subscription.answered >= subscription.asked:
+                subscription.asked = self._buried  # one marker at a time: one a round trip at most
+                async with asyncio.timeout(answer_within):
+                    await pubsub.ping(str(subscription.asked))
             if pinged_at is None:
                 wait = self._ping_interval
             else:
@@ -333,12 +376,17 @@ class KeyspaceWatcher:
                     pinged_at = loop.time()
                 continue
             pinged_at = None  # anything received (events, the PONG) shows the connection alive
+            marker = 0  # the last marker PING answered in this read
             while message is not None:  # and whatever else has arrived: one read for them all
                 channel = message.get("channel")
                 if message.get("type") == "pmessage" and isinstance(channel, bytes):
                     keys[channel.removeprefix(self._channel_prefix).decode(errors="replace")] = None
+                elif message.get("type") == "pong":
+                    marker = max(marker, _marker(message.get("data")))
                 if len(keys) >= MAX_BATCH:
                     break
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
             if keys:
                 await self._refresh(keys)
+            if marker:  # after the events that came before it: a key they name may be a grave
+                self._forget_graves(subscription, marker)
