@@ -691,3 +691,68 @@ def test_etcd_down_is_unavailable_quickly_then_everything_works_again(etcd_serve
             await eventually(lambda: [i.content for i in seen] == ["back"], WATCH_DEADLINE)
 
     asyncio.run(run())
+
+
+def test_sequencer_keeps_a_bounded_number_of_keys_and_an_evicted_one_still_increases(etcd_server: EtcdServer) -> None:
+    """The last state of every key ever asked for was kept for good: per-entity keys grew the
+    sidecar without end. Only the last used are kept now; a key asked for again after it was
+    dropped is read back from etcd, and its ids go on growing, also when another sidecar
+    advanced it meanwhile."""
+    prefix = f"t-{unique()}/"
+    metadata = {"endpoints": etcd_server.endpoint, "keyPrefixPath": prefix}
+    config = EtcdSequencer.from_manifest(manifest("sequencer.etcd", metadata)).config
+    kept = 50
+
+    async def scenario() -> None:
+        sequencer = EtcdSequencer(config, seen_keys=kept)
+        await sequencer.init()
+        try:
+            async with components(etcd_server, "sequencer.etcd", keyPrefixPath=prefix) as [other]:
+                first = unique()
+                assert [await sequencer.next_id(first) for _ in range(3)] == [1, 2, 3]
+                many = [unique() for _ in range(4 * kept)]
+                assert await asyncio.gather(*(sequencer.next_id(key) for key in many)) == [1] * len(many)
+                assert len(sequencer._seen) <= kept
+                assert first not in sequencer._seen
+                assert await sequencer.next_id(first) == 4  # read back: strictly above the last
+                assert await other.next_id(first) == 5
+                for key in many[:kept]:  # first dropped again
+                    await sequencer.next_id(key)
+                assert first not in sequencer._seen
+                assert await sequencer.next_id(first) == 6  # not 5: the other sidecar's write is read
+                assert len(sequencer._seen) <= kept
+        finally:
+            await sequencer.close()
+
+    asyncio.run(scenario())
+
+
+def leases(etcd: EtcdServer) -> set[str]:
+    """The ids of the leases etcd holds."""
+    return {str(lease["id"]) for lease in json.loads(etcd.ctl("lease", "list", "-w", "json")).get("leases") or []}
+
+
+def test_a_try_lock_cancelled_during_its_lease_grant_leaves_no_lease(etcd_server: EtcdServer) -> None:
+    """A TryLock cancelled (its caller gone) while etcd granted its lease left that lease, with
+    no key on it, alive for expire_seconds: up to 2**31 s. It is revoked once the grant answers."""
+
+    async def scenario() -> None:
+        async with components(etcd_server, "lock.etcd", keyPrefixPath=f"t-{unique()}/") as [store]:
+            assert await store.try_lock(unique(), "warm", 1)  # connected: the grant goes out at once
+            before = leases(etcd_server)
+            attempt = asyncio.create_task(store.try_lock(unique(), "gone", 2**31 - 1))
+            granted: set[str] = set()
+            for _ in range(50):
+                await asyncio.sleep(0)  # one loop pass: the grant call starts
+                # The loop stands still while etcdctl runs: gRPC's own thread sends the request and
+                # etcd grants, but the answer is not read before the cancel below.
+                granted = leases(etcd_server) - before
+                if granted:
+                    break
+            assert granted, "etcd never saw the grant"
+            attempt.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await attempt
+            await eventually(lambda: not granted & leases(etcd_server), 5.0)
+
+    asyncio.run(scenario())

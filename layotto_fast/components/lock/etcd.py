@@ -62,7 +62,7 @@ class EtcdLockStore:
         self.config = config
         self._conn = EtcdConnection(config)
         self._deadlines: dict[int, float] = {}  # lease granted here -> when it expires (monotonic)
-        self._cleanup: set[asyncio.Task[None]] = set()
+        self._cleanup: set[asyncio.Task[Any]] = set()  # revokes, and grants whose caller went away
 
     @classmethod
     def from_manifest(cls, manifest: ComponentManifest) -> Self:
@@ -116,7 +116,22 @@ class EtcdLockStore:
 
     async def _grant(self, expire_seconds: int) -> tuple[int, float]:
         started = time.monotonic()
-        return await self._conn.grant(expire_seconds), started + expire_seconds
+        grant = asyncio.ensure_future(self._conn.grant(expire_seconds))
+        try:
+            lease_id = await asyncio.shield(grant)
+        except asyncio.CancelledError:
+            # The caller went away, not the grant: etcd may hold the lease already, or get it
+            # still, and with no key on it, it would live for expire_seconds (up to 68 years).
+            # Cancelling the call would not undo that, and would lose its id: let it finish.
+            self._cleanup.add(grant)
+            grant.add_done_callback(self._granted_too_late)
+            raise
+        return lease_id, started + expire_seconds
+
+    def _granted_too_late(self, grant: asyncio.Task[int]) -> None:
+        self._cleanup.discard(grant)
+        if not grant.cancelled() and grant.exception() is None:
+            self._revoke_later(grant.result())
 
     # --- the lock ---------------------------------------------------------------------------------
 

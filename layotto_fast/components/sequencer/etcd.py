@@ -32,7 +32,8 @@ strategy, never text before the key: only ``keyPrefixPath`` is one.
 
 Within one sidecar the calls for one key wait for each other, so they do not race
 one another's compare-and-swap; the key as last read is kept, so an uncontended id
-costs one round trip.
+costs one round trip. It is kept for the SEEN_KEYS keys used last: a key asked for
+after that costs two (the guess that it does not exist fails, and returns the key).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections import OrderedDict
 from typing import Any, Self
 
 from layotto_fast.components.etcd_client import EtcdConfig, EtcdConnection, op_get, op_put, range_kvs, same_mod
@@ -52,14 +54,20 @@ from layotto_fast.runtime.sequencer import MAX_ID, SequenceExhausted
 # A key as read: (its last id, its version, its mod_revision); all 0 when it does not exist.
 Seen = tuple[int, int, int]
 MISSING: Seen = (0, 0, 0)
+# Keys whose last state is kept. Only a cache: ids stay right without it (every id is a
+# compare-and-swap against the revision read), but one entry per key ever asked for would grow
+# without end where keys are per entity (an order, a user). At about 300 bytes each, 3 MB.
+SEEN_KEYS = 10_000
 
 
 class EtcdSequencer:
-    def __init__(self, config: EtcdConfig, bigger_than: int = 0) -> None:
+    def __init__(self, config: EtcdConfig, bigger_than: int = 0, seen_keys: int = SEEN_KEYS) -> None:
         self.config = config
         self.bigger_than = bigger_than
         self._conn = EtcdConnection(config)
-        self._seen: dict[str, Seen] = {}  # key -> the key in etcd as last read or written
+        # key -> the key in etcd as last read or written, the least recently used first
+        self._seen: OrderedDict[str, Seen] = OrderedDict()
+        self._seen_keys = seen_keys
         self._turns: dict[str, tuple[asyncio.Lock, int]] = {}  # key -> (lock, calls using it)
 
     @classmethod
@@ -116,15 +124,21 @@ class EtcdSequencer:
                     [same_mod(etcd_key, revision)], [op_put(etcd_key, value)], [op_get(etcd_key)]
                 )
                 if response.succeeded:
-                    self._seen[key] = (next_id, version + 1, response.header.revision)
+                    self._remember(key, (next_id, version + 1, response.header.revision))
                     return next_id
             seen = self._parse(key, range_kvs(response, 0))
-            self._seen[key] = seen
+            self._remember(key, seen)
             fresh = True
             if time.monotonic() > deadline:
                 raise Unavailable(
                     f"{self.config.component}: sequence {key!r} kept changing under other sidecars' writes"
                 )
+
+    def _remember(self, key: str, seen: Seen) -> None:
+        self._seen[key] = seen
+        self._seen.move_to_end(key)
+        if len(self._seen) > self._seen_keys:
+            self._seen.popitem(last=False)
 
     def _parse(self, key: str, kvs: list[Any]) -> Seen:
         if not kvs:
