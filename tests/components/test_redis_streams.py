@@ -10,6 +10,7 @@ XACK, and none is left pending when the component closes right after settling th
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import uuid
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from layotto_fast.components.pubsub.redis import RedisStreamsPubSub, StreamsConf
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime import registry
 from layotto_fast.runtime.pubsub import Handler, Message, SubscribeOptions, Verdict
-from tests.backends.servers import RedisServer
+from tests.backends.servers import RedisCluster, RedisServer
 from tests.components.support import LoopHarness, until
 
 MESSAGES = 40
@@ -326,3 +327,83 @@ def test_a_read_timeout_under_a_second_does_not_cut_idle_reads(harness: Harness)
         return made
 
     assert harness.run(scenario()) == 0
+
+
+def make_sweeping(harness: Harness, stale_seconds: float, **metadata: str) -> RedisStreamsPubSub:
+    """A component whose consumers count as stale after ``stale_seconds`` (an hour or more in
+    production: a test cannot wait for that)."""
+    manifest = ComponentManifest(
+        name="streams", type="pubsub.redis", version="v1",
+        metadata={"redisHost": harness.server.address, **metadata}, source="test.yaml",
+    )  # fmt: skip
+    config = dataclasses.replace(StreamsConfig.from_manifest(manifest), stale_consumer_seconds=stale_seconds)
+    return harness.started(RedisStreamsPubSub(config))
+
+
+def left_behind(harness: Harness, group: str) -> None:
+    """Consumers of subscriptions that are gone, as a killed sidecar leaves them: ``holding``
+    read an entry and never settled it, ``done`` read one and acknowledged it."""
+    harness.server.cli("XGROUP", "CREATE", harness.topic, group, "0", "MKSTREAM")
+    harness.server.cli("XADD", harness.topic, "*", "data", "held")
+    harness.server.cli("XREADGROUP", "GROUP", group, "holding", "COUNT", "1", "STREAMS", harness.topic, ">")
+    acked = harness.server.cli("XADD", harness.topic, "*", "data", "acked")
+    harness.server.cli("XREADGROUP", "GROUP", group, "done", "COUNT", "1", "STREAMS", harness.topic, ">")
+    harness.server.cli("XACK", harness.topic, group, acked)
+
+
+def test_stale_consumers_with_nothing_pending_are_deleted_but_not_those_holding_entries(harness: Harness) -> None:
+    """A consumer left by a subscription that is gone stayed in its group for good. Once stale it
+    is deleted, unless entries are pending on it (deleting it would drop them: never delivered
+    again); this sidecar's own live consumer stays however long it has been idle."""
+    left_behind(harness, "swept")
+    # processingTimeout an hour: the held entry is not claimed during the test
+    component = make_sweeping(harness, 0.5, processingTimeout="1h", redeliverInterval="50ms")
+    taken: list[bytes] = []
+
+    async def scenario() -> None:
+        await component.subscribe(harness.topic, SubscribeOptions(group="swept"), recorder(taken))
+        await component.publish(harness.topic, b"live", {})  # Redis 7.0 makes a consumer at its first entry
+        assert await until(lambda: taken == [b"live"], 5)
+        assert await until(lambda: "done" not in consumers(harness, "swept"), 5), consumers(harness, "swept")
+        await asyncio.sleep(1.5)  # every consumer idle past the threshold, thirty sweeps
+
+    harness.run(scenario())
+    names = consumers(harness, "swept")
+    assert "holding" in names and harness.pending("swept") == 1
+    assert len(names) == 2, names  # and the live one
+
+
+def test_a_stale_consumer_holding_entries_goes_once_they_are_claimed(harness: Harness) -> None:
+    left_behind(harness, "claimed")
+    component = make_sweeping(harness, 0.5, processingTimeout="200ms", redeliverInterval="50ms")
+    taken: list[Message] = []
+
+    async def handler(message: Message) -> Verdict:
+        taken.append(message)
+        return Verdict.SUCCESS
+
+    async def scenario() -> None:
+        await component.subscribe(harness.topic, SubscribeOptions(group="claimed"), handler)
+        assert await until(lambda: [(m.data, m.delivery_count) for m in taken] == [(b"held", 2)], 5), taken
+        assert await until(lambda: "holding" not in consumers(harness, "claimed"), 5), consumers(harness, "claimed")
+
+    harness.run(scenario())
+    assert harness.pending("claimed") == 0
+    assert len(consumers(harness, "claimed")) == 1  # the live one, which claimed the entry
+
+
+def test_stale_consumers_are_deleted_on_a_cluster_too(redis_cluster: RedisCluster) -> None:
+    """The deleting script runs on the stream's master, found by its key."""
+    harness = Harness(redis_cluster)  # type: ignore[arg-type]  # cli, address: all a cluster has too
+    try:
+        left_behind(harness, "swept")
+        component = make_sweeping(harness, 0.3, redisType="cluster", processingTimeout="1h", redeliverInterval="50ms")
+
+        async def scenario() -> None:
+            await component.subscribe(harness.topic, SubscribeOptions(group="swept"), recorder([]))
+            assert await until(lambda: "done" not in consumers(harness, "swept"), 5), consumers(harness, "swept")
+
+        harness.run(scenario())
+        assert "holding" in consumers(harness, "swept")  # with ours from Redis 7.2, which makes it at its first read
+    finally:
+        harness.close()

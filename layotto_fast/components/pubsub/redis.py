@@ -14,6 +14,14 @@ lost, they move to a live consumer. The ones it still holds (read and waiting fo
 being handled, or being acknowledged) it does not hand out again. Either duration at 0
 turns claiming off, as in Dapr.
 
+Every subscription is a consumer of its own, under a name of its own, and Redis keeps a
+consumer in its group until it is deleted: a sidecar that dies, or a subscription stopped with
+entries pending on it, would leave one behind for good (thousands a day where app connections
+come and go). Every few minutes each subscription deletes the consumers of its group that have
+nothing pending and have not been seen for STALE_CONSUMER_SECONDS, or STALE_CONSUMER_TIMEOUTS
+times ``processingTimeout`` when that is longer (``_sweep``); one with entries pending stays until
+they are claimed from it.
+
 The two durations read as Dapr's Redis Streams component reads them: plain digits are
 milliseconds, and they default to 60s (``processingTimeout``) and 15s (``redeliverInterval``).
 
@@ -44,7 +52,7 @@ from redis import exceptions as redis_errors
 
 from layotto_fast.components.pubsub import DEFAULT_GROUP
 from layotto_fast.components.redis_client import REDIS_ERRORS, RedisConfig, failure
-from layotto_fast.components.redis_pipeline import NodePipeline, PipelinedRedis
+from layotto_fast.components.redis_pipeline import NodePipeline, PipelinedRedis, Script
 from layotto_fast.errors import Unavailable
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime import metadata
@@ -62,6 +70,40 @@ FINISH_SECONDS = 0.2
 # What a read may raise when Redis is away: redis-py's errors, or the pipeline's Unavailable.
 AWAY: tuple[type[BaseException], ...] = (*REDIS_ERRORS, Unavailable)
 AWAY_OR_LATE: tuple[type[BaseException], ...] = (*AWAY, TimeoutError)
+# A live subscription's consumer reads at least every READ_BLOCK_MS, and on Redis >= 7.2 every
+# read resets its idle time: idle for an hour (or ten processingTimeouts, when longer: a reader
+# waiting for slots behind slow handlers does not read), its subscription is gone. Before 7.2
+# only a read that returns entries counts, so a live consumer of a quiet stream may be deleted:
+# harmless, as it has nothing pending then, and its next read that gets entries makes it again.
+STALE_CONSUMER_SECONDS = 3600.0
+STALE_CONSUMER_TIMEOUTS = 10
+# Sweeps per stale threshold: a stale consumer lasts at most 1/12 longer than the threshold,
+# and a group is listed every five minutes at the default hour, not every claim pass.
+SWEEPS_PER_THRESHOLD = 12
+
+# KEYS[1]: the stream. ARGV[1]: the group, ARGV[2]: the idle time in ms from which a consumer
+# is stale, ARGV[3...]: the consumers of live subscriptions here, kept whatever their idle time.
+# Deletes the stale consumers with nothing pending and answers how many. In a script because the
+# check and the delete must be one step: XGROUP DELCONSUMER drops the pending entries of the
+# consumer it deletes, which would then never be delivered again, and a read between the two
+# could have given it some.
+DELETE_STALE_CONSUMERS = Script(
+    """
+local keep = {}
+for i = 3, #ARGV do keep[ARGV[i]] = true end
+local stale_ms = tonumber(ARGV[2])
+local deleted = 0
+for _, consumer in ipairs(redis.call("XINFO", "CONSUMERS", KEYS[1], ARGV[1])) do
+  local info = {}
+  for i = 1, #consumer, 2 do info[consumer[i]] = consumer[i + 1] end
+  if info["pending"] == 0 and info["idle"] >= stale_ms and not keep[info["name"]] then
+    redis.call("XGROUP", "DELCONSUMER", KEYS[1], ARGV[1], info["name"])
+    deleted = deleted + 1
+  end
+end
+return deleted
+"""
+)
 
 
 @dataclass(frozen=True)
@@ -73,6 +115,16 @@ class StreamsConfig:
     redeliver_interval: float = 15.0  # 0: the same
     concurrency: int = 10
     queue_depth: int = 100  # entries asked for per read
+    # Seconds without a sign of a consumer after which it is stale (see STALE_CONSUMER_SECONDS);
+    # None: the default. Not a metadata name (Dapr has none): tests set it.
+    stale_consumer_seconds: float | None = None
+
+    @property
+    def stale_after(self) -> float:
+        """Seconds from which a consumer that shows no sign of life is taken for gone."""
+        if self.stale_consumer_seconds is not None:
+            return self.stale_consumer_seconds
+        return max(STALE_CONSUMER_SECONDS, STALE_CONSUMER_TIMEOUTS * self.processing_timeout)
 
     @classmethod
     def from_manifest(cls, manifest: ComponentManifest) -> StreamsConfig:
@@ -97,6 +149,7 @@ class RedisStreamsPubSub(PipelinedRedis):
         super().__init__(config.redis)
         self._streams = config
         self._stops: set[Unsubscribe] = set()
+        self._readers: set[_Reader] = set()  # the live subscriptions: their consumers are never swept
 
     @classmethod
     def from_manifest(cls, manifest: ComponentManifest) -> Self:
@@ -117,11 +170,15 @@ class RedisStreamsPubSub(PipelinedRedis):
         assert self._client is not None and self._pipeline is not None, "init() first"
         reader = _Reader(self, topic, options.group or self._streams.consumer_id, options, handler)
         await reader.create_group()
+        self._readers.add(reader)
         reader.start()
 
         async def stop(deadline: float | None = None) -> None:
             self._stops.discard(stop)
-            await reader.stop(deadline)
+            try:
+                await reader.stop(deadline)
+            finally:
+                self._readers.discard(reader)
 
         self._stops.add(stop)
         return stop
@@ -168,11 +225,14 @@ class _Reader:
         except REDIS_ERRORS as exc:
             raise failure(self._config.redis, exc) from None
 
+    @property
+    def consumer(self) -> str:
+        return self._consumer
+
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._read()))
-        if self._config.redeliver_interval > 0 and self._config.processing_timeout > 0:
-            self._tasks.append(loop.create_task(self._claim()))
+        self._tasks.append(loop.create_task(self._claim()))
 
     async def stop(self, deadline: float | None = None) -> None:
         """Stop reading and claiming, let the handler calls in flight finish until ``deadline``
@@ -274,23 +334,55 @@ class _Reader:
             await asyncio.sleep(BACKOFF_SECONDS[1])
 
     async def _claim(self) -> None:
-        idle_ms = int(self._config.processing_timeout * 1000)
+        """Claim the stale entries of the group every redeliverInterval (when claiming is on),
+        and delete its stale consumers every 1/SWEEPS_PER_THRESHOLD of their threshold: after
+        a claim pass, which may just have emptied some."""
+        claiming = self._config.redeliver_interval > 0 and self._config.processing_timeout > 0
+        sweep_every = self._config.stale_after / SWEEPS_PER_THRESHOLD
+        pause = self._config.redeliver_interval if claiming else sweep_every
+        loop = asyncio.get_running_loop()
+        next_sweep = loop.time()  # the first pass sweeps: a restarted sidecar clears what it left
         while not self._stopping:
-            await asyncio.sleep(self._config.redeliver_interval)
-            start: Any = "0-0"
-            try:
-                while True:
-                    reply = await self._client.xautoclaim(
-                        self._topic, self._group, self._consumer, idle_ms, start, count=self._config.queue_depth
-                    )
-                    start, entries = reply[0], reply[1]
-                    # Entries this reader holds are claimed too (to itself: their idle time
-                    # starts again), but not handed out a second time.
-                    await self._hand_over([e for e in entries if e[1] is not None and e[0] not in self._in_hand], 2)
-                    if start in (b"0-0", "0-0"):
-                        break
-            except AWAY as exc:
-                log.info("claiming stale entries of %s failed: %s", self._topic, exc)
+            await asyncio.sleep(pause)
+            if claiming:
+                await self._claim_stale_entries()
+            if loop.time() >= next_sweep and not self._stopping:
+                next_sweep = loop.time() + sweep_every
+                await self._sweep()
+
+    async def _claim_stale_entries(self) -> None:
+        idle_ms = int(self._config.processing_timeout * 1000)
+        start: Any = "0-0"
+        try:
+            while True:
+                reply = await self._client.xautoclaim(
+                    self._topic, self._group, self._consumer, idle_ms, start, count=self._config.queue_depth
+                )
+                start, entries = reply[0], reply[1]
+                # Entries this reader holds are claimed too (to itself: their idle time
+                # starts again), but not handed out a second time.
+                await self._hand_over([e for e in entries if e[1] is not None and e[0] not in self._in_hand], 2)
+                if start in (b"0-0", "0-0"):
+                    break
+        except AWAY as exc:
+            log.info("claiming stale entries of %s failed: %s", self._topic, exc)
+
+    async def _sweep(self) -> None:
+        """Delete the consumers of the group left by subscriptions that are gone (see
+        DELETE_STALE_CONSUMERS); never one with entries pending, nor one of this sidecar's."""
+        assert self._pipeline is not None
+        live = sorted(r.consumer for r in self._owner._readers if (r._topic, r._group) == (self._topic, self._group))
+        stale_ms = int(self._config.stale_after * 1000)
+        try:
+            deleted = await self._pipeline.script(
+                DELETE_STALE_CONSUMERS, [self._topic], [self._group, str(stale_ms), *live]
+            )
+        except AWAY as exc:  # NOGROUP as well: the reader makes the group again
+            log.info("deleting stale consumers of group %s of %s failed: %s", self._group, self._topic, exc)
+            return
+        if deleted:
+            log.info("deleted %s consumers of group %s of %s idle for %.0fs or more, with nothing pending",
+                     deleted, self._group, self._topic, self._config.stale_after)  # fmt: skip
 
     async def _hand_over(self, entries: list[tuple[bytes, dict[bytes, bytes]]], delivery_count: int) -> None:
         """Submit ``entries``, waiting for room when there are more than free slots.
