@@ -128,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _check(manifests, settings.app_id)
             print(_summary(manifests, settings.app_id))
             return 0
-        server.serve(settings, manifests)
+        return server.serve(settings, manifests)
     except StartupError as exc:
         print(f"layotto-fast: bad configuration: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG

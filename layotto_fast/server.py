@@ -125,6 +125,7 @@ class Sidecar:
         if self.mesh is not None:
             self.metrics.registry.register(MeshCollector(self.mesh))
         self._stop = asyncio.Event()
+        self.failure: str | None = None  # why it stopped by itself (exit 1), when it did
         self._mesh_started = False
         self._uds_inode: int | None = None
 
@@ -161,6 +162,10 @@ class Sidecar:
             self._mesh_started = True
             self.mesh.watch()
         server = await self._start_grpc()
+        # Kept referenced while it runs; it ends with the stop.
+        grpcio_watch = (
+            loop.create_task(self._stop_if_grpcio_ends()) if self.settings.grpc_transport == "grpcio" else None
+        )
         if uds:  # removed at exit only if it is still this socket, not one another process made since
             self._uds_inode = os.stat(uds).st_ino
         log.info(
@@ -196,8 +201,10 @@ class Sidecar:
 
         grace = self.settings.shutdown_grace_seconds
         log.info("stopping: readiness DOWN, draining deliveries and calls for up to %.1fs", grace)
-        self.components.stopping_reason = "shutting down"
+        self.components.stopping_reason = self.failure or "shutting down"
         checker.cancel()
+        if grpcio_watch is not None:
+            grpcio_watch.cancel()
         await self._stop_serving(server, actuator, loop.time() + grace)
         log.info("stopped")
 
@@ -222,6 +229,28 @@ class Sidecar:
             log.info("stopping: start-up ended with: %s", initialising.exception())
         await self._stop_serving(server, actuator, deadline)
         log.info("stopped")
+
+    async def _stop_if_grpcio_ends(self) -> None:
+        """grpcio's server can end by itself: its loop raises on a request path that is not
+        UTF-8, closes its listening sockets and every connection, and says so nowhere that can
+        be awaited (``wait_for_termination`` never returns then). The sidecar then stops,
+        liveness and readiness DOWN, and exits 1 for the platform to restart it, rather than
+        stay up, healthy by its probes, with nothing serving the API. A connection to its own
+        port every health-check interval finds out: refused means the server is gone."""
+        host, port = self.settings.listen_address, self.settings.grpc_port
+        while not self._stop.is_set():
+            await asyncio.sleep(self.settings.health_check_interval_seconds)
+            try:
+                _, writer = await asyncio.open_connection(host, port)
+            except ConnectionRefusedError:
+                if not self._stop.is_set():
+                    self.failure = "the gRPC server (grpcio transport) ended by itself: stopping, to be restarted"
+                    log.error("%s", self.failure)
+                    self._stop.set()
+                return
+            except OSError:
+                continue  # out of descriptors and the like: not the server's end
+            writer.close()
 
     def _on_stop_signal(self, sig: signal.Signals) -> None:
         if not self._stop.is_set():
@@ -339,8 +368,12 @@ def claim_socket_path(path: str, source: str) -> None:
     raise StartupError(source, "grpc_uds", f"{path!r}: another process is serving on this socket")
 
 
-def serve(settings: Settings, manifests: list[ComponentManifest]) -> None:
-    async def main() -> None:
-        await Sidecar(settings, manifests).run()
+def serve(settings: Settings, manifests: list[ComponentManifest]) -> int:
+    """Serve until stopped; the exit code: 0 after a stop signal, 1 when it stopped by itself."""
 
-    uvloop.run(main())
+    async def main() -> int:
+        sidecar = Sidecar(settings, manifests)
+        await sidecar.run()
+        return 1 if sidecar.failure else 0
+
+    return uvloop.run(main())

@@ -6,6 +6,7 @@ import contextlib
 import queue
 import signal
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import hpack
 import orjson
 import pytest
 
@@ -762,3 +764,27 @@ def test_a_resources_folder_without_manifests_is_warned_about(tmp_path: Path) ->
     result = check(given)
     assert result.returncode == 0 and result.stdout == "ok: 0 components\n", result.stderr
     assert f"WARNING layotto_fast: resources path {given} holds no component manifests" in result.stderr
+
+
+def test_a_grpcio_server_that_ends_by_itself_stops_the_sidecar_with_exit_1(tmp_path: Path) -> None:
+    """grpcio's server loop raises on a request path that is not UTF-8 and ends every
+    connection; the sidecar must not stay up, healthy by its probes, serving nothing."""
+    sidecar = sidecar_process.start(tmp_path, "--grpc-transport", "grpcio")
+    try:
+        headers = hpack.Encoder().encode(
+            [(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/spec.proto.runtime.v1.Runtime/GetSt\xe1"),
+             (b":authority", b"localhost"), (b"content-type", b"application/grpc"), (b"te", b"trailers")]
+        )  # fmt: skip
+
+        def frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
+            return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
+
+        with socket.create_connection(("127.0.0.1", sidecar.grpc_port), timeout=5) as client:
+            client.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0, b"") + frame(1, 4, 1, headers)
+                           + frame(0, 1, 1, b"\0\0\0\0\0"))  # fmt: skip
+        assert sidecar.process.wait(timeout=20) == 1, sidecar.log()
+        assert "the gRPC server (grpcio transport) ended by itself" in sidecar.log()
+    finally:
+        if sidecar.process.returncode is None:
+            sidecar.process.kill()
+            sidecar.process.wait()
