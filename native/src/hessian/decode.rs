@@ -6,10 +6,13 @@ use crate::error::{Error, Result};
 
 /// Bytes (as `measure` estimates them) that copies may take in one stream, plus
 /// [`COPY_BUDGET_PER_BYTE`] per input byte. A copy is what the output holds that the input
-/// spells only once: a back-reference's target, a container kept for references to come,
-/// a class's name and field names in each of its objects, a type name used by index. A
-/// few input bytes could otherwise make gigabytes (references to references, objects of a
-/// class with a long name); legitimate sharing and naming stay far below it.
+/// spells only once: a back-reference's target, a class's name and field names in each of
+/// its objects, a type name used by index. A few input bytes could otherwise make
+/// gigabytes (references to references, objects of a class with a long name); legitimate
+/// sharing and naming stay far below it. Containers kept for references to come have a
+/// budget of the same size of their own: a `0x51` byte in a later string or number makes
+/// every container before it referable, and keeping them must not use up what the names
+/// of a large, valid body need.
 const COPY_BUDGET_BASE: usize = 32 << 20;
 const COPY_BUDGET_PER_BYTE: usize = 32;
 
@@ -106,6 +109,7 @@ pub struct Decoder<'a> {
     /// references at all and pay nothing for them.
     last_ref_byte: Option<usize>,
     copy_budget: usize,
+    keep_budget: usize,
 }
 
 impl<'a> Decoder<'a> {
@@ -118,8 +122,8 @@ impl<'a> Decoder<'a> {
             types: Vec::new(),
             refs: Vec::new(),
             last_ref_byte: buf.iter().rposition(|&b| b == 0x51),
-            copy_budget: COPY_BUDGET_BASE
-                .saturating_add(buf.len().saturating_mul(COPY_BUDGET_PER_BYTE)),
+            copy_budget: budget(buf.len()),
+            keep_budget: budget(buf.len()),
         }
     }
 
@@ -480,7 +484,11 @@ impl<'a> Decoder<'a> {
     fn end_ref(&mut self, slot: usize, value: &Value) {
         let referable = self.last_ref_byte.is_some_and(|at| at >= self.pos);
         self.refs[slot] = Slot::Dropped;
-        if referable && self.charge(measure(value).1, REF).is_ok() {
+        if !referable {
+            return;
+        }
+        if let Some(left) = self.keep_budget.checked_sub(measure(value).1) {
+            self.keep_budget = left;
             self.refs[slot] = Slot::Kept(value.clone());
         }
     }
@@ -616,6 +624,10 @@ impl<'a> Decoder<'a> {
             _ => Err(Error::field(REF, format_args!("#{index} was not kept"))), // never: kept stays kept
         }
     }
+}
+
+fn budget(input_len: usize) -> usize {
+    COPY_BUDGET_BASE.saturating_add(input_len.saturating_mul(COPY_BUDGET_PER_BYTE))
 }
 
 fn push_code_point(cp: u32, out: &mut String, high: &mut Option<u32>) -> Result<()> {

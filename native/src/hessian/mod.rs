@@ -666,6 +666,27 @@ mod tests {
     }
 
     #[test]
+    fn keeping_containers_leaves_the_names_their_budget() {
+        // 150 000 objects of a class with eight fields, then a 0x51 byte (a "Q" in a later
+        // string): keeping every object for references spends its budget, and the names
+        // each object copies must still be within theirs.
+        let dto = b"C\x11com.example.Order\x98\x01a\x01b\x01c\x01d\x01e\x01f\x01g\x01h";
+        let mut b = many(
+            dto,
+            &[0x60, b'N', b'N', b'N', b'N', b'N', b'N', b'N', b'N'],
+            150_000,
+        );
+        let value_len = b.len();
+        b.extend_from_slice(b"\x12com.x.QueryService");
+        let mut d = Decoder::new(&b);
+        let Value::List { items, .. } = d.read_value().unwrap() else {
+            panic!()
+        };
+        assert_eq!((items.len(), d.position()), (150_000, value_len));
+        assert_eq!(d.read_value().unwrap(), Value::from("com.x.QueryService"));
+    }
+
+    #[test]
     fn containers_kept_for_references_are_bounded() {
         // A 0x51 byte after the value makes every container referable; 64 nested lists
         // around a million nulls would each keep a copy of all of them (gigabytes).
