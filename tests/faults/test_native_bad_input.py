@@ -220,6 +220,34 @@ def test_header_list_just_over_the_limit_gets_431_on_a_unix_socket_too(tmp_path:
         stop_cleanly(running)
 
 
+UDS_BROKEN = {
+    # A table size update cut short: fluke-hpack (which decodes a Unix socket's headers)
+    # panics on it; caught, it must end this connection quietly, not print a panic.
+    "size-update-cut-short": raw_h2.raw_frame(raw_h2.HEADERS, raw_h2.END_HEADERS, 1, b"\x3f"),
+    # A header block that never ends, in empty CONTINUATION frames: no bytes to limit, so
+    # they are counted (h2 counts them on TCP, but on a Unix socket never sees them).
+    "empty-continuations": raw_h2.raw_frame(raw_h2.HEADERS, 0, 1, b"\x82")
+    + raw_h2.raw_frame(raw_h2.CONTINUATION, 0, 1, b"") * 5_000,
+}
+
+
+def test_broken_header_blocks_on_a_unix_socket_end_their_connection_quietly(tmp_path: Path) -> None:
+    socket_path = str(tmp_path / "sidecar.sock")
+    running = start_native(tmp_path, "--grpc-uds", socket_path)
+    try:
+        for case, data in UDS_BROKEN.items():
+            for _ in range(3):
+                with RawConnection(0, unix_path=socket_path) as raw:
+                    settled(raw)
+                    raw.send(data)
+                    raw.read_until_closed(timeout=5)
+                    assert raw.eof, f"{case}: the connection stayed open"
+        assert_serving(running)
+        assert "panicked" not in running.log(), running.log()[-2000:]
+    finally:
+        stop_cleanly(running)
+
+
 def test_many_calls_opened_and_cancelled_in_one_read_are_no_attack(native: sidecar_process.Sidecar) -> None:
     """h2 reads all the input at hand before it hands out streams, and by default takes more
     than 20 of them reset while waiting for a GOAWAY-worthy attack: a client cancelling a

@@ -8,7 +8,9 @@
 //! than HEADERS/CONTINUATION pass through untouched.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::Once;
 
 use bytes::{BufMut, BytesMut};
 use fluke_hpack::{Decoder, Encoder};
@@ -23,11 +25,36 @@ const PADDED: u8 = 0x8;
 const PRIORITY: u8 = 0x20;
 const MAX_FRAME: usize = 16_384;
 const HEADER_TABLE_SIZE: usize = 4_096;
+/// CONTINUATION frames one header block may take: a block at twice the header list limit
+/// fits in a few full frames.
+const MAX_CONTINUATIONS: usize = 64;
+
+thread_local! {
+    /// Set while fluke-hpack decodes: a panic then is the peer's broken input, caught and
+    /// ended with its connection; the default hook would print it (with a backtrace, at
+    /// tens of milliseconds each, under RUST_BACKTRACE), as often as a peer sends one.
+    static QUIET: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Installs, once, a panic hook that stays silent while QUIET is set and hands every
+/// other panic to the hook that was there before.
+fn quiet_panics() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+}
 
 pub struct AuthorityRepair {
     preface_left: usize,
     pending: BytesMut,
     block: Option<(u32, u8, Vec<u8>)>, // stream id, HEADERS flags, fragments so far
+    continuations: usize,              // CONTINUATION frames of the open block
     decoder: Decoder<'static>,
     encoder: Encoder<'static>,
     max_header_list: usize,
@@ -39,6 +66,7 @@ impl AuthorityRepair {
             preface_left: PREFACE_LEN,
             pending: BytesMut::new(),
             block: None,
+            continuations: 0,
             decoder: {
                 let mut decoder = Decoder::new();
                 // What h2 allows a peer (SETTINGS_HEADER_TABLE_SIZE, not raised): a size
@@ -82,6 +110,7 @@ impl AuthorityRepair {
                 (HEADERS, false) => {
                     let fragment = strip_headers_payload(payload, flags)?;
                     self.block = Some((stream, flags, fragment.to_vec()));
+                    self.continuations = 0;
                     if flags & END_HEADERS != 0 {
                         self.emit_block(out)?;
                     }
@@ -94,6 +123,12 @@ impl AuthorityRepair {
                     block.2.extend_from_slice(payload);
                     if block.2.len() > self.max_header_list.saturating_mul(2) {
                         return Err("header block too large".into());
+                    }
+                    // Empty CONTINUATION frames add no bytes: without a count a peer could
+                    // send them forever (h2 counts them too, but never sees these).
+                    self.continuations += 1;
+                    if self.continuations > MAX_CONTINUATIONS {
+                        return Err("too many CONTINUATION frames in one header block".into());
                     }
                     if flags & END_HEADERS != 0 {
                         self.emit_block(out)?;
@@ -118,6 +153,8 @@ impl AuthorityRepair {
         // fluke-hpack panics on a size update cut short (it unwraps the integer's
         // decoding): that is the peer's broken HPACK, and ends this connection like any
         // other. The decoder is not used again.
+        quiet_panics();
+        QUIET.with(|quiet| quiet.set(true));
         let decoded = panic::catch_unwind(AssertUnwindSafe(|| {
             decoder.decode_with_cb(&fragment, |name: Cow<[u8]>, value: Cow<[u8]>| {
                 size += name.len() + value.len() + 32;
@@ -127,6 +164,7 @@ impl AuthorityRepair {
                 }
             })
         }));
+        QUIET.with(|quiet| quiet.set(false));
         match decoded {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(format!("HPACK decoding failed: {e:?}")),
@@ -288,6 +326,18 @@ mod tests {
             let e = repair.process(&input, &mut BytesMut::new()).unwrap_err();
             assert!(e.starts_with("HPACK decoding failed"), "{block:x?}: {e}");
         }
+    }
+
+    #[test]
+    fn endless_empty_continuations_are_an_error() {
+        let mut input = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        input.extend([0, 0, 1, HEADERS, 0, 0, 0, 0, 1, 0x82]); // no END_HEADERS
+        for _ in 0..=MAX_CONTINUATIONS {
+            input.extend([0, 0, 0, CONTINUATION, 0, 0, 0, 0, 1]);
+        }
+        let mut repair = AuthorityRepair::new(16 * 1024);
+        let e = repair.process(&input, &mut BytesMut::new()).unwrap_err();
+        assert!(e.contains("too many CONTINUATION"), "{e}");
     }
 
     #[test]
