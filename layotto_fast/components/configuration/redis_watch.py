@@ -191,7 +191,12 @@ class KeyspaceWatcher:
             told = self._told.get(redis_key)
             if item is None:
                 known = redis_key in self._told
-                if (known and told is None) or (not known and not unknown_gone):
+                if known and told is None:
+                    # Still gone, on a read after some event of it: events sent before this
+                    # read may yet come, so the key waits for a marker sent after it.
+                    self._bury(redis_key)
+                    continue
+                if not known and not unknown_gone:
                     continue
                 if told is None:
                     told = self._store.identity(redis_key)
@@ -203,11 +208,18 @@ class KeyspaceWatcher:
             else:
                 changed.append(item)
             self._told[redis_key] = item
-            self._graves.pop(redis_key, None)
             if item is None:
-                self._buried += 1
-                self._graves[redis_key] = self._buried  # at the end: the dict stays in burial order
+                self._bury(redis_key)
+            else:
+                self._graves.pop(redis_key, None)
         return changed
+
+    def _bury(self, redis_key: str) -> None:
+        """File ``redis_key``, told gone, under the next count: it is forgotten once every
+        subscription answered a marker sent after now."""
+        self._graves.pop(redis_key, None)
+        self._buried += 1
+        self._graves[redis_key] = self._buried  # at the end: the dict stays in burial order
 
     def _forget_graves(self, subscription: _Subscription, marker: int) -> None:
         """``subscription`` answered the marker PING sent when ``marker`` deletions had been
