@@ -756,3 +756,30 @@ def test_a_try_lock_cancelled_during_its_lease_grant_leaves_no_lease(etcd_server
             await eventually(lambda: not granted & leases(etcd_server), 5.0)
 
     asyncio.run(scenario())
+
+
+def test_a_store_closed_while_a_cancelled_try_lock_awaits_its_grant_still_revokes_the_lease(
+    etcd_server: EtcdServer,
+) -> None:
+    """A stop right after a caller left: close() used to cancel the grant still running, and
+    its lease, keyless, lived for expire_seconds. close() lets it finish and revokes it."""
+
+    async def scenario() -> None:
+        granted: set[str] = set()
+        async with components(etcd_server, "lock.etcd", keyPrefixPath=f"t-{unique()}/") as [store]:
+            assert await store.try_lock(unique(), "warm", 1)
+            before = leases(etcd_server)
+            attempt = asyncio.create_task(store.try_lock(unique(), "gone", 2**31 - 1))
+            for _ in range(50):
+                await asyncio.sleep(0)
+                granted = leases(etcd_server) - before
+                if granted:
+                    break
+            assert granted, "etcd never saw the grant"
+            attempt.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await attempt
+        # closed at once, the grant's answer maybe not read yet
+        await eventually(lambda: not granted & leases(etcd_server), 5.0)
+
+    asyncio.run(scenario())

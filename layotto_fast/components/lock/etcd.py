@@ -77,6 +77,13 @@ class EtcdLockStore:
         await self._conn.ping()
 
     async def close(self) -> None:
+        # Grants whose caller went away, and revokes, finish first, for REVOKE_TIMEOUT at most:
+        # a grant cancelled here would leave its lease, keyless, for its whole expiry. A grant
+        # that finishes adds its revoke, which is waited for in turn.
+        loop = asyncio.get_running_loop()
+        until = loop.time() + REVOKE_TIMEOUT
+        while self._cleanup and (left := until - loop.time()) > 0:
+            await asyncio.wait(list(self._cleanup), timeout=left)
         for task in list(self._cleanup):
             task.cancel()
         await asyncio.gather(*self._cleanup, return_exceptions=True)
