@@ -230,3 +230,18 @@ def test_a_stop_tells_dubbo_clients_the_connection_is_read_only(tmp_path: Path) 
             assert sidecar.process.wait(10) == 0
         finally:
             sidecar.stop()
+
+
+def test_an_idle_dubbo_client_is_told_read_only_before_its_connection_closes(tmp_path: Path) -> None:
+    """A client silent for idle_timeout_ms gets the read-only event first, as at a drain, so
+    that a consumer about to call sends elsewhere rather than onto a closing connection."""
+    with (
+        named_providers("p") as (provider,),
+        dubbo_mesh(tmp_path, [provider.address], listener={"idle_timeout_ms": 300}) as port,
+    ):
+        client = connect(port)
+        assert call(client, 1) == "p"
+        head = client.recv(16, socket.MSG_WAITALL)
+        body = client.recv(struct.unpack(">i", head[12:16])[0], socket.MSG_WAITALL)
+        assert head[:2] == b"\xda\xbb" and head[2] == 0x80 | 0x20 | 0x02 and body == b"\x01R", (head + body).hex()
+        assert client.recv(1) == b"", "then closed"

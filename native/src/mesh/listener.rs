@@ -110,6 +110,12 @@ async fn serve_client<C: Codec>(stream: TcpStream, listener: Rc<Listener>) {
                 heard = false;
                 if silent_checks >= IDLE_CHECKS {
                     listener.stats.idle_closed.incr();
+                    // A Dubbo client is told first (the read-only event, as at a drain), so that
+                    // it sends nothing more on a connection about to close.
+                    if let Some(notice) = C::closing_notice() {
+                        outbox.push(&notice);
+                    }
+                    answer_and_close = true; // the notice goes out before the socket closes
                     break 'reading;
                 }
                 continue 'reading;
