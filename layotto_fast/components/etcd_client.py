@@ -100,7 +100,9 @@ class EtcdConfig:
         if bool(username) != bool(password):
             missing = "password" if username else "username"
             raise StartupError(
-                manifest.source, f"spec.metadata.{missing}", "is required: give both username and password, or neither"
+                manifest.source,
+                manifest.metadata_field(missing),
+                "is required: give both username and password, or neither",
             )
         prefix = manifest.metadata.get("keyPrefix", manifest.metadata.get("keyPrefixPath", default_prefix))
         return cls(
@@ -119,7 +121,7 @@ class EtcdConfig:
 
 
 def parse_endpoints(manifest: ComponentManifest) -> tuple[tuple[str, int], ...]:
-    field = "spec.metadata.endpoints"
+    field = manifest.metadata_field("endpoints")
     raw = metadata.required(manifest, "endpoints")
     found: list[tuple[str, int]] = []
     for entry in raw.replace(";", ",").split(","):
@@ -144,7 +146,7 @@ def parse_endpoints(manifest: ComponentManifest) -> tuple[tuple[str, int], ...]:
 def _positive_duration(manifest: ComponentManifest, name: str, default: float) -> float:
     value = metadata.duration(manifest, name, default, plain_unit=1.0)
     if value <= 0:
-        raise StartupError(manifest.source, f"spec.metadata.{name}", "must be more than 0")
+        raise StartupError(manifest.source, manifest.metadata_field(name), "must be more than 0")
     return value
 
 

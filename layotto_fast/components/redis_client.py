@@ -67,11 +67,15 @@ class RedisConfig:
         redis_type = metadata.text(manifest, "redisType", "node").lower()
         if redis_type not in ("node", "cluster"):
             raise StartupError(
-                manifest.source, "spec.metadata.redisType", f"must be 'node' or 'cluster', got {redis_type!r}"
+                manifest.source,
+                manifest.metadata_field("redisType"),
+                f"must be 'node' or 'cluster', got {redis_type!r}",
             )
         db = metadata.integer(manifest, "redisDB", 0, minimum=0)
         if redis_type == "cluster" and db:
-            raise StartupError(manifest.source, "spec.metadata.redisDB", "a Redis Cluster has only database 0")
+            raise StartupError(
+                manifest.source, manifest.metadata_field("redisDB"), "a Redis Cluster has only database 0"
+            )
         return cls(
             host=host,
             port=port,

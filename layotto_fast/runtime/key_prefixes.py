@@ -53,7 +53,7 @@ def _strategy_prefix(manifest: ComponentManifest, app_id: str, default: str) -> 
     if SEPARATOR in strategy:
         raise StartupError(
             manifest.source,
-            f"spec.metadata.{KEY_PREFIX}",
+            manifest.metadata_field(KEY_PREFIX),
             f"{strategy!r} contains {SEPARATOR!r}: give appid, name, none or a prefix without it",
         )
     return f"{chosen}{SEPARATOR}"

@@ -15,6 +15,7 @@ from layotto_fast.components.pubsub.memory import InMemoryConfig
 from layotto_fast.components.redis_client import RedisConfig
 from layotto_fast.errors import StartupError
 from layotto_fast.manifest import load_file, load_folder, with_placeholders
+from layotto_fast.runtime import registry
 from layotto_fast.runtime.key_prefixes import key_prefix
 from layotto_fast.runtime.lifecycle import Components, Health
 from layotto_fast.runtime.pubsub_service import with_consumer_groups
@@ -60,6 +61,33 @@ def test_a_bad_value_is_named_as_the_manifest_spells_its_item(tmp_path: Path) ->
         RedisConfig.from_manifest(manifest)
     assert (raised.value.source, raised.value.field) == (str(path), "spec.metadata.redisdb")
     assert "'three'" in raised.value.problem
+
+
+@pytest.mark.parametrize(
+    ("type_", "items", "field"),
+    [
+        ("state.redis", [("redisHost", "value: h:1"), ("redistype", "value: ring")], "redistype"),
+        ("state.redis", [("redisHost", "value: h:1"), ("keyprefix", "value: 'a||b'")], "keyprefix"),
+        ("lock.etcd", [("ENDPOINTS", "value: 'h:notaport'")], "ENDPOINTS"),
+        ("lock.etcd", [("endpoints", "value: h:1"), ("USERNAME", "value: u")], "password"),
+        ("sequencer.in-memory", [("biggerthan", "value: '9223372036854775807'")], "biggerthan"),
+        ("secretstores.local.file", [("secretsfile", "value: /nonexistent.json")], "secretsfile"),
+        ("pubsub.jetstream", [("natsurl", "value: nats://h:1"), ("deliverpolicy", "value: sometimes")],
+         "deliverpolicy"),
+    ],
+)  # fmt: skip
+def test_every_component_names_a_bad_item_as_the_manifest_spells_it(
+    tmp_path: Path, type_: str, items: list[tuple[str, str]], field: str
+) -> None:
+    path = manifest_file(tmp_path, "c", type_, items)
+    [manifest] = load_file(path)
+    with pytest.raises(StartupError) as raised:
+        implementation = registry.implementation(type_)
+        assert implementation is not None
+        component = implementation.from_manifest(manifest)
+        key_prefix(manifest, "app")
+        del component
+    assert raised.value.field == f"spec.metadata.{field}", raised.value
 
 
 @pytest.mark.parametrize(

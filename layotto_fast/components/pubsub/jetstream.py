@@ -132,7 +132,7 @@ class JetStreamConfig:
     @classmethod
     def from_manifest(cls, manifest: ComponentManifest) -> JetStreamConfig:
         def bad(name: str, problem: str) -> StartupError:
-            return StartupError(manifest.source, f"spec.metadata.{name}", problem)
+            return StartupError(manifest.source, manifest.metadata_field(name), problem)
 
         servers = tuple(url.strip() for url in metadata.required(manifest, "natsURL").split(",") if url.strip())
         stream = metadata.text(manifest, "streamName", "")

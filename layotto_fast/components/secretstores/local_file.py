@@ -30,13 +30,13 @@ class LocalFileSecretStore(NoBackend):
     def from_manifest(cls, manifest: ComponentManifest) -> Self:
         raw = metadata.text(manifest, "secretsFile", "")
         if not raw:
-            raise StartupError(manifest.source, "spec.metadata.secretsFile", "is required")
+            raise StartupError(manifest.source, manifest.metadata_field("secretsFile"), "is required")
         path = Path(raw)
         if not path.is_absolute() and manifest.path is not None:
             beside = manifest.path.parent / path
             path = beside if beside.exists() else path
         if not path.is_file():
-            raise StartupError(manifest.source, "spec.metadata.secretsFile", f"{str(path)!r} does not exist")
+            raise StartupError(manifest.source, manifest.metadata_field("secretsFile"), f"{str(path)!r} does not exist")
         separator = metadata.text(manifest, "nestedSeparator", ":")
         return cls(path, separator, metadata.boolean(manifest, "multiValued", False), manifest.source)
 

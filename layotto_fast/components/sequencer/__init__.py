@@ -28,6 +28,6 @@ class SequencerConfig:
         # MAX_ID itself would leave a sequence that is exhausted before its first id.
         if value >= MAX_ID:
             raise StartupError(
-                manifest.source, "spec.metadata.biggerThan", f"must be at most {MAX_ID - 1}, got {value}"
+                manifest.source, manifest.metadata_field("biggerThan"), f"must be at most {MAX_ID - 1}, got {value}"
             )
         return cls(bigger_than=value)
