@@ -732,27 +732,34 @@ def leases(etcd: EtcdServer) -> set[str]:
     return {str(lease["id"]) for lease in json.loads(etcd.ctl("lease", "list", "-w", "json")).get("leases") or []}
 
 
+async def _cancelled_during_its_grant(store: Any, etcd: EtcdServer) -> set[str]:
+    """Starts a TryLock of a 2**31 s lease, cancels it once etcd holds its lease, before the
+    grant's answer is read; the ids of the leases it made."""
+    assert await store.try_lock(unique(), "warm", 1)  # connected: the grant goes out at once
+    before = leases(etcd)
+    attempt = asyncio.create_task(store.try_lock(unique(), "gone", 2**31 - 1))
+    granted: set[str] = set()
+    for _ in range(50):
+        await asyncio.sleep(0)  # one loop pass: the grant call starts
+        # The loop stands still while etcdctl runs: gRPC's own thread sends the request and
+        # etcd grants, but the answer is not read before the cancel below.
+        granted = leases(etcd) - before
+        if granted:
+            break
+    assert granted, "etcd never saw the grant"
+    attempt.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await attempt
+    return granted
+
+
 def test_a_try_lock_cancelled_during_its_lease_grant_leaves_no_lease(etcd_server: EtcdServer) -> None:
     """A TryLock cancelled (its caller gone) while etcd granted its lease left that lease, with
     no key on it, alive for expire_seconds: up to 2**31 s. It is revoked once the grant answers."""
 
     async def scenario() -> None:
         async with components(etcd_server, "lock.etcd", keyPrefixPath=f"t-{unique()}/") as [store]:
-            assert await store.try_lock(unique(), "warm", 1)  # connected: the grant goes out at once
-            before = leases(etcd_server)
-            attempt = asyncio.create_task(store.try_lock(unique(), "gone", 2**31 - 1))
-            granted: set[str] = set()
-            for _ in range(50):
-                await asyncio.sleep(0)  # one loop pass: the grant call starts
-                # The loop stands still while etcdctl runs: gRPC's own thread sends the request and
-                # etcd grants, but the answer is not read before the cancel below.
-                granted = leases(etcd_server) - before
-                if granted:
-                    break
-            assert granted, "etcd never saw the grant"
-            attempt.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await attempt
+            granted = await _cancelled_during_its_grant(store, etcd_server)
             await eventually(lambda: not granted & leases(etcd_server), 5.0)
 
     asyncio.run(scenario())
@@ -765,20 +772,8 @@ def test_a_store_closed_while_a_cancelled_try_lock_awaits_its_grant_still_revoke
     its lease, keyless, lived for expire_seconds. close() lets it finish and revokes it."""
 
     async def scenario() -> None:
-        granted: set[str] = set()
         async with components(etcd_server, "lock.etcd", keyPrefixPath=f"t-{unique()}/") as [store]:
-            assert await store.try_lock(unique(), "warm", 1)
-            before = leases(etcd_server)
-            attempt = asyncio.create_task(store.try_lock(unique(), "gone", 2**31 - 1))
-            for _ in range(50):
-                await asyncio.sleep(0)
-                granted = leases(etcd_server) - before
-                if granted:
-                    break
-            assert granted, "etcd never saw the grant"
-            attempt.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await attempt
+            granted = await _cancelled_during_its_grant(store, etcd_server)
         # closed at once, the grant's answer maybe not read yet
         await eventually(lambda: not granted & leases(etcd_server), 5.0)
 

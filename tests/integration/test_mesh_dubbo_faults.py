@@ -170,6 +170,21 @@ def test_a_one_way_event_is_not_answered(tmp_path: Path) -> None:
         assert call(client, 6) == "p", "the first answer is the call's"
 
 
+def _start_mesh(tmp: Path, port: int, provider: str) -> sidecar_process.Sidecar:
+    """A sidecar whose Dubbo listener on ``port`` routes the test service to ``provider``."""
+    path = tmp / "mesh.yaml"
+    path.write_text(yaml.safe_dump(mesh_config(port, [provider])))
+    return sidecar_process.start(tmp, "--config", str(path))
+
+
+def assert_told_read_only_then_closed(client: socket.socket) -> None:
+    """The next frame is Dubbo's read-only event (a one-way event request whose data is "R"), then the end."""
+    head = client.recv(16, socket.MSG_WAITALL)
+    body = client.recv(struct.unpack(">i", head[12:16])[0], socket.MSG_WAITALL)
+    assert head[:2] == b"\xda\xbb" and head[2] == 0x80 | 0x20 | 0x02 and body == b"\x01R", (head + body).hex()
+    assert client.recv(1) == b"", "then closed"
+
+
 def _rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -185,9 +200,7 @@ def test_a_hessian_body_that_names_a_long_class_in_every_object_costs_no_memory(
     event = b"\xda\xbb" + bytes([0x80 | 0x20 | 0x02, 0]) + struct.pack(">qi", 7, len(body)) + body
     port = sidecar_process.free_port()
     with named_providers("p") as (provider,):
-        path = tmp_path / "mesh.yaml"
-        path.write_text(yaml.safe_dump(mesh_config(port, [provider.address])))
-        sidecar = sidecar_process.start(tmp_path, "--config", str(path))
+        sidecar = _start_mesh(tmp_path, port, provider.address)
         try:
             client = connect(port)
             assert call(client, 1) == "p"
@@ -215,18 +228,12 @@ def test_a_stop_tells_dubbo_clients_the_connection_is_read_only(tmp_path: Path) 
     calls elsewhere; then it is closed."""
     with named_providers("p") as (provider,):
         port = sidecar_process.free_port()
-        path = tmp_path / "mesh.yaml"
-        path.write_text(yaml.safe_dump(mesh_config(port, [provider.address])))
-        sidecar = sidecar_process.start(tmp_path, "--config", str(path))
+        sidecar = _start_mesh(tmp_path, port, provider.address)
         try:
             client = connect(port)
             assert call(client, 1) == "p"
             sidecar.process.send_signal(signal.SIGTERM)
-            head = client.recv(16, socket.MSG_WAITALL)
-            body = client.recv(struct.unpack(">i", head[12:16])[0], socket.MSG_WAITALL)
-            assert head[:2] == b"\xda\xbb" and head[2] == 0x80 | 0x20 | 0x02, head.hex()  # request, event, no two-way
-            assert body == b"\x01R"
-            assert client.recv(1) == b"", "then closed"
+            assert_told_read_only_then_closed(client)
             assert sidecar.process.wait(10) == 0
         finally:
             sidecar.stop()
@@ -241,7 +248,4 @@ def test_an_idle_dubbo_client_is_told_read_only_before_its_connection_closes(tmp
     ):
         client = connect(port)
         assert call(client, 1) == "p"
-        head = client.recv(16, socket.MSG_WAITALL)
-        body = client.recv(struct.unpack(">i", head[12:16])[0], socket.MSG_WAITALL)
-        assert head[:2] == b"\xda\xbb" and head[2] == 0x80 | 0x20 | 0x02 and body == b"\x01R", (head + body).hex()
-        assert client.recv(1) == b"", "then closed"
+        assert_told_read_only_then_closed(client)
