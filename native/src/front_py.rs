@@ -11,6 +11,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 
+use crate::front::budget::Budget;
 use crate::front::connection::{code::INTERNAL, Connection, Event, Method, Settings};
 
 const UNARY: u8 = 0;
@@ -20,6 +21,12 @@ const HALF_CLOSE: u8 = 3;
 const CANCELLED: u8 = 4;
 const WRITABLE: u8 = 5;
 const REFUSED: u8 = 6;
+
+/// How many messages at the size limit, still arriving, one connection's calls may hold
+/// together, and every connection of a server: 64 MiB and 256 MiB at the default 4 MiB.
+/// Calls past them are shed (see [`crate::front::budget`]).
+const INCOMPLETE_MESSAGES_PER_CONNECTION: usize = 16;
+const INCOMPLETE_MESSAGES_PER_SERVER: usize = 64;
 
 /// Methods and limits shared by every connection of one server.
 #[pyclass(module = "layotto_fast_native", frozen)]
@@ -77,6 +84,11 @@ impl GrpcServerConfig {
                 initial_window_bytes,
                 max_send_buffer_bytes: max_message_bytes.clamp(64 * 1024, 4 * 1024 * 1024),
                 max_unconsumed_bytes: max_message_bytes.max(initial_window_bytes as usize),
+                max_incomplete_bytes_per_connection: max_message_bytes
+                    .saturating_mul(INCOMPLETE_MESSAGES_PER_CONNECTION),
+                incomplete_requests: Budget::new(
+                    max_message_bytes.saturating_mul(INCOMPLETE_MESSAGES_PER_SERVER),
+                ),
             },
         })
     }

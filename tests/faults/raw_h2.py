@@ -174,6 +174,25 @@ class H2Client:
         self.flush()
         return stream_id
 
+    def send_body(self, stream_id: int, payload: bytes, *, end_stream: bool = False) -> bool:
+        """Send ``payload`` on an open stream as flow control allows, reading the server's window
+        updates meanwhile. False when the stream ended or was reset before all of it went."""
+        deadline = time.monotonic() + self.timeout
+        view = memoryview(payload)
+        while view:
+            if self.responses[stream_id].done or self.closed or self.terminated is not None:
+                return False
+            window = min(self.conn.local_flow_control_window(stream_id), self.conn.max_outbound_frame_size)
+            if window <= 0:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"stream {stream_id}: no window for {len(view)} bytes")
+                self.receive(0.05)
+                continue
+            chunk, view = view[:window], view[window:]
+            self.conn.send_data(stream_id, chunk.tobytes(), end_stream=end_stream and not view)
+            self.flush()
+        return True
+
     def call(self, message: bytes | None, **kwargs: object) -> Response:
         stream_id = self.start(message, **kwargs)  # type: ignore[arg-type]
         self.wait([stream_id])

@@ -313,6 +313,38 @@ def test_declared_length_of_4_gib_is_refused_at_once(native: sidecar_process.Sid
     assert_serving(native)
 
 
+def test_requests_never_completed_are_bounded_per_connection(native: sidecar_process.Sidecar) -> None:
+    """40 calls of 4 MiB on one connection, each one byte short of its end: the front holds 64 MiB
+    of them at most (16 messages at the limit), sheds the calls past that RESOURCE_EXHAUSTED, and
+    the connection carries on. Without the bound it held all 160 MiB."""
+    rss = RssSampler(native)
+    message = 4 * MIB
+    body = raw_h2.grpc_frame(b"x" * (message - 1), declared_length=message)
+    with H2Client(native.grpc_port, timeout=20) as client:
+        calls = []
+        for _ in range(40):
+            stream_id = client.start(None, path=raw_h2.SAVE_STATE, body=b"", end_stream=False)
+            client.send_body(stream_id, body)
+            calls.append(stream_id)
+            rss.sample()
+        client.receive(0.5)
+        shed = [s for s in calls if client.responses[s].done]
+        held = [s for s in calls if not client.responses[s].done]
+        assert len(held) == 15, f"{len(held)} calls held: 64 MiB holds 15 messages of 4 MiB and their prefixes"
+        assert held == calls[:15], "the calls held are the first ones"
+        for stream_id in shed:
+            response = client.responses[stream_id]
+            assert response.grpc_status == RESOURCE_EXHAUSTED, response
+            assert "not yet complete" in response.grpc_message, response.grpc_message
+        rss.assert_growth_below(64 * MIB + RSS_LIMIT)
+        assert client.call(HELLO).grpc_status == 0, "the connection carries on"
+        for stream_id in held[:2]:  # their last byte: they complete and are served
+            client.send_body(stream_id, b"x", end_stream=True)
+        client.wait(held[:2])
+        assert [client.responses[s].grpc_status for s in held[:2]] == [INVALID_ARGUMENT] * 2  # bytes of x, no request
+    assert_serving(native)
+
+
 # -- many streams at once --------------------------------------------------------------------------
 def test_streams_over_max_concurrent_streams_are_refused(native: sidecar_process.Sidecar) -> None:
     """1 100 requests left open at once: exactly the first 1 024 are accepted and all of those answered."""

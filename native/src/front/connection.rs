@@ -18,6 +18,7 @@ use h2::{RecvStream, SendStream};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 
 use super::authority::AuthorityRepair;
+use super::budget::{Budget, Held};
 use super::io::LoopIo;
 use super::keepalive::Keepalive;
 use super::status;
@@ -48,6 +49,11 @@ pub struct Settings {
     pub max_send_buffer_bytes: usize,
     /// Unconsumed request bytes a streaming call may hold before h2 is no longer read for it.
     pub max_unconsumed_bytes: usize,
+    /// Bytes of messages not yet complete the calls of one connection may hold together
+    /// (see [`super::budget`]).
+    pub max_incomplete_bytes_per_connection: usize,
+    /// The same over every connection sharing these settings.
+    pub incomplete_requests: Arc<Budget>,
 }
 
 impl Default for Settings {
@@ -59,6 +65,8 @@ impl Default for Settings {
             initial_window_bytes: 1024 * 1024,
             max_send_buffer_bytes: 1024 * 1024,
             max_unconsumed_bytes: 1024 * 1024,
+            max_incomplete_bytes_per_connection: 64 * 1024 * 1024,
+            incomplete_requests: Budget::new(256 * 1024 * 1024),
         }
     }
 }
@@ -156,22 +164,25 @@ struct Stream {
     wants_writable: bool,
     /// Not a gRPC request: its body is read and dropped, then it gets a 415.
     not_grpc: bool,
+    /// The bytes of `partial` and `unary_message`, counted against the connection's and
+    /// the process's bounds until the stream is dropped.
+    held: Held,
 }
 
 impl Stream {
     fn new(
-        key: u32,
         method: Method,
-        ready: &Arc<ReadySet>,
+        waker: Waker,
         body: RecvStream,
         respond: SendResponse<Bytes>,
         timeout_us: i64,
         metadata: Metadata,
+        held: Held,
     ) -> Self {
         Stream {
             handed_to_app: method.client_streaming,
             method,
-            waker: stream_waker(key, ready),
+            waker,
             recv: Some(body),
             respond: Some(respond),
             send: None,
@@ -184,7 +195,13 @@ impl Stream {
             trailers_after_pending: None,
             wants_writable: false,
             not_grpc: false,
+            held,
         }
+    }
+
+    /// Request bytes buffered for this call that its handler does not have yet.
+    fn buffered(&self) -> usize {
+        self.partial.len() + self.unary_message.as_ref().map_or(0, Bytes::len)
     }
 }
 
@@ -247,6 +264,8 @@ pub struct Connection {
     authority_repair: Option<AuthorityRepair>,
     keepalive: Keepalive,
     greeting: Greeting,
+    /// Bytes of incomplete requests held by this connection's calls.
+    incomplete: Arc<Budget>,
 }
 
 impl Connection {
@@ -257,6 +276,7 @@ impl Connection {
         repair_authority: bool,
     ) -> Self {
         let io = LoopIo::default();
+        let incomplete_limit = settings.max_incomplete_bytes_per_connection;
         let handshake = server::Builder::new()
             .max_concurrent_streams(settings.max_concurrent_streams)
             .max_header_list_size(settings.max_header_list_bytes)
@@ -296,6 +316,7 @@ impl Connection {
             authority_repair,
             keepalive: Keepalive::default(),
             greeting: Greeting::default(),
+            incomplete: Budget::new(incomplete_limit),
         };
         connection.drive();
         connection
@@ -602,7 +623,8 @@ impl Connection {
             // stream stays open (and counts against the stream limit) until then.
             let key = self.new_key();
             let method = Method::new(NOT_GRPC, false);
-            let mut stream = Stream::new(key, method, &self.ready, body, respond, -1, None);
+            let (waker, held) = (stream_waker(key, &self.ready), self.held());
+            let mut stream = Stream::new(method, waker, body, respond, -1, None, held);
             stream.not_grpc = true;
             self.streams.insert(key, stream);
             self.ready.push(key);
@@ -670,7 +692,8 @@ impl Connection {
             (metadata, None)
         };
         let (client_streaming, index) = (method.client_streaming, method.index);
-        let stream = Stream::new(key, method, &self.ready, body, respond, timeout_us, kept);
+        let (waker, held) = (stream_waker(key, &self.ready), self.held());
+        let stream = Stream::new(method, waker, body, respond, timeout_us, kept, held);
         self.streams.insert(key, stream);
         if client_streaming {
             self.events.push(Event::Open {
@@ -681,6 +704,10 @@ impl Connection {
             });
         }
         self.ready.push(key);
+    }
+
+    fn held(&self) -> Held {
+        Held::new(&self.incomplete, &self.settings.incomplete_requests)
     }
 
     fn new_key(&mut self) -> u32 {
@@ -724,6 +751,10 @@ impl Connection {
                         failure = Some(problem);
                         break;
                     }
+                    if let Err(problem) = hold(stream) {
+                        failure = Some(problem);
+                        break;
+                    }
                 }
                 Poll::Ready(Some(Err(_))) => {
                     cancelled = true;
@@ -752,6 +783,7 @@ impl Connection {
                         }
                         match stream.unary_message.take() {
                             Some(message) => {
+                                stream.held.set(0);
                                 stream.handed_to_app = true;
                                 self.events.push(Event::Unary {
                                     key,
@@ -875,6 +907,21 @@ fn ended_without_handler(key: u32, stream: &Stream, code: u32) -> Event {
     }
 }
 
+/// Count what `stream` buffers now against its connection's and the process's bounds, or
+/// the status that sheds it when what it added would pass one of them.
+fn hold(stream: &mut Stream) -> Result<(), (u32, String)> {
+    let now = stream.buffered();
+    let before = stream.held.bytes();
+    if now > before {
+        stream
+            .held
+            .check(now - before)
+            .map_err(|over| (code::RESOURCE_EXHAUSTED, over.message()))?;
+    }
+    stream.held.set(now);
+    Ok(())
+}
+
 /// Cut every complete length-prefixed message out of the stream's buffer.
 fn split_messages(
     stream: &mut Stream,
@@ -899,6 +946,11 @@ fn split_messages(
             ));
         }
         if stream.partial.len() < PREFIX_LEN + length {
+            // Grown once to the message's size, not doubled as it arrives: the bytes held are
+            // what the budget counts. Pages not yet written take no memory.
+            stream
+                .partial
+                .reserve(PREFIX_LEN + length - stream.partial.len());
             return Ok(());
         }
         stream.partial.advance(PREFIX_LEN);
@@ -1013,16 +1065,19 @@ mod tests {
     }
 
     fn connection() -> Connection {
+        connection_with(Settings {
+            max_message_bytes: 100,
+            ..Settings::default()
+        })
+    }
+
+    fn connection_with(settings: Settings) -> Connection {
         let methods = [(UNARY, 0, false), (STREAMING, 1, true)]
             .into_iter()
             .map(|(path, index, client_streaming)| {
                 (path.to_owned(), Method::new(index, client_streaming))
             })
             .collect();
-        let settings = Settings {
-            max_message_bytes: 100,
-            ..Settings::default()
-        };
         Connection::new(Arc::new(methods), settings, false)
     }
 
@@ -1160,5 +1215,97 @@ mod tests {
         };
         assert_eq!(events, vec![cancelled, refused]);
         assert!(connection.lost().is_empty(), "reported once");
+    }
+
+    /// Limits of 100-byte messages, 150 bytes of them incomplete per connection and 250 in all.
+    fn bounded() -> Settings {
+        Settings {
+            max_message_bytes: 100,
+            max_incomplete_bytes_per_connection: 150,
+            incomplete_requests: Budget::new(250),
+            ..Settings::default()
+        }
+    }
+
+    /// Opens unary call `stream` and sends `sent` bytes of a 100-byte message.
+    fn incomplete(encoder: &mut Encoder<'_>, stream: u32, sent: usize) -> Vec<u8> {
+        let mut input = headers(encoder, stream, UNARY, false);
+        input.extend(data(stream, &grpc_message(100, &vec![b'x'; sent]), false));
+        input
+    }
+
+    const SHED: Event = Event::Refused {
+        method: 0,
+        code: code::RESOURCE_EXHAUSTED,
+        path: None,
+    };
+
+    #[test]
+    fn incomplete_requests_past_the_connection_bound_are_shed_and_free_it() {
+        let settings = bounded();
+        let process = Arc::clone(&settings.incomplete_requests);
+        let mut connection = connection_with(settings);
+        let mut encoder = greeted(&mut connection);
+        assert!(connection.feed(&incomplete(&mut encoder, 1, 90)).is_empty());
+        assert_eq!(
+            process.held(),
+            95,
+            "the prefix and the bytes of the message so far"
+        );
+        assert_eq!(
+            connection.feed(&incomplete(&mut encoder, 3, 90)),
+            vec![SHED]
+        );
+        assert_eq!(process.held(), 95, "the shed call holds nothing");
+        assert_eq!(connection.open_streams(), 1);
+        // A whole message is handed over at once: it holds nothing after.
+        let mut input = headers(&mut encoder, 5, UNARY, false);
+        input.extend(data(5, &grpc_message(40, &[b'y'; 40]), true));
+        assert!(matches!(
+            connection.feed(&input)[..],
+            [Event::Unary { key: 3, .. }]
+        ));
+        assert_eq!(process.held(), 95);
+        // The first call completes: what it held is free again.
+        let events = connection.feed(&data(1, &[b'x'; 10], true));
+        assert!(matches!(events[..], [Event::Unary { key: 1, .. }]));
+        assert_eq!(process.held(), 0);
+        assert!(connection.feed(&incomplete(&mut encoder, 7, 90)).is_empty());
+        connection.lost();
+        assert_eq!(
+            process.held(),
+            0,
+            "a lost connection frees what its calls held"
+        );
+    }
+
+    #[test]
+    fn incomplete_requests_past_the_process_bound_are_shed_on_any_connection() {
+        let settings = bounded();
+        let process = Arc::clone(&settings.incomplete_requests);
+        let mut first = connection_with(settings.clone());
+        let mut second = connection_with(settings);
+        let (mut one, mut two) = (greeted(&mut first), greeted(&mut second));
+        assert!(first.feed(&incomplete(&mut one, 1, 90)).is_empty());
+        assert!(second.feed(&incomplete(&mut two, 1, 90)).is_empty());
+        assert_eq!(process.held(), 190);
+        assert_eq!(first.feed(&incomplete(&mut one, 3, 90)), vec![SHED]);
+        drop(second);
+        assert_eq!(process.held(), 95);
+        assert!(first.feed(&incomplete(&mut one, 5, 40)).is_empty());
+        assert_eq!(process.held(), 140);
+    }
+
+    #[test]
+    fn a_streaming_call_holds_only_its_message_still_arriving() {
+        let mut connection = connection_with(bounded());
+        let mut encoder = greeted(&mut connection);
+        let mut input = headers(&mut encoder, 1, STREAMING, false);
+        for _ in 0..10 {
+            input.extend(data(1, &grpc_message(60, &[b'z'; 60]), false));
+        }
+        let events = connection.feed(&input);
+        assert_eq!(events.len(), 11, "opened, then ten messages: {events:?}");
+        assert_eq!(connection.settings.incomplete_requests.held(), 0);
     }
 }
