@@ -37,6 +37,7 @@ ON_TOPIC_EVENT = f"{SERVICE}/OnTopicEvent"
 LIST_TIMEOUT_MS = 5_000
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
 DEADLINE_EXCEEDED = grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+UNIMPLEMENTED = grpc.StatusCode.UNIMPLEMENTED.value[0]
 # TopicEventResponse.status -> the runtime's verdict; an open enum, so other numbers arrive too.
 VERDICTS: dict[int, Verdict] = {int(v): v for v in Verdict}
 _STATUS_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
@@ -379,6 +380,11 @@ class GrpcAppChannel:
     def _verdict(self, status: int, detail: str, answer: bytes) -> Verdict:
         if status == DEADLINE_EXCEEDED:
             raise TimeoutError(AppCallError(self.address, status, detail).message)
+        if status == UNIMPLEMENTED:
+            # No handler will ever take it: retrying would hand it back forever. Layotto and
+            # Dapr drop it too; here it goes to the dead-letter topic when there is one.
+            log.warning("app at %s does not implement OnTopicEvent (%s): the event is dropped", self.address, detail)
+            return Verdict.DROP
         if status:
             raise AppCallError(self.address, status, detail)
         if not answer:  # status SUCCESS (0) and nothing else: the usual answer, not parsed

@@ -15,6 +15,7 @@ import uvloop
 from layotto_fast.api.app_callback import GrpcAppChannel
 from layotto_fast.errors import Unavailable
 from layotto_fast.runtime.cloudevents import Event
+from layotto_fast._proto import appcallback_pb2_grpc
 from layotto_fast.runtime.pubsub import Verdict
 from tests.pubsub.app import DROP, RETRY, SUCCESS, CallbackApp, Topic
 
@@ -54,6 +55,26 @@ def test_many_deliveries_at_once_each_get_their_own_verdict() -> None:
         first = next(e for e in app.received() if e.id == "e0")
         assert (first.data, first.metadata["traceparent"], first.pubsub_name) == (b"payload 0", "00-abc-def-01", "ps")
         assert len(app.received()) == 60
+
+
+class ListingOnly(CallbackApp):
+    """An app that lists its topics but has no OnTopicEvent: grpcio answers UNIMPLEMENTED."""
+
+    OnTopicEvent = appcallback_pb2_grpc.AppCallbackServicer.OnTopicEvent  # type: ignore[assignment]
+
+
+def test_an_app_without_on_topic_event_gets_its_events_dropped_not_retried() -> None:
+    """As Layotto and Dapr: UNIMPLEMENTED is DROP, or every event would come back forever."""
+    with ListingOnly([Topic("ps", "orders")]) as app:
+        channel = GrpcAppChannel("127.0.0.1", app.port)
+
+        async def scenario() -> Verdict:
+            try:
+                return await channel.deliver(event(1), 5.0)
+            finally:
+                await channel.close()
+
+        assert run(scenario()) == Verdict.DROP
 
 
 def test_an_app_on_an_ipv6_address() -> None:
