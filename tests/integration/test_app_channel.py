@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import uvloop
 
+from layotto_fast._proto import appcallback_pb2_grpc
 from layotto_fast.api.app_callback import GrpcAppChannel
 from layotto_fast.errors import Unavailable
 from layotto_fast.runtime.cloudevents import Event
-from layotto_fast._proto import appcallback_pb2_grpc
 from layotto_fast.runtime.pubsub import Verdict
 from tests.pubsub.app import DROP, RETRY, SUCCESS, CallbackApp, Topic
 
@@ -57,6 +57,19 @@ def test_many_deliveries_at_once_each_get_their_own_verdict() -> None:
         assert len(app.received()) == 60
 
 
+def deliver_one(host: str, port: int) -> Verdict:
+    """The verdict of the app at ``host``:``port`` on one event, through a channel of its own."""
+    channel = GrpcAppChannel(host, port)
+
+    async def scenario() -> Verdict:
+        try:
+            return await channel.deliver(event(1), 5.0)
+        finally:
+            await channel.close()
+
+    return run(scenario())  # type: ignore[no-any-return]
+
+
 class ListingOnly(CallbackApp):
     """An app that lists its topics but has no OnTopicEvent: grpcio answers UNIMPLEMENTED."""
 
@@ -66,29 +79,13 @@ class ListingOnly(CallbackApp):
 def test_an_app_without_on_topic_event_gets_its_events_dropped_not_retried() -> None:
     """As Layotto and Dapr: UNIMPLEMENTED is DROP, or every event would come back forever."""
     with ListingOnly([Topic("ps", "orders")]) as app:
-        channel = GrpcAppChannel("127.0.0.1", app.port)
-
-        async def scenario() -> Verdict:
-            try:
-                return await channel.deliver(event(1), 5.0)
-            finally:
-                await channel.close()
-
-        assert run(scenario()) == Verdict.DROP
+        assert deliver_one("127.0.0.1", app.port) == Verdict.DROP
 
 
 def test_an_app_on_an_ipv6_address() -> None:
     """The authority was '::1:<port>', which the HTTP/2 client refused: every call failed."""
     with CallbackApp([Topic("ps", "orders")], host="::1") as app:
-        channel = GrpcAppChannel("::1", app.port)
-
-        async def scenario() -> Verdict:
-            try:
-                return await channel.deliver(event(1), 5.0)
-            finally:
-                await channel.close()
-
-        assert run(scenario()) == Verdict.SUCCESS
+        assert deliver_one("::1", app.port) == Verdict.SUCCESS
         assert [e.id for e in app.received()] == ["e1"]
 
 
