@@ -8,11 +8,12 @@ etcd store); an item cannot be saved under ``*`` (InvalidArgument).
 
 A subscription is one caller's set of watches with a bounded queue of changes: a
 subscriber that stops reading is told (ResourceExhausted) and dropped once its queue
-holds more than ``max_changes`` changes or ``max_bytes`` of content, so a slow reader
-never makes the sidecar hold unbounded memory. A subscription watches each (store, app
-id, group, label, key) once however many requests name it, so a change is queued once;
-past ``max_watched_keys`` of them a request is refused (ResourceExhausted) and the
-subscription ends.
+holds more than ``max_changes`` changes or ``max_bytes`` (the UTF-8 bytes of the items'
+keys, contents, groups, labels, tags and metadata), so a slow reader never makes the
+sidecar hold unbounded memory. A subscription watches each (store, app id, group, label,
+key) once however many requests name it, so a change is queued once; past
+``max_watched_keys`` of them a request is refused (ResourceExhausted) and the subscription
+ends.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from layotto_fast.errors import InvalidArgument, ResourceExhausted, RuntimeApiError
 from layotto_fast.runtime.configuration import ConfigItem, ConfigQuery, ConfigurationStore
@@ -55,13 +56,33 @@ def _item_part(value: str, default: str, field: str) -> str:
     return value
 
 
+def _utf8_size(text: str) -> int:
+    # surrogatepass: a lone surrogate (from a backend's bytes) is counted, never raised on.
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def item_size(item: ConfigItem) -> int:
+    """The UTF-8 bytes of an item's key, content, group, label, and every tag's and metadata
+    entry's name and value: what a subscription's queue counts against ``max_bytes``."""
+    size = sum(_utf8_size(text) for text in (item.key, item.content, item.group, item.label))
+    for entries in (item.tags, item.metadata):
+        size += sum(_utf8_size(name) + _utf8_size(value) for name, value in entries.items())
+    return size
+
+
 @dataclass(frozen=True, slots=True)
 class ConfigChange:
-    """Items of one store and app that changed; a deleted item has empty content."""
+    """Items of one store and app that changed; a deleted item has empty content.
+
+    ``size``: the items' bytes (``item_size``), counted once when the change is made."""
 
     store_name: str
     app_id: str
     items: list[ConfigItem]
+    size: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "size", sum(item_size(item) for item in self.items))
 
 
 class ConfigurationService:
@@ -107,8 +128,10 @@ class ConfigurationService:
         self, store_name: str, items: Sequence[ConfigItem], metadata: Mapping[str, str] | None = None
     ) -> None:
         """Save ``items``, each under its app id (the sidecar's own when empty) and its group
-        and label (the defaults when blank); request metadata is the default of items that
-        carry none."""
+        and label (the defaults when blank), with its own tags and metadata.
+
+        The request's ``metadata`` is not written into the items: Layotto's SaveConfiguration
+        drops it (its stores' SetRequest has no metadata), so it never comes back from a get."""
         store = self.store(store_name)
         ready = []
         for index, item in enumerate(items):
@@ -121,7 +144,7 @@ class ConfigurationService:
                     group=_item_part(item.group, DEFAULT_GROUP, f"items[{index}].group"),
                     label=_item_part(item.label, DEFAULT_LABEL, f"items[{index}].label"),
                     tags=dict(item.tags),
-                    metadata=dict(item.metadata) or dict(metadata or {}),
+                    metadata=dict(item.metadata),
                 )
             )
         await store.save(ready)
@@ -185,16 +208,16 @@ class Subscription:
         def push(items: list[ConfigItem]) -> None:
             if self._failure is not None or self._closed:
                 return
-            size = sum(len(item.content) + len(item.key) for item in items)
+            change = ConfigChange(store_name, app_id, items)
             service = self._service
-            if len(self._queue) >= service.max_changes or self._queued_bytes + size > service.max_bytes:
+            if len(self._queue) >= service.max_changes or self._queued_bytes + change.size > service.max_bytes:
                 self._drop(
                     f"subscriber is too slow: more than {service.max_changes} changes or "
                     f"{service.max_bytes} bytes are waiting for it"
                 )
                 return
-            self._queue.append(ConfigChange(store_name, app_id, items))
-            self._queued_bytes += size
+            self._queue.append(change)
+            self._queued_bytes += change.size
             self._wakeup.set()
 
         return push
@@ -229,7 +252,7 @@ class Subscription:
             self._wakeup.clear()
             await self._wakeup.wait()
         change = self._queue.popleft()
-        self._queued_bytes -= sum(len(item.content) + len(item.key) for item in change.items)
+        self._queued_bytes -= change.size
         return change
 
     def _cancel_watches(self) -> None:

@@ -5,8 +5,10 @@ Start-up is INIT until every component has initialised; a required component
 answering its ping makes the sidecar DOWN with the reason, and comes back UP by
 itself when its backend answers again (a failed init is retried). Only UP
 components are handed to the services; a call that names one that is not UP is
-UNAVAILABLE with the reason. Shutdown turns the sidecar DOWN before anything stops,
-so a platform stops routing first.
+UNAVAILABLE with the reason, one to a building block with no component configured
+FAILED_PRECONDITION (as in Layotto and Dapr), and one that names none of those configured
+INVALID_ARGUMENT. Shutdown turns the sidecar DOWN before anything stops, so a platform
+stops routing first.
 
 A component's ``init`` has the init timeout and its ``ping`` PING_TIMEOUT_SECONDS; the
 reason of one that runs out says which step, the limit and the backend address from its
@@ -34,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Self, cast
 from urllib.parse import urlsplit
 
-from layotto_fast.errors import InvalidArgument, StartupError, Unavailable
+from layotto_fast.errors import FailedPrecondition, InvalidArgument, StartupError, Unavailable
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime import registry
 from layotto_fast.runtime.component import Component
@@ -147,12 +149,19 @@ class Components:
         return {name: slot.manifest for name, slot in self._by_block.get(block, {}).items()}
 
     def lookup(self, block: str, name: str, field: str) -> Any:
-        """The named component when it is UP; otherwise the error that says why not."""
+        """The named component when it is UP; otherwise the error that says why not.
+
+        No component of ``block`` configured at all is FailedPrecondition, whatever the name
+        (Layotto's "lock store is not configured", Dapr's "state store is not configured"); an
+        empty or unknown name among configured ones is InvalidArgument."""
+        declared = self._by_block.get(block, {})
+        if not declared:
+            raise FailedPrecondition(f"no {block} component is configured ({field} {name!r})")
         if not name:
             raise InvalidArgument(f"{field} is empty: name a {block} component")
-        slot = self._by_block.get(block, {}).get(name)
+        slot = declared.get(name)
         if slot is None:
-            known = ", ".join(sorted(self._by_block.get(block, {}))) or "none configured"
+            known = ", ".join(sorted(declared))
             raise InvalidArgument(f"{field} {name!r}: no {block} component of that name (known: {known})")
         if slot.health != Health.UP:
             why = f": {slot.reason}" if slot.reason else ""

@@ -39,6 +39,19 @@ def test_save_get_delete_with_all_fields(sidecar: Sidecar) -> None:
     assert not sidecar.stub().GetConfiguration(get).items
 
 
+def test_request_metadata_is_not_saved_into_the_items(sidecar: Sidecar) -> None:
+    """As in Layotto, whose stores' SetRequest has no metadata: the request's came back from
+    GetConfiguration on every item saved without metadata of its own."""
+    app, k = unique("app"), unique("key")
+    items = [pb.ConfigurationItem(key=k, content="c"), pb.ConfigurationItem(key=k, group="g", metadata={"m": "own"})]
+    sidecar.stub().SaveConfiguration(
+        pb.SaveConfigurationRequest(store_name=STORE, app_id=app, items=items, metadata={"requestOption": "x"})
+    )
+    get = pb.GetConfigurationRequest(store_name=STORE, app_id=app, keys=[k], group="*")
+    saved = {item.group: dict(item.metadata) for item in sidecar.stub().GetConfiguration(get).items}
+    assert saved == {"default": {}, "g": {"m": "own"}}
+
+
 def test_a_blank_group_and_label_are_default(sidecar: Sidecar) -> None:
     """As Layotto's API does with its stores' defaults; ``*`` matches any."""
     app, k = unique("app"), unique("key")

@@ -1,10 +1,12 @@
-"""The configuration service's rules: the default group and label, ``*``, and a subscription
-that watches each key once, up to a limit."""
+"""The configuration service's rules: the default group and label, ``*``, a subscription
+that watches each key once, up to a limit, and whose queue counts every byte of a change;
+request metadata is not saved into the items."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -158,3 +160,82 @@ def test_a_subscription_past_its_limit_is_refused_naming_it(world: World) -> Non
         subscription.add("config", "other-app", ["a"])
     subscription.close()
     assert watch_count(components) == 0
+
+
+# --- what a subscription's queue counts --------------------------------------------------------
+
+BIG = 600_000  # two changes of this many bytes pass a 1 MB bound; one does not
+
+
+@pytest.mark.parametrize(
+    ("what", "item"),
+    [
+        ("metadata value", ConfigItem("", "k", "v", metadata={"m": "x" * BIG})),
+        ("metadata name", ConfigItem("", "k", "v", metadata={"m" * BIG: "x"})),
+        ("tag value", ConfigItem("", "k", "v", tags={"t": "x" * BIG})),
+        ("tag name", ConfigItem("", "k", "v", tags={"t" * BIG: "x"})),
+        ("group", ConfigItem("", "k", "v", group="g" * BIG)),
+        ("label", ConfigItem("", "k", "v", label="l" * BIG)),
+        ("content in UTF-8", ConfigItem("", "k", "é" * (BIG // 2))),  # 300 000 characters, 600 000 bytes
+        ("key in UTF-8", ConfigItem("", "ké" + "é" * (BIG // 2), "v")),
+    ],
+)
+def test_a_slow_subscriber_is_dropped_by_the_bytes_of_every_field(world: World, what: str, item: ConfigItem) -> None:
+    """The queue counted only len(key) + len(content): 200 saves with 1 MB of metadata each were
+    held as 890 bytes, and text in characters, so a slow subscriber held far past ``max_bytes``."""
+    loop, _, service = world
+    service.max_bytes = 1_000_000
+    slow = service.subscription()
+    slow.add("config", "", [item.key], "*", "*")
+    for _ in range(2):
+        loop.run_until_complete(service.save("config", [item]))
+    assert service.dropped_subscriptions == 1, what
+    with pytest.raises(ResourceExhausted, match="too slow"):
+        loop.run_until_complete(slow.next())
+    slow.close()
+
+
+def test_a_change_s_size_is_the_utf8_bytes_of_its_items(world: World) -> None:
+    loop, _, service = world
+    subscription = service.subscription()
+    subscription.add("config", "", ["ké"], "*", "*")
+    item = ConfigItem("", "ké", "vé", "g", "l", tags={"t": "1é"}, metadata={"mé": "2"})
+    loop.run_until_complete(service.save("config", [item, replace(item, group="h")]))
+    [change] = pending(loop, subscription)
+    # key, content, group, label, the tag and the metadata entry: 16 bytes, 13 characters
+    one = sum(len(text.encode()) for text in ("ké", "vé", "g", "l", "t", "1é", "mé", "2"))
+    assert one == 16 and change.size == 2 * one
+    subscription.close()
+
+
+def test_a_subscriber_that_keeps_reading_is_never_dropped(world: World) -> None:
+    """Each change read gives back the bytes it was counted for."""
+    loop, _, service = world
+    service.max_bytes = 1_000_000
+    subscription = service.subscription()
+    subscription.add("config", "", ["k"])
+    for i in range(20):  # 20 x 300 KB of metadata, each read before the next
+        loop.run_until_complete(service.save("config", [ConfigItem("", "k", str(i), metadata={"m": "x" * 300_000})]))
+        assert contents(pending(loop, subscription)) == [[("k", str(i))]]
+    assert service.dropped_subscriptions == 0
+    subscription.close()
+
+
+# --- request metadata --------------------------------------------------------------------------
+
+
+def test_request_metadata_is_not_saved_into_the_items(world: World) -> None:
+    """Layotto's SaveConfiguration drops the request's metadata (its stores' SetRequest has
+    none); it was written into every item without metadata of its own and came back from a get
+    and in a subscription's changes."""
+    loop, _, service = world
+    run = loop.run_until_complete
+    subscription = service.subscription()
+    subscription.add("config", "", ["plain", "own"])
+    items = [ConfigItem("", "plain", "v"), ConfigItem("", "own", "v", metadata={"mine": "1"})]
+    run(service.save("config", items, {"requestOption": "x"}))
+    saved = {item.key: item.metadata for item in run(service.get("config", "", ["plain", "own"]))}
+    assert saved == {"plain": {}, "own": {"mine": "1"}}
+    pushed = {item.key: item.metadata for change in pending(loop, subscription) for item in change.items}
+    assert pushed == {"plain": {}, "own": {"mine": "1"}}
+    subscription.close()

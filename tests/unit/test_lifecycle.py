@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from layotto_fast.errors import InvalidArgument, StartupError
+from layotto_fast.errors import FailedPrecondition, InvalidArgument, StartupError
 from layotto_fast.manifest import ComponentManifest
-from layotto_fast.runtime import lifecycle
+from layotto_fast.runtime import lifecycle, registry
 from layotto_fast.runtime.lifecycle import Components, Health
 
 
@@ -349,3 +349,27 @@ def test_close_all_abandons_at_its_deadline_what_is_still_closing(caplog: pytest
     assert took < 1.0
     assert "component stuck (state.in-memory) did not close by the end of the shutdown grace: abandoned" in caplog.text
     assert "component s " not in caplog.text
+
+
+@pytest.mark.parametrize("block", registry.BLOCKS)
+def test_a_block_with_no_component_configured_is_failed_precondition(block: str) -> None:
+    """As Layotto ("lock store is not configured", "Sequencer store is not configured", the
+    secret and state stores alike) and Dapr: it answered INVALID_ARGUMENT "(known: none
+    configured)". An empty name changes nothing; an unknown one among those configured is
+    still INVALID_ARGUMENT."""
+    components = Components([])
+    for name in ("s", ""):
+        with pytest.raises(FailedPrecondition, match=rf"^no {block} component is configured \(store_name '{name}'\)"):
+            components.lookup(block, name, "store_name")
+    # A component of another block, under the name asked for: this block still has none.
+    elsewhere = manifest("x", "state.in-memory" if block == "hello" else "hello.helloworld")
+    with pytest.raises(FailedPrecondition, match=f"no {block} component is configured"):
+        Components([elsewhere]).lookup(block, "x", "store_name")
+
+
+def test_an_unknown_name_among_configured_components_is_invalid_argument() -> None:
+    components = Components([manifest("ours", "state.in-memory")])
+    with pytest.raises(InvalidArgument, match=r"store_name 'nope': no state component of that name \(known: ours\)"):
+        components.lookup("state", "nope", "store_name")
+    with pytest.raises(InvalidArgument, match="store_name is empty"):
+        components.lookup("state", "", "store_name")

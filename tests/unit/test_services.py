@@ -227,7 +227,7 @@ def test_configuration_defaults_the_app_id_and_fans_out(world: tuple[Loop, Compo
     change = loop.run(subscription.next())
     assert change is not None and change.app_id == "my-app" and [i.content for i in change.items] == ["v1"]
     [saved] = loop.run(configuration.get("config", "my-app", ["k"]))
-    assert saved.metadata == {"m": "1"}  # request metadata is the default of items without their own
+    assert saved.metadata == {}  # request metadata is not saved into the items, as in Layotto
     with pytest.raises(InvalidArgument, match=r"items\[0\]\.key is empty"):
         loop.run(configuration.save("config", [ConfigItem("", "", "v")]))
     with pytest.raises(InvalidArgument, match="keys is empty"):

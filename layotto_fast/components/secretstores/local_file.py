@@ -1,12 +1,16 @@
 """``secretstores.local.file``: secrets from a JSON file, nested keys flattened.
 
 ``{"db": {"user": "u"}}`` becomes the secret ``db:user`` (separator from
-``nestedSeparator``). With ``multiValued: true`` the top-level keys are the secrets
-and their (flattened) children their values, as in Dapr.
+``nestedSeparator``), and an array's elements are named by their index, as in Dapr's
+store (which Layotto reuses): ``{"hosts": ["a", "b"]}`` is ``hosts:0`` and ``hosts:1``.
+With ``multiValued: true`` the top-level keys are the secrets and their (flattened)
+children their values, as in Dapr; there a top-level array is no secret (Dapr skips it
+silently; here the log names it), while an array inside an object is flattened as above.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Self
 
@@ -16,6 +20,8 @@ from layotto_fast.errors import NotFound, StartupError
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime import metadata
 from layotto_fast.runtime.component import NoBackend
+
+log = logging.getLogger(__name__)
 
 
 class LocalFileSecretStore(NoBackend):
@@ -50,18 +56,29 @@ class LocalFileSecretStore(NoBackend):
         if not isinstance(document, dict):
             raise RuntimeError(f"secretsFile {str(self._path)!r} must hold a JSON object")
         if self._multi_valued:
+            skipped = [key for key, value in document.items() if isinstance(value, list)]
+            if skipped:
+                log.warning(
+                    "%s: multiValued: top-level arrays are no secrets (as in Dapr), skipped: %s",
+                    self._source,
+                    ", ".join(skipped),
+                )
             self._secrets = {
                 key: self._flatten(value, "") if isinstance(value, dict) else {key: _text(value)}
                 for key, value in document.items()
+                if not isinstance(value, list)
             }
         else:
             self._secrets = {key: {key: value} for key, value in self._flatten(document, "").items()}
 
-    def _flatten(self, node: dict[str, Any], prefix: str) -> dict[str, str]:
+    def _flatten(self, node: dict[str, Any] | list[Any], prefix: str) -> dict[str, str]:
+        """Every plain value under ``node``, named by its path: object members by their
+        name, array elements by their index, joined with the separator."""
         flat: dict[str, str] = {}
-        for key, value in node.items():
-            name = f"{prefix}{self._separator}{key}" if prefix else key
-            if isinstance(value, dict):
+        members = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, value in members:
+            name = f"{prefix}{self._separator}{key}" if prefix else str(key)
+            if isinstance(value, dict | list):
                 flat.update(self._flatten(value, name))
             else:
                 flat[name] = _text(value)
