@@ -26,15 +26,22 @@ background task that maps each watch response to ConfigItems (a delete has empty
 content) and calls the listeners whose query matches, on the loop. Items saved or
 deleted through this store are also delivered before ``save``/``delete`` return;
 the watch then skips those revisions, so each change reaches a listener once.
-Changes made by others (another sidecar, ``etcdctl``) are delivered from the moment
-the watch is established (``wait_watching``), typically milliseconds after
-``watch()``. When etcd goes away, or the connection replaces the client under the
-watch (a failed ping moved it to another endpoint, an expired token was renewed: the
-old client's stream ends cancelled), the task watches again (backing off up to 1 s) and
-resumes at the revision after the last one it saw, so nothing is missed; if that
-revision has been compacted away, every current item of the app is delivered as
-changed (deletions in the gap are lost). The cancel a ``watch()`` returns stops the
-app's etcd watch with its last query; ``close()`` stops them all.
+Changes made by others (another sidecar, ``etcdctl``) are delivered from the app's
+first watch: the task reads the app's items, then watches from the revision after that
+read, established typically milliseconds after ``watch()`` (``wait_watching``). The
+watch asks for etcd's progress notifications (every 10 min by default, etcd's
+``--experimental-watch-progress-notify-interval``), so the revision it has seen
+moves on while the app's keys are quiet and others' writes move etcd's. When etcd goes
+away, or the connection replaces the client under the watch (a failed ping moved it to
+another endpoint, an expired token was renewed: the old client's stream ends cancelled),
+the task watches again (backing off up to 1 s) and resumes at the revision after the
+last one it saw, so nothing is missed. If that revision has been compacted away, the
+app's items are read again and compared with the ones the watch knows (each key of the
+app with its mod_revision, from the first read and every change since): an item newer
+than the one known is delivered as changed, a known one now gone as deleted, and the
+others not at all; then it watches from the revision of that read. The cancel a
+``watch()`` returns stops the app's etcd watch with its last query; ``close()`` stops
+them all.
 """
 
 from __future__ import annotations
@@ -124,23 +131,43 @@ class _AppWatch:
         self.revision = 0  # every event up to this revision has been handled (0: none yet)
         self.established = asyncio.Event()
         self._delivered: dict[str, tuple[int, float]] = {}  # relative key -> (revision, when)
+        # Relative key -> mod_revision of every item of the app, as the first read found it
+        # or as delivered since (a deleted one is dropped): what a resync compares with.
+        self.known: dict[str, int] = {}
 
     def seen(self, relative: str, revision: int) -> bool:
         done = self._delivered.get(relative)
         return done is not None and done[0] >= revision
 
-    def claim(self, changes: Iterable[tuple[str, int, ConfigItem]]) -> list[ConfigItem]:
-        """The items not delivered yet at their revision, now marked delivered."""
+    def claim(self, changes: Iterable[tuple[str, int, ConfigItem, bool]]) -> list[ConfigItem]:
+        """The items not delivered yet at their revision, now marked delivered (and known, or
+        no longer known when deleted); each change is (relative key, revision, item, deleted)."""
         now = time.monotonic()
         fresh = []
-        for relative, revision, item in changes:
+        for relative, revision, item, deleted in changes:
             if not self.seen(relative, revision):
                 self._delivered[relative] = (revision, now)
+                if deleted:
+                    self.known.pop(relative, None)
+                else:
+                    self.known[relative] = revision
                 fresh.append(item)
         if len(self._delivered) > PRUNE_AT:
             stale = now - DELIVERED_TTL
             self._delivered = {key: done for key, done in self._delivered.items() if done[1] > stale}
         return fresh
+
+    def start_known(self, found: dict[str, int], revision: int) -> None:
+        """Know the app's items as read at ``revision`` (relative key -> mod_revision), but for
+        what this store delivered after that revision itself (a save or delete meanwhile)."""
+        known = dict(found)
+        for relative, (delivered, _) in self._delivered.items():
+            if delivered > revision:
+                if relative in self.known:
+                    known[relative] = self.known[relative]
+                else:
+                    known.pop(relative, None)
+        self.known = known
 
 
 class EtcdConfigurationStore:
@@ -229,7 +256,7 @@ class EtcdConfigurationStore:
                 else:
                     operations.append(op_delete(attrs_key))
             response = await self._conn.txn([], operations)
-            self._notify(chunk, int(response.header.revision))
+            self._notify(chunk, int(response.header.revision), deleted=False)
 
     async def delete(self, query: ConfigQuery) -> None:
         found = [item for item, _ in (await self._read(query))[0]]
@@ -245,12 +272,12 @@ class EtcdConfigurationStore:
                 for index, item in enumerate(chunk)
                 if response.responses[2 * index].response_delete_range.deleted
             ]
-            self._notify(gone, int(response.header.revision))
+            self._notify(gone, int(response.header.revision), deleted=True)
 
-    def _notify(self, items: Sequence[ConfigItem], revision: int) -> None:
+    def _notify(self, items: Sequence[ConfigItem], revision: int, deleted: bool) -> None:
         """Deliver this store's own changes now; the watch skips them when they come back."""
         for app_id, watch in self._apps.items():
-            mine = [(_relative(item), revision, item) for item in items if item.app_id == app_id]
+            mine = [(_relative(item), revision, item, deleted) for item in items if item.app_id == app_id]
             if mine:
                 watch.watches.notify(watch.claim(mine))
 
@@ -329,12 +356,21 @@ class EtcdConfigurationStore:
     async def _stream(self, watch: _AppWatch, client: Any) -> None:
         """One watch stream: returns after resyncing from a compaction, raises when it fails."""
         timeout = self.config.operation_timeout
+        if not watch.revision:
+            # The first watch of the app: what it holds now is what a resync compares with,
+            # and the watch starts right after the revision of that read.
+            found, revision = await self._read(ConfigQuery(watch.app_id))
+            watch.start_known({_relative(item): mod_revision for item, mod_revision in found}, revision)
+            watch.revision = revision
         call = rpc.WatchStub(client.channel).Watch(metadata=client.metadata)
         try:
             create = rpc.WatchCreateRequest(
                 key=watch.prefix,
                 range_end=prefix_end(watch.prefix),
-                start_revision=watch.revision + 1 if watch.revision else 0,
+                start_revision=watch.revision + 1,
+                # Progress notifications (eventless responses) tell how far etcd's revision has
+                # gone: a quiet watch follows it, and does not resume below a compaction.
+                progress_notify=True,
             )
             await asyncio.wait_for(call.write(rpc.WatchRequest(create_request=create)), timeout)
             responses = call.__aiter__()
@@ -344,9 +380,6 @@ class EtcdConfigurationStore:
                 return
             if created.canceled or not created.created:
                 raise ConnectionError(f"etcd refused the watch: {created.cancel_reason or 'no reason given'}")
-            if not watch.revision:
-                # etcd watches from the revision after this one: nothing after it is missed.
-                watch.revision = int(created.header.revision)
             if not watch.established.is_set():
                 watch.established.set()
                 log.info("%s: watching app %r from revision %d", self.config.component, watch.app_id, watch.revision)
@@ -358,6 +391,8 @@ class EtcdConfigurationStore:
                     raise ConnectionError(f"etcd cancelled the watch: {response.cancel_reason or 'no reason given'}")
                 if response.events:
                     await self._on_events(watch, response.events)
+                else:  # a progress notification: every event up to its revision has been sent
+                    watch.revision = max(watch.revision, int(response.header.revision))
             raise ConnectionError("etcd ended the watch stream")
         finally:
             call.cancel()
@@ -368,7 +403,7 @@ class EtcdConfigurationStore:
         for event in events:
             last[bytes(event.kv.key)] = event
             top = max(top, int(event.kv.mod_revision))
-        changes: list[tuple[str, int, ConfigItem]] = []
+        changes: list[tuple[str, int, ConfigItem, bool]] = []
         written: list[str] = []  # put, not deleted: their attributes are read
         for key, event in last.items():
             deleted = event.type == rpc.Event.DELETE
@@ -376,15 +411,15 @@ class EtcdConfigurationStore:
             revision = int(event.kv.mod_revision)
             if item is None or watch.seen(_relative(item), revision):
                 continue  # not an item, or saved through this store and told already
-            changes.append((_relative(item), revision, item))
+            changes.append((_relative(item), revision, item, deleted))
             if not deleted:
                 written.append(_relative(item))
         if written:
             attrs = await self._read_attrs(watch.app_id, written)
-            for index, (relative, revision, item) in enumerate(changes):
+            for index, (relative, revision, item, deleted) in enumerate(changes):
                 if relative in attrs:
                     tags, meta = _parse_attrs(attrs[relative])
-                    changes[index] = (relative, revision, replace(item, tags=tags, metadata=meta))
+                    changes[index] = (relative, revision, replace(item, tags=tags, metadata=meta), deleted)
         watch.revision = max(watch.revision, top)
         watch.watches.notify(watch.claim(changes))
 
@@ -405,12 +440,25 @@ class EtcdConfigurationStore:
         return found
 
     async def _resync(self, watch: _AppWatch) -> None:
-        """The revision to resume from was compacted: tell every current item as changed."""
+        """The revision to resume from was compacted: read the app's items again and tell what
+        differs from the ones known (newer, new, or gone); watch on from that read."""
         found, revision = await self._read(ConfigQuery(watch.app_id))
         log.warning(
-            "%s: watch of app %r lost history to a compaction; every item is told as changed",
+            "%s: watch of app %r lost history to a compaction; its items are read again and the changes told",
             self.config.component,
             watch.app_id,
         )
+        current = {_relative(item): (item, mod_revision) for item, mod_revision in found}
+        changes = [
+            (relative, mod_revision, item, False)
+            for relative, (item, mod_revision) in current.items()
+            if watch.known.get(relative, 0) < mod_revision
+        ]
+        for relative, known_revision in watch.known.items():
+            # Gone at the read; not when known from a save after it (this store's own, told).
+            if relative not in current and known_revision <= revision:
+                item = self._to_item(watch.app_id, relative.encode(), b"", None)
+                if item is not None:
+                    changes.append((relative, revision, item, True))
         watch.revision = revision
-        watch.watches.notify(watch.claim((_relative(item), mod_revision, item) for item, mod_revision in found))
+        watch.watches.notify(watch.claim(changes))

@@ -12,6 +12,16 @@ into changes for the store's listeners.
   write, so every listener sees changes in the order Redis applied them (quick changes
   of one key may arrive as the last one). Listeners are told only about a change: a
   key reread with the item they were last told about is not reported again.
+- a new watch reads its keys once (absent ones as absent), in a task of its own: what they
+  held then is the baseline that events and a later resync compare with, as if the
+  listeners had been told it, so an item deleted while the connection was down is reported
+  gone, and one that did not change is not reported. Events of writes made before that
+  read may still be on their way, so the baseline is only provisional until a PING that
+  task sends on each pubsub after the read is answered there (as for a deletion, below):
+  meanwhile the next event of a key has its item reported whatever the baseline holds (a
+  change made after ``watch()`` is never lost), and a resync reports the item if present,
+  its deletion if gone. A key read again since the baseline's read began keeps what that
+  told; a key already known (another watch's) keeps what it has.
 - a deletion is reported once. The events of a key sent before the read that found it gone
   may still be on their way (a batch cut at MAX_BATCH, the socket); each would read it
   gone again. So the key is remembered as gone until a PING, sent on each pubsub after
@@ -21,7 +31,8 @@ into changes for the store's listeners.
 - when the pubsub's connection fails or closes (a Redis restart) it reconnects with
   backoff (at most 1 s apart), turns the notifications on again (a restarted Redis
   forgets CONFIG SET), and compares every watched item with what the listeners were
-  last told: what changed, appeared or disappeared meanwhile is reported then.
+  last told (or its baseline): what changed, appeared or disappeared meanwhile is
+  reported then.
 - a connection that dies silently (the peer host gone, a NAT or firewall that forgot
   it: no reset, no close) is noticed too: after ``ping_interval`` (5 s) without a
   message on a pubsub's connection it sends PING there, and when nothing at all comes
@@ -102,16 +113,38 @@ class _Subscription:
     def __init__(self, client: aioredis.Redis) -> None:
         self.client = client
         self.pubsub: Any = None  # redis.asyncio.client.PubSub (its methods are untyped)
-        # The last marker PING sent here, and the last answered (KeyspaceWatcher._buried then).
+        # The last marker PING sent here, and the last answered (KeyspaceWatcher._marks then).
         self.asked = 0
         self.answered = 0
+        self.closed = False
+
+    async def send_marker(self, marker: int, answer_within: float) -> None:
+        """PING ``marker`` here, from outside the task that reads this pubsub (its answer is read
+        there): only on a connection that is up, since redis-py would otherwise connect it again.
+        Raises what the PING raised (the reader then finds the connection failed)."""
+        connection = getattr(self.pubsub, "connection", None)
+        if self.closed or connection is None or not connection.is_connected or self.asked >= marker:
+            return
+        self.asked = marker
+        async with asyncio.timeout(answer_within):
+            await self.pubsub.ping(str(marker))
 
     async def close(self) -> None:
+        self.closed = True
         with contextlib.suppress(Exception):
             if self.pubsub is not None:
                 await self.pubsub.aclose()
         with contextlib.suppress(Exception):
             await self.client.aclose()
+
+
+class _BaselineRead:
+    """A new watch's read of its keys, in flight: the keys handled since it began (what it read
+    of them may be older than what was told), and whether a resync began since (void)."""
+
+    def __init__(self) -> None:
+        self.handled: set[str] = set()
+        self.void = False
 
 
 class KeyspaceWatcher:
@@ -128,12 +161,16 @@ class KeyspaceWatcher:
         self._channel_prefix = f"__keyspace@{config.db}__:".encode()
         self._pattern = f"__keyspace@{config.db}__:{key_pattern}"
         self._watches = Watches()
-        # Redis key -> the item its listeners were last told about (None: that it is gone).
+        # Redis key -> the item its listeners were last told about (None: that it is gone), or
+        # the item it held when its watch began (its baseline), when told nothing since.
         self._told: dict[str, ConfigItem | None] = {}
-        # The keys told gone, each with the count of such reports at its own (_buried): one
-        # is forgotten once every subscription answered a marker PING sent after it.
-        self._graves: dict[str, int] = {}
-        self._buried = 0
+        # Marks, each with its count (_marks): a key told gone (a grave) is forgotten, and a
+        # baseline confirmed, once every subscription answered a marker PING sent after it.
+        self._marks = 0
+        self._graves: dict[str, int] = {}  # the keys told gone
+        self._pending: dict[str, int] = {}  # the keys whose baseline is not confirmed yet
+        self._baselines: list[_BaselineRead] = []  # the reads of new watches in flight
+        self._baseline_tasks: set[asyncio.Task[None]] = set()
         self._subscriptions: list[_Subscription] = []  # the ones listened to now
         self._task: asyncio.Task[None] | None = None
         self._config_warned = False
@@ -150,16 +187,22 @@ class KeyspaceWatcher:
             self._task = asyncio.get_running_loop().create_task(self._watch(subscriptions))
 
     async def stop(self) -> None:
+        tasks = list(self._baseline_tasks)
         if self._task is not None:
-            task, self._task = self._task, None
+            tasks.append(self._task)
+            self._task = None
+        for task in tasks:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     # --- watches ---------------------------------------------------------------------------
 
     def watch(self, query: ConfigQuery, listener: ChangeListener) -> Callable[[], None]:
         watch_id = self._watches.add(query, listener)
+        if self._task is not None:  # watching: read the baseline of the new watch's keys
+            task = self._task.get_loop().create_task(self._baseline(query))
+            self._baseline_tasks.add(task)
+            task.add_done_callback(self._baseline_tasks.discard)
 
         def cancel() -> None:
             if self._watches.remove(watch_id):
@@ -179,6 +222,7 @@ class KeyspaceWatcher:
             identity = self._store.identity(redis_key)
             if identity is None or not self._watched(identity):
                 del self._told[redis_key]
+                self._pending.pop(redis_key, None)
 
     def _changes(
         self, current: dict[str, ConfigItem | None], keys: Iterable[str], unknown_gone: bool = True
@@ -187,10 +231,18 @@ class KeyspaceWatcher:
         with ``unknown_gone``, also that an item they were never told about is gone."""
         changed = []
         for redis_key in keys:
+            for baseline in self._baselines:  # handled now: what a baseline read before is stale
+                baseline.handled.add(redis_key)
             item = current.get(redis_key)
             told = self._told.get(redis_key)
+            known = redis_key in self._told
+            # A provisional baseline: the event that brought this read may be of a write made
+            # before the baseline's read, so an item is told even when the baseline has it,
+            # and a key gone since a baseline of absence as when nothing was known of it.
+            pending = self._pending.pop(redis_key, None) is not None
+            if pending and told is None:
+                known = False
             if item is None:
-                known = redis_key in self._told
                 if known and told is None:
                     # Still gone, on a read after some event of it: events sent before this
                     # read may yet come, so the key waits for a marker sent after it.
@@ -203,7 +255,7 @@ class KeyspaceWatcher:
                     if told is None:
                         continue
                 changed.append(replace(told, content=""))
-            elif item == told:
+            elif item == told and not pending:
                 continue
             else:
                 changed.append(item)
@@ -215,15 +267,16 @@ class KeyspaceWatcher:
         return changed
 
     def _bury(self, redis_key: str) -> None:
-        """File ``redis_key``, told gone, under the next count: it is forgotten once every
+        """File ``redis_key``, told gone, under the next mark: it is forgotten once every
         subscription answered a marker sent after now."""
         self._graves.pop(redis_key, None)
-        self._buried += 1
-        self._graves[redis_key] = self._buried  # at the end: the dict stays in burial order
+        self._marks += 1
+        self._graves[redis_key] = self._marks  # at the end: the dict stays in mark order
 
-    def _forget_graves(self, subscription: _Subscription, marker: int) -> None:
-        """``subscription`` answered the marker PING sent when ``marker`` deletions had been
-        reported: forget the keys told gone up to where every subscription has answered."""
+    def _answered(self, subscription: _Subscription, marker: int) -> None:
+        """``subscription`` answered the marker PING sent when the marks counted ``marker``:
+        forget the keys told gone, and confirm the baselines, up to where every subscription
+        has answered."""
         subscription.answered = max(subscription.answered, marker)
         answered = min(other.answered for other in self._subscriptions)
         while self._graves:
@@ -233,6 +286,40 @@ class KeyspaceWatcher:
             del self._graves[redis_key]
             if redis_key in self._told and self._told[redis_key] is None:
                 del self._told[redis_key]
+        while self._pending:
+            redis_key, read = next(iter(self._pending.items()))
+            if read > answered:
+                break
+            del self._pending[redis_key]  # confirmed: later events are compared with it
+
+    async def _baseline(self, query: ConfigQuery) -> None:
+        """Record what the keys of a new watch hold now (absent ones as absent), for the keys
+        no listener was told about yet, and PING each pubsub to have the baseline confirmed."""
+        baseline = _BaselineRead()
+        self._baselines.append(baseline)
+        try:
+            current = await self._store.read_matching(lambda: [query])
+        except Exception as exc:  # the watch goes on without (a lost connection resyncs it anyway)
+            self._log_failure("cannot read the items of a new watch", exc, quiet=True)
+            return
+        finally:
+            self._baselines.remove(baseline)
+        if baseline.void:
+            return  # a resync read them since, and set what the listeners know
+        self._marks += 1
+        for redis_key, item in current.items():
+            if redis_key in self._told or redis_key in baseline.handled:
+                continue  # known already, or read again since this read
+            identity = self._store.identity(redis_key)
+            if identity is not None and self._watched(identity):  # not cancelled meanwhile
+                self._told[redis_key] = item
+                self._pending[redis_key] = self._marks
+        answer_within = self._config.read_timeout or self._ping_interval
+        for subscription in list(self._subscriptions):
+            try:
+                await subscription.send_marker(self._marks, answer_within)
+            except Exception as exc:  # the connection fails: its reader sees it, and resyncs
+                self._log_failure("cannot confirm the items of a new watch", exc, quiet=True)
 
     async def _refresh(self, redis_keys: Iterable[str]) -> None:
         """Read the watched ones of ``redis_keys`` again and tell their listeners what changed."""
@@ -246,7 +333,10 @@ class KeyspaceWatcher:
             self._watches.notify(self._changes(current, wanted))
 
     async def _resync(self) -> None:
-        """After events may have been lost: report every watched item that differs from what was told."""
+        """After events may have been lost: report every watched item that differs from what
+        was told (or from its baseline), and the ones gone since."""
+        for baseline in self._baselines:  # read before this resync: what it sets stands
+            baseline.void = True
         current = await self._store.read_matching(self._watches.queries)
         gone = [redis_key for redis_key, told in self._told.items() if told is not None and redis_key not in current]
         self._watches.notify(self._changes(current, [*current, *gone], unknown_gone=False))
@@ -370,8 +460,9 @@ class KeyspaceWatcher:
         pinged_at: float | None = None  # when a PING went out that nothing has answered since
         while True:
             keys: dict[str, None] = {}  # in order, each once
-            if self._graves and self._buried > subscription.asked and subscription.answered >= subscription.asked:
-                subscription.asked = self._buried  # one marker at a time: one a round trip at most
+            marking = self._graves or self._pending
+            if marking and self._marks > subscription.asked and subscription.answered >= subscription.asked:
+                subscription.asked = self._marks  # one marker at a time: one a round trip at most
                 async with asyncio.timeout(answer_within):
                     await pubsub.ping(str(subscription.asked))
             if pinged_at is None:
@@ -401,4 +492,4 @@ class KeyspaceWatcher:
             if keys:
                 await self._refresh(keys)
             if marker:  # after the events that came before it: a key they name may be a grave
-                self._forget_graves(subscription, marker)
+                self._answered(subscription, marker)
