@@ -289,6 +289,8 @@ class MeshListenerConfig(TypedDict):
     max_frame_size: int
     max_buffered: int
     idle_timeout_ms: int  # 0: never
+    max_connections: int  # 0: no limit
+    max_incomplete_bytes: int
     routes: list[MeshRouteConfig]
 
 class MeshClusterConfig(TypedDict):
@@ -323,6 +325,8 @@ class MeshListenerStats(TypedDict):
     bad_frames: int
     heartbeats: int
     idle_closed: int
+    max_connections_closed: int
+    incomplete_closed: int
 
 class MeshRequestStats(TypedDict):
     outcomes: dict[str, int]

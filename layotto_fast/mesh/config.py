@@ -27,6 +27,12 @@ DEFAULT_MAX_BUFFERED = 16 * 1024 * 1024
 # consumers heartbeat an idle connection every 60 s (their providers close at 3 misses,
 # 180 s), SOFA Bolt clients every 15 s (their servers close at 90 s).
 DEFAULT_IDLE_TIMEOUT_MS = 180_000
+# What a listener's client connections may hold together of frames not yet whole (or
+# max_frame_size, when larger): clients that each send most of a large frame, then
+# nothing, cannot take more.
+DEFAULT_MAX_INCOMPLETE_BYTES = 256 * 1024 * 1024
+# Client connections a listener keeps open at once; 0: no limit (as in MOSN and Envoy).
+DEFAULT_MAX_CONNECTIONS = 0
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,8 @@ class Listener:
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
     max_buffered: int = DEFAULT_MAX_BUFFERED
     idle_timeout_ms: int = DEFAULT_IDLE_TIMEOUT_MS
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_incomplete_bytes: int = DEFAULT_MAX_INCOMPLETE_BYTES
 
 
 @dataclass(frozen=True)
@@ -112,6 +120,8 @@ class MeshSettings:
                     "max_frame_size": listener.max_frame_size,
                     "max_buffered": listener.max_buffered,
                     "idle_timeout_ms": listener.idle_timeout_ms,
+                    "max_connections": listener.max_connections,
+                    "max_incomplete_bytes": listener.max_incomplete_bytes,
                     "routes": [
                         {
                             "name": route.name,
@@ -345,22 +355,35 @@ def parse(raw: Any, source: str) -> MeshSettings:
             source,
             path,
             item,
-            ("name", "protocol", "address", "routes", "max_frame_size", "max_buffered", "idle_timeout_ms"),
-        )
+            ("name", "protocol", "address", "routes", "max_frame_size", "max_buffered", "idle_timeout_ms",
+             "max_connections", "max_incomplete_bytes"),
+        )  # fmt: skip
         protocol = f.choice("protocol", PROTOCOLS)
         routes = [_route(source, f"{path}.routes[{j}]", r, clusters, protocol) for j, r in enumerate(f.items("routes"))]
         names = [r.name for r in routes]
         for j, name in enumerate(names):
             if names.index(name) != j:
                 raise StartupError(source, f"{path}.routes[{j}].name", f"{name!r} is used twice in this listener")
+        max_frame_size = f.integer("max_frame_size", DEFAULT_MAX_FRAME_SIZE, 64, 2**31 - 1)
+        max_incomplete_bytes = f.integer(
+            "max_incomplete_bytes", max(DEFAULT_MAX_INCOMPLETE_BYTES, max_frame_size), 64, 2**40
+        )
+        if max_incomplete_bytes < max_frame_size:
+            # below it, one client's largest frame could never arrive whole
+            raise f.error(
+                "max_incomplete_bytes",
+                f"must be at least max_frame_size ({max_frame_size}), got {max_incomplete_bytes!r}",
+            )
         listener = Listener(
             name=f.text("name", protocol) or protocol,
             protocol=protocol,
             address=_address(f, "address", DEFAULT_PORTS[protocol]),
             routes=tuple(routes),
-            max_frame_size=f.integer("max_frame_size", DEFAULT_MAX_FRAME_SIZE, 64, 2**31 - 1),
+            max_frame_size=max_frame_size,
             max_buffered=f.integer("max_buffered", DEFAULT_MAX_BUFFERED, 1024, 2**40),
             idle_timeout_ms=f.integer("idle_timeout_ms", DEFAULT_IDLE_TIMEOUT_MS, 0, 86_400_000),
+            max_connections=f.integer("max_connections", DEFAULT_MAX_CONNECTIONS, 0, 1_000_000),
+            max_incomplete_bytes=max_incomplete_bytes,
         )
         if any(existing.name == listener.name for existing in listeners):
             raise StartupError(source, f"{path}.name", f"{listener.name!r} is used twice")

@@ -14,7 +14,9 @@ if TYPE_CHECKING:
     from layotto_fast_native import MeshRequestStats
 
 
-_ListenerCount = Literal["connections", "no_route", "bad_frames", "heartbeats", "idle_closed"]
+_ListenerCount = Literal[
+    "connections", "no_route", "bad_frames", "heartbeats", "idle_closed", "max_connections_closed", "incomplete_closed"
+]
 _ClusterCount = Literal["ejections", "ejections_capped", "breaker_refused", "connect_failures", "unknown_responses"]
 
 
@@ -38,6 +40,15 @@ class MeshCollector(Collector):
             "bad_frames": ("layotto_fast_mesh_bad_frames", "Malformed or oversized frames (their connection closed)"),
             "heartbeats": ("layotto_fast_mesh_heartbeats", "Client heartbeats answered"),
             "idle_closed": ("layotto_fast_mesh_idle_closed", "Client connections closed after idle_timeout_ms silent"),
+            "max_connections_closed": (
+                "layotto_fast_mesh_max_connections_closed",
+                "Client connections closed as accepted: max_connections were open",
+            ),
+            "incomplete_closed": (
+                "layotto_fast_mesh_incomplete_closed",
+                "Client connections closed holding part of a frame: the listener's partial frames passed "
+                "max_incomplete_bytes",
+            ),
         }
         for key, (name, text) in listener_counts.items():
             family = CounterMetricFamily(name, text, labels=["listener"])

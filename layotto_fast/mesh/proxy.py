@@ -65,8 +65,8 @@ class Mesh:
             return self._refuse(str(exc))
         if _listener_keys(new) != _listener_keys(self.settings):
             return self._refuse(
-                "the listeners (name, protocol, address, max_frame_size, max_buffered, idle_timeout_ms) changed: "
-                "restart to change them"
+                "the listeners (name, protocol, address, max_connections, max_incomplete_bytes, max_frame_size, "
+                "max_buffered, idle_timeout_ms) changed: restart to change them"
             )
         assert self._proxy is not None
         self._proxy.reload(new.to_native())
@@ -155,12 +155,13 @@ class Mesh:
                     self._refuse(f"{type(exc).__name__}: {exc}", exc_info=True)
 
 
-def _listener_keys(mesh: MeshSettings) -> list[tuple[str, str, str, int, int, int]]:
+def _listener_keys(mesh: MeshSettings) -> list[tuple[str, str, str, int, int, int, int, int]]:
     """What a running listener cannot change: its socket, and the limits it was made with."""
     return [
-        (li.name, li.protocol, li.address, li.max_frame_size, li.max_buffered, li.idle_timeout_ms)
+        (li.name, li.protocol, li.address, li.max_connections, li.max_incomplete_bytes, li.max_frame_size,
+         li.max_buffered, li.idle_timeout_ms)
         for li in mesh.listeners
-    ]
+    ]  # fmt: skip
 
 
 def _match_text(route: Route) -> str:

@@ -145,6 +145,12 @@ pub struct ListenerConfig {
     /// A client connection that sends nothing and is owed nothing for this long is
     /// closed (0: never): a client gone without a FIN would otherwise hold it for good.
     pub idle_timeout_ms: u64,
+    /// Client connections open at once; one accepted past them is closed at once (0: no
+    /// limit).
+    pub max_connections: usize,
+    /// Bytes all client connections together hold of frames not yet whole; a connection
+    /// whose read takes the total past it, holding part of a frame, is closed.
+    pub max_incomplete_bytes: usize,
     pub routes: Vec<RouteConfig>,
 }
 
@@ -212,6 +218,8 @@ pub(crate) mod tests {
                 max_frame_size: 1024,
                 max_buffered: 1024,
                 idle_timeout_ms: 0,
+                max_connections: 0,
+                max_incomplete_bytes: 1024,
                 routes: vec![RouteConfig {
                     name: "all".into(),
                     service: None,

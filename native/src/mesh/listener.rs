@@ -30,6 +30,13 @@ pub struct Listener {
     pub max_buffered: usize,
     /// See `ListenerConfig::idle_timeout_ms`; None: never.
     pub idle_timeout: Option<Duration>,
+    /// See `ListenerConfig::max_connections`; 0: no limit.
+    pub max_connections: usize,
+    /// See `ListenerConfig::max_incomplete_bytes`.
+    pub max_incomplete_bytes: usize,
+    /// What the client connections hold of frames not yet whole, together (each its
+    /// `ReadBuffer`'s part).
+    pub incomplete_bytes: Cell<usize>,
     pub routing: Rc<RefCell<Rc<Routing>>>,
     pub stats: Arc<ListenerStats>,
     /// Cleared when the mesh drains: the socket is closed, and each client connection
@@ -43,15 +50,28 @@ impl Listener {
         self.accepting.set(false);
         self.stop_accepting.notify_waiters();
     }
+
+    /// `max_connections` client connections are open.
+    fn is_full(&self) -> bool {
+        self.max_connections > 0 && self.stats.open_connections.get() >= self.max_connections as u64
+    }
 }
 
 pub async fn accept<C: Codec>(socket: TcpListener, listener: Rc<Listener>) {
     while listener.accepting.get() {
         tokio::select! {
             accepted = socket.accept() => match accepted {
+                Ok((stream, _)) if listener.is_full() => {
+                    // Closed at once, unread: the client tries another instance.
+                    listener.stats.max_connections_closed.incr();
+                    drop(stream);
+                }
                 Ok((stream, _)) => {
                     listener.stats.connections.incr();
-                    spawn_local(serve_client::<C>(stream, listener.clone()));
+                    // Counted open here, not when its task first runs: a burst of
+                    // connections accepted in one go all count against the limit.
+                    let open = OpenConnection::new(listener.clone());
+                    spawn_local(serve_client::<C>(stream, open));
                 }
                 // Out of descriptors and the like: wait rather than spin.
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -62,16 +82,105 @@ pub async fn accept<C: Codec>(socket: TcpListener, listener: Rc<Listener>) {
     // The socket is dropped here: new connections are refused, and go to another instance.
 }
 
-async fn serve_client<C: Codec>(stream: TcpStream, listener: Rc<Listener>) {
+/// A client connection counted in its listener's `open_connections` from its accept until
+/// it ends, however it ends.
+struct OpenConnection(Rc<Listener>);
+
+impl OpenConnection {
+    fn new(listener: Rc<Listener>) -> Self {
+        listener.stats.open_connections.incr();
+        OpenConnection(listener)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.stats.open_connections.decr();
+    }
+}
+
+/// A client connection's read buffer, and its part in the listener's `incomplete_bytes`:
+/// what the buffer held of a frame not yet whole when last counted, given back when the
+/// connection ends, however it ends.
+struct ReadBuffer<'a> {
+    bytes: BytesMut,
+    listener: &'a Listener,
+    counted: usize,
+}
+
+impl<'a> ReadBuffer<'a> {
+    fn new(listener: &'a Listener) -> Self {
+        ReadBuffer {
+            bytes: BytesMut::with_capacity(READ_ROOM),
+            listener,
+            counted: 0,
+        }
+    }
+
+    /// Counts what the buffer holds now (its whole frames taken); the listener's total.
+    fn count(&mut self) -> usize {
+        let total = self.listener.incomplete_bytes.get() - self.counted + self.bytes.len();
+        self.listener.incomplete_bytes.set(total);
+        self.counted = self.bytes.len();
+        total
+    }
+}
+
+impl Drop for ReadBuffer<'_> {
+    fn drop(&mut self) {
+        let total = &self.listener.incomplete_bytes;
+        total.set(total.get() - self.counted);
+    }
+}
+
+/// Room for the next read in `buffer`, which holds no whole frame. The part of a frame
+/// larger than `READ_ROOM` gets room for exactly the rest of it: a read into a full buffer
+/// would double it, and what a client's partial frame takes would be up to twice what is
+/// counted against `max_incomplete_bytes`. A buffer left larger by a past frame is given
+/// back for a small one, so an idle connection does not keep it.
+fn make_room<C: Codec>(buffer: &mut BytesMut) {
+    // Whatever is at the front has passed `take_frame`: no error, and within the limit.
+    let frame = match C::frame_len(buffer) {
+        Ok(Some(n)) => n as usize,
+        _ => 0, // its length not yet known
+    };
+    if frame > READ_ROOM {
+        if buffer.capacity() < frame || buffer.capacity() > frame + READ_ROOM {
+            renew(buffer, frame);
+        }
+        return;
+    }
+    if buffer.capacity() < frame.max(MIN_ROOM) {
+        buffer.reserve(READ_ROOM); // may take back a past frame's whole allocation
+    }
+    if buffer.capacity() > MAX_SMALL_BUFFER {
+        renew(buffer, READ_ROOM);
+    }
+}
+
+/// `buffer`'s bytes moved to a new allocation of `capacity` (at least their length).
+fn renew(buffer: &mut BytesMut, capacity: usize) {
+    let mut fresh = BytesMut::with_capacity(capacity.max(buffer.len()));
+    fresh.extend_from_slice(buffer);
+    *buffer = fresh;
+}
+
+/// A client connection's read buffer when it holds no large frame; below `MIN_ROOM` of
+/// capacity it is given `READ_ROOM` more, and above `MAX_SMALL_BUFFER` it is given back.
+const READ_ROOM: usize = 16 * 1024;
+const MIN_ROOM: usize = 4096;
+const MAX_SMALL_BUFFER: usize = 64 * 1024;
+
+async fn serve_client<C: Codec>(stream: TcpStream, open: OpenConnection) {
+    let listener: &Listener = &open.0;
     let _ = stream.set_nodelay(true);
-    listener.stats.open_connections.incr();
     let (mut reader, writer) = stream.into_split();
     let outbox = Rc::new(Outbox::new(listener.max_buffered));
     let writing = spawn_local({
         let outbox = outbox.clone();
         async move { outbox.drain(writer).await }
     });
-    let mut buffer = BytesMut::with_capacity(16 * 1024);
+    let mut input = ReadBuffer::new(listener);
     // The client shut its side, or the mesh drains: what was asked is still answered.
     let mut answer_and_close = false;
     // The mesh drains: new requests are refused, and the connection closes once answered.
@@ -95,7 +204,7 @@ async fn serve_client<C: Codec>(stream: TcpStream, listener: Rc<Listener>) {
             }
         }
         tokio::select! {
-            read = reader.read_buf(&mut buffer) => match read {
+            read = reader.read_buf(&mut input.bytes) => match read {
                 Ok(0) => {
                     answer_and_close = true;
                     break 'reading;
@@ -128,7 +237,7 @@ async fn serve_client<C: Codec>(stream: TcpStream, listener: Rc<Listener>) {
             }
         }
         loop {
-            let frame = match take_frame::<C>(&mut buffer, listener.max_frame_size as u64) {
+            let frame = match take_frame::<C>(&mut input.bytes, listener.max_frame_size as u64) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(_) => {
@@ -137,19 +246,26 @@ async fn serve_client<C: Codec>(stream: TcpStream, listener: Rc<Listener>) {
                 }
             };
             let handled = if draining {
-                refuse_while_draining::<C>(&frame, &listener, &outbox)
+                refuse_while_draining::<C>(&frame, listener, &outbox)
             } else {
-                on_frame::<C>(frame, &listener, &outbox).await
+                on_frame::<C>(frame, listener, &outbox).await
             };
             if !handled {
                 listener.stats.bad_frames.incr();
                 break 'reading;
             }
         }
-        if buffer.capacity() < 4096 {
-            buffer.reserve(16 * 1024);
+        // What is left is part of a frame: a connection holding some when the listener's
+        // partial frames pass their bound is the one that took them past it (each read
+        // that does is stopped here), and it is closed; the others finish their frames.
+        let total = input.count();
+        if !input.bytes.is_empty() && total > listener.max_incomplete_bytes {
+            listener.stats.incomplete_closed.incr();
+            break 'reading;
         }
+        make_room::<C>(&mut input.bytes);
     }
+    drop(input); // its memory and its count go now, not after the answers
     if answer_and_close {
         outbox.settled().await;
     }
@@ -179,7 +295,6 @@ async fn serve_client<C: Codec>(stream: TcpStream, listener: Rc<Listener>) {
             let _ = tokio::time::timeout(DRAIN_LINGER, until_closed).await;
         }
     }
-    listener.stats.open_connections.decr();
 }
 
 /// Checks per idle period (see `serve_client`).
@@ -538,5 +653,217 @@ async fn dial<C: Codec>(cluster: Rc<Cluster>, host: usize, for_request: bool) {
     h.dialing.set(false);
     for told in h.waiting.take() {
         let _ = told.send(()); // in the order they came: the first to wait goes out first
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::net::SocketAddr;
+
+    use tokio::io::AsyncWriteExt;
+    use tokio::task::LocalSet;
+
+    use super::*;
+    use crate::bolt::{self, Bolt};
+    use crate::mesh::config::tests::config;
+    use crate::mesh::config::Protocol;
+
+    /// A Bolt listener routing everything to a cluster whose one host refuses connections.
+    fn listener(
+        max_connections: usize,
+        max_frame_size: usize,
+        max_incomplete: usize,
+    ) -> Rc<Listener> {
+        let config = config(Protocol::Bolt, vec![("up".into(), 1)], None);
+        let routing = Routing::build(&config, None, &mut HashMap::new());
+        Rc::new(Listener {
+            index: 0,
+            max_frame_size,
+            max_buffered: 1 << 20,
+            idle_timeout: None,
+            max_connections,
+            max_incomplete_bytes: max_incomplete,
+            incomplete_bytes: Cell::new(0),
+            routing: Rc::new(RefCell::new(Rc::new(routing))),
+            stats: Arc::default(),
+            accepting: Cell::new(true),
+            stop_accepting: Notify::new(),
+        })
+    }
+
+    async fn serve(listener: &Rc<Listener>) -> SocketAddr {
+        let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = socket.local_addr().unwrap();
+        spawn_local(accept::<Bolt>(socket, listener.clone()));
+        address
+    }
+
+    async fn until(what: &str, condition: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !condition() {
+            assert!(Instant::now() < deadline, "never: {what}");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// The next frame the listener sends `client`; None if it closes first.
+    async fn answer(client: &mut TcpStream) -> Option<BytesMut> {
+        let mut buffer = BytesMut::new();
+        loop {
+            if let Some(frame) = take_frame::<Bolt>(&mut buffer, u64::MAX).unwrap() {
+                return Some(frame);
+            }
+            let read = tokio::time::timeout(Duration::from_secs(5), client.read_buf(&mut buffer));
+            match read.await.expect("an answer or a close within 5 s") {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// A Bolt request `len` bytes long.
+    fn request_of(len: usize) -> Vec<u8> {
+        let header = [("service", "com.example.Echo:1.0")];
+        let encode = |content: &[u8]| bolt::encode_request(1, 1, 3000, "", &header, content, false);
+        let head = encode(&[]).unwrap().len();
+        encode(&vec![7; len - head]).unwrap()
+    }
+
+    async fn heartbeat_answered(client: &mut TcpStream) -> bool {
+        client.write_all(&Bolt::heartbeat_request(7)).await.unwrap();
+        let Some(frame) = answer(client).await else {
+            return false;
+        };
+        Bolt::head(&frame).unwrap().kind == FrameKind::HeartbeatResponse
+    }
+
+    #[tokio::test]
+    async fn a_connection_past_max_connections_is_closed_at_once() {
+        LocalSet::new()
+            .run_until(async {
+                let listener = listener(2, 1024, 1 << 20);
+                let address = serve(&listener).await;
+                let mut first = TcpStream::connect(address).await.unwrap();
+                let mut second = TcpStream::connect(address).await.unwrap();
+                let mut third = TcpStream::connect(address).await.unwrap();
+                until("the third refused", || {
+                    listener.stats.max_connections_closed.get() == 1
+                })
+                .await;
+                assert!(answer(&mut third).await.is_none(), "the third is closed");
+                assert!(
+                    heartbeat_answered(&mut first).await && heartbeat_answered(&mut second).await
+                );
+                // A place given up is taken again.
+                drop(first);
+                until("the first closed", || {
+                    listener.stats.open_connections.get() == 1
+                })
+                .await;
+                let mut fourth = TcpStream::connect(address).await.unwrap();
+                assert!(heartbeat_answered(&mut fourth).await);
+                assert!(heartbeat_answered(&mut second).await);
+                assert_eq!(listener.stats.max_connections_closed.get(), 1);
+                assert_eq!(listener.stats.connections.get(), 3);
+            })
+            .await;
+    }
+
+    #[tokio::test]
+    async fn the_connection_that_takes_partial_frames_past_their_bound_is_closed() {
+        LocalSet::new()
+            .run_until(async {
+                const KIB: usize = 1024;
+                let listener = listener(0, 512 * KIB, 1024 * KIB);
+                let address = serve(&listener).await;
+                let frame = request_of(500 * KIB);
+                let (sent, rest) = frame.split_at(400 * KIB);
+                let mut clients = Vec::new();
+                for held in [400 * KIB, 800 * KIB] {
+                    let mut client = TcpStream::connect(address).await.unwrap();
+                    client.write_all(sent).await.unwrap();
+                    until("the part counted", || {
+                        listener.incomplete_bytes.get() == held
+                    })
+                    .await;
+                    clients.push(client);
+                }
+                let mut third = TcpStream::connect(address).await.unwrap();
+                let _ = third.write_all(sent).await; // cut off on the way, perhaps
+                until("the third closed", || {
+                    listener.stats.incomplete_closed.get() == 1
+                })
+                .await;
+                assert!(answer(&mut third).await.is_none(), "the third is closed");
+                until("its part given back", || {
+                    listener.incomplete_bytes.get() == 800 * KIB
+                })
+                .await;
+                for client in &mut clients {
+                    client.write_all(rest).await.unwrap();
+                    let answered = answer(client).await.expect("the whole frame is answered");
+                    assert_eq!(Bolt::head(&answered).unwrap().kind, FrameKind::Response);
+                }
+                assert_eq!(listener.incomplete_bytes.get(), 0);
+                assert_eq!(listener.stats.incomplete_closed.get(), 1);
+                assert_eq!(listener.stats.bad_frames.get(), 0);
+                drop(clients);
+                until("all closed", || listener.stats.open_connections.get() == 0).await;
+                assert_eq!(listener.incomplete_bytes.get(), 0);
+            })
+            .await;
+    }
+
+    /// Reads `data` into `buffer` in pieces of `piece` bytes, as `serve_client` does (room
+    /// made after each read); the largest capacity the buffer had.
+    async fn read_in_pieces(buffer: &mut BytesMut, data: &[u8], piece: usize) -> usize {
+        let mut largest = buffer.capacity();
+        let mut at = 0;
+        while at < data.len() {
+            let end = data.len().min(at + piece);
+            let mut source = &data[at..end];
+            at += source.read_buf(buffer).await.unwrap();
+            largest = largest.max(buffer.capacity());
+            if take_frame::<Bolt>(buffer, u64::MAX).unwrap().is_some() {
+                break;
+            }
+            make_room::<Bolt>(buffer);
+        }
+        largest
+    }
+
+    #[tokio::test]
+    async fn a_large_partial_frame_takes_no_more_room_than_the_frame() {
+        let frame_len = 3 * 1024 * 1024 + 5;
+        let frame = request_of(frame_len);
+        let mut buffer = BytesMut::with_capacity(READ_ROOM);
+        // a read into a full buffer would double it: here it never exceeds the frame
+        let largest = read_in_pieces(&mut buffer, &frame[..frame_len - 1], 70_000).await;
+        assert_eq!(largest, frame_len);
+        assert_eq!(buffer.len(), frame_len - 1);
+        // the frame completes; then a small one does not keep the large allocation
+        let mut last = &frame[frame_len - 1..];
+        last.read_buf(&mut buffer).await.unwrap();
+        assert_eq!(
+            take_frame::<Bolt>(&mut buffer, u64::MAX)
+                .unwrap()
+                .unwrap()
+                .len(),
+            frame_len
+        );
+        make_room::<Bolt>(&mut buffer);
+        assert!(
+            buffer.capacity() <= MAX_SMALL_BUFFER,
+            "{}",
+            buffer.capacity()
+        );
+        let small = Bolt::heartbeat_request(3);
+        read_in_pieces(&mut buffer, &small, 5).await;
+        assert!(
+            buffer.capacity() <= MAX_SMALL_BUFFER,
+            "{}",
+            buffer.capacity()
+        );
     }
 }

@@ -247,6 +247,8 @@ impl MeshProxy {
             d.set_item("bad_frames", s.bad_frames.get())?;
             d.set_item("heartbeats", s.heartbeats.get())?;
             d.set_item("idle_closed", s.idle_closed.get())?;
+            d.set_item("max_connections_closed", s.max_connections_closed.get())?;
+            d.set_item("incomplete_closed", s.incomplete_closed.get())?;
             listeners.append(d)?;
         }
         out.set_item("listeners", listeners)?;

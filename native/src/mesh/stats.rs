@@ -151,4 +151,9 @@ pub struct ListenerStats {
     pub bad_frames: Counter,
     pub heartbeats: Counter,
     pub idle_closed: Counter,
+    /// Connections closed as accepted: `max_connections` were open.
+    pub max_connections_closed: Counter,
+    /// Connections closed holding part of a frame: the listener's partial frames passed
+    /// `max_incomplete_bytes`.
+    pub incomplete_closed: Counter,
 }
