@@ -314,15 +314,15 @@ def test_declared_length_of_4_gib_is_refused_at_once(native: sidecar_process.Sid
 
 
 def test_requests_never_completed_are_bounded_per_connection(native: sidecar_process.Sidecar) -> None:
-    """40 calls of 4 MiB on one connection, each one byte short of its end: the front holds 64 MiB
-    of them at most (16 messages at the limit), sheds the calls past that RESOURCE_EXHAUSTED, and
-    the connection carries on. Without the bound it held all 160 MiB."""
+    """48 calls of 4 MiB on one connection, each one byte short of its end: the front holds 32 of
+    them at most (128 MiB), sheds the calls past that RESOURCE_EXHAUSTED, and the connection
+    carries on. Without the bound it held all 192 MiB."""
     rss = RssSampler(native)
-    message = 4 * MIB
+    message, calls_sent, held_at_most = 4 * MIB, 48, 32
     body = raw_h2.grpc_frame(b"x" * (message - 1), declared_length=message)
     with H2Client(native.grpc_port, timeout=20) as client:
         calls = []
-        for _ in range(40):
+        for _ in range(calls_sent):
             stream_id = client.start(None, path=raw_h2.SAVE_STATE, body=b"", end_stream=False)
             client.send_body(stream_id, body)
             calls.append(stream_id)
@@ -330,13 +330,12 @@ def test_requests_never_completed_are_bounded_per_connection(native: sidecar_pro
         client.receive(0.5)
         shed = [s for s in calls if client.responses[s].done]
         held = [s for s in calls if not client.responses[s].done]
-        assert len(held) == 15, f"{len(held)} calls held: 64 MiB holds 15 messages of 4 MiB and their prefixes"
-        assert held == calls[:15], "the calls held are the first ones"
+        assert held == calls[:held_at_most], f"{len(held)} calls held: the first {held_at_most} fit the bound"
         for stream_id in shed:
             response = client.responses[stream_id]
             assert response.grpc_status == RESOURCE_EXHAUSTED, response
             assert "not yet complete" in response.grpc_message, response.grpc_message
-        rss.assert_growth_below(64 * MIB + RSS_LIMIT)
+        rss.assert_growth_below(held_at_most * message + RSS_LIMIT)
         assert client.call(HELLO).grpc_status == 0, "the connection carries on"
         for stream_id in held[:2]:  # their last byte: they complete and are served
             client.send_body(stream_id, b"x", end_stream=True)

@@ -65,8 +65,8 @@ impl Default for Settings {
             initial_window_bytes: 1024 * 1024,
             max_send_buffer_bytes: 1024 * 1024,
             max_unconsumed_bytes: 1024 * 1024,
-            max_incomplete_bytes_per_connection: 64 * 1024 * 1024,
-            incomplete_requests: Budget::new(256 * 1024 * 1024),
+            max_incomplete_bytes_per_connection: 32 * (4 * 1024 * 1024 + PREFIX_LEN),
+            incomplete_requests: Budget::new(64 * (4 * 1024 * 1024 + PREFIX_LEN)),
         }
     }
 }
@@ -200,8 +200,15 @@ impl Stream {
     }
 
     /// Request bytes buffered for this call that its handler does not have yet.
+    /// A message still arriving counts at its size from its prefix on: its buffer is
+    /// allocated whole then (see `split_messages`).
     fn buffered(&self) -> usize {
-        self.partial.len() + self.unary_message.as_ref().map_or(0, Bytes::len)
+        let partial = if self.partial.is_empty() {
+            0
+        } else {
+            self.partial.capacity()
+        };
+        partial + self.unary_message.as_ref().map_or(0, Bytes::len)
     }
 }
 
@@ -826,6 +833,11 @@ impl Connection {
             return;
         }
         if let Some((code, message)) = failure {
+            // Nothing more is read for it, even while answers it has queued still go out.
+            stream.recv = None;
+            stream.partial = BytesMut::new();
+            stream.unary_message = None;
+            stream.held.set(0);
             let event = ended_without_handler(key, stream, code);
             self.finish(key, code, &message, None);
             self.events.push(event);
@@ -908,11 +920,13 @@ fn ended_without_handler(key: u32, stream: &Stream, code: u32) -> Event {
 }
 
 /// Count what `stream` buffers now against its connection's and the process's bounds, or
-/// the status that sheds it when what it added would pass one of them.
+/// the status that sheds it when a message still arriving would pass one of them.
 fn hold(stream: &mut Stream) -> Result<(), (u32, String)> {
     let now = stream.buffered();
     let before = stream.held.bytes();
-    if now > before {
+    // Only a message still arriving is checked: a whole one (at most a DATA frame's worth,
+    // or one that was checked while it arrived) is counted and never shed.
+    if now > before && !stream.partial.is_empty() {
         stream
             .held
             .check(now - before)
@@ -945,12 +959,15 @@ fn split_messages(
                 format!("request message is {length} bytes, over the limit of {max_message}"),
             ));
         }
-        if stream.partial.len() < PREFIX_LEN + length {
-            // Grown once to the message's size, not doubled as it arrives: the bytes held are
-            // what the budget counts. Pages not yet written take no memory.
-            stream
-                .partial
-                .reserve(PREFIX_LEN + length - stream.partial.len());
+        let whole = PREFIX_LEN + length;
+        if stream.partial.len() < whole {
+            // Allocated once at the message's size (exactly: `reserve` would round up to
+            // twice what it held), not doubled as it arrives; the budget counts it whole.
+            if stream.partial.capacity() < whole {
+                let mut grown = BytesMut::with_capacity(whole);
+                grown.extend_from_slice(&stream.partial);
+                stream.partial = grown;
+            }
             return Ok(());
         }
         stream.partial.advance(PREFIX_LEN);
@@ -1217,12 +1234,12 @@ mod tests {
         assert!(connection.lost().is_empty(), "reported once");
     }
 
-    /// Limits of 100-byte messages, 150 bytes of them incomplete per connection and 250 in all.
+    /// Limits of 100-byte messages, 220 bytes of them incomplete per connection and 320 in all.
     fn bounded() -> Settings {
         Settings {
             max_message_bytes: 100,
-            max_incomplete_bytes_per_connection: 150,
-            incomplete_requests: Budget::new(250),
+            max_incomplete_bytes_per_connection: 220,
+            incomplete_requests: Budget::new(320),
             ..Settings::default()
         }
     }
@@ -1249,28 +1266,27 @@ mod tests {
         assert!(connection.feed(&incomplete(&mut encoder, 1, 90)).is_empty());
         assert_eq!(
             process.held(),
-            95,
-            "the prefix and the bytes of the message so far"
+            105,
+            "the whole message, prefix included, from its prefix on"
         );
-        assert_eq!(
-            connection.feed(&incomplete(&mut encoder, 3, 90)),
-            vec![SHED]
-        );
-        assert_eq!(process.held(), 95, "the shed call holds nothing");
-        assert_eq!(connection.open_streams(), 1);
+        assert!(connection.feed(&incomplete(&mut encoder, 3, 1)).is_empty());
+        assert_eq!(process.held(), 210);
+        assert_eq!(connection.feed(&incomplete(&mut encoder, 5, 1)), vec![SHED]);
+        assert_eq!(process.held(), 210, "the shed call holds nothing");
+        assert_eq!(connection.open_streams(), 2);
         // A whole message is handed over at once: it holds nothing after.
-        let mut input = headers(&mut encoder, 5, UNARY, false);
-        input.extend(data(5, &grpc_message(40, &[b'y'; 40]), true));
+        let mut input = headers(&mut encoder, 7, UNARY, false);
+        input.extend(data(7, &grpc_message(40, &[b'y'; 40]), true));
         assert!(matches!(
             connection.feed(&input)[..],
-            [Event::Unary { key: 3, .. }]
+            [Event::Unary { key: 4, .. }]
         ));
-        assert_eq!(process.held(), 95);
+        assert_eq!(process.held(), 210);
         // The first call completes: what it held is free again.
         let events = connection.feed(&data(1, &[b'x'; 10], true));
         assert!(matches!(events[..], [Event::Unary { key: 1, .. }]));
-        assert_eq!(process.held(), 0);
-        assert!(connection.feed(&incomplete(&mut encoder, 7, 90)).is_empty());
+        assert_eq!(process.held(), 105);
+        assert!(connection.feed(&incomplete(&mut encoder, 9, 90)).is_empty());
         connection.lost();
         assert_eq!(
             process.held(),
@@ -1288,12 +1304,13 @@ mod tests {
         let (mut one, mut two) = (greeted(&mut first), greeted(&mut second));
         assert!(first.feed(&incomplete(&mut one, 1, 90)).is_empty());
         assert!(second.feed(&incomplete(&mut two, 1, 90)).is_empty());
-        assert_eq!(process.held(), 190);
+        assert!(second.feed(&incomplete(&mut two, 3, 90)).is_empty());
+        assert_eq!(process.held(), 315);
         assert_eq!(first.feed(&incomplete(&mut one, 3, 90)), vec![SHED]);
         drop(second);
-        assert_eq!(process.held(), 95);
+        assert_eq!(process.held(), 105);
         assert!(first.feed(&incomplete(&mut one, 5, 40)).is_empty());
-        assert_eq!(process.held(), 140);
+        assert_eq!(process.held(), 210);
     }
 
     #[test]
@@ -1304,8 +1321,34 @@ mod tests {
         for _ in 0..10 {
             input.extend(data(1, &grpc_message(60, &[b'z'; 60]), false));
         }
+        input.extend(data(1, &grpc_message(60, &[b'z'; 30]), false));
         let events = connection.feed(&input);
         assert_eq!(events.len(), 11, "opened, then ten messages: {events:?}");
-        assert_eq!(connection.settings.incomplete_requests.held(), 0);
+        assert_eq!(connection.settings.incomplete_requests.held(), 65);
+    }
+
+    #[test]
+    fn a_shed_streaming_call_reads_no_more_while_its_answers_go_out() {
+        let mut connection = connection_with(bounded());
+        let mut encoder = greeted(&mut connection);
+        let mut input = headers(&mut encoder, 1, STREAMING, false);
+        input.extend(data(1, &grpc_message(3, b"abc"), false));
+        assert_eq!(connection.feed(&input).len(), 2);
+        // The client grants no window for answers: this one stays queued.
+        assert!(!connection.send(1, &[b'a'; 70_000], None), "not all sent");
+        assert_eq!(connection.open_streams(), 1);
+        let mut others = incomplete(&mut encoder, 3, 90);
+        others.extend(incomplete(&mut encoder, 5, 90));
+        assert!(connection.feed(&others).is_empty());
+        let events = connection.feed(&data(1, &grpc_message(100, &[b'q'; 90]), false));
+        let cancelled = Event::Cancelled {
+            key: 1,
+            method: 1,
+            code: code::RESOURCE_EXHAUSTED,
+        };
+        assert_eq!(events, vec![cancelled]);
+        assert_eq!(connection.settings.incomplete_requests.held(), 210);
+        let more = connection.feed(&data(1, &grpc_message(3, b"def"), false));
+        assert!(more.is_empty(), "nothing read after the shed: {more:?}");
     }
 }
