@@ -16,9 +16,8 @@ into changes for the store's listeners.
   held then is the baseline that events and a later resync compare with, as if the
   listeners had been told it, so an item deleted while the connection was down is reported
   gone, and one that did not change is not reported. Events of writes made before that
-  read may still be on their way, so the baseline is only provisional until a marker PING
-  sent on each pubsub after the read is answered there (as for a deletion, below; each
-  pubsub's reader sends it, woken by that task):
+  read may still be on their way, so the baseline is only provisional until a PING that
+  task sends on each pubsub after the read is answered there (as for a deletion, below):
   meanwhile the next event of a key has its item reported whatever the baseline holds (a
   change made after ``watch()`` is never lost), and a resync reports the item if present,
   its deletion if gone. A key read again since the baseline's read began keeps what that
@@ -117,11 +116,21 @@ class _Subscription:
         # The last marker PING sent here, and the last answered (KeyspaceWatcher._marks then).
         self.asked = 0
         self.answered = 0
-        # Set when a new watch's baseline wants a marker PING: the task reading this pubsub
-        # sends it, as it sends every command here (see _next_message).
-        self.wake = asyncio.Event()
+        self.closed = False
+
+    async def send_marker(self, marker: int, answer_within: float) -> None:
+        """PING ``marker`` here, from outside the task that reads this pubsub (its answer is read
+        there): only on a connection that is up, since redis-py would otherwise connect it again.
+        Raises what the PING raised (the reader then finds the connection failed)."""
+        connection = getattr(self.pubsub, "connection", None)
+        if self.closed or connection is None or not connection.is_connected or self.asked >= marker:
+            return
+        self.asked = marker
+        async with asyncio.timeout(answer_within):
+            await self.pubsub.ping(str(marker))
 
     async def close(self) -> None:
+        self.closed = True
         with contextlib.suppress(Exception):
             if self.pubsub is not None:
                 await self.pubsub.aclose()
@@ -285,8 +294,7 @@ class KeyspaceWatcher:
 
     async def _baseline(self, query: ConfigQuery) -> None:
         """Record what the keys of a new watch hold now (absent ones as absent), for the keys
-        no listener was told about yet, and wake each pubsub's reader to send the marker PING
-        that confirms the baseline."""
+        no listener was told about yet, and PING each pubsub to have the baseline confirmed."""
         baseline = _BaselineRead()
         self._baselines.append(baseline)
         try:
@@ -306,8 +314,12 @@ class KeyspaceWatcher:
             if identity is not None and self._watched(identity):  # not cancelled meanwhile
                 self._told[redis_key] = item
                 self._pending[redis_key] = self._marks
-        for subscription in self._subscriptions:
-            subscription.wake.set()
+        answer_within = self._config.read_timeout or self._ping_interval
+        for subscription in list(self._subscriptions):
+            try:
+                await subscription.send_marker(self._marks, answer_within)
+            except Exception as exc:  # the connection fails: its reader sees it, and resyncs
+                self._log_failure("cannot confirm the items of a new watch", exc, quiet=True)
 
     async def _refresh(self, redis_keys: Iterable[str]) -> None:
         """Read the watched ones of ``redis_keys`` again and tell their listeners what changed."""
@@ -459,9 +471,7 @@ class KeyspaceWatcher:
                 wait = pinged_at + answer_within - loop.time()
                 if wait <= 0:
                     raise ConnectionError(f"no answer to PING within {answer_within:g} s: the connection is dead")
-            message = await _next_message(subscription, wait)
-            if message is WOKEN:
-                continue  # a new watch's baseline: its marker goes out at the top
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=wait)
             if message is None:  # silence (or a message of no interest)
                 if pinged_at is None:
                     async with asyncio.timeout(answer_within):  # a send can stall on a dead peer too
@@ -483,37 +493,3 @@ class KeyspaceWatcher:
                 await self._refresh(keys)
             if marker:  # after the events that came before it: a key they name may be a grave
                 self._answered(subscription, marker)
-
-
-WOKEN: Any = object()  # what _next_message answers when woken for a marker
-
-
-async def _next_message(subscription: _Subscription, wait: float) -> Any:
-    """The next message of ``subscription``'s pubsub within ``wait`` s (None: none came), or
-    WOKEN when a new watch's baseline wants a marker first.
-
-    Only the reading task writes to the pubsub: a command sent from elsewhere on a connection
-    that failed makes redis-py connect it again there and then (its retry's failure callback),
-    unseen by the reader, which would then never resync nor turn the notifications on again.
-    Cutting a read short is safe: redis-py's own timeout does the same, and what was read of a
-    message stays in its parser."""
-    if subscription.wake.is_set():
-        subscription.wake.clear()
-        return WOKEN
-    reading = asyncio.ensure_future(subscription.pubsub.get_message(ignore_subscribe_messages=True, timeout=wait))
-    woken = asyncio.ensure_future(subscription.wake.wait())
-    try:
-        await asyncio.wait((reading, woken), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        woken.cancel()
-        if not reading.done():
-            reading.cancel()
-    try:
-        message = await reading  # a message that came just as it was woken is kept
-    except asyncio.CancelledError:
-        if not reading.cancelled():
-            raise
-        message = WOKEN
-    if message is WOKEN or subscription.wake.is_set():
-        subscription.wake.clear()
-    return message

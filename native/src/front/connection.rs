@@ -200,8 +200,8 @@ impl Stream {
     }
 
     /// Request bytes buffered for this call that its handler does not have yet.
-    /// A message still arriving counts at its size from its prefix on: its buffer is
-    /// allocated whole then (see `split_messages`).
+    /// A message still arriving counts at the room its buffer takes (at most twice what came
+    /// of it, see `make_room`).
     fn buffered(&self) -> usize {
         let partial = if self.partial.is_empty() {
             0
@@ -752,6 +752,7 @@ impl Connection {
                     if stream.not_grpc {
                         continue;
                     }
+                    make_room(&mut stream.partial, chunk.len());
                     stream.partial.extend_from_slice(&chunk);
                     if let Err(problem) = split_messages(stream, key, max_message, &mut self.events)
                     {
@@ -943,10 +944,8 @@ fn split_messages(
     max_message: usize,
     events: &mut Vec<Event>,
 ) -> Result<(), (u32, String)> {
-    loop {
-        let Some((compressed, length)) = prefix(&stream.partial) else {
-            return Ok(());
-        };
+    let mut split_any = false;
+    while let Some((compressed, length)) = prefix(&stream.partial) {
         if compressed != 0 {
             return Err((
                 code::UNIMPLEMENTED,
@@ -959,19 +958,12 @@ fn split_messages(
                 format!("request message is {length} bytes, over the limit of {max_message}"),
             ));
         }
-        let whole = PREFIX_LEN + length;
-        if stream.partial.len() < whole {
-            // Allocated once at the message's size (exactly: `reserve` would round up to
-            // twice what it held), not doubled as it arrives; the budget counts it whole.
-            if stream.partial.capacity() < whole {
-                let mut grown = BytesMut::with_capacity(whole);
-                grown.extend_from_slice(&stream.partial);
-                stream.partial = grown;
-            }
-            return Ok(());
+        if stream.partial.len() < PREFIX_LEN + length {
+            break;
         }
         stream.partial.advance(PREFIX_LEN);
         let message = stream.partial.split_to(length).freeze();
+        split_any = true;
         if stream.method.client_streaming {
             events.push(Event::Message { key, message });
         } else if stream.unary_message.replace(message).is_some() {
@@ -981,6 +973,36 @@ fn split_messages(
             ));
         }
     }
+    if split_any && !stream.partial.is_empty() {
+        // The start of the next message shares the allocation of the ones cut off before it,
+        // which it would keep alive uncounted: it moves to a buffer of its own.
+        stream.partial = BytesMut::from(&stream.partial[..]);
+    }
+    Ok(())
+}
+
+/// Room in `partial` for `more` bytes. A buffer that must grow at least doubles, as a `Vec`
+/// does, but never past the size its message declares: what it takes is at most twice what
+/// came of the message, and the budget counts it all (see `Stream::buffered`). A message's
+/// declared size alone reserves nothing.
+fn make_room(partial: &mut BytesMut, more: usize) {
+    let needed = partial.len() + more;
+    if partial.capacity() >= needed {
+        return;
+    }
+    let mut room = needed.max(2 * partial.len());
+    if let Some((_, length)) = prefix(partial) {
+        let whole = PREFIX_LEN + length;
+        // Past the message's end what comes is the next one's, moved out once this is cut off.
+        room = if needed <= whole {
+            room.min(whole)
+        } else {
+            needed
+        };
+    }
+    let mut grown = BytesMut::with_capacity(room);
+    grown.extend_from_slice(partial);
+    *partial = grown;
 }
 
 pub(crate) fn response(head: &HeaderMap) -> Response<()> {
@@ -1234,12 +1256,12 @@ mod tests {
         assert!(connection.lost().is_empty(), "reported once");
     }
 
-    /// Limits of 100-byte messages, 220 bytes of them incomplete per connection and 320 in all.
+    /// Limits of 100-byte messages, 150 bytes of them incomplete per connection and 250 in all.
     fn bounded() -> Settings {
         Settings {
             max_message_bytes: 100,
-            max_incomplete_bytes_per_connection: 220,
-            incomplete_requests: Budget::new(320),
+            max_incomplete_bytes_per_connection: 150,
+            incomplete_requests: Budget::new(250),
             ..Settings::default()
         }
     }
@@ -1266,27 +1288,28 @@ mod tests {
         assert!(connection.feed(&incomplete(&mut encoder, 1, 90)).is_empty());
         assert_eq!(
             process.held(),
-            105,
-            "the whole message, prefix included, from its prefix on"
+            95,
+            "the prefix and the bytes of the message so far"
         );
-        assert!(connection.feed(&incomplete(&mut encoder, 3, 1)).is_empty());
-        assert_eq!(process.held(), 210);
-        assert_eq!(connection.feed(&incomplete(&mut encoder, 5, 1)), vec![SHED]);
-        assert_eq!(process.held(), 210, "the shed call holds nothing");
-        assert_eq!(connection.open_streams(), 2);
+        assert_eq!(
+            connection.feed(&incomplete(&mut encoder, 3, 90)),
+            vec![SHED]
+        );
+        assert_eq!(process.held(), 95, "the shed call holds nothing");
+        assert_eq!(connection.open_streams(), 1);
         // A whole message is handed over at once: it holds nothing after.
-        let mut input = headers(&mut encoder, 7, UNARY, false);
-        input.extend(data(7, &grpc_message(40, &[b'y'; 40]), true));
+        let mut input = headers(&mut encoder, 5, UNARY, false);
+        input.extend(data(5, &grpc_message(40, &[b'y'; 40]), true));
         assert!(matches!(
             connection.feed(&input)[..],
-            [Event::Unary { key: 4, .. }]
+            [Event::Unary { key: 3, .. }]
         ));
-        assert_eq!(process.held(), 210);
+        assert_eq!(process.held(), 95);
         // The first call completes: what it held is free again.
         let events = connection.feed(&data(1, &[b'x'; 10], true));
         assert!(matches!(events[..], [Event::Unary { key: 1, .. }]));
-        assert_eq!(process.held(), 105);
-        assert!(connection.feed(&incomplete(&mut encoder, 9, 90)).is_empty());
+        assert_eq!(process.held(), 0);
+        assert!(connection.feed(&incomplete(&mut encoder, 7, 90)).is_empty());
         connection.lost();
         assert_eq!(
             process.held(),
@@ -1304,13 +1327,28 @@ mod tests {
         let (mut one, mut two) = (greeted(&mut first), greeted(&mut second));
         assert!(first.feed(&incomplete(&mut one, 1, 90)).is_empty());
         assert!(second.feed(&incomplete(&mut two, 1, 90)).is_empty());
-        assert!(second.feed(&incomplete(&mut two, 3, 90)).is_empty());
-        assert_eq!(process.held(), 315);
+        assert_eq!(process.held(), 190);
         assert_eq!(first.feed(&incomplete(&mut one, 3, 90)), vec![SHED]);
         drop(second);
-        assert_eq!(process.held(), 105);
+        assert_eq!(process.held(), 95);
         assert!(first.feed(&incomplete(&mut one, 5, 40)).is_empty());
-        assert_eq!(process.held(), 210);
+        assert_eq!(process.held(), 140);
+    }
+
+    #[test]
+    fn a_declared_size_alone_reserves_and_counts_nothing() {
+        let settings = bounded();
+        let process = Arc::clone(&settings.incomplete_requests);
+        let mut connection = connection_with(settings);
+        let mut encoder = greeted(&mut connection);
+        for stream in [1, 3, 5] {
+            assert!(connection
+                .feed(&incomplete(&mut encoder, stream, 0))
+                .is_empty());
+        }
+        assert_eq!(process.held(), 15, "three prefixes");
+        let stream = connection.streams.get(&1).expect("open");
+        assert_eq!(stream.partial.capacity(), 5);
     }
 
     #[test]
@@ -1321,10 +1359,14 @@ mod tests {
         for _ in 0..10 {
             input.extend(data(1, &grpc_message(60, &[b'z'; 60]), false));
         }
-        input.extend(data(1, &grpc_message(60, &[b'z'; 30]), false));
+        // One DATA frame: a whole message, then the start of the next.
+        let mut straddling = grpc_message(60, &[b'z'; 60]);
+        straddling.extend(grpc_message(100, &[b'z'; 10]));
+        input.extend(data(1, &straddling, false));
         let events = connection.feed(&input);
-        assert_eq!(events.len(), 11, "opened, then ten messages: {events:?}");
-        assert_eq!(connection.settings.incomplete_requests.held(), 65);
+        assert_eq!(events.len(), 12, "opened, then eleven messages: {events:?}");
+        // The start of the next message in a buffer of its own, not the frame's.
+        assert_eq!(connection.settings.incomplete_requests.held(), 15);
     }
 
     #[test]
@@ -1337,9 +1379,7 @@ mod tests {
         // The client grants no window for answers: this one stays queued.
         assert!(!connection.send(1, &[b'a'; 70_000], None), "not all sent");
         assert_eq!(connection.open_streams(), 1);
-        let mut others = incomplete(&mut encoder, 3, 90);
-        others.extend(incomplete(&mut encoder, 5, 90));
-        assert!(connection.feed(&others).is_empty());
+        assert!(connection.feed(&incomplete(&mut encoder, 3, 90)).is_empty());
         let events = connection.feed(&data(1, &grpc_message(100, &[b'q'; 90]), false));
         let cancelled = Event::Cancelled {
             key: 1,
@@ -1347,8 +1387,25 @@ mod tests {
             code: code::RESOURCE_EXHAUSTED,
         };
         assert_eq!(events, vec![cancelled]);
-        assert_eq!(connection.settings.incomplete_requests.held(), 210);
+        assert_eq!(connection.settings.incomplete_requests.held(), 95);
         let more = connection.feed(&data(1, &grpc_message(3, b"def"), false));
         assert!(more.is_empty(), "nothing read after the shed: {more:?}");
+    }
+
+    #[test]
+    fn a_message_arriving_in_pieces_takes_at_most_twice_what_came() {
+        let mut partial = BytesMut::new();
+        let mut message = grpc_message(100_000, &[]);
+        message.extend(vec![b'm'; 100_000]);
+        for piece in message.chunks(1000) {
+            make_room(&mut partial, piece.len());
+            partial.extend_from_slice(piece);
+            assert!(partial.capacity() <= (2 * partial.len()).max(1005));
+            assert!(
+                partial.capacity() <= 100_005,
+                "never past the declared size"
+            );
+        }
+        assert_eq!(partial.capacity(), 100_005);
     }
 }

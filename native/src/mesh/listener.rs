@@ -134,10 +134,11 @@ impl Drop for ReadBuffer<'_> {
 }
 
 /// Room for the next read in `buffer`, which holds no whole frame. The part of a frame
-/// larger than `READ_ROOM` gets room for exactly the rest of it: a read into a full buffer
-/// would double it, and what a client's partial frame takes would be up to twice what is
-/// counted against `max_incomplete_bytes`. A buffer left larger by a past frame is given
-/// back for a small one, so an idle connection does not keep it.
+/// larger than `READ_ROOM` grows at least twofold as it arrives but never past the frame's
+/// size: what it takes stays within twice what came of it (counted against
+/// `max_incomplete_bytes`), and a frame's declared size alone reserves nothing. A buffer
+/// left larger by a past frame is given back for a small one, so an idle connection does
+/// not keep it.
 fn make_room<C: Codec>(buffer: &mut BytesMut) {
     // Whatever is at the front has passed `take_frame`: no error, and within the limit.
     let frame = match C::frame_len(buffer) {
@@ -145,8 +146,11 @@ fn make_room<C: Codec>(buffer: &mut BytesMut) {
         _ => 0, // its length not yet known
     };
     if frame > READ_ROOM {
-        if buffer.capacity() < frame || buffer.capacity() > frame + READ_ROOM {
-            renew(buffer, frame);
+        let len = buffer.len();
+        let room = frame.min((2 * len).max(len + READ_ROOM));
+        let spare = buffer.capacity() - len;
+        if spare < MIN_ROOM.min(frame - len) || buffer.capacity() > frame + READ_ROOM {
+            renew(buffer, room);
         }
         return;
     }
@@ -255,11 +259,12 @@ async fn serve_client<C: Codec>(stream: TcpStream, open: OpenConnection) {
                 break 'reading;
             }
         }
-        // What is left is part of a frame: a connection holding some when the listener's
-        // partial frames pass their bound is the one that took them past it (each read
-        // that does is stopped here), and it is closed; the others finish their frames.
+        // What is left is part of a frame: a connection holding more than READ_ROOM of one
+        // when the listener's partial frames pass their bound is the one that took them past
+        // it (each read that does is stopped here), and it is closed; the others finish theirs.
         let total = input.count();
-        if !input.bytes.is_empty() && total > listener.max_incomplete_bytes {
+        // A read that ends inside a small frame (TCP cut it) is never closed for this.
+        if input.bytes.len() > READ_ROOM && total > listener.max_incomplete_bytes {
             listener.stats.incomplete_closed.incr();
             break 'reading;
         }
@@ -829,8 +834,19 @@ mod tests {
                 break;
             }
             make_room::<Bolt>(buffer);
+            // never more than twice what came of the frame (or a read's room more)
+            let len = buffer.len();
+            assert!(buffer.capacity() <= (2 * len).max(len + READ_ROOM).max(READ_ROOM));
         }
         largest
+    }
+
+    #[test]
+    fn a_frame_declared_large_reserves_nothing_until_it_comes() {
+        let frame = request_of(16 * 1024 * 1024);
+        let mut buffer = BytesMut::from(&frame[..64]);
+        make_room::<Bolt>(&mut buffer);
+        assert!(buffer.capacity() <= 64 + READ_ROOM, "{}", buffer.capacity());
     }
 
     #[tokio::test]
