@@ -33,6 +33,8 @@ Backend = RedisServer | RedisCluster
 # A lost connection is seen at once (the server closes it), then a reconnect (50 ms) and a
 # resync: a few seconds leave room for a loaded machine, and are far below "never".
 BOUND = 5.0
+# Silence after which a watch's pubsub reader takes its turn (and sends a pending marker PING).
+WATCH_PING_INTERVAL = 0.3
 
 
 def unique() -> str:
@@ -57,7 +59,7 @@ def redis_store(backend: Backend, app: str) -> RedisConfigurationStore:
     cluster = isinstance(backend, RedisCluster)
     config = RedisConfig(host=backend.host, port=backend.port, cluster=cluster, key_prefix=f"resync-{app}:",
                          component="config (configuration.redis)")  # fmt: skip
-    return RedisConfigurationStore(config)
+    return RedisConfigurationStore(config, watch_ping_interval=WATCH_PING_INTERVAL)
 
 
 async def kill_subscriptions_then(backend: Backend, *command: str) -> None:

@@ -16,9 +16,13 @@ into changes for the store's listeners.
   held then is the baseline that events and a later resync compare with, as if the
   listeners had been told it, so an item deleted while the connection was down is reported
   gone, and one that did not change is not reported. Events of writes made before that
-  read may still be on their way, so the baseline is only provisional until a PING that
-  task sends on each pubsub after the read is answered there (as for a deletion, below):
-  meanwhile the next event of a key has its item reported whatever the baseline holds (a
+  read may still be on their way, so the baseline is only provisional until a marker PING
+  sent on each pubsub after the read is answered there (as for a deletion, below). Each
+  pubsub's reader sends it at its next turn, after its next message or ``ping_interval`` of
+  silence: only the reader writes there, as a command sent from elsewhere on a connection
+  that failed makes redis-py connect it again unseen by the reader, which would then never
+  resync nor turn the notifications on again. Until then
+  the next event of a key has its item reported whatever the baseline holds (a
   change made after ``watch()`` is never lost), and a resync reports the item if present,
   its deletion if gone. A key read again since the baseline's read began keeps what that
   told; a key already known (another watch's) keeps what it has.
@@ -116,21 +120,8 @@ class _Subscription:
         # The last marker PING sent here, and the last answered (KeyspaceWatcher._marks then).
         self.asked = 0
         self.answered = 0
-        self.closed = False
-
-    async def send_marker(self, marker: int, answer_within: float) -> None:
-        """PING ``marker`` here, from outside the task that reads this pubsub (its answer is read
-        there): only on a connection that is up, since redis-py would otherwise connect it again.
-        Raises what the PING raised (the reader then finds the connection failed)."""
-        connection = getattr(self.pubsub, "connection", None)
-        if self.closed or connection is None or not connection.is_connected or self.asked >= marker:
-            return
-        self.asked = marker
-        async with asyncio.timeout(answer_within):
-            await self.pubsub.ping(str(marker))
 
     async def close(self) -> None:
-        self.closed = True
         with contextlib.suppress(Exception):
             if self.pubsub is not None:
                 await self.pubsub.aclose()
@@ -294,7 +285,8 @@ class KeyspaceWatcher:
 
     async def _baseline(self, query: ConfigQuery) -> None:
         """Record what the keys of a new watch hold now (absent ones as absent), for the keys
-        no listener was told about yet, and PING each pubsub to have the baseline confirmed."""
+        no listener was told about yet; each pubsub's reader sends the marker PING that
+        confirms it."""
         baseline = _BaselineRead()
         self._baselines.append(baseline)
         try:
@@ -314,12 +306,6 @@ class KeyspaceWatcher:
             if identity is not None and self._watched(identity):  # not cancelled meanwhile
                 self._told[redis_key] = item
                 self._pending[redis_key] = self._marks
-        answer_within = self._config.read_timeout or self._ping_interval
-        for subscription in list(self._subscriptions):
-            try:
-                await subscription.send_marker(self._marks, answer_within)
-            except Exception as exc:  # the connection fails: its reader sees it, and resyncs
-                self._log_failure("cannot confirm the items of a new watch", exc, quiet=True)
 
     async def _refresh(self, redis_keys: Iterable[str]) -> None:
         """Read the watched ones of ``redis_keys`` again and tell their listeners what changed."""
