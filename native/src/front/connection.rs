@@ -973,10 +973,17 @@ fn split_messages(
             ));
         }
     }
-    if split_any && !stream.partial.is_empty() {
-        // The start of the next message shares the allocation of the ones cut off before it,
-        // which it would keep alive uncounted: it moves to a buffer of its own.
-        stream.partial = BytesMut::from(&stream.partial[..]);
+    if split_any {
+        // What is left shares the allocation of the messages cut off before it, and would keep
+        // it alive uncounted once they are handed over (as Python bytes): even an empty rest.
+        // The start of the next message moves to a buffer of its own, with room to grow.
+        let rest = &stream.partial[..];
+        let room = prefix(rest).map_or(rest.len(), |(_, length)| {
+            (PREFIX_LEN + length).min(2 * rest.len()).max(rest.len())
+        });
+        let mut own = BytesMut::with_capacity(room);
+        own.extend_from_slice(rest);
+        stream.partial = own;
     }
     Ok(())
 }
@@ -1365,8 +1372,24 @@ mod tests {
         input.extend(data(1, &straddling, false));
         let events = connection.feed(&input);
         assert_eq!(events.len(), 12, "opened, then eleven messages: {events:?}");
-        // The start of the next message in a buffer of its own, not the frame's.
-        assert_eq!(connection.settings.incomplete_requests.held(), 15);
+        // The start of the next message in a buffer of its own (twice its size), not the frame's.
+        assert_eq!(connection.settings.incomplete_requests.held(), 30);
+    }
+
+    #[test]
+    fn a_message_handed_over_is_not_kept_alive_by_the_buffer_it_came_in() {
+        let mut connection = connection_with(bounded());
+        let mut encoder = greeted(&mut connection);
+        let mut input = headers(&mut encoder, 1, STREAMING, false);
+        input.extend(data(1, &grpc_message(60, &[b'z'; 60]), false));
+        let events = connection.feed(&input);
+        let [Event::Open { .. }, Event::Message { message, .. }] = &events[..] else {
+            panic!("{events:?}");
+        };
+        assert!(
+            message.is_unique(),
+            "the stream's buffer still shares its allocation"
+        );
     }
 
     #[test]
