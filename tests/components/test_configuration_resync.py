@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -293,6 +294,25 @@ async def move_revision_and_compact(server: EtcdServer, prefix: str) -> int:
     return revision
 
 
+@contextlib.asynccontextmanager
+async def watched_behind_relay(
+    server: EtcdServer, prefix: str, app: str, keys: str, seen: list[list[ConfigItem]]
+) -> AsyncIterator[tuple[EtcdConfigurationStore, Relay]]:
+    """A store reaching ``server`` through a relay the test can cut, holding ``keys`` of
+    ``app`` (each key's content its upper case and 1) and watching the app into ``seen``."""
+    relay = Relay(server.host, server.port)
+    store = etcd_store(await relay.start(), prefix)
+    await store.init()
+    try:
+        await store.save([ConfigItem(app, key, f"{key.upper()}1", "g", "l") for key in keys])
+        store.watch(ConfigQuery(app), seen.append)
+        assert await store.wait_watching(app, BOUND)
+        yield store, relay
+    finally:
+        await store.close()
+        await relay.close()
+
+
 def test_etcd_a_watch_resumed_past_a_compaction_reports_only_what_changed(
     etcd_server: EtcdServer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -306,14 +326,7 @@ def test_etcd_a_watch_resumed_past_a_compaction_reports_only_what_changed(
     seen: list[list[ConfigItem]] = []
 
     async def scenario() -> None:
-        relay = Relay(etcd_server.host, etcd_server.port)
-        store = etcd_store(await relay.start(), prefix)
-        await store.init()
-        try:
-            await store.save([ConfigItem(app, key, f"{key.upper()}1", "g", "l") for key in "abcd"])
-            store.watch(ConfigQuery(app), seen.append)
-            assert await store.wait_watching(app, BOUND)
-
+        async with watched_behind_relay(etcd_server, prefix, app, "abcd", seen) as (_, relay):
             relay.cut()
             await ctl(etcd_server, "del", f"{prefix}{app}/g/l/c")
             await ctl(etcd_server, "put", f"{prefix}{app}/g/l/b", "B2")
@@ -328,9 +341,6 @@ def test_etcd_a_watch_resumed_past_a_compaction_reports_only_what_changed(
             assert sorted(reports(seen)[:3]) == [("b", "B2"), ("c", ""), ("e", "E1")], seen
             assert reports(seen)[3:] == [("a", "A2")], seen
             assert ConfigItem(app, "c", "", "g", "l") in seen[0]
-        finally:
-            await store.close()
-            await relay.close()
 
     with caplog.at_level(logging.WARNING, "layotto_fast.components.configuration.etcd"):
         asyncio.run(scenario())
@@ -347,13 +357,7 @@ def test_etcd_saves_and_deletes_through_the_store_are_not_told_again_by_a_resync
     seen: list[list[ConfigItem]] = []
 
     async def scenario() -> None:
-        relay = Relay(etcd_server.host, etcd_server.port)
-        store = etcd_store(await relay.start(), prefix)
-        await store.init()
-        try:
-            await store.save([ConfigItem(app, key, f"{key.upper()}1", "g", "l") for key in "abc"])
-            store.watch(ConfigQuery(app), seen.append)
-            assert await store.wait_watching(app, BOUND)
+        async with watched_behind_relay(etcd_server, prefix, app, "abc", seen) as (store, relay):
             await store.save([ConfigItem(app, "a", "A2", "g", "l")])
             await store.delete(ConfigQuery(app, ("b",), "g", "l"))
             assert reports(seen) == [("a", "A2"), ("b", "")]  # told before they returned
@@ -366,9 +370,6 @@ def test_etcd_saves_and_deletes_through_the_store_are_not_told_again_by_a_resync
             assert await until(lambda: ("c", "C2") in reports(seen), BOUND), seen
             await asyncio.sleep(0.2)
             assert reports(seen) == [("a", "A2"), ("b", ""), ("c", "C2")]
-        finally:
-            await store.close()
-            await relay.close()
 
     with caplog.at_level(logging.WARNING, "layotto_fast.components.configuration.etcd"):
         asyncio.run(scenario())
@@ -392,13 +393,7 @@ def test_etcd_a_quiet_watch_follows_the_revision_and_resumes_without_a_resync(
     seen: list[list[ConfigItem]] = []
 
     async def scenario(server: EtcdServer) -> None:
-        relay = Relay(server.host, server.port)
-        store = etcd_store(await relay.start(), prefix)
-        await store.init()
-        try:
-            await store.save([ConfigItem(app, "a", "A1", "g", "l")])
-            store.watch(ConfigQuery(app), seen.append)
-            assert await store.wait_watching(app, BOUND)
+        async with watched_behind_relay(server, prefix, app, "a", seen) as (store, relay):
             watch: Any = store._apps[app]
             revision = await move_revision_and_compact(server, prefix)
             assert await until(lambda: watch.revision >= revision, BOUND), (watch.revision, revision)
@@ -409,9 +404,6 @@ def test_etcd_a_quiet_watch_follows_the_revision_and_resumes_without_a_resync(
             assert await until(lambda: ("a", "A2") in reports(seen), BOUND + 2.0), seen
             await asyncio.sleep(0.2)
             assert reports(seen) == [("a", "A2")]
-        finally:
-            await store.close()
-            await relay.close()
 
     with (
         _ProgressEtcd(tmp_path / "etcd") as server,
