@@ -1,7 +1,32 @@
 //! Streaming frame splitter shared by all protocols.
 
+use bytes::BytesMut;
+
 use crate::error::{Error, Result};
 use crate::{bolt, dubbo, grpc};
+
+/// The capacity a buffer holding `len` bytes of a frame (or gRPC message) of `whole` bytes,
+/// when known, grows to so that `needed` bytes fit: at least twice `len`, as a `Vec` grows,
+/// but never past `whole` while what is needed fits in it. What the buffer takes stays
+/// within twice what came of the frame, and a declared size alone reserves nothing. Past
+/// the frame's end, what is needed is the next frame's start, moved out once this one is
+/// cut off: exactly that.
+pub fn room_to_grow(len: usize, needed: usize, whole: Option<usize>) -> usize {
+    let room = needed.max(2 * len);
+    match whole {
+        Some(whole) if needed <= whole => room.min(whole),
+        Some(_) => needed,
+        None => room,
+    }
+}
+
+/// `buffer`'s bytes moved to an allocation of their own of `capacity` (at least their
+/// length): one no longer shared with frames cut off before them, and sized by the caller.
+pub fn regrow(buffer: &mut BytesMut, capacity: usize) {
+    let mut fresh = BytesMut::with_capacity(capacity.max(buffer.len()));
+    fresh.extend_from_slice(buffer);
+    *buffer = fresh;
+}
 
 /// Default `max_frame_size`: 16 MiB.
 pub const DEFAULT_MAX_FRAME_SIZE: usize = 16 * 1024 * 1024;

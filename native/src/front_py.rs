@@ -11,9 +11,8 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 
-use crate::front::budget::Budget;
+use crate::front::budget::{self, Budget};
 use crate::front::connection::{code::INTERNAL, Connection, Event, Method, Settings};
-use crate::grpc::PREFIX_LEN;
 
 const UNARY: u8 = 0;
 const OPEN: u8 = 1;
@@ -22,12 +21,6 @@ const HALF_CLOSE: u8 = 3;
 const CANCELLED: u8 = 4;
 const WRITABLE: u8 = 5;
 const REFUSED: u8 = 6;
-
-/// How many messages at the size limit, still arriving, the calls of one connection may
-/// hold together, and those of every connection of a server: 128 MiB and 256 MiB at the
-/// default 4 MiB. Calls past them are shed (see [`crate::front::budget`]).
-const INCOMPLETE_MESSAGES_PER_CONNECTION: usize = 32;
-const INCOMPLETE_MESSAGES_PER_SERVER: usize = 64;
 
 /// Methods and limits shared by every connection of one server.
 #[pyclass(module = "layotto_fast_native", frozen)]
@@ -85,11 +78,14 @@ impl GrpcServerConfig {
                 initial_window_bytes,
                 max_send_buffer_bytes: max_message_bytes.clamp(64 * 1024, 4 * 1024 * 1024),
                 max_unconsumed_bytes: max_message_bytes.max(initial_window_bytes as usize),
-                max_incomplete_bytes_per_connection: (max_message_bytes + PREFIX_LEN)
-                    .saturating_mul(INCOMPLETE_MESSAGES_PER_CONNECTION),
-                incomplete_requests: Budget::new(
-                    (max_message_bytes + PREFIX_LEN).saturating_mul(INCOMPLETE_MESSAGES_PER_SERVER),
+                max_incomplete_bytes_per_connection: budget::bytes_of(
+                    budget::MESSAGES_PER_CONNECTION,
+                    max_message_bytes,
                 ),
+                incomplete_requests: Budget::new(budget::bytes_of(
+                    budget::MESSAGES_PER_SERVER,
+                    max_message_bytes,
+                )),
             },
         })
     }

@@ -12,6 +12,21 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use crate::grpc::PREFIX_LEN;
+
+/// How many messages at the size limit, still arriving, the calls of one connection may
+/// hold together, and those of every connection of a server: 128 MiB and 256 MiB at the
+/// default 4 MiB.
+pub const MESSAGES_PER_CONNECTION: usize = 32;
+pub const MESSAGES_PER_SERVER: usize = 64;
+
+/// The bytes of `messages` messages of `max_message` bytes, their prefixes included.
+pub fn bytes_of(messages: usize, max_message: usize) -> usize {
+    max_message
+        .saturating_add(PREFIX_LEN)
+        .saturating_mul(messages)
+}
+
 /// Bytes held by incomplete requests on one connection, or in the whole process, and the
 /// most it may hold.
 #[derive(Debug)]

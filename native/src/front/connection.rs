@@ -18,11 +18,12 @@ use h2::{RecvStream, SendStream};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 
 use super::authority::AuthorityRepair;
-use super::budget::{Budget, Held};
+use super::budget::{self, Budget, Held};
 use super::io::LoopIo;
 use super::keepalive::Keepalive;
 use super::status;
 use super::wake::{connection_waker, stream_waker, ReadySet};
+use crate::frame::{regrow, room_to_grow};
 pub(crate) use crate::grpc::frame_into;
 use crate::grpc::{prefix, PREFIX_LEN};
 
@@ -58,15 +59,22 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
+        let max_message_bytes = 4 * 1024 * 1024;
         Settings {
-            max_message_bytes: 4 * 1024 * 1024,
+            max_message_bytes,
             max_concurrent_streams: 1024,
             max_header_list_bytes: 16 * 1024,
             initial_window_bytes: 1024 * 1024,
             max_send_buffer_bytes: 1024 * 1024,
             max_unconsumed_bytes: 1024 * 1024,
-            max_incomplete_bytes_per_connection: 32 * (4 * 1024 * 1024 + PREFIX_LEN),
-            incomplete_requests: Budget::new(64 * (4 * 1024 * 1024 + PREFIX_LEN)),
+            max_incomplete_bytes_per_connection: budget::bytes_of(
+                budget::MESSAGES_PER_CONNECTION,
+                max_message_bytes,
+            ),
+            incomplete_requests: Budget::new(budget::bytes_of(
+                budget::MESSAGES_PER_SERVER,
+                max_message_bytes,
+            )),
         }
     }
 }
@@ -977,39 +985,23 @@ fn split_messages(
         // What is left shares the allocation of the messages cut off before it, and would keep
         // it alive uncounted once they are handed over (as Python bytes): even an empty rest.
         // The start of the next message moves to a buffer of its own, with room to grow.
-        let rest = &stream.partial[..];
-        let room = prefix(rest).map_or(rest.len(), |(_, length)| {
-            (PREFIX_LEN + length).min(2 * rest.len()).max(rest.len())
+        let len = stream.partial.len();
+        let room = prefix(&stream.partial).map_or(len, |(_, length)| {
+            room_to_grow(len, len, Some(PREFIX_LEN + length))
         });
-        let mut own = BytesMut::with_capacity(room);
-        own.extend_from_slice(rest);
-        stream.partial = own;
+        regrow(&mut stream.partial, room);
     }
     Ok(())
 }
 
-/// Room in `partial` for `more` bytes. A buffer that must grow at least doubles, as a `Vec`
-/// does, but never past the size its message declares: what it takes is at most twice what
-/// came of the message, and the budget counts it all (see `Stream::buffered`). A message's
-/// declared size alone reserves nothing.
+/// Room in `partial` for `more` bytes, grown as [`room_to_grow`] says: at most twice what
+/// came of the message, all of it counted by the budget (see `Stream::buffered`).
 fn make_room(partial: &mut BytesMut, more: usize) {
     let needed = partial.len() + more;
-    if partial.capacity() >= needed {
-        return;
+    if partial.capacity() < needed {
+        let whole = prefix(partial).map(|(_, length)| PREFIX_LEN + length);
+        regrow(partial, room_to_grow(partial.len(), needed, whole));
     }
-    let mut room = needed.max(2 * partial.len());
-    if let Some((_, length)) = prefix(partial) {
-        let whole = PREFIX_LEN + length;
-        // Past the message's end what comes is the next one's, moved out once this is cut off.
-        room = if needed <= whole {
-            room.min(whole)
-        } else {
-            needed
-        };
-    }
-    let mut grown = BytesMut::with_capacity(room);
-    grown.extend_from_slice(partial);
-    *partial = grown;
 }
 
 pub(crate) fn response(head: &HeaderMap) -> Response<()> {

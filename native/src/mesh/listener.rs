@@ -22,6 +22,7 @@ use super::routing::{Route, Routing};
 use super::stats::{ListenerStats, Outcome, RouteStats};
 use super::upstream::{Pending, Upstream, REQUEST_HEAD_LEN};
 use crate::codec::{take_frame, Codec, FrameHead, FrameKind, Refusal};
+use crate::frame::{regrow, room_to_grow};
 
 /// What every connection of one listener shares.
 pub struct Listener {
@@ -147,10 +148,10 @@ fn make_room<C: Codec>(buffer: &mut BytesMut) {
     };
     if frame > READ_ROOM {
         let len = buffer.len();
-        let room = frame.min((2 * len).max(len + READ_ROOM));
         let spare = buffer.capacity() - len;
         if spare < MIN_ROOM.min(frame - len) || buffer.capacity() > frame + READ_ROOM {
-            renew(buffer, room);
+            let needed = (len + READ_ROOM).min(frame);
+            regrow(buffer, room_to_grow(len, needed, Some(frame)));
         }
         return;
     }
@@ -158,15 +159,8 @@ fn make_room<C: Codec>(buffer: &mut BytesMut) {
         buffer.reserve(READ_ROOM); // may take back a past frame's whole allocation
     }
     if buffer.capacity() > MAX_SMALL_BUFFER {
-        renew(buffer, READ_ROOM);
+        regrow(buffer, READ_ROOM);
     }
-}
-
-/// `buffer`'s bytes moved to a new allocation of `capacity` (at least their length).
-fn renew(buffer: &mut BytesMut, capacity: usize) {
-    let mut fresh = BytesMut::with_capacity(capacity.max(buffer.len()));
-    fresh.extend_from_slice(buffer);
-    *buffer = fresh;
 }
 
 /// A client connection's read buffer when it holds no large frame; below `MIN_ROOM` of
