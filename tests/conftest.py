@@ -7,6 +7,8 @@ import pytest
 from tests import sidecar as sidecar_process
 from tests.backends.fixtures import etcd_server, nats_server, redis_cluster, redis_server  # noqa: F401  (fixtures)
 
+pytest_plugins = ["tests.watchdog"]
+
 TRANSPORTS = ("native", "grpcio")
 # The embedded secret_env store serves LAYOTTO_SECRET_<name> as <name>, and nothing else.
 SIDECAR_ENV = {"LAYOTTO_SECRET_TEST_DB": "s3cret", "LAYOTTO_TEST_SECRET": "not-a-secret"}
