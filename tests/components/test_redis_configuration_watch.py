@@ -242,3 +242,46 @@ def test_on_a_cluster_deleted_keys_are_forgotten_once_every_master_answered(redi
             await writer.aclose()
 
     asyncio.run(scenario())
+
+
+def test_close_ends_a_watch_whose_cancel_a_ping_lost(redis_server: RedisServer) -> None:
+    """Python 3.11's ``asyncio.wait_for``, which redis-py sends through, loses a cancel that
+    comes in the turn its send finishes (fixed in 3.12). A reader cancelled then ran on, and
+    ``close()`` waited for it forever (stop 43's CI run). Here every PING of the watch loses
+    a cancel that comes while it is sent, as that ``wait_for`` does; the real bug needs a
+    timing that cannot be had on demand."""
+    app = uuid.uuid4().hex[:12]
+    pinging = asyncio.Event()
+
+    async def scenario() -> None:
+        config = RedisConfig(host=redis_server.host, port=redis_server.port, key_prefix=f"lost-{app}:",
+                             component="config (configuration.redis)")  # fmt: skip
+        store = RedisConfigurationStore(config, watch_ping_interval=0.05)
+        await store.init()
+        assert await until(lambda: bool(store._watcher._subscriptions), 5.0)  # the reader runs
+        pubsub = store._watcher._subscriptions[0].pubsub
+        real_ping = pubsub.ping
+
+        lost: list[bool] = []
+
+        async def ping_losing_a_cancel(*args: object) -> object:
+            answer = await real_ping(*args)
+            pinging.set()
+            if lost:
+                return answer
+            try:
+                await asyncio.sleep(0.2)  # the send, still under way
+            except asyncio.CancelledError:
+                lost.append(True)  # and the cancel lost, as 3.11's wait_for loses it
+            return answer
+
+        pubsub.ping = ping_losing_a_cancel
+        store.watch(ConfigQuery(app), lambda items: None)
+        await asyncio.wait_for(pinging.wait(), 5.0)  # a PING after 0.05 s of silence
+        pinging.clear()
+        await asyncio.wait_for(pinging.wait(), 5.0)  # and the next one is being sent
+        started = time.monotonic()
+        await asyncio.wait_for(store.close(), 5.0)
+        assert lost and time.monotonic() - started < 1.0
+
+    asyncio.run(scenario())

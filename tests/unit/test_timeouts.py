@@ -5,6 +5,7 @@ its path), beside the interpreter running the tests."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import sys
@@ -89,3 +90,33 @@ def test_handler_reachable_limits_use_within() -> None:
     for path in HANDLER_LIMITS:
         source = (root / path).read_text()
         assert "asyncio.wait_for(" not in source and "within(" in source, path
+
+
+def test_a_cancel_that_wait_for_lost_still_ends_the_task() -> None:
+    """Python 3.11's ``wait_for`` returns the result when what it awaits finishes in the turn
+    its task is cancelled, and the cancel is gone (redis-py sends every command through it);
+    ``end_if_cancelled`` after it ends the task all the same. From 3.12 the cancel is not lost."""
+    from layotto_fast.runtime.timeouts import end_if_cancelled
+
+    async def body(sent: asyncio.Future[int]) -> str:
+        await asyncio.wait_for(sent, 1.0)
+        end_if_cancelled()
+        return "went on"
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        sent: asyncio.Future[int] = loop.create_future()
+        task = loop.create_task(body(sent))
+        await asyncio.sleep(0)  # the task waits in wait_for
+        sent.set_result(1)  # the send finishes, and in the same turn, before wait_for wakes...
+        task.cancel()  # ...the task is cancelled
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+        async def not_cancelled() -> str:
+            end_if_cancelled()
+            return "went on"
+
+        assert await loop.create_task(not_cancelled()) == "went on"
+
+    asyncio.run(scenario())

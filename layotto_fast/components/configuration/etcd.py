@@ -71,6 +71,7 @@ from layotto_fast.components.etcd_client import (
 from layotto_fast.errors import InvalidArgument, RuntimeApiError, Unavailable
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime.configuration import ChangeListener, ConfigItem, ConfigQuery, Watches
+from layotto_fast.runtime.timeouts import end_if_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -322,6 +323,7 @@ class EtcdConfigurationStore:
             failure: BaseException | None = None
             why = ""
             try:
+                end_if_cancelled()  # lost by a renew of the last turn
                 client = self._conn.client()
                 await self._stream(watch, client)
             except asyncio.CancelledError as exc:
@@ -375,6 +377,7 @@ class EtcdConfigurationStore:
             await asyncio.wait_for(call.write(rpc.WatchRequest(create_request=create)), timeout)
             responses = call.__aiter__()
             created = await asyncio.wait_for(anext(responses), timeout)
+            end_if_cancelled()  # a cancel lost by wait_for would leave the watch read below open
             if created.compact_revision:
                 await self._resync(watch)
                 return

@@ -62,6 +62,7 @@ from redis import exceptions as redis_errors
 
 from layotto_fast.components.redis_client import BACKEND_ERRORS, REDIS_ERRORS, RedisConfig, failure
 from layotto_fast.runtime.configuration import ChangeListener, ConfigItem, ConfigQuery, Watches
+from layotto_fast.runtime.timeouts import end_if_cancelled
 
 # The store's logger: to whoever reads or filters the logs, the watch is part of configuration.redis.
 log = logging.getLogger("layotto_fast.components.configuration.redis")
@@ -384,9 +385,12 @@ class KeyspaceWatcher:
                 )
 
     async def _watch(self, subscriptions: list[_Subscription]) -> None:
-        """Runs until stop(): read events; when Redis is lost, subscribe again and resync."""
+        """Runs until stop(): read events; when Redis is lost, subscribe again and resync.
+        Every task here checks ``end_if_cancelled`` after what sends to Redis: stop() must
+        end them although redis-py may lose its cancel."""
         while True:
             try:
+                end_if_cancelled()
                 await self._listen(subscriptions)
             except Exception as exc:  # the loop must outlive any failure
                 self._log_failure("lost its subscription", exc)
@@ -400,6 +404,7 @@ class KeyspaceWatcher:
         delay = RETRY_FIRST
         while True:
             await asyncio.sleep(delay)
+            end_if_cancelled()
             delay = min(delay * 2, RETRY_MAX)
             try:
                 subscriptions = await self._subscribe(refresh=True)
@@ -457,6 +462,7 @@ class KeyspaceWatcher:
                 wait = pinged_at + answer_within - loop.time()
                 if wait <= 0:
                     raise ConnectionError(f"no answer to PING within {answer_within:g} s: the connection is dead")
+            end_if_cancelled()  # after the PINGs and the last turn's reads
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=wait)
             if message is None:  # silence (or a message of no interest)
                 if pinged_at is None:

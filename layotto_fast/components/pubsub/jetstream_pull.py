@@ -26,6 +26,7 @@ from nats.js import api
 
 from layotto_fast.runtime.pubsub import Handler, Message, Verdict
 from layotto_fast.runtime.pubsub_dispatch import Dispatcher
+from layotto_fast.runtime.timeouts import end_if_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +188,7 @@ class PullReader:
             for msg in list(self._unsettled.values()):
                 with contextlib.suppress(*BACKEND_ERRORS):
                     await msg.in_progress()
+            end_if_cancelled()  # stop() cancels it, and nats-py's sends may lose that
 
     def _settle(self, message: Message, verdict: Verdict) -> None:
         """Answer the server for ``message``: the answers settled in one loop pass go out
