@@ -22,6 +22,7 @@ from layotto_fast.runtime.cloudevents import Event
 from layotto_fast.runtime.lifecycle import Health
 from layotto_fast.runtime.pubsub import Unsubscribe, Verdict
 from layotto_fast.runtime.pubsub_service import PubSubService, TopicSubscription
+from layotto_fast.runtime.timeouts import end_if_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,9 @@ class AppSubscriptions:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         pause = BACKOFF_SECONDS[0]
+        # end_if_cancelled: the dials and the components' sends may lose close()'s cancel (timeouts.py)
         while True:
+            end_if_cancelled()
             try:
                 wanted = await self._channel.list_subscriptions()
             except Exception as exc:
@@ -107,6 +110,7 @@ class AppSubscriptions:
             self.state.status, self.state.reason = Health.UP, ""
             self.state.subscriptions = ()
             missing = await self._subscribe(wanted)
+            end_if_cancelled()
             log.info("app at %s reached: subscribed to %s", self._channel.address, ", ".join(self.state.subscriptions))
             lost = loop.create_task(self._channel.lost())
             try:
@@ -114,6 +118,7 @@ class AppSubscriptions:
                     await asyncio.wait([lost], timeout=RESUBSCRIBE_SECONDS)
                     if missing and not lost.done():
                         missing = await self._subscribe(missing)
+                        end_if_cancelled()
             finally:
                 lost.cancel()
                 await self._unsubscribe()

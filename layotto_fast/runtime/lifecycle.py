@@ -41,6 +41,7 @@ from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime import registry
 from layotto_fast.runtime.component import Component
 from layotto_fast.runtime.secrets import SecretStore
+from layotto_fast.runtime.timeouts import end_if_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -277,6 +278,7 @@ class Components:
             await asyncio.sleep(interval)
             if slot.health != Health.INIT:
                 await self._check(slot)
+                end_if_cancelled()  # a client's send may lose the stop's cancel (timeouts.py)
 
     async def _check(self, slot: Slot) -> None:
         if not slot.initialised:

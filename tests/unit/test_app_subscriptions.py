@@ -68,3 +68,46 @@ def test_connections_that_last_moments_do_not_set_the_pace_of_the_cycle() -> Non
         return app.listed
 
     assert asyncio.run(scenario()) <= 6  # 0.1 + 0.2 + 0.4 + 0.8 s of backoff within the second
+
+
+class _UnreachableLosingACancel:
+    """An app not reached, whose dial, under way when the sidecar closes, loses the cancel as
+    Python 3.11's ``wait_for`` does (runtime/timeouts.py): a stand-in for that timing."""
+
+    address = "app:1"
+
+    def __init__(self) -> None:
+        self.listing = asyncio.Event()
+        self.cancel_lost = False
+
+    async def list_subscriptions(self) -> list[Any]:
+        self.listing.set()
+        if not self.cancel_lost:
+            try:
+                await asyncio.sleep(0.5)
+            except asyncio.CancelledError:
+                self.cancel_lost = True
+        raise ConnectionError("connection refused")
+
+    def deliver(self, event: Any, timeout: float) -> Any:
+        raise AssertionError("nothing is subscribed")
+
+    async def lost(self) -> None:
+        await asyncio.Event().wait()
+
+    async def close(self) -> None:
+        return None
+
+
+def test_close_ends_the_cycle_when_a_dial_lost_its_cancel() -> None:
+    """Before, the cycle went on dialling every backoff, and close() waited for it forever."""
+
+    async def scenario() -> None:
+        app = _UnreachableLosingACancel()
+        subscriptions = AppSubscriptions(cast(Any, None), cast(Any, app))
+        subscriptions.start()
+        await asyncio.wait_for(app.listing.wait(), 5.0)
+        await asyncio.wait_for(subscriptions.close(), 2.0)
+        assert app.cancel_lost
+
+    asyncio.run(scenario())

@@ -236,6 +236,49 @@ def test_a_cancelled_error_from_a_components_ping_is_its_failure_and_the_checks_
     asyncio.run(run())
 
 
+class _LosesACancel:
+    """A component whose ping, sent when the health checks are stopped, loses the cancel as
+    Python 3.11's ``wait_for`` in redis-py's send does (runtime/timeouts.py): a stand-in for
+    that timing, which cannot be had on demand."""
+
+    def __init__(self) -> None:
+        self.pinging = asyncio.Event()
+        self.lost = False
+
+    async def init(self) -> None:
+        return None
+
+    async def ping(self) -> None:
+        self.pinging.set()
+        if self.lost:
+            return
+        try:
+            await asyncio.sleep(0.5)
+        except asyncio.CancelledError:
+            self.lost = True
+
+    async def close(self) -> None:
+        return None
+
+
+def test_health_checks_stop_when_a_components_ping_lost_their_cancel() -> None:
+    """Before, the check went on pinging every interval, and the stop waited for it forever
+    (asyncio.run's own end too, at the sidecar's exit)."""
+
+    async def run() -> None:
+        components = Components([manifest("s", "state.in-memory")])
+        loses = _LosesACancel()
+        components.slots[0].component = loses
+        await components.init_all()
+        watching = asyncio.create_task(components.watch_health(0.02))
+        await asyncio.wait_for(loses.pinging.wait(), 5.0)
+        watching.cancel()
+        await asyncio.wait_for(asyncio.gather(watching, return_exceptions=True), 2.0)
+        assert loses.lost and watching.cancelled()
+
+    asyncio.run(run())
+
+
 def test_a_cancelled_error_from_a_components_init_is_a_failed_init_retried_later() -> None:
     """Before, it went out of ``init_all`` and ended the start-up."""
 
