@@ -20,18 +20,21 @@ import sys
 import threading
 from collections.abc import Iterator
 from types import FrameType
+from typing import Any, TextIO
 
 import pytest
 
 DEFAULT_LIMIT = 1000.0
+BACKSTOP_MARGIN = 30.0
 EXIT_STATUS = 3
+_report: TextIO | None = None  # the run's stderr, uncaptured (pytest_configure)
 
 
 def _limit() -> float:
     return float(os.environ.get("LAYOTTO_TEST_TIMEOUT", DEFAULT_LIMIT))
 
 
-def _print_tasks() -> None:
+def _print_tasks(out: TextIO) -> None:
     """The stack of every task on an event loop that is running, in any thread."""
     for loop in [obj for obj in gc.get_objects() if isinstance(obj, asyncio.AbstractEventLoop)]:
         if not loop.is_running():
@@ -44,21 +47,30 @@ def _print_tasks() -> None:
                 continue
         else:
             continue
-        print(f"--- {len(tasks)} tasks on {loop!r}", file=sys.stderr)
+        print(f"--- {len(tasks)} tasks on {loop!r}", file=out)
         for task in tasks:
-            print(f"{task!r}, cancel requests {task.cancelling()}, awaiting:", file=sys.stderr)
+            print(f"{task!r}, cancel requests {task.cancelling()}, awaiting:", file=out)
             for frame in _awaiting(task.get_coro()):
-                print(f"  {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}", file=sys.stderr)
+                print(f"  {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}", file=out)
 
 
 def _awaiting(awaitable: object) -> Iterator[FrameType]:
     """The frames of a coroutine and of what it awaits, down to the innermost (Task.print_stack
     stops at the task's own coroutine)."""
     while awaitable is not None:
-        frame = getattr(awaitable, "cr_frame", None) or getattr(awaitable, "gi_frame", None)
+        frame = _first(awaitable, "cr_frame", "ag_frame", "gi_frame")
         if frame is not None:
             yield frame
-        awaitable = getattr(awaitable, "cr_await", None) or getattr(awaitable, "gi_yieldfrom", None)
+        awaitable = _first(awaitable, "cr_await", "ag_await", "gi_yieldfrom")
+
+
+def _first(thing: object, *names: str) -> Any:
+    """The first of ``thing``'s attributes ``names`` that is set."""
+    for name in names:
+        value = getattr(thing, name, None)
+        if value is not None:
+            return value
+    return None
 
 
 def _descendants(pid: int) -> list[int]:
@@ -82,31 +94,51 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def _expire(config: pytest.Config, nodeid: str, limit: float) -> None:
+def _expire(nodeid: str, limit: float) -> None:
+    out = _report or sys.__stderr__
+    try:
+        print(f"\n\n*** {nodeid} still running after {limit:g} s: the stacks, then the run stops\n", file=out)
+        out.flush()
+        faulthandler.dump_traceback(file=out, all_threads=True)
+        try:
+            _print_tasks(out)
+        except Exception as exc:  # a diagnostic: what it could not show must not hide the rest
+            print(f"(tasks not shown: {exc!r})", file=out)
+        out.flush()
+    finally:  # whatever failed above, the run ends
+        with contextlib.suppress(Exception):
+            for pid in _descendants(os.getpid()):  # servers and sidecars the fixtures started
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+        os._exit(EXIT_STATUS)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Keep the run's own stderr: pytest captures fd 2 during tests, and what is written
+    there then is lost at ``os._exit``."""
+    global _report
     capture = config.pluginmanager.getplugin("capturemanager")
     if capture is not None:
-        capture.suspend_global_capture(in_=True)
-    print(f"\n\n*** {nodeid} still running after {limit:g} s: the stacks, then the run stops\n", file=sys.stderr)
-    sys.stderr.flush()
-    faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        capture.suspend_global_capture(in_=False)
     try:
-        _print_tasks()
-    except Exception as exc:  # a diagnostic: what it could not show must not hide the rest
-        print(f"(tasks not shown: {exc!r})", file=sys.stderr)
-    sys.stderr.flush()
-    for pid in _descendants(os.getpid()):  # servers and sidecars the fixtures started
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
-    os._exit(EXIT_STATUS)
+        _report = os.fdopen(os.dup(2), "w", buffering=1)
+    finally:
+        if capture is not None:
+            capture.resume_global_capture()
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
     limit = _limit()
-    timer = threading.Timer(limit, _expire, args=(item.config, item.nodeid, limit))
+    timer = threading.Timer(limit, _expire, args=(item.nodeid, limit))
     timer.daemon = True
     timer.start()
+    # A backstop for a main thread that never lets the timer's thread run (native code
+    # holding the GIL): the threads' stacks only, and the exit.
+    faulthandler.dump_traceback_later(limit + BACKSTOP_MARGIN, exit=True, file=_report or sys.__stderr__)
     try:
         yield
     finally:
         timer.cancel()
+        faulthandler.cancel_dump_traceback_later()

@@ -92,9 +92,9 @@ class AppSubscriptions:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         pause = BACKOFF_SECONDS[0]
-        # end_if_cancelled: the dials and the components' sends may lose close()'s cancel (timeouts.py)
+        # end_if_cancelled: a component's send, as it subscribes or stops, may lose close()'s
+        # cancel (timeouts.py); the dials run in tasks of their own.
         while True:
-            end_if_cancelled()
             try:
                 wanted = await self._channel.list_subscriptions()
             except Exception as exc:
@@ -110,10 +110,10 @@ class AppSubscriptions:
             self.state.status, self.state.reason = Health.UP, ""
             self.state.subscriptions = ()
             missing = await self._subscribe(wanted)
-            end_if_cancelled()
             log.info("app at %s reached: subscribed to %s", self._channel.address, ", ".join(self.state.subscriptions))
             lost = loop.create_task(self._channel.lost())
             try:
+                end_if_cancelled()  # inside: what was subscribed is stopped on the way out
                 while not lost.done():
                     await asyncio.wait([lost], timeout=RESUBSCRIBE_SECONDS)
                     if missing and not lost.done():
@@ -122,6 +122,7 @@ class AppSubscriptions:
             finally:
                 lost.cancel()
                 await self._unsubscribe()
+            end_if_cancelled()
             self.state.status, self.state.reason = Health.DOWN, "connection lost"
             log.warning("lost the app at %s: subscriptions stopped until it is back", self._channel.address)
             if loop.time() - reached < STEADY_SECONDS:

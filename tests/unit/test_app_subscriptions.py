@@ -7,6 +7,7 @@ import time
 from typing import Any, cast
 
 from layotto_fast.runtime.app_subscriptions import AppSubscriptions
+from layotto_fast.runtime.pubsub_service import TopicSubscription
 
 
 def test_a_lost_app_stops_all_its_subscriptions_at_once() -> None:
@@ -70,27 +71,39 @@ def test_connections_that_last_moments_do_not_set_the_pace_of_the_cycle() -> Non
     assert asyncio.run(scenario()) <= 6  # 0.1 + 0.2 + 0.4 + 0.8 s of backoff within the second
 
 
-class _UnreachableLosingACancel:
-    """An app not reached, whose dial, under way when the sidecar closes, loses the cancel as
-    Python 3.11's ``wait_for`` does (runtime/timeouts.py): a stand-in for that timing."""
+class _ServiceLosingACancel:
+    """A pub/sub service whose component, subscribing when the sidecar closes, loses the cancel
+    as Python 3.11's ``wait_for`` in redis-py's send does (runtime/timeouts.py): a stand-in
+    for that timing, which cannot be had on demand."""
+
+    def __init__(self) -> None:
+        self.subscribing = asyncio.Event()
+        self.cancel_lost = False
+        self.stopped = 0
+
+    async def subscribe(self, subscription: TopicSubscription, deliver: Any) -> Any:
+        self.subscribing.set()
+        try:
+            await asyncio.sleep(0.5)
+        except asyncio.CancelledError:
+            self.cancel_lost = True
+
+        async def stop(deadline: float | None = None) -> None:
+            self.stopped += 1
+
+        return stop
+
+
+class _AppOfOneTopic:
+    """An app reached at once, asking for one topic, whose connection stays."""
 
     address = "app:1"
 
-    def __init__(self) -> None:
-        self.listing = asyncio.Event()
-        self.cancel_lost = False
-
-    async def list_subscriptions(self) -> list[Any]:
-        self.listing.set()
-        if not self.cancel_lost:
-            try:
-                await asyncio.sleep(0.5)
-            except asyncio.CancelledError:
-                self.cancel_lost = True
-        raise ConnectionError("connection refused")
+    async def list_subscriptions(self) -> list[TopicSubscription]:
+        return [TopicSubscription("pubsub", "orders")]
 
     def deliver(self, event: Any, timeout: float) -> Any:
-        raise AssertionError("nothing is subscribed")
+        raise AssertionError("nothing is published")
 
     async def lost(self) -> None:
         await asyncio.Event().wait()
@@ -99,15 +112,16 @@ class _UnreachableLosingACancel:
         return None
 
 
-def test_close_ends_the_cycle_when_a_dial_lost_its_cancel() -> None:
-    """Before, the cycle went on dialling every backoff, and close() waited for it forever."""
+def test_close_ends_the_cycle_when_a_subscribe_lost_its_cancel() -> None:
+    """Before, the cycle went on waiting for the app's connection to end, and close() waited
+    for the cycle forever. The subscription made meanwhile is stopped."""
 
     async def scenario() -> None:
-        app = _UnreachableLosingACancel()
-        subscriptions = AppSubscriptions(cast(Any, None), cast(Any, app))
+        service = _ServiceLosingACancel()
+        subscriptions = AppSubscriptions(cast(Any, service), _AppOfOneTopic())
         subscriptions.start()
-        await asyncio.wait_for(app.listing.wait(), 5.0)
+        await asyncio.wait_for(service.subscribing.wait(), 5.0)
         await asyncio.wait_for(subscriptions.close(), 2.0)
-        assert app.cancel_lost
+        assert service.cancel_lost and service.stopped == 1
 
     asyncio.run(scenario())

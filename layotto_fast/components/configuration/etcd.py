@@ -323,7 +323,6 @@ class EtcdConfigurationStore:
             failure: BaseException | None = None
             why = ""
             try:
-                end_if_cancelled()  # lost by a renew of the last turn
                 client = self._conn.client()
                 await self._stream(watch, client)
             except asyncio.CancelledError as exc:
