@@ -6,10 +6,11 @@
   so does ``asyncio.wait_for``, which is built on it there: ``within`` needs none.
 - ``end_if_cancelled``: Python 3.11's ``asyncio.wait_for`` returns the result of what it
   awaited when that finishes in the same turn as the task is cancelled, and the cancel is
-  lost (fixed in 3.12). redis-py sends every command through it, so a loop cancelled while
-  it sent one would run on; its every later ``asyncio.timeout`` then takes the lost cancel
-  for its own expiry and the loop never ends. ``Task.cancelling()`` still counts the
-  request, so such a loop checks it after each await that may have lost one.
+  lost (fixed in 3.12). redis-py sends every command through it when a socket timeout is
+  set (ours is the store's ``readTimeout``), and nats-py flushes through it, so a loop
+  cancelled while it sent one would run on; its every later ``asyncio.timeout`` then takes
+  the lost cancel for its own expiry and the loop never ends. ``Task.cancelling()`` still
+  counts the request, so such a loop checks it after each await that may have lost one.
 """
 
 from __future__ import annotations
