@@ -1,5 +1,6 @@
 """A test that hangs ends the run, with the stacks that show where, instead of holding it until
-CI's own limit kills it silently (stop 43: 85 minutes and no trace of which await never ended).
+CI's own limit kills it silently (stop 43's run: killed at CI's 5400 s, with no trace of
+which await never ended).
 
 Each test (setup, call and teardown) gets ``LAYOTTO_TEST_TIMEOUT`` seconds: 1000 by default,
 above the 900 s the interop fixtures give a Maven build of a Java peer on a fresh machine (the
