@@ -11,7 +11,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 
-use crate::front::budget::{self, Budget};
+use crate::front::budget;
 use crate::front::connection::{code::INTERNAL, Connection, Event, Method, Settings};
 
 const UNARY: u8 = 0;
@@ -69,6 +69,8 @@ impl GrpcServerConfig {
                 (path, method)
             })
             .collect();
+        let (max_incomplete_bytes_per_connection, incomplete_requests) =
+            budget::bounds_for(max_message_bytes);
         Ok(GrpcServerConfig {
             methods: Arc::new(methods),
             settings: Settings {
@@ -78,14 +80,8 @@ impl GrpcServerConfig {
                 initial_window_bytes,
                 max_send_buffer_bytes: max_message_bytes.clamp(64 * 1024, 4 * 1024 * 1024),
                 max_unconsumed_bytes: max_message_bytes.max(initial_window_bytes as usize),
-                max_incomplete_bytes_per_connection: budget::bytes_of(
-                    budget::MESSAGES_PER_CONNECTION,
-                    max_message_bytes,
-                ),
-                incomplete_requests: Budget::new(budget::bytes_of(
-                    budget::MESSAGES_PER_SERVER,
-                    max_message_bytes,
-                )),
+                max_incomplete_bytes_per_connection,
+                incomplete_requests,
             },
         })
     }

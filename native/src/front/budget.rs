@@ -20,6 +20,15 @@ use crate::grpc::PREFIX_LEN;
 pub const MESSAGES_PER_CONNECTION: usize = 32;
 pub const MESSAGES_PER_SERVER: usize = 64;
 
+/// The bounds for messages of up to `max_message` bytes: what the calls of one connection
+/// may hold, and the budget every connection of a server shares.
+pub fn bounds_for(max_message: usize) -> (usize, Arc<Budget>) {
+    (
+        bytes_of(MESSAGES_PER_CONNECTION, max_message),
+        Budget::new(bytes_of(MESSAGES_PER_SERVER, max_message)),
+    )
+}
+
 /// The bytes of `messages` messages of `max_message` bytes, their prefixes included.
 pub fn bytes_of(messages: usize, max_message: usize) -> usize {
     max_message

@@ -60,6 +60,8 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         let max_message_bytes = 4 * 1024 * 1024;
+        let (max_incomplete_bytes_per_connection, incomplete_requests) =
+            budget::bounds_for(max_message_bytes);
         Settings {
             max_message_bytes,
             max_concurrent_streams: 1024,
@@ -67,14 +69,8 @@ impl Default for Settings {
             initial_window_bytes: 1024 * 1024,
             max_send_buffer_bytes: 1024 * 1024,
             max_unconsumed_bytes: 1024 * 1024,
-            max_incomplete_bytes_per_connection: budget::bytes_of(
-                budget::MESSAGES_PER_CONNECTION,
-                max_message_bytes,
-            ),
-            incomplete_requests: Budget::new(budget::bytes_of(
-                budget::MESSAGES_PER_SERVER,
-                max_message_bytes,
-            )),
+            max_incomplete_bytes_per_connection,
+            incomplete_requests,
         }
     }
 }
