@@ -182,8 +182,7 @@ impl Upstream {
     /// Sends request `frame` (its id rewritten to one of ours); `pending` is `None` for
     /// a oneway request, which gets no answer.
     pub fn send<C: Codec>(&self, frame: &mut [u8], pending: Option<Pending>) -> bool {
-        let id = self.next_id.get() & self.id_mask;
-        self.next_id.set(self.next_id.get().wrapping_add(1));
+        let id = self.take_id();
         C::set_request_id(frame, id);
         if let Some(pending) = pending {
             pending.cluster.hosts[pending.host]
@@ -204,8 +203,7 @@ impl Upstream {
 
     /// Sends a heartbeat under an id of ours; None if the connection is closed.
     pub fn send_heartbeat<C: Codec>(&self) -> Option<u64> {
-        let id = self.next_id.get() & self.id_mask;
-        self.next_id.set(self.next_id.get().wrapping_add(1));
+        let id = self.take_id();
         self.outbox.push(&C::heartbeat_request(id)).then_some(id)
     }
 
@@ -272,6 +270,16 @@ impl Upstream {
     pub fn give_up<C: Codec>(&self, why: &str) {
         self.outbox.close();
         self.fail_all::<C>(Refusal::Unavailable, why);
+    }
+
+    /// The next id of ours, skipping any a request still waits under.
+    fn take_id(&self) -> u64 {
+        let pending = self.pending.borrow();
+        let (id, next) = next_free_id(self.next_id.get(), self.id_mask, |id| {
+            pending.contains_key(&id)
+        });
+        self.next_id.set(next);
+        id
     }
 
     fn issued(&self, id: u64) -> bool {
@@ -385,6 +393,21 @@ fn on_frame<C: Codec>(upstream: &Upstream, frame: &mut [u8]) -> Result<(), Strin
 /// Waits while nothing is pending until a request is sent; false once the connection is
 /// closed or given up. After every `heartbeat` of it a heartbeat goes out, as SOFA Bolt and
 /// Dubbo clients send; a probe under way is settled by its deadline.
+/// Our next request id and the counter after it. Ids wrap within `mask` (Bolt's field is
+/// 32 bits): past the first wrap, an id still `taken` by a request pending since the last
+/// time round is skipped, or its answer would end the newer request and the older one
+/// would never end.
+fn next_free_id(next: u64, mask: u64, taken: impl Fn(u64) -> bool) -> (u64, u64) {
+    let mut counter = next;
+    loop {
+        let id = counter & mask;
+        counter = counter.wrapping_add(1);
+        if next <= mask || !taken(id) {
+            return (id, counter);
+        }
+    }
+}
+
 /// Whether id `answered` was issued at or after `id`, ids growing and wrapping within `mask`.
 fn answered_since(answered: u64, id: u64, mask: u64) -> bool {
     answered.wrapping_sub(id) & mask <= mask / 2
@@ -475,7 +498,25 @@ async fn expire_deadlines<C: Codec>(upstream: Rc<Upstream>, idle_heartbeat: Opti
 
 #[cfg(test)]
 mod tests {
-    use super::answered_since;
+    use super::{answered_since, next_free_id};
+
+    #[test]
+    fn past_a_wrap_an_id_still_pending_is_skipped() {
+        let bolt = u32::MAX as u64;
+        let pending = [3u64, 4];
+        let taken = |id: u64| pending.contains(&id);
+        // Before the first wrap every id is new, pending or not (none can be).
+        assert_eq!(next_free_id(3, bolt, taken), (3, 4));
+        assert_eq!(next_free_id(bolt, bolt, taken), (bolt, bolt + 1));
+        // Round again: 3 and 4 still wait, so 5 is next; a free id is taken as it comes.
+        assert_eq!(next_free_id(bolt + 1 + 3, bolt, taken), (5, bolt + 1 + 6));
+        assert_eq!(next_free_id(bolt + 1 + 2, bolt, taken), (2, bolt + 1 + 3));
+        assert_eq!(
+            next_free_id(7, u64::MAX, |_| true),
+            (7, 8),
+            "Dubbo's 64-bit ids never wrap"
+        );
+    }
 
     #[test]
     fn a_heartbeat_counts_when_its_own_or_a_later_one_is_answered() {
