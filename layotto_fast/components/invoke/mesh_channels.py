@@ -1,6 +1,13 @@
 """The bolt and dubbo channels: a request frame built here, sent by the mesh's own
 clusters and codecs on the mesh thread (no loop back through a listener), its answer
-handed back to the event loop in batches."""
+handed back to the event loop in batches.
+
+The hand-over costs two thread wake-ups per call. Sending from the event loop instead
+was measured (a bare asyncio connection to the Bolt echo upstream, no cluster rules, at
+one call in flight, four interleaved runs each): p50 about 20 µs and p99 about 30 µs
+lower. That would not bring the call within 200 µs of a direct one at p99, and it would
+split each cluster's hosts, health and ejections between two threads, so calls stay on
+the mesh thread."""
 
 from __future__ import annotations
 
