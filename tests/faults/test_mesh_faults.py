@@ -4,7 +4,9 @@ upstream connection that goes silent, frames a Bolt server would close its conne
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import socket
 import threading
@@ -131,6 +133,28 @@ def test_a_host_that_misses_health_checks_is_taken_out(tmp_path: Path) -> None:
             assert client.responses(1)[0][2]["upstream"] == str(good.port)
         bad.mode = "echo"
         wait_for(lambda: hosts(sidecar)[bad.address]["healthy"])
+
+
+def test_a_health_check_that_times_out_fails_no_request_before_its_deadline(tmp_path: Path) -> None:
+    """The upstream pauses past the health check's timeout but within the request's own: the
+    request gets its late answer. Before, the probe gave up the connection the request shared
+    with it, and the request failed at once with CONNECTION_CLOSED."""
+    with (
+        fault_upstream() as upstream,
+        mesh(tmp_path, {"hosts": [upstream.address], "health_check": {"interval_ms": 50, "timeout_ms": 100}}) as (
+            sidecar,
+            port,
+        ),
+    ):
+        wait_for(lambda: upstream.heartbeats > 0)
+        upstream.delay = 0.8  # the connection answers nothing, heartbeats included, meanwhile
+        client = BoltClient(("127.0.0.1", port))
+        started = time.monotonic()
+        client.send(client.request(1, SERVICE))
+        request_id, status, _, content = client.responses(1)[0]
+        assert (request_id, status, content) == (1, STATUS_SUCCESS, b"hi")
+        assert time.monotonic() - started >= 0.7
+        wait_for(lambda: hosts(sidecar)[upstream.address]["healthy"])  # answering again
 
 
 def test_health_probes_that_cannot_connect_mark_a_host_unhealthy_not_ejected(tmp_path: Path) -> None:
@@ -324,6 +348,43 @@ def test_an_upstream_connection_that_goes_silent_is_replaced_after_one_timeout(t
             client.send(client.request(i, SERVICE))
             assert client.responses(1)[0][:2] == (i, STATUS_SUCCESS)
         assert upstream.connections == 2
+
+
+def test_a_connection_given_up_on_a_peer_that_stopped_reading_is_closed(tmp_path: Path) -> None:
+    """The upstream stops reading with 24 MiB on its way: the sidecar's writes to it block.
+    Once the connection is given up (a request's timeout, then an unanswered heartbeat), its
+    socket is closed. Before, the task writing to it stayed blocked, holding the socket and
+    what was queued, for as long as the peer stayed wedged; each new connection to it added one."""
+    with (
+        fault_upstream() as upstream,
+        mesh(tmp_path, {"hosts": [upstream.address]}, route={"timeout_ms": 300}) as (sidecar, port),
+    ):
+        client = BoltClient(("127.0.0.1", port))
+        client.send(client.request(1, SERVICE))
+        assert client.responses(1)[0][:2] == (1, STATUS_SUCCESS)
+        given_up = sockets_to(sidecar.process.pid, upstream.port)
+        assert len(given_up) == 1
+        upstream.paused = True
+        for i in (2, 3):  # more than the kernel's buffers on both sides hold
+            client.send(client.request(i, SERVICE, b"x" * (12 << 20)))
+        assert [client.responses(1)[0][:2] for _ in range(2)] == [(2, STATUS_TIMEOUT), (3, STATUS_TIMEOUT)]
+        wait_for(lambda: not sockets_to(sidecar.process.pid, upstream.port) & given_up)
+
+
+def sockets_to(pid: int, port: int) -> set[str]:
+    """The inodes of the TCP sockets process ``pid`` holds open to ``port`` on loopback."""
+    held = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                held.add(target[len("socket:[") : -1])
+    found = set()
+    for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[2].rsplit(":", 1)[1], 16) == port and fields[9] in held:
+            found.add(fields[9])
+    return found
 
 
 def test_a_host_whose_connection_goes_silent_is_healthy_again_on_a_new_one(tmp_path: Path) -> None:

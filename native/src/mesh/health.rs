@@ -50,9 +50,10 @@ async fn probe<C: Codec>(cluster: &Rc<Cluster>, host: usize, timeout: Duration) 
     if upstream.silent_since(sent) {
         // Nothing at all came back, not only no answer: a new connection may well work
         // (the next probe opens it), where this one would stay silent.
-        upstream.give_up::<C>(&format!(
-            "the upstream sent nothing for {timeout:?} after a heartbeat: its connection was given up"
-        ));
+        upstream.silent_at_health_check::<C>(
+            sent,
+            &format!("the upstream sent nothing for {timeout:?} after a heartbeat: its connection was given up"),
+        );
     }
     false
 }

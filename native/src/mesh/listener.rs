@@ -466,7 +466,7 @@ pub async fn dispatch<C: Codec>(
                     // only after a wait for the connection: others may have gone out meanwhile
                     return Err(too_many_in_flight(cluster, &sending));
                 }
-                if upstream.backed_up() {
+                if upstream.backed_up(frame.len()) {
                     return Err(refused_as_overloaded(
                         cluster,
                         &sending,
@@ -488,6 +488,7 @@ pub async fn dispatch<C: Codec>(
                         host,
                     }
                 });
+                // Cannot fail: the connection is open and `backed_up` left room for it.
                 upstream.send::<C>(frame, pending);
                 return Ok(());
             }

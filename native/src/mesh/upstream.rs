@@ -67,6 +67,9 @@ impl Pending {
 
 pub struct Upstream {
     pub outbox: Rc<Outbox>,
+    /// The task writing the outbox to the socket: stopped when the connection is given up,
+    /// where a peer that stopped reading would keep it (and the socket) waiting forever.
+    writer: std::cell::OnceCell<tokio::task::AbortHandle>,
     pending: RefCell<PendingMap>,
     next_id: Cell<u64>,
     /// Wakes the deadline task when a request arrives on an idle connection.
@@ -128,6 +131,7 @@ impl Upstream {
         let id_mask = C::MAX_REQUEST_ID;
         let upstream = Rc::new(Upstream {
             outbox: Rc::new(Outbox::new(UPSTREAM_OUTBOX_LIMIT)),
+            writer: std::cell::OnceCell::new(),
             pending: RefCell::new(PendingMap::default()),
             next_id: Cell::new(1),
             heartbeat_answered: Cell::new(None),
@@ -140,7 +144,8 @@ impl Upstream {
             id_mask,
         });
         let outbox = upstream.outbox.clone();
-        spawn_local(async move { outbox.drain(writer).await });
+        let writing = spawn_local(async move { outbox.drain(writer).await });
+        let _ = upstream.writer.set(writing.abort_handle());
         spawn_local(read_responses::<C>(upstream.clone(), reader, PhantomData));
         let idle_heartbeat =
             (idle_heartbeat_ms > 0).then(|| Duration::from_millis(idle_heartbeat_ms));
@@ -152,9 +157,12 @@ impl Upstream {
         !self.outbox.is_closed()
     }
 
-    /// Whether the upstream has left so much unread that new requests are refused.
-    pub fn backed_up(&self) -> bool {
-        self.outbox.backlog() >= UPSTREAM_BACKLOG_REFUSED
+    /// Whether the upstream has left so much unread that a new request of `len` bytes is
+    /// refused: past UPSTREAM_BACKLOG_REFUSED, or when queueing it would overflow the
+    /// outbox, which would close the connection every client shares (a frame larger than
+    /// the margin left, with a large `max_frame_size`).
+    pub fn backed_up(&self, len: usize) -> bool {
+        refused_at(self.outbox.backlog(), len)
     }
 
     /// Open, and not shutting down: new requests may go to it.
@@ -259,6 +267,22 @@ impl Upstream {
         false
     }
 
+    /// A health check's heartbeat, sent at `sent`, found the connection silent past its
+    /// timeout. A connection owed nothing is given up now; one owed answers only at the
+    /// last of their deadlines, if still silent then (as `probe_silence` does): a pause
+    /// its requests would outlive fails none of them early.
+    pub fn silent_at_health_check<C: Codec>(&self, sent: Instant, why: &str) {
+        let last_deadline = self.pending.borrow().values().map(|p| p.deadline).max();
+        match last_deadline {
+            None => self.give_up::<C>(why),
+            Some(deadline) => {
+                if self.probe.get().is_none() {
+                    self.probe.set(Some((sent, deadline)));
+                }
+            }
+        }
+    }
+
     /// Whether nothing at all came from the upstream since `since`.
     pub fn silent_since(&self, since: Instant) -> bool {
         self.last_read.get().is_none_or(|read| read < since)
@@ -269,6 +293,9 @@ impl Upstream {
     /// Without this it would stay until TCP gave up, many minutes later.
     pub fn give_up<C: Codec>(&self, why: &str) {
         self.outbox.close();
+        if let Some(writer) = self.writer.get() {
+            writer.abort();
+        }
         self.fail_all::<C>(Refusal::Unavailable, why);
     }
 
@@ -393,6 +420,12 @@ fn on_frame<C: Codec>(upstream: &Upstream, frame: &mut [u8]) -> Result<(), Strin
 /// Waits while nothing is pending until a request is sent; false once the connection is
 /// closed or given up. After every `heartbeat` of it a heartbeat goes out, as SOFA Bolt and
 /// Dubbo clients send; a probe under way is settled by its deadline.
+/// Whether a request of `len` bytes is refused with `backlog` bytes unread (see
+/// `Upstream::backed_up`); an empty outbox takes any frame, as `Outbox::push` does.
+fn refused_at(backlog: usize, len: usize) -> bool {
+    backlog >= UPSTREAM_BACKLOG_REFUSED || (backlog > 0 && backlog + len > UPSTREAM_OUTBOX_LIMIT)
+}
+
 /// Our next request id and the counter after it. Ids wrap within `mask` (Bolt's field is
 /// 32 bits): past the first wrap, an id still `taken` by a request pending since the last
 /// time round is skipped, or its answer would end the newer request and the older one
@@ -498,7 +531,20 @@ async fn expire_deadlines<C: Codec>(upstream: Rc<Upstream>, idle_heartbeat: Opti
 
 #[cfg(test)]
 mod tests {
-    use super::{answered_since, next_free_id};
+    use super::{
+        answered_since, next_free_id, refused_at, UPSTREAM_BACKLOG_REFUSED, UPSTREAM_OUTBOX_LIMIT,
+    };
+
+    #[test]
+    fn a_request_that_would_overflow_the_outbox_is_refused_not_queued() {
+        const MIB: usize = 1024 * 1024;
+        assert!(!refused_at(0, 100 * MIB), "an empty outbox takes any frame");
+        assert!(!refused_at(30 * MIB, 34 * MIB), "exactly full");
+        // Queued, it would overflow the outbox and close the connection all clients share.
+        assert!(refused_at(30 * MIB, 40 * MIB));
+        assert!(refused_at(UPSTREAM_BACKLOG_REFUSED, 1));
+        assert_eq!(UPSTREAM_OUTBOX_LIMIT, 64 * MIB);
+    }
 
     #[test]
     fn past_a_wrap_an_id_still_pending_is_skipped() {
