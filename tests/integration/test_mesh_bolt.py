@@ -100,6 +100,32 @@ def test_requests_reach_the_routed_cluster_round_robin(mesh: Mesh, upstreams: tu
     assert client.responses(1)[0][2]["upstream"] == str(upstreams[1].port)
 
 
+def test_weighted_clusters_share_a_route_spread_out(tmp_path: Path, upstreams: tuple[FaultUpstream, ...]) -> None:
+    """Weights 8:2: the light cluster gets one request in every five, not two in a row after
+    eight to the heavy one (with weights 900:100, a canary took all the traffic for a stretch)."""
+    heavy, light = upstreams
+    port = sidecar_process.free_port()
+    weighted = "com.example.Weighted:1.0"
+    routes = [{"name": "w", "match": {"service": weighted},
+               "clusters": [{"name": "heavy", "weight": 8}, {"name": "light", "weight": 2}]}]  # fmt: skip
+    clusters = [
+        {"name": "heavy", "protocol": "bolt", "hosts": [heavy.address]},
+        {"name": "light", "protocol": "bolt", "hosts": [light.address]},
+    ]
+    config = write(tmp_path / "mesh.yaml", mesh_config(port, routes, clusters))
+    sidecar = sidecar_process.start(tmp_path, "--config", str(config))
+    try:
+        client = BoltClient(("127.0.0.1", port))
+        served_by = []
+        for i in range(20):  # one at a time: each answer names its upstream
+            client.send(client.request(i, weighted))
+            served_by.append(client.responses(1)[0][2]["upstream"])
+    finally:
+        sidecar.stop()
+    for five in range(0, 20, 5):
+        assert served_by[five : five + 5].count(str(light.port)) == 1, served_by
+
+
 def test_header_conditions_route(mesh: Mesh, upstreams: tuple[FaultUpstream, ...]) -> None:
     client = mesh.client()
     client.send(client.request(1, "com.example.Zoned:1.0", headers={"zone": "gz"}))

@@ -46,20 +46,23 @@ impl Route {
             .all(|(name, value)| meta.header(name) == Some(value.as_str()))
     }
 
-    /// The cluster for the `n`-th request of this route: weights spread deterministically.
-    pub fn pick_cluster(&self, n: u64) -> usize {
-        let total: u64 = self.clusters.iter().map(|c| c.weight as u64).sum();
+    /// The cluster for the next request: smooth weighted round robin (nginx balances its
+    /// upstreams so), weights 9:1 sending every tenth request to the second cluster, not nine
+    /// in a row and then one. `scores` holds each cluster's running score, starting at zero.
+    pub fn pick_cluster(&self, scores: &mut [i64]) -> usize {
+        let total: i64 = self.clusters.iter().map(|c| c.weight as i64).sum();
         if total == 0 || self.clusters.len() == 1 {
             return self.clusters[0].cluster;
         }
-        let mut slot = n % total;
-        for weighted in &self.clusters {
-            if slot < weighted.weight as u64 {
-                return weighted.cluster;
+        let mut best = 0;
+        for (i, weighted) in self.clusters.iter().enumerate() {
+            scores[i] += weighted.weight as i64;
+            if scores[i] > scores[best] {
+                best = i;
             }
-            slot -= weighted.weight as u64;
         }
-        self.clusters[0].cluster
+        scores[best] -= total;
+        self.clusters[best].cluster
     }
 }
 
@@ -252,9 +255,39 @@ mod tests {
                 },
             ],
         };
-        let picks: Vec<usize> = (0..8).map(|n| r.pick_cluster(n)).collect();
+        let mut scores = [0; 2];
+        let picks: Vec<usize> = (0..8).map(|_| r.pick_cluster(&mut scores)).collect();
         assert_eq!(picks.iter().filter(|&&c| c == 7).count(), 6);
         assert_eq!(picks.iter().filter(|&&c| c == 9).count(), 2);
+    }
+
+    #[test]
+    fn a_small_weight_gets_its_share_spread_out_not_in_one_run() {
+        let r = Route {
+            name: "canary".into(),
+            matches: RouteMatch::default(),
+            clusters: vec![
+                WeightedCluster {
+                    cluster: 1,
+                    weight: 900,
+                },
+                WeightedCluster {
+                    cluster: 2,
+                    weight: 100,
+                },
+                WeightedCluster {
+                    cluster: 3,
+                    weight: 0,
+                },
+            ],
+        };
+        let mut scores = [0; 3];
+        let picks: Vec<usize> = (0..1000).map(|_| r.pick_cluster(&mut scores)).collect();
+        // Before, the 100 went to cluster 2 in one run, after 900 in a row to cluster 1.
+        for ten in picks.chunks(10) {
+            assert_eq!(ten.iter().filter(|&&c| c == 2).count(), 1, "{ten:?}");
+        }
+        assert!(!picks.contains(&3), "weight 0 gets nothing");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! clusters its routes send to. A reload builds a new one and swaps it in; connections
 //! in progress finish on the one they started with.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -19,14 +19,13 @@ pub struct Route {
     pub retries: u32,
     pub bucket: Option<Rc<TokenBucket>>,
     pub stats: Arc<RouteStats>,
-    sent: Cell<u64>,
+    /// Each weighted cluster's running score (see `router::Route::pick_cluster`).
+    scores: RefCell<Vec<i64>>,
 }
 
 impl Route {
     pub fn pick_cluster(&self) -> usize {
-        let n = self.sent.get();
-        self.sent.set(n.wrapping_add(1));
-        self.spec.pick_cluster(n)
+        self.spec.pick_cluster(&mut self.scores.borrow_mut())
     }
 }
 
@@ -102,7 +101,7 @@ impl Routing {
                             .entry((l.name.clone(), r.name.clone()))
                             .or_default()
                             .clone(),
-                        sent: Cell::new(0),
+                        scores: RefCell::new(vec![0; r.clusters.len()]),
                     })
                     .collect();
                 ListenerRoutes {
