@@ -73,6 +73,13 @@ class _AppConnection(asyncio.Protocol):
         self._heard = True  # an answer came from the app since the last keepalive tick
         self._pinged = False  # a PING went out in this silent stretch
         self._closer: asyncio.TimerHandle | None = None  # aborts a close the app does not let finish
+        self.spare = False  # dialled while another was made: closed unused, its end no loss
+
+    def close_spare(self) -> None:
+        self.spare = True
+        self._why = "not needed: another connection was made meanwhile"
+        if self.transport is not None:
+            self.transport.close()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, only alike
@@ -223,6 +230,8 @@ class GrpcAppChannel:
         if connection is self._connection:
             self._connection = None
         log.info("app at %s: connection %d ended: %s", self.address, connection.number, why)
+        if connection.spare:
+            return
         if (was_draining or connection.h2.ended_by_goaway()) and self._connection is not None:
             return  # the app's GOAWAY, and a connection made since: nothing was lost
         if connection.h2.ended_by_goaway() and self._redialling is None:
@@ -255,8 +264,8 @@ class GrpcAppChannel:
             self._redialling = None
         if self._connection is None or self._connection.ended:
             self._connection = connection
-        elif connection.transport is not None:  # calls dialled one meanwhile
-            connection.transport.close()
+        else:  # calls dialled one meanwhile
+            connection.close_spare()
 
     async def _call(self, path: str, message: bytes, timeout_ms: int) -> bytes:
         future: asyncio.Future[tuple[int, str, bytes]] = self._start(path, message, timeout_ms, None)
@@ -316,7 +325,12 @@ class GrpcAppChannel:
             return
         finally:
             self._dialling = None
-        self._connection = connection
+        current = self._connection
+        if current is not None and not current.ended and not current.h2.is_closed() and not current.h2.is_draining():
+            connection.close_spare()  # the redial after a GOAWAY made one meanwhile: the calls go there
+            connection = current
+        else:
+            self._connection = connection
         queued, self._dial_queue = self._dial_queue, []
         now = loop.time()
         # the time spent connecting counts against each call's limit

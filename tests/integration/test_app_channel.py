@@ -4,9 +4,12 @@ the native HTTP/2 connection) against a real grpcio server in this process."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import os
 import time
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -192,6 +195,53 @@ def test_an_app_stopping_gracefully_answers_what_it_took() -> None:
     assert first == [Verdict.SUCCESS] * 5
     assert all(type(outcome).__name__ == "SubscriberGone" for outcome in second), second
     assert sorted(e.id for e in app.received()) == [f"e{i}" for i in range(5)]
+
+
+def test_a_delivery_dialling_while_the_channel_redials_after_a_goaway_leaves_one_connection_and_no_loss() -> None:
+    """After the app's GOAWAY the channel dials again; a delivery arriving meanwhile dials too.
+    Whichever connects first is kept and the other is closed unused. Before, when the delivery's
+    connected first, the redial's was closed and its end counted as the app lost (every
+    subscription made again); when the redial's connected first, the delivery's replaced it and
+    it stayed open, unused, for good."""
+    gc.collect()  # earlier tests' native connections go now, on this thread
+    app = CallbackApp([Topic("ps", "orders")]).start()
+    channel = GrpcAppChannel("127.0.0.1", app.port)
+
+    async def scenario() -> tuple[Verdict, int, int]:
+        try:
+            redial = asyncio.ensure_future(channel._redial_after_goaway())
+            channel._redialling = redial
+            verdict = await channel.deliver(event(1), 5.0)  # dials too: the two connects race
+            await redial
+            await asyncio.sleep(0.1)  # the unused connection's end runs here
+            return verdict, channel._losses, len(sockets_to(app.port))
+        finally:
+            await channel.close()
+            await asyncio.sleep(0.1)
+
+    try:
+        verdict, losses, connections = run(scenario())
+    finally:
+        gc.collect()  # here, not on a server thread: the native connections belong to this thread
+        app.stop()
+    assert verdict == Verdict.SUCCESS
+    assert (losses, connections) == (0, 1)
+
+
+def sockets_to(port: int) -> set[str]:
+    """The inodes of the TCP sockets this process holds open to ``port`` (its client ends)."""
+    held = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                held.add(target[len("socket:[") : -1])
+    found = set()
+    for line in Path("/proc/self/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[2].rsplit(":", 1)[1], 16) == port and fields[9] in held and fields[3] == "01":
+            found.add(fields[9])
+    return found
 
 
 def test_a_delivery_never_sent_with_no_time_left_has_no_verdict() -> None:
