@@ -305,6 +305,32 @@ def test_a_stopped_subscription_leaves_its_group_unless_entries_are_pending_on_i
     assert len(consumers(harness, "g")) == 1 and harness.pending("g") == 1
 
 
+def test_an_entry_held_past_processing_timeout_is_not_claimed_by_the_other_consumers(harness: Harness) -> None:
+    """Two subscriptions share a group; the one that reads the entry takes 2.5 s to handle it,
+    past processingTimeout (1 s). Before, the other one's claim pass took the entry once it
+    was idle that long and delivered it a second time while the first still had it."""
+    component = harness.make(processingTimeout="1s", redeliverInterval="200ms")
+    handled: list[tuple[str, bytes]] = []
+
+    def slow(name: str) -> Handler:
+        async def handler(message: Message) -> Verdict:
+            handled.append((name, message.data))
+            await asyncio.sleep(2.5)
+            return Verdict.SUCCESS
+
+        return handler
+
+    async def scenario() -> None:
+        await component.subscribe(harness.topic, SubscribeOptions(group="g"), slow("first"))
+        await component.subscribe(harness.topic, SubscribeOptions(group="g"), slow("second"))
+        await component.publish(harness.topic, b"once", {})
+        assert await until(lambda: harness.pending("g") == 0 and len(handled) > 0, 6)
+        await asyncio.sleep(0.5)  # a claim pass or two more
+
+    harness.run(scenario())
+    assert [data for _, data in handled] == [b"once"], handled
+
+
 def test_a_read_timeout_under_a_second_does_not_cut_idle_reads(harness: Harness) -> None:
     """A read blocked READ_BLOCK_MS (1 s) whatever the read timeout: with readTimeout 400ms every
     idle read was cut off, its connection dropped and made again about twice a second."""

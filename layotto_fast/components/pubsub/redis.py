@@ -11,7 +11,9 @@ give one up). Anything else leaves it pending; every ``redeliverInterval`` each 
 claims (``XAUTOCLAIM``) the entries pending longer than ``processingTimeout`` in its group,
 its own included, and handles them again: entries read by a sidecar that crashed are not
 lost, they move to a live consumer. The ones it still holds (read and waiting for a slot,
-being handled, or being acknowledged) it does not hand out again. Either duration at 0
+being handled, or being acknowledged) it does not hand out again, and it keeps them fresh
+in Redis (their idle time made zero FRESHENINGS_PER_TIMEOUT times a ``processingTimeout``),
+so that the group's other consumers do not claim them from it either. Either duration at 0
 turns claiming off, as in Dapr.
 
 Every subscription is a consumer of its own, under a name of its own, and Redis keeps a
@@ -58,6 +60,7 @@ from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime import metadata
 from layotto_fast.runtime.pubsub import Handler, Message, SubscribeOptions, Unsubscribe, Verdict
 from layotto_fast.runtime.pubsub_dispatch import Dispatcher
+from layotto_fast.runtime.timeouts import end_if_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +119,25 @@ redis.call("XGROUP", "DELCONSUMER", KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
 )
+
+# KEYS[1]: the stream. ARGV[1]: the group, ARGV[2]: a consumer, ARGV[3...]: entry ids it holds.
+# Makes the idle time of each id still pending on that consumer zero again (XCLAIM to itself;
+# JUSTID leaves its delivery count alone), and answers how many; an id claimed away meanwhile
+# is left to its new owner.
+KEEP_FRESH = Script(
+    """
+local kept = 0
+for i = 3, #ARGV do
+  if #redis.call("XPENDING", KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2]) > 0 then
+    redis.call("XCLAIM", KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], "JUSTID")
+    kept = kept + 1
+  end
+end
+return kept
+"""
+)
+# Times per processingTimeout the entries a subscription holds are made fresh again.
+FRESHENINGS_PER_TIMEOUT = 3
 
 
 @dataclass(frozen=True)
@@ -245,6 +267,8 @@ class _Reader:
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._read()))
         self._tasks.append(loop.create_task(self._claim()))
+        if self._config.redeliver_interval > 0 and self._config.processing_timeout > 0:
+            self._tasks.append(loop.create_task(self._keep_fresh()))
 
     async def stop(self, deadline: float | None = None) -> None:
         """Stop reading and claiming, let the handler calls in flight finish until ``deadline``
@@ -359,6 +383,24 @@ class _Reader:
             if loop.time() >= next_sweep and not self._stopping:
                 next_sweep = loop.time() + sweep_every
                 await self._sweep()
+
+    async def _keep_fresh(self) -> None:
+        """Keep the entries this subscription holds (waiting for a slot, being handled, being
+        acknowledged) from growing idle in Redis: past ``processingTimeout`` the group's other
+        consumers would claim them and deliver them a second time while they are still in
+        hand here. Claiming is for the entries of a consumer that is gone."""
+        assert self._pipeline is not None
+        pause = self._config.processing_timeout / FRESHENINGS_PER_TIMEOUT
+        while not self._stopping:
+            await asyncio.sleep(pause)
+            held = sorted(self._in_hand)
+            if not held:
+                continue
+            try:
+                await self._pipeline.script(KEEP_FRESH, [self._topic], [self._group, self._consumer, *held])
+            except AWAY as exc:  # the claims a later pass makes, or another consumer's, decide then
+                log.info("keeping the entries held for %s fresh failed: %s", self._topic, exc)
+            end_if_cancelled()
 
     async def _claim_stale_entries(self) -> None:
         idle_ms = int(self._config.processing_timeout * 1000)
