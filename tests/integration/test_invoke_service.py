@@ -190,6 +190,21 @@ def test_timeouts_from_the_target_the_header_and_the_filter(sidecar: sidecar_pro
     assert bad.code() == grpc.StatusCode.INVALID_ARGUMENT and "rpc_request_timeout" in (bad.details() or "")
 
 
+def test_what_a_channel_cannot_carry_is_invalid_argument_naming_the_field(sidecar: sidecar_process.Sidecar) -> None:
+    """Before, both were INTERNAL ("UnicodeEncodeError", "ValueError"), naming nothing."""
+    request = pb.InvokeServiceRequest(
+        id="web", message=pb.CommonInvokeRequest(method="x", content_type="text/plain; unit=\u20ac")
+    )
+    with pytest.raises(grpc.RpcError) as caught:
+        sidecar.stub().InvokeService(request, timeout=10)
+    euro = caught.value
+    assert euro.code() == grpc.StatusCode.INVALID_ARGUMENT, euro
+    assert (euro.details() or "").startswith("message.content_type: "), euro.details()
+    long_method = error(sidecar, "echo-bolt", "m" * 40_000)
+    assert long_method.code() == grpc.StatusCode.INVALID_ARGUMENT, long_method
+    assert "method 'mmm" in (long_method.details() or ""), long_method.details()
+
+
 def test_rpc_target_address_dials_that_address(sidecar: sidecar_process.Sidecar, http_upstream: str) -> None:
     response = invoke(sidecar, "nowhere", "direct", metadata=(("rpc_target_address", http_upstream),))
     assert json.loads(response.data.value)["path"] == "/direct"

@@ -61,6 +61,15 @@ def _safe(text: str, what: str) -> str:
     return text
 
 
+def _header_value(text: str, what: str) -> str:
+    """``text`` as a header line carries it: HTTP/1.1 headers are Latin-1 bytes."""
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"{what}: {text!r} has characters an HTTP header cannot carry") from None
+    return _safe(text, what)
+
+
 def _escaped(text: str) -> str:
     """``text`` as a request-target may carry it: other characters as UTF-8 %XX escapes."""
     return quote(_BARE_PERCENT.sub("%25", text), safe=_TARGET_SAFE)
@@ -106,7 +115,7 @@ class HttpChannel:
             if k.lower() not in not_forwarded
         }
         if request.content_type:
-            headers["Content-Type"] = _safe(request.content_type, "message.content_type")
+            headers["Content-Type"] = _header_value(request.content_type, "message.content_type")
         verb = request.verb or DEFAULT_VERB
         try:
             response = await client.request(verb, target, headers, request.data, request.timeout_ms / 1000)

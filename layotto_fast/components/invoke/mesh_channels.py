@@ -67,7 +67,10 @@ class MeshInvoker:
         token = next(self._tokens)
         future = self._waiting[token] = loop.create_future()
         try:
-            proxy.invoke(token, protocol, frame, timeout_ms, cluster=cluster, address=address)
+            try:
+                proxy.invoke(token, protocol, frame, timeout_ms, cluster=cluster, address=address)
+            except RuntimeError as exc:  # the mesh thread has stopped
+                raise Unavailable(str(exc)) from None
             answer: bytes = await future
             return answer
         finally:
@@ -157,9 +160,12 @@ class BoltChannel:
         header["sofa_head_method_name"] = request.method
         codec = request.extensions.get(BOLT_CODEC, config.codec)
         oneway = header.get(REQUEST_TYPE_HEADER) == ONEWAY
-        frame = native.encode_bolt_request(
-            0, codec, request.timeout_ms, config.class_name, header, request.data, oneway=oneway
-        )
+        try:
+            frame = native.encode_bolt_request(
+                0, codec, request.timeout_ms, config.class_name, header, request.data, oneway=oneway
+            )
+        except ValueError as exc:  # a header name or value past Bolt's 32 KiB (the method, say)
+            raise InvalidArgument(f"bolt service {config.service!r} method {request.method[:64]!r}: {exc}") from None
         answer = await self._invoker.send("bolt", frame, request.timeout_ms, **_where(config, request))
         if oneway:  # done once sent: nothing answers it
             return InvokeResult(data=b"", content_type=request.content_type)
