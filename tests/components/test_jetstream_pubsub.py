@@ -140,6 +140,45 @@ def test_a_handler_slower_than_ack_wait_gets_no_duplicate(harness: Harness) -> N
     assert [m.delivery_count for m in received.messages] == [1]
 
 
+def test_a_message_with_a_status_header_of_its_own_is_delivered(harness: Harness) -> None:
+    """Before, a message whose publisher set a Status header (metadata "Status") was taken for
+    the server's status line ending a pull request: never handed to the subscriber, handed out
+    again by the server every ackWait, a warning each time."""
+    pubsub, topic = harness.make(), unique()
+    received = Recorder()
+
+    async def scenario() -> None:
+        await pubsub.subscribe(topic, SubscribeOptions(group="g"), received)
+        await pubsub.publish(topic, b"mine", {"Status": "active"})
+        assert await until(lambda: len(received.messages) == 1, 5)
+        await asyncio.sleep(ACK_WAIT * 1.5)  # acknowledged: not handed out again
+
+    harness.run(scenario())
+    [message] = received.messages
+    assert (message.data, message.metadata["Status"], message.delivery_count) == (b"mine", "active", 1)
+
+
+def test_a_consumer_made_with_a_shorter_ack_wait_is_kept_alive_at_its_own_pace(harness: Harness) -> None:
+    """The group's consumer exists with AckWait 1 s (made by a sidecar configured so, or an
+    operator); this sidecar's manifest says 30 s and joins it as it is. Before, its keep-alive
+    went out every 15 s, so the server handed a message out again after 1 s while its handler
+    (2.5 s) was still at work."""
+    topic = unique()
+    first, joining = harness.make("first"), harness.make("joining", ackWait="30s")
+    received = Recorder(delay=ACK_WAIT * 2.5)
+
+    async def scenario() -> None:
+        unsubscribe = await first.subscribe(topic, SubscribeOptions(group="g"), Recorder())
+        await unsubscribe()  # the consumer stays, with its AckWait of 1 s
+        await joining.subscribe(topic, SubscribeOptions(group="g"), received)
+        await joining.publish(topic, b"slow", {})
+        assert await until(lambda: len(received.messages) == 1, 5)
+        await asyncio.sleep(ACK_WAIT * 3)
+
+    harness.run(scenario())
+    assert [m.delivery_count for m in received.messages] == [1]
+
+
 def test_a_message_is_handled_as_it_arrives_while_a_pull_request_for_more_waits(harness: Harness) -> None:
     """After a full batch the reader asks for several; one that arrives alone must not wait
     for the rest of the batch (nor for the request to expire, FETCH_WAIT later)."""

@@ -253,14 +253,14 @@ class JetStreamPubSub:
         group = options.group or self._config.durable_name
         shared = bool(self._config.stream_name)
         durable = safe_name(f"{group}_{topic}" if shared else group)
-        found = await self._join(stream, durable, topic)
+        found, ack_wait = await self._join(stream, durable, topic)
         if shared and found and found != topic:
             # The name of another group's consumer of another topic ("a" + "b_c" and "a_b" +
             # "c" read alike): this one gets a name of its own, hashed from both, unambiguously.
             # (One filtering on no single subject is an operator's: joined as it is.)
             both = hashlib.sha256(group.encode() + b"\0" + topic.encode()).hexdigest()[:8]
             durable = f"{durable}_{both}"
-            await self._join(stream, durable, topic)
+            _, ack_wait = await self._join(stream, durable, topic)
 
         async def recover() -> None:
             self._topics_stored.pop(topic, None)
@@ -272,7 +272,7 @@ class JetStreamPubSub:
             f"{self._config.component} topic {topic!r}",
             topic,
             f"{API_PREFIX}.CONSUMER.MSG.NEXT.{stream}.{durable}",
-            self._config.ack_wait,
+            ack_wait,
             handler,
             concurrency,
             recover,
@@ -292,18 +292,19 @@ class JetStreamPubSub:
 
     # --- helpers --------------------------------------------------------------------------------
 
-    async def _join(self, stream: str, durable: str, topic: str) -> str | None:
+    async def _join(self, stream: str, durable: str, topic: str) -> tuple[str | None, float]:
         """Make consumer ``durable`` of ``topic`` in ``stream`` unless it exists; the subject it
-        filters on (None: every subject of the stream). One that exists is joined as it is: its
-        configuration is not changed."""
+        filters on (None: every subject of the stream) and its AckWait in seconds. One that
+        exists is joined as it is: its configuration is not changed, and its own AckWait, not
+        the manifest's, paces the keep-alive of the messages in hand."""
         js = self._connected()
         try:
             try:
-                filtered: str | None = (await js.consumer_info(stream, durable)).config.filter_subject
-                return filtered
+                config = (await js.consumer_info(stream, durable)).config
+                return config.filter_subject, config.ack_wait or self._config.ack_wait
             except js_errors.NotFoundError:
                 await js.add_consumer(stream, config=self._consumer_config(durable, topic))
-                return topic
+                return topic, self._config.ack_wait
         except API_ERRORS as exc:
             raise self._failure(f"consumer {durable!r} of stream {stream!r}", exc) from None
 

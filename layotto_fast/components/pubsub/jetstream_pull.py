@@ -87,7 +87,9 @@ class PullReader:
         self._keeping_alive = self._loop.create_task(self._keep_alive())
 
     async def _arrived(self, msg: Msg) -> None:
-        status = msg.headers.get(api.Header.STATUS) if msg.headers else None
+        # A message has a reply subject to acknowledge it on; a status line (408, 404, 409, a
+        # heartbeat) has none. A message may carry a Status header of its publisher's own.
+        status = msg.headers.get(api.Header.STATUS) if msg.headers and not msg.reply else None
         if status is None:  # a message
             self._owed -= 1
             if self._owed <= 0:
