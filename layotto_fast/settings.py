@@ -121,8 +121,15 @@ def check_invoke_clusters(mesh: MeshSettings | None, invoke: InvokeSettings | No
 
 
 def read_mesh(config_file: str) -> MeshSettings | None:
-    """The ``mesh`` section of ``config_file`` as it is now (a reload reads it again)."""
-    mesh: MeshSettings | None = _read_config(Path(config_file)).get("mesh")
+    """The ``mesh`` section of ``config_file`` as it is now (a reload reads it again). The
+    file's other settings are checked one by one as start-up checks them: a reload must not
+    take a file the next start would refuse. (Not against one another: flags may have
+    overridden some of them.)"""
+    values = _read_config(Path(config_file))
+    for name, value in values.items():
+        if name not in ("mesh", "invoke"):
+            _check(name, value, config_file)
+    mesh: MeshSettings | None = values.get("mesh")
     return mesh
 
 

@@ -6,6 +6,7 @@ Parsed into typed records here, with every mistake named by file and field path
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -200,8 +201,9 @@ class _Fields:
 
     def number(self, name: str) -> float:
         value = self.raw.get(name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise self.error(name, f"must be a number above 0, got {value!r}")
+        # not (value > 0): NaN compares false both ways, and the native proxy would refuse it
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value == math.inf:
+            raise self.error(name, f"must be a finite number above 0, got {value!r}")
         return float(value)
 
     def choice(self, name: str, choices: tuple[str, ...], default: str | None = None) -> str:
@@ -244,6 +246,8 @@ def _cluster(source: str, path: str, raw: Any) -> Cluster:
         # Port 0 is only a listener's "any port": no connection can be made to it.
         if not is_host_port(host):
             raise f.error(f"hosts[{i}]", f"must be host:port with a port from 1 to 65535, got {host!r}")
+        if hosts.index(host) != i:  # its metrics and health would be one host's, counted twice
+            raise f.error(f"hosts[{i}]", f"{host!r} is listed twice (hosts[{hosts.index(host)}])")
     breaker = f.section("circuit_breaker", ("max_requests", "max_pending"))
     outlier = f.section("outlier_detection", ("consecutive_failures", "ejection_ms", "max_ejection_percent"))
     health = f.section("health_check", ("interval_ms", "timeout_ms"))
@@ -313,12 +317,14 @@ def _route(source: str, path: str, raw: Any, clusters: Mapping[str, Cluster], pr
         weighted.append((wf.required_text("name"), wf.integer("weight", 1, 1, 1_000_000)))
     if not weighted:
         raise f.error("cluster", "is required (or clusters: a list of {name, weight})")
-    for name, _ in weighted:
+    listed = f.raw.get("cluster") is not None  # the field as the route spells it
+    for i, (name, _) in enumerate(weighted):
+        field = "cluster" if listed else f"clusters[{i}].name"
         if name not in clusters:
             known = ", ".join(sorted(clusters)) or "none"
-            raise f.error("cluster", f"{name!r} is not a cluster (known: {known})")
+            raise f.error(field, f"{name!r} is not a cluster (known: {known})")
         if clusters[name].protocol != protocol:
-            raise f.error("cluster", f"{name!r} speaks {clusters[name].protocol}, this listener {protocol}")
+            raise f.error(field, f"{name!r} speaks {clusters[name].protocol}, this listener {protocol}")
     limit = f.section("rate_limit", ("requests_per_second", "burst"))
     rate_limit = None
     if limit is not None:

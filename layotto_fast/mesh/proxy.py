@@ -56,6 +56,8 @@ class Mesh:
         """Reads the config file again and swaps in its routes and clusters; a file that is
         bad, or that changes the listeners, is refused with the reason logged and the running
         configuration kept."""
+        if self._proxy is None:  # stopped (a SIGHUP while the sidecar shuts down): nothing to reload
+            return False
         self._seen = self._stamp()
         try:
             new = settings_module.read_mesh(self._config_file) if self._config_file else None
@@ -133,12 +135,14 @@ class Mesh:
             self._proxy.stop()
             self._proxy = None
 
-    def _stamp(self) -> tuple[int, int] | None:
+    def _stamp(self) -> tuple[int, int, int, int] | None:
         try:
             stat = os.stat(self._config_file) if self._config_file else None
         except OSError:
             return None
-        return (stat.st_mtime_ns, stat.st_size) if stat else None
+        # ctime and inode too: a copy that keeps the old mtime (cp -p, rsync -t) and size, or an
+        # editor's rename over the file, still changes them
+        return (stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_size) if stat else None
 
     async def _watch(self) -> None:
         while True:

@@ -116,6 +116,20 @@ def test_the_native_shape_carries_every_setting() -> None:
         ({"clusters": [CLUSTER, CLUSTER]}, "mesh.clusters[1].name", "used twice"),
         (mesh(routes=[{"name": "r", "cluster": "echo", "rate_limit": {"requests_per_second": 5, "burst": 0.5}}]),
          f"{R0}.rate_limit.burst", "at least 1"),
+        # NaN passed "<= 0" and stopped the native proxy with a ValueError naming no file
+        (mesh(routes=[{"name": "r", "cluster": "echo", "rate_limit": {"requests_per_second": float("nan")}}]),
+         f"{R0}.rate_limit.requests_per_second", "finite number above 0, got nan"),
+        (mesh(routes=[{"name": "r", "cluster": "echo",
+                       "rate_limit": {"requests_per_second": 5, "burst": float("nan")}}]),
+         f"{R0}.rate_limit.burst", "finite number above 0"),
+        (mesh(routes=[{"name": "r", "cluster": "echo", "rate_limit": {"requests_per_second": float("inf")}}]),
+         f"{R0}.rate_limit.requests_per_second", "finite number above 0, got inf"),
+        # metrics and health would be one host's, counted twice (and /metrics would repeat a sample)
+        ({"clusters": [{**CLUSTER, "hosts": ["127.0.0.1:12200", "127.0.0.1:12200"]}]}, "mesh.clusters[0].hosts[1]",
+         "listed twice (hosts[0])"),
+        # named as the route spells it: before, ".cluster", which it does not have
+        (mesh(routes=[{"name": "r", "clusters": [{"name": "echo"}, {"name": "nope", "weight": 2}]}]),
+         f"{R0}.clusters[1].name", "'nope' is not a cluster"),
         ([], "mesh", "must be a mapping"),
     ],
 )  # fmt: skip
@@ -145,6 +159,16 @@ def test_the_config_file_carries_the_mesh_and_its_ports_are_checked(tmp_path: Pa
     path.write_text(yaml.safe_dump({"grpc_port": 12220, "mesh": mesh()}))
     with pytest.raises(StartupError, match=r"mesh.listeners\[0\].address: 12220 is also the grpc_port"):
         settings.load(str(path), {})
+
+
+def test_the_readme_s_annotated_mesh_section_is_valid(tmp_path: Path) -> None:
+    """Copied as written, it starts (before, it gave a version condition to a Bolt route)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    [block] = [b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if b.startswith("mesh:\n  listeners:")]
+    path = tmp_path / "config.yaml"
+    path.write_text(block)
+    loaded = settings.load(str(path), {})
+    assert loaded.mesh is not None and loaded.mesh.listeners[0].routes[0].rate_limit is not None
 
 
 def test_the_quick_start_example_is_valid() -> None:

@@ -1,9 +1,12 @@
-"""The mesh watching its config file: a reload that fails does not end the watch."""
+"""The mesh watching its config file: a reload that fails does not end the watch; a change that keeps
+the mtime and size is seen; a reload after the stop does nothing; a file the next start would
+refuse is refused."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -70,3 +73,71 @@ def test_a_reload_that_fails_unexpectedly_keeps_the_routes_and_the_watch(
     assert len(refused) == 1
     assert "RecursionError: maximum recursion depth exceeded" in refused[0].getMessage()
     assert refused[0].exc_info is not None
+
+
+def test_a_copy_that_keeps_the_old_mtime_and_size_is_still_reloaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``cp -p`` or ``rsync -t`` of a file the same size (route B renamed C): before, the watch
+    compared only mtime and size and never saw the change."""
+    monkeypatch.setattr(proxy, "WATCH_INTERVAL_SECONDS", 0.02)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(_config("com.example.A", "com.example.B")))
+    loaded = settings.load(str(path), {})
+    assert loaded.mesh is not None
+    mesh = Mesh(loaded.mesh, str(path))
+    before = path.stat()
+
+    async def run() -> None:
+        mesh.start()
+        mesh.watch()
+        try:
+            await asyncio.sleep(0.05)
+            path.write_text(yaml.safe_dump(_config("com.example.A", "com.example.C")))
+            os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+            assert path.stat().st_size == before.st_size
+            await _until(lambda: mesh.reloads == 1, "the copied file to be reloaded")
+            assert [r.name for r in mesh.settings.listeners[0].routes] == ["com.example.A", "com.example.C"]
+        finally:
+            mesh.stop()
+
+    asyncio.run(run())
+
+
+def test_a_reload_after_the_mesh_stopped_does_nothing(tmp_path: Path) -> None:
+    """A SIGHUP while the sidecar shuts down: before, an AssertionError's traceback in the log."""
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(_config("com.example.A")))
+    loaded = settings.load(str(path), {})
+    assert loaded.mesh is not None
+    mesh = Mesh(loaded.mesh, str(path))
+
+    async def run() -> bool:
+        mesh.start()
+        mesh.stop()
+        return mesh.reload()
+
+    assert asyncio.run(run()) is False
+    assert (mesh.reloads, mesh.refused_reloads) == (0, 0)
+
+
+def test_a_reload_refuses_a_file_whose_other_settings_the_next_start_would_refuse(tmp_path: Path) -> None:
+    """Before, only the mesh section was read again: "mesh configuration reloaded", then the
+    next start stopped on the file."""
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(_config("com.example.A")))
+    loaded = settings.load(str(path), {})
+    assert loaded.mesh is not None
+    mesh = Mesh(loaded.mesh, str(path))
+
+    async def run() -> bool:
+        mesh.start()
+        try:
+            path.write_text(yaml.safe_dump({"log_level": "loud", **_config("com.example.A", "com.example.B")}))
+            return mesh.reload()
+        finally:
+            mesh.stop()
+
+    assert asyncio.run(run()) is False
+    assert (mesh.reloads, mesh.refused_reloads) == (0, 1)
+    assert [r.name for r in mesh.settings.listeners[0].routes] == ["com.example.A"]
