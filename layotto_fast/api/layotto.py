@@ -180,7 +180,7 @@ class LayottoRuntime:
             request.data,
             request.data_content_type,
             request.metadata,
-            current_call().text("traceparent"),
+            *_trace_context(),
         )
 
     async def BulkPublishEvent(self, request: pb.BulkPublishRequest) -> pb.BulkPublishResponse:
@@ -188,7 +188,9 @@ class LayottoRuntime:
             BulkEntry(entry_id=e.entry_id, data=e.event, content_type=e.content_type, metadata=dict(e.metadata))
             for e in request.entries
         ]
-        failures = await self._pubsub.bulk_publish(request.pubsub_name, request.topic, entries, dict(request.metadata))
+        failures = await self._pubsub.bulk_publish(
+            request.pubsub_name, request.topic, entries, dict(request.metadata), *_trace_context()
+        )
         return pb.BulkPublishResponse(
             failedEntries=[pb.BulkPublishResponseFailedEntry(entry_id=f.entry_id, error=f.error) for f in failures]
         )
@@ -386,6 +388,12 @@ def _item_message(item: ConfigItem) -> pb.ConfigurationItem:
 
 
 _INCREMENTS = frozenset((pb.SequencerOptions.WEAK, pb.SequencerOptions.STRONG))
+
+
+def _trace_context() -> tuple[str, str]:
+    """The call's W3C trace context (traceparent, tracestate), for a published envelope."""
+    call = current_call()
+    return call.text("traceparent"), call.text("tracestate")
 
 
 def _verb_name(number: int) -> str:

@@ -116,6 +116,7 @@ def wrap(
     topic: str,
     pubsub_name: str,
     traceparent: str = "",
+    tracestate: str = "",
     metadata: Mapping[str, str] | None = None,
     expiration: str = "",
 ) -> tuple[str, bytes]:
@@ -139,8 +140,10 @@ def wrap(
             # where it is published now, whatever an earlier hop wrote there (as Dapr does)
             existing["topic"] = topic
             existing["pubsubname"] = pubsub_name
-            if traceparent:
-                existing.setdefault("traceparent", traceparent)
+            if traceparent and "traceparent" not in existing:
+                existing["traceparent"] = traceparent
+                if tracestate:
+                    existing.setdefault("tracestate", tracestate)
             if expiration:
                 existing[EXPIRATION] = expiration
             return str(existing["id"]), _with_data_of(existing, data)
@@ -153,8 +156,10 @@ def wrap(
         "topic": topic,
         "pubsubname": pubsub_name,
     }
-    if traceparent:
+    if traceparent:  # the call's trace context (W3C: a tracestate only beside its traceparent)
         envelope["traceparent"] = traceparent
+        if tracestate:
+            envelope["tracestate"] = tracestate
     if metadata:
         _override(envelope, metadata)
     message_id = envelope["id"] = envelope["id"] or new_id()
@@ -296,7 +301,13 @@ def unwrap(stored: bytes, topic: str, pubsub_name: str) -> Event:
         # as written; reprinted only when the envelope spells the name with escapes
         data = stored[span[0] : span[1]] if span is not None else orjson.dumps(data)
         content_type = content_type or "application/json"
-    extensions = {k: v for k, v in envelope.items() if k not in _KNOWN and type(v) is str} or _NO_EXTENSIONS
+    # CloudEvents extensions may be integers and booleans too: delivered as their JSON text
+    # (the subscriber's metadata map holds strings), not dropped
+    extensions = {
+        k: v if type(v) is str else orjson.dumps(v).decode()
+        for k, v in envelope.items()
+        if k not in _KNOWN and v is not None
+    } or _NO_EXTENSIONS
     source, event_type = envelope.get("source") or "", envelope.get("type") or ""
     return Event(
         envelope["id"],

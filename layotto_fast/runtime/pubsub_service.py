@@ -177,8 +177,10 @@ class PubSubService:
         content_type: str,
         metadata: Mapping[str, str],
         traceparent: str = "",
+        tracestate: str = "",
     ) -> str:
-        """The id of the message, once the backend has accepted it."""
+        """The id of the message, once the backend has accepted it. ``traceparent`` and
+        ``tracestate``: the publishing call's trace context, for the envelope."""
         pubsub = self._pubsub(pubsub_name)
         require(topic, "topic")
         if metadata and raw_payload(metadata, "metadata"):
@@ -187,7 +189,7 @@ class PubSubService:
         try:
             message_id, envelope = wrap(
                 data, content_type, source=self._app_id, topic=topic, pubsub_name=pubsub_name, traceparent=traceparent,
-                metadata=metadata, expiration=_expiration(metadata, "metadata"),
+                tracestate=tracestate, metadata=metadata, expiration=_expiration(metadata, "metadata"),
             )  # fmt: skip
         except NotACloudEvent as exc:
             raise InvalidArgument(f"data: {exc}") from None
@@ -195,9 +197,16 @@ class PubSubService:
         return message_id
 
     async def bulk_publish(
-        self, pubsub_name: str, topic: str, entries: Sequence[BulkEntry], metadata: Mapping[str, str]
+        self,
+        pubsub_name: str,
+        topic: str,
+        entries: Sequence[BulkEntry],
+        metadata: Mapping[str, str],
+        traceparent: str = "",
+        tracestate: str = "",
     ) -> list[BulkFailure]:
-        """Publish every entry (side by side); the ones that failed, with why."""
+        """Publish every entry (side by side); the ones that failed, with why. Every envelope
+        gets the call's trace context, as a single publish's does."""
         pubsub = self._pubsub(pubsub_name)
         require(topic, "topic")
         seen: set[str] = set()
@@ -210,15 +219,15 @@ class PubSubService:
 
         envelopes = []
         for i, entry in enumerate(entries):
-            if raw_payload({**metadata, **entry.metadata}, f"entries[{i}].metadata"):
+            merged = {**metadata, **entry.metadata}
+            if raw_payload(merged, f"entries[{i}].metadata" if RAW_PAYLOAD in entry.metadata else "metadata"):
                 envelopes.append(entry.data)
                 continue
-            merged = {**metadata, **entry.metadata}
             expiration = _expiration(merged, f"entries[{i}].metadata" if TTL_KEY in entry.metadata else "metadata")
             try:
                 envelopes.append(
                     wrap(entry.data, entry.content_type, source=self._app_id, topic=topic, pubsub_name=pubsub_name,
-                         metadata=merged, expiration=expiration)[1]
+                         traceparent=traceparent, tracestate=tracestate, metadata=merged, expiration=expiration)[1]
                 )  # fmt: skip
             except NotACloudEvent as exc:
                 raise InvalidArgument(f"entries[{i}].event: {exc}") from None

@@ -61,8 +61,9 @@ def test_publish_returns_the_id_the_app_receives(app_and_sidecar: tuple[Callback
     _wait_subscribed(sidecar, 2)
     reply = sidecar.stub().PublishEvent(
         pb.PublishEventRequest(pubsub_name=PUBSUB, topic=topic, data=b'{"a": 1}', data_content_type="application/json"),
-        metadata=[("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")],
-    )
+        metadata=[("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+                  ("tracestate", "vendor=x")],
+    )  # fmt: skip
     assert reply.message_id
     events = app.wait_for(lambda events: any(e.id == reply.message_id for e in events))
     event = next(e for e in events if e.id == reply.message_id)
@@ -70,6 +71,7 @@ def test_publish_returns_the_id_the_app_receives(app_and_sidecar: tuple[Callback
     assert json.loads(event.data) == {"a": 1} and event.data_content_type == "application/json"
     assert event.source == "layotto-fast" and event.type == "com.dapr.event.sent"
     assert event.metadata["traceparent"].startswith("00-0af7651916cd43dd")
+    assert event.metadata["tracestate"] == "vendor=x", "before, the call's tracestate was left out"
 
 
 def test_a_cloudevent_keeps_its_own_id(app_and_sidecar: tuple[CallbackApp, sc.Sidecar, str, str]) -> None:
@@ -220,15 +222,26 @@ def test_bulk_publish_reports_per_entry(app_and_sidecar: tuple[CallbackApp, sc.S
                 pb.BulkPublishRequestEntry(entry_id=str(i), event=b"e%d" % i, content_type="text/plain")
                 for i in range(5)
             ],
-        )
+        ),
+        metadata=[("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")],
     )
     assert list(reply.failedEntries) == []
-    app.wait_for(lambda events: {e.data for e in events} >= {b"e%d" % i for i in range(5)})
+    events = app.wait_for(lambda events: {e.data for e in events} >= {b"e%d" % i for i in range(5)})
+    # each envelope carries the call's trace context, as a single publish's does (before: none)
+    bulk = [e for e in events if e.data in {b"e%d" % i for i in range(5)}]
+    assert all(e.metadata["traceparent"].startswith("00-0af7651916cd43dd") for e in bulk), bulk
     with pytest.raises(grpc.RpcError) as raised:
         sidecar.stub().BulkPublishEvent(
             pb.BulkPublishRequest(pubsub_name=PUBSUB, topic=topic, entries=[pb.BulkPublishRequestEntry(entry_id="")])
         )
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "entry_id" in raised.value.details()
+    with pytest.raises(grpc.RpcError) as raised:
+        sidecar.stub().BulkPublishEvent(
+            pb.BulkPublishRequest(pubsub_name=PUBSUB, topic=topic, metadata={"rawPayload": "yes"},
+                                  entries=[pb.BulkPublishRequestEntry(entry_id="1", event=b"x")])
+        )  # fmt: skip
+    # the request's metadata, where the value is (before: blamed on entries[0].metadata)
+    assert (raised.value.details() or "").startswith("metadata.rawPayload must be true or false"), raised.value
 
 
 def test_publish_errors_name_the_field(tmp_path: Path) -> None:

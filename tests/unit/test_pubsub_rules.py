@@ -112,14 +112,16 @@ def test_bytes_that_are_no_cloudevent_are_refused_by_unwrap() -> None:
 
 def test_unwrap_reads_what_another_producer_may_write() -> None:
     """Non-string attributes are read as text, a missing content type with JSON data is JSON,
-    and only string attributes the spec does not name become extensions."""
+    and the attributes the spec does not name become extensions: integers and booleans (which
+    CloudEvents allows) as their JSON text. Before, they were dropped."""
     stored = orjson.dumps(
-        {"specversion": "1.0", "id": "e-2", "source": 5, "data": [1, 2], "x-n": 3, "x-s": "s", "topic": "elsewhere"}
-    )
+        {"specversion": "1.0", "id": "e-2", "source": 5, "data": [1, 2], "x-n": 3, "x-s": "s", "x-b": True,
+         "x-none": None, "topic": "elsewhere"}
+    )  # fmt: skip
     event = cloudevents.unwrap(stored, "orders", "ps")
     assert (event.id, event.source, event.type, event.spec_version) == ("e-2", "5", "", "1.0")
     assert (event.data_content_type, orjson.loads(event.data)) == ("application/json", [1, 2])
-    assert event.extensions == {"x-s": "s"}
+    assert event.extensions == {"x-n": "3", "x-s": "s", "x-b": "true"}
     assert (event.topic, event.pubsub_name) == ("orders", "ps"), "where it was read from, not what it says"
     bare = cloudevents.unwrap(b'{"specversion": "1.0", "id": "e-3"}', "orders", "ps")
     assert (bare.data, bare.data_content_type, dict(bare.extensions)) == (b"", "", {})
