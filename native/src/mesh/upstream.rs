@@ -417,9 +417,6 @@ fn on_frame<C: Codec>(upstream: &Upstream, frame: &mut [u8]) -> Result<(), Strin
     Ok(())
 }
 
-/// Waits while nothing is pending until a request is sent; false once the connection is
-/// closed or given up. After every `heartbeat` of it a heartbeat goes out, as SOFA Bolt and
-/// Dubbo clients send; a probe under way is settled by its deadline.
 /// Whether a request of `len` bytes is refused with `backlog` bytes unread (see
 /// `Upstream::backed_up`); an empty outbox takes any frame, as `Outbox::push` does.
 fn refused_at(backlog: usize, len: usize) -> bool {
@@ -446,6 +443,9 @@ fn answered_since(answered: u64, id: u64, mask: u64) -> bool {
     answered.wrapping_sub(id) & mask <= mask / 2
 }
 
+/// Waits while nothing is pending until a request is sent; false once the connection is
+/// closed or given up. After every `heartbeat` of it a heartbeat goes out, as SOFA Bolt and
+/// Dubbo clients send; a probe under way is settled by its deadline.
 async fn wait_idle<C: Codec>(upstream: &Upstream, heartbeat: Option<Duration>) -> bool {
     let mut next_beat = heartbeat.map(|every| Instant::now() + every);
     loop {
