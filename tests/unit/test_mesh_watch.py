@@ -33,6 +33,14 @@ def _config(*services: str) -> dict[str, Any]:
     }
 
 
+def _mesh_from(path: Path, *services: str) -> Mesh:
+    """A mesh started as the sidecar starts it from ``path``, written with routes for ``services``."""
+    path.write_text(yaml.safe_dump(_config(*services)))
+    loaded = settings.load(str(path), {})
+    assert loaded.mesh is not None
+    return Mesh(loaded.mesh, str(path))
+
+
 async def _until(condition: Any, what: str, timeout: float = 5.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not condition():
@@ -48,10 +56,7 @@ def test_a_reload_that_fails_unexpectedly_keeps_the_routes_and_the_watch(
     nested flow sequences), which is no StartupError; then a valid change is still taken."""
     monkeypatch.setattr(proxy, "WATCH_INTERVAL_SECONDS", 0.02)
     path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(_config("com.example.A")))
-    loaded = settings.load(str(path), {})
-    assert loaded.mesh is not None
-    mesh = Mesh(loaded.mesh, str(path))
+    mesh = _mesh_from(path, "com.example.A")
 
     async def run() -> None:
         mesh.start()
@@ -82,10 +87,7 @@ def test_a_copy_that_keeps_the_old_mtime_and_size_is_still_reloaded(
     compared only mtime and size and never saw the change."""
     monkeypatch.setattr(proxy, "WATCH_INTERVAL_SECONDS", 0.02)
     path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(_config("com.example.A", "com.example.B")))
-    loaded = settings.load(str(path), {})
-    assert loaded.mesh is not None
-    mesh = Mesh(loaded.mesh, str(path))
+    mesh = _mesh_from(path, "com.example.A", "com.example.B")
     before = path.stat()
 
     async def run() -> None:
@@ -107,10 +109,7 @@ def test_a_copy_that_keeps_the_old_mtime_and_size_is_still_reloaded(
 def test_a_reload_after_the_mesh_stopped_does_nothing(tmp_path: Path) -> None:
     """A SIGHUP while the sidecar shuts down: before, an AssertionError's traceback in the log."""
     path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(_config("com.example.A")))
-    loaded = settings.load(str(path), {})
-    assert loaded.mesh is not None
-    mesh = Mesh(loaded.mesh, str(path))
+    mesh = _mesh_from(path, "com.example.A")
 
     async def run() -> bool:
         mesh.start()
@@ -125,10 +124,7 @@ def test_a_reload_refuses_a_file_whose_other_settings_the_next_start_would_refus
     """Before, only the mesh section was read again: "mesh configuration reloaded", then the
     next start stopped on the file."""
     path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(_config("com.example.A")))
-    loaded = settings.load(str(path), {})
-    assert loaded.mesh is not None
-    mesh = Mesh(loaded.mesh, str(path))
+    mesh = _mesh_from(path, "com.example.A")
 
     async def run() -> bool:
         mesh.start()
