@@ -4,9 +4,7 @@ upstream connection that goes silent, frames a Bolt server would close its conne
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
 import socket
 import threading
@@ -22,6 +20,7 @@ import yaml
 
 from tests import sidecar as sidecar_process
 from tests.mesh.fault_upstream import BoltClient, fault_upstream, wait_for
+from tests.procfs import sockets_to
 
 SERVICE = "com.example.EchoService:1.0"
 STATUS_SUCCESS, STATUS_THREADPOOL_BUSY, STATUS_TIMEOUT, STATUS_CONNECTION_CLOSED = 0x0, 0x4, 0x7, 0x10
@@ -362,29 +361,13 @@ def test_a_connection_given_up_on_a_peer_that_stopped_reading_is_closed(tmp_path
         client = BoltClient(("127.0.0.1", port))
         client.send(client.request(1, SERVICE))
         assert client.responses(1)[0][:2] == (1, STATUS_SUCCESS)
-        given_up = sockets_to(sidecar.process.pid, upstream.port)
+        given_up = sockets_to(upstream.port, sidecar.process.pid)
         assert len(given_up) == 1
         upstream.paused = True
         for i in (2, 3):  # more than the kernel's buffers on both sides hold
             client.send(client.request(i, SERVICE, b"x" * (12 << 20)))
         assert [client.responses(1)[0][:2] for _ in range(2)] == [(2, STATUS_TIMEOUT), (3, STATUS_TIMEOUT)]
-        wait_for(lambda: not sockets_to(sidecar.process.pid, upstream.port) & given_up)
-
-
-def sockets_to(pid: int, port: int) -> set[str]:
-    """The inodes of the TCP sockets process ``pid`` holds open to ``port`` on loopback."""
-    held = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        with contextlib.suppress(OSError):
-            target = os.readlink(fd)
-            if target.startswith("socket:["):
-                held.add(target[len("socket:[") : -1])
-    found = set()
-    for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if int(fields[2].rsplit(":", 1)[1], 16) == port and fields[9] in held:
-            found.add(fields[9])
-    return found
+        wait_for(lambda: not sockets_to(upstream.port, sidecar.process.pid) & given_up)
 
 
 def test_a_host_whose_connection_goes_silent_is_healthy_again_on_a_new_one(tmp_path: Path) -> None:

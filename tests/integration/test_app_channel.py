@@ -4,12 +4,9 @@ the native HTTP/2 connection) against a real grpcio server in this process."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
-import os
 import time
 from collections.abc import Coroutine
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +17,7 @@ from layotto_fast.api.app_callback import GrpcAppChannel
 from layotto_fast.errors import Unavailable
 from layotto_fast.runtime.cloudevents import Event
 from layotto_fast.runtime.pubsub import Verdict
+from tests.procfs import sockets_to
 from tests.pubsub.app import DROP, RETRY, SUCCESS, CallbackApp, Topic
 
 
@@ -226,22 +224,6 @@ def test_a_delivery_dialling_while_the_channel_redials_after_a_goaway_leaves_one
         app.stop()
     assert verdict == Verdict.SUCCESS
     assert (losses, connections) == (0, 1)
-
-
-def sockets_to(port: int) -> set[str]:
-    """The inodes of the TCP sockets this process holds open to ``port`` (its client ends)."""
-    held = set()
-    for fd in Path("/proc/self/fd").iterdir():
-        with contextlib.suppress(OSError):
-            target = os.readlink(fd)
-            if target.startswith("socket:["):
-                held.add(target[len("socket:[") : -1])
-    found = set()
-    for line in Path("/proc/self/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if int(fields[2].rsplit(":", 1)[1], 16) == port and fields[9] in held and fields[3] == "01":
-            found.add(fields[9])
-    return found
 
 
 def test_a_delivery_never_sent_with_no_time_left_has_no_verdict() -> None:
