@@ -239,50 +239,30 @@ mod tests {
         assert_eq!(table.lookup(&meta("other", "1.0", &[])), None);
     }
 
-    #[test]
-    fn weights_spread_requests() {
+    /// The clusters the first `n` requests of a route with `weights` (cluster, weight) go to.
+    fn picks(weights: &[(usize, u32)], n: usize) -> Vec<usize> {
         let r = Route {
             name: "w".into(),
             matches: RouteMatch::default(),
-            clusters: vec![
-                WeightedCluster {
-                    cluster: 7,
-                    weight: 3,
-                },
-                WeightedCluster {
-                    cluster: 9,
-                    weight: 1,
-                },
-            ],
+            clusters: weights
+                .iter()
+                .map(|&(cluster, weight)| WeightedCluster { cluster, weight })
+                .collect(),
         };
-        let mut scores = [0; 2];
-        let picks: Vec<usize> = (0..8).map(|_| r.pick_cluster(&mut scores)).collect();
+        let mut scores = vec![0; weights.len()];
+        (0..n).map(|_| r.pick_cluster(&mut scores)).collect()
+    }
+
+    #[test]
+    fn weights_spread_requests() {
+        let picks = picks(&[(7, 3), (9, 1)], 8);
         assert_eq!(picks.iter().filter(|&&c| c == 7).count(), 6);
         assert_eq!(picks.iter().filter(|&&c| c == 9).count(), 2);
     }
 
     #[test]
     fn a_small_weight_gets_its_share_spread_out_not_in_one_run() {
-        let r = Route {
-            name: "canary".into(),
-            matches: RouteMatch::default(),
-            clusters: vec![
-                WeightedCluster {
-                    cluster: 1,
-                    weight: 900,
-                },
-                WeightedCluster {
-                    cluster: 2,
-                    weight: 100,
-                },
-                WeightedCluster {
-                    cluster: 3,
-                    weight: 0,
-                },
-            ],
-        };
-        let mut scores = [0; 3];
-        let picks: Vec<usize> = (0..1000).map(|_| r.pick_cluster(&mut scores)).collect();
+        let picks = picks(&[(1, 900), (2, 100), (3, 0)], 1000);
         // Before, the 100 went to cluster 2 in one run, after 900 in a row to cluster 1.
         for ten in picks.chunks(10) {
             assert_eq!(ten.iter().filter(|&&c| c == 2).count(), 1, "{ten:?}");
