@@ -30,7 +30,7 @@ from layotto_fast.actuator.metrics import Metrics
 from layotto_fast.actuator.routes import ActuatorRoutes
 from layotto_fast.api.app_callback import GrpcAppChannel
 from layotto_fast.api.layotto import LayottoRuntime
-from layotto_fast.api.transport_grpcio import build_server
+from layotto_fast.api.transport_grpcio import bind, build_server
 from layotto_fast.api.transport_native import NativeGrpcServer
 from layotto_fast.components.invoke.config import InvokeSettings
 from layotto_fast.components.invoke.mesh_channels import MeshInvoker
@@ -46,7 +46,7 @@ from layotto_fast.runtime.invoke_service import InvokeService
 from layotto_fast.runtime.lifecycle import Components, Health
 from layotto_fast.runtime.pubsub_service import with_consumer_groups
 from layotto_fast.runtime.services import Services
-from layotto_fast.settings import COMMAND_LINE, Settings
+from layotto_fast.settings import Settings
 
 log = logging.getLogger("layotto_fast")
 
@@ -125,6 +125,8 @@ class Sidecar:
         if self.mesh is not None:
             self.metrics.registry.register(MeshCollector(self.mesh))
         self._stop = asyncio.Event()
+        self._signalled = False  # a stop signal came: a second one exits at once
+        self._grpc_port = settings.grpc_port  # the one bound, once serving: port 0 asks for any
         self.failure: str | None = None  # why it stopped by itself (exit 1), when it did
         self._mesh_started = False
         self._uds_inode: int | None = None
@@ -132,7 +134,7 @@ class Sidecar:
     def grpc_addresses(self) -> list[str]:
         host = self.settings.listen_address
         host = f"[{host}]" if ":" in host else host  # grpc reads "::1:34904" as another address
-        addresses = [f"{host}:{self.settings.grpc_port}"]
+        addresses = [f"{host}:{self._grpc_port}"]
         if self.settings.grpc_uds:
             addresses.append(f"unix:{self.settings.grpc_uds}")
         return addresses
@@ -145,7 +147,7 @@ class Sidecar:
         loop.add_signal_handler(signal.SIGHUP, self._reload)
         uds = self.settings.grpc_uds
         if uds:
-            claim_socket_path(uds, self.settings.config_file or COMMAND_LINE)
+            claim_socket_path(uds, *self.settings.origin("grpc_uds"))
         routes = ActuatorRoutes(
             self.components,
             self.metrics,
@@ -237,7 +239,7 @@ class Sidecar:
         liveness and readiness DOWN, and exits 1 for the platform to restart it, rather than
         stay up, healthy by its probes, with nothing serving the API. A connection to its own
         port every health-check interval finds out: refused means the server is gone."""
-        host, port = self.settings.listen_address, self.settings.grpc_port
+        host, port = self.settings.listen_address, self._grpc_port
         while not self._stop.is_set():
             await asyncio.sleep(self.settings.health_check_interval_seconds)
             try:
@@ -253,7 +255,8 @@ class Sidecar:
             writer.close()
 
     def _on_stop_signal(self, sig: signal.Signals) -> None:
-        if not self._stop.is_set():
+        if not self._signalled:  # the first, even when the sidecar is already stopping by itself
+            self._signalled = True
             self._stop.set()
             return
         code = 128 + sig.value
@@ -327,14 +330,16 @@ class Sidecar:
                 handshake_timeout_seconds=settings.grpc_handshake_timeout_seconds,
             )
             await native.start(self.grpc_addresses())
+            self._grpc_port = native.tcp_port() or settings.grpc_port
             return native
         grpcio = build_server(
             services,
-            self.grpc_addresses(),
+            [],
             settings.max_message_bytes,
             stats=self.metrics.calls,
             handshake_timeout_seconds=settings.grpc_handshake_timeout_seconds,
         )
+        self._grpc_port = bind(grpcio, self.grpc_addresses())[0]
         await grpcio.start()
         return grpcio
 
@@ -342,7 +347,7 @@ class Sidecar:
         await self.components.watch_health(self.settings.health_check_interval_seconds)
 
 
-def claim_socket_path(path: str, source: str) -> None:
+def claim_socket_path(path: str, source: str, field: str = "grpc_uds") -> None:
     """Make ``path`` free for the gRPC Unix socket: a socket nobody listens on any more is
     removed; anything else there (a file, a socket another process serves) stops start-up."""
     try:
@@ -350,9 +355,9 @@ def claim_socket_path(path: str, source: str) -> None:
     except FileNotFoundError:
         return
     except OSError as exc:
-        raise StartupError(source, "grpc_uds", f"{path!r} cannot be checked: {exc.strerror}") from None
+        raise StartupError(source, field, f"{path!r} cannot be checked: {exc.strerror}") from None
     if not stat.S_ISSOCK(mode):
-        raise StartupError(source, "grpc_uds", f"{path!r} exists and is not a socket: choose another path")
+        raise StartupError(source, field, f"{path!r} exists and is not a socket: choose another path")
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     probe.settimeout(1.0)
     try:
@@ -362,10 +367,10 @@ def claim_socket_path(path: str, source: str) -> None:
             os.unlink(path)  # left by a process that is gone
         return
     except OSError as exc:
-        raise StartupError(source, "grpc_uds", f"{path!r} cannot be checked: {exc.strerror}") from None
+        raise StartupError(source, field, f"{path!r} cannot be checked: {exc.strerror}") from None
     finally:
         probe.close()
-    raise StartupError(source, "grpc_uds", f"{path!r}: another process is serving on this socket")
+    raise StartupError(source, field, f"{path!r}: another process is serving on this socket")
 
 
 def serve(settings: Settings, manifests: list[ComponentManifest]) -> int:

@@ -46,6 +46,14 @@ class Settings:
     mesh: MeshSettings | None = None
     invoke: InvokeSettings | None = None
     config_file: str = ""
+    flags: frozenset[str] = frozenset()  # the settings given as flags, which win over the file
+
+    def origin(self, name: str) -> tuple[str, str]:
+        """Where setting ``name`` came from, as a StartupError names it: its flag on the
+        command line, or its key in the file (or the command line when there is no file)."""
+        if name in self.flags:
+            return COMMAND_LINE, flag(name)
+        return self.config_file or COMMAND_LINE, name
 
     def components_folder(self) -> Path | None:
         """The manifests folder: the one given, else ./components, else None (embedded set)."""
@@ -55,12 +63,16 @@ class Settings:
         return local if local.is_dir() else None
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name not in ("mesh", "invoke", "config_file")}
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name not in ("mesh", "invoke", "config_file", "flags")}
 _PORTS = ("grpc_port", "actuator_port", "app_port")
 # Durations that must be more than 0: at 0 every component init would time out, or health
 # checks would never run.
 _POSITIVE = ("grpc_handshake_timeout_seconds", "component_init_timeout_seconds", "health_check_interval_seconds")
 COMMAND_LINE = "command line"
+
+
+def flag(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
 
 
 def load(config_file: str | None, overrides: dict[str, Any]) -> Settings:
@@ -72,10 +84,10 @@ def load(config_file: str | None, overrides: dict[str, Any]) -> Settings:
             values[name] = value if name in ("mesh", "invoke") else _check(name, value, config_file)
         mesh = values.pop("mesh", None)
         invoke = values.pop("invoke", None)
-    for name, value in overrides.items():
-        if value is not None:  # a flag is named as one, not blamed on the file
-            values[name] = _check(name, value, COMMAND_LINE, f"--{name.replace('_', '-')}")
-    settings = Settings(**values, mesh=mesh, invoke=invoke, config_file=config_file or "")
+    flags = frozenset(name for name, value in overrides.items() if value is not None)
+    for name in flags:  # a flag is named as one, not blamed on the file
+        values[name] = _check(name, overrides[name], COMMAND_LINE, flag(name))
+    settings = Settings(**values, mesh=mesh, invoke=invoke, config_file=config_file or "", flags=flags)
     _check_together(settings, source)
     return settings
 
@@ -87,18 +99,20 @@ def _check_together(settings: Settings, source: str) -> None:
         try:
             ipaddress.ip_address(address)
         except ValueError:
-            raise StartupError(
-                source, "listen_address", f"{address!r} is not an IP address (such as 127.0.0.1 or ::1)"
-            ) from None
+            problem = f"{address!r} is not an IP address (such as 127.0.0.1 or ::1)"
+            raise StartupError(*settings.origin("listen_address"), problem) from None
     if settings.grpc_uds and not Path(settings.grpc_uds).parent.is_dir():
-        raise StartupError(
-            source, "grpc_uds", f"the folder of {settings.grpc_uds!r} does not exist: create it or choose another path"
-        )
+        problem = f"the folder of {settings.grpc_uds!r} does not exist: create it or choose another path"
+        raise StartupError(*settings.origin("grpc_uds"), problem)
     listeners = {"grpc_port": settings.grpc_port, "actuator_port": settings.actuator_port}
     seen: dict[int, str] = {}
     for name, port in listeners.items():
         if port and port in seen:
-            raise StartupError(source, name, f"{port} is also the {seen[port]}: each listener needs its own port")
+            first = seen[port]
+            # blamed on the one given as a flag if only one was: the other may be a default
+            blamed, other = (first, name) if first in settings.flags and name not in settings.flags else (name, first)
+            problem = f"{port} is also the {settings.origin(other)[1]}: each listener needs its own port"
+            raise StartupError(*settings.origin(blamed), problem)
         seen[port] = name
     for i, listener in enumerate(settings.mesh.listeners if settings.mesh else ()):
         port = int(listener.address.rpartition(":")[2])

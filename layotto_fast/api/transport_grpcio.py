@@ -315,7 +315,19 @@ def build_server(
     )
     handlers = [service_handler(descriptor, objects, stats, max_message_bytes) for descriptor, objects in services]
     server.add_generic_rpc_handlers([*handlers, _Unimplemented(declared, stats)])
-    for address in addresses:
-        if server.add_insecure_port(address) == 0:
-            raise OSError(f"cannot bind the gRPC server to {address}")
+    bind(server, addresses)
     return server
+
+
+def bind(server: grpc.aio.Server, addresses: list[str]) -> list[int]:
+    """Bind ``server`` to each address: the ports bound (the one chosen for a TCP port 0)."""
+    ports = []
+    for address in addresses:
+        try:
+            port = server.add_insecure_port(address)
+        except RuntimeError:  # grpcio 1.37 and later raise where older ones answered 0
+            port = 0
+        if port == 0:
+            raise OSError(f"cannot bind the gRPC server to {address}: the address is in use or not available")
+        ports.append(port)
+    return ports

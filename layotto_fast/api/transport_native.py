@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import socket
 import time
 import traceback
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -540,6 +541,14 @@ class NativeGrpcServer:
                 host = host.removeprefix("[").removesuffix("]")  # an IPv6 host, as grpc writes it
                 listener = await loop.create_server(lambda: GrpcProtocol(self), host, int(port), reuse_address=True)
             self._listeners.append(listener)
+
+    def tcp_port(self) -> int | None:
+        """The port of the first TCP listener: the one chosen when port 0 was asked for."""
+        for listener in self._listeners:
+            for sock in listener.sockets:
+                if sock.family in (socket.AF_INET, socket.AF_INET6):
+                    return int(sock.getsockname()[1])
+        return None
 
     async def stop(self, grace: float) -> None:
         """GOAWAY to every client, let open calls finish for up to ``grace`` seconds, then close.

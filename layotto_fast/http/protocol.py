@@ -12,7 +12,9 @@ One instance per connection::
 * Refusals close the connection after everything queued before them: malformed
   input 400 (as soon as llhttp reports it), head over ``max_head`` 431, body over
   ``max_body`` 413, HTTP major version other than 1 505, head not complete within
-  ``head_timeout`` 408. An idle connection is closed after ``idle_timeout``.
+  ``head_timeout`` or a body with no byte for ``body_timeout`` 408. An idle
+  connection is closed after ``idle_timeout``, and one whose client has read none
+  of its answers for that long is aborted, with what it did not read.
 * Unknown path 404, known path with another method 405 with ``Allow``. A handler
   that raises, or returns something that is not a valid Response, answers 500 and
   is logged once; the connection carries on.
@@ -48,6 +50,7 @@ class Limits:
     max_head: int = 16 * 1024  # request line + headers, bytes
     max_body: int = 4 * 1024 * 1024  # Dapr's default request body limit
     head_timeout: float = 10.0  # seconds from a request's first byte to the end of its head
+    body_timeout: float = 10.0  # seconds a request's body may go without a byte arriving
     idle_timeout: float = 60.0  # seconds with no request in progress and nothing to answer
     max_pipelined: int = 32  # answers waiting to be written before reading pauses
 
@@ -135,6 +138,9 @@ class HttpProtocol(asyncio.Protocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_since = 0.0
         self._timed_head = -1  # the head (by count) the head clock is running for
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._last_input = 0.0  # when bytes last came, for the body clock
+        self._write_timer: asyncio.TimerHandle | None = None  # runs while the client reads nothing
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 
@@ -149,7 +155,7 @@ class HttpProtocol(asyncio.Protocol):
         self._queue.clear()
         self._waiting.clear()
         self._held = b""
-        for timer in (self._idle_timer, self._head_timer):
+        for timer in (self._idle_timer, self._head_timer, self._body_timer, self._write_timer):
             if timer is not None:
                 timer.cancel()
         for task in self._tasks:
@@ -158,6 +164,8 @@ class HttpProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._finishing:
             return
+        assert self._loop is not None
+        self._last_input = self._loop.time()
         self._runs_left = _RUNS_PER_PASS
         if self._held or self._blocked():
             self._held += data
@@ -175,9 +183,14 @@ class HttpProtocol(asyncio.Protocol):
     def pause_writing(self) -> None:
         self._write_paused = True
         self._set_reading_paused(True)
+        if self._write_timer is None and self._loop is not None:
+            self._write_timer = self._loop.call_later(self._limits.idle_timeout, self._write_stalled)
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
         self._settle()
 
     # -- llhttp callbacks ------------------------------------------------------------------
@@ -418,7 +431,10 @@ class HttpProtocol(asyncio.Protocol):
                 self._head_since = self._loop.time()
             if self._head_timer is None:
                 self._head_timer = self._loop.call_later(self._limits.head_timeout, self._head_timed_out)
-        elif not self._in_message and not self._queue:
+        elif self._in_message:  # in the body: the head is complete
+            if self._body_timer is None:
+                self._body_timer = self._loop.call_later(self._limits.body_timeout, self._body_timed_out)
+        elif not self._queue:
             if self._active:  # bytes that start no request (blank lines) do not count
                 self._active = False
                 self._idle_since = self._loop.time()
@@ -452,6 +468,27 @@ class HttpProtocol(asyncio.Protocol):
         self._refuse(408)
         self._settle()
 
+    def _body_timed_out(self) -> None:
+        self._body_timer = None
+        if self._transport is None or not self._in_message or self._in_head:
+            return  # _settle arms it again for the next body that spans reads
+        assert self._loop is not None
+        left = self._last_input + self._limits.body_timeout - self._loop.time()
+        if self._blocked():  # reading is paused by us, not the client
+            left = max(left, self._limits.body_timeout)
+        if left > 0:
+            self._body_timer = self._loop.call_later(left, self._body_timed_out)
+            return
+        self._refuse(408)
+        self._settle()
+
+    def _write_stalled(self) -> None:
+        self._write_timer = None
+        if self._transport is not None and self._write_paused:
+            # closing would wait for the client to read what is buffered: it may never do
+            self._finishing = True
+            self._transport.abort()
+
     def _idle_timed_out(self) -> None:
         self._idle_timer = None
         if self._transport is None or self._in_message or self._queue:
@@ -462,7 +499,10 @@ class HttpProtocol(asyncio.Protocol):
             self._idle_timer = self._loop.call_later(left, self._idle_timed_out)
             return
         self._finishing = True
-        self._transport.close()
+        if self._transport.get_write_buffer_size():  # the client has stopped reading as well
+            self._transport.abort()
+        else:
+            self._transport.close()
 
 
 def _encode(response: object, request: Request, connection: bytes) -> bytes:

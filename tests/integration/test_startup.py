@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import re
 import signal
 import socket
 import struct
@@ -445,9 +446,9 @@ def test_check_runs_every_validation_serve_does(tmp_path: Path, manifest: str, w
 @pytest.mark.parametrize(
     ("flags", "words"),
     [
-        (["--listen-address", "999.1.1.1"], ["listen_address", "999.1.1.1", "not an IP address"]),
-        (["--grpc-uds", "/nonexistent-folder/x.sock"], ["grpc_uds", "/nonexistent-folder/x.sock", "does not exist"]),
-        (["--grpc-port", "40123", "--actuator-port", "40123"], ["actuator_port", "40123", "grpc_port"]),
+        (["--listen-address", "999.1.1.1"], ["--listen-address", "999.1.1.1", "not an IP address"]),
+        (["--grpc-uds", "/nonexistent-folder/x.sock"], ["--grpc-uds", "/nonexistent-folder/x.sock", "does not exist"]),
+        (["--grpc-port", "40123", "--actuator-port", "40123"], ["--actuator-port: 40123 is also the --grpc-port"]),
     ],
 )
 def test_start_up_errors_name_their_cause(tmp_path: Path, flags: list[str], words: list[str]) -> None:
@@ -788,3 +789,36 @@ def test_a_grpcio_server_that_ends_by_itself_stops_the_sidecar_with_exit_1(tmp_p
         if sidecar.process.returncode is None:
             sidecar.process.kill()
             sidecar.process.wait()
+
+
+@pytest.mark.parametrize("transport", ["native", "grpcio"])
+def test_a_grpc_port_in_use_stops_start_up_with_a_message_not_a_traceback(tmp_path: Path, transport: str) -> None:
+    """grpcio raises RuntimeError for a port it cannot bind, which start-up did not expect."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        command = sidecar_process.serve_command(port, sidecar_process.free_port(), "--grpc-transport", transport)
+        result = subprocess.run(command, capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "cannot start" in result.stderr and str(port) in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("transport", ["native", "grpcio"])
+def test_grpc_port_0_serves_on_a_port_chosen_and_logged(tmp_path: Path, transport: str) -> None:
+    """With port 0 the grpcio watch dialled port 0, found it refused and stopped the sidecar
+    as if its server had ended; the log named port 0, so no client could find it."""
+    config = {"health_check_interval_seconds": 0.1}
+    sidecar = sidecar_process.start_with_config(tmp_path, config, "--grpc-port", "0", "--grpc-transport", transport)
+    try:
+        time.sleep(1.0)  # ten watches
+        assert sidecar.process.poll() is None, sidecar.log()
+        [port] = re.findall(rf"serving gRPC \({transport} transport\) on 127\.0\.0\.1:(\d+)", sidecar.log())
+        assert int(port) != 0
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=5)
+            stub = runtime_pb2_grpc.RuntimeStub(channel)
+            assert stub.SayHello(pb.SayHelloRequest(service_name="helloworld", name="z")).hello
+    finally:
+        assert sidecar.stop() == 0, sidecar.log()

@@ -42,7 +42,9 @@ class FakeTransport:
     def __init__(self) -> None:
         self.writes: list[bytes] = []
         self.closed = False
+        self.aborted = False
         self.reading_paused = False
+        self.buffered = 0  # what the client has not read yet, as get_write_buffer_size tells
 
     def write(self, data: bytes) -> None:
         assert not self.closed, "write after close"
@@ -50,6 +52,12 @@ class FakeTransport:
 
     def close(self) -> None:
         self.closed = True
+
+    def abort(self) -> None:
+        self.closed = self.aborted = True
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
 
     def is_closing(self) -> bool:
         return self.closed
@@ -588,6 +596,50 @@ async def test_idle_timeout() -> None:
 
 
 @on_loop
+async def test_body_timeout() -> None:
+    """A body that stops arriving is answered 408 and its connection closed: the head timer is
+    over and the idle one waits for the request to end, so it held the connection and its body
+    for good."""
+    proto, t, _ = make(Limits(body_timeout=SHORT))
+    proto.data_received(b"POST /echo HTTP/1.1\r\nContent-Length: 10\r\n\r\nab")
+    await until(lambda: t.closed)
+    assert t.output == refusal(408, "Request Timeout") and not t.aborted
+    # a body that keeps coming, however slowly, is waited for
+    proto, t, _ = make(Limits(body_timeout=SHORT))
+    proto.data_received(b"POST /echo HTTP/1.1\r\nContent-Length: 4\r\n\r\n")
+    for byte in b"abcd":
+        await asyncio.sleep(SHORT / 2)
+        proto.data_received(bytes([byte]))
+    assert t.output == ok(b"POST abcd", "application/octet-stream") and not t.closed
+
+
+@on_loop
+async def test_a_client_that_reads_nothing_is_aborted_after_the_idle_timeout() -> None:
+    """Closing waits for the client to read what is buffered, and this one never does."""
+    proto, t, _ = make(Limits(idle_timeout=SHORT))
+    proto.data_received(GET)
+    proto.pause_writing()
+    await until(lambda: t.closed)
+    assert t.aborted
+    # its answers read in time: nothing happens
+    proto, t, _ = make(Limits(idle_timeout=SHORT))
+    proto.data_received(GET)
+    proto.pause_writing()
+    await asyncio.sleep(SHORT / 2)
+    proto.resume_writing()
+    for _ in range(4):  # kept busy past the time the stall would have been cut
+        await asyncio.sleep(SHORT / 4)
+        proto.data_received(GET)
+    assert not t.closed
+    # idle, with answers still buffered: aborted, not closed
+    proto, t, _ = make(Limits(idle_timeout=SHORT))
+    proto.data_received(GET)
+    t.buffered = 100
+    await until(lambda: t.closed)
+    assert t.aborted
+
+
+@on_loop
 async def test_idle_clock_starts_after_the_answer() -> None:
     proto, t, _ = make(Limits(idle_timeout=SHORT))
     proto.data_received(b"GET /slow/%.2f HTTP/1.1\r\n\r\n" % (SHORT * 2))  # twice the idle timeout
@@ -768,8 +820,46 @@ def _client(port: int) -> None:
         s.sendall(GET[:30])  # never finishes its head
         assert _recv_until_closed(s) == refusal(408, "Request Timeout")
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"POST /echo HTTP/1.1\r\nContent-Length: 10\r\n\r\nab")  # never finishes its body
+        assert _recv_until_closed(s) == refusal(408, "Request Timeout")
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         s.sendall(GET)
         assert _recv_until_closed(s) == ok()  # then idle: closed
+
+
+def _reader_that_stalls(port: int) -> int:
+    """Pipelines answers far beyond the socket buffers, reads none for a while, then reads what
+    it can: how many bytes came before the connection ended."""
+    requests = 200  # 20 MB of answers
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET /big HTTP/1.1\r\n\r\n" * requests)
+        time.sleep(2.0)  # four idle timeouts
+        got = 0
+        try:
+            while data := s.recv(1 << 20):
+                got += len(data)
+        except ConnectionResetError:
+            pass
+        assert got < requests * len(ok(b"x" * 100_000, TEXT)), "waited for a client that read nothing"
+        return got
+
+
+@pytest.mark.parametrize("loop_factory", [uvloop.new_event_loop, asyncio.new_event_loop], ids=["uvloop", "asyncio"])
+def test_real_server_cuts_a_client_that_reads_nothing(loop_factory: Callable[[], asyncio.AbstractEventLoop]) -> None:
+    async def main() -> None:
+        app = App()
+        loop = asyncio.get_running_loop()
+        limits = Limits(idle_timeout=0.5)
+        server = await loop.create_server(lambda: HttpProtocol(app.router, limits), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            await asyncio.wait_for(asyncio.to_thread(_reader_that_stalls, port), 20)
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(main())
 
 
 @pytest.mark.parametrize("loop_factory", [uvloop.new_event_loop, asyncio.new_event_loop], ids=["uvloop", "asyncio"])
@@ -777,7 +867,7 @@ def test_real_server(loop_factory: Callable[[], asyncio.AbstractEventLoop]) -> N
     async def main() -> None:
         app = App()
         loop = asyncio.get_running_loop()
-        limits = Limits(head_timeout=0.5, idle_timeout=0.5)
+        limits = Limits(head_timeout=0.5, body_timeout=0.5, idle_timeout=0.5)
         server = await loop.create_server(lambda: HttpProtocol(app.router, limits), "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         try:

@@ -147,6 +147,30 @@ def test_a_bad_flag_is_named_as_a_flag_not_blamed_on_the_file(tmp_path: Path) ->
     assert raised.value.field == "--shutdown-grace-seconds"
 
 
+@pytest.mark.parametrize(
+    ("in_file", "given", "where"),
+    [
+        ("app_id: shop\n", {"listen_address": "999.1.1.1"}, ("command line", "--listen-address")),
+        ("app_id: shop\n", {"grpc_uds": "/nonexistent-folder/x.sock"}, ("command line", "--grpc-uds")),
+        ("app_id: shop\n", {"actuator_port": 34904}, ("command line", "--actuator-port")),  # the default grpc_port
+        ("app_id: shop\n", {"grpc_port": 34999}, ("command line", "--grpc-port")),  # the default actuator_port
+        ("grpc_port: 40000\n", {"actuator_port": 40000}, ("command line", "--actuator-port")),
+        ("grpc_port: 34999\n", {}, ("c.yaml", "actuator_port")),
+        ("listen_address: nowhere\n", {}, ("c.yaml", "listen_address")),
+    ],
+)
+def test_a_setting_that_clashes_is_blamed_where_it_was_given(
+    tmp_path: Path, in_file: str, given: dict[str, object], where: tuple[str, str]
+) -> None:
+    """A flag's value was blamed on the --config file, which does not hold it."""
+    config = tmp_path / "c.yaml"
+    config.write_text(in_file)
+    with pytest.raises(StartupError) as raised:
+        settings.load(str(config), given)
+    source, field = raised.value.source, raised.value.field
+    assert (source.rpartition("/")[2], field) == where, raised.value
+
+
 def test_files_that_are_not_utf8_are_named(tmp_path: Path) -> None:
     """A traceback (exit 1) before; now the file and what is wrong with it (exit 2)."""
     manifest, config = tmp_path / "m.yaml", tmp_path / "c.yaml"
