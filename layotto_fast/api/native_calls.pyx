@@ -15,6 +15,7 @@ protocol's Python methods, so the logic that needs care stays in typed Python.
 from cpython.contextvars cimport get_value
 from cpython.ref cimport PyObject, Py_XDECREF
 
+from asyncio import CancelledError
 from google.protobuf.message import DecodeError
 
 from layotto_fast.api.call import CURRENT, Call
@@ -119,7 +120,9 @@ cdef _start_unary(object protocol, object connection, Method method, object key,
             Py_XDECREF(raw)
             if sent == PYGEN_RETURN:
                 response = method.encode(result)
-        except Exception as exc:
+        except (Exception, CancelledError) as exc:
+            # CancelledError: something the handler awaited was cancelled before its first
+            # suspension, not this call; escaping here would close the whole connection
             call = get_value(CURRENT)
             protocol._fail(key, method, exc, started, call)
             return

@@ -36,6 +36,10 @@ class Handlers:
         self.gates: dict[str, asyncio.Future[None]] = {}  # by key: calls waiting to be let go
 
     async def GetState(self, request: pb.GetStateRequest) -> pb.GetStateResponse:
+        if request.key == "cancelled-at-once":  # before the handler's first suspension
+            cancelled = asyncio.get_running_loop().create_future()
+            cancelled.cancel()
+            await cancelled
         if request.key.startswith("gated"):
             if request.key == "gated-backend":
                 # Work queued for a backend before the handler waits on it (a pipeline's write).
@@ -107,6 +111,23 @@ def test_a_cancellation_below_the_handler_answers_an_error_not_silence(stub: run
     code = raised.value.code()  # type: ignore[attr-defined]
     assert code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN), code
     assert stub.GetState(pb.GetStateRequest(key="after"), timeout=5).data == b"after"
+
+
+def test_a_cancellation_before_the_first_suspension_fails_only_its_call(
+    server: InProcessServer, stub: runtime_pb2_grpc.RuntimeStub
+) -> None:
+    """The native transport runs a handler inline up to its first suspension; a CancelledError
+    there escaped the protocol and closed the connection, with every call on it."""
+    gated = stub.GetState.future(pb.GetStateRequest(key="gated-neighbour"), timeout=10)
+    deadline = time.monotonic() + 5
+    while "gated-neighbour" not in server.handlers.gates and time.monotonic() < deadline:
+        time.sleep(0.005)
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.GetState(pb.GetStateRequest(key="cancelled-at-once"), timeout=5)
+    code = raised.value.code()  # type: ignore[attr-defined]
+    assert code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN), code
+    server.loop.call_soon_threadsafe(server.handlers.gates["gated-neighbour"].set_result, None)
+    assert gated.result(5).data == b"gated-neighbour"
 
 
 # The refused yield leaves the Task of the native-task server in a reference cycle that
