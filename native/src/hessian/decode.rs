@@ -36,37 +36,11 @@ const REF: &str = "hessian reference";
 const VALUE: &str = "hessian value";
 const DEPTH: &str = "hessian nesting depth";
 
-/// `(height, weight)` of a value: nesting levels of lists/maps/objects (0 for a scalar),
-/// and roughly how many bytes of memory a copy costs (a `Value` per node plus text and
-/// byte lengths).
-/// Recursion is bounded because every decoded value is at most [`MAX_DEPTH`] high.
-fn measure(v: &Value) -> (usize, usize) {
-    const NODE: usize = std::mem::size_of::<Value>();
-    let name_len = |t: &Option<String>| t.as_ref().map_or(0, String::len);
-    let (children, names): (Vec<&Value>, usize) = match v {
-        Value::String(s) => return (0, NODE + s.len()),
-        Value::Bytes(b) => return (0, NODE + b.len()),
-        Value::List { type_name, items } => (items.iter().collect(), name_len(type_name)),
-        Value::Map { type_name, entries } => (
-            entries.iter().flat_map(|(k, v)| [k, v]).collect(),
-            name_len(type_name),
-        ),
-        Value::Object { class_name, fields } => (
-            fields.iter().map(|(_, v)| v).collect(),
-            class_name.len() + fields.iter().map(|(n, _)| n.len()).sum::<usize>(),
-        ),
-        _ => return (0, NODE),
-    };
-    // An empty container is still one level.
-    let mut height = 1;
-    let mut weight = NODE + names;
-    for child in children {
-        let (h, w) = measure(child);
-        height = height.max(h + 1);
-        weight = weight.saturating_add(w);
-    }
-    (height, weight)
-}
+/// Roughly the bytes of memory a value costs: a `Value` per node, plus the text and bytes
+/// it holds. A value's weight, and its height (nesting levels of lists, maps and objects;
+/// 0 for a scalar), are summed up as it is decoded: measuring each container afterwards
+/// walked its whole subtree once per level around it.
+const NODE: usize = std::mem::size_of::<Value>();
 
 fn is_string_code(code: u8) -> bool {
     matches!(code, 0x00..=0x1f | 0x30..=0x33 | b'S' | b'R')
@@ -87,9 +61,15 @@ struct ClassDef {
 enum Slot {
     /// Still being decoded: a reference to it is a cycle.
     Open,
-    Kept(Value),
+    Kept(Box<Kept>),
     /// Not kept: no reference byte follows it, or the copy budget was spent.
     Dropped,
+}
+
+struct Kept {
+    value: Value,
+    height: usize,
+    weight: usize,
 }
 
 /// Reads Hessian values from one stream. Class definitions, type names and the
@@ -110,6 +90,12 @@ pub struct Decoder<'a> {
     last_ref_byte: Option<usize>,
     copy_budget: usize,
     keep_budget: usize,
+    /// Weight of every value decoded so far: a container's is what this grew by while it
+    /// was read.
+    made: usize,
+    /// The deepest level a value read in the innermost open container reached (its depth
+    /// plus its height).
+    bottom: usize,
 }
 
 impl<'a> Decoder<'a> {
@@ -124,6 +110,8 @@ impl<'a> Decoder<'a> {
             last_ref_byte: buf.iter().rposition(|&b| b == 0x51),
             copy_budget: budget(buf.len()),
             keep_budget: budget(buf.len()),
+            made: 0,
+            bottom: 0,
         }
     }
 
@@ -188,7 +176,7 @@ impl<'a> Decoder<'a> {
     /// on the way: in Hessian they are not values themselves.
     pub fn read_value(&mut self) -> Result<Value> {
         let code = self.code(VALUE)?;
-        Ok(match code {
+        let scalar = match code {
             b'N' => Value::Null,
             b'T' => Value::Bool(true),
             b'F' => Value::Bool(false),
@@ -198,12 +186,46 @@ impl<'a> Decoder<'a> {
             0x4a | 0x4b => Value::Date(self.date_from(code)?),
             c if is_string_code(c) => Value::String(self.string_from(code)?),
             0x20..=0x2f | 0x34..=0x37 | b'B' | b'A' => Value::Bytes(self.bytes_from(code)?),
-            0x55 | b'V' | 0x57 | 0x58 | 0x70..=0x7f => self.list_from(code)?,
-            b'M' | b'H' => self.map_from(code)?,
-            b'O' | 0x60..=0x6f => self.object_from(code)?,
-            0x51 => self.reference()?,
+            0x55 | b'V' | 0x57 | 0x58 | 0x70..=0x7f => return self.list_from(code),
+            b'M' | b'H' => return self.map_from(code),
+            b'O' | 0x60..=0x6f => return self.object_from(code),
+            0x51 => return self.reference(),
             other => return Err(unexpected(VALUE, other)),
-        })
+        };
+        let weight = NODE
+            + match &scalar {
+                Value::String(s) => s.len(),
+                Value::Bytes(b) => b.len(),
+                _ => 0,
+            };
+        self.made_one(0, weight);
+        Ok(scalar)
+    }
+
+    /// Counts a value just read at this depth.
+    fn made_one(&mut self, height: usize, weight: usize) {
+        self.made = self.made.saturating_add(weight);
+        self.bottom = self.bottom.max(self.depth + height);
+    }
+
+    /// Reads a list, map or object's contents with `read`, then numbers and keeps it for
+    /// references: what it is made of, `own` is the weight of its names.
+    fn container(
+        &mut self,
+        own: usize,
+        read: impl FnOnce(&mut Self) -> Result<Value>,
+    ) -> Result<Value> {
+        let slot = self.begin_ref();
+        let (made_before, outer_bottom) = (self.made, self.bottom);
+        self.bottom = self.depth + 1; // an empty container is still one level
+        let value = self.nested(read)?;
+        let height = self.bottom - self.depth;
+        self.bottom = outer_bottom;
+        let weight = (self.made - made_before).saturating_add(NODE + own);
+        self.made = made_before;
+        self.made_one(height, weight);
+        self.end_ref(slot, &value, height, weight);
+        Ok(value)
     }
 
     /// Skips one value. Values are decoded and dropped: a later reference may point
@@ -481,15 +503,20 @@ impl<'a> Decoder<'a> {
     /// Keeps a copy of a finished container for references to come, while the budget
     /// lasts. Running out fails only a reference to it: a `0x51` byte inside a string or
     /// a number makes every container before it referable, and most are never referenced.
-    fn end_ref(&mut self, slot: usize, value: &Value) {
+    fn end_ref(&mut self, slot: usize, value: &Value, height: usize, weight: usize) {
         let referable = self.last_ref_byte.is_some_and(|at| at >= self.pos);
         self.refs[slot] = Slot::Dropped;
         if !referable {
             return;
         }
-        if let Some(left) = self.keep_budget.checked_sub(measure(value).1) {
+        if let Some(left) = self.keep_budget.checked_sub(weight) {
             self.keep_budget = left;
-            self.refs[slot] = Slot::Kept(value.clone());
+            let value = value.clone();
+            self.refs[slot] = Slot::Kept(Box::new(Kept {
+                value,
+                height,
+                weight,
+            }));
         }
     }
 
@@ -502,11 +529,11 @@ impl<'a> Decoder<'a> {
             0x70..=0x77 => Some(usize::from(code - 0x70)),
             _ => Some(usize::from(code - 0x78)),
         };
-        let slot = self.begin_ref();
-        let items = self.nested(|d| d.list_items(len))?;
-        let value = Value::List { type_name, items };
-        self.end_ref(slot, &value);
-        Ok(value)
+        let own = type_name.as_ref().map_or(0, String::len);
+        self.container(own, |d| {
+            let items = d.list_items(len)?;
+            Ok(Value::List { type_name, items })
+        })
     }
 
     fn list_items(&mut self, len: Option<usize>) -> Result<Vec<Value>> {
@@ -532,18 +559,15 @@ impl<'a> Decoder<'a> {
         } else {
             None
         };
-        let slot = self.begin_ref();
-        let entries = self.nested(|d| {
+        let own = type_name.as_ref().map_or(0, String::len);
+        self.container(own, |d| {
             let mut entries = Vec::new();
             while !d.at_container_end(MAP)? {
                 let key = d.read_value()?;
                 entries.push((key, d.read_value()?));
             }
-            Ok(entries)
-        })?;
-        let value = Value::Map { type_name, entries };
-        self.end_ref(slot, &value);
-        Ok(value)
+            Ok(Value::Map { type_name, entries })
+        })
     }
 
     /// `C name field-count field-name*`: a class definition for later objects.
@@ -582,18 +606,14 @@ impl<'a> Decoder<'a> {
         let (n, names_len) = (def.fields.len(), def.names_len);
         self.charge(names_len, OBJECT)?;
         let class_name = self.classes[index].name.clone();
-        let slot = self.begin_ref();
-        let fields = self.nested(|d| {
+        self.container(names_len, |d| {
             let mut fields = Vec::with_capacity(n.min(PREALLOC_MAX));
             for i in 0..n {
                 let name = d.classes[index].fields[i].clone();
                 fields.push((name, d.read_value()?));
             }
-            Ok(fields)
-        })?;
-        let value = Value::Object { class_name, fields };
-        self.end_ref(slot, &value);
-        Ok(value)
+            Ok(Value::Object { class_name, fields })
+        })
     }
 
     /// `0x51 int`: a copy of an earlier list, map or object. A reference to one still
@@ -609,20 +629,25 @@ impl<'a> Decoder<'a> {
             ));
         };
         let (height, weight) = match slot {
-            Slot::Open => return Ok(Value::Null),
+            Slot::Open => {
+                self.made_one(0, NODE);
+                return Ok(Value::Null);
+            }
             Slot::Dropped => {
                 return Err(Error::field(REF, "copies exceed the decoder's size budget"))
             }
-            Slot::Kept(value) => measure(value),
+            Slot::Kept(kept) => (kept.height, kept.weight),
         };
         if self.depth + height > MAX_DEPTH {
             return Err(Error::field(DEPTH, format_args!("more than {MAX_DEPTH}")));
         }
         self.charge(weight, REF)?;
-        match self.refs.get(index as usize) {
-            Some(Slot::Kept(value)) => Ok(value.clone()),
-            _ => Err(Error::field(REF, format_args!("#{index} was not kept"))), // never: kept stays kept
-        }
+        let value = match self.refs.get(index as usize) {
+            Some(Slot::Kept(kept)) => kept.value.clone(),
+            _ => return Err(Error::field(REF, format_args!("#{index} was not kept"))), // never: kept stays kept
+        };
+        self.made_one(height, weight);
+        Ok(value)
     }
 }
 
