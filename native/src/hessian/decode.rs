@@ -4,7 +4,7 @@
 use super::{rename, Value, MAX_DEPTH};
 use crate::error::{Error, Result};
 
-/// Bytes (as `measure` estimates them) that copies may take in one stream, plus
+/// Bytes (weights, as `NODE` tells) that copies may take in one stream, plus
 /// [`COPY_BUDGET_PER_BYTE`] per input byte. A copy is what the output holds that the input
 /// spells only once: a back-reference's target, a class's name and field names in each of
 /// its objects, a type name used by index. A few input bytes could otherwise make
