@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from tests import sidecar as sidecar_process
-from tests.mesh.fault_upstream import BoltClient, FaultUpstream, fault_upstream, wait_for
+from tests.mesh.fault_upstream import CALLBACK_ID, BoltClient, FaultUpstream, fault_upstream, wait_for
 
 ECHO = "com.example.EchoService:1.0"
 STATUS_SUCCESS, STATUS_NO_PROCESSOR, STATUS_TIMEOUT, STATUS_CONNECTION_CLOSED = 0x0, 0x6, 0x7, 0x10
@@ -229,6 +229,22 @@ def test_an_upstream_answering_an_unknown_id(mesh: Mesh, upstreams: tuple[FaultU
     client.send(client.request(14, ECHO))
     assert client.responses(1)[0][:2] == (14, STATUS_CONNECTION_CLOSED), "its connection is dropped"
     assert dict(_unknown_responses(mesh))["echo"] >= 1
+
+
+def test_a_call_from_an_upstream_is_refused_and_its_connection_kept(
+    mesh: Mesh, upstreams: tuple[FaultUpstream, ...]
+) -> None:
+    """A provider may call its consumer back on the connection; taking that for a broken
+    upstream closed the connection every client shares, failing their requests on it."""
+    for u in upstreams:
+        u.mode = "callback"
+    client = mesh.client()
+    for request_id in range(20, 24):
+        client.send(client.request(request_id, ECHO))
+        assert client.responses(1)[0][:2] == (request_id, STATUS_SUCCESS)
+    answers = [answer for u in upstreams for answer in u.callback_answers]
+    assert answers and set(answers) == {(CALLBACK_ID, STATUS_NO_PROCESSOR)}, answers  # the oneway: no answer
+    assert [u.connections for u in upstreams] == [1, 1]
 
 
 def _unknown_responses(mesh: Mesh) -> list[tuple[str, float]]:

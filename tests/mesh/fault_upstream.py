@@ -17,13 +17,16 @@ from contextlib import contextmanager
 import layotto_fast_native as native
 
 HEARTBEAT = 0
+RESPONSE = 0  # Bolt's type byte
+CALLBACK_ID = 777
 
 
 class FaultUpstream:
     """Modes: echo, close (drops the connection on a request), silent (never answers a
     request), mute (never answers anything, heartbeats included), unknown (answers an id it
     was never sent), split (echo, each answer written in two pieces a few ms apart, the
-    n-th request's cut at byte n of the answer); ``delay`` seconds before each answer,
+    n-th request's cut at byte n of the answer), callback (echo, after calling the client
+    back on the connection first: a request and a oneway, as a provider may); ``delay`` seconds before each answer,
     ``heartbeat_delay`` before each heartbeat's. The connections numbered in ``wedged``
     (1 is the first accepted) answer nothing, whatever the mode: a dropped route, say.
     While ``paused``, no connection is read (what is sent piles up in the kernel, then in
@@ -41,6 +44,7 @@ class FaultUpstream:
         self.connections = 0  # accepted so far
         self.requests = 0
         self.request_types: list[int] = []  # Bolt's type of each request: 1 two-way, 2 oneway
+        self.callback_answers: list[tuple[int, int]] = []  # (request id, status) of the callbacks answered
         self.heartbeats = 0
         self.open_connections = 0
         self.port = 0
@@ -79,7 +83,10 @@ class FaultUpstream:
                 if not data:
                     break
                 for frame in splitter.feed(data):
-                    if number not in self.wedged:
+                    if frame[1] == RESPONSE:  # to a callback of ours
+                        request_id, _, _, status, *_ = native.decode_bolt_response(bytes(frame))
+                        self.callback_answers.append((request_id, status))
+                    elif number not in self.wedged:
                         await self._answer(bytes(frame), writer)
         except (ConnectionError, native.FrameError, asyncio.CancelledError):
             pass
@@ -106,6 +113,9 @@ class FaultUpstream:
             return
         if self.mode == "unknown":
             request_id += 1_000_000
+        if self.mode == "callback":
+            writer.write(native.encode_bolt_request(CALLBACK_ID, codec, 1000, "", {"service": "back"}, b"?"))
+            writer.write(native.encode_bolt_request(CALLBACK_ID + 1, codec, -1, "", {}, b"!", oneway=True))
         if self.delay:
             await asyncio.sleep(self.delay)
         if self.slow:

@@ -409,9 +409,13 @@ fn on_frame<C: Codec>(upstream: &Upstream, frame: &mut [u8]) -> Result<(), Strin
         }
         FrameKind::HeartbeatResponse => upstream.heartbeat_answered.set(Some(head.request_id)),
         FrameKind::Closing => upstream.on_closing(),
-        FrameKind::Notice => {}
-        FrameKind::Request | FrameKind::Oneway => {
-            return Err("the upstream sent a request on a client connection".into());
+        FrameKind::Notice | FrameKind::Oneway => {}
+        // A provider calling its consumer back (a Dubbo callback argument, a Bolt server's
+        // invoke on the connection): the mesh serves no calls from upstreams. Refusing just
+        // this one keeps the connection every client shares, and their requests on it.
+        FrameKind::Request => {
+            let refusal = C::refusal(frame, &head, Refusal::NoService, "the mesh takes no calls");
+            upstream.outbox.push(&refusal);
         }
     }
     Ok(())
