@@ -14,6 +14,7 @@ end with a GOAWAY either way.
 from __future__ import annotations
 
 import collections
+import gzip
 import socket
 import threading
 import time
@@ -465,15 +466,29 @@ BODIES: dict[str, tuple[dict[str, object], set[int], str]] = {
         {INTERNAL},
         "request ended inside a message",
     ),
-    "compressed-flag-set": (
+    # gRPC's compression spec: a flagged message with no grpc-encoding is INTERNAL
+    "compressed-flag-set-without-an-encoding": (
         {"body": raw_h2.grpc_frame(HELLO, compressed=True)},
-        {UNIMPLEMENTED},
-        "message compression is not supported",
+        {INTERNAL},
+        "flagged compressed but the request has no grpc-encoding",
     ),
-    "grpc-encoding-gzip": (
-        {"body": raw_h2.grpc_frame(HELLO), "extra_headers": [("grpc-encoding", "gzip")]},
+    "compressed-in-an-encoding-not-supported": (
+        {"body": raw_h2.grpc_frame(HELLO, compressed=True), "extra_headers": [("grpc-encoding", "snappy")]},
         {UNIMPLEMENTED},
-        "message compression is not supported",
+        "message compression snappy is not supported: identity,gzip",
+    ),
+    "flagged-gzip-that-is-not-gzip": (
+        {"body": raw_h2.grpc_frame(HELLO, compressed=True), "extra_headers": [("grpc-encoding", "gzip")]},
+        {INTERNAL},
+        "a gzip message cannot be decompressed",
+    ),
+    "gzip-past-the-message-limit-once-decompressed": (
+        {
+            "body": raw_h2.grpc_frame(gzip.compress(bytes(4 * MIB + 1)), compressed=True),
+            "extra_headers": [("grpc-encoding", "gzip")],
+        },
+        {RESOURCE_EXHAUSTED},
+        "over the limit of 4194304 bytes once decompressed",
     ),
     "no-message": ({"body": b""}, {INTERNAL, UNIMPLEMENTED}, "request has no message"),
     "not-a-request-message": (
@@ -499,6 +514,30 @@ def test_malformed_grpc_body_gets_a_status(native: sidecar_process.Sidecar, case
         assert client.call(HELLO).grpc_status == 0
         assert client.terminated is None and not client.closed
     assert_serving(native)
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["sent-as-is", "gzip"])
+def test_a_request_declaring_gzip_is_read_whether_or_not_its_message_is_compressed(
+    native: sidecar_process.Sidecar, compressed: bool
+) -> None:
+    """grpc clients with compression on declare grpc-encoding: gzip, and send a message that
+    gzip would not shrink as it is; both were refused UNIMPLEMENTED."""
+    message = gzip.compress(HELLO) if compressed else HELLO
+    with H2Client(native.grpc_port) as client:
+        body = raw_h2.grpc_frame(message, compressed=compressed)
+        response = client.call(None, body=body, extra_headers=[("grpc-encoding", "gzip")])
+        assert response.grpc_status == 0, response.grpc_message
+        assert response.headers.get("grpc-accept-encoding") == "identity,gzip"
+        assert pb.SayHelloResponse.FromString(bytes(response.body[5:])).hello
+
+
+def test_a_grpcio_client_with_gzip_compression_is_served(native: sidecar_process.Sidecar) -> None:
+    with grpc.insecure_channel(native.target, compression=grpc.Compression.Gzip) as channel:
+        stub = runtime_pb2_grpc.RuntimeStub(channel)  # type: ignore[no-untyped-call]
+        for payload in (b"", b"compressible " * 10_000):
+            state = pb.SaveStateRequest(store_name="in-memory", states=[pb.StateItem(key="gz", value=payload)])
+            stub.SaveState(state, timeout=5)
+            assert stub.GetState(pb.GetStateRequest(store_name="in-memory", key="gz"), timeout=5).data == payload
 
 
 # -- deadlines -----------------------------------------------------------------------------------

@@ -171,6 +171,68 @@ struct Stream {
     /// The bytes of `partial` and `unary_message`, counted against the connection's and
     /// the process's bounds until the stream is dropped.
     held: Held,
+    /// How the messages flagged compressed are encoded (`grpc-encoding`).
+    encoding: Encoding,
+}
+
+/// A request's `grpc-encoding`. Only the messages flagged compressed are decoded with it:
+/// a client may send small ones as they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Encoding {
+    Identity,
+    Gzip,
+    Unsupported(Box<str>),
+}
+
+/// What the front decodes, told to clients in every response's `grpc-accept-encoding`.
+const ACCEPTED_ENCODINGS: &str = "identity,gzip";
+
+impl Encoding {
+    fn of(header: Option<&HeaderValue>) -> Self {
+        match header.map(HeaderValue::as_bytes) {
+            None | Some(b"identity") => Encoding::Identity,
+            Some(b"gzip") => Encoding::Gzip,
+            Some(other) => Encoding::Unsupported(String::from_utf8_lossy(other).into()),
+        }
+    }
+
+    /// Why a message flagged compressed cannot be read, when it cannot.
+    fn check_compressed(&self) -> Result<(), (u32, String)> {
+        match self {
+            Encoding::Gzip => Ok(()),
+            Encoding::Identity => Err((
+                code::INTERNAL,
+                "a message is flagged compressed but the request has no grpc-encoding".into(),
+            )),
+            Encoding::Unsupported(name) => Err((
+                code::UNIMPLEMENTED,
+                format!("message compression {name} is not supported: {ACCEPTED_ENCODINGS}"),
+            )),
+        }
+    }
+}
+
+/// The message a gzip body stands for, refused past `max` bytes.
+fn gunzip(body: &[u8], max: usize) -> Result<Bytes, (u32, String)> {
+    use std::io::Read;
+    let mut message = Vec::new();
+    let limit = max as u64 + 1; // one byte past the limit tells it was passed
+    flate2::read::GzDecoder::new(body)
+        .take(limit)
+        .read_to_end(&mut message)
+        .map_err(|e| {
+            (
+                code::INTERNAL,
+                format!("a gzip message cannot be decompressed: {e}"),
+            )
+        })?;
+    if message.len() > max {
+        return Err((
+            code::RESOURCE_EXHAUSTED,
+            format!("request message is over the limit of {max} bytes once decompressed"),
+        ));
+    }
+    Ok(message.into())
 }
 
 impl Stream {
@@ -200,6 +262,7 @@ impl Stream {
             wants_writable: false,
             not_grpc: false,
             held,
+            encoding: Encoding::Identity,
         }
     }
 
@@ -305,6 +368,10 @@ impl Connection {
         response_head.insert(
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/grpc"),
+        );
+        response_head.insert(
+            HeaderName::from_static("grpc-accept-encoding"),
+            HeaderValue::from_static(ACCEPTED_ENCODINGS),
         );
         let mut ok_trailers = HeaderMap::new();
         ok_trailers.insert(
@@ -656,24 +723,6 @@ impl Connection {
             });
             return;
         };
-        if parts
-            .headers
-            .get("grpc-encoding")
-            .is_some_and(|v| v.as_bytes() != b"identity")
-        {
-            trailers_only(
-                &mut respond,
-                &self.response_head,
-                code::UNIMPLEMENTED,
-                "message compression is not supported",
-            );
-            self.events.push(Event::Refused {
-                method: method.index,
-                code: code::UNIMPLEMENTED,
-                path: None,
-            });
-            return;
-        }
         let timeout_us = parts
             .headers
             .get("grpc-timeout")
@@ -704,7 +753,8 @@ impl Connection {
         };
         let (client_streaming, index) = (method.client_streaming, method.index);
         let (waker, held) = (stream_waker(key, &self.ready), self.held());
-        let stream = Stream::new(method, waker, body, respond, timeout_us, kept, held);
+        let mut stream = Stream::new(method, waker, body, respond, timeout_us, kept, held);
+        stream.encoding = Encoding::of(parts.headers.get("grpc-encoding"));
         self.streams.insert(key, stream);
         if client_streaming {
             self.events.push(Event::Open {
@@ -951,10 +1001,7 @@ fn split_messages(
     let mut split_any = false;
     while let Some((compressed, length)) = prefix(&stream.partial) {
         if compressed != 0 {
-            return Err((
-                code::UNIMPLEMENTED,
-                "message compression is not supported".into(),
-            ));
+            stream.encoding.check_compressed()?;
         }
         if length > max_message {
             return Err((
@@ -966,7 +1013,10 @@ fn split_messages(
             break;
         }
         stream.partial.advance(PREFIX_LEN);
-        let message = stream.partial.split_to(length).freeze();
+        let mut message = stream.partial.split_to(length).freeze();
+        if compressed != 0 {
+            message = gunzip(&message, max_message)?;
+        }
         split_any = true;
         if stream.method.client_streaming {
             events.push(Event::Message { key, message });
