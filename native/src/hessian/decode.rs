@@ -228,10 +228,62 @@ impl<'a> Decoder<'a> {
         Ok(value)
     }
 
-    /// Skips one value. Values are decoded and dropped: a later reference may point
-    /// into a skipped value, so the tables have to be kept exactly as when reading.
+    /// Skips one value. A later reference may point into it, so then it is decoded and
+    /// dropped, the tables kept exactly as when reading. With no reference byte left in
+    /// the input, nothing can: it is only parsed, class definitions and types still going
+    /// into their tables, and no value is built (a body of a million empty lists built
+    /// them all, to drop them).
     pub fn skip_value(&mut self) -> Result<()> {
-        self.read_value().map(drop)
+        if self.last_ref_byte.is_some_and(|at| at >= self.pos) {
+            return self.read_value().map(drop);
+        }
+        self.pass()
+    }
+
+    /// Parses one value without building it; see `skip_value`.
+    fn pass(&mut self) -> Result<()> {
+        let code = self.code(VALUE)?;
+        match code {
+            b'N' | b'T' | b'F' => {}
+            0x80..=0xd7 | b'I' => _ = self.int_from(code)?,
+            0xd8..=0xff | 0x38..=0x3f | 0x59 | b'L' => _ = self.long_from(code)?,
+            0x5b..=0x5f | b'D' => _ = self.double_from(code)?,
+            0x4a | 0x4b => _ = self.date_from(code)?,
+            c if is_string_code(c) => _ = self.string_from(code)?,
+            0x20..=0x2f | 0x34..=0x37 | b'B' | b'A' => _ = self.bytes_from(code)?,
+            0x55 | b'V' | 0x57 | 0x58 | 0x70..=0x7f => {
+                let (_, len) = self.list_head(code)?;
+                self.nested(|d| match len {
+                    Some(n) => (0..n).try_for_each(|_| d.pass()),
+                    None => {
+                        while !d.at_container_end(LIST)? {
+                            d.pass()?;
+                        }
+                        Ok(())
+                    }
+                })?;
+            }
+            b'M' | b'H' => {
+                if code == b'M' {
+                    self.read_type()?;
+                }
+                self.nested(|d| {
+                    while !d.at_container_end(MAP)? {
+                        d.pass()?;
+                        d.pass()?;
+                    }
+                    Ok(())
+                })?;
+            }
+            b'O' | 0x60..=0x6f => {
+                let index = self.object_class(code)?;
+                let n = self.classes[index].fields.len();
+                self.nested(|d| (0..n).try_for_each(|_| d.pass()))?;
+            }
+            0x51 => _ = self.reference()?, // never: no reference byte is left
+            other => return Err(unexpected(VALUE, other)),
+        }
+        Ok(())
     }
 
     /// Reads a string; `null` is an error.
@@ -520,7 +572,8 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    fn list_from(&mut self, code: u8) -> Result<Value> {
+    /// A list's type name, when it is typed, and its length, when it is fixed.
+    fn list_head(&mut self, code: u8) -> Result<(Option<String>, Option<usize>)> {
         let typed = matches!(code, 0x55 | b'V' | 0x70..=0x77);
         let type_name = if typed { Some(self.read_type()?) } else { None };
         let len = match code {
@@ -529,6 +582,11 @@ impl<'a> Decoder<'a> {
             0x70..=0x77 => Some(usize::from(code - 0x70)),
             _ => Some(usize::from(code - 0x78)),
         };
+        Ok((type_name, len))
+    }
+
+    fn list_from(&mut self, code: u8) -> Result<Value> {
+        let (type_name, len) = self.list_head(code)?;
         let own = type_name.as_ref().map_or(0, String::len);
         self.container(own, |d| {
             let items = d.list_items(len)?;
@@ -591,18 +649,25 @@ impl<'a> Decoder<'a> {
         Ok(())
     }
 
-    fn object_from(&mut self, code: u8) -> Result<Value> {
+    /// The index of an object's class definition.
+    fn object_class(&mut self, code: u8) -> Result<usize> {
         let declared = match code {
             b'O' => self.read_int().map_err(|e| rename(e, OBJECT))?,
             _ => i32::from(code - 0x60),
         };
         let index = usize::try_from(declared).unwrap_or(usize::MAX);
-        let Some(def) = self.classes.get(index) else {
+        if index >= self.classes.len() {
             return Err(Error::field(
                 OBJECT,
                 format_args!("class definition #{declared} of {}", self.classes.len()),
             ));
-        };
+        }
+        Ok(index)
+    }
+
+    fn object_from(&mut self, code: u8) -> Result<Value> {
+        let index = self.object_class(code)?;
+        let def = &self.classes[index];
         let (n, names_len) = (def.fields.len(), def.names_len);
         self.charge(names_len, OBJECT)?;
         let class_name = self.classes[index].name.clone();

@@ -810,6 +810,44 @@ mod tests {
     }
 
     #[test]
+    fn skipping_parses_as_reading_does() {
+        // Skipped: a list holding a class definition with an object of it, and a typed
+        // list; after it, an object of that class and a list of that type by index.
+        let skipped = "57 43 01 41 91 01 78 60 90 71 03 61 62 63 90 5a";
+        let after = hex("60 91 71 90 92");
+        let b = hex(&format!("{skipped} 60 91 71 90 92"));
+        let mut skipping = Decoder::new(&b);
+        skipping.skip_value().unwrap();
+        let mut reading = Decoder::new(&b);
+        reading.read_value().unwrap();
+        assert_eq!(skipping.position(), b.len() - after.len());
+        for _ in 0..2 {
+            assert_eq!(
+                skipping.read_value().unwrap(),
+                reading.read_value().unwrap()
+            );
+        }
+        assert!(skipping.at_end());
+        // Bad input fails the same way.
+        let deep = [0x57].repeat(MAX_DEPTH + 1);
+        let cases = [
+            hex("58 49 7f ff ff ff 90"),
+            hex("53 ff ff 61"),
+            hex("60"),
+            hex("72 91 90 90"),
+            hex("57 90"),
+            hex("48 90"),
+            hex("5a"),
+            hex("43 01 41 49 7f ff ff ff"),
+            deep,
+        ];
+        for b in cases {
+            let skipped = Decoder::new(&b).skip_value().unwrap_err().to_string();
+            assert_eq!(skipped, dec(&b).unwrap_err().to_string());
+        }
+    }
+
+    #[test]
     fn read_helpers() {
         let b = hex("4e 03 61 62 63 c8 30 90 4e");
         let mut d = Decoder::new(&b);
