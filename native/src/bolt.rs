@@ -598,6 +598,28 @@ impl Codec for Bolt {
         };
         response_to(frame, head.request_id as u32, CMD_RESPONSE, status)
     }
+
+    fn answer_as_asked(request_head: &[u8], frame: &[u8]) -> Option<Vec<u8>> {
+        // A v2 client reads a v1 answer (SOFA's decoder goes by each frame's own proto).
+        (request_head.first() == Some(&PROTO_V1))
+            .then(|| response_as_v1(frame))
+            .flatten()
+    }
+}
+
+/// A v2 response as the v1 response a v1 request is owed: a SOFA Bolt server answers
+/// every request on a connection in the version of the connection's first frame, and a v1
+/// client (anthunder) reads no other. `ver1` and `switch` dropped, and the CRC32 with them.
+fn response_as_v1(frame: &[u8]) -> Option<Vec<u8>> {
+    if frame.first() != Some(&PROTO_V2) || frame.len() < RESPONSE_HEADER_LEN_V2 {
+        return None;
+    }
+    let end = frame.len() - if has_crc(frame) { CRC_LEN as usize } else { 0 };
+    let mut out = Vec::with_capacity(end - 2);
+    out.push(PROTO_V1);
+    out.extend_from_slice(&frame[2..11]); // type, cmdcode, ver2, request id, codec
+    out.extend_from_slice(&frame[12..end]); // status, lengths, class, header, content
+    Some(out)
 }
 
 /// An empty response in the request's version and codec.
@@ -823,6 +845,32 @@ mod tests {
             .unwrap_err()
             .to_string()
             .starts_with("invalid bolt crc32"));
+    }
+
+    #[test]
+    fn a_v2_answer_to_a_v1_request_is_given_in_v1() {
+        let v1_request = encode_request(1, 1, 3000, "", NO_HEADER, b"x", false).unwrap();
+        for name in ["bolt_response_v2_bolt", "bolt_response_v2_crc_bolt"] {
+            let v2 = golden(name);
+            let v1 = Bolt::answer_as_asked(&v1_request, &v2).unwrap();
+            assert_eq!(v1[0], PROTO_V1, "{name}");
+            assert_eq!(frame_len(&v1).unwrap(), Some(v1.len() as u64), "{name}");
+            let (was, now) = (decode_response(&v2).unwrap(), decode_response(&v1).unwrap());
+            assert_eq!(
+                (now.request_id, now.cmdcode, now.codec, now.status),
+                (was.request_id, was.cmdcode, was.codec, was.status),
+                "{name}"
+            );
+            assert_eq!(
+                (now.class_name, now.header, now.content),
+                (was.class_name, was.header, was.content),
+                "{name}"
+            );
+            // a v2 request's answer, and a v1 answer, go as they are
+            let v2_request = golden("bolt_request_v2_bolt");
+            assert_eq!(Bolt::answer_as_asked(&v2_request, &v2), None);
+            assert_eq!(Bolt::answer_as_asked(&v1_request, &v1), None);
+        }
     }
 
     #[test]

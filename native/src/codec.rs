@@ -116,6 +116,13 @@ pub trait Codec: Send + Sync + 'static {
     fn closing_notice() -> Option<Vec<u8>> {
         None
     }
+
+    /// A response `frame` rewritten for the request whose first bytes are `request_head`,
+    /// when the upstream answered it in a form that request's client may not read (an
+    /// upstream connection is shared by clients of every version); None: as it is.
+    fn answer_as_asked(_request_head: &[u8], _frame: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
 }
 
 /// One whole frame's length against the length its header declares (`what` names the

@@ -401,7 +401,10 @@ fn on_frame<C: Codec>(upstream: &Upstream, frame: &mut [u8]) -> Result<(), Strin
                 stats.observe_us(us);
             }
             C::set_request_id(frame, p.client_id);
-            p.reply.answer(frame);
+            match C::answer_as_asked(&p.head, frame) {
+                Some(rewritten) => p.reply.answer(&rewritten),
+                None => p.reply.answer(frame),
+            }
             upstream.close_if_drained();
         }
         FrameKind::HeartbeatRequest => {
