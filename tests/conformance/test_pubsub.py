@@ -68,6 +68,13 @@ def _group() -> str:
     return f"g-{uuid.uuid4().hex[:6]}"
 
 
+def _at_least_once(implementation: Implementation) -> bool:
+    """Whether the backend may hand a message out once more than asked: JetStream, under a
+    loaded machine, now and then delivers an extra copy (an acknowledgement that came after
+    ackWait, say), as at-least-once allows."""
+    return implementation.type == "pubsub.jetstream"
+
+
 async def _publish(pubsub: Any, topic: str, count: int, **meta: str) -> list[bytes]:
     sent = [b"m-%d-%s" % (i, uuid.uuid4().hex[:4].encode()) for i in range(count)]
     for data in sent:
@@ -82,12 +89,19 @@ def test_data_and_metadata_arrive_in_order(harness: Harness, implementation: Imp
     async def run() -> list[bytes]:
         stop = await pubsub.subscribe(topic, SubscribeOptions(group=_group(), concurrency=1), inbox)
         sent = await _publish(pubsub, topic, 30, tenant="a b")
-        await inbox.until(lambda: len(inbox.messages) >= 30)
+        if _at_least_once(implementation):  # an extra copy does not stand for a message
+            await inbox.until(lambda: set(inbox.data()) >= set(sent))
+        else:
+            await inbox.until(lambda: len(inbox.messages) >= 30)
         await stop()
         return sent
 
     sent = harness.run(run())
-    assert inbox.data() == sent, "with one at a time, messages arrive in the order published"
+    if _at_least_once(implementation):
+        # An extra copy may come, late; each message's first comes in the order published.
+        assert list(dict.fromkeys(inbox.data())) == sent, "with one at a time, messages arrive in the order published"
+    else:
+        assert inbox.data() == sent, "with one at a time, messages arrive in the order published"
     assert all(m.metadata.get("tenant") == "a b" and m.topic == topic for m in inbox.messages)
 
 
@@ -126,20 +140,28 @@ def test_retry_and_errors_redeliver_drop_and_success_do_not(harness: Harness, im
         return Verdict.DROP if message.data == b"drop" else Verdict.SUCCESS
 
     inbox = Inbox(verdict)
+    expected = Counter({b"retry": 2, b"raise": 2, b"drop": 1, b"ok": 1})
 
     async def run() -> None:
         stop = await pubsub.subscribe(topic, SubscribeOptions(group=_group()), inbox)
         for data in (b"retry", b"raise", b"drop", b"ok"):
             await pubsub.publish(topic, data, {})
-        await inbox.until(lambda: Counter(inbox.data())[b"retry"] == 2 and Counter(inbox.data())[b"raise"] == 2)
+        await inbox.until(lambda: Counter(inbox.data()) >= expected)
         await asyncio.sleep(2.5)  # past every component's redelivery time in this matrix
         await stop()
 
     harness.run(run())
     counts = Counter(inbox.data())
-    assert counts == {b"retry": 2, b"raise": 2, b"drop": 1, b"ok": 1}, counts
-    again = [m for m in inbox.messages if m.data == b"retry"][1]
-    assert again.delivery_count >= 2
+    if _at_least_once(implementation):
+        # One extra copy of a message is allowed, not a redelivery loop: a DROP or a SUCCESS
+        # taken for a RETRY would come back every ackWait (1 s), three times or more by now.
+        assert counts.keys() == expected.keys(), counts
+        assert all(expected[data] <= counts[data] <= expected[data] + 1 for data in expected), counts
+        assert any(m.delivery_count >= 2 for m in inbox.messages if m.data == b"retry"), inbox.messages
+    else:
+        assert counts == expected, counts
+        again = [m for m in inbox.messages if m.data == b"retry"][1]
+        assert again.delivery_count >= 2
 
 
 def test_a_group_shares_and_every_group_gets_all(harness: Harness, implementation: Implementation) -> None:
