@@ -295,28 +295,39 @@ def test_unsubscribe_stops_handler_calls_and_the_group_resumes_later(harness: Ha
 
 
 def test_a_stop_keeps_the_message_at_work_alive_until_its_handler_answers(harness: Harness) -> None:
-    """While a stop lets a handler finish (deadline 4 s away, ``ackWait`` 1 s, the handler
+    """While a stop lets a handler finish (deadline 6 s away, ``ackWait`` 1 s, the handler
     needs 2.5 s), the reader still tells the server it is at work on the message: the group's
-    other member, reading all along, never gets it, and the SUCCESS is its only answer."""
+    other member, reading all along, never gets it, and the SUCCESS is its only answer. The
+    stop ends when the handler does, timed from the handler's own start (the subscribe
+    between that and the stop takes what a busy machine makes it take)."""
     leaving, staying, topic = harness.make("leaving"), harness.make("staying"), unique()
     slow = Recorder(delay=2.5)
     other = Recorder()
+    handler_began: list[float] = []
+
+    async def timed(message: Message) -> Verdict:
+        handler_began.append(asyncio.get_running_loop().time())
+        return await slow(message)
 
     async def scenario() -> float:
-        stop = await leaving.subscribe(topic, SubscribeOptions(group="g", concurrency=1), slow)
+        stop = await leaving.subscribe(topic, SubscribeOptions(group="g", concurrency=1), timed)
         await leaving.publish(topic, b"slow", {})
         assert await until(lambda: len(slow.messages) == 1, 5)
         await staying.subscribe(topic, SubscribeOptions(group="g"), other)
         loop = asyncio.get_running_loop()
-        began = loop.time()
-        await stop(began + 4.0)
-        took = loop.time() - began
+        await stop(loop.time() + 6.0)
+        took = loop.time() - handler_began[0]
         await asyncio.sleep(ACK_WAIT * 1.5)  # an unacknowledged message would come back by now
         return took
 
     took = harness.run(scenario())
     assert other.data == [], "the server handed out again a message whose handler was still at work"
-    assert 2.3 <= took < 3.9, f"the stop took {took:.2f}s: it should end when the handler does"
+    assert len(handler_began) == 1, handler_began
+    # Not before the handler's 2.5 s, and well before the deadline (6 s after the stop began,
+    # which was after the handler's start).
+    assert 2.45 <= took < 4.5, (
+        f"the stop ended {took:.2f}s after the handler began: it should end when the handler does"
+    )
 
 
 def test_one_group_shares_the_messages_two_groups_each_get_all(harness: Harness) -> None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
+import socket
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -298,6 +299,18 @@ def test_a_read_only_or_full_redis_is_unavailable_with_its_reason(tmp_path: Path
             harness.close()
 
 
+@contextmanager
+def replica_asleep(server: RedisServer, seconds: float) -> Iterator[float]:
+    """``server`` asked to sleep ``seconds`` (DEBUG SLEEP, sent without waiting for its answer):
+    the time just before the request went, which the sleep ends no sooner than ``seconds`` after.
+    Its OK is read when the block ends."""
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        asked = time.monotonic()
+        sock.sendall(b"DEBUG SLEEP %g\r\n" % seconds)
+        yield asked
+        assert sock.recv(64).startswith(b"+OK")
+
+
 def test_a_strong_write_waits_for_the_replicas(tmp_path: Path) -> None:
     """CONSISTENCY_STRONG was ignored: Dapr sends ``WAIT <replicas> 1000`` after a strong write
     when the server has replicas. Here the replica is asleep: a strong write returns once it
@@ -320,34 +333,33 @@ def test_a_strong_write_waits_for_the_replicas(tmp_path: Path) -> None:
             ]
 
             async def while_the_replica_sleeps(write: Callable[[], Coroutine[Any, Any, None]]) -> tuple[float, float]:
-                started = time.monotonic()
+                """When the plain write ended, and when the strong one did."""
                 waiting = asyncio.ensure_future(write())
                 await state.set([SetOp("other", b"plain")])  # not held behind the WAIT
-                other = time.monotonic() - started
+                other = time.monotonic()
                 await waiting
-                return other, time.monotonic() - started
+                return other, time.monotonic()
 
             primary.cli("SCRIPT", "FLUSH")  # Redis forgot the script: loaded again, then the write and its WAIT
             for write in writes:
-                sleeper = threading.Thread(target=lambda: replica.command("DEBUG", "SLEEP", "0.6"))
-                sleeper.start()
-                time.sleep(0.1)
-                other, strong = harness.run(while_the_replica_sleeps(write))
-                sleeper.join()
-                assert other < 0.3 and 0.3 < strong < 1.5, (other, strong)
+                # Timed from the sleep's request: the replica wakes no sooner than 0.6 s after it,
+                # however late a busy machine runs the rest.
+                with replica_asleep(replica, 0.6) as asleep_from:
+                    time.sleep(0.1)  # the replica takes the sleep up before the write's WAIT comes
+                    other, strong = harness.run(while_the_replica_sleeps(write))
+                other, strong = other - asleep_from, strong - asleep_from
+                assert other < 0.5, f"the plain write waited for the replica to wake: {(other, strong)}"
+                assert 0.5 <= strong < 2.0, f"the strong write did not wait for the replica: {(other, strong)}"
             assert replica.cli("HGET", "t", "data") == "strong" and replica.cli("EXISTS", "k") == "0"
             with pytest.raises(Conflict, match="etag mismatch for key 't'"):  # refused before the WAIT
                 harness.run(state.set([SetOp("t", b"stale", etag="1", strong=True)]))
             with pytest.raises(Conflict, match="first-write"):
                 harness.run(state.transact([SetOp("t", b"again", first_write=True, strong=True)]))
             assert replica.cli("HGET", "t", "data") == "strong"
-            started = time.monotonic()  # a write that asks nothing does not wait
-            sleeper = threading.Thread(target=lambda: replica.command("DEBUG", "SLEEP", "0.6"))
-            sleeper.start()
-            time.sleep(0.1)
-            harness.run(state.set([SetOp("k", b"eventual")]))
-            assert time.monotonic() - started < 0.4
-            sleeper.join()
+            with replica_asleep(replica, 0.6) as asleep_from:  # a write that asks nothing does not wait
+                time.sleep(0.1)
+                harness.run(state.set([SetOp("k", b"eventual")]))
+                assert time.monotonic() - asleep_from < 0.5, "it waited for the replica to wake"
             # A full primary refuses the strong write too, through redis-py's client: its
             # OutOfMemoryError (the code taken out of the message) is UNAVAILABLE as well.
             primary.cli("CONFIG", "SET", "maxmemory", "1")

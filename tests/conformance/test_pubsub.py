@@ -68,6 +68,13 @@ def _group() -> str:
     return f"g-{uuid.uuid4().hex[:6]}"
 
 
+def _at_least_once(implementation: Implementation) -> bool:
+    """Whether the backend may hand a message out once more than asked: JetStream, under a
+    loaded machine, now and then delivers an extra copy (an acknowledgement that came after
+    ackWait, say), as at-least-once allows."""
+    return implementation.type == "pubsub.jetstream"
+
+
 async def _publish(pubsub: Any, topic: str, count: int, **meta: str) -> list[bytes]:
     sent = [b"m-%d-%s" % (i, uuid.uuid4().hex[:4].encode()) for i in range(count)]
     for data in sent:
@@ -82,12 +89,19 @@ def test_data_and_metadata_arrive_in_order(harness: Harness, implementation: Imp
     async def run() -> list[bytes]:
         stop = await pubsub.subscribe(topic, SubscribeOptions(group=_group(), concurrency=1), inbox)
         sent = await _publish(pubsub, topic, 30, tenant="a b")
-        await inbox.until(lambda: len(inbox.messages) >= 30)
+        if _at_least_once(implementation):  # an extra copy does not stand for a message
+            await inbox.until(lambda: set(inbox.data()) >= set(sent))
+        else:
+            await inbox.until(lambda: len(inbox.messages) >= 30)
         await stop()
         return sent
 
     sent = harness.run(run())
-    assert inbox.data() == sent, "with one at a time, messages arrive in the order published"
+    if _at_least_once(implementation):
+        # An extra copy may come, late; each message's first comes in the order published.
+        assert list(dict.fromkeys(inbox.data())) == sent, "with one at a time, messages arrive in the order published"
+    else:
+        assert inbox.data() == sent, "with one at a time, messages arrive in the order published"
     assert all(m.metadata.get("tenant") == "a b" and m.topic == topic for m in inbox.messages)
 
 
@@ -126,20 +140,28 @@ def test_retry_and_errors_redeliver_drop_and_success_do_not(harness: Harness, im
         return Verdict.DROP if message.data == b"drop" else Verdict.SUCCESS
 
     inbox = Inbox(verdict)
+    expected = Counter({b"retry": 2, b"raise": 2, b"drop": 1, b"ok": 1})
 
     async def run() -> None:
         stop = await pubsub.subscribe(topic, SubscribeOptions(group=_group()), inbox)
         for data in (b"retry", b"raise", b"drop", b"ok"):
             await pubsub.publish(topic, data, {})
-        await inbox.until(lambda: Counter(inbox.data())[b"retry"] == 2 and Counter(inbox.data())[b"raise"] == 2)
+        await inbox.until(lambda: Counter(inbox.data()) >= expected)
         await asyncio.sleep(2.5)  # past every component's redelivery time in this matrix
         await stop()
 
     harness.run(run())
     counts = Counter(inbox.data())
-    assert counts == {b"retry": 2, b"raise": 2, b"drop": 1, b"ok": 1}, counts
-    again = [m for m in inbox.messages if m.data == b"retry"][1]
-    assert again.delivery_count >= 2
+    if _at_least_once(implementation):
+        # One extra copy of a message is allowed, not a redelivery loop: a DROP or a SUCCESS
+        # taken for a RETRY would come back every ackWait (1 s), three times or more by now.
+        assert counts.keys() == expected.keys(), counts
+        assert all(expected[data] <= counts[data] <= expected[data] + 1 for data in expected), counts
+        assert any(m.delivery_count >= 2 for m in inbox.messages if m.data == b"retry"), inbox.messages
+    else:
+        assert counts == expected, counts
+        again = [m for m in inbox.messages if m.data == b"retry"][1]
+        assert again.delivery_count >= 2
 
 
 def test_a_group_shares_and_every_group_gets_all(harness: Harness, implementation: Implementation) -> None:
@@ -545,18 +567,20 @@ def test_service_backs_off_between_attempts_up_to_the_longest_interval(
     harness: Harness, implementation: Implementation, tmp_path: Path
 ) -> None:
     """Attempts of a RETRY wait retryInitialInterval, then twice that, capped at
-    retryMaxInterval: 100, 150, 150 ms here, where doubling alone would give 100, 200, 400."""
+    retryMaxInterval: 100, 150, 150, 150, 150 ms here, where doubling alone would give 100,
+    200, 400, 800, 1600: a capped wait stays under 600 ms with room for a stalled loop, and
+    an uncapped one passes it by the fourth."""
     components, service = _service(harness, implementation, tmp_path)
     topic = _topic()
     loop_times: list[float] = []
 
     async def app(event: Event, timeout: float) -> Verdict:
         loop_times.append(asyncio.get_running_loop().time())
-        return Verdict.RETRY if len(loop_times) < 4 else Verdict.SUCCESS
+        return Verdict.RETRY if len(loop_times) < 6 else Verdict.SUCCESS
 
     async def run() -> None:
         await components.init_all()
-        meta = {"consumerID": _group(), "retryAttempts": "4", "retryInitialInterval": "100ms",
+        meta = {"consumerID": _group(), "retryAttempts": "6", "retryInitialInterval": "100ms",
                 "retryMaxInterval": "150ms"}  # fmt: skip
         stop = await service.subscribe(TopicSubscription("ps", topic, meta), app)
         await service.publish("ps", topic, b"slow to please", "text/plain", {})
@@ -566,9 +590,9 @@ def test_service_backs_off_between_attempts_up_to_the_longest_interval(
 
     harness.run(run())
     gaps = [later - earlier for earlier, later in itertools.pairwise(loop_times)]
-    assert len(gaps) == 3
-    assert gaps[0] >= 0.095 and gaps[1] >= 0.145 and gaps[2] >= 0.145, gaps
-    assert gaps[2] < 0.35, f"the third wait was not capped: {gaps}"
+    assert len(gaps) == 5
+    assert gaps[0] >= 0.095 and all(gap >= 0.145 for gap in gaps[1:]), gaps
+    assert all(gap < 0.6 for gap in gaps[2:]), f"the waits were not capped: {gaps}"
 
 
 def test_service_close_stops_every_subscription_by_its_deadline(

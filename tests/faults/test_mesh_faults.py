@@ -120,7 +120,10 @@ def test_a_host_that_misses_health_checks_is_taken_out(tmp_path: Path) -> None:
         fault_upstream() as good,
         fault_upstream() as bad,
         mesh(
-            tmp_path, {"hosts": [good.address, bad.address], "health_check": {"interval_ms": 100, "timeout_ms": 100}}
+            tmp_path,
+            # a timeout a busy machine's late answer cannot pass: the good host, taken out
+            # too, would leave only the muted one to balance to
+            {"hosts": [good.address, bad.address], "health_check": {"interval_ms": 100, "timeout_ms": 500}},
         ) as (sidecar, port),
     ):
         wait_for(lambda: good.heartbeats > 0 and bad.heartbeats > 0)
@@ -372,13 +375,20 @@ def test_a_connection_given_up_on_a_peer_that_stopped_reading_is_closed(tmp_path
 
 def test_a_host_whose_connection_goes_silent_is_healthy_again_on_a_new_one(tmp_path: Path) -> None:
     """A heartbeat unanswered with nothing at all read for the check's timeout gives the
-    connection up: the next probe opens a new one, and the host is healthy again."""
-    cluster = {"hosts": [], "health_check": {"interval_ms": 100, "timeout_ms": 150}}
+    connection up: the next probe opens a new one, and the host is healthy again.
+
+    The host is unhealthy only from the give-up to the next probe (an interval), too short
+    to sample on a busy machine: the test waits for what lasts, the first connection closed
+    and the host healthy on a second. The timeout is one a late answer cannot pass, which
+    would give up a healthy connection too (a third)."""
+    cluster = {"hosts": [], "health_check": {"interval_ms": 100, "timeout_ms": 500}}
     with fault_upstream() as upstream, mesh(tmp_path, {**cluster, "hosts": [upstream.address]}) as (sidecar, port):
         wait_for(lambda: upstream.heartbeats > 0 and hosts(sidecar)[upstream.address]["healthy"])
+        first = sockets_to(upstream.port, sidecar.process.pid)
+        assert len(first) == 1 and upstream.connections == 1
         upstream.wedged = {1}
-        wait_for(lambda: not hosts(sidecar)[upstream.address]["healthy"])
-        wait_for(lambda: hosts(sidecar)[upstream.address]["healthy"])
+        wait_for(lambda: upstream.connections >= 2 and hosts(sidecar)[upstream.address]["healthy"], timeout=10)
+        wait_for(lambda: not sockets_to(upstream.port, sidecar.process.pid) & first)  # given up: closed
         assert upstream.connections == 2
         client = BoltClient(("127.0.0.1", port))
         client.send(client.request(1, SERVICE))

@@ -27,6 +27,9 @@ from tests.http_upstream import serving
 from tests.mesh import bolt_peers, dubbo_peers
 from tests.mesh.fault_upstream import fault_upstream, wait_for
 
+# What /slow takes: far past every timeout the tests give it, so that each can be told apart.
+SLOW_SECONDS = 3.0
+
 
 class Upstream(BaseHTTPRequestHandler):
     """Answers with what it received, as JSON; /slow waits, /status/N answers N."""
@@ -34,7 +37,7 @@ class Upstream(BaseHTTPRequestHandler):
     def _answer(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         if self.path.startswith("/slow"):
-            time.sleep(1.0)
+            time.sleep(SLOW_SECONDS)
         status = int(self.path.split("/status/")[1]) if "/status/" in self.path else 200
         answer = json.dumps(
             {"verb": self.command, "path": self.path, "body": body.decode(), "headers": dict(self.headers)}
@@ -174,18 +177,24 @@ def test_an_unreachable_http_upstream_is_unavailable(sidecar: sidecar_process.Si
 
 
 def test_timeouts_from_the_target_the_header_and_the_filter(sidecar: sidecar_process.Sidecar) -> None:
+    """The upstream takes 3 s; each timeout is told apart from the others by a second or so:
+    the target's 400 ms, the header's 1.2 s instead of it, the header's 6 s (the answer
+    comes), the filter's 150 ms instead of the header's 2 s."""
     started = time.monotonic()
     assert error(sidecar, "web", "slow").code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert 0.35 < time.monotonic() - started < 0.9, "the target's 400 ms"
+    assert 0.35 < time.monotonic() - started < 2.0, "the target's 400 ms"
     started = time.monotonic()
-    late = error(sidecar, "web", "slow", metadata=(("rpc_request_timeout", "200"),))
-    assert late.code() == grpc.StatusCode.DEADLINE_EXCEEDED and time.monotonic() - started < 0.6
-    assert invoke(sidecar, "web", "slow", metadata=(("rpc_request_timeout", "3000"),)).data.value
+    late = error(sidecar, "web", "slow", metadata=(("rpc_request_timeout", "1200"),))
+    assert late.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert 1.15 < time.monotonic() - started < 2.2, "the header's 1.2 s, not the target's 400 ms"
     started = time.monotonic()
-    assert error(sidecar, "web-fast", "slow", metadata=(("rpc_request_timeout", "3000"),)).code() == (
+    assert invoke(sidecar, "web", "slow", metadata=(("rpc_request_timeout", "6000"),)).data.value
+    assert time.monotonic() - started >= SLOW_SECONDS - 0.05
+    started = time.monotonic()
+    assert error(sidecar, "web-fast", "slow", metadata=(("rpc_request_timeout", "2000"),)).code() == (
         grpc.StatusCode.DEADLINE_EXCEEDED
     )
-    assert time.monotonic() - started < 0.6, "the timeout filter overrides the header"
+    assert time.monotonic() - started < 1.0, "the timeout filter's 150 ms overrides the header's 2 s"
     bad = error(sidecar, "web", "x", metadata=(("rpc_request_timeout", "soon"),))
     assert bad.code() == grpc.StatusCode.INVALID_ARGUMENT and "rpc_request_timeout" in (bad.details() or "")
 

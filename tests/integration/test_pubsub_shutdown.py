@@ -30,6 +30,7 @@ import redis as redis_client
 from layotto_fast._proto import appcallback_pb2
 from layotto_fast._proto import runtime_pb2 as pb
 from layotto_fast.components.pubsub.jetstream import safe_name
+from layotto_fast.server import FINISH_SECONDS
 from tests import sidecar as sc
 from tests.backends.servers import RedisServer
 from tests.pubsub.app import SUCCESS, CallbackApp, Topic
@@ -161,14 +162,22 @@ def test_a_stop_lets_a_delivery_in_flight_finish_within_the_grace(
 def test_a_stop_ends_within_a_grace_shorter_than_the_delivery(
     tmp_path: Path, backend: tuple[str, Any], topic: str, app_for: list[SlowApp]
 ) -> None:
+    """The stop, as the sidecar logs it, takes the grace and at most the FINISH_SECONDS its
+    last steps may add (the components' old fixed drain was 1 s over Redis, 5 s over
+    JetStream; the app holds the message for 30 s); the process, whose start-up and exit a
+    busy machine slows, exits within a few seconds more."""
+    grace = 0.3
     app = SlowApp(topic, seconds=30.0).start()
     app_for.append(app)
-    sidecar = _run_until_delivering(tmp_path, backend, app, topic, grace=0.3)
+    sidecar = _run_until_delivering(tmp_path, backend, app, topic, grace)
     began = time.monotonic()
     assert sidecar.stop() == 0, sidecar.log()
     exited = time.monotonic() - began
     took = _stop_took(sidecar)
-    assert took < 0.7, f"the stop took {took:.2f}s with a grace of 0.3 s (the process exited after {exited:.2f}s)"
+    assert took < grace + FINISH_SECONDS, (
+        f"the stop took {took:.2f}s with a grace of {grace:g}s (the process exited after {exited:.2f}s)"
+    )
+    assert exited < grace + 3.0, f"exited {exited:.2f}s after SIGTERM with a grace of {grace:g}s:\n{sidecar.log()}"
     assert not _acknowledged(backend, topic), "a message the app never answered was acknowledged"
 
 
@@ -178,7 +187,9 @@ def test_a_stop_ends_within_the_grace_when_redis_stops_answering(
     """Redis frozen (SIGSTOP) while the app handles a message: before, each reader waited up to
     Redis' read timeout for its XACK, then as long to leave its group, then the components
     closed: with a 1 s grace the sidecar exited about 7 s after SIGTERM. Now nothing waits on
-    Redis past the grace (and a fraction of a second to acknowledge and close)."""
+    Redis past the grace (and a fraction of a second to acknowledge and close): the stop as
+    the sidecar logs it is bounded tightly, the process's exit (which a busy machine slows)
+    loosely, both well short of the 7 s."""
     grace = 1.0
     app = SlowApp(topic, seconds=0.3).start()
     app_for.append(app)
@@ -196,7 +207,9 @@ def test_a_stop_ends_within_the_grace_when_redis_stops_answering(
                 code = None
             exited = time.monotonic() - began
             assert code == 0, sidecar.log()
-            assert exited < grace + 1.0, (
+            took = _stop_took(sidecar)
+            assert took < grace + 1.0, f"the stop took {took:.2f}s with a grace of {grace:g}s:\n{sidecar.log()}"
+            assert exited < grace + 3.0, (
                 f"exited {exited:.2f}s after SIGTERM with a grace of {grace:g}s:\n{sidecar.log()}"
             )
         finally:
