@@ -114,10 +114,17 @@ class NodePipeline(AutoPipeline):
         self._connection: RespConnection | None = None
         self._connecting: asyncio.Task[RespConnection] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     def _send(self, batch: Batch) -> None:
         connection = self._connection
         if connection is None or connection.lost is not None:
+            if self._closed:  # a call queued before close() is flushed after it: it must open nothing
+                error = self._config.unavailable(redis_errors.ConnectionError("the component is closed"))
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                return
             task = self._loop.create_task(self._send_after_connect(batch))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -177,9 +184,20 @@ class NodePipeline(AutoPipeline):
         self._write(connection, batch)
 
     async def _connect(self) -> RespConnection:
+        connection = self._connection
+        if connection is not None and connection.lost is None:  # made since this call's batch found none
+            return connection
         if self._connecting is None or self._connecting.done():
-            self._connecting = self._loop.create_task(self._open())
-        connection = await asyncio.shield(self._connecting)
+            self._connecting = self._loop.create_task(self._open_and_keep())
+        return await asyncio.shield(self._connecting)
+
+    async def _open_and_keep(self) -> RespConnection:
+        connection = await self._open()
+        if self._closed:  # wait_for can return a result that came with close()'s cancel
+            connection.abort(redis_errors.ConnectionError("the component is closed"))
+            raise redis_errors.ConnectionError("the component is closed")
+        # Kept here, as the connect ends, not by its callers: they resume loop turns later,
+        # and a batch flushed in between would find no connection and open a second one.
         self._connection = connection
         return connection
 
@@ -211,6 +229,10 @@ class NodePipeline(AutoPipeline):
         return connection
 
     async def close(self) -> None:
+        self._closed = True
+        if self._connecting is not None:  # a connect still going would open a connection nobody closes
+            self._connecting.cancel()
+            self._connecting = None
         for task in list(self._tasks):
             task.cancel()
         if self._connection is not None and self._connection.transport is not None:

@@ -11,9 +11,12 @@ subscriber that stops reading is told (ResourceExhausted) and dropped once its q
 holds more than ``max_changes`` changes or ``max_bytes`` (the UTF-8 bytes of the items'
 keys, contents, groups, labels, tags and metadata), so a slow reader never makes the
 sidecar hold unbounded memory. A subscription watches each (store, app id, group, label,
-key) once however many requests name it, so a change is queued once; past
-``max_watched_keys`` of them a request is refused (ResourceExhausted) and the subscription
-ends.
+key) once however many requests name it, and a key in a group or label it watches with
+``*`` already is not watched again; a change two of its watches match (one with ``*``, one
+without, made in either order; or ``g``/``*`` and ``*``/``l``) is queued by the one made
+first, so a change is queued once. Past ``max_watched_keys`` of them, each counted once
+(one that a ``*`` covers is not counted apart), a request is refused (ResourceExhausted)
+and the subscription ends.
 """
 
 from __future__ import annotations
@@ -54,6 +57,11 @@ def _item_part(value: str, default: str, field: str) -> str:
     if value == ANY:
         raise InvalidArgument(f"{field} is '*': an item is saved under a name ('*' matches any in a query)")
     return value
+
+
+def _covers(pattern: tuple[str, str], other: tuple[str, str]) -> bool:
+    """Whether a watch's (group, label) ``pattern`` ("" for ``*``) matches every item ``other`` does."""
+    return pattern[0] in ("", other[0]) and pattern[1] in ("", other[1])
 
 
 def _utf8_size(text: str) -> int:
@@ -165,9 +173,14 @@ class Subscription:
     def __init__(self, service: ConfigurationService) -> None:
         self._service = service
         self._cancels: list[Callable[[], None]] = []
-        # (store, app id, group, label) -> the keys watched there; and how many in all.
-        self._watched: dict[tuple[str, str, str, str], set[str]] = {}
+        # (store, app id, group, label, key) -> the number of the watch made for it: a change
+        # several watches match is queued by the lowest number among them.
+        self._watch_of: dict[tuple[str, str, str, str, str], int] = {}
+        # (store, app id, key) -> the (group, label) patterns counted for it, those no other
+        # pattern watched covers (a "" of a pattern being ``*``); and how many in all.
+        self._counted: dict[tuple[str, str, str], set[tuple[str, str]]] = {}
         self._watched_keys = 0
+        self._watches_made = 0
         self._queue: deque[ConfigChange] = deque()
         self._queued_bytes = 0
         self._failure: RuntimeApiError | None = None
@@ -178,35 +191,64 @@ class Subscription:
 
     def add(self, store_name: str, app_id: str, keys: Sequence[str], group: str = "", label: str = "") -> ConfigQuery:
         """Watch ``keys`` of ``store_name``: every later matching change is queued. A key
-        this subscription watches already (same store, app id, group and label) is not
-        watched again; ResourceExhausted when the new ones would pass ``max_watched_keys``
-        (nothing is watched then)."""
+        this subscription watches already (same store and app id, the same group and label
+        or ``*`` in their place) is not watched again; ResourceExhausted when the new ones
+        would pass ``max_watched_keys`` (nothing is watched then)."""
         store = self._service.store(store_name)
         query = self._service.query(app_id, keys, group, label)
         if not query.keys:
             raise InvalidArgument("keys is empty: name the configuration keys to subscribe to")
         if self._failure is not None or self._closed:
             return query  # ended: nothing more is delivered
-        scope = (store_name, query.app_id, query.group, query.label)
-        watched = self._watched.get(scope, set())
-        new = tuple(key for key in dict.fromkeys(query.keys) if key not in watched)
+        pattern = (query.group, query.label)
+        new: list[str] = []
+        covered = 0  # counted patterns of the new keys that this one covers: no longer counted
+        for key in dict.fromkeys(query.keys):
+            counted = self._counted.get((store_name, query.app_id, key), ())
+            if any(_covers(other, pattern) for other in counted):
+                continue
+            new.append(key)
+            covered += sum(1 for other in counted if _covers(pattern, other))
         if not new:
             return query
         limit = self._service.max_watched_keys
-        if self._watched_keys + len(new) > limit:
+        total = self._watched_keys + len(new) - covered
+        if total > limit:
             raise ResourceExhausted(
                 f"keys: a configuration subscription watches at most {limit} keys (each store, app id, "
-                f"group, label and key counted once); this request would make it "
-                f"{self._watched_keys + len(new)}"
+                f"group, label and key counted once); this request would make it {total}"
             )
-        self._cancels.append(store.watch(replace(query, keys=new), self._listener(store_name, query.app_id)))
-        self._watched.setdefault(scope, set()).update(new)
-        self._watched_keys += len(new)
+        number = self._watches_made
+        self._watches_made += 1
+        listener = self._listener(store_name, query.app_id, number)
+        self._cancels.append(store.watch(replace(query, keys=tuple(new)), listener))
+        for key in new:
+            counted = self._counted.setdefault((store_name, query.app_id, key), set())
+            counted.difference_update([other for other in counted if _covers(pattern, other)])
+            counted.add(pattern)
+            self._watch_of[(store_name, query.app_id, *pattern, key)] = number
+        self._watched_keys = total
         return query
 
-    def _listener(self, store_name: str, app_id: str) -> Callable[[list[ConfigItem]], None]:
+    def _queued_by(self, store_name: str, app_id: str, item: ConfigItem) -> int | None:
+        """The number of the first watch made of those matching ``item``."""
+        watch_of = self._watch_of
+        numbers = [
+            watch_of[scope]
+            for group in {item.group, ""}
+            for label in {item.label, ""}
+            if (scope := (store_name, app_id, group, label, item.key)) in watch_of
+        ]
+        return min(numbers, default=None)
+
+    def _listener(self, store_name: str, app_id: str, number: int) -> Callable[[list[ConfigItem]], None]:
         def push(items: list[ConfigItem]) -> None:
             if self._failure is not None or self._closed:
+                return
+            # Every watch of this subscription that matches a change is told of it: only the
+            # first made queues it.
+            items = [item for item in items if self._queued_by(store_name, app_id, item) in (number, None)]
+            if not items:
                 return
             change = ConfigChange(store_name, app_id, items)
             service = self._service
@@ -259,7 +301,8 @@ class Subscription:
         for cancel in self._cancels:
             cancel()
         self._cancels.clear()
-        self._watched.clear()
+        self._watch_of.clear()
+        self._counted.clear()
         self._watched_keys = 0
 
     def close(self) -> None:

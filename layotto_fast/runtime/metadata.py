@@ -6,6 +6,8 @@ item as the manifest spells it.
 
 from __future__ import annotations
 
+import re
+
 from layotto_fast.errors import StartupError
 from layotto_fast.manifest import ComponentManifest
 
@@ -46,36 +48,78 @@ def required(manifest: ComponentManifest, name: str) -> str:
     return raw
 
 
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-DURATION_EXAMPLES = "a duration such as '500ms', '5s' or '1m'"  # what an error about one says
+# Go's duration units in nanoseconds; a microsecond also as the micro sign and the Greek mu.
+_UNIT_NANOSECONDS = {
+    "ns": 1,
+    "us": 1_000,
+    "\u00b5s": 1_000,
+    "\u03bcs": 1_000,
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "m": 60_000_000_000,
+    "h": 3_600_000_000_000,
+}
+# One number and its unit; "ms" tried before "m", and "[0-9]" not "\d", which takes any
+# script's digits.
+_TERM = re.compile(r"([0-9]*)(?:\.([0-9]*))?(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
+# More digits than a duration in int64 nanoseconds can have (19): int() of a very long
+# string raises, and digits of a fraction past these are below a nanosecond.
+_DIGITS = 20
+DURATION_EXAMPLES = "a duration such as '500ms', '5s' or '1m30s'"  # what an error about one says
 
 
 def duration(manifest: ComponentManifest, name: str, default: float, plain_unit: float = 0.001) -> float:
-    """Seconds from a Go-style duration (``500ms``, ``5s``, ``1m``); plain digits count
-    ``plain_unit`` seconds each (milliseconds unless the component's own convention differs)."""
+    """Seconds from a Go duration (``500ms``, ``5s``, ``1m30s``: ``parse_duration``); plain
+    digits count ``plain_unit`` seconds each (milliseconds unless the component's own
+    convention differs). A negative one is refused: every one of these is a length of time."""
     raw = manifest.metadata.get(name, "").strip()
     if not raw:
         return default
     seconds = parse_duration(raw, plain_unit)
     if seconds is None:
         raise StartupError(manifest.source, manifest.metadata_field(name), f"must be {DURATION_EXAMPLES}, got {raw!r}")
+    if seconds < 0:
+        raise StartupError(manifest.source, manifest.metadata_field(name), f"must not be negative, got {raw!r}")
     return seconds
 
 
 def parse_duration(raw: str, plain_unit: float = 0.001) -> float | None:
-    """Seconds in ``raw`` (``500ms``, ``1.5s``, ``1m``, ``1h``, or digits of ``plain_unit``
-    seconds each); None when it is not a duration, or is negative."""
+    """Seconds in ``raw`` as Go's time.ParseDuration reads it (Dapr and Layotto read these
+    fields with it): an optional sign, then numbers each with its unit (``ns``, ``us`` or
+    ``µs``, ``ms``, ``s``, ``m``, ``h``), as in ``1m30s``, ``1.5h``, ``-250us``; ``0`` alone;
+    or, not Go's, plain digits of ``plain_unit`` seconds each. Cut to whole nanoseconds, as
+    Go's is. None when it is none of these or is past Go's range (about 292 years); a
+    negative one is returned negative, for the caller to refuse."""
     if raw.isascii() and raw.isdigit():
-        return int(raw) * plain_unit
-    for unit in sorted(_UNITS, key=len, reverse=True):
-        number = raw.removesuffix(unit)
-        if number != raw:
-            try:
-                value = float(number) * _UNITS[unit]
-            except ValueError:
-                return None
-            return value if value >= 0 else None
-    return None
+        return int(raw) * plain_unit if len(raw.lstrip("0")) <= _DIGITS else None
+    negative = raw.startswith("-")
+    rest = raw[1:] if raw.startswith(("-", "+")) else raw
+    if rest == "0":
+        return 0.0
+    if not rest:
+        return None
+    nanoseconds = 0
+    position = 0
+    while position < len(rest):
+        term = _TERM.match(rest, position)
+        if term is None:
+            return None
+        whole, fraction, unit = term.groups()
+        if not whole and not fraction:  # ".s": a unit needs a number
+            return None
+        whole = whole.lstrip("0")
+        if len(whole) > _DIGITS:
+            return None
+        scale = _UNIT_NANOSECONDS[unit]
+        nanoseconds += int(whole or "0") * scale
+        if fraction:
+            digits = fraction[:_DIGITS]
+            nanoseconds += int(digits) * scale // 10 ** len(digits)
+        position = term.end()
+    if nanoseconds > (2**63 if negative else 2**63 - 1):  # Go's int64 of nanoseconds
+        return None
+    seconds = nanoseconds / 1e9
+    return -seconds if negative and nanoseconds else seconds
 
 
 def is_host_port(value: object, *, port_zero: bool = False) -> bool:

@@ -555,6 +555,8 @@ def _seconds(meta: Mapping[str, str], key: str, default: float, zero_allowed: bo
     seconds = parse_duration(raw)
     if seconds is None:
         raise InvalidArgument(f"metadata.{key} must be {DURATION_EXAMPLES}, got {raw!r}")
+    if seconds < 0:
+        raise InvalidArgument(f"metadata.{key} must not be negative, got {raw!r}")
     if not seconds <= MAX_DURATION:  # `not <=`: infinity and NaN fail it too
         raise InvalidArgument(f"metadata.{key} must be at most {MAX_DURATION_TEXT}, got {raw!r}")
     if seconds <= 0 and not zero_allowed:

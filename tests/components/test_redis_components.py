@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.crc import key_slot
 
 from layotto_fast.components.configuration.redis import RedisConfigurationStore
 from layotto_fast.components.lock.redis import RedisLockStore
@@ -265,6 +266,79 @@ def test_a_transaction_over_a_key_of_another_type_writes_nothing(harness: Harnes
     # The check follows the operations in order: deleted first, the key can be written.
     harness.run(state.transact([DeleteOp(b), SetOp(b, b"b"), SetOp(a, b"a")]))
     assert [harness.run(state.get(k)).value for k in (a, b)] == [b"a", b"b"]
+
+
+def two_slots() -> tuple[str, str]:
+    """Keys in two hash slots: a cluster checks them all before it writes either slot."""
+    while True:
+        a, b = f"{{{unique()}}}a", f"{{{unique()}}}b"
+        if key_slot(a.encode()) != key_slot(b.encode()):
+            return a, b
+
+
+def test_a_key_of_another_type_among_two_slots_is_refused_as_on_one_node(harness: Harness) -> None:
+    """On a cluster the etags of a request over several slots are read first, and a key of
+    another type came out of that read as redis-py's own ResponseError (INTERNAL), where a
+    single node's script says FAILED_PRECONDITION "WRONGTYPE ..."."""
+    state = harness.make("state.redis")
+    written, foreign = two_slots()
+    harness.cli("SET", foreign, "a string")
+    harness.run(state.set([SetOp(written, b"old")]))
+    etag = harness.run(state.get(written)).etag
+    requests: list[Callable[[], Coroutine[Any, Any, None]]] = [
+        lambda: state.set([SetOp(written, b"new"), SetOp(foreign, b"v", etag="1")]),
+        lambda: state.set([SetOp(written, b"new"), SetOp(foreign, b"v", first_write=True)]),
+        lambda: state.delete([DeleteOp(written, etag=etag), DeleteOp(foreign, etag="1")]),
+    ]
+    for request in requests:
+        with pytest.raises(FailedPrecondition) as refused:
+            harness.run(request())
+        assert f"WRONGTYPE key {foreign!r} holds a string, not a state entry" in refused.value.message
+        assert harness.run(state.get(written)).value == b"old"
+    assert harness.cli("GET", foreign) == "a string"
+
+
+def test_a_request_over_two_slots_is_checked_against_what_its_earlier_operations_leave(harness: Harness) -> None:
+    """A cluster's check of a request over several slots read each etag from the store only:
+    two operations on a key with the same etag, or first-write twice, passed it, the first
+    slot was written, and the next slot's script refused the request. Checked now as the
+    script and the in-memory store do: a later operation is checked against what the earlier
+    ones of the request leave."""
+    state = harness.make("state.redis")
+    other, key = two_slots()
+
+    def values() -> list[bytes | None]:
+        return [None if (entry := harness.run(state.get(k))) is None else entry.value for k in (other, key)]
+
+    harness.run(state.set([SetOp(other, b"o0"), SetOp(key, b"k0")]))
+    other_etag, key_etag = (harness.run(state.get(k)).etag for k in (other, key))
+    writes = [
+        [SetOp(other, b"o1", etag=other_etag), SetOp(key, b"k1", etag=key_etag), SetOp(key, b"k2", etag=key_etag)],
+        [SetOp(other, b"o1", etag=other_etag), SetOp(key, b"k1"), SetOp(key, b"k2", etag=key_etag)],
+        [SetOp(other, b"o1", etag=other_etag), SetOp(key, b"k1"), SetOp(key, b"k2", first_write=True)],
+    ]
+    for ops in writes:
+        with pytest.raises(Conflict, match=repr(key)):
+            harness.run(state.set(ops))
+        assert values() == [b"o0", b"k0"], ops
+    deletes = [
+        [DeleteOp(other, etag=other_etag), DeleteOp(key, etag=key_etag), DeleteOp(key, etag=key_etag)],
+        [DeleteOp(other, etag=other_etag), DeleteOp(key), DeleteOp(key, etag=key_etag)],
+    ]
+    for removal in deletes:
+        with pytest.raises(Conflict, match=repr(key)):
+            harness.run(state.delete(removal))
+        assert values() == [b"o0", b"k0"], removal
+    harness.cli("DEL", key)
+    with pytest.raises(Conflict, match=repr(key)):  # first-write twice, the key absent
+        harness.run(
+            state.set([SetOp(other, b"o1"), SetOp(key, b"k1", first_write=True), SetOp(key, b"k2", first_write=True)])
+        )
+    assert values() == [b"o0", None]
+    # What the earlier operations leave also lets a later one through.
+    harness.run(state.set([SetOp(key, b"k0")]))
+    harness.run(state.delete([DeleteOp(other, etag=other_etag), DeleteOp(key), DeleteOp(key, first_write=True)]))
+    assert values() == [None, None]
 
 
 def test_a_read_only_or_full_redis_is_unavailable_with_its_reason(tmp_path: Path) -> None:

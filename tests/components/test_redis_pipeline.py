@@ -6,16 +6,22 @@ import asyncio
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import uvloop
 
 from layotto_fast.errors import Unavailable
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime import registry
 from layotto_fast.runtime.state import SetOp
 from tests.backends.servers import RedisServer
+from tests.components.support import until
+from tests.procfs import sockets_to
+
+LOOPS = pytest.mark.parametrize("new_loop", [asyncio.new_event_loop, uvloop.new_event_loop], ids=["asyncio", "uvloop"])
 
 
 def store(address: str, **metadata: str) -> object:
@@ -132,3 +138,84 @@ def test_calls_waiting_for_a_connection_that_is_lost_as_it_opens_fail_at_once(tm
             await state.close()
 
         asyncio.run(scenario())
+
+
+@LOOPS
+def test_calls_made_in_every_loop_turn_while_connecting_share_one_connection(
+    tmp_path: Path, new_loop: Callable[[], asyncio.AbstractEventLoop]
+) -> None:
+    """The connection was kept by the call that waited for it, once it resumed, loop turns
+    after the connect had finished: a batch flushed in between found no connection and a
+    finished connect, and opened a second one, which nothing closed (Redis keeps it for ever)."""
+    with RedisServer(tmp_path / "redis") as server:
+        server.start()
+
+        async def scenario() -> tuple[int, int]:
+            state: Any = store(server.address)
+            await state.init()
+            before = len(sockets_to(server.port))  # redis-py's own, which init's PING used
+            calls: list[asyncio.Task[Any]] = []
+            # A call in every loop turn until the first is answered, so one lands in each turn
+            # of the connect, the turns after it finished among them.
+            while not calls or not calls[0].done():
+                calls.append(asyncio.ensure_future(state.get("k")))
+                await asyncio.sleep(0)
+            assert await asyncio.gather(*calls) == [None] * len(calls)
+            opened = len(sockets_to(server.port)) - before
+            await state.close()
+            await until(lambda: not sockets_to(server.port), 1.0)
+            return opened, len(sockets_to(server.port))
+
+        with asyncio.Runner(loop_factory=new_loop) as runner:
+            assert runner.run(scenario()) == (1, 0)  # one opened; none left after close()
+
+
+@LOOPS
+def test_close_during_a_connect_leaves_no_connection_open(
+    tmp_path: Path, new_loop: Callable[[], asyncio.AbstractEventLoop]
+) -> None:
+    """close() cancelled the calls waiting for a connection but not the connect itself: the
+    connection it opened after close() was never closed."""
+    with RedisServer(tmp_path / "redis") as server:
+        server.start()
+        pid = server.pid
+        assert pid is not None
+
+        async def scenario() -> set[str]:
+            state: Any = store(server.address, redisDB="1")  # a greeting (SELECT) to wait for
+            await state.init()
+            before = len(sockets_to(server.port))
+            os.kill(pid, signal.SIGSTOP)  # the kernel still accepts the connection; SELECT waits
+            try:
+                call = asyncio.ensure_future(state.get("k"))
+                assert await until(lambda: len(sockets_to(server.port)) > before, 2.0)
+                await state.close()
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            await asyncio.wait([call], timeout=2.0)
+            assert call.cancelled() or isinstance(call.exception(), Unavailable)
+            await asyncio.sleep(0.2)  # SELECT answered by now: a connect still going would be done
+            return sockets_to(server.port)
+
+        with asyncio.Runner(loop_factory=new_loop) as runner:
+            assert runner.run(scenario()) == set()
+
+
+def test_a_call_flushed_after_close_opens_no_connection(tmp_path: Path) -> None:
+    """A call queued just before close() is flushed after it: it fails, and opens nothing."""
+    with RedisServer(tmp_path / "redis") as server:
+        server.start()
+
+        async def scenario() -> set[str]:
+            state: Any = store(server.address)
+            await state.init()
+            pipeline = state._pipeline
+            call = pipeline.call(("GET", "k"))  # its flush comes in the next loop turn
+            await pipeline.close()
+            with pytest.raises(Unavailable, match="closed"):
+                await asyncio.wait_for(call, 2.0)
+            await state.close()
+            await asyncio.sleep(0.1)
+            return sockets_to(server.port)
+
+        assert asyncio.run(scenario()) == set()

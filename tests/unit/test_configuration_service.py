@@ -146,6 +146,60 @@ def test_overlapping_requests_watch_only_the_new_keys(world: World) -> None:
     subscription.close()
 
 
+def delivered(changes: list[ConfigChange]) -> list[tuple[str, str, str, str]]:
+    return sorted((item.key, item.group, item.label, item.content) for change in changes for item in change.items)
+
+
+@pytest.mark.parametrize(
+    "requests",
+    [
+        [("g", "l"), ("*", "*")],  # the specific one first
+        [("*", "*"), ("g", "l")],  # the one that covers it first
+        [("g", "*"), ("*", "l"), ("g", "l")],  # two that overlap, neither covering the other
+    ],  # each item saved below is in the group and label of one request at least
+)
+def test_overlapping_requests_of_a_key_deliver_each_change_once(world: World, requests: list[tuple[str, str]]) -> None:
+    """A key watched in group g label l and again with ``*`` was watched twice, and each
+    change of it in g/l queued twice."""
+    loop, _, service = world
+    subscription = service.subscription()
+    for group, label in requests:
+        subscription.add("config", "", ["k", "other"], group, label)
+    items = [
+        ConfigItem("", "k", "in g/l", "g", "l"),
+        ConfigItem("", "k", "in g/x", "g", "x"),
+        ConfigItem("", "k", "in x/l", "x", "l"),
+        ConfigItem("", "other", "in g/l", "g", "l"),
+    ]
+    loop.run_until_complete(service.save("config", items))
+    loop.run_until_complete(service.delete("config", "", ["k"], "g", "l"))
+    deleted = ("k", "g", "l", "")
+    expected = sorted([*((item.key, item.group, item.label, item.content) for item in items), deleted])
+    assert delivered(pending(loop, subscription)) == expected
+    subscription.close()
+
+
+def test_a_key_watched_by_a_request_and_one_that_covers_it_counts_once(world: World) -> None:
+    """Each counted against the limit: a key watched in g/l and with ``*`` took two of it."""
+    _, components, service = world
+    service.max_watched_keys = 2
+    subscription = service.subscription()
+    subscription.add("config", "", ["a", "b"], "g", "l")
+    subscription.add("config", "", ["a", "b"], "*", "*")  # covers both: still 2
+    subscription.add("config", "", ["a"], "g", "*")  # covered: nothing new
+    assert watch_count(components) == 2
+    with pytest.raises(ResourceExhausted, match="would make it 3"):
+        subscription.add("config", "", ["c"], "*", "*")
+    other = service.subscription()
+    other.add("config", "", ["a"], "g", "*")
+    other.add("config", "", ["a"], "*", "l")  # neither covers the other: 2
+    with pytest.raises(ResourceExhausted, match="would make it 3"):
+        other.add("config", "", ["a"], "h", "m")  # covered by neither
+    subscription.close()
+    other.close()
+    assert watch_count(components) == 0
+
+
 def test_a_subscription_past_its_limit_is_refused_naming_it(world: World) -> None:
     _, components, service = world
     service.max_watched_keys = 3

@@ -10,7 +10,8 @@ import pytest
 from layotto_fast import settings
 from layotto_fast.components.secretstores.local_file import LocalFileSecretStore
 from layotto_fast.errors import StartupError
-from layotto_fast.manifest import SecretRef, load_file, load_folder
+from layotto_fast.manifest import ComponentManifest, SecretRef, load_file, load_folder
+from layotto_fast.runtime import metadata
 from layotto_fast.runtime.lifecycle import Components, Health
 
 GOOD = """apiVersion: dapr.io/v1alpha1
@@ -185,12 +186,61 @@ def test_files_that_are_not_utf8_are_named(tmp_path: Path) -> None:
 
 def test_durations_with_non_ascii_digits_are_refused(tmp_path: Path) -> None:
     """``"²".isdigit()`` is true and ``int("²")`` raises: a traceback before."""
-    from layotto_fast.runtime import metadata
-
     assert metadata.parse_duration("\u00b2") is None
     assert metadata.parse_duration("\u0663") is None  # an Arabic-Indic three: int() would take it
     assert metadata.parse_duration("15") == pytest.approx(0.015)
     assert not metadata.is_host_port("localhost:\u00b2")
+
+
+@pytest.mark.parametrize(
+    ("raw", "seconds"),
+    [
+        ("1m30s", 90.0),
+        ("1h0m", 3600.0),
+        ("2h45m", 9900.0),
+        ("1.5h", 5400.0),
+        ("250us", 0.00025),
+        ("250\u00b5s", 0.00025),  # the micro sign
+        ("250\u03bcs", 0.00025),  # the Greek mu
+        ("100ns", 1e-7),
+        ("1h2m3s4ms5us6ns", 3723.004005006),
+        (".5s", 0.5),
+        ("1.s", 1.0),
+        ("1.0000000001s", 1.0),  # below a nanosecond: cut, as Go does
+        ("+5s", 5.0),
+        ("-1.5s", -1.5),  # read; a caller that needs a length of time refuses it
+        ("0", 0.0),
+        ("-0", 0.0),
+        ("2562047h47m16.854775807s", 9223372036.854775807),  # Go's longest
+        ("300ms", 0.3),
+        ("15", 0.015),  # plain digits: milliseconds
+    ],
+)
+def test_durations_are_read_as_go_reads_them(raw: str, seconds: float) -> None:
+    """Go's time.ParseDuration, which Dapr and Layotto read these fields with: only one
+    number and one of ms, s, m, h was taken, so ``1m30s`` or ``250us`` was refused."""
+    assert metadata.parse_duration(raw) == seconds
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["", "-", "+", "s", ".s", "1.5", "1m5", "1d", "1S", "1 s", " 1s", "1..5s", "--1s", "1s-1s", "infs", "nans",
+     "1e3s", "1_000s", "\u0661s", "2562047h47m16.854775808s", "9" * 30 + "h", "1" * 5000 + "s",
+     "1" * 5000],
+)  # fmt: skip
+def test_what_go_does_not_read_as_a_duration_is_refused(raw: str) -> None:
+    assert metadata.parse_duration(raw) is None
+
+
+def test_a_manifest_duration_may_be_any_go_duration_but_not_negative() -> None:
+    manifest = ComponentManifest(
+        "r", "state.redis", "v1", {"readTimeout": "1m30s", "dialTimeout": "-1s", "idleTimeout": "soon"}, "m.yaml"
+    )
+    assert metadata.duration(manifest, "readTimeout", 3.0) == 90.0
+    with pytest.raises(StartupError, match=r"must not be negative, got '-1s'"):
+        metadata.duration(manifest, "dialTimeout", 5.0)
+    with pytest.raises(StartupError, match=r"must be a duration such as .*'1m30s', got 'soon'"):
+        metadata.duration(manifest, "idleTimeout", 5.0)
 
 
 # --- secretKeyRef ----------------------------------------------------------------------------------

@@ -144,7 +144,7 @@ def test_subscription_options_are_read_and_checked() -> None:
         ({"retryAttempts": "x"}, "retryAttempts"),
         ({"concurrency": "0"}, "concurrency"),
         ({"retryMaxInterval": "soon"}, "retryMaxInterval"),
-        ({"retryMaxInterval": "-1s"}, "retryMaxInterval"),
+        ({"retryMaxInterval": "-1s"}, "retryMaxInterval must not be negative"),
         ({"deliveryTimeout": "1.5"}, "deliveryTimeout"),  # plain digits only: milliseconds
         ({"deadLetterTopic": "t"}, "dead_letter_topic"),
     ):
@@ -157,14 +157,16 @@ def test_subscription_options_are_read_and_checked() -> None:
     [
         ("deliveryTimeout", "0", "more than 0"),  # would be a 1 ms deadline
         ("deliveryTimeout", "0s", "more than 0"),
-        ("deliveryTimeout", "infs", "at most 1h"),  # math.ceil(inf) raises
+        ("deliveryTimeout", "infs", "a duration such as"),  # Go's grammar has no infinity (math.ceil(inf) raises)
         ("deliveryTimeout", "28h", "at most 1h"),  # past gRPC's 8-digit grpc-timeout
-        ("deliveryTimeout", "1e300s", "at most 1h"),  # past the native client's u64
+        ("deliveryTimeout", "1e300s", "a duration such as"),  # nor exponents
+        ("deliveryTimeout", "2562047h47m16s", "at most 1h"),  # Go's longest
         ("deliveryTimeout", "3600001", "at most 1h"),
-        ("retryInitialInterval", "infs", "at most 1h"),  # a slot held for good
+        ("deliveryTimeout", "9" * 20, "at most 1h"),  # plain milliseconds: past the native client's u64
+        ("retryInitialInterval", "infs", "a duration such as"),  # a slot held for good
         ("retryInitialInterval", "2h", "at most 1h"),
-        ("retryMaxInterval", "infs", "at most 1h"),
-        ("retryMaxInterval", "1e20m", "at most 1h"),
+        ("retryMaxInterval", "1h0m0.001s", "at most 1h"),
+        ("retryMaxInterval", "1e20m", "a duration such as"),
     ],
 )
 def test_subscription_durations_are_bounded(key: str, raw: str, says: str) -> None:

@@ -28,8 +28,14 @@ call shares.
 
 Commands of calls that arrive in the same loop pass are written to Redis as one
 pipeline (auto-pipelining, ``components/redis_pipeline.py``), each call keeping its own result.
-On a cluster, a request whose keys sit in several hash slots is split by slot;
-a transaction must keep its keys in one slot (a hash tag such as ``{order}``).
+On a cluster, a request whose keys sit in several hash slots is split by slot. Its etags
+and first-writes are checked first in every slot, as the script checks them in one (each
+against what the request's earlier operations leave; a checked key of another type is
+WRONGTYPE), so a request they refuse writes no slot, unless another writer changes a key
+in between (that slot's script still refuses; the slots before it are written). A key of
+another type that nothing checks is refused by its slot's script, the other slots written,
+as MULTI/EXEC does on a single node. A transaction must keep its keys in one slot (a hash
+tag such as ``{order}``).
 """
 
 from __future__ import annotations
@@ -43,7 +49,13 @@ from redis import exceptions as redis_errors
 from layotto_fast.components.redis_client import BACKEND_ERRORS, RedisConfig
 from layotto_fast.components.redis_pipeline import PipelinedRedis, Script
 from layotto_fast.components.redis_resp import EXEC, MULTI, bulk, raise_replied
-from layotto_fast.components.state import WRITTEN_IN_THIS_REQUEST, check_write, key_exists, stale_etag
+from layotto_fast.components.state import (
+    WRITTEN_IN_THIS_REQUEST,
+    PendingEtag,
+    check_write,
+    key_exists,
+    stale_etag,
+)
 from layotto_fast.errors import FailedPrecondition, InvalidArgument, RuntimeApiError
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime.records import state_entry
@@ -245,12 +257,43 @@ class RedisStateStore(PipelinedRedis):
         return list(groups.values())
 
     async def _check(self, ops: list[SetOp | DeleteOp]) -> None:
+        """What APPLY checks in one slot, made for every slot of the request before any is
+        written: each etag and first-write, against the store or, for a key an earlier
+        operation of the request touched, against what that one leaves; a key whose stored
+        version a check reads must hold a hash or nothing."""
         assert self._pipeline is not None, "init() first"
-        guarded = [op for op in ops if op.etag is not None or op.first_write]
-        versions = await self._pipeline.gather([("HGET", op.key, "version") for op in guarded])
-        for op, version in zip(guarded, versions, strict=True):
-            current = None if version is None else version.decode()
-            check_write(op.key, op.etag, op.first_write, current)
+        if not any(op.etag is not None or op.first_write for op in ops):
+            return
+        # What is stored matters only to a key's first operation: the later ones see what it leaves.
+        read: list[str] = []
+        touched: set[str] = set()
+        for op in ops:
+            if op.key not in touched and (op.etag is not None or op.first_write):
+                read.append(op.key)
+            touched.add(op.key)
+        replies = await self._pipeline.gather([("HGET", key, "version") for key in read], errors_in_place=True)
+        stored = dict(zip(read, replies, strict=True))
+        left: dict[str, str | PendingEtag | None] = {}
+        for op in ops:
+            if op.etag is not None or op.first_write:
+                current = left[op.key] if op.key in left else await self._stored_version(op.key, stored[op.key])
+                check_write(op.key, op.etag, op.first_write, current)
+            left[op.key] = None if isinstance(op, DeleteOp) else WRITTEN_IN_THIS_REQUEST
+
+    async def _stored_version(self, key: str, reply: Any) -> str | None:
+        """The version in an HGET's ``reply``, or the error the script gives for its key."""
+        if isinstance(reply, redis_errors.ResponseError):
+            if not str(reply).startswith("WRONGTYPE"):
+                raise self._refused(reply, key=key)
+            assert self._pipeline is not None, "init() first"
+            try:
+                kind = await self._pipeline.call(("TYPE", key))
+            except redis_errors.ResponseError as exc:
+                raise self._refused(exc, key=key) from None
+            raise self._foreign(key, kind.decode() if isinstance(kind, bytes) else str(kind))
+        if isinstance(reply, BaseException):
+            raise reply
+        return None if reply is None else str(reply.decode())
 
     async def _transaction(self, ops: list[SetOp | DeleteOp]) -> None:
         """Writes with nothing to check, as MULTI/EXEC: what APPLY does, with random versions."""
@@ -276,6 +319,13 @@ class RedisStateStore(PipelinedRedis):
             raise_replied(replies)
         except redis_errors.ResponseError as exc:  # a key of another type; OOM as EXEC's own refusal
             raise self._refused(exc, key=_refused_key(replies, ops)) from None
+
+    def _foreign(self, key: str, stored: str) -> FailedPrecondition:
+        """A request refused, unwritten, for a key that holds ``stored``, another type than a hash."""
+        return FailedPrecondition(
+            f"state store {self._config.component}: redis refused the write: WRONGTYPE key "
+            f"{key!r} holds a {stored}, not a state entry (a hash); nothing was written"
+        )
 
     def _refused(self, exc: redis_errors.ResponseError, what: str = "write", key: str | None = None) -> RuntimeApiError:
         """FAILED_PRECONDITION for a command Redis refused (a key of another type), naming
@@ -320,10 +370,7 @@ class RedisStateStore(PipelinedRedis):
         kind, _, rest = reply.partition(" ")
         if kind == "FOREIGN":
             index_text, _, stored = rest.partition(" ")
-            return FailedPrecondition(
-                f"state store {self._config.component}: redis refused the write: WRONGTYPE key "
-                f"{ops[int(index_text) - 1].key!r} holds a {stored}, not a state entry (a hash); nothing was written"
-            )
+            return self._foreign(ops[int(index_text) - 1].key, stored)
         if kind in ("STALE", "EXISTS", "EARLIER"):
             index_text, _, current = rest.partition(" ")
             op = ops[int(index_text) - 1]
