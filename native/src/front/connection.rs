@@ -163,6 +163,11 @@ struct Stream {
     /// buffers. Capacity itself is released as bytes are read: held back, a message larger
     /// than the window could never complete, and the handler never consume it.
     unconsumed: usize,
+    /// Window read past the `unconsumed` limit, given back to the client once the handler
+    /// has consumed enough; the bytes wait in `partial`, whole messages or not.
+    withheld: usize,
+    /// The client-streaming request has ended and the handler was told (after every message).
+    half_closed: bool,
     pending: BytesMut,
     trailers_after_pending: Option<HeaderMap>,
     wants_writable: bool,
@@ -236,6 +241,13 @@ fn gunzip(body: &[u8], max: usize) -> Result<Bytes, (u32, String)> {
 }
 
 impl Stream {
+    /// Whether the messages handed to a client-streaming handler and not consumed yet have
+    /// reached `max_unconsumed`: no more are handed over, and no more window is given.
+    fn full(&self, max_unconsumed: usize) -> bool {
+        self.method.client_streaming
+            && self.unconsumed.saturating_sub(self.partial.len()) >= max_unconsumed
+    }
+
     fn new(
         method: Method,
         waker: Waker,
@@ -257,6 +269,8 @@ impl Stream {
             timeout_us,
             metadata,
             unconsumed: 0,
+            withheld: 0,
+            half_closed: false,
             pending: BytesMut::new(),
             trailers_after_pending: None,
             wants_writable: false,
@@ -580,8 +594,15 @@ impl Connection {
 
     /// The handler consumed `n` bytes of a streaming request: h2 may be read again.
     pub fn consumed(&mut self, key: u32, n: usize) {
+        let max_unconsumed = self.settings.max_unconsumed_bytes;
         if let Some(stream) = self.streams.get_mut(&key) {
             stream.unconsumed -= n.min(stream.unconsumed);
+            if stream.withheld > 0 && !stream.full(max_unconsumed) {
+                if let Some(recv) = stream.recv.as_mut() {
+                    let _ = recv.flow_control().release_capacity(stream.withheld);
+                }
+                stream.withheld = 0;
+            }
             self.ready.push(key);
         }
     }
@@ -788,18 +809,31 @@ impl Connection {
         let mut failure: Option<(u32, String)> = None;
         let mut cancelled = false;
 
-        while let Some(recv) = stream.recv.as_mut() {
-            // Only whole messages handed to the handler count: the bytes of one still arriving
-            // must be read, or a message at the size limit could never complete.
-            if stream.method.client_streaming
-                && stream.unconsumed - stream.partial.len() >= max_unconsumed
-            {
-                break; // h2 buffers up to a window more, then the client waits
-            }
+        // Messages that waited while the handler was behind (see `full`).
+        if stream.method.client_streaming && !stream.partial.is_empty() {
+            let limits = (max_message, max_unconsumed);
+            failure = split_messages(stream, key, limits, &mut self.events).err();
+        }
+        loop {
+            // Read before `recv` borrows the stream: a chunk polled below changes it.
+            let full = stream.full(max_unconsumed);
+            let Some(recv) = stream.recv.as_mut().filter(|_| failure.is_none()) else {
+                break;
+            };
             match recv.poll_data(&mut cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
                     let n = chunk.len();
-                    let _ = recv.flow_control().release_capacity(n);
+                    // Read on while the handler is behind, but give the client no more window:
+                    // frames left in h2 instead would spend its budget for small DATA frames,
+                    // and a window of small messages closed the whole connection
+                    // (ENHANCE_YOUR_CALM). Only whole messages handed over count: the bytes
+                    // of one still arriving are let in, or a message at the size limit could
+                    // never complete.
+                    if full {
+                        stream.withheld += n;
+                    } else {
+                        let _ = recv.flow_control().release_capacity(n);
+                    }
                     if stream.method.client_streaming {
                         stream.unconsumed += n;
                     }
@@ -808,8 +842,8 @@ impl Connection {
                     }
                     make_room(&mut stream.partial, chunk.len());
                     stream.partial.extend_from_slice(&chunk);
-                    if let Err(problem) = split_messages(stream, key, max_message, &mut self.events)
-                    {
+                    let limits = (max_message, max_unconsumed);
+                    if let Err(problem) = split_messages(stream, key, limits, &mut self.events) {
                         failure = Some(problem);
                         break;
                     }
@@ -831,10 +865,10 @@ impl Connection {
                         self.streams.remove(&key);
                         return;
                     }
-                    if !stream.partial.is_empty() {
+                    if stream.method.client_streaming {
+                        // told below, once the messages waiting are handed over
+                    } else if !stream.partial.is_empty() {
                         failure = Some((code::INTERNAL, "request ended inside a message".into()));
-                    } else if stream.method.client_streaming {
-                        self.events.push(Event::HalfClose { key });
                     } else {
                         #[cfg(feature = "bench")]
                         if let (Some(_), Some(reply)) =
@@ -863,6 +897,15 @@ impl Connection {
                     break;
                 }
                 Poll::Pending => break,
+            }
+        }
+        let ended = stream.recv.is_none() && !stream.half_closed;
+        if ended && stream.method.client_streaming && failure.is_none() && !cancelled {
+            if stream.partial.is_empty() {
+                stream.half_closed = true;
+                self.events.push(Event::HalfClose { key });
+            } else if !stream.full(max_unconsumed) {
+                failure = Some((code::INTERNAL, "request ended inside a message".into()));
             }
         }
 
@@ -995,11 +1038,14 @@ fn hold(stream: &mut Stream) -> Result<(), (u32, String)> {
 fn split_messages(
     stream: &mut Stream,
     key: u32,
-    max_message: usize,
+    (max_message, max_unconsumed): (usize, usize),
     events: &mut Vec<Event>,
 ) -> Result<(), (u32, String)> {
     let mut split_any = false;
     while let Some((compressed, length)) = prefix(&stream.partial) {
+        if stream.full(max_unconsumed) {
+            break; // the rest waits in `partial` until the handler consumes
+        }
         if compressed != 0 {
             stream.encoding.check_compressed()?;
         }
@@ -1016,6 +1062,11 @@ fn split_messages(
         let mut message = stream.partial.split_to(length).freeze();
         if compressed != 0 {
             message = gunzip(&message, max_message)?;
+            if stream.method.client_streaming {
+                // counted as the handler will consume it, or a stream of small gzip bombs
+                // would queue gigabytes before reading paused
+                stream.unconsumed += message.len().saturating_sub(length);
+            }
         }
         split_any = true;
         if stream.method.client_streaming {
