@@ -44,7 +44,8 @@ pub struct Routing {
 
 impl Routing {
     /// Builds `config`, keeping the clusters of `previous` whose configuration did not
-    /// change (with their connections), the statistics of routes of the same name, and
+    /// change (with their connections), the counts of a cluster whose settings did (see
+    /// `ClusterStats::carry`), the statistics of routes of the same name, and
     /// their rate limits' buckets where the limit is the same (a reload, which any touch
     /// of the file makes, must not let a full burst through again).
     pub fn build(
@@ -56,10 +57,16 @@ impl Routing {
             .clusters
             .iter()
             .map(|c| {
-                previous
-                    .and_then(|p| p.clusters.iter().find(|old| old.config == *c))
-                    .cloned()
-                    .unwrap_or_else(|| Rc::new(Cluster::new(c.clone())))
+                let kept = previous.and_then(|p| p.clusters.iter().find(|old| old.config == *c));
+                kept.cloned().unwrap_or_else(|| {
+                    let cluster = Cluster::new(c.clone());
+                    let same_name = previous
+                        .and_then(|p| p.clusters.iter().find(|old| old.config.name == c.name));
+                    if let Some(old) = same_name {
+                        cluster.stats.carry(&old.stats);
+                    }
+                    Rc::new(cluster)
+                })
             })
             .collect();
         let cluster_index = |name: &str| {
@@ -143,6 +150,32 @@ mod tests {
     use super::*;
     use crate::mesh::config::tests::config;
     use crate::mesh::config::Protocol;
+    use crate::mesh::stats::Outcome;
+
+    #[test]
+    fn a_cluster_whose_settings_change_goes_on_from_its_counts() {
+        let first = config(Protocol::Bolt, vec![("up".into(), 1)], None);
+        let routing = Routing::build(&first, None, &mut HashMap::new());
+        let old = &routing.clusters[0].stats;
+        old.requests.count(Outcome::Answered);
+        old.requests.observe_us(120);
+        old.ejections.incr();
+        let mut changed = first.clone();
+        changed.clusters[0].hosts.push("127.0.0.1:2".into());
+        let next = Routing::build(&changed, Some(&routing), &mut HashMap::new());
+        assert!(
+            !Rc::ptr_eq(&next.clusters[0], &routing.clusters[0]),
+            "rebuilt"
+        );
+        let new = &next.clusters[0].stats;
+        assert_eq!(new.requests.outcomes[Outcome::Answered as usize].get(), 1);
+        assert_eq!(new.requests.latency[2].get(), 1); // 100 < 120 <= 250
+        assert_eq!(new.requests.latency_sum_us.get(), 120);
+        assert_eq!((new.ejections.get(), new.hosts.len()), (1, 2));
+        // unchanged: the same cluster, counts and all
+        let again = Routing::build(&changed, Some(&next), &mut HashMap::new());
+        assert!(Rc::ptr_eq(&again.clusters[0], &next.clusters[0]));
+    }
 
     #[test]
     fn a_reload_drops_the_counts_of_routes_gone() {

@@ -81,6 +81,17 @@ impl RouteStats {
         self.statuses[(status as usize).min(STATUS_SLOTS - 1)].incr();
     }
 
+    /// Goes on from what `earlier` counted (see `ClusterStats::carry`).
+    pub fn carry(&self, earlier: &RouteStats) {
+        let pairs = (self.outcomes.iter().zip(&earlier.outcomes))
+            .chain(self.statuses.iter().zip(&earlier.statuses))
+            .chain(self.latency.iter().zip(&earlier.latency))
+            .chain([(&self.latency_sum_us, &earlier.latency_sum_us)]);
+        for (now, then) in pairs {
+            now.add(then.get());
+        }
+    }
+
     pub fn observe_us(&self, us: u64) {
         let bucket = LATENCY_BUCKETS_US
             .iter()
@@ -139,6 +150,24 @@ impl ClusterStats {
                 })
                 .collect(),
             ..Default::default()
+        }
+    }
+
+    /// Goes on from the counts of `earlier`, the same cluster before a reload changed its
+    /// settings: `/metrics` counters must never go down in a running process (a scraper
+    /// takes that for a restart). Health starts afresh, as the hosts' connections do.
+    /// What the old cluster still counts for requests in flight on it is not carried.
+    pub fn carry(&self, earlier: &ClusterStats) {
+        self.requests.carry(&earlier.requests);
+        let counters = [
+            (&self.ejections, &earlier.ejections),
+            (&self.ejections_capped, &earlier.ejections_capped),
+            (&self.breaker_refused, &earlier.breaker_refused),
+            (&self.connect_failures, &earlier.connect_failures),
+            (&self.unknown_responses, &earlier.unknown_responses),
+        ];
+        for (now, then) in counters {
+            now.add(then.get());
         }
     }
 }
