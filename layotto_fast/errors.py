@@ -52,6 +52,14 @@ class Internal(RuntimeApiError):
     pass
 
 
+class PermissionDenied(RuntimeApiError):
+    """An upstream refused the caller (HTTP 403)."""
+
+
+class Unauthenticated(RuntimeApiError):
+    """An upstream wants credentials the call did not carry (HTTP 401)."""
+
+
 class Unknown(RuntimeApiError):
     """An upstream failed with no closer kind: the exception a called service threw."""
 

@@ -14,6 +14,8 @@ GRPC_CODES: dict[type[errors.RuntimeApiError], str] = {
     errors.DeadlineExceeded: "DEADLINE_EXCEEDED",
     errors.Unimplemented: "UNIMPLEMENTED",
     errors.Internal: "INTERNAL",
+    errors.PermissionDenied: "PERMISSION_DENIED",
+    errors.Unauthenticated: "UNAUTHENTICATED",
     errors.Unknown: "UNKNOWN",
 }
 

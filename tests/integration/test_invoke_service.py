@@ -146,11 +146,15 @@ def test_http_channel_sends_verb_path_query_body_and_headers(sidecar: sidecar_pr
 # Every status the http channel's table gives a meaning, and other non-2xx ones (INTERNAL).
 HTTP_STATUS_CODES = [
     (400, grpc.StatusCode.INVALID_ARGUMENT),
+    (401, grpc.StatusCode.UNAUTHENTICATED),
+    (403, grpc.StatusCode.PERMISSION_DENIED),
     (404, grpc.StatusCode.NOT_FOUND),
+    (408, grpc.StatusCode.DEADLINE_EXCEEDED),
     (409, grpc.StatusCode.ABORTED),
     (412, grpc.StatusCode.FAILED_PRECONDITION),
     (429, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (501, grpc.StatusCode.UNIMPLEMENTED),
+    (502, grpc.StatusCode.UNAVAILABLE),
     (503, grpc.StatusCode.UNAVAILABLE),
     (504, grpc.StatusCode.DEADLINE_EXCEEDED),
     (500, grpc.StatusCode.INTERNAL),

@@ -15,8 +15,10 @@ from layotto_fast.errors import (
     Internal,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     ResourceExhausted,
     RuntimeApiError,
+    Unauthenticated,
     Unavailable,
     Unimplemented,
 )
@@ -31,11 +33,15 @@ _NOT_FORWARDED = frozenset({"host", "content-length", "connection", "transfer-en
 _NOT_FORWARDED_TYPED = _NOT_FORWARDED | {"content-type"}
 _STATUS_ERRORS: dict[int, type[RuntimeApiError]] = {
     400: InvalidArgument,
+    401: Unauthenticated,
+    403: PermissionDenied,
     404: NotFound,
+    408: DeadlineExceeded,  # the upstream gave up waiting for the request
     409: Conflict,
     412: FailedPrecondition,
     429: ResourceExhausted,
     501: Unimplemented,
+    502: Unavailable,  # a proxy in front of the upstream could not reach it
     503: Unavailable,
     504: DeadlineExceeded,
 }
