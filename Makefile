@@ -19,6 +19,10 @@ PACKAGE_SOURCES := setup.py pyproject.toml $(wildcard proto/*.proto) $(wildcard 
 MESH_PEERS := anthunder==0.8.1 dubbo-ssl-python==0.9.6 dubbo-py==0.2.2
 
 .PHONY: install run test lint native-test py-test bench proto clean servers
+# One step at a time, even under `make -j`: the editable install resolves the package's
+# dependencies, and run before the native package is built it would look for
+# layotto-fast-native on the package index.
+.NOTPARALLEL:
 
 $(PYTHON):
 	$(SYSTEM_PYTHON) -m venv $(VENV)
