@@ -84,7 +84,9 @@ def _escaped(text: str) -> str:
 def _request_target(method: str, querystring: str) -> str:
     target = "/" + _escaped(_safe(method.lstrip("/"), "message.method"))
     if querystring:
-        target += "?" + _escaped(_safe(querystring, "message.http_extension.querystring"))
+        # a method carrying a query of its own: the querystring's parameters join it
+        joint = "&" if "?" in target else "?"
+        target += joint + _escaped(_safe(querystring, "message.http_extension.querystring"))
     return target
 
 
