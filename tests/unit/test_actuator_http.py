@@ -844,16 +844,18 @@ def _reader_that_stalls(port: int) -> int:
         return got
 
 
-@pytest.mark.parametrize("loop_factory", [uvloop.new_event_loop, asyncio.new_event_loop], ids=["uvloop", "asyncio"])
-def test_real_server_cuts_a_client_that_reads_nothing(loop_factory: Callable[[], asyncio.AbstractEventLoop]) -> None:
+def _serve(
+    loop_factory: Callable[[], asyncio.AbstractEventLoop], limits: Limits, client: Callable[[int], object]
+) -> None:
+    """Serve App on a real socket with ``limits`` while ``client(port)`` runs on a thread."""
+
     async def main() -> None:
-        app = App()
         loop = asyncio.get_running_loop()
-        limits = Limits(idle_timeout=0.5)
-        server = await loop.create_server(lambda: HttpProtocol(app.router, limits), "127.0.0.1", 0)
+        router = App().router
+        server = await loop.create_server(lambda: HttpProtocol(router, limits), "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         try:
-            await asyncio.wait_for(asyncio.to_thread(_reader_that_stalls, port), 20)
+            await asyncio.wait_for(asyncio.to_thread(client, port), 20)
         finally:
             server.close()
             await server.wait_closed()
@@ -862,23 +864,20 @@ def test_real_server_cuts_a_client_that_reads_nothing(loop_factory: Callable[[],
         runner.run(main())
 
 
-@pytest.mark.parametrize("loop_factory", [uvloop.new_event_loop, asyncio.new_event_loop], ids=["uvloop", "asyncio"])
-def test_real_server(loop_factory: Callable[[], asyncio.AbstractEventLoop]) -> None:
-    async def main() -> None:
-        app = App()
-        loop = asyncio.get_running_loop()
-        limits = Limits(head_timeout=0.5, body_timeout=0.5, idle_timeout=0.5)
-        server = await loop.create_server(lambda: HttpProtocol(app.router, limits), "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        try:
-            await asyncio.wait_for(asyncio.to_thread(_client, port), 20)
-        finally:
-            server.close()
-            await server.wait_closed()
+LOOPS = pytest.mark.parametrize(
+    "loop_factory", [uvloop.new_event_loop, asyncio.new_event_loop], ids=["uvloop", "asyncio"]
+)
 
+
+@LOOPS
+def test_real_server_cuts_a_client_that_reads_nothing(loop_factory: Callable[[], asyncio.AbstractEventLoop]) -> None:
+    _serve(loop_factory, Limits(idle_timeout=0.5), _reader_that_stalls)
+
+
+@LOOPS
+def test_real_server(loop_factory: Callable[[], asyncio.AbstractEventLoop]) -> None:
     logging.getLogger("layotto_fast.http").disabled = True
     try:
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
-            runner.run(main())
+        _serve(loop_factory, Limits(head_timeout=0.5, body_timeout=0.5, idle_timeout=0.5), _client)
     finally:
         logging.getLogger("layotto_fast.http").disabled = False

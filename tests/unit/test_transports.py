@@ -372,39 +372,53 @@ def test_graceful_stop_waits_for_an_answer_held_back_by_flow_control() -> None:
     assert pb.SayHelloResponse.FromString(grpc_messages(body)[0]).hello == f"hi {name}"
 
 
+class HeldUpload:
+    """A PutFile of a thousand ``chunk`` messages on a thread, to a handler that reads nothing
+    until ``release``; ``sent`` counts the bytes the client has handed to its channel."""
+
+    def __init__(self, server: InProcessServer, chunk: bytes, compression: grpc.Compression | None = None) -> None:
+        self.server, self.chunk, self.compression = server, chunk, compression
+        self.sent = 0
+        self.trailers: Any = None
+        server.handlers.hold_reads = threading.Event()
+        self._thread = threading.Thread(target=self._upload, daemon=True)
+        self._thread.start()
+
+    def _requests(self) -> Iterator[pb.PutFileRequest]:
+        for _ in range(1000):
+            self.sent += len(self.chunk)
+            yield pb.PutFileRequest(data=self.chunk)
+
+    def _upload(self) -> None:
+        target = f"127.0.0.1:{self.server.port}"
+        with grpc.insecure_channel(target, compression=self.compression) as channel:
+            _, call = runtime_pb2_grpc.RuntimeStub(channel).PutFile.with_call(self._requests(), timeout=60)
+            self.trailers = call.trailing_metadata()
+
+    def uploading(self) -> bool:
+        return self._thread.is_alive()
+
+    def release(self) -> None:
+        """Let the handler read; then every byte must have reached it."""
+        assert self.server.handlers.hold_reads is not None
+        self.server.handlers.hold_reads.set()
+        self._thread.join(60)
+        self.server.handlers.hold_reads = None
+        assert ("x-total", str(1000 * len(self.chunk))) in self.trailers
+
+
 def test_slow_consumer_pushes_back_through_flow_control(server: InProcessServer) -> None:
     """A handler that does not read makes the client's sends stall; nothing is buffered without bound."""
-    server.handlers.hold_reads = threading.Event()
-    sent = 0
-    chunk = b"x" * 60_000  # under the 64 KiB message limit of these servers
-
-    def requests() -> Iterator[pb.PutFileRequest]:
-        nonlocal sent
-        for _ in range(1000):  # 60 MB in all
-            sent += len(chunk)
-            yield pb.PutFileRequest(data=chunk)
-
-    result: dict[str, Any] = {}
-
-    def upload() -> None:
-        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            _, call = runtime_pb2_grpc.RuntimeStub(channel).PutFile.with_call(requests(), timeout=60)
-            result["trailers"] = call.trailing_metadata()
-
-    uploader = threading.Thread(target=upload, daemon=True)
-    uploader.start()
+    upload = HeldUpload(server, b"x" * 60_000)  # under the 64 KiB message limit of these servers: 60 MB in all
     try:
         threading.Event().wait(1.5)
-        stalled_at = sent
-        assert uploader.is_alive()
+        stalled_at = upload.sent
+        assert upload.uploading()
         assert stalled_at < 16 * 1024 * 1024, f"{stalled_at} bytes accepted while the handler read nothing"
         threading.Event().wait(0.5)
-        assert sent == stalled_at, "the client kept sending while the handler read nothing"
+        assert upload.sent == stalled_at, "the client kept sending while the handler read nothing"
     finally:
-        server.handlers.hold_reads.set()
-        uploader.join(60)
-        server.handlers.hold_reads = None
-    assert ("x-total", str(1000 * len(chunk))) in result["trailers"]
+        upload.release()
 
 
 def test_gzip_messages_count_as_they_decompress_when_the_handler_does_not_read(server: InProcessServer) -> None:
@@ -412,39 +426,18 @@ def test_gzip_messages_count_as_they_decompress_when_the_handler_does_not_read(s
     stream of gzip messages of zeros queued a thousand times that for the handler."""
     if server.kind == "grpcio":
         pytest.skip("grpc-core reads a message off the wire only when the handler asks for it")
-    server.handlers.hold_reads = threading.Event()
-    sent = 0
-    chunk = bytes(60_000)  # about 100 bytes gzipped
-
-    def requests() -> Iterator[pb.PutFileRequest]:
-        nonlocal sent
-        for _ in range(1000):  # 60 MB once decompressed
-            sent += len(chunk)
-            yield pb.PutFileRequest(data=chunk)
-
-    result: dict[str, Any] = {}
-
-    def upload() -> None:
-        with grpc.insecure_channel(f"127.0.0.1:{server.port}", compression=grpc.Compression.Gzip) as channel:
-            _, call = runtime_pb2_grpc.RuntimeStub(channel).PutFile.with_call(requests(), timeout=60)
-            result["trailers"] = call.trailing_metadata()
-
     # The messages handed over wait as bytes objects, which tracemalloc counts; the client's
-    # sends do not show it: a window holds a thousand of these messages gzipped.
+    # sends do not show it: a window holds all thousand of these messages gzipped.
     tracemalloc.start()
-    uploader = threading.Thread(target=upload, daemon=True)
-    uploader.start()
+    upload = HeldUpload(server, bytes(60_000), grpc.Compression.Gzip)  # about 100 bytes gzipped: 60 MB unzipped
     try:
         threading.Event().wait(1.5)
-        assert uploader.is_alive() and sent == 1000 * len(chunk)
+        assert upload.uploading() and upload.sent == 1000 * len(upload.chunk)
         _, peak = tracemalloc.get_traced_memory()
         assert peak < 16 * 1024 * 1024, f"{peak} bytes held while the handler read nothing"
     finally:
         tracemalloc.stop()
-        server.handlers.hold_reads.set()
-        uploader.join(60)
-        server.handlers.hold_reads = None
-    assert ("x-total", str(1000 * len(chunk))) in result["trailers"]
+        upload.release()
 
 
 def test_small_messages_a_handler_does_not_read_push_back_without_closing_the_connection(
