@@ -33,6 +33,7 @@ import functools
 import inspect
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import cast
 
@@ -456,31 +457,26 @@ class HttpProtocol(asyncio.Protocol):
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
-        if self._transport is None or not self._in_head:
-            return  # _settle arms it again for the next head that spans reads
-        assert self._loop is not None
-        left = self._head_since + self._limits.head_timeout - self._loop.time()
-        if self._blocked():  # the rest of the head may be waiting in our own buffer, not the client's
-            left = max(left, self._limits.head_timeout)
-        if left > 0:
-            self._head_timer = self._loop.call_later(left, self._head_timed_out)
-            return
-        self._refuse(408)
-        self._settle()
+        if self._transport is not None and self._in_head:  # else _settle arms it for the next head
+            self._head_timer = self._expire(self._head_since, self._limits.head_timeout, self._head_timed_out)
 
     def _body_timed_out(self) -> None:
         self._body_timer = None
-        if self._transport is None or not self._in_message or self._in_head:
-            return  # _settle arms it again for the next body that spans reads
+        if self._transport is not None and self._in_message and not self._in_head:  # else as for the head
+            self._body_timer = self._expire(self._last_input, self._limits.body_timeout, self._body_timed_out)
+
+    def _expire(self, since: float, timeout: float, again: Callable[[], None]) -> asyncio.TimerHandle | None:
+        """A request's clock, started at ``since``: a timer calling ``again`` when time is left,
+        else the 408 (None). While our own paused reading holds the rest back, it waits."""
         assert self._loop is not None
-        left = self._last_input + self._limits.body_timeout - self._loop.time()
-        if self._blocked():  # reading is paused by us, not the client
-            left = max(left, self._limits.body_timeout)
+        left = since + timeout - self._loop.time()
+        if self._blocked():  # the rest may be waiting in our own buffer, not the client's
+            left = max(left, timeout)
         if left > 0:
-            self._body_timer = self._loop.call_later(left, self._body_timed_out)
-            return
+            return self._loop.call_later(left, again)
         self._refuse(408)
         self._settle()
+        return None
 
     def _write_stalled(self) -> None:
         self._write_timer = None
