@@ -120,10 +120,12 @@ def ttl_from_metadata(metadata: Mapping[str, str], str field):
     raw = metadata.get(TTL_KEY)
     if not raw:
         return None
-    try:
-        ttl = int(raw)
-    except ValueError:
-        raise InvalidArgument(f"{field}.{TTL_KEY} is {raw!r}: must be an integer") from None
+    # Decimal ASCII digits, as Go's strconv.ParseInt reads them: Python's int() would also
+    # take spaces, underscores and other scripts' digits
+    digits = raw[1:] if raw[0] in "+-" else raw
+    if not (digits.isascii() and digits.isdigit()):
+        raise InvalidArgument(f"{field}.{TTL_KEY} is {raw!r}: must be an integer")
+    ttl = int(raw)
     if ttl == -1:
         return None
     if ttl <= 0 or ttl > MAX_TTL_SECONDS:

@@ -96,6 +96,13 @@ def test_state_ttl_metadata_is_checked_and_bounded(world: tuple[Loop, Components
     assert loop.run(services.state.get("store", "t")).expires_at is not None
     loop.run(services.state.save("store", [item("t", ttlInSeconds="-1")]))
     assert loop.run(services.state.get("store", "t")).expires_at is None
+    loop.run(services.state.save("store", [item("t", ttlInSeconds="+60")]))  # a sign, as Go's ParseInt takes
+    assert loop.run(services.state.get("store", "t")).expires_at is not None
+    # what Go's ParseInt refuses, and Python's int() took: spaces, underscores, other digits
+    not_integers = ("abc", " 60", "60\n", "6_0", "\u0666\u0660", "-", "--1")
+    for bad in not_integers:
+        with pytest.raises(InvalidArgument, match=r"ttlInSeconds is .*must be an integer"):
+            loop.run(services.state.save("store", [item("t", ttlInSeconds=bad)]))
     for bad, why in (("abc", "must be an integer"), ("0", "between 1"), ("1" + "0" * 400, "401 digits")):
         with pytest.raises(InvalidArgument, match=rf"states\[0\]\.metadata\.ttlInSeconds is .*{why}"):
             loop.run(services.state.save("store", [item("t", ttlInSeconds=bad)]))
