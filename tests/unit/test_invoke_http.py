@@ -196,8 +196,8 @@ def test_the_request_target_is_percent_encoded_as_utf8() -> None:
                 await channel.call(InvokeRequest(id="web", method="m", data=b"", querystring="a=1\r\n"))
             await channel.close()
         assert answer.data == b"GET /orders/%E6%97%A5%E6%9C%AC%20%231?q=a%20b&done=%41&rate=100%25&k=%C3%A9 HTTP/1.1"
-        assert kept.data == b"POST /a/b;v=1:x@y?p=/x?y HTTP/1.1", "reserved characters stay as they are"
-        assert joined.data == b"POST /find?id=7&a=1 HTTP/1.1", "a method's own query and the querystring: one query"
+        assert kept.data == b"GET /a/b;v=1:x@y?p=/x?y HTTP/1.1", "reserved characters stay as they are"
+        assert joined.data == b"GET /find?id=7&a=1 HTTP/1.1", "a method's own query and the querystring: one query"
 
     asyncio.run(scenario())
 

@@ -26,7 +26,7 @@ from layotto_fast.http.client import HttpClient, HttpError, ResponseTooLarge
 from layotto_fast.runtime.invoke import TARGET_ADDRESS_HEADER, InvokeRequest, InvokeResult
 from layotto_fast.runtime.metadata import is_host_port
 
-DEFAULT_VERB = "POST"
+DEFAULT_VERB = "GET"  # with no http_extension, as Layotto's http channel sends
 # Request headers the client sets itself: not forwarded.
 _NOT_FORWARDED = frozenset({"host", "content-length", "connection", "transfer-encoding"})
 # ... and Content-Type too when the message has one: it is sent once, the message's.
