@@ -1,11 +1,37 @@
 //! gRPC length-prefixed messages: compressed flag (1 byte, 0 or 1) + length (u32 BE). The
 //! one place the prefix is read and written, for the front, the client and the splitter.
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::error::{Error, Result};
 
 pub const PREFIX_LEN: usize = 5;
+
+/// The message encodings decoded here, as `grpc-accept-encoding` lists them.
+pub const ACCEPTED_ENCODINGS: &str = "identity,gzip";
+
+/// Why a gzip message could not be read.
+#[derive(Debug)]
+pub enum Gunzip {
+    /// Its decompressed size passes the limit given.
+    TooLarge,
+    Corrupt(std::io::Error),
+}
+
+/// The message a gzip-compressed one stands for, refused past `max` bytes (one byte past
+/// the limit is read to tell it was passed: a gzip bomb costs no more than that).
+pub fn gunzip(body: &[u8], max: usize) -> std::result::Result<Bytes, Gunzip> {
+    use std::io::Read;
+    let mut message = Vec::new();
+    flate2::read::GzDecoder::new(body)
+        .take(max as u64 + 1)
+        .read_to_end(&mut message)
+        .map_err(Gunzip::Corrupt)?;
+    if message.len() > max {
+        return Err(Gunzip::TooLarge);
+    }
+    Ok(message.into())
+}
 
 /// The compressed flag and the message length of the prefix at the start of `buf`; None
 /// while fewer than five bytes are there.

@@ -9,6 +9,9 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
+import h2.config
+import h2.connection
+import h2.events
 import pytest
 import uvloop
 
@@ -16,7 +19,7 @@ from layotto_fast._proto import appcallback_pb2_grpc
 from layotto_fast.api.app_callback import GrpcAppChannel
 from layotto_fast.errors import Unavailable
 from layotto_fast.runtime.cloudevents import Event
-from layotto_fast.runtime.pubsub import Verdict
+from layotto_fast.runtime.pubsub import SubscriberGone, Verdict
 from tests.procfs import sockets_to
 from tests.pubsub.app import DROP, RETRY, SUCCESS, CallbackApp, Topic
 
@@ -316,3 +319,52 @@ def test_a_connection_the_app_stops_reading_is_aborted_after_the_close_grace() -
     assert took < CLOSE_GRACE_SECONDS + 2.5, took
     assert all(isinstance(outcome, Exception) for outcome in outcomes), outcomes
     assert not any(isinstance(outcome, Verdict) for outcome in outcomes)
+
+
+def test_deliveries_cut_off_by_an_http2_error_from_the_app_go_back_to_their_backend() -> None:
+    """The native connection fails its open calls inside the read that carries the error; they
+    were taken for the app's refusals (each an attempt, the dead-letter topic after a few)
+    where a lost socket makes them SubscriberGone: back to the backend, no attempt counted."""
+
+    async def broken_app(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        app = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        app.initiate_connection()
+        opened = 0
+        while opened < 3 and (data := await reader.read(65536)):
+            opened += sum(isinstance(e, h2.events.RequestReceived) for e in app.receive_data(data))
+            writer.write(app.data_to_send())
+        writer.write(b"\x00\x00\x01\x00\x00\x00\x00\x00\x00x")  # DATA on stream 0: a connection error
+        await writer.drain()
+        await reader.read()  # until the sidecar closes
+
+    async def scenario() -> list[BaseException | Verdict]:
+        server = await asyncio.start_server(broken_app, "127.0.0.1", 0)
+        channel = GrpcAppChannel("127.0.0.1", server.sockets[0].getsockname()[1])
+        try:
+            deliveries = (channel.deliver(event(i), 5.0) for i in range(3))
+            return list(await asyncio.gather(*deliveries, return_exceptions=True))
+        finally:
+            await channel.close()
+            server.close()
+
+    outcomes = run(scenario())
+    assert all(isinstance(outcome, SubscriberGone) for outcome in outcomes), outcomes
+
+
+def test_an_app_whose_server_compresses_its_answers_is_listed_and_delivered_to() -> None:
+    """A grpcio server with compression on gzips its answers whatever the client accepts; the
+    listing came back refused (not one uncompressed message), so such an app was never subscribed."""
+    gzip_answers = [("grpc.default_compression_algorithm", 2)]  # grpc.Compression.Gzip
+    verdict = {0: SUCCESS, 1: DROP}
+    topics = [Topic("ps", f"orders-{i}") for i in range(30)]  # a listing gzip shrinks: sent compressed
+    with CallbackApp(topics, verdict=lambda e: verdict[int(e.id[1:])], options=gzip_answers) as app:
+        channel = GrpcAppChannel("127.0.0.1", app.port)
+
+        async def scenario() -> tuple[list[tuple[str, str]], list[Verdict]]:
+            try:
+                listed = [(s.pubsub_name, s.topic) for s in await channel.list_subscriptions()]
+                return listed, list(await asyncio.gather(*(channel.deliver(event(i), 5.0) for i in range(2))))
+            finally:
+                await channel.close()
+
+        assert run(scenario()) == ([(t.pubsub_name, t.topic) for t in topics], [Verdict.SUCCESS, Verdict.DROP])

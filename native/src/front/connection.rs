@@ -25,7 +25,7 @@ use super::status;
 use super::wake::{connection_waker, stream_waker, ReadySet};
 use crate::frame::{regrow, room_to_grow};
 pub(crate) use crate::grpc::frame_into;
-use crate::grpc::{prefix, PREFIX_LEN};
+use crate::grpc::{prefix, Gunzip, ACCEPTED_ENCODINGS, PREFIX_LEN};
 
 /// gRPC status codes the transport itself answers with.
 pub mod code {
@@ -189,9 +189,6 @@ enum Encoding {
     Unsupported(Box<str>),
 }
 
-/// What the front decodes, told to clients in every response's `grpc-accept-encoding`.
-const ACCEPTED_ENCODINGS: &str = "identity,gzip";
-
 impl Encoding {
     fn of(header: Option<&HeaderValue>) -> Self {
         match header.map(HeaderValue::as_bytes) {
@@ -219,25 +216,16 @@ impl Encoding {
 
 /// The message a gzip body stands for, refused past `max` bytes.
 fn gunzip(body: &[u8], max: usize) -> Result<Bytes, (u32, String)> {
-    use std::io::Read;
-    let mut message = Vec::new();
-    let limit = max as u64 + 1; // one byte past the limit tells it was passed
-    flate2::read::GzDecoder::new(body)
-        .take(limit)
-        .read_to_end(&mut message)
-        .map_err(|e| {
-            (
-                code::INTERNAL,
-                format!("a gzip message cannot be decompressed: {e}"),
-            )
-        })?;
-    if message.len() > max {
-        return Err((
+    crate::grpc::gunzip(body, max).map_err(|e| match e {
+        Gunzip::TooLarge => (
             code::RESOURCE_EXHAUSTED,
             format!("request message is over the limit of {max} bytes once decompressed"),
-        ));
-    }
-    Ok(message.into())
+        ),
+        Gunzip::Corrupt(e) => (
+            code::INTERNAL,
+            format!("a gzip message cannot be decompressed: {e}"),
+        ),
+    })
 }
 
 impl Stream {
