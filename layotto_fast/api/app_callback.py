@@ -92,7 +92,9 @@ class _AppConnection(asyncio.Protocol):
         finished = self.h2.feed(data)
         if finished:  # the app answers (a PING's answer alone does not count)
             self._heard = True
-        self.channel.settle(finished)
+        # calls failed by the connection ending in this read (an HTTP/2 error) were not
+        # refused by the app: they go back to their backend, not count as its verdicts
+        self.channel.settle(finished, unanswered=self.h2.is_closed())
         self.flush()
 
     def eof_received(self) -> bool:
@@ -113,7 +115,7 @@ class _AppConnection(asyncio.Protocol):
         self.channel.ended(self, why)
 
     def start(self, calls: list[Call]) -> None:
-        self.channel.settle(self.h2.start_many(calls))
+        self.channel.settle(self.h2.start_many(calls), unanswered=self.h2.is_closed())
         self.flush()
 
     def flush(self) -> None:
