@@ -76,6 +76,7 @@ struct Call {
     waker: Waker,
     phase: Phase,
     timeout: Duration,
+    deadline: Instant,
     /// The response head carried grpc-status 0 (a trailers-only answer): no trailers follow.
     ok_in_head: bool,
     /// The answer's `grpc-encoding`, for a message flagged compressed (None: identity).
@@ -177,6 +178,7 @@ impl ClientConnection {
             return;
         }
         let key = self.new_key();
+        let deadline = Instant::now() + timeout;
         self.calls.insert(
             key,
             Call {
@@ -187,12 +189,19 @@ impl ClientConnection {
                     message: framed(message),
                 },
                 timeout,
+                deadline,
                 ok_in_head: false,
                 encoding: None,
             },
         );
-        self.deadlines
-            .push(Reverse((Instant::now() + timeout, key)));
+        // The deadlines of calls answered stay until met: while one call hangs, every later
+        // one would leave its entry behind, for as long as the timeout (an hour at most).
+        if self.deadlines.len() > 2 * self.calls.len() + 1024 {
+            let calls = &self.calls;
+            self.deadlines
+                .retain(|Reverse((_, key))| calls.contains_key(key));
+        }
+        self.deadlines.push(Reverse((deadline, key)));
         self.queued.push_back(key);
         self.ready.push(SEND_READY);
     }
@@ -403,7 +412,9 @@ impl ClientConnection {
             ) else {
                 continue;
             };
-            let sent = request(&self.authority, &path, call.timeout).and_then(|head| {
+            // The time left, not the whole timeout: it may have waited for a stream
+            let left = call.deadline.saturating_duration_since(Instant::now());
+            let sent = request(&self.authority, &path, left).and_then(|head| {
                 let (response, mut stream) = send
                     .send_request(head, false)
                     .map_err(|e| (UNAVAILABLE, e.to_string()))?;
@@ -549,15 +560,17 @@ impl ClientConnection {
         self.state = State::Closed;
         self.error = Some(error);
         let detail = self.lost_detail();
-        let mut open: Vec<(u32, u64)> = self
+        let mut open: Vec<(u32, u64, bool)> = self
             .calls
             .drain()
-            .map(|(key, call)| (key, call.token))
+            .map(|(key, call)| (key, call.token, matches!(call.phase, Phase::Queued { .. })))
             .collect();
         open.sort_unstable();
-        for (_, token) in open {
+        for (_, token, queued) in open {
+            // One never handed to h2 never reached the server: it may go out elsewhere
+            let status = if queued { NOT_SENT } else { UNAVAILABLE };
             self.finished
-                .push(Finished::failed(token, UNAVAILABLE, detail.clone()));
+                .push(Finished::failed(token, status, detail.clone()));
         }
         self.queued.clear();
         self.deadlines.clear();
@@ -803,6 +816,113 @@ mod tests {
                 finished[0].message.clone()
             ),
             (1, 0, Bytes::from("done"))
+        );
+    }
+
+    #[test]
+    fn calls_still_queued_when_a_goaway_closes_the_connection_were_not_sent() {
+        // The last answer and the GOAWAY in one read: h2 closes at once, before the queued
+        // calls (the server's limit is one stream) are handed to it.
+        let settings = Settings {
+            max_concurrent_streams: 1,
+            ..Settings::default()
+        };
+        let (mut client, mut server) = (
+            ClientConnection::new("app:1".into(), 1024),
+            server_with(settings),
+        );
+        exchange(&mut client, &mut server);
+        for token in 1..=3 {
+            client.start(token, PATH.into(), b"q", Duration::from_secs(5));
+        }
+        client.poll();
+        let [(first, _)] = unary_keys(&exchange(&mut client, &mut server))[..] else {
+            panic!("one call at a time expected");
+        };
+        assert!(server.respond(first, b"a", None, None));
+        server.poll();
+        let mut read = server.drain_output(|out| out.to_vec());
+        // GOAWAY, last stream 1, NO_ERROR
+        read.extend_from_slice(&[0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0]);
+        client.feed(&read);
+        let mut ends: Vec<_> = client
+            .take_finished()
+            .iter()
+            .map(|f| (f.token, f.status))
+            .collect();
+        ends.sort_unstable();
+        assert_eq!(ends, vec![(1, 0), (2, NOT_SENT), (3, NOT_SENT)]);
+    }
+
+    #[test]
+    fn a_call_that_waited_for_a_stream_sends_the_time_it_has_left() {
+        // With a limit of one stream, h2 takes one call beyond it (its headers made then);
+        // the third waits in the client's queue.
+        let settings = Settings {
+            max_concurrent_streams: 1,
+            ..Settings::default()
+        };
+        let (mut client, mut server) = (
+            ClientConnection::new("app:1".into(), 1024),
+            server_with(settings),
+        );
+        exchange(&mut client, &mut server);
+        for token in 1..=3 {
+            client.start(token, PATH.into(), b"q", Duration::from_secs(5));
+        }
+        client.poll();
+        let mut events = exchange(&mut client, &mut server);
+        std::thread::sleep(Duration::from_millis(300));
+        let mut timeouts = Vec::new();
+        for _ in 0..3 {
+            let calls: Vec<_> = events
+                .iter()
+                .filter_map(|event| match event {
+                    Event::Unary {
+                        key, timeout_us, ..
+                    } => Some((*key, *timeout_us)),
+                    _ => None,
+                })
+                .collect();
+            let [(key, timeout_us)] = calls[..] else {
+                panic!("one call at a time expected: {calls:?}");
+            };
+            timeouts.push(timeout_us);
+            assert!(server.respond(key, b"a", None, None));
+            events = exchange(&mut client, &mut server);
+        }
+        assert!(
+            timeouts[2] <= 4_750_000,
+            "{timeouts:?} µs: the whole 5 s, not what is left"
+        );
+    }
+
+    #[test]
+    fn the_deadlines_of_answered_calls_do_not_pile_up_behind_one_that_hangs() {
+        let (mut client, mut server) = (ClientConnection::new("app:1".into(), 1024), server());
+        client.start(0, PATH.into(), b"hangs", Duration::from_secs(3600));
+        for round in 0..20 {
+            for token in 1..=500 {
+                client.start(
+                    round * 1000 + token,
+                    PATH.into(),
+                    b"q",
+                    Duration::from_secs(3600),
+                );
+            }
+            client.poll();
+            for (key, message) in unary_keys(&exchange(&mut client, &mut server)) {
+                if &message[..] != b"hangs" {
+                    assert!(server.respond(key, b"a", None, None));
+                }
+            }
+            exchange(&mut client, &mut server);
+        }
+        assert_eq!(client.open_calls(), 1);
+        assert!(
+            client.deadlines.len() < 3000,
+            "{} deadlines kept",
+            client.deadlines.len()
         );
     }
 
