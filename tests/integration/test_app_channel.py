@@ -368,3 +368,28 @@ def test_an_app_whose_server_compresses_its_answers_is_listed_and_delivered_to()
                 await channel.close()
 
         assert run(scenario()) == ([(t.pubsub_name, t.topic) for t in topics], [Verdict.SUCCESS, Verdict.DROP])
+
+
+def test_a_404_from_something_that_is_no_grpc_server_reads_as_unimplemented() -> None:
+    """gRPC maps HTTP 404 to UNIMPLEMENTED (the event is dropped, as for an app without
+    OnTopicEvent); every status but 200 was UNAVAILABLE, retried for good."""
+
+    async def not_grpc(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        server.initiate_connection()
+        while data := await reader.read(65536):
+            for e in server.receive_data(data):
+                if isinstance(e, h2.events.RequestReceived):
+                    server.send_headers(e.stream_id, [(":status", "404")], end_stream=True)
+            writer.write(server.data_to_send())
+
+    async def scenario() -> Verdict:
+        listening = await asyncio.start_server(not_grpc, "127.0.0.1", 0)
+        channel = GrpcAppChannel("127.0.0.1", listening.sockets[0].getsockname()[1])
+        try:
+            return await channel.deliver(event(1), 5.0)
+        finally:
+            await channel.close()
+            listening.close()
+
+    assert run(scenario()) == Verdict.DROP

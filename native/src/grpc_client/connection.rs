@@ -458,7 +458,8 @@ impl ClientConnection {
                     Poll::Ready(Err(e)) => break Err((UNAVAILABLE, e.to_string())),
                     Poll::Ready(Ok(response)) => {
                         if response.status() != http::StatusCode::OK {
-                            break Err((UNAVAILABLE, format!("HTTP status {}", response.status())));
+                            let status = response.status();
+                            break Err((status_of_http(status), format!("HTTP status {status}")));
                         }
                         if let Some(status) = grpc_status(response.headers()) {
                             break Err(status); // a trailers-only error
@@ -574,6 +575,19 @@ impl ClientConnection {
         }
         self.queued.clear();
         self.deadlines.clear();
+    }
+}
+
+/// The status of an answer whose HTTP status is not 200 (a proxy's, or no gRPC server's),
+/// as gRPC's HTTP-to-gRPC status mapping gives it.
+fn status_of_http(status: http::StatusCode) -> u32 {
+    match status.as_u16() {
+        400 => INTERNAL,
+        401 => 16, // UNAUTHENTICATED
+        403 => 7,  // PERMISSION_DENIED
+        404 => 12, // UNIMPLEMENTED
+        429 | 502 | 503 | 504 => UNAVAILABLE,
+        _ => UNKNOWN,
     }
 }
 
@@ -924,6 +938,22 @@ mod tests {
             "{} deadlines kept",
             client.deadlines.len()
         );
+    }
+
+    #[test]
+    fn an_http_status_other_than_200_maps_as_grpc_maps_it() {
+        let cases = [
+            (404, 12),
+            (503, UNAVAILABLE),
+            (401, 16),
+            (403, 7),
+            (400, INTERNAL),
+            (418, UNKNOWN),
+        ];
+        for (http, grpc) in cases {
+            let status = http::StatusCode::from_u16(http).unwrap();
+            assert_eq!(status_of_http(status), grpc, "{http}");
+        }
     }
 
     #[test]
