@@ -106,6 +106,9 @@ enum State {
 /// (GOAWAY ENHANCE_YOUR_CALM) with every call on it. This takes a read full of answers.
 const DATA_FRAME_BUDGET: usize = 8 << 20;
 
+/// Streams one connection can open: client stream ids are the odd ones below 2^31.
+const CLIENT_STREAM_IDS: u32 = 1 << 30;
+
 pub struct ClientConnection {
     state: State,
     io: LoopIo,
@@ -122,8 +125,12 @@ pub struct ClientConnection {
     finished: Vec<Finished>,
     keepalive: Keepalive,
     error: Option<String>,
-    /// The server said GOAWAY: the calls it took carry on, new ones go elsewhere.
+    /// The server said GOAWAY, or the stream ids are used up: the calls it took carry on,
+    /// new ones go elsewhere.
     draining: bool,
+    /// Streams opened so far; at `CLIENT_STREAM_IDS` the connection drains and then ends
+    /// itself, as after a graceful GOAWAY (at 10 000 calls a second, every 30 hours).
+    streams_opened: u32,
     /// The connection ended after the server's GOAWAY without an error (a server stopping,
     /// or rotating its connections), not lost.
     ended_by_goaway: bool,
@@ -154,6 +161,7 @@ impl ClientConnection {
             finished: Vec::new(),
             keepalive: Keepalive::default(),
             draining: false,
+            streams_opened: 0,
             ended_by_goaway: false,
             error: None,
         };
@@ -326,6 +334,11 @@ impl ClientConnection {
                 break;
             }
         }
+        if self.streams_opened >= CLIENT_STREAM_IDS && self.calls.is_empty() && !self.is_closed() {
+            // drained: ended as a server's GOAWAY ends one, for a new connection to go on
+            self.ended_by_goaway = true;
+            self.close("its stream ids are used up: a new connection takes the calls".into());
+        }
     }
 
     fn drive_connection(&mut self) -> bool {
@@ -385,6 +398,14 @@ impl ClientConnection {
         };
         let mut cx = Context::from_waker(&self.send_waker);
         while let Some(&key) = self.queued.front() {
+            if self.streams_opened >= CLIENT_STREAM_IDS {
+                // h2 would refuse the next one as an error, and the connection end with it
+                self.drain(format!(
+                    "{}: this connection's stream ids are used up",
+                    self.authority
+                ));
+                return;
+            }
             match send.poll_ready(&mut cx) {
                 Poll::Pending => return,
                 Poll::Ready(Err(error)) if error.is_go_away() && error.is_remote() => {
@@ -426,6 +447,7 @@ impl ClientConnection {
             match sent {
                 Ok(response) => {
                     call.phase = Phase::Head(response);
+                    self.streams_opened += 1;
                     self.ready.push(key);
                 }
                 Err((status, detail)) => {
@@ -954,6 +976,31 @@ mod tests {
             let status = http::StatusCode::from_u16(http).unwrap();
             assert_eq!(status_of_http(status), grpc, "{http}");
         }
+    }
+
+    #[test]
+    fn a_connection_whose_stream_ids_are_used_up_drains_and_ends_as_after_a_goaway() {
+        let (mut client, mut server) = (ClientConnection::new("app:1".into(), 1024), server());
+        client.streams_opened = CLIENT_STREAM_IDS - 2;
+        for token in 1..=3 {
+            client.start(token, PATH.into(), b"q", Duration::from_secs(5));
+        }
+        client.poll();
+        let calls = unary_keys(&exchange(&mut client, &mut server));
+        assert_eq!(calls.len(), 2);
+        assert!(client.is_draining() && !client.is_closed());
+        let finished = client.take_finished();
+        assert_eq!(
+            (finished.len(), finished[0].token, finished[0].status),
+            (1, 3, NOT_SENT)
+        );
+        for (key, _) in calls {
+            assert!(server.respond(key, b"a", None, None));
+        }
+        exchange(&mut client, &mut server);
+        let answered: Vec<_> = client.take_finished().iter().map(|f| f.status).collect();
+        assert_eq!(answered, vec![0, 0]);
+        assert!(client.is_closed() && client.ended_by_goaway());
     }
 
     #[test]
