@@ -371,10 +371,6 @@ impl Connection {
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/grpc"),
         );
-        response_head.insert(
-            HeaderName::from_static("grpc-accept-encoding"),
-            HeaderValue::from_static(ACCEPTED_ENCODINGS),
-        );
         let mut ok_trailers = HeaderMap::new();
         ok_trailers.insert(
             HeaderName::from_static("grpc-status"),
