@@ -446,13 +446,16 @@ def test_small_messages_a_handler_does_not_read_push_back_without_closing_the_co
     """One DATA frame per small message, as grpc-go and grpc-java send them: left unread in h2,
     each spent its budget for small frames, and a window of them closed the whole connection
     (GOAWAY ENHANCE_YOUR_CALM) where the client should only have waited for window."""
+    if server.kind == "grpcio":
+        pytest.skip("h2's small-frame budget is the native front's: grpc-core reads these a message at a time")
     server.handlers.hold_reads = threading.Event()
     message = raw_h2.grpc_frame(pb.PutFileRequest(data=b"x" * 10).SerializeToString())
     sent = 0
     try:
-        with raw_h2.H2Client(server.port) as client:
+        # the last message's window comes once the handler has read the thousands before it
+        with raw_h2.H2Client(server.port, timeout=30) as client:
             stream_id = client.start(None, path="/spec.proto.runtime.v1.Runtime/PutFile", end_stream=False)
-            deadline = time.monotonic() + 5
+            deadline = time.monotonic() + 20  # a window of 26-byte frames from Python
             while time.monotonic() < deadline and client.terminated is None and not client.closed:
                 if client.conn.local_flow_control_window(stream_id) < len(message):
                     client.receive(0.2)  # window updates, if any come
@@ -469,7 +472,7 @@ def test_small_messages_a_handler_does_not_read_push_back_without_closing_the_co
             assert time.monotonic() < deadline, f"{sent} messages and the client was never pushed back"
             server.handlers.hold_reads.set()
             assert client.send_body(stream_id, message, end_stream=True)
-            client.wait([stream_id], timeout=20)
+            client.wait([stream_id], timeout=60)
             response = client.responses[stream_id]
             assert response.grpc_status == 0, response.grpc_message
             assert response.trailers.get("x-total") == str(10 * (sent + 1))

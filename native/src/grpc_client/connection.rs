@@ -752,6 +752,25 @@ mod tests {
         }
     }
 
+    /// A server that takes one stream at a time (its SETTINGS read), and a client that has
+    /// just started calls 1, 2 and 3 (5 s each).
+    fn three_calls_one_stream_at_a_time() -> (ClientConnection, Connection) {
+        let settings = Settings {
+            max_concurrent_streams: 1,
+            ..Settings::default()
+        };
+        let (mut client, mut server) = (
+            ClientConnection::new("app:1".into(), 1024),
+            server_with(settings),
+        );
+        exchange(&mut client, &mut server); // the server's SETTINGS reach the client first
+        for token in 1..=3 {
+            client.start(token, PATH.into(), b"q", Duration::from_secs(5));
+        }
+        client.poll();
+        (client, server)
+    }
+
     fn unary_keys(events: &[Event]) -> Vec<(u32, Bytes)> {
         events
             .iter()
@@ -859,19 +878,7 @@ mod tests {
     fn calls_still_queued_when_a_goaway_closes_the_connection_were_not_sent() {
         // The last answer and the GOAWAY in one read: h2 closes at once, before the queued
         // calls (the server's limit is one stream) are handed to it.
-        let settings = Settings {
-            max_concurrent_streams: 1,
-            ..Settings::default()
-        };
-        let (mut client, mut server) = (
-            ClientConnection::new("app:1".into(), 1024),
-            server_with(settings),
-        );
-        exchange(&mut client, &mut server);
-        for token in 1..=3 {
-            client.start(token, PATH.into(), b"q", Duration::from_secs(5));
-        }
-        client.poll();
+        let (mut client, mut server) = three_calls_one_stream_at_a_time();
         let [(first, _)] = unary_keys(&exchange(&mut client, &mut server))[..] else {
             panic!("one call at a time expected");
         };
@@ -894,19 +901,7 @@ mod tests {
     fn a_call_that_waited_for_a_stream_sends_the_time_it_has_left() {
         // With a limit of one stream, h2 takes one call beyond it (its headers made then);
         // the third waits in the client's queue.
-        let settings = Settings {
-            max_concurrent_streams: 1,
-            ..Settings::default()
-        };
-        let (mut client, mut server) = (
-            ClientConnection::new("app:1".into(), 1024),
-            server_with(settings),
-        );
-        exchange(&mut client, &mut server);
-        for token in 1..=3 {
-            client.start(token, PATH.into(), b"q", Duration::from_secs(5));
-        }
-        client.poll();
+        let (mut client, mut server) = three_calls_one_stream_at_a_time();
         let mut events = exchange(&mut client, &mut server);
         std::thread::sleep(Duration::from_millis(300));
         let mut timeouts = Vec::new();
@@ -1066,19 +1061,7 @@ mod tests {
 
     #[test]
     fn calls_over_the_servers_stream_limit_wait_their_turn() {
-        let settings = Settings {
-            max_concurrent_streams: 1,
-            ..Settings::default()
-        };
-        let (mut client, mut server) = (
-            ClientConnection::new("app:1".into(), 1024),
-            server_with(settings),
-        );
-        exchange(&mut client, &mut server); // the server's SETTINGS reach the client first
-        for token in 1..=3 {
-            client.start(token, PATH.into(), b"q", Duration::from_secs(5));
-        }
-        client.poll();
+        let (mut client, mut server) = three_calls_one_stream_at_a_time();
         let mut answered = Vec::new();
         let mut events = exchange(&mut client, &mut server);
         for _ in 0..3 {
