@@ -21,13 +21,16 @@ use h2::RecvStream;
 use crate::front::io::LoopIo;
 use crate::front::keepalive::Keepalive;
 use crate::front::wake::{connection_waker, stream_waker, ReadySet};
-use crate::grpc::{frame_into, gunzip, prefix, Gunzip, ACCEPTED_ENCODINGS, PREFIX_LEN};
+use crate::grpc::{frame_into, gunzip, prefix, Gunzip, PREFIX_LEN};
 
 pub const UNKNOWN: u32 = 2;
 pub const DEADLINE_EXCEEDED: u32 = 4;
-/// The last code gRPC defines (UNAUTHENTICATED); a server's larger one reads as UNKNOWN, as
-/// gRPC reads it, and so can never pass for NOT_SENT.
-const MAX_STATUS: u32 = 16;
+const PERMISSION_DENIED: u32 = 7;
+const UNIMPLEMENTED: u32 = 12;
+const UNAUTHENTICATED: u32 = 16;
+/// The last code gRPC defines; a server's larger one reads as UNKNOWN, as gRPC reads it, and
+/// so can never pass for NOT_SENT.
+const MAX_STATUS: u32 = UNAUTHENTICATED;
 pub const RESOURCE_EXHAUSTED: u32 = 8;
 pub const INTERNAL: u32 = 13;
 pub const UNAVAILABLE: u32 = 14;
@@ -605,9 +608,9 @@ impl ClientConnection {
 fn status_of_http(status: http::StatusCode) -> u32 {
     match status.as_u16() {
         400 => INTERNAL,
-        401 => 16, // UNAUTHENTICATED
-        403 => 7,  // PERMISSION_DENIED
-        404 => 12, // UNIMPLEMENTED
+        401 => UNAUTHENTICATED,
+        403 => PERMISSION_DENIED,
+        404 => UNIMPLEMENTED,
         429 | 502 | 503 | 504 => UNAVAILABLE,
         _ => UNKNOWN,
     }
@@ -629,7 +632,6 @@ fn request(
         .uri(format!("http://{authority}{path}"))
         .header("content-type", "application/grpc")
         .header("te", "trailers")
-        .header("grpc-accept-encoding", ACCEPTED_ENCODINGS)
         .header("grpc-timeout", format!("{}m", timeout.as_millis().max(1)))
         .body(())
         .map_err(|e| (INTERNAL, format!("bad request: {e}")))
@@ -960,10 +962,10 @@ mod tests {
     #[test]
     fn an_http_status_other_than_200_maps_as_grpc_maps_it() {
         let cases = [
-            (404, 12),
+            (404, UNIMPLEMENTED),
             (503, UNAVAILABLE),
-            (401, 16),
-            (403, 7),
+            (401, UNAUTHENTICATED),
+            (403, PERMISSION_DENIED),
             (400, INTERNAL),
             (418, UNKNOWN),
         ];
