@@ -347,7 +347,7 @@ class Sidecar:
         await self.components.watch_health(self.settings.health_check_interval_seconds)
 
 
-def claim_socket_path(path: str, source: str, field: str = "grpc_uds") -> None:
+def claim_socket_path(path: str, source: str, field: str) -> None:
     """Make ``path`` free for the gRPC Unix socket: a socket nobody listens on any more is
     removed; anything else there (a file, a socket another process serves) stops start-up."""
     try:
