@@ -164,10 +164,11 @@ class Sidecar:
             self._mesh_started = True
             self.mesh.watch()
         server = await self._start_grpc()
-        # Kept referenced while it runs; it ends with the stop.
+        # Kept referenced while they run; they end with the stop.
         grpcio_watch = (
             loop.create_task(self._stop_if_grpcio_ends()) if self.settings.grpc_transport == "grpcio" else None
         )
+        mesh_watch = loop.create_task(self._stop_if_mesh_fails()) if self.mesh is not None else None
         if uds:  # removed at exit only if it is still this socket, not one another process made since
             self._uds_inode = os.stat(uds).st_ino
         log.info(
@@ -205,8 +206,9 @@ class Sidecar:
         log.info("stopping: readiness DOWN, draining deliveries and calls for up to %.1fs", grace)
         self.components.stopping_reason = self.failure or "shutting down"
         checker.cancel()
-        if grpcio_watch is not None:
-            grpcio_watch.cancel()
+        for watch in (grpcio_watch, mesh_watch):
+            if watch is not None:
+                watch.cancel()
         await self._stop_serving(server, actuator, loop.time() + grace)
         log.info("stopped")
 
@@ -253,6 +255,20 @@ class Sidecar:
             except OSError:
                 continue  # out of descriptors and the like: not the server's end
             writer.close()
+
+    async def _stop_if_mesh_fails(self) -> None:
+        """The mesh's thread ends by itself only on a bug (a panic): its listeners are no
+        longer served and InvokeService over bolt and dubbo is refused. The sidecar then
+        stops and exits 1, liveness DOWN with the reason, for the platform to restart it."""
+        assert self.mesh is not None
+        while not self._stop.is_set():
+            await asyncio.sleep(self.settings.health_check_interval_seconds)
+            failure = self.mesh.failure()
+            if failure is not None and not self._stop.is_set():
+                self.failure = f"the mesh thread failed ({failure}): stopping, to be restarted"
+                log.error("%s", self.failure)
+                self._stop.set()
+                return
 
     def _on_stop_signal(self, sig: signal.Signals) -> None:
         if not self._signalled:  # the first, even when the sidecar is already stopping by itself

@@ -386,9 +386,15 @@ class MeshProxy:
         retries: int = 1,
     ) -> None:
         """Send a whole request frame to a cluster (or an address); its outcome comes back
-        through ``take_completions`` under ``token``."""
+        through ``take_completions`` under ``token``. RuntimeError once the mesh thread has
+        ended, saying why."""
     def completions_fd(self) -> int:
-        """Readable when invocations have finished."""
+        """Readable when invocations have finished, and once the mesh thread has ended."""
+    def ended(self) -> str | None:
+        """Why the mesh thread ended (stopped, or failed), None while it runs: calls still
+        waiting for a completion then have none coming."""
+    def failure(self) -> str | None:
+        """What the mesh thread failed with (a bug's panic), None while it runs or after a stop."""
     def take_completions(self) -> list[tuple[int, str, bytes]]:
         """(token, "ok" | "timeout" | "unavailable" | "overloaded" | "no_service" | "bad_request",
         response frame or the reason as UTF-8)."""

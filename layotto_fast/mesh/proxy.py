@@ -82,6 +82,11 @@ class Mesh:
         log.error("mesh reload refused, the running configuration stays: %s", reason, exc_info=exc_info)
         return False
 
+    def failure(self) -> str | None:
+        """What the mesh thread failed with, once it has: no listener is served any more and
+        every invocation is refused. None while it runs, and before start and after stop."""
+        return self._proxy.failure() if self._proxy else None
+
     def stats(self) -> MeshStats:
         return self._proxy.stats() if self._proxy else {"listeners": [], "routes": [], "clusters": []}
 

@@ -38,6 +38,11 @@ impl<T> WakeQueue<T> {
         }
     }
 
+    /// Wakes the loop with nothing pushed: for news it reads elsewhere.
+    pub fn wake(&self) {
+        let _ = (&self.wake).write(&[1]);
+    }
+
     /// The descriptor the event loop watches: readable when items are waiting.
     pub fn fd(&self) -> RawFd {
         self.woken.as_raw_fd()

@@ -85,6 +85,13 @@ class MeshInvoker:
                 future.set_result(data)
             else:
                 future.set_exception(_REFUSALS.get(outcome, Internal)(data.decode("utf-8", "replace")))
+        ended = proxy.ended()
+        if ended is not None:
+            # Nothing more will complete: a failed thread leaves some calls in connections
+            # that never end. Read after the completions, which the thread pushed before.
+            for future in self._waiting.values():
+                if not future.done():
+                    future.set_exception(Unavailable(ended))
 
     def close(self) -> None:
         proxy = self._proxy_of()

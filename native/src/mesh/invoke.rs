@@ -13,7 +13,7 @@ use tokio::task::spawn_local;
 use super::cluster::Cluster;
 use super::config::{ClusterConfig, Protocol};
 use super::listener::{dispatch, Sending};
-use super::reply::{Completion, Completions, ReplyTo};
+use super::reply::{InvokeReply, ReplyTo};
 use super::routing::Routing;
 use super::stats::RouteStats;
 use crate::bolt::Bolt;
@@ -25,30 +25,68 @@ use crate::dubbo::Dubbo;
 /// which then takes the whole batch.
 #[derive(Default)]
 pub(super) struct Invocations {
-    queue: Mutex<Vec<Invocation>>,
+    queue: Mutex<Queue>,
     pub(super) ready: tokio::sync::Notify,
 }
 
+#[derive(Default)]
+struct Queue {
+    waiting: Vec<Invocation>,
+    /// Why the mesh thread ended, once it has: nothing is queued from then on.
+    ended: Option<String>,
+}
+
 impl Invocations {
-    pub(super) fn push(&self, invocation: Invocation) {
-        let mut queue = self.queue.lock().expect("invocations poisoned");
-        let first = queue.is_empty();
-        queue.push(invocation);
+    /// Queues `invocation` for the mesh thread; once that has ended, says why instead.
+    pub(super) fn push(&self, invocation: Invocation) -> Result<(), String> {
+        let mut queue = self.lock();
+        if let Some(why) = &queue.ended {
+            invocation.reply.forget(); // its caller hears of it from this error
+            return Err(why.clone());
+        }
+        let first = queue.waiting.is_empty();
+        queue.waiting.push(invocation);
         drop(queue);
         if first {
             self.ready.notify_one();
         }
+        Ok(())
     }
 
     pub(super) fn take(&self) -> Vec<Invocation> {
-        std::mem::take(&mut *self.queue.lock().expect("invocations poisoned"))
+        std::mem::take(&mut self.lock().waiting)
+    }
+
+    /// The mesh thread has ended (`why`): the invocations still queued are refused as
+    /// unavailable, and any queued later are refused at once.
+    pub(super) fn end(&self, why: &str) {
+        let waiting = {
+            let mut queue = self.lock();
+            queue.ended = Some(why.to_string());
+            std::mem::take(&mut queue.waiting)
+        };
+        for invocation in waiting {
+            invocation
+                .reply
+                .settle(Err((Refusal::Unavailable, why.to_string())));
+        }
+    }
+
+    /// Why the mesh thread ended, once it has.
+    pub(super) fn ended(&self) -> Option<String> {
+        self.lock().ended.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        // Nothing panics while holding it; a poisoned lock still holds a sound queue.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 /// An InvokeService call for the bolt or dubbo channel: a whole request frame for a
 /// cluster of the configuration, or for one address (`rpc_target_address`).
 pub(super) struct Invocation {
-    pub(super) token: u64,
+    pub(super) reply: Arc<InvokeReply>,
     pub(super) protocol: Protocol,
     pub(super) cluster: Option<String>,
     pub(super) address: Option<String>,
@@ -61,7 +99,6 @@ pub(super) fn start_invocation(
     invocation: Invocation,
     routing: &Routing,
     direct: &DirectClusters,
-    completions: &Arc<Completions>,
     invoke_stats: &Arc<RouteStats>,
 ) {
     let cluster = match (&invocation.cluster, &invocation.address) {
@@ -80,32 +117,19 @@ pub(super) fn start_invocation(
     };
     let Some(cluster) = cluster else {
         let name = invocation.cluster.clone().unwrap_or_default();
-        completions.push(Completion {
-            token: invocation.token,
-            outcome: Err((
-                Refusal::Unavailable,
-                format!(
-                    "no {} cluster named {name:?} in the mesh configuration",
-                    invocation.protocol.name()
-                ),
-            )),
-        });
+        invocation.reply.settle(Err((
+            Refusal::Unavailable,
+            format!(
+                "no {} cluster named {name:?} in the mesh configuration",
+                invocation.protocol.name()
+            ),
+        )));
         return;
     };
-    let (completions, stats) = (completions.clone(), invoke_stats.clone());
+    let stats = invoke_stats.clone();
     match invocation.protocol {
-        Protocol::Dubbo => spawn_local(send_invocation::<Dubbo>(
-            cluster,
-            invocation,
-            completions,
-            stats,
-        )),
-        Protocol::Bolt => spawn_local(send_invocation::<Bolt>(
-            cluster,
-            invocation,
-            completions,
-            stats,
-        )),
+        Protocol::Dubbo => spawn_local(send_invocation::<Dubbo>(cluster, invocation, stats)),
+        Protocol::Bolt => spawn_local(send_invocation::<Bolt>(cluster, invocation, stats)),
     };
 }
 
@@ -156,16 +180,10 @@ pub(super) fn direct_cluster(
 async fn send_invocation<C: Codec>(
     cluster: Rc<Cluster>,
     invocation: Invocation,
-    completions: Arc<Completions>,
     stats: Arc<RouteStats>,
 ) {
-    let token = invocation.token;
-    let fail = |refusal, why: String| {
-        completions.push(Completion {
-            token,
-            outcome: Err((refusal, why)),
-        })
-    };
+    let reply = invocation.reply;
+    let fail = |refusal, why: String| reply.settle(Err((refusal, why)));
     let mut frame = invocation.frame;
     let head = match C::head(&frame) {
         Ok(head) if matches!(head.kind, FrameKind::Request | FrameKind::Oneway) => head,
@@ -173,22 +191,17 @@ async fn send_invocation<C: Codec>(
         Err(e) => return fail(Refusal::BadRequest, e.to_string()),
     };
     let oneway = head.kind == FrameKind::Oneway;
-    let reply = (!oneway).then(|| ReplyTo::Invoke {
-        token,
-        completions: completions.clone(),
-    });
+    let answer_to = (!oneway).then(|| ReplyTo::Invoke(reply.clone()));
     let sending = Sending {
         timeout: invocation.timeout,
         retries: invocation.retries,
         stats: &stats,
     };
-    match dispatch::<C>(&cluster, &mut frame, head, reply, sending).await {
+    match dispatch::<C>(&cluster, &mut frame, head, answer_to, sending).await {
         Err((refusal, why)) => fail(refusal, why),
         // Nothing will answer a oneway request: it is done once handed to a connection.
-        Ok(()) if oneway => completions.push(Completion {
-            token,
-            outcome: Ok(Vec::new()),
-        }),
+        Ok(()) if oneway => reply.settle(Ok(Vec::new())),
+        // The upstream connection holds the reply now, until the answer or its end.
         Ok(()) => {}
     }
 }

@@ -11,13 +11,12 @@ use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 use tokio::sync::mpsc;
-use tokio::task::LocalSet;
 
 use super::config::{MeshConfig, Protocol};
 use super::invoke::{Invocation, Invocations};
-use super::reply::Completions;
+use super::reply::{Completions, InvokeReply};
 use super::stats::{RouteStats, LATENCY_BUCKETS_US, OUTCOMES};
-use super::thread::{run, Control, Registry};
+use super::thread::{start, Control, Registry};
 use crate::codec::Refusal;
 
 /// The configuration in `config`, checked; any mistake is one ValueError whose message
@@ -43,6 +42,8 @@ pub struct MeshProxy {
     invocations: Arc<Invocations>,
     completions: Arc<Completions>,
     thread: Option<JoinHandle<()>>,
+    /// Why the mesh thread failed, once it has.
+    failure: Arc<Mutex<Option<String>>>,
     registry: Arc<Mutex<Registry>>,
     bound: Vec<(String, String, u16)>,
     /// (name, protocol, address) of each listener: a reload must keep them as they are.
@@ -80,34 +81,22 @@ impl MeshProxy {
             sockets.push(socket);
         }
         let registry = Arc::new(Mutex::new(Registry::default()));
-        let (control, receiver) = mpsc::unbounded_channel();
-        let shared = registry.clone();
-        let completions = Arc::new(Completions::new()?);
-        let finished = completions.clone();
         let invocations = Arc::new(Invocations::default());
-        let queued = invocations.clone();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| PyRuntimeError::new_err(format!("cannot start the mesh runtime: {e}")))?;
-        let (started, wait_started) = std::sync::mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("mesh".into())
-            .spawn(move || {
-                LocalSet::new().block_on(
-                    &runtime,
-                    run(config, sockets, receiver, queued, shared, started, finished),
-                );
-            })
-            .map_err(|e| PyRuntimeError::new_err(format!("cannot start the mesh thread: {e}")))?;
-        wait_started
-            .recv()
-            .map_err(|_| PyRuntimeError::new_err("the mesh thread ended while starting"))?;
+        let completions = Arc::new(Completions::new()?);
+        let thread = start(
+            config,
+            sockets,
+            invocations.clone(),
+            registry.clone(),
+            completions.clone(),
+        )
+        .map_err(PyRuntimeError::new_err)?;
         Ok(MeshProxy {
-            control: Some(control),
+            control: Some(thread.control),
             invocations,
             completions,
-            thread: Some(thread),
+            thread: Some(thread.handle),
+            failure: thread.failure,
             registry,
             bound,
             listeners,
@@ -161,7 +150,7 @@ impl MeshProxy {
             ));
         }
         let invocation = Invocation {
-            token,
+            reply: Arc::new(InvokeReply::new(token, self.completions.clone())),
             protocol,
             cluster,
             address,
@@ -169,11 +158,24 @@ impl MeshProxy {
             timeout: Duration::from_millis(timeout_ms),
             retries,
         };
-        if self.control.as_ref().is_none_or(|c| c.is_closed()) {
-            return Err(PyRuntimeError::new_err("the mesh is stopped"));
-        }
-        self.invocations.push(invocation);
-        Ok(())
+        self.invocations
+            .push(invocation)
+            .map_err(PyRuntimeError::new_err)
+    }
+
+    /// Why the mesh thread ended (stopped, or failed), or None while it runs: every call
+    /// still waiting for its completion then has none coming.
+    fn ended(&self) -> Option<String> {
+        self.invocations.ended()
+    }
+
+    /// What the mesh thread failed with (a bug's panic), or None while it runs or after a
+    /// stop: with it gone, no listener is served and every invocation is refused.
+    fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The descriptor the event loop watches: readable when invocations have finished.

@@ -1,15 +1,17 @@
 //! The mesh's own thread: it binds nothing (Python's side did), runs every listener and
 //! upstream connection on one single-threaded tokio runtime, and swaps configurations in.
 
+use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::TcpListener as StdListener;
+use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, Notify};
-use tokio::task::spawn_local;
+use tokio::task::{spawn_local, LocalSet};
 
 use super::config::{MeshConfig, Protocol};
 use super::health::check_hosts;
@@ -27,6 +29,88 @@ pub(super) enum Control {
     /// Close the listening sockets; the connections open are served on.
     StopAccepting,
     Stop,
+    /// Fail as a bug would: tests of what a failed thread leaves behind.
+    #[cfg(test)]
+    Panic,
+}
+
+/// The mesh thread, as the `MeshProxy` that started it holds it.
+pub(super) struct MeshThread {
+    pub(super) control: mpsc::UnboundedSender<Control>,
+    pub(super) handle: std::thread::JoinHandle<()>,
+    /// Why the thread failed (what it panicked with), once it has.
+    pub(super) failure: Arc<Mutex<Option<String>>>,
+}
+
+/// Starts the mesh thread on `sockets`, bound already, and waits until it serves them.
+///
+/// The thread ends on `Control::Stop`, or if it panics (the runtime unwinds, see
+/// Cargo.toml). Either way the invocations still queued are refused and later ones are
+/// refused at once, with why it ended (`Invocations::ended`), and the event loop is woken
+/// through `completions` to refuse the calls it still waits for: some may be held by
+/// connections that a failed thread never ends. A panic's message is kept in `failure`,
+/// which the sidecar watches so that it stops, to be restarted, rather than stay up
+/// without its mesh.
+pub(super) fn start(
+    config: MeshConfig,
+    sockets: Vec<StdListener>,
+    invocations: Arc<Invocations>,
+    registry: Arc<Mutex<Registry>>,
+    completions: Arc<Completions>,
+) -> Result<MeshThread, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the mesh runtime: {e}"))?;
+    let (control, receiver) = mpsc::unbounded_channel();
+    let (started, wait_started) = std::sync::mpsc::channel();
+    let failure = Arc::new(Mutex::new(None));
+    let failed = failure.clone();
+    let handle = std::thread::Builder::new()
+        .name("mesh".into())
+        .spawn(move || {
+            let queued = invocations.clone();
+            let outcome = std::panic::catch_unwind(AssertUnwindSafe(move || {
+                LocalSet::new().block_on(
+                    &runtime,
+                    run(config, sockets, receiver, invocations, registry, started),
+                );
+            }));
+            let why = match outcome {
+                Ok(()) => "the mesh is stopped".to_string(),
+                Err(panic) => {
+                    let message = panic_message(panic.as_ref());
+                    let why = format!("the mesh thread failed: {message}");
+                    *failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(message);
+                    why
+                }
+            };
+            queued.end(&why);
+            completions.wake();
+        })
+        .map_err(|e| format!("cannot start the mesh thread: {e}"))?;
+    if wait_started.recv().is_err() {
+        let why = failure.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        return Err(format!(
+            "the mesh thread ended while starting: {}",
+            why.unwrap_or_default()
+        ));
+    }
+    Ok(MeshThread {
+        control,
+        handle,
+        failure,
+    })
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    if let Some(text) = panic.downcast_ref::<&str>() {
+        text.to_string()
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "a panic without a message".to_string()
+    }
 }
 
 /// Names beside the counters, as the running configuration has them.
@@ -101,7 +185,6 @@ pub(super) async fn run(
     invocations: Arc<Invocations>,
     registry: Arc<Mutex<Registry>>,
     started: std::sync::mpsc::Sender<()>,
-    completions: Arc<Completions>,
 ) {
     let mut route_stats = HashMap::new();
     let routing = Rc::new(RefCell::new(Rc::new(Routing::build(
@@ -142,7 +225,7 @@ pub(super) async fn run(
             message = control.recv() => message,
             _ = invocations.ready.notified() => {
                 for invocation in invocations.take() {
-                    start_invocation(invocation, &routing.borrow(), &direct, &completions, &invoke_stats);
+                    start_invocation(invocation, &routing.borrow(), &direct, &invoke_stats);
                 }
                 continue;
             }
@@ -160,6 +243,8 @@ pub(super) async fn run(
             }
             Control::StopAccepting => listeners.iter().for_each(|l| l.close()),
             Control::Stop => break,
+            #[cfg(test)]
+            Control::Panic => panic!("a test asked the mesh thread to fail"),
         }
     }
     drop(config);
@@ -172,5 +257,128 @@ pub(super) fn spawn(protocol: Protocol, socket: tokio::net::TcpListener, listene
     match protocol {
         Protocol::Dubbo => go::<Dubbo>(socket, listener),
         Protocol::Bolt => go::<Bolt>(socket, listener),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::mem::ManuallyDrop;
+    use std::net::TcpListener;
+    use std::os::fd::FromRawFd;
+    use std::os::unix::net::UnixStream;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::codec::Refusal;
+    use crate::mesh::config::tests::config;
+    use crate::mesh::config::Protocol;
+    use crate::mesh::invoke::Invocation;
+    use crate::mesh::reply::{Completions, InvokeReply};
+    use crate::testdata::golden;
+
+    fn call(token: u64, completions: &Arc<Completions>, address: &str) -> Invocation {
+        Invocation {
+            reply: Arc::new(InvokeReply::new(token, completions.clone())),
+            protocol: Protocol::Bolt,
+            cluster: None,
+            address: Some(address.to_string()),
+            frame: golden("bolt_request_echo"),
+            timeout: Duration::from_secs(60),
+            retries: 0,
+        }
+    }
+
+    #[test]
+    fn a_failed_mesh_thread_refuses_the_calls_in_flight_and_any_later_and_says_why() {
+        // An upstream that takes the call and never answers: it stays in flight.
+        let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = upstream.local_addr().unwrap().to_string();
+        let completions = Arc::new(Completions::new().unwrap());
+        let invocations = Arc::new(Invocations::default());
+        let mut mesh_config = config(Protocol::Bolt, vec![("up".into(), 1)], None);
+        mesh_config.listeners.clear();
+        let thread = start(
+            mesh_config,
+            Vec::new(),
+            invocations.clone(),
+            Arc::default(),
+            completions.clone(),
+        )
+        .unwrap();
+
+        invocations.push(call(1, &completions, &address)).unwrap();
+        let (mut connection, _) = upstream.accept().unwrap();
+        connection
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut first = [0u8; 1];
+        connection.read_exact(&mut first).unwrap(); // the request is out: in flight
+        assert!(completions.take().is_empty());
+
+        thread.control.send(Control::Panic).ok().unwrap();
+        thread.handle.join().unwrap();
+        // The call in flight is the event loop's to refuse, once woken.
+        // SAFETY: the queue owns the descriptor and outlives this view, which never closes it.
+        let watched = ManuallyDrop::new(unsafe { UnixStream::from_raw_fd(completions.fd()) });
+        let mut woken = [0u8; 1];
+        assert_eq!((&*watched).read(&mut woken).ok(), Some(1));
+        let ended = "the mesh thread failed: a test asked the mesh thread to fail";
+        assert_eq!(invocations.ended().as_deref(), Some(ended));
+        let failure = thread.failure.lock().unwrap().clone();
+        assert_eq!(
+            failure.as_deref(),
+            Some("a test asked the mesh thread to fail")
+        );
+        let later = invocations.push(call(2, &completions, &address));
+        assert_eq!(later.err().as_deref(), Some(ended));
+        assert!(
+            completions.take().is_empty(),
+            "a call refused at once is not also completed"
+        );
+    }
+
+    #[test]
+    fn calls_still_queued_when_the_thread_ends_are_refused_with_the_reason() {
+        let completions = Arc::new(Completions::new().unwrap());
+        let invocations = Invocations::default();
+        invocations
+            .push(call(1, &completions, "127.0.0.1:1"))
+            .unwrap();
+        invocations
+            .push(call(2, &completions, "127.0.0.1:1"))
+            .unwrap();
+        invocations.end("the mesh is stopped");
+        let done: Vec<_> = completions
+            .take()
+            .into_iter()
+            .map(|c| (c.token, c.outcome))
+            .collect();
+        let refused = Err((Refusal::Unavailable, "the mesh is stopped".to_string()));
+        assert_eq!(done, vec![(1, refused.clone()), (2, refused)]);
+        assert!(invocations.take().is_empty());
+    }
+
+    #[test]
+    fn a_stopped_mesh_thread_refuses_later_calls_and_reports_no_failure() {
+        let invocations = Arc::new(Invocations::default());
+        let mut mesh_config = config(Protocol::Bolt, vec![("up".into(), 1)], None);
+        mesh_config.listeners.clear();
+        let completions = Arc::new(Completions::new().unwrap());
+        let thread = start(
+            mesh_config,
+            Vec::new(),
+            invocations.clone(),
+            Arc::default(),
+            completions.clone(),
+        )
+        .unwrap();
+        thread.control.send(Control::Stop).ok().unwrap();
+        thread.handle.join().unwrap();
+        assert_eq!(*thread.failure.lock().unwrap(), None);
+        assert_eq!(invocations.ended().as_deref(), Some("the mesh is stopped"));
+        let later = invocations.push(call(1, &completions, "127.0.0.1:1"));
+        assert_eq!(later.err().as_deref(), Some("the mesh is stopped"));
     }
 }
