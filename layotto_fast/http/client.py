@@ -47,6 +47,10 @@ class ResponseTooLarge(HttpError):
     """The answer's body is over MAX_RESPONSE_BYTES."""
 
 
+class ConnectionsBusy(TimeoutError):
+    """The request's deadline came while every connection it may open was busy."""
+
+
 class _Connection(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -171,15 +175,27 @@ def _expire(answer: asyncio.Future[HttpResponse]) -> None:
         answer.set_exception(TimeoutError())
 
 
-class HttpClient:
-    """Keep-alive connections to one ``host:port``; at most ``max_idle`` kept idle."""
+def _expire_turn(turn: asyncio.Future[None], busy: int, address: str) -> None:
+    if not turn.done():
+        turn.set_exception(ConnectionsBusy(f"all {busy} connections to {address} stayed busy"))
 
-    def __init__(self, address: str, max_idle: int = 64) -> None:
+
+class HttpClient:
+    """Keep-alive connections to one ``host:port``: at most ``max_connections`` open at once
+    (0: no limit), one request each, the requests past that waiting in turn for one within
+    their own timeout; at most ``max_idle`` kept idle."""
+
+    def __init__(self, address: str, max_connections: int = 0, max_idle: int = 64) -> None:
         host, _, port = address.rpartition(":")
         self.address = address
         self._host, self._port = host.strip("[]"), int(port)
         self._idle: deque[_Connection] = deque()
         self._max_idle = max_idle
+        self._max_connections = max_connections
+        # Requests holding one of the max_connections turns; a connection is opened only by
+        # a request holding one and finding none idle, so connections never outnumber them.
+        self._busy = 0
+        self._waiting: deque[asyncio.Future[None]] = deque()  # requests waiting for a turn, oldest first
         self._loop: asyncio.AbstractEventLoop | None = None
         # After close, a request still in flight closes its connection instead of keeping it.
         self._closed = False
@@ -187,16 +203,28 @@ class HttpClient:
     async def request(
         self, verb: str, target: str, headers: dict[str, str], body: bytes, timeout: float
     ) -> HttpResponse:
-        """One request; raises TimeoutError after ``timeout`` seconds, HttpError or OSError
-        when the upstream cannot be reached or answers something that is not HTTP. An
-        idempotent request that finds its kept-alive connection closed unanswered is sent
-        once more, on a new connection, within the same ``timeout``."""
+        """One request; raises TimeoutError after ``timeout`` seconds (ConnectionsBusy when it
+        was still waiting for a turn), HttpError or OSError when the upstream cannot be reached
+        or answers something that is not HTTP. An idempotent request that finds its
+        kept-alive connection closed unanswered is sent once more, on a new connection, within
+        the same ``timeout``."""
         head = [f"{verb} {target} HTTP/1.1", f"Host: {self.address}", f"Content-Length: {len(body)}"]
         head += [f"{name}: {value}" for name, value in headers.items()]
         data = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
         loop = self._loop or asyncio.get_running_loop()
         self._loop = loop  # kept: get_running_loop() makes a getpid() system call
         deadline = loop.time() + timeout
+        if not self._max_connections:
+            return await self._send(data, verb, headers, deadline)
+        await self._take_turn(deadline)
+        try:
+            return await self._send(data, verb, headers, deadline)
+        finally:
+            self._end_turn()
+
+    async def _send(self, data: bytes, verb: str, headers: dict[str, str], deadline: float) -> HttpResponse:
+        assert self._loop is not None
+        loop = self._loop
         idle = self._idle_connection(loop.time())
         if idle is not None:
             try:
@@ -212,6 +240,33 @@ class HttpClient:
             raise TimeoutError()
         _, connection = await within(loop.create_connection(_Connection, self._host, self._port), remaining)
         return await self._exchange(connection, data, verb, deadline)
+
+    async def _take_turn(self, deadline: float) -> None:
+        if self._busy < self._max_connections and not self._waiting:
+            self._busy += 1
+            return
+        assert self._loop is not None
+        turn = self._loop.create_future()
+        self._waiting.append(turn)
+        expiry = self._loop.call_at(deadline, _expire_turn, turn, self._max_connections, self.address)
+        try:
+            await turn  # handed over by _end_turn: already counted in _busy
+        except BaseException:
+            if turn.done() and not turn.cancelled() and turn.exception() is None:
+                self._end_turn()  # handed over, then cancelled before it could run: passed on
+            elif turn in self._waiting:
+                self._waiting.remove(turn)
+            raise
+        finally:
+            expiry.cancel()
+
+    def _end_turn(self) -> None:
+        while self._waiting:
+            turn = self._waiting.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self._busy -= 1
 
     async def _exchange(self, connection: _Connection, data: bytes, verb: str, deadline: float) -> HttpResponse:
         assert self._loop is not None

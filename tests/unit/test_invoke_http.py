@@ -388,3 +388,81 @@ def test_the_kernel_giving_up_a_connect_is_unavailable_and_the_deadline_is_deadl
         await channel.close()
 
     asyncio.run(scenario())
+
+
+async def _until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 5
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} within 5 s"
+        await asyncio.sleep(0.005)
+
+
+def test_calls_past_max_connections_wait_for_a_connection_and_reuse_it() -> None:
+    """Each call in flight held a connection of its own, opened as needed: a burst of calls
+    to a slow upstream opened sockets without bound."""
+
+    async def scenario() -> None:
+        gate = asyncio.Event()
+        async with ScriptedUpstream(echo_request_line, gate) as upstream:
+            channel = HttpChannel(HttpChannelConfig(address=upstream.address, max_connections=2))
+            calls = [asyncio.ensure_future(channel.call(InvokeRequest(id="web", method=f"m{i}", data=b"")))
+                     for i in range(6)]  # fmt: skip
+            await _until(lambda: len(upstream.heads) == 2, "two requests at the upstream")
+            await asyncio.sleep(0.1)
+            assert (upstream.connections, len(upstream.heads)) == (2, 2), "the other four wait"
+            gate.set()
+            answers = await asyncio.gather(*calls)
+            await channel.close()
+        assert [a.data for a in answers] == [f"GET /m{i} HTTP/1.1".encode() for i in range(6)]
+        assert upstream.connections == 2, "the waiting calls went over the two connections"
+
+    asyncio.run(scenario())
+
+
+def test_a_call_still_waiting_for_a_connection_at_its_deadline_says_so() -> None:
+    async def scenario() -> None:
+        gate = asyncio.Event()
+        async with ScriptedUpstream(echo_request_line, gate) as upstream:
+            channel = HttpChannel(HttpChannelConfig(address=upstream.address, max_connections=1))
+            first = asyncio.ensure_future(channel.call(InvokeRequest(id="web", method="first", data=b"")))
+            await _until(lambda: len(upstream.heads) == 1, "the first request at the upstream")
+            started = time.monotonic()
+            with pytest.raises(DeadlineExceeded, match=r"within 200 ms: all 1 connections to .* busy") as caught:
+                await channel.call(InvokeRequest(id="web", method="second", data=b"", timeout_ms=200))
+            assert 0.15 < time.monotonic() - started < 2
+            assert "max_connections" in caught.value.message
+            gate.set()
+            assert (await first).data == b"GET /first HTTP/1.1"
+            # the expired wait gave nothing back twice: one connection, one turn
+            third = await channel.call(InvokeRequest(id="web", method="third", data=b""))
+            await channel.close()
+        assert third.data == b"GET /third HTTP/1.1"
+        assert [request_line(h) for h in upstream.heads] == [b"GET /first HTTP/1.1", b"GET /third HTTP/1.1"]
+        assert upstream.connections == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_turn_is_not_lost_to_a_waiting_call_that_is_cancelled() -> None:
+    async def scenario() -> None:
+        async with ScriptedUpstream(echo_request_line) as upstream:
+            client = HttpClient(upstream.address, max_connections=1)
+            loop = asyncio.get_running_loop()
+            await client._take_turn(loop.time() + 5)  # held here, as a request in flight holds it
+            cancelled = asyncio.ensure_future(client.request("GET", "/cancelled", {}, b"", 5.0))
+            handed = asyncio.ensure_future(client.request("GET", "/handed", {}, b"", 5.0))
+            after = asyncio.ensure_future(client.request("GET", "/after", {}, b"", 5.0))
+            await asyncio.sleep(0.05)
+            cancelled.cancel()  # while it waits
+            await asyncio.sleep(0)
+            # The turn given back goes to "handed", cancelled before it can run: it must pass
+            # the turn on, or "after" would wait out its timeout.
+            client._end_turn()
+            handed.cancel()
+            answer = await asyncio.wait_for(after, 2)
+            client.close()
+        assert answer.body == b"GET /after HTTP/1.1"
+        assert cancelled.cancelled() and handed.cancelled()
+        assert [request_line(h) for h in upstream.heads] == [b"GET /after HTTP/1.1"]
+
+    asyncio.run(scenario())

@@ -169,6 +169,12 @@ class Upper(PassThrough):
         ({"targets": [{"id": "a", "channel": "http", "address": "::1:80"}]}, "invoke.targets[0].address",
          "host:port"),
         ({"targets": [{"id": "a", "channel": "http", "address": "h:1"}] * 2}, "invoke.targets[1].id", "used twice"),
+        ({"targets": [{"id": "a", "channel": "http", "address": "h:1", "max_connections": -1}]},
+         "invoke.targets[0].max_connections", "from 0 (no limit)"),
+        ({"targets": [{"id": "a", "channel": "http", "address": "h:1", "max_connections": "8"}]},
+         "invoke.targets[0].max_connections", "from 0 (no limit)"),
+        ({"targets": [{"id": "a", "channel": "bolt", "address": "h:1", "max_connections": 8}]},
+         "invoke.targets[0].max_connections", "its cluster's"),
     ],
 )  # fmt: skip
 def test_config_mistakes_name_the_field(raw: Any, field: str, problem: str) -> None:
@@ -350,6 +356,15 @@ def test_a_sofarpc_error_answer_is_read_in_either_serialization() -> None:
     ok = native.decode_bolt_response(bytes.fromhex(vectors["bolt_response_sofarpc"]["hex"]))[-1]
     assert _bolt_error_message(1, ok) == _bolt_error_message(1, b"\xff\x00") == ""
     assert _bolt_error_message(11, b"\x0a\x03bad") == "", "protobuf content is not read"
+
+
+def test_an_http_targets_connections_are_bounded_by_default_and_as_configured() -> None:
+    default, eight, unbounded = parse({"targets": [
+        {"id": "a", "channel": "http", "address": "h:1"},
+        {"id": "b", "channel": "http", "address": "h:1", "max_connections": 8},
+        {"id": "c", "channel": "http", "address": "h:1", "max_connections": 0},
+    ]}, "c.yaml").targets  # fmt: skip
+    assert (default.max_connections, eight.max_connections, unbounded.max_connections) == (256, 8, 0)
 
 
 def test_a_target_without_a_timeout_has_layottos_3000_ms() -> None:

@@ -8,6 +8,7 @@ invoke:
       channel: http                      # http | bolt | dubbo
       address: 127.0.0.1:8080            # http: the upstream; bolt/dubbo: one host, instead of cluster
       timeout_ms: 3000                   # when the call has no rpc_request_timeout header
+      max_connections: 256               # http: open at once per upstream address (0: no limit)
       before_invoke: [{name: headers, set: {x-from: sidecar}}]
       after_invoke: []
     - id: com.example.EchoService:1.0
@@ -39,6 +40,11 @@ from layotto_fast.runtime.invoke_service import MAX_TIMEOUT_MS
 from layotto_fast.runtime.metadata import is_host_port
 
 CHANNELS = ("http", "bolt", "dubbo")
+# Connections the http channel opens to one upstream address at once, each carrying one
+# request: calls past that wait for one within their timeout, rather than open sockets
+# without bound (Layotto's http channel takes its pool size from its config too).
+DEFAULT_HTTP_MAX_CONNECTIONS = 256
+MAX_HTTP_MAX_CONNECTIONS = 65_536
 BOLT_CODECS = {"hessian2": 1, "protobuf": 11}
 
 
@@ -59,6 +65,7 @@ class TargetSpec:
     class_name: str = "com.alipay.sofa.rpc.core.request.SofaRequest"
     codec: int = 1
     timeout_ms: int = DEFAULT_TIMEOUT_MS
+    max_connections: int = DEFAULT_HTTP_MAX_CONNECTIONS  # http only
     before_invoke: tuple[FilterSpec, ...] = ()
     after_invoke: tuple[FilterSpec, ...] = ()
 
@@ -132,7 +139,7 @@ def parse(raw: Any, source: str) -> InvokeSettings:
     if not isinstance(items, list):
         raise _fail(source, "invoke.targets", f"must be a list, got {items!r}")
     known = ("id", "channel", "address", "cluster", "service", "version", "class", "codec", "timeout_ms",
-             "before_invoke", "after_invoke")  # fmt: skip
+             "max_connections", "before_invoke", "after_invoke")  # fmt: skip
     for i, item in enumerate(items):
         path = f"invoke.targets[{i}]"
         if not isinstance(item, Mapping):
@@ -165,6 +172,15 @@ def parse(raw: Any, source: str) -> InvokeSettings:
         timeout = item.get("timeout_ms", DEFAULT_TIMEOUT_MS)
         if isinstance(timeout, bool) or not isinstance(timeout, int) or not 1 <= timeout <= MAX_TIMEOUT_MS:
             raise _fail(source, f"{path}.timeout_ms", f"must be an integer from 1 to {MAX_TIMEOUT_MS}, got {timeout!r}")
+        max_connections = item.get("max_connections", DEFAULT_HTTP_MAX_CONNECTIONS)
+        if "max_connections" in item and channel != "http":
+            raise _fail(source, f"{path}.max_connections",
+                        f"the {channel} channel's connections are its cluster's (mesh: clusters)")  # fmt: skip
+        if (isinstance(max_connections, bool) or not isinstance(max_connections, int)
+                or not 0 <= max_connections <= MAX_HTTP_MAX_CONNECTIONS):  # fmt: skip
+            raise _fail(source, f"{path}.max_connections",
+                        f"must be an integer from 0 (no limit) to {MAX_HTTP_MAX_CONNECTIONS}, "
+                        f"got {max_connections!r}")  # fmt: skip
         version = item.get("version", "")
         if not isinstance(version, str):
             raise _fail(source, f"{path}.version", f"must be a string, got {version!r}")
@@ -179,6 +195,7 @@ def parse(raw: Any, source: str) -> InvokeSettings:
                 class_name=_text(item, "class", path, source) or TargetSpec.class_name,
                 codec=codec_id,
                 timeout_ms=timeout,
+                max_connections=max_connections,
                 before_invoke=_filters(item.get("before_invoke"), f"{path}.before_invoke", source),
                 after_invoke=_filters(item.get("after_invoke"), f"{path}.after_invoke", source),
             )

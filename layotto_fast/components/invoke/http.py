@@ -8,6 +8,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from layotto_fast.components.invoke.config import DEFAULT_HTTP_MAX_CONNECTIONS
 from layotto_fast.errors import (
     Conflict,
     DeadlineExceeded,
@@ -22,7 +23,7 @@ from layotto_fast.errors import (
     Unavailable,
     Unimplemented,
 )
-from layotto_fast.http.client import HttpClient, HttpError, ResponseTooLarge
+from layotto_fast.http.client import ConnectionsBusy, HttpClient, HttpError, ResponseTooLarge
 from layotto_fast.runtime.invoke import TARGET_ADDRESS_HEADER, InvokeRequest, InvokeResult
 from layotto_fast.runtime.metadata import is_host_port
 
@@ -59,6 +60,7 @@ _BARE_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 @dataclass(frozen=True)
 class HttpChannelConfig:
     address: str
+    max_connections: int = DEFAULT_HTTP_MAX_CONNECTIONS  # per upstream address; 0: no limit
 
 
 def _safe(text: str, what: str) -> str:
@@ -93,7 +95,7 @@ def _request_target(method: str, querystring: str) -> str:
 class HttpChannel:
     def __init__(self, config: HttpChannelConfig) -> None:
         self._config = config
-        self._own_client = HttpClient(config.address)
+        self._own_client = HttpClient(config.address, config.max_connections)
         # Least recently used first: the first one goes when there are too many.
         self._address_clients: OrderedDict[str, HttpClient] = OrderedDict()
 
@@ -106,7 +108,7 @@ class HttpChannel:
             return client
         if not is_host_port(target_address):
             raise InvalidArgument(f"{TARGET_ADDRESS_HEADER}: must be host:port, got {target_address!r}")
-        client = self._address_clients[target_address] = HttpClient(target_address)
+        client = self._address_clients[target_address] = HttpClient(target_address, self._config.max_connections)
         if len(self._address_clients) > MAX_ADDRESS_CLIENTS:
             _, evicted = self._address_clients.popitem(last=False)
             evicted.close()
@@ -127,6 +129,10 @@ class HttpChannel:
         verb = request.verb or DEFAULT_VERB
         try:
             response = await client.request(verb, target, headers, request.data, request.timeout_ms / 1000)
+        except ConnectionsBusy as exc:
+            raise DeadlineExceeded(
+                f"no answer from http://{address}{target} within {request.timeout_ms} ms: {exc} (max_connections)"
+            ) from None
         except TimeoutError as exc:
             if exc.errno is not None:  # the kernel gave up connecting, before the call's own deadline
                 raise Unavailable(f"http://{address}{target}: {exc}") from None

@@ -23,7 +23,7 @@ def build_targets(settings: InvokeSettings, invoker: Callable[[], MeshInvoker]) 
 def _channel(spec: TargetSpec, invoker: Callable[[], MeshInvoker]) -> Channel:
     if spec.channel == "http":
         assert spec.address is not None
-        return HttpChannel(HttpChannelConfig(address=spec.address))
+        return HttpChannel(HttpChannelConfig(address=spec.address, max_connections=spec.max_connections))
     config = MeshChannelConfig(
         cluster=spec.cluster,
         address=spec.address,
