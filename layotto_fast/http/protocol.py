@@ -10,7 +10,8 @@ One instance per connection::
 * Keep-alive by default for HTTP/1.1; ``Connection: close``, HTTP/1.0 without
   keep-alive, and an Upgrade or CONNECT request close after their answer.
 * Refusals close the connection after everything queued before them: malformed
-  input 400 (as soon as llhttp reports it), head over ``max_head`` 431, body over
+  input 400 (as soon as llhttp reports it; an HTTP/1.1 request without exactly one
+  Host too), head over ``max_head`` 431, body over
   ``max_body`` 413, HTTP major version other than 1 505, head not complete within
   ``head_timeout`` or a body with no byte for ``body_timeout`` 408. An idle
   connection is closed after ``idle_timeout``, and one whose client has read none
@@ -65,7 +66,7 @@ class Limits:
 # llhttp cannot stop in the middle of a buffer and go on later.
 _SLICE = 16 * 1024
 _RUNS_PER_PASS = 16
-_FRAMING_NAME_SIZES = frozenset(len(n) for n in (b"content-length", b"transfer-encoding", b"expect"))
+_FRAMING_NAME_SIZES = frozenset(len(n) for n in (b"content-length", b"transfer-encoding", b"expect", b"host"))
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 _SERVER_ERROR = plain(500)
 _NOT_FOUND = plain(404)
@@ -115,6 +116,7 @@ class HttpProtocol(asyncio.Protocol):
         self._length = 0  # Content-Length, for the 413 and 100-continue decisions
         self._chunked = False
         self._expect = False  # Expect: 100-continue
+        self._hosts = 0  # Host header lines: exactly one in HTTP/1.1 (RFC 9112, 3.2)
         self._body: list[bytes] = []
         self._body_size = 0
         self._method = ""
@@ -204,6 +206,7 @@ class HttpProtocol(asyncio.Protocol):
         self._body = []
         self._length = 0
         self._chunked = self._expect = False
+        self._hosts = 0
 
     def on_url(self, url: bytes) -> None:
         self._target += url
@@ -228,6 +231,8 @@ class HttpProtocol(asyncio.Protocol):
             self._chunked = True
         elif name == b"expect":
             self._expect = value.lower() == b"100-continue"
+        elif name == b"host":
+            self._hosts += 1
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -240,6 +245,8 @@ class HttpProtocol(asyncio.Protocol):
         if version != "1.1" and version != "1.0":
             self._stop(505)
         self._http10 = version == "1.0"
+        if self._hosts > 1 or (self._hosts == 0 and not self._http10):
+            self._stop(400)  # RFC 9112, 3.2: an HTTP/1.1 request has one Host, any request at most one
         if self._length > self._limits.max_body:
             self._stop(413)  # before the client spends time sending it
         if self._expect and (self._length or self._chunked) and not self._http10:

@@ -200,10 +200,10 @@ async def test_query_headers_and_trailing_slash() -> None:
 @on_loop
 async def test_path_parameters() -> None:
     t, _ = feed(
-        b"GET /v1.0/state/redis/order%2F42%20a HTTP/1.1\r\n\r\n"
-        b"DELETE /v1.0/state/mem/k HTTP/1.1\r\n\r\n"
-        b"GET /v1.0/state/redis HTTP/1.1\r\n\r\n"  # one segment short
-        b"GET /v1.0/state//k HTTP/1.1\r\n\r\n"  # a parameter is never empty
+        b"GET /v1.0/state/redis/order%2F42%20a HTTP/1.1\r\nHost: h\r\n\r\n"
+        b"DELETE /v1.0/state/mem/k HTTP/1.1\r\nHost: h\r\n\r\n"
+        b"GET /v1.0/state/redis HTTP/1.1\r\nHost: h\r\n\r\n"  # one segment short
+        b"GET /v1.0/state//k HTTP/1.1\r\nHost: h\r\n\r\n"  # a parameter is never empty
     )
     answers = t.output.split(b"HTTP/1.1 ")[1:]
     assert orjson.loads(answers[0].split(b"\r\n\r\n")[1]) == {
@@ -218,7 +218,7 @@ async def test_path_parameters() -> None:
 
 @on_loop
 async def test_404_and_405() -> None:
-    t, app = feed(b"GET /nope HTTP/1.1\r\n\r\nPUT /actuator/health HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi" + GET)
+    t, app = feed(b"GET /nope HTTP/1.1\r\nHost: h\r\n\r\nPUT /actuator/health HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi" + GET)
     assert t.output == (
         b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 10\r\n\r\nNot Found\n"
         b"HTTP/1.1 405 Method Not Allowed\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 19\r\n"
@@ -230,7 +230,7 @@ async def test_404_and_405() -> None:
 
 @on_loop
 async def test_head_has_no_body() -> None:
-    t, app = feed(HEAD + GET + b"HEAD /echo HTTP/1.1\r\n\r\n" + GET)
+    t, app = feed(HEAD + GET + b"HEAD /echo HTTP/1.1\r\nHost: h\r\n\r\n" + GET)
     assert t.output.startswith(ok(head=True) + ok() + b"HTTP/1.1 405 Method Not Allowed\r\n")
     assert t.output.endswith(b"Allow: POST, PUT, PATCH, DELETE\r\n\r\n" + ok())
     assert app.calls == [("HEAD", "/actuator/health"), ("GET", "/actuator/health"), ("GET", "/actuator/health")]
@@ -239,11 +239,11 @@ async def test_head_has_no_body() -> None:
 @on_loop
 async def test_request_bodies() -> None:
     t, _ = feed(
-        b"POST /echo HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"
-        b"PUT /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n"
-        b"PATCH /echo HTTP/1.1\r\n\r\n"
-        b"DELETE /echo HTTP/1.1\r\nContent-Length: 0\r\n\r\n"
-        b"POST /v1.0/state/s/k HTTP/1.1\r\nContent-Length: 2\r\n\r\n[]"
+        b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello"
+        b"PUT /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n"
+        b"PATCH /echo HTTP/1.1\r\nHost: h\r\n\r\n"
+        b"DELETE /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n"
+        b"POST /v1.0/state/s/k HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n[]"
     )
     octets = "application/octet-stream"
     assert t.output.startswith(ok(b"POST hello", octets) + ok(b"PUT abcdefg", octets) + ok(b"PATCH ", octets))
@@ -254,7 +254,7 @@ async def test_request_bodies() -> None:
 @on_loop
 async def test_expect_continue() -> None:
     proto, t, _ = make()
-    proto.data_received(b"POST /echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
+    proto.data_received(b"POST /echo HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
     assert t.output == b"HTTP/1.1 100 Continue\r\n\r\n"
     proto.data_received(b"hi")
     assert t.output == b"HTTP/1.1 100 Continue\r\n\r\n" + ok(b"POST hi", "application/octet-stream")
@@ -265,9 +265,9 @@ async def test_expect_continue() -> None:
 MIXED = (
     GET
     + HEAD
-    + b"POST /echo HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"
-    + b"PUT /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
-    + b"GET /nope?q=1 HTTP/1.1\r\n\r\n"
+    + b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello"
+    + b"PUT /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    + b"GET /nope?q=1 HTTP/1.1\r\nHost: h\r\n\r\n"
     + GET
 )
 
@@ -307,7 +307,7 @@ async def test_byte_by_byte() -> None:
 async def test_async_answers_keep_request_order() -> None:
     proto, t, app = make()
     proto.data_received(
-        b"GET /slow/0.05 HTTP/1.1\r\n\r\nGET /slow/0.01 HTTP/1.1\r\n\r\n" + GET + b"GET /nope HTTP/1.1\r\n\r\n"
+        b"GET /slow/0.05 HTTP/1.1\r\nHost: h\r\n\r\nGET /slow/0.01 HTTP/1.1\r\nHost: h\r\n\r\n" + GET + b"GET /nope HTTP/1.1\r\nHost: h\r\n\r\n"
     )
     assert t.writes == []  # the sync answers wait behind the first async one
     assert app.calls == [("GET", "/actuator/health")]
@@ -319,11 +319,11 @@ async def test_async_answers_keep_request_order() -> None:
 @on_loop
 async def test_pause_reading_when_too_many_answers_wait() -> None:
     proto, t, app = make(Limits(max_pipelined=4))
-    proto.data_received(b"".join(b"GET /gate/%d HTTP/1.1\r\n\r\n" % i for i in range(3)))
+    proto.data_received(b"".join(b"GET /gate/%d HTTP/1.1\r\nHost: h\r\n\r\n" % i for i in range(3)))
     assert not t.reading_paused
-    proto.data_received(b"GET /gate/3 HTTP/1.1\r\n\r\n")
+    proto.data_received(b"GET /gate/3 HTTP/1.1\r\nHost: h\r\n\r\n")
     assert t.reading_paused
-    proto.data_received(b"".join(b"GET /gate/%d HTTP/1.1\r\n\r\n" % i for i in range(4, 10)) + GET)
+    proto.data_received(b"".join(b"GET /gate/%d HTTP/1.1\r\nHost: h\r\n\r\n" % i for i in range(4, 10)) + GET)
     await settle()
     assert t.writes == [] and app.calls == []  # read by the transport, but held unparsed
     app.gate.set()
@@ -354,7 +354,7 @@ async def test_many_pipelined_requests_in_one_read_do_not_hold_the_loop() -> Non
 @on_loop
 async def test_requests_queued_behind_a_pass_keep_their_order_with_async_ones() -> None:
     proto, t, _ = make()
-    proto.data_received(GET * 20 + b"GET /slow/0.01 HTTP/1.1\r\n\r\n" + GET * 20 + b"GET /nope HTTP/1.1\r\n\r\n")
+    proto.data_received(GET * 20 + b"GET /slow/0.01 HTTP/1.1\r\nHost: h\r\n\r\n" + GET * 20 + b"GET /nope HTTP/1.1\r\nHost: h\r\n\r\n")
     await until(lambda: t.output.count(b"HTTP/1.1 ") == 42)
     assert t.output == ok() * 20 + ok(b"0.01", TEXT) + ok() * 20 + refusal(404, "Not Found").replace(CLOSE, b"")
     assert not t.closed
@@ -374,24 +374,27 @@ async def test_write_backpressure_holds_input() -> None:
 # -- refusals ----------------------------------------------------------------------------------
 
 BAD_REQUESTS = [
-    b"GET /a b HTTP/1.1\r\n\r\n",
-    b"G(T / HTTP/1.1\r\n\r\n",
-    b"BREW /pot HTTP/1.1\r\n\r\n",  # not a method llhttp knows
-    b"GET / HTTP/1.x\r\n\r\n",
-    b"GET / http/1.1\r\n\r\n",
-    b"GET /\x01 HTTP/1.1\r\n\r\n",
-    b"GET /\xc3\xa9 HTTP/1.1\r\n\r\n",
+    b"GET /a b HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"G(T / HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"BREW /pot HTTP/1.1\r\nHost: h\r\n\r\n",  # not a method llhttp knows
+    b"GET / HTTP/1.x\r\nHost: h\r\n\r\n",
+    b"GET / http/1.1\r\nHost: h\r\n\r\n",
+    b"GET /\x01 HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET /\xc3\xa9 HTTP/1.1\r\nHost: h\r\n\r\n",
     b"GET / HTTP/1.1\nHost: x\n\n",  # bare LF
-    b"GET / HTTP/1.1\r\nNoColon\r\n\r\n",
-    b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
-    b"GET / HTTP/1.1\r\nName : x\r\n\r\n",
-    b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n",
-    b"GET / HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
-    b"GET / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
-    b"GET / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
-    b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",  # smuggling shape
-    b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\nNoColon\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\nBad Name: x\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\nName : x\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\nX: a\x00b\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: abc\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",  # smuggling shape
+    b"POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
     b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\n\n",  # a TLS hello
+    b"GET / HTTP/1.1\r\nAccept: */*\r\n\r\n",  # HTTP/1.1 without Host (RFC 9112, 3.2)
+    b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",  # two Hosts
+    b"GET / HTTP/1.0\r\nHost: a\r\nhost: b\r\n\r\n",
 ]
 
 
@@ -421,14 +424,14 @@ async def test_400_as_soon_as_llhttp_sees_it() -> None:
 @on_loop
 async def test_answers_before_garbage_are_kept() -> None:
     proto, t, _ = make()
-    proto.data_received(b"GET /slow/0.02 HTTP/1.1\r\n\r\n" + GET + b"\x00garbage")
+    proto.data_received(b"GET /slow/0.02 HTTP/1.1\r\nHost: h\r\n\r\n" + GET + b"\x00garbage")
     assert t.writes == [] and not t.closed  # the refusal waits for its turn
     await until(lambda: t.closed)
     assert t.output == ok(b"0.02", TEXT) + ok() + refusal(400, "Bad Request")
     assert t.closed
 
 
-OVERSIZE = b"GET /actuator/health HTTP/1.1\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n"
+OVERSIZE = b"GET /actuator/health HTTP/1.1\r\nHost: h\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n"
 
 
 @on_loop
@@ -449,7 +452,7 @@ async def test_431_in_one_read_and_in_pieces() -> None:
 @on_loop
 async def test_431_configurable_and_byte_by_byte() -> None:
     limit = 1024
-    head = b"GET /actuator/health HTTP/1.1\r\nX: " + b"a" * 2000
+    head = b"GET /actuator/health HTTP/1.1\r\nHost: h\r\nX: " + b"a" * 2000
     proto, t, _ = make(Limits(max_head=limit))
     for i in range(len(head)):
         proto.data_received(head[i : i + 1])
@@ -458,13 +461,13 @@ async def test_431_configurable_and_byte_by_byte() -> None:
     assert limit < i <= limit + 8
     assert t.output == refusal(431, "Request Header Fields Too Large")
     # many headers, each small
-    t, _ = feed(b"GET / HTTP/1.1\r\n" + b"X-Some: value\r\n" * 100 + b"\r\n", limits=Limits(max_head=limit))
+    t, _ = feed(b"GET / HTTP/1.1\r\nHost: h\r\n" + b"X-Some: value\r\n" * 100 + b"\r\n", limits=Limits(max_head=limit))
     assert t.output.startswith(b"HTTP/1.1 431 ") and t.closed
 
 
 @on_loop
 async def test_431_boundary() -> None:
-    prefix = b"GET /actuator/health HTTP/1.1\r\nX: "
+    prefix = b"GET /actuator/health HTTP/1.1\r\nHost: h\r\nX: "
     fits = prefix + b"a" * (16384 - len(prefix) - 200) + b"\r\n\r\n"
     for chunks in ([fits], [fits[:-1], fits[-1:]], [fits[:100], fits[100:9000], fits[9000:]]):
         t, _ = feed(*chunks)
@@ -483,14 +486,14 @@ async def test_413_body_limit() -> None:
     limits = Limits(max_body=10)
     proto, t, _ = make(limits)
     # refused on the announced length, before the body is sent
-    proto.data_received(b"POST /echo HTTP/1.1\r\nContent-Length: 11\r\n\r\n")
+    proto.data_received(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\n")
     assert t.output == refusal(413, TOO_LARGE) and t.closed
     proto, t, _ = make(limits)
-    proto.data_received(b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nabcdef\r\n")
+    proto.data_received(b"POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nabcdef\r\n")
     assert not t.closed
     proto.data_received(b"5\r\nghijk\r\n")
     assert t.output == refusal(413, TOO_LARGE) and t.closed
-    t, _ = feed(b"POST /echo HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123456789", limits=limits)
+    t, _ = feed(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n0123456789", limits=limits)
     assert t.output == ok(b"POST 0123456789", "application/octet-stream")
 
 
@@ -519,7 +522,7 @@ async def test_connection_close() -> None:
 @on_loop
 async def test_connection_close_waits_for_async_answers() -> None:
     proto, t, _ = make()
-    proto.data_received(b"GET /slow/0.02 HTTP/1.1\r\n\r\nGET /slow/0 HTTP/1.1\r\nConnection: close\r\n\r\n" + GET)
+    proto.data_received(b"GET /slow/0.02 HTTP/1.1\r\nHost: h\r\n\r\nGET /slow/0 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n" + GET)
     assert not t.closed
     await until(lambda: t.closed)
     assert t.output == ok(b"0.02", TEXT) + ok(b"0", TEXT, CLOSE)
@@ -537,7 +540,7 @@ async def test_http10() -> None:
 @on_loop
 async def test_eof_after_pipelined_requests_answers_them() -> None:
     proto, t, _ = make()
-    proto.data_received(b"GET /slow/0.01 HTTP/1.1\r\n\r\n" + GET)
+    proto.data_received(b"GET /slow/0.01 HTTP/1.1\r\nHost: h\r\n\r\n" + GET)
     assert proto.eof_received() is True  # half-closed: the answers still go out
     await until(lambda: t.closed)
     assert t.output == ok(b"0.01", TEXT) + ok()
@@ -549,7 +552,7 @@ async def test_eof_after_pipelined_requests_answers_them() -> None:
 @on_loop
 async def test_nothing_after_close_or_loss() -> None:
     proto, t, app = make()
-    proto.data_received(b"GET /slow/0.01 HTTP/1.1\r\n\r\n" + GET[:10])
+    proto.data_received(b"GET /slow/0.01 HTTP/1.1\r\nHost: h\r\n\r\n" + GET[:10])
     proto.connection_lost(None)
     proto.data_received(GET[10:])
     await asyncio.sleep(0.03)
@@ -574,7 +577,7 @@ async def test_head_timeout() -> None:
     assert t.output == ok() * 3 and not t.closed
     # a whole head in time is not cut, even when its body is slow
     proto, t, _ = make(Limits(head_timeout=SHORT))
-    proto.data_received(b"POST /echo HTTP/1.1\r\nContent-Length: 4\r\n\r\nab")
+    proto.data_received(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nab")
     await asyncio.sleep(SHORT * 2)
     proto.data_received(b"cd")
     assert t.output == ok(b"POST abcd", "application/octet-stream") and not t.closed
@@ -601,12 +604,12 @@ async def test_body_timeout() -> None:
     over and the idle one waits for the request to end, so it held the connection and its body
     for good."""
     proto, t, _ = make(Limits(body_timeout=SHORT))
-    proto.data_received(b"POST /echo HTTP/1.1\r\nContent-Length: 10\r\n\r\nab")
+    proto.data_received(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nab")
     await until(lambda: t.closed)
     assert t.output == refusal(408, "Request Timeout") and not t.aborted
     # a body that keeps coming, however slowly, is waited for
     proto, t, _ = make(Limits(body_timeout=SHORT))
-    proto.data_received(b"POST /echo HTTP/1.1\r\nContent-Length: 4\r\n\r\n")
+    proto.data_received(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\n")
     for byte in b"abcd":
         await asyncio.sleep(SHORT / 2)
         proto.data_received(bytes([byte]))
@@ -642,7 +645,7 @@ async def test_a_client_that_reads_nothing_is_aborted_after_the_idle_timeout() -
 @on_loop
 async def test_idle_clock_starts_after_the_answer() -> None:
     proto, t, _ = make(Limits(idle_timeout=SHORT))
-    proto.data_received(b"GET /slow/%.2f HTTP/1.1\r\n\r\n" % (SHORT * 2))  # twice the idle timeout
+    proto.data_received(b"GET /slow/%.2f HTTP/1.1\r\nHost: h\r\n\r\n" % (SHORT * 2))  # twice the idle timeout
     await until(lambda: t.writes)
     assert t.output == ok(b"%.2f" % (SHORT * 2), TEXT) and not t.closed
     await until(lambda: t.closed)
@@ -673,7 +676,7 @@ SERVER_ERROR = (
 async def test_handler_failure_is_500_logged_once(path: bytes, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.ERROR, logger="layotto_fast.http"):
         proto, t, _ = make()
-        proto.data_received(b"GET %s HTTP/1.1\r\n\r\n%s" % (path, GET))
+        proto.data_received(b"GET %s HTTP/1.1\r\nHost: h\r\n\r\n%s" % (path, GET))
         await settle()
     assert t.output == SERVER_ERROR + ok()
     assert not t.closed
@@ -703,7 +706,7 @@ async def test_unsendable_response_is_500(response: Response, caplog: pytest.Log
     app.router.add("HEAD", "/fixed", lambda request: response)
     proto, t, _ = make(app=app)
     with caplog.at_level(logging.ERROR, logger="layotto_fast.http"):
-        proto.data_received(b"HEAD /fixed HTTP/1.1\r\n\r\n")
+        proto.data_received(b"HEAD /fixed HTTP/1.1\r\nHost: h\r\n\r\n")
     assert t.output == SERVER_ERROR[: SERVER_ERROR.index(b"\r\n\r\n") + 4]
     assert len(caplog.records) == 1
 
@@ -716,7 +719,7 @@ async def test_status_codes_and_extra_headers() -> None:
         "GET", "/odd", lambda request: Response(299, TEXT, b"", (("X-Trace", "abc"), ("Cache-Control", "no-store")))
     )
     proto, t, _ = make(app=app)
-    proto.data_received(b"DELETE /gone HTTP/1.1\r\n\r\nGET /odd HTTP/1.1\r\n\r\n")
+    proto.data_received(b"DELETE /gone HTTP/1.1\r\nHost: h\r\n\r\nGET /odd HTTP/1.1\r\nHost: h\r\n\r\n")
     assert t.output == (
         b"HTTP/1.1 204 No Content\r\n\r\n"
         b"HTTP/1.1 299 Unknown\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 0\r\n"
@@ -802,16 +805,16 @@ def _client(port: int) -> None:
         s.sendall(GET)
         assert _recv_exact(s, len(ok())) == ok()
         # split and pipelined on one keep-alive connection, an async answer first
-        s.sendall(b"GET /slow/0.01 HTTP/1.1\r\n\r\n" + GET[:7])
+        s.sendall(b"GET /slow/0.01 HTTP/1.1\r\nHost: h\r\n\r\n" + GET[:7])
         s.sendall(GET[7:] + HEAD + GET)
         expected = ok(b"0.01", TEXT) + ok() + ok(head=True) + ok()
         assert _recv_exact(s, len(expected)) == expected
-        s.sendall(b"GET /big HTTP/1.1\r\n\r\n" * 20 + b"GET /boom HTTP/1.1\r\nConnection: close\r\n\r\n")
+        s.sendall(b"GET /big HTTP/1.1\r\nHost: h\r\n\r\n" * 20 + b"GET /boom HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
         assert _recv_until_closed(s) == ok(b"x" * 100_000, TEXT) * 20 + SERVER_ERROR.replace(
             b"\r\n\r\n", b"\r\n" + CLOSE + b"\r\n"
         )
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(b"POST /echo HTTP/1.1\r\nContent-Length: 100000\r\n\r\n" + b"y" * 100_000)
+        s.sendall(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 100000\r\n\r\n" + b"y" * 100_000)
         expected = ok(b"POST " + b"y" * 100_000, "application/octet-stream")
         assert _recv_exact(s, len(expected)) == expected
         s.sendall(b"\x16\x03\x01garbage")
@@ -820,7 +823,7 @@ def _client(port: int) -> None:
         s.sendall(GET[:30])  # never finishes its head
         assert _recv_until_closed(s) == refusal(408, "Request Timeout")
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(b"POST /echo HTTP/1.1\r\nContent-Length: 10\r\n\r\nab")  # never finishes its body
+        s.sendall(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nab")  # never finishes its body
         assert _recv_until_closed(s) == refusal(408, "Request Timeout")
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         s.sendall(GET)
@@ -832,7 +835,7 @@ def _reader_that_stalls(port: int) -> int:
     it can: how many bytes came before the connection ended."""
     requests = 200  # 20 MB of answers
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(b"GET /big HTTP/1.1\r\n\r\n" * requests)
+        s.sendall(b"GET /big HTTP/1.1\r\nHost: h\r\n\r\n" * requests)
         time.sleep(2.0)  # four idle timeouts
         got = 0
         try:
