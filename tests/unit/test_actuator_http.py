@@ -218,7 +218,10 @@ async def test_path_parameters() -> None:
 
 @on_loop
 async def test_404_and_405() -> None:
-    t, app = feed(b"GET /nope HTTP/1.1\r\nHost: h\r\n\r\nPUT /actuator/health HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi" + GET)
+    t, app = feed(
+        b"GET /nope HTTP/1.1\r\nHost: h\r\n\r\n"
+        b"PUT /actuator/health HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi" + GET
+    )
     assert t.output == (
         b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 10\r\n\r\nNot Found\n"
         b"HTTP/1.1 405 Method Not Allowed\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 19\r\n"
@@ -307,7 +310,9 @@ async def test_byte_by_byte() -> None:
 async def test_async_answers_keep_request_order() -> None:
     proto, t, app = make()
     proto.data_received(
-        b"GET /slow/0.05 HTTP/1.1\r\nHost: h\r\n\r\nGET /slow/0.01 HTTP/1.1\r\nHost: h\r\n\r\n" + GET + b"GET /nope HTTP/1.1\r\nHost: h\r\n\r\n"
+        b"GET /slow/0.05 HTTP/1.1\r\nHost: h\r\n\r\nGET /slow/0.01 HTTP/1.1\r\nHost: h\r\n\r\n"
+        + GET
+        + b"GET /nope HTTP/1.1\r\nHost: h\r\n\r\n"
     )
     assert t.writes == []  # the sync answers wait behind the first async one
     assert app.calls == [("GET", "/actuator/health")]
@@ -354,7 +359,8 @@ async def test_many_pipelined_requests_in_one_read_do_not_hold_the_loop() -> Non
 @on_loop
 async def test_requests_queued_behind_a_pass_keep_their_order_with_async_ones() -> None:
     proto, t, _ = make()
-    proto.data_received(GET * 20 + b"GET /slow/0.01 HTTP/1.1\r\nHost: h\r\n\r\n" + GET * 20 + b"GET /nope HTTP/1.1\r\nHost: h\r\n\r\n")
+    slow, nope = b"GET /slow/0.01 HTTP/1.1\r\nHost: h\r\n\r\n", b"GET /nope HTTP/1.1\r\nHost: h\r\n\r\n"
+    proto.data_received(GET * 20 + slow + GET * 20 + nope)
     await until(lambda: t.output.count(b"HTTP/1.1 ") == 42)
     assert t.output == ok() * 20 + ok(b"0.01", TEXT) + ok() * 20 + refusal(404, "Not Found").replace(CLOSE, b"")
     assert not t.closed
@@ -522,7 +528,9 @@ async def test_connection_close() -> None:
 @on_loop
 async def test_connection_close_waits_for_async_answers() -> None:
     proto, t, _ = make()
-    proto.data_received(b"GET /slow/0.02 HTTP/1.1\r\nHost: h\r\n\r\nGET /slow/0 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n" + GET)
+    proto.data_received(
+        b"GET /slow/0.02 HTTP/1.1\r\nHost: h\r\n\r\nGET /slow/0 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n" + GET
+    )
     assert not t.closed
     await until(lambda: t.closed)
     assert t.output == ok(b"0.02", TEXT) + ok(b"0", TEXT, CLOSE)
@@ -809,7 +817,9 @@ def _client(port: int) -> None:
         s.sendall(GET[7:] + HEAD + GET)
         expected = ok(b"0.01", TEXT) + ok() + ok(head=True) + ok()
         assert _recv_exact(s, len(expected)) == expected
-        s.sendall(b"GET /big HTTP/1.1\r\nHost: h\r\n\r\n" * 20 + b"GET /boom HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        s.sendall(
+            b"GET /big HTTP/1.1\r\nHost: h\r\n\r\n" * 20 + b"GET /boom HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+        )
         assert _recv_until_closed(s) == ok(b"x" * 100_000, TEXT) * 20 + SERVER_ERROR.replace(
             b"\r\n\r\n", b"\r\n" + CLOSE + b"\r\n"
         )
