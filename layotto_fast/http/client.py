@@ -19,6 +19,8 @@ from layotto_fast.runtime.timeouts import within
 
 # Bytes of a response body accepted before the connection is given up.
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+# Bytes of a response's header lines (and trailers) accepted: llhttp sets no bound of its own.
+MAX_RESPONSE_HEAD_BYTES = 1024 * 1024
 # An idle connection older than this is closed rather than used: a NAT or load balancer
 # may have forgotten it without a word, and a request on it would wait out its timeout.
 MAX_IDLE_SECONDS = 90.0
@@ -44,11 +46,15 @@ class ClosedUnanswered(HttpError):
 
 
 class ResponseTooLarge(HttpError):
-    """The answer's body is over MAX_RESPONSE_BYTES."""
+    """The answer's body is over MAX_RESPONSE_BYTES, or its head over MAX_RESPONSE_HEAD_BYTES."""
 
 
 class ConnectionsBusy(TimeoutError):
     """The request's deadline came while every connection it may open was busy."""
+
+
+class _Stray(Exception):
+    """Raised in a parser callback to stop reading bytes nobody asked for."""
 
 
 class _Connection(asyncio.Protocol):
@@ -59,7 +65,8 @@ class _Connection(asyncio.Protocol):
         self._response = HttpResponse(0)
         self._body: list[bytes] = []
         self._size = 0
-        self._header_name = b""
+        self._head_size = 0
+        self._in_head = False  # header lines come now; after the head, they are trailers
         self._loop: asyncio.AbstractEventLoop | None = None
         # The parser cannot skip a HEAD answer's announced body: it is answered at its headers.
         self._head_request = False
@@ -95,12 +102,23 @@ class _Connection(asyncio.Protocol):
 
     # -- httptools callbacks
     def on_message_begin(self) -> None:
+        if self._waiter is None:
+            # Bytes past the answer, with nothing asked: the next request's answer would be
+            # read from them. The connection is given up, not kept.
+            self._fail(HttpError("the upstream sent more than its answer"))
+            raise _Stray()  # stops the parser: the headers that follow are no one's
         self._response = HttpResponse(0)
-        self._body, self._size = [], 0
+        self._body, self._size, self._head_size = [], 0, 0
         self._body_until_close = False
+        self._in_head = True
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._response.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > MAX_RESPONSE_HEAD_BYTES:
+            self._fail(ResponseTooLarge(f"the response's header lines are over {MAX_RESPONSE_HEAD_BYTES} bytes"))
+            return
+        if self._in_head:  # trailers do not replace the answer's headers
+            self._response.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_body(self, body: bytes) -> None:
         self._size += len(body)
@@ -110,6 +128,7 @@ class _Connection(asyncio.Protocol):
         self._body.append(body)
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
         status = self._parser.get_status_code()
         self._response.status = status
         if 100 <= status < 200:
@@ -118,11 +137,9 @@ class _Connection(asyncio.Protocol):
             self._finish(reusable=False)
             return
         headers = self._response.headers
-        self._body_until_close = (
-            status not in (204, 304)
-            and "content-length" not in headers
-            and "chunked" not in headers.get("transfer-encoding", "").lower()
-        )
+        # chunked only when it is the last coding (RFC 9112, 6.1), as llhttp reads it
+        chunked = headers.get("transfer-encoding", "").rsplit(",", 1)[-1].strip().lower() == "chunked"
+        self._body_until_close = status not in (204, 304) and "content-length" not in headers and not chunked
 
     def on_message_complete(self) -> None:
         if _is_interim(self._parser.get_status_code()):
@@ -160,6 +177,12 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def abort(self) -> None:
+        """Ends the connection now, with whatever it has not written: a gentle close would keep
+        it open as long as an upstream that stopped reading leaves the request unsent."""
+        if self.transport is not None:
+            self.transport.abort()
+
 
 def _is_interim(status: int) -> bool:
     # 101 is not interim: it ends HTTP on the connection (the parser reports an upgrade).
@@ -192,8 +215,9 @@ class HttpClient:
         self._idle: deque[_Connection] = deque()
         self._max_idle = max_idle
         self._max_connections = max_connections
-        # Requests holding one of the max_connections turns; a connection is opened only by
-        # a request holding one and finding none idle, so connections never outnumber them.
+        # Requests holding a turn, one of max_connections when there is a limit; a connection
+        # is opened only by a request holding one and finding none idle, so connections never
+        # outnumber them.
         self._busy = 0
         self._waiting: deque[asyncio.Future[None]] = deque()  # requests waiting for a turn, oldest first
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -214,13 +238,19 @@ class HttpClient:
         loop = self._loop or asyncio.get_running_loop()
         self._loop = loop  # kept: get_running_loop() makes a getpid() system call
         deadline = loop.time() + timeout
-        if not self._max_connections:
-            return await self._send(data, verb, headers, deadline)
-        await self._take_turn(deadline)
+        if self._max_connections and (self._busy >= self._max_connections or self._waiting):
+            await self._wait_turn(deadline)
+        else:
+            self._busy += 1
         try:
             return await self._send(data, verb, headers, deadline)
         finally:
             self._end_turn()
+
+    @property
+    def in_flight(self) -> int:
+        """Requests holding a turn (with no limit, every request in flight holds one)."""
+        return self._busy
 
     async def _send(self, data: bytes, verb: str, headers: dict[str, str], deadline: float) -> HttpResponse:
         assert self._loop is not None
@@ -241,10 +271,7 @@ class HttpClient:
         _, connection = await within(loop.create_connection(_Connection, self._host, self._port), remaining)
         return await self._exchange(connection, data, verb, deadline)
 
-    async def _take_turn(self, deadline: float) -> None:
-        if self._busy < self._max_connections and not self._waiting:
-            self._busy += 1
-            return
+    async def _wait_turn(self, deadline: float) -> None:
         assert self._loop is not None
         turn = self._loop.create_future()
         self._waiting.append(turn)
@@ -277,7 +304,7 @@ class HttpClient:
         try:
             response = await answer
         except BaseException:
-            connection.close()
+            connection.abort()
             raise
         finally:
             expiry.cancel()

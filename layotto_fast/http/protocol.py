@@ -10,8 +10,8 @@ One instance per connection::
 * Keep-alive by default for HTTP/1.1; ``Connection: close``, HTTP/1.0 without
   keep-alive, and an Upgrade or CONNECT request close after their answer.
 * Refusals close the connection after everything queued before them: malformed
-  input 400 (as soon as llhttp reports it; an HTTP/1.1 request without exactly one
-  Host too), head over ``max_head`` 431, body over
+  input 400 (as soon as llhttp reports it; an HTTP/1.1 request without a Host header
+  and any request with two too), head over ``max_head`` 431, body over
   ``max_body`` 413, HTTP major version other than 1 505, head not complete within
   ``head_timeout`` or a body with no byte for ``body_timeout`` 408. An idle
   connection is closed after ``idle_timeout``, and one whose client has read none

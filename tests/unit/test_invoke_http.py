@@ -433,8 +433,9 @@ def test_a_call_still_waiting_for_a_connection_at_its_deadline_says_so() -> None
             assert "max_connections" in caught.value.message
             gate.set()
             assert (await first).data == b"GET /first HTTP/1.1"
-            # the expired wait gave nothing back twice: one connection, one turn
             third = await channel.call(InvokeRequest(id="web", method="third", data=b""))
+            client = channel._own_client
+            assert (client.in_flight, len(client._waiting)) == (0, 0), "the expired wait gave back no turn"
             await channel.close()
         assert third.data == b"GET /third HTTP/1.1"
         assert [request_line(h) for h in upstream.heads] == [b"GET /first HTTP/1.1", b"GET /third HTTP/1.1"]
@@ -447,8 +448,7 @@ def test_a_turn_is_not_lost_to_a_waiting_call_that_is_cancelled() -> None:
     async def scenario() -> None:
         async with ScriptedUpstream(echo_request_line) as upstream:
             client = HttpClient(upstream.address, max_connections=1)
-            loop = asyncio.get_running_loop()
-            await client._take_turn(loop.time() + 5)  # held here, as a request in flight holds it
+            client._busy += 1  # the one turn, held here as a request in flight holds it
             cancelled = asyncio.ensure_future(client.request("GET", "/cancelled", {}, b"", 5.0))
             handed = asyncio.ensure_future(client.request("GET", "/handed", {}, b"", 5.0))
             after = asyncio.ensure_future(client.request("GET", "/after", {}, b"", 5.0))
@@ -464,5 +464,95 @@ def test_a_turn_is_not_lost_to_a_waiting_call_that_is_cancelled() -> None:
         assert answer.body == b"GET /after HTTP/1.1"
         assert cancelled.cancelled() and handed.cancelled()
         assert [request_line(h) for h in upstream.heads] == [b"GET /after HTTP/1.1"]
+
+    asyncio.run(scenario())
+
+
+def test_bytes_past_an_answer_end_its_connection_instead_of_answering_the_next_request() -> None:
+    def script(head: bytes) -> tuple[bytes, bool]:
+        body = request_line(head).split(b" ")[1]
+        # one byte more than announced: it would be read as the start of the next answer
+        return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%sH" % (len(body), body), False
+
+    async def scenario() -> None:
+        async with ScriptedUpstream(script) as upstream:
+            channel = HttpChannel(HttpChannelConfig(address=upstream.address))
+            first = await channel.call(InvokeRequest(id="web", method="one", data=b"", verb="POST"))
+            await asyncio.sleep(0.05)
+            second = await channel.call(InvokeRequest(id="web", method="two", data=b"", verb="POST"))
+            await channel.close()
+        assert (first.data, second.data) == (b"/one", b"/two")
+        assert upstream.connections == 2, "the connection with the stray byte was not kept"
+
+    asyncio.run(scenario())
+
+
+def test_an_answers_header_lines_are_bounded_and_trailers_do_not_replace_its_headers() -> None:
+    def script(head: bytes) -> tuple[bytes, bool]:
+        if b"/huge" in request_line(head):
+            return b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * (1024 * 1024 + 1) + b"\r\nContent-Length: 0\r\n\r\n", False
+        trailed = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTrailer: Content-Type\r\n"
+                   b"Transfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nContent-Type: text/evil\r\n\r\n")  # fmt: skip
+        return trailed, False
+
+    async def scenario() -> None:
+        async with ScriptedUpstream(script) as upstream:
+            channel = HttpChannel(HttpChannelConfig(address=upstream.address))
+            answer = await channel.call(InvokeRequest(id="web", method="trailed", data=b""))
+            with pytest.raises(ResourceExhausted, match="header lines are over 1048576 bytes"):
+                await channel.call(InvokeRequest(id="web", method="huge", data=b""))
+            await channel.close()
+        assert (answer.data, answer.content_type) == (b"ok", "text/plain")
+
+    asyncio.run(scenario())
+
+
+def test_the_target_id_goes_in_the_id_header_as_layotto_sends_it_and_bad_headers_are_refused() -> None:
+    def script(head: bytes) -> tuple[bytes, bool]:
+        lines = head.split(b"\r\n")
+        ids = b",".join(line.split(b":", 1)[1].strip() for line in lines if line.lower().startswith(b"id:"))
+        return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(ids), ids), False
+
+    async def scenario() -> None:
+        async with ScriptedUpstream(script) as upstream:
+            channel = HttpChannel(HttpChannelConfig(address=upstream.address))
+            answer = await channel.call(InvokeRequest(id="orders", method="m", data=b"", headers={"ID": "caller's"}))
+            for headers, problem in (({"x-a": "a\x00b"}, "control character"), ({"x-a": "中"}, "cannot carry"),
+                                     ({"bad name": "v"}, "not an HTTP header name"),
+                                     ({"x:y": "v"}, "not an HTTP header name")):  # fmt: skip
+                with pytest.raises(InvalidArgument, match=problem):
+                    await channel.call(InvokeRequest(id="orders", method="m", data=b"", headers=headers))
+            with pytest.raises(InvalidArgument, match="not a host name that can be looked up"):
+                await channel.call(InvokeRequest(id="orders", method="m", data=b"", target_address="a..b:80"))
+            await channel.close()
+        assert answer.data == b"orders", "one id header, the target's"
+
+    asyncio.run(scenario())
+
+
+def test_a_request_that_times_out_unsent_ends_its_connection_at_once() -> None:
+    """Closed gently, a connection whose upstream stopped reading stayed open, the rest of
+    the request still queued, for as long as the upstream did not read."""
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        with socket.create_server(("127.0.0.1", 0)) as server:
+            server.setblocking(False)
+            channel = HttpChannel(HttpChannelConfig(address=f"127.0.0.1:{server.getsockname()[1]}"))
+            call = asyncio.ensure_future(
+                channel.call(InvokeRequest(id="web", method="m", data=b"x" * 32_000_000, verb="POST", timeout_ms=300))
+            )
+            connection, _ = await loop.sock_accept(server)
+            with connection:
+                with pytest.raises(DeadlineExceeded):
+                    await call
+                received = 0
+                while True:  # the upstream reads now: what the kernel held, then the end
+                    chunk = await asyncio.wait_for(loop.sock_recv(connection, 1 << 20), 5)
+                    if not chunk:
+                        break
+                    received += len(chunk)
+                assert received < 32_000_000, "the rest of the request was dropped with the connection"
+            await channel.close()
 
     asyncio.run(scenario())

@@ -28,8 +28,10 @@ from layotto_fast.runtime.invoke import TARGET_ADDRESS_HEADER, InvokeRequest, In
 from layotto_fast.runtime.metadata import is_host_port
 
 DEFAULT_VERB = "GET"  # with no http_extension, as Layotto's http channel sends
+# Layotto's http channel names the call's target (its id) in this header, over any the caller sent.
+ID_HEADER = "id"
 # Request headers the client sets itself: not forwarded.
-_NOT_FORWARDED = frozenset({"host", "content-length", "connection", "transfer-encoding"})
+_NOT_FORWARDED = frozenset({"host", "content-length", "connection", "transfer-encoding", ID_HEADER})
 # ... and Content-Type too when the message has one: it is sent once, the message's.
 _NOT_FORWARDED_TYPED = _NOT_FORWARDED | {"content-type"}
 _STATUS_ERRORS: dict[int, type[RuntimeApiError]] = {
@@ -55,6 +57,8 @@ MAX_ADDRESS_CLIENTS = 64
 _TARGET_SAFE = "/:@!$&'()*+,;=%?"
 # A "%" that starts no %XX escape stands for itself.
 _BARE_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # a header name (RFC 9110, 5.1)
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -70,12 +74,22 @@ def _safe(text: str, what: str) -> str:
 
 
 def _header_value(text: str, what: str) -> str:
-    """``text`` as a header line carries it: HTTP/1.1 headers are Latin-1 bytes."""
+    """``text`` as a header line carries it: HTTP/1.1 headers are Latin-1 bytes, with no
+    control character but the tab (RFC 9110, 5.5)."""
     try:
         text.encode("latin-1")
     except UnicodeEncodeError:
         raise InvalidArgument(f"{what}: {text!r} has characters an HTTP header cannot carry") from None
-    return _safe(text, what)
+    _safe(text, what)
+    if _CONTROL.search(text):
+        raise InvalidArgument(f"{what}: {text!r} has a control character an HTTP header cannot carry")
+    return text
+
+
+def _header_name(text: str) -> str:
+    if not _TOKEN.fullmatch(text):
+        raise InvalidArgument(f"metadata key {text!r} is not an HTTP header name")
+    return text
 
 
 def _escaped(text: str) -> str:
@@ -110,8 +124,12 @@ class HttpChannel:
             raise InvalidArgument(f"{TARGET_ADDRESS_HEADER}: must be host:port, got {target_address!r}")
         client = self._address_clients[target_address] = HttpClient(target_address, self._config.max_connections)
         if len(self._address_clients) > MAX_ADDRESS_CLIENTS:
-            _, evicted = self._address_clients.popitem(last=False)
-            evicted.close()
+            # The least recently used with no call in flight: one with calls would leave
+            # its connections open beside a new client's, past its max_connections. With
+            # every one busy there are more for a while, as many as the calls in flight.
+            idle = next((a for a, c in self._address_clients.items() if not c.in_flight and c is not client), None)
+            if idle is not None:
+                self._address_clients.pop(idle).close()
         return client
 
     async def call(self, request: InvokeRequest) -> InvokeResult:
@@ -120,10 +138,11 @@ class HttpChannel:
         address = client.address
         not_forwarded = _NOT_FORWARDED_TYPED if request.content_type else _NOT_FORWARDED
         headers = {
-            _safe(k, "metadata key"): _safe(v, f"metadata {k}")
+            _header_name(k): _header_value(v, f"metadata {k}")
             for k, v in request.headers.items()
             if k.lower() not in not_forwarded
         }
+        headers[ID_HEADER] = _header_value(request.id, "id")
         if request.content_type:
             headers["Content-Type"] = _header_value(request.content_type, "message.content_type")
         verb = request.verb or DEFAULT_VERB
@@ -139,6 +158,8 @@ class HttpChannel:
             raise DeadlineExceeded(f"no answer from http://{address}{target} within {request.timeout_ms} ms") from None
         except ResponseTooLarge as exc:
             raise ResourceExhausted(f"http://{address}{target}: {exc}") from None
+        except UnicodeError as exc:  # a name that passes as host:port but not as a DNS name (IDNA)
+            raise InvalidArgument(f"http://{address}: not a host name that can be looked up ({exc})") from None
         except (OSError, HttpError) as exc:
             raise Unavailable(f"http://{address}{target}: {exc}") from None
         if not 200 <= response.status < 300:
