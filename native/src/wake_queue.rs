@@ -28,7 +28,9 @@ impl<T> WakeQueue<T> {
     }
 
     pub fn push(&self, item: T) {
-        let mut queue = self.queue.lock().expect("wake queue poisoned");
+        // Nothing panics while holding it: a poisoned lock still holds a sound queue, and a
+        // push from a Drop (see mesh::reply::InvokeReply) must not panic.
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         let first = queue.is_empty();
         queue.push(item);
         drop(queue);
@@ -52,6 +54,6 @@ impl<T> WakeQueue<T> {
     pub fn take(&self) -> Vec<T> {
         let mut drain = [0u8; 256];
         while matches!((&self.woken).read(&mut drain), Ok(n) if n > 0) {}
-        std::mem::take(&mut *self.queue.lock().expect("wake queue poisoned"))
+        std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }

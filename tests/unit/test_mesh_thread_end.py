@@ -38,7 +38,7 @@ def test_a_call_in_flight_when_the_mesh_thread_ends_is_refused_at_once() -> None
             await asyncio.get_running_loop().sock_recv(connection, 1)  # the request is out: in flight
             assert not call.done()
             proxy.stop()
-            with pytest.raises(Unavailable, match="the mesh is stopped"):
+            with pytest.raises(Unavailable, match="the mesh"):  # why it ended, or that it dropped the call
                 await asyncio.wait_for(call, 5)
             with pytest.raises(Unavailable, match="the mesh is stopped"):
                 await invoker.send("bolt", _bolt_request(), 60_000, address=address)

@@ -77,6 +77,9 @@ class MeshInvoker:
             self._waiting.pop(token, None)
 
     def _take(self, proxy: native.MeshProxy) -> None:
+        # Asked first: a thread that ends pushes its last completions before it says so, and
+        # those are all taken below; asked after, one pushed meanwhile would be refused.
+        ended = proxy.ended()
         for token, outcome, data in proxy.take_completions():
             future = self._waiting.get(token)
             if future is None or future.done():
@@ -85,10 +88,9 @@ class MeshInvoker:
                 future.set_result(data)
             else:
                 future.set_exception(_REFUSALS.get(outcome, Internal)(data.decode("utf-8", "replace")))
-        ended = proxy.ended()
         if ended is not None:
             # Nothing more will complete: a failed thread leaves some calls in connections
-            # that never end. Read after the completions, which the thread pushed before.
+            # that never end.
             for future in self._waiting.values():
                 if not future.done():
                     future.set_exception(Unavailable(ended))

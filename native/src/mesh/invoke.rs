@@ -8,14 +8,13 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::task::spawn_local;
-
 use super::cluster::Cluster;
 use super::config::{ClusterConfig, Protocol};
 use super::listener::{dispatch, Sending};
 use super::reply::{InvokeReply, ReplyTo};
 use super::routing::Routing;
 use super::stats::RouteStats;
+use super::thread::spawn_owing;
 use crate::bolt::Bolt;
 use crate::codec::{Codec, FrameKind, Refusal};
 use crate::dubbo::Dubbo;
@@ -128,8 +127,8 @@ pub(super) fn start_invocation(
     };
     let stats = invoke_stats.clone();
     match invocation.protocol {
-        Protocol::Dubbo => spawn_local(send_invocation::<Dubbo>(cluster, invocation, stats)),
-        Protocol::Bolt => spawn_local(send_invocation::<Bolt>(cluster, invocation, stats)),
+        Protocol::Dubbo => spawn_owing(send_invocation::<Dubbo>(cluster, invocation, stats)),
+        Protocol::Bolt => spawn_owing(send_invocation::<Bolt>(cluster, invocation, stats)),
     };
 }
 

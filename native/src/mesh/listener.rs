@@ -20,6 +20,7 @@ use super::outbox::Outbox;
 use super::reply::ReplyTo;
 use super::routing::{Route, Routing};
 use super::stats::{ListenerStats, Outcome, RouteStats};
+use super::thread::spawn_owing;
 use super::upstream::{Pending, Upstream, REQUEST_HEAD_LEN};
 use crate::codec::{take_frame, Codec, FrameHead, FrameKind, Refusal};
 use crate::frame::{regrow, room_to_grow};
@@ -609,7 +610,7 @@ pub async fn connection<C: Codec>(
         h.dialing.set(true);
         // A health probe's own attempt is not a request's failure (the probe marks the
         // host unhealthy itself): only a request's counts toward ejection.
-        spawn_local(dial::<C>(cluster.clone(), host, deadline.is_some()));
+        spawn_owing(dial::<C>(cluster.clone(), host, deadline.is_some()));
     }
     let ended = match deadline {
         Some(deadline) => match tokio::time::timeout_at(deadline.into(), attempt_ended).await {

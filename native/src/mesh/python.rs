@@ -213,7 +213,7 @@ impl MeshProxy {
 
     /// Client connections open on the listeners.
     fn open_connections(&self) -> u64 {
-        let registry = self.registry.lock().expect("registry poisoned");
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         registry
             .listeners
             .iter()
@@ -235,7 +235,7 @@ impl MeshProxy {
 
     /// Counters by listener, route and cluster (see `layotto_fast.mesh.metrics`).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let registry = self.registry.lock().expect("registry poisoned");
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         let out = PyDict::new(py);
         let listeners = PyList::empty(py);
         for (name, protocol, address, s) in &registry.listeners {

@@ -20,9 +20,11 @@ pub struct Completion {
 pub type Completions = WakeQueue<Completion>;
 
 /// The way back to the event loop of one InvokeService call: settled once. The last
-/// holder dropping it unsettled (the call's task panicked, or the mesh thread ended with
-/// the call queued or in flight) refuses the call as unavailable, so that its caller is
-/// not left waiting for an answer that cannot come.
+/// holder dropping it unsettled (the call's task ended before a connection took it)
+/// refuses the call as unavailable, so that its caller is not left waiting for an answer
+/// that cannot come. One held by an upstream connection may outlive the mesh thread
+/// (the connection and its pending calls hold each other): the event loop refuses those
+/// once the thread has ended (`MeshProxy.ended`).
 pub struct InvokeReply {
     token: u64,
     completions: Arc<Completions>,

@@ -4,14 +4,17 @@
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::TcpListener as StdListener;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, Notify};
-use tokio::task::{spawn_local, LocalSet};
+use tokio::task::{spawn_local, JoinHandle, LocalSet};
 
 use super::config::{MeshConfig, Protocol};
 use super::health::check_hosts;
@@ -32,6 +35,59 @@ pub(super) enum Control {
     /// Fail as a bug would: tests of what a failed thread leaves behind.
     #[cfg(test)]
     Panic,
+    /// Fail in a task owing calls, as a bug there would.
+    #[cfg(test)]
+    PanicInTask,
+}
+
+/// How a task that owes InvokeService calls fails the mesh thread (see `spawn_owing`).
+struct Failing {
+    /// Why the thread failed: the first panic's message.
+    slot: Arc<Mutex<Option<String>>>,
+    /// Ends `run`'s loop.
+    ended: Rc<Notify>,
+}
+
+thread_local! {
+    /// Set on the mesh thread by `start`.
+    static FAILING: RefCell<Option<Failing>> = const { RefCell::new(None) };
+}
+
+/// Spawns `task` on the mesh thread, which ends if it panics: tokio would end the task
+/// alone, and an InvokeService call its connection holds would wait for good (the event
+/// loop has no timer of its own per call). Ending the thread refuses every call (see
+/// `start`) and the sidecar restarts. Tasks that serve a mesh client are spawned plainly:
+/// a panic there ends that client's connection only. Off the mesh thread (Rust tests), a
+/// panic is the task's alone.
+pub(super) fn spawn_owing<F>(task: F) -> JoinHandle<F::Output>
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    spawn_local(Owing(Box::pin(task)))
+}
+
+struct Owing<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for Owing<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let task = &mut self.0;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| task.as_mut().poll(cx))) {
+            Ok(poll) => poll,
+            Err(panic) => {
+                FAILING.with(|failing| {
+                    if let Some(failing) = &*failing.borrow() {
+                        let mut slot = failing.slot.lock().unwrap_or_else(|e| e.into_inner());
+                        slot.get_or_insert_with(|| panic_message(panic.as_ref()));
+                        failing.ended.notify_one();
+                    }
+                });
+                std::panic::resume_unwind(panic)
+            }
+        }
+    }
 }
 
 /// The mesh thread, as the `MeshProxy` that started it holds it.
@@ -45,12 +101,12 @@ pub(super) struct MeshThread {
 /// Starts the mesh thread on `sockets`, bound already, and waits until it serves them.
 ///
 /// The thread ends on `Control::Stop`, or if it panics (the runtime unwinds, see
-/// Cargo.toml). Either way the invocations still queued are refused and later ones are
-/// refused at once, with why it ended (`Invocations::ended`), and the event loop is woken
-/// through `completions` to refuse the calls it still waits for: some may be held by
-/// connections that a failed thread never ends. A panic's message is kept in `failure`,
-/// which the sidecar watches so that it stops, to be restarted, rather than stay up
-/// without its mesh.
+/// Cargo.toml), in `run` or in a task spawned by `spawn_owing`. Either way the invocations
+/// still queued are refused and later ones are refused at once, with why it ended
+/// (`Invocations::ended`), and the event loop is woken through `completions` to refuse the
+/// calls it still waits for: some may be held by connections that a failed thread never
+/// ends. A panic's message is kept in `failure`, which the sidecar watches so that it
+/// stops, to be restarted, rather than stay up without its mesh.
 pub(super) fn start(
     config: MeshConfig,
     sockets: Vec<StdListener>,
@@ -70,26 +126,42 @@ pub(super) fn start(
         .name("mesh".into())
         .spawn(move || {
             let queued = invocations.clone();
+            let ended = Rc::new(Notify::new());
+            FAILING.with(|failing| {
+                *failing.borrow_mut() = Some(Failing {
+                    slot: failed.clone(),
+                    ended: ended.clone(),
+                })
+            });
             let outcome = std::panic::catch_unwind(AssertUnwindSafe(move || {
                 LocalSet::new().block_on(
                     &runtime,
-                    run(config, sockets, receiver, invocations, registry, started),
+                    run(
+                        config,
+                        sockets,
+                        receiver,
+                        invocations,
+                        registry,
+                        started,
+                        ended,
+                    ),
                 );
             }));
-            let why = match outcome {
-                Ok(()) => "the mesh is stopped".to_string(),
-                Err(panic) => {
-                    let message = panic_message(panic.as_ref());
-                    let why = format!("the mesh thread failed: {message}");
-                    *failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(message);
-                    why
-                }
+            let mut slot = failed.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(panic) = outcome {
+                slot.get_or_insert_with(|| panic_message(panic.as_ref()));
+            }
+            let why = match &*slot {
+                Some(message) => format!("the mesh thread failed: {message}"),
+                None => "the mesh is stopped".to_string(),
             };
+            drop(slot);
             queued.end(&why);
             completions.wake();
         })
         .map_err(|e| format!("cannot start the mesh thread: {e}"))?;
     if wait_started.recv().is_err() {
+        let _ = handle.join(); // its failure is recorded once it has ended
         let why = failure.lock().unwrap_or_else(|e| e.into_inner()).clone();
         return Err(format!(
             "the mesh thread ended while starting: {}",
@@ -127,7 +199,7 @@ pub(super) fn publish(
     routing: &Routing,
     listeners: &[Arc<ListenerStats>],
 ) {
-    let mut r = registry.lock().expect("registry poisoned");
+    let mut r = registry.lock().unwrap_or_else(|e| e.into_inner());
     r.listeners = config
         .listeners
         .iter()
@@ -185,6 +257,7 @@ pub(super) async fn run(
     invocations: Arc<Invocations>,
     registry: Arc<Mutex<Registry>>,
     started: std::sync::mpsc::Sender<()>,
+    failed: Rc<Notify>,
 ) {
     let mut route_stats = HashMap::new();
     let routing = Rc::new(RefCell::new(Rc::new(Routing::build(
@@ -223,6 +296,7 @@ pub(super) async fn run(
     loop {
         let message = tokio::select! {
             message = control.recv() => message,
+            _ = failed.notified() => break, // a task owing calls panicked: see spawn_owing
             _ = invocations.ready.notified() => {
                 for invocation in invocations.take() {
                     start_invocation(invocation, &routing.borrow(), &direct, &invoke_stats);
@@ -245,6 +319,10 @@ pub(super) async fn run(
             Control::Stop => break,
             #[cfg(test)]
             Control::Panic => panic!("a test asked the mesh thread to fail"),
+            #[cfg(test)]
+            Control::PanicInTask => {
+                spawn_owing(async { panic!("a test asked a mesh task to fail") });
+            }
         }
     }
     drop(config);
@@ -337,6 +415,30 @@ mod tests {
             completions.take().is_empty(),
             "a call refused at once is not also completed"
         );
+    }
+
+    #[test]
+    fn a_panic_in_a_task_owing_calls_ends_the_mesh_thread_with_its_message() {
+        let invocations = Arc::new(Invocations::default());
+        let completions = Arc::new(Completions::new().unwrap());
+        let mut mesh_config = config(Protocol::Bolt, vec![("up".into(), 1)], None);
+        mesh_config.listeners.clear();
+        let thread = start(
+            mesh_config,
+            Vec::new(),
+            invocations.clone(),
+            Arc::default(),
+            completions.clone(),
+        )
+        .unwrap();
+        thread.control.send(Control::PanicInTask).ok().unwrap();
+        thread.handle.join().unwrap();
+        let message = "a test asked a mesh task to fail";
+        assert_eq!(thread.failure.lock().unwrap().as_deref(), Some(message));
+        let ended = format!("the mesh thread failed: {message}");
+        assert_eq!(invocations.ended(), Some(ended.clone()));
+        let later = invocations.push(call(1, &completions, "127.0.0.1:1"));
+        assert_eq!(later.err(), Some(ended));
     }
 
     #[test]

@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-use tokio::task::spawn_local;
 
 use super::cluster::Cluster;
 use super::outbox::Outbox;
 use super::reply::ReplyTo;
 use super::stats::{ClusterStats, Outcome, RouteStats};
+use super::thread::spawn_owing;
 use crate::codec::{take_frame, BadFrame, Codec, FrameKind, Refusal};
 
 /// Enough of a request's first bytes to build the protocol's refusal for it later.
@@ -144,12 +144,12 @@ impl Upstream {
             id_mask,
         });
         let outbox = upstream.outbox.clone();
-        let writing = spawn_local(async move { outbox.drain(writer).await });
+        let writing = spawn_owing(async move { outbox.drain(writer).await });
         let _ = upstream.writer.set(writing.abort_handle());
-        spawn_local(read_responses::<C>(upstream.clone(), reader, PhantomData));
+        spawn_owing(read_responses::<C>(upstream.clone(), reader, PhantomData));
         let idle_heartbeat =
             (idle_heartbeat_ms > 0).then(|| Duration::from_millis(idle_heartbeat_ms));
-        spawn_local(expire_deadlines::<C>(upstream.clone(), idle_heartbeat));
+        spawn_owing(expire_deadlines::<C>(upstream.clone(), idle_heartbeat));
         Ok(upstream)
     }
 
