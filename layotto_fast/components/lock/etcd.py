@@ -62,6 +62,7 @@ class EtcdLockStore:
         self.config = config
         self._conn = EtcdConnection(config)
         self._deadlines: dict[int, float] = {}  # lease granted here -> when it expires (monotonic)
+        self._prune_at = PRUNE_AT
         self._cleanup: set[asyncio.Task[Any]] = set()  # revokes, and grants whose caller went away
 
     @classmethod
@@ -95,9 +96,12 @@ class EtcdLockStore:
     # --- leases granted here ----------------------------------------------------------------------
 
     def _granted(self, lease_id: int, deadline: float) -> None:
-        if len(self._deadlines) >= PRUNE_AT:
+        if len(self._deadlines) >= self._prune_at:
             stale = time.monotonic() - FORGET_AFTER
             self._deadlines = {lease: due for lease, due in self._deadlines.items() if due > stale}
+            # Twice what is left: with many leases live, pruning at a fixed size would walk
+            # them all on every grant.
+            self._prune_at = max(PRUNE_AT, 2 * len(self._deadlines))
         self._deadlines[lease_id] = deadline
 
     def _expired_here(self, lease_id: int) -> bool:

@@ -15,9 +15,10 @@ hash slot and needs no hash tag on a cluster.
 
 An expired lock is gone: Redis removes it, and the next try-lock of anyone succeeds.
 One limit, shared with every SET-NX lock: when a connection breaks after Redis took
-a try-lock but before its reply arrived, the client's retry (``maxRetries``) finds the
-lock taken and answers false; the lock is then held by nobody who knows it until it
-expires.
+a try-lock but before its reply arrived, the lock is held by nobody who knows it until
+it expires. On one node the call fails UNAVAILABLE (nothing is sent twice); on a
+cluster redis-py sends again what no node answered, and the second try-lock finds the
+lock taken (false), a second unlock finds it gone (LOCK_UNEXIST).
 
 The commands of calls made in one loop pass go out as one pipeline
 (``components/redis_pipeline.py``): a burst of calls costs one round trip.
