@@ -774,6 +774,32 @@ async def _cancelled_during_its_grant(store: Any, etcd: EtcdServer) -> set[str]:
     return granted
 
 
+def test_no_lease_is_left_by_an_unlock_a_lost_try_lock_or_a_keep_alive(etcd_server: EtcdServer) -> None:
+    """Each lease granted for a lock goes with it: revoked at the unlock, at a try-lock that
+    found the lock taken, and the old one at a keep-alive (which moves the lock to a new
+    lease). A lease left behind would live, keyless, for the lock's whole expiry."""
+
+    async def scenario() -> None:
+        async with components(etcd_server, "lock.etcd", keyPrefixPath=f"t-{unique()}/") as [store]:
+            assert await store.try_lock(unique(), "warm", 1)  # connected
+            before = leases(etcd_server)  # other tests' too: only new ones count
+
+            def made() -> set[str]:
+                return leases(etcd_server) - before
+
+            r = unique()
+            assert await store.try_lock(r, "a", 600)
+            first = made()
+            assert len(first) == 1
+            assert not await store.try_lock(r, "b", 600)
+            assert await store.keep_alive(r, "a", 600) == LockStatus.SUCCESS
+            await eventually(lambda: len(made()) == 1 and made() != first, 5.0)
+            assert await store.unlock(r, "a") == LockStatus.SUCCESS
+            await eventually(lambda: not made(), 5.0)
+
+    asyncio.run(scenario())
+
+
 def test_a_try_lock_cancelled_during_its_lease_grant_leaves_no_lease(etcd_server: EtcdServer) -> None:
     """A TryLock cancelled (its caller gone) while etcd granted its lease left that lease, with
     no key on it, alive for expire_seconds: up to 2**31 s. It is revoked once the grant answers."""
