@@ -29,6 +29,8 @@ class InvokeRequest:
     headers: dict[str, str] = field(default_factory=dict)
     timeout_ms: int = DEFAULT_TIMEOUT_MS
     target_address: str = ""
+    # The kind of channel the call goes out on (http, bolt, dubbo), for filters that act by it.
+    channel: str = ""
     # Protocol-specific instructions a filter leaves for the channel (see the dubbo channel).
     extensions: dict[str, Any] = field(default_factory=dict)
 

@@ -30,6 +30,7 @@ class Target:
     timeout_ms: int
     before: Sequence[InvokeFilter] = ()
     after: Sequence[InvokeFilter] = ()
+    channel_kind: str = ""  # http, bolt, dubbo: InvokeRequest.channel
 
 
 async def _settle(value: T | Awaitable[T]) -> T:
@@ -52,6 +53,7 @@ class InvokeService:
         # The sidecar's own headers are read here and not sent on by any channel.
         request.timeout_ms = _timeout(request.headers.pop(TIMEOUT_HEADER, None), target.timeout_ms)
         request.target_address = _target_address(request.headers.pop(TARGET_ADDRESS_HEADER, ""))
+        request.channel = target.channel_kind
         for i, step in enumerate(target.before):
             try:
                 request = await _settle(step.before(request))

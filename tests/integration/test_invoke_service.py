@@ -85,6 +85,9 @@ def sidecar(
                  "before_invoke": [{"name": "headers", "set": {"x-from": "sidecar"}, "remove": ["x-secret"]}]},
                 {"id": "web-fast", "channel": "http", "address": http_upstream,
                  "before_invoke": [{"name": "timeout", "timeout_ms": 150}]},
+                # Layotto's dubbo_json_rpc demo: dubbo-go's JSON-RPC server behind the http channel
+                {"id": "com.ikurento.user.UserProvider", "channel": "http", "address": http_upstream,
+                 "before_invoke": [{"name": "dubbo_json_rpc"}]},
                 {"id": "nowhere", "channel": "http", "address": f"127.0.0.1:{sidecar_process.free_port()}"},
                 {"id": "echo-bolt", "channel": "bolt", "cluster": "bolt-echo",
                  "service": bolt_peers.INTERFACE, "codec": "protobuf"},
@@ -142,6 +145,17 @@ def test_http_channel_sends_verb_path_query_body_and_headers(sidecar: sidecar_pr
     assert response.content_type == "application/json"
     # Layotto's http channel sends GET when the call has no http_extension (its Java SDK never sets one)
     assert json.loads(invoke(sidecar, "web", "x").data.value)["verb"] == "GET", "GET without a verb"
+
+
+def test_layottos_dubbo_json_rpc_config_on_an_http_target_works_as_in_layotto(sidecar: sidecar_process.Sidecar) -> None:
+    body = b'{"jsonrpc":"2.0","method":"GetUser","params":["A003"],"id":9527}'
+    response = invoke(sidecar, "com.ikurento.user.UserProvider", "GetUser", body, verb=pb.HTTPExtension.POST)
+    seen = json.loads(response.data.value)
+    assert (seen["verb"], seen["path"], seen["body"]) == ("POST", "/com.ikurento.user.UserProvider", body.decode())
+    headers = {k.lower(): v for k, v in seen["headers"].items()}
+    assert headers["x-services"] == headers["id"] == "com.ikurento.user.UserProvider"
+    assert headers["x-method"] == "GetUser"
+    assert headers["content-type"] == headers["accept"] == "application/json"
 
 
 # Every status the http channel's table gives a meaning, and other non-2xx ones (INTERNAL).

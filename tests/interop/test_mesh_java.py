@@ -192,8 +192,8 @@ def mesh_config(bolt_port: int, dubbo_port: int, sofa: Peer, dubbo: Peer) -> dic
                 # no filter: the app's data is the Bolt content, in SOFARPC's default Hessian serialization
                 {"id": "sofa-hessian", "channel": "bolt", "cluster": "sofa-echo", "service": BOLT_SERVICE},
                 {"id": "dubbo-echo", "channel": "dubbo", "cluster": "dubbo-echo", "service": DUBBO_SERVICE,
-                 "version": DUBBO_VERSION, "before_invoke": [{"name": "dubbo_json_rpc"}],
-                 "after_invoke": [{"name": "dubbo_json_rpc"}]},
+                 # before_invoke only, as Layotto's configs name it: the channel answers JSON
+                 "version": DUBBO_VERSION, "before_invoke": [{"name": "dubbo_json_rpc"}]},
             ]
         },
     }  # fmt: skip

@@ -22,6 +22,7 @@ invoke:
       cluster: dubbo-echo
       service: com.example.EchoService   # the Dubbo path
       version: "1.0"
+      group: team-a                      # the provider's group, when it was exported with one
       before_invoke: [{name: dubbo_json_rpc}]
       after_invoke: [{name: dubbo_json_rpc}]
 ```
@@ -62,6 +63,7 @@ class TargetSpec:
     cluster: str | None = None
     service: str = ""
     version: str = ""
+    group: str = ""  # dubbo only
     class_name: str = "com.alipay.sofa.rpc.core.request.SofaRequest"
     codec: int = 1
     timeout_ms: int = DEFAULT_TIMEOUT_MS
@@ -138,7 +140,7 @@ def parse(raw: Any, source: str) -> InvokeSettings:
     items = raw.get("targets") or []
     if not isinstance(items, list):
         raise _fail(source, "invoke.targets", f"must be a list, got {items!r}")
-    known = ("id", "channel", "address", "cluster", "service", "version", "class", "codec", "timeout_ms",
+    known = ("id", "channel", "address", "cluster", "service", "version", "group", "class", "codec", "timeout_ms",
              "max_connections", "before_invoke", "after_invoke")  # fmt: skip
     for i, item in enumerate(items):
         path = f"invoke.targets[{i}]"
@@ -184,6 +186,11 @@ def parse(raw: Any, source: str) -> InvokeSettings:
         version = item.get("version", "")
         if not isinstance(version, str):
             raise _fail(source, f"{path}.version", f"must be a string, got {version!r}")
+        group = item.get("group", "")
+        if not isinstance(group, str):
+            raise _fail(source, f"{path}.group", f"must be a string, got {group!r}")
+        if group and channel != "dubbo":
+            raise _fail(source, f"{path}.group", "only a dubbo target has a group")
         targets.append(
             TargetSpec(
                 id=target_id,
@@ -192,6 +199,7 @@ def parse(raw: Any, source: str) -> InvokeSettings:
                 cluster=cluster,
                 service=_text(item, "service", path, source) or target_id,
                 version=version,
+                group=group,
                 class_name=_text(item, "class", path, source) or TargetSpec.class_name,
                 codec=codec_id,
                 timeout_ms=timeout,

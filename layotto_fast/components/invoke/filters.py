@@ -4,10 +4,11 @@
   drops them; names match in any case.
 - ``timeout``: ``timeout_ms: N`` makes N the call's timeout, whatever the caller asked
   (``max_ms: N`` only caps it).
-- ``dubbo_json_rpc``: a JSON body becomes Dubbo's generic call, and the answer JSON, as
-  Layotto's filter of that name lets an app call a Dubbo service with JSON. The body is
-  ``{"types": ["java.lang.String"], "args": ["hi"]}``, or a bare list of arguments whose
-  Java types follow from their JSON types.
+- ``dubbo_json_rpc``: on a dubbo target, a JSON body becomes Dubbo's generic call, and the
+  answer JSON. The body is ``{"types": ["java.lang.String"], "args": ["hi"]}``, or a bare
+  list of arguments whose Java types follow from their JSON types. On an http target it
+  does what Layotto's filter of that name does, for dubbo-go's JSON-RPC server: the
+  JSON-RPC body goes as it is, to ``/<id>``, with ``x-services`` and ``x-method`` headers.
 - ``sofarpc_json``: the same JSON body goes to a SOFARPC provider over the bolt channel
   in SOFARPC's own JSON serialization (Bolt codec 12), and the answer comes back JSON.
 """
@@ -20,8 +21,8 @@ from typing import Any
 
 import orjson
 
-from layotto_fast.components.invoke.mesh_channels import BOLT_CODEC, DUBBO_GENERIC, DUBBO_REPLY, DubboCall
-from layotto_fast.errors import InvalidArgument, Unknown
+from layotto_fast.components.invoke.mesh_channels import BOLT_CODEC, DUBBO_GENERIC, DubboCall
+from layotto_fast.errors import InvalidArgument
 from layotto_fast.runtime.invoke import InvokeRequest, InvokeResult, PassThrough, register_filter
 from layotto_fast.runtime.invoke_service import MAX_TIMEOUT_MS
 
@@ -142,32 +143,31 @@ def _json_call(request: InvokeRequest) -> tuple[list[str], list[Any]]:
     return types, args
 
 
-def _json_answer(result: InvokeResult, value: Any) -> InvokeResult:
-    result.data = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS, default=_jsonable)
-    result.content_type = "application/json"
-    return result
-
-
 @register_filter("dubbo_json_rpc")
 class DubboJsonRpc:
+    """On a dubbo target, the JSON body becomes Dubbo's generic call, whose answer the
+    channel gives back as JSON. On an http target, what Layotto's filter of that name does
+    (for dubbo-go's JSON-RPC server behind the http channel): the body goes as it is, to
+    ``/<id>``, with ``x-services`` (the id) and ``x-method`` (the method) headers, JSON as
+    its content type and ``Accept``. Its place in ``after_invoke`` is kept and does nothing."""
+
     def __init__(self, config: Mapping[str, Any]) -> None:
         _only_keys(config, ())
 
     def before(self, request: InvokeRequest) -> InvokeRequest:
+        if request.channel == "http":
+            request.headers["x-services"] = request.id
+            request.headers["x-method"] = request.method
+            request.headers["accept"] = "application/json"
+            request.content_type = "application/json"
+            request.method = request.id
+            return request
         types, args = _json_call(request)
         request.extensions[DUBBO_GENERIC] = DubboCall(request.method, types, args)
         return request
 
     def after(self, request: InvokeRequest, result: InvokeResult) -> InvokeResult:
-        reply = result.extensions.get(DUBBO_REPLY)
-        if reply is None:
-            return result
-        _, outcome, value, _ = reply
-        if outcome == "exception":
-            message = value.get("detailMessage") if isinstance(value, dict) else None
-            name = value.get("$class") if isinstance(value, dict) else type(value).__name__
-            raise Unknown(f"the Dubbo service threw {name}: {message or value}")
-        return _json_answer(result, value)
+        return result
 
 
 SOFARPC_JSON_CODEC = 12
@@ -193,9 +193,3 @@ class SofaRpcJson:
     def after(self, request: InvokeRequest, result: InvokeResult) -> InvokeResult:
         result.content_type = "application/json"
         return result
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("latin-1")
-    raise TypeError

@@ -108,6 +108,7 @@ class MeshChannelConfig:
     address: str | None
     service: str
     version: str = ""
+    group: str = ""  # Dubbo only: the provider's group, sent as the attachment Dubbo reads it from
     # Bolt only: the request class and the payload's serialization id (1 hessian2, 11 protobuf).
     class_name: str = TargetSpec.class_name
     codec: int = TargetSpec.codec
@@ -131,6 +132,8 @@ _BOLT_STATUSES: dict[int, type[RuntimeApiError]] = {
 
 
 BOLT_CODEC = "bolt_codec"  # request extension: the Bolt codec (serialization) id for this call
+_BOLT_SERVICE_HEADERS = frozenset({"service", "sofa_head_target_service"})  # SOFARPC's, for the service
+_BOLT_METHOD_HEADER = "sofa_head_method_name"
 # Layotto's request header for a call that wants no answer (bolt only, as in Layotto).
 REQUEST_TYPE_HEADER, ONEWAY = "rpc_request_type", "oneway"
 SOFA_RESPONSE_ERROR = "sofa_head_response_error"  # SOFARPC's flag on a response that carries an error
@@ -156,8 +159,10 @@ def _bolt_error_message(codec: int, content: bytes) -> str:
 
 
 class BoltChannel:
-    """The request's data goes out as the Bolt content, its headers (and the target's
-    service and the method) in the header map, as Layotto's bolt channel sends them."""
+    """The request's data goes out as the Bolt content, its headers in the header map, as
+    Layotto's bolt channel sends them; the target's service and the request's method go in
+    the headers SOFARPC reads, unless the caller's metadata names them itself (Layotto's
+    channel sends the metadata alone, so its apps name them there)."""
 
     def __init__(self, config: MeshChannelConfig, invoker: MeshInvoker) -> None:
         self._config, self._invoker = config, invoker
@@ -165,15 +170,18 @@ class BoltChannel:
     async def call(self, request: InvokeRequest) -> InvokeResult:
         config = self._config
         header = dict(request.headers)
-        header["service"] = header["sofa_head_target_service"] = config.service
-        header["sofa_head_method_name"] = request.method
+        named = {name.lower() for name in header}
+        if not named & _BOLT_SERVICE_HEADERS:
+            header["service"] = header["sofa_head_target_service"] = config.service
+        if request.method and _BOLT_METHOD_HEADER not in named:
+            header[_BOLT_METHOD_HEADER] = request.method
         codec = request.extensions.get(BOLT_CODEC, config.codec)
         oneway = header.get(REQUEST_TYPE_HEADER) == ONEWAY
         try:
             frame = native.encode_bolt_request(
                 0, codec, request.timeout_ms, config.class_name, header, request.data, oneway=oneway
             )
-        except ValueError as exc:  # a header name or value past Bolt's 32 KiB (the method, say)
+        except (ValueError, OverflowError) as exc:  # a header past Bolt's 32 KiB; a filter's codec past 255
             raise InvalidArgument(f"bolt service {config.service!r} method {request.method[:64]!r}: {exc}") from None
         answer = await self._invoker.send("bolt", frame, request.timeout_ms, **_where(config, request))
         if oneway:  # done once sent: nothing answers it
@@ -237,6 +245,12 @@ def _attachments(headers: dict[str, str]) -> dict[str, str]:
     return kept
 
 
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    raise TypeError
+
+
 def _whole_dubbo_request(data: bytes) -> bytes:
     """``data`` as a whole two-way Dubbo request frame (its id is the mesh's to set)."""
     if len(data) < 16 or int.from_bytes(data[12:16], "big") != len(data) - 16:
@@ -263,8 +277,10 @@ class DubboChannel:
     method, descriptor, arguments, attachments), to which the channel puts a two-way
     Hessian2 header; the answer's data is the response body, as in Layotto. A filter may
     leave a ``DubboCall`` under ``dubbo_generic``: the channel then sends Dubbo's generic
-    call, with the request's headers as attachments (less those Dubbo reserves), and decodes
-    the answer (``dubbo_reply``). Raw data goes as it is, its headers unsent, as Layotto's does."""
+    call, with the request's headers as attachments (less those Dubbo reserves) and the
+    target's group, and answers the provider's value as JSON, a thrown exception as UNKNOWN
+    (the decoded answer stays under ``dubbo_reply``). Raw data goes as it is, its headers
+    unsent, as Layotto's does."""
 
     def __init__(self, config: MeshChannelConfig, invoker: MeshInvoker) -> None:
         self._config, self._invoker = config, invoker
@@ -274,6 +290,8 @@ class DubboChannel:
         call = request.extensions.get(DUBBO_GENERIC)
         if isinstance(call, DubboCall):
             attachments = _attachments(request.headers)
+            if config.group:
+                attachments["group"] = config.group
             try:
                 frame = native.encode_dubbo_generic(
                     0, config.service, config.version, call.method, call.arg_types, call.args, attachments
@@ -299,11 +317,24 @@ class DubboChannel:
         result = InvokeResult(data=answer[16:], content_type=request.content_type)
         if isinstance(call, DubboCall):
             try:
-                result.extensions[DUBBO_REPLY] = native.decode_dubbo_response(answer)
+                reply = native.decode_dubbo_response(answer)
             except native.FrameError as exc:
                 raise Internal(
                     f"dubbo service {config.service!r} method {request.method!r}: unreadable answer: {exc}"
                 ) from None
+            result.extensions[DUBBO_REPLY] = reply
+            _, outcome, value, _ = reply
+            if outcome == "exception":
+                message = value.get("detailMessage") if isinstance(value, dict) else None
+                name = value.get("$class") if isinstance(value, dict) else type(value).__name__
+                raise Unknown(f"the Dubbo service threw {name}: {message or value}")
+            try:
+                result.data = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS, default=_jsonable)
+            except TypeError as exc:  # a map keyed by values JSON has no key for (byte arrays)
+                raise Internal(
+                    f"dubbo service {config.service!r} method {request.method!r}: the answer has no JSON form: {exc}"
+                ) from None
+            result.content_type = "application/json"
         return result
 
     async def close(self) -> None:

@@ -29,6 +29,7 @@ def _channel(spec: TargetSpec, invoker: Callable[[], MeshInvoker]) -> Channel:
         address=spec.address,
         service=spec.service,
         version=spec.version,
+        group=spec.group,
         class_name=spec.class_name,
         codec=spec.codec,
     )
@@ -52,4 +53,5 @@ def _target(spec: TargetSpec, invoker: Callable[[], MeshInvoker]) -> Target:
         timeout_ms=spec.timeout_ms,
         before=steps(spec.before_invoke),
         after=steps(spec.after_invoke),
+        channel_kind=spec.channel,
     )
