@@ -21,6 +21,8 @@ from layotto_fast.runtime.timeouts import within
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 # Bytes of a response's header lines (and trailers) accepted: llhttp sets no bound of its own.
 MAX_RESPONSE_HEAD_BYTES = 1024 * 1024
+# Read past that before the head has ended: a read may carry the start of the body with it.
+MAX_HEAD_READ_SLACK = 256 * 1024
 # An idle connection older than this is closed rather than used: a NAT or load balancer
 # may have forgotten it without a word, and a request on it would wait out its timeout.
 MAX_IDLE_SECONDS = 90.0
@@ -67,6 +69,10 @@ class _Connection(asyncio.Protocol):
         self._size = 0
         self._head_size = 0
         self._in_head = False  # header lines come now; after the head, they are trailers
+        # Bytes read since the request went out until its answer's head ended: llhttp holds a
+        # header line until it ends, so the bound is kept on what is read, not on lines.
+        self._head_read = 0
+        self._reading_head = False
         self._loop: asyncio.AbstractEventLoop | None = None
         # The parser cannot skip a HEAD answer's announced body: it is answered at its headers.
         self._head_request = False
@@ -85,6 +91,11 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.answered = True
+        if self._reading_head:
+            self._head_read += len(data)
+            if self._head_read > MAX_RESPONSE_HEAD_BYTES + MAX_HEAD_READ_SLACK:
+                self._fail(ResponseTooLarge(f"the response's header lines are over {MAX_RESPONSE_HEAD_BYTES} bytes"))
+                return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -133,6 +144,7 @@ class _Connection(asyncio.Protocol):
         self._response.status = status
         if 100 <= status < 200:
             return
+        self._reading_head = False
         if self._head_request:
             self._finish(reusable=False)
             return
@@ -163,10 +175,14 @@ class _Connection(asyncio.Protocol):
         self._head_request = head_request
         self.reusable = False
         self.answered = False
+        self._head_read, self._reading_head = 0, True
         self.transport.write(data)
         return self._waiter
 
     def _fail(self, error: HttpError) -> None:
+        # Aborted below: never kept for another request, even if an answer came first.
+        self.reusable = False
+        self.lost = True
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_exception(error)

@@ -515,15 +515,22 @@ def test_the_callers_service_and_method_headers_go_out_on_the_bolt_channel_as_la
 
     invoker = AnsweringMeshInvoker(answer)
     channel = BoltChannel(MeshChannelConfig(cluster="c", address=None, service="target-id"), cast(MeshInvoker, invoker))
-    asyncio.run(channel.call(InvokeRequest(id="t", method="", data=b"", headers={
-        "service": "com.foo.Bar:1.0", "sofa_head_method_name": "sayHello"})))  # fmt: skip
+    named = {"service": "com.foo.Bar:1.0", "sofa_head_method_name": "sayHello"}
+    asyncio.run(channel.call(InvokeRequest(id="t", method="", data=b"", headers=dict(named))))
     asyncio.run(channel.call(InvokeRequest(id="t", method="echo", data=b"")))
     asyncio.run(channel.call(InvokeRequest(id="t", method="", data=b"")))
+    configured = MeshChannelConfig(cluster="c", address=None, service="com.corp.Fixed:1.0", service_configured=True)
+    asyncio.run(BoltChannel(configured, cast(MeshInvoker, invoker)).call(
+        InvokeRequest(id="t", method="m", data=b"", headers=dict(named))))  # fmt: skip
     headers = [native.decode_bolt_request(frame)[6] for frame in invoker.frames]
-    assert headers[0] == {"service": "com.foo.Bar:1.0", "sofa_head_method_name": "sayHello"}
+    assert headers[0] == {"service": "com.foo.Bar:1.0", "sofa_head_target_service": "com.foo.Bar:1.0",
+                          "sofa_head_method_name": "sayHello"}  # fmt: skip
     assert headers[1] == {"service": "target-id", "sofa_head_target_service": "target-id",
                           "sofa_head_method_name": "echo"}  # fmt: skip
     assert "sofa_head_method_name" not in headers[2], "no method: none named"
+    assert headers[3]["service"] == headers[3]["sofa_head_target_service"] == "com.corp.Fixed:1.0", (
+        "a service written in the target's config is not the caller's to change"
+    )
     with pytest.raises(InvalidArgument, match="bolt service"):
         request = InvokeRequest(id="t", method="m", data=b"", extensions={"bolt_codec": 300})
         asyncio.run(channel.call(request))

@@ -64,6 +64,7 @@ class TargetSpec:
     service: str = ""
     version: str = ""
     group: str = ""  # dubbo only
+    service_configured: bool = False  # service: was written (else it is the id)
     class_name: str = "com.alipay.sofa.rpc.core.request.SofaRequest"
     codec: int = 1
     timeout_ms: int = DEFAULT_TIMEOUT_MS
@@ -200,6 +201,7 @@ def parse(raw: Any, source: str) -> InvokeSettings:
                 service=_text(item, "service", path, source) or target_id,
                 version=version,
                 group=group,
+                service_configured=item.get("service") is not None,
                 class_name=_text(item, "class", path, source) or TargetSpec.class_name,
                 codec=codec_id,
                 timeout_ms=timeout,

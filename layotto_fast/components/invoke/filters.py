@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from layotto_fast.components.invoke.http import as_header_bytes
 from layotto_fast.components.invoke.mesh_channels import BOLT_CODEC, DUBBO_GENERIC, DubboCall
 from layotto_fast.errors import InvalidArgument
 from layotto_fast.runtime.invoke import InvokeRequest, InvokeResult, PassThrough, register_filter
@@ -156,8 +157,8 @@ class DubboJsonRpc:
 
     def before(self, request: InvokeRequest) -> InvokeRequest:
         if request.channel == "http":
-            request.headers["x-services"] = request.id
-            request.headers["x-method"] = request.method
+            request.headers["x-services"] = as_header_bytes(request.id)
+            request.headers["x-method"] = as_header_bytes(request.method)
             request.headers["accept"] = "application/json"
             request.content_type = "application/json"
             request.method = request.id

@@ -86,6 +86,12 @@ def _header_value(text: str, what: str) -> str:
     return text
 
 
+def as_header_bytes(text: str) -> str:
+    """``text`` (a proto string: any Unicode) as its UTF-8 bytes in a header, written one
+    character per byte as the header encoding takes them; gRPC metadata arrives so already."""
+    return text.encode("utf-8").decode("latin-1")
+
+
 def _header_name(text: str) -> str:
     if not _TOKEN.fullmatch(text):
         raise InvalidArgument(f"metadata key {text!r} is not an HTTP header name")
@@ -124,12 +130,12 @@ class HttpChannel:
             raise InvalidArgument(f"{TARGET_ADDRESS_HEADER}: must be host:port, got {target_address!r}")
         client = self._address_clients[target_address] = HttpClient(target_address, self._config.max_connections)
         if len(self._address_clients) > MAX_ADDRESS_CLIENTS:
-            # The least recently used with no call in flight: one with calls would leave
-            # its connections open beside a new client's, past its max_connections. With
-            # every one busy there are more for a while, as many as the calls in flight.
-            idle = next((a for a, c in self._address_clients.items() if not c.in_flight and c is not client), None)
-            if idle is not None:
-                self._address_clients.pop(idle).close()
+            # The least recently used with no call in flight, as many as there are too many:
+            # one with calls would leave its connections open beside a new client's, past its
+            # max_connections. With every one busy there are more until calls end.
+            idle = [a for a, c in self._address_clients.items() if not c.in_flight and c is not client]
+            for address in idle[: len(self._address_clients) - MAX_ADDRESS_CLIENTS]:
+                self._address_clients.pop(address).close()
         return client
 
     async def call(self, request: InvokeRequest) -> InvokeResult:
@@ -142,7 +148,7 @@ class HttpChannel:
             for k, v in request.headers.items()
             if k.lower() not in not_forwarded
         }
-        headers[ID_HEADER] = _header_value(request.id, "id")
+        headers[ID_HEADER] = as_header_bytes(request.id)
         if request.content_type:
             headers["Content-Type"] = _header_value(request.content_type, "message.content_type")
         verb = request.verb or DEFAULT_VERB
@@ -158,8 +164,8 @@ class HttpChannel:
             raise DeadlineExceeded(f"no answer from http://{address}{target} within {request.timeout_ms} ms") from None
         except ResponseTooLarge as exc:
             raise ResourceExhausted(f"http://{address}{target}: {exc}") from None
-        except UnicodeError as exc:  # a name that passes as host:port but not as a DNS name (IDNA)
-            raise InvalidArgument(f"http://{address}: not a host name that can be looked up ({exc})") from None
+        except UnicodeError as exc:  # a name that passes as host:port but not as a DNS name (IDNA), or as a Host header
+            raise InvalidArgument(f"http://{address}: a host name this channel cannot use ({exc})") from None
         except (OSError, HttpError) as exc:
             raise Unavailable(f"http://{address}{target}: {exc}") from None
         if not 200 <= response.status < 300:

@@ -109,6 +109,9 @@ class MeshChannelConfig:
     service: str
     version: str = ""
     group: str = ""  # Dubbo only: the provider's group, sent as the attachment Dubbo reads it from
+    # Bolt: the target's service was written in its config, so it goes out whatever the
+    # metadata says; otherwise (it is the id) a caller naming its own, as Layotto's apps do, wins.
+    service_configured: bool = False
     # Bolt only: the request class and the payload's serialization id (1 hessian2, 11 protobuf).
     class_name: str = TargetSpec.class_name
     codec: int = TargetSpec.codec
@@ -132,7 +135,8 @@ _BOLT_STATUSES: dict[int, type[RuntimeApiError]] = {
 
 
 BOLT_CODEC = "bolt_codec"  # request extension: the Bolt codec (serialization) id for this call
-_BOLT_SERVICE_HEADERS = frozenset({"service", "sofa_head_target_service"})  # SOFARPC's, for the service
+# The headers SOFARPC reads the service and the method from (gRPC metadata names are lower case).
+_BOLT_SERVICE_HEADER, _BOLT_TARGET_SERVICE_HEADER = "service", "sofa_head_target_service"
 _BOLT_METHOD_HEADER = "sofa_head_method_name"
 # Layotto's request header for a call that wants no answer (bolt only, as in Layotto).
 REQUEST_TYPE_HEADER, ONEWAY = "rpc_request_type", "oneway"
@@ -160,9 +164,10 @@ def _bolt_error_message(codec: int, content: bytes) -> str:
 
 class BoltChannel:
     """The request's data goes out as the Bolt content, its headers in the header map, as
-    Layotto's bolt channel sends them; the target's service and the request's method go in
-    the headers SOFARPC reads, unless the caller's metadata names them itself (Layotto's
-    channel sends the metadata alone, so its apps name them there)."""
+    Layotto's bolt channel sends them. The service and method go in the headers SOFARPC
+    reads: the caller's, when its metadata names them (Layotto's channel sends the metadata
+    alone, so its apps name them there), else the target's service and the request's
+    method. A service written in the target's config always goes out as it is."""
 
     def __init__(self, config: MeshChannelConfig, invoker: MeshInvoker) -> None:
         self._config, self._invoker = config, invoker
@@ -170,10 +175,11 @@ class BoltChannel:
     async def call(self, request: InvokeRequest) -> InvokeResult:
         config = self._config
         header = dict(request.headers)
-        named = {name.lower() for name in header}
-        if not named & _BOLT_SERVICE_HEADERS:
-            header["service"] = header["sofa_head_target_service"] = config.service
-        if request.method and _BOLT_METHOD_HEADER not in named:
+        service = config.service
+        if not config.service_configured:
+            service = header.get(_BOLT_TARGET_SERVICE_HEADER) or header.get(_BOLT_SERVICE_HEADER) or service
+        header[_BOLT_SERVICE_HEADER] = header[_BOLT_TARGET_SERVICE_HEADER] = service
+        if request.method and _BOLT_METHOD_HEADER not in header:
             header[_BOLT_METHOD_HEADER] = request.method
         codec = request.extensions.get(BOLT_CODEC, config.codec)
         oneway = header.get(REQUEST_TYPE_HEADER) == ONEWAY

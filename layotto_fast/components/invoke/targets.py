@@ -30,6 +30,7 @@ def _channel(spec: TargetSpec, invoker: Callable[[], MeshInvoker]) -> Channel:
         service=spec.service,
         version=spec.version,
         group=spec.group,
+        service_configured=spec.service_configured,
         class_name=spec.class_name,
         codec=spec.codec,
     )
