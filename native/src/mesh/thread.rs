@@ -368,6 +368,20 @@ mod tests {
         }
     }
 
+    /// A mesh thread with no listener, started on `invocations` and `completions`.
+    fn started(invocations: &Arc<Invocations>, completions: &Arc<Completions>) -> MeshThread {
+        let mut mesh_config = config(Protocol::Bolt, vec![("up".into(), 1)], None);
+        mesh_config.listeners.clear();
+        start(
+            mesh_config,
+            Vec::new(),
+            invocations.clone(),
+            Arc::default(),
+            completions.clone(),
+        )
+        .unwrap()
+    }
+
     #[test]
     fn a_failed_mesh_thread_refuses_the_calls_in_flight_and_any_later_and_says_why() {
         // An upstream that takes the call and never answers: it stays in flight.
@@ -375,16 +389,7 @@ mod tests {
         let address = upstream.local_addr().unwrap().to_string();
         let completions = Arc::new(Completions::new().unwrap());
         let invocations = Arc::new(Invocations::default());
-        let mut mesh_config = config(Protocol::Bolt, vec![("up".into(), 1)], None);
-        mesh_config.listeners.clear();
-        let thread = start(
-            mesh_config,
-            Vec::new(),
-            invocations.clone(),
-            Arc::default(),
-            completions.clone(),
-        )
-        .unwrap();
+        let thread = started(&invocations, &completions);
 
         invocations.push(call(1, &completions, &address)).unwrap();
         let (mut connection, _) = upstream.accept().unwrap();
@@ -421,16 +426,7 @@ mod tests {
     fn a_panic_in_a_task_owing_calls_ends_the_mesh_thread_with_its_message() {
         let invocations = Arc::new(Invocations::default());
         let completions = Arc::new(Completions::new().unwrap());
-        let mut mesh_config = config(Protocol::Bolt, vec![("up".into(), 1)], None);
-        mesh_config.listeners.clear();
-        let thread = start(
-            mesh_config,
-            Vec::new(),
-            invocations.clone(),
-            Arc::default(),
-            completions.clone(),
-        )
-        .unwrap();
+        let thread = started(&invocations, &completions);
         thread.control.send(Control::PanicInTask).ok().unwrap();
         thread.handle.join().unwrap();
         let message = "a test asked a mesh task to fail";
@@ -465,17 +461,8 @@ mod tests {
     #[test]
     fn a_stopped_mesh_thread_refuses_later_calls_and_reports_no_failure() {
         let invocations = Arc::new(Invocations::default());
-        let mut mesh_config = config(Protocol::Bolt, vec![("up".into(), 1)], None);
-        mesh_config.listeners.clear();
         let completions = Arc::new(Completions::new().unwrap());
-        let thread = start(
-            mesh_config,
-            Vec::new(),
-            invocations.clone(),
-            Arc::default(),
-            completions.clone(),
-        )
-        .unwrap();
+        let thread = started(&invocations, &completions);
         thread.control.send(Control::Stop).ok().unwrap();
         thread.handle.join().unwrap();
         assert_eq!(*thread.failure.lock().unwrap(), None);
