@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from layotto_fast.components.invoke.http import as_header_bytes
+from layotto_fast.components.invoke.http import HEADER_CONTROL, HEADER_NAME, as_header_bytes
 from layotto_fast.components.invoke.mesh_channels import BOLT_CODEC, DUBBO_GENERIC, DubboCall
 from layotto_fast.errors import InvalidArgument
 from layotto_fast.runtime.invoke import InvokeRequest, InvokeResult, PassThrough, register_filter
@@ -52,6 +52,12 @@ class HeaderFilterConfig:
         raw_remove = config.get("remove") or []
         if not isinstance(raw_remove, list) or not all(isinstance(k, str) and k for k in raw_remove):
             raise ValueError(f"remove must be a list of header names, got {raw_remove!r}")
+        for name in (*raw_set, *raw_remove):
+            if not HEADER_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not a header name (letters, digits and !#$%&'*+-.^_`|~)")
+        for name, value in raw_set.items():
+            if HEADER_CONTROL.search(str(value)):
+                raise ValueError(f"set {name}: {value!r} has a control character a header cannot carry")
         seen: dict[str, str] = {}
         for name in raw_set:
             twice = seen.setdefault(name.lower(), name)

@@ -57,8 +57,8 @@ MAX_ADDRESS_CLIENTS = 64
 _TARGET_SAFE = "/:@!$&'()*+,;=%?"
 # A "%" that starts no %XX escape stands for itself.
 _BARE_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # a header name (RFC 9110, 5.1)
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # a token (RFC 9110, 5.1)
+HEADER_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # what no header value may hold
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ def _header_value(text: str, what: str) -> str:
     except UnicodeEncodeError:
         raise InvalidArgument(f"{what}: {text!r} has characters an HTTP header cannot carry") from None
     _safe(text, what)
-    if _CONTROL.search(text):
+    if HEADER_CONTROL.search(text):
         raise InvalidArgument(f"{what}: {text!r} has a control character an HTTP header cannot carry")
     return text
 
@@ -93,7 +93,7 @@ def as_header_bytes(text: str) -> str:
 
 
 def _header_name(text: str) -> str:
-    if not _TOKEN.fullmatch(text):
+    if not HEADER_NAME.fullmatch(text):
         raise InvalidArgument(f"metadata key {text!r} is not an HTTP header name")
     return text
 
