@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from urllib.parse import parse_qs
 
-__all__ = ["TEXT", "Headers", "Request", "Response", "encode", "plain"]
+__all__ = ["HEADER_CONTROL", "HEADER_NAME", "TEXT", "Headers", "Request", "Response", "encode", "plain"]
 
 TEXT = "text/plain; charset=utf-8"
 
@@ -16,7 +16,8 @@ CLOSE = b"Connection: close\r\n"
 KEEP_ALIVE = b"Connection: keep-alive\r\n"  # HTTP/1.0 clients close unless told otherwise
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # a token (RFC 9110, 5.1)
+HEADER_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # what no header value may hold (RFC 9110, 5.5)
 _UNSAFE = re.compile(r"[\r\n\0]")
 # The protocol owns the framing: a handler that set these could desynchronise the stream.
 _RESERVED = frozenset({"content-length", "content-type", "transfer-encoding", "connection"})
@@ -126,7 +127,7 @@ def _type_line(content_type: object) -> bytes:
 def _extra_headers(headers: tuple[tuple[str, str], ...]) -> bytes:
     lines = []
     for name, value in headers:
-        if not isinstance(name, str) or not _TOKEN.fullmatch(name) or name.lower() in _RESERVED:
+        if not isinstance(name, str) or not HEADER_NAME.fullmatch(name) or name.lower() in _RESERVED:
             raise ValueError(f"header name {name!r} is not allowed")
         lines.append(b"%s: %s\r\n" % (name.encode("ascii"), _field(value)))
     return b"".join(lines)

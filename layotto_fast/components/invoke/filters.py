@@ -21,9 +21,10 @@ from typing import Any
 
 import orjson
 
-from layotto_fast.components.invoke.http import HEADER_CONTROL, HEADER_NAME, as_header_bytes
+from layotto_fast.components.invoke.http import as_header_bytes
 from layotto_fast.components.invoke.mesh_channels import BOLT_CODEC, DUBBO_GENERIC, DubboCall
 from layotto_fast.errors import InvalidArgument
+from layotto_fast.http.messages import HEADER_CONTROL, HEADER_NAME
 from layotto_fast.runtime.invoke import InvokeRequest, InvokeResult, PassThrough, register_filter
 from layotto_fast.runtime.invoke_service import MAX_TIMEOUT_MS
 

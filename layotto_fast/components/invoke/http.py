@@ -24,6 +24,7 @@ from layotto_fast.errors import (
     Unimplemented,
 )
 from layotto_fast.http.client import ConnectionsBusy, HttpClient, HttpError, ResponseTooLarge
+from layotto_fast.http.messages import HEADER_CONTROL, HEADER_NAME
 from layotto_fast.runtime.invoke import TARGET_ADDRESS_HEADER, InvokeRequest, InvokeResult
 from layotto_fast.runtime.metadata import is_host_port
 
@@ -57,8 +58,6 @@ MAX_ADDRESS_CLIENTS = 64
 _TARGET_SAFE = "/:@!$&'()*+,;=%?"
 # A "%" that starts no %XX escape stands for itself.
 _BARE_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
-HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # a token (RFC 9110, 5.1)
-HEADER_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # what no header value may hold
 
 
 @dataclass(frozen=True)
