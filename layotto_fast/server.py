@@ -248,9 +248,7 @@ class Sidecar:
                 _, writer = await asyncio.open_connection(host, port)
             except ConnectionRefusedError:
                 if not self._stop.is_set():
-                    self.failure = "the gRPC server (grpcio transport) ended by itself: stopping, to be restarted"
-                    log.error("%s", self.failure)
-                    self._stop.set()
+                    self._stop_by_itself("the gRPC server (grpcio transport) ended by itself")
                 return
             except OSError:
                 continue  # out of descriptors and the like: not the server's end
@@ -265,10 +263,14 @@ class Sidecar:
             await asyncio.sleep(self.settings.health_check_interval_seconds)
             failure = self.mesh.failure()
             if failure is not None and not self._stop.is_set():
-                self.failure = f"the mesh thread failed ({failure}): stopping, to be restarted"
-                log.error("%s", self.failure)
-                self._stop.set()
+                self._stop_by_itself(f"the mesh thread failed ({failure})")
                 return
+
+    def _stop_by_itself(self, why: str) -> None:
+        """Stops for ``why`` (exit 1, liveness and readiness DOWN with it), to be restarted."""
+        self.failure = f"{why}: stopping, to be restarted"
+        log.error("%s", self.failure)
+        self._stop.set()
 
     def _on_stop_signal(self, sig: signal.Signals) -> None:
         if not self._signalled:  # the first, even when the sidecar is already stopping by itself
