@@ -5,7 +5,16 @@
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
+
+/// `mutex` locked, whether or not a panic poisoned it. For state that no panic can leave
+/// half-changed while locked (every holder only pushes, takes or copies), and for locking
+/// in a Drop, which must not panic (see mesh::reply::InvokeReply).
+pub(crate) fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 pub struct WakeQueue<T> {
     queue: Mutex<Vec<T>>,
@@ -28,9 +37,7 @@ impl<T> WakeQueue<T> {
     }
 
     pub fn push(&self, item: T) {
-        // Nothing panics while holding it: a poisoned lock still holds a sound queue, and a
-        // push from a Drop (see mesh::reply::InvokeReply) must not panic.
-        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let mut queue = locked(&self.queue);
         let first = queue.is_empty();
         queue.push(item);
         drop(queue);
@@ -54,6 +61,6 @@ impl<T> WakeQueue<T> {
     pub fn take(&self) -> Vec<T> {
         let mut drain = [0u8; 256];
         while matches!((&self.woken).read(&mut drain), Ok(n) if n > 0) {}
-        std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()))
+        std::mem::take(&mut *locked(&self.queue))
     }
 }

@@ -18,6 +18,7 @@ use super::thread::spawn_owing;
 use crate::bolt::Bolt;
 use crate::codec::{Codec, FrameKind, Refusal};
 use crate::dubbo::Dubbo;
+use crate::wake_queue::locked;
 
 /// Invocations handed from the event loop to the mesh thread. Only the first queued while
 /// the queue is empty wakes the thread (a wake-up is a system call and a context switch),
@@ -38,7 +39,7 @@ struct Queue {
 impl Invocations {
     /// Queues `invocation` for the mesh thread; once that has ended, says why instead.
     pub(super) fn push(&self, invocation: Invocation) -> Result<(), String> {
-        let mut queue = self.lock();
+        let mut queue = locked(&self.queue);
         if let Some(why) = &queue.ended {
             invocation.reply.forget(); // its caller hears of it from this error
             return Err(why.clone());
@@ -53,14 +54,14 @@ impl Invocations {
     }
 
     pub(super) fn take(&self) -> Vec<Invocation> {
-        std::mem::take(&mut self.lock().waiting)
+        std::mem::take(&mut locked(&self.queue).waiting)
     }
 
     /// The mesh thread has ended (`why`): the invocations still queued are refused as
     /// unavailable, and any queued later are refused at once.
     pub(super) fn end(&self, why: &str) {
         let waiting = {
-            let mut queue = self.lock();
+            let mut queue = locked(&self.queue);
             queue.ended = Some(why.to_string());
             std::mem::take(&mut queue.waiting)
         };
@@ -73,12 +74,7 @@ impl Invocations {
 
     /// Why the mesh thread ended, once it has.
     pub(super) fn ended(&self) -> Option<String> {
-        self.lock().ended.clone()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
-        // Nothing panics while holding it; a poisoned lock still holds a sound queue.
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+        locked(&self.queue).ended.clone()
     }
 }
 

@@ -18,6 +18,7 @@ use super::reply::{Completions, InvokeReply};
 use super::stats::{RouteStats, LATENCY_BUCKETS_US, OUTCOMES};
 use super::thread::{start, Control, Registry};
 use crate::codec::Refusal;
+use crate::wake_queue::locked;
 
 /// The configuration in `config`, checked; any mistake is one ValueError whose message
 /// follows pyo3's extraction errors down to the field and value at fault.
@@ -172,10 +173,7 @@ impl MeshProxy {
     /// What the mesh thread failed with (a bug's panic), or None while it runs or after a
     /// stop: with it gone, no listener is served and every invocation is refused.
     fn failure(&self) -> Option<String> {
-        self.failure
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        locked(&self.failure).clone()
     }
 
     /// The descriptor the event loop watches: readable when invocations have finished.
@@ -213,7 +211,7 @@ impl MeshProxy {
 
     /// Client connections open on the listeners.
     fn open_connections(&self) -> u64 {
-        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let registry = locked(&self.registry);
         registry
             .listeners
             .iter()
@@ -235,7 +233,7 @@ impl MeshProxy {
 
     /// Counters by listener, route and cluster (see `layotto_fast.mesh.metrics`).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let registry = locked(&self.registry);
         let out = PyDict::new(py);
         let listeners = PyList::empty(py);
         for (name, protocol, address, s) in &registry.listeners {

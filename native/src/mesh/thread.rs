@@ -26,6 +26,7 @@ use super::stats::{ClusterStats, ListenerStats, RouteStats};
 use crate::bolt::Bolt;
 use crate::codec::Codec;
 use crate::dubbo::Dubbo;
+use crate::wake_queue::locked;
 
 pub(super) enum Control {
     Reload(MeshConfig, std::sync::mpsc::Sender<()>),
@@ -79,7 +80,7 @@ impl<F: Future> Future for Owing<F> {
             Err(panic) => {
                 FAILING.with(|failing| {
                     if let Some(failing) = &*failing.borrow() {
-                        let mut slot = failing.slot.lock().unwrap_or_else(|e| e.into_inner());
+                        let mut slot = locked(&failing.slot);
                         slot.get_or_insert_with(|| panic_message(panic.as_ref()));
                         failing.ended.notify_one();
                     }
@@ -147,7 +148,7 @@ pub(super) fn start(
                     ),
                 );
             }));
-            let mut slot = failed.lock().unwrap_or_else(|e| e.into_inner());
+            let mut slot = locked(&failed);
             if let Err(panic) = outcome {
                 slot.get_or_insert_with(|| panic_message(panic.as_ref()));
             }
@@ -162,7 +163,7 @@ pub(super) fn start(
         .map_err(|e| format!("cannot start the mesh thread: {e}"))?;
     if wait_started.recv().is_err() {
         let _ = handle.join(); // its failure is recorded once it has ended
-        let why = failure.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let why = locked(&failure).clone();
         return Err(format!(
             "the mesh thread ended while starting: {}",
             why.unwrap_or_default()
@@ -199,7 +200,7 @@ pub(super) fn publish(
     routing: &Routing,
     listeners: &[Arc<ListenerStats>],
 ) {
-    let mut r = registry.lock().unwrap_or_else(|e| e.into_inner());
+    let mut r = locked(registry);
     r.listeners = config
         .listeners
         .iter()
