@@ -26,6 +26,8 @@ class InvokeRequest:
     content_type: str = ""
     verb: str = ""  # the HTTP verb ("" when the caller gave none)
     querystring: str = ""
+    # Each value is its header bytes, one character per byte, as gRPC metadata arrives (see
+    # ``as_header_bytes``, ``header_text``): a channel sends those bytes, whatever they spell.
     headers: dict[str, str] = field(default_factory=dict)
     timeout_ms: int = DEFAULT_TIMEOUT_MS
     target_address: str = ""
@@ -33,6 +35,24 @@ class InvokeRequest:
     channel: str = ""
     # Protocol-specific instructions a filter leaves for the channel (see the dubbo channel).
     extensions: dict[str, Any] = field(default_factory=dict)
+
+
+def as_header_bytes(text: str) -> str:
+    """``text`` (any Unicode, as a proto string or a config value) as a request header value:
+    its UTF-8 bytes, one character per byte."""
+    return text if text.isascii() else text.encode("utf-8").decode("latin-1")
+
+
+def header_text(value: str) -> str:
+    """A request header value read back as the text its bytes spell in UTF-8, for a protocol
+    whose headers are text (Bolt, Dubbo); bytes that are no UTF-8 (or a value past Latin-1,
+    which holds no bytes) are kept as they are."""
+    if value.isascii():
+        return value
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return value
 
 
 @dataclass

@@ -5,6 +5,7 @@ error status from a provider double that answers only that status)."""
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 import socketserver
@@ -23,12 +24,16 @@ from google.protobuf.wrappers_pb2 import StringValue
 
 from layotto_fast._proto import runtime_pb2 as pb
 from tests import sidecar as sidecar_process
+from tests.faults.raw_h2 import H2Client, Response
 from tests.http_upstream import serving
 from tests.mesh import bolt_peers, dubbo_peers
 from tests.mesh.fault_upstream import fault_upstream, wait_for
 
 # What /slow takes: far past every timeout the tests give it, so that each can be told apart.
 SLOW_SECONDS = 3.0
+REGION, CITY = "华东", "杭州"  # header values past Latin-1
+REGION_FILTER = {"name": "headers", "set": {"x-region": REGION}}
+INVOKE_PATH = "/spec.proto.runtime.v1.Runtime/InvokeService"
 
 
 class Upstream(BaseHTTPRequestHandler):
@@ -95,6 +100,12 @@ def sidecar(
                  "service": bolt_peers.INTERFACE, "codec": "protobuf"},
                 {"id": "echo-dubbo", "channel": "dubbo", "cluster": "dubbo-echo", "service": dubbo_peers.SERVICE,
                  "version": "1.0"},
+                # a header value past Latin-1, from a filter, on each channel
+                {"id": "web-region", "channel": "http", "address": http_upstream, "before_invoke": [REGION_FILTER]},
+                {"id": "bolt-region", "channel": "bolt", "address": bolt_address, "service": bolt_peers.INTERFACE,
+                 "codec": "protobuf", "before_invoke": [REGION_FILTER]},
+                {"id": "dubbo-region", "channel": "dubbo", "cluster": "dubbo-echo", "service": dubbo_peers.SERVICE,
+                 "before_invoke": [REGION_FILTER, {"name": "dubbo_json_rpc"}]},
             ]
         },
     }  # fmt: skip
@@ -305,6 +316,7 @@ class DubboStatusServer(socketserver.ThreadingTCPServer):
     def __init__(self, status: int) -> None:
         self.status = status
         self.connections: list[socket.socket] = []
+        self.requests: list[bytes] = []  # each two-way request frame, whole
         super().__init__(("127.0.0.1", 0), DubboStatusHandler)
 
     @property
@@ -320,28 +332,37 @@ class DubboStatusHandler(socketserver.BaseRequestHandler):
         self.server.connections.append(self.request)
         while len(head := self.request.recv(16, socket.MSG_WAITALL)) == 16:
             length = struct.unpack(">i", head[12:16])[0]
-            if length and len(self.request.recv(length, socket.MSG_WAITALL)) < length:
+            body = self.request.recv(length, socket.MSG_WAITALL) if length else b""
+            if len(body) < length:
                 return
             flag, request_id = head[2], struct.unpack(">q", head[4:12])[0]
             if flag & DUBBO_TWO_WAY and not flag & DUBBO_EVENT:
+                self.server.requests.append(head + body)
                 status = self.server.status
                 self.request.sendall(dubbo_error_answer(request_id, status, f"provider says {status}"))
 
 
 @contextmanager
-def dubbo_status_provider(status: int) -> Iterator[str]:
-    """The address of a ``DubboStatusServer`` answering ``status``, served on a thread."""
+def dubbo_status_server(status: int) -> Iterator[DubboStatusServer]:
+    """A ``DubboStatusServer`` answering ``status``, served on a thread."""
     server = DubboStatusServer(status)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield server.address
+        yield server
     finally:
         server.shutdown()
         server.server_close()
         for connection in server.connections:
             connection.close()
         thread.join(5)
+
+
+@contextmanager
+def dubbo_status_provider(status: int) -> Iterator[str]:
+    """The address of a ``DubboStatusServer`` answering ``status``."""
+    with dubbo_status_server(status) as server:
+        yield server.address
 
 
 # Every status the dubbo channel's table gives a meaning, and one it does not (INTERNAL).
@@ -413,6 +434,39 @@ def test_mesh_channels_map_silence_and_absence_to_grpc_codes(
     malformed = error(sidecar, target, "echo", b"", metadata=(("rpc_target_address", "127.0.0.1"),))
     assert malformed.code() == grpc.StatusCode.INVALID_ARGUMENT, malformed
     assert malformed.details() == "rpc_target_address: must be host:port, got '127.0.0.1'"
+
+
+def raw_invoke(sidecar: sidecar_process.Sidecar, target: str, data: bytes, metadata: list[tuple[str, str]]) -> Response:
+    """InvokeService sent with h2, whose text metadata may hold any UTF-8 (grpcio's client
+    refuses a value past ASCII; grpc-go's older clients and others send one)."""
+    request = pb.InvokeServiceRequest(
+        id=target, message=pb.CommonInvokeRequest(method="echo", data=any_pb2.Any(value=data))
+    )
+    with H2Client(sidecar.grpc_port) as client:
+        return client.call(request.SerializeToString(), path=INVOKE_PATH, extra_headers=metadata)
+
+
+def test_header_values_past_ascii_reach_each_channel_as_the_text_sent(sidecar: sidecar_process.Sidecar) -> None:
+    """A filter's value and a client's metadata (its UTF-8 bytes) arrive as that text: as
+    UTF-8 bytes in an HTTP header, as the string itself in Bolt's header map and in Dubbo's
+    attachments (read back here by anthunder-free decoders: Bolt's map by the test's own
+    upstream, Dubbo's by dubbo-py)."""
+    answer = json.loads(invoke(sidecar, "web-region", "r").data.value)
+    # http.server reads header bytes as Latin-1
+    assert answer["headers"]["x-region"].encode("latin-1").decode("utf-8") == REGION
+    with fault_upstream() as upstream:
+        sent = raw_invoke(sidecar, "bolt-region", b"x", [("rpc_target_address", upstream.address), ("x-city", CITY)])
+        assert sent.grpc_status == 0, sent.grpc_message
+        assert upstream.request_headers[-1]["x-city"] == CITY
+        assert upstream.request_headers[-1]["x-region"] == REGION
+    from dubbo.codec.hessian2 import Decoder
+
+    with dubbo_status_server(70) as provider:
+        metadata = [("rpc_target_address", provider.address), ("x-city", CITY)]
+        failed = raw_invoke(sidecar, "dubbo-region", b'["hi"]', metadata)
+        assert failed.grpc_status == grpc.StatusCode.UNKNOWN.value[0], failed.grpc_message
+        request = Decoder(io.BytesIO(provider.requests[-1])).decode()
+        assert request.attachment["x-city"] == CITY and request.attachment["x-region"] == REGION
 
 
 def test_a_oneway_bolt_call_is_answered_once_sent(sidecar: sidecar_process.Sidecar) -> None:

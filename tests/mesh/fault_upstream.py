@@ -44,6 +44,7 @@ class FaultUpstream:
         self.connections = 0  # accepted so far
         self.requests = 0
         self.request_types: list[int] = []  # Bolt's type of each request: 1 two-way, 2 oneway
+        self.request_headers: list[dict[str, str]] = []  # the header map of each request
         self.callback_answers: list[tuple[int, int]] = []  # (request id, status) of the callbacks answered
         self.heartbeats = 0
         self.open_connections = 0
@@ -106,6 +107,7 @@ class FaultUpstream:
             return
         self.requests += 1
         self.request_types.append(request_type)
+        self.request_headers.append(dict(header))
         if self.mode == "close":
             writer.transport.abort()
             return

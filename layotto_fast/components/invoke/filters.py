@@ -21,11 +21,10 @@ from typing import Any
 
 import orjson
 
-from layotto_fast.components.invoke.http import as_header_bytes
 from layotto_fast.components.invoke.mesh_channels import BOLT_CODEC, DUBBO_GENERIC, DubboCall
 from layotto_fast.errors import InvalidArgument
 from layotto_fast.http.messages import HEADER_CONTROL, HEADER_NAME
-from layotto_fast.runtime.invoke import InvokeRequest, InvokeResult, PassThrough, register_filter
+from layotto_fast.runtime.invoke import InvokeRequest, InvokeResult, PassThrough, as_header_bytes, register_filter
 from layotto_fast.runtime.invoke_service import MAX_TIMEOUT_MS
 
 
@@ -64,7 +63,9 @@ class HeaderFilterConfig:
             twice = seen.setdefault(name.lower(), name)
             if twice != name:
                 raise ValueError(f"set names {twice!r} and {name!r}: header names are case-insensitive")
-        return cls(set_headers={k: str(v) for k, v in raw_set.items()}, remove_headers=tuple(raw_remove))
+        # Values are kept as the headers' bytes, a channel's to send: UTF-8, as gRPC sends text.
+        set_headers = {k: as_header_bytes(str(v)) for k, v in raw_set.items()}
+        return cls(set_headers=set_headers, remove_headers=tuple(raw_remove))
 
 
 @register_filter("headers")

@@ -25,7 +25,7 @@ from layotto_fast.errors import (
 )
 from layotto_fast.http.client import ConnectionsBusy, HttpClient, HttpError, ResponseTooLarge
 from layotto_fast.http.messages import HEADER_CONTROL, HEADER_NAME
-from layotto_fast.runtime.invoke import TARGET_ADDRESS_HEADER, InvokeRequest, InvokeResult
+from layotto_fast.runtime.invoke import TARGET_ADDRESS_HEADER, InvokeRequest, InvokeResult, as_header_bytes
 from layotto_fast.runtime.metadata import is_host_port
 
 DEFAULT_VERB = "GET"  # with no http_extension, as Layotto's http channel sends
@@ -83,12 +83,6 @@ def _header_value(text: str, what: str) -> str:
     if HEADER_CONTROL.search(text):
         raise InvalidArgument(f"{what}: {text!r} has a control character an HTTP header cannot carry")
     return text
-
-
-def as_header_bytes(text: str) -> str:
-    """``text`` (a proto string: any Unicode) as its UTF-8 bytes in a header, written one
-    character per byte as the header encoding takes them; gRPC metadata arrives so already."""
-    return text.encode("utf-8").decode("latin-1")
 
 
 def _header_name(text: str) -> str:

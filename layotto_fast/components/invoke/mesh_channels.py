@@ -31,7 +31,7 @@ from layotto_fast.errors import (
     Unimplemented,
     Unknown,
 )
-from layotto_fast.runtime.invoke import InvokeRequest, InvokeResult
+from layotto_fast.runtime.invoke import InvokeRequest, InvokeResult, header_text
 
 # Why the mesh gave up on an invocation -> the error the caller gets.
 _REFUSALS: dict[str, type[RuntimeApiError]] = {
@@ -174,7 +174,8 @@ class BoltChannel:
 
     async def call(self, request: InvokeRequest) -> InvokeResult:
         config = self._config
-        header = dict(request.headers)
+        # Bolt's header map holds text, UTF-8 on the wire: a value goes as the text its bytes spell.
+        header = {name: header_text(value) for name, value in request.headers.items()}
         service = config.service
         if not config.service_configured:
             service = header.get(_BOLT_TARGET_SERVICE_HEADER) or header.get(_BOLT_SERVICE_HEADER) or service
@@ -242,12 +243,13 @@ _RESERVED_ATTACHMENT_PREFIX = "sys_callback_arg-"  # the index of an argument th
 
 
 def _attachments(headers: dict[str, str]) -> dict[str, str]:
-    """The request's headers as Dubbo attachments, without those Dubbo reserves."""
+    """The request's headers as Dubbo attachments (text: a value is what its bytes spell),
+    without those Dubbo reserves."""
     kept = {}
     for name, value in headers.items():
         lowered = name.lower()
         if lowered not in _RESERVED_ATTACHMENTS and not lowered.startswith(_RESERVED_ATTACHMENT_PREFIX):
-            kept[name] = value
+            kept[name] = header_text(value)
     return kept
 
 
