@@ -408,6 +408,40 @@ def test_a_configured_stream_must_exist_and_cover_the_topic(harness: Harness) ->
     harness.run(scenario())
 
 
+def test_a_raw_message_dead_lettered_into_its_own_stream_is_no_duplicate(harness: Harness) -> None:
+    """A message that is no CloudEvent, published with its own ``Nats-Msg-Id``, goes to a
+    dead-letter topic of the same stream with the headers it came with (as the pub/sub
+    service sends it there): JetStream must store it, not drop it as a duplicate of itself."""
+    stream = f"dlq-{unique()}"
+    received = Recorder()
+
+    async def make_stream() -> None:
+        nc = await nats.connect(harness.server.url)
+        await nc.jetstream().add_stream(name=stream, subjects=[f"{stream}.>"])
+        await nc.close()
+
+    harness.run(make_stream())
+    pubsub = harness.make(streamName=stream)
+
+    async def scenario() -> None:
+        headers = {"Nats-Msg-Id": "order-42"}
+        await pubsub.publish(f"{stream}.orders", b"raw", headers)
+        await pubsub.publish(f"{stream}.orders", b"raw", headers)  # a retried publish: stored once
+        await pubsub.publish(f"{stream}.dead", b"raw", headers)
+        await pubsub.subscribe(f"{stream}.orders", SubscribeOptions(group="o"), received)
+        await pubsub.subscribe(f"{stream}.dead", SubscribeOptions(group="d"), received)
+        assert await until(lambda: len(received.messages) == 2, 5)
+        await asyncio.sleep(0.3)  # nothing more comes
+
+    harness.run(scenario())
+    assert sorted(m.topic.rsplit(".", 1)[1] for m in received.messages) == ["dead", "orders"]
+
+
+def test_ack_wait_in_plain_digits_is_seconds_as_in_dapr() -> None:
+    config = JetStreamConfig.from_manifest(manifest({"natsURL": "nats://127.0.0.1:4222", "ackWait": "60"}))
+    assert config.ack_wait == 60.0
+
+
 def test_a_topic_stream_given_limits_by_an_operator_is_used_as_it_is(harness: Harness) -> None:
     """A sidecar started after an operator limited the topic's stream publishes into that stream
     and leaves its limits alone: making it again (or "fixing" its config back to no limits)

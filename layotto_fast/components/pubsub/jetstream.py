@@ -138,7 +138,8 @@ class JetStreamConfig:
         stream = metadata.text(manifest, "streamName", "")
         if _NOT_IN_NAMES.search(stream):
             raise bad("streamName", f"a stream name has no whitespace, '.', '*', '>', '/' or '\\', got {stream!r}")
-        ack_wait = metadata.duration(manifest, "ackWait", 30.0)
+        # Dapr reads plain digits here as seconds (its metadata decoder's rule for durations)
+        ack_wait = metadata.duration(manifest, "ackWait", 30.0, plain_unit=1.0)
         if ack_wait <= 0:
             raise bad("ackWait", "must be longer than 0")
         max_deliver = metadata.integer(manifest, "maxDeliver", -1, minimum=-1)
@@ -230,13 +231,15 @@ class JetStreamPubSub:
         self._connected()
         await self._stream_of(topic)
         assert self._pubacks is not None
-        event_id = "" if minted_here(data) else _cloudevent_id(data)
+        # JetStream drops a second message with this id (within its duplicate window), as
+        # Dapr asks of it: a client's retried CloudEvent is stored once. With the topic in it:
+        # the same event published to another topic of one stream (a dead letter) is not a
+        # duplicate. Not for ids this sidecar made, new at each publish: the header costs
+        # nats-py and nats-server a third of a publish's CPU, for nothing there. An id a
+        # message carries in its own header (a raw one's, dead-lettered with its headers) is
+        # scoped so too.
+        event_id = ("" if minted_here(data) else _cloudevent_id(data)) or metadata.get(MSG_ID_HEADER, "")
         if event_id:
-            # JetStream drops a second message with this id (within its duplicate window), as
-            # Dapr asks of it: a client's retried CloudEvent is stored once. With the topic in
-            # it: the same event published to another topic of one stream (a dead letter) is
-            # not a duplicate. Not for ids this sidecar made, new at each publish: the header
-            # costs nats-py and nats-server a third of a publish's CPU, for nothing there.
             metadata = {**metadata, MSG_ID_HEADER: f"{topic}:{event_id}"}
         try:
             await self._pubacks.publish(topic, data, metadata)
