@@ -138,6 +138,12 @@ def is_host_port(value: object, *, port_zero: bool = False) -> bool:
 def host_port(manifest: ComponentManifest, name: str, default_port: int) -> tuple[str, int]:
     """``host:port`` (or ``host``, with ``default_port``); an IPv6 host goes in brackets."""
     raw = required(manifest, name).strip()
+    if "," in raw:  # Dapr's list of seed nodes: one is all a client needs to find the rest
+        raise StartupError(
+            manifest.source,
+            manifest.metadata_field(name),
+            f"must be one host:port (a cluster's other nodes are found from it), got {raw!r}",
+        )
     host, sep, port_text = raw.rpartition(":")
     if not sep or "]" in port_text:
         host, port_text = raw, str(default_port)

@@ -90,15 +90,23 @@ _FALSE = frozenset({"", "0", "f", "F", "false", "FALSE", "False"})
 
 
 def with_consumer_groups(manifests: Sequence[ComponentManifest], app_id: str) -> list[ComponentManifest]:
-    """The manifests, a pub/sub component without a ``consumerID`` given the app id as its
-    group, as Dapr's runtime does: the sidecars of one app share its messages, and apps of
-    different ids each get every one."""
+    """The manifests, a pub/sub component without a ``consumerID`` (or with an empty one)
+    given the app id as its group, as Dapr's runtime does: the sidecars of one app share its
+    messages, and apps of different ids each get every one. An empty group kept would be
+    one group shared by every app whose manifest leaves the value blank."""
     return [
-        replace(m, metadata={**m.metadata, CONSUMER_GROUP: app_id})
-        if m.block == "pubsub" and CONSUMER_GROUP not in m.metadata and CONSUMER_GROUP not in m.secret_refs
+        replace(m, metadata={**_without(m.metadata, CONSUMER_GROUP), CONSUMER_GROUP: app_id})
+        if m.block == "pubsub"
+        and not m.metadata.get(CONSUMER_GROUP, "").strip()
+        and CONSUMER_GROUP not in m.secret_refs
         else m
         for m in manifests
     ]
+
+
+def _without(metadata: Mapping[str, str], name: str) -> dict[str, str]:
+    """``metadata`` less the item ``name``, in whatever case it is spelt."""
+    return {key: value for key, value in metadata.items() if key.lower() != name.lower()}
 
 
 @dataclass(frozen=True, slots=True)

@@ -466,6 +466,9 @@ def test_a_strong_write_waits_for_the_replicas(tmp_path: Path) -> None:
         ("lock.redis", {"redisType": "sentinel"}, "spec.metadata.redisType"),
         ("configuration.redis", {"redisHost": ""}, "spec.metadata.redisHost"),
         ("configuration.redis", {"redisDB": "x"}, "spec.metadata.redisDB"),
+        # Dapr's list of cluster seeds: was read as host "a:6379,b", a DNS failure at init
+        ("state.redis", {"redisHost": "a:6379,b:6379", "redisType": "cluster"}, "spec.metadata.redisHost"),
+        ("pubsub.redis", {"redisHost": "a:6379,b:6379"}, "spec.metadata.redisHost"),
     ],
 )
 def test_bad_metadata_names_the_field(type_: str, metadata: dict[str, str], field: str) -> None:

@@ -278,6 +278,8 @@ def test_consumer_group_defaults_to_the_app_id_and_only_when_none_is_given() -> 
         manifest("pubsub.in-memory", {"consumerID": "mine"}),
         manifest("pubsub.jetstream", {}, {"consumerID": SecretRef("group", "group", "spec.metadata[0].secretKeyRef")}),
         manifest("state.redis", {"redisHost": "h:1"}),
+        manifest("pubsub.redis", {"consumerID": ""}),  # a bare `value:` in the YAML
+        manifest("pubsub.in-memory", {"ConsumerID": " "}),
     ]
     out = with_consumer_groups(given, "orders")
     assert [m.metadata for m in out] == [
@@ -285,6 +287,8 @@ def test_consumer_group_defaults_to_the_app_id_and_only_when_none_is_given() -> 
         {"consumerID": "mine"},
         {},
         {"redisHost": "h:1"},
+        {"consumerID": "orders"},
+        {"consumerID": "orders"},
     ]
 
 
