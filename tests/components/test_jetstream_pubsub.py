@@ -8,6 +8,7 @@ quickly. A test that stops the shared server starts it again before it ends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 import uuid
@@ -404,6 +405,83 @@ def test_a_configured_stream_must_exist_and_cover_the_topic(harness: Harness) ->
         assert await until(lambda: sorted(received.data) == [b"a", b"b"], 5)
         with pytest.raises(Unavailable, match="not acknowledged"):
             await pubsub.publish(f"elsewhere-{unique()}", b"x", {})  # no stream stores it
+
+    harness.run(scenario())
+
+
+class SilencingRelay:
+    """Forwards loopback connections to nats-server; ``silence()`` makes those open so far go
+    quiet both ways while staying open (bytes read and dropped, no FIN or RST), as when the
+    peer host is gone or a NAT forgot the flow. Later connections are forwarded as usual."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._target = (host, port)
+        self._server: asyncio.Server | None = None
+        self._silent: set[int] = set()  # numbers of the connections gone quiet
+        self.connections = 0
+        self._writers: list[asyncio.StreamWriter] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    def silence(self) -> None:
+        self._silent.update(range(1, self.connections + 1))
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self._target)
+        self.connections += 1
+        number = self.connections
+        self._writers += [writer, up_writer]
+        for pump in (self._pump(reader, up_writer, number), self._pump(up_reader, writer, number)):
+            task = asyncio.ensure_future(pump)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, number: int) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await source.read(65536):
+                if number not in self._silent:
+                    sink.write(data)
+                    await sink.drain()
+        if number not in self._silent:
+            sink.close()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for writer in self._writers:
+            writer.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def test_a_connection_gone_silent_is_replaced_and_delivery_resumes(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its keepalive finds a connection whose peer went quiet without a reset: nats-py's
+    default (a PING every 2 minutes, stale after 2 unanswered) took about 6 minutes."""
+    monkeypatch.setattr(jetstream, "PING_INTERVAL", 0.3)
+    host, port = harness.server.url.removeprefix("nats://").rsplit(":", 1)
+    relay = SilencingRelay(host, int(port))
+    relayed = harness.run(relay.start())
+    pubsub, publisher, topic = harness.make(natsURL=f"nats://127.0.0.1:{relayed}"), harness.make("publisher"), unique()
+    received = Recorder()
+
+    async def scenario() -> None:
+        try:
+            await pubsub.subscribe(topic, SubscribeOptions(group="g"), received)
+            await publisher.publish(topic, b"before", {})
+            assert await until(lambda: received.data == [b"before"], 5)
+            relay.silence()
+            await publisher.publish(topic, b"after", {})  # to the pull request on the quiet link
+            # stale within 3 PINGs (~1 s), reconnect (1 s), redelivered after ACK_WAIT: room for a slow machine
+            assert await until(lambda: b"after" in received.data, 10), "the quiet connection was never replaced"
+            assert relay.connections >= 2
+        finally:
+            await relay.close()
 
     harness.run(scenario())
 

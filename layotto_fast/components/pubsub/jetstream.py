@@ -64,6 +64,12 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 5.0  # seconds for init's first connection
 REQUEST_TIMEOUT = 5.0  # seconds for a PubAck or a JetStream API answer
 PING_TIMEOUT = 1.5
+# nats-py's keepalive: a PING each PING_INTERVAL, the connection stale (and replaced) once
+# MAX_OUTSTANDING_PINGS are unanswered. nats-py's default, 2 minutes, left a connection whose
+# peer vanished without a reset (a host gone, a NAT that forgot the flow) in place for about
+# 6 minutes, its subscriptions delivering nothing and its answers to the server lost.
+PING_INTERVAL = 10.0
+MAX_OUTSTANDING_PINGS = 2
 FLUSH_TIMEOUT = 5.0  # seconds close gives nats-py to send what it still buffers (answers to the server)
 # The JetStream API's subjects; nats-py's default too (no domain, no custom prefix).
 API_PREFIX = "$JS.API"
@@ -196,6 +202,8 @@ class JetStreamPubSub:
                     connect_timeout=2,
                     reconnect_time_wait=1,
                     max_reconnect_attempts=-1,  # forever; only the first connection has a deadline
+                    ping_interval=PING_INTERVAL,  # type: ignore[arg-type]  # nats-py hints an int; it sleeps for it
+                    max_outstanding_pings=MAX_OUTSTANDING_PINGS,
                     error_cb=self._on_error,
                     disconnected_cb=self._on_disconnected,
                     reconnected_cb=self._on_reconnected,
