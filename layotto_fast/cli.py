@@ -56,6 +56,12 @@ def _add_flags(command: argparse.ArgumentParser) -> None:
         help="PING the app's connection this often; one unanswered as long closes it and the sidecar "
         "dials again (default 10; 0: never)",
     )
+    add(
+        "--app-ping-spacing-seconds",
+        type=float,
+        help="the least time between two PINGs while the app's calls stay silent (default 300: "
+        "gRPC servers refuse PINGs more often than every 5 minutes without data)",
+    )
     add("--listen-address", help="address every listener binds (default 127.0.0.1)")
     add("--grpc-uds", metavar="PATH", help="also serve the gRPC API on this Unix domain socket")
     add(
@@ -104,6 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "actuator_port",
             "app_port",
             "app_keepalive_seconds",
+            "app_ping_spacing_seconds",
             "listen_address",
             "grpc_uds",
             "grpc_transport",

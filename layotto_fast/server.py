@@ -120,7 +120,9 @@ class Sidecar:
         self.layotto = LayottoRuntime(self.services)
         self.app: AppSubscriptions | None = None
         if settings.app_port:
-            channel = GrpcAppChannel(settings.app_host, settings.app_port, settings.app_keepalive_seconds)
+            channel = GrpcAppChannel(
+                settings.app_host, settings.app_port, settings.app_keepalive_seconds, settings.app_ping_spacing_seconds
+            )
             self.app = AppSubscriptions(self.services.pubsub, channel)
         if self.mesh is not None:
             self.metrics.registry.register(MeshCollector(self.mesh))

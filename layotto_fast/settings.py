@@ -33,6 +33,10 @@ class Settings:
     app_host: str = "127.0.0.1"
     # PING the app's connection this often; one unanswered as long closes it (0: never).
     app_keepalive_seconds: float = 10.0
+    # The least time between two PINGs on a connection whose calls the app leaves silent:
+    # gRPC servers take one PING per 5 minutes without data (grpc-go, grpc core), and close a
+    # connection PINGed more often (GOAWAY too_many_pings).
+    app_ping_spacing_seconds: float = 300.0
     grpc_uds: str = ""
     grpc_transport: str = "native"
     resources_path: str = ""

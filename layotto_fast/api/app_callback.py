@@ -71,7 +71,7 @@ class _AppConnection(asyncio.Protocol):
         self._why: str | None = None  # set when the sidecar ends the connection itself
         self._pinger: asyncio.TimerHandle | None = None
         self._heard = True  # an answer came from the app since the last keepalive tick
-        self._pinged = False  # a PING went out in this silent stretch
+        self._pinged_at: float | None = None  # when the last PING of this silent stretch went out
         self._closer: asyncio.TimerHandle | None = None  # aborts a close the app does not let finish
         self.spare = False  # dialled while another was made: closed unused, its end no loss
 
@@ -138,33 +138,40 @@ class _AppConnection(asyncio.Protocol):
 
     def _ping(self) -> None:
         """A keepalive tick: one PING per silent stretch, when deliveries are in flight and
-        the app answered none for a whole interval; unanswered by the next tick, the
-        connection is closed. gRPC servers count PINGs without calls, or more often than every
-        5 minutes while calls stay silent, as abuse (grpc-go and grpc core close the
-        connection with GOAWAY too_many_pings after 2 or 3), so an idle connection, or one the
-        app answers on, is never PINGed, and a long silent call only once."""
+        the app answered none for a whole interval, and another each ``ping_spacing_seconds``
+        while the stretch lasts (an app that hangs after answering the first is noticed);
+        unanswered by the next tick, the connection is closed. gRPC servers count PINGs
+        without calls, or more often than every 5 minutes while calls stay silent, as abuse
+        (grpc-go and grpc core close the connection with GOAWAY too_many_pings after 2 or 3),
+        so an idle connection, or one the app answers on, is never PINGed."""
         if self.transport is None or self.ended:
             return
         if self.h2.awaiting_pong():
             self._why = f"no answer to a PING within {self.channel.keepalive_seconds * 1000:.0f} ms"
             self.transport.abort()
             return
+        loop = asyncio.get_running_loop()
         heard, self._heard = self._heard, False
         if heard:
-            self._pinged = False  # a new silent stretch may get its PING
-        elif not self._pinged and self.h2.open_calls() > 0:
+            self._pinged_at = None  # a new silent stretch may get its PING
+        elif self.h2.open_calls() > 0 and (
+            self._pinged_at is None or loop.time() - self._pinged_at >= self.channel.ping_spacing_seconds
+        ):
             self.h2.ping()
-            self._pinged = True
+            self._pinged_at = loop.time()
             self.flush()
-        self._pinger = asyncio.get_running_loop().call_later(self.channel.keepalive_seconds, self._ping)
+        self._pinger = loop.call_later(self.channel.keepalive_seconds, self._ping)
 
 
 class GrpcAppChannel:
-    def __init__(self, host: str, port: int, keepalive_seconds: float = 0.0) -> None:
+    def __init__(
+        self, host: str, port: int, keepalive_seconds: float = 0.0, ping_spacing_seconds: float = 300.0
+    ) -> None:
         self.host, self.port = host, port
         # The call's :authority too: an IPv6 host goes in brackets, or every call is refused.
         self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.keepalive_seconds = keepalive_seconds
+        self.ping_spacing_seconds = ping_spacing_seconds
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connection: _AppConnection | None = None
         self._dialling: asyncio.Task[None] | None = None

@@ -275,6 +275,42 @@ def test_a_long_silent_delivery_is_pinged_once_not_into_too_many_pings(tmp_path:
         assert app.listed == 1 and [e.id for e in app.received(topic)] == [sent], log
 
 
+def test_an_app_that_hangs_after_answering_a_ping_is_pinged_again_after_the_spacing(tmp_path: Path) -> None:
+    """A delivery the app keeps silent: its first PING is answered, then the app hangs. Before,
+    no PING followed while the stretch lasted, so the hang went unnoticed until the delivery's
+    deadline (60 s here), and much longer for an app whose calls never end; now another PING
+    goes out after ``--app-ping-spacing-seconds``, unanswered, and the sidecar dials again."""
+    topic = f"t-{uuid.uuid4().hex[:8]}"
+    first = threading.Event()
+
+    def slow_once(event: pb.TopicEventRequest) -> int:
+        if not first.is_set():
+            first.set()
+            time.sleep(3)  # silent meanwhile: the answer goes into the frozen proxy
+        return 0
+
+    with CallbackApp([Topic(PUBSUB, topic, {"deliveryTimeout": "60s"})], slow_once) as app:
+        proxy = FreezingProxy(app.port)
+        flags = ("--app-keepalive-seconds", "0.2", "--app-ping-spacing-seconds", "1")
+        try:
+            with subscribed_sidecar(tmp_path, proxy.port, *flags) as sidecar:
+                sent = publish(sidecar, topic)
+                assert first.wait(5)
+                deadline = time.monotonic() + 5
+                while proxy.pings() == 0:
+                    assert time.monotonic() < deadline, "the silent delivery was never PINGed"
+                    time.sleep(0.02)
+                time.sleep(0.3)  # the app's HTTP/2 layer answers it at once
+                proxy.freeze()
+                frozen_at = time.monotonic()
+                app.wait_for(lambda events: [e.id for e in events].count(sent) >= 2, timeout=6)
+                assert time.monotonic() - frozen_at < 6
+                log = sidecar.log_path.read_text()
+                assert "no answer to a PING" in log and app.listed >= 2, log
+        finally:
+            proxy.close()
+
+
 def test_an_app_rotating_its_connections_keeps_its_subscriptions(tmp_path: Path) -> None:
     """A gRPC server closing connections at a maximum age (GOAWAY, then the close) is still
     there: the sidecar dials again and keeps its subscriptions. Before, each rotation counted as
