@@ -327,6 +327,7 @@ class MeshListenerStats(TypedDict):
     idle_closed: int
     max_connections_closed: int
     incomplete_closed: int
+    unread_closed: int
 
 class MeshRequestStats(TypedDict):
     outcomes: dict[str, int]

@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 
 
 _ListenerCount = Literal[
-    "connections", "no_route", "bad_frames", "heartbeats", "idle_closed", "max_connections_closed", "incomplete_closed"
+    "connections", "no_route", "bad_frames", "heartbeats", "idle_closed", "max_connections_closed", "incomplete_closed",
+    "unread_closed",
 ]
 _ClusterCount = Literal["ejections", "ejections_capped", "breaker_refused", "connect_failures", "unknown_responses"]
 
@@ -48,6 +49,10 @@ class MeshCollector(Collector):
                 "layotto_fast_mesh_incomplete_closed",
                 "Client connections closed holding part of a frame: the listener's partial frames passed "
                 "max_incomplete_bytes",
+            ),
+            "unread_closed": (
+                "layotto_fast_mesh_unread_closed",
+                "Client connections ended whose last answers were not read within 5 s: given up",
             ),
         }
         for key, (name, text) in listener_counts.items():

@@ -175,7 +175,7 @@ async fn serve_client<C: Codec>(stream: TcpStream, open: OpenConnection) {
     let _ = stream.set_nodelay(true);
     let (mut reader, writer) = stream.into_split();
     let outbox = Rc::new(Outbox::new(listener.max_buffered));
-    let writing = spawn_local({
+    let mut writing = spawn_local({
         let outbox = outbox.clone();
         async move { outbox.drain(writer).await }
     });
@@ -274,10 +274,16 @@ async fn serve_client<C: Codec>(stream: TcpStream, open: OpenConnection) {
         writing.abort();
     } else {
         // Answers already queued still go out before the socket is shut, and the connection
-        // counts as open until they are written (a drain waits for that).
+        // counts as open until they are written (a drain waits for that), within a bound: a
+        // client that stopped reading would keep the socket, its buffers and its place among
+        // `max_connections` for good.
         outbox.close();
-        if answer_and_close {
-            let _ = writing.await;
+        if tokio::time::timeout(CLOSE_LINGER, &mut writing)
+            .await
+            .is_err()
+        {
+            writing.abort();
+            listener.stats.unread_closed.incr();
         }
         if draining {
             // What the client sent meanwhile is read and dropped until it closes too: a
@@ -302,6 +308,12 @@ const IDLE_CHECKS: u32 = 4;
 
 /// How long a draining connection, its answers written, waits for the client to close.
 const DRAIN_LINGER: Duration = Duration::from_secs(1);
+
+/// How long the last answers of a connection that ends may take to be written.
+#[cfg(not(test))]
+const CLOSE_LINGER: Duration = Duration::from_secs(5);
+#[cfg(test)]
+const CLOSE_LINGER: Duration = Duration::from_millis(300);
 
 /// While the mesh drains: a request gets the protocol's "overloaded" answer (a client tries
 /// another instance), a heartbeat its answer; false if the frame is malformed.
@@ -767,6 +779,38 @@ mod tests {
                 assert!(heartbeat_answered(&mut second).await);
                 assert_eq!(listener.stats.max_connections_closed.get(), 1);
                 assert_eq!(listener.stats.connections.get(), 3);
+            })
+            .await;
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_idle_whose_client_reads_nothing_ends_after_the_linger() {
+        LocalSet::new()
+            .run_until(async {
+                let mut config = listener(0, 1024, 1 << 20);
+                let settings = Rc::get_mut(&mut config).unwrap();
+                settings.idle_timeout = Some(Duration::from_millis(100));
+                settings.max_buffered = 64 << 20; // the answers stay under it: no overflow
+                let address = serve(&config).await;
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket.set_recv_buffer_size(4096).unwrap();
+                let mut client = socket.connect(address).await.unwrap();
+                // Heartbeats the listener answers itself, never read: its writes fill the
+                // socket's buffers and wait there.
+                let heartbeats = Bolt::heartbeat_request(7).repeat(200_000);
+                client.write_all(&heartbeats).await.unwrap();
+                until("closed for being idle", || {
+                    config.stats.idle_closed.get() == 1
+                })
+                .await;
+                until("its writer given up", || {
+                    config.stats.unread_closed.get() == 1
+                })
+                .await;
+                until("no longer open", || {
+                    config.stats.open_connections.get() == 0
+                })
+                .await;
             })
             .await;
     }

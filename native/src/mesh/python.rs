@@ -249,6 +249,7 @@ impl MeshProxy {
             d.set_item("idle_closed", s.idle_closed.get())?;
             d.set_item("max_connections_closed", s.max_connections_closed.get())?;
             d.set_item("incomplete_closed", s.incomplete_closed.get())?;
+            d.set_item("unread_closed", s.unread_closed.get())?;
             listeners.append(d)?;
         }
         out.set_item("listeners", listeners)?;

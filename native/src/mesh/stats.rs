@@ -185,4 +185,7 @@ pub struct ListenerStats {
     /// Connections closed holding part of a frame: the listener's partial frames passed
     /// `max_incomplete_bytes`.
     pub incomplete_closed: Counter,
+    /// Connections ended whose last answers the client did not read within the linger:
+    /// their writer was given up.
+    pub unread_closed: Counter,
 }
