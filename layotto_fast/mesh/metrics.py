@@ -15,9 +15,9 @@ if TYPE_CHECKING:
 
 
 _ListenerCount = Literal[
-    "connections", "no_route", "bad_frames", "heartbeats", "idle_closed", "max_connections_closed", "incomplete_closed",
-    "unread_closed",
-]
+    "connections", "no_route", "bad_frames", "heartbeats", "idle_closed", "max_connections_closed",
+    "incomplete_closed", "unread_closed",
+]  # fmt: skip
 _ClusterCount = Literal["ejections", "ejections_capped", "breaker_refused", "connect_failures", "unknown_responses"]
 
 
