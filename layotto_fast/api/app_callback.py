@@ -188,7 +188,11 @@ class GrpcAppChannel:
         self._deadline_at = math.inf
         self._losses = 0  # connections ended so far
         self._listed_at = 0  # the count when the subscriptions were last asked for
-        self._loss_waiters: list[asyncio.Future[None]] = []
+        # Connections the app replaced (its GOAWAY, then a new one made): it may be a new
+        # version, whose subscriptions are asked for again.
+        self._replacements = 0
+        self._listed_replacements = 0  # the count when the subscriptions were last asked for
+        self._waiters: list[asyncio.Future[None]] = []  # woken at each loss or replacement
 
     def settle(self, finished: list[Finished], unanswered: bool = False) -> None:
         """Hand the calls' ends to their callers. ``unanswered``: they failed because the
@@ -242,7 +246,8 @@ class GrpcAppChannel:
         if connection.spare:
             return
         if (was_draining or connection.h2.ended_by_goaway()) and self._connection is not None:
-            return  # the app's GOAWAY, and a connection made since: nothing was lost
+            self._replaced()  # the app's GOAWAY, and a connection made since: nothing was lost
+            return
         if connection.h2.ended_by_goaway() and self._redialling is None:
             # A server rotating its connections (grpc's max connection age) or stopping: lost
             # only if the app cannot be dialled again, so a rotation costs no new cycle.
@@ -252,10 +257,23 @@ class GrpcAppChannel:
 
     def _lose(self) -> None:
         self._losses += 1
-        for waiter in self._loss_waiters:
+        self._wake()
+
+    def _replaced(self) -> None:
+        self._replacements += 1
+        self._wake()
+
+    def _wake(self) -> None:
+        for waiter in self._waiters:
             if not waiter.done():
                 waiter.set_result(None)
-        self._loss_waiters.clear()
+        self._waiters.clear()
+
+    async def _until(self, happened: Callable[[], bool]) -> None:
+        while not happened():
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
 
     async def _redial_after_goaway(self) -> None:
         loop = asyncio.get_running_loop()
@@ -275,6 +293,7 @@ class GrpcAppChannel:
             self._connection = connection
         else:  # calls dialled one meanwhile
             connection.close_spare()
+        self._replaced()
 
     async def _call(self, path: str, message: bytes, timeout_ms: int) -> bytes:
         future: asyncio.Future[tuple[int, str, bytes]] = self._start(path, message, timeout_ms, None)
@@ -376,7 +395,7 @@ class GrpcAppChannel:
         self._arm_deadline()
 
     async def list_subscriptions(self) -> Sequence[TopicSubscription]:
-        self._listed_at = self._losses
+        self._listed_at, self._listed_replacements = self._losses, self._replacements
         try:
             answer = await self._call(f"{SERVICE}/ListTopicSubscriptions", b"", LIST_TIMEOUT_MS)
         except AppCallError as exc:
@@ -415,10 +434,14 @@ class GrpcAppChannel:
         return VERDICTS.get(pb.TopicEventResponse.FromString(answer).status, Verdict.RETRY)
 
     async def lost(self) -> None:
-        while self._losses <= self._listed_at:
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._loss_waiters.append(waiter)
-            await waiter
+        # The counts as they are now, when the cycle starts: a listing made later (see
+        # replaced) must not hide a loss that came before it.
+        listed_at = self._listed_at
+        await self._until(lambda: self._losses > listed_at)
+
+    async def replaced(self) -> None:
+        listed_at = self._listed_replacements
+        await self._until(lambda: self._replacements > listed_at)
 
     async def close(self) -> None:
         """Ends the connection; calls still open fail (UNAVAILABLE)."""

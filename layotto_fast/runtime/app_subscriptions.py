@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from asyncio import FIRST_COMPLETED
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -50,6 +51,11 @@ class AppChannel(Protocol):
 
     async def lost(self) -> None:
         """Return once the connection to the app is lost."""
+        ...
+
+    async def replaced(self) -> None:
+        """Return once the app has replaced its connection (a restart in place, a server
+        rotating its connections): still reachable, perhaps as a new version."""
         ...
 
     async def close(self) -> None: ...
@@ -112,15 +118,21 @@ class AppSubscriptions:
             missing = await self._subscribe(wanted)
             log.info("app at %s reached: subscribed to %s", self._channel.address, ", ".join(self.state.subscriptions))
             lost = loop.create_task(self._channel.lost())
+            replaced = loop.create_task(self._channel.replaced())
             try:
                 end_if_cancelled()  # inside: what was subscribed is stopped on the way out
                 while not lost.done():
-                    await asyncio.wait([lost], timeout=RESUBSCRIBE_SECONDS)
+                    await asyncio.wait([lost, replaced], timeout=RESUBSCRIBE_SECONDS, return_when=FIRST_COMPLETED)
+                    if replaced.done() and not lost.done():
+                        wanted, missing = await self._ask_again(wanted, missing)
+                        replaced = loop.create_task(self._channel.replaced())
+                        end_if_cancelled()
                     if missing and not lost.done():
                         missing = await self._subscribe(missing)
                         end_if_cancelled()
             finally:
                 lost.cancel()
+                replaced.cancel()
                 await self._unsubscribe()
             end_if_cancelled()
             self.state.status, self.state.reason = Health.DOWN, "connection lost"
@@ -130,6 +142,24 @@ class AppSubscriptions:
                 pause = min(pause * 2, BACKOFF_SECONDS[1])
             else:
                 pause = BACKOFF_SECONDS[0]
+
+    async def _ask_again(
+        self, wanted: Sequence[TopicSubscription], missing: list[TopicSubscription]
+    ) -> tuple[Sequence[TopicSubscription], list[TopicSubscription]]:
+        """After the app replaced its connection: its subscriptions asked for again and, when
+        they changed (a new version of the app), subscribed afresh; else kept as they are."""
+        try:
+            now = await self._channel.list_subscriptions()
+        except Exception as exc:  # lost meanwhile, most likely: the cycle ends on that
+            log.info("app at %s: asking for its subscriptions again failed: %s", self._channel.address, exc)
+            return wanted, missing
+        if list(now) == list(wanted):
+            return wanted, missing
+        log.info("app at %s changed its subscriptions: subscribing afresh", self._channel.address)
+        await self._unsubscribe()
+        missing = await self._subscribe(now)
+        log.info("app at %s: subscribed to %s", self._channel.address, ", ".join(self.state.subscriptions))
+        return now, missing
 
     async def _subscribe(self, wanted: Sequence[TopicSubscription]) -> list[TopicSubscription]:
         """Subscribe to each of ``wanted``; the ones that failed, to try again."""

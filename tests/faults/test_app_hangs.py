@@ -326,4 +326,25 @@ def test_an_app_rotating_its_connections_keeps_its_subscriptions(tmp_path: Path)
         app.wait_for(lambda events: any(e.id == sent for e in events), timeout=5)
         log = sidecar.log_path.read_text()
         assert "after its GOAWAY" in log, log  # rotated indeed
-        assert app.listed == 1 and "lost the app" not in log, log
+        # asked again at each new connection, but the same answer keeps the subscriptions
+        assert app.listed >= 2 and "lost the app" not in log and "subscribing afresh" not in log, log
+
+
+def test_an_app_restarted_in_place_with_other_topics_is_asked_again(tmp_path: Path) -> None:
+    """A new version behind the same port (a graceful GOAWAY, then a new connection, as a
+    rotation looks) asks for other topics: they are subscribed, and the old one stopped.
+    Before, the sidecar kept the first version's subscriptions until a connection was lost."""
+    old_topic, new_topic = f"old-{uuid.uuid4().hex[:8]}", f"new-{uuid.uuid4().hex[:8]}"
+    rotating = [("grpc.max_connection_age_ms", 700), ("grpc.max_connection_age_grace_ms", 300)]
+    with (
+        CallbackApp([Topic(PUBSUB, old_topic)], options=rotating) as app,
+        subscribed_sidecar(tmp_path, app.port) as sidecar,
+    ):
+        app.topics = [Topic(PUBSUB, new_topic)]
+        deadline = time.monotonic() + 10
+        while json.loads(sidecar.http("/actuator/info")[1])["app"]["subscriptions"] != [f"{PUBSUB}/{new_topic}"]:
+            assert time.monotonic() < deadline, sidecar.log_path.read_text()
+            time.sleep(0.1)
+        sent = publish(sidecar, new_topic)
+        app.wait_for(lambda events: any(e.id == sent for e in events), timeout=5)
+        assert "lost the app" not in sidecar.log_path.read_text()

@@ -52,6 +52,9 @@ class _ClosingApp:
     async def lost(self) -> None:
         await asyncio.sleep(0)
 
+    async def replaced(self) -> None:
+        await asyncio.Event().wait()
+
     async def close(self) -> None:
         return None
 
@@ -106,6 +109,9 @@ class _AppOfOneTopic:
         raise AssertionError("nothing is published")
 
     async def lost(self) -> None:
+        await asyncio.Event().wait()
+
+    async def replaced(self) -> None:
         await asyncio.Event().wait()
 
     async def close(self) -> None:
