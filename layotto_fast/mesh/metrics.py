@@ -103,7 +103,7 @@ def _request_families(
     requests = CounterMetricFamily(
         f"{prefix}_requests",
         f"Requests {where}, by how they ended: answered (by the upstream, whatever its status), "
-        "timeout, unavailable, rate_limited, breaker_refused",
+        "timeout, unavailable, rate_limited, breaker_refused, sent (a oneway request, handed to an upstream)",
         labels=[*label_names, "outcome"],
     )
     statuses = CounterMetricFamily(

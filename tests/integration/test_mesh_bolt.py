@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import layotto_fast_native as native
 import pytest
 import yaml
 
@@ -414,6 +415,12 @@ def test_metrics_and_info_report_routes_and_clusters(mesh: Mesh, upstreams: tupl
     assert 'layotto_fast_mesh_requests_total{listener="bolt-in",outcome="rate_limited",route="limited"} 1.0' in text
     assert 'layotto_fast_mesh_cluster_requests_total{cluster="second",outcome="answered"} 2.0' in text
     assert 'layotto_fast_mesh_cluster_requests_total{cluster="second",outcome="rate_limited"} 0.0' in text
+    # a oneway request forwarded: counted as sent (it was counted nowhere)
+    client.send(bytes(native.encode_bolt_request(20, 1, -1, "", {"service": ECHO}, b"fire", oneway=True)))
+    wait_for(lambda: sum(u.request_types.count(2) for u in upstreams) == 1)
+    text = mesh.sidecar.http("/metrics")[1].decode()
+    assert 'layotto_fast_mesh_requests_total{listener="bolt-in",outcome="sent",route="echo"} 1.0' in text
+    assert 'layotto_fast_mesh_cluster_requests_total{cluster="echo",outcome="sent"} 1.0' in text
 
 
 def test_a_bad_mesh_section_stops_start_up_naming_the_field(tmp_path: Path) -> None:

@@ -502,7 +502,12 @@ pub async fn dispatch<C: Codec>(
                     }
                 });
                 // Cannot fail: the connection is open and `backed_up` left room for it.
+                let oneway = pending.is_none();
                 upstream.send::<C>(frame, pending);
+                if oneway {
+                    sending.stats.count(Outcome::Sent);
+                    cluster.stats.requests.count(Outcome::Sent);
+                }
                 return Ok(());
             }
             Err(ConnectError::Overloaded) => {

@@ -8,6 +8,9 @@ use std::rc::Rc;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
+/// What a batch's allocation keeps once batches are small again.
+const KEPT_CAPACITY: usize = 64 * 1024;
+
 #[derive(Default)]
 pub struct Outbox {
     buffer: RefCell<Vec<u8>>,
@@ -122,6 +125,10 @@ impl Outbox {
                 if self.closed.get() {
                     break;
                 }
+                // Nothing queued: one large answer would leave both allocations at its size
+                // for as long as the connection lasts.
+                sending.shrink_to(KEPT_CAPACITY);
+                self.buffer.borrow_mut().shrink_to(KEPT_CAPACITY);
                 self.notify.notified().await;
                 continue;
             }
@@ -147,6 +154,34 @@ mod tests {
         assert!(!outbox.is_closed());
         assert!(!outbox.push(&[0; 1]));
         assert!(outbox.is_closed());
+    }
+
+    #[tokio::test]
+    async fn a_large_batch_gives_its_memory_back_once_written() {
+        let outbox = Outbox::new(4 << 20);
+        // Until the writer has taken what is queued and waits for more.
+        let idle = || async {
+            while outbox.backlog() > 0 {
+                tokio::task::yield_now().await;
+            }
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+        };
+        let pushing = async {
+            idle().await;
+            outbox.push(&vec![1; 1 << 20]);
+            idle().await;
+            // the written batch's allocation, now the one the next answers fill
+            let kept = outbox.buffer.borrow().capacity();
+            outbox.close();
+            kept
+        };
+        let ((), kept) = tokio::join!(outbox.drain(tokio::io::sink()), pushing);
+        assert!(
+            kept <= KEPT_CAPACITY,
+            "{kept} bytes kept for the next answers"
+        );
     }
 
     #[test]

@@ -40,19 +40,22 @@ pub enum Outcome {
     Unavailable,
     RateLimited,
     BreakerRefused,
+    /// A oneway request handed to an upstream connection: nothing answers it.
+    Sent,
 }
 
-pub const OUTCOMES: [(Outcome, &str); 5] = [
+pub const OUTCOMES: [(Outcome, &str); 6] = [
     (Outcome::Answered, "answered"),
     (Outcome::Timeout, "timeout"),
     (Outcome::Unavailable, "unavailable"),
     (Outcome::RateLimited, "rate_limited"),
     (Outcome::BreakerRefused, "breaker_refused"),
+    (Outcome::Sent, "sent"),
 ];
 
 #[derive(Debug)]
 pub struct RouteStats {
-    pub outcomes: [Counter; 5],
+    pub outcomes: [Counter; 6],
     /// Answered requests by the upstream's status (the protocol's number; 127 and up
     /// share the last slot).
     pub statuses: [Counter; STATUS_SLOTS],

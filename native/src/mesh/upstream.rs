@@ -410,7 +410,12 @@ fn on_frame<C: Codec>(upstream: &Upstream, frame: &mut [u8]) -> Result<(), Strin
         FrameKind::HeartbeatRequest => {
             upstream.outbox.push(&C::heartbeat_reply(frame, &head));
         }
-        FrameKind::HeartbeatResponse => upstream.heartbeat_answered.set(Some(head.request_id)),
+        FrameKind::HeartbeatResponse => {
+            // Answers to two heartbeats (an idle one, a probe) may come back in either order.
+            let kept = upstream.heartbeat_answered.get();
+            let newest = newest_answered(kept, head.request_id, upstream.id_mask);
+            upstream.heartbeat_answered.set(Some(newest));
+        }
         FrameKind::Closing => upstream.on_closing(),
         FrameKind::Notice | FrameKind::Oneway => {}
         // A provider calling its consumer back (a Dubbo callback argument, a Bolt server's
@@ -448,6 +453,14 @@ fn next_free_id(next: u64, mask: u64, taken: impl Fn(u64) -> bool) -> (u64, u64)
 /// Whether id `answered` was issued at or after `id`, ids growing and wrapping within `mask`.
 fn answered_since(answered: u64, id: u64, mask: u64) -> bool {
     answered.wrapping_sub(id) & mask <= mask / 2
+}
+
+/// The later of the heartbeat answered so far (`kept`) and the one just answered (`id`).
+fn newest_answered(kept: Option<u64>, id: u64, mask: u64) -> u64 {
+    match kept {
+        Some(kept) if answered_since(kept, id, mask) => kept,
+        _ => id,
+    }
 }
 
 /// Waits while nothing is pending until a request is sent; false once the connection is
@@ -539,7 +552,8 @@ async fn expire_deadlines<C: Codec>(upstream: Rc<Upstream>, idle_heartbeat: Opti
 #[cfg(test)]
 mod tests {
     use super::{
-        answered_since, next_free_id, refused_at, UPSTREAM_BACKLOG_REFUSED, UPSTREAM_OUTBOX_LIMIT,
+        answered_since, newest_answered, next_free_id, refused_at, UPSTREAM_BACKLOG_REFUSED,
+        UPSTREAM_OUTBOX_LIMIT,
     };
 
     #[test]
@@ -585,5 +599,19 @@ mod tests {
         );
         assert!(!answered_since(bolt - 1, 2, bolt));
         assert!(answered_since(5, u64::MAX - 1, u64::MAX) && !answered_since(3, 4, u64::MAX));
+    }
+
+    #[test]
+    fn an_earlier_heartbeats_late_answer_does_not_replace_a_later_one() {
+        let bolt = u32::MAX as u64;
+        assert_eq!(newest_answered(None, 7, bolt), 7);
+        assert_eq!(newest_answered(Some(8), 7, bolt), 8, "7 answered after 8");
+        assert_eq!(newest_answered(Some(7), 8, bolt), 8);
+        assert_eq!(
+            newest_answered(Some(bolt - 1), 2, bolt),
+            2,
+            "across the wrap"
+        );
+        assert_eq!(newest_answered(Some(2), bolt - 1, bolt), 2);
     }
 }
