@@ -89,6 +89,37 @@ async def _deliver_all_at_once(component: RedisStreamsPubSub, topic: str, group:
     return received
 
 
+def test_an_xack_that_fails_while_redis_restarts_is_sent_again(tmp_path: Path) -> None:
+    """The app answered SUCCESS, then Redis went away before the XACK: once Redis is back
+    (its append-only file keeps the stream and its pending entries), the XACK goes again.
+    Before, it was dropped: the entry stayed pending and was delivered again after
+    ``processingTimeout``."""
+    with RedisServer(tmp_path / "redis", extra_args=["--appendonly", "yes", "--appendfsync", "always"]) as server:
+        server.start()
+        harness = Harness(server)
+        try:
+            component = harness.make(processingTimeout="1h")  # no claim would hide a lost XACK
+            received: list[bytes] = []
+
+            async def handler(message: Message) -> Verdict:
+                received.append(message.data)
+                server.stop()  # the XACK for this SUCCESS finds no Redis
+                return Verdict.SUCCESS
+
+            async def scenario() -> None:
+                await component.subscribe(harness.topic, SubscribeOptions(group="g"), handler)
+                await component.publish(harness.topic, b"once", {})
+                assert await until(lambda: received == [b"once"], 5)
+                await asyncio.sleep(0.3)  # the XACK fails meanwhile
+                server.start()
+                assert await until(lambda: harness.pending("g") == 0, 5), "the XACK was never sent again"
+
+            harness.run(scenario())
+            assert received == [b"once"]
+        finally:
+            harness.close()
+
+
 def test_entries_settled_together_are_acknowledged_by_one_xack(harness: Harness) -> None:
     component = harness.make()
     calls_before = harness.xack_calls()

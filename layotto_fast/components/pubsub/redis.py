@@ -67,6 +67,9 @@ log = logging.getLogger(__name__)
 READ_BLOCK_MS = 1000  # longest a read waits for entries; half the read timeout when that is shorter
 BACKOFF_SECONDS = (0.05, 2.0)  # first and longest pause of a reader whose Redis is away
 ACK_DELAY = 0.002  # seconds an acknowledgement may wait to share one XACK with others
+# A failed XACK (Redis restarting, a connection lost) is sent again after ACK_RETRY seconds,
+# up to ACK_ATTEMPTS times in a row; past that its entries stay pending, delivered again.
+ACK_RETRY, ACK_ATTEMPTS = 0.5, 20
 # Seconds past an unsubscribe's deadline that its last XACK and leaving the group may take: a
 # Redis that answers takes milliseconds; one that does not is given up on.
 FINISH_SECONDS = 0.2
@@ -241,6 +244,7 @@ class _Reader:
         self._in_hand: set[bytes] = set()  # entry ids read or claimed here and not settled yet
         self._acks: list[bytes] = []  # settled, waiting for the next XACK
         self._ack_timer: asyncio.TimerHandle | None = None
+        self._ack_failures = 0  # XACKs failed in a row
         self._acking: set[asyncio.Future[Any]] = set()  # XACKs sent, not answered yet
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -502,12 +506,23 @@ class _Reader:
 
     def _acked(self, reply: asyncio.Future[Any], ids: list[bytes]) -> None:
         self._acking.discard(reply)
-        self._in_hand.difference_update(ids)
-        if reply.cancelled():
+        error = None if reply.cancelled() else reply.exception()
+        if error is None:
+            self._ack_failures = 0
+            self._in_hand.difference_update(ids)
             return
-        error = reply.exception()
-        if error is not None:  # they stay pending: claimed and handled again later
-            log.info("acknowledging %d entries of %s failed: %s", len(ids), self._topic, error)
+        self._ack_failures += 1
+        if self._stopping or self._ack_failures > ACK_ATTEMPTS:
+            # they stay pending: claimed and handled again later
+            self._in_hand.difference_update(ids)
+            log.info("acknowledging %d entries of %s failed: %s; they stay pending", len(ids), self._topic, error)
+            return
+        # Kept in hand meanwhile, so that no consumer claims what the app has handled.
+        log.info("acknowledging %d entries of %s failed (%s): again in %gs", len(ids), self._topic, error, ACK_RETRY)
+        self._acks[:0] = ids
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+        self._ack_timer = asyncio.get_running_loop().call_later(ACK_RETRY, self._send_acks)
 
 
 def read_block_ms(read_timeout: float) -> int:
