@@ -1,5 +1,5 @@
 """A subscriber that is a stream (SubscribeTopicEvents): events go out in order of delivery,
-verdicts come back by event id.
+verdicts come back by event id, so one event of an id is out at a time.
 
 A delivery waits for the answer with its event's id; the pub/sub service's timeout and
 retry rules apply to it as to a callback. A delivery that ends before its event went out
@@ -27,7 +27,9 @@ class StreamSubscriber:
         # events not sent yet, each with the delivery waiting for its answer
         self._outbox: deque[tuple[Event, asyncio.Future[Verdict]]] = deque()
         self._sending: asyncio.Future[None] | None = None  # next() waiting for an event
-        self._waiting: dict[str, deque[asyncio.Future[Verdict]]] = {}
+        # the delivery whose event of that id is out (or about to go): one per id, as
+        # answers name only the id, and two events may share one (unique per source only)
+        self._out: dict[str, asyncio.Future[Verdict]] = {}
         self._closed = False
         self._failure: RuntimeApiError | None = None
 
@@ -35,22 +37,23 @@ class StreamSubscriber:
         if self._closed:
             raise SubscriberGone("the subscriber's stream has ended")
         future: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(event.id, deque()).append(future)
-        self._outbox.append((event, future))
-        self._wake_sender()
         try:
             async with asyncio.timeout(timeout):
+                while (ahead := self._out.get(event.id)) is not None and not ahead.done():
+                    await asyncio.wait([ahead])  # an event of this id is out: this one waits its turn
+                    if self._closed:
+                        raise SubscriberGone("the subscriber's stream has ended")
+                self._out[event.id] = future
+                self._outbox.append((event, future))
+                self._wake_sender()
                 return await future
         finally:
             if not future.done():
                 future.cancel()
             if future.cancelled():  # given up on (a timeout cancels it too): its event may still wait to go out
                 self._withdraw(future)
-            waiting = self._waiting.get(event.id)
-            if waiting is not None and future in waiting:
-                waiting.remove(future)
-            if not waiting:
-                self._waiting.pop(event.id, None)
+            if self._out.get(event.id) is future:
+                del self._out[event.id]
 
     async def next(self) -> Event | None:
         """The next event to send; None once the stream is closed; the error it failed with."""
@@ -76,12 +79,10 @@ class StreamSubscriber:
                 return
 
     def answer(self, event_id: str, verdict: Verdict) -> None:
-        waiting = self._waiting.get(event_id)
-        while waiting:
-            future = waiting.popleft()
-            if not future.done():
-                future.set_result(verdict)
-                return
+        future = self._out.get(event_id)
+        if future is not None and not future.done():
+            future.set_result(verdict)
+            return
         log.info("an answer for event %r, which is not awaiting one: ignored", event_id)
 
     def fail(self, error: RuntimeApiError) -> None:
@@ -94,8 +95,7 @@ class StreamSubscriber:
         self._closed = True
         self._outbox.clear()
         self._wake_sender()
-        for waiting in self._waiting.values():
-            for future in waiting:
-                if not future.done():
-                    future.set_exception(SubscriberGone("the subscriber's stream ended before it answered"))
-        self._waiting.clear()
+        for future in self._out.values():
+            if not future.done():
+                future.set_exception(SubscriberGone("the subscriber's stream ended before it answered"))
+        self._out.clear()

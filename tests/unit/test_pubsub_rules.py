@@ -217,6 +217,30 @@ def test_stream_subscriber_matches_answers_to_events() -> None:
     asyncio.run(run())
 
 
+def test_two_events_of_one_id_go_out_on_a_stream_one_at_a_time() -> None:
+    """Ids are unique per source only: two events may share one, and an answer names only the
+    id. Before, both went out at once, and the first answer (say the client's SUCCESS for the
+    second) settled the first, whose failure then acknowledged it."""
+
+    async def run() -> None:
+        subscriber = StreamSubscriber()
+        first, second = stream_event(), stream_event()
+        second = second._replace(id=first.id, data=b"another")
+        one = asyncio.ensure_future(subscriber.deliver(first, 5.0))
+        two = asyncio.ensure_future(subscriber.deliver(second, 5.0))
+        assert await subscriber.next() == first
+        sent_next = asyncio.ensure_future(subscriber.next())
+        await asyncio.sleep(0.01)
+        assert not sent_next.done(), "the second waits while an event of its id is out"
+        subscriber.answer(first.id, Verdict.DROP)
+        assert await one == Verdict.DROP
+        assert await sent_next == second
+        subscriber.answer(first.id, Verdict.SUCCESS)
+        assert await two == Verdict.SUCCESS
+
+    asyncio.run(run())
+
+
 def test_a_failed_stream_subscriber_ends_with_its_error_and_gives_its_deliveries_back() -> None:
     async def run() -> None:
         subscriber = StreamSubscriber()
