@@ -126,16 +126,21 @@ def wrap(
     source, type, subject, traceparent (or traceid) and tracestate, as Dapr's do; a CloudEvent
     passed through keeps its own. ``expiration`` (RFC 3339) is set on either.
 
-    NotACloudEvent when ``content_type`` says the data is a CloudEvent and it is not even a
-    JSON object (Layotto refuses it too); an object without an id or specversion is wrapped."""
+    Data declared a CloudEvent (``application/cloudevents+json``) is one whatever it lacks,
+    as Dapr takes it: a missing specversion, source or type gets the default, a missing id a
+    new one (a number is written as a string). NotACloudEvent when it is not even a JSON
+    object (Layotto refuses it too). JSON data of another type is a CloudEvent when it has
+    an id and a specversion, and is wrapped otherwise."""
     content_type = content_type or DEFAULT_CONTENT_TYPE
     kind = _kind(content_type)
     parsed: Any = _UNREAD  # data parsed once, for every question below
     if kind == _CLOUDEVENT or (kind == _JSON and data[:1] == b"{"):
         parsed = _parsed(data)
         existing = _cloudevent_in(parsed)
-        if existing is None and kind == _CLOUDEVENT and type(parsed) is not dict:
-            raise NotACloudEvent(f"it is declared {CLOUDEVENT_CONTENT_TYPE} but is not a JSON object")
+        if existing is None and kind == _CLOUDEVENT:
+            if type(parsed) is not dict:
+                raise NotACloudEvent(f"it is declared {CLOUDEVENT_CONTENT_TYPE} but is not a JSON object")
+            existing = _completed(parsed, source)
         if existing is not None:
             # where it is published now, whatever an earlier hop wrote there (as Dapr does)
             existing["topic"] = topic
@@ -237,6 +242,20 @@ def _cloudevent_in(value: Any) -> dict[str, Any] | None:
     if event_id and spec_version and type(event_id) is str and type(spec_version) is str:
         return value
     return None
+
+
+def _completed(event: dict[str, Any], source: str) -> dict[str, Any]:
+    """A declared CloudEvent given what it lacks of the attributes every one has."""
+    event_id = event.get("id")
+    if type(event_id) is int:
+        event["id"] = str(event_id)
+    elif not event_id or type(event_id) is not str:
+        event["id"] = new_id()
+    if not event.get("specversion") or type(event["specversion"]) is not str:
+        event["specversion"] = SPEC_VERSION
+    event.setdefault("source", source)
+    event.setdefault("type", EVENT_TYPE)
+    return event
 
 
 def _as_cloudevent(data: bytes) -> dict[str, Any] | None:

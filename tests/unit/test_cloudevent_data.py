@@ -85,10 +85,30 @@ def test_an_envelope_naming_data_with_escapes_is_still_read() -> None:
     assert cloudevents.unwrap(twice, "orders", "ps").data == b"2"
 
 
+def test_data_declared_a_cloudevent_keeps_its_own_attributes_and_gets_the_missing_ones() -> None:
+    """As Dapr's FromCloudEvent takes it. Before, an event without specversion (Dapr fills it
+    in, so publishers leave it out) was wrapped in a new envelope: its id, type and source
+    replaced, the whole event handed to the app as its data."""
+    declared = cloudevents.CLOUDEVENT_CONTENT_TYPE
+    event = b'{"id": "abc", "source": "shop", "type": "order.created", "data": {"n": 1}}'
+    message_id, stored = cloudevents.wrap(event, declared, **WHERE)
+    envelope = orjson.loads(stored)
+    assert message_id == "abc"
+    assert (envelope["specversion"], envelope["source"], envelope["type"]) == ("1.0", "shop", "order.created")
+    delivered = cloudevents.unwrap(stored, "orders", "ps")
+    assert (delivered.id, delivered.data) == ("abc", b'{"n": 1}')
+    numbered_id, stored = cloudevents.wrap(b'{"id": 42, "specversion": "1.0", "data": "x"}', declared, **WHERE)
+    assert numbered_id == "42" and cloudevents.unwrap(stored, "orders", "ps").id == "42"
+    minted, stored = cloudevents.wrap(b'{"k": 1}', declared, **WHERE)
+    envelope = orjson.loads(stored)
+    assert minted and envelope["id"] == minted and envelope["k"] == 1
+    assert (envelope["source"], envelope["type"]) == (WHERE["source"], cloudevents.EVENT_TYPE)
+
+
 def test_data_declared_a_cloudevent_that_is_no_json_object_is_refused_naming_the_field() -> None:
     """Layotto answers INVALID_ARGUMENT; it was published as a new envelope whose content type
-    claimed a CloudEvent around bytes that are none. A JSON object without an id is still
-    wrapped, as before, and a bulk publish names the entry."""
+    claimed a CloudEvent around bytes that are none. A JSON object is a CloudEvent (see
+    below), and a bulk publish names the entry."""
     from layotto_fast.errors import InvalidArgument
     from layotto_fast.manifest import ComponentManifest
     from layotto_fast.runtime.lifecycle import Components
