@@ -17,6 +17,7 @@ import base64
 import hashlib
 import itertools
 import os
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -145,6 +146,7 @@ def wrap(
             # where it is published now, whatever an earlier hop wrote there (as Dapr does)
             existing["topic"] = topic
             existing["pubsubname"] = pubsub_name
+            existing.setdefault("time", _CLOCK.now())
             if traceparent and "traceparent" not in existing:
                 existing["traceparent"] = traceparent
                 if tracestate:
@@ -157,6 +159,7 @@ def wrap(
         "id": "",
         "source": source,
         "type": EVENT_TYPE,
+        "time": _CLOCK.now(),
         "datacontenttype": content_type,
         "topic": topic,
         "pubsubname": pubsub_name,
@@ -175,6 +178,24 @@ def wrap(
     _put_data(envelope, data, kind)
     return message_id, orjson.dumps(envelope)
 
+
+class _Clock:
+    """The current second in RFC 3339, as Dapr writes an envelope's ``time``: formatted once
+    a second, not at every publish."""
+
+    __slots__ = ("second", "text")
+
+    def __init__(self) -> None:
+        self.second, self.text = -1, ""
+
+    def now(self) -> str:
+        second = int(time.time())
+        if second != self.second:
+            self.second, self.text = second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return self.text
+
+
+_CLOCK = _Clock()
 
 # Attributes a publisher may set through metadata ``cloudevent.<name>`` -> the envelope's name.
 _OVERRIDABLE = {

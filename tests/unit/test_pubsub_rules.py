@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
+from datetime import datetime
 
 import orjson
 import pytest
@@ -48,7 +50,10 @@ def test_envelope_carries_data_as_its_content_type_allows(
     )
     assert envelope["traceparent"] == "00-abc-01"
     event = cloudevents.unwrap(stored, "orders", "ps")
-    assert event.id == message_id and event.extensions == {"traceparent": "00-abc-01"}
+    # time: the publish's second in RFC 3339, as Dapr writes it (passed on as an extension)
+    stamp = datetime.fromisoformat(envelope["time"]).timestamp()
+    assert abs(stamp - time.time()) < 5 and envelope["time"].endswith("Z")
+    assert event.id == message_id and event.extensions == {"traceparent": "00-abc-01", "time": envelope["time"]}
     if field == "data_base64" or content_type != "application/json":
         assert event.data == data
     else:
