@@ -35,6 +35,7 @@ import collections
 import contextlib
 import functools
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -62,7 +63,7 @@ from layotto_fast.runtime.pubsub import (
     Unsubscribe,
     Verdict,
 )
-from layotto_fast.runtime.state_rules import TTL_KEY, ttl_from_metadata
+from layotto_fast.runtime.state_rules import MAX_TTL_SECONDS, TTL_KEY
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +232,8 @@ class PubSubService:
             if raw_payload(merged, f"entries[{i}].metadata" if RAW_PAYLOAD in entry.metadata else "metadata"):
                 envelopes.append(entry.data)
                 continue
-            expiration = _expiration(merged, f"entries[{i}].metadata" if TTL_KEY in entry.metadata else "metadata")
+            where = f"entries[{i}].metadata" if _ttl_item(entry.metadata) else "metadata"
+            expiration = _expiration(merged, where)
             try:
                 envelopes.append(
                     wrap(entry.data, entry.content_type, source=self._app_id, topic=topic, pubsub_name=pubsub_name,
@@ -499,13 +501,38 @@ class _Delivery:
         return True
 
 
+# Dapr's two names for a message's time to live, in the order it looks for them (any case).
+_TTL_NAMES = ("ttl", TTL_KEY.lower())
+
+
+def _ttl_item(metadata: Mapping[str, str]) -> tuple[str, str] | None:
+    """The publish's time to live as (its name as spelt, its value); None without one."""
+    found: dict[str, tuple[str, str]] = {}
+    for key, value in metadata.items():
+        lowered = key.lower()
+        if lowered in _TTL_NAMES and value:
+            found.setdefault(lowered, (key, value))
+    return next((found[name] for name in _TTL_NAMES if name in found), None)
+
+
 def _expiration(metadata: Mapping[str, str], field: str) -> str:
-    """The envelope's ``expiration`` for the publish's ``ttlInSeconds`` (Dapr's, read as for
-    state: whole seconds, -1 for none); "" without one."""
-    if not metadata or TTL_KEY not in metadata:
+    """The envelope's ``expiration`` for the publish's ``ttl`` or ``ttlInSeconds``, read as
+    Dapr reads them (a Go duration, or whole seconds; -1 for none); "" without one."""
+    item = _ttl_item(metadata) if metadata else None
+    if item is None:
         return ""
-    seconds = ttl_from_metadata(metadata, field)
-    return expiration_after(seconds, time.time()) if seconds else ""
+    name, raw = item
+    if raw == "-1":
+        return ""
+    seconds = parse_duration(raw, plain_unit=1.0)
+    if seconds is None:
+        raise InvalidArgument(f"{field}.{name} is {raw[:64]!r}: must be whole seconds or {DURATION_EXAMPLES}")
+    if not 0 < seconds <= MAX_TTL_SECONDS:
+        raise InvalidArgument(
+            f"{field}.{name} is {raw[:64]!r}: must be more than 0 and at most {MAX_TTL_SECONDS} seconds, or -1 for none"
+        )
+    # whole seconds, rounded up: the expiration is written to the second
+    return expiration_after(math.ceil(seconds), time.time())
 
 
 def _options(subscription: TopicSubscription) -> tuple[RetryPolicy, SubscribeOptions, str]:

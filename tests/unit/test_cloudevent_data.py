@@ -201,6 +201,37 @@ def test_a_message_past_its_ttl_is_acknowledged_not_delivered() -> None:
     assert delivered == [fresh] and dropped == 1
 
 
+@pytest.mark.parametrize(
+    ("metadata", "seconds"),
+    [
+        ({"ttlInSeconds": "60"}, 60),
+        ({"TTLInSeconds": "60"}, 60),  # any case, as Dapr reads metadata
+        ({"ttl": "90s"}, 90),  # Dapr's other name, and a Go duration
+        ({"ttlInSeconds": "1m30s"}, 90),
+        ({"ttl": "1.5s"}, 2),  # written to the second: rounded up
+        ({"ttl": "30", "ttlInSeconds": "60"}, 30),  # ttl first, as Dapr looks for it
+    ],
+)
+def test_a_publish_ttl_is_read_as_dapr_reads_it(metadata: dict[str, str], seconds: int) -> None:
+    """Before, only ``ttlInSeconds`` in that case and whole seconds were read: ``ttl`` was
+    ignored (the message never expired), and a duration was refused."""
+    from layotto_fast.runtime.pubsub_service import _expiration
+
+    before = time.time()
+    expires = datetime.fromisoformat(_expiration(metadata, "metadata")).timestamp()
+    assert int(before) + seconds <= expires <= time.time() + seconds + 1
+
+
+def test_a_bad_publish_ttl_names_its_key() -> None:
+    from layotto_fast.errors import InvalidArgument
+    from layotto_fast.runtime.pubsub_service import _expiration
+
+    assert _expiration({"ttl": "-1"}, "metadata") == ""
+    for metadata in ({"ttl": "0s"}, {"TTL": "soon"}, {"ttlInSeconds": "-5"}):
+        with pytest.raises(InvalidArgument, match=f"^metadata\\.{next(iter(metadata))} is "):
+            _expiration(metadata, "metadata")
+
+
 def test_the_expiration_written_for_a_ttl_is_read_back_as_dapr_writes_it() -> None:
     stamp = cloudevents.expiration_after(60, 1_700_000_000.0)
     assert stamp == "2023-11-14T22:14:20Z"
