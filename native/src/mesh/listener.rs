@@ -309,11 +309,12 @@ const IDLE_CHECKS: u32 = 4;
 /// How long a draining connection, its answers written, waits for the client to close.
 const DRAIN_LINGER: Duration = Duration::from_secs(1);
 
-/// How long the last answers of a connection that ends may take to be written.
+/// How long what is queued for a connection that ends (client or upstream) may take to be
+/// written before its writer is given up.
 #[cfg(not(test))]
-const CLOSE_LINGER: Duration = Duration::from_secs(5);
+pub(super) const CLOSE_LINGER: Duration = Duration::from_secs(5);
 #[cfg(test)]
-const CLOSE_LINGER: Duration = Duration::from_millis(300);
+pub(super) const CLOSE_LINGER: Duration = Duration::from_millis(300);
 
 /// While the mesh drains: a request gets the protocol's "overloaded" answer (a client tries
 /// another instance), a heartbeat its answer; false if the frame is malformed.

@@ -13,6 +13,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use super::cluster::Cluster;
+use super::listener::CLOSE_LINGER;
 use super::outbox::Outbox;
 use super::reply::ReplyTo;
 use super::stats::{ClusterStats, Outcome, RouteStats};
@@ -146,7 +147,12 @@ impl Upstream {
         let outbox = upstream.outbox.clone();
         let writing = spawn_owing(async move { outbox.drain(writer).await });
         let _ = upstream.writer.set(writing.abort_handle());
-        spawn_owing(read_responses::<C>(upstream.clone(), reader, PhantomData));
+        spawn_owing(read_responses::<C>(
+            upstream.clone(),
+            reader,
+            writing,
+            PhantomData,
+        ));
         let idle_heartbeat =
             (idle_heartbeat_ms > 0).then(|| Duration::from_millis(idle_heartbeat_ms));
         spawn_owing(expire_deadlines::<C>(upstream.clone(), idle_heartbeat));
@@ -343,6 +349,7 @@ fn refuse<C: Codec>(p: &Pending, refusal: Refusal, message: &str) {
 async fn read_responses<C: Codec>(
     upstream: Rc<Upstream>,
     mut reader: tokio::net::tcp::OwnedReadHalf,
+    mut writing: tokio::task::JoinHandle<()>,
     _codec: PhantomData<C>,
 ) {
     let mut buffer = BytesMut::with_capacity(64 * 1024);
@@ -373,6 +380,16 @@ async fn read_responses<C: Codec>(
     };
     upstream.outbox.close();
     upstream.fail_all::<C>(Refusal::Unavailable, &why);
+    drop(reader);
+    // What is queued still goes out (a host a reload dropped closes its outbox so), within a
+    // bound: an upstream that stopped reading would keep the writer, the socket and its
+    // buffers for good.
+    if tokio::time::timeout(CLOSE_LINGER, &mut writing)
+        .await
+        .is_err()
+    {
+        writing.abort();
+    }
 }
 
 fn on_frame<C: Codec>(upstream: &Upstream, frame: &mut [u8]) -> Result<(), String> {
@@ -555,6 +572,65 @@ mod tests {
         answered_since, newest_answered, next_free_id, refused_at, UPSTREAM_BACKLOG_REFUSED,
         UPSTREAM_OUTBOX_LIMIT,
     };
+
+    mod linger {
+        use std::rc::Rc;
+        use std::time::Duration;
+
+        use tokio::io::AsyncReadExt;
+        use tokio::net::TcpListener;
+        use tokio::task::LocalSet;
+
+        use crate::bolt::Bolt;
+        use crate::mesh::cluster::Cluster;
+        use crate::mesh::config::{ClusterConfig, Protocol};
+        use crate::mesh::listener::CLOSE_LINGER;
+        use crate::mesh::upstream::Upstream;
+
+        #[tokio::test]
+        async fn a_closed_connection_to_an_upstream_that_reads_nothing_is_given_up_after_the_linger(
+        ) {
+            LocalSet::new()
+                .run_until(async {
+                    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                    let address = server.local_addr().unwrap().to_string();
+                    let cluster = Rc::new(Cluster::new(ClusterConfig {
+                        protocol: Protocol::Bolt,
+                        hosts: vec![address.clone()],
+                        ..ClusterConfig::default()
+                    }));
+                    let timeout = Duration::from_secs(1);
+                    let upstream =
+                        Upstream::connect::<Bolt>(&address, timeout, (Rc::downgrade(&cluster), 0))
+                            .await
+                            .unwrap();
+                    let (mut peer, _) = server.accept().await.unwrap();
+                    // Far more than the sockets' buffers hold: the writer waits on the peer.
+                    let queued = 32 << 20;
+                    for _ in 0..32 {
+                        assert!(upstream.outbox.push(&vec![0; 1 << 20]));
+                    }
+                    upstream.outbox.close(); // as a reload dropping the host does
+                    tokio::time::sleep(CLOSE_LINGER + Duration::from_millis(300)).await;
+                    // Read now: a writer still there would send it all, then close.
+                    let mut got = 0;
+                    let mut buffer = vec![0; 1 << 20];
+                    while let Ok(Ok(n)) =
+                        tokio::time::timeout(Duration::from_secs(2), peer.read(&mut buffer)).await
+                    {
+                        if n == 0 {
+                            break;
+                        }
+                        got += n;
+                    }
+                    assert!(
+                        got < queued,
+                        "the writer was never given up: {got} bytes came"
+                    );
+                })
+                .await;
+        }
+    }
 
     #[test]
     fn a_request_that_would_overflow_the_outbox_is_refused_not_queued() {
