@@ -383,18 +383,19 @@ def test_publish_fails_while_nats_is_down_and_a_subscription_survives_a_restart(
     harness.run(scenario())
 
 
+async def add_stream(harness: Harness, stream: str) -> None:
+    """Stream ``stream`` covering ``<stream>.>``, made as an operator would, with nats-py."""
+    nc = await nats.connect(harness.server.url)
+    await nc.jetstream().add_stream(name=stream, subjects=[f"{stream}.>"])
+    await nc.close()
+
+
 def test_a_configured_stream_must_exist_and_cover_the_topic(harness: Harness) -> None:
     stream = f"shared-{unique()}"
     received = Recorder()
-
-    async def make_stream() -> None:
-        nc = await nats.connect(harness.server.url)
-        await nc.jetstream().add_stream(name=stream, subjects=[f"{stream}.>"])
-        await nc.close()
-
     with pytest.raises(FailedPrecondition, match=stream):
         harness.make(streamName=stream)
-    harness.run(make_stream())
+    harness.run(add_stream(harness, stream))
     pubsub = harness.make(streamName=stream)
 
     async def scenario() -> None:
@@ -492,13 +493,7 @@ def test_a_raw_message_dead_lettered_into_its_own_stream_is_no_duplicate(harness
     service sends it there): JetStream must store it, not drop it as a duplicate of itself."""
     stream = f"dlq-{unique()}"
     received = Recorder()
-
-    async def make_stream() -> None:
-        nc = await nats.connect(harness.server.url)
-        await nc.jetstream().add_stream(name=stream, subjects=[f"{stream}.>"])
-        await nc.close()
-
-    harness.run(make_stream())
+    harness.run(add_stream(harness, stream))
     pubsub = harness.make(streamName=stream)
 
     async def scenario() -> None:
