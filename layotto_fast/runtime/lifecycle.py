@@ -34,12 +34,12 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Self, cast
-from urllib.parse import urlsplit
 
 from layotto_fast.errors import FailedPrecondition, InvalidArgument, StartupError, Unavailable
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime import registry
 from layotto_fast.runtime.component import Component
+from layotto_fast.runtime.metadata import without_credentials
 from layotto_fast.runtime.secrets import SecretStore
 from layotto_fast.runtime.timeouts import end_if_cancelled
 
@@ -413,21 +413,8 @@ def _address(manifest: ComponentManifest) -> str:
     for item in ADDRESS_ITEMS:
         value = manifest.metadata.get(item, "").strip()
         if value:
-            return f" ({item} {_without_credentials(value)})"
+            return f" ({item} {without_credentials(value)})"
     return ""
-
-
-def _without_credentials(value: str) -> str:
-    """The address list with any ``user:password@`` of its URLs left out."""
-    parts = []
-    for part in value.split(","):
-        part = part.strip()
-        if "@" in part:
-            split = urlsplit(part if "//" in part else "//" + part)
-            host = split.netloc.rpartition("@")[2]
-            part = f"{split.scheme}://{host}" if split.scheme else host
-        parts.append(part)
-    return ",".join(parts)
 
 
 def _describe(exc: BaseException) -> str:

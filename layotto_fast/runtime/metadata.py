@@ -7,6 +7,7 @@ item as the manifest spells it.
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
 from layotto_fast.errors import StartupError
 from layotto_fast.manifest import ComponentManifest
@@ -151,3 +152,17 @@ def host_port(manifest: ComponentManifest, name: str, default_port: int) -> tupl
     if not host or not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
         raise StartupError(manifest.source, manifest.metadata_field(name), f"must be host:port, got {raw!r}")
     return host, int(port_text)
+
+
+def without_credentials(value: str) -> str:
+    """The address list with any ``user:password@`` of its URLs left out, for messages and
+    readiness reasons (served to anyone who can reach the actuator)."""
+    parts = []
+    for part in value.split(","):
+        part = part.strip()
+        if "@" in part:
+            split = urlsplit(part if "//" in part else "//" + part)
+            host = split.netloc.rpartition("@")[2]
+            part = f"{split.scheme}://{host}" if split.scheme else host
+        parts.append(part)
+    return ",".join(parts)

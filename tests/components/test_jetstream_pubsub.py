@@ -554,9 +554,11 @@ def test_a_topic_stream_given_limits_by_an_operator_is_used_as_it_is(harness: Ha
 def test_init_gives_up_when_nothing_listens(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(jetstream, "CONNECT_TIMEOUT", 0.5)
     port = free_ports(1)[0]
-    pubsub = JetStreamPubSub.from_manifest(manifest({"natsURL": f"nats://127.0.0.1:{port}"}))
-    with pytest.raises(Unavailable, match="cannot connect"):
+    pubsub = JetStreamPubSub.from_manifest(manifest({"natsURL": f"nats://bus:s3cret@127.0.0.1:{port}"}))
+    with pytest.raises(Unavailable, match="cannot connect") as raised:
         asyncio.run(pubsub.init())
+    # the reason shows in readiness, logs and answers: the URL's credentials stay out of it
+    assert f"nats at nats://127.0.0.1:{port}:" in raised.value.message and "s3cret" not in raised.value.message
 
 
 @pytest.mark.parametrize(

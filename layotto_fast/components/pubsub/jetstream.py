@@ -173,9 +173,14 @@ class JetStreamConfig:
             component=f"{manifest.name} ({manifest.type})",
         )
 
+    @property
+    def shown_servers(self) -> str:
+        """The server URLs as messages give them: without a ``user:password@``."""
+        return metadata.without_credentials(",".join(self.servers))
+
     def unavailable(self, what: str, exc: BaseException) -> Unavailable:
         why = str(exc) or type(exc).__name__
-        return Unavailable(f"{self.component}: nats at {','.join(self.servers)}: {what}: {why}")
+        return Unavailable(f"{self.component}: nats at {self.shown_servers}: {what}: {why}")
 
 
 class JetStreamPubSub:
@@ -333,7 +338,7 @@ class JetStreamPubSub:
     def _connected(self) -> JetStreamContext:
         if self._nc is None or self._js is None or not self._nc.is_connected:
             state = "not initialised" if self._nc is None else "not connected (reconnecting)"
-            raise Unavailable(f"{self._config.component}: nats at {','.join(self._config.servers)}: {state}")
+            raise Unavailable(f"{self._config.component}: nats at {self._config.shown_servers}: {state}")
         return self._js
 
     async def _stream_of(self, topic: str) -> str:
