@@ -63,6 +63,10 @@ def _add_flags(command: argparse.ArgumentParser) -> None:
         "gRPC servers refuse PINGs more often than every 5 minutes without data)",
     )
     add("--listen-address", help="address every listener binds (default 127.0.0.1)")
+    add(
+        "--actuator-listen-address",
+        help="address the actuator binds instead (default: --listen-address), e.g. the pod's for its probes",
+    )
     add("--grpc-uds", metavar="PATH", help="also serve the gRPC API on this Unix domain socket")
     add(
         "--grpc-transport",
@@ -112,6 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "app_keepalive_seconds",
             "app_ping_spacing_seconds",
             "listen_address",
+            "actuator_listen_address",
             "grpc_uds",
             "grpc_transport",
             "resources_path",

@@ -158,8 +158,9 @@ class Sidecar:
             self.mesh.info if self.mesh else None,
             self.app,
         )
+        actuator_address = self.settings.actuator_listen_address or self.settings.listen_address
         actuator = await loop.create_server(
-            lambda: HttpProtocol(routes.router), self.settings.listen_address, self.settings.actuator_port
+            lambda: HttpProtocol(routes.router), actuator_address, self.settings.actuator_port
         )
         if self.mesh is not None:
             self.mesh.start()
@@ -177,8 +178,8 @@ class Sidecar:
             "serving gRPC (%s transport) on %s, actuator on %s:%d",
             self.settings.grpc_transport,
             ", ".join(self.grpc_addresses()),
-            self.settings.listen_address,
-            self.settings.actuator_port,
+            actuator_address,
+            actuator.sockets[0].getsockname()[1],  # the one bound: port 0 asks for any
         )
         # A stop signal does not wait for the inits: a backend that never answers would hold
         # it (readiness INIT) for the whole init timeout, then the app would be dialled.

@@ -27,6 +27,9 @@ MAX_MESSAGE_BYTES = 2**31 - 1  # grpc's message size settings are C ints
 class Settings:
     app_id: str = "layotto-fast"
     listen_address: str = "127.0.0.1"
+    # The actuator's own ("": listen_address): a platform's probes may need it on the pod's
+    # network while the API stays on loopback.
+    actuator_listen_address: str = ""
     grpc_port: int = 34904
     actuator_port: int = 34999
     app_port: int = 9999  # the app's AppCallback gRPC server; 0: never dialled
@@ -98,13 +101,16 @@ def load(config_file: str | None, overrides: dict[str, Any]) -> Settings:
 
 def _check_together(settings: Settings, source: str) -> None:
     """What no single setting shows: an address that cannot be bound, ports that collide."""
-    address = settings.listen_address
-    if address != "localhost":
-        try:
-            ipaddress.ip_address(address)
-        except ValueError:
-            problem = f"{address!r} is not an IP address (such as 127.0.0.1 or ::1)"
-            raise StartupError(*settings.origin("listen_address"), problem) from None
+    for name in ("listen_address", "actuator_listen_address"):
+        address = getattr(settings, name)
+        if address in ("localhost", "") and name == "actuator_listen_address":
+            continue
+        if address != "localhost":
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                problem = f"{address!r} is not an IP address (such as 127.0.0.1 or ::1)"
+                raise StartupError(*settings.origin(name), problem) from None
     if settings.grpc_uds and not Path(settings.grpc_uds).parent.is_dir():
         problem = f"the folder of {settings.grpc_uds!r} does not exist: create it or choose another path"
         raise StartupError(*settings.origin("grpc_uds"), problem)

@@ -55,6 +55,7 @@ class Sidecar:
     process: subprocess.Popen[bytes]
     log_path: Path
     uds: str = ""
+    actuator_host: str = "127.0.0.1"
     _channel: grpc.Channel | None = field(default=None, repr=False)
 
     @property
@@ -67,7 +68,7 @@ class Sidecar:
         return runtime_pb2_grpc.RuntimeStub(self._channel)
 
     def http(self, path: str) -> tuple[int, bytes]:
-        url = f"http://127.0.0.1:{self.actuator_port}{path}"
+        url = f"http://{self.actuator_host}:{self.actuator_port}{path}"
         try:
             with urllib.request.urlopen(url, timeout=5) as response:
                 return response.status, response.read()

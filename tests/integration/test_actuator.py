@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import urllib.request
+from pathlib import Path
 
 import grpc
 import orjson
@@ -82,3 +83,20 @@ def test_head_answers_without_a_body(sidecar: Sidecar) -> None:
         assert response.status == 200
         assert int(response.headers["Content-Length"]) == len(sidecar.http("/actuator/health/liveness")[1])
         assert response.read() == b""
+
+
+def test_the_actuator_binds_an_address_of_its_own(tmp_path: Path) -> None:
+    """Probes reach the actuator on its address (the pod's, in Kubernetes) while the gRPC API
+    stays on the listen address; the port it bound is the one logged."""
+    from tests import sidecar as sidecar_process
+
+    sidecar = sidecar_process.start(tmp_path, "--actuator-listen-address", "127.0.0.2", wait=False)
+    sidecar.actuator_host = "127.0.0.2"
+    try:
+        sidecar.wait_ready()
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{sidecar.actuator_port}/actuator/health/liveness", timeout=2)
+        assert sidecar.stub().SayHello(pb.SayHelloRequest(service_name="helloworld"), timeout=5).hello
+        assert f"actuator on 127.0.0.2:{sidecar.actuator_port}" in sidecar.log()
+    finally:
+        sidecar.stop()

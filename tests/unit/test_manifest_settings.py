@@ -158,6 +158,8 @@ def test_a_bad_flag_is_named_as_a_flag_not_blamed_on_the_file(tmp_path: Path) ->
         ("grpc_port: 40000\n", {"actuator_port": 40000}, ("command line", "--actuator-port")),
         ("grpc_port: 34999\n", {}, ("c.yaml", "actuator_port")),
         ("listen_address: nowhere\n", {}, ("c.yaml", "listen_address")),
+        ("actuator_listen_address: pod\n", {}, ("c.yaml", "actuator_listen_address")),
+        ("app_id: shop\n", {"actuator_listen_address": "1.2.3"}, ("command line", "--actuator-listen-address")),
     ],
 )
 def test_a_setting_that_clashes_is_blamed_where_it_was_given(
