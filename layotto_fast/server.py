@@ -27,7 +27,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 
 from layotto_fast._proto import runtime_pb2
 from layotto_fast.actuator.metrics import Metrics
-from layotto_fast.actuator.routes import ActuatorRoutes
+from layotto_fast.actuator.routes import ACTUATOR_LIMITS, ActuatorRoutes
 from layotto_fast.api.app_callback import GrpcAppChannel
 from layotto_fast.api.layotto import LayottoRuntime
 from layotto_fast.api.transport_grpcio import bind, build_server
@@ -160,7 +160,7 @@ class Sidecar:
         )
         actuator_address = self.settings.actuator_listen_address or self.settings.listen_address
         actuator = await loop.create_server(
-            lambda: HttpProtocol(routes.router), actuator_address, self.settings.actuator_port
+            lambda: HttpProtocol(routes.router, ACTUATOR_LIMITS), actuator_address, self.settings.actuator_port
         )
         if self.mesh is not None:
             self.mesh.start()

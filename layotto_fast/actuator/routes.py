@@ -10,9 +10,13 @@ import orjson
 
 from layotto_fast import __version__
 from layotto_fast.actuator.metrics import Metrics
-from layotto_fast.http import Request, Response, Router
+from layotto_fast.http import Limits, Request, Response, Router
 from layotto_fast.runtime.app_subscriptions import AppSubscriptions
 from layotto_fast.runtime.lifecycle import Components, Health, HealthReport
+
+# Every route is GET or HEAD: a body is read only to be dropped, so it may be small (a
+# probe port may face the pod network, and each connection's body is held in memory).
+ACTUATOR_LIMITS = Limits(max_body=1024)
 
 JSON = "application/json"
 PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"

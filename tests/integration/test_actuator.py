@@ -100,3 +100,13 @@ def test_the_actuator_binds_an_address_of_its_own(tmp_path: Path) -> None:
         assert f"actuator on 127.0.0.2:{sidecar.actuator_port}" in sidecar.log()
     finally:
         sidecar.stop()
+
+
+def test_a_request_body_past_a_kibibyte_is_refused_at_its_head(sidecar: Sidecar) -> None:
+    """Every route is GET or HEAD; a body is only dropped. Before, each connection could make
+    the actuator hold 4 MiB of one, a byte every few seconds."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", sidecar.actuator_port), timeout=5) as client:
+        client.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 4096\r\n\r\n")
+        assert client.recv(64).startswith(b"HTTP/1.1 413 ")
