@@ -163,25 +163,29 @@ def _check(manifests: list[ComponentManifest], app_id: str) -> None:
     """Every validation ``serve`` makes before it answers, without starting any backend client.
 
     The components ``app_id`` loads are built as ``serve`` builds them, then the others, so
-    that every manifest's config is checked whatever its scopes; then the loaded ones' secret
-    references are read as ``serve`` reads them, so the secret stores start (the local file
-    and environment stores only read a file or the environment).
+    that every manifest's config is checked whatever its scopes; then the secret stores start
+    (the local file and environment stores only read a file or the environment) and the loaded
+    ones' secret references are read as ``serve`` reads them. A required store that does not
+    start is reported too: ``serve`` would run with it DOWN, and readiness DOWN.
     """
     import asyncio
 
     from layotto_fast.runtime.key_prefixes import KEYED_BLOCKS, key_prefix
-    from layotto_fast.runtime.lifecycle import Components
+    from layotto_fast.runtime.lifecycle import Components, Health
 
     components = Components(manifests, app_id=app_id, check_out_of_scope=True)
     for manifest in manifests:  # runtime rules on the manifests: serve checks them too
         if manifest.block in KEYED_BLOCKS:
             key_prefix(manifest, app_id)
-    if not any(m.secret_refs for m in manifests):
-        return
 
     async def resolve() -> None:
         try:
             await components.start_secret_stores()
+            for slot in components.slots:
+                if slot.manifest.block == "secretstores" and slot.required and slot.health != Health.UP:
+                    raise StartupError(
+                        slot.manifest.source, "spec.metadata", f"the secret store does not start: {slot.reason}"
+                    )
         finally:
             await components.close_all()
 

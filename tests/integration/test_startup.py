@@ -489,6 +489,21 @@ def check(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def test_check_reports_a_secret_store_that_does_not_start(tmp_path: Path) -> None:
+    """Nothing references the store, but the app reads it with GetSecret: serve runs with it
+    DOWN (and readiness DOWN). Before, check started secret stores only for references, and
+    said ok."""
+    folder = tmp_path / "components"
+    store = "  metadata:\n    - name: secretsFile\n      value: secrets.json\n"
+    write(folder, "vault", "secretstores.local.file", store)
+    (folder / "secrets.json").write_text("{not json")
+    result = check(folder)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "vault.yaml" in result.stderr and "not valid JSON" in result.stderr, result.stderr
+    (folder / "secrets.json").write_text('{"k": "v"}')
+    assert check(folder).returncode == 0
+
+
 def readiness(sidecar: sidecar_process.Sidecar) -> dict[str, Any]:
     try:
         document: dict[str, Any] = orjson.loads(sidecar.http("/actuator/health/readiness")[1])
