@@ -253,6 +253,18 @@ def _attachments(headers: dict[str, str]) -> dict[str, str]:
     return kept
 
 
+def _thrown(value: Any) -> tuple[str, Any]:
+    """The class and message of the exception a provider answered. Dubbo's GenericFilter
+    wraps what the service threw in a GenericException whose message is the whole stack
+    trace: the class and message inside are the ones told."""
+    if not isinstance(value, dict):
+        return type(value).__name__, value
+    inner = value.get("exceptionClass")
+    if isinstance(inner, str) and inner:
+        return inner, value.get("exceptionMessage") or ""
+    return value.get("$class", "an exception"), value.get("detailMessage") or value
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.decode("latin-1")
@@ -333,9 +345,8 @@ class DubboChannel:
             result.extensions[DUBBO_REPLY] = reply
             _, outcome, value, _ = reply
             if outcome == "exception":
-                message = value.get("detailMessage") if isinstance(value, dict) else None
-                name = value.get("$class") if isinstance(value, dict) else type(value).__name__
-                raise Unknown(f"the Dubbo service threw {name}: {message or value}")
+                name, message = _thrown(value)
+                raise Unknown(f"the Dubbo service threw {name}: {message}")
             try:
                 result.data = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS, default=_jsonable)
             except TypeError as exc:  # a map keyed by values JSON has no key for (byte arrays)
