@@ -390,6 +390,28 @@ async def add_stream(harness: Harness, stream: str) -> None:
     await nc.close()
 
 
+def test_without_stream_name_an_operators_stream_covering_the_topic_is_used(harness: Harness) -> None:
+    """As Dapr looks a topic's stream up by subject. Before, the topic's own stream was made
+    whatever covered it already, and JetStream refused it (subjects overlap): every publish
+    and subscribe failed FAILED_PRECONDITION."""
+    stream = f"orders-{unique()}"
+    harness.run(add_stream(harness, stream))
+    pubsub, topic, received = harness.make(), f"{stream}.created", Recorder()
+
+    async def scenario() -> None:
+        await pubsub.subscribe(topic, SubscribeOptions(), received)
+        await pubsub.publish(topic, b"one", {})
+        assert await until(lambda: received.data == [b"one"], 5)
+        nc = await nats.connect(harness.server.url)
+        try:
+            info = await nc.jetstream().stream_info(stream)
+        finally:
+            await nc.close()
+        assert info.state.messages == 1, "stored in the operator's stream"
+
+    harness.run(scenario())
+
+
 def test_a_configured_stream_must_exist_and_cover_the_topic(harness: Harness) -> None:
     stream = f"shared-{unique()}"
     received = Recorder()

@@ -342,21 +342,22 @@ class JetStreamPubSub:
         return self._js
 
     async def _stream_of(self, topic: str) -> str:
-        """The stream storing ``topic``; its own is made when missing. One that exists is used as
-        it is (an operator may have set limits on it); two sidecars making it at once both succeed."""
+        """The stream storing ``topic``: the one whose subjects cover it, as Dapr looks it up
+        (an operator's, limits and all, or the topic's own made earlier); else the topic's own
+        is made. Two sidecars making it at once both succeed."""
         if self._config.stream_name:
             return self._config.stream_name
         name = self._topics_stored.get(topic)
         if name is None:
-            name = safe_name(topic)
             js = self._connected()
             try:
                 try:
-                    await js.stream_info(name)
+                    name = await js.find_stream_name_by_subject(topic)
                 except js_errors.NotFoundError:
+                    name = safe_name(topic)
                     await js.add_stream(api.StreamConfig(name=name, subjects=[topic], storage=api.StorageType.FILE))
             except API_ERRORS as exc:
-                raise self._failure(f"stream {name!r} for {topic!r}", exc) from None
+                raise self._failure(f"stream {name or safe_name(topic)!r} for {topic!r}", exc) from None
             self._topics_stored[topic] = name
         return name
 
