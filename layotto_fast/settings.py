@@ -101,16 +101,17 @@ def load(config_file: str | None, overrides: dict[str, Any]) -> Settings:
 
 def _check_together(settings: Settings, source: str) -> None:
     """What no single setting shows: an address that cannot be bound, ports that collide."""
-    for name in ("listen_address", "actuator_listen_address"):
-        address = getattr(settings, name)
-        if address in ("localhost", "") and name == "actuator_listen_address":
+    addresses = {"listen_address": settings.listen_address}
+    if settings.actuator_listen_address:  # empty: the listen address
+        addresses["actuator_listen_address"] = settings.actuator_listen_address
+    for name, address in addresses.items():
+        if address == "localhost":
             continue
-        if address != "localhost":
-            try:
-                ipaddress.ip_address(address)
-            except ValueError:
-                problem = f"{address!r} is not an IP address (such as 127.0.0.1 or ::1)"
-                raise StartupError(*settings.origin(name), problem) from None
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            problem = f"{address!r} is not an IP address (such as 127.0.0.1 or ::1)"
+            raise StartupError(*settings.origin(name), problem) from None
     if settings.grpc_uds and not Path(settings.grpc_uds).parent.is_dir():
         problem = f"the folder of {settings.grpc_uds!r} does not exist: create it or choose another path"
         raise StartupError(*settings.origin("grpc_uds"), problem)
