@@ -149,21 +149,22 @@ class Components:
         """The manifests of ``block``'s components, by name."""
         return {name: slot.manifest for name, slot in self._by_block.get(block, {}).items()}
 
-    def lookup(self, block: str, name: str, field: str) -> Any:
+    def lookup(self, block: str, name: str, field: str, *, none_is_unknown: bool = False) -> Any:
         """The named component when it is UP; otherwise the error that says why not.
 
         No component of ``block`` configured at all is FailedPrecondition, whatever the name
-        (Layotto's "lock store is not configured", Dapr's "state store is not configured"); an
-        empty or unknown name among configured ones is InvalidArgument."""
+        (Layotto's "lock store is not configured", Dapr's "state store is not configured"),
+        unless ``none_is_unknown``: then it is the empty or unknown name it also is. An empty
+        or unknown name among configured ones is InvalidArgument."""
         declared = self._by_block.get(block, {})
-        if not declared:
+        if not declared and not none_is_unknown:
             raise FailedPrecondition(f"no {block} component is configured ({field} {name!r})")
         if not name:
             raise InvalidArgument(f"{field} is empty: name a {block} component")
         slot = declared.get(name)
         if slot is None:
-            known = ", ".join(sorted(declared))
-            raise InvalidArgument(f"{field} {name!r}: no {block} component of that name (known: {known})")
+            known = f"known: {', '.join(sorted(declared))}" if declared else f"no {block} component is configured"
+            raise InvalidArgument(f"{field} {name!r}: no {block} component of that name ({known})")
         if slot.health != Health.UP:
             why = f": {slot.reason}" if slot.reason else ""
             raise Unavailable(f"{block} component {name!r} ({slot.manifest.type}) is {slot.health.value}{why}")

@@ -175,7 +175,9 @@ class PubSubService:
         self._closed_by: float | None = None  # once closing: when every delivery must be over
 
     def _pubsub(self, name: str, field_name: str = "pubsub_name") -> PubSub:
-        component: PubSub = self._components.lookup("pubsub", name, field_name)
+        # With no pub/sub configured, Layotto and Dapr answer as for an unknown name
+        # (INVALID_ARGUMENT), where the other blocks say "not configured".
+        component: PubSub = self._components.lookup("pubsub", name, field_name, none_is_unknown=True)
         return component
 
     async def publish(

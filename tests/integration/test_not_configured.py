@@ -1,7 +1,8 @@
 """A building block with no component configured answers FAILED_PRECONDITION, as Layotto
 ("lock store is not configured", "Sequencer store is not configured", the secret and state
 stores alike) and Dapr ("state store is not configured") do; it answered INVALID_ARGUMENT
-"... (known: none configured)"."""
+"... (known: none configured)". Pub/sub is the exception both make: with none configured, a
+pubsub name is unknown (or empty), INVALID_ARGUMENT, on publish and on a subscription alike."""
 
 from __future__ import annotations
 
@@ -38,11 +39,6 @@ CALLS: list[tuple[str, str, Callable[[Any], Any]]] = [
     ),
     ("GetSecret", "secretstores", lambda stub: stub.GetSecret(pb.GetSecretRequest(store_name="s", key="k"))),
     ("GetBulkSecret", "secretstores", lambda stub: stub.GetBulkSecret(pb.GetBulkSecretRequest(store_name="s"))),
-    (
-        "PublishEvent",
-        "pubsub",
-        lambda stub: stub.PublishEvent(pb.PublishEventRequest(pubsub_name="s", topic="t", data=b"{}")),
-    ),
     ("SayHello", "hello", lambda stub: stub.SayHello(pb.SayHelloRequest(service_name="s"))),
 ]
 
@@ -68,3 +64,40 @@ def test_a_block_with_no_component_is_failed_precondition(
     error: Any = raised.value
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, (rpc, error)
     assert f"no {block} component is configured" in error.details(), (rpc, error.details())
+
+
+PUBSUB_CALLS: list[tuple[str, Callable[[Any, str], Any]]] = [
+    ("PublishEvent", lambda stub, name: stub.PublishEvent(pb.PublishEventRequest(pubsub_name=name, topic="t"))),
+    (
+        "BulkPublishEvent",
+        lambda stub, name: stub.BulkPublishEvent(pb.BulkPublishRequest(pubsub_name=name, topic="t", entries=[])),
+    ),
+    (
+        "SubscribeTopicEvents",
+        lambda stub, name: next(
+            stub.SubscribeTopicEvents(
+                iter(
+                    [
+                        pb.SubscribeTopicEventsRequest(
+                            initial_request=pb.SubscribeTopicEventsRequestInitial(pubsub_name=name, topic="t")
+                        )
+                    ]
+                )
+            )
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(("rpc", "call"), PUBSUB_CALLS, ids=[rpc for rpc, _ in PUBSUB_CALLS])
+@pytest.mark.parametrize(
+    ("name", "said"), [("s", "pubsub_name 's': no pubsub component"), ("", "pubsub_name is empty")]
+)
+def test_pubsub_with_none_configured_is_an_unknown_name(
+    bare: sidecar_process.Sidecar, rpc: str, call: Callable[[Any, str], Any], name: str, said: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as raised:
+        call(bare.stub(), name)
+    error: Any = raised.value
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (rpc, error)
+    assert said in error.details(), (rpc, error.details())
