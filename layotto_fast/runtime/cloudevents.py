@@ -130,30 +130,27 @@ def wrap(
     Data declared a CloudEvent (``application/cloudevents+json``) is one whatever it lacks,
     as Dapr takes it: a missing specversion, source or type gets the default, a missing id a
     new one (a number is written as a string). NotACloudEvent when it is not even a JSON
-    object (Layotto refuses it too). JSON data of another type is a CloudEvent when it has
-    an id and a specversion, and is wrapped otherwise."""
+    object (Layotto refuses it too). Data of any other type is wrapped, whatever it holds
+    (an ``application/json`` object with an id and a specversion too), as Layotto and Dapr
+    wrap it."""
     content_type = content_type or DEFAULT_CONTENT_TYPE
     kind = _kind(content_type)
-    parsed: Any = _UNREAD  # data parsed once, for every question below
-    if kind == _CLOUDEVENT or (kind == _JSON and data[:1] == b"{"):
+    if kind == _CLOUDEVENT:
         parsed = _parsed(data)
-        existing = _cloudevent_in(parsed)
-        if existing is None and kind == _CLOUDEVENT:
-            if type(parsed) is not dict:
-                raise NotACloudEvent(f"it is declared {CLOUDEVENT_CONTENT_TYPE} but is not a JSON object")
-            existing = _completed(parsed, source)
-        if existing is not None:
-            # where it is published now, whatever an earlier hop wrote there (as Dapr does)
-            existing["topic"] = topic
-            existing["pubsubname"] = pubsub_name
-            existing.setdefault("time", _CLOCK.now())
-            if traceparent and "traceparent" not in existing:
-                existing["traceparent"] = traceparent
-                if tracestate:
-                    existing.setdefault("tracestate", tracestate)
-            if expiration:
-                existing[EXPIRATION] = expiration
-            return str(existing["id"]), _with_data_of(existing, data)
+        if type(parsed) is not dict:
+            raise NotACloudEvent(f"it is declared {CLOUDEVENT_CONTENT_TYPE} but is not a JSON object")
+        existing = _cloudevent_in(parsed) or _completed(parsed, source)
+        # where it is published now, whatever an earlier hop wrote there (as Dapr does)
+        existing["topic"] = topic
+        existing["pubsubname"] = pubsub_name
+        existing.setdefault("time", _CLOCK.now())
+        if traceparent and "traceparent" not in existing:
+            existing["traceparent"] = traceparent
+            if tracestate:
+                existing.setdefault("tracestate", tracestate)
+        if expiration:
+            existing[EXPIRATION] = expiration
+        return str(existing["id"]), _with_data_of(existing, data)
     envelope: dict[str, Any] = {
         "specversion": SPEC_VERSION,
         "id": "",
@@ -173,7 +170,7 @@ def wrap(
     message_id = envelope["id"] = envelope["id"] or new_id()
     if expiration:
         envelope[EXPIRATION] = expiration
-    if kind >= _JSON and (_parsed(data) if parsed is _UNREAD else parsed) is not _NOT_JSON:
+    if kind == _JSON and _parsed(data) is not _NOT_JSON:
         return message_id, _with_data(orjson.dumps(envelope), data.strip())
     _put_data(envelope, data, kind)
     return message_id, orjson.dumps(envelope)
@@ -244,7 +241,7 @@ def expiration_after(seconds: int, now: float) -> str:
     return datetime.fromtimestamp(now + seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-_UNREAD, _NOT_JSON = object(), object()  # data not parsed yet; data that is no JSON
+_NOT_JSON = object()  # data that is no JSON
 
 
 def _parsed(data: bytes) -> Any:

@@ -41,6 +41,18 @@ def test_a_passed_through_cloudevent_keeps_its_data_as_written() -> None:
     assert cloudevents.unwrap(stored, "orders", "ps").data == EXACT
 
 
+def test_json_shaped_like_a_cloudevent_but_not_declared_one_is_wrapped() -> None:
+    """As Layotto and Dapr wrap it: only the content type makes data a CloudEvent. Before, an
+    ``application/json`` object with an id and a specversion was stored as the envelope
+    itself: the app got the publisher's id, empty data, and the other members as metadata."""
+    order = b'{"id": "o-1", "specversion": "1.0", "amount": 5}'
+    message_id, stored = cloudevents.wrap(order, "application/json", **WHERE)
+    assert message_id != "o-1" and orjson.loads(stored)["id"] == message_id
+    event = cloudevents.unwrap(stored, "orders", "ps")
+    assert (event.id, event.data, event.data_content_type) == (message_id, order, "application/json")
+    assert "amount" not in event.extensions
+
+
 def test_a_forwarded_cloudevent_names_the_topic_it_is_published_to_now() -> None:
     """An app that forwards an event it received: the envelope said the topic it first went to
     (``setdefault``); Dapr writes the new topic and pub/sub there."""
