@@ -380,12 +380,19 @@ class _Delivery:
         event = self._event(message)
         outcome: asyncio.Future[Verdict] = self._loop.create_future()
         if event.extensions and has_expired(event, time.time()):
-            # past its ttlInSeconds: acknowledged and not delivered, as Dapr drops it; said once
-            # a subscription at WARNING (a backlog read late may be all expired), then counted
+            # past its ttl: not delivered, as Dapr drops it (to the dead-letter topic when there
+            # is one); said once a subscription at WARNING (a backlog read late may be all
+            # expired), then counted
             level = logging.DEBUG if self._expired_said else logging.WARNING
             self._expired_said = True
-            log.log(level, "message %s of %s/%s expired before delivery: dropped (counted in dropped)", event.id,
-                    self._subscription.pubsub_name, self._subscription.topic)  # fmt: skip
+            where = f"to dead-letter topic {self._dead_letter}" if self._dead_letter else "dropped (counted in dropped)"
+            log.log(level, "message %s of %s/%s expired before delivery: %s", event.id,
+                    self._subscription.pubsub_name, self._subscription.topic, where)  # fmt: skip
+            if self._dead_letter:
+                rest = self._loop.create_task(self._expired_to_dead_letter(message, event))
+                rest.add_done_callback(functools.partial(_pass_on, outcome))
+                outcome.add_done_callback(functools.partial(_cancel_with, rest))
+                return outcome
             self._counts.dropped += 1
             outcome.set_result(Verdict.SUCCESS)
             return outcome
@@ -447,7 +454,7 @@ class _Delivery:
             self._counts.delivered += 1
             return verdict
         if self._dead_letter:
-            if await self._to_dead_letter(message, event, verdict):
+            if await self._to_dead_letter(message, event, verdict.name):
                 return Verdict.SUCCESS
             # not in the dead-letter topic: a DROP too stays in the backend, to be handed out again
         elif verdict == Verdict.DROP:
@@ -492,14 +499,19 @@ class _Delivery:
             log.error("delivering %s failed: counted as RETRY", event.id, exc_info=error)
         return Verdict.RETRY
 
-    async def _to_dead_letter(self, message: Message, event: Event, verdict: Verdict) -> bool:
+    async def _expired_to_dead_letter(self, message: Message, event: Event) -> Verdict:
+        if await self._to_dead_letter(message, event, "expired"):
+            return Verdict.SUCCESS
+        return self._back_to_backend()  # kept, to go there when it is handed out again
+
+    async def _to_dead_letter(self, message: Message, event: Event, why: str) -> bool:
         try:
             await self._pubsub.publish(self._dead_letter, message.data, message.metadata)
         except Exception as exc:
             log.error("message %s could not go to dead-letter topic %s (%s): kept", event.id, self._dead_letter, exc)
             return False
         self._counts.dead_lettered += 1
-        log.warning("message %s (%s) went to dead-letter topic %s", event.id, verdict.name, self._dead_letter)
+        log.warning("message %s (%s) went to dead-letter topic %s", event.id, why, self._dead_letter)
         return True
 
 

@@ -251,3 +251,48 @@ def test_the_expiration_written_for_a_ttl_is_read_back_as_dapr_writes_it() -> No
     assert not cloudevents.has_expired(event, 1_700_000_059.0)
     assert cloudevents.has_expired(event, 1_700_000_061.0)
     assert not cloudevents.has_expired(event._replace(extensions={"expiration": "soon"}), 2e9), "unreadable: kept"
+
+
+def test_a_message_past_its_ttl_goes_to_the_dead_letter_topic_when_there_is_one() -> None:
+    """As Dapr sends it there (acknowledged, not delivered); it was dropped."""
+    from layotto_fast.manifest import ComponentManifest
+    from layotto_fast.runtime.lifecycle import Components
+    from layotto_fast.runtime.pubsub import Verdict
+    from layotto_fast.runtime.pubsub_service import PubSubService, TopicSubscription
+    from tests.components.support import until
+
+    async def scenario() -> tuple[list[bytes], list[bytes], bytes, tuple[int, int, int]]:
+        components = Components([ComponentManifest("ps", "pubsub.in-memory", "v1", {}, "m.yaml")])
+        await components.init_all()
+        service = PubSubService(components, "app")
+        delivered: list[bytes] = []
+        dead: list[bytes] = []
+
+        async def deliver(event: cloudevents.Event, timeout: float) -> Verdict:
+            delivered.append(event.data)
+            return Verdict.SUCCESS
+
+        async def read_dead(event: cloudevents.Event, timeout: float) -> Verdict:
+            dead.append(event.data)  # unread (rawPayload): the envelope as it was stored
+            return Verdict.SUCCESS
+
+        try:
+            stops = [
+                await service.subscribe(TopicSubscription("ps", "t", dead_letter_topic="dead"), deliver),
+                await service.subscribe(TopicSubscription("ps", "dead", {"rawPayload": "true"}), read_dead),
+            ]
+            _, stale = cloudevents.wrap(b"old", "text/plain", **WHERE, expiration="2001-01-01T00:00:00Z")
+            await components.ready("pubsub")["ps"].publish("t", stale, {})
+            await service.publish("ps", "t", b"new", "text/plain", {}, "")
+            assert await until(lambda: delivered == [b"new"] and len(dead) == 1, 5)
+            await asyncio.sleep(0.7)  # past the in-memory redelivery interval: nothing comes again
+            for stop in stops:
+                await stop()
+            counts = service.counts[("ps", "t")]
+            return delivered, dead, stale, (counts.dead_lettered, counts.dropped, counts.returned)
+        finally:
+            await components.close_all()
+
+    delivered, dead, stale, counts = asyncio.run(scenario())
+    assert delivered == [b"new"] and dead == [stale]
+    assert counts == (1, 0, 0)
