@@ -204,6 +204,12 @@ def load_folder(folder: Path) -> list[ComponentManifest]:
     return manifests
 
 
+def unreadable_yaml(exc: ValueError) -> str:
+    """Why PyYAML could not read a document that parsed: a plain scalar shaped like a date or
+    time that is no real one (``2020-13-01``), which it raises as a bare ValueError."""
+    return f"not valid YAML: {exc} (a value shaped like a date or time that is none; quote it to mean text)"
+
+
 def load_file(path: Path) -> list[ComponentManifest]:
     source = str(path)
     try:
@@ -214,6 +220,8 @@ def load_file(path: Path) -> list[ComponentManifest]:
         raise StartupError(source, "file", f"cannot be read: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:
         raise StartupError(source, "file", f"is not UTF-8 text (byte {exc.start})") from None
+    except ValueError as exc:  # PyYAML's reading of an unquoted date or time that is no real one
+        raise StartupError(source, "yaml", unreadable_yaml(exc)) from None
     manifests = []
     for index, document in enumerate(documents):
         if document is None:

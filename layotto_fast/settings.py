@@ -15,6 +15,7 @@ import yaml
 from layotto_fast.components.invoke import config as invoke_config
 from layotto_fast.components.invoke.config import InvokeSettings
 from layotto_fast.errors import StartupError
+from layotto_fast.manifest import unreadable_yaml
 from layotto_fast.mesh import config as mesh_config
 from layotto_fast.mesh.config import MeshSettings
 
@@ -168,6 +169,8 @@ def _read_config(path: Path) -> dict[str, Any]:
         raise StartupError(source, "file", f"is not UTF-8 text (byte {exc.start})") from None
     except yaml.YAMLError as exc:
         raise StartupError(source, "yaml", f"not valid YAML: {exc}") from exc
+    except ValueError as exc:  # PyYAML's reading of an unquoted date or time that is no real one
+        raise StartupError(source, "yaml", unreadable_yaml(exc)) from None
     if document is None:
         return {}
     if not isinstance(document, dict):

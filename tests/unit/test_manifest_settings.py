@@ -186,6 +186,20 @@ def test_files_that_are_not_utf8_are_named(tmp_path: Path) -> None:
         assert "is not UTF-8 text" in raised.value.problem
 
 
+def test_a_date_that_is_no_real_one_is_named_not_a_traceback(tmp_path: Path) -> None:
+    """PyYAML raises a bare ValueError for an unquoted ``2020-13-01``: a traceback at start-up
+    before, and a SIGHUP reload of such a mesh config escaped the reload's refusal."""
+    manifest, config = tmp_path / "m.yaml", tmp_path / "c.yaml"
+    since = "    - name: since\n      value: 2020-13-01\n"
+    manifest.write_text(GOOD.replace("    - name: port", since + "    - name: port"))
+    config.write_text("app_id: 2020-13-01\n")
+    for path, load in ((manifest, load_file), (config, lambda p: settings.load(str(p), {}))):
+        with pytest.raises(StartupError) as raised:
+            load(path)
+        assert (raised.value.source, raised.value.field) == (str(path), "yaml")
+        assert "not valid YAML: month must be in 1..12" in raised.value.problem
+
+
 def test_durations_with_non_ascii_digits_are_refused(tmp_path: Path) -> None:
     """``"²".isdigit()`` is true and ``int("²")`` raises: a traceback before."""
     assert metadata.parse_duration("\u00b2") is None
