@@ -137,6 +137,21 @@ def test_a_host_that_misses_health_checks_is_taken_out(tmp_path: Path) -> None:
         wait_for(lambda: hosts(sidecar)[bad.address]["healthy"])
 
 
+def test_a_host_slow_to_answer_its_health_check_delays_no_other_hosts_check(tmp_path: Path) -> None:
+    """Each host is checked on its own interval. Before, the hosts were probed one after
+    another: a mute one listed first held every other host's check for its whole timeout
+    (here 3 s), so a host that came back was seen healthy that much later."""
+    with fault_upstream() as mute, fault_upstream() as good:
+        mute.mode = "mute"
+        cluster = {"hosts": [mute.address, good.address], "health_check": {"interval_ms": 100, "timeout_ms": 3000}}
+        with mesh(tmp_path, cluster):
+            wait_for(lambda: good.heartbeats > 0)
+            before = good.heartbeats
+            time.sleep(1.0)
+            checked = good.heartbeats - before
+        assert checked >= 4, f"the good host was checked {checked} times in 1 s at a 100 ms interval"
+
+
 def test_a_health_check_that_times_out_fails_no_request_before_its_deadline(tmp_path: Path) -> None:
     """The upstream pauses past the health check's timeout but within the request's own: the
     request gets its late answer. Before, the probe gave up the connection the request shared

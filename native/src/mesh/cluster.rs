@@ -57,6 +57,13 @@ impl Host {
         }
     }
 
+    /// Its load for least-request balancing: requests sent and not answered, and those
+    /// waiting for its connection to be made (a host being dialled is not idle: counted
+    /// idle, it drew nearly every request while its attempt lasted).
+    fn load(&self) -> usize {
+        self.active.get() + self.waiting.borrow().len()
+    }
+
     fn available(&self, now: Instant) -> bool {
         for out in [&self.ejected_until, &self.draining_until] {
             if out.get().is_some_and(|until| until <= now) {
@@ -125,7 +132,7 @@ impl Cluster {
                     .cycle()
                     .skip(start % count)
                     .take(count)
-                    .min_by_key(|&i| self.hosts[i].active.get()),
+                    .min_by_key(|&i| self.hosts[i].load()),
             };
         }
         None
@@ -154,7 +161,7 @@ impl Cluster {
         let limit = self.config.outlier_consecutive_failures;
         if limit > 0 && failures >= limit {
             h.consecutive_failures.set(0);
-            if !self.may_eject_one_more() {
+            if !self.may_eject_one_more(host) {
                 self.stats.ejections_capped.incr();
                 return;
             }
@@ -165,14 +172,17 @@ impl Cluster {
         }
     }
 
-    /// Whether one more host may be ejected under `max_ejection_percent` (at least one may);
-    /// hosts out because they are shutting down do not count.
-    fn may_eject_one_more(&self) -> bool {
+    /// Whether `host` may be ejected under `max_ejection_percent` (at least one may) beside
+    /// the others ejected; hosts out because they are shutting down do not count. One
+    /// ejected already and failing still (every host out: it takes requests) is ejected
+    /// again, from now: it is no further host, and no cap was met.
+    fn may_eject_one_more(&self, host: usize) -> bool {
         let now = Instant::now();
         let ejected = self
             .hosts
             .iter()
-            .filter(|h| h.ejected_until.get().is_some_and(|until| until > now))
+            .enumerate()
+            .filter(|&(i, h)| i != host && h.ejected_until.get().is_some_and(|until| until > now))
             .count();
         let allowed = (self.hosts.len() * self.config.max_ejection_percent as usize / 100).max(1);
         ejected < allowed
@@ -275,6 +285,45 @@ mod tests {
         for _ in 0..4 {
             assert_eq!(c.pick(&[]), Some(1));
         }
+    }
+
+    /// A host whose connection is being made has requests waiting on it: before, counted
+    /// idle, it drew every new request for as long as the attempt lasted.
+    #[test]
+    fn least_request_counts_requests_waiting_for_a_connection() {
+        let c = cluster(Balancing::LeastRequest, 2);
+        c.hosts[1].active.set(1);
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            let (told, ended) = tokio::sync::oneshot::channel();
+            c.hosts[0].waiting.borrow_mut().push(told);
+            held.push(ended);
+        }
+        for _ in 0..4 {
+            assert_eq!(c.pick(&[]), Some(1));
+        }
+        c.hosts[1].active.set(4);
+        assert_eq!(c.pick(&[]), Some(0));
+    }
+
+    /// With every host out, an ejected one still takes requests; failing on, it is ejected
+    /// again from now, and no cap is said to be met (there was none to meet).
+    #[test]
+    fn an_ejected_host_failing_again_is_ejected_again_not_capped() {
+        let c = cluster(Balancing::RoundRobin, 1);
+        c.failed(0);
+        c.failed(0);
+        assert!(c.is_ejected(0));
+        let first = c.hosts[0].ejected_until.get().unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        c.failed(0);
+        c.failed(0);
+        assert_eq!(c.stats.ejections_capped.get(), 0, "no cap was met");
+        assert_eq!(c.stats.ejections.get(), 2);
+        assert!(
+            c.hosts[0].ejected_until.get().unwrap() > first,
+            "ejected again from now"
+        );
     }
 
     #[test]

@@ -9,8 +9,16 @@ use super::cluster::Cluster;
 use super::listener::{connection, ConnectError};
 use crate::codec::Codec;
 
+/// Starts checking every host of `cluster`, each on its own interval: a host slow to
+/// answer (up to its connect or heartbeat timeout) delays no other host's check.
+pub fn check_hosts<C: Codec>(cluster: &Rc<Cluster>) {
+    for host in 0..cluster.hosts.len() {
+        tokio::task::spawn_local(check_host::<C>(Rc::downgrade(cluster), host));
+    }
+}
+
 /// Runs while the cluster is part of the running configuration.
-pub async fn check_hosts<C: Codec>(cluster: Weak<Cluster>) {
+async fn check_host<C: Codec>(cluster: Weak<Cluster>, host: usize) {
     loop {
         let Some(c) = cluster.upgrade() else { return };
         let interval = Duration::from_millis(c.config.health_check_interval_ms);
@@ -18,10 +26,8 @@ pub async fn check_hosts<C: Codec>(cluster: Weak<Cluster>) {
         drop(c);
         tokio::time::sleep(interval).await;
         let Some(c) = cluster.upgrade() else { return };
-        for host in 0..c.hosts.len() {
-            let healthy = probe::<C>(&c, host, timeout).await;
-            c.set_healthy(host, healthy);
-        }
+        let healthy = probe::<C>(&c, host, timeout).await;
+        c.set_healthy(host, healthy);
     }
 }
 

@@ -243,11 +243,10 @@ pub(super) fn start_health_checks(routing: &Routing, previous: Option<&Routing>)
         if kept || cluster.config.health_check_interval_ms == 0 {
             continue;
         }
-        let weak = Rc::downgrade(cluster);
         match cluster.config.protocol {
-            Protocol::Dubbo => spawn_local(check_hosts::<Dubbo>(weak)),
-            Protocol::Bolt => spawn_local(check_hosts::<Bolt>(weak)),
-        };
+            Protocol::Dubbo => check_hosts::<Dubbo>(cluster),
+            Protocol::Bolt => check_hosts::<Bolt>(cluster),
+        }
     }
 }
 
