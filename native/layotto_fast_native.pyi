@@ -389,6 +389,9 @@ class MeshProxy:
         """Send a whole request frame to a cluster (or an address); its outcome comes back
         through ``take_completions`` under ``token``. RuntimeError once the mesh thread has
         ended, saying why."""
+    def cancel(self, token: int) -> None:
+        """The call under ``token`` was given up by its caller: the mesh lets it go within a
+        few milliseconds (its place in the cluster freed) and hands back no completion."""
     def completions_fd(self) -> int:
         """Readable when invocations have finished, and once the mesh thread has ended."""
     def ended(self) -> str | None:

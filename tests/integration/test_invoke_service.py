@@ -481,3 +481,33 @@ def test_a_oneway_bolt_call_is_answered_once_sent(sidecar: sidecar_process.Sidec
         wait_for(lambda: upstream.request_types == [2])
         two_way = error(sidecar, "echo-bolt", "echo", b"", metadata=(metadata[0], ("rpc_request_timeout", "200")))
         assert two_way.code() == grpc.StatusCode.DEADLINE_EXCEEDED, "without the header it waits for an answer"
+
+
+def test_a_call_its_caller_gave_up_on_leaves_the_cluster(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A gRPC deadline shorter than rpc_request_timeout: the mesh held the call, and its place
+    in max_requests, until rpc_request_timeout, so a cluster whose provider hung refused every
+    later call RESOURCE_EXHAUSTED meanwhile. It now lets the call go once its caller has."""
+    tmp = tmp_path_factory.mktemp("gave-up")
+    with fault_upstream() as upstream:
+        upstream.mode = "mute"
+        cluster = {"name": "tight", "protocol": "bolt", "hosts": [upstream.address],
+                   "circuit_breaker": {"max_requests": 2}}  # fmt: skip
+        target = {"id": "hung", "channel": "bolt", "cluster": "tight", "service": "com.example.Hung"}
+        sidecar = sidecar_process.start_with_config(
+            tmp, {"mesh": {"clusters": [cluster]}, "invoke": {"targets": [target]}}
+        )
+        try:
+            stub = sidecar.stub()
+            request = pb.InvokeServiceRequest(id="hung", message=pb.CommonInvokeRequest(method="m"))
+            for _ in range(2):
+                with pytest.raises(grpc.RpcError) as gave_up:
+                    stub.InvokeService(request, metadata=(("rpc_request_timeout", "60000"),), timeout=0.2)
+                assert gave_up.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            time.sleep(0.1)
+            with pytest.raises(grpc.RpcError) as third:
+                stub.InvokeService(request, metadata=(("rpc_request_timeout", "300"),), timeout=5)
+            assert third.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED, third.value.details()
+            _, body = sidecar.http("/metrics")
+            assert b'layotto_fast_mesh_cluster_requests_total{cluster="tight",outcome="cancelled"} 2.0' in body
+        finally:
+            sidecar.stop()

@@ -75,6 +75,8 @@ class MeshInvoker:
             return answer
         finally:
             self._waiting.pop(token, None)
+            if future.cancelled():  # its caller gave up (cancelled, or past its deadline)
+                proxy.cancel(token)
 
     def _take(self, proxy: native.MeshProxy) -> None:
         # Asked first: a thread that ends pushes its last completions before it says so, and

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use super::config::{MeshConfig, Protocol};
 use super::invoke::{Invocation, Invocations};
-use super::reply::{Completions, InvokeReply};
+use super::reply::{Calls, Completions, InvokeReply};
 use super::stats::{RouteStats, LATENCY_BUCKETS_US, OUTCOMES};
 use super::thread::{start, Control, Registry};
 use crate::codec::Refusal;
@@ -42,6 +42,7 @@ pub struct MeshProxy {
     control: Option<mpsc::UnboundedSender<Control>>,
     invocations: Arc<Invocations>,
     completions: Arc<Completions>,
+    calls: Arc<Calls>,
     thread: Option<JoinHandle<()>>,
     /// Why the mesh thread failed, once it has.
     failure: Arc<Mutex<Option<String>>>,
@@ -96,6 +97,7 @@ impl MeshProxy {
             control: Some(thread.control),
             invocations,
             completions,
+            calls: Arc::default(),
             thread: Some(thread.handle),
             failure: thread.failure,
             registry,
@@ -151,7 +153,7 @@ impl MeshProxy {
             ));
         }
         let invocation = Invocation {
-            reply: Arc::new(InvokeReply::new(token, self.completions.clone())),
+            reply: InvokeReply::new(token, self.completions.clone(), self.calls.clone()),
             protocol,
             cluster,
             address,
@@ -162,6 +164,13 @@ impl MeshProxy {
         self.invocations
             .push(invocation)
             .map_err(PyRuntimeError::new_err)
+    }
+
+    /// The call under `token` was given up by its caller (cancelled, or past its own
+    /// deadline): the mesh lets it go within a few milliseconds, freeing its place in the
+    /// cluster as its own deadline would, and hands back no completion for it.
+    fn cancel(&self, token: u64) {
+        self.calls.give_up(token);
     }
 
     /// Why the mesh thread ended (stopped, or failed), or None while it runs: every call

@@ -42,20 +42,23 @@ pub enum Outcome {
     BreakerRefused,
     /// A oneway request handed to an upstream connection: nothing answers it.
     Sent,
+    /// An InvokeService call its caller gave up on before the upstream answered.
+    Cancelled,
 }
 
-pub const OUTCOMES: [(Outcome, &str); 6] = [
+pub const OUTCOMES: [(Outcome, &str); 7] = [
     (Outcome::Answered, "answered"),
     (Outcome::Timeout, "timeout"),
     (Outcome::Unavailable, "unavailable"),
     (Outcome::RateLimited, "rate_limited"),
     (Outcome::BreakerRefused, "breaker_refused"),
     (Outcome::Sent, "sent"),
+    (Outcome::Cancelled, "cancelled"),
 ];
 
 #[derive(Debug)]
 pub struct RouteStats {
-    pub outcomes: [Counter; 6],
+    pub outcomes: [Counter; OUTCOMES.len()],
     /// Answered requests by the upstream's status (the protocol's number; 127 and up
     /// share the last slot).
     pub statuses: [Counter; STATUS_SLOTS],

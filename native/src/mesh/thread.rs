@@ -358,7 +358,7 @@ mod tests {
 
     fn call(token: u64, completions: &Arc<Completions>, address: &str) -> Invocation {
         Invocation {
-            reply: Arc::new(InvokeReply::new(token, completions.clone())),
+            reply: InvokeReply::new(token, completions.clone(), Arc::default()),
             protocol: Protocol::Bolt,
             cluster: None,
             address: Some(address.to_string()),

@@ -534,7 +534,7 @@ async fn expire_deadlines<C: Codec>(upstream: Rc<Upstream>, idle_heartbeat: Opti
             .pending
             .borrow()
             .iter()
-            .filter(|(_, p)| p.deadline <= now)
+            .filter(|(_, p)| p.deadline <= now || p.reply.given_up())
             .map(|(&id, _)| id)
             .collect();
         let mut silent = false;
@@ -543,6 +543,12 @@ async fn expire_deadlines<C: Codec>(upstream: Rc<Upstream>, idle_heartbeat: Opti
                 continue;
             };
             finish(&p);
+            if p.reply.given_up() {
+                // Its caller left: no failure of the host's. A late answer is dropped as
+                // one past its deadline is.
+                p.count(Outcome::Cancelled);
+                continue;
+            }
             p.cluster.failed(p.host);
             p.count(Outcome::Timeout);
             let waited = now.duration_since(p.started);
