@@ -88,7 +88,9 @@ _FILTERS: dict[str, FilterFactory] = {}
 
 
 def register_filter(name: str) -> Callable[[FilterFactory], FilterFactory]:
-    """Registers ``factory(config) -> filter`` under ``name`` (config: the step's YAML keys)."""
+    """Registers ``factory(config) -> filter`` under ``name`` (config: the step's YAML keys).
+    A filter made for some channels only says which in a ``channels`` attribute (a tuple of
+    channel names): a target of another channel naming it stops start-up."""
 
     def register(factory: FilterFactory) -> FilterFactory:
         _FILTERS[name] = factory

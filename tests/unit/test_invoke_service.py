@@ -175,6 +175,18 @@ class Upper(PassThrough):
          "invoke.targets[0].max_connections", "from 0 (no limit)"),
         ({"targets": [{"id": "a", "channel": "bolt", "address": "h:1", "max_connections": 8}]},
          "invoke.targets[0].max_connections", "its cluster's"),
+        # settings a channel would ignore, so that every call failed (SOFARPC finds no
+        # provider for a service without its version), stop start-up
+        ({"targets": [{"id": "a", "channel": "bolt", "address": "h:1", "version": "1.0"}]},
+         "invoke.targets[0].version", "only a dubbo target has a version (a bolt target names it in its service"),
+        ({"targets": [{"id": "a", "channel": "http", "address": "h:1", "class": "x.Y"}]},
+         "invoke.targets[0].class", "only a bolt target has a class"),
+        ({"targets": [{"id": "a", "channel": "dubbo", "address": "h:1", "codec": "protobuf"}]},
+         "invoke.targets[0].codec", "only a bolt target has a codec"),
+        ({"targets": [{"id": "a", "channel": "dubbo", "address": "h:1", "before_invoke": [{"name": "sofarpc_json"}]}]},
+         "invoke.targets[0].before_invoke[0].name", "works on bolt targets, not on a dubbo one"),
+        ({"targets": [{"id": "a", "channel": "bolt", "address": "h:1", "after_invoke": [{"name": "dubbo_json_rpc"}]}]},
+         "invoke.targets[0].after_invoke[0].name", "works on dubbo, http targets, not on a bolt one"),
     ],
 )  # fmt: skip
 def test_config_mistakes_name_the_field(raw: Any, field: str, problem: str) -> None:

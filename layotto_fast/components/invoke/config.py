@@ -94,7 +94,7 @@ def _text(raw: Mapping[str, Any], name: str, path: str, source: str, required: b
     return value
 
 
-def _filters(raw: Any, path: str, source: str) -> tuple[FilterSpec, ...]:
+def _filters(raw: Any, path: str, source: str, channel: str) -> tuple[FilterSpec, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, list):
@@ -110,11 +110,15 @@ def _filters(raw: Any, path: str, source: str) -> tuple[FilterSpec, ...]:
             raise _fail(source, f"{where}.name", f"no filter {name!r} (known: {', '.join(registered_filters())})")
         config = {k: v for k, v in step.items() if k != "name"}
         try:
-            factory(config)
+            built = factory(config)
         except (ValueError, TypeError) as exc:
             raise _fail(source, where, f"filter {name!r} refused its configuration: {exc}") from None
         except Exception as exc:  # a user's factory may fail in any way
             raise _fail(source, where, f"filter {name!r} failed to build: {type(exc).__name__}: {exc}") from None
+        serves = getattr(built, "channels", None)  # a filter made for some channels says which
+        if serves is not None and channel not in serves:
+            raise _fail(source, f"{where}.name",
+                        f"filter {name!r} works on {', '.join(serves)} targets, not on a {channel} one")  # fmt: skip
         specs.append(FilterSpec(name, config))
     return tuple(specs)
 
@@ -187,6 +191,12 @@ def parse(raw: Any, source: str) -> InvokeSettings:
         version = item.get("version", "")
         if not isinstance(version, str):
             raise _fail(source, f"{path}.version", f"must be a string, got {version!r}")
+        if "version" in item and channel != "dubbo":
+            hint = " (a bolt target names it in its service, as SOFARPC does: com.example.Echo:1.0)"
+            raise _fail(source, f"{path}.version", "only a dubbo target has a version" + hint * (channel == "bolt"))
+        for bolt_only in ("class", "codec"):
+            if bolt_only in item and channel != "bolt":
+                raise _fail(source, f"{path}.{bolt_only}", f"only a bolt target has a {bolt_only}")
         group = item.get("group", "")
         if not isinstance(group, str):
             raise _fail(source, f"{path}.group", f"must be a string, got {group!r}")
@@ -206,8 +216,8 @@ def parse(raw: Any, source: str) -> InvokeSettings:
                 codec=codec_id,
                 timeout_ms=timeout,
                 max_connections=max_connections,
-                before_invoke=_filters(item.get("before_invoke"), f"{path}.before_invoke", source),
-                after_invoke=_filters(item.get("after_invoke"), f"{path}.after_invoke", source),
+                before_invoke=_filters(item.get("before_invoke"), f"{path}.before_invoke", source, channel),
+                after_invoke=_filters(item.get("after_invoke"), f"{path}.after_invoke", source, channel),
             )
         )
     return InvokeSettings(targets=tuple(targets), filter_modules=tuple(modules))

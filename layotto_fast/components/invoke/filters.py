@@ -160,6 +160,8 @@ class DubboJsonRpc:
     ``/<id>``, with ``x-services`` (the id) and ``x-method`` (the method) headers, JSON as
     its content type and ``Accept``. Its place in ``after_invoke`` is kept and does nothing."""
 
+    channels = ("dubbo", "http")
+
     def __init__(self, config: Mapping[str, Any]) -> None:
         _only_keys(config, ())
 
@@ -188,6 +190,8 @@ class SofaRpcJson:
     the request goes out in SOFARPC's own JSON serialization (Bolt codec 12; the arguments,
     typed by the provider from its interface, as a JSON array, or one bare value), and the
     answer is JSON."""
+
+    channels = ("bolt",)
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         _only_keys(config, ())
