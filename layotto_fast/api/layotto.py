@@ -154,7 +154,7 @@ class LayottoRuntime:
         extension = message.http_extension
         verb = _verb_name(extension.verb)
         call = current_call()
-        headers = {k: v for k, v in call.metadata.items() if isinstance(v, str)}
+        headers = _request_headers(call.raw_metadata)
         result = await self._invoke.invoke(
             InvokeRequest(
                 id=request.id,
@@ -344,6 +344,20 @@ _NOT_RETURNED = frozenset(
 )  # fmt: skip
 _METADATA_NAME = re.compile(r"[0-9a-z_.-]+")  # what gRPC allows in a metadata key
 _METADATA_VALUE = re.compile(r"[\x20-\x7e]*")  # printable ASCII: what both transports send in a text value
+
+
+def _request_headers(metadata: list[tuple[str, bytes]] | None) -> dict[str, str]:
+    """A call's text metadata as request headers, each value its bytes one character per
+    byte; a key sent more than once has its values joined with commas, as Layotto's
+    RPCHeader joins them (and HTTP combines repeated fields). Binary (``-bin``) metadata
+    stays behind: few upstream headers could carry its bytes."""
+    headers: dict[str, str] = {}
+    for name, value in metadata or ():
+        if name.endswith("-bin"):
+            continue
+        text = value.decode("latin-1")
+        headers[name] = f"{headers[name]},{text}" if name in headers else text
+    return headers
 
 
 def _response_metadata(headers: Mapping[str, str]) -> Pairs:

@@ -119,7 +119,7 @@ def invoke(
     target: str,
     method: str,
     data: bytes = b"",
-    metadata: tuple[tuple[str, str], ...] = (),
+    metadata: tuple[tuple[str, str | bytes], ...] = (),
     verb: int = 0,
     query: str = "",
 ) -> pb.InvokeResponse:
@@ -144,13 +144,15 @@ def error(sidecar: sidecar_process.Sidecar, *args: Any, **kwargs: Any) -> grpc.R
 
 def test_http_channel_sends_verb_path_query_body_and_headers(sidecar: sidecar_process.Sidecar) -> None:
     response = invoke(
-        sidecar, "web", "orders/7", b"hello", metadata=(("x-trace", "abc"), ("x-secret", "s")),
-        verb=pb.HTTPExtension.PUT, query="a=1&b=2",
+        sidecar, "web", "orders/7", b"hello", verb=pb.HTTPExtension.PUT, query="a=1&b=2",
+        metadata=(("x-trace", "abc"), ("x-secret", "s"), ("x-tag", "a"), ("x-tag", "b"), ("t-bin", b"\x01")),
     )  # fmt: skip
     seen = json.loads(response.data.value)
     assert (seen["verb"], seen["path"], seen["body"]) == ("PUT", "/orders/7?a=1&b=2", "hello")
     headers = {k.lower(): v for k, v in seen["headers"].items()}
     assert headers["x-trace"] == "abc", "call metadata goes out as headers"
+    assert headers["x-tag"] == "a,b", "a repeated key's values joined, as Layotto joins them (the last alone before)"
+    assert "t-bin" not in headers
     assert headers["x-from"] == "sidecar" and "x-secret" not in headers, "the header filter ran"
     assert headers["content-type"] == "text/plain"
     assert response.content_type == "application/json"
