@@ -164,8 +164,11 @@ class Dispatcher:
             self._start_submitted()
         else:  # no time to handle them: not started at all, left unsettled like the ones cancelled
             self._starting = []
-        if self._busy:
-            await asyncio.wait(list(self._busy), timeout=timeout)
+        end = self._loop.time() + timeout
+        # Again while anything is left and time is: a message handled meanwhile passes its
+        # slot to an acknowledgement the first wait did not hold.
+        while self._busy and (left := end - self._loop.time()) > 0:
+            await asyncio.wait(list(self._busy), timeout=left)
         for busy in list(self._busy):
             busy.cancel()
         while self._busy:  # their callbacks run on the next passes

@@ -92,3 +92,27 @@ def test_idle_groups_beyond_the_bound_are_dropped_longest_idle_first(monkeypatch
 
     asyncio.run(scenario())
     assert received == {"second": [b"m"], "third": [b"m"]}  # "first" was forgotten: it starts afresh
+
+
+def test_a_stop_called_twice_leaves_the_groups_other_subscriber_be(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The contract allows a second stop. Each counted the group's subscriber out: with two
+    subscribers, a twice-stopped one left the group idle with the other still reading, and
+    past MAX_IDLE_GROUPS the group was forgotten and publishes no longer reached it."""
+    monkeypatch.setattr(memory, "MAX_IDLE_GROUPS", 0)
+    received: list[bytes] = []
+
+    async def handler(message: Message) -> Verdict:
+        received.append(message.data)
+        return Verdict.SUCCESS
+
+    async def scenario() -> None:
+        pubsub = InMemoryPubSub(InMemoryConfig())
+        stop_a = await pubsub.subscribe("t", SubscribeOptions(group="g"), handler)
+        await pubsub.subscribe("t", SubscribeOptions(group="g"), handler)
+        await stop_a()
+        await stop_a()
+        await pubsub.publish("t", b"m", {})
+        assert await until(lambda: received == [b"m"], 2)
+        await pubsub.close()
+
+    asyncio.run(scenario())

@@ -252,3 +252,30 @@ def test_drain_waits_until_its_deadline_or_the_default_and_not_longer() -> None:
         assert started == [] and settled == [] and fourth.free == 4
 
     asyncio.run(run())
+
+
+def test_drain_waits_for_an_acknowledgement_that_starts_while_it_waits() -> None:
+    """A message handled during the drain is settled asynchronously by a task the drain's
+    first wait does not hold: it was cancelled once that wait ended, well before the
+    deadline, and a verdict given in time never reached the backend."""
+
+    async def run() -> list[bytes]:
+        acked: list[bytes] = []
+        handled = asyncio.Event()
+
+        async def handler(message: Message) -> Verdict:
+            await handled.wait()
+            return Verdict.SUCCESS
+
+        async def settle(message: Message, verdict: Verdict) -> None:
+            await asyncio.sleep(0.05)
+            acked.append(message.data)
+
+        dispatcher = Dispatcher(handler, settle, 1, "test")
+        await dispatcher.submit(Message("t", b"0"))
+        await asyncio.sleep(0)
+        asyncio.get_running_loop().call_later(0.01, handled.set)
+        await dispatcher.drain(asyncio.get_running_loop().time() + 2)
+        return acked
+
+    assert asyncio.run(run()) == [b"0"]

@@ -118,7 +118,13 @@ class InMemoryPubSub(NoBackend):
 
         reader = asyncio.get_running_loop().create_task(consume())
 
+        stopped = False
+
         async def stop(deadline: float | None = None) -> None:
+            nonlocal stopped
+            if stopped:  # once: a second stop would count the group's subscriber out again
+                return
+            stopped = True
             self._stops.discard(stop)
             reader.cancel()
             await asyncio.wait([reader])
