@@ -73,7 +73,8 @@ class _CallCollector(Collector):
             deliveries = CounterMetricFamily(
                 "layotto_fast_pubsub_deliveries",
                 "What became of messages handed to subscribers, by pubsub, topic and outcome: delivered (SUCCESS), "
-                "retried (an attempt answered RETRY, failed or timed out), dropped, dead_lettered, returned "
+                "retried (an attempt made again by the sidecar after one answered RETRY, failed or timed out), "
+                "dropped, dead_lettered, returned "
                 "(left unacknowledged for the backend to deliver again: attempts spent, the subscriber gone "
                 "before it answered, or the dead-letter publish failed)",
                 labels=["pubsub", "topic", "outcome"],

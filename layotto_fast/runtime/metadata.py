@@ -17,12 +17,20 @@ def text(manifest: ComponentManifest, name: str, default: str) -> str:
     return manifest.metadata.get(name, default)
 
 
+def as_integer(raw: str) -> int:
+    """``raw`` as an integer, ValueError if it is none: ASCII only, no spaces around, as Go's
+    strconv reads it (Python's int() also takes ' 3 ' and digits of other scripts)."""
+    if not raw.isascii() or raw != raw.strip():
+        raise ValueError(raw)
+    return int(raw)
+
+
 def integer(manifest: ComponentManifest, name: str, default: int, minimum: int | None = None) -> int:
     raw = manifest.metadata.get(name)
     if raw is None or raw == "":
         return default
     try:
-        value = int(raw)
+        value = as_integer(raw)
     except ValueError:
         raise StartupError(manifest.source, manifest.metadata_field(name), f"must be an integer, got {raw!r}") from None
     if minimum is not None and value < minimum:

@@ -53,7 +53,7 @@ from layotto_fast.runtime.cloudevents import (
     wrap,
 )
 from layotto_fast.runtime.lifecycle import Components
-from layotto_fast.runtime.metadata import DURATION_EXAMPLES, parse_duration
+from layotto_fast.runtime.metadata import DURATION_EXAMPLES, as_integer, parse_duration
 from layotto_fast.runtime.pubsub import (
     DRAIN_SECONDS,
     Message,
@@ -582,7 +582,7 @@ def _integer(meta: Mapping[str, str], key: str, default: int, minimum: int) -> i
     if not raw:
         return default
     try:
-        value = int(raw)
+        value = as_integer(raw)
     except ValueError:
         raise InvalidArgument(f"metadata.{key} must be an integer, got {raw!r}") from None
     if value < minimum:
