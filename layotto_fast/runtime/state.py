@@ -87,6 +87,8 @@ class SetOp(NamedTuple):
     value: bytes
     etag: str | None = None
     first_write: bool = False
+    # Seconds to live; 0: none (ttlInSeconds -1 or 0); None: none given, which a store with
+    # a default of its own (state.redis's manifest ttlInSeconds) applies, and is none otherwise
     ttl_seconds: int | None = None
     strong: bool = False  # strong consistency asked: wait for replicas where the backend has them
 

@@ -40,15 +40,19 @@ cdef str _place(str field, Py_ssize_t index, str suffix):
     return "" if index < 0 else f"{field}[{index}]{suffix}."
 
 
-cdef object _checked_etag(object item, object features, str store_name, str field, Py_ssize_t index, str suffix):
-    """The etag ``item`` is checked against (None: none), once its key and etag pass the rules."""
+cdef object _checked_etag(
+    object item, object features, str store_name, str field, Py_ssize_t index, str suffix, bint delete = False
+):
+    """The etag ``item`` is checked against (None: none), once its key and etag pass the rules.
+    A write under last-write goes through whatever is stored; a delete checks the etag it
+    is given whatever the concurrency, as Layotto's and Dapr's stores check it."""
     # Read by position below: anything but the record itself would be read as garbage.
     if type(item) is not StateItem:
         raise TypeError(f"a StateItem is required, not {type(item).__name__}")
     if not item_key(item):
         raise InvalidArgument(f"{_place(field, index, suffix)}key is empty: a state key is required")
-    # last-write: the write goes through whatever is stored; an empty etag is no etag
-    etag = None if <int>item_concurrency(item) == LAST_WRITE else (item_etag(item) or None)
+    # an empty etag is no etag
+    etag = None if <int>item_concurrency(item) == LAST_WRITE and not delete else (item_etag(item) or None)
     if etag is not None and ETAG not in features:
         raise InvalidArgument(f"{_place(field, index, suffix)}etag: state store {store_name!r} does not support etags")
     return etag
@@ -88,7 +92,7 @@ def set_op_for(
         place = "metadata"
     if place is not None:
         ttl = ttl_from_metadata(metadata, place)
-        if ttl is not None and TTL not in features:
+        if ttl and TTL not in features:
             raise InvalidArgument(f"{place}.{TTL_KEY}: state store {store_name!r} does not support TTL")
     return new_set_op(
         _stored_key(item, prefix, field, index, suffix),
@@ -105,7 +109,7 @@ def delete_op_for(
 ):
     """The delete for ``item`` (its key behind ``prefix``); INVALID_ARGUMENT names
     ``field[index]suffix`` and what is wrong."""
-    etag = _checked_etag(item, features, store_name, field, index, suffix)
+    etag = _checked_etag(item, features, store_name, field, index, suffix, True)
     return DeleteOp(
         _stored_key(item, prefix, field, index, suffix),
         etag,
@@ -115,8 +119,9 @@ def delete_op_for(
 
 
 def ttl_from_metadata(metadata: Mapping[str, str], str field):
-    """Dapr's ``ttlInSeconds``: a positive number of seconds, or -1 (or empty, as Dapr
-    reads it: not set) for none."""
+    """Dapr's ``ttlInSeconds``: a positive number of seconds; 0 for -1 or 0, no expiry (as
+    Dapr's stores read either); None when not set (or empty, as Dapr reads it): no expiry
+    either, unless the store has a default of its own."""
     raw = metadata.get(TTL_KEY)
     if not raw:
         return None
@@ -126,11 +131,12 @@ def ttl_from_metadata(metadata: Mapping[str, str], str field):
     if not (digits.isascii() and digits.isdigit()):
         raise InvalidArgument(f"{field}.{TTL_KEY} is {raw!r}: must be an integer")
     ttl = int(raw)
-    if ttl == -1:
-        return None
-    if ttl <= 0 or ttl > MAX_TTL_SECONDS:
+    if ttl == -1 or ttl == 0:
+        return 0
+    if ttl < 0 or ttl > MAX_TTL_SECONDS:
         shown = raw if len(raw) <= 24 else f"{raw[:20]}... ({len(raw)} digits)"
         raise InvalidArgument(
-            f"{field}.{TTL_KEY} is {shown}: must be between 1 and {MAX_TTL_SECONDS} seconds, or -1 for no expiry"
+            f"{field}.{TTL_KEY} is {shown}: must be between 1 and {MAX_TTL_SECONDS} seconds, or -1 (or 0) for "
+            "no expiry"
         )
     return ttl

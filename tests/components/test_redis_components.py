@@ -210,7 +210,11 @@ def test_state_writes_without_a_check_version_expire_and_refuse_like_the_script(
     harness.run(state.set([SetOp(timed, b"a", ttl_seconds=100), SetOp(plain, b"b")]))
     assert 0 < int(harness.cli("PTTL", timed)) <= 100_000
     assert harness.cli("PTTL", plain) == "-1"
-    harness.run(state.set([SetOp(timed, b"a2")]))  # no ttl: the earlier expiry goes
+    harness.run(state.set([SetOp(timed, b"a1", ttl_seconds=100)]))
+    harness.run(state.set([SetOp(timed, b"a2", ttl_seconds=0)]))  # -1 or 0: the expiry goes
+    assert harness.cli("PTTL", timed) == "-1"
+    harness.run(state.set([SetOp(timed, b"a1", ttl_seconds=100)]))
+    harness.run(state.set([SetOp(timed, b"a2")]))  # no ttl: the earlier expiry goes, as Dapr's conformance has it
     assert harness.cli("PTTL", timed) == "-1"
     entry = harness.run(state.get(timed))
     assert entry.value == b"a2"
@@ -231,15 +235,36 @@ def test_state_writes_without_a_check_version_expire_and_refuse_like_the_script(
         with pytest.raises(FailedPrecondition, match="WRONGTYPE"):
             harness.run(state.set([op]))
     assert harness.cli("GET", foreign) == "a string"
+    # A plain string (older Dapr versions wrote state so) is read as its value, with no etag,
+    # as Dapr's and Layotto's stores read it; it was refused. Another type still refuses.
+    plain_string = harness.run(state.get(foreign))
+    assert plain_string is not None and (plain_string.value, plain_string.etag) == (b"a string", "")
+    listed = unique()
+    harness.cli("RPUSH", listed, "an item")
     with pytest.raises(FailedPrecondition, match="refused the read: WRONGTYPE"):  # not INTERNAL
-        harness.run(state.get(foreign))
+        harness.run(state.get(listed))
     # In a bulk read the other keys are still read, and the foreign one says why it was not
     # (Layotto answers each key of GetBulkState on its own).
     harness.run(state.set([SetOp(plain, b"b2")]))
-    read, refused, missing = harness.run(state.bulk_get([plain, foreign, unique()]))
+    read, string, refused, missing = harness.run(state.bulk_get([plain, foreign, listed, unique()]))
     assert isinstance(read, StateEntry) and read.value == b"b2"
+    assert isinstance(string, StateEntry) and (string.value, string.etag) == (b"a string", "")
     assert isinstance(refused, KeyUnreadable) and "refused the read: WRONGTYPE" in refused.reason
     assert missing is None
+
+
+def test_the_manifests_ttl_is_every_write_s_that_gives_none(harness: Harness) -> None:
+    """Dapr's store-wide ``ttlInSeconds``: it was ignored, and no key ever expired. A write's
+    own ttl (-1: none) still comes first, on every path (one write, MULTI/EXEC, the script)."""
+    state = harness.make("state.redis", ttlInSeconds="100")
+    tag = unique()
+    one, own, persisted, checked, other = (f"{{{tag}}}{name}" for name in ("one", "own", "none", "checked", "other"))
+    harness.run(state.set([SetOp(one, b"v")]))
+    harness.run(state.set([SetOp(own, b"v", ttl_seconds=5), SetOp(persisted, b"v", ttl_seconds=0)]))
+    harness.run(state.transact([SetOp(checked, b"v", first_write=True), SetOp(other, b"v")]))
+    ttls = {key: int(harness.cli("PTTL", key)) for key in (one, own, persisted, checked, other)}
+    assert 0 < ttls[one] <= 100_000 and 0 < ttls[own] <= 5_000 and ttls[persisted] == -1, ttls
+    assert 5_000 < ttls[checked] <= 100_000 and 5_000 < ttls[other] <= 100_000, ttls
 
 
 def test_a_transaction_over_a_key_of_another_type_writes_nothing(harness: Harness) -> None:
@@ -469,6 +494,8 @@ def test_a_strong_write_waits_for_the_replicas(tmp_path: Path) -> None:
         # Dapr's list of cluster seeds: was read as host "a:6379,b", a DNS failure at init
         ("state.redis", {"redisHost": "a:6379,b:6379", "redisType": "cluster"}, "spec.metadata.redisHost"),
         ("pubsub.redis", {"redisHost": "a:6379,b:6379"}, "spec.metadata.redisHost"),
+        ("state.redis", {"ttlInSeconds": "soon"}, "spec.metadata.ttlInSeconds"),
+        ("state.redis", {"ttlInSeconds": "-2"}, "spec.metadata.ttlInSeconds"),
     ],
 )
 def test_bad_metadata_names_the_field(type_: str, metadata: dict[str, str], field: str) -> None:

@@ -206,21 +206,26 @@ spec:
 
 
 def test_bulk_get_reports_a_key_of_another_type_in_its_item(tmp_path: Path, redis_server: RedisServer) -> None:
-    """Layotto answers each key of GetBulkState on its own: one key holding a Redis string
-    fails that item, not the call, and the other keys are still read."""
+    """Layotto answers each key of GetBulkState on its own: one key holding a Redis list
+    fails that item, not the call, and the other keys are still read; a plain string is read
+    as its value with no etag, as Dapr and Layotto read it (older Dapr versions wrote so)."""
     folder = tmp_path / "components"
     folder.mkdir()
     (folder / "cache.yaml").write_text(REDIS_STORE.format(address=redis_server.address))
-    stored, foreign, missing = key(), key(), key()
-    redis_server.cli("SET", foreign, "a string")
+    stored, string, foreign, missing = key(), key(), key(), key()
+    redis_server.cli("SET", string, "a string")
+    redis_server.cli("RPUSH", foreign, "an item")
     sidecar = start(tmp_path, "--resources-path", str(folder))
     try:
         stub = sidecar.stub()
         stub.SaveState(pb.SaveStateRequest(store_name="cache", states=[pb.StateItem(key=stored, value=b"v")]))
-        items = stub.GetBulkState(pb.GetBulkStateRequest(store_name="cache", keys=[stored, foreign, missing])).items
-        assert [(i.key, i.data, bool(i.etag)) for i in items] == [(stored, b"v", True), (foreign, b"", False),
-                                                                    (missing, b"", False)]  # fmt: skip
-        assert items[0].error == items[2].error == ""
-        assert "WRONGTYPE" in items[1].error, items[1].error
+        keys = [stored, string, foreign, missing]
+        items = stub.GetBulkState(pb.GetBulkStateRequest(store_name="cache", keys=keys)).items
+        expected = [(stored, b"v", True), (string, b"a string", False), (foreign, b"", False), (missing, b"", False)]
+        assert [(i.key, i.data, bool(i.etag)) for i in items] == expected
+        assert items[0].error == items[1].error == items[3].error == ""
+        assert "WRONGTYPE" in items[2].error, items[2].error
+        got = stub.GetState(pb.GetStateRequest(store_name="cache", key=string))
+        assert (got.data, got.etag) == (b"a string", "")
     finally:
         assert sidecar.stop() == 0

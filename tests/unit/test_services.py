@@ -103,7 +103,11 @@ def test_state_ttl_metadata_is_checked_and_bounded(world: tuple[Loop, Components
     for bad in not_integers:
         with pytest.raises(InvalidArgument, match=r"ttlInSeconds is .*must be an integer"):
             loop.run(services.state.save("store", [item("t", ttlInSeconds=bad)]))
-    for bad, why in (("abc", "must be an integer"), ("0", "between 1"), ("1" + "0" * 400, "401 digits")):
+    # 0, as -1, takes an expiry off (as Layotto's and Dapr's stores read it; it was refused)
+    loop.run(services.state.save("store", [item("t", ttlInSeconds="100")]))
+    loop.run(services.state.save("store", [item("t", ttlInSeconds="0")]))
+    assert loop.run(services.state.get("store", "t")).expires_at is None
+    for bad, why in (("abc", "must be an integer"), ("-2", "between 1"), ("1" + "0" * 400, "401 digits")):
         with pytest.raises(InvalidArgument, match=rf"states\[0\]\.metadata\.ttlInSeconds is .*{why}"):
             loop.run(services.state.save("store", [item("t", ttlInSeconds=bad)]))
 
@@ -185,7 +189,11 @@ def test_features_a_store_lacks_are_refused_by_name(world: tuple[Loop, Component
         loop.run(services.state.delete_one("store", item("k", etag="1")))
     with pytest.raises(InvalidArgument, match=r"^key is empty"):
         loop.run(services.state.delete_one("store", item("")))
-    loop.run(services.state.delete_one("store", item("k", etag="1", concurrency=Concurrency.LAST_WRITE)))
+    # a delete's etag is checked whatever the concurrency, as Layotto's and Dapr's stores check it
+    with pytest.raises(InvalidArgument, match=r"^etag: state store 'store' does not support etags"):
+        loop.run(services.state.delete_one("store", item("k", etag="1", concurrency=Concurrency.LAST_WRITE)))
+    loop.run(services.state.save("store", [item("k", etag="1", concurrency=Concurrency.LAST_WRITE)]))
+    loop.run(services.state.save("store", [item("k", ttlInSeconds="-1")]))  # none, which every store keeps
     with pytest.raises(InvalidArgument, match="'store' does not support TTL"):
         loop.run(services.state.save("store", [item("k", ttlInSeconds="5")]))
     with pytest.raises(Unimplemented, match="'store' does not support transactions"):

@@ -96,7 +96,7 @@ class InMemoryStateStore(NoBackend):
             op = ops[0]
             if op.etag is not None or op.first_write:
                 check_write(op.key, op.etag, op.first_write, self._etag(op.key))
-            if op.ttl_seconds is None:  # _put() inlined on the most called write
+            if not op.ttl_seconds:  # _put() inlined on the most called write
                 self._items[op.key] = state_entry(op.value, str(next(self._versions)), None)
             else:
                 self._put(op)
@@ -139,7 +139,7 @@ class InMemoryStateStore(NoBackend):
     def _put(self, op: SetOp) -> None:
         ttl = op.ttl_seconds
         etag = str(next(self._versions))
-        if ttl is None:
+        if not ttl:  # none given, or taken off (0): an entry of this store has no expiry then
             self._items[op.key] = state_entry(op.value, etag, None)
             return
         expires_at = time.time() + ttl

@@ -40,7 +40,7 @@ tag such as ``{order}``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from random import getrandbits
 from typing import Any, Self
 
@@ -56,10 +56,11 @@ from layotto_fast.components.state import (
     key_exists,
     stale_etag,
 )
-from layotto_fast.errors import FailedPrecondition, InvalidArgument, RuntimeApiError
+from layotto_fast.errors import FailedPrecondition, InvalidArgument, RuntimeApiError, StartupError
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime.records import state_entry
 from layotto_fast.runtime.state import DeleteOp, Feature, KeyUnreadable, SetOp, StateEntry
+from layotto_fast.runtime.state_rules import TTL_KEY, ttl_from_metadata
 
 # KEYS: the keys. ARGV: per key, op ("s" set, "d" delete), etag ("" none, else "=" and
 # the etag, so that an empty etag is one too), first-write ("1"/"0"), ttl seconds ("0"
@@ -144,9 +145,27 @@ class RedisStateStore(PipelinedRedis):
 
     _replicas = 0  # replicas connected (at init, then at each ping): a strong write waits for them
 
+    def __init__(self, config: RedisConfig, default_ttl: int | None = None) -> None:
+        super().__init__(config)
+        # The manifest's ttlInSeconds, for a write that gives none (None: no default)
+        self._default_ttl = default_ttl
+
     @classmethod
     def from_manifest(cls, manifest: ComponentManifest) -> Self:
-        return cls(RedisConfig.from_manifest(manifest))
+        return cls(RedisConfig.from_manifest(manifest), _default_ttl(manifest))
+
+    def _ttl(self, op: SetOp) -> int:
+        """Seconds to live for ``op``, 0 for none: its own, else the manifest's. A write with
+        none takes the key's expiry off, as Dapr's state conformance suite has it (Dapr's
+        Redis store, which it skips there, leaves the expiry on)."""
+        if op.ttl_seconds is not None:
+            return op.ttl_seconds
+        return self._default_ttl or 0
+
+    def _expiry(self, op: SetOp, key: bytes) -> tuple[bytes, ...]:
+        """The command after the HSET that sets ``op``'s expiry, in RESP."""
+        ttl = self._ttl(op)
+        return (EXPIRE, key, bulk(b"%d" % ttl)) if ttl else (PERSIST, key)
 
     async def init(self) -> None:
         await super().init()
@@ -178,10 +197,23 @@ class RedisStateStore(PipelinedRedis):
         try:
             data, version = await pipeline.call(command)
         except redis_errors.ResponseError as exc:  # WRONGTYPE: the key holds no state entry
-            raise self._refused(exc, "read") from None
+            return await self._plain_value(key, exc)
         if version is None:
             return None
         return state_entry(data or b"", version.decode(), None)
+
+    async def _plain_value(self, key: str, refusal: redis_errors.ResponseError) -> StateEntry | None:
+        """The value of ``key`` when it holds a plain string (older Dapr versions wrote state so,
+        and other tools do), without an etag, as Dapr's and Layotto's stores read it; a key of
+        another type, or Redis refusing for its own state, refuses the read."""
+        assert self._pipeline is not None, "init() first"
+        if not str(refusal).startswith("WRONGTYPE"):
+            raise self._refused(refusal, "read") from None
+        try:
+            value = await self._pipeline.call(("GET", key))
+        except redis_errors.ResponseError:  # a list, a set...: no value a state entry can be
+            raise self._refused(refusal, "read") from None
+        return None if value is None else state_entry(value, "", None)
 
     async def bulk_get(
         self, keys: list[str], metadata: Mapping[str, str] | None = None
@@ -189,12 +221,15 @@ class RedisStateStore(PipelinedRedis):
         assert self._pipeline is not None, "init() first"
         replies = await self._pipeline.gather([("HMGET", key, "data", "version") for key in keys], errors_in_place=True)
         entries: list[StateEntry | KeyUnreadable | None] = []
-        for reply in replies:
+        for key, reply in zip(keys, replies, strict=True):
             if isinstance(reply, redis_errors.ResponseError):
                 refused = self._refused(reply, "read")
                 if not isinstance(refused, FailedPrecondition):  # Redis's own state: no key can be read
                     raise refused from None
-                entries.append(KeyUnreadable(str(refused)))  # WRONGTYPE: this key holds no state entry
+                try:  # WRONGTYPE: a plain string is read as its value, another type says why not
+                    entries.append(await self._plain_value(key, reply))
+                except FailedPrecondition as unreadable:
+                    entries.append(KeyUnreadable(str(unreadable)))
             elif isinstance(reply, BaseException):
                 raise reply
             else:
@@ -209,7 +244,7 @@ class RedisStateStore(PipelinedRedis):
             # the common write, in as few steps as it takes
             if op.etag is None and not op.first_write and not (op.strong and self._replicas):
                 key = bulk(op.key.encode())
-                expiry = (EXPIRE, key, bulk(b"%d" % op.ttl_seconds)) if op.ttl_seconds else (PERSIST, key)
+                expiry = self._expiry(op, key)
                 packed = b"".join(
                     (MULTI, HSET_DATA_VERSION, key, DATA, bulk(op.value), VERSION, _new_version(), *expiry, EXEC)
                 )
@@ -305,11 +340,7 @@ class RedisStateStore(PipelinedRedis):
                 commands += (DEL, key)
                 count += 1
                 continue
-            commands += (HSET_DATA_VERSION, key, DATA, bulk(op.value), VERSION, _new_version())
-            if op.ttl_seconds:
-                commands += (EXPIRE, key, bulk(b"%d" % op.ttl_seconds))
-            else:
-                commands += (PERSIST, key)
+            commands += (HSET_DATA_VERSION, key, DATA, bulk(op.value), VERSION, _new_version(), *self._expiry(op, key))
             count += 2
         commands.append(EXEC)
         assert self._pipeline is not None, "init() first"
@@ -336,7 +367,7 @@ class RedisStateStore(PipelinedRedis):
         return FailedPrecondition(f"state store {self._config.component}: redis refused the {what}{about}: {exc}")
 
     async def _script(self, ops: list[SetOp | DeleteOp]) -> None:
-        keys, args = _script_args(ops)
+        keys, args = _script_args(ops, self._ttl)
         assert self._pipeline is not None, "init() first"
         try:
             await self._pipeline.script(APPLY, keys, args)
@@ -346,7 +377,7 @@ class RedisStateStore(PipelinedRedis):
     async def _script_then_wait(self, ops: list[SetOp | DeleteOp]) -> None:
         """The script, then WAIT for the replicas, on one connection of redis-py's pool (a
         single node): WAIT covers the writes made on its own connection, and blocks it."""
-        keys, args = _script_args(ops)
+        keys, args = _script_args(ops, self._ttl)
         assert self._client is not None, "init() first"
         client: Any = self._client
         try:
@@ -382,8 +413,8 @@ class RedisStateStore(PipelinedRedis):
         return self._refused(exc)
 
 
-def _script_args(ops: list[SetOp | DeleteOp]) -> tuple[list[str], list[str | bytes]]:
-    """APPLY's KEYS and ARGV for ``ops``."""
+def _script_args(ops: list[SetOp | DeleteOp], ttl_of: Callable[[SetOp], int]) -> tuple[list[str], list[str | bytes]]:
+    """APPLY's KEYS and ARGV for ``ops``, each write's expiry as ``ttl_of`` gives it."""
     keys: list[str] = []
     args: list[str | bytes] = []
     for op in ops:
@@ -392,8 +423,20 @@ def _script_args(ops: list[SetOp | DeleteOp]) -> tuple[list[str], list[str | byt
             args += ("d", _etag_arg(op.etag), "1" if op.first_write else "0", "0", b"", b"")
         else:
             first = "1" if op.first_write else "0"
-            args += ("s", _etag_arg(op.etag), first, str(op.ttl_seconds or 0), op.value, _version_number())
+            args += ("s", _etag_arg(op.etag), first, str(ttl_of(op)), op.value, _version_number())
     return keys, args
+
+
+def _default_ttl(manifest: ComponentManifest) -> int | None:
+    """The manifest's ``ttlInSeconds`` (Dapr's store-wide default), read as a request's is."""
+    raw = manifest.metadata.get(TTL_KEY, "")
+    if not raw:
+        return None
+    try:
+        return ttl_from_metadata({TTL_KEY: raw}, "metadata")
+    except InvalidArgument as exc:
+        problem = exc.message.removeprefix(f"metadata.{TTL_KEY} ")  # "is '5x': must be ..."
+        raise StartupError(manifest.source, manifest.metadata_field(TTL_KEY), problem) from None
 
 
 def _etag_arg(etag: str | None) -> str:
