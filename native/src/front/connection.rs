@@ -41,6 +41,12 @@ pub mod code {
 /// The method index of a `Refused` call whose path this server does not serve.
 pub const UNKNOWN_METHOD: u32 = u32::MAX;
 
+/// What h2 lets small DATA frames cost before it reads them to a stream (each under 256
+/// bytes costs 256 less its size): enough for a whole read (256 KiB) of empty frames. At
+/// h2's default, half the connection window, a read full of a client stream's small
+/// messages closed the connection (GOAWAY ENHANCE_YOUR_CALM) with every call on it.
+const DATA_FRAME_BUDGET: usize = 8 << 20;
+
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub max_message_bytes: usize,
@@ -362,6 +368,8 @@ impl Connection {
             // h2 reads all input at hand before it hands out streams: a read holding the
             // opening and the cancel of more calls than its default of 20 is no attack.
             .max_pending_accept_reset_streams(settings.max_concurrent_streams as usize)
+            // Nor is a read full of a client stream's small messages (see DATA_FRAME_BUDGET).
+            .data_frame_budget(DATA_FRAME_BUDGET)
             .handshake(io.clone());
         let ready = Arc::new(ReadySet::default());
         let authority_repair =
@@ -1203,6 +1211,23 @@ mod tests {
     fn greeted(connection: &mut Connection) -> Encoder<'static> {
         assert!(connection.feed(&greeting()).is_empty());
         Encoder::new()
+    }
+
+    /// A client stream's small messages, a DATA frame each, as many as one read holds: h2
+    /// charges each frame under 256 bytes against a budget of half the connection window
+    /// by default, and a read of more closed the connection (GOAWAY ENHANCE_YOUR_CALM)
+    /// with every call on it.
+    #[test]
+    fn a_read_full_of_small_streamed_messages_keeps_the_connection() {
+        let mut connection = connection();
+        let mut encoder = greeted(&mut connection);
+        let mut input = headers(&mut encoder, 1, STREAMING, false);
+        let message = data(1, &grpc_message(0, b""), false);
+        while input.len() + message.len() <= 256 * 1024 {
+            input.extend_from_slice(&message);
+        }
+        connection.feed(&input);
+        assert!(!connection.is_closed());
     }
 
     #[test]
