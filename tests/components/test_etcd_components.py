@@ -563,6 +563,24 @@ def test_sequencer_exhaustion_changes_nothing(etcd_server: EtcdServer) -> None:
 # --- configuration --------------------------------------------------------------------------------
 
 
+def test_configuration_reads_and_writes_layottos_keys_by_default(etcd_server: EtcdServer) -> None:
+    """No keyPrefix: the keys Layotto's etcd store writes, /{app}/{group}/{label}/{key}. The
+    default was layotto-config/, where a sidecar pointed at Layotto's etcd found nothing."""
+    app = unique()
+
+    async def scenario() -> list[ConfigItem]:
+        etcd_server.ctl("put", f"/{app}/default/default/written-by-layotto", "v1")
+        async with components(etcd_server, "configuration.etcd") as [store]:
+            await store.save([ConfigItem(app, "saved-here", "v2", "default", "default")])
+            found = await store.get(ConfigQuery(app, group="default", label="default"))
+            await store.delete(ConfigQuery(app, ("written-by-layotto", "saved-here"), "default", "default"))
+            return found
+
+    found = asyncio.run(scenario())
+    assert sorted((i.key, i.content) for i in found) == [("saved-here", "v2"), ("written-by-layotto", "v1")]
+    assert etcd_server.ctl("get", "--prefix", "--keys-only", f"/{app}/") == ""
+
+
 def test_configuration_get_save_delete_with_filters(etcd_server: EtcdServer) -> None:
     prefix = f"t-{unique()}/"
 

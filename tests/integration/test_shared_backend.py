@@ -51,7 +51,7 @@ LOCK_EXPIRE = 10
 SEQUENCE_CALLS = 200
 SEQUENCE_CALLS_AFTER_RESTART = 60
 
-ETCD_CONFIG_PREFIX = "layotto-config/"  # configuration.etcd's default keyPrefix
+ETCD_CONFIG_PREFIX = "/"  # configuration.etcd's default keyPrefix: the keys Layotto's etcd store writes
 
 MANIFEST = """apiVersion: dapr.io/v1alpha1
 kind: Component

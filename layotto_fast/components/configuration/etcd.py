@@ -1,14 +1,14 @@
 """``configuration.etcd``: configuration items in etcd, watched with etcd's watch.
 
-Layout (default ``keyPrefix`` ``layotto-config/``):
+Layout (default ``keyPrefix`` ``/``, so that the keys are those Layotto's etcd store
+writes and reads):
 
 ``{keyPrefix}{app_id}/{group}/{label}/{key}``
-    The raw content, so that ``etcdctl put layotto-config/app/g/l/k hello`` is an
-    item (and a change) like one saved through a sidecar. An empty group or label is
-    an empty path segment (``layotto-config/app///k``), never a placeholder name, so
-    every item reads back exactly as it was saved; through the API a blank group and
-    label are ``default`` (the runtime's rule): ``layotto-config/app/default/default/k``
-    (with ``keyPrefix: /``, the key Layotto's etcd store writes). The key may contain
+    The raw content, so that ``etcdctl put /app/g/l/k hello`` is an item (and a change)
+    like one saved through a sidecar. An empty group or label is an empty path segment
+    (``/app///k``), never a placeholder name, so every item reads back exactly as it was
+    saved; through the API a blank group and label are ``default`` (the runtime's rule):
+    ``/app/default/default/k``, as Layotto writes it. The key may contain
     ``/``; app id, group and label may not (InvalidArgument), and the app id ``.attrs``
     is reserved. Keys under the app with fewer segments are not items and are ignored.
 ``{keyPrefix}.attrs/{app_id}/{group}/{label}/{key}``
@@ -75,7 +75,7 @@ from layotto_fast.runtime.timeouts import end_if_cancelled
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PREFIX = "layotto-config/"
+DEFAULT_PREFIX = "/"  # Layotto's layout: /{app_id}/{group}/{label}/{key}
 ATTRS = ".attrs"
 ITEMS_PER_TXN = MAX_TXN_OPS // 2  # two operations per item: content and attributes
 RETRY_MIN, RETRY_MAX = 0.05, 1.0  # seconds between attempts to watch again
