@@ -54,6 +54,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEFAULT_PORT = 2379
+# Layotto's etcd TLS settings: refused, where ignoring them connected in plain text to an
+# etcd that takes TLS only, and failed as if it were down.
+TLS_SETTINGS = ("tlsCa", "tlsCert", "tlsCertKey")
 PING_TIMEOUT = 1.0  # a ping slower than this fails
 # The other endpoints a failed ping tries answer within this: the ping and its failover end
 # inside the runtime's 2 s bound on a health check (lifecycle.PING_TIMEOUT_SECONDS).
@@ -95,6 +98,9 @@ class EtcdConfig:
 
     @classmethod
     def from_manifest(cls, manifest: ComponentManifest, default_prefix: str) -> EtcdConfig:
+        for name in TLS_SETTINGS:
+            if manifest.metadata.get(name):
+                raise StartupError(manifest.source, manifest.metadata_field(name), "TLS to etcd is not supported")
         username = metadata.text(manifest, "username", "")
         password = metadata.text(manifest, "password", "")
         if bool(username) != bool(password):

@@ -71,11 +71,11 @@ class RedisConfig:
                 manifest.metadata_field("redisType"),
                 f"must be 'node' or 'cluster', got {redis_type!r}",
             )
-        db = metadata.integer(manifest, "redisDB", 0, minimum=0)
+        # Layotto's Redis components name it db, Dapr's redisDB
+        db_name = "redisDB" if "redisDB" in manifest.metadata or "db" not in manifest.metadata else "db"
+        db = metadata.integer(manifest, db_name, 0, minimum=0)
         if redis_type == "cluster" and db:
-            raise StartupError(
-                manifest.source, manifest.metadata_field("redisDB"), "a Redis Cluster has only database 0"
-            )
+            raise StartupError(manifest.source, manifest.metadata_field(db_name), "a Redis Cluster has only database 0")
         return cls(
             host=host,
             port=port,

@@ -94,6 +94,7 @@ def test_config_from_manifest() -> None:
         ("endpoints", {"endpoints": " , "}),
         ("endpoints", {"endpoints": "a:99999"}),
         ("endpoints", {"endpoints": "https://a:1"}),
+        ("tlsCa", {"endpoints": "a", "tlsCa": "/etc/etcd/ca.pem"}),  # Layotto's: ignored before
         ("password", {"endpoints": "a", "username": "u"}),
         ("dialTimeout", {"endpoints": "a", "dialTimeout": "soon"}),
         ("operationTimeout", {"endpoints": "a", "operationTimeout": "0s"}),

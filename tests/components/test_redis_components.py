@@ -23,6 +23,7 @@ from redis.crc import key_slot
 
 from layotto_fast.components.configuration.redis import RedisConfigurationStore
 from layotto_fast.components.lock.redis import RedisLockStore
+from layotto_fast.components.redis_client import RedisConfig
 from layotto_fast.errors import Conflict, FailedPrecondition, ResourceExhausted, StartupError, Unavailable
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime import registry
@@ -480,6 +481,17 @@ def test_a_strong_write_waits_for_the_replicas(tmp_path: Path) -> None:
             assert time.monotonic() - started < 0.5, "no WAIT for a replica that left"
         finally:
             harness.close()
+
+
+def test_layottos_db_setting_chooses_the_database() -> None:
+    """Layotto's Redis components name the database db (Dapr's redisDB, which wins when both
+    are there): it was ignored, and a copied Layotto manifest used database 0, apart from
+    Layotto's sidecars on the database it named."""
+    assert RedisConfig.from_manifest(manifest("lock.redis", {"redisHost": "h:1", "db": "2"})).db == 2
+    assert RedisConfig.from_manifest(manifest("lock.redis", {"redisHost": "h:1", "db": "2", "redisDB": "3"})).db == 3
+    with pytest.raises(StartupError) as raised:
+        RedisConfig.from_manifest(manifest("lock.redis", {"redisHost": "h:1", "db": "2", "redisType": "cluster"}))
+    assert raised.value.field == "spec.metadata.db"
 
 
 @pytest.mark.parametrize(
