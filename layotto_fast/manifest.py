@@ -21,6 +21,7 @@ as long as no app loads both (each scoped to other apps, or in other namespaces)
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -274,8 +275,9 @@ def parse_document(document: Any, source: str) -> ComponentManifest | None:
     if secret_refs:
         where = next(iter(secret_refs.values())).field
         if type_.startswith("secretstores."):
-            # As in Dapr: a store's own settings would need a store that is already running.
-            raise StartupError(source, where, "a secret store cannot take its metadata from a secret store")
+            # Secret stores start before every other component, all at once: one would wait for
+            # another here (Dapr waits; the local stores here need no secrets of their own).
+            raise StartupError(source, where, "a secret store cannot take its metadata from a secret store here")
         if not secret_store:
             raise StartupError(source, "auth.secretStore", f"is required: {where} names a secret to read from it")
     return ComponentManifest(
@@ -335,6 +337,10 @@ def _metadata_items(items: Any, source: str) -> tuple[Items[str], Items[SecretRe
             )
         # A bare ``value:`` (YAML null) is no value, as in Dapr: it reads as "".
         value = item.get("value")
+        if "envRef" in item:
+            if value is not None or "secretKeyRef" in item:
+                raise StartupError(source, where, "has envRef beside value or secretKeyRef: give one")
+            value = _env_value(item["envRef"], source, f"{where}.envRef")
         if "secretKeyRef" in item:
             if value is not None:
                 raise StartupError(source, where, "has both value and secretKeyRef: give one")
@@ -352,6 +358,16 @@ def _metadata_items(items: Any, source: str) -> tuple[Items[str], Items[SecretRe
         values[name] = value
         refs.pop(name, None)
     return Items(values), Items(refs)
+
+
+def _env_value(name: Any, source: str, where: str) -> str:
+    """Dapr's ``envRef``: the value of the sidecar's environment variable ``name`` ("" when it
+    is not set, as Dapr reads it), except the ones Dapr withholds from components."""
+    if not isinstance(name, str) or not name or any(c.isspace() for c in name):
+        raise StartupError(source, where, f"must name an environment variable, got {name!r}")
+    if name.upper() == "APP_API_TOKEN" or name.upper().startswith("DAPR_"):
+        raise StartupError(source, where, f"{name!r} is withheld from components (APP_API_TOKEN, DAPR_*), as in Dapr")
+    return os.environ.get(name, "")
 
 
 def _secret_ref(ref: Any, source: str, where: str) -> SecretRef:

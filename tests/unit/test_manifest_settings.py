@@ -50,6 +50,24 @@ PLACEHOLDERS = GOOD.replace("value: 6379", 'value: "{uuid}|{uuid}"').replace(
 )
 
 
+def test_an_env_ref_reads_the_sidecars_environment_as_dapr_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dapr's envRef: it was read as no value at all, and a component got an empty password."""
+    monkeypatch.setenv("REDIS_PASS", "s3cret")
+    monkeypatch.delenv("UNSET_HERE", raising=False)
+    path = tmp_path / "m.yaml"
+    env_items = "    - name: redisPassword\n      envRef: REDIS_PASS\n    - name: other\n      envRef: UNSET_HERE\n"
+    path.write_text(GOOD.replace("    - name: port", env_items + "    - name: port"))
+    [manifest] = load_file(path)
+    assert (manifest.metadata["redisPassword"], manifest.metadata["other"]) == ("s3cret", "")  # unset: "", as in Dapr
+    for ref, problem in (("DAPR_API_TOKEN", "withheld"), ("APP_API_TOKEN", "withheld"), ("A B", "must name")):
+        path.write_text(GOOD.replace("    - name: port", f"    - name: x\n      envRef: {ref}\n    - name: port"))
+        with pytest.raises(StartupError) as raised:
+            load_file(path)
+        assert raised.value.field == "spec.metadata[0].envRef" and problem in raised.value.problem
+
+
 def test_dapr_placeholders_in_metadata_are_filled_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """consumerID: "{podName}" (each replica its own group) and the like were taken literally:
     every replica shared one group named '{podName}'."""

@@ -57,6 +57,12 @@ def test_an_array_s_indexes_take_the_nested_separator(tmp_path: Path) -> None:
     assert bulk(secrets) == {"hosts__0": {"hosts__0": "a"}, "db__ports__0": {"db__ports__0": "5432"}}
 
 
+def test_an_empty_nested_separator_is_the_default_one(tmp_path: Path) -> None:
+    """As Dapr reads it (a templated manifest leaves it empty): names were joined with nothing."""
+    secrets = store(tmp_path, {"redis": {"password": "p"}}, nestedSeparator="")
+    assert get(secrets, "redis:password") == {"redis:password": "p"}
+
+
 def test_multi_valued_flattens_arrays_inside_a_secret_and_skips_a_top_level_one(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -43,7 +43,7 @@ class LocalFileSecretStore(NoBackend):
             path = beside if beside.exists() else path
         if not path.is_file():
             raise StartupError(manifest.source, manifest.metadata_field("secretsFile"), f"{str(path)!r} does not exist")
-        separator = metadata.text(manifest, "nestedSeparator", ":")
+        separator = metadata.text(manifest, "nestedSeparator", "") or ":"  # empty is the default, as in Dapr
         return cls(path, separator, metadata.boolean(manifest, "multiValued", False), manifest.source)
 
     async def init(self) -> None:
