@@ -16,15 +16,22 @@ from layotto_fast.runtime.pubsub import Handler, Message, SubscribeOptions, Verd
 from tests.components.support import until
 
 
+def _recording(received: list[bytes]) -> Handler:
+    """A handler that keeps each message's data in ``received`` and takes it."""
+
+    async def handler(message: Message) -> Verdict:
+        received.append(message.data)
+        return Verdict.SUCCESS
+
+    return handler
+
+
 def test_an_idle_group_keeps_only_the_newest_messages(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(memory, "MAX_IDLE_BACKLOG", 5)
     received: list[bytes] = []
-
-    async def handler(message: Message) -> Verdict:
-        received.append(message.data)
-        return Verdict.SUCCESS
+    handler = _recording(received)
 
     async def scenario() -> None:
         pubsub = InMemoryPubSub(InMemoryConfig())
@@ -100,10 +107,7 @@ def test_a_stop_called_twice_leaves_the_groups_other_subscriber_be(monkeypatch: 
     past MAX_IDLE_GROUPS the group was forgotten and publishes no longer reached it."""
     monkeypatch.setattr(memory, "MAX_IDLE_GROUPS", 0)
     received: list[bytes] = []
-
-    async def handler(message: Message) -> Verdict:
-        received.append(message.data)
-        return Verdict.SUCCESS
+    handler = _recording(received)
 
     async def scenario() -> None:
         pubsub = InMemoryPubSub(InMemoryConfig())

@@ -14,8 +14,14 @@ from datetime import datetime
 import orjson
 import pytest
 
+from layotto_fast.errors import InvalidArgument
+from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime import cloudevents
 from layotto_fast.runtime.json_span import member_span
+from layotto_fast.runtime.lifecycle import Components
+from layotto_fast.runtime.pubsub import Verdict
+from layotto_fast.runtime.pubsub_service import BulkEntry, PubSubService, TopicSubscription, _expiration
+from tests.components.support import until
 
 WHERE = {"source": "app", "topic": "orders", "pubsub_name": "ps"}
 EXACT = b'{"big": 123456789012345678901234567890, "long": 1.000000000000000000001, "e": 1E2, "neg": -0}'
@@ -121,15 +127,9 @@ def test_data_declared_a_cloudevent_that_is_no_json_object_is_refused_naming_the
     """Layotto answers INVALID_ARGUMENT; it was published as a new envelope whose content type
     claimed a CloudEvent around bytes that are none. A JSON object is a CloudEvent (see
     below), and a bulk publish names the entry."""
-    from layotto_fast.errors import InvalidArgument
-    from layotto_fast.manifest import ComponentManifest
-    from layotto_fast.runtime.lifecycle import Components
-    from layotto_fast.runtime.pubsub_service import BulkEntry, PubSubService
 
     async def scenario() -> None:
-        components = Components([ComponentManifest("ps", "pubsub.in-memory", "v1", {}, "m.yaml")])
-        await components.init_all()
-        service = PubSubService(components, "app")
+        components, service = await _memory_pubsub()
         try:
             for data in (b"not json", b"[1, 2]"):
                 with pytest.raises(InvalidArgument, match=r"^data: .*not a JSON object"):
@@ -169,20 +169,19 @@ def test_cloudevent_metadata_sets_the_envelope_s_attributes_as_dapr_s_does() -> 
     assert passed_id == "e-9" and orjson.loads(passed)["source"] == "s", "a CloudEvent passed through keeps its own"
 
 
+async def _memory_pubsub() -> tuple[Components, PubSubService]:
+    """The pub/sub service over one in-memory component ``ps``, started."""
+    components = Components([ComponentManifest("ps", "pubsub.in-memory", "v1", {}, "m.yaml")])
+    await components.init_all()
+    return components, PubSubService(components, "app")
+
+
 def test_a_message_past_its_ttl_is_acknowledged_not_delivered() -> None:
     """ttlInSeconds on a publish was ignored: Dapr writes the envelope's expiration and drops
     the message when it is read after that."""
-    from layotto_fast.errors import InvalidArgument
-    from layotto_fast.manifest import ComponentManifest
-    from layotto_fast.runtime.lifecycle import Components
-    from layotto_fast.runtime.pubsub import Verdict
-    from layotto_fast.runtime.pubsub_service import PubSubService, TopicSubscription
-    from tests.components.support import until
 
     async def scenario() -> tuple[list[str], str, int]:
-        components = Components([ComponentManifest("ps", "pubsub.in-memory", "v1", {}, "m.yaml")])
-        await components.init_all()
-        service = PubSubService(components, "app")
+        components, service = await _memory_pubsub()
         delivered: list[str] = []
 
         expirations: list[str] = []
@@ -227,7 +226,6 @@ def test_a_message_past_its_ttl_is_acknowledged_not_delivered() -> None:
 def test_a_publish_ttl_is_read_as_dapr_reads_it(metadata: dict[str, str], seconds: int) -> None:
     """Before, only ``ttlInSeconds`` in that case and whole seconds were read: ``ttl`` was
     ignored (the message never expired), and a duration was refused."""
-    from layotto_fast.runtime.pubsub_service import _expiration
 
     before = time.time()
     expires = datetime.fromisoformat(_expiration(metadata, "metadata")).timestamp()
@@ -235,9 +233,6 @@ def test_a_publish_ttl_is_read_as_dapr_reads_it(metadata: dict[str, str], second
 
 
 def test_a_bad_publish_ttl_names_its_key() -> None:
-    from layotto_fast.errors import InvalidArgument
-    from layotto_fast.runtime.pubsub_service import _expiration
-
     assert _expiration({"ttl": "-1"}, "metadata") == ""
     for metadata in ({"ttl": "0s"}, {"TTL": "soon"}, {"ttlInSeconds": "-5"}):
         with pytest.raises(InvalidArgument, match=f"^metadata\\.{next(iter(metadata))} is "):
@@ -255,16 +250,9 @@ def test_the_expiration_written_for_a_ttl_is_read_back_as_dapr_writes_it() -> No
 
 def test_a_message_past_its_ttl_goes_to_the_dead_letter_topic_when_there_is_one() -> None:
     """As Dapr sends it there (acknowledged, not delivered); it was dropped."""
-    from layotto_fast.manifest import ComponentManifest
-    from layotto_fast.runtime.lifecycle import Components
-    from layotto_fast.runtime.pubsub import Verdict
-    from layotto_fast.runtime.pubsub_service import PubSubService, TopicSubscription
-    from tests.components.support import until
 
     async def scenario() -> tuple[list[bytes], list[bytes], bytes, tuple[int, int, int]]:
-        components = Components([ComponentManifest("ps", "pubsub.in-memory", "v1", {}, "m.yaml")])
-        await components.init_all()
-        service = PubSubService(components, "app")
+        components, service = await _memory_pubsub()
         delivered: list[bytes] = []
         dead: list[bytes] = []
 
