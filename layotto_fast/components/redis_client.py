@@ -72,7 +72,7 @@ class RedisConfig:
                 f"must be 'node' or 'cluster', got {redis_type!r}",
             )
         # Layotto's Redis components name it db, Dapr's redisDB
-        db_name = "redisDB" if "redisDB" in manifest.metadata or "db" not in manifest.metadata else "db"
+        db_name = "db" if manifest.metadata.get("db") and not manifest.metadata.get("redisDB") else "redisDB"
         db = metadata.integer(manifest, db_name, 0, minimum=0)
         if redis_type == "cluster" and db:
             raise StartupError(manifest.source, manifest.metadata_field(db_name), "a Redis Cluster has only database 0")

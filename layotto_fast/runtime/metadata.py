@@ -18,9 +18,10 @@ def text(manifest: ComponentManifest, name: str, default: str) -> str:
 
 
 def as_integer(raw: str) -> int:
-    """``raw`` as an integer, ValueError if it is none: ASCII only, no spaces around, as Go's
-    strconv reads it (Python's int() also takes ' 3 ' and digits of other scripts)."""
-    if not raw.isascii() or raw != raw.strip():
+    """``raw`` as an integer, ValueError if it is none: an optional sign and ASCII digits, as
+    Go's strconv reads it (Python's int() also takes ' 3 ', '1_000' and other scripts' digits)."""
+    digits = raw[1:] if raw[:1] in ("+", "-") else raw
+    if not (digits.isascii() and digits.isdigit()):
         raise ValueError(raw)
     return int(raw)
 

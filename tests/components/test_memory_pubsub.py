@@ -113,7 +113,10 @@ def test_a_stop_called_twice_leaves_the_groups_other_subscriber_be(monkeypatch: 
         pubsub = InMemoryPubSub(InMemoryConfig())
         stop_a = await pubsub.subscribe("t", SubscribeOptions(group="g"), handler)
         await pubsub.subscribe("t", SubscribeOptions(group="g"), handler)
+        first = asyncio.ensure_future(stop_a())
+        await asyncio.sleep(0)  # under way
         await stop_a()
+        assert first.done(), "a second stop returns once the first is over"
         await stop_a()
         await pubsub.publish("t", b"m", {})
         assert await until(lambda: received == [b"m"], 2)

@@ -489,6 +489,7 @@ def test_layottos_db_setting_chooses_the_database() -> None:
     Layotto's sidecars on the database it named."""
     assert RedisConfig.from_manifest(manifest("lock.redis", {"redisHost": "h:1", "db": "2"})).db == 2
     assert RedisConfig.from_manifest(manifest("lock.redis", {"redisHost": "h:1", "db": "2", "redisDB": "3"})).db == 3
+    assert RedisConfig.from_manifest(manifest("lock.redis", {"redisHost": "h:1", "db": "2", "redisDB": ""})).db == 2
     with pytest.raises(StartupError) as raised:
         RedisConfig.from_manifest(manifest("lock.redis", {"redisHost": "h:1", "db": "2", "redisType": "cluster"}))
     assert raised.value.field == "spec.metadata.db"

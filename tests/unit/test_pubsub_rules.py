@@ -149,6 +149,7 @@ def test_subscription_options_are_read_and_checked() -> None:
         # as Go's strconv refuses them (Python's int() read them as 3)
         ({"retryAttempts": " 3 "}, "retryAttempts must be an integer"),
         ({"retryAttempts": "\uff13"}, "retryAttempts must be an integer"),  # a full-width 3
+        ({"retryAttempts": "1_0"}, "retryAttempts must be an integer"),
         ({"concurrency": "0"}, "concurrency"),
         ({"retryMaxInterval": "soon"}, "retryMaxInterval"),
         ({"retryMaxInterval": "-1s"}, "retryMaxInterval must not be negative"),

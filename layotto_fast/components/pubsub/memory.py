@@ -118,13 +118,17 @@ class InMemoryPubSub(NoBackend):
 
         reader = asyncio.get_running_loop().create_task(consume())
 
-        stopped = False
+        stopping: asyncio.Task[None] | None = None
 
         async def stop(deadline: float | None = None) -> None:
-            nonlocal stopped
-            if stopped:  # once: a second stop would count the group's subscriber out again
-                return
-            stopped = True
+            # Once: a second stop would count the group's subscriber out again. A later call
+            # waits for the first to be over.
+            nonlocal stopping
+            if stopping is None:
+                stopping = asyncio.get_running_loop().create_task(stop_once(deadline))
+            await asyncio.shield(stopping)
+
+        async def stop_once(deadline: float | None) -> None:
             self._stops.discard(stop)
             reader.cancel()
             await asyncio.wait([reader])

@@ -244,7 +244,8 @@ class RedisStateStore(PipelinedRedis):
             # the common write, in as few steps as it takes
             if op.etag is None and not op.first_write and not (op.strong and self._replicas):
                 key = bulk(op.key.encode())
-                expiry = self._expiry(op, key)
+                ttl = op.ttl_seconds if op.ttl_seconds is not None else self._default_ttl  # _ttl(), inlined
+                expiry = (EXPIRE, key, bulk(b"%d" % ttl)) if ttl else (PERSIST, key)
                 packed = b"".join(
                     (MULTI, HSET_DATA_VERSION, key, DATA, bulk(op.value), VERSION, _new_version(), *expiry, EXEC)
                 )

@@ -13,7 +13,7 @@ use super::config::{ClusterConfig, Protocol};
 use super::listener::{dispatch, Sending};
 use super::reply::{InvokeReply, ReplyTo};
 use super::routing::Routing;
-use super::stats::RouteStats;
+use super::stats::{Outcome, RouteStats};
 use super::thread::spawn_owing;
 use crate::bolt::Bolt;
 use crate::codec::{Codec, FrameKind, Refusal};
@@ -178,6 +178,12 @@ async fn send_invocation<C: Codec>(
     stats: Arc<RouteStats>,
 ) {
     let reply = invocation.reply;
+    if reply.given_up() {
+        // its caller left while it was queued: nothing goes out
+        stats.count(Outcome::Cancelled);
+        cluster.stats.requests.count(Outcome::Cancelled);
+        return;
+    }
     let fail = |refusal, why: String| reply.settle(Err((refusal, why)));
     let mut frame = invocation.frame;
     let head = match C::head(&frame) {

@@ -476,6 +476,12 @@ pub async fn dispatch<C: Codec>(
         };
         match connection::<C>(cluster, host, Some(deadline)).await {
             Ok(upstream) => {
+                if reply.as_ref().is_some_and(ReplyTo::given_up) {
+                    // its caller left while it waited for the connection: not sent at all
+                    sending.stats.count(Outcome::Cancelled);
+                    cluster.stats.requests.count(Outcome::Cancelled);
+                    return Ok(());
+                }
                 if !cluster.admits() {
                     // only after a wait for the connection: others may have gone out meanwhile
                     return Err(too_many_in_flight(cluster, &sending));

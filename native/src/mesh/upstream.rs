@@ -545,8 +545,12 @@ async fn expire_deadlines<C: Codec>(upstream: Rc<Upstream>, idle_heartbeat: Opti
             finish(&p);
             if p.reply.given_up() {
                 // Its caller left: no failure of the host's. A late answer is dropped as
-                // one past its deadline is.
+                // one past its deadline is. A connection silent all the while is still
+                // probed: callers that always give up before their timeout would otherwise
+                // keep a dead one in use.
                 p.count(Outcome::Cancelled);
+                silent |= now.duration_since(p.started) >= SILENCE_PROBE_GRACE
+                    && upstream.silent_since(p.started);
                 continue;
             }
             p.cluster.failed(p.host);
