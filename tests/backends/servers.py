@@ -476,9 +476,9 @@ class RedisServer(_ServerProcess):
         pid = self.process.pid if self.process is not None else None
         return isinstance(reply, bytes) and f"process_id:{pid}\r\n".encode() in reply
 
-    def command(self, *args: str | bytes) -> RespValue:
+    def command(self, *args: str | bytes, timeout: float = 2.0) -> RespValue:
         """One command over a raw socket: replies as bytes / int / list / None."""
-        return redis_command(self.port, *args, password=self.password)
+        return redis_command(self.port, *args, password=self.password, timeout=timeout)
 
     def cli_env(self) -> dict[str, str]:
         """The environment for redis-cli: the password in REDISCLI_AUTH (no warning on stderr)."""

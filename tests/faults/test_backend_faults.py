@@ -105,7 +105,8 @@ def test_a_slow_redis_is_bounded_by_the_callers_deadline(tmp_path: Path, own_red
     sidecar = start(tmp_path, own_redis.address)
     try:
         stub = sidecar.stub()
-        sleeper = threading.Thread(target=lambda: own_redis.command("DEBUG", "SLEEP", "2"))
+        # its answer comes after the 2 s asked: a read timeout of 2 s raced it
+        sleeper = threading.Thread(target=lambda: own_redis.command("DEBUG", "SLEEP", "2", timeout=10))
         sleeper.start()
         time.sleep(0.1)
         started = time.monotonic()
