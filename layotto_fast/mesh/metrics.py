@@ -103,7 +103,8 @@ def _request_families(
     requests = CounterMetricFamily(
         f"{prefix}_requests",
         f"Requests {where}, by how they ended: answered (by the upstream, whatever its status), "
-        "timeout, unavailable, rate_limited, breaker_refused, sent (a oneway request, handed to an upstream)",
+        "timeout, unavailable, rate_limited, breaker_refused, sent (a oneway request, handed to an upstream), "
+        "cancelled (an InvokeService call its caller gave up on)",
         labels=[*label_names, "outcome"],
     )
     statuses = CounterMetricFamily(

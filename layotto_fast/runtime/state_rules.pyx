@@ -24,6 +24,7 @@ from layotto_fast.runtime.records cimport (
 )
 from layotto_fast.runtime.state import Concurrency, Consistency, DeleteOp, Feature, StateItem
 from layotto_fast.runtime.key_prefixes import check_key
+from layotto_fast.runtime.metadata import as_integer
 
 TTL_KEY = "ttlInSeconds"
 MAX_TTL_SECONDS = 2**31 - 1  # what every backend here takes (Redis EXPIRE, etcd leases)
@@ -125,12 +126,10 @@ def ttl_from_metadata(metadata: Mapping[str, str], str field):
     raw = metadata.get(TTL_KEY)
     if not raw:
         return None
-    # Decimal ASCII digits, as Go's strconv.ParseInt reads them: Python's int() would also
-    # take spaces, underscores and other scripts' digits
-    digits = raw[1:] if raw[0] in "+-" else raw
-    if not (digits.isascii() and digits.isdigit()):
-        raise InvalidArgument(f"{field}.{TTL_KEY} is {raw!r}: must be an integer")
-    ttl = int(raw)
+    try:
+        ttl = as_integer(raw)
+    except ValueError:
+        raise InvalidArgument(f"{field}.{TTL_KEY} is {raw!r}: must be an integer") from None
     if ttl == -1 or ttl == 0:
         return 0
     if ttl < 0 or ttl > MAX_TTL_SECONDS:
