@@ -17,7 +17,7 @@ from layotto_fast.runtime.invoke import (
     InvokeRequest,
     InvokeResult,
 )
-from layotto_fast.runtime.metadata import is_host_port
+from layotto_fast.runtime.metadata import as_integer, is_host_port
 
 T = TypeVar("T")
 MAX_TIMEOUT_MS = 3_600_000
@@ -96,9 +96,11 @@ def _timeout(header: str | None, default: int) -> int:
     if header is None or header == "":
         return default
     try:
-        value = int(header)
+        value = as_integer(header)
     except ValueError:
         raise InvalidArgument(f"{TIMEOUT_HEADER}: {header!r} is not a number of milliseconds") from None
+    if value == 0:  # Layotto's SDKs send 0 for "not set": its invoker uses the default then
+        return default
     if not 0 < value <= MAX_TIMEOUT_MS:
         raise InvalidArgument(f"{TIMEOUT_HEADER}: {value} is out of range (1 to {MAX_TIMEOUT_MS} ms)")
     return value

@@ -77,9 +77,12 @@ def test_layotto_headers_set_timeout_and_address() -> None:
     run(service, InvokeRequest(id="app", method="m", data=b"", headers=headers))
     assert (channel.seen[-1].timeout_ms, channel.seen[-1].target_address) == (50, "10.0.0.1:80")
     assert channel.seen[-1].headers == {}, "the sidecar's own headers go no further"
-    for bad in ("soon", "0", "-5", "99999999"):
+    for bad in ("soon", "-5", "99999999", " 50", "5_0"):
         with pytest.raises(InvalidArgument, match="rpc_request_timeout"):
             run(service, InvokeRequest(id="app", method="m", data=b"", headers={"rpc_request_timeout": bad}))
+    # Layotto's SDKs send 0 for "not set", and its invoker takes its default then
+    run(service, InvokeRequest(id="app", method="m", data=b"", headers={"rpc_request_timeout": "0"}))
+    assert channel.seen[-1].timeout_ms == 1234
 
 
 @pytest.mark.parametrize("bad", ["10.0.0.1", "10.0.0.1:0", "10.0.0.1:70000", ":80", "::1:80", "h:port", "h:²"])
