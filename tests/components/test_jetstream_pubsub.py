@@ -412,6 +412,56 @@ def test_without_stream_name_an_operators_stream_covering_the_topic_is_used(harn
     harness.run(scenario())
 
 
+def test_two_topics_of_an_operators_stream_found_by_subject_each_get_their_own_messages(harness: Harness) -> None:
+    """Found by subject, a stream may hold other topics: each topic gets a consumer of its own.
+    Before, the second topic joined the group's consumer of the first, read the first's
+    messages as its own, and its own were never read."""
+    stream = f"ops-{unique()}"
+    harness.run(add_stream(harness, stream))
+    pubsub, a, b = harness.make(), Recorder(), Recorder()
+
+    async def scenario() -> None:
+        await pubsub.subscribe(f"{stream}.a", SubscribeOptions(group="g"), a)
+        await pubsub.subscribe(f"{stream}.b", SubscribeOptions(group="g"), b)
+        await pubsub.publish(f"{stream}.a", b"A", {})
+        await pubsub.publish(f"{stream}.b", b"B", {})
+        assert await until(lambda: a.data == [b"A"] and b.data == [b"B"], 5), (a.data, b.data)
+        assert {m.topic for m in a.messages + b.messages} == {f"{stream}.a", f"{stream}.b"}
+
+    harness.run(scenario())
+
+
+def test_a_groups_consumer_of_the_topic_in_an_operators_stream_is_kept(harness: Harness) -> None:
+    """A group that already reads the topic through a consumer named after the group alone
+    (as made before consumers were named per topic) resumes there: a new consumer would hand
+    the app every message the stream keeps again."""
+    stream = f"kept-{unique()}"
+    topic = f"{stream}.a"
+    harness.run(add_stream(harness, stream))
+
+    async def made_before() -> None:
+        nc = await nats.connect(harness.server.url)
+        js = nc.jetstream()
+        await js.add_consumer(stream, durable_name="g", filter_subject=topic, ack_policy="explicit")
+        await js.publish(topic, b"old")
+        sub = await js.pull_subscribe_bind("g", stream)
+        for message in await sub.fetch(1, timeout=5):
+            await message.ack_sync()
+        await nc.close()
+
+    harness.run(made_before())
+    pubsub, received = harness.make(), Recorder()
+
+    async def scenario() -> None:
+        await pubsub.subscribe(topic, SubscribeOptions(group="g"), received)
+        await pubsub.publish(topic, b"new", {})
+        assert await until(lambda: received.data == [b"new"], 5)
+        await asyncio.sleep(0.3)
+        assert received.data == [b"new"], "the acknowledged message is not handed out again"
+
+    harness.run(scenario())
+
+
 def test_a_configured_stream_must_exist_and_cover_the_topic(harness: Harness) -> None:
     stream = f"shared-{unique()}"
     received = Recorder()

@@ -8,8 +8,10 @@ keeps every message until an operator gives it limits (max age, size). Each subs
 group is a durable consumer on the server (``group``, or ``durableName`` when empty): it
 remembers what was acknowledged, so a subscriber that comes back resumes where its group
 stood, two subscriptions of one group share the messages, and two groups each get them all.
-In a shared ``streamName`` the consumer is named ``<group>_<topic>`` (one per topic), with a
-hash of both appended where that name is taken by a consumer of another subject. A consumer
+In a stream that may hold other topics (``streamName``, or an operator's stream found by
+subject) the consumer is named ``<group>_<topic>`` (one per topic), with a hash of both
+appended where that name is taken by a consumer of another subject; a consumer named after
+the group alone that filters on the topic is kept. A consumer
 that exists is joined as it is: ``ackWait`` and the rest apply to new ones only. Characters
 NATS refuses in names ('.', '*', '>', whitespace, slashes) become '_' plus a hash. A consumer
 or stream that is gone (deleted by an operator, or a server restarted without its store) is
@@ -267,7 +269,12 @@ class JetStreamPubSub:
         self._connected()
         stream = await self._stream_of(topic)
         group = options.group or self._config.durable_name
-        shared = bool(self._config.stream_name)
+        # A stream that may hold other topics (configured, or an operator's found by subject)
+        # gets one consumer per topic: a second topic joining the group's one would read the
+        # first's messages. A group's consumer of this topic made before is kept.
+        shared = bool(self._config.stream_name) or (
+            stream != safe_name(topic) and await self._filter_of(stream, safe_name(group)) != topic
+        )
         durable = safe_name(f"{group}_{topic}" if shared else group)
         found, ack_wait = await self._join(stream, durable, topic)
         if shared and found and found != topic:
@@ -321,6 +328,17 @@ class JetStreamPubSub:
             except js_errors.NotFoundError:
                 await js.add_consumer(stream, config=self._consumer_config(durable, topic))
                 return topic, self._config.ack_wait
+        except API_ERRORS as exc:
+            raise self._failure(f"consumer {durable!r} of stream {stream!r}", exc) from None
+
+    async def _filter_of(self, stream: str, durable: str) -> str | None:
+        """The subject consumer ``durable`` of ``stream`` filters on; None when there is no
+        such consumer (or it filters on no single subject)."""
+        js = self._connected()
+        try:
+            return (await js.consumer_info(stream, durable)).config.filter_subject
+        except js_errors.NotFoundError:
+            return None
         except API_ERRORS as exc:
             raise self._failure(f"consumer {durable!r} of stream {stream!r}", exc) from None
 
