@@ -20,7 +20,7 @@ from nats.js import api
 
 from layotto_fast.components.pubsub import jetstream, jetstream_pull
 from layotto_fast.components.pubsub.jetstream import JetStreamConfig, JetStreamPubSub, safe_name
-from layotto_fast.errors import FailedPrecondition, StartupError, Unavailable
+from layotto_fast.errors import FailedPrecondition, InvalidArgument, StartupError, Unavailable
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime import registry
 from layotto_fast.runtime.pubsub import Message, SubscribeOptions, Verdict
@@ -458,6 +458,25 @@ def test_a_groups_consumer_of_the_topic_in_an_operators_stream_is_kept(harness: 
         assert await until(lambda: received.data == [b"new"], 5)
         await asyncio.sleep(0.3)
         assert received.data == [b"new"], "the acknowledged message is not handed out again"
+
+    harness.run(scenario())
+
+
+def test_a_message_over_max_payload_with_its_headers_is_refused_and_the_connection_kept(harness: Harness) -> None:
+    """nats-py checks the data alone against max_payload; nats-server counts the headers too,
+    answers -ERR and closes the connection, and nats-py does not reconnect after that. Before,
+    one such publish left the component UNAVAILABLE until the sidecar restarted."""
+    pubsub, topic = harness.make(), unique()
+
+    async def scenario() -> None:
+        assert pubsub._nc is not None
+        limit = pubsub._nc.max_payload
+        with pytest.raises(InvalidArgument, match=r"^data: .*max_payload"):
+            await pubsub.publish(topic, b"x" * (limit - 8), {"partitionKey": "k"})
+        with pytest.raises(InvalidArgument, match=r"^data: .*max_payload"):
+            await pubsub.publish(topic, b"x" * (limit + 1), {})
+        await pubsub.publish(topic, b"ok", {"partitionKey": "k"})
+        await pubsub.publish(topic, b"x" * (limit - 200), {"partitionKey": "k"})  # fits, headers and all
 
     harness.run(scenario())
 

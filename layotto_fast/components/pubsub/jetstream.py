@@ -260,6 +260,12 @@ class JetStreamPubSub:
             await self._pubacks.publish(topic, data, metadata)
         except (nats_errors.BadHeaderError, nats_errors.BadSubjectError) as exc:
             raise InvalidArgument(f"{self._config.component}: cannot publish to {topic!r}: {exc}") from None
+        except nats_errors.MaxPayloadError:
+            limit = self._nc.max_payload if self._nc is not None else "its"
+            raise InvalidArgument(
+                f"data: {self._config.component}: the message to {topic!r} with its headers is over "
+                f"nats' max_payload ({limit} bytes)"
+            ) from None
         except BACKEND_ERRORS as exc:
             if isinstance(exc, js_errors.NoStreamResponseError):
                 self._topics_stored.pop(topic, None)  # the stream went away: make it again next time

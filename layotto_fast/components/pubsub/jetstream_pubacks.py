@@ -50,8 +50,15 @@ class PubAcks:
 
     async def publish(self, subject: str, data: bytes, headers: Mapping[str, str] | None) -> None:
         """Once JetStream has stored the message. NoStreamResponseError when no stream takes
-        ``subject``, APIError when JetStream refused it, nats' TimeoutError after the timeout."""
+        ``subject``, APIError when JetStream refused it, nats' TimeoutError after the timeout,
+        MaxPayloadError when the data and its headers are more than the server takes."""
         assert self._prefix, "start() first"
+        fields = dict(headers) if headers else None
+        size = len(data) + (_header_bytes(fields) if fields else 0)
+        if size > self._nc.max_payload:
+            # nats-py checks the data alone; nats-server counts the headers too, and closes the
+            # connection over a message it refuses, a close nats-py never comes back from.
+            raise nats_errors.MaxPayloadError
         token = str(next(self._tokens))
         future: asyncio.Future[Msg] = self._loop.create_future()
         self._waiting[token] = future
@@ -63,7 +70,6 @@ class PubAcks:
         deadlines.append((self._loop.time() + self._timeout, future))
         if self._timer is None:
             self._timer = self._loop.call_later(self._timeout, self._expire)
-        fields = dict(headers) if headers else None
         try:
             await self._nc.publish(subject, data, reply=self._prefix + token, headers=fields)
             reply = await future
@@ -90,3 +96,8 @@ class PubAcks:
                     return
                 future.set_exception(nats_errors.TimeoutError())
             deadlines.popleft()
+
+
+def _header_bytes(headers: Mapping[str, str]) -> int:
+    """At most what nats-py writes for ``headers``: a version line, "key: value" lines, a blank line."""
+    return len(b"NATS/1.0\r\n\r\n") + sum(len(k.encode()) + len(v.encode()) + 4 for k, v in headers.items())
