@@ -342,11 +342,12 @@ class JetStreamPubSub:
         such consumer (or it filters on no single subject)."""
         js = self._connected()
         try:
-            return (await js.consumer_info(stream, durable)).config.filter_subject
+            found: str | None = (await js.consumer_info(stream, durable)).config.filter_subject
         except js_errors.NotFoundError:
             return None
         except API_ERRORS as exc:
             raise self._failure(f"consumer {durable!r} of stream {stream!r}", exc) from None
+        return found
 
     def _consumer_config(self, durable: str, topic: str) -> api.ConsumerConfig:
         return api.ConsumerConfig(
