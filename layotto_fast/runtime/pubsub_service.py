@@ -40,7 +40,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from layotto_fast.errors import InvalidArgument, RuntimeApiError, Unavailable, require
+from layotto_fast.errors import InvalidArgument, PermissionDenied, RuntimeApiError, Unavailable, require
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime.cloudevents import (
     Event,
@@ -63,6 +63,7 @@ from layotto_fast.runtime.pubsub import (
     Unsubscribe,
     Verdict,
 )
+from layotto_fast.runtime.pubsub_scopes import TopicScopes
 from layotto_fast.runtime.state_rules import MAX_TTL_SECONDS, TTL_KEY
 
 log = logging.getLogger(__name__)
@@ -173,6 +174,12 @@ class PubSubService:
         self._subscriptions: set[_Subscription] = set()  # started and not stopped yet
         self._stopping: set[asyncio.Future[None]] = set()  # stops under way, not over yet
         self._closed_by: float | None = None  # once closing: when every delivery must be over
+        # Dapr's topic scoping, for the components whose manifests set some
+        self._scopes = {
+            name: scopes
+            for name, manifest in components.manifests("pubsub").items()
+            if (scopes := TopicScopes.of(manifest.metadata, app_id)) is not None
+        }
 
     def _pubsub(self, name: str, field_name: str = "pubsub_name") -> PubSub:
         # With no pub/sub configured, Layotto and Dapr answer as for an unknown name
@@ -194,6 +201,8 @@ class PubSubService:
         ``tracestate``: the publishing call's trace context, for the envelope."""
         pubsub = self._pubsub(pubsub_name)
         require(topic, "topic")
+        if self._scopes:
+            self._may_publish(pubsub_name, topic)
         if metadata and raw_payload(metadata, "metadata"):
             await pubsub.publish(topic, data, metadata)
             return raw_id(data)
@@ -220,6 +229,8 @@ class PubSubService:
         gets the call's trace context, as a single publish's does."""
         pubsub = self._pubsub(pubsub_name)
         require(topic, "topic")
+        if self._scopes:
+            self._may_publish(pubsub_name, topic)
         seen: set[str] = set()
         for i, entry in enumerate(entries):
             if not entry.entry_id:
@@ -265,6 +276,12 @@ class PubSubService:
         self._refuse_if_closed()
         pubsub = self._pubsub(subscription.pubsub_name)
         require(subscription.topic, "topic")
+        scopes = self._scopes.get(subscription.pubsub_name)
+        if scopes is not None and not scopes.may_subscribe(subscription.topic):
+            raise PermissionDenied(
+                f"subscription to topic {subscription.topic!r} on pubsub {subscription.pubsub_name!r} is not allowed "
+                f"for app id {self._app_id!r} (the component's allowedTopics, protectedTopics or subscriptionScopes)"
+            )
         policy, options, dead_letter = _options(subscription)
         raw = raw_payload(subscription.metadata, "metadata")
         key = (subscription.pubsub_name, subscription.topic)
@@ -295,6 +312,14 @@ class PubSubService:
                 log.error("stopping a subscription failed", exc_info=failure)
         if self._stopping:  # begun before (the app lost, a stream ended): the components close after
             await asyncio.wait(list(self._stopping))
+
+    def _may_publish(self, pubsub_name: str, topic: str) -> None:
+        scopes = self._scopes.get(pubsub_name)
+        if scopes is not None and not scopes.may_publish(topic):
+            raise PermissionDenied(
+                f"topic {topic!r} of pubsub {pubsub_name!r} is not allowed for app id {self._app_id!r} "
+                "(the component's allowedTopics, protectedTopics or publishingScopes)"
+            )
 
     def _refuse_if_closed(self) -> None:
         if self._closed_by is not None:
