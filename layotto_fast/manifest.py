@@ -205,6 +205,39 @@ def load_folder(folder: Path) -> list[ComponentManifest]:
     return manifests
 
 
+class _YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key written twice in one mapping: PyYAML keeps the
+    last silently (two pasted snippets lose the first's routes without a word), where Go's
+    YAML, which reads Dapr's manifests, refuses the file."""
+
+
+def _mapping_once(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Iterator[dict[Any, Any]]:
+    first_lines: dict[tuple[str, str], int] = {}
+    for key_node, _ in node.value:
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # a merge ("<<") may be overridden by the keys beside it
+        key = (key_node.tag, key_node.value)
+        if key in first_lines:
+            raise yaml.constructor.ConstructorError(
+                "while reading a mapping", node.start_mark,
+                f"found the key {key_node.value!r} twice (first on line {first_lines[key] + 1})", key_node.start_mark,
+            )  # fmt: skip
+        first_lines[key] = key_node.start_mark.line
+    yield from loader.construct_yaml_map(node)
+
+
+_YamlLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_once)
+
+
+def load_yaml(text: str) -> Any:
+    """One YAML document, read safely; a key twice in one mapping is an error."""
+    return yaml.load(text, Loader=_YamlLoader)  # a SafeLoader subclass: safe
+
+
+def load_yaml_all(text: str) -> list[Any]:
+    return list(yaml.load_all(text, Loader=_YamlLoader))
+
+
 def unreadable_yaml(exc: ValueError) -> str:
     """Why PyYAML could not read a document that parsed: a plain scalar shaped like a date or
     time that is no real one (``2020-13-01``), which it raises as a bare ValueError."""
@@ -214,7 +247,7 @@ def unreadable_yaml(exc: ValueError) -> str:
 def load_file(path: Path) -> list[ComponentManifest]:
     source = str(path)
     try:
-        documents = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+        documents = load_yaml_all(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise StartupError(source, "yaml", f"not valid YAML: {exc}") from exc
     except OSError as exc:

@@ -15,7 +15,7 @@ import yaml
 from layotto_fast.components.invoke import config as invoke_config
 from layotto_fast.components.invoke.config import InvokeSettings
 from layotto_fast.errors import StartupError
-from layotto_fast.manifest import unreadable_yaml
+from layotto_fast.manifest import load_yaml, unreadable_yaml
 from layotto_fast.mesh import config as mesh_config
 from layotto_fast.mesh.config import MeshSettings
 
@@ -162,7 +162,7 @@ def read_mesh(config_file: str) -> MeshSettings | None:
 def _read_config(path: Path) -> dict[str, Any]:
     source = str(path)
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        document = load_yaml(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise StartupError(source, "file", f"cannot be read: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:

@@ -10,7 +10,7 @@ import pytest
 from layotto_fast import settings
 from layotto_fast.components.secretstores.local_file import LocalFileSecretStore
 from layotto_fast.errors import StartupError
-from layotto_fast.manifest import ComponentManifest, SecretRef, load_file, load_folder
+from layotto_fast.manifest import ComponentManifest, SecretRef, load_file, load_folder, load_yaml
 from layotto_fast.runtime import metadata
 from layotto_fast.runtime.lifecycle import Components, Health
 
@@ -216,6 +216,25 @@ def test_a_date_that_is_no_real_one_is_named_not_a_traceback(tmp_path: Path) -> 
             load(path)
         assert (raised.value.source, raised.value.field) == (str(path), "yaml")
         assert "not valid YAML: month must be in 1..12" in raised.value.problem
+
+
+def test_a_key_written_twice_in_one_mapping_stops_start_up_naming_it(tmp_path: Path) -> None:
+    """PyYAML keeps the last of two equal keys without a word: a mesh config with ``routes``
+    twice lost the first list's routes, a manifest with ``type`` twice ran the other store."""
+    manifest, config = tmp_path / "m.yaml", tmp_path / "c.yaml"
+    manifest.write_text(GOOD.replace("  version: v1\n", "  version: v1\n  type: state.redis\n"))
+    config.write_text("app_id: a\nmax_connections: 5\napp_id: b\n")
+    for path, load, key, first in (
+        (manifest, load_file, "type", 6),
+        (config, lambda p: settings.load(str(p), {}), "app_id", 1),
+    ):
+        with pytest.raises(StartupError) as raised:
+            load(path)
+        assert (raised.value.source, raised.value.field) == (str(path), "yaml")
+        assert f"found the key '{key}' twice (first on line {first})" in raised.value.problem
+    # a merge key may be overridden beside it, as YAML allows
+    config.write_text("base: &b {x: 1}\nother:\n  <<: *b\n  x: 2\n")
+    assert load_yaml(config.read_text()) == {"base": {"x": 1}, "other": {"x": 2}}
 
 
 def test_durations_with_non_ascii_digits_are_refused(tmp_path: Path) -> None:
