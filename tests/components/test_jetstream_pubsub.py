@@ -667,7 +667,10 @@ def test_concurrency_is_dapr_s_mode_or_a_number(given: dict[str, str], at_once: 
 @pytest.mark.parametrize(
     ("field", "value"),
     [("natsURL", ""), ("deliverPolicy", "sometimes"), ("ackWait", "0s"), ("maxDeliver", "0"), ("streamName", "a.b"),
-     ("concurrency", "many"), ("concurrency", "0"), ("concurrencyMode", "4")],
+     ("concurrency", "many"), ("concurrency", "0"), ("concurrencyMode", "4"), ("ackPolicy", "none"),
+     # Dapr's settings this component does not take: ignored before, credentials and all
+     ("token", "t"), ("jwt", "j"), ("seedKey", "s"), ("tls_client_cert", "/c"), ("domain", "hub"),
+     ("apiPrefix", "$JS.hub.API"), ("queueGroupName", "q"), ("startSequence", "5"), ("backOff", "1s")],
 )  # fmt: skip
 def test_bad_metadata_names_the_field(field: str, value: str) -> None:
     with pytest.raises(StartupError) as error:

@@ -124,6 +124,26 @@ def _concurrency(manifest: ComponentManifest, bad: Callable[[str, str], StartupE
     return metadata.integer(manifest, "concurrency", PARALLEL, minimum=1)
 
 
+# Dapr's settings this component does not take, and why: each would be ignored, and with
+# it the credentials, the JetStream domain or the consumer the operator meant.
+_UNSUPPORTED = {
+    "token": "authentication to nats",
+    "jwt": "authentication to nats",
+    "seedKey": "authentication to nats",
+    "tls_client_cert": "TLS to nats",
+    "tls_client_key": "TLS to nats",
+    "domain": "a JetStream domain",
+    "apiPrefix": "a JetStream API prefix",
+    "queueGroupName": "push consumers; a group here is consumerID or durableName",
+    "startSequence": "a start sequence",
+    "startTime": "a start time",
+    "backOff": "a redelivery backoff",
+    "replicas": "consumer replicas",
+    "memoryStorage": "memory-stored consumers",
+    "rateLimit": "a delivery rate limit",
+}
+
+
 @dataclass(frozen=True)
 class JetStreamConfig:
     servers: tuple[str, ...]
@@ -142,6 +162,12 @@ class JetStreamConfig:
         def bad(name: str, problem: str) -> StartupError:
             return StartupError(manifest.source, manifest.metadata_field(name), problem)
 
+        for name, what in _UNSUPPORTED.items():
+            if metadata.text(manifest, name, "").strip():
+                raise bad(name, f"not supported by this component ({what})")
+        ack_policy = metadata.text(manifest, "ackPolicy", "explicit").strip().lower()
+        if ack_policy not in ("", "explicit"):
+            raise bad("ackPolicy", f"only explicit acknowledgement is supported, got {ack_policy!r}")
         servers = tuple(url.strip() for url in metadata.required(manifest, "natsURL").split(",") if url.strip())
         stream = metadata.text(manifest, "streamName", "")
         if _NOT_IN_NAMES.search(stream):
