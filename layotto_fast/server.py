@@ -112,7 +112,7 @@ class Sidecar:
         invoke = settings.invoke or InvokeSettings()
         mesh = settings.mesh or MeshSettings()
         wants_mesh = bool(mesh.listeners or mesh.clusters) or needs_mesh(invoke)
-        self.mesh = Mesh(mesh, settings.config_file, settings.invoke) if wants_mesh else None
+        self.mesh = Mesh(mesh, settings.config_file, settings.invoke, settings.config_stamp) if wants_mesh else None
         self.invoker = MeshInvoker(lambda: self.mesh.proxy if self.mesh else None)
         targets = build_targets(invoke, lambda: self.invoker)
         self.services = Services.over(self.components, settings.app_id, InvokeService(targets))

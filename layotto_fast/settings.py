@@ -19,6 +19,8 @@ from layotto_fast.manifest import load_yaml, unreadable_yaml
 from layotto_fast.mesh import config as mesh_config
 from layotto_fast.mesh.config import MeshSettings
 
+FileStamp = tuple[int, int, int, int]  # a file's mtime, ctime, inode and size
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
 TRANSPORTS = ("native", "grpcio")
 MAX_MESSAGE_BYTES = 2**31 - 1  # grpc's message size settings are C ints
@@ -54,6 +56,8 @@ class Settings:
     mesh: MeshSettings | None = None
     invoke: InvokeSettings | None = None
     config_file: str = ""
+    # The file as it was just before it was read: a change after that is a change to reload.
+    config_stamp: FileStamp | None = None
     flags: frozenset[str] = frozenset()  # the settings given as flags, which win over the file
 
     def origin(self, name: str) -> tuple[str, str]:
@@ -83,10 +87,22 @@ def flag(name: str) -> str:
     return f"--{name.replace('_', '-')}"
 
 
+def file_stamp(path: str) -> FileStamp | None:
+    """What tells one version of the file at ``path`` from another; None when it cannot be read."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    # ctime and inode too: a copy that keeps the old mtime (cp -p, rsync -t) and size, or an
+    # editor's rename over the file, still changes them
+    return (stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_size)
+
+
 def load(config_file: str | None, overrides: dict[str, Any]) -> Settings:
     values: dict[str, Any] = {}
     source = config_file or COMMAND_LINE
     mesh = invoke = None
+    stamp = file_stamp(config_file) if config_file else None
     if config_file:
         for name, value in _read_config(Path(config_file)).items():
             values[name] = value if name in ("mesh", "invoke") else _check(name, value, config_file)
@@ -95,7 +111,9 @@ def load(config_file: str | None, overrides: dict[str, Any]) -> Settings:
     flags = frozenset(name for name, value in overrides.items() if value is not None)
     for name in flags:  # a flag is named as one, not blamed on the file
         values[name] = _check(name, overrides[name], COMMAND_LINE, flag(name))
-    settings = Settings(**values, mesh=mesh, invoke=invoke, config_file=config_file or "", flags=flags)
+    settings = Settings(
+        **values, mesh=mesh, invoke=invoke, config_file=config_file or "", config_stamp=stamp, flags=flags
+    )
     _check_together(settings, source)
     return settings
 

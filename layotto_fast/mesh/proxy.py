@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from typing import TYPE_CHECKING, Any
 
 from layotto_fast_native import MeshProxy
@@ -26,13 +25,21 @@ DRAIN_POLL_SECONDS = 0.01  # how often a shutdown looks whether the mesh owes an
 
 
 class Mesh:
-    def __init__(self, mesh: MeshSettings, config_file: str = "", invoke: InvokeSettings | None = None) -> None:
+    def __init__(
+        self,
+        mesh: MeshSettings,
+        config_file: str = "",
+        invoke: InvokeSettings | None = None,
+        read_as: settings_module.FileStamp | None = None,
+    ) -> None:
+        """``read_as``: the file's stamp from before ``mesh`` was read from it (a change made
+        since is reloaded); without it, the file as it is now."""
         self.settings = mesh
         self._config_file = config_file
         self._invoke = invoke  # the running InvokeService targets: a reload must keep their clusters
         self._proxy: MeshProxy | None = None
         self._watching: asyncio.Task[None] | None = None
-        self._seen = self._stamp()
+        self._seen = read_as if read_as is not None else self._stamp()
         self.reloads = 0
         self.refused_reloads = 0
 
@@ -140,14 +147,8 @@ class Mesh:
             self._proxy.stop()
             self._proxy = None
 
-    def _stamp(self) -> tuple[int, int, int, int] | None:
-        try:
-            stat = os.stat(self._config_file) if self._config_file else None
-        except OSError:
-            return None
-        # ctime and inode too: a copy that keeps the old mtime (cp -p, rsync -t) and size, or an
-        # editor's rename over the file, still changes them
-        return (stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_size) if stat else None
+    def _stamp(self) -> settings_module.FileStamp | None:
+        return settings_module.file_stamp(self._config_file) if self._config_file else None
 
     async def _watch(self) -> None:
         while True:

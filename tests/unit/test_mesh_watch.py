@@ -38,7 +38,7 @@ def _mesh_from(path: Path, *services: str) -> Mesh:
     path.write_text(yaml.safe_dump(_config(*services)))
     loaded = settings.load(str(path), {})
     assert loaded.mesh is not None
-    return Mesh(loaded.mesh, str(path))
+    return Mesh(loaded.mesh, str(path), read_as=loaded.config_stamp)
 
 
 async def _until(condition: Any, what: str, timeout: float = 5.0) -> None:
@@ -100,6 +100,30 @@ def test_a_copy_that_keeps_the_old_mtime_and_size_is_still_reloaded(
             assert path.stat().st_size == before.st_size
             await _until(lambda: mesh.reloads == 1, "the copied file to be reloaded")
             assert [r.name for r in mesh.settings.listeners[0].routes] == ["com.example.A", "com.example.C"]
+        finally:
+            mesh.stop()
+
+    asyncio.run(run())
+
+
+def test_a_change_made_while_the_sidecar_starts_is_reloaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Written after the file was read and before the mesh started watching it (a ConfigMap
+    update landing as the pod starts): before, the watch took the new file as already seen
+    and the old routes ran until the next change."""
+    monkeypatch.setattr(proxy, "WATCH_INTERVAL_SECONDS", 0.02)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(_config("com.example.A")))
+    loaded = settings.load(str(path), {})
+    assert loaded.mesh is not None
+    path.write_text(yaml.safe_dump(_config("com.example.A", "com.example.B")))
+    mesh = Mesh(loaded.mesh, str(path), read_as=loaded.config_stamp)
+
+    async def run() -> None:
+        mesh.start()
+        mesh.watch()
+        try:
+            await _until(lambda: mesh.reloads == 1, "the change made during start-up to be reloaded")
+            assert [r.name for r in mesh.settings.listeners[0].routes] == ["com.example.A", "com.example.B"]
         finally:
             mesh.stop()
 
