@@ -84,6 +84,14 @@ class MeshCollector(Collector):
             for cluster in stats["clusters"]:
                 family.add_metric([cluster["name"]], cluster[count])
             yield family
+        reloads = CounterMetricFamily(
+            "layotto_fast_mesh_config_reloads",
+            "Reloads of the mesh configuration: applied, or refused (the running one kept)",
+            labels=["outcome"],
+        )
+        reloads.add_metric(["applied"], self._mesh.reloads)
+        reloads.add_metric(["refused"], self._mesh.refused_reloads)
+        yield reloads
         up = GaugeMetricFamily(
             "layotto_fast_mesh_upstream_up",
             "1 when the host is healthy and not ejected",

@@ -15,6 +15,7 @@ import yaml
 
 from layotto_fast import settings
 from layotto_fast.mesh import proxy
+from layotto_fast.mesh.metrics import MeshCollector
 from layotto_fast.mesh.proxy import Mesh
 
 
@@ -69,6 +70,10 @@ def test_a_reload_that_fails_unexpectedly_keeps_the_routes_and_the_watch(
             path.write_text(yaml.safe_dump(_config("com.example.A", "com.example.B")))
             await _until(lambda: mesh.reloads == 1, "the valid change to be reloaded")
             assert [r.name for r in mesh.settings.listeners[0].routes] == ["com.example.A", "com.example.B"]
+            # on /metrics, so that an operator can alert on a refused file
+            reloads = next(f for f in MeshCollector(mesh).collect() if f.name == "layotto_fast_mesh_config_reloads")
+            counted = {s.labels["outcome"]: s.value for s in reloads.samples if s.name.endswith("_total")}
+            assert counted == {"applied": 1, "refused": 1}
         finally:
             mesh.stop()
 
