@@ -603,7 +603,8 @@ def test_a_stop_answers_a_pipelining_client_before_closing_without_a_reset(tmp_p
             client.send(b"".join(client.request(i, SERVICE) for i in range(16)))
             wait_for(lambda: upstream.requests == 16)
             sidecar.process.send_signal(signal.SIGTERM)
-            time.sleep(0.1)  # the drain has begun
+            # the drain has begun (the listening socket closes with it), however loaded the machine
+            wait_for(lambda: _refused(port), timeout=2)
             client.send(b"".join(client.request(i, SERVICE) for i in range(16, 32)))
             answers: dict[int, int] = {}
             splitter = native.FrameSplitter("bolt")
