@@ -21,8 +21,9 @@ pub struct Host {
     pub waiting: RefCell<Vec<tokio::sync::oneshot::Sender<()>>>,
     /// Why the last attempt failed, for the requests that waited for it.
     pub last_failure: RefCell<String>,
-    /// Requests sent and not yet answered (least-request balancing).
-    pub active: Cell<usize>,
+    /// Requests sent and not yet answered (least-request balancing); shared with the host
+    /// of the same address in the cluster this one replaced, whose requests load it too.
+    pub active: Rc<Cell<usize>>,
     consecutive_failures: Cell<u32>,
     /// Out of balancing after failures (outlier ejection), or because it is shutting down.
     ejected_until: Cell<Option<Instant>>,
@@ -49,7 +50,7 @@ impl Host {
             dialing: Cell::new(false),
             waiting: RefCell::new(Vec::new()),
             last_failure: RefCell::new(String::new()),
-            active: Cell::new(0),
+            active: Rc::new(Cell::new(0)),
             consecutive_failures: Cell::new(0),
             ejected_until: Cell::new(None),
             draining_until: Cell::new(None),
@@ -81,10 +82,12 @@ pub struct Cluster {
     pub config: ClusterConfig,
     pub hosts: Vec<Rc<Host>>,
     next: Cell<usize>,
-    /// Requests in flight on the whole cluster (circuit breaking).
-    pub in_flight: Cell<usize>,
-    /// Requests waiting for a connection to be made.
-    pub pending: Cell<usize>,
+    /// Requests in flight on the whole cluster (circuit breaking). Shared with the cluster
+    /// of the same name a reload replaced: its requests still in flight count against the
+    /// breaker until they end, as MOSN keeps a cluster's resource counts across an update.
+    pub in_flight: Rc<Cell<usize>>,
+    /// Requests waiting for a connection to be made (shared likewise).
+    pub pending: Rc<Cell<usize>>,
     pub stats: std::sync::Arc<ClusterStats>,
 }
 
@@ -100,10 +103,25 @@ impl Cluster {
             config,
             hosts,
             next: Cell::new(0),
-            in_flight: Cell::new(0),
-            pending: Cell::new(0),
+            in_flight: Rc::new(Cell::new(0)),
+            pending: Rc::new(Cell::new(0)),
             stats,
         }
+    }
+
+    /// `config` built to replace `old` (same name, other settings): it goes on from `old`'s
+    /// counts of requests in flight and waiting, and of each host's load by address.
+    pub fn replacing(config: ClusterConfig, old: &Cluster) -> Self {
+        let mut cluster = Cluster::new(config);
+        cluster.in_flight = old.in_flight.clone();
+        cluster.pending = old.pending.clone();
+        for host in &mut cluster.hosts {
+            if let Some(before) = old.hosts.iter().find(|h| h.address == host.address) {
+                Rc::get_mut(host).expect("not shared yet").active = before.active.clone();
+            }
+        }
+        cluster.stats.carry(&old.stats);
+        cluster
     }
 
     /// A host to send to, skipping `tried` ones: round robin or least request among the

@@ -45,7 +45,8 @@ pub struct Routing {
 impl Routing {
     /// Builds `config`, keeping the clusters of `previous` whose configuration did not
     /// change (with their connections), the counts of a cluster whose settings did (see
-    /// `ClusterStats::carry`), the statistics of routes of the same name, and
+    /// `Cluster::replacing`: its statistics, and the requests in flight its breaker and
+    /// balancing count), the statistics of routes of the same name, and
     /// their rate limits' buckets where the limit is the same (a reload, which any touch
     /// of the file makes, must not let a full burst through again).
     pub fn build(
@@ -59,13 +60,12 @@ impl Routing {
             .map(|c| {
                 let kept = previous.and_then(|p| p.clusters.iter().find(|old| old.config == *c));
                 kept.cloned().unwrap_or_else(|| {
-                    let cluster = Cluster::new(c.clone());
                     let same_name = previous
                         .and_then(|p| p.clusters.iter().find(|old| old.config.name == c.name));
-                    if let Some(old) = same_name {
-                        cluster.stats.carry(&old.stats);
-                    }
-                    Rc::new(cluster)
+                    Rc::new(match same_name {
+                        Some(old) => Cluster::replacing(c.clone(), old),
+                        None => Cluster::new(c.clone()),
+                    })
                 })
             })
             .collect();
@@ -175,6 +175,37 @@ mod tests {
         // unchanged: the same cluster, counts and all
         let again = Routing::build(&changed, Some(&next), &mut HashMap::new());
         assert!(Rc::ptr_eq(&again.clusters[0], &next.clusters[0]));
+    }
+
+    #[test]
+    fn a_changed_cluster_s_breaker_counts_the_requests_its_predecessor_still_has_in_flight() {
+        let mut first = config(Protocol::Bolt, vec![("up".into(), 1)], None);
+        first.clusters[0].max_requests = 1;
+        first.clusters[0].max_pending = 1;
+        first.clusters[0].hosts.push("127.0.0.1:2".into());
+        let routing = Routing::build(&first, None, &mut HashMap::new());
+        let old = routing.clusters[0].clone();
+        old.in_flight.set(1); // a request to a slow upstream, held
+        old.pending.set(1);
+        old.hosts[1].active.set(1);
+        let mut changed = first.clone();
+        changed.clusters[0].connect_timeout_ms += 1;
+        changed.clusters[0].hosts.remove(0);
+        let next = Routing::build(&changed, Some(&routing), &mut HashMap::new());
+        let new = &next.clusters[0];
+        assert!(!Rc::ptr_eq(new, &old), "rebuilt");
+        assert!(
+            !new.admits(),
+            "max_requests counts the old cluster's request"
+        );
+        assert!(!new.admits_pending());
+        assert_eq!(
+            new.hosts[0].active.get(),
+            1,
+            "the same address's load goes on"
+        );
+        old.in_flight.set(0); // it ends, on the cluster it was sent through
+        assert!(new.admits());
     }
 
     #[test]
