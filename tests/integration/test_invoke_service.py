@@ -485,6 +485,25 @@ def test_a_oneway_bolt_call_is_answered_once_sent(sidecar: sidecar_process.Sidec
         assert two_way.code() == grpc.StatusCode.DEADLINE_EXCEEDED, "without the header it waits for an answer"
 
 
+def test_a_bolt_provider_that_drops_the_call_or_answers_another_id_is_unavailable(
+    sidecar: sidecar_process.Sidecar,
+) -> None:
+    """The issue's upstream faults, through InvokeService: a provider that closes its
+    connection on the request, and one that answers an id it was never sent (the mesh closes
+    that connection: the answer owed can no longer be told apart), are UNAVAILABLE at once,
+    not left to the timeout; the next call over a sound provider goes through."""
+    with fault_upstream() as upstream:
+        metadata = (("rpc_target_address", upstream.address), ("rpc_request_timeout", "5000"))
+        for mode in ("close", "unknown"):
+            upstream.mode = mode
+            started = time.monotonic()
+            failed = error(sidecar, "echo-bolt", "echo", b"x", metadata=metadata)
+            assert failed.code() == grpc.StatusCode.UNAVAILABLE, (mode, failed)
+            assert time.monotonic() - started < 2.0, mode
+        upstream.mode = "echo"
+        assert invoke(sidecar, "echo-bolt", "echo", b"again", metadata=metadata).data.value == b"again"
+
+
 def test_a_call_its_caller_gave_up_on_leaves_the_cluster(tmp_path_factory: pytest.TempPathFactory) -> None:
     """A gRPC deadline shorter than rpc_request_timeout: the mesh held the call, and its place
     in max_requests, until rpc_request_timeout, so a cluster whose provider hung refused every
