@@ -481,6 +481,27 @@ def test_a_message_over_max_payload_with_its_headers_is_refused_and_the_connecti
     harness.run(scenario())
 
 
+def test_a_message_its_stream_refuses_is_failed_precondition_not_unavailable(harness: Harness) -> None:
+    """Over the stream's max_msg_size: JetStream answers and refuses it (400). It was
+    UNAVAILABLE, which clients retry: the same message would be refused again for ever."""
+    stream = f"small-{unique()}"
+
+    async def make() -> None:
+        nc = await nats.connect(harness.server.url)
+        await nc.jetstream().add_stream(name=stream, subjects=[f"{stream}.>"], max_msg_size=64)
+        await nc.close()
+
+    harness.run(make())
+    pubsub = harness.make()
+
+    async def scenario() -> None:
+        with pytest.raises(FailedPrecondition, match="JetStream refused the message"):
+            await pubsub.publish(f"{stream}.a", b"x" * 200, {})
+        await pubsub.publish(f"{stream}.a", b"fits", {})
+
+    harness.run(scenario())
+
+
 def test_a_configured_stream_must_exist_and_cover_the_topic(harness: Harness) -> None:
     stream = f"shared-{unique()}"
     received = Recorder()

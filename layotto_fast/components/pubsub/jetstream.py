@@ -295,6 +295,12 @@ class JetStreamPubSub:
         except BACKEND_ERRORS as exc:
             if isinstance(exc, js_errors.NoStreamResponseError):
                 self._topics_stored.pop(topic, None)  # the stream went away: make it again next time
+            elif isinstance(exc, js_errors.APIError) and exc.code is not None and exc.code < 500:
+                # JetStream answered and refused this message (over the stream's size or count
+                # limits with discard new, say): sending it again as it is will not help
+                raise FailedPrecondition(
+                    f"{self._config.component}: JetStream refused the message to {topic!r}: {exc}"
+                ) from None
             raise self._config.unavailable(f"publish to {topic!r} not acknowledged", exc) from None
 
     async def subscribe(self, topic: str, options: SubscribeOptions, handler: Handler) -> Unsubscribe:
