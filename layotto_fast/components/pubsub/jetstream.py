@@ -296,8 +296,9 @@ class JetStreamPubSub:
             if isinstance(exc, js_errors.NoStreamResponseError):
                 self._topics_stored.pop(topic, None)  # the stream went away: make it again next time
             elif isinstance(exc, js_errors.APIError) and exc.code is not None and exc.code < 500:
-                # JetStream answered and refused this message (over the stream's size or count
-                # limits with discard new, say): sending it again as it is will not help
+                # JetStream answered and refused this message (over the stream's largest
+                # message, say): sending it again as it is will not help. Its full-stream
+                # refusals are 503s, which may pass: those stay UNAVAILABLE.
                 raise FailedPrecondition(
                     f"{self._config.component}: JetStream refused the message to {topic!r}: {exc}"
                 ) from None
