@@ -354,10 +354,17 @@ class MeshClusterStats(MeshRequestStats):
     unknown_responses: int
     hosts: list[MeshHostStats]
 
+class MeshDirectStats(MeshRequestStats):
+    """A cluster made for InvokeService calls that name their address (rpc_target_address)."""
+
+    protocol: str
+    address: str
+
 class MeshStats(TypedDict):
     listeners: list[MeshListenerStats]
     routes: list[MeshRouteStats]
     clusters: list[MeshClusterStats]
+    direct: list[MeshDirectStats]
 
 @final
 class MeshProxy:

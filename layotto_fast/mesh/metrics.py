@@ -35,6 +35,10 @@ class MeshCollector(Collector):
             "layotto_fast_mesh_cluster", "to a cluster (from any route or InvokeService target)", ["cluster"],
             [([c["name"]], c) for c in stats["clusters"]],
         )  # fmt: skip
+        yield from _request_families(
+            "layotto_fast_mesh_direct", "to an address an InvokeService call named (rpc_target_address)",
+            ["protocol", "address"], [([d["protocol"], d["address"]], d) for d in stats["direct"]],
+        )  # fmt: skip
         listener_counts: dict[_ListenerCount, tuple[str, str]] = {
             "connections": ("layotto_fast_mesh_connections", "Client connections accepted"),
             "no_route": ("layotto_fast_mesh_no_route", "Requests no route matched (answered 'no such service')"),

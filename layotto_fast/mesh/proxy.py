@@ -95,7 +95,7 @@ class Mesh:
         return self._proxy.failure() if self._proxy else None
 
     def stats(self) -> MeshStats:
-        return self._proxy.stats() if self._proxy else {"listeners": [], "routes": [], "clusters": []}
+        return self._proxy.stats() if self._proxy else {"listeners": [], "routes": [], "clusters": [], "direct": []}
 
     def info(self) -> dict[str, Any]:
         """Listeners, routes and clusters with their health, for /actuator/info."""

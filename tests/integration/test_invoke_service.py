@@ -502,6 +502,13 @@ def test_a_bolt_provider_that_drops_the_call_or_answers_another_id_is_unavailabl
             assert time.monotonic() - started < 2.0, mode
         upstream.mode = "echo"
         assert invoke(sidecar, "echo-bolt", "echo", b"again", metadata=metadata).data.value == b"again"
+        # on /metrics under the address the calls named: they go through no configured cluster
+        _, body = sidecar.http("/metrics")
+        series = f'layotto_fast_mesh_direct_requests_total{{address="{upstream.address}",outcome="%s",protocol="bolt"}}'
+        lines = body.decode().splitlines()
+        assert f"{series % 'answered'} 1.0" in lines and f"{series % 'unavailable'} 2.0" in lines, [
+            line for line in lines if "direct_requests" in line
+        ]
 
 
 def test_a_call_its_caller_gave_up_on_leaves_the_cluster(tmp_path_factory: pytest.TempPathFactory) -> None:

@@ -14,7 +14,7 @@ use super::listener::{dispatch, Sending};
 use super::reply::{InvokeReply, ReplyTo};
 use super::routing::Routing;
 use super::stats::{Outcome, RouteStats};
-use super::thread::spawn_owing;
+use super::thread::{spawn_owing, Registry};
 use crate::bolt::Bolt;
 use crate::codec::{Codec, FrameKind, Refusal};
 use crate::dubbo::Dubbo;
@@ -95,6 +95,7 @@ pub(super) fn start_invocation(
     routing: &Routing,
     direct: &DirectClusters,
     invoke_stats: &Arc<RouteStats>,
+    registry: &Mutex<Registry>,
 ) {
     let cluster = match (&invocation.cluster, &invocation.address) {
         (Some(name), _) => routing
@@ -102,12 +103,14 @@ pub(super) fn start_invocation(
             .iter()
             .find(|c| &c.config.name == name && c.config.protocol == invocation.protocol)
             .cloned(),
-        (None, Some(address)) => Some(direct_cluster(
-            direct,
-            &routing.direct,
-            invocation.protocol,
-            address,
-        )),
+        (None, Some(address)) => {
+            let (cluster, made) =
+                direct_cluster(direct, &routing.direct, invocation.protocol, address);
+            if made {
+                publish_direct(registry, direct);
+            }
+            Some(cluster)
+        }
         (None, None) => None,
     };
     let Some(cluster) = cluster else {
@@ -136,21 +139,37 @@ pub(super) type DirectClusters = RefCell<HashMap<(Protocol, String), (Rc<Cluster
 /// so without a bound every address ever named would keep a cluster and its connection.
 const DIRECT_CLUSTERS_KEPT: usize = 64;
 
-/// The one-host cluster for calls that name their address (`rpc_target_address`). Past
-/// `DIRECT_CLUSTERS_KEPT`, the least recently used idle one (no call holds it) is dropped
-/// first, and its connection closes.
+/// Shows the direct clusters kept now on `/metrics` (the set changed).
+fn publish_direct(registry: &Mutex<Registry>, direct: &DirectClusters) {
+    let kept = direct
+        .borrow()
+        .iter()
+        .map(|((protocol, address), (cluster, _))| {
+            (
+                protocol.name().to_string(),
+                address.clone(),
+                cluster.stats.clone(),
+            )
+        })
+        .collect();
+    locked(registry).direct = kept;
+}
+
+/// The one-host cluster for calls that name their address (`rpc_target_address`), and
+/// whether it was made now. Past `DIRECT_CLUSTERS_KEPT`, the least recently used idle one
+/// (no call holds it) is dropped first, and its connection closes.
 pub(super) fn direct_cluster(
     direct: &DirectClusters,
     template: &ClusterConfig,
     protocol: Protocol,
     address: &str,
-) -> Rc<Cluster> {
+) -> (Rc<Cluster>, bool) {
     let mut map = direct.borrow_mut();
     let key = (protocol, address.to_string());
     let now = Instant::now();
     if let Some((cluster, used)) = map.get_mut(&key) {
         *used = now;
-        return cluster.clone();
+        return (cluster.clone(), false);
     }
     if map.len() >= DIRECT_CLUSTERS_KEPT {
         let idle = map
@@ -169,7 +188,7 @@ pub(super) fn direct_cluster(
         ..template.clone()
     }));
     map.insert(key, (cluster.clone(), now));
-    cluster
+    (cluster, true)
 }
 
 async fn send_invocation<C: Codec>(
@@ -213,7 +232,7 @@ mod tests {
 
     /// The cluster for `address` built from the defaults, as `direct_cluster` keeps it.
     fn made(direct: &DirectClusters, protocol: Protocol, address: &str) -> Rc<Cluster> {
-        direct_cluster(direct, &ClusterConfig::default(), protocol, address)
+        direct_cluster(direct, &ClusterConfig::default(), protocol, address).0
     }
 
     #[test]
@@ -248,7 +267,8 @@ mod tests {
             &template,
             Protocol::Dubbo,
             "10.0.0.9:20880",
-        );
+        )
+        .0;
         assert_eq!(
             made.config,
             ClusterConfig {

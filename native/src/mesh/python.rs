@@ -296,6 +296,15 @@ impl MeshProxy {
             clusters.append(d)?;
         }
         out.set_item("clusters", clusters)?;
+        let direct = PyList::empty(py);
+        for (protocol, address, s) in &registry.direct {
+            let d = PyDict::new(py);
+            d.set_item("protocol", protocol)?;
+            d.set_item("address", address)?;
+            put_request_stats(&d, &s.requests)?;
+            direct.append(d)?;
+        }
+        out.set_item("direct", direct)?;
         Ok(out)
     }
 

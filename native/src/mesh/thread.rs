@@ -192,6 +192,8 @@ pub(super) struct Registry {
     pub(super) listeners: Vec<(String, String, String, Arc<ListenerStats>)>,
     pub(super) routes: Vec<(String, String, Arc<RouteStats>)>,
     pub(super) clusters: Vec<(String, Vec<String>, Arc<ClusterStats>)>,
+    /// The clusters made for InvokeService calls that name their address: (protocol, address).
+    pub(super) direct: Vec<(String, String, Arc<ClusterStats>)>,
 }
 
 pub(super) fn publish(
@@ -299,7 +301,7 @@ pub(super) async fn run(
             _ = failed.notified() => break, // a task owing calls panicked: see spawn_owing
             _ = invocations.ready.notified() => {
                 for invocation in invocations.take() {
-                    start_invocation(invocation, &routing.borrow(), &direct, &invoke_stats);
+                    start_invocation(invocation, &routing.borrow(), &direct, &invoke_stats, &registry);
                 }
                 continue;
             }
