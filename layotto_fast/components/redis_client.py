@@ -45,6 +45,29 @@ PING_ERRORS: tuple[type[BaseException], ...] = (
 Client = aioredis.Redis | RedisCluster
 
 
+# Dapr's Redis settings no component here takes, and why: each would be ignored, and with it
+# the server, credentials or certificate check the operator meant.
+_UNSUPPORTED = {
+    "failover": "Redis Sentinel",
+    "sentinelMasterName": "Redis Sentinel",
+    "sentinelUsername": "Redis Sentinel",
+    "sentinelPassword": "Redis Sentinel",
+    "clientCert": "TLS client certificates",
+    "clientKey": "TLS client certificates",
+    "insecureSkipTLSVerify": "TLS without checking the server's certificate",
+    "useEntraID": "Microsoft Entra ID authentication",
+    "useOIDC": "OIDC authentication",
+}
+# Redis refusing for its own state, not the request's (out of memory with noeviction, a
+# replica, loading, no master): the caller gets UNAVAILABLE, which clients retry.
+UNAVAILABLE_REPLIES = frozenset(
+    {"READONLY", "OOM", "LOADING", "MASTERDOWN", "BUSY", "NOREPLICAS", "TRYAGAIN", "CLUSTERDOWN"}
+)
+# The same refusals as redis-py raises them (its own client: Redis Cluster, strong writes),
+# the code taken out of the message and made the class.
+UNAVAILABLE_ERRORS = (redis_errors.ReadOnlyError, redis_errors.OutOfMemoryError, redis_errors.BusyLoadingError)
+
+
 @dataclass(frozen=True)
 class RedisConfig:
     host: str
@@ -63,7 +86,12 @@ class RedisConfig:
 
     @classmethod
     def from_manifest(cls, manifest: ComponentManifest) -> RedisConfig:
-        host, port = metadata.host_port(manifest, "redisHost", 6379)
+        for name, what in _UNSUPPORTED.items():
+            if metadata.text(manifest, name, "").strip() not in ("", "false", "False", "FALSE", "0"):
+                raise StartupError(manifest.source, manifest.metadata_field(name), f"not supported here ({what})")
+        # Dapr's redisPort is the port of a redisHost given without one
+        default_port = metadata.integer(manifest, "redisPort", 6379, minimum=1)
+        host, port = metadata.host_port(manifest, "redisHost", default_port)
         redis_type = metadata.text(manifest, "redisType", "node").lower()
         if redis_type not in ("node", "cluster"):
             raise StartupError(
@@ -84,7 +112,10 @@ class RedisConfig:
             db=db,
             tls=metadata.boolean(manifest, "enableTLS", False),
             cluster=redis_type == "cluster",
-            max_retries=metadata.integer(manifest, "maxRetries", 3, minimum=0),
+            # Dapr's name first; maxRetries is what it falls back to
+            max_retries=metadata.integer(
+                manifest, "redisMaxRetries", metadata.integer(manifest, "maxRetries", 3, minimum=0), minimum=0
+            ),
             dial_timeout=metadata.duration(manifest, "dialTimeout", 5.0),
             read_timeout=metadata.duration(manifest, "readTimeout", 3.0),
             pool_size=metadata.integer(manifest, "poolSize", 0, minimum=0),
@@ -123,10 +154,21 @@ class RedisConfig:
         return Unavailable(f"{self.component}: redis at {self.address}: {why}")
 
 
+def refused_for_its_state(exc: BaseException) -> bool:
+    """Whether Redis refused the command for its own state (out of memory, a replica, ...),
+    not for the command's: the same command may pass later."""
+    return isinstance(exc, UNAVAILABLE_ERRORS) or str(exc).split(" ", 1)[0] in UNAVAILABLE_REPLIES
+
+
 def failure(config: RedisConfig, exc: BaseException) -> RuntimeApiError:
-    """What a caller gets for ``exc``: Unavailable when Redis failed, FailedPrecondition
-    when it refused the command (a key holding another type, OOM, an ACL)."""
-    if isinstance(exc, redis_errors.ResponseError) and not isinstance(exc, BACKEND_ERRORS):
+    """What a caller gets for ``exc``: Unavailable when Redis failed or refused for its own
+    state (OOM, a replica), FailedPrecondition when it refused the command (a key holding
+    another type, an ACL)."""
+    if (
+        isinstance(exc, redis_errors.ResponseError)
+        and not isinstance(exc, BACKEND_ERRORS)
+        and not refused_for_its_state(exc)
+    ):
         return FailedPrecondition(f"{config.component}: redis at {config.address} refused the command: {exc}")
     return config.unavailable(exc)
 

@@ -495,6 +495,34 @@ def test_layottos_db_setting_chooses_the_database() -> None:
     assert raised.value.field == "spec.metadata.db"
 
 
+def test_dapr_s_redis_port_and_max_retries_names_are_read() -> None:
+    """Dapr's redisPort (for a redisHost without one) and redisMaxRetries (before maxRetries)
+    were ignored: such a manifest reached port 6379, perhaps another Redis."""
+
+    def read(**metadata: str) -> RedisConfig:
+        return RedisConfig.from_manifest(manifest("pubsub.redis", metadata))
+
+    assert read(redisHost="redis-master", redisPort="6380").address == "redis-master:6380"
+    assert read(redisHost="redis-master:6381", redisPort="6380").address == "redis-master:6381"
+    assert read(redisHost="redis-master").address == "redis-master:6379"
+    assert read(redisHost="h", redisMaxRetries="7", maxRetries="2").max_retries == 7
+    assert read(redisHost="h", maxRetries="2").max_retries == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("failover", "true"), ("sentinelMasterName", "mymaster"), ("clientCert", "PEM"), ("insecureSkipTLSVerify", "true"),
+     ("useEntraID", "true"), ("useOIDC", "1")],
+)  # fmt: skip
+def test_dapr_s_redis_settings_not_supported_stop_start_up(name: str, value: str) -> None:
+    """Accepted and ignored before: a Sentinel address was talked to as the master (readiness
+    UP, every write refused), a skipped certificate check was checked."""
+    with pytest.raises(StartupError, match="not supported") as raised:
+        RedisConfig.from_manifest(manifest("state.redis", {"redisHost": "h:1", name: value}))
+    assert raised.value.field == f"spec.metadata.{name}"
+    RedisConfig.from_manifest(manifest("state.redis", {"redisHost": "h:1", "failover": "false"}))
+
+
 @pytest.mark.parametrize(
     ("type_", "metadata", "field"),
     [

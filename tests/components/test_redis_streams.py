@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from layotto_fast.components.pubsub.redis import RedisStreamsPubSub, StreamsConfig
+from layotto_fast.errors import Unavailable
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime import registry
 from layotto_fast.runtime.pubsub import Handler, Message, SubscribeOptions, Verdict
@@ -470,3 +471,35 @@ def test_stale_consumers_are_deleted_on_a_cluster_too(redis_cluster: RedisCluste
         assert "holding" in consumers(harness, "swept")  # with ours from Redis 7.2, which makes it at its first read
     finally:
         harness.close()
+
+
+def test_stream_ttl_trims_entries_older_than_it_at_each_publish(harness: Harness) -> None:
+    """Dapr's streamTTL (XADD with MINID ~): accepted and ignored before, so a stream grew
+    without bound. Trimming is approximate, by Redis's nodes of 100 entries: the old ones
+    in whole nodes go."""
+    pubsub = harness.make(streamTTL="300ms")
+
+    async def scenario() -> None:
+        for i in range(250):
+            await pubsub.publish(harness.topic, b"old-%d" % i, {})
+        await asyncio.sleep(0.5)
+        await pubsub.publish(harness.topic, b"new", {})
+
+    harness.run(scenario())
+    assert int(harness.server.cli("XLEN", harness.topic)) < 100
+
+
+def test_redis_out_of_memory_is_unavailable_not_failed_precondition(harness: Harness) -> None:
+    """OOM under noeviction refuses for Redis's state, not the message's: UNAVAILABLE, which
+    clients retry, as state.redis answers it. It was FAILED_PRECONDITION."""
+    pubsub = harness.make()
+    policy = harness.server.cli("CONFIG", "GET", "maxmemory-policy").split("\n")[1]
+    harness.server.cli("CONFIG", "SET", "maxmemory-policy", "noeviction")
+    harness.server.cli("CONFIG", "SET", "maxmemory", "1")
+    try:
+        with pytest.raises(Unavailable, match="OOM"):
+            harness.run(pubsub.publish(harness.topic, b"x", {}))
+    finally:
+        harness.server.cli("CONFIG", "SET", "maxmemory", "0")
+        harness.server.cli("CONFIG", "SET", "maxmemory-policy", policy)
+    harness.run(pubsub.publish(harness.topic, b"x", {}))

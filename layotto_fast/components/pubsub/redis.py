@@ -44,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -147,7 +148,8 @@ FRESHENINGS_PER_TIMEOUT = 3
 class StreamsConfig:
     redis: RedisConfig
     consumer_id: str = DEFAULT_GROUP
-    max_len_approx: int = 0  # 0: never trimmed
+    max_len_approx: int = 0  # 0: not trimmed by length
+    stream_ttl: float = 0.0  # seconds an entry is kept at least; 0: not trimmed by age
     processing_timeout: float = 60.0  # 0: pending entries are never claimed again
     redeliver_interval: float = 15.0  # 0: the same
     concurrency: int = 10
@@ -174,6 +176,7 @@ class StreamsConfig:
             redis=RedisConfig.from_manifest(manifest),
             consumer_id=metadata.text(manifest, "consumerID", DEFAULT_GROUP),
             max_len_approx=metadata.integer(manifest, "maxLenApprox", 0, minimum=0),
+            stream_ttl=metadata.duration(manifest, "streamTTL", 0.0),
             processing_timeout=metadata.duration(manifest, "processingTimeout", 60.0),
             redeliver_interval=metadata.duration(manifest, "redeliverInterval", 15.0),
             concurrency=metadata.integer(manifest, "concurrency", 10, minimum=1),
@@ -194,7 +197,12 @@ class RedisStreamsPubSub(PipelinedRedis):
 
     async def publish(self, topic: str, data: bytes, metadata: Mapping[str, str]) -> None:
         assert self._pipeline is not None, "init() first"
-        trim: tuple[Any, ...] = ("MAXLEN", "~", self._streams.max_len_approx) if self._streams.max_len_approx else ()
+        streams = self._streams
+        trim: tuple[Any, ...] = ()
+        if streams.max_len_approx:
+            trim = ("MAXLEN", "~", streams.max_len_approx)
+        elif streams.stream_ttl:  # as Dapr trims with streamTTL: entries older than it (Redis 6.2)
+            trim = ("MINID", "~", f"{int((time.time() - streams.stream_ttl) * 1000)}-1")
         fields: tuple[Any, ...] = ("data", data)
         if metadata:
             fields += ("metadata", orjson.dumps(dict(metadata)))

@@ -46,7 +46,7 @@ from typing import Any, Self
 
 from redis import exceptions as redis_errors
 
-from layotto_fast.components.redis_client import BACKEND_ERRORS, RedisConfig
+from layotto_fast.components.redis_client import BACKEND_ERRORS, RedisConfig, refused_for_its_state
 from layotto_fast.components.redis_pipeline import PipelinedRedis, Script
 from layotto_fast.components.redis_resp import EXEC, MULTI, bulk, raise_replied
 from layotto_fast.components.state import (
@@ -132,11 +132,6 @@ EXPIRE = b"*3\r\n$6\r\nEXPIRE\r\n"
 PERSIST = b"*2\r\n$7\r\nPERSIST\r\n"
 DEL = b"*2\r\n$3\r\nDEL\r\n"
 
-# Redis refusing for its own state, not the request's: the caller gets UNAVAILABLE.
-UNAVAILABLE_REPLIES = ("READONLY", "OOM", "LOADING", "MASTERDOWN")
-# The same refusals as redis-py raises them (its own client: Redis Cluster, strong writes),
-# the code taken out of the message and made the class.
-UNAVAILABLE_ERRORS = (redis_errors.ReadOnlyError, redis_errors.OutOfMemoryError)
 WAIT_MILLISECONDS = 1000  # Dapr's WAIT timeout after a strong write
 
 
@@ -362,7 +357,7 @@ class RedisStateStore(PipelinedRedis):
     def _refused(self, exc: redis_errors.ResponseError, what: str = "write", key: str | None = None) -> RuntimeApiError:
         """FAILED_PRECONDITION for a command Redis refused (a key of another type), naming
         ``key`` when known; UNAVAILABLE when Redis refuses for its own state."""
-        if isinstance(exc, UNAVAILABLE_ERRORS) or str(exc).startswith(UNAVAILABLE_REPLIES):
+        if refused_for_its_state(exc):
             return self._config.unavailable(exc)
         about = "" if key is None else f" of key {key!r}"
         return FailedPrecondition(f"state store {self._config.component}: redis refused the {what}{about}: {exc}")
