@@ -73,6 +73,9 @@ class _Connection(asyncio.Protocol):
         # header line until it ends, so the bound is kept on what is read, not on lines.
         self._head_read = 0
         self._reading_head = False
+        # Bytes read after the head since the body last grew: a trailer line (or chunk-size
+        # line) that never ends is held by llhttp as it grows, and counted nowhere else.
+        self._unparsed = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         # The parser cannot skip a HEAD answer's announced body: it is answered at its headers.
         self._head_request = False
@@ -95,6 +98,11 @@ class _Connection(asyncio.Protocol):
             self._head_read += len(data)
             if self._head_read > MAX_RESPONSE_HEAD_BYTES + MAX_HEAD_READ_SLACK:
                 self._fail(ResponseTooLarge(f"the response's header lines are over {MAX_RESPONSE_HEAD_BYTES} bytes"))
+                return
+        else:
+            self._unparsed += len(data)
+            if self._unparsed > MAX_RESPONSE_HEAD_BYTES + MAX_HEAD_READ_SLACK:
+                self._fail(ResponseTooLarge(f"the response's trailer lines are over {MAX_RESPONSE_HEAD_BYTES} bytes"))
                 return
         try:
             self._parser.feed_data(data)
@@ -132,6 +140,7 @@ class _Connection(asyncio.Protocol):
             self._response.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_body(self, body: bytes) -> None:
+        self._unparsed = 0
         self._size += len(body)
         if self._size > MAX_RESPONSE_BYTES:
             self._fail(ResponseTooLarge(f"the response body is over {MAX_RESPONSE_BYTES} bytes"))
@@ -175,7 +184,7 @@ class _Connection(asyncio.Protocol):
         self._head_request = head_request
         self.reusable = False
         self.answered = False
-        self._head_read, self._reading_head = 0, True
+        self._head_read, self._reading_head, self._unparsed = 0, True, 0
         self.transport.write(data)
         return self._waiter
 

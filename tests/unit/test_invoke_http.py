@@ -561,14 +561,22 @@ def test_a_request_that_times_out_unsent_ends_its_connection_at_once() -> None:
     asyncio.run(scenario())
 
 
-def test_a_header_line_that_never_ends_is_bounded_too() -> None:
+@pytest.mark.parametrize(
+    ("start", "what"),
+    [
+        (b"HTTP/1.1 200 OK\r\nX-Endless: ", "header lines are over"),
+        # a trailer: after the head, where only the body was counted
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-Endless: ", "trailer lines are over"),
+    ],
+)
+def test_a_header_line_that_never_ends_is_bounded_too(start: bytes, what: str) -> None:
     """llhttp holds a header line until it ends: counted by lines, one that never ended grew
-    for the whole timeout."""
+    for the whole timeout (a trailer's did until this was counted after the head too)."""
 
     async def scenario() -> None:
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             await reader.readuntil(b"\r\n\r\n")
-            writer.write(b"HTTP/1.1 200 OK\r\nX-Endless: ")
+            writer.write(start)
             with contextlib.suppress(ConnectionError):
                 for _ in range(64):  # 4 MiB of one line, no end
                     writer.write(b"a" * 65536)
@@ -580,7 +588,7 @@ def test_a_header_line_that_never_ends_is_bounded_too() -> None:
         address = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
         client = HttpClient(address)
         started = time.monotonic()
-        with pytest.raises(http_client.ResponseTooLarge, match="header lines are over"):
+        with pytest.raises(http_client.ResponseTooLarge, match=what):
             await client.request("GET", "/", {}, b"", 10.0)
         assert time.monotonic() - started < 3
         client.close()
