@@ -420,6 +420,28 @@ def test_calls_past_max_connections_wait_for_a_connection_and_reuse_it() -> None
     asyncio.run(scenario())
 
 
+def test_a_burst_past_64_keeps_its_connections_for_the_next_one() -> None:
+    """Idle connections were kept to 64 whatever max_connections said: a burst of 100 calls
+    closed 36 of its connections, and the next burst opened them again."""
+
+    async def scenario() -> None:
+        gate = asyncio.Event()
+        async with ScriptedUpstream(echo_request_line, gate) as upstream:
+            channel = HttpChannel(HttpChannelConfig(address=upstream.address, max_connections=128))
+            for burst in range(2):
+                calls = [asyncio.ensure_future(channel.call(InvokeRequest(id="web", method=f"m{i}", data=b"")))
+                         for i in range(100)]  # fmt: skip
+                wanted = 100 * (burst + 1)
+                await _until(lambda: len(upstream.heads) == wanted, "the burst at the upstream")  # noqa: B023
+                gate.set()
+                await asyncio.gather(*calls)
+                gate.clear()
+            await channel.close()
+        assert upstream.connections == 100, "the second burst went over the first one's connections"
+
+    asyncio.run(scenario())
+
+
 def test_a_call_still_waiting_for_a_connection_at_its_deadline_says_so() -> None:
     async def scenario() -> None:
         gate = asyncio.Event()

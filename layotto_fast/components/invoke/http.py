@@ -108,7 +108,9 @@ def _request_target(method: str, querystring: str) -> str:
 class HttpChannel:
     def __init__(self, config: HttpChannelConfig) -> None:
         self._config = config
-        self._own_client = HttpClient(config.address, config.max_connections)
+        # as many kept idle as may be open: a burst past 64 in flight, kept to 64 idle, would
+        # open and close connections at every burst (Layotto's pool keeps maxActive free ones)
+        self._own_client = HttpClient(config.address, config.max_connections, max_idle=config.max_connections or 64)
         # Least recently used first: the first one goes when there are too many.
         self._address_clients: OrderedDict[str, HttpClient] = OrderedDict()
 
