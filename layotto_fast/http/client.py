@@ -293,7 +293,14 @@ class HttpClient:
         remaining = deadline - loop.time()
         if remaining <= 0:
             raise TimeoutError()
-        _, connection = await within(loop.create_connection(_Connection, self._host, self._port), remaining)
+        connecting = asyncio.ensure_future(loop.create_connection(_Connection, self._host, self._port))
+        try:
+            _, connection = await within(connecting, remaining)
+        except BaseException:
+            # the caller cancelled as the connection was made: nobody else would close it
+            if connecting.done() and not connecting.cancelled() and connecting.exception() is None:
+                connecting.result()[0].close()
+            raise
         return await self._exchange(connection, data, verb, deadline)
 
     async def _wait_turn(self, deadline: float) -> None:

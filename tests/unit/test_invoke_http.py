@@ -617,3 +617,26 @@ def test_a_header_line_that_never_ends_is_bounded_too(start: bytes, what: str) -
         server.close()
 
     asyncio.run(scenario())
+
+
+def test_a_connection_made_as_its_caller_is_cancelled_is_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The caller cancelled in the turn its connect finished: the connection was neither used
+    nor pooled nor closed, and stayed open until the upstream closed it (Go servers never
+    do). The race is made certain here: the cancel is raised once the connect is done."""
+
+    async def cancelled_once_done(awaitable: object, seconds: float | None) -> object:
+        await awaitable  # type: ignore[misc]
+        raise asyncio.CancelledError
+
+    monkeypatch.setattr(http_client, "within", cancelled_once_done)
+
+    async def scenario() -> None:
+        async with ScriptedUpstream(echo_request_line) as upstream:
+            client = HttpClient(upstream.address)
+            with pytest.raises(asyncio.CancelledError):
+                await client.request("GET", "/", {}, b"", 5.0)
+            await _until(lambda: upstream.closed_by_client == 1, "the connection closed")
+            assert upstream.connections == 1
+            client.close()
+
+    asyncio.run(scenario())
