@@ -114,7 +114,7 @@ class Sidecar:
         wants_mesh = bool(mesh.listeners or mesh.clusters) or needs_mesh(invoke)
         self.mesh = Mesh(mesh, settings.config_file, settings.invoke, settings.config_stamp) if wants_mesh else None
         self.invoker = MeshInvoker(lambda: self.mesh.proxy if self.mesh else None)
-        targets = build_targets(invoke, lambda: self.invoker)
+        targets = build_targets(invoke, lambda: self.invoker, settings.max_message_bytes)
         self.services = Services.over(self.components, settings.app_id, InvokeService(targets))
         self.metrics = Metrics(self.components, self.services)
         self.layotto = LayottoRuntime(self.services)

@@ -17,7 +17,7 @@ import httptools
 
 from layotto_fast.runtime.timeouts import within
 
-# Bytes of a response body accepted before the connection is given up.
+# Bytes of a response body accepted before the connection is given up, unless a client says less.
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 # Bytes of a response's header lines (and trailers) accepted: llhttp sets no bound of its own.
 MAX_RESPONSE_HEAD_BYTES = 1024 * 1024
@@ -48,7 +48,7 @@ class ClosedUnanswered(HttpError):
 
 
 class ResponseTooLarge(HttpError):
-    """The answer's body is over MAX_RESPONSE_BYTES, or its head over MAX_RESPONSE_HEAD_BYTES."""
+    """The answer's body is over its client's limit, or its head over MAX_RESPONSE_HEAD_BYTES."""
 
 
 class ConnectionsBusy(TimeoutError):
@@ -60,8 +60,9 @@ class _Stray(Exception):
 
 
 class _Connection(asyncio.Protocol):
-    def __init__(self) -> None:
+    def __init__(self, max_body: int = MAX_RESPONSE_BYTES) -> None:
         self.transport: asyncio.Transport | None = None
+        self._max_body = max_body
         self._parser = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[HttpResponse] | None = None
         self._response = HttpResponse(0)
@@ -142,8 +143,8 @@ class _Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self._unparsed = 0
         self._size += len(body)
-        if self._size > MAX_RESPONSE_BYTES:
-            self._fail(ResponseTooLarge(f"the response body is over {MAX_RESPONSE_BYTES} bytes"))
+        if self._size > self._max_body:
+            self._fail(ResponseTooLarge(f"the response body is over {self._max_body} bytes"))
             return
         self._body.append(body)
 
@@ -231,14 +232,18 @@ def _expire_turn(turn: asyncio.Future[None], busy: int, address: str) -> None:
 class HttpClient:
     """Keep-alive connections to one ``host:port``: at most ``max_connections`` open at once
     (0: no limit), one request each, the requests past that waiting in turn for one within
-    their own timeout; at most ``max_idle`` kept idle."""
+    their own timeout; at most ``max_idle`` kept idle. An answer's body over ``max_body``
+    bytes fails its request (ResponseTooLarge) as soon as it is."""
 
-    def __init__(self, address: str, max_connections: int = 0, max_idle: int = 64) -> None:
+    def __init__(
+        self, address: str, max_connections: int = 0, max_idle: int = 64, max_body: int = MAX_RESPONSE_BYTES
+    ) -> None:
         host, _, port = address.rpartition(":")
         self.address = address
         self._host, self._port = host.strip("[]"), int(port)
         self._idle: deque[_Connection] = deque()
         self._max_idle = max_idle
+        self._max_body = max_body
         self._max_connections = max_connections
         # Requests holding a turn, one of max_connections when there is a limit; a connection
         # is opened only by a request holding one and finding none idle, so connections never
@@ -293,7 +298,7 @@ class HttpClient:
         remaining = deadline - loop.time()
         if remaining <= 0:
             raise TimeoutError()
-        connecting = asyncio.ensure_future(loop.create_connection(_Connection, self._host, self._port))
+        connecting = asyncio.ensure_future(loop.create_connection(self._new_connection, self._host, self._port))
         try:
             _, connection = await within(connecting, remaining)
         except BaseException:
@@ -326,6 +331,9 @@ class HttpClient:
                 turn.set_result(None)
                 return
         self._busy -= 1
+
+    def _new_connection(self) -> _Connection:
+        return _Connection(self._max_body)
 
     async def _exchange(self, connection: _Connection, data: bytes, verb: str, deadline: float) -> HttpResponse:
         assert self._loop is not None

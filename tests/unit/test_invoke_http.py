@@ -15,7 +15,9 @@ from types import TracebackType
 
 import pytest
 
+from layotto_fast.components.invoke.config import InvokeSettings, TargetSpec
 from layotto_fast.components.invoke.http import MAX_ADDRESS_CLIENTS, HttpChannel, HttpChannelConfig
+from layotto_fast.components.invoke.targets import build_targets
 from layotto_fast.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unavailable
 from layotto_fast.http import client as http_client
 from layotto_fast.http.client import ClosedUnanswered, HttpClient, HttpError
@@ -352,15 +354,21 @@ def test_the_message_content_type_is_sent_once_whatever_the_metadata_says() -> N
     asyncio.run(scenario())
 
 
-def test_an_answer_over_the_size_limit_is_resource_exhausted(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(http_client, "MAX_RESPONSE_BYTES", 16)
+def test_an_answer_over_the_size_limit_is_resource_exhausted() -> None:
+    """The limit is the sidecar's max_message_bytes (build_targets is given it): an answer
+    past it could never be sent, and was read whole, up to 64 MiB, before being refused."""
     script: Script = lambda head: (b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n" + b"x" * 40, False)  # noqa: E731
 
     async def scenario() -> None:
         async with ScriptedUpstream(script) as upstream:
-            channel = HttpChannel(HttpChannelConfig(address=upstream.address))
+            settings = InvokeSettings(targets=(TargetSpec(id="web", channel="http", address=upstream.address),))
+            channel = build_targets(settings, lambda: None, 16)["web"].channel  # no mesh: http only
             with pytest.raises(ResourceExhausted, match="over 16 bytes"):
                 await channel.call(InvokeRequest(id="web", method="m", data=b""))
+            port = upstream.address.rsplit(":", 1)[1]
+            elsewhere = InvokeRequest(id="web", method="m", data=b"", target_address=f"localhost:{port}")
+            with pytest.raises(ResourceExhausted, match="over 16 bytes"):  # a client per named address too
+                await channel.call(elsewhere)
             await channel.close()
 
     asyncio.run(scenario())

@@ -23,7 +23,7 @@ from layotto_fast.errors import (
     Unavailable,
     Unimplemented,
 )
-from layotto_fast.http.client import ConnectionsBusy, HttpClient, HttpError, ResponseTooLarge
+from layotto_fast.http.client import MAX_RESPONSE_BYTES, ConnectionsBusy, HttpClient, HttpError, ResponseTooLarge
 from layotto_fast.http.messages import HEADER_CONTROL, HEADER_NAME
 from layotto_fast.runtime.invoke import TARGET_ADDRESS_HEADER, InvokeRequest, InvokeResult, as_header_bytes
 from layotto_fast.runtime.metadata import is_host_port
@@ -64,6 +64,9 @@ _BARE_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 class HttpChannelConfig:
     address: str
     max_connections: int = DEFAULT_HTTP_MAX_CONNECTIONS  # per upstream address; 0: no limit
+    # An answer's body past this fails the call RESOURCE_EXHAUSTED as soon as it is: the
+    # sidecar's max_message_bytes, which no InvokeResponse may pass anyway.
+    max_response_bytes: int = MAX_RESPONSE_BYTES
 
 
 def _safe(text: str, what: str) -> str:
@@ -110,7 +113,9 @@ class HttpChannel:
         self._config = config
         # as many kept idle as may be open: a burst past 64 in flight, kept to 64 idle, would
         # open and close connections at every burst (Layotto's pool keeps maxActive free ones)
-        self._own_client = HttpClient(config.address, config.max_connections, max_idle=config.max_connections or 64)
+        self._own_client = HttpClient(
+            config.address, config.max_connections, config.max_connections or 64, config.max_response_bytes
+        )
         # Least recently used first: the first one goes when there are too many.
         self._address_clients: OrderedDict[str, HttpClient] = OrderedDict()
 
@@ -123,7 +128,9 @@ class HttpChannel:
             return client
         if not is_host_port(target_address):
             raise InvalidArgument(f"{TARGET_ADDRESS_HEADER}: must be host:port, got {target_address!r}")
-        client = self._address_clients[target_address] = HttpClient(target_address, self._config.max_connections)
+        client = self._address_clients[target_address] = HttpClient(
+            target_address, self._config.max_connections, max_body=self._config.max_response_bytes
+        )
         if len(self._address_clients) > MAX_ADDRESS_CLIENTS:
             # The least recently used with no call in flight, as many as there are too many:
             # one with calls would leave its connections open beside a new client's, past its
