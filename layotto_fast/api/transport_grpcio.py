@@ -63,6 +63,19 @@ class _Ended(Exception):
     """grpc could not send on the call: it had ended under the handler."""
 
 
+# Bytes of a status message sent, as the native front cuts it: grpc-java refuses
+# trailers over 8 KiB and grpc-core some, so a message echoing a long text (a provider's
+# Java stack trace) would reach those clients as another status than its own.
+MAX_STATUS_MESSAGE = 1024
+
+
+def status_message(message: str) -> str:
+    if len(message.encode()) <= MAX_STATUS_MESSAGE:
+        return message
+    cut = message.encode()[:MAX_STATUS_MESSAGE].decode(errors="ignore")
+    return f"{cut}... ({len(message.encode())} bytes in all)"
+
+
 def service_handler(
     descriptor: ServiceDescriptor,
     handlers: object,
@@ -119,7 +132,7 @@ def _method_handler(
             log.exception("%s failed", name, exc_info=exc)
             code, message = "INTERNAL", f"internal error in {name}: {type(exc).__name__}"
         stats.record(code, time.perf_counter() - started)
-        await context.abort(grpc.StatusCode[code], message)
+        await context.abort(grpc.StatusCode[code], status_message(message))
 
     def ended(context: Context, otherwise: str, started: float) -> None:
         """Count a call grpc ended under the handler: ``otherwise``, or DEADLINE_EXCEEDED once

@@ -93,6 +93,25 @@ def test_invoke_service_returns_the_upstream_s_headers_as_response_metadata(
         sidecar.stop()
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_long_status_message_is_cut_on_either_transport(tmp_path: Path, transport: str) -> None:
+    """A provider's error may carry a whole Java stack trace (Dubbo's status 70 does): cut to
+    1 KiB, saying how long it was, on grpcio as on the native front, whose trailers grpc-java
+    and grpc-core refuse past 8 KiB."""
+    sidecar = sc.start(tmp_path, "--grpc-transport", transport)
+    try:
+        key = "é" * 10_000 + "||x"
+        with pytest.raises(grpc.RpcError) as raised:
+            sidecar.stub().SaveState(
+                pb.SaveStateRequest(store_name="in-memory", states=[pb.StateItem(key=key, value=b"v")]), timeout=10
+            )
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, raised.value
+        details = raised.value.details() or ""
+        assert len(details.encode()) < 1200 and "bytes in all)" in details, details[-200:]
+    finally:
+        sidecar.stop()
+
+
 # -- request metadata a grpcio client could not send -------------------------------------------------------
 class Recorder:
     """Keeps the request metadata each call's handler saw."""
