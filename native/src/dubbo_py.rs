@@ -108,6 +108,9 @@ fn to_python<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>>
             dict.into_any()
         }
         Value::Object { class_name, fields } => {
+            if let Some(inner) = value_object(class_name, fields) {
+                return to_python(py, inner);
+            }
             let dict = PyDict::new(py);
             dict.set_item("$class", class_name)?;
             for (name, v) in fields {
@@ -116,6 +119,26 @@ fn to_python<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>>
             dict.into_any()
         }
     })
+}
+
+/// Java's value classes Hessian writes as an object of one field, `value`: what that field
+/// holds stands for the object, as a `java.util.Date` is its milliseconds (Dubbo's generic
+/// answers keep these as they are, and a JSON client expects a value, not a wrapper).
+/// BigDecimal and BigInteger come as their exact text; `java.sql` dates as milliseconds.
+const VALUE_CLASSES: [&str; 6] = [
+    "java.math.BigDecimal",
+    "java.math.BigInteger",
+    "java.sql.Date",
+    "java.sql.Time",
+    "java.sql.Timestamp",
+    "java.util.Locale",
+];
+
+fn value_object<'v>(class_name: &str, fields: &'v [(String, Value)]) -> Option<&'v Value> {
+    match fields {
+        [(name, value)] if name == "value" && VALUE_CLASSES.contains(&class_name) => Some(value),
+        _ => None,
+    }
 }
 
 fn values_from(list: &Bound<'_, PyList>) -> PyResult<Vec<Value>> {

@@ -519,6 +519,56 @@ def test_a_generic_dubbo_call_answers_json_and_an_exception_with_only_a_before_s
         run(service, InvokeRequest(id="d", method="echo", data=b'["hi"]'))
 
 
+def _hessian_class(name: str, *fields: str) -> bytes:
+    """A Hessian2 class definition (``C``) of ``name`` with ``fields``, all short strings."""
+    out = b"C" + bytes([len(name)]) + name.encode() + bytes([0x90 + len(fields)])
+    return out + b"".join(bytes([len(f)]) + f.encode() for f in fields)
+
+
+@pytest.mark.parametrize(
+    ("body", "json"),
+    [
+        # Java's one-field value objects stand for their value, as a java.util.Date does
+        (b"\x91" + _hessian_class("java.math.BigDecimal", "value") + b"\x60\x0512.34", b'"12.34"'),
+        (b"\x91" + _hessian_class("java.sql.Timestamp", "value") + b"\x60\x4a" + (1700000000123).to_bytes(8, "big"),
+         b"1700000000123"),
+        # an application's class with a value field is an object still
+        (b"\x91" + _hessian_class("com.x.Money", "value") + b"\x60\x011", b'{"$class":"com.x.Money","value":"1"}'),
+        (b"\x91\x22\xff\x00", b'"/wA="'),  # a byte[]: base64, as Jackson writes one
+    ],
+)  # fmt: skip
+def test_a_generic_dubbo_answer_s_values_come_back_as_json_clients_expect(body: bytes, json: bytes) -> None:
+    """BigDecimal and java.sql dates came back as {"$class": ..., "value": ...} wrappers, and
+    a byte[] as a Latin-1 string."""
+    from layotto_fast.components.invoke.filters import DubboJsonRpc
+    from layotto_fast.components.invoke.mesh_channels import DubboChannel, MeshChannelConfig, MeshInvoker
+
+    config = MeshChannelConfig(cluster="c", address=None, service="com.example.EchoService")
+    invoker = AnsweringMeshInvoker(
+        lambda frame: b"\xda\xbb\x02\x14" + frame[4:12] + len(body).to_bytes(4, "big") + body
+    )
+    service = InvokeService({"d": Target("d", DubboChannel(config, cast(MeshInvoker, invoker)), 3000,
+                                         before=[DubboJsonRpc({})], channel_kind="dubbo")})  # fmt: skip
+    assert run(service, InvokeRequest(id="d", method="m", data=b"[]")).data == json
+
+
+def test_a_thrown_exception_without_a_message_names_its_class_alone() -> None:
+    """Its decoded object, stack trace and all, went into the message before."""
+    from layotto_fast.components.invoke.filters import DubboJsonRpc
+    from layotto_fast.components.invoke.mesh_channels import DubboChannel, MeshChannelConfig, MeshInvoker
+    from layotto_fast.errors import Unknown
+
+    body = b"\x90" + _hessian_class("java.lang.NullPointerException", "detailMessage") + b"\x60N"
+    config = MeshChannelConfig(cluster="c", address=None, service="com.example.EchoService")
+    invoker = AnsweringMeshInvoker(
+        lambda frame: b"\xda\xbb\x02\x14" + frame[4:12] + len(body).to_bytes(4, "big") + body
+    )
+    service = InvokeService({"d": Target("d", DubboChannel(config, cast(MeshInvoker, invoker)), 3000,
+                                         before=[DubboJsonRpc({})], channel_kind="dubbo")})  # fmt: skip
+    with pytest.raises(Unknown, match=r"^the Dubbo service threw java.lang.NullPointerException: $"):
+        run(service, InvokeRequest(id="d", method="m", data=b"[]"))
+
+
 def test_the_callers_service_and_method_headers_go_out_on_the_bolt_channel_as_layottos_do() -> None:
     """Layotto's bolt channel sends the metadata alone: its apps name the service and method
     there, and they were overwritten by the target's service and an empty method."""

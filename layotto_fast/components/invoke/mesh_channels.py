@@ -12,6 +12,7 @@ the mesh thread."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -264,12 +265,12 @@ def _thrown(value: Any) -> tuple[str, Any]:
     inner = value.get("exceptionClass")
     if isinstance(inner, str) and inner:
         return inner, value.get("exceptionMessage") or ""
-    return value.get("$class", "an exception"), value.get("detailMessage") or value
+    return value.get("$class", "an exception"), value.get("detailMessage") or ""
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("latin-1")
+    if isinstance(value, bytes):  # a byte[]: base64, as Jackson, Gson and Go write bytes in JSON
+        return base64.b64encode(value).decode("ascii")
     raise TypeError
 
 
