@@ -391,7 +391,7 @@ impl<'a> Decoder<'a> {
             code = self.byte(STR)?;
         }
         if high.is_some() {
-            return Err(Error::InvalidUtf8 { field: STR });
+            out.push(char::REPLACEMENT_CHARACTER); // a high surrogate ended the string alone
         }
         Ok(out)
     }
@@ -720,22 +720,29 @@ fn budget(input_len: usize) -> usize {
     COPY_BUDGET_BASE.saturating_add(input_len.saturating_mul(COPY_BUDGET_PER_BYTE))
 }
 
+/// Adds one UTF-16 unit's code point. A surrogate without its other half (a Java string
+/// cut inside an emoji, which Java writes and reads back as it is) becomes U+FFFD: a Rust
+/// string cannot hold it, and refusing it would refuse the whole frame.
 fn push_code_point(cp: u32, out: &mut String, high: &mut Option<u32>) -> Result<()> {
-    let bad = Error::InvalidUtf8 { field: STR };
-    let c = match cp {
+    match cp {
         0xd800..=0xdbff => {
-            return match high.replace(cp) {
-                None => Ok(()),
-                Some(_) => Err(bad),
-            };
+            if high.replace(cp).is_some() {
+                out.push(char::REPLACEMENT_CHARACTER);
+            }
         }
-        0xdc00..=0xdfff => {
-            let h = high.take().ok_or(bad.clone())?;
-            0x1_0000 + ((h - 0xd800) << 10) + (cp - 0xdc00)
+        0xdc00..=0xdfff => match high.take() {
+            Some(h) => out.push(
+                char::from_u32(0x1_0000 + ((h - 0xd800) << 10) + (cp - 0xdc00))
+                    .expect("a surrogate pair is a character"),
+            ),
+            None => out.push(char::REPLACEMENT_CHARACTER),
+        },
+        _ => {
+            if high.take().is_some() {
+                out.push(char::REPLACEMENT_CHARACTER);
+            }
+            out.push(char::from_u32(cp).ok_or(Error::InvalidUtf8 { field: STR })?);
         }
-        _ if high.is_some() => return Err(bad),
-        _ => cp,
-    };
-    out.push(char::from_u32(c).ok_or(bad)?);
+    }
     Ok(())
 }

@@ -361,16 +361,18 @@ mod tests {
         let text = format!("{}😀{}", "x".repeat(0x7fff), "y".repeat(10));
         let bytes = round_trip(&s(&text));
         assert_eq!(&bytes[..3], &hex("52 7f ff")[..]);
-        // Lone or reversed surrogates and malformed UTF-8 are errors.
-        for bad in [
-            "01 ed a0 bd",
-            "01 ed b8 80",
-            "02 ed b8 80 ed a0 bd",
-            "01 80",
-            "01 c3 41",
-            "01 f0 9f 98 80",
-            "01 ff",
+        // A lone or reversed surrogate, which Java writes and reads back, is U+FFFD here.
+        for (lone, text) in [
+            ("01 ed a0 bd", "\u{fffd}"),
+            ("01 ed b8 80", "\u{fffd}"),
+            ("02 ed b8 80 ed a0 bd", "\u{fffd}\u{fffd}"),
+            ("03 ed a0 bd 41 ed a0 bd", "\u{fffd}A\u{fffd}"),
+            ("52 00 01 ed a0 bd 01 41", "\u{fffd}A"), // across chunks
         ] {
+            assert_eq!(dec(&hex(lone)).unwrap(), s(text), "{lone}");
+        }
+        // Malformed UTF-8 is an error.
+        for bad in ["01 80", "01 c3 41", "01 f0 9f 98 80", "01 ff"] {
             assert!(
                 matches!(dec(&hex(bad)), Err(Error::InvalidUtf8 { .. })),
                 "{bad}"
