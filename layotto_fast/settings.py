@@ -75,7 +75,9 @@ class Settings:
         return local if local.is_dir() else None
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name not in ("mesh", "invoke", "config_file", "flags")}
+# What no file or flag sets: the file's own sections and what the loading records of them.
+_NOT_SETTINGS = ("mesh", "invoke", "config_file", "config_stamp", "flags")
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name not in _NOT_SETTINGS}
 _PORTS = ("grpc_port", "actuator_port", "app_port")
 # Durations that must be more than 0: at 0 every component init would time out, or health
 # checks would never run.

@@ -237,6 +237,18 @@ def test_a_key_written_twice_in_one_mapping_stops_start_up_naming_it(tmp_path: P
     assert load_yaml(config.read_text()) == {"base": {"x": 1}, "other": {"x": 2}}
 
 
+@pytest.mark.parametrize("key", ["config_stamp", "config_file", "flags", "mesh_x"])
+def test_what_the_loading_records_is_no_setting_of_the_file(tmp_path: Path, key: str) -> None:
+    """``config_stamp: x`` in the file passed the known-keys check and then clashed with the
+    stamp the loading adds: a TypeError traceback, exit 1."""
+    config = tmp_path / "c.yaml"
+    config.write_text(f"{key}: x\n")
+    with pytest.raises(StartupError, match="unknown setting") as raised:
+        settings.load(str(config), {})
+    assert raised.value.field == key
+    assert "config_stamp" not in raised.value.problem
+
+
 def test_durations_with_non_ascii_digits_are_refused(tmp_path: Path) -> None:
     """``"²".isdigit()`` is true and ``int("²")`` raises: a traceback before."""
     assert metadata.parse_duration("\u00b2") is None
