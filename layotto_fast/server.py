@@ -310,6 +310,11 @@ class Sidecar:
                     await self.app.close()
             except TimeoutError:
                 log.warning("stopping: the app's connection still closing at the end of the grace: abandoned")
+        if self.mesh is not None:
+            # The deliveries are done (an app handling one may call through the mesh): the
+            # mesh's listeners close now, and its client connections drain while the gRPC
+            # server stops, which an open stream holds for the whole grace.
+            self.mesh.stop_accepting()
         await server.stop(max(0.0, deadline - loop.time()))
         actuator.close()
         try:
@@ -319,9 +324,9 @@ class Sidecar:
             log.warning("stopping: invoke clients still closing at the end of the grace: abandoned")
         self.invoker.close()
         if self.mesh is not None:
-            # After the deliveries (an app handling one may call through the mesh) and the
-            # gRPC calls (InvokeService goes out through it): the listening sockets close,
-            # and the requests of the mesh's clients get what is left of the grace.
+            # After the gRPC calls (InvokeService goes out through the mesh): its clients'
+            # connections, draining since the gRPC server began to stop, get what is left of
+            # the grace, and the mesh stops.
             await self.mesh.drain(deadline)
         await self.components.close_all(max(finish_by, loop.time()))
         self._remove_socket()

@@ -4,6 +4,7 @@ upstream connection that goes silent, frames a Bolt server would close its conne
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
@@ -15,9 +16,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import grpc
 import layotto_fast_native as native
 import yaml
 
+from layotto_fast._proto import runtime_pb2 as pb
 from tests import sidecar as sidecar_process
 from tests.mesh.fault_upstream import BoltClient, fault_upstream, wait_for
 from tests.procfs import sockets_to
@@ -631,6 +634,39 @@ def test_a_stop_answers_a_pipelining_client_before_closing_without_a_reset(tmp_p
                     answers[request_id] = status
             assert {i: answers.get(i) for i in range(16)} == dict.fromkeys(range(16), STATUS_SUCCESS)
             assert {i: answers.get(i) for i in range(16, 32)} == dict.fromkeys(range(16, 32), STATUS_THREADPOOL_BUSY)
+            assert sidecar.process.wait(10) == 0
+
+
+def test_the_mesh_drains_while_an_open_stream_holds_the_grpc_server(tmp_path: Path) -> None:
+    """A configuration subscription stays open through a stop and holds the gRPC server's
+    stop for the whole grace. The mesh began to drain only after it: its listeners served as
+    usual all the grace long, and the requests in flight then were cut unanswered."""
+    with fault_upstream() as upstream:
+        upstream.slow = 0.5
+        grace = ("--shutdown-grace-seconds", "4")
+        with mesh(tmp_path, {"hosts": [upstream.address]}, route={"timeout_ms": 5000}, flags=grace) as (sidecar, port):
+            stream = sidecar.stub().SubscribeConfiguration(
+                iter([pb.SubscribeConfigurationRequest(store_name="config_demo", keys=["k"])])
+            )
+
+            def read() -> None:
+                with contextlib.suppress(grpc.RpcError):
+                    for _ in stream:
+                        pass
+
+            threading.Thread(target=read, daemon=True).start()
+            client = BoltClient(("127.0.0.1", port), timeout=10)
+            client.send(b"".join(client.request(i, SERVICE) for i in range(4)))
+            wait_for(lambda: upstream.requests == 4)
+            started = time.monotonic()
+            sidecar.process.send_signal(signal.SIGTERM)
+            wait_for(lambda: _refused(port), timeout=2)
+            assert time.monotonic() - started < 2, "the listener closed long before the grace ends"
+            client.send(client.request(4, SERVICE))
+            answers = {request_id: status for request_id, status, _, _ in client.responses(5)}
+            assert answers == {0: STATUS_SUCCESS, 1: STATUS_SUCCESS, 2: STATUS_SUCCESS, 3: STATUS_SUCCESS,
+                               4: STATUS_THREADPOOL_BUSY}  # fmt: skip
+            assert client.closed_by_peer(timeout=3), "closed once answered, not at the grace's end"
             assert sidecar.process.wait(10) == 0
 
 
