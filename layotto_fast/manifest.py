@@ -96,6 +96,7 @@ class ComponentManifest:
     auth_secret_store: str = ""  # ``auth.secretStore``: the secret store the references read
     path: Path | None = None  # the file it was read from (None: made in code, e.g. the defaults)
     namespace: str = ""  # ``metadata.namespace``; empty: any namespace
+    init_timeout: float | None = None  # ``spec.initTimeout`` in seconds; None: the sidecar's
 
     def __post_init__(self) -> None:
         # Code that fills items in (placeholders, secrets, a default consumer group) hands
@@ -300,6 +301,7 @@ def parse_document(document: Any, source: str) -> ComponentManifest | None:
     ignore_errors = spec.get("ignoreErrors", False)
     if not isinstance(ignore_errors, bool):
         raise StartupError(source, "spec.ignoreErrors", f"must be true or false, got {ignore_errors!r}")
+    init_timeout = _init_timeout(spec.get("initTimeout"), source)
     scopes = document.get("scopes") or []
     if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
         raise StartupError(source, "scopes", "must be a list of app ids")
@@ -324,7 +326,22 @@ def parse_document(document: Any, source: str) -> ComponentManifest | None:
         secret_refs=secret_refs,
         auth_secret_store=secret_store,
         namespace=namespace,
+        init_timeout=init_timeout,
     )
+
+
+def _init_timeout(raw: Any, source: str) -> float | None:
+    """``spec.initTimeout``: how long this component's init may take (Dapr's Go duration)."""
+    if raw is None or raw == "":
+        return None
+    from layotto_fast.runtime.metadata import DURATION_EXAMPLES, parse_duration  # it imports this module
+
+    seconds = parse_duration(raw) if isinstance(raw, str) and not raw.strip().isdigit() else None
+    if seconds is None or seconds <= 0:
+        raise StartupError(
+            source, "spec.initTimeout", f"must be {DURATION_EXAMPLES}, longer than 0, got {raw!r}"
+        )
+    return seconds
 
 
 def _mapping(value: Any, source: str, field_name: str) -> dict[str, Any]:

@@ -228,7 +228,9 @@ class Components:
         return values
 
     async def _init(self, slot: Slot) -> None:
-        failed = await self._attempt(slot, slot.component.init, "init", self._init_timeout)
+        failed = await self._attempt(
+            slot, slot.component.init, "init", slot.manifest.init_timeout or self._init_timeout
+        )
         if failed:
             self._mark(slot, Health.DOWN, f"init failed: {failed}")
             log.error("component %s (%s) %s", slot.manifest.name, slot.manifest.type, slot.reason)
@@ -283,7 +285,9 @@ class Components:
 
     async def _check(self, slot: Slot) -> None:
         if not slot.initialised:
-            failed = await self._attempt(slot, slot.component.init, "init", self._init_timeout)
+            failed = await self._attempt(
+                slot, slot.component.init, "init", slot.manifest.init_timeout or self._init_timeout
+            )
             if failed:
                 self._mark(slot, Health.DOWN, f"init failed: {failed}")
             else:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from layotto_fast.errors import FailedPrecondition, InvalidArgument, StartupError
-from layotto_fast.manifest import ComponentManifest
+from layotto_fast.manifest import ComponentManifest, load_file
 from layotto_fast.runtime import lifecycle, registry
 from layotto_fast.runtime.lifecycle import Components, Health
 
@@ -416,3 +416,51 @@ def test_an_unknown_name_among_configured_components_is_invalid_argument() -> No
         components.lookup("state", "nope", "store_name")
     with pytest.raises(InvalidArgument, match="store_name is empty"):
         components.lookup("state", "", "store_name")
+
+
+class _InitTakes:
+    """A component whose init takes ``seconds``."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    async def init(self) -> None:
+        await asyncio.sleep(self.seconds)
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+def test_a_manifest_s_init_timeout_is_its_component_s_own(tmp_path: Path) -> None:
+    """Dapr's spec.initTimeout was read and ignored: a backend slower to start than the
+    sidecar's component_init_timeout_seconds never came UP, whatever the manifest allowed."""
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {name: slow}\n"
+        "spec: {type: state.in-memory, version: v1, initTimeout: 300ms}\n"
+        "---\napiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {name: other}\n"
+        "spec: {type: state.in-memory, version: v1}\n"
+    )
+    slow, other = load_file(path)
+    assert (slow.init_timeout, other.init_timeout) == (0.3, None)
+    components = Components([slow, other], 0.05)
+    for slot in components.slots:
+        slot.component = _InitTakes(0.15)
+    asyncio.run(components.init_all())
+    assert [slot.health for slot in components.slots] == [Health.UP, Health.DOWN]
+    assert components.slots[1].reason == "init failed: did not finish within 0.05 s"
+
+
+@pytest.mark.parametrize("raw", ["30", "0s", "-1s", "soon", "[1]"])
+def test_a_bad_init_timeout_names_the_field(tmp_path: Path, raw: str) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        f"apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {{name: s}}\n"
+        f"spec: {{type: state.in-memory, version: v1, initTimeout: '{raw}'}}\n"
+    )
+    with pytest.raises(StartupError) as raised:
+        load_file(path)
+    assert raised.value.field == "spec.initTimeout"
