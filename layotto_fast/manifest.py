@@ -338,9 +338,7 @@ def _init_timeout(raw: Any, source: str) -> float | None:
 
     seconds = parse_duration(raw) if isinstance(raw, str) and not raw.strip().isdigit() else None
     if seconds is None or seconds <= 0:
-        raise StartupError(
-            source, "spec.initTimeout", f"must be {DURATION_EXAMPLES}, longer than 0, got {raw!r}"
-        )
+        raise StartupError(source, "spec.initTimeout", f"must be {DURATION_EXAMPLES}, longer than 0, got {raw!r}")
     return seconds
 
 

@@ -152,6 +152,13 @@ def _check_together(settings: Settings, source: str) -> None:
             problem = f"{port} is also the {seen[port]}: each listener needs its own port"
             raise StartupError(source, f"mesh.listeners[{i}].address", problem)
         seen[port] = f"mesh listener {listener.name!r}"
+    own_hosts = {"127.0.0.1", "localhost", "::1", settings.listen_address, settings.actuator_listen_address}
+    if settings.app_port and settings.app_port in seen and settings.app_host in own_hosts:
+        # as daprd refuses an app port that is its own gRPC port: the sidecar would dial itself
+        other = seen[settings.app_port]
+        other = settings.origin(other)[1] if other in listeners else other
+        problem = f"{settings.app_port} is also the {other}: the sidecar would take itself for the app"
+        raise StartupError(*settings.origin("app_port"), problem)
     check_invoke_clusters(settings.mesh, settings.invoke, source)
 
 

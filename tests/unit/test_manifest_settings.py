@@ -249,6 +249,17 @@ def test_what_the_loading_records_is_no_setting_of_the_file(tmp_path: Path, key:
     assert "config_stamp" not in raised.value.problem
 
 
+def test_an_app_port_that_is_the_sidecar_s_own_is_refused() -> None:
+    """The sidecar dialled itself: ListTopicSubscriptions answered UNIMPLEMENTED, read as an app
+    subscribing to nothing, readiness UP and nothing ever delivered. daprd refuses it too."""
+    with pytest.raises(StartupError, match="34904 is also the grpc_port: the sidecar would take itself") as raised:
+        settings.load(None, {"app_port": 34904})
+    assert (raised.value.source, raised.value.field) == ("command line", "--app-port")
+    with pytest.raises(StartupError, match="7000 is also the --actuator-port"):
+        settings.load(None, {"app_port": 7000, "actuator_port": 7000})
+    assert settings.load(None, {"app_port": 34904, "app_host": "10.0.0.8"}).app_port == 34904  # another host's
+
+
 def test_durations_with_non_ascii_digits_are_refused(tmp_path: Path) -> None:
     """``"²".isdigit()`` is true and ``int("²")`` raises: a traceback before."""
     assert metadata.parse_duration("\u00b2") is None
