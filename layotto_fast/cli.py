@@ -1,4 +1,4 @@
-"""``layotto-fast``: the command line. Flags follow daprd's where daprd has one."""
+"""``layotto-fast``: the command line. `--app-id`, `--app-port`, `--resources-path` and `--log-level` are daprd's flags."""
 
 from __future__ import annotations
 
@@ -62,7 +62,10 @@ def _add_flags(command: argparse.ArgumentParser) -> None:
         help="the least time between two PINGs while the app's calls stay silent (default 300: "
         "gRPC servers refuse PINGs more often than every 5 minutes without data)",
     )
-    add("--listen-address", help="address every listener binds (default 127.0.0.1)")
+    add(
+        "--listen-address",
+        help="address the gRPC API and the actuator bind (default 127.0.0.1; a mesh listener has its own)",
+    )
     add(
         "--actuator-listen-address",
         help="address the actuator binds instead (default: --listen-address), e.g. the pod's for its probes",
@@ -80,7 +83,8 @@ def _add_flags(command: argparse.ArgumentParser) -> None:
         "otherwise the embedded in-memory set)",
     )
     add("--config", metavar="FILE", help="YAML file of settings (keys as the flags, with _ or -)")
-    add("--log-level", choices=("debug", "info", "warning", "error"), help="default info")
+    # settings.LOG_LEVELS (not imported here: the parser is built before anything heavy is)
+    add("--log-level", choices=("debug", "info", "warning", "warn", "error", "fatal"), help="default info")
     add(
         "--shutdown-grace-seconds",
         type=float,

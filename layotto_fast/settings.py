@@ -21,7 +21,8 @@ from layotto_fast.mesh.config import MeshSettings
 
 FileStamp = tuple[int, int, int, int]  # a file's mtime, ctime, inode and size
 
-LOG_LEVELS = ("debug", "info", "warning", "error")
+# Python's names, and daprd's warn and fatal (which Python's logging takes as well)
+LOG_LEVELS = ("debug", "info", "warning", "warn", "error", "fatal")
 TRANSPORTS = ("native", "grpcio")
 MAX_MESSAGE_BYTES = 2**31 - 1  # grpc's message size settings are C ints
 

@@ -260,6 +260,21 @@ def test_an_app_port_that_is_the_sidecar_s_own_is_refused() -> None:
     assert settings.load(None, {"app_port": 34904, "app_host": "10.0.0.8"}).app_port == 34904  # another host's
 
 
+def test_the_log_level_flag_takes_the_settings_levels_daprd_s_warn_and_fatal_too() -> None:
+    """daprd's --log-level warn was refused ("invalid choice")."""
+    from layotto_fast import cli
+
+    serve = next(
+        action.choices["serve"]
+        for action in cli.parser()._actions
+        if isinstance(action.choices, dict) and "serve" in action.choices
+    )
+    flag_levels = next(a.choices for a in serve._actions if "--log-level" in a.option_strings)
+    assert tuple(flag_levels) == settings.LOG_LEVELS
+    for level in ("warn", "fatal", "WARNING"):
+        assert settings.load(None, {"log_level": level}).log_level == level
+
+
 def test_durations_with_non_ascii_digits_are_refused(tmp_path: Path) -> None:
     """``"²".isdigit()`` is true and ``int("²")`` raises: a traceback before."""
     assert metadata.parse_duration("\u00b2") is None
