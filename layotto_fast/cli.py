@@ -1,4 +1,5 @@
-"""``layotto-fast``: the command line. `--app-id`, `--app-port`, `--resources-path` and `--log-level` are daprd's flags."""
+"""``layotto-fast``: the command line. ``--app-id``, ``--app-port``, ``--resources-path`` and
+``--log-level`` are daprd's flags; the others are this sidecar's own."""
 
 from __future__ import annotations
 
