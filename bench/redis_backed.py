@@ -26,6 +26,7 @@ import asyncio
 import itertools
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -42,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 from google.protobuf import json_format  # noqa: E402
 
-from bench.mesh import WARMUP_SECONDS, build_meshload, run_runtime_call  # noqa: E402
+from bench.mesh import build_meshload, run_runtime_call  # noqa: E402
 from bench.run import CALLS as BASE_CALLS  # noqa: E402
 from bench.run import (  # noqa: E402
     Child,
@@ -103,12 +104,19 @@ DIRECT = {
 }
 
 
-def meshload_call(binary: Path, server: Any, rpc: str, body: dict[str, object], seconds: float) -> Row:
-    """One round of ``rpc`` at one in flight, timed by meshload's gRPC client."""
+def meshload_call(binary: Path, server: Any, rpc: str, body: dict[str, object], seconds: float) -> tuple[Row, float]:
+    """One round of ``rpc`` at one in flight, timed by meshload's gRPC client; with the share
+    of its calls that were timed (the rest were its warm-up's, in Redis' CPU too)."""
     request = json_format.ParseDict(body, getattr(runtime_pb2, f"{rpc}Request")())
     run = run_runtime_call(binary, server.port, rpc, request, seconds, server)
-    return Row(server.name, rpc, 1, run.ok, run.errors, run.per_second, run.p50_us, run.p99_us,
-               run.proxy_cpu_us, float("nan"))  # fmt: skip
+    row = Row(server.name, rpc, 1, run.ok, run.errors, run.per_second, run.p50_us, run.p99_us,
+              run.proxy_cpu_us, float("nan"))  # fmt: skip
+    return row, run.ok / max(run.answers, 1)
+
+
+def _all_timed(timed: Callable[[], Row]) -> tuple[Row, float]:
+    """``timed``'s row, every call of which was timed (ghz: no warm-up within a run)."""
+    return timed(), 1.0
 
 
 def layotto_config(grpc_port: int, actuator_port: int, redis_address: str, log_path: Path) -> dict[str, object]:
@@ -187,6 +195,29 @@ async def direct_round(address: str, command: tuple[object, ...], in_flight: int
     return latencies
 
 
+def raw_round(address: str, command: tuple[object, ...], calls: int) -> list[float]:
+    """The same command at one in flight over a blocking socket, its reply read by hiredis:
+    Redis' own round trip with next to no client, for scale beside redis-py's."""
+    import hiredis
+
+    host, port = address.rsplit(":", 1)
+    parts = [part if isinstance(part, bytes) else str(part).encode() for part in command]
+    request = b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
+    latencies: list[float] = []
+    with socket.create_connection((host, int(port))) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        reader = hiredis.Reader()
+        for _ in range(calls):
+            started = time.perf_counter()
+            sock.sendall(request)
+            reply = False
+            while reply is False:
+                reader.feed(sock.recv(65536))
+                reply = reader.gets()
+            latencies.append(time.perf_counter() - started)
+    return latencies
+
+
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * share))] * 1e6
@@ -215,6 +246,7 @@ def main() -> int:
 
     rows: dict[Scenario, list[Row]] = {}
     redis_cpu: dict[Scenario, float] = {}
+    raw: dict[str, list[float]] = {}  # p50 µs of each round of the raw-socket round trip, by rpc
     directs: dict[tuple[str, int], list[tuple[list[float], float, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp, RedisServer(Path(tmp) / "redis") as redis_server:
         redis_server.start()
@@ -243,19 +275,21 @@ def main() -> int:
                         if rpc in IN_MEMORY:
                             stores.append(("in-memory", IN_MEMORY[rpc]))
                         for (name, server), (store, body) in itertools.product(servers.items(), stores):
-                            timers: list[tuple[str, Callable[[], Row], float]] = [
-                                ("ghz", partial(run_ghz_call, ghz, descriptors, server, rpc, body, in_flight, calls),
-                                 1.0)
-                            ]  # fmt: skip
+                            by_ghz = partial(run_ghz_call, ghz, descriptors, server, rpc, body, in_flight, calls)
+                            timers: list[tuple[str, Callable[[], tuple[Row, float]]]] = [
+                                ("ghz", partial(_all_timed, by_ghz))
+                            ]
                             if in_flight == 1:
                                 seconds = options.seconds_serial
-                                by_meshload = partial(meshload_call, meshload, server, rpc, body, seconds)
-                                # meshload's warm-up is in Redis' CPU too: counted out, as in the server's
-                                timers.append(("meshload", by_meshload, seconds / (seconds + WARMUP_SECONDS)))
-                            for client, timed, share in timers:
+                                # meshload's warm-up is in Redis' CPU too: counted out, by its own count
+                                timers.append(
+                                    ("meshload", partial(meshload_call, meshload, server, rpc, body, seconds))
+                                )
+                            for client, timed in timers:
                                 scenario = Scenario(name, store, rpc, in_flight, client)
                                 before = process_cpu_seconds(redis_pid)
-                                rows.setdefault(scenario, []).append(timed())
+                                row, share = timed()
+                                rows.setdefault(scenario, []).append(row)
                                 used = (process_cpu_seconds(redis_pid) - before) * share
                                 redis_cpu[scenario] = redis_cpu.get(scenario, 0.0) + used
                         before = process_cpu_seconds(redis_pid)
@@ -265,6 +299,10 @@ def main() -> int:
                         directs.setdefault((rpc, in_flight), []).append(
                             (latencies, elapsed, process_cpu_seconds(redis_pid) - before)
                         )
+                        if in_flight == 1:
+                            raw.setdefault(rpc, []).append(
+                                statistics.median(raw_round(redis_server.address, DIRECT[rpc], calls)) * 1e6
+                            )
         finally:
             for server in servers.values():
                 server.stop()
@@ -311,6 +349,10 @@ def main() -> int:
         checks.append((f"[#14] {rpc} @64 over Redis: redis-server CPU/call {redis_us:.1f} µs (<= 8 µs)",
                        redis_us <= 8))  # fmt: skip
         direct = direct_rows[(rpc, 1)].p50_us
+        bare = statistics.median(raw[rpc])
+        infos.append(f"[info] {rpc} @1: redis-py's p50 {direct:.0f} µs, the same command over a bare socket "
+                     f"{bare:.0f} µs (for scale: the issue's baseline is redis-py's, whose own cost is the "
+                     f"difference, {direct - bare:.0f} µs)")  # fmt: skip
         for client in ("meshload", "ghz"):
             redis = combined[Scenario("sidecar", "redis", rpc, 1, client)]
             in_memory = combined[Scenario("sidecar", "in-memory", rpc, 1, client)]

@@ -480,8 +480,14 @@ func execute(c *clients, cmd command) (result, error) {
 		errCount   atomic.Int64
 		firstError atomic.Value
 	)
-	one := func(local *[]int64) {
-		sent := now()
+	// scheduled: when an open loop's publish was due (0 in a closed loop: when it starts).
+	// Latency counts from then, so a publish the generator started late (its timer or
+	// scheduler held up, as happens on two busy cores) counts the delay too.
+	one := func(local *[]int64, scheduled int64) {
+		sent := scheduled
+		if sent == 0 {
+			sent = now()
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
 		err := publish(ctx, payload(r.id, sent, cmd.PayloadBytes))
 		done := now()
@@ -511,7 +517,7 @@ func execute(c *clients, cmd command) (result, error) {
 			go func() {
 				defer wg.Done()
 				var local []int64
-				one(&local)
+				one(&local, at)
 				if len(local) > 0 {
 					mu.Lock()
 					latencies = append(latencies, local...)
@@ -526,7 +532,7 @@ func execute(c *clients, cmd command) (result, error) {
 				defer wg.Done()
 				local := make([]int64, 0, 1<<14)
 				for now() < end {
-					one(&local)
+					one(&local, 0)
 				}
 				mu.Lock()
 				latencies = append(latencies, local...)

@@ -137,6 +137,9 @@ fn parse_args() -> Args {
 struct Tally {
     latencies_ns: Vec<u64>,
     errors: u64,
+    /// Answers that came during the warm-up: a proxy's CPU read around the whole run is
+    /// divided by every answer, these included.
+    warmup_answers: u64,
 }
 
 async fn drive(args: Rc<Args>, tally: Rc<RefCell<Tally>>, start_measuring: Instant, stop: Instant) {
@@ -173,14 +176,15 @@ async fn drive(args: Rc<Args>, tally: Rc<RefCell<Tally>>, start_measuring: Insta
             at += len;
             let id = args.protocol.id(response);
             let Some(started) = sent.remove(&id) else { continue };
-            if now >= start_measuring {
-                let mut t = tally.borrow_mut();
-                if args.protocol.ok(response) {
-                    t.latencies_ns.push(now.duration_since(started).as_nanos() as u64);
-                } else {
-                    t.errors += 1;
-                }
+            let mut t = tally.borrow_mut();
+            if now < start_measuring {
+                t.warmup_answers += 1;
+            } else if args.protocol.ok(response) {
+                t.latencies_ns.push(now.duration_since(started).as_nanos() as u64);
+            } else {
+                t.errors += 1;
             }
+            drop(t);
             if now < stop {
                 args.protocol.set_id(&mut frame, next_id);
                 sent.insert(next_id, now);
@@ -222,13 +226,13 @@ async fn drive_grpc(args: Rc<Args>, tally: Rc<RefCell<Tally>>, start_measuring: 
                 }
                 let ok = unary(client.clone(), &uri, body.clone()).await;
                 let now = Instant::now();
-                if now >= start_measuring {
-                    let mut t = tally.borrow_mut();
-                    if ok {
-                        t.latencies_ns.push(now.duration_since(started).as_nanos() as u64);
-                    } else {
-                        t.errors += 1;
-                    }
+                let mut t = tally.borrow_mut();
+                if now < start_measuring {
+                    t.warmup_answers += 1;
+                } else if ok {
+                    t.latencies_ns.push(now.duration_since(started).as_nanos() as u64);
+                } else {
+                    t.errors += 1;
                 }
             }
         }));
@@ -309,9 +313,10 @@ fn main() {
         t.latencies_ns[i] as f64 / 1000.0
     };
     println!(
-        "{{\"ok\": {}, \"errors\": {}, \"seconds\": {:.3}, \"p50_us\": {:.1}, \"p99_us\": {:.1}, \"cpu_seconds\": {:.3}}}",
+        "{{\"ok\": {}, \"errors\": {}, \"warmup_answers\": {}, \"seconds\": {:.3}, \"p50_us\": {:.1}, \"p99_us\": {:.1}, \"cpu_seconds\": {:.3}}}",
         t.latencies_ns.len(),
         t.errors,
+        t.warmup_answers,
         elapsed,
         pct(50.0),
         pct(99.0),
