@@ -119,13 +119,19 @@ class AppSubscriptions:
             log.info("app at %s reached: subscribed to %s", self._channel.address, ", ".join(self.state.subscriptions))
             lost = loop.create_task(self._channel.lost())
             replaced = loop.create_task(self._channel.replaced())
+            ask_again = False  # the app replaced its connection and its listing is still owed
             try:
                 end_if_cancelled()  # inside: what was subscribed is stopped on the way out
                 while not lost.done():
                     await asyncio.wait([lost, replaced], timeout=RESUBSCRIBE_SECONDS, return_when=FIRST_COMPLETED)
                     if replaced.done() and not lost.done():
-                        wanted, missing = await self._ask_again(wanted, missing)
+                        ask_again = True
                         replaced = loop.create_task(self._channel.replaced())
+                    if ask_again and not lost.done():
+                        # asked again at each tick until it answers: a new version still
+                        # warming up must not keep the old one's subscriptions for good
+                        wanted, missing, asked = await self._ask_again(wanted, missing)
+                        ask_again = not asked
                         end_if_cancelled()
                     if missing and not lost.done():
                         missing = await self._subscribe(missing)
@@ -145,21 +151,22 @@ class AppSubscriptions:
 
     async def _ask_again(
         self, wanted: Sequence[TopicSubscription], missing: list[TopicSubscription]
-    ) -> tuple[Sequence[TopicSubscription], list[TopicSubscription]]:
+    ) -> tuple[Sequence[TopicSubscription], list[TopicSubscription], bool]:
         """After the app replaced its connection: its subscriptions asked for again and, when
-        they changed (a new version of the app), subscribed afresh; else kept as they are."""
+        they changed (a new version of the app), subscribed afresh; else kept as they are.
+        The last item: whether the app answered (if not, it is asked again later)."""
         try:
             now = await self._channel.list_subscriptions()
-        except Exception as exc:  # lost meanwhile, most likely: the cycle ends on that
+        except Exception as exc:  # lost meanwhile (the cycle ends on that), or not ready yet
             log.info("app at %s: asking for its subscriptions again failed: %s", self._channel.address, exc)
-            return wanted, missing
+            return wanted, missing, False
         if list(now) == list(wanted):
-            return wanted, missing
+            return wanted, missing, True
         log.info("app at %s changed its subscriptions: subscribing afresh", self._channel.address)
         await self._unsubscribe()
         missing = await self._subscribe(now)
         log.info("app at %s: subscribed to %s", self._channel.address, ", ".join(self.state.subscriptions))
-        return now, missing
+        return now, missing, True
 
     async def _subscribe(self, wanted: Sequence[TopicSubscription]) -> list[TopicSubscription]:
         """Subscribe to each of ``wanted``; the ones that failed, to try again."""

@@ -131,3 +131,73 @@ def test_close_ends_the_cycle_when_a_subscribe_lost_its_cancel() -> None:
         assert service.cancel_lost and service.stopped == 1
 
     asyncio.run(scenario())
+
+
+class _AppReplacedByANewVersion:
+    """An app whose connection is replaced once (a new version behind the same address) and
+    whose first listing after that fails (it is still warming up)."""
+
+    address = "app:1"
+
+    def __init__(self) -> None:
+        self.listed = 0
+        self.replacement = asyncio.Event()
+
+    async def list_subscriptions(self) -> list[TopicSubscription]:
+        self.listed += 1
+        if self.listed == 1:
+            return [TopicSubscription("pubsub", "orders")]
+        if self.listed == 2:
+            raise RuntimeError("UNAVAILABLE: warming up")
+        return [TopicSubscription("pubsub", "payments")]
+
+    def deliver(self, event: Any, timeout: float) -> Any:
+        raise AssertionError("nothing is published")
+
+    async def lost(self) -> None:
+        await asyncio.Event().wait()
+
+    async def replaced(self) -> None:
+        if self.listed == 1:  # once: the next wait is for a further replacement
+            await asyncio.sleep(0.05)
+            return
+        await asyncio.Event().wait()
+
+    async def close(self) -> None:
+        return None
+
+
+class _RecordingService:
+    def __init__(self) -> None:
+        self.topics: list[str] = []
+
+    async def subscribe(self, subscription: TopicSubscription, deliver: Any) -> Any:
+        self.topics.append(subscription.topic)
+
+        async def stop(deadline: float | None = None) -> None:
+            return None
+
+        return stop
+
+
+def test_a_new_version_whose_first_listing_fails_is_asked_again(monkeypatch: Any) -> None:
+    """Before, one failed listing after the app replaced its connection was the last: the new
+    version kept the old one's subscriptions until its connection was lost."""
+    from layotto_fast.runtime import app_subscriptions
+
+    monkeypatch.setattr(app_subscriptions, "RESUBSCRIBE_SECONDS", 0.05)
+
+    async def scenario() -> tuple[tuple[str, ...], list[str]]:
+        service, app = _RecordingService(), _AppReplacedByANewVersion()
+        subscriptions = AppSubscriptions(cast(Any, service), app)
+        subscriptions.start()
+        deadline = time.monotonic() + 5
+        while subscriptions.state.subscriptions != ("pubsub/payments",) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        held = subscriptions.state.subscriptions
+        await subscriptions.close()
+        return held, service.topics
+
+    held, topics = asyncio.run(scenario())
+    assert held == ("pubsub/payments",)
+    assert topics == ["orders", "payments"]
