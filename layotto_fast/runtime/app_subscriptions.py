@@ -142,6 +142,7 @@ class AppSubscriptions:
                 await self._unsubscribe()
             end_if_cancelled()
             self.state.status, self.state.reason = Health.DOWN, "connection lost"
+            self.state.failed = ()  # none is held, failed or not, until the app is back
             log.warning("lost the app at %s: subscriptions stopped until it is back", self._channel.address)
             if loop.time() - reached < STEADY_SECONDS:
                 await asyncio.sleep(pause)

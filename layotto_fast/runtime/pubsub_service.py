@@ -467,8 +467,8 @@ class _Delivery:
         policy = self._policy
         attempt = 1
         while verdict == Verdict.RETRY and attempt < policy.attempts:
-            self._counts.retried += 1
             await asyncio.sleep(policy.interval(attempt))
+            self._counts.retried += 1  # once made: a stop during the backoff makes none
             attempt += 1
             answered = await self._attempt(event)
             if answered is None:

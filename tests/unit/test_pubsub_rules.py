@@ -391,3 +391,36 @@ def test_close_waits_for_a_stop_already_under_way() -> None:
 
     took, finished = asyncio.run(scenario())
     assert len(finished) == 1 and took >= 0.4, (took, finished)
+
+
+def test_a_retry_the_stop_cut_short_in_its_backoff_is_not_counted_as_made() -> None:
+    """``retried`` counts attempts made again; it was counted before the backoff, so a stop
+    during a 5 s backoff counted an attempt never made."""
+    from layotto_fast.runtime.lifecycle import Components
+    from layotto_fast.runtime.pubsub_service import PubSubService
+    from tests.components.support import until
+
+    async def scenario() -> tuple[int, int]:
+        components = Components([ComponentManifest("ps", "pubsub.in-memory", "v1", {}, "m.yaml")])
+        await components.init_all()
+        service = PubSubService(components, "app")
+        attempts: list[str] = []
+
+        async def deliver(event: cloudevents.Event, timeout: float) -> Verdict:
+            attempts.append(event.id)
+            return Verdict.RETRY
+
+        try:
+            options = {"retryInitialInterval": "5s", "retryAttempts": "3"}
+            stop = await service.subscribe(TopicSubscription("ps", "t", metadata=options), deliver)
+            await service.publish("ps", "t", b"x", "text/plain", {})
+            assert await until(lambda: len(attempts) == 1, 5)
+            await asyncio.sleep(0.1)
+            await stop(asyncio.get_running_loop().time())  # no time left: the backoff is cut
+            counts = service.counts[("ps", "t")]
+            return counts.retried, len(attempts)
+        finally:
+            await service.close()
+            await components.close_all()
+
+    assert asyncio.run(scenario()) == (0, 1)
