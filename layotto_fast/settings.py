@@ -204,8 +204,12 @@ def _read_config(path: Path) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise StartupError(source, "(document)", "must be a mapping of setting: value")
     values: dict[str, Any] = {}
+    spelled: dict[str, str] = {}
     for key, value in document.items():
         name = str(key).replace("-", "_")
+        if name in spelled:  # app-id and app_id: one setting given twice, the first lost
+            raise StartupError(source, str(key), f"is {spelled[name]!r} again: give each setting once")
+        spelled[name] = str(key)
         if name == "mesh":
             values["mesh"] = mesh_config.parse(value, source)
             continue

@@ -56,6 +56,7 @@ _UNSUPPORTED = {
     "clientKey": "TLS client certificates",
     "insecureSkipTLSVerify": "TLS without checking the server's certificate",
     "useEntraID": "Microsoft Entra ID authentication",
+    "useAzureAD": "Microsoft Entra ID authentication",
     "useOIDC": "OIDC authentication",
 }
 # Redis refusing for its own state, not the request's (out of memory with noeviction, a
@@ -87,7 +88,7 @@ class RedisConfig:
     @classmethod
     def from_manifest(cls, manifest: ComponentManifest) -> RedisConfig:
         for name, what in _UNSUPPORTED.items():
-            if metadata.text(manifest, name, "").strip() not in ("", "false", "False", "FALSE", "0"):
+            if metadata.turned_on(manifest, name):
                 raise StartupError(manifest.source, manifest.metadata_field(name), f"not supported here ({what})")
         # Dapr's redisPort is the port of a redisHost given without one
         default_port = metadata.integer(manifest, "redisPort", 6379, minimum=1)
@@ -112,9 +113,12 @@ class RedisConfig:
             db=db,
             tls=metadata.boolean(manifest, "enableTLS", False),
             cluster=redis_type == "cluster",
-            # Dapr's name first; maxRetries is what it falls back to
-            max_retries=metadata.integer(
-                manifest, "redisMaxRetries", metadata.integer(manifest, "maxRetries", 3, minimum=0), minimum=0
+            # Dapr's name first, -1 its "no retries"; maxRetries is what it falls back to
+            max_retries=max(
+                0,
+                metadata.integer(
+                    manifest, "redisMaxRetries", metadata.integer(manifest, "maxRetries", 3, minimum=-1), minimum=-1
+                ),
             ),
             dial_timeout=metadata.duration(manifest, "dialTimeout", 5.0),
             read_timeout=metadata.duration(manifest, "readTimeout", 3.0),

@@ -51,6 +51,12 @@ def boolean(manifest: ComponentManifest, name: str, default: bool) -> bool:
     raise StartupError(manifest.source, manifest.metadata_field(name), f"must be true or false, got {raw!r}")
 
 
+def turned_on(manifest: ComponentManifest, name: str) -> bool:
+    """Whether item ``name`` is given a value that asks for something: not empty, false, 0,
+    no or off (a manifest copied from Dapr's docs writes ``memoryStorage: "false"``)."""
+    return manifest.metadata.get(name, "").strip().lower() not in ("", "false", "0", "no", "off")
+
+
 def required(manifest: ComponentManifest, name: str) -> str:
     raw = manifest.metadata.get(name, "")
     if not raw:

@@ -124,14 +124,13 @@ fn to_python<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>>
 /// Java's value classes Hessian writes as an object of one field, `value`: what that field
 /// holds stands for the object, as a `java.util.Date` is its milliseconds (Dubbo's generic
 /// answers keep these as they are, and a JSON client expects a value, not a wrapper).
-/// BigDecimal and BigInteger come as their exact text; `java.sql` dates as milliseconds.
-const VALUE_CLASSES: [&str; 6] = [
+/// BigDecimal comes as its exact text, the `java.sql` dates as milliseconds. (Dubbo's
+/// Hessian writes a BigInteger field by field, `signum` and `mag`: it stays an object.)
+const VALUE_CLASSES: [&str; 4] = [
     "java.math.BigDecimal",
-    "java.math.BigInteger",
     "java.sql.Date",
     "java.sql.Time",
     "java.sql.Timestamp",
-    "java.util.Locale",
 ];
 
 fn value_object<'v>(class_name: &str, fields: &'v [(String, Value)]) -> Option<&'v Value> {

@@ -431,7 +431,8 @@ def test_two_topics_of_an_operators_stream_found_by_subject_each_get_their_own_m
     harness.run(scenario())
 
 
-def test_a_groups_consumer_of_the_topic_in_an_operators_stream_is_kept(harness: Harness) -> None:
+@pytest.mark.parametrize("filtered", [True, False])
+def test_a_groups_consumer_of_the_topic_in_an_operators_stream_is_kept(harness: Harness, filtered: bool) -> None:
     """A group that already reads the topic through a consumer named after the group alone
     (as made before consumers were named per topic) resumes there: a new consumer would hand
     the app every message the stream keeps again."""
@@ -442,7 +443,8 @@ def test_a_groups_consumer_of_the_topic_in_an_operators_stream_is_kept(harness: 
     async def made_before() -> None:
         nc = await nats.connect(harness.server.url)
         js = nc.jetstream()
-        await js.add_consumer(stream, durable_name="g", filter_subject=topic, ack_policy="explicit")
+        filtering = {"filter_subject": topic} if filtered else {}  # an operator's may filter on none
+        await js.add_consumer(stream, durable_name="g", ack_policy="explicit", **filtering)
         await js.publish(topic, b"old")
         sub = await js.pull_subscribe_bind("g", stream)
         for message in await sub.fetch(1, timeout=5):
@@ -697,6 +699,13 @@ def test_bad_metadata_names_the_field(field: str, value: str) -> None:
     with pytest.raises(StartupError) as error:
         JetStreamPubSub.from_manifest(manifest({"natsURL": "nats://127.0.0.1:4222", field: value}))
     assert error.value.field == f"spec.metadata.{field}"
+
+
+def test_dapr_s_settings_left_off_as_its_docs_write_them_are_taken() -> None:
+    """memoryStorage: "false", replicas: "0" and the like ask for nothing: a manifest copied from
+    Dapr's docs loads."""
+    off = {"memoryStorage": "false", "replicas": "0", "startSequence": "0", "rateLimit": "0", "token": ""}
+    JetStreamPubSub.from_manifest(manifest({"natsURL": "nats://127.0.0.1:4222", **off}))
 
 
 @pytest.mark.parametrize(

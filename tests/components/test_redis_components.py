@@ -507,12 +507,13 @@ def test_dapr_s_redis_port_and_max_retries_names_are_read() -> None:
     assert read(redisHost="redis-master").address == "redis-master:6379"
     assert read(redisHost="h", redisMaxRetries="7", maxRetries="2").max_retries == 7
     assert read(redisHost="h", maxRetries="2").max_retries == 2
+    assert read(redisHost="h", redisMaxRetries="-1").max_retries == 0, "Dapr's -1: no retries"
 
 
 @pytest.mark.parametrize(
     ("name", "value"),
     [("failover", "true"), ("sentinelMasterName", "mymaster"), ("clientCert", "PEM"), ("insecureSkipTLSVerify", "true"),
-     ("useEntraID", "true"), ("useOIDC", "1")],
+     ("useEntraID", "true"), ("useAzureAD", "true"), ("useOIDC", "1")],
 )  # fmt: skip
 def test_dapr_s_redis_settings_not_supported_stop_start_up(name: str, value: str) -> None:
     """Accepted and ignored before: a Sentinel address was talked to as the master (readiness
@@ -520,7 +521,8 @@ def test_dapr_s_redis_settings_not_supported_stop_start_up(name: str, value: str
     with pytest.raises(StartupError, match="not supported") as raised:
         RedisConfig.from_manifest(manifest("state.redis", {"redisHost": "h:1", name: value}))
     assert raised.value.field == f"spec.metadata.{name}"
-    RedisConfig.from_manifest(manifest("state.redis", {"redisHost": "h:1", "failover": "false"}))
+    for off in ("false", "0", "off", "no", ""):  # Dapr's docs write them so: nothing asked for
+        RedisConfig.from_manifest(manifest("state.redis", {"redisHost": "h:1", "failover": off}))
 
 
 @pytest.mark.parametrize(

@@ -275,6 +275,15 @@ def test_the_log_level_flag_takes_the_settings_levels_daprd_s_warn_and_fatal_too
         assert settings.load(None, {"log_level": level}).log_level == level
 
 
+def test_one_setting_spelt_two_ways_in_the_file_is_refused(tmp_path: Path) -> None:
+    """app-id and app_id are two YAML keys and one setting: the first was lost without a word."""
+    config = tmp_path / "c.yaml"
+    config.write_text("app-id: a\napp_id: b\n")
+    with pytest.raises(StartupError, match="is 'app-id' again") as raised:
+        settings.load(str(config), {})
+    assert raised.value.field == "app_id"
+
+
 def test_durations_with_non_ascii_digits_are_refused(tmp_path: Path) -> None:
     """``"²".isdigit()`` is true and ``int("²")`` raises: a traceback before."""
     assert metadata.parse_duration("\u00b2") is None

@@ -129,7 +129,10 @@ class HttpChannel:
         if not is_host_port(target_address):
             raise InvalidArgument(f"{TARGET_ADDRESS_HEADER}: must be host:port, got {target_address!r}")
         client = self._address_clients[target_address] = HttpClient(
-            target_address, self._config.max_connections, max_body=self._config.max_response_bytes
+            target_address,
+            self._config.max_connections,
+            self._config.max_connections or 64,
+            self._config.max_response_bytes,
         )
         if len(self._address_clients) > MAX_ADDRESS_CLIENTS:
             # The least recently used with no call in flight, as many as there are too many:

@@ -11,7 +11,7 @@ stood, two subscriptions of one group share the messages, and two groups each ge
 In a stream that may hold other topics (``streamName``, or an operator's stream found by
 subject) the consumer is named ``<group>_<topic>`` (one per topic), with a hash of both
 appended where that name is taken by a consumer of another subject; a consumer named after
-the group alone that filters on the topic is kept. A consumer
+the group alone that filters on the topic, or on no single subject (an operator's), is kept. A consumer
 that exists is joined as it is: ``ackWait`` and the rest apply to new ones only. Characters
 NATS refuses in names ('.', '*', '>', whitespace, slashes) become '_' plus a hash. A consumer
 or stream that is gone (deleted by an operator, or a server restarted without its store) is
@@ -77,6 +77,7 @@ FLUSH_TIMEOUT = 5.0  # seconds close gives nats-py to send what it still buffers
 API_PREFIX = "$JS.API"
 MSG_ID_HEADER = "Nats-Msg-Id"
 
+ANY_SUBJECT = "*any*"  # a consumer's filter when it has no single one (no NATS subject reads so)
 API_ERRORS: tuple[type[BaseException], ...] = (*BACKEND_ERRORS, ValueError)  # ValueError: nats-py refused a name
 _DELIVER = {"all": api.DeliverPolicy.ALL, "new": api.DeliverPolicy.NEW, "last": api.DeliverPolicy.LAST}
 _NOT_IN_NAMES = re.compile(r"[\s.*>/\\\x00-\x1f\x7f]")  # what NATS refuses in stream and consumer names
@@ -163,7 +164,7 @@ class JetStreamConfig:
             return StartupError(manifest.source, manifest.metadata_field(name), problem)
 
         for name, what in _UNSUPPORTED.items():
-            if metadata.text(manifest, name, "").strip():
+            if metadata.turned_on(manifest, name):
                 raise bad(name, f"not supported by this component ({what})")
         ack_policy = metadata.text(manifest, "ackPolicy", "explicit").strip().lower()
         if ack_policy not in ("", "explicit"):
@@ -312,7 +313,7 @@ class JetStreamPubSub:
         # gets one consumer per topic: a second topic joining the group's one would read the
         # first's messages. A group's consumer of this topic made before is kept.
         shared = bool(self._config.stream_name) or (
-            stream != safe_name(topic) and await self._filter_of(stream, safe_name(group)) != topic
+            stream != safe_name(topic) and await self._filter_of(stream, safe_name(group)) not in (topic, ANY_SUBJECT)
         )
         durable = safe_name(f"{group}_{topic}" if shared else group)
         found, ack_wait = await self._join(stream, durable, topic)
@@ -371,11 +372,11 @@ class JetStreamPubSub:
             raise self._failure(f"consumer {durable!r} of stream {stream!r}", exc) from None
 
     async def _filter_of(self, stream: str, durable: str) -> str | None:
-        """The subject consumer ``durable`` of ``stream`` filters on; None when there is no
-        such consumer (or it filters on no single subject)."""
+        """The subject consumer ``durable`` of ``stream`` filters on: ANY_SUBJECT when it
+        filters on no single one (an operator's, joined as it is), None when there is none."""
         js = self._connected()
         try:
-            found: str | None = (await js.consumer_info(stream, durable)).config.filter_subject
+            found: str | None = (await js.consumer_info(stream, durable)).config.filter_subject or ANY_SUBJECT
         except js_errors.NotFoundError:
             return None
         except API_ERRORS as exc:
