@@ -146,6 +146,8 @@ class Measured:
     backend_cpu_us: float
     pubload_cpu_us: float
     first_error: str = ""
+    late_p50_us: float = -1.0  # open loop: how late pubload started its publishes (-1: closed loop)
+    late_p99_us: float = -1.0
 
 
 def median_of(runs: list[Measured]) -> Measured:
@@ -159,6 +161,8 @@ def median_of(runs: list[Measured]) -> Measured:
         delivery_p50_us=med("delivery_p50_us"),
         delivery_p99_us=med("delivery_p99_us"),
         delivered_per_second=med("delivered_per_second"),
+        late_p50_us=med("late_p50_us"),
+        late_p99_us=med("late_p99_us"),
         published_total=sum(r.published_total for r in runs),
         errors=sum(r.errors for r in runs),
         undelivered=sum(r.undelivered for r in runs),
@@ -312,6 +316,8 @@ def measure(pubload: Pubload, sidecar: SidecarProcess, backend_pid: int, backend
         delivery_p50_us=float(report["delivery_p50_us"]),
         delivery_p99_us=float(report["delivery_p99_us"]),
         delivered_per_second=float(report["delivered_per_second"]) if path in DELIVERED else -1.0,
+        late_p50_us=float(report["late_p50_us"]),
+        late_p99_us=float(report["late_p99_us"]),
         published_total=total,
         errors=int(report["errors"]),
         undelivered=int(report["undelivered"]),
@@ -384,6 +390,10 @@ def checks(table: dict[tuple[str, str, str], Measured], backends: tuple[str, ...
                     p50 <= ADDED_P50_US))  # fmt: skip
         out.append((f"{backend}: added publish p99 @1000/s {p99:+.0f} µs (<= {ADDED_P99_US:.0f} µs)",
                     p99 <= ADDED_P99_US))  # fmt: skip
+        out.append((f"{backend}: @1000/s pubload started its publishes late by p50 / p99 {ours.late_p50_us:.0f} / "
+                    f"{ours.late_p99_us:.0f} µs through the sidecar, {theirs.late_p50_us:.0f} / "
+                    f"{theirs.late_p99_us:.0f} µs direct (for scale: the latencies count from the send, so a path "
+                    "whose load delays the generator more would show here)", None))  # fmt: skip
         alone = table[(backend, OPEN_1000.name, PUBLISH_ONLY)]
         alone_p50 = alone.publish_p50_us - theirs.publish_p50_us
         alone_p99 = alone.publish_p99_us - theirs.publish_p99_us

@@ -447,6 +447,8 @@ type result struct {
 	DeliveryP50    float64 `json:"delivery_p50_us"`
 	DeliveryP99    float64 `json:"delivery_p99_us"`
 	DrainSeconds   float64 `json:"drain_seconds"`
+	LateP50        float64 `json:"late_p50_us"` // open loop: how late publishes started (-1: closed loop)
+	LateP99        float64 `json:"late_p99_us"`
 }
 
 func percentile(sorted []int64, share float64) float64 {
@@ -476,17 +478,23 @@ func execute(c *clients, cmd command) (result, error) {
 	var (
 		mu         sync.Mutex
 		latencies  []int64
+		lateMu     sync.Mutex
+		lateness   []int64      // open loop: how late each measured publish started
 		total      atomic.Int64 // successful publishes, warm-up included
 		errCount   atomic.Int64
 		firstError atomic.Value
 	)
-	// scheduled: when an open loop's publish was due (0 in a closed loop: when it starts).
-	// Latency counts from then, so a publish the generator started late (its timer or
-	// scheduler held up, as happens on two busy cores) counts the delay too.
+	// scheduled: when an open loop's publish was due (0 in a closed loop). Latency counts
+	// from the send: the Go timer wakes up to a millisecond late here, which would swamp a
+	// latency counted from the due time, for both paths alike. How late each send was is
+	// reported apart (late_p50_us, late_p99_us), so that a path whose load delays the
+	// generator more (coordinated omission) shows.
 	one := func(local *[]int64, scheduled int64) {
-		sent := scheduled
-		if sent == 0 {
-			sent = now()
+		sent := now()
+		if scheduled != 0 && sent >= measureFrom && sent < end {
+			lateMu.Lock()
+			lateness = append(lateness, sent-scheduled)
+			lateMu.Unlock()
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
 		err := publish(ctx, payload(r.id, sent, cmd.PayloadBytes))
@@ -555,6 +563,8 @@ func execute(c *clients, cmd command) (result, error) {
 	}
 	slices.Sort(latencies)
 	out.PublishP50, out.PublishP99, out.PublishP999 = percentile(latencies, 0.5), percentile(latencies, 0.99), percentile(latencies, 0.999)
+	slices.Sort(lateness)
+	out.LateP50, out.LateP99 = percentile(lateness, 0.5), percentile(lateness, 0.99)
 	if cmd.Deliver {
 		deadline := published + int64(cmd.DrainSeconds*1e9)
 		for r.delivered.Load() < out.PublishedTotal && now() < deadline {
