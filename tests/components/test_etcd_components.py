@@ -844,3 +844,39 @@ def test_a_store_closed_while_a_cancelled_try_lock_awaits_its_grant_still_revoke
         await eventually(lambda: not granted & leases(etcd_server), 5.0)
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("how", ["answer lost", "caller gone"])
+def test_a_keep_alive_whose_outcome_is_unknown_keeps_the_lock(etcd_server: EtcdServer, how: str) -> None:
+    """The move onto the new lease happened but its answer was lost (or the caller left):
+    the new lease was revoked as if the move had failed, deleting the lock its owner still
+    held, and another owner took it. Now the lease the key is on is kept, the other revoked."""
+
+    async def scenario() -> None:
+        async with components(etcd_server, "lock.etcd", 2, keyPrefixPath=f"t-{unique()}/") as [mine, theirs]:
+            r = unique()
+            assert await mine.try_lock(unique(), "warm", 1)  # connected
+            others = leases(etcd_server)
+            assert await mine.try_lock(r, "a", 30)
+            old = leases(etcd_server) - others
+            real, calls = mine._conn.txn, 0
+
+            async def moved_then_failed(*args: Any, **kwargs: Any) -> Any:
+                nonlocal calls
+                calls += 1
+                response = await real(*args, **kwargs)
+                if calls == 2:  # the compare-and-put onto the new lease: applied in etcd
+                    if how == "caller gone":
+                        await asyncio.sleep(10)
+                    raise Unavailable("the answer was lost")
+                return response
+
+            mine._conn.txn = moved_then_failed
+            with pytest.raises(Unavailable if how == "answer lost" else TimeoutError):
+                await asyncio.wait_for(mine.keep_alive(r, "a", 30), 1.0)
+            mine._conn.txn = real
+            await eventually(lambda: not old & leases(etcd_server), 5.0)  # the old lease went
+            assert not await theirs.try_lock(r, "b", 5), "the lock is still a's"
+            assert await mine.unlock(r, "a") == LockStatus.SUCCESS
+
+    asyncio.run(scenario())

@@ -121,6 +121,25 @@ class EtcdLockStore:
             self._cleanup.add(task)
             task.add_done_callback(self._cleanup.discard)
 
+    def _settle_later(self, key: bytes, new_lease: int, deadline: float, old_lease: int) -> None:
+        """After a keep-alive whose move of ``key`` onto ``new_lease`` may or may not have
+        happened: the lease the key is not on is revoked, once that is known. Left unknown
+        (etcd unreachable), neither is: each expires by itself."""
+        task = asyncio.get_running_loop().create_task(self._settle(key, new_lease, deadline, old_lease))
+        self._cleanup.add(task)
+        task.add_done_callback(self._cleanup.discard)
+
+    async def _settle(self, key: bytes, new_lease: int, deadline: float, old_lease: int) -> None:
+        try:
+            held = _first(range_kvs(await self._conn.txn([], [op_get(key)]), 0))
+        except Unavailable:
+            return
+        if held is not None and held.lease == new_lease:
+            self._granted(new_lease, deadline)
+            await self._revoke_quietly(old_lease)
+        else:
+            await self._revoke_quietly(new_lease)
+
     async def _revoke_quietly(self, lease_id: int) -> None:
         with contextlib.suppress(Unavailable):  # it expires by itself anyway
             await self._conn.revoke(lease_id, REVOKE_TIMEOUT)
@@ -201,7 +220,9 @@ class EtcdLockStore:
                     [same_mod(key, held.mod_revision)], [op_put(key, held.value, lease_id)], [op_get(key)]
                 )
             except BaseException:
-                self._revoke_later(lease_id)
+                # The move may have happened (the caller gone, the answer lost): revoking the
+                # new lease blindly would delete a lock its owner still holds.
+                self._settle_later(key, lease_id, deadline, held.lease)
                 raise
             if response.succeeded:
                 self._granted(lease_id, deadline)
