@@ -93,6 +93,30 @@ class ConfigChange:
         object.__setattr__(self, "size", sum(item_size(item) for item in self.items))
 
 
+# The items' bytes one change (one response on the stream) holds at most, unless one item is
+# larger alone: a backend's batch (Redis' reads of up to 1000 keys, an etcd catch-up) in one
+# response could pass the 4 MiB message limit, which ends the stream, though each item fits.
+MAX_CHANGE_BYTES = 1024 * 1024
+
+
+def _parts(change: ConfigChange) -> list[ConfigChange]:
+    """``change`` as changes of at most MAX_CHANGE_BYTES each (an item larger alone goes alone)."""
+    if change.size <= MAX_CHANGE_BYTES:
+        return [change]
+    parts: list[ConfigChange] = []
+    batch: list[ConfigItem] = []
+    size = 0
+    for item in change.items:
+        item_bytes = item_size(item)
+        if batch and size + item_bytes > MAX_CHANGE_BYTES:
+            parts.append(ConfigChange(change.store_name, change.app_id, batch))
+            batch, size = [], 0
+        batch.append(item)
+        size += item_bytes
+    parts.append(ConfigChange(change.store_name, change.app_id, batch))
+    return parts
+
+
 class ConfigurationService:
     def __init__(
         self,
@@ -250,16 +274,16 @@ class Subscription:
             items = [item for item in items if self._queued_by(store_name, app_id, item) in (number, None)]
             if not items:
                 return
-            change = ConfigChange(store_name, app_id, items)
             service = self._service
-            if len(self._queue) >= service.max_changes or self._queued_bytes + change.size > service.max_bytes:
-                self._drop(
-                    f"subscriber is too slow: more than {service.max_changes} changes or "
-                    f"{service.max_bytes} bytes are waiting for it"
-                )
-                return
-            self._queue.append(change)
-            self._queued_bytes += change.size
+            for change in _parts(ConfigChange(store_name, app_id, items)):
+                if len(self._queue) >= service.max_changes or self._queued_bytes + change.size > service.max_bytes:
+                    self._drop(
+                        f"subscriber is too slow: more than {service.max_changes} changes or "
+                        f"{service.max_bytes} bytes are waiting for it"
+                    )
+                    return
+                self._queue.append(change)
+                self._queued_bytes += change.size
             self._wakeup.set()
 
         return push

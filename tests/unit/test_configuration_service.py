@@ -293,3 +293,17 @@ def test_request_metadata_is_not_saved_into_the_items(world: World) -> None:
     pushed = {item.key: item.metadata for change in pending(loop, subscription) for item in change.items}
     assert pushed == {"plain": {}, "own": {"mine": "1"}}
     subscription.close()
+
+
+def test_a_batch_of_changes_past_a_message_s_size_goes_out_in_parts(world: World) -> None:
+    """A backend's batch (a Redis read of many keys, an etcd catch-up) was one response: three
+    2 MiB items made a 6 MiB message, over the 4 MiB limit, which ended the stream though each
+    item fitted. Each part now holds at most 1 MiB of items (one larger item alone)."""
+    loop, _, service = world
+    subscription = service.subscription()
+    subscription.add("config", "", ["a", "b", "c", "d"])
+    big = "x" * (2 * 1024 * 1024)
+    small = [ConfigItem("", key, "v") for key in ("c", "d")]
+    loop.run_until_complete(service.save("config", [ConfigItem("", "a", big), ConfigItem("", "b", big), *small]))
+    changes = pending(loop, subscription)
+    assert [[item.key for item in change.items] for change in changes] == [["a"], ["b"], ["c", "d"]]
