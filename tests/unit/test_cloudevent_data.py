@@ -15,13 +15,12 @@ import orjson
 import pytest
 
 from layotto_fast.errors import InvalidArgument
-from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime import cloudevents
 from layotto_fast.runtime.json_span import member_span
-from layotto_fast.runtime.lifecycle import Components
 from layotto_fast.runtime.pubsub import Verdict
-from layotto_fast.runtime.pubsub_service import BulkEntry, PubSubService, TopicSubscription, _expiration
+from layotto_fast.runtime.pubsub_service import BulkEntry, TopicSubscription, _expiration
 from tests.components.support import until
+from tests.pubsub.service import memory_pubsub
 
 WHERE = {"source": "app", "topic": "orders", "pubsub_name": "ps"}
 EXACT = b'{"big": 123456789012345678901234567890, "long": 1.000000000000000000001, "e": 1E2, "neg": -0}'
@@ -129,7 +128,7 @@ def test_data_declared_a_cloudevent_that_is_no_json_object_is_refused_naming_the
     below), and a bulk publish names the entry."""
 
     async def scenario() -> None:
-        components, service = await _memory_pubsub()
+        components, service = await memory_pubsub()
         try:
             for data in (b"not json", b"[1, 2]"):
                 with pytest.raises(InvalidArgument, match=r"^data: .*not a JSON object"):
@@ -169,19 +168,12 @@ def test_cloudevent_metadata_sets_the_envelope_s_attributes_as_dapr_s_does() -> 
     assert passed_id == "e-9" and orjson.loads(passed)["source"] == "s", "a CloudEvent passed through keeps its own"
 
 
-async def _memory_pubsub() -> tuple[Components, PubSubService]:
-    """The pub/sub service over one in-memory component ``ps``, started."""
-    components = Components([ComponentManifest("ps", "pubsub.in-memory", "v1", {}, "m.yaml")])
-    await components.init_all()
-    return components, PubSubService(components, "app")
-
-
 def test_a_message_past_its_ttl_is_acknowledged_not_delivered() -> None:
     """ttlInSeconds on a publish was ignored: Dapr writes the envelope's expiration and drops
     the message when it is read after that."""
 
     async def scenario() -> tuple[list[str], str, int]:
-        components, service = await _memory_pubsub()
+        components, service = await memory_pubsub()
         delivered: list[str] = []
 
         expirations: list[str] = []
@@ -252,7 +244,7 @@ def test_a_message_past_its_ttl_goes_to_the_dead_letter_topic_when_there_is_one(
     """As Dapr sends it there (acknowledged, not delivered); it was dropped."""
 
     async def scenario() -> tuple[list[bytes], list[bytes], bytes, tuple[int, int, int]]:
-        components, service = await _memory_pubsub()
+        components, service = await memory_pubsub()
         delivered: list[bytes] = []
         dead: list[bytes] = []
 

@@ -396,14 +396,11 @@ def test_close_waits_for_a_stop_already_under_way() -> None:
 def test_a_retry_the_stop_cut_short_in_its_backoff_is_not_counted_as_made() -> None:
     """``retried`` counts attempts made again; it was counted before the backoff, so a stop
     during a 5 s backoff counted an attempt never made."""
-    from layotto_fast.runtime.lifecycle import Components
-    from layotto_fast.runtime.pubsub_service import PubSubService
     from tests.components.support import until
+    from tests.pubsub.service import memory_pubsub
 
     async def scenario() -> tuple[int, int]:
-        components = Components([ComponentManifest("ps", "pubsub.in-memory", "v1", {}, "m.yaml")])
-        await components.init_all()
-        service = PubSubService(components, "app")
+        components, service = await memory_pubsub()
         attempts: list[str] = []
 
         async def deliver(event: cloudevents.Event, timeout: float) -> Verdict:

@@ -9,13 +9,12 @@ import asyncio
 import pytest
 
 from layotto_fast.errors import PermissionDenied
-from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime import cloudevents
-from layotto_fast.runtime.lifecycle import Components
 from layotto_fast.runtime.pubsub import Verdict
 from layotto_fast.runtime.pubsub_scopes import TopicScopes
-from layotto_fast.runtime.pubsub_service import BulkEntry, PubSubService, TopicSubscription
+from layotto_fast.runtime.pubsub_service import BulkEntry, TopicSubscription
 from tests.components.support import until
+from tests.pubsub.service import memory_pubsub
 
 
 def scopes(app_id: str = "app1", **metadata: str) -> TopicScopes:
@@ -57,9 +56,7 @@ def test_the_service_refuses_what_the_manifest_does_not_allow() -> None:
     metadata = {"allowedTopics": "orders,audit", "publishingScopes": "app=orders", "subscriptionScopes": "app=audit"}
 
     async def scenario() -> list[bytes]:
-        components = Components([ComponentManifest("ps", "pubsub.in-memory", "v1", metadata, "m.yaml")])
-        await components.init_all()
-        service = PubSubService(components, "app")
+        components, service = await memory_pubsub(metadata)
         delivered: list[bytes] = []
 
         async def deliver(event: cloudevents.Event, timeout: float) -> Verdict:
