@@ -253,6 +253,9 @@ class HttpClient:
         self._loop: asyncio.AbstractEventLoop | None = None
         # After close, a request still in flight closes its connection instead of keeping it.
         self._closed = False
+        # Closes the idle connections past MAX_IDLE_SECONDS when no request comes to find
+        # them: an upstream gone quiet would otherwise keep them (and the peer's) open forever.
+        self._reaper: asyncio.TimerHandle | None = None
 
     async def request(
         self, verb: str, target: str, headers: dict[str, str], body: bytes, timeout: float
@@ -351,6 +354,8 @@ class HttpClient:
         if connection.reusable and not connection.lost and not self._closed and len(self._idle) < self._max_idle:
             connection.idle_since = self._loop.time()
             self._idle.append(connection)
+            if self._reaper is None:
+                self._reaper = self._loop.call_at(connection.idle_since + MAX_IDLE_SECONDS, self._reap)
         else:
             connection.close()
         return response
@@ -365,7 +370,19 @@ class HttpClient:
                 return connection
         return None
 
+    def _reap(self) -> None:
+        assert self._loop is not None
+        self._reaper = None
+        now = self._loop.time()
+        while self._idle and (self._idle[0].lost or now - self._idle[0].idle_since >= MAX_IDLE_SECONDS):
+            self._idle.popleft().close()
+        if self._idle:
+            self._reaper = self._loop.call_at(self._idle[0].idle_since + MAX_IDLE_SECONDS, self._reap)
+
     def close(self) -> None:
         self._closed = True
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
         while self._idle:
             self._idle.pop().close()

@@ -331,6 +331,24 @@ def test_a_connection_idle_too_long_is_closed_instead_of_used(monkeypatch: pytes
     asyncio.run(scenario())
 
 
+def test_a_connection_left_idle_is_closed_without_another_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http_client, "MAX_IDLE_SECONDS", 0.05)
+
+    async def scenario() -> None:
+        async with ScriptedUpstream(echo_request_line) as upstream:
+            client = HttpClient(upstream.address)
+            await client.request("GET", "/", {}, b"", 2.0)
+            for _ in range(100):
+                if upstream.closed_by_client:
+                    break
+                await asyncio.sleep(0.01)
+            assert upstream.closed_by_client == 1, "closed once idle too long, with no request to find it"
+            assert upstream.connections == 1
+            client.close()
+
+    asyncio.run(scenario())
+
+
 def test_the_message_content_type_is_sent_once_whatever_the_metadata_says() -> None:
     def script(head: bytes) -> tuple[bytes, bool]:
         types = [line for line in head.split(b"\r\n") if line.lower().startswith(b"content-type:")]
