@@ -275,8 +275,13 @@ class Subscription:
             if not items:
                 return
             service = self._service
+            # A backend's one batch (a Redis read of many keys, an etcd catch-up) may be past
+            # the bounds alone: a subscriber that had read everything before it keeps up.
+            kept_up = not self._queue
             for change in _parts(ConfigChange(store_name, app_id, items)):
-                if len(self._queue) >= service.max_changes or self._queued_bytes + change.size > service.max_bytes:
+                if not kept_up and (
+                    len(self._queue) >= service.max_changes or self._queued_bytes + change.size > service.max_bytes
+                ):
                     self._drop(
                         f"subscriber is too slow: more than {service.max_changes} changes or "
                         f"{service.max_bytes} bytes are waiting for it"

@@ -275,6 +275,25 @@ def test_a_subscriber_that_keeps_reading_is_never_dropped(world: World) -> None:
     subscription.close()
 
 
+def test_one_batch_past_the_bounds_is_kept_for_a_subscriber_that_had_read_everything(world: World) -> None:
+    """A batch was checked part by part against ``max_bytes``: one save (or one Redis read,
+    one etcd catch-up) of 1.5 MB dropped a subscriber whose queue was empty."""
+    loop, _, service = world
+    service.max_bytes = 1_000_000
+    subscription = service.subscription()
+    keys = [f"k{i}" for i in range(5)]
+    subscription.add("config", "", keys)
+    items = [ConfigItem("", key, "x" * 300_000) for key in keys]  # 1.5 MB in one batch
+    loop.run_until_complete(service.save("config", items))
+    assert service.dropped_subscriptions == 0
+    assert sorted(key for change in pending(loop, subscription) for key, _ in contents([change])[0]) == keys
+    # Behind by one batch, the next one past the bounds drops it.
+    loop.run_until_complete(service.save("config", items))
+    loop.run_until_complete(service.save("config", items))
+    assert service.dropped_subscriptions == 1
+    subscription.close()
+
+
 # --- request metadata --------------------------------------------------------------------------
 
 
