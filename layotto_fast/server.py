@@ -315,6 +315,9 @@ class Sidecar:
             # mesh's listeners close now, and its client connections drain while the gRPC
             # server stops, which an open stream holds for the whole grace.
             self.mesh.stop_accepting()
+        # A configuration subscription's stream never ends on its own: ended with a status
+        # (clients subscribe again elsewhere), it no longer holds the gRPC server's stop.
+        self.services.configuration.end_subscriptions("the sidecar is shutting down")
         await server.stop(max(0.0, deadline - loop.time()))
         actuator.close()
         try:

@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from layotto_fast.errors import InvalidArgument, ResourceExhausted, RuntimeApiError
+from layotto_fast.errors import InvalidArgument, ResourceExhausted, RuntimeApiError, Unavailable
 from layotto_fast.runtime.configuration import ConfigItem, ConfigQuery, ConfigurationStore
 from layotto_fast.runtime.lifecycle import Components
 
@@ -132,6 +132,8 @@ class ConfigurationService:
         self.max_watched_keys = max_watched_keys
         self.active_subscriptions = 0
         self.dropped_subscriptions = 0
+        self._open: set[Subscription] = set()
+        self._ending: RuntimeApiError | None = None
 
     def store(self, name: str) -> ConfigurationStore:
         store: ConfigurationStore = self._components.lookup("configuration", name, "store_name")
@@ -188,7 +190,22 @@ class ConfigurationService:
         await store.delete(self.query(app_id, keys, group, label))
 
     def subscription(self) -> Subscription:
-        return Subscription(self)
+        subscription = Subscription(self)
+        if self._ending is not None:
+            subscription.fail(self._ending)
+        else:
+            self._open.add(subscription)
+        return subscription
+
+    def end_subscriptions(self, reason: str) -> None:
+        """Ends every subscription, and any made from now on, with UNAVAILABLE ``reason`` (the
+        sidecar stops): a stream never ends on its own, and would hold the shutdown's grace."""
+        self._ending = Unavailable(reason)
+        for subscription in list(self._open):
+            subscription.fail(self._ending)
+
+    def _closed(self, subscription: Subscription) -> None:
+        self._open.discard(subscription)
 
 
 class Subscription:
@@ -338,4 +355,5 @@ class Subscription:
         if not self._closed:
             self._closed = True
             self._service.active_subscriptions -= 1
+            self._service._closed(self)
             self._cancel_watches()

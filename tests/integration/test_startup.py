@@ -340,68 +340,100 @@ def test_unix_socket_with_grpc_core_default_authority(tmp_path: Path, transport:
         assert sidecar.stop() == 0
 
 
-def test_sigterm_turns_readiness_down_and_drains(tmp_path: Path, transport: str) -> None:
-    """A subscription stays open across SIGTERM: readiness goes DOWN during the grace, the
-    stream is ended with a status and the process exits 0 once the grace is spent (the stream
-    never finishes by itself), not long after."""
-    grace = 1.0
-    sidecar = sidecar_process.start(tmp_path, "--shutdown-grace-seconds", f"{grace:g}", "--grpc-transport", transport)
-    channel = grpc.insecure_channel(sidecar.target)
-    stub = runtime_pb2_grpc.RuntimeStub(channel)
-    call = stub.SubscribeConfiguration(iter([pb.SubscribeConfigurationRequest(store_name="config_demo", keys=["k"])]))
-    ended: queue.Queue[grpc.StatusCode] = queue.Queue()
+def held_call(stub: runtime_pb2_grpc.RuntimeStub, target: str) -> threading.Thread:
+    """An InvokeService to ``target`` (an http target whose upstream never answers), in flight
+    on a thread of its own: a call the shutdown's grace is spent on."""
 
-    def drain() -> None:
+    def call() -> None:
+        with contextlib.suppress(grpc.RpcError):  # cut at the end of the grace
+            stub.InvokeService(pb.InvokeServiceRequest(id=target, message=pb.CommonInvokeRequest(method="m")))
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    return thread
+
+
+def silent_upstream() -> socket.socket:
+    """A listening socket the kernel completes connections on; nothing reads or answers them."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    return silent
+
+
+def test_sigterm_turns_readiness_down_ends_subscriptions_and_drains(tmp_path: Path, transport: str) -> None:
+    """On SIGTERM readiness goes DOWN during the grace; a configuration subscription (a stream
+    that never ends by itself) is ended at once with UNAVAILABLE, so that its client subscribes
+    again elsewhere (before, it held the stop for the whole grace and was then cut); a call in
+    flight gets the grace, and the process exits 0 once that is spent, not long after."""
+    grace = 3.0
+    with silent_upstream() as silent:
+        config = {"invoke": {"targets": [
+            {"id": "slow", "channel": "http", "address": f"127.0.0.1:{silent.getsockname()[1]}", "timeout_ms": 60_000},
+        ]}}  # fmt: skip
+        sidecar = sidecar_process.start_with_config(
+            tmp_path, config, "--shutdown-grace-seconds", f"{grace:g}", "--grpc-transport", transport
+        )
+        channel = grpc.insecure_channel(sidecar.target)
         try:
-            for _ in call:
-                pass
-        except grpc.RpcError as error:
-            ended.put(error.code())  # type: ignore[attr-defined]
-        else:
-            ended.put(grpc.StatusCode.OK)
+            stub = runtime_pb2_grpc.RuntimeStub(channel)
+            call = stub.SubscribeConfiguration(
+                iter([pb.SubscribeConfigurationRequest(store_name="config_demo", keys=["k"])])
+            )
+            ended: queue.Queue[tuple[grpc.StatusCode, str, float]] = queue.Queue()
 
-    def subscriptions() -> int:
-        return int(orjson.loads(sidecar.http("/actuator/info")[1])["configuration_subscriptions"])
+            def drain() -> None:
+                try:
+                    for _ in call:
+                        pass
+                except grpc.RpcError as error:
+                    ended.put((error.code(), error.details() or "", time.monotonic()))  # type: ignore[attr-defined]
+                else:
+                    ended.put((grpc.StatusCode.OK, "", time.monotonic()))
 
-    reader = threading.Thread(target=drain, daemon=True)
-    reader.start()
-    try:
-        deadline = time.monotonic() + 10
-        while subscriptions() != 1:  # the stream's handler runs: it is open on the server
-            assert time.monotonic() < deadline, f"the subscription never showed in actuator/info:\n{sidecar.log()}"
-            time.sleep(0.01)
-        exited: list[float] = []
+            def subscriptions() -> int:
+                return int(orjson.loads(sidecar.http("/actuator/info")[1])["configuration_subscriptions"])
 
-        def wait_exit() -> None:
-            sidecar.process.wait()
-            exited.append(time.monotonic())
+            reader = threading.Thread(target=drain, daemon=True)
+            reader.start()
+            deadline = time.monotonic() + 10
+            while subscriptions() != 1:  # the stream's handler runs: it is open on the server
+                assert time.monotonic() < deadline, f"the subscription never showed in actuator/info:\n{sidecar.log()}"
+                time.sleep(0.01)
+            held_call(stub, "slow")
+            time.sleep(0.2)  # the call reaches the sidecar (it waits on the silent upstream)
+            exited: list[float] = []
 
-        waiter = threading.Thread(target=wait_exit, daemon=True)
-        signalled = time.monotonic()
-        sidecar.process.send_signal(signal.SIGTERM)
-        waiter.start()
-        saw_down = False
-        while sidecar.process.poll() is None and time.monotonic() - signalled < grace + 10:
-            try:
-                status, body = sidecar.http("/actuator/health/readiness")
-                if status == 503 and b"shutting down" in body:
-                    saw_down = True
-            except OSError:
-                pass
-            time.sleep(0.02)
-        waiter.join(grace + 10)
-        assert sidecar.process.poll() == 0, sidecar.log()
-        took = exited[0] - signalled
-        assert grace <= took < grace + 1.5, f"exited {took:.2f}s after SIGTERM, the grace being {grace:g}s"
-        assert saw_down, sidecar.log()
-        # The reader was told: the server went away (what both transports answer a stream still
-        # open at the end of the grace), not left hanging nor told the stream completed.
-        assert ended.get(timeout=5) == grpc.StatusCode.UNAVAILABLE
-    finally:
-        channel.close()
-        if sidecar.process.returncode is None:  # it did not exit: the test failed, do not leave it
-            sidecar.process.kill()
-            sidecar.process.wait()
+            def wait_exit() -> None:
+                sidecar.process.wait()
+                exited.append(time.monotonic())
+
+            waiter = threading.Thread(target=wait_exit, daemon=True)
+            signalled = time.monotonic()
+            sidecar.process.send_signal(signal.SIGTERM)
+            waiter.start()
+            saw_down = False
+            while sidecar.process.poll() is None and time.monotonic() - signalled < grace + 10:
+                try:
+                    status, body = sidecar.http("/actuator/health/readiness")
+                    if status == 503 and b"shutting down" in body:
+                        saw_down = True
+                except OSError:
+                    pass
+                time.sleep(0.02)
+            waiter.join(grace + 10)
+            assert sidecar.process.poll() == 0, sidecar.log()
+            took = exited[0] - signalled
+            assert grace <= took < grace + 1.5, f"exited {took:.2f}s after SIGTERM, the grace being {grace:g}s"
+            assert saw_down, sidecar.log()
+            code, details, at = ended.get(timeout=5)
+            assert (code, details) == (grpc.StatusCode.UNAVAILABLE, "the sidecar is shutting down"), sidecar.log()
+            assert at - signalled < 1.0, f"the subscription ended {at - signalled:.2f}s after SIGTERM, not at once"
+        finally:
+            channel.close()
+            if sidecar.process.returncode is None:  # it did not exit: the test failed, do not leave it
+                sidecar.process.kill()
+                sidecar.process.wait()
 
 
 @pytest.mark.parametrize(
@@ -607,8 +639,8 @@ def test_a_stop_during_start_up_abandons_the_inits_and_never_dials_the_app(tmp_p
     """A component's "Redis" listens and never answers, so its init would run for the whole init
     timeout (10 s). Before, SIGTERM then waited for it (readiness INIT all along), dialled the app
     and only then stopped. Now readiness turns DOWN "shutting down" at once, the app is never
-    dialled, and the process exits 0 within the grace: here spent on a configuration stream the
-    components that did start already serve."""
+    dialled, and the process exits 0 within the grace: here spent on an InvokeService call to an
+    upstream that never answers."""
     grace = 1.0
     with socket.socket() as silent, socket.socket() as app:
         silent.bind(("127.0.0.1", 0))
@@ -621,9 +653,13 @@ def test_a_stop_during_start_up_abandons_the_inits_and_never_dials_the_app(tmp_p
         write(folder, "store", "state.redis", "  metadata:\n"
               f"    - name: redisHost\n      value: 127.0.0.1:{silent.getsockname()[1]}\n"
               "    - name: readTimeout\n      value: 60s\n    - name: maxRetries\n      value: 0\n")  # fmt: skip
+        config = tmp_path / "config.yaml"
+        config.write_text(orjson.dumps({"invoke": {"targets": [
+            {"id": "slow", "channel": "http", "address": f"127.0.0.1:{silent.getsockname()[1]}"},
+        ]}}).decode())  # fmt: skip
         sidecar = sidecar_process.start(
             tmp_path, "--resources-path", str(folder), "--app-port", str(app.getsockname()[1]),
-            "--shutdown-grace-seconds", f"{grace:g}", wait=False,
+            "--shutdown-grace-seconds", f"{grace:g}", "--config", str(config), wait=False,
         )  # fmt: skip
         channel = grpc.insecure_channel(sidecar.target)
         try:
@@ -632,18 +668,8 @@ def test_a_stop_during_start_up_abandons_the_inits_and_never_dials_the_app(tmp_p
                 assert time.monotonic() < deadline and sidecar.process.poll() is None, sidecar.log()
                 time.sleep(0.02)
             assert document["status"] == "INIT" and document["components"]["store"]["status"] == "INIT"
-            stub = runtime_pb2_grpc.RuntimeStub(channel)
-            call = stub.SubscribeConfiguration(iter([pb.SubscribeConfigurationRequest(store_name="cfg", keys=["k"])]))
-
-            def drain() -> None:
-                with contextlib.suppress(grpc.RpcError):  # ended by the stop: UNAVAILABLE
-                    for _ in call:
-                        pass
-
-            threading.Thread(target=drain, daemon=True).start()
-            while orjson.loads(sidecar.http("/actuator/info")[1])["configuration_subscriptions"] != 1:
-                assert time.monotonic() < deadline, sidecar.log()
-                time.sleep(0.02)
+            held_call(runtime_pb2_grpc.RuntimeStub(channel), "slow")
+            time.sleep(0.2)  # the call reaches the sidecar (it waits on the silent upstream)
 
             signalled = time.monotonic()
             sidecar.process.send_signal(signal.SIGTERM)

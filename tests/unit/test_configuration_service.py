@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from layotto_fast.errors import InvalidArgument, ResourceExhausted
+from layotto_fast.errors import InvalidArgument, ResourceExhausted, Unavailable
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime.configuration import ConfigItem
 from layotto_fast.runtime.configuration_service import (
@@ -292,6 +292,21 @@ def test_one_batch_past_the_bounds_is_kept_for_a_subscriber_that_had_read_everyt
     loop.run_until_complete(service.save("config", items))
     assert service.dropped_subscriptions == 1
     subscription.close()
+
+
+def test_ending_the_subscriptions_ends_the_open_ones_and_those_made_after(world: World) -> None:
+    loop, _, service = world
+    open_one = service.subscription()
+    open_one.add("config", "", ["k"])
+    service.end_subscriptions("the sidecar is shutting down")
+    with pytest.raises(Unavailable, match="shutting down"):
+        loop.run_until_complete(open_one.next())
+    later = service.subscription()
+    with pytest.raises(Unavailable, match="shutting down"):
+        loop.run_until_complete(later.next())
+    open_one.close()
+    later.close()
+    assert service.active_subscriptions == 0
 
 
 # --- request metadata --------------------------------------------------------------------------
