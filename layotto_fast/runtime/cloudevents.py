@@ -139,7 +139,7 @@ def wrap(
         parsed = _parsed(data)
         if type(parsed) is not dict:
             raise NotACloudEvent(f"it is declared {CLOUDEVENT_CONTENT_TYPE} but is not a JSON object")
-        existing = _cloudevent_in(parsed) or _completed(parsed, source)
+        existing = _completed(parsed, source)
         # where it is published now, whatever an earlier hop wrote there (as Dapr does)
         existing["topic"] = topic
         existing["pubsubname"] = pubsub_name

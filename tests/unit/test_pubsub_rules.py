@@ -100,6 +100,16 @@ def test_a_cloudevent_passes_through_with_its_id() -> None:
     assert orjson.loads(event.data) == {"k": 2} and event.extensions["x-ext"] == "v"
 
 
+def test_a_cloudevent_with_an_id_and_a_specversion_gets_the_source_and_type_it_lacks() -> None:
+    """Only an event without an id or a specversion was completed: one with both went out with
+    no source and no type, which every CloudEvent has (Dapr's FromCloudEvent defaults them)."""
+    own = {"specversion": "1.0", "id": "e-1", "data": {"k": 2}}
+    message_id, stored = cloudevents.wrap(orjson.dumps(own), "application/cloudevents+json", **WHERE)
+    assert message_id == "e-1"
+    event = cloudevents.unwrap(stored, "orders", "ps")
+    assert (event.id, event.source, event.type) == ("e-1", WHERE["source"], cloudevents.EVENT_TYPE)
+
+
 def test_bytes_that_are_no_cloudevent_are_refused_by_unwrap() -> None:
     for stored in (
         b"plain",
