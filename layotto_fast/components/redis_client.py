@@ -44,6 +44,9 @@ PING_ERRORS: tuple[type[BaseException], ...] = (
 
 Client = aioredis.Redis | RedisCluster
 
+DEFAULT_POOL_SIZE = 100  # connections to one node, when poolSize is not given (redis-py 8's own)
+DEFAULT_READ_TIMEOUT = 3.0  # seconds: Dapr's readTimeout
+
 
 # Dapr's Redis settings no component here takes, and why: each would be ignored, and with it
 # the server, credentials or certificate check the operator meant.
@@ -81,7 +84,7 @@ class RedisConfig:
     max_retries: int = 3
     dial_timeout: float = 5.0
     read_timeout: float = 3.0
-    pool_size: int = 0  # 0: redis-py's default
+    pool_size: int = 0  # 0: DEFAULT_POOL_SIZE
     key_prefix: str = ""
     component: str = ""  # "name (type)", for messages
 
@@ -121,7 +124,7 @@ class RedisConfig:
                 ),
             ),
             dial_timeout=metadata.duration(manifest, "dialTimeout", 5.0),
-            read_timeout=metadata.duration(manifest, "readTimeout", 3.0),
+            read_timeout=metadata.duration(manifest, "readTimeout", DEFAULT_READ_TIMEOUT),
             pool_size=metadata.integer(manifest, "poolSize", 0, minimum=0),
             key_prefix=metadata.text(manifest, "keyPrefix", ""),
             component=f"{manifest.name} ({manifest.type})",
@@ -143,9 +146,18 @@ class RedisConfig:
         }
         if self.cluster:
             return RedisCluster(host=self.host, port=self.port, **common)
-        if self.pool_size:
-            common["max_connections"] = self.pool_size
-        return aioredis.Redis(host=self.host, port=self.port, db=self.db, **common)
+        # redis-py's pool fails a command at once when every connection is taken ("Too many
+        # connections"): a burst of writes that wait for replicas, or blocking reads, failed
+        # UNAVAILABLE and the health ping beside them marked the store DOWN. A command waits for
+        # a connection instead, as long as go-redis's pool lets Dapr's (readTimeout + 1 s).
+        plain = aioredis.Redis(host=self.host, port=self.port, db=self.db, **common)
+        pool = aioredis.BlockingConnectionPool(
+            connection_class=plain.connection_pool.connection_class,
+            max_connections=self.pool_size or DEFAULT_POOL_SIZE,
+            timeout=(self.read_timeout or DEFAULT_READ_TIMEOUT) + 1.0,
+            **plain.connection_pool.connection_kwargs,
+        )
+        return aioredis.Redis.from_pool(pool)
 
     def unavailable(self, exc: BaseException) -> Unavailable:
         """The error a caller sees when Redis failed: names the component and the server."""

@@ -483,6 +483,25 @@ def test_a_strong_write_waits_for_the_replicas(tmp_path: Path) -> None:
             harness.close()
 
 
+def test_commands_past_the_pool_wait_for_a_connection(redis_server: RedisServer) -> None:
+    """redis-py's pool failed a command at once ("Too many connections") when every connection
+    was taken: a burst of strong writes (each holding one through its WAIT) or blocking reads
+    failed UNAVAILABLE, and a health ping beside them marked the store DOWN."""
+
+    async def burst() -> list[Any]:
+        config = RedisConfig(host=redis_server.host, port=redis_server.port, pool_size=2)
+        client = config.connect()
+        try:
+            key = f"empty-{unique()}"
+            return await asyncio.gather(*(client.blpop([key], timeout=0.1) for _ in range(6)))
+        finally:
+            await client.aclose()
+
+    started = time.monotonic()
+    assert asyncio.run(burst()) == [None] * 6
+    assert time.monotonic() - started >= 0.25, "two at a time: three rounds of 0.1 s"
+
+
 def test_layottos_db_setting_chooses_the_database() -> None:
     """Layotto's Redis components name the database db (Dapr's redisDB, which wins when both
     are there): it was ignored, and a copied Layotto manifest used database 0, apart from
