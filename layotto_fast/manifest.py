@@ -201,7 +201,7 @@ def load_folder(folder: Path) -> list[ComponentManifest]:
         raise StartupError(str(folder), "resources-path", "is not a folder")
     manifests: list[ComponentManifest] = []
     for path in sorted(folder.iterdir()):
-        if path.suffix in (".yaml", ".yml") and path.is_file():
+        if path.suffix.lower() in (".yaml", ".yml") and path.is_file():  # as daprd: StateStore.YAML too
             manifests.extend(load_file(path))
     return manifests
 
@@ -269,13 +269,17 @@ def load_file(path: Path) -> list[ComponentManifest]:
 
 
 def parse_document(document: Any, source: str) -> ComponentManifest | None:
+    # YAML that is no Kubernetes-style document (a linter's config in a ./components folder)
+    # is skipped, as daprd skips it; only a Component is held to the rules below.
     if not isinstance(document, dict):
-        raise StartupError(source, "(document)", "must be a mapping")
+        log.warning("%s: skipped: not a mapping, so no component manifest", source)
+        return None
     kind = document.get("kind")
     if kind != "Component":
         if not isinstance(kind, str):
-            raise StartupError(source, "kind", "is missing")
-        log.debug("%s: skipping a document of kind %s", source, kind)
+            log.warning("%s: skipped: no kind, so no component manifest", source)
+        else:
+            log.debug("%s: skipping a document of kind %s", source, kind)
         return None
     api_version = document.get("apiVersion")
     if api_version != API_VERSION:

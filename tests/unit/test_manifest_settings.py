@@ -37,6 +37,18 @@ def test_multi_document_file_skips_other_kinds(tmp_path: Path) -> None:
     assert manifest.metadata == {"port": "6379", "enabled": "true"}
 
 
+def test_a_folder_s_yaml_that_is_no_manifest_is_skipped_and_upper_case_extensions_are_read(
+    tmp_path: Path,
+) -> None:
+    """A linter's YAML in a ./components folder (no kind, or a list) stopped start-up, where
+    daprd skips it; StateStore.YAML was never read, where daprd reads it."""
+    (tmp_path / ".eslintrc.yml").write_text("extends: standard\nrules: {semi: error}\n")
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    (tmp_path / "StateStore.YAML").write_text(GOOD)
+    [manifest] = load_folder(tmp_path)
+    assert manifest.name == "store"
+
+
 def test_metadata_item_without_name(tmp_path: Path) -> None:
     path = tmp_path / "m.yaml"
     path.write_text(GOOD.replace("- name: enabled", "- nome: enabled"))
