@@ -80,8 +80,9 @@ def _add_flags(command: argparse.ArgumentParser) -> None:
     add(
         "--resources-path",
         metavar="DIR",
-        help="folder of Dapr-format component manifests (default ./components when it exists, "
-        "otherwise the embedded in-memory set)",
+        action="append",
+        help="folder of Dapr-format component manifests; given again (or comma-separated), every one, "
+        "in order, as daprd (default ./components when it exists, otherwise the embedded in-memory set)",
     )
     add("--config", metavar="FILE", help="YAML file of settings (keys as the flags, with _ or -)")
     # settings.LOG_LEVELS (not imported here: the parser is built before anything heavy is)
@@ -131,6 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "grpc_handshake_timeout_seconds",
         )
     }
+    if overrides["resources_path"] is not None:  # given again: every folder, comma-separated as daprd takes them
+        overrides["resources_path"] = ",".join(overrides["resources_path"])
     try:
         settings = settings_module.load(args.config, overrides)
         logging.basicConfig(

@@ -71,14 +71,15 @@ def load_manifests(settings: Settings) -> list[ComponentManifest]:
     """This app's manifests (with those scoped to other app ids, for ``check``), logging
     where they came from and how many this app loads: a folder that is not the one meant
     (a ./components of front-end code) otherwise shows only as calls naming no component."""
-    folder = settings.components_folder()
-    if folder is None:
+    folders = settings.components_folders()
+    if not folders:
         with resources.as_file(resources.files("layotto_fast") / "defaults") as embedded:
             manifests = load_folder(Path(embedded))
         where = "none given and no ./components folder: the embedded in-memory set"
     else:
-        manifests = load_folder(folder)
-        where = str(folder.resolve()) + ("" if settings.resources_path else " (the default, ./components)")
+        manifests = [manifest for folder in folders for manifest in load_folder(folder)]
+        where = ", ".join(str(folder.resolve()) for folder in folders)
+        where += "" if settings.resources_path else " (the default, ./components)"
         if not manifests:
             log.warning(
                 "resources path %s holds no component manifests (YAML documents of kind: Component): "

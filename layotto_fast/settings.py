@@ -68,12 +68,17 @@ class Settings:
             return COMMAND_LINE, flag(name)
         return self.config_file or COMMAND_LINE, name
 
-    def components_folder(self) -> Path | None:
-        """The manifests folder: the one given, else ./components, else None (embedded set)."""
+    def components_folders(self) -> list[Path]:
+        """The manifests folders, in order: those given (comma-separated, as daprd reads
+        ``--resources-path``), else ./components, else none (the embedded set)."""
         if self.resources_path:
-            return Path(self.resources_path)
+            return [Path(folder) for folder in _folders(self.resources_path)]
         local = Path("components")
-        return local if local.is_dir() else None
+        return [local] if local.is_dir() else []
+
+
+def _folders(paths: str) -> list[str]:
+    return [folder.strip() for folder in paths.split(",") if folder.strip()]
 
 
 # What no file or flag sets: the file's own sections and what the loading records of them.
@@ -221,9 +226,13 @@ def _read_config(path: Path) -> dict[str, Any]:
             raise StartupError(source, str(key), f"unknown setting (known: {known})")
         values[name] = value
     # Relative paths in the file are relative to the file, not to where it was started from.
-    for name in ("resources_path", "grpc_uds"):
-        if isinstance(values.get(name), str) and values[name] and not os.path.isabs(values[name]):
-            values[name] = str(path.parent / values[name])
+    if isinstance(values.get("grpc_uds"), str) and values["grpc_uds"] and not os.path.isabs(values["grpc_uds"]):
+        values["grpc_uds"] = str(path.parent / values["grpc_uds"])
+    if isinstance(values.get("resources_path"), str):
+        values["resources_path"] = ",".join(
+            folder if os.path.isabs(folder) else str(path.parent / folder)
+            for folder in _folders(values["resources_path"])
+        )
     return values
 
 

@@ -521,6 +521,23 @@ def check(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def test_resources_path_given_twice_or_comma_separated_reads_every_folder(tmp_path: Path) -> None:
+    """As daprd takes --resources-path: a second one replaced the first, whose components were
+    then missing without a word."""
+    first, second = tmp_path / "one", tmp_path / "two"
+    write(first, "a", "state.in-memory")
+    write(second, "b", "lock.in-memory")
+    both = subprocess.run(
+        [*sidecar_process.command(), "check", "--resources-path", str(first), "--resources-path", str(second)],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert both.returncode == 0 and both.stdout.strip() == "ok: 2 components", (both.stdout, both.stderr)
+    assert check(Path(f"{first},{second}")).stdout.strip() == "ok: 2 components"
+    write(second, "a", "state.in-memory")  # the same name in both: refused, naming the first
+    clash = check(Path(f"{first},{second}"))
+    assert clash.returncode == 2 and "already declared" in clash.stderr, clash.stderr
+
+
 def test_check_reports_a_secret_store_that_does_not_start(tmp_path: Path) -> None:
     """Nothing references the store, but the app reads it with GetSecret: serve runs with it
     DOWN (and readiness DOWN). Before, check started secret stores only for references, and
