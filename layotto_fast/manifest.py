@@ -268,6 +268,10 @@ def load_file(path: Path) -> list[ComponentManifest]:
     return manifests
 
 
+# What daprd takes as a component's first version (its IsInitialVersion), in any case.
+_INITIAL_VERSIONS = ("", "v0", "v1")
+
+
 def parse_document(document: Any, source: str) -> ComponentManifest | None:
     # YAML that is no Kubernetes-style document (a linter's config in a ./components folder)
     # is skipped, as daprd skips it; only a Component is held to the rules below.
@@ -300,8 +304,10 @@ def parse_document(document: Any, source: str) -> ComponentManifest | None:
     if not isinstance(type_, str) or "." not in type_:
         raise StartupError(source, "spec.type", f"must be a component type such as 'state.redis', got {type_!r}")
     version = spec.get("version", "v1")
-    if not isinstance(version, str) or not version:
+    if not isinstance(version, str):
         raise StartupError(source, "spec.version", f"must be a string such as 'v1', got {version!r}")
+    if version.lower() in _INITIAL_VERSIONS:
+        version = "v1"
     ignore_errors = spec.get("ignoreErrors", False)
     if not isinstance(ignore_errors, bool):
         raise StartupError(source, "spec.ignoreErrors", f"must be true or false, got {ignore_errors!r}")

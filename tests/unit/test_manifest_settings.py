@@ -49,6 +49,15 @@ def test_a_folder_s_yaml_that_is_no_manifest_is_skipped_and_upper_case_extension
     assert manifest.name == "store"
 
 
+@pytest.mark.parametrize("version", ['""', "v0", "V1", "v1"])
+def test_the_versions_daprd_takes_for_a_first_version_are_v1(tmp_path: Path, version: str) -> None:
+    """daprd takes "", v0 and v1 in any case as a component's first version; they stopped start-up."""
+    path = tmp_path / "m.yaml"
+    path.write_text(GOOD.replace("version: v1", f"version: {version}"))
+    [manifest] = load_file(path)
+    assert manifest.version == "v1"
+
+
 def test_metadata_item_without_name(tmp_path: Path) -> None:
     path = tmp_path / "m.yaml"
     path.write_text(GOOD.replace("- name: enabled", "- nome: enabled"))
