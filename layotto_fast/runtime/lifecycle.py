@@ -348,12 +348,12 @@ class Components:
             }
         if app is not None:
             entries[APP_ENTRY] = app
-        if self.stopping_reason:
+        # A required component already DOWN wins over others still initialising, as in
+        # Layotto: an alert on DOWN is not held back for as long as a slow init takes.
+        if self.stopping_reason or any(slot.required and slot.health == Health.DOWN for slot in self.slots):
             status = Health.DOWN
         elif any(slot.health == Health.INIT for slot in self.slots):
             status = Health.INIT
-        elif any(slot.required and slot.health == Health.DOWN for slot in self.slots):
-            status = Health.DOWN
         else:
             status = Health.UP
         return HealthReport(status, entries)

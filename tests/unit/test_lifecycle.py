@@ -45,6 +45,16 @@ def test_required_failure_is_down_with_reason_and_optional_is_not(tmp_path: Path
     assert report.entries["vault"]["required"] is False
 
 
+def test_a_required_component_down_wins_over_one_still_initialising() -> None:
+    """INIT was checked first: a required component that had failed showed as INIT for as long
+    as another one's init ran (up to its initTimeout); Layotto lets DOWN win."""
+    for optional in (False, True):
+        components = Components([manifest("a", "state.in-memory", optional=optional), manifest("b", "state.in-memory")])
+        components.slots[0].health, components.slots[0].reason = Health.DOWN, "init failed: refused"
+        assert components.slots[1].health == Health.INIT
+        assert components.readiness().status == (Health.INIT if optional else Health.DOWN)
+
+
 def test_stopping_is_down() -> None:
     components = Components([manifest("s", "state.in-memory")])
     asyncio.run(components.init_all())
