@@ -46,6 +46,7 @@ Client = aioredis.Redis | RedisCluster
 
 DEFAULT_POOL_SIZE = 100  # connections to one node, when poolSize is not given (redis-py 8's own)
 DEFAULT_READ_TIMEOUT = 3.0  # seconds: Dapr's readTimeout
+DEFAULT_DIAL_TIMEOUT = 5.0  # seconds: Dapr's dialTimeout
 
 
 # Dapr's Redis settings no component here takes, and why: each would be ignored, and with it
@@ -82,8 +83,8 @@ class RedisConfig:
     tls: bool = False
     cluster: bool = False
     max_retries: int = 3
-    dial_timeout: float = 5.0
-    read_timeout: float = 3.0
+    dial_timeout: float = DEFAULT_DIAL_TIMEOUT
+    read_timeout: float = DEFAULT_READ_TIMEOUT  # 0: none
     pool_size: int = 0  # 0: DEFAULT_POOL_SIZE
     key_prefix: str = ""
     component: str = ""  # "name (type)", for messages
@@ -123,8 +124,9 @@ class RedisConfig:
                     manifest, "redisMaxRetries", metadata.integer(manifest, "maxRetries", 3, minimum=-1), minimum=-1
                 ),
             ),
-            dial_timeout=metadata.duration(manifest, "dialTimeout", 5.0),
-            read_timeout=metadata.duration(manifest, "readTimeout", DEFAULT_READ_TIMEOUT),
+            # 0 is the default, as Dapr reads both; a negative readTimeout (Dapr's -1) is none
+            dial_timeout=metadata.duration(manifest, "dialTimeout", DEFAULT_DIAL_TIMEOUT) or DEFAULT_DIAL_TIMEOUT,
+            read_timeout=_read_timeout(manifest),
             pool_size=metadata.integer(manifest, "poolSize", 0, minimum=0),
             key_prefix=metadata.text(manifest, "keyPrefix", ""),
             component=f"{manifest.name} ({manifest.type})",
@@ -168,6 +170,15 @@ class RedisConfig:
         else:
             why = str(exc) or type(exc).__name__
         return Unavailable(f"{self.component}: redis at {self.address}: {why}")
+
+
+def _read_timeout(manifest: ComponentManifest) -> float:
+    """Seconds; 0 for none, which Dapr writes -1 (its 0, as an empty value, is the default)."""
+    raw = manifest.metadata.get("readTimeout", "").strip()
+    seconds = metadata.parse_duration(raw[1:] if raw[:1] == "-" else raw)  # -1: plain digits, as Dapr reads it
+    if raw[:1] == "-" and seconds is not None:
+        return 0.0
+    return metadata.duration(manifest, "readTimeout", DEFAULT_READ_TIMEOUT) or DEFAULT_READ_TIMEOUT
 
 
 def refused_for_its_state(exc: BaseException) -> bool:

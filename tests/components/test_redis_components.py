@@ -502,6 +502,20 @@ def test_commands_past_the_pool_wait_for_a_connection(redis_server: RedisServer)
     assert time.monotonic() - started >= 0.25, "two at a time: three rounds of 0.1 s"
 
 
+@pytest.mark.parametrize(
+    ("given", "read", "dial"),
+    [({}, 3.0, 5.0), ({"readTimeout": "0", "dialTimeout": "0"}, 3.0, 5.0), ({"readTimeout": "-1"}, 0.0, 5.0),
+     ({"readTimeout": "-1s"}, 0.0, 5.0), ({"readTimeout": "250", "dialTimeout": "2s"}, 0.25, 2.0)],
+)  # fmt: skip
+def test_a_zero_timeout_is_the_default_and_minus_one_no_read_timeout(
+    given: dict[str, str], read: float, dial: float
+) -> None:
+    """As Dapr reads them: 0 turned both timeouts off (a silent Redis then held calls for ever),
+    and Dapr's -1 ("no read timeout") stopped start-up."""
+    config = RedisConfig.from_manifest(manifest("lock.redis", {"redisHost": "h:1", **given}))
+    assert (config.read_timeout, config.dial_timeout) == (read, dial)
+
+
 def test_layottos_db_setting_chooses_the_database() -> None:
     """Layotto's Redis components name the database db (Dapr's redisDB, which wins when both
     are there): it was ignored, and a copied Layotto manifest used database 0, apart from
