@@ -1055,9 +1055,11 @@ fn split_messages(
         if compressed != 0 {
             message = gunzip(&message, max_message)?;
             if stream.method.client_streaming {
-                // counted as the handler will consume it, or a stream of small gzip bombs
-                // would queue gigabytes before reading paused
-                stream.unconsumed += message.len().saturating_sub(length);
+                // Counted as the handler will consume it (its decompressed length), or a
+                // stream of small gzip bombs would queue gigabytes before reading paused; and
+                // a message that shrank must count less, or each left bytes that were never
+                // consumed, until the stream was full for good with its handler all caught up.
+                stream.unconsumed = (stream.unconsumed + message.len()).saturating_sub(length);
             }
         }
         split_any = true;
@@ -1472,6 +1474,48 @@ mod tests {
         assert_eq!(events.len(), 12, "opened, then eleven messages: {events:?}");
         // The start of the next message in a buffer of its own (twice its size), not the frame's.
         assert_eq!(connection.settings.incomplete_requests.held(), 30);
+    }
+
+    /// gzip makes a short message longer (its header and trailer): each such message left
+    /// the bytes it shrank by counted and never consumed, and a long stream of them (a
+    /// grpc-go client with gzip on, acknowledging events) was full for good, its handler
+    /// all caught up.
+    #[test]
+    fn a_compressed_message_that_shrank_is_counted_as_its_handler_consumes_it() {
+        use std::io::Write;
+        let mut connection = connection();
+        let mut encoder = greeted(&mut connection);
+        let block = encoder.encode(vec![
+            (&b":method"[..], &b"POST"[..]),
+            (b":scheme", b"http"),
+            (b":path", STREAMING.as_bytes()),
+            (b":authority", b"localhost"),
+            (b"content-type", b"application/grpc"),
+            (b"te", b"trailers"),
+            (b"grpc-encoding", b"gzip"),
+        ]);
+        let mut input = frame(0x1, END_HEADERS, 1, &block);
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gzip.write_all(b"ack").unwrap();
+        let body = gzip.finish().unwrap();
+        assert!(body.len() > 3);
+        let mut message = vec![1];
+        message.extend((body.len() as u32).to_be_bytes());
+        message.extend(&body);
+        for _ in 0..10 {
+            input.extend(data(1, &message, false));
+        }
+        let events = connection.feed(&input);
+        let mut handed = 0;
+        for event in &events {
+            if let Event::Message { key, message } = event {
+                assert_eq!(&message[..], b"ack");
+                connection.consumed(*key, message.len() + PREFIX_LEN);
+                handed += 1;
+            }
+        }
+        assert_eq!(handed, 10, "{events:?}");
+        assert_eq!(connection.streams[&1].unconsumed, 0);
     }
 
     #[test]
