@@ -10,6 +10,7 @@
 
 use crate::codec::{check_whole_len, Codec, FrameHead, FrameKind, Refusal, RequestMeta};
 use crate::error::{Error, Result};
+use std::time::Duration;
 
 pub const PROTO_V1: u8 = 1;
 pub const PROTO_V2: u8 = 2;
@@ -518,6 +519,17 @@ impl Codec for Bolt {
         })
     }
 
+    fn request_timeout(frame: &[u8]) -> Option<Duration> {
+        // v1: after proto, type, cmdcode, ver2, id and codec; v2 has ver1 and switch too.
+        let at = match *frame.first()? {
+            PROTO_V1 => 10,
+            PROTO_V2 => 12,
+            _ => return None,
+        };
+        let ms = i32::from_be_bytes(frame.get(at..at + 4)?.try_into().ok()?);
+        (ms > 0).then(|| Duration::from_millis(ms as u64))
+    }
+
     fn request_meta(frame: &[u8], with_headers: bool) -> Result<RequestMeta> {
         let pairs = decode_header_map(parts(frame, "bolt frame")?.header)?;
         let find = |name: &str| {
@@ -870,6 +882,23 @@ mod tests {
             let v2_request = golden("bolt_request_v2_bolt");
             assert_eq!(Bolt::answer_as_asked(&v2_request, &v2), None);
             assert_eq!(Bolt::answer_as_asked(&v1_request, &v1), None);
+        }
+    }
+
+    /// A SOFARPC consumer's per-call timeout is in the request: MOSN makes it the call's
+    /// deadline; the route's (3 s by default) cut a 10 s call at 3 s.
+    #[test]
+    fn a_request_s_own_timeout_is_read_from_v1_and_v2() {
+        let v1 = encode_request(1, 1, 10_000, "c", NO_HEADER, b"x", false).unwrap();
+        assert_eq!(Bolt::request_timeout(&v1), Some(Duration::from_secs(10)));
+        let v2 = hex("02 02 02 0001 07 0a0b0c0d 0b 00 00000bb8 0001 0000 00000001 63 78");
+        assert_eq!(
+            Bolt::request_timeout(&v2),
+            Some(Duration::from_millis(3000))
+        );
+        for unset in [0, -1] {
+            let frame = encode_request(1, 1, unset, "c", NO_HEADER, b"x", false).unwrap();
+            assert_eq!(Bolt::request_timeout(&frame), None, "{unset}: the route's");
         }
     }
 

@@ -111,6 +111,13 @@ pub trait Codec: Send + Sync + 'static {
     /// The protocol's own error response to request `frame`, carrying `message`.
     fn refusal(frame: &[u8], head: &FrameHead, refusal: Refusal, message: &str) -> Vec<u8>;
 
+    /// The timeout request `frame` carries for itself, when the protocol has one and it is
+    /// set; it wins over the route's, as in MOSN (a caller's per-call timeout longer than
+    /// the route's must not be cut short by it).
+    fn request_timeout(_frame: &[u8]) -> Option<std::time::Duration> {
+        None
+    }
+
     /// What tells a client that this connection takes no new requests (Dubbo's read-only
     /// event), when the protocol has it.
     fn closing_notice() -> Option<Vec<u8>> {

@@ -185,9 +185,12 @@ class BoltClient:
         self.sock.sendall(data)
 
     @staticmethod
-    def request(request_id: int, service: str, content: bytes = b"hi", headers: dict[str, str] | None = None) -> bytes:
+    def request(
+        request_id: int, service: str, content: bytes = b"hi", headers: dict[str, str] | None = None,
+        timeout_ms: int = 3000,
+    ) -> bytes:  # fmt: skip
         header = {"service": service, **(headers or {})}
-        return bytes(native.encode_bolt_request(request_id, 1, 3000, "", header, content))
+        return bytes(native.encode_bolt_request(request_id, 1, timeout_ms, "", header, content))
 
     def responses(self, count: int) -> list[tuple[int, int, dict[str, str], bytes]]:
         """The next ``count`` responses: (request id, status, header, content)."""

@@ -413,7 +413,8 @@ async fn forward<C: Codec>(
     }
     let cluster = routing.clusters[route.pick_cluster()].clone();
     let reply = (head.kind == FrameKind::Request).then(|| ReplyTo::Client(client.owe()));
-    let (timeout, retries, stats) = (route.timeout, route.retries, route.stats.clone());
+    let timeout = C::request_timeout(&frame).unwrap_or(route.timeout);
+    let (retries, stats) = (route.retries, route.stats.clone());
     let client = client.owe(); // until a refusal is queued too
     let mut sent = Box::pin(async move {
         let sending = Sending {
