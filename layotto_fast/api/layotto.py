@@ -121,7 +121,10 @@ class LayottoRuntime:
         return EMPTY
 
     async def ExecuteStateTransaction(self, request: pb.ExecuteStateTransactionRequest) -> empty_pb2.Empty:
-        operations = [TransactionOperation(op.operationType, _state_item(op.request)) for op in request.operations]
+        operations = [
+            TransactionOperation(op.operationType, _state_item(op.request) if op.HasField("request") else None)
+            for op in request.operations
+        ]
         await self._state.transact(request.storeName, operations, dict(request.metadata) or None)
         return EMPTY
 

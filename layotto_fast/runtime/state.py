@@ -60,7 +60,7 @@ class TransactionOperation(NamedTuple):
     """One operation of a transaction, as the caller sent it."""
 
     kind: str  # "upsert" or "delete", in any case
-    item: StateItem
+    item: StateItem | None  # None: the caller sent the operation without its request
 
 
 class KeyUnreadable(NamedTuple):

@@ -9,6 +9,7 @@ stored; the service says it again about the key the app sent.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Mapping, Sequence
 
 from layotto_fast.errors import InvalidArgument, Unimplemented
@@ -29,6 +30,8 @@ from layotto_fast.runtime.state import (
 )
 from layotto_fast.runtime.state_rules import delete_op_for as _delete_op
 from layotto_fast.runtime.state_rules import set_op_for as _set_op
+
+log = logging.getLogger("layotto_fast.state")
 
 STRONG = Consistency.STRONG
 
@@ -132,6 +135,9 @@ class StateService:
             raise Unimplemented(f"state store {store_name!r} does not support transactions (feature TRANSACTIONAL)")
         ops: list[SetOp | DeleteOp] = []
         for index, (kind, item) in enumerate(operations):
+            if item is None:  # skipped, as Layotto skips it ("tolerant npe"), not failing the rest
+                log.warning("state store %r: transaction operations[%d] has no request: skipped", store_name, index)
+                continue
             lowered = kind.lower()
             if lowered == "upsert":
                 ops.append(_set_op(item, features, store_name, "operations", index, ".request", metadata, prefix))

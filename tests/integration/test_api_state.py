@@ -105,6 +105,35 @@ def test_ttl_expires(sidecar: Sidecar) -> None:
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "ttlInSeconds" in details and "-5" in details
 
 
+def test_a_transaction_operation_without_its_request_is_skipped_as_layotto_does(sidecar: Sidecar) -> None:
+    """Layotto skips it with a warning; it failed the whole transaction INVALID_ARGUMENT
+    ("operations[0].request.key is empty"), and a later operation's error still names its own
+    place."""
+    stub, a = sidecar.stub(), key()
+    stub.ExecuteStateTransaction(
+        pb.ExecuteStateTransactionRequest(
+            storeName=STORE,
+            operations=[
+                pb.TransactionalStateOperation(operationType="upsert"),
+                pb.TransactionalStateOperation(operationType="upsert", request=pb.StateItem(key=a, value=b"a1")),
+            ],
+        )
+    )
+    assert stub.GetState(pb.GetStateRequest(store_name=STORE, key=a)).data == b"a1"
+    code, details = code_of(
+        lambda: stub.ExecuteStateTransaction(
+            pb.ExecuteStateTransactionRequest(
+                storeName=STORE,
+                operations=[
+                    pb.TransactionalStateOperation(operationType="delete"),
+                    pb.TransactionalStateOperation(operationType="upsert", request=pb.StateItem(key="", value=b"x")),
+                ],
+            )
+        )
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "operations[1].request.key" in details, details
+
+
 def test_transaction_is_all_or_nothing(sidecar: Sidecar) -> None:
     stub, a, b, c = sidecar.stub(), key(), key(), key()
     stub.SaveState(pb.SaveStateRequest(store_name=STORE, states=[pb.StateItem(key=a, value=b"a0")]))
