@@ -202,6 +202,14 @@ def test_a_foreign_value_under_a_key_is_a_failed_precondition(harness: Harness) 
     with pytest.raises(FailedPrecondition, match="WRONGTYPE"):
         harness.run(config.save([ConfigItem(app, "k", "v", "g", "l")]))
     assert harness.run(config.get(ConfigQuery(app, ("k",), "g", "l"))) == []  # not an item
+    # A value shorter than the floor, or empty, was taken as below it and overwritten.
+    floored = harness.make("sequencer.redis", name="floored", biggerThan="1000")
+    for value in ("abc", "x1", ""):
+        short = unique()
+        harness.cli("SET", short, value)
+        with pytest.raises(FailedPrecondition, match="not an integer"):
+            harness.run(floored.next_id(short))
+        assert harness.cli("GET", short) == value
 
 
 def test_state_writes_without_a_check_version_expire_and_refuse_like_the_script(harness: Harness) -> None:

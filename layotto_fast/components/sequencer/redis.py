@@ -38,6 +38,9 @@ NEXT_ID = Script(
     """
 local current = redis.call("GET", KEYS[1])
 if current == ARGV[2] then return false end
+if current and not string.find(current, "^%-?%d+$") then
+  return redis.error_reply("ERR value is not an integer or out of range")
+end
 local floor = ARGV[1]
 if not current or string.sub(current, 1, 1) == "-"
     or #current < #floor or (#current == #floor and current < floor) then
