@@ -167,7 +167,11 @@ def _why(exc: BaseException, timeout: float) -> str:
 def _refused_argument(exc: BaseException) -> bool:
     if isinstance(exc, aetcd.InvalidArgumentError):
         return True
-    return isinstance(exc, grpc.aio.AioRpcError) and exc.code() == grpc.StatusCode.INVALID_ARGUMENT
+    if not isinstance(exc, grpc.aio.AioRpcError):
+        return False
+    # Over etcd's gRPC receive limit: no retry can pass (its "too many requests" may).
+    too_large = exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in (exc.details() or "")
+    return too_large or exc.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def unauthenticated(exc: BaseException) -> bool:

@@ -622,6 +622,24 @@ def test_configuration_get_save_delete_with_filters(etcd_server: EtcdServer) -> 
     asyncio.run(scenario())
 
 
+def test_configuration_saves_large_items_in_transactions_etcd_takes(etcd_server: EtcdServer) -> None:
+    """One save wrote up to 64 items in one transaction whatever their size: three items of
+    700 KB were a 2.1 MB request, over etcd's limit, refused as an outage (UNAVAILABLE). An item
+    too large alone is INVALID_ARGUMENT: no retry can pass."""
+    prefix = f"t-{unique()}/"
+
+    async def scenario() -> None:
+        async with components(etcd_server, "configuration.etcd", keyPrefix=prefix) as [store]:
+            app = unique()
+            items = [ConfigItem(app, f"big{i}", str(i) * 700_000) for i in range(3)]
+            await store.save(items)
+            assert sorted(len(i.content) for i in await store.get(ConfigQuery(app))) == [700_000] * 3
+            with pytest.raises(InvalidArgument, match="etcd refused"):
+                await store.save([ConfigItem(app, "huge", "x" * 3_000_000)])
+
+    asyncio.run(scenario())
+
+
 def test_configuration_watch_sees_every_writer_within_a_second(etcd_server: EtcdServer) -> None:
     prefix = f"t-{unique()}/"
 

@@ -78,6 +78,7 @@ log = logging.getLogger(__name__)
 DEFAULT_PREFIX = "/"  # Layotto's layout: /{app_id}/{group}/{label}/{key}
 ATTRS = ".attrs"
 ITEMS_PER_TXN = MAX_TXN_OPS // 2  # two operations per item: content and attributes
+TXN_BYTES = 1024 * 1024  # keys and values written by one transaction, below etcd's request limit
 RETRY_MIN, RETRY_MAX = 0.05, 1.0  # seconds between attempts to watch again
 DELIVERED_TTL = 30.0  # how long a delivered revision is remembered to skip its echo
 PRUNE_AT = 1024
@@ -246,18 +247,32 @@ class EtcdConfigurationStore:
         for item in items:
             _check_names(item.app_id, item.group, item.label)
             unique[_item_id(item)] = item  # etcd refuses a transaction that writes a key twice
-        for chunk in _chunks(list(unique.values()), ITEMS_PER_TXN):
-            operations = []
-            for item in chunk:
-                relative = _relative(item)
-                operations.append(op_put(f"{self._app_prefix(item.app_id)}{relative}".encode(), item.content.encode()))
-                attrs_key = f"{self._attrs_prefix(item.app_id)}{relative}".encode()
-                if item.tags or item.metadata:
-                    operations.append(op_put(attrs_key, _attrs_json(item)))
-                else:
-                    operations.append(op_delete(attrs_key))
-            response = await self._conn.txn([], operations)
-            self._notify(chunk, int(response.header.revision), deleted=False)
+        # A transaction holds at most ITEMS_PER_TXN items and about TXN_BYTES: etcd refuses a
+        # request over its --max-request-bytes (1.5 MiB by default) whatever it holds. An item
+        # past that alone goes alone, for etcd to refuse (INVALID_ARGUMENT).
+        chunk: list[ConfigItem] = []
+        operations: list[Any] = []
+        size = 0
+        for item in unique.values():
+            relative = _relative(item)
+            content_key = f"{self._app_prefix(item.app_id)}{relative}".encode()
+            attrs_key = f"{self._attrs_prefix(item.app_id)}{relative}".encode()
+            content = item.content.encode()
+            attrs = _attrs_json(item) if item.tags or item.metadata else b""
+            weight = len(content_key) + len(content) + len(attrs_key) + len(attrs)
+            if chunk and (len(chunk) >= ITEMS_PER_TXN or size + weight > TXN_BYTES):
+                await self._put(chunk, operations)
+                chunk, operations, size = [], [], 0
+            chunk.append(item)
+            operations.append(op_put(content_key, content))
+            operations.append(op_put(attrs_key, attrs) if attrs else op_delete(attrs_key))
+            size += weight
+        if chunk:
+            await self._put(chunk, operations)
+
+    async def _put(self, chunk: list[ConfigItem], operations: list[Any]) -> None:
+        response = await self._conn.txn([], operations)
+        self._notify(chunk, int(response.header.revision), deleted=False)
 
     async def delete(self, query: ConfigQuery) -> None:
         found = [item for item, _ in (await self._read(query))[0]]
