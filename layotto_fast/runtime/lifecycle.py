@@ -93,12 +93,15 @@ class AwaitingSecrets:
     never handed out; starting it anyway is a bug, said so rather than reported UP.
     """
 
+    def __init__(self, unresolved: str = "") -> None:
+        self._unresolved = unresolved  # why its secrets could not be read (an optional one's)
+
     @classmethod
     def from_manifest(cls, manifest: ComponentManifest) -> Self:
         return cls()
 
     async def init(self) -> None:
-        raise RuntimeError("not built: its secret references are not resolved")
+        raise RuntimeError(self._unresolved or "not built: its secret references are not resolved")
 
     async def ping(self) -> None:
         await self.init()
@@ -195,7 +198,17 @@ class Components:
         # One component after another: the first bad reference in file order is the one reported.
         for slot in self.slots:
             if isinstance(slot.component, AwaitingSecrets):
-                values = await self._read_secrets(slot.manifest)
+                try:
+                    values = await self._read_secrets(slot.manifest)
+                except StartupError as exc:
+                    if slot.required:
+                        raise
+                    # An optional component (ignoreErrors) is DOWN for it, as its failed init
+                    # would be, and the sidecar starts without it (Dapr goes on, logged).
+                    slot.component = AwaitingSecrets(f"{exc.field}: {exc.problem}")
+                    self._mark(slot, Health.DOWN, f"init failed: {exc.field}: {exc.problem}")
+                    log.error("component %s (%s) %s", slot.manifest.name, slot.manifest.type, slot.reason)
+                    continue
                 slot.component = registry.build(slot.manifest.with_secrets(values))
 
     async def _read_secrets(self, manifest: ComponentManifest) -> dict[str, str]:

@@ -480,6 +480,23 @@ def test_an_unresolvable_reference_stops_start_up(tmp_path: Path, item: str, sec
     assert all(word in raised.value.problem for word in words), raised.value
 
 
+def test_an_optional_component_s_unresolvable_reference_makes_it_down_not_the_sidecar(tmp_path: Path) -> None:
+    """ignoreErrors: true (a component whose failure does not make readiness DOWN): a secret it
+    could not read stopped start-up all the same; Dapr logs it and goes on."""
+    components_in(tmp_path, "      secretKeyRef: {name: nosuch}", '{"db": "x"}')
+    path = tmp_path / "greeter.yaml"
+    optional = "  type: hello.helloworld\n  ignoreErrors: true\n"
+    path.write_text(path.read_text().replace("  type: hello.helloworld\n", optional))
+    components = Components(load_folder(tmp_path))
+    asyncio.run(components.init_all())
+    report = components.readiness()
+    entry = report.entries["greeter"]
+    assert report.status == Health.UP and entry["status"] == "DOWN" and entry["required"] is False
+    assert "spec.metadata[0].secretKeyRef" in str(entry["reason"]) and "'nosuch'" in str(entry["reason"])
+    asyncio.run(components.check_all())  # a retry keeps the reason
+    assert "'nosuch'" in str(components.readiness().entries["greeter"]["reason"])
+
+
 def test_a_relative_secrets_file_is_found_beside_its_manifest_in_a_multi_document_file(tmp_path: Path) -> None:
     folder = tmp_path / "components"
     folder.mkdir()
