@@ -37,6 +37,10 @@ def key_prefix(manifest: ComponentManifest, app_id: str) -> str:
     operator's own contains ``||``.
     """
     text, default = _LAYOUTS[manifest.block]
+    if KEY_PREFIX in manifest.secret_refs:
+        # The services choose the prefix before any secret store runs: it would be ignored.
+        ref = manifest.secret_refs[KEY_PREFIX]
+        raise StartupError(manifest.source, ref.field, "keyPrefix cannot come from a secret: give it as a value")
     return text + _strategy_prefix(manifest, app_id, default)
 
 

@@ -20,6 +20,7 @@ from layotto_fast.errors import (
 )
 from layotto_fast.manifest import ComponentManifest
 from layotto_fast.runtime.configuration import ConfigItem
+from layotto_fast.runtime.key_prefixes import key_prefix
 from layotto_fast.runtime.lifecycle import Components, Health
 from layotto_fast.runtime.lock import LockStatus
 from layotto_fast.runtime.records import state_item
@@ -365,6 +366,19 @@ def test_a_key_prefix_with_the_separator_stops_start_up_naming_the_field(type_: 
     with pytest.raises(StartupError, match=r"spec\.metadata\.keyPrefix: 'a\|\|b' contains") as caught:
         Services.over(components, "my-app")
     assert caught.value.source == SOURCE
+
+
+@pytest.mark.parametrize("type_", ["state.in-memory", "lock.in-memory", "sequencer.in-memory"])
+def test_a_key_prefix_from_a_secret_stops_start_up_naming_the_field(type_: str) -> None:
+    """The services read the strategy before any secret store runs: a keyPrefix given as a
+    secretKeyRef was ignored without a word (the app id's prefix used instead)."""
+    from layotto_fast.manifest import SecretRef
+
+    ref = SecretRef("prefixes", "keyPrefix", "spec.metadata[0].secretKeyRef")
+    given = ComponentManifest("store", type_, "v1", {}, SOURCE, secret_refs={"keyprefix": ref}, auth_secret_store="v")
+    with pytest.raises(StartupError, match="keyPrefix cannot come from a secret") as caught:
+        key_prefix(given, "my-app")
+    assert caught.value.field == "spec.metadata[0].secretKeyRef"
 
 
 @pytest.mark.parametrize(
