@@ -7,6 +7,8 @@ component ever loads it.
 
 from __future__ import annotations
 
+import asyncio
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,10 +155,10 @@ class RedisConfig:
         # UNAVAILABLE and the health ping beside them marked the store DOWN. A command waits for
         # a connection instead, as long as go-redis's pool lets Dapr's (readTimeout + 1 s).
         plain = aioredis.Redis(host=self.host, port=self.port, db=self.db, **common)
-        pool = aioredis.BlockingConnectionPool(
+        pool = WaitingPool(
+            wait=(self.read_timeout or DEFAULT_READ_TIMEOUT) + 1.0,
             connection_class=plain.connection_pool.connection_class,
             max_connections=self.pool_size or DEFAULT_POOL_SIZE,
-            timeout=(self.read_timeout or DEFAULT_READ_TIMEOUT) + 1.0,
             **plain.connection_pool.connection_kwargs,
         )
         return aioredis.Redis.from_pool(pool)
@@ -170,6 +172,62 @@ class RedisConfig:
         else:
             why = str(exc) or type(exc).__name__
         return Unavailable(f"{self.component}: redis at {self.address}: {why}")
+
+
+class WaitingPool(aioredis.ConnectionPool):
+    """redis-py's pool, where a command finding every connection taken waits up to ``wait``
+    seconds for one to be released instead of failing. Not redis-py's BlockingConnectionPool:
+    it waits under asyncio.timeout, which needs a Task, and the native transport runs a
+    handler's first step in none."""
+
+    def __init__(self, *, wait: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._wait = wait
+        self._waiting: deque[asyncio.Future[None]] = deque()
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        deadline: float | None = None
+        while True:
+            try:
+                return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+            except redis_errors.ConnectionError as exc:
+                if "Too many connections" not in str(exc):
+                    raise
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self._wait if deadline is None else deadline
+            if loop.time() >= deadline:
+                raise redis_errors.ConnectionError(
+                    f"all {self.max_connections} connections of the pool stayed taken for {self._wait:g} s"
+                ) from None
+            freed = loop.create_future()
+            self._waiting.append(freed)
+            timer = loop.call_at(deadline, _settle, freed)
+            try:
+                await freed
+            except BaseException:
+                if freed.done() and not freed.cancelled():
+                    self._wake_one()  # handed a free connection, then cancelled: passed on
+                raise
+            finally:
+                timer.cancel()
+                if freed in self._waiting:
+                    self._waiting.remove(freed)
+
+    async def release(self, connection: Any) -> None:
+        await super().release(connection)
+        self._wake_one()
+
+    def _wake_one(self) -> None:
+        while self._waiting:
+            freed = self._waiting.popleft()
+            if not freed.done():
+                freed.set_result(None)
+                return
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _read_timeout(manifest: ComponentManifest) -> float:

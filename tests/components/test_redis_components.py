@@ -509,6 +509,35 @@ def test_commands_past_the_pool_wait_for_a_connection(redis_server: RedisServer)
     assert asyncio.run(burst()) == [None] * 6
     assert time.monotonic() - started >= 0.25, "two at a time: three rounds of 0.1 s"
 
+    async def first_step_outside_a_task() -> Any:
+        """The native transport runs a handler's first step in no Task: the wait must not need
+        one (redis-py's BlockingConnectionPool waits under asyncio.timeout, which raised
+        RuntimeError there)."""
+        client = RedisConfig(host=redis_server.host, port=redis_server.port, pool_size=1).connect()
+        loop = asyncio.get_running_loop()
+        stepped: asyncio.Future[Any] = loop.create_future()
+        try:
+            holding = asyncio.ensure_future(client.blpop([f"empty-{unique()}"], timeout=0.2))
+            await asyncio.sleep(0.05)  # the pool's one connection is taken
+            ping = client.ping()
+
+            def step() -> None:
+                assert asyncio.current_task() is None
+                try:
+                    stepped.set_result(ping.send(None))
+                except BaseException as exc:
+                    stepped.set_exception(exc)
+
+            loop.call_soon(step)
+            awaited = await stepped
+            ping.close()
+            await holding
+            return awaited
+        finally:
+            await client.aclose()
+
+    assert isinstance(asyncio.run(first_step_outside_a_task()), asyncio.Future), "waiting for a connection"
+
 
 @pytest.mark.parametrize(
     ("given", "read", "dial"),
