@@ -53,16 +53,18 @@ impl Outbox {
         }
     }
 
-    /// Queues `bytes`; false (and the outbox closes) when the peer has let more than
-    /// the limit pile up, or the outbox is already closed. One frame larger than the
-    /// limit still goes into an empty outbox: the limit is on what a slow reader leaves
-    /// waiting, and frame sizes have limits of their own.
+    /// Queues `bytes`; false (and the outbox closes) when the peer has let the limit pile
+    /// up already, or the outbox is already closed. The limit is on what a slow reader
+    /// leaves waiting, not on one frame: a frame goes in while less than the limit waits
+    /// (frame sizes have limits of their own), so two large answers read from an upstream
+    /// in one turn, before the writer could take the first, do not cut off a client that
+    /// reads. A reader that stopped is cut off with at most the limit and a frame queued.
     pub fn push(&self, bytes: &[u8]) -> bool {
         if self.closed.get() {
             return false;
         }
         let mut buffer = self.buffer.borrow_mut();
-        if !buffer.is_empty() && buffer.len() + bytes.len() > self.limit {
+        if buffer.len() >= self.limit {
             drop(buffer);
             self.close();
             return false;
@@ -153,6 +155,18 @@ mod tests {
         assert!(outbox.push(&[0; 25]));
         assert!(!outbox.is_closed());
         assert!(!outbox.push(&[0; 1]));
+        assert!(outbox.is_closed());
+    }
+
+    #[test]
+    fn answers_larger_than_half_the_limit_queued_in_one_turn_keep_the_outbox() {
+        let outbox = Outbox::new(16);
+        assert!(outbox.push(&[0; 9]));
+        assert!(
+            outbox.push(&[0; 9]),
+            "the second answer of one upstream read"
+        );
+        assert!(!outbox.push(&[0; 1]), "18 bytes wait: the limit is passed");
         assert!(outbox.is_closed());
     }
 
