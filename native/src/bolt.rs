@@ -22,6 +22,8 @@ pub const TYPE_ONEWAY: u8 = 2;
 pub const CMD_HEARTBEAT: u16 = 0;
 pub const CMD_REQUEST: u16 = 1;
 pub const CMD_RESPONSE: u16 = 2;
+/// MOSN's control command: the peer takes no new requests on this connection.
+pub const CMD_GOAWAY: u16 = 100;
 
 pub const VER2: u8 = 1;
 pub const CODEC_HESSIAN2: u8 = 1;
@@ -501,11 +503,15 @@ impl Codec for Bolt {
         let cmdcode = u16::from_be_bytes(be16(frame, cmd_at));
         // A SOFA Bolt server closes the connection at any other command code or a CRC32
         // that does not match: such a frame must not reach a connection others share.
-        if cmdcode > CMD_RESPONSE {
+        // MOSN's GoAway is read (as a notice, never forwarded): a MOSN or Layotto upstream
+        // sends it as it shuts down, and its connection is drained, not dropped.
+        if cmdcode > CMD_RESPONSE && cmdcode != CMD_GOAWAY {
             return Err(Error::field("bolt cmdcode", cmdcode));
         }
         check_crc(frame)?;
         let kind = match (frame[type_at], cmdcode) {
+            (TYPE_REQUEST | TYPE_ONEWAY, CMD_GOAWAY) => FrameKind::Closing,
+            (_, CMD_GOAWAY) => return Err(Error::field("bolt cmdcode", cmdcode)),
             (TYPE_REQUEST | TYPE_ONEWAY, CMD_HEARTBEAT) => FrameKind::HeartbeatRequest,
             (TYPE_RESPONSE, CMD_HEARTBEAT) => FrameKind::HeartbeatResponse,
             (TYPE_REQUEST, _) => FrameKind::Request,
@@ -883,6 +889,25 @@ mod tests {
             assert_eq!(Bolt::answer_as_asked(&v2_request, &v2), None);
             assert_eq!(Bolt::answer_as_asked(&v1_request, &v1), None);
         }
+    }
+
+    /// MOSN's GoAway (a request with command code 100, sent by a MOSN or Layotto upstream
+    /// as it shuts down) was a malformed frame: the upstream connection every client
+    /// shares was dropped with all it carried.
+    #[test]
+    fn mosn_s_goaway_is_read_as_closing() {
+        let mut goaway = encode_request(0, 1, 0, "", NO_HEADER, b"", false).unwrap();
+        goaway[2..4].copy_from_slice(&CMD_GOAWAY.to_be_bytes());
+        assert_eq!(Bolt::head(&goaway).unwrap().kind, FrameKind::Closing);
+        let mut as_answer = goaway.clone();
+        as_answer[1] = TYPE_RESPONSE;
+        assert!(Bolt::head(&as_answer).is_err());
+        let mut other = goaway;
+        other[2..4].copy_from_slice(&101u16.to_be_bytes());
+        assert!(
+            Bolt::head(&other).is_err(),
+            "other command codes still close"
+        );
     }
 
     /// A SOFARPC consumer's per-call timeout is in the request: MOSN makes it the call's

@@ -311,7 +311,7 @@ def test_waiting_for_a_connection_counts_against_the_routes_timeout(tmp_path: Pa
             clients = [BoltClient(("127.0.0.1", port), timeout=3.0) for _ in range(3)]
             started = time.monotonic()
             for i, client in enumerate(clients):
-                client.send(client.request(i, SERVICE))
+                client.send(client.request(i, SERVICE, timeout_ms=0))  # none of its own: the route's
             assert [c.responses(1)[0][:2] for c in clients] == [(i, STATUS_TIMEOUT) for i in range(3)]
             assert time.monotonic() - started < 1.5, "answered at the route's timeout"
             _, body = sidecar.http("/metrics")
@@ -437,8 +437,9 @@ def test_a_slow_service_on_a_responsive_upstream_keeps_its_connection(tmp_path: 
         with mesh(tmp_path, cluster, routes=routes) as (_, port):
             upstream.slow = 1.5
             client = BoltClient(("127.0.0.1", port), timeout=10)
-            client.send(client.request(1, SERVICE))
-            client.send(client.request(2, "com.example.Hasty:1.0"))
+            # No timeout of their own (a Bolt request's would win): their routes'.
+            client.send(client.request(1, SERVICE, timeout_ms=0))
+            client.send(client.request(2, "com.example.Hasty:1.0", timeout_ms=0))
             answers = dict((r[0], r[1]) for r in client.responses(2))
             assert answers == {2: STATUS_TIMEOUT, 1: STATUS_SUCCESS}, answers
             assert upstream.connections == 1 and upstream.heartbeats >= 1
