@@ -229,6 +229,7 @@ class Sidecar:
         log.info("stopping during start-up: readiness DOWN, abandoning the inits still running (%s)",
                  ", ".join(waiting) or "secret references")  # fmt: skip
         self.components.stopping_reason = "shutting down"
+        self.services.configuration.end_subscriptions("the sidecar is shutting down")
         initialising.cancel()
         await asyncio.wait((initialising,), timeout=max(0.0, deadline - loop.time()))
         if not initialising.done():
@@ -293,6 +294,10 @@ class Sidecar:
         # frozen mid-stop) holds the exit no longer than the grace and FINISH_SECONDS.
         loop = asyncio.get_running_loop()
         finish_by = deadline + FINISH_SECONDS
+        # A configuration subscription's stream never ends on its own and waits on no
+        # delivery: ended at once with a status (its client subscribes again elsewhere), it
+        # does not hold the gRPC server's stop.
+        self.services.configuration.end_subscriptions("the sidecar is shutting down")
         # First, while the gRPC server still answers the calls an app makes while it handles a
         # message: no message is read any more, and the ones in hand are answered by the
         # deadline or stay unacknowledged, not half-delivered.
@@ -316,9 +321,6 @@ class Sidecar:
             # mesh's listeners close now, and its client connections drain while the gRPC
             # server stops, which an open stream holds for the whole grace.
             self.mesh.stop_accepting()
-        # A configuration subscription's stream never ends on its own: ended with a status
-        # (clients subscribe again elsewhere), it no longer holds the gRPC server's stop.
-        self.services.configuration.end_subscriptions("the sidecar is shutting down")
         await server.stop(max(0.0, deadline - loop.time()))
         actuator.close()
         try:
