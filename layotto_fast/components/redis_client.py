@@ -88,6 +88,7 @@ class RedisConfig:
     dial_timeout: float = DEFAULT_DIAL_TIMEOUT
     read_timeout: float = DEFAULT_READ_TIMEOUT  # 0: none
     pool_size: int = 0  # 0: DEFAULT_POOL_SIZE
+    pool_timeout: float = 0.0  # seconds a command waits for a free connection; 0: as go-redis (pool_wait)
     key_prefix: str = ""
     component: str = ""  # "name (type)", for messages
 
@@ -130,9 +131,17 @@ class RedisConfig:
             dial_timeout=metadata.duration(manifest, "dialTimeout", DEFAULT_DIAL_TIMEOUT) or DEFAULT_DIAL_TIMEOUT,
             read_timeout=_read_timeout(manifest),
             pool_size=metadata.integer(manifest, "poolSize", 0, minimum=0),
+            pool_timeout=metadata.duration(manifest, "poolTimeout", 0.0),
             key_prefix=metadata.text(manifest, "keyPrefix", ""),
             component=f"{manifest.name} ({manifest.type})",
         )
+
+    @property
+    def pool_wait(self) -> float:
+        """Dapr's poolTimeout, else go-redis's default: readTimeout + 1 s, or 30 s without one."""
+        if self.pool_timeout:
+            return self.pool_timeout
+        return self.read_timeout + 1.0 if self.read_timeout else 30.0
 
     @property
     def address(self) -> str:
@@ -153,15 +162,17 @@ class RedisConfig:
         # redis-py's pool fails a command at once when every connection is taken ("Too many
         # connections"): a burst of writes that wait for replicas, or blocking reads, failed
         # UNAVAILABLE and the health ping beside them marked the store DOWN. A command waits for
-        # a connection instead, as long as go-redis's pool lets Dapr's (readTimeout + 1 s).
+        # a connection instead, as long as go-redis's pool lets Dapr's (``pool_wait``).
         plain = aioredis.Redis(host=self.host, port=self.port, db=self.db, **common)
         pool = WaitingPool(
-            wait=(self.read_timeout or DEFAULT_READ_TIMEOUT) + 1.0,
+            wait=self.pool_wait,
             connection_class=plain.connection_pool.connection_class,
             max_connections=self.pool_size or DEFAULT_POOL_SIZE,
             **plain.connection_pool.connection_kwargs,
         )
-        return aioredis.Redis.from_pool(pool)
+        client = aioredis.Redis(connection_pool=pool)
+        client.auto_close_connection_pool = True  # its own pool: closed with it (Redis.from_pool, redis-py 5.0.1+)
+        return client
 
     def unavailable(self, exc: BaseException) -> Unavailable:
         """The error a caller sees when Redis failed: names the component and the server."""
@@ -214,8 +225,10 @@ class WaitingPool(aioredis.ConnectionPool):
                     self._waiting.remove(freed)
 
     async def release(self, connection: Any) -> None:
-        await super().release(connection)
-        self._wake_one()
+        try:
+            await super().release(connection)
+        finally:  # redis-py may raise once the connection is back among the free ones
+            self._wake_one()
 
     def _wake_one(self) -> None:
         while self._waiting:

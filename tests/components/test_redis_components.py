@@ -553,6 +553,17 @@ def test_a_zero_timeout_is_the_default_and_minus_one_no_read_timeout(
     assert (config.read_timeout, config.dial_timeout) == (read, dial)
 
 
+@pytest.mark.parametrize(
+    ("given", "wait"),
+    [({}, 4.0), ({"readTimeout": "500ms"}, 1.5), ({"readTimeout": "-1"}, 30.0), ({"poolTimeout": "10s"}, 10.0)],
+)
+def test_a_command_waits_for_a_pooled_connection_as_long_as_go_redis_lets_dapr(
+    given: dict[str, str], wait: float
+) -> None:
+    """Dapr's poolTimeout, else go-redis's default (readTimeout + 1 s, 30 s without one)."""
+    assert RedisConfig.from_manifest(manifest("lock.redis", {"redisHost": "h:1", **given})).pool_wait == wait
+
+
 def test_layottos_db_setting_chooses_the_database() -> None:
     """Layotto's Redis components name the database db (Dapr's redisDB, which wins when both
     are there): it was ignored, and a copied Layotto manifest used database 0, apart from
