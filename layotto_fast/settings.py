@@ -72,7 +72,10 @@ class Settings:
         """The manifests folders, in order: those given (comma-separated, as daprd reads
         ``--resources-path``), else ./components, else none (the embedded set)."""
         if self.resources_path:
-            return [Path(folder) for folder in _folders(self.resources_path)]
+            # In the file, relative to the file (resolved here, not joined into the text: the
+            # file's own folder may hold a comma).
+            base = Path(self.config_file).parent if self.config_file and "resources_path" not in self.flags else None
+            return [base / folder if base else Path(folder) for folder in _folders(self.resources_path)]
         local = Path("components")
         return [local] if local.is_dir() else []
 
@@ -228,11 +231,6 @@ def _read_config(path: Path) -> dict[str, Any]:
     # Relative paths in the file are relative to the file, not to where it was started from.
     if isinstance(values.get("grpc_uds"), str) and values["grpc_uds"] and not os.path.isabs(values["grpc_uds"]):
         values["grpc_uds"] = str(path.parent / values["grpc_uds"])
-    if isinstance(values.get("resources_path"), str):
-        values["resources_path"] = ",".join(
-            folder if os.path.isabs(folder) else str(path.parent / folder)
-            for folder in _folders(values["resources_path"])
-        )
     return values
 
 

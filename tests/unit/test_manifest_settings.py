@@ -143,8 +143,15 @@ def test_settings_precedence(tmp_path: Path) -> None:
     config.write_text("grpc-port: 1000\nactuator_port: 2000\nresources_path: comps\n")
     loaded = settings.load(str(config), {"grpc_port": 3000, "actuator_port": None})
     assert loaded.grpc_port == 3000 and loaded.actuator_port == 2000
-    assert loaded.resources_path == str(tmp_path / "comps")
+    assert loaded.components_folders() == [tmp_path / "comps"]  # in the file: relative to the file
     assert settings.load(None, {}).grpc_port == 34904
+    # The file's own folder may hold a comma; the value's commas separate folders.
+    odd = tmp_path / "app,v2"
+    odd.mkdir()
+    (odd / "c.yaml").write_text(f"resources_path: comps, {tmp_path / 'shared'}\n")
+    assert settings.load(str(odd / "c.yaml"), {}).components_folders() == [odd / "comps", tmp_path / "shared"]
+    flagged = settings.load(str(odd / "c.yaml"), {"resources_path": "here"})
+    assert flagged.components_folders() == [Path("here")], "a flag's is relative to where it started"
 
 
 def test_settings_reject_bool_as_port(tmp_path: Path) -> None:
