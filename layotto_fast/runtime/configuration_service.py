@@ -228,6 +228,7 @@ class Subscription:
         self._wakeup = asyncio.Event()
         self._closed = False
         self._requests_ended = False
+        self._reader_waiting = False  # its reader has read everything and waits in next()
         service.active_subscriptions += 1
 
     def add(self, store_name: str, app_id: str, keys: Sequence[str], group: str = "", label: str = "") -> ConfigQuery:
@@ -293,8 +294,9 @@ class Subscription:
                 return
             service = self._service
             # A backend's one batch (a Redis read of many keys, an etcd catch-up) may be past
-            # the bounds alone: a subscriber that had read everything before it keeps up.
-            kept_up = not self._queue
+            # the bounds alone: a subscriber that had read everything before it keeps up. One
+            # batch reaches each watch of the subscription in turn, while its reader waits.
+            kept_up = not self._queue or self._reader_waiting
             for change in _parts(ConfigChange(store_name, app_id, items)):
                 if not kept_up and (
                     len(self._queue) >= service.max_changes or self._queued_bytes + change.size > service.max_bytes
@@ -338,7 +340,11 @@ class Subscription:
             if self._requests_ended and not self._cancels:
                 return None
             self._wakeup.clear()
-            await self._wakeup.wait()
+            self._reader_waiting = True
+            try:
+                await self._wakeup.wait()
+            finally:
+                self._reader_waiting = False
         change = self._queue.popleft()
         self._queued_bytes -= change.size
         return change

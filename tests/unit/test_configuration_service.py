@@ -294,6 +294,26 @@ def test_one_batch_past_the_bounds_is_kept_for_a_subscriber_that_had_read_everyt
     subscription.close()
 
 
+def test_one_batch_over_several_watches_is_kept_while_the_reader_waits(world: World) -> None:
+    """One batch reaches each watch of a subscription in turn: the second found the first's
+    share queued and dropped a subscriber that had read everything."""
+    loop, _, service = world
+    service.max_bytes = 1_000_000
+    subscription = service.subscription()
+    subscription.add("config", "", ["k0", "k1", "k2"])
+    subscription.add("config", "", ["k3", "k4"])
+    reader = loop.create_task(subscription.next())
+    loop.run_until_complete(asyncio.sleep(0.01))  # it waits for a change
+    items = [ConfigItem("", f"k{i}", "x" * 300_000) for i in range(5)]  # 1.5 MB in one batch
+    loop.run_until_complete(service.save("config", items))
+    assert service.dropped_subscriptions == 0
+    first = loop.run_until_complete(reader)
+    assert first is not None
+    read = [key for change in [first, *pending(loop, subscription)] for key, _ in contents([change])[0]]
+    assert sorted(read) == [f"k{i}" for i in range(5)]
+    subscription.close()
+
+
 def test_ending_the_subscriptions_ends_the_open_ones_and_those_made_after(world: World) -> None:
     loop, _, service = world
     open_one = service.subscription()
