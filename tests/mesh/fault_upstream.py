@@ -187,7 +187,7 @@ class BoltClient:
     @staticmethod
     def request(
         request_id: int, service: str, content: bytes = b"hi", headers: dict[str, str] | None = None,
-        timeout_ms: int = 3000,
+        timeout_ms: int = 0,  # none of its own: the route's timeout applies (a Bolt request's would win)
     ) -> bytes:  # fmt: skip
         header = {"service": service, **(headers or {})}
         return bytes(native.encode_bolt_request(request_id, 1, timeout_ms, "", header, content))
