@@ -1165,14 +1165,27 @@ mod tests {
     }
 
     fn headers(encoder: &mut Encoder<'_>, stream: u32, path: &str, end_stream: bool) -> Vec<u8> {
-        let block = encoder.encode(vec![
+        headers_with(encoder, stream, path, end_stream, &[])
+    }
+
+    /// A call's HEADERS frame with `extra` header fields after gRPC's own.
+    fn headers_with(
+        encoder: &mut Encoder<'_>,
+        stream: u32,
+        path: &str,
+        end_stream: bool,
+        extra: &[(&[u8], &[u8])],
+    ) -> Vec<u8> {
+        let mut fields = vec![
             (&b":method"[..], &b"POST"[..]),
             (b":scheme", b"http"),
             (b":path", path.as_bytes()),
             (b":authority", b"localhost"),
             (b"content-type", b"application/grpc"),
             (b"te", b"trailers"),
-        ]);
+        ];
+        fields.extend_from_slice(extra);
+        let block = encoder.encode(fields);
         let flags = END_HEADERS | if end_stream { END_STREAM } else { 0 };
         frame(0x1, flags, stream, &block)
     }
@@ -1485,16 +1498,13 @@ mod tests {
         use std::io::Write;
         let mut connection = connection();
         let mut encoder = greeted(&mut connection);
-        let block = encoder.encode(vec![
-            (&b":method"[..], &b"POST"[..]),
-            (b":scheme", b"http"),
-            (b":path", STREAMING.as_bytes()),
-            (b":authority", b"localhost"),
-            (b"content-type", b"application/grpc"),
-            (b"te", b"trailers"),
-            (b"grpc-encoding", b"gzip"),
-        ]);
-        let mut input = frame(0x1, END_HEADERS, 1, &block);
+        let mut input = headers_with(
+            &mut encoder,
+            1,
+            STREAMING,
+            false,
+            &[(b"grpc-encoding", b"gzip")],
+        );
         let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         gzip.write_all(b"ack").unwrap();
         let body = gzip.finish().unwrap();
